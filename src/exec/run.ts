@@ -1,0 +1,156 @@
+/**
+ * The one wrapper around execa for every external command (lvs, lvchange,
+ * dmsetup, thin_dump, thin_delta, thin_restore, ...). It logs argv, captures
+ * stderr (capped), records duration, exit code and signal, honours an
+ * AbortSignal, and turns failures into a typed ToolError. Per-tool
+ * classifiers (known-errors.ts) turn known stderr into specific error codes.
+ */
+import { execa, type ResultPromise } from 'execa';
+import type { Readable } from 'node:stream';
+import { ThinshipError, type ErrorCode } from '../errors.js';
+import { log } from '../log.js';
+
+/** stderr kept in errors and logs; tools such as thin_delta print usage text on error. */
+export const STDERR_CAP_BYTES = 16 * 1024;
+
+export interface ToolResult {
+  tool: string;
+  argv: string[];
+  exitCode: number | undefined;
+  /** e.g. "SIGKILL" when the tool was killed by a signal. */
+  signal: string | undefined;
+  durationMs: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** A failed external command. `code` is TOOL_FAILED unless a classifier knew better. */
+export class ToolError extends ThinshipError {
+  readonly tool: string;
+  readonly argv: string[];
+  readonly exitCode: number | undefined;
+  readonly signal: string | undefined;
+  readonly stderr: string;
+  constructor(code: ErrorCode, message: string, r: Pick<ToolResult, 'tool' | 'argv' | 'exitCode' | 'signal' | 'stderr'>, retryable = false) {
+    super(code, message, { retryable, details: { tool: r.tool, argv: r.argv, exitCode: r.exitCode, signal: r.signal, stderr: r.stderr } });
+    this.name = 'ToolError';
+    this.tool = r.tool;
+    this.argv = r.argv;
+    this.exitCode = r.exitCode;
+    this.signal = r.signal;
+    this.stderr = r.stderr;
+  }
+}
+
+/** Turns a failed result into a specific error, or undefined to fall back to the generic one. */
+export type Classifier = (r: ToolResult) => ToolError | undefined;
+
+export interface RunOptions {
+  signal?: AbortSignal;
+  /** Known-stderr classifier for this tool. */
+  classify?: Classifier;
+  /** Exit codes that are not failures (default: only 0). */
+  okExitCodes?: number[];
+  env?: Record<string, string>;
+}
+
+function cap(s: string): string {
+  return s.length > STDERR_CAP_BYTES ? s.slice(0, STDERR_CAP_BYTES) + `\n[... ${s.length - STDERR_CAP_BYTES} more bytes of stderr cut]` : s;
+}
+
+function firstLine(s: string): string {
+  return s.trim().split('\n')[0] ?? '';
+}
+
+function toResult(tool: string, args: string[], r: { exitCode?: number; signal?: string; stdout?: unknown; stderr?: unknown }, t0: number): ToolResult {
+  return {
+    tool,
+    argv: [tool, ...args],
+    exitCode: r.exitCode,
+    signal: r.signal,
+    durationMs: Math.round(performance.now() - t0),
+    stdout: typeof r.stdout === 'string' ? r.stdout : '',
+    stderr: cap(typeof r.stderr === 'string' ? r.stderr : ''),
+  };
+}
+
+/** The generic error for a failed result, after the classifier had its say. */
+export function failureOf(r: ToolResult, opts: RunOptions, aborted: boolean): ToolError | undefined {
+  const ok = r.signal === undefined && (opts.okExitCodes ?? [0]).includes(r.exitCode ?? -1);
+  if (ok) return undefined;
+  if (aborted) return new ToolError('ABORTED', `${r.tool} was cancelled`, r);
+  const specific = opts.classify?.(r);
+  if (specific) return specific;
+  if (r.signal !== undefined) return new ToolError('TOOL_KILLED', `${r.tool} was killed by ${r.signal} (${r.argv.join(' ')})`, r, true);
+  if (r.exitCode === undefined && /ENOENT/.test(r.stderr)) return new ToolError('TOOL_MISSING', `${r.tool} is not installed (not found on PATH)`, r);
+  const why = firstLine(r.stderr);
+  return new ToolError('TOOL_FAILED', `${r.argv.join(' ')} exited with status ${r.exitCode}${why ? `: ${why}` : ''}`, r);
+}
+
+function logResult(r: ToolResult): void {
+  log.debug({ argv: r.argv, exitCode: r.exitCode, signal: r.signal, ms: r.durationMs, stderr: r.stderr || undefined }, 'exec');
+}
+
+function missingTool(tool: string, args: string[], e: unknown): ToolError | undefined {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  if (code === 'ENOENT') return new ToolError('TOOL_MISSING', `${tool} is not installed (not found on PATH)`, { tool, argv: [tool, ...args], exitCode: undefined, signal: undefined, stderr: '' });
+  return undefined;
+}
+
+/** Runs a tool to completion, buffering stdout. Throws ToolError on failure. */
+export async function runTool(tool: string, args: string[], opts: RunOptions = {}): Promise<ToolResult> {
+  const t0 = performance.now();
+  let raw;
+  try {
+    raw = await execa(tool, args, { reject: false, stdin: 'ignore', cancelSignal: opts.signal, env: opts.env, extendEnv: true, stripFinalNewline: false, maxBuffer: 256 * 1024 * 1024 });
+  } catch (e) {
+    throw missingTool(tool, args, e) ?? e;
+  }
+  if ((raw as { code?: string }).code === 'ENOENT' || /spawn .* ENOENT/.test(String((raw as { originalMessage?: string }).originalMessage ?? ''))) {
+    throw missingTool(tool, args, Object.assign(new Error('ENOENT'), { code: 'ENOENT' }))!;
+  }
+  const r = toResult(tool, args, raw as never, t0);
+  logResult(r);
+  const err = failureOf(r, opts, opts.signal?.aborted === true);
+  if (err) throw err;
+  return r;
+}
+
+export interface StreamingTool {
+  /** The tool's stdout, to be consumed as it is produced. */
+  stdout: Readable;
+  /** Settles when the tool exits: the result, or a ToolError. */
+  done: Promise<ToolResult>;
+  /** Kills the tool (SIGTERM), e.g. when the consumer found an error. */
+  kill(): void;
+  pid: number | undefined;
+}
+
+/**
+ * Starts a tool whose stdout is consumed as a stream (thin_dump, thin_delta:
+ * hundreds of MB for a fragmented pool). Memory stays constant: stdout is not
+ * buffered here.
+ */
+export function spawnTool(tool: string, args: string[], opts: RunOptions = {}): StreamingTool {
+  const t0 = performance.now();
+  const sub: ResultPromise = execa(tool, args, { reject: false, stdin: 'ignore', buffer: { stdout: false, stderr: true }, cancelSignal: opts.signal, env: opts.env, extendEnv: true, stripFinalNewline: false });
+  const done = (async () => {
+    let raw;
+    try {
+      raw = await sub;
+    } catch (e) {
+      throw missingTool(tool, args, e) ?? e;
+    }
+    if (/spawn .* ENOENT/.test(String((raw as { originalMessage?: string }).originalMessage ?? ''))) {
+      throw missingTool(tool, args, Object.assign(new Error('ENOENT'), { code: 'ENOENT' }))!;
+    }
+    const r = toResult(tool, args, raw as never, t0);
+    logResult(r);
+    const err = failureOf(r, opts, opts.signal?.aborted === true);
+    if (err) throw err;
+    return r;
+  })();
+  // Avoid an unhandled rejection if the caller fails first and never awaits done.
+  done.catch(() => undefined);
+  return { stdout: sub.stdout!, done, kill: () => { sub.kill('SIGTERM'); }, pid: sub.pid };
+}
