@@ -1,0 +1,852 @@
+/**
+ * The LINBIT thin_send/thin_recv byte stream (formats 1.0 and 1.1), encoded from
+ * and decoded into transport-neutral StreamMessages.
+ *
+ * Format facts: /work/shared/formats/linbit-stream.md; our optional records and
+ * every rule the decoder enforces: docs/stream-format.md.
+ *
+ * - encodeStream: messages -> Buffers (header buffers, and big DATA payloads
+ *   yielded as they are, without copying).
+ * - decodeStream: Buffers (any chunking) -> messages, checking every rule; never
+ *   buffers more than one record; errors are ThinshipError BAD_STREAM or
+ *   CHECKSUM_MISMATCH naming the byte position (details.streamPosition).
+ */
+import type { Readable } from 'node:stream';
+import { ThinshipError, type ErrorCode } from '../errors.js';
+import { dataChecksum, StreamDigest, SHA256_BYTES } from './digest.js';
+import type { BeginInfo, ChecksumAlgorithm, DataMessage, EndMessage, FormatVersion, StreamMessage } from './messages.js';
+
+// ---------------------------------------------------------------------------
+// Constants of the format
+
+export const HEADER_BYTES = 28;
+/** END_STREAM payload: n_chunks, n_data, n_unmap (u64 BE each). */
+export const END_PAYLOAD_BYTES = 24;
+
+export const MAGIC_1_1 = 0x24c4f02aae2e4fa9n;
+export const MAGIC_1_0 = 0xca7f00d5de7ec7edn;
+/** Pre-1.0 format (24-byte header); rejected like thin_recv does. */
+export const MAGIC_PREVIOUS = 0xe85bc5636cc72a05n;
+
+export const CMD_DATA = 0;
+export const CMD_UNMAP = 1;
+export const CMD_BEGIN_STREAM = 2;
+export const CMD_END_STREAM = 3;
+/** Bit 31: an optional record, skipped by receivers that do not know it. */
+export const CMD_OPTIONAL_BIT = 0x8000_0000;
+
+/** thinship's optional records: 0x80000000 | 'T' 'S' nn (see docs/stream-format.md). */
+export const CMD_OPT_BEGIN_INFO = 0x8054_5301;
+export const CMD_OPT_DATA_CHECKSUM = 0x8054_5302;
+export const CMD_OPT_STREAM_DIGEST = 0x8054_5303;
+
+/** Payload of the checksum and digest records: algorithm u8 + 32-byte sha256. */
+export const CHECKSUM_ALGO_SHA256 = 1;
+export const CHECKSUM_RECORD_BYTES = 1 + SHA256_BYTES;
+export const BEGIN_INFO_VERSION = 1;
+export const BEGIN_INFO_MAX_BYTES = 64 * 1024;
+
+export const DEFAULT_MAX_DATA_BYTES = 64 * 1024 * 1024;
+
+const TWO_POW_32 = 0x1_0000_0000;
+const MAGIC_BYTES: Record<FormatVersion, Buffer> = {
+  '1.0': u64Buffer(MAGIC_1_0),
+  '1.1': u64Buffer(MAGIC_1_1),
+};
+
+function u64Buffer(v: bigint): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64BE(v);
+  return b;
+}
+
+function hex(v: bigint | number): string {
+  return '0x' + v.toString(16).toUpperCase();
+}
+
+function cmdName(cmd: number): string {
+  switch (cmd) {
+    case CMD_DATA: return 'DATA';
+    case CMD_UNMAP: return 'UNMAP';
+    case CMD_BEGIN_STREAM: return 'BEGIN_STREAM';
+    case CMD_END_STREAM: return 'END_STREAM';
+    case CMD_OPT_BEGIN_INFO: return 'begin-info';
+    case CMD_OPT_DATA_CHECKSUM: return 'DATA checksum';
+    case CMD_OPT_STREAM_DIGEST: return 'stream digest';
+    default: return (cmd & CMD_OPTIONAL_BIT) !== 0 ? `optional ${hex(cmd)}` : `command ${cmd}`;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Encoder
+
+export interface EncodeOptions {
+  /** Format to write; default: the begin message's formatVersion. If given, the two must agree. */
+  format?: FormatVersion;
+  /**
+   * Write thinship's optional records (begin-info, per-DATA checksums, stream
+   * digest). Default: true for 1.1. Format 1.0 cannot carry them (it has only
+   * DATA and UNMAP), so extensions with 1.0 are refused.
+   */
+  extensions?: boolean;
+}
+
+/** Payloads below this are copied into the small-record buffer; larger ones are yielded as they are. */
+const INLINE_PAYLOAD_MAX_BYTES = 4096;
+/** Small records are batched into buffers of about this size before being yielded. */
+const SMALL_FLUSH_BYTES = 32 * 1024;
+const SMALL_POOL_BYTES = 64 * 1024;
+
+/** Accumulates headers and small records in one pooled buffer, so a stream of tiny records is not one write per 28 bytes. */
+class SmallWriter {
+  private buf = Buffer.allocUnsafe(SMALL_POOL_BYTES);
+  private start = 0;
+  private end = 0;
+
+  get pendingBytes(): number {
+    return this.end - this.start;
+  }
+
+  private ensure(n: number): void {
+    if (this.buf.length - this.end >= n) return;
+    // Yielded parts of the old buffer stay untouched: start a new one, carry the pending bytes over.
+    const pending = this.buf.subarray(this.start, this.end);
+    const next = Buffer.allocUnsafe(Math.max(SMALL_POOL_BYTES, pending.length + n));
+    pending.copy(next, 0);
+    this.buf = next;
+    this.start = 0;
+    this.end = pending.length;
+  }
+
+  header(magic: Buffer, offset: number, length: number, cmd: number): void {
+    this.ensure(HEADER_BYTES);
+    const b = this.buf;
+    const at = this.end;
+    magic.copy(b, at);
+    b.writeUInt32BE(Math.floor(offset / TWO_POW_32), at + 8);
+    b.writeUInt32BE(offset >>> 0, at + 12);
+    b.writeUInt32BE(Math.floor(length / TWO_POW_32), at + 16);
+    b.writeUInt32BE(length >>> 0, at + 20);
+    b.writeUInt32BE(cmd >>> 0, at + 24);
+    this.end += HEADER_BYTES;
+  }
+
+  u64(value: number): void {
+    this.ensure(8);
+    this.buf.writeUInt32BE(Math.floor(value / TWO_POW_32), this.end);
+    this.buf.writeUInt32BE(value >>> 0, this.end + 4);
+    this.end += 8;
+  }
+
+  u8(value: number): void {
+    this.ensure(1);
+    this.buf[this.end++] = value;
+  }
+
+  bytes(src: Uint8Array): void {
+    this.ensure(src.length);
+    this.buf.set(src, this.end);
+    this.end += src.length;
+  }
+
+  /** The pending bytes as one Buffer (a view that is never written again), or undefined. */
+  take(): Buffer | undefined {
+    if (this.end === this.start) return undefined;
+    const out = this.buf.subarray(this.start, this.end);
+    this.start = this.end;
+    return out;
+  }
+}
+
+function encodeError(index: number, type: string, what: string, code: ErrorCode = 'BAD_STREAM'): ThinshipError {
+  return new ThinshipError(code, `cannot encode message ${index} (${type}): ${what}`, { details: { messageIndex: index } });
+}
+
+function checkUint(index: number, type: string, name: string, value: unknown): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    throw encodeError(index, type, `${name} must be a non-negative safe integer, got ${String(value)}`);
+  }
+  return value;
+}
+
+/** The begin-info payload: JSON of the BeginInfo fields (formatVersion excluded: the magic says it), with "v": 1. */
+export function encodeBeginInfo(info: BeginInfo, checksum: ChecksumAlgorithm): Buffer {
+  const { formatVersion: _ignored, ...rest } = info;
+  const obj: Record<string, unknown> = { v: BEGIN_INFO_VERSION };
+  for (const [k, v] of Object.entries(rest)) if (v !== undefined) obj[k] = v;
+  obj.checksum = checksum;
+  const out = Buffer.from(JSON.stringify(obj), 'utf8');
+  if (out.length > BEGIN_INFO_MAX_BYTES) {
+    throw new ThinshipError('BAD_STREAM', `begin-info is ${out.length} bytes, more than the ${BEGIN_INFO_MAX_BYTES} allowed`);
+  }
+  return out;
+}
+
+/**
+ * Encodes messages into a LINBIT stream. Yields Buffers that the caller writes
+ * in order; big DATA payloads are the caller's own Buffers, passed through.
+ * Throws (synchronously) USAGE for format 1.0 with extensions; while iterating,
+ * BAD_STREAM for a message sequence that breaks the order begin (data|unmap)* end.
+ */
+export function encodeStream(
+  messages: AsyncIterable<StreamMessage> | Iterable<StreamMessage>,
+  opts: EncodeOptions = {},
+): AsyncIterable<Buffer> {
+  if (opts.format === '1.0' && opts.extensions === true) {
+    throw new ThinshipError('USAGE', 'format 1.0 has only DATA and UNMAP records: it cannot carry extensions (begin-info, checksums, digest)');
+  }
+  return encodeGen(messages, opts);
+}
+
+async function* encodeGen(messages: AsyncIterable<StreamMessage> | Iterable<StreamMessage>, opts: EncodeOptions): AsyncGenerator<Buffer> {
+  const out = new SmallWriter();
+  let index = 0;
+  let state: 'start' | 'body' | 'done' = 'start';
+  let format: FormatVersion = '1.1';
+  let magic = MAGIC_BYTES['1.1'];
+  let checksums = false;
+  let digest: StreamDigest | undefined;
+  let records = 0;
+  let dataRecords = 0;
+  let unmapRecords = 0;
+
+  for await (const m of messages) {
+    index++;
+    if (state === 'done') throw encodeError(index, m.type, 'message after end');
+    if (state === 'start' && m.type !== 'begin') throw encodeError(index, m.type, 'the first message must be begin');
+
+    switch (m.type) {
+      case 'begin': {
+        if (state !== 'start') throw encodeError(index, m.type, 'a second begin');
+        const infoFormat = m.info.formatVersion;
+        if (infoFormat !== '1.0' && infoFormat !== '1.1') throw encodeError(index, m.type, `unknown formatVersion ${String(infoFormat)}`);
+        if (opts.format !== undefined && opts.format !== infoFormat) {
+          throw encodeError(index, m.type, `begin says format ${infoFormat} but the encoder was asked for ${opts.format}`);
+        }
+        format = infoFormat;
+        magic = MAGIC_BYTES[format];
+        const extensions = opts.extensions ?? format === '1.1';
+        if (format === '1.0' && extensions) {
+          throw new ThinshipError('USAGE', 'format 1.0 has only DATA and UNMAP records: it cannot carry extensions (begin-info, checksums, digest)');
+        }
+        if (format === '1.1') {
+          out.header(magic, 0, 0, CMD_BEGIN_STREAM);
+          records++;
+        }
+        if (extensions) {
+          const algo: ChecksumAlgorithm = m.info.checksum ?? 'sha256';
+          if (algo !== 'sha256' && algo !== 'none') throw encodeError(index, m.type, `unknown checksum ${String(algo)}`);
+          const payload = encodeBeginInfo(m.info, algo);
+          out.header(magic, 0, payload.length, CMD_OPT_BEGIN_INFO);
+          out.bytes(payload);
+          records++;
+          checksums = algo === 'sha256';
+          if (checksums) digest = new StreamDigest();
+        }
+        state = 'body';
+        break;
+      }
+      case 'data': {
+        const offset = checkUint(index, m.type, 'offsetBytes', m.offsetBytes);
+        if (!(m.data instanceof Uint8Array)) throw encodeError(index, m.type, 'data must be a Buffer');
+        const length = m.data.length;
+        if (!Number.isSafeInteger(offset + length)) throw encodeError(index, m.type, `offsetBytes + length ${offset} + ${length} exceeds 2^53`);
+        out.header(magic, offset, length, CMD_DATA);
+        if (length < INLINE_PAYLOAD_MAX_BYTES) {
+          out.bytes(m.data);
+        } else {
+          const pending = out.take();
+          if (pending !== undefined) yield pending;
+          yield m.data;
+        }
+        records++;
+        dataRecords++;
+        if (checksums) {
+          let sum = m.checksum;
+          if (sum === undefined) sum = dataChecksum(m.data);
+          else if (sum.length !== SHA256_BYTES) throw encodeError(index, m.type, `checksum must be ${SHA256_BYTES} bytes, got ${sum.length}`);
+          out.header(magic, offset, CHECKSUM_RECORD_BYTES, CMD_OPT_DATA_CHECKSUM);
+          out.u8(CHECKSUM_ALGO_SHA256);
+          out.bytes(sum);
+          records++;
+          digest!.addData(offset, length, sum);
+        }
+        break;
+      }
+      case 'unmap': {
+        const offset = checkUint(index, m.type, 'offsetBytes', m.offsetBytes);
+        const length = checkUint(index, m.type, 'lengthBytes', m.lengthBytes);
+        if (!Number.isSafeInteger(offset + length)) throw encodeError(index, m.type, `offsetBytes + lengthBytes ${offset} + ${length} exceeds 2^53`);
+        out.header(magic, offset, length, CMD_UNMAP);
+        records++;
+        unmapRecords++;
+        digest?.addUnmap(offset, length);
+        break;
+      }
+      case 'end': {
+        if (m.dataRecords !== dataRecords || m.unmapRecords !== unmapRecords) {
+          throw encodeError(index, m.type, `end counts data ${m.dataRecords} / unmap ${m.unmapRecords}, but ${dataRecords} / ${unmapRecords} were sent`);
+        }
+        if (digest !== undefined) {
+          if (m.digest !== undefined && !digest.matches(m.digest)) {
+            throw encodeError(index, m.type, `end.digest ${m.digest.toString('hex')} differs from the computed stream digest ${digest.state.toString('hex')}`, 'CHECKSUM_MISMATCH');
+          }
+          out.header(magic, 0, CHECKSUM_RECORD_BYTES, CMD_OPT_STREAM_DIGEST);
+          out.u8(CHECKSUM_ALGO_SHA256);
+          out.bytes(digest.state);
+          records++;
+        }
+        if (format === '1.1') {
+          records++; // END counts itself
+          out.header(magic, 0, END_PAYLOAD_BYTES, CMD_END_STREAM);
+          out.u64(records);
+          out.u64(dataRecords);
+          out.u64(unmapRecords);
+        }
+        state = 'done';
+        break;
+      }
+      default: {
+        const t = (m as { type?: unknown }).type;
+        throw encodeError(index, String(t), `unknown message type ${String(t)}`);
+      }
+    }
+    if (state === 'done' || out.pendingBytes >= SMALL_FLUSH_BYTES) {
+      const pending = out.take();
+      if (pending !== undefined) yield pending;
+    }
+  }
+  if (state !== 'done') throw encodeError(index + 1, 'none', 'the messages ended without an end message');
+}
+
+// ---------------------------------------------------------------------------
+// Decoder
+
+export interface DecodeOptions {
+  /** Largest DATA payload accepted; bigger ones are refused before allocating. Default 64 MiB. */
+  maxDataBytes?: number;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+function toBuffer(chunk: unknown): Buffer {
+  if (Buffer.isBuffer(chunk)) return chunk;
+  if (chunk instanceof Uint8Array) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  throw new ThinshipError('INTERNAL', `decodeStream needs binary chunks, got ${typeof chunk} (is an encoding set on the stream?)`);
+}
+
+/** Pulls exact byte counts out of an async iterator of chunks, tracking the absolute stream position. */
+class ChunkReader {
+  private chunk: Buffer = EMPTY;
+  private pos = 0;
+  /** Stream position of chunk[0]. */
+  private base = 0;
+  private eof = false;
+
+  constructor(private readonly it: AsyncIterator<unknown>) {}
+
+  get position(): number {
+    return this.base + this.pos;
+  }
+
+  /** n bytes as a view of the current chunk, if it holds them; otherwise undefined (no await). */
+  tryRead(n: number): Buffer | undefined {
+    if (this.chunk.length - this.pos < n) return undefined;
+    const b = this.chunk.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return b;
+  }
+
+  private async nextChunk(): Promise<boolean> {
+    while (!this.eof) {
+      const r = await this.it.next();
+      if (r.done) {
+        this.eof = true;
+        break;
+      }
+      const b = toBuffer(r.value);
+      if (b.length === 0) continue;
+      this.base += this.chunk.length;
+      this.chunk = b;
+      this.pos = 0;
+      return true;
+    }
+    // Keep position() correct after EOF: fold the consumed chunk into base.
+    this.base += this.pos;
+    this.chunk = EMPTY;
+    this.pos = 0;
+    return false;
+  }
+
+  /**
+   * Exactly n bytes, or fewer only at EOF. A view when one chunk holds them, a
+   * copy when they span chunks (n must have been checked against limits first).
+   */
+  async read(n: number): Promise<Buffer> {
+    const fast = this.tryRead(n);
+    if (fast !== undefined) return fast;
+    if (this.chunk.length === this.pos) {
+      if (!(await this.nextChunk())) return EMPTY;
+      const again = this.tryRead(n);
+      if (again !== undefined) return again;
+    }
+    const out = Buffer.allocUnsafe(n);
+    let got = 0;
+    for (;;) {
+      const take = Math.min(n - got, this.chunk.length - this.pos);
+      this.chunk.copy(out, got, this.pos, this.pos + take);
+      this.pos += take;
+      got += take;
+      if (got === n) return out;
+      if (!(await this.nextChunk())) return out.subarray(0, got);
+    }
+  }
+
+  /** Skips n bytes; returns how many were skipped (fewer only at EOF). */
+  async skip(n: number): Promise<number> {
+    let done = 0;
+    for (;;) {
+      const take = Math.min(n - done, this.chunk.length - this.pos);
+      this.pos += take;
+      done += take;
+      if (done === n) return done;
+      if (!(await this.nextChunk())) return done;
+    }
+  }
+
+  async atEof(): Promise<boolean> {
+    if (this.chunk.length > this.pos) return false;
+    return !(await this.nextChunk());
+  }
+
+  async close(): Promise<void> {
+    // Stops (and for a Readable, destroys) the input when we stop early.
+    if (!this.eof) await this.it.return?.();
+  }
+}
+
+interface Header {
+  /** Stream position of the header's first byte. */
+  pos: number;
+  /** 1-based record number in stream order. */
+  record: number;
+  raw: Buffer;
+  magicHi: number;
+  magicLo: number;
+  /** As numbers: exact up to 2^53; bigger values are rejected where they matter. */
+  offset: number;
+  length: number;
+  cmd: number;
+}
+
+interface Where {
+  pos: number;
+  record?: number;
+  field: string;
+  volumeOffset?: number;
+}
+
+function streamError(where: Where, what: string, code: ErrorCode = 'BAD_STREAM', extra: Record<string, unknown> = {}): ThinshipError {
+  const ctx: string[] = [];
+  if (where.record !== undefined) ctx.push(`record ${where.record}`);
+  ctx.push(where.field);
+  if (where.volumeOffset !== undefined) ctx.push(`volume offset ${where.volumeOffset}`);
+  const prefix = code === 'CHECKSUM_MISMATCH' ? 'checksum mismatch' : 'bad stream';
+  return new ThinshipError(code, `${prefix} at byte ${where.pos} (${ctx.join(', ')}): ${what}`, {
+    details: { streamPosition: where.pos, record: where.record, field: where.field, volumeOffsetBytes: where.volumeOffset, ...extra },
+  });
+}
+
+const MAGIC_1_1_HI = Number(MAGIC_1_1 >> 32n);
+const MAGIC_1_1_LO = Number(MAGIC_1_1 & 0xffff_ffffn);
+const MAGIC_1_0_HI = Number(MAGIC_1_0 >> 32n);
+const MAGIC_1_0_LO = Number(MAGIC_1_0 & 0xffff_ffffn);
+const MAGIC_PREV_HI = Number(MAGIC_PREVIOUS >> 32n);
+const MAGIC_PREV_LO = Number(MAGIC_PREVIOUS & 0xffff_ffffn);
+
+const MAX_SAFE_HI = Math.floor(Number.MAX_SAFE_INTEGER / TWO_POW_32);
+
+const BEGIN_INFO_UINT_KEYS = ['volumeSizeBytes', 'blockSizeBytes', 'plannedDataBytes', 'plannedUnmapBytes'] as const;
+const BEGIN_INFO_STRING_KEYS = ['sourceId', 'baseId', 'transferId'] as const;
+
+/** Parses and validates a begin-info payload into a BeginInfo (unknown keys are ignored: added compatibly within v1). */
+export function parseBeginInfo(payload: Buffer, formatVersion: FormatVersion, where: Where): BeginInfo {
+  let obj: unknown;
+  try {
+    obj = JSON.parse(payload.toString('utf8'));
+  } catch (e) {
+    throw streamError(where, `begin-info is not valid JSON: ${(e as Error).message}`);
+  }
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw streamError(where, 'begin-info is not a JSON object');
+  const o = obj as Record<string, unknown>;
+  if (o.v !== BEGIN_INFO_VERSION) throw streamError(where, `begin-info version ${JSON.stringify(o.v)} is not supported (expected ${BEGIN_INFO_VERSION})`);
+  const info: BeginInfo = { formatVersion };
+  for (const k of BEGIN_INFO_UINT_KEYS) {
+    const v = o[k];
+    if (v === undefined) continue;
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw streamError(where, `begin-info ${k} must be a non-negative integer, got ${JSON.stringify(v)}`);
+    info[k] = v;
+  }
+  for (const k of BEGIN_INFO_STRING_KEYS) {
+    const v = o[k];
+    if (v === undefined) continue;
+    if (typeof v !== 'string' || v.length > 4096) throw streamError(where, `begin-info ${k} must be a string of at most 4096 characters`);
+    info[k] = v;
+  }
+  if (o.incremental !== undefined) {
+    if (typeof o.incremental !== 'boolean') throw streamError(where, `begin-info incremental must be true or false, got ${JSON.stringify(o.incremental)}`);
+    info.incremental = o.incremental;
+  }
+  if (o.checksum !== undefined) {
+    if (o.checksum !== 'sha256' && o.checksum !== 'none') throw streamError(where, `begin-info checksum ${JSON.stringify(o.checksum)} is not supported (sha256 or none)`);
+    info.checksum = o.checksum;
+  }
+  return info;
+}
+
+/**
+ * Decodes a LINBIT stream (1.0 or 1.1) into messages: begin (for 1.0 and for a
+ * 1.1 stream without begin-info, just {formatVersion}), data/unmap in stream
+ * order, end (only after END_STREAM's counts and the absence of trailing bytes
+ * were checked; for 1.0, synthesized at EOF). Optional records of thinship are
+ * checked; unknown optional records are skipped and counted.
+ */
+export function decodeStream(input: AsyncIterable<unknown> | Readable, opts: DecodeOptions = {}): AsyncIterable<StreamMessage> {
+  const maxDataBytes = opts.maxDataBytes ?? DEFAULT_MAX_DATA_BYTES;
+  if (!Number.isSafeInteger(maxDataBytes) || maxDataBytes < 0) {
+    throw new ThinshipError('USAGE', `maxDataBytes must be a non-negative integer, got ${maxDataBytes}`);
+  }
+  return new Decoder((input as AsyncIterable<unknown>)[Symbol.asyncIterator](), maxDataBytes).run();
+}
+
+interface PendingData {
+  msg: DataMessage;
+  header: Header;
+  payloadPos: number;
+}
+
+class Decoder {
+  private readonly r: ChunkReader;
+  private format: FormatVersion = '1.1';
+  private magicHi = 0;
+  private magicLo = 0;
+  private records = 0;
+  private dataRecords = 0;
+  private unmapRecords = 0;
+  private dataBytes = 0;
+  private unmapBytes = 0;
+  private skipped = 0;
+  /** begin-info declared sha256: every DATA needs its checksum record, END needs the digest record. */
+  private checksumsRequired = false;
+  private digest: StreamDigest | undefined;
+  private digestVerified: Buffer | undefined;
+  private pending: PendingData | undefined;
+
+  constructor(it: AsyncIterator<unknown>, private readonly maxDataBytes: number) {
+    this.r = new ChunkReader(it);
+  }
+
+  /** Next header, or undefined at a clean EOF (no byte of a next record). */
+  private async readHeader(): Promise<Header | undefined> {
+    const pos = this.r.position;
+    const raw = this.r.tryRead(HEADER_BYTES) ?? (await this.r.read(HEADER_BYTES));
+    if (raw.length === 0) return undefined;
+    const record = this.records + 1;
+    if (raw.length >= 8) this.checkMagic(raw, pos, record);
+    if (raw.length < HEADER_BYTES) {
+      throw streamError({ pos, record, field: 'header' }, `truncated header: the stream ends after ${raw.length} of ${HEADER_BYTES} bytes`);
+    }
+    this.records = record;
+    return {
+      pos,
+      record,
+      raw,
+      magicHi: raw.readUInt32BE(0),
+      magicLo: raw.readUInt32BE(4),
+      offset: raw.readUInt32BE(8) * TWO_POW_32 + raw.readUInt32BE(12),
+      length: raw.readUInt32BE(16) * TWO_POW_32 + raw.readUInt32BE(20),
+      cmd: raw.readUInt32BE(24),
+    };
+  }
+
+  private checkMagic(raw: Buffer, pos: number, record: number): void {
+    const hi = raw.readUInt32BE(0);
+    const lo = raw.readUInt32BE(4);
+    const where = { pos, record, field: 'header magic' };
+    if (record === 1) {
+      if (hi === MAGIC_1_1_HI && lo === MAGIC_1_1_LO) this.format = '1.1';
+      else if (hi === MAGIC_1_0_HI && lo === MAGIC_1_0_LO) this.format = '1.0';
+      else if (hi === MAGIC_PREV_HI && lo === MAGIC_PREV_LO) {
+        throw streamError(where, `magic ${hex(MAGIC_PREVIOUS)} is the previous thin_send format (before 1.0), which is not supported; send with thin-send-recv 1.0 or newer`);
+      } else {
+        throw streamError(where, `unknown magic ${hex(raw.readBigUInt64BE(0))} (expected ${hex(MAGIC_1_1)} for format 1.1 or ${hex(MAGIC_1_0)} for 1.0)`);
+      }
+      this.magicHi = hi;
+      this.magicLo = lo;
+    } else if (hi !== this.magicHi || lo !== this.magicLo) {
+      throw streamError(where, `magic ${hex(raw.readBigUInt64BE(0))} differs from the format ${this.format} magic of the first record`);
+    }
+  }
+
+  private safeOffset(h: Header, name: 'offset' | 'length', what: string): number {
+    const hi = h.raw.readUInt32BE(name === 'offset' ? 8 : 16);
+    if (hi > MAX_SAFE_HI || (name === 'offset' ? h.offset : h.length) > Number.MAX_SAFE_INTEGER) {
+      const v = h.raw.readBigUInt64BE(name === 'offset' ? 8 : 16);
+      throw streamError({ pos: h.pos + (name === 'offset' ? 8 : 16), record: h.record, field: `header ${name}` }, `${what} ${name} ${v} exceeds 2^53`);
+    }
+    return name === 'offset' ? h.offset : h.length;
+  }
+
+  private where(h: Header, field = 'header', volumeOffset?: number): Where {
+    return { pos: h.pos, record: h.record, field, volumeOffset };
+  }
+
+  /** Reads exactly `length` payload bytes of h or throws naming where the stream ended. */
+  private async payload(h: Header, length: number, volumeOffset?: number): Promise<Buffer> {
+    const pos = this.r.position;
+    const b = await this.r.read(length);
+    if (b.length < length) {
+      throw streamError({ pos, record: h.record, field: `${cmdName(h.cmd)} payload`, volumeOffset },
+        `truncated payload: the stream ends at byte ${pos + b.length}, after ${b.length} of ${length} bytes`);
+    }
+    return b;
+  }
+
+  /** The held DATA message, released when the next record is not its checksum record. */
+  private takePending(next: Header | undefined): DataMessage | undefined {
+    const p = this.pending;
+    if (p === undefined) return undefined;
+    this.pending = undefined;
+    if (this.checksumsRequired) {
+      const after = next === undefined ? 'the end of the stream' : `${cmdName(next.cmd)} at byte ${next.pos}`;
+      throw streamError(this.where(p.header, 'DATA', p.msg.offsetBytes),
+        `begin-info declares sha256 checksums but this DATA record is followed by ${after}, not by its checksum record`);
+    }
+    return p.msg;
+  }
+
+  async *run(): AsyncGenerator<StreamMessage> {
+    try {
+      const first = await this.readHeader();
+      if (first === undefined) {
+        // thin_recv exits 0 on empty input; an empty stream here is almost always a failed sender.
+        throw streamError({ pos: 0, field: 'start' }, 'empty stream (no bytes at all; a sender that failed before writing?)');
+      }
+      let next: Header | undefined = first;
+      if (this.format === '1.0') {
+        yield { type: 'begin', info: { formatVersion: '1.0' } };
+      } else {
+        if (first.cmd !== CMD_BEGIN_STREAM) {
+          throw streamError(this.where(first), `a format 1.1 stream must start with BEGIN_STREAM (cmd 2), got ${cmdName(first.cmd)}`);
+        }
+        this.checkBeginHeader(first);
+        next = await this.readHeader();
+        if (next !== undefined && next.cmd === CMD_OPT_BEGIN_INFO) {
+          yield { type: 'begin', info: await this.beginInfo(next) };
+          next = undefined;
+        } else {
+          yield { type: 'begin', info: { formatVersion: '1.1' } };
+        }
+      }
+
+      for (;;) {
+        const h = next ?? (await this.readHeader());
+        next = undefined;
+        if (h === undefined) {
+          const last = this.takePending(undefined);
+          if (last !== undefined) yield last;
+          if (this.format === '1.1') {
+            throw streamError({ pos: this.r.position, record: this.records, field: 'end of input' },
+              `the stream ends after ${this.records} records without END_STREAM (truncated?)`);
+          }
+          yield this.endMessage(this.records);
+          return;
+        }
+        if (this.digestVerified !== undefined && h.cmd !== CMD_END_STREAM) {
+          throw streamError(this.where(h), `${cmdName(h.cmd)} after the stream digest record; only END_STREAM may follow it`);
+        }
+        if (this.format === '1.0' && h.cmd !== CMD_DATA && h.cmd !== CMD_UNMAP) {
+          throw streamError(this.where(h), `${cmdName(h.cmd)} is not allowed in a format 1.0 stream (only DATA and UNMAP)`);
+        }
+        if (h.cmd === CMD_OPT_DATA_CHECKSUM) {
+          yield await this.dataChecksumRecord(h);
+          continue;
+        }
+        const held = this.takePending(h);
+        if (held !== undefined) yield held;
+
+        switch (h.cmd) {
+          case CMD_DATA:
+            await this.dataRecord(h);
+            break;
+          case CMD_UNMAP: {
+            const offset = this.safeOffset(h, 'offset', 'UNMAP');
+            const length = this.safeOffset(h, 'length', 'UNMAP');
+            if (!Number.isSafeInteger(offset + length)) {
+              throw streamError(this.where(h, 'header', offset), `UNMAP end ${offset} + ${length} exceeds 2^53`);
+            }
+            this.unmapRecords++;
+            this.unmapBytes += length;
+            this.digest?.addUnmap(offset, length);
+            yield { type: 'unmap', offsetBytes: offset, lengthBytes: length };
+            break;
+          }
+          case CMD_BEGIN_STREAM:
+            throw streamError(this.where(h), 'BEGIN_STREAM again: it may only be the first record');
+          case CMD_END_STREAM:
+            yield await this.endRecord(h);
+            return;
+          case CMD_OPT_BEGIN_INFO:
+            throw streamError(this.where(h), 'a begin-info record must directly follow BEGIN_STREAM');
+          case CMD_OPT_STREAM_DIGEST:
+            await this.streamDigestRecord(h);
+            break;
+          default: {
+            if ((h.cmd & CMD_OPTIONAL_BIT) === 0) {
+              throw streamError(this.where(h), `unknown mandatory command ${h.cmd}`);
+            }
+            const length = this.safeOffset(h, 'length', `${cmdName(h.cmd)} record`);
+            const skippedFrom = this.r.position;
+            const got = await this.r.skip(length);
+            if (got < length) {
+              throw streamError({ pos: skippedFrom, record: h.record, field: `${cmdName(h.cmd)} payload` },
+                `truncated payload: the stream ends at byte ${skippedFrom + got}, after ${got} of ${length} bytes`);
+            }
+            this.skipped++;
+          }
+        }
+      }
+    } finally {
+      await this.r.close();
+    }
+  }
+
+  private checkBeginHeader(h: Header): void {
+    if (h.offset !== 0 || h.length !== 0) {
+      throw streamError(this.where(h), `BEGIN_STREAM must have offset 0 and length 0, got offset ${h.raw.readBigUInt64BE(8)} length ${h.raw.readBigUInt64BE(16)}`);
+    }
+  }
+
+  private async beginInfo(h: Header): Promise<BeginInfo> {
+    const length = this.safeOffset(h, 'length', 'begin-info');
+    if (length > BEGIN_INFO_MAX_BYTES) {
+      throw streamError(this.where(h), `begin-info length ${length} exceeds ${BEGIN_INFO_MAX_BYTES} bytes`);
+    }
+    const payloadPos = this.r.position;
+    const body = await this.payload(h, length);
+    const info = parseBeginInfo(body, '1.1', { pos: payloadPos, record: h.record, field: 'begin-info payload' });
+    if (info.checksum === 'sha256') {
+      this.checksumsRequired = true;
+      this.digest = new StreamDigest();
+    }
+    return info;
+  }
+
+  private async dataRecord(h: Header): Promise<void> {
+    const offset = this.safeOffset(h, 'offset', 'DATA');
+    if (h.length > this.maxDataBytes) {
+      const len = h.raw.readBigUInt64BE(16);
+      throw streamError({ pos: h.pos + 16, record: h.record, field: 'header length', volumeOffset: offset },
+        `DATA length ${len} exceeds the limit of ${this.maxDataBytes} bytes`);
+    }
+    const length = h.length;
+    if (!Number.isSafeInteger(offset + length)) {
+      throw streamError(this.where(h, 'header', offset), `DATA end ${offset} + ${length} exceeds 2^53`);
+    }
+    const payloadPos = this.r.position;
+    const data = await this.payload(h, length, offset);
+    this.dataRecords++;
+    this.dataBytes += length;
+    this.pending = { msg: { type: 'data', offsetBytes: offset, data }, header: h, payloadPos };
+  }
+
+  private async dataChecksumRecord(h: Header): Promise<DataMessage> {
+    const p = this.pending;
+    if (p === undefined) throw streamError(this.where(h), 'a DATA checksum record must directly follow its DATA record');
+    this.pending = undefined;
+    if (h.length !== CHECKSUM_RECORD_BYTES) {
+      throw streamError(this.where(h), `DATA checksum record length must be ${CHECKSUM_RECORD_BYTES}, got ${h.raw.readBigUInt64BE(16)}`);
+    }
+    if (h.offset !== p.msg.offsetBytes) {
+      throw streamError(this.where(h, 'header offset'), `DATA checksum record names volume offset ${h.raw.readBigUInt64BE(8)}, but the DATA record before it is at ${p.msg.offsetBytes}`);
+    }
+    const payloadPos = this.r.position;
+    const body = await this.payload(h, CHECKSUM_RECORD_BYTES, p.msg.offsetBytes);
+    if (body[0] !== CHECKSUM_ALGO_SHA256) {
+      throw streamError({ pos: payloadPos, record: h.record, field: 'DATA checksum algorithm' }, `unknown checksum algorithm ${body[0]} (1 = sha256)`);
+    }
+    const expected = Buffer.from(body.subarray(1));
+    const actual = dataChecksum(p.msg.data);
+    if (!actual.equals(expected)) {
+      throw streamError({ pos: p.payloadPos, record: p.header.record, field: 'DATA payload', volumeOffset: p.msg.offsetBytes },
+        `sha256 of the ${p.msg.data.length}-byte payload is ${actual.toString('hex')}, but the checksum record at byte ${h.pos} says ${expected.toString('hex')}`,
+        'CHECKSUM_MISMATCH', { checksumRecordPosition: h.pos });
+    }
+    this.digest?.addData(p.msg.offsetBytes, p.msg.data.length, expected);
+    p.msg.checksum = expected;
+    return p.msg;
+  }
+
+  private async streamDigestRecord(h: Header): Promise<void> {
+    if (this.digest === undefined) {
+      throw streamError(this.where(h), 'a stream digest record needs a begin-info that declares sha256 checksums');
+    }
+    if (h.offset !== 0 || h.length !== CHECKSUM_RECORD_BYTES) {
+      throw streamError(this.where(h), `stream digest record must have offset 0 and length ${CHECKSUM_RECORD_BYTES}, got offset ${h.raw.readBigUInt64BE(8)} length ${h.raw.readBigUInt64BE(16)}`);
+    }
+    const payloadPos = this.r.position;
+    const body = await this.payload(h, CHECKSUM_RECORD_BYTES);
+    if (body[0] !== CHECKSUM_ALGO_SHA256) {
+      throw streamError({ pos: payloadPos, record: h.record, field: 'stream digest algorithm' }, `unknown checksum algorithm ${body[0]} (1 = sha256)`);
+    }
+    const expected = Buffer.from(body.subarray(1));
+    if (!this.digest.matches(expected)) {
+      throw streamError({ pos: payloadPos + 1, record: h.record, field: 'stream digest' },
+        `the stream digest over ${this.dataRecords} DATA and ${this.unmapRecords} UNMAP records is ${this.digest.state.toString('hex')}, but the record says ${expected.toString('hex')}`,
+        'CHECKSUM_MISMATCH');
+    }
+    this.digestVerified = expected;
+  }
+
+  private async endRecord(h: Header): Promise<EndMessage> {
+    if (h.offset !== 0 || h.length !== END_PAYLOAD_BYTES) {
+      throw streamError(this.where(h), `END_STREAM must have offset 0 and length ${END_PAYLOAD_BYTES}, got offset ${h.raw.readBigUInt64BE(8)} length ${h.raw.readBigUInt64BE(16)}`);
+    }
+    if (this.checksumsRequired && this.digestVerified === undefined) {
+      throw streamError(this.where(h), 'begin-info declares sha256 checksums but END_STREAM is not preceded by the stream digest record');
+    }
+    const payloadPos = this.r.position;
+    const stats = await this.payload(h, END_PAYLOAD_BYTES);
+    const checks: Array<[string, number, number]> = [
+      ['n_chunks', 0, this.records],
+      ['n_data', 8, this.dataRecords],
+      ['n_unmap', 16, this.unmapRecords],
+    ];
+    for (const [name, at, seen] of checks) {
+      const claimed = stats.readBigUInt64BE(at);
+      if (claimed !== BigInt(seen)) {
+        throw streamError({ pos: payloadPos + at, record: h.record, field: `END_STREAM ${name}` },
+          `END_STREAM says ${name} = ${claimed} but the stream had ${seen}`);
+      }
+    }
+    const afterEnd = this.r.position;
+    if (!(await this.r.atEof())) {
+      throw streamError({ pos: afterEnd, record: h.record, field: 'after END_STREAM' }, 'trailing bytes after END_STREAM');
+    }
+    return this.endMessage(this.records);
+  }
+
+  private endMessage(records: number): EndMessage {
+    const end: EndMessage = {
+      type: 'end',
+      records,
+      dataRecords: this.dataRecords,
+      unmapRecords: this.unmapRecords,
+      dataBytes: this.dataBytes,
+      unmapBytes: this.unmapBytes,
+      skippedRecords: this.skipped,
+    };
+    if (this.digestVerified !== undefined) end.digest = this.digestVerified;
+    return end;
+  }
+}

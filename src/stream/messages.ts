@@ -1,0 +1,90 @@
+/**
+ * The transport-neutral messages a sender produces and a receiver consumes, as an
+ * AsyncIterable<StreamMessage>. The LINBIT byte codec (linbit.ts) and the gRPC
+ * adapter (rpc/) translate them; tests join sender and receiver directly.
+ *
+ * Order: exactly one `begin`, then any mix of `data` and `unmap`, then exactly
+ * one `end`. Offsets and lengths are bytes on the target volume.
+ * See docs/stream-format.md for how each field travels in the LINBIT stream.
+ */
+
+export type FormatVersion = '1.0' | '1.1';
+export type ChecksumAlgorithm = 'sha256' | 'none';
+
+export interface BeginInfo {
+  /**
+   * LINBIT format of the byte stream. The decoder sets it from the magic; the
+   * encoder writes this format unless its options name one (they must agree).
+   * gRPC carries the same value for symmetry; it means nothing there.
+   */
+  formatVersion: FormatVersion;
+  /** Size of the source volume. */
+  volumeSizeBytes?: number;
+  /** Pool block (chunk) size of the source: the unit of every record. */
+  blockSizeBytes?: number;
+  /** Identity of the snapshot being sent (e.g. LV uuid + transaction). */
+  sourceId?: string;
+  /** Identity of the base an incremental stream applies to. */
+  baseId?: string;
+  /** true: delta against baseId; false: full send. */
+  incremental?: boolean;
+  /** Identifies one transfer across resumes. */
+  transferId?: string;
+  /** 'sha256': every DATA carries a checksum and the end carries a stream digest. */
+  checksum?: ChecksumAlgorithm;
+  /** What the plan says will follow (for progress and space checks). */
+  plannedDataBytes?: number;
+  plannedUnmapBytes?: number;
+}
+
+export interface BeginMessage {
+  type: 'begin';
+  info: BeginInfo;
+}
+
+export interface DataMessage {
+  type: 'data';
+  offsetBytes: number;
+  /**
+   * The bytes to write at offsetBytes. From the decoder this may be a subarray
+   * of an input chunk: safe to keep with Node streams (they never reuse chunk
+   * buffers), but copy it if your input source recycles buffers.
+   */
+  data: Buffer;
+  /** sha256 of `data` (32 bytes); from the decoder only when the stream carried one and it matched. */
+  checksum?: Buffer;
+}
+
+export interface UnmapMessage {
+  type: 'unmap';
+  offsetBytes: number;
+  lengthBytes: number;
+}
+
+export interface EndMessage {
+  type: 'end';
+  /**
+   * LINBIT counting (END_STREAM's n_chunks): every record of the byte stream,
+   * BEGIN, END and optional records included. The decoder reports the verified
+   * count (for a 1.0 stream, which has no BEGIN/END, the number of records seen).
+   * The encoder ignores it and writes the count of what it wrote.
+   */
+  records: number;
+  /** DATA records (n_data). The encoder checks it against the data messages it saw. */
+  dataRecords: number;
+  /** UNMAP records (n_unmap). The encoder checks it against the unmap messages it saw. */
+  unmapRecords: number;
+  /** Sum of DATA payload lengths (decoder: counted). */
+  dataBytes?: number;
+  /** Sum of UNMAP lengths (decoder: counted). */
+  unmapBytes?: number;
+  /** Optional records of unknown kind that were skipped (decoder; counted in `records`). */
+  skippedRecords?: number;
+  /**
+   * Final stream digest (digest.ts). Decoder: present when the stream carried one
+   * and it matched. Encoder: if given, must equal the digest it computed.
+   */
+  digest?: Buffer;
+}
+
+export type StreamMessage = BeginMessage | DataMessage | UnmapMessage | EndMessage;

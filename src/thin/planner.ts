@@ -1,0 +1,124 @@
+/**
+ * From "what the user named" to a Plan: resolves the source (LVM volumes or an
+ * offline pool's metadata file), runs thin_dump or thin_delta (under the
+ * metadata snapshot for a live pool), and spools the parsed plan so the
+ * reservation is released before any data moves.
+ */
+import type { Readable } from 'node:stream';
+import { ThinshipError } from '../errors.js';
+import { spawnTool, type StreamingTool } from '../exec/run.js';
+import { classifyThinTool } from '../exec/known-errors.js';
+import { buildDeltaPlan, buildFullPlan, type Plan } from './plan.js';
+import type { MappingSpool } from './spool.js';
+import { resolveSource, type ThinVolume } from './lvm.js';
+import { withMetadataSnapshot } from './metadata-snap.js';
+import { SECTOR_BYTES, type Superblock } from './model.js';
+
+/** What a stream says it carries; also what a receiver records after a commit. */
+export interface VolumeIdentity {
+  /** e.g. "lvm:vg0/snap2" or "offline:/path/meta.bin#3" */
+  name: string;
+  /** LV uuid for LVM volumes; "<pool metadata path>#<dev id>" for offline ones. */
+  uuid: string;
+  thinId: number;
+}
+
+export type SourceSpec =
+  | { kind: 'lvm'; snap: string; base?: string; allowLive?: boolean }
+  | { kind: 'offline'; metadataPath: string; dataPath: string; snapDevId: number; baseDevId?: number; volumeSizeBytes?: number };
+
+export interface SendPlan {
+  mode: 'full' | 'incremental';
+  source: VolumeIdentity;
+  base: VolumeIdentity | undefined;
+  spec: SourceSpec;
+  /** Resolved LVM volumes (undefined for offline pools). */
+  lvm?: { snap: ThinVolume; base?: ThinVolume };
+  superblock: Superblock;
+  plan: Plan;
+  /** Offline full sends keep the snapshot's mappings to find each block in the data file. */
+  mappings?: MappingSpool;
+  close(): Promise<void>;
+}
+
+export interface PlanOptions {
+  maxOpBytes?: number;
+  spoolDir?: string;
+  signal?: AbortSignal;
+  lockDir?: string;
+  /** Keep the source's origin→data mappings (offline reader needs them). */
+  withMappings?: boolean;
+}
+
+/**
+ * Runs a thin tool and parses its stdout. When the tool fails (killed, exit 1)
+ * its error wins over the parser's "unexpected end of input", because it says
+ * what really happened.
+ */
+async function parseToolOutput<T>(tool: StreamingTool, parse: (out: Readable) => Promise<T>): Promise<T> {
+  const parsed = parse(tool.stdout);
+  // A dead tool may leave its pipe open in a grandchild: stop reading so the parser ends too.
+  tool.done.catch(() => tool.stdout.destroy());
+  const [p, d] = await Promise.allSettled([parsed, tool.done]);
+  if (d.status === 'rejected') {
+    if (p.status === 'fulfilled') await (p.value as { plan?: Plan }).plan?.close().catch(() => undefined);
+    throw d.reason;
+  }
+  if (p.status === 'rejected') { tool.kill(); throw p.reason; }
+  return p.value;
+}
+
+async function planFromMetadata(args: { metadataPath: string; useMetadataSnap: boolean; snapDevId: number; baseDevId?: number; volumeSizeBytes?: number; signal?: AbortSignal }, opts: PlanOptions) {
+  const m = args.useMetadataSnap ? ['-m'] : [];
+  const run = (tool: string, a: string[]) => spawnTool(tool, a, { signal: args.signal, classify: classifyThinTool });
+  if (args.baseDevId === undefined) {
+    const t = run('thin_dump', [...m, '--dev-id', String(args.snapDevId), args.metadataPath]);
+    const r = await parseToolOutput(t, (out) => buildFullPlan(out, { devId: args.snapDevId, volumeSizeBytes: args.volumeSizeBytes, maxOpBytes: opts.maxOpBytes, spoolDir: opts.spoolDir, mappingSpool: opts.withMappings }));
+    return { plan: r.plan, superblock: r.superblock, mappings: r.mappings };
+  }
+  const t = run('thin_delta', [...m, '--snap1', String(args.baseDevId), '--snap2', String(args.snapDevId), args.metadataPath]);
+  const r = await parseToolOutput(t, (out) => buildDeltaPlan(out, { volumeSizeBytes: args.volumeSizeBytes, maxOpBytes: opts.maxOpBytes, spoolDir: opts.spoolDir }));
+  if (r.leftDevId !== args.baseDevId || r.rightDevId !== args.snapDevId) {
+    await r.plan.close();
+    throw new ThinshipError('BAD_METADATA', `thin_delta compared devices ${r.leftDevId} and ${r.rightDevId}, not ${args.baseDevId} and ${args.snapDevId}`);
+  }
+  return { plan: r.plan, superblock: r.superblock, mappings: undefined };
+}
+
+function checkBlockSize(sb: Superblock, expectedBytes: number | undefined, where: string): void {
+  const bytes = sb.dataBlockSizeSectors * SECTOR_BYTES;
+  if (expectedBytes !== undefined && bytes !== expectedBytes) {
+    throw new ThinshipError('BAD_METADATA', `${where}: metadata says the block size is ${bytes} bytes but lvs says the pool's chunk size is ${expectedBytes}`);
+  }
+}
+
+export async function planSend(spec: SourceSpec, opts: PlanOptions = {}): Promise<SendPlan> {
+  if (spec.kind === 'offline') {
+    const r = await planFromMetadata({ metadataPath: spec.metadataPath, useMetadataSnap: false, snapDevId: spec.snapDevId, baseDevId: spec.baseDevId, volumeSizeBytes: spec.volumeSizeBytes, signal: opts.signal }, opts);
+    const id = (devId: number): VolumeIdentity => ({ name: `offline:${spec.metadataPath}#${devId}`, uuid: `${spec.metadataPath}#${devId}`, thinId: devId });
+    return {
+      mode: spec.baseDevId === undefined ? 'full' : 'incremental',
+      source: id(spec.snapDevId),
+      base: spec.baseDevId === undefined ? undefined : id(spec.baseDevId),
+      spec, superblock: r.superblock, plan: r.plan, mappings: r.mappings,
+      close: async () => { await r.plan.close(); await r.mappings?.close(); },
+    };
+  }
+  const { snap, base } = await resolveSource(spec.snap, spec.base, { allowLive: spec.allowLive, signal: opts.signal });
+  if (!snap.pool.active) {
+    throw new ThinshipError('POOL_INACTIVE', `pool ${snap.vg}/${snap.pool.lv} is not active: activate it (lvchange -ay ${snap.vg}/${snap.pool.lv}), or read it offline with --pool-metadata/--pool-data`);
+  }
+  const r = await withMetadataSnapshot(snap.vg, snap.pool.lv, (scope) =>
+    planFromMetadata({ metadataPath: scope.tmetaPath, useMetadataSnap: true, snapDevId: snap.thinId, baseDevId: base?.thinId, volumeSizeBytes: snap.sizeBytes, signal: scope.signal }, opts),
+    { lockDir: opts.lockDir, signal: opts.signal });
+  try {
+    checkBlockSize(r.superblock, snap.pool.chunkSizeBytes, `pool ${snap.vg}/${snap.pool.lv}`);
+  } catch (e) { await r.plan.close(); throw e; }
+  const id = (v: ThinVolume): VolumeIdentity => ({ name: `lvm:${v.vg}/${v.lv}`, uuid: v.uuid, thinId: v.thinId });
+  return {
+    mode: base ? 'incremental' : 'full',
+    source: id(snap), base: base ? id(base) : undefined,
+    spec, lvm: { snap, base }, superblock: r.superblock, plan: r.plan, mappings: r.mappings,
+    close: async () => { await r.plan.close(); await r.mappings?.close(); },
+  };
+}

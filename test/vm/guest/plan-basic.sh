@@ -1,0 +1,48 @@
+#!/bin/bash
+# plan-basic.sh - runs INSIDE the VM. `thinship plan` against real LVM thin pools:
+#   pool A on /dev/vda (64 KiB chunks, plain names, e.g. vg0/pool, thin1)
+#   pool B on /dev/vdb (256 KiB chunks, hyphenated names, e.g. test-vg/pool-1)
+# Each pool: thin LV, OPS1, snapshot 1, OPS2, snapshot 2 (layouts come from the
+# host test as A_* / B_* variables, see lib.sh make_layout_pool). Then full,
+# incremental, live-refused/allowed and error cases; every command's outputs and
+# the pool status after it go to $RESULTS/<name>/ for the host to assert.
+# shellcheck source=lib.sh
+. "$THINSHIP_REPO/test/vm/guest/lib.sh"
+
+step "pool A on /dev/vda: $A_VG/$A_POOL chunk $A_CHUNK"
+make_layout_pool /dev/vda A
+step "pool B on /dev/vdb: $B_VG/$B_POOL chunk $B_CHUNK"
+make_layout_pool /dev/vdb B
+TA=$(tpool_dm "$A_VG" "$A_POOL")
+TB=$(tpool_dm "$B_VG" "$B_POOL")
+[ "$(held_root "$TA")" = - ] && [ "$(held_root "$TB")" = - ] || { echo "a reservation is held before any plan ran" >&2; exit 1; }
+
+# snapshots keep the activation-skip flag and stay inactive: plan must not need them active
+save_lvs lvs-before.json
+save dev-mapper-before.txt ls /dev/mapper
+
+step "plans on pool A"
+run_cli a-full-snap1 "$TA" -- plan "$A_VG/$A_SNAP1" --json
+run_cli a-full-snap2 "$TA" -- plan "/dev/$A_VG/$A_SNAP2" --json
+run_cli a-incr "$TA" -- plan "$A_VG/$A_SNAP1" "$A_VG/$A_SNAP2" --json
+run_cli a-incr-text "$TA" -- plan "$A_VG/$A_SNAP1" "$A_VG/$A_SNAP2"
+run_cli a-live-refused "$TA" -- plan "$A_VG/$A_LV" --json
+run_cli a-live-allowed "$TA" -- plan "$A_VG/$A_LV" --allow-live --json
+run_cli a-missing "$TA" -- plan "$A_VG/no-such-lv" --json
+run_cli a-reversed "$TA" -- plan "$A_VG/$A_SNAP2" "$A_VG/$A_SNAP1" --json
+run_cli cross-pool "$TA" -- plan "$A_VG/$A_SNAP1" "$B_VG/$B_SNAP2" --json
+
+step "plans on pool B (hyphenated names)"
+run_cli b-full-snap1 "$TB" -- plan "$B_VG/$B_SNAP1" --json
+run_cli b-incr "$TB" -- plan "/dev/$B_VG/$B_SNAP1" "/dev/$B_VG/$B_SNAP2" --json
+
+step "state after the plans"
+save_lvs lvs-after.json
+save dev-mapper-after.txt ls /dev/mapper
+save tpool-a-final.txt dmsetup status "$TA"
+save tpool-b-final.txt dmsetup status "$TB"
+# pool locks must be gone once every plan has exited
+save locks-after.txt sh -c 'ls -A /run/lock/thinship 2>/dev/null || true'
+
+vgchange -q -an "$A_VG" "$B_VG" >/dev/null
+step "done"
