@@ -7,6 +7,9 @@ import { Command, CommanderError } from 'commander';
 import { asThinshipError } from '../errors.js';
 import { exitCodeOf } from './exit-codes.js';
 import { planCommand } from './commands/plan.js';
+import { sendPipeCommand } from './commands/send.js';
+import { recvPipeCommand } from './commands/recv.js';
+import { demoCommand } from './commands/demo.js';
 
 const program = new Command();
 program
@@ -28,6 +31,26 @@ offlineOptions(program.command('plan')
   .option('--json', 'print the totals and every operation as JSON')
   .option('--max-op-bytes <bytes>', 'split operations larger than this (default 1M)'))
   .action(async (names: string[], flags) => { await planCommand(names, flags); });
+
+offlineOptions(program.command('send')
+  .description('send SNAP (full) or BASE..SNAP (incremental); pipe mode writes a LINBIT thin_send stream to stdout')
+  .argument('<names...>', '[BASE] SNAP: LVM names (vg/lv, /dev/vg/lv), or device ids with --pool-metadata')
+  .option('--format <version>', 'LINBIT stream format: 1.1 (default) or 1.0', '1.1')
+  .option('--no-extensions', "plain LINBIT stream: no begin-info, checksum or digest records (thinship's receiver then checks less)")
+  .option('--max-op-bytes <bytes>', 'largest DATA record (default 1M)')
+  .option('-q, --quiet', 'no summary on stderr'))
+  .action(async (names: string[], flags) => { await sendPipeCommand(names, flags); });
+
+program.command('recv')
+  .description('apply a stream from stdin (LINBIT thin_send format 1.0 or 1.1) to TARGET')
+  .argument('<target>', 'an LVM thin LV (vg/lv), or a file or block-device path (a missing file is created sparse at the volume size)')
+  .option('-q, --quiet', 'no summary on stderr')
+  .action(async (target: string, flags) => { await recvPipeCommand(target, flags); });
+
+program.command('demo')
+  .description('the built-in default: build a small offline thin pool, then plan, send and receive full and incremental, and verify')
+  .option('--dir <dir>', 'where to build the demo pool and target (default: a new temporary directory, removed afterwards)')
+  .action(async (flags) => { await demoCommand(flags); });
 
 async function main(): Promise<void> {
   try {

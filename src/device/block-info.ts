@@ -8,7 +8,7 @@
  * system without udev `/dev/mapper/vg-lv` is a device node, not a link to
  * dm-N, and /sys/block/vg-lv does not exist (seen in the VM samples).
  */
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { runTool } from '../exec/run.js';
 
@@ -28,8 +28,8 @@ export interface BlockLimits {
 
 /** Linux dev_t encoding (glibc's gnu_dev_major/minor). */
 export function devMajorMinor(rdev: bigint): { major: number; minor: number } {
-  const major = Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
-  const minor = Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
+  const major = Number(((rdev & 0x00000000000fff00n) >> 8n) | ((rdev & 0xfffff00000000000n) >> 32n));
+  const minor = Number((rdev & 0x00000000000000ffn) | ((rdev & 0x00000ffffff00000n) >> 12n));
   return { major, minor };
 }
 
@@ -60,10 +60,17 @@ async function isDir(p: string): Promise<boolean> {
  * (sysfs not mounted). A partition has no queue/ of its own: its parent's is used.
  */
 export async function readBlockLimits(major: number, minor: number, sysfsRoot = '/sys'): Promise<BlockLimits | undefined> {
-  const dev = path.join(sysfsRoot, 'dev', 'block', `${major}:${minor}`);
+  let dev: string;
+  try {
+    // A link into /sys/devices/...; resolved first because path.join would
+    // treat the '..' below lexically and climb out of /sys/dev/block instead.
+    dev = await realpath(path.join(sysfsRoot, 'dev', 'block', `${major}:${minor}`));
+  } catch {
+    return undefined;
+  }
   if (!(await isDir(dev))) return undefined;
   let queue = path.join(dev, 'queue');
-  if (!(await isDir(queue))) queue = path.join(dev, '..', 'queue');
+  if (!(await isDir(queue))) queue = path.join(path.dirname(dev), 'queue');
   const logicalBlockBytes = await readInt(path.join(queue, 'logical_block_size'));
   if (logicalBlockBytes === undefined || logicalBlockBytes < 512) return undefined;
   const granularity = (await readInt(path.join(queue, 'discard_granularity'))) ?? 0;

@@ -421,7 +421,13 @@ class ChunkReader {
 
   async close(): Promise<void> {
     // Stops (and for a Readable, destroys) the input when we stop early.
-    if (!this.eof) await this.it.return?.();
+    if (this.eof) return;
+    this.eof = true;
+    try {
+      await this.it.return?.();
+    } catch {
+      // The decode error (or the consumer's early stop) matters more than a failing input close.
+    }
   }
 }
 
@@ -511,12 +517,24 @@ export function parseBeginInfo(payload: Buffer, formatVersion: FormatVersion, wh
  * were checked; for 1.0, synthesized at EOF). Optional records of thinship are
  * checked; unknown optional records are skipped and counted.
  */
-export function decodeStream(input: AsyncIterable<unknown> | Readable, opts: DecodeOptions = {}): AsyncIterable<StreamMessage> {
+export function decodeStream(
+  input: AsyncIterable<Uint8Array> | Iterable<Uint8Array> | Readable,
+  opts: DecodeOptions = {},
+): AsyncIterable<StreamMessage> {
   const maxDataBytes = opts.maxDataBytes ?? DEFAULT_MAX_DATA_BYTES;
   if (!Number.isSafeInteger(maxDataBytes) || maxDataBytes < 0) {
     throw new ThinshipError('USAGE', `maxDataBytes must be a non-negative integer, got ${maxDataBytes}`);
   }
-  return new Decoder((input as AsyncIterable<unknown>)[Symbol.asyncIterator](), maxDataBytes).run();
+  return new Decoder(toAsyncIterator(input), maxDataBytes).run();
+}
+
+function toAsyncIterator(input: AsyncIterable<unknown> | Iterable<unknown>): AsyncIterator<unknown> {
+  if (Symbol.asyncIterator in input) return input[Symbol.asyncIterator]();
+  const it = input[Symbol.iterator]();
+  return {
+    next: async () => it.next(),
+    return: async (v?: unknown) => it.return?.(v) ?? { done: true, value: v },
+  };
 }
 
 interface PendingData {

@@ -44,5 +44,19 @@ save tpool-b-final.txt dmsetup status "$TB"
 # pool locks must be gone once every plan has exited
 save locks-after.txt sh -c 'ls -A /run/lock/thinship 2>/dev/null || true'
 
+# raw metadata, to tell a wrong model from a wrong plan when a test fails (not asserted)
+raw_metadata() {
+  local vg=$1 pool=$2 snap1=$3 snap2=$4 tp; tp=$(tpool_dm "$vg" "$pool")
+  local meta=/dev/mapper/${vg//-/--}-${pool//-/--}_tmeta id1 id2
+  id1=$(lvs --noheadings -o thin_id "$vg/$snap1" | tr -d ' '); id2=$(lvs --noheadings -o thin_id "$vg/$snap2" | tr -d ' ')
+  dmsetup message "$tp" 0 reserve_metadata_snap
+  save "raw-$vg-dump-$snap1.xml" thin_dump -m --dev-id "$id1" "$meta"
+  save "raw-$vg-dump-$snap2.xml" thin_dump -m --dev-id "$id2" "$meta"
+  save "raw-$vg-delta.xml" thin_delta -m --snap1 "$id1" --snap2 "$id2" "$meta"
+  dmsetup message "$tp" 0 release_metadata_snap
+}
+raw_metadata "$A_VG" "$A_POOL" "$A_SNAP1" "$A_SNAP2"
+raw_metadata "$B_VG" "$B_POOL" "$B_SNAP1" "$B_SNAP2"
+
 vgchange -q -an "$A_VG" "$B_VG" >/dev/null
 step "done"

@@ -18,6 +18,7 @@ SLOW_SEC=${SLOW_SEC:-4}
 step "pool A on /dev/vda: $A_VG/$A_POOL chunk $A_CHUNK"
 make_layout_pool /dev/vda A
 TA=$(tpool_dm "$A_VG" "$A_POOL")
+save_lvs lvs.json
 
 SLOW=/tmp/slowbin
 mkdir -p "$SLOW"
@@ -40,11 +41,33 @@ start_plan() {
   PLAN_PID=$!
 }
 
-# wait_child TOOL: waits until the plan's child TOOL runs; sets CHILD_PID
+# wait_child TOOL: waits until the plan's child TOOL runs; sets CHILD_PID.
+# Fails (without waiting out the timeout) when the plan exits first.
 wait_child() {
   local tool=$1
-  child_up() { CHILD_PID=$(procs_named "$tool" "$PLAN_PID" | head -1); [ -n "$CHILD_PID" ]; }
-  wait_until 30 child_up || { echo "no $tool child of plan $PLAN_PID appeared" >&2; return 1; }
+  CHILD_PID=
+  child_up() {
+    CHILD_PID=$(procs_named "$tool" "$PLAN_PID" | head -1)
+    [ -n "$CHILD_PID" ] || ! kill -0 "$PLAN_PID" 2>/dev/null
+  }
+  wait_until 30 child_up || true
+  [ -n "$CHILD_PID" ] && return 0
+  echo "  no $tool child of plan $PLAN_PID appeared (plan $(kill -0 "$PLAN_PID" 2>/dev/null && echo still running || echo exited))"
+  return 1
+}
+
+# signal_case CASE TOOL SIGNAL WHO ARGS... : starts the plan, waits for its TOOL
+# child, records the held root, sends SIGNAL to WHO (plan|child). A case whose
+# child never shows up records "no-child" and sends nothing: the host test fails it.
+signal_case() {
+  local name=$1 tool=$2 sig=$3 who=$4; shift 4
+  start_plan "$name" "$@"
+  if wait_child "$tool"; then
+    held_root "$TA" > "$RESULTS/$name/held-before"
+    if [ "$who" = plan ]; then kill "-$sig" "$PLAN_PID"; else kill "-$sig" "$CHILD_PID"; fi
+  else
+    echo no-child > "$RESULTS/$name/held-before"
+  fi
 }
 
 # finish_case CASE: waits for the plan, records its status and what it left behind
@@ -64,31 +87,19 @@ finish_case() {
 }
 
 step "sigterm: SIGTERM while thin_dump runs"
-start_plan sigterm plan "$A_VG/$A_SNAP1" --json
-wait_child thin_dump
-held_root "$TA" > "$RESULTS/sigterm/held-before"
-kill -TERM "$PLAN_PID"
+signal_case sigterm thin_dump TERM plan plan "$A_VG/$A_SNAP1" --json
 finish_case sigterm
 
 step "sigint: SIGINT while thin_delta runs"
-start_plan sigint plan "$A_VG/$A_SNAP1" "$A_VG/$A_SNAP2" --json
-wait_child thin_delta
-held_root "$TA" > "$RESULTS/sigint/held-before"
-kill -INT "$PLAN_PID"
+signal_case sigint thin_delta INT plan plan "$A_VG/$A_SNAP1" "$A_VG/$A_SNAP2" --json
 finish_case sigint
 
 step "kill-child: SIGKILL to thin_dump"
-start_plan kill-child plan "$A_VG/$A_SNAP2" --json
-wait_child thin_dump
-held_root "$TA" > "$RESULTS/kill-child/held-before"
-kill -KILL "$CHILD_PID"
+signal_case kill-child thin_dump KILL child plan "$A_VG/$A_SNAP2" --json
 finish_case kill-child
 
 step "crash: SIGKILL to the plan itself"
-start_plan crash plan "$A_VG/$A_SNAP1" --json
-wait_child thin_dump
-held_root "$TA" > "$RESULTS/crash/held-before"
-kill -KILL "$PLAN_PID"
+signal_case crash thin_dump KILL plan plan "$A_VG/$A_SNAP1" --json
 rc=0; wait "$PLAN_PID" || rc=$?
 echo "$rc" > "$RESULTS/crash/rc"
 # the orphaned slow thin_dump finishes on its own (its reader is gone)

@@ -1,0 +1,46 @@
+/** `thinship send [BASE] SNAP`: pipe mode, a LINBIT 1.1 stream on stdout. */
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { ThinshipError } from '../../errors.js';
+import { planSend } from '../../thin/planner.js';
+import { openSourceReader } from '../../sender/volume-reader.js';
+import { sendMessages } from '../../sender/sender.js';
+import { encodeStream } from '../../stream/linbit.js';
+import type { FormatVersion } from '../../stream/messages.js';
+import { sourceSpecOf, parseByteCount, type SourceFlags } from '../source-args.js';
+import { ProgressLine } from '../progress.js';
+import { formatBytes, formatRate } from '../format.js';
+
+export interface SendFlags extends SourceFlags { format?: string; extensions?: boolean; maxOpBytes?: string; quiet?: boolean }
+
+export async function sendPipeCommand(names: string[], flags: SendFlags): Promise<void> {
+  if (process.stdout.isTTY) throw new ThinshipError('USAGE', 'refusing to write a binary stream to a terminal: pipe it (thinship send vg/snap | ssh host thinship recv vg/lv) or redirect it to a file');
+  const format = (flags.format ?? '1.1') as FormatVersion;
+  if (format !== '1.0' && format !== '1.1') throw new ThinshipError('USAGE', `--format must be 1.0 or 1.1, not "${flags.format}"`);
+  const extensions = format === '1.1' && flags.extensions !== false;
+  const spec = sourceSpecOf(names, flags);
+  const t0 = performance.now();
+  const p = await planSend(spec, { maxOpBytes: flags.maxOpBytes === undefined ? undefined : parseByteCount(flags.maxOpBytes, '--max-op-bytes'), withMappings: spec.kind === 'offline' });
+  try {
+    const reader = await openSourceReader(p);
+    const progress = new ProgressLine('send', p.plan.totals.dataBytes);
+    let sent = { dataBytes: 0, unmapBytes: 0 };
+    try {
+      const messages = sendMessages(p, reader, { formatVersion: format, checksum: extensions ? 'sha256' : 'none', onProgress: (x) => { sent = x; progress.update(x.dataBytes); } });
+      await pipeline(Readable.from(encodeStream(messages, { format, extensions }), { objectMode: false }), process.stdout).catch((e: NodeJS.ErrnoException) => {
+        if (e.code === 'EPIPE' || e.code === 'ERR_STREAM_PREMATURE_CLOSE') throw new ThinshipError('IO_ERROR', 'stdout was closed before the stream was complete (did the receiving side exit?)', { cause: e });
+        throw e;
+      });
+    } finally {
+      progress.finish();
+      await reader.close();
+    }
+    const secs = (performance.now() - t0) / 1000;
+    if (!flags.quiet) {
+      const t = p.plan.totals;
+      process.stderr.write(`thinship send: ${p.mode} ${p.source.name}${p.base ? ` from ${p.base.name}` : ''}: ${t.dataOps + t.unmapOps + 2} records, ${formatBytes(sent.dataBytes)} of data, ${formatBytes(sent.unmapBytes)} unmapped, ${secs.toFixed(2)} s (${formatRate(sent.dataBytes, secs)})\n`);
+    }
+  } finally {
+    await p.close();
+  }
+}

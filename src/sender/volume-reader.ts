@@ -1,0 +1,97 @@
+/**
+ * Reading a snapshot's content by volume offset.
+ * - LVM: the snapshot's own device (activated with -K for the read if it was
+ *   inactive, and put back afterwards); page cache dropped behind the reads.
+ * - Offline pool: each origin block is looked up in the snapshot's mappings
+ *   and read from the pool's data file at its data block.
+ */
+import { ThinshipError } from '../errors.js';
+import { openVolume, type VolumeHandle } from '../device/volume.js';
+import { activateForReading } from '../thin/lvm.js';
+import { spawnTool } from '../exec/run.js';
+import { classifyThinTool } from '../exec/known-errors.js';
+import { buildFullPlan } from '../thin/plan.js';
+import type { MappingSpool } from '../thin/spool.js';
+import type { SendPlan } from '../thin/planner.js';
+
+export interface VolumeReader {
+  /** Fills `buf` with the volume's bytes at [offsetBytes, offsetBytes + buf.length). */
+  read(buf: Buffer, offsetBytes: number): Promise<void>;
+  /** Tells the kernel the range will not be read again (keeps the page cache clean). */
+  done(offsetBytes: number, lengthBytes: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function readFully(h: VolumeHandle, buf: Buffer, offsetBytes: number, what: string): Promise<void> {
+  let got = 0;
+  while (got < buf.length) {
+    const n = await h.readAt(buf.subarray(got), offsetBytes + got);
+    if (n === 0) throw new ThinshipError('IO_ERROR', `${what}: unexpected end of ${h.path} at byte ${offsetBytes + got} (wanted ${buf.length - got} more bytes)`);
+    got += n;
+  }
+}
+
+class DeviceReader implements VolumeReader {
+  constructor(private h: VolumeHandle, private restore: () => Promise<void>, private what: string) {}
+  read(buf: Buffer, offsetBytes: number) { return readFully(this.h, buf, offsetBytes, this.what); }
+  async done(offsetBytes: number, lengthBytes: number) { await this.h.adviseDontNeed(offsetBytes, lengthBytes).catch(() => undefined); }
+  async close() {
+    try { await this.h.close(); } finally { await this.restore(); }
+  }
+}
+
+class OfflineReader implements VolumeReader {
+  constructor(private data: VolumeHandle, private mappings: MappingSpool, private blockBytes: number, private ownsMappings: boolean, private what: string) {}
+  async read(buf: Buffer, offsetBytes: number): Promise<void> {
+    if (offsetBytes % this.blockBytes !== 0 || buf.length % this.blockBytes !== 0) {
+      throw new ThinshipError('INTERNAL', `${this.what}: offline read at ${offsetBytes}+${buf.length} is not aligned to the pool block size ${this.blockBytes}`);
+    }
+    let done = 0;
+    while (done < buf.length) {
+      const origin = (offsetBytes + done) / this.blockBytes;
+      const hit = await this.mappings.lookup(origin);
+      const blocksLeft = (buf.length - done) / this.blockBytes;
+      if (!hit) {
+        // Not mapped in this snapshot: reads as zeros (only happens for --allow-unmapped ranges; plans send mapped blocks).
+        buf.fill(0, done, done + blocksLeft * this.blockBytes);
+        return;
+      }
+      const run = Math.min(hit.runBlocks, blocksLeft);
+      await readFully(this.data, buf.subarray(done, done + run * this.blockBytes), hit.dataBlock * this.blockBytes, this.what);
+      done += run * this.blockBytes;
+    }
+  }
+  async done(offsetBytes: number, lengthBytes: number) { void offsetBytes; void lengthBytes; }
+  async close() {
+    try { await this.data.close(); } finally { if (this.ownsMappings) await this.mappings.close(); }
+  }
+}
+
+/** Opens a reader of the plan's snapshot (the source, never the base). */
+export async function openSourceReader(p: SendPlan, opts: { signal?: AbortSignal } = {}): Promise<VolumeReader> {
+  if (p.spec.kind === 'lvm') {
+    const snap = p.lvm!.snap;
+    const restore = await activateForReading(snap, opts);
+    try {
+      const h = await openVolume(snap.devicePath, { mode: 'read' });
+      return new DeviceReader(h, restore, `${snap.vg}/${snap.lv}`);
+    } catch (e) {
+      await restore().catch(() => undefined);
+      throw e;
+    }
+  }
+  const spec = p.spec;
+  const blockBytes = p.plan.totals.blockSizeBytes;
+  let mappings = p.mappings;
+  let owns = false;
+  if (!mappings) {
+    // An incremental plan came from thin_delta; the snapshot's own mappings come from thin_dump.
+    const t = spawnTool('thin_dump', ['--dev-id', String(spec.snapDevId), spec.metadataPath], { signal: opts.signal, classify: classifyThinTool });
+    const [r] = await Promise.all([buildFullPlan(t.stdout, { devId: spec.snapDevId, mappingSpool: true }), t.done]);
+    await r.plan.close();
+    mappings = r.mappings!;
+    owns = true;
+  }
+  const data = await openVolume(spec.dataPath, { mode: 'read' }).catch(async (e) => { if (owns) await mappings!.close(); throw e; });
+  return new OfflineReader(data, mappings, blockBytes, owns, `offline pool ${spec.dataPath} device ${spec.snapDevId}`);
+}

@@ -1,0 +1,204 @@
+/**
+ * Pipe mode end to end with the real CLI in separate processes: `thinship send`
+ * from the offline demo pool | `thinship recv` into sparse files and loop
+ * devices, directly and through `zstd -1 | socat` on loopback; full then
+ * incremental; target compared byte for byte with the source snapshot.
+ * Also every malformed-stream case of issue 3 §5, through the real recv.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, writeFileSync, rmSync, statSync, truncateSync, existsSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createServer } from 'node:net';
+import { createDemoPool, type DemoPool } from '../../src/thin/demo-pool.js';
+import { cliPath, runCli } from '../helpers/cli.js';
+import { expectedImage } from '../helpers/offline-image.js';
+
+let dir: string;
+let pool: DemoPool;
+let img1: Buffer;
+let img2: Buffer;
+const loops: string[] = [];
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'thinship-pipe-'));
+  pool = await createDemoPool(join(dir, 'pool'));
+  img1 = expectedImage(pool.metadataPath, pool.dataPath, pool.baseDevId, pool.volumeSizeBytes);
+  img2 = expectedImage(pool.metadataPath, pool.dataPath, pool.snapDevId, pool.volumeSizeBytes);
+});
+after(() => {
+  for (const l of loops) { try { execFileSync('losetup', ['-d', l]); } catch { /* gone */ } }
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const offline = () => ['--pool-metadata', pool.metadataPath, '--pool-data', pool.dataPath, '--volume-size', String(pool.volumeSizeBytes)];
+const node = process.execPath;
+
+/** Runs a shell pipeline; returns exit status and stderr. */
+function sh(script: string): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = spawn('bash', ['-o', 'pipefail', '-c', script], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    c.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    c.on('close', (code) => resolve({ code, stderr }));
+  });
+}
+
+const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+const send = (ids: number[], extra = '') => `${q(node)} ${q(cliPath)} send ${offline().map(q).join(' ')} ${extra} ${ids.join(' ')}`;
+const recv = (target: string) => `${q(node)} ${q(cliPath)} recv ${q(target)}`;
+
+function readTarget(path: string): Buffer {
+  return readFileSync(path).subarray(0, pool.volumeSizeBytes);
+}
+
+function assertSameImage(actual: Buffer, expected: Buffer, what: string) {
+  assert.equal(actual.length, expected.length, `${what}: size`);
+  if (!actual.equals(expected)) {
+    const blk = pool.blockBytes;
+    for (let off = 0; off < expected.length; off += blk) {
+      if (!actual.subarray(off, off + blk).equals(expected.subarray(off, off + blk))) assert.fail(`${what}: first difference in block ${off / blk} (offset ${off})`);
+    }
+  }
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => { const s = createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => resolve(p)); }); });
+}
+
+test('send | recv onto a new sparse file: full, then incremental, byte-exact; discarded ranges read as zeros', async () => {
+  const target = join(dir, 'plain.img');
+  let r = await sh(`${send([pool.baseDevId])} | ${recv(target)}`);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /thinship recv: .*written/);
+  assert.equal(statSync(target).size, pool.volumeSizeBytes, 'created at the volume size');
+  assertSameImage(readTarget(target), img1, 'after full');
+  r = await sh(`${send([pool.baseDevId, pool.snapDevId])} | ${recv(target)}`);
+  assert.equal(r.code, 0, r.stderr);
+  assertSameImage(readTarget(target), img2, 'after incremental');
+  // the demo's discarded blocks 550..559 were data after the full send: now zeros, and a hole
+  const blocks = statSync(target).blocks * 512;
+  assert.ok(blocks < img2.length, 'sparse');
+});
+
+test('through zstd -1 | socat over loopback, as LINSTOR pipes thin_send', async () => {
+  const target = join(dir, 'socat.img');
+  for (const [ids, expected] of [[[pool.baseDevId], img1], [[pool.baseDevId, pool.snapDevId], img2]] as const) {
+    const port = await freePort();
+    const receiver = sh(`socat -u TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr STDOUT | zstd -d | ${recv(target)}`);
+    await new Promise((r) => setTimeout(r, 300));
+    const sender = await sh(`${send([...ids])} | zstd -1 | socat -u STDIN TCP:127.0.0.1:${port},retry=20,interval=0.1`);
+    const rr = await receiver;
+    assert.equal(sender.code, 0, sender.stderr);
+    assert.equal(rr.code, 0, rr.stderr);
+    assertSameImage(readTarget(target), expected, `socat ${ids.join('->')}`);
+  }
+});
+
+test('onto a loop device with 4096-byte sectors, pre-filled with garbage: full then incremental, byte-exact', async () => {
+  const backing = join(dir, 'loop.img');
+  writeFileSync(backing, Buffer.alloc(pool.volumeSizeBytes, 0xa5));
+  const dev = execFileSync('losetup', ['-f', '--show', '--sector-size', '4096', backing], { encoding: 'utf8' }).trim();
+  loops.push(dev);
+  // A full stream replaces the target: the receiver zeroes what the source has unmapped (the garbage here).
+  let r = await sh(`${send([pool.baseDevId])} | ${recv(dev)}`);
+  assert.equal(r.code, 0, r.stderr);
+  const read = () => readFileSync(dev).subarray(0, pool.volumeSizeBytes);
+  assertSameImage(read(), img1, 'loop full');
+  r = await sh(`${send([pool.baseDevId, pool.snapDevId])} | ${recv(dev)}`);
+  assert.equal(r.code, 0, r.stderr);
+  assertSameImage(read(), img2, 'loop incremental');
+});
+
+test('a stream for a larger volume is refused before anything is written', async () => {
+  const small = join(dir, 'small.img');
+  writeFileSync(small, Buffer.alloc(1024 * 1024, 7));
+  const r = await sh(`${send([pool.baseDevId])} | ${recv(small)}`);
+  assert.equal(r.code, 11, r.stderr);
+  assert.match(r.stderr, /volume of 67108864 bytes but target .* has only 1048576 bytes; nothing was written/);
+  assert.ok(readFileSync(small).equals(Buffer.alloc(1024 * 1024, 7)));
+});
+
+test('send refuses a terminal and recv refuses empty input', async () => {
+  const target = join(dir, 'empty.img');
+  writeFileSync(target, Buffer.alloc(4096));
+  const r = await sh(`${recv(target)} < /dev/null`);
+  assert.equal(r.code, 10, r.stderr);
+  assert.match(r.stderr, /empty stream/);
+});
+
+test('format 1.0 and plain 1.1 (no extensions) streams are applied too (as thin_recv does: only the records)', async () => {
+  for (const flags of ['--format 1.0', '--no-extensions']) {
+    const target = join(dir, `fmt-${flags.replace(/\W/g, '')}.img`);
+    writeFileSync(target, '');
+    truncateSync(target, pool.volumeSizeBytes);
+    const r = await sh(`${send([pool.baseDevId], flags)} | ${recv(target)}`);
+    assert.equal(r.code, 0, `${flags}: ${r.stderr}`);
+    assertSameImage(readTarget(target), img1, flags);
+  }
+});
+
+// ---- malformed streams: non-zero exit, stream position and volume offset named, how much was applied
+async function makeStream(ids: number[], extra = ''): Promise<Buffer> {
+  const f = join(dir, `stream-${ids.join('-')}${extra.replace(/\W/g, '')}.bin`);
+  if (!existsSync(f)) {
+    const r = await sh(`${send(ids, extra)} > ${q(f)}`);
+    assert.equal(r.code, 0, r.stderr);
+  }
+  return readFileSync(f);
+}
+
+async function recvBytes(bytes: Buffer, targetSize = pool.volumeSizeBytes): Promise<{ code: number | null; stderr: string; target: string }> {
+  const s = join(dir, 'bad.bin');
+  writeFileSync(s, bytes);
+  const target = join(dir, 'bad-target.img');
+  rmSync(target, { force: true });
+  writeFileSync(target, '');
+  truncateSync(target, targetSize);
+  const r = await sh(`${recv(target)} < ${q(s)}`);
+  return { ...r, target };
+}
+
+test('truncated stream: error names the position, says what was applied, exit 10', async () => {
+  const full = await makeStream([pool.baseDevId]);
+  const r = await recvBytes(full.subarray(0, 3 * 1024 * 1024 + 100));
+  assert.equal(r.code, 10, r.stderr);
+  assert.match(r.stderr, /byte \d+/);
+  assert.match(r.stderr, /applied before the error: \d+ data records/);
+});
+
+test('bad magic and wrong END counts are rejected', async () => {
+  const full = await makeStream([pool.baseDevId]);
+  const bad = Buffer.from(full);
+  bad[0] = 0x00;
+  let r = await recvBytes(bad);
+  assert.equal(r.code, 10, r.stderr);
+  assert.match(r.stderr, /magic/i);
+  const counts = Buffer.from(full);
+  // END payload is the last 24 bytes: n_chunks, n_data, n_unmap (u64 BE)
+  counts.writeBigUInt64BE(counts.readBigUInt64BE(counts.length - 16) + 1n, counts.length - 16);
+  r = await recvBytes(counts);
+  assert.equal(r.code, 10, r.stderr);
+  assert.match(r.stderr, /count|n_data/i);
+});
+
+test('checksum mismatch names the volume offset', async () => {
+  const full = await makeStream([pool.baseDevId]);
+  const bad = Buffer.from(full);
+  // flip a byte well inside the first DATA payload (after BEGIN 28 + begin-info record)
+  bad[64 * 1024] ^= 0xff;
+  const r = await recvBytes(bad);
+  assert.equal(r.code, 10, r.stderr);
+  assert.match(r.stderr, /checksum/i);
+  assert.match(r.stderr, /offset \d+/);
+});
+
+test('DATA beyond the target (plain LINBIT stream, no size record): refused with the volume offset', async () => {
+  const plain = await makeStream([pool.baseDevId], '--no-extensions');
+  const r = await recvBytes(plain, 8 * 1024 * 1024);
+  assert.equal(r.code, 10, r.stderr);
+  assert.match(r.stderr, /beyond the target .*volume offset \d+/);
+  assert.match(r.stderr, /applied before the error/);
+});
