@@ -24,6 +24,12 @@ export type ErrorCode =
   | 'IO_ERROR'            // read/write/discard on a device or file failed
   | 'ABORTED'             // cancelled by a signal or AbortSignal
   | 'LOCK_TIMEOUT'        // could not get the per-pool lock in time
+  | 'PERMISSION_DENIED'   // the client's identity may not write this target (gRPC receiver)
+  | 'UNAUTHENTICATED'     // TLS handshake or client certificate refused (wrong CA, expired, none)
+  | 'PROTOCOL_MISMATCH'   // sender and receiver speak different protocol versions
+  | 'TRANSFER_BUSY'       // the target is held by another transfer (running or resumable)
+  | 'RESUME_MISMATCH'     // a resume does not match the receiver's durable state of the transfer
+  | 'UNAVAILABLE'         // the receiver cannot be reached, or the connection broke
   | 'INTERNAL';
 
 export class ThinshipError extends Error {

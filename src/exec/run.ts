@@ -6,7 +6,7 @@
  * classifiers (known-errors.ts) turn known stderr into specific error codes.
  */
 import { execa, type ResultPromise } from 'execa';
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import { ThinshipError, type ErrorCode } from '../errors.js';
 import { log } from '../log.js';
 
@@ -152,5 +152,11 @@ export function spawnTool(tool: string, args: string[], opts: RunOptions = {}): 
   })();
   // Avoid an unhandled rejection if the caller fails first and never awaits done.
   done.catch(() => undefined);
-  return { stdout: sub.stdout!, done, kill: () => { sub.kill('SIGTERM'); }, pid: sub.pid };
+  // execa drops stdout that nobody reads by the time the tool exits: a fast tool
+  // could finish before the consumer attaches (e.g. while it creates a spool
+  // file). Our own PassThrough takes the bytes at once and keeps backpressure.
+  const stdout = new PassThrough({ highWaterMark: 1024 * 1024 });
+  sub.stdout!.pipe(stdout);
+  sub.stdout!.on('error', (e) => stdout.destroy(e));
+  return { stdout, done, kill: () => { sub.kill('SIGTERM'); }, pid: sub.pid };
 }

@@ -52,9 +52,10 @@ class OfflineReader implements VolumeReader {
       const hit = await this.mappings.lookup(origin);
       const blocksLeft = (buf.length - done) / this.blockBytes;
       if (!hit) {
-        // Not mapped in this snapshot: reads as zeros (only happens for --allow-unmapped ranges; plans send mapped blocks).
-        buf.fill(0, done, done + blocksLeft * this.blockBytes);
-        return;
+        // Not mapped in this snapshot: reads as zeros (plans send only mapped blocks; whole-volume reads, e.g. verify, meet these).
+        buf.fill(0, done, done + this.blockBytes);
+        done += this.blockBytes;
+        continue;
       }
       const run = Math.min(hit.runBlocks, blocksLeft);
       await readFully(this.data, buf.subarray(done, done + run * this.blockBytes), hit.dataBlock * this.blockBytes, this.what);

@@ -437,8 +437,6 @@ interface Header {
   /** 1-based record number in stream order. */
   record: number;
   raw: Buffer;
-  magicHi: number;
-  magicLo: number;
   /** As numbers: exact up to 2^53; bigger values are rejected where they matter. */
   offset: number;
   length: number;
@@ -579,8 +577,6 @@ class Decoder {
       pos,
       record,
       raw,
-      magicHi: raw.readUInt32BE(0),
-      magicLo: raw.readUInt32BE(4),
       offset: raw.readUInt32BE(8) * TWO_POW_32 + raw.readUInt32BE(12),
       length: raw.readUInt32BE(16) * TWO_POW_32 + raw.readUInt32BE(20),
       cmd: raw.readUInt32BE(24),
@@ -606,7 +602,7 @@ class Decoder {
     }
   }
 
-  private safeOffset(h: Header, name: 'offset' | 'length', what: string): number {
+  private safeU64(h: Header, name: 'offset' | 'length', what: string): number {
     const hi = h.raw.readUInt32BE(name === 'offset' ? 8 : 16);
     if (hi > MAX_SAFE_HI || (name === 'offset' ? h.offset : h.length) > Number.MAX_SAFE_INTEGER) {
       const v = h.raw.readBigUInt64BE(name === 'offset' ? 8 : 16);
@@ -698,8 +694,8 @@ class Decoder {
             await this.dataRecord(h);
             break;
           case CMD_UNMAP: {
-            const offset = this.safeOffset(h, 'offset', 'UNMAP');
-            const length = this.safeOffset(h, 'length', 'UNMAP');
+            const offset = this.safeU64(h, 'offset', 'UNMAP');
+            const length = this.safeU64(h, 'length', 'UNMAP');
             if (!Number.isSafeInteger(offset + length)) {
               throw streamError(this.where(h, 'header', offset), `UNMAP end ${offset} + ${length} exceeds 2^53`);
             }
@@ -723,7 +719,7 @@ class Decoder {
             if ((h.cmd & CMD_OPTIONAL_BIT) === 0) {
               throw streamError(this.where(h), `unknown mandatory command ${h.cmd}`);
             }
-            const length = this.safeOffset(h, 'length', `${cmdName(h.cmd)} record`);
+            const length = this.safeU64(h, 'length', `${cmdName(h.cmd)} record`);
             const skippedFrom = this.r.position;
             const got = await this.r.skip(length);
             if (got < length) {
@@ -746,7 +742,7 @@ class Decoder {
   }
 
   private async beginInfo(h: Header): Promise<BeginInfo> {
-    const length = this.safeOffset(h, 'length', 'begin-info');
+    const length = this.safeU64(h, 'length', 'begin-info');
     if (length > BEGIN_INFO_MAX_BYTES) {
       throw streamError(this.where(h), `begin-info length ${length} exceeds ${BEGIN_INFO_MAX_BYTES} bytes`);
     }
@@ -761,7 +757,7 @@ class Decoder {
   }
 
   private async dataRecord(h: Header): Promise<void> {
-    const offset = this.safeOffset(h, 'offset', 'DATA');
+    const offset = this.safeU64(h, 'offset', 'DATA');
     if (h.length > this.maxDataBytes) {
       const len = h.raw.readBigUInt64BE(16);
       throw streamError({ pos: h.pos + 16, record: h.record, field: 'header length', volumeOffset: offset },

@@ -106,7 +106,7 @@ test('a live writable LV is refused unless --allow-live', async () => {
   let r = await runCli(['plan', 'vg0/thin1'], { env });
   assert.equal(r.code, 4);
   assert.match(r.stderr, /vg0\/thin1 is a live writable volume \(attr Vwi-a-tz--\).*--allow-live/);
-  r = await runCli(['plan', 'vg0/thin1', '--allow-live', '--json'], { env: { ...env, FAKE_THIN_DUMP_XML: join(samples, 'thin_dump-snap2.xml') } });
+  r = await runCli(['plan', 'vg0/thin1', '--allow-live', '--json'], { env: { ...env, FAKE_THIN_DUMP_XML: join(samples, 'thin_dump-all.xml') } });
   assert.equal(r.code, 0, r.stderr);
 });
 

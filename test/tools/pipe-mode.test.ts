@@ -8,7 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, writeFileSync, rmSync, statSync, truncateSync, existsSync } from 'node:fs';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
@@ -127,6 +127,10 @@ test('send refuses a terminal and recv refuses empty input', async () => {
   const r = await sh(`${recv(target)} < /dev/null`);
   assert.equal(r.code, 10, r.stderr);
   assert.match(r.stderr, /empty stream/);
+  // a terminal on stdout: script(1) gives the command a pseudo-terminal
+  const tty = spawnSync('script', ['-qec', send([pool.baseDevId]), '/dev/null'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  assert.equal(tty.status, 2, tty.stdout);
+  assert.match(tty.stdout, /refusing to write a binary stream to a terminal/);
 });
 
 test('format 1.0 and plain 1.1 (no extensions) streams are applied too (as thin_recv does: only the records)', async () => {
@@ -188,7 +192,7 @@ test('checksum mismatch names the volume offset', async () => {
   const full = await makeStream([pool.baseDevId]);
   const bad = Buffer.from(full);
   // flip a byte well inside the first DATA payload (after BEGIN 28 + begin-info record)
-  bad[64 * 1024] ^= 0xff;
+  bad[64 * 1024] = bad[64 * 1024]! ^ 0xff;
   const r = await recvBytes(bad);
   assert.equal(r.code, 10, r.stderr);
   assert.match(r.stderr, /checksum/i);

@@ -160,6 +160,9 @@ test('golden 1.1 with thinship extensions: begin-info, per-DATA checksums, strea
     { type: 'unmap', offsetBytes: 0x20000, lengthBytes: 0x30000 },
     { type: 'end', records: 0, dataRecords: 1, unmapRecords: 1 },
   ];
+  // Positions as in the example table of docs/stream-format.md.
+  assert.equal(golden.length, 363 + 28 + 24);
+  assert.equal(golden.indexOf(hex(M11, '0000000000010000', '0000000000000008', '00000000')), 177);
   const encoded = await encodeAll(msgs);
   assert.equal(encoded.toString('hex'), golden.toString('hex'));
 

@@ -110,7 +110,8 @@ procs_named() {
   local name=$1 ppid=${2:-} f s comm rest
   local -a st
   for f in /proc/[0-9]*/stat; do
-    s=$(cat "$f" 2>/dev/null) || continue
+    # builtin read, not $(cat): a fork per process costs ~5 ms under TCG
+    read -r s < "$f" 2>/dev/null || continue
     [ -n "$s" ] || continue
     comm=${s#*(}; comm=${comm%)*}
     rest=${s##*) }; read -r -a st <<< "$rest"   # st[0]=state st[1]=ppid

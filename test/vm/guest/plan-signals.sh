@@ -64,6 +64,7 @@ signal_case() {
   start_plan "$name" "$@"
   if wait_child "$tool"; then
     held_root "$TA" > "$RESULTS/$name/held-before"
+    echo "  $name: [$(uptime_s)] $tool pid $CHILD_PID runs, held root $(cat "$RESULTS/$name/held-before"); sending SIG$sig to the $who"
     if [ "$who" = plan ]; then kill "-$sig" "$PLAN_PID"; else kill "-$sig" "$CHILD_PID"; fi
   else
     echo no-child > "$RESULTS/$name/held-before"
@@ -77,7 +78,7 @@ finish_case() {
   echo "$rc" > "$d/rc"
   dmsetup status "$TA" > "$d/tpool-status" 2>&1 || true
   { procs_named thin_dump; procs_named thin_delta; } > "$d/tools-after" || true
-  echo "  $name: exit $rc, held root after: $(awk '{print $7}' "$d/tpool-status"), thin tools left: $(wc -l < "$d/tools-after")"
+  echo "  $name: [$(uptime_s)] exit $rc, held root after: $(awk '{print $7}' "$d/tpool-status"), thin tools left: $(wc -l < "$d/tools-after")"
   # leave a clean pool for the next case whatever happened in this one
   wait_until 15 no_thin_tools || true
   if held; then

@@ -1,0 +1,190 @@
+/**
+ * Which targets a client identity may write, and resolving a target name from
+ * the wire into something safe to open.
+ *
+ * A name from the wire never reaches the filesystem unless it falls under
+ * what the identity allows:
+ * - LVM targets are `vg/lv` names matched against the identity's VG (and
+ *   optionally thin pool) and LV name patterns; the device path is built by
+ *   us, not taken from the wire.
+ * - File targets are absolute, normalised paths (no `.` or `..` segments, no
+ *   `//`) lexically under an allowed directory, and their real path (symlinks
+ *   resolved) must still be inside that directory's real path; the real path
+ *   is what gets opened. A missing file is allowed if its parent's real path
+ *   is inside.
+ * - Block devices outside directories (a loop device, a disk) must be listed
+ *   one by one under `devices`, and are compared by real path.
+ * Everything is decided before anything is opened; PERMISSION_DENIED opens
+ * nothing. (Residual race, documented: someone with write access inside an
+ * allowed directory could swap a path component for a symlink between the
+ * check and the open.)
+ */
+import { realpath, lstat } from 'node:fs/promises';
+import { posix } from 'node:path';
+import { ThinshipError } from '../errors.js';
+
+export interface LvmRule {
+  vg: string;
+  /** Only LVs in this thin pool (checked against lvs before opening). */
+  pool?: string;
+  /** LV name pattern: `*` any run of characters, `?` one character. Default `*`. */
+  lv: string;
+}
+
+export interface IdentityRules {
+  lvm: LvmRule[];
+  /** Directories (absolute) under which file targets may be written, with their real paths. */
+  directories: { path: string; real: string }[];
+  /** Block devices (absolute paths) that may be written, with their real paths. */
+  devices: { path: string; real: string }[];
+}
+
+export interface AccessPolicy {
+  /** Keyed by identity: a certificate's subject CN or any of its SAN values, or "anonymous" with --insecure. */
+  identities: Map<string, IdentityRules>;
+}
+
+/** Who is calling: the names its certificate carries (CN first, then SANs). */
+export interface ClientIdentity {
+  /** The name the access rules matched, or the CN, for logs and ownership of transfers. */
+  name: string;
+  names: string[];
+}
+
+export type AllowedTarget =
+  | { kind: 'lvm'; name: string; vg: string; lv: string; pool?: string; key: string }
+  | { kind: 'path'; name: string; realPath: string; exists: boolean; key: string };
+
+const LVM_NAME = /^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$/;
+const MAX_TARGET_NAME = 4096;
+
+function validLvmName(s: string): boolean {
+  return LVM_NAME.test(s) && s !== '.' && s !== '..' && s.length <= 127;
+}
+
+function globToRegExp(glob: string): RegExp {
+  const body = glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  return new RegExp(`^${body}$`);
+}
+
+function checkAbsoluteNormal(p: string, what: string): void {
+  if (!p.startsWith('/') || p.includes('\0') || posix.normalize(p) !== p || p.split('/').some((s) => s === '.' || s === '..') || (p.length > 1 && p.endsWith('/'))) {
+    throw new ThinshipError('USAGE', `${what} "${p}" must be an absolute, normalised path (no "." or ".." segments, no "//", no trailing "/")`);
+  }
+}
+
+function isInside(child: string, dir: string): boolean {
+  return dir === '/' ? child.startsWith('/') && child !== '/' : child.startsWith(dir + '/');
+}
+
+/** Parses the "identities" object of the receiver config (see docs in the README). */
+export async function parseAccessRules(v: unknown, where: string): Promise<AccessPolicy> {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new ThinshipError('USAGE', `${where}: "identities" must be an object mapping an identity to its allowed targets`);
+  const identities = new Map<string, IdentityRules>();
+  for (const [id, raw] of Object.entries(v as Record<string, unknown>)) {
+    const at = `${where}: identities["${id}"]`;
+    if (id === '' || raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new ThinshipError('USAGE', `${at} must be an object with "lvm", "directories" and/or "devices"`);
+    const r = raw as Record<string, unknown>;
+    for (const k of Object.keys(r)) if (!['lvm', 'directories', 'devices'].includes(k)) throw new ThinshipError('USAGE', `${at}: unknown key "${k}" (expected lvm, directories, devices)`);
+    const rules: IdentityRules = { lvm: [], directories: [], devices: [] };
+    for (const [i, l] of ((r.lvm ?? []) as unknown[]).entries()) {
+      const o = l as Record<string, unknown>;
+      if (o === null || typeof o !== 'object' || typeof o.vg !== 'string' || !validLvmName(o.vg)) throw new ThinshipError('USAGE', `${at}.lvm[${i}]: "vg" must be a VG name`);
+      if (o.pool !== undefined && (typeof o.pool !== 'string' || !validLvmName(o.pool))) throw new ThinshipError('USAGE', `${at}.lvm[${i}]: "pool" must be an LV name`);
+      const lv = o.lv ?? '*';
+      if (typeof lv !== 'string' || !/^[A-Za-z0-9+_.*?-]+$/.test(lv)) throw new ThinshipError('USAGE', `${at}.lvm[${i}]: "lv" must be an LV name pattern (letters, digits, + _ . -, and * ?)`);
+      rules.lvm.push({ vg: o.vg, pool: o.pool as string | undefined, lv });
+    }
+    for (const key of ['directories', 'devices'] as const) {
+      const list = r[key] ?? [];
+      if (!Array.isArray(list)) throw new ThinshipError('USAGE', `${at}.${key} must be a list of absolute paths`);
+      for (const p of list) {
+        if (typeof p !== 'string') throw new ThinshipError('USAGE', `${at}.${key}: ${JSON.stringify(p)} is not a path`);
+        checkAbsoluteNormal(p, `${at}.${key} entry`);
+        let real: string;
+        try {
+          real = await realpath(p);
+        } catch (e) {
+          throw new ThinshipError('USAGE', `${at}.${key}: ${p} does not exist (${(e as NodeJS.ErrnoException).code})`, { cause: e });
+        }
+        rules[key].push({ path: p, real });
+      }
+    }
+    identities.set(id, rules);
+  }
+  return { identities };
+}
+
+/** The rules that apply to a client: those of every name it carries (union). */
+export function rulesFor(policy: AccessPolicy, who: ClientIdentity): IdentityRules[] {
+  return who.names.flatMap((n) => { const r = policy.identities.get(n); return r ? [r] : []; });
+}
+
+/** The identity name to record as owner: the first of the client's names that has rules, else its first name. */
+export function ownerName(policy: AccessPolicy, names: string[]): string {
+  return names.find((n) => policy.identities.has(n)) ?? names[0] ?? 'unknown';
+}
+
+function denied(who: ClientIdentity, target: string, why: string): ThinshipError {
+  return new ThinshipError('PERMISSION_DENIED', `identity "${who.name}" may not write target "${target.slice(0, 300)}": ${why}`, { details: { identity: who.name, target: target.slice(0, 300) } });
+}
+
+/**
+ * Decides whether `who` may write `target`, and resolves it. Throws
+ * PERMISSION_DENIED (nothing opened) or BAD_STREAM (not a target name at all).
+ */
+export async function authorizeTarget(policy: AccessPolicy, who: ClientIdentity, target: string): Promise<AllowedTarget> {
+  if (typeof target !== 'string' || target.length === 0 || target.length > MAX_TARGET_NAME || target.includes('\0')) {
+    throw new ThinshipError('BAD_STREAM', `target name must be 1 to ${MAX_TARGET_NAME} characters without NUL`);
+  }
+  const rules = rulesFor(policy, who);
+  if (rules.length === 0) throw denied(who, target, 'no rules for this identity in the receiver configuration');
+
+  if (!target.startsWith('/')) {
+    const m = /^([^/]+)\/([^/]+)$/.exec(target);
+    if (!m || !validLvmName(m[1]!) || !validLvmName(m[2]!)) throw denied(who, target, 'not an LVM name vg/lv nor an absolute path');
+    const [vg, lv] = [m[1]!, m[2]!];
+    const rule = rules.flatMap((r) => r.lvm).find((l) => l.vg === vg && globToRegExp(l.lv).test(lv));
+    if (!rule) throw denied(who, target, `no lvm rule allows VG ${vg} with LV name ${lv}`);
+    return { kind: 'lvm', name: target, vg, lv, pool: rule.pool, key: `lvm:${vg}/${lv}` };
+  }
+
+  try {
+    checkAbsoluteNormal(target, 'target');
+  } catch {
+    throw denied(who, target, 'a path target must be absolute and normalised (no "." or ".." segments, no "//")');
+  }
+  // Exact devices first (compared by real path, so /dev/disk/by-id links work).
+  const devices = rules.flatMap((r) => r.devices);
+  const dirs = rules.flatMap((r) => r.directories);
+  let real: string | undefined;
+  try {
+    real = await realpath(target);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT') throw denied(who, target, `it cannot be resolved (${code})`);
+  }
+  if (real !== undefined) {
+    if (devices.some((d) => d.real === real)) return { kind: 'path', name: target, realPath: real, exists: true, key: real };
+    const dir = dirs.find((d) => isInside(target, d.path) || isInside(target, d.real));
+    if (!dir) throw denied(who, target, 'it is not under an allowed directory');
+    if (!isInside(real, dir.real)) throw denied(who, target, `it resolves to ${real}, outside ${dir.path}`);
+    return { kind: 'path', name: target, realPath: real, exists: true, key: real };
+  }
+  // Does not exist: it will be created, so its parent must resolve inside an allowed directory.
+  const dir = dirs.find((d) => isInside(target, d.path) || isInside(target, d.real));
+  if (!dir) throw denied(who, target, 'it is not under an allowed directory');
+  const parent = posix.dirname(target);
+  let realParent: string;
+  try {
+    realParent = await realpath(parent);
+  } catch (e) {
+    throw denied(who, target, `its directory ${parent} cannot be resolved (${(e as NodeJS.ErrnoException).code})`);
+  }
+  if (realParent !== dir.real && !isInside(realParent, dir.real)) throw denied(who, target, `its directory resolves to ${realParent}, outside ${dir.path}`);
+  const realPath = posix.join(realParent, posix.basename(target));
+  // A dangling symlink at the name would make O_CREAT follow it elsewhere.
+  const st = await lstat(realPath).catch(() => undefined);
+  if (st?.isSymbolicLink()) throw denied(who, target, 'it is a dangling symbolic link');
+  return { kind: 'path', name: target, realPath, exists: false, key: realPath };
+}

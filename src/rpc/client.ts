@@ -1,0 +1,336 @@
+/**
+ * The gRPC sender: a SendPlan and a volume reader become one ApplyStream call
+ * (or several, when it has to resume).
+ *
+ * Pipeline: sender.ts reads ahead → worker threads checksum, detect zeros and
+ * compress (compress-pool.ts) → this file writes messages in stream order,
+ * chaining the stream digest, with backpressure.
+ *
+ * Memory in flight is bounded by, at the largest chunk size C (1 MiB by default):
+ *   READ_AHEAD_OPS (8) chunks read ahead by sender.ts            8 C
+ * + COMPRESS_AHEAD (2 per worker, 4) chunks in the workers       4 C raw + ≤ 4 C frames
+ * + MAX_WRITES_IN_FLIGHT (4) messages handed to gRPC and not yet
+ *   accepted by HTTP/2 (we wait for their write callbacks, and for
+ *   'drain' whenever write() returns false)                       4 C (+ one serialized copy each)
+ * + the receiver's HTTP/2 window, in sockets                       8 MiB
+ * ≈ 28 C + 8 MiB, about 36 MiB at 1 MiB chunks.
+ *
+ * Resume: on UNAVAILABLE or a broken stream the sender asks GetTransferState
+ * and starts a new call at the durable offset with the digest state and
+ * counts the receiver reports. The plan is deterministic, so the records
+ * above that offset are the same as before, and the target ends up
+ * byte-identical to an uninterrupted transfer.
+ */
+import { createHash } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { ThinshipError, asThinshipError } from '../errors.js';
+import { StreamDigest, SHA256_BYTES } from '../stream/digest.js';
+import { sendMessages } from '../sender/sender.js';
+import { CompressPool, type ChunkResult } from '../sender/compress-pool.js';
+import type { VolumeReader } from '../sender/volume-reader.js';
+import type { SendPlan } from '../thin/planner.js';
+import { receiverProto, PROTOCOL_VERSION, type PbApplyRequest, type PbApplyResponse, type PbTransferState, type PbAbortResponse } from './proto.js';
+import { fromServiceError } from './status.js';
+import { checkInsecureAllowed, clientCredentials, parseHostPort, type TlsFiles } from './tls.js';
+
+export const MAX_WRITES_IN_FLIGHT = 4;
+export const COMPRESS_AHEAD_PER_WORKER = 2;
+/** Largest message the client will send: 64 MiB chunk limit plus overhead. */
+const MAX_SEND_MESSAGE_BYTES = 65 * 1024 * 1024;
+
+export interface ConnectOptions {
+  /** HOST:PORT of the receiver. */
+  address: string;
+  /** mTLS files (CA that signed the server, our certificate and key). Required unless insecure. */
+  tls?: TlsFiles;
+  insecure?: boolean;
+  allowInsecureRemote?: boolean;
+  /** Name to verify the server certificate against, when it differs from HOST. */
+  serverName?: string;
+}
+
+interface RawClient extends grpc.Client {
+  ApplyStream(md: grpc.Metadata, opts: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r?: PbApplyResponse) => void): grpc.ClientWritableStream<PbApplyRequest>;
+  GetTransferState(req: { transferId: string }, md: grpc.Metadata, opts: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r?: PbTransferState) => void): grpc.ClientUnaryCall;
+  AbortTransfer(req: { transferId: string; reason: string }, md: grpc.Metadata, opts: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r?: PbAbortResponse) => void): grpc.ClientUnaryCall;
+}
+
+const UNARY_DEADLINE_MS = 30_000;
+
+export class ReceiverClient {
+  private constructor(readonly address: string, private readonly raw: RawClient) {}
+
+  static async connect(o: ConnectOptions): Promise<ReceiverClient> {
+    const hp = parseHostPort(o.address, '--to');
+    let creds: grpc.ChannelCredentials;
+    if (o.insecure) {
+      checkInsecureAllowed(hp.host, o.allowInsecureRemote, '--allow-insecure-remote');
+      creds = grpc.credentials.createInsecure();
+    } else {
+      if (!o.tls) throw new ThinshipError('USAGE', 'mTLS needs --ca, --cert and --key (or --tls-dir); use --insecure only for a test on loopback');
+      creds = await clientCredentials(o.tls);
+    }
+    const { Client } = receiverProto();
+    const options: grpc.ChannelOptions = {
+      'grpc.max_send_message_length': MAX_SEND_MESSAGE_BYTES,
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.keepalive_timeout_ms': 20_000,
+      // Our own loop retries and resumes; keep grpc-js from replaying a half-sent stream.
+      'grpc.enable_retries': 0,
+    };
+    if (o.serverName) options['grpc.ssl_target_name_override'] = o.serverName;
+    return new ReceiverClient(o.address, new Client(o.address, creds, options) as unknown as RawClient);
+  }
+
+  /** The receiver's durable state of a transfer, or undefined if it has none (NOT_FOUND). */
+  getTransferState(transferId: string): Promise<PbTransferState | undefined> {
+    return new Promise((resolve, reject) => {
+      this.raw.GetTransferState({ transferId }, new grpc.Metadata(), { deadline: Date.now() + UNARY_DEADLINE_MS }, (e, r) => {
+        if (e?.code === grpc.status.NOT_FOUND) resolve(undefined);
+        else if (e) reject(fromServiceError(e, `GetTransferState on ${this.address}`));
+        else resolve(r!);
+      });
+    });
+  }
+
+  abortTransfer(transferId: string, reason = ''): Promise<PbAbortResponse> {
+    return new Promise((resolve, reject) => {
+      this.raw.AbortTransfer({ transferId, reason }, new grpc.Metadata(), { deadline: Date.now() + UNARY_DEADLINE_MS }, (e, r) => {
+        if (e) reject(fromServiceError(e, `AbortTransfer on ${this.address}`));
+        else resolve(r!);
+      });
+    });
+  }
+
+  /** Opens an ApplyStream call; `response` settles with the receiver's answer or error. */
+  applyStream(): { call: grpc.ClientWritableStream<PbApplyRequest>; response: Promise<PbApplyResponse> } {
+    let call!: grpc.ClientWritableStream<PbApplyRequest>;
+    const response = new Promise<PbApplyResponse>((resolve, reject) => {
+      call = this.raw.ApplyStream(new grpc.Metadata(), {}, (e, r) => (e ? reject(e) : resolve(r!)));
+    });
+    response.catch(() => undefined);
+    call.on('error', () => undefined); // surfaced through `response`
+    return { call, response };
+  }
+
+  close(): void {
+    this.raw.close();
+  }
+}
+
+export interface SendProgress {
+  /** Uncompressed DATA bytes handed to gRPC in this run (all attempts). */
+  dataBytes: number;
+  /** Payload bytes on the wire (compressed, zero chunks count 0). */
+  payloadBytes: number;
+  /** Volume offset reached. */
+  offsetBytes: number;
+  plannedDataBytes: number;
+  /** DATA bytes below the resume offset that an earlier run already delivered. */
+  resumedDataBytes: number;
+}
+
+export type SendEvent =
+  | { type: 'start'; transferId: string; resumeOffsetBytes: number; attempt: number }
+  | { type: 'retry'; attempt: number; error: ThinshipError; delayMs: number };
+
+export interface GrpcSendOptions {
+  target: string;
+  /** Default: derived from the target and the plan (defaultTransferId), so a re-run resumes. */
+  transferId?: string;
+  /** zstd level 1 on worker threads (default true); false sends RAW and ZERO only. */
+  compress?: boolean;
+  workers?: number;
+  /** Calls to try, including the first (default 10). */
+  maxAttempts?: number;
+  /** First retry delay; doubles up to 15 s (default 1000 ms). */
+  retryDelayMs?: number;
+  signal?: AbortSignal;
+  onProgress?: (p: SendProgress) => void;
+  onEvent?: (e: SendEvent) => void;
+}
+
+export interface GrpcSendResult {
+  transferId: string;
+  /** The receiver already had this transfer complete: nothing was sent. */
+  alreadyComplete: boolean;
+  attempts: number;
+  /** Where each call started. */
+  startOffsets: number[];
+  dataBytes: number;
+  payloadBytes: number;
+  unmapBytes: number;
+  chunks: { raw: number; zstd: number; zero: number };
+  plannedDataBytes: number;
+  digest: Buffer;
+  state: PbTransferState;
+  response?: PbApplyResponse;
+  seconds: number;
+}
+
+/**
+ * The default transfer id: a hash of the target and what is sent, so that
+ * running the same send again after a crash resumes the same transfer.
+ */
+export function defaultTransferId(p: SendPlan, target: string): string {
+  const t = p.plan.totals;
+  const h = createHash('sha256').update(JSON.stringify([target, p.source.uuid, p.base?.uuid ?? '', p.mode, t.volumeSizeBytes, t.dataBytes, t.unmapBytes, t.dataOps, t.unmapOps]));
+  return `ts-${h.digest('hex').slice(0, 32)}`;
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => { clearTimeout(t); reject(new ThinshipError('ABORTED', 'send cancelled')); }, { once: true });
+  });
+}
+
+function retryable(e: ThinshipError): boolean {
+  return e.retryable || e.code === 'RESUME_MISMATCH';
+}
+
+interface Totals {
+  dataRecords: number;
+  unmapRecords: number;
+  dataBytes: number;
+  unmapBytes: number;
+}
+
+export async function sendPlanOverGrpc(client: ReceiverClient, p: SendPlan, reader: VolumeReader, o: GrpcSendOptions): Promise<GrpcSendResult> {
+  const t0 = performance.now();
+  const transferId = o.transferId ?? defaultTransferId(p, o.target);
+  const maxAttempts = Math.max(1, o.maxAttempts ?? 10);
+  let delay = o.retryDelayMs ?? 1000;
+  const compress = o.compress ?? true;
+  const totals = p.plan.totals;
+  const r: Omit<GrpcSendResult, 'digest' | 'state' | 'seconds'> = {
+    transferId, alreadyComplete: false, attempts: 0, startOffsets: [], dataBytes: 0, payloadBytes: 0, unmapBytes: 0,
+    chunks: { raw: 0, zstd: 0, zero: 0 }, plannedDataBytes: totals.dataBytes,
+  };
+  const pool = new CompressPool({ workers: o.workers, compress });
+  try {
+    for (let attempt = 1; ; attempt++) {
+      r.attempts = attempt;
+      try {
+        const st = await client.getTransferState(transferId);
+        if (st?.status === 'TRANSFER_STATUS_COMPLETE') {
+          // Complete before we sent anything: a re-run. After a broken call: our End got through.
+          r.alreadyComplete = r.startOffsets.length === 0;
+          return { ...r, digest: st.digestState, state: st, seconds: (performance.now() - t0) / 1000 };
+        }
+        const resume = st?.durableOffsetBytes ?? 0;
+        r.startOffsets.push(resume);
+        o.onEvent?.({ type: 'start', transferId, resumeOffsetBytes: resume, attempt });
+        const res = await oneCall(client, p, reader, pool, o, r, transferId, compress, st);
+        return { ...r, digest: res.digest, state: res.state, response: res, seconds: (performance.now() - t0) / 1000 };
+      } catch (e) {
+        const err = fromServiceError(e, `ApplyStream to ${client.address}`);
+        if (o.signal?.aborted || !retryable(err) || attempt >= maxAttempts) {
+          if (attempt >= maxAttempts && retryable(err)) throw new ThinshipError(err.code, `${err.message} (gave up after ${attempt} attempts; run the same send again to resume transfer ${transferId})`, { retryable: true, cause: err });
+          throw err;
+        }
+        o.onEvent?.({ type: 'retry', attempt, error: err, delayMs: delay });
+        await sleep(delay, o.signal);
+        delay = Math.min(delay * 2, 15_000);
+      }
+    }
+  } finally {
+    await pool.close();
+  }
+}
+
+/** One ApplyStream call from the receiver's durable state `st` (undefined: from the start). */
+async function oneCall(
+  client: ReceiverClient, p: SendPlan, reader: VolumeReader, pool: CompressPool, o: GrpcSendOptions,
+  r: Omit<GrpcSendResult, 'digest' | 'state' | 'seconds'>, transferId: string, compress: boolean, st: PbTransferState | undefined,
+): Promise<PbApplyResponse> {
+  const resume = st?.durableOffsetBytes ?? 0;
+  const digest = new StreamDigest(st && st.digestState.length === SHA256_BYTES ? st.digestState : undefined);
+  const t: Totals = { dataRecords: st?.dataRecords ?? 0, unmapRecords: st?.unmapRecords ?? 0, dataBytes: st?.dataBytes ?? 0, unmapBytes: st?.unmapBytes ?? 0 };
+  const resumedDataBytes = t.dataBytes;
+  const totals = p.plan.totals;
+  const { call, response } = client.applyStream();
+  let failure: unknown;
+  const failed = response.then(() => undefined, (e: unknown) => { failure = e; });
+  let inflight = 0;
+  let wake: (() => void) | undefined;
+  const check = () => { if (failure !== undefined) throw failure; if (o.signal?.aborted) throw new ThinshipError('ABORTED', 'send cancelled'); };
+
+  const write = async (req: PbApplyRequest) => {
+    check();
+    inflight++;
+    const ok = call.write(req, () => { inflight--; wake?.(); });
+    if (!ok) await Promise.race([new Promise((res) => call.once('drain', res)), failed]);
+    while (inflight >= MAX_WRITES_IN_FLIGHT && failure === undefined) await Promise.race([new Promise<void>((res) => { wake = res; }), failed]);
+    check();
+  };
+
+  type Item = { kind: 'data'; offsetBytes: number; lengthBytes: number; result: Promise<ChunkResult> } | { kind: 'unmap'; offsetBytes: number; lengthBytes: number };
+  const fifo: Item[] = [];
+  const ahead = COMPRESS_AHEAD_PER_WORKER * pool.size;
+  const emit = async (it: Item) => {
+    if (it.kind === 'unmap') {
+      digest.addUnmap(it.offsetBytes, it.lengthBytes);
+      t.unmapRecords++;
+      t.unmapBytes += it.lengthBytes;
+      r.unmapBytes += it.lengthBytes;
+      await write({ kind: 'unmap', unmap: { offsetBytes: it.offsetBytes, lengthBytes: it.lengthBytes } });
+    } else {
+      const c = await it.result;
+      digest.addData(it.offsetBytes, it.lengthBytes, c.checksum);
+      t.dataRecords++;
+      t.dataBytes += it.lengthBytes;
+      const [encoding, payload] = c.zero ? ['ENCODING_ZERO' as const, Buffer.alloc(0)] : c.frame ? ['ENCODING_ZSTD' as const, c.frame] : ['ENCODING_RAW' as const, c.raw];
+      r.chunks[c.zero ? 'zero' : c.frame ? 'zstd' : 'raw']++;
+      // payload is never reused after this: a gRPC write may serialize it later.
+      await write({ kind: 'data', data: { offsetBytes: it.offsetBytes, lengthBytes: it.lengthBytes, payload, encoding, checksum: c.checksum } });
+      r.dataBytes += it.lengthBytes;
+      r.payloadBytes += payload.length;
+    }
+    o.onProgress?.({ dataBytes: r.dataBytes, payloadBytes: r.payloadBytes, offsetBytes: it.offsetBytes + it.lengthBytes, plannedDataBytes: totals.dataBytes, resumedDataBytes });
+  };
+
+  try {
+    await write({
+      kind: 'begin',
+      begin: {
+        protocolVersion: PROTOCOL_VERSION, transferId, target: o.target,
+        mode: p.mode === 'incremental' ? 'TRANSFER_MODE_INCREMENTAL' : 'TRANSFER_MODE_FULL',
+        volumeSizeBytes: totals.volumeSizeBytes, blockSizeBytes: totals.blockSizeBytes,
+        sourceId: p.source.uuid, baseId: p.base?.uuid ?? '',
+        plannedDataBytes: totals.dataBytes, plannedUnmapBytes: totals.unmapBytes,
+        resumeOffsetBytes: resume,
+        compression: compress ? 'COMPRESSION_ZSTD' : 'COMPRESSION_NONE',
+        checksum: 'CHECKSUM_ALGORITHM_SHA256',
+      },
+    });
+    for await (const m of sendMessages(p, reader, { resumeFromBytes: resume, transferId })) {
+      if (m.type === 'data') {
+        const lengthBytes = m.data.length;
+        const result = pool.process(m.data); // m.data now belongs to the pool (its memory moved to a worker)
+        result.catch(() => undefined); // awaited in order by emit()
+        fifo.push({ kind: 'data', offsetBytes: m.offsetBytes, lengthBytes, result });
+      } else if (m.type === 'unmap') {
+        fifo.push({ kind: 'unmap', offsetBytes: m.offsetBytes, lengthBytes: m.lengthBytes });
+      } else {
+        continue; // begin and end are ours to write
+      }
+      while (fifo.length > ahead) await emit(fifo.shift()!);
+    }
+    while (fifo.length > 0) await emit(fifo.shift()!);
+    await write({
+      kind: 'end',
+      end: { records: t.dataRecords + t.unmapRecords + 2, dataRecords: t.dataRecords, unmapRecords: t.unmapRecords, dataBytes: t.dataBytes, unmapBytes: t.unmapBytes, digest: digest.state },
+    });
+    call.end();
+    const res = await response;
+    if (!digest.matches(res.digest)) {
+      throw new ThinshipError('CHECKSUM_MISMATCH', `the receiver reports stream digest ${res.digest.toString('hex')}, the sender computed ${digest.state.toString('hex')}`);
+    }
+    return res;
+  } catch (e) {
+    call.cancel();
+    // The receiver's own error explains more than "cancelled" or a failed write.
+    throw failure ?? asThinshipError(e);
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * The receiver's configuration file (JSON). Relative paths are taken from the
+ * file's directory. Example:
+ *
+ *   {
+ *     "tls": { "ca": "ca.crt", "cert": "server.crt", "key": "server.key" },
+ *     "stateDir": "/var/lib/thinship",
+ *     "checkpointIntervalBytes": 67108864,
+ *     "transferExpirySeconds": 86400,
+ *     "maxChunkBytes": 4194304,
+ *     "identities": {
+ *       "backup-sender": {
+ *         "lvm": [{ "vg": "vg0", "pool": "pool0", "lv": "backup-*" }],
+ *         "directories": ["/srv/images"],
+ *         "devices": ["/dev/loop7"]
+ *       }
+ *     }
+ *   }
+ *
+ * An identity is a client certificate's subject CN or any of its SAN values;
+ * with --insecure every client is "anonymous".
+ */
+import { readFile } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { ThinshipError } from '../errors.js';
+import { parseAccessRules, type AccessPolicy } from '../receiver/access.js';
+import type { TlsFiles } from './tls.js';
+import { DEFAULT_CHECKPOINT_INTERVAL_BYTES, DEFAULT_MAX_CHUNK_BYTES, DEFAULT_TRANSFER_EXPIRY_MS } from '../receiver/transfers.js';
+import { DEFAULT_RECEIVE_WINDOW_BYTES } from './http2-window.js';
+
+export interface ReceiverConfig {
+  file: string;
+  tls?: TlsFiles;
+  stateDir: string;
+  checkpointIntervalBytes: number;
+  transferExpiryMs: number;
+  maxChunkBytes: number;
+  receiveWindowBytes: number;
+  maxActiveTransfers: number;
+  requireChecksum: boolean;
+  policy: AccessPolicy;
+}
+
+const KEYS = ['tls', 'stateDir', 'checkpointIntervalBytes', 'transferExpirySeconds', 'maxChunkBytes', 'receiveWindowBytes', 'maxActiveTransfers', 'requireChecksum', 'identities'];
+
+export async function loadReceiverConfig(file: string): Promise<ReceiverConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    throw new ThinshipError('USAGE', `cannot read the receiver config ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
+  }
+  let v: Record<string, unknown>;
+  try {
+    v = JSON.parse(text) as Record<string, unknown>;
+  } catch (e) {
+    throw new ThinshipError('USAGE', `receiver config ${file} is not valid JSON: ${(e as Error).message}`, { cause: e });
+  }
+  return parseReceiverConfig(v, file);
+}
+
+export async function parseReceiverConfig(v: Record<string, unknown>, file: string): Promise<ReceiverConfig> {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new ThinshipError('USAGE', `${file}: the config must be a JSON object`);
+  for (const k of Object.keys(v)) if (!KEYS.includes(k)) throw new ThinshipError('USAGE', `${file}: unknown key "${k}" (known: ${KEYS.join(', ')})`);
+  const base = dirname(resolve(file));
+  const path = (p: unknown, what: string): string => {
+    if (typeof p !== 'string' || p === '') throw new ThinshipError('USAGE', `${file}: ${what} must be a path`);
+    return isAbsolute(p) ? p : resolve(base, p);
+  };
+  const uint = (k: string, dflt: number, min = 1): number => {
+    const x = v[k];
+    if (x === undefined) return dflt;
+    if (typeof x !== 'number' || !Number.isSafeInteger(x) || x < min) throw new ThinshipError('USAGE', `${file}: "${k}" must be an integer >= ${min}`);
+    return x;
+  };
+  let tls: TlsFiles | undefined;
+  if (v.tls !== undefined) {
+    const t = v.tls as Record<string, unknown>;
+    if (t === null || typeof t !== 'object') throw new ThinshipError('USAGE', `${file}: "tls" must be an object with ca, cert and key`);
+    tls = { ca: path(t.ca, 'tls.ca'), cert: path(t.cert, 'tls.cert'), key: path(t.key, 'tls.key') };
+  }
+  const maxChunkBytes = uint('maxChunkBytes', DEFAULT_MAX_CHUNK_BYTES, 4096);
+  if (maxChunkBytes > 64 * 1024 * 1024) throw new ThinshipError('USAGE', `${file}: "maxChunkBytes" must be at most 64 MiB`);
+  if (v.requireChecksum !== undefined && typeof v.requireChecksum !== 'boolean') throw new ThinshipError('USAGE', `${file}: "requireChecksum" must be true or false`);
+  return {
+    file,
+    tls,
+    stateDir: v.stateDir === undefined ? '/var/lib/thinship' : path(v.stateDir, 'stateDir'),
+    checkpointIntervalBytes: uint('checkpointIntervalBytes', DEFAULT_CHECKPOINT_INTERVAL_BYTES),
+    transferExpiryMs: uint('transferExpirySeconds', DEFAULT_TRANSFER_EXPIRY_MS / 1000) * 1000,
+    maxChunkBytes,
+    receiveWindowBytes: uint('receiveWindowBytes', DEFAULT_RECEIVE_WINDOW_BYTES, 65535),
+    maxActiveTransfers: uint('maxActiveTransfers', 16),
+    requireChecksum: v.requireChecksum === undefined ? true : v.requireChecksum as boolean,
+    policy: await parseAccessRules(v.identities ?? {}, file),
+  };
+}

@@ -1,0 +1,235 @@
+/**
+ * The gRPC receiver: thinship.v1.Receiver (ApplyStream, GetTransferState,
+ * AbortTransfer) over mTLS, plus grpc.health.v1.Health and server
+ * reflection. This file only adapts: protobuf messages become the
+ * TransferBegin / WireRecord values of receiver/transfers.ts, which
+ * validates and applies them, and errors become gRPC statuses (status.ts).
+ */
+import * as grpc from '@grpc/grpc-js';
+import { HealthImplementation } from 'grpc-health-check';
+import { ReflectionService } from '@grpc/reflection';
+import type { Logger } from 'pino';
+import { ThinshipError } from '../errors.js';
+import { log as rootLog } from '../log.js';
+import { TransferRegistry, type TransferBegin, type TransferStateView, type WireRecord } from '../receiver/transfers.js';
+import { ownerName, type ClientIdentity } from '../receiver/access.js';
+import { receiverProto, PROTOCOL_VERSION, RECEIVER_SERVICE, type PbApplyRequestIn, type PbApplyResponse, type PbBegin, type PbTransferState, type PbAbortResponse } from './proto.js';
+import { toServiceError } from './status.js';
+import { callerNames, checkInsecureAllowed, parseHostPort, serverCredentials, type AuthContextLike } from './tls.js';
+import { raiseReceiveWindow } from './http2-window.js';
+import type { ReceiverConfig } from './server-config.js';
+
+export interface ReceiverServerOptions {
+  /** HOST:PORT; port 0 picks a free one. */
+  listen: string;
+  config: ReceiverConfig;
+  /** Plaintext, every client "anonymous": loopback only unless allowInsecureRemote. */
+  insecure?: boolean;
+  allowInsecureRemote?: boolean;
+  log?: Logger;
+  /** Override the config's receive window; false keeps HTTP/2's 64 KiB (for measurements). */
+  receiveWindowBytes?: number | false;
+}
+
+export interface RunningReceiver {
+  port: number;
+  registry: TransferRegistry;
+  /** Stops accepting, stops running transfers (each checkpoints), waits up to graceMs for calls to end. */
+  close(graceMs?: number): Promise<void>;
+}
+
+/** Bytes a message may carry beyond its uncompressed chunk: a zstd frame's worst case and the other fields. */
+const MESSAGE_OVERHEAD_BYTES = 64 * 1024;
+
+const MODES = { TRANSFER_MODE_FULL: 'full', TRANSFER_MODE_INCREMENTAL: 'incremental' } as const;
+const COMPRESSIONS = { COMPRESSION_UNSPECIFIED: 'none', COMPRESSION_NONE: 'none', COMPRESSION_ZSTD: 'zstd' } as const;
+const CHECKSUMS = { CHECKSUM_ALGORITHM_NONE: 'none', CHECKSUM_ALGORITHM_SHA256: 'sha256' } as const;
+const ENCODINGS = { ENCODING_RAW: 'raw', ENCODING_ZSTD: 'zstd', ENCODING_ZERO: 'zero' } as const;
+
+function pick<T extends Record<string, string>>(table: T, v: unknown, field: string): T[keyof T] {
+  if (typeof v === 'string' && Object.hasOwn(table, v)) return table[v as keyof T];
+  throw new ThinshipError('BAD_STREAM', `begin: ${field} ${String(v)} is not one of ${Object.keys(table).join(', ')}`);
+}
+
+function uint(v: unknown): number {
+  return typeof v === 'number' ? v : Number.NaN;
+}
+
+function buf(v: unknown): Buffer {
+  return Buffer.isBuffer(v) ? v : Buffer.alloc(0);
+}
+
+/** Version first (FAILED_PRECONDITION naming both), then the rest of the Begin into a typed value. */
+export function beginFromProto(b: PbBegin): TransferBegin {
+  if (b.protocolVersion !== PROTOCOL_VERSION) {
+    throw new ThinshipError('PROTOCOL_MISMATCH', `protocol version mismatch: the sender speaks thinship.v1 protocol version ${b.protocolVersion}, this receiver speaks version ${PROTOCOL_VERSION}`);
+  }
+  return {
+    transferId: String(b.transferId ?? ''),
+    target: String(b.target ?? ''),
+    mode: pick(MODES, b.mode, 'mode'),
+    volumeSizeBytes: uint(b.volumeSizeBytes),
+    blockSizeBytes: uint(b.blockSizeBytes),
+    sourceId: String(b.sourceId ?? ''),
+    baseId: String(b.baseId ?? ''),
+    plannedDataBytes: uint(b.plannedDataBytes),
+    plannedUnmapBytes: uint(b.plannedUnmapBytes),
+    resumeOffsetBytes: uint(b.resumeOffsetBytes),
+    compression: pick(COMPRESSIONS, b.compression, 'compression'),
+    checksum: pick(CHECKSUMS, b.checksum, 'checksum'),
+  };
+}
+
+/** One ApplyRequest after the Begin as a WireRecord (structure only; transfers.ts checks the values). */
+export function recordFromProto(m: PbApplyRequestIn): WireRecord {
+  switch (m.kind) {
+    case 'data': {
+      const d = m.data!;
+      const encoding = typeof d.encoding === 'string' && Object.hasOwn(ENCODINGS, d.encoding) ? ENCODINGS[d.encoding as keyof typeof ENCODINGS] : undefined;
+      if (!encoding) return { type: 'invalid', what: `data record at volume offset ${uint(d.offsetBytes)}: encoding ${String(d.encoding)} is not RAW, ZSTD or ZERO` };
+      return { type: 'data', offsetBytes: uint(d.offsetBytes), lengthBytes: uint(d.lengthBytes), payload: buf(d.payload), encoding, checksum: buf(d.checksum) };
+    }
+    case 'unmap':
+      return { type: 'unmap', offsetBytes: uint(m.unmap!.offsetBytes), lengthBytes: uint(m.unmap!.lengthBytes) };
+    case 'end': {
+      const e = m.end!;
+      return { type: 'end', records: uint(e.records), dataRecords: uint(e.dataRecords), unmapRecords: uint(e.unmapRecords), dataBytes: uint(e.dataBytes), unmapBytes: uint(e.unmapBytes), digest: buf(e.digest) };
+    }
+    case 'begin':
+      return { type: 'invalid', what: 'a second Begin in one call' };
+    default:
+      return { type: 'invalid', what: 'a message with no record in it (none of begin, data, unmap, end set)' };
+  }
+}
+
+export function stateToProto(s: TransferStateView): PbTransferState {
+  return {
+    transferId: s.transferId,
+    status: s.status === 'complete' ? 'TRANSFER_STATUS_COMPLETE' : 'TRANSFER_STATUS_IN_PROGRESS',
+    target: s.target,
+    mode: s.mode === 'full' ? 'TRANSFER_MODE_FULL' : 'TRANSFER_MODE_INCREMENTAL',
+    sourceId: s.sourceId,
+    baseId: s.baseId,
+    volumeSizeBytes: s.volumeSizeBytes,
+    durableOffsetBytes: s.durableOffsetBytes,
+    digestState: Buffer.from(s.digestState, 'hex'),
+    dataRecords: s.dataRecords,
+    unmapRecords: s.unmapRecords,
+    dataBytes: s.dataBytes,
+    unmapBytes: s.unmapBytes,
+    active: s.active,
+    updatedUnixMs: s.updatedUnixMs,
+    expiresUnixMs: s.expiresUnixMs,
+  };
+}
+
+export async function startReceiver(o: ReceiverServerOptions): Promise<RunningReceiver> {
+  const log = (o.log ?? rootLog).child({ component: 'receiver' });
+  const cfg = o.config;
+  const hp = parseHostPort(o.listen, '--listen');
+  let creds: grpc.ServerCredentials;
+  if (o.insecure) {
+    checkInsecureAllowed(hp.host, o.allowInsecureRemote, '--allow-insecure-remote');
+    creds = grpc.ServerCredentials.createInsecure();
+  } else {
+    if (!cfg.tls) throw new ThinshipError('USAGE', `${cfg.file} has no "tls" section (ca, cert, key): mTLS is the default; use --insecure only for a test on loopback`);
+    creds = await serverCredentials(cfg.tls);
+  }
+
+  const registry = new TransferRegistry({
+    stateDir: cfg.stateDir, policy: cfg.policy, log,
+    checkpointIntervalBytes: cfg.checkpointIntervalBytes, maxChunkBytes: cfg.maxChunkBytes, expiryMs: cfg.transferExpiryMs,
+    requireChecksum: cfg.requireChecksum, maxActiveTransfers: cfg.maxActiveTransfers,
+  });
+  await registry.start();
+
+  const server = new grpc.Server({
+    'grpc.max_receive_message_length': cfg.maxChunkBytes + MESSAGE_OVERHEAD_BYTES,
+    // Notice dead senders (a half-open connection holds its target until then).
+    'grpc.keepalive_time_ms': 60_000,
+    'grpc.keepalive_timeout_ms': 20_000,
+  });
+  const windowBytes = o.receiveWindowBytes ?? cfg.receiveWindowBytes;
+  if (windowBytes !== false) raiseReceiveWindow(server, windowBytes, log);
+
+  const who = (call: { getAuthContext(): AuthContextLike; getPeer(): string }): ClientIdentity => {
+    const names = o.insecure ? ['anonymous'] : callerNames(call);
+    if (names.length === 0) throw new ThinshipError('UNAUTHENTICATED', 'no verified client certificate on this connection');
+    return { name: ownerName(cfg.policy, names), names };
+  };
+
+  const applyStream = async (call: grpc.ServerReadableStream<PbApplyRequestIn, PbApplyResponse>): Promise<PbApplyResponse> => {
+    const id = who(call);
+    const gone = new AbortController();
+    call.on('cancelled', () => gone.abort(new ThinshipError('UNAVAILABLE', 'the sender cancelled the call or its connection broke', { retryable: true })));
+    call.on('error', () => undefined); // reported through 'cancelled' / the iterator
+    const it = call[Symbol.asyncIterator]() as AsyncIterator<PbApplyRequestIn>;
+    const first = await it.next();
+    if (first.done) throw new ThinshipError('BAD_STREAM', 'the call ended before its Begin');
+    if (first.value.kind !== 'begin' || !first.value.begin) throw new ThinshipError('BAD_STREAM', `the first message must be a Begin, got ${first.value.kind ?? 'an empty message'}`);
+    const begin = beginFromProto(first.value.begin);
+    log.debug({ peer: call.getPeer(), identity: id.name, transferId: begin.transferId }, 'ApplyStream');
+    async function* records(): AsyncGenerator<WireRecord> {
+      for (;;) {
+        const n = await it.next();
+        if (n.done) return;
+        yield recordFromProto(n.value);
+      }
+    }
+    const r = await registry.apply(id, begin, records(), gone.signal);
+    return {
+      transferId: r.transferId, dataRecordsApplied: r.dataRecordsApplied, unmapRecordsApplied: r.unmapRecordsApplied,
+      bytesWritten: r.bytesWritten, bytesDiscarded: r.bytesDiscarded, digest: r.digest, state: stateToProto(r.state),
+    };
+  };
+
+  const unary = <Req, Res>(name: string, fn: (call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>) =>
+    (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => {
+      fn(call).then((r) => cb(null, r), (e: unknown) => {
+        const st = toServiceError(e);
+        log.info({ rpc: name, peer: call.getPeer(), code: st.code, err: st.details }, 'call refused');
+        cb(st);
+      });
+    };
+
+  const { service, def } = receiverProto();
+  server.addService(service, {
+    ApplyStream: (call: grpc.ServerReadableStream<PbApplyRequestIn, PbApplyResponse>, cb: grpc.sendUnaryData<PbApplyResponse>) => {
+      applyStream(call).then((r) => cb(null, r), (e: unknown) => {
+        const st = toServiceError(e);
+        log.info({ rpc: 'ApplyStream', peer: call.getPeer(), code: st.code, err: st.details }, 'call failed');
+        cb(st);
+      });
+    },
+    GetTransferState: unary<{ transferId: string }, PbTransferState>('GetTransferState', async (call) => stateToProto(registry.state(who(call), String(call.request.transferId ?? '')))),
+    AbortTransfer: unary<{ transferId: string; reason: string }, PbAbortResponse>('AbortTransfer', async (call) => {
+      const tid = String(call.request.transferId ?? '');
+      const r = await registry.abort(who(call), tid, String(call.request.reason ?? '').slice(0, 500));
+      return { transferId: tid, stoppedActiveStream: r.stopped, durableOffsetBytes: r.durableOffsetBytes };
+    }),
+  });
+  const health = new HealthImplementation({ '': 'SERVING', [RECEIVER_SERVICE]: 'SERVING' });
+  health.addToServer(server);
+  new ReflectionService(def as never).addToServer(server);
+
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(o.listen, creds, (e, p) => (e ? reject(new ThinshipError('USAGE', `cannot listen on ${o.listen}: ${e.message}`, { cause: e })) : resolve(p)));
+  }).catch(async (e) => { await registry.close(); throw e; });
+  log.info({ listen: o.listen, port, tls: !o.insecure, stateDir: cfg.stateDir, receiveWindowBytes: windowBytes, maxChunkBytes: cfg.maxChunkBytes, checkpointIntervalBytes: cfg.checkpointIntervalBytes }, 'receiver listening');
+
+  let closing: Promise<void> | undefined;
+  return {
+    port,
+    registry,
+    close: (graceMs = 5000) => closing ??= (async () => {
+      health.setStatus('', 'NOT_SERVING');
+      health.setStatus(RECEIVER_SERVICE, 'NOT_SERVING');
+      await registry.close();
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => { server.forceShutdown(); resolve(); }, graceMs);
+        server.tryShutdown(() => { clearTimeout(t); resolve(); });
+      });
+      log.info('receiver stopped');
+    })(),
+  };
+}

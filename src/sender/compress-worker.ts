@@ -1,0 +1,28 @@
+/**
+ * Worker thread of the compression pool (compress-pool.ts): for each chunk,
+ * sha256 of the bytes, an all-zero check, and a level-1 zstd frame when that
+ * is worth sending. Runs off the main thread because zstd-napi has no
+ * asynchronous API; the chunk's memory is transferred here and back, not copied.
+ */
+import { parentPort } from 'node:worker_threads';
+import { createHash } from 'node:crypto';
+import { ChunkCompressor, isAllZero } from '../stream/zstd.js';
+import type { ChunkJob, ChunkReply } from './compress-pool.js';
+
+const port = parentPort;
+if (!port) throw new Error('compress-worker.js must run as a worker thread');
+const compressor = new ChunkCompressor();
+
+port.on('message', (job: ChunkJob) => {
+  try {
+    const data = new Uint8Array(job.buf, job.byteOffset, job.length);
+    const checksum = new Uint8Array(createHash('sha256').update(data).digest());
+    const zero = isAllZero(data);
+    const frame = !zero && job.compress ? compressor.compress(data) : undefined;
+    const frameBuf = frame?.buffer as ArrayBuffer | undefined; // the frame owns its whole ArrayBuffer
+    const reply: ChunkReply = { id: job.id, buf: job.buf, byteOffset: job.byteOffset, length: job.length, checksum: checksum.buffer, zero, frame: frameBuf };
+    port.postMessage(reply, [job.buf, checksum.buffer, ...(frameBuf ? [frameBuf] : [])]);
+  } catch (e) {
+    port.postMessage({ id: job.id, error: e instanceof Error ? e.message : String(e) });
+  }
+});
