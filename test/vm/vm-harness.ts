@@ -8,14 +8,16 @@
  * <repo>/.vm-results/<run-id>/ (ignored by git through a generated .gitignore).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { repoRoot } from '../helpers/paths.js';
 
-export const runGuestScript = join(repoRoot, 'test/vm/run-guest.sh');
-export const guestDir = join(repoRoot, 'test/vm/guest');
-export const vmResultsRoot = join(repoRoot, '.vm-results');
-export const cliInGuest = join(repoRoot, 'dist/src/cli/main.js');
+/** The shared directory: run-guest.sh mounts the resolved path (pwd -P), so every path given to the guest is built on it. */
+const shareRoot = realpathSync(repoRoot);
+export const runGuestScript = join(shareRoot, 'test/vm/run-guest.sh');
+export const guestDir = join(shareRoot, 'test/vm/guest');
+export const vmResultsRoot = join(shareRoot, '.vm-results');
+export const cliInGuest = join(shareRoot, 'dist/src/cli/main.js');
 
 /**
  * A reason to skip a VM scenario, or undefined. Only explicit settings skip (a
@@ -167,13 +169,13 @@ export async function runGuest(scriptPath: string, opts: GuestRunOptions = {}): 
   const resultsDir = join(vmResultsRoot, `${name}-${new Date().toISOString().replace(/[:.]/g, '')}-${process.pid}`);
   mkdirSync(resultsDir, { recursive: true });
 
-  const guestEnv: Record<string, string> = { RESULTS: resultsDir, THINSHIP_REPO: repoRoot.replace(/\/$/, ''), THINSHIP_CLI: cliInGuest, ...opts.env };
+  const guestEnv: Record<string, string> = { RESULTS: resultsDir, THINSHIP_REPO: shareRoot, THINSHIP_CLI: cliInGuest, ...opts.env };
   for (const k of Object.keys(guestEnv)) if (!ENV_NAME.test(k)) throw new Error(`runGuest: env name "${k}" is not a shell identifier`);
   const timeoutSec = opts.timeoutSec ?? 600;
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     ...guestEnv,
-    RV_SHARE: repoRoot,
+    RV_SHARE: shareRoot,
     RV_ENV: Object.keys(guestEnv).join(' '),
     RV_DISKS: (opts.disks ?? ['4G']).join(' '),
     RV_TIMEOUT: String(timeoutSec),

@@ -111,7 +111,7 @@ procs_named() {
   local -a st
   for f in /proc/[0-9]*/stat; do
     # builtin read, not $(cat): a fork per process costs ~5 ms under TCG
-    read -r s < "$f" 2>/dev/null || continue
+    read -r s 2>/dev/null < "$f" || continue
     [ -n "$s" ] || continue
     comm=${s#*(}; comm=${comm%)*}
     rest=${s##*) }; read -r -a st <<< "$rest"   # st[0]=state st[1]=ppid

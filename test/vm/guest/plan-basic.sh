@@ -23,7 +23,6 @@ save dev-mapper-before.txt ls /dev/mapper
 
 step "plans on pool A"
 run_cli a-full-snap1 "$TA" -- plan "$A_VG/$A_SNAP1" --json
-run_cli a-full-snap2 "$TA" -- plan "/dev/$A_VG/$A_SNAP2" --json
 run_cli a-incr "$TA" -- plan "$A_VG/$A_SNAP1" "$A_VG/$A_SNAP2" --json
 run_cli a-incr-text "$TA" -- plan "$A_VG/$A_SNAP1" "$A_VG/$A_SNAP2"
 run_cli a-live-refused "$TA" -- plan "$A_VG/$A_LV" --json
