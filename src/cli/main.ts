@@ -4,12 +4,15 @@
  * every error to a message on stderr and an exit code (cli/exit-codes.ts).
  */
 import { Command, CommanderError } from 'commander';
-import { asThinshipError } from '../errors.js';
+import { ThinshipError, asThinshipError } from '../errors.js';
 import { exitCodeOf } from './exit-codes.js';
 import { planCommand } from './commands/plan.js';
 import { sendPipeCommand } from './commands/send.js';
 import { recvPipeCommand } from './commands/recv.js';
 import { demoCommand } from './commands/demo.js';
+import { serveCommand } from './commands/serve.js';
+import { sendGrpcCommand, transferCommand } from './commands/send-grpc.js';
+import { certsCommand } from './commands/certs.js';
 
 const program = new Command();
 program
@@ -25,6 +28,17 @@ const offlineOptions = (c: Command) => c
   .option('--volume-size <bytes>', 'offline pool: the volume size (metadata does not record it; default: end of the last mapping)')
   .option('--allow-live', 'allow a live writable LV as the source (its content may change while read)');
 
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+const tlsOptions = (c: Command) => c
+  .option('--tls-dir <dir>', 'mTLS files from `thinship certs`: DIR/ca.crt, DIR/client.crt, DIR/client.key')
+  .option('--ca <file>', 'CA bundle that signed the receiver\'s certificate (PEM)')
+  .option('--cert <file>', 'this client\'s certificate (PEM); its CN or SAN is the identity the receiver checks')
+  .option('--key <file>', 'this client\'s private key (PEM)')
+  .option('--server-name <name>', 'name to verify the receiver\'s certificate against (default: HOST of --to)')
+  .option('--insecure', 'plaintext, no authentication: only to a loopback address')
+  .option('--allow-insecure-remote', 'allow --insecure to a non-loopback address');
+
 offlineOptions(program.command('plan')
   .description('exact dry run: what a send of SNAP (or of BASE..SNAP) would send and unmap')
   .argument('<names...>', '[BASE] SNAP: LVM names (vg/lv, /dev/vg/lv), or device ids with --pool-metadata')
@@ -33,13 +47,24 @@ offlineOptions(program.command('plan')
   .action(async (names: string[], flags) => { await planCommand(names, flags); });
 
 offlineOptions(program.command('send')
-  .description('send SNAP (full) or BASE..SNAP (incremental); pipe mode writes a LINBIT thin_send stream to stdout')
+  .description('send SNAP (full) or BASE..SNAP (incremental): over gRPC with --to HOST:PORT --target NAME (mTLS), else a LINBIT thin_send stream on stdout (pipe mode)')
   .argument('<names...>', '[BASE] SNAP: LVM names (vg/lv, /dev/vg/lv), or device ids with --pool-metadata')
   .option('--format <version>', 'LINBIT stream format: 1.1 (default) or 1.0', '1.1')
   .option('--no-extensions', "plain LINBIT stream: no begin-info, checksum or digest records (thinship's receiver then checks less)")
   .option('--max-op-bytes <bytes>', 'largest DATA record (default 1M)')
-  .option('-q, --quiet', 'no summary on stderr'))
-  .action(async (names: string[], flags) => { await sendPipeCommand(names, flags); });
+  .option('-q, --quiet', 'no summary')
+  .option('--to <host:port>', 'send over gRPC to a `thinship serve` receiver instead of stdout')
+  .option('--target <name>', 'with --to: the target on the receiver (vg/lv, or an absolute path its config allows)')
+  .option('--transfer-id <id>', 'with --to: the transfer id (default: derived from target and snapshots, so a re-run resumes)')
+  .option('--no-compress', 'with --to: no zstd (RAW and ZERO chunks only)')
+  .option('--retries <n>', 'with --to: resume attempts after a broken connection (default 9)')
+  .option('--json', 'with --to: print the summary as JSON on stdout'))
+  .action(async (names: string[], flags) => {
+    if (flags.to !== undefined) await sendGrpcCommand(names, flags);
+    else if (flags.target !== undefined || flags.transferId !== undefined) throw new ThinshipError('USAGE', '--target and --transfer-id need --to HOST:PORT');
+    else await sendPipeCommand(names, flags);
+  });
+tlsOptions(program.commands.find((c) => c.name() === 'send')!);
 
 program.command('recv')
   .description('apply a stream from stdin (LINBIT thin_send format 1.0 or 1.1) to TARGET')
@@ -47,8 +72,33 @@ program.command('recv')
   .option('-q, --quiet', 'no summary on stderr')
   .action(async (target: string, flags) => { await recvPipeCommand(target, flags); });
 
+program.command('serve')
+  .description('the gRPC receiver: apply streams from senders over mTLS to the targets each client identity may write')
+  .requiredOption('--listen <host:port>', 'address to listen on (port 0: any free port, logged)')
+  .requiredOption('--config <file>', 'receiver config (JSON): tls files, stateDir, identities and their allowed targets')
+  .option('--state-dir <dir>', 'override the config\'s stateDir (checkpoints of transfers)')
+  .option('--insecure', 'plaintext, every client "anonymous": only on a loopback address')
+  .option('--allow-insecure-remote', 'allow --insecure on a non-loopback address')
+  .action(async (flags) => { await serveCommand(flags); });
+
+tlsOptions(program.command('transfer')
+  .description('ask a receiver about a transfer (status), or abort it (abort: forget it and free its target)')
+  .argument('<action>', 'status | abort')
+  .argument('<transfer-id>', 'the transfer id (thinship send prints it)')
+  .requiredOption('--to <host:port>', 'the receiver')
+  .option('--reason <text>', 'abort: why, for the receiver\'s log'))
+  .action(async (action: string, id: string, flags) => { await transferCommand(action, id, flags); });
+
+program.command('certs')
+  .description('make a CA, a server certificate and client certificates (openssl) for a first setup or a test')
+  .requiredOption('--out <dir>', 'directory for the files (an existing ca.crt + ca.key there is reused)')
+  .option('--server-name <name>', 'DNS name or IP address of the receiver (repeatable; default: localhost, 127.0.0.1, ::1, this host)', collect)
+  .option('--client <name>', 'client identity (repeatable; default: thinship-sender); the first is written to client.crt/.key', collect)
+  .option('--days <n>', 'validity of the server and client certificates (default 825)')
+  .action(async (flags) => { await certsCommand(flags); });
+
 program.command('demo')
-  .description('the built-in default: build a small offline thin pool, then plan, send and receive full and incremental, and verify')
+  .description('the built-in default: build a small offline thin pool, start a gRPC receiver on loopback with fresh certificates, send full then incremental over mTLS, and verify')
   .option('--dir <dir>', 'where to build the demo pool and target (default: a new temporary directory, removed afterwards)')
   .action(async (flags) => { await demoCommand(flags); });
 

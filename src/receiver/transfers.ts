@@ -23,6 +23,9 @@ import { applyMessages } from './receiver.js';
 import { resolveTarget } from './target.js';
 import { resolveThinVolume } from '../thin/lvm.js';
 import { StreamDigest, dataChecksum, SHA256_BYTES } from '../stream/digest.js';
+import { checkData, type DataCheck, type DataChecked } from './decode-data.js';
+import { DecodePool } from './decode-pool.js';
+import { defaultWorkerCount } from '../stream/worker-pool.js';
 import { ChunkDecompressor } from '../stream/zstd.js';
 import type { StreamMessage } from '../stream/messages.js';
 import { CheckpointStore, checkTransferId, type TransferCheckpoint, type TransferMode } from './checkpoint.js';
@@ -85,6 +88,8 @@ export interface TransferRegistryOptions {
   /** Refuse streams without checksums (default true). */
   requireChecksum?: boolean;
   maxActiveTransfers?: number;
+  /** Worker threads that decompress and checksum DATA (default 2; 0: on the main thread). */
+  decodeWorkers?: number;
 }
 
 /** Running totals after a record: what a checkpoint at that record records. */
@@ -166,8 +171,9 @@ async function* readAhead<T>(src: AsyncIterator<T>, n: number): AsyncGenerator<T
 export interface DecodeContext {
   begin: TransferBegin;
   maxChunkBytes: number;
-  /** End of the previous record (starts at the resume offset). */
+  /** End of the previous record (starts at the resume offset). Advanced by checkRecord, in order. */
   cursorBytes: number;
+  /** The stream digest chain. Advanced by finishRecord, in order. */
   digest: StreamDigest;
   counts: Omit<Mark, 'offsetBytes' | 'digest'>;
   ended: boolean;
@@ -178,79 +184,116 @@ export interface DecodedRecord {
   mark: Mark;
 }
 
+/** Decompresses and checksums a DATA payload: on the main thread (checkData) or on a decode worker. */
+export type DataChecker = (c: DataCheck) => Promise<DataChecked> | DataChecked;
+
+/** A record that passed the cheap checks; its payload's decompression and checksum may still be running. */
+export interface CheckedRecord {
+  kind: 'data' | 'zero' | 'unmap' | 'end';
+  offsetBytes: number;
+  lengthBytes: number;
+  work?: Promise<DataChecked> | DataChecked;
+  end?: Extract<WireRecord, { type: 'end' }>;
+  /** Cursor and counts after this record. */
+  cursorBytes: number;
+  counts: Omit<Mark, 'offsetBytes' | 'digest'>;
+}
+
 function recordError(code: 'BAD_STREAM' | 'CHECKSUM_MISMATCH', kind: string, offsetBytes: number, why: string): ThinshipError {
   return new ThinshipError(code, `${kind} record at volume offset ${offsetBytes}: ${why}`, { details: { volumeOffset: offsetBytes } });
 }
 
 /**
- * Validates one wire record against the transfer and the records before it,
- * decompresses and checks it, and advances the context. Pure CPU: nothing
- * here touches a device. Exported for unit tests.
+ * The cheap checks of one wire record, in stream order: structure, offset
+ * and length inside the volume, ascending order, length limit, encoding and
+ * payload size, the end's counts. Starts the payload's decompression and
+ * checksum (`checker`) without waiting for it. Nothing here touches a device.
  */
-export function decodeRecord(r: WireRecord, ctx: DecodeContext, dz: ChunkDecompressor): DecodedRecord {
+export function checkRecord(r: WireRecord, ctx: DecodeContext, checker: DataChecker): CheckedRecord {
   const b = ctx.begin;
   if (r.type === 'invalid') throw new ThinshipError('BAD_STREAM', `after volume offset ${ctx.cursorBytes}: ${r.what}`, { details: { volumeOffset: ctx.cursorBytes } });
   if (ctx.ended) throw new ThinshipError('BAD_STREAM', `a ${r.type} record follows the end of the stream`, { details: { volumeOffset: ctx.cursorBytes } });
-  const mark = (): Mark => ({ offsetBytes: ctx.cursorBytes, digest: ctx.digest.state, ...ctx.counts });
   if (r.type === 'end') {
     const c = ctx.counts;
     const want = { records: c.dataRecords + c.unmapRecords + 2, dataRecords: c.dataRecords, unmapRecords: c.unmapRecords, dataBytes: c.dataBytes, unmapBytes: c.unmapBytes };
     for (const k of Object.keys(want) as (keyof typeof want)[]) {
       if (r[k] !== want[k]) throw new ThinshipError('BAD_STREAM', `end record: the sender counts ${r[k]} ${k} for the whole transfer, the receiver ${want[k]}`, { details: { volumeOffset: ctx.cursorBytes } });
     }
-    if (b.checksum === 'sha256' && !ctx.digest.matches(r.digest)) {
-      throw new ThinshipError('CHECKSUM_MISMATCH', `end record: stream digest mismatch (sender ${r.digest.toString('hex') || 'none'}, receiver ${ctx.digest.state.toString('hex')})`, { details: { volumeOffset: ctx.cursorBytes } });
-    }
     if (b.checksum === 'none' && r.digest.length !== 0) throw new ThinshipError('BAD_STREAM', 'end record carries a digest but the transfer has no checksums');
     ctx.ended = true;
-    return { msg: { type: 'end', records: want.records, dataRecords: want.dataRecords, unmapRecords: want.unmapRecords, dataBytes: want.dataBytes, unmapBytes: want.unmapBytes, digest: ctx.digest.state }, mark: mark() };
+    return { kind: 'end', offsetBytes: ctx.cursorBytes, lengthBytes: 0, end: r, cursorBytes: ctx.cursorBytes, counts: { ...ctx.counts } };
   }
-  const kind = r.type === 'data' ? 'data' : 'unmap';
+  const kind = r.type;
   const off = r.offsetBytes;
   const len = r.lengthBytes;
-  if (!Number.isSafeInteger(off) || off < 0 || !Number.isSafeInteger(len) || len <= 0) throw recordError('BAD_STREAM', kind, off, `length ${len} must be positive`);
+  if (!Number.isSafeInteger(off) || off < 0) throw recordError('BAD_STREAM', kind, off, 'not a byte offset (a non-negative integer below 2^53)');
+  if (!Number.isSafeInteger(len) || len <= 0) throw recordError('BAD_STREAM', kind, off, `length ${len} must be a positive integer`);
   if (off + len > b.volumeSizeBytes) throw recordError('BAD_STREAM', kind, off, `length ${len} goes beyond the end of the volume (${b.volumeSizeBytes} bytes)`);
   if (off < ctx.cursorBytes) {
-    throw recordError('BAD_STREAM', kind, off, ctx.cursorBytes === b.resumeOffsetBytes && ctx.counts.dataRecords + ctx.counts.unmapRecords === 0
+    throw recordError('BAD_STREAM', kind, off, off < b.resumeOffsetBytes
       ? `below the resume offset ${b.resumeOffsetBytes}`
       : `out of order: records must ascend without overlapping, and the previous one ends at ${ctx.cursorBytes}`);
   }
-  let msg: StreamMessage;
+  let rec: CheckedRecord;
   if (r.type === 'unmap') {
-    ctx.digest.addUnmap(off, len);
     ctx.counts.unmapRecords++;
     ctx.counts.unmapBytes += len;
-    msg = { type: 'unmap', offsetBytes: off, lengthBytes: len };
+    rec = { kind: 'unmap', offsetBytes: off, lengthBytes: len, cursorBytes: off + len, counts: { ...ctx.counts } };
   } else {
     if (len > ctx.maxChunkBytes) throw recordError('BAD_STREAM', 'data', off, `length ${len} is more than this receiver's limit of ${ctx.maxChunkBytes} bytes per record`);
     if (b.checksum === 'sha256' && r.checksum.length !== SHA256_BYTES) throw recordError('BAD_STREAM', 'data', off, `checksum must be ${SHA256_BYTES} bytes (sha256), got ${r.checksum.length}`);
     if (b.checksum === 'none' && r.checksum.length !== 0) throw recordError('BAD_STREAM', 'data', off, 'carries a checksum but the transfer has none');
-    let data: Buffer | undefined;
-    let sum: Buffer;
-    if (r.encoding === 'zero') {
-      if (r.payload.length !== 0) throw recordError('BAD_STREAM', 'data', off, `encoding ZERO with a ${r.payload.length}-byte payload (must be empty)`);
-      sum = zeroChecksum(len);
-    } else {
-      if (r.encoding === 'raw') {
-        if (r.payload.length !== len) throw recordError('BAD_STREAM', 'data', off, `raw payload of ${r.payload.length} bytes, the record says ${len}`);
-        data = r.payload;
-      } else {
-        if (b.compression !== 'zstd') throw recordError('BAD_STREAM', 'data', off, 'zstd payload in a transfer that announced no compression');
-        data = dz.decompress(r.payload, { offsetBytes: off, lengthBytes: len });
-      }
-      sum = b.checksum === 'sha256' ? dataChecksum(data) : Buffer.alloc(0);
-    }
-    if (b.checksum === 'sha256') {
-      if (!sum.equals(r.checksum)) throw recordError('CHECKSUM_MISMATCH', 'data', off, `checksum mismatch over ${len} bytes (sender ${r.checksum.toString('hex').slice(0, 16)}…, data ${sum.toString('hex').slice(0, 16)}…); not written`);
-      ctx.digest.addData(off, len, sum);
-    }
     ctx.counts.dataRecords++;
     ctx.counts.dataBytes += len;
-    // All-zero chunks are made to read as zeros (discard / hole) rather than written.
-    msg = data ? { type: 'data', offsetBytes: off, data } : { type: 'unmap', offsetBytes: off, lengthBytes: len };
+    const counts = { ...ctx.counts };
+    if (r.encoding === 'zero') {
+      if (r.payload.length !== 0) throw recordError('BAD_STREAM', 'data', off, `encoding ZERO with a ${r.payload.length}-byte payload (must be empty)`);
+      if (b.checksum === 'sha256' && !zeroChecksum(len).equals(r.checksum)) throw recordError('CHECKSUM_MISMATCH', 'data', off, `checksum mismatch over ${len} zero bytes; not written`);
+      rec = { kind: 'zero', offsetBytes: off, lengthBytes: len, cursorBytes: off + len, counts };
+    } else {
+      if (r.encoding === 'raw' && r.payload.length !== len) throw recordError('BAD_STREAM', 'data', off, `raw payload of ${r.payload.length} bytes, the record says ${len}`);
+      if (r.encoding === 'zstd' && b.compression !== 'zstd') throw recordError('BAD_STREAM', 'data', off, 'zstd payload in a transfer that announced no compression');
+      const work = checker({ offsetBytes: off, lengthBytes: len, payload: r.payload, encoding: r.encoding, checksum: b.checksum === 'sha256' ? r.checksum : undefined });
+      if (work instanceof Promise) work.catch(() => undefined); // awaited in order by finishRecord
+      rec = { kind: 'data', offsetBytes: off, lengthBytes: len, work, cursorBytes: off + len, counts };
+    }
   }
   ctx.cursorBytes = off + len;
-  return { msg, mark: mark() };
+  return rec;
+}
+
+/** In stream order: the payload's result, the digest chain, the end's digest; the message to apply and the mark after it. */
+export function finishWith(c: CheckedRecord, ctx: DecodeContext, done: DataChecked | undefined): DecodedRecord {
+  const sha = ctx.begin.checksum === 'sha256';
+  let msg: StreamMessage;
+  if (c.kind === 'end') {
+    const e = c.end!;
+    if (sha && !ctx.digest.matches(e.digest)) {
+      throw new ThinshipError('CHECKSUM_MISMATCH', `end record: stream digest mismatch (sender ${e.digest.toString('hex') || 'none'}, receiver ${ctx.digest.state.toString('hex')})`, { details: { volumeOffset: c.offsetBytes } });
+    }
+    msg = { type: 'end', records: c.counts.dataRecords + c.counts.unmapRecords + 2, dataRecords: c.counts.dataRecords, unmapRecords: c.counts.unmapRecords, dataBytes: c.counts.dataBytes, unmapBytes: c.counts.unmapBytes, digest: ctx.digest.state };
+  } else if (c.kind === 'unmap') {
+    if (sha) ctx.digest.addUnmap(c.offsetBytes, c.lengthBytes);
+    msg = { type: 'unmap', offsetBytes: c.offsetBytes, lengthBytes: c.lengthBytes };
+  } else if (c.kind === 'zero') {
+    if (sha) ctx.digest.addData(c.offsetBytes, c.lengthBytes, zeroChecksum(c.lengthBytes));
+    // All-zero chunks are made to read as zeros (discard / hole) rather than written.
+    msg = { type: 'unmap', offsetBytes: c.offsetBytes, lengthBytes: c.lengthBytes };
+  } else {
+    if (sha) ctx.digest.addData(c.offsetBytes, c.lengthBytes, done!.sum!);
+    msg = { type: 'data', offsetBytes: c.offsetBytes, data: done!.data };
+  }
+  return { msg, mark: { offsetBytes: c.cursorBytes, digest: ctx.digest.state, ...c.counts } };
+}
+
+export async function finishRecord(c: CheckedRecord, ctx: DecodeContext): Promise<DecodedRecord> {
+  return finishWith(c, ctx, c.work === undefined ? undefined : await c.work);
+}
+
+/** Checks and finishes one record on the calling thread (unit tests, and receivers without decode workers). */
+export function decodeRecord(r: WireRecord, ctx: DecodeContext, dz: ChunkDecompressor): DecodedRecord {
+  const c = checkRecord(r, ctx, (j) => checkData(j, dz));
+  return finishWith(c, ctx, c.work as DataChecked | undefined);
 }
 
 /** Checks the fields of a Begin that do not depend on the receiver's state. */
@@ -276,6 +319,7 @@ export class TransferRegistry {
   private readonly o: Required<Omit<TransferRegistryOptions, 'stateDir' | 'policy' | 'log'>>;
   private sweepTimer: NodeJS.Timeout | undefined;
   private closing = false;
+  private decodePool: DecodePool | undefined;
 
   constructor(private readonly opts: TransferRegistryOptions) {
     this.store = new CheckpointStore(opts.stateDir);
@@ -285,6 +329,7 @@ export class TransferRegistry {
       expiryMs: opts.expiryMs ?? DEFAULT_TRANSFER_EXPIRY_MS,
       requireChecksum: opts.requireChecksum ?? true,
       maxActiveTransfers: opts.maxActiveTransfers ?? 16,
+      decodeWorkers: opts.decodeWorkers ?? defaultWorkerCount(),
     };
   }
 
@@ -300,6 +345,7 @@ export class TransferRegistry {
   async start(): Promise<void> {
     await this.store.init();
     for (const cp of await this.store.list()) this.checkpoints.set(cp.transferId, cp);
+    if (this.o.decodeWorkers > 0) this.decodePool = new DecodePool(this.o.decodeWorkers);
     await this.sweep();
     const every = Math.max(1000, Math.min(60_000, Math.floor(this.o.expiryMs / 4)));
     this.sweepTimer = setInterval(() => { this.sweep().catch((e) => this.opts.log.error({ err: asThinshipError(e).message }, 'expiry sweep failed')); }, every);
@@ -327,6 +373,7 @@ export class TransferRegistry {
     const running = [...this.sessions.values()];
     for (const s of running) s.controller.abort(new ThinshipError('UNAVAILABLE', 'the receiver is shutting down; resume later', { retryable: true }));
     await Promise.allSettled(running.map((s) => s.done));
+    await this.decodePool?.close();
   }
 
   private view(cp: TransferCheckpoint): TransferStateView {
@@ -467,6 +514,12 @@ export class TransferRegistry {
     };
     log.info({ mode: begin.mode, volumeSizeBytes: begin.volumeSizeBytes, resumeOffsetBytes: begin.resumeOffsetBytes, plannedDataBytes: begin.plannedDataBytes, resuming: !!existing }, existing ? 'transfer resuming' : 'transfer begin');
     const { handle, release } = await this.openTarget(target, begin, !!existing);
+    if (handle.sizeBytes < begin.volumeSizeBytes) {
+      // Refused before the transfer is recorded: a refused begin holds nothing.
+      await handle.close().catch(() => undefined);
+      await release().catch(() => undefined);
+      throw new ThinshipError('TARGET_TOO_SMALL', `the stream is for a volume of ${begin.volumeSizeBytes} bytes but target ${begin.target} has only ${handle.sizeBytes} bytes; nothing was written`);
+    }
     const t0 = performance.now();
     const ctx: DecodeContext = {
       begin, maxChunkBytes: this.o.maxChunkBytes, cursorBytes: cp.durableOffsetBytes,
@@ -487,9 +540,11 @@ export class TransferRegistry {
       // The transfer (and its target) is recorded before anything is written.
       if (!existing) await save(applied, 'in_progress');
       const dz = new ChunkDecompressor();
+      const pool = this.decodePool;
+      const checker: DataChecker = pool ? (j) => pool.check(j) : (j) => checkData(j, dz);
       const self = this;
-      async function* decoded(): AsyncGenerator<DecodedRecord> {
-        for await (const r of abortable(records, s.controller.signal)) yield decodeRecord(r, ctx, dz);
+      async function* checked(): AsyncGenerator<CheckedRecord> {
+        for await (const r of abortable(records, s.controller.signal)) yield checkRecord(r, ctx, checker);
       }
       async function* messages(): AsyncGenerator<StreamMessage> {
         yield {
@@ -500,7 +555,9 @@ export class TransferRegistry {
             transferId: begin.transferId, checksum: begin.checksum, plannedDataBytes: begin.plannedDataBytes, plannedUnmapBytes: begin.plannedUnmapBytes,
           },
         };
-        for await (const d of readAhead(decoded(), DECODE_AHEAD_RECORDS)) {
+        // Up to DECODE_AHEAD_RECORDS records are checked and decoding (on the workers) while one is written.
+        for await (const c of readAhead(checked(), DECODE_AHEAD_RECORDS)) {
+          const d = await finishRecord(c, ctx);
           yield d.msg;
           // Back here, applyMessages has applied d (it awaits each write before asking for more).
           if (d.msg.type === 'end') continue;

@@ -208,6 +208,7 @@ export async function sendPlanOverGrpc(client: ReceiverClient, p: SendPlan, read
     chunks: { raw: 0, zstd: 0, zero: 0 }, plannedDataBytes: totals.dataBytes,
   };
   const pool = new CompressPool({ workers: o.workers, compress });
+  let mismatches = 0;
   try {
     for (let attempt = 1; ; attempt++) {
       r.attempts = attempt;
@@ -225,7 +226,10 @@ export async function sendPlanOverGrpc(client: ReceiverClient, p: SendPlan, read
         return { ...r, digest: res.digest, state: res.state, response: res, seconds: (performance.now() - t0) / 1000 };
       } catch (e) {
         const err = fromServiceError(e, `ApplyStream to ${client.address}`);
-        if (o.signal?.aborted || !retryable(err) || attempt >= maxAttempts) {
+        // A resume mismatch clears up after one fresh GetTransferState (e.g. a takeover moved the
+        // durable offset); twice in a row means the transfer id is taken by something else.
+        mismatches = err.code === 'RESUME_MISMATCH' ? mismatches + 1 : 0;
+        if (o.signal?.aborted || !retryable(err) || mismatches > 2 || attempt >= maxAttempts) {
           if (attempt >= maxAttempts && retryable(err)) throw new ThinshipError(err.code, `${err.message} (gave up after ${attempt} attempts; run the same send again to resume transfer ${transferId})`, { retryable: true, cause: err });
           throw err;
         }

@@ -28,7 +28,7 @@ const MAX_WINDOW = 2 ** 31 - 1;
 
 type Http2ServerLike = http2.Http2Server | http2.Http2SecureServer;
 
-export function raiseReceiveWindow(server: grpc.Server, windowBytes: number, log?: Logger): boolean {
+export function raiseReceiveWindow(server: grpc.Server, windowBytes: number, log?: Logger, onSession?: (s: http2.ServerHttp2Session) => void): boolean {
   const w = Math.min(Math.max(65535, Math.floor(windowBytes)), MAX_WINDOW);
   const s = server as unknown as { createHttp2Server?: (creds: unknown) => Http2ServerLike };
   const original = s.createHttp2Server;
@@ -45,6 +45,7 @@ export function raiseReceiveWindow(server: grpc.Server, windowBytes: number, log
       } catch (e) {
         log?.warn({ err: (e as Error).message }, 'could not raise the HTTP/2 receive window of a session');
       }
+      onSession?.(session);
     });
     return h2;
   };

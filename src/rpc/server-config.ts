@@ -8,6 +8,7 @@
  *     "checkpointIntervalBytes": 67108864,
  *     "transferExpirySeconds": 86400,
  *     "maxChunkBytes": 4194304,
+ *     "decodeWorkers": 2,
  *     "identities": {
  *       "backup-sender": {
  *         "lvm": [{ "vg": "vg0", "pool": "pool0", "lv": "backup-*" }],
@@ -27,6 +28,7 @@ import { parseAccessRules, type AccessPolicy } from '../receiver/access.js';
 import type { TlsFiles } from './tls.js';
 import { DEFAULT_CHECKPOINT_INTERVAL_BYTES, DEFAULT_MAX_CHUNK_BYTES, DEFAULT_TRANSFER_EXPIRY_MS } from '../receiver/transfers.js';
 import { DEFAULT_RECEIVE_WINDOW_BYTES } from './http2-window.js';
+import { defaultWorkerCount } from '../stream/worker-pool.js';
 
 export interface ReceiverConfig {
   file: string;
@@ -38,10 +40,12 @@ export interface ReceiverConfig {
   receiveWindowBytes: number;
   maxActiveTransfers: number;
   requireChecksum: boolean;
+  /** Threads that decompress and checksum DATA (0: the main thread). */
+  decodeWorkers: number;
   policy: AccessPolicy;
 }
 
-const KEYS = ['tls', 'stateDir', 'checkpointIntervalBytes', 'transferExpirySeconds', 'maxChunkBytes', 'receiveWindowBytes', 'maxActiveTransfers', 'requireChecksum', 'identities'];
+const KEYS = ['tls', 'stateDir', 'checkpointIntervalBytes', 'transferExpirySeconds', 'maxChunkBytes', 'receiveWindowBytes', 'maxActiveTransfers', 'requireChecksum', 'decodeWorkers', 'identities'];
 
 export async function loadReceiverConfig(file: string): Promise<ReceiverConfig> {
   let text: string;
@@ -92,6 +96,7 @@ export async function parseReceiverConfig(v: Record<string, unknown>, file: stri
     receiveWindowBytes: uint('receiveWindowBytes', DEFAULT_RECEIVE_WINDOW_BYTES, 65535),
     maxActiveTransfers: uint('maxActiveTransfers', 16),
     requireChecksum: v.requireChecksum === undefined ? true : v.requireChecksum as boolean,
+    decodeWorkers: uint('decodeWorkers', defaultWorkerCount(), 0),
     policy: await parseAccessRules(v.identities ?? {}, file),
   };
 }

@@ -4,16 +4,24 @@
  * reflection. This file only adapts: protobuf messages become the
  * TransferBegin / WireRecord values of receiver/transfers.ts, which
  * validates and applies them, and errors become gRPC statuses (status.ts).
+ *
+ * Memory per running transfer is bounded by: the HTTP/2 receive window
+ * (8 MiB by default, receiveWindowBytes) + grpc-js's object-mode readable
+ * buffer (16 messages of at most maxChunkBytes + 64 KiB) + DECODE_AHEAD_RECORDS
+ * (4) records being decoded (compressed copy + decompressed bytes) + the one
+ * being written: about 8 + 16 + 8 + 1 = 33 MiB at 1 MiB chunks.
  */
 import * as grpc from '@grpc/grpc-js';
-import { HealthImplementation } from 'grpc-health-check';
+import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
+import * as protoLoader from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import type { Logger } from 'pino';
+import type { ServerHttp2Session } from 'node:http2';
 import { ThinshipError } from '../errors.js';
 import { log as rootLog } from '../log.js';
 import { TransferRegistry, type TransferBegin, type TransferStateView, type WireRecord } from '../receiver/transfers.js';
 import { ownerName, type ClientIdentity } from '../receiver/access.js';
-import { receiverProto, PROTOCOL_VERSION, RECEIVER_SERVICE, type PbApplyRequestIn, type PbApplyResponse, type PbBegin, type PbTransferState, type PbAbortResponse } from './proto.js';
+import { receiverProto, receiverProtoPath, LOADER_OPTIONS, PROTOCOL_VERSION, RECEIVER_SERVICE, type PbApplyRequestIn, type PbApplyResponse, type PbBegin, type PbTransferState, type PbAbortResponse } from './proto.js';
 import { toServiceError } from './status.js';
 import { callerNames, checkInsecureAllowed, parseHostPort, serverCredentials, type AuthContextLike } from './tls.js';
 import { raiseReceiveWindow } from './http2-window.js';
@@ -29,6 +37,8 @@ export interface ReceiverServerOptions {
   log?: Logger;
   /** Override the config's receive window; false keeps HTTP/2's 64 KiB (for measurements). */
   receiveWindowBytes?: number | false;
+  /** Called with each new HTTP/2 session (tests check its window). */
+  onHttp2Session?: (s: ServerHttp2Session) => void;
 }
 
 export interface RunningReceiver {
@@ -139,7 +149,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
   const registry = new TransferRegistry({
     stateDir: cfg.stateDir, policy: cfg.policy, log,
     checkpointIntervalBytes: cfg.checkpointIntervalBytes, maxChunkBytes: cfg.maxChunkBytes, expiryMs: cfg.transferExpiryMs,
-    requireChecksum: cfg.requireChecksum, maxActiveTransfers: cfg.maxActiveTransfers,
+    requireChecksum: cfg.requireChecksum, maxActiveTransfers: cfg.maxActiveTransfers, decodeWorkers: cfg.decodeWorkers,
   });
   await registry.start();
 
@@ -150,7 +160,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     'grpc.keepalive_timeout_ms': 20_000,
   });
   const windowBytes = o.receiveWindowBytes ?? cfg.receiveWindowBytes;
-  if (windowBytes !== false) raiseReceiveWindow(server, windowBytes, log);
+  if (windowBytes !== false) raiseReceiveWindow(server, windowBytes, log, o.onHttp2Session);
 
   const who = (call: { getAuthContext(): AuthContextLike; getPeer(): string }): ClientIdentity => {
     const names = o.insecure ? ['anonymous'] : callerNames(call);
@@ -192,7 +202,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
       });
     };
 
-  const { service, def } = receiverProto();
+  const { service } = receiverProto();
   server.addService(service, {
     ApplyStream: (call: grpc.ServerReadableStream<PbApplyRequestIn, PbApplyResponse>, cb: grpc.sendUnaryData<PbApplyResponse>) => {
       applyStream(call).then((r) => cb(null, r), (e: unknown) => {
@@ -210,7 +220,8 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
   });
   const health = new HealthImplementation({ '': 'SERVING', [RECEIVER_SERVICE]: 'SERVING' });
   health.addToServer(server);
-  new ReflectionService(def as never).addToServer(server);
+  // Reflection describes both services, so grpcurl can discover and call either.
+  new ReflectionService(protoLoader.loadSync([receiverProtoPath(), healthProtoPath], LOADER_OPTIONS) as never).addToServer(server);
 
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(o.listen, creds, (e, p) => (e ? reject(new ThinshipError('USAGE', `cannot listen on ${o.listen}: ${e.message}`, { cause: e })) : resolve(p)));

@@ -7,13 +7,14 @@
 import { parentPort } from 'node:worker_threads';
 import { createHash } from 'node:crypto';
 import { ChunkCompressor, isAllZero } from '../stream/zstd.js';
+import { errorReply } from '../stream/worker-pool.js';
 import type { ChunkJob, ChunkReply } from './compress-pool.js';
 
 const port = parentPort;
 if (!port) throw new Error('compress-worker.js must run as a worker thread');
 const compressor = new ChunkCompressor();
 
-port.on('message', (job: ChunkJob) => {
+port.on('message', (job: ChunkJob & { id: number }) => {
   try {
     const data = new Uint8Array(job.buf, job.byteOffset, job.length);
     const checksum = new Uint8Array(createHash('sha256').update(data).digest());
@@ -23,6 +24,6 @@ port.on('message', (job: ChunkJob) => {
     const reply: ChunkReply = { id: job.id, buf: job.buf, byteOffset: job.byteOffset, length: job.length, checksum: checksum.buffer, zero, frame: frameBuf };
     port.postMessage(reply, [job.buf, checksum.buffer, ...(frameBuf ? [frameBuf] : [])]);
   } catch (e) {
-    port.postMessage({ id: job.id, error: e instanceof Error ? e.message : String(e) });
+    port.postMessage(errorReply(job.id, e));
   }
 });

@@ -63,7 +63,7 @@ export class ChunkCompressor {
     if (!worthCompressing(n, src.byteLength)) return undefined;
     // Copied out (the scratch buffer is reused for the next chunk) into memory of
     // its own, so it can be transferred between threads without taking Node's pool.
-    const out = Buffer.from(new ArrayBuffer(n));
+    const out = Buffer.allocUnsafeSlow(n);
     this.dst.copy(out, 0, 0, n);
     return out;
   }
@@ -101,7 +101,7 @@ export class ChunkDecompressor {
     if (contentBytes === null) throw bad('the frame does not state its content size');
     if (contentBytes !== c.lengthBytes) throw bad(`the frame says ${contentBytes} bytes of content, the record says ${c.lengthBytes}`);
     if (frameBytes !== frame.byteLength) throw bad(`the payload holds ${frame.byteLength - frameBytes} bytes after the first frame`);
-    const out = Buffer.allocUnsafe(c.lengthBytes);
+    const out = Buffer.allocUnsafeSlow(c.lengthBytes); // its own memory: transferable from a worker
     let n: number;
     try {
       n = this.dctx.decompress(out, frame);

@@ -8,12 +8,19 @@
  * iterate at once). The file is created in a private `fs.mkdtemp` directory and
  * unlinked (with its directory) as soon as it is open: only the descriptor
  * keeps it, so it disappears when the spool is closed and also when the process
- * dies, even by SIGKILL. Records are in host byte order: a spool never leaves
- * the process that wrote it.
+ * dies, even by SIGKILL. Creating, opening and unlinking are synchronous (tens
+ * of microseconds, once per spool) so that no exit can happen in between and
+ * leave an empty directory behind. Records are in host byte order: a spool
+ * never leaves the process that wrote it.
  */
-import { mkdtemp, open, rmdir, unlink, type FileHandle } from 'node:fs/promises';
+
+const readAsync = promisify(read);
+const writeAsync = promisify(write);
+const closeAsync = promisify(close);
+import { close, closeSync, mkdtempSync, openSync, read, rmdirSync, unlinkSync, write } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { ThinshipError } from '../errors.js';
 
 export const DEFAULT_SPOOL_BUFFER_BYTES = 1024 * 1024;
@@ -41,7 +48,7 @@ export class RecordSpool {
   private finished = false;
   private closing: Promise<void> | undefined;
 
-  private constructor(private readonly fh: FileHandle, fields: number, bufferBytes: number) {
+  private constructor(private readonly fd: number, fields: number, bufferBytes: number) {
     this.fields = fields;
     this.recordBytes = fields * 8;
     this.bufferRecords = Math.max(1, Math.floor(bufferBytes / this.recordBytes));
@@ -50,20 +57,21 @@ export class RecordSpool {
 
   static async create(fields: number, opts: SpoolOptions = {}): Promise<RecordSpool> {
     if (!Number.isInteger(fields) || fields < 1) throw new ThinshipError('INTERNAL', `a spool record needs at least one field, got ${fields}`);
-    const dir = await mkdtemp(join(opts.dir ?? tmpdir(), 'thinship-spool-'));
+    const dir = mkdtempSync(join(opts.dir ?? tmpdir(), 'thinship-spool-'));
     const path = join(dir, 'records');
-    let fh: FileHandle | undefined;
+    let fd: number | undefined;
     try {
-      fh = await open(path, 'w+', 0o600);
-      await unlink(path);
-      await rmdir(dir);
+      fd = openSync(path, 'w+', 0o600);
+      unlinkSync(path);
+      rmdirSync(dir);
     } catch (e) {
-      await fh?.close().catch(() => undefined);
-      await unlink(path).catch(() => undefined);
-      await rmdir(dir).catch(() => undefined);
+      const quiet = (f: () => void) => { try { f(); } catch { /* cleaning up after the first error */ } };
+      if (fd !== undefined) quiet(() => closeSync(fd!));
+      quiet(() => unlinkSync(path));
+      quiet(() => rmdirSync(dir));
       throw e;
     }
-    return new RecordSpool(fh, fields, opts.bufferBytes ?? DEFAULT_SPOOL_BUFFER_BYTES);
+    return new RecordSpool(fd, fields, opts.bufferBytes ?? DEFAULT_SPOOL_BUFFER_BYTES);
   }
 
   private room(): Float64Array {
@@ -113,7 +121,7 @@ export class RecordSpool {
     const bytes = Buffer.from(f.buffer, f.byteOffset, records * this.recordBytes);
     let done = 0;
     while (done < bytes.length) {
-      const { bytesWritten } = await this.fh.write(bytes, done, bytes.length - done, this.writtenRecords * this.recordBytes + done);
+      const { bytesWritten } = await writeAsync(this.fd, bytes, done, bytes.length - done, this.writtenRecords * this.recordBytes + done);
       done += bytesWritten;
     }
     this.writtenRecords += records;
@@ -138,7 +146,7 @@ export class RecordSpool {
     const bytes = Buffer.from(out.buffer, out.byteOffset, want * this.recordBytes);
     let got = 0;
     while (got < bytes.length) {
-      const { bytesRead } = await this.fh.read(bytes, got, bytes.length - got, firstRecord * this.recordBytes + got);
+      const { bytesRead } = await readAsync(this.fd, bytes, got, bytes.length - got, firstRecord * this.recordBytes + got);
       if (bytesRead === 0) throw new ThinshipError('IO_ERROR', `spool file ended at byte ${firstRecord * this.recordBytes + got}, expected ${this.records * this.recordBytes}`);
       got += bytesRead;
     }
@@ -164,7 +172,7 @@ export class RecordSpool {
       this.cur = new Float64Array(0);
       this.full = [];
       this.free = [];
-      await this.fh.close();
+      await closeAsync(this.fd);
     })();
     return this.closing;
   }

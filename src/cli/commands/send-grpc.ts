@@ -1,0 +1,121 @@
+/**
+ * `thinship send [BASE] SNAP --to HOST:PORT --target NAME`: send over gRPC
+ * (mTLS by default), resuming on a broken connection. A progress line on a
+ * terminal, then a summary: data sent, compression ratio, throughput, digest.
+ * Running the same command again after a crash resumes the same transfer
+ * (its id is derived from the target and the snapshots).
+ */
+import { join } from 'node:path';
+import { ThinshipError } from '../../errors.js';
+import { planSend } from '../../thin/planner.js';
+import { openSourceReader } from '../../sender/volume-reader.js';
+import { ReceiverClient, sendPlanOverGrpc, type GrpcSendResult } from '../../rpc/client.js';
+import type { TlsFiles } from '../../rpc/tls.js';
+import { sourceSpecOf, parseByteCount, type SourceFlags } from '../source-args.js';
+import { ProgressLine } from '../progress.js';
+import { formatBytes, formatRate } from '../format.js';
+
+export interface TlsFlags { ca?: string; cert?: string; key?: string; tlsDir?: string; serverName?: string; insecure?: boolean; allowInsecureRemote?: boolean }
+
+export interface GrpcSendFlags extends SourceFlags, TlsFlags {
+  to: string;
+  target?: string;
+  transferId?: string;
+  compress?: boolean;
+  retries?: string;
+  maxOpBytes?: string;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+/** --tls-dir DIR means DIR/ca.crt, DIR/client.crt, DIR/client.key (what `thinship certs` writes); single flags override. */
+export function tlsFilesOf(f: TlsFlags): TlsFiles | undefined {
+  if (f.insecure) {
+    if (f.ca || f.cert || f.key || f.tlsDir) throw new ThinshipError('USAGE', '--insecure cannot be combined with --ca, --cert, --key or --tls-dir');
+    return undefined;
+  }
+  const ca = f.ca ?? (f.tlsDir ? join(f.tlsDir, 'ca.crt') : undefined);
+  const cert = f.cert ?? (f.tlsDir ? join(f.tlsDir, 'client.crt') : undefined);
+  const key = f.key ?? (f.tlsDir ? join(f.tlsDir, 'client.key') : undefined);
+  if (!ca || !cert || !key) throw new ThinshipError('USAGE', 'mTLS needs the CA, a client certificate and its key: --tls-dir DIR (from `thinship certs`), or --ca, --cert and --key; --insecure only for a test on loopback');
+  return { ca, cert, key };
+}
+
+function summaryLine(r: GrpcSendResult, what: string, to: string, target: string): string {
+  if (r.alreadyComplete) {
+    return `thinship send: transfer ${r.transferId} of ${what} to ${to} ${target} is already complete (digest ${r.digest.toString('hex')}); nothing sent. Give --transfer-id NEW to send it again.`;
+  }
+  const ratio = r.payloadBytes > 0 ? (r.dataBytes / r.payloadBytes).toFixed(2) : '-';
+  const resumed = r.startOffsets.length > 1 || (r.startOffsets[0] ?? 0) > 0
+    ? `; resumed at ${r.startOffsets.filter((x, i) => i > 0 || x > 0).map((x) => `offset ${x}`).join(', ')} (${r.attempts} attempts)`
+    : '';
+  return `thinship send: ${what} to ${to} ${target}: ${formatBytes(r.dataBytes)} of data (${r.chunks.zstd} zstd, ${r.chunks.raw} raw, ${r.chunks.zero} zero chunks), ` +
+    `${formatBytes(r.payloadBytes)} on the wire (compression ratio ${ratio}), ${formatBytes(r.unmapBytes)} unmapped, ` +
+    `${r.seconds.toFixed(2)} s (${formatRate(r.dataBytes, r.seconds)}); digest ${r.digest.toString('hex')}; transfer ${r.transferId}${resumed}`;
+}
+
+export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Promise<void> {
+  if (!flags.target) throw new ThinshipError('USAGE', '--to needs --target NAME: the target as the receiver\'s configuration allows it (vg/lv, or an absolute path)');
+  const tls = tlsFilesOf(flags);
+  const retries = flags.retries === undefined ? 9 : Number(flags.retries);
+  if (!Number.isInteger(retries) || retries < 0) throw new ThinshipError('USAGE', `--retries "${flags.retries}" must be a whole number`);
+  const spec = sourceSpecOf(names, flags);
+  const client = await ReceiverClient.connect({ address: flags.to, tls, insecure: flags.insecure, allowInsecureRemote: flags.allowInsecureRemote, serverName: flags.serverName });
+  try {
+    const p = await planSend(spec, { maxOpBytes: flags.maxOpBytes === undefined ? undefined : parseByteCount(flags.maxOpBytes, '--max-op-bytes'), withMappings: spec.kind === 'offline' });
+    try {
+      const what = `${p.mode} ${p.source.name}${p.base ? ` from ${p.base.name}` : ''}`;
+      const reader = await openSourceReader(p);
+      const progress = new ProgressLine('send', p.plan.totals.dataBytes, process.stderr.isTTY === true && !flags.quiet && !flags.json);
+      let r: GrpcSendResult;
+      try {
+        r = await sendPlanOverGrpc(client, p, reader, {
+          target: flags.target, transferId: flags.transferId, compress: flags.compress, maxAttempts: retries + 1,
+          onProgress: (x) => progress.update(x.resumedDataBytes + x.dataBytes),
+          onEvent: (e) => {
+            if (flags.quiet || flags.json) return;
+            if (e.type === 'retry') { progress.finish(); process.stderr.write(`thinship send: ${e.error.message}; retrying in ${(e.delayMs / 1000).toFixed(1)} s\n`); }
+            if (e.type === 'start' && e.resumeOffsetBytes > 0) { progress.finish(); process.stderr.write(`thinship send: resuming transfer ${e.transferId} at volume offset ${e.resumeOffsetBytes}\n`); }
+          },
+        });
+      } finally {
+        progress.finish();
+        await reader.close();
+      }
+      if (flags.json) {
+        process.stdout.write(JSON.stringify({
+          transferId: r.transferId, alreadyComplete: r.alreadyComplete, mode: p.mode, source: p.source.name, base: p.base?.name ?? null, to: flags.to, target: flags.target,
+          attempts: r.attempts, startOffsets: r.startOffsets, dataBytes: r.dataBytes, payloadBytes: r.payloadBytes, unmapBytes: r.unmapBytes, chunks: r.chunks,
+          plannedDataBytes: r.plannedDataBytes, seconds: r.seconds, digest: r.digest.toString('hex'),
+          state: { status: r.state.status, durableOffsetBytes: r.state.durableOffsetBytes, dataBytes: r.state.dataBytes, unmapBytes: r.state.unmapBytes },
+        }) + '\n');
+      } else if (!flags.quiet) {
+        process.stdout.write(summaryLine(r, what, flags.to, flags.target) + '\n');
+      }
+    } finally {
+      await p.close();
+    }
+  } finally {
+    client.close();
+  }
+}
+
+export interface TransferFlags extends TlsFlags { to: string; reason?: string }
+
+/** `thinship transfer status|abort ID --to HOST:PORT`: GetTransferState / AbortTransfer. */
+export async function transferCommand(action: string, transferId: string, flags: TransferFlags): Promise<void> {
+  if (action !== 'status' && action !== 'abort') throw new ThinshipError('USAGE', `transfer: action must be "status" or "abort", not "${action}"`);
+  const client = await ReceiverClient.connect({ address: flags.to, tls: tlsFilesOf(flags), insecure: flags.insecure, allowInsecureRemote: flags.allowInsecureRemote, serverName: flags.serverName });
+  try {
+    if (action === 'status') {
+      const s = await client.getTransferState(transferId);
+      if (!s) throw new ThinshipError('NOT_FOUND', `${flags.to} has no transfer ${transferId}`);
+      process.stdout.write(JSON.stringify({ ...s, digestState: s.digestState.toString('hex') }, null, 2) + '\n');
+    } else {
+      const r = await client.abortTransfer(transferId, flags.reason ?? 'thinship transfer abort');
+      process.stdout.write(`aborted transfer ${r.transferId}${r.stoppedActiveStream ? ' (its running stream was stopped)' : ''}; the target keeps what was applied (durable up to offset ${r.durableOffsetBytes})\n`);
+    }
+  } finally {
+    client.close();
+  }
+}

@@ -1,0 +1,39 @@
+/**
+ * The CPU-heavy part of checking a DATA record, shared by the receiver's main
+ * thread and its decode workers (decode-pool.ts): decompress a zstd payload
+ * into a buffer of exactly the stated length (zstd.ts refuses frames that
+ * say or produce otherwise), and compare the sha256 of the bytes with the
+ * record's checksum. Nothing here touches a device.
+ */
+import { ThinshipError } from '../errors.js';
+import { dataChecksum } from '../stream/digest.js';
+import type { ChunkDecompressor } from '../stream/zstd.js';
+
+export interface DataCheck {
+  offsetBytes: number;
+  lengthBytes: number;
+  payload: Uint8Array;
+  encoding: 'raw' | 'zstd';
+  /** The sender's sha256 (32 bytes), or undefined for a transfer without checksums. */
+  checksum?: Uint8Array;
+}
+
+export interface DataChecked {
+  /** The bytes to write (the payload itself for raw). */
+  data: Buffer;
+  /** sha256 of data (only when the record has a checksum). */
+  sum?: Buffer;
+}
+
+export function checkData(c: DataCheck, dz: ChunkDecompressor): DataChecked {
+  const payload = Buffer.from(c.payload.buffer, c.payload.byteOffset, c.payload.byteLength);
+  const data = c.encoding === 'zstd' ? dz.decompress(payload, { offsetBytes: c.offsetBytes, lengthBytes: c.lengthBytes }) : payload;
+  if (!c.checksum) return { data };
+  const sum = dataChecksum(data);
+  if (!sum.equals(c.checksum)) {
+    throw new ThinshipError('CHECKSUM_MISMATCH',
+      `data record at volume offset ${c.offsetBytes}: checksum mismatch over ${c.lengthBytes} bytes (sender ${Buffer.from(c.checksum).toString('hex').slice(0, 16)}…, data ${sum.toString('hex').slice(0, 16)}…); not written`,
+      { details: { volumeOffset: c.offsetBytes } });
+  }
+  return { data, sum };
+}

@@ -1,0 +1,30 @@
+/**
+ * Worker thread of the receiver's decode pool (decode-pool.ts): decompress
+ * and checksum one DATA record (decode-data.ts). The payload arrives as a
+ * transferred copy; the bytes go back transferred.
+ */
+import { parentPort } from 'node:worker_threads';
+import { ChunkDecompressor } from '../stream/zstd.js';
+import { errorReply, ownArrayBuffer } from '../stream/worker-pool.js';
+import { checkData } from './decode-data.js';
+import type { DecodeJob, DecodeReply } from './decode-pool.js';
+
+const port = parentPort;
+if (!port) throw new Error('decode-worker.js must run as a worker thread');
+const dz = new ChunkDecompressor();
+
+port.on('message', (job: DecodeJob & { id: number }) => {
+  try {
+    const r = checkData({
+      offsetBytes: job.offsetBytes, lengthBytes: job.lengthBytes, encoding: job.encoding,
+      payload: new Uint8Array(job.buf, job.byteOffset, job.length),
+      checksum: job.checksum ? new Uint8Array(job.checksum) : undefined,
+    }, dz);
+    // Raw data is the payload's own memory; decompressed data owns its buffer (allocUnsafeSlow).
+    const own = ownArrayBuffer(r.data).buf;
+    const reply: DecodeReply = { id: job.id, buf: own, byteOffset: 0, length: r.data.byteLength, sum: r.sum ? new Uint8Array(r.sum).buffer as ArrayBuffer : undefined };
+    port.postMessage(reply, [own]);
+  } catch (e) {
+    port.postMessage(errorReply(job.id, e));
+  }
+});

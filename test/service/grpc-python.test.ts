@@ -1,0 +1,83 @@
+/**
+ * A client in another language: test/python/send_small.py (Debian's
+ * python3-grpcio, stubs generated from proto/ at run time with
+ * python3-grpc-tools) sends a small stream over mTLS to an in-process
+ * receiver; the target must hold exactly what the script sent, and the
+ * receiver's digest must equal the one Python computed from the proto's
+ * description. Also: a Python client whose identity is not allowed gets
+ * PERMISSION_DENIED with the thinship code in the trailers.
+ * Skipped (with the reason) when /usr/bin/python3 lacks grpc or grpc_tools.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, mkdirSync, readFileSync, existsSync } from 'node:fs';
+import { spawnSync, spawn } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseReceiverConfig } from '../../src/rpc/server-config.js';
+import { startReceiver, type RunningReceiver } from '../../src/rpc/server.js';
+import { repoRoot } from '../helpers/paths.js';
+import { makeTestCerts, type TestCerts } from './helpers.js';
+
+const PYTHON = '/usr/bin/python3';
+const probe = spawnSync(PYTHON, ['-c', 'import grpc, grpc_tools.protoc'], { encoding: 'utf8' });
+const skip = probe.status !== 0 ? `${PYTHON} cannot import grpc and grpc_tools (install python3-grpcio python3-grpc-tools): ${probe.stderr?.trim().split('\n').at(-1) ?? probe.error?.message}` : false;
+
+let dir: string;
+let certs: TestCerts;
+let rx: RunningReceiver;
+
+before(async () => {
+  if (skip) return;
+  dir = mkdtempSync(join(tmpdir(), 'thinship-py-'));
+  mkdirSync(join(dir, 'targets'));
+  certs = await makeTestCerts(join(dir, 'certs'));
+  const config = await parseReceiverConfig({ tls: certs.server, stateDir: join(dir, 'state'), identities: { 'sender-a': { directories: [join(dir, 'targets')] } } }, join(dir, 'r.json'));
+  rx = await startReceiver({ listen: '127.0.0.1:0', config });
+});
+
+after(async () => {
+  await rx?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+function runPython(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(PYTHON, [join(repoRoot, 'test/python/send_small.py'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
+    c.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    c.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+const pattern = (seed: number, n: number) => Buffer.from(Array.from({ length: n }, (_, i) => (seed * 31 + i * 7) % 251));
+
+test('a Python client (python3-grpcio, stubs from proto/) sends a small stream over mTLS', { skip }, async () => {
+  const target = join(dir, 'targets', 'py.img');
+  const r = await runPython([join(repoRoot, 'proto'), `127.0.0.1:${rx.port}`, 'localhost', certs.clientA.ca, certs.clientA.cert, certs.clientA.key, target, 'py-1']);
+  assert.equal(r.code, 0, `python: ${r.stdout}\n${r.stderr}`);
+  const out = JSON.parse(r.stdout) as { digest: string; expected_digest: string; status: string; data_records_applied: number; durable_offset_bytes: number };
+  assert.equal(out.status, 'TRANSFER_STATUS_COMPLETE');
+  assert.equal(out.digest, out.expected_digest, 'the receiver agrees with the digest Python computed from the proto comments');
+  assert.equal(out.data_records_applied, 4);
+  assert.equal(out.durable_offset_bytes, 1024 * 1024);
+  const C = 64 * 1024;
+  const expected = Buffer.alloc(1024 * 1024);
+  pattern(1, C).copy(expected, 0);
+  pattern(2, C).copy(expected, C);
+  pattern(3, C).copy(expected, 12 * C);
+  assert.ok(readFileSync(target).equals(expected), 'target holds exactly what Python sent (zero chunk and unmap read as zeros)');
+});
+
+test('a Python client whose identity is not allowed gets PERMISSION_DENIED and the thinship code', { skip }, async () => {
+  const target = join(dir, 'targets', 'py-denied.img');
+  const r = await runPython([join(repoRoot, 'proto'), `127.0.0.1:${rx.port}`, 'localhost', certs.clientB.ca, certs.clientB.cert, certs.clientB.key, target, 'py-2']);
+  assert.equal(r.code, 1, r.stderr);
+  const out = JSON.parse(r.stdout) as { error: string; thinship_code: string; details: string };
+  assert.equal(out.error, 'PERMISSION_DENIED');
+  assert.equal(out.thinship_code, 'PERMISSION_DENIED');
+  assert.match(out.details, /sender-b/);
+  assert.equal(existsSync(target), false);
+});

@@ -1,0 +1,117 @@
+/**
+ * Shared pieces of the gRPC service tests: real certificates made with
+ * openssl (a good CA, a foreign CA, an expired client), receiver configs,
+ * a `thinship serve` child process whose JSON log lines can be awaited, and
+ * byte-exact image checks against an independent oracle.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { writeFileSync, readFileSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import assert from 'node:assert/strict';
+import { makeCa, makeCertificates, issueCertificate } from '../../src/rpc/certs.js';
+import type { TlsFiles } from '../../src/rpc/tls.js';
+import { cliPath } from '../helpers/cli.js';
+
+export interface TestCerts {
+  dir: string;
+  server: TlsFiles;
+  /** Allowed identity "sender-a". */
+  clientA: TlsFiles;
+  /** Valid certificate, identity "sender-b", which the configs give no rules (or other rules). */
+  clientB: TlsFiles;
+  /** "sender-a" again, but signed by a CA the receiver does not trust. */
+  foreign: TlsFiles;
+  /** "sender-a" signed by the right CA, expired in 2020. */
+  expired: TlsFiles;
+  /** The CA bundle of the foreign CA (a client trusting only it rejects the server). */
+  foreignCa: string;
+}
+
+export async function makeTestCerts(dir: string): Promise<TestCerts> {
+  const s = await makeCertificates({ dir, serverNames: ['localhost', '127.0.0.1'], clientNames: ['sender-a', 'sender-b'], days: 3 });
+  const fdir = join(dir, 'foreign');
+  await mkdir(fdir, { recursive: true });
+  const fca = await makeCa(fdir, 'foreign CA', 3);
+  const foreign = { ca: s.ca, cert: join(fdir, 'client.crt'), key: join(fdir, 'client.key') };
+  await issueCertificate({ caCert: fca.cert, caKey: fca.key, cert: foreign.cert, key: foreign.key, commonName: 'sender-a', altNames: ['sender-a'], usage: 'client', days: 3 });
+  const expired = { ca: s.ca, cert: join(dir, 'expired.crt'), key: join(dir, 'expired.key') };
+  await issueCertificate({ caCert: s.ca, caKey: s.caKey, cert: expired.cert, key: expired.key, commonName: 'sender-a', altNames: ['sender-a'], usage: 'client', notBefore: '20200101000000Z', notAfter: '20200201000000Z' });
+  const [a, b] = s.clients;
+  return {
+    dir,
+    server: { ca: s.ca, cert: s.server.cert, key: s.server.key },
+    clientA: { ca: s.ca, cert: a!.cert, key: a!.key },
+    clientB: { ca: s.ca, cert: b!.cert, key: b!.key },
+    foreign, expired, foreignCa: fca.cert,
+  };
+}
+
+export function writeConfig(path: string, c: Record<string, unknown>): string {
+  writeFileSync(path, JSON.stringify(c, null, 1));
+  return path;
+}
+
+export interface ServeProcess {
+  child: ChildProcess;
+  port: number;
+  lines: Record<string, unknown>[];
+  stderr(): string;
+  /** Resolves with the first log line (already seen or future) matching pred. */
+  waitFor(pred: (l: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Starts `thinship serve` and waits until it listens. */
+export async function startServe(args: string[], env: NodeJS.ProcessEnv = {}): Promise<ServeProcess> {
+  const child = spawn(process.execPath, [cliPath, 'serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, THINSHIP_LOG: 'info', ...env } });
+  const lines: Record<string, unknown>[] = [];
+  let raw = '';
+  let pending = '';
+  const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    raw += d;
+    pending += d;
+    let i;
+    while ((i = pending.indexOf('\n')) >= 0) {
+      const line = pending.slice(0, i);
+      pending = pending.slice(i + 1);
+      let l: Record<string, unknown>;
+      try { l = JSON.parse(line) as Record<string, unknown>; } catch { continue; }
+      lines.push(l);
+      for (const w of [...waiters]) if (w.pred(l)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(l); }
+    }
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  const waitFor = (pred: (l: Record<string, unknown>) => boolean, timeoutMs = 30_000) => {
+    const seen = lines.find(pred);
+    if (seen) return Promise.resolve(seen);
+    return new Promise<Record<string, unknown>>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`timed out waiting for a log line; stderr so far:\n${raw.slice(-4000)}`)), timeoutMs);
+      const w = { pred, resolve: (l: Record<string, unknown>) => { clearTimeout(t); resolve(l); } };
+      waiters.push(w);
+      void exited.then((e) => { if (waiters.includes(w)) { clearTimeout(t); reject(new Error(`thinship serve exited (${e.code ?? e.signal}) before the awaited log line; stderr:\n${raw.slice(-4000)}`)); } });
+    });
+  };
+  const listening = await waitFor((l) => l.msg === 'receiver listening');
+  return { child, port: listening.port as number, lines, stderr: () => raw, waitFor, exited };
+}
+
+export async function stopServe(s: ServeProcess): Promise<void> {
+  if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill('SIGTERM');
+  await s.exited;
+}
+
+/** Asserts two images are equal, naming the first differing block. */
+export function assertSameImage(actual: Buffer, expected: Buffer, what: string, blockBytes = 65536): void {
+  assert.equal(actual.length, expected.length, `${what}: size`);
+  if (!actual.equals(expected)) {
+    for (let off = 0; off < expected.length; off += blockBytes) {
+      if (!actual.subarray(off, off + blockBytes).equals(expected.subarray(off, off + blockBytes))) assert.fail(`${what}: first difference in block ${off / blockBytes} (offset ${off})`);
+    }
+  }
+}
+
+export function readImage(path: string, sizeBytes: number): Buffer {
+  return readFileSync(path).subarray(0, sizeBytes);
+}
