@@ -6,7 +6,12 @@
  * classifiers (known-errors.ts) turn known stderr into specific error codes.
  */
 import { execa, type ResultPromise } from 'execa';
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
+import { openSync, closeSync, mkdtempSync, rmSync } from 'node:fs';
+import { read as fsRead } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { ThinshipError, type ErrorCode } from '../errors.js';
 import { log } from '../log.js';
 
@@ -158,5 +163,76 @@ export function spawnTool(tool: string, args: string[], opts: RunOptions = {}): 
   const stdout = new PassThrough({ highWaterMark: 1024 * 1024 });
   sub.stdout!.pipe(stdout);
   sub.stdout!.on('error', (e) => stdout.destroy(e));
+  return { stdout, done, kill: () => { sub.kill('SIGTERM'); }, pid: sub.pid };
+}
+
+const preadAsync = promisify(fsRead);
+
+/** How long a reader that caught up with the tool waits before reading again. */
+const FOLLOW_POLL_MS = 10;
+
+async function* followFd(fd: number, finished: () => boolean): AsyncGenerator<Buffer> {
+  const buf = Buffer.allocUnsafe(1024 * 1024);
+  let pos = 0;
+  for (;;) {
+    const wasFinished = finished();
+    const { bytesRead } = await preadAsync(fd, buf, 0, buf.length, pos);
+    if (bytesRead > 0) {
+      pos += bytesRead;
+      yield Buffer.from(buf.subarray(0, bytesRead));
+      continue;
+    }
+    if (wasFinished) return; // the tool had exited before this read found nothing: all is read
+    await new Promise((r) => setTimeout(r, FOLLOW_POLL_MS));
+  }
+}
+
+/**
+ * Like spawnTool, but the tool writes its stdout into an unlinked temporary
+ * file that is read as it grows. For thin_dump: it makes one write() per line
+ * (std::endl), which into a pipe costs the tool itself 2x its time and Node
+ * ~15 us per tiny chunk; into a file those writes are cheap (measured in
+ * bench/plan-bench.ts: plan/tool 2.4x through a pipe, 1.1-1.4x through a file).
+ * The file takes disk space like the XML (~75 bytes per mapping) until the
+ * reader closes it; it has no name, so nothing is left behind on a crash.
+ */
+export function spawnToolToFile(tool: string, args: string[], opts: RunOptions & { spoolDir?: string } = {}): StreamingTool {
+  const dir = mkdtempSync(join(opts.spoolDir ?? tmpdir(), 'thinship-out-'));
+  const path = join(dir, 'stdout');
+  const fd = openSync(path, 'w+', 0o600);
+  rmSync(dir, { recursive: true, force: true });
+  const t0 = performance.now();
+  let exited = false;
+  let sub: ResultPromise;
+  try {
+    sub = execa(tool, args, { reject: false, stdin: "ignore", stdout: fd as unknown as "pipe", buffer: { stderr: true }, cancelSignal: opts.signal, env: opts.env, extendEnv: true, stripFinalNewline: false });
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
+  const done = (async () => {
+    let raw;
+    try {
+      raw = await sub;
+    } catch (e) {
+      throw missingTool(tool, args, e) ?? e;
+    } finally {
+      exited = true;
+    }
+    if (/spawn .* ENOENT/.test(String((raw as { originalMessage?: string }).originalMessage ?? ''))) {
+      throw missingTool(tool, args, Object.assign(new Error('ENOENT'), { code: 'ENOENT' }))!;
+    }
+    const r = toResult(tool, args, raw as never, t0);
+    logResult(r);
+    const err = failureOf(r, opts, opts.signal?.aborted === true);
+    if (err) throw err;
+    return r;
+  })();
+  done.catch(() => undefined);
+  const stdout = Readable.from(followFd(fd, () => exited), { objectMode: false });
+  let closed = false;
+  const closeFd = () => { if (!closed) { closed = true; closeSync(fd); } };
+  stdout.on('close', closeFd);
+  stdout.on('error', closeFd);
   return { stdout, done, kill: () => { sub.kill('SIGTERM'); }, pid: sub.pid };
 }

@@ -406,6 +406,19 @@ export class TransferRegistry {
     return { stopped: !!s, durableOffsetBytes: cp.durableOffsetBytes };
   }
 
+  /**
+   * A transfer just completed on a target: earlier completed transfers to it no
+   * longer describe what it holds, so forget them (a sender re-running one of
+   * them then sends it again instead of hearing "already complete").
+   */
+  private async forgetSuperseded(done: TransferCheckpoint): Promise<void> {
+    for (const cp of [...this.checkpoints.values()]) {
+      if (cp.transferId === done.transferId || cp.targetKey !== done.targetKey || cp.status !== 'complete') continue;
+      this.checkpoints.delete(cp.transferId);
+      await this.store.remove(cp.transferId);
+    }
+  }
+
   /** Who holds a target: a running session or an unfinished, unexpired checkpoint of another transfer. */
   private holderOf(targetKey: string, except: string): string | undefined {
     for (const s of this.sessions.values()) if (s.targetKey === targetKey && s.transferId !== except) return s.transferId;
@@ -574,6 +587,7 @@ export class TransferRegistry {
       // applyMessages flushed the target after the end record (and zeroed a full stream's tail).
       const end: Mark = { offsetBytes: begin.volumeSizeBytes, digest: ctx.digest.state, ...ctx.counts };
       await save(end, 'complete');
+      await this.forgetSuperseded(cp);
       const secs = (performance.now() - t0) / 1000;
       const sessionData = ctx.counts.dataBytes - (existing?.dataBytes ?? 0);
       log.info({ seconds: Number(secs.toFixed(3)), dataBytes: sessionData, bytesWritten: summary.bytesWritten, bytesDiscarded: summary.bytesDiscarded, mibPerSecond: Number((sessionData / 1048576 / Math.max(secs, 1e-9)).toFixed(1)), digest: hex(end.digest) }, 'transfer complete');

@@ -42,24 +42,20 @@ class DeviceReader implements VolumeReader {
 
 class OfflineReader implements VolumeReader {
   constructor(private data: VolumeHandle, private mappings: MappingSpool, private blockBytes: number, private ownsMappings: boolean, private what: string) {}
+  /** Any byte range: ops are block-aligned except where maxOpBytes cuts a large block, or at a clipped volume end. */
   async read(buf: Buffer, offsetBytes: number): Promise<void> {
-    if (offsetBytes % this.blockBytes !== 0 || buf.length % this.blockBytes !== 0) {
-      throw new ThinshipError('INTERNAL', `${this.what}: offline read at ${offsetBytes}+${buf.length} is not aligned to the pool block size ${this.blockBytes}`);
-    }
     let done = 0;
     while (done < buf.length) {
-      const origin = (offsetBytes + done) / this.blockBytes;
+      const pos = offsetBytes + done;
+      const origin = Math.floor(pos / this.blockBytes);
+      const inner = pos - origin * this.blockBytes;
       const hit = await this.mappings.lookup(origin);
-      const blocksLeft = (buf.length - done) / this.blockBytes;
-      if (!hit) {
-        // Not mapped in this snapshot: reads as zeros (plans send only mapped blocks; whole-volume reads, e.g. verify, meet these).
-        buf.fill(0, done, done + this.blockBytes);
-        done += this.blockBytes;
-        continue;
-      }
-      const run = Math.min(hit.runBlocks, blocksLeft);
-      await readFully(this.data, buf.subarray(done, done + run * this.blockBytes), hit.dataBlock * this.blockBytes, this.what);
-      done += run * this.blockBytes;
+      // Not mapped: reads as zeros (plans send only mapped blocks; whole-volume reads, e.g. verify, meet these).
+      const runBytes = (hit ? hit.runBlocks : 1) * this.blockBytes - inner;
+      const n = Math.min(runBytes, buf.length - done);
+      if (!hit) buf.fill(0, done, done + n);
+      else await readFully(this.data, buf.subarray(done, done + n), hit.dataBlock * this.blockBytes + inner, this.what);
+      done += n;
     }
   }
   async done(offsetBytes: number, lengthBytes: number) { void offsetBytes; void lengthBytes; }

@@ -6,7 +6,7 @@
  */
 import type { Readable } from 'node:stream';
 import { ThinshipError } from '../errors.js';
-import { spawnTool, type StreamingTool } from '../exec/run.js';
+import { spawnTool, spawnToolToFile, type StreamingTool } from '../exec/run.js';
 import { classifyThinTool } from '../exec/known-errors.js';
 import { buildDeltaPlan, buildFullPlan, type Plan } from './plan.js';
 import type { MappingSpool } from './spool.js';
@@ -72,7 +72,8 @@ async function planFromMetadata(args: { metadataPath: string; useMetadataSnap: b
   const m = args.useMetadataSnap ? ['-m'] : [];
   const run = (tool: string, a: string[]) => spawnTool(tool, a, { signal: args.signal, classify: classifyThinTool });
   if (args.baseDevId === undefined) {
-    const t = run('thin_dump', [...m, '--dev-id', String(args.snapDevId), args.metadataPath]);
+    // thin_dump writes a line at a time: through a file, not a pipe (see spawnToolToFile)
+    const t = spawnToolToFile('thin_dump', [...m, '--dev-id', String(args.snapDevId), args.metadataPath], { signal: args.signal, classify: classifyThinTool, spoolDir: opts.spoolDir });
     const r = await parseToolOutput(t, (out) => buildFullPlan(out, { devId: args.snapDevId, volumeSizeBytes: args.volumeSizeBytes, maxOpBytes: opts.maxOpBytes, spoolDir: opts.spoolDir, mappingSpool: opts.withMappings }));
     return { plan: r.plan, superblock: r.superblock, mappings: r.mappings };
   }

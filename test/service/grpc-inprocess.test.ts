@@ -124,6 +124,12 @@ test('full then incremental over mTLS: byte-exact on a sparse file, compressed, 
   const again = await send(clientA, target, pool.snapDevId, pool.baseDevId);
   assert.equal(again.alreadyComplete, true);
   assert.equal(again.dataBytes, 0);
+  // the full send of the base again: the target no longer holds it, so it is sent again
+  assert.equal(await clientA.getTransferState(full.transferId), undefined, 'superseded by the incremental');
+  const refull = await send(clientA, target, pool.baseDevId);
+  assert.equal(refull.alreadyComplete, false);
+  assert.equal(refull.dataBytes, full.dataBytes);
+  assertSameImage(readImage(target, pool.volumeSizeBytes), img1, 'after the full again');
 });
 
 test('the receiver raises its HTTP/2 receive window on every session', () => {

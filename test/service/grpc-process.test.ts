@@ -31,12 +31,12 @@ const OP_BYTES = 256 * 1024;
 const WINDOW_BYTES = 1024 * 1024;
 /**
  * What may be sent and not applied when a receiver dies, besides the records
- * applied after its last checkpoint (< one interval): the HTTP/2 window in
- * the socket; in the receiver grpc-js's readable buffer (16 messages), the
- * records decoding (4) and the one being written (1); in the sender the
- * messages counted as sent that gRPC had not put on the wire (4).
+ * applied after its last checkpoint (< one interval): the HTTP/2 window on
+ * the wire; in the receiver grpc-js's readable buffer (16 messages) and read
+ * queue (1), the records decoding (4) and the one being written (1); in the
+ * sender the messages counted as sent that HTTP/2 had not taken yet (4 + 1).
  */
-const IN_FLIGHT_BOUND_BYTES = WINDOW_BYTES + (16 + 4 + 1 + 4) * OP_BYTES;
+const IN_FLIGHT_BOUND_BYTES = WINDOW_BYTES + (16 + 1 + 4 + 1 + 4 + 1) * OP_BYTES;
 const running: ServeProcess[] = [];
 
 before(async () => {

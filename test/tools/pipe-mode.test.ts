@@ -206,3 +206,10 @@ test('DATA beyond the target (plain LINBIT stream, no size record): refused with
   assert.match(r.stderr, /beyond the target .*volume offset \d+/);
   assert.match(r.stderr, /applied before the error/);
 });
+
+test('records that cut pool blocks (--max-op-bytes not a multiple of the block size) are read and applied exactly', async () => {
+  const target = join(dir, 'cut.img');
+  const r = await sh(`${send([pool.baseDevId], '--max-op-bytes 96K')} | ${recv(target)}`);
+  assert.equal(r.code, 0, r.stderr);
+  assertSameImage(readTarget(target), img1, 'cut records');
+});
