@@ -62,6 +62,8 @@ interface Options {
   planSizes: number[];
   planReps: number;
   snapshot: boolean;
+  /** Run this copy of the build (DIR/dist, DIR/build, DIR/node_modules) instead of the repository's: to measure a prototype fix. */
+  app: string | undefined;
   verify: 'first' | 'all' | 'none';
 }
 
@@ -79,7 +81,7 @@ function parseArgs(argv: string[]): Options {
   const o: Options = {
     sizes: [GiB, 8 * GiB], reps: 5, only: new Set(ITEMS), work: '/var/tmp/thinship-bench',
     json: join(REPO_ROOT, 'bench/results/latest.json'), cpuProf: undefined,
-    planSizes: [2_000_000, 10_000_000], planReps: 5, snapshot: true, verify: 'first',
+    planSizes: [2_000_000, 10_000_000], planReps: 5, snapshot: true, app: undefined, verify: 'first',
   };
   let planRepsSet = false;
   for (let i = 0; i < argv.length; i++) {
@@ -97,6 +99,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--plan-sizes') o.planSizes = v().split(',').map(Number);
     else if (a === '--plan-reps') { o.planReps = Number(v()); planRepsSet = true; }
     else if (a === '--no-snapshot') o.snapshot = false;
+    else if (a === '--app') o.app = resolve(v());
     else if (a === '--verify') {
       const x = v();
       if (x !== 'first' && x !== 'all' && x !== 'none') throw new Error('--verify must be first, all or none');
@@ -123,6 +126,7 @@ function fileHelp(): string {
   --plan-sizes LIST      mappings for the plan benchmark (default 2000000,10000000)
   --plan-reps N          its repetitions (default: --reps)
   --no-snapshot          run dist/ in place instead of a copy in --work/app
+  --app DIR              run the build in DIR (DIR/dist/src/cli/main.js, with DIR/build and DIR/node_modules), e.g. a patched copy
   --verify first|all|none  sha256 of the target against the pool's image after the first (default), every or no repetition
 `;
 }
@@ -134,6 +138,7 @@ interface App { root: string; main: string; planBench: string }
 
 /** A private copy of the build, so rebuilds of dist/ by others during the run change nothing here. */
 async function prepareApp(o: Options): Promise<App> {
+  if (o.app) return { root: o.app, main: join(o.app, 'dist/src/cli/main.js'), planBench: join(o.app, 'dist/bench/plan-bench.js') };
   if (!o.snapshot) return { root: REPO_ROOT, main: join(REPO_ROOT, 'dist/src/cli/main.js'), planBench: join(REPO_ROOT, 'dist/bench/plan-bench.js') };
   const root = join(o.work, 'app');
   await rm(root, { recursive: true, force: true });
@@ -535,8 +540,11 @@ async function profileRuns(o: Options, app: App, pools: BenchPool[], base: Omit<
       const files = (await readdir(join(profDir, side)).catch(() => [] as string[])).filter((f) => f.endsWith('.cpuprofile')).sort();
       for (const f of files) {
         const s = await summarizeProfile(join(profDir, side, f), 25);
-        out.push({ transport: t, side, summary: s });
-        log(formatProfile(s, `${t} ${side}`));
+        // CPU.<date>.<time>.<pid>.<thread id>.<seq>.cpuprofile; thread 0 is the main thread.
+        const tid = f.split('.')[4];
+        const thread = tid === '0' ? 'main thread' : `worker thread ${tid}`;
+        out.push({ transport: t, side: `${side} ${thread}`, summary: s });
+        log(formatProfile(s, `${t} ${side}, ${thread}`));
       }
     }
   }

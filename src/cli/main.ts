@@ -6,13 +6,17 @@
 import { Command, CommanderError } from 'commander';
 import { ThinshipError, asThinshipError } from '../errors.js';
 import { exitCodeOf } from './exit-codes.js';
-import { planCommand } from './commands/plan.js';
-import { sendPipeCommand } from './commands/send.js';
-import { recvPipeCommand } from './commands/recv.js';
-import { demoCommand } from './commands/demo.js';
-import { serveCommand } from './commands/serve.js';
-import { sendGrpcCommand, transferCommand } from './commands/send-grpc.js';
-import { certsCommand } from './commands/certs.js';
+// Commands are imported when they run: a start loads only what it needs (gRPC,
+// zstd, the XML parser...), which matters for scripts calling thinship often and
+// for the VM tier, where each module costs ~10x more under emulation.
+const planCommand: typeof import('./commands/plan.js').planCommand = async (...a) => (await import('./commands/plan.js')).planCommand(...a);
+const sendPipeCommand: typeof import('./commands/send.js').sendPipeCommand = async (...a) => (await import('./commands/send.js')).sendPipeCommand(...a);
+const recvPipeCommand: typeof import('./commands/recv.js').recvPipeCommand = async (...a) => (await import('./commands/recv.js')).recvPipeCommand(...a);
+const demoCommand: typeof import('./commands/demo.js').demoCommand = async (...a) => (await import('./commands/demo.js')).demoCommand(...a);
+const serveCommand: typeof import('./commands/serve.js').serveCommand = async (...a) => (await import('./commands/serve.js')).serveCommand(...a);
+const sendGrpcCommand: typeof import('./commands/send-grpc.js').sendGrpcCommand = async (...a) => (await import('./commands/send-grpc.js')).sendGrpcCommand(...a);
+const transferCommand: typeof import('./commands/send-grpc.js').transferCommand = async (...a) => (await import('./commands/send-grpc.js')).transferCommand(...a);
+const certsCommand: typeof import('./commands/certs.js').certsCommand = async (...a) => (await import('./commands/certs.js')).certsCommand(...a);
 
 const program = new Command();
 program
@@ -60,7 +64,10 @@ offlineOptions(program.command('send')
   .option('--retries <n>', 'with --to: resume attempts after a broken connection (default 9)')
   .option('--json', 'with --to: print the summary as JSON on stdout'))
   .action(async (names: string[], flags) => {
-    if (flags.to !== undefined) await sendGrpcCommand(names, flags);
+    if (flags.to !== undefined) {
+      if (flags.format !== '1.1' || flags.extensions === false) throw new ThinshipError('USAGE', '--format and --no-extensions are for pipe mode, not for --to');
+      await sendGrpcCommand(names, flags);
+    }
     else if (flags.target !== undefined || flags.transferId !== undefined) throw new ThinshipError('USAGE', '--target and --transfer-id need --to HOST:PORT');
     else await sendPipeCommand(names, flags);
   });
