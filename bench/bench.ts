@@ -26,7 +26,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { cp, mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -137,10 +137,10 @@ function fileHelp(): string {
 interface App { root: string; main: string; planBench: string }
 
 /** A private copy of the build, so rebuilds of dist/ by others during the run change nothing here. */
-async function prepareApp(o: Options): Promise<App> {
+async function prepareApp(o: Options, runDir: string): Promise<App> {
   if (o.app) return { root: o.app, main: join(o.app, 'dist/src/cli/main.js'), planBench: join(o.app, 'dist/bench/plan-bench.js') };
   if (!o.snapshot) return { root: REPO_ROOT, main: join(REPO_ROOT, 'dist/src/cli/main.js'), planBench: join(REPO_ROOT, 'dist/bench/plan-bench.js') };
-  const root = join(o.work, 'app');
+  const root = join(runDir, 'app');
   await rm(root, { recursive: true, force: true });
   await mkdir(join(root, 'build'), { recursive: true });
   await cp(join(REPO_ROOT, 'dist'), join(root, 'dist'), { recursive: true });
@@ -210,6 +210,8 @@ interface RunRecord {
 
 interface RunCtx {
   app: App;
+  /** This invocation's own directory under --work (targets, receiver state, time files): concurrent runs never share one. */
+  runDir: string;
   pool: BenchPool;
   target: string;
   kind: Kind;
@@ -442,8 +444,8 @@ function incrementalChecks(sums: PathSummary[], runs: RunRecord[]): IncrementalC
 
 interface PlanRow { mappings: number; tool: string; transport: string; elements: number; elementsPerS: Spread; peakRssMiB: Spread; totalsOk: boolean }
 
-async function runPlanBench(app: App, o: Options): Promise<{ rows: PlanRow[]; raw: unknown; error?: string }> {
-  const out = join(o.work, 'plan-bench.json');
+async function runPlanBench(app: App, o: Options, runDir: string): Promise<{ rows: PlanRow[]; raw: unknown; error?: string }> {
+  const out = join(runDir, 'plan-bench.json');
   await rm(out, { force: true });
   const args = [app.planBench, '--sizes', o.planSizes.join(','), '--reps', String(o.planReps), '--json', out, '--dir', o.work];
   log(`plan: node ${args.join(' ')}`);
@@ -524,13 +526,13 @@ function report(sums: PathSummary[], incr: IncrementalCheck[], plan: PlanRow[], 
 
 // ---------------------------------------------------------------------------
 
-async function profileRuns(o: Options, app: App, pools: BenchPool[], base: Omit<RunCtx, 'pool' | 'target' | 'kind' | 'tag' | 'profDir'>, transports: Transport[]): Promise<Array<{ transport: Transport; side: string; summary: ProfileSummary }>> {
+async function profileRuns(o: Options, pools: BenchPool[], base: Omit<RunCtx, 'pool' | 'target' | 'kind' | 'tag' | 'profDir'>, transports: Transport[]): Promise<Array<{ transport: Transport; side: string; summary: ProfileSummary }>> {
   const out: Array<{ transport: Transport; side: string; summary: ProfileSummary }> = [];
   const pool = pools[0]!;
   await rm(o.cpuProf!, { recursive: true, force: true });
   for (const t of transports) {
     const profDir = join(o.cpuProf!, `${sizeName(pool.params.volumeBytes)}-${t}`);
-    const target = join(o.work, 'targets', `${sizeName(pool.params.volumeBytes)}-${t}.img`);
+    const target = join(base.runDir, 'targets', `${sizeName(pool.params.volumeBytes)}-${t}.img`);
     await rm(target, { force: true });
     log(`profiling ${t} (${sizeName(pool.params.volumeBytes)} full send) into ${profDir}`);
     const rec = await measure(t, { ...base, pool, target, kind: 'full', tag: `prof-${t}`, profDir }, 0, false);
@@ -561,15 +563,22 @@ async function main(): Promise<void> {
   // Pool data + one target at a time (targets are removed after each run), with a margin.
   const needBytes = o.sizes.reduce((s, v) => s + v * 1.05, 0) + Math.max(0, ...o.sizes) * 1.1 + 2 * GiB;
   if (transports.length && Number(df) < needBytes) throw new Error(`${o.work} has ${(Number(df) / GiB).toFixed(1)} GiB free; this run needs about ${(needBytes / GiB).toFixed(1)} GiB (pools + one target). Use --work elsewhere or smaller --sizes.`);
-  const app = await prepareApp(o);
-  log(`thinship build: ${app.root}; work: ${o.work}; load ${loadStart.map((x) => x.toFixed(2)).join(' ')}`);
+  // Leftovers of runs that were killed (their targets can be GiBs): their process is gone.
+  for (const d of await readdir(o.work)) {
+    const pid = /^run-(\d+)$/.exec(d)?.[1];
+    if (pid && !(await stat(`/proc/${pid}`).then(() => true, () => false))) await rm(join(o.work, d), { recursive: true, force: true });
+  }
+  const runDir = join(o.work, `run-${process.pid}`);
+  await rm(runDir, { recursive: true, force: true });
+  await mkdir(runDir, { recursive: true });
+  const app = await prepareApp(o, runDir);
+  log(`thinship build: ${app.root}; work: ${o.work}; this run: ${runDir}; load ${loadStart.map((x) => x.toFixed(2)).join(' ')}`);
   const certs = join(o.work, 'certs');
-  const grpcDir = join(o.work, 'grpc');
-  const tmp = join(o.work, 'tmp');
-  await rm(grpcDir, { recursive: true, force: true });
+  const grpcDir = join(runDir, 'grpc');
+  const tmp = join(runDir, 'tmp');
   await mkdir(grpcDir, { recursive: true });
   await mkdir(tmp, { recursive: true });
-  await mkdir(join(o.work, 'targets'), { recursive: true });
+  await mkdir(join(runDir, 'targets'), { recursive: true });
   if (transports.includes('grpc')) await ensureCerts(app, certs);
 
   const pools: BenchPool[] = [];
@@ -583,9 +592,9 @@ async function main(): Promise<void> {
         // Rotate the order so no path always runs first (or right after another's writeback).
         const order = transports.map((_, i) => transports[(i + rep - 1) % transports.length]!);
         for (const t of order) {
-          const target = join(o.work, 'targets', `${sz}-${t}.img`);
+          const target = join(runDir, 'targets', `${sz}-${t}.img`);
           await rm(target, { force: true });
-          const base = { app, pool, target, certs, grpcDir, tmp };
+          const base = { app, runDir, pool, target, certs, grpcDir, tmp };
           const verify = o.verify === 'all' || (o.verify === 'first' && rep === 1);
           const full = await measure(t, { ...base, kind: 'full', tag: `${sz}-${t}-full-${rep}` }, rep, verify);
           runs.push(full);
@@ -599,11 +608,11 @@ async function main(): Promise<void> {
   const sums = summarize(runs);
   const incr = incrementalChecks(sums, runs);
   let plan: Awaited<ReturnType<typeof runPlanBench>> | undefined;
-  if (o.only.has('plan')) plan = await runPlanBench(app, o);
+  if (o.only.has('plan')) plan = await runPlanBench(app, o, runDir);
   const targets = targetChecks(sums, incr, plan?.rows ?? []);
   if (!transports.includes('grpc') && transports.length) targets.unshift({ target: 'gRPC full send ≥ 1.0× the zstd+socat pipeline', value: 'not measured (--only without grpc)', met: undefined });
   let profiles: Awaited<ReturnType<typeof profileRuns>> = [];
-  if (o.cpuProf && pools.length) profiles = await profileRuns(o, app, pools, { app, certs, grpcDir, tmp }, transports);
+  if (o.cpuProf && pools.length) profiles = await profileRuns(o, pools, { app, runDir, certs, grpcDir, tmp }, transports);
   const loadEnd = loadavg();
 
   const text = report(sums, incr, plan?.rows ?? [], targets, o.reps);
@@ -619,7 +628,7 @@ async function main(): Promise<void> {
     profiles: profiles.map((p) => ({ transport: p.transport, side: p.side, ...p.summary })), runs, table: text,
   }, null, 2) + '\n');
   process.stdout.write(`results: ${o.json}\n`);
-  await rm(grpcDir, { recursive: true, force: true });
+  await rm(runDir, { recursive: true, force: true });
   if (runs.some((r) => !r.ok) || plan?.error) process.exitCode = 1;
 }
 

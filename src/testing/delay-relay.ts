@@ -77,6 +77,8 @@ export interface DelayRelay {
   host: string;
   capacityBytes: number;
   stats(): RelayStats;
+  /** Each open line's queue and pause state (diagnosis). */
+  debug(): Record<string, unknown>[];
   /** Stops listening and destroys open connections. */
   close(): Promise<void>;
 }
@@ -196,6 +198,11 @@ class Line {
     }
   }
 
+  /** The line's state, for a stuck-connection diagnosis (SIGUSR2 in the CLI). */
+  debug(): Record<string, unknown> {
+    return { queued: this.q.length - this.head, held: this.held, pausedByUs: this.pausedByUs, srcPaused: this.src.isPaused(), timer: !!this.timer, immediate: !!this.immediate, ended: this.ended, dstWritable: this.dst.writableLength, dstPending: this.dst.pending, srcReadable: this.src.readableLength };
+  }
+
   stop(): void {
     clearTimeout(this.timer);
     clearImmediate(this.immediate);
@@ -249,6 +256,7 @@ export async function startDelayRelay(o: DelayRelayOptions): Promise<DelayRelay>
     host: addr.address,
     capacityBytes: capacity,
     stats: () => structuredClone(stats),
+    debug: () => [...lines].map((l) => l.debug()),
     close: () => new Promise<void>((resolve) => {
       for (const l of lines) l.stop();
       for (const s of open) s.destroy();
@@ -302,6 +310,7 @@ async function main(argv: string[]): Promise<void> {
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+  process.on('SIGUSR2', () => process.stderr.write(JSON.stringify({ lines: relay.debug() }) + '\n'));
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

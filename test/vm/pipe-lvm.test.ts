@@ -1,15 +1,17 @@
 /**
- * Real-kernel tier for pipe mode (issue 3): `thinship send | thinship recv`
- * between real thin LVs in one VM boot. Full then incremental with discards,
+ * Real-kernel tier for replication between real thin LVs in one VM boot:
+ * pipe mode (`thinship send | thinship recv`, issue 3) and gRPC with mTLS
+ * (`thinship serve` + `thinship send --to`, issue 4). Full then incremental with discards,
  * target compared byte for byte with the source snapshot (cmp in the guest),
  * the target's mapped space not above the source's (discards really free pool
  * blocks), and a target pool whose chunk size is 4x the source's.
  */
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, existsSync } from 'node:fs';
+import { readFileSync, existsSync, rmSync } from 'node:fs';
+import { runCli } from '../helpers/cli.js';
 import { join } from 'node:path';
-import { describeRun, guestDir, readLvsRows, runGuest, vmSkipReason, type GuestRun } from './vm-harness.js';
+import { describeRun, guestDir, readLvsRows, runGuest, vmResultsRoot, vmSkipReason, type GuestRun } from './vm-harness.js';
 
 const src = {
   VG: 'vg0', POOL: 'pool', CHUNK: '64k', POOL_SIZE: '1G', LV: 'thin1', LV_SIZE: '128M', SNAP1: 'snap1', SNAP2: 'snap2',
@@ -27,7 +29,12 @@ describe('pipe mode between real thin LVs (VM boot: pipe-lvm.sh)', { skip: vmSki
   };
 
   before(async () => {
-    const env: Record<string, string> = { TARGET_BIG_CHUNK: '256k' };
+    // the guest has no openssl: make the mTLS certificates here, with the CLI, inside the shared repo
+    const certsDir = join(vmResultsRoot, `certs-${process.pid}`);
+    rmSync(certsDir, { recursive: true, force: true });
+    const c = await runCli(['certs', '--out', certsDir, '--server-name', 'localhost', '--client', 'vm-sender']);
+    assert.equal(c.code, 0, c.stderr);
+    const env: Record<string, string> = { TARGET_BIG_CHUNK: '256k', CERTS_DIR: certsDir };
     for (const [k, v] of Object.entries(src)) env[`SRC_${k}`] = v;
     run = await runGuest(join(guestDir, 'pipe-lvm.sh'), { disks: ['2G', '2G'], env, timeoutSec: 600 });
     process.stderr.write(`[vm] pipe-lvm: wall ${(run.wallMs / 1000).toFixed(1)} s, boot ${run.bootSec} s\n`);
@@ -64,8 +71,23 @@ describe('pipe mode between real thin LVs (VM boot: pipe-lvm.sh)', { skip: vmSki
     assert.ok(dstSectors <= srcSectors + 12 * 2 * 512, `target ${dstSectors} sectors vs source ${srcSectors}`);
   });
 
+  test('gRPC with mTLS between real thin LVs: full then incremental, byte-exact', () => {
+    for (const [n, snap] of [['grpc-full', 'snap1'], ['grpc-incr', 'snap2']] as const) {
+      assert.equal(r(`${n}/rc`), '0', `${n}: ${r(`${n}/stderr`)}\n--- serve.log ---\n${r('serve.log').slice(-3000)}`);
+      assert.equal(r(`${n}/cmp`), 'same', `${n}: target == ${snap}`);
+      const out = JSON.parse(r(`${n}/stdout`)) as Record<string, unknown>;
+      assert.ok(out, `${n} prints a JSON summary`);
+    }
+    assert.ok(Number(r('grpc-incr/target-mapped-sectors')) <= Number(r('src-snap2-mapped-sectors')), 'gRPC target maps no more than the source');
+  });
+
+  test('gRPC: a target the identity may not write is refused (exit 13)', () => {
+    assert.equal(r('grpc-denied/rc'), '13', r('grpc-denied/stderr'));
+    assert.match(r('grpc-denied/stderr'), /not allowed|permission/i);
+  });
+
   test('the metadata snapshot is released after every send', () => {
-    for (const n of ['replica-full', 'replica-incr', 'replica-big-full', 'replica-big-incr']) {
+    for (const n of ['replica-full', 'replica-incr', 'replica-big-full', 'replica-big-incr', 'grpc-full', 'grpc-incr']) {
       assert.equal(r(`${n}/tpool-status`).split(/\s+/)[6], '-', `${n}: held root after send`);
     }
     const rows = readLvsRows(run.resultsDir, 'lvs-after.json');
