@@ -28,6 +28,7 @@ export type ErrorCode =
   | 'UNAUTHENTICATED'     // TLS handshake or client certificate refused (wrong CA, expired, none)
   | 'PROTOCOL_MISMATCH'   // sender and receiver speak different protocol versions
   | 'TRANSFER_BUSY'       // the target is held by another transfer (running or resumable)
+  | 'BASE_MISMATCH'       // an incremental stream's base is not what the target holds
   | 'RESUME_MISMATCH'     // a resume does not match the receiver's durable state of the transfer
   | 'UNAVAILABLE'         // the receiver cannot be reached, or the connection broke
   | 'INTERNAL';

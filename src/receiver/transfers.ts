@@ -461,6 +461,7 @@ export class TransferRegistry {
       throw new ThinshipError('TRANSFER_BUSY', `target ${begin.target} is in use by transfer ${holder} (running, or resumable: abort it with AbortTransfer${until})`, { details: { holder } });
     }
     if (this.sessions.size >= this.o.maxActiveTransfers) throw new ThinshipError('TRANSFER_BUSY', `this receiver is already running ${this.sessions.size} transfers (its limit)`, { retryable: true });
+    if (!cp && begin.mode === 'incremental') this.checkBase(begin, target.key);
     if (cp?.status === 'complete') throw new ThinshipError('RESUME_MISMATCH', `transfer ${id} is already complete (durable at ${cp.durableOffsetBytes}); send with a new transfer id to send it again`);
     const durable = cp?.durableOffsetBytes ?? 0;
     if (begin.resumeOffsetBytes !== durable) {
@@ -479,6 +480,21 @@ export class TransferRegistry {
       signal?.removeEventListener('abort', onCallerGone);
       this.sessions.delete(id);
       finish();
+    }
+  }
+
+  /**
+   * ZFS's rule: an incremental applies only onto its base. The receiver knows
+   * what a target holds from the last transfer it completed there; a target it
+   * has no record of (seeded by pipe mode, or by hand) is taken on trust.
+   */
+  private checkBase(b: TransferBegin, targetKey: string): void {
+    let last: TransferCheckpoint | undefined;
+    for (const cp of this.checkpoints.values()) {
+      if (cp.targetKey === targetKey && cp.status === 'complete' && (!last || cp.updatedUnixMs > last.updatedUnixMs)) last = cp;
+    }
+    if (last && last.sourceId !== b.baseId) {
+      throw new ThinshipError('BASE_MISMATCH', `target ${b.target} holds ${last.sourceId} (transfer ${last.transferId}), but this incremental stream applies to base ${b.baseId}: send the increment from ${last.sourceId}, or a full stream`, { details: { holds: last.sourceId, base: b.baseId } });
     }
   }
 

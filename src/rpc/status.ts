@@ -35,6 +35,7 @@ const GRPC_BY_CODE: Record<ErrorCode, grpc.status> = {
   PROTOCOL_MISMATCH: grpc.status.FAILED_PRECONDITION,
   TRANSFER_BUSY: grpc.status.ABORTED,
   RESUME_MISMATCH: grpc.status.FAILED_PRECONDITION,
+  BASE_MISMATCH: grpc.status.FAILED_PRECONDITION,
   UNAVAILABLE: grpc.status.UNAVAILABLE,
   INTERNAL: grpc.status.INTERNAL,
 };

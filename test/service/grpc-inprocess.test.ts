@@ -132,6 +132,19 @@ test('full then incremental over mTLS: byte-exact on a sparse file, compressed, 
   assertSameImage(readImage(target, pool.volumeSizeBytes), img1, 'after the full again');
 });
 
+test('an incremental applies only onto its base (ZFS rule): a target holding another snapshot is refused, untouched', async () => {
+  const target = join(allowed, 'base-check.img');
+  await send(clientA, target, pool.snapDevId); // the target now holds device 2, not device 1
+  const before = readImage(target, pool.volumeSizeBytes);
+  await rejects(send(clientA, target, pool.snapDevId, pool.baseDevId), 'BASE_MISMATCH', /holds .*#2 .* applies to base .*#1/);
+  assert.ok(readImage(target, pool.volumeSizeBytes).equals(before), 'nothing was written');
+  // the matching base is accepted
+  await send(clientA, target, pool.baseDevId);
+  const inc = await send(clientA, target, pool.snapDevId, pool.baseDevId);
+  assert.equal(inc.state.status, 'TRANSFER_STATUS_COMPLETE');
+  assertSameImage(readImage(target, pool.volumeSizeBytes), img2, 'after the incremental onto its base');
+});
+
 test('the receiver raises its HTTP/2 receive window on every session', () => {
   assert.ok(sessions.length > 0);
   for (const s of sessions) {
