@@ -32,7 +32,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runTool } from '../src/exec/run.js';
 import { DEFAULT_POOL_PARAMS, ensureBenchPool, type BenchPool } from './pool-gen.js';
-import { cachedBytes, dropCache, freePort, procCpuSeconds, procHwmKiB, readTimed, startBash, timed, waitListening, type ProcUsage } from './proc.js';
+import { cachedBytes, dropCache, freePort, procCpuTimes, procHwmKiB, readTimed, startBash, timed, waitListening, type ProcUsage } from './proc.js';
 import { fmtSpread, spread, textTable, type Spread } from './stats.js';
 import { formatProfile, summarizeProfile, type ProfileSummary } from './cpuprofile.js';
 
@@ -308,20 +308,20 @@ async function runGrpc(c: RunCtx): Promise<PathResult> {
   try {
     await waitListening(port, 20_000, () => alive);
     const pid = server.pid!;
-    const cpu0 = await procCpuSeconds(pid);
+    const cpu0 = await procCpuTimes(pid);
     const f = join(c.tmp, `${c.tag}-send.time`);
     const transferId = `bench-${c.tag}-${Date.now()}`;
     const t0 = performance.now();
     const tx = await startBash(timed(f, nodeArgv(c, 'sender', 'send', ...poolArgs(c), '--to', `127.0.0.1:${port}`, '--target', c.target, '--tls-dir', c.certs, '--server-name', 'localhost', '--transfer-id', transferId, '--json'))).done;
     const wallS = (performance.now() - t0) / 1000;
     if (!alive) throw new Error(`thinship serve exited during the send: ${serverErr.trim()}`);
-    const cpu1 = await procCpuSeconds(pid);
+    const cpu1 = await procCpuTimes(pid);
     const hwm = await procHwmKiB(pid);
     checkBash('thinship send --to', tx);
     const summary = JSON.parse(tx.stdout.trim().split('\n').pop() ?? '{}') as { payloadBytes?: number; dataBytes?: number };
     const send = await readTimed(f, 'thinship send --to', 'sender');
-    // CPU of the daemon during the send; /proc gives user+system together here.
-    const serve: ProcUsage = { name: 'thinship serve', side: 'receiver', wallS, userS: cpu1 - cpu0, sysS: 0, maxRssKiB: hwm, exitCode: 0 };
+    // CPU of the daemon during the send (its start-up before is not counted).
+    const serve: ProcUsage = { name: 'thinship serve', side: 'receiver', wallS, userS: cpu1.userS - cpu0.userS, sysS: cpu1.sysS - cpu0.sysS, maxRssKiB: hwm, exitCode: 0 };
     return { wallS, procs: [send, serve], wireBytes: summary.payloadBytes };
   } finally {
     if (alive) {

@@ -66,13 +66,19 @@ export function startBash(script: string, env?: NodeJS.ProcessEnv): { child: Chi
 
 let clkTck: number | undefined;
 
-/** utime + stime of a running process (all its threads), in seconds. */
-export async function procCpuSeconds(pid: number): Promise<number> {
+/** User and system CPU time of a running process (all its threads), in seconds. */
+export async function procCpuTimes(pid: number): Promise<{ userS: number; sysS: number }> {
   clkTck ??= Number((await runTool('getconf', ['CLK_TCK'])).stdout.trim()) || 100;
   const s = await readFile(`/proc/${pid}/stat`, 'utf8');
   // Fields after the ")" of the command name: state is field 3, utime 14, stime 15.
   const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / clkTck;
+  return { userS: Number(f[11]) / clkTck, sysS: Number(f[12]) / clkTck };
+}
+
+/** utime + stime of a running process (all its threads), in seconds. */
+export async function procCpuSeconds(pid: number): Promise<number> {
+  const t = await procCpuTimes(pid);
+  return t.userS + t.sysS;
 }
 
 /** VmHWM (peak RSS) of a running process. */

@@ -10,47 +10,12 @@
  * lateness. Source and sink share this process's core; the relay has the
  * other one on an idle machine.
  */
-import { spawn } from 'node:child_process';
 import * as net from 'node:net';
 import { loadavg } from 'node:os';
-import { fileURLToPath } from 'node:url';
-import { join } from 'node:path';
 import { procCpuSeconds } from '../proc.js';
 import { spread, fmtSpread } from '../stats.js';
 import { parseRate } from '../../src/testing/delay-relay.js';
-
-const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-const RELAY = join(REPO_ROOT, 'dist/src/testing/delay-relay.js');
-
-export interface RelayProcess {
-  port: number;
-  pid: number;
-  /** SIGTERM, then the stats the relay printed. */
-  stop(): Promise<Record<string, unknown>>;
-}
-
-/** Starts the relay CLI and waits for its port. */
-export async function startRelayProcess(to: string, delayMs: number, rate: string, extra: string[] = []): Promise<RelayProcess> {
-  const child = spawn(process.execPath, [RELAY, '--listen', '127.0.0.1:0', '--to', to, '--delay-ms', String(delayMs), '--rate', rate, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let err = '';
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => { err += d; });
-  const exited = new Promise<void>((r) => child.on('exit', () => r()));
-  const first = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; const i = out.indexOf('\n'); if (i >= 0) resolve(out.slice(0, i)); });
-    void exited.then(() => reject(new Error(`delay-relay exited: ${err.trim()}`)));
-  });
-  const port = (JSON.parse(first) as { port: number }).port;
-  return {
-    port, pid: child.pid!,
-    stop: async () => {
-      if (child.exitCode === null) child.kill('SIGTERM');
-      await exited;
-      const line = err.trim().split('\n').reverse().find((l) => l.startsWith('{"stats"'));
-      return line ? (JSON.parse(line) as { stats: Record<string, unknown> }).stats : {};
-    },
-  };
-}
+import { startRelayProcess } from './relay-proc.js';
 
 function parseSize(s: string): number {
   const m = /^(\d+)([KMG]?)$/i.exec(s.trim());
@@ -114,10 +79,10 @@ async function main(argv: string[]): Promise<void> {
       const c0 = await procCpuSeconds(relay.pid);
       const s = await push(relay.port, sink, bytes);
       const c1 = await procCpuSeconds(relay.pid);
-      const st = await relay.stop() as { up?: { lateMsMax: number; lateMsMean: number; heldBytesMax: number } };
+      const st = await relay.stop() as { up?: { lateMsMax: number; lateMsMean: number; heldBytesMax: number; bytes: number; chunks: number; pauses: number } };
       mbps.push(bytes / 1e6 / s);
       cpu.push((c1 - c0) / (bytes / 2 ** 30));
-      if (st.up) late = `late mean ${st.up.lateMsMean.toFixed(2)} ms max ${st.up.lateMsMax.toFixed(1)} ms, held max ${(st.up.heldBytesMax / 2 ** 20).toFixed(1)} MiB`;
+      if (st.up) late = `late mean ${st.up.lateMsMean.toFixed(2)} ms max ${st.up.lateMsMax.toFixed(1)} ms, held max ${(st.up.heldBytesMax / 2 ** 20).toFixed(1)} MiB, ${(st.up.bytes / st.up.chunks / 1024).toFixed(0)} KiB a read, ${st.up.pauses} pauses`;
     }
     process.stdout.write(`  delay ${String(delayMs).padStart(3)} ms one-way, rate ${r.padEnd(9)}: ${fmtSpread(spread(mbps))} MB/s, relay CPU ${fmtSpread(spread(cpu), 2)} s/GiB; last run ${late}; load ${loadavg()[0]!.toFixed(2)}\n`);
   }

@@ -1,49 +1,86 @@
 /**
- * Raising the receiver's HTTP/2 receive window.
+ * Raising the receiver's HTTP/2 receive windows.
  *
  * In a client-streaming upload the *server's* receive window limits
- * throughput: with HTTP/2's default 64 KiB, the sender stops after 64 KiB
- * until the receiver's event loop has read the data and sent WINDOW_UPDATE.
- * grpc-js's server does not read `grpc-node.flow_control_window` (only its
- * client does) and has no option for it, so on every new HTTP/2 session we
- * (1) send SETTINGS_INITIAL_WINDOW_SIZE (each stream's window) and (2) raise
- * the connection-level window with setLocalWindowSize — the same two steps
- * grpc-js's client takes for its own window.
+ * throughput: a sender may have at most one window of data unacknowledged,
+ * so one stream moves at most window ÷ RTT. With HTTP/2's default 64 KiB
+ * that is 1.3 MB/s at 50 ms, and even on loopback the sender stops every
+ * 64 KiB until the receiver's event loop has read the data and sent
+ * WINDOW_UPDATE. grpc-js's server does not read `grpc-node.flow_control_window`
+ * (only its client does) and has no option for it, so:
  *
- * The sessions are reached through Server.createHttp2Server, an internal
- * method of grpc-js (1.14): it creates each listening http2 server. We wrap
- * it on the one Server instance, never patch node_modules, and check the
- * method exists: if a grpc-js upgrade removes it, the server still works
- * with the default window and says so in the log (the service test asserts
- * the window is raised, so CI notices).
+ *  - per stream: SETTINGS_INITIAL_WINDOW_SIZE in the server's settings
+ *    (http2 Server.updateSettings), so the first SETTINGS frame of every
+ *    session already carries it;
+ *  - per connection: setLocalWindowSize on every new session, which sends a
+ *    WINDOW_UPDATE on stream 0 (the connection window is not a setting).
+ *
+ * These are the same two steps grpc-js's client takes for its own window.
+ * Memory: a stream's window bounds what a sender can push beyond what the
+ * receiver has consumed (grpc-js pauses the stream while its message queue is
+ * full, and Node then withholds the stream's WINDOW_UPDATE), so a slow target
+ * holds at most one stream window per transfer in the receiver.
+ *
+ * The listening http2 servers are reached through Server.createHttp2Server,
+ * an internal method of grpc-js (1.14) that creates each of them. We wrap it
+ * on the one Server instance, never patch node_modules, and check that the
+ * method exists: if a grpc-js upgrade removes it, the server still works with
+ * the default windows and says so in the log (the service tests read the
+ * windows from the wire as a peer does, so CI notices).
  */
 import type * as http2 from 'node:http2';
 import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 
-/** 8 MiB: 8 messages of 1 MiB in flight per stream; measured gain in the README. */
-export const DEFAULT_RECEIVE_WINDOW_BYTES = 8 * 1024 * 1024;
+/**
+ * 32 MiB per stream: twice the bandwidth-delay product of 1 Gbit/s × 100 ms
+ * (12.5 MB), because Node (nghttp2) returns credit only once half the window
+ * has been consumed. Measured in docs/wan.md.
+ */
+export const DEFAULT_RECEIVE_WINDOW_BYTES = 32 * 1024 * 1024;
+/** Per connection: the same as one stream (one transfer is one stream). */
+export const DEFAULT_CONNECTION_WINDOW_BYTES = DEFAULT_RECEIVE_WINDOW_BYTES;
+/** HTTP/2's default and smallest window. */
+export const HTTP2_DEFAULT_WINDOW_BYTES = 65535;
 /** HTTP/2's largest window (2^31 - 1). */
-const MAX_WINDOW = 2 ** 31 - 1;
+export const HTTP2_MAX_WINDOW_BYTES = 2 ** 31 - 1;
+
+export interface ReceiveWindows {
+  /** SETTINGS_INITIAL_WINDOW_SIZE: each stream's window. */
+  streamBytes: number;
+  /** The connection-level window, shared by all streams of a connection. */
+  connectionBytes: number;
+}
 
 type Http2ServerLike = http2.Http2Server | http2.Http2SecureServer;
 
-export function raiseReceiveWindow(server: grpc.Server, windowBytes: number, log?: Logger, onSession?: (s: http2.ServerHttp2Session) => void): boolean {
-  const w = Math.min(Math.max(65535, Math.floor(windowBytes)), MAX_WINDOW);
+function clampWindow(n: number): number {
+  return Math.min(Math.max(HTTP2_DEFAULT_WINDOW_BYTES, Math.floor(n)), HTTP2_MAX_WINDOW_BYTES);
+}
+
+/**
+ * Gives every session of `server` the receive windows (a number: the same for
+ * stream and connection). Call before bindAsync. Returns false if this grpc-js
+ * offers no way in (the windows then stay at 64 KiB).
+ */
+export function raiseReceiveWindow(server: grpc.Server, windows: number | ReceiveWindows, log?: Logger, onSession?: (s: http2.ServerHttp2Session) => void): boolean {
+  const w = typeof windows === 'number' ? { streamBytes: windows, connectionBytes: windows } : windows;
+  const stream = clampWindow(w.streamBytes);
+  const connection = clampWindow(w.connectionBytes);
   const s = server as unknown as { createHttp2Server?: (creds: unknown) => Http2ServerLike };
   const original = s.createHttp2Server;
   if (typeof original !== 'function') {
-    log?.warn('this grpc-js has no Server.createHttp2Server: the receive window stays at 64 KiB (slower uploads)');
+    log?.warn('this grpc-js has no Server.createHttp2Server: the HTTP/2 receive windows stay at 64 KiB (slow uploads, very slow on long links)');
     return false;
   }
   s.createHttp2Server = function (this: unknown, creds: unknown) {
     const h2 = original.call(this, creds);
+    h2.updateSettings({ initialWindowSize: stream });
     h2.on('session', (session: http2.ServerHttp2Session) => {
       try {
-        session.settings({ initialWindowSize: w });
-        session.setLocalWindowSize(w);
+        session.setLocalWindowSize(connection);
       } catch (e) {
-        log?.warn({ err: (e as Error).message }, 'could not raise the HTTP/2 receive window of a session');
+        log?.warn({ err: (e as Error).message }, 'could not raise the HTTP/2 connection window of a session');
       }
       onSession?.(session);
     });

@@ -9,6 +9,8 @@
  *     "transferExpirySeconds": 86400,
  *     "maxChunkBytes": 4194304,
  *     "decodeWorkers": 2,
+ *     "receiveWindowBytes": 33554432,
+ *     "connectionWindowBytes": 33554432,
  *     "identities": {
  *       "backup-sender": {
  *         "lvm": [{ "vg": "vg0", "pool": "pool0", "lv": "backup-*" }],
@@ -27,7 +29,7 @@ import { ThinshipError } from '../errors.js';
 import { parseAccessRules, type AccessPolicy } from '../receiver/access.js';
 import type { TlsFiles } from './tls.js';
 import { DEFAULT_CHECKPOINT_INTERVAL_BYTES, DEFAULT_MAX_CHUNK_BYTES, DEFAULT_TRANSFER_EXPIRY_MS } from '../receiver/transfers.js';
-import { DEFAULT_RECEIVE_WINDOW_BYTES } from './http2-window.js';
+import { DEFAULT_RECEIVE_WINDOW_BYTES, HTTP2_DEFAULT_WINDOW_BYTES, HTTP2_MAX_WINDOW_BYTES } from './http2-window.js';
 import { defaultWorkerCount } from '../stream/worker-pool.js';
 
 export interface ReceiverConfig {
@@ -37,7 +39,10 @@ export interface ReceiverConfig {
   checkpointIntervalBytes: number;
   transferExpiryMs: number;
   maxChunkBytes: number;
+  /** HTTP/2 receive window of each stream (SETTINGS_INITIAL_WINDOW_SIZE). */
   receiveWindowBytes: number;
+  /** HTTP/2 receive window of each connection; unset: the stream window. */
+  connectionWindowBytes?: number;
   maxActiveTransfers: number;
   requireChecksum: boolean;
   /** Threads that decompress and checksum DATA (0: the main thread). */
@@ -45,7 +50,7 @@ export interface ReceiverConfig {
   policy: AccessPolicy;
 }
 
-const KEYS = ['tls', 'stateDir', 'checkpointIntervalBytes', 'transferExpirySeconds', 'maxChunkBytes', 'receiveWindowBytes', 'maxActiveTransfers', 'requireChecksum', 'decodeWorkers', 'identities'];
+const KEYS = ['tls', 'stateDir', 'checkpointIntervalBytes', 'transferExpirySeconds', 'maxChunkBytes', 'receiveWindowBytes', 'connectionWindowBytes', 'maxActiveTransfers', 'requireChecksum', 'decodeWorkers', 'identities'];
 
 export async function loadReceiverConfig(file: string): Promise<ReceiverConfig> {
   let text: string;
@@ -77,6 +82,12 @@ export async function parseReceiverConfig(v: Record<string, unknown>, file: stri
     if (typeof x !== 'number' || !Number.isSafeInteger(x) || x < min) throw new ThinshipError('USAGE', `${file}: "${k}" must be an integer >= ${min}`);
     return x;
   };
+  // HTTP/2 windows: 64 KiB - 1 up to 2^31 - 1 (RFC 9113, 6.9.1).
+  const window = (k: string, dflt: number): number => {
+    const x = uint(k, dflt, HTTP2_DEFAULT_WINDOW_BYTES);
+    if (x > HTTP2_MAX_WINDOW_BYTES) throw new ThinshipError('USAGE', `${file}: "${k}" must be at most ${HTTP2_MAX_WINDOW_BYTES} (HTTP/2's largest window)`);
+    return x;
+  };
   let tls: TlsFiles | undefined;
   if (v.tls !== undefined) {
     const t = v.tls as Record<string, unknown>;
@@ -93,7 +104,8 @@ export async function parseReceiverConfig(v: Record<string, unknown>, file: stri
     checkpointIntervalBytes: uint('checkpointIntervalBytes', DEFAULT_CHECKPOINT_INTERVAL_BYTES),
     transferExpiryMs: uint('transferExpirySeconds', DEFAULT_TRANSFER_EXPIRY_MS / 1000) * 1000,
     maxChunkBytes,
-    receiveWindowBytes: uint('receiveWindowBytes', DEFAULT_RECEIVE_WINDOW_BYTES, 65535),
+    receiveWindowBytes: window('receiveWindowBytes', DEFAULT_RECEIVE_WINDOW_BYTES),
+    connectionWindowBytes: v.connectionWindowBytes === undefined ? undefined : window('connectionWindowBytes', 0),
     maxActiveTransfers: uint('maxActiveTransfers', 16),
     requireChecksum: v.requireChecksum === undefined ? true : v.requireChecksum as boolean,
     decodeWorkers: uint('decodeWorkers', defaultWorkerCount(), 0),

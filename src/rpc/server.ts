@@ -5,11 +5,13 @@
  * TransferBegin / WireRecord values of receiver/transfers.ts, which
  * validates and applies them, and errors become gRPC statuses (status.ts).
  *
- * Memory per running transfer is bounded by: the HTTP/2 receive window
- * (8 MiB by default, receiveWindowBytes) + grpc-js's object-mode readable
- * buffer (16 messages of at most maxChunkBytes + 64 KiB) + DECODE_AHEAD_RECORDS
- * (4) records being decoded (compressed copy + decompressed bytes) + the one
- * being written: about 8 + 16 + 8 + 1 = 33 MiB at 1 MiB chunks.
+ * Memory per running transfer is bounded by: the HTTP/2 stream receive window
+ * (32 MiB by default, receiveWindowBytes; sized for 1 Gbit/s at 100 ms RTT,
+ * see http2-window.ts) + grpc-js's object-mode readable buffer (16 messages
+ * of at most maxChunkBytes + 64 KiB) + DECODE_AHEAD_RECORDS (4) records being
+ * decoded (compressed copy + decompressed bytes) + the one being written:
+ * about 32 + 16 + 8 + 1 = 57 MiB at 1 MiB chunks. That much is only held
+ * when the target is slower than the link.
  */
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
@@ -35,8 +37,10 @@ export interface ReceiverServerOptions {
   insecure?: boolean;
   allowInsecureRemote?: boolean;
   log?: Logger;
-  /** Override the config's receive window; false keeps HTTP/2's 64 KiB (for measurements). */
+  /** Override the config's per-stream receive window; false keeps HTTP/2's 64 KiB for both windows (for measurements). */
   receiveWindowBytes?: number | false;
+  /** Override the config's connection receive window. */
+  connectionWindowBytes?: number;
   /** Called with each new HTTP/2 session (tests check its window). */
   onHttp2Session?: (s: ServerHttp2Session) => void;
 }
@@ -160,7 +164,9 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     'grpc.keepalive_timeout_ms': 20_000,
   });
   const windowBytes = o.receiveWindowBytes ?? cfg.receiveWindowBytes;
-  if (windowBytes !== false) raiseReceiveWindow(server, windowBytes, log, o.onHttp2Session);
+  // The connection window follows the stream window unless set: one transfer is one stream.
+  const connectionWindowBytes = o.connectionWindowBytes ?? cfg.connectionWindowBytes ?? (windowBytes || 0);
+  if (windowBytes !== false) raiseReceiveWindow(server, { streamBytes: windowBytes, connectionBytes: connectionWindowBytes }, log, o.onHttp2Session);
 
   const who = (call: { getAuthContext(): AuthContextLike; getPeer(): string }): ClientIdentity => {
     const names = o.insecure ? ['anonymous'] : callerNames(call);
@@ -226,7 +232,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(o.listen, creds, (e, p) => (e ? reject(new ThinshipError('USAGE', `cannot listen on ${o.listen}: ${e.message}`, { cause: e })) : resolve(p)));
   }).catch(async (e) => { await registry.close(); throw e; });
-  log.info({ listen: o.listen, port, tls: !o.insecure, stateDir: cfg.stateDir, receiveWindowBytes: windowBytes, maxChunkBytes: cfg.maxChunkBytes, checkpointIntervalBytes: cfg.checkpointIntervalBytes }, 'receiver listening');
+  log.info({ listen: o.listen, port, tls: !o.insecure, stateDir: cfg.stateDir, receiveWindowBytes: windowBytes, connectionWindowBytes: windowBytes === false ? false : connectionWindowBytes, maxChunkBytes: cfg.maxChunkBytes, checkpointIntervalBytes: cfg.checkpointIntervalBytes }, 'receiver listening');
 
   let closing: Promise<void> | undefined;
   return {

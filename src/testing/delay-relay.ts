@@ -11,7 +11,8 @@
  *  - holds at most `capacityBytes` (default rate × delay, the link's
  *    bandwidth-delay product, plus a bottleneck queue of `queueBytes`); when
  *    full it stops reading the source socket (backpressure, never drops),
- *    and reads again once the destination has taken enough;
+ *    and reads again once the destination has taken a quarter of it (at
+ *    most 256 KiB);
  *  - carries a half-close (FIN) through the line like data, so the far side
  *    sees the end of the stream after the same delay.
  *
@@ -122,12 +123,14 @@ class Line {
   private pausedByUs = false;
   private ended = false;
   private lateSum = 0;
+  private readonly resumeBelow: number;
 
   constructor(
     private readonly src: net.Socket, private readonly dst: net.Socket,
     private readonly delayMs: number, private readonly bytesPerMs: number, private readonly capacity: number,
     private readonly st: LineStats,
   ) {
+    this.resumeBelow = capacity - Math.min(capacity / 4, 256 * 1024);
     src.on('data', (b: Buffer) => this.push(b));
     src.on('end', () => this.push(null));
   }
@@ -192,7 +195,9 @@ class Line {
 
   private taken(n: number): void {
     this.held -= n;
-    if (this.pausedByUs && this.held < this.capacity) {
+    // Resume only once a good part of the line is free: resuming at every freed chunk
+    // made many small reads and pause/resume calls (CPU) for the same throughput.
+    if (this.pausedByUs && this.held <= this.resumeBelow) {
       this.pausedByUs = false;
       this.src.resume();
     }
