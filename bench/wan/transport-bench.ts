@@ -4,7 +4,7 @@
  * 1 Gbit/s): does HTTP/2 flow control let one gRPC stream fill a long link?
  *
  *   node dist/bench/wan/transport-bench.js [--bytes 512M] [--rtts 0,50,100] [--rate 1gbit]
- *        [--windows 64K,8M,32M] [--reps 3] [--work DIR]
+ *        [--windows 64K,8M,32M] [--reps 3] [--work DIR] [--stripes N] [--stripe-over streams|connections]
  *
  * For every RTT and repetition (interleaved, the order alternating):
  *   tcp       `socat -u -b 256K STDIN TCP:RELAY` → relay → `socat -u -b 256K TCP-LISTEN STDOUT | wc -c`: one TCP stream
@@ -12,6 +12,8 @@
  *             grpc-js server that counts and drops them, its receive windows
  *             (stream and connection) set to W by src/rpc/http2-window.ts
  *             (64K: HTTP/2's default, untouched)
+ * With --stripes N, each gRPC transfer is N client streams on one connection
+ * (--stripe-over streams) or on N connections (--stripe-over connections).
  * Prints MB/s (10^6 bytes of payload per second) as median (min–max), and
  * each gRPC figure ÷ tcp in the same repetition.
  */
@@ -53,7 +55,7 @@ async function sink(windowBytes: number, certs: string): Promise<void> {
   server.bindAsync('127.0.0.1:0', creds, (e, port) => { if (e) throw e; process.send!({ port }); });
 }
 
-interface Options { bytes: number; rttsMs: number[]; rate: string; windows: number[]; reps: number; work: string; relayNice: number }
+interface Options { bytes: number; rttsMs: number[]; rate: string; windows: number[]; reps: number; work: string; relayNice: number; stripes: number; stripeOver: 'streams' | 'connections' }
 
 function parseSize(s: string): number {
   const m = /^(\d+)([KMG]?)$/i.exec(s.trim());
@@ -66,7 +68,7 @@ function sizeName(b: number): string {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { bytes: 512 * 2 ** 20, rttsMs: [0, 50, 100], rate: '1gbit', windows: [65535, 8 * 2 ** 20, 32 * 2 ** 20], reps: 3, work: '/var/tmp/thinship-wan', relayNice: -10 };
+  const o: Options = { bytes: 512 * 2 ** 20, rttsMs: [0, 50, 100], rate: '1gbit', windows: [65535, 8 * 2 ** 20, 32 * 2 ** 20], reps: 3, work: '/var/tmp/thinship-wan', relayNice: -10, stripes: 1, stripeOver: 'streams' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = () => { const x = argv[++i]; if (x === undefined) throw new Error(`${a} needs a value`); return x; };
@@ -77,6 +79,12 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--reps') o.reps = Number(v());
     else if (a === '--work') o.work = resolve(v());
     else if (a === '--relay-nice') o.relayNice = Number(v());
+    else if (a === '--stripes') o.stripes = Number(v());
+    else if (a === '--stripe-over') {
+      const x = v();
+      if (x !== 'streams' && x !== 'connections') throw new Error('--stripe-over: streams or connections');
+      o.stripeOver = x;
+    }
     else throw new Error(`unknown argument ${a}`);
   }
   return o;
@@ -110,32 +118,43 @@ async function runTcp(o: Options, rttMs: number): Promise<number> {
 
 type UpClient = grpc.Client & { up(cb: (e: grpc.ServiceError | null, r?: Buffer) => void): grpc.ClientWritableStream<Buffer> };
 
-/** One gRPC client stream of `bytes` through the relay to a sink child with receive window `windowBytes`. */
+/**
+ * `bytes` through the relay to a sink child with receive window `windowBytes`:
+ * one client stream, or o.stripes of them (each 1/N of the bytes) on one
+ * connection (streams) or on one connection each (connections).
+ */
 async function runGrpc(o: Options, rttMs: number, windowBytes: number, certs: string): Promise<number> {
   const child: ChildProcess = fork(fileURLToPath(import.meta.url), ['--sink', String(windowBytes), certs], { stdio: 'inherit' });
   const [{ port }] = await once(child, 'message') as [{ port: number }];
   const relay = await relayTo(o, port, rttMs);
   const Client = grpc.makeGenericClientConstructor(SERVICE as unknown as grpc.ServiceDefinition, 'Wan');
   const creds = grpc.credentials.createSsl(readFileSync(join(certs, 'ca.crt')), readFileSync(join(certs, 'client.key')), readFileSync(join(certs, 'client.crt')));
-  const client = new Client(`127.0.0.1:${relay.port}`, creds, { 'grpc.max_send_message_length': 2 * MESSAGE_BYTES, 'grpc.ssl_target_name_override': 'localhost' }) as unknown as UpClient;
+  const n = Math.max(1, o.stripes);
+  // grpc-js shares a connection between channels with equal options: a distinct option value per stripe gives each its own.
+  const clients = Array.from({ length: o.stripeOver === 'connections' ? n : 1 }, (_, i) => new Client(`127.0.0.1:${relay.port}`, creds, {
+    'grpc.max_send_message_length': 2 * MESSAGE_BYTES, 'grpc.ssl_target_name_override': 'localhost', 'thinship.bench.stripe': i,
+  }) as unknown as UpClient);
   try {
     const msg = Buffer.alloc(MESSAGE_BYTES, 0x5a); // identity serializer, never modified: safe to hand over repeatedly
-    let answer!: Promise<Buffer>;
+    const perStripe = Math.ceil(o.bytes / MESSAGE_BYTES / n) * MESSAGE_BYTES;
     const t0 = performance.now();
-    const call = await new Promise<grpc.ClientWritableStream<Buffer>>((resolveCall) => {
-      answer = new Promise<Buffer>((res, rej) => { resolveCall(client.up((e, r) => (e ? rej(e) : res(r!)))); });
-    });
-    for (let sent = 0; sent < o.bytes; sent += MESSAGE_BYTES) {
-      if (!call.write(msg)) await once(call, 'drain');
-    }
-    call.end();
-    const got = Number((await answer).toString());
+    const one = async (client: UpClient): Promise<number> => {
+      let answer!: Promise<Buffer>;
+      const call = await new Promise<grpc.ClientWritableStream<Buffer>>((resolveCall) => {
+        answer = new Promise<Buffer>((res, rej) => { resolveCall(client.up((e, r) => (e ? rej(e) : res(r!)))); });
+      });
+      for (let sent = 0; sent < perStripe; sent += MESSAGE_BYTES) {
+        if (!call.write(msg)) await once(call, 'drain');
+      }
+      call.end();
+      return Number((await answer).toString());
+    };
+    const got = (await Promise.all(Array.from({ length: n }, (_, i) => one(clients[i % clients.length]!)))).reduce((x, y) => x + y, 0);
     const s = (performance.now() - t0) / 1000;
-    const want = Math.ceil(o.bytes / MESSAGE_BYTES) * MESSAGE_BYTES;
-    if (got !== want) throw new Error(`the sink counted ${got} bytes, sent ${want}`);
-    return want / 1e6 / s;
+    if (got !== perStripe * n) throw new Error(`the sink counted ${got} bytes, sent ${perStripe * n}`);
+    return got / 1e6 / s;
   } finally {
-    client.close();
+    for (const c of clients) c.close();
     await relay.stop();
     child.kill();
     await once(child, 'exit').catch(() => undefined);
@@ -175,7 +194,7 @@ async function main(o: Options): Promise<void> {
         xs.push(x);
         ratios.push(x / (res.get(`${rtt}|tcp|${rep}`)?.[0] ?? NaN));
       }
-      rows.push([`${rtt} ms`, p === 'tcp' ? 'TCP (socat -b 256K)' : `gRPC mTLS, window ${p.slice(5)}`, fmtSpread(spread(xs), 1), p === 'tcp' ? '1' : fmtSpread(spread(ratios), 2)]);
+      rows.push([`${rtt} ms`, p === 'tcp' ? 'TCP (socat -b 256K)' : `gRPC mTLS, window ${p.slice(5)}${o.stripes > 1 ? `, ${o.stripes} ${o.stripeOver}` : ''}`, fmtSpread(spread(xs), 1), p === 'tcp' ? '1' : fmtSpread(spread(ratios), 2)]);
     }
   }
   process.stdout.write(`\n${textTable(['RTT', 'transport', 'MB/s', '÷ TCP'], rows)}\nload during the runs: ${fmtSpread(spread(loads), 1)}\n`);
