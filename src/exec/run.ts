@@ -132,19 +132,18 @@ export interface StreamingTool {
 }
 
 /**
- * Starts a tool whose stdout is consumed as a stream (thin_dump, thin_delta:
- * hundreds of MB for a fragmented pool). Memory stays constant: stdout is not
- * buffered here.
+ * The result of a started streaming tool: its ToolResult, or the ToolError
+ * the classifier and failureOf make of it. `onExit` runs once it has exited.
  */
-export function spawnTool(tool: string, args: string[], opts: RunOptions = {}): StreamingTool {
-  const t0 = performance.now();
-  const sub: ResultPromise = execa(tool, args, { reject: false, stdin: 'ignore', buffer: { stdout: false, stderr: true }, cancelSignal: opts.signal, env: opts.env, extendEnv: true, stripFinalNewline: false });
+function settle(sub: ResultPromise, tool: string, args: string[], opts: RunOptions, t0: number, onExit?: () => void): Promise<ToolResult> {
   const done = (async () => {
     let raw;
     try {
       raw = await sub;
     } catch (e) {
       throw missingTool(tool, args, e) ?? e;
+    } finally {
+      onExit?.();
     }
     if (/spawn .* ENOENT/.test(String((raw as { originalMessage?: string }).originalMessage ?? ''))) {
       throw missingTool(tool, args, Object.assign(new Error('ENOENT'), { code: 'ENOENT' }))!;
@@ -157,6 +156,18 @@ export function spawnTool(tool: string, args: string[], opts: RunOptions = {}): 
   })();
   // Avoid an unhandled rejection if the caller fails first and never awaits done.
   done.catch(() => undefined);
+  return done;
+}
+
+/**
+ * Starts a tool whose stdout is consumed as a stream (thin_dump, thin_delta:
+ * hundreds of MB for a fragmented pool). Memory stays constant: stdout is not
+ * buffered here.
+ */
+export function spawnTool(tool: string, args: string[], opts: RunOptions = {}): StreamingTool {
+  const t0 = performance.now();
+  const sub: ResultPromise = execa(tool, args, { reject: false, stdin: 'ignore', buffer: { stdout: false, stderr: true }, cancelSignal: opts.signal, env: opts.env, extendEnv: true, stripFinalNewline: false });
+  const done = settle(sub, tool, args, opts, t0);
   // execa drops stdout that nobody reads by the time the tool exits: a fast tool
   // could finish before the consumer attaches (e.g. while it creates a spool
   // file). Our own PassThrough takes the bytes at once and keeps backpressure.
@@ -210,25 +221,7 @@ export function spawnToolToFile(tool: string, args: string[], opts: RunOptions &
     closeSync(fd);
     throw e;
   }
-  const done = (async () => {
-    let raw;
-    try {
-      raw = await sub;
-    } catch (e) {
-      throw missingTool(tool, args, e) ?? e;
-    } finally {
-      exited = true;
-    }
-    if (/spawn .* ENOENT/.test(String((raw as { originalMessage?: string }).originalMessage ?? ''))) {
-      throw missingTool(tool, args, Object.assign(new Error('ENOENT'), { code: 'ENOENT' }))!;
-    }
-    const r = toResult(tool, args, raw as never, t0);
-    logResult(r);
-    const err = failureOf(r, opts, opts.signal?.aborted === true);
-    if (err) throw err;
-    return r;
-  })();
-  done.catch(() => undefined);
+  const done = settle(sub, tool, args, opts, t0, () => { exited = true; });
   const stdout = Readable.from(followFd(fd, () => exited), { objectMode: false });
   let closed = false;
   const closeFd = () => { if (!closed) { closed = true; closeSync(fd); } };
