@@ -128,6 +128,7 @@ function fileHelp(): string {
   --no-snapshot          run dist/ in place instead of a copy in --work/app
   --app DIR              run the build in DIR (DIR/dist/src/cli/main.js, with DIR/build and DIR/node_modules), e.g. a patched copy
   --verify first|all|none  sha256 of the target against the pool's image after the first (default), every or no repetition
+  --report FILE          print the tables of a results file again (nothing is measured)
 `;
 }
 
@@ -387,10 +388,15 @@ interface PathSummary {
   receiverCpuSPerGiB: Spread;
   /** Per process name: peak RSS over the repetitions, in MiB. */
   peakRssMiB: Record<string, Spread>;
-  /** Source data left in the page cache after the send, % of the volume size. */
+  /** Source data left in the page cache after the send, % of the volume size (runs where the cache was clean before). */
   cacheLeftPct: Spread;
+  /** Runs left out of cacheLeftPct: the source was cached again right after it was dropped (someone else reading the pool). */
+  cacheRunsExcluded: number;
   load1: Spread;
 }
+
+/** The source was (nearly) out of the page cache when the run started: its cache figure means something. */
+const cleanBefore = (r: RunRecord) => r.cacheBeforeBytes <= 0.005 * r.volumeBytes;
 
 function summarize(runs: RunRecord[]): PathSummary[] {
   const out: PathSummary[] = [];
@@ -410,7 +416,8 @@ function summarize(runs: RunRecord[]): PathSummary[] {
       senderCpuSPerGiB: spread(ok.map((r) => r.senderCpuS / (r.dataBytes / GiB))),
       receiverCpuSPerGiB: spread(ok.map((r) => r.receiverCpuS / (r.dataBytes / GiB))),
       peakRssMiB: Object.fromEntries(names.map((n) => [n, spread(ok.map((r) => (r.procs.find((p) => p.name === n)?.maxRssKiB ?? NaN) / 1024))])),
-      cacheLeftPct: spread(ok.map((r) => (100 * r.cacheAfterBytes) / r.volumeBytes)),
+      cacheLeftPct: spread(ok.filter(cleanBefore).map((r) => (100 * r.cacheAfterBytes) / r.volumeBytes)),
+      cacheRunsExcluded: ok.filter((r) => !cleanBefore(r)).length,
       load1: spread(all.map((r) => r.load1Before)),
     });
   }
@@ -488,10 +495,11 @@ function report(sums: PathSummary[], incr: IncrementalCheck[], plan: PlanRow[], 
   const out: string[] = [];
   const full = sums.filter((s) => s.kind === 'full');
   if (full.length) {
-    out.push(`Full send (median (min–max) of ${reps} repetitions; MB/s = 10^6 bytes of mapped volume data per second; ratio to the classic pipeline per repetition)`);
+    out.push(`Full send (median (min–max) of ${reps} repetitions; MB/s = 10^6 bytes of mapped volume data per second; ratio to the classic pipeline per repetition;`);
+    out.push('cache left = source data still in the page cache after the send, % of the volume; "excl." = runs left out because another process had cached the source again before the run started)');
     out.push(textTable(
       ['size', 'path', 'data MB/s', '× classic', 'send CPU s/GiB', 'recv CPU s/GiB', 'cache left %', 'load1'],
-      full.map((s) => [s.size, LABEL[s.transport] + (s.failures ? ` (${s.failures} failed)` : ''), fmtSpread(s.dataMBps), s.transport === 'socat' ? '1' : fmtSpread(s.ratioToClassic, 2), fmtSpread(s.senderCpuSPerGiB, 2), fmtSpread(s.receiverCpuSPerGiB, 2), fmtSpread(s.cacheLeftPct, 1), fmtSpread(s.load1, 1)]),
+      full.map((s) => [s.size, LABEL[s.transport] + (s.failures ? ` (${s.failures} failed)` : ''), fmtSpread(s.dataMBps), s.transport === 'socat' ? '1' : fmtSpread(s.ratioToClassic, 2), fmtSpread(s.senderCpuSPerGiB, 2), fmtSpread(s.receiverCpuSPerGiB, 2), fmtSpread(s.cacheLeftPct, 1) + (s.cacheRunsExcluded ? ` [${s.cacheRunsExcluded} excl.]` : ''), fmtSpread(s.load1, 1)]),
     ));
     out.push('');
     out.push('Peak RSS per process, MiB (max over repetitions)');
@@ -553,7 +561,19 @@ async function profileRuns(o: Options, pools: BenchPool[], base: Omit<RunCtx, 'p
   return out;
 }
 
+/** `--report FILE`: the tables again from a results file (e.g. after the summary rules changed), without measuring. */
+async function reportFrom(file: string): Promise<void> {
+  const j = JSON.parse(await readFile(file, 'utf8')) as { runs: RunRecord[]; plan?: { rows: PlanRow[] }; options: { reps: number }; command: string; loadavgStart: number[]; loadavgEnd: number[] };
+  const sums = summarize(j.runs);
+  const incr = incrementalChecks(sums, j.runs);
+  const plan = j.plan?.rows ?? [];
+  process.stdout.write(`${j.command}\n\n${report(sums, incr, plan, targetChecks(sums, incr, plan), j.options.reps)}`);
+  process.stdout.write(`load average at start ${j.loadavgStart.map((x) => x.toFixed(2)).join(' ')}, at end ${j.loadavgEnd.map((x) => x.toFixed(2)).join(' ')}\n`);
+}
+
 async function main(): Promise<void> {
+  const ri = process.argv.indexOf('--report');
+  if (ri >= 0) return reportFrom(resolve(process.argv[ri + 1] ?? ''));
   const o = parseArgs(process.argv.slice(2));
   const started = new Date();
   const loadStart = loadavg();
