@@ -5,6 +5,8 @@
  *
  *   node dist/bench/wan/transport-bench.js [--bytes 512M] [--rtts 0,50,100] [--rate 1gbit]
  *        [--windows 64K,8M,32M] [--reps 3] [--work DIR] [--stripes N] [--stripe-over streams|connections]
+ *        [--relay-sched fifo|other]
+ * The relay runs under SCHED_FIFO as in wan-bench.ts (relay-proc.ts says why).
  *
  * For every RTT and repetition (interleaved, the order alternating):
  *   tcp       `socat -u -b 256K STDIN TCP:RELAY` → relay → `socat -u -b 256K TCP-LISTEN STDOUT | wc -c`: one TCP stream
@@ -21,7 +23,7 @@ import { spawn, fork, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
-import { loadavg, setPriority } from 'node:os';
+import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
@@ -29,7 +31,7 @@ import { raiseReceiveWindow } from '../../src/rpc/http2-window.js';
 import { runTool } from '../../src/exec/run.js';
 import { freePort, startBash, waitListening } from '../proc.js';
 import { fmtSpread, spread, textTable } from '../stats.js';
-import { startRelayProcess, type RelayProcess } from './relay-proc.js';
+import { REALTIME, startRelayProcess, type RelayProcess } from './relay-proc.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const MESSAGE_BYTES = 1024 * 1024;
@@ -55,7 +57,7 @@ async function sink(windowBytes: number, certs: string): Promise<void> {
   server.bindAsync('127.0.0.1:0', creds, (e, port) => { if (e) throw e; process.send!({ port }); });
 }
 
-interface Options { bytes: number; rttsMs: number[]; rate: string; windows: number[]; reps: number; work: string; relayNice: number; stripes: number; stripeOver: 'streams' | 'connections' }
+interface Options { bytes: number; rttsMs: number[]; rate: string; windows: number[]; reps: number; work: string; relaySched: 'fifo' | 'other'; stripes: number; stripeOver: 'streams' | 'connections' }
 
 function parseSize(s: string): number {
   const m = /^(\d+)([KMG]?)$/i.exec(s.trim());
@@ -68,7 +70,7 @@ function sizeName(b: number): string {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { bytes: 512 * 2 ** 20, rttsMs: [0, 50, 100], rate: '1gbit', windows: [65535, 8 * 2 ** 20, 32 * 2 ** 20], reps: 3, work: '/var/tmp/thinship-wan', relayNice: -10, stripes: 1, stripeOver: 'streams' };
+  const o: Options = { bytes: 512 * 2 ** 20, rttsMs: [0, 50, 100], rate: '1gbit', windows: [65535, 8 * 2 ** 20, 32 * 2 ** 20], reps: 3, work: '/var/tmp/thinship-wan', relaySched: 'fifo', stripes: 1, stripeOver: 'streams' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = () => { const x = argv[++i]; if (x === undefined) throw new Error(`${a} needs a value`); return x; };
@@ -78,7 +80,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--windows') o.windows = v().split(',').map((w) => (w.toUpperCase() === '64K' ? 65535 : parseSize(w)));
     else if (a === '--reps') o.reps = Number(v());
     else if (a === '--work') o.work = resolve(v());
-    else if (a === '--relay-nice') o.relayNice = Number(v());
+    else if (a === '--relay-sched') o.relaySched = v() === 'other' ? 'other' : 'fifo';
     else if (a === '--stripes') o.stripes = Number(v());
     else if (a === '--stripe-over') {
       const x = v();
@@ -90,10 +92,8 @@ function parseArgs(argv: string[]): Options {
   return o;
 }
 
-async function relayTo(o: Options, port: number, rttMs: number): Promise<RelayProcess> {
-  const r = await startRelayProcess(`127.0.0.1:${port}`, rttMs / 2, o.rate);
-  try { setPriority(r.pid, o.relayNice); } catch { /* not permitted: keep the default priority */ }
-  return r;
+function relayTo(o: Options, port: number, rttMs: number): Promise<RelayProcess> {
+  return startRelayProcess(`127.0.0.1:${port}`, rttMs / 2, o.rate, [], undefined, o.relaySched === 'fifo' ? REALTIME : []);
 }
 
 /** One TCP stream of `bytes` through the relay, socat at both ends. */

@@ -6,7 +6,7 @@
  *   node dist/bench/wan/wan-bench.js [--size 1G] [--rtts 0,50,100] [--rate 1gbit] [--reps 3]
  *        [--paths grpc,socat] [--work DIR] [--json FILE] [--receive-window BYTES]
  *        [--connection-window BYTES] [--queue BYTES] [--verify all|first|none] [--no-snapshot]
- *        [--relay-nice N]
+ *        [--relay-sched fifo|other]
  *
  * Paths, each into a sparse file target through its own relay process:
  *   grpc   `thinship send --to RELAY` → relay → `thinship serve` (mTLS, zstd -1 per 1 MiB chunk)
@@ -19,21 +19,22 @@
  * grpc ÷ socat in the same repetition. Each target is compared with the
  * pool's image sha256 (--verify). CPU of every process (GNU time; the serve
  * daemon and the relay through /proc) and the 1-minute load are recorded.
- * The relay runs at nice -10 (--relay-nice): it stands for a link, which does
- * not wait for a CPU when the shared machine is busy; its own CPU is reported.
+ * The relay runs under SCHED_FIFO (chrt; --relay-sched other to not): it
+ * stands for a link, which does not wait for a CPU when the shared machine is
+ * busy. Its own CPU time and its time spent waiting for a CPU are reported.
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { cp, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
-import { cpus, loadavg, release, setPriority } from 'node:os';
+import { cpus, loadavg, release } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runTool } from '../../src/exec/run.js';
 import { DEFAULT_POOL_PARAMS, ensureBenchPool, type BenchPool } from '../pool-gen.js';
 import { dropCache, freePort, procCpuSeconds, readTimed, startBash, timed, waitListening, type ProcUsage } from '../proc.js';
 import { fmtSpread, spread, textTable } from '../stats.js';
-import { startRelayProcess, type RelayProcess } from './relay-proc.js';
+import { REALTIME, startRelayProcess, type RelayProcess } from './relay-proc.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const GiB = 2 ** 30;
@@ -57,8 +58,8 @@ interface Options {
   snapshot: boolean;
   /** Give up on one run after this long (a stuck transfer must not stall the benchmark). */
   runTimeoutS: number;
-  /** Scheduling priority of the relay process (a link does not wait for a CPU; the machine is shared). */
-  relayNice: number;
+  /** How the relay is scheduled: real-time FIFO (default: a link does not wait for a CPU) or plain. */
+  relaySched: 'fifo' | 'other';
 }
 
 function parseSize(s: string): number {
@@ -70,7 +71,7 @@ function parseSize(s: string): number {
 function parseArgs(argv: string[]): Options {
   const o: Options = {
     sizeBytes: GiB, rttsMs: [0, 50, 100], rate: '1gbit', reps: 3, paths: [...PATHS], work: '/var/tmp/thinship-wan',
-    json: join(REPO_ROOT, 'bench/wan/results/latest.json'), verify: 'all', snapshot: true, runTimeoutS: 600, relayNice: -10,
+    json: join(REPO_ROOT, 'bench/wan/results/latest.json'), verify: 'all', snapshot: true, runTimeoutS: 600, relaySched: 'fifo',
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -94,7 +95,11 @@ function parseArgs(argv: string[]): Options {
       o.verify = x;
     } else if (a === '--no-snapshot') o.snapshot = false;
     else if (a === '--run-timeout') o.runTimeoutS = Number(v());
-    else if (a === '--relay-nice') o.relayNice = Number(v());
+    else if (a === '--relay-sched') {
+      const x = v();
+      if (x !== 'fifo' && x !== 'other') throw new Error('--relay-sched: fifo or other');
+      o.relaySched = x;
+    }
     else if (a === '--help' || a === '-h') { process.stdout.write(`${fileHelp()}\n`); process.exit(0); }
     else throw new Error(`unknown argument ${a} (see --help)`);
   }
@@ -105,7 +110,7 @@ function parseArgs(argv: string[]): Options {
 
 function fileHelp(): string {
   return 'usage: node dist/bench/wan/wan-bench.js [--size 1G] [--rtts 0,50,100] [--rate 1gbit] [--reps 3] [--paths grpc,socat]\n' +
-    '  [--work DIR] [--json FILE] [--receive-window BYTES] [--connection-window BYTES] [--queue BYTES] [--verify all|first|none] [--no-snapshot] [--run-timeout S] [--relay-nice N (default -10)]';
+    '  [--work DIR] [--json FILE] [--receive-window BYTES] [--connection-window BYTES] [--queue BYTES] [--verify all|first|none] [--no-snapshot] [--run-timeout S] [--relay-sched fifo|other]';
 }
 
 function log(s: string): void {
@@ -157,6 +162,8 @@ interface RunRecord {
   wireBytes?: number;
   procs: ProcUsage[];
   relayCpuS: number;
+  /** The relay's main thread, runnable but not running (a starved link emulator delays everything). */
+  relayWaitS: number;
   relay?: Record<string, unknown>;
   load1Before: number;
   load1After: number;
@@ -171,14 +178,8 @@ function relayExtra(c: Ctx): string[] {
   return c.o.queue ? ['--queue', c.o.queue] : [];
 }
 
-async function startRelay(c: Ctx, to: string, rttMs: number): Promise<RelayProcess> {
-  const relay = await startRelayProcess(to, rttMs / 2, c.o.rate, relayExtra(c), c.app.relay);
-  try {
-    setPriority(relay.pid, c.o.relayNice);
-  } catch (e) {
-    log(`  (relay priority unchanged: ${(e as Error).message})`);
-  }
-  return relay;
+function startRelay(c: Ctx, to: string, rttMs: number): Promise<RelayProcess> {
+  return startRelayProcess(to, rttMs / 2, c.o.rate, relayExtra(c), c.app.relay, c.o.relaySched === 'fifo' ? REALTIME : []);
 }
 
 function check(what: string, r: { code: number | null; signal: string | null; stderr: string }): void {
@@ -192,7 +193,13 @@ async function withTimeout<T>(c: Ctx, p: Promise<T>, kill: () => void, what: str
   try { return await Promise.race([p, timeout]); } finally { clearTimeout(t); }
 }
 
-interface PathResult { wallS: number; procs: ProcUsage[]; relay: RelayProcess; relayCpuS: number }
+interface PathResult { wallS: number; procs: ProcUsage[]; relay: RelayProcess; relayCpuS: number; relayWaitS: number }
+
+/** Seconds the process's main thread has spent runnable but waiting for a CPU (/proc/PID/schedstat, field 2). */
+async function runQueueWaitS(pid: number): Promise<number> {
+  const t = await readFile(`/proc/${pid}/schedstat`, 'utf8').catch(() => '');
+  return Number(t.split(' ')[1] ?? NaN) / 1e9;
+}
 
 async function runGrpc(c: Ctx, rttMs: number): Promise<PathResult> {
   const port = await freePort();
@@ -219,6 +226,7 @@ async function runGrpc(c: Ctx, rttMs: number): Promise<PathResult> {
     relay = await startRelay(c, `127.0.0.1:${port}`, rttMs);
     const serveCpu0 = await procCpuSeconds(server.pid!);
     const relayCpu0 = await procCpuSeconds(relay.pid);
+    const relayWait0 = await runQueueWaitS(relay.pid);
     const f = join(c.tmp, `${c.tag}-send.time`);
     const t0 = performance.now();
     const tx = startBash(timed(f, [process.execPath, c.app.main, 'send', ...poolArgs(c), '--to', `127.0.0.1:${relay.port}`, '--server-name', 'localhost',
@@ -226,11 +234,12 @@ async function runGrpc(c: Ctx, rttMs: number): Promise<PathResult> {
     const r = await withTimeout(c, tx.done, () => tx.child.kill('SIGKILL'), 'thinship send --to');
     const wallS = (performance.now() - t0) / 1000;
     const relayCpuS = (await procCpuSeconds(relay.pid)) - relayCpu0;
+    const relayWaitS = (await runQueueWaitS(relay.pid)) - relayWait0;
     if (!alive) throw new Error(`thinship serve exited during the send: ${serverErr.trim()}`);
     const serveCpuS = (await procCpuSeconds(server.pid!)) - serveCpu0;
     check('thinship send --to', r);
     const send = await readTimed(f, 'thinship send --to', 'sender');
-    return { wallS, relay, relayCpuS, procs: [send, { name: 'thinship serve', side: 'receiver', wallS, userS: serveCpuS, sysS: 0, maxRssKiB: NaN, exitCode: 0 }] };
+    return { wallS, relay, relayCpuS, relayWaitS, procs: [send, { name: 'thinship serve', side: 'receiver', wallS, userS: serveCpuS, sysS: 0, maxRssKiB: NaN, exitCode: 0 }] };
   } catch (e) {
     await relay?.stop();
     throw e;
@@ -260,6 +269,7 @@ async function runSocat(c: Ctx, rttMs: number): Promise<PathResult> {
     await waitListening(port, 10_000, () => !rxExited);
     relay = await startRelay(c, `127.0.0.1:${port}`, rttMs);
     const relayCpu0 = await procCpuSeconds(relay.pid);
+    const relayWait0 = await runQueueWaitS(relay.pid);
     const t0 = performance.now();
     const tx = startBash([
       timed(f('send'), [process.execPath, c.app.main, 'send', '-q', ...poolArgs(c)]),
@@ -270,10 +280,11 @@ async function runSocat(c: Ctx, rttMs: number): Promise<PathResult> {
     const [txr, rxr] = await withTimeout(c, both, () => { tx.child.kill('SIGKILL'); rx.child.kill('SIGKILL'); }, 'socat pipeline');
     const wallS = (performance.now() - t0) / 1000;
     const relayCpuS = (await procCpuSeconds(relay.pid)) - relayCpu0;
+    const relayWaitS = (await runQueueWaitS(relay.pid)) - relayWait0;
     check('send | zstd -1 | socat', txr);
     check('socat | zstd -d | recv', rxr);
     return {
-      wallS, relay, relayCpuS,
+      wallS, relay, relayCpuS, relayWaitS,
       procs: [
         await readTimed(f('send'), 'thinship send', 'sender'), await readTimed(f('tx-zstd'), 'zstd -1', 'sender'), await readTimed(f('tx-socat'), 'socat (send)', 'sender'),
         await readTimed(f('rx-socat'), 'socat (recv)', 'receiver'), await readTimed(f('rx-zstd'), 'zstd -d', 'receiver'), await readTimed(f('recv'), 'thinship recv', 'receiver'),
@@ -291,7 +302,7 @@ async function measure(c: Ctx, path: PathName, rttMs: number, rep: number, verif
   await rm(c.target, { force: true });
   await dropCache(c.pool.dataPath);
   await dropCache(c.pool.metadataPath);
-  const rec: RunRecord = { rttMs, path, rep, ok: false, wallS: NaN, dataBytes, dataMBps: NaN, procs: [], relayCpuS: NaN, load1Before: loadavg()[0]!, load1After: NaN };
+  const rec: RunRecord = { rttMs, path, rep, ok: false, wallS: NaN, dataBytes, dataMBps: NaN, procs: [], relayCpuS: NaN, relayWaitS: NaN, load1Before: loadavg()[0]!, load1After: NaN };
   try {
     const r = await (path === 'grpc' ? runGrpc(c, rttMs) : runSocat(c, rttMs));
     const st = await r.relay.stop() as { up?: { bytes: number } };
@@ -300,6 +311,7 @@ async function measure(c: Ctx, path: PathName, rttMs: number, rep: number, verif
     rec.wallS = r.wallS;
     rec.procs = r.procs;
     rec.relayCpuS = r.relayCpuS;
+    rec.relayWaitS = r.relayWaitS;
     rec.dataMBps = dataBytes / 1e6 / r.wallS;
     rec.ok = true;
     if (verify) {
@@ -313,7 +325,7 @@ async function measure(c: Ctx, path: PathName, rttMs: number, rep: number, verif
   const cpu = (side: string) => rec.procs.filter((p) => p.side === side).reduce((s, p) => s + p.userS + p.sysS, 0);
   const up = rec.relay?.up as { lateMsMean?: number; lateMsMax?: number; pauses?: number; heldBytesMax?: number } | undefined;
   log(`  rtt ${String(rttMs).padStart(3)} ms ${path.padEnd(5)} rep ${rep}: ${rec.ok
-    ? `${rec.wallS.toFixed(2)} s, ${rec.dataMBps.toFixed(0)} MB/s data, ${((rec.wireBytes ?? NaN) / 1e6 / rec.wallS).toFixed(0)} MB/s through the relay, cpu send ${cpu('sender').toFixed(1)} s recv ${cpu('receiver').toFixed(1)} s relay ${rec.relayCpuS.toFixed(1)} s, relay late ${up?.lateMsMean?.toFixed(2)}/${up?.lateMsMax?.toFixed(1)} ms held max ${((up?.heldBytesMax ?? NaN) / MiB).toFixed(1)} MiB${rec.verified ? ', target verified' : ''}`
+    ? `${rec.wallS.toFixed(2)} s, ${rec.dataMBps.toFixed(0)} MB/s data, ${((rec.wireBytes ?? NaN) / 1e6 / rec.wallS).toFixed(0)} MB/s through the relay, cpu send ${cpu('sender').toFixed(1)} s recv ${cpu('receiver').toFixed(1)} s relay ${rec.relayCpuS.toFixed(1)} s (waited for a CPU ${rec.relayWaitS.toFixed(2)} s), relay late ${up?.lateMsMean?.toFixed(2)}/${up?.lateMsMax?.toFixed(1)} ms held max ${((up?.heldBytesMax ?? NaN) / MiB).toFixed(1)} MiB${rec.verified ? ', target verified' : ''}`
     : `FAILED: ${rec.error}`}; load ${rec.load1Before.toFixed(2)}→${rec.load1After.toFixed(2)}`);
   return rec;
 }
