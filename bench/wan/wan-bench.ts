@@ -32,7 +32,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runTool } from '../../src/exec/run.js';
 import { DEFAULT_POOL_PARAMS, ensureBenchPool, type BenchPool } from '../pool-gen.js';
-import { dropCache, freePort, procCpuSeconds, readTimed, startBash, timed, waitListening, type ProcUsage } from '../proc.js';
+import { dropCache, freePort, procCpuSeconds, procHwmKiB, readTimed, startBash, timed, waitListening, type ProcUsage } from '../proc.js';
 import { fmtSpread, spread, textTable } from '../stats.js';
 import { REALTIME, startRelayProcess, type RelayProcess } from './relay-proc.js';
 
@@ -237,9 +237,10 @@ async function runGrpc(c: Ctx, rttMs: number): Promise<PathResult> {
     const relayWaitS = (await runQueueWaitS(relay.pid)) - relayWait0;
     if (!alive) throw new Error(`thinship serve exited during the send: ${serverErr.trim()}`);
     const serveCpuS = (await procCpuSeconds(server.pid!)) - serveCpu0;
+    const serveHwmKiB = await procHwmKiB(server.pid!);
     check('thinship send --to', r);
     const send = await readTimed(f, 'thinship send --to', 'sender');
-    return { wallS, relay, relayCpuS, relayWaitS, procs: [send, { name: 'thinship serve', side: 'receiver', wallS, userS: serveCpuS, sysS: 0, maxRssKiB: NaN, exitCode: 0 }] };
+    return { wallS, relay, relayCpuS, relayWaitS, procs: [send, { name: 'thinship serve', side: 'receiver', wallS, userS: serveCpuS, sysS: 0, maxRssKiB: serveHwmKiB, exitCode: 0 }] };
   } catch (e) {
     await relay?.stop();
     throw e;
@@ -325,7 +326,7 @@ async function measure(c: Ctx, path: PathName, rttMs: number, rep: number, verif
   const cpu = (side: string) => rec.procs.filter((p) => p.side === side).reduce((s, p) => s + p.userS + p.sysS, 0);
   const up = rec.relay?.up as { lateMsMean?: number; lateMsMax?: number; pauses?: number; heldBytesMax?: number } | undefined;
   log(`  rtt ${String(rttMs).padStart(3)} ms ${path.padEnd(5)} rep ${rep}: ${rec.ok
-    ? `${rec.wallS.toFixed(2)} s, ${rec.dataMBps.toFixed(0)} MB/s data, ${((rec.wireBytes ?? NaN) / 1e6 / rec.wallS).toFixed(0)} MB/s through the relay, cpu send ${cpu('sender').toFixed(1)} s recv ${cpu('receiver').toFixed(1)} s relay ${rec.relayCpuS.toFixed(1)} s (waited for a CPU ${rec.relayWaitS.toFixed(2)} s), relay late ${up?.lateMsMean?.toFixed(2)}/${up?.lateMsMax?.toFixed(1)} ms held max ${((up?.heldBytesMax ?? NaN) / MiB).toFixed(1)} MiB${rec.verified ? ', target verified' : ''}`
+    ? `${rec.wallS.toFixed(2)} s, ${rec.dataMBps.toFixed(0)} MB/s data, ${((rec.wireBytes ?? NaN) / 1e6 / rec.wallS).toFixed(0)} MB/s through the relay, cpu send ${cpu('sender').toFixed(1)} s recv ${cpu('receiver').toFixed(1)} s relay ${rec.relayCpuS.toFixed(1)} s (waited for a CPU ${rec.relayWaitS.toFixed(2)} s), relay late ${up?.lateMsMean?.toFixed(2)}/${up?.lateMsMax?.toFixed(1)} ms held max ${((up?.heldBytesMax ?? NaN) / MiB).toFixed(1)} MiB, peak RSS MiB ${rec.procs.map((p) => `${p.name} ${(p.maxRssKiB / 1024).toFixed(0)}`).join(', ')}${rec.verified ? ', target verified' : ''}`
     : `FAILED: ${rec.error}`}; load ${rec.load1Before.toFixed(2)}→${rec.load1After.toFixed(2)}`);
   return rec;
 }
