@@ -86,6 +86,8 @@ program.command('serve')
   .option('--state-dir <dir>', 'override the config\'s stateDir (checkpoints of transfers)')
   .option('--insecure', 'plaintext, every client "anonymous": only on a loopback address')
   .option('--allow-insecure-remote', 'allow --insecure on a non-loopback address')
+  .option('--receive-window <bytes>', 'HTTP/2 receive window of each stream (default 32M, or the config\'s receiveWindowBytes)')
+  .option('--connection-window <bytes>', 'HTTP/2 receive window of each connection (default: the stream window, or the config\'s connectionWindowBytes)')
   .action(async (flags) => { await serveCommand(flags); });
 
 tlsOptions(program.command('transfer')
