@@ -2,7 +2,7 @@
  * `npm run bench`: thinship's transfer paths side by side on this machine
  * (issue 5). Not part of `npm test`.
  *
- *   node dist/bench/bench.js [--sizes 1G,8G] [--reps 5] [--only socat,grpc,pipe,incr,plan]
+ *   node dist/bench/bench.js [--sizes 1G,8G] [--reps 5] [--only socat,grpc,pipe,incr,plan,wan]
  *                            [--work DIR] [--json FILE] [--cpu-prof DIR] [--plan-sizes 2000000,10000000]
  *                            [--plan-reps N] [--no-snapshot] [--verify first|all|none]
  *
@@ -18,7 +18,9 @@
  * source data file is dropped from the page cache; after it, fincore says how
  * much of it the send left there. Each process is wrapped in GNU time (CPU,
  * peak RSS); the gRPC receiver is a daemon, measured through /proc. `plan`
- * runs bench/plan-bench.ts (thin_dump / thin_delta parsing) as a child.
+ * runs bench/plan-bench.ts (thin_dump / thin_delta parsing) as a child, and
+ * `wan` runs bench/wan/wan-bench.ts (gRPC and the classic pipeline through the
+ * delay-line relay at 0, 50 and 100 ms RTT, 1 Gbit/s; issue 6) as a child.
  *
  * The thinship build is copied to --work/app first (unless --no-snapshot), so
  * other people rebuilding dist/ during a long run cannot change what runs.
@@ -42,7 +44,7 @@ const MiB = 2 ** 20;
 
 const TRANSPORTS = ['socat', 'grpc', 'pipe'] as const;
 type Transport = (typeof TRANSPORTS)[number];
-const ITEMS = [...TRANSPORTS, 'incr', 'plan'] as const;
+const ITEMS = [...TRANSPORTS, 'incr', 'plan', 'wan'] as const;
 type Item = (typeof ITEMS)[number];
 type Kind = 'full' | 'incr';
 
@@ -61,6 +63,9 @@ interface Options {
   cpuProf: string | undefined;
   planSizes: number[];
   planReps: number;
+  /** The between-sites case (wan): volume size and round-trip times through the relay. */
+  wanSize: string;
+  wanRttsMs: number[];
   snapshot: boolean;
   /** Run this copy of the build (DIR/dist, DIR/build, DIR/node_modules) instead of the repository's: to measure a prototype fix. */
   app: string | undefined;
@@ -81,7 +86,7 @@ function parseArgs(argv: string[]): Options {
   const o: Options = {
     sizes: [GiB, 8 * GiB], reps: 5, only: new Set(ITEMS), work: '/var/tmp/thinship-bench',
     json: join(REPO_ROOT, 'bench/results/latest.json'), cpuProf: undefined,
-    planSizes: [2_000_000, 10_000_000], planReps: 5, snapshot: true, app: undefined, verify: 'first',
+    planSizes: [2_000_000, 10_000_000], planReps: 5, wanSize: '1G', wanRttsMs: [0, 50, 100], snapshot: true, app: undefined, verify: 'first',
   };
   let planRepsSet = false;
   for (let i = 0; i < argv.length; i++) {
@@ -98,6 +103,8 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--cpu-prof') o.cpuProf = resolve(v());
     else if (a === '--plan-sizes') o.planSizes = v().split(',').map(Number);
     else if (a === '--plan-reps') { o.planReps = Number(v()); planRepsSet = true; }
+    else if (a === '--wan-size') { o.wanSize = v(); parseSize(o.wanSize); }
+    else if (a === '--wan-rtts') o.wanRttsMs = v().split(',').map(Number);
     else if (a === '--no-snapshot') o.snapshot = false;
     else if (a === '--app') o.app = resolve(v());
     else if (a === '--verify') {
@@ -125,6 +132,8 @@ function fileHelp(): string {
   --cpu-prof DIR         after the measured runs, one profiled full send per path (first size): node --cpu-prof of sender and receiver
   --plan-sizes LIST      mappings for the plan benchmark (default 2000000,10000000)
   --plan-reps N          its repetitions (default: --reps)
+  --wan-size SIZE        volume sent through the delay relay for wan (default 1G)
+  --wan-rtts LIST        round-trip times in ms for wan (default 0,50,100; 1 Gbit/s)
   --no-snapshot          run dist/ in place instead of a copy in --work/app
   --app DIR              run the build in DIR (DIR/dist/src/cli/main.js, with DIR/build and DIR/node_modules), e.g. a patched copy
   --verify first|all|none  sha256 of the target against the pool's image after the first (default), every or no repetition
@@ -135,12 +144,12 @@ function fileHelp(): string {
 // ---------------------------------------------------------------------------
 // Environment
 
-interface App { root: string; main: string; planBench: string }
+interface App { root: string; main: string; planBench: string; wanBench: string }
 
 /** A private copy of the build, so rebuilds of dist/ by others during the run change nothing here. */
 async function prepareApp(o: Options, runDir: string): Promise<App> {
-  if (o.app) return { root: o.app, main: join(o.app, 'dist/src/cli/main.js'), planBench: join(o.app, 'dist/bench/plan-bench.js') };
-  if (!o.snapshot) return { root: REPO_ROOT, main: join(REPO_ROOT, 'dist/src/cli/main.js'), planBench: join(REPO_ROOT, 'dist/bench/plan-bench.js') };
+  if (o.app) return { root: o.app, main: join(o.app, 'dist/src/cli/main.js'), planBench: join(o.app, 'dist/bench/plan-bench.js'), wanBench: join(o.app, 'dist/bench/wan/wan-bench.js') };
+  if (!o.snapshot) return { root: REPO_ROOT, main: join(REPO_ROOT, 'dist/src/cli/main.js'), planBench: join(REPO_ROOT, 'dist/bench/plan-bench.js'), wanBench: join(REPO_ROOT, 'dist/bench/wan/wan-bench.js') };
   const root = join(runDir, 'app');
   await rm(root, { recursive: true, force: true });
   await mkdir(join(root, 'build'), { recursive: true });
@@ -149,7 +158,7 @@ async function prepareApp(o: Options, runDir: string): Promise<App> {
   await cp(join(REPO_ROOT, 'proto'), join(root, 'proto'), { recursive: true });
   await cp(join(REPO_ROOT, 'package.json'), join(root, 'package.json'));
   await symlink(join(REPO_ROOT, 'node_modules'), join(root, 'node_modules'));
-  return { root, main: join(root, 'dist/src/cli/main.js'), planBench: join(root, 'dist/bench/plan-bench.js') };
+  return { root, main: join(root, 'dist/src/cli/main.js'), planBench: join(root, 'dist/bench/plan-bench.js'), wanBench: join(root, 'dist/bench/wan/wan-bench.js') };
 }
 
 async function gitInfo(): Promise<{ head: string; changedFiles: number }> {
@@ -470,12 +479,37 @@ async function runPlanBench(app: App, o: Options, runDir: string): Promise<{ row
   return { rows, raw, error: code === 0 ? undefined : `plan-bench exited with ${code}` };
 }
 
+interface WanRow { rttMs: number; path: string; dataMBps: Spread; ratioToSocat: Spread; runs: number; failures: number }
+
+/** The between-sites case, run by bench/wan/wan-bench.ts in the build under test (it keeps its own copy of nothing: --no-snapshot). */
+async function runWanBench(app: App, o: Options, runDir: string): Promise<{ rows: WanRow[]; table: string; raw: unknown; error?: string }> {
+  const out = join(runDir, 'wan-bench.json');
+  await rm(out, { force: true });
+  const args = [app.wanBench, '--size', o.wanSize, '--rtts', o.wanRttsMs.join(','), '--reps', String(o.reps), '--verify', o.verify === 'all' ? 'all' : o.verify === 'none' ? 'none' : 'first',
+    '--json', out, '--work', o.work, '--no-snapshot'];
+  log(`wan: node ${args.join(' ')}`);
+  const code = await new Promise<number | null>((res, rej) => {
+    const ch = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+    ch.on('error', rej);
+    ch.on('exit', (c) => res(c));
+  });
+  const raw = JSON.parse(await readFile(out, 'utf8').catch(() => 'null')) as null | { table: string; summary: WanRow[] };
+  if (!raw) return { rows: [], table: '', raw, error: `wan-bench exited with ${code} and wrote no JSON` };
+  const rows = raw.summary.map((r) => ({ rttMs: r.rttMs, path: r.path, dataMBps: r.dataMBps, ratioToSocat: r.ratioToSocat, runs: r.runs, failures: r.failures }));
+  return { rows, table: raw.table, raw, error: code === 0 ? undefined : `wan-bench exited with ${code}` };
+}
+
 interface TargetCheck { target: string; value: string; met: boolean | undefined; note?: string }
 
 const RSS_LIMIT_MIB = 256;
 
-function targetChecks(sums: PathSummary[], incr: IncrementalCheck[], plan: PlanRow[]): TargetCheck[] {
+function targetChecks(sums: PathSummary[], incr: IncrementalCheck[], plan: PlanRow[], wan: WanRow[] = []): TargetCheck[] {
   const t: TargetCheck[] = [];
+  // Issue 6: between sites, gRPC within 0.9× of the pipeline through the same relay at 50 and 100 ms.
+  for (const w of wan.filter((x) => x.path === 'grpc' && x.rttMs >= 50)) {
+    const ok = w.runs > w.failures;
+    t.push({ target: `${w.rttMs} ms RTT, 1 Gbit/s relay: gRPC ≥ 0.9× the zstd+socat pipeline`, value: ok ? `${fmtSpread(w.ratioToSocat, 2)}×` : 'no successful run', met: ok ? w.ratioToSocat.median >= 0.9 : false });
+  }
   for (const s of sums.filter((x) => x.kind === 'full' && x.transport === 'grpc')) {
     t.push({ target: `${s.size}: gRPC full send ≥ 1.0× the zstd+socat pipeline`, value: s.runs ? `${fmtSpread(s.ratioToClassic, 2)}×` : 'not measured', met: s.runs ? s.ratioToClassic.median >= 1.0 : undefined });
   }
@@ -491,7 +525,7 @@ function targetChecks(sums: PathSummary[], incr: IncrementalCheck[], plan: PlanR
   return t;
 }
 
-function report(sums: PathSummary[], incr: IncrementalCheck[], plan: PlanRow[], targets: TargetCheck[], reps: number): string {
+function report(sums: PathSummary[], incr: IncrementalCheck[], plan: PlanRow[], targets: TargetCheck[], reps: number, wanTable = ''): string {
   const out: string[] = [];
   const full = sums.filter((s) => s.kind === 'full');
   if (full.length) {
@@ -523,6 +557,11 @@ function report(sums: PathSummary[], incr: IncrementalCheck[], plan: PlanRow[], 
     out.push('Planning: thin_dump / thin_delta parsed into a plan (bench/plan-bench.ts)');
     out.push(textTable(['mappings', 'tool', 'via', 'elements', 'M elements/s', 'peak RSS MiB', 'totals'],
       plan.map((p) => [String(p.mappings), p.tool, p.transport, String(p.elements), fmtSpread({ ...p.elementsPerS, median: p.elementsPerS.median / 1e6, min: p.elementsPerS.min / 1e6, max: p.elementsPerS.max / 1e6 }, 2), fmtSpread(p.peakRssMiB, 0), p.totalsOk ? 'exact' : 'WRONG'])));
+    out.push('');
+  }
+  if (wanTable) {
+    out.push('Between sites: full send through the delay-line relay at 1 Gbit/s (bench/wan/wan-bench.ts; ÷ socat = per repetition, same relay, same run)');
+    out.push(wanTable.trimEnd());
     out.push('');
   }
   if (targets.length) {
@@ -563,11 +602,11 @@ async function profileRuns(o: Options, pools: BenchPool[], base: Omit<RunCtx, 'p
 
 /** `--report FILE`: the tables again from a results file (e.g. after the summary rules changed), without measuring. */
 async function reportFrom(file: string): Promise<void> {
-  const j = JSON.parse(await readFile(file, 'utf8')) as { runs: RunRecord[]; plan?: { rows: PlanRow[] }; options: { reps: number }; command: string; loadavgStart: number[]; loadavgEnd: number[] };
+  const j = JSON.parse(await readFile(file, 'utf8')) as { runs: RunRecord[]; plan?: { rows: PlanRow[] }; wan?: { rows: WanRow[]; table: string }; options: { reps: number }; command: string; loadavgStart: number[]; loadavgEnd: number[] };
   const sums = summarize(j.runs);
   const incr = incrementalChecks(sums, j.runs);
   const plan = j.plan?.rows ?? [];
-  process.stdout.write(`${j.command}\n\n${report(sums, incr, plan, targetChecks(sums, incr, plan), j.options.reps)}`);
+  process.stdout.write(`${j.command}\n\n${report(sums, incr, plan, targetChecks(sums, incr, plan, j.wan?.rows ?? []), j.options.reps, j.wan?.table)}`);
   process.stdout.write(`load average at start ${j.loadavgStart.map((x) => x.toFixed(2)).join(' ')}, at end ${j.loadavgEnd.map((x) => x.toFixed(2)).join(' ')}\n`);
 }
 
@@ -629,27 +668,30 @@ async function main(): Promise<void> {
   const incr = incrementalChecks(sums, runs);
   let plan: Awaited<ReturnType<typeof runPlanBench>> | undefined;
   if (o.only.has('plan')) plan = await runPlanBench(app, o, runDir);
-  const targets = targetChecks(sums, incr, plan?.rows ?? []);
+  let wan: Awaited<ReturnType<typeof runWanBench>> | undefined;
+  if (o.only.has('wan')) wan = await runWanBench(app, o, runDir);
+  const targets = targetChecks(sums, incr, plan?.rows ?? [], wan?.rows ?? []);
   if (!transports.includes('grpc') && transports.length) targets.unshift({ target: 'gRPC full send ≥ 1.0× the zstd+socat pipeline', value: 'not measured (--only without grpc)', met: undefined });
   let profiles: Awaited<ReturnType<typeof profileRuns>> = [];
   if (o.cpuProf && pools.length) profiles = await profileRuns(o, pools, { app, runDir, certs, grpcDir, tmp }, transports);
   const loadEnd = loadavg();
 
-  const text = report(sums, incr, plan?.rows ?? [], targets, o.reps);
+  const text = report(sums, incr, plan?.rows ?? [], targets, o.reps, wan?.table);
   process.stdout.write(`\n${text}`);
   process.stdout.write(`load average at start ${loadStart.map((x) => x.toFixed(2)).join(' ')}, at end ${loadEnd.map((x) => x.toFixed(2)).join(' ')}\n`);
   if (plan?.error) process.stdout.write(`plan benchmark: ${plan.error}\n`);
+  if (wan?.error) process.stdout.write(`wan benchmark: ${wan.error}\n`);
 
   await mkdir(dirname(o.json), { recursive: true });
   await writeFile(o.json, JSON.stringify({
     date: started.toISOString(), finished: new Date().toISOString(), command: `node dist/bench/bench.js ${process.argv.slice(2).join(' ')}`.trim(),
     machine: await machineInfo(), git: await gitInfo(), options: { ...o, only: [...o.only] }, loadavgStart: loadStart, loadavgEnd: loadEnd,
-    pools, summary: sums, incremental: incr, plan: plan ? { rows: plan.rows, error: plan.error, raw: plan.raw } : undefined, targets,
+    pools, summary: sums, incremental: incr, plan: plan ? { rows: plan.rows, error: plan.error, raw: plan.raw } : undefined, wan: wan ? { rows: wan.rows, table: wan.table, error: wan.error, raw: wan.raw } : undefined, targets,
     profiles: profiles.map((p) => ({ transport: p.transport, side: p.side, ...p.summary })), runs, table: text,
   }, null, 2) + '\n');
   process.stdout.write(`results: ${o.json}\n`);
   await rm(runDir, { recursive: true, force: true });
-  if (runs.some((r) => !r.ok) || plan?.error) process.exitCode = 1;
+  if (runs.some((r) => !r.ok) || plan?.error || wan?.error) process.exitCode = 1;
 }
 
 await main();

@@ -24,6 +24,7 @@
 import { createHash } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { ThinshipError, asThinshipError } from '../errors.js';
+import { logPhase } from '../log.js';
 import { StreamDigest, SHA256_BYTES } from '../stream/digest.js';
 import { sendMessages } from '../sender/sender.js';
 import { CompressPool, type ChunkResult } from '../sender/compress-pool.js';
@@ -214,6 +215,7 @@ export async function sendPlanOverGrpc(client: ReceiverClient, p: SendPlan, read
       r.attempts = attempt;
       try {
         const st = await client.getTransferState(transferId);
+        logPhase('send: transfer state received', { attempt });
         if (st?.status === 'TRANSFER_STATUS_COMPLETE') {
           // Complete before we sent anything: a re-run. After a broken call: our End got through.
           r.alreadyComplete = r.startOffsets.length === 0;
@@ -327,6 +329,7 @@ async function oneCall(
       end: { records: t.dataRecords + t.unmapRecords + 2, dataRecords: t.dataRecords, unmapRecords: t.unmapRecords, dataBytes: t.dataBytes, unmapBytes: t.unmapBytes, digest: digest.state },
     });
     call.end();
+    logPhase('send: end written');
     const res = await response;
     if (!digest.matches(res.digest)) {
       throw new ThinshipError('CHECKSUM_MISMATCH', `the receiver reports stream digest ${res.digest.toString('hex')}, the sender computed ${digest.state.toString('hex')}`);

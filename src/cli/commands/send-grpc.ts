@@ -14,6 +14,7 @@ import type { TlsFiles } from '../../rpc/tls.js';
 import { sourceSpecOf, parseByteCount, type SourceFlags } from '../source-args.js';
 import { ProgressLine } from '../progress.js';
 import { formatBytes, formatRate } from '../format.js';
+import { logPhase } from '../../log.js';
 
 export interface TlsFlags { ca?: string; cert?: string; key?: string; tlsDir?: string; serverName?: string; insecure?: boolean; allowInsecureRemote?: boolean }
 
@@ -60,12 +61,15 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
   const retries = flags.retries === undefined ? 9 : Number(flags.retries);
   if (!Number.isInteger(retries) || retries < 0) throw new ThinshipError('USAGE', `--retries "${flags.retries}" must be a whole number`);
   const spec = sourceSpecOf(names, flags);
+  logPhase('send: arguments parsed');
   const client = await ReceiverClient.connect({ address: flags.to, tls, insecure: flags.insecure, allowInsecureRemote: flags.allowInsecureRemote, serverName: flags.serverName });
   try {
     const p = await planSend(spec, { maxOpBytes: flags.maxOpBytes === undefined ? undefined : parseByteCount(flags.maxOpBytes, '--max-op-bytes'), withMappings: spec.kind === 'offline' });
+    logPhase('send: planned', { dataBytes: p.plan.totals.dataBytes });
     try {
       const what = `${p.mode} ${p.source.name}${p.base ? ` from ${p.base.name}` : ''}`;
       const reader = await openSourceReader(p);
+      logPhase('send: source open');
       const progress = new ProgressLine('send', p.plan.totals.dataBytes, process.stderr.isTTY === true && !flags.quiet && !flags.json);
       let r: GrpcSendResult;
       try {
@@ -82,6 +86,7 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
         progress.finish();
         await reader.close();
       }
+      logPhase('send: done');
       if (flags.json) {
         process.stdout.write(JSON.stringify({
           transferId: r.transferId, alreadyComplete: r.alreadyComplete, mode: p.mode, source: p.source.name, base: p.base?.name ?? null, to: flags.to, target: flags.target,
