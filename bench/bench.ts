@@ -135,7 +135,7 @@ function fileHelp(): string {
   --wan-size SIZE        volume sent through the delay relay for wan (default 1G)
   --wan-rtts LIST        round-trip times in ms for wan (default 0,50,100; 1 Gbit/s)
   --no-snapshot          run dist/ in place instead of a copy in --work/app
-  --app DIR              run the build in DIR (DIR/dist/src/cli/main.js, with DIR/build and DIR/node_modules), e.g. a patched copy
+  --app DIR              run the build in DIR (DIR/dist/bin/thinship.js, with DIR/build and DIR/node_modules), e.g. a patched copy
   --verify first|all|none  sha256 of the target against the pool's image after the first (default), every or no repetition
   --report FILE          print the tables of a results file again (nothing is measured)
 `;
@@ -148,8 +148,8 @@ interface App { root: string; main: string; planBench: string; wanBench: string 
 
 /** A private copy of the build, so rebuilds of dist/ by others during the run change nothing here. */
 async function prepareApp(o: Options, runDir: string): Promise<App> {
-  if (o.app) return { root: o.app, main: join(o.app, 'dist/src/cli/main.js'), planBench: join(o.app, 'dist/bench/plan-bench.js'), wanBench: join(o.app, 'dist/bench/wan/wan-bench.js') };
-  if (!o.snapshot) return { root: REPO_ROOT, main: join(REPO_ROOT, 'dist/src/cli/main.js'), planBench: join(REPO_ROOT, 'dist/bench/plan-bench.js'), wanBench: join(REPO_ROOT, 'dist/bench/wan/wan-bench.js') };
+  if (o.app) return { root: o.app, main: join(o.app, 'dist/bin/thinship.js'), planBench: join(o.app, 'dist/bench/plan-bench.js'), wanBench: join(o.app, 'dist/bench/wan/wan-bench.js') };
+  if (!o.snapshot) return { root: REPO_ROOT, main: join(REPO_ROOT, 'dist/bin/thinship.js'), planBench: join(REPO_ROOT, 'dist/bench/plan-bench.js'), wanBench: join(REPO_ROOT, 'dist/bench/wan/wan-bench.js') };
   const root = join(runDir, 'app');
   await rm(root, { recursive: true, force: true });
   await mkdir(join(root, 'build'), { recursive: true });
@@ -158,7 +158,7 @@ async function prepareApp(o: Options, runDir: string): Promise<App> {
   await cp(join(REPO_ROOT, 'proto'), join(root, 'proto'), { recursive: true });
   await cp(join(REPO_ROOT, 'package.json'), join(root, 'package.json'));
   await symlink(join(REPO_ROOT, 'node_modules'), join(root, 'node_modules'));
-  return { root, main: join(root, 'dist/src/cli/main.js'), planBench: join(root, 'dist/bench/plan-bench.js'), wanBench: join(root, 'dist/bench/wan/wan-bench.js') };
+  return { root, main: join(root, 'dist/bin/thinship.js'), planBench: join(root, 'dist/bench/plan-bench.js'), wanBench: join(root, 'dist/bench/wan/wan-bench.js') };
 }
 
 async function gitInfo(): Promise<{ head: string; changedFiles: number }> {

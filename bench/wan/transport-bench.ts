@@ -164,7 +164,7 @@ async function runGrpc(o: Options, rttMs: number, windowBytes: number, certs: st
 async function main(o: Options): Promise<void> {
   await mkdir(o.work, { recursive: true });
   const certs = join(o.work, 'certs');
-  if (!(await readFile(join(certs, 'client.crt'), 'utf8').then(() => true, () => false))) await runTool(process.execPath, [join(REPO_ROOT, 'dist/src/cli/main.js'), 'certs', '--out', certs]);
+  if (!(await readFile(join(certs, 'client.crt'), 'utf8').then(() => true, () => false))) await runTool(process.execPath, [join(REPO_ROOT, 'dist/bin/thinship.js'), 'certs', '--out', certs]);
   const paths = ['tcp', ...o.windows.map((w) => `grpc-${sizeName(w)}`)];
   process.stderr.write(`transport-bench: ${sizeName(o.bytes)} per run, rate ${o.rate}, RTTs ${o.rttsMs.join(', ')} ms, ${o.reps} reps, load ${loadavg().map((x) => x.toFixed(2)).join(' ')}\n`);
   const res = new Map<string, number[]>();

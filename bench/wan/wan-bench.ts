@@ -121,7 +121,7 @@ interface App { main: string; relay: string }
 
 /** A private copy of the build, so that others rebuilding dist/ during the run change nothing here. */
 async function prepareApp(o: Options): Promise<App> {
-  if (!o.snapshot) return { main: join(REPO_ROOT, 'dist/src/cli/main.js'), relay: join(REPO_ROOT, 'dist/src/testing/delay-relay.js') };
+  if (!o.snapshot) return { main: join(REPO_ROOT, 'dist/bin/thinship.js'), relay: join(REPO_ROOT, 'dist/src/testing/delay-relay.js') };
   const root = join(o.work, 'app');
   await rm(root, { recursive: true, force: true });
   await mkdir(join(root, 'build'), { recursive: true });
@@ -130,7 +130,7 @@ async function prepareApp(o: Options): Promise<App> {
   await cp(join(REPO_ROOT, 'proto'), join(root, 'proto'), { recursive: true });
   await cp(join(REPO_ROOT, 'package.json'), join(root, 'package.json'));
   await symlink(join(REPO_ROOT, 'node_modules'), join(root, 'node_modules'));
-  return { main: join(root, 'dist/src/cli/main.js'), relay: join(root, 'dist/src/testing/delay-relay.js') };
+  return { main: join(root, 'dist/bin/thinship.js'), relay: join(root, 'dist/src/testing/delay-relay.js') };
 }
 
 async function sha256File(path: string): Promise<string> {

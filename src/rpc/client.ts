@@ -114,6 +114,14 @@ export class ReceiverClient {
     return { call, response };
   }
 
+  /**
+   * Starts the TCP + TLS handshake now instead of at the first call
+   * (grpc-js connects lazily), so it overlaps with planning.
+   */
+  startConnecting(): void {
+    this.raw.getChannel().getConnectivityState(true);
+  }
+
   close(): void {
     this.raw.close();
   }
@@ -142,6 +150,12 @@ export interface GrpcSendOptions {
   /** zstd level 1 on worker threads (default true); false sends RAW and ZERO only. */
   compress?: boolean;
   workers?: number;
+  /**
+   * A compression pool started earlier by the caller (its workers boot while
+   * the plan is made); it must match `compress`. The caller closes it.
+   * Default: a pool of `workers` made and closed here.
+   */
+  pool?: CompressPool;
   /** Calls to try, including the first (default 10). */
   maxAttempts?: number;
   /** First retry delay; doubles up to 15 s (default 1000 ms). */
@@ -208,7 +222,7 @@ export async function sendPlanOverGrpc(client: ReceiverClient, p: SendPlan, read
     transferId, alreadyComplete: false, attempts: 0, startOffsets: [], dataBytes: 0, payloadBytes: 0, unmapBytes: 0,
     chunks: { raw: 0, zstd: 0, zero: 0 }, plannedDataBytes: totals.dataBytes,
   };
-  const pool = new CompressPool({ workers: o.workers, compress });
+  const pool = o.pool ?? new CompressPool({ workers: o.workers, compress });
   let mismatches = 0;
   try {
     for (let attempt = 1; ; attempt++) {
@@ -241,7 +255,7 @@ export async function sendPlanOverGrpc(client: ReceiverClient, p: SendPlan, read
       }
     }
   } finally {
-    await pool.close();
+    if (!o.pool) await pool.close();
   }
 }
 

@@ -14,9 +14,7 @@
  * when the target is slower than the link.
  */
 import * as grpc from '@grpc/grpc-js';
-import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
 import * as protoLoader from '@grpc/proto-loader';
-import { ReflectionService } from '@grpc/reflection';
 import type { Logger } from 'pino';
 import type { ServerHttp2Session } from 'node:http2';
 import { ThinshipError } from '../errors.js';
@@ -224,6 +222,9 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
       return { transferId: tid, stoppedActiveStream: r.stopped, durableOffsetBytes: r.durableOffsetBytes };
     }),
   });
+  // Loaded here, not at the top: the bundled CLI keeps these two outside the bundle (they find
+  // their .proto files through __dirname), and static imports would load them for every command.
+  const [{ HealthImplementation, protoPath: healthProtoPath }, { ReflectionService }] = await Promise.all([import('grpc-health-check'), import('@grpc/reflection')]);
   const health = new HealthImplementation({ '': 'SERVING', [RECEIVER_SERVICE]: 'SERVING' });
   health.addToServer(server);
   // Reflection describes both services, so grpcurl can discover and call either.

@@ -80,7 +80,6 @@ export async function* sendMessages(p: SendPlan, reader: VolumeReader, o: Sender
         const buf = await data!;
         await fill();
         yield { type: 'data', offsetBytes: op.offsetBytes, data: buf };
-        await reader.done(op.offsetBytes, op.lengthBytes);
         dataRecords++;
         dataBytes += op.lengthBytes;
       } else {

@@ -36,7 +36,7 @@ export interface SendPlan {
   lvm?: { snap: ThinVolume; base?: ThinVolume };
   superblock: Superblock;
   plan: Plan;
-  /** Offline full sends keep the snapshot's mappings to find each block in the data file. */
+  /** Offline sends (withMappings) keep the snapshot's mappings to find each block in the data file. */
   mappings?: MappingSpool;
   close(): Promise<void>;
 }
@@ -77,13 +77,31 @@ async function planFromMetadata(args: { metadataPath: string; useMetadataSnap: b
     const r = await parseToolOutput(t, (out) => buildFullPlan(out, { devId: args.snapDevId, volumeSizeBytes: args.volumeSizeBytes, maxOpBytes: opts.maxOpBytes, spoolDir: opts.spoolDir, mappingSpool: opts.withMappings }));
     return { plan: r.plan, superblock: r.superblock, mappings: r.mappings };
   }
-  const t = run('thin_delta', [...m, '--snap1', String(args.baseDevId), '--snap2', String(args.snapDevId), args.metadataPath]);
-  const r = await parseToolOutput(t, (out) => buildDeltaPlan(out, { volumeSizeBytes: args.volumeSizeBytes, maxOpBytes: opts.maxOpBytes, spoolDir: opts.spoolDir }));
-  if (r.leftDevId !== args.baseDevId || r.rightDevId !== args.snapDevId) {
-    await r.plan.close();
-    throw new ThinshipError('BAD_METADATA', `thin_delta compared devices ${r.leftDevId} and ${r.rightDevId}, not ${args.baseDevId} and ${args.snapDevId}`);
-  }
-  return { plan: r.plan, superblock: r.superblock, mappings: undefined };
+  // An offline incremental's reader also needs the snapshot's own mappings (thin_delta
+  // does not say where a block lives in the data file): thin_dump runs alongside.
+  const mappings = opts.withMappings ? snapshotMappings(args, opts) : undefined;
+  mappings?.catch(() => undefined);
+  const closeMappings = async () => { await (await mappings?.catch(() => undefined))?.close(); };
+  try {
+    const t = run('thin_delta', [...m, '--snap1', String(args.baseDevId), '--snap2', String(args.snapDevId), args.metadataPath]);
+    const r = await parseToolOutput(t, (out) => buildDeltaPlan(out, { volumeSizeBytes: args.volumeSizeBytes, maxOpBytes: opts.maxOpBytes, spoolDir: opts.spoolDir }));
+    if (r.leftDevId !== args.baseDevId || r.rightDevId !== args.snapDevId) {
+      await r.plan.close();
+      throw new ThinshipError('BAD_METADATA', `thin_delta compared devices ${r.leftDevId} and ${r.rightDevId}, not ${args.baseDevId} and ${args.snapDevId}`);
+    }
+    try {
+      return { plan: r.plan, superblock: r.superblock, mappings: await mappings };
+    } catch (e) { await r.plan.close(); throw e; }
+  } catch (e) { await closeMappings(); throw e; }
+}
+
+/** The snapshot's origin→data mappings alone (thin_dump), for reading an offline pool. */
+async function snapshotMappings(args: { metadataPath: string; useMetadataSnap: boolean; snapDevId: number; signal?: AbortSignal }, opts: PlanOptions): Promise<MappingSpool> {
+  const m = args.useMetadataSnap ? ['-m'] : [];
+  const t = spawnToolToFile('thin_dump', [...m, '--dev-id', String(args.snapDevId), args.metadataPath], { signal: args.signal, classify: classifyThinTool, spoolDir: opts.spoolDir });
+  const r = await parseToolOutput(t, (out) => buildFullPlan(out, { devId: args.snapDevId, spoolDir: opts.spoolDir, mappingSpool: true }));
+  await r.plan.close();
+  return r.mappings!;
 }
 
 function checkBlockSize(sb: Superblock, expectedBytes: number | undefined, where: string): void {

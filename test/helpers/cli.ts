@@ -1,9 +1,9 @@
-/** Runs the built CLI (dist/src/cli/main.js) as a child process, as a user would. */
+/** Runs the built CLI as a user would: the bundled command (dist/bin/thinship.js, package.json's bin) in a child process. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { repoRoot } from './paths.js';
 
-export const cliPath = join(repoRoot, 'dist/src/cli/main.js');
+export const cliPath = join(repoRoot, 'dist/bin/thinship.js');
 
 export interface CliResult { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
 

@@ -17,7 +17,7 @@ const shareRoot = realpathSync(repoRoot);
 export const runGuestScript = join(shareRoot, 'test/vm/run-guest.sh');
 export const guestDir = join(shareRoot, 'test/vm/guest');
 export const vmResultsRoot = join(shareRoot, '.vm-results');
-export const cliInGuest = join(shareRoot, 'dist/src/cli/main.js');
+export const cliInGuest = join(shareRoot, 'dist/bin/thinship.js');
 
 /**
  * A reason to skip a VM scenario, or undefined. Only explicit settings skip (a

@@ -3,12 +3,12 @@
 # run-guest.sh). The host side (test/vm/vm-harness.ts) passes:
 #   RESULTS        per-run results directory inside the 9p share (host reads it back)
 #   THINSHIP_REPO  the repository root (shared at the same path)
-#   THINSHIP_CLI   the compiled CLI, dist/src/cli/main.js
+#   THINSHIP_CLI   the bundled CLI, dist/bin/thinship.js
 # Results format (read by vm-harness.ts readCapture): one directory per command,
 #   $RESULTS/<name>/{argv,rc,stdout,stderr,tpool-status}
 set -euo pipefail
 : "${RESULTS:?RESULTS must name the results directory}"
-: "${THINSHIP_CLI:?THINSHIP_CLI must name dist/src/cli/main.js}"
+: "${THINSHIP_CLI:?THINSHIP_CLI must name dist/bin/thinship.js}"
 mkdir -p "$RESULTS"
 
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
