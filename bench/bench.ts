@@ -26,15 +26,13 @@
  * other people rebuilding dist/ during a long run cannot change what runs.
  */
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { cp, mkdir, readdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runTool } from '../src/exec/run.js';
 import { DEFAULT_POOL_PARAMS, ensureBenchPool, type BenchPool } from './pool-gen.js';
-import { cachedBytes, dropCache, freePort, procCpuTimes, procHwmKiB, readTimed, startBash, timed, waitListening, type ProcUsage } from './proc.js';
+import { cachedBytes, dropCache, freePort, procCpuTimes, procHwmKiB, readTimed, sha256File, copyBuild, startBash, timed, waitListening, type ProcUsage } from './proc.js';
 import { fmtSpread, spread, textTable, type Spread } from './stats.js';
 import { formatProfile, summarizeProfile, type ProfileSummary } from './cpuprofile.js';
 
@@ -151,13 +149,7 @@ async function prepareApp(o: Options, runDir: string): Promise<App> {
   if (o.app) return { root: o.app, main: join(o.app, 'dist/bin/thinship.js'), planBench: join(o.app, 'dist/bench/plan-bench.js'), wanBench: join(o.app, 'dist/bench/wan/wan-bench.js') };
   if (!o.snapshot) return { root: REPO_ROOT, main: join(REPO_ROOT, 'dist/bin/thinship.js'), planBench: join(REPO_ROOT, 'dist/bench/plan-bench.js'), wanBench: join(REPO_ROOT, 'dist/bench/wan/wan-bench.js') };
   const root = join(runDir, 'app');
-  await rm(root, { recursive: true, force: true });
-  await mkdir(join(root, 'build'), { recursive: true });
-  await cp(join(REPO_ROOT, 'dist'), join(root, 'dist'), { recursive: true });
-  await cp(join(REPO_ROOT, 'build/Release'), join(root, 'build/Release'), { recursive: true });
-  await cp(join(REPO_ROOT, 'proto'), join(root, 'proto'), { recursive: true });
-  await cp(join(REPO_ROOT, 'package.json'), join(root, 'package.json'));
-  await symlink(join(REPO_ROOT, 'node_modules'), join(root, 'node_modules'));
+  await copyBuild(REPO_ROOT, root);
   return { root, main: join(root, 'dist/bin/thinship.js'), planBench: join(root, 'dist/bench/plan-bench.js'), wanBench: join(root, 'dist/bench/wan/wan-bench.js') };
 }
 
@@ -179,12 +171,6 @@ async function machineInfo() {
 async function ensureCerts(app: App, dir: string): Promise<void> {
   if (await readFile(join(dir, 'client.crt'), 'utf8').then(() => true, () => false)) return;
   await runTool(process.execPath, [app.main, 'certs', '--out', dir]);
-}
-
-async function sha256File(path: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const b of createReadStream(path, { highWaterMark: 8 * MiB })) h.update(b as Buffer);
-  return h.digest('hex');
 }
 
 function log(s: string): void {

@@ -9,8 +9,11 @@
  * so the parent process never sits in the data path.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { createServer } from 'node:net';
-import { readFile } from 'node:fs/promises';
+import { cp, mkdir, readFile, rm, symlink } from 'node:fs/promises';
+import { join } from 'node:path';
 import { runTool } from '../src/exec/run.js';
 import { openVolume } from '../src/device/volume.js';
 
@@ -132,4 +135,26 @@ export async function waitListening(port: number, timeoutMs: number, alive: () =
     if (performance.now() > deadline) throw new Error(`nothing listens on port ${port} after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/**
+ * A private copy of the build at `into` (dist/, the native addon, the .proto,
+ * package.json; node_modules linked), so others rebuilding dist/ during a
+ * long run change nothing that runs.
+ */
+export async function copyBuild(repoRoot: string, into: string): Promise<void> {
+  await rm(into, { recursive: true, force: true });
+  await mkdir(join(into, 'build'), { recursive: true });
+  await cp(join(repoRoot, 'dist'), join(into, 'dist'), { recursive: true });
+  await cp(join(repoRoot, 'build/Release'), join(into, 'build/Release'), { recursive: true });
+  await cp(join(repoRoot, 'proto'), join(into, 'proto'), { recursive: true });
+  await cp(join(repoRoot, 'package.json'), join(into, 'package.json'));
+  await symlink(join(repoRoot, 'node_modules'), join(into, 'node_modules'));
+}
+
+/** sha256 of a whole file, hex (a target against the pool's image). */
+export async function sha256File(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const b of createReadStream(path, { highWaterMark: 8 * 1024 * 1024 })) h.update(b as Buffer);
+  return h.digest('hex');
 }

@@ -24,15 +24,13 @@
  * busy. Its own CPU time and its time spent waiting for a CPU are reported.
  */
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { cp, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, release } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runTool } from '../../src/exec/run.js';
 import { DEFAULT_POOL_PARAMS, ensureBenchPool, type BenchPool } from '../pool-gen.js';
-import { dropCache, freePort, procCpuSeconds, procHwmKiB, readTimed, startBash, timed, waitListening, type ProcUsage } from '../proc.js';
+import { dropCache, freePort, procCpuSeconds, procHwmKiB, readTimed, sha256File, copyBuild, startBash, timed, waitListening, type ProcUsage } from '../proc.js';
 import { fmtSpread, spread, textTable } from '../stats.js';
 import { REALTIME, startRelayProcess, type RelayProcess } from './relay-proc.js';
 
@@ -123,20 +121,8 @@ interface App { main: string; relay: string }
 async function prepareApp(o: Options): Promise<App> {
   if (!o.snapshot) return { main: join(REPO_ROOT, 'dist/bin/thinship.js'), relay: join(REPO_ROOT, 'dist/src/testing/delay-relay.js') };
   const root = join(o.work, 'app');
-  await rm(root, { recursive: true, force: true });
-  await mkdir(join(root, 'build'), { recursive: true });
-  await cp(join(REPO_ROOT, 'dist'), join(root, 'dist'), { recursive: true });
-  await cp(join(REPO_ROOT, 'build/Release'), join(root, 'build/Release'), { recursive: true });
-  await cp(join(REPO_ROOT, 'proto'), join(root, 'proto'), { recursive: true });
-  await cp(join(REPO_ROOT, 'package.json'), join(root, 'package.json'));
-  await symlink(join(REPO_ROOT, 'node_modules'), join(root, 'node_modules'));
+  await copyBuild(REPO_ROOT, root);
   return { main: join(root, 'dist/bin/thinship.js'), relay: join(root, 'dist/src/testing/delay-relay.js') };
-}
-
-async function sha256File(path: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const b of createReadStream(path, { highWaterMark: 8 * MiB })) h.update(b as Buffer);
-  return h.digest('hex');
 }
 
 interface Ctx {

@@ -31,6 +31,10 @@ export async function resolveTarget(t: TargetSpec, opts: { signal?: AbortSignal 
   if (t.kind === 'path') return { path: t.path, release: async () => undefined };
   const v = await resolveThinVolume(`${t.vg}/${t.lv}`, opts).catch((e: unknown) => {
     if ((e as ThinshipError).code === 'NOT_THIN') throw new ThinshipError('NOT_THIN', `target ${t.name} is not a thin volume: thinship receives into thin LVs so that discards free pool space`);
+    // `recv dir/file.img` for a file not made yet reads as vg/lv; say how to mean the file.
+    if ((e as ThinshipError).code === 'NOT_FOUND' && existsSync(t.vg)) {
+      throw new ThinshipError('NOT_FOUND', `${(e as Error).message}; target ${t.name} was read as an LVM name (vg/lv), but ${t.vg} exists here: to receive into a file, write ./${t.name}`, { cause: e });
+    }
     throw e;
   });
   if (v.active) return { path: lvDevicePath(v.vg, v.lv), release: async () => undefined };

@@ -271,7 +271,18 @@ async function oneCall(
   const totals = p.plan.totals;
   const { call, response } = client.applyStream();
   let failure: unknown;
-  const failed = response.then(() => undefined, (e: unknown) => { failure = e; });
+  // Waits end early when the call fails. Each wait registers itself and is removed when it
+  // ends: racing every wait against one long-lived promise would keep them all alive (the
+  // receiver's leak of issue 5 was this pattern).
+  const failWaiters = new Set<() => void>();
+  response.catch((e: unknown) => { failure = e; for (const w of [...failWaiters]) w(); });
+  const waitUntil = (register: (done: () => void) => () => void) => new Promise<void>((resolve) => {
+    if (failure !== undefined) { resolve(); return; }
+    let unregister: () => void = () => undefined;
+    const done = () => { failWaiters.delete(done); unregister(); resolve(); };
+    failWaiters.add(done);
+    unregister = register(done);
+  });
   let inflight = 0;
   let wake: (() => void) | undefined;
   const check = () => { if (failure !== undefined) throw failure; if (o.signal?.aborted) throw new ThinshipError('ABORTED', 'send cancelled'); };
@@ -280,8 +291,10 @@ async function oneCall(
     check();
     inflight++;
     const ok = call.write(req, () => { inflight--; wake?.(); });
-    if (!ok) await Promise.race([new Promise((res) => call.once('drain', res)), failed]);
-    while (inflight >= MAX_WRITES_IN_FLIGHT && failure === undefined) await Promise.race([new Promise<void>((res) => { wake = res; }), failed]);
+    if (!ok) await waitUntil((done) => { call.once('drain', done); return () => call.off('drain', done); });
+    while (inflight >= MAX_WRITES_IN_FLIGHT && failure === undefined) {
+      await waitUntil((done) => { wake = done; return () => { if (wake === done) wake = undefined; }; });
+    }
     check();
   };
 

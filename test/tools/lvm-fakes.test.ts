@@ -6,7 +6,7 @@
  */
 import { test, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, existsSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, existsSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -100,6 +100,14 @@ test('unknown LV, unknown VG, non-thin LV: clear errors, nothing reserved', asyn
   assert.match(r.stderr, /not an LVM volume name/);
   assert.ok(!existsSync(join(state, 'reserved')));
   assert.ok(!calls().some((c) => c.startsWith('dmsetup message')));
+});
+
+test('recv DIR/FILE for a file not made yet reads as vg/lv; when DIR exists the error says to write ./DIR/FILE', async () => {
+  mkdirSync(join(state, 'tg'));
+  const r = await runCli(['recv', 'tg/t.img'], { env, cwd: state });
+  assert.equal(r.code, 3);
+  assert.match(r.stderr, /no such volume group: tg; target tg\/t\.img was read as an LVM name \(vg\/lv\), but tg exists here: to receive into a file, write \.\/tg\/t\.img/);
+  assert.ok(!existsSync(join(state, 'tg', 't.img')));
 });
 
 test('a live writable LV is refused unless --allow-live', async () => {
