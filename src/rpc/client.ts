@@ -26,8 +26,10 @@ import * as grpc from '@grpc/grpc-js';
 import { ThinshipError, asThinshipError } from '../errors.js';
 import { logPhase } from '../log.js';
 import { StreamDigest, SHA256_BYTES } from '../stream/digest.js';
-import { sendMessages } from '../sender/sender.js';
+import { sendMessages, READ_AHEAD_OPS } from '../sender/sender.js';
 import { CompressPool, type ChunkResult } from '../sender/compress-pool.js';
+import { ChunkBuffers } from '../sender/chunk-buffers.js';
+import { DEFAULT_MAX_OP_BYTES } from '../thin/plan.js';
 import type { VolumeReader } from '../sender/volume-reader.js';
 import type { SendPlan } from '../thin/planner.js';
 import { receiverProto, PROTOCOL_VERSION, type PbApplyRequest, type PbApplyResponse, type PbTransferState, type PbAbortResponse } from './proto.js';
@@ -287,10 +289,11 @@ async function oneCall(
   let wake: (() => void) | undefined;
   const check = () => { if (failure !== undefined) throw failure; if (o.signal?.aborted) throw new ThinshipError('ABORTED', 'send cancelled'); };
 
-  const write = async (req: PbApplyRequest) => {
+  /** `written` runs when grpc-js is done with the message (it has serialized it). */
+  const write = async (req: PbApplyRequest, written?: () => void) => {
     check();
     inflight++;
-    const ok = call.write(req, () => { inflight--; wake?.(); });
+    const ok = call.write(req, () => { inflight--; written?.(); wake?.(); });
     if (!ok) await waitUntil((done) => { call.once('drain', done); return () => call.off('drain', done); });
     while (inflight >= MAX_WRITES_IN_FLIGHT && failure === undefined) {
       await waitUntil((done) => { wake = done; return () => { if (wake === done) wake = undefined; }; });
@@ -301,6 +304,8 @@ async function oneCall(
   type Item = { kind: 'data'; offsetBytes: number; lengthBytes: number; result: Promise<ChunkResult> } | { kind: 'unmap'; offsetBytes: number; lengthBytes: number };
   const fifo: Item[] = [];
   const ahead = COMPRESS_AHEAD_PER_WORKER * pool.size;
+  // Enough for every chunk in flight (read ahead, in the workers, handed to gRPC) at the default op size.
+  const buffers = new ChunkBuffers((READ_AHEAD_OPS + ahead + MAX_WRITES_IN_FLIGHT + 2) * DEFAULT_MAX_OP_BYTES);
   const emit = async (it: Item) => {
     if (it.kind === 'unmap') {
       digest.addUnmap(it.offsetBytes, it.lengthBytes);
@@ -315,8 +320,11 @@ async function oneCall(
       t.dataBytes += it.lengthBytes;
       const [encoding, payload] = c.zero ? ['ENCODING_ZERO' as const, Buffer.alloc(0)] : c.frame ? ['ENCODING_ZSTD' as const, c.frame] : ['ENCODING_RAW' as const, c.raw];
       r.chunks[c.zero ? 'zero' : c.frame ? 'zstd' : 'raw']++;
-      // payload is never reused after this: a gRPC write may serialize it later.
-      await write({ kind: 'data', data: { offsetBytes: it.offsetBytes, lengthBytes: it.lengthBytes, payload, encoding, checksum: c.checksum } });
+      // The read buffer goes back for reuse once nothing reads it: now, unless it is the
+      // payload itself, which a gRPC write serializes later (then: after its callback).
+      const sendsRaw = payload === c.raw;
+      if (!sendsRaw) buffers.give(c.raw);
+      await write({ kind: 'data', data: { offsetBytes: it.offsetBytes, lengthBytes: it.lengthBytes, payload, encoding, checksum: c.checksum } }, sendsRaw ? () => buffers.give(c.raw) : undefined);
       r.dataBytes += it.lengthBytes;
       r.payloadBytes += payload.length;
     }
@@ -337,7 +345,7 @@ async function oneCall(
         checksum: 'CHECKSUM_ALGORITHM_SHA256',
       },
     });
-    for await (const m of sendMessages(p, reader, { resumeFromBytes: resume, transferId })) {
+    for await (const m of sendMessages(p, reader, { resumeFromBytes: resume, transferId, buffers })) {
       if (m.type === 'data') {
         const lengthBytes = m.data.length;
         const result = pool.process(m.data); // m.data now belongs to the pool (its memory moved to a worker)

@@ -8,6 +8,7 @@ import type { SendPlan } from '../thin/planner.js';
 import type { PlanOp } from '../thin/model.js';
 import type { StreamMessage, BeginInfo, FormatVersion } from '../stream/messages.js';
 import type { VolumeReader } from './volume-reader.js';
+import type { ChunkBuffers } from './chunk-buffers.js';
 
 /** Reads in flight ahead of the consumer; with 1 MiB ops this bounds read-ahead memory to ~8 MiB. */
 export const READ_AHEAD_OPS = 8;
@@ -19,6 +20,8 @@ export interface SenderOptions {
   /** Start at this volume offset (resume): ops wholly below it are skipped, one straddling it is cut. */
   resumeFromBytes?: number;
   onProgress?: (p: { dataBytes: number; unmapBytes: number }) => void;
+  /** Read into recycled buffers; the consumer gives each DATA buffer back when done with it. Default: a fresh buffer per op. */
+  buffers?: ChunkBuffers;
 }
 
 export function beginInfoOf(p: SendPlan, o: SenderOptions): BeginInfo {
@@ -58,8 +61,8 @@ export async function* sendMessages(p: SendPlan, reader: VolumeReader, o: Sender
   const ops = opsFrom(p, o.resumeFromBytes ?? 0);
   let exhausted = false;
   const read = async (op: PlanOp) => {
-    // A fresh buffer per op: it is handed downstream and may be held (e.g. by a gRPC write).
-    const buf = Buffer.allocUnsafe(op.lengthBytes);
+    // Handed downstream and may be held (e.g. by a gRPC write): fresh, or recycled by a consumer that says when it is done.
+    const buf = o.buffers ? o.buffers.take(op.lengthBytes) : Buffer.allocUnsafe(op.lengthBytes);
     await reader.read(buf, op.offsetBytes);
     return buf;
   };
