@@ -6,6 +6,7 @@
 import { Command, CommanderError } from 'commander';
 import { ThinshipError, asThinshipError } from '../errors.js';
 import { exitCodeOf } from './exit-codes.js';
+import { logPhase } from '../log.js';
 // Commands are imported when they run: a start loads only what it needs (gRPC,
 // zstd, the XML parser...), which matters for scripts calling thinship often and
 // for the VM tier, where each module costs ~10x more under emulation.
@@ -114,6 +115,7 @@ program.command('demo')
 async function main(): Promise<void> {
   try {
     await program.parseAsync(process.argv);
+    logPhase('command finished');
   } catch (e) {
     if (e instanceof CommanderError) {
       process.exitCode = e.exitCode === 0 ? 0 : 2;
