@@ -132,6 +132,22 @@ test('full then incremental over mTLS: byte-exact on a sparse file, compressed, 
   assertSameImage(readImage(target, pool.volumeSizeBytes), img1, 'after the full again');
 });
 
+test('without compression every chunk goes RAW (the read buffer is the payload, recycled after its write): byte-exact', async () => {
+  // Small ops: many more chunks than buffers in flight, so every buffer is reused many times.
+  const target = join(allowed, 'raw.img');
+  const full = await send(clientA, target, pool.baseDevId, undefined, { compress: false, maxOpBytes: 64 * 1024 });
+  assert.equal(full.state.status, 'TRANSFER_STATUS_COMPLETE');
+  assert.equal(full.chunks.zstd, 0);
+  assert.ok(full.chunks.raw > 40, `raw chunks: ${full.chunks.raw}`);
+  // RAW carries every byte; only all-zero chunks travel without payload.
+  assert.equal(full.payloadBytes === full.dataBytes, full.chunks.zero === 0, `payload ${full.payloadBytes} of ${full.dataBytes} with ${full.chunks.zero} zero chunks`);
+  assert.ok(full.payloadBytes <= full.dataBytes);
+  assertSameImage(readImage(target, pool.volumeSizeBytes), img1, 'after a RAW full send');
+  const inc = await send(clientA, target, pool.snapDevId, pool.baseDevId, { compress: false, maxOpBytes: 64 * 1024 });
+  assert.equal(inc.chunks.zstd, 0);
+  assertSameImage(readImage(target, pool.volumeSizeBytes), img2, 'after a RAW incremental');
+});
+
 test('an incremental applies only onto its base (ZFS rule): a target holding another snapshot is refused, untouched', async () => {
   const target = join(allowed, 'base-check.img');
   await send(clientA, target, pool.snapDevId); // the target now holds device 2, not device 1
