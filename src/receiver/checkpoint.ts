@@ -119,7 +119,11 @@ export class CheckpointStore {
   async save(cp: TransferCheckpoint): Promise<void> {
     const f = this.file(cp.transferId);
     const tmp = join(this.dir, `.${cp.transferId}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-    const fh = await open(tmp, 'w', 0o600);
+    const fh = await open(tmp, 'w', 0o600).catch((e: NodeJS.ErrnoException) => {
+      // Not recreated here: the checkpoints it held (every transfer's resume point) are gone, and the operator must know.
+      if (e.code === 'ENOENT') throw new ThinshipError('IO_ERROR', `the receiver's state directory ${this.dir} is missing (removed while the receiver runs?): checkpoint of transfer ${cp.transferId} not written; restart the receiver (thinship serve) to recreate it`, { cause: e });
+      throw e;
+    });
     try {
       await fh.writeFile(JSON.stringify(cp, null, 1) + '\n');
       await fh.sync();

@@ -48,6 +48,14 @@ test('checkpoints are saved atomically, listed, validated and removed', async ()
   assert.equal(checkTransferId('ts-0123abc_x.y'), 'ts-0123abc_x.y');
 });
 
+test('a state directory removed under a running receiver: saving says so (IO_ERROR naming it), it is not silently recreated', async () => {
+  const store = new CheckpointStore(join(dir, 'gone'));
+  await store.init();
+  rmSync(join(dir, 'gone'), { recursive: true });
+  await assert.rejects(store.save(cp('y-1')), (e: ThinshipError) => e.code === 'IO_ERROR' && /state directory .*gone\/transfers is missing.*restart the receiver/.test(e.message));
+  assert.deepEqual(readdirSync(dir).filter((n) => n === 'gone'), []);
+});
+
 test('identity names come from the certificate CN and every SAN', () => {
   assert.deepEqual(certificateNames({ subject: { CN: 'sender-a' }, subjectaltname: 'DNS:sender-a, URI:spiffe://site/b, IP Address:10.0.0.1, email:ops@example.com' }),
     ['sender-a', 'spiffe://site/b', '10.0.0.1', 'ops@example.com']);
