@@ -144,13 +144,17 @@ function fileHelp(): string {
 
 interface App { root: string; main: string; planBench: string; wanBench: string }
 
+function appAt(root: string): App {
+  return { root, main: join(root, 'dist/bin/thinship.js'), planBench: join(root, 'dist/bench/plan-bench.js'), wanBench: join(root, 'dist/bench/wan/wan-bench.js') };
+}
+
 /** A private copy of the build, so rebuilds of dist/ by others during the run change nothing here. */
 async function prepareApp(o: Options, runDir: string): Promise<App> {
-  if (o.app) return { root: o.app, main: join(o.app, 'dist/bin/thinship.js'), planBench: join(o.app, 'dist/bench/plan-bench.js'), wanBench: join(o.app, 'dist/bench/wan/wan-bench.js') };
-  if (!o.snapshot) return { root: REPO_ROOT, main: join(REPO_ROOT, 'dist/bin/thinship.js'), planBench: join(REPO_ROOT, 'dist/bench/plan-bench.js'), wanBench: join(REPO_ROOT, 'dist/bench/wan/wan-bench.js') };
+  if (o.app) return appAt(o.app);
+  if (!o.snapshot) return appAt(REPO_ROOT);
   const root = join(runDir, 'app');
   await copyBuild(REPO_ROOT, root);
-  return { root, main: join(root, 'dist/bin/thinship.js'), planBench: join(root, 'dist/bench/plan-bench.js'), wanBench: join(root, 'dist/bench/wan/wan-bench.js') };
+  return appAt(root);
 }
 
 async function gitInfo(): Promise<{ head: string; changedFiles: number }> {
@@ -446,16 +450,21 @@ function incrementalChecks(sums: PathSummary[], runs: RunRecord[]): IncrementalC
 
 interface PlanRow { mappings: number; tool: string; transport: string; elements: number; elementsPerS: Spread; peakRssMiB: Spread; totalsOk: boolean }
 
+/** Runs `node ARGS` with its output on ours; resolves with its exit code. */
+function runNodeChild(args: string[]): Promise<number | null> {
+  return new Promise((res, rej) => {
+    const ch = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'] });
+    ch.on('error', rej);
+    ch.on('exit', (c) => res(c));
+  });
+}
+
 async function runPlanBench(app: App, o: Options, runDir: string): Promise<{ rows: PlanRow[]; raw: unknown; error?: string }> {
   const out = join(runDir, 'plan-bench.json');
   await rm(out, { force: true });
   const args = [app.planBench, '--sizes', o.planSizes.join(','), '--reps', String(o.planReps), '--json', out, '--dir', o.work];
   log(`plan: node ${args.join(' ')}`);
-  const code = await new Promise<number | null>((res, rej) => {
-    const ch = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'] });
-    ch.on('error', rej);
-    ch.on('exit', (c) => res(c));
-  });
+  const code = await runNodeChild(args);
   const raw = JSON.parse(await readFile(out, 'utf8').catch(() => 'null')) as null | { rows: Array<{ mappings: number; kind: string; transport: string; elements: number; planMs: number[]; hwmMiB: number[]; totalsOk: boolean }> };
   if (!raw) return { rows: [], raw, error: `plan-bench exited with ${code} and wrote no JSON` };
   const rows = raw.rows.map((r) => ({
@@ -471,14 +480,10 @@ interface WanRow { rttMs: number; path: string; dataMBps: Spread; ratioToSocat: 
 async function runWanBench(app: App, o: Options, runDir: string): Promise<{ rows: WanRow[]; table: string; raw: unknown; error?: string }> {
   const out = join(runDir, 'wan-bench.json');
   await rm(out, { force: true });
-  const args = [app.wanBench, '--size', o.wanSize, '--rtts', o.wanRttsMs.join(','), '--reps', String(o.reps), '--verify', o.verify === 'all' ? 'all' : o.verify === 'none' ? 'none' : 'first',
+  const args = [app.wanBench, '--size', o.wanSize, '--rtts', o.wanRttsMs.join(','), '--reps', String(o.reps), '--verify', o.verify,
     '--json', out, '--work', o.work, '--no-snapshot'];
   log(`wan: node ${args.join(' ')}`);
-  const code = await new Promise<number | null>((res, rej) => {
-    const ch = spawn(process.execPath, args, { stdio: ['ignore', 'inherit', 'inherit'] });
-    ch.on('error', rej);
-    ch.on('exit', (c) => res(c));
-  });
+  const code = await runNodeChild(args);
   const raw = JSON.parse(await readFile(out, 'utf8').catch(() => 'null')) as null | { table: string; summary: WanRow[] };
   if (!raw) return { rows: [], table: '', raw, error: `wan-bench exited with ${code} and wrote no JSON` };
   const rows = raw.summary.map((r) => ({ rttMs: r.rttMs, path: r.path, dataMBps: r.dataMBps, ratioToSocat: r.ratioToSocat, runs: r.runs, failures: r.failures }));

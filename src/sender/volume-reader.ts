@@ -8,11 +8,8 @@
 import { ThinshipError } from '../errors.js';
 import { openVolume, type VolumeHandle } from '../device/volume.js';
 import { activateForReading } from '../thin/lvm.js';
-import { spawnTool } from '../exec/run.js';
-import { classifyThinTool } from '../exec/known-errors.js';
-import { buildFullPlan } from '../thin/plan.js';
 import type { MappingSpool } from '../thin/spool.js';
-import type { SendPlan } from '../thin/planner.js';
+import { snapshotMappings, type SendPlan } from '../thin/planner.js';
 
 export interface VolumeReader {
   /** Fills `buf` with the volume's bytes at [offsetBytes, offsetBytes + buf.length); the source is read once, so those pages leave the page cache soon after. */
@@ -132,11 +129,8 @@ export async function openSourceReader(p: SendPlan, opts: { signal?: AbortSignal
   let mappings = p.mappings;
   let owns = false;
   if (!mappings) {
-    // An incremental plan came from thin_delta; the snapshot's own mappings come from thin_dump.
-    const t = spawnTool('thin_dump', ['--dev-id', String(spec.snapDevId), spec.metadataPath], { signal: opts.signal, classify: classifyThinTool });
-    const [r] = await Promise.all([buildFullPlan(t.stdout, { devId: spec.snapDevId, mappingSpool: true }), t.done]);
-    await r.plan.close();
-    mappings = r.mappings!;
+    // A plan made without withMappings (an incremental from thin_delta): the snapshot's own mappings come from thin_dump.
+    mappings = await snapshotMappings({ metadataPath: spec.metadataPath, useMetadataSnap: false, snapDevId: spec.snapDevId, signal: opts.signal }, {});
     owns = true;
   }
   const data = await openVolume(spec.dataPath, { mode: 'read' }).catch(async (e) => { if (owns) await mappings!.close(); throw e; });

@@ -96,7 +96,7 @@ async function planFromMetadata(args: { metadataPath: string; useMetadataSnap: b
 }
 
 /** The snapshot's origin→data mappings alone (thin_dump), for reading an offline pool. */
-async function snapshotMappings(args: { metadataPath: string; useMetadataSnap: boolean; snapDevId: number; signal?: AbortSignal }, opts: PlanOptions): Promise<MappingSpool> {
+export async function snapshotMappings(args: { metadataPath: string; useMetadataSnap: boolean; snapDevId: number; signal?: AbortSignal }, opts: PlanOptions): Promise<MappingSpool> {
   const m = args.useMetadataSnap ? ['-m'] : [];
   const t = spawnToolToFile('thin_dump', [...m, '--dev-id', String(args.snapDevId), args.metadataPath], { signal: args.signal, classify: classifyThinTool, spoolDir: opts.spoolDir });
   const r = await parseToolOutput(t, (out) => buildFullPlan(out, { devId: args.snapDevId, spoolDir: opts.spoolDir, mappingSpool: true }));
