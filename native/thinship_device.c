@@ -7,6 +7,11 @@
  * pool through napi_async_work and returns a Promise. Only BLKGETSIZE64 and
  * BLKSSZGET, which never touch the media, are synchronous.
  *
+ * Two synchronous calls guard files rather than devices: flock (the kernel drops
+ * the lock when its owner dies, so no stale-lock guessing) and openBeneath
+ * (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS: a path swapped for a symlink
+ * between a check and the open cannot lead outside a directory).
+ *
  * Errors are JS Errors shaped like Node's own fs errors: `code` is the errno
  * name (EBUSY, EOPNOTSUPP, ...), `errno` is the negative errno, `syscall`
  * names the call and request, e.g. "ioctl(BLKDISCARD)".
@@ -21,8 +26,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define NAPI_VERSION 8
@@ -366,6 +374,127 @@ static napi_value fadvise(napi_env env, napi_callback_info info) {
   return start_op(env, op, "thinship.fadvise");
 }
 
+/* ---- locks and race-free opens -------------------------------------------- */
+
+/* flock(fd, "exclusive" | "shared" | "unlock") → true, or false when another
+ * open file description holds a conflicting lock (never blocks: callers poll
+ * with their own deadline and AbortSignal). */
+static napi_value flock_call(napi_env env, napi_callback_info info) {
+  napi_value argv[2], out;
+  int fd;
+  char name[16];
+  size_t len = 0;
+  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd)) return NULL;
+  if (napi_get_value_string_utf8(env, argv[1], name, sizeof name, &len) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "mode must be a string");
+    return NULL;
+  }
+  int op;
+  if (strcmp(name, "exclusive") == 0) op = LOCK_EX | LOCK_NB;
+  else if (strcmp(name, "shared") == 0) op = LOCK_SH | LOCK_NB;
+  else if (strcmp(name, "unlock") == 0) op = LOCK_UN;
+  else {
+    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "mode must be exclusive, shared or unlock");
+    return NULL;
+  }
+  int r;
+  do { r = flock(fd, op); } while (r < 0 && errno == EINTR);
+  if (r < 0 && errno != EWOULDBLOCK) { throw_errno(env, errno, "flock"); return NULL; }
+  napi_get_boolean(env, r == 0, &out);
+  return out;
+}
+
+/* The fallback where openat2 is missing (kernels before 5.6, some seccomp
+ * profiles): one component at a time, each opened O_NOFOLLOW relative to the
+ * last, so a symlink anywhere fails with ELOOP/ENOTDIR and ".." is refused. */
+static int open_beneath_walk(int dirfd, const char *rel, int flags, mode_t mode) {
+  char buf[4096];
+  if (strlen(rel) >= sizeof buf) { errno = ENAMETOOLONG; return -1; }
+  strcpy(buf, rel);
+  int cur = dup(dirfd);
+  if (cur < 0) return -1;
+  char *save = NULL;
+  char *part = strtok_r(buf, "/", &save);
+  while (part != NULL) {
+    char *next = strtok_r(NULL, "/", &save);
+    if (strcmp(part, "..") == 0) { close(cur); errno = EXDEV; return -1; }
+    if (strcmp(part, ".") == 0) { part = next; continue; }
+    int fd;
+    if (next == NULL) fd = openat(cur, part, flags | O_NOFOLLOW | O_CLOEXEC, mode);
+    else fd = openat(cur, part, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int e = errno;
+    close(cur);
+    if (fd < 0) { errno = e; return -1; }
+    cur = fd;
+    part = next;
+  }
+  return cur;
+}
+
+/* openBeneath(dirfd, relativePath, flags, mode) → fd. The path is resolved
+ * beneath dirfd with no symlinks, no magic links and no "..": EXDEV when it
+ * would leave, ELOOP when a component is a symlink. flags are Node's
+ * fs.constants (O_RDWR, O_CREAT, O_EXCL, ...). */
+static napi_value open_beneath(napi_env env, napi_callback_info info) {
+  napi_value argv[4], out;
+  int dirfd;
+  int32_t flags, mode;
+  char rel[4096];
+  size_t len = 0;
+  if (!get_args(env, info, 4, argv) || !get_fd(env, argv[0], &dirfd)) return NULL;
+  if (napi_get_value_string_utf8(env, argv[1], rel, sizeof rel, &len) != napi_ok || len == 0 || len >= sizeof rel - 1) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "relativePath must be a non-empty string shorter than 4095 bytes");
+    return NULL;
+  }
+  if (rel[0] == '/' || strlen(rel) != len) {
+    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "relativePath must be relative and contain no NUL");
+    return NULL;
+  }
+  if (napi_get_value_int32(env, argv[2], &flags) != napi_ok || napi_get_value_int32(env, argv[3], &mode) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "flags and mode must be integers");
+    return NULL;
+  }
+  struct open_how how;
+  memset(&how, 0, sizeof how);
+  how.flags = (uint64_t)(uint32_t)(flags | O_CLOEXEC);
+  how.mode = (flags & (O_CREAT | O_TMPFILE)) ? (uint64_t)(mode & 07777) : 0;
+  how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  long fd;
+  do { fd = syscall(SYS_openat2, dirfd, rel, &how, sizeof how); } while (fd < 0 && (errno == EINTR || errno == EAGAIN));
+  if (fd < 0 && (errno == ENOSYS || errno == EPERM)) {
+    /* EPERM: a seccomp filter that denies openat2 outright. */
+    fd = open_beneath_walk(dirfd, rel, flags, (mode_t)mode);
+    if (fd < 0) { throw_errno(env, errno, "openat(O_NOFOLLOW walk)"); return NULL; }
+  } else if (fd < 0) {
+    throw_errno(env, errno, "openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)");
+    return NULL;
+  }
+  napi_create_int32(env, (int32_t)fd, &out);
+  return out;
+}
+
+/* openBeneathWalk: the fallback itself, exported so tests exercise it on kernels that have openat2. */
+static napi_value open_beneath_walk_js(napi_env env, napi_callback_info info) {
+  napi_value argv[4], out;
+  int dirfd;
+  int32_t flags, mode;
+  char rel[4096];
+  size_t len = 0;
+  if (!get_args(env, info, 4, argv) || !get_fd(env, argv[0], &dirfd)) return NULL;
+  if (napi_get_value_string_utf8(env, argv[1], rel, sizeof rel, &len) != napi_ok || len == 0 || len >= sizeof rel - 1 || rel[0] == '/' || strlen(rel) != len) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "relativePath must be a non-empty relative string");
+    return NULL;
+  }
+  if (napi_get_value_int32(env, argv[2], &flags) != napi_ok || napi_get_value_int32(env, argv[3], &mode) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "flags and mode must be integers");
+    return NULL;
+  }
+  int fd = open_beneath_walk(dirfd, rel, flags, (mode_t)mode);
+  if (fd < 0) { throw_errno(env, errno, "openat(O_NOFOLLOW walk)"); return NULL; }
+  napi_create_int32(env, fd, &out);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "blockSizeBytes", NULL, block_size_bytes, NULL, NULL, NULL, napi_enumerable, NULL },
@@ -375,6 +504,9 @@ static napi_value init(napi_env env, napi_value exports) {
     { "punchHole", NULL, punch_hole, NULL, NULL, NULL, napi_enumerable, NULL },
     { "zeroRangeFile", NULL, zero_range_file, NULL, NULL, NULL, napi_enumerable, NULL },
     { "fadvise", NULL, fadvise, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "flock", NULL, flock_call, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "openBeneath", NULL, open_beneath, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "openBeneathWalk", NULL, open_beneath_walk_js, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -31,6 +31,22 @@ export interface NativeDevice {
   zeroRangeFile(fd: number, offsetBytes: number, lengthBytes: number): Promise<'fallocate' | 'write'>;
   /** posix_fadvise; length 0 means "to the end". */
   fadvise(fd: number, offsetBytes: number, lengthBytes: number, advice: FadviseAdvice): Promise<void>;
+  /**
+   * flock(2), never blocking: true when taken (or released), false when another
+   * open file description holds a conflicting lock. The kernel drops the lock
+   * when the fd is closed or its process dies.
+   */
+  flock(fd: number, mode: 'exclusive' | 'shared' | 'unlock'): boolean;
+  /**
+   * Opens `relativePath` beneath the directory `dirFd` with openat2
+   * (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS), or a
+   * per-component O_NOFOLLOW walk where openat2 is missing. A symlink in any
+   * component fails (ELOOP), leaving the directory fails (EXDEV). `flags` are
+   * fs.constants O_* values; returns the fd (close it with fs.closeSync / FileHandle).
+   */
+  openBeneath(dirFd: number, relativePath: string, flags: number, mode: number): number;
+  /** The O_NOFOLLOW walk alone (tests run it on kernels that have openat2). */
+  openBeneathWalk(dirFd: number, relativePath: string, flags: number, mode: number): number;
 }
 
 /** The errno-carrying Error the addon throws or rejects with. */
