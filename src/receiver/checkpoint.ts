@@ -34,6 +34,12 @@ export interface TransferCheckpoint {
   /** The target as the sender named it, and the key of what it resolved to (real path, or lvm:vg/lv). */
   target: string;
   targetKey: string;
+  /**
+   * What the target was when the transfer began and completed (receiver/target.ts
+   * targetIdentity: inode, device number or LV uuid). A target that no longer
+   * matches holds nothing of this transfer. Absent in checkpoints of older versions.
+   */
+  targetIdentity?: string;
   mode: TransferMode;
   sourceId: string;
   baseId: string;
@@ -72,6 +78,7 @@ function parseCheckpoint(text: string, file: string): TransferCheckpoint {
   if (v.mode !== 'full' && v.mode !== 'incremental') throw bad('mode');
   if (v.checksum !== 'sha256' && v.checksum !== 'none') throw bad('checksum');
   if (typeof v.digestState !== 'string' || !/^[0-9a-f]{64}$/.test(v.digestState)) throw bad('digestState');
+  if (v.targetIdentity !== undefined && (typeof v.targetIdentity !== 'string' || !/^[ -~]{1,300}$/.test(v.targetIdentity))) throw bad('targetIdentity');
   checkTransferId(v.transferId as string);
   return v as unknown as TransferCheckpoint;
 }
