@@ -2,10 +2,11 @@
  * A volume the sender reads or the receiver writes: a block device (thin LV,
  * loop device, disk) or a regular (usually sparse image) file.
  *
- * Reads and writes go through Node's FileHandle or the same fs calls on a raw
- * descriptor (libuv thread pool, page cache); discard, zero-out, hole punching and fadvise go through the native
- * addon, also off the main thread. All offsets and lengths are in bytes and
- * every failure is a ThinshipError naming the path, offset and length.
+ * Reads and writes go through Node's FileHandle, or the same fs calls on a
+ * raw descriptor (libuv thread pool, page cache); discard, zero-out, hole
+ * punching and fadvise go through the native addon, also off the main thread.
+ * All offsets and lengths are in bytes and every failure is a ThinshipError
+ * naming the path, offset and length.
  */
 import { constants as fsConstants, close as fsClose, fdatasync, fstat, ftruncate, read as fsRead, write as fsWrite, type BigIntStats } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
