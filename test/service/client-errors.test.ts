@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { createServer, type Server, type AddressInfo } from 'node:net';
 import { spawn } from 'node:child_process';
+import type { ServerHttp2Session } from 'node:http2';
 import { createDemoPool, type DemoPool } from '../../src/thin/demo-pool.js';
 import { planSend, type SendPlan, type SourceSpec } from '../../src/thin/planner.js';
 import { openSourceReader, type VolumeReader } from '../../src/sender/volume-reader.js';
@@ -348,6 +349,43 @@ for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
     assertSameImage(readImage(target, pool.volumeSizeBytes), img1, `after ${sig} and the re-run`);
   });
 }
+
+test('after an attempt that delivered data the retry count and delay start afresh: three cuts with --retries 1 still complete', async () => {
+  const sessions: ServerHttp2Session[] = [];
+  const rx3 = await startReceiver({ listen: '127.0.0.1:0', config: await receiverConfig('cuts', { checkpointIntervalBytes: 2 * 1024 * 1024 }), onHttp2Session: (x) => sessions.push(x) });
+  const c = await ReceiverClient.connect({ address: `127.0.0.1:${rx3.port}`, tls: certs.clientA, serverName: 'localhost' });
+  const watch = await ReceiverClient.connect({ address: `127.0.0.1:${rx3.port}`, tls: certs.clientA, serverName: 'localhost' });
+  const state = () => watch.getTransferState('cuts-1').catch(() => undefined); // the watcher's connection is cut too
+  const target = join(targets, 'cuts.img');
+  const delays: number[] = [];
+  // The reader holds before 8, 16 and 24 MiB until each is released: every cut finds the transfer running.
+  const gates = [8, 16, 24].map((mib) => gatedAt(mib * 1024 * 1024));
+  const reader = (r: VolumeReader): VolumeReader => gates.reduce((x, g) => g.wrap(x), r);
+  try {
+    // two attempts in a row at most: without the reset the second cut ends the send
+    const sending = send(c, target, { transferId: 'cuts-1', maxAttempts: 2, retryDelayMs: 300, wrapReader: reader, onEvent: (e) => { if (e.type === 'retry') delays.push(e.delayMs); } });
+    sending.catch(() => undefined);
+    let durable = 0;
+    for (const [i, gate] of gates.entries()) {
+      // cut the connection once the receiver made this attempt's progress durable
+      await waitFor(async () => { const st = await state(); return st?.active === true && st.durableOffsetBytes > durable; }, `progress before cut ${i + 1}`);
+      for (const x of sessions.splice(0)) x.destroy();
+      await waitFor(async () => (await state())?.active === false, `the receiver to see cut ${i + 1}`);
+      durable = (await state())!.durableOffsetBytes;
+      gate.release();
+    }
+    const r = await sending;
+    assert.equal(r.state.status, 'TRANSFER_STATUS_COMPLETE');
+    assert.equal(r.startOffsets.length, 4, `starts: ${r.startOffsets.join(', ')}`);
+    assert.deepEqual(delays, [300, 300, 300], 'each retry after progress waits the first delay');
+    assertSameImage(readImage(target, pool.volumeSizeBytes), img1, 'after three cuts');
+  } finally {
+    for (const g of gates) g.release();
+    c.close();
+    watch.close();
+    await rx3.close();
+  }
+});
 
 // ---- local mistakes -----------------------------------------------------------------------
 
