@@ -313,8 +313,11 @@ export function defaultTransferId(p: SendPlan, target: string, identity: string)
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => { clearTimeout(t); reject(new ThinshipError('ABORTED', 'send cancelled')); }, { once: true });
+    if (signal?.aborted) { reject(new ThinshipError('ABORTED', 'send cancelled')); return; }
+    // The listener goes with the wait: one per retry would pile up on a long-lived signal.
+    const onAbort = () => { clearTimeout(t); reject(new ThinshipError('ABORTED', 'send cancelled')); };
+    const t = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
 

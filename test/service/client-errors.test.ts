@@ -133,7 +133,7 @@ test('an expired client certificate: exit 13 within seconds (not 90 s of retries
   assert.equal(r.code, 13, r.stderr);
   assert.match(r.stderr, /the receiver at 127\.0\.0\.1:\d+ refused our client certificate "sender-a" \(.*expired\.crt\): .*it expired on Feb  1 00:00:00 2020 GMT/);
   assert.doesNotMatch(r.stderr, /retrying/);
-  assert.ok(r.seconds < 10, `took ${r.seconds.toFixed(1)} s`);
+  assert.ok(r.seconds < 20, `took ${r.seconds.toFixed(1)} s`);
   assert.equal(existsSync(target), false);
 });
 
@@ -142,7 +142,7 @@ test('a client certificate from an unknown CA: exit 13, naming it; the receiver 
   const r = await timedCli(sendArgs(address, target, ['--server-name', 'localhost'], ['--ca', certs.foreign.ca, '--cert', certs.foreign.cert, '--key', certs.foreign.key]));
   assert.equal(r.code, 13, r.stderr);
   assert.match(r.stderr, /refused our client certificate "sender-a" .*it is not signed by a CA in .*ca\.crt \(its issuer is CN=foreign CA\)/);
-  assert.ok(r.seconds < 10, `took ${r.seconds.toFixed(1)} s`);
+  assert.ok(r.seconds < 20, `took ${r.seconds.toFixed(1)} s`);
   const untrusted = await timedCli(sendArgs(address, target, ['--server-name', 'localhost'], ['--ca', certs.foreignCa, '--cert', certs.clientA.cert, '--key', certs.clientA.key]));
   assert.equal(untrusted.code, 13, untrusted.stderr);
   assert.match(untrusted.stderr, /the receiver's certificate is not trusted: self-signed certificate in certificate chain/);
@@ -220,7 +220,7 @@ test('nothing listening at --to: exit 15 after a short wait, naming the address 
   assert.match(r.stderr, new RegExp(`cannot connect to the receiver at 127\\.0\\.0\\.1:${port}: connection refused`));
   assert.match(r.stderr, /nothing was sent/);
   assert.doesNotMatch(r.stderr, /resume/);
-  assert.ok(r.seconds > 3 && r.seconds < 15, `gave up after ${r.seconds.toFixed(1)} s (about 5 s expected)`);
+  assert.ok(r.seconds > 3 && r.seconds < 25, `gave up after ${r.seconds.toFixed(1)} s (about 5 s expected)`);
 });
 
 test('a name that does not resolve: UNAVAILABLE naming it, after the connect wait only', async () => {

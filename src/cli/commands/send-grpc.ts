@@ -101,7 +101,10 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
         });
       } catch (e) {
         if (caught) {
-          throw new ThinshipError('ABORTED', `interrupted by ${caught}: transfer ${transferId} of ${what} to ${flags.to} ${flags.target} is resumable: run the same command again to resume it`,
+          const next = client.reached
+            ? `transfer ${transferId} of ${what} to ${flags.to} ${flags.target} is resumable: run the same command again to resume it`
+            : `the receiver at ${flags.to} had not answered yet; nothing was sent`;
+          throw new ThinshipError('ABORTED', `interrupted by ${caught}: ${next}`,
             { details: { exitCode: 128 + SIGNAL_NUMBERS[caught as (typeof STOP_SIGNALS)[number]], transferId }, cause: e });
         }
         throw e;
