@@ -219,10 +219,22 @@ test('concurrent transfers to different targets both complete', async () => {
   assertSameImage(readImage(join(allowed, 'c2.img'), pool.volumeSizeBytes), img2, 'c2');
 });
 
-/** Sends until `stopAfterBytes` of data went out, then cancels like a dying sender. */
-async function interruptedSend(target: string, snap: number, stopAfterBytes: number, transferId?: string): Promise<void> {
+/**
+ * Sends up to `stopAtBytes` and cancels like a dying sender once the receiver
+ * has made part of it durable (its state says so, not a byte count of ours).
+ */
+async function interruptedSend(target: string, snap: number, stopAtBytes: number, transferId: string): Promise<void> {
   const ac = new AbortController();
-  await rejects(send(clientA, target, snap, undefined, { transferId, signal: ac.signal, onProgress: (p) => { if (p.dataBytes >= stopAfterBytes) ac.abort(); } }), 'ABORTED');
+  const gate = gatedAt(stopAtBytes);
+  const sending = send(clientA, target, snap, undefined, { transferId, signal: ac.signal, wrapReader: gate.wrap });
+  sending.catch(() => undefined);
+  try {
+    await waitFor(async () => ((await clientA.getTransferState(transferId))?.durableOffsetBytes ?? 0) > 0, `a first checkpoint of ${transferId}`);
+    ac.abort();
+  } finally {
+    gate.release();
+  }
+  await rejects(sending, 'ABORTED');
 }
 
 async function waitFor(cond: () => Promise<boolean>, what: string, ms = 10_000): Promise<void> {
