@@ -22,7 +22,8 @@ export type ErrorCode =
   | 'TARGET_TOO_SMALL'    // stream describes a volume larger than the target
   | 'TARGET_BUSY'         // target opened exclusively by someone else (mounted, in use)
   | 'IO_ERROR'            // read/write/discard on a device or file failed
-  | 'ABORTED'             // cancelled by a signal or AbortSignal
+  | 'ABORTED'             // cancelled here: a signal or an AbortSignal
+  | 'TRANSFER_ABORTED'    // stopped by the receiver: AbortTransfer by an operator, or taken over by a newer call
   | 'LOCK_TIMEOUT'        // could not get the per-pool lock in time
   | 'PERMISSION_DENIED'   // the client's identity may not write this target (gRPC receiver)
   | 'UNAUTHENTICATED'     // TLS handshake or client certificate refused (wrong CA, expired, none)

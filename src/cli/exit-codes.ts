@@ -33,6 +33,7 @@ const EXIT_BY_CODE: Record<ErrorCode, number> = {
   BASE_MISMATCH: 14,
   TRANSFER_BUSY: 11,
   UNAVAILABLE: 15,
+  TRANSFER_ABORTED: 16,    // the receiver stopped it; not a signal of ours (130 would say SIGINT)
   ABORTED: 130,
 };
 

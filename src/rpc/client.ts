@@ -22,6 +22,8 @@
  * byte-identical to an uninterrupted transfer.
  */
 import { createHash } from 'node:crypto';
+import { realpathSync } from 'node:fs';
+import { isIP } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { ThinshipError, asThinshipError } from '../errors.js';
 import { logPhase } from '../log.js';
@@ -33,8 +35,11 @@ import { DEFAULT_MAX_OP_BYTES } from '../thin/plan.js';
 import type { VolumeReader } from '../sender/volume-reader.js';
 import type { SendPlan } from '../thin/planner.js';
 import { receiverProto, PROTOCOL_VERSION, type PbApplyRequest, type PbApplyResponse, type PbTransferState, type PbAbortResponse } from './proto.js';
-import { fromServiceError } from './status.js';
-import { checkInsecureAllowed, clientCredentials, parseHostPort, type TlsFiles } from './tls.js';
+import { fromServiceError, fromReceiver, type TransportFailure } from './status.js';
+import {
+  checkInsecureAllowed, clientCredentialsOf, loadClientTls, parseHostPort, probeConnection, clientCertificateProblems,
+  type TlsFiles, type ClientTls, type HostPort,
+} from './tls.js';
 
 export const MAX_WRITES_IN_FLIGHT = 4;
 export const COMPRESS_AHEAD_PER_WORKER = 2;
@@ -59,39 +64,120 @@ interface RawClient extends grpc.Client {
 }
 
 const UNARY_DEADLINE_MS = 30_000;
+/** Our own handshake when grpc-js cannot say why a connection failed. */
+const PROBE_TIMEOUT_MS = 3000;
+/**
+ * The SNI name sent when --to is an IP address and no --server-name is given:
+ * TLS has no SNI for an address (RFC 6066; Node warns, DEP0123) and grpc-js
+ * always sends one. The certificate is still checked against the address.
+ */
+const SNI_FOR_IP = 'thinship-receiver';
+
+/** Errors explain() already looked at (a unary call's error passes through the send loop too). */
+const explained = new WeakSet<ThinshipError>();
 
 export class ReceiverClient {
-  private constructor(readonly address: string, private readonly raw: RawClient) {}
+  /** True once the receiver answered a call (a result or an error of its own). */
+  reached = false;
+
+  private constructor(
+    readonly address: string,
+    private readonly raw: RawClient,
+    /** The identity we present: the client certificate's CN, or "anonymous" without TLS. */
+    readonly identity: string,
+    private readonly hp: HostPort,
+    private readonly tls: ClientTls | undefined,
+    private readonly servername: string | undefined,
+    private readonly verifyHost: string,
+  ) {}
 
   static async connect(o: ConnectOptions): Promise<ReceiverClient> {
     const hp = parseHostPort(o.address, '--to');
     let creds: grpc.ChannelCredentials;
-    if (o.insecure) {
-      checkInsecureAllowed(hp.host, o.allowInsecureRemote, '--allow-insecure-remote');
-      creds = grpc.credentials.createInsecure();
-    } else {
-      if (!o.tls) throw new ThinshipError('USAGE', 'mTLS needs --ca, --cert and --key (or --tls-dir); use --insecure only for a test on loopback');
-      creds = await clientCredentials(o.tls);
-    }
-    const { Client } = receiverProto();
+    let tls: ClientTls | undefined;
     const options: grpc.ChannelOptions = {
       'grpc.max_send_message_length': MAX_SEND_MESSAGE_BYTES,
       'grpc.keepalive_time_ms': 30_000,
       'grpc.keepalive_timeout_ms': 20_000,
       // Our own loop retries and resumes; keep grpc-js from replaying a half-sent stream.
       'grpc.enable_retries': 0,
+      // While grpc-js backs off, calls fail at once with the old error: keep its back-off
+      // well under ours (1-15 s) so each of our retries is a real connection attempt.
+      'grpc.initial_reconnect_backoff_ms': 200,
+      'grpc.max_reconnect_backoff_ms': 2000,
     };
-    if (o.serverName) options['grpc.ssl_target_name_override'] = o.serverName;
-    return new ReceiverClient(o.address, new Client(o.address, creds, options) as unknown as RawClient);
+    const verifyHost = o.serverName ?? hp.host;
+    let servername: string | undefined = o.serverName;
+    if (o.insecure) {
+      checkInsecureAllowed(hp.host, o.allowInsecureRemote, '--allow-insecure-remote');
+      creds = grpc.credentials.createInsecure();
+    } else {
+      if (!o.tls) throw new ThinshipError('USAGE', 'mTLS needs --ca, --cert and --key (or --tls-dir); use --insecure only for a test on loopback');
+      tls = await loadClientTls(o.tls);
+      if (o.serverName) {
+        options['grpc.ssl_target_name_override'] = o.serverName;
+        creds = clientCredentialsOf(tls);
+      } else if (isIP(hp.host)) {
+        options['grpc.ssl_target_name_override'] = SNI_FOR_IP;
+        creds = clientCredentialsOf(tls, hp.host);
+      } else {
+        servername = hp.host;
+        creds = clientCredentialsOf(tls);
+      }
+    }
+    const { Client } = receiverProto();
+    const raw = new Client(o.address, creds, options) as unknown as RawClient;
+    return new ReceiverClient(o.address, raw, tls?.commonName ?? 'anonymous', hp, tls, servername, verifyHost);
+  }
+
+  /**
+   * The exact reason for a transport failure (details.transport, see
+   * rpc/status.ts): grpc-js's words when they say it, else one TCP + TLS
+   * handshake of our own. A refused client certificate or an untrusted
+   * receiver is UNAUTHENTICATED (not retried); nobody at the address has
+   * details.connect = true; a connection dropped during the handshake (a
+   * receiver restarting) stays a retryable UNAVAILABLE.
+   */
+  async explain(err: ThinshipError): Promise<ThinshipError> {
+    const t = err.details.transport as TransportFailure | undefined;
+    if (!t || t.kind === 'server-certificate' || explained.has(err)) return err;
+    const x = await this.classify(err, t);
+    explained.add(x);
+    return x;
+  }
+
+  private async classify(err: ThinshipError, t: TransportFailure): Promise<ThinshipError> {
+    const unavailable = (why: string, connect: boolean) =>
+      new ThinshipError('UNAVAILABLE', why, { retryable: true, details: { ...err.details, connect }, cause: err });
+    if (t.kind === 'connect') return unavailable(`cannot connect to the receiver at ${this.address}: ${t.reason}`, true);
+    if (t.kind === 'dropped') return unavailable(`the receiver at ${this.address} closed the connection before the TLS handshake completed (restarting?): ${t.reason}`, false);
+    const p = await probeConnection({ host: this.hp.host, port: this.hp.port, tls: this.tls, servername: this.servername, verifyHost: this.verifyHost, timeoutMs: PROBE_TIMEOUT_MS });
+    const who = this.tls ? `our client certificate "${this.identity}" (${this.tls.files.cert})` : 'us';
+    const refused = (why: string) => new ThinshipError('UNAUTHENTICATED', `the receiver at ${this.address} refused ${who}: ${why}`, { details: { ...err.details, probe: p }, cause: err });
+    switch (p.kind) {
+      case 'connect': return unavailable(`cannot connect to the receiver at ${this.address}: ${p.reason}`, true);
+      case 'server-certificate': return new ThinshipError('UNAUTHENTICATED', `the receiver's certificate at ${this.address} is not trusted: ${p.reason}`, { details: { ...err.details, probe: p }, cause: err });
+      case 'alert': return refused(`${p.description}${p.alert === undefined ? '' : ` (TLS alert ${p.alert})`}`);
+      case 'closed-after-handshake': {
+        const problems = this.tls ? clientCertificateProblems(this.tls) : [];
+        return refused(`it closed the connection right after the TLS handshake, without a TLS alert; ${problems.length > 0 ? problems.join('; ') : 'the certificate looks valid here: is its CA in the receiver\'s tls.ca?'}`);
+      }
+      default: return err; // it answers now: the failure was passing, retry
+    }
+  }
+
+  private settle<T>(e: grpc.ServiceError | null, where: string, ok: () => T, resolve: (v: T) => void, reject: (e: unknown) => void): void {
+    if (!e || fromReceiver(e)) this.reached = true;
+    if (!e) { resolve(ok()); return; }
+    this.explain(fromServiceError(e, where)).then(reject, reject);
   }
 
   /** The receiver's durable state of a transfer, or undefined if it has none (NOT_FOUND). */
   getTransferState(transferId: string): Promise<PbTransferState | undefined> {
     return new Promise((resolve, reject) => {
       this.raw.GetTransferState({ transferId }, new grpc.Metadata(), { deadline: Date.now() + UNARY_DEADLINE_MS }, (e, r) => {
-        if (e?.code === grpc.status.NOT_FOUND) resolve(undefined);
-        else if (e) reject(fromServiceError(e, `GetTransferState on ${this.address}`));
-        else resolve(r!);
+        if (e?.code === grpc.status.NOT_FOUND) { this.reached = true; resolve(undefined); return; }
+        this.settle(e, `GetTransferState on ${this.address}`, () => r!, resolve, reject);
       });
     });
   }
@@ -99,8 +185,7 @@ export class ReceiverClient {
   abortTransfer(transferId: string, reason = ''): Promise<PbAbortResponse> {
     return new Promise((resolve, reject) => {
       this.raw.AbortTransfer({ transferId, reason }, new grpc.Metadata(), { deadline: Date.now() + UNARY_DEADLINE_MS }, (e, r) => {
-        if (e) reject(fromServiceError(e, `AbortTransfer on ${this.address}`));
-        else resolve(r!);
+        this.settle(e, `AbortTransfer on ${this.address}`, () => r!, resolve, reject);
       });
     });
   }
@@ -109,7 +194,10 @@ export class ReceiverClient {
   applyStream(): { call: grpc.ClientWritableStream<PbApplyRequest>; response: Promise<PbApplyResponse> } {
     let call!: grpc.ClientWritableStream<PbApplyRequest>;
     const response = new Promise<PbApplyResponse>((resolve, reject) => {
-      call = this.raw.ApplyStream(new grpc.Metadata(), {}, (e, r) => (e ? reject(e) : resolve(r!)));
+      call = this.raw.ApplyStream(new grpc.Metadata(), {}, (e, r) => {
+        if (!e || fromReceiver(e)) this.reached = true;
+        if (e) reject(e); else resolve(r!);
+      });
     });
     response.catch(() => undefined);
     call.on('error', () => undefined); // surfaced through `response`
@@ -158,10 +246,19 @@ export interface GrpcSendOptions {
    * Default: a pool of `workers` made and closed here.
    */
   pool?: CompressPool;
-  /** Calls to try, including the first (default 10). */
+  /**
+   * Calls to try in a row without progress, including the first (default 10).
+   * An attempt that delivered data starts the count (and the delay) afresh.
+   */
   maxAttempts?: number;
   /** First retry delay; doubles up to 15 s (default 1000 ms). */
   retryDelayMs?: number;
+  /**
+   * How long to keep trying when nothing answers at the address before the
+   * receiver ever answered (default 5000 ms): a wrong address or a receiver
+   * that is not running should not take the resume retries' minute and a half.
+   */
+  connectWaitMs?: number;
   signal?: AbortSignal;
   onProgress?: (p: SendProgress) => void;
   onEvent?: (e: SendEvent) => void;
@@ -186,19 +283,41 @@ export interface GrpcSendResult {
 }
 
 /**
- * The default transfer id: a hash of the target and what is sent, so that
- * running the same send again after a crash resumes the same transfer.
+ * The source and base ids as the receiver sees them (Begin.sourceId/baseId):
+ * LV uuids, or for an offline pool "<real path of the metadata>#<dev id>", so
+ * that a relative path, an absolute one or a symlink name the same volume.
  */
-export function defaultTransferId(p: SendPlan, target: string): string {
+export function wireVolumeIds(p: SendPlan): { sourceId: string; baseId: string } {
+  if (p.spec.kind !== 'offline') return { sourceId: p.source.uuid, baseId: p.base?.uuid ?? '' };
+  const meta = realPath(p.spec.metadataPath);
+  return { sourceId: `${meta}#${p.spec.snapDevId}`, baseId: p.spec.baseDevId === undefined ? '' : `${meta}#${p.spec.baseDevId}` };
+}
+
+function realPath(path: string): string {
+  try { return realpathSync(path); } catch { return path; } // the planner already read it; a vanished file fails there
+}
+
+/**
+ * The default transfer id: a hash of who sends (the client identity: two
+ * senders of one snapshot to a shared target must not share a transfer), the
+ * target and what is sent, so that running the same send again after a crash
+ * resumes the same transfer. Offline pool paths count by their real path.
+ */
+export function defaultTransferId(p: SendPlan, target: string, identity: string): string {
   const t = p.plan.totals;
-  const h = createHash('sha256').update(JSON.stringify([target, p.source.uuid, p.base?.uuid ?? '', p.mode, t.volumeSizeBytes, t.dataBytes, t.unmapBytes, t.dataOps, t.unmapOps]));
+  const ids = wireVolumeIds(p);
+  const dataPath = p.spec.kind === 'offline' ? realPath(p.spec.dataPath) : '';
+  const h = createHash('sha256').update(JSON.stringify([identity, target, ids.sourceId, ids.baseId, dataPath, p.mode, t.volumeSizeBytes, t.dataBytes, t.unmapBytes, t.dataOps, t.unmapOps]));
   return `ts-${h.digest('hex').slice(0, 32)}`;
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => { clearTimeout(t); reject(new ThinshipError('ABORTED', 'send cancelled')); }, { once: true });
+    if (signal?.aborted) { reject(new ThinshipError('ABORTED', 'send cancelled')); return; }
+    // The listener goes with the wait: one per retry would pile up on a long-lived signal.
+    const onAbort = () => { clearTimeout(t); reject(new ThinshipError('ABORTED', 'send cancelled')); };
+    const t = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
 
@@ -215,9 +334,10 @@ interface Totals {
 
 export async function sendPlanOverGrpc(client: ReceiverClient, p: SendPlan, reader: VolumeReader, o: GrpcSendOptions): Promise<GrpcSendResult> {
   const t0 = performance.now();
-  const transferId = o.transferId ?? defaultTransferId(p, o.target);
+  const transferId = o.transferId ?? defaultTransferId(p, o.target, client.identity);
   const maxAttempts = Math.max(1, o.maxAttempts ?? 10);
-  let delay = o.retryDelayMs ?? 1000;
+  const firstDelayMs = o.retryDelayMs ?? 1000;
+  let delay = firstDelayMs;
   const compress = o.compress ?? true;
   const totals = p.plan.totals;
   const r: Omit<GrpcSendResult, 'digest' | 'state' | 'seconds'> = {
@@ -226,9 +346,15 @@ export async function sendPlanOverGrpc(client: ReceiverClient, p: SendPlan, read
   };
   const pool = o.pool ?? new CompressPool({ workers: o.workers, compress });
   let mismatches = 0;
+  /** Failed attempts since the last one that delivered data. */
+  let failures = 0;
+  let connectDeadline: number | undefined;
+  let connectDelayMs = Math.min(firstDelayMs, 250);
+  let resumable = false;
   try {
     for (let attempt = 1; ; attempt++) {
       r.attempts = attempt;
+      const dataBefore = r.dataBytes;
       try {
         const st = await client.getTransferState(transferId);
         logPhase('send: transfer state received', { attempt });
@@ -237,18 +363,38 @@ export async function sendPlanOverGrpc(client: ReceiverClient, p: SendPlan, read
           r.alreadyComplete = r.startOffsets.length === 0;
           return { ...r, digest: st.digestState, state: st, seconds: (performance.now() - t0) / 1000 };
         }
+        if (st) resumable = true;
         const resume = st?.durableOffsetBytes ?? 0;
         r.startOffsets.push(resume);
         o.onEvent?.({ type: 'start', transferId, resumeOffsetBytes: resume, attempt });
         const res = await oneCall(client, p, reader, pool, o, r, transferId, compress, st);
         return { ...r, digest: res.digest, state: res.state, response: res, seconds: (performance.now() - t0) / 1000 };
       } catch (e) {
-        const err = fromServiceError(e, `ApplyStream to ${client.address}`);
+        const err = await client.explain(fromServiceError(e, `ApplyStream to ${client.address}`));
+        if (o.signal?.aborted) throw err;
+        if (r.dataBytes > dataBefore) { resumable = true; failures = 0; delay = firstDelayMs; } // progress: a fresh start
+        if (!client.reached && err.details.connect === true) {
+          // Nobody at the address yet: a short, bounded wait, then say so (nothing was started).
+          connectDeadline ??= Date.now() + (o.connectWaitMs ?? 5000);
+          const leftMs = connectDeadline - Date.now();
+          if (leftMs <= 0) {
+            throw new ThinshipError('UNAVAILABLE', `${err.message} (tried for ${((o.connectWaitMs ?? 5000) / 1000).toFixed(0)} s; nothing was sent)`, { details: err.details, cause: err });
+          }
+          const waitMs = Math.min(connectDelayMs, leftMs);
+          o.onEvent?.({ type: 'retry', attempt, error: err, delayMs: waitMs });
+          await sleep(waitMs, o.signal);
+          connectDelayMs = Math.min(connectDelayMs * 2, 2000);
+          continue;
+        }
+        failures++;
         // A resume mismatch clears up after one fresh GetTransferState (e.g. a takeover moved the
         // durable offset); twice in a row means the transfer id is taken by something else.
         mismatches = err.code === 'RESUME_MISMATCH' ? mismatches + 1 : 0;
-        if (o.signal?.aborted || !retryable(err) || mismatches > 2 || attempt >= maxAttempts) {
-          if (attempt >= maxAttempts && retryable(err)) throw new ThinshipError(err.code, `${err.message} (gave up after ${attempt} attempts; run the same send again to resume transfer ${transferId})`, { retryable: true, cause: err });
+        if (!retryable(err) || mismatches > 2 || failures >= maxAttempts) {
+          if (failures >= maxAttempts && retryable(err)) {
+            const next = resumable ? `run the same send again to resume transfer ${transferId}` : 'no data reached the receiver; run the same send again to retry';
+            throw new ThinshipError(err.code, `${err.message} (gave up after ${failures} attempts in a row; ${next})`, { retryable: true, details: err.details, cause: err });
+          }
           throw err;
         }
         o.onEvent?.({ type: 'retry', attempt, error: err, delayMs: delay });
@@ -288,6 +434,9 @@ async function oneCall(
   let inflight = 0;
   let wake: (() => void) | undefined;
   const check = () => { if (failure !== undefined) throw failure; if (o.signal?.aborted) throw new ThinshipError('ABORTED', 'send cancelled'); };
+  // A cancel ends the call at once, wherever this function waits (its failure wakes every wait).
+  const onAbort = () => call.cancel();
+  o.signal?.addEventListener('abort', onAbort, { once: true });
 
   /** `written` runs when grpc-js is done with the message (it has serialized it). */
   const write = async (req: PbApplyRequest, written?: () => void) => {
@@ -338,7 +487,7 @@ async function oneCall(
         protocolVersion: PROTOCOL_VERSION, transferId, target: o.target,
         mode: p.mode === 'incremental' ? 'TRANSFER_MODE_INCREMENTAL' : 'TRANSFER_MODE_FULL',
         volumeSizeBytes: totals.volumeSizeBytes, blockSizeBytes: totals.blockSizeBytes,
-        sourceId: p.source.uuid, baseId: p.base?.uuid ?? '',
+        ...wireVolumeIds(p),
         plannedDataBytes: totals.dataBytes, plannedUnmapBytes: totals.unmapBytes,
         resumeOffsetBytes: resume,
         compression: compress ? 'COMPRESSION_ZSTD' : 'COMPRESSION_NONE',
@@ -374,5 +523,7 @@ async function oneCall(
     call.cancel();
     // The receiver's own error explains more than "cancelled" or a failed write.
     throw failure ?? asThinshipError(e);
+  } finally {
+    o.signal?.removeEventListener('abort', onAbort);
   }
 }

@@ -3,12 +3,14 @@
  * side) and gRPC errors back to ThinshipErrors (client side). The stable
  * thinship code travels in the trailing metadata key `thinship-code`, so a
  * client can tell, say, a RESUME_MISMATCH from a PROTOCOL_MISMATCH although
- * both are FAILED_PRECONDITION.
+ * both are FAILED_PRECONDITION, and `thinship-retryable: 1` when a retry of
+ * the same call may succeed (e.g. a receiver at its transfer limit).
  */
 import * as grpc from '@grpc/grpc-js';
 import { ThinshipError, asThinshipError, type ErrorCode } from '../errors.js';
 
 export const CODE_METADATA_KEY = 'thinship-code';
+export const RETRYABLE_METADATA_KEY = 'thinship-retryable';
 
 const GRPC_BY_CODE: Record<ErrorCode, grpc.status> = {
   USAGE: grpc.status.INVALID_ARGUMENT,
@@ -29,6 +31,7 @@ const GRPC_BY_CODE: Record<ErrorCode, grpc.status> = {
   TARGET_BUSY: grpc.status.FAILED_PRECONDITION,
   IO_ERROR: grpc.status.INTERNAL,
   ABORTED: grpc.status.ABORTED,
+  TRANSFER_ABORTED: grpc.status.ABORTED,
   LOCK_TIMEOUT: grpc.status.UNAVAILABLE,
   PERMISSION_DENIED: grpc.status.PERMISSION_DENIED,
   UNAUTHENTICATED: grpc.status.UNAUTHENTICATED,
@@ -49,6 +52,7 @@ export function toServiceError(e: unknown): Partial<grpc.StatusObject> {
   const err = asThinshipError(e);
   const metadata = new grpc.Metadata();
   metadata.set(CODE_METADATA_KEY, err.code);
+  if (err.retryable) metadata.set(RETRYABLE_METADATA_KEY, '1');
   // gRPC status messages travel in a header: keep them to one reasonable line.
   const details = err.message.replace(/[\r\n]+/g, ' ').slice(0, 2000);
   return { code: grpcCodeOf(err.code), details, metadata };
@@ -62,14 +66,61 @@ const CODE_BY_GRPC: Partial<Record<grpc.status, ErrorCode>> = {
   [grpc.status.NOT_FOUND]: 'NOT_FOUND',
   [grpc.status.UNAVAILABLE]: 'UNAVAILABLE',
   [grpc.status.DEADLINE_EXCEEDED]: 'UNAVAILABLE',
+  // CANCELLED reaches a client when it cancelled the call itself (our signal or AbortSignal).
   [grpc.status.CANCELLED]: 'ABORTED',
-  [grpc.status.ABORTED]: 'ABORTED',
+  // ABORTED only comes from the server: it stopped the transfer (not a signal of ours).
+  [grpc.status.ABORTED]: 'TRANSFER_ABORTED',
   [grpc.status.RESOURCE_EXHAUSTED]: 'BAD_STREAM',
   [grpc.status.UNIMPLEMENTED]: 'PROTOCOL_MISMATCH',
 };
 
-/** TLS failures show up as UNAVAILABLE with OpenSSL's words in the details. */
-const TLS_FAILURE = /certificate|self[- ]signed|SSL|TLS|handshake|alert|unable to (get|verify)|CERT_|ERR_TLS|altnames/i;
+/**
+ * How a connection failed, read from grpc-js's status details. grpc-js puts
+ * the last socket or TLS error's message there ("No connection established.
+ * Last error: Error: connect ECONNREFUSED 127.0.0.1:7443. …"); a connection
+ * that the peer closed without an error leaves only "Failed to connect".
+ */
+export type TransportFailure =
+  | { kind: 'connect'; reason: string }        // nothing answers: refused, no route, name not found, timeout
+  | { kind: 'dropped'; reason: string }        // closed or reset before the TLS handshake completed
+  | { kind: 'server-certificate'; reason: string } // the receiver's certificate failed our verification
+  | { kind: 'closed'; reason: string }         // closed without an error after connecting (the client certificate may have been refused)
+  | { kind: 'other'; reason: string };
+
+/** Socket errors of a TCP connect that found nobody. */
+export const CONNECT_ERRNOS: Record<string, string> = {
+  ECONNREFUSED: 'connection refused',
+  EHOSTUNREACH: 'no route to host',
+  ENETUNREACH: 'network unreachable',
+  ETIMEDOUT: 'connection timed out',
+  ENOTFOUND: 'name not found',
+  EAI_AGAIN: 'name lookup failed (temporary)',
+  EADDRNOTAVAIL: 'address not available',
+};
+
+/**
+ * Node's messages for the X.509 verification errors of a server certificate
+ * (OpenSSL's X509_verify_cert_error_string), plus its host name check.
+ */
+const SERVER_CERT_MESSAGES = [
+  'self-signed certificate in certificate chain', 'self-signed certificate', 'unable to get local issuer certificate',
+  'unable to verify the first certificate', 'unable to get issuer certificate', 'certificate has expired', 'certificate is not yet valid',
+  'certificate signature failure', 'certificate not trusted', 'certificate revoked', 'unsupported certificate purpose', 'certificate rejected',
+  'Hostname/IP does not match certificate\'s altnames',
+];
+
+export function transportFailure(details: string): TransportFailure {
+  const last = /Last error: (.*?)(?:\. Resolution note:.*)?$/s.exec(details)?.[1]?.trim() ?? details.trim();
+  const errno = /\b(E[A-Z_]+)\b/.exec(last)?.[1];
+  if (/^Name resolution failed/.test(details)) return { kind: 'connect', reason: `name not found (${details})` };
+  if (errno && errno in CONNECT_ERRNOS && /\bconnect\b|getaddrinfo/.test(last)) return { kind: 'connect', reason: `${CONNECT_ERRNOS[errno]} (${last.replace(/^Error: /, '')})` };
+  if (/disconnected before secure TLS connection was established|ECONNRESET|Connection closed before starting HTTP\/2 handshake/.test(last)) return { kind: 'dropped', reason: last.replace(/^Error: /, '') };
+  if (last.includes('ERR_TLS_CERT_ALTNAME_INVALID') || SERVER_CERT_MESSAGES.some((m) => last.replace(/^Error: /, '').startsWith(m))) {
+    return { kind: 'server-certificate', reason: last.replace(/^Error(?: \[\w+\])?: /, '') };
+  }
+  if (/^Failed to connect\b/.test(last)) return { kind: 'closed', reason: last };
+  return { kind: 'other', reason: last };
+}
 
 /** True if the error came from a receiver's handler (not from the transport). */
 export function fromReceiver(e: unknown): boolean {
@@ -77,16 +128,35 @@ export function fromReceiver(e: unknown): boolean {
   return md instanceof grpc.Metadata && md.get(CODE_METADATA_KEY).length > 0;
 }
 
-/** A client-side gRPC error as a ThinshipError; `where` says which call and server. */
+/**
+ * A client-side gRPC error as a ThinshipError; `where` says which call and
+ * server. A transport failure keeps its classification in
+ * `details.transport` (see transportFailure); a failure of the TLS
+ * handshake the client can see (the receiver's certificate) is UNAUTHENTICATED.
+ */
 export function fromServiceError(e: unknown, where: string): ThinshipError {
   if (e instanceof ThinshipError) return e;
   const se = e as Partial<grpc.ServiceError>;
   if (typeof se.code !== 'number') return asThinshipError(e);
-  const md = se.metadata instanceof grpc.Metadata ? se.metadata.get(CODE_METADATA_KEY)[0] : undefined;
+  const metadata = se.metadata instanceof grpc.Metadata ? se.metadata : undefined;
+  const md = metadata?.get(CODE_METADATA_KEY)[0];
+  const serverRetryable = metadata?.get(RETRYABLE_METADATA_KEY)[0] === '1';
   const details = se.details ?? se.message ?? '';
   let code: ErrorCode = (typeof md === 'string' && md in GRPC_BY_CODE ? md as ErrorCode : undefined) ?? CODE_BY_GRPC[se.code as grpc.status] ?? 'INTERNAL';
-  if (code === 'UNAVAILABLE' && md === undefined && TLS_FAILURE.test(details)) code = 'UNAUTHENTICATED';
-  const retryable = code === 'UNAVAILABLE' || (md === undefined && (se.code === grpc.status.INTERNAL || se.code === grpc.status.UNKNOWN));
+  // The receiver's ABORTED is an operator's abort or a takeover: not a signal here.
+  if (md === 'ABORTED') code = 'TRANSFER_ABORTED';
   const name = grpc.status[se.code as grpc.status] ?? String(se.code);
-  return new ThinshipError(code, `${where}: ${name}: ${details}`, { retryable, details: { grpcCode: se.code, grpcStatus: name }, cause: e });
+  const extra: Record<string, unknown> = { grpcCode: se.code, grpcStatus: name };
+  let retryable = serverRetryable || code === 'UNAVAILABLE' || (md === undefined && (se.code === grpc.status.INTERNAL || se.code === grpc.status.UNKNOWN));
+  let message = `${where}: ${name}: ${details}`;
+  if (md === undefined && se.code === grpc.status.UNAVAILABLE) {
+    const t = transportFailure(details);
+    extra.transport = t;
+    if (t.kind === 'server-certificate') {
+      code = 'UNAUTHENTICATED';
+      retryable = false;
+      message = `${where}: the receiver's certificate is not trusted: ${t.reason}`;
+    }
+  }
+  return new ThinshipError(code, message, { retryable, details: extra, cause: e });
 }

@@ -4,9 +4,12 @@
  * identity from its certificate, and the loopback rule for --insecure.
  */
 import { readFile } from 'node:fs/promises';
-import { isIP } from 'node:net';
+import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
+import { isIP, connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect, checkServerIdentity, type PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { ThinshipError } from '../errors.js';
+import { CONNECT_ERRNOS } from './status.js';
 
 export interface TlsFiles {
   /** PEM CA bundle that signed the peer's certificate. */
@@ -30,9 +33,144 @@ export async function serverCredentials(f: TlsFiles): Promise<grpc.ServerCredent
   return grpc.ServerCredentials.createSsl(ca, [{ cert_chain: cert, private_key: key }], true);
 }
 
-export async function clientCredentials(f: TlsFiles): Promise<grpc.ChannelCredentials> {
+/** The client's TLS files, read and checked: the certificate parses, the key is its pair. */
+export interface ClientTls {
+  files: TlsFiles;
+  ca: Buffer;
+  cert: Buffer;
+  key: Buffer;
+  certificate: X509Certificate;
+  /** The certificate's subject CN (the identity a receiver sees first). */
+  commonName: string;
+  caCertificates: X509Certificate[];
+}
+
+function pemBlocks(pem: Buffer): string[] {
+  return pem.toString('latin1').match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? [];
+}
+
+/**
+ * Reads and checks the client's files before any connection: a certificate
+ * and key that are not a pair would otherwise surface as a raw OpenSSL string
+ * ("key values mismatch") from deep inside grpc-js.
+ */
+export async function loadClientTls(f: TlsFiles): Promise<ClientTls> {
   const [ca, cert, key] = await Promise.all([readPem(f.ca, 'CA bundle'), readPem(f.cert, 'client certificate'), readPem(f.key, 'client key')]);
-  return grpc.credentials.createSsl(ca, key, cert);
+  let certificate: X509Certificate;
+  try { certificate = new X509Certificate(cert); } catch (e) {
+    throw new ThinshipError('USAGE', `the client certificate ${f.cert} is not a PEM certificate: ${(e as Error).message}`, { cause: e });
+  }
+  let privateKey: KeyObject;
+  try { privateKey = createPrivateKey(key); } catch (e) {
+    throw new ThinshipError('USAGE', `the client key ${f.key} is not a PEM private key (or it is encrypted): ${(e as Error).message}`, { cause: e });
+  }
+  if (!certificate.checkPrivateKey(privateKey)) {
+    throw new ThinshipError('USAGE', `the client certificate ${f.cert} and the key ${f.key} are not a pair: the key does not belong to the certificate`);
+  }
+  const caCertificates: X509Certificate[] = [];
+  for (const b of pemBlocks(ca)) {
+    try { caCertificates.push(new X509Certificate(b)); } catch (e) {
+      throw new ThinshipError('USAGE', `the CA bundle ${f.ca} holds a certificate that does not parse: ${(e as Error).message}`, { cause: e });
+    }
+  }
+  if (caCertificates.length === 0) throw new ThinshipError('USAGE', `the CA bundle ${f.ca} holds no PEM certificate`);
+  const commonName = /^CN=(.*)$/m.exec(certificate.subject)?.[1] ?? certificate.subject;
+  return { files: f, ca, cert, key, certificate, commonName, caCertificates };
+}
+
+/**
+ * Channel credentials for `l`. `verifyHost`, if given, is the name the
+ * server certificate is checked against whatever name travels in SNI.
+ */
+export function clientCredentialsOf(l: ClientTls, verifyHost?: string): grpc.ChannelCredentials {
+  try {
+    return grpc.credentials.createSsl(l.ca, l.key, l.cert, verifyHost === undefined ? undefined : { checkServerIdentity: (_host, cert) => checkServerIdentity(verifyHost, cert) });
+  } catch (e) {
+    throw new ThinshipError('USAGE', `cannot use the TLS files (CA ${l.files.ca}, certificate ${l.files.cert}, key ${l.files.key}): ${(e as Error).message}`, { cause: e });
+  }
+}
+
+export async function clientCredentials(f: TlsFiles): Promise<grpc.ChannelCredentials> {
+  return clientCredentialsOf(await loadClientTls(f));
+}
+
+/** What our own certificate looks like from here: reasons a receiver may refuse it. */
+export function clientCertificateProblems(l: ClientTls, nowMs = Date.now()): string[] {
+  const c = l.certificate;
+  const out: string[] = [];
+  if (Date.parse(c.validTo) < nowMs) out.push(`it expired on ${c.validTo}`);
+  if (Date.parse(c.validFrom) > nowMs) out.push(`it is not valid before ${c.validFrom}`);
+  if (!l.caCertificates.some((ca) => c.checkIssued(ca) && c.verify(ca.publicKey))) {
+    out.push(`it is not signed by a CA in ${l.files.ca} (its issuer is ${c.issuer.replace(/\n/g, ', ')}); the receiver may trust another CA`);
+  }
+  return out;
+}
+
+/**
+ * What one TCP + TLS handshake of our own finds at the receiver. grpc-js
+ * reports a receiver that refuses our client certificate only as "Failed to
+ * connect": a Node receiver verifies the certificate after the handshake and
+ * closes the socket without a TLS alert. A receiver that accepts us sends its
+ * HTTP/2 SETTINGS at once.
+ */
+export type ConnectionProbe =
+  | { kind: 'connect'; reason: string }                 // TCP found nobody
+  | { kind: 'dropped'; reason: string }                 // closed or reset before the TLS handshake completed
+  | { kind: 'server-certificate'; reason: string }      // we do not trust the receiver's certificate or name
+  | { kind: 'alert'; alert?: number; description: string; reason: string } // the receiver sent a TLS alert
+  | { kind: 'closed-after-handshake' }                  // closed, without a word, right after the handshake
+  | { kind: 'accepted' }                                // it sent data: it takes us
+  | { kind: 'no-answer' };                              // connected, nothing within the time limit
+
+export interface ProbeOptions {
+  host: string;
+  port: number;
+  /** Absent: a plaintext (--insecure) receiver, only TCP is checked. */
+  tls?: ClientTls;
+  /** SNI; undefined sends none (an IP address). */
+  servername?: string;
+  /** The name the server certificate must carry. */
+  verifyHost: string;
+  timeoutMs: number;
+}
+
+export function probeConnection(o: ProbeOptions): Promise<ConnectionProbe> {
+  return new Promise((resolve) => {
+    let settled = false;
+    let sock: Socket | undefined;
+    const done = (r: ConnectionProbe) => { if (settled) return; settled = true; clearTimeout(timer); sock?.destroy(); resolve(r); };
+    const timer = setTimeout(() => done({ kind: 'no-answer' }), o.timeoutMs);
+    const tcp = netConnect({ host: o.host, port: o.port });
+    sock = tcp;
+    tcp.once('error', (e: NodeJS.ErrnoException) => done({ kind: 'connect', reason: `${CONNECT_ERRNOS[e.code ?? ''] ?? e.code ?? 'error'} (${e.message})` }));
+    tcp.once('connect', () => {
+      if (!o.tls) { done({ kind: 'accepted' }); return; }
+      tcp.removeAllListeners('error');
+      let secure = false;
+      const s = tlsConnect({
+        socket: tcp, ca: o.tls.ca, cert: o.tls.cert, key: o.tls.key, servername: o.servername, ALPNProtocols: ['h2'],
+        checkServerIdentity: (_h: string, c: PeerCertificate) => checkServerIdentity(o.verifyHost, c),
+      });
+      sock = s;
+      s.once('secureConnect', () => { secure = true; });
+      s.once('data', () => done({ kind: 'accepted' }));
+      s.once('error', (e: NodeJS.ErrnoException & { reason?: string }) => {
+        const code = e.code ?? '';
+        if (/^ERR_SSL_.*ALERT/.test(code)) {
+          const alert = /SSL alert number (\d+)/.exec(e.message)?.[1];
+          const description = (e.reason ?? code).replace(/^(sslv3|tlsv1\d*) alert /, '').replace(/^ERR_SSL_\w*?ALERT_/, '').toLowerCase().replace(/_/g, ' ');
+          done({ kind: 'alert', alert: alert === undefined ? undefined : Number(alert), description, reason: e.message });
+        } else if (secure) {
+          done({ kind: 'closed-after-handshake' });
+        } else if (code === 'ERR_TLS_CERT_ALTNAME_INVALID' || (/^[A-Z_]+$/.test(code) && !code.startsWith('E') && !code.startsWith('ERR_'))) {
+          done({ kind: 'server-certificate', reason: `${e.message}${code.startsWith('ERR_') ? '' : ` (${code})`}` });
+        } else {
+          done({ kind: 'dropped', reason: e.message });
+        }
+      });
+      s.once('close', () => done(secure ? { kind: 'closed-after-handshake' } : { kind: 'dropped', reason: 'the connection closed during the TLS handshake' }));
+    });
+  });
 }
 
 /** The names a verified peer certificate carries: subject CN first, then every SAN value (DNS, URI, IP, email). */

@@ -20,7 +20,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { createDemoPool, type DemoPool } from '../../src/thin/demo-pool.js';
 import { planSend, type SendPlan } from '../../src/thin/planner.js';
-import { openSourceReader } from '../../src/sender/volume-reader.js';
+import { openSourceReader, type VolumeReader } from '../../src/sender/volume-reader.js';
 import { parseReceiverConfig } from '../../src/rpc/server-config.js';
 import { startReceiver, type RunningReceiver } from '../../src/rpc/server.js';
 import { ReceiverClient, sendPlanOverGrpc, type GrpcSendOptions, type GrpcSendResult } from '../../src/rpc/client.js';
@@ -83,9 +83,20 @@ async function withPlan<T>(snap: number, base: number | undefined, fn: (p: SendP
   try { return await fn(p); } finally { await p.close(); }
 }
 
-async function send(client: ReceiverClient, target: string, snap: number, base?: number, o: Partial<GrpcSendOptions> & { maxOpBytes?: number } = {}): Promise<GrpcSendResult> {
+/** A reader that stops before offset `atBytes` until released. */
+function gatedAt(atBytes: number): { wrap: (r: VolumeReader) => VolumeReader; release: () => void } {
+  let release!: () => void;
+  const open = new Promise<void>((res) => { release = res; });
+  return {
+    release,
+    wrap: (r) => ({ read: async (buf, off) => { if (off + buf.length > atBytes) await open; return r.read(buf, off); }, close: () => r.close() }),
+  };
+}
+
+async function send(client: ReceiverClient, target: string, snap: number, base?: number, o: Partial<GrpcSendOptions> & { maxOpBytes?: number; wrapReader?: (r: VolumeReader) => VolumeReader } = {}): Promise<GrpcSendResult> {
   return withPlan(snap, base, async (p) => {
-    const reader = await openSourceReader(p);
+    const opened = await openSourceReader(p);
+    const reader = o.wrapReader ? o.wrapReader(opened) : opened;
     try {
       return await sendPlanOverGrpc(client, p, reader, { target, maxAttempts: 4, retryDelayMs: 50, ...o });
     } finally {
@@ -161,12 +172,20 @@ test('an incremental applies only onto its base (ZFS rule): a target holding ano
   assertSameImage(readImage(target, pool.volumeSizeBytes), img2, 'after the incremental onto its base');
 });
 
-test('the receiver raises its HTTP/2 receive window on every session', () => {
-  assert.ok(sessions.length > 0);
-  for (const s of sessions) {
-    if (s.destroyed) continue;
+test('the receiver raises its HTTP/2 receive window on every session', async () => {
+  // A connection of this test's own, alive while it is checked (runs alone too).
+  const before = sessions.length;
+  const c = await ReceiverClient.connect({ address, tls: certs.clientA, serverName: 'localhost' });
+  try {
+    assert.equal(await c.getTransferState('window-probe'), undefined);
+    const mine = sessions.slice(before);
+    assert.equal(mine.length, 1, 'one new HTTP/2 session for the new connection');
+    const s = mine[0]!;
+    assert.equal(s.destroyed, false);
     assert.equal(s.localSettings.initialWindowSize, DEFAULT_RECEIVE_WINDOW_BYTES);
     assert.equal(s.state.effectiveLocalWindowSize, DEFAULT_RECEIVE_WINDOW_BYTES);
+  } finally {
+    c.close();
   }
 });
 
@@ -200,10 +219,22 @@ test('concurrent transfers to different targets both complete', async () => {
   assertSameImage(readImage(join(allowed, 'c2.img'), pool.volumeSizeBytes), img2, 'c2');
 });
 
-/** Sends until `stopAfterBytes` of data went out, then cancels like a dying sender. */
-async function interruptedSend(target: string, snap: number, stopAfterBytes: number, transferId?: string): Promise<void> {
+/**
+ * Sends up to `stopAtBytes` and cancels like a dying sender once the receiver
+ * has made part of it durable (its state says so, not a byte count of ours).
+ */
+async function interruptedSend(target: string, snap: number, stopAtBytes: number, transferId: string): Promise<void> {
   const ac = new AbortController();
-  await rejects(send(clientA, target, snap, undefined, { transferId, signal: ac.signal, onProgress: (p) => { if (p.dataBytes >= stopAfterBytes) ac.abort(); } }), 'ABORTED');
+  const gate = gatedAt(stopAtBytes);
+  const sending = send(clientA, target, snap, undefined, { transferId, signal: ac.signal, wrapReader: gate.wrap });
+  sending.catch(() => undefined);
+  try {
+    await waitFor(async () => ((await clientA.getTransferState(transferId))?.durableOffsetBytes ?? 0) > 0, `a first checkpoint of ${transferId}`);
+    ac.abort();
+  } finally {
+    gate.release();
+  }
+  await rejects(sending, 'ABORTED');
 }
 
 async function waitFor(cond: () => Promise<boolean>, what: string, ms = 10_000): Promise<void> {
@@ -328,10 +359,14 @@ test('checkpoints survive a receiver restart: a new receiver on the same state d
   const port = r1.port;
   let c = await ReceiverClient.connect({ address: `127.0.0.1:${port}`, tls: certs.clientA, serverName: 'localhost' });
   const target = join(allowed, 'restart.img');
-  const ac = new AbortController();
-  let closing: Promise<void> | undefined;
-  // the receiver shuts down in the middle: its running transfer checkpoints what it applied
-  const sending = send(c, target, pool.baseDevId, undefined, { transferId: 'restart-1', maxAttempts: 1, signal: ac.signal, onProgress: (p) => { if (p.dataBytes >= 10 * 1024 * 1024) closing ??= r1.close(); } });
+  // The sender stops reading at 12 MiB until released, so the receiver is shut down in the
+  // middle of the transfer, after it made a checkpoint (the receiver's own durable state says
+  // so, not a byte count of the sender's): its running transfer checkpoints what it applied.
+  const gate = gatedAt(12 * 1024 * 1024);
+  const sending = send(c, target, pool.baseDevId, undefined, { transferId: 'restart-1', maxAttempts: 1, wrapReader: gate.wrap });
+  await waitFor(async () => ((await c.getTransferState('restart-1'))?.durableOffsetBytes ?? 0) > 0, 'a first checkpoint of restart-1');
+  const closing = r1.close();
+  gate.release();
   await rejects(sending, 'UNAVAILABLE');
   await closing;
   c.close();
@@ -360,10 +395,15 @@ test('refused: a client certificate from another CA, no client certificate, an e
   const { Client } = receiverProto();
   const noCert = new Client(address, grpc.credentials.createSsl(readFileSync(certs.clientA.ca)), { 'grpc.ssl_target_name_override': 'localhost' }) as unknown as grpc.Client;
   try {
-    for (const [name, c] of [['foreign CA', foreign], ['expired', expired], ['server from another CA', wrongServerCa]] as const) {
-      const e = await send(c, target, pool.baseDevId, undefined, { maxAttempts: 1 }).then(() => undefined, (x: ThinshipError) => x);
-      assert.ok(e, `${name}: refused`);
-      assert.ok(['UNAUTHENTICATED', 'UNAVAILABLE'].includes(e.code), `${name}: ${e.code} ${e.message}`);
+    const cases = [
+      ['foreign CA', foreign, /refused our client certificate "sender-a" .*without a TLS alert; it is not signed by a CA in /],
+      ['expired', expired, /refused our client certificate "sender-a" .*without a TLS alert; it expired on Feb  1 00:00:00 2020 GMT/],
+      ['server from another CA', wrongServerCa, /127\.0\.0\.1:\d+: the receiver's certificate is not trusted: self-signed certificate in certificate chain/],
+    ] as const;
+    for (const [name, c, re] of cases) {
+      // several attempts allowed: a refusal must not be retried
+      const e = await rejects(send(c, target, pool.baseDevId, undefined, { maxAttempts: 4 }), 'UNAUTHENTICATED', re);
+      assert.equal(e.retryable, false, name);
     }
     const st = await new Promise<grpc.ServiceError | null>((res) => (noCert as any).GetTransferState({ transferId: 'x' }, (e: grpc.ServiceError | null) => res(e)));
     assert.ok(st && st.code === grpc.status.UNAVAILABLE, `no client certificate: ${st?.code} ${st?.details}`);

@@ -9,13 +9,16 @@ import { join } from 'node:path';
 import { ThinshipError } from '../../errors.js';
 import { planSend } from '../../thin/planner.js';
 import { openSourceReader } from '../../sender/volume-reader.js';
-import { ReceiverClient, sendPlanOverGrpc, type GrpcSendResult } from '../../rpc/client.js';
+import { ReceiverClient, sendPlanOverGrpc, defaultTransferId, type GrpcSendResult } from '../../rpc/client.js';
 import { CompressPool } from '../../sender/compress-pool.js';
 import type { TlsFiles } from '../../rpc/tls.js';
 import { sourceSpecOf, parseByteCount, type SourceFlags } from '../source-args.js';
 import { ProgressLine } from '../progress.js';
 import { formatBytes, formatRate } from '../format.js';
 import { logPhase } from '../../log.js';
+
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM'] as const;
+const SIGNAL_NUMBERS: Record<(typeof STOP_SIGNALS)[number], number> = { SIGINT: 2, SIGTERM: 15 };
 
 export interface TlsFlags { ca?: string; cert?: string; key?: string; tlsDir?: string; serverName?: string; insecure?: boolean; allowInsecureRemote?: boolean }
 
@@ -78,10 +81,17 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
       const reader = await openSourceReader(p);
       logPhase('send: source open');
       const progress = new ProgressLine('send', p.plan.totals.dataBytes, process.stderr.isTTY === true && !flags.quiet && !flags.json);
+      const transferId = flags.transferId ?? defaultTransferId(p, flags.target, client.identity);
+      // SIGINT/SIGTERM cancel the call (the receiver checkpoints what it applied) and say how to
+      // resume; a second one of the same kind kills at once (the handlers are `once`).
+      const ac = new AbortController();
+      let caught: NodeJS.Signals | undefined;
+      const onSignal = (sig: NodeJS.Signals) => { caught ??= sig; ac.abort(); };
+      for (const sig of STOP_SIGNALS) process.once(sig, onSignal);
       let r: GrpcSendResult;
       try {
         r = await sendPlanOverGrpc(client, p, reader, {
-          target: flags.target, transferId: flags.transferId, compress, pool, maxAttempts: retries + 1,
+          target: flags.target, transferId, compress, pool, maxAttempts: retries + 1, signal: ac.signal,
           onProgress: (x) => progress.update(x.resumedDataBytes + x.dataBytes),
           onEvent: (e) => {
             if (flags.quiet || flags.json) return;
@@ -89,7 +99,17 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
             if (e.type === 'start' && e.resumeOffsetBytes > 0) { progress.finish(); process.stderr.write(`thinship send: resuming transfer ${e.transferId} at volume offset ${e.resumeOffsetBytes}\n`); }
           },
         });
+      } catch (e) {
+        if (caught) {
+          const next = client.reached
+            ? `transfer ${transferId} of ${what} to ${flags.to} ${flags.target} is resumable: run the same command again to resume it`
+            : `the receiver at ${flags.to} had not answered yet; nothing was sent`;
+          throw new ThinshipError('ABORTED', `interrupted by ${caught}: ${next}`,
+            { details: { exitCode: 128 + SIGNAL_NUMBERS[caught as (typeof STOP_SIGNALS)[number]], transferId }, cause: e });
+        }
+        throw e;
       } finally {
+        for (const sig of STOP_SIGNALS) process.off(sig, onSignal);
         progress.finish();
         await reader.close();
       }
