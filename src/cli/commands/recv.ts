@@ -1,5 +1,6 @@
 /** `thinship recv TARGET`: pipe mode, apply a LINBIT stream (1.0 or 1.1) from stdin. */
 import { stat } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
 import { ThinshipError } from '../../errors.js';
 import { openVolume } from '../../device/volume.js';
 import { decodeStream } from '../../stream/linbit.js';
@@ -12,6 +13,13 @@ export interface RecvFlags { quiet?: boolean }
 
 export async function recvPipeCommand(targetName: string, flags: RecvFlags): Promise<void> {
   if (process.stdin.isTTY) throw new ThinshipError('USAGE', 'recv reads a stream from stdin, which is a terminal: pipe a stream in (thinship send ... | thinship recv TARGET)');
+  // Zero bytes is a format 1.0 stream without records (thin_send 1.0 for an empty volume or identical
+  // snapshots). Like thin_recv: say so and succeed, before the target is resolved, activated or created.
+  const input = await firstChunkOrEof(process.stdin);
+  if (input === undefined) {
+    process.stderr.write('Empty input.\n');
+    return;
+  }
   const spec = parseTargetName(targetName);
   const resolved = await resolveTarget(spec);
   try {
@@ -21,7 +29,7 @@ export async function recvPipeCommand(targetName: string, flags: RecvFlags): Pro
     try {
       let total: number | undefined;
       const progress = new ProgressLine('recv', undefined);
-      const summary = await applyMessages(decodeStream(process.stdin), target, {
+      const summary = await applyMessages(decodeStream(input), target, {
         onBegin: async (info) => {
           total = info.plannedDataBytes;
           if (!existed) {
@@ -41,4 +49,28 @@ export async function recvPipeCommand(targetName: string, flags: RecvFlags): Pro
   } finally {
     await resolved.release();
   }
+}
+
+/** Waits for stdin's first bytes: undefined at EOF without any, else an iterable of every chunk (the first included). */
+async function firstChunkOrEof(stdin: Readable): Promise<AsyncIterable<Buffer> | undefined> {
+  const it: AsyncIterator<Buffer> = stdin[Symbol.asyncIterator]();
+  let first: IteratorResult<Buffer>;
+  do first = await it.next();
+  while (!first.done && first.value.length === 0);
+  if (first.done) return undefined;
+  const head = first.value;
+  return {
+    [Symbol.asyncIterator]() {
+      let gaveHead = false;
+      return {
+        next: async () => {
+          if (gaveHead) return it.next();
+          gaveHead = true;
+          return { done: false, value: head };
+        },
+        // The decoder closes its input when it stops early: destroy stdin then.
+        return: async () => (await it.return?.()) ?? { done: true, value: undefined },
+      };
+    },
+  };
 }
