@@ -2,14 +2,16 @@
  * The LINBIT thin_send/thin_recv byte stream (formats 1.0 and 1.1), encoded from
  * and decoded into transport-neutral StreamMessages.
  *
- * Format facts: /work/shared/formats/linbit-stream.md; our optional records and
- * every rule the decoder enforces: docs/stream-format.md.
+ * The format, our optional records and every rule the decoder enforces:
+ * docs/stream-format.md.
  *
  * - encodeStream: messages -> Buffers (header buffers, and big DATA payloads
- *   yielded as they are, without copying).
- * - decodeStream: Buffers (any chunking) -> messages, checking every rule; never
- *   buffers more than one record; errors are ThinshipError BAD_STREAM or
- *   CHECKSUM_MISMATCH naming the byte position (details.streamPosition).
+ *   yielded as they are, without copying). With checksums, DATA records are held
+ *   until their checksum group (≤ 32 MiB) is written before them.
+ * - decodeStream: Buffers (any chunking) -> messages, checking every rule; holds
+ *   at most one record of ≤ 4 MiB (longer ones are delivered in 4 MiB pieces);
+ *   errors are ThinshipError BAD_STREAM or CHECKSUM_MISMATCH naming the byte
+ *   position (details.streamPosition).
  */
 import { createHash, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
@@ -60,7 +62,10 @@ export const GROUP_ENTRY_BYTES = 8 + 8 + SHA256_BYTES;
 /** A group lists at most this many DATA records (payload ≤ 1 + 48 KiB)... */
 export const GROUP_MAX_RECORDS = 1024;
 /** ...covering at most this many payload bytes, unless one record alone is bigger: what the encoder holds back. */
-export const GROUP_MAX_DATA_BYTES = 64 * 1024 * 1024;
+export const GROUP_MAX_DATA_BYTES = 32 * 1024 * 1024;
+/** Messages the encoder pulls ahead while it writes a group (payload bytes, plus MESSAGE_OVERHEAD_BYTES each). */
+export const GROUP_PREFETCH_BYTES = 32 * 1024 * 1024;
+const MESSAGE_OVERHEAD_BYTES = 64;
 /** UNMAPs the encoder holds between the DATA records of an open group before it closes the group early. */
 const GROUP_MAX_HELD_UNMAPS = 4096;
 
@@ -122,7 +127,75 @@ const INLINE_PAYLOAD_MAX_BYTES = 4096;
 const SMALL_FLUSH_BYTES = 32 * 1024;
 const SMALL_POOL_BYTES = 64 * 1024;
 
-interface HeldData { kind: 'data'; offset: number; data: Buffer; sum: Buffer | undefined }
+/** A data message with its checksum (computed if the sender did not supply one; a wrong-sized one is left for handle() to refuse). */
+function withChecksum(m: StreamMessage): StreamMessage {
+  if (m.type !== 'data' || m.checksum !== undefined || !(m.data instanceof Uint8Array)) return m;
+  return { ...m, checksum: dataChecksum(m.data) };
+}
+
+function messageWeight(m: StreamMessage): number {
+  return MESSAGE_OVERHEAD_BYTES + (m.type === 'data' && m.data instanceof Uint8Array ? m.data.length : 0);
+}
+
+/**
+ * Pulls items from `source` and maps them in the background while the consumer
+ * is busy, holding at most `maxWeight` of them (plus the one being pulled). Items
+ * and a source (or map) error arrive in order; stopping early stops the pump and
+ * closes the source.
+ */
+async function* readAhead<T>(source: AsyncIterable<T>, map: (item: T) => T, weigh: (item: T) => number, maxWeight: number): AsyncGenerator<T> {
+  const it = source[Symbol.asyncIterator]();
+  const queue: T[] = [];
+  let weight = 0;
+  let finished = false;
+  let failed: { error: unknown } | undefined;
+  let stopped = false;
+  let wakeConsumer: (() => void) | undefined;
+  let wakePump: (() => void) | undefined;
+  const pump = (async () => {
+    try {
+      while (!stopped) {
+        if (weight >= maxWeight) {
+          await new Promise<void>((resolve) => { wakePump = resolve; });
+          continue;
+        }
+        const r = await it.next();
+        if (r.done) break;
+        const item = map(r.value);
+        queue.push(item);
+        weight += weigh(item);
+        wakeConsumer?.();
+      }
+    } catch (e) {
+      failed = { error: e };
+    } finally {
+      finished = true;
+      wakeConsumer?.();
+    }
+  })();
+  try {
+    for (;;) {
+      const item = queue.shift();
+      if (item !== undefined) {
+        weight -= weigh(item);
+        wakePump?.();
+        yield item;
+        continue;
+      }
+      if (failed !== undefined) throw failed.error;
+      if (finished) return;
+      await new Promise<void>((resolve) => { wakeConsumer = resolve; });
+      wakeConsumer = undefined;
+    }
+  } finally {
+    stopped = true;
+    wakePump?.();
+    await pump;
+    await it.return?.();
+  }
+}
+
+interface HeldData { kind: 'data'; offset: number; data: Buffer; sum: Buffer }
 type HeldRecord = HeldData | { kind: 'unmap'; offset: number; length: number };
 
 /** Accumulates headers and small records in one pooled buffer, so a stream of tiny records is not one write per 28 bytes. */
@@ -229,10 +302,11 @@ export function encodeStream(
 async function* encodeGen(messages: AsyncIterable<StreamMessage> | Iterable<StreamMessage>, opts: EncodeOptions): AsyncGenerator<Buffer> {
   const out = new SmallWriter();
   let index = 0;
-  let state: 'start' | 'body' | 'done' = 'start';
+  // Set by handle(); the casts keep TypeScript from narrowing them to their initial values here.
+  let state = 'start' as 'start' | 'body' | 'done';
   let format: FormatVersion = '1.1';
   let magic = MAGIC_BYTES['1.1'];
-  let checksums = false;
+  let checksums = false as boolean;
   let digest: StreamDigest | undefined;
   let records = 0;
   let dataRecords = 0;
@@ -270,7 +344,6 @@ async function* encodeGen(messages: AsyncIterable<StreamMessage> | Iterable<Stre
     out.u8(CHECKSUM_ALGO_SHA256);
     for (const h of held) {
       if (h.kind !== 'data') continue;
-      h.sum ??= dataChecksum(h.data);
       out.u64(h.offset);
       out.u64(h.data.length);
       out.bytes(h.sum);
@@ -279,7 +352,7 @@ async function* encodeGen(messages: AsyncIterable<StreamMessage> | Iterable<Stre
     for (const h of held) {
       if (h.kind === 'data') {
         yield* writeData(h.offset, h.data);
-        digest!.addData(h.offset, h.data.length, h.sum!);
+        digest!.addData(h.offset, h.data.length, h.sum);
       } else {
         writeUnmap(h.offset, h.length);
       }
@@ -290,7 +363,8 @@ async function* encodeGen(messages: AsyncIterable<StreamMessage> | Iterable<Stre
     heldDataBytes = 0;
   }
 
-  for await (const m of messages) {
+  /** Encodes one message; yields the Buffers that are ready. */
+  function* handle(m: StreamMessage): Generator<Buffer> {
     index++;
     if (state === 'done') throw encodeError(index, m.type, 'message after end');
     if (state === 'start' && m.type !== 'begin') throw encodeError(index, m.type, 'the first message must be begin');
@@ -341,8 +415,9 @@ async function* encodeGen(messages: AsyncIterable<StreamMessage> | Iterable<Stre
           yield* writeData(offset, m.data);
           break;
         }
-        const sum = m.checksum;
+        let sum = m.checksum;
         if (sum !== undefined && sum.length !== SHA256_BYTES) throw encodeError(index, m.type, `checksum must be ${SHA256_BYTES} bytes, got ${sum.length}`);
+        sum ??= dataChecksum(m.data); // normally done by readAhead's withChecksum already
         // A group covers at most GROUP_MAX_DATA_BYTES (unless one record alone is bigger) and GROUP_MAX_RECORDS DATA records.
         if (heldData > 0 && heldDataBytes + length > GROUP_MAX_DATA_BYTES) yield* flushGroup();
         held.push({ kind: 'data', offset, data: m.data, sum });
@@ -398,6 +473,21 @@ async function* encodeGen(messages: AsyncIterable<StreamMessage> | Iterable<Stre
       const pending = out.take();
       if (pending !== undefined) yield pending;
     }
+  }
+
+  const it = toAsyncIterator(messages);
+  try {
+    const first = await it.next();
+    if (!first.done) {
+      yield* handle(first.value);
+      // With checksums, a group's records are held until the group is complete; meanwhile the next group's
+      // messages are pulled and hashed in the background (up to GROUP_PREFETCH_BYTES), so reading and
+      // hashing overlap writing the previous group.
+      const rest: AsyncIterable<StreamMessage> = { [Symbol.asyncIterator]: () => it };
+      for await (const m of checksums ? readAhead(rest, withChecksum, messageWeight, GROUP_PREFETCH_BYTES) : rest) yield* handle(m);
+    }
+  } finally {
+    await it.return?.();
   }
   if (state !== 'done') throw encodeError(index + 1, 'none', 'the messages ended without an end message');
 
@@ -647,7 +737,7 @@ export function decodeStream(
   return new Decoder(toAsyncIterator(input), maxDataBytes, pieceBytes).run();
 }
 
-function toAsyncIterator(input: AsyncIterable<unknown> | Iterable<unknown>): AsyncIterator<unknown> {
+function toAsyncIterator<T>(input: AsyncIterable<T> | Iterable<T>): AsyncIterator<T> {
   if (Symbol.asyncIterator in input) return input[Symbol.asyncIterator]();
   const it = input[Symbol.iterator]();
   return {

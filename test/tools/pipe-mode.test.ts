@@ -149,7 +149,7 @@ test('empty input (a format 1.0 stream without records) is accepted as thin_recv
   assert.equal(r.stderr, 'Empty input.\n');
 });
 
-test('optional records in a real stream: begin-info, one checksum group per 64 MiB / 1024 DATA records, the digest (thin_recv prints one line per optional record)', async () => {
+test('optional records in a real stream: begin-info, one checksum group per 32 MiB / 1024 DATA records, the digest (thin_recv prints one line per optional record)', async () => {
   for (const flags of ['', '--max-op-bytes 64K']) {
     const bytes = await makeStream([pool.baseDevId], flags);
     const counts = new Map<number, number>();
@@ -163,7 +163,7 @@ test('optional records in a real stream: begin-info, one checksum group per 64 M
     }
     const dataRecords = counts.get(0)!;
     const optional = [...counts].filter(([cmd]) => cmd >= 0x8000_0000).reduce((n, [, c]) => n + c, 0);
-    const groups = Math.max(Math.ceil(dataBytes / (64 * 1024 * 1024)), Math.ceil(dataRecords / 1024));
+    const groups = Math.max(Math.ceil(dataBytes / (32 * 1024 * 1024)), Math.ceil(dataRecords / 1024));
     assert.ok(dataRecords > 30, `${flags}: ${dataRecords} DATA records`);
     assert.equal(counts.get(0x8054_5304), groups, `${flags}: checksum groups`);
     assert.equal(counts.get(0x8054_5302), undefined, `${flags}: no per-DATA checksum records`);

@@ -1,6 +1,6 @@
 /**
  * DATA checksum groups (begin-info v2, docs/stream-format.md §3): one optional
- * record per ≤ 64 MiB / ≤ 1024 DATA records, placed before the records it covers,
+ * record per ≤ 32 MiB / ≤ 1024 DATA records, placed before the records it covers,
  * so a thin_recv at the other end prints few "skipping" lines and thinship's
  * receiver still refuses a corrupt record before delivering it. Also: the
  * previous version's one-record-per-DATA form still decodes to the same digest,
@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { ThinshipError } from '../../src/errors.js';
-import { decodeStream, encodeStream, GROUP_MAX_DATA_BYTES, GROUP_MAX_RECORDS } from '../../src/stream/linbit.js';
+import { decodeStream, encodeStream, GROUP_MAX_DATA_BYTES, GROUP_MAX_RECORDS, GROUP_PREFETCH_BYTES } from '../../src/stream/linbit.js';
 import { StreamDigest, dataChecksum } from '../../src/stream/digest.js';
 import type { BeginInfo, StreamMessage } from '../../src/stream/messages.js';
 
@@ -169,7 +169,7 @@ function walk(bytes: Buffer, payloads = true): { data: number; optional: Map<num
   return { data: nData, optional, groups };
 }
 
-test('optional records per GiB: 18 (begin-info, 16 groups, digest) for 1 MiB and for 64 KiB records, instead of one per DATA', async () => {
+test('optional records per GiB: 34 (begin-info, 32 groups, digest) for 1 MiB and for 64 KiB records, instead of one per DATA', async () => {
   const GiB = 2 ** 30;
   for (const recordBytes of [1 << 20, 64 << 10]) {
     const buf = Buffer.alloc(recordBytes, 0x42);
@@ -184,7 +184,7 @@ test('optional records per GiB: 18 (begin-info, 16 groups, digest) for 1 MiB and
     for await (const p of encodeStream(msgs())) if (p !== buf) parts.push(p);
     const w = walk(Buffer.concat(parts), false);
     assert.equal(w.data, GiB / recordBytes);
-    assert.deepEqual([...w.optional.entries()].sort(), [[0x8054_5301, 1], [0x8054_5303, 1], [0x8054_5304, 16]], `records of ${recordBytes} bytes`);
+    assert.deepEqual([...w.optional.entries()].sort(), [[0x8054_5301, 1], [0x8054_5303, 1], [0x8054_5304, 32]], `records of ${recordBytes} bytes`);
     for (const g of w.groups) assert.ok(g.bytes <= GROUP_MAX_DATA_BYTES && g.records <= GROUP_MAX_RECORDS, JSON.stringify(g));
   }
 });
@@ -197,7 +197,7 @@ test('a small stream: groups hold at most 1024 records, and an encoded stream wi
   msgs.push({ type: 'end', records: 0, dataRecords: 2500, unmapRecords: 1 });
   const bytes = Buffer.concat(await collect(encodeStream(msgs)));
   const w = walk(bytes);
-  assert.deepEqual(w.groups.map((g) => g.records), [1024, 1024, 452]);
+  assert.deepEqual(w.groups.map((g) => g.records), [GROUP_MAX_RECORDS, GROUP_MAX_RECORDS, 2500 - 2 * GROUP_MAX_RECORDS]);
   const back = await collect(decodeStream(pieces(bytes, 1000)));
   assert.equal(back.length, msgs.length);
   assert.deepEqual(back.at(-1), { type: 'end', records: 2 + 2500 + 1 + 3 + 2, dataRecords: 2500, unmapRecords: 1, dataBytes: 20_000, unmapBytes: 65536, skippedRecords: 0, digest: (back.at(-1) as { digest: Buffer }).digest });
@@ -221,4 +221,43 @@ test('records decoded in pieces re-encode byte-exact without checksums, and are 
   const [b, p1, p2, p3, ...rest] = decoded;
   await assert.rejects(collect(encodeStream([b!, p1!, p3!, p2!, ...rest], { extensions: false })), /does not continue the record/);
   await assert.rejects(collect(encodeStream([b!, p1!, rest[0]!], { extensions: false })), /the DATA record being written in pieces still needs 5000 bytes at 69536/);
+});
+
+test('encoder with checksums: holds at most a group plus the prefetch; source errors arrive in order; stopping early closes the source', async () => {
+  const MiB = 1 << 20;
+  const buf = Buffer.alloc(MiB, 1);
+  const sum = dataChecksum(buf);
+  let pulledBytes = 0;
+  let writtenBytes = 0;
+  let maxAheadBytes = 0;
+  let closed = false;
+  async function* source(records: number, failAt?: number): AsyncGenerator<StreamMessage> {
+    try {
+      yield { type: 'begin', info: { formatVersion: '1.1', checksum: 'sha256' } };
+      for (let i = 0; i < records; i++) {
+        if (i === failAt) throw new Error(`source failed at record ${i}`);
+        pulledBytes += MiB;
+        maxAheadBytes = Math.max(maxAheadBytes, pulledBytes - writtenBytes);
+        yield { type: 'data', offsetBytes: i * MiB, data: buf, checksum: sum };
+      }
+      yield { type: 'end', records: 0, dataRecords: records, unmapRecords: 0 };
+    } finally {
+      closed = true;
+    }
+  }
+  for await (const part of encodeStream(source(200))) if (part === buf) writtenBytes += MiB;
+  assert.equal(writtenBytes, 200 * MiB);
+  // What was read but not yet written: the group being filled or written, and the messages pulled ahead meanwhile.
+  assert.ok(maxAheadBytes <= GROUP_MAX_DATA_BYTES + GROUP_PREFETCH_BYTES + 2 * MiB, `${maxAheadBytes / MiB} MiB ahead`);
+  assert.ok(maxAheadBytes > GROUP_MAX_DATA_BYTES, 'the next group is pulled while one is written');
+
+  closed = false;
+  const seen: number[] = [];
+  await assert.rejects((async () => { for await (const part of encodeStream(source(100, 70))) if (part === buf) seen.push(1); })(), /source failed at record 70/);
+  assert.equal(seen.length, 64, 'the two complete groups before the error were written');
+  assert.ok(closed);
+
+  closed = false;
+  for await (const part of encodeStream(source(100))) if (part === buf) break;
+  assert.ok(closed, 'the source was closed when the consumer stopped');
 });
