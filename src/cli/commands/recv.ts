@@ -13,16 +13,18 @@ export interface RecvFlags { quiet?: boolean }
 
 export async function recvPipeCommand(targetName: string, flags: RecvFlags): Promise<void> {
   if (process.stdin.isTTY) throw new ThinshipError('USAGE', 'recv reads a stream from stdin, which is a terminal: pipe a stream in (thinship send ... | thinship recv TARGET)');
-  // Zero bytes is a format 1.0 stream without records (thin_send 1.0 for an empty volume or identical
-  // snapshots). Like thin_recv: say so and succeed, before the target is resolved, activated or created.
-  const input = await firstChunkOrEof(process.stdin);
-  if (input === undefined) {
-    process.stderr.write('Empty input.\n');
-    return;
-  }
   const spec = parseTargetName(targetName);
+  // A wrong target is an error whatever the input: resolve it first (read-only for a file; an inactive
+  // LV is activated here and deactivated again by release()).
   const resolved = await resolveTarget(spec);
   try {
+    // Zero bytes is a format 1.0 stream without records (thin_send 1.0 for an empty volume or identical
+    // snapshots). Like thin_recv: say so and succeed, without opening or creating the target.
+    const input = await firstChunkOrEof(process.stdin);
+    if (input === undefined) {
+      process.stderr.write('Empty input.\n');
+      return;
+    }
     // A file target that does not exist yet is created, sparse, at the stream's volume size.
     const existed = spec.kind === 'lvm' || (await stat(resolved.path).then(() => true, () => false));
     const target = await openVolume(resolved.path, { mode: 'write', create: !existed });
