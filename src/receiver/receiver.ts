@@ -96,7 +96,7 @@ export async function applyMessages(messages: AsyncIterable<StreamMessage>, targ
       const piece = m.type === 'data' ? m.piece : undefined;
       const pieceBytes = m.type === 'data' ? m.data.length : 0;
       if (piece !== undefined && (m.offsetBytes !== piece.recordOffsetBytes || pieceBytes > piece.recordLengthBytes || piece.last !== (pieceBytes === piece.recordLengthBytes))) {
-        throw new ThinshipError('BAD_STREAM', `record ${s.records}: the first piece of a DATA record must start at the record's offset ${piece.recordOffsetBytes}, got ${m.offsetBytes}`);
+        throw new ThinshipError('BAD_STREAM', `record ${s.records}: the first piece of a DATA record [${piece.recordOffsetBytes}, +${piece.recordLengthBytes}) must start at its offset and be marked last only if it is the whole record; got ${pieceBytes} bytes at ${m.offsetBytes}${piece.last ? ', marked last' : ''}`);
       }
       const length = piece !== undefined ? piece.recordLengthBytes : m.type === 'data' ? m.data.length : m.lengthBytes;
       const pos = m as { streamPosition?: number };

@@ -270,7 +270,7 @@ function checkUint(index: number, type: string, name: string, value: unknown): n
   return value;
 }
 
-/** The begin-info payload: JSON of the BeginInfo fields (formatVersion excluded: the magic says it), with "v": 1. */
+/** The begin-info payload: JSON of the BeginInfo fields (formatVersion excluded: the magic says it), with "v": 2 for sha256 (groups), else 1. */
 export function encodeBeginInfo(info: BeginInfo, checksum: ChecksumAlgorithm): Buffer {
   const { formatVersion: _ignored, ...rest } = info;
   const obj: Record<string, unknown> = { v: checksum === 'sha256' ? BEGIN_INFO_VERSION_GROUPS : BEGIN_INFO_VERSION_RECORDS };
