@@ -139,7 +139,8 @@ function messageWeight(m: StreamMessage): number {
 
 /**
  * Pulls items from `source` and maps them in the background while the consumer
- * is busy, holding at most `maxWeight` of them (plus the one being pulled). Items
+ * is busy, holding at most `maxWeight` of them (plus the one being pulled; always
+ * at least one, so a maxWeight below one item cannot stall the consumer). Items
  * and a source (or map) error arrive in order; stopping early stops the pump and
  * closes the source.
  */
@@ -155,7 +156,7 @@ async function* readAhead<T>(source: AsyncIterable<T>, map: (item: T) => T, weig
   const pump = (async () => {
     try {
       while (!stopped) {
-        if (weight >= maxWeight) {
+        if (weight >= maxWeight && queue.length > 0) {
           await new Promise<void>((resolve) => { wakePump = resolve; });
           continue;
         }
