@@ -58,8 +58,22 @@ export async function applyMessages(messages: AsyncIterable<StreamMessage>, targ
   };
   let begin: BeginInfo | undefined;
   let ended = false;
+  /** A DATA record arriving in pieces (docs/stream-format.md): where its next piece must start, and its end. */
+  let inRecord: { next: number; end: number } | undefined;
   try {
     for await (const m of messages) {
+      if (inRecord !== undefined) {
+        // The rest of a DATA record whose whole range was checked at its first piece.
+        const p = m.type === 'data' ? m.piece : undefined;
+        if (m.type !== 'data' || p === undefined || m.offsetBytes !== inRecord.next || m.offsetBytes + m.data.length > inRecord.end || p.last !== (m.offsetBytes + m.data.length === inRecord.end)) {
+          throw new ThinshipError('BAD_STREAM', `record ${s.records}: a piece of the DATA record ending at ${inRecord.end} was expected at volume offset ${inRecord.next}, got ${m.type}${m.type === 'data' ? ` at ${m.offsetBytes} (${m.data.length} bytes)` : ''}`);
+        }
+        await target.writeAt(m.data, m.offsetBytes);
+        s.bytesWritten += m.data.length;
+        inRecord = p.last ? undefined : { next: m.offsetBytes + m.data.length, end: inRecord.end };
+        o.onProgress?.(s);
+        continue;
+      }
       s.records++;
       if (ended) throw new ThinshipError('BAD_STREAM', `record ${s.records} (${m.type}) follows the end of the stream`);
       if (m.type === 'begin') {
@@ -78,7 +92,13 @@ export async function applyMessages(messages: AsyncIterable<StreamMessage>, targ
         await zeroGapTo(begin.volumeSizeBytes ?? 0);
         continue;
       }
-      const length = m.type === 'data' ? m.data.length : m.lengthBytes;
+      // A record in pieces is checked as a whole at its first piece: nothing of it is written if it does not fit.
+      const piece = m.type === 'data' ? m.piece : undefined;
+      const pieceBytes = m.type === 'data' ? m.data.length : 0;
+      if (piece !== undefined && (m.offsetBytes !== piece.recordOffsetBytes || pieceBytes > piece.recordLengthBytes || piece.last !== (pieceBytes === piece.recordLengthBytes))) {
+        throw new ThinshipError('BAD_STREAM', `record ${s.records}: the first piece of a DATA record [${piece.recordOffsetBytes}, +${piece.recordLengthBytes}) must start at its offset and be marked last only if it is the whole record; got ${pieceBytes} bytes at ${m.offsetBytes}${piece.last ? ', marked last' : ''}`);
+      }
+      const length = piece !== undefined ? piece.recordLengthBytes : m.type === 'data' ? m.data.length : m.lengthBytes;
       const pos = m as { streamPosition?: number };
       if (!Number.isSafeInteger(m.offsetBytes) || m.offsetBytes < 0 || length <= 0 || m.offsetBytes + length > target.sizeBytes) {
         throw new ThinshipError('BAD_STREAM', `${m.type} record beyond the target (${where(m, s.records, pos)}, length ${length}): target ${target.path} is ${target.sizeBytes} bytes`, { details: { volumeOffset: m.offsetBytes, record: s.records, streamPosition: pos.streamPosition } });
@@ -93,7 +113,8 @@ export async function applyMessages(messages: AsyncIterable<StreamMessage>, targ
       if (m.type === 'data') {
         await target.writeAt(m.data, m.offsetBytes);
         s.dataRecords++;
-        s.bytesWritten += length;
+        s.bytesWritten += m.data.length;
+        if (piece !== undefined && !piece.last) inRecord = { next: m.offsetBytes + m.data.length, end: m.offsetBytes + length };
       } else {
         await target.makeZero(m.offsetBytes, m.lengthBytes);
         s.unmapRecords++;
@@ -102,7 +123,7 @@ export async function applyMessages(messages: AsyncIterable<StreamMessage>, targ
       o.onProgress?.(s);
     }
     if (!begin) throw new ThinshipError('BAD_STREAM', 'empty stream: no records at all (nothing was written)');
-    if (!ended) throw new ThinshipError('BAD_STREAM', `the stream ended without its end record after ${s.records} records`);
+    if (!ended || inRecord !== undefined) throw new ThinshipError('BAD_STREAM', `the stream ended without its end record after ${s.records} records`);
     await target.flush();
     return { begin, ...s, seconds: (performance.now() - t0) / 1000 };
   } catch (e) {

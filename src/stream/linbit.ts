@@ -2,15 +2,18 @@
  * The LINBIT thin_send/thin_recv byte stream (formats 1.0 and 1.1), encoded from
  * and decoded into transport-neutral StreamMessages.
  *
- * Format facts: /work/shared/formats/linbit-stream.md; our optional records and
- * every rule the decoder enforces: docs/stream-format.md.
+ * The format, our optional records and every rule the decoder enforces:
+ * docs/stream-format.md.
  *
  * - encodeStream: messages -> Buffers (header buffers, and big DATA payloads
- *   yielded as they are, without copying).
- * - decodeStream: Buffers (any chunking) -> messages, checking every rule; never
- *   buffers more than one record; errors are ThinshipError BAD_STREAM or
- *   CHECKSUM_MISMATCH naming the byte position (details.streamPosition).
+ *   yielded as they are, without copying). With checksums, DATA records are held
+ *   until their checksum group (≤ 32 MiB) is written before them.
+ * - decodeStream: Buffers (any chunking) -> messages, checking every rule; holds
+ *   at most one record of ≤ 4 MiB (longer ones are delivered in 4 MiB pieces);
+ *   errors are ThinshipError BAD_STREAM or CHECKSUM_MISMATCH naming the byte
+ *   position (details.streamPosition).
  */
+import { createHash, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { ThinshipError, type ErrorCode } from '../errors.js';
 import { dataChecksum, StreamDigest, SHA256_BYTES } from './digest.js';
@@ -39,14 +42,40 @@ export const CMD_OPTIONAL_BIT = 0x8000_0000;
 export const CMD_OPT_BEGIN_INFO = 0x8054_5301;
 export const CMD_OPT_DATA_CHECKSUM = 0x8054_5302;
 export const CMD_OPT_STREAM_DIGEST = 0x8054_5303;
+export const CMD_OPT_DATA_CHECKSUM_GROUP = 0x8054_5304;
 
 /** Payload of the checksum and digest records: algorithm u8 + 32-byte sha256. */
 export const CHECKSUM_ALGO_SHA256 = 1;
 export const CHECKSUM_RECORD_BYTES = 1 + SHA256_BYTES;
-export const BEGIN_INFO_VERSION = 1;
+/**
+ * begin-info "v": 1 = with checksum sha256, one DATA checksum record after each
+ * DATA (what thinship wrote before checksum groups; still decoded); 2 = with
+ * checksum sha256, DATA checksum groups before the DATA records they cover.
+ * The encoder writes 2 when it writes groups, else 1.
+ */
+export const BEGIN_INFO_VERSION_RECORDS = 1;
+export const BEGIN_INFO_VERSION_GROUPS = 2;
 export const BEGIN_INFO_MAX_BYTES = 64 * 1024;
 
-export const DEFAULT_MAX_DATA_BYTES = 64 * 1024 * 1024;
+/** One entry of a checksum group: offset u64, length u64, sha256. */
+export const GROUP_ENTRY_BYTES = 8 + 8 + SHA256_BYTES;
+/** A group lists at most this many DATA records (payload ≤ 1 + 48 KiB)... */
+export const GROUP_MAX_RECORDS = 1024;
+/** ...covering at most this many payload bytes, unless one record alone is bigger: what the encoder holds back. */
+export const GROUP_MAX_DATA_BYTES = 32 * 1024 * 1024;
+/** Messages the encoder pulls ahead while it writes a group (payload bytes, plus MESSAGE_OVERHEAD_BYTES each). */
+export const GROUP_PREFETCH_BYTES = 32 * 1024 * 1024;
+const MESSAGE_OVERHEAD_BYTES = 64;
+/** UNMAPs the encoder holds between the DATA records of an open group before it closes the group early. */
+const GROUP_MAX_HELD_UNMAPS = 4096;
+
+/**
+ * DATA records longer than this are decoded as consecutive pieces of this size
+ * (data messages with `piece` set), so a record of any length streams through
+ * bounded memory; shorter ones arrive whole, and with a checksum, verified
+ * before they are delivered.
+ */
+export const DATA_PIECE_BYTES = 4 * 1024 * 1024;
 
 const TWO_POW_32 = 0x1_0000_0000;
 const MAGIC_BYTES: Record<FormatVersion, Buffer> = {
@@ -73,6 +102,7 @@ function cmdName(cmd: number): string {
     case CMD_OPT_BEGIN_INFO: return 'begin-info';
     case CMD_OPT_DATA_CHECKSUM: return 'DATA checksum';
     case CMD_OPT_STREAM_DIGEST: return 'stream digest';
+    case CMD_OPT_DATA_CHECKSUM_GROUP: return 'DATA checksum group';
     default: return (cmd & CMD_OPTIONAL_BIT) !== 0 ? `optional ${hex(cmd)}` : `command ${cmd}`;
   }
 }
@@ -96,6 +126,78 @@ const INLINE_PAYLOAD_MAX_BYTES = 4096;
 /** Small records are batched into buffers of about this size before being yielded. */
 const SMALL_FLUSH_BYTES = 32 * 1024;
 const SMALL_POOL_BYTES = 64 * 1024;
+
+/** A data message with its checksum (computed if the sender did not supply one; a wrong-sized one is left for handle() to refuse). */
+function withChecksum(m: StreamMessage): StreamMessage {
+  if (m.type !== 'data' || m.checksum !== undefined || !(m.data instanceof Uint8Array)) return m;
+  return { ...m, checksum: dataChecksum(m.data) };
+}
+
+function messageWeight(m: StreamMessage): number {
+  return MESSAGE_OVERHEAD_BYTES + (m.type === 'data' && m.data instanceof Uint8Array ? m.data.length : 0);
+}
+
+/**
+ * Pulls items from `source` and maps them in the background while the consumer
+ * is busy, holding at most `maxWeight` of them (plus the one being pulled; always
+ * at least one, so a maxWeight below one item cannot stall the consumer). Items
+ * and a source (or map) error arrive in order; stopping early stops the pump and
+ * closes the source.
+ */
+async function* readAhead<T>(source: AsyncIterable<T>, map: (item: T) => T, weigh: (item: T) => number, maxWeight: number): AsyncGenerator<T> {
+  const it = source[Symbol.asyncIterator]();
+  const queue: T[] = [];
+  let weight = 0;
+  let finished = false;
+  let failed: { error: unknown } | undefined;
+  let stopped = false;
+  let wakeConsumer: (() => void) | undefined;
+  let wakePump: (() => void) | undefined;
+  const pump = (async () => {
+    try {
+      while (!stopped) {
+        if (weight >= maxWeight && queue.length > 0) {
+          await new Promise<void>((resolve) => { wakePump = resolve; });
+          continue;
+        }
+        const r = await it.next();
+        if (r.done) break;
+        const item = map(r.value);
+        queue.push(item);
+        weight += weigh(item);
+        wakeConsumer?.();
+      }
+    } catch (e) {
+      failed = { error: e };
+    } finally {
+      finished = true;
+      wakeConsumer?.();
+    }
+  })();
+  try {
+    for (;;) {
+      const item = queue.shift();
+      if (item !== undefined) {
+        weight -= weigh(item);
+        wakePump?.();
+        yield item;
+        continue;
+      }
+      if (failed !== undefined) throw failed.error;
+      if (finished) return;
+      await new Promise<void>((resolve) => { wakeConsumer = resolve; });
+      wakeConsumer = undefined;
+    }
+  } finally {
+    stopped = true;
+    wakePump?.();
+    await pump;
+    await it.return?.();
+  }
+}
+
+interface HeldData { kind: 'data'; offset: number; data: Buffer; sum: Buffer }
+type HeldRecord = HeldData | { kind: 'unmap'; offset: number; length: number };
 
 /** Accumulates headers and small records in one pooled buffer, so a stream of tiny records is not one write per 28 bytes. */
 class SmallWriter {
@@ -169,10 +271,10 @@ function checkUint(index: number, type: string, name: string, value: unknown): n
   return value;
 }
 
-/** The begin-info payload: JSON of the BeginInfo fields (formatVersion excluded: the magic says it), with "v": 1. */
+/** The begin-info payload: JSON of the BeginInfo fields (formatVersion excluded: the magic says it), with "v": 2 for sha256 (groups), else 1. */
 export function encodeBeginInfo(info: BeginInfo, checksum: ChecksumAlgorithm): Buffer {
   const { formatVersion: _ignored, ...rest } = info;
-  const obj: Record<string, unknown> = { v: BEGIN_INFO_VERSION };
+  const obj: Record<string, unknown> = { v: checksum === 'sha256' ? BEGIN_INFO_VERSION_GROUPS : BEGIN_INFO_VERSION_RECORDS };
   for (const [k, v] of Object.entries(rest)) if (v !== undefined) obj[k] = v;
   obj.checksum = checksum;
   const out = Buffer.from(JSON.stringify(obj), 'utf8');
@@ -201,19 +303,73 @@ export function encodeStream(
 async function* encodeGen(messages: AsyncIterable<StreamMessage> | Iterable<StreamMessage>, opts: EncodeOptions): AsyncGenerator<Buffer> {
   const out = new SmallWriter();
   let index = 0;
-  let state: 'start' | 'body' | 'done' = 'start';
+  // Set by handle(); the casts keep TypeScript from narrowing them to their initial values here.
+  let state = 'start' as 'start' | 'body' | 'done';
   let format: FormatVersion = '1.1';
   let magic = MAGIC_BYTES['1.1'];
-  let checksums = false;
+  let checksums = false as boolean;
   let digest: StreamDigest | undefined;
   let records = 0;
   let dataRecords = 0;
   let unmapRecords = 0;
+  /** Records waiting for their checksum group (checksums on): DATA with payload, and the UNMAPs between them. */
+  let held: HeldRecord[] = [];
+  let heldData = 0;
+  let heldDataBytes = 0;
+  /** A DATA record being written in pieces (checksums off): where the next piece must start, and how much is left. */
+  let piece: { next: number; remaining: number } | undefined;
 
-  for await (const m of messages) {
+  function* writeData(offset: number, data: Buffer): Generator<Buffer> {
+    out.header(magic, offset, data.length, CMD_DATA);
+    if (data.length < INLINE_PAYLOAD_MAX_BYTES) {
+      out.bytes(data);
+    } else {
+      const pending = out.take();
+      if (pending !== undefined) yield pending;
+      yield data;
+    }
+    records++;
+  }
+
+  function writeUnmap(offset: number, length: number): void {
+    out.header(magic, offset, length, CMD_UNMAP);
+    records++;
+    digest?.addUnmap(offset, length);
+  }
+
+  /** The checksum group for the held DATA records, then the held records themselves, in their order. */
+  function* flushGroup(): Generator<Buffer> {
+    if (held.length === 0) return;
+    const first = held.find((h) => h.kind === 'data') as HeldData;
+    out.header(magic, first.offset, 1 + heldData * GROUP_ENTRY_BYTES, CMD_OPT_DATA_CHECKSUM_GROUP);
+    out.u8(CHECKSUM_ALGO_SHA256);
+    for (const h of held) {
+      if (h.kind !== 'data') continue;
+      out.u64(h.offset);
+      out.u64(h.data.length);
+      out.bytes(h.sum);
+    }
+    records++;
+    for (const h of held) {
+      if (h.kind === 'data') {
+        yield* writeData(h.offset, h.data);
+        digest!.addData(h.offset, h.data.length, h.sum);
+      } else {
+        writeUnmap(h.offset, h.length);
+      }
+      if (out.pendingBytes >= SMALL_FLUSH_BYTES) yield out.take()!;
+    }
+    held = [];
+    heldData = 0;
+    heldDataBytes = 0;
+  }
+
+  /** Encodes one message; yields the Buffers that are ready. */
+  function* handle(m: StreamMessage): Generator<Buffer> {
     index++;
     if (state === 'done') throw encodeError(index, m.type, 'message after end');
     if (state === 'start' && m.type !== 'begin') throw encodeError(index, m.type, 'the first message must be begin');
+    if (piece !== undefined && m.type !== 'data') throw encodeError(index, m.type, `the DATA record being written in pieces still needs ${piece.remaining} bytes at ${piece.next}`);
 
     switch (m.type) {
       case 'begin': {
@@ -251,42 +407,45 @@ async function* encodeGen(messages: AsyncIterable<StreamMessage> | Iterable<Stre
         if (!(m.data instanceof Uint8Array)) throw encodeError(index, m.type, 'data must be a Buffer');
         const length = m.data.length;
         if (!Number.isSafeInteger(offset + length)) throw encodeError(index, m.type, `offsetBytes + length ${offset} + ${length} exceeds 2^53`);
-        out.header(magic, offset, length, CMD_DATA);
-        if (length < INLINE_PAYLOAD_MAX_BYTES) {
-          out.bytes(m.data);
-        } else {
-          const pending = out.take();
-          if (pending !== undefined) yield pending;
-          yield m.data;
+        if (m.piece !== undefined || piece !== undefined) {
+          yield* encodePiece(m, index);
+          break;
         }
-        records++;
         dataRecords++;
-        if (checksums) {
-          let sum = m.checksum;
-          if (sum === undefined) sum = dataChecksum(m.data);
-          else if (sum.length !== SHA256_BYTES) throw encodeError(index, m.type, `checksum must be ${SHA256_BYTES} bytes, got ${sum.length}`);
-          out.header(magic, offset, CHECKSUM_RECORD_BYTES, CMD_OPT_DATA_CHECKSUM);
-          out.u8(CHECKSUM_ALGO_SHA256);
-          out.bytes(sum);
-          records++;
-          digest!.addData(offset, length, sum);
+        if (!checksums) {
+          yield* writeData(offset, m.data);
+          break;
         }
+        let sum = m.checksum;
+        if (sum !== undefined && sum.length !== SHA256_BYTES) throw encodeError(index, m.type, `checksum must be ${SHA256_BYTES} bytes, got ${sum.length}`);
+        sum ??= dataChecksum(m.data); // normally done by readAhead's withChecksum already
+        // A group covers at most GROUP_MAX_DATA_BYTES (unless one record alone is bigger) and GROUP_MAX_RECORDS DATA records.
+        if (heldData > 0 && heldDataBytes + length > GROUP_MAX_DATA_BYTES) yield* flushGroup();
+        held.push({ kind: 'data', offset, data: m.data, sum });
+        heldData++;
+        heldDataBytes += length;
+        if (heldData >= GROUP_MAX_RECORDS || heldDataBytes >= GROUP_MAX_DATA_BYTES) yield* flushGroup();
         break;
       }
       case 'unmap': {
         const offset = checkUint(index, m.type, 'offsetBytes', m.offsetBytes);
         const length = checkUint(index, m.type, 'lengthBytes', m.lengthBytes);
         if (!Number.isSafeInteger(offset + length)) throw encodeError(index, m.type, `offsetBytes + lengthBytes ${offset} + ${length} exceeds 2^53`);
-        out.header(magic, offset, length, CMD_UNMAP);
-        records++;
         unmapRecords++;
-        digest?.addUnmap(offset, length);
+        if (heldData === 0) {
+          writeUnmap(offset, length);
+        } else {
+          // Keeps the stream order (the digest covers it); the count of held records is bounded too.
+          held.push({ kind: 'unmap', offset, length });
+          if (held.length - heldData >= GROUP_MAX_HELD_UNMAPS) yield* flushGroup();
+        }
         break;
       }
       case 'end': {
         if (m.dataRecords !== dataRecords || m.unmapRecords !== unmapRecords) {
           throw encodeError(index, m.type, `end counts data ${m.dataRecords} / unmap ${m.unmapRecords}, but ${dataRecords} / ${unmapRecords} were sent`);
         }
+        yield* flushGroup();
         if (digest !== undefined) {
           if (m.digest !== undefined && !digest.matches(m.digest)) {
             throw encodeError(index, m.type, `end.digest ${m.digest.toString('hex')} differs from the computed stream digest ${digest.state.toString('hex')}`, 'CHECKSUM_MISMATCH');
@@ -316,15 +475,62 @@ async function* encodeGen(messages: AsyncIterable<StreamMessage> | Iterable<Stre
       if (pending !== undefined) yield pending;
     }
   }
+
+  const it = toAsyncIterator(messages);
+  try {
+    const first = await it.next();
+    if (!first.done) {
+      yield* handle(first.value);
+      // With checksums, a group's records are held until the group is complete; meanwhile the next group's
+      // messages are pulled and hashed in the background (up to GROUP_PREFETCH_BYTES), so reading and
+      // hashing overlap writing the previous group.
+      const rest: AsyncIterable<StreamMessage> = { [Symbol.asyncIterator]: () => it };
+      for await (const m of checksums ? readAhead(rest, withChecksum, messageWeight, GROUP_PREFETCH_BYTES) : rest) yield* handle(m);
+    }
+  } finally {
+    await it.return?.();
+  }
   if (state !== 'done') throw encodeError(index + 1, 'none', 'the messages ended without an end message');
+
+  /** A piece of a DATA record (as the decoder delivers big records): one header for the record, then each piece's bytes. */
+  function* encodePiece(m: DataMessage, i: number): Generator<Buffer> {
+    const p = m.piece;
+    if (p === undefined) throw encodeError(i, m.type, `the DATA record being written in pieces still needs ${piece!.remaining} bytes at ${piece!.next}`);
+    if (checksums) throw encodeError(i, m.type, 'a DATA record in pieces cannot be covered by a checksum group written before it; encode it without checksums');
+    if (piece === undefined) {
+      const recOffset = checkUint(i, m.type, 'piece.recordOffsetBytes', p.recordOffsetBytes);
+      const recLength = checkUint(i, m.type, 'piece.recordLengthBytes', p.recordLengthBytes);
+      if (m.offsetBytes !== recOffset || !Number.isSafeInteger(recOffset + recLength)) throw encodeError(i, m.type, `the first piece must start at the record's offset ${recOffset}, got ${m.offsetBytes}`);
+      out.header(magic, recOffset, recLength, CMD_DATA);
+      records++;
+      dataRecords++;
+      piece = { next: recOffset, remaining: recLength };
+    }
+    if (m.offsetBytes !== piece.next || m.data.length > piece.remaining) {
+      throw encodeError(i, m.type, `piece at ${m.offsetBytes} of ${m.data.length} bytes does not continue the record (next ${piece.next}, ${piece.remaining} bytes left)`);
+    }
+    piece.next += m.data.length;
+    piece.remaining -= m.data.length;
+    if (p.last !== (piece.remaining === 0)) throw encodeError(i, m.type, `piece marked ${p.last ? 'last' : 'not last'} with ${piece.remaining} bytes of the record left`);
+    const pending = out.take();
+    if (pending !== undefined) yield pending;
+    if (m.data.length > 0) yield m.data;
+    if (p.last) piece = undefined;
+  }
 }
 
 // ---------------------------------------------------------------------------
 // Decoder
 
 export interface DecodeOptions {
-  /** Largest DATA payload accepted; bigger ones are refused before allocating. Default 64 MiB. */
+  /**
+   * Largest DATA record accepted (refused from its header). Default: no limit
+   * beyond 2^53 and the volume size in begin-info: LINBIT's thin_send writes one
+   * DATA record per mapped run, of any length, and records stream in pieces.
+   */
   maxDataBytes?: number;
+  /** DATA records longer than this are delivered in pieces of this size. Default DATA_PIECE_BYTES (4 MiB). */
+  pieceBytes?: number;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -474,7 +680,7 @@ const BEGIN_INFO_UINT_KEYS = ['volumeSizeBytes', 'blockSizeBytes', 'plannedDataB
 const BEGIN_INFO_STRING_KEYS = ['sourceId', 'baseId', 'transferId'] as const;
 
 /** Parses and validates a begin-info payload into a BeginInfo (unknown keys are ignored: added compatibly within v1). */
-export function parseBeginInfo(payload: Buffer, formatVersion: FormatVersion, where: Where): BeginInfo {
+export function parseBeginInfo(payload: Buffer, formatVersion: FormatVersion, where: Where): { info: BeginInfo; version: number } {
   let obj: unknown;
   try {
     obj = JSON.parse(payload.toString('utf8'));
@@ -483,7 +689,9 @@ export function parseBeginInfo(payload: Buffer, formatVersion: FormatVersion, wh
   }
   if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw streamError(where, 'begin-info is not a JSON object');
   const o = obj as Record<string, unknown>;
-  if (o.v !== BEGIN_INFO_VERSION) throw streamError(where, `begin-info version ${JSON.stringify(o.v)} is not supported (expected ${BEGIN_INFO_VERSION})`);
+  if (o.v !== BEGIN_INFO_VERSION_RECORDS && o.v !== BEGIN_INFO_VERSION_GROUPS) {
+    throw streamError(where, `begin-info version ${JSON.stringify(o.v)} is not supported (expected ${BEGIN_INFO_VERSION_RECORDS} or ${BEGIN_INFO_VERSION_GROUPS})`);
+  }
   const info: BeginInfo = { formatVersion };
   for (const k of BEGIN_INFO_UINT_KEYS) {
     const v = o[k];
@@ -505,7 +713,7 @@ export function parseBeginInfo(payload: Buffer, formatVersion: FormatVersion, wh
     if (o.checksum !== 'sha256' && o.checksum !== 'none') throw streamError(where, `begin-info checksum ${JSON.stringify(o.checksum)} is not supported (sha256 or none)`);
     info.checksum = o.checksum;
   }
-  return info;
+  return { info, version: o.v };
 }
 
 /**
@@ -519,14 +727,18 @@ export function decodeStream(
   input: AsyncIterable<Uint8Array> | Iterable<Uint8Array> | Readable,
   opts: DecodeOptions = {},
 ): AsyncIterable<StreamMessage> {
-  const maxDataBytes = opts.maxDataBytes ?? DEFAULT_MAX_DATA_BYTES;
+  const maxDataBytes = opts.maxDataBytes ?? Number.MAX_SAFE_INTEGER;
   if (!Number.isSafeInteger(maxDataBytes) || maxDataBytes < 0) {
     throw new ThinshipError('USAGE', `maxDataBytes must be a non-negative integer, got ${maxDataBytes}`);
   }
-  return new Decoder(toAsyncIterator(input), maxDataBytes).run();
+  const pieceBytes = opts.pieceBytes ?? DATA_PIECE_BYTES;
+  if (!Number.isSafeInteger(pieceBytes) || pieceBytes < 1) {
+    throw new ThinshipError('USAGE', `pieceBytes must be a positive integer, got ${pieceBytes}`);
+  }
+  return new Decoder(toAsyncIterator(input), maxDataBytes, pieceBytes).run();
 }
 
-function toAsyncIterator(input: AsyncIterable<unknown> | Iterable<unknown>): AsyncIterator<unknown> {
+function toAsyncIterator<T>(input: AsyncIterable<T> | Iterable<T>): AsyncIterator<T> {
   if (Symbol.asyncIterator in input) return input[Symbol.asyncIterator]();
   const it = input[Symbol.iterator]();
   return {
@@ -539,6 +751,18 @@ interface PendingData {
   msg: DataMessage;
   header: Header;
   payloadPos: number;
+  /** For a record delivered in pieces (msg is its last piece): the running sha256 of the whole payload, if it was kept. */
+  hash?: Hash;
+}
+
+interface GroupEntry { offset: number; length: number; sum: Buffer }
+
+interface OpenGroup {
+  pos: number;
+  record: number;
+  entries: GroupEntry[];
+  /** Index of the entry the next DATA record must match. */
+  next: number;
 }
 
 class Decoder {
@@ -552,13 +776,19 @@ class Decoder {
   private dataBytes = 0;
   private unmapBytes = 0;
   private skipped = 0;
-  /** begin-info declared sha256: every DATA needs its checksum record, END needs the digest record. */
-  private checksumsRequired = false;
+  /**
+   * begin-info declared sha256: 'records' (v1) = every DATA needs its checksum
+   * record after it; 'groups' (v2) = every DATA is covered by a checksum group
+   * before it. Either way END needs the digest record.
+   */
+  private checksumLayout: 'records' | 'groups' | undefined;
+  private volumeSizeBytes: number | undefined;
   private digest: StreamDigest | undefined;
   private digestVerified: Buffer | undefined;
   private pending: PendingData | undefined;
+  private group: OpenGroup | undefined;
 
-  constructor(it: AsyncIterator<unknown>, private readonly maxDataBytes: number) {
+  constructor(it: AsyncIterator<unknown>, private readonly maxDataBytes: number, private readonly pieceBytes: number) {
     this.r = new ChunkReader(it);
   }
 
@@ -631,20 +861,31 @@ class Decoder {
     const p = this.pending;
     if (p === undefined) return undefined;
     this.pending = undefined;
-    if (this.checksumsRequired) {
+    if (this.checksumLayout === 'records') {
       const after = next === undefined ? 'the end of the stream' : `${cmdName(next.cmd)} at byte ${next.pos}`;
-      throw streamError(this.where(p.header, 'DATA', p.msg.offsetBytes),
+      throw streamError(this.where(p.header, 'DATA', p.msg.piece?.recordOffsetBytes ?? p.msg.offsetBytes),
         `begin-info declares sha256 checksums but this DATA record is followed by ${after}, not by its checksum record`);
     }
     return p.msg;
+  }
+
+  /** A checksum group must be used up before the stream digest, END_STREAM or the end of input. */
+  private checkNoOpenGroup(at: Where, what: string): void {
+    const g = this.group;
+    if (g === undefined) return;
+    throw streamError(at, `the DATA checksum group at byte ${g.pos} lists ${g.entries.length} DATA records, but only ${g.next} came before ${what}`);
   }
 
   async *run(): AsyncGenerator<StreamMessage> {
     try {
       const first = await this.readHeader();
       if (first === undefined) {
-        // thin_recv exits 0 on empty input; an empty stream here is almost always a failed sender.
-        throw streamError({ pos: 0, field: 'start' }, 'empty stream (no bytes at all; a sender that failed before writing?)');
+        // No bytes at all is a valid format 1.0 stream without records (thin_send 1.0 writes exactly
+        // that for an empty volume or identical snapshots); thin_recv accepts it ("Empty input.", exit 0).
+        this.format = '1.0';
+        yield { type: 'begin', info: { formatVersion: '1.0' } };
+        yield this.endMessage(0);
+        return;
       }
       let next: Header | undefined = first;
       if (this.format === '1.0') {
@@ -669,9 +910,10 @@ class Decoder {
         if (h === undefined) {
           const last = this.takePending(undefined);
           if (last !== undefined) yield last;
+          const eofAt = { pos: this.r.position, record: this.records, field: 'end of input' };
+          this.checkNoOpenGroup(eofAt, 'the end of the stream');
           if (this.format === '1.1') {
-            throw streamError({ pos: this.r.position, record: this.records, field: 'end of input' },
-              `the stream ends after ${this.records} records without END_STREAM (truncated?)`);
+            throw streamError(eofAt, `the stream ends after ${this.records} records without END_STREAM (truncated?)`);
           }
           yield this.endMessage(this.records);
           return;
@@ -691,7 +933,7 @@ class Decoder {
 
         switch (h.cmd) {
           case CMD_DATA:
-            await this.dataRecord(h);
+            yield* this.dataRecord(h);
             break;
           case CMD_UNMAP: {
             const offset = this.safeU64(h, 'offset', 'UNMAP');
@@ -708,12 +950,17 @@ class Decoder {
           case CMD_BEGIN_STREAM:
             throw streamError(this.where(h), 'BEGIN_STREAM again: it may only be the first record');
           case CMD_END_STREAM:
+            this.checkNoOpenGroup(this.where(h), 'END_STREAM');
             yield await this.endRecord(h);
             return;
           case CMD_OPT_BEGIN_INFO:
             throw streamError(this.where(h), 'a begin-info record must directly follow BEGIN_STREAM');
           case CMD_OPT_STREAM_DIGEST:
+            this.checkNoOpenGroup(this.where(h), 'the stream digest record');
             await this.streamDigestRecord(h);
+            break;
+          case CMD_OPT_DATA_CHECKSUM_GROUP:
+            await this.groupRecord(h);
             break;
           default: {
             if ((h.cmd & CMD_OPTIONAL_BIT) === 0) {
@@ -748,55 +995,169 @@ class Decoder {
     }
     const payloadPos = this.r.position;
     const body = await this.payload(h, length);
-    const info = parseBeginInfo(body, '1.1', { pos: payloadPos, record: h.record, field: 'begin-info payload' });
+    const { info, version } = parseBeginInfo(body, '1.1', { pos: payloadPos, record: h.record, field: 'begin-info payload' });
     if (info.checksum === 'sha256') {
-      this.checksumsRequired = true;
+      this.checksumLayout = version === BEGIN_INFO_VERSION_GROUPS ? 'groups' : 'records';
       this.digest = new StreamDigest();
     }
+    this.volumeSizeBytes = info.volumeSizeBytes;
     return info;
   }
 
-  private async dataRecord(h: Header): Promise<void> {
-    const offset = this.safeU64(h, 'offset', 'DATA');
-    if (h.length > this.maxDataBytes) {
-      const len = h.raw.readBigUInt64BE(16);
-      throw streamError({ pos: h.pos + 16, record: h.record, field: 'header length', volumeOffset: offset },
-        `DATA length ${len} exceeds the limit of ${this.maxDataBytes} bytes`);
+  /** The checksum group entry for this DATA record (checked against it), or undefined when no group is open. */
+  private groupEntry(h: Header, offset: number, length: number): (GroupEntry & { groupPos: number }) | undefined {
+    const g = this.group;
+    if (g === undefined) {
+      if (this.checksumLayout === 'groups') {
+        throw streamError(this.where(h, 'header', offset), 'begin-info declares sha256 checksum groups but no DATA checksum group covers this DATA record');
+      }
+      return undefined;
     }
-    const length = h.length;
+    const e = g.entries[g.next]!;
+    if (e.offset !== offset || e.length !== length) {
+      throw streamError(this.where(h, 'header', offset),
+        `DATA record of ${length} bytes, but the DATA checksum group at byte ${g.pos} lists offset ${e.offset}, length ${e.length} as its entry ${g.next + 1} of ${g.entries.length}`);
+    }
+    g.next++;
+    if (g.next === g.entries.length) this.group = undefined;
+    return { ...e, groupPos: g.pos };
+  }
+
+  private mismatch(h: Header, payloadPos: number, offset: number, length: number, actual: Buffer, expected: Buffer, checksumPos: number, what: string, pieces: boolean): ThinshipError {
+    const note = pieces ? `; the record was longer than ${this.pieceBytes} bytes, so its earlier pieces were delivered before the check` : '';
+    return streamError({ pos: payloadPos, record: h.record, field: 'DATA payload', volumeOffset: offset },
+      `sha256 of the ${length}-byte payload is ${actual.toString('hex')}, but the ${what} at byte ${checksumPos} says ${expected.toString('hex')}${note}`,
+      'CHECKSUM_MISMATCH', { checksumRecordPosition: checksumPos });
+  }
+
+  /**
+   * One DATA record: whole when it is at most pieceBytes (verified against its
+   * group entry before it is delivered), else as consecutive pieces (the last
+   * held back until the record's checksum, if any, is verified).
+   */
+  private async *dataRecord(h: Header): AsyncGenerator<DataMessage> {
+    const offset = this.safeU64(h, 'offset', 'DATA');
+    const length = this.safeU64(h, 'length', 'DATA');
+    if (length > this.maxDataBytes) {
+      throw streamError({ pos: h.pos + 16, record: h.record, field: 'header length', volumeOffset: offset },
+        `DATA length ${length} exceeds the limit of ${this.maxDataBytes} bytes`);
+    }
     if (!Number.isSafeInteger(offset + length)) {
       throw streamError(this.where(h, 'header', offset), `DATA end ${offset} + ${length} exceeds 2^53`);
     }
-    const payloadPos = this.r.position;
-    const data = await this.payload(h, length, offset);
+    if (this.volumeSizeBytes !== undefined && offset + length > this.volumeSizeBytes) {
+      throw streamError({ pos: h.pos + 16, record: h.record, field: 'header length', volumeOffset: offset },
+        `DATA [${offset}, +${length}) goes past the end of the volume (begin-info volumeSizeBytes ${this.volumeSizeBytes})`);
+    }
+    const entry = this.groupEntry(h, offset, length);
     this.dataRecords++;
     this.dataBytes += length;
-    this.pending = { msg: { type: 'data', offsetBytes: offset, data }, header: h, payloadPos };
+    const payloadPos = this.r.position;
+    if (length <= this.pieceBytes) {
+      const data = await this.payload(h, length, offset);
+      const msg: DataMessage = { type: 'data', offsetBytes: offset, data };
+      if (entry === undefined) {
+        this.pending = { msg, header: h, payloadPos };
+        return;
+      }
+      const actual = dataChecksum(data);
+      if (!actual.equals(entry.sum)) throw this.mismatch(h, payloadPos, offset, length, actual, entry.sum, entry.groupPos, 'DATA checksum group', false);
+      this.digest?.addData(offset, length, entry.sum);
+      msg.checksum = entry.sum;
+      yield msg;
+      return;
+    }
+    // Hash the pieces only when a checksum will come (a group entry, or v1's record after the DATA).
+    const hash = entry !== undefined || this.checksumLayout === 'records' ? createHash('sha256') : undefined;
+    for (let done = 0; done < length;) {
+      const n = Math.min(this.pieceBytes, length - done);
+      const b = await this.r.read(n);
+      if (b.length < n) {
+        throw streamError({ pos: payloadPos, record: h.record, field: 'DATA payload', volumeOffset: offset },
+          `truncated payload: the stream ends at byte ${payloadPos + done + b.length}, after ${done + b.length} of ${length} bytes`);
+      }
+      hash?.update(b);
+      const msg: DataMessage = { type: 'data', offsetBytes: offset + done, data: b, piece: { recordOffsetBytes: offset, recordLengthBytes: length, last: done + n === length } };
+      done += n;
+      if (done < length) {
+        yield msg;
+      } else if (entry === undefined) {
+        this.pending = { msg, header: h, payloadPos, hash };
+      } else {
+        const actual = hash!.digest();
+        if (!actual.equals(entry.sum)) throw this.mismatch(h, payloadPos, offset, length, actual, entry.sum, entry.groupPos, 'DATA checksum group', true);
+        this.digest?.addData(offset, length, entry.sum);
+        msg.checksum = entry.sum;
+        yield msg;
+      }
+    }
+  }
+
+  private async groupRecord(h: Header): Promise<void> {
+    if (this.checksumLayout === 'records') {
+      throw streamError(this.where(h), 'a DATA checksum group in a stream whose begin-info (v1) promises one DATA checksum record after each DATA');
+    }
+    const g = this.group;
+    if (g !== undefined) {
+      throw streamError(this.where(h), `a new DATA checksum group while ${g.entries.length - g.next} DATA records of the group at byte ${g.pos} are still due`);
+    }
+    const length = this.safeU64(h, 'length', 'DATA checksum group');
+    const n = (length - 1) / GROUP_ENTRY_BYTES;
+    if (!Number.isInteger(n) || n < 1 || n > GROUP_MAX_RECORDS) {
+      throw streamError(this.where(h), `DATA checksum group length must be 1 + ${GROUP_ENTRY_BYTES} × n with 1 ≤ n ≤ ${GROUP_MAX_RECORDS}, got ${length}`);
+    }
+    const payloadPos = this.r.position;
+    const body = await this.payload(h, length);
+    if (body[0] !== CHECKSUM_ALGO_SHA256) {
+      throw streamError({ pos: payloadPos, record: h.record, field: 'DATA checksum group algorithm' }, `unknown checksum algorithm ${body[0]} (1 = sha256)`);
+    }
+    const entries: GroupEntry[] = [];
+    for (let i = 0; i < n; i++) {
+      const at = 1 + i * GROUP_ENTRY_BYTES;
+      const where = { pos: payloadPos + at, record: h.record, field: `DATA checksum group entry ${i + 1}` };
+      const offset = Number(body.readBigUInt64BE(at));
+      const len = Number(body.readBigUInt64BE(at + 8));
+      if (!Number.isSafeInteger(offset + len) || offset + len > Number.MAX_SAFE_INTEGER) {
+        throw streamError(where, `offset ${body.readBigUInt64BE(at)} + length ${body.readBigUInt64BE(at + 8)} exceeds 2^53`);
+      }
+      entries.push({ offset, length: len, sum: Buffer.from(body.subarray(at + 16, at + GROUP_ENTRY_BYTES)) });
+    }
+    if (h.offset !== entries[0]!.offset) {
+      throw streamError(this.where(h, 'header offset'), `DATA checksum group header names volume offset ${h.raw.readBigUInt64BE(8)}, but its first entry is at ${entries[0]!.offset}`);
+    }
+    this.group = { pos: h.pos, record: h.record, entries, next: 0 };
   }
 
   private async dataChecksumRecord(h: Header): Promise<DataMessage> {
+    if (this.checksumLayout === 'groups') {
+      throw streamError(this.where(h), 'a DATA checksum record in a stream whose begin-info (v2) declares DATA checksum groups');
+    }
     const p = this.pending;
     if (p === undefined) throw streamError(this.where(h), 'a DATA checksum record must directly follow its DATA record');
     this.pending = undefined;
+    const recordOffset = p.msg.piece?.recordOffsetBytes ?? p.msg.offsetBytes;
+    const recordLength = p.msg.piece?.recordLengthBytes ?? p.msg.data.length;
     if (h.length !== CHECKSUM_RECORD_BYTES) {
       throw streamError(this.where(h), `DATA checksum record length must be ${CHECKSUM_RECORD_BYTES}, got ${h.raw.readBigUInt64BE(16)}`);
     }
-    if (h.offset !== p.msg.offsetBytes) {
-      throw streamError(this.where(h, 'header offset'), `DATA checksum record names volume offset ${h.raw.readBigUInt64BE(8)}, but the DATA record before it is at ${p.msg.offsetBytes}`);
+    if (h.offset !== recordOffset) {
+      throw streamError(this.where(h, 'header offset'), `DATA checksum record names volume offset ${h.raw.readBigUInt64BE(8)}, but the DATA record before it is at ${recordOffset}`);
     }
     const payloadPos = this.r.position;
-    const body = await this.payload(h, CHECKSUM_RECORD_BYTES, p.msg.offsetBytes);
+    const body = await this.payload(h, CHECKSUM_RECORD_BYTES, recordOffset);
     if (body[0] !== CHECKSUM_ALGO_SHA256) {
       throw streamError({ pos: payloadPos, record: h.record, field: 'DATA checksum algorithm' }, `unknown checksum algorithm ${body[0]} (1 = sha256)`);
     }
     const expected = Buffer.from(body.subarray(1));
-    const actual = dataChecksum(p.msg.data);
-    if (!actual.equals(expected)) {
-      throw streamError({ pos: p.payloadPos, record: p.header.record, field: 'DATA payload', volumeOffset: p.msg.offsetBytes },
-        `sha256 of the ${p.msg.data.length}-byte payload is ${actual.toString('hex')}, but the checksum record at byte ${h.pos} says ${expected.toString('hex')}`,
-        'CHECKSUM_MISMATCH', { checksumRecordPosition: h.pos });
+    if (p.msg.piece !== undefined && p.hash === undefined) {
+      // Only a stream without a sha256 declaration gets here: its big records were not hashed as they streamed.
+      throw streamError(this.where(h), `a DATA checksum record after a ${recordLength}-byte DATA record (delivered in pieces) in a stream whose begin-info does not declare sha256 checksums: it cannot be checked`);
     }
-    this.digest?.addData(p.msg.offsetBytes, p.msg.data.length, expected);
+    const actual = p.hash !== undefined ? p.hash.digest() : dataChecksum(p.msg.data);
+    if (!actual.equals(expected)) {
+      throw this.mismatch(p.header, p.payloadPos, recordOffset, recordLength, actual, expected, h.pos, 'checksum record', p.msg.piece !== undefined);
+    }
+    this.digest?.addData(recordOffset, recordLength, expected);
     p.msg.checksum = expected;
     return p.msg;
   }
@@ -826,7 +1187,7 @@ class Decoder {
     if (h.offset !== 0 || h.length !== END_PAYLOAD_BYTES) {
       throw streamError(this.where(h), `END_STREAM must have offset 0 and length ${END_PAYLOAD_BYTES}, got offset ${h.raw.readBigUInt64BE(8)} length ${h.raw.readBigUInt64BE(16)}`);
     }
-    if (this.checksumsRequired && this.digestVerified === undefined) {
+    if (this.checksumLayout !== undefined && this.digestVerified === undefined) {
       throw streamError(this.where(h), 'begin-info declares sha256 checksums but END_STREAM is not preceded by the stream digest record');
     }
     const payloadPos = this.r.position;

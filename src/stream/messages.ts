@@ -51,8 +51,25 @@ export interface DataMessage {
    * buffers), but copy it if your input source recycles buffers.
    */
   data: Buffer;
-  /** sha256 of `data` (32 bytes); from the decoder only when the stream carried one and it matched. */
+  /**
+   * sha256 of the whole DATA record's payload (32 bytes); from the decoder only
+   * when the stream carried one and it matched (on a piece: only on the last).
+   */
   checksum?: Buffer;
+  /**
+   * Set when one DATA record arrives as several data messages (the decoder cuts
+   * records over DATA_PIECE_BYTES into pieces so they stream through bounded
+   * memory): the record's whole range, and whether this piece is its last.
+   * Pieces of one record come consecutively, in order, each starting where the
+   * previous ended; the first starts at recordOffsetBytes.
+   */
+  piece?: DataPiece;
+}
+
+export interface DataPiece {
+  recordOffsetBytes: number;
+  recordLengthBytes: number;
+  last: boolean;
 }
 
 export interface UnmapMessage {

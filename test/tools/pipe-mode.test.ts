@@ -121,16 +121,50 @@ test('a stream for a larger volume is refused before anything is written', async
   assert.ok(readFileSync(small).equals(Buffer.alloc(1024 * 1024, 7)));
 });
 
-test('send refuses a terminal and recv refuses empty input', async () => {
-  const target = join(dir, 'empty.img');
-  writeFileSync(target, Buffer.alloc(4096));
-  const r = await sh(`${recv(target)} < /dev/null`);
-  assert.equal(r.code, 10, r.stderr);
-  assert.match(r.stderr, /empty stream/);
+test('send refuses a terminal', async () => {
   // a terminal on stdout: script(1) gives the command a pseudo-terminal
   const tty = spawnSync('script', ['-qec', send([pool.baseDevId]), '/dev/null'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   assert.equal(tty.status, 2, tty.stdout);
   assert.match(tty.stdout, /refusing to write a binary stream to a terminal/);
+});
+
+test('empty input (a format 1.0 stream without records) is accepted as thin_recv does: "Empty input.", exit 0, target untouched, nothing created', async () => {
+  const target = join(dir, 'empty.img');
+  writeFileSync(target, Buffer.alloc(4096, 3));
+  const mtimeMs = statSync(target).mtimeMs;
+  let r = await sh(`${recv(target)} < /dev/null`);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stderr, 'Empty input.\n');
+  assert.ok(readFileSync(target).equals(Buffer.alloc(4096, 3)));
+  assert.equal(statSync(target).mtimeMs, mtimeMs, 'not even opened for writing');
+  // What thinship send --format 1.0 (like thin_send 1.0) writes for identical snapshots: zero bytes.
+  const missing = join(dir, 'never-created.img');
+  r = await sh(`${send([pool.snapDevId, pool.snapDevId], '--format 1.0')} | ${recv(missing)}`);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /^Empty input\.$/m);
+  assert.ok(!existsSync(missing), 'a missing target file is not created for an empty stream');
+});
+
+test('optional records in a real stream: begin-info, one checksum group per 32 MiB / 1024 DATA records, the digest (thin_recv prints one line per optional record)', async () => {
+  for (const flags of ['', '--max-op-bytes 64K']) {
+    const bytes = await makeStream([pool.baseDevId], flags);
+    const counts = new Map<number, number>();
+    let dataBytes = 0;
+    for (let at = 0; at < bytes.length;) {
+      const length = Number(bytes.readBigUInt64BE(at + 16));
+      const cmd = bytes.readUInt32BE(at + 24);
+      at += 28 + (cmd === 0 || cmd >= 0x8000_0000 ? length : cmd === 3 ? 24 : 0);
+      if (cmd === 0) dataBytes += length;
+      counts.set(cmd, (counts.get(cmd) ?? 0) + 1);
+    }
+    const dataRecords = counts.get(0)!;
+    const optional = [...counts].filter(([cmd]) => cmd >= 0x8000_0000).reduce((n, [, c]) => n + c, 0);
+    const groups = Math.max(Math.ceil(dataBytes / (32 * 1024 * 1024)), Math.ceil(dataRecords / 1024));
+    assert.ok(dataRecords > 30, `${flags}: ${dataRecords} DATA records`);
+    assert.equal(counts.get(0x8054_5304), groups, `${flags}: checksum groups`);
+    assert.equal(counts.get(0x8054_5302), undefined, `${flags}: no per-DATA checksum records`);
+    assert.equal(optional, 2 + groups, `${flags}: begin-info + groups + digest`);
+  }
 });
 
 test('format 1.0 and plain 1.1 (no extensions) streams are applied too (as thin_recv does: only the records)', async () => {
@@ -197,6 +231,9 @@ test('checksum mismatch names the volume offset', async () => {
   assert.equal(r.code, 10, r.stderr);
   assert.match(r.stderr, /checksum/i);
   assert.match(r.stderr, /offset \d+/);
+  // The group came before the record: the corrupt record was refused before it was written.
+  assert.match(r.stderr, /nothing was applied to the target/);
+  assert.ok(readFileSync(r.target).equals(Buffer.alloc(pool.volumeSizeBytes)), 'target still all zeros');
 });
 
 test('DATA beyond the target (plain LINBIT stream, no size record): refused with the volume offset', async () => {

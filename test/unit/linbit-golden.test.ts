@@ -1,6 +1,6 @@
 /**
  * Golden LINBIT streams written out byte by byte from the format description
- * (/work/shared/formats/linbit-stream.md, docs/stream-format.md): decoded to the
+ * (docs/stream-format.md): decoded to the
  * expected messages and re-encoded byte-exact. Headers are explicit hex:
  * magic u64 | offset u64 | length u64 | cmd u32, all big-endian.
  */
@@ -132,9 +132,9 @@ function chain(records: Array<{ kind: 0 | 1; offset: bigint; length: bigint; sum
   return d;
 }
 
-test('golden 1.1 with thinship extensions: begin-info, per-DATA checksums, stream digest', async () => {
+test('golden 1.1 with thinship extensions: begin-info v2, a DATA checksum group before the DATA, stream digest', async () => {
   const info = { formatVersion: '1.1' as const, volumeSizeBytes: 1048576, blockSizeBytes: 65536, sourceId: 'vg/snap@tx5', incremental: false };
-  const json = '{"v":1,"volumeSizeBytes":1048576,"blockSizeBytes":65536,"sourceId":"vg/snap@tx5","incremental":false,"checksum":"sha256"}';
+  const json = '{"v":2,"volumeSizeBytes":1048576,"blockSizeBytes":65536,"sourceId":"vg/snap@tx5","incremental":false,"checksum":"sha256"}';
   const jsonLen = Buffer.byteLength(json).toString(16).padStart(16, '0');
   const sum8 = createHash('sha256').update(payload8).digest();
   const d = chain([
@@ -143,11 +143,12 @@ test('golden 1.1 with thinship extensions: begin-info, per-DATA checksums, strea
   ]);
   const golden = Buffer.concat([
     hex(M11, ZERO64, ZERO64, '00000002'),                              // 1 BEGIN
-    hex(M11, ZERO64, jsonLen, '80545301'), Buffer.from(json),           // 2 begin-info (JSON)
-    hex(M11, '0000000000010000', '0000000000000008', '00000000'),       // 3 DATA
+    hex(M11, ZERO64, jsonLen, '80545301'), Buffer.from(json),           // 2 begin-info (JSON, "v":2)
+    hex(M11, '0000000000010000', '0000000000000031', '80545304'),       // 3 DATA checksum group: offset of its first DATA, 1 + 48 bytes
+    hex('01'),                                                          //   algorithm 1 = sha256
+    hex('0000000000010000', '0000000000000008'), sum8,                  //   entry 1: the DATA's offset, length, sha256
+    hex(M11, '0000000000010000', '0000000000000008', '00000000'),       // 4 DATA
     payload8,
-    hex(M11, '0000000000010000', '0000000000000021', '80545302'),       // 4 DATA checksum: offset of the DATA, 33 bytes
-    hex('01'), sum8,                                                    //   algorithm 1 = sha256, digest
     hex(M11, '0000000000020000', '0000000000030000', '00000001'),       // 5 UNMAP
     hex(M11, ZERO64, '0000000000000021', '80545303'),                   // 6 stream digest, 33 bytes
     hex('01'), d,
@@ -161,18 +162,47 @@ test('golden 1.1 with thinship extensions: begin-info, per-DATA checksums, strea
     { type: 'end', records: 0, dataRecords: 1, unmapRecords: 1 },
   ];
   // Positions as in the example table of docs/stream-format.md.
-  assert.equal(golden.length, 363 + 28 + 24);
-  assert.equal(golden.indexOf(hex(M11, '0000000000010000', '0000000000000008', '00000000')), 177);
+  assert.equal(golden.length, 379 + 28 + 24);
+  assert.equal(golden.indexOf(hex(M11, '0000000000010000', '0000000000000031', '80545304')), 177);
+  assert.equal(golden.indexOf(hex(M11, '0000000000010000', '0000000000000008', '00000000')), 254);
+  assert.equal(golden.indexOf(hex(M11, ZERO64, '0000000000000018', '00000003')), 379);
   const encoded = await encodeAll(msgs);
   assert.equal(encoded.toString('hex'), golden.toString('hex'));
 
-  const decoded = await collect(decodeStream(pieces(golden, 3)));
-  assert.deepEqual(decoded, [
+  const expected: StreamMessage[] = [
     { type: 'begin', info: { ...info, checksum: 'sha256' } },
     { type: 'data', offsetBytes: 0x10000, data: payload8, checksum: sum8 },
     { type: 'unmap', offsetBytes: 0x20000, lengthBytes: 0x30000 },
     { type: 'end', records: 7, dataRecords: 1, unmapRecords: 1, dataBytes: 8, unmapBytes: 0x30000, skippedRecords: 0, digest: d },
+  ];
+  assert.deepEqual(await collect(decodeStream(pieces(golden, 3))), expected);
+
+  // What the previous version wrote for the same messages (begin-info "v":1, a DATA checksum record after
+  // each DATA) still decodes, to the same messages and the same stream digest.
+  const v1 = Buffer.concat([
+    hex(M11, ZERO64, ZERO64, '00000002'),                              // 1 BEGIN
+    hex(M11, ZERO64, jsonLen, '80545301'), Buffer.from(json.replace('"v":2', '"v":1')), // 2 begin-info ("v":1)
+    hex(M11, '0000000000010000', '0000000000000008', '00000000'),       // 3 DATA
+    payload8,
+    hex(M11, '0000000000010000', '0000000000000021', '80545302'),       // 4 DATA checksum: offset of the DATA, 33 bytes
+    hex('01'), sum8,
+    hex(M11, '0000000000020000', '0000000000030000', '00000001'),       // 5 UNMAP
+    hex(M11, ZERO64, '0000000000000021', '80545303'),                   // 6 stream digest
+    hex('01'), d,
+    hex(M11, ZERO64, '0000000000000018', '00000003'),                   // 7 END
+    hex('0000000000000007', '0000000000000001', '0000000000000001'),
   ]);
+  assert.equal(v1.length, 363 + 28 + 24);
+  assert.deepEqual(await collect(decodeStream(pieces(v1, 3))), expected);
+});
+
+test('golden empty 1.0 stream: zero bytes, as thin_send 1.0 writes for an empty volume; decodes to begin and end', async () => {
+  const expected: StreamMessage[] = [
+    { type: 'begin', info: { formatVersion: '1.0' } },
+    { type: 'end', records: 0, dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0, skippedRecords: 0 },
+  ];
+  assert.deepEqual(await collect(decodeStream([])), expected);
+  assert.equal((await encodeAll(expected)).length, 0);
 });
 
 test('encoder passes big DATA payloads through without copying', async () => {

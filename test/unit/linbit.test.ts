@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { ThinshipError } from '../../src/errors.js';
-import { decodeStream, encodeStream, HEADER_BYTES } from '../../src/stream/linbit.js';
+import { decodeStream, encodeStream, HEADER_BYTES, DATA_PIECE_BYTES } from '../../src/stream/linbit.js';
 import type { EncodeOptions } from '../../src/stream/linbit.js';
 import { StreamDigest, canonicalRecord, dataChecksum } from '../../src/stream/digest.js';
 import type { BeginInfo, StreamMessage } from '../../src/stream/messages.js';
@@ -88,8 +88,16 @@ test('the reference valid stream decodes (sanity for the cases below)', async ()
   assert.deepEqual(msgs[3], { type: 'end', records: 4, dataRecords: 1, unmapRecords: 1, dataBytes: 8, unmapBytes: 0x10000, skippedRecords: 0 });
 });
 
-test('empty input is an error (thin_recv accepts it, we do not)', async () => {
-  await expectBad(Buffer.alloc(0), { pos: 0, match: /empty stream/ });
+test('empty input is a format 1.0 stream without records (thin_send 1.0 writes it; thin_recv accepts it)', async () => {
+  for (const input of [[], [Buffer.alloc(0)], [Buffer.alloc(0), Buffer.alloc(0)]]) {
+    assert.deepEqual(await collect(decodeStream(input)), [
+      { type: 'begin', info: { formatVersion: '1.0' } },
+      { type: 'end', records: 0, dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0, skippedRecords: 0 },
+    ]);
+  }
+  // And it is what the encoder writes for a 1.0 stream without records: the round trip holds.
+  const empty10 = await encodeAll([{ type: 'begin', info: { formatVersion: '1.0' } }, { type: 'end', records: 0, dataRecords: 0, unmapRecords: 0 }]);
+  assert.equal(empty10.length, 0);
 });
 
 test('magic: previous format, unknown, and a change of magic mid-stream', async () => {
@@ -140,13 +148,45 @@ test('truncation: short header, short payload, EOF without END', async () => {
   await expectBad(BEGIN, { pos: 28, match: /ends after 1 records without END_STREAM/ });
 });
 
-test('DATA longer than the limit is refused from its header, before the payload arrives', async () => {
+test('DATA length: no limit by default (thin_send writes one record per mapped run); 2^53, the volume size and an explicit limit are refused from the header', async () => {
   await expectBad(Buffer.concat([BEGIN, hdr(M11, 0x10000, 8, 0), P8]), { pos: 44, maxDataBytes: 4, match: /record 2, header length, volume offset 65536\): DATA length 8 exceeds the limit of 4 bytes/ });
-  // 1 TiB announced, no payload at all: the limit, not an allocation or a truncation, is what fails.
-  await expectBad(Buffer.concat([BEGIN, hdr(M11, 0, 2n ** 40n, 0)]), { pos: 44, match: /DATA length 1099511627776 exceeds the limit of 67108864/ });
-  // Exactly at the limit is fine.
+  // Exactly at an explicit limit is fine.
   const ok = await collect(decodeStream([Buffer.concat([BEGIN, hdr(M11, 0, 8, 0), P8, END, stats(3, 1, 0)])], { maxDataBytes: 8 }));
   assert.equal(ok.length, 3);
+  // 1 TiB announced without a limit: accepted from its header, streamed in pieces, so what fails is the missing payload (no 1 TiB allocation).
+  await expectBad(Buffer.concat([BEGIN, hdr(M11, 0, 2n ** 40n, 0), Buffer.alloc(100)]),
+    { pos: 56, match: /record 2, DATA payload, volume offset 0\): truncated payload: the stream ends at byte 156, after 100 of 1099511627776 bytes$/ });
+  await expectBad(Buffer.concat([BEGIN, hdr(M11, 0, 2n ** 53n, 0)]), { pos: 44, match: /header length\): DATA length 9007199254740992 exceeds 2\^53/ });
+  await expectBad(Buffer.concat([BEGIN, hdr(M11, 0, 2n ** 64n - 1n, 0)]), { pos: 44, match: /DATA length 18446744073709551615 exceeds 2\^53/ });
+  // With a volume size in begin-info, a record past the volume's end is refused before its payload.
+  const bi = beginInfo('{"v":1,"volumeSizeBytes":1048576}');
+  await expectBad(Buffer.concat([BEGIN, bi, hdr(M11, 1048576 - 4, 8, 0), P8]),
+    { pos: 28 + bi.length + 16, match: /volume offset 1048572\): DATA \[1048572, \+8\) goes past the end of the volume \(begin-info volumeSizeBytes 1048576\)/ });
+});
+
+test('DATA records longer than pieceBytes arrive as consecutive pieces, under any chunking', async () => {
+  const big = Buffer.alloc(10_000);
+  for (let i = 0; i < big.length; i++) big[i] = (i * 13) & 0xff;
+  const bytes = Buffer.concat([BEGIN, hdr(M11, 0x10000, big.length, 0), big, hdr(M11, 0x20000, 8, 0), P8, END, stats(4, 2, 0)]);
+  for (const size of [bytes.length, 1, 7, 4096]) {
+    const msgs = await collect(decodeStream(pieces(bytes, size), { pieceBytes: 3000 }));
+    assert.deepEqual(msgs.map((m) => m.type), ['begin', 'data', 'data', 'data', 'data', 'data', 'end'], `chunk size ${size}`);
+    const parts = msgs.filter((m) => m.type === 'data').slice(0, 4);
+    assert.deepEqual(parts.map((m) => [m.offsetBytes, m.data.length, m.piece]), [0, 3000, 6000, 9000].map((o, i) => [
+      0x10000 + o, i < 3 ? 3000 : 1000, { recordOffsetBytes: 0x10000, recordLengthBytes: 10_000, last: i === 3 }]));
+    assert.ok(Buffer.concat(parts.map((m) => m.data)).equals(big));
+    // A record of exactly pieceBytes or less arrives whole.
+    assert.deepEqual(msgs[5], { type: 'data', offsetBytes: 0x20000, data: P8 });
+    assert.deepEqual(msgs[6], { type: 'end', records: 4, dataRecords: 2, unmapRecords: 0, dataBytes: 10_008, unmapBytes: 0, skippedRecords: 0 });
+  }
+  // Cut inside the payload: the record's payload start, its volume offset and where the stream ended are named.
+  const cut = bytes.subarray(0, 56 + 7000);
+  for (const size of [cut.length, 7]) {
+    const seen: StreamMessage[] = [];
+    await assert.rejects((async () => { for await (const m of decodeStream(pieces(cut, size), { pieceBytes: 3000 })) seen.push(m); })(),
+      /bad stream at byte 56 \(record 2, DATA payload, volume offset 65536\): truncated payload: the stream ends at byte 7056, after 7000 of 10000 bytes$/);
+    assert.deepEqual(seen.map((m) => m.type === 'data' ? m.data.length : m.type), ['begin', 3000, 3000]);
+  }
 });
 
 test('offsets and lengths beyond 2^53 are refused', async () => {
@@ -185,11 +225,11 @@ function digestRec(d: Buffer): Buffer {
 }
 const SUM8 = createHash('sha256').update(P8).digest();
 
-test('begin-info: must directly follow BEGIN, be v1 JSON with valid fields', async () => {
+test('begin-info: must directly follow BEGIN, be v1 or v2 JSON with valid fields', async () => {
   const bi = beginInfo('{"v":1}');
   await expectBad(Buffer.concat([BEGIN, hdr(M11, 0, 8, 0), P8, bi]), { pos: 64, match: /begin-info record must directly follow BEGIN_STREAM/ });
   await expectBad(Buffer.concat([BEGIN, beginInfo('{"v":1,')]), { pos: 56, match: /record 2, begin-info payload\): begin-info is not valid JSON/ });
-  await expectBad(Buffer.concat([BEGIN, beginInfo('{"v":2}')]), { pos: 56, match: /begin-info version 2 is not supported/ });
+  await expectBad(Buffer.concat([BEGIN, beginInfo('{"v":3}')]), { pos: 56, match: /begin-info version 3 is not supported \(expected 1 or 2\)/ });
   await expectBad(Buffer.concat([BEGIN, beginInfo('[1]')]), { pos: 56, match: /not a JSON object/ });
   await expectBad(Buffer.concat([BEGIN, beginInfo('{"v":1,"volumeSizeBytes":-1}')]), { pos: 56, match: /volumeSizeBytes must be a non-negative integer, got -1/ });
   await expectBad(Buffer.concat([BEGIN, beginInfo('{"v":1,"incremental":"yes"}')]), { pos: 56, match: /incremental must be true or false/ });
@@ -243,7 +283,9 @@ test('tampered DATA payload: CHECKSUM_MISMATCH naming the payload byte and volum
   assert.ok(at > 0);
   const tampered = Buffer.from(bytes);
   tampered[at + 12345] = tampered[at + 12345]! ^ 0x01;
-  const before = await expectBad(tampered, { code: 'CHECKSUM_MISMATCH', pos: at, match: new RegExp(`^checksum mismatch at byte ${at} \\(record 5, DATA payload, volume offset 3145728\\): sha256 of the 70000-byte payload is [0-9a-f]{64}, but the checksum record at byte ${at + 70000} says`) });
+  const group = bytes.indexOf(hdr(M11, 0, 1 + 2 * 48, 0x8054_5304));
+  assert.ok(group > 0 && group < at, 'one group, before both DATA records');
+  const before = await expectBad(tampered, { code: 'CHECKSUM_MISMATCH', pos: at, match: new RegExp(`^checksum mismatch at byte ${at} \\(record 5, DATA payload, volume offset 3145728\\): sha256 of the 70000-byte payload is [0-9a-f]{64}, but the DATA checksum group at byte ${group} says [0-9a-f]{64}$`) });
   assert.deepEqual(before.map((m) => m.type), ['begin', 'data']);
   // The untampered stream decodes.
   const ok = await collect(decodeStream(pieces(bytes, 4096)));
@@ -354,6 +396,23 @@ test('stream digest: canonical layout, chain, and resuming from a stored state',
 
 // --- round trip property --------------------------------------------------------------------
 
+/** Joins the pieces of each DATA record back into one data message (with the checksum the last piece carries). */
+function joinPieces(msgs: StreamMessage[]): StreamMessage[] {
+  const out: StreamMessage[] = [];
+  let parts: Buffer[] = [];
+  for (const m of msgs) {
+    if (m.type !== 'data' || m.piece === undefined) { out.push(m); continue; }
+    parts.push(m.data);
+    if (!m.piece.last) continue;
+    const whole: StreamMessage = { type: 'data', offsetBytes: m.piece.recordOffsetBytes, data: Buffer.concat(parts) };
+    assert.equal(whole.data.length, m.piece.recordLengthBytes);
+    if (m.checksum !== undefined) whole.checksum = m.checksum;
+    out.push(whole);
+    parts = [];
+  }
+  return out;
+}
+
 /** mulberry32: small seeded PRNG so a failure can be replayed from its seed. */
 function prng(seed: number): () => number {
   let a = seed >>> 0;
@@ -376,7 +435,7 @@ test('round trip: random messages -> encode -> random chunks (1 B .. 64 KiB) -> 
     const extensions = format === '1.1' && rnd() < 0.6;
     const info: BeginInfo = { formatVersion: format };
     if (extensions) {
-      info.volumeSizeBytes = int(2 ** 40);
+      info.volumeSizeBytes = 2 ** 52 + int(2 ** 40); // above every offset + length below
       info.blockSizeBytes = 65536;
       info.sourceId = `vg/snap-${seed}`;
       if (rnd() < 0.5) Object.assign(info, { incremental: true, baseId: `vg/base-${seed}` });
@@ -403,20 +462,16 @@ test('round trip: random messages -> encode -> random chunks (1 B .. 64 KiB) -> 
     msgs.push({ type: 'end', records: 0, dataRecords: nData, unmapRecords: nUnmap });
 
     const stream = await encodeAll(msgs, { format, extensions });
-    if (stream.length === 0) {
-      // A 1.0 stream without records is zero bytes, which the decoder refuses as "empty stream" by design.
-      assert.equal(format, '1.0');
-      assert.equal(count, 0);
-      await assert.rejects(collect(decodeStream([])), /empty stream/);
-      continue;
-    }
+    if (stream.length === 0) assert.equal(format, '1.0', 'only a 1.0 stream without records is zero bytes');
     const chunks: Buffer[] = [];
     for (let at = 0; at < stream.length;) {
       const size = 1 + (rnd() < 0.5 ? int(64) : int(65536));
       chunks.push(stream.subarray(at, at + size));
       at += size;
     }
-    const got = await collect(decodeStream(chunks));
+    // Records over pieceBytes arrive in pieces; joined back, they must equal the messages sent.
+    const pieceBytes = rnd() < 0.5 ? DATA_PIECE_BYTES : 1 + int(150_000);
+    const got = joinPieces(await collect(decodeStream(chunks, { pieceBytes })));
 
     const sums = extensions && info.checksum === 'sha256';
     const digest = new StreamDigest();
@@ -438,7 +493,8 @@ test('round trip: random messages -> encode -> random chunks (1 B .. 64 KiB) -> 
           if (sums) digest.addUnmap(m.offsetBytes, m.lengthBytes);
           return m;
         case 'end': {
-          const optional = (extensions ? 1 : 0) + (sums ? nData + 1 : 0);
+          // begin-info; with checksums one group (these streams are far below a group's limits) and the digest.
+          const optional = (extensions ? 1 : 0) + (sums ? (nData > 0 ? 1 : 0) + 1 : 0);
           const records = format === '1.1' ? 2 + nData + nUnmap + optional : nData + nUnmap;
           const end: StreamMessage = { type: 'end', records, dataRecords: nData, unmapRecords: nUnmap, dataBytes, unmapBytes, skippedRecords: 0 };
           if (sums) end.digest = digest.state;
@@ -446,7 +502,7 @@ test('round trip: random messages -> encode -> random chunks (1 B .. 64 KiB) -> 
         }
       }
     });
-    assert.deepEqual(got, want, `seed ${seed} (format ${format}, extensions ${extensions}, ${chunks.length} chunks)`);
+    assert.deepEqual(got, want, `seed ${seed} (format ${format}, extensions ${extensions}, ${chunks.length} chunks, pieces of ${pieceBytes})`);
 
     // Without extensions the stream re-encodes to the same bytes.
     if (!extensions) assert.ok((await encodeAll(got, { format, extensions: false })).equals(stream), `seed ${seed}: re-encode`);

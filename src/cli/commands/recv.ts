@@ -1,5 +1,6 @@
 /** `thinship recv TARGET`: pipe mode, apply a LINBIT stream (1.0 or 1.1) from stdin. */
 import { stat } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
 import { ThinshipError } from '../../errors.js';
 import { openVolume } from '../../device/volume.js';
 import { decodeStream } from '../../stream/linbit.js';
@@ -13,15 +14,24 @@ export interface RecvFlags { quiet?: boolean }
 export async function recvPipeCommand(targetName: string, flags: RecvFlags): Promise<void> {
   if (process.stdin.isTTY) throw new ThinshipError('USAGE', 'recv reads a stream from stdin, which is a terminal: pipe a stream in (thinship send ... | thinship recv TARGET)');
   const spec = parseTargetName(targetName);
+  // A wrong target is an error whatever the input: resolve it first (read-only for a file; an inactive
+  // LV is activated here and deactivated again by release()).
   const resolved = await resolveTarget(spec);
   try {
+    // Zero bytes is a format 1.0 stream without records (thin_send 1.0 for an empty volume or identical
+    // snapshots). Like thin_recv: say so and succeed, without opening or creating the target.
+    const input = await firstChunkOrEof(process.stdin);
+    if (input === undefined) {
+      process.stderr.write('Empty input.\n');
+      return;
+    }
     // A file target that does not exist yet is created, sparse, at the stream's volume size.
     const existed = spec.kind === 'lvm' || (await stat(resolved.path).then(() => true, () => false));
     const target = await openVolume(resolved.path, { mode: 'write', create: !existed });
     try {
       let total: number | undefined;
       const progress = new ProgressLine('recv', undefined);
-      const summary = await applyMessages(decodeStream(process.stdin), target, {
+      const summary = await applyMessages(decodeStream(input), target, {
         onBegin: async (info) => {
           total = info.plannedDataBytes;
           if (!existed) {
@@ -41,4 +51,28 @@ export async function recvPipeCommand(targetName: string, flags: RecvFlags): Pro
   } finally {
     await resolved.release();
   }
+}
+
+/** Waits for stdin's first bytes: undefined at EOF without any, else an iterable of every chunk (the first included). */
+async function firstChunkOrEof(stdin: Readable): Promise<AsyncIterable<Buffer> | undefined> {
+  const it: AsyncIterator<Buffer> = stdin[Symbol.asyncIterator]();
+  let first: IteratorResult<Buffer>;
+  do first = await it.next();
+  while (!first.done && first.value.length === 0);
+  if (first.done) return undefined;
+  const head = first.value;
+  return {
+    [Symbol.asyncIterator]() {
+      let gaveHead = false;
+      return {
+        next: async () => {
+          if (gaveHead) return it.next();
+          gaveHead = true;
+          return { done: false, value: head };
+        },
+        // The decoder closes its input when it stops early: destroy stdin then.
+        return: async () => (await it.return?.()) ?? { done: true, value: undefined },
+      };
+    },
+  };
 }

@@ -38,7 +38,7 @@ export async function sendPipeCommand(names: string[], flags: SendFlags): Promis
     const secs = (performance.now() - t0) / 1000;
     if (!flags.quiet) {
       const t = p.plan.totals;
-      process.stderr.write(`thinship send: ${p.mode} ${p.source.name}${p.base ? ` from ${p.base.name}` : ''}: ${t.dataOps + t.unmapOps + 2} records, ${formatBytes(sent.dataBytes)} of data, ${formatBytes(sent.unmapBytes)} unmapped, ${secs.toFixed(2)} s (${formatRate(sent.dataBytes, secs)})\n`);
+      process.stderr.write(`thinship send: ${p.mode} ${p.source.name}${p.base ? ` from ${p.base.name}` : ''}: ${t.dataOps + t.unmapOps + (format === '1.1' ? 2 : 0)} records, ${formatBytes(sent.dataBytes)} of data, ${formatBytes(sent.unmapBytes)} unmapped, ${secs.toFixed(2)} s (${formatRate(sent.dataBytes, secs)})\n`);
     }
   } finally {
     await p.close();
