@@ -88,3 +88,20 @@ export function raiseReceiveWindow(server: grpc.Server, windows: number | Receiv
   };
   return true;
 }
+
+/**
+ * Calls `onServer` with every http2 server grpc-js creates for `server`
+ * (through the same internal method as raiseReceiveWindow). Call before
+ * bindAsync. Returns false if this grpc-js offers no way in.
+ */
+export function observeHttp2Servers(server: grpc.Server, onServer: (h2: Http2ServerLike) => void): boolean {
+  const s = server as unknown as { createHttp2Server?: (creds: unknown) => Http2ServerLike };
+  const original = s.createHttp2Server;
+  if (typeof original !== 'function') return false;
+  s.createHttp2Server = function (this: unknown, creds: unknown) {
+    const h2 = original.call(this, creds);
+    onServer(h2);
+    return h2;
+  };
+  return true;
+}

@@ -24,7 +24,8 @@ import { ownerName, type ClientIdentity } from '../receiver/access.js';
 import { receiverProto, receiverProtoPath, LOADER_OPTIONS, PROTOCOL_VERSION, RECEIVER_SERVICE, type PbApplyRequestIn, type PbApplyResponse, type PbBegin, type PbTransferState, type PbAbortResponse } from './proto.js';
 import { toServiceError } from './status.js';
 import { callerNames, checkInsecureAllowed, parseHostPort, serverCredentials, type AuthContextLike } from './tls.js';
-import { raiseReceiveWindow } from './http2-window.js';
+import { raiseReceiveWindow, observeHttp2Servers } from './http2-window.js';
+import type { TLSSocket } from 'node:tls';
 import type { ReceiverConfig } from './server-config.js';
 
 export interface ReceiverServerOptions {
@@ -135,6 +136,34 @@ export function stateToProto(s: TransferStateView): PbTransferState {
   };
 }
 
+/** At most this many refused-handshake lines per window; the rest are counted in the next line. */
+const HANDSHAKE_LOG_LINES = 20;
+const HANDSHAKE_LOG_WINDOW_MS = 10_000;
+
+/**
+ * Logs every TLS handshake the receiver refuses (wrong CA, expired or missing
+ * client certificate, not TLS at all) at warn with the peer address and
+ * OpenSSL's reason: grpc-js drops them silently, and they are what an
+ * operator needs to see a misconfigured or hostile client. Rate-limited so a
+ * flood of bad handshakes cannot flood the log.
+ */
+function logRefusedHandshakes(server: grpc.Server, log: Logger): void {
+  let windowStart = 0;
+  let lines = 0;
+  let suppressed = 0;
+  const ok = observeHttp2Servers(server, (h2) => {
+    h2.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
+      const now = Date.now();
+      if (now - windowStart > HANDSHAKE_LOG_WINDOW_MS) { windowStart = now; lines = 0; }
+      if (++lines > HANDSHAKE_LOG_LINES) { suppressed++; return; }
+      const peer = socket.remoteAddress === undefined ? 'unknown' : `${socket.remoteAddress}:${socket.remotePort}`;
+      log.warn({ peer, reason: err.message, code: err.code, ...(suppressed > 0 ? { suppressedBefore: suppressed } : {}) }, 'TLS handshake refused');
+      suppressed = 0;
+    });
+  });
+  if (!ok) log.warn('this grpc-js has no Server.createHttp2Server: refused TLS handshakes are not logged');
+}
+
 export async function startReceiver(o: ReceiverServerOptions): Promise<RunningReceiver> {
   const log = (o.log ?? rootLog).child({ component: 'receiver' });
   const cfg = o.config;
@@ -152,6 +181,8 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     stateDir: cfg.stateDir, policy: cfg.policy, log,
     checkpointIntervalBytes: cfg.checkpointIntervalBytes, maxChunkBytes: cfg.maxChunkBytes, expiryMs: cfg.transferExpiryMs,
     requireChecksum: cfg.requireChecksum, maxActiveTransfers: cfg.maxActiveTransfers, decodeWorkers: cfg.decodeWorkers,
+    maxActiveTransfersPerIdentity: cfg.maxActiveTransfersPerIdentity, maxStoredTransfersPerIdentity: cfg.maxStoredTransfersPerIdentity,
+    maxVolumeBytes: cfg.maxVolumeBytes, idleTimeoutMs: cfg.idleTimeoutMs, minBytesPerSecond: cfg.minBytesPerSecond, progressWindowMs: cfg.progressWindowMs,
   });
   await registry.start();
 
@@ -165,6 +196,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
   // The connection window follows the stream window unless set: one transfer is one stream.
   const connectionWindowBytes = o.connectionWindowBytes ?? cfg.connectionWindowBytes ?? (windowBytes || 0);
   if (windowBytes !== false) raiseReceiveWindow(server, { streamBytes: windowBytes, connectionBytes: connectionWindowBytes }, log, o.onHttp2Session);
+  if (!o.insecure) logRefusedHandshakes(server, log);
 
   const who = (call: { getAuthContext(): AuthContextLike; getPeer(): string }): ClientIdentity => {
     const names = o.insecure ? ['anonymous'] : callerNames(call);
@@ -178,7 +210,11 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     call.on('cancelled', () => gone.abort(new ThinshipError('UNAVAILABLE', 'the sender cancelled the call or its connection broke', { retryable: true })));
     call.on('error', () => undefined); // reported through 'cancelled' / the iterator
     const it = call[Symbol.asyncIterator]() as AsyncIterator<PbApplyRequestIn>;
-    const first = await it.next();
+    // A call that never sends its Begin holds a stream (not a transfer slot): the idle timeout ends it too.
+    let idle: NodeJS.Timeout | undefined;
+    const first = await Promise.race([it.next(), new Promise<never>((_, reject) => {
+      idle = setTimeout(() => reject(new ThinshipError('UNAVAILABLE', `no Begin from the sender within ${registry.idleTimeoutMs / 1000} s (idleTimeoutSeconds)`, { retryable: true })), registry.idleTimeoutMs);
+    })]).finally(() => clearTimeout(idle));
     if (first.done) throw new ThinshipError('BAD_STREAM', 'the call ended before its Begin');
     if (first.value.kind !== 'begin' || !first.value.begin) throw new ThinshipError('BAD_STREAM', `the first message must be a Begin, got ${first.value.kind ?? 'an empty message'}`);
     const begin = beginFromProto(first.value.begin);
