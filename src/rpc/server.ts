@@ -26,6 +26,7 @@ import { toServiceError } from './status.js';
 import { callerNames, checkInsecureAllowed, parseHostPort, serverCredentials, type AuthContextLike } from './tls.js';
 import { raiseReceiveWindow, observeHttp2Servers } from './http2-window.js';
 import type { TLSSocket } from 'node:tls';
+import type { Socket } from 'node:net';
 import type { ReceiverConfig } from './server-config.js';
 
 export interface ReceiverServerOptions {
@@ -151,13 +152,20 @@ function logRefusedHandshakes(server: grpc.Server, log: Logger): void {
   let windowStart = 0;
   let lines = 0;
   let suppressed = 0;
+  // By the time http2 reports the error the TLS socket may be closed and have forgotten its
+  // peer: note each connection's address when it arrives (the TLS socket wraps it as _parent).
+  const peers = new WeakMap<object, string>();
   const ok = observeHttp2Servers(server, (h2) => {
-    h2.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
+    h2.on('connection', (raw: Socket) => { peers.set(raw, `${raw.remoteAddress}:${raw.remotePort}`); });
+    h2.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket & { _parent?: object; authorizationError?: string }) => {
       const now = Date.now();
       if (now - windowStart > HANDSHAKE_LOG_WINDOW_MS) { windowStart = now; lines = 0; }
       if (++lines > HANDSHAKE_LOG_LINES) { suppressed++; return; }
-      const peer = socket.remoteAddress === undefined ? 'unknown' : `${socket.remoteAddress}:${socket.remotePort}`;
-      log.warn({ peer, reason: err.message, code: err.code, ...(suppressed > 0 ? { suppressedBefore: suppressed } : {}) }, 'TLS handshake refused');
+      const peer = socket.remoteAddress !== undefined ? `${socket.remoteAddress}:${socket.remotePort}` : peers.get(socket._parent ?? socket) ?? 'unknown';
+      // A refused client certificate surfaces as a bare "socket hang up" (Node destroys the socket
+      // after the handshake); the certificate's fault is in authorizationError.
+      const why = socket.authorizationError ? `client certificate refused: ${socket.authorizationError}` : err.message;
+      log.warn({ peer, reason: why, code: socket.authorizationError ?? err.code, ...(suppressed > 0 ? { suppressedBefore: suppressed } : {}) }, 'TLS handshake refused');
       suppressed = 0;
     });
   });
