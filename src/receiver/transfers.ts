@@ -30,6 +30,7 @@ import { ChunkDecompressor } from '../stream/zstd.js';
 import type { StreamMessage } from '../stream/messages.js';
 import { CheckpointStore, checkTransferId, MAX_ID_FIELD_BYTES, MAX_TARGET_BYTES, type LastDataRecord, type TransferCheckpoint, type TransferMode } from './checkpoint.js';
 import { StateDirLock } from './state-lock.js';
+import { BufferBudget } from './buffer-budget.js';
 import { createHash } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { authorizeTarget, ownerName, type AccessPolicy, type AllowedTarget, type ClientIdentity } from './access.js';
@@ -60,6 +61,10 @@ export function defaultMaxActivePerIdentity(maxActiveTransfers: number): number 
 /** dm-thin's data block size: a multiple of 64 KiB from 64 KiB to 1 GiB. 0: not said (the field is informative). */
 export const MIN_BLOCK_BYTES = 64 * 1024;
 export const MAX_BLOCK_BYTES = 1024 * 1024 * 1024;
+/** Memory all running transfers may hold at once (see maxBufferedBytes). */
+export const DEFAULT_MAX_BUFFERED_BYTES = 256 * 1024 * 1024;
+/** Bytes a message may carry beyond its uncompressed chunk: a zstd frame's worst case and the other fields. */
+export const MESSAGE_OVERHEAD_BYTES = 64 * 1024;
 /** What a message costs besides its payload, for the progress rate (a flood of empty records is no progress). */
 const MESSAGE_COST_BYTES = 64;
 
@@ -79,7 +84,8 @@ export interface TransferBegin {
 }
 
 export type WireRecord =
-  | { type: 'data'; offsetBytes: number; lengthBytes: number; payload: Buffer; encoding: 'raw' | 'zstd' | 'zero'; checksum: Buffer }
+  /** detachable: the payload's ArrayBuffer is this message's alone (a decode worker may take it over). */
+  | { type: 'data'; offsetBytes: number; lengthBytes: number; payload: Buffer; encoding: 'raw' | 'zstd' | 'zero'; checksum: Buffer; detachable?: boolean }
   | { type: 'unmap'; offsetBytes: number; lengthBytes: number }
   | { type: 'end'; records: number; dataRecords: number; unmapRecords: number; dataBytes: number; unmapBytes: number; digest: Buffer }
   /** Anything else the transport saw where a record should be (a second begin, an empty message). */
@@ -121,6 +127,15 @@ export interface TransferRegistryOptions {
   /** Less than this rate of bytes received, over progressWindowMs of waiting on the sender, ends the call likewise (0: off). */
   minBytesPerSecond?: number;
   progressWindowMs?: number;
+  /**
+   * Memory all running transfers may hold at once: half for records received
+   * and being decoded or written (a shared budget, first come first served),
+   * half for what the network holds per transfer (the server sizes HTTP/2
+   * stream windows from windowShareBytes).
+   */
+  maxBufferedBytes?: number;
+  /** Called whenever the number of running transfers changes (the server rescales its windows). */
+  onActiveChange?: (active: number) => void;
   /** Worker threads that decompress and checksum DATA (default 2; 0: on the main thread). */
   decodeWorkers?: number;
 }
@@ -181,12 +196,14 @@ export interface ProgressRules {
  * minBytesPerSecond. Only time spent waiting on the sender counts: a slow
  * target (the receiver not asking for more) never ends a call.
  */
-async function* abortable<T>(src: AsyncIterable<T>, signal: AbortSignal, rules?: ProgressRules, sizeOf: (v: T) => number = () => 0): AsyncGenerator<T> {
+async function* abortable<T>(src: AsyncIterable<T>, signal: AbortSignal, rules?: ProgressRules, sizeOf: (v: T) => number = () => 0, beforeNext?: () => Promise<void>): AsyncGenerator<T> {
   const it = src[Symbol.asyncIterator]();
   let windowWaitMs = 0;
   let windowBytes = 0;
   try {
     for (;;) {
+      // Waiting for the receiver's own resources (buffer budget) is not the sender's idleness.
+      if (beforeNext) await beforeNext();
       // A fresh abort promise per record: racing every next() against one long-lived
       // promise would attach a reaction to it per record, and each reaction keeps its
       // record (payload included) alive until the transfer ends — measured as ~45% of
@@ -337,7 +354,7 @@ export function checkRecord(r: WireRecord, ctx: DecodeContext, checker: DataChec
     } else {
       if (r.encoding === 'raw' && r.payload.length !== len) throw recordError('BAD_STREAM', 'data', off, `raw payload of ${r.payload.length} bytes, the record says ${len}`);
       if (r.encoding === 'zstd' && b.compression !== 'zstd') throw recordError('BAD_STREAM', 'data', off, 'zstd payload in a transfer that announced no compression');
-      const work = checker({ offsetBytes: off, lengthBytes: len, payload: r.payload, encoding: r.encoding, checksum: b.checksum === 'sha256' ? r.checksum : undefined });
+      const work = checker({ offsetBytes: off, lengthBytes: len, payload: r.payload, encoding: r.encoding, checksum: b.checksum === 'sha256' ? r.checksum : undefined, detachable: r.detachable });
       if (work instanceof Promise) work.catch(() => undefined); // awaited in order by finishRecord
       rec = { kind: 'data', offsetBytes: off, lengthBytes: len, work, cursorBytes: off + len, counts };
     }
@@ -418,6 +435,53 @@ function hex(b: Buffer): string {
   return b.toString('hex');
 }
 
+/** Bytes a received record holds until written: the message, the decoder's copy, zstd's output. */
+function recordBytes(r: WireRecord): number {
+  if (r.type !== 'data') return MESSAGE_COST_BYTES;
+  return 2 * (r.payload.length + MESSAGE_COST_BYTES) + (r.encoding === 'zstd' ? r.lengthBytes : 0);
+}
+
+/**
+ * One transfer's part of the record budget, in stream order: a reservation
+ * before each message, cut down to the record's size when it arrives, given
+ * back when the record is written; close() gives back the rest (and any
+ * reservation that completes later).
+ */
+class SessionHoldings {
+  private readonly perRecord: number[] = [];
+  private pending = 0;
+  private closed = false;
+
+  constructor(private readonly budget: BufferBudget, private readonly signal: AbortSignal) {}
+
+  async reserve(bytes: number): Promise<void> {
+    const got = await this.budget.acquire(bytes, this.signal);
+    if (this.closed) {
+      this.budget.release(got);
+      throw new ThinshipError('ABORTED', 'the transfer has ended');
+    }
+    this.pending += got;
+  }
+
+  arrived(bytes: number): void {
+    const keep = Math.min(bytes, this.pending);
+    this.budget.release(this.pending - keep);
+    this.pending = 0;
+    this.perRecord.push(keep);
+  }
+
+  applied(): void {
+    this.budget.release(this.perRecord.shift() ?? 0);
+  }
+
+  close(): void {
+    this.closed = true;
+    this.budget.release(this.pending + this.perRecord.reduce((a, b) => a + b, 0));
+    this.pending = 0;
+    this.perRecord.length = 0;
+  }
+}
+
 /** Registry key of a transfer: transfer ids are scoped by the client identity. */
 function keyOf(identity: string, transferId: string): string {
   return JSON.stringify([identity, transferId]);
@@ -432,7 +496,9 @@ export class TransferRegistry {
   readonly store: CheckpointStore;
   private readonly checkpoints = new Map<string, TransferCheckpoint>();
   private readonly sessions = new Map<string, Session>();
-  private readonly o: Required<Omit<TransferRegistryOptions, 'stateDir' | 'policy' | 'log'>>;
+  private readonly o: Required<Omit<TransferRegistryOptions, 'stateDir' | 'policy' | 'log' | 'onActiveChange'>>;
+  /** Records received and not yet written, of every transfer (half of maxBufferedBytes). */
+  readonly recordBudget: BufferBudget;
   private sweepTimer: NodeJS.Timeout | undefined;
   private closing = false;
   private decodePool: DecodePool | undefined;
@@ -453,7 +519,18 @@ export class TransferRegistry {
       minBytesPerSecond: opts.minBytesPerSecond ?? DEFAULT_MIN_BYTES_PER_SECOND,
       progressWindowMs: opts.progressWindowMs ?? DEFAULT_PROGRESS_WINDOW_MS,
       decodeWorkers: opts.decodeWorkers ?? defaultWorkerCount(),
+      maxBufferedBytes: opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES,
     };
+    this.recordBudget = new BufferBudget(Math.floor(this.o.maxBufferedBytes / 2));
+  }
+
+  /**
+   * Per running transfer, what the network may hold for it in this receiver
+   * (HTTP/2 stream window plus one message in gRPC's queue): an equal share
+   * of the other half of maxBufferedBytes.
+   */
+  windowShareBytes(active: number): number {
+    return Math.floor(this.o.maxBufferedBytes / 2 / Math.max(1, active));
   }
 
   /** No message for this long ends a call (also while waiting for its Begin). */
@@ -652,13 +729,17 @@ export class TransferRegistry {
     let finish!: () => void;
     const session: Session = { key, transferId: id, targetKey: target.key, identity, controller, forgotten: false, done: new Promise<void>((r) => { finish = r; }) };
     this.sessions.set(key, session);
+    this.opts.onActiveChange?.(this.sessions.size);
     const onCallerGone = () => controller.abort(signal!.reason ?? new ThinshipError('UNAVAILABLE', 'the sender went away', { retryable: true }));
     if (signal?.aborted) onCallerGone(); else signal?.addEventListener('abort', onCallerGone, { once: true });
     try {
       return await this.run(session, who, begin, target, cp, records);
     } finally {
       signal?.removeEventListener('abort', onCallerGone);
+      // Whatever of this call still waits (a buffer reservation behind a read-ahead) stops now.
+      controller.abort(new ThinshipError('ABORTED', `transfer ${id}: the call has ended`));
       this.sessions.delete(key);
+      this.opts.onActiveChange?.(this.sessions.size);
       finish();
     }
   }
@@ -758,6 +839,7 @@ export class TransferRegistry {
       }
     }
     const t0 = performance.now();
+    const held = new SessionHoldings(this.recordBudget, s.controller.signal);
     const ctx: DecodeContext = {
       begin, maxChunkBytes: this.o.maxChunkBytes, cursorBytes: cp.durableOffsetBytes,
       digest: new StreamDigest(Buffer.from(cp.digestState, 'hex')),
@@ -782,8 +864,14 @@ export class TransferRegistry {
       const pool = this.decodePool;
       const checker: DataChecker = pool ? (j) => pool.check(j) : (j) => checkData(j, dz);
       const self = this;
+      // Before asking for a message: its worst case (the message, the decoder's copy, zstd's output).
+      const worstBytes = 2 * (this.o.maxChunkBytes + MESSAGE_OVERHEAD_BYTES) + (begin.compression === 'zstd' ? this.o.maxChunkBytes : 0);
+      const reserve = () => held.reserve(worstBytes);
       async function* checked(): AsyncGenerator<CheckedRecord> {
-        for await (const r of abortable(records, s.controller.signal, self.o, wireBytes)) yield checkRecord(r, ctx, checker);
+        for await (const r of abortable(records, s.controller.signal, self.o, wireBytes, reserve)) {
+          held.arrived(recordBytes(r));
+          yield checkRecord(r, ctx, checker);
+        }
       }
       async function* messages(): AsyncGenerator<StreamMessage> {
         yield {
@@ -798,6 +886,7 @@ export class TransferRegistry {
         for await (const c of readAhead(checked(), DECODE_AHEAD_RECORDS)) {
           const d = await finishRecord(c, ctx);
           yield d.msg;
+          held.applied();
           // Back here, applyMessages has applied d (it awaits each write before asking for more).
           if (d.msg.type === 'end') continue;
           applied = d.mark;
@@ -840,6 +929,7 @@ export class TransferRegistry {
       log.warn({ code: err.code, err: err.message, durableOffsetBytes: cp.durableOffsetBytes }, 'transfer stopped');
       throw err;
     } finally {
+      held.close();
       await handle.close().catch((e) => log.error({ err: asThinshipError(e).message }, 'closing the target failed'));
       await release().catch((e) => log.error({ err: asThinshipError(e).message }, 'releasing the target failed'));
     }

@@ -18,6 +18,7 @@
  *     "idleTimeoutSeconds": 60,
  *     "minBytesPerSecond": 16384,
  *     "progressWindowSeconds": 60,
+ *     "maxBufferedBytes": 268435456,
  *     "identities": {
  *       "backup-sender": {
  *         "lvm": [{ "vg": "vg0", "pool": "pool0", "lv": "backup-*" }],
@@ -37,7 +38,7 @@ import { parseAccessRules, type AccessPolicy } from '../receiver/access.js';
 import type { TlsFiles } from './tls.js';
 import {
   DEFAULT_CHECKPOINT_INTERVAL_BYTES, DEFAULT_MAX_CHUNK_BYTES, DEFAULT_TRANSFER_EXPIRY_MS, DEFAULT_MAX_ACTIVE_TRANSFERS, DEFAULT_MAX_STORED_TRANSFERS_PER_IDENTITY,
-  DEFAULT_MAX_VOLUME_BYTES, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MIN_BYTES_PER_SECOND, DEFAULT_PROGRESS_WINDOW_MS, defaultMaxActivePerIdentity,
+  DEFAULT_MAX_VOLUME_BYTES, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MIN_BYTES_PER_SECOND, DEFAULT_PROGRESS_WINDOW_MS, defaultMaxActivePerIdentity, DEFAULT_MAX_BUFFERED_BYTES, MESSAGE_OVERHEAD_BYTES,
 } from '../receiver/transfers.js';
 import { DEFAULT_RECEIVE_WINDOW_BYTES, HTTP2_DEFAULT_WINDOW_BYTES, HTTP2_MAX_WINDOW_BYTES } from './http2-window.js';
 import { defaultWorkerCount } from '../stream/worker-pool.js';
@@ -61,6 +62,8 @@ export interface ReceiverConfig {
   /** 0: no progress check (the idle timeout still applies). */
   minBytesPerSecond: number;
   progressWindowMs: number;
+  /** Memory all running transfers may hold at once (HTTP/2 windows and records in the pipeline). */
+  maxBufferedBytes: number;
   requireChecksum: boolean;
   /** Threads that decompress and checksum DATA (0: the main thread). */
   decodeWorkers: number;
@@ -68,7 +71,7 @@ export interface ReceiverConfig {
 }
 
 const KEYS = ['tls', 'stateDir', 'checkpointIntervalBytes', 'transferExpirySeconds', 'maxChunkBytes', 'receiveWindowBytes', 'connectionWindowBytes', 'maxActiveTransfers', 'maxActiveTransfersPerIdentity', 'maxStoredTransfersPerIdentity',
-  'maxVolumeBytes', 'idleTimeoutSeconds', 'minBytesPerSecond', 'progressWindowSeconds', 'requireChecksum', 'decodeWorkers', 'identities'];
+  'maxVolumeBytes', 'idleTimeoutSeconds', 'minBytesPerSecond', 'progressWindowSeconds', 'maxBufferedBytes', 'requireChecksum', 'decodeWorkers', 'identities'];
 
 export async function loadReceiverConfig(file: string): Promise<ReceiverConfig> {
   let text: string;
@@ -115,6 +118,9 @@ export async function parseReceiverConfig(v: Record<string, unknown>, file: stri
   const maxChunkBytes = uint('maxChunkBytes', DEFAULT_MAX_CHUNK_BYTES, 4096);
   if (maxChunkBytes > 64 * 1024 * 1024) throw new ThinshipError('USAGE', `${file}: "maxChunkBytes" must be at most 64 MiB`);
   const maxActiveTransfers = uint('maxActiveTransfers', DEFAULT_MAX_ACTIVE_TRANSFERS);
+  // Room for at least one record (message, decoder copy, zstd output) in each half of the budget.
+  const minBuffered = 2 * (3 * maxChunkBytes + 2 * MESSAGE_OVERHEAD_BYTES);
+  const maxBufferedBytes = uint('maxBufferedBytes', Math.max(DEFAULT_MAX_BUFFERED_BYTES, minBuffered), minBuffered);
   // Seconds beyond a day would be a misunderstanding (and overflow setTimeout's 2^31 ms).
   const seconds = (k: string, dflt: number, min = 1) => {
     const x = uint(k, dflt, min);
@@ -138,6 +144,7 @@ export async function parseReceiverConfig(v: Record<string, unknown>, file: stri
     idleTimeoutMs: seconds('idleTimeoutSeconds', DEFAULT_IDLE_TIMEOUT_MS / 1000) * 1000,
     minBytesPerSecond: uint('minBytesPerSecond', DEFAULT_MIN_BYTES_PER_SECOND, 0),
     progressWindowMs: seconds('progressWindowSeconds', DEFAULT_PROGRESS_WINDOW_MS / 1000) * 1000,
+    maxBufferedBytes,
     requireChecksum: v.requireChecksum === undefined ? true : v.requireChecksum as boolean,
     decodeWorkers: uint('decodeWorkers', defaultWorkerCount(), 0),
     policy: await parseAccessRules(v.identities ?? {}, file),

@@ -19,12 +19,12 @@ import type { Logger } from 'pino';
 import type { ServerHttp2Session } from 'node:http2';
 import { ThinshipError } from '../errors.js';
 import { log as rootLog } from '../log.js';
-import { TransferRegistry, type TransferBegin, type TransferStateView, type WireRecord } from '../receiver/transfers.js';
+import { TransferRegistry, MESSAGE_OVERHEAD_BYTES, type TransferBegin, type TransferStateView, type WireRecord } from '../receiver/transfers.js';
 import { ownerName, type ClientIdentity } from '../receiver/access.js';
 import { receiverProto, receiverProtoPath, LOADER_OPTIONS, PROTOCOL_VERSION, RECEIVER_SERVICE, type PbApplyRequestIn, type PbApplyResponse, type PbBegin, type PbTransferState, type PbAbortResponse } from './proto.js';
 import { toServiceError } from './status.js';
 import { callerNames, checkInsecureAllowed, parseHostPort, serverCredentials, type AuthContextLike } from './tls.js';
-import { raiseReceiveWindow, observeHttp2Servers } from './http2-window.js';
+import { raiseReceiveWindow, observeHttp2Servers, ConnectionWindowControl } from './http2-window.js';
 import type { TLSSocket } from 'node:tls';
 import type { Socket } from 'node:net';
 import type { ReceiverConfig } from './server-config.js';
@@ -52,8 +52,6 @@ export interface RunningReceiver {
   close(graceMs?: number): Promise<void>;
 }
 
-/** Bytes a message may carry beyond its uncompressed chunk: a zstd frame's worst case and the other fields. */
-const MESSAGE_OVERHEAD_BYTES = 64 * 1024;
 
 const MODES = { TRANSFER_MODE_FULL: 'full', TRANSFER_MODE_INCREMENTAL: 'incremental' } as const;
 const COMPRESSIONS = { COMPRESSION_UNSPECIFIED: 'none', COMPRESSION_NONE: 'none', COMPRESSION_ZSTD: 'zstd' } as const;
@@ -67,6 +65,17 @@ function pick<T extends Record<string, string>>(table: T, v: unknown, field: str
 
 function uint(v: unknown): number {
   return typeof v === 'number' ? v : Number.NaN;
+}
+
+/**
+ * grpc-js assembles each message into a Buffer of its own (Buffer.concat of the
+ * framed message), and protobufjs decodes bytes fields as views into it. A
+ * payload of at least 64 KiB whose ArrayBuffer is no bigger than one message
+ * is therefore in a buffer nothing else uses (Node's shared 8 KiB pool is far
+ * smaller): the decode worker may take that buffer over instead of a copy.
+ */
+function detachable(payload: Buffer): boolean {
+  return payload.byteLength >= 64 * 1024 && payload.buffer instanceof ArrayBuffer && payload.buffer.byteLength <= payload.byteLength + MESSAGE_OVERHEAD_BYTES;
 }
 
 function buf(v: unknown): Buffer {
@@ -101,7 +110,8 @@ export function recordFromProto(m: PbApplyRequestIn): WireRecord {
       const d = m.data!;
       const encoding = typeof d.encoding === 'string' && Object.hasOwn(ENCODINGS, d.encoding) ? ENCODINGS[d.encoding as keyof typeof ENCODINGS] : undefined;
       if (!encoding) return { type: 'invalid', what: `data record at volume offset ${uint(d.offsetBytes)}: encoding ${String(d.encoding)} is not RAW, ZSTD or ZERO` };
-      return { type: 'data', offsetBytes: uint(d.offsetBytes), lengthBytes: uint(d.lengthBytes), payload: buf(d.payload), encoding, checksum: buf(d.checksum) };
+      const payload = buf(d.payload);
+      return { type: 'data', offsetBytes: uint(d.offsetBytes), lengthBytes: uint(d.lengthBytes), payload, encoding, checksum: buf(d.checksum), detachable: detachable(payload) };
     }
     case 'unmap':
       return { type: 'unmap', offsetBytes: uint(m.unmap!.offsetBytes), lengthBytes: uint(m.unmap!.lengthBytes) };
@@ -185,13 +195,30 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     creds = await serverCredentials(cfg.tls);
   }
 
+  const windowBytes = o.receiveWindowBytes ?? cfg.receiveWindowBytes;
+  let windows: ConnectionWindowControl | undefined;
   const registry = new TransferRegistry({
     stateDir: cfg.stateDir, policy: cfg.policy, log,
     checkpointIntervalBytes: cfg.checkpointIntervalBytes, maxChunkBytes: cfg.maxChunkBytes, expiryMs: cfg.transferExpiryMs,
     requireChecksum: cfg.requireChecksum, maxActiveTransfers: cfg.maxActiveTransfers, decodeWorkers: cfg.decodeWorkers,
     maxActiveTransfersPerIdentity: cfg.maxActiveTransfersPerIdentity, maxStoredTransfersPerIdentity: cfg.maxStoredTransfersPerIdentity,
     maxVolumeBytes: cfg.maxVolumeBytes, idleTimeoutMs: cfg.idleTimeoutMs, minBytesPerSecond: cfg.minBytesPerSecond, progressWindowMs: cfg.progressWindowMs,
+    maxBufferedBytes: cfg.maxBufferedBytes,
+    onActiveChange: (n) => windows?.setWindow(connectionWindowFor(n)),
   });
+  const maxMessageBytes = cfg.maxChunkBytes + MESSAGE_OVERHEAD_BYTES;
+  // The connection window follows the stream window unless set: one transfer is one stream.
+  const connectionWindowBytes = o.connectionWindowBytes ?? cfg.connectionWindowBytes ?? (windowBytes || 0);
+  /**
+   * With n transfers running (and room for one more arriving), each sender connection's
+   * receive window is its share of the network half of maxBufferedBytes less the one message
+   * gRPC may queue for it, never above the configured window (HTTP/2's 64 KiB at least).
+   * Node withholds WINDOW_UPDATE while a stream is paused, so a connection never holds more
+   * unread data than its window. (Shrinking the stream window instead, by SETTINGS on live
+   * sessions, made grpc-js clients reset their streams.)
+   */
+  const connectionWindowFor = (n: number) => Math.min(connectionWindowBytes, registry.windowShareBytes(n + 1) - maxMessageBytes);
+  if (windowBytes !== false) windows = new ConnectionWindowControl(connectionWindowFor(0), log);
   await registry.start();
 
   const server = new grpc.Server({
@@ -200,10 +227,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     'grpc.keepalive_time_ms': 60_000,
     'grpc.keepalive_timeout_ms': 20_000,
   });
-  const windowBytes = o.receiveWindowBytes ?? cfg.receiveWindowBytes;
-  // The connection window follows the stream window unless set: one transfer is one stream.
-  const connectionWindowBytes = o.connectionWindowBytes ?? cfg.connectionWindowBytes ?? (windowBytes || 0);
-  if (windowBytes !== false) raiseReceiveWindow(server, { streamBytes: windowBytes, connectionBytes: connectionWindowBytes }, log, o.onHttp2Session);
+  if (windowBytes !== false) raiseReceiveWindow(server, { streamBytes: windowBytes, connectionBytes: connectionWindowBytes }, log, o.onHttp2Session, windows);
   if (!o.insecure) logRefusedHandshakes(server, log);
 
   const who = (call: { getAuthContext(): AuthContextLike; getPeer(): string }): ClientIdentity => {
@@ -217,6 +241,11 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     const gone = new AbortController();
     call.on('cancelled', () => gone.abort(new ThinshipError('UNAVAILABLE', 'the sender cancelled the call or its connection broke', { retryable: true })));
     call.on('error', () => undefined); // reported through 'cancelled' / the iterator
+    // grpc-js reads ahead up to the Readable's high-water mark (16 messages of up to
+    // maxChunkBytes each); the registry asks for messages as its buffer budget allows, so
+    // gRPC reads one only when asked (at most one queued, accounted in the window share).
+    const rs = (call as unknown as { _readableState?: { highWaterMark?: number } })._readableState;
+    if (rs && typeof rs.highWaterMark === 'number') rs.highWaterMark = 0;
     const it = call[Symbol.asyncIterator]() as AsyncIterator<PbApplyRequestIn>;
     // A call that never sends its Begin holds a stream (not a transfer slot): the idle timeout ends it too.
     let idle: NodeJS.Timeout | undefined;
