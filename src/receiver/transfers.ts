@@ -54,6 +54,12 @@ export const DEFAULT_PROGRESS_WINDOW_MS = 60_000;
 /** Unfinished (in_progress) transfers one identity may keep stored. */
 export const DEFAULT_MAX_STORED_TRANSFERS_PER_IDENTITY = 64;
 export const DEFAULT_MAX_ACTIVE_TRANSFERS = 16;
+/**
+ * Completed transfers remembered per identity (for "already complete" and the
+ * base check), beyond which the oldest are forgotten: a re-run of a forgotten
+ * one sends again, an incremental onto its target is taken on trust.
+ */
+export const DEFAULT_MAX_COMPLETED_TRANSFERS_PER_IDENTITY = 1024;
 /** Per identity: half the receiver's slots (rounded up), so one identity cannot take them all. */
 export function defaultMaxActivePerIdentity(maxActiveTransfers: number): number {
   return Math.max(1, Math.ceil(maxActiveTransfers / 2));
@@ -120,6 +126,8 @@ export interface TransferRegistryOptions {
   maxActiveTransfersPerIdentity?: number;
   /** Unfinished (in_progress) transfers stored per client identity; a new one beyond is refused. */
   maxStoredTransfersPerIdentity?: number;
+  /** Completed transfers remembered per identity; the oldest beyond are forgotten. */
+  maxCompletedTransfersPerIdentity?: number;
   /** Largest volume_size_bytes a Begin may announce. */
   maxVolumeBytes?: number;
   /** No message from the sender for this long ends the call (retryable) after a checkpoint. */
@@ -515,6 +523,7 @@ export class TransferRegistry {
       maxActiveTransfersPerIdentity: opts.maxActiveTransfersPerIdentity ?? defaultMaxActivePerIdentity(opts.maxActiveTransfers ?? DEFAULT_MAX_ACTIVE_TRANSFERS),
       maxStoredTransfersPerIdentity: opts.maxStoredTransfersPerIdentity ?? DEFAULT_MAX_STORED_TRANSFERS_PER_IDENTITY,
       maxVolumeBytes: opts.maxVolumeBytes ?? DEFAULT_MAX_VOLUME_BYTES,
+      maxCompletedTransfersPerIdentity: opts.maxCompletedTransfersPerIdentity ?? DEFAULT_MAX_COMPLETED_TRANSFERS_PER_IDENTITY,
       idleTimeoutMs: opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
       minBytesPerSecond: opts.minBytesPerSecond ?? DEFAULT_MIN_BYTES_PER_SECOND,
       progressWindowMs: opts.progressWindowMs ?? DEFAULT_PROGRESS_WINDOW_MS,
@@ -643,6 +652,18 @@ export class TransferRegistry {
       if ((cp.transferId === done.transferId && cp.identity === done.identity) || cp.targetKey !== done.targetKey || cp.status !== 'complete') continue;
       this.checkpoints.delete(keyOf(cp.identity, cp.transferId));
       await this.store.remove(cp.identity, cp.transferId);
+    }
+  }
+
+  /** Keeps at most maxCompletedTransfersPerIdentity completed transfers of an identity (state stays bounded). */
+  private async forgetOldestCompleted(identity: string): Promise<void> {
+    const keep = this.o.maxCompletedTransfersPerIdentity;
+    const done = [...this.checkpoints.values()].filter((c) => c.identity === identity && c.status === 'complete');
+    if (done.length <= keep) return;
+    done.sort((x, y) => x.updatedUnixMs - y.updatedUnixMs);
+    for (const c of done.slice(0, done.length - keep)) {
+      this.checkpoints.delete(keyOf(c.identity, c.transferId));
+      await this.store.remove(c.identity, c.transferId);
     }
   }
 
@@ -903,6 +924,7 @@ export class TransferRegistry {
       const end: Mark = { offsetBytes: begin.volumeSizeBytes, digest: ctx.digest.state, lastData: ctx.lastData, ...ctx.counts };
       await save(end, 'complete');
       await this.forgetSuperseded(cp);
+      await this.forgetOldestCompleted(cp.identity);
       const secs = (performance.now() - t0) / 1000;
       const sessionData = ctx.counts.dataBytes - (existing?.dataBytes ?? 0);
       log.info({ seconds: Number(secs.toFixed(3)), dataBytes: sessionData, bytesWritten: summary.bytesWritten, bytesDiscarded: summary.bytesDiscarded, mibPerSecond: Number((sessionData / 1048576 / Math.max(secs, 1e-9)).toFixed(1)), digest: hex(end.digest) }, 'transfer complete');

@@ -14,6 +14,7 @@
  *     "maxActiveTransfers": 16,
  *     "maxActiveTransfersPerIdentity": 8,
  *     "maxStoredTransfersPerIdentity": 64,
+ *     "maxCompletedTransfersPerIdentity": 1024,
  *     "maxVolumeBytes": 1125899906842624,
  *     "idleTimeoutSeconds": 60,
  *     "minBytesPerSecond": 16384,
@@ -37,7 +38,7 @@ import { ThinshipError } from '../errors.js';
 import { parseAccessRules, type AccessPolicy } from '../receiver/access.js';
 import type { TlsFiles } from './tls.js';
 import {
-  DEFAULT_CHECKPOINT_INTERVAL_BYTES, DEFAULT_MAX_CHUNK_BYTES, DEFAULT_TRANSFER_EXPIRY_MS, DEFAULT_MAX_ACTIVE_TRANSFERS, DEFAULT_MAX_STORED_TRANSFERS_PER_IDENTITY,
+  DEFAULT_CHECKPOINT_INTERVAL_BYTES, DEFAULT_MAX_CHUNK_BYTES, DEFAULT_TRANSFER_EXPIRY_MS, DEFAULT_MAX_ACTIVE_TRANSFERS, DEFAULT_MAX_STORED_TRANSFERS_PER_IDENTITY, DEFAULT_MAX_COMPLETED_TRANSFERS_PER_IDENTITY,
   DEFAULT_MAX_VOLUME_BYTES, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MIN_BYTES_PER_SECOND, DEFAULT_PROGRESS_WINDOW_MS, defaultMaxActivePerIdentity, DEFAULT_MAX_BUFFERED_BYTES, MESSAGE_OVERHEAD_BYTES,
 } from '../receiver/transfers.js';
 import { DEFAULT_RECEIVE_WINDOW_BYTES, HTTP2_DEFAULT_WINDOW_BYTES, HTTP2_MAX_WINDOW_BYTES } from './http2-window.js';
@@ -57,6 +58,7 @@ export interface ReceiverConfig {
   maxActiveTransfers: number;
   maxActiveTransfersPerIdentity: number;
   maxStoredTransfersPerIdentity: number;
+  maxCompletedTransfersPerIdentity: number;
   maxVolumeBytes: number;
   idleTimeoutMs: number;
   /** 0: no progress check (the idle timeout still applies). */
@@ -70,7 +72,7 @@ export interface ReceiverConfig {
   policy: AccessPolicy;
 }
 
-const KEYS = ['tls', 'stateDir', 'checkpointIntervalBytes', 'transferExpirySeconds', 'maxChunkBytes', 'receiveWindowBytes', 'connectionWindowBytes', 'maxActiveTransfers', 'maxActiveTransfersPerIdentity', 'maxStoredTransfersPerIdentity',
+const KEYS = ['tls', 'stateDir', 'checkpointIntervalBytes', 'transferExpirySeconds', 'maxChunkBytes', 'receiveWindowBytes', 'connectionWindowBytes', 'maxActiveTransfers', 'maxActiveTransfersPerIdentity', 'maxStoredTransfersPerIdentity', 'maxCompletedTransfersPerIdentity',
   'maxVolumeBytes', 'idleTimeoutSeconds', 'minBytesPerSecond', 'progressWindowSeconds', 'maxBufferedBytes', 'requireChecksum', 'decodeWorkers', 'identities'];
 
 export async function loadReceiverConfig(file: string): Promise<ReceiverConfig> {
@@ -140,6 +142,7 @@ export async function parseReceiverConfig(v: Record<string, unknown>, file: stri
     maxActiveTransfers,
     maxActiveTransfersPerIdentity: uint('maxActiveTransfersPerIdentity', defaultMaxActivePerIdentity(maxActiveTransfers)),
     maxStoredTransfersPerIdentity: uint('maxStoredTransfersPerIdentity', DEFAULT_MAX_STORED_TRANSFERS_PER_IDENTITY),
+    maxCompletedTransfersPerIdentity: uint('maxCompletedTransfersPerIdentity', DEFAULT_MAX_COMPLETED_TRANSFERS_PER_IDENTITY),
     maxVolumeBytes: uint('maxVolumeBytes', DEFAULT_MAX_VOLUME_BYTES),
     idleTimeoutMs: seconds('idleTimeoutSeconds', DEFAULT_IDLE_TIMEOUT_MS / 1000) * 1000,
     minBytesPerSecond: uint('minBytesPerSecond', DEFAULT_MIN_BYTES_PER_SECOND, 0),

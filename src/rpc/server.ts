@@ -5,13 +5,13 @@
  * TransferBegin / WireRecord values of receiver/transfers.ts, which
  * validates and applies them, and errors become gRPC statuses (status.ts).
  *
- * Memory per running transfer is bounded by: the HTTP/2 stream receive window
- * (32 MiB by default, receiveWindowBytes; sized for 1 Gbit/s at 100 ms RTT,
- * see http2-window.ts) + grpc-js's object-mode readable buffer (16 messages
- * of at most maxChunkBytes + 64 KiB) + DECODE_AHEAD_RECORDS (4) records being
- * decoded (compressed copy + decompressed bytes) + the one being written:
- * about 32 + 16 + 8 + 1 = 57 MiB at 1 MiB chunks. That much is only held
- * when the target is slower than the link.
+ * Memory: all running transfers together hold at most maxBufferedBytes
+ * (default 256 MiB) of messages: half is a shared budget for records received
+ * and not yet written (transfers.ts reserves each record's worst case before
+ * it lets gRPC read the message; grpc-js queues none ahead), half is split
+ * among running transfers as sender connection windows (each less one
+ * message), shrinking as more transfers run. Measured: 16 transfers of 4 MiB
+ * chunks, serve's peak RSS ~430 MiB (test/service/receiver-limits.test.ts).
  */
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -202,6 +202,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     checkpointIntervalBytes: cfg.checkpointIntervalBytes, maxChunkBytes: cfg.maxChunkBytes, expiryMs: cfg.transferExpiryMs,
     requireChecksum: cfg.requireChecksum, maxActiveTransfers: cfg.maxActiveTransfers, decodeWorkers: cfg.decodeWorkers,
     maxActiveTransfersPerIdentity: cfg.maxActiveTransfersPerIdentity, maxStoredTransfersPerIdentity: cfg.maxStoredTransfersPerIdentity,
+    maxCompletedTransfersPerIdentity: cfg.maxCompletedTransfersPerIdentity,
     maxVolumeBytes: cfg.maxVolumeBytes, idleTimeoutMs: cfg.idleTimeoutMs, minBytesPerSecond: cfg.minBytesPerSecond, progressWindowMs: cfg.progressWindowMs,
     maxBufferedBytes: cfg.maxBufferedBytes,
     onActiveChange: (n) => windows?.setWindow(connectionWindowFor(n)),

@@ -18,7 +18,7 @@ import { expectedImage } from '../helpers/offline-image.js';
 import { checkpointFileName } from '../../src/receiver/checkpoint.js';
 import { CODE_METADATA_KEY } from '../../src/rpc/status.js';
 import { makeTestCerts, assertSameImage, readImage, type TestCerts } from './helpers.js';
-import { startTestReceiver, rawCall, beginMsg, dataMsg, grpcError, rejects, waitFor, sendDemo, interruptedSend, type TestReceiver } from './receiver-helpers.js';
+import { startTestReceiver, rawCall, beginMsg, dataMsg, grpcError, rejects, waitFor, sendDemo, interruptedSend, sha, type TestReceiver } from './receiver-helpers.js';
 
 let dir: string;
 let shared: string;
@@ -353,6 +353,31 @@ test('per-identity caps: running and stored transfers; refusals name the caller\
     assert.equal(files.length, 4, '3 of a, 1 of b');
     const total = files.reduce((n, f) => n + statSync(join(transfersDir('caps'), f)).size, 0);
     assert.ok(total < 4 * 2048, `state on disk: ${total} bytes for 4 transfers`);
+  } finally {
+    await r.close();
+  }
+});
+
+test('completed transfers are remembered up to maxCompletedTransfersPerIdentity; the oldest are forgotten', async () => {
+  const r = await rx('completed', { maxCompletedTransfersPerIdentity: 2 });
+  try {
+    const a = await r.client(certs.clientA);
+    const { StreamDigest } = await import('../../src/stream/digest.js');
+    for (const id of ['done-1', 'done-2', 'done-3']) {
+      const c = rawCall(a);
+      const data = Buffer.alloc(65536, 0x42);
+      const d = new StreamDigest();
+      d.addData(0, data.length, sha(data));
+      c.write(beginMsg(id, join(shared, `${id}.img`), { volumeSizeBytes: 65536, plannedDataBytes: 65536 }));
+      c.write(dataMsg(0, data));
+      c.write({ kind: 'end', end: { records: 3, dataRecords: 1, unmapRecords: 0, dataBytes: 65536, unmapBytes: 0, digest: d.state } });
+      c.call.end();
+      assert.equal((await c.response).state?.status, 'TRANSFER_STATUS_COMPLETE');
+    }
+    assert.equal(await a.getTransferState('done-1'), undefined, 'the oldest is forgotten');
+    assert.equal((await a.getTransferState('done-2'))?.status, 'TRANSFER_STATUS_COMPLETE');
+    assert.equal((await a.getTransferState('done-3'))?.status, 'TRANSFER_STATUS_COMPLETE');
+    assert.equal(jsonFiles('completed').length, 2);
   } finally {
     await r.close();
   }
