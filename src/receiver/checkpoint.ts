@@ -69,6 +69,12 @@ export interface TransferCheckpoint {
   /** The target as the sender named it, and the key of what it resolved to (real path, or lvm:vg/lv). */
   target: string;
   targetKey: string;
+  /**
+   * What the target was when the transfer began and completed (receiver/target.ts
+   * targetIdentity: inode, device number or LV uuid). A target that no longer
+   * matches holds nothing of this transfer. Absent in checkpoints of older versions.
+   */
+  targetIdentity?: string;
   mode: TransferMode;
   sourceId: string;
   baseId: string;
@@ -90,7 +96,7 @@ export interface TransferCheckpoint {
 }
 
 /** The fields in MAC order (the canonical serialization is JSON of these, in this order). */
-const FIELDS = ['format', 'transferId', 'status', 'identity', 'target', 'targetKey', 'mode', 'sourceId', 'baseId', 'volumeSizeBytes', 'blockSizeBytes',
+const FIELDS = ['format', 'transferId', 'status', 'identity', 'target', 'targetKey', 'targetIdentity', 'mode', 'sourceId', 'baseId', 'volumeSizeBytes', 'blockSizeBytes',
   'checksum', 'durableOffsetBytes', 'digestState', 'dataRecords', 'unmapRecords', 'dataBytes', 'unmapBytes', 'createdUnixMs', 'updatedUnixMs', 'lastData'] as const;
 
 function canonical(cp: TransferCheckpoint): string {
@@ -130,8 +136,9 @@ function parseFields(v: Record<string, unknown>, file: string, format: number): 
   if (utf8Bytes(v.target as string) > MAX_TARGET_BYTES || utf8Bytes(v.targetKey as string) > MAX_TARGET_BYTES + 16) throw bad('target');
   if (utf8Bytes(v.identity as string) > MAX_IDENTITY_BYTES) throw bad('identity');
   if ((v.durableOffsetBytes as number) > (v.volumeSizeBytes as number)) throw bad('durableOffsetBytes');
+  if (v.targetIdentity !== undefined && (typeof v.targetIdentity !== 'string' || !/^[ -~]{1,300}$/.test(v.targetIdentity))) throw bad('targetIdentity');
   const out: Record<string, unknown> = {};
-  for (const f of FIELDS) if (f !== 'lastData') out[f] = v[f];
+  for (const f of FIELDS) if (f !== 'lastData' && v[f] !== undefined) out[f] = v[f];
   out.format = CHECKPOINT_FORMAT;
   if (v.lastData !== undefined && v.lastData !== null) {
     const l = v.lastData as Record<string, unknown>;

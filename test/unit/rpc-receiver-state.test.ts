@@ -5,7 +5,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, mkdirSync, symlinkSync, writeFileSync, readdirSync, realpathSync } from 'node:fs';
+import { mkdtempSync, rmSync, mkdirSync, symlinkSync, writeFileSync, readFileSync, readdirSync, realpathSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
@@ -43,6 +43,15 @@ test('checkpoints are saved atomically, listed, validated (unusable files quaran
   assert.deepEqual(listed.checkpoints.map((c) => c.transferId), ['x-1']);
   assert.match(listed.quarantined[0]!.reason, /bad.json: field "durableOffsetBytes"/);
   assert.deepEqual(readdirSync(store.dir).sort(), [name, 'quarantine'].sort());
+  // optional fields survive a round trip and are covered by the MAC
+  await store.save(cp('x-3', { targetIdentity: 'inode:2049:1234', lastData: { offsetBytes: 0, lengthBytes: 10, sha256: 'a'.repeat(64) }, durableOffsetBytes: 10 }));
+  const x3 = await store.load('a', 'x-3');
+  assert.equal(x3!.targetIdentity, 'inode:2049:1234');
+  assert.deepEqual(x3!.lastData, { offsetBytes: 0, lengthBytes: 10, sha256: 'a'.repeat(64) });
+  const f3 = join(store.dir, checkpointFileName('a', 'x-3'));
+  writeFileSync(f3, readFileSync(f3, 'utf8').replace('inode:2049:1234', 'inode:2049:9999'));
+  await assert.rejects(store.load('a', 'x-3'), /mac\) mismatch/);
+  await store.remove('a', 'x-3');
   await store.remove('a', 'x-1');
   await store.remove('a', 'x-1');
   assert.equal(await store.load('a', 'x-1'), undefined);
