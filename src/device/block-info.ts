@@ -95,6 +95,23 @@ export async function readBlockLimits(major: number, minor: number, sysfsRoot = 
 }
 
 /**
+ * The kernel's disk sequence number of MAJ:MIN (Linux 5.15+): it changes when
+ * the device gets new media, e.g. a loop device attached to another file, so
+ * the same device number no longer means the same content. Undefined when
+ * the kernel or sysfs does not say (partitions: their disk's number).
+ */
+export async function readDiskSeq(major: number, minor: number, sysfsRoot = '/sys'): Promise<string | undefined> {
+  let dev: string;
+  try {
+    dev = await realpath(path.join(sysfsRoot, 'dev', 'block', `${major}:${minor}`)); // resolved before any '..' (see readBlockLimits)
+  } catch {
+    return undefined;
+  }
+  const seq = (await readText(path.join(dev, 'diskseq'))) ?? (await readText(path.join(path.dirname(dev), 'diskseq')));
+  return seq !== undefined && /^\d+$/.test(seq) ? seq : undefined;
+}
+
+/**
  * Target types of a dm device's live table, e.g. ['thin'] for a thin LV,
  * ['linear'] for a plain LV. Undefined if dmsetup is missing or fails: the
  * caller then assumes nothing about discard.

@@ -2,13 +2,14 @@
  * A volume the sender reads or the receiver writes: a block device (thin LV,
  * loop device, disk) or a regular (usually sparse image) file.
  *
- * Reads and writes go through Node's FileHandle (libuv thread pool, page
- * cache); discard, zero-out, hole punching and fadvise go through the native
- * addon, also off the main thread. All offsets and lengths are in bytes and
- * every failure is a ThinshipError naming the path, offset and length.
+ * Reads and writes go through Node's FileHandle, or the same fs calls on a
+ * raw descriptor (libuv thread pool, page cache); discard, zero-out, hole
+ * punching and fadvise go through the native addon, also off the main thread.
+ * All offsets and lengths are in bytes and every failure is a ThinshipError
+ * naming the path, offset and length.
  */
-import { constants as fsConstants } from 'node:fs';
-import { open, stat, type FileHandle } from 'node:fs/promises';
+import { constants as fsConstants, close as fsClose, fdatasync, fstat, ftruncate, read as fsRead, write as fsWrite, type BigIntStats } from 'node:fs';
+import { open, stat } from 'node:fs/promises';
 import { ThinshipError, type ErrorCode } from '../errors.js';
 import { devMajorMinor, discardZeroesKnown, readBlockLimits } from './block-info.js';
 import { isNativeErrnoError, nativeDevice, type FadviseAdvice, type NativeDevice } from './native.js';
@@ -89,6 +90,44 @@ function zeros(lengthBytes: number): Buffer {
   return zeroChunk.subarray(0, Math.min(lengthBytes, ZERO_CHUNK_BYTES));
 }
 
+/**
+ * What a VolumeHandle needs of its open file: Node's FileHandle has it, and
+ * FdFile gives it to a descriptor opened elsewhere (openat2 beneath a
+ * directory), which Node cannot wrap in a FileHandle.
+ */
+export interface VolumeFile {
+  readonly fd: number;
+  read(buf: Uint8Array, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
+  write(buf: Uint8Array, offset: number, length: number, position: number): Promise<{ bytesWritten: number }>;
+  datasync(): Promise<void>;
+  truncate(lengthBytes: number): Promise<void>;
+  stat(opts: { bigint: true }): Promise<BigIntStats>;
+  close(): Promise<void>;
+}
+
+/** A raw descriptor as a VolumeFile; the same libuv thread-pool calls FileHandle makes. */
+class FdFile implements VolumeFile {
+  constructor(readonly fd: number) {}
+  read(buf: Uint8Array, offset: number, length: number, position: number): Promise<{ bytesRead: number }> {
+    return new Promise((resolve, reject) => fsRead(this.fd, buf, offset, length, position, (e, n) => (e ? reject(e) : resolve({ bytesRead: n }))));
+  }
+  write(buf: Uint8Array, offset: number, length: number, position: number): Promise<{ bytesWritten: number }> {
+    return new Promise((resolve, reject) => fsWrite(this.fd, buf, offset, length, position, (e, n) => (e ? reject(e) : resolve({ bytesWritten: n }))));
+  }
+  datasync(): Promise<void> {
+    return new Promise((resolve, reject) => fdatasync(this.fd, (e) => (e ? reject(e) : resolve())));
+  }
+  truncate(lengthBytes: number): Promise<void> {
+    return new Promise((resolve, reject) => ftruncate(this.fd, lengthBytes, (e) => (e ? reject(e) : resolve())));
+  }
+  stat(): Promise<BigIntStats> {
+    return new Promise((resolve, reject) => fstat(this.fd, { bigint: true }, (e, st) => (e ? reject(e) : resolve(st))));
+  }
+  close(): Promise<void> {
+    return new Promise((resolve, reject) => fsClose(this.fd, (e) => (e ? reject(e) : resolve())));
+  }
+}
+
 export class VolumeHandle {
   readonly kind: VolumeKind;
   readonly path: string;
@@ -106,7 +145,7 @@ export class VolumeHandle {
   /** Discard of granularity-aligned ranges is known to read back as zeros (always true for files). */
   readonly discardZeroes: boolean;
 
-  #fh: FileHandle;
+  #fh: VolumeFile;
   #fd: number;
   #native: NativeDevice;
   #sizeBytes: number;
@@ -117,7 +156,7 @@ export class VolumeHandle {
 
   /** @internal use openVolume() */
   constructor(init: {
-    kind: VolumeKind; path: string; mode: VolumeMode; fh: FileHandle; native: NativeDevice; sizeBytes: number;
+    kind: VolumeKind; path: string; mode: VolumeMode; fh: VolumeFile; native: NativeDevice; sizeBytes: number;
     logicalBlockBytes: number; discardGranularityBytes: number; discardAlignmentBytes: number; discardZeroes: boolean;
   }) {
     this.kind = init.kind;
@@ -312,6 +351,18 @@ export class VolumeHandle {
     });
   }
 
+  /** fstat of the open descriptor (what is open, whatever its path now names). */
+  async stat(): Promise<BigIntStats> {
+    this.#checkOpen('stat');
+    return this.#track(async () => {
+      try {
+        return await this.#fh.stat({ bigint: true });
+      } catch (e) {
+        throw deviceError('fstat', this.path, undefined, undefined, e);
+      }
+    });
+  }
+
   /** Closes the file descriptor after in-flight operations settle. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
@@ -472,7 +523,7 @@ export async function openVolume(path: string, opts: OpenVolumeOptions): Promise
   if (exclusive) flags |= fsConstants.O_EXCL;
   if (creating) flags |= fsConstants.O_CREAT;
 
-  let fh: FileHandle;
+  let fh: VolumeFile;
   try {
     fh = await open(path, flags, 0o600);
   } catch (e) {
@@ -487,6 +538,33 @@ export async function openVolume(path: string, opts: OpenVolumeOptions): Promise
     throw deviceError(`open (${opts.mode})`, path, undefined, undefined, e);
   }
 
+  return volumeFromFile(fh, path, opts, native);
+}
+
+/**
+ * A VolumeHandle for a descriptor the caller opened (e.g. with openBeneath)
+ * and checked: no second lookup by path, so what was checked is what gets
+ * written. Takes ownership of fd (closed on failure too). O_EXCL on a block
+ * device must have been given at open; `exclusive` is not applied here.
+ */
+export async function openVolumeFd(fd: number, path: string, opts: OpenVolumeOptions): Promise<VolumeHandle> {
+  const file = new FdFile(fd);
+  if (opts.mode !== 'read' && opts.mode !== 'write') {
+    await file.close().catch(() => undefined);
+    throw new ThinshipError('USAGE', `open ${path}: mode must be 'read' or 'write', got ${String(opts.mode)}`);
+  }
+  let native: NativeDevice;
+  try {
+    native = nativeDevice();
+  } catch (e) {
+    await file.close().catch(() => undefined);
+    throw e;
+  }
+  return volumeFromFile(file, path, opts, native);
+}
+
+/** Checks what is open and measures it; closes fh on failure. */
+async function volumeFromFile(fh: VolumeFile, path: string, opts: OpenVolumeOptions, native: NativeDevice): Promise<VolumeHandle> {
   try {
     const st = await fh.stat({ bigint: true });
     // Recheck on the open descriptor: the path may have been replaced since stat().

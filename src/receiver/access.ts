@@ -9,17 +9,19 @@
  *   us, not taken from the wire.
  * - File targets are absolute, normalised paths (no `.` or `..` segments, no
  *   `//`) lexically under an allowed directory, and their real path (symlinks
- *   resolved) must still be inside that directory's real path; the real path
- *   is what gets opened. A missing file is allowed if its parent's real path
- *   is inside.
+ *   resolved) must still be inside that directory's real path. A missing file
+ *   is allowed if its parent's real path is inside.
  * - Block devices outside directories (a loop device, a disk) must be listed
- *   one by one under `devices`, and are compared by real path.
+ *   one by one under `devices`, and are compared by real path; the device
+ *   number the listed path had when the rules were read is kept.
  * Everything is decided before anything is opened; PERMISSION_DENIED opens
- * nothing. (Residual race, documented: someone with write access inside an
- * allowed directory could swap a path component for a symlink between the
- * check and the open.)
+ * nothing. The decision is then enforced at the open (target.ts), so that
+ * nothing changed in between can redirect it: a file is opened beneath the
+ * allowed directory's descriptor with no symlink in any component (openat2
+ * RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS), must be a regular file with exactly
+ * one link, and a device must still be the device the rules named.
  */
-import { realpath, lstat } from 'node:fs/promises';
+import { realpath, lstat, stat } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { ThinshipError } from '../errors.js';
 
@@ -35,8 +37,8 @@ export interface IdentityRules {
   lvm: LvmRule[];
   /** Directories (absolute) under which file targets may be written, with their real paths. */
   directories: { path: string; real: string }[];
-  /** Block devices (absolute paths) that may be written, with their real paths. */
-  devices: { path: string; real: string }[];
+  /** Block devices (absolute paths) that may be written, with their real paths and device numbers (st_rdev). */
+  devices: { path: string; real: string; rdev: bigint }[];
 }
 
 export interface AccessPolicy {
@@ -53,7 +55,10 @@ export interface ClientIdentity {
 
 export type AllowedTarget =
   | { kind: 'lvm'; name: string; vg: string; lv: string; pool?: string; key: string }
-  | { kind: 'path'; name: string; realPath: string; exists: boolean; key: string };
+  /** A file under an allowed directory: opened as `rel` beneath the directory's real path `dir`. */
+  | { kind: 'path'; name: string; realPath: string; exists: boolean; key: string; dir: string; rel: string }
+  /** A listed block device: realPath must still be the device numbered `rdev` when it is opened. */
+  | { kind: 'device'; name: string; realPath: string; key: string; rdev: bigint };
 
 const LVM_NAME = /^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$/;
 const MAX_TARGET_NAME = 4096;
@@ -73,8 +78,14 @@ function checkAbsoluteNormal(p: string, what: string): void {
   }
 }
 
-function isInside(child: string, dir: string): boolean {
+/** Lexically strictly below dir: `/x/allowed-evil/f` is not inside `/x/allowed`. */
+export function isInside(child: string, dir: string): boolean {
   return dir === '/' ? child.startsWith('/') && child !== '/' : child.startsWith(dir + '/');
+}
+
+/** The path of child relative to dir (child inside dir). */
+function below(child: string, dir: string): string {
+  return dir === '/' ? child.slice(1) : child.slice(dir.length + 1);
 }
 
 /** Parses the "identities" object of the receiver config (see docs in the README). */
@@ -102,12 +113,20 @@ export async function parseAccessRules(v: unknown, where: string): Promise<Acces
         if (typeof p !== 'string') throw new ThinshipError('USAGE', `${at}.${key}: ${JSON.stringify(p)} is not a path`);
         checkAbsoluteNormal(p, `${at}.${key} entry`);
         let real: string;
+        let st;
         try {
           real = await realpath(p);
+          st = await stat(real, { bigint: true });
         } catch (e) {
           throw new ThinshipError('USAGE', `${at}.${key}: ${p} does not exist (${(e as NodeJS.ErrnoException).code})`, { cause: e });
         }
-        rules[key].push({ path: p, real });
+        if (key === 'directories') {
+          if (!st.isDirectory()) throw new ThinshipError('USAGE', `${at}.directories: ${p} is not a directory`);
+          rules.directories.push({ path: p, real });
+        } else {
+          if (!st.isBlockDevice()) throw new ThinshipError('USAGE', `${at}.devices: ${p} is not a block device (files go under "directories")`);
+          rules.devices.push({ path: p, real, rdev: st.rdev });
+        }
       }
     }
     identities.set(id, rules);
@@ -165,11 +184,12 @@ export async function authorizeTarget(policy: AccessPolicy, who: ClientIdentity,
     if (code !== 'ENOENT') throw denied(who, target, `it cannot be resolved (${code})`);
   }
   if (real !== undefined) {
-    if (devices.some((d) => d.real === real)) return { kind: 'path', name: target, realPath: real, exists: true, key: real };
+    const dev = devices.find((d) => d.real === real);
+    if (dev) return { kind: 'device', name: target, realPath: real, key: real, rdev: dev.rdev };
     const dir = dirs.find((d) => isInside(target, d.path) || isInside(target, d.real));
     if (!dir) throw denied(who, target, 'it is not under an allowed directory');
     if (!isInside(real, dir.real)) throw denied(who, target, `it resolves to ${real}, outside ${dir.path}`);
-    return { kind: 'path', name: target, realPath: real, exists: true, key: real };
+    return { kind: 'path', name: target, realPath: real, exists: true, key: real, dir: dir.real, rel: below(real, dir.real) };
   }
   // Does not exist: it will be created, so its parent must resolve inside an allowed directory.
   const dir = dirs.find((d) => isInside(target, d.path) || isInside(target, d.real));
@@ -183,8 +203,8 @@ export async function authorizeTarget(policy: AccessPolicy, who: ClientIdentity,
   }
   if (realParent !== dir.real && !isInside(realParent, dir.real)) throw denied(who, target, `its directory resolves to ${realParent}, outside ${dir.path}`);
   const realPath = posix.join(realParent, posix.basename(target));
-  // A dangling symlink at the name would make O_CREAT follow it elsewhere.
+  // A dangling symlink at the name: refused here with a clear reason (the open would refuse it too).
   const st = await lstat(realPath).catch(() => undefined);
   if (st?.isSymbolicLink()) throw denied(who, target, 'it is a dangling symbolic link');
-  return { kind: 'path', name: target, realPath, exists: false, key: realPath };
+  return { kind: 'path', name: target, realPath, exists: false, key: realPath, dir: dir.real, rel: below(realPath, dir.real) };
 }

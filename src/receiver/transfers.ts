@@ -18,10 +18,9 @@
  * last checkpoint.
  */
 import { ThinshipError, asThinshipError } from '../errors.js';
-import { openVolume, type VolumeHandle } from '../device/volume.js';
+import type { VolumeHandle } from '../device/volume.js';
 import { applyMessages } from './receiver.js';
-import { resolveTarget } from './target.js';
-import { resolveThinVolume } from '../thin/lvm.js';
+import { currentTargetIdentity, openTransferTarget } from './target.js';
 import { StreamDigest, dataChecksum, SHA256_BYTES } from '../stream/digest.js';
 import { checkData, type DataCheck, type DataChecked } from './decode-data.js';
 import { DecodePool } from './decode-pool.js';
@@ -500,6 +499,14 @@ function wireBytes(r: WireRecord): number {
   return MESSAGE_COST_BYTES + (r.type === 'data' ? r.payload.length : 0);
 }
 
+/** The target is not what transfer `cp` wrote (removed, or re-created): it holds nothing of it. */
+function replacedError(cp: TransferCheckpoint, b: TransferBegin, now: string | undefined): ThinshipError {
+  const how = now === undefined ? 'was removed' : 'was replaced';
+  const advice = b.mode === 'incremental' ? `it no longer holds ${cp.sourceId}, the base this incremental applies to: send a full stream` : 'ask GetTransferState and send again from offset 0';
+  // A full transfer only has to start over (RESUME_MISMATCH: a sender asks again); an incremental cannot apply.
+  return new ThinshipError(b.mode === 'incremental' ? 'BASE_MISMATCH' : 'RESUME_MISMATCH', `target ${b.target} ${how} since transfer ${cp.transferId} wrote it (then ${cp.targetIdentity}, now ${now ?? 'missing'}): ${advice}`, { details: { transferId: cp.transferId, recorded: cp.targetIdentity, now } });
+}
+
 export class TransferRegistry {
   readonly store: CheckpointStore;
   private readonly checkpoints = new Map<string, TransferCheckpoint>();
@@ -623,8 +630,21 @@ export class TransferRegistry {
     return cp;
   }
 
-  state(who: ClientIdentity, transferId: string): TransferStateView {
-    return this.view(this.owned(who, transferId));
+  /**
+   * Answered from the target as well as the record: a target removed or
+   * replaced since the transfer wrote it holds nothing of it, so the transfer
+   * is reported as not begun (in progress at offset 0), and a sender sends it
+   * again from the start (apply() refuses that for an incremental).
+   */
+  async state(who: ClientIdentity, transferId: string): Promise<TransferStateView> {
+    const cp = this.owned(who, transferId);
+    if (cp.targetIdentity === undefined || this.sessions.has(keyOf(cp.identity, transferId))) return this.view(cp);
+    const target = await authorizeTarget(this.opts.policy, who, cp.target).catch(() => undefined);
+    if (!target || (await currentTargetIdentity(target)) === cp.targetIdentity) return this.view(cp);
+    return {
+      ...this.view(cp), status: 'in_progress', durableOffsetBytes: 0, digestState: hex(Buffer.alloc(SHA256_BYTES)),
+      dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0,
+    };
   }
 
   async abort(who: ClientIdentity, transferId: string, reason: string): Promise<{ stopped: boolean; durableOffsetBytes: number }> {
@@ -711,6 +731,9 @@ export class TransferRegistry {
     const id = begin.transferId;
     // Transfer ids are per identity: another identity's transfer of the same id is another transfer.
     const key = keyOf(identity, id);
+    // The records are checked against the target itself (identity recorded by run()).
+    const recorded = (c: TransferCheckpoint) => c.targetIdentity !== undefined && ((c.identity === identity && c.transferId === id) || (begin.mode === 'incremental' && c.targetKey === target.key && c.status === 'complete'));
+    const now = [...this.checkpoints.values()].some(recorded) ? await currentTargetIdentity(target) : undefined;
 
     // Claim the transfer and its target. Everything between the awaits below is synchronous.
     let cp: TransferCheckpoint | undefined;
@@ -738,8 +761,15 @@ export class TransferRegistry {
       const until = h ? `; it expires at ${new Date(h.updatedUnixMs + this.o.expiryMs).toISOString()} unless resumed` : '';
       throw new ThinshipError('TRANSFER_BUSY', `target ${begin.target} is in use by transfer ${holder.transferId} (running, or resumable: abort it with AbortTransfer${until})`, { details: { holder: holder.transferId } });
     }
-    this.checkCapacity(identity, !cp);
-    if (!cp && begin.mode === 'incremental') this.checkBase(begin, target.key, identity);
+    if (cp?.targetIdentity !== undefined && cp.targetIdentity !== now) {
+      // A full transfer starts over (its first checkpoint replaces this record); an incremental has lost its base.
+      if (begin.mode === 'incremental') throw replacedError(cp, begin, now);
+      this.opts.log.info({ transferId: id, target: begin.target, recorded: cp.targetIdentity, now: now ?? 'missing' }, 'target replaced since the transfer wrote it: starting over');
+      cp = undefined;
+    }
+    // A transfer starting over replaces its own stored record: not a new one for the stored cap.
+    this.checkCapacity(identity, !this.checkpoints.has(key));
+    if (!cp && begin.mode === 'incremental') this.checkBase(begin, target.key, identity, now);
     if (cp?.status === 'complete') throw new ThinshipError('RESUME_MISMATCH', `transfer ${id} is already complete (durable at ${cp.durableOffsetBytes}); send with a new transfer id to send it again`);
     const durable = cp?.durableOffsetBytes ?? 0;
     if (begin.resumeOffsetBytes !== durable) {
@@ -770,10 +800,15 @@ export class TransferRegistry {
    * what a target holds from the last transfer it completed there; a target it
    * has no record of (seeded by pipe mode, or by hand) is taken on trust.
    */
-  private checkBase(b: TransferBegin, targetKey: string, identity: string): void {
+  private checkBase(b: TransferBegin, targetKey: string, identity: string, now: string | undefined): void {
     let last: TransferCheckpoint | undefined;
     for (const cp of this.checkpoints.values()) {
       if (cp.targetKey === targetKey && cp.status === 'complete' && (!last || cp.updatedUnixMs > last.updatedUnixMs)) last = cp;
+    }
+    if (last?.targetIdentity !== undefined && last.targetIdentity !== now) {
+      // Another identity's transfer: say nothing about it.
+      if (last.identity !== identity) throw new ThinshipError('BASE_MISMATCH', `target ${b.target} was replaced since another identity's transfer wrote it: send a full stream`, { details: { base: b.baseId } });
+      throw replacedError(last, b, now);
     }
     if (last && last.sourceId !== b.baseId && last.identity !== identity) {
       throw new ThinshipError('BASE_MISMATCH', `target ${b.target} was last written by another identity's transfer, not from base ${b.baseId}: send a full stream`, { details: { base: b.baseId } });
@@ -792,29 +827,6 @@ export class TransferRegistry {
     if (cp.volumeSizeBytes !== b.volumeSizeBytes) diffs.push(`volume size ${cp.volumeSizeBytes} vs ${b.volumeSizeBytes}`);
     if (cp.checksum !== b.checksum) diffs.push(`checksum ${cp.checksum} vs ${b.checksum}`);
     if (diffs.length > 0) throw new ThinshipError('RESUME_MISMATCH', `transfer id ${cp.transferId} was begun with different parameters (${diffs.join('; ')}); use another transfer id`);
-  }
-
-  private async openTarget(t: AllowedTarget, b: TransferBegin, resuming: boolean): Promise<{ handle: VolumeHandle; release: () => Promise<void> }> {
-    if (t.kind === 'lvm') {
-      const v = await resolveThinVolume(`${t.vg}/${t.lv}`);
-      if (t.pool !== undefined && v.pool.lv !== t.pool) {
-        throw new ThinshipError('PERMISSION_DENIED', `target ${t.name} is in thin pool ${v.pool.vg}/${v.pool.lv}, not in the allowed pool ${t.vg}/${t.pool}`);
-      }
-      const r = await resolveTarget({ kind: 'lvm', vg: t.vg, lv: t.lv, name: t.name });
-      try {
-        const handle = await openVolume(r.path, { mode: 'write' });
-        return { handle, release: r.release };
-      } catch (e) {
-        await r.release().catch(() => undefined);
-        throw e;
-      }
-    }
-    if (!t.exists && (b.mode === 'incremental' || resuming)) {
-      throw new ThinshipError('NOT_FOUND', `target ${t.name} does not exist: ${resuming ? 'it was removed during the transfer' : 'an incremental stream applies only to a target holding its base'}`);
-    }
-    const handle = await openVolume(t.realPath, { mode: 'write', create: !t.exists });
-    if (handle.kind === 'file' && handle.sizeBytes < b.volumeSizeBytes) await handle.extendTo(b.volumeSizeBytes);
-    return { handle, release: async () => undefined };
   }
 
   /**
@@ -843,7 +855,17 @@ export class TransferRegistry {
       dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0, createdUnixMs: now, updatedUnixMs: now,
     };
     log.info({ mode: begin.mode, volumeSizeBytes: begin.volumeSizeBytes, resumeOffsetBytes: begin.resumeOffsetBytes, plannedDataBytes: begin.plannedDataBytes, resuming: !!existing }, existing ? 'transfer resuming' : 'transfer begin');
-    const { handle, release } = await this.openTarget(target, begin, !!existing);
+    const { handle, release, identity } = await openTransferTarget(target, {
+      volumeSizeBytes: begin.volumeSizeBytes,
+      mustExist: begin.mode === 'incremental' ? 'an incremental stream applies only to a target holding its base' : existing ? 'it was removed during the transfer' : undefined,
+    });
+    if (existing?.targetIdentity !== undefined && identity !== existing.targetIdentity) {
+      // Replaced between apply()'s look and the open: what is open now holds nothing of this transfer.
+      await handle.close().catch(() => undefined);
+      await release().catch(() => undefined);
+      throw replacedError(existing, begin, identity);
+    }
+    cp = { ...cp, targetIdentity: identity };
     if (handle.sizeBytes < begin.volumeSizeBytes) {
       // Refused before the transfer is recorded: a refused begin holds nothing.
       await handle.close().catch(() => undefined);

@@ -289,7 +289,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
         cb(st);
       });
     },
-    GetTransferState: unary<{ transferId: string }, PbTransferState>('GetTransferState', async (call) => stateToProto(registry.state(who(call), String(call.request.transferId ?? '')))),
+    GetTransferState: unary<{ transferId: string }, PbTransferState>('GetTransferState', async (call) => stateToProto(await registry.state(who(call), String(call.request.transferId ?? '')))),
     AbortTransfer: unary<{ transferId: string; reason: string }, PbAbortResponse>('AbortTransfer', async (call) => {
       const tid = String(call.request.transferId ?? '');
       const r = await registry.abort(who(call), tid, String(call.request.reason ?? '').slice(0, 500));

@@ -96,7 +96,7 @@ test('target authorisation: allowed names resolve, escapes are PERMISSION_DENIED
   const a = { name: 'a', names: ['a'] };
   const ok = async (t: string) => authorizeTarget(policy, a, t);
   const denied = async (t: string, who = a) => assert.rejects(authorizeTarget(policy, who, t), (e: ThinshipError) => { assert.equal(e.code, 'PERMISSION_DENIED', `${t}: ${e.message}`); return true; });
-  assert.deepEqual(await ok(join(allowed, 'new.img')), { kind: 'path', name: join(allowed, 'new.img'), realPath: join(allowed, 'new.img'), exists: false, key: join(allowed, 'new.img') });
+  assert.deepEqual(await ok(join(allowed, 'new.img')), { kind: 'path', name: join(allowed, 'new.img'), realPath: join(allowed, 'new.img'), exists: false, key: join(allowed, 'new.img'), dir: allowed, rel: 'new.img' });
   assert.equal((await ok(join(allowed, 'sub', 'new.img'))).kind, 'path');
   assert.equal((await ok(join(allowed, 'inner-link.img')) as { realPath: string }).realPath, join(allowed, 'exists.img'), 'a symlink inside resolves to its real path');
   assert.deepEqual(await ok('vg0/backup-db'), { kind: 'lvm', name: 'vg0/backup-db', vg: 'vg0', lv: 'backup-db', pool: undefined, key: 'lvm:vg0/backup-db' });
