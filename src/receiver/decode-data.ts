@@ -16,6 +16,11 @@ export interface DataCheck {
   encoding: 'raw' | 'zstd';
   /** The sender's sha256 (32 bytes), or undefined for a transfer without checksums. */
   checksum?: Uint8Array;
+  /**
+   * The payload's whole ArrayBuffer belongs to this record and nothing reads it
+   * afterwards: a decode worker may take it over (transfer, no copy).
+   */
+  detachable?: boolean;
 }
 
 export interface DataChecked {

@@ -26,15 +26,26 @@ export class DecodePool {
     this.pool = new WorkerPool(new URL('./decode-worker.js', import.meta.url), workers, 'decode');
   }
 
-  /** Like checkData, on a worker. The payload is copied (it is a view into gRPC's message buffer). */
+  /**
+   * Like checkData, on a worker. A detachable payload's buffer (gRPC's buffer
+   * of that one message) is handed over as it is; otherwise the payload is
+   * copied. Each copy of a 4 MiB record is 4 MiB more for the garbage
+   * collector: with 16 transfers that garbage was the largest part of the
+   * receiver's peak memory.
+   */
   async check(c: DataCheck): Promise<DataChecked> {
-    // allocUnsafeSlow: memory of its own (transferable), not zero-filled before the copy.
-    const copy = Buffer.allocUnsafeSlow(c.payload.byteLength);
-    copy.set(c.payload);
-    const job: DecodeJob = {
-      buf: copy.buffer as ArrayBuffer, byteOffset: 0, length: c.payload.byteLength, offsetBytes: c.offsetBytes, lengthBytes: c.lengthBytes, encoding: c.encoding,
-      checksum: c.checksum ? new Uint8Array(c.checksum).buffer as ArrayBuffer : undefined,
-    };
+    const p = c.payload;
+    // Copied first: the checksum may be a view into the buffer handed over below.
+    const checksum = c.checksum ? new Uint8Array(c.checksum).buffer as ArrayBuffer : undefined;
+    let job: DecodeJob;
+    if (c.detachable && p.buffer instanceof ArrayBuffer) {
+      job = { buf: p.buffer, byteOffset: p.byteOffset, length: p.byteLength, offsetBytes: c.offsetBytes, lengthBytes: c.lengthBytes, encoding: c.encoding, checksum };
+    } else {
+      // allocUnsafeSlow: memory of its own (transferable), not zero-filled before the copy.
+      const copy = Buffer.allocUnsafeSlow(p.byteLength);
+      copy.set(p);
+      job = { buf: copy.buffer as ArrayBuffer, byteOffset: 0, length: p.byteLength, offsetBytes: c.offsetBytes, lengthBytes: c.lengthBytes, encoding: c.encoding, checksum };
+    }
     const r = await this.pool.run(job, [job.buf]);
     return { data: Buffer.from(r.buf, r.byteOffset, r.length), sum: r.sum ? Buffer.from(r.sum) : undefined };
   }

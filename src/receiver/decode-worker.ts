@@ -20,10 +20,12 @@ port.on('message', (job: DecodeJob & { id: number }) => {
       payload: new Uint8Array(job.buf, job.byteOffset, job.length),
       checksum: job.checksum ? new Uint8Array(job.checksum) : undefined,
     }, dz);
-    // Raw data is the payload's own memory; decompressed data owns its buffer (allocUnsafeSlow).
-    const own = ownArrayBuffer(r.data).buf;
-    const reply: DecodeReply = { id: job.id, buf: own, byteOffset: 0, length: r.data.byteLength, sum: r.sum ? new Uint8Array(r.sum).buffer as ArrayBuffer : undefined };
-    port.postMessage(reply, [own]);
+    const sum = r.sum ? new Uint8Array(r.sum).buffer as ArrayBuffer : undefined;
+    // Raw data is the payload itself: send the job's buffer back as it came (a view into it,
+    // no copy); decompressed data owns its buffer (allocUnsafeSlow).
+    const own = r.data.buffer === job.buf ? { buf: job.buf, byteOffset: r.data.byteOffset, length: r.data.byteLength } : ownArrayBuffer(r.data);
+    const reply: DecodeReply = { id: job.id, buf: own.buf, byteOffset: own.byteOffset, length: own.length, sum };
+    port.postMessage(reply, [own.buf]);
   } catch (e) {
     port.postMessage(errorReply(job.id, e));
   }

@@ -59,11 +59,47 @@ function clampWindow(n: number): number {
 }
 
 /**
+ * Changes the connection-level receive window of every session, live and
+ * future, of the servers it is given (by raiseReceiveWindow): the receiver
+ * shrinks each sender's window as more transfers run, so that all windows
+ * together stay within its memory budget. Shrinking sends nothing (nghttp2
+ * just withholds WINDOW_UPDATE until the window is under the new size);
+ * growing sends a WINDOW_UPDATE. Changes are coalesced.
+ */
+export class ConnectionWindowControl {
+  readonly servers = new Set<Http2ServerLike>();
+  readonly sessions = new Set<http2.ServerHttp2Session>();
+  private pending: NodeJS.Immediate | undefined;
+
+  constructor(public windowBytes: number, private readonly log?: Logger) {
+    this.windowBytes = clampWindow(windowBytes);
+  }
+
+  setWindow(bytes: number): void {
+    const w = clampWindow(bytes);
+    if (w === this.windowBytes) return;
+    this.windowBytes = w;
+    this.pending ??= setImmediate(() => {
+      this.pending = undefined;
+      const win = this.windowBytes;
+      for (const s of this.sessions) {
+        if (s.destroyed || s.closed) continue;
+        try {
+          s.setLocalWindowSize(win);
+        } catch (e) {
+          this.log?.debug({ err: (e as Error).message }, 'could not change the connection window of a session');
+        }
+      }
+    });
+  }
+}
+
+/**
  * Gives every session of `server` the receive windows (a number: the same for
  * stream and connection). Call before bindAsync. Returns false if this grpc-js
  * offers no way in (the windows then stay at 64 KiB).
  */
-export function raiseReceiveWindow(server: grpc.Server, windows: number | ReceiveWindows, log?: Logger, onSession?: (s: http2.ServerHttp2Session) => void): boolean {
+export function raiseReceiveWindow(server: grpc.Server, windows: number | ReceiveWindows, log?: Logger, onSession?: (s: http2.ServerHttp2Session) => void, control?: ConnectionWindowControl): boolean {
   const w = typeof windows === 'number' ? { streamBytes: windows, connectionBytes: windows } : windows;
   const stream = clampWindow(w.streamBytes);
   const connection = clampWindow(w.connectionBytes);
@@ -76,14 +112,36 @@ export function raiseReceiveWindow(server: grpc.Server, windows: number | Receiv
   s.createHttp2Server = function (this: unknown, creds: unknown) {
     const h2 = original.call(this, creds);
     h2.updateSettings({ initialWindowSize: stream });
+    control?.servers.add(h2);
     h2.on('session', (session: http2.ServerHttp2Session) => {
+      if (control) {
+        control.sessions.add(session);
+        session.once('close', () => control.sessions.delete(session));
+      }
       try {
-        session.setLocalWindowSize(connection);
+        session.setLocalWindowSize(control ? Math.min(control.windowBytes, connection) : connection);
       } catch (e) {
         log?.warn({ err: (e as Error).message }, 'could not raise the HTTP/2 connection window of a session');
       }
       onSession?.(session);
     });
+    return h2;
+  };
+  return true;
+}
+
+/**
+ * Calls `onServer` with every http2 server grpc-js creates for `server`
+ * (through the same internal method as raiseReceiveWindow). Call before
+ * bindAsync. Returns false if this grpc-js offers no way in.
+ */
+export function observeHttp2Servers(server: grpc.Server, onServer: (h2: Http2ServerLike) => void): boolean {
+  const s = server as unknown as { createHttp2Server?: (creds: unknown) => Http2ServerLike };
+  const original = s.createHttp2Server;
+  if (typeof original !== 'function') return false;
+  s.createHttp2Server = function (this: unknown, creds: unknown) {
+    const h2 = original.call(this, creds);
+    onServer(h2);
     return h2;
   };
   return true;

@@ -11,6 +11,15 @@
  *     "decodeWorkers": 2,
  *     "receiveWindowBytes": 33554432,
  *     "connectionWindowBytes": 33554432,
+ *     "maxActiveTransfers": 16,
+ *     "maxActiveTransfersPerIdentity": 8,
+ *     "maxStoredTransfersPerIdentity": 64,
+ *     "maxCompletedTransfersPerIdentity": 1024,
+ *     "maxVolumeBytes": 1125899906842624,
+ *     "idleTimeoutSeconds": 60,
+ *     "minBytesPerSecond": 16384,
+ *     "progressWindowSeconds": 60,
+ *     "maxBufferedBytes": 268435456,
  *     "identities": {
  *       "backup-sender": {
  *         "lvm": [{ "vg": "vg0", "pool": "pool0", "lv": "backup-*" }],
@@ -28,7 +37,10 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { ThinshipError } from '../errors.js';
 import { parseAccessRules, type AccessPolicy } from '../receiver/access.js';
 import type { TlsFiles } from './tls.js';
-import { DEFAULT_CHECKPOINT_INTERVAL_BYTES, DEFAULT_MAX_CHUNK_BYTES, DEFAULT_TRANSFER_EXPIRY_MS } from '../receiver/transfers.js';
+import {
+  DEFAULT_CHECKPOINT_INTERVAL_BYTES, DEFAULT_MAX_CHUNK_BYTES, DEFAULT_TRANSFER_EXPIRY_MS, DEFAULT_MAX_ACTIVE_TRANSFERS, DEFAULT_MAX_STORED_TRANSFERS_PER_IDENTITY, DEFAULT_MAX_COMPLETED_TRANSFERS_PER_IDENTITY,
+  DEFAULT_MAX_VOLUME_BYTES, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MIN_BYTES_PER_SECOND, DEFAULT_PROGRESS_WINDOW_MS, defaultMaxActivePerIdentity, DEFAULT_MAX_BUFFERED_BYTES, MESSAGE_OVERHEAD_BYTES,
+} from '../receiver/transfers.js';
 import { DEFAULT_RECEIVE_WINDOW_BYTES, HTTP2_DEFAULT_WINDOW_BYTES, HTTP2_MAX_WINDOW_BYTES } from './http2-window.js';
 import { defaultWorkerCount } from '../stream/worker-pool.js';
 
@@ -44,13 +56,24 @@ export interface ReceiverConfig {
   /** HTTP/2 receive window of each connection; unset: the stream window. */
   connectionWindowBytes?: number;
   maxActiveTransfers: number;
+  maxActiveTransfersPerIdentity: number;
+  maxStoredTransfersPerIdentity: number;
+  maxCompletedTransfersPerIdentity: number;
+  maxVolumeBytes: number;
+  idleTimeoutMs: number;
+  /** 0: no progress check (the idle timeout still applies). */
+  minBytesPerSecond: number;
+  progressWindowMs: number;
+  /** Memory all running transfers may hold at once (HTTP/2 windows and records in the pipeline). */
+  maxBufferedBytes: number;
   requireChecksum: boolean;
   /** Threads that decompress and checksum DATA (0: the main thread). */
   decodeWorkers: number;
   policy: AccessPolicy;
 }
 
-const KEYS = ['tls', 'stateDir', 'checkpointIntervalBytes', 'transferExpirySeconds', 'maxChunkBytes', 'receiveWindowBytes', 'connectionWindowBytes', 'maxActiveTransfers', 'requireChecksum', 'decodeWorkers', 'identities'];
+const KEYS = ['tls', 'stateDir', 'checkpointIntervalBytes', 'transferExpirySeconds', 'maxChunkBytes', 'receiveWindowBytes', 'connectionWindowBytes', 'maxActiveTransfers', 'maxActiveTransfersPerIdentity', 'maxStoredTransfersPerIdentity', 'maxCompletedTransfersPerIdentity',
+  'maxVolumeBytes', 'idleTimeoutSeconds', 'minBytesPerSecond', 'progressWindowSeconds', 'maxBufferedBytes', 'requireChecksum', 'decodeWorkers', 'identities'];
 
 export async function loadReceiverConfig(file: string): Promise<ReceiverConfig> {
   let text: string;
@@ -96,6 +119,16 @@ export async function parseReceiverConfig(v: Record<string, unknown>, file: stri
   }
   const maxChunkBytes = uint('maxChunkBytes', DEFAULT_MAX_CHUNK_BYTES, 4096);
   if (maxChunkBytes > 64 * 1024 * 1024) throw new ThinshipError('USAGE', `${file}: "maxChunkBytes" must be at most 64 MiB`);
+  const maxActiveTransfers = uint('maxActiveTransfers', DEFAULT_MAX_ACTIVE_TRANSFERS);
+  // Room for at least one record (message, decoder copy, zstd output) in each half of the budget.
+  const minBuffered = 2 * (3 * maxChunkBytes + 2 * MESSAGE_OVERHEAD_BYTES);
+  const maxBufferedBytes = uint('maxBufferedBytes', Math.max(DEFAULT_MAX_BUFFERED_BYTES, minBuffered), minBuffered);
+  // Seconds beyond a day would be a misunderstanding (and overflow setTimeout's 2^31 ms).
+  const seconds = (k: string, dflt: number, min = 1) => {
+    const x = uint(k, dflt, min);
+    if (x > 86400) throw new ThinshipError('USAGE', `${file}: "${k}" must be at most 86400 (a day)`);
+    return x;
+  };
   if (v.requireChecksum !== undefined && typeof v.requireChecksum !== 'boolean') throw new ThinshipError('USAGE', `${file}: "requireChecksum" must be true or false`);
   return {
     file,
@@ -106,7 +139,15 @@ export async function parseReceiverConfig(v: Record<string, unknown>, file: stri
     maxChunkBytes,
     receiveWindowBytes: window('receiveWindowBytes', DEFAULT_RECEIVE_WINDOW_BYTES),
     connectionWindowBytes: v.connectionWindowBytes === undefined ? undefined : window('connectionWindowBytes', 0),
-    maxActiveTransfers: uint('maxActiveTransfers', 16),
+    maxActiveTransfers,
+    maxActiveTransfersPerIdentity: uint('maxActiveTransfersPerIdentity', defaultMaxActivePerIdentity(maxActiveTransfers)),
+    maxStoredTransfersPerIdentity: uint('maxStoredTransfersPerIdentity', DEFAULT_MAX_STORED_TRANSFERS_PER_IDENTITY),
+    maxCompletedTransfersPerIdentity: uint('maxCompletedTransfersPerIdentity', DEFAULT_MAX_COMPLETED_TRANSFERS_PER_IDENTITY),
+    maxVolumeBytes: uint('maxVolumeBytes', DEFAULT_MAX_VOLUME_BYTES),
+    idleTimeoutMs: seconds('idleTimeoutSeconds', DEFAULT_IDLE_TIMEOUT_MS / 1000) * 1000,
+    minBytesPerSecond: uint('minBytesPerSecond', DEFAULT_MIN_BYTES_PER_SECOND, 0),
+    progressWindowMs: seconds('progressWindowSeconds', DEFAULT_PROGRESS_WINDOW_MS / 1000) * 1000,
+    maxBufferedBytes,
     requireChecksum: v.requireChecksum === undefined ? true : v.requireChecksum as boolean,
     decodeWorkers: uint('decodeWorkers', defaultWorkerCount(), 0),
     policy: await parseAccessRules(v.identities ?? {}, file),

@@ -5,13 +5,13 @@
  * TransferBegin / WireRecord values of receiver/transfers.ts, which
  * validates and applies them, and errors become gRPC statuses (status.ts).
  *
- * Memory per running transfer is bounded by: the HTTP/2 stream receive window
- * (32 MiB by default, receiveWindowBytes; sized for 1 Gbit/s at 100 ms RTT,
- * see http2-window.ts) + grpc-js's object-mode readable buffer (16 messages
- * of at most maxChunkBytes + 64 KiB) + DECODE_AHEAD_RECORDS (4) records being
- * decoded (compressed copy + decompressed bytes) + the one being written:
- * about 32 + 16 + 8 + 1 = 57 MiB at 1 MiB chunks. That much is only held
- * when the target is slower than the link.
+ * Memory: all running transfers together hold at most maxBufferedBytes
+ * (default 256 MiB) of messages: half is a shared budget for records received
+ * and not yet written (transfers.ts reserves each record's worst case before
+ * it lets gRPC read the message; grpc-js queues none ahead), half is split
+ * among running transfers as sender connection windows (each less one
+ * message), shrinking as more transfers run. Measured: 16 transfers of 4 MiB
+ * chunks, serve's peak RSS ~430 MiB (test/service/receiver-limits.test.ts).
  */
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -19,12 +19,14 @@ import type { Logger } from 'pino';
 import type { ServerHttp2Session } from 'node:http2';
 import { ThinshipError } from '../errors.js';
 import { log as rootLog } from '../log.js';
-import { TransferRegistry, type TransferBegin, type TransferStateView, type WireRecord } from '../receiver/transfers.js';
+import { TransferRegistry, MESSAGE_OVERHEAD_BYTES, type TransferBegin, type TransferStateView, type WireRecord } from '../receiver/transfers.js';
 import { ownerName, type ClientIdentity } from '../receiver/access.js';
 import { receiverProto, receiverProtoPath, LOADER_OPTIONS, PROTOCOL_VERSION, RECEIVER_SERVICE, type PbApplyRequestIn, type PbApplyResponse, type PbBegin, type PbTransferState, type PbAbortResponse } from './proto.js';
 import { toServiceError } from './status.js';
 import { callerNames, checkInsecureAllowed, parseHostPort, serverCredentials, type AuthContextLike } from './tls.js';
-import { raiseReceiveWindow } from './http2-window.js';
+import { raiseReceiveWindow, observeHttp2Servers, ConnectionWindowControl } from './http2-window.js';
+import type { TLSSocket } from 'node:tls';
+import type { Socket } from 'node:net';
 import type { ReceiverConfig } from './server-config.js';
 
 export interface ReceiverServerOptions {
@@ -50,8 +52,6 @@ export interface RunningReceiver {
   close(graceMs?: number): Promise<void>;
 }
 
-/** Bytes a message may carry beyond its uncompressed chunk: a zstd frame's worst case and the other fields. */
-const MESSAGE_OVERHEAD_BYTES = 64 * 1024;
 
 const MODES = { TRANSFER_MODE_FULL: 'full', TRANSFER_MODE_INCREMENTAL: 'incremental' } as const;
 const COMPRESSIONS = { COMPRESSION_UNSPECIFIED: 'none', COMPRESSION_NONE: 'none', COMPRESSION_ZSTD: 'zstd' } as const;
@@ -65,6 +65,17 @@ function pick<T extends Record<string, string>>(table: T, v: unknown, field: str
 
 function uint(v: unknown): number {
   return typeof v === 'number' ? v : Number.NaN;
+}
+
+/**
+ * grpc-js assembles each message into a Buffer of its own (Buffer.concat of the
+ * framed message), and protobufjs decodes bytes fields as views into it. A
+ * payload of at least 64 KiB whose ArrayBuffer is no bigger than one message
+ * is therefore in a buffer nothing else uses (Node's shared 8 KiB pool is far
+ * smaller): the decode worker may take that buffer over instead of a copy.
+ */
+function detachable(payload: Buffer): boolean {
+  return payload.byteLength >= 64 * 1024 && payload.buffer instanceof ArrayBuffer && payload.buffer.byteLength <= payload.byteLength + MESSAGE_OVERHEAD_BYTES;
 }
 
 function buf(v: unknown): Buffer {
@@ -99,7 +110,8 @@ export function recordFromProto(m: PbApplyRequestIn): WireRecord {
       const d = m.data!;
       const encoding = typeof d.encoding === 'string' && Object.hasOwn(ENCODINGS, d.encoding) ? ENCODINGS[d.encoding as keyof typeof ENCODINGS] : undefined;
       if (!encoding) return { type: 'invalid', what: `data record at volume offset ${uint(d.offsetBytes)}: encoding ${String(d.encoding)} is not RAW, ZSTD or ZERO` };
-      return { type: 'data', offsetBytes: uint(d.offsetBytes), lengthBytes: uint(d.lengthBytes), payload: buf(d.payload), encoding, checksum: buf(d.checksum) };
+      const payload = buf(d.payload);
+      return { type: 'data', offsetBytes: uint(d.offsetBytes), lengthBytes: uint(d.lengthBytes), payload, encoding, checksum: buf(d.checksum), detachable: detachable(payload) };
     }
     case 'unmap':
       return { type: 'unmap', offsetBytes: uint(m.unmap!.offsetBytes), lengthBytes: uint(m.unmap!.lengthBytes) };
@@ -135,6 +147,41 @@ export function stateToProto(s: TransferStateView): PbTransferState {
   };
 }
 
+/** At most this many refused-handshake lines per window; the rest are counted in the next line. */
+const HANDSHAKE_LOG_LINES = 20;
+const HANDSHAKE_LOG_WINDOW_MS = 10_000;
+
+/**
+ * Logs every TLS handshake the receiver refuses (wrong CA, expired or missing
+ * client certificate, not TLS at all) at warn with the peer address and
+ * OpenSSL's reason: grpc-js drops them silently, and they are what an
+ * operator needs to see a misconfigured or hostile client. Rate-limited so a
+ * flood of bad handshakes cannot flood the log.
+ */
+function logRefusedHandshakes(server: grpc.Server, log: Logger): void {
+  let windowStart = 0;
+  let lines = 0;
+  let suppressed = 0;
+  // By the time http2 reports the error the TLS socket may be closed and have forgotten its
+  // peer: note each connection's address when it arrives (the TLS socket wraps it as _parent).
+  const peers = new WeakMap<object, string>();
+  const ok = observeHttp2Servers(server, (h2) => {
+    h2.on('connection', (raw: Socket) => { peers.set(raw, `${raw.remoteAddress}:${raw.remotePort}`); });
+    h2.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket & { _parent?: object; authorizationError?: string }) => {
+      const now = Date.now();
+      if (now - windowStart > HANDSHAKE_LOG_WINDOW_MS) { windowStart = now; lines = 0; }
+      if (++lines > HANDSHAKE_LOG_LINES) { suppressed++; return; }
+      const peer = socket.remoteAddress !== undefined ? `${socket.remoteAddress}:${socket.remotePort}` : peers.get(socket._parent ?? socket) ?? 'unknown';
+      // A refused client certificate surfaces as a bare "socket hang up" (Node destroys the socket
+      // after the handshake); the certificate's fault is in authorizationError.
+      const why = socket.authorizationError ? `client certificate refused: ${socket.authorizationError}` : err.message;
+      log.warn({ peer, reason: why, code: socket.authorizationError ?? err.code, ...(suppressed > 0 ? { suppressedBefore: suppressed } : {}) }, 'TLS handshake refused');
+      suppressed = 0;
+    });
+  });
+  if (!ok) log.warn('this grpc-js has no Server.createHttp2Server: refused TLS handshakes are not logged');
+}
+
 export async function startReceiver(o: ReceiverServerOptions): Promise<RunningReceiver> {
   const log = (o.log ?? rootLog).child({ component: 'receiver' });
   const cfg = o.config;
@@ -148,11 +195,31 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     creds = await serverCredentials(cfg.tls);
   }
 
+  const windowBytes = o.receiveWindowBytes ?? cfg.receiveWindowBytes;
+  let windows: ConnectionWindowControl | undefined;
   const registry = new TransferRegistry({
     stateDir: cfg.stateDir, policy: cfg.policy, log,
     checkpointIntervalBytes: cfg.checkpointIntervalBytes, maxChunkBytes: cfg.maxChunkBytes, expiryMs: cfg.transferExpiryMs,
     requireChecksum: cfg.requireChecksum, maxActiveTransfers: cfg.maxActiveTransfers, decodeWorkers: cfg.decodeWorkers,
+    maxActiveTransfersPerIdentity: cfg.maxActiveTransfersPerIdentity, maxStoredTransfersPerIdentity: cfg.maxStoredTransfersPerIdentity,
+    maxCompletedTransfersPerIdentity: cfg.maxCompletedTransfersPerIdentity,
+    maxVolumeBytes: cfg.maxVolumeBytes, idleTimeoutMs: cfg.idleTimeoutMs, minBytesPerSecond: cfg.minBytesPerSecond, progressWindowMs: cfg.progressWindowMs,
+    maxBufferedBytes: cfg.maxBufferedBytes,
+    onActiveChange: (n) => windows?.setWindow(connectionWindowFor(n)),
   });
+  const maxMessageBytes = cfg.maxChunkBytes + MESSAGE_OVERHEAD_BYTES;
+  // The connection window follows the stream window unless set: one transfer is one stream.
+  const connectionWindowBytes = o.connectionWindowBytes ?? cfg.connectionWindowBytes ?? (windowBytes || 0);
+  /**
+   * With n transfers running (and room for one more arriving), each sender connection's
+   * receive window is its share of the network half of maxBufferedBytes less the one message
+   * gRPC may queue for it, never above the configured window (HTTP/2's 64 KiB at least).
+   * Node withholds WINDOW_UPDATE while a stream is paused, so a connection never holds more
+   * unread data than its window. (Shrinking the stream window instead, by SETTINGS on live
+   * sessions, made grpc-js clients reset their streams.)
+   */
+  const connectionWindowFor = (n: number) => Math.min(connectionWindowBytes, registry.windowShareBytes(n + 1) - maxMessageBytes);
+  if (windowBytes !== false) windows = new ConnectionWindowControl(connectionWindowFor(0), log);
   await registry.start();
 
   const server = new grpc.Server({
@@ -161,10 +228,8 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     'grpc.keepalive_time_ms': 60_000,
     'grpc.keepalive_timeout_ms': 20_000,
   });
-  const windowBytes = o.receiveWindowBytes ?? cfg.receiveWindowBytes;
-  // The connection window follows the stream window unless set: one transfer is one stream.
-  const connectionWindowBytes = o.connectionWindowBytes ?? cfg.connectionWindowBytes ?? (windowBytes || 0);
-  if (windowBytes !== false) raiseReceiveWindow(server, { streamBytes: windowBytes, connectionBytes: connectionWindowBytes }, log, o.onHttp2Session);
+  if (windowBytes !== false) raiseReceiveWindow(server, { streamBytes: windowBytes, connectionBytes: connectionWindowBytes }, log, o.onHttp2Session, windows);
+  if (!o.insecure) logRefusedHandshakes(server, log);
 
   const who = (call: { getAuthContext(): AuthContextLike; getPeer(): string }): ClientIdentity => {
     const names = o.insecure ? ['anonymous'] : callerNames(call);
@@ -177,8 +242,17 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     const gone = new AbortController();
     call.on('cancelled', () => gone.abort(new ThinshipError('UNAVAILABLE', 'the sender cancelled the call or its connection broke', { retryable: true })));
     call.on('error', () => undefined); // reported through 'cancelled' / the iterator
+    // grpc-js reads ahead up to the Readable's high-water mark (16 messages of up to
+    // maxChunkBytes each); the registry asks for messages as its buffer budget allows, so
+    // gRPC reads one only when asked (at most one queued, accounted in the window share).
+    const rs = (call as unknown as { _readableState?: { highWaterMark?: number } })._readableState;
+    if (rs && typeof rs.highWaterMark === 'number') rs.highWaterMark = 0;
     const it = call[Symbol.asyncIterator]() as AsyncIterator<PbApplyRequestIn>;
-    const first = await it.next();
+    // A call that never sends its Begin holds a stream (not a transfer slot): the idle timeout ends it too.
+    let idle: NodeJS.Timeout | undefined;
+    const first = await Promise.race([it.next(), new Promise<never>((_, reject) => {
+      idle = setTimeout(() => reject(new ThinshipError('UNAVAILABLE', `no Begin from the sender within ${registry.idleTimeoutMs / 1000} s (idleTimeoutSeconds)`, { retryable: true })), registry.idleTimeoutMs);
+    })]).finally(() => clearTimeout(idle));
     if (first.done) throw new ThinshipError('BAD_STREAM', 'the call ended before its Begin');
     if (first.value.kind !== 'begin' || !first.value.begin) throw new ThinshipError('BAD_STREAM', `the first message must be a Begin, got ${first.value.kind ?? 'an empty message'}`);
     const begin = beginFromProto(first.value.begin);

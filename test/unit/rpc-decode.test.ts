@@ -98,11 +98,11 @@ test('every malformed record is refused, naming its offset', () => {
 test('checkBegin refuses inconsistent begins', () => {
   checkBegin(begin(), { requireChecksum: true });
   throwsCode(() => checkBegin(begin({ transferId: '../x' }), { requireChecksum: true }), 'BAD_STREAM', /transfer id/);
-  throwsCode(() => checkBegin(begin({ volumeSizeBytes: 0 }), { requireChecksum: true }), 'BAD_STREAM', /volume size 0/);
+  throwsCode(() => checkBegin(begin({ volumeSizeBytes: 0 }), { requireChecksum: true }), 'BAD_STREAM', /volume_size_bytes 0/);
   throwsCode(() => checkBegin(begin({ mode: 'incremental' }), { requireChecksum: true }), 'BAD_STREAM', /needs base_id/);
   throwsCode(() => checkBegin(begin({ baseId: 'b' }), { requireChecksum: true }), 'BAD_STREAM', /must not name a base/);
   throwsCode(() => checkBegin(begin({ checksum: 'none' }), { requireChecksum: true }), 'BAD_STREAM', /requires checksums/);
-  throwsCode(() => checkBegin(begin({ resumeOffsetBytes: 17 * MiB }), { requireChecksum: true }), 'BAD_STREAM', /resume offset/);
+  throwsCode(() => checkBegin(begin({ resumeOffsetBytes: 17 * MiB }), { requireChecksum: true }), 'BAD_STREAM', /resume_offset_bytes/);
   checkBegin(begin({ checksum: 'none' }), { requireChecksum: false });
 });
 

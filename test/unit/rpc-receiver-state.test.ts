@@ -5,11 +5,11 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, mkdirSync, symlinkSync, writeFileSync, readdirSync, realpathSync } from 'node:fs';
+import { mkdtempSync, rmSync, mkdirSync, symlinkSync, writeFileSync, readFileSync, readdirSync, realpathSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
-import { CheckpointStore, checkTransferId, type TransferCheckpoint } from '../../src/receiver/checkpoint.js';
+import { CheckpointStore, checkTransferId, checkpointFileName, type TransferCheckpoint } from '../../src/receiver/checkpoint.js';
 import { parseAccessRules, authorizeTarget, type AccessPolicy } from '../../src/receiver/access.js';
 import { certificateNames, parseHostPort, isLoopbackHost } from '../../src/rpc/tls.js';
 import { CompressPool } from '../../src/sender/compress-pool.js';
@@ -21,27 +21,40 @@ before(() => { dir = realpathSync(mkdtempSync(join(tmpdir(), 'thinship-rs-'))); 
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 const cp = (id: string, over: Partial<TransferCheckpoint> = {}): TransferCheckpoint => ({
-  format: 1, transferId: id, status: 'in_progress', identity: 'a', target: '/t', targetKey: '/t', mode: 'full', sourceId: 's', baseId: '',
+  format: 2, transferId: id, status: 'in_progress', identity: 'a', target: '/t', targetKey: '/t', mode: 'full', sourceId: 's', baseId: '',
   volumeSizeBytes: 100, blockSizeBytes: 10, checksum: 'sha256', durableOffsetBytes: 0, digestState: '0'.repeat(64),
   dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0, createdUnixMs: 1, updatedUnixMs: 2, ...over,
 });
 
-test('checkpoints are saved atomically, listed, validated and removed', async () => {
+test('checkpoints are saved atomically, listed, validated (unusable files quarantined) and removed', async () => {
   const store = new CheckpointStore(join(dir, 'state'));
   await store.init();
   await store.save(cp('x-1'));
   await store.save(cp('x-1', { durableOffsetBytes: 50, dataBytes: 40 }));
-  assert.equal((await store.load('x-1'))!.durableOffsetBytes, 50);
+  assert.equal((await store.load('a', 'x-1'))!.durableOffsetBytes, 50);
+  assert.equal(await store.load('b', 'x-1'), undefined, 'ids are per identity');
+  const name = checkpointFileName('a', 'x-1');
   // a crashed write leaves a temporary; listing cleans it up and ignores it
   writeFileSync(join(store.dir, '.x-2.tmp-1-abcd'), '{"half":');
-  assert.deepEqual((await store.list()).map((c) => c.transferId), ['x-1']);
-  assert.deepEqual(readdirSync(store.dir), ['x-1.json']);
+  assert.deepEqual((await store.list()).checkpoints.map((c) => c.transferId), ['x-1']);
+  assert.deepEqual(readdirSync(store.dir), [name]);
   writeFileSync(join(store.dir, 'bad.json'), JSON.stringify({ ...cp('bad'), durableOffsetBytes: -5 }));
-  await assert.rejects(store.list(), /bad.json: field "durableOffsetBytes"/);
-  await store.remove('bad');
-  await store.remove('x-1');
-  await store.remove('x-1');
-  assert.equal(await store.load('x-1'), undefined);
+  const listed = await store.list();
+  assert.deepEqual(listed.checkpoints.map((c) => c.transferId), ['x-1']);
+  assert.match(listed.quarantined[0]!.reason, /bad.json: field "durableOffsetBytes"/);
+  assert.deepEqual(readdirSync(store.dir).sort(), [name, 'quarantine'].sort());
+  // optional fields survive a round trip and are covered by the MAC
+  await store.save(cp('x-3', { targetIdentity: 'inode:2049:1234', lastData: { offsetBytes: 0, lengthBytes: 10, sha256: 'a'.repeat(64) }, durableOffsetBytes: 10 }));
+  const x3 = await store.load('a', 'x-3');
+  assert.equal(x3!.targetIdentity, 'inode:2049:1234');
+  assert.deepEqual(x3!.lastData, { offsetBytes: 0, lengthBytes: 10, sha256: 'a'.repeat(64) });
+  const f3 = join(store.dir, checkpointFileName('a', 'x-3'));
+  writeFileSync(f3, readFileSync(f3, 'utf8').replace('inode:2049:1234', 'inode:2049:9999'));
+  await assert.rejects(store.load('a', 'x-3'), /mac\) mismatch/);
+  await store.remove('a', 'x-3');
+  await store.remove('a', 'x-1');
+  await store.remove('a', 'x-1');
+  assert.equal(await store.load('a', 'x-1'), undefined);
   assert.throws(() => checkTransferId('../etc'), /transfer id/);
   assert.throws(() => checkTransferId('.hidden'), /transfer id/);
   assert.throws(() => checkTransferId('a'.repeat(129)), /transfer id/);

@@ -1,0 +1,127 @@
+/**
+ * Pieces shared by the receiver state / limits tests: an in-process receiver
+ * with a captured JSON log, raw ApplyStream calls, and sends of the demo pool.
+ */
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { pino } from 'pino';
+import type * as grpc from '@grpc/grpc-js';
+import { parseReceiverConfig } from '../../src/rpc/server-config.js';
+import { startReceiver, type RunningReceiver } from '../../src/rpc/server.js';
+import { ReceiverClient, sendPlanOverGrpc, type GrpcSendOptions, type GrpcSendResult } from '../../src/rpc/client.js';
+import type { PbApplyRequest, PbApplyResponse } from '../../src/rpc/proto.js';
+import { planSend } from '../../src/thin/planner.js';
+import { openSourceReader } from '../../src/sender/volume-reader.js';
+import type { DemoPool } from '../../src/thin/demo-pool.js';
+import type { ThinshipError } from '../../src/errors.js';
+import type { TlsFiles } from '../../src/rpc/tls.js';
+import type { TestCerts } from './helpers.js';
+
+export interface TestReceiver {
+  rx: RunningReceiver;
+  address: string;
+  lines: Record<string, unknown>[];
+  client(tls: TlsFiles): Promise<ReceiverClient>;
+  close(): Promise<void>;
+}
+
+/** An in-process receiver on 127.0.0.1:0 whose log lines are kept in `lines`. */
+export async function startTestReceiver(certs: TestCerts, cfg: Record<string, unknown>, cfgFile: string): Promise<TestReceiver> {
+  const lines: Record<string, unknown>[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const l of chunk.toString('utf8').split('\n')) if (l.trim() !== '') lines.push(JSON.parse(l) as Record<string, unknown>);
+      cb();
+    },
+  });
+  const log = pino({ level: 'info' }, sink);
+  const config = await parseReceiverConfig({ tls: certs.server, ...cfg }, cfgFile);
+  const rx = await startReceiver({ listen: '127.0.0.1:0', config, log });
+  const address = `127.0.0.1:${rx.port}`;
+  const clients: ReceiverClient[] = [];
+  return {
+    rx, address, lines,
+    client: async (tls) => { const c = await ReceiverClient.connect({ address, tls, serverName: 'localhost' }); clients.push(c); return c; },
+    close: async () => { for (const c of clients) c.close(); await rx.close(); },
+  };
+}
+
+/** A raw ApplyStream call: write what you like. */
+export function rawCall(client: ReceiverClient) {
+  const { call, response } = client.applyStream();
+  return { call, response, write: (m: PbApplyRequest | Record<string, unknown>) => call.write(m as PbApplyRequest) };
+}
+
+export function beginMsg(transferId: string, target: string, over: Record<string, unknown> = {}): PbApplyRequest {
+  return {
+    kind: 'begin',
+    begin: {
+      protocolVersion: 1, transferId, target, mode: 'TRANSFER_MODE_FULL', volumeSizeBytes: 1024 * 1024, blockSizeBytes: 65536,
+      sourceId: 'test-source', baseId: '', plannedDataBytes: 0, plannedUnmapBytes: 0, resumeOffsetBytes: 0,
+      compression: 'COMPRESSION_ZSTD', checksum: 'CHECKSUM_ALGORITHM_SHA256', ...over,
+    },
+  } as PbApplyRequest;
+}
+
+export const sha = (b: Buffer) => createHash('sha256').update(b).digest();
+
+export function dataMsg(offsetBytes: number, data: Buffer, over: Record<string, unknown> = {}): PbApplyRequest {
+  return { kind: 'data', data: { offsetBytes, lengthBytes: data.length, payload: data, encoding: 'ENCODING_RAW', checksum: sha(data), ...over } } as PbApplyRequest;
+}
+
+export async function grpcError(response: Promise<PbApplyResponse>): Promise<grpc.ServiceError> {
+  try {
+    await response;
+  } catch (e) {
+    return e as grpc.ServiceError;
+  }
+  assert.fail('expected the call to fail');
+}
+
+export async function rejects(p: Promise<unknown>, code: string, re?: RegExp): Promise<ThinshipError> {
+  try {
+    await p;
+  } catch (e) {
+    const err = e as ThinshipError;
+    assert.equal(err.code, code, `expected ${code}, got ${err.code}: ${err.message}`);
+    if (re) assert.match(err.message, re);
+    return err;
+  }
+  assert.fail(`expected a ${code} error`);
+}
+
+/** Polls cond (state, never time) every 20 ms; fails after ms. */
+export async function waitFor(cond: () => boolean | Promise<boolean>, what: string, ms = 15_000): Promise<void> {
+  const t0 = Date.now();
+  while (!(await cond())) {
+    if (Date.now() - t0 > ms) assert.fail(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Sends the demo pool's device `snap` (full) to `target`. */
+export async function sendDemo(pool: DemoPool, client: ReceiverClient, target: string, snap: number, o: Partial<GrpcSendOptions> = {}): Promise<GrpcSendResult> {
+  const p = await planSend({ kind: 'offline', metadataPath: pool.metadataPath, dataPath: pool.dataPath, snapDevId: snap, volumeSizeBytes: pool.volumeSizeBytes }, { withMappings: true, maxOpBytes: 256 * 1024 });
+  try {
+    const reader = await openSourceReader(p);
+    try {
+      return await sendPlanOverGrpc(client, p, reader, { target, maxAttempts: 4, retryDelayMs: 50, ...o });
+    } finally {
+      await reader.close();
+    }
+  } finally {
+    await p.close();
+  }
+}
+
+/** Sends until `stopAfterBytes` of data went out, then cancels like a dying sender. */
+export async function interruptedSend(pool: DemoPool, client: ReceiverClient, target: string, snap: number, stopAfterBytes: number, transferId: string): Promise<void> {
+  const ac = new AbortController();
+  await rejects(sendDemo(pool, client, target, snap, { transferId, signal: ac.signal, onProgress: (p) => { if (p.dataBytes >= stopAfterBytes) ac.abort(); } }), 'ABORTED');
+}
+
+export function stateDirOf(dir: string, name: string): string {
+  return join(dir, `state-${name}`);
+}
