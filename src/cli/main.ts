@@ -102,10 +102,12 @@ tlsOptions(program.command('transfer')
   .action(async (action: string, id: string, flags) => { await transferCommand(action, id, flags); });
 
 program.command('certs')
-  .description('make a CA, a server certificate and client certificates (openssl) for a first setup or a test')
-  .requiredOption('--out <dir>', 'directory for the files (an existing ca.crt + ca.key there is reused)')
+  .description('make a CA, a server certificate and client certificates (openssl) for a first setup or a test; --add-client: one more client from the CA in --out')
+  .requiredOption('--out <dir>', 'directory for the files (existing ones are refused unless --force)')
   .option('--server-name <name>', 'DNS name or IP address of the receiver (repeatable; default: localhost, 127.0.0.1, ::1, this host)', collect)
-  .option('--client <name>', 'client identity (repeatable; default: thinship-sender); the first is written to client.crt/.key', collect)
+  .option('--client <name>', 'client identity (repeatable; default: thinship-sender); the first is written to client.crt/.key, with --add-client each to NAME.crt/.key', collect)
+  .option('--add-client', 'add client certificates (--client NAME) signed by the CA already in --out (its ca.crt and ca.key)')
+  .option('--force', 'overwrite existing files (without --add-client: a new CA, so certificates from the old one stop working)')
   .option('--days <n>', 'validity of the server and client certificates (default 825)')
   .action(async (flags) => { await certsCommand(flags); });
 
