@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ThinshipError, type ErrorCode } from '../errors.js';
 import { log } from '../log.js';
+import { installHint } from './packages.js';
 
 /** stderr kept in errors and logs; tools such as thin_delta print usage text on error. */
 export const STDERR_CAP_BYTES = 16 * 1024;
@@ -87,7 +88,7 @@ export function failureOf(r: ToolResult, opts: RunOptions, aborted: boolean): To
   const specific = opts.classify?.(r);
   if (specific) return specific;
   if (r.signal !== undefined) return new ToolError('TOOL_KILLED', `${r.tool} was killed by ${r.signal} (${r.argv.join(' ')})`, r, true);
-  if (r.exitCode === undefined && /ENOENT/.test(r.stderr)) return new ToolError('TOOL_MISSING', `${r.tool} is not installed (not found on PATH)`, r);
+  if (r.exitCode === undefined && /ENOENT/.test(r.stderr)) return new ToolError('TOOL_MISSING', `${r.tool} is not installed (not found on PATH)${installHint(r.tool)}`, r);
   const why = firstLine(r.stderr);
   return new ToolError('TOOL_FAILED', `${r.argv.join(' ')} exited with status ${r.exitCode}${why ? `: ${why}` : ''}`, r);
 }
@@ -98,7 +99,7 @@ function logResult(r: ToolResult): void {
 
 function missingTool(tool: string, args: string[], e: unknown): ToolError | undefined {
   const code = (e as NodeJS.ErrnoException)?.code;
-  if (code === 'ENOENT') return new ToolError('TOOL_MISSING', `${tool} is not installed (not found on PATH)`, { tool, argv: [tool, ...args], exitCode: undefined, signal: undefined, stderr: '' });
+  if (code === 'ENOENT') return new ToolError('TOOL_MISSING', `${tool} is not installed (not found on PATH)${installHint(tool)}`, { tool, argv: [tool, ...args], exitCode: undefined, signal: undefined, stderr: '' });
   return undefined;
 }
 
