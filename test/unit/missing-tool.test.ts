@@ -1,14 +1,14 @@
 /**
  * A tool that is not installed is TOOL_MISSING (exit 5) with the Debian package
- * that provides it, whichever way it is started; the README's first command on
- * a machine without thin-provisioning-tools says what to install.
+ * that provides it, whichever way it is started. Tools in /usr/sbin (not on an
+ * ordinary user's PATH on Debian) are still found.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runTool, spawnTool, spawnToolToFile } from '../../src/exec/run.js';
+import { runTool, spawnTool, spawnToolToFile, toolEnv } from '../../src/exec/run.js';
 import { DEBIAN_PACKAGE_OF } from '../../src/exec/packages.js';
 import { ThinshipError } from '../../src/errors.js';
 import { runCli } from '../helpers/cli.js';
@@ -45,13 +45,30 @@ test('every tool thinship or its tests run names its Debian package when missing
   }
 });
 
-test('thinship demo without thin-provisioning-tools: exit 5 naming the package', async () => {
+test('thinship certs without openssl: exit 5 naming the package', async () => {
+  // (PATH is empty: thinship adds only the sbin directories, and openssl lives in /usr/bin)
   const empty = mkdtempSync(join(tmpdir(), 'thinship-nopath-'));
   try {
-    const r = await runCli(['demo'], { env: { ...process.env, PATH: empty } });
+    const r = await runCli(['certs', '--out', join(empty, 'tls')], { env: { ...process.env, PATH: empty } });
     assert.equal(r.code, 5, r.stderr);
-    assert.match(r.stderr, /thinship: thin_restore is not installed \(not found on PATH\): install the package thin-provisioning-tools \(Debian\/Ubuntu: apt-get install thin-provisioning-tools\)/);
+    assert.equal(r.stderr, 'thinship: openssl is not installed (not found on PATH): install the package openssl (Debian/Ubuntu: apt-get install openssl)\n');
   } finally {
     rmSync(empty, { recursive: true, force: true });
+  }
+});
+
+test('toolEnv: the sbin directories a PATH lacks are added after it; a PATH the caller sets is kept', () => {
+  const saved = process.env.PATH;
+  try {
+    process.env.PATH = '/usr/bin:/bin';
+    assert.deepEqual(toolEnv(undefined), { PATH: '/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin' });
+    assert.deepEqual(toolEnv({ X: '1' }), { X: '1', PATH: '/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin' });
+    process.env.PATH = '/usr/local/sbin:/usr/sbin:/sbin:/usr/bin';
+    assert.equal(toolEnv(undefined), undefined, 'nothing to add: the inherited environment as is');
+    process.env.PATH = '';
+    assert.deepEqual(toolEnv(undefined), { PATH: '/usr/local/sbin:/usr/sbin:/sbin' }, 'no empty entry (it would mean the current directory)');
+    assert.deepEqual(toolEnv({ PATH: '/nowhere' }), { PATH: '/nowhere' });
+  } finally {
+    process.env.PATH = saved;
   }
 });

@@ -77,7 +77,7 @@ done
   return {
     dir, bin, log,
     run(args, env = {}) {
-      const r = spawnSync(join(bin, 'bash'), [setup, ...args], { encoding: 'utf8', env: { PATH: bin, THINSHIP_SETUP_PYTHON: join(bin, 'python3'), ...env }, timeout: 60_000 });
+      const r = spawnSync(join(bin, 'bash'), [setup, ...args], { encoding: 'utf8', env: { PATH: bin, THINSHIP_SETUP_PYTHON: join(bin, 'python3'), THINSHIP_SETUP_SBIN: '', ...env }, timeout: 60_000 });
       return { code: r.status, out: r.stdout, err: r.stderr };
     },
     calls: () => readFileSync(log, 'utf8').split('\n').filter((l) => l !== ''),
@@ -113,6 +113,20 @@ test('setup on a fresh machine installs the runtime packages, names why, and a s
     const t2 = m.run(['--test']);
     assert.match(t2.out, /nothing to install: everything \(the test tiers included\) is there/);
     assert.equal(m.calls().length, 4);
+  } finally {
+    rmSync(m.dir, { recursive: true, force: true });
+  }
+});
+
+test('setup finds tools in the sbin directories (not on a user\'s PATH) and does not reinstall them', () => {
+  const m = freshMachine();
+  try {
+    const sbin = join(m.dir, 'sbin');
+    spawnSync('mkdir', ['-p', sbin]);
+    for (const c of ['thin_restore', 'openssl']) { writeFileSync(join(sbin, c), '#!/bin/sh\n'); chmodSync(join(sbin, c), 0o755); }
+    const r = m.run(['--dry-run'], { THINSHIP_SETUP_SBIN: sbin });
+    assert.equal(r.code, 0, r.err);
+    assert.ok(r.out.includes('setup: would install: make g++ python3\n'), r.out);
   } finally {
     rmSync(m.dir, { recursive: true, force: true });
   }
