@@ -5,8 +5,22 @@
  */
 import { pino } from 'pino';
 
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+const asked = process.env.THINSHIP_LOG;
+const known = asked === undefined || asked === '' || (LOG_LEVELS as readonly string[]).includes(asked);
+
+/**
+ * A THINSHIP_LOG that is not a level: this module is loaded at import, where a
+ * throw would be a stack trace, so it logs at "error" and the CLI reports this
+ * as a usage error before it runs a command.
+ */
+export function logLevelProblem(): string | undefined {
+  return known ? undefined : `THINSHIP_LOG="${asked}" is not a log level (use one of: ${LOG_LEVELS.join(', ')})`;
+}
+
 export const log = pino(
-  { level: process.env.THINSHIP_LOG ?? 'error', base: { pid: process.pid } },
+  { level: known && asked ? asked : 'error', base: { pid: process.pid } },
   pino.destination({ dest: 2, sync: true }),
 );
 

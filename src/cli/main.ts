@@ -6,7 +6,7 @@
 import { Command, CommanderError } from 'commander';
 import { ThinshipError, asThinshipError } from '../errors.js';
 import { exitCodeOf } from './exit-codes.js';
-import { logPhase } from '../log.js';
+import { logLevelProblem, logPhase } from '../log.js';
 // Commands are imported when they run: a start loads only what it needs (gRPC,
 // zstd, the XML parser...), which matters for scripts calling thinship often and
 // for the VM tier, where each module costs ~10x more under emulation.
@@ -24,7 +24,9 @@ program
   .name('thinship')
   .description('zfs send | zfs recv for LVM thin volumes')
   .version('0.1.0')
-  .showHelpAfterError()
+  // A usage error is one line and a hint, not the whole help (set before the
+  // commands are added: they inherit it). Exit 2 comes from main() below.
+  .configureOutput({ outputError: (str, write) => write(`thinship: ${str}`) })
   .exitOverride();
 
 const offlineOptions = (c: Command) => c
@@ -100,10 +102,12 @@ tlsOptions(program.command('transfer')
   .action(async (action: string, id: string, flags) => { await transferCommand(action, id, flags); });
 
 program.command('certs')
-  .description('make a CA, a server certificate and client certificates (openssl) for a first setup or a test')
-  .requiredOption('--out <dir>', 'directory for the files (an existing ca.crt + ca.key there is reused)')
+  .description('make a CA, a server certificate and client certificates (openssl) for a first setup or a test; --add-client: one more client from the CA in --out')
+  .requiredOption('--out <dir>', 'directory for the files (existing ones are refused unless --force)')
   .option('--server-name <name>', 'DNS name or IP address of the receiver (repeatable; default: localhost, 127.0.0.1, ::1, this host)', collect)
-  .option('--client <name>', 'client identity (repeatable; default: thinship-sender); the first is written to client.crt/.key', collect)
+  .option('--client <name>', 'client identity (repeatable; default: thinship-sender); the first is written to client.crt/.key, with --add-client each to NAME.crt/.key', collect)
+  .option('--add-client', 'add client certificates (--client NAME) signed by the CA already in --out (its ca.crt and ca.key)')
+  .option('--force', 'overwrite existing files (without --add-client: a new CA, so certificates from the old one stop working)')
   .option('--days <n>', 'validity of the server and client certificates (default 825)')
   .action(async (flags) => { await certsCommand(flags); });
 
@@ -112,8 +116,20 @@ program.command('demo')
   .option('--dir <dir>', 'where to build the demo pool and target (default: a new temporary directory, removed afterwards)')
   .action(async (flags) => { await demoCommand(flags); });
 
+const usageHint = (command?: string) => `(run 'thinship ${command ? `${command} ` : ''}--help' for usage)`;
+program.showHelpAfterError(usageHint());
+for (const c of program.commands) c.showHelpAfterError(usageHint(c.name()));
+
+/** The command named on the command line, if any (for the usage hint of our own USAGE errors). */
+function commandOf(argv: string[]): string | undefined {
+  const name = argv[2];
+  return program.commands.some((c) => c.name() === name) ? name : undefined;
+}
+
 async function main(): Promise<void> {
   try {
+    const badLevel = logLevelProblem();
+    if (badLevel !== undefined) throw new ThinshipError('USAGE', badLevel);
     await program.parseAsync(process.argv);
     logPhase('command finished');
   } catch (e) {
@@ -123,6 +139,7 @@ async function main(): Promise<void> {
     }
     const err = asThinshipError(e);
     process.stderr.write(`thinship: ${err.message}\n`);
+    if (err.code === 'USAGE' && logLevelProblem() === undefined) process.stderr.write(usageHint(commandOf(process.argv)) + '\n');
     if (process.env.THINSHIP_LOG === 'debug' && err.stack) process.stderr.write(err.stack + '\n');
     process.exitCode = exitCodeOf(err);
   }

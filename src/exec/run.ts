@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ThinshipError, type ErrorCode } from '../errors.js';
 import { log } from '../log.js';
+import { installHint } from './packages.js';
 
 /** stderr kept in errors and logs; tools such as thin_delta print usage text on error. */
 export const STDERR_CAP_BYTES = 16 * 1024;
@@ -59,6 +60,22 @@ export interface RunOptions {
   env?: Record<string, string>;
 }
 
+/** Where Debian puts admin tools (thin_*, lvs, dmsetup, losetup): not on an ordinary user's PATH. */
+const SBIN_DIRS = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
+
+/**
+ * The environment a tool runs in: the inherited PATH plus the sbin directories
+ * it lacks, so a user's `thinship demo` finds /usr/sbin/thin_restore. A PATH
+ * the caller sets is kept as given.
+ */
+export function toolEnv(env: Record<string, string> | undefined): Record<string, string> | undefined {
+  if (env?.PATH !== undefined) return env;
+  const path = process.env.PATH ?? '';
+  const have = new Set(path.split(':'));
+  const extra = SBIN_DIRS.filter((d) => !have.has(d));
+  return extra.length === 0 ? env : { ...env, PATH: [...(path === '' ? [] : [path]), ...extra].join(':') };
+}
+
 function cap(s: string): string {
   return s.length > STDERR_CAP_BYTES ? s.slice(0, STDERR_CAP_BYTES) + `\n[... ${s.length - STDERR_CAP_BYTES} more bytes of stderr cut]` : s;
 }
@@ -87,7 +104,7 @@ export function failureOf(r: ToolResult, opts: RunOptions, aborted: boolean): To
   const specific = opts.classify?.(r);
   if (specific) return specific;
   if (r.signal !== undefined) return new ToolError('TOOL_KILLED', `${r.tool} was killed by ${r.signal} (${r.argv.join(' ')})`, r, true);
-  if (r.exitCode === undefined && /ENOENT/.test(r.stderr)) return new ToolError('TOOL_MISSING', `${r.tool} is not installed (not found on PATH)`, r);
+  if (r.exitCode === undefined && /ENOENT/.test(r.stderr)) return new ToolError('TOOL_MISSING', `${r.tool} is not installed (not found on PATH)${installHint(r.tool)}`, r);
   const why = firstLine(r.stderr);
   return new ToolError('TOOL_FAILED', `${r.argv.join(' ')} exited with status ${r.exitCode}${why ? `: ${why}` : ''}`, r);
 }
@@ -98,7 +115,7 @@ function logResult(r: ToolResult): void {
 
 function missingTool(tool: string, args: string[], e: unknown): ToolError | undefined {
   const code = (e as NodeJS.ErrnoException)?.code;
-  if (code === 'ENOENT') return new ToolError('TOOL_MISSING', `${tool} is not installed (not found on PATH)`, { tool, argv: [tool, ...args], exitCode: undefined, signal: undefined, stderr: '' });
+  if (code === 'ENOENT') return new ToolError('TOOL_MISSING', `${tool} is not installed (not found on PATH)${installHint(tool)}`, { tool, argv: [tool, ...args], exitCode: undefined, signal: undefined, stderr: '' });
   return undefined;
 }
 
@@ -107,7 +124,7 @@ export async function runTool(tool: string, args: string[], opts: RunOptions = {
   const t0 = performance.now();
   let raw;
   try {
-    raw = await execa(tool, args, { reject: false, stdin: 'ignore', cancelSignal: opts.signal, env: opts.env, extendEnv: true, stripFinalNewline: false, maxBuffer: 256 * 1024 * 1024 });
+    raw = await execa(tool, args, { reject: false, stdin: 'ignore', cancelSignal: opts.signal, env: toolEnv(opts.env), extendEnv: true, stripFinalNewline: false, maxBuffer: 256 * 1024 * 1024 });
   } catch (e) {
     throw missingTool(tool, args, e) ?? e;
   }
@@ -166,7 +183,7 @@ function settle(sub: ResultPromise, tool: string, args: string[], opts: RunOptio
  */
 export function spawnTool(tool: string, args: string[], opts: RunOptions = {}): StreamingTool {
   const t0 = performance.now();
-  const sub: ResultPromise = execa(tool, args, { reject: false, stdin: 'ignore', buffer: { stdout: false, stderr: true }, cancelSignal: opts.signal, env: opts.env, extendEnv: true, stripFinalNewline: false });
+  const sub: ResultPromise = execa(tool, args, { reject: false, stdin: 'ignore', buffer: { stdout: false, stderr: true }, cancelSignal: opts.signal, env: toolEnv(opts.env), extendEnv: true, stripFinalNewline: false });
   const done = settle(sub, tool, args, opts, t0);
   // execa drops stdout that nobody reads by the time the tool exits: a fast tool
   // could finish before the consumer attaches (e.g. while it creates a spool
@@ -216,7 +233,7 @@ export function spawnToolToFile(tool: string, args: string[], opts: RunOptions &
   let exited = false;
   let sub: ResultPromise;
   try {
-    sub = execa(tool, args, { reject: false, stdin: "ignore", stdout: fd as unknown as "pipe", buffer: { stderr: true }, cancelSignal: opts.signal, env: opts.env, extendEnv: true, stripFinalNewline: false });
+    sub = execa(tool, args, { reject: false, stdin: "ignore", stdout: fd as unknown as "pipe", buffer: { stderr: true }, cancelSignal: opts.signal, env: toolEnv(opts.env), extendEnv: true, stripFinalNewline: false });
   } catch (e) {
     closeSync(fd);
     throw e;

@@ -45,8 +45,10 @@ function sanOf(n: string): string {
 }
 
 async function newKey(path: string): Promise<void> {
-  await runTool('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', path]);
+  // Made 0600 before openssl writes into it: the key is never readable by others, even briefly.
+  await writeFile(path, '', { mode: 0o600 });
   await chmod(path, 0o600);
+  await runTool('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', path]);
 }
 
 export async function makeCa(dir: string, commonName = 'thinship CA', days = 3650): Promise<{ cert: string; key: string }> {
@@ -98,6 +100,8 @@ export interface CertSetOptions {
   clientNames?: string[];
   days?: number;
   caName?: string;
+  /** Replace files that exist (a new CA: certificates issued by the old one stop working). */
+  force?: boolean;
 }
 
 export interface CertSet {
@@ -109,21 +113,63 @@ export interface CertSet {
 
 const exists = (p: string) => access(p).then(() => true, () => false);
 
-/** Makes (or, if dir already holds ca.crt and ca.key, reuses) a CA, then server and client certificates. */
+/** A client name as a file name: nothing that leaves the directory. */
+const fileBaseOf = (name: string) => name.replace(/[^A-Za-z0-9._-]/g, '_');
+
+/** Refuses to overwrite: a second run would replace the CA and lose the keys issued before. */
+async function refuseExisting(dir: string, files: string[], hint: string): Promise<void> {
+  const there: string[] = [];
+  for (const f of files) if (await exists(f)) there.push(f);
+  if (there.length > 0) throw new ThinshipError('USAGE', `${dir} already holds ${there.join(', ')}: not overwritten (${hint})`, { details: { existing: there } });
+}
+
+/** Makes a CA, then server and client certificates, in `dir`. Existing files there are refused unless `force`. */
 export async function makeCertificates(o: CertSetOptions): Promise<CertSet> {
-  await mkdir(o.dir, { recursive: true, mode: 0o700 });
   const caPath = join(o.dir, 'ca.crt');
   const caKeyPath = join(o.dir, 'ca.key');
-  const ca = (await exists(caPath)) && (await exists(caKeyPath)) ? { cert: caPath, key: caKeyPath } : await makeCa(o.dir, o.caName);
   const serverNames = o.serverNames?.length ? o.serverNames : [...new Set(['localhost', '127.0.0.1', '::1', hostname()])];
   const server = { cert: join(o.dir, 'server.crt'), key: join(o.dir, 'server.key') };
+  const clients: CertSet['clients'] = (o.clientNames?.length ? o.clientNames : ['thinship-sender']).map((name, i) => {
+    const base = i === 0 ? 'client' : `client-${fileBaseOf(name)}`;
+    return { name, cert: join(o.dir, `${base}.crt`), key: join(o.dir, `${base}.key`) };
+  });
+  if (!o.force) {
+    await refuseExisting(o.dir, [caPath, caKeyPath, server.cert, server.key, ...clients.flatMap((c) => [c.cert, c.key])],
+      `--force replaces them all with a new CA; --add-client --client NAME adds a client certificate to this CA`);
+  }
+  await mkdir(o.dir, { recursive: true, mode: 0o700 });
+  const ca = await makeCa(o.dir, o.caName);
   await issueCertificate({ caCert: ca.cert, caKey: ca.key, ...server, commonName: serverNames[0]!, altNames: serverNames, usage: 'server', days: o.days });
-  const clients: CertSet['clients'] = [];
-  for (const [i, name] of (o.clientNames?.length ? o.clientNames : ['thinship-sender']).entries()) {
-    const base = i === 0 ? 'client' : `client-${name.replace(/[^A-Za-z0-9._-]/g, '_')}`;
-    const c = { name, cert: join(o.dir, `${base}.crt`), key: join(o.dir, `${base}.key`) };
-    await issueCertificate({ caCert: ca.cert, caKey: ca.key, cert: c.cert, key: c.key, commonName: name, altNames: [name], usage: 'client', days: o.days });
-    clients.push(c);
+  for (const c of clients) {
+    await issueCertificate({ caCert: ca.cert, caKey: ca.key, cert: c.cert, key: c.key, commonName: c.name, altNames: [c.name], usage: 'client', days: o.days });
   }
   return { ca: ca.cert, caKey: ca.key, server, clients };
+}
+
+/** Names whose files would be the CA's or the server's own. */
+const RESERVED_BASES = new Set(['ca', 'server']);
+
+/**
+ * Adds client certificates to the CA already in `dir` (DIR/ca.crt + ca.key):
+ * DIR/<name>.crt and DIR/<name>.key for each name. Existing ones are refused unless `force`.
+ */
+export async function addClientCertificates(o: { dir: string; clientNames: string[]; days?: number; force?: boolean }): Promise<{ ca: string; clients: CertSet['clients'] }> {
+  if (o.clientNames.length === 0) throw new ThinshipError('USAGE', '--add-client needs --client NAME (the identity of the new client)');
+  const ca = join(o.dir, 'ca.crt');
+  const caKey = join(o.dir, 'ca.key');
+  const missing = [];
+  for (const f of [ca, caKey]) if (!(await exists(f))) missing.push(f);
+  if (missing.length > 0) throw new ThinshipError('NOT_FOUND', `--add-client needs the CA in ${o.dir}: ${missing.join(' and ')} not found (make one first: thinship certs --out ${o.dir})`);
+  const clients = o.clientNames.map((name) => {
+    checkName(name, 'client name');
+    const base = fileBaseOf(name);
+    if (RESERVED_BASES.has(base)) throw new ThinshipError('USAGE', `client name "${name}" would write ${base}.crt, the ${base === 'ca' ? "CA's" : "server's"} own file: choose another name`);
+    return { name, cert: join(o.dir, `${base}.crt`), key: join(o.dir, `${base}.key`) };
+  });
+  if (new Set(clients.map((c) => c.cert)).size !== clients.length) throw new ThinshipError('USAGE', `client names ${o.clientNames.join(', ')} would share a file name`);
+  if (!o.force) await refuseExisting(o.dir, clients.flatMap((c) => [c.cert, c.key]), '--force replaces them');
+  for (const c of clients) {
+    await issueCertificate({ caCert: ca, caKey, cert: c.cert, key: c.key, commonName: c.name, altNames: [c.name], usage: 'client', days: o.days });
+  }
+  return { ca, clients };
 }

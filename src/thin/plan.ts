@@ -51,6 +51,17 @@ function checkVolumeSize(v: number | undefined): number | undefined {
 }
 
 /**
+ * A volume size the user gave (`flag`) that ends before the last mapped block
+ * would cut the volume short without a word: refused, naming the last mapping's
+ * end. A size inside the last block is a volume that ends inside its last pool
+ * block, and is fine.
+ */
+function refuseCutVolume(flag: string | undefined, volumeSizeBytes: number | undefined, mappedEndBytes: number, blockSizeBytes: number, what: string): void {
+  if (flag === undefined || volumeSizeBytes === undefined || mappedEndBytes - blockSizeBytes < volumeSizeBytes) return;
+  throw new ThinshipError('USAGE', `${flag} ${volumeSizeBytes} is smaller than the end of the last mapping of ${what} (${mappedEndBytes} bytes, block ${mappedEndBytes / blockSizeBytes - 1}): the send would cut the volume short; give at least ${mappedEndBytes}, or leave ${flag} out (the default is that end)`, { details: { volumeSizeBytes, mappedEndBytes } });
+}
+
+/**
  * Merges adjacent block ranges of the same kind (pure; drives tests too).
  * Input must come in increasing, non-overlapping order; each finished run is
  * passed to `emit` once the next range shows it cannot grow any more.
@@ -120,6 +131,8 @@ class RunCounter {
     private readonly maxOpBytes: number,
     private readonly volumeSizeBytes: number | undefined,
     private readonly out: (kind: RunKind, offsetBytes: number, lengthBytes: number) => void,
+    /** The size came from the user (this flag): a range past it is left to refuseCutVolume, not BAD_METADATA. */
+    private readonly sizeFlag?: string,
   ) {}
 
   run = (kind: RunKind, beginBlock: number, lengthBlocks: number): void => {
@@ -130,6 +143,7 @@ class RunCounter {
     }
     const vol = this.volumeSizeBytes;
     if (vol !== undefined && offsetBytes + lengthBytes > vol) {
+      if (offsetBytes >= vol && this.sizeFlag !== undefined) return; // the caller refuses the size once the last mapping is known
       if (offsetBytes >= vol) {
         throw new ThinshipError('BAD_METADATA', `${kind} range at block ${beginBlock} (byte offset ${offsetBytes}) is beyond the end of the volume (${vol} bytes)`, { details: { beginBlock, lengthBlocks, volumeSizeBytes: vol } });
       }
@@ -237,6 +251,8 @@ export interface FullPlanOptions {
   spoolDir?: string;
   /** Also keep the device's mappings, for reading an offline pool's data file. */
   mappingSpool?: boolean;
+  /** The flag volumeSizeBytes came from (e.g. "--volume-size"): a size that cuts mapped blocks is then refused as USAGE. */
+  volumeSizeFlag?: string;
 }
 
 export interface FullPlanResult {
@@ -264,13 +280,14 @@ export async function buildFullPlan(dump: Readable, opts: FullPlanOptions): Prom
     let counter: RunCounter | undefined;
     let coalescer: Coalescer | undefined;
     let device: ThinDevice | undefined;
+    let mappedEndBlocks = 0;
     const drain = async (): Promise<void> => {
       await spool.drain();
       await mappings?.drain();
     };
     const res = await parseThinDump(dump, {
       onSuperblock(sb) {
-        counter = new RunCounter(sb.dataBlockSizeSectors * SECTOR_BYTES, maxOpBytes, volumeSizeBytes, spoolRun(spool));
+        counter = new RunCounter(sb.dataBlockSizeSectors * SECTOR_BYTES, maxOpBytes, volumeSizeBytes, spoolRun(spool), opts.volumeSizeFlag);
         coalescer = new Coalescer(counter.run);
       },
       onDevice(d) {
@@ -283,6 +300,8 @@ export async function buildFullPlan(dump: Readable, opts: FullPlanOptions): Prom
           c.push('data', m.originBlock, m.lengthBlocks);
           mappings?.add(m.originBlock, m.dataBlock, m.lengthBlocks);
         }
+        const last = batch[batch.length - 1];
+        if (last !== undefined) mappedEndBlocks = last.originBlock + last.lengthBlocks;
         if (spool.needsDrain || mappings?.needsDrain) return drain();
       },
     });
@@ -291,6 +310,7 @@ export async function buildFullPlan(dump: Readable, opts: FullPlanOptions): Prom
       throw new ThinshipError('NOT_FOUND', `thin device id ${opts.devId} is not in the pool metadata${others.length > 0 ? ` (devices found: ${others.join(', ')})` : ' (thin_dump printed no device)'}`, { details: { devId: opts.devId } });
     }
     coalescer!.finish();
+    refuseCutVolume(opts.volumeSizeFlag, volumeSizeBytes, mappedEndBlocks * counter!.blockSizeBytes, counter!.blockSizeBytes, `device ${opts.devId}`);
     await spool.finish();
     await mappings?.finish();
     const plan = new SpooledPlan(counter!.totals(volumeSizeBytes ?? counter!.endBytes), spool, maxOpBytes);
@@ -307,6 +327,8 @@ export interface DeltaPlanOptions {
   volumeSizeBytes?: number;
   maxOpBytes?: number;
   spoolDir?: string;
+  /** As FullPlanOptions.volumeSizeFlag; the snapshot's mappings are its `different`, `right_only` and `same` ranges. */
+  volumeSizeFlag?: string;
 }
 
 export interface DeltaPlanResult {
@@ -330,9 +352,10 @@ export async function buildDeltaPlan(delta: Readable, opts: DeltaPlanOptions = {
     let counter: RunCounter | undefined;
     let coalescer: Coalescer | undefined;
     let extentBlocks = 0;
+    let snapEndBlocks = 0;
     const res = await parseThinDelta(delta, {
       onSuperblock(sb) {
-        counter = new RunCounter(sb.dataBlockSizeSectors * SECTOR_BYTES, maxOpBytes, volumeSizeBytes, spoolRun(spool));
+        counter = new RunCounter(sb.dataBlockSizeSectors * SECTOR_BYTES, maxOpBytes, volumeSizeBytes, spoolRun(spool), opts.volumeSizeFlag);
         coalescer = new Coalescer(counter.run);
       },
       onRanges(batch: DeltaRange[]) {
@@ -340,6 +363,7 @@ export async function buildDeltaPlan(delta: Readable, opts: DeltaPlanOptions = {
         for (const r of batch) {
           if (r.kind === 'same') c.skip(r.beginBlock, r.lengthBlocks);
           else c.push(r.kind === 'left_only' ? 'unmap' : 'data', r.beginBlock, r.lengthBlocks);
+          if (r.kind !== 'left_only') snapEndBlocks = r.beginBlock + r.lengthBlocks;
         }
         const last = batch[batch.length - 1];
         if (last !== undefined) extentBlocks = last.beginBlock + last.lengthBlocks;
@@ -347,6 +371,7 @@ export async function buildDeltaPlan(delta: Readable, opts: DeltaPlanOptions = {
       },
     });
     coalescer!.finish();
+    refuseCutVolume(opts.volumeSizeFlag, volumeSizeBytes, snapEndBlocks * counter!.blockSizeBytes, counter!.blockSizeBytes, `device ${res.rightDevId}`);
     await spool.finish();
     const c = counter!;
     const extentBytes = extentBlocks * c.blockSizeBytes;

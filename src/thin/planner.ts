@@ -12,7 +12,8 @@ import { buildDeltaPlan, buildFullPlan, type Plan } from './plan.js';
 import type { MappingSpool } from './spool.js';
 import { resolveSource, type ThinVolume } from './lvm.js';
 import { withMetadataSnapshot } from './metadata-snap.js';
-import { SECTOR_BYTES, type Superblock } from './model.js';
+import { SECTOR_BYTES, type Superblock, type ThinDevice } from './model.js';
+import { parseThinDump } from './xml.js';
 
 /** What a stream says it carries; also what a receiver records after a commit. */
 export interface VolumeIdentity {
@@ -68,13 +69,13 @@ async function parseToolOutput<T>(tool: StreamingTool, parse: (out: Readable) =>
   return p.value;
 }
 
-async function planFromMetadata(args: { metadataPath: string; useMetadataSnap: boolean; snapDevId: number; baseDevId?: number; volumeSizeBytes?: number; signal?: AbortSignal }, opts: PlanOptions) {
+async function planFromMetadata(args: { metadataPath: string; useMetadataSnap: boolean; snapDevId: number; baseDevId?: number; volumeSizeBytes?: number; volumeSizeFlag?: string; signal?: AbortSignal }, opts: PlanOptions) {
   const m = args.useMetadataSnap ? ['-m'] : [];
   const run = (tool: string, a: string[]) => spawnTool(tool, a, { signal: args.signal, classify: classifyThinTool });
   if (args.baseDevId === undefined) {
     // thin_dump writes a line at a time: through a file, not a pipe (see spawnToolToFile)
     const t = spawnToolToFile('thin_dump', [...m, '--dev-id', String(args.snapDevId), args.metadataPath], { signal: args.signal, classify: classifyThinTool, spoolDir: opts.spoolDir });
-    const r = await parseToolOutput(t, (out) => buildFullPlan(out, { devId: args.snapDevId, volumeSizeBytes: args.volumeSizeBytes, maxOpBytes: opts.maxOpBytes, spoolDir: opts.spoolDir, mappingSpool: opts.withMappings }));
+    const r = await parseToolOutput(t, (out) => buildFullPlan(out, { devId: args.snapDevId, volumeSizeBytes: args.volumeSizeBytes, volumeSizeFlag: args.volumeSizeFlag, maxOpBytes: opts.maxOpBytes, spoolDir: opts.spoolDir, mappingSpool: opts.withMappings }));
     return { plan: r.plan, superblock: r.superblock, mappings: r.mappings };
   }
   // An offline incremental's reader also needs the snapshot's own mappings (thin_delta
@@ -84,7 +85,7 @@ async function planFromMetadata(args: { metadataPath: string; useMetadataSnap: b
   const closeMappings = async () => { await (await mappings?.catch(() => undefined))?.close(); };
   try {
     const t = run('thin_delta', [...m, '--snap1', String(args.baseDevId), '--snap2', String(args.snapDevId), args.metadataPath]);
-    const r = await parseToolOutput(t, (out) => buildDeltaPlan(out, { volumeSizeBytes: args.volumeSizeBytes, maxOpBytes: opts.maxOpBytes, spoolDir: opts.spoolDir }));
+    const r = await parseToolOutput(t, (out) => buildDeltaPlan(out, { volumeSizeBytes: args.volumeSizeBytes, volumeSizeFlag: args.volumeSizeFlag, maxOpBytes: opts.maxOpBytes, spoolDir: opts.spoolDir }));
     if (r.leftDevId !== args.baseDevId || r.rightDevId !== args.snapDevId) {
       await r.plan.close();
       throw new ThinshipError('BAD_METADATA', `thin_delta compared devices ${r.leftDevId} and ${r.rightDevId}, not ${args.baseDevId} and ${args.snapDevId}`);
@@ -111,9 +112,38 @@ function checkBlockSize(sb: Superblock, expectedBytes: number | undefined, where
   }
 }
 
+/** The details of every thin device in an offline pool's metadata (thin_dump --skip-mappings: no mappings read). */
+async function offlineDevices(metadataPath: string, opts: PlanOptions): Promise<ThinDevice[]> {
+  const t = spawnTool('thin_dump', ['--skip-mappings', metadataPath], { signal: opts.signal, classify: classifyThinTool });
+  return (await parseToolOutput(t, (out) => parseThinDump(out, { onMappings: () => undefined }, { skipMappings: true }))).devices;
+}
+
+/**
+ * An offline incremental needs BASE older than SNAP, as LVM mode checks with
+ * lvs's transaction ids. The metadata says when each device was made: its
+ * creation_time (the pool's snapshot counter, which every snapshot advances),
+ * then its transaction. thin_delta itself would diff in either order.
+ */
+export function checkOfflineOrder(devices: ThinDevice[], baseDevId: number, snapDevId: number, where: string): void {
+  if (baseDevId === snapDevId) throw new ThinshipError('INVALID_SOURCE', `base and snapshot are the same thin device (${snapDevId} in ${where})`);
+  const find = (id: number, what: string) => {
+    const d = devices.find((x) => x.devId === id);
+    if (d === undefined) throw new ThinshipError('NOT_FOUND', `${what}: thin device id ${id} is not in the pool metadata ${where} (devices found: ${devices.map((x) => x.devId).join(', ') || 'none'})`, { details: { devId: id } });
+    return d;
+  };
+  const base = find(baseDevId, 'BASE');
+  const snap = find(snapDevId, 'SNAP');
+  const older = base.creationTime < snap.creationTime || (base.creationTime === snap.creationTime && base.transaction < snap.transaction);
+  if (!older) {
+    const of = (d: ThinDevice) => `creation_time ${d.creationTime}, transaction ${d.transaction}`;
+    throw new ThinshipError('INVALID_SOURCE', `base device ${baseDevId} (${of(base)}) is not older than snapshot device ${snapDevId} (${of(snap)}) in ${where}: give the older snapshot first`, { details: { baseDevId, snapDevId } });
+  }
+}
+
 export async function planSend(spec: SourceSpec, opts: PlanOptions = {}): Promise<SendPlan> {
   if (spec.kind === 'offline') {
-    const r = await planFromMetadata({ metadataPath: spec.metadataPath, useMetadataSnap: false, snapDevId: spec.snapDevId, baseDevId: spec.baseDevId, volumeSizeBytes: spec.volumeSizeBytes, signal: opts.signal }, opts);
+    if (spec.baseDevId !== undefined) checkOfflineOrder(await offlineDevices(spec.metadataPath, opts), spec.baseDevId, spec.snapDevId, spec.metadataPath);
+    const r = await planFromMetadata({ metadataPath: spec.metadataPath, useMetadataSnap: false, snapDevId: spec.snapDevId, baseDevId: spec.baseDevId, volumeSizeBytes: spec.volumeSizeBytes, volumeSizeFlag: spec.volumeSizeBytes === undefined ? undefined : '--volume-size', signal: opts.signal }, opts);
     const id = (devId: number): VolumeIdentity => ({ name: `offline:${spec.metadataPath}#${devId}`, uuid: `${spec.metadataPath}#${devId}`, thinId: devId });
     return {
       mode: spec.baseDevId === undefined ? 'full' : 'incremental',

@@ -76,6 +76,8 @@ export interface DeltaResult {
 export interface ParseOptions {
   /** Maximum items per sink call (default DEFAULT_BATCH_ITEMS). */
   batchItems?: number;
+  /** thin_dump --skip-mappings output: devices without mappings (a mapping is an error, mapped_blocks is not checked). */
+  skipMappings?: boolean;
 }
 
 // ---------------------------------------------------------------------------
@@ -493,8 +495,11 @@ class DumpParser extends LineParser {
   private batch: Mapping[] = [];
   private batchDevId = -1;
 
+  private readonly skipMappings: boolean;
+
   constructor(private readonly sink: DumpSink, opts: ParseOptions) {
     super('thin_dump', opts);
+    this.skipMappings = opts.skipMappings === true;
   }
 
   protected tag(sp: ElementSpec, form: Form, vals: number[], strings: Record<string, string> | undefined): void {
@@ -502,6 +507,7 @@ class DumpParser extends LineParser {
     const id = sp.id;
     if (id === EL_SINGLE || id === EL_RANGE_MAPPING) {
       if (this.state !== D_DEVICE) this.fail(`<${sp.name}> outside a <device>`, sp.name);
+      if (this.skipMappings) this.fail(`<${sp.name}> in output that should have no mappings (--skip-mappings)`, sp.name);
       if (form !== 'empty') this.fail(`<${sp.name}> must be a self-closing element`, sp.name);
       const single = id === EL_SINGLE;
       const originBlock = vals[0]!;
@@ -563,7 +569,7 @@ class DumpParser extends LineParser {
 
   private endDevice(): void {
     const d = this.device!;
-    if (this.deviceBlocks !== d.mappedBlocks) {
+    if (this.deviceBlocks !== d.mappedBlocks && !this.skipMappings) {
       this.fail(`device ${d.devId} (line ${this.deviceLine}) says mapped_blocks="${d.mappedBlocks}" but its mappings cover ${this.deviceBlocks} blocks`, 'device');
     }
     this.device = undefined;

@@ -6,7 +6,7 @@
  */
 import { test, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, existsSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, existsSync, readFileSync, readdirSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -198,15 +198,25 @@ test('thin_dump killed with SIGKILL: the plan fails naming it, and the reservati
 });
 
 test('two plans on one pool take turns (per-pool lock): no EBUSY, reserve/release alternate', async () => {
-  const a = startCli(['plan', 'vg0/snap1'], { env: { ...env, FAKE_THIN_DELAY: '1' } });
-  const b = startCli(['plan', 'vg0/snap1'], { env: { ...env, FAKE_THIN_DELAY: '1' } });
+  // Waits on state, not time: A holds the pool (its thin_dump waits for the gate)
+  // until B says it is waiting for the lock; only then does A go on.
+  const gate = join(state, 'gate');
+  const a = startCli(['plan', 'vg0/snap1'], { env: { ...env, FAKE_THIN_GATE: gate } });
+  await waitFor(() => existsSync(join(state, 'thin_tool.pid')) && reserved(), 'the first plan to hold the reservation');
+  const b = startCli(['plan', 'vg0/snap1'], { env: { ...env, FAKE_THIN_GATE: gate, THINSHIP_LOG: 'info' } });
+  let bErr = '';
+  b.child.stderr!.on('data', (d: Buffer | string) => { bErr += String(d); });
+  await waitFor(() => /waiting for our turn/.test(bErr), 'the second plan to wait for the pool lock');
+  assert.deepEqual(dmMessages(), ['reserve_metadata_snap'], 'the second plan did not touch the pool while the first held it');
+  writeFileSync(gate, '');
   const [ra, rb] = await Promise.all([a.result, b.result]);
   assert.equal(ra.code, 0, ra.stderr);
   assert.equal(rb.code, 0, rb.stderr);
   assert.deepEqual(dmMessages(), ['reserve_metadata_snap', 'release_metadata_snap', 'reserve_metadata_snap', 'release_metadata_snap']);
+  assert.deepEqual(readdirSync(env.THINSHIP_LOCK_DIR!), [], 'no lock file left behind');
 });
 
-test('a plan killed with SIGKILL leaves lock and reservation; the next run takes both over', async () => {
+test('a plan killed with SIGKILL leaves the reservation (the kernel frees its lock); the next run takes the pool over', async () => {
   const { child, result } = startCli(['plan', 'vg0/snap1'], { env: { ...env, FAKE_THIN_DELAY: '30' } });
   await waitFor(() => existsSync(join(state, 'thin_tool.pid')) && reserved(), 'thin_dump to start');
   child.kill('SIGKILL');

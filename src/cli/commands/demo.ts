@@ -80,7 +80,7 @@ export async function demoCommand(flags: { dir?: string }): Promise<void> {
     out(`thinship demo: building an offline thin pool in ${dir}`);
     const pool = await createDemoPool(dir);
     out(`  pool: ${pool.metadataPath} (metadata), ${pool.dataPath} (data), block ${formatBytes(pool.blockBytes)}, volume ${formatBytes(pool.volumeSizeBytes)}, snapshots: device ${pool.baseDevId} (older) and ${pool.snapDevId}`);
-    const certs = await makeCertificates({ dir: join(dir, 'certs'), serverNames: ['localhost', '127.0.0.1'], clientNames: [DEMO_IDENTITY], days: 2 });
+    const certs = await makeCertificates({ dir: join(dir, 'certs'), serverNames: ['localhost', '127.0.0.1'], clientNames: [DEMO_IDENTITY], days: 2, force: true }); // the demo's own: a re-run with --dir replaces them
     out(`  certificates: a fresh CA, a server certificate and a client certificate (identity "${DEMO_IDENTITY}") in ${join(dir, 'certs')}`);
     const config = await parseReceiverConfig({
       tls: { ca: certs.ca, cert: certs.server.cert, key: certs.server.key },
