@@ -14,7 +14,7 @@ import type { Readable } from 'node:stream';
 import { ThinshipError } from '../errors.js';
 import { SECTOR_BYTES, type DeltaRange, type Mapping, type PlanOp, type PlanTotals, type Superblock, type ThinDevice } from './model.js';
 import { RecordSpool, MappingSpool } from './spool.js';
-import { parseThinDelta, parseThinDump } from './xml.js';
+import { parseThinDelta, parseThinDump, type DeltaResult, type DeltaSink, type DumpResult, type DumpSink } from './xml.js';
 
 /** Largest op by default: 1 MiB (chunks of 256 KiB to 1 MiB measured best on the wire). */
 export const DEFAULT_MAX_OP_BYTES = 1024 * 1024;
@@ -254,6 +254,19 @@ export interface FullPlanResult {
  */
 export async function buildFullPlan(dump: Readable, opts: FullPlanOptions): Promise<FullPlanResult> {
   holdInput(dump);
+  return buildFullPlanFrom((sink) => parseThinDump(dump, sink), opts);
+}
+
+/** What feeds a plan: thin_dump's XML parser, or the native metadata reader (thin/metadata/), calling the same sink. */
+export type DumpSource = (sink: DumpSink) => Promise<DumpResult>;
+/**
+ * A native delta skips subtrees both devices share without reading them, so
+ * its ranges may end before the last mapped block: it says where they end.
+ */
+export type DeltaSource = (sink: DeltaSink) => Promise<DeltaResult & { extentBlocks?: number }>;
+
+/** buildFullPlan from any source of the dump's typed model. */
+export async function buildFullPlanFrom(source: DumpSource, opts: FullPlanOptions): Promise<FullPlanResult> {
   const maxOpBytes = checkMaxOpBytes(opts.maxOpBytes);
   const volumeSizeBytes = checkVolumeSize(opts.volumeSizeBytes);
   if (!Number.isSafeInteger(opts.devId) || opts.devId < 0) throw new ThinshipError('USAGE', `device id must be a non-negative integer, got ${opts.devId}`);
@@ -268,7 +281,7 @@ export async function buildFullPlan(dump: Readable, opts: FullPlanOptions): Prom
       await spool.drain();
       await mappings?.drain();
     };
-    const res = await parseThinDump(dump, {
+    const res = await source({
       onSuperblock(sb) {
         counter = new RunCounter(sb.dataBlockSizeSectors * SECTOR_BYTES, maxOpBytes, volumeSizeBytes, spoolRun(spool));
         coalescer = new Coalescer(counter.run);
@@ -323,6 +336,11 @@ export interface DeltaPlanResult {
  */
 export async function buildDeltaPlan(delta: Readable, opts: DeltaPlanOptions = {}): Promise<DeltaPlanResult> {
   holdInput(delta);
+  return buildDeltaPlanFrom((sink) => parseThinDelta(delta, sink), opts);
+}
+
+/** buildDeltaPlan from any source of the delta's typed ranges. */
+export async function buildDeltaPlanFrom(source: DeltaSource, opts: DeltaPlanOptions = {}): Promise<DeltaPlanResult> {
   const maxOpBytes = checkMaxOpBytes(opts.maxOpBytes);
   const volumeSizeBytes = checkVolumeSize(opts.volumeSizeBytes);
   const spool = await RecordSpool.create(2, { dir: opts.spoolDir });
@@ -330,7 +348,7 @@ export async function buildDeltaPlan(delta: Readable, opts: DeltaPlanOptions = {
     let counter: RunCounter | undefined;
     let coalescer: Coalescer | undefined;
     let extentBlocks = 0;
-    const res = await parseThinDelta(delta, {
+    const res = await source({
       onSuperblock(sb) {
         counter = new RunCounter(sb.dataBlockSizeSectors * SECTOR_BYTES, maxOpBytes, volumeSizeBytes, spoolRun(spool));
         coalescer = new Coalescer(counter.run);
@@ -349,6 +367,7 @@ export async function buildDeltaPlan(delta: Readable, opts: DeltaPlanOptions = {
     coalescer!.finish();
     await spool.finish();
     const c = counter!;
+    if (res.extentBlocks !== undefined) extentBlocks = Math.max(extentBlocks, res.extentBlocks);
     const extentBytes = extentBlocks * c.blockSizeBytes;
     if (!Number.isSafeInteger(extentBytes)) throw new ThinshipError('BAD_METADATA', `thin_delta ranges end at block ${extentBlocks}, beyond the largest byte offset this program handles`);
     const plan = new SpooledPlan(c.totals(volumeSizeBytes ?? extentBytes), spool, maxOpBytes);
