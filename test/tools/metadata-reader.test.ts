@@ -202,3 +202,23 @@ test('no metadata snapshot held: the native reader says NO_METADATA_SNAP', async
   const pool = await generatePool(dir, { seed: 5, mappings: 100 });
   await assert.rejects(MetadataReader.open(pool.metadataPath, { useMetadataSnap: true }), (e: unknown) => e instanceof ThinshipError && e.code === 'NO_METADATA_SNAP');
 });
+
+test('the same data block at another time is unchanged for both readers (thin_delta compares data blocks, not times)', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'thinship-native-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const meta = join(dir, 'meta.bin');
+  const img = new MetadataImage();
+  const a = img.build([[0, blockTime(5, 0)], [1, blockTime(6, 0)], [2, blockTime(9, 0)]], 8);
+  const b = img.build([[0, blockTime(5, 3)], [1, blockTime(7, 0)]], 8);
+  const details = (n: number) => deviceDetails({ mappedBlocks: n, transaction: 1, creationTime: 0, snapTime: 0 });
+  img.write(meta, { mappingRoot: img.build([[1, u64Value(a)], [2, u64Value(b)]], 8), detailsRoot: img.build([[1, details(3)], [2, details(2)]], 24), dataBlockSizeSectors: 128, nrDataBlocks: 100, time: 3, transaction: 2 });
+  const ref = await toolPlans(meta, { left: 1, right: 2 });
+  const refOps = await allOps(ref);
+  await ref.close();
+  const n = await planNative({ metadataPath: meta, useMetadataSnap: true, snapDevId: 2, baseDevId: 1 }, { choice: 'native' });
+  assert.ok(n);
+  const ops = await allOps(n.plan);
+  await n.plan.close();
+  assert.deepEqual(ops, refOps);
+  assert.deepEqual(ops, [{ kind: 'data', offsetBytes: 64 * 1024, lengthBytes: 64 * 1024 }, { kind: 'unmap', offsetBytes: 128 * 1024, lengthBytes: 64 * 1024 }]);
+});

@@ -109,8 +109,12 @@ export function childRange(n: BtreeNode, i: number, hi: number): [number, number
   return [n.key(i), i + 1 < n.nrEntries ? n.key(i + 1) : hi];
 }
 
-/** Children read ahead of a walk: leaves of a full walk are all needed, so their reads overlap. */
-const READ_AHEAD = 16;
+/** A node's children, all read ahead by a full walk (it needs every one). */
+export function children(n: BtreeNode, what: string): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < n.nrEntries; i++) out.push(n.u64Value(i, what));
+  return out;
+}
 
 /**
  * The leaves of the tree at `root`, in key order (depth first, constant memory:
@@ -122,7 +126,7 @@ export async function* leaves(r: BlockReader, root: number, leafValueSize: numbe
   if (rootNode.leaf) { yield rootNode; return; }
   const stack: { n: BtreeNode; i: number; hi: number }[] = [{ n: rootNode, i: 0, hi: KEY_END }];
   const onPath = new Set<number>([root]);
-  for (let i = 0; i < Math.min(READ_AHEAD, rootNode.nrEntries); i++) r.prefetch(rootNode.u64Value(i, what));
+  r.prefetch(children(rootNode, what));
   while (stack.length > 0) {
     const f = stack[stack.length - 1]!;
     if (f.i >= f.n.nrEntries) {
@@ -132,7 +136,6 @@ export async function* leaves(r: BlockReader, root: number, leafValueSize: numbe
     }
     const i = f.i++;
     const child = f.n.u64Value(i, what);
-    if (i + READ_AHEAD < f.n.nrEntries) r.prefetch(f.n.u64Value(i + READ_AHEAD, what));
     if (onPath.has(child)) throw bad(child, `${what}: loop: block ${f.n.block} points back to its ancestor ${child}`);
     if (stack.length >= MAX_DEPTH) throw bad(child, `${what}: tree deeper than ${MAX_DEPTH} levels (a loop?)`);
     const [lo, hi] = childRange(f.n, i, f.hi);
@@ -140,7 +143,7 @@ export async function* leaves(r: BlockReader, root: number, leafValueSize: numbe
     if (c.leaf) { yield c; continue; }
     stack.push({ n: c, i: 0, hi });
     onPath.add(child);
-    for (let j = 0; j < Math.min(READ_AHEAD, c.nrEntries); j++) r.prefetch(c.u64Value(j, what));
+    r.prefetch(children(c, what));
   }
 }
 
