@@ -110,7 +110,8 @@ export class BlockReader {
     const all = this.readBytes(first, count);
     all.catch(() => undefined);
     for (let k = 0; k < count; k++) {
-      const p = all.then((b) => b.subarray(k * METADATA_BLOCK_BYTES, (k + 1) * METADATA_BLOCK_BYTES));
+      // A copy, so a cached block never keeps its whole run's buffer alive: the cache bounds memory.
+      const p = all.then((b) => count === 1 ? b : Buffer.from(b.subarray(k * METADATA_BLOCK_BYTES, (k + 1) * METADATA_BLOCK_BYTES)));
       p.catch(() => { if (this.cache.get(first + k) === p) this.cache.delete(first + k); });
       this.cache.set(first + k, p);
     }
