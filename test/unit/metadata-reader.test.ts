@@ -189,8 +189,11 @@ test('superblock: bad magic, bad checksum, wrong block number are BAD_METADATA; 
   const f = pool(100);
   patchBlock(f.path, 0, (b) => { b.writeUInt32LE(1, 360); reChecksum(b, 'superblock'); });
   assert.equal(await planNative({ metadataPath: f.path, useMetadataSnap: false, snapDevId: 1 }, { choice: 'auto' }), undefined);
-  assert.equal(checkMetadataReaderChoice(undefined), 'auto');
-  assert.throws(() => checkMetadataReaderChoice('xml'), (e: unknown) => e instanceof ThinshipError && e.code === 'USAGE');
+  assert.equal(checkMetadataReaderChoice(undefined, undefined), 'auto');
+  assert.equal(checkMetadataReaderChoice(undefined, 'thin-tools'), 'thin-tools');
+  assert.equal(checkMetadataReaderChoice('native', 'thin-tools'), 'native', 'the flag wins over the environment');
+  assert.throws(() => checkMetadataReaderChoice('xml', undefined), (e: unknown) => e instanceof ThinshipError && e.code === 'USAGE' && /--metadata-reader/.test(e.message));
+  assert.throws(() => checkMetadataReaderChoice(undefined, 'xml'), (e: unknown) => e instanceof ThinshipError && e.code === 'USAGE' && /THINSHIP_METADATA_READER/.test(e.message));
 });
 
 test('a device in only one of the two trees is BAD_METADATA; in neither, NOT_FOUND listing the devices', async () => {

@@ -15,9 +15,13 @@ import { MAPPING_VALUE_BYTES, MetadataReader } from './reader.js';
 export type MetadataReaderChoice = 'auto' | 'native' | 'thin-tools';
 export const METADATA_READER_CHOICES: readonly MetadataReaderChoice[] = ['auto', 'native', 'thin-tools'];
 
-export function checkMetadataReaderChoice(s: string | undefined): MetadataReaderChoice {
+/** The --metadata-reader flag, else THINSHIP_METADATA_READER (to pin a reader for every run), else auto. */
+export function checkMetadataReaderChoice(flag: string | undefined, env: string | undefined = process.env.THINSHIP_METADATA_READER): MetadataReaderChoice {
+  const s = flag ?? (env === '' ? undefined : env);
   if (s === undefined) return 'auto';
-  if (!(METADATA_READER_CHOICES as readonly string[]).includes(s)) throw new ThinshipError('USAGE', `--metadata-reader must be one of ${METADATA_READER_CHOICES.join(', ')}, got "${s}"`);
+  if (!(METADATA_READER_CHOICES as readonly string[]).includes(s)) {
+    throw new ThinshipError('USAGE', `${flag !== undefined ? '--metadata-reader' : 'THINSHIP_METADATA_READER'} must be one of ${METADATA_READER_CHOICES.join(', ')}, got "${s}"`);
+  }
   return s as MetadataReaderChoice;
 }
 
