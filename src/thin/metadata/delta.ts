@@ -31,6 +31,12 @@ type Head =
   | { sub: true; block: number; lo: number; hi: number }
   | { sub: false; key: number; dataBlock: number };
 
+/** The data block of leaf value i: the upper 40 bits of `data_block << 24 | time`. */
+function dataBlockOf(n: BtreeNode, i: number): number {
+  const off = n.valueOffset(i);
+  return n.buf.readUInt32LE(off + 4) * 256 + (n.buf.readUInt32LE(off) >>> 24);
+}
+
 class Cursor {
   private readonly stack: Frame[] = [];
   private root: number | undefined;
@@ -48,12 +54,20 @@ class Cursor {
       const f = this.stack[this.stack.length - 1];
       if (f === undefined) return undefined;
       if (f.i >= f.n.nrEntries) { this.stack.pop(); continue; }
-      if (f.n.leaf) {
-        const off = f.n.valueOffset(f.i);
-        return { sub: false, key: f.n.key(f.i), dataBlock: f.n.buf.readUInt32LE(off + 4) * 256 + (f.n.buf.readUInt32LE(off) >>> 24) };
-      }
+      if (f.n.leaf) return { sub: false, key: f.n.key(f.i), dataBlock: dataBlockOf(f.n, f.i) };
       const [lo, hi] = childRange(f.n, f.i, f.hi);
       return { sub: true, block: f.n.u64Value(f.i, this.what), lo, hi };
+    }
+  }
+
+  /** The top frame when it is a leaf with entries left (exhausted frames are popped). */
+  leafTop(): Frame | undefined {
+    if (this.root !== undefined) return undefined;
+    for (;;) {
+      const f = this.stack[this.stack.length - 1];
+      if (f === undefined) return undefined;
+      if (f.i < f.n.nrEntries) return f.n.leaf ? f : undefined;
+      this.stack.pop();
     }
   }
 
@@ -121,17 +135,31 @@ export async function walkDelta(
   let batch: DeltaRange[] = [];
   let kind: DeltaKind | undefined;
   let begin = 0, len = 0;
-  const flush = async (): Promise<void> => {
-    if (kind !== undefined) batch.push({ kind, beginBlock: begin, lengthBlocks: len });
-    kind = undefined;
-    if (batch.length >= DELTA_BATCH) { const b = batch; batch = []; await onRanges(b); }
-  };
-  const block = async (k: DeltaKind, key: number): Promise<void> => {
+  /** Adds one block; the batch is handed on by the loop once it is full. */
+  const block = (k: DeltaKind, key: number): void => {
     if (k === kind && key === begin + len) { len++; return; }
-    await flush();
+    if (kind !== undefined) batch.push({ kind, beginBlock: begin, lengthBlocks: len });
     kind = k; begin = key; len = 1;
   };
   for (;;) {
+    if (batch.length >= DELTA_BATCH) { const b = batch; batch = []; await onRanges(b); }
+    // Both heads in leaves: merge the two leaves' entries directly (the common case when
+    // trees differ; no head objects).
+    const fa = A.leafTop();
+    const fb = B.leafTop();
+    if (fa !== undefined && fb !== undefined) {
+      const na = fa.n, nb = fb.n;
+      while (fa.i < na.nrEntries && fb.i < nb.nrEntries && batch.length < DELTA_BATCH) {
+        const ka = na.key(fa.i), kb = nb.key(fb.i);
+        if (ka < kb) { block('left_only', ka); fa.i++; }
+        else if (kb < ka) { block('right_only', kb); fb.i++; }
+        else {
+          block(dataBlockOf(na, fa.i) === dataBlockOf(nb, fb.i) ? 'same' : 'different', ka);
+          fa.i++; fb.i++;
+        }
+      }
+      continue;
+    }
     const a = A.head();
     const b = B.head();
     if (a === undefined && b === undefined) break;
@@ -142,11 +170,11 @@ export async function walkDelta(
     }
     const la = a === undefined ? KEY_END : a.sub ? a.lo : a.key;
     const lb = b === undefined ? KEY_END : b.sub ? b.lo : b.key;
-    if (a && !a.sub && la < lb) { await block('left_only', a.key); A.advance(); continue; }
-    if (b && !b.sub && lb < la) { await block('right_only', b.key); B.advance(); continue; }
+    if (a && !a.sub && la < lb) { block('left_only', a.key); A.advance(); continue; }
+    if (b && !b.sub && lb < la) { block('right_only', b.key); B.advance(); continue; }
     if (a && b && !a.sub && !b.sub) {
       // Equal keys.
-      await block(a.dataBlock === b.dataBlock ? 'same' : 'different', a.key);
+      block(a.dataBlock === b.dataBlock ? 'same' : 'different', a.key);
       A.advance(); B.advance();
       continue;
     }
@@ -161,7 +189,7 @@ export async function walkDelta(
       await B.expand(b as Head & { sub: true });
     }
   }
-  await flush();
+  if (kind !== undefined) batch.push({ kind, beginBlock: begin, lengthBlocks: len });
   if (batch.length > 0) await onRanges(batch);
   return stats;
 }
