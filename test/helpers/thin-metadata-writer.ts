@@ -75,7 +75,7 @@ export class MetadataImage {
    * `perNode` entries (the thin tools want every non-root node at least a third
    * full, as the kernel keeps them; the default leaves a third free for set()).
    */
-  build(entries: [number, Buffer][], valueSize: number, perNode = Math.floor(maxEntries(valueSize) * 2 / 3)): number {
+  build(entries: [number, Buffer][], valueSize: number, perNode = Math.floor(maxEntries(valueSize) * 2 / 3), perInternal = Math.floor(maxEntries(8) * 2 / 3)): number {
     const spread = <T>(items: T[], per: number): T[][] => {
       const nodes = Math.max(1, Math.ceil(items.length / per));
       const out: T[][] = [];
@@ -83,7 +83,6 @@ export class MetadataImage {
       return out;
     };
     let level = spread(entries, perNode).map((c) => this.alloc(true, valueSize, c.map((e) => e[0]), c.map((e) => e[1])));
-    const perInternal = Math.floor(maxEntries(8) * 2 / 3);
     while (level.length > 1) {
       level = spread(level, perInternal).map((c) => this.alloc(false, valueSize, c.map((n) => n.keys[0]!), c.map((n) => n.block)));
     }
