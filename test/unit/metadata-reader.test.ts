@@ -261,3 +261,14 @@ test('property: deltas of random trees (deep, narrow, shared or not, changed any
     rmSync(path);
   }
 });
+
+test('a truncated or empty metadata file is BAD_METADATA naming the block, not a short plan', async () => {
+  const p = pool(2_000);
+  const last = Math.max(...p.img.nodes.keys()); // the last node written (a tree root)
+  const { truncateSync, writeFileSync } = await import('node:fs');
+  truncateSync(p.path, last * 4096 + 100); // cut inside it
+  await assert.rejects(fullOf(p.path, 1), badAt(last, /outside the metadata device/));
+  const empty = join(dir, 'empty.bin');
+  writeFileSync(empty, '');
+  await assert.rejects(MetadataReader.open(empty), badAt(0, /outside the metadata device/));
+});
