@@ -13,8 +13,16 @@
  * - plan (file): thin_dump only: the tool writes into a temp file that the
  *          child follows as it grows (thin_dump 0.9 flushes every line, and one
  *          write() per line into a pipe costs the tool itself a lot; see the report).
+ * - plan (native): the native metadata reader (src/thin/metadata/) instead of
+ *          the tool: MetadataReader + nativeFullPlan / nativeDeltaPlan, same child
+ *          measurements; its row's "tool" is still the thin tool alone.
  * Each measurement is repeated --reps times, tool and plan alternating, and the
  * medians are reported; ratios are plan/tool from the same repetition.
+ *
+ * Then, for --kernel-sizes (default 2000000), a pool shaped as the kernel makes
+ * it (test/helpers/thin-metadata-writer.ts: a snapshot shares its origin's
+ * nodes; --kernel-changes blocks changed since, default 1000): thin_delta -m
+ * alone against the native delta, with the metadata blocks it read.
  */
 import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
@@ -23,14 +31,17 @@ import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { runTool, spawnTool, type StreamingTool } from '../src/exec/run.js';
 import { buildDeltaPlan, buildFullPlan } from '../src/thin/plan.js';
+import { MetadataReader } from '../src/thin/metadata/reader.js';
+import { nativeDeltaPlan, nativeFullPlan } from '../src/thin/metadata/native-plan.js';
+import { MetadataImage, blockTime, deviceDetails, u64Value } from '../test/helpers/thin-metadata-writer.js';
 import type { PlanTotals } from '../src/thin/model.js';
 import { generatePool, type GeneratedPool } from '../test/helpers/metadata-gen.js';
 
 type Kind = 'dump' | 'delta';
-type Transport = 'pipe' | 'file';
+type Transport = 'pipe' | 'file' | 'native';
 
-interface ChildArgs { kind: Kind; transport: Transport; meta: string; a: number; b: number; volumeSizeBytes: number; spoolDir: string }
-interface ChildOut { wallMs: number; cpuMs: number; hwmKiB: number; totals: PlanTotals }
+interface ChildArgs { kind: Kind; transport: Transport; meta: string; a: number; b: number; volumeSizeBytes: number; spoolDir: string; metadataSnap?: boolean }
+interface ChildOut { wallMs: number; cpuMs: number; hwmKiB: number; totals: PlanTotals; blocksRead?: number }
 
 // ---------------------------------------------------------------------------
 // Child: one planning run.
@@ -61,7 +72,26 @@ async function* followFile(path: string, done: Promise<unknown>): AsyncGenerator
   }
 }
 
+/** The native reader's run: no tool at all. */
+async function nativeChild(a: ChildArgs): Promise<void> {
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  const m = await MetadataReader.open(a.meta, { useMetadataSnap: a.metadataSnap });
+  const r = a.kind === 'dump'
+    ? await nativeFullPlan(m, a.a, { devId: a.a, volumeSizeBytes: a.volumeSizeBytes, spoolDir: a.spoolDir })
+    : await nativeDeltaPlan(m, a.a, a.b, { volumeSizeBytes: a.volumeSizeBytes, spoolDir: a.spoolDir });
+  const blocksRead = m.blocks.blocksRead;
+  await m.close();
+  const wallMs = performance.now() - t0;
+  const c = process.cpuUsage(cpu0);
+  await r.plan.close();
+  const hwmKiB = Number(/VmHWM:\s+(\d+) kB/.exec(await readFile('/proc/self/status', 'utf8'))![1]);
+  const res: ChildOut = { wallMs, cpuMs: (c.user + c.system) / 1000, hwmKiB, totals: r.plan.totals, blocksRead };
+  process.stdout.write(`${JSON.stringify(res)}\n`);
+}
+
 async function child(a: ChildArgs): Promise<void> {
+  if (a.transport === 'native') return nativeChild(a);
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const argv = a.kind === 'dump' ? ['--dev-id', String(a.a), a.meta] : ['--snap1', String(a.a), '--snap2', String(a.b), a.meta];
@@ -129,7 +159,7 @@ async function planInChild(args: ChildArgs): Promise<ChildOut> {
 }
 
 function parseArgs(argv: string[]) {
-  const o = { sizes: [2_000_000, 10_000_000], reps: 3, json: undefined as string | undefined, dir: tmpdir(), fileVariant: true, seed: 20240601 };
+  const o = { sizes: [2_000_000, 10_000_000], reps: 3, json: undefined as string | undefined, dir: tmpdir(), fileVariant: true, seed: 20240601, kernelSizes: [2_000_000], kernelChanges: 1000 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = () => { const x = argv[++i]; if (x === undefined) throw new Error(`${a} needs a value`); return x; };
@@ -139,6 +169,8 @@ function parseArgs(argv: string[]) {
     else if (a === '--dir') o.dir = v();
     else if (a === '--seed') o.seed = Number(v());
     else if (a === '--no-file-variant') o.fileVariant = false;
+    else if (a === '--kernel-sizes') o.kernelSizes = v() === '' ? [] : argv[i]!.split(',').map(Number);
+    else if (a === '--kernel-changes') o.kernelChanges = Number(v());
     else throw new Error(`unknown argument ${a}`);
   }
   if (!(o.reps >= 1) || o.sizes.some((s) => !Number.isSafeInteger(s) || s < 1)) throw new Error('bad --reps or --sizes');
@@ -161,6 +193,7 @@ async function main(): Promise<void> {
       const deltaLines = await countLines(['thin_delta', '--snap1', String(p.a.devId), '--snap2', String(p.b.devId), p.metadataPath]);
       const variants: Array<[Kind, Transport, number, PlanTotals]> = [['dump', 'pipe', p.a.elements, p.fullA], ['delta', 'pipe', deltaLines - 4, p.delta]];
       if (o.fileVariant) variants.push(['dump', 'file', p.a.elements, p.fullA]);
+      variants.push(['dump', 'native', p.a.elements, p.fullA], ['delta', 'native', deltaLines - 4, p.delta]);
       for (const [kind, transport, elements, expected] of variants) {
         const row: Row = { mappings, kind, transport, elements, toolMs: [], planMs: [], planCpuMs: [], ratio: [], hwmMiB: [], totalsOk: true };
         for (let rep = 0; rep < o.reps; rep++) {
@@ -180,6 +213,7 @@ async function main(): Promise<void> {
       await rm(dir, { recursive: true, force: true });
     }
   }
+  const kernel = await kernelShaped(o);
   const load1 = loadavg();
 
   const head = ['mappings', 'tool', 'transport', 'elements', 'tool s', 'plan s', 'ratio', 'plan cpu s', 'M elem/s', 'peak RSS MiB', 'totals'];
@@ -192,10 +226,58 @@ async function main(): Promise<void> {
   const fmt = (l: string[]) => l.map((c, i) => c.padStart(w[i]!)).join('  ');
   process.stdout.write(`${fmt(head)}\n${lines.map(fmt).join('\n')}\n`);
   process.stdout.write(`medians of ${o.reps} runs; ratio = plan wall / tool-alone wall of the same run; peak RSS = max VmHWM of the planning child; load average ${load0[0]!.toFixed(2)} before, ${load1[0]!.toFixed(2)} after\n`);
-  if (o.json) {
-    await writeFile(o.json, `${JSON.stringify({ date: new Date().toISOString(), node: process.version, reps: o.reps, loadavgBefore: load0, loadavgAfter: load1, pools, rows: rows.map((r) => ({ ...r, medianToolMs: median(r.toolMs), medianPlanMs: median(r.planMs), medianRatio: median(r.ratio), medianPlanCpuMs: median(r.planCpuMs), elementsPerSecond: r.elements / (median(r.planMs) / 1000), peakRssMiB: Math.max(...r.hwmMiB) })) }, null, 2)}\n`);
+  for (const k of kernel) {
+    process.stdout.write(`kernel-shaped pool, ${k.mappings} mappings, ${k.changes} blocks changed in the snapshot (trees: ${k.treeBlocks} blocks): thin_delta -m ${(median(k.toolMs) / 1000).toFixed(2)} s, native delta ${(median(k.planMs) / 1000).toFixed(3)} s reading ${k.blocksRead} blocks, totals ${k.totalsOk ? 'exact' : 'WRONG'}\n`);
   }
-  if (rows.some((r) => !r.totalsOk)) process.exitCode = 1;
+  if (o.json) {
+    await writeFile(o.json, `${JSON.stringify({ date: new Date().toISOString(), node: process.version, reps: o.reps, loadavgBefore: load0, loadavgAfter: load1, pools, kernel, rows: rows.map((r) => ({ ...r, medianToolMs: median(r.toolMs), medianPlanMs: median(r.planMs), medianRatio: median(r.ratio), medianPlanCpuMs: median(r.planCpuMs), elementsPerSecond: r.elements / (median(r.planMs) / 1000), peakRssMiB: Math.max(...r.hwmMiB) })) }, null, 2)}\n`);
+  }
+  if (rows.some((r) => !r.totalsOk) || kernel.some((k) => !k.totalsOk)) process.exitCode = 1;
+}
+
+interface KernelRow { mappings: number; changes: number; treeBlocks: number; toolMs: number[]; planMs: number[]; blocksRead: number; totalsOk: boolean }
+
+/** Kernel-shaped pools: thin_delta -m alone vs the native delta (whose totals must equal the tool's plan). */
+async function kernelShaped(o: ReturnType<typeof parseArgs>): Promise<KernelRow[]> {
+  const rows: KernelRow[] = [];
+  for (const n of o.kernelSizes) {
+    const dir = await mkdtemp(join(o.dir, 'thinship-bench-'));
+    try {
+      process.stderr.write(`writing a kernel-shaped pool of ${n} mappings, ${o.kernelChanges} changed ...\n`);
+      const img = new MetadataImage();
+      const entries: [number, Buffer][] = [];
+      for (let i = 0; i < n; i++) entries.push([i * 2, blockTime((i * 7919) % (4 * n), 0)]);
+      const rootA = img.build(entries, 8);
+      entries.length = 0;
+      img.commit();
+      let rootB = rootA;
+      // Changes spread over the volume, each a new data block (a write after the snapshot).
+      for (let c = 0; c < o.kernelChanges; c++) rootB = img.set(rootB, 2 * Math.floor((c + 0.5) * n / o.kernelChanges), blockTime(4 * n + c, 1));
+      const meta = join(dir, 'meta.bin');
+      const det = (x: number) => deviceDetails({ mappedBlocks: x, transaction: 1, creationTime: 0, snapTime: 0 });
+      img.write(meta, { mappingRoot: img.build([[1, u64Value(rootA)], [2, u64Value(rootB)]], 8), detailsRoot: img.build([[1, det(n)], [2, det(n)]], 24), dataBlockSizeSectors: 128, nrDataBlocks: 5 * n, time: 1, transaction: 1 });
+      const treeBlocks = new Set([...img.reachable(rootA), ...img.reachable(rootB)]).size;
+      const row: KernelRow = { mappings: n, changes: o.kernelChanges, treeBlocks, toolMs: [], planMs: [], blocksRead: 0, totalsOk: true };
+      const volumeSizeBytes = 2 * n * 64 * 1024;
+      const t = spawnTool('thin_delta', ['-m', '--snap1', '1', '--snap2', '2', meta]);
+      const [ref] = await Promise.all([buildDeltaPlan(t.stdout, { volumeSizeBytes }), t.done]);
+      await ref.plan.close();
+      for (let rep = 0; rep < o.reps; rep++) {
+        const t0 = performance.now();
+        await runTool('sh', ['-c', 'exec thin_delta -m --snap1 1 --snap2 2 "$1" > /dev/null', 'sh', meta]);
+        row.toolMs.push(performance.now() - t0);
+        const c = await planInChild({ kind: 'delta', transport: 'native', meta, a: 1, b: 2, volumeSizeBytes, spoolDir: dir, metadataSnap: true });
+        row.planMs.push(c.wallMs);
+        row.blocksRead = c.blocksRead ?? 0;
+        row.totalsOk &&= JSON.stringify(c.totals) === JSON.stringify(ref.plan.totals);
+        process.stderr.write(`  kernel-shaped rep ${rep + 1}: thin_delta -m ${(row.toolMs[rep]! / 1000).toFixed(2)} s, native ${(c.wallMs / 1000).toFixed(3)} s, ${row.blocksRead} blocks read of ${treeBlocks}\n`);
+      }
+      rows.push(row);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+  return rows;
 }
 
 const childAt = process.argv.indexOf('--child');

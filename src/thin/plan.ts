@@ -14,7 +14,7 @@ import type { Readable } from 'node:stream';
 import { ThinshipError } from '../errors.js';
 import { SECTOR_BYTES, type DeltaRange, type Mapping, type PlanOp, type PlanTotals, type Superblock, type ThinDevice } from './model.js';
 import { RecordSpool, MappingSpool } from './spool.js';
-import { parseThinDelta, parseThinDump } from './xml.js';
+import { parseThinDelta, parseThinDump, type DeltaResult, type DeltaSink, type DumpResult, type DumpSink } from './xml.js';
 
 /** Largest op by default: 1 MiB (chunks of 256 KiB to 1 MiB measured best on the wire). */
 export const DEFAULT_MAX_OP_BYTES = 1024 * 1024;
@@ -270,6 +270,24 @@ export interface FullPlanResult {
  */
 export async function buildFullPlan(dump: Readable, opts: FullPlanOptions): Promise<FullPlanResult> {
   holdInput(dump);
+  return buildFullPlanFrom((sink) => parseThinDump(dump, sink), opts);
+}
+
+/** What feeds a plan: thin_dump's XML parser, or the native metadata reader (thin/metadata/), calling the same sink. */
+export type DumpSource = (sink: DumpSink) => Promise<DumpResult>;
+/**
+ * A native delta skips subtrees both devices share without reading them, so
+ * its ranges may end before the last mapped block: it says where they end.
+ */
+/**
+ * extentBlocks: where either device's last mapping ends; snapEndBlocks: where the
+ * snapshot's (right device's) last mapping ends. A source that skips shared
+ * subtrees (the native walk) sees neither in its ranges and says them here.
+ */
+export type DeltaSource = (sink: DeltaSink) => Promise<DeltaResult & { extentBlocks?: number; snapEndBlocks?: number }>;
+
+/** buildFullPlan from any source of the dump's typed model. */
+export async function buildFullPlanFrom(source: DumpSource, opts: FullPlanOptions): Promise<FullPlanResult> {
   const maxOpBytes = checkMaxOpBytes(opts.maxOpBytes);
   const volumeSizeBytes = checkVolumeSize(opts.volumeSizeBytes);
   if (!Number.isSafeInteger(opts.devId) || opts.devId < 0) throw new ThinshipError('USAGE', `device id must be a non-negative integer, got ${opts.devId}`);
@@ -285,7 +303,7 @@ export async function buildFullPlan(dump: Readable, opts: FullPlanOptions): Prom
       await spool.drain();
       await mappings?.drain();
     };
-    const res = await parseThinDump(dump, {
+    const res = await source({
       onSuperblock(sb) {
         counter = new RunCounter(sb.dataBlockSizeSectors * SECTOR_BYTES, maxOpBytes, volumeSizeBytes, spoolRun(spool), opts.volumeSizeFlag);
         coalescer = new Coalescer(counter.run);
@@ -345,6 +363,11 @@ export interface DeltaPlanResult {
  */
 export async function buildDeltaPlan(delta: Readable, opts: DeltaPlanOptions = {}): Promise<DeltaPlanResult> {
   holdInput(delta);
+  return buildDeltaPlanFrom((sink) => parseThinDelta(delta, sink), opts);
+}
+
+/** buildDeltaPlan from any source of the delta's typed ranges. */
+export async function buildDeltaPlanFrom(source: DeltaSource, opts: DeltaPlanOptions = {}): Promise<DeltaPlanResult> {
   const maxOpBytes = checkMaxOpBytes(opts.maxOpBytes);
   const volumeSizeBytes = checkVolumeSize(opts.volumeSizeBytes);
   const spool = await RecordSpool.create(2, { dir: opts.spoolDir });
@@ -353,7 +376,7 @@ export async function buildDeltaPlan(delta: Readable, opts: DeltaPlanOptions = {
     let coalescer: Coalescer | undefined;
     let extentBlocks = 0;
     let snapEndBlocks = 0;
-    const res = await parseThinDelta(delta, {
+    const res = await source({
       onSuperblock(sb) {
         counter = new RunCounter(sb.dataBlockSizeSectors * SECTOR_BYTES, maxOpBytes, volumeSizeBytes, spoolRun(spool), opts.volumeSizeFlag);
         coalescer = new Coalescer(counter.run);
@@ -371,9 +394,11 @@ export async function buildDeltaPlan(delta: Readable, opts: DeltaPlanOptions = {
       },
     });
     coalescer!.finish();
+    if (res.snapEndBlocks !== undefined) snapEndBlocks = Math.max(snapEndBlocks, res.snapEndBlocks);
     refuseCutVolume(opts.volumeSizeFlag, volumeSizeBytes, snapEndBlocks * counter!.blockSizeBytes, counter!.blockSizeBytes, `device ${res.rightDevId}`);
     await spool.finish();
     const c = counter!;
+    if (res.extentBlocks !== undefined) extentBlocks = Math.max(extentBlocks, res.extentBlocks);
     const extentBytes = extentBlocks * c.blockSizeBytes;
     if (!Number.isSafeInteger(extentBytes)) throw new ThinshipError('BAD_METADATA', `thin_delta ranges end at block ${extentBlocks}, beyond the largest byte offset this program handles`);
     const plan = new SpooledPlan(c.totals(volumeSizeBytes ?? extentBytes), spool, maxOpBytes);

@@ -14,6 +14,7 @@ import { resolveSource, type ThinVolume } from './lvm.js';
 import { withMetadataSnapshot } from './metadata-snap.js';
 import { SECTOR_BYTES, type Superblock, type ThinDevice } from './model.js';
 import { parseThinDump } from './xml.js';
+import { planNative, type MetadataReaderChoice } from './metadata/native-plan.js';
 
 /** What a stream says it carries; also what a receiver records after a commit. */
 export interface VolumeIdentity {
@@ -49,6 +50,8 @@ export interface PlanOptions {
   lockDir?: string;
   /** Keep the source's origin→data mappings (offline reader needs them). */
   withMappings?: boolean;
+  /** Who reads the pool metadata (default auto: native when it knows the format, else thin_dump/thin_delta). */
+  metadataReader?: MetadataReaderChoice;
 }
 
 /**
@@ -70,6 +73,8 @@ async function parseToolOutput<T>(tool: StreamingTool, parse: (out: Readable) =>
 }
 
 async function planFromMetadata(args: { metadataPath: string; useMetadataSnap: boolean; snapDevId: number; baseDevId?: number; volumeSizeBytes?: number; volumeSizeFlag?: string; signal?: AbortSignal }, opts: PlanOptions) {
+  const native = await planNative(args, { choice: opts.metadataReader ?? 'auto', maxOpBytes: opts.maxOpBytes, spoolDir: opts.spoolDir, withMappings: opts.withMappings, signal: args.signal });
+  if (native) return native;
   const m = args.useMetadataSnap ? ['-m'] : [];
   const run = (tool: string, a: string[]) => spawnTool(tool, a, { signal: args.signal, classify: classifyThinTool });
   if (args.baseDevId === undefined) {

@@ -31,6 +31,8 @@ beforeEach(() => {
     FAKE_THIN_DUMP_XML: join(samples, 'thin_dump-snap1.xml'),
     FAKE_THIN_DELTA_XML: join(samples, 'thin_delta.xml'),
     THINSHIP_LOCK_DIR: join(state, 'locks'),
+    // The fakes are thin tools printing recorded XML: there is no metadata device to read natively.
+    THINSHIP_METADATA_READER: 'thin-tools',
   };
 });
 

@@ -243,19 +243,23 @@ describe('plan on real LVM thin pools (VM boot 1: plan-basic.sh)', { skip: vmSki
     assert.ok(expectedFull(A.snap1, poolA).some((o) => o.lengthBytes === MiB), 'a range longer than 1 MiB gets split');
   });
 
-  test('full plan of vg0/snap1: every mapped chunk, coalesced, split at 1 MiB', () => {
-    const c = cap('a-full-snap1');
-    assertPlan(planOf(c), { mode: 'full', ops: expectedFull(A.snap1, poolA), l: poolA, sourceLv: 'snap1', sourceThinId: thinIdOf(lvs, 'vg0', 'snap1') });
-    released(c);
+  test('full plan of vg0/snap1: every mapped chunk, coalesced, split at 1 MiB (default, native and thin-tools readers)', () => {
+    for (const name of ['a-full-snap1', 'a-full-snap1-native', 'a-full-snap1-tools']) {
+      const c = cap(name);
+      assertPlan(planOf(c), { mode: 'full', ops: expectedFull(A.snap1, poolA), l: poolA, sourceLv: 'snap1', sourceThinId: thinIdOf(lvs, 'vg0', 'snap1') });
+      released(c);
+    }
   });
 
-  test('incremental plan vg0/snap1 -> vg0/snap2: rewritten and new chunks as data, discarded as unmap', () => {
-    const c = cap('a-incr');
-    assertPlan(planOf(c), {
-      mode: 'incremental', ops: expectedDelta(A.snap1, A.snap2, poolA), l: poolA,
-      sourceLv: 'snap2', sourceThinId: thinIdOf(lvs, 'vg0', 'snap2'), baseLv: 'snap1', baseThinId: thinIdOf(lvs, 'vg0', 'snap1'),
-    });
-    released(c);
+  test('incremental plan vg0/snap1 -> vg0/snap2: rewritten and new chunks as data, discarded as unmap (default, native and thin-tools readers)', () => {
+    for (const name of ['a-incr', 'a-incr-native', 'a-incr-tools']) {
+      const c = cap(name);
+      assertPlan(planOf(c), {
+        mode: 'incremental', ops: expectedDelta(A.snap1, A.snap2, poolA), l: poolA,
+        sourceLv: 'snap2', sourceThinId: thinIdOf(lvs, 'vg0', 'snap2'), baseLv: 'snap1', baseThinId: thinIdOf(lvs, 'vg0', 'snap1'),
+      });
+      released(c);
+    }
   });
 
   test('incremental plan without --json prints the same totals for people', () => {
@@ -302,13 +306,15 @@ describe('plan on real LVM thin pools (VM boot 1: plan-basic.sh)', { skip: vmSki
     released(c);
   });
 
-  test('hyphenated names and 256 KiB chunks: incremental /dev/test-vg/snap-a1 -> /dev/test-vg/snap-a2', () => {
-    const c = cap('b-incr');
-    assertPlan(planOf(c), {
-      mode: 'incremental', ops: expectedDelta(B.snap1, B.snap2, poolB), l: poolB,
-      sourceLv: 'snap-a2', sourceThinId: thinIdOf(lvs, 'test-vg', 'snap-a2'), baseLv: 'snap-a1', baseThinId: thinIdOf(lvs, 'test-vg', 'snap-a1'),
-    });
-    released(c);
+  test('hyphenated names and 256 KiB chunks: incremental /dev/test-vg/snap-a1 -> /dev/test-vg/snap-a2 (default and thin-tools readers)', () => {
+    for (const name of ['b-incr', 'b-incr-tools']) {
+      const c = cap(name);
+      assertPlan(planOf(c), {
+        mode: 'incremental', ops: expectedDelta(B.snap1, B.snap2, poolB), l: poolB,
+        sourceLv: 'snap-a2', sourceThinId: thinIdOf(lvs, 'test-vg', 'snap-a2'), baseLv: 'snap-a1', baseThinId: thinIdOf(lvs, 'test-vg', 'snap-a1'),
+      });
+      released(c);
+    }
   });
 
   test('snapshots stay inactive with the activation-skip flag: plan does not activate them', () => {

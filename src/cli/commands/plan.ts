@@ -3,8 +3,9 @@ import { once } from 'node:events';
 import { planSend, type SendPlan } from '../../thin/planner.js';
 import { sourceSpecOf, parseByteCount, type SourceFlags } from '../source-args.js';
 import { formatBytes } from '../format.js';
+import { checkMetadataReaderChoice } from '../../thin/metadata/native-plan.js';
 
-export interface PlanFlags extends SourceFlags { json?: boolean; maxOpBytes?: string }
+export interface PlanFlags extends SourceFlags { json?: boolean; maxOpBytes?: string; metadataReader?: string }
 
 async function write(s: string): Promise<void> {
   if (!process.stdout.write(s)) await once(process.stdout, 'drain');
@@ -47,7 +48,7 @@ function printHuman(p: SendPlan): void {
 
 export async function planCommand(names: string[], flags: PlanFlags): Promise<void> {
   const spec = sourceSpecOf(names, flags);
-  const p = await planSend(spec, { maxOpBytes: flags.maxOpBytes === undefined ? undefined : parseByteCount(flags.maxOpBytes, '--max-op-bytes') });
+  const p = await planSend(spec, { maxOpBytes: flags.maxOpBytes === undefined ? undefined : parseByteCount(flags.maxOpBytes, '--max-op-bytes'), metadataReader: checkMetadataReaderChoice(flags.metadataReader) });
   try {
     if (flags.json) await printJson(p); else printHuman(p);
   } finally {

@@ -8,6 +8,7 @@
 import { join } from 'node:path';
 import { ThinshipError } from '../../errors.js';
 import { planSend } from '../../thin/planner.js';
+import { checkMetadataReaderChoice } from '../../thin/metadata/native-plan.js';
 import { openSourceReader } from '../../sender/volume-reader.js';
 import { ReceiverClient, sendPlanOverGrpc, defaultTransferId, type GrpcSendResult } from '../../rpc/client.js';
 import { CompressPool } from '../../sender/compress-pool.js';
@@ -31,6 +32,7 @@ export interface GrpcSendFlags extends SourceFlags, TlsFlags {
   maxOpBytes?: string;
   json?: boolean;
   quiet?: boolean;
+  metadataReader?: string;
 }
 
 /** --tls-dir DIR means DIR/ca.crt, DIR/client.crt, DIR/client.key (what `thinship certs` writes); single flags override. */
@@ -74,7 +76,7 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
   const compress = flags.compress !== false;
   const pool = new CompressPool({ compress });
   try {
-    const p = await planSend(spec, { maxOpBytes: flags.maxOpBytes === undefined ? undefined : parseByteCount(flags.maxOpBytes, '--max-op-bytes'), withMappings: spec.kind === 'offline' });
+    const p = await planSend(spec, { maxOpBytes: flags.maxOpBytes === undefined ? undefined : parseByteCount(flags.maxOpBytes, '--max-op-bytes'), withMappings: spec.kind === 'offline', metadataReader: checkMetadataReaderChoice(flags.metadataReader) });
     logPhase('send: planned', { dataBytes: p.plan.totals.dataBytes });
     try {
       const what = `${p.mode} ${p.source.name}${p.base ? ` from ${p.base.name}` : ''}`;

@@ -3,6 +3,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ThinshipError } from '../../errors.js';
 import { planSend } from '../../thin/planner.js';
+import { checkMetadataReaderChoice } from '../../thin/metadata/native-plan.js';
 import { openSourceReader } from '../../sender/volume-reader.js';
 import { sendMessages } from '../../sender/sender.js';
 import { encodeStream } from '../../stream/linbit.js';
@@ -11,7 +12,7 @@ import { sourceSpecOf, parseByteCount, type SourceFlags } from '../source-args.j
 import { ProgressLine } from '../progress.js';
 import { formatBytes, formatRate } from '../format.js';
 
-export interface SendFlags extends SourceFlags { format?: string; extensions?: boolean; maxOpBytes?: string; quiet?: boolean }
+export interface SendFlags extends SourceFlags { format?: string; extensions?: boolean; maxOpBytes?: string; quiet?: boolean; metadataReader?: string }
 
 export async function sendPipeCommand(names: string[], flags: SendFlags): Promise<void> {
   if (process.stdout.isTTY) throw new ThinshipError('USAGE', 'refusing to write a binary stream to a terminal: pipe it (thinship send vg/snap | ssh host thinship recv vg/lv) or redirect it to a file');
@@ -20,7 +21,7 @@ export async function sendPipeCommand(names: string[], flags: SendFlags): Promis
   const extensions = format === '1.1' && flags.extensions !== false;
   const spec = sourceSpecOf(names, flags);
   const t0 = performance.now();
-  const p = await planSend(spec, { maxOpBytes: flags.maxOpBytes === undefined ? undefined : parseByteCount(flags.maxOpBytes, '--max-op-bytes'), withMappings: spec.kind === 'offline' });
+  const p = await planSend(spec, { maxOpBytes: flags.maxOpBytes === undefined ? undefined : parseByteCount(flags.maxOpBytes, '--max-op-bytes'), withMappings: spec.kind === 'offline', metadataReader: checkMetadataReaderChoice(flags.metadataReader) });
   try {
     const reader = await openSourceReader(p);
     const progress = new ProgressLine('send', p.plan.totals.dataBytes);

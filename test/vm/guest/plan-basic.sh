@@ -24,6 +24,11 @@ save dev-mapper-before.txt ls /dev/mapper
 step "plans on pool A"
 run_cli a-full-snap1 "$TA" -- plan "$A_VG/$A_SNAP1" --json
 run_cli a-incr "$TA" -- plan "$A_VG/$A_SNAP1" "$A_VG/$A_SNAP2" --json
+# the default (auto) reads natively; each reader on its own, the thin tools being the reference
+run_cli a-full-snap1-native "$TA" -- plan "$A_VG/$A_SNAP1" --json --metadata-reader native
+run_cli a-incr-native "$TA" -- plan "$A_VG/$A_SNAP1" "$A_VG/$A_SNAP2" --json --metadata-reader native
+run_cli a-full-snap1-tools "$TA" -- plan "$A_VG/$A_SNAP1" --json --metadata-reader thin-tools
+run_cli a-incr-tools "$TA" -- plan "$A_VG/$A_SNAP1" "$A_VG/$A_SNAP2" --json --metadata-reader thin-tools
 run_cli a-incr-text "$TA" -- plan "$A_VG/$A_SNAP1" "$A_VG/$A_SNAP2"
 run_cli a-live-refused "$TA" -- plan "$A_VG/$A_LV" --json
 run_cli a-live-allowed "$TA" -- plan "$A_VG/$A_LV" --allow-live --json
@@ -34,6 +39,7 @@ run_cli cross-pool "$TA" -- plan "$A_VG/$A_SNAP1" "$B_VG/$B_SNAP2" --json
 step "plans on pool B (hyphenated names)"
 run_cli b-full-snap1 "$TB" -- plan "$B_VG/$B_SNAP1" --json
 run_cli b-incr "$TB" -- plan "/dev/$B_VG/$B_SNAP1" "/dev/$B_VG/$B_SNAP2" --json
+run_cli b-incr-tools "$TB" -- plan "/dev/$B_VG/$B_SNAP1" "/dev/$B_VG/$B_SNAP2" --json --metadata-reader thin-tools
 
 step "state after the plans"
 save_lvs lvs-after.json

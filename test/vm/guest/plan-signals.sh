@@ -37,7 +37,8 @@ start_plan() {
   local d=$RESULTS/$name
   mkdir -p "$d"
   printf '%s\n' "$*" > "$d/argv"
-  PATH=$SLOW:$PATH node "$THINSHIP_CLI" "$@" > "$d/stdout" 2> "$d/stderr" &
+  # the thin tools, not the native reader: these cases signal a running tool
+  PATH=$SLOW:$PATH node "$THINSHIP_CLI" "$@" --metadata-reader thin-tools > "$d/stdout" 2> "$d/stderr" &
   PLAN_PID=$!
 }
 

@@ -1,0 +1,190 @@
+/**
+ * persistent-data btree nodes (the kernel's drivers/md/persistent-data/
+ * dm-btree-internal.h and dm-btree.c; thin-provisioning-tools src/pdata/btree.rs).
+ * One node per 4 KiB metadata block, little endian:
+ *
+ *     0 csum u32          crc32c of bytes 4..4095, xor 121107
+ *     4 flags u32         1 = internal, 2 = leaf
+ *     8 blocknr u64       this block's own number
+ *    16 nr_entries u32
+ *    20 max_entries u32   a multiple of 3
+ *    24 value_size u32    8 in internal nodes (child block numbers)
+ *    28 padding u32
+ *    32 keys u64[max_entries], then values [max_entries * value_size]
+ *
+ * Keys increase strictly; in an internal node key[i] is a lower bound of the
+ * keys in child i (so child i holds keys in [key[i], key[i+1])).
+ *
+ * Every node read is checked here (own block number, checksum, flags, sizes,
+ * key order, keys inside the range its parent gives it) and the walks refuse
+ * loops: bad metadata is a BAD_METADATA error naming the block, never a plan.
+ */
+import { ThinshipError } from '../../errors.js';
+import { blockChecksum } from './crc32c.js';
+import { METADATA_BLOCK_BYTES, type BlockReader } from './block-reader.js';
+
+export const BTREE_CSUM_XOR = 121107;
+export const NODE_HEADER_BYTES = 32;
+export const INTERNAL_NODE = 1;
+export const LEAF_NODE = 2;
+/** Deeper than any real tree (a 4 KiB node has >= 84 children): a deeper walk is a loop. */
+export const MAX_DEPTH = 32;
+/** Upper bound for keys in the root's range (keys are u64; larger ones fail as unsafe integers first). */
+export const KEY_END = Number.MAX_SAFE_INTEGER + 1;
+
+export class BtreeNode {
+  constructor(
+    readonly block: number,
+    readonly buf: Buffer,
+    readonly leaf: boolean,
+    readonly nrEntries: number,
+    readonly maxEntries: number,
+    readonly valueSize: number,
+  ) {}
+
+  key(i: number): number {
+    const off = NODE_HEADER_BYTES + 8 * i;
+    return this.buf.readUInt32LE(off + 4) * 0x1_0000_0000 + this.buf.readUInt32LE(off);
+  }
+
+  /** Byte offset of value i in buf. */
+  valueOffset(i: number): number {
+    return NODE_HEADER_BYTES + 8 * this.maxEntries + this.valueSize * i;
+  }
+
+  /** Value i as a u64 block number (internal nodes; the thin mapping tree's top level). */
+  u64Value(i: number, what: string): number {
+    const off = this.valueOffset(i);
+    const hi = this.buf.readUInt32LE(off + 4);
+    if (hi > 0x1fffff) throw bad(this.block, `${what}: value ${i} (${this.buf.readBigUInt64LE(off)}) is beyond the largest integer this program handles`);
+    return hi * 0x1_0000_0000 + this.buf.readUInt32LE(off);
+  }
+}
+
+function bad(block: number, msg: string): ThinshipError {
+  return new ThinshipError('BAD_METADATA', `metadata block ${block}: ${msg}`, { details: { block } });
+}
+
+/**
+ * Checks and wraps block `block` as a btree node whose leaves hold values of
+ * `leafValueSize` bytes and whose keys lie in [lo, hi).
+ */
+export function parseNode(buf: Buffer, block: number, leafValueSize: number, lo: number, hi: number, what: string): BtreeNode {
+  const csum = blockChecksum(buf, BTREE_CSUM_XOR);
+  if (csum !== buf.readUInt32LE(0)) throw bad(block, `${what}: btree node checksum mismatch (stored ${buf.readUInt32LE(0)}, computed ${csum})`);
+  const blocknr = buf.readUInt32LE(12) * 0x1_0000_0000 + buf.readUInt32LE(8);
+  if (blocknr !== block) throw bad(block, `${what}: btree node says it is block ${blocknr}`);
+  const flags = buf.readUInt32LE(4);
+  if (flags !== INTERNAL_NODE && flags !== LEAF_NODE) throw bad(block, `${what}: btree node flags ${flags} are neither internal (1) nor leaf (2)`);
+  const leaf = flags === LEAF_NODE;
+  const nr = buf.readUInt32LE(16);
+  const max = buf.readUInt32LE(20);
+  const vs = buf.readUInt32LE(24);
+  const wantVs = leaf ? leafValueSize : 8;
+  if (vs !== wantVs) throw bad(block, `${what}: ${leaf ? 'leaf' : 'internal node'} has value size ${vs}, expected ${wantVs}`);
+  if (max === 0 || max % 3 !== 0) throw bad(block, `${what}: max_entries ${max} is not a positive multiple of 3`);
+  if (NODE_HEADER_BYTES + (8 + vs) * max > METADATA_BLOCK_BYTES) throw bad(block, `${what}: max_entries ${max} of ${vs}-byte values do not fit a block`);
+  if (nr > max) throw bad(block, `${what}: nr_entries ${nr} > max_entries ${max}`);
+  if (!leaf && nr === 0) throw bad(block, `${what}: internal node without entries`);
+  const node = new BtreeNode(block, buf, leaf, nr, max, vs);
+  let prev = -1;
+  for (let i = 0; i < nr; i++) {
+    const off = NODE_HEADER_BYTES + 8 * i;
+    if (buf.readUInt32LE(off + 4) > 0x1fffff) throw bad(block, `${what}: key ${i} (${buf.readBigUInt64LE(off)}) is beyond the largest integer this program handles`);
+    const k = node.key(i);
+    if (k <= prev) throw bad(block, `${what}: keys out of order (key ${i} is ${k}, after ${prev})`);
+    if (k < lo || k >= hi) throw bad(block, `${what}: key ${k} is outside the range [${lo}, ${hi === KEY_END ? 'end' : hi}) its parent gives it`);
+    prev = k;
+  }
+  return node;
+}
+
+/** Reads and checks a node. */
+export async function readNode(r: BlockReader, block: number, leafValueSize: number, lo: number, hi: number, what: string): Promise<BtreeNode> {
+  return parseNode(await r.read(block, what), block, leafValueSize, lo, hi, what);
+}
+
+/** Child i's key range inside a node whose range is [lo, hi). */
+export function childRange(n: BtreeNode, i: number, hi: number): [number, number] {
+  return [n.key(i), i + 1 < n.nrEntries ? n.key(i + 1) : hi];
+}
+
+/** A node's children, all read ahead by a full walk (it needs every one). */
+export function children(n: BtreeNode, what: string): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < n.nrEntries; i++) out.push(n.u64Value(i, what));
+  return out;
+}
+
+/**
+ * The leaves of the tree at `root`, in key order (depth first, constant memory:
+ * one frame per level). Loops (a child that is one of its ancestors) and trees
+ * deeper than MAX_DEPTH are BAD_METADATA.
+ */
+export async function* leaves(r: BlockReader, root: number, leafValueSize: number, what: string): AsyncGenerator<BtreeNode> {
+  const rootNode = await readNode(r, root, leafValueSize, 0, KEY_END, what);
+  if (rootNode.leaf) { yield rootNode; return; }
+  const stack: { n: BtreeNode; i: number; hi: number }[] = [{ n: rootNode, i: 0, hi: KEY_END }];
+  const onPath = new Set<number>([root]);
+  r.prefetch(children(rootNode, what));
+  while (stack.length > 0) {
+    const f = stack[stack.length - 1]!;
+    if (f.i >= f.n.nrEntries) {
+      stack.pop();
+      onPath.delete(f.n.block);
+      continue;
+    }
+    const i = f.i++;
+    const child = f.n.u64Value(i, what);
+    if (onPath.has(child)) throw bad(child, `${what}: loop: block ${f.n.block} points back to its ancestor ${child}`);
+    if (stack.length >= MAX_DEPTH) throw bad(child, `${what}: tree deeper than ${MAX_DEPTH} levels (a loop?)`);
+    const [lo, hi] = childRange(f.n, i, f.hi);
+    const c = await readNode(r, child, leafValueSize, lo, hi, what);
+    if (c.leaf) { yield c; continue; }
+    stack.push({ n: c, i: 0, hi });
+    onPath.add(child);
+    r.prefetch(children(c, what));
+  }
+}
+
+/** The value offset of `key` in its leaf, or undefined when the tree does not hold it. */
+export async function lookup(r: BlockReader, root: number, leafValueSize: number, key: number, what: string): Promise<{ node: BtreeNode; index: number } | undefined> {
+  let block = root;
+  let lo = 0, hi = KEY_END;
+  const onPath = new Set<number>();
+  for (let depth = 0; ; depth++) {
+    if (onPath.has(block)) throw bad(block, `${what}: loop: a lookup came back to block ${block}`);
+    if (depth >= MAX_DEPTH) throw bad(block, `${what}: tree deeper than ${MAX_DEPTH} levels (a loop?)`);
+    onPath.add(block);
+    const n = await readNode(r, block, leafValueSize, lo, hi, what);
+    // Last entry whose key <= key.
+    let a = 0, b = n.nrEntries - 1, at = -1;
+    while (a <= b) {
+      const m = (a + b) >>> 1;
+      if (n.key(m) <= key) { at = m; a = m + 1; } else b = m - 1;
+    }
+    if (n.leaf) return at >= 0 && n.key(at) === key ? { node: n, index: at } : undefined;
+    if (at < 0) return undefined;
+    [lo, hi] = childRange(n, at, hi);
+    block = n.u64Value(at, what);
+  }
+}
+
+/** The largest key in the tree, or -1 when it is empty (reads the right spine, backing off empty leaves). */
+export async function lastKey(r: BlockReader, root: number, leafValueSize: number, what: string): Promise<number> {
+  const visit = async (block: number, lo: number, hi: number, path: Set<number>): Promise<number> => {
+    if (path.has(block)) throw bad(block, `${what}: loop: block ${block} is its own ancestor`);
+    if (path.size >= MAX_DEPTH) throw bad(block, `${what}: tree deeper than ${MAX_DEPTH} levels (a loop?)`);
+    const n = await readNode(r, block, leafValueSize, lo, hi, what);
+    if (n.leaf) return n.nrEntries > 0 ? n.key(n.nrEntries - 1) : -1;
+    path.add(block);
+    for (let i = n.nrEntries - 1; i >= 0; i--) {
+      const [clo, chi] = childRange(n, i, hi);
+      const k = await visit(n.u64Value(i, what), clo, chi, path);
+      if (k >= 0) return k;
+    }
+    path.delete(block);
+    return -1;
+  };
+  return visit(root, 0, KEY_END, new Set());
+}
