@@ -138,8 +138,19 @@ test('empty input (a format 1.0 stream without records) is accepted as thin_recv
   assert.ok(readFileSync(target).equals(Buffer.alloc(4096, 3)));
   assert.equal(statSync(target).mtimeMs, mtimeMs, 'not even opened for writing');
   // What thinship send --format 1.0 (like thin_send 1.0) writes for identical snapshots: zero bytes.
+  // Two devices with the same mappings (a snapshot of an unchanged origin); the same
+  // device given twice is refused as a source (exit 4) before anything is written.
+  const sameXml = join(dir, 'same.xml');
+  const sameMeta = join(dir, 'same.tmeta');
+  const dev = (id: number, tx: number) => `  <device dev_id="${id}" mapped_blocks="2" transaction="${tx}" creation_time="${tx}" snap_time="${tx}">\n` +
+    '    <range_mapping origin_begin="0" data_begin="0" length="2" time="0"/>\n  </device>\n';
+  writeFileSync(sameXml, `<superblock uuid="" time="1" transaction="1" version="2" data_block_size="${pool.blockBytes / 512}" nr_data_blocks="16">\n${dev(1, 0)}${dev(2, 1)}</superblock>\n`);
+  writeFileSync(sameMeta, Buffer.alloc(0));
+  truncateSync(sameMeta, 8 * 1024 * 1024);
+  execFileSync('thin_restore', ['-i', sameXml, '-o', sameMeta]);
   const missing = join(dir, 'never-created.img');
-  r = await sh(`${send([pool.snapDevId, pool.snapDevId], '--format 1.0')} | ${recv(missing)}`);
+  const sendSame = `${q(node)} ${q(cliPath)} send --pool-metadata ${q(sameMeta)} --pool-data ${q(pool.dataPath)} --volume-size ${pool.volumeSizeBytes} --format 1.0 1 2`;
+  r = await sh(`${sendSame} | ${recv(missing)}`);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /^Empty input\.$/m);
   assert.ok(!existsSync(missing), 'a missing target file is not created for an empty stream');
