@@ -71,6 +71,13 @@ export class ConnectionWindowControl {
   readonly sessions = new Set<http2.ServerHttp2Session>();
   private pending: NodeJS.Immediate | undefined;
 
+  /**
+   * Called with the number of open sessions whenever one opens or closes, before a new
+   * session's window is set: the owner rescales (setWindow) so that a burst of new
+   * connections is not each granted the window meant for one transfer.
+   */
+  onSessionCount?: (sessions: number) => void;
+
   constructor(public windowBytes: number, private readonly log?: Logger) {
     this.windowBytes = clampWindow(windowBytes);
   }
@@ -116,7 +123,8 @@ export function raiseReceiveWindow(server: grpc.Server, windows: number | Receiv
     h2.on('session', (session: http2.ServerHttp2Session) => {
       if (control) {
         control.sessions.add(session);
-        session.once('close', () => control.sessions.delete(session));
+        control.onSessionCount?.(control.sessions.size);
+        session.once('close', () => { control.sessions.delete(session); control.onSessionCount?.(control.sessions.size); });
       }
       try {
         session.setLocalWindowSize(control ? Math.min(control.windowBytes, connection) : connection);
