@@ -1,15 +1,15 @@
 /**
  * Checks that the tests named in docs/testing.md catch the mutations they were
  * written for: each mutation is applied to src/, the project rebuilt, the
- * test files run (they must FAIL), and the source restored (always, also on
- * Ctrl-C). Then the clean build is restored and the same files must pass.
+ * test files run (they must FAIL), and the source restored (also after
+ * a run killed mid-row: the next run restores it first). Then the clean build is restored and the same files must pass.
  *
  *   node scripts/row-mutants.mjs            # every row
  *   node scripts/row-mutants.mjs isInside   # rows whose name contains "isInside"
  *
  * Not part of `npm test` (each row rebuilds: ~10-20 s plus its tests).
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync, existsSync, unlinkSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
@@ -24,15 +24,22 @@ function build() {
 
 function runTests(files, grep) {
   const args = ['--test', '--test-concurrency=1', ...(grep ? ['--test-name-pattern', grep] : []), ...files];
-  const r = spawnSync(process.execPath, args, { cwd: root, encoding: 'utf8', maxBuffer: 1 << 28 });
+  const r = spawnSync(process.execPath, args, { cwd: root, encoding: 'utf8', maxBuffer: 1 << 28, timeout: 600_000, killSignal: 'SIGKILL' });
   const out = r.stdout + r.stderr;
   const failed = /^# fail (\d+)/m.exec(out);
   const passed = /^# pass (\d+)/m.exec(out);
   return { status: r.status, fail: failed ? Number(failed[1]) : -1, pass: passed ? Number(passed[1]) : -1, out };
 }
 
+// spawnSync blocks signal handlers: a run killed mid-row leaves its backup, restored by the next run.
+const backup = `${root}/.row-mutant-backup.json`;
+if (existsSync(backup)) {
+  const b = JSON.parse(readFileSync(backup, 'utf8'));
+  writeFileSync(b.path, b.text);
+  unlinkSync(backup);
+  console.log(`restored ${b.path} left mutated by an interrupted run`);
+}
 let restore;
-for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => { restore?.(); process.exit(130); });
 
 const results = [];
 for (const row of rows) {
@@ -47,7 +54,8 @@ for (const row of rows) {
     else mutated = mutated.replace(e.from, e.to);
   }
   if (bad.length > 0) { results.push({ name: row.name, verdict: `NOT APPLIED (${row.file}: ${bad.join('; ')})` }); continue; }
-  restore = () => writeFileSync(path, orig);
+  writeFileSync(backup, JSON.stringify({ path, text: orig }));
+  restore = () => { writeFileSync(path, orig); unlinkSync(backup); };
   try {
     writeFileSync(path, mutated);
     build();
