@@ -8,15 +8,14 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, openSync, writeSync, readSync, closeSync, writeFileSync, ftruncateSync } from 'node:fs';
+import { mkdtempSync, rmSync, openSync, readSync, closeSync } from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cliPath } from '../helpers/cli.js';
+import { createFlatPool } from '../helpers/flat-pool.js';
 
 const MiB = 1024 * 1024;
-const BLOCK_BYTES = 64 * 1024;
 const VOLUME_BYTES = 256 * MiB;
 /**
  * The bound. Measured here: 0 or 8 MiB left (the sender's last DROP_LAG_BYTES
@@ -31,25 +30,7 @@ let dataPath: string;
 
 before(() => {
   dir = mkdtempSync(join(tmpdir(), 'thinship-pcache-'));
-  // One thin device mapping the whole volume onto the data file, block for block.
-  const blocks = VOLUME_BYTES / BLOCK_BYTES;
-  const xml = `<superblock uuid="" time="1" transaction="1" version="2" data_block_size="${BLOCK_BYTES / 512}" nr_data_blocks="${blocks}">\n` +
-    `  <device dev_id="1" mapped_blocks="${blocks}" transaction="0" creation_time="0" snap_time="0">\n` +
-    `    <range_mapping origin_begin="0" data_begin="0" length="${blocks}" time="0"/>\n  </device>\n</superblock>\n`;
-  writeFileSync(join(dir, 'pool.xml'), xml);
-  metadataPath = join(dir, 'pool.tmeta');
-  const m = openSync(metadataPath, 'w');
-  ftruncateSync(m, 8 * MiB);
-  closeSync(m);
-  execFileSync('thin_restore', ['-i', join(dir, 'pool.xml'), '-o', metadataPath]);
-  dataPath = join(dir, 'pool.tdata');
-  const fd = openSync(dataPath, 'w');
-  try {
-    const chunk = randomBytes(MiB); // not zeros: every block is read and sent
-    for (let off = 0; off < VOLUME_BYTES; off += MiB) { chunk.writeUInt32LE(off, 0); writeSync(fd, chunk, 0, MiB, off); }
-  } finally {
-    closeSync(fd);
-  }
+  ({ metadataPath, dataPath } = createFlatPool(dir, VOLUME_BYTES));
 });
 
 after(() => rmSync(dir, { recursive: true, force: true }));
