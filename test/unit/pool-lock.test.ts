@@ -98,3 +98,35 @@ test('an abort stops the wait', async () => {
   await assert.rejects(waiting, /stop waiting/);
   await l.release();
 });
+
+test("the owner file records this process's start time (field 22 of /proc/self/stat)", async () => {
+  const d = join(dir, 'g');
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  const startTime = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  const l = await lockPool('p', { dir: d });
+  assert.equal(readFileSync(join(d, 'p.lock', 'owner'), 'utf8'), `${process.pid} ${startTime}\n`);
+  await l.release();
+});
+
+test('an owner file that names no process (0, negative, not a number) is stale', async () => {
+  const d = join(dir, 'h');
+  for (const owner of ['0 1\n', '-1 1\n', 'abc\n', '\n']) {
+    mkdirSync(join(d, 'p.lock'), { recursive: true });
+    writeFileSync(join(d, 'p.lock', 'owner'), owner);
+    const l = await lockPool('p', { dir: d, timeoutMs: 0 });
+    assert.equal(l.tookOverStale, true, JSON.stringify(owner));
+    await l.release();
+  }
+});
+
+test('without a timeout a waiter keeps waiting (the default is minutes, not milliseconds)', async () => {
+  const d = join(dir, 'i');
+  const l = await lockPool('p', { dir: d });
+  const ac = new AbortController();
+  const waiting = lockPool('p', { dir: d, signal: ac.signal }).then(() => 'locked', (e: Error) => (e instanceof ThinshipError ? e.code : e.message));
+  const early = await Promise.race([waiting, new Promise((r) => setTimeout(() => r('still waiting'), 500))]);
+  ac.abort(new Error('stop'));
+  assert.equal(early, 'still waiting');
+  assert.equal(await waiting, 'stop');
+  await l.release();
+});
