@@ -12,7 +12,7 @@
 const run = (file, pattern) => `node ${pattern ? `--test-name-pattern='${pattern}' ` : ''}dist/test/${file}.test.js`;
 export const modules = {
   access: { mutate: ['src/receiver/access.ts'], command: [run('unit/access'), run('unit/rpc-receiver-state', 'target authorisation'), run('service/mutation-guards', 'boundary|another identity')] },
-  records: { mutate: ['src/receiver/transfers.ts:212-299'], command: [run('unit/rpc-decode'), run('service/mutation-guards', 'straddling|checkpoint|ZERO')] },
+  records: { mutate: ['src/receiver/transfers.ts:212-299'], command: [run('unit/record-checks'), run('unit/rpc-decode'), run('service/mutation-guards', 'straddling|checkpoint|ZERO')] },
   checkpoint: { mutate: ['src/receiver/checkpoint.ts'], command: [run('unit/rpc-receiver-state', 'checkpoints|state directory'), run('service/mutation-guards', 'checkpoint|another identity')] },
   digest: { mutate: ['src/stream/digest.ts'], command: [run('unit/linbit', 'digest|checksum'), run('unit/rpc-decode')] },
   linbit: { mutate: ['src/stream/linbit.ts:325-866'], command: [run('unit/linbit'), run('unit/linbit-golden')] },
