@@ -51,6 +51,7 @@ test('config: every malformed "identities" entry is a usage error naming the fil
     await usage({ a: { [key]: [5] } }, new RegExp(`\\.${key}: 5 is not a path`));
     for (const p of ['rel', '/a/../b', '/a/./b', '/a//b', '/a/', `/a\0b`]) await usage({ a: { [key]: [p] } }, /must be an absolute, normalised path/);
     await usage({ a: { [key]: [join(dir, 'missing')] } }, new RegExp(`\\.${key}: ${join(dir, 'missing').replace(/[/]/g, '\\/')} does not exist \\(ENOENT\\)`));
+    await assert.rejects(parseAccessRules({ a: { [key]: [join(dir, 'missing')] } }, 'cfg'), (e: ThinshipError) => (e.cause as NodeJS.ErrnoException).code === 'ENOENT', 'the cause is kept');
   }
   const v = 'v'.repeat(127);
   const p = await parseAccessRules({ a: { lvm: [{ vg: v, pool: 'p-0.x+_', lv: 'A-z0.9+_*?' }, { vg: 'vg0' }], directories: [join(dir, 'via-link')], devices: [join(dir, 'dev-link')] }, b: {} }, 'cfg.json');
@@ -93,7 +94,10 @@ test('target names: empty, too long or with NUL are not target names; a client w
   await assert.rejects(authorizeTarget(p, who, longest), (e: ThinshipError) => e.code === 'PERMISSION_DENIED');
   await denied(p, join(real, 'x.img'), /no rules for this identity in the receiver configuration/, { name: 'z', names: ['z'] });
   const long = `${join(dir, 'outside')}/${'y'.repeat(400)}`;
+  await denied(p, long, /cannot be resolved \(ENAMETOOLONG\)/);
   await assert.rejects(authorizeTarget(p, who, long), (e: ThinshipError) => e.message.includes(`target "${long.slice(0, 300)}"`) && !e.message.includes(long.slice(0, 301)));
+  // a target that is not a string at all (the wire decoder gives strings; a bug upstream must not reach the file system)
+  await assert.rejects(authorizeTarget(p, who, 5 as unknown as string), (e: ThinshipError) => e.code === 'BAD_STREAM');
 });
 
 test('LVM targets: VG and LV pattern (glob * and ?, everything else literal), valid names only', async () => {
