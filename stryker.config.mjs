@@ -14,7 +14,7 @@ export const modules = {
   access: { mutate: ['src/receiver/access.ts'], command: [run('unit/access'), run('unit/rpc-receiver-state', 'target authorisation'), run('service/mutation-guards', 'boundary|another identity')] },
   records: { mutate: ['src/receiver/transfers.ts:212-299'], command: [run('unit/record-checks'), run('unit/rpc-decode'), run('service/mutation-guards', 'straddling|checkpoint|ZERO')] },
   checkpoint: { mutate: ['src/receiver/checkpoint.ts'], command: [run('unit/checkpoint'), run('unit/rpc-receiver-state', 'checkpoints|state directory'), run('service/mutation-guards', 'checkpoint|another identity')] },
-  digest: { mutate: ['src/stream/digest.ts'], command: [run('unit/linbit', 'digest|checksum'), run('unit/rpc-decode')] },
+  digest: { mutate: ['src/stream/digest.ts'], command: [run('unit/digest'), run('unit/linbit', 'digest|checksum'), run('unit/rpc-decode')] },
   linbit: { mutate: ['src/stream/linbit.ts:325-866'], command: [run('unit/linbit'), run('unit/linbit-golden')] },
   'pool-lock': { mutate: ['src/thin/pool-lock.ts'], command: [run('unit/pool-lock')] },
 };
