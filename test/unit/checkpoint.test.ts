@@ -65,8 +65,12 @@ test('save, load, list and remove: atomic, private, temporaries of a crashed wri
   assert.deepEqual(await store.load('a.b-c_d'), cp);
   writeFileSync(join(store.dir, '.a.b-c_d.tmp-1-ffff'), '{');
   writeFileSync(join(store.dir, 'notes.txt'), 'not a checkpoint');
-  assert.deepEqual(await store.list(), [cp]);
-  assert.deepEqual(readdirSync(store.dir).sort(), ['a.b-c_d.json', 'notes.txt'], 'the temporary is removed, other files are left alone');
+  writeFileSync(join(store.dir, '.keep'), '');
+  const tmpLike = good({ transferId: 'x.tmp-2' }) as unknown as TransferCheckpoint; // an id may contain ".tmp-"
+  await store.save(tmpLike);
+  assert.deepEqual(await store.list(), [cp, tmpLike]);
+  assert.deepEqual(readdirSync(store.dir).sort(), ['.keep', 'a.b-c_d.json', 'notes.txt', 'x.tmp-2.json'], 'the temporary is removed, other files are left alone');
+  await store.remove('x.tmp-2');
   await store.remove('a.b-c_d');
   await store.remove('a.b-c_d');
   assert.deepEqual(await store.list(), []);
@@ -78,6 +82,13 @@ test('save, load, list and remove: atomic, private, temporaries of a crashed wri
   mkdirSync(d2);
   await assert.rejects(store.load('dir'), (e: NodeJS.ErrnoException) => e.code === 'EISDIR');
   await assert.rejects(store.remove('dir'), (e: NodeJS.ErrnoException) => e.code === 'EISDIR' || e.code === 'EPERM');
+  // a save that cannot rename into place leaves no temporary behind
+  writeFileSync(join(d2, 'inside'), 'x'); // a non-empty directory cannot be replaced
+  await assert.rejects(store.save({ ...cp, transferId: 'dir' }), (e: NodeJS.ErrnoException) => ['EISDIR', 'ENOTEMPTY', 'EEXIST'].includes(e.code!));
+  assert.deepEqual(readdirSync(store.dir).filter((n) => n.includes('.tmp-')), []);
+  // the state directory removed under a running receiver: IO_ERROR, with the cause kept
+  rmSync(store.dir, { recursive: true });
+  await assert.rejects(store.save(cp), (e: ThinshipError) => e.code === 'IO_ERROR' && (e.cause as NodeJS.ErrnoException).code === 'ENOENT');
 });
 
 test('transfer ids: 1 to 128 of [A-Za-z0-9._-], not starting with "."', () => {
