@@ -845,6 +845,11 @@ export class TransferRegistry {
     }
   }
 
+  /** Opens a target for writing (target.ts). One method, so tests can watch the handle the registry writes through. */
+  protected openTarget(...a: Parameters<typeof openTransferTarget>): ReturnType<typeof openTransferTarget> {
+    return openTransferTarget(...a);
+  }
+
   private async run(s: Session, who: ClientIdentity, begin: TransferBegin, target: AllowedTarget, existing: TransferCheckpoint | undefined, records: AsyncIterable<WireRecord>): Promise<ApplyResult> {
     const log = this.opts.log.child({ transferId: s.transferId, identity: who.name, target: begin.target });
     const now = Date.now();
@@ -855,7 +860,7 @@ export class TransferRegistry {
       dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0, createdUnixMs: now, updatedUnixMs: now,
     };
     log.info({ mode: begin.mode, volumeSizeBytes: begin.volumeSizeBytes, resumeOffsetBytes: begin.resumeOffsetBytes, plannedDataBytes: begin.plannedDataBytes, resuming: !!existing }, existing ? 'transfer resuming' : 'transfer begin');
-    const { handle, release, identity } = await openTransferTarget(target, {
+    const { handle, release, identity } = await this.openTarget(target, {
       volumeSizeBytes: begin.volumeSizeBytes,
       mustExist: begin.mode === 'incremental' ? 'an incremental stream applies only to a target holding its base' : existing ? 'it was removed during the transfer' : undefined,
     });

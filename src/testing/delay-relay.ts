@@ -243,7 +243,8 @@ export async function startDelayRelay(o: DelayRelayOptions): Promise<DelayRelay>
       open.add(s);
       // An error on one side (reset, refused, write after close) resets the other, as a link carries an RST.
       // A clean close is a FIN, which the line carries in its turn.
-      s.on('error', () => { for (const x of pair) x.destroy(); });
+      // (destroy() would send a FIN: the peer must see the reset, so resetAndDestroy().)
+      s.on('error', () => { for (const x of pair) if (x === s) x.destroy(); else if (!x.destroyed) x.resetAndDestroy(); });
       s.on('close', (hadError) => {
         open.delete(s);
         if (hadError) for (const x of pair) x.destroy();

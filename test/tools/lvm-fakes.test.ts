@@ -12,6 +12,10 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { repoRoot } from '../helpers/paths.js';
 import { runCli, startCli } from '../helpers/cli.js';
+import { pino } from 'pino';
+import { parseAccessRules } from '../../src/receiver/access.js';
+import { TransferRegistry, type TransferBegin } from '../../src/receiver/transfers.js';
+import { ThinshipError } from '../../src/errors.js';
 
 const fakes = join(repoRoot, 'test/tools/fakes/bin');
 const samples = join(repoRoot, 'test/fixtures/samples');
@@ -149,7 +153,7 @@ test('an inactive pool is refused with a hint', async () => {
 test('a device id unknown to the metadata (empty superblock, exit 0) is an error, and the reservation is released', async () => {
   const r = await runCli(['plan', 'vg0/snap1'], { env: { ...env, FAKE_THIN_DUMP_XML: join(samples, 'extras/thin_dump-unknown-id.txt') } });
   assert.equal(r.code, 3, r.stderr);
-  assert.match(r.stderr, /2/);
+  assert.match(r.stderr, /thin device id 2 is not in the pool metadata/);
   assert.ok(!reserved());
   assert.deepEqual(dmMessages(), ['reserve_metadata_snap', 'release_metadata_snap']);
 });
@@ -230,4 +234,38 @@ test('a plan killed with SIGKILL leaves the reservation (the kernel frees its lo
   assert.match(r.stderr, /releasing a stale metadata snapshot reservation/);
   assert.ok(!reserved());
   rmSync(state, { recursive: true, force: true });
+});
+
+test("the receiver's LVM pool rule: an LV of another thin pool is refused (checked against lvs) before anything is activated or recorded", async () => {
+  const begin: TransferBegin = {
+    transferId: 'pool-rule', target: 'vg0/thin1', mode: 'full', volumeSizeBytes: 268435456, blockSizeBytes: KiB64, sourceId: 's', baseId: '',
+    plannedDataBytes: 0, plannedUnmapBytes: 0, resumeOffsetBytes: 0, compression: 'none', checksum: 'sha256',
+  };
+  const saved = { PATH: process.env.PATH, FAKE_STATE: process.env.FAKE_STATE, FAKE_LVS_JSON: process.env.FAKE_LVS_JSON };
+  Object.assign(process.env, { PATH: env.PATH, FAKE_STATE: state, FAKE_LVS_JSON: lvsJson });
+  const attempt = async (pool: string) => {
+    const policy = await parseAccessRules({ who: { lvm: [{ vg: 'vg0', pool, lv: 'thin*' }] } }, 'test');
+    const reg = new TransferRegistry({ stateDir: join(state, `rx-${pool}`), policy, log: pino({ level: 'silent' }), decodeWorkers: 0 });
+    await reg.start();
+    try {
+      async function* none() { /* refused before the first record is read */ }
+      return await reg.apply({ name: 'who', names: ['who'] }, begin, none()).then(() => undefined, (e: ThinshipError) => e);
+    } finally {
+      await reg.close();
+    }
+  };
+  try {
+    // thin1 is in vg0/pool (lvs-vg0.json): a rule for another pool must refuse it
+    const denied = await attempt('otherpool');
+    assert.ok(denied instanceof ThinshipError);
+    assert.equal(denied.code, 'PERMISSION_DENIED', denied.message);
+    assert.match(denied.message, /thin pool vg0\/pool, not in the allowed pool vg0\/otherpool/);
+    assert.deepEqual(calls().map((c) => c.split(' ')[0]), ['lvs'], 'only lvs ran: nothing activated');
+    assert.ok(!existsSync(join(state, 'rx-otherpool', 'transfers', 'pool-rule.json')), 'nothing recorded');
+    // the rule naming the right pool gets past the check (and then fails only because the fake has no device)
+    const other = await attempt('pool');
+    assert.ok(other === undefined || other.code !== 'PERMISSION_DENIED', other?.message);
+  } finally {
+    for (const [k, v] of Object.entries(saved)) { if (v === undefined) delete process.env[k]; else process.env[k] = v; }
+  }
 });

@@ -18,6 +18,10 @@ import { startDelayRelay, parseRate, lineCapacityBytes, type DelayRelay } from '
 import { repoRoot } from '../helpers/paths.js';
 
 /** A server on 127.0.0.1:0 running `onConn` for each connection. */
+/** Every wait on an event is bounded: a relay bug must fail the test, not hang it. */
+const WAIT_MS = 20_000;
+const within = (ms = WAIT_MS) => ({ signal: AbortSignal.timeout(ms) });
+
 async function serverOn(onConn: (s: net.Socket) => void): Promise<{ port: number; close(): Promise<void> }> {
   const conns = new Set<net.Socket>();
   const srv = net.createServer({ allowHalfOpen: true }, (s) => { conns.add(s); s.on('close', () => conns.delete(s)); onConn(s); });
@@ -32,7 +36,7 @@ function echo(s: net.Socket): void {
 
 async function connect(port: number): Promise<net.Socket> {
   const c = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true, noDelay: true });
-  await once(c, 'connect');
+  await once(c, 'connect', within());
   return c;
 }
 
@@ -40,7 +44,11 @@ async function connect(port: number): Promise<net.Socket> {
 function readAll(s: net.Socket): Promise<Buffer> {
   const parts: Buffer[] = [];
   s.on('data', (b: Buffer) => parts.push(b));
-  return new Promise((resolve, reject) => { s.once('end', () => resolve(Buffer.concat(parts))); s.once('error', reject); });
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('timed out reading to the end of the stream')), WAIT_MS);
+    s.once('end', () => { clearTimeout(t); resolve(Buffer.concat(parts)); });
+    s.once('error', (e) => { clearTimeout(t); reject(e); });
+  });
 }
 
 async function withRelay<T>(opts: Omit<Parameters<typeof startDelayRelay>[0], 'toHost' | 'toPort'>, target: (s: net.Socket) => void, fn: (r: DelayRelay) => Promise<T>): Promise<T> {
@@ -75,7 +83,7 @@ test('a round trip through the relay takes twice the one-way delay, and a half-c
     for (let i = 0; i < 5; i++) {
       const t0 = performance.now();
       c.write(`ping ${i}\n`);
-      const [b] = await once(c, 'data') as [Buffer];
+      const [b] = await once(c, 'data', within()) as [Buffer];
       rtts.push(performance.now() - t0);
       assert.equal(b.toString(), `ping ${i}\n`);
     }
@@ -86,7 +94,7 @@ test('a round trip through the relay takes twice the one-way delay, and a half-c
     // FIN goes out, the echo server ends in turn: the end arrives a round trip later.
     const t0 = performance.now();
     c.end();
-    await once(c, 'end');
+    await once(c, 'end', within());
     assert.ok(performance.now() - t0 >= 2 * delayMs - 1, 'the half-close is delayed like data');
     assert.ok(relay.stats().up.lateMsMean < 20, `mean lateness ${relay.stats().up.lateMsMean} ms`);
     c.destroy();
@@ -103,7 +111,7 @@ test('every byte arrives, in order, in both directions (random write sizes, a de
     while (off < data.length) {
       seed = (seed * 1103515245 + 12345) >>> 0;
       const n = Math.min(data.length - off, 1 + (seed % 200_000));
-      if (!c.write(data.subarray(off, off + n))) await once(c, 'drain');
+      if (!c.write(data.subarray(off, off + n))) await once(c, 'drain', within());
       off += n;
     }
     c.end();
@@ -127,11 +135,11 @@ test('the relay holds the link rate', async () => {
     let sent = 0;
     while (sent < bytes) {
       const n = Math.min(chunk.length, bytes - sent);
-      if (!c.write(chunk.subarray(0, n))) await once(c, 'drain');
+      if (!c.write(chunk.subarray(0, n))) await once(c, 'drain', within());
       sent += n;
     }
     c.end();
-    await once(c, 'end'); // the target ended after reading everything
+    await once(c, 'end', within()); // the target ended after reading everything
     const s = (performance.now() - t0) / 1000;
     const rate = (bytes * 8) / s;
     // The first chunk leaves at once; every later byte waits for the line: never faster than the rate.
@@ -185,8 +193,14 @@ test('a refused target resets the client connection', async () => {
   const relay = await startDelayRelay({ delayMs: 1, rateBitsPerSecond: 1e9, toHost: '127.0.0.1', toPort: port });
   try {
     const c = net.connect({ port: relay.port, host: '127.0.0.1' });
-    c.on('error', () => undefined);
-    await once(c, 'close');
+    const errors: string[] = [];
+    c.on('error', (e: NodeJS.ErrnoException) => errors.push(e.code ?? e.message));
+    const hadError = await new Promise<boolean>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error('the client connection was never closed')), WAIT_MS);
+      c.on('close', (h: boolean) => { clearTimeout(t); resolve(h); });
+    });
+    assert.equal(hadError, true, 'reset, not a clean close (FIN)');
+    assert.deepEqual(errors, ['ECONNRESET']);
   } finally {
     await relay.close();
   }
@@ -196,7 +210,7 @@ test('the command line prints its port and relays with the delay', async () => {
   const srv = await serverOn(echo);
   const child = spawn(process.execPath, [join(repoRoot, 'dist/src/testing/delay-relay.js'), '--listen', '127.0.0.1:0', '--to', `127.0.0.1:${srv.port}`, '--rtt-ms', '60', '--rate', '100mbit'], { stdio: ['ignore', 'pipe', 'pipe'] });
   try {
-    const [line] = await once(child.stdout!, 'data') as [Buffer];
+    const [line] = await once(child.stdout!, 'data', within()) as [Buffer];
     const info = JSON.parse(line.toString()) as { port: number; delayMs: number; rateBitsPerSecond: number; capacityBytes: number };
     assert.equal(info.delayMs, 30);
     assert.equal(info.rateBitsPerSecond, 1e8);
@@ -204,14 +218,14 @@ test('the command line prints its port and relays with the delay', async () => {
     const c = await connect(info.port);
     const t0 = performance.now();
     c.write('hello');
-    const [b] = await once(c, 'data') as [Buffer];
+    const [b] = await once(c, 'data', within()) as [Buffer];
     assert.equal(b.toString(), 'hello');
     assert.ok(performance.now() - t0 >= 59, 'a 60 ms round trip');
     c.destroy();
     let err = '';
     child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
     child.kill('SIGTERM');
-    await once(child, 'exit');
+    await once(child, 'exit', within());
     const stats = JSON.parse(err.trim().split('\n').pop()!) as { stats: { connections: number; up: { bytes: number } } };
     assert.equal(stats.stats.connections, 1);
     assert.equal(stats.stats.up.bytes, 5);

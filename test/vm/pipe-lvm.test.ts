@@ -75,8 +75,12 @@ describe('pipe mode between real thin LVs (VM boot: pipe-lvm.sh)', { skip: vmSki
     for (const [n, snap] of [['grpc-full', 'snap1'], ['grpc-incr', 'snap2']] as const) {
       assert.equal(r(`${n}/rc`), '0', `${n}: ${r(`${n}/stderr`)}\n--- serve.log ---\n${r('serve.log').slice(-3000)}`);
       assert.equal(r(`${n}/cmp`), 'same', `${n}: target == ${snap}`);
-      const out = JSON.parse(r(`${n}/stdout`)) as Record<string, unknown>;
-      assert.ok(out, `${n} prints a JSON summary`);
+      const out = JSON.parse(r(`${n}/stdout`)) as { mode: string; dataBytes: number; plannedDataBytes: number; digest: string; alreadyComplete: boolean; state: { status: string } };
+      assert.equal(out.mode, n === 'grpc-full' ? 'full' : 'incremental', `${n}: mode in the JSON summary`);
+      assert.equal(out.state.status, 'TRANSFER_STATUS_COMPLETE', `${n}: status`);
+      assert.equal(out.alreadyComplete, false, `${n}: really sent`);
+      assert.ok(out.dataBytes > 0 && out.dataBytes === out.plannedDataBytes, `${n}: sent ${out.dataBytes} of ${out.plannedDataBytes} planned bytes`);
+      assert.match(out.digest, /^[0-9a-f]{64}$/, `${n}: stream digest`);
     }
     assert.ok(Number(r('grpc-incr/target-mapped-sectors')) <= Number(r('src-snap2-mapped-sectors')), 'gRPC target maps no more than the source');
   });

@@ -32,7 +32,8 @@
 # Building the cache is serialised with flock on $RV_HOME/.lock, so parallel runs
 # on an empty cache wait for one build instead of racing.
 #
-# Exit status: the guest script's status; 124 = timeout; 125 = VM/infra failure.
+# Exit status: the guest script's status; 124 = timeout; 125 = VM/infra failure;
+# 128+n = stopped by signal n (SIGTERM, SIGINT, SIGHUP: the VM is killed first).
 set -euo pipefail
 
 RV_HOME=${RV_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/thinship-vm}
@@ -254,14 +255,35 @@ esac
 log "prepared in $(awk -v a="$T0" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}')s; booting ($RV_ACCEL, ${RV_SMP} vCPU, ${RV_MEM} MiB)"
 T1=$(now)
 set +e
+# qemu runs in the background so that a signal to this script is handled at
+# once (bash runs traps only between commands, and `wait` is interruptible):
+# SIGTERM, SIGINT or SIGHUP stop the VM (timeout passes the signal on to qemu,
+# SIGKILL if it lingers) and exit 128+n, never leaving qemu behind.
+QPID=
+stop_vm() { # stop_vm SIGNAL NUMBER
+  trap - TERM INT HUP
+  if [ -n "$QPID" ] && kill -0 "$QPID" 2>/dev/null; then
+    kill -s TERM "$QPID" 2>/dev/null  # (a background job ignores SIGINT: always TERM)
+    for _ in $(seq 50); do kill -0 "$QPID" 2>/dev/null || break; sleep 0.1; done
+    pkill -KILL -P "$QPID" 2>/dev/null; kill -KILL "$QPID" 2>/dev/null
+  fi
+  echo "[run-guest] stopped by SIG$1: VM killed" >&2
+  exit $((128 + $2))
+}
+trap 'stop_vm TERM 15' TERM
+trap 'stop_vm INT 2' INT
+trap 'stop_vm HUP 1' HUP
 timeout --foreground -k 5 "$RV_TIMEOUT" qemu-system-x86_64 \
   -machine pc "${ACCEL[@]}" -smp "$RV_SMP" -m "$RV_MEM" \
   -nodefaults -no-user-config -display none -nic none -no-reboot \
   -kernel "$BOOT_KERNEL" -initrd "$WORK/initrd" \
   -append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init" \
   -serial "file:$CONSOLE" -chardev stdio,id=rvout,signal=off -serial chardev:rvout \
-  "${DRIVES[@]}" "${SHARE_OPTS[@]}" < /dev/null
+  "${DRIVES[@]}" "${SHARE_OPTS[@]}" < /dev/null &
+QPID=$!
+wait "$QPID"
 QRC=$?
+trap - TERM INT HUP
 set -e
 T2=$(now)
 RC=$(sed -n 's/^RV_EXIT=\([0-9]*\).*/\1/p' "$CONSOLE" | tail -1)

@@ -69,9 +69,29 @@ let exitHookInstalled = false;
 function killOnExit(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
-  // run-guest.sh runs in its own process group with qemu: do not leave VMs behind.
+  // run-guest.sh runs in its own process group with qemu: do not leave VMs behind,
+  // neither on a normal exit nor when this process is stopped by a signal.
   process.on('exit', () => { for (const c of live) killGroup(c, 'SIGKILL'); });
+  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+    process.once(sig, () => {
+      void stopAll().finally(() => process.kill(process.pid, sig)); // no listener left: the default action ends this process
+    });
+  }
 }
+
+/** SIGTERM to every VM's process group (run-guest.sh stops qemu and cleans up its work dir); SIGKILL to what is left after 5 s. */
+async function stopAll(): Promise<void> {
+  const running = [...live].filter((c) => c.exitCode === null && c.signalCode === null);
+  for (const c of running) killGroup(c, 'SIGTERM');
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    Promise.all(running.map((c) => new Promise((r) => { if (c.exitCode !== null || c.signalCode !== null) r(undefined); else c.once('close', r); }))),
+    new Promise((r) => { timer = setTimeout(r, 5000); }),
+  ]);
+  clearTimeout(timer);
+  for (const c of running) killGroup(c, 'SIGKILL');
+}
+
 function killGroup(c: ChildProcess, sig: NodeJS.Signals): void {
   if (c.pid === undefined || c.exitCode !== null || c.signalCode !== null) return;
   try { process.kill(-c.pid, sig); } catch { /* already gone */ }
