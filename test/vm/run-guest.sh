@@ -3,7 +3,7 @@
 # stock Debian 12 kernel with real device-mapper (dm-thin) and real LVM2 +
 # thin-provisioning-tools.  Output of the guest script is streamed to stdout,
 # and its exit status becomes the exit status of this script.
-# (thinship's copy of the recipe in /work/shared/vm; see test/vm/README.md.)
+# (How and why it works on machines without KVM: test/vm/README.md.)
 #
 #   usage: run-guest.sh GUEST_SCRIPT [ARGS...]
 #          RV_PREPARE_ONLY=1 run-guest.sh      (build the cache, boot nothing)
