@@ -6,7 +6,8 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, mkdirSync, symlinkSync, writeFileSync, realpathSync } from 'node:fs';
+import { mkdtempSync, rmSync, mkdirSync, symlinkSync, writeFileSync, realpathSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseAccessRules, authorizeTarget, rulesFor, ownerName, type AccessPolicy } from '../../src/receiver/access.js';
@@ -22,10 +23,17 @@ before(() => {
   mkdirSync(join(dir, 'outside'));
   writeFileSync(join(dir, 'outside', 'f.img'), 'x');
   symlinkSync(join(dir, 'outside'), join(real, 'out'));
-  writeFileSync(join(dir, 'dev-like.img'), 'x');
+  // a listed device must be a block device node: a node of loop0's number (never opened here)
+  execFileSync('mknod', [join(dir, 'dev-like.img'), 'b', '7', '0']);
   symlinkSync(join(dir, 'dev-like.img'), join(dir, 'dev-link'));
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
+
+/** A path target without the fields of the race-free open (dir, rel). */
+function pathShape(t: unknown): unknown {
+  const { dir: _dir, rel: _rel, ...rest } = t as Record<string, unknown>;
+  return rest;
+}
 
 async function usage(v: unknown, re: RegExp): Promise<void> {
   await assert.rejects(parseAccessRules(v, 'cfg.json'), (e: ThinshipError) => {
@@ -58,7 +66,7 @@ test('config: every malformed "identities" entry is a usage error naming the fil
   const r = p.identities.get('a')!;
   assert.deepEqual(r.lvm, [{ vg: v, pool: 'p-0.x+_', lv: 'A-z0.9+_*?' }, { vg: 'vg0', pool: undefined, lv: '*' }]);
   assert.deepEqual(r.directories, [{ path: join(dir, 'via-link'), real }], 'the real path is resolved once');
-  assert.deepEqual(r.devices, [{ path: join(dir, 'dev-link'), real: join(dir, 'dev-like.img') }]);
+  assert.deepEqual(r.devices.map(({ path, real: rp }) => ({ path, real: rp })), [{ path: join(dir, 'dev-link'), real: join(dir, 'dev-like.img') }]);
   assert.deepEqual(p.identities.get('b'), { lvm: [], directories: [], devices: [] });
 });
 
@@ -117,14 +125,15 @@ test('path targets: exact devices by real path, files under a directory by name 
   const who = { name: 'a', names: ['a'] };
   // the device, by its listed name and by its real path
   for (const t of [join(dir, 'dev-link'), join(dir, 'dev-like.img')]) {
-    assert.deepEqual(await authorizeTarget(p, who, t), { kind: 'path', name: t, realPath: join(dir, 'dev-like.img'), exists: true, key: join(dir, 'dev-like.img') });
+    assert.deepEqual(await authorizeTarget(p, who, t), { kind: 'device', name: t, realPath: join(dir, 'dev-like.img'), key: join(dir, 'dev-like.img'), rdev: statSync(join(dir, 'dev-like.img'), { bigint: true }).rdev });
   }
   // a new file: under the rule's path (a symlink) or under its real path; parent resolved
-  assert.deepEqual(await authorizeTarget(p, who, join(dir, 'via-link', 'n.img')), { kind: 'path', name: join(dir, 'via-link', 'n.img'), realPath: join(real, 'n.img'), exists: false, key: join(real, 'n.img') });
+  // (dir and rel, what the open resolves beneath, are asserted in access.test.ts)
+  assert.deepEqual(pathShape(await authorizeTarget(p, who, join(dir, 'via-link', 'n.img'))), { kind: 'path', name: join(dir, 'via-link', 'n.img'), realPath: join(real, 'n.img'), exists: false, key: join(real, 'n.img') });
   assert.equal((await authorizeTarget(p, who, join(real, 'sub', 'n.img'))).key, join(real, 'sub', 'n.img'));
   // an existing file
   writeFileSync(join(real, 'e.img'), 'x');
-  assert.deepEqual(await authorizeTarget(p, who, join(dir, 'via-link', 'e.img')), { kind: 'path', name: join(dir, 'via-link', 'e.img'), realPath: join(real, 'e.img'), exists: true, key: join(real, 'e.img') });
+  assert.deepEqual(pathShape(await authorizeTarget(p, who, join(dir, 'via-link', 'e.img'))), { kind: 'path', name: join(dir, 'via-link', 'e.img'), realPath: join(real, 'e.img'), exists: true, key: join(real, 'e.img') });
   // refusals, each with its reason
   await denied(p, `${real}/./x.img`, /absolute and normalised/);
   await denied(p, `${real}/x.img/`, /absolute and normalised/);

@@ -63,18 +63,20 @@ test('each record leaves the mark a checkpoint at it records: cursor, counts, di
   const want = new StreamDigest();
   const m1 = decodeRecord(raw(4 * KiB, a), c, dz).mark;
   want.addData(4 * KiB, 8 * KiB, sha(a));
-  assert.deepEqual(m1, { offsetBytes: 12 * KiB, digest: want.state, dataRecords: 1, unmapRecords: 0, dataBytes: 8 * KiB, unmapBytes: 0 });
+  // lastData: the last RAW/ZSTD record, re-read on the target before a resume (ZERO and UNMAP leave it)
+  const lastData = { offsetBytes: 4 * KiB, lengthBytes: 8 * KiB, sha256: sha(a).toString('hex') };
+  assert.deepEqual(m1, { offsetBytes: 12 * KiB, digest: want.state, lastData, dataRecords: 1, unmapRecords: 0, dataBytes: 8 * KiB, unmapBytes: 0 });
   const u = decodeRecord({ type: 'unmap', offsetBytes: 20 * KiB, lengthBytes: 12 * KiB }, c, dz);
   assert.deepEqual(u.msg, { type: 'unmap', offsetBytes: 20 * KiB, lengthBytes: 12 * KiB });
   const m2 = u.mark;
   want.addUnmap(20 * KiB, 12 * KiB);
-  assert.deepEqual(m2, { offsetBytes: 32 * KiB, digest: want.state, dataRecords: 1, unmapRecords: 1, dataBytes: 8 * KiB, unmapBytes: 12 * KiB });
+  assert.deepEqual(m2, { offsetBytes: 32 * KiB, digest: want.state, lastData, dataRecords: 1, unmapRecords: 1, dataBytes: 8 * KiB, unmapBytes: 12 * KiB });
   const m3 = decodeRecord(zero(40 * KiB, 16 * KiB, sha(Buffer.alloc(16 * KiB))), c, dz).mark;
   want.addData(40 * KiB, 16 * KiB, sha(Buffer.alloc(16 * KiB)));
-  assert.deepEqual(m3, { offsetBytes: 56 * KiB, digest: want.state, dataRecords: 2, unmapRecords: 1, dataBytes: 24 * KiB, unmapBytes: 12 * KiB });
+  assert.deepEqual(m3, { offsetBytes: 56 * KiB, digest: want.state, lastData, dataRecords: 2, unmapRecords: 1, dataBytes: 24 * KiB, unmapBytes: 12 * KiB });
   const end = decodeRecord({ type: 'end', records: 5, dataRecords: 2, unmapRecords: 1, dataBytes: 24 * KiB, unmapBytes: 12 * KiB, digest: want.state }, c, dz);
   assert.deepEqual(end.msg, { type: 'end', records: 5, dataRecords: 2, unmapRecords: 1, dataBytes: 24 * KiB, unmapBytes: 12 * KiB, digest: want.state });
-  assert.deepEqual(end.mark, { offsetBytes: 56 * KiB, digest: want.state, dataRecords: 2, unmapRecords: 1, dataBytes: 24 * KiB, unmapBytes: 12 * KiB });
+  assert.deepEqual(end.mark, { offsetBytes: 56 * KiB, digest: want.state, lastData, dataRecords: 2, unmapRecords: 1, dataBytes: 24 * KiB, unmapBytes: 12 * KiB });
 });
 
 test('limits are exact: a record of exactly the chunk limit passes, one byte more does not', () => {
