@@ -431,29 +431,37 @@ static int open_beneath_walk(int dirfd, const char *rel, int flags, mode_t mode)
   return cur;
 }
 
+/* The arguments of openBeneath and openBeneathWalk: (dirfd, relativePath, flags, mode).
+ * relativePath must be relative, non-empty, shorter than rel_size - 1 and free of NUL. */
+static int get_beneath_args(napi_env env, napi_callback_info info, int *dirfd, char *rel, size_t rel_size, int32_t *flags, int32_t *mode) {
+  napi_value argv[4];
+  size_t len = 0;
+  if (!get_args(env, info, 4, argv) || !get_fd(env, argv[0], dirfd)) return 0;
+  if (napi_get_value_string_utf8(env, argv[1], rel, rel_size, &len) != napi_ok || len == 0 || len >= rel_size - 1) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "relativePath must be a non-empty string shorter than 4095 bytes");
+    return 0;
+  }
+  if (rel[0] == '/' || strlen(rel) != len) {
+    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "relativePath must be relative and contain no NUL");
+    return 0;
+  }
+  if (napi_get_value_int32(env, argv[2], flags) != napi_ok || napi_get_value_int32(env, argv[3], mode) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "flags and mode must be integers");
+    return 0;
+  }
+  return 1;
+}
+
 /* openBeneath(dirfd, relativePath, flags, mode) → fd. The path is resolved
  * beneath dirfd with no symlinks, no magic links and no "..": EXDEV when it
  * would leave, ELOOP when a component is a symlink. flags are Node's
  * fs.constants (O_RDWR, O_CREAT, O_EXCL, ...). */
 static napi_value open_beneath(napi_env env, napi_callback_info info) {
-  napi_value argv[4], out;
+  napi_value out;
   int dirfd;
   int32_t flags, mode;
   char rel[4096];
-  size_t len = 0;
-  if (!get_args(env, info, 4, argv) || !get_fd(env, argv[0], &dirfd)) return NULL;
-  if (napi_get_value_string_utf8(env, argv[1], rel, sizeof rel, &len) != napi_ok || len == 0 || len >= sizeof rel - 1) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "relativePath must be a non-empty string shorter than 4095 bytes");
-    return NULL;
-  }
-  if (rel[0] == '/' || strlen(rel) != len) {
-    napi_throw_range_error(env, "ERR_INVALID_ARG_VALUE", "relativePath must be relative and contain no NUL");
-    return NULL;
-  }
-  if (napi_get_value_int32(env, argv[2], &flags) != napi_ok || napi_get_value_int32(env, argv[3], &mode) != napi_ok) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "flags and mode must be integers");
-    return NULL;
-  }
+  if (!get_beneath_args(env, info, &dirfd, rel, sizeof rel, &flags, &mode)) return NULL;
   struct open_how how;
   memset(&how, 0, sizeof how);
   how.flags = (uint64_t)(uint32_t)(flags | O_CLOEXEC);
@@ -475,20 +483,11 @@ static napi_value open_beneath(napi_env env, napi_callback_info info) {
 
 /* openBeneathWalk: the fallback itself, exported so tests exercise it on kernels that have openat2. */
 static napi_value open_beneath_walk_js(napi_env env, napi_callback_info info) {
-  napi_value argv[4], out;
+  napi_value out;
   int dirfd;
   int32_t flags, mode;
   char rel[4096];
-  size_t len = 0;
-  if (!get_args(env, info, 4, argv) || !get_fd(env, argv[0], &dirfd)) return NULL;
-  if (napi_get_value_string_utf8(env, argv[1], rel, sizeof rel, &len) != napi_ok || len == 0 || len >= sizeof rel - 1 || rel[0] == '/' || strlen(rel) != len) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "relativePath must be a non-empty relative string");
-    return NULL;
-  }
-  if (napi_get_value_int32(env, argv[2], &flags) != napi_ok || napi_get_value_int32(env, argv[3], &mode) != napi_ok) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "flags and mode must be integers");
-    return NULL;
-  }
+  if (!get_beneath_args(env, info, &dirfd, rel, sizeof rel, &flags, &mode)) return NULL;
   int fd = open_beneath_walk(dirfd, rel, flags, (mode_t)mode);
   if (fd < 0) { throw_errno(env, errno, "openat(O_NOFOLLOW walk)"); return NULL; }
   napi_create_int32(env, fd, &out);
