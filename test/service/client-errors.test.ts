@@ -29,7 +29,7 @@ import { startDelayRelay, type DelayRelay } from '../../src/testing/delay-relay.
 import { ThinshipError } from '../../src/errors.js';
 import { expectedImage } from '../helpers/offline-image.js';
 import { runCli, startCli, type CliResult } from '../helpers/cli.js';
-import { makeTestCerts, assertSameImage, readImage, type TestCerts } from './helpers.js';
+import { makeTestCerts, assertSameImage, readImage, rejects, waitFor as pollFor, type TestCerts } from './helpers.js';
 
 let dir: string;
 let targets: string;
@@ -85,25 +85,8 @@ async function send(client: ReceiverClient, target: string, o: Partial<GrpcSendO
   });
 }
 
-async function rejects(p: Promise<unknown>, code: string, re?: RegExp): Promise<ThinshipError> {
-  try {
-    await p;
-  } catch (e) {
-    const err = e as ThinshipError;
-    assert.equal(err.code, code, `expected ${code}, got ${err.code}: ${err.message}`);
-    if (re) assert.match(err.message, re);
-    return err;
-  }
-  assert.fail(`expected a ${code} error`);
-}
-
-async function waitFor(cond: () => Promise<boolean>, what: string, ms = 20_000): Promise<void> {
-  const t0 = Date.now();
-  while (!(await cond())) {
-    if (Date.now() - t0 > ms) assert.fail(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+/** The shared poll, with this file's bound (CLI processes start slowly under load). */
+const waitFor = (cond: () => Promise<boolean>, what: string, ms = 20_000) => pollFor(cond, what, ms);
 
 /** `thinship send … --to` of the base device, mTLS files from the test CA (sender-a unless given). */
 function sendArgs(to: string, target: string, extra: string[] = [], tls: string[] = ['--tls-dir', join(dir, 'certs')]): string[] {

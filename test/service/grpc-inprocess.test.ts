@@ -28,7 +28,7 @@ import { receiverProto, type PbApplyRequest, type PbApplyResponse } from '../../
 import { DEFAULT_RECEIVE_WINDOW_BYTES } from '../../src/rpc/http2-window.js';
 import { ThinshipError } from '../../src/errors.js';
 import { expectedImage } from '../helpers/offline-image.js';
-import { makeTestCerts, assertSameImage, readImage, type TestCerts } from './helpers.js';
+import { makeTestCerts, assertSameImage, readImage, rejects, waitFor as pollFor, type TestCerts } from './helpers.js';
 import type * as Binding from 'zstd-napi/binding.js';
 
 const zstd = createRequire(import.meta.url)('zstd-napi/binding') as typeof Binding;
@@ -103,18 +103,6 @@ async function send(client: ReceiverClient, target: string, snap: number, base?:
       await reader.close();
     }
   }, o.maxOpBytes);
-}
-
-async function rejects(p: Promise<unknown>, code: string, re?: RegExp): Promise<ThinshipError> {
-  try {
-    await p;
-  } catch (e) {
-    const err = e as ThinshipError;
-    assert.equal(err.code, code, `expected ${code}, got ${err.code}: ${err.message}`);
-    if (re) assert.match(err.message, re);
-    return err;
-  }
-  assert.fail(`expected a ${code} error`);
 }
 
 test('full then incremental over mTLS: byte-exact on a sparse file, compressed, digests agree', async () => {
@@ -237,13 +225,7 @@ async function interruptedSend(target: string, snap: number, stopAtBytes: number
   await rejects(sending, 'ABORTED');
 }
 
-async function waitFor(cond: () => Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const t0 = Date.now();
-  while (!(await cond())) {
-    if (Date.now() - t0 > ms) assert.fail(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+const waitFor = (cond: () => Promise<boolean>, what: string, ms = 10_000) => pollFor(cond, what, ms);
 
 test('a broken stream leaves a resumable transfer; the re-run resumes and the target is byte-identical', async () => {
   const target = join(allowed, 'resume.img');

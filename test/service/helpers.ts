@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { makeCa, makeCertificates, issueCertificate } from '../../src/rpc/certs.js';
 import type { TlsFiles } from '../../src/rpc/tls.js';
 import { cliPath } from '../helpers/cli.js';
+import type { ThinshipError } from '../../src/errors.js';
 
 export interface TestCerts {
   dir: string;
@@ -114,4 +115,26 @@ export function assertSameImage(actual: Buffer, expected: Buffer, what: string, 
 
 export function readImage(path: string, sizeBytes: number): Buffer {
   return readFileSync(path).subarray(0, sizeBytes);
+}
+
+/** Awaits p, which must fail with the thinship error `code` (and a message matching re); returns the error. */
+export async function rejects(p: Promise<unknown>, code: string, re?: RegExp): Promise<ThinshipError> {
+  try {
+    await p;
+  } catch (e) {
+    const err = e as ThinshipError;
+    assert.equal(err.code, code, `expected ${code}, got ${err.code}: ${err.message}`);
+    if (re) assert.match(err.message, re);
+    return err;
+  }
+  assert.fail(`expected a ${code} error`);
+}
+
+/** Polls cond (state, never time) every 20 ms; fails after ms. */
+export async function waitFor(cond: () => boolean | Promise<boolean>, what: string, ms = 15_000): Promise<void> {
+  const t0 = Date.now();
+  while (!(await cond())) {
+    if (Date.now() - t0 > ms) assert.fail(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }

@@ -18,6 +18,8 @@ import type { DemoPool } from '../../src/thin/demo-pool.js';
 import type { ThinshipError } from '../../src/errors.js';
 import type { TlsFiles } from '../../src/rpc/tls.js';
 import type { TestCerts } from './helpers.js';
+import { rejects, waitFor } from './helpers.js';
+export { rejects, waitFor };
 
 export interface TestReceiver {
   rx: RunningReceiver;
@@ -78,27 +80,6 @@ export async function grpcError(response: Promise<PbApplyResponse>): Promise<grp
     return e as grpc.ServiceError;
   }
   assert.fail('expected the call to fail');
-}
-
-export async function rejects(p: Promise<unknown>, code: string, re?: RegExp): Promise<ThinshipError> {
-  try {
-    await p;
-  } catch (e) {
-    const err = e as ThinshipError;
-    assert.equal(err.code, code, `expected ${code}, got ${err.code}: ${err.message}`);
-    if (re) assert.match(err.message, re);
-    return err;
-  }
-  assert.fail(`expected a ${code} error`);
-}
-
-/** Polls cond (state, never time) every 20 ms; fails after ms. */
-export async function waitFor(cond: () => boolean | Promise<boolean>, what: string, ms = 15_000): Promise<void> {
-  const t0 = Date.now();
-  while (!(await cond())) {
-    if (Date.now() - t0 > ms) assert.fail(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 /** Sends the demo pool's device `snap` (full) to `target`. */
