@@ -19,6 +19,7 @@ import { rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runTool } from '../../src/exec/run.js';
 import type { PlanTotals } from '../../src/thin/model.js';
+import { prng } from './prng.js';
 
 export interface PoolGenOptions {
   seed: number;
@@ -78,18 +79,6 @@ export interface GeneratedPool extends PoolExpectations {
   /** Sizes of what was written, for reports. */
   xmlBytes: number;
   metadataFileBytes: number;
-}
-
-/** mulberry32: small, fast, seeded; good enough to shape test data. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Per-block event: `aData`/`bData` are -1 where the device does not map the block. */

@@ -13,6 +13,7 @@ import { decodeStream, encodeStream, HEADER_BYTES, DATA_PIECE_BYTES } from '../.
 import type { EncodeOptions } from '../../src/stream/linbit.js';
 import { StreamDigest, canonicalRecord, dataChecksum } from '../../src/stream/digest.js';
 import type { BeginInfo, StreamMessage } from '../../src/stream/messages.js';
+import { prng } from '../helpers/prng.js';
 
 const M11 = '24c4f02aae2e4fa9';
 const M10 = 'ca7f00d5de7ec7ed';
@@ -411,18 +412,6 @@ function joinPieces(msgs: StreamMessage[]): StreamMessage[] {
     parts = [];
   }
   return out;
-}
-
-/** mulberry32: small seeded PRNG so a failure can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 test('round trip: random messages -> encode -> random chunks (1 B .. 64 KiB) -> decode -> equal', async () => {

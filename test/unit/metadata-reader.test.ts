@@ -16,6 +16,7 @@ import { planOps, type Plan, type PlanRange } from '../../src/thin/plan.js';
 import type { PlanOp } from '../../src/thin/model.js';
 import { ThinshipError } from '../../src/errors.js';
 import { MetadataImage, blockTime, deviceDetails, reChecksum, u64Value } from '../helpers/thin-metadata-writer.js';
+import { prng } from '../helpers/prng.js';
 
 const BLOCK_BYTES = 64 * 1024;
 const dir = mkdtempSync(join(tmpdir(), 'thinship-meta-unit-'));
@@ -206,18 +207,6 @@ test('a device in only one of the two trees is BAD_METADATA; in neither, NOT_FOU
   await assert.rejects(fullOf(path, 5), (e: unknown) => e instanceof ThinshipError && e.code === 'BAD_METADATA' && /device 5/.test(e.message));
   await assert.rejects(deltaOf(path, 1, 7), (e: unknown) => e instanceof ThinshipError && e.code === 'NOT_FOUND' && /devices found: 1, 5/.test(e.message));
 });
-
-/** mulberry32: seeded, so a failure names a seed that reproduces it. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test('property: deltas of random trees (deep, narrow, shared or not, changed anywhere) equal the oracle', async () => {
   for (let seed = 1; seed <= 60; seed++) {
