@@ -75,3 +75,23 @@ test('a refused TLS handshake (client certificate from another CA) is logged at 
     await stopServe(s);
   }
 });
+
+test('SIGHUP does not end serve: it logs at warn that a restart applies changes, and keeps answering', async () => {
+  const s = await serve(config('hup'));
+  try {
+    s.child.kill('SIGHUP');
+    const w = await s.waitFor((l) => l.signal === 'SIGHUP', 10_000);
+    assert.equal(w.level, 40);
+    assert.match(String(w.msg), /restart serve to apply/);
+    const c = await ReceiverClient.connect({ address: `127.0.0.1:${s.port}`, tls: certs.clientA, serverName: 'localhost' });
+    try {
+      assert.equal(await c.getTransferState('never-begun'), undefined, 'still serving after SIGHUP');
+    } finally {
+      c.close();
+    }
+    assert.equal(s.child.exitCode, null);
+  } finally {
+    await stopServe(s);
+  }
+  assert.deepEqual(await s.exited, { code: 0, signal: null }, 'SIGTERM after SIGHUP still stops cleanly');
+});

@@ -2,7 +2,9 @@
  * `thinship serve --listen HOST:PORT --config FILE`: the gRPC receiver
  * daemon. Logs structured JSON lines (pino) on stderr, at "info" unless
  * THINSHIP_LOG says otherwise; stops on SIGTERM or SIGINT, letting running
- * transfers checkpoint first.
+ * transfers checkpoint first. SIGHUP is logged and ignored: config and
+ * certificates are read at start (docs/operations.md: restart to apply them), and
+ * a closed terminal must not end a daemon without a checkpoint.
  *
  * --receive-window / --connection-window override the config's HTTP/2
  * receive windows (per stream / per connection, bytes or 32M-style sizes):
@@ -31,13 +33,25 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
   if (flags.stateDir) config.stateDir = resolve(flags.stateDir);
   if (flags.receiveWindow !== undefined) config.receiveWindowBytes = parseWindowFlag(flags.receiveWindow, '--receive-window');
   if (flags.connectionWindow !== undefined) config.connectionWindowBytes = parseWindowFlag(flags.connectionWindow, '--connection-window');
-  const rx = await startReceiver({ listen: flags.listen, config, insecure: flags.insecure, allowInsecureRemote: flags.allowInsecureRemote, log });
-  await new Promise<void>((done) => {
-    const stop = (signal: NodeJS.Signals) => {
-      log.info({ signal }, 'stopping');
-      rx.close().then(done, (e: unknown) => { log.error({ err: (e as Error).message }, 'error while stopping'); done(); });
-    };
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
-  });
+  // Signal handlers go in before the receiver listens: a signal that arrives
+  // just after "receiver listening" must not find the default (fatal) action.
+  let stopSignal: NodeJS.Signals | undefined;
+  let requestStop: (signal: NodeJS.Signals) => void = (signal) => { stopSignal ??= signal; };
+  const onStop = (signal: NodeJS.Signals) => requestStop(signal);
+  const onHup = () => log.warn({ signal: 'SIGHUP' }, 'SIGHUP ignored: the config and certificates are read at start; restart serve to apply changes (running transfers checkpoint and resume)');
+  process.once('SIGTERM', onStop);
+  process.once('SIGINT', onStop);
+  process.on('SIGHUP', onHup);
+  try {
+    const rx = await startReceiver({ listen: flags.listen, config, insecure: flags.insecure, allowInsecureRemote: flags.allowInsecureRemote, log });
+    await new Promise<void>((done) => {
+      requestStop = (signal) => {
+        log.info({ signal }, 'stopping');
+        rx.close().then(done, (e: unknown) => { log.error({ err: (e as Error).message }, 'error while stopping'); done(); });
+      };
+      if (stopSignal) requestStop(stopSignal);
+    });
+  } finally {
+    process.off('SIGHUP', onHup);
+  }
 }
