@@ -3,16 +3,18 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ThinshipError } from '../../errors.js';
 import { planSend } from '../../thin/planner.js';
+import { DEFAULT_MAX_OP_BYTES } from '../../thin/plan.js';
 import { checkMetadataReaderChoice } from '../../thin/metadata/native-plan.js';
 import { openSourceReader } from '../../sender/volume-reader.js';
 import { sendMessages } from '../../sender/sender.js';
 import { encodeStream } from '../../stream/linbit.js';
+import { TokenBucket, throttled } from '../../stream/bandwidth.js';
 import type { FormatVersion } from '../../stream/messages.js';
 import { sourceSpecOf, parseByteCount, type SourceFlags } from '../source-args.js';
 import { ProgressLine } from '../progress.js';
 import { formatBytes, formatRate } from '../format.js';
 
-export interface SendFlags extends SourceFlags { format?: string; extensions?: boolean; maxOpBytes?: string; quiet?: boolean; metadataReader?: string }
+export interface SendFlags extends SourceFlags { format?: string; extensions?: boolean; maxOpBytes?: string; quiet?: boolean; metadataReader?: string; bwlimit?: string }
 
 export async function sendPipeCommand(names: string[], flags: SendFlags): Promise<void> {
   if (process.stdout.isTTY) throw new ThinshipError('USAGE', 'refusing to write a binary stream to a terminal: pipe it (thinship send vg/snap | ssh host thinship recv vg/lv) or redirect it to a file');
@@ -20,15 +22,19 @@ export async function sendPipeCommand(names: string[], flags: SendFlags): Promis
   if (format !== '1.0' && format !== '1.1') throw new ThinshipError('USAGE', `--format must be 1.0 or 1.1, not "${flags.format}"`);
   const extensions = format === '1.1' && flags.extensions !== false;
   const spec = sourceSpecOf(names, flags);
+  const bwlimit = parseBandwidthFlag(flags.bwlimit);
   const t0 = performance.now();
-  const p = await planSend(spec, { maxOpBytes: flags.maxOpBytes === undefined ? undefined : parseByteCount(flags.maxOpBytes, '--max-op-bytes'), withMappings: spec.kind === 'offline', metadataReader: checkMetadataReaderChoice(flags.metadataReader) });
+  const maxOpBytes = flags.maxOpBytes === undefined ? DEFAULT_MAX_OP_BYTES : parseByteCount(flags.maxOpBytes, '--max-op-bytes');
+  const p = await planSend(spec, { maxOpBytes, withMappings: spec.kind === 'offline', metadataReader: checkMetadataReaderChoice(flags.metadataReader) });
   try {
     const reader = await openSourceReader(p);
     const progress = new ProgressLine('send', p.plan.totals.dataBytes);
     let sent = { dataBytes: 0, unmapBytes: 0 };
     try {
       const messages = sendMessages(p, reader, { formatVersion: format, checksum: extensions ? 'sha256' : 'none', onProgress: (x) => { sent = x; progress.update(x.dataBytes); } });
-      await pipeline(Readable.from(encodeStream(messages, { format, extensions }), { objectMode: false }), process.stdout).catch((e: NodeJS.ErrnoException) => {
+      // One burst is one largest record: the limit shapes the wire without splitting records.
+      const bucket = bwlimit === undefined ? undefined : new TokenBucket(bwlimit, maxOpBytes + 4096);
+      await pipeline(Readable.from(throttled(encodeStream(messages, { format, extensions }), bucket), { objectMode: false }), process.stdout).catch((e: NodeJS.ErrnoException) => {
         if (e.code === 'EPIPE' || e.code === 'ERR_STREAM_PREMATURE_CLOSE') throw new ThinshipError('IO_ERROR', 'stdout was closed before the stream was complete (did the receiving side exit?)', { cause: e });
         throw e;
       });
@@ -44,4 +50,12 @@ export async function sendPipeCommand(names: string[], flags: SendFlags): Promis
   } finally {
     await p.close();
   }
+}
+
+/** `--bwlimit RATE`: bytes per second (K/M/G suffixes), above zero. */
+export function parseBandwidthFlag(s: string | undefined): number | undefined {
+  if (s === undefined) return undefined;
+  const n = parseByteCount(s.replace(/\/s$/, ''), '--bwlimit');
+  if (n < 1024) throw new ThinshipError('USAGE', `--bwlimit ${s}: at least 1K (bytes per second)`);
+  return n;
 }
