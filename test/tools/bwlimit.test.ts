@@ -7,8 +7,8 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createDemoPool, type DemoPool } from '../../src/thin/demo-pool.js';
@@ -71,5 +71,25 @@ test('a --bwlimit that is not a rate is a usage error (exit 2) naming the flag',
     const r = await runCli([...source(), '--bwlimit', bad]);
     assert.equal(r.code, 2, `--bwlimit ${bad}: ${r.stderr}`);
     assert.match(r.stderr, /--bwlimit/);
+  }
+});
+
+test('--progress json: send and recv each write JSON lines on stderr, ending with a final line at the total', async () => {
+  const target = join(dir, 'progress-target.img');
+  const script = `set -o pipefail; "${process.execPath}" "${cliPath}" ${source().map((a) => `'${a}'`).join(' ')} --bwlimit 12M --progress json 2>"${dir}/send.err" | "${process.execPath}" "${cliPath}" recv -q --progress json "${target}" 2>"${dir}/recv.err"`;
+  const r = spawnSync('bash', ['-c', script], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  for (const side of ['send', 'recv']) {
+    const text = readFileSync(join(dir, `${side}.err`), 'utf8');
+    const lines = text.trim().split('\n').filter((l) => l.startsWith('{"progress"')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.ok(lines.length >= 3, `${side}: a line a second over ~2.6 s, and a final one:\n${text}`);
+    const last = lines.at(-1)!;
+    assert.equal(last.final, true, side);
+    assert.equal(last.progress, side);
+    assert.ok(typeof last.totalBytes === 'number' && last.totalBytes > 16 * MiB, `${side} knows the total (recv from the stream's begin-info)`);
+    assert.equal(last.doneBytes, last.totalBytes, side);
+    assert.equal(last.etaSeconds, 0, side);
+    const mid = lines[Math.floor(lines.length / 2)]!;
+    assert.ok(typeof mid.bytesPerSecond === 'number' && mid.bytesPerSecond > 0 && typeof mid.etaSeconds === 'number', `${side} mid-transfer: ${JSON.stringify(mid)}`);
   }
 });

@@ -6,10 +6,10 @@ import { openVolume } from '../../device/volume.js';
 import { decodeStream } from '../../stream/linbit.js';
 import { applyMessages } from '../../receiver/receiver.js';
 import { parseTargetName, resolveTarget } from '../../receiver/target.js';
-import { ProgressLine } from '../progress.js';
+import { ProgressLine, parseProgressMode } from '../progress.js';
 import { formatBytes, formatRate } from '../format.js';
 
-export interface RecvFlags { quiet?: boolean }
+export interface RecvFlags { quiet?: boolean; progress?: string }
 
 export async function recvPipeCommand(targetName: string, flags: RecvFlags): Promise<void> {
   if (process.stdin.isTTY) throw new ThinshipError('USAGE', 'recv reads a stream from stdin, which is a terminal: pipe a stream in (thinship send ... | thinship recv TARGET)');
@@ -30,10 +30,11 @@ export async function recvPipeCommand(targetName: string, flags: RecvFlags): Pro
     const target = await openVolume(resolved.path, { mode: 'write', create: !existed });
     try {
       let total: number | undefined;
-      const progress = new ProgressLine('recv', undefined);
+      const progress = new ProgressLine('recv', undefined, parseProgressMode(flags.progress));
       const summary = await applyMessages(decodeStream(input), target, {
         onBegin: async (info) => {
           total = info.plannedDataBytes;
+          progress.setTotal(total);
           if (!existed) {
             if (info.volumeSizeBytes === undefined) throw new ThinshipError('USAGE', `${resolved.path} does not exist and the stream does not say the volume size (a plain LINBIT stream): create the target first (truncate -s SIZE ${resolved.path})`);
             await target.extendTo(info.volumeSizeBytes);

@@ -14,7 +14,7 @@ import { ReceiverClient, sendPlanOverGrpc, defaultTransferId, type GrpcSendResul
 import { CompressPool } from '../../sender/compress-pool.js';
 import type { TlsFiles } from '../../rpc/tls.js';
 import { sourceSpecOf, parseByteCount, type SourceFlags } from '../source-args.js';
-import { ProgressLine } from '../progress.js';
+import { ProgressLine, parseProgressMode } from '../progress.js';
 import { formatBytes, formatRate } from '../format.js';
 import { logPhase } from '../../log.js';
 
@@ -24,6 +24,7 @@ const SIGNAL_NUMBERS: Record<(typeof STOP_SIGNALS)[number], number> = { SIGINT: 
 export interface TlsFlags { ca?: string; cert?: string; key?: string; tlsDir?: string; serverName?: string; insecure?: boolean; allowInsecureRemote?: boolean }
 
 export interface GrpcSendFlags extends SourceFlags, TlsFlags {
+  progress?: string;
   to: string;
   target?: string;
   transferId?: string;
@@ -82,7 +83,8 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
       const what = `${p.mode} ${p.source.name}${p.base ? ` from ${p.base.name}` : ''}`;
       const reader = await openSourceReader(p);
       logPhase('send: source open');
-      const progress = new ProgressLine('send', p.plan.totals.dataBytes, process.stderr.isTTY === true && !flags.quiet && !flags.json);
+      const progressMode = parseProgressMode(flags.progress);
+      const progress = new ProgressLine('send', p.plan.totals.dataBytes, progressMode === 'auto' && (flags.quiet || flags.json) ? 'none' : progressMode);
       const transferId = flags.transferId ?? defaultTransferId(p, flags.target, client.identity);
       // SIGINT/SIGTERM cancel the call (the receiver checkpoints what it applied) and say how to
       // resume; a second one of the same kind kills at once (the handlers are `once`).
@@ -97,8 +99,8 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
           onProgress: (x) => progress.update(x.resumedDataBytes + x.dataBytes),
           onEvent: (e) => {
             if (flags.quiet || flags.json) return;
-            if (e.type === 'retry') { progress.finish(); process.stderr.write(`thinship send: ${e.error.message}; retrying in ${(e.delayMs / 1000).toFixed(1)} s\n`); }
-            if (e.type === 'start' && e.resumeOffsetBytes > 0) { progress.finish(); process.stderr.write(`thinship send: resuming transfer ${e.transferId} at volume offset ${e.resumeOffsetBytes}\n`); }
+            if (e.type === 'retry') { progress.clear(); process.stderr.write(`thinship send: ${e.error.message}; retrying in ${(e.delayMs / 1000).toFixed(1)} s\n`); }
+            if (e.type === 'start' && e.resumeOffsetBytes > 0) { progress.clear(); process.stderr.write(`thinship send: resuming transfer ${e.transferId} at volume offset ${e.resumeOffsetBytes}\n`); }
           },
         });
       } catch (e) {

@@ -11,10 +11,10 @@ import { encodeStream } from '../../stream/linbit.js';
 import { TokenBucket, throttled } from '../../stream/bandwidth.js';
 import type { FormatVersion } from '../../stream/messages.js';
 import { sourceSpecOf, parseByteCount, type SourceFlags } from '../source-args.js';
-import { ProgressLine } from '../progress.js';
+import { ProgressLine, parseProgressMode } from '../progress.js';
 import { formatBytes, formatRate } from '../format.js';
 
-export interface SendFlags extends SourceFlags { format?: string; extensions?: boolean; maxOpBytes?: string; quiet?: boolean; metadataReader?: string; bwlimit?: string }
+export interface SendFlags extends SourceFlags { format?: string; extensions?: boolean; maxOpBytes?: string; quiet?: boolean; metadataReader?: string; bwlimit?: string; progress?: string }
 
 export async function sendPipeCommand(names: string[], flags: SendFlags): Promise<void> {
   if (process.stdout.isTTY) throw new ThinshipError('USAGE', 'refusing to write a binary stream to a terminal: pipe it (thinship send vg/snap | ssh host thinship recv vg/lv) or redirect it to a file');
@@ -23,18 +23,30 @@ export async function sendPipeCommand(names: string[], flags: SendFlags): Promis
   const extensions = format === '1.1' && flags.extensions !== false;
   const spec = sourceSpecOf(names, flags);
   const bwlimit = parseBandwidthFlag(flags.bwlimit);
+  const progressMode = parseProgressMode(flags.progress);
   const t0 = performance.now();
   const maxOpBytes = flags.maxOpBytes === undefined ? DEFAULT_MAX_OP_BYTES : parseByteCount(flags.maxOpBytes, '--max-op-bytes');
   const p = await planSend(spec, { maxOpBytes, withMappings: spec.kind === 'offline', metadataReader: checkMetadataReaderChoice(flags.metadataReader) });
   try {
     const reader = await openSourceReader(p);
-    const progress = new ProgressLine('send', p.plan.totals.dataBytes);
+    const progress = new ProgressLine('send', p.plan.totals.dataBytes, progressMode);
     let sent = { dataBytes: 0, unmapBytes: 0 };
     try {
-      const messages = sendMessages(p, reader, { formatVersion: format, checksum: extensions ? 'sha256' : 'none', onProgress: (x) => { sent = x; progress.update(x.dataBytes); } });
+      // The encoder reads up to a checksum group (32 MiB) ahead of the wire: progress counts
+      // data as sent when as many bytes have left on stdout (records' headers make that a
+      // slight overstatement mid-stream, never past what was read).
+      let wireBytes = 0;
+      const messages = sendMessages(p, reader, { formatVersion: format, checksum: extensions ? 'sha256' : 'none', onProgress: (x) => { sent = x; } });
+      async function* counted(source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+        for await (const chunk of source) {
+          yield chunk;
+          wireBytes += chunk.length;
+          progress.update(Math.min(sent.dataBytes, wireBytes));
+        }
+      }
       // One burst is one largest record: the limit shapes the wire without splitting records.
       const bucket = bwlimit === undefined ? undefined : new TokenBucket(bwlimit, maxOpBytes + 4096);
-      await pipeline(Readable.from(throttled(encodeStream(messages, { format, extensions }), bucket), { objectMode: false }), process.stdout).catch((e: NodeJS.ErrnoException) => {
+      await pipeline(Readable.from(counted(throttled(encodeStream(messages, { format, extensions }), bucket)), { objectMode: false }), process.stdout).catch((e: NodeJS.ErrnoException) => {
         if (e.code === 'EPIPE' || e.code === 'ERR_STREAM_PREMATURE_CLOSE') throw new ThinshipError('IO_ERROR', 'stdout was closed before the stream was complete (did the receiving side exit?)', { cause: e });
         throw e;
       });
