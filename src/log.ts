@@ -19,8 +19,14 @@ export function logLevelProblem(): string | undefined {
   return known ? undefined : `THINSHIP_LOG="${asked}" is not a log level (use one of: ${LOG_LEVELS.join(', ')})`;
 }
 
+/**
+ * Level names and ISO-8601 times (not pino's numbers and epoch ms): what an operator reads and
+ * what journald/Loki/Elasticsearch parse without a mapping. Every logger of thinship uses these.
+ */
+export const LOG_FORMAT = { formatters: { level: (label: string) => ({ level: label }) }, timestamp: pino.stdTimeFunctions.isoTime } as const;
+
 export const log = pino(
-  { level: known && asked ? asked : 'error', base: { pid: process.pid } },
+  { level: known && asked ? asked : 'error', base: { pid: process.pid }, ...LOG_FORMAT },
   pino.destination({ dest: 2, sync: true }),
 );
 

@@ -283,7 +283,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => {
       fn(call).then((r) => cb(null, r), (e: unknown) => {
         const st = toServiceError(e);
-        log.info({ rpc: name, peer: call.getPeer(), code: st.code, err: st.details }, 'call refused');
+        log.warn({ rpc: name, peer: call.getPeer(), code: st.code, err: st.details }, 'call refused');
         cb(st);
       });
     };
@@ -293,7 +293,8 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     ApplyStream: (call: grpc.ServerReadableStream<PbApplyRequestIn, PbApplyResponse>, cb: grpc.sendUnaryData<PbApplyResponse>) => {
       applyStream(call).then((r) => cb(null, r), (e: unknown) => {
         const st = toServiceError(e);
-        log.info({ rpc: 'ApplyStream', peer: call.getPeer(), code: st.code, err: st.details }, 'call failed');
+        // A refusal or a broken stream is an operator's business (warn); a sender that cancelled is not.
+        log[st.code === grpc.status.CANCELLED ? 'info' : 'warn']({ rpc: 'ApplyStream', peer: call.getPeer(), code: st.code, err: st.details }, 'call failed');
         cb(st);
       });
     },

@@ -7,6 +7,7 @@ import { Writable } from 'node:stream';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { pino } from 'pino';
+import { LOG_FORMAT } from '../../src/log.js';
 import type * as grpc from '@grpc/grpc-js';
 import { parseReceiverConfig } from '../../src/rpc/server-config.js';
 import { startReceiver, type RunningReceiver } from '../../src/rpc/server.js';
@@ -38,7 +39,7 @@ export async function startTestReceiver(certs: TestCerts, cfg: Record<string, un
       cb();
     },
   });
-  const log = pino({ level: 'info' }, sink);
+  const log = pino({ level: 'info', ...LOG_FORMAT }, sink);
   const config = await parseReceiverConfig({ tls: certs.server, ...cfg }, cfgFile);
   const rx = await startReceiver({ listen: '127.0.0.1:0', config, log });
   const address = `127.0.0.1:${rx.port}`;

@@ -119,7 +119,7 @@ test('unusable checkpoint files are quarantined with a warning naming them; the 
     const a2 = await r2.client(certs.clientA);
     assert.equal((await a2.getTransferState('good-1'))?.status, 'TRANSFER_STATUS_IN_PROGRESS', 'the good checkpoint still loads');
     for (const f of ['truncated.json', 'garbage.json', 'unrelated.json', 'array.json', 'dir.json']) {
-      const w = r2.lines.find((l) => l.level === 40 && typeof l.file === 'string' && (l.file as string).endsWith(`/${f}`));
+      const w = r2.lines.find((l) => l.level === 'warn' && typeof l.file === 'string' && (l.file as string).endsWith(`/${f}`));
       assert.ok(w, `a warning names ${f}`);
       assert.match(String(w.msg), /quarantine/);
       assert.equal(existsSync(join(t, f)), false, `${f} moved aside`);
@@ -150,7 +150,7 @@ test('an edited checkpoint (durable offset, status) is never used: quarantined, 
     r = await rx(name);
     try {
       a = await r.client(certs.clientA);
-      assert.ok(r.lines.some((l) => l.level === 40 && l.file === f && /mac\) mismatch/.test(String(l.reason))), `warned about ${f}`);
+      assert.ok(r.lines.some((l) => l.level === 'warn' && l.file === f && /mac\) mismatch/.test(String(l.reason))), `warned about ${f}`);
       assert.equal(await a.getTransferState(name), undefined, 'the edited checkpoint is not used');
       const res = await sendDemo(pool, a, target, pool.baseDevId, { transferId: name });
       assert.equal(res.alreadyComplete, false);
@@ -180,7 +180,7 @@ test('a format-1 checkpoint is migrated on the first start with checksums, and q
   try {
     a = await r.client(certs.clientA);
     assert.equal(await a.getTransferState('old-2'), undefined);
-    assert.ok(r.lines.some((l) => l.level === 40 && /format 1/.test(String(l.reason))));
+    assert.ok(r.lines.some((l) => l.level === 'warn' && /format 1/.test(String(l.reason))));
     assert.equal((await a.getTransferState('old-1'))?.status, 'TRANSFER_STATUS_IN_PROGRESS');
   } finally {
     await r.close();
