@@ -15,6 +15,7 @@ const sendPipeCommand: typeof import('./commands/send.js').sendPipeCommand = asy
 const recvPipeCommand: typeof import('./commands/recv.js').recvPipeCommand = async (...a) => (await import('./commands/recv.js')).recvPipeCommand(...a);
 const demoCommand: typeof import('./commands/demo.js').demoCommand = async (...a) => (await import('./commands/demo.js')).demoCommand(...a);
 const serveCommand: typeof import('./commands/serve.js').serveCommand = async (...a) => (await import('./commands/serve.js')).serveCommand(...a);
+const senderServeCommand: typeof import('./commands/sender-serve.js').senderServeCommand = async (...a) => (await import('./commands/sender-serve.js')).senderServeCommand(...a);
 const sendGrpcCommand: typeof import('./commands/send-grpc.js').sendGrpcCommand = async (...a) => (await import('./commands/send-grpc.js')).sendGrpcCommand(...a);
 const transferCommand: typeof import('./commands/send-grpc.js').transferCommand = async (...a) => (await import('./commands/send-grpc.js')).transferCommand(...a);
 const certsCommand: typeof import('./commands/certs.js').certsCommand = async (...a) => (await import('./commands/certs.js')).certsCommand(...a);
@@ -97,6 +98,15 @@ program.command('serve')
   .option('--receive-window <bytes>', 'HTTP/2 receive window of each stream (default 32M, or the config\'s receiveWindowBytes)')
   .option('--connection-window <bytes>', 'HTTP/2 receive window of each connection (default: the stream window, or the config\'s connectionWindowBytes)')
   .action(async (flags) => { await serveCommand(flags); });
+
+program.command('sender-serve')
+  .description('the sender daemon: other services plan, start, watch and cancel sends from this host over gRPC (proto/thinship/v1/sender.proto)')
+  .requiredOption('--listen <host:port>', 'address to listen on (port 0: any free port, logged)')
+  .requiredOption('--config <file>', 'sender config (JSON): tls (callers), receiverTls (the daemon towards receivers), identities and what each may send where')
+  .option('--insecure', 'plaintext towards callers, every caller "anonymous": only on a loopback address')
+  .option('--allow-insecure-remote', 'allow --insecure on a non-loopback address')
+  .option('--insecure-receivers', 'plaintext towards receivers (a test on loopback)')
+  .action(async (flags) => { await senderServeCommand(flags); });
 
 tlsOptions(program.command('transfer')
   .description('ask a receiver about a transfer (status), or abort it (abort: forget it and free its target)')

@@ -38,3 +38,11 @@ export function sourceSpecOf(names: string[], f: SourceFlags): SourceSpec {
   if (f.volumeSize !== undefined) throw new ThinshipError('USAGE', '--volume-size is only for offline pools (LVM gives the size)');
   return { kind: 'lvm', snap, base, allowLive: f.allowLive };
 }
+
+/** `--bwlimit RATE`: bytes per second (K/M/G suffixes), above zero. */
+export function parseBandwidthFlag(s: string | undefined): number | undefined {
+  if (s === undefined) return undefined;
+  const n = parseByteCount(s.replace(/\/s$/, ''), '--bwlimit');
+  if (n < 1024) throw new ThinshipError('USAGE', `--bwlimit ${s}: at least 1K (bytes per second)`);
+  return n;
+}

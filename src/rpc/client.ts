@@ -32,6 +32,7 @@ import { sendMessages, READ_AHEAD_OPS } from '../sender/sender.js';
 import { CompressPool, type ChunkResult } from '../sender/compress-pool.js';
 import { ChunkBuffers } from '../sender/chunk-buffers.js';
 import { DEFAULT_MAX_OP_BYTES } from '../thin/plan.js';
+import type { TokenBucket } from '../stream/bandwidth.js';
 import type { VolumeReader } from '../sender/volume-reader.js';
 import type { SendPlan } from '../thin/planner.js';
 import { receiverProto, PROTOCOL_VERSION, type PbApplyRequest, type PbApplyResponse, type PbTransferState, type PbAbortResponse } from './proto.js';
@@ -260,6 +261,8 @@ export interface GrpcSendOptions {
    */
   connectWaitMs?: number;
   signal?: AbortSignal;
+  /** A bandwidth limit: each DATA payload waits for its bytes before it goes to gRPC. */
+  bandwidth?: TokenBucket;
   onProgress?: (p: SendProgress) => void;
   onEvent?: (e: SendEvent) => void;
 }
@@ -468,6 +471,7 @@ async function oneCall(
       t.dataRecords++;
       t.dataBytes += it.lengthBytes;
       const [encoding, payload] = c.zero ? ['ENCODING_ZERO' as const, Buffer.alloc(0)] : c.frame ? ['ENCODING_ZSTD' as const, c.frame] : ['ENCODING_RAW' as const, c.raw];
+      if (o.bandwidth) await o.bandwidth.take(payload.length + 64, o.signal).catch(() => check());
       r.chunks[c.zero ? 'zero' : c.frame ? 'zstd' : 'raw']++;
       // The read buffer goes back for reuse once nothing reads it: now, unless it is the
       // payload itself, which a gRPC write serializes later (then: after its callback).

@@ -13,7 +13,9 @@ import { openSourceReader } from '../../sender/volume-reader.js';
 import { ReceiverClient, sendPlanOverGrpc, defaultTransferId, type GrpcSendResult } from '../../rpc/client.js';
 import { CompressPool } from '../../sender/compress-pool.js';
 import type { TlsFiles } from '../../rpc/tls.js';
-import { sourceSpecOf, parseByteCount, type SourceFlags } from '../source-args.js';
+import { sourceSpecOf, parseByteCount, parseBandwidthFlag, type SourceFlags } from '../source-args.js';
+import { TokenBucket } from '../../stream/bandwidth.js';
+import { DEFAULT_MAX_OP_BYTES } from '../../thin/plan.js';
 import { ProgressLine, parseProgressMode } from '../progress.js';
 import { formatBytes, formatRate } from '../format.js';
 import { logPhase } from '../../log.js';
@@ -25,6 +27,7 @@ export interface TlsFlags { ca?: string; cert?: string; key?: string; tlsDir?: s
 
 export interface GrpcSendFlags extends SourceFlags, TlsFlags {
   progress?: string;
+  bwlimit?: string;
   to: string;
   target?: string;
   transferId?: string;
@@ -68,6 +71,8 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
   const retries = flags.retries === undefined ? 9 : Number(flags.retries);
   if (!Number.isInteger(retries) || retries < 0) throw new ThinshipError('USAGE', `--retries "${flags.retries}" must be a whole number`);
   const spec = sourceSpecOf(names, flags);
+  const bwlimit = parseBandwidthFlag(flags.bwlimit);
+  const maxOpBytes = flags.maxOpBytes === undefined ? DEFAULT_MAX_OP_BYTES : parseByteCount(flags.maxOpBytes, '--max-op-bytes');
   logPhase('send: arguments parsed');
   const client = await ReceiverClient.connect({ address: flags.to, tls, insecure: flags.insecure, allowInsecureRemote: flags.allowInsecureRemote, serverName: flags.serverName });
   // Start-up overlaps planning: the TLS handshake and the compression workers'
@@ -77,7 +82,7 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
   const compress = flags.compress !== false;
   const pool = new CompressPool({ compress });
   try {
-    const p = await planSend(spec, { maxOpBytes: flags.maxOpBytes === undefined ? undefined : parseByteCount(flags.maxOpBytes, '--max-op-bytes'), withMappings: spec.kind === 'offline', metadataReader: checkMetadataReaderChoice(flags.metadataReader) });
+    const p = await planSend(spec, { maxOpBytes, withMappings: spec.kind === 'offline', metadataReader: checkMetadataReaderChoice(flags.metadataReader) });
     logPhase('send: planned', { dataBytes: p.plan.totals.dataBytes });
     try {
       const what = `${p.mode} ${p.source.name}${p.base ? ` from ${p.base.name}` : ''}`;
@@ -96,6 +101,8 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
       try {
         r = await sendPlanOverGrpc(client, p, reader, {
           target: flags.target, transferId, compress, pool, maxAttempts: retries + 1, signal: ac.signal,
+          // One burst is one record's payload: the limit shapes the wire without splitting records.
+          bandwidth: bwlimit === undefined ? undefined : new TokenBucket(bwlimit, maxOpBytes + 4096),
           onProgress: (x) => progress.update(x.resumedDataBytes + x.dataBytes),
           onEvent: (e) => {
             if (flags.quiet || flags.json) return;

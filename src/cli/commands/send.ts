@@ -10,7 +10,7 @@ import { sendMessages } from '../../sender/sender.js';
 import { encodeStream } from '../../stream/linbit.js';
 import { TokenBucket, throttled } from '../../stream/bandwidth.js';
 import type { FormatVersion } from '../../stream/messages.js';
-import { sourceSpecOf, parseByteCount, type SourceFlags } from '../source-args.js';
+import { sourceSpecOf, parseByteCount, parseBandwidthFlag, type SourceFlags } from '../source-args.js';
 import { ProgressLine, parseProgressMode } from '../progress.js';
 import { formatBytes, formatRate } from '../format.js';
 
@@ -64,10 +64,3 @@ export async function sendPipeCommand(names: string[], flags: SendFlags): Promis
   }
 }
 
-/** `--bwlimit RATE`: bytes per second (K/M/G suffixes), above zero. */
-export function parseBandwidthFlag(s: string | undefined): number | undefined {
-  if (s === undefined) return undefined;
-  const n = parseByteCount(s.replace(/\/s$/, ''), '--bwlimit');
-  if (n < 1024) throw new ThinshipError('USAGE', `--bwlimit ${s}: at least 1K (bytes per second)`);
-  return n;
-}

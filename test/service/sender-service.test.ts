@@ -1,0 +1,212 @@
+/**
+ * The sender daemon's API over real gRPC with real certificates on loopback:
+ * a caller plans, starts (idempotent on its request id), watches, lists and
+ * cancels sends from an offline pool to an in-process receiver; the daemon
+ * authenticates to the receiver with its own certificate; the caller's rules
+ * bound sources, destinations and actions; another identity's transfers are
+ * not found. Targets are compared byte for byte with the snapshots.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFileSync, mkdtempSync, mkdirSync, rmSync, symlinkSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { pino } from 'pino';
+import { createDemoPool, type DemoPool } from '../../src/thin/demo-pool.js';
+import { parseSenderConfig } from '../../src/service/sender-config.js';
+import { startSenderServer, senderProto, type RunningSender } from '../../src/rpc/sender-server.js';
+import { loadClientTls, clientCredentialsOf, type TlsFiles } from '../../src/rpc/tls.js';
+import { planSend } from '../../src/thin/planner.js';
+import { expectedImage } from '../helpers/offline-image.js';
+import { makeTestCerts, assertSameImage, type TestCerts } from './helpers.js';
+import { startTestReceiver, waitFor, type TestReceiver } from './receiver-helpers.js';
+
+let dir: string;
+let certs: TestCerts;
+let pool: DemoPool;
+let rx: TestReceiver;
+let sender: RunningSender;
+let img1: Buffer;
+let img2: Buffer;
+const targets = () => join(dir, 'targets');
+
+type Info = Record<string, unknown> & { transferId: string; state: string };
+type Client = grpc.Client & Record<string, (...a: unknown[]) => unknown>;
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'thinship-sendersvc-'));
+  mkdirSync(targets());
+  mkdirSync(join(dir, 'pools'));
+  mkdirSync(join(dir, 'elsewhere'));
+  certs = await makeTestCerts(join(dir, 'certs'));
+  pool = await createDemoPool(join(dir, 'pools', 'demo'));
+  img1 = expectedImage(pool.metadataPath, pool.dataPath, pool.baseDevId, pool.volumeSizeBytes);
+  img2 = expectedImage(pool.metadataPath, pool.dataPath, pool.snapDevId, pool.volumeSizeBytes);
+  // The receiver lets identity sender-a (the daemon's own certificate) write under targets/.
+  rx = await startTestReceiver(certs, { stateDir: join(dir, 'rx-state'), identities: { 'sender-a': { directories: [targets()] } } }, join(dir, 'rx.json'));
+  const config = await parseSenderConfig({
+    tls: certs.server,
+    receiverTls: certs.clientA,
+    maxActiveTransfers: 2,
+    identities: {
+      // Callers: sender-a (the orchestrator) may do everything with the demo pool to this receiver;
+      // sender-b may only watch.
+      'sender-a': {
+        sources: { offlineDirectories: [join(dir, 'pools')] },
+        destinations: [{ receiver: rx.address, target: `${targets()}/*` }],
+      },
+      'sender-b': { actions: ['watch'], sources: { offlineDirectories: [join(dir, 'pools')] }, destinations: [{ receiver: rx.address, target: `${targets()}/*` }] },
+    },
+  }, join(dir, 'sender.json'));
+  sender = await startSenderServer({ listen: '127.0.0.1:0', config, log: pino({ level: 'silent' }), lockDir: join(dir, 'locks'), retryDelayMs: 100 });
+});
+
+after(async () => {
+  await sender?.close();
+  await rx?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function connect(tls: TlsFiles): Promise<Client> {
+  const { Client } = senderProto();
+  const creds = clientCredentialsOf(await loadClientTls(tls));
+  return new Client(`127.0.0.1:${sender.port}`, creds, { 'grpc.ssl_target_name_override': 'localhost' }) as unknown as Client;
+}
+
+function call<T>(c: Client, method: string, req: Record<string, unknown>): Promise<T> {
+  return new Promise((resolve, reject) => {
+    (c[method] as (r: unknown, cb: (e: grpc.ServiceError | null, r: T) => void) => void).call(c, req, (e, r) => (e ? reject(e) : resolve(r)));
+  });
+}
+
+async function refused(p: Promise<unknown>, code: grpc.status, re: RegExp): Promise<void> {
+  await assert.rejects(p, (e: grpc.ServiceError) => {
+    assert.equal(e.code, code, `${e.code}: ${e.details}`);
+    assert.match(e.details, re);
+    return true;
+  });
+}
+
+/** Every state a WatchTransfer call delivers until the server ends it. */
+function watchAll(c: Client, transferId: string): Promise<Info[]> {
+  return new Promise((resolve, reject) => {
+    const seen: Info[] = [];
+    const s = (c.WatchTransfer as (r: unknown) => grpc.ClientReadableStream<{ transfer: Info }>).call(c, { transferId });
+    s.on('data', (m: { transfer: Info }) => seen.push(m.transfer));
+    s.on('error', reject);
+    s.on('end', () => resolve(seen));
+  });
+}
+
+const offlineSource = (snapshot: number, base?: number) => ({
+  snapshot: String(snapshot), base: base === undefined ? '' : String(base),
+  offlinePool: { metadataPath: pool.metadataPath, dataPath: pool.dataPath, volumeSizeBytes: pool.volumeSizeBytes },
+});
+
+test('Plan gives the same figures as the planner (thinship plan)', async () => {
+  const c = await connect(certs.clientA);
+  try {
+    const r = await call<Record<string, unknown>>(c, 'Plan', { source: offlineSource(pool.snapDevId, pool.baseDevId) });
+    const p = await planSend({ kind: 'offline', metadataPath: pool.metadataPath, dataPath: pool.dataPath, snapDevId: pool.snapDevId, baseDevId: pool.baseDevId, volumeSizeBytes: pool.volumeSizeBytes });
+    try {
+      const t = p.plan.totals;
+      assert.deepEqual(r, { mode: 'incremental', dataBytes: t.dataBytes, unmapBytes: t.unmapBytes, dataOps: t.dataOps, unmapOps: t.unmapOps, volumeSizeBytes: t.volumeSizeBytes, blockSizeBytes: t.blockSizeBytes });
+    } finally {
+      await p.close();
+    }
+  } finally {
+    c.close();
+  }
+});
+
+test('StartTransfer then WatchTransfer: full then incremental reach DONE with the digest, the target equals each snapshot', async () => {
+  const c = await connect(certs.clientA);
+  try {
+    const target = join(targets(), 'replica.img');
+    const full = await call<{ transfer: Info }>(c, 'StartTransfer', { requestId: 'full-1', source: offlineSource(pool.baseDevId), destination: { receiverAddress: rx.address, serverName: 'localhost', target } });
+    assert.match(full.transfer.transferId, /^tsd-[0-9a-f]{32}$/);
+    const states = await watchAll(c, full.transfer.transferId);
+    const last = states.at(-1)!;
+    assert.equal(last.state, 'TRANSFER_STATE_DONE', JSON.stringify(last));
+    assert.match(String(last.digest), /^[0-9a-f]{64}$/);
+    assert.ok(Number(last.totalBytes) > 0 && last.doneBytes === last.totalBytes);
+    assert.ok(last.finishTime !== null && last.createTime !== null, 'times are set');
+    assertSameImage(readFileSync(target), img1, 'after the full send');
+    const inc = await call<{ transfer: Info }>(c, 'StartTransfer', { requestId: 'inc-1', source: offlineSource(pool.snapDevId, pool.baseDevId), destination: { receiverAddress: rx.address, serverName: 'localhost', target } });
+    const incStates = await watchAll(c, inc.transfer.transferId);
+    assert.equal(incStates.at(-1)!.state, 'TRANSFER_STATE_DONE', JSON.stringify(incStates.at(-1)));
+    assertSameImage(readFileSync(target), img2, 'after the incremental');
+    // A watcher that comes late gets the final state at once, then the end.
+    const late = await watchAll(c, full.transfer.transferId);
+    assert.equal(late.length, 1);
+    assert.equal(late[0]!.state, 'TRANSFER_STATE_DONE');
+    // Listed newest first.
+    const list = await call<{ transfers: Info[] }>(c, 'ListTransfers', {});
+    assert.deepEqual(list.transfers.map((t) => t.requestId), ['inc-1', 'full-1']);
+  } finally {
+    c.close();
+  }
+});
+
+test('StartTransfer is idempotent on request_id; the same id for a different request is refused', async () => {
+  const c = await connect(certs.clientA);
+  try {
+    const req = { requestId: 'idem-1', source: offlineSource(pool.baseDevId), destination: { receiverAddress: rx.address, serverName: 'localhost', target: join(targets(), 'idem.img') } };
+    const a = await call<{ transfer: Info }>(c, 'StartTransfer', req);
+    const b = await call<{ transfer: Info }>(c, 'StartTransfer', req);
+    assert.equal(a.transfer.transferId, b.transfer.transferId);
+    await refused(call(c, 'StartTransfer', { ...req, destination: { ...req.destination, target: join(targets(), 'other.img') } }), grpc.status.INVALID_ARGUMENT, /request_id idem-1 was already used for a different request/);
+    assert.equal((await watchAll(c, a.transfer.transferId)).at(-1)!.state, 'TRANSFER_STATE_DONE');
+  } finally {
+    c.close();
+  }
+});
+
+test('the caller\'s rules: sources outside its directories (also through a symlink), other destinations and actions it lacks are PERMISSION_DENIED; another identity\'s transfer is NOT_FOUND', async () => {
+  const a = await connect(certs.clientA);
+  const b = await connect(certs.clientB);
+  try {
+    const dest = { receiverAddress: rx.address, serverName: 'localhost', target: join(targets(), 'acl.img') };
+    // A symlink inside the allowed directory to a pool outside it: judged by its real path.
+    copyFileSync(pool.metadataPath, join(dir, 'elsewhere', 'copy.tmeta'));
+    symlinkSync(join(dir, 'elsewhere', 'copy.tmeta'), join(dir, 'pools', 'link.tmeta'));
+    const viaLink = { ...offlineSource(pool.baseDevId), offlinePool: { metadataPath: join(dir, 'pools', 'link.tmeta'), dataPath: pool.dataPath, volumeSizeBytes: pool.volumeSizeBytes } };
+    await refused(call(a, 'StartTransfer', { requestId: 'acl-1', source: viaLink, destination: dest }), grpc.status.PERMISSION_DENIED, /may not send from the offline pool .*link\.tmeta/);
+    await refused(call(a, 'StartTransfer', { requestId: 'acl-2', source: offlineSource(pool.baseDevId), destination: { ...dest, target: join(dir, 'elsewhere', 'x.img') } }), grpc.status.PERMISSION_DENIED, /may not send to/);
+    await refused(call(a, 'StartTransfer', { requestId: 'acl-3', source: offlineSource(pool.baseDevId), destination: { ...dest, receiverAddress: '127.0.0.1:1' } }), grpc.status.PERMISSION_DENIED, /may not send to 127\.0\.0\.1:1/);
+    await refused(call(a, 'StartTransfer', { requestId: 'acl-4', source: { snapshot: 'vg0/snap1' }, destination: dest }), grpc.status.PERMISSION_DENIED, /may not send vg0\/snap1/);
+    await refused(call(b, 'StartTransfer', { requestId: 'acl-5', source: offlineSource(pool.baseDevId), destination: dest }), grpc.status.PERMISSION_DENIED, /identity sender-b may not start transfers/);
+    await refused(call(b, 'Plan', { source: offlineSource(pool.baseDevId) }), grpc.status.PERMISSION_DENIED, /may not plan/);
+    const mine = await call<{ transfer: Info }>(a, 'StartTransfer', { requestId: 'acl-ok', source: offlineSource(pool.baseDevId), destination: dest });
+    await refused(call(b, 'GetTransfer', { transferId: mine.transfer.transferId }), grpc.status.NOT_FOUND, /no transfer/);
+    await refused(call(b, 'CancelTransfer', { transferId: mine.transfer.transferId }), grpc.status.PERMISSION_DENIED, /may not cancel/);
+    assert.deepEqual((await call<{ transfers: Info[] }>(b, 'ListTransfers', {})).transfers, [], 'sender-b sees none of sender-a\'s transfers');
+    assert.equal((await watchAll(a, mine.transfer.transferId)).at(-1)!.state, 'TRANSFER_STATE_DONE');
+  } finally {
+    a.close();
+    b.close();
+  }
+});
+
+test('CancelTransfer stops a running send and aborts it on the receiver', async () => {
+  const c = await connect(certs.clientA);
+  try {
+    const target = join(targets(), 'cancel.img');
+    // 64 KiB/s: the send runs for minutes unless cancelled.
+    const t = await call<{ transfer: Info }>(c, 'StartTransfer', { requestId: 'cancel-1', source: offlineSource(pool.baseDevId), destination: { receiverAddress: rx.address, serverName: 'localhost', target }, options: { bandwidthLimitBytesPerSecond: 65536 } });
+    const watching = watchAll(c, t.transfer.transferId);
+    // Wait for the receiver to hold the transfer (a state, not a timer).
+    const rc = await rx.client(certs.clientA);
+    await waitFor(async () => (await rc.getTransferState(t.transfer.transferId))?.active === true, 'the receiver to hold the running transfer', 60_000);
+    const r = await call<{ transfer: Info }>(c, 'CancelTransfer', { transferId: t.transfer.transferId, reason: 'test' });
+    assert.equal(r.transfer.state, 'TRANSFER_STATE_CANCELLED');
+    assert.match(String(r.transfer.errorMessage), /cancelled by sender-a: test/);
+    const states = await watching;
+    assert.equal(states.at(-1)!.state, 'TRANSFER_STATE_CANCELLED');
+    assert.ok(states.some((s) => s.state === 'TRANSFER_STATE_SENDING'), 'the watcher saw it sending');
+    assert.equal(await rc.getTransferState(t.transfer.transferId), undefined, 'the receiver-side transfer is gone (aborted)');
+  } finally {
+    c.close();
+  }
+});
