@@ -12,25 +12,28 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { repoRoot } from '../helpers/paths.js';
 import { parseReceiverConfig } from '../../src/rpc/server-config.js';
+import { parseSenderConfig } from '../../src/service/sender-config.js';
 
 const run = promisify(execFile);
 const INSTALLED_BINARY = '/usr/local/bin/thinship';
 
-test('contrib/systemd/thinship-receiver.service passes systemd-analyze verify without warnings', async () => {
-  const unit = await readFile(join(repoRoot, 'contrib/systemd/thinship-receiver.service'), 'utf8');
-  assert.ok(unit.includes(`ExecStart=${INSTALLED_BINARY} serve `), 'the unit runs the npm-installed binary');
-  // verify checks that ExecStart is executable: point it at the build's binary.
-  const dir = await mkdtemp(join(tmpdir(), 'thinship-unit-'));
-  try {
-    const copy = join(dir, 'thinship-receiver.service');
-    await writeFile(copy, unit.replaceAll(INSTALLED_BINARY, join(repoRoot, 'dist/bin/thinship.js')));
-    const r = await run('systemd-analyze', ['verify', copy]).catch((e: { code: number; stderr: string }) => e);
-    assert.equal('code' in r ? r.code : 0, 0, r.stderr);
-    assert.equal(r.stderr.trim(), '', 'no warnings from systemd-analyze');
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-});
+for (const [unitName, command] of [['thinship-receiver.service', 'serve'], ['thinship-sender.service', 'sender-serve']] as const) {
+  test(`contrib/systemd/${unitName} passes systemd-analyze verify without warnings`, async () => {
+    const unit = await readFile(join(repoRoot, 'contrib/systemd', unitName), 'utf8');
+    assert.ok(unit.includes(`ExecStart=${INSTALLED_BINARY} ${command} `), 'the unit runs the npm-installed binary');
+    // verify checks that ExecStart is executable: point it at the build's binary.
+    const dir = await mkdtemp(join(tmpdir(), 'thinship-unit-'));
+    try {
+      const copy = join(dir, unitName);
+      await writeFile(copy, unit.replaceAll(INSTALLED_BINARY, join(repoRoot, 'dist/bin/thinship.js')));
+      const r = await run('systemd-analyze', ['verify', copy]).catch((e: { code: number; stderr: string }) => e);
+      assert.equal('code' in r ? r.code : 0, 0, r.stderr);
+      assert.equal(r.stderr.trim(), '', 'no warnings from systemd-analyze');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+}
 
 test('systemd-analyze verify reports an unknown key (the check above can fail)', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'thinship-unit-'));
@@ -63,4 +66,12 @@ test('contrib/receiver.example.json loads as a receiver config and names the uni
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+test('contrib/sender.example.json loads as a sender config', async () => {
+  const file = join(repoRoot, 'contrib/sender.example.json');
+  const config = await parseSenderConfig(JSON.parse(await readFile(file, 'utf8')), file);
+  assert.equal(config.receiverTls?.cert, join(repoRoot, 'contrib/site-a.crt'));
+  assert.deepEqual([...config.identities.keys()].sort(), ['dashboard', 'orchestrator']);
+  assert.deepEqual([...config.identities.get('dashboard')!.actions], ['watch']);
 });
