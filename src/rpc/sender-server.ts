@@ -12,6 +12,7 @@ import { ThinshipError } from '../errors.js';
 import { log as rootLog } from '../log.js';
 import { TransferManager, type Caller, type SourceRequest, type TransferInfo, type TransferStateName } from '../service/transfer-manager.js';
 import type { SenderConfig } from '../service/sender-config.js';
+import { TransferStore } from '../service/transfer-store.js';
 import { LOADER_OPTIONS } from './proto.js';
 import { toServiceError } from './status.js';
 import { callerNames, checkInsecureAllowed, parseHostPort, serverCredentials } from './tls.js';
@@ -98,7 +99,9 @@ export async function startSenderServer(o: SenderServerOptions): Promise<Running
     creds = await serverCredentials(cfg.tls);
   }
   if (!o.insecureReceivers && !cfg.receiverTls) throw new ThinshipError('USAGE', `${cfg.file} has no "receiverTls" section: the daemon's own client certificate towards receivers`);
-  const manager = new TransferManager({ receiverTls: cfg.receiverTls, insecure: o.insecureReceivers, maxActiveTransfers: cfg.maxActiveTransfers, keepFinishedMs: cfg.keepFinishedMs, log, lockDir: o.lockDir, retryDelayMs: o.retryDelayMs });
+  const store = await TransferStore.open(cfg.stateDir, log);
+  const rulesOf = (owner: string) => { const r = cfg.identities.get(owner); return r ? [r] : []; };
+  const manager = new TransferManager({ receiverTls: cfg.receiverTls, insecure: o.insecureReceivers, maxActiveTransfers: cfg.maxActiveTransfers, keepFinishedMs: cfg.keepFinishedMs, log, lockDir: o.lockDir, retryDelayMs: o.retryDelayMs, store, rulesOf });
 
   const caller = (call: { getAuthContext(): never }): Caller => {
     const names = o.insecure ? ['anonymous'] : callerNames(call);
@@ -162,7 +165,8 @@ export async function startSenderServer(o: SenderServerOptions): Promise<Running
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(o.listen, creds, (e, p) => (e ? reject(new ThinshipError('USAGE', `cannot listen on ${o.listen}: ${e.message}`, { cause: e })) : resolve(p)));
   }).catch(async (e) => { await manager.close(); throw e; });
-  log.info({ listen: o.listen, port, tls: !o.insecure, maxActiveTransfers: cfg.maxActiveTransfers }, 'sender service listening');
+  const resumed = await manager.restore();
+  log.info({ listen: o.listen, port, tls: !o.insecure, maxActiveTransfers: cfg.maxActiveTransfers, stateDir: cfg.stateDir, resumedTransfers: resumed }, 'sender service listening');
   let closing: Promise<void> | undefined;
   return {
     port,

@@ -5,6 +5,7 @@
  *   {
  *     "tls": { "ca": "ca.crt", "cert": "sender-daemon.crt", "key": "sender-daemon.key" },
  *     "receiverTls": { "ca": "ca.crt", "cert": "site-a.crt", "key": "site-a.key" },
+ *     "stateDir": "/var/lib/thinship-sender",
  *     "maxActiveTransfers": 4,
  *     "keepFinishedSeconds": 86400,
  *     "identities": {
@@ -43,12 +44,14 @@ export interface SenderConfig {
   file: string;
   tls?: TlsFiles;
   receiverTls?: TlsFiles;
+  /** Where transfers are remembered across restarts (its own: not a receiver's state directory). */
+  stateDir: string;
   maxActiveTransfers: number;
   keepFinishedMs: number;
   identities: Map<string, SenderIdentityRules>;
 }
 
-const KEYS = ['tls', 'receiverTls', 'maxActiveTransfers', 'keepFinishedSeconds', 'identities'];
+const KEYS = ['tls', 'receiverTls', 'stateDir', 'maxActiveTransfers', 'keepFinishedSeconds', 'identities'];
 const NAME = /^[A-Za-z0-9+_.-]+$/;
 const PATTERN = /^[A-Za-z0-9+_.*?/-]+$/;
 
@@ -134,6 +137,7 @@ export async function parseSenderConfig(v: unknown, file: string): Promise<Sende
     file,
     tls: tlsOf(o.tls, 'tls'),
     receiverTls: tlsOf(o.receiverTls, 'receiverTls'),
+    stateDir: o.stateDir === undefined ? '/var/lib/thinship-sender' : path(o.stateDir, 'stateDir'),
     maxActiveTransfers: uint('maxActiveTransfers', 4, 64),
     keepFinishedMs: uint('keepFinishedSeconds', 86400, 30 * 86400) * 1000,
     identities,

@@ -22,6 +22,7 @@ import type { TlsFiles } from '../rpc/tls.js';
 import { TokenBucket } from '../stream/bandwidth.js';
 import { isInside } from '../receiver/access.js';
 import { globMatch, type SenderAction, type SenderIdentityRules } from './sender-config.js';
+import type { TransferStore } from './transfer-store.js';
 
 export type TransferStateName = 'queued' | 'planning' | 'sending' | 'resuming' | 'committing' | 'done' | 'failed' | 'cancelled';
 const FINAL: ReadonlySet<TransferStateName> = new Set(['done', 'failed', 'cancelled']);
@@ -69,6 +70,10 @@ export interface TransferManagerOptions {
   lockDir?: string;
   /** First resume delay (default 1000 ms, as send --to). */
   retryDelayMs?: number;
+  /** Where transfers are remembered across restarts (none: memory only). */
+  store?: TransferStore;
+  /** The rules of an identity now (for transfers restored after a restart). */
+  rulesOf?: (owner: string) => SenderIdentityRules[];
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
@@ -78,6 +83,9 @@ const WATCH_INTERVAL_MS = 1000;
 interface Transfer {
   info: TransferInfo;
   owner: string;
+  request: StartRequest;
+  /** Saves in order: a slow save never overwrites a newer state. */
+  saving: Promise<void>;
   /** The request as given, to recognise a repeat of the same request id. */
   fingerprint: string;
   ac: AbortController;
@@ -101,6 +109,44 @@ export class TransferManager {
   constructor(private readonly o: TransferManagerOptions) {
     this.sweep = setInterval(() => this.forgetOld(), 60_000);
     this.sweep.unref();
+  }
+
+  /**
+   * Loads the transfers a previous daemon remembered: finished ones are listed
+   * again; ones that were running are queued again and resume on the receiver
+   * (their transfer ids are the same). A caller whose rules no longer allow the
+   * send sees it failed with PERMISSION_DENIED.
+   */
+  async restore(): Promise<number> {
+    const store = this.o.store;
+    if (!store) return 0;
+    let resumed = 0;
+    for (const r of await store.loadAll()) {
+      const t: Transfer = {
+        info: r.info, owner: r.owner, request: r.request, saving: Promise.resolve(), fingerprint: JSON.stringify([r.request.source, r.request.destination, r.request.options]),
+        ac: new AbortController(), watchers: new Set(), samples: [], lastNotifyMs: 0, done: Promise.resolve(),
+      };
+      this.transfers.set(r.info.transferId, t);
+      if (FINAL.has(r.info.state)) continue;
+      resumed++;
+      const c: Caller = { owner: r.owner, rules: this.o.rulesOf?.(r.owner) ?? [] };
+      this.set(t, { state: 'queued', bytesPerSecond: 0, etaSeconds: 0, errorMessage: `resumed after a restart of the sender daemon (was ${r.info.state})` });
+      this.o.log.info({ transferId: r.info.transferId, owner: r.owner, was: r.info.state }, 'transfer resumed after a restart');
+      t.done = (async () => {
+        let spec: SourceSpec;
+        try {
+          TransferManager.allowed(c, 'start');
+          spec = await authorizeSource(c, r.request.source);
+          authorizeDestination(c, r.request.destination);
+        } catch (e) {
+          const err = asThinshipError(e);
+          this.set(t, { state: 'failed', errorCode: err.code, errorMessage: `not resumed after a restart: ${err.message}`, finishedMs: Date.now() });
+          return;
+        }
+        await this.run(t, c, spec, r.request);
+      })().catch((e: unknown) => this.o.log.error({ transferId: r.info.transferId, err: (e as Error).message }, 'transfer runner failed'));
+    }
+    return resumed;
   }
 
   /** Checks an action against the caller's rules. */
@@ -142,9 +188,10 @@ export class TransferManager {
         transferId, requestId: req.requestId, source: req.source, destination: req.destination, state: 'queued',
         doneBytes: 0, totalBytes: 0, bytesPerSecond: 0, etaSeconds: 0, retries: 0, errorCode: '', errorMessage: '', digest: '', createdMs: Date.now(), finishedMs: 0,
       },
-      owner: c.owner, fingerprint, ac: new AbortController(), watchers: new Set(), samples: [], lastNotifyMs: 0, done: Promise.resolve(),
+      owner: c.owner, request: req, saving: Promise.resolve(), fingerprint, ac: new AbortController(), watchers: new Set(), samples: [], lastNotifyMs: 0, done: Promise.resolve(),
     };
     this.transfers.set(transferId, t);
+    this.persist(t);
     this.o.log.info({ transferId, owner: c.owner, source: req.source, destination: req.destination }, 'transfer queued');
     t.done = this.run(t, c, spec, req).catch((e: unknown) => this.o.log.error({ transferId, err: (e as Error).message }, 'transfer runner failed'));
     return { ...t.info };
@@ -186,8 +233,10 @@ export class TransferManager {
     clearInterval(this.sweep);
     for (const t of this.transfers.values()) if (!FINAL.has(t.info.state)) t.ac.abort(new ThinshipError('ABORTED', 'the sender daemon is stopping'));
     await Promise.all([...this.transfers.values()].map((t) => t.done));
+    await Promise.all([...this.transfers.values()].map((t) => t.saving));
     for (const c of this.clients.values()) (await c.catch(() => undefined))?.close();
     await Promise.all([...this.pools.values()].map((p) => p.close()));
+    await this.o.store?.close();
   }
 
   private owned(c: Caller, transferId: string): Transfer {
@@ -199,12 +248,25 @@ export class TransferManager {
 
   private set(t: Transfer, patch: Partial<TransferInfo>, force = true): void {
     Object.assign(t.info, patch);
+    // A change of state is saved (progress is not: the receiver holds the durable offset). A
+    // transfer stopped because the daemon stops keeps its saved running state, so that the
+    // next daemon resumes it.
+    if (force && !(this.closed && t.info.state === 'cancelled')) this.persist(t);
     const now = Date.now();
     if (!force && now - t.lastNotifyMs < WATCH_INTERVAL_MS) return;
     t.lastNotifyMs = now;
     const snapshot = { ...t.info };
     for (const w of t.watchers) w(snapshot);
     if (FINAL.has(t.info.state)) t.watchers.clear();
+  }
+
+  private persist(t: Transfer): void {
+    const store = this.o.store;
+    if (!store) return;
+    const snapshot = { owner: t.owner, request: t.request, info: { ...t.info } };
+    t.saving = t.saving.then(() => store.save(snapshot)).catch((e: unknown) => {
+      this.o.log.error({ transferId: t.info.transferId, err: (e as Error).message }, 'could not save the transfer record');
+    });
   }
 
   private progress(t: Transfer, doneBytes: number): void {
@@ -248,7 +310,8 @@ export class TransferManager {
           onProgress: (x) => this.progress(t, x.resumedDataBytes + x.dataBytes),
           onEvent: (e) => {
             if (e.type === 'retry') this.set(t, { state: 'resuming', retries: t.info.retries + 1, errorMessage: e.error.message });
-            else if (e.type === 'start') this.set(t, { state: 'sending', errorMessage: '' });
+            // A resumed call clears the retry's error; the note of a daemon restart stays.
+            else if (e.type === 'start') this.set(t, { state: 'sending', ...(t.info.state === 'resuming' ? { errorMessage: '' } : {}) });
           },
         });
         this.set(t, { state: 'done', doneBytes: t.info.totalBytes, bytesPerSecond: 0, etaSeconds: 0, digest: r.digest.toString('hex'), finishedMs: Date.now() });
@@ -314,7 +377,12 @@ export class TransferManager {
 
   private forgetOld(): void {
     const now = Date.now();
-    for (const [id, t] of this.transfers) if (FINAL.has(t.info.state) && now - t.info.finishedMs > this.o.keepFinishedMs) this.transfers.delete(id);
+    for (const [id, t] of this.transfers) {
+      if (FINAL.has(t.info.state) && now - t.info.finishedMs > this.o.keepFinishedMs) {
+        this.transfers.delete(id);
+        void t.saving.then(() => this.o.store?.remove(id)).catch(() => undefined);
+      }
+    }
   }
 }
 

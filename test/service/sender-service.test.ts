@@ -8,13 +8,14 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdtempSync, mkdirSync, rmSync, symlinkSync, readFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, mkdirSync, readdirSync, rmSync, symlinkSync, readFileSync, writeFileSync } from 'node:fs';
+import { ThinshipError } from '../../src/errors.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { createDemoPool, type DemoPool } from '../../src/thin/demo-pool.js';
-import { parseSenderConfig } from '../../src/service/sender-config.js';
+import { parseSenderConfig, type SenderConfig } from '../../src/service/sender-config.js';
 import { startSenderServer, senderProto, type RunningSender } from '../../src/rpc/sender-server.js';
 import { loadClientTls, clientCredentialsOf, type TlsFiles } from '../../src/rpc/tls.js';
 import { planSend } from '../../src/thin/planner.js';
@@ -27,6 +28,7 @@ let certs: TestCerts;
 let pool: DemoPool;
 let rx: TestReceiver;
 let sender: RunningSender;
+let config: SenderConfig;
 let img1: Buffer;
 let img2: Buffer;
 const targets = () => join(dir, 'targets');
@@ -45,8 +47,9 @@ before(async () => {
   img2 = expectedImage(pool.metadataPath, pool.dataPath, pool.snapDevId, pool.volumeSizeBytes);
   // The receiver lets identity sender-a (the daemon's own certificate) write under targets/.
   rx = await startTestReceiver(certs, { stateDir: join(dir, 'rx-state'), identities: { 'sender-a': { directories: [targets()] } } }, join(dir, 'rx.json'));
-  const config = await parseSenderConfig({
+  config = await parseSenderConfig({
     tls: certs.server,
+    stateDir: join(dir, 'sender-state'),
     receiverTls: certs.clientA,
     maxActiveTransfers: 2,
     identities: {
@@ -59,7 +62,7 @@ before(async () => {
       'sender-b': { actions: ['watch'], sources: { offlineDirectories: [join(dir, 'pools')] }, destinations: [{ receiver: rx.address, target: `${targets()}/*` }] },
     },
   }, join(dir, 'sender.json'));
-  sender = await startSenderServer({ listen: '127.0.0.1:0', config, log: pino({ level: 'silent' }), lockDir: join(dir, 'locks'), retryDelayMs: 100 });
+  sender = await startSender();
 });
 
 after(async () => {
@@ -67,6 +70,10 @@ after(async () => {
   await rx?.close();
   rmSync(dir, { recursive: true, force: true });
 });
+
+function startSender(): Promise<RunningSender> {
+  return startSenderServer({ listen: '127.0.0.1:0', config, log: pino({ level: 'silent' }), lockDir: join(dir, 'locks'), retryDelayMs: 100 });
+}
 
 async function connect(tls: TlsFiles): Promise<Client> {
   const { Client } = senderProto();
@@ -206,6 +213,49 @@ test('CancelTransfer stops a running send and aborts it on the receiver', async 
     assert.equal(states.at(-1)!.state, 'TRANSFER_STATE_CANCELLED');
     assert.ok(states.some((s) => s.state === 'TRANSFER_STATE_SENDING'), 'the watcher saw it sending');
     assert.equal(await rc.getTransferState(t.transfer.transferId), undefined, 'the receiver-side transfer is gone (aborted)');
+  } finally {
+    c.close();
+  }
+});
+
+test('a restarted daemon resumes the transfers that were running (same transfer id, the receiver continues), byte-exact', async () => {
+  const target = join(targets(), 'restart.img');
+  let c = await connect(certs.clientA);
+  const t = await call<{ transfer: Info }>(c, 'StartTransfer', { requestId: 'restart-1', source: offlineSource(pool.baseDevId), destination: { receiverAddress: rx.address, serverName: 'localhost', target }, options: { bandwidthLimitBytesPerSecond: 8 * 1024 * 1024 } });
+  const id = t.transfer.transferId;
+  await waitFor(async () => Number((await call<{ transfer: Info }>(c, 'GetTransfer', { transferId: id })).transfer.doneBytes) >= 4 * 1024 * 1024, 'the send to be under way', 60_000);
+  c.close();
+  await sender.close();
+  // A second daemon on the same state directory while the first runs is refused; here the first is gone.
+  sender = await startSender();
+  c = await connect(certs.clientA);
+  try {
+    const now = (await call<{ transfer: Info }>(c, 'GetTransfer', { transferId: id })).transfer;
+    assert.notEqual(now.state, 'TRANSFER_STATE_CANCELLED', 'stopping the daemon did not cancel the transfer for good');
+    assert.match(String(now.errorMessage), /resumed after a restart of the sender daemon/);
+    const states = await watchAll(c, id);
+    assert.equal(states.at(-1)!.state, 'TRANSFER_STATE_DONE', JSON.stringify(states.at(-1)));
+    assertSameImage(readFileSync(target), img1, 'after the resumed send');
+    const rc = await rx.client(certs.clientA);
+    const st = await rc.getTransferState(id);
+    assert.equal(st?.status, 'TRANSFER_STATUS_COMPLETE');
+  } finally {
+    c.close();
+  }
+});
+
+test('a second daemon on the same state directory is refused; an unreadable transfer record is quarantined and the daemon starts', async () => {
+  await assert.rejects(startSender(), (e: unknown) => e instanceof ThinshipError && e.code === 'TARGET_BUSY' && /in use by another thinship sender-serve \(pid \d+\)/.test(e.message));
+  await sender.close();
+  writeFileSync(join(dir, 'sender-state', 'transfers', 'tsd-00000000000000000000000000000000.json'), '{"format":1,"owner":');
+  writeFileSync(join(dir, 'sender-state', 'transfers', 'junk.json'), 'garbage');
+  sender = await startSender();
+  assert.deepEqual(readdirSync(join(dir, 'sender-state', 'transfers')).filter((f) => f.startsWith('junk') || f.startsWith('tsd-0000')), []);
+  assert.equal(readdirSync(join(dir, 'sender-state', 'transfers', 'quarantine')).length, 2);
+  const c = await connect(certs.clientA);
+  try {
+    const list = await call<{ transfers: Info[] }>(c, 'ListTransfers', {});
+    assert.ok(list.transfers.some((t) => t.requestId === 'restart-1' && t.state === 'TRANSFER_STATE_DONE'), 'finished transfers are remembered across restarts');
   } finally {
     c.close();
   }
