@@ -31,7 +31,7 @@ export interface TestReceiver {
 }
 
 /** An in-process receiver on 127.0.0.1:0 whose log lines are kept in `lines`. */
-export async function startTestReceiver(certs: TestCerts, cfg: Record<string, unknown>, cfgFile: string): Promise<TestReceiver> {
+export async function startTestReceiver(certs: TestCerts, cfg: Record<string, unknown>, cfgFile: string, listen = '127.0.0.1:0'): Promise<TestReceiver> {
   const lines: Record<string, unknown>[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
@@ -41,7 +41,7 @@ export async function startTestReceiver(certs: TestCerts, cfg: Record<string, un
   });
   const log = pino({ level: 'info', ...LOG_FORMAT }, sink);
   const config = await parseReceiverConfig({ tls: certs.server, ...cfg }, cfgFile);
-  const rx = await startReceiver({ listen: '127.0.0.1:0', config, log });
+  const rx = await startReceiver({ listen, config, log });
   const address = `127.0.0.1:${rx.port}`;
   const clients: ReceiverClient[] = [];
   return {

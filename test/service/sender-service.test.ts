@@ -46,7 +46,7 @@ before(async () => {
   img1 = expectedImage(pool.metadataPath, pool.dataPath, pool.baseDevId, pool.volumeSizeBytes);
   img2 = expectedImage(pool.metadataPath, pool.dataPath, pool.snapDevId, pool.volumeSizeBytes);
   // The receiver lets identity sender-a (the daemon's own certificate) write under targets/.
-  rx = await startTestReceiver(certs, { stateDir: join(dir, 'rx-state'), identities: { 'sender-a': { directories: [targets()] } } }, join(dir, 'rx.json'));
+  rx = await startRx('127.0.0.1:0');
   config = await parseSenderConfig({
     tls: certs.server,
     stateDir: join(dir, 'sender-state'),
@@ -70,6 +70,10 @@ after(async () => {
   await rx?.close();
   rmSync(dir, { recursive: true, force: true });
 });
+
+function startRx(listen: string): Promise<TestReceiver> {
+  return startTestReceiver(certs, { stateDir: join(dir, 'rx-state'), identities: { 'sender-a': { directories: [targets()] } } }, join(dir, 'rx.json'), listen);
+}
 
 function startSender(): Promise<RunningSender> {
   return startSenderServer({ listen: '127.0.0.1:0', config, log: pino({ level: 'silent' }), lockDir: join(dir, 'locks'), retryDelayMs: 100 });
@@ -213,6 +217,35 @@ test('CancelTransfer stops a running send and aborts it on the receiver', async 
     assert.equal(states.at(-1)!.state, 'TRANSFER_STATE_CANCELLED');
     assert.ok(states.some((s) => s.state === 'TRANSFER_STATE_SENDING'), 'the watcher saw it sending');
     assert.equal(await rc.getTransferState(t.transfer.transferId), undefined, 'the receiver-side transfer is gone (aborted)');
+  } finally {
+    c.close();
+  }
+});
+
+test('two transfers at once (two pools), and one survives its receiver restarting mid-transfer (retried, resumed, byte-exact)', async () => {
+  const c = await connect(certs.clientA);
+  // Transfers of one pool take turns: the second runs from another pool, beside the first.
+  const pool2 = await createDemoPool(join(dir, 'pools', 'demo2'));
+  const source2 = { snapshot: String(pool2.snapDevId), base: '', offlinePool: { metadataPath: pool2.metadataPath, dataPath: pool2.dataPath, volumeSizeBytes: pool2.volumeSizeBytes } };
+  try {
+    const dest = (name: string) => ({ receiverAddress: rx.address, serverName: 'localhost', target: join(targets(), name) });
+    const slow = await call<{ transfer: Info }>(c, 'StartTransfer', { requestId: 'pair-slow', source: offlineSource(pool.baseDevId), destination: dest('pair-slow.img'), options: { bandwidthLimitBytesPerSecond: 2 * 1024 * 1024 } });
+    const fast = await call<{ transfer: Info }>(c, 'StartTransfer', { requestId: 'pair-fast', source: source2, destination: dest('pair-fast.img') });
+    const fastStates = await watchAll(c, fast.transfer.transferId);
+    assert.equal(fastStates.at(-1)!.state, 'TRANSFER_STATE_DONE');
+    assertSameImage(readFileSync(join(targets(), 'pair-fast.img')), expectedImage(pool2.metadataPath, pool2.dataPath, pool2.snapDevId, pool2.volumeSizeBytes), 'the fast one');
+    const slowNow = (await call<{ transfer: Info }>(c, 'GetTransfer', { transferId: slow.transfer.transferId })).transfer;
+    assert.notEqual(slowNow.state, 'TRANSFER_STATE_DONE', 'the fast one did not wait for the slow one (31 MiB at 2 MiB/s)');
+    await waitFor(async () => Number((await call<{ transfer: Info }>(c, 'GetTransfer', { transferId: slow.transfer.transferId })).transfer.doneBytes) >= 2 * 1024 * 1024, 'the slow send to be under way', 60_000);
+    // The receiver goes away (its transfers checkpoint) and comes back on the same address.
+    const port = rx.rx.port;
+    await rx.close();
+    rx = await startRx(`127.0.0.1:${port}`);
+    const states = await watchAll(c, slow.transfer.transferId);
+    const last = states.at(-1)!;
+    assert.equal(last.state, 'TRANSFER_STATE_DONE', JSON.stringify(last));
+    assert.ok(Number(last.retries) >= 1, `the daemon retried (${String(last.retries)})`);
+    assertSameImage(readFileSync(join(targets(), 'pair-slow.img')), img1, 'the one whose receiver restarted');
   } finally {
     c.close();
   }
