@@ -1,6 +1,5 @@
 // Original file: proto/google/rpc/error_details.proto
 
-import type { LocalizedMessage as _google_rpc_LocalizedMessage, LocalizedMessage__Output as _google_rpc_LocalizedMessage__Output } from '../../google/rpc/LocalizedMessage.js';
 
 /**
  * A message type used to describe a single bad request field.
@@ -32,17 +31,17 @@ export interface _google_rpc_BadRequest_FieldViolation {
    * In this example, in proto `field` could take one of the following values:
    * 
    * * `full_name` for a violation in the `full_name` value
-   * * `email_addresses[0].email` for a violation in the `email` field of the
+   * * `email_addresses[1].email` for a violation in the `email` field of the
    * first `email_addresses` message
-   * * `email_addresses[2].type[1]` for a violation in the second `type`
+   * * `email_addresses[3].type[2]` for a violation in the second `type`
    * value in the third `email_addresses` message.
    * 
    * In JSON, the same values are represented as:
    * 
    * * `fullName` for a violation in the `fullName` value
-   * * `emailAddresses[0].email` for a violation in the `email` field of the
+   * * `emailAddresses[1].email` for a violation in the `email` field of the
    * first `emailAddresses` message
-   * * `emailAddresses[2].type[1]` for a violation in the second `type`
+   * * `emailAddresses[3].type[2]` for a violation in the second `type`
    * value in the third `emailAddresses` message.
    */
   'field'?: (string);
@@ -50,20 +49,6 @@ export interface _google_rpc_BadRequest_FieldViolation {
    * A description of why the request element is bad.
    */
   'description'?: (string);
-  /**
-   * The reason of the field-level error. This is a constant value that
-   * identifies the proximate cause of the field-level error. It should
-   * uniquely identify the type of the FieldViolation within the scope of the
-   * google.rpc.ErrorInfo.domain. This should be at most 63
-   * characters and match a regular expression of `[A-Z][A-Z0-9_]+[A-Z0-9]`,
-   * which represents UPPER_SNAKE_CASE.
-   */
-  'reason'?: (string);
-  /**
-   * Provides a localized error message for field-level errors that is safe to
-   * return to the API consumer.
-   */
-  'localizedMessage'?: (_google_rpc_LocalizedMessage | null);
 }
 
 /**
@@ -96,17 +81,17 @@ export interface _google_rpc_BadRequest_FieldViolation__Output {
    * In this example, in proto `field` could take one of the following values:
    * 
    * * `full_name` for a violation in the `full_name` value
-   * * `email_addresses[0].email` for a violation in the `email` field of the
+   * * `email_addresses[1].email` for a violation in the `email` field of the
    * first `email_addresses` message
-   * * `email_addresses[2].type[1]` for a violation in the second `type`
+   * * `email_addresses[3].type[2]` for a violation in the second `type`
    * value in the third `email_addresses` message.
    * 
    * In JSON, the same values are represented as:
    * 
    * * `fullName` for a violation in the `fullName` value
-   * * `emailAddresses[0].email` for a violation in the `email` field of the
+   * * `emailAddresses[1].email` for a violation in the `email` field of the
    * first `emailAddresses` message
-   * * `emailAddresses[2].type[1]` for a violation in the second `type`
+   * * `emailAddresses[3].type[2]` for a violation in the second `type`
    * value in the third `emailAddresses` message.
    */
   'field': (string);
@@ -114,20 +99,6 @@ export interface _google_rpc_BadRequest_FieldViolation__Output {
    * A description of why the request element is bad.
    */
   'description': (string);
-  /**
-   * The reason of the field-level error. This is a constant value that
-   * identifies the proximate cause of the field-level error. It should
-   * uniquely identify the type of the FieldViolation within the scope of the
-   * google.rpc.ErrorInfo.domain. This should be at most 63
-   * characters and match a regular expression of `[A-Z][A-Z0-9_]+[A-Z0-9]`,
-   * which represents UPPER_SNAKE_CASE.
-   */
-  'reason': (string);
-  /**
-   * Provides a localized error message for field-level errors that is safe to
-   * return to the API consumer.
-   */
-  'localizedMessage': (_google_rpc_LocalizedMessage__Output | null);
 }
 
 /**

@@ -48,12 +48,11 @@ export interface ErrorInfo {
   /**
    * Additional structured details about this error.
    * 
-   * Keys must match a regular expression of `[a-z][a-zA-Z0-9-_]+` but should
-   * ideally be lowerCamelCase. Also, they must be limited to 64 characters in
+   * Keys should match /[a-zA-Z0-9-_]/ and be limited to 64 characters in
    * length. When identifying the current value of an exceeded limit, the units
    * should be contained in the key, not the value.  For example, rather than
-   * `{"instanceLimit": "100/request"}`, should be returned as,
-   * `{"instanceLimitPerRequest": "100"}`, if the client exceeds the number of
+   * {"instanceLimit": "100/request"}, should be returned as,
+   * {"instanceLimitPerRequest": "100"}, if the client exceeds the number of
    * instances that can be created in a single (batch) request.
    */
   'metadata'?: ({[key: string]: string});
@@ -106,12 +105,11 @@ export interface ErrorInfo__Output {
   /**
    * Additional structured details about this error.
    * 
-   * Keys must match a regular expression of `[a-z][a-zA-Z0-9-_]+` but should
-   * ideally be lowerCamelCase. Also, they must be limited to 64 characters in
+   * Keys should match /[a-zA-Z0-9-_]/ and be limited to 64 characters in
    * length. When identifying the current value of an exceeded limit, the units
    * should be contained in the key, not the value.  For example, rather than
-   * `{"instanceLimit": "100/request"}`, should be returned as,
-   * `{"instanceLimitPerRequest": "100"}`, if the client exceeds the number of
+   * {"instanceLimit": "100/request"}, should be returned as,
+   * {"instanceLimitPerRequest": "100"}, if the client exceeds the number of
    * instances that can be created in a single (batch) request.
    */
   'metadata': ({[key: string]: string});

@@ -1,6 +1,5 @@
 // Original file: proto/google/rpc/error_details.proto
 
-import type { Long } from '@grpc/proto-loader';
 
 /**
  * A message type used to describe a single quota violation.  For example, a
@@ -23,78 +22,6 @@ export interface _google_rpc_QuotaFailure_Violation {
    * exceeded".
    */
   'description'?: (string);
-  /**
-   * The API Service from which the `QuotaFailure.Violation` orginates. In
-   * some cases, Quota issues originate from an API Service other than the one
-   * that was called. In other words, a dependency of the called API Service
-   * could be the cause of the `QuotaFailure`, and this field would have the
-   * dependency API service name.
-   * 
-   * For example, if the called API is Kubernetes Engine API
-   * (container.googleapis.com), and a quota violation occurs in the
-   * Kubernetes Engine API itself, this field would be
-   * "container.googleapis.com". On the other hand, if the quota violation
-   * occurs when the Kubernetes Engine API creates VMs in the Compute Engine
-   * API (compute.googleapis.com), this field would be
-   * "compute.googleapis.com".
-   */
-  'apiService'?: (string);
-  /**
-   * The metric of the violated quota. A quota metric is a named counter to
-   * measure usage, such as API requests or CPUs. When an activity occurs in a
-   * service, such as Virtual Machine allocation, one or more quota metrics
-   * may be affected.
-   * 
-   * For example, "compute.googleapis.com/cpus_per_vm_family",
-   * "storage.googleapis.com/internet_egress_bandwidth".
-   */
-  'quotaMetric'?: (string);
-  /**
-   * The id of the violated quota. Also know as "limit name", this is the
-   * unique identifier of a quota in the context of an API service.
-   * 
-   * For example, "CPUS-PER-VM-FAMILY-per-project-region".
-   */
-  'quotaId'?: (string);
-  /**
-   * The dimensions of the violated quota. Every non-global quota is enforced
-   * on a set of dimensions. While quota metric defines what to count, the
-   * dimensions specify for what aspects the counter should be increased.
-   * 
-   * For example, the quota "CPUs per region per VM family" enforces a limit
-   * on the metric "compute.googleapis.com/cpus_per_vm_family" on dimensions
-   * "region" and "vm_family". And if the violation occurred in region
-   * "us-central1" and for VM family "n1", the quota_dimensions would be,
-   * 
-   * {
-   * "region": "us-central1",
-   * "vm_family": "n1",
-   * }
-   * 
-   * When a quota is enforced globally, the quota_dimensions would always be
-   * empty.
-   */
-  'quotaDimensions'?: ({[key: string]: string});
-  /**
-   * The enforced quota value at the time of the `QuotaFailure`.
-   * 
-   * For example, if the enforced quota value at the time of the
-   * `QuotaFailure` on the number of CPUs is "10", then the value of this
-   * field would reflect this quantity.
-   */
-  'quotaValue'?: (number | string | Long);
-  /**
-   * The new quota value being rolled out at the time of the violation. At the
-   * completion of the rollout, this value will be enforced in place of
-   * quota_value. If no rollout is in progress at the time of the violation,
-   * this field is not set.
-   * 
-   * For example, if at the time of the violation a rollout is in progress
-   * changing the number of CPUs quota from 10 to 20, 20 would be the value of
-   * this field.
-   */
-  'futureQuotaValue'?: (number | string | Long);
-  '_futureQuotaValue'?: "futureQuotaValue";
 }
 
 /**
@@ -118,78 +45,6 @@ export interface _google_rpc_QuotaFailure_Violation__Output {
    * exceeded".
    */
   'description': (string);
-  /**
-   * The API Service from which the `QuotaFailure.Violation` orginates. In
-   * some cases, Quota issues originate from an API Service other than the one
-   * that was called. In other words, a dependency of the called API Service
-   * could be the cause of the `QuotaFailure`, and this field would have the
-   * dependency API service name.
-   * 
-   * For example, if the called API is Kubernetes Engine API
-   * (container.googleapis.com), and a quota violation occurs in the
-   * Kubernetes Engine API itself, this field would be
-   * "container.googleapis.com". On the other hand, if the quota violation
-   * occurs when the Kubernetes Engine API creates VMs in the Compute Engine
-   * API (compute.googleapis.com), this field would be
-   * "compute.googleapis.com".
-   */
-  'apiService': (string);
-  /**
-   * The metric of the violated quota. A quota metric is a named counter to
-   * measure usage, such as API requests or CPUs. When an activity occurs in a
-   * service, such as Virtual Machine allocation, one or more quota metrics
-   * may be affected.
-   * 
-   * For example, "compute.googleapis.com/cpus_per_vm_family",
-   * "storage.googleapis.com/internet_egress_bandwidth".
-   */
-  'quotaMetric': (string);
-  /**
-   * The id of the violated quota. Also know as "limit name", this is the
-   * unique identifier of a quota in the context of an API service.
-   * 
-   * For example, "CPUS-PER-VM-FAMILY-per-project-region".
-   */
-  'quotaId': (string);
-  /**
-   * The dimensions of the violated quota. Every non-global quota is enforced
-   * on a set of dimensions. While quota metric defines what to count, the
-   * dimensions specify for what aspects the counter should be increased.
-   * 
-   * For example, the quota "CPUs per region per VM family" enforces a limit
-   * on the metric "compute.googleapis.com/cpus_per_vm_family" on dimensions
-   * "region" and "vm_family". And if the violation occurred in region
-   * "us-central1" and for VM family "n1", the quota_dimensions would be,
-   * 
-   * {
-   * "region": "us-central1",
-   * "vm_family": "n1",
-   * }
-   * 
-   * When a quota is enforced globally, the quota_dimensions would always be
-   * empty.
-   */
-  'quotaDimensions': ({[key: string]: string});
-  /**
-   * The enforced quota value at the time of the `QuotaFailure`.
-   * 
-   * For example, if the enforced quota value at the time of the
-   * `QuotaFailure` on the number of CPUs is "10", then the value of this
-   * field would reflect this quantity.
-   */
-  'quotaValue': (number);
-  /**
-   * The new quota value being rolled out at the time of the violation. At the
-   * completion of the rollout, this value will be enforced in place of
-   * quota_value. If no rollout is in progress at the time of the violation,
-   * this field is not set.
-   * 
-   * For example, if at the time of the violation a rollout is in progress
-   * changing the number of CPUs quota from 10 to 20, 20 would be the value of
-   * this field.
-   */
-  'futureQuotaValue'?: (number);
-  '_futureQuotaValue'?: "futureQuotaValue";
 }
 
 /**
