@@ -107,7 +107,7 @@ export function beginFromProto(b: Begin__Output): TransferBegin {
   };
 }
 
-/** One ApplyRequest after the Begin as a WireRecord (structure only; transfers.ts checks the values). */
+/** One ApplyStreamRequest after the Begin as a WireRecord (structure only; transfers.ts checks the values). */
 export function recordFromProto(m: ApplyStreamRequest__Output): WireRecord {
   switch (m.kind) {
     case 'data': {
