@@ -20,12 +20,12 @@ const PROVIDES: Record<string, string[]> = {
   'thin-provisioning-tools': ['thin_restore', 'thin_dump', 'thin_delta'],
   openssl: ['openssl'], make: ['make'], 'g++': ['g++'], python3: ['python3'],
   'qemu-system-x86': ['qemu-system-x86_64'], 'xz-utils': ['xz'], zstd: ['zstd'], socat: ['socat'],
-  mount: ['losetup'], 'util-linux': ['fincore', 'flock'],
+  mount: ['losetup'], 'util-linux': ['fincore', 'flock'], systemd: ['systemd-analyze'],
   'python3-grpcio': ['python3'], 'python3-grpc-tools': ['python3'],
 };
 
 const RUNTIME = ['thin-provisioning-tools', 'openssl', 'make', 'g++', 'python3'];
-const TESTS = ['qemu-system-x86', 'xz-utils', 'zstd', 'socat', 'mount', 'util-linux', 'python3-grpcio', 'python3-grpc-tools'];
+const TESTS = ['qemu-system-x86', 'xz-utils', 'zstd', 'socat', 'mount', 'util-linux', 'systemd', 'python3-grpcio', 'python3-grpc-tools'];
 
 function which(cmd: string): string {
   const r = spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
