@@ -6,7 +6,7 @@ import { planSend } from '../../thin/planner.js';
 import { checkMetadataReaderChoice } from '../../thin/metadata/native-plan.js';
 import { openSourceReader } from '../../sender/volume-reader.js';
 import { sendMessages } from '../../sender/sender.js';
-import { encodeStream } from '../../stream/linbit.js';
+import { encodeStream } from '../../stream/linbit/encode.js';
 import type { FormatVersion } from '../../stream/messages.js';
 import { sourceSpecOf, parseByteCount, type SourceFlags } from '../source-args.js';
 import { ProgressLine } from '../progress.js';
