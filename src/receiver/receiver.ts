@@ -9,6 +9,7 @@
 import { ThinshipError, asThinshipError } from '../errors.js';
 import type { VolumeHandle } from '../device/volume.js';
 import type { StreamMessage, BeginInfo } from '../stream/messages.js';
+import { rangeFault } from '../stream/integrity.js';
 
 export interface ApplySummary {
   begin: BeginInfo;
@@ -100,7 +101,7 @@ export async function applyMessages(messages: AsyncIterable<StreamMessage>, targ
       }
       const length = piece !== undefined ? piece.recordLengthBytes : m.type === 'data' ? m.data.length : m.lengthBytes;
       const pos = m as { streamPosition?: number };
-      if (!Number.isSafeInteger(m.offsetBytes) || m.offsetBytes < 0 || length <= 0 || m.offsetBytes + length > target.sizeBytes) {
+      if (rangeFault(m.offsetBytes, length, target.sizeBytes) !== undefined) {
         throw new ThinshipError('BAD_STREAM', `${m.type} record beyond the target (${where(m, s.records, pos)}, length ${length}): target ${target.path} is ${target.sizeBytes} bytes`, { details: { volumeOffset: m.offsetBytes, record: s.records, streamPosition: pos.streamPosition } });
       }
       if (gapCursor !== undefined) {

@@ -43,48 +43,45 @@ export function zeroCounts(): StreamCounts {
  * advances the digest chain, on both sides and for both transports.
  */
 export class StreamLedger {
-  private readonly chain: StreamDigest | undefined;
+  private readonly chain: StreamDigest;
   readonly counts: StreamCounts;
 
   /**
-   * checksums: chain the digest (a stream with sha256 checksums).
+   * checksums: chain the digest (a stream with sha256 checksums); without,
+   * the chain stays at its starting value.
    * resume: continue from a stored state (a resumed transfer); its digest is
    * used only when it is a whole chain value (32 bytes).
    */
-  constructor(checksums: boolean, resume?: Partial<LedgerState>) {
+  constructor(readonly checksums: boolean, resume?: Partial<LedgerState>) {
     const d = resume?.digest;
-    this.chain = checksums ? new StreamDigest(d !== undefined && d.length === SHA256_BYTES ? d : undefined) : undefined;
+    this.chain = new StreamDigest(d !== undefined && d.length === SHA256_BYTES ? d : undefined);
     this.counts = {
       dataRecords: resume?.dataRecords ?? 0, unmapRecords: resume?.unmapRecords ?? 0,
       dataBytes: resume?.dataBytes ?? 0, unmapBytes: resume?.unmapBytes ?? 0,
     };
   }
 
-  get checksums(): boolean {
-    return this.chain !== undefined;
-  }
-
   /** One DATA record of lengthBytes at offsetBytes; its sha256 is required when the stream has checksums. */
   addData(offsetBytes: number, lengthBytes: number, checksum?: Uint8Array): void {
     this.counts.dataRecords++;
     this.counts.dataBytes += lengthBytes;
-    if (this.chain !== undefined) this.chain.addData(offsetBytes, lengthBytes, checksum as Uint8Array);
+    if (this.checksums) this.chain.addData(offsetBytes, lengthBytes, checksum as Uint8Array);
   }
 
   addUnmap(offsetBytes: number, lengthBytes: number): void {
     this.counts.unmapRecords++;
     this.counts.unmapBytes += lengthBytes;
-    this.chain?.addUnmap(offsetBytes, lengthBytes);
+    if (this.checksums) this.chain.addUnmap(offsetBytes, lengthBytes);
   }
 
-  /** The current chain value (32 zero bytes before any record; empty without checksums). */
+  /** The current chain value (a copy; 32 zero bytes before any record, or the resumed value). */
   get digest(): Buffer {
-    return this.chain?.state ?? Buffer.alloc(0);
+    return this.chain.state;
   }
 
   /** True when `claimed` is the chain value so far (always false without checksums). */
   digestMatches(claimed: Uint8Array): boolean {
-    return this.chain !== undefined && this.chain.matches(claimed);
+    return this.checksums && this.chain.matches(claimed);
   }
 
   /** Counts and chain value now (a copy: a checkpoint's mark). */
@@ -107,7 +104,7 @@ export class StreamLedger {
   /** The end message of what the ledger saw: counts, and the digest when the stream has checksums. */
   seal(): EndMessage {
     const end: EndMessage = { type: 'end', ...this.counts };
-    if (this.chain !== undefined) end.digest = this.chain.state;
+    if (this.checksums) end.digest = this.chain.state;
     return end;
   }
 }
@@ -165,10 +162,13 @@ export function rangeFault(offsetBytes: number, lengthBytes: number, volumeBytes
 export class AscendingRecords {
   constructor(public endBytes: number) {}
 
-  /** True when [offsetBytes, +lengthBytes) may follow; then it becomes the previous record. */
-  advance(offsetBytes: number, lengthBytes: number): boolean {
-    if (offsetBytes < this.endBytes) return false;
+  /** True when a record starting at offsetBytes may follow the previous one. */
+  accepts(offsetBytes: number): boolean {
+    return offsetBytes >= this.endBytes;
+  }
+
+  /** [offsetBytes, +lengthBytes) was accepted: it is now the previous record. */
+  advance(offsetBytes: number, lengthBytes: number): void {
     this.endBytes = offsetBytes + lengthBytes;
-    return true;
   }
 }
