@@ -12,7 +12,7 @@
  * each wire field to them and names the field that failed.
  */
 import { ThinshipError } from '../errors.js';
-import { AscendingRecords, StreamLedger, rangeFault, zeroChecksum, SHA256_BYTES, type LedgerState, type StreamCounts } from '../stream/integrity.js';
+import { AscendingRecords, StreamLedger, rangeFault, zeroChecksumMatches, SHA256_BYTES, type LedgerState, type StreamCounts } from '../stream/integrity.js';
 import { checkData, type DataCheck, type DataChecked } from './decode-data.js';
 import type { ChunkDecompressor } from '../stream/zstd.js';
 import type { BeginInfo, StreamMessage } from '../stream/messages.js';
@@ -166,16 +166,17 @@ export function checkRecord(r: WireRecord, ctx: DecodeContext, checker: DataChec
     if (b.checksum === 'none' && r.checksum.length !== 0) throw recordError('BAD_STREAM', 'data', off, 'carries a checksum but the transfer has none');
     if (r.encoding === 'zero') {
       if (r.payload.length !== 0) throw recordError('BAD_STREAM', 'data', off, `encoding ZERO with a ${r.payload.length}-byte payload (must be empty)`);
-      const sum = zeroChecksum(len);
-      if (b.checksum === 'sha256' && !sum.equals(r.checksum)) throw recordError('CHECKSUM_MISMATCH', 'data', off, `checksum mismatch over ${len} zero bytes; not written`);
-      ctx.ledger.addData(off, len, sum);
+      if (b.checksum === 'sha256' && !zeroChecksumMatches(len, r.checksum)) throw recordError('CHECKSUM_MISMATCH', 'data', off, `checksum mismatch over ${len} zero bytes; not written`);
+      ctx.ledger.addData(off, len, r.checksum);
       rec = { kind: 'zero', offsetBytes: off, lengthBytes: len };
     } else {
       if (r.encoding === 'raw' && r.payload.length !== len) throw recordError('BAD_STREAM', 'data', off, `raw payload of ${r.payload.length} bytes, the record says ${len}`);
       if (r.encoding === 'zstd' && b.compression !== 'zstd') throw recordError('BAD_STREAM', 'data', off, 'zstd payload in a transfer that announced no compression');
+      // A copy: a decode worker may take over the message's memory, checksum included (detachable).
+      const sum = Buffer.from(r.checksum);
       const work = checker({ offsetBytes: off, lengthBytes: len, payload: r.payload, encoding: r.encoding, checksum: b.checksum === 'sha256' ? r.checksum : undefined, detachable: r.detachable });
       if (work instanceof Promise) work.catch(() => undefined); // awaited in order by finishRecord
-      ctx.ledger.addData(off, len, r.checksum);
+      ctx.ledger.addData(off, len, sum);
       rec = { kind: 'data', offsetBytes: off, lengthBytes: len, work };
     }
   }

@@ -21,7 +21,7 @@
 import { ThinshipError, asThinshipError } from '../errors.js';
 import type { VolumeHandle } from '../device/volume.js';
 import { applyMessages } from './receiver.js';
-import { currentTargetIdentity, openTransferTarget } from './target.js';
+import { currentTargetIdentity, openTransferTarget, type OpenedTarget } from './target.js';
 import { SHA256_BYTES } from '../stream/integrity.js';
 import { checkData } from './decode-data.js';
 import { DecodePool } from './decode-pool.js';
@@ -549,6 +549,36 @@ export class TransferRegistry {
     return openTransferTarget(...a);
   }
 
+  /**
+   * Opens the target a transfer writes and checks it may: the same target the
+   * transfer wrote so far (not replaced since), big enough, and (resuming) still
+   * holding the last record applied. Any refusal closes and releases it again:
+   * a refused begin holds nothing.
+   */
+  private async openTargetOfTransfer(begin: TransferBegin, target: AllowedTarget, existing: TransferCheckpoint | undefined): Promise<OpenedTarget> {
+    const opened = await this.openTarget(target, {
+      volumeSizeBytes: begin.volumeSizeBytes,
+      mustExist: begin.mode === 'incremental' ? 'an incremental stream applies only to a target holding its base' : existing ? 'it was removed during the transfer' : undefined,
+    });
+    const { handle, release, identity } = opened;
+    try {
+      if (existing?.targetIdentity !== undefined && identity !== existing.targetIdentity) {
+        // Replaced between apply()'s look and the open: what is open now holds nothing of this transfer.
+        throw replacedError(existing, begin, identity);
+      }
+      if (handle.sizeBytes < begin.volumeSizeBytes) {
+        // Refused before the transfer is recorded.
+        throw new ThinshipError('TARGET_TOO_SMALL', `the stream is for a volume of ${begin.volumeSizeBytes} bytes but target ${begin.target} has only ${handle.sizeBytes} bytes; nothing was written`);
+      }
+      if (existing?.lastData) await this.checkLastData(handle, existing);
+    } catch (e) {
+      await handle.close().catch(() => undefined);
+      await release().catch(() => undefined);
+      throw e;
+    }
+    return opened;
+  }
+
   private async run(s: Session, who: ClientIdentity, begin: TransferBegin, target: AllowedTarget, existing: TransferCheckpoint | undefined, records: AsyncIterable<WireRecord>): Promise<ApplyResult> {
     const log = this.opts.log.child({ transferId: s.transferId, identity: who.name, target: begin.target });
     const now = Date.now();
@@ -559,32 +589,8 @@ export class TransferRegistry {
       dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0, createdUnixMs: now, updatedUnixMs: now,
     };
     log.info({ mode: begin.mode, volumeSizeBytes: begin.volumeSizeBytes, resumeOffsetBytes: begin.resumeOffsetBytes, plannedDataBytes: begin.plannedDataBytes, resuming: !!existing }, existing ? 'transfer resuming' : 'transfer begin');
-    const { handle, release, identity } = await this.openTarget(target, {
-      volumeSizeBytes: begin.volumeSizeBytes,
-      mustExist: begin.mode === 'incremental' ? 'an incremental stream applies only to a target holding its base' : existing ? 'it was removed during the transfer' : undefined,
-    });
-    if (existing?.targetIdentity !== undefined && identity !== existing.targetIdentity) {
-      // Replaced between apply()'s look and the open: what is open now holds nothing of this transfer.
-      await handle.close().catch(() => undefined);
-      await release().catch(() => undefined);
-      throw replacedError(existing, begin, identity);
-    }
+    const { handle, release, identity } = await this.openTargetOfTransfer(begin, target, existing);
     cp = { ...cp, targetIdentity: identity };
-    if (handle.sizeBytes < begin.volumeSizeBytes) {
-      // Refused before the transfer is recorded: a refused begin holds nothing.
-      await handle.close().catch(() => undefined);
-      await release().catch(() => undefined);
-      throw new ThinshipError('TARGET_TOO_SMALL', `the stream is for a volume of ${begin.volumeSizeBytes} bytes but target ${begin.target} has only ${handle.sizeBytes} bytes; nothing was written`);
-    }
-    if (existing?.lastData) {
-      try {
-        await this.checkLastData(handle, existing);
-      } catch (e) {
-        await handle.close().catch(() => undefined);
-        await release().catch(() => undefined);
-        throw e;
-      }
-    }
     const t0 = performance.now();
     const held = new SessionHoldings(this.recordBudget, s.controller.signal);
     let applied: Mark = {

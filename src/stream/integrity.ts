@@ -16,7 +16,7 @@
  */
 import type { Hash } from 'node:crypto';
 import { dataChecksum, StreamDigest, SHA256_BYTES } from './digest.js';
-import type { DataMessage, EndMessage, StreamMessage } from './messages.js';
+import type { EndMessage, StreamMessage } from './messages.js';
 
 export { dataChecksum, SHA256_BYTES };
 
@@ -126,7 +126,7 @@ export function checkDataChecksum(payload: Uint8Array | Hash, expected: Uint8Arr
 
 const ZERO_CHECKSUMS = new Map<number, Buffer>();
 /** sha256 of `lengthBytes` zero bytes (a ZERO-encoded DATA record); cached per length: senders use one chunk size. */
-export function zeroChecksum(lengthBytes: number): Buffer {
+function zeroChecksum(lengthBytes: number): Buffer {
   let c = ZERO_CHECKSUMS.get(lengthBytes);
   if (!c) {
     c = dataChecksum(Buffer.alloc(lengthBytes));
@@ -136,9 +136,9 @@ export function zeroChecksum(lengthBytes: number): Buffer {
   return c;
 }
 
-/** The whole range of the DATA record a data message belongs to (itself, or the record it is a piece of). */
-export function recordRangeOf(m: DataMessage): { offsetBytes: number; lengthBytes: number } {
-  return m.piece !== undefined ? { offsetBytes: m.piece.recordOffsetBytes, lengthBytes: m.piece.recordLengthBytes } : { offsetBytes: m.offsetBytes, lengthBytes: m.data.length };
+/** True when `claimed` is the sha256 of lengthBytes zero bytes (a ZERO-encoded DATA record's checksum). */
+export function zeroChecksumMatches(lengthBytes: number, claimed: Uint8Array): boolean {
+  return zeroChecksum(lengthBytes).equals(claimed);
 }
 
 /**
