@@ -29,7 +29,7 @@ import { defaultWorkerCount } from '../stream/worker-pool.js';
 import { ChunkDecompressor } from '../stream/zstd.js';
 import type { StreamMessage } from '../stream/messages.js';
 import { CheckpointStore, checkTransferId, type TransferCheckpoint } from './checkpoint.js';
-import { abortable, readAhead, type ProgressRules } from './async-iter.js';
+import { abortable, readAhead } from './async-iter.js';
 import {
   beginInfoOf, checkBegin, checkRecord, finishRecord, newDecodeContext, DEFAULT_MAX_VOLUME_BYTES,
   type CheckedRecord, type DataChecker, type Mark, type TransferBegin, type WireRecord,

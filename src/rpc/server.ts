@@ -2,7 +2,7 @@
  * The gRPC receiver: thinship.v1.Receiver (ApplyStream, GetTransferState,
  * AbortTransfer) over mTLS, plus grpc.health.v1.Health and server
  * reflection. This file only adapts: protobuf messages become the
- * TransferBegin / WireRecord values of receiver/transfers.ts, which
+ * TransferBegin / WireRecord values of receiver/record-checks.ts, which
  * validates and applies them, and errors become gRPC statuses (status.ts).
  *
  * Memory: all running transfers together hold at most maxBufferedBytes
@@ -105,7 +105,7 @@ export function beginFromProto(b: PbBegin): TransferBegin {
   };
 }
 
-/** One ApplyRequest after the Begin as a WireRecord (structure only; transfers.ts checks the values). */
+/** One ApplyRequest after the Begin as a WireRecord (structure only; receiver/record-checks.ts checks the values). */
 export function recordFromProto(m: PbApplyRequestIn): WireRecord {
   switch (m.kind) {
     case 'data': {

@@ -1,6 +1,6 @@
 /**
  * The transport-neutral messages a sender produces and a receiver consumes, as an
- * AsyncIterable<StreamMessage>. The LINBIT byte codec (linbit.ts) and the gRPC
+ * AsyncIterable<StreamMessage>. The LINBIT byte codec (linbit/) and the gRPC
  * adapter (rpc/) translate them; tests join sender and receiver directly.
  *
  * Order: exactly one `begin`, then any mix of `data` and `unmap`, then exactly

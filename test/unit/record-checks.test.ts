@@ -1,5 +1,5 @@
 /**
- * The receiver's record checks (transfers.ts checkRecord / finishWith) in
+ * The receiver's record checks (record-checks.ts checkRecord / finishWith) in
  * the corners StrykerJS found untested: transfers without checksums, the
  * marks (cursor, counts, digest) each record leaves for a checkpoint, the
  * exact limits, and the offset every refusal carries in its details.

@@ -1,5 +1,5 @@
 /**
- * The receiver's record validation (transfers.ts decodeRecord / checkBegin),
+ * The receiver's record validation (record-checks.ts decodeRecord / checkBegin),
  * zstd chunk helpers, and the error <-> gRPC status mapping: pure functions,
  * no network, no device.
  */
