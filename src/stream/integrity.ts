@@ -5,13 +5,15 @@
  * StreamLedger chains the stream digest and counts the records in stream
  * order; the end carries what the ledger says (ledger.seal()).
  * Receiving side: the same ledger, fed in the same order, is what the End's
- * counts and digest are compared with (endCountMismatch, digestMatches), and
- * checksumMismatch compares a payload with its sender's checksum.
+ * counts and digest are compared with (endCountMismatch, digestMatches);
+ * checkDataChecksum and zeroChecksumMatches compare a payload with its
+ * sender's checksum; rangeFault (bounds) and AscendingRecords (order) say
+ * whether a record may be applied.
  *
- * The LINBIT codec (linbit/) and the gRPC client and receiver (rpc/,
- * receiver/transfers.ts) only map fields to and from bytes and say *where* a
- * rule failed (stream byte, record, volume offset); which rule, and what
- * "matches" means, lives here. digest.ts holds the chain's primitive (one
+ * The LINBIT codec (linbit/) and the gRPC client and receiver (rpc/client.ts,
+ * receiver/record-checks.ts) only map fields to and from bytes, feed the
+ * ledger, and say *where* a rule failed (stream byte, record, volume offset);
+ * which rule, and what "matches" means, lives here. docs/architecture.md. digest.ts holds the chain's primitive (one
  * canonical record hashed onto the previous value); only this file drives it.
  */
 import type { Hash } from 'node:crypto';
@@ -31,10 +33,6 @@ export interface StreamCounts {
 /** Where a resumed transfer stands: the chain value and the counts of everything below the resume offset. */
 export interface LedgerState extends StreamCounts {
   digest: Buffer;
-}
-
-export function zeroCounts(): StreamCounts {
-  return { dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0 };
 }
 
 /**
