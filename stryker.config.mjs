@@ -12,10 +12,10 @@
 const run = (file, pattern) => `node ${pattern ? `--test-name-pattern='${pattern}' ` : ''}dist/test/${file}.test.js`;
 export const modules = {
   access: { mutate: ['src/receiver/access.ts'], command: [run('unit/access'), run('unit/rpc-receiver-state', 'target authorisation'), run('service/mutation-guards', 'boundary|another identity')] },
-  records: { mutate: ['src/receiver/transfers.ts:320-403'], command: [run('unit/record-checks'), run('unit/rpc-decode'), run('service/mutation-guards', 'straddling|checkpoint|ZERO')] },
+  records: { mutate: ['src/receiver/record-checks.ts'], command: [run('unit/record-checks'), run('unit/rpc-decode'), run('service/mutation-guards', 'straddling|checkpoint|ZERO')] },
   checkpoint: { mutate: ['src/receiver/checkpoint.ts'], command: [run('unit/checkpoint-identity'), run('unit/rpc-receiver-state', 'checkpoints|state directory'), run('service/receiver-state'), run('service/mutation-guards', 'checkpoint|another identity')] },
-  digest: { mutate: ['src/stream/digest.ts'], command: [run('unit/digest'), run('unit/linbit', 'digest|checksum'), run('unit/rpc-decode')] },
-  linbit: { mutate: ['src/stream/linbit.ts:525-1227'], command: [run('unit/linbit'), run('unit/linbit-golden')] },
+  digest: { mutate: ['src/stream/digest.ts', 'src/stream/integrity.ts'], command: [run('unit/digest'), run('unit/linbit', 'digest|checksum'), run('unit/rpc-decode')] },
+  linbit: { mutate: ['src/stream/linbit/decode.ts'], command: [run('unit/linbit'), run('unit/linbit-golden')] },
   'pool-lock': { mutate: ['src/thin/pool-lock.ts'], command: [run('tools/pool-lock')] },
 };
 const name = process.env.STRYKER_MODULE ?? 'access';

@@ -28,7 +28,7 @@
 import { spawn } from 'node:child_process';
 import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, release, totalmem } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runTool } from '../src/exec/run.js';
 import { DEFAULT_POOL_PARAMS, ensureBenchPool, type BenchPool } from './pool-gen.js';
@@ -676,7 +676,7 @@ async function main(): Promise<void> {
   await mkdir(dirname(o.json), { recursive: true });
   await writeFile(o.json, JSON.stringify({
     date: started.toISOString(), finished: new Date().toISOString(), command: `node dist/bench/bench.js ${process.argv.slice(2).join(' ')}`.trim(),
-    machine: await machineInfo(), git: await gitInfo(), options: { ...o, only: [...o.only] }, loadavgStart: loadStart, loadavgEnd: loadEnd,
+    machine: await machineInfo(), git: await gitInfo(), options: { ...o, only: [...o.only], json: relative(REPO_ROOT, o.json) }, loadavgStart: loadStart, loadavgEnd: loadEnd,
     pools, summary: sums, incremental: incr, plan: plan ? { rows: plan.rows, error: plan.error, raw: plan.raw } : undefined, wan: wan ? { rows: wan.rows, table: wan.table, error: wan.error, raw: wan.raw } : undefined, targets,
     profiles: profiles.map((p) => ({ transport: p.transport, side: p.side, ...p.summary })), runs, table: text,
   }, null, 2) + '\n');

@@ -3,10 +3,11 @@
  * thread and its decode workers (decode-pool.ts): decompress a zstd payload
  * into a buffer of exactly the stated length (zstd.ts refuses frames that
  * say or produce otherwise), and compare the sha256 of the bytes with the
- * record's checksum. Nothing here touches a device.
+ * record's checksum (the integrity core's checkDataChecksum). Nothing here
+ * touches a device.
  */
 import { ThinshipError } from '../errors.js';
-import { dataChecksum } from '../stream/digest.js';
+import { checkDataChecksum } from '../stream/integrity.js';
 import type { ChunkDecompressor } from '../stream/zstd.js';
 
 export interface DataCheck {
@@ -34,8 +35,8 @@ export function checkData(c: DataCheck, dz: ChunkDecompressor): DataChecked {
   const payload = Buffer.from(c.payload.buffer, c.payload.byteOffset, c.payload.byteLength);
   const data = c.encoding === 'zstd' ? dz.decompress(payload, { offsetBytes: c.offsetBytes, lengthBytes: c.lengthBytes }) : payload;
   if (!c.checksum) return { data };
-  const sum = dataChecksum(data);
-  if (!sum.equals(c.checksum)) {
+  const { actual: sum, ok } = checkDataChecksum(data, c.checksum);
+  if (!ok) {
     throw new ThinshipError('CHECKSUM_MISMATCH',
       `data record at volume offset ${c.offsetBytes}: checksum mismatch over ${c.lengthBytes} bytes (sender ${Buffer.from(c.checksum).toString('hex').slice(0, 16)}…, data ${sum.toString('hex').slice(0, 16)}…); not written`,
       { details: { volumeOffset: c.offsetBytes } });

@@ -9,6 +9,7 @@
 import { ThinshipError, asThinshipError } from '../errors.js';
 import type { VolumeHandle } from '../device/volume.js';
 import type { StreamMessage, BeginInfo } from '../stream/messages.js';
+import { AscendingRecords, rangeFault } from '../stream/integrity.js';
 
 export interface ApplySummary {
   begin: BeginInfo;
@@ -49,12 +50,12 @@ export async function applyMessages(messages: AsyncIterable<StreamMessage>, targ
    * (cheap discards on thin LVs and holes in files), and the tail at the end.
    * A plain LINBIT stream says neither, and is applied as thin_recv does.
    */
-  let gapCursor: number | undefined;
+  let order: AscendingRecords | undefined;
   const zeroGapTo = async (end: number) => {
-    if (gapCursor === undefined || end <= gapCursor) return;
-    await target.makeZero(gapCursor, end - gapCursor);
-    s.gapBytesZeroed += end - gapCursor;
-    gapCursor = end;
+    if (order === undefined || end <= order.endBytes) return;
+    await target.makeZero(order.endBytes, end - order.endBytes);
+    s.gapBytesZeroed += end - order.endBytes;
+    order.endBytes = end;
   };
   let begin: BeginInfo | undefined;
   let ended = false;
@@ -83,7 +84,7 @@ export async function applyMessages(messages: AsyncIterable<StreamMessage>, targ
         if (begin.volumeSizeBytes !== undefined && begin.volumeSizeBytes > target.sizeBytes) {
           throw new ThinshipError('TARGET_TOO_SMALL', `the stream is for a volume of ${begin.volumeSizeBytes} bytes but target ${target.path} has only ${target.sizeBytes} bytes; nothing was written`);
         }
-        if (begin.incremental === false && begin.volumeSizeBytes !== undefined) gapCursor = o.resumeFromBytes ?? 0;
+        if (begin.incremental === false && begin.volumeSizeBytes !== undefined) order = new AscendingRecords(o.resumeFromBytes ?? 0);
         continue;
       }
       if (!begin) throw new ThinshipError('BAD_STREAM', `record ${s.records} (${m.type}) comes before the begin of the stream`);
@@ -100,15 +101,15 @@ export async function applyMessages(messages: AsyncIterable<StreamMessage>, targ
       }
       const length = piece !== undefined ? piece.recordLengthBytes : m.type === 'data' ? m.data.length : m.lengthBytes;
       const pos = m as { streamPosition?: number };
-      if (!Number.isSafeInteger(m.offsetBytes) || m.offsetBytes < 0 || length <= 0 || m.offsetBytes + length > target.sizeBytes) {
+      if (rangeFault(m.offsetBytes, length, target.sizeBytes) !== undefined) {
         throw new ThinshipError('BAD_STREAM', `${m.type} record beyond the target (${where(m, s.records, pos)}, length ${length}): target ${target.path} is ${target.sizeBytes} bytes`, { details: { volumeOffset: m.offsetBytes, record: s.records, streamPosition: pos.streamPosition } });
       }
-      if (gapCursor !== undefined) {
-        if (m.offsetBytes < gapCursor) {
-          throw new ThinshipError('BAD_STREAM', `${m.type} record out of order in a full stream (${where(m, s.records, pos)}): records must come in increasing offset order, and this one starts below ${gapCursor}`, { details: { volumeOffset: m.offsetBytes, record: s.records, streamPosition: pos.streamPosition } });
+      if (order !== undefined) {
+        if (!order.accepts(m.offsetBytes)) {
+          throw new ThinshipError('BAD_STREAM', `${m.type} record out of order in a full stream (${where(m, s.records, pos)}): records must come in increasing offset order, and this one starts below ${order.endBytes}`, { details: { volumeOffset: m.offsetBytes, record: s.records, streamPosition: pos.streamPosition } });
         }
         await zeroGapTo(m.offsetBytes);
-        gapCursor = m.offsetBytes + length;
+        order.advance(m.offsetBytes, length);
       }
       if (m.type === 'data') {
         await target.writeAt(m.data, m.offsetBytes);

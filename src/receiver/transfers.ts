@@ -1,11 +1,12 @@
 /**
- * The receiver's transfers: validation of every record before it touches a
- * device, durable checkpoints, resume, one transfer per target, abort and
- * expiry. Transport-neutral: rpc/server.ts turns gRPC messages into the
- * TransferBegin / WireRecord values below and errors into gRPC statuses.
+ * The receiver's transfer registry: durable checkpoints, resume, one
+ * transfer per target, limits per identity, abort and expiry. rpc/server.ts
+ * turns gRPC messages into the TransferBegin / WireRecord values of
+ * record-checks.ts and errors into gRPC statuses.
  *
- * Applying reuses receiver.ts's applyMessages: records are validated,
- * decompressed and checksummed here (a few records ahead, so that work
+ * Applying reuses receiver.ts's applyMessages: records are checked
+ * (record-checks.ts, over the integrity core), decompressed and checksummed
+ * (decode-data.ts, on decode workers) a few records ahead, so that work
  * overlaps the device writes), then handed over as StreamMessages. When
  * applyMessages asks for the next message, the previous one has been
  * written; that is where checkpoints are taken:
@@ -20,14 +21,19 @@
 import { ThinshipError, asThinshipError } from '../errors.js';
 import type { VolumeHandle } from '../device/volume.js';
 import { applyMessages } from './receiver.js';
-import { currentTargetIdentity, openTransferTarget } from './target.js';
-import { StreamDigest, dataChecksum, SHA256_BYTES } from '../stream/digest.js';
-import { checkData, type DataCheck, type DataChecked } from './decode-data.js';
+import { currentTargetIdentity, openTransferTarget, type OpenedTarget } from './target.js';
+import { SHA256_BYTES } from '../stream/integrity.js';
+import { checkData } from './decode-data.js';
 import { DecodePool } from './decode-pool.js';
 import { defaultWorkerCount } from '../stream/worker-pool.js';
 import { ChunkDecompressor } from '../stream/zstd.js';
 import type { StreamMessage } from '../stream/messages.js';
-import { CheckpointStore, checkTransferId, MAX_ID_FIELD_BYTES, MAX_TARGET_BYTES, type LastDataRecord, type TransferCheckpoint, type TransferMode } from './checkpoint.js';
+import { CheckpointStore, checkTransferId, type TransferCheckpoint } from './checkpoint.js';
+import { abortable, readAhead } from './async-iter.js';
+import {
+  beginInfoOf, checkBegin, checkRecord, finishRecord, newDecodeContext, DEFAULT_MAX_VOLUME_BYTES,
+  type CheckedRecord, type DataChecker, type Mark, type TransferBegin, type WireRecord,
+} from './record-checks.js';
 import { StateDirLock } from './state-lock.js';
 import { BufferBudget } from './buffer-budget.js';
 import { createHash } from 'node:crypto';
@@ -43,8 +49,6 @@ export const CHECKPOINT_INTERVAL_RECORDS = 16384;
 export const DEFAULT_TRANSFER_EXPIRY_MS = 24 * 3600 * 1000;
 /** Records validated and decompressed ahead of the one being written. */
 export const DECODE_AHEAD_RECORDS = 4;
-/** Largest volume a Begin may announce unless configured otherwise (1 PiB). */
-export const DEFAULT_MAX_VOLUME_BYTES = 2 ** 50;
 /** A call that sends no message for this long ends (retryable) and is checkpointed. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 /** A call that sends less than this many bytes per second of waiting, over PROGRESS_WINDOW, ends likewise. */
@@ -63,38 +67,12 @@ export const DEFAULT_MAX_COMPLETED_TRANSFERS_PER_IDENTITY = 1024;
 export function defaultMaxActivePerIdentity(maxActiveTransfers: number): number {
   return Math.max(1, Math.ceil(maxActiveTransfers / 2));
 }
-/** dm-thin's data block size: a multiple of 64 KiB from 64 KiB to 1 GiB. 0: not said (the field is informative). */
-export const MIN_BLOCK_BYTES = 64 * 1024;
-export const MAX_BLOCK_BYTES = 1024 * 1024 * 1024;
 /** Memory all running transfers may hold at once (see maxBufferedBytes). */
 export const DEFAULT_MAX_BUFFERED_BYTES = 256 * 1024 * 1024;
 /** Bytes a message may carry beyond its uncompressed chunk: a zstd frame's worst case and the other fields. */
 export const MESSAGE_OVERHEAD_BYTES = 64 * 1024;
 /** What a message costs besides its payload, for the progress rate (a flood of empty records is no progress). */
 const MESSAGE_COST_BYTES = 64;
-
-export interface TransferBegin {
-  transferId: string;
-  target: string;
-  mode: TransferMode;
-  volumeSizeBytes: number;
-  blockSizeBytes: number;
-  sourceId: string;
-  baseId: string;
-  plannedDataBytes: number;
-  plannedUnmapBytes: number;
-  resumeOffsetBytes: number;
-  compression: 'none' | 'zstd';
-  checksum: 'sha256' | 'none';
-}
-
-export type WireRecord =
-  /** detachable: the payload's ArrayBuffer is this message's alone (a decode worker may take it over). */
-  | { type: 'data'; offsetBytes: number; lengthBytes: number; payload: Buffer; encoding: 'raw' | 'zstd' | 'zero'; checksum: Buffer; detachable?: boolean }
-  | { type: 'unmap'; offsetBytes: number; lengthBytes: number }
-  | { type: 'end'; records: number; dataRecords: number; unmapRecords: number; dataBytes: number; unmapBytes: number; digest: Buffer }
-  /** Anything else the transport saw where a record should be (a second begin, an empty message). */
-  | { type: 'invalid'; what: string };
 
 export interface TransferStateView extends TransferCheckpoint {
   active: boolean;
@@ -147,18 +125,6 @@ export interface TransferRegistryOptions {
   decodeWorkers?: number;
 }
 
-/** Running totals after a record: what a checkpoint at that record records. */
-interface Mark {
-  offsetBytes: number;
-  /** The last DATA record at or below offsetBytes (re-verified on the target before a resume). */
-  lastData?: LastDataRecord;
-  digest: Buffer;
-  dataRecords: number;
-  unmapRecords: number;
-  dataBytes: number;
-  unmapBytes: number;
-}
-
 interface Session {
   /** Registry key: identity and transfer id (ids are scoped by identity). */
   key: string;
@@ -169,273 +135,6 @@ interface Session {
   /** Set by AbortTransfer: the checkpoint is being deleted, do not save one. */
   forgotten: boolean;
   done: Promise<void>;
-}
-
-const ZERO_CHECKSUMS = new Map<number, Buffer>();
-/** sha256 of `lengthBytes` zero bytes (cached per length: senders use one chunk size). */
-function zeroChecksum(lengthBytes: number): Buffer {
-  let c = ZERO_CHECKSUMS.get(lengthBytes);
-  if (!c) {
-    c = dataChecksum(Buffer.alloc(lengthBytes));
-    if (ZERO_CHECKSUMS.size > 32) ZERO_CHECKSUMS.clear();
-    ZERO_CHECKSUMS.set(lengthBytes, c);
-  }
-  return c;
-}
-
-function abortError(signal: AbortSignal): ThinshipError {
-  const r: unknown = signal.reason;
-  return r instanceof ThinshipError ? r : new ThinshipError('ABORTED', `transfer stopped: ${r instanceof Error ? r.message : String(r ?? 'aborted')}`);
-}
-
-/** What a sender must keep up (see TransferRegistryOptions). */
-export interface ProgressRules {
-  idleTimeoutMs: number;
-  minBytesPerSecond: number;
-  progressWindowMs: number;
-}
-
-/**
- * Iterates src until the signal fires, then throws (even while a next() is
- * pending on a silent peer). With `rules`: throws UNAVAILABLE (retryable)
- * when no item arrives within idleTimeoutMs, or when the bytes received
- * (sizeOf) over progressWindowMs spent waiting on src fall below
- * minBytesPerSecond. Only time spent waiting on the sender counts: a slow
- * target (the receiver not asking for more) never ends a call.
- */
-async function* abortable<T>(src: AsyncIterable<T>, signal: AbortSignal, rules?: ProgressRules, sizeOf: (v: T) => number = () => 0, beforeNext?: () => Promise<void>): AsyncGenerator<T> {
-  const it = src[Symbol.asyncIterator]();
-  let windowWaitMs = 0;
-  let windowBytes = 0;
-  try {
-    for (;;) {
-      // Waiting for the receiver's own resources (buffer budget) is not the sender's idleness.
-      if (beforeNext) await beforeNext();
-      // A fresh abort promise per record: racing every next() against one long-lived
-      // promise would attach a reaction to it per record, and each reaction keeps its
-      // record (payload included) alive until the transfer ends — measured as ~45% of
-      // the volume in RSS on a full send.
-      let onAbort: (() => void) | undefined;
-      const aborted = new Promise<never>((_, reject) => {
-        onAbort = () => reject(abortError(signal));
-        if (signal.aborted) onAbort(); else signal.addEventListener('abort', onAbort, { once: true });
-      });
-      aborted.catch(() => undefined);
-      let idle: NodeJS.Timeout | undefined;
-      const racers: Promise<IteratorResult<T>>[] = [it.next(), aborted];
-      if (rules) {
-        racers.push(new Promise<never>((_, reject) => {
-          idle = setTimeout(() => reject(new ThinshipError('UNAVAILABLE', `no message from the sender for ${rules.idleTimeoutMs / 1000} s (idleTimeoutSeconds): the call is ended and the transfer checkpointed; resume it`, { retryable: true })), rules.idleTimeoutMs);
-        }));
-      }
-      const t0 = performance.now();
-      let r: IteratorResult<T>;
-      try {
-        r = await Promise.race(racers);
-      } finally {
-        signal.removeEventListener('abort', onAbort!);
-        clearTimeout(idle);
-      }
-      if (r.done) return;
-      if (rules && rules.minBytesPerSecond > 0) {
-        windowWaitMs += performance.now() - t0;
-        windowBytes += sizeOf(r.value);
-        if (windowWaitMs >= rules.progressWindowMs) {
-          const rate = windowBytes / (windowWaitMs / 1000);
-          if (rate < rules.minBytesPerSecond) {
-            throw new ThinshipError('UNAVAILABLE', `the sender sent ${windowBytes} bytes in ${(windowWaitMs / 1000).toFixed(1)} s of waiting (${Math.round(rate)} B/s), below this receiver's minBytesPerSecond ${rules.minBytesPerSecond}: the call is ended and the transfer checkpointed; resume it`, { retryable: true });
-          }
-          windowWaitMs = 0;
-          windowBytes = 0;
-        }
-      }
-      yield r.value;
-    }
-  } finally {
-    void Promise.resolve(it.return?.()).catch(() => undefined); // not awaited: it may sit behind a pending next()
-  }
-}
-
-/** Keeps up to n next() calls of src outstanding, so its work overlaps the consumer's. */
-async function* readAhead<T>(src: AsyncIterator<T>, n: number): AsyncGenerator<T> {
-  const q: Promise<IteratorResult<T>>[] = [];
-  const pull = () => { const p = src.next(); p.catch(() => undefined); q.push(p); };
-  try {
-    for (let i = 0; i < n; i++) pull();
-    for (;;) {
-      const r = await q.shift()!;
-      if (r.done) return;
-      pull();
-      yield r.value;
-    }
-  } finally {
-    void Promise.resolve(src.return?.(undefined)).catch(() => undefined);
-  }
-}
-
-/** Everything the record decoder needs to know and keeps track of. */
-export interface DecodeContext {
-  begin: TransferBegin;
-  maxChunkBytes: number;
-  /** End of the previous record (starts at the resume offset). Advanced by checkRecord, in order. */
-  cursorBytes: number;
-  /** The stream digest chain. Advanced by finishRecord, in order. */
-  digest: StreamDigest;
-  counts: Omit<Mark, 'offsetBytes' | 'digest' | 'lastData'>;
-  ended: boolean;
-  /** The last DATA record finished (advanced by finishRecord, in order). */
-  lastData?: LastDataRecord;
-}
-
-export interface DecodedRecord {
-  msg: StreamMessage;
-  mark: Mark;
-}
-
-/** Decompresses and checksums a DATA payload: on the main thread (checkData) or on a decode worker. */
-export type DataChecker = (c: DataCheck) => Promise<DataChecked> | DataChecked;
-
-/** A record that passed the cheap checks; its payload's decompression and checksum may still be running. */
-export interface CheckedRecord {
-  kind: 'data' | 'zero' | 'unmap' | 'end';
-  offsetBytes: number;
-  lengthBytes: number;
-  work?: Promise<DataChecked> | DataChecked;
-  end?: Extract<WireRecord, { type: 'end' }>;
-  /** Cursor and counts after this record. */
-  cursorBytes: number;
-  counts: Omit<Mark, 'offsetBytes' | 'digest' | 'lastData'>;
-}
-
-function recordError(code: 'BAD_STREAM' | 'CHECKSUM_MISMATCH', kind: string, offsetBytes: number, why: string): ThinshipError {
-  return new ThinshipError(code, `${kind} record at volume offset ${offsetBytes}: ${why}`, { details: { volumeOffset: offsetBytes } });
-}
-
-/**
- * The cheap checks of one wire record, in stream order: structure, offset
- * and length inside the volume, ascending order, length limit, encoding and
- * payload size, the end's counts. Starts the payload's decompression and
- * checksum (`checker`) without waiting for it. Nothing here touches a device.
- */
-export function checkRecord(r: WireRecord, ctx: DecodeContext, checker: DataChecker): CheckedRecord {
-  const b = ctx.begin;
-  if (r.type === 'invalid') throw new ThinshipError('BAD_STREAM', `after volume offset ${ctx.cursorBytes}: ${r.what}`, { details: { volumeOffset: ctx.cursorBytes } });
-  if (ctx.ended) throw new ThinshipError('BAD_STREAM', `a ${r.type} record follows the end of the stream`, { details: { volumeOffset: ctx.cursorBytes } });
-  if (r.type === 'end') {
-    const c = ctx.counts;
-    const want = { records: c.dataRecords + c.unmapRecords + 2, dataRecords: c.dataRecords, unmapRecords: c.unmapRecords, dataBytes: c.dataBytes, unmapBytes: c.unmapBytes };
-    for (const k of Object.keys(want) as (keyof typeof want)[]) {
-      if (r[k] !== want[k]) throw new ThinshipError('BAD_STREAM', `end record: the sender counts ${r[k]} ${k} for the whole transfer, the receiver ${want[k]}`, { details: { volumeOffset: ctx.cursorBytes } });
-    }
-    if (b.checksum === 'none' && r.digest.length !== 0) throw new ThinshipError('BAD_STREAM', 'end record carries a digest but the transfer has no checksums');
-    ctx.ended = true;
-    return { kind: 'end', offsetBytes: ctx.cursorBytes, lengthBytes: 0, end: r, cursorBytes: ctx.cursorBytes, counts: { ...ctx.counts } };
-  }
-  const kind = r.type;
-  const off = r.offsetBytes;
-  const len = r.lengthBytes;
-  if (!Number.isSafeInteger(off) || off < 0) throw recordError('BAD_STREAM', kind, off, 'not a byte offset (a non-negative integer below 2^53)');
-  if (!Number.isSafeInteger(len) || len <= 0) throw recordError('BAD_STREAM', kind, off, `length ${len} must be a positive integer`);
-  if (off + len > b.volumeSizeBytes) throw recordError('BAD_STREAM', kind, off, `length ${len} goes beyond the end of the volume (${b.volumeSizeBytes} bytes)`);
-  if (off < ctx.cursorBytes) {
-    throw recordError('BAD_STREAM', kind, off, off < b.resumeOffsetBytes
-      ? `below the resume offset ${b.resumeOffsetBytes}`
-      : `out of order: records must ascend without overlapping, and the previous one ends at ${ctx.cursorBytes}`);
-  }
-  let rec: CheckedRecord;
-  if (r.type === 'unmap') {
-    ctx.counts.unmapRecords++;
-    ctx.counts.unmapBytes += len;
-    rec = { kind: 'unmap', offsetBytes: off, lengthBytes: len, cursorBytes: off + len, counts: { ...ctx.counts } };
-  } else {
-    if (len > ctx.maxChunkBytes) throw recordError('BAD_STREAM', 'data', off, `length ${len} is more than this receiver's limit of ${ctx.maxChunkBytes} bytes per record`);
-    if (b.checksum === 'sha256' && r.checksum.length !== SHA256_BYTES) throw recordError('BAD_STREAM', 'data', off, `checksum must be ${SHA256_BYTES} bytes (sha256), got ${r.checksum.length}`);
-    if (b.checksum === 'none' && r.checksum.length !== 0) throw recordError('BAD_STREAM', 'data', off, 'carries a checksum but the transfer has none');
-    ctx.counts.dataRecords++;
-    ctx.counts.dataBytes += len;
-    const counts = { ...ctx.counts };
-    if (r.encoding === 'zero') {
-      if (r.payload.length !== 0) throw recordError('BAD_STREAM', 'data', off, `encoding ZERO with a ${r.payload.length}-byte payload (must be empty)`);
-      if (b.checksum === 'sha256' && !zeroChecksum(len).equals(r.checksum)) throw recordError('CHECKSUM_MISMATCH', 'data', off, `checksum mismatch over ${len} zero bytes; not written`);
-      rec = { kind: 'zero', offsetBytes: off, lengthBytes: len, cursorBytes: off + len, counts };
-    } else {
-      if (r.encoding === 'raw' && r.payload.length !== len) throw recordError('BAD_STREAM', 'data', off, `raw payload of ${r.payload.length} bytes, the record says ${len}`);
-      if (r.encoding === 'zstd' && b.compression !== 'zstd') throw recordError('BAD_STREAM', 'data', off, 'zstd payload in a transfer that announced no compression');
-      const work = checker({ offsetBytes: off, lengthBytes: len, payload: r.payload, encoding: r.encoding, checksum: b.checksum === 'sha256' ? r.checksum : undefined, detachable: r.detachable });
-      if (work instanceof Promise) work.catch(() => undefined); // awaited in order by finishRecord
-      rec = { kind: 'data', offsetBytes: off, lengthBytes: len, work, cursorBytes: off + len, counts };
-    }
-  }
-  ctx.cursorBytes = off + len;
-  return rec;
-}
-
-/** In stream order: the payload's result, the digest chain, the end's digest; the message to apply and the mark after it. */
-export function finishWith(c: CheckedRecord, ctx: DecodeContext, done: DataChecked | undefined): DecodedRecord {
-  const sha = ctx.begin.checksum === 'sha256';
-  let msg: StreamMessage;
-  if (c.kind === 'end') {
-    const e = c.end!;
-    if (sha && !ctx.digest.matches(e.digest)) {
-      throw new ThinshipError('CHECKSUM_MISMATCH', `end record: stream digest mismatch (sender ${e.digest.toString('hex') || 'none'}, receiver ${ctx.digest.state.toString('hex')})`, { details: { volumeOffset: c.offsetBytes } });
-    }
-    msg = { type: 'end', records: c.counts.dataRecords + c.counts.unmapRecords + 2, dataRecords: c.counts.dataRecords, unmapRecords: c.counts.unmapRecords, dataBytes: c.counts.dataBytes, unmapBytes: c.counts.unmapBytes, digest: ctx.digest.state };
-  } else if (c.kind === 'unmap') {
-    if (sha) ctx.digest.addUnmap(c.offsetBytes, c.lengthBytes);
-    msg = { type: 'unmap', offsetBytes: c.offsetBytes, lengthBytes: c.lengthBytes };
-  } else if (c.kind === 'zero') {
-    if (sha) ctx.digest.addData(c.offsetBytes, c.lengthBytes, zeroChecksum(c.lengthBytes));
-    // All-zero chunks are made to read as zeros (discard / hole) rather than written.
-    msg = { type: 'unmap', offsetBytes: c.offsetBytes, lengthBytes: c.lengthBytes };
-  } else {
-    if (sha) {
-      ctx.digest.addData(c.offsetBytes, c.lengthBytes, done!.sum!);
-      ctx.lastData = { offsetBytes: c.offsetBytes, lengthBytes: c.lengthBytes, sha256: done!.sum!.toString('hex') };
-    }
-    msg = { type: 'data', offsetBytes: c.offsetBytes, data: done!.data };
-  }
-  return { msg, mark: { offsetBytes: c.cursorBytes, digest: ctx.digest.state, lastData: ctx.lastData, ...c.counts } };
-}
-
-export async function finishRecord(c: CheckedRecord, ctx: DecodeContext): Promise<DecodedRecord> {
-  return finishWith(c, ctx, c.work === undefined ? undefined : await c.work);
-}
-
-/** Checks and finishes one record on the calling thread (unit tests, and receivers without decode workers). */
-export function decodeRecord(r: WireRecord, ctx: DecodeContext, dz: ChunkDecompressor): DecodedRecord {
-  const c = checkRecord(r, ctx, (j) => checkData(j, dz));
-  return finishWith(c, ctx, c.work as DataChecked | undefined);
-}
-
-/**
- * Checks every field of a Begin that does not depend on the receiver's
- * state, before anything is opened or stored: nothing a Begin carries may
- * make a checkpoint the receiver cannot load again, or make state grow.
- * Each refusal names the field (protobuf name).
- */
-export function checkBegin(b: TransferBegin, o: { requireChecksum: boolean; maxVolumeBytes?: number }): void {
-  checkTransferId(b.transferId);
-  const bad = (why: string) => new ThinshipError('BAD_STREAM', `begin of transfer ${b.transferId}: ${why}`);
-  const maxVolume = o.maxVolumeBytes ?? DEFAULT_MAX_VOLUME_BYTES;
-  const bytes = (s: string) => Buffer.byteLength(s, 'utf8');
-  if (b.target === '' || bytes(b.target) > MAX_TARGET_BYTES) throw bad(`target must be 1 to ${MAX_TARGET_BYTES} bytes, got ${bytes(b.target)}`);
-  if (bytes(b.sourceId) > MAX_ID_FIELD_BYTES) throw bad(`source_id is ${bytes(b.sourceId)} bytes, more than ${MAX_ID_FIELD_BYTES}`);
-  if (bytes(b.baseId) > MAX_ID_FIELD_BYTES) throw bad(`base_id is ${bytes(b.baseId)} bytes, more than ${MAX_ID_FIELD_BYTES}`);
-  if (!Number.isSafeInteger(b.volumeSizeBytes) || b.volumeSizeBytes <= 0) throw bad(`volume_size_bytes ${b.volumeSizeBytes} must be positive`);
-  if (b.volumeSizeBytes > maxVolume) throw bad(`volume_size_bytes ${b.volumeSizeBytes} is more than this receiver's maxVolumeBytes ${maxVolume}`);
-  const bs = b.blockSizeBytes;
-  if (!Number.isSafeInteger(bs) || (bs !== 0 && (bs < MIN_BLOCK_BYTES || bs > MAX_BLOCK_BYTES || bs % MIN_BLOCK_BYTES !== 0))) {
-    throw bad(`block_size_bytes ${bs} must be 0 (not given) or a dm-thin block size: a multiple of ${MIN_BLOCK_BYTES} from ${MIN_BLOCK_BYTES} to ${MAX_BLOCK_BYTES}`);
-  }
-  for (const [f, v] of [['planned_data_bytes', b.plannedDataBytes], ['planned_unmap_bytes', b.plannedUnmapBytes]] as const) {
-    if (!Number.isSafeInteger(v) || v < 0 || v > b.volumeSizeBytes) throw bad(`${f} ${v} must be 0 to volume_size_bytes (${b.volumeSizeBytes})`);
-  }
-  if (b.plannedDataBytes + b.plannedUnmapBytes > b.volumeSizeBytes) throw bad(`planned_data_bytes + planned_unmap_bytes (${b.plannedDataBytes + b.plannedUnmapBytes}) is more than volume_size_bytes (${b.volumeSizeBytes})`);
-  if (!Number.isSafeInteger(b.resumeOffsetBytes) || b.resumeOffsetBytes < 0 || b.resumeOffsetBytes > b.volumeSizeBytes) throw bad(`resume_offset_bytes ${b.resumeOffsetBytes} is outside the volume`);
-  if (b.sourceId === '') throw bad('source_id is empty');
-  if (b.mode === 'incremental' && b.baseId === '') throw bad('an incremental transfer needs base_id');
-  if (b.mode === 'full' && b.baseId !== '') throw bad('a full transfer must not name a base');
-  if (b.checksum === 'none' && o.requireChecksum) throw bad('this receiver requires checksums (CHECKSUM_ALGORITHM_SHA256)');
 }
 
 function hex(b: Buffer): string {
@@ -850,6 +549,36 @@ export class TransferRegistry {
     return openTransferTarget(...a);
   }
 
+  /**
+   * Opens the target a transfer writes and checks it may: the same target the
+   * transfer wrote so far (not replaced since), big enough, and (resuming) still
+   * holding the last record applied. Any refusal closes and releases it again:
+   * a refused begin holds nothing.
+   */
+  private async openTargetOfTransfer(begin: TransferBegin, target: AllowedTarget, existing: TransferCheckpoint | undefined): Promise<OpenedTarget> {
+    const opened = await this.openTarget(target, {
+      volumeSizeBytes: begin.volumeSizeBytes,
+      mustExist: begin.mode === 'incremental' ? 'an incremental stream applies only to a target holding its base' : existing ? 'it was removed during the transfer' : undefined,
+    });
+    const { handle, release, identity } = opened;
+    try {
+      if (existing?.targetIdentity !== undefined && identity !== existing.targetIdentity) {
+        // Replaced between apply()'s look and the open: what is open now holds nothing of this transfer.
+        throw replacedError(existing, begin, identity);
+      }
+      if (handle.sizeBytes < begin.volumeSizeBytes) {
+        // Refused before the transfer is recorded.
+        throw new ThinshipError('TARGET_TOO_SMALL', `the stream is for a volume of ${begin.volumeSizeBytes} bytes but target ${begin.target} has only ${handle.sizeBytes} bytes; nothing was written`);
+      }
+      if (existing?.lastData) await this.checkLastData(handle, existing);
+    } catch (e) {
+      await handle.close().catch(() => undefined);
+      await release().catch(() => undefined);
+      throw e;
+    }
+    return opened;
+  }
+
   private async run(s: Session, who: ClientIdentity, begin: TransferBegin, target: AllowedTarget, existing: TransferCheckpoint | undefined, records: AsyncIterable<WireRecord>): Promise<ApplyResult> {
     const log = this.opts.log.child({ transferId: s.transferId, identity: who.name, target: begin.target });
     const now = Date.now();
@@ -860,42 +589,15 @@ export class TransferRegistry {
       dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0, createdUnixMs: now, updatedUnixMs: now,
     };
     log.info({ mode: begin.mode, volumeSizeBytes: begin.volumeSizeBytes, resumeOffsetBytes: begin.resumeOffsetBytes, plannedDataBytes: begin.plannedDataBytes, resuming: !!existing }, existing ? 'transfer resuming' : 'transfer begin');
-    const { handle, release, identity } = await this.openTarget(target, {
-      volumeSizeBytes: begin.volumeSizeBytes,
-      mustExist: begin.mode === 'incremental' ? 'an incremental stream applies only to a target holding its base' : existing ? 'it was removed during the transfer' : undefined,
-    });
-    if (existing?.targetIdentity !== undefined && identity !== existing.targetIdentity) {
-      // Replaced between apply()'s look and the open: what is open now holds nothing of this transfer.
-      await handle.close().catch(() => undefined);
-      await release().catch(() => undefined);
-      throw replacedError(existing, begin, identity);
-    }
+    const { handle, release, identity } = await this.openTargetOfTransfer(begin, target, existing);
     cp = { ...cp, targetIdentity: identity };
-    if (handle.sizeBytes < begin.volumeSizeBytes) {
-      // Refused before the transfer is recorded: a refused begin holds nothing.
-      await handle.close().catch(() => undefined);
-      await release().catch(() => undefined);
-      throw new ThinshipError('TARGET_TOO_SMALL', `the stream is for a volume of ${begin.volumeSizeBytes} bytes but target ${begin.target} has only ${handle.sizeBytes} bytes; nothing was written`);
-    }
-    if (existing?.lastData) {
-      try {
-        await this.checkLastData(handle, existing);
-      } catch (e) {
-        await handle.close().catch(() => undefined);
-        await release().catch(() => undefined);
-        throw e;
-      }
-    }
     const t0 = performance.now();
     const held = new SessionHoldings(this.recordBudget, s.controller.signal);
-    const ctx: DecodeContext = {
-      begin, maxChunkBytes: this.o.maxChunkBytes, cursorBytes: cp.durableOffsetBytes,
-      digest: new StreamDigest(Buffer.from(cp.digestState, 'hex')),
-      counts: { dataRecords: cp.dataRecords, unmapRecords: cp.unmapRecords, dataBytes: cp.dataBytes, unmapBytes: cp.unmapBytes },
-      ended: false,
+    let applied: Mark = {
+      offsetBytes: cp.durableOffsetBytes, digest: Buffer.from(cp.digestState, 'hex'), lastData: cp.lastData,
+      dataRecords: cp.dataRecords, unmapRecords: cp.unmapRecords, dataBytes: cp.dataBytes, unmapBytes: cp.unmapBytes,
     };
-    ctx.lastData = cp.lastData;
-    let applied: Mark = { offsetBytes: cp.durableOffsetBytes, digest: ctx.digest.state, lastData: cp.lastData, ...ctx.counts };
+    const ctx = newDecodeContext(begin, this.o.maxChunkBytes, applied);
     let lastSaved = applied;
     const save = async (m: Mark, status: TransferCheckpoint['status']) => {
       cp = { ...cp, status, durableOffsetBytes: m.offsetBytes, digestState: hex(m.digest), dataRecords: m.dataRecords, unmapRecords: m.unmapRecords, dataBytes: m.dataBytes, unmapBytes: m.unmapBytes, updatedUnixMs: Date.now() };
@@ -922,14 +624,7 @@ export class TransferRegistry {
         }
       }
       async function* messages(): AsyncGenerator<StreamMessage> {
-        yield {
-          type: 'begin',
-          info: {
-            formatVersion: '1.1', volumeSizeBytes: begin.volumeSizeBytes, blockSizeBytes: begin.blockSizeBytes || undefined,
-            sourceId: begin.sourceId, baseId: begin.baseId || undefined, incremental: begin.mode === 'incremental',
-            transferId: begin.transferId, checksum: begin.checksum, plannedDataBytes: begin.plannedDataBytes, plannedUnmapBytes: begin.plannedUnmapBytes,
-          },
-        };
+        yield { type: 'begin', info: beginInfoOf(begin) };
         // Up to DECODE_AHEAD_RECORDS records are checked and decoding (on the workers) while one is written.
         for await (const c of readAhead(checked(), DECODE_AHEAD_RECORDS)) {
           const d = await finishRecord(c, ctx);
@@ -948,17 +643,17 @@ export class TransferRegistry {
       }
       const summary = await applyMessages(messages(), handle, { resumeFromBytes: begin.resumeOffsetBytes });
       // applyMessages flushed the target after the end record (and zeroed a full stream's tail).
-      const end: Mark = { offsetBytes: begin.volumeSizeBytes, digest: ctx.digest.state, lastData: ctx.lastData, ...ctx.counts };
+      const end: Mark = { offsetBytes: begin.volumeSizeBytes, lastData: ctx.lastData, ...ctx.ledger.snapshot() };
       await save(end, 'complete');
       await this.forgetSuperseded(cp);
       await this.forgetOldestCompleted(cp.identity);
       const secs = (performance.now() - t0) / 1000;
-      const sessionData = ctx.counts.dataBytes - (existing?.dataBytes ?? 0);
+      const sessionData = ctx.ledger.counts.dataBytes - (existing?.dataBytes ?? 0);
       log.info({ seconds: Number(secs.toFixed(3)), dataBytes: sessionData, bytesWritten: summary.bytesWritten, bytesDiscarded: summary.bytesDiscarded, mibPerSecond: Number((sessionData / 1048576 / Math.max(secs, 1e-9)).toFixed(1)), digest: hex(end.digest) }, 'transfer complete');
       return {
         transferId: s.transferId,
-        dataRecordsApplied: ctx.counts.dataRecords - (existing?.dataRecords ?? 0),
-        unmapRecordsApplied: ctx.counts.unmapRecords - (existing?.unmapRecords ?? 0),
+        dataRecordsApplied: ctx.ledger.counts.dataRecords - (existing?.dataRecords ?? 0),
+        unmapRecordsApplied: ctx.ledger.counts.unmapRecords - (existing?.unmapRecords ?? 0),
         bytesWritten: summary.bytesWritten,
         bytesDiscarded: summary.bytesDiscarded + summary.gapBytesZeroed,
         digest: begin.checksum === 'sha256' ? end.digest : Buffer.alloc(0),

@@ -3,8 +3,9 @@
  * (or several, when it has to resume).
  *
  * Pipeline: sender.ts reads ahead → worker threads checksum, detect zeros and
- * compress (compress-pool.ts) → this file writes messages in stream order,
- * chaining the stream digest, with backpressure.
+ * compress (compress-pool.ts) → this file maps the messages to ApplyStream
+ * requests in stream order, with backpressure; the stream digest and the
+ * End's counts come from the integrity core (stream/integrity.ts StreamLedger).
  *
  * Memory in flight is bounded by, at the largest chunk size C (1 MiB by default):
  *   READ_AHEAD_OPS (8) chunks read ahead by sender.ts            8 C
@@ -27,7 +28,8 @@ import { isIP } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { ThinshipError, asThinshipError } from '../errors.js';
 import { logPhase } from '../log.js';
-import { StreamDigest, SHA256_BYTES } from '../stream/digest.js';
+import { StreamLedger } from '../stream/integrity.js';
+import type { BeginInfo, EndMessage } from '../stream/messages.js';
 import { sendMessages, READ_AHEAD_OPS } from '../sender/sender.js';
 import { CompressPool, type ChunkResult } from '../sender/compress-pool.js';
 import { ChunkBuffers } from '../sender/chunk-buffers.js';
@@ -330,11 +332,29 @@ function retryable(e: ThinshipError): boolean {
   return e.retryable || e.code === 'RESUME_MISMATCH';
 }
 
-interface Totals {
-  dataRecords: number;
-  unmapRecords: number;
-  dataBytes: number;
-  unmapBytes: number;
+/** The Begin request of a call: the sender's begin, and what only this call knows. */
+export function pbBeginOf(info: BeginInfo, call: { target: string; resumeOffsetBytes: number; compress: boolean }): ApplyStreamRequest {
+  return {
+    kind: 'begin',
+    begin: {
+      protocolVersion: PROTOCOL_VERSION, transferId: info.transferId ?? '', target: call.target,
+      mode: info.incremental ? 'TRANSFER_MODE_INCREMENTAL' : 'TRANSFER_MODE_FULL',
+      volumeSizeBytes: info.volumeSizeBytes ?? 0, blockSizeBytes: info.blockSizeBytes ?? 0,
+      sourceId: info.sourceId ?? '', baseId: info.baseId ?? '',
+      plannedDataBytes: info.plannedDataBytes ?? 0, plannedUnmapBytes: info.plannedUnmapBytes ?? 0,
+      resumeOffsetBytes: call.resumeOffsetBytes,
+      compression: call.compress ? 'COMPRESSION_ZSTD' : 'COMPRESSION_NONE',
+      checksum: info.checksum === 'none' ? 'CHECKSUM_ALGORITHM_NONE' : 'CHECKSUM_ALGORITHM_SHA256',
+    },
+  };
+}
+
+/** The End request: the ledger's end; `records` counts begin and end too (the proto's field). */
+export function pbEndOf(end: EndMessage): ApplyStreamRequest {
+  return {
+    kind: 'end',
+    end: { records: end.dataRecords + end.unmapRecords + 2, dataRecords: end.dataRecords, unmapRecords: end.unmapRecords, dataBytes: end.dataBytes ?? 0, unmapBytes: end.unmapBytes ?? 0, digest: end.digest ?? Buffer.alloc(0) },
+  };
 }
 
 export async function sendPlanOverGrpc(client: ReceiverClient, p: SendPlan, reader: VolumeReader, o: GrpcSendOptions): Promise<GrpcSendResult> {
@@ -418,9 +438,9 @@ async function oneCall(
   r: Omit<GrpcSendResult, 'digest' | 'state' | 'seconds'>, transferId: string, compress: boolean, st: TransferState__Output | undefined,
 ): Promise<ApplyStreamResponse__Output> {
   const resume = st?.durableOffsetBytes ?? 0;
-  const digest = new StreamDigest(st && st.digestState.length === SHA256_BYTES ? st.digestState : undefined);
-  const t: Totals = { dataRecords: st?.dataRecords ?? 0, unmapRecords: st?.unmapRecords ?? 0, dataBytes: st?.dataBytes ?? 0, unmapBytes: st?.unmapBytes ?? 0 };
-  const resumedDataBytes = t.dataBytes;
+  // Everything below the resume offset is in the receiver's state: the ledger continues from it.
+  const ledger = new StreamLedger(true, st && { digest: st.digestState, dataRecords: st.dataRecords, unmapRecords: st.unmapRecords, dataBytes: st.dataBytes, unmapBytes: st.unmapBytes });
+  const resumedDataBytes = ledger.counts.dataBytes;
   const totals = p.plan.totals;
   const { call, response } = client.applyStream();
   let failure: unknown;
@@ -462,16 +482,12 @@ async function oneCall(
   const buffers = new ChunkBuffers((READ_AHEAD_OPS + ahead + MAX_WRITES_IN_FLIGHT + 2) * DEFAULT_MAX_OP_BYTES);
   const emit = async (it: Item) => {
     if (it.kind === 'unmap') {
-      digest.addUnmap(it.offsetBytes, it.lengthBytes);
-      t.unmapRecords++;
-      t.unmapBytes += it.lengthBytes;
+      ledger.addUnmap(it.offsetBytes, it.lengthBytes);
       r.unmapBytes += it.lengthBytes;
       await write({ kind: 'unmap', unmap: { offsetBytes: it.offsetBytes, lengthBytes: it.lengthBytes } });
     } else {
       const c = await it.result;
-      digest.addData(it.offsetBytes, it.lengthBytes, c.checksum);
-      t.dataRecords++;
-      t.dataBytes += it.lengthBytes;
+      ledger.addData(it.offsetBytes, it.lengthBytes, c.checksum);
       const [encoding, payload] = c.zero ? ['ENCODING_ZERO' as const, Buffer.alloc(0)] : c.frame ? ['ENCODING_ZSTD' as const, c.frame] : ['ENCODING_RAW' as const, c.raw];
       if (o.bandwidth) await o.bandwidth.take(payload.length + 64, o.signal).catch(() => check());
       r.chunks[c.zero ? 'zero' : c.frame ? 'zstd' : 'raw']++;
@@ -487,20 +503,11 @@ async function oneCall(
   };
 
   try {
-    await write({
-      kind: 'begin',
-      begin: {
-        protocolVersion: PROTOCOL_VERSION, transferId, target: o.target,
-        mode: p.mode === 'incremental' ? 'TRANSFER_MODE_INCREMENTAL' : 'TRANSFER_MODE_FULL',
-        volumeSizeBytes: totals.volumeSizeBytes, blockSizeBytes: totals.blockSizeBytes,
-        ...wireVolumeIds(p),
-        plannedDataBytes: totals.dataBytes, plannedUnmapBytes: totals.unmapBytes,
-        resumeOffsetBytes: resume,
-        compression: compress ? 'COMPRESSION_ZSTD' : 'COMPRESSION_NONE',
-        checksum: 'CHECKSUM_ALGORITHM_SHA256',
-      },
-    });
-    for await (const m of sendMessages(p, reader, { resumeFromBytes: resume, transferId, buffers })) {
+    for await (const m of sendMessages(p, reader, { resumeFromBytes: resume, transferId, buffers, checksum: 'sha256', volumeIds: wireVolumeIds(p) })) {
+      if (m.type === 'begin') {
+        await write(pbBeginOf(m.info, { target: o.target, resumeOffsetBytes: resume, compress }));
+        continue;
+      }
       if (m.type === 'data') {
         const lengthBytes = m.data.length;
         const result = pool.process(m.data); // m.data now belongs to the pool (its memory moved to a worker)
@@ -509,20 +516,17 @@ async function oneCall(
       } else if (m.type === 'unmap') {
         fifo.push({ kind: 'unmap', offsetBytes: m.offsetBytes, lengthBytes: m.lengthBytes });
       } else {
-        continue; // begin and end are ours to write
+        continue; // the end: the ledger's, below (it counts what an earlier call delivered too)
       }
       while (fifo.length > ahead) await emit(fifo.shift()!);
     }
     while (fifo.length > 0) await emit(fifo.shift()!);
-    await write({
-      kind: 'end',
-      end: { records: t.dataRecords + t.unmapRecords + 2, dataRecords: t.dataRecords, unmapRecords: t.unmapRecords, dataBytes: t.dataBytes, unmapBytes: t.unmapBytes, digest: digest.state },
-    });
+    await write(pbEndOf(ledger.seal()));
     call.end();
     logPhase('send: end written');
     const res = await response;
-    if (!digest.matches(res.digest)) {
-      throw new ThinshipError('CHECKSUM_MISMATCH', `the receiver reports stream digest ${res.digest.toString('hex')}, the sender computed ${digest.state.toString('hex')}`);
+    if (!ledger.digestMatches(res.digest)) {
+      throw new ThinshipError('CHECKSUM_MISMATCH', `the receiver reports stream digest ${res.digest.toString('hex')}, the sender computed ${ledger.digest.toString('hex')}`);
     }
     return res;
   } catch (e) {

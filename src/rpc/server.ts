@@ -2,7 +2,7 @@
  * The gRPC receiver: thinship.v1.ReceiverService (ApplyStream, GetTransferState,
  * AbortTransfer) over mTLS, plus grpc.health.v1.Health and server
  * reflection. This file only adapts: protobuf messages become the
- * TransferBegin / WireRecord values of receiver/transfers.ts, which
+ * TransferBegin / WireRecord values of receiver/record-checks.ts, which
  * validates and applies them, and errors become gRPC statuses (status.ts).
  *
  * Memory: all running transfers together hold at most maxBufferedBytes
@@ -20,7 +20,8 @@ import type { Logger } from 'pino';
 import type { ServerHttp2Session } from 'node:http2';
 import { ThinshipError } from '../errors.js';
 import { log as rootLog } from '../log.js';
-import { TransferRegistry, MESSAGE_OVERHEAD_BYTES, type TransferBegin, type TransferStateView, type WireRecord } from '../receiver/transfers.js';
+import { TransferRegistry, MESSAGE_OVERHEAD_BYTES, type TransferStateView } from '../receiver/transfers.js';
+import type { TransferBegin, WireRecord } from '../receiver/record-checks.js';
 import { ownerName, type ClientIdentity } from '../receiver/access.js';
 import {
   receiverProto, protoRoot, LOADER_OPTIONS, PROTOCOL_VERSION, RECEIVER_SERVICE, timestampOfUnixMs,
@@ -107,7 +108,7 @@ export function beginFromProto(b: Begin__Output): TransferBegin {
   };
 }
 
-/** One ApplyStreamRequest after the Begin as a WireRecord (structure only; transfers.ts checks the values). */
+/** One ApplyStreamRequest after the Begin as a WireRecord (structure only; receiver/record-checks.ts checks the values). */
 export function recordFromProto(m: ApplyStreamRequest__Output): WireRecord {
   switch (m.kind) {
     case 'data': {

@@ -5,7 +5,7 @@
  * asynchronous API; the chunk's memory is transferred here and back, not copied.
  */
 import { parentPort } from 'node:worker_threads';
-import { createHash } from 'node:crypto';
+import { dataChecksum } from '../stream/integrity.js';
 import { ChunkCompressor, isAllZero } from '../stream/zstd.js';
 import { errorReply } from '../stream/worker-pool.js';
 import type { ChunkJob, ChunkReply } from './compress-pool.js';
@@ -17,7 +17,7 @@ const compressor = new ChunkCompressor();
 port.on('message', (job: ChunkJob & { id: number }) => {
   try {
     const data = new Uint8Array(job.buf, job.byteOffset, job.length);
-    const checksum = new Uint8Array(createHash('sha256').update(data).digest());
+    const checksum = new Uint8Array(dataChecksum(data)); // its own ArrayBuffer, transferred back
     const zero = isAllZero(data);
     const frame = !zero && job.compress ? compressor.compress(data) : undefined;
     const frameBuf = frame?.buffer as ArrayBuffer | undefined; // the frame owns its whole ArrayBuffer

@@ -20,6 +20,11 @@ export interface SenderOptions {
   /** Start at this volume offset (resume): ops wholly below it are skipped, one straddling it is cut. */
   resumeFromBytes?: number;
   onProgress?: (p: { dataBytes: number; unmapBytes: number }) => void;
+  /**
+   * The source and base ids the begin names (default: the LV uuids). gRPC
+   * sends its own (rpc/client.ts wireVolumeIds: offline pools by path).
+   */
+  volumeIds?: { sourceId: string; baseId?: string };
   /** Read into recycled buffers; the consumer gives each DATA buffer back when done with it. Default: a fresh buffer per op. */
   buffers?: ChunkBuffers;
 }
@@ -29,8 +34,8 @@ export function beginInfoOf(p: SendPlan, o: SenderOptions): BeginInfo {
     formatVersion: o.formatVersion ?? '1.1',
     volumeSizeBytes: p.plan.totals.volumeSizeBytes,
     blockSizeBytes: p.plan.totals.blockSizeBytes,
-    sourceId: p.source.uuid,
-    baseId: p.base?.uuid,
+    sourceId: o.volumeIds?.sourceId ?? p.source.uuid,
+    baseId: o.volumeIds ? o.volumeIds.baseId || undefined : p.base?.uuid,
     incremental: p.mode === 'incremental',
     transferId: o.transferId,
     checksum: o.checksum ?? 'sha256',

@@ -1,6 +1,6 @@
 /**
  * The transport-neutral messages a sender produces and a receiver consumes, as an
- * AsyncIterable<StreamMessage>. The LINBIT byte codec (linbit.ts) and the gRPC
+ * AsyncIterable<StreamMessage>. The LINBIT byte codec (linbit/) and the gRPC
  * adapter (rpc/) translate them; tests join sender and receiver directly.
  *
  * Order: exactly one `begin`, then any mix of `data` and `unmap`, then exactly
@@ -13,11 +13,11 @@ export type ChecksumAlgorithm = 'sha256' | 'none';
 
 export interface BeginInfo {
   /**
-   * LINBIT format of the byte stream. The decoder sets it from the magic; the
-   * encoder writes this format unless its options name one (they must agree).
-   * gRPC carries the same value for symmetry; it means nothing there.
+   * LINBIT pipe mode only: the format of the byte stream. The LINBIT decoder
+   * sets it from the magic; the encoder writes this format (default 1.1) unless
+   * its options name one (they must agree). gRPC has no such field.
    */
-  formatVersion: FormatVersion;
+  formatVersion?: FormatVersion;
   /** Size of the source volume. */
   volumeSizeBytes?: number;
   /** Pool block (chunk) size of the source: the unit of every record. */
@@ -81,12 +81,12 @@ export interface UnmapMessage {
 export interface EndMessage {
   type: 'end';
   /**
-   * LINBIT counting (END_STREAM's n_chunks): every record of the byte stream,
-   * BEGIN, END and optional records included. The decoder reports the verified
-   * count (for a 1.0 stream, which has no BEGIN/END, the number of records seen).
-   * The encoder ignores it and writes the count of what it wrote.
+   * LINBIT pipe mode only (END_STREAM's n_chunks): every record of the byte
+   * stream, BEGIN, END and optional records included. The LINBIT decoder reports
+   * the verified count (for a 1.0 stream, which has no BEGIN/END, the number of
+   * records seen); the encoder ignores it and writes the count of what it wrote.
    */
-  records: number;
+  records?: number;
   /** DATA records (n_data). The encoder checks it against the data messages it saw. */
   dataRecords: number;
   /** UNMAP records (n_unmap). The encoder checks it against the unmap messages it saw. */

@@ -1,6 +1,6 @@
 /**
  * The typed model of thin-pool metadata, separate from the XML (as
- * thin-provisioning-tools keeps ir.rs apart from xml.rs). Only thin/xml.ts
+ * thin-provisioning-tools keeps ir.rs apart from xml.rs). Only thin/xml/elements.ts
  * knows attribute names; everything else works with these types.
  *
  * Units are in the names: *Block(s) = pool data blocks (chunks),

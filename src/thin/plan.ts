@@ -14,7 +14,8 @@ import type { Readable } from 'node:stream';
 import { ThinshipError } from '../errors.js';
 import { SECTOR_BYTES, type DeltaRange, type Mapping, type PlanOp, type PlanTotals, type Superblock, type ThinDevice } from './model.js';
 import { RecordSpool, MappingSpool } from './spool.js';
-import { parseThinDelta, parseThinDump, type DeltaResult, type DeltaSink, type DumpResult, type DumpSink } from './xml.js';
+import { parseThinDelta, type DeltaResult, type DeltaSink } from './xml/delta.js';
+import { parseThinDump, type DumpResult, type DumpSink } from './xml/dump.js';
 
 /** Largest op by default: 1 MiB (chunks of 256 KiB to 1 MiB measured best on the wire). */
 export const DEFAULT_MAX_OP_BYTES = 1024 * 1024;

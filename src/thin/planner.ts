@@ -13,7 +13,7 @@ import type { MappingSpool } from './spool.js';
 import { resolveSource, type ThinVolume } from './lvm.js';
 import { withMetadataSnapshot } from './metadata-snap.js';
 import { SECTOR_BYTES, type Superblock, type ThinDevice } from './model.js';
-import { parseThinDump } from './xml.js';
+import { parseThinDump } from './xml/dump.js';
 import { planNative, type MetadataReaderChoice } from './metadata/native-plan.js';
 
 /** What a stream says it carries; also what a receiver records after a commit. */

@@ -14,7 +14,8 @@ import { repoRoot } from '../helpers/paths.js';
 import { runCli, startCli } from '../helpers/cli.js';
 import { pino } from 'pino';
 import { parseAccessRules } from '../../src/receiver/access.js';
-import { TransferRegistry, type TransferBegin } from '../../src/receiver/transfers.js';
+import { TransferRegistry } from '../../src/receiver/transfers.js';
+import type { TransferBegin } from '../../src/receiver/record-checks.js';
 import { ThinshipError } from '../../src/errors.js';
 
 const fakes = join(repoRoot, 'test/tools/fakes/bin');

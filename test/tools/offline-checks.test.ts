@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { createDemoPool, type DemoPool } from '../../src/thin/demo-pool.js';
 import { checkOfflineOrder } from '../../src/thin/planner.js';
-import { parseThinDump } from '../../src/thin/xml.js';
+import { parseThinDump } from '../../src/thin/xml/dump.js';
 import { ThinshipError } from '../../src/errors.js';
 import type { ThinDevice } from '../../src/thin/model.js';
 import { runCli } from '../helpers/cli.js';

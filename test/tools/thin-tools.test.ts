@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runTool, spawnTool } from '../../src/exec/run.js';
 import { buildDeltaPlan, buildFullPlan, type Plan } from '../../src/thin/plan.js';
-import { parseThinDump } from '../../src/thin/xml.js';
+import { parseThinDump } from '../../src/thin/xml/dump.js';
 import type { Mapping, PlanOp, PlanTotals } from '../../src/thin/model.js';
 import { ThinshipError } from '../../src/errors.js';
 import { repoRoot } from '../helpers/paths.js';

@@ -8,7 +8,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { decodeStream, encodeStream } from '../../src/stream/linbit.js';
+import { decodeStream } from '../../src/stream/linbit/decode.js';
+import { encodeStream } from '../../src/stream/linbit/encode.js';
 import type { StreamMessage } from '../../src/stream/messages.js';
 
 const M11 = '24c4f02aae2e4fa9';

@@ -10,7 +10,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { ThinshipError } from '../../src/errors.js';
-import { decodeStream, encodeStream, GROUP_MAX_DATA_BYTES, GROUP_MAX_RECORDS, GROUP_PREFETCH_BYTES } from '../../src/stream/linbit.js';
+import { decodeStream } from '../../src/stream/linbit/decode.js';
+import { encodeStream } from '../../src/stream/linbit/encode.js';
+import { GROUP_MAX_DATA_BYTES, GROUP_MAX_RECORDS, GROUP_PREFETCH_BYTES } from '../../src/stream/linbit/format.js';
 import { StreamDigest, dataChecksum } from '../../src/stream/digest.js';
 import type { BeginInfo, StreamMessage } from '../../src/stream/messages.js';
 

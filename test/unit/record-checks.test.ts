@@ -1,5 +1,5 @@
 /**
- * The receiver's record checks (transfers.ts checkRecord / finishWith) in
+ * The receiver's record checks (record-checks.ts checkRecord / finishWith) in
  * the corners StrykerJS found untested: transfers without checksums, the
  * marks (cursor, counts, digest) each record leaves for a checkpoint, the
  * exact limits, and the offset every refusal carries in its details.
@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { decodeRecord, type DecodeContext, type TransferBegin, type WireRecord } from '../../src/receiver/transfers.js';
+import { decodeRecord, newDecodeContext, type DecodeContext, type TransferBegin, type WireRecord } from '../../src/receiver/record-checks.js';
 import { ChunkDecompressor } from '../../src/stream/zstd.js';
 import { StreamDigest } from '../../src/stream/digest.js';
 import { ThinshipError } from '../../src/errors.js';
@@ -21,7 +21,7 @@ function ctx(over: Partial<TransferBegin> = {}, maxChunkBytes = 64 * KiB): Decod
     transferId: 't', target: '/x', mode: 'full', volumeSizeBytes: 1024 * KiB, blockSizeBytes: 65536, sourceId: 's', baseId: '',
     plannedDataBytes: 0, plannedUnmapBytes: 0, resumeOffsetBytes: 0, compression: 'none', checksum: 'sha256', ...over,
   };
-  return { begin: b, maxChunkBytes, cursorBytes: b.resumeOffsetBytes, digest: new StreamDigest(), counts: { dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0 }, ended: false };
+  return newDecodeContext(b, maxChunkBytes);
 }
 const dz = new ChunkDecompressor();
 const raw = (offsetBytes: number, payload: Buffer, checksum: Buffer = sha(payload)): WireRecord => ({ type: 'data', offsetBytes, lengthBytes: payload.length, payload, encoding: 'raw', checksum });

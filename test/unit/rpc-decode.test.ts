@@ -1,5 +1,5 @@
 /**
- * The receiver's record validation (transfers.ts decodeRecord / checkBegin),
+ * The receiver's record validation (record-checks.ts decodeRecord / checkBegin),
  * zstd chunk helpers, and the error <-> gRPC status mapping: pure functions,
  * no network, no device.
  */
@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { decodeRecord, checkBegin, type DecodeContext, type TransferBegin, type WireRecord } from '../../src/receiver/transfers.js';
+import { decodeRecord, checkBegin, newDecodeContext, type DecodeContext, type TransferBegin, type WireRecord } from '../../src/receiver/record-checks.js';
 import { ChunkCompressor, ChunkDecompressor, isAllZero, worthCompressing } from '../../src/stream/zstd.js';
 import { StreamDigest } from '../../src/stream/digest.js';
 import { ThinshipError } from '../../src/errors.js';
@@ -26,7 +26,7 @@ function begin(over: Partial<TransferBegin> = {}): TransferBegin {
 }
 
 function ctx(b = begin()): DecodeContext {
-  return { begin: b, maxChunkBytes: 4 * MiB, cursorBytes: b.resumeOffsetBytes, digest: new StreamDigest(), counts: { dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0 }, ended: false };
+  return newDecodeContext(b, 4 * MiB);
 }
 
 const dz = new ChunkDecompressor();

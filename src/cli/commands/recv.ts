@@ -3,7 +3,7 @@ import { stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { ThinshipError } from '../../errors.js';
 import { openVolume } from '../../device/volume.js';
-import { decodeStream } from '../../stream/linbit.js';
+import { decodeStream } from '../../stream/linbit/decode.js';
 import { applyMessages } from '../../receiver/receiver.js';
 import { parseTargetName, resolveTarget } from '../../receiver/target.js';
 import { ProgressLine, parseProgressMode } from '../progress.js';

@@ -7,7 +7,7 @@ import { DEFAULT_MAX_OP_BYTES } from '../../thin/plan.js';
 import { checkMetadataReaderChoice } from '../../thin/metadata/native-plan.js';
 import { openSourceReader } from '../../sender/volume-reader.js';
 import { sendMessages } from '../../sender/sender.js';
-import { encodeStream } from '../../stream/linbit.js';
+import { encodeStream } from '../../stream/linbit/encode.js';
 import { TokenBucket, throttled } from '../../stream/bandwidth.js';
 import type { FormatVersion } from '../../stream/messages.js';
 import { sourceSpecOf, parseByteCount, parseBandwidthFlag, type SourceFlags } from '../source-args.js';

@@ -1,526 +1,22 @@
 /**
- * The LINBIT thin_send/thin_recv byte stream (formats 1.0 and 1.1), encoded from
- * and decoded into transport-neutral StreamMessages.
- *
- * The format, our optional records and every rule the decoder enforces:
- * docs/stream-format.md.
- *
- * - encodeStream: messages -> Buffers (header buffers, and big DATA payloads
- *   yielded as they are, without copying). With checksums, DATA records are held
- *   until their checksum group (≤ 32 MiB) is written before them.
- * - decodeStream: Buffers (any chunking) -> messages, checking every rule; holds
- *   at most one record of ≤ 4 MiB (longer ones are delivered in 4 MiB pieces);
- *   errors are ThinshipError BAD_STREAM or CHECKSUM_MISMATCH naming the byte
- *   position (details.streamPosition).
+ * LINBIT stream decoder: Buffers (any chunking) -> StreamMessages, checking
+ * the byte format (format.ts) as it reads; holds at most one record of <= 4 MiB
+ * (longer ones are delivered in 4 MiB pieces). Checksums, the digest and the
+ * End's counts are checked by the integrity core (stream/integrity.ts); this
+ * file says where (details.streamPosition, record, field). Errors are
+ * ThinshipError BAD_STREAM or CHECKSUM_MISMATCH.
  */
 import { createHash, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { ThinshipError, type ErrorCode } from '../errors.js';
-import { dataChecksum, StreamDigest, SHA256_BYTES } from './digest.js';
-import type { BeginInfo, ChecksumAlgorithm, DataMessage, EndMessage, FormatVersion, StreamMessage } from './messages.js';
-
-// ---------------------------------------------------------------------------
-// Constants of the format
-
-export const HEADER_BYTES = 28;
-/** END_STREAM payload: n_chunks, n_data, n_unmap (u64 BE each). */
-export const END_PAYLOAD_BYTES = 24;
-
-export const MAGIC_1_1 = 0x24c4f02aae2e4fa9n;
-export const MAGIC_1_0 = 0xca7f00d5de7ec7edn;
-/** Pre-1.0 format (24-byte header); rejected like thin_recv does. */
-export const MAGIC_PREVIOUS = 0xe85bc5636cc72a05n;
-
-export const CMD_DATA = 0;
-export const CMD_UNMAP = 1;
-export const CMD_BEGIN_STREAM = 2;
-export const CMD_END_STREAM = 3;
-/** Bit 31: an optional record, skipped by receivers that do not know it. */
-export const CMD_OPTIONAL_BIT = 0x8000_0000;
-
-/** thinship's optional records: 0x80000000 | 'T' 'S' nn (see docs/stream-format.md). */
-export const CMD_OPT_BEGIN_INFO = 0x8054_5301;
-export const CMD_OPT_DATA_CHECKSUM = 0x8054_5302;
-export const CMD_OPT_STREAM_DIGEST = 0x8054_5303;
-export const CMD_OPT_DATA_CHECKSUM_GROUP = 0x8054_5304;
-
-/** Payload of the checksum and digest records: algorithm u8 + 32-byte sha256. */
-export const CHECKSUM_ALGO_SHA256 = 1;
-export const CHECKSUM_RECORD_BYTES = 1 + SHA256_BYTES;
-/**
- * begin-info "v": 1 = with checksum sha256, one DATA checksum record after each
- * DATA (what thinship wrote before checksum groups; still decoded); 2 = with
- * checksum sha256, DATA checksum groups before the DATA records they cover.
- * The encoder writes 2 when it writes groups, else 1.
- */
-export const BEGIN_INFO_VERSION_RECORDS = 1;
-export const BEGIN_INFO_VERSION_GROUPS = 2;
-export const BEGIN_INFO_MAX_BYTES = 64 * 1024;
-
-/** One entry of a checksum group: offset u64, length u64, sha256. */
-export const GROUP_ENTRY_BYTES = 8 + 8 + SHA256_BYTES;
-/** A group lists at most this many DATA records (payload ≤ 1 + 48 KiB)... */
-export const GROUP_MAX_RECORDS = 1024;
-/** ...covering at most this many payload bytes, unless one record alone is bigger: what the encoder holds back. */
-export const GROUP_MAX_DATA_BYTES = 32 * 1024 * 1024;
-/** Messages the encoder pulls ahead while it writes a group (payload bytes, plus MESSAGE_OVERHEAD_BYTES each). */
-export const GROUP_PREFETCH_BYTES = 32 * 1024 * 1024;
-const MESSAGE_OVERHEAD_BYTES = 64;
-/** UNMAPs the encoder holds between the DATA records of an open group before it closes the group early. */
-const GROUP_MAX_HELD_UNMAPS = 4096;
-
-/**
- * DATA records longer than this are decoded as consecutive pieces of this size
- * (data messages with `piece` set), so a record of any length streams through
- * bounded memory; shorter ones arrive whole, and with a checksum, verified
- * before they are delivered.
- */
-export const DATA_PIECE_BYTES = 4 * 1024 * 1024;
-
-const TWO_POW_32 = 0x1_0000_0000;
-const MAGIC_BYTES: Record<FormatVersion, Buffer> = {
-  '1.0': u64Buffer(MAGIC_1_0),
-  '1.1': u64Buffer(MAGIC_1_1),
-};
-
-function u64Buffer(v: bigint): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64BE(v);
-  return b;
-}
-
-function hex(v: bigint | number): string {
-  return '0x' + v.toString(16).toUpperCase();
-}
-
-function cmdName(cmd: number): string {
-  switch (cmd) {
-    case CMD_DATA: return 'DATA';
-    case CMD_UNMAP: return 'UNMAP';
-    case CMD_BEGIN_STREAM: return 'BEGIN_STREAM';
-    case CMD_END_STREAM: return 'END_STREAM';
-    case CMD_OPT_BEGIN_INFO: return 'begin-info';
-    case CMD_OPT_DATA_CHECKSUM: return 'DATA checksum';
-    case CMD_OPT_STREAM_DIGEST: return 'stream digest';
-    case CMD_OPT_DATA_CHECKSUM_GROUP: return 'DATA checksum group';
-    default: return (cmd & CMD_OPTIONAL_BIT) !== 0 ? `optional ${hex(cmd)}` : `command ${cmd}`;
-  }
-}
-
-// ---------------------------------------------------------------------------
-// Encoder
-
-export interface EncodeOptions {
-  /** Format to write; default: the begin message's formatVersion. If given, the two must agree. */
-  format?: FormatVersion;
-  /**
-   * Write thinship's optional records (begin-info, per-DATA checksums, stream
-   * digest). Default: true for 1.1. Format 1.0 cannot carry them (it has only
-   * DATA and UNMAP), so extensions with 1.0 are refused.
-   */
-  extensions?: boolean;
-}
-
-/** Payloads below this are copied into the small-record buffer; larger ones are yielded as they are. */
-const INLINE_PAYLOAD_MAX_BYTES = 4096;
-/** Small records are batched into buffers of about this size before being yielded. */
-const SMALL_FLUSH_BYTES = 32 * 1024;
-const SMALL_POOL_BYTES = 64 * 1024;
-
-/** A data message with its checksum (computed if the sender did not supply one; a wrong-sized one is left for handle() to refuse). */
-function withChecksum(m: StreamMessage): StreamMessage {
-  if (m.type !== 'data' || m.checksum !== undefined || !(m.data instanceof Uint8Array)) return m;
-  return { ...m, checksum: dataChecksum(m.data) };
-}
-
-function messageWeight(m: StreamMessage): number {
-  return MESSAGE_OVERHEAD_BYTES + (m.type === 'data' && m.data instanceof Uint8Array ? m.data.length : 0);
-}
-
-/**
- * Pulls items from `source` and maps them in the background while the consumer
- * is busy, holding at most `maxWeight` of them (plus the one being pulled; always
- * at least one, so a maxWeight below one item cannot stall the consumer). Items
- * and a source (or map) error arrive in order; stopping early stops the pump and
- * closes the source.
- */
-async function* readAhead<T>(source: AsyncIterable<T>, map: (item: T) => T, weigh: (item: T) => number, maxWeight: number): AsyncGenerator<T> {
-  const it = source[Symbol.asyncIterator]();
-  const queue: T[] = [];
-  let weight = 0;
-  let finished = false;
-  let failed: { error: unknown } | undefined;
-  let stopped = false;
-  let wakeConsumer: (() => void) | undefined;
-  let wakePump: (() => void) | undefined;
-  const pump = (async () => {
-    try {
-      while (!stopped) {
-        if (weight >= maxWeight && queue.length > 0) {
-          await new Promise<void>((resolve) => { wakePump = resolve; });
-          continue;
-        }
-        const r = await it.next();
-        if (r.done) break;
-        const item = map(r.value);
-        queue.push(item);
-        weight += weigh(item);
-        wakeConsumer?.();
-      }
-    } catch (e) {
-      failed = { error: e };
-    } finally {
-      finished = true;
-      wakeConsumer?.();
-    }
-  })();
-  try {
-    for (;;) {
-      const item = queue.shift();
-      if (item !== undefined) {
-        weight -= weigh(item);
-        wakePump?.();
-        yield item;
-        continue;
-      }
-      if (failed !== undefined) throw failed.error;
-      if (finished) return;
-      await new Promise<void>((resolve) => { wakeConsumer = resolve; });
-      wakeConsumer = undefined;
-    }
-  } finally {
-    stopped = true;
-    wakePump?.();
-    await pump;
-    await it.return?.();
-  }
-}
-
-interface HeldData { kind: 'data'; offset: number; data: Buffer; sum: Buffer }
-type HeldRecord = HeldData | { kind: 'unmap'; offset: number; length: number };
-
-/** Accumulates headers and small records in one pooled buffer, so a stream of tiny records is not one write per 28 bytes. */
-class SmallWriter {
-  private buf = Buffer.allocUnsafe(SMALL_POOL_BYTES);
-  private start = 0;
-  private end = 0;
-
-  get pendingBytes(): number {
-    return this.end - this.start;
-  }
-
-  private ensure(n: number): void {
-    if (this.buf.length - this.end >= n) return;
-    // Yielded parts of the old buffer stay untouched: start a new one, carry the pending bytes over.
-    const pending = this.buf.subarray(this.start, this.end);
-    const next = Buffer.allocUnsafe(Math.max(SMALL_POOL_BYTES, pending.length + n));
-    pending.copy(next, 0);
-    this.buf = next;
-    this.start = 0;
-    this.end = pending.length;
-  }
-
-  header(magic: Buffer, offset: number, length: number, cmd: number): void {
-    this.ensure(HEADER_BYTES);
-    const b = this.buf;
-    const at = this.end;
-    magic.copy(b, at);
-    b.writeUInt32BE(Math.floor(offset / TWO_POW_32), at + 8);
-    b.writeUInt32BE(offset >>> 0, at + 12);
-    b.writeUInt32BE(Math.floor(length / TWO_POW_32), at + 16);
-    b.writeUInt32BE(length >>> 0, at + 20);
-    b.writeUInt32BE(cmd >>> 0, at + 24);
-    this.end += HEADER_BYTES;
-  }
-
-  u64(value: number): void {
-    this.ensure(8);
-    this.buf.writeUInt32BE(Math.floor(value / TWO_POW_32), this.end);
-    this.buf.writeUInt32BE(value >>> 0, this.end + 4);
-    this.end += 8;
-  }
-
-  u8(value: number): void {
-    this.ensure(1);
-    this.buf[this.end++] = value;
-  }
-
-  bytes(src: Uint8Array): void {
-    this.ensure(src.length);
-    this.buf.set(src, this.end);
-    this.end += src.length;
-  }
-
-  /** The pending bytes as one Buffer (a view that is never written again), or undefined. */
-  take(): Buffer | undefined {
-    if (this.end === this.start) return undefined;
-    const out = this.buf.subarray(this.start, this.end);
-    this.start = this.end;
-    return out;
-  }
-}
-
-function encodeError(index: number, type: string, what: string, code: ErrorCode = 'BAD_STREAM'): ThinshipError {
-  return new ThinshipError(code, `cannot encode message ${index} (${type}): ${what}`, { details: { messageIndex: index } });
-}
-
-function checkUint(index: number, type: string, name: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
-    throw encodeError(index, type, `${name} must be a non-negative safe integer, got ${String(value)}`);
-  }
-  return value;
-}
-
-/** The begin-info payload: JSON of the BeginInfo fields (formatVersion excluded: the magic says it), with "v": 2 for sha256 (groups), else 1. */
-export function encodeBeginInfo(info: BeginInfo, checksum: ChecksumAlgorithm): Buffer {
-  const { formatVersion: _ignored, ...rest } = info;
-  const obj: Record<string, unknown> = { v: checksum === 'sha256' ? BEGIN_INFO_VERSION_GROUPS : BEGIN_INFO_VERSION_RECORDS };
-  for (const [k, v] of Object.entries(rest)) if (v !== undefined) obj[k] = v;
-  obj.checksum = checksum;
-  const out = Buffer.from(JSON.stringify(obj), 'utf8');
-  if (out.length > BEGIN_INFO_MAX_BYTES) {
-    throw new ThinshipError('BAD_STREAM', `begin-info is ${out.length} bytes, more than the ${BEGIN_INFO_MAX_BYTES} allowed`);
-  }
-  return out;
-}
-
-/**
- * Encodes messages into a LINBIT stream. Yields Buffers that the caller writes
- * in order; big DATA payloads are the caller's own Buffers, passed through.
- * Throws (synchronously) USAGE for format 1.0 with extensions; while iterating,
- * BAD_STREAM for a message sequence that breaks the order begin (data|unmap)* end.
- */
-export function encodeStream(
-  messages: AsyncIterable<StreamMessage> | Iterable<StreamMessage>,
-  opts: EncodeOptions = {},
-): AsyncIterable<Buffer> {
-  if (opts.format === '1.0' && opts.extensions === true) {
-    throw new ThinshipError('USAGE', 'format 1.0 has only DATA and UNMAP records: it cannot carry extensions (begin-info, checksums, digest)');
-  }
-  return encodeGen(messages, opts);
-}
-
-async function* encodeGen(messages: AsyncIterable<StreamMessage> | Iterable<StreamMessage>, opts: EncodeOptions): AsyncGenerator<Buffer> {
-  const out = new SmallWriter();
-  let index = 0;
-  // Set by handle(); the casts keep TypeScript from narrowing them to their initial values here.
-  let state = 'start' as 'start' | 'body' | 'done';
-  let format: FormatVersion = '1.1';
-  let magic = MAGIC_BYTES['1.1'];
-  let checksums = false as boolean;
-  let digest: StreamDigest | undefined;
-  let records = 0;
-  let dataRecords = 0;
-  let unmapRecords = 0;
-  /** Records waiting for their checksum group (checksums on): DATA with payload, and the UNMAPs between them. */
-  let held: HeldRecord[] = [];
-  let heldData = 0;
-  let heldDataBytes = 0;
-  /** A DATA record being written in pieces (checksums off): where the next piece must start, and how much is left. */
-  let piece: { next: number; remaining: number } | undefined;
-
-  function* writeData(offset: number, data: Buffer): Generator<Buffer> {
-    out.header(magic, offset, data.length, CMD_DATA);
-    if (data.length < INLINE_PAYLOAD_MAX_BYTES) {
-      out.bytes(data);
-    } else {
-      const pending = out.take();
-      if (pending !== undefined) yield pending;
-      yield data;
-    }
-    records++;
-  }
-
-  function writeUnmap(offset: number, length: number): void {
-    out.header(magic, offset, length, CMD_UNMAP);
-    records++;
-    digest?.addUnmap(offset, length);
-  }
-
-  /** The checksum group for the held DATA records, then the held records themselves, in their order. */
-  function* flushGroup(): Generator<Buffer> {
-    if (held.length === 0) return;
-    const first = held.find((h) => h.kind === 'data') as HeldData;
-    out.header(magic, first.offset, 1 + heldData * GROUP_ENTRY_BYTES, CMD_OPT_DATA_CHECKSUM_GROUP);
-    out.u8(CHECKSUM_ALGO_SHA256);
-    for (const h of held) {
-      if (h.kind !== 'data') continue;
-      out.u64(h.offset);
-      out.u64(h.data.length);
-      out.bytes(h.sum);
-    }
-    records++;
-    for (const h of held) {
-      if (h.kind === 'data') {
-        yield* writeData(h.offset, h.data);
-        digest!.addData(h.offset, h.data.length, h.sum);
-      } else {
-        writeUnmap(h.offset, h.length);
-      }
-      if (out.pendingBytes >= SMALL_FLUSH_BYTES) yield out.take()!;
-    }
-    held = [];
-    heldData = 0;
-    heldDataBytes = 0;
-  }
-
-  /** Encodes one message; yields the Buffers that are ready. */
-  function* handle(m: StreamMessage): Generator<Buffer> {
-    index++;
-    if (state === 'done') throw encodeError(index, m.type, 'message after end');
-    if (state === 'start' && m.type !== 'begin') throw encodeError(index, m.type, 'the first message must be begin');
-    if (piece !== undefined && m.type !== 'data') throw encodeError(index, m.type, `the DATA record being written in pieces still needs ${piece.remaining} bytes at ${piece.next}`);
-
-    switch (m.type) {
-      case 'begin': {
-        if (state !== 'start') throw encodeError(index, m.type, 'a second begin');
-        const infoFormat = m.info.formatVersion;
-        if (infoFormat !== '1.0' && infoFormat !== '1.1') throw encodeError(index, m.type, `unknown formatVersion ${String(infoFormat)}`);
-        if (opts.format !== undefined && opts.format !== infoFormat) {
-          throw encodeError(index, m.type, `begin says format ${infoFormat} but the encoder was asked for ${opts.format}`);
-        }
-        format = infoFormat;
-        magic = MAGIC_BYTES[format];
-        const extensions = opts.extensions ?? format === '1.1';
-        if (format === '1.0' && extensions) {
-          throw new ThinshipError('USAGE', 'format 1.0 has only DATA and UNMAP records: it cannot carry extensions (begin-info, checksums, digest)');
-        }
-        if (format === '1.1') {
-          out.header(magic, 0, 0, CMD_BEGIN_STREAM);
-          records++;
-        }
-        if (extensions) {
-          const algo: ChecksumAlgorithm = m.info.checksum ?? 'sha256';
-          if (algo !== 'sha256' && algo !== 'none') throw encodeError(index, m.type, `unknown checksum ${String(algo)}`);
-          const payload = encodeBeginInfo(m.info, algo);
-          out.header(magic, 0, payload.length, CMD_OPT_BEGIN_INFO);
-          out.bytes(payload);
-          records++;
-          checksums = algo === 'sha256';
-          if (checksums) digest = new StreamDigest();
-        }
-        state = 'body';
-        break;
-      }
-      case 'data': {
-        const offset = checkUint(index, m.type, 'offsetBytes', m.offsetBytes);
-        if (!(m.data instanceof Uint8Array)) throw encodeError(index, m.type, 'data must be a Buffer');
-        const length = m.data.length;
-        if (!Number.isSafeInteger(offset + length)) throw encodeError(index, m.type, `offsetBytes + length ${offset} + ${length} exceeds 2^53`);
-        if (m.piece !== undefined || piece !== undefined) {
-          yield* encodePiece(m, index);
-          break;
-        }
-        dataRecords++;
-        if (!checksums) {
-          yield* writeData(offset, m.data);
-          break;
-        }
-        let sum = m.checksum;
-        if (sum !== undefined && sum.length !== SHA256_BYTES) throw encodeError(index, m.type, `checksum must be ${SHA256_BYTES} bytes, got ${sum.length}`);
-        sum ??= dataChecksum(m.data); // normally done by readAhead's withChecksum already
-        // A group covers at most GROUP_MAX_DATA_BYTES (unless one record alone is bigger) and GROUP_MAX_RECORDS DATA records.
-        if (heldData > 0 && heldDataBytes + length > GROUP_MAX_DATA_BYTES) yield* flushGroup();
-        held.push({ kind: 'data', offset, data: m.data, sum });
-        heldData++;
-        heldDataBytes += length;
-        if (heldData >= GROUP_MAX_RECORDS || heldDataBytes >= GROUP_MAX_DATA_BYTES) yield* flushGroup();
-        break;
-      }
-      case 'unmap': {
-        const offset = checkUint(index, m.type, 'offsetBytes', m.offsetBytes);
-        const length = checkUint(index, m.type, 'lengthBytes', m.lengthBytes);
-        if (!Number.isSafeInteger(offset + length)) throw encodeError(index, m.type, `offsetBytes + lengthBytes ${offset} + ${length} exceeds 2^53`);
-        unmapRecords++;
-        if (heldData === 0) {
-          writeUnmap(offset, length);
-        } else {
-          // Keeps the stream order (the digest covers it); the count of held records is bounded too.
-          held.push({ kind: 'unmap', offset, length });
-          if (held.length - heldData >= GROUP_MAX_HELD_UNMAPS) yield* flushGroup();
-        }
-        break;
-      }
-      case 'end': {
-        if (m.dataRecords !== dataRecords || m.unmapRecords !== unmapRecords) {
-          throw encodeError(index, m.type, `end counts data ${m.dataRecords} / unmap ${m.unmapRecords}, but ${dataRecords} / ${unmapRecords} were sent`);
-        }
-        yield* flushGroup();
-        if (digest !== undefined) {
-          if (m.digest !== undefined && !digest.matches(m.digest)) {
-            throw encodeError(index, m.type, `end.digest ${m.digest.toString('hex')} differs from the computed stream digest ${digest.state.toString('hex')}`, 'CHECKSUM_MISMATCH');
-          }
-          out.header(magic, 0, CHECKSUM_RECORD_BYTES, CMD_OPT_STREAM_DIGEST);
-          out.u8(CHECKSUM_ALGO_SHA256);
-          out.bytes(digest.state);
-          records++;
-        }
-        if (format === '1.1') {
-          records++; // END counts itself
-          out.header(magic, 0, END_PAYLOAD_BYTES, CMD_END_STREAM);
-          out.u64(records);
-          out.u64(dataRecords);
-          out.u64(unmapRecords);
-        }
-        state = 'done';
-        break;
-      }
-      default: {
-        const t = (m as { type?: unknown }).type;
-        throw encodeError(index, String(t), `unknown message type ${String(t)}`);
-      }
-    }
-    if (state === 'done' || out.pendingBytes >= SMALL_FLUSH_BYTES) {
-      const pending = out.take();
-      if (pending !== undefined) yield pending;
-    }
-  }
-
-  const it = toAsyncIterator(messages);
-  try {
-    const first = await it.next();
-    if (!first.done) {
-      yield* handle(first.value);
-      // With checksums, a group's records are held until the group is complete; meanwhile the next group's
-      // messages are pulled and hashed in the background (up to GROUP_PREFETCH_BYTES), so reading and
-      // hashing overlap writing the previous group.
-      const rest: AsyncIterable<StreamMessage> = { [Symbol.asyncIterator]: () => it };
-      for await (const m of checksums ? readAhead(rest, withChecksum, messageWeight, GROUP_PREFETCH_BYTES) : rest) yield* handle(m);
-    }
-  } finally {
-    await it.return?.();
-  }
-  if (state !== 'done') throw encodeError(index + 1, 'none', 'the messages ended without an end message');
-
-  /** A piece of a DATA record (as the decoder delivers big records): one header for the record, then each piece's bytes. */
-  function* encodePiece(m: DataMessage, i: number): Generator<Buffer> {
-    const p = m.piece;
-    if (p === undefined) throw encodeError(i, m.type, `the DATA record being written in pieces still needs ${piece!.remaining} bytes at ${piece!.next}`);
-    if (checksums) throw encodeError(i, m.type, 'a DATA record in pieces cannot be covered by a checksum group written before it; encode it without checksums');
-    if (piece === undefined) {
-      const recOffset = checkUint(i, m.type, 'piece.recordOffsetBytes', p.recordOffsetBytes);
-      const recLength = checkUint(i, m.type, 'piece.recordLengthBytes', p.recordLengthBytes);
-      if (m.offsetBytes !== recOffset || !Number.isSafeInteger(recOffset + recLength)) throw encodeError(i, m.type, `the first piece must start at the record's offset ${recOffset}, got ${m.offsetBytes}`);
-      out.header(magic, recOffset, recLength, CMD_DATA);
-      records++;
-      dataRecords++;
-      piece = { next: recOffset, remaining: recLength };
-    }
-    if (m.offsetBytes !== piece.next || m.data.length > piece.remaining) {
-      throw encodeError(i, m.type, `piece at ${m.offsetBytes} of ${m.data.length} bytes does not continue the record (next ${piece.next}, ${piece.remaining} bytes left)`);
-    }
-    piece.next += m.data.length;
-    piece.remaining -= m.data.length;
-    if (p.last !== (piece.remaining === 0)) throw encodeError(i, m.type, `piece marked ${p.last ? 'last' : 'not last'} with ${piece.remaining} bytes of the record left`);
-    const pending = out.take();
-    if (pending !== undefined) yield pending;
-    if (m.data.length > 0) yield m.data;
-    if (p.last) piece = undefined;
-  }
-}
-
-// ---------------------------------------------------------------------------
-// Decoder
+import { ThinshipError, type ErrorCode } from '../../errors.js';
+import type { BeginInfo, DataMessage, EndMessage, FormatVersion, StreamMessage } from '../messages.js';
+import {
+  BEGIN_INFO_MAX_BYTES, BEGIN_INFO_VERSION_GROUPS, BEGIN_INFO_VERSION_RECORDS, CHECKSUM_ALGO_SHA256, CHECKSUM_RECORD_BYTES,
+  CMD_BEGIN_STREAM, CMD_DATA, CMD_END_STREAM, CMD_OPT_BEGIN_INFO, CMD_OPT_DATA_CHECKSUM, CMD_OPT_DATA_CHECKSUM_GROUP, CMD_OPT_STREAM_DIGEST,
+  CMD_OPTIONAL_BIT, CMD_UNMAP, DATA_PIECE_BYTES, END_PAYLOAD_BYTES, GROUP_ENTRY_BYTES, GROUP_MAX_RECORDS, HEADER_BYTES,
+  MAGIC_1_0, MAGIC_1_1, MAGIC_PREVIOUS, TWO_POW_32, cmdName, hex, toAsyncIterator,
+} from './format.js';
+import { StreamLedger, checkDataChecksum } from '../integrity.js';
 
 export interface DecodeOptions {
   /**
@@ -738,14 +234,6 @@ export function decodeStream(
   return new Decoder(toAsyncIterator(input), maxDataBytes, pieceBytes).run();
 }
 
-function toAsyncIterator<T>(input: AsyncIterable<T> | Iterable<T>): AsyncIterator<T> {
-  if (Symbol.asyncIterator in input) return input[Symbol.asyncIterator]();
-  const it = input[Symbol.iterator]();
-  return {
-    next: async () => it.next(),
-    return: async (v?: unknown) => it.return?.(v) ?? { done: true, value: v },
-  };
-}
 
 interface PendingData {
   msg: DataMessage;
@@ -771,10 +259,12 @@ class Decoder {
   private magicHi = 0;
   private magicLo = 0;
   private records = 0;
-  private dataRecords = 0;
-  private unmapRecords = 0;
-  private dataBytes = 0;
-  private unmapBytes = 0;
+  /**
+   * Counts and the stream digest (integrity core). With sha256 declared, a DATA
+   * record enters it once its checksum is verified (what the digest chains);
+   * without, at its header.
+   */
+  private ledger = new StreamLedger(false);
   private skipped = 0;
   /**
    * begin-info declared sha256: 'records' (v1) = every DATA needs its checksum
@@ -783,7 +273,6 @@ class Decoder {
    */
   private checksumLayout: 'records' | 'groups' | undefined;
   private volumeSizeBytes: number | undefined;
-  private digest: StreamDigest | undefined;
   private digestVerified: Buffer | undefined;
   private pending: PendingData | undefined;
   private group: OpenGroup | undefined;
@@ -941,9 +430,7 @@ class Decoder {
             if (!Number.isSafeInteger(offset + length)) {
               throw streamError(this.where(h, 'header', offset), `UNMAP end ${offset} + ${length} exceeds 2^53`);
             }
-            this.unmapRecords++;
-            this.unmapBytes += length;
-            this.digest?.addUnmap(offset, length);
+            this.ledger.addUnmap(offset, length);
             yield { type: 'unmap', offsetBytes: offset, lengthBytes: length };
             break;
           }
@@ -998,7 +485,7 @@ class Decoder {
     const { info, version } = parseBeginInfo(body, '1.1', { pos: payloadPos, record: h.record, field: 'begin-info payload' });
     if (info.checksum === 'sha256') {
       this.checksumLayout = version === BEGIN_INFO_VERSION_GROUPS ? 'groups' : 'records';
-      this.digest = new StreamDigest();
+      this.ledger = new StreamLedger(true);
     }
     this.volumeSizeBytes = info.volumeSizeBytes;
     return info;
@@ -1050,8 +537,7 @@ class Decoder {
         `DATA [${offset}, +${length}) goes past the end of the volume (begin-info volumeSizeBytes ${this.volumeSizeBytes})`);
     }
     const entry = this.groupEntry(h, offset, length);
-    this.dataRecords++;
-    this.dataBytes += length;
+    if (!this.ledger.checksums) this.ledger.addData(offset, length);
     const payloadPos = this.r.position;
     if (length <= this.pieceBytes) {
       const data = await this.payload(h, length, offset);
@@ -1060,9 +546,9 @@ class Decoder {
         this.pending = { msg, header: h, payloadPos };
         return;
       }
-      const actual = dataChecksum(data);
-      if (!actual.equals(entry.sum)) throw this.mismatch(h, payloadPos, offset, length, actual, entry.sum, entry.groupPos, 'DATA checksum group', false);
-      this.digest?.addData(offset, length, entry.sum);
+      const { actual, ok } = checkDataChecksum(data, entry.sum);
+      if (!ok) throw this.mismatch(h, payloadPos, offset, length, actual, entry.sum, entry.groupPos, 'DATA checksum group', false);
+      this.verified(offset, length, entry.sum);
       msg.checksum = entry.sum;
       yield msg;
       return;
@@ -1084,9 +570,9 @@ class Decoder {
       } else if (entry === undefined) {
         this.pending = { msg, header: h, payloadPos, hash };
       } else {
-        const actual = hash!.digest();
-        if (!actual.equals(entry.sum)) throw this.mismatch(h, payloadPos, offset, length, actual, entry.sum, entry.groupPos, 'DATA checksum group', true);
-        this.digest?.addData(offset, length, entry.sum);
+        const { actual, ok } = checkDataChecksum(hash!, entry.sum);
+        if (!ok) throw this.mismatch(h, payloadPos, offset, length, actual, entry.sum, entry.groupPos, 'DATA checksum group', true);
+        this.verified(offset, length, entry.sum);
         msg.checksum = entry.sum;
         yield msg;
       }
@@ -1153,17 +639,22 @@ class Decoder {
       // Only a stream without a sha256 declaration gets here: its big records were not hashed as they streamed.
       throw streamError(this.where(h), `a DATA checksum record after a ${recordLength}-byte DATA record (delivered in pieces) in a stream whose begin-info does not declare sha256 checksums: it cannot be checked`);
     }
-    const actual = p.hash !== undefined ? p.hash.digest() : dataChecksum(p.msg.data);
-    if (!actual.equals(expected)) {
+    const { actual, ok } = checkDataChecksum(p.hash ?? p.msg.data, expected);
+    if (!ok) {
       throw this.mismatch(p.header, p.payloadPos, recordOffset, recordLength, actual, expected, h.pos, 'checksum record', p.msg.piece !== undefined);
     }
-    this.digest?.addData(recordOffset, recordLength, expected);
+    this.verified(recordOffset, recordLength, expected);
     p.msg.checksum = expected;
     return p.msg;
   }
 
+  /** A DATA record whose checksum matched: it enters the counts and the digest chain (when sha256 is declared). */
+  private verified(offsetBytes: number, lengthBytes: number, sum: Buffer): void {
+    if (this.ledger.checksums) this.ledger.addData(offsetBytes, lengthBytes, sum);
+  }
+
   private async streamDigestRecord(h: Header): Promise<void> {
-    if (this.digest === undefined) {
+    if (!this.ledger.checksums) {
       throw streamError(this.where(h), 'a stream digest record needs a begin-info that declares sha256 checksums');
     }
     if (h.offset !== 0 || h.length !== CHECKSUM_RECORD_BYTES) {
@@ -1175,9 +666,9 @@ class Decoder {
       throw streamError({ pos: payloadPos, record: h.record, field: 'stream digest algorithm' }, `unknown checksum algorithm ${body[0]} (1 = sha256)`);
     }
     const expected = Buffer.from(body.subarray(1));
-    if (!this.digest.matches(expected)) {
+    if (!this.ledger.digestMatches(expected)) {
       throw streamError({ pos: payloadPos + 1, record: h.record, field: 'stream digest' },
-        `the stream digest over ${this.dataRecords} DATA and ${this.unmapRecords} UNMAP records is ${this.digest.state.toString('hex')}, but the record says ${expected.toString('hex')}`,
+        `the stream digest over ${this.ledger.counts.dataRecords} DATA and ${this.ledger.counts.unmapRecords} UNMAP records is ${this.ledger.digest.toString('hex')}, but the record says ${expected.toString('hex')}`,
         'CHECKSUM_MISMATCH');
     }
     this.digestVerified = expected;
@@ -1192,18 +683,12 @@ class Decoder {
     }
     const payloadPos = this.r.position;
     const stats = await this.payload(h, END_PAYLOAD_BYTES);
-    const checks: Array<[string, number, number]> = [
-      ['n_chunks', 0, this.records],
-      ['n_data', 8, this.dataRecords],
-      ['n_unmap', 16, this.unmapRecords],
-    ];
-    for (const [name, at, seen] of checks) {
-      const claimed = stats.readBigUInt64BE(at);
-      if (claimed !== BigInt(seen)) {
-        throw streamError({ pos: payloadPos + at, record: h.record, field: `END_STREAM ${name}` },
-          `END_STREAM says ${name} = ${claimed} but the stream had ${seen}`);
-      }
-    }
+    const countError = (name: string, at: number, seen: number) => streamError({ pos: payloadPos + at, record: h.record, field: `END_STREAM ${name}` },
+      `END_STREAM says ${name} = ${stats.readBigUInt64BE(at)} but the stream had ${seen}`);
+    // n_chunks counts the byte stream's own records (framing); n_data and n_unmap are the stream's End counts.
+    if (stats.readBigUInt64BE(0) !== BigInt(this.records)) throw countError('n_chunks', 0, this.records);
+    const bad = this.ledger.endCountMismatch({ dataRecords: Number(stats.readBigUInt64BE(8)), unmapRecords: Number(stats.readBigUInt64BE(16)) });
+    if (bad !== undefined) throw bad.field === 'dataRecords' ? countError('n_data', 8, bad.counted) : countError('n_unmap', 16, bad.counted);
     const afterEnd = this.r.position;
     if (!(await this.r.atEof())) {
       throw streamError({ pos: afterEnd, record: h.record, field: 'after END_STREAM' }, 'trailing bytes after END_STREAM');
@@ -1215,13 +700,11 @@ class Decoder {
     const end: EndMessage = {
       type: 'end',
       records,
-      dataRecords: this.dataRecords,
-      unmapRecords: this.unmapRecords,
-      dataBytes: this.dataBytes,
-      unmapBytes: this.unmapBytes,
+      ...this.ledger.counts,
       skippedRecords: this.skipped,
     };
     if (this.digestVerified !== undefined) end.digest = this.digestVerified;
     return end;
   }
 }
+

@@ -1,0 +1,101 @@
+/**
+ * The LINBIT thin_send/thin_recv byte format (1.0 and 1.1) and thinship's
+ * optional records in it: record layout, magics, commands, sizes, exactly as
+ * docs/stream-format.md describes them. encode.ts writes it, decode.ts reads
+ * it; the stream's rules (checksums, digest, counts) live in
+ * stream/integrity.ts.
+ */
+import { SHA256_BYTES } from '../digest.js';
+import type { FormatVersion } from '../messages.js';
+
+export const HEADER_BYTES = 28;
+/** END_STREAM payload: n_chunks, n_data, n_unmap (u64 BE each). */
+export const END_PAYLOAD_BYTES = 24;
+
+export const MAGIC_1_1 = 0x24c4f02aae2e4fa9n;
+export const MAGIC_1_0 = 0xca7f00d5de7ec7edn;
+/** Pre-1.0 format (24-byte header); rejected like thin_recv does. */
+export const MAGIC_PREVIOUS = 0xe85bc5636cc72a05n;
+
+export const CMD_DATA = 0;
+export const CMD_UNMAP = 1;
+export const CMD_BEGIN_STREAM = 2;
+export const CMD_END_STREAM = 3;
+/** Bit 31: an optional record, skipped by receivers that do not know it. */
+export const CMD_OPTIONAL_BIT = 0x8000_0000;
+
+/** thinship's optional records: 0x80000000 | 'T' 'S' nn (see docs/stream-format.md). */
+export const CMD_OPT_BEGIN_INFO = 0x8054_5301;
+export const CMD_OPT_DATA_CHECKSUM = 0x8054_5302;
+export const CMD_OPT_STREAM_DIGEST = 0x8054_5303;
+export const CMD_OPT_DATA_CHECKSUM_GROUP = 0x8054_5304;
+
+/** Payload of the checksum and digest records: algorithm u8 + 32-byte sha256. */
+export const CHECKSUM_ALGO_SHA256 = 1;
+export const CHECKSUM_RECORD_BYTES = 1 + SHA256_BYTES;
+/**
+ * begin-info "v": 1 = with checksum sha256, one DATA checksum record after each
+ * DATA (what thinship wrote before checksum groups; still decoded); 2 = with
+ * checksum sha256, DATA checksum groups before the DATA records they cover.
+ * The encoder writes 2 when it writes groups, else 1.
+ */
+export const BEGIN_INFO_VERSION_RECORDS = 1;
+export const BEGIN_INFO_VERSION_GROUPS = 2;
+export const BEGIN_INFO_MAX_BYTES = 64 * 1024;
+
+/** One entry of a checksum group: offset u64, length u64, sha256. */
+export const GROUP_ENTRY_BYTES = 8 + 8 + SHA256_BYTES;
+/** A group lists at most this many DATA records (payload ≤ 1 + 48 KiB)... */
+export const GROUP_MAX_RECORDS = 1024;
+/** ...covering at most this many payload bytes, unless one record alone is bigger: what the encoder holds back. */
+export const GROUP_MAX_DATA_BYTES = 32 * 1024 * 1024;
+/** Messages the encoder pulls ahead while it writes a group (payload bytes, plus MESSAGE_OVERHEAD_BYTES each). */
+export const GROUP_PREFETCH_BYTES = 32 * 1024 * 1024;
+
+/**
+ * DATA records longer than this are decoded as consecutive pieces of this size
+ * (data messages with `piece` set), so a record of any length streams through
+ * bounded memory; shorter ones arrive whole, and with a checksum, verified
+ * before they are delivered.
+ */
+export const DATA_PIECE_BYTES = 4 * 1024 * 1024;
+
+export const TWO_POW_32 = 0x1_0000_0000;
+export const MAGIC_BYTES: Record<FormatVersion, Buffer> = {
+  '1.0': u64Buffer(MAGIC_1_0),
+  '1.1': u64Buffer(MAGIC_1_1),
+};
+
+export function u64Buffer(v: bigint): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64BE(v);
+  return b;
+}
+
+export function hex(v: bigint | number): string {
+  return '0x' + v.toString(16).toUpperCase();
+}
+
+export function cmdName(cmd: number): string {
+  switch (cmd) {
+    case CMD_DATA: return 'DATA';
+    case CMD_UNMAP: return 'UNMAP';
+    case CMD_BEGIN_STREAM: return 'BEGIN_STREAM';
+    case CMD_END_STREAM: return 'END_STREAM';
+    case CMD_OPT_BEGIN_INFO: return 'begin-info';
+    case CMD_OPT_DATA_CHECKSUM: return 'DATA checksum';
+    case CMD_OPT_STREAM_DIGEST: return 'stream digest';
+    case CMD_OPT_DATA_CHECKSUM_GROUP: return 'DATA checksum group';
+    default: return (cmd & CMD_OPTIONAL_BIT) !== 0 ? `optional ${hex(cmd)}` : `command ${cmd}`;
+  }
+}
+
+/** Iterates sync and async sources alike. */
+export function toAsyncIterator<T>(input: AsyncIterable<T> | Iterable<T>): AsyncIterator<T> {
+  if (Symbol.asyncIterator in input) return input[Symbol.asyncIterator]();
+  const it = input[Symbol.iterator]();
+  return {
+    next: async () => it.next(),
+    return: async (v?: unknown) => it.return?.(v) ?? { done: true, value: v },
+  };
+}
