@@ -234,6 +234,9 @@ export type SendEvent =
   | { type: 'retry'; attempt: number; error: ThinshipError; delayMs: number };
 
 export interface GrpcSendOptions {
+  /** Begin.force / Begin.grow: the receiver applies over a diverged target / extends a smaller file target. */
+  force?: boolean;
+  grow?: boolean;
   target: string;
   /** Default: derived from the target and the plan (defaultTransferId), so a re-run resumes. */
   transferId?: string;
@@ -492,6 +495,8 @@ async function oneCall(
         resumeOffsetBytes: resume,
         compression: compress ? 'COMPRESSION_ZSTD' : 'COMPRESSION_NONE',
         checksum: 'CHECKSUM_ALGORITHM_SHA256',
+        force: o.force === true,
+        grow: o.grow === true,
       },
     });
     for await (const m of sendMessages(p, reader, { resumeFromBytes: resume, transferId, buffers })) {

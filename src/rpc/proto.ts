@@ -57,6 +57,8 @@ export interface PbBegin {
   resumeOffsetBytes: number;
   compression: PbCompression;
   checksum: PbChecksum;
+  force?: boolean;
+  grow?: boolean;
 }
 
 export interface PbData {

@@ -101,6 +101,8 @@ export function beginFromProto(b: PbBegin): TransferBegin {
     resumeOffsetBytes: uint(b.resumeOffsetBytes),
     compression: pick(COMPRESSIONS, b.compression, 'compression'),
     checksum: pick(CHECKSUMS, b.checksum, 'checksum'),
+    force: b.force === true,
+    grow: b.grow === true,
   };
 }
 

@@ -28,6 +28,8 @@ export interface GrpcSendFlags extends SourceFlags, TlsFlags {
   target?: string;
   transferId?: string;
   compress?: boolean;
+  force?: boolean;
+  grow?: boolean;
   retries?: string;
   maxOpBytes?: string;
   json?: boolean;
@@ -93,7 +95,7 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
       let r: GrpcSendResult;
       try {
         r = await sendPlanOverGrpc(client, p, reader, {
-          target: flags.target, transferId, compress, pool, maxAttempts: retries + 1, signal: ac.signal,
+          target: flags.target, transferId, compress, pool, force: flags.force === true, grow: flags.grow === true, maxAttempts: retries + 1, signal: ac.signal,
           onProgress: (x) => progress.update(x.resumedDataBytes + x.dataBytes),
           onEvent: (e) => {
             if (flags.quiet || flags.json) return;
