@@ -20,7 +20,9 @@
 import { ThinshipError, asThinshipError } from '../errors.js';
 import type { VolumeHandle } from '../device/volume.js';
 import { applyMessages } from './receiver.js';
-import { currentTargetIdentity, openTransferTarget } from './target.js';
+import { currentTargetIdentity, openTransferTarget, targetIdentity } from './target.js';
+import { commitTransferStage, discardTransferStage, openTransferStage, recoverAtStart, transferOwner } from './target-state/transfer-hooks.js';
+import type { FileStage } from './target-state/staging.js';
 import { StreamDigest, dataChecksum, SHA256_BYTES } from '../stream/digest.js';
 import { checkData, type DataCheck, type DataChecked } from './decode-data.js';
 import { DecodePool } from './decode-pool.js';
@@ -590,6 +592,9 @@ export class TransferRegistry {
       throw e;
     }
     if (this.o.decodeWorkers > 0) this.decodePool = new DecodePool(this.o.decodeWorkers);
+    // recv-guarantees hook: staging and journals that no resumable transfer owns are rolled back.
+    const resumable = [...this.checkpoints.values()].filter((c) => c.status === 'in_progress').map((c) => transferOwner(c.identity, c.transferId));
+    await recoverAtStart(this.opts.policy, resumable, this.opts.log).catch((e) => this.opts.log.error({ err: asThinshipError(e).message }, 'start-up recovery of staged targets failed'));
     await this.sweep();
     const every = Math.max(1000, Math.min(60_000, Math.floor(this.o.expiryMs / 4)));
     this.sweepTimer = setInterval(() => { this.sweep().catch((e) => this.opts.log.error({ err: asThinshipError(e).message }, 'expiry sweep failed')); }, every);
@@ -605,6 +610,8 @@ export class TransferRegistry {
       if (this.sessions.has(k) || cp.updatedUnixMs + this.o.expiryMs > now) continue;
       this.checkpoints.delete(k);
       await this.store.remove(cp.identity, cp.transferId);
+      // recv-guarantees hook: an expired transfer's staging or journal is rolled back.
+      if (cp.status === 'in_progress') await discardTransferStage(cp.target, transferOwner(cp.identity, cp.transferId), this.opts.log);
       gone.push(cp.transferId);
       this.opts.log.info({ transferId: cp.transferId, target: cp.target, status: cp.status, durableOffsetBytes: cp.durableOffsetBytes }, 'transfer expired and forgotten');
     }
@@ -662,6 +669,8 @@ export class TransferRegistry {
     }
     this.checkpoints.delete(k);
     await this.store.remove(cp.identity, transferId);
+    // recv-guarantees hook: what the transfer staged is rolled back.
+    if (cp.status === 'in_progress') await discardTransferStage(cp.target, transferOwner(cp.identity, transferId), this.opts.log);
     this.opts.log.info({ transferId, identity: who.name, reason, stoppedActiveStream: !!s, durableOffsetBytes: cp.durableOffsetBytes }, 'transfer aborted');
     return { stopped: !!s, durableOffsetBytes: cp.durableOffsetBytes };
   }
@@ -773,7 +782,8 @@ export class TransferRegistry {
     }
     // A transfer starting over replaces its own stored record: not a new one for the stored cap.
     this.checkCapacity(identity, !this.checkpoints.has(key));
-    if (!cp && begin.mode === 'incremental') this.checkBase(begin, target.key, identity, now);
+    // File targets: the base is checked against the record on the target (target-state/), not this registry.
+    if (!cp && begin.mode === 'incremental' && target.kind !== 'path') this.checkBase(begin, target.key, identity, now);
     if (cp?.status === 'complete') throw new ThinshipError('RESUME_MISMATCH', `transfer ${id} is already complete (durable at ${cp.durableOffsetBytes}); send with a new transfer id to send it again`);
     const durable = cp?.durableOffsetBytes ?? 0;
     if (begin.resumeOffsetBytes !== durable) {
@@ -864,7 +874,7 @@ export class TransferRegistry {
       dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0, createdUnixMs: now, updatedUnixMs: now,
     };
     log.info({ mode: begin.mode, volumeSizeBytes: begin.volumeSizeBytes, resumeOffsetBytes: begin.resumeOffsetBytes, plannedDataBytes: begin.plannedDataBytes, resuming: !!existing }, existing ? 'transfer resuming' : 'transfer begin');
-    const { handle, release, identity } = await this.openTarget(target, {
+    const { handle, release, identity, created } = await this.openTarget(target, {
       volumeSizeBytes: begin.volumeSizeBytes,
       mustExist: begin.mode === 'incremental' ? 'an incremental stream applies only to a target holding its base' : existing ? 'it was removed during the transfer' : undefined,
     });
@@ -875,7 +885,20 @@ export class TransferRegistry {
       throw replacedError(existing, begin, identity);
     }
     cp = { ...cp, targetIdentity: identity };
-    if (handle.sizeBytes < begin.volumeSizeBytes) {
+    // recv-guarantees hook: a file target is checked against its record and written through a staging file or undo journal.
+    let stage: FileStage | undefined;
+    if (target.kind === 'path') {
+      try {
+        stage = await openTransferStage(target, handle, created === true, begin, transferOwner(s.identity, s.transferId), !!existing, log);
+        cp = { ...cp, targetIdentity: await targetIdentity(await handle.stat(), handle.sizeBytes) };
+      } catch (e) {
+        await handle.close().catch(() => undefined);
+        await release().catch(() => undefined);
+        throw e;
+      }
+    }
+    const writeTo = stage?.handle ?? handle;
+    if (!stage && handle.sizeBytes < begin.volumeSizeBytes) {
       // Refused before the transfer is recorded: a refused begin holds nothing.
       await handle.close().catch(() => undefined);
       await release().catch(() => undefined);
@@ -883,8 +906,9 @@ export class TransferRegistry {
     }
     if (existing?.lastData) {
       try {
-        await this.checkLastData(handle, existing);
+        await this.checkLastData(writeTo, existing);
       } catch (e) {
+        await stage?.close().catch(() => undefined);
         await handle.close().catch(() => undefined);
         await release().catch(() => undefined);
         throw e;
@@ -945,12 +969,18 @@ export class TransferRegistry {
           const sinceBytes = applied.dataBytes - lastSaved.dataBytes;
           const sinceRecords = applied.dataRecords + applied.unmapRecords - lastSaved.dataRecords - lastSaved.unmapRecords;
           if (sinceBytes >= self.o.checkpointIntervalBytes || sinceRecords >= CHECKPOINT_INTERVAL_RECORDS) {
-            await handle.flush();
+            await writeTo.flush();
             await save(applied, 'in_progress');
           }
         }
       }
-      const summary = await applyMessages(messages(), handle, { resumeFromBytes: begin.resumeOffsetBytes });
+      const summary = await applyMessages(messages(), writeTo, { resumeFromBytes: begin.resumeOffsetBytes });
+      if (stage) {
+        // recv-guarantees hook: the validated End commits the staged snapshot onto the target.
+        await commitTransferStage(stage, begin, s.transferId, begin.checksum === 'sha256' ? ctx.digest.state : undefined);
+        stage = undefined;
+        cp = { ...cp, targetIdentity: await currentTargetIdentity(target) };
+      }
       // applyMessages flushed the target after the end record (and zeroed a full stream's tail).
       const end: Mark = { offsetBytes: begin.volumeSizeBytes, digest: ctx.digest.state, lastData: ctx.lastData, ...ctx.counts };
       await save(end, 'complete');
@@ -973,7 +1003,7 @@ export class TransferRegistry {
       // Keep what was applied: flush, then checkpoint at the last applied record, so a resume re-sends nothing of it.
       if (!s.forgotten && applied.offsetBytes > lastSaved.offsetBytes) {
         try {
-          await handle.flush();
+          await writeTo.flush();
           await save(applied, 'in_progress');
         } catch (e2) {
           log.error({ err: asThinshipError(e2).message }, 'could not checkpoint after the error; the last checkpoint stands');
@@ -983,6 +1013,8 @@ export class TransferRegistry {
       throw err;
     } finally {
       held.close();
+      // A resumable transfer keeps its staging or journal (AbortTransfer and expiry roll it back).
+      await stage?.close().catch(() => undefined);
       await handle.close().catch((e) => log.error({ err: asThinshipError(e).message }, 'closing the target failed'));
       await release().catch((e) => log.error({ err: asThinshipError(e).message }, 'releasing the target failed'));
     }

@@ -92,7 +92,8 @@ async function recvIntoFile(path: string, targetName: string, input: AsyncIterab
     const rec = target ? await readFileRecord(target.fd, path) : undefined;
     if (begin) {
       // Every refusal before the first byte is written.
-      if (target && begin.volumeSizeBytes !== undefined && target.sizeBytes < begin.volumeSizeBytes && !flags.grow) {
+      if (target && begin.volumeSizeBytes !== undefined && target.sizeBytes > 0 && target.sizeBytes < begin.volumeSizeBytes && !flags.grow) {
+        // (An empty file holds nothing to protect: it is a new target.)
         throw new ThinshipError('TARGET_TOO_SMALL', `the stream is for a volume of ${begin.volumeSizeBytes} bytes but target ${path} has only ${target.sizeBytes} bytes; nothing was written (--grow extends it)`);
       }
       if (!target && !full) {
@@ -103,7 +104,7 @@ async function recvIntoFile(path: string, targetName: string, input: AsyncIterab
       for (const w of rules.warnings) process.stderr.write(`thinship recv: warning: ${w}\n`);
       stage = await openFileStage({
         targetPath: path, target, mode: full ? 'full' : 'in-place', volumeSizeBytes: begin.volumeSizeBytes, owner: 'pipe', resume: false,
-        grow: flags.grow === true, recordIsClean: rec !== undefined && st !== undefined && divergenceOf(rec, st).length === 0,
+        grow: flags.grow === true || target?.sizeBytes === 0, recordIsClean: rec !== undefined && st !== undefined && divergenceOf(rec, st).length === 0,
       });
     }
     const progress = new ProgressLine('recv', undefined);

@@ -57,7 +57,7 @@ function nsIso(ns: bigint): string {
 /** Throws the refusal, or returns what to warn about. */
 export function checkTargetRules(s: StreamIdentity, rec: StoredRecord | undefined, st: BigIntStats | undefined, o: { force: boolean }): RuleOutcome {
   const warnings: string[] = [];
-  const holds = rec ? `${rec.record.sourceId}${rec.record.snapshotName ? ` (${rec.record.snapshotName})` : ''}, received ${new Date(rec.record.receivedUnixMs).toISOString()}` : undefined;
+  const holds = rec ? `${rec.record.sourceId} (${rec.record.snapshotName ? `${rec.record.snapshotName}, ` : ''}received ${new Date(rec.record.receivedUnixMs).toISOString()})` : undefined;
   if (rec && st) {
     const why = divergenceOf(rec, st);
     if (why.length > 0) {

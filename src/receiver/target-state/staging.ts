@@ -228,8 +228,10 @@ export interface RecoveryAction { file: string; action: 'rolled-back' | 'commit-
  * without cleanup), except the staging or journal of `keepOwner`: journals
  * are rolled back (or their commit finished, if it had begun), staging files
  * removed. The target then holds exactly its last received snapshot.
+ * onlyOwner: only that owner's (an aborted or expired transfer); keepTags:
+ * not those owners' (resumable transfers, by ownerTag).
  */
-export async function recoverFileTarget(targetPath: string, keepOwner?: string): Promise<RecoveryAction[]> {
+export async function recoverFileTarget(targetPath: string, keepOwner?: string, o: { onlyOwner?: string; keepTags?: ReadonlySet<string> } = {}): Promise<RecoveryAction[]> {
   const dir = dirname(targetPath);
   const prefix = `.${basename(targetPath)}.thinship-`;
   let names: string[];
@@ -239,12 +241,13 @@ export async function recoverFileTarget(targetPath: string, keepOwner?: string):
     return [];
   }
   const keep = keepOwner === undefined ? undefined : ownerTag(keepOwner);
+  const only = o.onlyOwner === undefined ? undefined : ownerTag(o.onlyOwner);
   const done: RecoveryAction[] = [];
   for (const n of names) {
     if (!n.startsWith(prefix)) continue;
     const rest = n.slice(prefix.length);
     const m = /^(staging|undo)-([0-9a-f]{16})$/.exec(rest);
-    if (!m || m[2] === keep) continue;
+    if (!m || m[2] === keep || (only !== undefined && m[2] !== only) || o.keepTags?.has(m[2]!)) continue;
     const file = join(dir, n);
     if (m[1] === 'staging') {
       await unlink(file).catch(() => undefined);
@@ -273,4 +276,20 @@ export async function recoverFileTarget(targetPath: string, keepOwner?: string):
     }
   }
   return done;
+}
+
+/** Staging files and journals anywhere under `dir`, by the target they belong to. */
+export async function findStagedTargets(dir: string): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(dir, { recursive: true });
+  } catch {
+    return [];
+  }
+  const targets = new Set<string>();
+  for (const n of names) {
+    const m = /^\.(.+)\.thinship-(staging|undo)-[0-9a-f]{16}$/.exec(basename(n));
+    if (m) targets.add(join(dir, dirname(n), m[1]!));
+  }
+  return [...targets];
 }
