@@ -75,7 +75,8 @@ offlineOptions(program.command('send')
       if (flags.format !== '1.1' || flags.extensions === false) throw new ThinshipError('USAGE', '--format and --no-extensions are for pipe mode, not for --to');
       await sendGrpcCommand(names, flags);
     }
-    else if (flags.target !== undefined || flags.transferId !== undefined || flags.force === true || flags.grow === true) throw new ThinshipError('USAGE', '--target, --transfer-id, --force and --grow need --to HOST:PORT');
+    else if (flags.target !== undefined || flags.transferId !== undefined) throw new ThinshipError('USAGE', '--target and --transfer-id need --to HOST:PORT');
+    else if (flags.force === true || flags.grow === true) throw new ThinshipError('USAGE', '--force and --grow need --to HOST:PORT (in pipe mode they are options of recv)');
     else await sendPipeCommand(names, flags);
   });
 tlsOptions(program.commands.find((c) => c.name() === 'send')!);

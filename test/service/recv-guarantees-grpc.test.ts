@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { createDemoPool, type DemoPool } from '../../src/thin/demo-pool.js';
 import { expectedImage } from '../helpers/offline-image.js';
 import { runCli, startCli, type CliResult } from '../helpers/cli.js';
+import { startDelayRelay, type DelayRelay } from '../../src/testing/delay-relay.js';
 import { makeTestCerts, writeConfig, startServe, stopServe, assertSameImage, type TestCerts, type ServeProcess } from './helpers.js';
 
 let dir: string;
@@ -21,7 +22,12 @@ let pool: DemoPool;
 let img1: Buffer;
 let img2: Buffer;
 let certs: TestCerts;
-const CHECKPOINT_BYTES = 1024 * 1024;
+const CHECKPOINT_BYTES = 256 * 1024;
+/**
+ * The demo incremental carries under 2 MiB: sent through a relay at this rate
+ * it takes a few seconds, so the kill points below fall inside it.
+ */
+const SLOW_LINK_BITS_PER_SECOND = 8e6;
 const OP_BYTES = 256 * 1024;
 const running: ServeProcess[] = [];
 
@@ -77,6 +83,11 @@ function leftovers(name: string): string[] {
 
 const checkpointAt = (min: number) => (l: Record<string, unknown>) => l.msg === 'checkpoint' && (l.dataBytes as number) >= min && l.status === 'in_progress';
 
+/** The id of the first (full, snapshot 1) transfer to `t` this receiver logged. */
+function firstTransferId(s: ServeProcess, t: string): unknown {
+  return s.lines.find((l) => l.msg === 'transfer begin' && l.target === t)?.transferId;
+}
+
 async function withSnap1(s: ServeProcess, name: string): Promise<string> {
   const t = join(dir, 'targets', name);
   ok(await runCli(sendArgs(s.port, t, [pool.baseDevId])));
@@ -84,8 +95,13 @@ async function withSnap1(s: ServeProcess, name: string): Promise<string> {
   return t;
 }
 
-for (const [what, ids] of [['incremental (undo journal)', [1, 2]], ['full (staging file)', [2]]] as const) {
-  for (const killAt of [1, 2 * CHECKPOINT_BYTES]) {
+/** A slow link to the receiver at `port` (the relay reconnects to whatever listens there: a restarted serve too). */
+async function slowLink(port: number): Promise<DelayRelay> {
+  return startDelayRelay({ toHost: '127.0.0.1', toPort: port, delayMs: 1, rateBitsPerSecond: SLOW_LINK_BITS_PER_SECOND, queueBytes: 64 * 1024 });
+}
+
+for (const [what, ids, killPoints] of [['incremental (undo journal)', [1, 2], [1, 4 * CHECKPOINT_BYTES]], ['full (staging file)', [2], [1, 12 * 1024 * 1024]]] as const) {
+  for (const killAt of killPoints) {
     test(`serve SIGKILLed mid-apply of a ${what} at ${killAt} bytes, restarted: the target is snapshot 1 exactly until the transfer resumes to snapshot 2, or is aborted back to 1`, async () => {
       const name = `sk-${ids.length}-${killAt}.img`;
       const cfg = config(`sk-${ids.length}-${killAt}`);
@@ -93,8 +109,11 @@ for (const [what, ids] of [['incremental (undo journal)', [1, 2]], ['full (stagi
       const port = s.port;
       const t = await withSnap1(s, name);
       const ids2 = ids.map((i) => (i === 1 ? pool.baseDevId : pool.snapDevId));
-      const sender = startCli(sendArgs(port, t, ids2));
-      await s.waitFor(checkpointAt(killAt));
+      const link = ids.length === 2 ? await slowLink(port) : undefined;
+      const sender = startCli(sendArgs(link?.port ?? port, t, ids2));
+      const begun = await s.waitFor((l) => l.msg === 'transfer begin' && l.target === t && l.transferId !== firstTransferId(s, t));
+      const at = await s.waitFor((l) => checkpointAt(killAt)(l) && l.transferId === begun.transferId);
+      assert.ok((at.durableOffsetBytes as number) < pool.volumeSizeBytes, 'killed before the end');
       sender.child.kill('SIGSTOP');
       s.child.kill('SIGKILL');
       await s.exited;
@@ -108,10 +127,13 @@ for (const [what, ids] of [['incremental (undo journal)', [1, 2]], ['full (stagi
       } finally {
         sender.child.kill('SIGKILL');
         await stopServe(s);
+        await link?.close();
       }
     });
   }
 }
+
+const t0links: DelayRelay[] = [];
 
 test('AbortTransfer of a broken incremental rolls the target back to snapshot 1 exactly; expiry does the same', async () => {
   const cfg = config('abort', { transferExpirySeconds: 2 });
@@ -120,7 +142,9 @@ test('AbortTransfer of a broken incremental rolls the target back to snapshot 1 
     for (const how of ['abort', 'expiry'] as const) {
       const name = `ab-${how}.img`;
       const t = await withSnap1(s, name);
-      const sender = startCli(sendArgs(s.port, t, [pool.baseDevId, pool.snapDevId]));
+      const link = await slowLink(s.port);
+      t0links.push(link);
+      const sender = startCli(sendArgs(link.port, t, [pool.baseDevId, pool.snapDevId]));
       const begun = await s.waitFor((l) => l.msg === 'transfer begin' && l.target === t && l.mode === 'incremental');
       const cp = await s.waitFor((l) => checkpointAt(1)(l) && l.transferId === begun.transferId);
       sender.child.kill('SIGSTOP');
@@ -141,6 +165,7 @@ test('AbortTransfer of a broken incremental rolls the target back to snapshot 1 
     }
   } finally {
     await stopServe(s);
+    for (const l of t0links) await l.close();
   }
 });
 
