@@ -859,6 +859,11 @@ export class TransferRegistry {
     }
   }
 
+  /** Opens a file target's staging file or undo journal (target-state/): one method, so tests can watch the handle written through. */
+  protected openStage(...a: Parameters<typeof openTransferStage>): ReturnType<typeof openTransferStage> {
+    return openTransferStage(...a);
+  }
+
   /** Opens a target for writing (target.ts). One method, so tests can watch the handle the registry writes through. */
   protected openTarget(...a: Parameters<typeof openTransferTarget>): ReturnType<typeof openTransferTarget> {
     return openTransferTarget(...a);
@@ -889,7 +894,7 @@ export class TransferRegistry {
     let stage: FileStage | undefined;
     if (target.kind === 'path') {
       try {
-        stage = await openTransferStage(target, handle, created === true, begin, transferOwner(s.identity, s.transferId), !!existing, log);
+        stage = await this.openStage(target, handle, created === true, begin, transferOwner(s.identity, s.transferId), !!existing, log);
         cp = { ...cp, targetIdentity: await targetIdentity(await handle.stat(), handle.sizeBytes) };
       } catch (e) {
         await handle.close().catch(() => undefined);
