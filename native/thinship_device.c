@@ -30,6 +30,7 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -494,6 +495,90 @@ static napi_value open_beneath_walk_js(napi_env env, napi_callback_info info) {
   return out;
 }
 
+
+/* ---- extended attributes and reflinks (receiver target records) ----------- */
+
+/* Reads a string argument into buf (NUL-terminated); 0 on error (thrown). */
+static int get_name(napi_env env, napi_value v, char *buf, size_t size, const char *what) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, buf, size, &len) != napi_ok || len == 0 || len >= size - 1) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", what);
+    return 0;
+  }
+  return 1;
+}
+
+/* fgetxattr(fd, name) → Buffer, or null when the attribute is not set (ENODATA).
+ * ENOTSUP (a file system without user xattrs) is thrown: callers fall back to a sidecar. */
+static napi_value fgetxattr_js(napi_env env, napi_callback_info info) {
+  napi_value argv[2], out;
+  int fd;
+  char name[256];
+  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd)) return NULL;
+  if (!get_name(env, argv[1], name, sizeof name, "name must be a non-empty string shorter than 255 bytes")) return NULL;
+  for (;;) {
+    ssize_t n = fgetxattr(fd, name, NULL, 0);
+    if (n < 0) {
+      if (errno == ENODATA) { napi_get_null(env, &out); return out; }
+      throw_errno(env, errno, "fgetxattr");
+      return NULL;
+    }
+    void *data = NULL;
+    if (napi_create_buffer(env, (size_t)n, &data, &out) != napi_ok) return NULL;
+    ssize_t m = n == 0 ? 0 : fgetxattr(fd, name, data, (size_t)n);
+    if (m < 0 && errno == ERANGE) continue; /* grew in between: ask again */
+    if (m < 0) {
+      if (errno == ENODATA) { napi_get_null(env, &out); return out; }
+      throw_errno(env, errno, "fgetxattr");
+      return NULL;
+    }
+    if (m == n) return out;
+    napi_value slice;
+    if (napi_create_buffer_copy(env, (size_t)m, data, NULL, &slice) != napi_ok) return NULL;
+    return slice;
+  }
+}
+
+/* fsetxattr(fd, name, buffer): creates or replaces the attribute. */
+static napi_value fsetxattr_js(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int fd;
+  char name[256];
+  void *data = NULL;
+  size_t len = 0;
+  if (!get_args(env, info, 3, argv) || !get_fd(env, argv[0], &fd)) return NULL;
+  if (!get_name(env, argv[1], name, sizeof name, "name must be a non-empty string shorter than 255 bytes")) return NULL;
+  if (napi_get_buffer_info(env, argv[2], &data, &len) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "value must be a Buffer");
+    return NULL;
+  }
+  if (fsetxattr(fd, name, data, len, 0) < 0) { throw_errno(env, errno, "fsetxattr"); return NULL; }
+  return NULL;
+}
+
+/* fremovexattr(fd, name) → true when removed, false when it was not set. */
+static napi_value fremovexattr_js(napi_env env, napi_callback_info info) {
+  napi_value argv[2], out;
+  int fd;
+  char name[256];
+  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd)) return NULL;
+  if (!get_name(env, argv[1], name, sizeof name, "name must be a non-empty string shorter than 255 bytes")) return NULL;
+  int r = fremovexattr(fd, name);
+  if (r < 0 && errno != ENODATA) { throw_errno(env, errno, "fremovexattr"); return NULL; }
+  napi_get_boolean(env, r == 0, &out);
+  return out;
+}
+
+/* ficlone(destFd, srcFd): ioctl(FICLONE), the whole file shared copy-on-write.
+ * EOPNOTSUPP / EXDEV / EINVAL where the file system has no reflinks. */
+static napi_value ficlone_js(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int dst, src;
+  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &dst) || !get_fd(env, argv[1], &src)) return NULL;
+  if (ioctl(dst, FICLONE, src) < 0) { throw_errno(env, errno, "ioctl(FICLONE)"); return NULL; }
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "blockSizeBytes", NULL, block_size_bytes, NULL, NULL, NULL, napi_enumerable, NULL },
@@ -506,6 +591,10 @@ static napi_value init(napi_env env, napi_value exports) {
     { "flock", NULL, flock_call, NULL, NULL, NULL, napi_enumerable, NULL },
     { "openBeneath", NULL, open_beneath, NULL, NULL, NULL, napi_enumerable, NULL },
     { "openBeneathWalk", NULL, open_beneath_walk_js, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "fgetxattr", NULL, fgetxattr_js, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "fsetxattr", NULL, fsetxattr_js, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "fremovexattr", NULL, fremovexattr_js, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "ficlone", NULL, ficlone_js, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -30,6 +30,7 @@ export type ErrorCode =
   | 'PROTOCOL_MISMATCH'   // sender and receiver speak different protocol versions
   | 'TRANSFER_BUSY'       // the target is held by another transfer (running or resumable)
   | 'BASE_MISMATCH'       // an incremental stream's base is not what the target holds
+  | 'DIVERGED'            // the target was written since its last received snapshot (--force applies over it)
   | 'RESUME_MISMATCH'     // a resume does not match the receiver's durable state of the transfer
   | 'UNAVAILABLE'         // the receiver cannot be reached, or the connection broke
   | 'INTERNAL';

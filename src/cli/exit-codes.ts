@@ -31,6 +31,7 @@ const EXIT_BY_CODE: Record<ErrorCode, number> = {
   PROTOCOL_MISMATCH: 14,
   RESUME_MISMATCH: 14,
   BASE_MISMATCH: 14,
+  DIVERGED: 14,
   TRANSFER_BUSY: 11,
   UNAVAILABLE: 15,
   TRANSFER_ABORTED: 16,    // the receiver stopped it; not a signal of ours (130 would say SIGINT)

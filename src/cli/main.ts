@@ -70,13 +70,16 @@ offlineOptions(program.command('send')
   .option('--transfer-id <id>', 'with --to: the transfer id (default: derived from target and snapshots, so a re-run resumes)')
   .option('--no-compress', 'with --to: no zstd (RAW and ZERO chunks only)')
   .option('--retries <n>', 'with --to: resume attempts after a broken connection (default 9)')
-  .option('--json', 'with --to: print the summary as JSON on stdout'))
+  .option('--json', 'with --to: print the summary as JSON on stdout')
+  .option('--force', 'with --to: the receiver applies over a target written since its last received snapshot, or an incremental onto a target without a record (zfs recv -F)')
+  .option('--grow', 'with --to: the receiver extends a file target smaller than the volume (else refused, exit 11)'))
   .action(async (names: string[], flags) => {
     if (flags.to !== undefined) {
       if (flags.format !== '1.1' || flags.extensions === false) throw new ThinshipError('USAGE', '--format and --no-extensions are for pipe mode, not for --to');
       await sendGrpcCommand(names, flags);
     }
     else if (flags.target !== undefined || flags.transferId !== undefined) throw new ThinshipError('USAGE', '--target and --transfer-id need --to HOST:PORT');
+    else if (flags.force === true || flags.grow === true) throw new ThinshipError('USAGE', '--force and --grow need --to HOST:PORT (in pipe mode they are options of recv)');
     else await sendPipeCommand(names, flags);
   });
 tlsOptions(program.commands.find((c) => c.name() === 'send')!);
@@ -86,7 +89,16 @@ program.command('recv')
   .argument('<target>', 'an LVM thin LV (vg/lv), or a file or block-device path (a missing file is created sparse at the volume size)')
   .option('-q, --quiet', 'no summary on stderr')
   .option('--progress <mode>', 'auto (a line when stderr is a terminal), tty, json (a JSON line a second on stderr), none', 'auto')
+  .option('--force', 'apply over a target written since its last received snapshot, or an incremental onto a target without a record (like zfs recv -F)')
+  .option('--grow', 'extend a file target smaller than the stream\'s volume (else refused, exit 11)')
   .action(async (target: string, flags) => { await recvPipeCommand(target, flags); });
+
+program.command('target')
+  .description('what a file target holds, as recorded on it by the receiver: snapshot, digest, time, divergence, staged applies')
+  .argument('<action>', 'show')
+  .argument('<target>', 'the target file')
+  .option('--json', 'as JSON on stdout')
+  .action(async (action: string, target: string, flags) => { await (await import('./commands/target.js')).targetCommand(action, target, flags); });
 
 program.command('serve')
   .description('the gRPC receiver: apply streams from senders over mTLS to the targets each client identity may write')

@@ -47,6 +47,14 @@ export interface NativeDevice {
   openBeneath(dirFd: number, relativePath: string, flags: number, mode: number): number;
   /** The O_NOFOLLOW walk alone (tests run it on kernels that have openat2). */
   openBeneathWalk(dirFd: number, relativePath: string, flags: number, mode: number): number;
+  /** fgetxattr: the attribute's value, null when not set; throws ENOTSUP where the file system has no user xattrs. */
+  fgetxattr(fd: number, name: string): Buffer | null;
+  /** fsetxattr: creates or replaces the attribute. */
+  fsetxattr(fd: number, name: string, value: Buffer): void;
+  /** fremovexattr: true when removed, false when it was not set. */
+  fremovexattr(fd: number, name: string): boolean;
+  /** ioctl(FICLONE): makes destFd share all of srcFd's blocks (reflink); EOPNOTSUPP/EXDEV/EINVAL where unsupported. */
+  ficlone(destFd: number, srcFd: number): void;
 }
 
 /** The errno-carrying Error the addon throws or rejects with. */

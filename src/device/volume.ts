@@ -299,6 +299,11 @@ export class VolumeHandle {
     });
   }
 
+  /** The open file descriptor (extended attributes, FICLONE: target-state/). Owned by this handle. */
+  get fd(): number {
+    return this.#fd;
+  }
+
   /** fdatasync: data written so far is on stable storage (device cache flushed). */
   async flush(): Promise<void> {
     this.#checkOpen('flush');

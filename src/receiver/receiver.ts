@@ -21,6 +21,8 @@ export interface ApplySummary {
   /** Full streams: bytes between records (unmapped in the source) made to read as zeros. */
   gapBytesZeroed: number;
   seconds: number;
+  /** The end record's stream digest, when the stream carried one (and it matched). */
+  digest?: Buffer;
 }
 
 export interface ApplyOptions {
@@ -33,6 +35,8 @@ export interface ApplyOptions {
   onBegin?: (info: BeginInfo) => Promise<void>;
   /** A resumed transfer: everything below this offset is already applied. */
   resumeFromBytes?: number;
+  /** The target is a staging file or behind an undo journal (target-state/): a failure is rolled back by the caller, so say so. */
+  staged?: boolean;
 }
 
 function where(m: { offsetBytes: number }, record: number, extra?: { streamPosition?: number }): string {
@@ -59,6 +63,7 @@ export async function applyMessages(messages: AsyncIterable<StreamMessage>, targ
   };
   let begin: BeginInfo | undefined;
   let ended = false;
+  let digest: Buffer | undefined;
   /** A DATA record arriving in pieces (docs/stream-format.md): where its next piece must start, and its end. */
   let inRecord: { next: number; end: number } | undefined;
   try {
@@ -90,6 +95,7 @@ export async function applyMessages(messages: AsyncIterable<StreamMessage>, targ
       if (!begin) throw new ThinshipError('BAD_STREAM', `record ${s.records} (${m.type}) comes before the begin of the stream`);
       if (m.type === 'end') {
         ended = true;
+        digest = m.digest;
         await zeroGapTo(begin.volumeSizeBytes ?? 0);
         continue;
       }
@@ -126,14 +132,17 @@ export async function applyMessages(messages: AsyncIterable<StreamMessage>, targ
     if (!begin) throw new ThinshipError('BAD_STREAM', 'empty stream: no records at all (nothing was written)');
     if (!ended || inRecord !== undefined) throw new ThinshipError('BAD_STREAM', `the stream ended without its end record after ${s.records} records`);
     await target.flush();
-    return { begin, ...s, seconds: (performance.now() - t0) / 1000 };
+    return { begin, ...s, seconds: (performance.now() - t0) / 1000, digest };
   } catch (e) {
     const err = asThinshipError(e);
     await target.flush().catch(() => undefined);
     const applied = s.dataRecords + s.unmapRecords;
+    const appliedNote = `applied before the error: ${s.dataRecords} data records (${s.bytesWritten} bytes written) and ${s.unmapRecords} unmap records (${s.bytesDiscarded} bytes discarded)`;
     const note = applied === 0
       ? 'nothing was applied to the target'
-      : `applied before the error: ${s.dataRecords} data records (${s.bytesWritten} bytes written) and ${s.unmapRecords} unmap records (${s.bytesDiscarded} bytes discarded); target flushed. The target is partly updated: send again to complete it`;
+      : o.staged
+      ? `${appliedNote}, to a staging file or behind an undo journal: rolled back, the target holds what it held before`
+      : `${appliedNote}; target flushed. The target is partly updated: send again to complete it`;
     throw new ThinshipError(err.code, `${err.message}; ${note}`, { retryable: err.retryable, details: { ...err.details, applied: s }, cause: err });
   }
 }

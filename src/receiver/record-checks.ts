@@ -38,6 +38,10 @@ export interface TransferBegin {
   resumeOffsetBytes: number;
   compression: 'none' | 'zstd';
   checksum: 'sha256' | 'none';
+  /** Apply over a diverged target / onto a target without a record (target-state/rules.ts). */
+  force?: boolean;
+  /** Extend an existing file target smaller than the volume. */
+  grow?: boolean;
 }
 
 export type WireRecord =

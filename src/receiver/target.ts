@@ -69,6 +69,8 @@ export interface OpenedTarget {
   handle: VolumeHandle;
   /** What was opened (see targetIdentity), recorded in the checkpoint. */
   identity: string;
+  /** A file target that did not exist and was created (empty) by this open. */
+  created?: boolean;
   /** Undo what opening did (deactivate an LV we activated). */
   release(): Promise<void>;
 }
@@ -240,8 +242,9 @@ export async function openTransferTarget(t: AllowedTarget, o: OpenTargetOptions)
   }
   const handle = await openVolumeFd(fd, t.realPath, { mode: 'write' });
   try {
-    if (handle.sizeBytes < o.volumeSizeBytes) await handle.extendTo(o.volumeSizeBytes);
-    return { handle, identity: await targetIdentity(await handle.stat(), handle.sizeBytes), release: NO_RELEASE };
+    // Not sized here: the stream is written to a staging file of the volume size, renamed over this one at commit, or
+    // (incremental) an existing smaller one is refused or grown (--grow) by its stage (target-state/).
+    return { handle, identity: await targetIdentity(await handle.stat(), handle.sizeBytes), release: NO_RELEASE, created: opened.created };
   } catch (e) {
     await handle.close().catch(() => undefined);
     throw e;

@@ -21,7 +21,9 @@
 import { ThinshipError, asThinshipError } from '../errors.js';
 import type { VolumeHandle } from '../device/volume.js';
 import { applyMessages } from './receiver.js';
-import { currentTargetIdentity, openTransferTarget, type OpenedTarget } from './target.js';
+import { currentTargetIdentity, openTransferTarget, targetIdentity, type OpenedTarget } from './target.js';
+import { commitTransferStage, discardTransferStage, openTransferStage, recoverAtStart, transferOwner } from './target-state/transfer-hooks.js';
+import type { FileStage } from './target-state/staging.js';
 import { SHA256_BYTES } from '../stream/integrity.js';
 import { checkData } from './decode-data.js';
 import { DecodePool } from './decode-pool.js';
@@ -285,6 +287,9 @@ export class TransferRegistry {
       throw e;
     }
     if (this.o.decodeWorkers > 0) this.decodePool = new DecodePool(this.o.decodeWorkers);
+    // recv-guarantees hook: staging and journals that no resumable transfer owns are rolled back.
+    const resumable = [...this.checkpoints.values()].filter((c) => c.status === 'in_progress').map((c) => transferOwner(c.identity, c.transferId));
+    await recoverAtStart(this.opts.policy, resumable, this.opts.log).catch((e) => this.opts.log.error({ err: asThinshipError(e).message }, 'start-up recovery of staged targets failed'));
     await this.sweep();
     const every = Math.max(1000, Math.min(60_000, Math.floor(this.o.expiryMs / 4)));
     this.sweepTimer = setInterval(() => { this.sweep().catch((e) => this.opts.log.error({ err: asThinshipError(e).message }, 'expiry sweep failed')); }, every);
@@ -300,6 +305,8 @@ export class TransferRegistry {
       if (this.sessions.has(k) || cp.updatedUnixMs + this.o.expiryMs > now) continue;
       this.checkpoints.delete(k);
       await this.store.remove(cp.identity, cp.transferId);
+      // recv-guarantees hook: an expired transfer's staging or journal is rolled back.
+      if (cp.status === 'in_progress') await discardTransferStage(cp.target, transferOwner(cp.identity, cp.transferId), this.opts.log);
       gone.push(cp.transferId);
       this.opts.log.info({ transferId: cp.transferId, target: cp.target, status: cp.status, durableOffsetBytes: cp.durableOffsetBytes }, 'transfer expired and forgotten');
     }
@@ -357,6 +364,8 @@ export class TransferRegistry {
     }
     this.checkpoints.delete(k);
     await this.store.remove(cp.identity, transferId);
+    // recv-guarantees hook: what the transfer staged is rolled back.
+    if (cp.status === 'in_progress') await discardTransferStage(cp.target, transferOwner(cp.identity, transferId), this.opts.log);
     this.opts.log.info({ transferId, identity: who.name, reason, stoppedActiveStream: !!s, durableOffsetBytes: cp.durableOffsetBytes }, 'transfer aborted');
     return { stopped: !!s, durableOffsetBytes: cp.durableOffsetBytes };
   }
@@ -468,7 +477,8 @@ export class TransferRegistry {
     }
     // A transfer starting over replaces its own stored record: not a new one for the stored cap.
     this.checkCapacity(identity, !this.checkpoints.has(key));
-    if (!cp && begin.mode === 'incremental') this.checkBase(begin, target.key, identity, now);
+    // File targets: the base is checked against the record on the target (target-state/), not this registry.
+    if (!cp && begin.mode === 'incremental' && target.kind !== 'path') this.checkBase(begin, target.key, identity, now);
     if (cp?.status === 'complete') throw new ThinshipError('RESUME_MISMATCH', `transfer ${id} is already complete (durable at ${cp.durableOffsetBytes}); send with a new transfer id to send it again`);
     const durable = cp?.durableOffsetBytes ?? 0;
     if (begin.resumeOffsetBytes !== durable) {
@@ -544,6 +554,11 @@ export class TransferRegistry {
     }
   }
 
+  /** Opens a file target's staging file or undo journal (target-state/): one method, so tests can watch the handle written through. */
+  protected openStage(...a: Parameters<typeof openTransferStage>): ReturnType<typeof openTransferStage> {
+    return openTransferStage(...a);
+  }
+
   /** Opens a target for writing (target.ts). One method, so tests can watch the handle the registry writes through. */
   protected openTarget(...a: Parameters<typeof openTransferTarget>): ReturnType<typeof openTransferTarget> {
     return openTransferTarget(...a);
@@ -555,28 +570,38 @@ export class TransferRegistry {
    * holding the last record applied. Any refusal closes and releases it again:
    * a refused begin holds nothing.
    */
-  private async openTargetOfTransfer(begin: TransferBegin, target: AllowedTarget, existing: TransferCheckpoint | undefined): Promise<OpenedTarget> {
+  /**
+   * Opens a transfer's target: refused if it was replaced since the transfer began or is too
+   * small; a file target is checked against its record and written through a staging file or
+   * undo journal (target-state/, the receiver guarantees); a resume re-reads the last applied
+   * record. Returns the open target and, for files, the stage that receives the writes.
+   */
+  private async openTargetOfTransfer(begin: TransferBegin, target: AllowedTarget, existing: TransferCheckpoint | undefined, s: Session, log: Logger): Promise<OpenedTarget & { stage?: FileStage }> {
     const opened = await this.openTarget(target, {
       volumeSizeBytes: begin.volumeSizeBytes,
       mustExist: begin.mode === 'incremental' ? 'an incremental stream applies only to a target holding its base' : existing ? 'it was removed during the transfer' : undefined,
     });
-    const { handle, release, identity } = opened;
+    const { handle, release, identity, created } = opened;
+    let stage: FileStage | undefined;
     try {
       if (existing?.targetIdentity !== undefined && identity !== existing.targetIdentity) {
         // Replaced between apply()'s look and the open: what is open now holds nothing of this transfer.
         throw replacedError(existing, begin, identity);
       }
-      if (handle.sizeBytes < begin.volumeSizeBytes) {
-        // Refused before the transfer is recorded.
+      if (target.kind === 'path') {
+        stage = await this.openStage(target, handle, created === true, begin, transferOwner(s.identity, s.transferId), !!existing, log);
+      } else if (handle.sizeBytes < begin.volumeSizeBytes) {
+        // Refused before the transfer is recorded: a refused begin holds nothing.
         throw new ThinshipError('TARGET_TOO_SMALL', `the stream is for a volume of ${begin.volumeSizeBytes} bytes but target ${begin.target} has only ${handle.sizeBytes} bytes; nothing was written`);
       }
-      if (existing?.lastData) await this.checkLastData(handle, existing);
+      if (existing?.lastData) await this.checkLastData(stage?.handle ?? handle, existing);
     } catch (e) {
+      await stage?.close().catch(() => undefined);
       await handle.close().catch(() => undefined);
       await release().catch(() => undefined);
       throw e;
     }
-    return opened;
+    return { ...opened, stage };
   }
 
   private async run(s: Session, who: ClientIdentity, begin: TransferBegin, target: AllowedTarget, existing: TransferCheckpoint | undefined, records: AsyncIterable<WireRecord>): Promise<ApplyResult> {
@@ -589,8 +614,10 @@ export class TransferRegistry {
       dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0, createdUnixMs: now, updatedUnixMs: now,
     };
     log.info({ mode: begin.mode, volumeSizeBytes: begin.volumeSizeBytes, resumeOffsetBytes: begin.resumeOffsetBytes, plannedDataBytes: begin.plannedDataBytes, resuming: !!existing }, existing ? 'transfer resuming' : 'transfer begin');
-    const { handle, release, identity } = await this.openTargetOfTransfer(begin, target, existing);
-    cp = { ...cp, targetIdentity: identity };
+    const { handle, release, identity, stage: opened } = await this.openTargetOfTransfer(begin, target, existing, s, log);
+    let stage = opened;
+    const writeTo = stage?.handle ?? handle;
+    cp = { ...cp, targetIdentity: stage ? await targetIdentity(await handle.stat(), handle.sizeBytes) : identity };
     const t0 = performance.now();
     const held = new SessionHoldings(this.recordBudget, s.controller.signal);
     let applied: Mark = {
@@ -636,12 +663,18 @@ export class TransferRegistry {
           const sinceBytes = applied.dataBytes - lastSaved.dataBytes;
           const sinceRecords = applied.dataRecords + applied.unmapRecords - lastSaved.dataRecords - lastSaved.unmapRecords;
           if (sinceBytes >= self.o.checkpointIntervalBytes || sinceRecords >= CHECKPOINT_INTERVAL_RECORDS) {
-            await handle.flush();
+            await writeTo.flush();
             await save(applied, 'in_progress');
           }
         }
       }
-      const summary = await applyMessages(messages(), handle, { resumeFromBytes: begin.resumeOffsetBytes });
+      const summary = await applyMessages(messages(), writeTo, { resumeFromBytes: begin.resumeOffsetBytes });
+      if (stage) {
+        // recv-guarantees hook: the validated End commits the staged snapshot onto the target.
+        await commitTransferStage(stage, begin, s.transferId, begin.checksum === 'sha256' ? ctx.ledger.digest : undefined);
+        stage = undefined;
+        cp = { ...cp, targetIdentity: await currentTargetIdentity(target) };
+      }
       // applyMessages flushed the target after the end record (and zeroed a full stream's tail).
       const end: Mark = { offsetBytes: begin.volumeSizeBytes, lastData: ctx.lastData, ...ctx.ledger.snapshot() };
       await save(end, 'complete');
@@ -664,7 +697,7 @@ export class TransferRegistry {
       // Keep what was applied: flush, then checkpoint at the last applied record, so a resume re-sends nothing of it.
       if (!s.forgotten && applied.offsetBytes > lastSaved.offsetBytes) {
         try {
-          await handle.flush();
+          await writeTo.flush();
           await save(applied, 'in_progress');
         } catch (e2) {
           log.error({ err: asThinshipError(e2).message }, 'could not checkpoint after the error; the last checkpoint stands');
@@ -674,6 +707,8 @@ export class TransferRegistry {
       throw err;
     } finally {
       held.close();
+      // A resumable transfer keeps its staging or journal (AbortTransfer and expiry roll it back).
+      await stage?.close().catch(() => undefined);
       await handle.close().catch((e) => log.error({ err: asThinshipError(e).message }, 'closing the target failed'));
       await release().catch((e) => log.error({ err: asThinshipError(e).message }, 'releasing the target failed'));
     }

@@ -239,6 +239,9 @@ export type SendEvent =
   | { type: 'retry'; attempt: number; error: ThinshipError; delayMs: number };
 
 export interface GrpcSendOptions {
+  /** Begin.force / Begin.grow: the receiver applies over a diverged target / extends a smaller file target. */
+  force?: boolean;
+  grow?: boolean;
   target: string;
   /** Default: derived from the target and the plan (defaultTransferId), so a re-run resumes. */
   transferId?: string;
@@ -333,7 +336,7 @@ function retryable(e: ThinshipError): boolean {
 }
 
 /** The Begin request of a call: the sender's begin, and what only this call knows. */
-export function pbBeginOf(info: BeginInfo, call: { target: string; resumeOffsetBytes: number; compress: boolean }): ApplyStreamRequest {
+export function pbBeginOf(info: BeginInfo, call: { target: string; resumeOffsetBytes: number; compress: boolean; force?: boolean; grow?: boolean }): ApplyStreamRequest {
   return {
     kind: 'begin',
     begin: {
@@ -345,6 +348,7 @@ export function pbBeginOf(info: BeginInfo, call: { target: string; resumeOffsetB
       resumeOffsetBytes: call.resumeOffsetBytes,
       compression: call.compress ? 'COMPRESSION_ZSTD' : 'COMPRESSION_NONE',
       checksum: info.checksum === 'none' ? 'CHECKSUM_ALGORITHM_NONE' : 'CHECKSUM_ALGORITHM_SHA256',
+      force: call.force === true, grow: call.grow === true,
     },
   };
 }
@@ -505,7 +509,7 @@ async function oneCall(
   try {
     for await (const m of sendMessages(p, reader, { resumeFromBytes: resume, transferId, buffers, checksum: 'sha256', volumeIds: wireVolumeIds(p) })) {
       if (m.type === 'begin') {
-        await write(pbBeginOf(m.info, { target: o.target, resumeOffsetBytes: resume, compress }));
+        await write(pbBeginOf(m.info, { target: o.target, resumeOffsetBytes: resume, compress, force: o.force === true, grow: o.grow === true }));
         continue;
       }
       if (m.type === 'data') {

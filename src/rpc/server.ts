@@ -105,6 +105,8 @@ export function beginFromProto(b: Begin__Output): TransferBegin {
     resumeOffsetBytes: uint(b.resumeOffsetBytes),
     compression: pick(COMPRESSIONS, b.compression, 'compression'),
     checksum: pick(CHECKSUMS, b.checksum, 'checksum'),
+    force: b.force === true,
+    grow: b.grow === true,
   };
 }
 

@@ -50,6 +50,7 @@ const GRPC_BY_CODE: Record<ErrorCode, grpc.status> = {
   TRANSFER_BUSY: grpc.status.ABORTED,
   RESUME_MISMATCH: grpc.status.FAILED_PRECONDITION,
   BASE_MISMATCH: grpc.status.FAILED_PRECONDITION,
+  DIVERGED: grpc.status.FAILED_PRECONDITION,
   UNAVAILABLE: grpc.status.UNAVAILABLE,
   INTERNAL: grpc.status.INTERNAL,
 };

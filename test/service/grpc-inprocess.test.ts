@@ -462,7 +462,8 @@ async function malformed(name: string, records: (ApplyStreamRequest | Record<str
   truncateSync(target, MAL_SIZE);
   const before = readFileSync(target);
   const c = rawCall();
-  c.write(beginMsg(`mal-${name}`, target, { volumeSizeBytes: MAL_SIZE, mode: 'TRANSFER_MODE_INCREMENTAL', baseId: 'test-base' }));
+  // force: the target has no record of holding 'test-base' (issue 13); these cases are about the records.
+  c.write(beginMsg(`mal-${name}`, target, { volumeSizeBytes: MAL_SIZE, mode: 'TRANSFER_MODE_INCREMENTAL', baseId: 'test-base', force: true }));
   for (const r of records) c.write(r);
   c.call.end();
   const e = await grpcError(c.response);
@@ -508,7 +509,7 @@ test('a message larger than the receive limit is refused by gRPC before it is re
   const target = join(allowed, 'huge.img');
   writeFileSync(target, Buffer.alloc(1024 * 1024, FILL));
   const c = rawCall();
-  c.write(beginMsg('huge', target, { volumeSizeBytes: 16 * 1024 * 1024, mode: 'TRANSFER_MODE_INCREMENTAL', baseId: 'test-base' }));
+  c.write(beginMsg('huge', target, { volumeSizeBytes: 16 * 1024 * 1024, mode: 'TRANSFER_MODE_INCREMENTAL', baseId: 'test-base', force: true, grow: true }));
   c.write(dataMsg(0, Buffer.alloc(5 * 1024 * 1024, 4)));
   c.call.end();
   const e = await grpcError(c.response);

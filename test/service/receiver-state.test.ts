@@ -249,10 +249,13 @@ test('a resume is refused when the target changed under the transfer (the last a
     await interruptedSend(pool, a, target, pool.baseDevId, 8 * 1024 * 1024, 'changed-1');
     await waitFor(async () => (await a.getTransferState('changed-1'))?.active === false, 'changed-1 to stop');
     const cp = JSON.parse(readFileSync(join(transfersDir('changed'), checkpointFileName('sender-a', 'changed-1')), 'utf8')) as { lastData: { offsetBytes: number; lengthBytes: number } };
-    assert.ok(cp.lastData && cp.lastData.lengthBytes > 0, 'the checkpoint records the last DATA record');
-    // someone else writes one byte inside that record
-    const fd = openSync(target, 'r+');
-    writeSync(fd, Buffer.from([0x5a ^ readFileSync(target).subarray(cp.lastData.offsetBytes, cp.lastData.offsetBytes + 1)[0]!]), 0, 1, cp.lastData.offsetBytes);
+    assert.ok(cp.lastData && cp.lastData.lengthBytes > 0, `the checkpoint records the last DATA record: ${JSON.stringify(r.lines.slice(-8))}`);
+    // someone else writes one byte inside that record: where the transfer wrote it, the staging file
+    // beside the target (issue 13: a full stream reaches the target only at its commit)
+    const staged = readdirSync(shared).filter((n) => n.startsWith('.changed.img.thinship-staging-')).map((n) => join(shared, n));
+    assert.equal(staged.length, 1, 'one staging file');
+    const fd = openSync(staged[0]!, 'r+');
+    writeSync(fd, Buffer.from([0x5a ^ readFileSync(staged[0]!).subarray(cp.lastData.offsetBytes, cp.lastData.offsetBytes + 1)[0]!]), 0, 1, cp.lastData.offsetBytes);
     closeSync(fd);
     await rejects(sendDemo(pool, a, target, pool.baseDevId, { transferId: 'changed-1', maxAttempts: 1 }), 'RESUME_MISMATCH', /target changed since; the transfer must start over/);
     await a.abortTransfer('changed-1', 'target changed');

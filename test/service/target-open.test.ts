@@ -149,14 +149,15 @@ for (const [resolver, openBeneath] of resolvers) {
   });
 }
 
-test('a regular file opens and is grown to the volume size; its identity is stable and changes when it is re-created', async () => {
+test('a regular file opens (a missing one is created empty: the stream goes to a staging file of the volume size, issue 13); its identity is stable and changes when it is re-created', async () => {
   const name = join(allowed, 'plain.img');
   const t = await authorizeTarget(policy, who, name);
   assert.equal(await currentTargetIdentity(t), undefined, 'missing: no identity');
   const o = await openTransferTarget(t, { volumeSizeBytes: 1 << 20 });
   await o.handle.close();
-  assert.equal(statSync(name).size, 1 << 20);
-  assert.match(o.identity, /^file dev=\d+ ino=\d+ born=\d+ size=1048576$/);
+  assert.equal(o.created, true);
+  assert.equal(statSync(name).size, 0);
+  assert.match(o.identity, /^file dev=\d+ ino=\d+ born=\d+ size=0$/);
   assert.equal(await currentTargetIdentity(t), o.identity);
   unlinkSync(name);
   writeFileSync(name, Buffer.alloc(1 << 20));

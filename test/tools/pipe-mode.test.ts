@@ -216,6 +216,9 @@ test('truncated stream: error names the position, says what was applied, exit 10
   assert.equal(r.code, 10, r.stderr);
   assert.match(r.stderr, /byte \d+/);
   assert.match(r.stderr, /applied before the error: \d+ data records/);
+  // Issue 13: what was applied is rolled back; the target is as it was (all zeros).
+  assert.match(r.stderr, /rolled back, the target holds what it held before/);
+  assert.ok(readFileSync(r.target).equals(Buffer.alloc(pool.volumeSizeBytes)), 'target still all zeros');
 });
 
 test('bad magic and wrong END counts are rejected', async () => {

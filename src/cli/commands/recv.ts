@@ -7,9 +7,13 @@ import { decodeStream } from '../../stream/linbit/decode.js';
 import { applyMessages } from '../../receiver/receiver.js';
 import { parseTargetName, resolveTarget } from '../../receiver/target.js';
 import { ProgressLine, parseProgressMode } from '../progress.js';
+import type { StreamMessage } from '../../stream/messages.js';
+import { openFileStage, recoverFileTarget, type FileStage, type RecoveryAction } from '../../receiver/target-state/staging.js';
+import { readFileRecord, type TargetRecord } from '../../receiver/target-state/record.js';
+import { checkTargetRules, divergenceOf } from '../../receiver/target-state/rules.js';
 import { formatBytes, formatRate } from '../format.js';
 
-export interface RecvFlags { quiet?: boolean; progress?: string }
+export interface RecvFlags { quiet?: boolean; progress?: string; force?: boolean; grow?: boolean }
 
 export async function recvPipeCommand(targetName: string, flags: RecvFlags): Promise<void> {
   if (process.stdin.isTTY) throw new ThinshipError('USAGE', 'recv reads a stream from stdin, which is a terminal: pipe a stream in (thinship send ... | thinship recv TARGET)');
@@ -25,7 +29,12 @@ export async function recvPipeCommand(targetName: string, flags: RecvFlags): Pro
       process.stderr.write('Empty input.\n');
       return;
     }
-    // A file target that does not exist yet is created, sparse, at the stream's volume size.
+    // Regular files (existing or not): atomic apply with a record of what the target holds (target-state/).
+    if (spec.kind === 'path' && (await isFileOrMissing(resolved.path))) {
+      await recvIntoFile(resolved.path, targetName, input, flags);
+      return;
+    }
+    // Block devices and LVs: applied in place.
     const existed = spec.kind === 'lvm' || (await stat(resolved.path).then(() => true, () => false));
     const target = await openVolume(resolved.path, { mode: 'write', create: !existed });
     try {
@@ -51,6 +60,88 @@ export async function recvPipeCommand(targetName: string, flags: RecvFlags): Pro
     }
   } finally {
     await resolved.release();
+  }
+}
+
+async function isFileOrMissing(path: string): Promise<boolean> {
+  return stat(path).then((st) => st.isFile(), (e: NodeJS.ErrnoException) => e.code === 'ENOENT');
+}
+
+/**
+ * Pipe mode into a regular file: leftovers of an earlier, broken apply are
+ * rolled back first; the begin is checked against the target's record before
+ * anything is written; the stream goes to a staging file or behind an undo
+ * journal and becomes the target only at its validated end.
+ */
+async function recvIntoFile(path: string, targetName: string, input: AsyncIterable<Buffer>, flags: RecvFlags): Promise<void> {
+  for (const a of await recoverFileTarget(path)) process.stderr.write(`thinship recv: ${targetName}: ${describeRecovery(a)}\n`);
+  const it = decodeStream(input)[Symbol.asyncIterator]();
+  const first = await it.next();
+  const begin = !first.done && first.value.type === 'begin' ? first.value.info : undefined;
+  const rest: AsyncIterable<StreamMessage> = {
+    [Symbol.asyncIterator]: () => {
+      let gave = first.done === true;
+      return { next: async () => { if (!gave) { gave = true; return first; } return it.next(); }, return: async () => (await it.return?.()) ?? { done: true, value: undefined } };
+    },
+  };
+  const full = begin?.incremental === false && begin.volumeSizeBytes !== undefined;
+  const existed = await stat(path).then(() => true, () => false);
+  const target = existed ? await openVolume(path, { mode: 'write' }) : undefined;
+  let stage: FileStage | undefined;
+  try {
+    const st = target ? await target.stat() : undefined;
+    const rec = target ? await readFileRecord(target.fd, path) : undefined;
+    if (begin) {
+      // Every refusal before the first byte is written.
+      if (target && begin.volumeSizeBytes !== undefined && target.sizeBytes > 0 && target.sizeBytes < begin.volumeSizeBytes && !flags.grow) {
+        // (An empty file holds nothing to protect: it is a new target.)
+        throw new ThinshipError('TARGET_TOO_SMALL', `the stream is for a volume of ${begin.volumeSizeBytes} bytes but target ${path} has only ${target.sizeBytes} bytes; nothing was written (--grow extends it)`);
+      }
+      if (!target && !full) {
+        if (begin.volumeSizeBytes === undefined) throw new ThinshipError('USAGE', `${path} does not exist and the stream does not say the volume size (a plain LINBIT stream): create the target first (truncate -s SIZE ${path})`);
+        throw new ThinshipError('NOT_FOUND', `target ${path} does not exist: an incremental stream applies only to a target holding its base ${begin.baseId ?? ''}`);
+      }
+      const rules = checkTargetRules({ target: path, incremental: !full, sourceId: begin.sourceId, baseId: begin.baseId }, rec, st, { force: flags.force === true });
+      for (const w of rules.warnings) process.stderr.write(`thinship recv: warning: ${w}\n`);
+      stage = await openFileStage({
+        targetPath: path, target, mode: full ? 'full' : 'in-place', volumeSizeBytes: begin.volumeSizeBytes, owner: 'pipe', resume: false,
+        grow: flags.grow === true || target?.sizeBytes === 0, recordIsClean: rec !== undefined && st !== undefined && divergenceOf(rec, st).length === 0,
+      });
+    }
+    const progress = new ProgressLine('recv', begin?.plannedDataBytes, parseProgressMode(flags.progress));
+    let summary;
+    try {
+      // No begin: applyMessages refuses the stream before a stage exists (target untouched).
+      const into = stage?.handle ?? target;
+      if (into === undefined) throw new ThinshipError('BAD_STREAM', `the stream does not begin with a begin record, so target ${path} (which does not exist) was not created`);
+      summary = await applyMessages(rest, into, { staged: true, onProgress: (s) => progress.update(s.bytesWritten) }).finally(() => progress.finish());
+    } catch (e) {
+      if (stage) await stage.rollback();
+      stage = undefined;
+      throw e;
+    }
+    const b = summary.begin;
+    const record: TargetRecord | undefined = b.sourceId ? {
+      format: 1, sourceId: b.sourceId, baseId: b.baseId ?? '', volumeSizeBytes: b.volumeSizeBytes ?? stage!.handle.sizeBytes,
+      digest: summary.digest?.toString('hex') ?? '', transferId: b.transferId ?? 'pipe', receivedUnixMs: Date.now(),
+    } : undefined;
+    await stage!.commit(record);
+    stage = undefined;
+    if (!flags.quiet) {
+      process.stderr.write(`thinship recv: ${targetName}: ${summary.records} records (${summary.dataRecords} data, ${summary.unmapRecords} unmap), ${formatBytes(summary.bytesWritten)} written, ${formatBytes(summary.bytesDiscarded)} discarded, ${summary.seconds.toFixed(2)} s (${formatRate(summary.bytesWritten, summary.seconds)})${record ? `; ${targetName} now holds ${record.sourceId}` : ''}\n`);
+    }
+  } finally {
+    if (stage) await stage.rollback().catch(() => undefined);
+    await target?.close().catch(() => undefined);
+  }
+}
+
+export function describeRecovery(a: RecoveryAction): string {
+  switch (a.action) {
+    case 'rolled-back': return `an earlier apply was interrupted: rolled back from its undo journal (${a.file}); the target holds its previous snapshot`;
+    case 'commit-finished': return `an earlier apply was interrupted while committing: commit finished from ${a.file}; the target holds the new snapshot`;
+    case 'staging-removed': return `an earlier apply was interrupted: its staging file ${a.file} was removed; the target holds its previous snapshot`;
+    case 'journal-dropped': return `an undo journal ${a.file} of a file that is no longer the target was removed`;
   }
 }
 

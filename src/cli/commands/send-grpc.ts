@@ -33,6 +33,8 @@ export interface GrpcSendFlags extends SourceFlags, TlsFlags {
   target?: string;
   transferId?: string;
   compress?: boolean;
+  force?: boolean;
+  grow?: boolean;
   retries?: string;
   maxOpBytes?: string;
   json?: boolean;
@@ -101,7 +103,7 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
       let r: GrpcSendResult;
       try {
         r = await sendPlanOverGrpc(client, p, reader, {
-          target: flags.target, transferId, compress, pool, maxAttempts: retries + 1, signal: ac.signal,
+          target: flags.target, transferId, compress, pool, force: flags.force === true, grow: flags.grow === true, maxAttempts: retries + 1, signal: ac.signal,
           // One burst is one record's payload: the limit shapes the wire without splitting records.
           bandwidth: bwlimit === undefined ? undefined : new TokenBucket(bwlimit, maxOpBytes + 4096),
           onProgress: (x) => progress.update(x.resumedDataBytes + x.dataBytes),

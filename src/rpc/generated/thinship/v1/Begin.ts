@@ -84,6 +84,19 @@ export interface Begin {
    * began with.
    */
   'checksum'?: (_thinship_v1_ChecksumAlgorithm);
+  /**
+   * The sender's --force, as on `thinship recv` (and `zfs recv -F`): apply
+   * over a target written since its last received snapshot (else
+   * FAILED_PRECONDITION, reason "DIVERGED"), or an incremental onto a target
+   * that has no record of what it holds (else reason "BASE_MISMATCH"). It
+   * never makes a wrong base right.
+   */
+  'force'?: (boolean);
+  /**
+   * The sender's --grow: extend an existing file target smaller than
+   * volume_size_bytes (else FAILED_PRECONDITION, reason "TARGET_TOO_SMALL").
+   */
+  'grow'?: (boolean);
 }
 
 /**
@@ -165,4 +178,17 @@ export interface Begin__Output {
    * began with.
    */
   'checksum': (_thinship_v1_ChecksumAlgorithm__Output);
+  /**
+   * The sender's --force, as on `thinship recv` (and `zfs recv -F`): apply
+   * over a target written since its last received snapshot (else
+   * FAILED_PRECONDITION, reason "DIVERGED"), or an incremental onto a target
+   * that has no record of what it holds (else reason "BASE_MISMATCH"). It
+   * never makes a wrong base right.
+   */
+  'force': (boolean);
+  /**
+   * The sender's --grow: extend an existing file target smaller than
+   * volume_size_bytes (else FAILED_PRECONDITION, reason "TARGET_TOO_SMALL").
+   */
+  'grow': (boolean);
 }

@@ -1,0 +1,295 @@
+/**
+ * Atomic apply onto a file target: the live target moves from one complete
+ * received snapshot to the next in one step.
+ *
+ *   full stream   → a new sparse file beside the target (`.NAME.thinship-staging-OWNER`),
+ *                   renamed over the target at commit (after fsync of the file and the directory)
+ *   incremental   → FICLONE of the target into that staging file where the file system has
+ *                   reflinks, renamed likewise; elsewhere written in place behind an undo
+ *                   journal (`.NAME.thinship-undo-OWNER`, undo-journal.ts)
+ *
+ * OWNER is a hash of who applies (pipe mode, or a gRPC transfer): a resumed
+ * transfer continues into its own staging or journal; anything else left
+ * beside a target is rolled back (recoverFileTarget) before a new apply and
+ * at the receiver's start.
+ */
+import { createHash } from 'node:crypto';
+import { fstatSync, fsync, ftruncate } from 'node:fs';
+import { promisify } from 'node:util';
+import { readdir, rename, unlink, stat } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { ThinshipError } from '../../errors.js';
+import { openVolume, type VolumeHandle } from '../../device/volume.js';
+import { nativeDevice } from '../../device/native.js';
+import { UndoJournal, readJournal } from './undo-journal.js';
+import { pruneSidecar, readFileRecord, removeFileRecord, syncDir, writeFileRecord, type StoredRecord, type TargetRecord } from './record.js';
+
+export type StageKind = 'new-file' | 'reflink' | 'journal';
+
+/** Old bytes are saved and written back in pieces of at most this many bytes. */
+const JOURNAL_PIECE_BYTES = 4 * 1024 * 1024;
+
+export function ownerTag(owner: string): string {
+  return createHash('sha256').update(owner).digest('hex').slice(0, 16);
+}
+
+export function stagingPath(targetPath: string, owner: string): string {
+  return join(dirname(targetPath), `.${basename(targetPath)}.thinship-staging-${ownerTag(owner)}`);
+}
+
+export function journalPath(targetPath: string, owner: string): string {
+  return join(dirname(targetPath), `.${basename(targetPath)}.thinship-undo-${ownerTag(owner)}`);
+}
+
+export interface OpenStageOptions {
+  targetPath: string;
+  /** The target, open for writing; undefined when it does not exist yet (a full stream creates it). */
+  target: VolumeHandle | undefined;
+  /** 'full': the stream replaces the whole volume (it says its size); 'in-place': incremental or a plain LINBIT stream. */
+  mode: 'full' | 'in-place';
+  volumeSizeBytes: number | undefined;
+  /** 'pipe', or the gRPC transfer's identity and id. */
+  owner: string;
+  /** Continue the staging or journal this owner left (a resumed gRPC transfer). */
+  resume: boolean;
+  /** Extend a target smaller than the volume (else the caller refused it before). */
+  grow: boolean;
+  /** The target holds its record and has not diverged: a rollback of the journal re-records it. */
+  recordIsClean?: boolean;
+  /** Tests and file systems that lie about reflinks: never try FICLONE (THINSHIP_STAGING=journal does the same). */
+  noReflink?: boolean;
+}
+
+export interface FileStage {
+  kind: StageKind;
+  /** Where the stream's records are written. */
+  handle: VolumeHandle;
+  /** Makes the staged data the target, with its record; the target is the new snapshot once this returns. */
+  commit(record: TargetRecord | undefined): Promise<StoredRecord | undefined>;
+  /** Puts the target back as it was and removes the staging or journal. */
+  rollback(): Promise<void>;
+  /** Closes without deciding (a resumable transfer keeps its staging or journal). */
+  close(): Promise<void>;
+}
+
+function fdOf(h: VolumeHandle): number {
+  return h.fd;
+}
+
+/** fsync (not fdatasync): the record's extended attributes are metadata. */
+const fsyncFd = promisify(fsync);
+const ftruncateFd = promisify(ftruncate);
+
+export async function openFileStage(o: OpenStageOptions): Promise<FileStage> {
+  const sp = stagingPath(o.targetPath, o.owner);
+  const jp = journalPath(o.targetPath, o.owner);
+  const exists = async (p: string) => stat(p).then(() => true, () => false);
+
+  if (o.mode === 'full' || (o.target !== undefined && !o.noReflink && process.env.THINSHIP_STAGING !== 'journal')) {
+    // A staging file: new (full), or a reflink of the target (incremental).
+    let handle: VolumeHandle | undefined;
+    let kind: StageKind = o.mode === 'full' ? 'new-file' : 'reflink';
+    if (o.resume && (await exists(sp))) {
+      handle = await openVolume(sp, { mode: 'write' });
+    } else {
+      await unlink(sp).catch(() => undefined);
+      handle = await openVolume(sp, { mode: 'write', create: true });
+      if (kind === 'reflink') {
+        try {
+          nativeDevice().ficlone(fdOf(handle), fdOf(o.target!));
+        } catch (e) {
+          await handle.close().catch(() => undefined);
+          await unlink(sp).catch(() => undefined);
+          const errno = (e as { code?: string }).code;
+          if (errno !== 'EOPNOTSUPP' && errno !== 'ENOTSUP' && errno !== 'EXDEV' && errno !== 'EINVAL' && errno !== 'ENOTTY') throw e;
+          handle = undefined; // no reflinks here: fall through to the journal
+        }
+      }
+    }
+    if (handle !== undefined) {
+      const h = handle;
+      const want = o.volumeSizeBytes ?? o.target?.sizeBytes ?? 0;
+      if (h.sizeBytes < want) await h.extendTo(want);
+      return {
+        kind,
+        handle: h,
+        commit: async (record) => {
+          await h.flush();
+          const targetIno = o.target ? String((await o.target.stat()).ino) : undefined;
+          const stored = record ? await writeFileRecord(fdOf(h), o.targetPath, record, { keepInode: targetIno }) : undefined;
+          await fsyncFd(fdOf(h));
+          await h.close();
+          await rename(sp, o.targetPath);
+          await syncDir(dirname(o.targetPath));
+          if (stored?.store === 'sidecar') await pruneSidecar(o.targetPath, stored.commit.ino);
+          return stored;
+        },
+        rollback: async () => {
+          await h.close().catch(() => undefined);
+          await unlink(sp).catch(() => undefined);
+        },
+        close: async () => { await h.close().catch(() => undefined); },
+      };
+    }
+    kind = 'journal';
+  }
+
+  // In place behind an undo journal.
+  const target = o.target;
+  if (target === undefined) throw new ThinshipError('NOT_FOUND', `target ${o.targetPath} does not exist: an incremental stream applies only to a target holding its base`);
+  const st = fstatSync(fdOf(target), { bigint: true });
+  let journal: UndoJournal;
+  if (o.resume && (await exists(jp))) journal = await UndoJournal.reopen(jp);
+  else {
+    await unlink(jp).catch(() => undefined);
+    journal = await UndoJournal.create(jp, { owner: o.owner, ino: String(st.ino), dev: String(st.dev), originalSizeBytes: target.sizeBytes, restoreRecord: o.recordIsClean === true });
+    await syncDir(dirname(o.targetPath));
+  }
+  const originalSize = journal.header.originalSizeBytes;
+  const saveOld = async (offsetBytes: number, lengthBytes: number) => {
+    // Beyond the original size there is nothing to save: rollback truncates there.
+    const end = Math.min(offsetBytes + lengthBytes, originalSize);
+    for (let p = offsetBytes; p < end; p += JOURNAL_PIECE_BYTES) {
+      const n = Math.min(JOURNAL_PIECE_BYTES, end - p);
+      const buf = Buffer.alloc(n);
+      const got = await target.readAt(buf, p, n);
+      await journal.saveOld(p, buf.subarray(0, got));
+    }
+  };
+  // The journal sits between the stream and the target: every write and zeroing saves what it replaces first.
+  const writeAt = target.writeAt.bind(target);
+  const makeZero = target.makeZero.bind(target);
+  target.writeAt = async (buf, off) => { await saveOld(off, buf.byteLength); return writeAt(buf, off); };
+  target.makeZero = async (off, len) => { await saveOld(off, len); return makeZero(off, len); };
+  const want = o.volumeSizeBytes ?? 0;
+  if (o.grow && target.sizeBytes < want) await target.extendTo(want);
+  return {
+    kind: 'journal',
+    handle: target,
+    commit: async (record) => {
+      await target.flush();
+      let stored: StoredRecord | undefined;
+      if (record) {
+        await journal.markCommitted(record);
+        stored = await writeFileRecord(fdOf(target), o.targetPath, record);
+      } else {
+        // A stream that names nothing (plain LINBIT): what the target holds is no longer known.
+        await removeFileRecord(fdOf(target), o.targetPath);
+      }
+      await fsyncFd(fdOf(target));
+      await journal.closeAndDelete();
+      await syncDir(dirname(o.targetPath));
+      return stored;
+    },
+    rollback: async () => {
+      await journal.close();
+      await rollbackJournal(jp, target);
+    },
+    close: async () => { await journal.close(); },
+  };
+}
+
+/** Writes a journal's old bytes back (newest first), cuts the target to its original size, deletes the journal. */
+export async function rollbackJournal(path: string, target: VolumeHandle): Promise<{ ranges: number; committed: boolean }> {
+  const j = await readJournal(path);
+  if (j.committed) {
+    // The data was final: finish the commit instead.
+    await writeFileRecord(fdOf(target), target.path, j.committed);
+    await fsyncFd(fdOf(target));
+    await unlink(path);
+    return { ranges: 0, committed: true };
+  }
+  // Not through the journal's own wrapper: write with the plain methods of the prototype.
+  const proto = Object.getPrototypeOf(target) as VolumeHandle;
+  for (let i = j.ranges.length - 1; i >= 0; i--) {
+    const r = j.ranges[i]!;
+    await proto.writeAt.call(target, r.old, r.offsetBytes);
+  }
+  const st = await target.stat();
+  if (Number(st.size) > j.header.originalSizeBytes) {
+    await ftruncateFd(fdOf(target), j.header.originalSizeBytes);
+  }
+  await target.flush();
+  if (j.header.restoreRecord) {
+    // Back to exactly the recorded snapshot, but the writes moved mtime/ctime: record the stat again.
+    const rec = await readFileRecord(fdOf(target), target.path).catch(() => undefined);
+    if (rec) await writeFileRecord(fdOf(target), target.path, rec.record);
+    await fsyncFd(fdOf(target));
+  }
+  await unlink(path);
+  await syncDir(dirname(path));
+  return { ranges: j.ranges.length, committed: false };
+}
+
+export interface RecoveryAction { file: string; action: 'rolled-back' | 'commit-finished' | 'staging-removed' | 'journal-dropped' }
+
+/**
+ * What an earlier apply left beside a target (a crash, a kill, an abort
+ * without cleanup), except the staging or journal of `keepOwner`: journals
+ * are rolled back (or their commit finished, if it had begun), staging files
+ * removed. The target then holds exactly its last received snapshot.
+ * onlyOwner: only that owner's (an aborted or expired transfer); keepTags:
+ * not those owners' (resumable transfers, by ownerTag).
+ */
+export async function recoverFileTarget(targetPath: string, keepOwner?: string, o: { onlyOwner?: string; keepTags?: ReadonlySet<string> } = {}): Promise<RecoveryAction[]> {
+  const dir = dirname(targetPath);
+  const prefix = `.${basename(targetPath)}.thinship-`;
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return [];
+  }
+  const keep = keepOwner === undefined ? undefined : ownerTag(keepOwner);
+  const only = o.onlyOwner === undefined ? undefined : ownerTag(o.onlyOwner);
+  const done: RecoveryAction[] = [];
+  for (const n of names) {
+    if (!n.startsWith(prefix)) continue;
+    const rest = n.slice(prefix.length);
+    const m = /^(staging|undo)-([0-9a-f]{16})$/.exec(rest);
+    if (!m || m[2] === keep || (only !== undefined && m[2] !== only) || o.keepTags?.has(m[2]!)) continue;
+    const file = join(dir, n);
+    if (m[1] === 'staging') {
+      await unlink(file).catch(() => undefined);
+      done.push({ file, action: 'staging-removed' });
+      continue;
+    }
+    let target: VolumeHandle | undefined;
+    try {
+      target = await openVolume(targetPath, { mode: 'write' });
+    } catch {
+      target = undefined;
+    }
+    try {
+      const j = await readJournal(file);
+      const st = target ? await target.stat() : undefined;
+      if (!target || !st || String(st.ino) !== j.header.ino || String(st.dev) !== j.header.dev) {
+        // The target was replaced or removed: the journal's bytes belong to a file that is gone.
+        await unlink(file);
+        done.push({ file, action: 'journal-dropped' });
+        continue;
+      }
+      const r = await rollbackJournal(file, target);
+      done.push({ file, action: r.committed ? 'commit-finished' : 'rolled-back' });
+    } finally {
+      await target?.close().catch(() => undefined);
+    }
+  }
+  return done;
+}
+
+/** Staging files and journals anywhere under `dir`, by the target they belong to. */
+export async function findStagedTargets(dir: string): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(dir, { recursive: true });
+  } catch {
+    return [];
+  }
+  const targets = new Set<string>();
+  for (const n of names) {
+    const m = /^\.(.+)\.thinship-(staging|undo)-[0-9a-f]{16}$/.exec(basename(n));
+    if (m) targets.add(join(dir, dirname(n), m[1]!));
+  }
+  return [...targets];
+}

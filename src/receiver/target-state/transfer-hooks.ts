@@ -1,0 +1,86 @@
+/**
+ * The gRPC receiver's (transfers.ts) calls into target-state/ for file
+ * targets, kept here so that the registry only calls named hooks:
+ *
+ *   openTransferStage    after the target is opened: roll back leftovers, check the
+ *                        record (base, divergence, size), open the staging file or journal
+ *   commitTransferStage  at the validated End: the staged data becomes the target, recorded
+ *   discardTransferStage AbortTransfer and expiry: roll the transfer's staging/journal back
+ *   recoverAtStart       receiver start: roll back what no resumable transfer owns
+ */
+import type { Logger } from 'pino';
+import { ThinshipError } from '../../errors.js';
+import type { VolumeHandle } from '../../device/volume.js';
+import type { AccessPolicy, AllowedTarget } from '../access.js';
+import { readFileRecord, type TargetRecord } from './record.js';
+import { checkTargetRules, divergenceOf } from './rules.js';
+import { findStagedTargets, openFileStage, ownerTag, recoverFileTarget, type FileStage, type RecoveryAction } from './staging.js';
+
+/** What the registry's Begin carries that matters here (transfers.ts TransferBegin). */
+export interface StageBegin {
+  target: string;
+  mode: 'full' | 'incremental';
+  volumeSizeBytes: number;
+  sourceId: string;
+  baseId: string;
+  force?: boolean;
+  grow?: boolean;
+}
+
+export function transferOwner(identity: string, transferId: string): string {
+  return `grpc:${identity}/${transferId}`;
+}
+
+function logRecovery(log: Logger, acts: RecoveryAction[]): void {
+  for (const a of acts) log.warn({ file: a.file, action: a.action }, a.action === 'commit-finished' ? 'interrupted commit finished: the target holds the new snapshot' : 'interrupted apply rolled back: the target holds its previous snapshot');
+}
+
+/**
+ * Before the first byte of a transfer onto a file target. A new transfer
+ * (resuming false) is checked against the target's record and may be refused
+ * (BASE_MISMATCH, DIVERGED, TARGET_TOO_SMALL) with nothing written; a resumed
+ * one continues into its own staging or journal.
+ */
+export async function openTransferStage(t: Extract<AllowedTarget, { kind: 'path' }>, handle: VolumeHandle, created: boolean, b: StageBegin, owner: string, resuming: boolean, log: Logger): Promise<FileStage> {
+  logRecovery(log, await recoverFileTarget(t.realPath, resuming ? owner : undefined));
+  const st = await handle.stat();
+  const rec = created ? undefined : await readFileRecord(handle.fd, t.realPath);
+  if (!resuming) {
+    if (!created && handle.sizeBytes > 0 && handle.sizeBytes < b.volumeSizeBytes && !b.grow) {
+      // An empty file holds nothing to protect: it is a new target.
+      throw new ThinshipError('TARGET_TOO_SMALL', `the stream is for a volume of ${b.volumeSizeBytes} bytes but target ${b.target} has only ${handle.sizeBytes} bytes; nothing was written (send --grow extends it)`);
+    }
+    const rules = checkTargetRules({ target: b.target, incremental: b.mode === 'incremental', sourceId: b.sourceId, baseId: b.baseId }, rec, st, { force: b.force === true });
+    for (const w of rules.warnings) log.warn({ target: b.target }, w);
+  }
+  return openFileStage({
+    targetPath: t.realPath, target: handle, mode: b.mode === 'full' ? 'full' : 'in-place', volumeSizeBytes: b.volumeSizeBytes, owner,
+    resume: resuming, grow: b.grow === true || created || handle.sizeBytes === 0, recordIsClean: rec !== undefined && divergenceOf(rec, st).length === 0,
+  });
+}
+
+export async function commitTransferStage(stage: FileStage, b: StageBegin, transferId: string, digest: Buffer | undefined): Promise<void> {
+  const record: TargetRecord = {
+    format: 1, sourceId: b.sourceId, baseId: b.mode === 'incremental' ? b.baseId : '', volumeSizeBytes: b.volumeSizeBytes,
+    digest: digest && digest.length > 0 ? digest.toString('hex') : '', transferId, receivedUnixMs: Date.now(),
+  };
+  await stage.commit(record);
+}
+
+/** AbortTransfer / expiry: the transfer's staging or journal is rolled back; the target holds its previous snapshot. */
+export async function discardTransferStage(targetName: string, owner: string, log: Logger): Promise<void> {
+  if (!targetName.startsWith('/')) return;
+  logRecovery(log, await recoverFileTarget(targetName, undefined, { onlyOwner: owner }));
+}
+
+/** Receiver start: under every allowed directory, what no resumable transfer (keepOwners) owns is rolled back. */
+export async function recoverAtStart(policy: AccessPolicy, keepOwners: string[], log: Logger): Promise<void> {
+  const keepTags = new Set(keepOwners.map(ownerTag));
+  const dirs = new Set<string>();
+  for (const rules of policy.identities.values()) for (const d of rules.directories) dirs.add(d.real);
+  for (const d of dirs) {
+    for (const target of await findStagedTargets(d)) {
+      logRecovery(log, await recoverFileTarget(target, undefined, { keepTags }));
+    }
+  }
+}
