@@ -494,6 +494,73 @@ static napi_value open_beneath_walk_js(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* ---- crc32c --------------------------------------------------------------- */
+
+/* crc32c(seed, buffer, start, end): the CRC-32C (Castagnoli) register after
+ * buffer[start, end) from `seed`, with no final inversion (the kernel's
+ * crc32c(), which persistent-data's block checksums use). SSE4.2's crc32
+ * instruction where the CPU has it (a 4 KiB metadata block in well under a
+ * microsecond), else a byte-wise table. Synchronous: it never touches a device. */
+static uint32_t crc32c_table[256];
+
+static void crc32c_table_init(void) {
+  for (uint32_t i = 0; i < 256; i++) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+    crc32c_table[i] = c;
+  }
+}
+
+static uint32_t crc32c_bytes(uint32_t c, const uint8_t *p, size_t n) {
+  while (n--) c = crc32c_table[(c ^ *p++) & 0xff] ^ (c >> 8);
+  return c;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2")))
+static uint32_t crc32c_sse42(uint32_t c, const uint8_t *p, size_t n) {
+  uint64_t c64 = c;
+  while (n >= 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    c64 = __builtin_ia32_crc32di(c64, w);
+    p += 8;
+    n -= 8;
+  }
+  c = (uint32_t)c64;
+  while (n--) c = __builtin_ia32_crc32qi(c, *p++);
+  return c;
+}
+#endif
+
+static int crc32c_has_sse42 = 0;
+
+static napi_value crc32c_js(napi_env env, napi_callback_info info) {
+  napi_value argv[4], out;
+  if (!get_args(env, info, 4, argv)) return NULL;
+  uint32_t seed;
+  int64_t start, end;
+  void *data;
+  size_t len;
+  if (napi_get_value_uint32(env, argv[0], &seed) != napi_ok) { napi_throw_type_error(env, NULL, "crc32c: seed must be a number"); return NULL; }
+  if (napi_get_buffer_info(env, argv[1], &data, &len) != napi_ok) { napi_throw_type_error(env, NULL, "crc32c: expected a Buffer"); return NULL; }
+  if (napi_get_value_int64(env, argv[2], &start) != napi_ok || napi_get_value_int64(env, argv[3], &end) != napi_ok ||
+      start < 0 || end < start || (uint64_t)end > len) {
+    napi_throw_range_error(env, NULL, "crc32c: start/end outside the buffer");
+    return NULL;
+  }
+  const uint8_t *p = (const uint8_t *)data + start;
+  size_t n = (size_t)(end - start);
+  uint32_t c;
+#if defined(__x86_64__)
+  c = crc32c_has_sse42 ? crc32c_sse42(seed, p, n) : crc32c_bytes(seed, p, n);
+#else
+  c = crc32c_bytes(seed, p, n);
+#endif
+  napi_create_uint32(env, c, &out);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "blockSizeBytes", NULL, block_size_bytes, NULL, NULL, NULL, napi_enumerable, NULL },
@@ -506,7 +573,13 @@ static napi_value init(napi_env env, napi_value exports) {
     { "flock", NULL, flock_call, NULL, NULL, NULL, napi_enumerable, NULL },
     { "openBeneath", NULL, open_beneath, NULL, NULL, NULL, napi_enumerable, NULL },
     { "openBeneathWalk", NULL, open_beneath_walk_js, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "crc32c", NULL, crc32c_js, NULL, NULL, NULL, napi_enumerable, NULL },
   };
+  crc32c_table_init();
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  crc32c_has_sse42 = __builtin_cpu_supports("sse4.2");
+#endif
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
 }

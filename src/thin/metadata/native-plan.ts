@@ -54,8 +54,8 @@ export async function nativeDeltaPlan(r: MetadataReader, baseDevId: number, snap
     sink.onSuperblock?.(sb);
     const stats = await walkDelta(r.blocks, { root: left.root, devId: baseDevId }, { root: right.root, devId: snapDevId }, (b) => { opts.signal?.throwIfAborted(); return sink.onRanges(b); });
     // thin_delta's ranges run to the last block mapped in either device; shared subtrees were skipped, so ask the trees.
-    const rightLast = await lastKey(r.blocks, right.root, MAPPING_VALUE_BYTES, `mapping tree of device ${snapDevId}`);
-    const leftLast = left.root === right.root ? rightLast : await lastKey(r.blocks, left.root, MAPPING_VALUE_BYTES, `mapping tree of device ${baseDevId}`);
+    const rightLast = lastKey(r.blocks, right.root, MAPPING_VALUE_BYTES, `mapping tree of device ${snapDevId}`);
+    const leftLast = left.root === right.root ? rightLast : lastKey(r.blocks, left.root, MAPPING_VALUE_BYTES, `mapping tree of device ${baseDevId}`);
     log.debug({ baseDevId, snapDevId, blocksRead: r.blocks.blocksRead - before, sharedSubtreesSkipped: stats.sharedSubtreesSkipped }, 'native delta walked');
     return { superblock: sb, leftDevId: baseDevId, rightDevId: snapDevId, extentBlocks: Math.max(leftLast, rightLast) + 1, snapEndBlocks: rightLast + 1 };
   }, opts);
