@@ -126,18 +126,13 @@ class Cursor {
     this.stack.push({ n, i: 0, hi: h.hi });
   }
 
-  /**
-   * Children not yet visited of the deepest internal node on this cursor's
-   * path (where siblings the other tree shares are; a hint for read-ahead).
-   */
+  /** Children not yet visited of the internal nodes on this cursor's path. */
   pendingChildren(): Set<number> {
     const out = new Set<number>();
     if (this.root !== undefined) out.add(this.root);
-    for (let d = this.stack.length - 1; d >= 0; d--) {
-      const f = this.stack[d]!;
+    for (const f of this.stack) {
       if (f.n.leaf) continue;
       for (let i = f.i; i < f.n.nrEntries; i++) out.add(f.n.u64Value(i, this.what));
-      break;
     }
     return out;
   }
