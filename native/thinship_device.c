@@ -561,6 +561,40 @@ static napi_value crc32c_js(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* firstBadKey(buffer, nrEntries, lo, hi): the index of the first of a btree
+ * node's nrEntries u64 keys (little endian, from byte 32) that is beyond
+ * 2^53 - 1, not above the key before it, or outside [lo, hi); -1 when every
+ * key is fine. The rule is parseNode's (src/thin/metadata/btree.ts), which
+ * words the error for the index found; this is the same scan without a
+ * JavaScript step per key (the scan dominated a cold incremental). */
+static napi_value first_bad_key(napi_env env, napi_callback_info info) {
+  napi_value argv[4], out;
+  if (!get_args(env, info, 4, argv)) return NULL;
+  void *data;
+  size_t len;
+  uint32_t nr;
+  double lo_d, hi_d;
+  if (napi_get_buffer_info(env, argv[0], &data, &len) != napi_ok) { napi_throw_type_error(env, NULL, "firstBadKey: expected a Buffer"); return NULL; }
+  if (napi_get_value_uint32(env, argv[1], &nr) != napi_ok || napi_get_value_double(env, argv[2], &lo_d) != napi_ok ||
+      napi_get_value_double(env, argv[3], &hi_d) != napi_ok || !(lo_d >= 0) || !(hi_d >= 0) || hi_d > 9007199254740992.0) {
+    napi_throw_type_error(env, NULL, "firstBadKey: bad nrEntries, lo or hi");
+    return NULL;
+  }
+  if (32 + (uint64_t)nr * 8 > len) { napi_throw_range_error(env, NULL, "firstBadKey: keys beyond the buffer"); return NULL; }
+  const uint64_t max_safe = 9007199254740991ULL, lo = (uint64_t)lo_d, hi = (uint64_t)hi_d;
+  const uint8_t *p = (const uint8_t *)data + 32;
+  int64_t bad = -1;
+  uint64_t prev = 0;
+  for (uint32_t i = 0; i < nr; i++) {
+    uint64_t k = 0;
+    for (int b = 7; b >= 0; b--) k = (k << 8) | p[8 * i + b];
+    if (k > max_safe || (i > 0 && k <= prev) || k < lo || k >= hi) { bad = i; break; }
+    prev = k;
+  }
+  napi_create_int64(env, bad, &out);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "blockSizeBytes", NULL, block_size_bytes, NULL, NULL, NULL, napi_enumerable, NULL },
@@ -574,6 +608,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "openBeneath", NULL, open_beneath, NULL, NULL, NULL, napi_enumerable, NULL },
     { "openBeneathWalk", NULL, open_beneath_walk_js, NULL, NULL, NULL, napi_enumerable, NULL },
     { "crc32c", NULL, crc32c_js, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "firstBadKey", NULL, first_bad_key, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   crc32c_table_init();
 #if defined(__x86_64__)

@@ -2,7 +2,8 @@
  * Positional reads of 4 KiB metadata blocks with a small LRU cache, counting
  * what it reads (the incremental planner's cost is the number of blocks read).
  *
- * Reads are synchronous preads (fs.readSync), consecutive blocks in one call.
+ * Reads are synchronous preads (fs.readSync); a full walk reads consecutive
+ * blocks in one call (readRun).
  * Measured: with a promise per read, every block cost a round trip through
  * libuv's thread pool, and on a loaded machine the wait for the two threads to
  * be scheduled dominated (a 1000-block change: 1231 reads, ~0.4 s; synchronous,
@@ -26,7 +27,11 @@ import { ThinshipError, asThinshipError } from '../../errors.js';
 import { nativeDevice } from '../../device/native.js';
 
 export const METADATA_BLOCK_BYTES = 4096;
-/** Blocks cached by default: 8 MiB, enough for the paths a walk holds plus the children it reads ahead (two trees, up to 252 each). */
+/**
+ * Blocks cached by default (8 MiB). The cache serves lookups (device details,
+ * the top level of the mapping tree) and the right spines the delta reads for
+ * where the devices end; the walks themselves read into their own buffers.
+ */
 export const DEFAULT_CACHE_BLOCKS = 2048;
 /** Longest read of consecutive blocks: 256 KiB. */
 export const MAX_RUN_BLOCKS = 64;
@@ -55,8 +60,6 @@ export class BlockReader {
   /** Blocks read from the device (cache misses and uncached runs). */
   blocksRead = 0;
   private readonly cache = new Map<number, Buffer>();
-  /** Where runs for the cache are read before each block is copied out. */
-  private readonly scratch = Buffer.allocUnsafeSlow(MAX_RUN_BLOCKS * METADATA_BLOCK_BYTES);
 
   private readonly fd: number;
 
@@ -98,8 +101,10 @@ export class BlockReader {
       this.cache.set(blockNr, hit);
       return hit;
     }
-    this.loadRun(blockNr, 1);
-    return this.cache.get(blockNr)!;
+    const b = this.readRun(blockNr, 1, Buffer.allocUnsafeSlow(METADATA_BLOCK_BYTES));
+    this.cache.set(blockNr, b);
+    while (this.cache.size > this.cacheBlocks) this.cache.delete(this.cache.keys().next().value!);
+    return b;
   }
 
   /** BAD_METADATA naming `what` unless `blockNr` is a block of the device. */
@@ -114,36 +119,15 @@ export class BlockReader {
   }
 
   /**
-   * Reads into the cache blocks a walk will need soon, consecutive ones in one
-   * read (thin_restore writes leaves in order; the kernel's allocator often
-   * does too). Blocks outside the device are left for read() to refuse.
+   * Block `blockNr` in `into` (one block long, the caller's to reuse): copied
+   * from the cache when it holds it, else read without caching (a walk that
+   * reads each block once keeps its own buffers; see delta.ts).
    */
-  prefetch(blocks: readonly number[]): void {
-    const want = [...new Set(blocks)].filter((b) => this.inside(b) && !this.cache.has(b)).sort((a, b) => a - b);
-    for (let i = 0; i < want.length;) {
-      let j = i + 1;
-      while (j < want.length && want[j] === want[j - 1]! + 1 && j - i < MAX_RUN_BLOCKS) j++;
-      this.loadRun(want[i]!, j - i);
-      i = j;
-    }
-  }
-
-  /** Reads `count` blocks from `first` in one pread and caches a copy of each (so the cache alone bounds memory). */
-  private loadRun(first: number, count: number): void {
-    if (count === 1) {
-      this.cache.set(first, this.readRun(first, 1, Buffer.allocUnsafeSlow(METADATA_BLOCK_BYTES)));
-      this.evict();
-      return;
-    }
-    const b = this.readRun(first, count, this.scratch);
-    for (let k = 0; k < count; k++) {
-      this.cache.set(first + k, Buffer.from(b.subarray(k * METADATA_BLOCK_BYTES, (k + 1) * METADATA_BLOCK_BYTES)));
-    }
-    this.evict();
-  }
-
-  private evict(): void {
-    while (this.cache.size > this.cacheBlocks) this.cache.delete(this.cache.keys().next().value!);
+  readInto(blockNr: number, into: Buffer, what: string): Buffer {
+    this.check(blockNr, what);
+    const hit = this.cache.get(blockNr);
+    if (hit !== undefined) { hit.copy(into); return into; }
+    return this.readRun(blockNr, 1, into);
   }
 
   /**

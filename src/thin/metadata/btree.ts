@@ -21,6 +21,7 @@
  */
 import { ThinshipError } from '../../errors.js';
 import { blockChecksum } from './crc32c.js';
+import { metadataAddon } from './addon.js';
 import { MAX_RUN_BLOCKS, METADATA_BLOCK_BYTES, type BlockReader } from './block-reader.js';
 
 export const BTREE_CSUM_XOR = 121107;
@@ -106,17 +107,38 @@ export function parseNode(buf: Buffer, block: number, leafValueSize: number, lo:
   if (nr > max) throw bad(block, `${what}: nr_entries ${nr} > max_entries ${max}`);
   if (!leaf && nr === 0) throw bad(block, `${what}: internal node without entries`);
   const node = new BtreeNode(block, buf, leaf, nr, max, vs);
+  const badKey = nr === 0 ? -1 : firstBadKey(buf, nr, lo, hi);
+  if (badKey >= 0) throw keyError(node, badKey, lo, hi, what);
+  return node;
+}
+
+/**
+ * The index of the first of a node's keys that is beyond 2^53 - 1, not above
+ * the key before it, or outside [lo, hi); -1 when every key is fine. The
+ * addon's firstBadKey is this scan in C (a unit test checks they agree).
+ */
+export function firstBadKeyJs(buf: Uint8Array, nrEntries: number, lo: number, hi: number): number {
+  const words = buf.byteOffset % 4 === 0 ? new Uint32Array(buf.buffer, buf.byteOffset, (NODE_HEADER_BYTES >>> 2) + 2 * nrEntries) : wordsOf(Buffer.from(buf));
   let prev = -1;
-  const words = node.words;
-  for (let i = 0; i < nr; i++) {
+  for (let i = 0; i < nrEntries; i++) {
     const w = (NODE_HEADER_BYTES >>> 2) + 2 * i;
-    if (words[w + 1]! > 0x1fffff) throw bad(block, `${what}: key ${i} (${buf.readBigUInt64LE(w * 4)}) is beyond the largest integer this program handles`);
+    if (words[w + 1]! > 0x1fffff) return i;
     const k = words[w + 1]! * 0x1_0000_0000 + words[w]!;
-    if (k <= prev) throw bad(block, `${what}: keys out of order (key ${i} is ${k}, after ${prev})`);
-    if (k < lo || k >= hi) throw bad(block, `${what}: key ${k} is outside the range [${lo}, ${hi === KEY_END ? 'end' : hi}) its parent gives it`);
+    if (k <= prev || k < lo || k >= hi) return i;
     prev = k;
   }
-  return node;
+  return -1;
+}
+
+const firstBadKey = metadataAddon().firstBadKey ?? firstBadKeyJs;
+
+/** The error for key i, which firstBadKey found. */
+function keyError(node: BtreeNode, i: number, lo: number, hi: number, what: string): ThinshipError {
+  const w = (NODE_HEADER_BYTES >>> 2) + 2 * i;
+  if (node.words[w + 1]! > 0x1fffff) return bad(node.block, `${what}: key ${i} (${node.buf.readBigUInt64LE(w * 4)}) is beyond the largest integer this program handles`);
+  const k = node.key(i);
+  if (i > 0 && k <= node.key(i - 1)) return bad(node.block, `${what}: keys out of order (key ${i} is ${k}, after ${node.key(i - 1)})`);
+  return bad(node.block, `${what}: key ${k} is outside the range [${lo}, ${hi === KEY_END ? 'end' : hi}) its parent gives it`);
 }
 
 /** Reads (through the cache) and checks a node. */

@@ -9,7 +9,7 @@
  * was the only one) is the fallback when the addon is not built, and the
  * reference the unit test checks the addon against.
  */
-import { nativeDevice } from '../../device/native.js';
+import { metadataAddon } from './addon.js';
 
 const POLY = 0x82f63b78; // reflected Castagnoli polynomial
 
@@ -42,14 +42,9 @@ export function crc32cRawJs(seed: number, b: Uint8Array, start = 0, end = b.leng
 
 type CrcFn = (seed: number, b: Uint8Array, start: number, end: number) => number;
 
-/** The addon's crc32c (not in NativeDevice's interface: only this file uses it), or undefined when the addon is not built. */
+/** The addon's crc32c, or undefined when the addon is not built. */
 export function nativeCrc32c(): CrcFn | undefined {
-  try {
-    const f = (nativeDevice() as unknown as { crc32c?: (seed: number, b: Uint8Array, start: number, end: number) => number }).crc32c;
-    return typeof f === 'function' ? f : undefined;
-  } catch {
-    return undefined;
-  }
+  return metadataAddon().crc32c;
 }
 
 const impl: CrcFn = nativeCrc32c() ?? crc32cRawJs;
