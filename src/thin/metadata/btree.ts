@@ -107,7 +107,7 @@ export function parseNode(buf: Buffer, block: number, leafValueSize: number, lo:
   if (nr > max) throw bad(block, `${what}: nr_entries ${nr} > max_entries ${max}`);
   if (!leaf && nr === 0) throw bad(block, `${what}: internal node without entries`);
   const node = new BtreeNode(block, buf, leaf, nr, max, vs);
-  const badKey = nr === 0 ? -1 : firstBadKey(buf, nr, lo, hi);
+  const badKey = nr === 0 ? -1 : (firstBadKey ??= metadataAddon().firstBadKey ?? firstBadKeyJs)(buf, nr, lo, hi);
   if (badKey >= 0) throw keyError(node, badKey, lo, hi, what);
   return node;
 }
@@ -130,7 +130,8 @@ export function firstBadKeyJs(buf: Uint8Array, nrEntries: number, lo: number, hi
   return -1;
 }
 
-const firstBadKey = metadataAddon().firstBadKey ?? firstBadKeyJs;
+/** Chosen at the first node, not at import (as crc32c). */
+let firstBadKey: ((buf: Uint8Array, nrEntries: number, lo: number, hi: number) => number) | undefined;
 
 /** The error for key i, which firstBadKey found. */
 function keyError(node: BtreeNode, i: number, lo: number, hi: number, what: string): ThinshipError {

@@ -47,11 +47,12 @@ export function nativeCrc32c(): CrcFn | undefined {
   return metadataAddon().crc32c;
 }
 
-const impl: CrcFn = nativeCrc32c() ?? crc32cRawJs;
+/** Chosen at the first checksum, not at import: commands that read no metadata do not load the addon. */
+let impl: CrcFn | undefined;
 
 /** The CRC register after `b[start, end)` from `seed`, with no final inversion (the kernel's crc32c()). */
 export function crc32cRaw(seed: number, b: Uint8Array, start = 0, end = b.length): number {
-  return impl(seed >>> 0, b, start, end);
+  return (impl ??= nativeCrc32c() ?? crc32cRawJs)(seed >>> 0, b, start, end);
 }
 
 /** Standard CRC-32C (init ~0, final inversion): for the test vector "123456789" -> 0xe3069283. */
