@@ -19,10 +19,13 @@
  * Each measurement is repeated --reps times, tool and plan alternating, and the
  * medians are reported; ratios are plan/tool from the same repetition.
  *
- * Then, for --kernel-sizes (default 2000000), a pool shaped as the kernel makes
- * it (test/helpers/thin-metadata-writer.ts: a snapshot shares its origin's
- * nodes; --kernel-changes blocks changed since, default 1000): thin_delta -m
- * alone against the native delta, with the metadata blocks it read.
+ * Then, for --kernel-sizes (default 1000000,10000000), a pool shaped as the
+ * kernel makes it (test/helpers/thin-metadata-writer.ts: a snapshot shares its
+ * origin's nodes; the same --kernel-changes blocks changed since at every size,
+ * default 1000): thin_delta -m alone against the native delta (interleaved,
+ * medians), with the metadata blocks it read and its peak RSS. With two or more
+ * sizes it prints how the native delta's time grows with the volume at the same
+ * change (the point of the parallel walk: nearly flat) next to thin_delta's.
  */
 import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
@@ -159,7 +162,7 @@ async function planInChild(args: ChildArgs): Promise<ChildOut> {
 }
 
 function parseArgs(argv: string[]) {
-  const o = { sizes: [2_000_000, 10_000_000], reps: 3, json: undefined as string | undefined, dir: tmpdir(), fileVariant: true, seed: 20240601, kernelSizes: [2_000_000], kernelChanges: 1000 };
+  const o = { sizes: [2_000_000, 10_000_000], reps: 3, json: undefined as string | undefined, dir: tmpdir(), fileVariant: true, seed: 20240601, kernelSizes: [1_000_000, 10_000_000], kernelChanges: 1000 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const v = () => { const x = argv[++i]; if (x === undefined) throw new Error(`${a} needs a value`); return x; };
@@ -216,18 +219,23 @@ async function main(): Promise<void> {
   const kernel = await kernelShaped(o);
   const load1 = loadavg();
 
-  const head = ['mappings', 'tool', 'transport', 'elements', 'tool s', 'plan s', 'ratio', 'plan cpu s', 'M elem/s', 'peak RSS MiB', 'totals'];
+  const head = ['mappings', 'tool', 'transport', 'elements', 'tool s', 'plan s', 'ratio', 'x faster', 'plan cpu s', 'M elem/s', 'peak RSS MiB', 'totals'];
   const lines = rows.map((r) => [
     String(r.mappings), r.kind === 'dump' ? 'thin_dump' : 'thin_delta', r.transport, String(r.elements),
-    (median(r.toolMs) / 1000).toFixed(2), (median(r.planMs) / 1000).toFixed(2), median(r.ratio).toFixed(2),
+    (median(r.toolMs) / 1000).toFixed(2), (median(r.planMs) / 1000).toFixed(2), median(r.ratio).toFixed(2), median(r.ratio.map((x) => 1 / x)).toFixed(1),
     (median(r.planCpuMs) / 1000).toFixed(2), (r.elements / median(r.planMs) / 1000).toFixed(2), Math.max(...r.hwmMiB).toFixed(1), r.totalsOk ? 'exact' : 'WRONG',
   ]);
   const w = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
   const fmt = (l: string[]) => l.map((c, i) => c.padStart(w[i]!)).join('  ');
   process.stdout.write(`${fmt(head)}\n${lines.map(fmt).join('\n')}\n`);
-  process.stdout.write(`medians of ${o.reps} runs; ratio = plan wall / tool-alone wall of the same run; peak RSS = max VmHWM of the planning child; load average ${load0[0]!.toFixed(2)} before, ${load1[0]!.toFixed(2)} after\n`);
+  process.stdout.write(`medians of ${o.reps} runs; ratio = plan wall / tool-alone wall of the same run, x faster = its inverse; peak RSS = max VmHWM of the planning child; load average ${load0[0]!.toFixed(2)} before, ${load1[0]!.toFixed(2)} after\n`);
   for (const k of kernel) {
-    process.stdout.write(`kernel-shaped pool, ${k.mappings} mappings, ${k.changes} blocks changed in the snapshot (trees: ${k.treeBlocks} blocks): thin_delta -m ${(median(k.toolMs) / 1000).toFixed(2)} s, native delta ${(median(k.planMs) / 1000).toFixed(3)} s reading ${k.blocksRead} blocks, totals ${k.totalsOk ? 'exact' : 'WRONG'}\n`);
+    process.stdout.write(`kernel-shaped pool, ${k.mappings} mappings, ${k.changes} blocks changed in the snapshot (trees: ${k.treeBlocks} blocks): thin_delta -m ${(median(k.toolMs) / 1000).toFixed(2)} s, native delta ${(median(k.planMs) / 1000).toFixed(3)} s (cpu ${(median(k.planCpuMs) / 1000).toFixed(3)} s), ${median(k.ratio).toFixed(1)}x faster, reading ${k.blocksRead} blocks, peak RSS ${Math.max(...k.hwmMiB).toFixed(1)} MiB, totals ${k.totalsOk ? 'exact' : 'WRONG'}\n`);
+  }
+  if (kernel.length >= 2) {
+    const [s0, s1] = [kernel[0]!, kernel[kernel.length - 1]!];
+    const grow = (a: number[], b: number[]) => (median(b) / median(a)).toFixed(2);
+    process.stdout.write(`same ${s0.changes} changed blocks, ${s0.mappings} -> ${s1.mappings} mappings (${(s1.mappings / s0.mappings).toFixed(0)}x the volume): native delta ${(median(s0.planMs) / 1000).toFixed(3)} s -> ${(median(s1.planMs) / 1000).toFixed(3)} s (x${grow(s0.planMs, s1.planMs)}; cpu x${grow(s0.planCpuMs, s1.planCpuMs)}; blocks read ${s0.blocksRead} -> ${s1.blocksRead}); thin_delta -m ${(median(s0.toolMs) / 1000).toFixed(2)} s -> ${(median(s1.toolMs) / 1000).toFixed(2)} s (x${grow(s0.toolMs, s1.toolMs)})\n`);
   }
   if (o.json) {
     await writeFile(o.json, `${JSON.stringify({ date: new Date().toISOString(), node: process.version, reps: o.reps, loadavgBefore: load0, loadavgAfter: load1, pools, kernel, rows: rows.map((r) => ({ ...r, medianToolMs: median(r.toolMs), medianPlanMs: median(r.planMs), medianRatio: median(r.ratio), medianPlanCpuMs: median(r.planCpuMs), elementsPerSecond: r.elements / (median(r.planMs) / 1000), peakRssMiB: Math.max(...r.hwmMiB) })) }, null, 2)}\n`);
@@ -235,7 +243,28 @@ async function main(): Promise<void> {
   if (rows.some((r) => !r.totalsOk) || kernel.some((k) => !k.totalsOk)) process.exitCode = 1;
 }
 
-interface KernelRow { mappings: number; changes: number; treeBlocks: number; toolMs: number[]; planMs: number[]; blocksRead: number; totalsOk: boolean }
+interface KernelRow { mappings: number; changes: number; treeBlocks: number; toolMs: number[]; planMs: number[]; planCpuMs: number[]; ratio: number[]; hwmMiB: number[]; blocksRead: number; totalsOk: boolean }
+
+/**
+ * Writes a kernel-shaped image of two devices: 1 (`n` mappings, every other
+ * block) and its snapshot 2 with `changes` blocks rewritten, spread over the
+ * volume (a write after the snapshot: a new data block). Returns the number
+ * of blocks in the two trees. (A function of its own so the writer's memory,
+ * some GiB at 10 M mappings, is garbage before the measurements.)
+ */
+function writeKernelShaped(meta: string, n: number, changes: number): number {
+  const img = new MetadataImage();
+  const entries: [number, Buffer][] = [];
+  for (let i = 0; i < n; i++) entries.push([i * 2, blockTime((i * 7919) % (4 * n), 0)]);
+  const rootA = img.build(entries, 8);
+  entries.length = 0;
+  img.commit();
+  let rootB = rootA;
+  for (let c = 0; c < changes; c++) rootB = img.set(rootB, 2 * Math.floor((c + 0.5) * n / changes), blockTime(4 * n + c, 1));
+  const det = (x: number) => deviceDetails({ mappedBlocks: x, transaction: 1, creationTime: 0, snapTime: 0 });
+  img.write(meta, { mappingRoot: img.build([[1, u64Value(rootA)], [2, u64Value(rootB)]], 8), detailsRoot: img.build([[1, det(n)], [2, det(n)]], 24), dataBlockSizeSectors: 128, nrDataBlocks: 5 * n, time: 1, transaction: 1 });
+  return new Set([...img.reachable(rootA), ...img.reachable(rootB)]).size;
+}
 
 /** Kernel-shaped pools: thin_delta -m alone vs the native delta (whose totals must equal the tool's plan). */
 async function kernelShaped(o: ReturnType<typeof parseArgs>): Promise<KernelRow[]> {
@@ -244,20 +273,9 @@ async function kernelShaped(o: ReturnType<typeof parseArgs>): Promise<KernelRow[
     const dir = await mkdtemp(join(o.dir, 'thinship-bench-'));
     try {
       process.stderr.write(`writing a kernel-shaped pool of ${n} mappings, ${o.kernelChanges} changed ...\n`);
-      const img = new MetadataImage();
-      const entries: [number, Buffer][] = [];
-      for (let i = 0; i < n; i++) entries.push([i * 2, blockTime((i * 7919) % (4 * n), 0)]);
-      const rootA = img.build(entries, 8);
-      entries.length = 0;
-      img.commit();
-      let rootB = rootA;
-      // Changes spread over the volume, each a new data block (a write after the snapshot).
-      for (let c = 0; c < o.kernelChanges; c++) rootB = img.set(rootB, 2 * Math.floor((c + 0.5) * n / o.kernelChanges), blockTime(4 * n + c, 1));
       const meta = join(dir, 'meta.bin');
-      const det = (x: number) => deviceDetails({ mappedBlocks: x, transaction: 1, creationTime: 0, snapTime: 0 });
-      img.write(meta, { mappingRoot: img.build([[1, u64Value(rootA)], [2, u64Value(rootB)]], 8), detailsRoot: img.build([[1, det(n)], [2, det(n)]], 24), dataBlockSizeSectors: 128, nrDataBlocks: 5 * n, time: 1, transaction: 1 });
-      const treeBlocks = new Set([...img.reachable(rootA), ...img.reachable(rootB)]).size;
-      const row: KernelRow = { mappings: n, changes: o.kernelChanges, treeBlocks, toolMs: [], planMs: [], blocksRead: 0, totalsOk: true };
+      const treeBlocks = writeKernelShaped(meta, n, o.kernelChanges);
+      const row: KernelRow = { mappings: n, changes: o.kernelChanges, treeBlocks, toolMs: [], planMs: [], planCpuMs: [], ratio: [], hwmMiB: [], blocksRead: 0, totalsOk: true };
       const volumeSizeBytes = 2 * n * 64 * 1024;
       const t = spawnTool('thin_delta', ['-m', '--snap1', '1', '--snap2', '2', meta]);
       const [ref] = await Promise.all([buildDeltaPlan(t.stdout, { volumeSizeBytes }), t.done]);
@@ -268,6 +286,9 @@ async function kernelShaped(o: ReturnType<typeof parseArgs>): Promise<KernelRow[
         row.toolMs.push(performance.now() - t0);
         const c = await planInChild({ kind: 'delta', transport: 'native', meta, a: 1, b: 2, volumeSizeBytes, spoolDir: dir, metadataSnap: true });
         row.planMs.push(c.wallMs);
+        row.planCpuMs.push(c.cpuMs);
+        row.ratio.push(row.toolMs[rep]! / c.wallMs);
+        row.hwmMiB.push(c.hwmKiB / 1024);
         row.blocksRead = c.blocksRead ?? 0;
         row.totalsOk &&= JSON.stringify(c.totals) === JSON.stringify(ref.plan.totals);
         process.stderr.write(`  kernel-shaped rep ${rep + 1}: thin_delta -m ${(row.toolMs[rep]! / 1000).toFixed(2)} s, native ${(c.wallMs / 1000).toFixed(3)} s, ${row.blocksRead} blocks read of ${treeBlocks}\n`);

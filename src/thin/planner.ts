@@ -14,7 +14,7 @@ import { resolveSource, type ThinVolume } from './lvm.js';
 import { withMetadataSnapshot } from './metadata-snap.js';
 import { SECTOR_BYTES, type Superblock, type ThinDevice } from './model.js';
 import { parseThinDump } from './xml/dump.js';
-import { planNative, type MetadataReaderChoice } from './metadata/native-plan.js';
+import { nativeDevices, planNative, type MetadataReaderChoice } from './metadata/native-plan.js';
 
 /** What a stream says it carries; also what a receiver records after a commit. */
 export interface VolumeIdentity {
@@ -117,8 +117,14 @@ function checkBlockSize(sb: Superblock, expectedBytes: number | undefined, where
   }
 }
 
-/** The details of every thin device in an offline pool's metadata (thin_dump --skip-mappings: no mappings read). */
+/**
+ * The details of every thin device in an offline pool's metadata: read by the
+ * native reader when it plans (no thin_dump process just for the order check),
+ * else thin_dump --skip-mappings (no mappings read).
+ */
 async function offlineDevices(metadataPath: string, opts: PlanOptions): Promise<ThinDevice[]> {
+  const native = await nativeDevices(metadataPath, opts.metadataReader ?? 'auto');
+  if (native !== undefined) return native;
   const t = spawnTool('thin_dump', ['--skip-mappings', metadataPath], { signal: opts.signal, classify: classifyThinTool });
   return (await parseToolOutput(t, (out) => parseThinDump(out, { onMappings: () => undefined }, { skipMappings: true }))).devices;
 }

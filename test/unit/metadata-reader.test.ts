@@ -9,7 +9,9 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, openSync, readSync, writeSync, closeSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { crc32c } from '../../src/thin/metadata/crc32c.js';
+import { crc32c, crc32cRawJs, nativeCrc32c } from '../../src/thin/metadata/crc32c.js';
+import { metadataAddon } from '../../src/thin/metadata/addon.js';
+import { KEY_END, firstBadKeyJs } from '../../src/thin/metadata/btree.js';
 import { MetadataReader } from '../../src/thin/metadata/reader.js';
 import { nativeDeltaPlan, nativeFullPlan, planNative, checkMetadataReaderChoice } from '../../src/thin/metadata/native-plan.js';
 import { planOps, type Plan, type PlanRange } from '../../src/thin/plan.js';
@@ -109,6 +111,42 @@ const badAt = (block: number, what: RegExp) => (e: unknown): boolean => {
 test('crc32c: the standard check value', () => {
   assert.equal(crc32c(Buffer.from('123456789')), 0xe3069283);
   assert.equal(crc32c(Buffer.alloc(0)), 0);
+});
+
+test('crc32c: the addon (SSE4.2) equals the JavaScript reference on random data, seeds and ranges, and refuses a range outside the buffer', () => {
+  const native = nativeCrc32c();
+  assert.ok(native, 'the addon exports crc32c (npm ci builds it)');
+  const rnd = prng(15);
+  for (let n = 0; n < 200; n++) {
+    const b = Buffer.alloc(Math.floor(rnd() * 9000));
+    for (let i = 0; i < b.length; i++) b[i] = Math.floor(rnd() * 256);
+    const start = Math.floor(rnd() * (b.length + 1));
+    const end = start + Math.floor(rnd() * (b.length - start + 1));
+    const seed = n % 3 === 0 ? 0xffffffff : Math.floor(rnd() * 0x1_0000_0000);
+    assert.equal(native(seed, b, start, end), crc32cRawJs(seed, b, start, end), `length ${b.length}, [${start}, ${end}), seed ${seed}`);
+  }
+  assert.throws(() => native(0, Buffer.alloc(8), 4, 9), RangeError);
+  assert.throws(() => native(0, Buffer.alloc(8), 5, 4), RangeError);
+});
+
+test('btree key scan: the addon finds the same first bad key as the JavaScript rule (order, range, beyond 2^53)', () => {
+  const native = metadataAddon().firstBadKey;
+  assert.ok(native, 'the addon exports firstBadKey');
+  const rnd = prng(16);
+  const node = Buffer.alloc(4096);
+  for (let n = 0; n < 2000; n++) {
+    const nr = Math.floor(rnd() * 20);
+    let k = Math.floor(rnd() * 50);
+    for (let i = 0; i < nr; i++) {
+      const r = rnd();
+      // Mostly increasing; sometimes equal, smaller, or beyond the safe integers.
+      const key = r < 0.03 ? BigInt(k) : r < 0.06 ? BigInt(Math.max(0, k - 3)) : r < 0.08 ? (1n << 53n) + BigInt(i) : BigInt((k += 1 + Math.floor(rnd() * 5)));
+      node.writeBigUInt64LE(key, 32 + 8 * i);
+    }
+    const lo = Math.floor(rnd() * 10);
+    const hi = rnd() < 0.5 ? KEY_END : lo + Math.floor(rnd() * 120);
+    assert.equal(native(node, nr, lo, hi), firstBadKeyJs(node, nr, lo, hi), `case ${n}: nr ${nr}, [${lo}, ${hi})`);
+  }
 });
 
 test('plans from kernel-shaped metadata equal the oracle (both directions, both superblocks), and the walk skips what is shared', async () => {

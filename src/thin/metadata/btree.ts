@@ -21,7 +21,8 @@
  */
 import { ThinshipError } from '../../errors.js';
 import { blockChecksum } from './crc32c.js';
-import { METADATA_BLOCK_BYTES, type BlockReader } from './block-reader.js';
+import { metadataAddon } from './addon.js';
+import { MAX_RUN_BLOCKS, METADATA_BLOCK_BYTES, type BlockReader } from './block-reader.js';
 
 export const BTREE_CSUM_XOR = 121107;
 export const NODE_HEADER_BYTES = 32;
@@ -32,7 +33,24 @@ export const MAX_DEPTH = 32;
 /** Upper bound for keys in the root's range (keys are u64; larger ones fail as unsafe integers first). */
 export const KEY_END = Number.MAX_SAFE_INTEGER + 1;
 
+/**
+ * Nodes are read as 32-bit words (a Uint32Array over the block: one load per
+ * word where Buffer.readUInt32LE makes four), which are little endian only on
+ * a little-endian host; on another, `auto` falls back to the thin tools (see
+ * unknownFormat in superblock.ts).
+ */
+export const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+/** The block as 32-bit words (copied first when it does not start at a multiple of 4 bytes). */
+function wordsOf(buf: Buffer): Uint32Array {
+  const b = buf.byteOffset % 4 === 0 ? buf : Buffer.from(buf);
+  return new Uint32Array(b.buffer, b.byteOffset, b.length >>> 2);
+}
+
 export class BtreeNode {
+  /** buf as 32-bit words: key i is words 8 + 2i (low) and 9 + 2i (high). */
+  readonly words: Uint32Array;
+
   constructor(
     readonly block: number,
     readonly buf: Buffer,
@@ -40,11 +58,13 @@ export class BtreeNode {
     readonly nrEntries: number,
     readonly maxEntries: number,
     readonly valueSize: number,
-  ) {}
+  ) {
+    this.words = wordsOf(buf);
+  }
 
   key(i: number): number {
-    const off = NODE_HEADER_BYTES + 8 * i;
-    return this.buf.readUInt32LE(off + 4) * 0x1_0000_0000 + this.buf.readUInt32LE(off);
+    const w = (NODE_HEADER_BYTES >>> 2) + 2 * i;
+    return this.words[w + 1]! * 0x1_0000_0000 + this.words[w]!;
   }
 
   /** Byte offset of value i in buf. */
@@ -54,10 +74,10 @@ export class BtreeNode {
 
   /** Value i as a u64 block number (internal nodes; the thin mapping tree's top level). */
   u64Value(i: number, what: string): number {
-    const off = this.valueOffset(i);
-    const hi = this.buf.readUInt32LE(off + 4);
-    if (hi > 0x1fffff) throw bad(this.block, `${what}: value ${i} (${this.buf.readBigUInt64LE(off)}) is beyond the largest integer this program handles`);
-    return hi * 0x1_0000_0000 + this.buf.readUInt32LE(off);
+    const w = this.valueOffset(i) >>> 2;
+    const hi = this.words[w + 1]!;
+    if (hi > 0x1fffff) throw bad(this.block, `${what}: value ${i} (${this.buf.readBigUInt64LE(w * 4)}) is beyond the largest integer this program handles`);
+    return hi * 0x1_0000_0000 + this.words[w]!;
   }
 }
 
@@ -87,21 +107,44 @@ export function parseNode(buf: Buffer, block: number, leafValueSize: number, lo:
   if (nr > max) throw bad(block, `${what}: nr_entries ${nr} > max_entries ${max}`);
   if (!leaf && nr === 0) throw bad(block, `${what}: internal node without entries`);
   const node = new BtreeNode(block, buf, leaf, nr, max, vs);
-  let prev = -1;
-  for (let i = 0; i < nr; i++) {
-    const off = NODE_HEADER_BYTES + 8 * i;
-    if (buf.readUInt32LE(off + 4) > 0x1fffff) throw bad(block, `${what}: key ${i} (${buf.readBigUInt64LE(off)}) is beyond the largest integer this program handles`);
-    const k = node.key(i);
-    if (k <= prev) throw bad(block, `${what}: keys out of order (key ${i} is ${k}, after ${prev})`);
-    if (k < lo || k >= hi) throw bad(block, `${what}: key ${k} is outside the range [${lo}, ${hi === KEY_END ? 'end' : hi}) its parent gives it`);
-    prev = k;
-  }
+  const badKey = nr === 0 ? -1 : (firstBadKey ??= metadataAddon().firstBadKey ?? firstBadKeyJs)(buf, nr, lo, hi);
+  if (badKey >= 0) throw keyError(node, badKey, lo, hi, what);
   return node;
 }
 
-/** Reads and checks a node. */
-export async function readNode(r: BlockReader, block: number, leafValueSize: number, lo: number, hi: number, what: string): Promise<BtreeNode> {
-  return parseNode(await r.read(block, what), block, leafValueSize, lo, hi, what);
+/**
+ * The index of the first of a node's keys that is beyond 2^53 - 1, not above
+ * the key before it, or outside [lo, hi); -1 when every key is fine. The
+ * addon's firstBadKey is this scan in C (a unit test checks they agree).
+ */
+export function firstBadKeyJs(buf: Uint8Array, nrEntries: number, lo: number, hi: number): number {
+  const words = buf.byteOffset % 4 === 0 ? new Uint32Array(buf.buffer, buf.byteOffset, (NODE_HEADER_BYTES >>> 2) + 2 * nrEntries) : wordsOf(Buffer.from(buf));
+  let prev = -1;
+  for (let i = 0; i < nrEntries; i++) {
+    const w = (NODE_HEADER_BYTES >>> 2) + 2 * i;
+    if (words[w + 1]! > 0x1fffff) return i;
+    const k = words[w + 1]! * 0x1_0000_0000 + words[w]!;
+    if (k <= prev || k < lo || k >= hi) return i;
+    prev = k;
+  }
+  return -1;
+}
+
+/** Chosen at the first node, not at import (as crc32c). */
+let firstBadKey: ((buf: Uint8Array, nrEntries: number, lo: number, hi: number) => number) | undefined;
+
+/** The error for key i, which firstBadKey found. */
+function keyError(node: BtreeNode, i: number, lo: number, hi: number, what: string): ThinshipError {
+  const w = (NODE_HEADER_BYTES >>> 2) + 2 * i;
+  if (node.words[w + 1]! > 0x1fffff) return bad(node.block, `${what}: key ${i} (${node.buf.readBigUInt64LE(w * 4)}) is beyond the largest integer this program handles`);
+  const k = node.key(i);
+  if (i > 0 && k <= node.key(i - 1)) return bad(node.block, `${what}: keys out of order (key ${i} is ${k}, after ${node.key(i - 1)})`);
+  return bad(node.block, `${what}: key ${k} is outside the range [${lo}, ${hi === KEY_END ? 'end' : hi}) its parent gives it`);
+}
+
+/** Reads (through the cache) and checks a node. */
+export function readNode(r: BlockReader, block: number, leafValueSize: number, lo: number, hi: number, what: string): BtreeNode {
+  return parseNode(r.read(block, what), block, leafValueSize, lo, hi, what);
 }
 
 /** Child i's key range inside a node whose range is [lo, hi). */
@@ -109,24 +152,33 @@ export function childRange(n: BtreeNode, i: number, hi: number): [number, number
   return [n.key(i), i + 1 < n.nrEntries ? n.key(i + 1) : hi];
 }
 
-/** A node's children, all read ahead by a full walk (it needs every one). */
-export function children(n: BtreeNode, what: string): number[] {
-  const out: number[] = [];
-  for (let i = 0; i < n.nrEntries; i++) out.push(n.u64Value(i, what));
-  return out;
+interface WalkFrame {
+  n: BtreeNode;
+  /** Next child to visit. */
+  i: number;
+  hi: number;
+  /** This level's run buffer: children [runFrom, runFrom + runCount) are in it, block after block. */
+  run: Buffer;
+  runFrom: number;
+  runCount: number;
 }
 
 /**
- * The leaves of the tree at `root`, in key order (depth first, constant memory:
- * one frame per level). Loops (a child that is one of its ancestors) and trees
- * deeper than MAX_DEPTH are BAD_METADATA.
+ * The leaves of the tree at `root`, in key order (depth first, constant
+ * memory). Children are read uncached, consecutive block numbers in one read
+ * of up to MAX_RUN_BLOCKS, into one buffer per level that the walk reuses: a
+ * yielded leaf (its buf) is valid only until the next one is asked for. A
+ * child node lives in its parent level's buffer, which is refilled only after
+ * the child's frame is done. Loops (a child that is one of its ancestors) and
+ * trees deeper than MAX_DEPTH are BAD_METADATA.
  */
-export async function* leaves(r: BlockReader, root: number, leafValueSize: number, what: string): AsyncGenerator<BtreeNode> {
-  const rootNode = await readNode(r, root, leafValueSize, 0, KEY_END, what);
+export function* leaves(r: BlockReader, root: number, leafValueSize: number, what: string): Generator<BtreeNode> {
+  const rootNode = readNode(r, root, leafValueSize, 0, KEY_END, what);
   if (rootNode.leaf) { yield rootNode; return; }
-  const stack: { n: BtreeNode; i: number; hi: number }[] = [{ n: rootNode, i: 0, hi: KEY_END }];
+  const runs: Buffer[] = [];
+  const runOf = (depth: number): Buffer => (runs[depth] ??= Buffer.allocUnsafeSlow(MAX_RUN_BLOCKS * METADATA_BLOCK_BYTES));
+  const stack: WalkFrame[] = [{ n: rootNode, i: 0, hi: KEY_END, run: runOf(0), runFrom: 0, runCount: 0 }];
   const onPath = new Set<number>([root]);
-  r.prefetch(children(rootNode, what));
   while (stack.length > 0) {
     const f = stack[stack.length - 1]!;
     if (f.i >= f.n.nrEntries) {
@@ -138,17 +190,30 @@ export async function* leaves(r: BlockReader, root: number, leafValueSize: numbe
     const child = f.n.u64Value(i, what);
     if (onPath.has(child)) throw bad(child, `${what}: loop: block ${f.n.block} points back to its ancestor ${child}`);
     if (stack.length >= MAX_DEPTH) throw bad(child, `${what}: tree deeper than ${MAX_DEPTH} levels (a loop?)`);
+    if (i >= f.runFrom + f.runCount) {
+      // Children i.. whose block numbers follow each other, in one read.
+      r.check(child, what);
+      let count = 1;
+      while (i + count < f.n.nrEntries && count < MAX_RUN_BLOCKS) {
+        const next = f.n.u64Value(i + count, what);
+        if (next !== child + count || !r.inside(next)) break;
+        count++;
+      }
+      r.readRun(child, count, f.run);
+      f.runFrom = i;
+      f.runCount = count;
+    }
+    const k = i - f.runFrom;
     const [lo, hi] = childRange(f.n, i, f.hi);
-    const c = await readNode(r, child, leafValueSize, lo, hi, what);
+    const c = parseNode(f.run.subarray(k * METADATA_BLOCK_BYTES, (k + 1) * METADATA_BLOCK_BYTES), child, leafValueSize, lo, hi, what);
     if (c.leaf) { yield c; continue; }
-    stack.push({ n: c, i: 0, hi });
+    stack.push({ n: c, i: 0, hi, run: runOf(stack.length), runFrom: 0, runCount: 0 });
     onPath.add(child);
-    r.prefetch(children(c, what));
   }
 }
 
 /** The value offset of `key` in its leaf, or undefined when the tree does not hold it. */
-export async function lookup(r: BlockReader, root: number, leafValueSize: number, key: number, what: string): Promise<{ node: BtreeNode; index: number } | undefined> {
+export function lookup(r: BlockReader, root: number, leafValueSize: number, key: number, what: string): { node: BtreeNode; index: number } | undefined {
   let block = root;
   let lo = 0, hi = KEY_END;
   const onPath = new Set<number>();
@@ -156,7 +221,7 @@ export async function lookup(r: BlockReader, root: number, leafValueSize: number
     if (onPath.has(block)) throw bad(block, `${what}: loop: a lookup came back to block ${block}`);
     if (depth >= MAX_DEPTH) throw bad(block, `${what}: tree deeper than ${MAX_DEPTH} levels (a loop?)`);
     onPath.add(block);
-    const n = await readNode(r, block, leafValueSize, lo, hi, what);
+    const n = readNode(r, block, leafValueSize, lo, hi, what);
     // Last entry whose key <= key.
     let a = 0, b = n.nrEntries - 1, at = -1;
     while (a <= b) {
@@ -171,16 +236,16 @@ export async function lookup(r: BlockReader, root: number, leafValueSize: number
 }
 
 /** The largest key in the tree, or -1 when it is empty (reads the right spine, backing off empty leaves). */
-export async function lastKey(r: BlockReader, root: number, leafValueSize: number, what: string): Promise<number> {
-  const visit = async (block: number, lo: number, hi: number, path: Set<number>): Promise<number> => {
+export function lastKey(r: BlockReader, root: number, leafValueSize: number, what: string): number {
+  const visit = (block: number, lo: number, hi: number, path: Set<number>): number => {
     if (path.has(block)) throw bad(block, `${what}: loop: block ${block} is its own ancestor`);
     if (path.size >= MAX_DEPTH) throw bad(block, `${what}: tree deeper than ${MAX_DEPTH} levels (a loop?)`);
-    const n = await readNode(r, block, leafValueSize, lo, hi, what);
+    const n = readNode(r, block, leafValueSize, lo, hi, what);
     if (n.leaf) return n.nrEntries > 0 ? n.key(n.nrEntries - 1) : -1;
     path.add(block);
     for (let i = n.nrEntries - 1; i >= 0; i--) {
       const [clo, chi] = childRange(n, i, hi);
-      const k = await visit(n.u64Value(i, what), clo, chi, path);
+      const k = visit(n.u64Value(i, what), clo, chi, path);
       if (k >= 0) return k;
     }
     path.delete(block);

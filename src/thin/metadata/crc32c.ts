@@ -1,9 +1,15 @@
 /**
  * CRC-32C (Castagnoli), as persistent-data checksums its blocks: the kernel's
  * dm_bm_checksum() is `crc32c(~0, data, len) ^ xor`, where the kernel's
- * crc32c() returns the register without the final inversion. Slicing-by-8:
- * a metadata block (4 KiB) is checked in a few microseconds.
+ * crc32c() returns the register without the final inversion.
+ *
+ * The native addon's crc32c (SSE4.2's crc32 instruction, native/thinship_device.c)
+ * does a 4 KiB block in well under a microsecond; this file's slicing-by-8 in
+ * JavaScript (several microseconds a block, 15 % of a full plan's CPU when it
+ * was the only one) is the fallback when the addon is not built, and the
+ * reference the unit test checks the addon against.
  */
+import { metadataAddon } from './addon.js';
 
 const POLY = 0x82f63b78; // reflected Castagnoli polynomial
 
@@ -20,8 +26,8 @@ const T = ((): Uint32Array[] => {
   return t;
 })();
 
-/** The CRC register after `b[start, end)` from `seed`, with no final inversion (the kernel's crc32c()). */
-export function crc32cRaw(seed: number, b: Uint8Array, start = 0, end = b.length): number {
+/** The CRC register after `b[start, end)` from `seed`, with no final inversion (the kernel's crc32c()); in JavaScript. */
+export function crc32cRawJs(seed: number, b: Uint8Array, start = 0, end = b.length): number {
   const [t0, t1, t2, t3, t4, t5, t6, t7] = T as [Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array];
   let c = seed >>> 0;
   let i = start;
@@ -32,6 +38,21 @@ export function crc32cRaw(seed: number, b: Uint8Array, start = 0, end = b.length
   }
   for (; i < end; i++) c = t0[(c ^ b[i]!) & 0xff]! ^ (c >>> 8);
   return c >>> 0;
+}
+
+type CrcFn = (seed: number, b: Uint8Array, start: number, end: number) => number;
+
+/** The addon's crc32c, or undefined when the addon is not built. */
+export function nativeCrc32c(): CrcFn | undefined {
+  return metadataAddon().crc32c;
+}
+
+/** Chosen at the first checksum, not at import: commands that read no metadata do not load the addon. */
+let impl: CrcFn | undefined;
+
+/** The CRC register after `b[start, end)` from `seed`, with no final inversion (the kernel's crc32c()). */
+export function crc32cRaw(seed: number, b: Uint8Array, start = 0, end = b.length): number {
+  return (impl ??= nativeCrc32c() ?? crc32cRawJs)(seed >>> 0, b, start, end);
 }
 
 /** Standard CRC-32C (init ~0, final inversion): for the test vector "123456789" -> 0xe3069283. */

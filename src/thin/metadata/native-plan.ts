@@ -7,7 +7,7 @@ import { ThinshipError } from '../../errors.js';
 import { log } from '../../log.js';
 import { buildDeltaPlanFrom, buildFullPlanFrom, type DeltaPlanOptions, type FullPlanOptions, type Plan } from '../plan.js';
 import type { MappingSpool } from '../spool.js';
-import type { Superblock } from '../model.js';
+import type { Superblock, ThinDevice } from '../model.js';
 import { lastKey } from './btree.js';
 import { walkDelta } from './delta.js';
 import { MAPPING_VALUE_BYTES, MetadataReader } from './reader.js';
@@ -54,8 +54,8 @@ export async function nativeDeltaPlan(r: MetadataReader, baseDevId: number, snap
     sink.onSuperblock?.(sb);
     const stats = await walkDelta(r.blocks, { root: left.root, devId: baseDevId }, { root: right.root, devId: snapDevId }, (b) => { opts.signal?.throwIfAborted(); return sink.onRanges(b); });
     // thin_delta's ranges run to the last block mapped in either device; shared subtrees were skipped, so ask the trees.
-    const rightLast = await lastKey(r.blocks, right.root, MAPPING_VALUE_BYTES, `mapping tree of device ${snapDevId}`);
-    const leftLast = left.root === right.root ? rightLast : await lastKey(r.blocks, left.root, MAPPING_VALUE_BYTES, `mapping tree of device ${baseDevId}`);
+    const rightLast = lastKey(r.blocks, right.root, MAPPING_VALUE_BYTES, `mapping tree of device ${snapDevId}`);
+    const leftLast = left.root === right.root ? rightLast : lastKey(r.blocks, left.root, MAPPING_VALUE_BYTES, `mapping tree of device ${baseDevId}`);
     log.debug({ baseDevId, snapDevId, blocksRead: r.blocks.blocksRead - before, sharedSubtreesSkipped: stats.sharedSubtreesSkipped }, 'native delta walked');
     return { superblock: sb, leftDevId: baseDevId, rightDevId: snapDevId, extentBlocks: Math.max(leftLast, rightLast) + 1, snapEndBlocks: rightLast + 1 };
   }, opts);
@@ -84,16 +84,9 @@ export interface NativePlanResult {
  * `native`, an unknown format is BAD_METADATA.
  */
 export async function planNative(args: NativePlanArgs, opts: { choice: MetadataReaderChoice; maxOpBytes?: number; spoolDir?: string; withMappings?: boolean; signal?: AbortSignal }): Promise<NativePlanResult | undefined> {
-  if (opts.choice === 'thin-tools') return undefined;
-  const r = await MetadataReader.open(args.metadataPath, { useMetadataSnap: args.useMetadataSnap, dropCache: args.useMetadataSnap });
+  const r = await openIfKnown(args.metadataPath, args.useMetadataSnap, opts.choice);
+  if (r === undefined) return undefined;
   try {
-    const why = r.unknownFormat();
-    if (why !== undefined) {
-      if (opts.choice === 'native') throw new ThinshipError('BAD_METADATA', `the native metadata reader does not know this metadata (${why}) in ${args.metadataPath}: use --metadata-reader thin-tools`);
-      log.info({ metadataReader: 'thin-tools', reason: why }, 'metadata reader: thin tools (the native reader does not know this format)');
-      return undefined;
-    }
-    log.info({ metadataReader: 'native', reason: opts.choice === 'native' ? 'asked for' : `known format (version ${r.sb.version}, flags ${r.sb.flags})` }, 'metadata reader: native');
     const common = { volumeSizeBytes: args.volumeSizeBytes, volumeSizeFlag: args.volumeSizeFlag, maxOpBytes: opts.maxOpBytes, spoolDir: opts.spoolDir, signal: opts.signal };
     if (args.baseDevId === undefined) {
       const f = await nativeFullPlan(r, args.snapDevId, { devId: args.snapDevId, ...common, mappingSpool: opts.withMappings });
@@ -111,5 +104,44 @@ export async function planNative(args: NativePlanArgs, opts: { choice: MetadataR
     }
   } finally {
     await r.close();
+  }
+}
+
+/**
+ * Every thin device's details, read natively (what `thin_dump --skip-mappings`
+ * gives: the superblock and the device details tree, every block checked), or
+ * undefined when the thin tools are to be used (as planNative decides).
+ */
+export async function nativeDevices(metadataPath: string, choice: MetadataReaderChoice): Promise<ThinDevice[] | undefined> {
+  const r = await openIfKnown(metadataPath, false, choice);
+  if (r === undefined) return undefined;
+  try {
+    return await r.devices();
+  } finally {
+    await r.close();
+  }
+}
+
+/**
+ * The native reader on `metadataPath`, or undefined when `choice` is
+ * thin-tools, or auto and the format is one it does not know (logged). With
+ * `native`, an unknown format is BAD_METADATA.
+ */
+async function openIfKnown(metadataPath: string, useMetadataSnap: boolean, choice: MetadataReaderChoice): Promise<MetadataReader | undefined> {
+  if (choice === 'thin-tools') return undefined;
+  const r = await MetadataReader.open(metadataPath, { useMetadataSnap, dropCache: useMetadataSnap });
+  try {
+    const why = r.unknownFormat();
+    if (why !== undefined) {
+      if (choice === 'native') throw new ThinshipError('BAD_METADATA', `the native metadata reader does not know this metadata (${why}) in ${metadataPath}: use --metadata-reader thin-tools`);
+      log.info({ metadataReader: 'thin-tools', reason: why }, 'metadata reader: thin tools (the native reader does not know this format)');
+      await r.close();
+      return undefined;
+    }
+    log.info({ metadataReader: 'native', reason: choice === 'native' ? 'asked for' : `known format (version ${r.sb.version}, flags ${r.sb.flags})` }, 'metadata reader: native');
+    return r;
+  } catch (e) {
+    await r.close();
+    throw e;
   }
 }

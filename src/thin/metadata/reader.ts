@@ -7,8 +7,8 @@
  */
 import { ThinshipError } from '../../errors.js';
 import type { Mapping, Superblock, ThinDevice } from '../model.js';
-import { BlockReader, type BlockReaderOptions } from './block-reader.js';
-import { type BtreeNode, leaves, lookup } from './btree.js';
+import { BlockReader, LoopYielder, type BlockReaderOptions } from './block-reader.js';
+import { type BtreeNode, NODE_HEADER_BYTES, leaves, lookup } from './btree.js';
 import { parseSuperblock, SUPERBLOCK_LOCATION, unknownFormat, u64, type DiskSuperblock } from './superblock.js';
 
 /** struct disk_device_details: mapped_blocks u64, transaction_id u64, creation_time u32, snapshotted_time u32. */
@@ -21,14 +21,6 @@ export const MAPPING_BATCH = 4096;
 export interface OpenOptions extends BlockReaderOptions {
   /** Read the metadata snapshot (the superblock copy at held_root) instead of the live superblock: thin_dump -m. */
   useMetadataSnap?: boolean;
-}
-
-/** A leaf value of a device's mapping tree: data block (upper 40 bits) and time (lower 24). */
-export function unpackBlockTime(n: BtreeNode, i: number): { dataBlock: number; time: number } {
-  const off = n.valueOffset(i);
-  const lo = n.buf.readUInt32LE(off);
-  const hi = n.buf.readUInt32LE(off + 4);
-  return { dataBlock: hi * 256 + (lo >>> 24), time: lo & 0xffffff };
 }
 
 export class MetadataReader {
@@ -85,14 +77,14 @@ export class MetadataReader {
   /** Every device's details, in dev id order. */
   async devices(): Promise<ThinDevice[]> {
     const out: ThinDevice[] = [];
-    for await (const n of leaves(this.blocks, this.sb.deviceDetailsRoot, DEVICE_DETAILS_BYTES, 'device details tree')) {
+    for (const n of leaves(this.blocks, this.sb.deviceDetailsRoot, DEVICE_DETAILS_BYTES, 'device details tree')) {
       for (let i = 0; i < n.nrEntries; i++) out.push(this.deviceOf(n, i));
     }
     return out;
   }
 
   async device(devId: number): Promise<ThinDevice | undefined> {
-    const hit = await lookup(this.blocks, this.sb.deviceDetailsRoot, DEVICE_DETAILS_BYTES, devId, 'device details tree');
+    const hit = lookup(this.blocks, this.sb.deviceDetailsRoot, DEVICE_DETAILS_BYTES, devId, 'device details tree');
     return hit && this.deviceOf(hit.node, hit.index);
   }
 
@@ -103,7 +95,7 @@ export class MetadataReader {
    */
   async deviceRoot(devId: number): Promise<{ device: ThinDevice; root: number }> {
     const device = await this.device(devId);
-    const hit = await lookup(this.blocks, this.sb.dataMappingRoot, MAPPING_VALUE_BYTES, devId, 'mapping tree (top level)');
+    const hit = lookup(this.blocks, this.sb.dataMappingRoot, MAPPING_VALUE_BYTES, devId, 'mapping tree (top level)');
     if (device === undefined && hit === undefined) {
       const ids = (await this.devices()).map((d) => d.devId);
       throw new ThinshipError('NOT_FOUND', `thin device id ${devId} is not in the pool metadata${ids.length > 0 ? ` (devices found: ${ids.join(', ')})` : ' (the pool has no device)'}`, { details: { devId } });
@@ -117,30 +109,47 @@ export class MetadataReader {
   /**
    * Device `devId`'s mappings in origin order, as thin_dump prints them:
    * consecutive blocks with consecutive data blocks and the same time merge
-   * into one range. Batches of up to MAPPING_BATCH, each awaited.
+   * into one range. Batches of up to MAPPING_BATCH, each awaited. The batch
+   * array and its Mapping objects are reused for the next batch once the
+   * callback's promise settles: copy what you keep (a full send of 10 M
+   * mappings otherwise made 10 M short-lived objects, and their collection
+   * was the largest cost after the checksums).
    */
   async walkMappings(root: number, devId: number, onMappings: (batch: Mapping[]) => void | Promise<void>): Promise<void> {
-    let batch: Mapping[] = [];
-    let cur: Mapping | undefined;
-    for await (const n of leaves(this.blocks, root, MAPPING_VALUE_BYTES, `mapping tree of device ${devId}`)) {
-      for (let i = 0; i < n.nrEntries; i++) {
-        const origin = n.key(i);
-        const { dataBlock, time } = unpackBlockTime(n, i);
-        if (cur && origin === cur.originBlock + cur.lengthBlocks && dataBlock === cur.dataBlock + cur.lengthBlocks && time === cur.time) {
-          cur.lengthBlocks++;
-          continue;
-        }
-        if (cur) batch.push(cur);
-        cur = { originBlock: origin, dataBlock, lengthBlocks: 1, time };
+    const batch: Mapping[] = [];
+    let used = 0;
+    /** The run being built: origin, data block, length, time; no run while len is 0. */
+    let origin = 0, data = 0, len = 0, time = 0;
+    const flush = (): void => {
+      const m = batch[used];
+      if (m === undefined) batch.push({ originBlock: origin, dataBlock: data, lengthBlocks: len, time });
+      else { m.originBlock = origin; m.dataBlock = data; m.lengthBlocks = len; m.time = time; }
+      used++;
+    };
+    const yielder = new LoopYielder();
+    for (const n of leaves(this.blocks, root, MAPPING_VALUE_BYTES, `mapping tree of device ${devId}`)) {
+      const words = n.words;
+      const nr = n.nrEntries;
+      let kw = NODE_HEADER_BYTES >>> 2;
+      let vw = n.valueOffset(0) >>> 2;
+      for (let i = 0; i < nr; i++, kw += 2, vw += 2) {
+        // Keys were checked by parseNode (safe integers, increasing); values are data_block << 24 | time.
+        const o = words[kw + 1]! * 0x1_0000_0000 + words[kw]!;
+        const lo = words[vw]!;
+        const d = words[vw + 1]! * 256 + (lo >>> 24);
+        const t = lo & 0xffffff;
+        if (len > 0 && o === origin + len && d === data + len && t === time) { len++; continue; }
+        if (len > 0) flush();
+        origin = o; data = d; len = 1; time = t;
       }
-      if (batch.length >= MAPPING_BATCH) {
-        const b = batch;
-        batch = [];
-        await onMappings(b);
+      if (used >= MAPPING_BATCH) {
+        await onMappings(used === batch.length ? batch : batch.slice(0, used));
+        used = 0;
+        await yielder.due();
       }
     }
-    if (cur) batch.push(cur);
-    if (batch.length > 0) await onMappings(batch);
+    if (len > 0) flush();
+    if (used > 0) await onMappings(batch.slice(0, used));
   }
 
   close(): Promise<void> {

@@ -24,6 +24,7 @@
 import { ThinshipError } from '../../errors.js';
 import { blockChecksum } from './crc32c.js';
 import { METADATA_BLOCK_BYTES } from './block-reader.js';
+import { HOST_LITTLE_ENDIAN } from './btree.js';
 
 export const SUPERBLOCK_MAGIC = 27022010;
 export const SUPERBLOCK_CSUM_XOR = 160774;
@@ -104,6 +105,7 @@ export function parseSuperblock(b: Buffer, location: number, path: string): Disk
  * other than 4 KiB. (Compatible features may be ignored by definition.)
  */
 export function unknownFormat(sb: DiskSuperblock): string | undefined {
+  if (!HOST_LITTLE_ENDIAN) return 'a big-endian host (the native reader reads little-endian words in place)';
   if (!KNOWN_VERSIONS.includes(sb.version)) return `metadata version ${sb.version} (this reader knows ${KNOWN_VERSIONS.join(', ')})`;
   if ((sb.flags & ~KNOWN_FLAGS) !== 0) return `superblock flags 0x${sb.flags.toString(16)}`;
   if (sb.compatRoFlags !== 0) return `read-only-compatible feature flags 0x${sb.compatRoFlags.toString(16)}`;
