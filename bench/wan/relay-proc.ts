@@ -1,5 +1,5 @@
 /**
- * The delay relay (src/testing/delay-relay.ts) as its own process, for the
+ * The delay relay (src/cli/delay-relay.ts, the command line of src/testing/delay-relay.ts) as its own process, for the
  * WAN benchmarks: its CPU is then its own (/proc), and it never shares an
  * event loop with what it measures.
  */
@@ -9,7 +9,7 @@ import { join } from 'node:path';
 
 const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 /** The relay of this checkout's build. */
-export const RELAY_SCRIPT = join(REPO_ROOT, 'dist/src/testing/delay-relay.js');
+export const RELAY_SCRIPT = join(REPO_ROOT, 'dist/src/cli/delay-relay.js');
 
 /**
  * Real-time FIFO scheduling for the relay: it stands for a link, which does

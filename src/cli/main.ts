@@ -6,7 +6,7 @@
 import { Command, CommanderError } from 'commander';
 import { ThinshipError, asThinshipError } from '../errors.js';
 import { exitCodeOf } from './exit-codes.js';
-import { logLevelProblem, logPhase } from '../log.js';
+import { configureLogLevel, logPhase } from '../log.js';
 // Commands are imported when they run: a start loads only what it needs (gRPC,
 // zstd, the XML parser...), which matters for scripts calling thinship often and
 // for the VM tier, where each module costs ~10x more under emulation.
@@ -129,8 +129,9 @@ function commandOf(argv: string[]): string | undefined {
 }
 
 async function main(): Promise<void> {
+  // The environment is read here, at the edge: libraries take what it says as arguments.
+  const badLevel = configureLogLevel(process.env.THINSHIP_LOG);
   try {
-    const badLevel = logLevelProblem();
     if (badLevel !== undefined) throw new ThinshipError('USAGE', badLevel);
     await program.parseAsync(process.argv);
     logPhase('command finished');
@@ -141,7 +142,7 @@ async function main(): Promise<void> {
     }
     const err = asThinshipError(e);
     process.stderr.write(`thinship: ${err.message}\n`);
-    if (err.code === 'USAGE' && logLevelProblem() === undefined) process.stderr.write(usageHint(commandOf(process.argv)) + '\n');
+    if (err.code === 'USAGE' && badLevel === undefined) process.stderr.write(usageHint(commandOf(process.argv)) + '\n');
     if (process.env.THINSHIP_LOG === 'debug' && err.stack) process.stderr.write(err.stack + '\n');
     process.exitCode = exitCodeOf(err);
   }

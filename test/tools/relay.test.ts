@@ -208,7 +208,7 @@ test('a refused target resets the client connection', async () => {
 
 test('the command line prints its port and relays with the delay', async () => {
   const srv = await serverOn(echo);
-  const child = spawn(process.execPath, [join(repoRoot, 'dist/src/testing/delay-relay.js'), '--listen', '127.0.0.1:0', '--to', `127.0.0.1:${srv.port}`, '--rtt-ms', '60', '--rate', '100mbit'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [join(repoRoot, 'dist/src/cli/delay-relay.js'), '--listen', '127.0.0.1:0', '--to', `127.0.0.1:${srv.port}`, '--rtt-ms', '60', '--rate', '100mbit'], { stdio: ['ignore', 'pipe', 'pipe'] });
   try {
     const [line] = await once(child.stdout!, 'data', within()) as [Buffer];
     const info = JSON.parse(line.toString()) as { port: number; delayMs: number; rateBitsPerSecond: number; capacityBytes: number };

@@ -2,13 +2,11 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ThinshipError } from '../../errors.js';
-import { planSend } from '../../thin/planner.js';
-import { checkMetadataReaderChoice } from '../../thin/metadata/native-plan.js';
 import { openSourceReader } from '../../sender/volume-reader.js';
 import { sendMessages } from '../../sender/sender.js';
 import { encodeStream } from '../../stream/linbit.js';
 import type { FormatVersion } from '../../stream/messages.js';
-import { sourceSpecOf, parseByteCount, type SourceFlags } from '../source-args.js';
+import { sourceSpecOf, planForCommand, type SourceFlags } from '../source-args.js';
 import { ProgressLine } from '../progress.js';
 import { formatBytes, formatRate } from '../format.js';
 
@@ -21,7 +19,7 @@ export async function sendPipeCommand(names: string[], flags: SendFlags): Promis
   const extensions = format === '1.1' && flags.extensions !== false;
   const spec = sourceSpecOf(names, flags);
   const t0 = performance.now();
-  const p = await planSend(spec, { maxOpBytes: flags.maxOpBytes === undefined ? undefined : parseByteCount(flags.maxOpBytes, '--max-op-bytes'), withMappings: spec.kind === 'offline', metadataReader: checkMetadataReaderChoice(flags.metadataReader) });
+  const p = await planForCommand(spec, flags, { withMappings: spec.kind === 'offline' });
   try {
     const reader = await openSourceReader(p);
     const progress = new ProgressLine('send', p.plan.totals.dataBytes);
