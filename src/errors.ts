@@ -49,10 +49,6 @@ export class ThinshipError extends Error {
   }
 }
 
-export function isThinshipError(e: unknown): e is ThinshipError {
-  return e instanceof ThinshipError;
-}
-
 /** The errno code of a failed system call ("ENOENT"), or undefined. */
 export function errnoOf(e: unknown): string | undefined {
   const code = (e as NodeJS.ErrnoException | undefined)?.code;

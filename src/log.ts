@@ -15,7 +15,7 @@ export type { Logger };
  */
 export type Warn = (message: string) => void;
 
-export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 export const log: Logger = pino(
   { level: 'error', base: { pid: process.pid } },

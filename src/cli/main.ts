@@ -52,7 +52,7 @@ offlineOptions(program.command('plan')
   .option('--json', 'print the totals and every operation as JSON')
   .option('--max-op-bytes <bytes>', 'split operations larger than this (default 1M)')
   .option('--metadata-reader <reader>', 'auto (default: native when it knows the metadata format, else thin tools), native, or thin-tools (thin_dump/thin_delta)'))
-  .action(async (names: string[], flags) => { await planCommand(names, flags); });
+  .action(async (names: string[], flags: Parameters<typeof planCommand>[1]) => { await planCommand(names, flags); });
 
 offlineOptions(program.command('send')
   .description('send SNAP (full) or BASE..SNAP (incremental): over gRPC with --to HOST:PORT --target NAME (mTLS), else a LINBIT thin_send stream on stdout (pipe mode)')
@@ -68,7 +68,7 @@ offlineOptions(program.command('send')
   .option('--no-compress', 'with --to: no zstd (RAW and ZERO chunks only)')
   .option('--retries <n>', 'with --to: resume attempts after a broken connection (default 9)')
   .option('--json', 'with --to: print the summary as JSON on stdout'))
-  .action(async (names: string[], flags) => {
+  .action(async (names: string[], flags: Parameters<typeof sendGrpcCommand>[1] & Parameters<typeof sendPipeCommand>[1]) => {
     if (flags.to !== undefined) {
       if (flags.format !== '1.1' || flags.extensions === false) throw new ThinshipError('USAGE', '--format and --no-extensions are for pipe mode, not for --to');
       await sendGrpcCommand(names, flags);
@@ -82,7 +82,7 @@ program.command('recv')
   .description('apply a stream from stdin (LINBIT thin_send format 1.0 or 1.1) to TARGET')
   .argument('<target>', 'an LVM thin LV (vg/lv), or a file or block-device path (a missing file is created sparse at the volume size)')
   .option('-q, --quiet', 'no summary on stderr')
-  .action(async (target: string, flags) => { await recvPipeCommand(target, flags); });
+  .action(async (target: string, flags: Parameters<typeof recvPipeCommand>[1]) => { await recvPipeCommand(target, flags); });
 
 program.command('serve')
   .description('the gRPC receiver: apply streams from senders over mTLS to the targets each client identity may write')
@@ -93,7 +93,7 @@ program.command('serve')
   .option('--allow-insecure-remote', 'allow --insecure on a non-loopback address')
   .option('--receive-window <bytes>', 'HTTP/2 receive window of each stream (default 32M, or the config\'s receiveWindowBytes)')
   .option('--connection-window <bytes>', 'HTTP/2 receive window of each connection (default: the stream window, or the config\'s connectionWindowBytes)')
-  .action(async (flags) => { await serveCommand(flags); });
+  .action(async (flags: Parameters<typeof serveCommand>[0]) => { await serveCommand(flags); });
 
 tlsOptions(program.command('transfer')
   .description('ask a receiver about a transfer (status), or abort it (abort: forget it and free its target)')
@@ -101,7 +101,7 @@ tlsOptions(program.command('transfer')
   .argument('<transfer-id>', 'the transfer id (thinship send prints it)')
   .requiredOption('--to <host:port>', 'the receiver')
   .option('--reason <text>', 'abort: why, for the receiver\'s log'))
-  .action(async (action: string, id: string, flags) => { await transferCommand(action, id, flags); });
+  .action(async (action: string, id: string, flags: Parameters<typeof transferCommand>[2]) => { await transferCommand(action, id, flags); });
 
 program.command('certs')
   .description('make a CA, a server certificate and client certificates (openssl) for a first setup or a test; --add-client: one more client from the CA in --out')
@@ -111,12 +111,12 @@ program.command('certs')
   .option('--add-client', 'add client certificates (--client NAME) signed by the CA already in --out (its ca.crt and ca.key)')
   .option('--force', 'overwrite existing files (without --add-client: a new CA, so certificates from the old one stop working)')
   .option('--days <n>', 'validity of the server and client certificates (default 825)')
-  .action(async (flags) => { await certsCommand(flags); });
+  .action(async (flags: Parameters<typeof certsCommand>[0]) => { await certsCommand(flags); });
 
 program.command('demo')
   .description('the built-in default: build a small offline thin pool, start a gRPC receiver on loopback with fresh certificates, send full then incremental over mTLS, and verify')
   .option('--dir <dir>', 'where to build the demo pool and target (default: a new temporary directory, removed afterwards)')
-  .action(async (flags) => { await demoCommand(flags); });
+  .action(async (flags: Parameters<typeof demoCommand>[0]) => { await demoCommand(flags); });
 
 const usageHint = (command?: string) => `(run 'thinship ${command ? `${command} ` : ''}--help' for usage)`;
 program.showHelpAfterError(usageHint());

@@ -8,7 +8,7 @@
  */
 import { ThinshipError, isAbortOf } from '../errors.js';
 
-export const SIGNAL_NUMBERS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
+const SIGNAL_NUMBERS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
 export type StopSignal = keyof typeof SIGNAL_NUMBERS;
 
 /** Work cut short by a signal; `details.exitCode` is 128 + the signal number. */

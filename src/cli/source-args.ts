@@ -44,7 +44,7 @@ export function sourceSpecOf(names: string[], f: SourceFlags): SourceSpec {
 export interface PlanFlags { maxOpBytes?: string; metadataReader?: string }
 
 /** A warning from a library, for the person at the terminal: one "thinship: ..." line on stderr. */
-export function warnOnStderr(message: string): void {
+function warnOnStderr(message: string): void {
   process.stderr.write(`thinship: ${message}\n`);
 }
 
@@ -53,7 +53,7 @@ export function warnOnStderr(message: string): void {
  * sets (THINSHIP_METADATA_READER, THINSHIP_LOCK_DIR), read here at the edge
  * rather than in the libraries.
  */
-export function planOptionsOf(f: PlanFlags, more: PlanOptions = {}): PlanOptions {
+function planOptionsOf(f: PlanFlags, more: PlanOptions = {}): PlanOptions {
   return {
     maxOpBytes: f.maxOpBytes === undefined ? undefined : parseByteCount(f.maxOpBytes, '--max-op-bytes'),
     metadataReader: checkMetadataReaderChoice(f.metadataReader, process.env.THINSHIP_METADATA_READER),

@@ -17,7 +17,7 @@ import { log } from '../log.js';
 import { installHint } from './packages.js';
 
 /** stderr kept in errors and logs; tools such as thin_delta print usage text on error. */
-export const STDERR_CAP_BYTES = 16 * 1024;
+const STDERR_CAP_BYTES = 16 * 1024;
 
 export interface ToolResult {
   tool: string;

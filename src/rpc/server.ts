@@ -310,7 +310,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
   const health = new HealthImplementation({ '': 'SERVING', [RECEIVER_SERVICE]: 'SERVING' });
   health.addToServer(server);
   // Reflection describes both services, so grpcurl can discover and call either.
-  new ReflectionService(protoLoader.loadSync([receiverProtoPath(), healthProtoPath], LOADER_OPTIONS) as never).addToServer(server);
+  new ReflectionService(protoLoader.loadSync([receiverProtoPath(), healthProtoPath], LOADER_OPTIONS)).addToServer(server);
 
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(o.listen, creds, (e, p) => (e ? reject(new ThinshipError('USAGE', `cannot listen on ${o.listen}: ${e.message}`, { cause: e })) : resolve(p)));

@@ -82,7 +82,7 @@ export interface DelayRelay {
   close(): Promise<void>;
 }
 
-export const DEFAULT_QUEUE_BYTES = 1024 * 1024;
+const DEFAULT_QUEUE_BYTES = 1024 * 1024;
 
 /** Rates as tc writes them: 1gbit, 100mbit, 500kbit, 64000bit, or bits/s; "unlimited" or 0 for none. */
 export function parseRate(s: string): number {

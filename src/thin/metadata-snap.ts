@@ -21,7 +21,7 @@ export interface PoolStatus {
 }
 
 /** Parses `dmsetup status <vg>-<pool>-tpool`: "0 2097152 thin-pool 3 114/1024 86/16384 - rw ...". */
-export function parsePoolStatus(line: string, dmName: string): PoolStatus {
+function parsePoolStatus(line: string, dmName: string): PoolStatus {
   const f = line.trim().split(/\s+/);
   if (f[2] !== 'thin-pool' || f.length < 7) throw new ThinshipError('TOOL_FAILED', `dmsetup status ${dmName}: not a thin-pool status line: "${line.trim()}"`);
   const held = f[6]!;
@@ -29,7 +29,7 @@ export function parsePoolStatus(line: string, dmName: string): PoolStatus {
   return { transactionId: Number(f[3]), heldMetadataRoot: held === '-' ? undefined : Number(held) };
 }
 
-export async function poolStatus(vg: string, pool: string, opts: RunOptions = {}): Promise<PoolStatus> {
+async function poolStatus(vg: string, pool: string, opts: RunOptions = {}): Promise<PoolStatus> {
   const dm = poolTpoolDmName(vg, pool);
   const r = await runTool('dmsetup', ['status', dm], { ...opts, classify: classifyDmsetup });
   return parsePoolStatus(r.stdout, dm);

@@ -22,7 +22,7 @@ import { nativeDevice } from '../device/native.js';
 import { log as defaultLog, type Logger } from '../log.js';
 
 /** The lock directory when the caller names none (the CLI takes THINSHIP_LOCK_DIR). */
-export const DEFAULT_LOCK_DIR = '/run/lock/thinship';
+const DEFAULT_LOCK_DIR = '/run/lock/thinship';
 
 /** How often a waiter tries the lock again. */
 const POLL_MS = 50;

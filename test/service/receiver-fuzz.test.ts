@@ -146,7 +146,7 @@ async function oneSequence(over: Record<string, unknown>, records: Record<string
   }
   if (outcome !== undefined) {
     const se = outcome as grpc.ServiceError;
-    assert.ok(se.metadata, `call ${id} failed without a status: ${String(outcome)}`);
+    assert.ok(se.metadata, `call ${id} failed without a status: ${se.message}`);
     const code = se.metadata.get(CODE_METADATA_KEY)[0];
     assert.ok(isStableCode(code), `call ${id}: ${se.details} (thinship-code ${String(code)})`);
   }

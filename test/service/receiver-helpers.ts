@@ -15,7 +15,6 @@ import type { PbApplyRequest, PbApplyResponse } from '../../src/rpc/proto.js';
 import { planSend } from '../../src/thin/planner.js';
 import { openSourceReader } from '../../src/sender/volume-reader.js';
 import type { DemoPool } from '../../src/thin/demo-pool.js';
-import type { ThinshipError } from '../../src/errors.js';
 import type { TlsFiles } from '../../src/rpc/tls.js';
 import type { TestCerts } from './helpers.js';
 import { rejects, waitFor } from './helpers.js';
@@ -64,13 +63,13 @@ export function beginMsg(transferId: string, target: string, over: Record<string
       sourceId: 'test-source', baseId: '', plannedDataBytes: 0, plannedUnmapBytes: 0, resumeOffsetBytes: 0,
       compression: 'COMPRESSION_ZSTD', checksum: 'CHECKSUM_ALGORITHM_SHA256', ...over,
     },
-  } as PbApplyRequest;
+  };
 }
 
 export const sha = (b: Buffer) => createHash('sha256').update(b).digest();
 
 export function dataMsg(offsetBytes: number, data: Buffer, over: Record<string, unknown> = {}): PbApplyRequest {
-  return { kind: 'data', data: { offsetBytes, lengthBytes: data.length, payload: data, encoding: 'ENCODING_RAW', checksum: sha(data), ...over } } as PbApplyRequest;
+  return { kind: 'data', data: { offsetBytes, lengthBytes: data.length, payload: data, encoding: 'ENCODING_RAW', checksum: sha(data), ...over } };
 }
 
 export async function grpcError(response: Promise<PbApplyResponse>): Promise<grpc.ServiceError> {

@@ -34,11 +34,11 @@ test('transport failures are classified on what grpc-js reports, one kind each',
 });
 
 test('an untrusted receiver is UNAUTHENTICATED and not retried; a refused connection stays retryable UNAVAILABLE', () => {
-  const untrusted = fromServiceError({ code: grpc.status.UNAVAILABLE, details: last('Error: unable to get local issuer certificate') } as grpc.ServiceError, 'GetTransferState on h:1');
+  const untrusted = fromServiceError({ code: grpc.status.UNAVAILABLE, details: last('Error: unable to get local issuer certificate') }, 'GetTransferState on h:1');
   assert.equal(untrusted.code, 'UNAUTHENTICATED');
   assert.equal(untrusted.retryable, false);
   assert.equal(exitCodeOf(untrusted), 13);
-  const refused = fromServiceError({ code: grpc.status.UNAVAILABLE, details: last('Error: connect ECONNREFUSED 127.0.0.1:9') } as grpc.ServiceError, 'x');
+  const refused = fromServiceError({ code: grpc.status.UNAVAILABLE, details: last('Error: connect ECONNREFUSED 127.0.0.1:9') }, 'x');
   assert.equal(refused.code, 'UNAVAILABLE');
   assert.equal(refused.retryable, true);
   assert.equal((refused.details.transport as { kind: string }).kind, 'connect');
@@ -47,18 +47,18 @@ test('an untrusted receiver is UNAUTHENTICATED and not retried; a refused connec
 test('the receiver\'s retryable flag travels in the trailer; a receiver-side ABORTED is TRANSFER_ABORTED (exit 16)', () => {
   const busy = toServiceError(new ThinshipError('TRANSFER_BUSY', 'this receiver is already running 16 transfers (its limit)', { retryable: true }));
   assert.deepEqual(busy.metadata!.get(RETRYABLE_METADATA_KEY), ['1']);
-  const back = fromServiceError({ code: busy.code, details: busy.details, metadata: busy.metadata } as grpc.ServiceError, 'ApplyStream');
+  const back = fromServiceError({ code: busy.code, details: busy.details, metadata: busy.metadata }, 'ApplyStream');
   assert.equal(back.code, 'TRANSFER_BUSY');
   assert.equal(back.retryable, true);
   const held = toServiceError(new ThinshipError('TRANSFER_BUSY', 'target in use by transfer x'));
   assert.deepEqual(held.metadata!.get(RETRYABLE_METADATA_KEY), []);
-  assert.equal(fromServiceError({ code: held.code, details: held.details, metadata: held.metadata } as grpc.ServiceError, 'x').retryable, false);
+  assert.equal(fromServiceError({ code: held.code, details: held.details, metadata: held.metadata }, 'x').retryable, false);
   const aborted = toServiceError(new ThinshipError('ABORTED', 'transfer t was aborted by AbortTransfer'));
-  const a = fromServiceError({ code: aborted.code, details: aborted.details, metadata: aborted.metadata } as grpc.ServiceError, 'ApplyStream');
+  const a = fromServiceError({ code: aborted.code, details: aborted.details, metadata: aborted.metadata }, 'ApplyStream');
   assert.equal(a.code, 'TRANSFER_ABORTED');
   assert.equal(exitCodeOf(a), 16);
   // our own cancel (CANCELLED) is still ABORTED; a signal's exit code wins
-  const mine = fromServiceError({ code: grpc.status.CANCELLED, details: 'Cancelled on client' } as grpc.ServiceError, 'x');
+  const mine = fromServiceError({ code: grpc.status.CANCELLED, details: 'Cancelled on client' }, 'x');
   assert.equal(mine.code, 'ABORTED');
   assert.equal(exitCodeOf(new ThinshipError('ABORTED', 'SIGTERM', { details: { exitCode: 143 } })), 143);
 });

@@ -20,7 +20,7 @@ import { nativeDevice } from '../../device/native.js';
 
 export const METADATA_BLOCK_BYTES = 4096;
 /** Blocks cached by default: 8 MiB, enough for the paths a walk holds plus the children it reads ahead (two trees, up to 252 each). */
-export const DEFAULT_CACHE_BLOCKS = 2048;
+const DEFAULT_CACHE_BLOCKS = 2048;
 /** Longest read of consecutive blocks: 256 KiB. */
 const MAX_RUN_BLOCKS = 64;
 

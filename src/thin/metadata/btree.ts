@@ -23,10 +23,10 @@ import { ThinshipError } from '../../errors.js';
 import { blockChecksum } from './crc32c.js';
 import { METADATA_BLOCK_BYTES, type BlockReader } from './block-reader.js';
 
-export const BTREE_CSUM_XOR = 121107;
-export const NODE_HEADER_BYTES = 32;
-export const INTERNAL_NODE = 1;
-export const LEAF_NODE = 2;
+const BTREE_CSUM_XOR = 121107;
+const NODE_HEADER_BYTES = 32;
+const INTERNAL_NODE = 1;
+const LEAF_NODE = 2;
 /** Deeper than any real tree (a 4 KiB node has >= 84 children): a deeper walk is a loop. */
 export const MAX_DEPTH = 32;
 /** Upper bound for keys in the root's range (keys are u64; larger ones fail as unsafe integers first). */
@@ -69,7 +69,7 @@ function bad(block: number, msg: string): ThinshipError {
  * Checks and wraps block `block` as a btree node whose leaves hold values of
  * `leafValueSize` bytes and whose keys lie in [lo, hi).
  */
-export function parseNode(buf: Buffer, block: number, leafValueSize: number, lo: number, hi: number, what: string): BtreeNode {
+function parseNode(buf: Buffer, block: number, leafValueSize: number, lo: number, hi: number, what: string): BtreeNode {
   const csum = blockChecksum(buf, BTREE_CSUM_XOR);
   if (csum !== buf.readUInt32LE(0)) throw bad(block, `${what}: btree node checksum mismatch (stored ${buf.readUInt32LE(0)}, computed ${csum})`);
   const blocknr = buf.readUInt32LE(12) * 0x1_0000_0000 + buf.readUInt32LE(8);
@@ -110,7 +110,7 @@ export function childRange(n: BtreeNode, i: number, hi: number): [number, number
 }
 
 /** A node's children, all read ahead by a full walk (it needs every one). */
-export function children(n: BtreeNode, what: string): number[] {
+function children(n: BtreeNode, what: string): number[] {
   const out: number[] = [];
   for (let i = 0; i < n.nrEntries; i++) out.push(n.u64Value(i, what));
   return out;

@@ -21,7 +21,7 @@ const T = ((): Uint32Array[] => {
 })();
 
 /** The CRC register after `b[start, end)` from `seed`, with no final inversion (the kernel's crc32c()). */
-export function crc32cRaw(seed: number, b: Uint8Array, start = 0, end = b.length): number {
+function crc32cRaw(seed: number, b: Uint8Array, start = 0, end = b.length): number {
   const [t0, t1, t2, t3, t4, t5, t6, t7] = T as [Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array];
   let c = seed >>> 0;
   let i = start;

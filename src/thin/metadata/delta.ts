@@ -19,7 +19,7 @@ import type { BlockReader } from './block-reader.js';
 import { type BtreeNode, KEY_END, MAX_DEPTH, childRange, readNode } from './btree.js';
 import { MAPPING_VALUE_BYTES } from './reader.js';
 
-export const DELTA_BATCH = 4096;
+const DELTA_BATCH = 4096;
 
 interface Frame {
   n: BtreeNode; i: number; hi: number;

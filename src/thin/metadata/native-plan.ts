@@ -13,7 +13,7 @@ import { walkDelta } from './delta.js';
 import { MAPPING_VALUE_BYTES, MetadataReader } from './reader.js';
 
 export type MetadataReaderChoice = 'auto' | 'native' | 'thin-tools';
-export const METADATA_READER_CHOICES: readonly MetadataReaderChoice[] = ['auto', 'native', 'thin-tools'];
+const METADATA_READER_CHOICES: readonly MetadataReaderChoice[] = ['auto', 'native', 'thin-tools'];
 
 /** The --metadata-reader flag, else `env` (the CLI passes THINSHIP_METADATA_READER, to pin a reader for every run), else auto. */
 export function checkMetadataReaderChoice(flag: string | undefined, env: string | undefined): MetadataReaderChoice {
