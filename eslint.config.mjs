@@ -29,6 +29,18 @@ export default tseslint.config(
     },
   },
   {
+    // Process concerns stay at the edge (src/cli/): libraries take an AbortSignal, a logger and values, not the process.
+    files: ['src/**/*.ts'],
+    ignores: ['src/cli/**'],
+    rules: {
+      'no-restricted-properties': ['error',
+        ...['on', 'once', 'addListener', 'exit', 'exitCode'].map((property) => ({ object: 'process', property, message: 'signals and exit statuses are the CLI\'s (src/cli/signals.ts, exit-codes.ts): take an AbortSignal' })),
+        { object: 'process', property: 'stderr', message: 'libraries log (src/log.ts) or take a warn callback; the CLI prints' },
+        { object: 'process', property: 'env', message: 'the CLI reads the environment and passes the values in' },
+      ],
+    },
+  },
+  {
     // Tests and benchmarks read JSON and proto-loader's dynamically typed gRPC clients, then assert the shape they expect.
     files: ['test/**/*.ts', 'bench/**/*.ts'],
     rules: {

@@ -76,6 +76,7 @@ const SBIN_DIRS = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
  */
 export function toolEnv(env: Record<string, string> | undefined): Record<string, string> | undefined {
   if (env?.PATH !== undefined) return env;
+  // eslint-disable-next-line no-restricted-properties -- the child's environment is inherited by design (execa extendEnv), read per call
   const path = process.env.PATH ?? '';
   const have = new Set(path.split(':'));
   const extra = SBIN_DIRS.filter((d) => !have.has(d));
