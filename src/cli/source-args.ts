@@ -3,10 +3,8 @@
  * /dev/vg/lv), or device ids of an offline pool given by --pool-metadata and
  * --pool-data.
  */
-import { ThinshipError, abortError } from '../errors.js';
-import { planSend, type PlanOptions, type SendPlan, type SourceSpec } from '../thin/planner.js';
-import { withStopSignals } from './signals.js';
-import { checkMetadataReaderChoice } from '../thin/metadata/native-plan.js';
+import { ThinshipError } from '../errors.js';
+import type { SourceSpec } from '../thin/planner.js';
 
 export interface SourceFlags { poolMetadata?: string; poolData?: string; volumeSize?: string; allowLive?: boolean }
 
@@ -39,39 +37,4 @@ export function sourceSpecOf(names: string[], f: SourceFlags): SourceSpec {
   }
   if (f.volumeSize !== undefined) throw new ThinshipError('USAGE', '--volume-size is only for offline pools (LVM gives the size)');
   return { kind: 'lvm', snap, base, allowLive: f.allowLive };
-}
-
-export interface PlanFlags { maxOpBytes?: string; metadataReader?: string }
-
-/** A warning from a library, for the person at the terminal: one "thinship: ..." line on stderr. */
-function warnOnStderr(message: string): void {
-  process.stderr.write(`thinship: ${message}\n`);
-}
-
-/**
- * The planning options of plan and send: the flags, and what the environment
- * sets (THINSHIP_METADATA_READER, THINSHIP_LOCK_DIR), read here at the edge
- * rather than in the libraries.
- */
-function planOptionsOf(f: PlanFlags, more: PlanOptions = {}): PlanOptions {
-  return {
-    maxOpBytes: f.maxOpBytes === undefined ? undefined : parseByteCount(f.maxOpBytes, '--max-op-bytes'),
-    metadataReader: checkMetadataReaderChoice(f.metadataReader, process.env.THINSHIP_METADATA_READER),
-    lockDir: process.env.THINSHIP_LOCK_DIR || undefined,
-    warn: warnOnStderr,
-    ...more,
-  };
-}
-
-/**
- * planSend for a command: SIGINT/SIGTERM/SIGHUP while it plans stop the thin
- * tool, release the metadata snapshot and end the command with 128 + the
- * signal number; afterwards signals have their default effect again.
- */
-export async function planForCommand(spec: SourceSpec, f: PlanFlags, more: PlanOptions = {}): Promise<SendPlan> {
-  return withStopSignals(async (signal) => {
-    const p = await planSend(spec, planOptionsOf(f, { ...more, signal }));
-    if (signal.aborted) { await p.close(); throw abortError(signal); }
-    return p;
-  });
 }

@@ -1,7 +1,8 @@
 /** `thinship plan [BASE] SNAP [--json]`: the exact dry run. */
 import { once } from 'node:events';
 import type { SendPlan } from '../../thin/planner.js';
-import { sourceSpecOf, planForCommand, type SourceFlags, type PlanFlags as PlanningFlags } from '../source-args.js';
+import { sourceSpecOf, type SourceFlags } from '../source-args.js';
+import { planForCommand, type PlanFlags as PlanningFlags } from '../plan-options.js';
 import { formatBytes } from '../format.js';
 
 export interface PlanFlags extends SourceFlags, PlanningFlags { json?: boolean }

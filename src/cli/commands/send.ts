@@ -6,7 +6,8 @@ import { openSourceReader } from '../../sender/volume-reader.js';
 import { sendMessages } from '../../sender/sender.js';
 import { encodeStream } from '../../stream/linbit.js';
 import type { FormatVersion } from '../../stream/messages.js';
-import { sourceSpecOf, planForCommand, type SourceFlags } from '../source-args.js';
+import { sourceSpecOf, type SourceFlags } from '../source-args.js';
+import { planForCommand } from '../plan-options.js';
 import { ProgressLine } from '../progress.js';
 import { formatBytes, formatRate } from '../format.js';
 
