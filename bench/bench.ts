@@ -265,7 +265,7 @@ async function runSocat(c: RunCtx): Promise<PathResult> {
   } catch (e) {
     rx.child.kill();
     const r = await rx.done;
-    throw new Error(`${(e as Error).message}: ${r.stderr.trim()}`);
+    throw new Error(`${(e as Error).message}: ${r.stderr.trim()}`, { cause: e });
   }
   const t0 = performance.now();
   const tx = startBash([
@@ -301,7 +301,7 @@ async function runGrpc(c: RunCtx): Promise<PathResult> {
   const [cmd, ...args] = nodeArgv(c, 'receiver', 'serve', '--listen', `127.0.0.1:${port}`, '--config', config);
   const server = spawn(cmd!, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, THINSHIP_LOG: 'warn' } });
   let serverErr = '';
-  server.stderr!.on('data', (b: Buffer) => { if (serverErr.length < 64 * 1024) serverErr += b.toString(); });
+  server.stderr.on('data', (b: Buffer) => { if (serverErr.length < 64 * 1024) serverErr += b.toString(); });
   const exited = new Promise<number | null>((r) => server.on('exit', (code) => r(code)));
   let alive = true;
   void exited.then(() => { alive = false; });

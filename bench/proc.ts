@@ -58,8 +58,8 @@ export function startBash(script: string, env?: NodeJS.ProcessEnv): { child: Chi
   const child = spawn('bash', ['-c', `set -o pipefail\n${script}`], { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env });
   let stdout = '';
   let stderr = '';
-  child.stdout!.on('data', (b: Buffer) => { if (stdout.length < OUTPUT_CAP) stdout += b.toString(); });
-  child.stderr!.on('data', (b: Buffer) => { if (stderr.length < OUTPUT_CAP) stderr += b.toString(); });
+  child.stdout.on('data', (b: Buffer) => { if (stdout.length < OUTPUT_CAP) stdout += b.toString(); });
+  child.stderr.on('data', (b: Buffer) => { if (stderr.length < OUTPUT_CAP) stderr += b.toString(); });
   const done = new Promise<BashResult>((resolve, reject) => {
     child.on('error', reject);
     child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));

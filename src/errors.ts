@@ -50,18 +50,46 @@ export class ThinshipError extends Error {
   }
 }
 
-export function isThinshipError(e: unknown): e is ThinshipError {
-  return e instanceof ThinshipError;
+/** The errno code of a failed system call ("ENOENT"), or undefined. */
+export function errnoOf(e: unknown): string | undefined {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  return typeof code === 'string' && /^E[A-Z0-9]+$/.test(code) ? code : undefined;
 }
 
-/** Wraps anything thrown into a ThinshipError (INTERNAL unless it already is one). */
+/**
+ * Wraps anything thrown into a ThinshipError. What an errno means depends on
+ * the operation (ENOENT opening a target, a missing tool, a missing state
+ * file are different failures), so the code that knows the operation maps it
+ * (receiver/target.ts, device/volume.ts, exec/run.ts, thin/pool-lock.ts...).
+ * An errno that reaches this point unmapped is reported as IO_ERROR naming
+ * the errno, never as a guess such as NOT_FOUND.
+ */
 export function asThinshipError(e: unknown): ThinshipError {
   if (e instanceof ThinshipError) return e;
   const err = e instanceof Error ? e : new Error(String(e));
-  const errno = (err as NodeJS.ErrnoException).code;
-  if (errno === 'ENOENT') return new ThinshipError('NOT_FOUND', err.message, { cause: err });
-  if (errno === 'EBUSY') return new ThinshipError('TARGET_BUSY', err.message, { cause: err });
-  if (errno === 'EIO' || errno === 'ENOSPC' || errno === 'EROFS') return new ThinshipError('IO_ERROR', err.message, { cause: err });
+  const errno = errnoOf(err);
   if (err.name === 'AbortError') return new ThinshipError('ABORTED', err.message, { cause: err });
+  if (errno !== undefined) return new ThinshipError('IO_ERROR', err.message, { details: { errno }, retryable: errno === 'EAGAIN' || errno === 'EINTR', cause: err });
   return new ThinshipError('INTERNAL', err.message, { cause: err });
+}
+
+/** Whether `e` is the reason `signal` was aborted with, or an error made from it by abortError. */
+export function isAbortOf(e: unknown, signal: AbortSignal): boolean {
+  return signal.aborted && (e === signal.reason || (e instanceof ThinshipError && e.cause === signal.reason));
+}
+
+/**
+ * The error for work stopped because `signal` was aborted: its reason when
+ * that is a ThinshipError (the CLI's carries the exit status for the signal),
+ * with `context` (what was cleaned up) added to its message; else ABORTED.
+ * `failure` is what the stopped work threw (a cancelled tool), kept in the details.
+ */
+export function abortError(signal: AbortSignal, context?: string, failure?: unknown): ThinshipError {
+  const r: unknown = signal.reason;
+  const failed = failure instanceof Error ? { stoppedWith: failure.message } : {};
+  if (r instanceof ThinshipError) {
+    if (context === undefined && failure === undefined) return r;
+    return new ThinshipError(r.code, context === undefined ? r.message : `${r.message}; ${context}`, { retryable: r.retryable, details: { ...r.details, ...failed }, cause: r });
+  }
+  return new ThinshipError('ABORTED', `cancelled${context === undefined ? '' : `; ${context}`}`, { details: failed, cause: r });
 }

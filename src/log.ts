@@ -1,23 +1,19 @@
 /**
  * Structured logging (pino) to stderr, so stdout stays free for pipe-mode streams
- * and `--json` output. Level from THINSHIP_LOG (default "error"; "debug" shows
- * every external command's argv, exit code and duration).
+ * and `--json` output. The level is "error" until the CLI sets it from
+ * THINSHIP_LOG (configureLogLevel): this module reads no environment itself.
+ * "debug" shows every external command's argv, exit code and duration.
  */
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 
-export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
-
-const asked = process.env.THINSHIP_LOG;
-const known = asked === undefined || asked === '' || (LOG_LEVELS as readonly string[]).includes(asked);
+export type { Logger };
 
 /**
- * A THINSHIP_LOG that is not a level: this module is loaded at import, where a
- * throw would be a stack trace, so it logs at "error" and the CLI reports this
- * as a usage error before it runs a command.
+ * What a library tells the person running the command, as one line (a stale
+ * reservation released, a cleanup that failed and how to do it by hand). The
+ * CLI prints these on stderr; by default they go to the log at "warn".
  */
-export function logLevelProblem(): string | undefined {
-  return known ? undefined : `THINSHIP_LOG="${asked}" is not a log level (use one of: ${LOG_LEVELS.join(', ')})`;
-}
+export type Warn = (message: string) => void;
 
 /**
  * Level names and ISO-8601 times (not pino's numbers and epoch ms): what an operator reads and
@@ -25,10 +21,24 @@ export function logLevelProblem(): string | undefined {
  */
 export const LOG_FORMAT = { formatters: { level: (label: string) => ({ level: label }) }, timestamp: pino.stdTimeFunctions.isoTime } as const;
 
-export const log = pino(
-  { level: known && asked ? asked : 'error', base: { pid: process.pid }, ...LOG_FORMAT },
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+export const log: Logger = pino(
+  { level: 'error', base: { pid: process.pid }, ...LOG_FORMAT },
   pino.destination({ dest: 2, sync: true }),
 );
+
+/**
+ * Sets the level of `log` from a THINSHIP_LOG value (undefined or empty:
+ * leave it). Returns the problem when the value is not a level, and leaves the
+ * level as it was; the CLI reports that as a usage error.
+ */
+export function configureLogLevel(asked: string | undefined): string | undefined {
+  if (asked === undefined || asked === '') return undefined;
+  if (!(LOG_LEVELS as readonly string[]).includes(asked)) return `THINSHIP_LOG="${asked}" is not a log level (use one of: ${LOG_LEVELS.join(', ')})`;
+  log.level = asked;
+  return undefined;
+}
 
 /**
  * A debug line naming a phase of a command and when it was reached, in ms

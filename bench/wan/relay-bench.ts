@@ -29,7 +29,7 @@ async function push(relayPort: number, sink: net.Server, bytes: number): Promise
     sink.once('connection', (s) => {
       let n = 0;
       s.on('data', (b: Buffer) => { n += b.length; });
-      s.on('end', () => { s.end(); n === bytes ? resolve(n) : reject(new Error(`sink got ${n} of ${bytes} bytes`)); });
+      s.on('end', () => { s.end(); if (n === bytes) resolve(n); else reject(new Error(`sink got ${n} of ${bytes} bytes`)); });
       s.on('error', reject);
     });
   });

@@ -1,5 +1,5 @@
 /**
- * The delay relay (src/testing/delay-relay.ts) as its own process, for the
+ * The delay relay (src/cli/delay-relay.ts, the command line of src/testing/delay-relay.ts) as its own process, for the
  * WAN benchmarks: its CPU is then its own (/proc), and it never shares an
  * event loop with what it measures.
  */
@@ -9,7 +9,7 @@ import { join } from 'node:path';
 
 const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 /** The relay of this checkout's build. */
-export const RELAY_SCRIPT = join(REPO_ROOT, 'dist/src/testing/delay-relay.js');
+export const RELAY_SCRIPT = join(REPO_ROOT, 'dist/src/cli/delay-relay.js');
 
 /**
  * Real-time FIFO scheduling for the relay: it stands for a link, which does
@@ -36,11 +36,11 @@ export async function startRelayProcess(to: string, delayMs: number, rate: strin
   const argv = [...prefix, process.execPath, script];
   const child = spawn(argv[0]!, [...argv.slice(1), '--listen', '127.0.0.1:0', '--to', to, '--delay-ms', String(delayMs), '--rate', rate, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => { err += d; });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => { err += d; });
   const exited = new Promise<void>((r) => child.on('exit', () => r()));
   const first = await new Promise<string>((resolve, reject) => {
     let out = '';
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; const i = out.indexOf('\n'); if (i >= 0) resolve(out.slice(0, i)); });
+    child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; const i = out.indexOf('\n'); if (i >= 0) resolve(out.slice(0, i)); });
     void exited.then(() => reject(new Error(`delay-relay exited: ${err.trim()}`)));
   });
   const port = (JSON.parse(first) as { port: number }).port;

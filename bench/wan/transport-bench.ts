@@ -19,7 +19,7 @@
  * Prints MB/s (10^6 bytes of payload per second) as median (min–max), and
  * each gRPC figure ÷ tcp in the same repetition.
  */
-import { spawn, fork, type ChildProcess } from 'node:child_process';
+import { fork, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
@@ -46,7 +46,7 @@ const SERVICE = {
 async function sink(windowBytes: number, certs: string): Promise<void> {
   const server = new grpc.Server({ 'grpc.max_receive_message_length': 2 * MESSAGE_BYTES });
   if (windowBytes > 65535) raiseReceiveWindow(server, windowBytes);
-  server.addService(SERVICE as unknown as grpc.ServiceDefinition, {
+  server.addService(SERVICE, {
     up: (call: grpc.ServerReadableStream<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
       let n = 0;
       call.on('data', (b: Buffer) => { n += b.length; });
@@ -127,7 +127,7 @@ async function runGrpc(o: Options, rttMs: number, windowBytes: number, certs: st
   const child: ChildProcess = fork(fileURLToPath(import.meta.url), ['--sink', String(windowBytes), certs], { stdio: 'inherit' });
   const [{ port }] = await once(child, 'message') as [{ port: number }];
   const relay = await relayTo(o, port, rttMs);
-  const Client = grpc.makeGenericClientConstructor(SERVICE as unknown as grpc.ServiceDefinition, 'Wan');
+  const Client = grpc.makeGenericClientConstructor(SERVICE, 'Wan');
   const creds = grpc.credentials.createSsl(readFileSync(join(certs, 'ca.crt')), readFileSync(join(certs, 'client.key')), readFileSync(join(certs, 'client.crt')));
   const n = Math.max(1, o.stripes);
   // grpc-js shares a connection between channels with equal options: a distinct option value per stripe gives each its own.

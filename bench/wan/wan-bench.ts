@@ -202,7 +202,7 @@ async function runGrpc(c: Ctx, rttMs: number): Promise<PathResult> {
   }, null, 2));
   const server = spawn(process.execPath, [c.app.main, 'serve', '--listen', `127.0.0.1:${port}`, '--config', config], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, THINSHIP_LOG: 'warn' } });
   let serverErr = '';
-  server.stderr!.on('data', (b: Buffer) => { if (serverErr.length < 64 * 1024) serverErr += b.toString(); });
+  server.stderr.on('data', (b: Buffer) => { if (serverErr.length < 64 * 1024) serverErr += b.toString(); });
   const exited = new Promise<number | null>((r) => server.on('exit', (code) => r(code)));
   let alive = true;
   void exited.then(() => { alive = false; });

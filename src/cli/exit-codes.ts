@@ -4,8 +4,6 @@
  */
 import { asThinshipError, type ErrorCode } from '../errors.js';
 
-export const EXIT_OK = 0;
-
 const EXIT_BY_CODE: Record<ErrorCode, number> = {
   INTERNAL: 1,
   USAGE: 2,

@@ -6,7 +6,7 @@
 import { Command, CommanderError } from 'commander';
 import { ThinshipError, asThinshipError } from '../errors.js';
 import { exitCodeOf } from './exit-codes.js';
-import { logLevelProblem, logPhase } from '../log.js';
+import { configureLogLevel, logPhase } from '../log.js';
 // Commands are imported when they run: a start loads only what it needs (gRPC,
 // zstd, the XML parser...), which matters for scripts calling thinship often and
 // for the VM tier, where each module costs ~10x more under emulation.
@@ -53,7 +53,7 @@ offlineOptions(program.command('plan')
   .option('--json', 'print the totals and every operation as JSON')
   .option('--max-op-bytes <bytes>', 'split operations larger than this (default 1M)')
   .option('--metadata-reader <reader>', 'auto (default: native when it knows the metadata format, else thin tools), native, or thin-tools (thin_dump/thin_delta)'))
-  .action(async (names: string[], flags) => { await planCommand(names, flags); });
+  .action(async (names: string[], flags: Parameters<typeof planCommand>[1]) => { await planCommand(names, flags); });
 
 offlineOptions(program.command('send')
   .description('send SNAP (full) or BASE..SNAP (incremental): over gRPC with --to HOST:PORT --target NAME (mTLS), else a LINBIT thin_send stream on stdout (pipe mode)')
@@ -73,7 +73,7 @@ offlineOptions(program.command('send')
   .option('--json', 'with --to: print the summary as JSON on stdout')
   .option('--force', 'with --to: the receiver applies over a target written since its last received snapshot, or an incremental onto a target without a record (zfs recv -F)')
   .option('--grow', 'with --to: the receiver extends a file target smaller than the volume (else refused, exit 11)'))
-  .action(async (names: string[], flags) => {
+  .action(async (names: string[], flags: Parameters<typeof sendGrpcCommand>[1] & Parameters<typeof sendPipeCommand>[1]) => {
     if (flags.to !== undefined) {
       if (flags.format !== '1.1' || flags.extensions === false) throw new ThinshipError('USAGE', '--format and --no-extensions are for pipe mode, not for --to');
       await sendGrpcCommand(names, flags);
@@ -91,7 +91,7 @@ program.command('recv')
   .option('--progress <mode>', 'auto (a line when stderr is a terminal), tty, json (a JSON line a second on stderr), none', 'auto')
   .option('--force', 'apply over a target written since its last received snapshot, or an incremental onto a target without a record (like zfs recv -F)')
   .option('--grow', 'extend a file target smaller than the stream\'s volume (else refused, exit 11)')
-  .action(async (target: string, flags) => { await recvPipeCommand(target, flags); });
+  .action(async (target: string, flags: Parameters<typeof recvPipeCommand>[1]) => { await recvPipeCommand(target, flags); });
 
 program.command('target')
   .description('what a file target holds, as recorded on it by the receiver: snapshot, digest, time, divergence, staged applies')
@@ -109,7 +109,7 @@ program.command('serve')
   .option('--allow-insecure-remote', 'allow --insecure on a non-loopback address')
   .option('--receive-window <bytes>', 'HTTP/2 receive window of each stream (default 32M, or the config\'s receiveWindowBytes)')
   .option('--connection-window <bytes>', 'HTTP/2 receive window of each connection (default: the stream window, or the config\'s connectionWindowBytes)')
-  .action(async (flags) => { await serveCommand(flags); });
+  .action(async (flags: Parameters<typeof serveCommand>[0]) => { await serveCommand(flags); });
 
 program.command('sender-serve')
   .description('the sender daemon: other services plan, start, watch and cancel sends from this host over gRPC (proto/thinship/v1/sender.proto)')
@@ -126,7 +126,7 @@ tlsOptions(program.command('transfer')
   .argument('<transfer-id>', 'the transfer id (thinship send prints it)')
   .requiredOption('--to <host:port>', 'the receiver')
   .option('--reason <text>', 'abort: why, for the receiver\'s log'))
-  .action(async (action: string, id: string, flags) => { await transferCommand(action, id, flags); });
+  .action(async (action: string, id: string, flags: Parameters<typeof transferCommand>[2]) => { await transferCommand(action, id, flags); });
 
 program.command('certs')
   .description('make a CA, a server certificate and client certificates (openssl) for a first setup or a test; --add-client: one more client from the CA in --out')
@@ -136,12 +136,12 @@ program.command('certs')
   .option('--add-client', 'add client certificates (--client NAME) signed by the CA already in --out (its ca.crt and ca.key)')
   .option('--force', 'overwrite existing files (without --add-client: a new CA, so certificates from the old one stop working)')
   .option('--days <n>', 'validity of the server and client certificates (default 825)')
-  .action(async (flags) => { await certsCommand(flags); });
+  .action(async (flags: Parameters<typeof certsCommand>[0]) => { await certsCommand(flags); });
 
 program.command('demo')
   .description('the built-in default: build a small offline thin pool, start a gRPC receiver on loopback with fresh certificates, send full then incremental over mTLS, and verify')
   .option('--dir <dir>', 'where to build the demo pool and target (default: a new temporary directory, removed afterwards)')
-  .action(async (flags) => { await demoCommand(flags); });
+  .action(async (flags: Parameters<typeof demoCommand>[0]) => { await demoCommand(flags); });
 
 const usageHint = (command?: string) => `(run 'thinship ${command ? `${command} ` : ''}--help' for usage)`;
 program.showHelpAfterError(usageHint());
@@ -154,8 +154,9 @@ function commandOf(argv: string[]): string | undefined {
 }
 
 async function main(): Promise<void> {
+  // The environment is read here, at the edge: libraries take what it says as arguments.
+  const badLevel = configureLogLevel(process.env.THINSHIP_LOG);
   try {
-    const badLevel = logLevelProblem();
     if (badLevel !== undefined) throw new ThinshipError('USAGE', badLevel);
     await program.parseAsync(process.argv);
     logPhase('command finished');
@@ -166,7 +167,7 @@ async function main(): Promise<void> {
     }
     const err = asThinshipError(e);
     process.stderr.write(`thinship: ${err.message}\n`);
-    if (err.code === 'USAGE' && logLevelProblem() === undefined) process.stderr.write(usageHint(commandOf(process.argv)) + '\n');
+    if (err.code === 'USAGE' && badLevel === undefined) process.stderr.write(usageHint(commandOf(process.argv)) + '\n');
     if (process.env.THINSHIP_LOG === 'debug' && err.stack) process.stderr.write(err.stack + '\n');
     process.exitCode = exitCodeOf(err);
   }

@@ -5,7 +5,7 @@
  * AbortSignal, and turns failures into a typed ToolError. Per-tool
  * classifiers (known-errors.ts) turn known stderr into specific error codes.
  */
-import { execa, type ResultPromise } from 'execa';
+import { execa, type ResultPromise, type Result } from 'execa';
 import { PassThrough, Readable } from 'node:stream';
 import { openSync, closeSync, mkdtempSync, rmSync } from 'node:fs';
 import { read as fsRead } from 'node:fs';
@@ -17,7 +17,7 @@ import { log } from '../log.js';
 import { installHint } from './packages.js';
 
 /** stderr kept in errors and logs; tools such as thin_delta print usage text on error. */
-export const STDERR_CAP_BYTES = 16 * 1024;
+const STDERR_CAP_BYTES = 16 * 1024;
 
 export interface ToolResult {
   tool: string;
@@ -25,6 +25,12 @@ export interface ToolResult {
   exitCode: number | undefined;
   /** e.g. "SIGKILL" when the tool was killed by a signal. */
   signal: string | undefined;
+  /** execa's: stopped through our AbortSignal (cancelSignal). */
+  isCanceled: boolean;
+  /** execa's: stdout or stderr outgrew maxBuffer (the tool was stopped). */
+  isMaxBuffer: boolean;
+  /** execa's `code`: the errno of a spawn that failed (ENOENT: not installed), else undefined. */
+  spawnErrno: string | undefined;
   durationMs: number;
   stdout: string;
   stderr: string;
@@ -70,6 +76,7 @@ const SBIN_DIRS = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
  */
 export function toolEnv(env: Record<string, string> | undefined): Record<string, string> | undefined {
   if (env?.PATH !== undefined) return env;
+  // eslint-disable-next-line no-restricted-properties -- the child's environment is inherited by design (execa extendEnv), read per call
   const path = process.env.PATH ?? '';
   const have = new Set(path.split(':'));
   const extra = SBIN_DIRS.filter((d) => !have.has(d));
@@ -84,27 +91,35 @@ function firstLine(s: string): string {
   return s.trim().split('\n')[0] ?? '';
 }
 
-function toResult(tool: string, args: string[], r: { exitCode?: number; signal?: string; stdout?: unknown; stderr?: unknown }, t0: number): ToolResult {
+/** Our ToolResult from execa's result: its own fields, never its message text. */
+function toResult(tool: string, args: string[], r: Result): ToolResult {
+  // execa's `code` is a string errno for a failed spawn; for a cancelled run it is not a string.
+  const code: unknown = r.code;
   return {
     tool,
     argv: [tool, ...args],
     exitCode: r.exitCode,
     signal: r.signal,
-    durationMs: Math.round(performance.now() - t0),
+    isCanceled: r.isCanceled,
+    isMaxBuffer: r.isMaxBuffer,
+    spawnErrno: r.exitCode === undefined && r.signal === undefined && typeof code === 'string' ? code : undefined,
+    durationMs: Math.round(r.durationMs),
     stdout: typeof r.stdout === 'string' ? r.stdout : '',
     stderr: cap(typeof r.stderr === 'string' ? r.stderr : ''),
   };
 }
 
-/** The generic error for a failed result, after the classifier had its say. */
-export function failureOf(r: ToolResult, opts: RunOptions, aborted: boolean): ToolError | undefined {
-  const ok = r.signal === undefined && (opts.okExitCodes ?? [0]).includes(r.exitCode ?? -1);
+/** The error for a failed result (undefined when it succeeded), after the classifier had its say. */
+function failureOf(r: ToolResult, opts: RunOptions): ToolError | undefined {
+  if (r.spawnErrno === 'ENOENT') return new ToolError('TOOL_MISSING', `${r.tool} is not installed (not found on PATH)${installHint(r.tool)}`, r);
+  if (r.spawnErrno !== undefined) return new ToolError('TOOL_FAILED', `cannot start ${r.tool}: ${r.spawnErrno} (${r.argv.join(' ')})`, r);
+  const ok = r.signal === undefined && !r.isMaxBuffer && (opts.okExitCodes ?? [0]).includes(r.exitCode ?? -1);
   if (ok) return undefined;
-  if (aborted) return new ToolError('ABORTED', `${r.tool} was cancelled`, r);
+  if (r.isCanceled) return new ToolError('ABORTED', `${r.tool} was cancelled`, r);
+  if (r.isMaxBuffer) return new ToolError('TOOL_FAILED', `${r.argv.join(' ')}: output larger than ${RUN_MAX_BUFFER_BYTES} bytes; the tool was stopped`, r);
   const specific = opts.classify?.(r);
   if (specific) return specific;
   if (r.signal !== undefined) return new ToolError('TOOL_KILLED', `${r.tool} was killed by ${r.signal} (${r.argv.join(' ')})`, r, true);
-  if (r.exitCode === undefined && /ENOENT/.test(r.stderr)) return new ToolError('TOOL_MISSING', `${r.tool} is not installed (not found on PATH)${installHint(r.tool)}`, r);
   const why = firstLine(r.stderr);
   return new ToolError('TOOL_FAILED', `${r.argv.join(' ')} exited with status ${r.exitCode}${why ? `: ${why}` : ''}`, r);
 }
@@ -113,27 +128,16 @@ function logResult(r: ToolResult): void {
   log.debug({ argv: r.argv, exitCode: r.exitCode, signal: r.signal, ms: r.durationMs, stderr: r.stderr || undefined }, 'exec');
 }
 
-function missingTool(tool: string, args: string[], e: unknown): ToolError | undefined {
-  const code = (e as NodeJS.ErrnoException)?.code;
-  if (code === 'ENOENT') return new ToolError('TOOL_MISSING', `${tool} is not installed (not found on PATH)${installHint(tool)}`, { tool, argv: [tool, ...args], exitCode: undefined, signal: undefined, stderr: '' });
-  return undefined;
-}
+/** The most a buffered tool (runTool) may print on stdout: lvs, dmsetup status... print lines, not dumps. */
+const RUN_MAX_BUFFER_BYTES = 256 * 1024 * 1024;
 
 /** Runs a tool to completion, buffering stdout. Throws ToolError on failure. */
 export async function runTool(tool: string, args: string[], opts: RunOptions = {}): Promise<ToolResult> {
-  const t0 = performance.now();
-  let raw;
-  try {
-    raw = await execa(tool, args, { reject: false, stdin: 'ignore', cancelSignal: opts.signal, env: toolEnv(opts.env), extendEnv: true, stripFinalNewline: false, maxBuffer: 256 * 1024 * 1024 });
-  } catch (e) {
-    throw missingTool(tool, args, e) ?? e;
-  }
-  if ((raw as { code?: string }).code === 'ENOENT' || /spawn .* ENOENT/.test(String((raw as { originalMessage?: string }).originalMessage ?? ''))) {
-    throw missingTool(tool, args, Object.assign(new Error('ENOENT'), { code: 'ENOENT' }))!;
-  }
-  const r = toResult(tool, args, raw as never, t0);
+  // reject: false: a failed run (not installed, exit status, signal, cancel) is a result, not a throw.
+  const raw = await execa(tool, args, { reject: false, stdin: 'ignore', cancelSignal: opts.signal, env: toolEnv(opts.env), extendEnv: true, stripFinalNewline: false, maxBuffer: RUN_MAX_BUFFER_BYTES });
+  const r = toResult(tool, args, raw);
   logResult(r);
-  const err = failureOf(r, opts, opts.signal?.aborted === true);
+  const err = failureOf(r, opts);
   if (err) throw err;
   return r;
 }
@@ -152,22 +156,17 @@ export interface StreamingTool {
  * The result of a started streaming tool: its ToolResult, or the ToolError
  * the classifier and failureOf make of it. `onExit` runs once it has exited.
  */
-function settle(sub: ResultPromise, tool: string, args: string[], opts: RunOptions, t0: number, onExit?: () => void): Promise<ToolResult> {
+function settle(sub: ResultPromise, tool: string, args: string[], opts: RunOptions, onExit?: () => void): Promise<ToolResult> {
   const done = (async () => {
     let raw;
     try {
-      raw = await sub;
-    } catch (e) {
-      throw missingTool(tool, args, e) ?? e;
+      raw = await sub; // reject: false: failures are results
     } finally {
       onExit?.();
     }
-    if (/spawn .* ENOENT/.test(String((raw as { originalMessage?: string }).originalMessage ?? ''))) {
-      throw missingTool(tool, args, Object.assign(new Error('ENOENT'), { code: 'ENOENT' }))!;
-    }
-    const r = toResult(tool, args, raw as never, t0);
+    const r = toResult(tool, args, raw);
     logResult(r);
-    const err = failureOf(r, opts, opts.signal?.aborted === true);
+    const err = failureOf(r, opts);
     if (err) throw err;
     return r;
   })();
@@ -182,9 +181,8 @@ function settle(sub: ResultPromise, tool: string, args: string[], opts: RunOptio
  * buffered here.
  */
 export function spawnTool(tool: string, args: string[], opts: RunOptions = {}): StreamingTool {
-  const t0 = performance.now();
   const sub: ResultPromise = execa(tool, args, { reject: false, stdin: 'ignore', buffer: { stdout: false, stderr: true }, cancelSignal: opts.signal, env: toolEnv(opts.env), extendEnv: true, stripFinalNewline: false });
-  const done = settle(sub, tool, args, opts, t0);
+  const done = settle(sub, tool, args, opts);
   // execa drops stdout that nobody reads by the time the tool exits: a fast tool
   // could finish before the consumer attaches (e.g. while it creates a spool
   // file). Our own PassThrough takes the bytes at once and keeps backpressure.
@@ -229,7 +227,6 @@ export function spawnToolToFile(tool: string, args: string[], opts: RunOptions &
   const path = join(dir, 'stdout');
   const fd = openSync(path, 'w+', 0o600);
   rmSync(dir, { recursive: true, force: true });
-  const t0 = performance.now();
   let exited = false;
   let sub: ResultPromise;
   try {
@@ -238,7 +235,7 @@ export function spawnToolToFile(tool: string, args: string[], opts: RunOptions &
     closeSync(fd);
     throw e;
   }
-  const done = settle(sub, tool, args, opts, t0, () => { exited = true; });
+  const done = settle(sub, tool, args, opts, () => { exited = true; });
   const stdout = Readable.from(followFd(fd, () => exited), { objectMode: false });
   let closed = false;
   const closeFd = () => { if (!closed) { closed = true; closeSync(fd); } };

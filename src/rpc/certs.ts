@@ -32,7 +32,7 @@ export interface IssueOptions {
   notAfter?: string;
 }
 
-const NAME_OK = /^[A-Za-z0-9 ._:@\/-]{1,200}$/;
+const NAME_OK = /^[A-Za-z0-9 ._:@/-]{1,200}$/;
 
 function checkName(n: string, what: string): void {
   if (!NAME_OK.test(n)) throw new ThinshipError('USAGE', `${what} "${n}" may contain only letters, digits, space and . _ : @ / -`);

@@ -40,8 +40,8 @@ async function readFully(h: VolumeHandle, buf: Buffer, offsetBytes: number, what
  * (a whole-file drop every 32 MiB, used before, read 1.29x). The whole file is
  * dropped once more at the end.
  */
-export const DROP_ALIGN_BYTES = 2 * 1024 * 1024;
-export const DROP_LAG_BYTES = 8 * 1024 * 1024;
+const DROP_ALIGN_BYTES = 2 * 1024 * 1024;
+const DROP_LAG_BYTES = 8 * 1024 * 1024;
 class CacheDropper {
   private readonly behind: Array<{ offsetBytes: number; lengthBytes: number }> = [];
   private behindBytes = 0;
@@ -133,6 +133,6 @@ export async function openSourceReader(p: SendPlan, opts: { signal?: AbortSignal
     mappings = await snapshotMappings({ metadataPath: spec.metadataPath, useMetadataSnap: false, snapDevId: spec.snapDevId, signal: opts.signal }, {});
     owns = true;
   }
-  const data = await openVolume(spec.dataPath, { mode: 'read' }).catch(async (e) => { if (owns) await mappings!.close(); throw e; });
+  const data = await openVolume(spec.dataPath, { mode: 'read' }).catch(async (e) => { if (owns) await mappings.close(); throw e; });
   return new OfflineReader(data, mappings, blockBytes, owns, `offline pool ${spec.dataPath} device ${spec.snapDevId}`);
 }

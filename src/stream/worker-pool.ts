@@ -87,7 +87,7 @@ export function ownArrayBuffer(b: Uint8Array): { buf: ArrayBuffer; byteOffset: n
   if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer) return { buf: b.buffer, byteOffset: 0, length: b.byteLength };
   const copy = Buffer.allocUnsafeSlow(b.byteLength); // its own memory, not zero-filled first
   copy.set(b);
-  return { buf: copy.buffer as ArrayBuffer, byteOffset: 0, length: b.byteLength };
+  return { buf: copy.buffer, byteOffset: 0, length: b.byteLength };
 }
 
 /** Serialises an error for a worker's reply. */

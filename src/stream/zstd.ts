@@ -20,7 +20,7 @@ import type * as Binding from 'zstd-napi/binding.js';
 const binding = createRequire(import.meta.url)('zstd-napi/binding') as typeof Binding;
 
 /** Level 1: ~430–530 MB/s a core on ~2:1 data here; level 3 is ~300 MB/s. */
-export const ZSTD_LEVEL = 1;
+const ZSTD_LEVEL = 1;
 
 /**
  * A chunk is sent compressed only if the frame saves at least 1/32 (~3%) of

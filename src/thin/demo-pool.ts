@@ -11,13 +11,13 @@ import { join } from 'node:path';
 import { once } from 'node:events';
 import { runTool } from '../exec/run.js';
 
-export const DEMO_BLOCK_BYTES = 64 * 1024;
-export const DEMO_VOLUME_BLOCKS = 1024; // 64 MiB volume
-export const DEMO_BASE_DEV_ID = 1;
-export const DEMO_SNAP_DEV_ID = 2;
+const DEMO_BLOCK_BYTES = 64 * 1024;
+const DEMO_VOLUME_BLOCKS = 1024; // 64 MiB volume
+const DEMO_BASE_DEV_ID = 1;
+const DEMO_SNAP_DEV_ID = 2;
 
 /** Origin block ranges [begin, end) of each snapshot, and which ones snap2 rewrote. */
-export const DEMO_LAYOUT = {
+const DEMO_LAYOUT = {
   base: [[0, 300], [500, 600], [900, 1000]] as [number, number][],
   /** snap2 = base, with these overwritten (new data blocks)... */
   rewritten: [[10, 20], [950, 960]] as [number, number][],

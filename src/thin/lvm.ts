@@ -49,7 +49,7 @@ function intField(row: LvsRow, field: keyof LvsRow, what: string): number {
 }
 
 /** Parses lvs JSON output (also used by tests on recorded outputs). */
-export function parseLvsReport(stdout: string): LvsRow[] {
+function parseLvsReport(stdout: string): LvsRow[] {
   let doc: unknown;
   try { doc = JSON.parse(stdout); } catch (e) { throw new ThinshipError('TOOL_FAILED', `lvs printed something that is not JSON: ${(e as Error).message}`); }
   const report = (doc as { report?: { lv?: unknown }[] }).report;
@@ -115,7 +115,7 @@ export async function resolveThinVolume(name: string, opts: RunOptions = {}): Pr
  * 'r'), or a snapshot with the activation-skip flag (attr[9] 'k') that is not
  * open. Anything else is "live" and refused as a source unless allowed.
  */
-export function isLiveWritable(v: ThinVolume): boolean {
+function isLiveWritable(v: ThinVolume): boolean {
   const readOnly = v.attr[1] === 'r';
   const skipFlag = v.attr[9] === 'k';
   const open = v.attr[5] === 'o';

@@ -1,15 +1,16 @@
 /**
  * The pool's metadata snapshot, held in a scope that releases it on every exit
- * path: thrown errors, SIGINT/SIGTERM/SIGHUP (which abort the running thin
- * tool and let the scope unwind), a thin tool killed by a signal.
+ * path: thrown errors, an aborted `signal` (the CLI aborts it on
+ * SIGINT/SIGTERM/SIGHUP: cli/signals.ts; that stops the running thin tool and
+ * lets the scope unwind), a thin tool killed by a signal.
  * Two sends on one pool take turns through the per-pool lock; a reservation
  * left by a crashed run is found (dmsetup status shows a held root) and, since
  * we hold the lock, released with a warning.
  */
-import { ThinshipError } from '../errors.js';
+import { ThinshipError, abortError, isAbortOf } from '../errors.js';
 import { runTool, type RunOptions } from '../exec/run.js';
 import { classifyDmsetup } from '../exec/known-errors.js';
-import { log } from '../log.js';
+import { log as defaultLog, type Logger, type Warn } from '../log.js';
 import { lockPool } from './pool-lock.js';
 import { poolTpoolDmName, poolTmetaPath } from './names.js';
 
@@ -20,7 +21,7 @@ export interface PoolStatus {
 }
 
 /** Parses `dmsetup status <vg>-<pool>-tpool`: "0 2097152 thin-pool 3 114/1024 86/16384 - rw ...". */
-export function parsePoolStatus(line: string, dmName: string): PoolStatus {
+function parsePoolStatus(line: string, dmName: string): PoolStatus {
   const f = line.trim().split(/\s+/);
   if (f[2] !== 'thin-pool' || f.length < 7) throw new ThinshipError('TOOL_FAILED', `dmsetup status ${dmName}: not a thin-pool status line: "${line.trim()}"`);
   const held = f[6]!;
@@ -28,7 +29,7 @@ export function parsePoolStatus(line: string, dmName: string): PoolStatus {
   return { transactionId: Number(f[3]), heldMetadataRoot: held === '-' ? undefined : Number(held) };
 }
 
-export async function poolStatus(vg: string, pool: string, opts: RunOptions = {}): Promise<PoolStatus> {
+async function poolStatus(vg: string, pool: string, opts: RunOptions = {}): Promise<PoolStatus> {
   const dm = poolTpoolDmName(vg, pool);
   const r = await runTool('dmsetup', ['status', dm], { ...opts, classify: classifyDmsetup });
   return parsePoolStatus(r.stdout, dm);
@@ -41,20 +42,17 @@ async function message(vg: string, pool: string, msg: 'reserve_metadata_snap' | 
 export interface MetadataSnapScope {
   /** Path to give thin_dump -m / thin_delta -m. */
   tmetaPath: string;
-  /** Aborted when a signal arrives: pass it to every tool run in the scope. */
-  signal: AbortSignal;
+  /** The caller's signal: pass it to every tool run in the scope. */
+  signal: AbortSignal | undefined;
 }
 
-const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
-const SIGNAL_NUMBERS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 };
-
-/** Thrown when a signal cut the scope short; the CLI exits 128+signal. */
-export class InterruptedError extends ThinshipError {
-  readonly signalName: string;
-  constructor(sig: string) {
-    super('ABORTED', `interrupted by ${sig}; the metadata snapshot was released`, { details: { signal: sig, exitCode: 128 + (SIGNAL_NUMBERS[sig] ?? 0) } });
-    this.signalName = sig;
-  }
+export interface MetadataSnapOptions {
+  lockDir?: string;
+  /** Aborting it stops the scope's tools; the reservation is released, then this throws abortError(signal). */
+  signal?: AbortSignal;
+  log?: Logger;
+  /** What the person running the command must see (a stale reservation released, a release that failed). Default: log.warn. */
+  warn?: Warn;
 }
 
 /**
@@ -62,51 +60,39 @@ export class InterruptedError extends ThinshipError {
  * released before this returns or throws. Keep `fn` short: only the thin tool
  * and spooling its output should happen inside (data is read after release).
  */
-export async function withMetadataSnapshot<T>(vg: string, pool: string, fn: (scope: MetadataSnapScope) => Promise<T>, opts: { lockDir?: string; signal?: AbortSignal } = {}): Promise<T> {
-  const ac = new AbortController();
-  let caught: string | undefined;
-  const onSignal = (sig: string) => () => {
-    if (caught) return; // a second signal waits for the same cleanup
-    caught = sig;
-    log.warn({ signal: sig }, 'signal received: stopping the thin tool and releasing the metadata snapshot');
-    ac.abort(new InterruptedError(sig));
-  };
-  const handlers = SIGNALS.map((s) => [s, onSignal(s)] as const);
-  for (const [s, h] of handlers) process.on(s, h);
-  const outer = opts.signal;
-  const onOuterAbort = () => ac.abort(outer?.reason);
-  outer?.addEventListener('abort', onOuterAbort, { once: true });
-  const signal = ac.signal;
+export async function withMetadataSnapshot<T>(vg: string, pool: string, fn: (scope: MetadataSnapScope) => Promise<T>, opts: MetadataSnapOptions = {}): Promise<T> {
+  const log = opts.log ?? defaultLog;
+  const warn: Warn = opts.warn ?? ((m) => log.warn(m));
+  const signal = opts.signal;
+  const released = 'the metadata snapshot was released';
   try {
-    const lock = await lockPool(`${vg}-${pool}`, { dir: opts.lockDir, signal });
+    const lock = await lockPool(`${vg}-${pool}`, { dir: opts.lockDir, signal, log });
     try {
       const status = await poolStatus(vg, pool, { signal });
       if (status.heldMetadataRoot !== undefined) {
         // We hold the pool lock, so no other thinship holds this reservation: a crashed run left it.
-        process.stderr.write(`thinship: releasing a stale metadata snapshot reservation on ${vg}/${pool} (held root block ${status.heldMetadataRoot}) left by an earlier run that did not finish\n`);
+        warn(`releasing a stale metadata snapshot reservation on ${vg}/${pool} (held root block ${status.heldMetadataRoot}) left by an earlier run that did not finish`);
         await message(vg, pool, 'release_metadata_snap');
       }
       await message(vg, pool, 'reserve_metadata_snap', { signal });
       try {
-        if (caught) throw new InterruptedError(caught);
+        if (signal?.aborted) throw abortError(signal, released);
         const result = await fn({ tmetaPath: poolTmetaPath(vg, pool), signal });
-        if (caught) throw new InterruptedError(caught);
+        if (signal?.aborted) throw abortError(signal, released);
         return result;
       } finally {
         // Never with the aborted signal: the release must run.
         await message(vg, pool, 'release_metadata_snap').catch((e: unknown) => {
           log.error({ err: e }, 'release_metadata_snap failed');
-          process.stderr.write(`thinship: WARNING: could not release the metadata snapshot of ${vg}/${pool}: ${(e as Error).message}\n  release it by hand: dmsetup message ${poolTpoolDmName(vg, pool)} 0 release_metadata_snap\n`);
+          warn(`WARNING: could not release the metadata snapshot of ${vg}/${pool}: ${(e as Error).message}\n  release it by hand: dmsetup message ${poolTpoolDmName(vg, pool)} 0 release_metadata_snap`);
         });
       }
     } finally {
       await lock.release();
     }
   } catch (e) {
-    if (caught && !(e instanceof InterruptedError)) throw new InterruptedError(caught);
+    // A tool cancelled by the signal fails in its own words: say why it stopped instead.
+    if (signal?.aborted && !isAbortOf(e, signal)) throw abortError(signal, released, e);
     throw e;
-  } finally {
-    for (const [s, h] of handlers) process.removeListener(s, h);
-    outer?.removeEventListener('abort', onOuterAbort);
   }
 }

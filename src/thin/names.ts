@@ -27,7 +27,7 @@ export function looksLikeLvName(name: string): boolean {
 const dmEscape = (s: string) => s.replace(/-/g, '--');
 
 /** `<vg>-<lv>` with hyphens doubled. */
-export function dmName(vg: string, lv: string): string {
+function dmName(vg: string, lv: string): string {
   return `${dmEscape(vg)}-${dmEscape(lv)}`;
 }
 

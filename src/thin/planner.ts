@@ -11,6 +11,7 @@ import { classifyThinTool } from '../exec/known-errors.js';
 import { buildDeltaPlan, buildFullPlan, type Plan } from './plan.js';
 import type { MappingSpool } from './spool.js';
 import { resolveSource, type ThinVolume } from './lvm.js';
+import type { Logger, Warn } from '../log.js';
 import { withMetadataSnapshot } from './metadata-snap.js';
 import { SECTOR_BYTES, type Superblock, type ThinDevice } from './model.js';
 import { parseThinDump } from './xml/dump.js';
@@ -46,8 +47,12 @@ export interface SendPlan {
 export interface PlanOptions {
   maxOpBytes?: number;
   spoolDir?: string;
+  /** Aborting it stops the thin tools and planning; a held metadata snapshot is released first. */
   signal?: AbortSignal;
   lockDir?: string;
+  log?: Logger;
+  /** Lines for the person running the command (a stale reservation released). Default: the log at warn. */
+  warn?: Warn;
   /** Keep the source's origin→data mappings (offline reader needs them). */
   withMappings?: boolean;
   /** Who reads the pool metadata (default auto: native when it knows the format, else thin_dump/thin_delta). */
@@ -170,7 +175,7 @@ export async function planSend(spec: SourceSpec, opts: PlanOptions = {}): Promis
   }
   const r = await withMetadataSnapshot(snap.vg, snap.pool.lv, (scope) =>
     planFromMetadata({ metadataPath: scope.tmetaPath, useMetadataSnap: true, snapDevId: snap.thinId, baseDevId: base?.thinId, volumeSizeBytes: snap.sizeBytes, signal: scope.signal }, opts),
-    { lockDir: opts.lockDir, signal: opts.signal });
+    { lockDir: opts.lockDir, signal: opts.signal, log: opts.log, warn: opts.warn });
   try {
     checkBlockSize(r.superblock, snap.pool.chunkSizeBytes, `pool ${snap.vg}/${snap.pool.lv}`);
   } catch (e) { await r.plan.close(); throw e; }

@@ -19,9 +19,10 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ThinshipError } from '../errors.js';
 import { nativeDevice } from '../device/native.js';
-import { log } from '../log.js';
+import { log as defaultLog, type Logger } from '../log.js';
 
-export const DEFAULT_LOCK_DIR = process.env.THINSHIP_LOCK_DIR ?? '/run/lock/thinship';
+/** The lock directory when the caller names none (the CLI takes THINSHIP_LOCK_DIR). */
+const DEFAULT_LOCK_DIR = '/run/lock/thinship';
 
 /** How often a waiter tries the lock again. */
 const POLL_MS = 50;
@@ -67,7 +68,8 @@ function tryLock(path: string): number | undefined {
   }
 }
 
-export async function lockPool(key: string, opts: { dir?: string; timeoutMs?: number; signal?: AbortSignal } = {}): Promise<PoolLock> {
+export async function lockPool(key: string, opts: { dir?: string; timeoutMs?: number; signal?: AbortSignal; log?: Logger } = {}): Promise<PoolLock> {
+  const log = opts.log ?? defaultLog;
   const dir = opts.dir ?? DEFAULT_LOCK_DIR;
   mkdirSync(dir, { recursive: true });
   const path = poolLockPath(key, dir);

@@ -23,7 +23,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ThinshipError } from '../errors.js';
 
-export const DEFAULT_SPOOL_BUFFER_BYTES = 1024 * 1024;
+const DEFAULT_SPOOL_BUFFER_BYTES = 1024 * 1024;
 
 export interface SpoolOptions {
   /** Parent directory of the private temp directory (default os.tmpdir()). */

@@ -35,7 +35,7 @@ if (args[0] === '--raw-server') {
   const tlsDir = args[2]!;
   const server = new grpc.Server({ 'grpc.max_receive_message_length': 8 << 20 });
   if (windowBytes > 65535) raiseReceiveWindow(server, windowBytes);
-  server.addService(SVC as unknown as grpc.ServiceDefinition, {
+  server.addService(SVC, {
     up: (call: grpc.ServerReadableStream<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => { let n = 0; call.on('data', (b: Buffer) => { n += b.length; }); call.on('end', () => cb(null, Buffer.from(String(n)))); },
   });
   const creds = tlsDir === '-' ? grpc.ServerCredentials.createInsecure()
@@ -54,7 +54,7 @@ async function rawRun(windowBytes: number, tlsDir: string | undefined, totalMiB:
   const child = fork(new URL(import.meta.url).pathname, ['--raw-server', String(windowBytes), tlsDir ?? '-'], { stdio: 'inherit' });
   const [{ port }] = await once(child, 'message') as [{ port: number }];
   const creds = tlsDir ? grpc.credentials.createSsl(readFileSync(join(tlsDir, 'ca.crt')), readFileSync(join(tlsDir, 'client.key')), readFileSync(join(tlsDir, 'client.crt'))) : grpc.credentials.createInsecure();
-  const Client = grpc.makeGenericClientConstructor(SVC as unknown as grpc.ServiceDefinition, 'B');
+  const Client = grpc.makeGenericClientConstructor(SVC, 'B');
   const client = new Client(`127.0.0.1:${port}`, creds, { 'grpc.max_send_message_length': 8 << 20, ...(tlsDir ? { 'grpc.ssl_target_name_override': 'localhost' } : {}) }) as unknown as grpc.Client & { up: (cb: (e: Error | null) => void) => grpc.ClientWritableStream<Buffer> };
   const chunk = 1024 * 1024;
   const t0 = performance.now();

@@ -70,7 +70,7 @@ export async function startServe(args: string[], env: NodeJS.ProcessEnv = {}): P
   let raw = '';
   let pending = '';
   const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
     raw += d;
     pending += d;
     let i;

@@ -74,7 +74,7 @@ for (const [resolver, openBeneath] of resolvers) {
     try {
       await new Promise<void>((resolve, reject) => {
         const t = setTimeout(() => reject(new Error('the swapper did not start within 10 s')), 10_000);
-        swapper.stdout!.once('data', () => { clearTimeout(t); resolve(); });
+        swapper.stdout.once('data', () => { clearTimeout(t); resolve(); });
         swapper.once('exit', (c) => { clearTimeout(t); reject(new Error(`the swapper exited (${c})`)); });
       });
       const outcomes = { opened: 0, PERMISSION_DENIED: 0, NOT_FOUND: 0 };

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { createDemoPool, type DemoPool } from '../../src/thin/demo-pool.js';
-import { cliPath, runCli } from '../helpers/cli.js';
+import { cliPath } from '../helpers/cli.js';
 import { expectedImage } from '../helpers/offline-image.js';
 
 let dir: string;

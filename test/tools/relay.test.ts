@@ -208,9 +208,9 @@ test('a refused target resets the client connection', async () => {
 
 test('the command line prints its port and relays with the delay', async () => {
   const srv = await serverOn(echo);
-  const child = spawn(process.execPath, [join(repoRoot, 'dist/src/testing/delay-relay.js'), '--listen', '127.0.0.1:0', '--to', `127.0.0.1:${srv.port}`, '--rtt-ms', '60', '--rate', '100mbit'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [join(repoRoot, 'dist/src/cli/delay-relay.js'), '--listen', '127.0.0.1:0', '--to', `127.0.0.1:${srv.port}`, '--rtt-ms', '60', '--rate', '100mbit'], { stdio: ['ignore', 'pipe', 'pipe'] });
   try {
-    const [line] = await once(child.stdout!, 'data', within()) as [Buffer];
+    const [line] = await once(child.stdout, 'data', within()) as [Buffer];
     const info = JSON.parse(line.toString()) as { port: number; delayMs: number; rateBitsPerSecond: number; capacityBytes: number };
     assert.equal(info.delayMs, 30);
     assert.equal(info.rateBitsPerSecond, 1e8);
@@ -223,7 +223,7 @@ test('the command line prints its port and relays with the delay', async () => {
     assert.ok(performance.now() - t0 >= 59, 'a 60 ms round trip');
     c.destroy();
     let err = '';
-    child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
     child.kill('SIGTERM');
     await once(child, 'exit', within());
     const stats = JSON.parse(err.trim().split('\n').pop()!) as { stats: { connections: number; up: { bytes: number } } };

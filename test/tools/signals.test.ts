@@ -64,11 +64,11 @@ for (const [sig, status] of [['SIGTERM', 143], ['SIGINT', 130]] as const) {
   test(`${sig} to a pipe-mode send of an offline pool, stopped mid-stream: exit ${status}, no child left`, async () => {
     const child = spawn(process.execPath, [cliPath, 'send', '-q', '--pool-metadata', pool.metadataPath, '--pool-data', pool.dataPath, String(pool.baseDevId)], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
     // the stream has begun: its first bytes are on stdout; then stop reading, so the send blocks mid-stream
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`no stream bytes on stdout within ${WAIT_MS} ms: ${stderr}`)), WAIT_MS);
-      child.stdout!.once('data', () => { clearTimeout(t); child.stdout!.pause(); resolve(); });
+      child.stdout.once('data', () => { clearTimeout(t); child.stdout.pause(); resolve(); });
     });
     const kids = descendants(child.pid!);
     assert.equal(child.exitCode, null, 'still sending (the volume is far larger than a pipe buffer)');
@@ -82,8 +82,8 @@ for (const [sig, status] of [['SIGTERM', 143], ['SIGINT', 130]] as const) {
 test('SIGTERM to `thinship demo` once its receiver listens: exit 143, no child left', async (t) => {
   const child = spawn(process.execPath, [cliPath, 'demo'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
-  const out = await outputMatching(child.stdout!, /receiver: listening on/, 'the demo receiver to listen');
+  child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+  const out = await outputMatching(child.stdout, /receiver: listening on/, 'the demo receiver to listen');
   const demoDir = /building an offline thin pool in (\S+)/.exec(out)![1]!;
   const kids = descendants(child.pid!);
   child.kill('SIGTERM');
@@ -108,7 +108,7 @@ test('SIGINT to `thinship transfer abort` waiting on a receiver that never answe
   try {
     const child = spawn(process.execPath, [cliPath, 'transfer', 'abort', 'some-transfer', '--insecure', '--to', `127.0.0.1:${port}`], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([gotConnection, new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`transfer abort never connected: ${stderr}`)), WAIT_MS); })]);
     clearTimeout(timer);

@@ -143,12 +143,12 @@ test('errors map to gRPC statuses and back, keeping the thinship code', () => {
   const st = toServiceError(new ThinshipError('RESUME_MISMATCH', 'resume offset 5\ndoes not match'));
   assert.equal(st.code, grpc.status.FAILED_PRECONDITION);
   assert.equal(st.details, 'resume offset 5 does not match');
-  const back = fromServiceError({ code: st.code, details: st.details, metadata: st.metadata } as grpc.ServiceError, 'ApplyStream');
+  const back = fromServiceError({ code: st.code, details: st.details, metadata: st.metadata }, 'ApplyStream');
   assert.equal(back.code, 'RESUME_MISMATCH');
-  const tls = fromServiceError({ code: grpc.status.UNAVAILABLE, details: 'No connection established. Last error: Error: self-signed certificate in certificate chain', metadata: new grpc.Metadata() } as grpc.ServiceError, 'x');
+  const tls = fromServiceError({ code: grpc.status.UNAVAILABLE, details: 'No connection established. Last error: Error: self-signed certificate in certificate chain', metadata: new grpc.Metadata() }, 'x');
   assert.equal(tls.code, 'UNAUTHENTICATED');
   assert.equal(tls.retryable, false);
-  const down = fromServiceError({ code: grpc.status.UNAVAILABLE, details: 'Connection dropped', metadata: new grpc.Metadata() } as grpc.ServiceError, 'x');
+  const down = fromServiceError({ code: grpc.status.UNAVAILABLE, details: 'Connection dropped', metadata: new grpc.Metadata() }, 'x');
   assert.equal(down.code, 'UNAVAILABLE');
   assert.equal(down.retryable, true);
 });

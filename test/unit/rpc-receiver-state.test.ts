@@ -127,7 +127,7 @@ test('the compression pool: order kept by the caller, memory comes back, zeros a
       assert.deepEqual(r.checksum, createHash('sha256').update(copies[i]!).digest());
     }
     assert.ok(results[0]!.frame && results[0]!.frame.length < 100_000);
-    assert.deepEqual(dz.decompress(results[0]!.frame!, { offsetBytes: 0, lengthBytes: text.length }), text);
+    assert.deepEqual(dz.decompress(results[0]!.frame, { offsetBytes: 0, lengthBytes: text.length }), text);
     assert.equal(results[1]!.zero, true);
     assert.equal(results[1]!.frame, undefined);
     assert.equal(results[2]!.frame, undefined, 'random data: raw');

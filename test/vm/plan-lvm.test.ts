@@ -172,7 +172,7 @@ function planOf(c: CommandCapture): PlanJson {
   try {
     return JSON.parse(c.stdout) as PlanJson;
   } catch (e) {
-    throw new Error(`${c.argv}: stdout is not one JSON object (${(e as Error).message}):\n${c.stdout.slice(0, 2000)}`);
+    throw new Error(`${c.argv}: stdout is not one JSON object (${(e as Error).message}):\n${c.stdout.slice(0, 2000)}`, { cause: e });
   }
 }
 

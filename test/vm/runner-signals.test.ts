@@ -66,8 +66,8 @@ describe('VM runner and signals', { skip }, () => {
     test(`run-guest.sh stopped by ${sig} kills its qemu and exits ${status}`, async () => {
       const runner = spawn('bash', [runGuestScript, guest], { env: { ...process.env, RV_DISKS: '', RV_MEM: '256', RV_TIMEOUT: '900' }, stdio: ['ignore', 'pipe', 'pipe'] });
       let stderr = '';
-      runner.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
-      runner.stdout!.resume();
+      runner.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+      runner.stdout.resume();
       try {
         const qemu = await qemuBelow(runner.pid!, runner, () => stderr);
         runner.kill(sig); // the runner only, not its process group
@@ -86,8 +86,8 @@ describe('VM runner and signals', { skip }, () => {
     const code = `const h = await import(${JSON.stringify(harness)}); await h.runGuest(${JSON.stringify(guest)}, { disks: [], memMiB: 256, timeoutSec: 900, name: 'runner-signals' });`;
     const proc = spawn(process.execPath, ['--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
-    proc.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
-    proc.stdout!.resume();
+    proc.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    proc.stdout.resume();
     try {
       const qemu = await qemuBelow(proc.pid!, proc, () => stderr);
       proc.kill('SIGTERM');

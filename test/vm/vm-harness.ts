@@ -106,8 +106,8 @@ function runScript(args: string[], env: NodeJS.ProcessEnv, hardTimeoutMs: number
   let stdout = '';
   let stderr = '';
   let timedOut = false;
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+  child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
   // run-guest.sh has its own timeout (RV_TIMEOUT); this one is for a hung host side.
   const timer = setTimeout(() => { timedOut = true; killGroup(child, 'SIGKILL'); }, hardTimeoutMs);
   return new Promise((resolvePromise, reject) => {

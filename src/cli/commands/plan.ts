@@ -1,11 +1,11 @@
 /** `thinship plan [BASE] SNAP [--json]`: the exact dry run. */
 import { once } from 'node:events';
-import { planSend, type SendPlan } from '../../thin/planner.js';
-import { sourceSpecOf, parseByteCount, type SourceFlags } from '../source-args.js';
+import type { SendPlan } from '../../thin/planner.js';
+import { sourceSpecOf, type SourceFlags } from '../source-args.js';
+import { planForCommand, type PlanFlags as PlanningFlags } from '../plan-options.js';
 import { formatBytes } from '../format.js';
-import { checkMetadataReaderChoice } from '../../thin/metadata/native-plan.js';
 
-export interface PlanFlags extends SourceFlags { json?: boolean; maxOpBytes?: string; metadataReader?: string }
+export interface PlanFlags extends SourceFlags, PlanningFlags { json?: boolean }
 
 async function write(s: string): Promise<void> {
   if (!process.stdout.write(s)) await once(process.stdout, 'drain');
@@ -48,7 +48,7 @@ function printHuman(p: SendPlan): void {
 
 export async function planCommand(names: string[], flags: PlanFlags): Promise<void> {
   const spec = sourceSpecOf(names, flags);
-  const p = await planSend(spec, { maxOpBytes: flags.maxOpBytes === undefined ? undefined : parseByteCount(flags.maxOpBytes, '--max-op-bytes'), metadataReader: checkMetadataReaderChoice(flags.metadataReader) });
+  const p = await planForCommand(spec, flags);
   try {
     if (flags.json) await printJson(p); else printHuman(p);
   } finally {

@@ -7,22 +7,19 @@
  */
 import { join } from 'node:path';
 import { ThinshipError } from '../../errors.js';
-import { planSend } from '../../thin/planner.js';
-import { checkMetadataReaderChoice } from '../../thin/metadata/native-plan.js';
 import { openSourceReader } from '../../sender/volume-reader.js';
 import { ReceiverClient, sendPlanOverGrpc, defaultTransferId, type GrpcSendResult } from '../../rpc/client.js';
 import { CompressPool } from '../../sender/compress-pool.js';
 import type { TlsFiles } from '../../rpc/tls.js';
 import { unixMsOfTimestamp } from '../../rpc/proto.js';
 import { sourceSpecOf, parseByteCount, parseBandwidthFlag, type SourceFlags } from '../source-args.js';
+import { planForCommand } from '../plan-options.js';
+import { withStopSignals, InterruptedError } from '../signals.js';
 import { TokenBucket } from '../../stream/bandwidth.js';
 import { DEFAULT_MAX_OP_BYTES } from '../../thin/plan.js';
 import { ProgressLine, parseProgressMode } from '../progress.js';
 import { formatBytes, formatRate } from '../format.js';
 import { logPhase } from '../../log.js';
-
-const STOP_SIGNALS = ['SIGINT', 'SIGTERM'] as const;
-const SIGNAL_NUMBERS: Record<(typeof STOP_SIGNALS)[number], number> = { SIGINT: 2, SIGTERM: 15 };
 
 export interface TlsFlags { ca?: string; cert?: string; key?: string; tlsDir?: string; serverName?: string; insecure?: boolean; allowInsecureRemote?: boolean }
 
@@ -69,7 +66,8 @@ function summaryLine(r: GrpcSendResult, what: string, to: string, target: string
 }
 
 export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Promise<void> {
-  if (!flags.target) throw new ThinshipError('USAGE', '--to needs --target NAME: the target as the receiver\'s configuration allows it (vg/lv, or an absolute path)');
+  const target = flags.target;
+  if (!target) throw new ThinshipError('USAGE', '--to needs --target NAME: the target as the receiver\'s configuration allows it (vg/lv, or an absolute path)');
   const tls = tlsFilesOf(flags);
   const retries = flags.retries === undefined ? 9 : Number(flags.retries);
   if (!Number.isInteger(retries) || retries < 0) throw new ThinshipError('USAGE', `--retries "${flags.retries}" must be a whole number`);
@@ -85,7 +83,7 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
   const compress = flags.compress !== false;
   const pool = new CompressPool({ compress });
   try {
-    const p = await planSend(spec, { maxOpBytes, withMappings: spec.kind === 'offline', metadataReader: checkMetadataReaderChoice(flags.metadataReader) });
+    const p = await planForCommand(spec, flags, { withMappings: spec.kind === 'offline' });
     logPhase('send: planned', { dataBytes: p.plan.totals.dataBytes });
     try {
       const what = `${p.mode} ${p.source.name}${p.base ? ` from ${p.base.name}` : ''}`;
@@ -93,17 +91,13 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
       logPhase('send: source open');
       const progressMode = parseProgressMode(flags.progress);
       const progress = new ProgressLine('send', p.plan.totals.dataBytes, progressMode === 'auto' && (flags.quiet || flags.json) ? 'none' : progressMode);
-      const transferId = flags.transferId ?? defaultTransferId(p, flags.target, client.identity);
+      const transferId = flags.transferId ?? defaultTransferId(p, target, client.identity);
       // SIGINT/SIGTERM cancel the call (the receiver checkpoints what it applied) and say how to
-      // resume; a second one of the same kind kills at once (the handlers are `once`).
-      const ac = new AbortController();
-      let caught: NodeJS.Signals | undefined;
-      const onSignal = (sig: NodeJS.Signals) => { caught ??= sig; ac.abort(); };
-      for (const sig of STOP_SIGNALS) process.once(sig, onSignal);
+      // resume; a second one of the same kind kills at once.
       let r: GrpcSendResult;
       try {
-        r = await sendPlanOverGrpc(client, p, reader, {
-          target: flags.target, transferId, compress, pool, force: flags.force === true, grow: flags.grow === true, maxAttempts: retries + 1, signal: ac.signal,
+        r = await withStopSignals((signal) => sendPlanOverGrpc(client, p, reader, {
+          target, transferId, compress, pool, force: flags.force === true, grow: flags.grow === true, maxAttempts: retries + 1, signal,
           // One burst is one record's payload: the limit shapes the wire without splitting records.
           bandwidth: bwlimit === undefined ? undefined : new TokenBucket(bwlimit, maxOpBytes + 4096),
           onProgress: (x) => progress.update(x.resumedDataBytes + x.dataBytes),
@@ -112,18 +106,16 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
             if (e.type === 'retry') { progress.clear(); process.stderr.write(`thinship send: ${e.error.message}; retrying in ${(e.delayMs / 1000).toFixed(1)} s\n`); }
             if (e.type === 'start' && e.resumeOffsetBytes > 0) { progress.clear(); process.stderr.write(`thinship send: resuming transfer ${e.transferId} at volume offset ${e.resumeOffsetBytes}\n`); }
           },
-        });
+        }), { signals: ['SIGINT', 'SIGTERM'], repeat: 'kill' });
       } catch (e) {
-        if (caught) {
+        if (e instanceof InterruptedError) {
           const next = client.reached
             ? `transfer ${transferId} of ${what} to ${flags.to} ${flags.target} is resumable: run the same command again to resume it`
             : `the receiver at ${flags.to} had not answered yet; nothing was sent`;
-          throw new ThinshipError('ABORTED', `interrupted by ${caught}: ${next}`,
-            { details: { exitCode: 128 + SIGNAL_NUMBERS[caught as (typeof STOP_SIGNALS)[number]], transferId }, cause: e });
+          throw new InterruptedError(e.signalName, `interrupted by ${e.signalName}: ${next}`, { details: { transferId }, cause: e });
         }
         throw e;
       } finally {
-        for (const sig of STOP_SIGNALS) process.off(sig, onSignal);
         progress.finish();
         await reader.close();
       }
@@ -136,7 +128,7 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
           state: { status: r.state.status, durableOffsetBytes: r.state.durableOffsetBytes, dataBytes: r.state.dataBytes, unmapBytes: r.state.unmapBytes },
         }) + '\n');
       } else if (!flags.quiet) {
-        process.stdout.write(summaryLine(r, what, flags.to, flags.target) + '\n');
+        process.stdout.write(summaryLine(r, what, flags.to, target) + '\n');
       }
     } finally {
       await p.close();

@@ -2,15 +2,14 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ThinshipError } from '../../errors.js';
-import { planSend } from '../../thin/planner.js';
 import { DEFAULT_MAX_OP_BYTES } from '../../thin/plan.js';
-import { checkMetadataReaderChoice } from '../../thin/metadata/native-plan.js';
 import { openSourceReader } from '../../sender/volume-reader.js';
 import { sendMessages } from '../../sender/sender.js';
 import { encodeStream } from '../../stream/linbit/encode.js';
 import { TokenBucket, throttled } from '../../stream/bandwidth.js';
 import type { FormatVersion } from '../../stream/messages.js';
 import { sourceSpecOf, parseByteCount, parseBandwidthFlag, type SourceFlags } from '../source-args.js';
+import { planForCommand } from '../plan-options.js';
 import { ProgressLine, parseProgressMode } from '../progress.js';
 import { formatBytes, formatRate } from '../format.js';
 
@@ -26,7 +25,7 @@ export async function sendPipeCommand(names: string[], flags: SendFlags): Promis
   const progressMode = parseProgressMode(flags.progress);
   const t0 = performance.now();
   const maxOpBytes = flags.maxOpBytes === undefined ? DEFAULT_MAX_OP_BYTES : parseByteCount(flags.maxOpBytes, '--max-op-bytes');
-  const p = await planSend(spec, { maxOpBytes, withMappings: spec.kind === 'offline', metadataReader: checkMetadataReaderChoice(flags.metadataReader) });
+  const p = await planForCommand(spec, flags, { withMappings: spec.kind === 'offline' });
   try {
     const reader = await openSourceReader(p);
     const progress = new ProgressLine('send', p.plan.totals.dataBytes, progressMode);

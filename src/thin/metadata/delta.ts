@@ -20,7 +20,7 @@ import { LoopYielder, METADATA_BLOCK_BYTES, type BlockReader } from './block-rea
 import { type BtreeNode, KEY_END, MAX_DEPTH, NODE_HEADER_BYTES, childRange, parseNode } from './btree.js';
 import { MAPPING_VALUE_BYTES } from './reader.js';
 
-export const DELTA_BATCH = 4096;
+const DELTA_BATCH = 4096;
 
 interface Frame { n: BtreeNode; i: number; hi: number }
 

@@ -13,10 +13,10 @@ import { walkDelta } from './delta.js';
 import { MAPPING_VALUE_BYTES, MetadataReader } from './reader.js';
 
 export type MetadataReaderChoice = 'auto' | 'native' | 'thin-tools';
-export const METADATA_READER_CHOICES: readonly MetadataReaderChoice[] = ['auto', 'native', 'thin-tools'];
+const METADATA_READER_CHOICES: readonly MetadataReaderChoice[] = ['auto', 'native', 'thin-tools'];
 
-/** The --metadata-reader flag, else THINSHIP_METADATA_READER (to pin a reader for every run), else auto. */
-export function checkMetadataReaderChoice(flag: string | undefined, env: string | undefined = process.env.THINSHIP_METADATA_READER): MetadataReaderChoice {
+/** The --metadata-reader flag, else `env` (the CLI passes THINSHIP_METADATA_READER, to pin a reader for every run), else auto. */
+export function checkMetadataReaderChoice(flag: string | undefined, env: string | undefined): MetadataReaderChoice {
   const s = flag ?? (env === '' ? undefined : env);
   if (s === undefined) return 'auto';
   if (!(METADATA_READER_CHOICES as readonly string[]).includes(s)) {

@@ -26,12 +26,12 @@ import { blockChecksum } from './crc32c.js';
 import { METADATA_BLOCK_BYTES } from './block-reader.js';
 import { HOST_LITTLE_ENDIAN } from './btree.js';
 
-export const SUPERBLOCK_MAGIC = 27022010;
-export const SUPERBLOCK_CSUM_XOR = 160774;
+const SUPERBLOCK_MAGIC = 27022010;
+const SUPERBLOCK_CSUM_XOR = 160774;
 export const SUPERBLOCK_LOCATION = 0;
 /** Versions this reader knows (the kernel writes 2; 1 has the same layout). */
-export const KNOWN_VERSIONS: readonly number[] = [1, 2];
-export const FLAG_NEEDS_CHECK = 1;
+const KNOWN_VERSIONS: readonly number[] = [1, 2];
+const FLAG_NEEDS_CHECK = 1;
 /** Flags this reader understands; any other bit set means a format it does not know. */
 const KNOWN_FLAGS = FLAG_NEEDS_CHECK;
 const METADATA_BLOCK_SECTORS = METADATA_BLOCK_BYTES / 512;

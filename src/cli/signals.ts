@@ -1,0 +1,62 @@
+/**
+ * The one place where process signals become an AbortSignal. Libraries take a
+ * `signal` and never install process handlers; a command that must clean up
+ * on SIGINT/SIGTERM (stop a thin tool and release the pool's metadata
+ * snapshot, checkpoint a gRPC transfer) runs its work in `withStopSignals`.
+ * The abort reason is an InterruptedError, which exit-codes.ts turns into the
+ * status a shell expects: 128 + the signal number (130 SIGINT, 143 SIGTERM).
+ */
+import { ThinshipError, isAbortOf } from '../errors.js';
+
+const SIGNAL_NUMBERS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
+export type StopSignal = keyof typeof SIGNAL_NUMBERS;
+
+/** Work cut short by a signal; `details.exitCode` is 128 + the signal number. */
+export class InterruptedError extends ThinshipError {
+  readonly signalName: StopSignal;
+  constructor(sig: StopSignal, message = `interrupted by ${sig}`, opts: { details?: Record<string, unknown>; cause?: unknown } = {}) {
+    super('ABORTED', message, { details: { ...opts.details, signal: sig, exitCode: 128 + SIGNAL_NUMBERS[sig] }, cause: opts.cause });
+    this.signalName = sig;
+  }
+}
+
+export interface StopSignalOptions {
+  /** Default SIGINT, SIGTERM, SIGHUP. */
+  signals?: readonly StopSignal[];
+  /**
+   * What a second signal does while the work unwinds: 'wait' (default) waits
+   * for the same cleanup (a reservation must be released); 'kill' lets a
+   * second signal of the same kind end the process at once.
+   */
+  repeat?: 'wait' | 'kill';
+}
+
+/**
+ * Runs `fn` with an AbortSignal that a stop signal aborts (reason: an
+ * InterruptedError). While `fn` runs those signals do not kill the process:
+ * `fn` unwinds and this throws the InterruptedError. A failure of `fn` after
+ * the signal (the tool it ran was cancelled) becomes the InterruptedError too,
+ * with that failure as its cause, unless it was made from the InterruptedError
+ * (errors.ts abortError: it then says more about what was cleaned up).
+ */
+export async function withStopSignals<T>(fn: (signal: AbortSignal) => Promise<T>, opts: StopSignalOptions = {}): Promise<T> {
+  const signals = opts.signals ?? ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  const ac = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (ac.signal.aborted) return; // a later signal waits for the same cleanup
+    ac.abort(new InterruptedError(sig as StopSignal));
+  };
+  for (const s of signals) {
+    if (opts.repeat === 'kill') process.once(s, onSignal); else process.on(s, onSignal);
+  }
+  try {
+    return await fn(ac.signal);
+  } catch (e) {
+    if (!ac.signal.aborted) throw e;
+    if (isAbortOf(e, ac.signal)) throw e;
+    const reason = ac.signal.reason as InterruptedError;
+    throw new InterruptedError(reason.signalName, reason.message, { cause: e });
+  } finally {
+    for (const s of signals) process.off(s, onSignal);
+  }
+}
