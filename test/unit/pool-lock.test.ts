@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, mkdirSync, writeFileSync, readFileSync, existsSync, symlinkSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { lockPool, poolLockPath } from '../../src/thin/pool-lock.js';
+import { lockPool, poolLockPath, DEFAULT_LOCK_DIR } from '../../src/thin/pool-lock.js';
 import { ThinshipError } from '../../src/errors.js';
 
 let dir: string;
@@ -46,6 +46,20 @@ test('the holder writes its pid; a timeout names that pid, or "another process" 
   await held.release();
   await held.release(); // twice: a no-op, not an error
   assert.deepEqual(readdirSync(d), [], 'released: no lock file left');
+});
+
+test('a lock file left behind (a crashed owner never unlinked it) is taken and rewritten whole with this pid', async () => {
+  const d = join(dir, 'leftover');
+  mkdirSync(d);
+  writeFileSync(poolLockPath('vg0-pool', d), '123456789\nleft by a crashed owner\n');
+  const l = await lockPool('vg0-pool', { dir: d, timeoutMs: 0 });
+  assert.equal(readFileSync(l.path, 'utf8'), `${process.pid}\n`);
+  await l.release();
+});
+
+test('the lock directory is THINSHIP_LOCK_DIR, else /run/lock/thinship (the default of every lock)', () => {
+  assert.equal(DEFAULT_LOCK_DIR, process.env.THINSHIP_LOCK_DIR ?? '/run/lock/thinship');
+  assert.equal(poolLockPath('vg0-pool'), join(DEFAULT_LOCK_DIR, 'vg0-pool.flock'));
 });
 
 test('timeoutMs bounds the wait (a short one waits about that long, then gives up)', async () => {
