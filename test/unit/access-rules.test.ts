@@ -58,6 +58,8 @@ test('config: every malformed "identities" entry is a usage error naming the fil
     await usage({ a: { [key]: '/x' } }, new RegExp(`identities\\["a"\\]\\.${key} must be a list of absolute paths`));
     await usage({ a: { [key]: [5] } }, new RegExp(`\\.${key}: 5 is not a path`));
     for (const p of ['rel', '/a/../b', '/a/./b', '/a//b', '/a/', `/a\0b`]) await usage({ a: { [key]: [p] } }, /must be an absolute, normalised path/);
+    // a path of the other kind: a file is not a directory, a directory not a block device
+    await usage({ a: { [key]: [key === 'directories' ? join(dir, 'outside', 'f.img') : join(dir, 'outside')] } }, key === 'directories' ? /\.directories: .*f\.img is not a directory$/ : /\.devices: .*outside is not a block device \(files go under "directories"\)$/);
     await usage({ a: { [key]: [join(dir, 'missing')] } }, new RegExp(`\\.${key}: ${join(dir, 'missing').replace(/[/]/g, '\\/')} does not exist \\(ENOENT\\)`));
     await assert.rejects(parseAccessRules({ a: { [key]: [join(dir, 'missing')] } }, 'cfg'), (e: ThinshipError) => (e.cause as NodeJS.ErrnoException).code === 'ENOENT', 'the cause is kept');
   }
@@ -159,4 +161,10 @@ test('a rule for "/" allows every absolute path but "/" itself', async () => {
   assert.equal((await authorizeTarget(p, who, join(dir, 'outside', 'f.img'))).kind, 'path');
   assert.equal((await authorizeTarget(p, who, join(dir, 'new.img'))).kind, 'path');
   await denied(p, '/', /not under an allowed directory/);
+  // What the open resolves beneath the rule's directory: "/" and the path without its leading "/",
+  // for an existing file and for a new one.
+  for (const t of [join(dir, 'outside', 'f.img'), join(dir, 'new.img')]) {
+    const a = await authorizeTarget(p, who, t) as { dir: string; rel: string };
+    assert.deepEqual({ dir: a.dir, rel: a.rel }, { dir: '/', rel: t.slice(1) });
+  }
 });

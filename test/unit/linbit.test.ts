@@ -109,6 +109,15 @@ test('magic: previous format, unknown, and a change of magic mid-stream', async 
   await expectBad(hdr('1122334455667788', 0, 0, 2), { pos: 0, match: /unknown magic 0x1122334455667788/ });
   await expectBad(Buffer.concat([BEGIN, hdr(M10, 0, 8, 0), P8]), { pos: 28, match: /record 2, header magic\): magic 0xCA7F00D5DE7EC7ED differs/ });
   await expectBad(Buffer.concat([hdr(M10, 0, 8, 0), P8, hdr(M11, 0, 8, 0), P8]), { pos: 36, match: /differs from the format 1.0 magic/ });
+  // Both 32-bit halves count: a magic with one half right is unknown (first record) or a change (later).
+  for (const m of [M11, M10, 'e85bc5636cc72a05']) {
+    for (const half of [m.slice(0, 8) + '00000000', '00000000' + m.slice(8)]) {
+      await expectBad(hdr(half, 0, 0, 2), { pos: 0, match: new RegExp(`record 1, header magic\\): unknown magic 0x${BigInt('0x' + half).toString(16).toUpperCase()} \\(expected`) });
+    }
+  }
+  for (const half of [M11.slice(0, 8) + '00000000', '00000000' + M11.slice(8)]) {
+    await expectBad(Buffer.concat([BEGIN, hdr(half, 0, 8, 0), P8]), { pos: 28, match: /record 2, header magic\): magic 0x[0-9A-F]+ differs from the format 1.1 magic/ });
+  }
 });
 
 test('BEGIN_STREAM: must come first, with offset 0 and length 0, and only once', async () => {
@@ -267,6 +276,11 @@ test('declared sha256: every DATA needs its checksum record and END needs the di
   await expectBad(Buffer.concat([body, digestRec(d.state), hdr(M11, 0, 0, 1), END, stats(7, 1, 1)]), { pos: 241, match: /UNMAP after the stream digest record/ });
   const ok = await collect(decodeStream([Buffer.concat([body, digestRec(d.state), END, stats(6, 1, 0)])]));
   assert.deepEqual(ok.at(-1), { type: 'end', records: 6, dataRecords: 1, unmapRecords: 0, dataBytes: 8, unmapBytes: 0, skippedRecords: 0, digest: d.state });
+  // The digest record's own header and algorithm (record 5 at byte 180, its payload at 208).
+  const digestPayload = Buffer.concat([Buffer.from([1]), d.state]);
+  await expectBad(Buffer.concat([body, hdr(M11, 1, 33, 0x8054_5303), digestPayload, END, stats(6, 1, 0)]), { pos: 180, match: /record 5, header\): stream digest record must have offset 0 and length 33, got offset 1 length 33$/ });
+  await expectBad(Buffer.concat([body, hdr(M11, 0, 34, 0x8054_5303), digestPayload, Buffer.alloc(1), END, stats(6, 1, 0)]), { pos: 180, match: /stream digest record must have offset 0 and length 33, got offset 0 length 34$/ });
+  await expectBad(Buffer.concat([body, hdr(M11, 0, 33, 0x8054_5303), Buffer.from([2]), d.state, END, stats(6, 1, 0)]), { pos: 208, match: /^bad stream at byte 208 \(record 5, stream digest algorithm\): unknown checksum algorithm 2 \(1 = sha256\)$/ });
   // A digest record without a declaration cannot be checked: refused.
   await expectBad(Buffer.concat([BEGIN, digestRec(d.state), END, stats(3, 0, 0)]), { pos: 28, match: /stream digest record needs a begin-info that declares sha256/ });
 });
