@@ -10,9 +10,13 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ErrorCode } from '../errors.js';
 
-/** How a transfer's call ended: the label of thinship_receiver_transfers_total. */
+/**
+ * How a transfer's call ended (thinship_receiver_transfers_total{outcome}): complete; checkpointed
+ * (a retryable stop: broken link, idle, receiver stopping: the sender resumes); aborted (AbortTransfer
+ * or a takeover); failed (refused or bad stream).
+ */
 export type TransferOutcome = 'complete' | 'checkpointed' | 'failed' | 'aborted';
-export type RecordKind = 'data' | 'zero' | 'unmap';
+export type RecordKind = 'data' | 'unmap';
 /** Classes of refused TLS handshakes (the log line has the detail). */
 export type TlsRefusalReason = 'unknown_ca' | 'expired' | 'no_certificate' | 'not_tls' | 'other';
 
@@ -29,7 +33,6 @@ export interface ReceiverMetrics {
   checkpointSeconds: Histogram;
   commitSeconds: Histogram;
   tlsRefusals: Counter<'reason'>;
-  decodeQueueDepth: Gauge;
 }
 
 /** One registry per receiver (not prom-client's global one), so tests and two receivers in one process never mix. */
@@ -42,14 +45,13 @@ export function createReceiverMetrics(): ReceiverMetrics {
     wireBytes: new Counter({ name: 'thinship_receiver_wire_bytes_total', help: 'DATA payload bytes received, as sent (compressed or raw)', registers }),
     writtenBytes: new Counter({ name: 'thinship_receiver_written_bytes_total', help: 'Bytes written to targets (uncompressed DATA, zero ranges written as zeros included)', registers }),
     discardedBytes: new Counter({ name: 'thinship_receiver_discarded_bytes_total', help: 'Bytes of targets unmapped or zeroed by UNMAP records', registers }),
-    records: new Counter({ name: 'thinship_receiver_records_total', help: 'Records applied, by kind', labelNames: ['kind'] as const, registers }),
+    records: new Counter({ name: 'thinship_receiver_records_total', help: 'Records applied, by kind (data includes all-zero chunks)', labelNames: ['kind'] as const, registers }),
     transfers: new Counter({ name: 'thinship_receiver_transfers_total', help: 'ApplyStream calls that ended, by outcome and error code ("" when none)', labelNames: ['outcome', 'code'] as const, registers }),
     activeTransfers: new Gauge({ name: 'thinship_receiver_active_transfers', help: 'ApplyStream calls running now', registers }),
     resumes: new Counter({ name: 'thinship_receiver_resumes_total', help: 'Transfers continued from a checkpoint', registers }),
     checkpointSeconds: new Histogram({ name: 'thinship_receiver_checkpoint_duration_seconds', help: 'Time to flush the target and write a checkpoint', buckets: [0.001, 0.005, 0.02, 0.1, 0.5, 2, 10], registers }),
     commitSeconds: new Histogram({ name: 'thinship_receiver_commit_duration_seconds', help: 'Time from a validated End to the transfer recorded complete (flush included)', buckets: [0.001, 0.005, 0.02, 0.1, 0.5, 2, 10, 60], registers }),
     tlsRefusals: new Counter({ name: 'thinship_receiver_tls_handshake_failures_total', help: 'TLS handshakes refused, by reason class', labelNames: ['reason'] as const, registers }),
-    decodeQueueDepth: new Gauge({ name: 'thinship_receiver_decode_queue_depth', help: 'DATA records waiting for or in a decode worker', registers }),
   };
 }
 

@@ -3,8 +3,8 @@
  * `metricsListen`): GET /metrics (Prometheus text), /healthz (the process
  * answers) and /readyz (it can take transfers). Plain HTTP on purpose: a load
  * balancer's probe and a Prometheus scraper have no client certificate. It serves
- * nothing that writes and no transfer detail, so bind it to a management network
- * or loopback; off loopback it needs --allow-insecure-remote like --insecure.
+ * nothing that writes and no transfer detail (no ids, identities or targets);
+ * still, bind it to a management network or loopback.
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';

@@ -25,6 +25,7 @@ import { currentTargetIdentity, openTransferTarget, targetIdentity, type OpenedT
 import { commitTransferStage, discardTransferStage, openTransferStage, recoverAtStart, transferOwner } from './target-state/transfer-hooks.js';
 import type { FileStage } from './target-state/staging.js';
 import { SHA256_BYTES } from '../stream/integrity.js';
+import { codeLabel, type ReceiverMetrics } from '../ops/metrics.js';
 import { checkData } from './decode-data.js';
 import { DecodePool } from './decode-pool.js';
 import { defaultWorkerCount } from '../stream/worker-pool.js';
@@ -123,6 +124,8 @@ export interface TransferRegistryOptions {
   maxBufferedBytes?: number;
   /** Called whenever the number of running transfers changes (the server rescales its windows). */
   onActiveChange?: (active: number) => void;
+  /** Prometheus counters of the receiver (ops/metrics.ts); none: not counted. */
+  metrics?: ReceiverMetrics;
   /** Worker threads that decompress and checksum DATA (default 2; 0: on the main thread). */
   decodeWorkers?: number;
 }
@@ -212,7 +215,7 @@ export class TransferRegistry {
   readonly store: CheckpointStore;
   private readonly checkpoints = new Map<string, TransferCheckpoint>();
   private readonly sessions = new Map<string, Session>();
-  private readonly o: Required<Omit<TransferRegistryOptions, 'stateDir' | 'policy' | 'log' | 'onActiveChange'>>;
+  private readonly o: Required<Omit<TransferRegistryOptions, 'stateDir' | 'policy' | 'log' | 'onActiveChange' | 'metrics'>>;
   /** Records received and not yet written, of every transfer (half of maxBufferedBytes). */
   readonly recordBudget: BufferBudget;
   private sweepTimer: NodeJS.Timeout | undefined;
@@ -626,12 +629,16 @@ export class TransferRegistry {
     };
     const ctx = newDecodeContext(begin, this.o.maxChunkBytes, applied);
     let lastSaved = applied;
+    const metrics = this.opts.metrics;
+    if (existing) metrics?.resumes.inc();
     const save = async (m: Mark, status: TransferCheckpoint['status']) => {
+      const endTimer = metrics?.checkpointSeconds.startTimer();
       cp = { ...cp, status, durableOffsetBytes: m.offsetBytes, digestState: hex(m.digest), dataRecords: m.dataRecords, unmapRecords: m.unmapRecords, dataBytes: m.dataBytes, unmapBytes: m.unmapBytes, updatedUnixMs: Date.now() };
       if (m.lastData) cp.lastData = m.lastData;
       await this.store.save(cp);
       this.checkpoints.set(s.key, cp);
       lastSaved = m;
+      endTimer?.();
       log.info({ durableOffsetBytes: m.offsetBytes, dataBytes: m.dataBytes, status }, 'checkpoint');
     };
     try {
@@ -647,6 +654,7 @@ export class TransferRegistry {
       async function* checked(): AsyncGenerator<CheckedRecord> {
         for await (const r of abortable(records, s.controller.signal, self.o, wireBytes, reserve)) {
           held.arrived(recordBytes(r));
+          if (r.type === 'data') metrics?.wireBytes.inc(r.payload.length);
           yield checkRecord(r, ctx, checker);
         }
       }
@@ -658,7 +666,8 @@ export class TransferRegistry {
           yield d.msg;
           held.applied();
           // Back here, applyMessages has applied d (it awaits each write before asking for more).
-          if (d.msg.type === 'end') continue;
+          if (d.msg.type === 'end') { endSeen = performance.now(); continue; }
+          metrics?.records.inc({ kind: d.msg.type === 'unmap' ? 'unmap' : 'data' });
           applied = d.mark;
           const sinceBytes = applied.dataBytes - lastSaved.dataBytes;
           const sinceRecords = applied.dataRecords + applied.unmapRecords - lastSaved.dataRecords - lastSaved.unmapRecords;
@@ -668,6 +677,7 @@ export class TransferRegistry {
           }
         }
       }
+      let endSeen = 0;
       const summary = await applyMessages(messages(), writeTo, { resumeFromBytes: begin.resumeOffsetBytes });
       if (stage) {
         // recv-guarantees hook: the validated End commits the staged snapshot onto the target.
@@ -683,6 +693,12 @@ export class TransferRegistry {
       const secs = (performance.now() - t0) / 1000;
       const sessionData = ctx.ledger.counts.dataBytes - (existing?.dataBytes ?? 0);
       log.info({ seconds: Number(secs.toFixed(3)), dataBytes: sessionData, bytesWritten: summary.bytesWritten, bytesDiscarded: summary.bytesDiscarded, mibPerSecond: Number((sessionData / 1048576 / Math.max(secs, 1e-9)).toFixed(1)), digest: hex(end.digest) }, 'transfer complete');
+      if (metrics) {
+        if (endSeen > 0) metrics.commitSeconds.observe((performance.now() - endSeen) / 1000);
+        metrics.writtenBytes.inc(summary.bytesWritten);
+        metrics.discardedBytes.inc(summary.bytesDiscarded + summary.gapBytesZeroed);
+        metrics.transfers.inc({ outcome: 'complete', code: '' });
+      }
       return {
         transferId: s.transferId,
         dataRecordsApplied: ctx.ledger.counts.dataRecords - (existing?.dataRecords ?? 0),
@@ -704,6 +720,7 @@ export class TransferRegistry {
         }
       }
       log.warn({ code: err.code, err: err.message, durableOffsetBytes: cp.durableOffsetBytes }, 'transfer stopped');
+      metrics?.transfers.inc({ outcome: err.code === 'TRANSFER_ABORTED' ? 'aborted' : err.retryable ? 'checkpointed' : 'failed', code: codeLabel(err.code) });
       throw err;
     } finally {
       held.close();

@@ -65,6 +65,8 @@ export interface ReceiverConfig {
   /** 0: no progress check (the idle timeout still applies). */
   minBytesPerSecond: number;
   progressWindowMs: number;
+  /** HOST:PORT of the plain-HTTP /metrics, /healthz, /readyz listener (ops/ops-listener.ts); unset: none. */
+  metricsListen?: string;
   /** Memory all running transfers may hold at once (HTTP/2 windows and records in the pipeline). */
   maxBufferedBytes: number;
   requireChecksum: boolean;
@@ -74,7 +76,7 @@ export interface ReceiverConfig {
 }
 
 const KEYS = ['tls', 'stateDir', 'checkpointIntervalBytes', 'transferExpirySeconds', 'maxChunkBytes', 'receiveWindowBytes', 'connectionWindowBytes', 'maxActiveTransfers', 'maxActiveTransfersPerIdentity', 'maxStoredTransfersPerIdentity', 'maxCompletedTransfersPerIdentity',
-  'maxVolumeBytes', 'idleTimeoutSeconds', 'minBytesPerSecond', 'progressWindowSeconds', 'maxBufferedBytes', 'requireChecksum', 'decodeWorkers', 'identities'];
+  'maxVolumeBytes', 'idleTimeoutSeconds', 'minBytesPerSecond', 'progressWindowSeconds', 'maxBufferedBytes', 'requireChecksum', 'decodeWorkers', 'metricsListen', 'identities'];
 
 export async function loadReceiverConfig(file: string): Promise<ReceiverConfig> {
   let text: string;
@@ -130,6 +132,7 @@ export async function parseReceiverConfig(v: Record<string, unknown>, file: stri
     if (x > 86400) throw new ThinshipError('USAGE', `${file}: "${k}" must be at most 86400 (a day)`);
     return x;
   };
+  if (v.metricsListen !== undefined && (typeof v.metricsListen !== 'string' || !/^(\[[^\]]+\]|[^:[\]]+):\d+$/.test(v.metricsListen))) throw new ThinshipError('USAGE', `${file}: "metricsListen" must be HOST:PORT`);
   if (v.requireChecksum !== undefined && typeof v.requireChecksum !== 'boolean') throw new ThinshipError('USAGE', `${file}: "requireChecksum" must be true or false`);
   return {
     file,
@@ -149,6 +152,7 @@ export async function parseReceiverConfig(v: Record<string, unknown>, file: stri
     minBytesPerSecond: uint('minBytesPerSecond', DEFAULT_MIN_BYTES_PER_SECOND, 0),
     progressWindowMs: seconds('progressWindowSeconds', DEFAULT_PROGRESS_WINDOW_MS / 1000) * 1000,
     maxBufferedBytes,
+    metricsListen: v.metricsListen as string | undefined,
     requireChecksum: v.requireChecksum === undefined ? true : v.requireChecksum,
     decodeWorkers: uint('decodeWorkers', defaultWorkerCount(), 0),
     policy: await parseAccessRules(v.identities ?? {}, file),

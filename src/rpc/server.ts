@@ -28,6 +28,10 @@ import {
   type ApplyStreamRequest__Output, type ApplyStreamResponse, type Begin__Output, type TransferState, type ReceiverServiceHandlers,
 } from './proto.js';
 import { toServiceError } from './status.js';
+import { access } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { createReceiverMetrics, tlsRefusalReason, type ReceiverMetrics } from '../ops/metrics.js';
+import { startOpsListener, type OpsListener } from '../ops/ops-listener.js';
 import { callerNames, checkInsecureAllowed, parseHostPort, serverCredentials, type AuthContextLike } from './tls.js';
 import { raiseReceiveWindow, observeHttp2Servers, ConnectionWindowControl } from './http2-window.js';
 import type { TLSSocket } from 'node:tls';
@@ -52,6 +56,8 @@ export interface ReceiverServerOptions {
 
 export interface RunningReceiver {
   port: number;
+  /** The port of the metrics listener (config metricsListen), if any. */
+  metricsPort?: number;
   registry: TransferRegistry;
   /** Stops accepting, stops running transfers (each checkpoints), waits up to graceMs for calls to end. */
   close(graceMs?: number): Promise<void>;
@@ -165,7 +171,7 @@ const HANDSHAKE_LOG_WINDOW_MS = 10_000;
  * operator needs to see a misconfigured or hostile client. Rate-limited so a
  * flood of bad handshakes cannot flood the log.
  */
-function logRefusedHandshakes(server: grpc.Server, log: Logger): void {
+function logRefusedHandshakes(server: grpc.Server, log: Logger, metrics?: ReceiverMetrics): void {
   let windowStart = 0;
   let lines = 0;
   let suppressed = 0;
@@ -175,6 +181,7 @@ function logRefusedHandshakes(server: grpc.Server, log: Logger): void {
   const ok = observeHttp2Servers(server, (h2) => {
     h2.on('connection', (raw: Socket) => { peers.set(raw, `${raw.remoteAddress}:${raw.remotePort}`); });
     h2.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket & { _parent?: object; authorizationError?: string }) => {
+      metrics?.tlsRefusals.inc({ reason: tlsRefusalReason(socket.authorizationError ?? err.code) });
       const now = Date.now();
       if (now - windowStart > HANDSHAKE_LOG_WINDOW_MS) { windowStart = now; lines = 0; }
       if (++lines > HANDSHAKE_LOG_LINES) { suppressed++; return; }
@@ -208,7 +215,9 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
   // Sessions count as well as running transfers: a connection is granted its window when it
   // opens, before its transfer begins, and a granted window cannot be taken back.
   const rescaleWindows = () => windows?.setWindow(connectionWindowFor(Math.max(activeTransfers, windows.sessions.size - 1)));
+  const metrics = createReceiverMetrics();
   const registry = new TransferRegistry({
+    metrics,
     stateDir: cfg.stateDir, policy: cfg.policy, log,
     checkpointIntervalBytes: cfg.checkpointIntervalBytes, maxChunkBytes: cfg.maxChunkBytes, expiryMs: cfg.transferExpiryMs,
     requireChecksum: cfg.requireChecksum, maxActiveTransfers: cfg.maxActiveTransfers, decodeWorkers: cfg.decodeWorkers,
@@ -216,7 +225,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     maxCompletedTransfersPerIdentity: cfg.maxCompletedTransfersPerIdentity,
     maxVolumeBytes: cfg.maxVolumeBytes, idleTimeoutMs: cfg.idleTimeoutMs, minBytesPerSecond: cfg.minBytesPerSecond, progressWindowMs: cfg.progressWindowMs,
     maxBufferedBytes: cfg.maxBufferedBytes,
-    onActiveChange: (n) => { activeTransfers = n; rescaleWindows(); },
+    onActiveChange: (n) => { activeTransfers = n; metrics.activeTransfers.set(n); rescaleWindows(); },
   });
   const maxMessageBytes = cfg.maxChunkBytes + MESSAGE_OVERHEAD_BYTES;
   // The connection window follows the stream window unless set: one transfer is one stream.
@@ -243,7 +252,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     'grpc.keepalive_timeout_ms': 20_000,
   });
   if (windowBytes !== false) raiseReceiveWindow(server, { streamBytes: windowBytes, connectionBytes: connectionWindowBytes }, log, o.onHttp2Session, windows);
-  if (!o.insecure) logRefusedHandshakes(server, log);
+  if (!o.insecure) logRefusedHandshakes(server, log, metrics);
 
   const who = (call: { getAuthContext(): AuthContextLike; getPeer(): string }): ClientIdentity => {
     const names = o.insecure ? ['anonymous'] : callerNames(call);
@@ -323,13 +332,29 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(o.listen, creds, (e, p) => (e ? reject(new ThinshipError('USAGE', `cannot listen on ${o.listen}: ${e.message}`, { cause: e })) : resolve(p)));
   }).catch(async (e) => { await registry.close(); throw e; });
+  let ops: OpsListener | undefined;
+  let stopping = false;
+  if (cfg.metricsListen) {
+    const mp = parseHostPort(cfg.metricsListen, 'metricsListen');
+    // Ready: the config loaded (we are here), the state directory writable, the receiver not stopping.
+    const ready = async () => {
+      const problems: string[] = [];
+      if (stopping) problems.push('the receiver is stopping');
+      await access(cfg.stateDir, fsConstants.W_OK).catch((e: NodeJS.ErrnoException) => problems.push(`state directory ${cfg.stateDir} is not writable (${e.code})`));
+      return problems;
+    };
+    ops = await startOpsListener({ host: mp.host, port: mp.port, registry: metrics.registry, ready }).catch(async (e) => { server.forceShutdown(); await registry.close(); throw e; });
+    log.info({ metricsListen: cfg.metricsListen, port: ops.port }, 'metrics listening (/metrics, /healthz, /readyz)');
+  }
   log.info({ listen: o.listen, port, tls: !o.insecure, stateDir: cfg.stateDir, receiveWindowBytes: windowBytes, connectionWindowBytes: windowBytes === false ? false : connectionWindowBytes, maxChunkBytes: cfg.maxChunkBytes, checkpointIntervalBytes: cfg.checkpointIntervalBytes }, 'receiver listening');
 
   let closing: Promise<void> | undefined;
   return {
     port,
+    metricsPort: ops?.port,
     registry,
     close: (graceMs = 5000) => closing ??= (async () => {
+      stopping = true;
       health.setStatus('', 'NOT_SERVING');
       health.setStatus(RECEIVER_SERVICE, 'NOT_SERVING');
       await registry.close();
@@ -337,6 +362,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
         const t = setTimeout(() => { server.forceShutdown(); resolve(); }, graceMs);
         server.tryShutdown(() => { clearTimeout(t); resolve(); });
       });
+      await ops?.close();
       log.info('receiver stopped');
     })(),
   };

@@ -18,7 +18,7 @@ import { HTTP2_DEFAULT_WINDOW_BYTES, HTTP2_MAX_WINDOW_BYTES } from '../../rpc/ht
 import { ThinshipError } from '../../errors.js';
 import { parseByteCount } from '../source-args.js';
 
-export interface ServeFlags { listen: string; config: string; insecure?: boolean; allowInsecureRemote?: boolean; stateDir?: string; receiveWindow?: string; connectionWindow?: string }
+export interface ServeFlags { listen: string; config: string; metricsListen?: string; insecure?: boolean; allowInsecureRemote?: boolean; stateDir?: string; receiveWindow?: string; connectionWindow?: string }
 
 /** An HTTP/2 window from a flag: 65535 up to 2^31 - 1 bytes. */
 export function parseWindowFlag(s: string, flag: string): number {
@@ -31,6 +31,7 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
   if (process.env.THINSHIP_LOG === undefined) log.level = 'info';
   const config = await loadReceiverConfig(flags.config);
   if (flags.stateDir) config.stateDir = resolve(flags.stateDir);
+  if (flags.metricsListen !== undefined) config.metricsListen = flags.metricsListen;
   if (flags.receiveWindow !== undefined) config.receiveWindowBytes = parseWindowFlag(flags.receiveWindow, '--receive-window');
   if (flags.connectionWindow !== undefined) config.connectionWindowBytes = parseWindowFlag(flags.connectionWindow, '--connection-window');
   // Signal handlers go in before the receiver listens: a signal that arrives

@@ -23,7 +23,7 @@
  */
 import { readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { ThinshipError, asThinshipError } from '../../errors.js';
+import { ThinshipError, errnoOf } from '../../errors.js';
 import { nativeDevice } from '../../device/native.js';
 
 export const METADATA_BLOCK_BYTES = 4096;
@@ -78,8 +78,9 @@ export class BlockReader {
     try {
       fh = await open(path, 'r');
     } catch (e) {
-      const err = asThinshipError(e);
-      throw new ThinshipError(err.code, `cannot open pool metadata ${path}: ${err.message}`, { cause: e });
+      // Opening the pool metadata the user named: a missing path is NOT_FOUND, anything else an I/O failure.
+      const errno = errnoOf(e);
+      throw new ThinshipError(errno === 'ENOENT' || errno === 'ENOTDIR' ? 'NOT_FOUND' : 'IO_ERROR', `cannot open pool metadata ${path}: ${(e as Error).message}`, { details: { path, errno }, cause: e });
     }
     try {
       const st = await fh.stat();
