@@ -40,7 +40,7 @@ try {
   const base = ['send', '-q', '--pool-metadata', pool.metadataPath, '--pool-data', pool.dataPath, '--volume-size', String(sizeBytes), String(pool.devId)];
   console.log(`volume ${values['size-mib']} MiB, incompressible, pipe mode to a reader of stdout; ${values.reps} repetitions per limit`);
   console.log('limit      seconds   mean rate / limit   max 1 s window / limit');
-  for (const limit of values.limits!.split(',')) {
+  for (const limit of values.limits.split(',')) {
     const rateBps = Number(limit.replace(/M$/, '')) * MiB;
     const means: number[] = [];
     const peaks: number[] = [];

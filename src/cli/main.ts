@@ -98,7 +98,7 @@ program.command('target')
   .argument('<action>', 'show')
   .argument('<target>', 'the target file')
   .option('--json', 'as JSON on stdout')
-  .action(async (action: string, target: string, flags) => { await (await import('./commands/target.js')).targetCommand(action, target, flags); });
+  .action(async (action: string, target: string, flags: { json?: boolean }) => { await (await import('./commands/target.js')).targetCommand(action, target, flags); });
 
 program.command('serve')
   .description('the gRPC receiver: apply streams from senders over mTLS to the targets each client identity may write')
@@ -119,7 +119,7 @@ program.command('sender-serve')
   .option('--insecure', 'plaintext towards callers, every caller "anonymous": only on a loopback address')
   .option('--allow-insecure-remote', 'allow --insecure on a non-loopback address')
   .option('--insecure-receivers', 'plaintext towards receivers (a test on loopback)')
-  .action(async (flags) => { await senderServeCommand(flags); });
+  .action(async (flags: Parameters<typeof senderServeCommand>[0]) => { await senderServeCommand(flags); });
 
 tlsOptions(program.command('transfer')
   .description('ask a receiver about a transfer (status), or abort it (abort: forget it and free its target)')

@@ -104,7 +104,7 @@ export async function parseAccessRules(v: unknown, where: string): Promise<Acces
       if (o.pool !== undefined && (typeof o.pool !== 'string' || !validLvmName(o.pool))) throw new ThinshipError('USAGE', `${at}.lvm[${i}]: "pool" must be an LV name`);
       const lv = o.lv ?? '*';
       if (typeof lv !== 'string' || !/^[A-Za-z0-9+_.*?-]+$/.test(lv)) throw new ThinshipError('USAGE', `${at}.lvm[${i}]: "lv" must be an LV name pattern (letters, digits, + _ . -, and * ?)`);
-      rules.lvm.push({ vg: o.vg, pool: o.pool as string | undefined, lv });
+      rules.lvm.push({ vg: o.vg, pool: o.pool, lv });
     }
     for (const key of ['directories', 'devices'] as const) {
       const list = r[key] ?? [];

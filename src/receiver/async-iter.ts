@@ -8,7 +8,7 @@ import { ThinshipError } from '../errors.js';
 
 function abortError(signal: AbortSignal): ThinshipError {
   const r: unknown = signal.reason;
-  return r instanceof ThinshipError ? r : new ThinshipError('ABORTED', `transfer stopped: ${r instanceof Error ? r.message : String(r ?? 'aborted')}`);
+  return r instanceof ThinshipError ? r : new ThinshipError('ABORTED', `transfer stopped: ${r instanceof Error ? r.message : typeof r === 'string' ? r : 'aborted'}`);
 }
 
 /** What a sender must keep up (see TransferRegistryOptions). */

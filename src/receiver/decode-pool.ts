@@ -36,7 +36,7 @@ export class DecodePool {
   async check(c: DataCheck): Promise<DataChecked> {
     const p = c.payload;
     // Copied first: the checksum may be a view into the buffer handed over below.
-    const checksum = c.checksum ? new Uint8Array(c.checksum).buffer as ArrayBuffer : undefined;
+    const checksum = c.checksum ? new Uint8Array(c.checksum).buffer : undefined;
     let job: DecodeJob;
     if (c.detachable && p.buffer instanceof ArrayBuffer) {
       job = { buf: p.buffer, byteOffset: p.byteOffset, length: p.byteLength, offsetBytes: c.offsetBytes, lengthBytes: c.lengthBytes, encoding: c.encoding, checksum };
@@ -44,7 +44,7 @@ export class DecodePool {
       // allocUnsafeSlow: memory of its own (transferable), not zero-filled before the copy.
       const copy = Buffer.allocUnsafeSlow(p.byteLength);
       copy.set(p);
-      job = { buf: copy.buffer as ArrayBuffer, byteOffset: 0, length: p.byteLength, offsetBytes: c.offsetBytes, lengthBytes: c.lengthBytes, encoding: c.encoding, checksum };
+      job = { buf: copy.buffer, byteOffset: 0, length: p.byteLength, offsetBytes: c.offsetBytes, lengthBytes: c.lengthBytes, encoding: c.encoding, checksum };
     }
     const r = await this.pool.run(job, [job.buf]);
     return { data: Buffer.from(r.buf, r.byteOffset, r.length), sum: r.sum ? Buffer.from(r.sum) : undefined };

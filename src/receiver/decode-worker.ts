@@ -20,7 +20,7 @@ port.on('message', (job: DecodeJob & { id: number }) => {
       payload: new Uint8Array(job.buf, job.byteOffset, job.length),
       checksum: job.checksum ? new Uint8Array(job.checksum) : undefined,
     }, dz);
-    const sum = r.sum ? new Uint8Array(r.sum).buffer as ArrayBuffer : undefined;
+    const sum = r.sum ? new Uint8Array(r.sum).buffer : undefined;
     // Raw data is the payload itself: send the job's buffer back as it came (a view into it,
     // no copy); decompressed data owns its buffer (allocUnsafeSlow).
     const own = r.data.buffer === job.buf ? { buf: job.buf, byteOffset: r.data.byteOffset, length: r.data.byteLength } : ownArrayBuffer(r.data);

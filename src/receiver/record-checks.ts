@@ -12,7 +12,7 @@
  * each wire field to them and names the field that failed.
  */
 import { ThinshipError } from '../errors.js';
-import { AscendingRecords, StreamLedger, rangeFault, zeroChecksumMatches, SHA256_BYTES, type LedgerState, type StreamCounts } from '../stream/integrity.js';
+import { AscendingRecords, StreamLedger, rangeFault, zeroChecksumMatches, SHA256_BYTES, type LedgerState } from '../stream/integrity.js';
 import { checkData, type DataCheck, type DataChecked } from './decode-data.js';
 import type { ChunkDecompressor } from '../stream/zstd.js';
 import type { BeginInfo, StreamMessage } from '../stream/messages.js';
@@ -199,7 +199,7 @@ export function finishWith(c: CheckedRecord, ctx: DecodeContext, done: DataCheck
       throw new ThinshipError('CHECKSUM_MISMATCH', `end record: stream digest mismatch (sender ${e.digest.toString('hex') || 'none'}, receiver ${digest.toString('hex')})`, { details: { volumeOffset: c.offsetBytes } });
     }
     // records: the proto End's count (begin and end included), kept for the wire's sake.
-    msg = { type: 'end', records: counts.dataRecords + counts.unmapRecords + 2, ...(counts as StreamCounts), digest };
+    msg = { type: 'end', records: counts.dataRecords + counts.unmapRecords + 2, ...(counts), digest };
   } else if (c.kind === 'unmap') {
     msg = { type: 'unmap', offsetBytes: c.offsetBytes, lengthBytes: c.lengthBytes };
   } else if (c.kind === 'zero') {

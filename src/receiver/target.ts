@@ -72,14 +72,15 @@ export interface OpenedTarget {
   /** A file target that did not exist and was created (empty) by this open. */
   created?: boolean;
   /** Undo what opening did (deactivate an LV we activated). */
-  release(): Promise<void>;
+  release: () => Promise<void>;
 }
 
 const openFd = promisify(fsOpen);
 const NO_RELEASE = async (): Promise<void> => undefined;
 
 function errnoOf(e: unknown): string {
-  return String((e as { code?: unknown } | undefined)?.code ?? '');
+  const code = (e as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' ? code : '';
 }
 
 function refused(t: AllowedTarget, why: string, errno?: string): ThinshipError {
@@ -162,7 +163,8 @@ async function openAllowedDir(t: Extract<AllowedTarget, { kind: 'path' }>): Prom
  * whether it was created.
  */
 function openBeneathDir(t: Extract<AllowedTarget, { kind: 'path' }>, dirFd: number, o: OpenTargetOptions): { fd: number; created: boolean } {
-  const beneath = o.openBeneath ?? nativeDevice().openBeneath;
+  const native = nativeDevice();
+  const beneath = o.openBeneath ?? native.openBeneath.bind(native);
   const flags = fsConstants.O_RDWR | fsConstants.O_NOCTTY;
   // Each pass: open what is there, else create it exclusively; a name that appears in
   // between (EEXIST) is opened and checked like any other on the next pass.
@@ -196,7 +198,7 @@ export async function openTransferTarget(t: AllowedTarget, o: OpenTargetOptions)
     const r = await resolveTarget({ kind: 'lvm', vg: t.vg, lv: t.lv, name: t.name });
     try {
       const handle = await openVolume(r.path, { mode: 'write' });
-      return { handle, identity: lvmIdentity(v.uuid), release: r.release };
+      return { handle, identity: lvmIdentity(v.uuid), release: () => r.release() };
     } catch (e) {
       await r.release().catch(() => undefined);
       throw e;

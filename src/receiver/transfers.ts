@@ -647,6 +647,7 @@ export class TransferRegistry {
       const dz = new ChunkDecompressor();
       const pool = this.decodePool;
       const checker: DataChecker = pool ? (j) => pool.check(j) : (j) => checkData(j, dz);
+      // eslint-disable-next-line @typescript-eslint/no-this-alias -- the async generators below cannot be arrow functions
       const self = this;
       // Before asking for a message: its worst case (the message, the decoder's copy, zstd's output).
       const worstBytes = 2 * (this.o.maxChunkBytes + MESSAGE_OVERHEAD_BYTES) + (begin.compression === 'zstd' ? this.o.maxChunkBytes : 0);

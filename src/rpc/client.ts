@@ -462,7 +462,7 @@ async function oneCall(
   });
   let inflight = 0;
   let wake: (() => void) | undefined;
-  const check = () => { if (failure !== undefined) throw failure; if (o.signal?.aborted) throw new ThinshipError('ABORTED', 'send cancelled'); };
+  const check = () => { if (failure !== undefined) throw asThinshipError(failure); if (o.signal?.aborted) throw new ThinshipError('ABORTED', 'send cancelled'); };
   // A cancel ends the call at once, wherever this function waits (its failure wakes every wait).
   const onAbort = () => call.cancel();
   o.signal?.addEventListener('abort', onAbort, { once: true });
@@ -536,7 +536,7 @@ async function oneCall(
   } catch (e) {
     call.cancel();
     // The receiver's own error explains more than "cancelled" or a failed write.
-    throw failure ?? asThinshipError(e);
+    throw asThinshipError(failure ?? e);
   } finally {
     o.signal?.removeEventListener('abort', onAbort);
   }

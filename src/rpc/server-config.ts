@@ -152,7 +152,7 @@ export async function parseReceiverConfig(v: Record<string, unknown>, file: stri
     minBytesPerSecond: uint('minBytesPerSecond', DEFAULT_MIN_BYTES_PER_SECOND, 0),
     progressWindowMs: seconds('progressWindowSeconds', DEFAULT_PROGRESS_WINDOW_MS / 1000) * 1000,
     maxBufferedBytes,
-    metricsListen: v.metricsListen as string | undefined,
+    metricsListen: v.metricsListen,
     requireChecksum: v.requireChecksum === undefined ? true : v.requireChecksum,
     decodeWorkers: uint('decodeWorkers', defaultWorkerCount(), 0),
     policy: await parseAccessRules(v.identities ?? {}, file),

@@ -327,7 +327,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
   const health = new HealthImplementation({ '': 'SERVING', [RECEIVER_SERVICE]: 'SERVING' });
   health.addToServer(server);
   // Reflection describes both services, so grpcurl can discover and call either.
-  new ReflectionService(protoLoader.loadSync(['thinship/v1/receiver.proto', healthProtoPath], { ...LOADER_OPTIONS, includeDirs: [protoRoot()] }) as never).addToServer(server);
+  new ReflectionService(protoLoader.loadSync(['thinship/v1/receiver.proto', healthProtoPath], { ...LOADER_OPTIONS, includeDirs: [protoRoot()] })).addToServer(server);
 
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(o.listen, creds, (e, p) => (e ? reject(new ThinshipError('USAGE', `cannot listen on ${o.listen}: ${e.message}`, { cause: e })) : resolve(p)));

@@ -212,8 +212,8 @@ export function fromServiceError(e: unknown, where: string): ThinshipError {
   const md = info?.reason;
   const serverRetryable = info?.metadata.retryable === 'true';
   const details = se.details ?? se.message ?? '';
-  let code: ErrorCode = (md !== undefined && md in GRPC_BY_CODE ? md as ErrorCode : undefined) ?? CODE_BY_GRPC[se.code as grpc.status] ?? 'INTERNAL';
-  const name = grpc.status[se.code as grpc.status] ?? String(se.code);
+  let code: ErrorCode = (md !== undefined && md in GRPC_BY_CODE ? md as ErrorCode : undefined) ?? CODE_BY_GRPC[se.code] ?? 'INTERNAL';
+  const name = grpc.status[se.code] ?? String(se.code);
   const extra: Record<string, unknown> = { grpcCode: se.code, grpcStatus: name };
   const offset = Number(info?.metadata.volumeOffsetBytes ?? Number.NaN);
   if (Number.isSafeInteger(offset)) extra.volumeOffset = offset;

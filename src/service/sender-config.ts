@@ -115,7 +115,7 @@ export async function parseSenderConfig(v: unknown, file: string): Promise<Sende
       if (x.pool !== undefined && (typeof x.pool !== 'string' || !NAME.test(x.pool))) throw new ThinshipError('USAGE', `${at}.sources.lvm[${i}]: "pool" must be an LV name`);
       const lv = x.lv ?? '*';
       if (typeof lv !== 'string' || !PATTERN.test(lv) || lv.includes('/')) throw new ThinshipError('USAGE', `${at}.sources.lvm[${i}]: "lv" must be an LV name pattern`);
-      lvm.push({ vg: x.vg, pool: x.pool as string | undefined, lv });
+      lvm.push({ vg: x.vg, pool: x.pool, lv });
     }
     const offlineDirectories: string[] = [];
     for (const d of (src.offlineDirectories ?? []) as unknown[]) {

@@ -146,7 +146,7 @@ async function oneSequence(over: Record<string, unknown>, records: Record<string
   }
   if (outcome !== undefined) {
     const se = outcome as grpc.ServiceError;
-    assert.ok(se.metadata, `call ${id} failed without a status: ${String(outcome)}`);
+    assert.ok(se.metadata, `call ${id} failed without a status: ${JSON.stringify(outcome)}`);
     const code = errorInfoOf(se.metadata)?.reason;
     assert.ok(isStableCode(code), `call ${id}: ${se.details} (ErrorInfo.reason ${String(code)})`);
   }

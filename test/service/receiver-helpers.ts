@@ -16,7 +16,6 @@ import type { ApplyStreamRequest, ApplyStreamResponse__Output } from '../../src/
 import { planSend } from '../../src/thin/planner.js';
 import { openSourceReader } from '../../src/sender/volume-reader.js';
 import type { DemoPool } from '../../src/thin/demo-pool.js';
-import type { ThinshipError } from '../../src/errors.js';
 import type { TlsFiles } from '../../src/rpc/tls.js';
 import type { TestCerts } from './helpers.js';
 import { rejects, waitFor } from './helpers.js';
@@ -54,7 +53,7 @@ export async function startTestReceiver(certs: TestCerts, cfg: Record<string, un
 /** A raw ApplyStream call: write what you like. */
 export function rawCall(client: ReceiverClient) {
   const { call, response } = client.applyStream();
-  return { call, response, write: (m: ApplyStreamRequest | Record<string, unknown>) => call.write(m as ApplyStreamRequest) };
+  return { call, response, write: (m: ApplyStreamRequest | Record<string, unknown>) => call.write(m) };
 }
 
 export function beginMsg(transferId: string, target: string, over: Record<string, unknown> = {}): ApplyStreamRequest {
@@ -65,13 +64,13 @@ export function beginMsg(transferId: string, target: string, over: Record<string
       sourceId: 'test-source', baseId: '', plannedDataBytes: 0, plannedUnmapBytes: 0, resumeOffsetBytes: 0,
       compression: 'COMPRESSION_ZSTD', checksum: 'CHECKSUM_ALGORITHM_SHA256', ...over,
     },
-  } as ApplyStreamRequest;
+  };
 }
 
 export const sha = (b: Buffer) => createHash('sha256').update(b).digest();
 
 export function dataMsg(offsetBytes: number, data: Buffer, over: Record<string, unknown> = {}): ApplyStreamRequest {
-  return { kind: 'data', data: { offsetBytes, lengthBytes: data.length, payload: data, encoding: 'ENCODING_RAW', checksum: sha(data), ...over } } as ApplyStreamRequest;
+  return { kind: 'data', data: { offsetBytes, lengthBytes: data.length, payload: data, encoding: 'ENCODING_RAW', checksum: sha(data), ...over } };
 }
 
 export async function grpcError(response: Promise<ApplyStreamResponse__Output>): Promise<grpc.ServiceError> {

@@ -120,7 +120,7 @@ test('unusable checkpoint files are quarantined with a warning naming them; the 
     const a2 = await r2.client(certs.clientA);
     assert.equal((await a2.getTransferState('good-1'))?.status, 'TRANSFER_STATUS_IN_PROGRESS', 'the good checkpoint still loads');
     for (const f of ['truncated.json', 'garbage.json', 'unrelated.json', 'array.json', 'dir.json']) {
-      const w = r2.lines.find((l) => l.level === 'warn' && typeof l.file === 'string' && (l.file as string).endsWith(`/${f}`));
+      const w = r2.lines.find((l) => l.level === 'warn' && typeof l.file === 'string' && (l.file).endsWith(`/${f}`));
       assert.ok(w, `a warning names ${f}`);
       assert.match(String(w.msg), /quarantine/);
       assert.equal(existsSync(join(t, f)), false, `${f} moved aside`);

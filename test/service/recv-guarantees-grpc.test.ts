@@ -201,7 +201,7 @@ test('divergence over gRPC: DIVERGED (exit 14), then send --force applies over i
     r = await runCli(sendArgs(s.port, t, [pool.baseDevId, pool.snapDevId], ['--force', '--transfer-id', 'forced-1']));
     ok(r);
     assertTarget(t, img2, 'forced');
-    await s.waitFor((l) => typeof l.msg === 'string' && /--force: target .* had diverged/.test(l.msg as string));
+    await s.waitFor((l) => typeof l.msg === 'string' && /--force: target .* had diverged/.test(l.msg));
   } finally {
     await stopServe(s);
   }

@@ -58,7 +58,7 @@ test('contrib/receiver.example.json loads as a receiver config and names the uni
     const named = siteB.directories ?? [];
     assert.deepEqual(named, ['/srv/thinship/site-b']);
     siteB.directories = [dir];
-    const config = await parseReceiverConfig(example as unknown as Record<string, unknown>, file);
+    const config = await parseReceiverConfig(example, file);
     assert.equal(config.stateDir, '/var/lib/thinship', 'StateDirectory=thinship in the unit');
     assert.equal(config.tls?.ca, join(repoRoot, 'contrib/ca.crt'), 'TLS paths are relative to the config file');
     assert.deepEqual([...config.policy.identities.keys()].sort(), ['site-a', 'site-b']);

@@ -101,9 +101,9 @@ for (const store of ['xattr', 'sidecar'] as const) {
     let s = await show(t, env);
     assert.equal(s.record?.store, store);
     assert.equal(s.record?.record.baseId, '', 'a full stream');
-    const snap1 = s.record!.record.sourceId;
+    const snap1 = s.record.record.sourceId;
     assert.ok(snap1.length > 0);
-    assert.match(s.record!.record.digest, /^[0-9a-f]{64}$/);
+    assert.match(s.record.record.digest, /^[0-9a-f]{64}$/);
     assert.equal(s.diverged, false);
     assert.deepEqual(s.staged, []);
     const r = await recvBytes(t, inc12, [], env);
@@ -115,7 +115,7 @@ for (const store of ['xattr', 'sidecar'] as const) {
     assert.equal(s.diverged, false);
     assert.deepEqual(leftovers(t), [], 'no staging or journal left');
     const human = await runCli(['target', 'show', t], { env });
-    assert.match(human.stdout, new RegExp(`holds: ${s.record!.record.sourceId}, received as an increment from ${snap1}`));
+    assert.match(human.stdout, new RegExp(`holds: ${s.record.record.sourceId}, received as an increment from ${snap1}`));
   });
 
   test(`wrong base (${store}): an incremental whose base the target does not hold is refused (exit 14), target unchanged`, async () => {

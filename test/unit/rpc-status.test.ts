@@ -34,11 +34,11 @@ test('transport failures are classified on what grpc-js reports, one kind each',
 });
 
 test('an untrusted receiver is UNAUTHENTICATED and not retried; a refused connection stays retryable UNAVAILABLE', () => {
-  const untrusted = fromServiceError({ code: grpc.status.UNAVAILABLE, details: last('Error: unable to get local issuer certificate') } as grpc.ServiceError, 'GetTransferState on h:1');
+  const untrusted = fromServiceError({ code: grpc.status.UNAVAILABLE, details: last('Error: unable to get local issuer certificate') }, 'GetTransferState on h:1');
   assert.equal(untrusted.code, 'UNAUTHENTICATED');
   assert.equal(untrusted.retryable, false);
   assert.equal(exitCodeOf(untrusted), 13);
-  const refused = fromServiceError({ code: grpc.status.UNAVAILABLE, details: last('Error: connect ECONNREFUSED 127.0.0.1:9') } as grpc.ServiceError, 'x');
+  const refused = fromServiceError({ code: grpc.status.UNAVAILABLE, details: last('Error: connect ECONNREFUSED 127.0.0.1:9') }, 'x');
   assert.equal(refused.code, 'UNAVAILABLE');
   assert.equal(refused.retryable, true);
   assert.equal((refused.details.transport as { kind: string }).kind, 'connect');
@@ -47,18 +47,18 @@ test('an untrusted receiver is UNAUTHENTICATED and not retried; a refused connec
 test('the receiver\'s retryable flag travels in the trailer; a receiver-side ABORTED is TRANSFER_ABORTED (exit 16)', () => {
   const busy = toServiceError(new ThinshipError('TRANSFER_BUSY', 'this receiver is already running 16 transfers (its limit)', { retryable: true }));
   assert.equal(errorInfoOf(busy.metadata)?.metadata.retryable, 'true');
-  const back = fromServiceError({ code: busy.code, details: busy.details, metadata: busy.metadata } as grpc.ServiceError, 'ApplyStream');
+  const back = fromServiceError({ code: busy.code, details: busy.details, metadata: busy.metadata }, 'ApplyStream');
   assert.equal(back.code, 'TRANSFER_BUSY');
   assert.equal(back.retryable, true);
   const held = toServiceError(new ThinshipError('TRANSFER_BUSY', 'target in use by transfer x'));
   assert.equal(errorInfoOf(held.metadata)?.metadata.retryable, 'false');
-  assert.equal(fromServiceError({ code: held.code, details: held.details, metadata: held.metadata } as grpc.ServiceError, 'x').retryable, false);
+  assert.equal(fromServiceError({ code: held.code, details: held.details, metadata: held.metadata }, 'x').retryable, false);
   const aborted = toServiceError(new ThinshipError('ABORTED', 'transfer t was aborted by AbortTransfer'));
-  const a = fromServiceError({ code: aborted.code, details: aborted.details, metadata: aborted.metadata } as grpc.ServiceError, 'ApplyStream');
+  const a = fromServiceError({ code: aborted.code, details: aborted.details, metadata: aborted.metadata }, 'ApplyStream');
   assert.equal(a.code, 'TRANSFER_ABORTED');
   assert.equal(exitCodeOf(a), 16);
   // our own cancel (CANCELLED) is still ABORTED; a signal's exit code wins
-  const mine = fromServiceError({ code: grpc.status.CANCELLED, details: 'Cancelled on client' } as grpc.ServiceError, 'x');
+  const mine = fromServiceError({ code: grpc.status.CANCELLED, details: 'Cancelled on client' }, 'x');
   assert.equal(mine.code, 'ABORTED');
   assert.equal(exitCodeOf(new ThinshipError('ABORTED', 'SIGTERM', { details: { exitCode: 143 } })), 143);
 });
@@ -81,7 +81,7 @@ test('errors travel in the standard rich model: google.rpc.Status with an ErrorI
   assert.deepEqual(Object.fromEntries(entries), { retryable: 'false', volumeOffsetBytes: '65536' });
   // and our client reads it back: the code, the offset
   assert.deepEqual(errorInfoOf(st.metadata), { reason: 'CHECKSUM_MISMATCH', domain: ERROR_DOMAIN, metadata: { retryable: 'false', volumeOffsetBytes: '65536' } });
-  const back = fromServiceError({ code: st.code, details: st.details, metadata: st.metadata } as grpc.ServiceError, 'ApplyStream');
+  const back = fromServiceError({ code: st.code, details: st.details, metadata: st.metadata }, 'ApplyStream');
   assert.equal(back.code, 'CHECKSUM_MISMATCH');
   assert.equal(back.details.volumeOffset, 65536);
   // an error without a record at fault has no offset; a trailer that is not a Status is no receiver's
@@ -89,7 +89,7 @@ test('errors travel in the standard rich model: google.rpc.Status with an ErrorI
   const junk = new grpc.Metadata();
   junk.set(STATUS_DETAILS_KEY, Buffer.from([0xff, 0xff, 0xff]));
   assert.equal(errorInfoOf(junk), undefined);
-  assert.equal(fromServiceError({ code: grpc.status.FAILED_PRECONDITION, details: 'x', metadata: junk } as grpc.ServiceError, 'x').code, 'INTERNAL');
+  assert.equal(fromServiceError({ code: grpc.status.FAILED_PRECONDITION, details: 'x', metadata: junk }, 'x').code, 'INTERNAL');
 });
 
 /** Fields of a protobuf message (varints as numbers, length-delimited as Buffers), by number. */

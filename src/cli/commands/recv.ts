@@ -1,4 +1,5 @@
 /** `thinship recv TARGET`: pipe mode, apply a LINBIT stream (1.0 or 1.1) from stdin. */
+import { applyTargetStateEnv } from '../target-state-env.js';
 import { stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { ThinshipError } from '../../errors.js';
@@ -16,6 +17,7 @@ import { formatBytes, formatRate } from '../format.js';
 export interface RecvFlags { quiet?: boolean; progress?: string; force?: boolean; grow?: boolean }
 
 export async function recvPipeCommand(targetName: string, flags: RecvFlags): Promise<void> {
+  applyTargetStateEnv();
   if (process.stdin.isTTY) throw new ThinshipError('USAGE', 'recv reads a stream from stdin, which is a terminal: pipe a stream in (thinship send ... | thinship recv TARGET)');
   const spec = parseTargetName(targetName);
   // A wrong target is an error whatever the input: resolve it first (read-only for a file; an inactive

@@ -10,6 +10,7 @@
  * receive windows (per stream / per connection, bytes or 32M-style sizes):
  * on a long link a stream moves at most window ÷ RTT (docs/wan.md).
  */
+import { applyTargetStateEnv } from '../target-state-env.js';
 import { resolve } from 'node:path';
 import { log } from '../../log.js';
 import { loadReceiverConfig } from '../../rpc/server-config.js';
@@ -28,6 +29,7 @@ export function parseWindowFlag(s: string, flag: string): number {
 }
 
 export async function serveCommand(flags: ServeFlags): Promise<void> {
+  applyTargetStateEnv();
   if (process.env.THINSHIP_LOG === undefined) log.level = 'info';
   const config = await loadReceiverConfig(flags.config);
   if (flags.stateDir) config.stateDir = resolve(flags.stateDir);

@@ -1,4 +1,5 @@
 /** `thinship target show TARGET [--json]`: what a file target holds, as recorded on it (target-state/). */
+import { applyTargetStateEnv } from '../target-state-env.js';
 import { open, readdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ThinshipError } from '../../errors.js';
@@ -44,6 +45,7 @@ export async function targetReport(path: string): Promise<TargetReport> {
 }
 
 export async function targetCommand(action: string, path: string, flags: TargetShowFlags): Promise<void> {
+  applyTargetStateEnv();
   if (action !== 'show') throw new ThinshipError('USAGE', `target: unknown action "${action}" (show)`);
   const r = await targetReport(path);
   if (flags.json) {

@@ -63,8 +63,16 @@ export function sidecarPath(targetPath: string): string {
   return join(dirname(targetPath), `.${basename(targetPath)}.thinship-record`);
 }
 
+/**
+ * Where records and staging go, as the CLI read it from the environment (the
+ * libraries read none): THINSHIP_TARGET_RECORD=sidecar keeps records in sidecar
+ * files even where xattrs work, THINSHIP_STAGING=journal never tries a reflink
+ * (tests use both to exercise the fallbacks).
+ */
+export const targetStateSettings = { forceSidecar: false, forceJournal: false };
+
 function forcedSidecar(): boolean {
-  return process.env.THINSHIP_TARGET_RECORD === 'sidecar';
+  return targetStateSettings.forceSidecar;
 }
 
 function noXattrs(e: unknown): boolean {
@@ -180,7 +188,7 @@ export async function pruneSidecar(targetPath: string, ino: string): Promise<voi
   const path = sidecarPath(targetPath);
   const s = await readSidecar(path).catch(() => undefined);
   if (!s || Object.keys(s.entries).length <= 1 || !s.entries[ino]) return;
-  await writeSidecar(path, { format: 1, entries: { [ino]: s.entries[ino]! } });
+  await writeSidecar(path, { format: 1, entries: { [ino]: s.entries[ino] } });
 }
 
 /** Removes the record of a file (xattrs and sidecar): a target overwritten outside thinship's rules. */

@@ -13,6 +13,7 @@
  * beside a target is rolled back (recoverFileTarget) before a new apply and
  * at the receiver's start.
  */
+import { targetStateSettings } from './record.js';
 import { createHash } from 'node:crypto';
 import { fstatSync, fsync, ftruncate } from 'node:fs';
 import { promisify } from 'node:util';
@@ -85,7 +86,7 @@ export async function openFileStage(o: OpenStageOptions): Promise<FileStage> {
   const jp = journalPath(o.targetPath, o.owner);
   const exists = async (p: string) => stat(p).then(() => true, () => false);
 
-  if (o.mode === 'full' || (o.target !== undefined && !o.noReflink && process.env.THINSHIP_STAGING !== 'journal')) {
+  if (o.mode === 'full' || (o.target !== undefined && !o.noReflink && !targetStateSettings.forceJournal)) {
     // A staging file: new (full), or a reflink of the target (incremental).
     let handle: VolumeHandle | undefined;
     let kind: StageKind = o.mode === 'full' ? 'new-file' : 'reflink';

@@ -34,11 +34,11 @@ export class MetadataReader {
   static async open(path: string, opts: OpenOptions = {}): Promise<MetadataReader> {
     const blocks = await BlockReader.open(path, opts);
     try {
-      const live = parseSuperblock(await blocks.read(SUPERBLOCK_LOCATION, 'superblock'), SUPERBLOCK_LOCATION, path);
+      const live = parseSuperblock(blocks.read(SUPERBLOCK_LOCATION, 'superblock'), SUPERBLOCK_LOCATION, path);
       let sb = live;
       if (opts.useMetadataSnap) {
         if (live.heldRoot === 0) throw new ThinshipError('NO_METADATA_SNAP', `${path}: no current metadata snapshot (the superblock's held root is 0)`);
-        sb = parseSuperblock(await blocks.read(live.heldRoot, 'metadata snapshot superblock'), live.heldRoot, path);
+        sb = parseSuperblock(blocks.read(live.heldRoot, 'metadata snapshot superblock'), live.heldRoot, path);
       }
       return new MetadataReader(blocks, sb, live);
     } catch (e) {
