@@ -462,7 +462,8 @@ async function oneCall(
   });
   let inflight = 0;
   let wake: (() => void) | undefined;
-  const check = () => { if (failure !== undefined) throw asThinshipError(failure); if (o.signal?.aborted) throw new ThinshipError('ABORTED', 'send cancelled'); };
+  // failure is the call's own error (a grpc ServiceError): it stays raw, the retry loop classifies it.
+  const check = () => { if (failure !== undefined) throw failure as Error; if (o.signal?.aborted) throw new ThinshipError('ABORTED', 'send cancelled'); };
   // A cancel ends the call at once, wherever this function waits (its failure wakes every wait).
   const onAbort = () => call.cancel();
   o.signal?.addEventListener('abort', onAbort, { once: true });
@@ -536,7 +537,7 @@ async function oneCall(
   } catch (e) {
     call.cancel();
     // The receiver's own error explains more than "cancelled" or a failed write.
-    throw asThinshipError(failure ?? e);
+    throw (failure as Error | undefined) ?? asThinshipError(e);
   } finally {
     o.signal?.removeEventListener('abort', onAbort);
   }
