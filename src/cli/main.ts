@@ -122,12 +122,13 @@ program.command('sender-serve')
   .action(async (flags: Parameters<typeof senderServeCommand>[0]) => { await senderServeCommand(flags); });
 
 tlsOptions(program.command('transfer')
-  .description('ask a receiver about a transfer (status), or abort it (abort: forget it and free its target)')
-  .argument('<action>', 'status | abort')
-  .argument('<transfer-id>', 'the transfer id (thinship send prints it)')
+  .description('a receiver\'s transfers of this identity: list them, show one (status), or abort one (forget it and free its target)')
+  .argument('<action>', 'list | status | abort')
+  .argument('[transfer-id]', 'the transfer id (thinship send prints it); not for list')
   .requiredOption('--to <host:port>', 'the receiver')
+  .option('--json', 'list, status: JSON instead of a table')
   .option('--reason <text>', 'abort: why, for the receiver\'s log'))
-  .action(async (action: string, id: string, flags: Parameters<typeof transferCommand>[2]) => { await transferCommand(action, id, flags); });
+  .action(async (action: string, id: string | undefined, flags: Parameters<typeof transferCommand>[2]) => { await transferCommand(action, id, flags); });
 
 program.command('certs')
   .description('make a CA, a server certificate and client certificates (openssl) for a first setup or a test; --add-client: one more client from the CA in --out')

@@ -356,6 +356,12 @@ export class TransferRegistry {
     };
   }
 
+  /** The caller's own transfers, newest first (another identity's are not listed). */
+  list(who: ClientIdentity): TransferStateView[] {
+    const owner = ownerName(this.opts.policy, who.names);
+    return [...this.checkpoints.values()].filter((cp) => cp.identity === owner).map((cp) => this.view(cp)).sort((a, b) => b.updatedUnixMs - a.updatedUnixMs);
+  }
+
   async abort(who: ClientIdentity, transferId: string, reason: string): Promise<{ stopped: boolean; durableOffsetBytes: number }> {
     const cp = this.owned(who, transferId);
     const k = keyOf(cp.identity, transferId);

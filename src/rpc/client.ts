@@ -187,6 +187,15 @@ export class ReceiverClient {
     });
   }
 
+  /** The caller's transfers on the receiver, newest first. */
+  listTransfers(): Promise<TransferState__Output[]> {
+    return new Promise((resolve, reject) => {
+      this.raw.ListTransfers({}, new grpc.Metadata(), { deadline: Date.now() + UNARY_DEADLINE_MS }, (e, r) => {
+        this.settle(e, `ListTransfers on ${this.address}`, () => r?.transfers ?? [], resolve, reject);
+      });
+    });
+  }
+
   abortTransfer(transferId: string, reason = ''): Promise<AbortTransferResponse__Output> {
     return new Promise((resolve, reject) => {
       this.raw.AbortTransfer({ transferId, reason }, new grpc.Metadata(), { deadline: Date.now() + UNARY_DEADLINE_MS }, (e, r) => {

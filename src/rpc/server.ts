@@ -314,6 +314,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
       });
     },
     GetTransferState: unary('GetTransferState', async (call) => ({ state: stateToProto(await registry.state(who(call), String(call.request.transferId ?? ''))) })),
+    ListTransfers: unary('ListTransfers', async (call) => ({ transfers: registry.list(who(call)).map(stateToProto) })),
     AbortTransfer: unary('AbortTransfer', async (call) => {
       const tid = String(call.request.transferId ?? '');
       const r = await registry.abort(who(call), tid, String(call.request.reason ?? '').slice(0, 500));

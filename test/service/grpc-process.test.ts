@@ -94,9 +94,19 @@ test('separate processes: full then incremental over mTLS, byte-exact; transfer 
     assertSameImage(readImage(target, pool.volumeSizeBytes), img1, 'full');
     const inc = parsed(await runCli(sendArgs(s.port, target, [pool.baseDevId, pool.snapDevId])));
     assertSameImage(readImage(target, pool.volumeSizeBytes), img2, 'incremental');
-    const st = await runCli(['transfer', 'status', inc.transferId, '--to', `127.0.0.1:${s.port}`, '--server-name', 'localhost', '--tls-dir', join(dir, 'certs')]);
+    const st = await runCli(['transfer', 'status', inc.transferId, '--json', '--to', `127.0.0.1:${s.port}`, '--server-name', 'localhost', '--tls-dir', join(dir, 'certs')]);
     assert.equal(st.code, 0, st.stderr);
     assert.equal(JSON.parse(st.stdout).status, 'TRANSFER_STATUS_COMPLETE');
+    // The same as a table, and in the list of this identity's transfers (newest first).
+    const table = await runCli(['transfer', 'status', inc.transferId, '--to', `127.0.0.1:${s.port}`, '--server-name', 'localhost', '--tls-dir', join(dir, 'certs')]);
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout, /^TRANSFER +STATUS +RUNNING +DURABLE +DATA +TARGET +UPDATED\n/);
+    assert.match(table.stdout, new RegExp(`^${inc.transferId} +complete +no +64\\.0 MiB `, 'm'));
+    const list = await runCli(['transfer', 'list', '--json', '--to', `127.0.0.1:${s.port}`, '--server-name', 'localhost', '--tls-dir', join(dir, 'certs')]);
+    assert.equal(list.code, 0, list.stderr);
+    const listed = JSON.parse(list.stdout) as { transferId: string; status: string }[];
+    assert.equal(listed[0]?.transferId, inc.transferId, 'newest first');
+    assert.ok(listed.length >= 2 && listed.every((t) => t.status === 'TRANSFER_STATUS_COMPLETE'), 'the full and the incremental');
     // a human summary without --json
     const again = await runCli(sendArgs(s.port, target, [pool.baseDevId, pool.snapDevId]).filter((a) => a !== '--json'));
     assert.equal(again.code, 0, again.stderr);

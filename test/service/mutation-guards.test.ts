@@ -144,6 +144,9 @@ test("another identity can neither see, abort nor resume a transfer (it learns n
     try { await reg.state(B, 'own-1'); } catch (e) { msg = (e as Error).message; assert.ok(refused.includes((e as ThinshipError).code), (e as Error).message); }
     assert.notEqual(msg, '', 'B querying A\'s transfer is refused');
     assert.ok(!msg.includes(target) && !msg.includes(String(st.durableOffsetBytes)), `B learns nothing: ${msg}`);
+    // list: A sees its transfer, B sees none of A's
+    assert.deepEqual(reg.list(A).map((t) => t.transferId), ['own-1']);
+    assert.deepEqual(reg.list(B), [], "B's list does not show A's transfer");
     // abort: refused, A's checkpoint stays
     assert.ok(refused.includes(await code(reg.abort(B, 'own-1', 'hostile'))));
     // resume with A's id at A's durable offset, and from scratch: refused, nothing written

@@ -69,7 +69,7 @@ function parsed(r: CliResult): SendJson {
 }
 
 async function transferStatus(id: string): Promise<{ status: string; durableOffsetBytes: number | string }> {
-  const r = await runCli(['transfer', 'status', id, '--to', `127.0.0.1:${s.port}`, '--server-name', 'localhost', '--tls-dir', join(dir, 'certs')]);
+  const r = await runCli(['transfer', 'status', id, '--json', '--to', `127.0.0.1:${s.port}`, '--server-name', 'localhost', '--tls-dir', join(dir, 'certs')]);
   assert.equal(r.code, 0, r.stderr);
   return JSON.parse(r.stdout) as { status: string; durableOffsetBytes: number | string };
 }

@@ -139,21 +139,46 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
   }
 }
 
-export interface TransferFlags extends TlsFlags { to: string; reason?: string }
+export interface TransferFlags extends TlsFlags { to: string; reason?: string; json?: boolean }
 
-/** `thinship transfer status|abort ID --to HOST:PORT`: GetTransferState / AbortTransfer. */
-export async function transferCommand(action: string, transferId: string, flags: TransferFlags): Promise<void> {
-  if (action !== 'status' && action !== 'abort') throw new ThinshipError('USAGE', `transfer: action must be "status" or "abort", not "${action}"`);
+type WireState = Awaited<ReturnType<ReceiverClient['listTransfers']>>[number];
+
+/** A transfer state as JSON: the digest state in hex (as logs show digests), times in RFC 3339 (proto3's JSON mapping). */
+function stateJson(s: WireState): Record<string, unknown> {
+  const time = (t: typeof s.updateTime) => new Date(unixMsOfTimestamp(t)).toISOString();
+  return { ...s, digestState: s.digestState.toString('hex'), updateTime: time(s.updateTime), expireTime: time(s.expireTime) };
+}
+
+const STATUS_WORDS: Record<string, string> = { TRANSFER_STATUS_IN_PROGRESS: 'in progress', TRANSFER_STATUS_COMPLETE: 'complete' };
+
+/** One row per transfer, columns aligned: what an operator reads. */
+export function transferTable(states: WireState[]): string {
+  const rows = [['TRANSFER', 'STATUS', 'RUNNING', 'DURABLE', 'DATA', 'TARGET', 'UPDATED']];
+  for (const s of states) {
+    rows.push([
+      s.transferId, STATUS_WORDS[s.status] ?? s.status, s.active ? 'yes' : 'no', formatBytes(s.durableOffsetBytes), formatBytes(s.dataBytes), s.target,
+      new Date(unixMsOfTimestamp(s.updateTime)).toISOString().replace(/\.\d+Z$/, 'Z'),
+    ]);
+  }
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  return rows.map((r) => r.map((v, c) => (c === r.length - 1 ? v : v.padEnd(widths[c]!))).join('  ')).join('\n') + '\n';
+}
+
+/** `thinship transfer status|abort ID` and `thinship transfer list --to HOST:PORT`: GetTransferState / AbortTransfer / ListTransfers. */
+export async function transferCommand(action: string, transferId: string | undefined, flags: TransferFlags): Promise<void> {
+  if (action !== 'status' && action !== 'abort' && action !== 'list') throw new ThinshipError('USAGE', `transfer: action must be "list", "status" or "abort", not "${action}"`);
+  if (action === 'list' ? transferId !== undefined : transferId === undefined) throw new ThinshipError('USAGE', action === 'list' ? 'transfer list takes no transfer id' : `transfer ${action} needs a transfer id`);
   const client = await ReceiverClient.connect({ address: flags.to, tls: tlsFilesOf(flags), insecure: flags.insecure, allowInsecureRemote: flags.allowInsecureRemote, serverName: flags.serverName });
   try {
-    if (action === 'status') {
-      const s = await client.getTransferState(transferId);
+    if (action === 'list') {
+      const all = await client.listTransfers();
+      process.stdout.write(flags.json ? JSON.stringify(all.map(stateJson), null, 2) + '\n' : all.length === 0 ? `no transfers of this identity on ${flags.to}\n` : transferTable(all));
+    } else if (action === 'status') {
+      const s = await client.getTransferState(transferId!);
       if (!s) throw new ThinshipError('NOT_FOUND', `${flags.to} has no transfer ${transferId}`);
-      // The digest in hex (as logs show digests), times in RFC 3339 (as proto3's JSON mapping writes them).
-      const time = (t: typeof s.updateTime) => new Date(unixMsOfTimestamp(t)).toISOString();
-      process.stdout.write(JSON.stringify({ ...s, digestState: s.digestState.toString('hex'), updateTime: time(s.updateTime), expireTime: time(s.expireTime) }, null, 2) + '\n');
+      process.stdout.write(flags.json ? JSON.stringify(stateJson(s), null, 2) + '\n' : transferTable([s]));
     } else {
-      const r = await client.abortTransfer(transferId, flags.reason ?? 'thinship transfer abort');
+      const r = await client.abortTransfer(transferId!, flags.reason ?? 'thinship transfer abort');
       process.stdout.write(`aborted transfer ${r.transferId}${r.stoppedActiveStream ? ' (its running stream was stopped)' : ''}; the target keeps what was applied (durable up to offset ${r.durableOffsetBytes})\n`);
     }
   } finally {

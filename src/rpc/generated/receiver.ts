@@ -11,6 +11,8 @@ import type { Data as _thinship_v1_Data, Data__Output as _thinship_v1_Data__Outp
 import type { End as _thinship_v1_End, End__Output as _thinship_v1_End__Output } from './thinship/v1/End.js';
 import type { GetTransferStateRequest as _thinship_v1_GetTransferStateRequest, GetTransferStateRequest__Output as _thinship_v1_GetTransferStateRequest__Output } from './thinship/v1/GetTransferStateRequest.js';
 import type { GetTransferStateResponse as _thinship_v1_GetTransferStateResponse, GetTransferStateResponse__Output as _thinship_v1_GetTransferStateResponse__Output } from './thinship/v1/GetTransferStateResponse.js';
+import type { ListTransfersRequest as _thinship_v1_ListTransfersRequest, ListTransfersRequest__Output as _thinship_v1_ListTransfersRequest__Output } from './thinship/v1/ListTransfersRequest.js';
+import type { ListTransfersResponse as _thinship_v1_ListTransfersResponse, ListTransfersResponse__Output as _thinship_v1_ListTransfersResponse__Output } from './thinship/v1/ListTransfersResponse.js';
 import type { ReceiverServiceClient as _thinship_v1_ReceiverServiceClient, ReceiverServiceDefinition as _thinship_v1_ReceiverServiceDefinition } from './thinship/v1/ReceiverService.js';
 import type { TransferState as _thinship_v1_TransferState, TransferState__Output as _thinship_v1_TransferState__Output } from './thinship/v1/TransferState.js';
 import type { Unmap as _thinship_v1_Unmap, Unmap__Output as _thinship_v1_Unmap__Output } from './thinship/v1/Unmap.js';
@@ -39,6 +41,8 @@ export interface ProtoGrpcType {
       End: MessageTypeDefinition<_thinship_v1_End, _thinship_v1_End__Output>
       GetTransferStateRequest: MessageTypeDefinition<_thinship_v1_GetTransferStateRequest, _thinship_v1_GetTransferStateRequest__Output>
       GetTransferStateResponse: MessageTypeDefinition<_thinship_v1_GetTransferStateResponse, _thinship_v1_GetTransferStateResponse__Output>
+      ListTransfersRequest: MessageTypeDefinition<_thinship_v1_ListTransfersRequest, _thinship_v1_ListTransfersRequest__Output>
+      ListTransfersResponse: MessageTypeDefinition<_thinship_v1_ListTransfersResponse, _thinship_v1_ListTransfersResponse__Output>
       /**
        * The receiver: applies streams to targets, answers where a transfer stands,
        * and forgets abandoned transfers. Servers SHOULD also expose

@@ -8,6 +8,8 @@ import type { ApplyStreamRequest as _thinship_v1_ApplyStreamRequest, ApplyStream
 import type { ApplyStreamResponse as _thinship_v1_ApplyStreamResponse, ApplyStreamResponse__Output as _thinship_v1_ApplyStreamResponse__Output } from '../../thinship/v1/ApplyStreamResponse.js';
 import type { GetTransferStateRequest as _thinship_v1_GetTransferStateRequest, GetTransferStateRequest__Output as _thinship_v1_GetTransferStateRequest__Output } from '../../thinship/v1/GetTransferStateRequest.js';
 import type { GetTransferStateResponse as _thinship_v1_GetTransferStateResponse, GetTransferStateResponse__Output as _thinship_v1_GetTransferStateResponse__Output } from '../../thinship/v1/GetTransferStateResponse.js';
+import type { ListTransfersRequest as _thinship_v1_ListTransfersRequest, ListTransfersRequest__Output as _thinship_v1_ListTransfersRequest__Output } from '../../thinship/v1/ListTransfersRequest.js';
+import type { ListTransfersResponse as _thinship_v1_ListTransfersResponse, ListTransfersResponse__Output as _thinship_v1_ListTransfersResponse__Output } from '../../thinship/v1/ListTransfersResponse.js';
 
 /**
  * The receiver: applies streams to targets, answers where a transfer stands,
@@ -79,6 +81,23 @@ export interface ReceiverServiceClient extends grpc.Client {
   getTransferState(argument: _thinship_v1_GetTransferStateRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_GetTransferStateResponse__Output>): grpc.ClientUnaryCall;
   getTransferState(argument: _thinship_v1_GetTransferStateRequest, callback: grpc.requestCallback<_thinship_v1_GetTransferStateResponse__Output>): grpc.ClientUnaryCall;
   
+  /**
+   * The caller's own transfers that the receiver remembers (running,
+   * resumable and completed, newest first); other identities' are not listed.
+   */
+  ListTransfers(argument: _thinship_v1_ListTransfersRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_ListTransfersResponse__Output>): grpc.ClientUnaryCall;
+  ListTransfers(argument: _thinship_v1_ListTransfersRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_thinship_v1_ListTransfersResponse__Output>): grpc.ClientUnaryCall;
+  ListTransfers(argument: _thinship_v1_ListTransfersRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_ListTransfersResponse__Output>): grpc.ClientUnaryCall;
+  ListTransfers(argument: _thinship_v1_ListTransfersRequest, callback: grpc.requestCallback<_thinship_v1_ListTransfersResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * The caller's own transfers that the receiver remembers (running,
+   * resumable and completed, newest first); other identities' are not listed.
+   */
+  listTransfers(argument: _thinship_v1_ListTransfersRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_ListTransfersResponse__Output>): grpc.ClientUnaryCall;
+  listTransfers(argument: _thinship_v1_ListTransfersRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_thinship_v1_ListTransfersResponse__Output>): grpc.ClientUnaryCall;
+  listTransfers(argument: _thinship_v1_ListTransfersRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_ListTransfersResponse__Output>): grpc.ClientUnaryCall;
+  listTransfers(argument: _thinship_v1_ListTransfersRequest, callback: grpc.requestCallback<_thinship_v1_ListTransfersResponse__Output>): grpc.ClientUnaryCall;
+  
 }
 
 /**
@@ -112,10 +131,17 @@ export interface ReceiverServiceHandlers extends grpc.UntypedServiceImplementati
    */
   GetTransferState: grpc.handleUnaryCall<_thinship_v1_GetTransferStateRequest__Output, _thinship_v1_GetTransferStateResponse>;
   
+  /**
+   * The caller's own transfers that the receiver remembers (running,
+   * resumable and completed, newest first); other identities' are not listed.
+   */
+  ListTransfers: grpc.handleUnaryCall<_thinship_v1_ListTransfersRequest__Output, _thinship_v1_ListTransfersResponse>;
+  
 }
 
 export interface ReceiverServiceDefinition extends grpc.ServiceDefinition {
   AbortTransfer: MethodDefinition<_thinship_v1_AbortTransferRequest, _thinship_v1_AbortTransferResponse, _thinship_v1_AbortTransferRequest__Output, _thinship_v1_AbortTransferResponse__Output>
   ApplyStream: MethodDefinition<_thinship_v1_ApplyStreamRequest, _thinship_v1_ApplyStreamResponse, _thinship_v1_ApplyStreamRequest__Output, _thinship_v1_ApplyStreamResponse__Output>
   GetTransferState: MethodDefinition<_thinship_v1_GetTransferStateRequest, _thinship_v1_GetTransferStateResponse, _thinship_v1_GetTransferStateRequest__Output, _thinship_v1_GetTransferStateResponse__Output>
+  ListTransfers: MethodDefinition<_thinship_v1_ListTransfersRequest, _thinship_v1_ListTransfersResponse, _thinship_v1_ListTransfersRequest__Output, _thinship_v1_ListTransfersResponse__Output>
 }
