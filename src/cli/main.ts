@@ -113,7 +113,7 @@ program.command('serve')
   .action(async (flags: Parameters<typeof serveCommand>[0]) => { await serveCommand(flags); });
 
 program.command('sender-serve')
-  .description('the sender daemon: other services plan, start, watch and cancel sends from this host over gRPC (proto/thinship/v1/sender.proto)')
+  .description('the sender daemon: other services plan, start, watch and cancel sends from this host over gRPC (proto/thinship/sender/v1/sender.proto)')
   .requiredOption('--listen <host:port>', 'address to listen on (port 0: any free port, logged)')
   .requiredOption('--config <file>', 'sender config (JSON): tls (callers), receiverTls (the daemon towards receivers), identities and what each may send where')
   .option('--insecure', 'plaintext towards callers, every caller "anonymous": only on a loopback address')

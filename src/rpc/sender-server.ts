@@ -1,5 +1,5 @@
 /**
- * The sender daemon's gRPC server (proto/thinship/v1/sender.proto): maps
+ * The sender daemon's gRPC server (proto/thinship/sender/v1/sender.proto): maps
  * SenderService calls onto service/transfer-manager.ts. mTLS like the
  * receiver; the caller's identity picks its rules in the sender config.
  */
@@ -17,20 +17,20 @@ import { LOADER_OPTIONS } from './proto.js';
 import { toServiceError } from './status.js';
 import { callerNames, checkInsecureAllowed, parseHostPort, serverCredentials } from './tls.js';
 
-export const SENDER_SERVICE = 'thinship.v1.SenderService';
+export const SENDER_SERVICE = 'thinship.sender.v1.SenderService';
 
 export function senderProtoPath(): string {
-  for (const rel of ['../../../proto/thinship/v1/sender.proto', '../../proto/thinship/v1/sender.proto']) {
+  for (const rel of ['../../../proto/thinship/sender/v1/sender.proto', '../../proto/thinship/sender/v1/sender.proto']) {
     const p = fileURLToPath(new URL(rel, import.meta.url));
     if (existsSync(p)) return p;
   }
-  throw new ThinshipError('INTERNAL', 'proto/thinship/v1/sender.proto is missing from the installation');
+  throw new ThinshipError('INTERNAL', 'proto/thinship/sender/v1/sender.proto is missing from the installation');
 }
 
 export function senderProto(): { def: protoLoader.PackageDefinition; Client: grpc.ServiceClientConstructor } {
   const def = protoLoader.loadSync(senderProtoPath(), LOADER_OPTIONS);
-  const pkg = grpc.loadPackageDefinition(def) as unknown as { thinship: { v1: { SenderService: grpc.ServiceClientConstructor } } };
-  return { def, Client: pkg.thinship.v1.SenderService };
+  const pkg = grpc.loadPackageDefinition(def) as unknown as { thinship: { sender: { v1: { SenderService: grpc.ServiceClientConstructor } } } };
+  return { def, Client: pkg.thinship.sender.v1.SenderService };
 }
 
 /** Wire shapes (proto-loader: camelCase, uint64 as Number, enums as names). */

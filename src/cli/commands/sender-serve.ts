@@ -1,6 +1,6 @@
 /**
  * `thinship sender-serve --listen HOST:PORT --config FILE`: the sender daemon
- * (proto/thinship/v1/sender.proto). Other services plan, start, watch and
+ * (proto/thinship/sender/v1/sender.proto). Other services plan, start, watch and
  * cancel sends from this host's pools over gRPC with mTLS. Logs JSON lines on
  * stderr at info; SIGTERM/SIGINT cancel running transfers (their receiver-side
  * transfers stay resumable: StartTransfer with the same request_id after a
