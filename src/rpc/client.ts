@@ -35,7 +35,10 @@ import { DEFAULT_MAX_OP_BYTES } from '../thin/plan.js';
 import type { TokenBucket } from '../stream/bandwidth.js';
 import type { VolumeReader } from '../sender/volume-reader.js';
 import type { SendPlan } from '../thin/planner.js';
-import { receiverProto, PROTOCOL_VERSION, type PbApplyRequest, type PbApplyResponse, type PbTransferState, type PbAbortResponse } from './proto.js';
+import {
+  newReceiverClient, PROTOCOL_VERSION,
+  type ApplyStreamRequest, type ApplyStreamResponse__Output, type TransferState__Output, type AbortTransferResponse__Output, type ReceiverServiceClient,
+} from './proto.js';
 import { fromServiceError, fromReceiver, type TransportFailure } from './status.js';
 import {
   checkInsecureAllowed, clientCredentialsOf, loadClientTls, parseHostPort, probeConnection, clientCertificateProblems,
@@ -58,12 +61,6 @@ export interface ConnectOptions {
   serverName?: string;
 }
 
-interface RawClient extends grpc.Client {
-  ApplyStream(md: grpc.Metadata, opts: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r?: PbApplyResponse) => void): grpc.ClientWritableStream<PbApplyRequest>;
-  GetTransferState(req: { transferId: string }, md: grpc.Metadata, opts: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r?: PbTransferState) => void): grpc.ClientUnaryCall;
-  AbortTransfer(req: { transferId: string; reason: string }, md: grpc.Metadata, opts: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r?: PbAbortResponse) => void): grpc.ClientUnaryCall;
-}
-
 const UNARY_DEADLINE_MS = 30_000;
 /** Our own handshake when grpc-js cannot say why a connection failed. */
 const PROBE_TIMEOUT_MS = 3000;
@@ -74,6 +71,12 @@ const PROBE_TIMEOUT_MS = 3000;
  */
 const SNI_FOR_IP = 'thinship-receiver';
 
+/** The `state` of a GetTransferState or ApplyStream answer: a receiver always sets it (a missing one is its fault). */
+function stateOf(r: { state: TransferState__Output | null } | undefined, rpc: string): TransferState__Output {
+  if (!r?.state) throw new ThinshipError('BAD_STREAM', `the receiver answered ${rpc} without a state`);
+  return r.state;
+}
+
 /** Errors explain() already looked at (a unary call's error passes through the send loop too). */
 const explained = new WeakSet<ThinshipError>();
 
@@ -83,7 +86,7 @@ export class ReceiverClient {
 
   private constructor(
     readonly address: string,
-    private readonly raw: RawClient,
+    private readonly raw: ReceiverServiceClient,
     /** The identity we present: the client certificate's CN, or "anonymous" without TLS. */
     readonly identity: string,
     private readonly hp: HostPort,
@@ -126,8 +129,7 @@ export class ReceiverClient {
         creds = clientCredentialsOf(tls);
       }
     }
-    const { Client } = receiverProto();
-    const raw = new Client(o.address, creds, options) as unknown as RawClient;
+    const raw = newReceiverClient(o.address, creds, options);
     return new ReceiverClient(o.address, raw, tls?.commonName ?? 'anonymous', hp, tls, servername, verifyHost);
   }
 
@@ -169,21 +171,21 @@ export class ReceiverClient {
 
   private settle<T>(e: grpc.ServiceError | null, where: string, ok: () => T, resolve: (v: T) => void, reject: (e: unknown) => void): void {
     if (!e || fromReceiver(e)) this.reached = true;
-    if (!e) { resolve(ok()); return; }
+    if (!e) { try { resolve(ok()); } catch (x) { reject(x); } return; }
     this.explain(fromServiceError(e, where)).then(reject, reject);
   }
 
   /** The receiver's durable state of a transfer, or undefined if it has none (NOT_FOUND). */
-  getTransferState(transferId: string): Promise<PbTransferState | undefined> {
+  getTransferState(transferId: string): Promise<TransferState__Output | undefined> {
     return new Promise((resolve, reject) => {
       this.raw.GetTransferState({ transferId }, new grpc.Metadata(), { deadline: Date.now() + UNARY_DEADLINE_MS }, (e, r) => {
         if (e?.code === grpc.status.NOT_FOUND) { this.reached = true; resolve(undefined); return; }
-        this.settle(e, `GetTransferState on ${this.address}`, () => r!, resolve, reject);
+        this.settle(e, `GetTransferState on ${this.address}`, () => stateOf(r, 'GetTransferState'), resolve, reject);
       });
     });
   }
 
-  abortTransfer(transferId: string, reason = ''): Promise<PbAbortResponse> {
+  abortTransfer(transferId: string, reason = ''): Promise<AbortTransferResponse__Output> {
     return new Promise((resolve, reject) => {
       this.raw.AbortTransfer({ transferId, reason }, new grpc.Metadata(), { deadline: Date.now() + UNARY_DEADLINE_MS }, (e, r) => {
         this.settle(e, `AbortTransfer on ${this.address}`, () => r!, resolve, reject);
@@ -192,9 +194,9 @@ export class ReceiverClient {
   }
 
   /** Opens an ApplyStream call; `response` settles with the receiver's answer or error. */
-  applyStream(): { call: grpc.ClientWritableStream<PbApplyRequest>; response: Promise<PbApplyResponse> } {
-    let call!: grpc.ClientWritableStream<PbApplyRequest>;
-    const response = new Promise<PbApplyResponse>((resolve, reject) => {
+  applyStream(): { call: grpc.ClientWritableStream<ApplyStreamRequest>; response: Promise<ApplyStreamResponse__Output> } {
+    let call!: grpc.ClientWritableStream<ApplyStreamRequest>;
+    const response = new Promise<ApplyStreamResponse__Output>((resolve, reject) => {
       call = this.raw.ApplyStream(new grpc.Metadata(), {}, (e, r) => {
         if (!e || fromReceiver(e)) this.reached = true;
         if (e) reject(e); else resolve(r!);
@@ -280,8 +282,8 @@ export interface GrpcSendResult {
   chunks: { raw: number; zstd: number; zero: number };
   plannedDataBytes: number;
   digest: Buffer;
-  state: PbTransferState;
-  response?: PbApplyResponse;
+  state: TransferState__Output;
+  response?: ApplyStreamResponse__Output;
   seconds: number;
 }
 
@@ -371,7 +373,7 @@ export async function sendPlanOverGrpc(client: ReceiverClient, p: SendPlan, read
         r.startOffsets.push(resume);
         o.onEvent?.({ type: 'start', transferId, resumeOffsetBytes: resume, attempt });
         const res = await oneCall(client, p, reader, pool, o, r, transferId, compress, st);
-        return { ...r, digest: res.digest, state: res.state, response: res, seconds: (performance.now() - t0) / 1000 };
+        return { ...r, digest: res.digest, state: stateOf(res, 'ApplyStream'), response: res, seconds: (performance.now() - t0) / 1000 };
       } catch (e) {
         const err = await client.explain(fromServiceError(e, `ApplyStream to ${client.address}`));
         if (o.signal?.aborted) throw err;
@@ -413,8 +415,8 @@ export async function sendPlanOverGrpc(client: ReceiverClient, p: SendPlan, read
 /** One ApplyStream call from the receiver's durable state `st` (undefined: from the start). */
 async function oneCall(
   client: ReceiverClient, p: SendPlan, reader: VolumeReader, pool: CompressPool, o: GrpcSendOptions,
-  r: Omit<GrpcSendResult, 'digest' | 'state' | 'seconds'>, transferId: string, compress: boolean, st: PbTransferState | undefined,
-): Promise<PbApplyResponse> {
+  r: Omit<GrpcSendResult, 'digest' | 'state' | 'seconds'>, transferId: string, compress: boolean, st: TransferState__Output | undefined,
+): Promise<ApplyStreamResponse__Output> {
   const resume = st?.durableOffsetBytes ?? 0;
   const digest = new StreamDigest(st && st.digestState.length === SHA256_BYTES ? st.digestState : undefined);
   const t: Totals = { dataRecords: st?.dataRecords ?? 0, unmapRecords: st?.unmapRecords ?? 0, dataBytes: st?.dataBytes ?? 0, unmapBytes: st?.unmapBytes ?? 0 };
@@ -442,7 +444,7 @@ async function oneCall(
   o.signal?.addEventListener('abort', onAbort, { once: true });
 
   /** `written` runs when grpc-js is done with the message (it has serialized it). */
-  const write = async (req: PbApplyRequest, written?: () => void) => {
+  const write = async (req: ApplyStreamRequest, written?: () => void) => {
     check();
     inflight++;
     const ok = call.write(req, () => { inflight--; written?.(); wake?.(); });

@@ -1,126 +1,77 @@
 /**
- * Loads proto/thinship/v1/receiver.proto (shipped with the package) and
- * describes the JavaScript shape of its messages as proto-loader produces
- * them: camelCase fields, uint64 as Number (the receiver checks every value
- * is a safe integer before using it), enums as their names, bytes as Buffer,
- * defaults filled in, and `kind` naming the oneof member that is set.
+ * Loads proto/thinship/v1/receiver.proto (shipped with the package). The
+ * TypeScript types of its messages are generated (src/rpc/generated/, by
+ * `npm run gen:proto` with the same options as LOADER_OPTIONS): camelCase
+ * fields, uint64 as Number (the receiver checks every value is a safe
+ * integer before using it), enums as their names, bytes as Buffer, defaults
+ * filled in, and `kind` naming the oneof member that is set. A `Foo` type is
+ * what we may send, `Foo__Output` what we receive.
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as protoLoader from '@grpc/proto-loader';
 import * as grpc from '@grpc/grpc-js';
 import { ThinshipError } from '../errors.js';
+import type { ProtoGrpcType } from './generated/receiver.js';
+import type { ReceiverServiceClient, ReceiverServiceDefinition } from './generated/thinship/v1/ReceiverService.js';
+import type { Timestamp } from './generated/google/protobuf/Timestamp.js';
+
+export type { ApplyStreamRequest, ApplyStreamRequest__Output } from './generated/thinship/v1/ApplyStreamRequest.js';
+export type { ApplyStreamResponse, ApplyStreamResponse__Output } from './generated/thinship/v1/ApplyStreamResponse.js';
+export type { Begin, Begin__Output } from './generated/thinship/v1/Begin.js';
+export type { TransferState, TransferState__Output } from './generated/thinship/v1/TransferState.js';
+export type { GetTransferStateRequest__Output } from './generated/thinship/v1/GetTransferStateRequest.js';
+export type { GetTransferStateResponse, GetTransferStateResponse__Output } from './generated/thinship/v1/GetTransferStateResponse.js';
+export type { AbortTransferRequest__Output } from './generated/thinship/v1/AbortTransferRequest.js';
+export type { AbortTransferResponse, AbortTransferResponse__Output } from './generated/thinship/v1/AbortTransferResponse.js';
+export type { ReceiverServiceClient, ReceiverServiceHandlers } from './generated/thinship/v1/ReceiverService.js';
 
 export const PROTOCOL_VERSION = 1;
-export const RECEIVER_SERVICE = 'thinship.v1.Receiver';
+/** The full name of the service (health checks and reflection use it too). */
+export const RECEIVER_SERVICE = 'thinship.v1.ReceiverService';
 
 export const LOADER_OPTIONS: protoLoader.Options = { keepCase: false, longs: Number, enums: String, bytes: Buffer, defaults: true, oneofs: true };
 
-/** The .proto file: dist/src/rpc -> repo root, or src/rpc when run from sources. */
-export function receiverProtoPath(): string {
-  for (const rel of ['../../../proto/thinship/v1/receiver.proto', '../../proto/thinship/v1/receiver.proto']) {
+/** The proto/ directory: dist/src/rpc -> repo root, or src/rpc and dist/bin (the bundle) -> repo root. */
+export function protoRoot(): string {
+  for (const rel of ['../../../proto/', '../../proto/']) {
     const p = fileURLToPath(new URL(rel, import.meta.url));
-    if (existsSync(p)) return p;
+    if (existsSync(`${p}thinship/v1/receiver.proto`)) return p;
   }
   throw new ThinshipError('INTERNAL', 'proto/thinship/v1/receiver.proto is missing from the installation');
 }
 
-let cached: { def: protoLoader.PackageDefinition; service: grpc.ServiceDefinition; Client: grpc.ServiceClientConstructor } | undefined;
+/** The receiver's .proto file. */
+export function receiverProtoPath(): string {
+  return `${protoRoot()}thinship/v1/receiver.proto`;
+}
+
+let cached: { def: protoLoader.PackageDefinition; service: ReceiverServiceDefinition; Client: ProtoGrpcType['thinship']['v1']['ReceiverService'] } | undefined;
 
 export function receiverProto() {
   if (!cached) {
-    const def = protoLoader.loadSync(receiverProtoPath(), LOADER_OPTIONS);
-    const pkg = grpc.loadPackageDefinition(def) as unknown as { thinship: { v1: { Receiver: grpc.ServiceClientConstructor } } };
-    const Client = pkg.thinship.v1.Receiver;
+    const def = protoLoader.loadSync('thinship/v1/receiver.proto', { ...LOADER_OPTIONS, includeDirs: [protoRoot()] });
+    // The one unchecked step: grpc-js builds the package from the definition at run time, and
+    // the generated ProtoGrpcType describes what it builds from this .proto.
+    const pkg = grpc.loadPackageDefinition(def) as unknown as ProtoGrpcType;
+    const Client = pkg.thinship.v1.ReceiverService;
     cached = { def, service: Client.service, Client };
   }
   return cached;
 }
 
-export type PbTransferMode = 'TRANSFER_MODE_UNSPECIFIED' | 'TRANSFER_MODE_FULL' | 'TRANSFER_MODE_INCREMENTAL';
-export type PbCompression = 'COMPRESSION_UNSPECIFIED' | 'COMPRESSION_NONE' | 'COMPRESSION_ZSTD';
-export type PbChecksum = 'CHECKSUM_ALGORITHM_UNSPECIFIED' | 'CHECKSUM_ALGORITHM_NONE' | 'CHECKSUM_ALGORITHM_SHA256';
-export type PbEncoding = 'ENCODING_UNSPECIFIED' | 'ENCODING_RAW' | 'ENCODING_ZSTD' | 'ENCODING_ZERO';
-export type PbStatus = 'TRANSFER_STATUS_UNSPECIFIED' | 'TRANSFER_STATUS_IN_PROGRESS' | 'TRANSFER_STATUS_COMPLETE';
-
-export interface PbBegin {
-  protocolVersion: number;
-  transferId: string;
-  target: string;
-  mode: PbTransferMode;
-  volumeSizeBytes: number;
-  blockSizeBytes: number;
-  sourceId: string;
-  baseId: string;
-  plannedDataBytes: number;
-  plannedUnmapBytes: number;
-  resumeOffsetBytes: number;
-  compression: PbCompression;
-  checksum: PbChecksum;
+/** A typed client of the receiver service. */
+export function newReceiverClient(address: string, creds: grpc.ChannelCredentials, options?: grpc.ChannelOptions): ReceiverServiceClient {
+  const { Client } = receiverProto();
+  return new Client(address, creds, options);
 }
 
-export interface PbData {
-  offsetBytes: number;
-  lengthBytes: number;
-  payload: Buffer;
-  encoding: PbEncoding;
-  checksum: Buffer;
+/** Milliseconds since the Unix epoch as a google.protobuf.Timestamp. */
+export function timestampOfUnixMs(ms: number): Timestamp {
+  return { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1_000_000 };
 }
 
-export interface PbUnmap {
-  offsetBytes: number;
-  lengthBytes: number;
-}
-
-export interface PbEnd {
-  records: number;
-  dataRecords: number;
-  unmapRecords: number;
-  dataBytes: number;
-  unmapBytes: number;
-  digest: Buffer;
-}
-
-export type PbApplyRequest =
-  | { kind: 'begin'; begin: PbBegin }
-  | { kind: 'data'; data: PbData }
-  | { kind: 'unmap'; unmap: PbUnmap }
-  | { kind: 'end'; end: PbEnd };
-
-/** What arrives on the server: any field may be missing or of the wrong kind if the peer is hostile. */
-export type PbApplyRequestIn = Partial<{ kind: string; begin: PbBegin; data: PbData; unmap: PbUnmap; end: PbEnd }>;
-
-export interface PbTransferState {
-  transferId: string;
-  status: PbStatus;
-  target: string;
-  mode: PbTransferMode;
-  sourceId: string;
-  baseId: string;
-  volumeSizeBytes: number;
-  durableOffsetBytes: number;
-  digestState: Buffer;
-  dataRecords: number;
-  unmapRecords: number;
-  dataBytes: number;
-  unmapBytes: number;
-  active: boolean;
-  updatedUnixMs: number;
-  expiresUnixMs: number;
-}
-
-export interface PbApplyResponse {
-  transferId: string;
-  dataRecordsApplied: number;
-  unmapRecordsApplied: number;
-  bytesWritten: number;
-  bytesDiscarded: number;
-  digest: Buffer;
-  state: PbTransferState;
-}
-
-export interface PbAbortResponse {
-  transferId: string;
-  stoppedActiveStream: boolean;
-  durableOffsetBytes: number;
+/** A google.protobuf.Timestamp as milliseconds since the Unix epoch (0 when absent). */
+export function unixMsOfTimestamp(t: { seconds: number; nanos: number } | null | undefined): number {
+  return t ? t.seconds * 1000 + Math.floor(t.nanos / 1_000_000) : 0;
 }

@@ -1,5 +1,5 @@
 /**
- * The gRPC receiver: thinship.v1.Receiver (ApplyStream, GetTransferState,
+ * The gRPC receiver: thinship.v1.ReceiverService (ApplyStream, GetTransferState,
  * AbortTransfer) over mTLS, plus grpc.health.v1.Health and server
  * reflection. This file only adapts: protobuf messages become the
  * TransferBegin / WireRecord values of receiver/transfers.ts, which
@@ -22,7 +22,10 @@ import { ThinshipError } from '../errors.js';
 import { log as rootLog } from '../log.js';
 import { TransferRegistry, MESSAGE_OVERHEAD_BYTES, type TransferBegin, type TransferStateView, type WireRecord } from '../receiver/transfers.js';
 import { ownerName, type ClientIdentity } from '../receiver/access.js';
-import { receiverProto, receiverProtoPath, LOADER_OPTIONS, PROTOCOL_VERSION, RECEIVER_SERVICE, type PbApplyRequestIn, type PbApplyResponse, type PbBegin, type PbTransferState, type PbAbortResponse } from './proto.js';
+import {
+  receiverProto, protoRoot, LOADER_OPTIONS, PROTOCOL_VERSION, RECEIVER_SERVICE, timestampOfUnixMs,
+  type ApplyStreamRequest__Output, type ApplyStreamResponse, type Begin__Output, type TransferState, type ReceiverServiceHandlers,
+} from './proto.js';
 import { toServiceError } from './status.js';
 import { callerNames, checkInsecureAllowed, parseHostPort, serverCredentials, type AuthContextLike } from './tls.js';
 import { raiseReceiveWindow, observeHttp2Servers, ConnectionWindowControl } from './http2-window.js';
@@ -55,7 +58,7 @@ export interface RunningReceiver {
 
 
 const MODES = { TRANSFER_MODE_FULL: 'full', TRANSFER_MODE_INCREMENTAL: 'incremental' } as const;
-const COMPRESSIONS = { COMPRESSION_UNSPECIFIED: 'none', COMPRESSION_NONE: 'none', COMPRESSION_ZSTD: 'zstd' } as const;
+const COMPRESSIONS = { COMPRESSION_NONE: 'none', COMPRESSION_ZSTD: 'zstd' } as const;
 const CHECKSUMS = { CHECKSUM_ALGORITHM_NONE: 'none', CHECKSUM_ALGORITHM_SHA256: 'sha256' } as const;
 const ENCODINGS = { ENCODING_RAW: 'raw', ENCODING_ZSTD: 'zstd', ENCODING_ZERO: 'zero' } as const;
 
@@ -84,7 +87,7 @@ function buf(v: unknown): Buffer {
 }
 
 /** Version first (FAILED_PRECONDITION naming both), then the rest of the Begin into a typed value. */
-export function beginFromProto(b: PbBegin): TransferBegin {
+export function beginFromProto(b: Begin__Output): TransferBegin {
   if (b.protocolVersion !== PROTOCOL_VERSION) {
     throw new ThinshipError('PROTOCOL_MISMATCH', `protocol version mismatch: the sender speaks thinship.v1 protocol version ${b.protocolVersion}, this receiver speaks version ${PROTOCOL_VERSION}`);
   }
@@ -104,8 +107,8 @@ export function beginFromProto(b: PbBegin): TransferBegin {
   };
 }
 
-/** One ApplyRequest after the Begin as a WireRecord (structure only; transfers.ts checks the values). */
-export function recordFromProto(m: PbApplyRequestIn): WireRecord {
+/** One ApplyStreamRequest after the Begin as a WireRecord (structure only; transfers.ts checks the values). */
+export function recordFromProto(m: ApplyStreamRequest__Output): WireRecord {
   switch (m.kind) {
     case 'data': {
       const d = m.data!;
@@ -127,7 +130,7 @@ export function recordFromProto(m: PbApplyRequestIn): WireRecord {
   }
 }
 
-export function stateToProto(s: TransferStateView): PbTransferState {
+export function stateToProto(s: TransferStateView): TransferState {
   return {
     transferId: s.transferId,
     status: s.status === 'complete' ? 'TRANSFER_STATUS_COMPLETE' : 'TRANSFER_STATUS_IN_PROGRESS',
@@ -143,8 +146,8 @@ export function stateToProto(s: TransferStateView): PbTransferState {
     dataBytes: s.dataBytes,
     unmapBytes: s.unmapBytes,
     active: s.active,
-    updatedUnixMs: s.updatedUnixMs,
-    expiresUnixMs: s.expiresUnixMs,
+    updateTime: timestampOfUnixMs(s.updatedUnixMs),
+    expireTime: timestampOfUnixMs(s.expiresUnixMs),
   };
 }
 
@@ -245,7 +248,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     return { name: ownerName(cfg.policy, names), names };
   };
 
-  const applyStream = async (call: grpc.ServerReadableStream<PbApplyRequestIn, PbApplyResponse>): Promise<PbApplyResponse> => {
+  const applyStream = async (call: grpc.ServerReadableStream<ApplyStreamRequest__Output, ApplyStreamResponse>): Promise<ApplyStreamResponse> => {
     const id = who(call);
     const gone = new AbortController();
     call.on('cancelled', () => gone.abort(new ThinshipError('UNAVAILABLE', 'the sender cancelled the call or its connection broke', { retryable: true })));
@@ -255,7 +258,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     // gRPC reads one only when asked (at most one queued, accounted in the window share).
     const rs = (call as unknown as { _readableState?: { highWaterMark?: number } })._readableState;
     if (rs && typeof rs.highWaterMark === 'number') rs.highWaterMark = 0;
-    const it = call[Symbol.asyncIterator]() as AsyncIterator<PbApplyRequestIn>;
+    const it = call[Symbol.asyncIterator]() as AsyncIterator<ApplyStreamRequest__Output>;
     // A call that never sends its Begin holds a stream (not a transfer slot): the idle timeout ends it too.
     let idle: NodeJS.Timeout | undefined;
     const first = await Promise.race([it.next(), new Promise<never>((_, reject) => {
@@ -289,8 +292,8 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     };
 
   const { service } = receiverProto();
-  server.addService(service, {
-    ApplyStream: (call: grpc.ServerReadableStream<PbApplyRequestIn, PbApplyResponse>, cb: grpc.sendUnaryData<PbApplyResponse>) => {
+  const handlers: ReceiverServiceHandlers = {
+    ApplyStream: (call, cb) => {
       applyStream(call).then((r) => cb(null, r), (e: unknown) => {
         const st = toServiceError(e);
         // A refusal or a broken stream is an operator's business (warn); a sender that cancelled is not.
@@ -298,20 +301,21 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
         cb(st);
       });
     },
-    GetTransferState: unary<{ transferId: string }, PbTransferState>('GetTransferState', async (call) => stateToProto(await registry.state(who(call), String(call.request.transferId ?? '')))),
-    AbortTransfer: unary<{ transferId: string; reason: string }, PbAbortResponse>('AbortTransfer', async (call) => {
+    GetTransferState: unary('GetTransferState', async (call) => ({ state: stateToProto(await registry.state(who(call), String(call.request.transferId ?? ''))) })),
+    AbortTransfer: unary('AbortTransfer', async (call) => {
       const tid = String(call.request.transferId ?? '');
       const r = await registry.abort(who(call), tid, String(call.request.reason ?? '').slice(0, 500));
       return { transferId: tid, stoppedActiveStream: r.stopped, durableOffsetBytes: r.durableOffsetBytes };
     }),
-  });
+  };
+  server.addService(service, handlers);
   // Loaded here, not at the top: the bundled CLI keeps these two outside the bundle (they find
   // their .proto files through __dirname), and static imports would load them for every command.
   const [{ HealthImplementation, protoPath: healthProtoPath }, { ReflectionService }] = await Promise.all([import('grpc-health-check'), import('@grpc/reflection')]);
   const health = new HealthImplementation({ '': 'SERVING', [RECEIVER_SERVICE]: 'SERVING' });
   health.addToServer(server);
   // Reflection describes both services, so grpcurl can discover and call either.
-  new ReflectionService(protoLoader.loadSync([receiverProtoPath(), healthProtoPath], LOADER_OPTIONS) as never).addToServer(server);
+  new ReflectionService(protoLoader.loadSync(['thinship/v1/receiver.proto', healthProtoPath], { ...LOADER_OPTIONS, includeDirs: [protoRoot()] }) as never).addToServer(server);
 
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(o.listen, creds, (e, p) => (e ? reject(new ThinshipError('USAGE', `cannot listen on ${o.listen}: ${e.message}`, { cause: e })) : resolve(p)));

@@ -1,16 +1,27 @@
 /**
  * The one place that maps thinship error codes to gRPC status codes (server
- * side) and gRPC errors back to ThinshipErrors (client side). The stable
- * thinship code travels in the trailing metadata key `thinship-code`, so a
- * client can tell, say, a RESUME_MISMATCH from a PROTOCOL_MISMATCH although
- * both are FAILED_PRECONDITION, and `thinship-retryable: 1` when a retry of
- * the same call may succeed (e.g. a receiver at its transfer limit).
+ * side) and gRPC errors back to ThinshipErrors (client side). Errors travel
+ * in gRPC's standard rich error model (AIP-193): the trailer
+ * `grpc-status-details-bin` holds a google.rpc.Status whose details carry one
+ * google.rpc.ErrorInfo { reason: the stable thinship code, domain:
+ * "thinship", metadata: { retryable: "true"|"false", volumeOffsetBytes } },
+ * so a client in any language can tell, say, a RESUME_MISMATCH from a
+ * PROTOCOL_MISMATCH although both are FAILED_PRECONDITION, and whether a retry
+ * of the same call may succeed (e.g. a receiver at its transfer limit).
+ * receiver.proto's header says how other languages read it.
  */
+import protobuf from 'protobufjs';
 import * as grpc from '@grpc/grpc-js';
 import { ThinshipError, asThinshipError, type ErrorCode } from '../errors.js';
+import { protoRoot } from './proto.js';
+import type { Status, Status__Output } from './generated/google/rpc/Status.js';
+import type { ErrorInfo, ErrorInfo__Output } from './generated/google/rpc/ErrorInfo.js';
 
-export const CODE_METADATA_KEY = 'thinship-code';
-export const RETRYABLE_METADATA_KEY = 'thinship-retryable';
+/** The trailer of the rich error model (a serialized google.rpc.Status). */
+export const STATUS_DETAILS_KEY = 'grpc-status-details-bin';
+/** ErrorInfo.domain of every thinship error. */
+export const ERROR_DOMAIN = 'thinship';
+const ERROR_INFO_TYPE_URL = 'type.googleapis.com/google.rpc.ErrorInfo';
 
 const GRPC_BY_CODE: Record<ErrorCode, grpc.status> = {
   USAGE: grpc.status.INVALID_ARGUMENT,
@@ -47,15 +58,67 @@ export function grpcCodeOf(code: ErrorCode): grpc.status {
   return GRPC_BY_CODE[code] ?? grpc.status.INTERNAL;
 }
 
+let richTypes: { status: protobuf.Type; errorInfo: protobuf.Type } | undefined;
+
+/** google.rpc.Status and ErrorInfo from proto/google/rpc (google/protobuf/* come with protobufjs). */
+function rich(): { status: protobuf.Type; errorInfo: protobuf.Type } {
+  if (!richTypes) {
+    const root = new protobuf.Root();
+    root.resolvePath = (_origin, target) => (target.startsWith('/') ? target : `${protoRoot()}${target}`);
+    root.loadSync(['google/rpc/status.proto', 'google/rpc/error_details.proto']);
+    richTypes = { status: root.lookupType('google.rpc.Status'), errorInfo: root.lookupType('google.rpc.ErrorInfo') };
+  }
+  return richTypes;
+}
+
+const TO_OBJECT: protobuf.IConversionOptions = { longs: Number, enums: String, bytes: Buffer, defaults: true };
+
+/** A google.rpc.Status with one ErrorInfo, serialized for the STATUS_DETAILS_KEY trailer. */
+export function encodeRichStatus(code: grpc.status, message: string, info: ErrorInfo): Buffer {
+  const t = rich();
+  const detail = t.errorInfo.encode(t.errorInfo.fromObject(info)).finish();
+  const st: Status = { code, message, details: [{ type_url: ERROR_INFO_TYPE_URL, value: detail }] };
+  return Buffer.from(t.status.encode(t.status.fromObject(st)).finish());
+}
+
+/**
+ * The ErrorInfo in a call's trailers, or undefined when there is none (or it
+ * does not decode: a peer that is not a thinship receiver).
+ */
+export function errorInfoOf(metadata: grpc.Metadata | undefined): ErrorInfo__Output | undefined {
+  const bin = metadata?.get(STATUS_DETAILS_KEY)[0];
+  if (!Buffer.isBuffer(bin)) return undefined;
+  try {
+    const t = rich();
+    const st = t.status.toObject(t.status.decode(bin), TO_OBJECT) as Status__Output;
+    const any = st.details.find((d) => d.type_url === ERROR_INFO_TYPE_URL);
+    return any ? t.errorInfo.toObject(t.errorInfo.decode(any.value), TO_OBJECT) as ErrorInfo__Output : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The reason a receiver sends for a ThinshipError. ABORTED inside the
+ * receiver means it stopped the transfer (AbortTransfer, or a takeover by a
+ * newer call): to the sender that is TRANSFER_ABORTED, not its own cancel.
+ */
+function reasonOf(code: ErrorCode): ErrorCode {
+  return code === 'ABORTED' ? 'TRANSFER_ABORTED' : code;
+}
+
 /** A server-side error as a gRPC status (for a handler's callback). */
 export function toServiceError(e: unknown): Partial<grpc.StatusObject> {
   const err = asThinshipError(e);
-  const metadata = new grpc.Metadata();
-  metadata.set(CODE_METADATA_KEY, err.code);
-  if (err.retryable) metadata.set(RETRYABLE_METADATA_KEY, '1');
+  const code = grpcCodeOf(err.code);
   // gRPC status messages travel in a header: keep them to one reasonable line.
   const details = err.message.replace(/[\r\n]+/g, ' ').slice(0, 2000);
-  return { code: grpcCodeOf(err.code), details, metadata };
+  const info: Record<string, string> = { retryable: String(err.retryable) };
+  const offset = err.details.volumeOffset;
+  if (typeof offset === 'number' && Number.isSafeInteger(offset)) info.volumeOffsetBytes = String(offset);
+  const metadata = new grpc.Metadata();
+  metadata.set(STATUS_DETAILS_KEY, encodeRichStatus(code, details, { reason: reasonOf(err.code), domain: ERROR_DOMAIN, metadata: info }));
+  return { code, details, metadata };
 }
 
 const CODE_BY_GRPC: Partial<Record<grpc.status, ErrorCode>> = {
@@ -122,10 +185,16 @@ export function transportFailure(details: string): TransportFailure {
   return { kind: 'other', reason: last };
 }
 
+/** The ErrorInfo of a thinship receiver's error, if the error came from one. */
+function receiverErrorInfo(e: unknown): ErrorInfo__Output | undefined {
+  const md = (e as { metadata?: unknown }).metadata;
+  const info = md instanceof grpc.Metadata ? errorInfoOf(md) : undefined;
+  return info?.domain === ERROR_DOMAIN ? info : undefined;
+}
+
 /** True if the error came from a receiver's handler (not from the transport). */
 export function fromReceiver(e: unknown): boolean {
-  const md = (e as { metadata?: grpc.Metadata }).metadata;
-  return md instanceof grpc.Metadata && md.get(CODE_METADATA_KEY).length > 0;
+  return receiverErrorInfo(e) !== undefined;
 }
 
 /**
@@ -138,15 +207,15 @@ export function fromServiceError(e: unknown, where: string): ThinshipError {
   if (e instanceof ThinshipError) return e;
   const se = e as Partial<grpc.ServiceError>;
   if (typeof se.code !== 'number') return asThinshipError(e);
-  const metadata = se.metadata instanceof grpc.Metadata ? se.metadata : undefined;
-  const md = metadata?.get(CODE_METADATA_KEY)[0];
-  const serverRetryable = metadata?.get(RETRYABLE_METADATA_KEY)[0] === '1';
+  const info = receiverErrorInfo(e);
+  const md = info?.reason;
+  const serverRetryable = info?.metadata.retryable === 'true';
   const details = se.details ?? se.message ?? '';
-  let code: ErrorCode = (typeof md === 'string' && md in GRPC_BY_CODE ? md as ErrorCode : undefined) ?? CODE_BY_GRPC[se.code as grpc.status] ?? 'INTERNAL';
-  // The receiver's ABORTED is an operator's abort or a takeover: not a signal here.
-  if (md === 'ABORTED') code = 'TRANSFER_ABORTED';
+  let code: ErrorCode = (md !== undefined && md in GRPC_BY_CODE ? md as ErrorCode : undefined) ?? CODE_BY_GRPC[se.code as grpc.status] ?? 'INTERNAL';
   const name = grpc.status[se.code as grpc.status] ?? String(se.code);
   const extra: Record<string, unknown> = { grpcCode: se.code, grpcStatus: name };
+  const offset = Number(info?.metadata.volumeOffsetBytes ?? Number.NaN);
+  if (Number.isSafeInteger(offset)) extra.volumeOffset = offset;
   let retryable = serverRetryable || code === 'UNAVAILABLE' || (md === undefined && (se.code === grpc.status.INTERNAL || se.code === grpc.status.UNKNOWN));
   let message = `${where}: ${name}: ${details}`;
   if (md === undefined && se.code === grpc.status.UNAVAILABLE) {

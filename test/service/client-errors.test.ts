@@ -24,7 +24,7 @@ import { openSourceReader, type VolumeReader } from '../../src/sender/volume-rea
 import { parseReceiverConfig, type ReceiverConfig } from '../../src/rpc/server-config.js';
 import { startReceiver, type RunningReceiver } from '../../src/rpc/server.js';
 import { ReceiverClient, sendPlanOverGrpc, defaultTransferId, wireVolumeIds, type GrpcSendOptions, type GrpcSendResult, type SendEvent } from '../../src/rpc/client.js';
-import type { PbApplyRequest } from '../../src/rpc/proto.js';
+import type { ApplyStreamRequest } from '../../src/rpc/proto.js';
 import { startDelayRelay, type DelayRelay } from '../../src/testing/delay-relay.js';
 import { ThinshipError } from '../../src/errors.js';
 import { expectedImage } from '../helpers/offline-image.js';
@@ -219,7 +219,7 @@ test('a name that does not resolve: UNAVAILABLE naming it, after the connect wai
 
 // ---- the receiver says no, or stops us ------------------------------------------------------
 
-function beginMsg(transferId: string, target: string): PbApplyRequest {
+function beginMsg(transferId: string, target: string): ApplyStreamRequest {
   return {
     kind: 'begin',
     begin: {
@@ -227,7 +227,7 @@ function beginMsg(transferId: string, target: string): PbApplyRequest {
       sourceId: 'test-source', baseId: '', plannedDataBytes: 0, plannedUnmapBytes: 0, resumeOffsetBytes: 0,
       compression: 'COMPRESSION_ZSTD', checksum: 'CHECKSUM_ALGORITHM_SHA256',
     },
-  } as PbApplyRequest;
+  };
 }
 
 test('a receiver at its transfer limit (TRANSFER_BUSY, retryable) is retried with back-off until it has room', async () => {

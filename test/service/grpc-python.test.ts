@@ -58,11 +58,13 @@ test('a Python client (python3-grpcio, stubs from proto/) sends a small stream o
   const target = join(dir, 'targets', 'py.img');
   const r = await runPython([join(repoRoot, 'proto'), `127.0.0.1:${rx.port}`, 'localhost', certs.clientA.ca, certs.clientA.cert, certs.clientA.key, target, 'py-1']);
   assert.equal(r.code, 0, `python: ${r.stdout}\n${r.stderr}`);
-  const out = JSON.parse(r.stdout) as { digest: string; expected_digest: string; status: string; data_records_applied: number; durable_offset_bytes: number };
+  const out = JSON.parse(r.stdout) as { digest: string; expected_digest: string; status: string; data_records_applied: number; durable_offset_bytes: number; update_time: string };
   assert.equal(out.status, 'TRANSFER_STATUS_COMPLETE');
   assert.equal(out.digest, out.expected_digest, 'the receiver agrees with the digest Python computed from the proto comments');
   assert.equal(out.data_records_applied, 4);
   assert.equal(out.durable_offset_bytes, 1024 * 1024);
+  // a google.protobuf.Timestamp, as Python's protobuf renders it (RFC 3339), of the last checkpoint
+  assert.ok(Math.abs(Date.parse(out.update_time) - Date.now()) < 120_000, out.update_time);
   const C = 64 * 1024;
   const expected = Buffer.alloc(1024 * 1024);
   pattern(1, C).copy(expected, 0);
@@ -71,13 +73,25 @@ test('a Python client (python3-grpcio, stubs from proto/) sends a small stream o
   assert.ok(readFileSync(target).equals(expected), 'target holds exactly what Python sent (zero chunk and unmap read as zeros)');
 });
 
-test('a Python client whose identity is not allowed gets PERMISSION_DENIED and the thinship code', { skip }, async () => {
+type PythonError = { error: string; details: string; error_info: { reason: string; domain: string; metadata: Record<string, string>; status_code: number } | null };
+
+test('a Python client whose identity is not allowed gets PERMISSION_DENIED and the thinship code (ErrorInfo.reason)', { skip }, async () => {
   const target = join(dir, 'targets', 'py-denied.img');
   const r = await runPython([join(repoRoot, 'proto'), `127.0.0.1:${rx.port}`, 'localhost', certs.clientB.ca, certs.clientB.cert, certs.clientB.key, target, 'py-2']);
   assert.equal(r.code, 1, r.stderr);
-  const out = JSON.parse(r.stdout) as { error: string; thinship_code: string; details: string };
+  const out = JSON.parse(r.stdout) as PythonError;
   assert.equal(out.error, 'PERMISSION_DENIED');
-  assert.equal(out.thinship_code, 'PERMISSION_DENIED');
+  assert.deepEqual(out.error_info, { reason: 'PERMISSION_DENIED', domain: 'thinship', metadata: { retryable: 'false' }, status_code: 7 });
   assert.match(out.details, /sender-b/);
   assert.equal(existsSync(target), false);
+});
+
+test('a Python client reads a bad record\'s code and volume offset from the standard error model', { skip }, async () => {
+  const target = join(dir, 'targets', 'py-bad.img');
+  const r = await runPython([join(repoRoot, 'proto'), `127.0.0.1:${rx.port}`, 'localhost', certs.clientA.ca, certs.clientA.cert, certs.clientA.key, target, 'py-3', '--bad-checksum']);
+  assert.equal(r.code, 1, r.stderr);
+  const out = JSON.parse(r.stdout) as PythonError;
+  assert.equal(out.error, 'DATA_LOSS');
+  assert.deepEqual(out.error_info, { reason: 'CHECKSUM_MISMATCH', domain: 'thinship', metadata: { retryable: 'false', volumeOffsetBytes: String(64 * 1024) }, status_code: 15 });
+  assert.match(out.details, /volume offset 65536/);
 });

@@ -3,9 +3,9 @@
  * (valid and broken Begins, data / unmap / end records with random offsets,
  * lengths, encodings, payloads and checksums, stray Begins and empty
  * messages) against an in-process receiver over mTLS, for a bounded time.
- * Every call ends; every refusal carries a stable thinship code in the
- * `thinship-code` trailer (never INTERNAL); nothing is written outside the
- * target (a sentinel file beside it is unchanged, no other file appears) and
+ * Every call ends; every refusal carries a stable thinship code (never
+ * INTERNAL) as ErrorInfo.reason in its grpc-status-details-bin trailer;
+ * nothing is written outside the target (a sentinel file beside it is unchanged, no other file appears) and
  * the target is never larger than its volume; the receiver still works after.
  */
 import { test, before, after } from 'node:test';
@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import type * as grpc from '@grpc/grpc-js';
-import { CODE_METADATA_KEY } from '../../src/rpc/status.js';
+import { errorInfoOf } from '../../src/rpc/status.js';
 import { exitCodeOf } from '../../src/cli/exit-codes.js';
 import { ThinshipError, type ErrorCode } from '../../src/errors.js';
 import type { ReceiverClient } from '../../src/rpc/client.js';
@@ -147,10 +147,10 @@ async function oneSequence(over: Record<string, unknown>, records: Record<string
   if (outcome !== undefined) {
     const se = outcome as grpc.ServiceError;
     assert.ok(se.metadata, `call ${id} failed without a status: ${String(outcome)}`);
-    const code = se.metadata.get(CODE_METADATA_KEY)[0];
-    assert.ok(isStableCode(code), `call ${id}: ${se.details} (thinship-code ${String(code)})`);
+    const code = errorInfoOf(se.metadata)?.reason;
+    assert.ok(isStableCode(code), `call ${id}: ${se.details} (ErrorInfo.reason ${String(code)})`);
   }
-  const key = outcome === undefined ? 'ok' : String((outcome as grpc.ServiceError).metadata.get(CODE_METADATA_KEY)[0]);
+  const key = outcome === undefined ? 'ok' : String(errorInfoOf((outcome as grpc.ServiceError).metadata)?.reason);
   outcomes.set(key, (outcomes.get(key) ?? 0) + 1);
   // nothing outside the target; the target no larger than the volume it was begun with
   assert.ok(readFileSync(join(fz, 'sentinel.img')).equals(SENTINEL), 'sentinel unchanged');

@@ -12,7 +12,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { parseReceiverConfig } from '../../src/rpc/server-config.js';
 import { startReceiver, type RunningReceiver } from '../../src/rpc/server.js';
 import { ReceiverClient, sendPlanOverGrpc, type GrpcSendOptions, type GrpcSendResult } from '../../src/rpc/client.js';
-import type { PbApplyRequest, PbApplyResponse } from '../../src/rpc/proto.js';
+import type { ApplyStreamRequest, ApplyStreamResponse__Output } from '../../src/rpc/proto.js';
 import { planSend } from '../../src/thin/planner.js';
 import { openSourceReader } from '../../src/sender/volume-reader.js';
 import type { DemoPool } from '../../src/thin/demo-pool.js';
@@ -54,10 +54,10 @@ export async function startTestReceiver(certs: TestCerts, cfg: Record<string, un
 /** A raw ApplyStream call: write what you like. */
 export function rawCall(client: ReceiverClient) {
   const { call, response } = client.applyStream();
-  return { call, response, write: (m: PbApplyRequest | Record<string, unknown>) => call.write(m as PbApplyRequest) };
+  return { call, response, write: (m: ApplyStreamRequest | Record<string, unknown>) => call.write(m as ApplyStreamRequest) };
 }
 
-export function beginMsg(transferId: string, target: string, over: Record<string, unknown> = {}): PbApplyRequest {
+export function beginMsg(transferId: string, target: string, over: Record<string, unknown> = {}): ApplyStreamRequest {
   return {
     kind: 'begin',
     begin: {
@@ -65,16 +65,16 @@ export function beginMsg(transferId: string, target: string, over: Record<string
       sourceId: 'test-source', baseId: '', plannedDataBytes: 0, plannedUnmapBytes: 0, resumeOffsetBytes: 0,
       compression: 'COMPRESSION_ZSTD', checksum: 'CHECKSUM_ALGORITHM_SHA256', ...over,
     },
-  } as PbApplyRequest;
+  } as ApplyStreamRequest;
 }
 
 export const sha = (b: Buffer) => createHash('sha256').update(b).digest();
 
-export function dataMsg(offsetBytes: number, data: Buffer, over: Record<string, unknown> = {}): PbApplyRequest {
-  return { kind: 'data', data: { offsetBytes, lengthBytes: data.length, payload: data, encoding: 'ENCODING_RAW', checksum: sha(data), ...over } } as PbApplyRequest;
+export function dataMsg(offsetBytes: number, data: Buffer, over: Record<string, unknown> = {}): ApplyStreamRequest {
+  return { kind: 'data', data: { offsetBytes, lengthBytes: data.length, payload: data, encoding: 'ENCODING_RAW', checksum: sha(data), ...over } } as ApplyStreamRequest;
 }
 
-export async function grpcError(response: Promise<PbApplyResponse>): Promise<grpc.ServiceError> {
+export async function grpcError(response: Promise<ApplyStreamResponse__Output>): Promise<grpc.ServiceError> {
   try {
     await response;
   } catch (e) {

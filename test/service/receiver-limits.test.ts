@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ReceiverClient } from '../../src/rpc/client.js';
-import type { PbApplyResponse } from '../../src/rpc/proto.js';
+import type { ApplyStreamResponse__Output } from '../../src/rpc/proto.js';
 import { makeTestCerts, writeConfig, startServe, stopServe, type TestCerts, type ServeProcess } from './helpers.js';
 import { rawCall, beginMsg, sha } from './receiver-helpers.js';
 
@@ -50,7 +50,7 @@ function vmHwmBytes(pid: number): number {
 }
 
 /** One transfer: a Begin, then every chunk as fast as HTTP/2 flow control lets it go, then the End. */
-async function oneTransfer(client: ReceiverClient, id: string, target: string, payloads: { data: Buffer; sum: Buffer }[]): Promise<PbApplyResponse> {
+async function oneTransfer(client: ReceiverClient, id: string, target: string, payloads: { data: Buffer; sum: Buffer }[]): Promise<ApplyStreamResponse__Output> {
   const c = rawCall(client);
   const volume = CHUNKS_PER_TRANSFER * CHUNK_BYTES;
   c.write(beginMsg(id, target, { volumeSizeBytes: volume, plannedDataBytes: volume, compression: 'COMPRESSION_NONE' }));

@@ -16,7 +16,7 @@ import * as grpc from '@grpc/grpc-js';
 import { createDemoPool, type DemoPool } from '../../src/thin/demo-pool.js';
 import { expectedImage } from '../helpers/offline-image.js';
 import { checkpointFileName } from '../../src/receiver/checkpoint.js';
-import { CODE_METADATA_KEY } from '../../src/rpc/status.js';
+import { errorInfoOf } from '../../src/rpc/status.js';
 import { makeTestCerts, assertSameImage, readImage, type TestCerts } from './helpers.js';
 import { startTestReceiver, rawCall, beginMsg, dataMsg, grpcError, rejects, waitFor, sendDemo, interruptedSend, sha, type TestReceiver } from './receiver-helpers.js';
 
@@ -52,7 +52,8 @@ function rx(name: string, extra: Record<string, unknown> = {}): Promise<TestRece
 
 const transfersDir = (name: string) => join(dir, `state-${name}`, 'transfers');
 const jsonFiles = (name: string) => readdirSync(transfersDir(name)).filter((f) => f.endsWith('.json'));
-const code = (e: grpc.ServiceError) => e.metadata?.get(CODE_METADATA_KEY)[0];
+/** The stable code, as any client reads it: ErrorInfo.reason in the grpc-status-details-bin trailer. */
+const code = (e: grpc.ServiceError) => errorInfoOf(e.metadata)?.reason;
 
 test('every Begin field is checked before anything is stored: refused naming the field, nothing on disk, the receiver restarts', async () => {
   const r = await rx('begin', { maxVolumeBytes: 1024 ** 4 });

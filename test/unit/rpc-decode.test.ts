@@ -13,7 +13,7 @@ import { StreamDigest } from '../../src/stream/digest.js';
 import { ThinshipError } from '../../src/errors.js';
 import { toServiceError, fromServiceError, grpcCodeOf } from '../../src/rpc/status.js';
 import { beginFromProto, recordFromProto } from '../../src/rpc/server.js';
-import type { PbBegin } from '../../src/rpc/proto.js';
+import type { Begin__Output } from '../../src/rpc/proto.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest();
 const MiB = 1024 * 1024;
@@ -107,7 +107,7 @@ test('checkBegin refuses inconsistent begins', () => {
 });
 
 test('the protocol version is checked before anything else in a Begin', () => {
-  const pb = { protocolVersion: 7, mode: 'NONSENSE' } as unknown as PbBegin;
+  const pb = { protocolVersion: 7, mode: 'NONSENSE' } as unknown as Begin__Output;
   throwsCode(() => beginFromProto(pb), 'PROTOCOL_MISMATCH', /sender speaks .* version 7, this receiver speaks version 1/);
   throwsCode(() => beginFromProto({ ...pb, protocolVersion: 1 }), 'BAD_STREAM', /mode NONSENSE is not one of/);
   assert.deepEqual(recordFromProto({}), { type: 'invalid', what: 'a message with no record in it (none of begin, data, unmap, end set)' });

@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
-import { toServiceError, fromServiceError, transportFailure, RETRYABLE_METADATA_KEY } from '../../src/rpc/status.js';
+import { toServiceError, fromServiceError, transportFailure, errorInfoOf, STATUS_DETAILS_KEY, ERROR_DOMAIN } from '../../src/rpc/status.js';
 import { ThinshipError } from '../../src/errors.js';
 import { exitCodeOf } from '../../src/cli/exit-codes.js';
 
@@ -46,12 +46,12 @@ test('an untrusted receiver is UNAUTHENTICATED and not retried; a refused connec
 
 test('the receiver\'s retryable flag travels in the trailer; a receiver-side ABORTED is TRANSFER_ABORTED (exit 16)', () => {
   const busy = toServiceError(new ThinshipError('TRANSFER_BUSY', 'this receiver is already running 16 transfers (its limit)', { retryable: true }));
-  assert.deepEqual(busy.metadata!.get(RETRYABLE_METADATA_KEY), ['1']);
+  assert.equal(errorInfoOf(busy.metadata)?.metadata.retryable, 'true');
   const back = fromServiceError({ code: busy.code, details: busy.details, metadata: busy.metadata } as grpc.ServiceError, 'ApplyStream');
   assert.equal(back.code, 'TRANSFER_BUSY');
   assert.equal(back.retryable, true);
   const held = toServiceError(new ThinshipError('TRANSFER_BUSY', 'target in use by transfer x'));
-  assert.deepEqual(held.metadata!.get(RETRYABLE_METADATA_KEY), []);
+  assert.equal(errorInfoOf(held.metadata)?.metadata.retryable, 'false');
   assert.equal(fromServiceError({ code: held.code, details: held.details, metadata: held.metadata } as grpc.ServiceError, 'x').retryable, false);
   const aborted = toServiceError(new ThinshipError('ABORTED', 'transfer t was aborted by AbortTransfer'));
   const a = fromServiceError({ code: aborted.code, details: aborted.details, metadata: aborted.metadata } as grpc.ServiceError, 'ApplyStream');
@@ -62,3 +62,46 @@ test('the receiver\'s retryable flag travels in the trailer; a receiver-side ABO
   assert.equal(mine.code, 'ABORTED');
   assert.equal(exitCodeOf(new ThinshipError('ABORTED', 'SIGTERM', { details: { exitCode: 143 } })), 143);
 });
+
+test('errors travel in the standard rich model: google.rpc.Status with an ErrorInfo in grpc-status-details-bin', () => {
+  const st = toServiceError(new ThinshipError('CHECKSUM_MISMATCH', 'data record at volume offset 65536: checksum mismatch\nsecond line', { details: { volumeOffset: 65536 } }));
+  assert.equal(st.code, grpc.status.DATA_LOSS);
+  const bin = st.metadata!.get(STATUS_DETAILS_KEY)[0];
+  assert.ok(Buffer.isBuffer(bin), 'a binary trailer');
+  // Decoded by hand from the wire format (not by our codec): Status{1: code, 2: message, 3: Any{1: type_url, 2: value}}.
+  const fields = protoFields(bin);
+  assert.equal(fields.get(1)?.[0], grpc.status.DATA_LOSS);
+  assert.equal((fields.get(2)?.[0] as Buffer).toString(), 'data record at volume offset 65536: checksum mismatch second line');
+  const any = protoFields(fields.get(3)?.[0] as Buffer);
+  assert.equal((any.get(1)?.[0] as Buffer).toString(), 'type.googleapis.com/google.rpc.ErrorInfo');
+  const info = protoFields(any.get(2)?.[0] as Buffer);
+  assert.equal((info.get(1)?.[0] as Buffer).toString(), 'CHECKSUM_MISMATCH');
+  assert.equal((info.get(2)?.[0] as Buffer).toString(), ERROR_DOMAIN);
+  const entries = new Map((info.get(3) as Buffer[]).map((e) => { const kv = protoFields(e); return [String(kv.get(1)?.[0]), String(kv.get(2)?.[0])]; }));
+  assert.deepEqual(Object.fromEntries(entries), { retryable: 'false', volumeOffsetBytes: '65536' });
+  // and our client reads it back: the code, the offset
+  assert.deepEqual(errorInfoOf(st.metadata), { reason: 'CHECKSUM_MISMATCH', domain: ERROR_DOMAIN, metadata: { retryable: 'false', volumeOffsetBytes: '65536' } });
+  const back = fromServiceError({ code: st.code, details: st.details, metadata: st.metadata } as grpc.ServiceError, 'ApplyStream');
+  assert.equal(back.code, 'CHECKSUM_MISMATCH');
+  assert.equal(back.details.volumeOffset, 65536);
+  // an error without a record at fault has no offset; a trailer that is not a Status is no receiver's
+  assert.deepEqual(errorInfoOf(toServiceError(new ThinshipError('TRANSFER_BUSY', 'busy')).metadata)?.metadata, { retryable: 'false' });
+  const junk = new grpc.Metadata();
+  junk.set(STATUS_DETAILS_KEY, Buffer.from([0xff, 0xff, 0xff]));
+  assert.equal(errorInfoOf(junk), undefined);
+  assert.equal(fromServiceError({ code: grpc.status.FAILED_PRECONDITION, details: 'x', metadata: junk } as grpc.ServiceError, 'x').code, 'INTERNAL');
+});
+
+/** Fields of a protobuf message (varints as numbers, length-delimited as Buffers), by number. */
+function protoFields(b: Buffer): Map<number, (number | Buffer)[]> {
+  const out = new Map<number, (number | Buffer)[]>();
+  let i = 0;
+  const varint = () => { let v = 0; let shift = 0; for (;;) { const x = b[i++]!; v += (x & 0x7f) * 2 ** shift; shift += 7; if (x < 0x80) return v; } };
+  while (i < b.length) {
+    const key = varint();
+    const wire = key & 7;
+    const value = wire === 0 ? varint() : wire === 2 ? (() => { const n = varint(); i += n; return b.subarray(i - n, i); })() : assert.fail(`wire type ${wire}`);
+    out.set(key >>> 3, [...(out.get(key >>> 3) ?? []), value]);
+  }
+  return out;
+}

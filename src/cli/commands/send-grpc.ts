@@ -13,6 +13,7 @@ import { openSourceReader } from '../../sender/volume-reader.js';
 import { ReceiverClient, sendPlanOverGrpc, defaultTransferId, type GrpcSendResult } from '../../rpc/client.js';
 import { CompressPool } from '../../sender/compress-pool.js';
 import type { TlsFiles } from '../../rpc/tls.js';
+import { unixMsOfTimestamp } from '../../rpc/proto.js';
 import { sourceSpecOf, parseByteCount, parseBandwidthFlag, type SourceFlags } from '../source-args.js';
 import { TokenBucket } from '../../stream/bandwidth.js';
 import { DEFAULT_MAX_OP_BYTES } from '../../thin/plan.js';
@@ -154,7 +155,9 @@ export async function transferCommand(action: string, transferId: string, flags:
     if (action === 'status') {
       const s = await client.getTransferState(transferId);
       if (!s) throw new ThinshipError('NOT_FOUND', `${flags.to} has no transfer ${transferId}`);
-      process.stdout.write(JSON.stringify({ ...s, digestState: s.digestState.toString('hex') }, null, 2) + '\n');
+      // The digest in hex (as logs show digests), times in RFC 3339 (as proto3's JSON mapping writes them).
+      const time = (t: typeof s.updateTime) => new Date(unixMsOfTimestamp(t)).toISOString();
+      process.stdout.write(JSON.stringify({ ...s, digestState: s.digestState.toString('hex'), updateTime: time(s.updateTime), expireTime: time(s.expireTime) }, null, 2) + '\n');
     } else {
       const r = await client.abortTransfer(transferId, flags.reason ?? 'thinship transfer abort');
       process.stdout.write(`aborted transfer ${r.transferId}${r.stoppedActiveStream ? ' (its running stream was stopped)' : ''}; the target keeps what was applied (durable up to offset ${r.durableOffsetBytes})\n`);

@@ -1,0 +1,121 @@
+// Original file: proto/thinship/v1/receiver.proto
+
+import type * as grpc from '@grpc/grpc-js'
+import type { MethodDefinition } from '@grpc/proto-loader'
+import type { AbortTransferRequest as _thinship_v1_AbortTransferRequest, AbortTransferRequest__Output as _thinship_v1_AbortTransferRequest__Output } from '../../thinship/v1/AbortTransferRequest.js';
+import type { AbortTransferResponse as _thinship_v1_AbortTransferResponse, AbortTransferResponse__Output as _thinship_v1_AbortTransferResponse__Output } from '../../thinship/v1/AbortTransferResponse.js';
+import type { ApplyStreamRequest as _thinship_v1_ApplyStreamRequest, ApplyStreamRequest__Output as _thinship_v1_ApplyStreamRequest__Output } from '../../thinship/v1/ApplyStreamRequest.js';
+import type { ApplyStreamResponse as _thinship_v1_ApplyStreamResponse, ApplyStreamResponse__Output as _thinship_v1_ApplyStreamResponse__Output } from '../../thinship/v1/ApplyStreamResponse.js';
+import type { GetTransferStateRequest as _thinship_v1_GetTransferStateRequest, GetTransferStateRequest__Output as _thinship_v1_GetTransferStateRequest__Output } from '../../thinship/v1/GetTransferStateRequest.js';
+import type { GetTransferStateResponse as _thinship_v1_GetTransferStateResponse, GetTransferStateResponse__Output as _thinship_v1_GetTransferStateResponse__Output } from '../../thinship/v1/GetTransferStateResponse.js';
+
+/**
+ * The receiver: applies streams to targets, answers where a transfer stands,
+ * and forgets abandoned transfers. Servers SHOULD also expose
+ * grpc.health.v1.Health (service name "thinship.v1.ReceiverService") and
+ * server reflection.
+ */
+export interface ReceiverServiceClient extends grpc.Client {
+  /**
+   * Forgets a transfer that will not be finished: stops its stream if one is
+   * running, deletes its checkpoint and releases its target for other
+   * transfers. The target keeps whatever was applied (it is NOT rolled back).
+   */
+  AbortTransfer(argument: _thinship_v1_AbortTransferRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_AbortTransferResponse__Output>): grpc.ClientUnaryCall;
+  AbortTransfer(argument: _thinship_v1_AbortTransferRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_thinship_v1_AbortTransferResponse__Output>): grpc.ClientUnaryCall;
+  AbortTransfer(argument: _thinship_v1_AbortTransferRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_AbortTransferResponse__Output>): grpc.ClientUnaryCall;
+  AbortTransfer(argument: _thinship_v1_AbortTransferRequest, callback: grpc.requestCallback<_thinship_v1_AbortTransferResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * Forgets a transfer that will not be finished: stops its stream if one is
+   * running, deletes its checkpoint and releases its target for other
+   * transfers. The target keeps whatever was applied (it is NOT rolled back).
+   */
+  abortTransfer(argument: _thinship_v1_AbortTransferRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_AbortTransferResponse__Output>): grpc.ClientUnaryCall;
+  abortTransfer(argument: _thinship_v1_AbortTransferRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_thinship_v1_AbortTransferResponse__Output>): grpc.ClientUnaryCall;
+  abortTransfer(argument: _thinship_v1_AbortTransferRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_AbortTransferResponse__Output>): grpc.ClientUnaryCall;
+  abortTransfer(argument: _thinship_v1_AbortTransferRequest, callback: grpc.requestCallback<_thinship_v1_AbortTransferResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * Applies one stream (or the rest of one, when resuming). The first message
+   * MUST be a Begin; its protocol_version is checked before anything else
+   * (FAILED_PRECONDITION naming both versions on a mismatch). Then Data and
+   * Unmap in ascending, non-overlapping offset order, then exactly one End,
+   * then the client half-closes. The response comes after the End has been
+   * applied, the target flushed and the final checkpoint written.
+   */
+  ApplyStream(metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_ApplyStreamResponse__Output>): grpc.ClientWritableStream<_thinship_v1_ApplyStreamRequest>;
+  ApplyStream(metadata: grpc.Metadata, callback: grpc.requestCallback<_thinship_v1_ApplyStreamResponse__Output>): grpc.ClientWritableStream<_thinship_v1_ApplyStreamRequest>;
+  ApplyStream(options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_ApplyStreamResponse__Output>): grpc.ClientWritableStream<_thinship_v1_ApplyStreamRequest>;
+  ApplyStream(callback: grpc.requestCallback<_thinship_v1_ApplyStreamResponse__Output>): grpc.ClientWritableStream<_thinship_v1_ApplyStreamRequest>;
+  /**
+   * Applies one stream (or the rest of one, when resuming). The first message
+   * MUST be a Begin; its protocol_version is checked before anything else
+   * (FAILED_PRECONDITION naming both versions on a mismatch). Then Data and
+   * Unmap in ascending, non-overlapping offset order, then exactly one End,
+   * then the client half-closes. The response comes after the End has been
+   * applied, the target flushed and the final checkpoint written.
+   */
+  applyStream(metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_ApplyStreamResponse__Output>): grpc.ClientWritableStream<_thinship_v1_ApplyStreamRequest>;
+  applyStream(metadata: grpc.Metadata, callback: grpc.requestCallback<_thinship_v1_ApplyStreamResponse__Output>): grpc.ClientWritableStream<_thinship_v1_ApplyStreamRequest>;
+  applyStream(options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_ApplyStreamResponse__Output>): grpc.ClientWritableStream<_thinship_v1_ApplyStreamRequest>;
+  applyStream(callback: grpc.requestCallback<_thinship_v1_ApplyStreamResponse__Output>): grpc.ClientWritableStream<_thinship_v1_ApplyStreamRequest>;
+  
+  /**
+   * The durable state of a transfer: where to resume and how to continue the
+   * digest. NOT_FOUND for an unknown (or expired, or aborted) transfer id;
+   * PERMISSION_DENIED when the transfer belongs to another client identity.
+   */
+  GetTransferState(argument: _thinship_v1_GetTransferStateRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_GetTransferStateResponse__Output>): grpc.ClientUnaryCall;
+  GetTransferState(argument: _thinship_v1_GetTransferStateRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_thinship_v1_GetTransferStateResponse__Output>): grpc.ClientUnaryCall;
+  GetTransferState(argument: _thinship_v1_GetTransferStateRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_GetTransferStateResponse__Output>): grpc.ClientUnaryCall;
+  GetTransferState(argument: _thinship_v1_GetTransferStateRequest, callback: grpc.requestCallback<_thinship_v1_GetTransferStateResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * The durable state of a transfer: where to resume and how to continue the
+   * digest. NOT_FOUND for an unknown (or expired, or aborted) transfer id;
+   * PERMISSION_DENIED when the transfer belongs to another client identity.
+   */
+  getTransferState(argument: _thinship_v1_GetTransferStateRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_GetTransferStateResponse__Output>): grpc.ClientUnaryCall;
+  getTransferState(argument: _thinship_v1_GetTransferStateRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_thinship_v1_GetTransferStateResponse__Output>): grpc.ClientUnaryCall;
+  getTransferState(argument: _thinship_v1_GetTransferStateRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_GetTransferStateResponse__Output>): grpc.ClientUnaryCall;
+  getTransferState(argument: _thinship_v1_GetTransferStateRequest, callback: grpc.requestCallback<_thinship_v1_GetTransferStateResponse__Output>): grpc.ClientUnaryCall;
+  
+}
+
+/**
+ * The receiver: applies streams to targets, answers where a transfer stands,
+ * and forgets abandoned transfers. Servers SHOULD also expose
+ * grpc.health.v1.Health (service name "thinship.v1.ReceiverService") and
+ * server reflection.
+ */
+export interface ReceiverServiceHandlers extends grpc.UntypedServiceImplementation {
+  /**
+   * Forgets a transfer that will not be finished: stops its stream if one is
+   * running, deletes its checkpoint and releases its target for other
+   * transfers. The target keeps whatever was applied (it is NOT rolled back).
+   */
+  AbortTransfer: grpc.handleUnaryCall<_thinship_v1_AbortTransferRequest__Output, _thinship_v1_AbortTransferResponse>;
+  
+  /**
+   * Applies one stream (or the rest of one, when resuming). The first message
+   * MUST be a Begin; its protocol_version is checked before anything else
+   * (FAILED_PRECONDITION naming both versions on a mismatch). Then Data and
+   * Unmap in ascending, non-overlapping offset order, then exactly one End,
+   * then the client half-closes. The response comes after the End has been
+   * applied, the target flushed and the final checkpoint written.
+   */
+  ApplyStream: grpc.handleClientStreamingCall<_thinship_v1_ApplyStreamRequest__Output, _thinship_v1_ApplyStreamResponse>;
+  
+  /**
+   * The durable state of a transfer: where to resume and how to continue the
+   * digest. NOT_FOUND for an unknown (or expired, or aborted) transfer id;
+   * PERMISSION_DENIED when the transfer belongs to another client identity.
+   */
+  GetTransferState: grpc.handleUnaryCall<_thinship_v1_GetTransferStateRequest__Output, _thinship_v1_GetTransferStateResponse>;
+  
+}
+
+export interface ReceiverServiceDefinition extends grpc.ServiceDefinition {
+  AbortTransfer: MethodDefinition<_thinship_v1_AbortTransferRequest, _thinship_v1_AbortTransferResponse, _thinship_v1_AbortTransferRequest__Output, _thinship_v1_AbortTransferResponse__Output>
+  ApplyStream: MethodDefinition<_thinship_v1_ApplyStreamRequest, _thinship_v1_ApplyStreamResponse, _thinship_v1_ApplyStreamRequest__Output, _thinship_v1_ApplyStreamResponse__Output>
+  GetTransferState: MethodDefinition<_thinship_v1_GetTransferStateRequest, _thinship_v1_GetTransferStateResponse, _thinship_v1_GetTransferStateRequest__Output, _thinship_v1_GetTransferStateResponse__Output>
+}
