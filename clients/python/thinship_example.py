@@ -293,8 +293,23 @@ def cmd_resume(pb, args):
     except grpc.RpcError as e:
         if e.code() != grpc.StatusCode.CANCELLED:
             raise
-    state = stub.GetTransferState(pb.rx.GetTransferStateRequest(transfer_id=args.transfer_id), timeout=30).state
-    resp = stub.ApplyStream(t.messages(resume_state=state), timeout=300)
+    # The receiver may still be applying what it had buffered: wait (bounded) until it has noticed the
+    # break, then resume from its durable state. A RESUME_MISMATCH means the state moved on meanwhile:
+    # ask again, as receiver.proto says.
+    deadline = time.monotonic() + 60
+    for attempt in range(3):
+        while True:
+            state = stub.GetTransferState(pb.rx.GetTransferStateRequest(transfer_id=args.transfer_id), timeout=30).state
+            if not state.active or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        try:
+            resp = stub.ApplyStream(t.messages(resume_state=state), timeout=300)
+            break
+        except grpc.RpcError as e:
+            info = error_info(e, pb)
+            if attempt == 2 or not info or info["reason"] != "RESUME_MISMATCH":
+                raise
     return receiver_result(pb, stub, resp, t.expected_digest, {
         "resumed_from_offset_bytes": state.durable_offset_bytes,
         "resumed_digest_state": state.digest_state.hex(),
