@@ -179,12 +179,14 @@ for (const client of clients) {
     assert.match(String(r.out.details), /sender-b/);
     assert.equal(existsSync(target), false);
 
-    // The same target again under the full's transfer id with another source: the receiver's stable code for it
-    const again = await client.run('full', certs.clientA, rxAddress(), ['--image', image1(), '--target', join(targets(), `${lc}-inc.img`), '--transfer-id', `${lc}-full-1`, '--source-id', 'another-source']);
-    assert.equal(again.code, 1, again.stderr);
-    assert.equal(again.out.error, 'FAILED_PRECONDITION');
-    assert.equal(again.out.error_info?.domain, 'thinship');
-    assert.equal(again.out.error_info?.reason, 'RESUME_MISMATCH', JSON.stringify(again.out));
+    // An incremental from a base the target does not hold: refused before anything is written
+    const incTarget = join(targets(), `${lc}-inc.img`);
+    const wrongBase = await client.run('incremental', certs.clientA, rxAddress(), ['--base', image1(), '--base-id', 'not-what-the-target-holds', '--image', image2(), '--target', incTarget, '--transfer-id', `${lc}-wrong-base`, '--source-id', 'demo-snap-3']);
+    assert.equal(wrongBase.code, 1, `${JSON.stringify(wrongBase.out)}\n${wrongBase.stderr}`);
+    assert.equal(wrongBase.out.error, 'FAILED_PRECONDITION');
+    assert.equal(wrongBase.out.error_info?.domain, 'thinship');
+    assert.equal(wrongBase.out.error_info?.reason, 'BASE_MISMATCH', JSON.stringify(wrongBase.out));
+    assertSameImage(readImage(incTarget, pool.volumeSizeBytes), img2, `${name}: the refused incremental changed nothing`);
   });
 
   test(`${name} client: starts a send through the sender daemon and watches it to DONE`, { skip }, async () => {
