@@ -38,8 +38,8 @@ interface PbSource { snapshot?: string; base?: string; offlinePool?: { metadataP
 interface PbTimestamp { seconds: number; nanos: number }
 
 const STATE_NAMES: Record<TransferStateName, string> = {
-  queued: 'TRANSFER_STATE_QUEUED', planning: 'TRANSFER_STATE_PLANNING', sending: 'TRANSFER_STATE_SENDING', resuming: 'TRANSFER_STATE_RESUMING',
-  committing: 'TRANSFER_STATE_COMMITTING', done: 'TRANSFER_STATE_DONE', failed: 'TRANSFER_STATE_FAILED', cancelled: 'TRANSFER_STATE_CANCELLED',
+  queued: 'STATE_QUEUED', planning: 'STATE_PLANNING', sending: 'STATE_SENDING', resuming: 'STATE_RESUMING',
+  committing: 'STATE_COMMITTING', done: 'STATE_DONE', failed: 'STATE_FAILED', cancelled: 'STATE_CANCELLED',
 };
 
 function timestamp(ms: number): PbTimestamp | null {

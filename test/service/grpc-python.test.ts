@@ -1,5 +1,5 @@
 /**
- * A client in another language: test/python/send_small.py (Debian's
+ * A client in another language: clients/python/thinship_example.py `small` (Debian's
  * python3-grpcio, stubs generated from proto/ at run time with
  * python3-grpc-tools) sends a small stream over mTLS to an in-process
  * receiver; the target must hold exactly what the script sent, and the
@@ -7,6 +7,8 @@
  * description. Also: a Python client whose identity is not allowed gets
  * PERMISSION_DENIED with the thinship code in the trailers.
  * Skipped (with the reason) when /usr/bin/python3 lacks grpc or grpc_tools.
+ * The same module's full, incremental, resume and sender-service calls are
+ * tested in clients.test.ts.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -41,9 +43,11 @@ after(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-function runPython(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+/** args: PROTO_ROOT HOST:PORT SERVER_NAME CA CERT KEY TARGET TRANSFER_ID [--bad-checksum], as the module's flags. */
+function runPython([protoRoot, address, serverName, ca, cert, key, target, transferId, ...rest]: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const c = spawn(PYTHON, [join(repoRoot, 'test/python/send_small.py'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const c = spawn(PYTHON, [join(repoRoot, 'clients/python/thinship_example.py'), '--proto-root', protoRoot!, '--address', address!, '--server-name', serverName!,
+      '--ca', ca!, '--cert', cert!, '--key', key!, 'small', '--target', target!, '--transfer-id', transferId!, ...rest], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     c.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });

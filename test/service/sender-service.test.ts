@@ -139,19 +139,19 @@ test('StartTransfer then WatchTransfer: full then incremental reach DONE with th
     assert.match(full.transfer.transferId, /^tsd-[0-9a-f]{32}$/);
     const states = await watchAll(c, full.transfer.transferId);
     const last = states.at(-1)!;
-    assert.equal(last.state, 'TRANSFER_STATE_DONE', JSON.stringify(last));
+    assert.equal(last.state, 'STATE_DONE', JSON.stringify(last));
     assert.match(String(last.digest), /^[0-9a-f]{64}$/);
     assert.ok(Number(last.totalBytes) > 0 && last.doneBytes === last.totalBytes);
     assert.ok(last.finishTime !== null && last.createTime !== null, 'times are set');
     assertSameImage(readFileSync(target), img1, 'after the full send');
     const inc = await call<{ transfer: Info }>(c, 'StartTransfer', { requestId: 'inc-1', source: offlineSource(pool.snapDevId, pool.baseDevId), destination: { receiverAddress: rx.address, serverName: 'localhost', target } });
     const incStates = await watchAll(c, inc.transfer.transferId);
-    assert.equal(incStates.at(-1)!.state, 'TRANSFER_STATE_DONE', JSON.stringify(incStates.at(-1)));
+    assert.equal(incStates.at(-1)!.state, 'STATE_DONE', JSON.stringify(incStates.at(-1)));
     assertSameImage(readFileSync(target), img2, 'after the incremental');
     // A watcher that comes late gets the final state at once, then the end.
     const late = await watchAll(c, full.transfer.transferId);
     assert.equal(late.length, 1);
-    assert.equal(late[0]!.state, 'TRANSFER_STATE_DONE');
+    assert.equal(late[0]!.state, 'STATE_DONE');
     // Listed newest first.
     const list = await call<{ transfers: Info[] }>(c, 'ListTransfers', {});
     assert.deepEqual(list.transfers.map((t) => t.requestId), ['inc-1', 'full-1']);
@@ -168,7 +168,7 @@ test('StartTransfer is idempotent on request_id; the same id for a different req
     const b = await call<{ transfer: Info }>(c, 'StartTransfer', req);
     assert.equal(a.transfer.transferId, b.transfer.transferId);
     await refused(call(c, 'StartTransfer', { ...req, destination: { ...req.destination, target: join(targets(), 'other.img') } }), grpc.status.INVALID_ARGUMENT, /request_id idem-1 was already used for a different request/);
-    assert.equal((await watchAll(c, a.transfer.transferId)).at(-1)!.state, 'TRANSFER_STATE_DONE');
+    assert.equal((await watchAll(c, a.transfer.transferId)).at(-1)!.state, 'STATE_DONE');
   } finally {
     c.close();
   }
@@ -193,7 +193,7 @@ test('the caller\'s rules: sources outside its directories (also through a symli
     await refused(call(b, 'GetTransfer', { transferId: mine.transfer.transferId }), grpc.status.NOT_FOUND, /no transfer/);
     await refused(call(b, 'CancelTransfer', { transferId: mine.transfer.transferId }), grpc.status.PERMISSION_DENIED, /may not cancel/);
     assert.deepEqual((await call<{ transfers: Info[] }>(b, 'ListTransfers', {})).transfers, [], 'sender-b sees none of sender-a\'s transfers');
-    assert.equal((await watchAll(a, mine.transfer.transferId)).at(-1)!.state, 'TRANSFER_STATE_DONE');
+    assert.equal((await watchAll(a, mine.transfer.transferId)).at(-1)!.state, 'STATE_DONE');
   } finally {
     a.close();
     b.close();
@@ -211,11 +211,11 @@ test('CancelTransfer stops a running send and aborts it on the receiver', async 
     const rc = await rx.client(certs.clientA);
     await waitFor(async () => (await rc.getTransferState(t.transfer.transferId))?.active === true, 'the receiver to hold the running transfer', 60_000);
     const r = await call<{ transfer: Info }>(c, 'CancelTransfer', { transferId: t.transfer.transferId, reason: 'test' });
-    assert.equal(r.transfer.state, 'TRANSFER_STATE_CANCELLED');
+    assert.equal(r.transfer.state, 'STATE_CANCELLED');
     assert.match(String(r.transfer.errorMessage), /cancelled by sender-a: test/);
     const states = await watching;
-    assert.equal(states.at(-1)!.state, 'TRANSFER_STATE_CANCELLED');
-    assert.ok(states.some((s) => s.state === 'TRANSFER_STATE_SENDING'), 'the watcher saw it sending');
+    assert.equal(states.at(-1)!.state, 'STATE_CANCELLED');
+    assert.ok(states.some((s) => s.state === 'STATE_SENDING'), 'the watcher saw it sending');
     assert.equal(await rc.getTransferState(t.transfer.transferId), undefined, 'the receiver-side transfer is gone (aborted)');
   } finally {
     c.close();
@@ -232,10 +232,10 @@ test('two transfers at once (two pools), and one survives its receiver restartin
     const slow = await call<{ transfer: Info }>(c, 'StartTransfer', { requestId: 'pair-slow', source: offlineSource(pool.baseDevId), destination: dest('pair-slow.img'), options: { bandwidthLimitBytesPerSecond: 2 * 1024 * 1024 } });
     const fast = await call<{ transfer: Info }>(c, 'StartTransfer', { requestId: 'pair-fast', source: source2, destination: dest('pair-fast.img') });
     const fastStates = await watchAll(c, fast.transfer.transferId);
-    assert.equal(fastStates.at(-1)!.state, 'TRANSFER_STATE_DONE');
+    assert.equal(fastStates.at(-1)!.state, 'STATE_DONE');
     assertSameImage(readFileSync(join(targets(), 'pair-fast.img')), expectedImage(pool2.metadataPath, pool2.dataPath, pool2.snapDevId, pool2.volumeSizeBytes), 'the fast one');
     const slowNow = (await call<{ transfer: Info }>(c, 'GetTransfer', { transferId: slow.transfer.transferId })).transfer;
-    assert.notEqual(slowNow.state, 'TRANSFER_STATE_DONE', 'the fast one did not wait for the slow one (31 MiB at 2 MiB/s)');
+    assert.notEqual(slowNow.state, 'STATE_DONE', 'the fast one did not wait for the slow one (31 MiB at 2 MiB/s)');
     await waitFor(async () => Number((await call<{ transfer: Info }>(c, 'GetTransfer', { transferId: slow.transfer.transferId })).transfer.doneBytes) >= 2 * 1024 * 1024, 'the slow send to be under way', 60_000);
     // The receiver goes away (its transfers checkpoint) and comes back on the same address.
     const port = rx.rx.port;
@@ -243,7 +243,7 @@ test('two transfers at once (two pools), and one survives its receiver restartin
     rx = await startRx(`127.0.0.1:${port}`);
     const states = await watchAll(c, slow.transfer.transferId);
     const last = states.at(-1)!;
-    assert.equal(last.state, 'TRANSFER_STATE_DONE', JSON.stringify(last));
+    assert.equal(last.state, 'STATE_DONE', JSON.stringify(last));
     assert.ok(Number(last.retries) >= 1, `the daemon retried (${String(last.retries)})`);
     assertSameImage(readFileSync(join(targets(), 'pair-slow.img')), img1, 'the one whose receiver restarted');
   } finally {
@@ -264,10 +264,10 @@ test('a restarted daemon resumes the transfers that were running (same transfer 
   c = await connect(certs.clientA);
   try {
     const now = (await call<{ transfer: Info }>(c, 'GetTransfer', { transferId: id })).transfer;
-    assert.notEqual(now.state, 'TRANSFER_STATE_CANCELLED', 'stopping the daemon did not cancel the transfer for good');
+    assert.notEqual(now.state, 'STATE_CANCELLED', 'stopping the daemon did not cancel the transfer for good');
     assert.match(String(now.errorMessage), /resumed after a restart of the sender daemon/);
     const states = await watchAll(c, id);
-    assert.equal(states.at(-1)!.state, 'TRANSFER_STATE_DONE', JSON.stringify(states.at(-1)));
+    assert.equal(states.at(-1)!.state, 'STATE_DONE', JSON.stringify(states.at(-1)));
     assertSameImage(readFileSync(target), img1, 'after the resumed send');
     const rc = await rx.client(certs.clientA);
     const st = await rc.getTransferState(id);
@@ -288,7 +288,7 @@ test('a second daemon on the same state directory is refused; an unreadable tran
   const c = await connect(certs.clientA);
   try {
     const list = await call<{ transfers: Info[] }>(c, 'ListTransfers', {});
-    assert.ok(list.transfers.some((t) => t.requestId === 'restart-1' && t.state === 'TRANSFER_STATE_DONE'), 'finished transfers are remembered across restarts');
+    assert.ok(list.transfers.some((t) => t.requestId === 'restart-1' && t.state === 'STATE_DONE'), 'finished transfers are remembered across restarts');
   } finally {
     c.close();
   }

@@ -20,12 +20,22 @@ const PROVIDES: Record<string, string[]> = {
   'thin-provisioning-tools': ['thin_restore', 'thin_dump', 'thin_delta'],
   openssl: ['openssl'], make: ['make'], 'g++': ['g++'], python3: ['python3'],
   'qemu-system-x86': ['qemu-system-x86_64'], 'xz-utils': ['xz'], zstd: ['zstd'], socat: ['socat'],
-  mount: ['losetup'], 'util-linux': ['fincore', 'flock'], systemd: ['systemd-analyze'],
-  'python3-grpcio': ['python3'], 'python3-grpc-tools': ['python3'],
+  mount: ['losetup'], 'util-linux': ['fincore', 'flock'],
+  'python3-grpcio': ['python3'], 'python3-grpc-tools': ['python3'], systemd: ['systemd-analyze'],
+  'golang-go': ['go'], 'protobuf-compiler': ['protoc'], 'protoc-gen-go': ['protoc-gen-go'], 'protoc-gen-go-grpc': ['protoc-gen-go-grpc'],
+};
+
+/** Go source packages: the path each puts under the gocode directory (scripts/setup checks for it). */
+const GOCODE: Record<string, string> = {
+  'golang-google-grpc-dev': 'google.golang.org/grpc/status',
+  'golang-google-protobuf-dev': 'google.golang.org/protobuf/proto',
+  'golang-github-golang-protobuf-1-5-dev': 'github.com/golang/protobuf/proto/registry.go',
+  'golang-google-genproto-dev': 'google.golang.org/genproto/googleapis/rpc/errdetails',
 };
 
 const RUNTIME = ['thin-provisioning-tools', 'openssl', 'make', 'g++', 'python3'];
-const TESTS = ['qemu-system-x86', 'xz-utils', 'zstd', 'socat', 'mount', 'util-linux', 'systemd', 'python3-grpcio', 'python3-grpc-tools'];
+const TESTS = ['qemu-system-x86', 'xz-utils', 'zstd', 'socat', 'mount', 'util-linux', 'systemd', 'golang-go', 'protobuf-compiler', 'protoc-gen-go', 'protoc-gen-go-grpc',
+  'python3-grpcio', 'python3-grpc-tools', 'golang-google-grpc-dev', 'golang-google-protobuf-dev', 'golang-github-golang-protobuf-1-5-dev', 'golang-google-genproto-dev'];
 
 function which(cmd: string): string {
   const r = spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
@@ -49,6 +59,7 @@ function freshMachine(opts: { uid?: number; sudo?: boolean; node?: boolean } = {
   }
   writeFileSync(join(bin, 'id'), `#!/bin/sh\necho ${opts.uid ?? 0}\n`);
   const provides = Object.entries(PROVIDES).map(([p, cs]) => `    ${p}) cmds="${cs.join(' ')}" ;;`).join('\n');
+  const gocode = Object.entries(GOCODE).map(([p, path]) => `    ${p}) mkdir -p "${dir}/gocode/${path}" ;;`).join('\n');
   // The fake python3 imports grpc and grpc_tools only once both packages are "installed".
   writeFileSync(join(bin, 'apt-get'), `#!/bin/bash
 echo "apt-get $*" >> "${log}"
@@ -58,6 +69,7 @@ for p in "$@"; do
   cmds=""
   case $p in
 ${provides}
+${gocode}
     install|*::*) continue ;;
     *) echo "fake apt-get: unknown package $p" >&2; exit 100 ;;
   esac
@@ -77,7 +89,7 @@ done
   return {
     dir, bin, log,
     run(args, env = {}) {
-      const r = spawnSync(join(bin, 'bash'), [setup, ...args], { encoding: 'utf8', env: { PATH: bin, THINSHIP_SETUP_PYTHON: join(bin, 'python3'), THINSHIP_SETUP_SBIN: '', ...env }, timeout: 60_000 });
+      const r = spawnSync(join(bin, 'bash'), [setup, ...args], { encoding: 'utf8', env: { PATH: bin, THINSHIP_SETUP_PYTHON: join(bin, 'python3'), THINSHIP_SETUP_SBIN: '', THINSHIP_SETUP_GOCODE: join(dir, 'gocode'), ...env }, timeout: 60_000 });
       return { code: r.status, out: r.stdout, err: r.stderr };
     },
     calls: () => readFileSync(log, 'utf8').split('\n').filter((l) => l !== ''),

@@ -1,0 +1,206 @@
+/**
+ * The example clients in other languages (clients/python, clients/go) against
+ * a real `thinship serve` and a real `thinship sender-serve` (child processes,
+ * mTLS with certificates from makeTestCerts): each client sends the demo
+ * pool's snapshots, as image files, as a full, an incremental onto the full's
+ * target, and a full whose first call breaks after a durable checkpoint and is
+ * resumed with the digest continued from GetTransferState; reads a refusal's
+ * stable code from google.rpc.ErrorInfo; and starts and watches a transfer
+ * through the sender daemon. Every target is compared byte for byte with the
+ * snapshot (expectedImage, from thin_dump), and every digest the client
+ * computed must equal the receiver's.
+ * The Go client is built once for this file (clients/go/build.sh; Go's build
+ * cache makes later runs fast). A client whose toolchain is missing is
+ * skipped with the reason (scripts/setup --test installs both).
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { homedir, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createDemoPool, type DemoPool } from '../../src/thin/demo-pool.js';
+import { expectedImage } from '../helpers/offline-image.js';
+import { cliPath } from '../helpers/cli.js';
+import { repoRoot } from '../helpers/paths.js';
+import { makeTestCerts, writeConfig, startServe, stopServe, assertSameImage, readImage, type ServeProcess, type TestCerts } from './helpers.js';
+import type { TlsFiles } from '../../src/rpc/tls.js';
+
+const PYTHON = '/usr/bin/python3';
+const pyProbe = spawnSync(PYTHON, ['-c', 'import grpc, grpc_tools.protoc'], { encoding: 'utf8' });
+const skipPython = pyProbe.status !== 0 ? `${PYTHON} cannot import grpc and grpc_tools (install python3-grpcio python3-grpc-tools)` : false;
+const goTools = ['go', 'protoc', 'protoc-gen-go', 'protoc-gen-go-grpc'].filter((t) => spawnSync('sh', ['-c', `command -v ${t}`]).status !== 0);
+const skipGo = goTools.length > 0 || !existsSync('/usr/share/gocode/src/google.golang.org/grpc')
+  ? `missing ${[...goTools, ...(existsSync('/usr/share/gocode/src/google.golang.org/grpc') ? [] : ['/usr/share/gocode/src/google.golang.org/grpc'])].join(', ')} (install golang-go protobuf-compiler protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev golang-google-protobuf-dev)`
+  : false;
+
+let dir: string;
+let certs: TestCerts;
+let pool: DemoPool;
+let img1: Buffer;
+let img2: Buffer;
+let serve: ServeProcess;
+let sender: { child: ChildProcess; port: number; exited: Promise<unknown>; stderr: () => string };
+let goBinary: string;
+const targets = () => join(dir, 'targets');
+const image1 = () => join(dir, 'img1.img');
+const image2 = () => join(dir, 'img2.img');
+
+/** Starts `thinship sender-serve` and waits for its listening line. */
+async function startSenderServe(config: string): Promise<typeof sender> {
+  const child = spawn(process.execPath, [cliPath, 'sender-serve', '--listen', '127.0.0.1:0', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, THINSHIP_LOG: 'info' } });
+  let raw = '';
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  const port = await new Promise<number>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`sender-serve did not listen within 30 s:\n${raw}`)), 30_000);
+    void exited.then(() => { clearTimeout(t); reject(new Error(`sender-serve exited:\n${raw}`)); });
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      raw += d;
+      const m = /"port":(\d+)[^\n]*"sender service listening"/.exec(raw);
+      if (m) { clearTimeout(t); resolve(Number(m[1])); }
+    });
+  });
+  return { child, port, exited, stderr: () => raw };
+}
+
+before(async () => {
+  if (skipPython && skipGo) return;
+  dir = mkdtempSync(join(tmpdir(), 'thinship-clients-'));
+  mkdirSync(targets());
+  mkdirSync(join(dir, 'pools'));
+  certs = await makeTestCerts(join(dir, 'certs'));
+  pool = await createDemoPool(join(dir, 'pools', 'demo'));
+  img1 = expectedImage(pool.metadataPath, pool.dataPath, pool.baseDevId, pool.volumeSizeBytes);
+  img2 = expectedImage(pool.metadataPath, pool.dataPath, pool.snapDevId, pool.volumeSizeBytes);
+  writeFileSync(image1(), img1);
+  writeFileSync(image2(), img2);
+  // A checkpoint every MiB, so that a call broken mid-volume leaves a durable offset above 0.
+  const rxConfig = writeConfig(join(dir, 'rx.json'), { tls: certs.server, stateDir: join(dir, 'rx-state'), checkpointIntervalBytes: 1024 * 1024, identities: { 'sender-a': { directories: [targets()] } } });
+  serve = await startServe(['--listen', '127.0.0.1:0', '--config', rxConfig]);
+  const senderConfig = writeConfig(join(dir, 'sender.json'), {
+    tls: certs.server, stateDir: join(dir, 'sender-state'), receiverTls: certs.clientA,
+    identities: { 'sender-a': { sources: { offlineDirectories: [join(dir, 'pools')] }, destinations: [{ receiver: `127.0.0.1:${serve.port}`, target: `${targets()}/*` }] } },
+  });
+  sender = await startSenderServe(senderConfig);
+  if (!skipGo) {
+    goBinary = join(dir, 'go', 'thinship-example-go');
+    const b = spawnSync(join(repoRoot, 'clients/go/build.sh'), [join(dir, 'go')], { encoding: 'utf8', env: { ...process.env, GOCACHE: process.env.GOCACHE ?? join(homedir(), '.cache', 'go-build') } });
+    assert.equal(b.status, 0, `clients/go/build.sh failed:\n${b.stdout}\n${b.stderr}`);
+  }
+});
+
+after(async () => {
+  if (sender && sender.child.exitCode === null && sender.child.signalCode === null) sender.child.kill('SIGTERM');
+  await sender?.exited;
+  if (serve) await stopServe(serve);
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+type Out = Record<string, unknown> & { error?: string; details?: string; error_info?: { reason: string; domain: string; metadata: Record<string, string>; status_code: number } | null };
+
+interface Client { name: string; skip: string | false; run(command: string, tls: TlsFiles, address: string, flags: string[]): Promise<{ code: number | null; out: Out; stderr: string }> }
+
+function runJson(cmd: string, args: string[]): Promise<{ code: number | null; out: Out; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
+    c.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    c.on('error', reject);
+    c.on('close', (code) => {
+      try {
+        resolve({ code, out: JSON.parse(stdout) as Out, stderr });
+      } catch {
+        reject(new Error(`${cmd} exited ${code} without one JSON object:\n${stdout}\n${stderr}`));
+      }
+    });
+  });
+}
+
+const connFlags = (tls: TlsFiles, address: string) => ['--address', address, '--server-name', 'localhost', '--ca', tls.ca, '--cert', tls.cert, '--key', tls.key];
+
+const clients: Client[] = [
+  {
+    name: 'Python', skip: skipPython,
+    run: (command, tls, address, flags) => runJson(PYTHON, [join(repoRoot, 'clients/python/thinship_example.py'), ...connFlags(tls, address), command, ...flags]),
+  },
+  {
+    // Go's flag package takes -flag and --flag alike.
+    name: 'Go', skip: skipGo,
+    run: (command, tls, address, flags) => runJson(goBinary, [command, ...connFlags(tls, address), ...flags]),
+  },
+];
+
+const rxAddress = () => `127.0.0.1:${serve.port}`;
+
+for (const client of clients) {
+  const { name, skip } = client;
+  const lc = name.toLowerCase();
+  const ok = (r: { code: number | null; out: Out; stderr: string }) => assert.equal(r.code, 0, `${name}: ${JSON.stringify(r.out)}\n${r.stderr}`);
+
+  test(`${name} client: a full, then an incremental onto it, byte-exact with the snapshots and the client's own digest`, { skip }, async () => {
+    const target = join(targets(), `${lc}-inc.img`);
+    const full = await client.run('full', certs.clientA, rxAddress(), ['--image', image1(), '--target', target, '--transfer-id', `${lc}-full-1`, '--source-id', 'demo-snap-1']);
+    ok(full);
+    assert.equal(full.out.status, 'TRANSFER_STATUS_COMPLETE');
+    assert.equal(full.out.digest, full.out.expected_digest, 'the receiver verified the digest the client computed');
+    assert.equal(full.out.durable_offset_bytes, pool.volumeSizeBytes);
+    assertSameImage(readImage(target, pool.volumeSizeBytes), img1, `${name} full`);
+
+    const inc = await client.run('incremental', certs.clientA, rxAddress(), ['--base', image1(), '--base-id', 'demo-snap-1', '--image', image2(), '--target', target, '--transfer-id', `${lc}-inc-2`, '--source-id', 'demo-snap-2']);
+    ok(inc);
+    assert.equal(inc.out.status, 'TRANSFER_STATUS_COMPLETE');
+    assert.equal(inc.out.digest, inc.out.expected_digest);
+    // snap 2 differs from the base in 40 blocks (10 + 10 rewritten, 10 added, 10 discarded)
+    assert.equal(Number(inc.out.data_records_applied), 40, JSON.stringify(inc.out));
+    assertSameImage(readImage(target, pool.volumeSizeBytes), img2, `${name} incremental`);
+  });
+
+  test(`${name} client: a broken call resumed from GetTransferState's durable offset and digest state`, { skip }, async () => {
+    const target = join(targets(), `${lc}-resume.img`);
+    const r = await client.run('resume', certs.clientA, rxAddress(), ['--image', image2(), '--target', target, '--transfer-id', `${lc}-resume-1`, '--source-id', 'demo-snap-2']);
+    ok(r);
+    assert.equal(r.out.resumed_status, 'TRANSFER_STATUS_IN_PROGRESS');
+    const from = Number(r.out.resumed_from_offset_bytes);
+    assert.ok(from > 0 && from <= pool.volumeSizeBytes / 2, `resumed from ${from}`);
+    assert.notEqual(r.out.resumed_digest_state, '00'.repeat(32), 'the digest was continued from a non-initial state');
+    assert.equal(r.out.status, 'TRANSFER_STATUS_COMPLETE');
+    assert.equal(r.out.digest, r.out.expected_digest, 'the digest chain continued from digest_state matches the receiver\'s');
+    assertSameImage(readImage(target, pool.volumeSizeBytes), img2, `${name} resumed full`);
+  });
+
+  test(`${name} client: a refused call's stable code is read from google.rpc.ErrorInfo`, { skip }, async () => {
+    const target = join(targets(), `${lc}-denied.img`);
+    const r = await client.run('full', certs.clientB, rxAddress(), ['--image', image1(), '--target', target, '--transfer-id', `${lc}-denied-1`, '--source-id', 'demo-snap-1']);
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.out.error, 'PERMISSION_DENIED');
+    assert.deepEqual(r.out.error_info, { reason: 'PERMISSION_DENIED', domain: 'thinship', metadata: { retryable: 'false' }, status_code: 7 });
+    assert.match(String(r.out.details), /sender-b/);
+    assert.equal(existsSync(target), false);
+
+    // An incremental from a base the target does not hold: refused before anything is written
+    const incTarget = join(targets(), `${lc}-inc.img`);
+    const wrongBase = await client.run('incremental', certs.clientA, rxAddress(), ['--base', image1(), '--base-id', 'not-what-the-target-holds', '--image', image2(), '--target', incTarget, '--transfer-id', `${lc}-wrong-base`, '--source-id', 'demo-snap-3']);
+    assert.equal(wrongBase.code, 1, `${JSON.stringify(wrongBase.out)}\n${wrongBase.stderr}`);
+    assert.equal(wrongBase.out.error, 'FAILED_PRECONDITION');
+    assert.equal(wrongBase.out.error_info?.domain, 'thinship');
+    assert.equal(wrongBase.out.error_info?.reason, 'BASE_MISMATCH', JSON.stringify(wrongBase.out));
+    assertSameImage(readImage(incTarget, pool.volumeSizeBytes), img2, `${name}: the refused incremental changed nothing`);
+  });
+
+  test(`${name} client: starts a send through the sender daemon and watches it to DONE`, { skip }, async () => {
+    const target = join(targets(), `${lc}-via-sender.img`);
+    const r = await client.run('sender-watch', certs.clientA, `127.0.0.1:${sender.port}`, [
+      '--request-id', `${lc}-watch-1`, '--metadata', pool.metadataPath, '--data', pool.dataPath, '--volume-size-bytes', String(pool.volumeSizeBytes),
+      '--snapshot', String(pool.snapDevId), '--receiver', rxAddress(), '--receiver-server-name', 'localhost', '--target', target]);
+    ok(r);
+    const states = r.out.states as string[];
+    assert.equal(r.out.state, 'STATE_DONE', JSON.stringify(r.out));
+    assert.equal(states.at(-1), 'STATE_DONE');
+    assert.equal(states.filter((s) => s === 'STATE_DONE').length, 1, `the stream closes after the final state: ${states.join(' ')}`);
+    assert.equal(Number(r.out.done_bytes), Number(r.out.total_bytes));
+    assert.match(String(r.out.digest), /^[0-9a-f]{64}$/);
+    assertSameImage(readImage(target, pool.volumeSizeBytes), img2, `${name} via the sender daemon`);
+  });
+}
