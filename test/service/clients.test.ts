@@ -54,7 +54,7 @@ async function startSenderServe(config: string): Promise<typeof sender> {
   const port = await new Promise<number>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`sender-serve did not listen within 30 s:\n${raw}`)), 30_000);
     void exited.then(() => { clearTimeout(t); reject(new Error(`sender-serve exited:\n${raw}`)); });
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
       raw += d;
       const m = /"port":(\d+)[^\n]*"sender service listening"/.exec(raw);
       if (m) { clearTimeout(t); resolve(Number(m[1])); }
