@@ -15,7 +15,7 @@ import type { SenderConfig } from '../service/sender-config.js';
 import { TransferStore } from '../service/transfer-store.js';
 import { LOADER_OPTIONS } from './proto.js';
 import { toServiceError } from './status.js';
-import { callerNames, checkInsecureAllowed, parseHostPort, serverCredentials } from './tls.js';
+import { callerNames, listenCredentials } from './tls.js';
 
 export const SENDER_SERVICE = 'thinship.sender.v1.SenderService';
 
@@ -89,15 +89,7 @@ export interface RunningSender { port: number; manager: TransferManager; close()
 export async function startSenderServer(o: SenderServerOptions): Promise<RunningSender> {
   const log = (o.log ?? rootLog).child({ component: 'sender-service' });
   const cfg = o.config;
-  const hp = parseHostPort(o.listen, '--listen');
-  let creds: grpc.ServerCredentials;
-  if (o.insecure) {
-    checkInsecureAllowed(hp.host, o.allowInsecureRemote, '--allow-insecure-remote');
-    creds = grpc.ServerCredentials.createInsecure();
-  } else {
-    if (!cfg.tls) throw new ThinshipError('USAGE', `${cfg.file} has no "tls" section (ca, cert, key): mTLS is the default; use --insecure only for a test on loopback`);
-    creds = await serverCredentials(cfg.tls);
-  }
+  const creds = await listenCredentials(o.listen, { insecure: o.insecure, allowInsecureRemote: o.allowInsecureRemote, tls: cfg.tls, configFile: cfg.file });
   if (!o.insecureReceivers && !cfg.receiverTls) throw new ThinshipError('USAGE', `${cfg.file} has no "receiverTls" section: the daemon's own client certificate towards receivers`);
   const store = await TransferStore.open(cfg.stateDir, log);
   const rulesOf = (owner: string) => { const r = cfg.identities.get(owner); return r ? [r] : []; };

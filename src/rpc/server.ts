@@ -32,7 +32,7 @@ import { access } from 'node:fs/promises';
 import { constants as fsConstants } from 'node:fs';
 import { createReceiverMetrics, tlsRefusalReason, type ReceiverMetrics } from '../ops/metrics.js';
 import { startOpsListener, type OpsListener } from '../ops/ops-listener.js';
-import { callerNames, checkInsecureAllowed, parseHostPort, serverCredentials, type AuthContextLike } from './tls.js';
+import { callerNames, listenCredentials, parseHostPort, type AuthContextLike } from './tls.js';
 import { raiseReceiveWindow, observeHttp2Servers, ConnectionWindowControl } from './http2-window.js';
 import type { TLSSocket } from 'node:tls';
 import type { Socket } from 'node:net';
@@ -199,15 +199,7 @@ function logRefusedHandshakes(server: grpc.Server, log: Logger, metrics?: Receiv
 export async function startReceiver(o: ReceiverServerOptions): Promise<RunningReceiver> {
   const log = (o.log ?? rootLog).child({ component: 'receiver' });
   const cfg = o.config;
-  const hp = parseHostPort(o.listen, '--listen');
-  let creds: grpc.ServerCredentials;
-  if (o.insecure) {
-    checkInsecureAllowed(hp.host, o.allowInsecureRemote, '--allow-insecure-remote');
-    creds = grpc.ServerCredentials.createInsecure();
-  } else {
-    if (!cfg.tls) throw new ThinshipError('USAGE', `${cfg.file} has no "tls" section (ca, cert, key): mTLS is the default; use --insecure only for a test on loopback`);
-    creds = await serverCredentials(cfg.tls);
-  }
+  const creds = await listenCredentials(o.listen, { insecure: o.insecure, allowInsecureRemote: o.allowInsecureRemote, tls: cfg.tls, configFile: cfg.file });
 
   const windowBytes = o.receiveWindowBytes ?? cfg.receiveWindowBytes;
   let windows: ConnectionWindowControl | undefined;

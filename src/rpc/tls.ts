@@ -28,6 +28,21 @@ async function readPem(path: string, what: string): Promise<Buffer> {
 }
 
 /** Server credentials that require and verify a client certificate signed by `ca`. */
+/**
+ * The credentials a daemon listens with: mTLS from its config's tls files (the
+ * default), or plaintext with --insecure, which only a loopback address may use
+ * unless --allow-insecure-remote.
+ */
+export async function listenCredentials(listen: string, o: { insecure?: boolean; allowInsecureRemote?: boolean; tls?: TlsFiles; configFile: string }): Promise<grpc.ServerCredentials> {
+  const hp = parseHostPort(listen, '--listen');
+  if (o.insecure) {
+    checkInsecureAllowed(hp.host, o.allowInsecureRemote, '--allow-insecure-remote');
+    return grpc.ServerCredentials.createInsecure();
+  }
+  if (!o.tls) throw new ThinshipError('USAGE', `${o.configFile} has no "tls" section (ca, cert, key): mTLS is the default; use --insecure only for a test on loopback`);
+  return serverCredentials(o.tls);
+}
+
 export async function serverCredentials(f: TlsFiles): Promise<grpc.ServerCredentials> {
   const [ca, cert, key] = await Promise.all([readPem(f.ca, 'CA bundle'), readPem(f.cert, 'server certificate'), readPem(f.key, 'server key')]);
   return grpc.ServerCredentials.createSsl(ca, [{ cert_chain: cert, private_key: key }], true);
