@@ -19,7 +19,9 @@
  * Memory: a stream's window bounds what a sender can push beyond what the
  * receiver has consumed (grpc-js pauses the stream while its message queue is
  * full, and Node then withholds the stream's WINDOW_UPDATE), so a slow target
- * holds at most one stream window per transfer in the receiver.
+ * holds at most one stream window per transfer in the receiver. The
+ * connection window bounds nothing there: Node returns its credit as soon as
+ * nghttp2 has parsed a DATA frame, read or not (bench/h2-window-hold.ts).
  *
  * The listening http2 servers are reached through Server.createHttp2Server,
  * an internal method of grpc-js (1.14) that creates each of them. We wrap it
@@ -61,10 +63,18 @@ function clampWindow(n: number): number {
 /**
  * Changes the connection-level receive window of every session, live and
  * future, of the servers it is given (by raiseReceiveWindow): the receiver
- * shrinks each sender's window as more transfers run, so that all windows
- * together stay within its memory budget. Shrinking sends nothing (nghttp2
- * just withholds WINDOW_UPDATE until the window is under the new size);
- * growing sends a WINDOW_UPDATE. Changes are coalesced.
+ * shrinks each sender's window as more transfers run. Shrinking sends nothing
+ * (nghttp2 just withholds WINDOW_UPDATE until the window is under the new
+ * size); growing sends a WINDOW_UPDATE. Changes are coalesced.
+ *
+ * This limits what each sender has in flight, not what the receiver holds: a
+ * paused stream still holds up to its stream window (see the top of this
+ * file). Sizing each session's stream window to its share instead (the
+ * server's SETTINGS_INITIAL_WINDOW_SIZE when it connects, optionally a new
+ * SETTINGS frame on live sessions) lowered serve's peak under 16 transfers,
+ * but is not done yet: runs of bench/receiver-memory.ts with a niced serve
+ * on a loaded machine stalled (both sides idle, transfers unfinished) with
+ * it and also without it, and that has to be understood first; see issue 11.
  */
 export class ConnectionWindowControl {
   readonly servers = new Set<Http2ServerLike>();

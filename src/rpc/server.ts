@@ -10,9 +10,12 @@
  * and not yet written (transfers.ts reserves each record's worst case before
  * it lets gRPC read the message; grpc-js queues none ahead), half is split
  * among running transfers as sender connection windows (each less one
- * message), shrinking as more transfers run. Measured: 16 transfers of 4 MiB
- * chunks, serve's peak RSS 461-602 MiB on an idle machine (test/service/receiver-limits.test.ts;
- * the 512 MiB target of issue 11 is not met yet: GC lag and early window grants).
+ * message), shrinking as more transfers run. The connection windows do not
+ * bound what a paused stream holds (its stream window, 32 MiB by default:
+ * http2-window.ts), so that half is not enforced yet. Measured: 16 transfers
+ * of 4 MiB chunks, serve's peak RSS 461-602 MiB on an idle machine
+ * (test/service/receiver-limits.test.ts; bench/receiver-memory.ts); the
+ * 512 MiB target of issue 11 is not met.
  */
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -219,9 +222,10 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
    * With n transfers running (and room for one more arriving), each sender connection's
    * receive window is its share of the network half of maxBufferedBytes less the one message
    * gRPC may queue for it, never above the configured window (HTTP/2's 64 KiB at least).
-   * Node withholds WINDOW_UPDATE while a stream is paused, so a connection never holds more
-   * unread data than its window. (Shrinking the stream window instead, by SETTINGS on live
-   * sessions, made grpc-js clients reset their streams.)
+   * This limits what a sender has in flight; it does not bound what a paused stream holds
+   * here (Node gives connection credit back on receipt; only the stream window waits for the
+   * stream to be read: bench/h2-window-hold.ts); sizing stream windows instead is open
+   * (http2-window.ts).
    */
   const connectionWindowFor = (n: number) => Math.min(connectionWindowBytes, registry.windowShareBytes(n + 1) - maxMessageBytes);
   if (windowBytes !== false) {
