@@ -87,7 +87,13 @@ async function run(dir: string, certs: TestCerts, n: number): Promise<{ peakMiB:
     const t0 = performance.now();
     // A stalled run says so (with serve's last log lines) instead of hanging.
     let stall: NodeJS.Timeout | undefined;
-    const stalled = new Promise<never>((_, reject) => { stall = setTimeout(() => reject(new Error(`run ${n + 1} did not finish within ${STALL_S} s; serve's log ends:\n${s.stderr().slice(-3000)}`)), STALL_S * 1000); });
+    // serve logs what each transfer waits for on SIGUSR2 (its last log line here).
+    const stalled = new Promise<never>((_, reject) => {
+      stall = setTimeout(() => {
+        s.child.kill('SIGUSR2');
+        setTimeout(() => reject(new Error(`run ${n + 1} did not finish within ${STALL_S} s; serve's log ends:\n${s.stderr().slice(-20000)}`)), 3000);
+      }, STALL_S * 1000);
+    });
     await Promise.race([Promise.all(clients.map((c, i) => oneTransfer(c, `mem-${n}-${i}`, join(targets, `t${i}.img`), payloads))), stalled]).finally(() => clearTimeout(stall));
     const secs = (performance.now() - t0) / 1000;
     const peakMiB = vmHwmMiB(s.child.pid!);

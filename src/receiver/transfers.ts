@@ -30,6 +30,7 @@ import type { StreamMessage } from '../stream/messages.js';
 import { CheckpointStore, checkTransferId, MAX_ID_FIELD_BYTES, MAX_TARGET_BYTES, type LastDataRecord, type TransferCheckpoint, type TransferMode } from './checkpoint.js';
 import { StateDirLock } from './state-lock.js';
 import { BufferBudget } from './buffer-budget.js';
+import { PipelineState, type PipelineSnapshot } from './pipeline-state.js';
 import { createHash } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { authorizeTarget, ownerName, type AccessPolicy, type AllowedTarget, type ClientIdentity } from './access.js';
@@ -169,6 +170,10 @@ interface Session {
   /** Set by AbortTransfer: the checkpoint is being deleted, do not save one. */
   forgotten: boolean;
   done: Promise<void>;
+  /** Where its reader and writer wait (debugState). */
+  pipeline: PipelineState;
+  /** Its share of the record budget held now (debugState). */
+  heldBytes?: () => number;
 }
 
 const ZERO_CHECKSUMS = new Map<number, Buffer>();
@@ -470,6 +475,10 @@ class SessionHoldings {
     this.pending += got;
   }
 
+  get heldBytes(): number {
+    return this.pending + this.perRecord.reduce((a, b) => a + b, 0);
+  }
+
   arrived(bytes: number): void {
     const keep = Math.min(bytes, this.pending);
     this.budget.release(this.pending - keep);
@@ -557,6 +566,14 @@ export class TransferRegistry {
   /** Running ApplyStream calls (tests wait on this). */
   get activeCount(): number {
     return this.sessions.size;
+  }
+
+  /** Every running transfer's pipeline stage and budget share, and the record budget (serve logs it on SIGUSR2). */
+  debugState(): { recordBudget: ReturnType<BufferBudget['snapshot']>; transfers: ({ transferId: string; identity: string; heldBytes: number } & PipelineSnapshot)[] } {
+    return {
+      recordBudget: this.recordBudget.snapshot(),
+      transfers: [...this.sessions.values()].map((s) => ({ transferId: s.transferId, identity: s.identity, heldBytes: s.heldBytes?.() ?? 0, ...s.pipeline.snapshot() })),
+    };
   }
 
   get maxChunkBytes(): number {
@@ -778,7 +795,7 @@ export class TransferRegistry {
 
     const controller = new AbortController();
     let finish!: () => void;
-    const session: Session = { key, transferId: id, targetKey: target.key, identity, controller, forgotten: false, done: new Promise<void>((r) => { finish = r; }) };
+    const session: Session = { key, transferId: id, targetKey: target.key, identity, controller, forgotten: false, pipeline: new PipelineState(), done: new Promise<void>((r) => { finish = r; }) };
     this.sessions.set(key, session);
     this.opts.onActiveChange?.(this.sessions.size);
     const onCallerGone = () => controller.abort(signal!.reason ?? new ThinshipError('UNAVAILABLE', 'the sender went away', { retryable: true }));
@@ -914,12 +931,18 @@ export class TransferRegistry {
       const self = this;
       // Before asking for a message: its worst case (the message, the decoder's copy, zstd's output).
       const worstBytes = 2 * (this.o.maxChunkBytes + MESSAGE_OVERHEAD_BYTES) + (begin.compression === 'zstd' ? this.o.maxChunkBytes : 0);
-      const reserve = () => held.reserve(worstBytes);
+      const stage = s.pipeline;
+      s.heldBytes = () => held.heldBytes;
+      const reserve = async () => { stage.reading('record budget'); await held.reserve(worstBytes); stage.reading('sender'); };
       async function* checked(): AsyncGenerator<CheckedRecord> {
         for await (const r of abortable(records, s.controller.signal, self.o, wireBytes, reserve)) {
           held.arrived(recordBytes(r));
-          yield checkRecord(r, ctx, checker);
+          stage.recordsReceived++;
+          const c = checkRecord(r, ctx, checker);
+          stage.reading('read-ahead full');
+          yield c;
         }
+        stage.reading('ended');
       }
       async function* messages(): AsyncGenerator<StreamMessage> {
         yield {
@@ -931,20 +954,28 @@ export class TransferRegistry {
           },
         };
         // Up to DECODE_AHEAD_RECORDS records are checked and decoding (on the workers) while one is written.
+        stage.writing('next record');
         for await (const c of readAhead(checked(), DECODE_AHEAD_RECORDS)) {
+          stage.writing('decode');
           const d = await finishRecord(c, ctx);
+          stage.writing('write');
           yield d.msg;
           held.applied();
+          stage.recordsApplied++;
+          stage.writing('next record');
           // Back here, applyMessages has applied d (it awaits each write before asking for more).
           if (d.msg.type === 'end') continue;
           applied = d.mark;
           const sinceBytes = applied.dataBytes - lastSaved.dataBytes;
           const sinceRecords = applied.dataRecords + applied.unmapRecords - lastSaved.dataRecords - lastSaved.unmapRecords;
           if (sinceBytes >= self.o.checkpointIntervalBytes || sinceRecords >= CHECKPOINT_INTERVAL_RECORDS) {
+            stage.writing('checkpoint');
             await handle.flush();
             await save(applied, 'in_progress');
+            stage.writing('next record');
           }
         }
+        stage.writing('ended');
       }
       const summary = await applyMessages(messages(), handle, { resumeFromBytes: begin.resumeOffsetBytes });
       // applyMessages flushed the target after the end record (and zeroed a full stream's tail).

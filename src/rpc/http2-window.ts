@@ -61,25 +61,31 @@ function clampWindow(n: number): number {
 }
 
 /**
- * Changes the connection-level receive window of every session, live and
- * future, of the servers it is given (by raiseReceiveWindow): the receiver
- * shrinks each sender's window as more transfers run. Shrinking sends nothing
- * (nghttp2 just withholds WINDOW_UPDATE until the window is under the new
- * size); growing sends a WINDOW_UPDATE. Changes are coalesced.
+ * Sizes the receive windows, stream and connection, of every session, live
+ * and future, of the servers it is given (by raiseReceiveWindow): the
+ * receiver shrinks each sender's windows as more transfers run, so that what
+ * the network may hold for all of them stays within its memory budget.
  *
- * This limits what each sender has in flight, not what the receiver holds: a
- * paused stream still holds up to its stream window (see the top of this
- * file). Sizing each session's stream window to its share instead (the
- * server's SETTINGS_INITIAL_WINDOW_SIZE when it connects, optionally a new
- * SETTINGS frame on live sessions) lowered serve's peak under 16 transfers,
- * but is not done yet: runs of bench/receiver-memory.ts with a niced serve
- * on a loaded machine stalled (both sides idle, transfers unfinished) with
- * it and also without it, and that has to be understood first; see issue 11.
+ *  - The stream window is what bounds memory: a transfer whose stream grpc-js
+ *    has paused (it waits for the record budget) holds up to one stream
+ *    window of received data (bench/h2-window-hold.ts). It is the server's
+ *    SETTINGS_INITIAL_WINDOW_SIZE (http2 Server.updateSettings) for sessions
+ *    that connect later, and a new SETTINGS frame (session.settings) on live
+ *    ones: RFC 9113 6.9.2 applies the change to every open stream, so a
+ *    stream the sender has already filled past the new size waits until the
+ *    receiver has consumed below it.
+ *  - The connection window limits what one sender has in flight over all of
+ *    its streams. Shrinking sends nothing (nghttp2 withholds WINDOW_UPDATE
+ *    until the window is under the new size); growing sends a WINDOW_UPDATE.
+ *
+ * Changes are coalesced (one pass per event-loop turn).
  */
 export class ConnectionWindowControl {
   readonly servers = new Set<Http2ServerLike>();
   readonly sessions = new Set<http2.ServerHttp2Session>();
   private pending: NodeJS.Immediate | undefined;
+  /** Each stream's window (SETTINGS_INITIAL_WINDOW_SIZE), bytes. */
+  streamWindowBytes: number;
 
   /**
    * Called with the number of open sessions whenever one opens or closes, before a new
@@ -88,23 +94,34 @@ export class ConnectionWindowControl {
    */
   onSessionCount?: (sessions: number) => void;
 
-  constructor(public windowBytes: number, private readonly log?: Logger) {
+  /** `windowBytes`: each connection's window; `streamWindowBytes`: each stream's (the connection's unless given). */
+  constructor(public windowBytes: number, private readonly log?: Logger, streamWindowBytes = windowBytes) {
     this.windowBytes = clampWindow(windowBytes);
+    this.streamWindowBytes = clampWindow(streamWindowBytes);
   }
 
-  setWindow(bytes: number): void {
+  setWindow(bytes: number, streamBytes = bytes): void {
     const w = clampWindow(bytes);
-    if (w === this.windowBytes) return;
+    const sw = clampWindow(streamBytes);
+    if (w === this.windowBytes && sw === this.streamWindowBytes) return;
+    const streamChanged = sw !== this.streamWindowBytes;
     this.windowBytes = w;
+    this.streamWindowBytes = sw;
+    if (streamChanged) {
+      // Sessions that connect from now on start with it (their first SETTINGS frame).
+      for (const h2 of this.servers) h2.updateSettings({ initialWindowSize: sw });
+    }
     this.pending ??= setImmediate(() => {
       this.pending = undefined;
       const win = this.windowBytes;
+      const streamWin = this.streamWindowBytes;
       for (const s of this.sessions) {
         if (s.destroyed || s.closed) continue;
         try {
           s.setLocalWindowSize(win);
+          if (s.localSettings.initialWindowSize !== streamWin) s.settings({ initialWindowSize: streamWin });
         } catch (e) {
-          this.log?.debug({ err: (e as Error).message }, 'could not change the connection window of a session');
+          this.log?.debug({ err: (e as Error).message }, 'could not change the receive windows of a session');
         }
       }
     });
@@ -128,7 +145,7 @@ export function raiseReceiveWindow(server: grpc.Server, windows: number | Receiv
   }
   s.createHttp2Server = function (this: unknown, creds: unknown) {
     const h2 = original.call(this, creds);
-    h2.updateSettings({ initialWindowSize: stream });
+    h2.updateSettings({ initialWindowSize: control ? Math.min(control.streamWindowBytes, stream) : stream });
     control?.servers.add(h2);
     h2.on('session', (session: http2.ServerHttp2Session) => {
       if (control) {

@@ -39,5 +39,8 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
     };
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
+    // A stuck transfer's diagnosis: what each running transfer waits for (docs/operations.md).
+    const dump = () => log.warn(rx.debugState(), 'debug state (SIGUSR2)');
+    process.on('SIGUSR2', dump);
   });
 }
