@@ -53,6 +53,8 @@ function vmHwmMiB(pid: number): number {
 
 async function oneTransfer(client: ReceiverClient, id: string, target: string, payloads: { data: Buffer; sum: Buffer }[]): Promise<void> {
   const { call, response } = client.applyStream();
+  const outcome = response.catch((e: Error & { code?: number }) => { throw new Error(`transfer ${id}: the call failed (gRPC code ${e.code}): ${e.message}`); });
+  outcome.catch(() => undefined);
   const volume = CHUNKS * CHUNK_BYTES;
   call.write(beginMsg(id, target, { volumeSizeBytes: volume, plannedDataBytes: volume, compression: 'COMPRESSION_NONE' }));
   const digest = new StreamDigest();
@@ -60,11 +62,12 @@ async function oneTransfer(client: ReceiverClient, id: string, target: string, p
     const p = payloads[i % payloads.length]!;
     digest.addData(i * CHUNK_BYTES, CHUNK_BYTES, p.sum);
     const ok = call.write({ kind: 'data', data: { offsetBytes: i * CHUNK_BYTES, lengthBytes: CHUNK_BYTES, payload: p.data, encoding: 'ENCODING_RAW', checksum: p.sum } } as unknown as PbApplyRequest);
-    if (!ok) await new Promise<void>((r) => call.once('drain', () => r()));
+    // A failed call never drains: its error (through `response`) ends the wait, and the run.
+    if (!ok) await Promise.race([new Promise<void>((r) => call.once('drain', () => r())), outcome]);
   }
   call.write({ kind: 'end', end: { records: CHUNKS + 2, dataRecords: CHUNKS, unmapRecords: 0, dataBytes: volume, unmapBytes: 0, digest: digest.state } } as unknown as PbApplyRequest);
   call.end();
-  const r = await response;
+  const r = await outcome;
   if (r.state?.status !== 'TRANSFER_STATUS_COMPLETE') throw new Error(`transfer ${id} did not complete: ${JSON.stringify(r.state)}`);
 }
 
