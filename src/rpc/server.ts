@@ -9,13 +9,12 @@
  * (default 256 MiB) of messages: half is a shared budget for records received
  * and not yet written (transfers.ts reserves each record's worst case before
  * it lets gRPC read the message; grpc-js queues none ahead), half is split
- * among running transfers as sender connection windows (each less one
- * message), shrinking as more transfers run. The connection windows do not
- * bound what a paused stream holds (its stream window, 32 MiB by default:
- * http2-window.ts), so that half is not enforced yet. Measured: 16 transfers
- * of 4 MiB chunks, serve's peak RSS 461-602 MiB on an idle machine
- * (test/service/receiver-limits.test.ts; bench/receiver-memory.ts); the
- * 512 MiB target of issue 11 is not met.
+ * among running transfers as each connection's HTTP/2 stream window (what a
+ * paused transfer holds: http2-window.ts) and connection window, each less
+ * one message, shrinking as more transfers run. Measured: 16 transfers of
+ * 4 MiB chunks, serve's peak RSS under 512 MiB, issue 11's target
+ * (test/service/receiver-limits.test.ts; bench/receiver-memory.ts; figures
+ * in README.md).
  */
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
