@@ -114,17 +114,31 @@ export class ConnectionWindowControl {
     this.pending ??= setImmediate(() => {
       this.pending = undefined;
       const win = this.windowBytes;
-      const streamWin = this.streamWindowBytes;
       for (const s of this.sessions) {
         if (s.destroyed || s.closed) continue;
         try {
           s.setLocalWindowSize(win);
-          if (s.localSettings.initialWindowSize !== streamWin) s.settings({ initialWindowSize: streamWin });
         } catch (e) {
-          this.log?.debug({ err: (e as Error).message }, 'could not change the receive windows of a session');
+          this.log?.debug({ err: (e as Error).message }, 'could not change the connection window of a session');
         }
+        this.syncStreamWindow(s);
       }
     });
+  }
+
+  /**
+   * Sends `s` a SETTINGS frame with the current stream window if its acknowledged one
+   * differs. At most one is outstanding per session (Node refuses more than 10): while one
+   * awaits its ACK nothing is sent, and the ACK ('localSettings') calls this again.
+   */
+  syncStreamWindow(s: http2.ServerHttp2Session): void {
+    if (s.destroyed || s.closed || s.pendingSettingsAck) return;
+    if (s.localSettings.initialWindowSize === this.streamWindowBytes) return;
+    try {
+      s.settings({ initialWindowSize: this.streamWindowBytes });
+    } catch (e) {
+      this.log?.debug({ err: (e as Error).message }, 'could not change the stream window of a session');
+    }
   }
 }
 
@@ -152,6 +166,8 @@ export function raiseReceiveWindow(server: grpc.Server, windows: number | Receiv
         control.sessions.add(session);
         control.onSessionCount?.(control.sessions.size);
         session.once('close', () => { control.sessions.delete(session); control.onSessionCount?.(control.sessions.size); });
+        // Each acknowledged SETTINGS (the first included) may find the window changed meanwhile.
+        session.on('localSettings', () => control.syncStreamWindow(session));
       }
       try {
         session.setLocalWindowSize(control ? Math.min(control.windowBytes, connection) : connection);
