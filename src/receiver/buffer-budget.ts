@@ -27,6 +27,11 @@ export class BufferBudget {
     return this.totalBytes - this.availableBytes;
   }
 
+  /** For a debug dump: what is held, and the queue of waiters (bytes each, head first). */
+  snapshot(): { totalBytes: number; heldBytes: number; waiting: number[] } {
+    return { totalBytes: this.totalBytes, heldBytes: this.heldBytes, waiting: this.waiters.map((w) => w.bytes) };
+  }
+
   /** Reserves bytes (clamped to the total); waits in line while they are not free. Rejects when signal fires. */
   async acquire(bytes: number, signal: AbortSignal): Promise<number> {
     const n = Math.min(Math.max(0, Math.ceil(bytes)), this.totalBytes);

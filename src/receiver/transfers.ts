@@ -39,6 +39,7 @@ import {
 } from './record-checks.js';
 import { StateDirLock } from './state-lock.js';
 import { BufferBudget } from './buffer-budget.js';
+import { PipelineState, type PipelineSnapshot } from './pipeline-state.js';
 import { createHash } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { authorizeTarget, ownerName, type AccessPolicy, type AllowedTarget, type ClientIdentity } from './access.js';
@@ -140,6 +141,10 @@ interface Session {
   /** Set by AbortTransfer: the checkpoint is being deleted, do not save one. */
   forgotten: boolean;
   done: Promise<void>;
+  /** Where its reader and writer wait (debugState). */
+  pipeline: PipelineState;
+  /** Its share of the record budget held now (debugState). */
+  heldBytes?: () => number;
 }
 
 function hex(b: Buffer): string {
@@ -172,6 +177,10 @@ class SessionHoldings {
       throw new ThinshipError('ABORTED', 'the transfer has ended');
     }
     this.pending += got;
+  }
+
+  get heldBytes(): number {
+    return this.pending + this.perRecord.reduce((a, b) => a + b, 0);
   }
 
   arrived(bytes: number): void {
@@ -261,6 +270,14 @@ export class TransferRegistry {
   /** Running ApplyStream calls (tests wait on this). */
   get activeCount(): number {
     return this.sessions.size;
+  }
+
+  /** Every running transfer's pipeline stage and budget share, and the record budget (serve logs it on SIGUSR2). */
+  debugState(): { recordBudget: ReturnType<BufferBudget['snapshot']>; transfers: ({ transferId: string; identity: string; heldBytes: number } & PipelineSnapshot)[] } {
+    return {
+      recordBudget: this.recordBudget.snapshot(),
+      transfers: [...this.sessions.values()].map((s) => ({ transferId: s.transferId, identity: s.identity, heldBytes: s.heldBytes?.() ?? 0, ...s.pipeline.snapshot() })),
+    };
   }
 
   get maxChunkBytes(): number {
@@ -496,7 +513,7 @@ export class TransferRegistry {
 
     const controller = new AbortController();
     let finish!: () => void;
-    const session: Session = { key, transferId: id, targetKey: target.key, identity, controller, forgotten: false, done: new Promise<void>((r) => { finish = r; }) };
+    const session: Session = { key, transferId: id, targetKey: target.key, identity, controller, forgotten: false, pipeline: new PipelineState(), done: new Promise<void>((r) => { finish = r; }) };
     this.sessions.set(key, session);
     this.opts.onActiveChange?.(this.sessions.size);
     const onCallerGone = () => controller.abort(signal!.reason ?? new ThinshipError('UNAVAILABLE', 'the sender went away', { retryable: true }));
@@ -657,21 +674,32 @@ export class TransferRegistry {
       const self = this;
       // Before asking for a message: its worst case (the message, the decoder's copy, zstd's output).
       const worstBytes = 2 * (this.o.maxChunkBytes + MESSAGE_OVERHEAD_BYTES) + (begin.compression === 'zstd' ? this.o.maxChunkBytes : 0);
-      const reserve = () => held.reserve(worstBytes);
+      const pipe = s.pipeline;
+      s.heldBytes = () => held.heldBytes;
+      const reserve = async () => { pipe.reading('record budget'); await held.reserve(worstBytes); pipe.reading('sender'); };
       async function* checked(): AsyncGenerator<CheckedRecord> {
         for await (const r of abortable(records, s.controller.signal, self.o, wireBytes, reserve)) {
           held.arrived(recordBytes(r));
+          pipe.recordsReceived++;
           if (r.type === 'data') metrics?.wireBytes.inc(r.payload.length);
-          yield checkRecord(r, ctx, checker);
+          const c = checkRecord(r, ctx, checker);
+          pipe.reading('read-ahead full');
+          yield c;
         }
+        pipe.reading('ended');
       }
       async function* messages(): AsyncGenerator<StreamMessage> {
         yield { type: 'begin', info: beginInfoOf(begin) };
         // Up to DECODE_AHEAD_RECORDS records are checked and decoding (on the workers) while one is written.
+        pipe.writing('next record');
         for await (const c of readAhead(checked(), DECODE_AHEAD_RECORDS)) {
+          pipe.writing('decode');
           const d = await finishRecord(c, ctx);
+          pipe.writing('write');
           yield d.msg;
           held.applied();
+          pipe.recordsApplied++;
+          pipe.writing('next record');
           // Back here, applyMessages has applied d (it awaits each write before asking for more).
           if (d.msg.type === 'end') { endSeen = performance.now(); continue; }
           metrics?.records.inc({ kind: d.msg.type === 'unmap' ? 'unmap' : 'data' });
@@ -679,10 +707,13 @@ export class TransferRegistry {
           const sinceBytes = applied.dataBytes - lastSaved.dataBytes;
           const sinceRecords = applied.dataRecords + applied.unmapRecords - lastSaved.dataRecords - lastSaved.unmapRecords;
           if (sinceBytes >= self.o.checkpointIntervalBytes || sinceRecords >= CHECKPOINT_INTERVAL_RECORDS) {
+            pipe.writing('checkpoint');
             await writeTo.flush();
             await save(applied, 'in_progress');
+            pipe.writing('next record');
           }
         }
+        pipe.writing('ended');
       }
       let endSeen = 0;
       const summary = await applyMessages(messages(), writeTo, { resumeFromBytes: begin.resumeOffsetBytes });

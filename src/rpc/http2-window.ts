@@ -19,7 +19,9 @@
  * Memory: a stream's window bounds what a sender can push beyond what the
  * receiver has consumed (grpc-js pauses the stream while its message queue is
  * full, and Node then withholds the stream's WINDOW_UPDATE), so a slow target
- * holds at most one stream window per transfer in the receiver.
+ * holds at most one stream window per transfer in the receiver. The
+ * connection window bounds nothing there: Node returns its credit as soon as
+ * nghttp2 has parsed a DATA frame, read or not (bench/h2-window-hold.ts).
  *
  * The listening http2 servers are reached through Server.createHttp2Server,
  * an internal method of grpc-js (1.14) that creates each of them. We wrap it
@@ -59,17 +61,31 @@ function clampWindow(n: number): number {
 }
 
 /**
- * Changes the connection-level receive window of every session, live and
- * future, of the servers it is given (by raiseReceiveWindow): the receiver
- * shrinks each sender's window as more transfers run, so that all windows
- * together stay within its memory budget. Shrinking sends nothing (nghttp2
- * just withholds WINDOW_UPDATE until the window is under the new size);
- * growing sends a WINDOW_UPDATE. Changes are coalesced.
+ * Sizes the receive windows, stream and connection, of every session, live
+ * and future, of the servers it is given (by raiseReceiveWindow): the
+ * receiver shrinks each sender's windows as more transfers run, so that what
+ * the network may hold for all of them stays within its memory budget.
+ *
+ *  - The stream window is what bounds memory: a transfer whose stream grpc-js
+ *    has paused (it waits for the record budget) holds up to one stream
+ *    window of received data (bench/h2-window-hold.ts). It is the server's
+ *    SETTINGS_INITIAL_WINDOW_SIZE (http2 Server.updateSettings) for sessions
+ *    that connect later, and a new SETTINGS frame (session.settings) on live
+ *    ones: RFC 9113 6.9.2 applies the change to every open stream, so a
+ *    stream the sender has already filled past the new size waits until the
+ *    receiver has consumed below it.
+ *  - The connection window limits what one sender has in flight over all of
+ *    its streams. Shrinking sends nothing (nghttp2 withholds WINDOW_UPDATE
+ *    until the window is under the new size); growing sends a WINDOW_UPDATE.
+ *
+ * Changes are coalesced (one pass per event-loop turn).
  */
 export class ConnectionWindowControl {
   readonly servers = new Set<Http2ServerLike>();
   readonly sessions = new Set<http2.ServerHttp2Session>();
   private pending: NodeJS.Immediate | undefined;
+  /** Each stream's window (SETTINGS_INITIAL_WINDOW_SIZE), bytes. */
+  streamWindowBytes: number;
 
   /**
    * Called with the number of open sessions whenever one opens or closes, before a new
@@ -78,14 +94,23 @@ export class ConnectionWindowControl {
    */
   onSessionCount?: (sessions: number) => void;
 
-  constructor(public windowBytes: number, private readonly log?: Logger) {
+  /** `windowBytes`: each connection's window; `streamWindowBytes`: each stream's (the connection's unless given). */
+  constructor(public windowBytes: number, private readonly log?: Logger, streamWindowBytes = windowBytes) {
     this.windowBytes = clampWindow(windowBytes);
+    this.streamWindowBytes = clampWindow(streamWindowBytes);
   }
 
-  setWindow(bytes: number): void {
+  setWindow(bytes: number, streamBytes = bytes): void {
     const w = clampWindow(bytes);
-    if (w === this.windowBytes) return;
+    const sw = clampWindow(streamBytes);
+    if (w === this.windowBytes && sw === this.streamWindowBytes) return;
+    const streamChanged = sw !== this.streamWindowBytes;
     this.windowBytes = w;
+    this.streamWindowBytes = sw;
+    if (streamChanged) {
+      // Sessions that connect from now on start with it (their first SETTINGS frame).
+      for (const h2 of this.servers) h2.updateSettings({ initialWindowSize: sw });
+    }
     this.pending ??= setImmediate(() => {
       this.pending = undefined;
       const win = this.windowBytes;
@@ -96,8 +121,24 @@ export class ConnectionWindowControl {
         } catch (e) {
           this.log?.debug({ err: (e as Error).message }, 'could not change the connection window of a session');
         }
+        this.syncStreamWindow(s);
       }
     });
+  }
+
+  /**
+   * Sends `s` a SETTINGS frame with the current stream window if its acknowledged one
+   * differs. At most one is outstanding per session (Node refuses more than 10): while one
+   * awaits its ACK nothing is sent, and the ACK ('localSettings') calls this again.
+   */
+  syncStreamWindow(s: http2.ServerHttp2Session): void {
+    if (s.destroyed || s.closed || s.pendingSettingsAck) return;
+    if (s.localSettings.initialWindowSize === this.streamWindowBytes) return;
+    try {
+      s.settings({ initialWindowSize: this.streamWindowBytes });
+    } catch (e) {
+      this.log?.debug({ err: (e as Error).message }, 'could not change the stream window of a session');
+    }
   }
 }
 
@@ -118,13 +159,15 @@ export function raiseReceiveWindow(server: grpc.Server, windows: number | Receiv
   }
   s.createHttp2Server = function (this: unknown, creds: unknown) {
     const h2 = original.call(this, creds);
-    h2.updateSettings({ initialWindowSize: stream });
+    h2.updateSettings({ initialWindowSize: control ? Math.min(control.streamWindowBytes, stream) : stream });
     control?.servers.add(h2);
     h2.on('session', (session: http2.ServerHttp2Session) => {
       if (control) {
         control.sessions.add(session);
         control.onSessionCount?.(control.sessions.size);
         session.once('close', () => { control.sessions.delete(session); control.onSessionCount?.(control.sessions.size); });
+        // Each acknowledged SETTINGS (the first included) may find the window changed meanwhile.
+        session.on('localSettings', () => control.syncStreamWindow(session));
       }
       try {
         session.setLocalWindowSize(control ? Math.min(control.windowBytes, connection) : connection);

@@ -9,10 +9,12 @@
  * (default 256 MiB) of messages: half is a shared budget for records received
  * and not yet written (transfers.ts reserves each record's worst case before
  * it lets gRPC read the message; grpc-js queues none ahead), half is split
- * among running transfers as sender connection windows (each less one
- * message), shrinking as more transfers run. Measured: 16 transfers of 4 MiB
- * chunks, serve's peak RSS 461-602 MiB on an idle machine (test/service/receiver-limits.test.ts;
- * the 512 MiB target of issue 11 is not met yet: GC lag and early window grants).
+ * among running transfers as each connection's HTTP/2 stream window (what a
+ * paused transfer holds: http2-window.ts) and connection window, each less
+ * one message, shrinking as more transfers run. Measured: 16 transfers of
+ * 4 MiB chunks, serve's peak RSS under 512 MiB, issue 11's target
+ * (test/service/receiver-limits.test.ts; bench/receiver-memory.ts; figures
+ * in README.md).
  */
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -59,6 +61,8 @@ export interface RunningReceiver {
   /** The port of the metrics listener (config metricsListen), if any. */
   metricsPort?: number;
   registry: TransferRegistry;
+  /** Every running transfer's pipeline stage, the record budget, and each call's gRPC / HTTP/2 read state (serve logs it on SIGUSR2). */
+  debugState(): Record<string, unknown>;
   /** Stops accepting, stops running transfers (each checkpoints), waits up to graceMs for calls to end. */
   close(graceMs?: number): Promise<void>;
 }
@@ -87,6 +91,27 @@ function uint(v: unknown): number {
  */
 function detachable(payload: Buffer): boolean {
   return payload.byteLength >= 64 * 1024 && payload.buffer instanceof ArrayBuffer && payload.buffer.byteLength <= payload.byteLength + MESSAGE_OVERHEAD_BYTES;
+}
+
+/**
+ * A call's read side as grpc-js and Node's http2 see it, for a stuck-transfer
+ * diagnosis: messages grpc-js holds (readQueue), whether the handler asked for
+ * one (isReadPending), whether the HTTP/2 stream is paused (its stream window
+ * then stays closed) and its windows. grpc-js internals: absent fields are
+ * left out.
+ */
+function callReadState(call: object): Record<string, unknown> {
+  let c: Record<string, unknown> | undefined = (call as { call?: Record<string, unknown> }).call;
+  for (let i = 0; c && !('readQueue' in c) && i < 8; i++) c = (c.nextCall ?? c.call) as Record<string, unknown> | undefined;
+  const rs = (call as { _readableState?: { length?: number; reading?: boolean; ended?: boolean } })._readableState;
+  const out: Record<string, unknown> = { readableLength: rs?.length, readableReading: rs?.reading, readableEnded: rs?.ended };
+  if (!c) return out;
+  out.grpcQueued = (c.readQueue as unknown[] | undefined)?.length;
+  out.grpcReadPending = c.isReadPending;
+  out.grpcHalfClosed = c.receivedHalfClose;
+  const st = c.stream as { isPaused?: () => boolean; readableLength?: number; state?: object; destroyed?: boolean } | undefined;
+  if (st) Object.assign(out, { h2Paused: st.isPaused?.(), h2ReadableLength: st.readableLength, h2Destroyed: st.destroyed, h2State: st.destroyed ? undefined : st.state });
+  return out;
 }
 
 function buf(v: unknown): Buffer {
@@ -206,7 +231,11 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
   let activeTransfers = 0;
   // Sessions count as well as running transfers: a connection is granted its window when it
   // opens, before its transfer begins, and a granted window cannot be taken back.
-  const rescaleWindows = () => windows?.setWindow(connectionWindowFor(Math.max(activeTransfers, windows.sessions.size - 1)));
+  const rescaleWindows = () => {
+    if (!windows) return;
+    const n = Math.max(activeTransfers, windows.sessions.size - 1);
+    windows.setWindow(connectionWindowFor(n), streamWindowFor(n));
+  };
   const metrics = createReceiverMetrics();
   const registry = new TransferRegistry({
     metrics,
@@ -223,16 +252,18 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
   // The connection window follows the stream window unless set: one transfer is one stream.
   const connectionWindowBytes = o.connectionWindowBytes ?? cfg.connectionWindowBytes ?? (windowBytes || 0);
   /**
-   * With n transfers running (and room for one more arriving), each sender connection's
-   * receive window is its share of the network half of maxBufferedBytes less the one message
-   * gRPC may queue for it, never above the configured window (HTTP/2's 64 KiB at least).
-   * Node withholds WINDOW_UPDATE while a stream is paused, so a connection never holds more
-   * unread data than its window. (Shrinking the stream window instead, by SETTINGS on live
-   * sessions, made grpc-js clients reset their streams.)
+   * With n transfers running (and room for one more arriving), what the network may hold for
+   * one transfer is its share of the network half of maxBufferedBytes less the one message
+   * gRPC may queue for it, never above the configured windows (HTTP/2's 64 KiB at least).
+   * The stream window is what bounds it (a paused stream holds up to its stream window; Node
+   * gives connection credit back on receipt: bench/h2-window-hold.ts); the connection
+   * window, the same share, limits what one sender has in flight.
    */
-  const connectionWindowFor = (n: number) => Math.min(connectionWindowBytes, registry.windowShareBytes(n + 1) - maxMessageBytes);
+  const shareFor = (n: number) => registry.windowShareBytes(n + 1) - maxMessageBytes;
+  const connectionWindowFor = (n: number) => Math.min(connectionWindowBytes, shareFor(n));
+  const streamWindowFor = (n: number) => Math.min(windowBytes || 0, shareFor(n));
   if (windowBytes !== false) {
-    windows = new ConnectionWindowControl(connectionWindowFor(0), log);
+    windows = new ConnectionWindowControl(connectionWindowFor(0), log, streamWindowFor(0));
     windows.onSessionCount = rescaleWindows;
   }
   await registry.start();
@@ -252,6 +283,8 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     return { name: ownerName(cfg.policy, names), names };
   };
 
+  /** Calls past their Begin, with their transfer id (debugState). */
+  const openCalls = new Map<object, string>();
   const applyStream = async (call: grpc.ServerReadableStream<ApplyStreamRequest__Output, ApplyStreamResponse>): Promise<ApplyStreamResponse> => {
     const id = who(call);
     const gone = new AbortController();
@@ -271,6 +304,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     if (first.done) throw new ThinshipError('BAD_STREAM', 'the call ended before its Begin');
     if (first.value.kind !== 'begin' || !first.value.begin) throw new ThinshipError('BAD_STREAM', `the first message must be a Begin, got ${first.value.kind ?? 'an empty message'}`);
     const begin = beginFromProto(first.value.begin);
+    openCalls.set(call, begin.transferId);
     log.debug({ peer: call.getPeer(), identity: id.name, transferId: begin.transferId }, 'ApplyStream');
     async function* records(): AsyncGenerator<WireRecord> {
       for (;;) {
@@ -279,7 +313,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
         yield recordFromProto(n.value);
       }
     }
-    const r = await registry.apply(id, begin, records(), gone.signal);
+    const r = await registry.apply(id, begin, records(), gone.signal).finally(() => openCalls.delete(call));
     return {
       transferId: r.transferId, dataRecordsApplied: r.dataRecordsApplied, unmapRecordsApplied: r.unmapRecordsApplied,
       bytesWritten: r.bytesWritten, bytesDiscarded: r.bytesDiscarded, digest: r.digest, state: stateToProto(r.state),
@@ -346,6 +380,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     port,
     metricsPort: ops?.port,
     registry,
+    debugState: () => ({ ...registry.debugState(), calls: [...openCalls].map(([call, transferId]) => ({ transferId, ...callReadState(call) })) }),
     close: (graceMs = 5000) => closing ??= (async () => {
       stopping = true;
       health.setStatus('', 'NOT_SERVING');

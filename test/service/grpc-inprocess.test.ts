@@ -26,6 +26,7 @@ import { startReceiver, type RunningReceiver } from '../../src/rpc/server.js';
 import { ReceiverClient, sendPlanOverGrpc, type GrpcSendOptions, type GrpcSendResult } from '../../src/rpc/client.js';
 import { newReceiverClient, unixMsOfTimestamp, type ApplyStreamRequest, type ApplyStreamResponse__Output } from '../../src/rpc/proto.js';
 import { DEFAULT_RECEIVE_WINDOW_BYTES } from '../../src/rpc/http2-window.js';
+import { MESSAGE_OVERHEAD_BYTES } from '../../src/receiver/transfers.js';
 import { expectedImage } from '../helpers/offline-image.js';
 import { makeTestCerts, assertSameImage, readImage, rejects, waitFor as pollFor, type TestCerts } from './helpers.js';
 import type * as Binding from 'zstd-napi/binding.js';
@@ -173,6 +174,42 @@ test('the receiver raises its HTTP/2 receive window on every session', async () 
     assert.equal(s.state.effectiveLocalWindowSize, DEFAULT_RECEIVE_WINDOW_BYTES);
   } finally {
     c.close();
+  }
+});
+
+/** Until `session`'s acknowledged stream window satisfies `ok` (each SETTINGS ACK emits 'localSettings'); bounded. */
+async function streamWindowUntil(session: ServerHttp2Session, ok: (bytes: number) => boolean, what: string): Promise<number> {
+  const deadline = Date.now() + 30_000;
+  while (!ok(session.localSettings.initialWindowSize!)) {
+    assert.ok(Date.now() < deadline, `${what}: the stream window is still ${session.localSettings.initialWindowSize}`);
+    await new Promise<void>((resolve) => { const t = setTimeout(resolve, 1000); session.once('localSettings', () => { clearTimeout(t); resolve(); }); });
+  }
+  return session.localSettings.initialWindowSize!;
+}
+
+test('an open connection\'s stream window shrinks to its share of maxBufferedBytes as more connect, and grows back', async () => {
+  const before = sessions.length;
+  const first = await ReceiverClient.connect({ address, tls: certs.clientA, serverName: 'localhost' });
+  const more: ReceiverClient[] = [];
+  try {
+    assert.equal(await first.getTransferState('window-share-probe'), undefined);
+    const s = sessions[before]!;
+    assert.equal(s.localSettings.initialWindowSize, DEFAULT_RECEIVE_WINDOW_BYTES);
+    // 16 connections: each one's share of the default 128 MiB network half is 128 MiB / 17 less one message.
+    for (let i = 0; i < 15; i++) more.push(await ReceiverClient.connect({ address, tls: certs.clientA, serverName: 'localhost' }));
+    await Promise.all(more.map((c) => c.getTransferState('window-share-probe')));
+    const open = sessions.filter((x) => !x.destroyed && !x.closed).length;
+    assert.ok(open >= 16, `${open} open sessions`);
+    const share = Math.min(DEFAULT_RECEIVE_WINDOW_BYTES, rx.registry.windowShareBytes(open) - rx.registry.maxChunkBytes - MESSAGE_OVERHEAD_BYTES);
+    assert.ok(share < 8 * 1024 * 1024, `the share ${share} is well under the 32 MiB default`);
+    await streamWindowUntil(s, (b) => b === share, 'the first connection, after 15 more connected');
+    await streamWindowUntil(sessions[sessions.length - 1]!, (b) => b === share, 'the last connection');
+    for (const c of more) c.close();
+    more.length = 0;
+    await streamWindowUntil(s, (b) => b === DEFAULT_RECEIVE_WINDOW_BYTES, 'after the others closed');
+  } finally {
+    for (const c of more) c.close();
+    first.close();
   }
 });
 

@@ -63,9 +63,9 @@ export interface ServeProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Starts `thinship serve` and waits until it listens. */
-export async function startServe(args: string[], env: NodeJS.ProcessEnv = {}): Promise<ServeProcess> {
-  const child = spawn(process.execPath, [cliPath, 'serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, THINSHIP_LOG: 'info', ...env } });
+/** `thinship serve ARGS` (the bundled CLI, or another build's `cli`) as a child process, once it listens. */
+export async function startServe(args: string[], env: NodeJS.ProcessEnv = {}, cli = cliPath): Promise<ServeProcess> {
+  const child = spawn(process.execPath, [cli, 'serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, THINSHIP_LOG: 'info', ...env } });
   const lines: Record<string, unknown>[] = [];
   let raw = '';
   let pending = '';

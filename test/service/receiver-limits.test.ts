@@ -1,20 +1,20 @@
 /**
  * The receiver's memory under load, as a separate `thinship serve` process
- * (the bundled CLI): 16 concurrent transfers (two identities, 8 each) of 4 MiB
- * incompressible RAW chunks into sparse files. The receiver-wide budget
- * (maxBufferedBytes, default 256 MiB) bounds what all transfers hold at once,
- * and serve's connection windows shrink with the number of open connections;
- * without them each transfer held an HTTP/2 window, grpc-js's 16-message queue
- * and the decode queue (~130 MiB at 4 MiB chunks), 2.25 GiB for 16.
- * Issue 11's target is 512 MiB; measured here 461-602 MiB on an idle machine
- * (less under load, where the senders are slower), so the bound is 768 MiB:
- * it catches the unbudgeted receiver (2.25 GiB) without flaking on the
- * garbage-collection lag that makes up the rest. The 512 MiB target is open.
+ * (the bundled CLI, niced so that it, not the senders, is the bottleneck):
+ * 16 concurrent transfers (two identities, 8 each) of 4 MiB incompressible
+ * RAW chunks into sparse files. The receiver-wide budget (maxBufferedBytes,
+ * default 256 MiB) bounds what all transfers hold at once: half for records
+ * received and not yet written, half as each connection's HTTP/2 stream and
+ * connection windows, which shrink with the number of open connections (a
+ * waiting transfer holds up to its stream window: src/rpc/http2-window.ts).
+ * Issue 11's target is 512 MiB, the bound here. Measured on a 2-core machine
+ * under a load of ~8: 371-424 MiB; the same with maxBufferedBytes 8 GiB (no
+ * budget: 32 MiB windows) 544 MiB, which fails.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, mkdirSync, readFileSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { setPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ReceiverClient } from '../../src/rpc/client.js';
@@ -30,7 +30,7 @@ const CHUNK_BYTES = 4 * MIB;
 const TRANSFERS = 16;
 /** Per transfer: far more than what the buffers of one transfer could hold without a budget. */
 const CHUNKS_PER_TRANSFER = 40;
-const RSS_LIMIT_BYTES = 768 * MIB;
+const RSS_LIMIT_BYTES = 512 * MIB;
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'thinship-rlimits-'));
@@ -60,14 +60,15 @@ async function oneTransfer(client: ReceiverClient, id: string, target: string, p
     const p = payloads[i % payloads.length]!;
     digest.addData(i * CHUNK_BYTES, CHUNK_BYTES, p.sum);
     const ok = c.call.write({ kind: 'data', data: { offsetBytes: i * CHUNK_BYTES, lengthBytes: CHUNK_BYTES, payload: p.data, encoding: 'ENCODING_RAW', checksum: p.sum } } as never);
-    if (!ok) await new Promise<void>((r) => c.call.once('drain', () => r()));
+    // A failed call never drains: its error (through the response) ends the wait, and the test.
+    if (!ok) await Promise.race([new Promise<void>((r) => c.call.once('drain', () => r())), c.response]);
   }
   c.write({ kind: 'end', end: { records: CHUNKS_PER_TRANSFER + 2, dataRecords: CHUNKS_PER_TRANSFER, unmapRecords: 0, dataBytes: volume, unmapBytes: 0, digest: digest.state } });
   c.call.end();
   return c.response;
 }
 
-test(`${TRANSFERS} concurrent transfers of 4 MiB incompressible chunks: serve's peak RSS stays under 768 MiB`, async () => {
+test(`${TRANSFERS} concurrent transfers of 4 MiB incompressible chunks: serve's peak RSS stays under 512 MiB`, async () => {
   const cfg = writeConfig(join(dir, 'rx.json'), {
     tls: { ca: certs.server.ca, cert: certs.server.cert, key: certs.server.key },
     stateDir: join(dir, 'state'),
@@ -75,6 +76,9 @@ test(`${TRANSFERS} concurrent transfers of 4 MiB incompressible chunks: serve's 
   });
   const s = await startServe(['--listen', '127.0.0.1:0', '--config', cfg]);
   running.push(s);
+  // The receiver, not the senders, must be the bottleneck: every transfer then waits on it with
+  // full windows, the case the budget is for (an unniced serve on a busy machine often keeps up).
+  setPriority(s.child.pid!, 10);
   const address = `127.0.0.1:${s.port}`;
   const payloads = Array.from({ length: 4 }, () => { const data = randomBytes(CHUNK_BYTES); return { data, sum: sha(data) }; });
   // one connection per transfer, as separate senders would have

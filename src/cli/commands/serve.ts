@@ -42,11 +42,16 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
   let requestStop: (signal: NodeJS.Signals) => void = (signal) => { stopSignal ??= signal; };
   const onStop = (signal: NodeJS.Signals) => requestStop(signal);
   const onHup = () => log.warn({ signal: 'SIGHUP' }, 'SIGHUP ignored: the config and certificates are read at start; restart serve to apply changes (running transfers checkpoint and resume)');
+  let dump: () => void = () => undefined;
+  const onUsr2 = () => dump();
   process.once('SIGTERM', onStop);
   process.once('SIGINT', onStop);
   process.on('SIGHUP', onHup);
+  process.on('SIGUSR2', onUsr2);
   try {
     const rx = await startReceiver({ listen: flags.listen, config, insecure: flags.insecure, allowInsecureRemote: flags.allowInsecureRemote, log });
+    // A stuck transfer's diagnosis: what each running transfer waits for (docs/operations.md).
+    dump = () => log.warn(rx.debugState(), 'debug state (SIGUSR2)');
     await new Promise<void>((done) => {
       requestStop = (signal) => {
         log.info({ signal }, 'stopping');
@@ -56,5 +61,6 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
     });
   } finally {
     process.off('SIGHUP', onHup);
+    process.off('SIGUSR2', onUsr2);
   }
 }
