@@ -61,11 +61,11 @@ async function oneTransfer(client: ReceiverClient, id: string, target: string, p
   for (let i = 0; i < CHUNKS; i++) {
     const p = payloads[i % payloads.length]!;
     digest.addData(i * CHUNK_BYTES, CHUNK_BYTES, p.sum);
-    const ok = call.write({ kind: 'data', data: { offsetBytes: i * CHUNK_BYTES, lengthBytes: CHUNK_BYTES, payload: p.data, encoding: 'ENCODING_RAW', checksum: p.sum } } as ApplyStreamRequest);
+    const ok = call.write({ kind: 'data', data: { offsetBytes: i * CHUNK_BYTES, lengthBytes: CHUNK_BYTES, payload: p.data, encoding: 'ENCODING_RAW', checksum: p.sum } });
     // A failed call never drains: its error (through `response`) ends the wait, and the run.
     if (!ok) await Promise.race([new Promise<void>((r) => call.once('drain', () => r())), outcome]);
   }
-  call.write({ kind: 'end', end: { records: CHUNKS + 2, dataRecords: CHUNKS, unmapRecords: 0, dataBytes: volume, unmapBytes: 0, digest: digest.state } } as ApplyStreamRequest);
+  call.write({ kind: 'end', end: { records: CHUNKS + 2, dataRecords: CHUNKS, unmapRecords: 0, dataBytes: volume, unmapBytes: 0, digest: digest.state } });
   call.end();
   const r = await outcome;
   if (r.state?.status !== 'TRANSFER_STATUS_COMPLETE') throw new Error(`transfer ${id} did not complete: ${JSON.stringify(r.state)}`);
