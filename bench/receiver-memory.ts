@@ -25,7 +25,6 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { ReceiverClient } from '../src/rpc/client.js';
-import type { ApplyStreamRequest } from '../src/rpc/proto.js';
 import { StreamDigest } from '../src/stream/digest.js';
 import { makeTestCerts, writeConfig, startServe, stopServe, type TestCerts } from '../test/service/helpers.js';
 import { beginMsg, sha } from '../test/service/receiver-helpers.js';
