@@ -60,3 +60,41 @@ export async function withStopSignals<T>(fn: (signal: AbortSignal) => Promise<T>
     for (const s of signals) process.off(s, onSignal);
   }
 }
+
+/**
+ * Runs a daemon (serve, sender-serve) until SIGTERM or SIGINT, then closes it
+ * (running transfers checkpoint). The handlers go in before it starts: a
+ * signal that arrives just after it logs "listening" must not find the
+ * default (fatal) action. SIGHUP is logged at warn and ignored (the config is
+ * read at start: restart to apply it); SIGUSR2 calls `debugDump` if given.
+ */
+export async function runDaemon<D extends { close(): Promise<void> }>(
+  name: string,
+  log: { info(o: object, msg: string): void; warn(o: object, msg: string): void; error(o: object, msg: string): void },
+  start: () => Promise<D>,
+  debugDump?: (daemon: D) => void,
+): Promise<void> {
+  let stopSignal: NodeJS.Signals | undefined;
+  let requestStop: (signal: NodeJS.Signals) => void = (signal) => { stopSignal ??= signal; };
+  let daemon: D | undefined;
+  const onStop = (signal: NodeJS.Signals) => requestStop(signal);
+  const onHup = () => log.warn({ signal: 'SIGHUP' }, `SIGHUP ignored: the config and certificates are read at start; restart ${name} to apply changes (running transfers checkpoint and resume)`);
+  const onUsr2 = () => { if (daemon && debugDump) debugDump(daemon); };
+  process.once('SIGTERM', onStop);
+  process.once('SIGINT', onStop);
+  process.on('SIGHUP', onHup);
+  process.on('SIGUSR2', onUsr2);
+  try {
+    const d = (daemon = await start());
+    await new Promise<void>((done) => {
+      requestStop = (signal) => {
+        log.info({ signal }, 'stopping');
+        d.close().then(done, (e: unknown) => { log.error({ err: (e as Error).message }, 'error while stopping'); done(); });
+      };
+      if (stopSignal) requestStop(stopSignal);
+    });
+  } finally {
+    process.off('SIGHUP', onHup);
+    process.off('SIGUSR2', onUsr2);
+  }
+}

@@ -18,6 +18,7 @@ import { startReceiver } from '../../rpc/server.js';
 import { HTTP2_DEFAULT_WINDOW_BYTES, HTTP2_MAX_WINDOW_BYTES } from '../../rpc/http2-window.js';
 import { ThinshipError } from '../../errors.js';
 import { parseByteCount } from '../source-args.js';
+import { runDaemon } from '../signals.js';
 
 export interface ServeFlags { listen: string; config: string; metricsListen?: string; insecure?: boolean; allowInsecureRemote?: boolean; stateDir?: string; receiveWindow?: string; connectionWindow?: string }
 
@@ -36,31 +37,7 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
   if (flags.metricsListen !== undefined) config.metricsListen = flags.metricsListen;
   if (flags.receiveWindow !== undefined) config.receiveWindowBytes = parseWindowFlag(flags.receiveWindow, '--receive-window');
   if (flags.connectionWindow !== undefined) config.connectionWindowBytes = parseWindowFlag(flags.connectionWindow, '--connection-window');
-  // Signal handlers go in before the receiver listens: a signal that arrives
-  // just after "receiver listening" must not find the default (fatal) action.
-  let stopSignal: NodeJS.Signals | undefined;
-  let requestStop: (signal: NodeJS.Signals) => void = (signal) => { stopSignal ??= signal; };
-  const onStop = (signal: NodeJS.Signals) => requestStop(signal);
-  const onHup = () => log.warn({ signal: 'SIGHUP' }, 'SIGHUP ignored: the config and certificates are read at start; restart serve to apply changes (running transfers checkpoint and resume)');
-  let dump: () => void = () => undefined;
-  const onUsr2 = () => dump();
-  process.once('SIGTERM', onStop);
-  process.once('SIGINT', onStop);
-  process.on('SIGHUP', onHup);
-  process.on('SIGUSR2', onUsr2);
-  try {
-    const rx = await startReceiver({ listen: flags.listen, config, insecure: flags.insecure, allowInsecureRemote: flags.allowInsecureRemote, log });
+  await runDaemon('serve', log, () => startReceiver({ listen: flags.listen, config, insecure: flags.insecure, allowInsecureRemote: flags.allowInsecureRemote, log }),
     // A stuck transfer's diagnosis: what each running transfer waits for (docs/operations.md).
-    dump = () => log.warn(rx.debugState(), 'debug state (SIGUSR2)');
-    await new Promise<void>((done) => {
-      requestStop = (signal) => {
-        log.info({ signal }, 'stopping');
-        rx.close().then(done, (e: unknown) => { log.error({ err: (e as Error).message }, 'error while stopping'); done(); });
-      };
-      if (stopSignal) requestStop(stopSignal);
-    });
-  } finally {
-    process.off('SIGHUP', onHup);
-    process.off('SIGUSR2', onUsr2);
-  }
+    (rx) => log.warn(rx.debugState(), 'debug state (SIGUSR2)'));
 }
