@@ -13,11 +13,11 @@
  */
 import { ThinshipError } from '../errors.js';
 import { formatBytes } from './format.js';
+import { RateWindow } from '../stream/rate-window.js';
 
 export type ProgressMode = 'auto' | 'tty' | 'json' | 'none';
 export const PROGRESS_MODES: readonly ProgressMode[] = ['auto', 'tty', 'json', 'none'];
 
-const RATE_WINDOW_MS = 5000;
 const TTY_INTERVAL_MS = 250;
 const JSON_INTERVAL_MS = 1000;
 
@@ -50,7 +50,7 @@ export class ProgressLine {
   private readonly t0: number;
   private lastDrawMs = -Infinity;
   private drawn = false;
-  private samples: [number, number][] = [];
+  private readonly rate = new RateWindow();
   private done = 0;
 
   constructor(
@@ -73,9 +73,7 @@ export class ProgressLine {
 
   figures(): ProgressFigures {
     const now = this.now();
-    const first = this.samples[0];
-    const last = this.samples.at(-1);
-    const rate = first && last && last[0] - first[0] >= 500 ? ((last[1] - first[1]) * 1000) / (last[0] - first[0]) : undefined;
+    const rate = this.rate.bytesPerSecond();
     const left = this.totalBytes === undefined ? undefined : Math.max(0, this.totalBytes - this.done);
     return {
       doneBytes: this.done,
@@ -90,9 +88,7 @@ export class ProgressLine {
     if (this.mode === 'none') return;
     this.done = doneBytes;
     const now = this.now();
-    this.samples.push([now, doneBytes]);
-    while (this.samples.length > 2 && now - this.samples[1]![0] >= RATE_WINDOW_MS) this.samples.shift();
-    if (this.samples.length > 64) this.samples.splice(1, this.samples.length - 64); // many updates per second: keep the window's ends
+    this.rate.add(now, doneBytes);
     const interval = this.mode === 'json' ? JSON_INTERVAL_MS : TTY_INTERVAL_MS;
     if (now - this.lastDrawMs < interval) return;
     this.lastDrawMs = now;

@@ -20,6 +20,7 @@ import { CompressPool } from '../sender/compress-pool.js';
 import { ReceiverClient, sendPlanOverGrpc } from '../rpc/client.js';
 import type { TlsFiles } from '../rpc/tls.js';
 import { TokenBucket } from '../stream/bandwidth.js';
+import { RateWindow } from '../stream/rate-window.js';
 import { isInside } from '../receiver/access.js';
 import { globMatch, type SenderAction, type SenderIdentityRules } from './sender-config.js';
 import type { TransferStore } from './transfer-store.js';
@@ -77,7 +78,6 @@ export interface TransferManagerOptions {
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
-const RATE_WINDOW_MS = 5000;
 const WATCH_INTERVAL_MS = 1000;
 
 interface Transfer {
@@ -90,7 +90,7 @@ interface Transfer {
   fingerprint: string;
   ac: AbortController;
   watchers: Set<(info: TransferInfo) => void>;
-  samples: [number, number][];
+  rate: RateWindow;
   lastNotifyMs: number;
   done: Promise<void>;
 }
@@ -124,7 +124,7 @@ export class TransferManager {
     for (const r of await store.loadAll()) {
       const t: Transfer = {
         info: r.info, owner: r.owner, request: r.request, saving: Promise.resolve(), fingerprint: JSON.stringify([r.request.source, r.request.destination, r.request.options]),
-        ac: new AbortController(), watchers: new Set(), samples: [], lastNotifyMs: 0, done: Promise.resolve(),
+        ac: new AbortController(), watchers: new Set(), rate: new RateWindow(), lastNotifyMs: 0, done: Promise.resolve(),
       };
       this.transfers.set(r.info.transferId, t);
       if (FINAL.has(r.info.state)) continue;
@@ -188,7 +188,7 @@ export class TransferManager {
         transferId, requestId: req.requestId, source: req.source, destination: req.destination, state: 'queued',
         doneBytes: 0, totalBytes: 0, bytesPerSecond: 0, etaSeconds: 0, retries: 0, errorCode: '', errorMessage: '', digest: '', createdMs: Date.now(), finishedMs: 0,
       },
-      owner: c.owner, request: req, saving: Promise.resolve(), fingerprint, ac: new AbortController(), watchers: new Set(), samples: [], lastNotifyMs: 0, done: Promise.resolve(),
+      owner: c.owner, request: req, saving: Promise.resolve(), fingerprint, ac: new AbortController(), watchers: new Set(), rate: new RateWindow(), lastNotifyMs: 0, done: Promise.resolve(),
     };
     this.transfers.set(transferId, t);
     this.persist(t);
@@ -271,10 +271,8 @@ export class TransferManager {
 
   private progress(t: Transfer, doneBytes: number): void {
     const now = performance.now();
-    t.samples.push([now, doneBytes]);
-    while (t.samples.length > 2 && now - t.samples[1]![0] >= RATE_WINDOW_MS) t.samples.shift();
-    const [t0, b0] = t.samples[0]!;
-    const rate = now - t0 >= 500 ? ((doneBytes - b0) * 1000) / (now - t0) : 0;
+    t.rate.add(now, doneBytes);
+    const rate = t.rate.bytesPerSecond() ?? 0;
     const left = Math.max(0, t.info.totalBytes - doneBytes);
     const state = t.info.totalBytes > 0 && doneBytes >= t.info.totalBytes ? 'committing' : 'sending';
     this.set(t, { doneBytes, bytesPerSecond: Math.round(rate), etaSeconds: rate > 0 ? Math.ceil(left / rate) : 0, state }, state !== t.info.state);
