@@ -9,13 +9,11 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { createDemoPool, type DemoPool } from '../../src/thin/demo-pool.js';
-import { expectedImage } from '../helpers/offline-image.js';
+import type { DemoPool } from '../../src/thin/demo-pool.js';
 import { runCli, startCli, type CliResult } from '../helpers/cli.js';
-import { makeTestCerts, writeConfig, startServe, stopServe, assertSameImage, readImage, type TestCerts, type ServeProcess } from './helpers.js';
+import { demoFixture, writeConfig, startServe, stopServe, assertSameImage, readImage, type TestCerts, type ServeProcess } from './helpers.js';
 
 let dir: string;
 let pool: DemoPool;
@@ -40,12 +38,7 @@ const IN_FLIGHT_BOUND_BYTES = WINDOW_BYTES + (16 + 1 + 4 + 1 + 4 + 1) * OP_BYTES
 const running: ServeProcess[] = [];
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'thinship-grpcp-'));
-  mkdirSync(join(dir, 'targets'));
-  pool = await createDemoPool(join(dir, 'pool'));
-  img1 = expectedImage(pool.metadataPath, pool.dataPath, pool.baseDevId, pool.volumeSizeBytes);
-  img2 = expectedImage(pool.metadataPath, pool.dataPath, pool.snapDevId, pool.volumeSizeBytes);
-  certs = await makeTestCerts(join(dir, 'certs'));
+  ({ dir, pool, img1, img2, certs } = await demoFixture('thinship-grpcp-'));
 });
 
 after(async () => {

@@ -5,13 +5,16 @@
  * byte-exact image checks against an independent oracle.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync, readFileSync } from 'node:fs';
+import { writeFileSync, readFileSync, mkdtempSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { makeCa, makeCertificates, issueCertificate } from '../../src/rpc/certs.js';
 import type { TlsFiles } from '../../src/rpc/tls.js';
 import { cliPath } from '../helpers/cli.js';
+import { expectedImage } from '../helpers/offline-image.js';
+import { createDemoPool, type DemoPool } from '../../src/thin/demo-pool.js';
 import type { ThinshipError } from '../../src/errors.js';
 
 export interface TestCerts {
@@ -137,4 +140,16 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, what: stri
     if (Date.now() - t0 > ms) assert.fail(`timed out: ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+export interface DemoFixture { dir: string; pool: DemoPool; img1: Buffer; img2: Buffer; certs: TestCerts }
+
+/** A new temporary directory with targets/, the offline demo pool, the images of its two snapshots (the oracle) and test certificates. */
+export async function demoFixture(prefix: string): Promise<DemoFixture> {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  mkdirSync(join(dir, 'targets'));
+  const pool = await createDemoPool(join(dir, 'pool'));
+  const img1 = expectedImage(pool.metadataPath, pool.dataPath, pool.baseDevId, pool.volumeSizeBytes);
+  const img2 = expectedImage(pool.metadataPath, pool.dataPath, pool.snapDevId, pool.volumeSizeBytes);
+  return { dir, pool, img1, img2, certs: await makeTestCerts(join(dir, 'certs')) };
 }

@@ -8,14 +8,12 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, mkdirSync, readdirSync, writeFileSync, readFileSync, openSync, writeSync, closeSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, readdirSync, writeFileSync, readFileSync, openSync, writeSync, closeSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { createDemoPool, type DemoPool } from '../../src/thin/demo-pool.js';
-import { expectedImage } from '../helpers/offline-image.js';
+import type { DemoPool } from '../../src/thin/demo-pool.js';
 import { runCli, startCli, type CliResult } from '../helpers/cli.js';
 import { startDelayRelay, type DelayRelay } from '../../src/testing/delay-relay.js';
-import { makeTestCerts, writeConfig, startServe, stopServe, assertSameImage, type TestCerts, type ServeProcess } from './helpers.js';
+import { demoFixture, writeConfig, startServe, stopServe, assertSameImage, type TestCerts, type ServeProcess } from './helpers.js';
 
 let dir: string;
 let pool: DemoPool;
@@ -32,12 +30,7 @@ const OP_BYTES = 256 * 1024;
 const running: ServeProcess[] = [];
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'thinship-grpcg-'));
-  mkdirSync(join(dir, 'targets'));
-  pool = await createDemoPool(join(dir, 'pool'));
-  img1 = expectedImage(pool.metadataPath, pool.dataPath, pool.baseDevId, pool.volumeSizeBytes);
-  img2 = expectedImage(pool.metadataPath, pool.dataPath, pool.snapDevId, pool.volumeSizeBytes);
-  certs = await makeTestCerts(join(dir, 'certs'));
+  ({ dir, pool, img1, img2, certs } = await demoFixture('thinship-grpcg-'));
 });
 
 after(async () => {
