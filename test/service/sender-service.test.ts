@@ -293,3 +293,22 @@ test('a second daemon on the same state directory is refused; an unreadable tran
     c.close();
   }
 });
+
+test('hostile requests are refused with INVALID_ARGUMENT naming the field, and start nothing', async () => {
+  const c = await connect(certs.clientA);
+  try {
+    const dest = { receiverAddress: rx.address, serverName: 'localhost', target: join(targets(), 'hostile.img') };
+    const before = (await call<{ transfers: Info[] }>(c, 'ListTransfers', {})).transfers.length;
+    await refused(call(c, 'StartTransfer', { requestId: '../../etc', source: offlineSource(pool.baseDevId), destination: dest }), grpc.status.INVALID_ARGUMENT, /request_id .* must be 1-128 of/);
+    await refused(call(c, 'StartTransfer', { requestId: 'x'.repeat(129), source: offlineSource(pool.baseDevId), destination: dest }), grpc.status.INVALID_ARGUMENT, /request_id/);
+    await refused(call(c, 'StartTransfer', { requestId: 'huge-1', source: { ...offlineSource(pool.baseDevId), snapshot: '1'.repeat(10_000) }, destination: dest }), grpc.status.INVALID_ARGUMENT, /source\.snapshot is longer than 300 bytes/);
+    await refused(call(c, 'StartTransfer', { requestId: 'huge-2', source: offlineSource(pool.baseDevId), destination: { ...dest, target: `/${'a'.repeat(5000)}` } }), grpc.status.INVALID_ARGUMENT, /destination fields are too long/);
+    await refused(call(c, 'StartTransfer', { requestId: 'nodest', source: offlineSource(pool.baseDevId) }), grpc.status.INVALID_ARGUMENT, /destination\.receiver_address and destination\.target are required/);
+    await refused(call(c, 'StartTransfer', { requestId: 'slow-1', source: offlineSource(pool.baseDevId), destination: dest, options: { bandwidthLimitBytesPerSecond: 10 } }), grpc.status.INVALID_ARGUMENT, /bandwidth_limit_bytes_per_second 10: at least 1024/);
+    await refused(call(c, 'Plan', { source: offlineSource(pool.baseDevId), maxOpBytes: 2 ** 40 }), grpc.status.INVALID_ARGUMENT, /max_op_bytes/);
+    await refused(call(c, 'GetTransfer', { transferId: 'x'.repeat(100_000) }), grpc.status.NOT_FOUND, /no transfer/);
+    assert.equal((await call<{ transfers: Info[] }>(c, 'ListTransfers', {})).transfers.length, before, 'no transfer was started');
+  } finally {
+    c.close();
+  }
+});
