@@ -25,7 +25,9 @@ export const modules = {
   records: { mutate: ['src/receiver/record-checks.ts', 'src/receiver/receiver.ts', 'src/receiver/decode-data.ts'], command: [run('unit/record-checks'), run('unit/rpc-decode'), run('unit/receiver-pieces'), run('service/mutation-guards', 'straddling|checkpoint|ZERO')] },
   // Unit tests only (the gRPC tier's receiver-state took 13 s per mutant): unit/checkpoint-fields checks the file field by field.
   checkpoint: { mutate: ['src/receiver/checkpoint.ts'], command: [run('unit/checkpoint-fields'), run('unit/checkpoint-identity'), run('unit/rpc-receiver-state', 'checkpoints|state directory')] },
-  digest: { mutate: ['src/stream/digest.ts', 'src/stream/integrity.ts'], command: [run('unit/digest'), run('unit/linbit', 'digest|checksum'), run('unit/rpc-decode')] },
+  digest: { mutate: ['src/stream/digest.ts'], command: [run('unit/digest'), run('unit/linbit', 'digest|checksum'), run('unit/rpc-decode')] },
+  // The integrity core (ledger, bounds, order, payload checksums) with its own unit test first.
+  integrity: { mutate: ['src/stream/integrity.ts'], command: [run('unit/integrity'), run('unit/record-checks'), run('unit/digest')] },
   // The LINBIT codec (src/stream/linbit/): the decoder has ~890 mutants, ~10 s each on a shared machine.
   'linbit-encoder': { mutate: ['src/stream/linbit/encode.ts'], command: [run('unit/linbit', linbitFast), run('unit/linbit-golden'), run('unit/linbit-groups', groupsFast)], timeoutMS: 8000 },
   'linbit-decoder': { mutate: ['src/stream/linbit/decode.ts'], command: [run('unit/linbit', linbitFast), run('unit/linbit-golden'), run('unit/linbit-groups', groupsFast)], timeoutMS: 8000 },
