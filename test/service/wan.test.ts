@@ -76,8 +76,13 @@ async function peerView(port: number): Promise<PeerView> {
     ca: readFileSync(certs.clientA.ca), cert: readFileSync(certs.clientA.cert), key: readFileSync(certs.clientA.key), servername: 'localhost',
   });
   try {
-    const [settings] = await once(session, 'remoteSettings') as [http2.Settings];
-    await new Promise<void>((resolve, reject) => session.ping((e) => (e ? reject(e) : resolve())));
+    // Bounded: a receiver that never sends SETTINGS or never acknowledges the PING fails the test instead of hanging it.
+    const bound = AbortSignal.timeout(20_000);
+    const [settings] = await once(session, 'remoteSettings', { signal: bound }) as [http2.Settings];
+    await new Promise<void>((resolve, reject) => {
+      bound.addEventListener('abort', () => reject(new Error('the receiver did not acknowledge a PING within 20 s')), { once: true });
+      session.ping((e) => (e ? reject(e) : resolve()));
+    });
     // A later SETTINGS frame would have replaced the first: read what holds now.
     assert.equal(session.remoteSettings.initialWindowSize, settings.initialWindowSize, 'one window in the SETTINGS');
     return { initialWindowSize: session.remoteSettings.initialWindowSize, connectionWindow: session.state.remoteWindowSize! };
