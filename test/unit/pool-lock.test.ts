@@ -191,6 +191,7 @@ test('a lock directory this user may not write is PERMISSION_DENIED naming the p
     assert.equal(e.code, 'PERMISSION_DENIED');
     assert.ok(e.message.startsWith(`cannot open the pool lock ${poolLockPath('vg0-pool', d)}: `), e.message);
     assert.match(e.message, /EACCES/);
+    assert.equal((e.cause as NodeJS.ErrnoException).code, 'EACCES', 'the open error is kept as the cause');
   } finally {
     rmSync(top, { recursive: true, force: true });
   }
