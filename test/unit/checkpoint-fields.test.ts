@@ -7,7 +7,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync, readFileSync, readdirSync, mkdirSync, statSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync, readFileSync, readdirSync, readlinkSync, mkdirSync, statSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash, createHmac } from 'node:crypto';
@@ -56,7 +56,7 @@ test('every field is checked: wrong types, negative, fractional and unsafe numbe
   for (const v of ['done', '', undefined]) { const [i, b] = bad({ status: v }); await refusedField(i, b, 'status'); }
   for (const v of ['diff', '', undefined]) { const [i, b] = bad({ mode: v }); await refusedField(i, b, 'mode'); }
   for (const v of ['md5', '', undefined]) { const [i, b] = bad({ checksum: v }); await refusedField(i, b, 'checksum'); }
-  for (const v of ['AB'.repeat(32), 'a'.repeat(63), 'a'.repeat(65), `x${'a'.repeat(64)}`, `${'a'.repeat(64)}\n`, 42, undefined]) { const [i, b] = bad({ digestState: v }); await refusedField(i, b, 'digestState'); }
+  for (const v of ['AB'.repeat(32), 'a'.repeat(63), 'a'.repeat(65), `x${'a'.repeat(64)}`, `${'a'.repeat(64)}\n`, 42, undefined, ['a'.repeat(64)]]) { const [i, b] = bad({ digestState: v }); await refusedField(i, b, 'digestState'); }
   for (const v of ['.hidden', 'a/b', 'x'.repeat(129), '']) { const [i, b] = bad({ transferId: v }); await refusedField(i, b, 'transferId'); }
   for (const v of [3, 1.5, '2', undefined]) { const [i, b] = bad({ format: v }); await refusedField(i, b, 'format'); }
 });
@@ -96,7 +96,7 @@ test('lastData: null or absent is none; each of its fields is checked, and it mu
   let n = 0;
   for (const l of [5, 'x', { offsetBytes: -1, lengthBytes: 10, sha256: h }, { offsetBytes: 0.5, lengthBytes: 10, sha256: h }, { offsetBytes: 0, lengthBytes: 0, sha256: h },
     { offsetBytes: 0, lengthBytes: -10, sha256: h }, { offsetBytes: 0, lengthBytes: 10, sha256: 'CD'.repeat(32) }, { offsetBytes: 0, lengthBytes: 10, sha256: 'cd'.repeat(31) },
-    { offsetBytes: 0, lengthBytes: 10, sha256: 7 }, { offsetBytes: 491, lengthBytes: 10, sha256: h }, { lengthBytes: 10, sha256: h }, { offsetBytes: 0, sha256: h }]) {
+    { offsetBytes: 0, lengthBytes: 10, sha256: 7 }, { offsetBytes: 0, lengthBytes: 10, sha256: [h] }, { offsetBytes: 0, lengthBytes: 10, sha256: `x${h}` }, { offsetBytes: 0, lengthBytes: 10, sha256: `${h}x` }, { offsetBytes: 491, lengthBytes: 10, sha256: h }, { lengthBytes: 10, sha256: h }, { offsetBytes: 0, sha256: h }]) {
     const id = `l${n++}`;
     await refusedField(id, { ...cp(id), lastData: l }, 'lastData');
   }
@@ -133,7 +133,7 @@ test('a MAC that is missing, not lowercase hex, from another key, or over other 
   const mac = good.mac as string;
   const variants: [string, Record<string, unknown>][] = [
     ['no mac', { ...good, mac: undefined }], ['upper-case mac', { ...good, mac: mac.toUpperCase() }], ['short mac', { ...good, mac: mac.slice(0, 62) }],
-    ['mac as a number', { ...good, mac: 5 }], ['mac with a suffix', { ...good, mac: `${mac}00` }],
+    ['mac as a number', { ...good, mac: 5 }], ['mac with a suffix', { ...good, mac: `${mac}00` }], ['mac with a non-hex suffix', { ...good, mac: `${mac}x` }], ['mac with a non-hex prefix', { ...good, mac: `x${mac}` }],
     ['another mac', { ...good, mac: `${mac.slice(0, 63)}${mac.endsWith('0') ? '1' : '0'}` }],
     ['durable offset changed', { ...good, durableOffsetBytes: 400 }], ['lastData changed', { ...good, lastData: { offsetBytes: 0, lengthBytes: 10, sha256: 'ee'.repeat(32) } }],
     ['identity changed', { ...good, identity: 'b' }],
@@ -247,4 +247,37 @@ test('transfer ids: a string of 1 to 128 of [A-Za-z0-9._-] not starting with "."
   const name = checkpointFileName('idn', 't-1');
   assert.equal(name, `${createHash('sha256').update(JSON.stringify(['idn', 't-1'])).digest('hex').slice(0, 40)}.json`);
   assert.notEqual(checkpointFileName('idn', 't-1'), checkpointFileName('id', 'nt-1'));
+});
+
+test('both modes and both checksum settings round-trip', async () => {
+  const s = new CheckpointStore(join(dir, 'round-trip'));
+  await s.init();
+  for (const [i, over] of ([{ mode: 'incremental', baseId: 'b' }, { checksum: 'none' }, { mode: 'incremental', checksum: 'none', status: 'complete' }] as Partial<TransferCheckpoint>[]).entries()) {
+    const c = cp(`rt${i}`, over);
+    await s.save(c);
+    assert.deepEqual(await s.load('a', c.transferId), c);
+    assert.deepEqual((await s.list()).quarantined, [], 'listed as usable too');
+  }
+});
+
+test('the missing state directory error keeps the open error as its cause', async () => {
+  const s = new CheckpointStore(join(dir, 'vanishing'));
+  await s.init();
+  rmSync(join(dir, 'vanishing'), { recursive: true });
+  await assert.rejects(s.save(cp('v-1')), (e: ThinshipError) => e.code === 'IO_ERROR' && (e.cause as NodeJS.ErrnoException).code === 'ENOENT');
+});
+
+test('init, save, load, list and remove leave no file of the state directory open', async () => {
+  const stateDir = join(dir, 'fds');
+  const openUnder = () => readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync(`/proc/self/fd/${fd}`).startsWith(stateDir); } catch { return false; } });
+  const s = new CheckpointStore(stateDir);
+  await s.init();
+  assert.deepEqual(openUnder(), [], 'after init (the new key was synced and closed)');
+  for (let i = 0; i < 3; i++) await s.save(cp('fd-1', { durableOffsetBytes: i }));
+  assert.deepEqual(openUnder(), [], 'after saves (temporary and directory closed)');
+  await s.load('a', 'fd-1');
+  writeFileSync(join(s.dir, 'junk.json'), '{');
+  await s.list();
+  await s.remove('a', 'fd-1');
+  assert.deepEqual(openUnder(), [], 'after load, list (with a quarantine) and remove');
 });
