@@ -21,7 +21,7 @@
  */
 import { ThinshipError } from '../../errors.js';
 import { blockChecksum } from './crc32c.js';
-import { metadataAddon } from './addon.js';
+import { metadataAddon, type MetadataAddon } from './addon.js';
 import { MAX_RUN_BLOCKS, METADATA_BLOCK_BYTES, type BlockReader } from './block-reader.js';
 
 export const BTREE_CSUM_XOR = 121107;
@@ -47,10 +47,8 @@ function wordsOf(buf: Buffer): Uint32Array {
   return new Uint32Array(b.buffer, b.byteOffset, b.length >>> 2);
 }
 
+/** A checked node; `words` is buf as 32-bit words: key i is words 8 + 2i (low) and 9 + 2i (high). */
 export class BtreeNode {
-  /** buf as 32-bit words: key i is words 8 + 2i (low) and 9 + 2i (high). */
-  readonly words: Uint32Array;
-
   constructor(
     readonly block: number,
     readonly buf: Buffer,
@@ -58,9 +56,9 @@ export class BtreeNode {
     readonly nrEntries: number,
     readonly maxEntries: number,
     readonly valueSize: number,
-  ) {
-    this.words = wordsOf(buf);
-  }
+    /** buf as 32-bit words (wordsOf). */
+    readonly words: Uint32Array,
+  ) {}
 
   key(i: number): number {
     const w = (NODE_HEADER_BYTES >>> 2) + 2 * i;
@@ -90,6 +88,16 @@ function bad(block: number, msg: string): ThinshipError {
  * `leafValueSize` bytes and whose keys lie in [lo, hi).
  */
 export function parseNode(buf: Buffer, block: number, leafValueSize: number, lo: number, hi: number, what: string): BtreeNode {
+  // The addon's checkNode runs every check below in one call; only a block it refuses goes through them here, to name the fault.
+  if ((checkNode ??= metadataAddon().checkNode ?? null) !== null && checkNode(buf, block, leafValueSize, lo, hi)) {
+    const words = wordsOf(buf);
+    return new BtreeNode(block, buf, words[1] === LEAF_NODE, words[4]!, words[5]!, words[6]!, words);
+  }
+  return parseNodeJs(buf, block, leafValueSize, lo, hi, what);
+}
+
+/** parseNode's checks in JavaScript: the reference for the addon's checkNode, and what names the fault of a node it refuses. */
+export function parseNodeJs(buf: Buffer, block: number, leafValueSize: number, lo: number, hi: number, what: string): BtreeNode {
   const csum = blockChecksum(buf, BTREE_CSUM_XOR);
   if (csum !== buf.readUInt32LE(0)) throw bad(block, `${what}: btree node checksum mismatch (stored ${buf.readUInt32LE(0)}, computed ${csum})`);
   const blocknr = buf.readUInt32LE(12) * 0x1_0000_0000 + buf.readUInt32LE(8);
@@ -106,11 +114,14 @@ export function parseNode(buf: Buffer, block: number, leafValueSize: number, lo:
   if (NODE_HEADER_BYTES + (8 + vs) * max > METADATA_BLOCK_BYTES) throw bad(block, `${what}: max_entries ${max} of ${vs}-byte values do not fit a block`);
   if (nr > max) throw bad(block, `${what}: nr_entries ${nr} > max_entries ${max}`);
   if (!leaf && nr === 0) throw bad(block, `${what}: internal node without entries`);
-  const node = new BtreeNode(block, buf, leaf, nr, max, vs);
+  const node = new BtreeNode(block, buf, leaf, nr, max, vs, wordsOf(buf));
   const badKey = nr === 0 ? -1 : (firstBadKey ??= metadataAddon().firstBadKey ?? firstBadKeyJs)(buf, nr, lo, hi);
   if (badKey >= 0) throw keyError(node, badKey, lo, hi, what);
   return node;
 }
+
+/** The addon's checkNode, null without the addon (chosen at the first node, as crc32c). */
+let checkNode: MetadataAddon['checkNode'] | null | undefined;
 
 /**
  * The index of the first of a node's keys that is beyond 2^53 - 1, not above
