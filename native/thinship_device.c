@@ -767,6 +767,21 @@ static napi_value first_bad_key(napi_env env, napi_callback_info info) {
  * multiple of 3 that fits the block), nr_entries (<= max, > 0 in an internal
  * node) and the keys (scan_keys). One call instead of a JavaScript step per
  * field; on false parseNode runs its JavaScript checks to name what is wrong. */
+/* Every check of parseNode on the node at p (len bytes). */
+static int node_ok(const uint8_t *p, size_t len, uint64_t block, uint32_t leaf_vs, uint64_t lo, uint64_t hi) {
+  if (len < 32) return 0;
+  uint32_t flags = le32(p + 4), nr = le32(p + 16), max = le32(p + 20), vs = le32(p + 24);
+  int leaf = flags == 2;
+  return ((crc32c_raw(0xffffffffu, p + 4, len - 4) ^ 121107u) == le32(p)) &&
+         le64(p + 8) == block &&
+         (flags == 1 || flags == 2) &&
+         vs == (leaf ? leaf_vs : 8) &&
+         max != 0 && max % 3 == 0 &&
+         32 + (uint64_t)(8 + vs) * max <= 4096 && 32 + (uint64_t)(8 + vs) * max <= len &&
+         nr <= max && (leaf || nr > 0) &&
+         scan_keys(p + 32, nr, lo, hi) < 0;
+}
+
 static napi_value check_node(napi_env env, napi_callback_info info) {
   napi_value argv[5], out;
   if (!get_args(env, info, 5, argv)) return NULL;
@@ -781,21 +796,7 @@ static napi_value check_node(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "checkNode: bad block, leafValueSize, lo or hi");
     return NULL;
   }
-  const uint8_t *p = (const uint8_t *)data;
-  int ok = 0;
-  if (len >= 32) {
-    uint32_t flags = le32(p + 4), nr = le32(p + 16), max = le32(p + 20), vs = le32(p + 24);
-    int leaf = flags == 2;
-    ok = ((crc32c_raw(0xffffffffu, p + 4, len - 4) ^ 121107u) == le32(p)) &&
-         le64(p + 8) == (uint64_t)block_d &&
-         (flags == 1 || flags == 2) &&
-         vs == (leaf ? leaf_vs : 8) &&
-         max != 0 && max % 3 == 0 &&
-         32 + (uint64_t)(8 + vs) * max <= 4096 && 32 + (uint64_t)(8 + vs) * max <= len &&
-         nr <= max && (leaf || nr > 0) &&
-         scan_keys(p + 32, nr, lo, hi) < 0;
-  }
-  napi_get_boolean(env, ok, &out);
+  napi_get_boolean(env, node_ok((const uint8_t *)data, len, (uint64_t)block_d, leaf_vs, lo, hi), &out);
   return out;
 }
 
@@ -888,6 +889,68 @@ static napi_value mapped_runs(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* Appends leaf p's keys as runs to o (pairs [0, *runs)), joining the first to the last when they touch. */
+static void append_runs(const uint8_t *p, uint32_t nr, double *o, uint32_t *runs) {
+  uint32_t r = *runs;
+  for (uint32_t i = 0; i < nr; i++) {
+    double k = (double)le64(p + 32 + 8 * (size_t)i);
+    if (r > 0 && o[2 * r - 2] + o[2 * r - 1] == k) { o[2 * r - 1] += 1; continue; }
+    o[2 * r] = k;
+    o[2 * r + 1] = 1;
+    r++;
+  }
+  *runs = r;
+}
+
+/* mappedRunsOfLeaves(run, from, count, firstBlock, parent, index, hi, out, runs):
+ * leaves run[from .. from + count) (4 KiB each, blocks firstBlock + k, the
+ * children index + k of the checked internal node `parent`, whose range ends
+ * at hi) checked as parseNode checks a leaf (node_ok, and a leaf) and their
+ * keys appended to out as runs after its first `runs` pairs, joined across
+ * leaves (mappedRuns, a batch at a time: a full plan's walk without a
+ * JavaScript step per leaf). Stops at the first leaf that fails a check or
+ * would not fit out. Returns leaves done * 2^20 + runs in out (runs < 2^20). */
+static napi_value mapped_runs_of_leaves(napi_env env, napi_callback_info info) {
+  napi_value argv[9], out;
+  if (!get_args(env, info, 9, argv)) return NULL;
+  void *rdata, *pdata, *odata;
+  size_t rlen, plen, olen, ooff;
+  uint32_t from, count, index, runs;
+  double first_d;
+  uint64_t hi, unused_lo;
+  napi_typedarray_type type;
+  napi_value obuf;
+  if (napi_get_buffer_info(env, argv[0], &rdata, &rlen) != napi_ok || napi_get_buffer_info(env, argv[4], &pdata, &plen) != napi_ok ||
+      napi_get_typedarray_info(env, argv[7], &type, &olen, &odata, &obuf, &ooff) != napi_ok || type != napi_float64_array ||
+      napi_get_value_uint32(env, argv[1], &from) != napi_ok || napi_get_value_uint32(env, argv[2], &count) != napi_ok ||
+      napi_get_value_double(env, argv[3], &first_d) != napi_ok || !(first_d >= 0) || first_d > 9007199254740991.0 ||
+      napi_get_value_uint32(env, argv[5], &index) != napi_ok || !get_key_range(env, argv[3], argv[6], &unused_lo, &hi) ||
+      napi_get_value_uint32(env, argv[8], &runs) != napi_ok) {
+    napi_throw_type_error(env, NULL, "mappedRunsOfLeaves: bad arguments");
+    return NULL;
+  }
+  const uint8_t *parent = (const uint8_t *)pdata;
+  uint32_t pnr, pmax, pvs;
+  if (!node_shape(parent, plen, &pnr, &pmax, &pvs) || (uint64_t)index + count > pnr || ((uint64_t)from + count) * 4096 > rlen ||
+      2 * (size_t)runs > olen || olen >= (size_t)1 << 21) {
+    napi_throw_range_error(env, NULL, "mappedRunsOfLeaves: leaves beyond the run, the parent or the output");
+    return NULL;
+  }
+  double *o = (double *)odata;
+  uint32_t done = 0;
+  for (; done < count; done++) {
+    const uint8_t *p = (const uint8_t *)rdata + (size_t)(from + done) * 4096;
+    uint32_t i = index + done;
+    uint64_t lo = le64(parent + 32 + 8 * (size_t)i);
+    uint64_t end = i + 1 < pnr ? le64(parent + 32 + 8 * (size_t)(i + 1)) : hi;
+    uint32_t nr = le32(p + 16);
+    if (le32(p + 4) != 2 || !node_ok(p, 4096, (uint64_t)first_d + done, 8, lo, end) || 2 * ((size_t)runs + nr) > olen) break;
+    append_runs(p, nr, o, &runs);
+  }
+  napi_create_double(env, (double)done * 1048576.0 + runs, &out);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "blockSizeBytes", NULL, block_size_bytes, NULL, NULL, NULL, napi_enumerable, NULL },
@@ -909,6 +972,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "checkNode", NULL, check_node, NULL, NULL, NULL, napi_enumerable, NULL },
     { "identicalEntries", NULL, identical_entries, NULL, NULL, NULL, napi_enumerable, NULL },
     { "mappedRuns", NULL, mapped_runs, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "mappedRunsOfLeaves", NULL, mapped_runs_of_leaves, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   crc32c_table_init();
 #if defined(__x86_64__)

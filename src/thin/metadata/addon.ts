@@ -20,6 +20,13 @@ export interface MetadataAddon {
   identicalEntries?: (a: Uint8Array, ia: number, b: Uint8Array, ib: number, max: number) => number;
   /** A checked leaf's keys as runs of consecutive blocks (out: first, length, ...); returns the number of runs. */
   mappedRuns?: (leaf: Uint8Array, out: Float64Array) => number;
+  /**
+   * mappedRuns over leaves run[from .. from + count) (blocks firstBlock + k, children index + k of
+   * the checked node parent, whose range ends at hi), each checked as parseNode checks a leaf, appended
+   * to out after its first `runs` pairs; stops at a leaf that fails a check or does not fit.
+   * Returns leaves done * 2^20 + pairs in out.
+   */
+  mappedRunsOfLeaves?: (run: Uint8Array, from: number, count: number, firstBlock: number, parent: Uint8Array, index: number, hi: number, out: Float64Array, runs: number) => number;
 }
 
 let addon: MetadataAddon | undefined;
@@ -34,6 +41,7 @@ export function metadataAddon(): MetadataAddon {
       checkNode: typeof n.checkNode === 'function' ? n.checkNode : undefined,
       identicalEntries: typeof n.identicalEntries === 'function' ? n.identicalEntries : undefined,
       mappedRuns: typeof n.mappedRuns === 'function' ? n.mappedRuns : undefined,
+      mappedRunsOfLeaves: typeof n.mappedRunsOfLeaves === 'function' ? n.mappedRunsOfLeaves : undefined,
     };
   } catch {
     addon = {};

@@ -175,15 +175,42 @@ interface WalkFrame {
 }
 
 /**
+ * Consecutive children of one internal node that say they are leaves (their
+ * flags word; nothing else of them is checked yet: the consumer checks each
+ * with parseNode or the addon's equivalent): children index .. index + count
+ * of `parent` (whose range ends at `hi`), blocks firstBlock + k, at
+ * run[(from + k) * 4 KiB]. Valid until the walk is resumed.
+ */
+export interface LeafBatch {
+  run: Buffer;
+  from: number;
+  count: number;
+  firstBlock: number;
+  parent: BtreeNode;
+  index: number;
+  hi: number;
+}
+
+/** Leaf k of a batch, checked (BAD_METADATA naming the block when it is not a good leaf). */
+export function leafOfBatch(b: LeafBatch, k: number, leafValueSize: number, what: string): BtreeNode {
+  const [lo, hi] = childRange(b.parent, b.index + k, b.hi);
+  const n = parseNode(b.run.subarray((b.from + k) * METADATA_BLOCK_BYTES, (b.from + k + 1) * METADATA_BLOCK_BYTES), b.firstBlock + k, leafValueSize, lo, hi, what);
+  if (!n.leaf) throw bad(n.block, `${what}: btree node flags changed while it was read`);
+  return n;
+}
+
+/**
  * The leaves of the tree at `root`, in key order (depth first, constant
- * memory). Children are read uncached, consecutive block numbers in one read
+ * memory): a root that is a leaf as a checked node, every other leaf in
+ * batches of its parent's consecutive children (LeafBatch, for the consumer
+ * to check). Children are read uncached, consecutive block numbers in one read
  * of up to MAX_RUN_BLOCKS, into one buffer per level that the walk reuses: a
- * yielded leaf (its buf) is valid only until the next one is asked for. A
- * child node lives in its parent level's buffer, which is refilled only after
- * the child's frame is done. Loops (a child that is one of its ancestors) and
+ * yielded batch is valid only until the next one is asked for. A child node
+ * lives in its parent level's buffer, which is refilled only after the
+ * child's frame is done. Loops (a child that is one of its ancestors) and
  * trees deeper than MAX_DEPTH are BAD_METADATA.
  */
-export function* leaves(r: BlockReader, root: number, leafValueSize: number, what: string): Generator<BtreeNode> {
+export function* leafBatches(r: BlockReader, root: number, leafValueSize: number, what: string): Generator<BtreeNode | LeafBatch> {
   const rootNode = readNode(r, root, leafValueSize, 0, KEY_END, what);
   if (rootNode.leaf) { yield rootNode; return; }
   const runs: Buffer[] = [];
@@ -197,7 +224,7 @@ export function* leaves(r: BlockReader, root: number, leafValueSize: number, wha
       onPath.delete(f.n.block);
       continue;
     }
-    const i = f.i++;
+    const i = f.i;
     const child = f.n.u64Value(i, what);
     if (onPath.has(child)) throw bad(child, `${what}: loop: block ${f.n.block} points back to its ancestor ${child}`);
     if (stack.length >= MAX_DEPTH) throw bad(child, `${what}: tree deeper than ${MAX_DEPTH} levels (a loop?)`);
@@ -215,11 +242,29 @@ export function* leaves(r: BlockReader, root: number, leafValueSize: number, wha
       f.runCount = count;
     }
     const k = i - f.runFrom;
+    // The children from here in the run that say they are leaves: one batch (a leaf is never an
+    // ancestor, so no loop check for them).
+    let leaves = 0;
+    while (k + leaves < f.runCount && f.run.readUInt32LE((k + leaves) * METADATA_BLOCK_BYTES + 4) === LEAF_NODE) leaves++;
+    if (leaves > 0) {
+      f.i += leaves;
+      yield { run: f.run, from: k, count: leaves, firstBlock: child, parent: f.n, index: i, hi: f.hi };
+      continue;
+    }
+    f.i++;
     const [lo, hi] = childRange(f.n, i, f.hi);
     const c = parseNode(f.run.subarray(k * METADATA_BLOCK_BYTES, (k + 1) * METADATA_BLOCK_BYTES), child, leafValueSize, lo, hi, what);
-    if (c.leaf) { yield c; continue; }
+    if (c.leaf) { yield c; continue; } // unreachable: its flags said internal, and parseNode checked them
     stack.push({ n: c, i: 0, hi, run: runOf(stack.length), runFrom: 0, runCount: 0 });
     onPath.add(child);
+  }
+}
+
+/** The leaves of the tree at `root`, in key order, each checked (leafBatches; a leaf is valid until the next is asked for). */
+export function* leaves(r: BlockReader, root: number, leafValueSize: number, what: string): Generator<BtreeNode> {
+  for (const x of leafBatches(r, root, leafValueSize, what)) {
+    if (x instanceof BtreeNode) { yield x; continue; }
+    for (let k = 0; k < x.count; k++) yield leafOfBatch(x, k, leafValueSize, what);
   }
 }
 

@@ -8,7 +8,7 @@
 import { ThinshipError } from '../../errors.js';
 import type { Mapping, Superblock, ThinDevice } from '../model.js';
 import { BlockReader, LoopYielder, type BlockReaderOptions } from './block-reader.js';
-import { type BtreeNode, NODE_HEADER_BYTES, leaves, lookup } from './btree.js';
+import { BtreeNode, NODE_HEADER_BYTES, leafBatches, leafOfBatch, leaves, lookup } from './btree.js';
 import { metadataAddon } from './addon.js';
 import { parseSuperblock, SUPERBLOCK_LOCATION, unknownFormat, u64, type DiskSuperblock } from './superblock.js';
 
@@ -181,16 +181,23 @@ export class MetadataReader {
    * to the addon's mappedRuns (or mappedRunsJs), not a step per entry.
    */
   async walkMappedRuns(root: number, devId: number, onRuns: (pairs: Float64Array, count: number) => void | Promise<void>): Promise<void> {
+    const what = `mapping tree of device ${devId}`;
     // Room for a full batch plus one leaf's runs (at most its entries, < 512).
     const pairs = new Float64Array(2 * (MAPPING_BATCH + 512));
-    const runsOf = metadataAddon().mappedRuns ?? mappedRunsJs;
+    const addon = metadataAddon();
     let count = 0;
-    const yielder = new LoopYielder();
-    for (const n of leaves(this.blocks, root, MAPPING_VALUE_BYTES, `mapping tree of device ${devId}`)) {
-      if (n.nrEntries === 0) continue;
+    /** Hands on the full batch but its last run, which may continue in the next leaf. */
+    const flush = async (): Promise<void> => {
+      const last0 = pairs[2 * count - 2]!, last1 = pairs[2 * count - 1]!;
+      await onRuns(pairs, count - 1);
+      pairs[0] = last0; pairs[1] = last1;
+      count = 1;
+    };
+    /** Appends one checked leaf's runs (the addon's mappedRuns or mappedRunsJs), joining its first to the last. */
+    const addLeaf = (n: BtreeNode): void => {
+      if (n.nrEntries === 0) return;
       const at = 2 * count;
-      // The leaf's runs go after the batch's; its first joins the batch's last when they touch.
-      const got = runsOf(n.buf, count === 0 ? pairs : pairs.subarray(at));
+      const got = (addon.mappedRuns ?? mappedRunsJs)(n.buf, count === 0 ? pairs : pairs.subarray(at));
       if (count > 0 && pairs[at - 2]! + pairs[at - 1]! === pairs[at]!) {
         pairs[at - 1]! += pairs[at + 1]!;
         pairs.copyWithin(at, at + 2, at + 2 * got);
@@ -198,14 +205,28 @@ export class MetadataReader {
       } else {
         count += got;
       }
-      if (count >= MAPPING_BATCH) {
-        // The last run may continue in the next leaf: keep it back.
-        const last0 = pairs[2 * count - 2]!, last1 = pairs[2 * count - 1]!;
-        await onRuns(pairs, count - 1);
-        pairs[0] = last0; pairs[1] = last1;
-        count = 1;
-        await yielder.due();
+    };
+    const yielder = new LoopYielder();
+    for (const x of leafBatches(this.blocks, root, MAPPING_VALUE_BYTES, what)) {
+      if (x instanceof BtreeNode) addLeaf(x);
+      else {
+        for (let k = 0; k < x.count;) {
+          if (addon.mappedRunsOfLeaves !== undefined) {
+            // The addon checks and reads the batch's leaves until one fails a check or the pairs are full.
+            const res = addon.mappedRunsOfLeaves(x.run, x.from + k, x.count - k, x.firstBlock + k, x.parent.buf, x.index + k, x.hi, pairs, count);
+            const done = Math.floor(res / 1048576);
+            count = res - done * 1048576;
+            k += done;
+            if (k >= x.count) break;
+            // A leaf the pairs have no room for, or one that fails a check (leafOfBatch names the fault).
+            if (count + 512 > MAPPING_BATCH + 512) { await flush(); continue; }
+          }
+          addLeaf(leafOfBatch(x, k, MAPPING_VALUE_BYTES, what));
+          k++;
+          if (count >= MAPPING_BATCH) await flush();
+        }
       }
+      if (count >= MAPPING_BATCH) { await flush(); await yielder.due(); }
     }
     if (count > 0) await onRuns(pairs, count);
   }
