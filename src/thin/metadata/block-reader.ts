@@ -153,7 +153,7 @@ export class BlockReader {
       throw new ThinshipError('BAD_METADATA', `metadata block ${block} of ${this.path} is cut short (the file ends at byte ${first * METADATA_BLOCK_BYTES + got})`, { details: { block } });
     }
     this.blocksRead += count;
-    return into.subarray(0, want);
+    return into.length === want ? into : into.subarray(0, want);
   }
 
   async close(): Promise<void> {
@@ -161,3 +161,4 @@ export class BlockReader {
     await this.fh.close();
   }
 }
+

@@ -42,7 +42,7 @@ export const KEY_END = Number.MAX_SAFE_INTEGER + 1;
 export const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 /** The block as 32-bit words (copied first when it does not start at a multiple of 4 bytes). */
-function wordsOf(buf: Buffer): Uint32Array {
+export function wordsOf(buf: Buffer): Uint32Array {
   const b = buf.byteOffset % 4 === 0 ? buf : Buffer.from(buf);
   return new Uint32Array(b.buffer, b.byteOffset, b.length >>> 2);
 }
@@ -85,12 +85,13 @@ function bad(block: number, msg: string): ThinshipError {
 
 /**
  * Checks and wraps block `block` as a btree node whose leaves hold values of
- * `leafValueSize` bytes and whose keys lie in [lo, hi).
+ * `leafValueSize` bytes and whose keys lie in [lo, hi). `bufWords`, when
+ * given, is buf as 32-bit words (a caller that reuses buf keeps its view).
  */
-export function parseNode(buf: Buffer, block: number, leafValueSize: number, lo: number, hi: number, what: string): BtreeNode {
+export function parseNode(buf: Buffer, block: number, leafValueSize: number, lo: number, hi: number, what: string, bufWords?: Uint32Array): BtreeNode {
   // The addon's checkNode runs every check below in one call; only a block it refuses goes through them here, to name the fault.
   if ((checkNode ??= metadataAddon().checkNode ?? null) !== null && checkNode(buf, block, leafValueSize, lo, hi)) {
-    const words = wordsOf(buf);
+    const words = bufWords ?? wordsOf(buf);
     return new BtreeNode(block, buf, words[1] === LEAF_NODE, words[4]!, words[5]!, words[6]!, words);
   }
   return parseNodeJs(buf, block, leafValueSize, lo, hi, what);

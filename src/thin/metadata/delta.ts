@@ -17,7 +17,7 @@
 import { ThinshipError } from '../../errors.js';
 import type { DeltaKind, DeltaRange } from '../model.js';
 import { LoopYielder, METADATA_BLOCK_BYTES, type BlockReader } from './block-reader.js';
-import { type BtreeNode, INTERNAL_NODE, KEY_END, MAX_DEPTH, NODE_HEADER_BYTES, childRange, parseNode } from './btree.js';
+import { type BtreeNode, INTERNAL_NODE, KEY_END, MAX_DEPTH, NODE_HEADER_BYTES, childRange, parseNode, wordsOf } from './btree.js';
 import { metadataAddon } from './addon.js';
 import { MAPPING_VALUE_BYTES } from './reader.js';
 
@@ -93,6 +93,8 @@ class Cursor {
    * the peak RSS to 135 MiB before the collector caught up).
    */
   private readonly depthBufs: Buffer[] = [];
+  /** depthBufs[d] as 32-bit words, made once. */
+  private readonly depthWords: Uint32Array[] = [];
 
   constructor(private readonly r: BlockReader, root: number, private readonly what: string) {
     this.root = root;
@@ -147,8 +149,13 @@ class Cursor {
     }
     const depth = this.stack.length;
     if (depth >= MAX_DEPTH) throw new ThinshipError('BAD_METADATA', `metadata block ${h.block}: ${this.what}: tree deeper than ${MAX_DEPTH} levels (a loop?)`, { details: { block: h.block } });
-    const buf = this.r.readInto(h.block, (this.depthBufs[depth] ??= Buffer.allocUnsafeSlow(METADATA_BLOCK_BYTES)), this.what);
-    this.stack.push({ n: parseNode(buf, h.block, MAPPING_VALUE_BYTES, h.lo, h.hi, this.what), i: 0, hi: h.hi });
+    let buf = this.depthBufs[depth];
+    if (buf === undefined) {
+      buf = this.depthBufs[depth] = Buffer.allocUnsafeSlow(METADATA_BLOCK_BYTES);
+      this.depthWords[depth] = wordsOf(buf);
+    }
+    this.r.readInto(h.block, buf, this.what);
+    this.stack.push({ n: parseNode(buf, h.block, MAPPING_VALUE_BYTES, h.lo, h.hi, this.what, this.depthWords[depth]), i: 0, hi: h.hi });
   }
 }
 
