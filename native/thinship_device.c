@@ -800,6 +800,41 @@ static napi_value check_node(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* readNode(fd, block, buffer, leafValueSize, lo, hi): pread of metadata
+ * block `block` (4 KiB) into buffer, then node_ok: true when both succeed.
+ * One call per block for the delta's walk instead of fs.readSync and
+ * checkNode. On false the caller repeats the read and the checks in
+ * JavaScript (block-reader.ts, parseNode), which name the fault: an I/O
+ * error, a file that ends early, or the check that fails. */
+static napi_value read_node(napi_env env, napi_callback_info info) {
+  napi_value argv[6], out;
+  if (!get_args(env, info, 6, argv)) return NULL;
+  int fd;
+  double block_d;
+  void *data;
+  size_t len;
+  uint32_t leaf_vs;
+  uint64_t lo, hi;
+  if (!get_fd(env, argv[0], &fd)) return NULL;
+  if (napi_get_value_double(env, argv[1], &block_d) != napi_ok || !(block_d >= 0) || block_d > 9007199254740991.0 / 4096 ||
+      napi_get_buffer_info(env, argv[2], &data, &len) != napi_ok || len < 4096 ||
+      napi_get_value_uint32(env, argv[3], &leaf_vs) != napi_ok || !get_key_range(env, argv[4], argv[5], &lo, &hi)) {
+    napi_throw_type_error(env, NULL, "readNode: bad block, buffer (4 KiB at least), leafValueSize, lo or hi");
+    return NULL;
+  }
+  size_t got = 0;
+  int ok = 1;
+  while (got < 4096) {
+    ssize_t n = pread(fd, (uint8_t *)data + got, 4096 - got, (off_t)((uint64_t)block_d * 4096 + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) { ok = 0; break; }
+    got += (size_t)n;
+  }
+  ok = ok && node_ok((const uint8_t *)data, 4096, (uint64_t)block_d, leaf_vs, lo, hi);
+  napi_get_boolean(env, ok, &out);
+  return out;
+}
+
 /* A checked node's header: entries, max entries, value size; 0 when the buffer cannot hold what the header says. */
 static int node_shape(const uint8_t *p, size_t len, uint32_t *nr, uint32_t *max, uint32_t *vs) {
   if (len < 32) return 0;
@@ -970,6 +1005,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "crc32c", NULL, crc32c_js, NULL, NULL, NULL, napi_enumerable, NULL },
     { "firstBadKey", NULL, first_bad_key, NULL, NULL, NULL, napi_enumerable, NULL },
     { "checkNode", NULL, check_node, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "readNode", NULL, read_node, NULL, NULL, NULL, napi_enumerable, NULL },
     { "identicalEntries", NULL, identical_entries, NULL, NULL, NULL, napi_enumerable, NULL },
     { "mappedRuns", NULL, mapped_runs, NULL, NULL, NULL, napi_enumerable, NULL },
     { "mappedRunsOfLeaves", NULL, mapped_runs_of_leaves, NULL, NULL, NULL, napi_enumerable, NULL },

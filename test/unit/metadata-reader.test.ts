@@ -341,6 +341,32 @@ test('btree node check: the addon accepts exactly the nodes the JavaScript check
   }
 });
 
+test('readNode (pread and checkNode in one addon call) says what reading the block and checkNode say, and false past the end of the file', () => {
+  const { readNode, checkNode } = metadataAddon();
+  assert.ok(readNode && checkNode, 'the addon exports readNode');
+  const p = pool(3000);
+  const blocks = [...p.img.reachable(p.rootB)];
+  const corrupt = blocks[3]!;
+  patchBlock(p.path, corrupt, (b) => { b[200]! ^= 1; });
+  const fd = openSync(p.path, 'r');
+  try {
+    const buf = Buffer.alloc(4096), want = Buffer.alloc(4096);
+    let ok = 0;
+    for (const block of blocks) {
+      readSync(fd, want, 0, 4096, block * 4096);
+      const expected: boolean = checkNode(want, block, 8, 0, KEY_END);
+      assert.equal(readNode(fd, block, buf, 8, 0, KEY_END), expected, `block ${block}`);
+      assert.deepEqual(buf, want, `block ${block} read whole`);
+      assert.equal(readNode(fd, block, buf, 8, 0, 1), expected && want.readUInt32LE(16) === 0, `block ${block} with keys outside [0, 1)`);
+      if (expected) ok++;
+    }
+    assert.equal(ok, blocks.length - 1, 'every block but the corrupted one passes');
+    assert.equal(readNode(fd, 1_000_000, buf, 8, 0, KEY_END), false, 'a block past the end of the file');
+  } finally {
+    closeSync(fd);
+  }
+});
+
 test('identical entries and mapped runs: the addon equals the JavaScript twins on shadowed nodes', () => {
   const { identicalEntries, mappedRuns } = metadataAddon();
   assert.ok(identicalEntries && mappedRuns, 'the addon exports identicalEntries and mappedRuns');

@@ -16,6 +16,8 @@ export interface MetadataAddon {
   firstBadKey?: (node: Uint8Array, nrEntries: number, lo: number, hi: number) => number;
   /** True when the block passes every check of parseNode (checksum, own block number, header, keys in [lo, hi)). */
   checkNode?: (node: Uint8Array, block: number, leafValueSize: number, lo: number, hi: number) => boolean;
+  /** pread of 4 KiB block `block` of fd into node, then checkNode: true when both succeed. */
+  readNode?: (fd: number, block: number, node: Uint8Array, leafValueSize: number, lo: number, hi: number) => boolean;
   /** How many entries (at most max) from a's entry ia and b's entry ib have the same key and value bytes. */
   identicalEntries?: (a: Uint8Array, ia: number, b: Uint8Array, ib: number, max: number) => number;
   /** A checked leaf's keys as runs of consecutive blocks (out: first, length, ...); returns the number of runs. */
@@ -39,6 +41,7 @@ export function metadataAddon(): MetadataAddon {
       crc32c: typeof n.crc32c === 'function' ? n.crc32c : undefined,
       firstBadKey: typeof n.firstBadKey === 'function' ? n.firstBadKey : undefined,
       checkNode: typeof n.checkNode === 'function' ? n.checkNode : undefined,
+      readNode: typeof n.readNode === 'function' ? n.readNode : undefined,
       identicalEntries: typeof n.identicalEntries === 'function' ? n.identicalEntries : undefined,
       mappedRuns: typeof n.mappedRuns === 'function' ? n.mappedRuns : undefined,
       mappedRunsOfLeaves: typeof n.mappedRunsOfLeaves === 'function' ? n.mappedRunsOfLeaves : undefined,

@@ -91,10 +91,14 @@ function bad(block: number, msg: string): ThinshipError {
 export function parseNode(buf: Buffer, block: number, leafValueSize: number, lo: number, hi: number, what: string, bufWords?: Uint32Array): BtreeNode {
   // The addon's checkNode runs every check below in one call; only a block it refuses goes through them here, to name the fault.
   if ((checkNode ??= metadataAddon().checkNode ?? null) !== null && checkNode(buf, block, leafValueSize, lo, hi)) {
-    const words = bufWords ?? wordsOf(buf);
-    return new BtreeNode(block, buf, words[1] === LEAF_NODE, words[4]!, words[5]!, words[6]!, words);
+    return checkedNode(buf, block, bufWords ?? wordsOf(buf));
   }
   return parseNodeJs(buf, block, leafValueSize, lo, hi, what);
+}
+
+/** The node in buf, which the addon has checked (checkNode, readNode); `words` is buf as 32-bit words. */
+export function checkedNode(buf: Buffer, block: number, words: Uint32Array): BtreeNode {
+  return new BtreeNode(block, buf, words[1] === LEAF_NODE, words[4]!, words[5]!, words[6]!, words);
 }
 
 /** parseNode's checks in JavaScript: the reference for the addon's checkNode, and what names the fault of a node it refuses. */

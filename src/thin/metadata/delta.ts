@@ -17,7 +17,7 @@
 import { ThinshipError } from '../../errors.js';
 import type { DeltaKind, DeltaRange } from '../model.js';
 import { LoopYielder, METADATA_BLOCK_BYTES, type BlockReader } from './block-reader.js';
-import { type BtreeNode, INTERNAL_NODE, KEY_END, MAX_DEPTH, NODE_HEADER_BYTES, childRange, parseNode, wordsOf } from './btree.js';
+import { type BtreeNode, INTERNAL_NODE, KEY_END, MAX_DEPTH, NODE_HEADER_BYTES, checkedNode, childRange, parseNode, wordsOf } from './btree.js';
 import { metadataAddon } from './addon.js';
 import { MAPPING_VALUE_BYTES } from './reader.js';
 
@@ -154,8 +154,11 @@ class Cursor {
       buf = this.depthBufs[depth] = Buffer.allocUnsafeSlow(METADATA_BLOCK_BYTES);
       this.depthWords[depth] = wordsOf(buf);
     }
-    this.r.readInto(h.block, buf, this.what);
-    this.stack.push({ n: parseNode(buf, h.block, MAPPING_VALUE_BYTES, h.lo, h.hi, this.what, this.depthWords[depth]), i: 0, hi: h.hi });
+    // Read and checked in one addon call; else (no addon, or a fault) read and checked here, naming the fault.
+    const n = this.r.readCheckedNode(h.block, buf, MAPPING_VALUE_BYTES, h.lo, h.hi)
+      ? checkedNode(buf, h.block, this.depthWords[depth]!)
+      : parseNode(this.r.readInto(h.block, buf, this.what), h.block, MAPPING_VALUE_BYTES, h.lo, h.hi, this.what, this.depthWords[depth]);
+    this.stack.push({ n, i: 0, hi: h.hi });
   }
 }
 
