@@ -274,8 +274,23 @@ export async function buildFullPlan(dump: Readable, opts: FullPlanOptions): Prom
   return buildFullPlanFrom((sink) => parseThinDump(dump, sink), opts);
 }
 
+/**
+ * What buildFullPlanFrom hands its source: a DumpSink, and for a source that
+ * can give only which blocks are mapped (the native reader), onMappedRuns,
+ * to be used instead of onMappings when needsDataBlocks is false (the plan
+ * does not keep the mappings): a full plan's ops depend only on the mapped
+ * blocks, and handing over runs of consecutive blocks instead of one Mapping
+ * per thin_dump element is most of the cost of a native full plan.
+ */
+export interface FullPlanSink extends DumpSink {
+  /** True when the source must call onMappings (the plan also keeps each mapping's data block). */
+  readonly needsDataBlocks: boolean;
+  /** Device devId's mapped blocks as runs in increasing order: pairs[2j] first block, pairs[2j + 1] length, for j < count. */
+  onMappedRuns(devId: number, pairs: Float64Array, count: number): void | Promise<void>;
+}
+
 /** What feeds a plan: thin_dump's XML parser, or the native metadata reader (thin/metadata/), calling the same sink. */
-export type DumpSource = (sink: DumpSink) => Promise<DumpResult>;
+export type DumpSource = (sink: FullPlanSink) => Promise<DumpResult>;
 /**
  * A native delta skips subtrees both devices share without reading them, so
  * its ranges may end before the last mapped block: it says where they end.
@@ -322,6 +337,15 @@ export async function buildFullPlanFrom(source: DumpSource, opts: FullPlanOption
         const last = batch[batch.length - 1];
         if (last !== undefined) mappedEndBlocks = last.originBlock + last.lengthBlocks;
         if (spool.needsDrain || mappings?.needsDrain) return drain();
+      },
+      needsDataBlocks: opts.mappingSpool === true,
+      onMappedRuns(devId: number, pairs: Float64Array, count: number) {
+        if (devId !== opts.devId || count === 0) return;
+        if (mappings !== undefined) throw new ThinshipError('INTERNAL', 'onMappedRuns on a plan that keeps the mappings (needsDataBlocks)');
+        const c = coalescer!;
+        for (let j = 0; j < 2 * count; j += 2) c.push('data', pairs[j]!, pairs[j + 1]!);
+        mappedEndBlocks = pairs[2 * count - 2]! + pairs[2 * count - 1]!;
+        if (spool.needsDrain) return drain();
       },
     });
     if (device === undefined) {

@@ -11,8 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32c, crc32cRawJs, nativeCrc32c } from '../../src/thin/metadata/crc32c.js';
 import { metadataAddon } from '../../src/thin/metadata/addon.js';
-import { KEY_END, firstBadKeyJs } from '../../src/thin/metadata/btree.js';
-import { MetadataReader } from '../../src/thin/metadata/reader.js';
+import { KEY_END, firstBadKeyJs, parseNodeJs } from '../../src/thin/metadata/btree.js';
+import { identicalRunJs } from '../../src/thin/metadata/delta.js';
+import { MetadataReader, mappedRunsJs } from '../../src/thin/metadata/reader.js';
 import { nativeDeltaPlan, nativeFullPlan, planNative, checkMetadataReaderChoice } from '../../src/thin/metadata/native-plan.js';
 import { planOps, type Plan, type PlanRange } from '../../src/thin/plan.js';
 import type { PlanOp } from '../../src/thin/model.js';
@@ -298,4 +299,130 @@ test('a truncated or empty metadata file is BAD_METADATA naming the block, not a
   const empty = join(dir, 'empty.bin');
   writeFileSync(empty, '');
   await assert.rejects(MetadataReader.open(empty), badAt(0, /outside the metadata device/));
+});
+
+test('btree node check: the addon accepts exactly the nodes the JavaScript checks accept (checksum, block number, header, keys)', () => {
+  const checkNode = metadataAddon().checkNode;
+  assert.ok(checkNode, 'the addon exports checkNode');
+  const p = pool(3000);
+  const rnd = prng(17);
+  const fd = openSync(p.path, 'r');
+  try {
+    const nodes: Array<{ block: number; buf: Buffer }> = [];
+    for (const block of p.img.reachable(p.rootB)) {
+      const buf = Buffer.alloc(4096);
+      readSync(fd, buf, 0, 4096, block * 4096);
+      nodes.push({ block, buf });
+    }
+    const jsAccepts = (buf: Buffer, block: number, lo: number, hi: number): boolean => {
+      try { parseNodeJs(buf, block, 8, lo, hi, 'test'); return true; } catch (e) { assert.equal((e as ThinshipError).code, 'BAD_METADATA'); return false; }
+    };
+    let accepted = 0, refused = 0;
+    for (let n = 0; n < 3000; n++) {
+      const { block, buf: orig } = nodes[Math.floor(rnd() * nodes.length)]!;
+      const buf = Buffer.from(orig);
+      const r = rnd();
+      // Untouched, or a header field / key / byte changed (re-checksummed or not), or another block number or key range.
+      if (r < 0.6) {
+        const at = r < 0.3 ? 4 + Math.floor(rnd() * 28) : 32 + Math.floor(rnd() * 64);
+        buf[at] = rnd() < 0.5 ? buf[at]! ^ (1 << Math.floor(rnd() * 8)) : Math.floor(rnd() * 256);
+        if (rnd() < 0.8) reChecksum(buf, 'node');
+      } else if (r < 0.7) buf[100 + Math.floor(rnd() * 3990)]! ^= 1;
+      const b = r > 0.7 && r < 0.75 ? block + 1 : block;
+      const lo = r > 0.75 && r < 0.85 ? Math.floor(rnd() * 9000) : 0;
+      const hi = r > 0.85 && r < 0.95 ? Math.floor(rnd() * 9000) : KEY_END;
+      const want = jsAccepts(buf, b, lo, hi);
+      assert.equal(checkNode(buf, b, 8, lo, hi), want, `case ${n}: block ${b}, [${lo}, ${hi})`);
+      if (want) accepted++; else refused++;
+    }
+    assert.ok(accepted > 300 && refused > 300, `both outcomes exercised: ${accepted} accepted, ${refused} refused`);
+  } finally {
+    closeSync(fd);
+  }
+});
+
+test('readNode (pread and checkNode in one addon call) says what reading the block and checkNode say, and false past the end of the file', () => {
+  const { readNode, checkNode } = metadataAddon();
+  assert.ok(readNode && checkNode, 'the addon exports readNode');
+  const p = pool(3000);
+  const blocks = [...p.img.reachable(p.rootB)];
+  const corrupt = blocks[3]!;
+  patchBlock(p.path, corrupt, (b) => { b[200]! ^= 1; });
+  const fd = openSync(p.path, 'r');
+  try {
+    const buf = Buffer.alloc(4096), want = Buffer.alloc(4096);
+    let ok = 0;
+    for (const block of blocks) {
+      readSync(fd, want, 0, 4096, block * 4096);
+      const expected: boolean = checkNode(want, block, 8, 0, KEY_END);
+      assert.equal(readNode(fd, block, buf, 8, 0, KEY_END), expected, `block ${block}`);
+      assert.deepEqual(buf, want, `block ${block} read whole`);
+      assert.equal(readNode(fd, block, buf, 8, 0, 1), expected && want.readUInt32LE(16) === 0, `block ${block} with keys outside [0, 1)`);
+      if (expected) ok++;
+    }
+    assert.equal(ok, blocks.length - 1, 'every block but the corrupted one passes');
+    assert.equal(readNode(fd, 1_000_000, buf, 8, 0, KEY_END), false, 'a block past the end of the file');
+  } finally {
+    closeSync(fd);
+  }
+});
+
+test('identical entries and mapped runs: the addon equals the JavaScript twins on shadowed nodes', () => {
+  const { identicalEntries, mappedRuns } = metadataAddon();
+  assert.ok(identicalEntries && mappedRuns, 'the addon exports identicalEntries and mappedRuns');
+  const img = new MetadataImage();
+  const rnd = prng(18);
+  const entries: [number, Buffer][] = [];
+  for (let k = 0, i = 0; i < 5000; i++) { k += rnd() < 0.7 ? 1 : 2 + Math.floor(rnd() * 5); entries.push([k, blockTime(i, 0)]); }
+  const rootA = img.build(entries, 8);
+  img.commit();
+  let rootB = rootA;
+  for (let c = 0; c < 40; c++) rootB = img.set(rootB, entries[Math.floor(rnd() * entries.length)]![0] + (rnd() < 0.5 ? 0 : 1), blockTime(9000 + c, 1));
+  const path = join(dir, `meta-${fileNo++}.bin`);
+  img.write(path, { mappingRoot: img.build([[1, u64Value(rootA)], [2, u64Value(rootB)]], 8), detailsRoot: img.build([[1, deviceDetails({ mappedBlocks: 1, transaction: 1, creationTime: 0, snapTime: 0 })]], 24), dataBlockSizeSectors: 128, nrDataBlocks: 20000, time: 1, transaction: 1 });
+  const fd = openSync(path, 'r');
+  try {
+    const read = (block: number) => { const b = Buffer.alloc(4096); readSync(fd, b, 0, 4096, block * 4096); return b; };
+    const a = [...img.reachable(rootA)].map(read), b = [...img.reachable(rootB)].map(read);
+    const pairs = new Float64Array(1024), pairsJs = new Float64Array(1024);
+    for (const node of [...a, ...b]) {
+      if (node.readUInt32LE(4) !== 2) continue;
+      const n = mappedRuns(node, pairs);
+      assert.equal(n, mappedRunsJs(node, pairsJs));
+      assert.deepEqual(pairs.subarray(0, 2 * n), pairsJs.subarray(0, 2 * n));
+    }
+    for (let n = 0; n < 3000; n++) {
+      const x = a[Math.floor(rnd() * a.length)]!, y = rnd() < 0.5 ? b[Math.floor(rnd() * b.length)]! : x;
+      const nx = x.readUInt32LE(16), ny = y.readUInt32LE(16);
+      const ix = Math.floor(rnd() * (nx + 1)), iy = rnd() < 0.7 ? Math.min(ix, ny) : Math.floor(rnd() * (ny + 1));
+      const max = Math.floor(rnd() * (Math.min(nx - ix, ny - iy) + 1));
+      assert.equal(identicalEntries(x, ix, y, iy, max), identicalRunJs(x, ix, y, iy, max), `case ${n}`);
+    }
+    assert.throws(() => identicalEntries(a[0]!, 0, a[0]!, 0, a[0]!.readUInt32LE(16) + 1), RangeError);
+  } finally {
+    closeSync(fd);
+  }
+});
+
+test('full plan from runs of mapped blocks (the plan keeps no mappings) equals the one from each mapping, across leaves and batches', async () => {
+  const img = new MetadataImage();
+  const rnd = prng(19);
+  const entries: [number, Buffer][] = [];
+  // ~12 000 runs (more than one batch), many of them crossing a leaf boundary.
+  for (let k = 0, i = 0; i < 40_000; i++) { k += rnd() < 0.7 ? 1 : 2 + Math.floor(rnd() * 3); entries.push([k, blockTime(i * 7, 0)]); }
+  const root = img.build(entries, 8);
+  const path = join(dir, `meta-${fileNo++}.bin`);
+  img.write(path, { mappingRoot: img.build([[1, u64Value(root)]], 8), detailsRoot: img.build([[1, deviceDetails({ mappedBlocks: entries.length, transaction: 1, creationTime: 0, snapTime: 0 })]], 24), dataBlockSizeSectors: 128, nrDataBlocks: 300_000, time: 1, transaction: 1 });
+  const want = planOps(entries.map(([k]) => ({ kind: 'data' as const, beginBlock: k, lengthBlocks: 1 })), { blockSizeBytes: BLOCK_BYTES }).ops;
+  const r = await MetadataReader.open(path);
+  try {
+    const runs = await nativeFullPlan(r, 1, { devId: 1 });
+    assert.deepEqual(await allOps(runs.plan), want);
+    const withMappings = await nativeFullPlan(r, 1, { devId: 1, mappingSpool: true });
+    assert.deepEqual(await allOps(withMappings.plan), want);
+    assert.equal(withMappings.mappings!.records > 0, true);
+    await withMappings.mappings!.close();
+  } finally {
+    await r.close();
+  }
 });

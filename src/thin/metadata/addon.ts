@@ -14,6 +14,21 @@ export interface MetadataAddon {
   crc32c?: (seed: number, b: Uint8Array, start: number, end: number) => number;
   /** Index of the first of a node's keys that is unsafe, out of order or outside [lo, hi); -1 if none. */
   firstBadKey?: (node: Uint8Array, nrEntries: number, lo: number, hi: number) => number;
+  /** True when the block passes every check of parseNode (checksum, own block number, header, keys in [lo, hi)). */
+  checkNode?: (node: Uint8Array, block: number, leafValueSize: number, lo: number, hi: number) => boolean;
+  /** pread of 4 KiB block `block` of fd into node, then checkNode: true when both succeed. */
+  readNode?: (fd: number, block: number, node: Uint8Array, leafValueSize: number, lo: number, hi: number) => boolean;
+  /** How many entries (at most max) from a's entry ia and b's entry ib have the same key and value bytes. */
+  identicalEntries?: (a: Uint8Array, ia: number, b: Uint8Array, ib: number, max: number) => number;
+  /** A checked leaf's keys as runs of consecutive blocks (out: first, length, ...); returns the number of runs. */
+  mappedRuns?: (leaf: Uint8Array, out: Float64Array) => number;
+  /**
+   * mappedRuns over leaves run[from .. from + count) (blocks firstBlock + k, children index + k of
+   * the checked node parent, whose range ends at hi), each checked as parseNode checks a leaf, appended
+   * to out after its first `runs` pairs; stops at a leaf that fails a check or does not fit.
+   * Returns leaves done * 2^20 + pairs in out.
+   */
+  mappedRunsOfLeaves?: (run: Uint8Array, from: number, count: number, firstBlock: number, parent: Uint8Array, index: number, hi: number, out: Float64Array, runs: number) => number;
 }
 
 let addon: MetadataAddon | undefined;
@@ -25,6 +40,11 @@ export function metadataAddon(): MetadataAddon {
     addon = {
       crc32c: typeof n.crc32c === 'function' ? n.crc32c : undefined,
       firstBadKey: typeof n.firstBadKey === 'function' ? n.firstBadKey : undefined,
+      checkNode: typeof n.checkNode === 'function' ? n.checkNode : undefined,
+      readNode: typeof n.readNode === 'function' ? n.readNode : undefined,
+      identicalEntries: typeof n.identicalEntries === 'function' ? n.identicalEntries : undefined,
+      mappedRuns: typeof n.mappedRuns === 'function' ? n.mappedRuns : undefined,
+      mappedRunsOfLeaves: typeof n.mappedRunsOfLeaves === 'function' ? n.mappedRunsOfLeaves : undefined,
     };
   } catch {
     addon = {};

@@ -25,6 +25,7 @@ import { readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { ThinshipError, errnoOf } from '../../errors.js';
 import { nativeDevice } from '../../device/native.js';
+import { metadataAddon, type MetadataAddon } from './addon.js';
 
 export const METADATA_BLOCK_BYTES = 4096;
 /**
@@ -55,6 +56,9 @@ export interface BlockReaderOptions {
   dropCache?: boolean;
   cacheBlocks?: number;
 }
+
+/** The addon's readNode, null without the addon (chosen at the first node read). */
+let readNode: MetadataAddon['readNode'] | null | undefined;
 
 export class BlockReader {
   /** Blocks read from the device (cache misses and uncached runs). */
@@ -132,6 +136,20 @@ export class BlockReader {
   }
 
   /**
+   * Reads block `blockNr` into `into` (one block long) and checks it as
+   * parseNode checks a node whose keys lie in [lo, hi), in one call to the
+   * addon (readNode: pread and checkNode). False when the addon is not built,
+   * or the read or a check failed: the caller then reads with readInto and
+   * checks with parseNode, which name the fault.
+   */
+  readCheckedNode(blockNr: number, into: Buffer, leafValueSize: number, lo: number, hi: number): boolean {
+    if ((readNode ??= metadataAddon().readNode ?? null) === null || !this.inside(blockNr)) return false;
+    if (!readNode(this.fd, blockNr, into, leafValueSize, lo, hi)) return false;
+    this.blocksRead++;
+    return true;
+  }
+
+  /**
    * Reads `count` blocks from `first` into `into` (at least count blocks long),
    * uncached: for a walk that reads each block once (a full send's leaves).
    * Returns the part of `into` read. Every block must be inside the device.
@@ -153,7 +171,7 @@ export class BlockReader {
       throw new ThinshipError('BAD_METADATA', `metadata block ${block} of ${this.path} is cut short (the file ends at byte ${first * METADATA_BLOCK_BYTES + got})`, { details: { block } });
     }
     this.blocksRead += count;
-    return into.subarray(0, want);
+    return into.length === want ? into : into.subarray(0, want);
   }
 
   async close(): Promise<void> {
@@ -161,3 +179,4 @@ export class BlockReader {
     await this.fh.close();
   }
 }
+

@@ -21,7 +21,7 @@
  */
 import { ThinshipError } from '../../errors.js';
 import { blockChecksum } from './crc32c.js';
-import { metadataAddon } from './addon.js';
+import { metadataAddon, type MetadataAddon } from './addon.js';
 import { MAX_RUN_BLOCKS, METADATA_BLOCK_BYTES, type BlockReader } from './block-reader.js';
 
 export const BTREE_CSUM_XOR = 121107;
@@ -42,15 +42,13 @@ export const KEY_END = Number.MAX_SAFE_INTEGER + 1;
 export const HOST_LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 /** The block as 32-bit words (copied first when it does not start at a multiple of 4 bytes). */
-function wordsOf(buf: Buffer): Uint32Array {
+export function wordsOf(buf: Buffer): Uint32Array {
   const b = buf.byteOffset % 4 === 0 ? buf : Buffer.from(buf);
   return new Uint32Array(b.buffer, b.byteOffset, b.length >>> 2);
 }
 
+/** A checked node; `words` is buf as 32-bit words: key i is words 8 + 2i (low) and 9 + 2i (high). */
 export class BtreeNode {
-  /** buf as 32-bit words: key i is words 8 + 2i (low) and 9 + 2i (high). */
-  readonly words: Uint32Array;
-
   constructor(
     readonly block: number,
     readonly buf: Buffer,
@@ -58,9 +56,9 @@ export class BtreeNode {
     readonly nrEntries: number,
     readonly maxEntries: number,
     readonly valueSize: number,
-  ) {
-    this.words = wordsOf(buf);
-  }
+    /** buf as 32-bit words (wordsOf). */
+    readonly words: Uint32Array,
+  ) {}
 
   key(i: number): number {
     const w = (NODE_HEADER_BYTES >>> 2) + 2 * i;
@@ -87,9 +85,24 @@ function bad(block: number, msg: string): ThinshipError {
 
 /**
  * Checks and wraps block `block` as a btree node whose leaves hold values of
- * `leafValueSize` bytes and whose keys lie in [lo, hi).
+ * `leafValueSize` bytes and whose keys lie in [lo, hi). `bufWords`, when
+ * given, is buf as 32-bit words (a caller that reuses buf keeps its view).
  */
-export function parseNode(buf: Buffer, block: number, leafValueSize: number, lo: number, hi: number, what: string): BtreeNode {
+export function parseNode(buf: Buffer, block: number, leafValueSize: number, lo: number, hi: number, what: string, bufWords?: Uint32Array): BtreeNode {
+  // The addon's checkNode runs every check below in one call; only a block it refuses goes through them here, to name the fault.
+  if ((checkNode ??= metadataAddon().checkNode ?? null) !== null && checkNode(buf, block, leafValueSize, lo, hi)) {
+    return checkedNode(buf, block, bufWords ?? wordsOf(buf));
+  }
+  return parseNodeJs(buf, block, leafValueSize, lo, hi, what);
+}
+
+/** The node in buf, which the addon has checked (checkNode, readNode); `words` is buf as 32-bit words. */
+export function checkedNode(buf: Buffer, block: number, words: Uint32Array): BtreeNode {
+  return new BtreeNode(block, buf, words[1] === LEAF_NODE, words[4]!, words[5]!, words[6]!, words);
+}
+
+/** parseNode's checks in JavaScript: the reference for the addon's checkNode, and what names the fault of a node it refuses. */
+export function parseNodeJs(buf: Buffer, block: number, leafValueSize: number, lo: number, hi: number, what: string): BtreeNode {
   const csum = blockChecksum(buf, BTREE_CSUM_XOR);
   if (csum !== buf.readUInt32LE(0)) throw bad(block, `${what}: btree node checksum mismatch (stored ${buf.readUInt32LE(0)}, computed ${csum})`);
   const blocknr = buf.readUInt32LE(12) * 0x1_0000_0000 + buf.readUInt32LE(8);
@@ -106,11 +119,14 @@ export function parseNode(buf: Buffer, block: number, leafValueSize: number, lo:
   if (NODE_HEADER_BYTES + (8 + vs) * max > METADATA_BLOCK_BYTES) throw bad(block, `${what}: max_entries ${max} of ${vs}-byte values do not fit a block`);
   if (nr > max) throw bad(block, `${what}: nr_entries ${nr} > max_entries ${max}`);
   if (!leaf && nr === 0) throw bad(block, `${what}: internal node without entries`);
-  const node = new BtreeNode(block, buf, leaf, nr, max, vs);
+  const node = new BtreeNode(block, buf, leaf, nr, max, vs, wordsOf(buf));
   const badKey = nr === 0 ? -1 : (firstBadKey ??= metadataAddon().firstBadKey ?? firstBadKeyJs)(buf, nr, lo, hi);
   if (badKey >= 0) throw keyError(node, badKey, lo, hi, what);
   return node;
 }
+
+/** The addon's checkNode, null without the addon (chosen at the first node, as crc32c). */
+let checkNode: MetadataAddon['checkNode'] | null | undefined;
 
 /**
  * The index of the first of a node's keys that is beyond 2^53 - 1, not above
@@ -164,15 +180,42 @@ interface WalkFrame {
 }
 
 /**
+ * Consecutive children of one internal node that say they are leaves (their
+ * flags word; nothing else of them is checked yet: the consumer checks each
+ * with parseNode or the addon's equivalent): children index .. index + count
+ * of `parent` (whose range ends at `hi`), blocks firstBlock + k, at
+ * run[(from + k) * 4 KiB]. Valid until the walk is resumed.
+ */
+export interface LeafBatch {
+  run: Buffer;
+  from: number;
+  count: number;
+  firstBlock: number;
+  parent: BtreeNode;
+  index: number;
+  hi: number;
+}
+
+/** Leaf k of a batch, checked (BAD_METADATA naming the block when it is not a good leaf). */
+export function leafOfBatch(b: LeafBatch, k: number, leafValueSize: number, what: string): BtreeNode {
+  const [lo, hi] = childRange(b.parent, b.index + k, b.hi);
+  const n = parseNode(b.run.subarray((b.from + k) * METADATA_BLOCK_BYTES, (b.from + k + 1) * METADATA_BLOCK_BYTES), b.firstBlock + k, leafValueSize, lo, hi, what);
+  if (!n.leaf) throw bad(n.block, `${what}: btree node flags changed while it was read`);
+  return n;
+}
+
+/**
  * The leaves of the tree at `root`, in key order (depth first, constant
- * memory). Children are read uncached, consecutive block numbers in one read
+ * memory): a root that is a leaf as a checked node, every other leaf in
+ * batches of its parent's consecutive children (LeafBatch, for the consumer
+ * to check). Children are read uncached, consecutive block numbers in one read
  * of up to MAX_RUN_BLOCKS, into one buffer per level that the walk reuses: a
- * yielded leaf (its buf) is valid only until the next one is asked for. A
- * child node lives in its parent level's buffer, which is refilled only after
- * the child's frame is done. Loops (a child that is one of its ancestors) and
+ * yielded batch is valid only until the next one is asked for. A child node
+ * lives in its parent level's buffer, which is refilled only after the
+ * child's frame is done. Loops (a child that is one of its ancestors) and
  * trees deeper than MAX_DEPTH are BAD_METADATA.
  */
-export function* leaves(r: BlockReader, root: number, leafValueSize: number, what: string): Generator<BtreeNode> {
+export function* leafBatches(r: BlockReader, root: number, leafValueSize: number, what: string): Generator<BtreeNode | LeafBatch> {
   const rootNode = readNode(r, root, leafValueSize, 0, KEY_END, what);
   if (rootNode.leaf) { yield rootNode; return; }
   const runs: Buffer[] = [];
@@ -186,7 +229,7 @@ export function* leaves(r: BlockReader, root: number, leafValueSize: number, wha
       onPath.delete(f.n.block);
       continue;
     }
-    const i = f.i++;
+    const i = f.i;
     const child = f.n.u64Value(i, what);
     if (onPath.has(child)) throw bad(child, `${what}: loop: block ${f.n.block} points back to its ancestor ${child}`);
     if (stack.length >= MAX_DEPTH) throw bad(child, `${what}: tree deeper than ${MAX_DEPTH} levels (a loop?)`);
@@ -204,11 +247,29 @@ export function* leaves(r: BlockReader, root: number, leafValueSize: number, wha
       f.runCount = count;
     }
     const k = i - f.runFrom;
+    // The children from here in the run that say they are leaves: one batch (a leaf is never an
+    // ancestor, so no loop check for them).
+    let leaves = 0;
+    while (k + leaves < f.runCount && f.run.readUInt32LE((k + leaves) * METADATA_BLOCK_BYTES + 4) === LEAF_NODE) leaves++;
+    if (leaves > 0) {
+      f.i += leaves;
+      yield { run: f.run, from: k, count: leaves, firstBlock: child, parent: f.n, index: i, hi: f.hi };
+      continue;
+    }
+    f.i++;
     const [lo, hi] = childRange(f.n, i, f.hi);
     const c = parseNode(f.run.subarray(k * METADATA_BLOCK_BYTES, (k + 1) * METADATA_BLOCK_BYTES), child, leafValueSize, lo, hi, what);
-    if (c.leaf) { yield c; continue; }
+    if (c.leaf) { yield c; continue; } // unreachable: its flags said internal, and parseNode checked them
     stack.push({ n: c, i: 0, hi, run: runOf(stack.length), runFrom: 0, runCount: 0 });
     onPath.add(child);
+  }
+}
+
+/** The leaves of the tree at `root`, in key order, each checked (leafBatches; a leaf is valid until the next is asked for). */
+export function* leaves(r: BlockReader, root: number, leafValueSize: number, what: string): Generator<BtreeNode> {
+  for (const x of leafBatches(r, root, leafValueSize, what)) {
+    if (x instanceof BtreeNode) { yield x; continue; }
+    for (let k = 0; k < x.count; k++) yield leafOfBatch(x, k, leafValueSize, what);
   }
 }
 

@@ -17,7 +17,8 @@
 import { ThinshipError } from '../../errors.js';
 import type { DeltaKind, DeltaRange } from '../model.js';
 import { LoopYielder, METADATA_BLOCK_BYTES, type BlockReader } from './block-reader.js';
-import { type BtreeNode, KEY_END, MAX_DEPTH, NODE_HEADER_BYTES, childRange, parseNode } from './btree.js';
+import { type BtreeNode, INTERNAL_NODE, KEY_END, MAX_DEPTH, NODE_HEADER_BYTES, checkedNode, childRange, parseNode, wordsOf } from './btree.js';
+import { metadataAddon } from './addon.js';
 import { MAPPING_VALUE_BYTES } from './reader.js';
 
 const DELTA_BATCH = 4096;
@@ -36,26 +37,49 @@ function dataBlockOf(n: BtreeNode, i: number): number {
 
 /**
  * How many entries (at most `max`) from a's entry ia and b's entry ib have
- * identical key and value bytes, so the same block mapped to the same data
- * block. Galloping then bisecting with Buffer.compare (memcmp): a few native
- * calls for the long identical stretches of a leaf a write shadowed, instead
- * of a JavaScript step per entry.
+ * identical key and value bytes: in leaves, the same block mapped to the same
+ * data block; in internal nodes, the same child (a shared subtree). The
+ * addon's identicalEntries (a memcmp per entry) when it is built, else
+ * identicalRunJs.
  */
-function identicalRun(a: BtreeNode, ia: number, b: BtreeNode, ib: number, max: number): number {
+export function identicalRun(a: BtreeNode, ia: number, b: BtreeNode, ib: number, max: number): number {
+  if (max <= 0) return 0;
+  return (identicalEntries ??= metadataAddon().identicalEntries ?? identicalRunJs)(a.buf, ia, b.buf, ib, max);
+}
+
+let identicalEntries: ((a: Buffer, ia: number, b: Buffer, ib: number, max: number) => number) | undefined;
+
+/**
+ * identicalRun in JavaScript (the reference the unit test checks the addon
+ * against): galloping then bisecting with Buffer.compare (memcmp), a few
+ * native calls for the long identical stretches of a node a write shadowed
+ * instead of a JavaScript step per entry. An internal node's child number
+ * beyond 2^53 - 1 ends the stretch (the walk reports it).
+ */
+export function identicalRunJs(a: Buffer, ia: number, b: Buffer, ib: number, max: number): number {
+  const maxA = a.readUInt32LE(20), maxB = b.readUInt32LE(20), vs = a.readUInt32LE(24);
+  if (max <= 0 || vs !== b.readUInt32LE(24)) return 0;
   const ka = NODE_HEADER_BYTES + 8 * ia, kb = NODE_HEADER_BYTES + 8 * ib;
-  const va = a.valueOffset(ia), vb = b.valueOffset(ib);
+  const va = NODE_HEADER_BYTES + 8 * maxA + vs * ia, vb = NODE_HEADER_BYTES + 8 * maxB + vs * ib;
   const equal = (k: number): boolean =>
-    a.buf.compare(b.buf, kb, kb + 8 * k, ka, ka + 8 * k) === 0 &&
-    a.buf.compare(b.buf, vb, vb + MAPPING_VALUE_BYTES * k, va, va + MAPPING_VALUE_BYTES * k) === 0;
-  if (max <= 0 || !equal(1)) return 0;
-  let lo = 1, hi = 2; // equal(lo); hi unknown
-  while (hi <= max && equal(hi)) { lo = hi; hi *= 2; }
-  if (hi > max) { if (equal(max)) return max; hi = max; }
-  while (hi - lo > 1) {
-    const m = (lo + hi) >>> 1;
-    if (equal(m)) lo = m; else hi = m;
+    a.compare(b, kb, kb + 8 * k, ka, ka + 8 * k) === 0 &&
+    a.compare(b, vb, vb + vs * k, va, va + vs * k) === 0;
+  let n: number;
+  if (!equal(1)) n = 0;
+  else {
+    let lo = 1, hi = 2; // equal(lo); hi unknown
+    while (hi <= max && equal(hi)) { lo = hi; hi *= 2; }
+    if (hi > max) { if (equal(max)) lo = hi = max; else hi = max; }
+    while (hi - lo > 1) {
+      const m = (lo + hi) >>> 1;
+      if (equal(m)) lo = m; else hi = m;
+    }
+    n = lo;
   }
-  return lo;
+  if (a.readUInt32LE(4) === INTERNAL_NODE) {
+    for (let i = 0; i < n; i++) if (a.readUInt32LE(va + vs * i + 4) > 0x1fffff) return i;
+  }
+  return n;
 }
 
 class Cursor {
@@ -69,6 +93,8 @@ class Cursor {
    * the peak RSS to 135 MiB before the collector caught up).
    */
   private readonly depthBufs: Buffer[] = [];
+  /** depthBufs[d] as 32-bit words, made once. */
+  private readonly depthWords: Uint32Array[] = [];
 
   constructor(private readonly r: BlockReader, root: number, private readonly what: string) {
     this.root = root;
@@ -98,6 +124,17 @@ class Cursor {
     }
   }
 
+  /** The top frame when it is an internal node with entries left (exhausted frames are popped). */
+  innerTop(): Frame | undefined {
+    if (this.root !== undefined) return undefined;
+    for (;;) {
+      const f = this.stack[this.stack.length - 1];
+      if (f === undefined) return undefined;
+      if (f.i < f.n.nrEntries) return f.n.leaf ? undefined : f;
+      this.stack.pop();
+    }
+  }
+
   /** Moves past the head (a subtree is skipped whole). */
   advance(): void {
     if (this.root !== undefined) { this.root = undefined; return; }
@@ -112,8 +149,16 @@ class Cursor {
     }
     const depth = this.stack.length;
     if (depth >= MAX_DEPTH) throw new ThinshipError('BAD_METADATA', `metadata block ${h.block}: ${this.what}: tree deeper than ${MAX_DEPTH} levels (a loop?)`, { details: { block: h.block } });
-    const buf = this.r.readInto(h.block, (this.depthBufs[depth] ??= Buffer.allocUnsafeSlow(METADATA_BLOCK_BYTES)), this.what);
-    this.stack.push({ n: parseNode(buf, h.block, MAPPING_VALUE_BYTES, h.lo, h.hi, this.what), i: 0, hi: h.hi });
+    let buf = this.depthBufs[depth];
+    if (buf === undefined) {
+      buf = this.depthBufs[depth] = Buffer.allocUnsafeSlow(METADATA_BLOCK_BYTES);
+      this.depthWords[depth] = wordsOf(buf);
+    }
+    // Read and checked in one addon call; else (no addon, or a fault) read and checked here, naming the fault.
+    const n = this.r.readCheckedNode(h.block, buf, MAPPING_VALUE_BYTES, h.lo, h.hi)
+      ? checkedNode(buf, h.block, this.depthWords[depth]!)
+      : parseNode(this.r.readInto(h.block, buf, this.what), h.block, MAPPING_VALUE_BYTES, h.lo, h.hi, this.what, this.depthWords[depth]);
+    this.stack.push({ n, i: 0, hi: h.hi });
   }
 }
 
@@ -171,6 +216,19 @@ export async function walkDelta(
         }
       }
       continue;
+    }
+    // Both heads in internal nodes: skip the children both share (a node a write shadowed is its
+    // origin's copy but for the children on the written paths) in one call, as the loop below
+    // would one pair of heads at a time.
+    const ia = fa === undefined ? A.innerTop() : undefined;
+    const ib = ia !== undefined && fb === undefined ? B.innerTop() : undefined;
+    if (ia !== undefined && ib !== undefined) {
+      const k = identicalRun(ia.n, ia.i, ib.n, ib.i, Math.min(ia.n.nrEntries - ia.i, ib.n.nrEntries - ib.i));
+      if (k > 0) {
+        ia.i += k; ib.i += k;
+        stats.sharedSubtreesSkipped += k;
+        continue;
+      }
     }
     const a = A.head();
     const b = B.head();

@@ -39,7 +39,8 @@ export async function nativeFullPlan(r: MetadataReader, devId: number, opts: Ful
       throw e;
     }
     sink.onDevice?.(found.device);
-    await r.walkMappings(found.root, devId, (batch) => { opts.signal?.throwIfAborted(); return sink.onMappings(devId, batch); });
+    if (sink.needsDataBlocks) await r.walkMappings(found.root, devId, (batch) => { opts.signal?.throwIfAborted(); return sink.onMappings(devId, batch); });
+    else await r.walkMappedRuns(found.root, devId, (pairs, count) => { opts.signal?.throwIfAborted(); return sink.onMappedRuns(devId, pairs, count); });
     return { superblock: sb, devices: [found.device] };
   }, { ...opts, devId });
 }

@@ -8,7 +8,8 @@
 import { ThinshipError } from '../../errors.js';
 import type { Mapping, Superblock, ThinDevice } from '../model.js';
 import { BlockReader, LoopYielder, type BlockReaderOptions } from './block-reader.js';
-import { type BtreeNode, NODE_HEADER_BYTES, leaves, lookup } from './btree.js';
+import { BtreeNode, NODE_HEADER_BYTES, leafBatches, leafOfBatch, leaves, lookup } from './btree.js';
+import { metadataAddon } from './addon.js';
 import { parseSuperblock, SUPERBLOCK_LOCATION, unknownFormat, u64, type DiskSuperblock } from './superblock.js';
 
 /** struct disk_device_details: mapped_blocks u64, transaction_id u64, creation_time u32, snapshotted_time u32. */
@@ -21,6 +22,25 @@ export const MAPPING_BATCH = 4096;
 export interface OpenOptions extends BlockReaderOptions {
   /** Read the metadata snapshot (the superblock copy at held_root) instead of the live superblock: thin_dump -m. */
   useMetadataSnap?: boolean;
+}
+
+/**
+ * A checked leaf's keys as runs of consecutive blocks into `out` (first,
+ * length, ...; room for 2 * nr_entries): the JavaScript twin of the addon's
+ * mappedRuns (the reference a unit test checks it against). Returns the
+ * number of runs.
+ */
+export function mappedRunsJs(leaf: Buffer, out: Float64Array): number {
+  const nr = leaf.readUInt32LE(16);
+  let runs = 0, begin = 0, len = 0;
+  for (let i = 0; i < nr; i++) {
+    const k = leaf.readUInt32LE(NODE_HEADER_BYTES + 8 * i + 4) * 0x1_0000_0000 + leaf.readUInt32LE(NODE_HEADER_BYTES + 8 * i);
+    if (len > 0 && k === begin + len) { len++; continue; }
+    if (len > 0) { out[2 * runs] = begin; out[2 * runs + 1] = len; runs++; }
+    begin = k; len = 1;
+  }
+  if (len > 0) { out[2 * runs] = begin; out[2 * runs + 1] = len; runs++; }
+  return runs;
 }
 
 export class MetadataReader {
@@ -150,6 +170,65 @@ export class MetadataReader {
     }
     if (len > 0) flush();
     if (used > 0) await onMappings(batch.slice(0, used));
+  }
+
+  /**
+   * Device `devId`'s mapped blocks as runs of consecutive blocks, in order,
+   * without where they map to (what a full plan needs when it keeps no
+   * mappings): batches of up to MAPPING_BATCH runs as pairs (first block,
+   * length) in a Float64Array reused once the callback's promise settles.
+   * Runs that continue across a leaf boundary are joined. Per leaf one call
+   * to the addon's mappedRuns (or mappedRunsJs), not a step per entry.
+   */
+  async walkMappedRuns(root: number, devId: number, onRuns: (pairs: Float64Array, count: number) => void | Promise<void>): Promise<void> {
+    const what = `mapping tree of device ${devId}`;
+    // Room for a full batch plus one leaf's runs (at most its entries, < 512).
+    const pairs = new Float64Array(2 * (MAPPING_BATCH + 512));
+    const addon = metadataAddon();
+    let count = 0;
+    /** Hands on the full batch but its last run, which may continue in the next leaf. */
+    const flush = async (): Promise<void> => {
+      const last0 = pairs[2 * count - 2]!, last1 = pairs[2 * count - 1]!;
+      await onRuns(pairs, count - 1);
+      pairs[0] = last0; pairs[1] = last1;
+      count = 1;
+    };
+    /** Appends one checked leaf's runs (the addon's mappedRuns or mappedRunsJs), joining its first to the last. */
+    const addLeaf = (n: BtreeNode): void => {
+      if (n.nrEntries === 0) return;
+      const at = 2 * count;
+      const got = (addon.mappedRuns ?? mappedRunsJs)(n.buf, count === 0 ? pairs : pairs.subarray(at));
+      if (count > 0 && pairs[at - 2]! + pairs[at - 1]! === pairs[at]!) {
+        pairs[at - 1]! += pairs[at + 1]!;
+        pairs.copyWithin(at, at + 2, at + 2 * got);
+        count += got - 1;
+      } else {
+        count += got;
+      }
+    };
+    const yielder = new LoopYielder();
+    for (const x of leafBatches(this.blocks, root, MAPPING_VALUE_BYTES, what)) {
+      if (x instanceof BtreeNode) addLeaf(x);
+      else {
+        for (let k = 0; k < x.count;) {
+          if (addon.mappedRunsOfLeaves !== undefined) {
+            // The addon checks and reads the batch's leaves until one fails a check or the pairs are full.
+            const res = addon.mappedRunsOfLeaves(x.run, x.from + k, x.count - k, x.firstBlock + k, x.parent.buf, x.index + k, x.hi, pairs, count);
+            const done = Math.floor(res / 1048576);
+            count = res - done * 1048576;
+            k += done;
+            if (k >= x.count) break;
+            // A leaf the pairs have no room for, or one that fails a check (leafOfBatch names the fault).
+            if (count + 512 > MAPPING_BATCH + 512) { await flush(); continue; }
+          }
+          addLeaf(leafOfBatch(x, k, MAPPING_VALUE_BYTES, what));
+          k++;
+          if (count >= MAPPING_BATCH) await flush();
+        }
+      }
+      if (count >= MAPPING_BATCH) { await flush(); await yielder.due(); }
+    }
+    if (count > 0) await onRuns(pairs, count);
   }
 
   close(): Promise<void> {
