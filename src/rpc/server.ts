@@ -24,7 +24,7 @@ import { ThinshipError } from '../errors.js';
 import { log as rootLog } from '../log.js';
 import { TransferRegistry, MESSAGE_OVERHEAD_BYTES, type TransferStateView } from '../receiver/transfers.js';
 import type { TransferBegin, WireRecord } from '../receiver/record-checks.js';
-import { ownerName, type ClientIdentity } from '../receiver/access.js';
+import type { ClientIdentity } from '../receiver/access.js';
 import {
   receiverProto, protoRoot, LOADER_OPTIONS, PROTOCOL_VERSION, RECEIVER_SERVICE, timestampOfUnixMs,
   type ApplyStreamRequest__Output, type ApplyStreamResponse, type Begin__Output, type TransferState, type ReceiverServiceHandlers,
@@ -34,7 +34,7 @@ import { access } from 'node:fs/promises';
 import { constants as fsConstants } from 'node:fs';
 import { createReceiverMetrics, tlsRefusalReason, type ReceiverMetrics } from '../ops/metrics.js';
 import { startOpsListener, type OpsListener } from '../ops/ops-listener.js';
-import { callerNames, listenCredentials, parseHostPort, type AuthContextLike } from './tls.js';
+import { callerIdentity, listenCredentials, loadServerTls, parseHostPort, type AuthContextLike } from './tls.js';
 import { raiseReceiveWindow, observeHttp2Servers, ConnectionWindowControl } from './http2-window.js';
 import type { TLSSocket } from 'node:tls';
 import type { Socket } from 'node:net';
@@ -63,10 +63,25 @@ export interface RunningReceiver {
   registry: TransferRegistry;
   /** Every running transfer's pipeline stage, the record budget, and each call's gRPC / HTTP/2 read state (serve logs it on SIGUSR2). */
   debugState(): Record<string, unknown>;
+  /**
+   * Applies a new config (serve on SIGHUP): the TLS files (new connections get
+   * the new certificate) and the identities (new calls are authorized by them;
+   * running transfers keep going). `load` reads and checks it; if it or the new
+   * TLS files fail, this throws and the running config stays as it was. Other
+   * keys change only at a restart (logged at warn).
+   */
+  reload(load: () => Promise<ReceiverConfig>): Promise<void>;
   /** Stops accepting, stops running transfers (each checkpoints), waits up to graceMs for calls to end. */
   close(graceMs?: number): Promise<void>;
 }
 
+
+/** Receiver config keys a reload does not apply (the server, its listeners and the registry are built from them at start). */
+const RESTART_ONLY_KEYS = [
+  'stateDir', 'checkpointIntervalBytes', 'transferExpiryMs', 'maxChunkBytes', 'receiveWindowBytes', 'connectionWindowBytes', 'maxActiveTransfers', 'maxActiveTransfersPerIdentity',
+  'maxStoredTransfersPerIdentity', 'maxCompletedTransfersPerIdentity', 'maxVolumeBytes', 'idleTimeoutMs', 'minBytesPerSecond', 'progressWindowMs', 'metricsListen', 'maxBufferedBytes',
+  'requireChecksum', 'decodeWorkers',
+] as const satisfies readonly (keyof ReceiverConfig)[];
 
 const MODES = { TRANSFER_MODE_FULL: 'full', TRANSFER_MODE_INCREMENTAL: 'incremental' } as const;
 const COMPRESSIONS = { COMPRESSION_NONE: 'none', COMPRESSION_ZSTD: 'zstd' } as const;
@@ -224,7 +239,7 @@ function logRefusedHandshakes(server: grpc.Server, log: Logger, metrics?: Receiv
 export async function startReceiver(o: ReceiverServerOptions): Promise<RunningReceiver> {
   const log = (o.log ?? rootLog).child({ component: 'receiver' });
   const cfg = o.config;
-  const creds = await listenCredentials(o.listen, { insecure: o.insecure, allowInsecureRemote: o.allowInsecureRemote, tls: cfg.tls, configFile: cfg.file });
+  const { creds, tls } = await listenCredentials(o.listen, { insecure: o.insecure, allowInsecureRemote: o.allowInsecureRemote, tls: cfg.tls, configFile: cfg.file });
 
   const windowBytes = o.receiveWindowBytes ?? cfg.receiveWindowBytes;
   let windows: ConnectionWindowControl | undefined;
@@ -277,11 +292,8 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
   if (windowBytes !== false) raiseReceiveWindow(server, { streamBytes: windowBytes, connectionBytes: connectionWindowBytes }, log, o.onHttp2Session, windows);
   if (!o.insecure) logRefusedHandshakes(server, log, metrics);
 
-  const who = (call: { getAuthContext(): AuthContextLike; getPeer(): string }): ClientIdentity => {
-    const names = o.insecure ? ['anonymous'] : callerNames(call);
-    if (names.length === 0) throw new ThinshipError('UNAUTHENTICATED', 'no verified client certificate on this connection');
-    return { name: ownerName(cfg.policy, names), names };
-  };
+  // registry.policy: the identities of the config loaded last (reload).
+  const who = (call: { getAuthContext(): AuthContextLike }): ClientIdentity => callerIdentity(call, { insecure: o.insecure, identities: registry.policy.identities });
 
   /** Calls past their Begin, with their transfer id (debugState). */
   const openCalls = new Map<object, string>();
@@ -376,10 +388,29 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
   log.info({ listen: o.listen, port, tls: !o.insecure, stateDir: cfg.stateDir, receiveWindowBytes: windowBytes, connectionWindowBytes: windowBytes === false ? false : connectionWindowBytes, maxChunkBytes: cfg.maxChunkBytes, checkpointIntervalBytes: cfg.checkpointIntervalBytes }, 'receiver listening');
 
   let closing: Promise<void> | undefined;
+  let reloading = Promise.resolve();
+  const reload = async (load: () => Promise<ReceiverConfig>) => {
+    try {
+      // Everything is read and checked before anything is swapped: a bad new config changes nothing.
+      const next = await load();
+      if (tls && !next.tls) throw new ThinshipError('USAGE', `${next.file} has no "tls" section (ca, cert, key) any more`);
+      const material = tls && next.tls ? await loadServerTls(next.tls) : undefined;
+      registry.setPolicy(next.policy);
+      if (tls && material) tls.update(material);
+      const restartNeeded = RESTART_ONLY_KEYS.filter((k) => JSON.stringify(next[k]) !== JSON.stringify(cfg[k]));
+      metrics.configReloads.inc({ result: 'ok' });
+      log.info({ file: next.file, identities: [...next.policy.identities.keys()], ...(material ? { certificate: { serialNumber: material.serialNumber, fingerprint256: material.fingerprint256, validTo: material.validTo } } : {}), activeTransfers }, 'config reloaded: new connections use its certificate and identities; running transfers go on');
+      if (restartNeeded.length > 0) log.warn({ keys: restartNeeded }, 'these config changes apply only after a restart of serve');
+    } catch (e) {
+      metrics.configReloads.inc({ result: 'error' });
+      throw e;
+    }
+  };
   return {
     port,
     metricsPort: ops?.port,
     registry,
+    reload: (load) => (reloading = reloading.catch(() => undefined).then(() => reload(load))),
     debugState: () => ({ ...registry.debugState(), calls: [...openCalls].map(([call, transferId]) => ({ transferId, ...callReadState(call) })) }),
     close: (graceMs = 5000) => closing ??= (async () => {
       stopping = true;
