@@ -112,9 +112,11 @@ export class ReloadableServerTls implements grpc.experimental.CertificateProvide
     for (const l of this.identityListeners) l({ certificate: m.cert, privateKey: m.key });
   }
 
+  // grpc-js registers its watcher only after adding these listeners: the current material goes
+  // out on a microtask (before any connection can be accepted, which takes an I/O turn).
   addCaCertificateListener(l: grpc.experimental.CaCertificateUpdateListener): void {
     this.caListeners.add(l);
-    l({ caCertificate: this.current.ca });
+    queueMicrotask(() => { if (this.caListeners.has(l)) l({ caCertificate: this.current.ca }); });
   }
 
   removeCaCertificateListener(l: grpc.experimental.CaCertificateUpdateListener): void {
@@ -123,7 +125,7 @@ export class ReloadableServerTls implements grpc.experimental.CertificateProvide
 
   addIdentityCertificateListener(l: grpc.experimental.IdentityCertificateUpdateListener): void {
     this.identityListeners.add(l);
-    l({ certificate: this.current.cert, privateKey: this.current.key });
+    queueMicrotask(() => { if (this.identityListeners.has(l)) l({ certificate: this.current.cert, privateKey: this.current.key }); });
   }
 
   removeIdentityCertificateListener(l: grpc.experimental.IdentityCertificateUpdateListener): void {
