@@ -52,6 +52,15 @@ export const DEFAULT_MAX_CHUNK_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_CHECKPOINT_INTERVAL_BYTES = 64 * 1024 * 1024;
 /** Also checkpoint after this many records (a stream of many tiny records). */
 export const CHECKPOINT_INTERVAL_RECORDS = 16384;
+
+/**
+ * The burst of an identity's maxBytesPerSecond bucket: one sender chunk (1 MiB,
+ * the default op size). It absorbs the time the receiver itself takes between
+ * two records (else that time is lost and the rate runs below the limit); with
+ * the record paid for after it arrived, what arrives in any interval is at most
+ * rate × time + this + one record.
+ */
+export const BANDWIDTH_BURST_BYTES = 1024 * 1024;
 export const DEFAULT_TRANSFER_EXPIRY_MS = 24 * 3600 * 1000;
 /** Records validated and decompressed ahead of the one being written. */
 export const DECODE_AHEAD_RECORDS = 4;
@@ -303,9 +312,9 @@ export class TransferRegistry {
 
   /**
    * The token bucket of an identity's maxBytesPerSecond (undefined: no limit),
-   * shared by all its running transfers; a new one when the rate changed. The
-   * burst is one chunk: a record is never split, and nothing saved up while
-   * idle goes beyond it.
+   * shared by all its running transfers; a new one when the rate changed. A
+   * record is paid for after it arrived (its size is known then), before the
+   * next is read (BANDWIDTH_BURST_BYTES).
    */
   bandwidthBucket(identity: string): TokenBucket | undefined {
     const rate = this.opts.policy.identities.get(identity)?.maxBytesPerSecond;
@@ -315,7 +324,7 @@ export class TransferRegistry {
       return undefined;
     }
     if (!b || b.bytesPerSecond !== rate) {
-      b = new TokenBucket(rate, this.o.maxChunkBytes);
+      b = new TokenBucket(rate, BANDWIDTH_BURST_BYTES);
       this.buckets.set(identity, b);
     }
     return b;
