@@ -109,7 +109,7 @@ try {
   const base = ['send', '-q', '--pool-metadata', pool.metadataPath, '--pool-data', pool.dataPath, '--volume-size', String(sizeBytes), String(pool.devId)];
   console.log(`volume ${values['size-mib']} MiB, incompressible, pipe mode to a reader of stdout; ${values.reps} repetitions per limit`);
   console.log('limit      seconds   mean rate / limit   max 1 s window / limit');
-  for (const limit of values.limits.split(',')) {
+  for (const limit of values.limits.split(',').filter(Boolean)) {
     const rateBps = Number(limit.replace(/M$/, '')) * MiB;
     const means: number[] = [];
     const peaks: number[] = [];
@@ -139,7 +139,7 @@ try {
     const rxPool = createFlatPool(rxDir, rxBytes);
     console.log(`\nreceiver maxBytesPerSecond: volume ${values['receiver-size-mib']} MiB, incompressible, sent raw over gRPC on loopback, measured at the receiver`);
     console.log('limit      seconds   mean rate / limit   max 1 s window / limit');
-    for (const limit of values['receiver-limits'].split(',')) {
+    for (const limit of values['receiver-limits'].split(',').filter(Boolean)) {
       const rateBps = Number(limit.replace(/M$/, '')) * MiB;
       const runs = [];
       for (let rep = 0; rep < Number(values.reps); rep++) runs.push(ratios(await receiverRunOnce(rxPool, rateBps, rxDir, rep), rateBps));

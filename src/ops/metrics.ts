@@ -39,11 +39,15 @@ export interface ReceiverMetrics {
   configReloads: Counter<'result'>;
 }
 
-/** One registry per receiver (not prom-client's global one), so tests and two receivers in one process never mix. */
-export function createReceiverMetrics(): ReceiverMetrics {
+/**
+ * One registry per receiver (not prom-client's global one), so tests and two receivers in one process never mix.
+ * `now.decodeQueueDepth` is read when scraped.
+ */
+export function createReceiverMetrics(now: { decodeQueueDepth(): number } = { decodeQueueDepth: () => 0 }): ReceiverMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'thinship_receiver_' });
   const registers = [registry];
+  new Gauge({ name: 'thinship_receiver_decode_queue_depth', help: 'Records handed to the decode workers (decompress, checksum) and not yet back', registers, collect() { this.set(now.decodeQueueDepth()); } });
   return {
     registry,
     wireBytes: new Counter({ name: 'thinship_receiver_wire_bytes_total', help: 'DATA payload bytes received, as sent (compressed or raw)', registers }),

@@ -280,6 +280,11 @@ export class TransferRegistry {
     return this.o.idleTimeoutMs;
   }
 
+  /** Records handed to the decode workers and not yet back (0 without workers). */
+  get decodeQueueDepth(): number {
+    return this.decodePool?.pendingJobs ?? 0;
+  }
+
   /** Running ApplyStream calls (tests wait on this). */
   get activeCount(): number {
     return this.sessions.size;

@@ -251,7 +251,8 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     const n = Math.max(activeTransfers, windows.sessions.size - 1);
     windows.setWindow(connectionWindowFor(n), streamWindowFor(n));
   };
-  const metrics = createReceiverMetrics();
+  // The decode queue gauge reads the registry when scraped (it is made just below).
+  const metrics = createReceiverMetrics({ decodeQueueDepth: () => registry.decodeQueueDepth });
   const registry = new TransferRegistry({
     metrics,
     stateDir: cfg.stateDir, policy: cfg.policy, log,
