@@ -35,11 +35,13 @@ const { values } = parseArgs({ options: {
 } });
 
 /** One transfer to an in-process receiver whose identity is limited to rateBps; [ms, wire bytes received] samples. */
-async function receiverRunOnce(pool: FlatPool, rateBps: number, work: string, rep: number): Promise<[number, number][]> {
-  mkdirSync(join(work, `t${rep}`), { recursive: true });
+async function receiverRunOnce(pool: FlatPool, rateBps: number, work: string, run: string): Promise<[number, number][]> {
+  // A directory of its own per run: a second send of the same plan to the same target would be "already complete".
+  const targets = join(work, `t-${run}`);
+  mkdirSync(targets, { recursive: true });
   const config = await parseReceiverConfig({
-    stateDir: join(work, `state${rep}`), metricsListen: '127.0.0.1:0',
-    identities: { anonymous: { directories: [join(work, `t${rep}`)], maxBytesPerSecond: rateBps } },
+    stateDir: join(work, `state-${run}`), metricsListen: '127.0.0.1:0',
+    identities: { anonymous: { directories: [targets], maxBytesPerSecond: rateBps } },
   }, join(work, 'rx.json'));
   const rx = await startReceiver({ listen: '127.0.0.1:0', config, insecure: true, log: pino({ level: 'silent' }) });
   const client = await ReceiverClient.connect({ address: `127.0.0.1:${rx.port}`, insecure: true });
@@ -57,7 +59,7 @@ async function receiverRunOnce(pool: FlatPool, rateBps: number, work: string, re
     try {
       const reader = await openSourceReader(p);
       try {
-        await sendPlanOverGrpc(client, p, reader, { target: join(work, `t${rep}`, 'v.img'), compress: false });
+        await sendPlanOverGrpc(client, p, reader, { target: join(targets, 'v.img'), compress: false });
       } finally {
         await reader.close();
       }
@@ -73,7 +75,10 @@ async function receiverRunOnce(pool: FlatPool, rateBps: number, work: string, re
   return samples;
 }
 
-/** Mean rate after the first arrival, and the most bytes in any 1 s window, as ratios of the limit. */
+/**
+ * Mean rate after the first arrival, and the most bytes between two samples at
+ * most 1 s apart (a window of up to 1 s, so a late sample never stretches it), as ratios of the limit.
+ */
 function ratios(a: [number, number][], rateBps: number): { seconds: number; mean: number; peak: number } {
   const first = a.findIndex(([, b]) => b > 0);
   const last = a.findIndex(([, b]) => b === a.at(-1)![1]);
@@ -83,8 +88,7 @@ function ratios(a: [number, number][], rateBps: number): { seconds: number; mean
   let j = 0;
   for (let i = 0; i < a.length; i++) {
     while (a[i]![0] - a[j]![0] > 1000) j++;
-    const prev = j === 0 ? 0 : a[j - 1]![1];
-    peak = Math.max(peak, a[i]![1] - prev);
+    peak = Math.max(peak, a[i]![1] - a[j]![1]);
   }
   return { seconds: (t1 - t0) / 1000, mean: ((b1 - b0) * 1000) / (t1 - t0) / rateBps, peak: peak / rateBps };
 }
@@ -142,7 +146,7 @@ try {
     for (const limit of values['receiver-limits'].split(',').filter(Boolean)) {
       const rateBps = Number(limit.replace(/M$/, '')) * MiB;
       const runs = [];
-      for (let rep = 0; rep < Number(values.reps); rep++) runs.push(ratios(await receiverRunOnce(rxPool, rateBps, rxDir, rep), rateBps));
+      for (let rep = 0; rep < Number(values.reps); rep++) runs.push(ratios(await receiverRunOnce(rxPool, rateBps, rxDir, `${limit}-${rep}`), rateBps));
       const means = runs.map((r) => r.mean);
       const peaks = runs.map((r) => r.peak);
       console.log(`${(limit + ' rx').padEnd(10)} ${median(runs.map((r) => r.seconds)).toFixed(1).padStart(7)}   ${median(means).toFixed(3)} (${Math.min(...means).toFixed(3)}–${Math.max(...means).toFixed(3)})   ${median(peaks).toFixed(3)} (${Math.min(...peaks).toFixed(3)}–${Math.max(...peaks).toFixed(3)})`);
