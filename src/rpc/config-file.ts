@@ -127,7 +127,7 @@ export function parseLvmRules(list: unknown, at: string): LvmNameRule[] {
     if (o.pool !== undefined && (typeof o.pool !== 'string' || !validLvmName(o.pool))) throw new ThinshipError('USAGE', `${at}[${i}]: "pool" must be an LV name`);
     const lv = o.lv ?? '*';
     if (typeof lv !== 'string' || !/^[A-Za-z0-9+_.*?-]+$/.test(lv)) throw new ThinshipError('USAGE', `${at}[${i}]: "lv" must be an LV name pattern (letters, digits, + _ . -, and * ?)`);
-    return { vg: o.vg, pool: o.pool as string | undefined, lv };
+    return { vg: o.vg, pool: o.pool, lv };
   });
 }
 
