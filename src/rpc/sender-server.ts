@@ -20,6 +20,7 @@ import { access } from 'node:fs/promises';
 import { constants as fsConstants } from 'node:fs';
 import { createSenderMetrics } from '../ops/metrics.js';
 import { startOpsListener, type OpsListener } from '../ops/ops-listener.js';
+import { configReloader } from '../ops/config-reload.js';
 
 export const SENDER_SERVICE = 'thinship.sender.v1.SenderService';
 
@@ -205,11 +206,10 @@ export async function startSenderServer(o: SenderServerOptions): Promise<Running
   const resumed = await mgr.restore();
   log.info({ listen: o.listen, port, tls: !o.insecure, maxActiveTransfers: startCfg.maxActiveTransfers, stateDir: startCfg.stateDir, resumedTransfers: resumed }, 'sender service listening');
   let closing: Promise<void> | undefined;
-  let reloading = Promise.resolve();
-  const reload = async (load: () => Promise<SenderConfig>) => {
-    try {
+  const reload = configReloader<SenderConfig>({
+    daemon: 'sender-serve', log, reloads: metrics.configReloads, started: startCfg, restartOnlyKeys: RESTART_ONLY_KEYS,
+    apply: async (next) => {
       // Everything is read and checked before anything is swapped: a bad new config changes nothing.
-      const next = await load();
       if (tls && !next.tls) throw new ThinshipError('USAGE', `${next.file} has no "tls" section (ca, cert, key) any more`);
       if (!o.insecureReceivers && !next.receiverTls) throw new ThinshipError('USAGE', `${next.file} has no "receiverTls" section any more`);
       const material = tls && next.tls ? await loadServerTls(next.tls) : undefined;
@@ -218,20 +218,14 @@ export async function startSenderServer(o: SenderServerOptions): Promise<Running
       if (tls && material) tls.update(material);
       const receiverTlsRenewed = nextReceiverTlsBytes !== receiverTlsBytes;
       if (receiverTlsRenewed) { mgr.setReceiverTls(next.receiverTls); receiverTlsBytes = nextReceiverTlsBytes; }
-      const restartNeeded = RESTART_ONLY_KEYS.filter((k) => JSON.stringify(next[k]) !== JSON.stringify(startCfg[k]));
-      metrics.configReloads.inc({ result: 'ok' });
       log.info({ file: next.file, identities: [...next.identities.keys()], ...(material ? { certificate: { serialNumber: material.serialNumber, fingerprint256: material.fingerprint256, validTo: material.validTo } } : {}), receiverTlsRenewed, activeTransfers: mgr.counts().active }, 'config reloaded: new connections use its certificates and identities; running transfers go on');
-      if (restartNeeded.length > 0) log.warn({ keys: restartNeeded }, 'these config changes apply only after a restart of sender-serve');
-    } catch (e) {
-      metrics.configReloads.inc({ result: 'error' });
-      throw e;
-    }
-  };
+    },
+  });
   return {
     port,
     metricsPort: ops?.port,
     manager: mgr,
-    reload: (load) => (reloading = reloading.catch(() => undefined).then(() => reload(load))),
+    reload,
     close: () => closing ??= (async () => {
       stopping = true;
       health.setStatus('', 'NOT_SERVING');

@@ -34,6 +34,7 @@ import { access } from 'node:fs/promises';
 import { constants as fsConstants } from 'node:fs';
 import { createReceiverMetrics, tlsRefusalReason, type ReceiverMetrics } from '../ops/metrics.js';
 import { startOpsListener, type OpsListener } from '../ops/ops-listener.js';
+import { configReloader } from '../ops/config-reload.js';
 import { callerIdentity, listenCredentials, loadServerTls, parseHostPort, type AuthContextLike } from './tls.js';
 import { raiseReceiveWindow, observeHttp2Servers, ConnectionWindowControl } from './http2-window.js';
 import type { TLSSocket } from 'node:tls';
@@ -389,29 +390,22 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
   log.info({ listen: o.listen, port, tls: !o.insecure, stateDir: cfg.stateDir, receiveWindowBytes: windowBytes, connectionWindowBytes: windowBytes === false ? false : connectionWindowBytes, maxChunkBytes: cfg.maxChunkBytes, checkpointIntervalBytes: cfg.checkpointIntervalBytes }, 'receiver listening');
 
   let closing: Promise<void> | undefined;
-  let reloading = Promise.resolve();
-  const reload = async (load: () => Promise<ReceiverConfig>) => {
-    try {
+  const reload = configReloader<ReceiverConfig>({
+    daemon: 'serve', log, reloads: metrics.configReloads, started: cfg, restartOnlyKeys: RESTART_ONLY_KEYS,
+    apply: async (next) => {
       // Everything is read and checked before anything is swapped: a bad new config changes nothing.
-      const next = await load();
       if (tls && !next.tls) throw new ThinshipError('USAGE', `${next.file} has no "tls" section (ca, cert, key) any more`);
       const material = tls && next.tls ? await loadServerTls(next.tls) : undefined;
       registry.setPolicy(next.policy);
       if (tls && material) tls.update(material);
-      const restartNeeded = RESTART_ONLY_KEYS.filter((k) => JSON.stringify(next[k]) !== JSON.stringify(cfg[k]));
-      metrics.configReloads.inc({ result: 'ok' });
       log.info({ file: next.file, identities: [...next.policy.identities.keys()], ...(material ? { certificate: { serialNumber: material.serialNumber, fingerprint256: material.fingerprint256, validTo: material.validTo } } : {}), activeTransfers }, 'config reloaded: new connections use its certificate and identities; running transfers go on');
-      if (restartNeeded.length > 0) log.warn({ keys: restartNeeded }, 'these config changes apply only after a restart of serve');
-    } catch (e) {
-      metrics.configReloads.inc({ result: 'error' });
-      throw e;
-    }
-  };
+    },
+  });
   return {
     port,
     metricsPort: ops?.port,
     registry,
-    reload: (load) => (reloading = reloading.catch(() => undefined).then(() => reload(load))),
+    reload,
     debugState: () => ({ ...registry.debugState(), calls: [...openCalls].map(([call, transferId]) => ({ transferId, ...callReadState(call) })) }),
     close: (graceMs = 5000) => closing ??= (async () => {
       stopping = true;
