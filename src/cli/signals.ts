@@ -61,25 +61,39 @@ export async function withStopSignals<T>(fn: (signal: AbortSignal) => Promise<T>
   }
 }
 
+export interface DaemonHooks<D> {
+  /** SIGUSR2: a debug dump. */
+  debugDump?: (daemon: D) => void;
+  /** SIGHUP: reload the config. A failure is logged at error and the daemon goes on with what it had. */
+  reload?: (daemon: D) => Promise<void>;
+}
+
 /**
  * Runs a daemon (serve, sender-serve) until SIGTERM or SIGINT, then closes it
  * (running transfers checkpoint). The handlers go in before it starts: a
  * signal that arrives just after it logs "listening" must not find the
- * default (fatal) action. SIGHUP is logged at warn and ignored (the config is
- * read at start: restart to apply it); SIGUSR2 calls `debugDump` if given.
+ * default (fatal) action. SIGHUP calls `hooks.reload` (a SIGHUP before the
+ * daemon is up is logged and ignored: it reads the config as it starts);
+ * SIGUSR2 calls `hooks.debugDump`.
  */
 export async function runDaemon<D extends { close(): Promise<void> }>(
   name: string,
   log: { info(o: object, msg: string): void; warn(o: object, msg: string): void; error(o: object, msg: string): void },
   start: () => Promise<D>,
-  debugDump?: (daemon: D) => void,
+  hooks: DaemonHooks<D> = {},
 ): Promise<void> {
   let stopSignal: NodeJS.Signals | undefined;
   let requestStop: (signal: NodeJS.Signals) => void = (signal) => { stopSignal ??= signal; };
   let daemon: D | undefined;
+  let stopping = false;
   const onStop = (signal: NodeJS.Signals) => requestStop(signal);
-  const onHup = () => log.warn({ signal: 'SIGHUP' }, `SIGHUP ignored: the config and certificates are read at start; restart ${name} to apply changes (running transfers checkpoint and resume)`);
-  const onUsr2 = () => { if (daemon && debugDump) debugDump(daemon); };
+  const onHup = () => {
+    if (!daemon || stopping) { log.warn({ signal: 'SIGHUP' }, `SIGHUP ignored: ${name} is ${stopping ? 'stopping' : 'starting (it reads the config as it starts)'}`); return; }
+    if (!hooks.reload) { log.warn({ signal: 'SIGHUP' }, `SIGHUP ignored: restart ${name} to apply config changes`); return; }
+    log.info({ signal: 'SIGHUP' }, 'reloading the config');
+    hooks.reload(daemon).catch((e: unknown) => log.error({ signal: 'SIGHUP', err: (e as Error).message }, `config reload failed: ${name} goes on with the config it had`));
+  };
+  const onUsr2 = () => { if (daemon && hooks.debugDump) hooks.debugDump(daemon); };
   process.once('SIGTERM', onStop);
   process.once('SIGINT', onStop);
   process.on('SIGHUP', onHup);
@@ -88,6 +102,7 @@ export async function runDaemon<D extends { close(): Promise<void> }>(
     const d = (daemon = await start());
     await new Promise<void>((done) => {
       requestStop = (signal) => {
+        stopping = true;
         log.info({ signal }, 'stopping');
         d.close().then(done, (e: unknown) => { log.error({ err: (e as Error).message }, 'error while stopping'); done(); });
       };

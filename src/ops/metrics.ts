@@ -33,13 +33,21 @@ export interface ReceiverMetrics {
   checkpointSeconds: Histogram;
   commitSeconds: Histogram;
   tlsRefusals: Counter<'reason'>;
+  /** Time transfers waited for their identity's maxBytesPerSecond. */
+  throttledSeconds: Counter;
+  /** Successful reloads of the config on SIGHUP, and refused ones (the old config kept). */
+  configReloads: Counter<'result'>;
 }
 
-/** One registry per receiver (not prom-client's global one), so tests and two receivers in one process never mix. */
-export function createReceiverMetrics(): ReceiverMetrics {
+/**
+ * One registry per receiver (not prom-client's global one), so tests and two receivers in one process never mix.
+ * `now.decodeQueueDepth` is read when scraped.
+ */
+export function createReceiverMetrics(now: { decodeQueueDepth(): number } = { decodeQueueDepth: () => 0 }): ReceiverMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'thinship_receiver_' });
   const registers = [registry];
+  new Gauge({ name: 'thinship_receiver_decode_queue_depth', help: 'Records handed to the decode workers (decompress, checksum) and not yet back', registers, collect() { this.set(now.decodeQueueDepth()); } });
   return {
     registry,
     wireBytes: new Counter({ name: 'thinship_receiver_wire_bytes_total', help: 'DATA payload bytes received, as sent (compressed or raw)', registers }),
@@ -52,6 +60,8 @@ export function createReceiverMetrics(): ReceiverMetrics {
     checkpointSeconds: new Histogram({ name: 'thinship_receiver_checkpoint_duration_seconds', help: 'Time to flush the target and write a checkpoint', buckets: [0.001, 0.005, 0.02, 0.1, 0.5, 2, 10], registers }),
     commitSeconds: new Histogram({ name: 'thinship_receiver_commit_duration_seconds', help: 'Time from a validated End to the transfer recorded complete (flush included)', buckets: [0.001, 0.005, 0.02, 0.1, 0.5, 2, 10, 60], registers }),
     tlsRefusals: new Counter({ name: 'thinship_receiver_tls_handshake_failures_total', help: 'TLS handshakes refused, by reason class', labelNames: ['reason'] as const, registers }),
+    throttledSeconds: new Counter({ name: 'thinship_receiver_bandwidth_limit_wait_seconds_total', help: "Time transfers waited before reading their next message, held to their identity's maxBytesPerSecond", registers }),
+    configReloads: reloadCounter('thinship_receiver_', registers),
   };
 }
 
@@ -83,4 +93,45 @@ export function tlsRefusalReason(code: string | undefined): TlsRefusalReason {
     default:
       return 'other';
   }
+}
+
+function reloadCounter(prefix: string, registers: Registry[]): Counter<'result'> {
+  return new Counter({ name: `${prefix}config_reloads_total`, help: 'Config reloads on SIGHUP, by result (ok; error: the old config kept)', labelNames: ['result'] as const, registers });
+}
+
+/**
+ * How a sender daemon's transfer ended (thinship_sender_transfers_total{outcome}):
+ * done, failed (with its error code), cancelled (by a caller or the daemon stopping).
+ */
+export type SenderTransferOutcome = 'done' | 'failed' | 'cancelled';
+
+export interface SenderMetrics {
+  registry: Registry;
+  /** DATA payload bytes the receivers acknowledged... as sent: compressed where compressed. */
+  sentBytes: Counter;
+  transfers: Counter<'outcome' | 'code'>;
+  /** Resumes after a broken call (each retry of a transfer). */
+  retries: Counter;
+  configReloads: Counter<'result'>;
+}
+
+/**
+ * The sender daemon's metrics (`sender-serve --metrics-listen`, config
+ * `metricsListen`). Gauges of what runs now are read when scraped (`collect`),
+ * from the functions given, so they cannot drift from the manager's state.
+ */
+export function createSenderMetrics(now: { active(): number; queued(): number; compressQueueDepth(): number }): SenderMetrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'thinship_sender_' });
+  const registers = [registry];
+  new Gauge({ name: 'thinship_sender_active_transfers', help: 'Transfers planning, sending, resuming or committing now', registers, collect() { this.set(now.active()); } });
+  new Gauge({ name: 'thinship_sender_queued_transfers', help: 'Transfers waiting for their pool or a slot (maxActiveTransfers)', registers, collect() { this.set(now.queued()); } });
+  new Gauge({ name: 'thinship_sender_compress_queue_depth', help: 'Chunks handed to the compression workers and not yet back', registers, collect() { this.set(now.compressQueueDepth()); } });
+  return {
+    registry,
+    sentBytes: new Counter({ name: 'thinship_sender_sent_bytes_total', help: 'DATA payload bytes sent to receivers (compressed where compressed; re-sent bytes after a resume included)', registers }),
+    transfers: new Counter({ name: 'thinship_sender_transfers_total', help: 'Transfers that ended, by outcome and error code ("" when none)', labelNames: ['outcome', 'code'] as const, registers }),
+    retries: new Counter({ name: 'thinship_sender_retries_total', help: 'Transfers resumed after a broken or refused call', registers }),
+    configReloads: reloadCounter('thinship_sender_', registers),
+  };
 }

@@ -24,14 +24,10 @@
 import { realpath, lstat, stat } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { ThinshipError } from '../errors.js';
+import { checkKeys, configUint, globMatch, parseIdentities, parseLvmRules, validLvmName, type LvmNameRule } from '../rpc/config-file.js';
 
-export interface LvmRule {
-  vg: string;
-  /** Only LVs in this thin pool (checked against lvs before opening). */
-  pool?: string;
-  /** LV name pattern: `*` any run of characters, `?` one character. Default `*`. */
-  lv: string;
-}
+/** vg, pool (only LVs in this thin pool, checked against lvs before opening) and an LV name pattern. */
+export type LvmRule = LvmNameRule;
 
 export interface IdentityRules {
   lvm: LvmRule[];
@@ -39,6 +35,8 @@ export interface IdentityRules {
   directories: { path: string; real: string }[];
   /** Block devices (absolute paths) that may be written, with their real paths and device numbers (st_rdev). */
   devices: { path: string; real: string; rdev: bigint }[];
+  /** What all of this identity's running transfers together may receive, in wire bytes per second (DATA payloads as sent); unset: no limit. */
+  maxBytesPerSecond?: number;
 }
 
 export interface AccessPolicy {
@@ -60,17 +58,7 @@ export type AllowedTarget =
   /** A listed block device: realPath must still be the device numbered `rdev` when it is opened. */
   | { kind: 'device'; name: string; realPath: string; key: string; rdev: bigint };
 
-const LVM_NAME = /^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$/;
 const MAX_TARGET_NAME = 4096;
-
-function validLvmName(s: string): boolean {
-  return LVM_NAME.test(s) && s !== '.' && s !== '..' && s.length <= 127;
-}
-
-function globToRegExp(glob: string): RegExp {
-  const body = glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
-  return new RegExp(`^${body}$`);
-}
 
 function checkAbsoluteNormal(p: string, what: string): void {
   if (!p.startsWith('/') || p.includes('\0') || posix.normalize(p) !== p || p.split('/').some((s) => s === '.' || s === '..') || (p.length > 1 && p.endsWith('/'))) {
@@ -88,24 +76,15 @@ function below(child: string, dir: string): string {
   return dir === '/' ? child.slice(1) : child.slice(dir.length + 1);
 }
 
+/** The smallest per-identity limit: below one chunk per second a transfer's records would stall (and trip the progress check). */
+export const MIN_IDENTITY_BYTES_PER_SECOND = 65536;
+
 /** Parses the "identities" object of the receiver config (see docs in the README). */
 export async function parseAccessRules(v: unknown, where: string): Promise<AccessPolicy> {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new ThinshipError('USAGE', `${where}: "identities" must be an object mapping an identity to its allowed targets`);
-  const identities = new Map<string, IdentityRules>();
-  for (const [id, raw] of Object.entries(v as Record<string, unknown>)) {
-    const at = `${where}: identities["${id}"]`;
-    if (id === '' || raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new ThinshipError('USAGE', `${at} must be an object with "lvm", "directories" and/or "devices"`);
-    const r = raw as Record<string, unknown>;
-    for (const k of Object.keys(r)) if (!['lvm', 'directories', 'devices'].includes(k)) throw new ThinshipError('USAGE', `${at}: unknown key "${k}" (expected lvm, directories, devices)`);
-    const rules: IdentityRules = { lvm: [], directories: [], devices: [] };
-    for (const [i, l] of ((r.lvm ?? []) as unknown[]).entries()) {
-      const o = l as Record<string, unknown>;
-      if (o === null || typeof o !== 'object' || typeof o.vg !== 'string' || !validLvmName(o.vg)) throw new ThinshipError('USAGE', `${at}.lvm[${i}]: "vg" must be a VG name`);
-      if (o.pool !== undefined && (typeof o.pool !== 'string' || !validLvmName(o.pool))) throw new ThinshipError('USAGE', `${at}.lvm[${i}]: "pool" must be an LV name`);
-      const lv = o.lv ?? '*';
-      if (typeof lv !== 'string' || !/^[A-Za-z0-9+_.*?-]+$/.test(lv)) throw new ThinshipError('USAGE', `${at}.lvm[${i}]: "lv" must be an LV name pattern (letters, digits, + _ . -, and * ?)`);
-      rules.lvm.push({ vg: o.vg, pool: o.pool, lv });
-    }
+  const identities = await parseIdentities(v, where, '"lvm", "directories" and/or "devices"', async (r, at) => {
+    checkKeys(r, at, ['lvm', 'directories', 'devices', 'maxBytesPerSecond']);
+    const rules: IdentityRules = { lvm: parseLvmRules(r.lvm, `${at}.lvm`), directories: [], devices: [] };
+    if (r.maxBytesPerSecond !== undefined) rules.maxBytesPerSecond = configUint(r.maxBytesPerSecond, `${at}.maxBytesPerSecond`, 0, MIN_IDENTITY_BYTES_PER_SECOND);
     for (const key of ['directories', 'devices'] as const) {
       const list = r[key] ?? [];
       if (!Array.isArray(list)) throw new ThinshipError('USAGE', `${at}.${key} must be a list of absolute paths`);
@@ -129,8 +108,8 @@ export async function parseAccessRules(v: unknown, where: string): Promise<Acces
         }
       }
     }
-    identities.set(id, rules);
-  }
+    return rules;
+  });
   return { identities };
 }
 
@@ -140,7 +119,7 @@ export function rulesFor(policy: AccessPolicy, who: ClientIdentity): IdentityRul
 }
 
 /** The identity name to record as owner: the first of the client's names that has rules, else its first name. */
-export function ownerName(policy: AccessPolicy, names: string[]): string {
+export function ownerName(policy: { identities: ReadonlyMap<string, unknown> }, names: string[]): string {
   return names.find((n) => policy.identities.has(n)) ?? names[0] ?? 'unknown';
 }
 
@@ -163,7 +142,7 @@ export async function authorizeTarget(policy: AccessPolicy, who: ClientIdentity,
     const m = /^([^/]+)\/([^/]+)$/.exec(target);
     if (!m || !validLvmName(m[1]!) || !validLvmName(m[2]!)) throw denied(who, target, 'not an LVM name vg/lv nor an absolute path');
     const [vg, lv] = [m[1]!, m[2]!];
-    const rule = rules.flatMap((r) => r.lvm).find((l) => l.vg === vg && globToRegExp(l.lv).test(lv));
+    const rule = rules.flatMap((r) => r.lvm).find((l) => l.vg === vg && globMatch(l.lv, lv));
     if (!rule) throw denied(who, target, `no lvm rule allows VG ${vg} with LV name ${lv}`);
     return { kind: 'lvm', name: target, vg, lv, pool: rule.pool, key: `lvm:${vg}/${lv}` };
   }

@@ -26,6 +26,11 @@ export class DecodePool {
     this.pool = new WorkerPool(new URL('./decode-worker.js', import.meta.url), workers, 'decode');
   }
 
+  /** Records in the workers now. */
+  get pendingJobs(): number {
+    return this.pool.pendingJobs;
+  }
+
   /**
    * Like checkData, on a worker. A detachable payload's buffer (gRPC's buffer
    * of that one message) is handed over as it is; otherwise the payload is

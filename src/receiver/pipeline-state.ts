@@ -6,7 +6,7 @@
  * (wait for the next checked record, its decode on a worker, the write,
  * sometimes a checkpoint). Each says where it is and since when.
  */
-export type ReaderStage = 'starting' | 'record budget' | 'sender' | 'read-ahead full' | 'ended';
+export type ReaderStage = 'starting' | 'record budget' | 'bandwidth limit' | 'sender' | 'read-ahead full' | 'ended';
 export type WriterStage = 'starting' | 'next record' | 'decode' | 'write' | 'checkpoint' | 'ended';
 
 export interface PipelineSnapshot {

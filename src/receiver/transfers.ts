@@ -18,7 +18,8 @@
  * killed outright loses at most one interval: the next call resumes from the
  * last checkpoint.
  */
-import { ThinshipError, asThinshipError } from '../errors.js';
+import { ThinshipError, abortError, asThinshipError } from '../errors.js';
+import { TokenBucket } from '../stream/bandwidth.js';
 import type { VolumeHandle } from '../device/volume.js';
 import { applyMessages } from './receiver.js';
 import { currentTargetIdentity, openTransferTarget, targetIdentity, type OpenedTarget } from './target.js';
@@ -41,6 +42,7 @@ import { StateDirLock } from './state-lock.js';
 import { BufferBudget } from './buffer-budget.js';
 import { PipelineState, type PipelineSnapshot } from './pipeline-state.js';
 import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { mkdir } from 'node:fs/promises';
 import { authorizeTarget, ownerName, type AccessPolicy, type AllowedTarget, type ClientIdentity } from './access.js';
 import type { Logger } from 'pino';
@@ -50,6 +52,15 @@ export const DEFAULT_MAX_CHUNK_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_CHECKPOINT_INTERVAL_BYTES = 64 * 1024 * 1024;
 /** Also checkpoint after this many records (a stream of many tiny records). */
 export const CHECKPOINT_INTERVAL_RECORDS = 16384;
+
+/**
+ * The burst of an identity's maxBytesPerSecond bucket: one sender chunk (1 MiB,
+ * the default op size). It absorbs the time the receiver itself takes between
+ * two records (else that time is lost and the rate runs below the limit); with
+ * the record paid for after it arrived, what arrives in any interval is at most
+ * rate × time + this + one record.
+ */
+export const BANDWIDTH_BURST_BYTES = 1024 * 1024;
 export const DEFAULT_TRANSFER_EXPIRY_MS = 24 * 3600 * 1000;
 /** Records validated and decompressed ahead of the one being written. */
 export const DECODE_AHEAD_RECORDS = 4;
@@ -231,8 +242,10 @@ export class TransferRegistry {
   private closing = false;
   private decodePool: DecodePool | undefined;
   private lock: StateDirLock | undefined;
+  /** Per identity with a maxBytesPerSecond: the token bucket all its running transfers draw from. */
+  private readonly buckets = new Map<string, TokenBucket>();
 
-  constructor(private readonly opts: TransferRegistryOptions) {
+  constructor(private opts: TransferRegistryOptions) {
     this.store = new CheckpointStore(opts.stateDir);
     this.o = {
       checkpointIntervalBytes: opts.checkpointIntervalBytes ?? DEFAULT_CHECKPOINT_INTERVAL_BYTES,
@@ -267,6 +280,11 @@ export class TransferRegistry {
     return this.o.idleTimeoutMs;
   }
 
+  /** Records handed to the decode workers and not yet back (0 without workers). */
+  get decodeQueueDepth(): number {
+    return this.decodePool?.pendingJobs ?? 0;
+  }
+
   /** Running ApplyStream calls (tests wait on this). */
   get activeCount(): number {
     return this.sessions.size;
@@ -286,6 +304,35 @@ export class TransferRegistry {
 
   get policy(): AccessPolicy {
     return this.opts.policy;
+  }
+
+  /**
+   * Replaces the access rules (serve's reload on SIGHUP). Calls from now on are
+   * authorized by the new rules; running transfers were authorized when they
+   * began and keep going, but draw from their identity's new rate limit.
+   */
+  setPolicy(policy: AccessPolicy): void {
+    this.opts.policy = policy;
+  }
+
+  /**
+   * The token bucket of an identity's maxBytesPerSecond (undefined: no limit),
+   * shared by all its running transfers; a new one when the rate changed. A
+   * record is paid for after it arrived (its size is known then), before the
+   * next is read (BANDWIDTH_BURST_BYTES).
+   */
+  bandwidthBucket(identity: string): TokenBucket | undefined {
+    const rate = this.opts.policy.identities.get(identity)?.maxBytesPerSecond;
+    let b = this.buckets.get(identity);
+    if (!rate) {
+      if (b) this.buckets.delete(identity);
+      return undefined;
+    }
+    if (!b || b.bytesPerSecond !== rate) {
+      b = new TokenBucket(rate, BANDWIDTH_BURST_BYTES);
+      this.buckets.set(identity, b);
+    }
+    return b;
   }
 
   /**
@@ -639,7 +686,8 @@ export class TransferRegistry {
       checksum: begin.checksum, durableOffsetBytes: 0, digestState: hex(Buffer.alloc(SHA256_BYTES)),
       dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0, createdUnixMs: now, updatedUnixMs: now,
     };
-    log.info({ mode: begin.mode, volumeSizeBytes: begin.volumeSizeBytes, resumeOffsetBytes: begin.resumeOffsetBytes, plannedDataBytes: begin.plannedDataBytes, resuming: !!existing }, existing ? 'transfer resuming' : 'transfer begin');
+    const limitOf = () => this.bandwidthBucket(s.identity)?.bytesPerSecond;
+    log.info({ mode: begin.mode, volumeSizeBytes: begin.volumeSizeBytes, resumeOffsetBytes: begin.resumeOffsetBytes, plannedDataBytes: begin.plannedDataBytes, resuming: !!existing, maxBytesPerSecond: limitOf() }, existing ? 'transfer resuming' : 'transfer begin');
     const { handle, release, identity, stage: opened } = await this.openTargetOfTransfer(begin, target, existing, s, log);
     let stage = opened;
     const writeTo = stage?.handle ?? handle;
@@ -676,9 +724,29 @@ export class TransferRegistry {
       const worstBytes = 2 * (this.o.maxChunkBytes + MESSAGE_OVERHEAD_BYTES) + (begin.compression === 'zstd' ? this.o.maxChunkBytes : 0);
       const pipe = s.pipeline;
       s.heldBytes = () => held.heldBytes;
-      const reserve = async () => { pipe.reading('record budget'); await held.reserve(worstBytes); pipe.reading('sender'); };
+      /** DATA payload bytes of the last message, drawn from the identity's rate limit before the next is read. */
+      let lastWireBytes = 0;
+      const signal = s.controller.signal;
+      const reserve = async () => {
+        pipe.reading('record budget');
+        await held.reserve(worstBytes);
+        // The identity's maxBytesPerSecond: not reading paces the sender through HTTP/2 flow
+        // control. Waiting here is not the sender's slowness (abortable's progress check skips it).
+        const bucket = lastWireBytes > 0 ? self.bandwidthBucket(s.identity) : undefined;
+        if (bucket) {
+          const waitMs = bucket.reserve(lastWireBytes);
+          if (waitMs > 0) {
+            pipe.reading('bandwidth limit');
+            await sleep(waitMs, undefined, { signal }).catch((e: unknown) => { throw signal.aborted ? abortError(signal) : e; });
+            metrics?.throttledSeconds.inc(waitMs / 1000);
+          }
+        }
+        lastWireBytes = 0;
+        pipe.reading('sender');
+      };
       async function* checked(): AsyncGenerator<CheckedRecord> {
-        for await (const r of abortable(records, s.controller.signal, self.o, wireBytes, reserve)) {
+        for await (const r of abortable(records, signal, self.o, wireBytes, reserve)) {
+          if (r.type === 'data') lastWireBytes = r.payload.length;
           held.arrived(recordBytes(r));
           pipe.recordsReceived++;
           if (r.type === 'data') metrics?.wireBytes.inc(r.payload.length);
@@ -730,7 +798,7 @@ export class TransferRegistry {
       await this.forgetOldestCompleted(cp.identity);
       const secs = (performance.now() - t0) / 1000;
       const sessionData = ctx.ledger.counts.dataBytes - (existing?.dataBytes ?? 0);
-      log.info({ seconds: Number(secs.toFixed(3)), dataBytes: sessionData, bytesWritten: summary.bytesWritten, bytesDiscarded: summary.bytesDiscarded, mibPerSecond: Number((sessionData / 1048576 / Math.max(secs, 1e-9)).toFixed(1)), digest: hex(end.digest) }, 'transfer complete');
+      log.info({ seconds: Number(secs.toFixed(3)), dataBytes: sessionData, bytesWritten: summary.bytesWritten, bytesDiscarded: summary.bytesDiscarded, mibPerSecond: Number((sessionData / 1048576 / Math.max(secs, 1e-9)).toFixed(1)), maxBytesPerSecond: limitOf(), digest: hex(end.digest) }, 'transfer complete');
       if (metrics) {
         if (endSeen > 0) metrics.commitSeconds.observe((performance.now() - endSeen) / 1000);
         metrics.writtenBytes.inc(summary.bytesWritten);

@@ -15,7 +15,12 @@ import type { SenderConfig } from '../service/sender-config.js';
 import { TransferStore } from '../service/transfer-store.js';
 import { LOADER_OPTIONS } from './proto.js';
 import { toServiceError } from './status.js';
-import { callerNames, listenCredentials } from './tls.js';
+import { callerIdentity, listenCredentials, loadClientTls, loadServerTls, parseHostPort, type TlsFiles } from './tls.js';
+import { access } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { createSenderMetrics } from '../ops/metrics.js';
+import { startOpsListener, type OpsListener } from '../ops/ops-listener.js';
+import { configReloader } from '../ops/config-reload.js';
 
 export const SENDER_SERVICE = 'thinship.sender.v1.SenderService';
 
@@ -84,22 +89,49 @@ export interface SenderServerOptions {
   retryDelayMs?: number;
 }
 
-export interface RunningSender { port: number; manager: TransferManager; close(): Promise<void> }
+export interface RunningSender {
+  port: number;
+  /** The port of the metrics listener (config metricsListen), if any. */
+  metricsPort?: number;
+  manager: TransferManager;
+  /**
+   * Applies a new config (sender-serve on SIGHUP): the daemon's server TLS files
+   * (new connections see the new certificate), its client certificate towards
+   * receivers (new receiver connections use it) and the identities (new calls
+   * are authorized by them; running transfers go on). If `load` or the new
+   * files fail, this throws and nothing changes. Other keys need a restart.
+   */
+  reload(load: () => Promise<SenderConfig>): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Sender config keys a reload does not apply. */
+const RESTART_ONLY_KEYS = ['stateDir', 'maxActiveTransfers', 'keepFinishedMs', 'metricsListen'] as const satisfies readonly (keyof SenderConfig)[];
+
+/** The client TLS files' contents, to see whether a reload renewed them. */
+async function clientTlsBytes(f: TlsFiles | undefined): Promise<string> {
+  if (!f) return '';
+  const l = await loadClientTls(f);
+  return JSON.stringify([f, l.ca.toString('base64'), l.cert.toString('base64'), l.key.toString('base64')]);
+}
 
 export async function startSenderServer(o: SenderServerOptions): Promise<RunningSender> {
   const log = (o.log ?? rootLog).child({ component: 'sender-service' });
-  const cfg = o.config;
-  const creds = await listenCredentials(o.listen, { insecure: o.insecure, allowInsecureRemote: o.allowInsecureRemote, tls: cfg.tls, configFile: cfg.file });
-  if (!o.insecureReceivers && !cfg.receiverTls) throw new ThinshipError('USAGE', `${cfg.file} has no "receiverTls" section: the daemon's own client certificate towards receivers`);
-  const store = await TransferStore.open(cfg.stateDir, log);
-  const rulesOf = (owner: string) => { const r = cfg.identities.get(owner); return r ? [r] : []; };
-  const manager = new TransferManager({ receiverTls: cfg.receiverTls, insecure: o.insecureReceivers, maxActiveTransfers: cfg.maxActiveTransfers, keepFinishedMs: cfg.keepFinishedMs, log, lockDir: o.lockDir, retryDelayMs: o.retryDelayMs, store, rulesOf });
+  const startCfg = o.config;
+  /** The identities of the config loaded last (reload). */
+  let identities = startCfg.identities;
+  const { creds, tls } = await listenCredentials(o.listen, { insecure: o.insecure, allowInsecureRemote: o.allowInsecureRemote, tls: startCfg.tls, configFile: startCfg.file });
+  if (!o.insecureReceivers && !startCfg.receiverTls) throw new ThinshipError('USAGE', `${startCfg.file} has no "receiverTls" section: the daemon's own client certificate towards receivers`);
+  let receiverTlsBytes = o.insecureReceivers ? '' : await clientTlsBytes(startCfg.receiverTls);
+  const store = await TransferStore.open(startCfg.stateDir, log);
+  const rulesOf = (owner: string) => { const r = identities.get(owner); return r ? [r] : []; };
+  // The gauges read the manager when scraped (it is made just below).
+  const metrics = createSenderMetrics({ active: () => mgr.counts().active, queued: () => mgr.counts().queued, compressQueueDepth: () => mgr.compressQueueDepth() });
+  const mgr = new TransferManager({ receiverTls: startCfg.receiverTls, insecure: o.insecureReceivers, maxActiveTransfers: startCfg.maxActiveTransfers, keepFinishedMs: startCfg.keepFinishedMs, log, lockDir: o.lockDir, retryDelayMs: o.retryDelayMs, store, rulesOf, metrics });
 
   const caller = (call: { getAuthContext(): never }): Caller => {
-    const names = o.insecure ? ['anonymous'] : callerNames(call);
-    if (names.length === 0) throw new ThinshipError('UNAUTHENTICATED', 'no verified client certificate on this connection');
-    const owner = names.find((n) => cfg.identities.has(n)) ?? names[0]!;
-    return { owner, rules: names.flatMap((n) => { const r = cfg.identities.get(n); return r ? [r] : []; }) };
+    const id = callerIdentity(call, { insecure: o.insecure, identities });
+    return { owner: id.name, rules: id.names.flatMap((n) => { const r = identities.get(n); return r ? [r] : []; }) };
   };
   const unary = <Req, Res>(name: string, fn: (c: Caller, req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>) =>
     (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => {
@@ -118,14 +150,14 @@ export async function startSenderServer(o: SenderServerOptions): Promise<Running
       call.on('cancelled', () => ac.abort());
       const maxOp = Number(req.maxOpBytes ?? 0);
       if (maxOp !== 0 && (maxOp < 4096 || maxOp > 64 * 1024 * 1024)) throw new ThinshipError('USAGE', `max_op_bytes ${maxOp}: 4096 to 64 MiB, or 0 for 1 MiB`);
-      return { ...(await manager.plan(c, sourceFromProto(req.source), maxOp || undefined, ac.signal)) };
+      return { ...(await mgr.plan(c, sourceFromProto(req.source), maxOp || undefined, ac.signal)) };
     }),
     StartTransfer: unary<{ requestId: string; source: PbSource; destination?: { receiverAddress?: string; serverName?: string; target?: string } | null; options?: { noCompress?: boolean; bandwidthLimitBytesPerSecond?: number; maxRetries?: number } | null }, Record<string, unknown>>('StartTransfer', async (c, req) => {
       const d = req.destination;
       if (!d?.receiverAddress || !d.target) throw new ThinshipError('USAGE', 'destination.receiver_address and destination.target are required');
       if (d.receiverAddress.length > 300 || d.target.length > 4096 || (d.serverName ?? '').length > 300) throw new ThinshipError('USAGE', 'destination fields are too long');
       const opt = req.options ?? {};
-      const info = await manager.start(c, {
+      const info = await mgr.start(c, {
         requestId: String(req.requestId ?? ''), source: sourceFromProto(req.source),
         destination: { receiverAddress: d.receiverAddress, serverName: d.serverName || undefined, target: d.target },
         options: { noCompress: opt.noCompress === true, bandwidthLimitBytesPerSecond: Number(opt.bandwidthLimitBytesPerSecond ?? 0), maxRetries: Math.min(Number(opt.maxRetries ?? 0), 1000) },
@@ -135,7 +167,7 @@ export async function startSenderServer(o: SenderServerOptions): Promise<Running
     WatchTransfer: (call: grpc.ServerWritableStream<{ transferId: string }, Record<string, unknown>>) => {
       let unsubscribe: () => void = () => undefined;
       try {
-        unsubscribe = manager.watch(caller(call as never), String(call.request.transferId ?? ''), (info) => {
+        unsubscribe = mgr.watch(caller(call as never), String(call.request.transferId ?? ''), (info) => {
           call.write({ transfer: infoToProto(info) });
           if (info.state === 'done' || info.state === 'failed' || info.state === 'cancelled') call.end();
         });
@@ -147,29 +179,62 @@ export async function startSenderServer(o: SenderServerOptions): Promise<Running
       }
       call.on('cancelled', () => unsubscribe());
     },
-    ListTransfers: unary<Record<string, never>, Record<string, unknown>>('ListTransfers', async (c) => ({ transfers: manager.list(c).map(infoToProto) })),
-    GetTransfer: unary<{ transferId: string }, Record<string, unknown>>('GetTransfer', async (c, req) => ({ transfer: infoToProto(manager.get(c, String(req.transferId ?? ''))) })),
-    CancelTransfer: unary<{ transferId: string; reason: string }, Record<string, unknown>>('CancelTransfer', async (c, req) => ({ transfer: infoToProto(await manager.cancel(c, String(req.transferId ?? ''), String(req.reason ?? '').slice(0, 500))) })),
+    ListTransfers: unary<Record<string, never>, Record<string, unknown>>('ListTransfers', async (c) => ({ transfers: mgr.list(c).map(infoToProto) })),
+    GetTransfer: unary<{ transferId: string }, Record<string, unknown>>('GetTransfer', async (c, req) => ({ transfer: infoToProto(mgr.get(c, String(req.transferId ?? ''))) })),
+    CancelTransfer: unary<{ transferId: string; reason: string }, Record<string, unknown>>('CancelTransfer', async (c, req) => ({ transfer: infoToProto(await mgr.cancel(c, String(req.transferId ?? ''), String(req.reason ?? '').slice(0, 500))) })),
   });
   const [{ HealthImplementation }] = await Promise.all([import('grpc-health-check')]);
   const health = new HealthImplementation({ '': 'SERVING', [SENDER_SERVICE]: 'SERVING' });
   health.addToServer(server);
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(o.listen, creds, (e, p) => (e ? reject(new ThinshipError('USAGE', `cannot listen on ${o.listen}: ${e.message}`, { cause: e })) : resolve(p)));
-  }).catch(async (e) => { await manager.close(); throw e; });
-  const resumed = await manager.restore();
-  log.info({ listen: o.listen, port, tls: !o.insecure, maxActiveTransfers: cfg.maxActiveTransfers, stateDir: cfg.stateDir, resumedTransfers: resumed }, 'sender service listening');
+  }).catch(async (e) => { await mgr.close(); throw e; });
+  let ops: OpsListener | undefined;
+  let stopping = false;
+  if (startCfg.metricsListen) {
+    const mp = parseHostPort(startCfg.metricsListen, 'metricsListen');
+    // Ready: the config loaded (we are here), the state directory writable, the daemon not stopping.
+    const ready = async () => {
+      const problems: string[] = [];
+      if (stopping) problems.push('the sender daemon is stopping');
+      await access(startCfg.stateDir, fsConstants.W_OK).catch((e: NodeJS.ErrnoException) => problems.push(`state directory ${startCfg.stateDir} is not writable (${e.code})`));
+      return problems;
+    };
+    ops = await startOpsListener({ host: mp.host, port: mp.port, registry: metrics.registry, ready }).catch(async (e) => { server.forceShutdown(); await mgr.close(); throw e; });
+    log.info({ metricsListen: startCfg.metricsListen, port: ops.port }, 'metrics listening (/metrics, /healthz, /readyz)');
+  }
+  const resumed = await mgr.restore();
+  log.info({ listen: o.listen, port, tls: !o.insecure, maxActiveTransfers: startCfg.maxActiveTransfers, stateDir: startCfg.stateDir, resumedTransfers: resumed }, 'sender service listening');
   let closing: Promise<void> | undefined;
+  const reload = configReloader<SenderConfig>({
+    daemon: 'sender-serve', log, reloads: metrics.configReloads, started: startCfg, restartOnlyKeys: RESTART_ONLY_KEYS,
+    apply: async (next) => {
+      // Everything is read and checked before anything is swapped: a bad new config changes nothing.
+      if (tls && !next.tls) throw new ThinshipError('USAGE', `${next.file} has no "tls" section (ca, cert, key) any more`);
+      if (!o.insecureReceivers && !next.receiverTls) throw new ThinshipError('USAGE', `${next.file} has no "receiverTls" section any more`);
+      const material = tls && next.tls ? await loadServerTls(next.tls) : undefined;
+      const nextReceiverTlsBytes = o.insecureReceivers ? '' : await clientTlsBytes(next.receiverTls);
+      identities = next.identities;
+      if (tls && material) tls.update(material);
+      const receiverTlsRenewed = nextReceiverTlsBytes !== receiverTlsBytes;
+      if (receiverTlsRenewed) { mgr.setReceiverTls(next.receiverTls); receiverTlsBytes = nextReceiverTlsBytes; }
+      log.info({ file: next.file, identities: [...next.identities.keys()], ...(material ? { certificate: { serialNumber: material.serialNumber, fingerprint256: material.fingerprint256, validTo: material.validTo } } : {}), receiverTlsRenewed, activeTransfers: mgr.counts().active }, 'config reloaded: new connections use its certificates and identities; running transfers go on');
+    },
+  });
   return {
     port,
-    manager,
+    metricsPort: ops?.port,
+    manager: mgr,
+    reload,
     close: () => closing ??= (async () => {
+      stopping = true;
       health.setStatus('', 'NOT_SERVING');
-      await manager.close();
+      await mgr.close();
       await new Promise<void>((resolve) => {
         const t = setTimeout(() => { server.forceShutdown(); resolve(); }, 5000);
         server.tryShutdown(() => { clearTimeout(t); resolve(); });
       });
+      await ops?.close();
       log.info('sender service stopped');
     })(),
   };

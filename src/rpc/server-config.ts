@@ -24,7 +24,8 @@
  *       "backup-sender": {
  *         "lvm": [{ "vg": "vg0", "pool": "pool0", "lv": "backup-*" }],
  *         "directories": ["/srv/images"],
- *         "devices": ["/dev/loop7"]
+ *         "devices": ["/dev/loop7"],
+ *         "maxBytesPerSecond": 52428800
  *       }
  *     }
  *   }
@@ -32,9 +33,8 @@
  * An identity is a client certificate's subject CN or any of its SAN values;
  * with --insecure every client is "anonymous".
  */
-import { readFile } from 'node:fs/promises';
-import { dirname, isAbsolute, resolve } from 'node:path';
 import { ThinshipError } from '../errors.js';
+import { ConfigObject, readConfigJson } from './config-file.js';
 import { parseAccessRules, type AccessPolicy } from '../receiver/access.js';
 import type { TlsFiles } from './tls.js';
 import {
@@ -79,47 +79,18 @@ const KEYS = ['tls', 'stateDir', 'checkpointIntervalBytes', 'transferExpirySecon
   'maxVolumeBytes', 'idleTimeoutSeconds', 'minBytesPerSecond', 'progressWindowSeconds', 'maxBufferedBytes', 'requireChecksum', 'decodeWorkers', 'metricsListen', 'identities'];
 
 export async function loadReceiverConfig(file: string): Promise<ReceiverConfig> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (e) {
-    throw new ThinshipError('USAGE', `cannot read the receiver config ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
-  }
-  let v: Record<string, unknown>;
-  try {
-    v = JSON.parse(text) as Record<string, unknown>;
-  } catch (e) {
-    throw new ThinshipError('USAGE', `receiver config ${file} is not valid JSON: ${(e as Error).message}`, { cause: e });
-  }
-  return parseReceiverConfig(v, file);
+  return parseReceiverConfig(await readConfigJson(file, 'receiver'), file);
 }
 
-export async function parseReceiverConfig(v: Record<string, unknown>, file: string): Promise<ReceiverConfig> {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new ThinshipError('USAGE', `${file}: the config must be a JSON object`);
-  for (const k of Object.keys(v)) if (!KEYS.includes(k)) throw new ThinshipError('USAGE', `${file}: unknown key "${k}" (known: ${KEYS.join(', ')})`);
-  const base = dirname(resolve(file));
-  const path = (p: unknown, what: string): string => {
-    if (typeof p !== 'string' || p === '') throw new ThinshipError('USAGE', `${file}: ${what} must be a path`);
-    return isAbsolute(p) ? p : resolve(base, p);
-  };
-  const uint = (k: string, dflt: number, min = 1): number => {
-    const x = v[k];
-    if (x === undefined) return dflt;
-    if (typeof x !== 'number' || !Number.isSafeInteger(x) || x < min) throw new ThinshipError('USAGE', `${file}: "${k}" must be an integer >= ${min}`);
-    return x;
-  };
+export async function parseReceiverConfig(v: unknown, file: string): Promise<ReceiverConfig> {
+  const c = new ConfigObject(v, file, KEYS);
+  const uint = (k: string, dflt: number, min = 1) => c.uint(k, dflt, min);
   // HTTP/2 windows: 64 KiB - 1 up to 2^31 - 1 (RFC 9113, 6.9.1).
   const window = (k: string, dflt: number): number => {
     const x = uint(k, dflt, HTTP2_DEFAULT_WINDOW_BYTES);
     if (x > HTTP2_MAX_WINDOW_BYTES) throw new ThinshipError('USAGE', `${file}: "${k}" must be at most ${HTTP2_MAX_WINDOW_BYTES} (HTTP/2's largest window)`);
     return x;
   };
-  let tls: TlsFiles | undefined;
-  if (v.tls !== undefined) {
-    const t = v.tls as Record<string, unknown>;
-    if (t === null || typeof t !== 'object') throw new ThinshipError('USAGE', `${file}: "tls" must be an object with ca, cert and key`);
-    tls = { ca: path(t.ca, 'tls.ca'), cert: path(t.cert, 'tls.cert'), key: path(t.key, 'tls.key') };
-  }
   const maxChunkBytes = uint('maxChunkBytes', DEFAULT_MAX_CHUNK_BYTES, 4096);
   if (maxChunkBytes > 64 * 1024 * 1024) throw new ThinshipError('USAGE', `${file}: "maxChunkBytes" must be at most 64 MiB`);
   const maxActiveTransfers = uint('maxActiveTransfers', DEFAULT_MAX_ACTIVE_TRANSFERS);
@@ -132,17 +103,15 @@ export async function parseReceiverConfig(v: Record<string, unknown>, file: stri
     if (x > 86400) throw new ThinshipError('USAGE', `${file}: "${k}" must be at most 86400 (a day)`);
     return x;
   };
-  if (v.metricsListen !== undefined && (typeof v.metricsListen !== 'string' || !/^(\[[^\]]+\]|[^:[\]]+):\d+$/.test(v.metricsListen))) throw new ThinshipError('USAGE', `${file}: "metricsListen" must be HOST:PORT`);
-  if (v.requireChecksum !== undefined && typeof v.requireChecksum !== 'boolean') throw new ThinshipError('USAGE', `${file}: "requireChecksum" must be true or false`);
   return {
     file,
-    tls,
-    stateDir: v.stateDir === undefined ? '/var/lib/thinship' : path(v.stateDir, 'stateDir'),
+    tls: c.tls('tls'),
+    stateDir: c.v.stateDir === undefined ? '/var/lib/thinship' : c.path(c.v.stateDir, 'stateDir'),
     checkpointIntervalBytes: uint('checkpointIntervalBytes', DEFAULT_CHECKPOINT_INTERVAL_BYTES),
     transferExpiryMs: uint('transferExpirySeconds', DEFAULT_TRANSFER_EXPIRY_MS / 1000) * 1000,
     maxChunkBytes,
     receiveWindowBytes: window('receiveWindowBytes', DEFAULT_RECEIVE_WINDOW_BYTES),
-    connectionWindowBytes: v.connectionWindowBytes === undefined ? undefined : window('connectionWindowBytes', 0),
+    connectionWindowBytes: c.v.connectionWindowBytes === undefined ? undefined : window('connectionWindowBytes', 0),
     maxActiveTransfers,
     maxActiveTransfersPerIdentity: uint('maxActiveTransfersPerIdentity', defaultMaxActivePerIdentity(maxActiveTransfers)),
     maxStoredTransfersPerIdentity: uint('maxStoredTransfersPerIdentity', DEFAULT_MAX_STORED_TRANSFERS_PER_IDENTITY),
@@ -152,9 +121,9 @@ export async function parseReceiverConfig(v: Record<string, unknown>, file: stri
     minBytesPerSecond: uint('minBytesPerSecond', DEFAULT_MIN_BYTES_PER_SECOND, 0),
     progressWindowMs: seconds('progressWindowSeconds', DEFAULT_PROGRESS_WINDOW_MS / 1000) * 1000,
     maxBufferedBytes,
-    metricsListen: v.metricsListen,
-    requireChecksum: v.requireChecksum === undefined ? true : v.requireChecksum,
+    metricsListen: c.hostPort('metricsListen'),
+    requireChecksum: c.bool('requireChecksum', true),
     decodeWorkers: uint('decodeWorkers', defaultWorkerCount(), 0),
-    policy: await parseAccessRules(v.identities ?? {}, file),
+    policy: await parseAccessRules(c.v.identities ?? {}, file),
   };
 }

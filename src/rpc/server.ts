@@ -24,7 +24,7 @@ import { ThinshipError } from '../errors.js';
 import { log as rootLog } from '../log.js';
 import { TransferRegistry, MESSAGE_OVERHEAD_BYTES, type TransferStateView } from '../receiver/transfers.js';
 import type { TransferBegin, WireRecord } from '../receiver/record-checks.js';
-import { ownerName, type ClientIdentity } from '../receiver/access.js';
+import type { ClientIdentity } from '../receiver/access.js';
 import {
   receiverProto, protoRoot, LOADER_OPTIONS, PROTOCOL_VERSION, RECEIVER_SERVICE, timestampOfUnixMs,
   type ApplyStreamRequest__Output, type ApplyStreamResponse, type Begin__Output, type TransferState, type ReceiverServiceHandlers,
@@ -34,7 +34,8 @@ import { access } from 'node:fs/promises';
 import { constants as fsConstants } from 'node:fs';
 import { createReceiverMetrics, tlsRefusalReason, type ReceiverMetrics } from '../ops/metrics.js';
 import { startOpsListener, type OpsListener } from '../ops/ops-listener.js';
-import { callerNames, listenCredentials, parseHostPort, type AuthContextLike } from './tls.js';
+import { configReloader } from '../ops/config-reload.js';
+import { callerIdentity, listenCredentials, loadServerTls, parseHostPort, type AuthContextLike } from './tls.js';
 import { raiseReceiveWindow, observeHttp2Servers, ConnectionWindowControl } from './http2-window.js';
 import type { TLSSocket } from 'node:tls';
 import type { Socket } from 'node:net';
@@ -63,10 +64,25 @@ export interface RunningReceiver {
   registry: TransferRegistry;
   /** Every running transfer's pipeline stage, the record budget, and each call's gRPC / HTTP/2 read state (serve logs it on SIGUSR2). */
   debugState(): Record<string, unknown>;
+  /**
+   * Applies a new config (serve on SIGHUP): the TLS files (new connections get
+   * the new certificate) and the identities (new calls are authorized by them;
+   * running transfers keep going). `load` reads and checks it; if it or the new
+   * TLS files fail, this throws and the running config stays as it was. Other
+   * keys change only at a restart (logged at warn).
+   */
+  reload(load: () => Promise<ReceiverConfig>): Promise<void>;
   /** Stops accepting, stops running transfers (each checkpoints), waits up to graceMs for calls to end. */
   close(graceMs?: number): Promise<void>;
 }
 
+
+/** Receiver config keys a reload does not apply (the server, its listeners and the registry are built from them at start). */
+const RESTART_ONLY_KEYS = [
+  'stateDir', 'checkpointIntervalBytes', 'transferExpiryMs', 'maxChunkBytes', 'receiveWindowBytes', 'connectionWindowBytes', 'maxActiveTransfers', 'maxActiveTransfersPerIdentity',
+  'maxStoredTransfersPerIdentity', 'maxCompletedTransfersPerIdentity', 'maxVolumeBytes', 'idleTimeoutMs', 'minBytesPerSecond', 'progressWindowMs', 'metricsListen', 'maxBufferedBytes',
+  'requireChecksum', 'decodeWorkers',
+] as const satisfies readonly (keyof ReceiverConfig)[];
 
 const MODES = { TRANSFER_MODE_FULL: 'full', TRANSFER_MODE_INCREMENTAL: 'incremental' } as const;
 const COMPRESSIONS = { COMPRESSION_NONE: 'none', COMPRESSION_ZSTD: 'zstd' } as const;
@@ -224,7 +240,7 @@ function logRefusedHandshakes(server: grpc.Server, log: Logger, metrics?: Receiv
 export async function startReceiver(o: ReceiverServerOptions): Promise<RunningReceiver> {
   const log = (o.log ?? rootLog).child({ component: 'receiver' });
   const cfg = o.config;
-  const creds = await listenCredentials(o.listen, { insecure: o.insecure, allowInsecureRemote: o.allowInsecureRemote, tls: cfg.tls, configFile: cfg.file });
+  const { creds, tls } = await listenCredentials(o.listen, { insecure: o.insecure, allowInsecureRemote: o.allowInsecureRemote, tls: cfg.tls, configFile: cfg.file });
 
   const windowBytes = o.receiveWindowBytes ?? cfg.receiveWindowBytes;
   let windows: ConnectionWindowControl | undefined;
@@ -236,7 +252,8 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     const n = Math.max(activeTransfers, windows.sessions.size - 1);
     windows.setWindow(connectionWindowFor(n), streamWindowFor(n));
   };
-  const metrics = createReceiverMetrics();
+  // The decode queue gauge reads the registry when scraped (it is made just below).
+  const metrics = createReceiverMetrics({ decodeQueueDepth: () => registry.decodeQueueDepth });
   const registry = new TransferRegistry({
     metrics,
     stateDir: cfg.stateDir, policy: cfg.policy, log,
@@ -277,11 +294,8 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
   if (windowBytes !== false) raiseReceiveWindow(server, { streamBytes: windowBytes, connectionBytes: connectionWindowBytes }, log, o.onHttp2Session, windows);
   if (!o.insecure) logRefusedHandshakes(server, log, metrics);
 
-  const who = (call: { getAuthContext(): AuthContextLike; getPeer(): string }): ClientIdentity => {
-    const names = o.insecure ? ['anonymous'] : callerNames(call);
-    if (names.length === 0) throw new ThinshipError('UNAUTHENTICATED', 'no verified client certificate on this connection');
-    return { name: ownerName(cfg.policy, names), names };
-  };
+  // registry.policy: the identities of the config loaded last (reload).
+  const who = (call: { getAuthContext(): AuthContextLike }): ClientIdentity => callerIdentity(call, { insecure: o.insecure, identities: registry.policy.identities });
 
   /** Calls past their Begin, with their transfer id (debugState). */
   const openCalls = new Map<object, string>();
@@ -376,10 +390,22 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
   log.info({ listen: o.listen, port, tls: !o.insecure, stateDir: cfg.stateDir, receiveWindowBytes: windowBytes, connectionWindowBytes: windowBytes === false ? false : connectionWindowBytes, maxChunkBytes: cfg.maxChunkBytes, checkpointIntervalBytes: cfg.checkpointIntervalBytes }, 'receiver listening');
 
   let closing: Promise<void> | undefined;
+  const reload = configReloader<ReceiverConfig>({
+    daemon: 'serve', log, reloads: metrics.configReloads, started: cfg, restartOnlyKeys: RESTART_ONLY_KEYS,
+    apply: async (next) => {
+      // Everything is read and checked before anything is swapped: a bad new config changes nothing.
+      if (tls && !next.tls) throw new ThinshipError('USAGE', `${next.file} has no "tls" section (ca, cert, key) any more`);
+      const material = tls && next.tls ? await loadServerTls(next.tls) : undefined;
+      registry.setPolicy(next.policy);
+      if (tls && material) tls.update(material);
+      log.info({ file: next.file, identities: [...next.policy.identities.keys()], ...(material ? { certificate: { serialNumber: material.serialNumber, fingerprint256: material.fingerprint256, validTo: material.validTo } } : {}), activeTransfers }, 'config reloaded: new connections use its certificate and identities; running transfers go on');
+    },
+  });
   return {
     port,
     metricsPort: ops?.port,
     registry,
+    reload,
     debugState: () => ({ ...registry.debugState(), calls: [...openCalls].map(([call, transferId]) => ({ transferId, ...callReadState(call) })) }),
     close: (graceMs = 5000) => closing ??= (async () => {
       stopping = true;

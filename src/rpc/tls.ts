@@ -6,10 +6,11 @@
 import { readFile } from 'node:fs/promises';
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { isIP, connect as netConnect, type Socket } from 'node:net';
-import { connect as tlsConnect, checkServerIdentity, type PeerCertificate } from 'node:tls';
+import { connect as tlsConnect, checkServerIdentity, createSecureContext, type PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { ThinshipError } from '../errors.js';
 import { CONNECT_ERRNOS } from './status.js';
+import { ownerName, type ClientIdentity } from '../receiver/access.js';
 
 export interface TlsFiles {
   /** PEM CA bundle that signed the peer's certificate. */
@@ -27,25 +28,109 @@ async function readPem(path: string, what: string): Promise<Buffer> {
   }
 }
 
-/** Server credentials that require and verify a client certificate signed by `ca`. */
 /**
  * The credentials a daemon listens with: mTLS from its config's tls files (the
  * default), or plaintext with --insecure, which only a loopback address may use
- * unless --allow-insecure-remote.
+ * unless --allow-insecure-remote. `tls` is there to swap the certificate later
+ * (reload on SIGHUP); undefined with --insecure.
  */
-export async function listenCredentials(listen: string, o: { insecure?: boolean; allowInsecureRemote?: boolean; tls?: TlsFiles; configFile: string }): Promise<grpc.ServerCredentials> {
+export async function listenCredentials(listen: string, o: { insecure?: boolean; allowInsecureRemote?: boolean; tls?: TlsFiles; configFile: string }): Promise<{ creds: grpc.ServerCredentials; tls?: ReloadableServerTls }> {
   const hp = parseHostPort(listen, '--listen');
   if (o.insecure) {
     checkInsecureAllowed(hp.host, o.allowInsecureRemote, '--allow-insecure-remote');
-    return grpc.ServerCredentials.createInsecure();
+    return { creds: grpc.ServerCredentials.createInsecure() };
   }
   if (!o.tls) throw new ThinshipError('USAGE', `${o.configFile} has no "tls" section (ca, cert, key): mTLS is the default; use --insecure only for a test on loopback`);
-  return serverCredentials(o.tls);
+  const tls = new ReloadableServerTls(await loadServerTls(o.tls));
+  return { creds: tls.credentials, tls };
 }
 
-export async function serverCredentials(f: TlsFiles): Promise<grpc.ServerCredentials> {
+/** A server's TLS files, read and checked (what a reload swaps in, or refuses with the old ones kept). */
+export interface ServerTlsMaterial {
+  files: TlsFiles;
+  ca: Buffer;
+  cert: Buffer;
+  key: Buffer;
+  /** Of the server certificate, for the log line of a reload. */
+  serialNumber: string;
+  fingerprint256: string;
+  validTo: string;
+}
+
+/**
+ * Reads the server's certificate, key and CA bundle and checks them the way
+ * the TLS stack will use them (the certificate parses, the key is its pair, the
+ * CA bundle holds certificates, OpenSSL builds a context from them), so that a
+ * bad renewal is refused with its file named instead of breaking new connections.
+ */
+export async function loadServerTls(f: TlsFiles): Promise<ServerTlsMaterial> {
   const [ca, cert, key] = await Promise.all([readPem(f.ca, 'CA bundle'), readPem(f.cert, 'server certificate'), readPem(f.key, 'server key')]);
-  return grpc.ServerCredentials.createSsl(ca, [{ cert_chain: cert, private_key: key }], true);
+  let certificate: X509Certificate;
+  try { certificate = new X509Certificate(cert); } catch (e) {
+    throw new ThinshipError('USAGE', `the server certificate ${f.cert} is not a PEM certificate: ${(e as Error).message}`, { cause: e });
+  }
+  let privateKey: KeyObject;
+  try { privateKey = createPrivateKey(key); } catch (e) {
+    throw new ThinshipError('USAGE', `the server key ${f.key} is not a PEM private key (or it is encrypted): ${(e as Error).message}`, { cause: e });
+  }
+  if (!certificate.checkPrivateKey(privateKey)) throw new ThinshipError('USAGE', `the server certificate ${f.cert} and the key ${f.key} are not a pair: the key does not belong to the certificate`);
+  if (pemBlocks(ca).length === 0) throw new ThinshipError('USAGE', `the CA bundle ${f.ca} holds no PEM certificate`);
+  try {
+    createSecureContext({ ca, cert, key });
+  } catch (e) {
+    throw new ThinshipError('USAGE', `cannot use the TLS files (CA ${f.ca}, certificate ${f.cert}, key ${f.key}): ${(e as Error).message}`, { cause: e });
+  }
+  return { files: f, ca, cert, key, serialNumber: certificate.serialNumber, fingerprint256: certificate.fingerprint256, validTo: certificate.validTo };
+}
+
+/**
+ * Server credentials whose certificate, key and CA bundle can be replaced while
+ * the server runs: grpc-js's certificate-provider credentials (its
+ * experimental API) call setSecureContext on its HTTP/2 server with what this
+ * provider hands them. Connections made before keep the context they were
+ * made with (a running transfer is not touched); new handshakes use the new one.
+ * Client certificates are required and verified against the CA bundle.
+ */
+export class ReloadableServerTls implements grpc.experimental.CertificateProvider {
+  readonly credentials: grpc.ServerCredentials;
+  private readonly caListeners = new Set<grpc.experimental.CaCertificateUpdateListener>();
+  private readonly identityListeners = new Set<grpc.experimental.IdentityCertificateUpdateListener>();
+
+  constructor(private current: ServerTlsMaterial) {
+    // One provider for both: grpc-js's parameter order (CA, identity) is then moot.
+    this.credentials = grpc.experimental.createCertificateProviderServerCredentials(this, this, true);
+  }
+
+  get material(): ServerTlsMaterial {
+    return this.current;
+  }
+
+  /** Swaps in checked material (loadServerTls): the certificate new connections see. */
+  update(m: ServerTlsMaterial): void {
+    this.current = m;
+    for (const l of this.caListeners) l({ caCertificate: m.ca });
+    for (const l of this.identityListeners) l({ certificate: m.cert, privateKey: m.key });
+  }
+
+  // grpc-js registers its watcher only after adding these listeners: the current material goes
+  // out on a microtask (before any connection can be accepted, which takes an I/O turn).
+  addCaCertificateListener(l: grpc.experimental.CaCertificateUpdateListener): void {
+    this.caListeners.add(l);
+    queueMicrotask(() => { if (this.caListeners.has(l)) l({ caCertificate: this.current.ca }); });
+  }
+
+  removeCaCertificateListener(l: grpc.experimental.CaCertificateUpdateListener): void {
+    this.caListeners.delete(l);
+  }
+
+  addIdentityCertificateListener(l: grpc.experimental.IdentityCertificateUpdateListener): void {
+    this.identityListeners.add(l);
+    queueMicrotask(() => { if (this.identityListeners.has(l)) l({ certificate: this.current.cert, privateKey: this.current.key }); });
+  }
+
+  removeIdentityCertificateListener(l: grpc.experimental.IdentityCertificateUpdateListener): void {
+    this.identityListeners.delete(l);
+  }
 }
 
 /** The client's TLS files, read and checked: the certificate parses, the key is its pair. */
@@ -209,6 +294,17 @@ export interface AuthContextLike { transportSecurityType?: string; sslPeerCertif
 export function callerNames(call: { getAuthContext(): AuthContextLike }): string[] {
   const ctx = call.getAuthContext();
   return ctx.transportSecurityType === 'ssl' ? certificateNames(ctx.sslPeerCertificate as never) : [];
+}
+
+/**
+ * Who calls a gRPC handler of either daemon: the names of its verified client
+ * certificate ("anonymous" with --insecure), known by the first that has rules
+ * in `identities` (else the first). UNAUTHENTICATED without a certificate.
+ */
+export function callerIdentity(call: { getAuthContext(): AuthContextLike }, o: { insecure?: boolean; identities: ReadonlyMap<string, unknown> }): ClientIdentity {
+  const names = o.insecure ? ['anonymous'] : callerNames(call);
+  if (names.length === 0) throw new ThinshipError('UNAUTHENTICATED', 'no verified client certificate on this connection');
+  return { name: ownerName(o, names), names };
 }
 
 export interface HostPort { host: string; port: number }

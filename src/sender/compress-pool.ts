@@ -50,6 +50,11 @@ export class CompressPool {
     return this.pool.size;
   }
 
+  /** Chunks in the workers now. */
+  get pendingJobs(): number {
+    return this.pool.pendingJobs;
+  }
+
   /**
    * Processes one chunk. Takes ownership of `data`: if it owns its whole
    * ArrayBuffer that memory is transferred to the worker (data becomes empty

@@ -22,7 +22,9 @@ import type { TlsFiles } from '../rpc/tls.js';
 import { TokenBucket } from '../stream/bandwidth.js';
 import { RateWindow } from '../stream/rate-window.js';
 import { isInside } from '../receiver/access.js';
-import { globMatch, type SenderAction, type SenderIdentityRules } from './sender-config.js';
+import type { SenderAction, SenderIdentityRules } from './sender-config.js';
+import { globMatch } from '../rpc/config-file.js';
+import type { SenderMetrics } from '../ops/metrics.js';
 import type { TransferStore } from './transfer-store.js';
 
 export type TransferStateName = 'queued' | 'planning' | 'sending' | 'resuming' | 'committing' | 'done' | 'failed' | 'cancelled';
@@ -75,6 +77,8 @@ export interface TransferManagerOptions {
   store?: TransferStore;
   /** The rules of an identity now (for transfers restored after a restart). */
   rulesOf?: (owner: string) => SenderIdentityRules[];
+  /** Counters of bytes, outcomes and retries (ops/metrics.ts createSenderMetrics). */
+  metrics?: SenderMetrics;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
@@ -98,6 +102,8 @@ interface Transfer {
 export class TransferManager {
   private readonly transfers = new Map<string, Transfer>();
   private readonly clients = new Map<string, Promise<ReceiverClient>>();
+  /** Connections made with a client certificate a reload replaced: in use by running transfers, closed with the manager. */
+  private readonly retiredClients: Promise<ReceiverClient>[] = [];
   private readonly pools = new Map<boolean, CompressPool>();
   /** Per pool key: the tail of its queue (transfers on one pool take turns). */
   private readonly poolTurns = new Map<string, Promise<void>>();
@@ -141,12 +147,39 @@ export class TransferManager {
         } catch (e) {
           const err = asThinshipError(e);
           this.set(t, { state: 'failed', errorCode: err.code, errorMessage: `not resumed after a restart: ${err.message}`, finishedMs: Date.now() });
+          this.o.metrics?.transfers.inc({ outcome: 'failed', code: err.code });
           return;
         }
         await this.run(t, c, spec, r.request);
       })().catch((e: unknown) => this.o.log.error({ transferId: r.info.transferId, err: (e as Error).message }, 'transfer runner failed'));
     }
     return resumed;
+  }
+
+  /** Transfers holding a slot (planning, sending, resuming, committing) and ones waiting for their pool or a slot. */
+  counts(): { active: number; queued: number } {
+    let queued = 0;
+    for (const t of this.transfers.values()) if (t.info.state === 'queued') queued++;
+    return { active: this.active, queued };
+  }
+
+  /** Chunks in the compression workers now. */
+  compressQueueDepth(): number {
+    let n = 0;
+    for (const p of this.pools.values()) n += p.pendingJobs;
+    return n;
+  }
+
+  /**
+   * The daemon's client certificate towards receivers after a reload: new
+   * connections use it; running transfers keep the connection they have (it
+   * is closed with the manager). The files are read again even if their paths
+   * did not change (a renewed certificate in place).
+   */
+  setReceiverTls(tls: TlsFiles | undefined): void {
+    this.o.receiverTls = tls;
+    this.retiredClients.push(...this.clients.values());
+    this.clients.clear();
   }
 
   /** Checks an action against the caller's rules. */
@@ -234,7 +267,7 @@ export class TransferManager {
     for (const t of this.transfers.values()) if (!FINAL.has(t.info.state)) t.ac.abort(new ThinshipError('ABORTED', 'the sender daemon is stopping'));
     await Promise.all([...this.transfers.values()].map((t) => t.done));
     await Promise.all([...this.transfers.values()].map((t) => t.saving));
-    for (const c of this.clients.values()) (await c.catch(() => undefined))?.close();
+    for (const c of [...this.clients.values(), ...this.retiredClients]) (await c.catch(() => undefined))?.close();
     await Promise.all([...this.pools.values()].map((p) => p.close()));
     await this.o.store?.close();
   }
@@ -301,12 +334,20 @@ export class TransferManager {
         const client = await this.client(req.destination);
         const compress = req.options.noCompress !== true;
         const limit = req.options.bandwidthLimitBytesPerSecond ?? 0;
+        const metrics = this.o.metrics;
+        let sentInAttempt = 0;
         const r = await sendPlanOverGrpc(client, plan, reader, {
           target: req.destination.target, transferId: t.info.transferId, compress, pool: this.pool(compress),
           maxAttempts: (req.options.maxRetries || 9) + 1, retryDelayMs: this.o.retryDelayMs, signal,
           bandwidth: limit > 0 ? new TokenBucket(limit, DEFAULT_MAX_OP_BYTES + 4096) : undefined,
-          onProgress: (x) => this.progress(t, x.resumedDataBytes + x.dataBytes),
+          onProgress: (x) => {
+            // payloadBytes counts from 0 again in each attempt.
+            metrics?.sentBytes.inc(x.payloadBytes >= sentInAttempt ? x.payloadBytes - sentInAttempt : x.payloadBytes);
+            sentInAttempt = x.payloadBytes;
+            this.progress(t, x.resumedDataBytes + x.dataBytes);
+          },
           onEvent: (e) => {
+            if (e.type === 'retry') metrics?.retries.inc();
             if (e.type === 'retry') this.set(t, { state: 'resuming', retries: t.info.retries + 1, errorMessage: e.error.message });
             // A resumed call clears the retry's error; the note of a daemon restart stays.
             else if (e.type === 'start') this.set(t, { state: 'sending', ...(t.info.state === 'resuming' ? { errorMessage: '' } : {}) });
@@ -314,6 +355,7 @@ export class TransferManager {
         });
         this.set(t, { state: 'done', doneBytes: t.info.totalBytes, bytesPerSecond: 0, etaSeconds: 0, digest: r.digest.toString('hex'), finishedMs: Date.now() });
         this.o.log.info({ transferId: t.info.transferId, owner: t.owner, target: req.destination.target, bytes: r.dataBytes, seconds: r.seconds, digest: r.digest.toString('hex'), outcome: 'done' }, 'transfer done');
+        this.o.metrics?.transfers.inc({ outcome: 'done', code: '' });
       } finally {
         await reader.close();
       }
@@ -322,11 +364,13 @@ export class TransferManager {
       if (signal.aborted) {
         this.set(t, { state: 'cancelled', errorMessage: err.message, bytesPerSecond: 0, etaSeconds: 0, finishedMs: Date.now() });
         this.o.log.info({ transferId: t.info.transferId, owner: t.owner, outcome: 'cancelled', reason: err.message }, 'transfer cancelled');
+        this.o.metrics?.transfers.inc({ outcome: 'cancelled', code: '' });
         // A cancel by a caller also ends the receiver-side transfer; the daemon stopping leaves it resumable.
         if (!this.closed) await this.abortOnReceiver(t, req.destination, err.message);
       } else {
         this.set(t, { state: 'failed', errorCode: err.code, errorMessage: err.message, bytesPerSecond: 0, etaSeconds: 0, finishedMs: Date.now() });
         this.o.log.warn({ transferId: t.info.transferId, owner: t.owner, outcome: 'failed', code: err.code, err: err.message }, 'transfer failed');
+        this.o.metrics?.transfers.inc({ outcome: 'failed', code: err.code });
       }
     } finally {
       await plan?.close().catch(() => undefined);

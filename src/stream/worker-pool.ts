@@ -58,6 +58,11 @@ export class WorkerPool<J extends object, R> {
     return this.workers.length;
   }
 
+  /** Jobs handed to the workers and not yet answered (the queue depth a metric shows). */
+  get pendingJobs(): number {
+    return this.workers.reduce((n, w) => n + w.pending.size, 0);
+  }
+
   /** Runs one job; `transfer` lists the ArrayBuffers that move to the worker (unusable here afterwards). */
   run(job: J, transfer: Transferable[] = []): Promise<R> {
     if (this.closed) return Promise.reject(new ThinshipError('INTERNAL', `${this.what} pool used after close`));

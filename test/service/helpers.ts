@@ -30,6 +30,8 @@ export interface TestCerts {
   expired: TlsFiles;
   /** The CA bundle of the foreign CA (a client trusting only it rejects the server). */
   foreignCa: string;
+  /** The good CA's key (to issue a renewed certificate). */
+  caKey: string;
 }
 
 export async function makeTestCerts(dir: string): Promise<TestCerts> {
@@ -47,7 +49,7 @@ export async function makeTestCerts(dir: string): Promise<TestCerts> {
     server: { ca: s.ca, cert: s.server.cert, key: s.server.key },
     clientA: { ca: s.ca, cert: a!.cert, key: a!.key },
     clientB: { ca: s.ca, cert: b!.cert, key: b!.key },
-    foreign, expired, foreignCa: fca.cert,
+    foreign, expired, foreignCa: fca.cert, caKey: s.caKey,
   };
 }
 

@@ -58,6 +58,7 @@ test('a transfer is counted: bytes written, records, outcome, checkpoint and com
   assert.equal(sample(m, 'thinship_receiver_commit_duration_seconds_count'), 1);
   assert.equal(sample(m, 'thinship_receiver_active_transfers'), 0);
   assert.equal(sample(m, 'thinship_receiver_resumes_total'), 0);
+  assert.equal(sample(m, 'thinship_receiver_decode_queue_depth'), 0, 'no record left in the decode workers');
 });
 
 test('a refused TLS handshake is counted by reason class', async () => {

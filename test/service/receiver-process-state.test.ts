@@ -1,7 +1,8 @@
 /**
  * `thinship serve` as separate processes (the bundled CLI): one receiver per
  * state directory (a second refuses to start, naming the first's pid), and
- * refused TLS handshakes logged at warn with the peer address and reason.
+ * refused TLS handshakes logged at warn with the peer address and reason,
+ * SIGHUP reloads instead of ending it (test/service/config-reload.test.ts has the rest).
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -76,13 +77,14 @@ test('a refused TLS handshake (client certificate from another CA) is logged at 
   }
 });
 
-test('SIGHUP does not end serve: it logs at warn that a restart applies changes, and keeps answering', async () => {
+test('SIGHUP does not end serve: it reloads the config (logged at info) and keeps answering', async () => {
   const s = await serve(config('hup'));
   try {
     s.child.kill('SIGHUP');
     const w = await s.waitFor((l) => l.signal === 'SIGHUP', 10_000);
-    assert.equal(w.level, 'warn');
-    assert.match(String(w.msg), /restart serve to apply/);
+    assert.equal(w.level, 'info');
+    assert.match(String(w.msg), /reloading the config/);
+    await s.waitFor((l) => typeof l.msg === 'string' && l.msg.startsWith('config reloaded'), 10_000);
     const c = await ReceiverClient.connect({ address: `127.0.0.1:${s.port}`, tls: certs.clientA, serverName: 'localhost' });
     try {
       assert.equal(await c.getTransferState('never-begun'), undefined, 'still serving after SIGHUP');

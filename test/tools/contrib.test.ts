@@ -21,6 +21,7 @@ for (const [unitName, command] of [['thinship-receiver.service', 'serve'], ['thi
   test(`contrib/systemd/${unitName} passes systemd-analyze verify without warnings`, async () => {
     const unit = await readFile(join(repoRoot, 'contrib/systemd', unitName), 'utf8');
     assert.ok(unit.includes(`ExecStart=${INSTALLED_BINARY} ${command} `), 'the unit runs the npm-installed binary');
+    assert.match(unit, /^ExecReload=\/bin\/kill -HUP \$MAINPID$/m, 'systemctl reload sends SIGHUP (the daemon reloads its config)');
     // verify checks that ExecStart is executable: point it at the build's binary.
     const dir = await mkdtemp(join(tmpdir(), 'thinship-unit-'));
     try {
@@ -63,6 +64,8 @@ test('contrib/receiver.example.json loads as a receiver config and names the uni
     assert.equal(config.tls?.ca, join(repoRoot, 'contrib/ca.crt'), 'TLS paths are relative to the config file');
     assert.deepEqual([...config.policy.identities.keys()].sort(), ['site-a', 'site-b']);
     assert.deepEqual(config.policy.identities.get('site-a')?.lvm, [{ vg: 'vg1', pool: 'pool0', lv: 'replica-*' }]);
+    assert.equal(config.policy.identities.get('site-b')?.maxBytesPerSecond, 50 * 1024 * 1024);
+    assert.equal(config.metricsListen, '127.0.0.1:9464');
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -74,4 +77,5 @@ test('contrib/sender.example.json loads as a sender config', async () => {
   assert.equal(config.receiverTls?.cert, join(repoRoot, 'contrib/site-a.crt'));
   assert.deepEqual([...config.identities.keys()].sort(), ['dashboard', 'orchestrator']);
   assert.deepEqual([...config.identities.get('dashboard')!.actions], ['watch']);
+  assert.equal(config.metricsListen, '127.0.0.1:9465');
 });

@@ -48,7 +48,7 @@ test('config: every malformed "identities" entry is a usage error naming the fil
   for (const v of [null, [], 'x', 3]) await usage(v, /"identities" must be an object mapping an identity/);
   await usage({ '': {} }, /identities\[""\] must be an object with "lvm", "directories" and\/or "devices"/);
   for (const raw of [null, [], 'x']) await usage({ a: raw }, /identities\["a"\] must be an object with/);
-  await usage({ a: { files: [] } }, /identities\["a"\]: unknown key "files" \(expected lvm, directories, devices\)/);
+  await usage({ a: { files: [] } }, /identities\["a"\]: unknown key "files" \(expected lvm, directories, devices, maxBytesPerSecond\)/);
   for (const l of [null, 'vg0', {}, { vg: 5 }, { vg: '' }, { vg: '..' }, { vg: '.' }, { vg: '-vg' }, { vg: 'v/g' }, { vg: 'v'.repeat(128) }]) {
     await usage({ a: { lvm: [l] } }, /identities\["a"\]\.lvm\[0\]: "vg" must be a VG name/);
   }

@@ -2,9 +2,9 @@
  * `thinship serve --listen HOST:PORT --config FILE`: the gRPC receiver
  * daemon. Logs structured JSON lines (pino) on stderr, at "info" unless
  * THINSHIP_LOG says otherwise; stops on SIGTERM or SIGINT, letting running
- * transfers checkpoint first. SIGHUP is logged and ignored: config and
- * certificates are read at start (docs/operations.md: restart to apply them), and
- * a closed terminal must not end a daemon without a checkpoint.
+ * transfers checkpoint first. SIGHUP reloads the config: TLS files and
+ * identities (docs/operations.md, certificate rotation); running transfers go
+ * on, and a bad new config is logged at error with the old one kept.
  *
  * --receive-window / --connection-window override the config's HTTP/2
  * receive windows (per stream / per connection, bytes or 32M-style sizes):
@@ -32,12 +32,19 @@ export function parseWindowFlag(s: string, flag: string): number {
 export async function serveCommand(flags: ServeFlags): Promise<void> {
   applyTargetStateEnv();
   if (process.env.THINSHIP_LOG === undefined) log.level = 'info';
-  const config = await loadReceiverConfig(flags.config);
-  if (flags.stateDir) config.stateDir = resolve(flags.stateDir);
-  if (flags.metricsListen !== undefined) config.metricsListen = flags.metricsListen;
-  if (flags.receiveWindow !== undefined) config.receiveWindowBytes = parseWindowFlag(flags.receiveWindow, '--receive-window');
-  if (flags.connectionWindow !== undefined) config.connectionWindowBytes = parseWindowFlag(flags.connectionWindow, '--connection-window');
-  await runDaemon('serve', log, () => startReceiver({ listen: flags.listen, config, insecure: flags.insecure, allowInsecureRemote: flags.allowInsecureRemote, log }),
+  // The flags override the file at start and at every reload alike.
+  const load = async () => {
+    const config = await loadReceiverConfig(flags.config);
+    if (flags.stateDir) config.stateDir = resolve(flags.stateDir);
+    if (flags.metricsListen !== undefined) config.metricsListen = flags.metricsListen;
+    if (flags.receiveWindow !== undefined) config.receiveWindowBytes = parseWindowFlag(flags.receiveWindow, '--receive-window');
+    if (flags.connectionWindow !== undefined) config.connectionWindowBytes = parseWindowFlag(flags.connectionWindow, '--connection-window');
+    return config;
+  };
+  const config = await load();
+  await runDaemon('serve', log, () => startReceiver({ listen: flags.listen, config, insecure: flags.insecure, allowInsecureRemote: flags.allowInsecureRemote, log }), {
     // A stuck transfer's diagnosis: what each running transfer waits for (docs/operations.md).
-    (rx) => log.warn(rx.debugState(), 'debug state (SIGUSR2)'));
+    debugDump: (rx) => log.warn(rx.debugState(), 'debug state (SIGUSR2)'),
+    reload: (rx) => rx.reload(load),
+  });
 }
