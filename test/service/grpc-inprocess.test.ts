@@ -9,16 +9,15 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, mkdirSync, writeFileSync, readFileSync, existsSync, statSync, symlinkSync, utimesSync, truncateSync, openSync, readSync, closeSync } from 'node:fs';
+import { rmSync, mkdirSync, writeFileSync, readFileSync, existsSync, statSync, symlinkSync, utimesSync, truncateSync, openSync, readSync, closeSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import { createHash } from 'node:crypto';
 import type { ServerHttp2Session } from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { createDemoPool, type DemoPool } from '../../src/thin/demo-pool.js';
+import type { DemoPool } from '../../src/thin/demo-pool.js';
 import { planSend, type SendPlan } from '../../src/thin/planner.js';
 import { openSourceReader, type VolumeReader } from '../../src/sender/volume-reader.js';
 import { parseReceiverConfig } from '../../src/rpc/server-config.js';
@@ -27,8 +26,7 @@ import { ReceiverClient, sendPlanOverGrpc, type GrpcSendOptions, type GrpcSendRe
 import { newReceiverClient, unixMsOfTimestamp, type ApplyStreamRequest, type ApplyStreamResponse__Output } from '../../src/rpc/proto.js';
 import { DEFAULT_RECEIVE_WINDOW_BYTES } from '../../src/rpc/http2-window.js';
 import { MESSAGE_OVERHEAD_BYTES } from '../../src/receiver/transfers.js';
-import { expectedImage } from '../helpers/offline-image.js';
-import { makeTestCerts, assertSameImage, readImage, rejects, waitFor as pollFor, type TestCerts } from './helpers.js';
+import { demoFixture, assertSameImage, readImage, rejects, waitFor as pollFor, type TestCerts } from './helpers.js';
 import type * as Binding from 'zstd-napi/binding.js';
 
 const zstd = createRequire(import.meta.url)('zstd-napi/binding') as typeof Binding;
@@ -47,16 +45,12 @@ const sessions: ServerHttp2Session[] = [];
 const CHECKPOINT_BYTES = 4 * 1024 * 1024;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'thinship-grpc-'));
+  ({ dir, pool, img1, img2, certs } = await demoFixture('thinship-grpc-'));
   allowed = join(dir, 'allowed');
   outside = join(dir, 'outside');
   mkdirSync(allowed);
   mkdirSync(outside);
   mkdirSync(join(dir, 'b-only'));
-  pool = await createDemoPool(join(dir, 'pool'));
-  img1 = expectedImage(pool.metadataPath, pool.dataPath, pool.baseDevId, pool.volumeSizeBytes);
-  img2 = expectedImage(pool.metadataPath, pool.dataPath, pool.snapDevId, pool.volumeSizeBytes);
-  certs = await makeTestCerts(join(dir, 'certs'));
   const config = await parseReceiverConfig({
     tls: certs.server,
     stateDir: join(dir, 'state'),
