@@ -87,13 +87,25 @@ test('send --via: a full then an incremental arrive byte-exact, with JSON progre
   assert.deepEqual(stagedBeside('replica.img'), [], 'nothing staged after the sends');
 });
 
-test('a refused transfer exits with the code of the same send made directly: an incremental onto a target that has no base (14), a target outside the caller\'s rules (13)', async () => {
-  const direct = await runCli(['send', ...incremental(), '--to', rxAddress(), '--target', join(targets(), 'no-base-direct.img'), ...tlsA()]);
-  const viaRun = await runCli(['send', ...incremental(), ...viaArgs('no-base-via.img')]);
+test('a refused transfer exits with the code of the same send made directly: the wrong base (14), no target for an incremental (3), a target outside the caller\'s rules (13)', async () => {
+  // Both targets hold the newer snapshot; an incremental from the base onto them is refused.
+  for (const name of ['wrong-base-direct.img', 'wrong-base-via.img']) {
+    const r = await runCli(['send', ...offline(), String(fx.pool.snapDevId), '--to', rxAddress(), '--target', join(targets(), name), ...tlsA(), '-q']);
+    assert.equal(r.code, 0, r.stderr);
+  }
+  const direct = await runCli(['send', ...incremental(), '--to', rxAddress(), '--target', join(targets(), 'wrong-base-direct.img'), ...tlsA()]);
+  const viaRun = await runCli(['send', ...incremental(), ...viaArgs('wrong-base-via.img')]);
   assert.equal(direct.code, 14, direct.stderr);
   assert.equal(viaRun.code, direct.code, `same exit code as the direct send:\n${viaRun.stderr}`);
   assert.match(viaRun.stderr, /^thinship: .*\[transfer tsd-[0-9a-f]{32} on the sender daemon at /m);
   assert.equal(viaRun.stdout, '');
+  assertSameImage(readImage(join(targets(), 'wrong-base-via.img'), fx.pool.volumeSizeBytes), fx.img2, 'the refused target is unchanged');
+
+  const noTargetDirect = await runCli(['send', ...incremental(), '--to', rxAddress(), '--target', join(targets(), 'missing-direct.img'), ...tlsA()]);
+  const noTargetVia = await runCli(['send', ...incremental(), ...viaArgs('missing-via.img')]);
+  assert.equal(noTargetDirect.code, 3, noTargetDirect.stderr);
+  assert.equal(noTargetVia.code, noTargetDirect.code, noTargetVia.stderr);
+  assert.match(noTargetVia.stderr, /an incremental stream applies only to a target holding its base/);
 
   // The daemon's ACL refuses StartTransfer itself: PERMISSION_DENIED, exit 13 as a receiver's refusal.
   const outside = await runCli(['send', ...full(), '--via', via(), '--to', rxAddress(), '--target', join(fx.dir, 'elsewhere.img'), ...tlsA()]);
