@@ -305,23 +305,16 @@ async function runGrpc(c: RunCtx): Promise<PathResult> {
     identities: { 'thinship-sender': { directories: [dirname(c.target)] } },
   }, null, 2));
   // A fresh daemon per run: its peak RSS and CPU then belong to this run alone.
-  const [cmd, ...args] = nodeArgv(c, 'receiver', 'serve', '--listen', `127.0.0.1:${port}`, '--config', config);
-  const server = spawn(cmd!, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, THINSHIP_LOG: 'warn' } });
-  let serverErr = '';
-  server.stderr.on('data', (b: Buffer) => { if (serverErr.length < 64 * 1024) serverErr += b.toString(); });
-  const exited = new Promise<number | null>((r) => server.on('exit', (code) => r(code)));
-  let alive = true;
-  void exited.then(() => { alive = false; });
+  const server = await startBenchDaemon(nodeArgv(c, 'receiver', 'serve', '--listen', `127.0.0.1:${port}`, '--config', config), port, 'thinship serve');
   try {
-    await waitListening(port, 20_000, () => alive);
-    const pid = server.pid!;
+    const pid = server.pid;
     const cpu0 = await procCpuTimes(pid);
     const f = join(c.tmp, `${c.tag}-send.time`);
     const transferId = `bench-${c.tag}-${Date.now()}`;
     const t0 = performance.now();
     const tx = await startBash(timed(f, nodeArgv(c, 'sender', 'send', ...poolArgs(c), '--to', `127.0.0.1:${port}`, '--target', c.target, '--tls-dir', c.certs, '--server-name', 'localhost', '--transfer-id', transferId, '--json'))).done;
     const wallS = (performance.now() - t0) / 1000;
-    if (!alive) throw new Error(`thinship serve exited during the send: ${serverErr.trim()}`);
+    if (!server.alive()) throw new Error(`thinship serve exited during the send: ${server.stderr().trim()}`);
     const cpu1 = await procCpuTimes(pid);
     const hwm = await procHwmKiB(pid);
     checkBash('thinship send --to', tx);
@@ -331,12 +324,7 @@ async function runGrpc(c: RunCtx): Promise<PathResult> {
     const serve: ProcUsage = { name: 'thinship serve', side: 'receiver', wallS, userS: cpu1.userS - cpu0.userS, sysS: cpu1.sysS - cpu0.sysS, maxRssKiB: hwm, exitCode: 0 };
     return { wallS, procs: [send, serve], wireBytes: summary.payloadBytes };
   } finally {
-    if (alive) {
-      server.kill('SIGTERM');
-      const t = setTimeout(() => server.kill('SIGKILL'), 15_000);
-      await exited;
-      clearTimeout(t);
-    }
+    await server.stop();
   }
 }
 

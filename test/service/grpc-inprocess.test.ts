@@ -13,7 +13,6 @@ import { rmSync, mkdirSync, writeFileSync, readFileSync, existsSync, statSync, s
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
-import { createHash } from 'node:crypto';
 import type { ServerHttp2Session } from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
@@ -23,9 +22,10 @@ import { openSourceReader, type VolumeReader } from '../../src/sender/volume-rea
 import { parseReceiverConfig } from '../../src/rpc/server-config.js';
 import { startReceiver, type RunningReceiver } from '../../src/rpc/server.js';
 import { ReceiverClient, sendPlanOverGrpc, type GrpcSendOptions, type GrpcSendResult } from '../../src/rpc/client.js';
-import { newReceiverClient, unixMsOfTimestamp, type ApplyStreamRequest, type ApplyStreamResponse__Output } from '../../src/rpc/proto.js';
+import { newReceiverClient, unixMsOfTimestamp, type ApplyStreamRequest } from '../../src/rpc/proto.js';
 import { DEFAULT_RECEIVE_WINDOW_BYTES } from '../../src/rpc/http2-window.js';
 import { MESSAGE_OVERHEAD_BYTES } from '../../src/receiver/transfers.js';
+import { rawCall as rawCallOf, beginMsg, dataMsg, grpcError, sha } from './receiver-helpers.js';
 import { demoFixture, assertSameImage, readImage, rejects, waitFor as pollFor, type TestCerts } from './helpers.js';
 import type * as Binding from 'zstd-napi/binding.js';
 
@@ -274,37 +274,8 @@ test('a broken stream leaves a resumable transfer; the re-run resumes and the ta
   assertSameImage(readImage(target, pool.volumeSizeBytes), img1, 'resumed');
 });
 
-/** A raw ApplyStream call: write what you like. */
-function rawCall(client: ReceiverClient = clientA) {
-  const { call, response } = client.applyStream();
-  return { call, response, write: (m: ApplyStreamRequest | Record<string, unknown>) => call.write(m) };
-}
-
-function beginMsg(transferId: string, target: string, over: Record<string, unknown> = {}): ApplyStreamRequest {
-  return {
-    kind: 'begin',
-    begin: {
-      protocolVersion: 1, transferId, target, mode: 'TRANSFER_MODE_FULL', volumeSizeBytes: 1024 * 1024, blockSizeBytes: 65536,
-      sourceId: 'test-source', baseId: '', plannedDataBytes: 0, plannedUnmapBytes: 0, resumeOffsetBytes: 0,
-      compression: 'COMPRESSION_ZSTD', checksum: 'CHECKSUM_ALGORITHM_SHA256', ...over,
-    },
-  };
-}
-
-const sha = (b: Buffer) => createHash('sha256').update(b).digest();
-
-function dataMsg(offsetBytes: number, data: Buffer, over: Record<string, unknown> = {}): ApplyStreamRequest {
-  return { kind: 'data', data: { offsetBytes, lengthBytes: data.length, payload: data, encoding: 'ENCODING_RAW', checksum: sha(data), ...over } };
-}
-
-async function grpcError(response: Promise<ApplyStreamResponse__Output>): Promise<grpc.ServiceError> {
-  try {
-    await response;
-  } catch (e) {
-    return e as grpc.ServiceError;
-  }
-  assert.fail('expected the call to fail');
-}
+/** A raw ApplyStream call (receiver-helpers.ts: write what you like), by default as sender-a. */
+const rawCall = (client: ReceiverClient = clientA) => rawCallOf(client);
 
 test('a second transfer to a target in use is refused until the first is aborted', async () => {
   const target = join(allowed, 'busy.img');
