@@ -11,6 +11,11 @@
  *   socat  the classic pipeline: `thinship send | zstd -1 | socat` → `socat | zstd -d | thinship recv`, loopback TCP
  *   grpc   `thinship send --to` → `thinship serve`, mTLS, zstd level 1, loopback
  *   pipe   `thinship send | thinship recv`, no compression
+ *   daemon a WARM sender daemon (`thinship sender serve`, issue 16) sends to a
+ *          `thinship serve`, both started once per volume size and kept for
+ *          every repetition; this process is the orchestrator: StartTransfer,
+ *          then WatchTransfer to DONE over one kept mTLS channel. Its first
+ *          full send warms it (receiver connection, compression workers).
  * and, with `incr`, each full send is followed by the incremental (device 1 →
  * 2, ~1% of the blocks rewritten) on the same target and path. Repetitions
  * interleave the paths (the order rotates each repetition), so every ratio
@@ -35,12 +40,13 @@ import { DEFAULT_POOL_PARAMS, ensureBenchPool, type BenchPool } from './pool-gen
 import { cachedBytes, dropCache, freePort, procCpuTimes, procHwmKiB, readTimed, sha256File, copyBuild, startBash, timed, waitListening, type ProcUsage } from './proc.js';
 import { fmtSpread, spread, textTable, type Spread } from './stats.js';
 import { formatProfile, summarizeProfile, type ProfileSummary } from './cpuprofile.js';
+import { SenderClient } from '../src/rpc/sender-client.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const GiB = 2 ** 30;
 const MiB = 2 ** 20;
 
-const TRANSPORTS = ['socat', 'grpc', 'pipe'] as const;
+const TRANSPORTS = ['socat', 'grpc', 'pipe', 'daemon'] as const;
 type Transport = (typeof TRANSPORTS)[number];
 const ITEMS = [...TRANSPORTS, 'incr', 'plan', 'wan'] as const;
 type Item = (typeof ITEMS)[number];
@@ -50,6 +56,7 @@ const LABEL: Record<Transport, string> = {
   socat: 'zstd -1 + socat (classic)',
   grpc: 'gRPC mTLS zstd-1',
   pipe: 'pipe, no compression',
+  daemon: 'warm sender daemon → serve',
 };
 
 interface Options {
@@ -298,23 +305,16 @@ async function runGrpc(c: RunCtx): Promise<PathResult> {
     identities: { 'thinship-sender': { directories: [dirname(c.target)] } },
   }, null, 2));
   // A fresh daemon per run: its peak RSS and CPU then belong to this run alone.
-  const [cmd, ...args] = nodeArgv(c, 'receiver', 'serve', '--listen', `127.0.0.1:${port}`, '--config', config);
-  const server = spawn(cmd!, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, THINSHIP_LOG: 'warn' } });
-  let serverErr = '';
-  server.stderr.on('data', (b: Buffer) => { if (serverErr.length < 64 * 1024) serverErr += b.toString(); });
-  const exited = new Promise<number | null>((r) => server.on('exit', (code) => r(code)));
-  let alive = true;
-  void exited.then(() => { alive = false; });
+  const server = await startBenchDaemon(nodeArgv(c, 'receiver', 'serve', '--listen', `127.0.0.1:${port}`, '--config', config), port, 'thinship serve');
   try {
-    await waitListening(port, 20_000, () => alive);
-    const pid = server.pid!;
+    const pid = server.pid;
     const cpu0 = await procCpuTimes(pid);
     const f = join(c.tmp, `${c.tag}-send.time`);
     const transferId = `bench-${c.tag}-${Date.now()}`;
     const t0 = performance.now();
     const tx = await startBash(timed(f, nodeArgv(c, 'sender', 'send', ...poolArgs(c), '--to', `127.0.0.1:${port}`, '--target', c.target, '--tls-dir', c.certs, '--server-name', 'localhost', '--transfer-id', transferId, '--json'))).done;
     const wallS = (performance.now() - t0) / 1000;
-    if (!alive) throw new Error(`thinship serve exited during the send: ${serverErr.trim()}`);
+    if (!server.alive()) throw new Error(`thinship serve exited during the send: ${server.stderr().trim()}`);
     const cpu1 = await procCpuTimes(pid);
     const hwm = await procHwmKiB(pid);
     checkBash('thinship send --to', tx);
@@ -324,16 +324,97 @@ async function runGrpc(c: RunCtx): Promise<PathResult> {
     const serve: ProcUsage = { name: 'thinship serve', side: 'receiver', wallS, userS: cpu1.userS - cpu0.userS, sysS: cpu1.sysS - cpu0.sysS, maxRssKiB: hwm, exitCode: 0 };
     return { wallS, procs: [send, serve], wireBytes: summary.payloadBytes };
   } finally {
-    if (alive) {
-      server.kill('SIGTERM');
-      const t = setTimeout(() => server.kill('SIGKILL'), 15_000);
-      await exited;
-      clearTimeout(t);
-    }
+    await server.stop();
   }
 }
 
-const RUNNERS: Record<Transport, (c: RunCtx) => Promise<PathResult>> = { pipe: runPipe, socat: runSocat, grpc: runGrpc };
+/** A daemon child process of the bench, stopped with SIGTERM (SIGKILL after 15 s). */
+interface BenchDaemon { pid: number; alive: () => boolean; stderr: () => string; stop(): Promise<void> }
+
+async function startBenchDaemon(argv: string[], port: number, what: string): Promise<BenchDaemon> {
+  const [cmd, ...args] = argv;
+  const child = spawn(cmd!, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, THINSHIP_LOG: 'warn' } });
+  let err = '';
+  child.stderr.on('data', (b: Buffer) => { if (err.length < 64 * 1024) err += b.toString(); });
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  let alive = true;
+  void exited.then(() => { alive = false; });
+  const stop = async () => {
+    if (!alive) return;
+    child.kill('SIGTERM');
+    const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    await exited;
+    clearTimeout(t);
+  };
+  try {
+    await waitListening(port, 30_000, () => alive);
+  } catch (e) {
+    await stop();
+    throw new Error(`${what} did not listen: ${(e as Error).message}: ${err.trim()}`, { cause: e });
+  }
+  return { pid: child.pid!, alive: () => alive, stderr: () => err, stop };
+}
+
+/** The warm pair of the daemon path: a receiver and a sender daemon, and the orchestrator's channel to the latter. */
+interface WarmDaemons { poolKey: string; rx: BenchDaemon; sender: BenchDaemon; rxAddress: string; client: SenderClient }
+let warm: WarmDaemons | undefined;
+
+async function stopWarmDaemons(): Promise<void> {
+  const w = warm;
+  warm = undefined;
+  if (!w) return;
+  w.client.close();
+  await w.sender.stop();
+  await w.rx.stop();
+}
+
+async function warmDaemonsFor(c: RunCtx): Promise<WarmDaemons> {
+  const poolKey = c.pool.metadataPath;
+  if (warm?.poolKey === poolKey && warm.rx.alive() && warm.sender.alive()) return warm;
+  await stopWarmDaemons();
+  const dir = join(c.grpcDir, 'daemon');
+  await mkdir(dir, { recursive: true });
+  const tls = { ca: join(c.certs, 'ca.crt'), cert: join(c.certs, 'server.crt'), key: join(c.certs, 'server.key') };
+  const clientTls = { ca: join(c.certs, 'ca.crt'), cert: join(c.certs, 'client.crt'), key: join(c.certs, 'client.key') };
+  const rxPort = await freePort();
+  const rxAddress = `127.0.0.1:${rxPort}`;
+  await writeFile(join(dir, 'receiver.json'), JSON.stringify({ tls, stateDir: join(dir, 'rx-state'), identities: { 'thinship-sender': { directories: [dirname(c.target)] } } }, null, 2));
+  const rx = await startBenchDaemon(nodeArgv(c, 'receiver', 'serve', '--listen', rxAddress, '--config', join(dir, 'receiver.json')), rxPort, 'thinship serve');
+  try {
+    const senderPort = await freePort();
+    await writeFile(join(dir, 'sender.json'), JSON.stringify({
+      tls, receiverTls: clientTls, stateDir: join(dir, 'sender-state'),
+      identities: { 'thinship-sender': { sources: { offlineDirectories: [dirname(c.pool.metadataPath), dirname(c.pool.dataPath)] }, destinations: [{ receiver: rxAddress, target: `${dirname(c.target)}/*` }] } },
+    }, null, 2));
+    const sender = await startBenchDaemon(nodeArgv(c, 'sender', 'sender', 'serve', '--listen', `127.0.0.1:${senderPort}`, '--config', join(dir, 'sender.json')), senderPort, 'thinship sender serve');
+    const client = await SenderClient.connect({ address: `127.0.0.1:${senderPort}`, tls: clientTls, serverName: 'localhost' });
+    warm = { poolKey, rx, sender, rxAddress, client };
+    return warm;
+  } catch (e) {
+    await rx.stop();
+    throw e;
+  }
+}
+
+/** The daemon path: what an orchestrator waits for, from StartTransfer to the DONE state, on warm daemons. */
+async function runDaemon(c: RunCtx): Promise<PathResult> {
+  const w = await warmDaemonsFor(c);
+  const [s0, r0] = [await procCpuTimes(w.sender.pid), await procCpuTimes(w.rx.pid)];
+  const source = {
+    snapshot: String(c.kind === 'full' ? c.pool.devA : c.pool.devB), base: c.kind === 'full' ? '' : String(c.pool.devA),
+    offlinePool: { metadataPath: c.pool.metadataPath, dataPath: c.pool.dataPath, volumeSizeBytes: c.pool.params.volumeBytes },
+  };
+  const t0 = performance.now();
+  const started = await w.client.start({ requestId: `bench-${c.tag}-${Date.now()}`, source, destination: { receiverAddress: w.rxAddress, serverName: 'localhost', target: c.target } });
+  const final = await w.client.watch(started.transferId, () => undefined);
+  const wallS = (performance.now() - t0) / 1000;
+  if (final.state !== 'STATE_DONE') throw new Error(`transfer ${final.transferId} ended ${final.state}: ${final.errorCode} ${final.errorMessage}`);
+  const [s1, r1] = [await procCpuTimes(w.sender.pid), await procCpuTimes(w.rx.pid)];
+  const usage = (name: string, side: ProcUsage['side'], a: typeof s0, b: typeof s0, hwm: number): ProcUsage => ({ name, side, wallS, userS: b.userS - a.userS, sysS: b.sysS - a.sysS, maxRssKiB: hwm, exitCode: 0 });
+  return { wallS, procs: [usage('thinship sender serve', 'sender', s0, s1, await procHwmKiB(w.sender.pid)), usage('thinship serve', 'receiver', r0, r1, await procHwmKiB(w.rx.pid))] };
+}
+
+const RUNNERS: Record<Transport, (c: RunCtx) => Promise<PathResult>> = { pipe: runPipe, socat: runSocat, grpc: runGrpc, daemon: runDaemon };
 
 async function measure(transport: Transport, c: RunCtx, rep: number, verify: boolean): Promise<RunRecord> {
   const dataBytes = (c.kind === 'full' ? c.pool.mappedBlocksA : c.pool.changedBlocks) * c.pool.params.blockBytes;
@@ -513,6 +594,13 @@ function targetChecks(sums: PathSummary[], incr: IncrementalCheck[], plan: PlanR
     t.push({ target: `${s.size} ${s.transport}: < 10% of the source volume left in the page cache`, value: `${fmtSpread(s.cacheLeftPct, 1)}%`, met: s.cacheLeftPct.median < 10 });
   }
   for (const i of incr) t.push({ target: `${i.size} ${i.transport}: incremental ≤ 2× (changed bytes ÷ full throughput)`, value: `${fmtSpread(i.ratio, 2)}× (${fmtSpread(i.incrWallS, 2)} s vs ${i.expectedS.toFixed(2)} s)`, met: i.ratio.median <= 2 });
+  // Issue 16: the warm daemon's incremental beside the one-shot CLI's, and against the CLI's full rate too.
+  for (const d of incr.filter((x) => x.transport === 'daemon')) {
+    const cli = incr.find((x) => x.transport === 'grpc' && x.size === d.size);
+    if (!cli) continue;
+    const vsCliFull = d.incrWallS.median / cli.expectedS;
+    t.push({ target: `${d.size}: incremental through the warm sender daemon ≤ 2× (changed bytes ÷ the one-shot send --to full throughput)`, value: `${vsCliFull.toFixed(2)}× (${d.incrWallS.median.toFixed(2)} s; one-shot send --to: ${cli.incrWallS.median.toFixed(2)} s, ${cli.ratio.median.toFixed(2)}×)`, met: vsCliFull <= 2 });
+  }
   return t;
 }
 
@@ -629,7 +717,7 @@ async function main(): Promise<void> {
   await mkdir(grpcDir, { recursive: true });
   await mkdir(tmp, { recursive: true });
   await mkdir(join(runDir, 'targets'), { recursive: true });
-  if (transports.includes('grpc')) await ensureCerts(app, certs);
+  if (transports.includes('grpc') || transports.includes('daemon')) await ensureCerts(app, certs);
 
   const pools: BenchPool[] = [];
   const runs: RunRecord[] = [];
@@ -653,6 +741,7 @@ async function main(): Promise<void> {
           await rm(target, { force: true });
         }
       }
+      await stopWarmDaemons();
     }
   }
   const sums = summarize(runs);
@@ -665,6 +754,7 @@ async function main(): Promise<void> {
   if (!transports.includes('grpc') && transports.length) targets.unshift({ target: 'gRPC full send ≥ 1.0× the zstd+socat pipeline', value: 'not measured (--only without grpc)', met: undefined });
   let profiles: Awaited<ReturnType<typeof profileRuns>> = [];
   if (o.cpuProf && pools.length) profiles = await profileRuns(o, pools, { app, runDir, certs, grpcDir, tmp }, transports);
+  await stopWarmDaemons();
   const loadEnd = loadavg();
 
   const text = report(sums, incr, plan?.rows ?? [], targets, o.reps, wan?.table);

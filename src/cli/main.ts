@@ -18,6 +18,8 @@ const serveCommand: typeof import('./commands/serve.js').serveCommand = async (.
 const senderServeCommand: typeof import('./commands/sender-serve.js').senderServeCommand = async (...a) => (await import('./commands/sender-serve.js')).senderServeCommand(...a);
 const sendGrpcCommand: typeof import('./commands/send-grpc.js').sendGrpcCommand = async (...a) => (await import('./commands/send-grpc.js')).sendGrpcCommand(...a);
 const transferCommand: typeof import('./commands/send-grpc.js').transferCommand = async (...a) => (await import('./commands/send-grpc.js')).transferCommand(...a);
+const sendViaCommand: typeof import('./commands/send-via.js').sendViaCommand = async (...a) => (await import('./commands/send-via.js')).sendViaCommand(...a);
+const viaTransferCommand: typeof import('./commands/send-via.js').viaTransferCommand = async (...a) => (await import('./commands/send-via.js')).viaTransferCommand(...a);
 const certsCommand: typeof import('./commands/certs.js').certsCommand = async (...a) => (await import('./commands/certs.js')).certsCommand(...a);
 
 const program = new Command();
@@ -40,10 +42,10 @@ const collect = (v: string, prev: string[] = []) => [...prev, v];
 
 const tlsOptions = (c: Command) => c
   .option('--tls-dir <dir>', 'mTLS files from `thinship certs`: DIR/ca.crt, DIR/client.crt, DIR/client.key')
-  .option('--ca <file>', 'CA bundle that signed the receiver\'s certificate (PEM)')
-  .option('--cert <file>', 'this client\'s certificate (PEM); its CN or SAN is the identity the receiver checks')
+  .option('--ca <file>', 'CA bundle that signed the server\'s certificate (the receiver, or with --via the sender daemon) (PEM)')
+  .option('--cert <file>', 'this client\'s certificate (PEM); its CN or SAN is the identity the server checks')
   .option('--key <file>', 'this client\'s private key (PEM)')
-  .option('--server-name <name>', 'name to verify the receiver\'s certificate against (default: HOST of --to)')
+  .option('--server-name <name>', 'name to verify the server\'s certificate against (default: HOST of --to, or of --via)')
   .option('--insecure', 'plaintext, no authentication: only to a loopback address')
   .option('--allow-insecure-remote', 'allow --insecure to a non-loopback address');
 
@@ -72,9 +74,16 @@ offlineOptions(program.command('send')
   .option('--retries <n>', 'with --to: resume attempts after a broken connection (default 9)')
   .option('--json', 'with --to: print the summary as JSON on stdout')
   .option('--force', 'with --to: the receiver applies over a target written since its last received snapshot, or an incremental onto a target without a record (zfs recv -F)')
-  .option('--grow', 'with --to: the receiver extends a file target smaller than the volume (else refused, exit 11)'))
-  .action(async (names: string[], flags: Parameters<typeof sendGrpcCommand>[1] & Parameters<typeof sendPipeCommand>[1]) => {
-    if (flags.to !== undefined) {
+  .option('--grow', 'with --to: the receiver extends a file target smaller than the volume (else refused, exit 11)')
+  .option('--via <host:port>', 'a running sender daemon (`thinship sender serve`) sends to --to --target instead of this process; the TLS options are then towards the daemon; SIGINT/SIGTERM cancel the transfer')
+  .option('--request-id <id>', 'with --via: the StartTransfer request id (default: a new one); the same id attaches to the transfer it started')
+  .option('--receiver-server-name <name>', 'with --via: the name the daemon verifies the receiver\'s certificate against (default: HOST of --to)'))
+  .action(async (names: string[], flags: Parameters<typeof sendGrpcCommand>[1] & Parameters<typeof sendPipeCommand>[1] & Parameters<typeof sendViaCommand>[1]) => {
+    if (flags.via !== undefined) {
+      if (flags.format !== '1.1' || flags.extensions === false) throw new ThinshipError('USAGE', '--format and --no-extensions are for pipe mode, not for --via');
+      await sendViaCommand(names, flags);
+    } else if (flags.requestId !== undefined || flags.receiverServerName !== undefined) throw new ThinshipError('USAGE', '--request-id and --receiver-server-name need --via HOST:PORT');
+    else if (flags.to !== undefined) {
       if (flags.format !== '1.1' || flags.extensions === false) throw new ThinshipError('USAGE', '--format and --no-extensions are for pipe mode, not for --to');
       await sendGrpcCommand(names, flags);
     }
@@ -112,7 +121,9 @@ program.command('serve')
   .option('--connection-window <bytes>', 'HTTP/2 receive window of each connection (default: the stream window, or the config\'s connectionWindowBytes)')
   .action(async (flags: Parameters<typeof serveCommand>[0]) => { await serveCommand(flags); });
 
-program.command('sender-serve')
+// The sender daemon: `thinship sender serve` (the issue's spelling, a command group with room
+// for more) and `thinship sender-serve` (the first spelling, kept working: unit files use it).
+const senderServeOptions = (c: Command) => c
   .description('the sender daemon: other services plan, start, watch and cancel sends from this host over gRPC (proto/thinship/sender/v1/sender.proto)')
   .requiredOption('--listen <host:port>', 'address to listen on (port 0: any free port, logged)')
   .requiredOption('--config <file>', 'sender config (JSON): tls (callers), receiverTls (the daemon towards receivers), identities and what each may send where')
@@ -121,15 +132,22 @@ program.command('sender-serve')
   .option('--allow-insecure-remote', 'allow --insecure on a non-loopback address')
   .option('--insecure-receivers', 'plaintext towards receivers (a test on loopback)')
   .action(async (flags: Parameters<typeof senderServeCommand>[0]) => { await senderServeCommand(flags); });
+senderServeOptions(program.command('sender').description('the sender daemon: `thinship sender serve`').command('serve'));
+senderServeOptions(program.command('sender-serve'));
 
 tlsOptions(program.command('transfer')
-  .description('a receiver\'s transfers of this identity: list them, show one (status), or abort one (forget it and free its target)')
-  .argument('<action>', 'list | status | abort')
+  .description('this identity\'s transfers on a receiver (--to: list, status, abort = forget it and free its target) or on a sender daemon (--via: list, status, cancel = stop it and release everything it holds)')
+  .argument('<action>', 'list | status | abort (--to) | cancel (--via)')
   .argument('[transfer-id]', 'the transfer id (thinship send prints it); not for list')
-  .requiredOption('--to <host:port>', 'the receiver')
-  .option('--json', 'list, status: JSON instead of a table')
-  .option('--reason <text>', 'abort: why, for the receiver\'s log'))
-  .action(async (action: string, id: string | undefined, flags: Parameters<typeof transferCommand>[2]) => { await transferCommand(action, id, flags); });
+  .option('--to <host:port>', 'the receiver')
+  .option('--via <host:port>', 'the sender daemon')
+  .option('--json', 'list, status (and cancel with --via): JSON instead of a table')
+  .option('--reason <text>', 'abort, cancel: why, for the logs'))
+  .action(async (action: string, id: string | undefined, flags: Parameters<typeof transferCommand>[2] & Parameters<typeof viaTransferCommand>[2]) => {
+    if ((flags.to === undefined) === (flags.via === undefined)) throw new ThinshipError('USAGE', 'transfer needs either --to RECEIVER:PORT or --via SENDER:PORT');
+    if (flags.via !== undefined) await viaTransferCommand(action, id, flags);
+    else await transferCommand(action, id, flags);
+  });
 
 program.command('certs')
   .description('make a CA, a server certificate and client certificates (openssl) for a first setup or a test; --add-client: one more client from the CA in --out')
@@ -148,7 +166,14 @@ program.command('demo')
 
 const usageHint = (command?: string) => `(run 'thinship ${command ? `${command} ` : ''}--help' for usage)`;
 program.showHelpAfterError(usageHint());
-for (const c of program.commands) c.showHelpAfterError(usageHint(c.name()));
+const hintAll = (parent: Command, path: string): void => {
+  for (const c of parent.commands) {
+    const name = path ? `${path} ${c.name()}` : c.name();
+    c.showHelpAfterError(usageHint(name));
+    hintAll(c, name);
+  }
+};
+hintAll(program, '');
 
 /** The command named on the command line, if any (for the usage hint of our own USAGE errors). */
 function commandOf(argv: string[]): string | undefined {

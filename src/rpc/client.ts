@@ -82,6 +82,47 @@ function stateOf(r: { state: TransferState__Output | null } | undefined, rpc: st
 /** Errors explain() already looked at (a unary call's error passes through the send loop too). */
 const explained = new WeakSet<ThinshipError>();
 
+/** A channel's address, credentials and options (mTLS, or plaintext on loopback): what any thinship client connects with. */
+export interface ChannelSetup { hp: HostPort; creds: grpc.ChannelCredentials; options: grpc.ChannelOptions; tls: ClientTls | undefined; servername: string | undefined; verifyHost: string }
+
+/** `flag` names the address option in errors (--to, --via). */
+export async function channelOf(o: ConnectOptions, flag: string): Promise<ChannelSetup> {
+  const hp = parseHostPort(o.address, flag);
+  let creds: grpc.ChannelCredentials;
+  let tls: ClientTls | undefined;
+  const options: grpc.ChannelOptions = {
+    'grpc.max_send_message_length': MAX_SEND_MESSAGE_BYTES,
+    'grpc.keepalive_time_ms': 30_000,
+    'grpc.keepalive_timeout_ms': 20_000,
+    // Our own loop retries and resumes; keep grpc-js from replaying a half-sent stream.
+    'grpc.enable_retries': 0,
+    // While grpc-js backs off, calls fail at once with the old error: keep its back-off
+    // well under ours (1-15 s) so each of our retries is a real connection attempt.
+    'grpc.initial_reconnect_backoff_ms': 200,
+    'grpc.max_reconnect_backoff_ms': 2000,
+  };
+  const verifyHost = o.serverName ?? hp.host;
+  let servername: string | undefined = o.serverName;
+  if (o.insecure) {
+    checkInsecureAllowed(hp.host, o.allowInsecureRemote, '--allow-insecure-remote');
+    creds = grpc.credentials.createInsecure();
+  } else {
+    if (!o.tls) throw new ThinshipError('USAGE', 'mTLS needs --ca, --cert and --key (or --tls-dir); use --insecure only for a test on loopback');
+    tls = await loadClientTls(o.tls);
+    if (o.serverName) {
+      options['grpc.ssl_target_name_override'] = o.serverName;
+      creds = clientCredentialsOf(tls);
+    } else if (isIP(hp.host)) {
+      options['grpc.ssl_target_name_override'] = SNI_FOR_IP;
+      creds = clientCredentialsOf(tls, hp.host);
+    } else {
+      servername = hp.host;
+      creds = clientCredentialsOf(tls);
+    }
+  }
+  return { hp, creds, options, tls, servername, verifyHost };
+}
+
 export class ReceiverClient {
   /** True once the receiver answered a call (a result or an error of its own). */
   reached = false;
@@ -98,39 +139,7 @@ export class ReceiverClient {
   ) {}
 
   static async connect(o: ConnectOptions): Promise<ReceiverClient> {
-    const hp = parseHostPort(o.address, '--to');
-    let creds: grpc.ChannelCredentials;
-    let tls: ClientTls | undefined;
-    const options: grpc.ChannelOptions = {
-      'grpc.max_send_message_length': MAX_SEND_MESSAGE_BYTES,
-      'grpc.keepalive_time_ms': 30_000,
-      'grpc.keepalive_timeout_ms': 20_000,
-      // Our own loop retries and resumes; keep grpc-js from replaying a half-sent stream.
-      'grpc.enable_retries': 0,
-      // While grpc-js backs off, calls fail at once with the old error: keep its back-off
-      // well under ours (1-15 s) so each of our retries is a real connection attempt.
-      'grpc.initial_reconnect_backoff_ms': 200,
-      'grpc.max_reconnect_backoff_ms': 2000,
-    };
-    const verifyHost = o.serverName ?? hp.host;
-    let servername: string | undefined = o.serverName;
-    if (o.insecure) {
-      checkInsecureAllowed(hp.host, o.allowInsecureRemote, '--allow-insecure-remote');
-      creds = grpc.credentials.createInsecure();
-    } else {
-      if (!o.tls) throw new ThinshipError('USAGE', 'mTLS needs --ca, --cert and --key (or --tls-dir); use --insecure only for a test on loopback');
-      tls = await loadClientTls(o.tls);
-      if (o.serverName) {
-        options['grpc.ssl_target_name_override'] = o.serverName;
-        creds = clientCredentialsOf(tls);
-      } else if (isIP(hp.host)) {
-        options['grpc.ssl_target_name_override'] = SNI_FOR_IP;
-        creds = clientCredentialsOf(tls, hp.host);
-      } else {
-        servername = hp.host;
-        creds = clientCredentialsOf(tls);
-      }
-    }
+    const { hp, creds, options, tls, servername, verifyHost } = await channelOf(o, '--to');
     const raw = newReceiverClient(o.address, creds, options);
     return new ReceiverClient(o.address, raw, tls?.commonName ?? 'anonymous', hp, tls, servername, verifyHost);
   }

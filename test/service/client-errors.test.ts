@@ -12,13 +12,12 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, mkdirSync, symlinkSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, symlinkSync, existsSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { createServer, type Server, type AddressInfo } from 'node:net';
 import { spawn } from 'node:child_process';
 import type { ServerHttp2Session } from 'node:http2';
-import { createDemoPool, type DemoPool } from '../../src/thin/demo-pool.js';
+import type { DemoPool } from '../../src/thin/demo-pool.js';
 import { planSend, type SendPlan, type SourceSpec } from '../../src/thin/planner.js';
 import { openSourceReader, type VolumeReader } from '../../src/sender/volume-reader.js';
 import { parseReceiverConfig, type ReceiverConfig } from '../../src/rpc/server-config.js';
@@ -27,9 +26,8 @@ import { ReceiverClient, sendPlanOverGrpc, defaultTransferId, wireVolumeIds, typ
 import type { ApplyStreamRequest } from '../../src/rpc/proto.js';
 import { startDelayRelay, type DelayRelay } from '../../src/testing/delay-relay.js';
 import { ThinshipError } from '../../src/errors.js';
-import { expectedImage } from '../helpers/offline-image.js';
 import { runCli, startCli, type CliResult } from '../helpers/cli.js';
-import { makeTestCerts, assertSameImage, readImage, rejects, waitFor as pollFor, type TestCerts } from './helpers.js';
+import { demoFixture, assertSameImage, readImage, rejects, waitFor as pollFor, type TestCerts } from './helpers.js';
 
 let dir: string;
 let targets: string;
@@ -45,12 +43,8 @@ async function receiverConfig(name: string, extra: Record<string, unknown> = {})
 }
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'thinship-clerr-'));
+  ({ dir, pool, img1, certs } = await demoFixture('thinship-clerr-'));
   targets = join(dir, 'targets');
-  mkdirSync(targets);
-  pool = await createDemoPool(join(dir, 'pool'));
-  img1 = expectedImage(pool.metadataPath, pool.dataPath, pool.baseDevId, pool.volumeSizeBytes);
-  certs = await makeTestCerts(join(dir, 'certs'));
   rx = await startReceiver({ listen: '127.0.0.1:0', config: await receiverConfig('main') });
   address = `127.0.0.1:${rx.port}`;
   clientA = await ReceiverClient.connect({ address, tls: certs.clientA, serverName: 'localhost' });

@@ -15,15 +15,13 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { homedir, tmpdir } from 'node:os';
+import { rmSync, writeFileSync, existsSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { createDemoPool, type DemoPool } from '../../src/thin/demo-pool.js';
-import { expectedImage } from '../helpers/offline-image.js';
-import { cliPath } from '../helpers/cli.js';
+import type { DemoPool } from '../../src/thin/demo-pool.js';
 import { repoRoot } from '../helpers/paths.js';
-import { makeTestCerts, writeConfig, startServe, stopServe, assertSameImage, readImage, type ServeProcess, type TestCerts } from './helpers.js';
+import { demoFixture, writeConfig, startServe, startSenderServe, stopServe, assertSameImage, readImage, type ServeProcess, type TestCerts } from './helpers.js';
 import type { TlsFiles } from '../../src/rpc/tls.js';
 
 const PYTHON = '/usr/bin/python3';
@@ -40,38 +38,15 @@ let pool: DemoPool;
 let img1: Buffer;
 let img2: Buffer;
 let serve: ServeProcess;
-let sender: { child: ChildProcess; port: number; exited: Promise<unknown>; stderr: () => string };
+let sender: ServeProcess;
 let goBinary: string;
 const targets = () => join(dir, 'targets');
 const image1 = () => join(dir, 'img1.img');
 const image2 = () => join(dir, 'img2.img');
 
-/** Starts `thinship sender-serve` and waits for its listening line. */
-async function startSenderServe(config: string): Promise<typeof sender> {
-  const child = spawn(process.execPath, [cliPath, 'sender-serve', '--listen', '127.0.0.1:0', '--config', config], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, THINSHIP_LOG: 'info' } });
-  let raw = '';
-  const exited = new Promise((resolve) => child.on('exit', resolve));
-  const port = await new Promise<number>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`sender-serve did not listen within 30 s:\n${raw}`)), 30_000);
-    void exited.then(() => { clearTimeout(t); reject(new Error(`sender-serve exited:\n${raw}`)); });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      raw += d;
-      const m = /"port":(\d+)[^\n]*"sender service listening"/.exec(raw);
-      if (m) { clearTimeout(t); resolve(Number(m[1])); }
-    });
-  });
-  return { child, port, exited, stderr: () => raw };
-}
-
 before(async () => {
   if (skipPython && skipGo) return;
-  dir = mkdtempSync(join(tmpdir(), 'thinship-clients-'));
-  mkdirSync(targets());
-  mkdirSync(join(dir, 'pools'));
-  certs = await makeTestCerts(join(dir, 'certs'));
-  pool = await createDemoPool(join(dir, 'pools', 'demo'));
-  img1 = expectedImage(pool.metadataPath, pool.dataPath, pool.baseDevId, pool.volumeSizeBytes);
-  img2 = expectedImage(pool.metadataPath, pool.dataPath, pool.snapDevId, pool.volumeSizeBytes);
+  ({ dir, pool, img1, img2, certs } = await demoFixture('thinship-clients-'));
   writeFileSync(image1(), img1);
   writeFileSync(image2(), img2);
   // A checkpoint every MiB, so that a call broken mid-volume leaves a durable offset above 0.
@@ -79,9 +54,10 @@ before(async () => {
   serve = await startServe(['--listen', '127.0.0.1:0', '--config', rxConfig]);
   const senderConfig = writeConfig(join(dir, 'sender.json'), {
     tls: certs.server, stateDir: join(dir, 'sender-state'), receiverTls: certs.clientA,
-    identities: { 'sender-a': { sources: { offlineDirectories: [join(dir, 'pools')] }, destinations: [{ receiver: `127.0.0.1:${serve.port}`, target: `${targets()}/*` }] } },
+    identities: { 'sender-a': { sources: { offlineDirectories: [pool.dir] }, destinations: [{ receiver: `127.0.0.1:${serve.port}`, target: `${targets()}/*` }] } },
   });
-  sender = await startSenderServe(senderConfig);
+  // The daemon's first spelling (`sender-serve`; send-via.test.ts runs `sender serve`).
+  sender = await startSenderServe(['--listen', '127.0.0.1:0', '--config', senderConfig], ['sender-serve']);
   if (!skipGo) {
     goBinary = join(dir, 'go', 'thinship-example-go');
     const b = spawnSync(join(repoRoot, 'clients/go/build.sh'), [join(dir, 'go')], { encoding: 'utf8', env: { ...process.env, GOCACHE: process.env.GOCACHE ?? join(homedir(), '.cache', 'go-build') } });
@@ -90,8 +66,7 @@ before(async () => {
 });
 
 after(async () => {
-  if (sender && sender.child.exitCode === null && sender.child.signalCode === null) sender.child.kill('SIGTERM');
-  await sender?.exited;
+  if (sender) await stopServe(sender);
   if (serve) await stopServe(serve);
   if (dir) rmSync(dir, { recursive: true, force: true });
 });

@@ -9,26 +9,24 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, mkdirSync, writeFileSync, readFileSync, existsSync, statSync, symlinkSync, utimesSync, truncateSync, openSync, readSync, closeSync } from 'node:fs';
+import { rmSync, mkdirSync, writeFileSync, readFileSync, existsSync, statSync, symlinkSync, utimesSync, truncateSync, openSync, readSync, closeSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
-import { createHash } from 'node:crypto';
 import type { ServerHttp2Session } from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { createDemoPool, type DemoPool } from '../../src/thin/demo-pool.js';
+import type { DemoPool } from '../../src/thin/demo-pool.js';
 import { planSend, type SendPlan } from '../../src/thin/planner.js';
 import { openSourceReader, type VolumeReader } from '../../src/sender/volume-reader.js';
 import { parseReceiverConfig } from '../../src/rpc/server-config.js';
 import { startReceiver, type RunningReceiver } from '../../src/rpc/server.js';
 import { ReceiverClient, sendPlanOverGrpc, type GrpcSendOptions, type GrpcSendResult } from '../../src/rpc/client.js';
-import { newReceiverClient, unixMsOfTimestamp, type ApplyStreamRequest, type ApplyStreamResponse__Output } from '../../src/rpc/proto.js';
+import { newReceiverClient, unixMsOfTimestamp, type ApplyStreamRequest } from '../../src/rpc/proto.js';
 import { DEFAULT_RECEIVE_WINDOW_BYTES } from '../../src/rpc/http2-window.js';
 import { MESSAGE_OVERHEAD_BYTES } from '../../src/receiver/transfers.js';
-import { expectedImage } from '../helpers/offline-image.js';
-import { makeTestCerts, assertSameImage, readImage, rejects, waitFor as pollFor, type TestCerts } from './helpers.js';
+import { rawCall as rawCallOf, beginMsg, dataMsg, grpcError, sha } from './receiver-helpers.js';
+import { demoFixture, assertSameImage, readImage, rejects, waitFor as pollFor, type TestCerts } from './helpers.js';
 import type * as Binding from 'zstd-napi/binding.js';
 
 const zstd = createRequire(import.meta.url)('zstd-napi/binding') as typeof Binding;
@@ -47,16 +45,12 @@ const sessions: ServerHttp2Session[] = [];
 const CHECKPOINT_BYTES = 4 * 1024 * 1024;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'thinship-grpc-'));
+  ({ dir, pool, img1, img2, certs } = await demoFixture('thinship-grpc-'));
   allowed = join(dir, 'allowed');
   outside = join(dir, 'outside');
   mkdirSync(allowed);
   mkdirSync(outside);
   mkdirSync(join(dir, 'b-only'));
-  pool = await createDemoPool(join(dir, 'pool'));
-  img1 = expectedImage(pool.metadataPath, pool.dataPath, pool.baseDevId, pool.volumeSizeBytes);
-  img2 = expectedImage(pool.metadataPath, pool.dataPath, pool.snapDevId, pool.volumeSizeBytes);
-  certs = await makeTestCerts(join(dir, 'certs'));
   const config = await parseReceiverConfig({
     tls: certs.server,
     stateDir: join(dir, 'state'),
@@ -280,37 +274,8 @@ test('a broken stream leaves a resumable transfer; the re-run resumes and the ta
   assertSameImage(readImage(target, pool.volumeSizeBytes), img1, 'resumed');
 });
 
-/** A raw ApplyStream call: write what you like. */
-function rawCall(client: ReceiverClient = clientA) {
-  const { call, response } = client.applyStream();
-  return { call, response, write: (m: ApplyStreamRequest | Record<string, unknown>) => call.write(m) };
-}
-
-function beginMsg(transferId: string, target: string, over: Record<string, unknown> = {}): ApplyStreamRequest {
-  return {
-    kind: 'begin',
-    begin: {
-      protocolVersion: 1, transferId, target, mode: 'TRANSFER_MODE_FULL', volumeSizeBytes: 1024 * 1024, blockSizeBytes: 65536,
-      sourceId: 'test-source', baseId: '', plannedDataBytes: 0, plannedUnmapBytes: 0, resumeOffsetBytes: 0,
-      compression: 'COMPRESSION_ZSTD', checksum: 'CHECKSUM_ALGORITHM_SHA256', ...over,
-    },
-  };
-}
-
-const sha = (b: Buffer) => createHash('sha256').update(b).digest();
-
-function dataMsg(offsetBytes: number, data: Buffer, over: Record<string, unknown> = {}): ApplyStreamRequest {
-  return { kind: 'data', data: { offsetBytes, lengthBytes: data.length, payload: data, encoding: 'ENCODING_RAW', checksum: sha(data), ...over } };
-}
-
-async function grpcError(response: Promise<ApplyStreamResponse__Output>): Promise<grpc.ServiceError> {
-  try {
-    await response;
-  } catch (e) {
-    return e as grpc.ServiceError;
-  }
-  assert.fail('expected the call to fail');
-}
+/** A raw ApplyStream call (receiver-helpers.ts: write what you like), by default as sender-a. */
+const rawCall = (client: ReceiverClient = clientA) => rawCallOf(client);
 
 test('a second transfer to a target in use is refused until the first is aborted', async () => {
   const target = join(allowed, 'busy.img');

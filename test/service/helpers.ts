@@ -69,8 +69,18 @@ export interface ServeProcess {
 }
 
 /** `thinship serve ARGS` (the bundled CLI, or another build's `cli`) as a child process, once it listens. */
-export async function startServe(args: string[], env: NodeJS.ProcessEnv = {}, cli = cliPath): Promise<ServeProcess> {
-  const child = spawn(process.execPath, [cli, 'serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, THINSHIP_LOG: 'info', ...env } });
+export function startServe(args: string[], env: NodeJS.ProcessEnv = {}, cli = cliPath): Promise<ServeProcess> {
+  return startDaemon('serve', [cli, 'serve', ...args], 'receiver listening', env);
+}
+
+/** The sender daemon, `thinship sender serve ARGS` (or another spelling, e.g. ['sender-serve']), once it listens. */
+export function startSenderServe(args: string[], spelling: string[] = ['sender', 'serve'], env: NodeJS.ProcessEnv = {}): Promise<ServeProcess> {
+  return startDaemon(spelling.join(' '), [cliPath, ...spelling, ...args], 'sender service listening', env);
+}
+
+/** `node ARGV` as a daemon whose JSON log lines can be awaited; resolves once it logs `listeningMsg` (with its port). */
+async function startDaemon(what: string, argv: string[], listeningMsg: string, env: NodeJS.ProcessEnv): Promise<ServeProcess> {
+  const child = spawn(process.execPath, argv, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, THINSHIP_LOG: 'info', ...env } });
   const lines: Record<string, unknown>[] = [];
   let raw = '';
   let pending = '';
@@ -96,10 +106,10 @@ export async function startServe(args: string[], env: NodeJS.ProcessEnv = {}, cl
       const t = setTimeout(() => reject(new Error(`timed out waiting for a log line; stderr so far:\n${raw.slice(-4000)}`)), timeoutMs);
       const w = { pred, resolve: (l: Record<string, unknown>) => { clearTimeout(t); resolve(l); } };
       waiters.push(w);
-      void exited.then((e) => { if (waiters.includes(w)) { clearTimeout(t); reject(new Error(`thinship serve exited (${e.code ?? e.signal}) before the awaited log line; stderr:\n${raw.slice(-4000)}`)); } });
+      void exited.then((e) => { if (waiters.includes(w)) { clearTimeout(t); reject(new Error(`thinship ${what} exited (${e.code ?? e.signal}) before the awaited log line; stderr:\n${raw.slice(-4000)}`)); } });
     });
   };
-  const listening = await waitFor((l) => l.msg === 'receiver listening');
+  const listening = await waitFor((l) => l.msg === listeningMsg, 60_000);
   return { child, port: listening.port as number, lines, stderr: () => raw, waitFor, exited };
 }
 

@@ -8,9 +8,8 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdtempSync, mkdirSync, readdirSync, rmSync, symlinkSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, rmSync, symlinkSync, readFileSync, writeFileSync } from 'node:fs';
 import { ThinshipError } from '../../src/errors.js';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
@@ -20,7 +19,7 @@ import { startSenderServer, senderProto, type RunningSender } from '../../src/rp
 import { loadClientTls, clientCredentialsOf, type TlsFiles } from '../../src/rpc/tls.js';
 import { planSend } from '../../src/thin/planner.js';
 import { expectedImage } from '../helpers/offline-image.js';
-import { makeTestCerts, assertSameImage, type TestCerts } from './helpers.js';
+import { demoFixture, assertSameImage, type TestCerts } from './helpers.js';
 import { startTestReceiver, waitFor, type TestReceiver } from './receiver-helpers.js';
 
 let dir: string;
@@ -37,14 +36,10 @@ type Info = Record<string, unknown> & { transferId: string; state: string };
 type Client = grpc.Client & Record<string, (...a: unknown[]) => unknown>;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'thinship-sendersvc-'));
-  mkdirSync(targets());
+  ({ dir, pool, img1, img2, certs } = await demoFixture('thinship-sendersvc-'));
+  // Offline pools the callers may send from: the fixture's, and more made under pools/.
   mkdirSync(join(dir, 'pools'));
   mkdirSync(join(dir, 'elsewhere'));
-  certs = await makeTestCerts(join(dir, 'certs'));
-  pool = await createDemoPool(join(dir, 'pools', 'demo'));
-  img1 = expectedImage(pool.metadataPath, pool.dataPath, pool.baseDevId, pool.volumeSizeBytes);
-  img2 = expectedImage(pool.metadataPath, pool.dataPath, pool.snapDevId, pool.volumeSizeBytes);
   // The receiver lets identity sender-a (the daemon's own certificate) write under targets/.
   rx = await startRx('127.0.0.1:0');
   config = await parseSenderConfig({
@@ -56,10 +51,10 @@ before(async () => {
       // Callers: sender-a (the orchestrator) may do everything with the demo pool to this receiver;
       // sender-b may only watch.
       'sender-a': {
-        sources: { offlineDirectories: [join(dir, 'pools')] },
+        sources: { offlineDirectories: [pool.dir, join(dir, 'pools')] },
         destinations: [{ receiver: rx.address, target: `${targets()}/*` }],
       },
-      'sender-b': { actions: ['watch'], sources: { offlineDirectories: [join(dir, 'pools')] }, destinations: [{ receiver: rx.address, target: `${targets()}/*` }] },
+      'sender-b': { actions: ['watch'], sources: { offlineDirectories: [pool.dir, join(dir, 'pools')] }, destinations: [{ receiver: rx.address, target: `${targets()}/*` }] },
     },
   }, join(dir, 'sender.json'));
   sender = await startSender();

@@ -10,17 +10,15 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, mkdirSync, writeFileSync, readFileSync, statSync, unlinkSync, utimesSync, linkSync, copyFileSync, renameSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync, readFileSync, statSync, unlinkSync, utimesSync, linkSync, copyFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
-import { createDemoPool, type DemoPool } from '../../src/thin/demo-pool.js';
-import { expectedImage } from '../helpers/offline-image.js';
+import type { DemoPool } from '../../src/thin/demo-pool.js';
 import { runCli, type CliResult } from '../helpers/cli.js';
 import { planSend } from '../../src/thin/planner.js';
 import { openSourceReader } from '../../src/sender/volume-reader.js';
 import { ReceiverClient, sendPlanOverGrpc, type GrpcSendResult } from '../../src/rpc/client.js';
 import type { ThinshipError } from '../../src/errors.js';
-import { makeTestCerts, writeConfig, startServe, stopServe, assertSameImage, readImage, type TestCerts, type ServeProcess } from './helpers.js';
+import { demoFixture, writeConfig, startServe, stopServe, assertSameImage, readImage, type TestCerts, type ServeProcess } from './helpers.js';
 
 let dir: string;
 let targets: string;
@@ -35,13 +33,8 @@ const EXIT_BASE_MISMATCH = 14;
 const EXIT_PERMISSION_DENIED = 13;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'thinship-replaced-'));
+  ({ dir, pool, img1, img2, certs } = await demoFixture('thinship-replaced-'));
   targets = join(dir, 'targets');
-  mkdirSync(targets);
-  pool = await createDemoPool(join(dir, 'pool'));
-  img1 = expectedImage(pool.metadataPath, pool.dataPath, pool.baseDevId, pool.volumeSizeBytes);
-  img2 = expectedImage(pool.metadataPath, pool.dataPath, pool.snapDevId, pool.volumeSizeBytes);
-  certs = await makeTestCerts(join(dir, 'certs'));
   s = await startServe(['--listen', '127.0.0.1:0', '--config', writeConfig(join(dir, 'rx.json'), {
     tls: { ca: certs.server.ca, cert: certs.server.cert, key: certs.server.key },
     stateDir: join(dir, 'state'),

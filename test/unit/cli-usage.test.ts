@@ -16,6 +16,10 @@ for (const [args, first, hint] of [
   // a USAGE error of thinship's own (thrown by the command), not commander's
   [['send', 'vg0/snap1', '--target', 'vg1/x'], 'thinship: --target and --transfer-id need --to HOST:PORT', "(run 'thinship send --help' for usage)"],
   [['plan', '1', '2', '3'], 'thinship: give one snapshot for a full send, or two (base first) for an incremental', "(run 'thinship plan --help' for usage)"],
+  // a command of a group: the hint names both words
+  [['sender', 'serve'], "thinship: error: required option '--listen <host:port>' not specified", "(run 'thinship sender serve --help' for usage)"],
+  [['transfer', 'list'], 'thinship: transfer needs either --to RECEIVER:PORT or --via SENDER:PORT', "(run 'thinship transfer --help' for usage)"],
+  [['send', 'vg0/snap1', '--request-id', 'r1'], 'thinship: --request-id and --receiver-server-name need --via HOST:PORT', "(run 'thinship send --help' for usage)"],
 ] as const) {
   test(`usage error: thinship ${args.join(' ')} -> one line and a hint, exit 2`, async () => {
     const r = await runCli([...args]);

@@ -21,6 +21,12 @@ tpool_dm() { local vg=$1 pool=$2; echo "${vg//-/--}-${pool//-/--}-tpool"; }
 # else the held metadata root block.
 held_root() { dmsetup status "$1" | awk '{print $7}'; }
 
+# The bound of a wait for a state that must come (a child started, a tool
+# exited, a daemon listening). It only stops a stuck run: under emulation on a
+# loaded host a step that takes a second on an idle one can take minutes, so it
+# is generous (the guest as a whole is bounded by run-guest.sh's RV_TIMEOUT).
+STATE_WAIT_S=${STATE_WAIT_S:-300}
+
 # wait_until TIMEOUT_S CMD... : polls CMD every 0.1 s; fails after TIMEOUT_S.
 wait_until() {
   local limit=$1; shift

@@ -88,7 +88,10 @@ cat > "$D/receiver.json" <<JSON
  "identities":{"vm-sender":{"lvm":[{"vg":"dst","pool":"tp","lv":"replica-grpc"}]}}}
 JSON
 THINSHIP_LOG=info node "$THINSHIP_CLI" serve --listen 127.0.0.1:7443 --config "$D/receiver.json" 2> "$RESULTS/serve.log" & SERVE=$!
-wait_until 60 grep -q '"receiver listening"' "$RESULTS/serve.log"
+# listening, or exited (then fail at once, not after the bound)
+serve_up() { grep -q '"receiver listening"' "$RESULTS/serve.log" || ! kill -0 "$SERVE" 2>/dev/null; }
+wait_until "$STATE_WAIT_S" serve_up
+grep -q '"receiver listening"' "$RESULTS/serve.log" || { echo "thinship serve exited before listening:" >&2; cat "$RESULTS/serve.log" >&2; exit 1; }
 grpc_send() { # grpc_send NAME TARGET SEND-ARGS...
   local name=$1 target=$2; shift 2
   local d=$RESULTS/$name rc=0

@@ -51,7 +51,7 @@ wait_child() {
     CHILD_PID=$(procs_named "$tool" "$PLAN_PID" | head -1)
     [ -n "$CHILD_PID" ] || ! kill -0 "$PLAN_PID" 2>/dev/null
   }
-  wait_until 30 child_up || true
+  wait_until "$STATE_WAIT_S" child_up || true
   [ -n "$CHILD_PID" ] && return 0
   echo "  no $tool child of plan $PLAN_PID appeared (plan $(kill -0 "$PLAN_PID" 2>/dev/null && echo still running || echo exited))"
   return 1
@@ -81,7 +81,7 @@ finish_case() {
   { procs_named thin_dump; procs_named thin_delta; } > "$d/tools-after" || true
   echo "  $name: [$(uptime_s)] exit $rc, held root after: $(awk '{print $7}' "$d/tpool-status"), thin tools left: $(wc -l < "$d/tools-after")"
   # leave a clean pool for the next case whatever happened in this one
-  wait_until 15 no_thin_tools || true
+  wait_until "$STATE_WAIT_S" no_thin_tools || true
   if held; then
     echo "  $name: reservation still held; releasing it for the next case"
     dmsetup message "$TA" 0 release_metadata_snap
@@ -105,7 +105,7 @@ signal_case crash thin_dump KILL plan plan "$A_VG/$A_SNAP1" --json
 rc=0; wait "$PLAN_PID" || rc=$?
 echo "$rc" > "$RESULTS/crash/rc"
 # the orphaned slow thin_dump finishes on its own (its reader is gone)
-wait_until 30 no_thin_tools || echo "  crash: thin tool still running after 30 s" >&2
+wait_until "$STATE_WAIT_S" no_thin_tools || echo "  crash: thin tool still running after $STATE_WAIT_S s" >&2
 # what the crash left: the reservation must still be held here
 dmsetup status "$TA" > "$RESULTS/crash/tpool-status" 2>&1 || true
 echo "  crash: exit $rc, held root left behind: $(awk '{print $7}' "$RESULTS/crash/tpool-status")"
