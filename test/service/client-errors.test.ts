@@ -28,6 +28,7 @@ import { startDelayRelay, type DelayRelay } from '../../src/testing/delay-relay.
 import { ThinshipError } from '../../src/errors.js';
 import { runCli, startCli, type CliResult } from '../helpers/cli.js';
 import { demoFixture, assertSameImage, readImage, rejects, waitFor as pollFor, type TestCerts } from './helpers.js';
+import { gatedAt } from './receiver-helpers.js';
 
 let dir: string;
 let targets: string;
@@ -62,13 +63,6 @@ const spec = (snap: number, base?: number, metadataPath = pool.metadataPath, dat
 async function withPlan<T>(s: SourceSpec, fn: (p: SendPlan) => Promise<T>): Promise<T> {
   const p = await planSend(s, { withMappings: true });
   try { return await fn(p); } finally { await p.close(); }
-}
-
-/** A reader that stops before offset `atBytes` until released: a transfer that stays active. */
-function gatedAt(atBytes: number): { wrap: (r: VolumeReader) => VolumeReader; release: () => void } {
-  let release!: () => void;
-  const open = new Promise<void>((res) => { release = res; });
-  return { release, wrap: (r) => ({ read: async (buf, off) => { if (off + buf.length > atBytes) await open; return r.read(buf, off); }, close: () => r.close() }) };
 }
 
 async function send(client: ReceiverClient, target: string, o: Partial<GrpcSendOptions> & { wrapReader?: (r: VolumeReader) => VolumeReader } = {}): Promise<GrpcSendResult> {

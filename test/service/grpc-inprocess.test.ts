@@ -25,7 +25,7 @@ import { ReceiverClient, sendPlanOverGrpc, type GrpcSendOptions, type GrpcSendRe
 import { newReceiverClient, unixMsOfTimestamp, type ApplyStreamRequest } from '../../src/rpc/proto.js';
 import { DEFAULT_RECEIVE_WINDOW_BYTES } from '../../src/rpc/http2-window.js';
 import { MESSAGE_OVERHEAD_BYTES } from '../../src/receiver/transfers.js';
-import { rawCall as rawCallOf, beginMsg, dataMsg, grpcError, sha } from './receiver-helpers.js';
+import { rawCall as rawCallOf, beginMsg, dataMsg, grpcError, sha, gatedAt } from './receiver-helpers.js';
 import { demoFixture, assertSameImage, readImage, rejects, waitFor as pollFor, type TestCerts } from './helpers.js';
 import type * as Binding from 'zstd-napi/binding.js';
 
@@ -75,16 +75,6 @@ function spec(snap: number, base?: number) {
 async function withPlan<T>(snap: number, base: number | undefined, fn: (p: SendPlan) => Promise<T>, maxOpBytes?: number): Promise<T> {
   const p = await planSend(spec(snap, base), { withMappings: true, maxOpBytes });
   try { return await fn(p); } finally { await p.close(); }
-}
-
-/** A reader that stops before offset `atBytes` until released. */
-function gatedAt(atBytes: number): { wrap: (r: VolumeReader) => VolumeReader; release: () => void } {
-  let release!: () => void;
-  const open = new Promise<void>((res) => { release = res; });
-  return {
-    release,
-    wrap: (r) => ({ read: async (buf, off) => { if (off + buf.length > atBytes) await open; return r.read(buf, off); }, close: () => r.close() }),
-  };
 }
 
 async function send(client: ReceiverClient, target: string, snap: number, base?: number, o: Partial<GrpcSendOptions> & { maxOpBytes?: number; wrapReader?: (r: VolumeReader) => VolumeReader } = {}): Promise<GrpcSendResult> {

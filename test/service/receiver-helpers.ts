@@ -14,7 +14,7 @@ import { startReceiver, type RunningReceiver } from '../../src/rpc/server.js';
 import { ReceiverClient, sendPlanOverGrpc, type GrpcSendOptions, type GrpcSendResult } from '../../src/rpc/client.js';
 import type { ApplyStreamRequest, ApplyStreamResponse__Output } from '../../src/rpc/proto.js';
 import { planSend } from '../../src/thin/planner.js';
-import { openSourceReader } from '../../src/sender/volume-reader.js';
+import { openSourceReader, type VolumeReader } from '../../src/sender/volume-reader.js';
 import type { DemoPool } from '../../src/thin/demo-pool.js';
 import type { TlsFiles } from '../../src/rpc/tls.js';
 import type { TestCerts } from './helpers.js';
@@ -82,11 +82,12 @@ export async function grpcError(response: Promise<ApplyStreamResponse__Output>):
   assert.fail('expected the call to fail');
 }
 
-/** Sends the demo pool's device `snap` (full) to `target`. */
-export async function sendDemo(pool: DemoPool, client: ReceiverClient, target: string, snap: number, o: Partial<GrpcSendOptions> = {}): Promise<GrpcSendResult> {
+/** Sends the demo pool's device `snap` (full) to `target`; `wrapReader` may stand between the sender and its source (gatedAt). */
+export async function sendDemo(pool: DemoPool, client: ReceiverClient, target: string, snap: number, o: Partial<GrpcSendOptions> & { wrapReader?: (r: VolumeReader) => VolumeReader } = {}): Promise<GrpcSendResult> {
   const p = await planSend({ kind: 'offline', metadataPath: pool.metadataPath, dataPath: pool.dataPath, snapDevId: snap, volumeSizeBytes: pool.volumeSizeBytes }, { withMappings: true, maxOpBytes: 256 * 1024 });
   try {
-    const reader = await openSourceReader(p);
+    const opened = await openSourceReader(p);
+    const reader = o.wrapReader ? o.wrapReader(opened) : opened;
     try {
       return await sendPlanOverGrpc(client, p, reader, { target, maxAttempts: 4, retryDelayMs: 50, ...o });
     } finally {
@@ -97,10 +98,41 @@ export async function sendDemo(pool: DemoPool, client: ReceiverClient, target: s
   }
 }
 
-/** Sends until `stopAfterBytes` of data went out, then cancels like a dying sender. */
+/** A source wrapper that holds every read reaching past `atBytes` until `release()`: the transfer stalls there, so a test can look at the receiver's state mid-transfer. */
+export function gatedAt(atBytes: number): { wrap: (r: VolumeReader) => VolumeReader; release: () => void } {
+  let release!: () => void;
+  const open = new Promise<void>((res) => { release = res; });
+  return { release, wrap: (r) => ({ read: async (buf, off) => { if (off + buf.length > atBytes) await open; return r.read(buf, off); }, close: () => r.close() }) };
+}
+
+/** Like gatedAt, but counting the bytes read (so it stalls an incremental too, whatever offsets it reads): holds every read that starts once at least `bytes` have been read. */
+export function gatedAfterReading(bytes: number): { wrap: (r: VolumeReader) => VolumeReader; release: () => void } {
+  let release!: () => void;
+  const open = new Promise<void>((res) => { release = res; });
+  let readBytes = 0;
+  return {
+    release,
+    wrap: (r) => ({ read: async (buf, off) => { if (readBytes >= bytes) await open; readBytes += buf.length; return r.read(buf, off); }, close: () => r.close() }),
+  };
+}
+
+/**
+ * Sends up to `stopAfterBytes` of data, waits until the RECEIVER reports part of it durable
+ * (its checkpoint, not the sender's own counters: under load the receiver may lag far behind what
+ * was handed to gRPC), then cancels like a dying sender, leaving a resumable transfer.
+ */
 export async function interruptedSend(pool: DemoPool, client: ReceiverClient, target: string, snap: number, stopAfterBytes: number, transferId: string): Promise<void> {
   const ac = new AbortController();
-  await rejects(sendDemo(pool, client, target, snap, { transferId, signal: ac.signal, onProgress: (p) => { if (p.dataBytes >= stopAfterBytes) ac.abort(); } }), 'ABORTED');
+  const gate = gatedAfterReading(stopAfterBytes);
+  const sending = sendDemo(pool, client, target, snap, { transferId, signal: ac.signal, wrapReader: gate.wrap });
+  sending.catch(() => undefined);
+  try {
+    await waitFor(async () => ((await client.getTransferState(transferId))?.durableOffsetBytes ?? 0) > 0, `a first checkpoint of ${transferId}`, 60_000);
+    ac.abort();
+  } finally {
+    gate.release();
+  }
+  await rejects(sending, 'ABORTED');
 }
 
 export function stateDirOf(dir: string, name: string): string {

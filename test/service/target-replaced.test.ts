@@ -18,7 +18,8 @@ import { planSend } from '../../src/thin/planner.js';
 import { openSourceReader } from '../../src/sender/volume-reader.js';
 import { ReceiverClient, sendPlanOverGrpc, type GrpcSendResult } from '../../src/rpc/client.js';
 import type { ThinshipError } from '../../src/errors.js';
-import { demoFixture, writeConfig, startServe, stopServe, assertSameImage, readImage, type TestCerts, type ServeProcess } from './helpers.js';
+import { gatedAfterReading } from './receiver-helpers.js';
+import { demoFixture, waitFor, writeConfig, startServe, stopServe, assertSameImage, readImage, type TestCerts, type ServeProcess } from './helpers.js';
 
 let dir: string;
 let targets: string;
@@ -27,7 +28,9 @@ let img1: Buffer;
 let img2: Buffer;
 let certs: TestCerts;
 let s: ServeProcess;
-const CHECKPOINT_BYTES = 2 * 1024 * 1024;
+// small, so that the interrupted incremental below (1 MiB of its ~1.9 MiB sent) has a checkpoint before it is cut (the
+// test waits on it, not on what the sender handed to gRPC)
+const CHECKPOINT_BYTES = 128 * 1024;
 const OLD_MTIME = new Date(1_000_000_000_000);
 const EXIT_BASE_MISMATCH = 14;
 const EXIT_PERMISSION_DENIED = 13;
@@ -111,19 +114,33 @@ test('a target re-created since the full send (empty, or same size): the increme
   assertSameImage(readImage(target, pool.volumeSizeBytes), img2, 'full then incremental after the refusals');
 });
 
-/** The in-process sender (the one `send --to` runs) to the serve process; `stopAfterBytes` aborts it there, leaving a resumable transfer. */
-async function sendInProcess(target: string, transferId: string, ids: [number] | [number, number], stopAfterBytes?: number): Promise<GrpcSendResult> {
+/**
+ * The in-process sender (the one `send --to` runs) to the serve process. With `stopAtBytes` its
+ * reads past that many bytes are held until the RECEIVER reports part of the transfer durable (its own
+ * checkpoint, not the sender's counters: under load the receiver lags what was handed to gRPC);
+ * then it aborts, leaving a resumable transfer.
+ */
+async function sendInProcess(target: string, transferId: string, ids: [number] | [number, number], stopAtBytes?: number): Promise<GrpcSendResult> {
   const [snap, base] = ids.length === 2 ? [ids[1], ids[0]] : [ids[0], undefined];
   const p = await planSend({ kind: 'offline', metadataPath: pool.metadataPath, dataPath: pool.dataPath, snapDevId: snap, baseDevId: base, volumeSizeBytes: pool.volumeSizeBytes }, { withMappings: true, maxOpBytes: 64 * 1024 });
   const client = await ReceiverClient.connect({ address: `127.0.0.1:${s.port}`, tls: certs.clientA, serverName: 'localhost' });
   const ac = new AbortController();
+  const gate = stopAtBytes === undefined ? undefined : gatedAfterReading(stopAtBytes);
   try {
-    const reader = await openSourceReader(p);
+    const opened = await openSourceReader(p);
+    const reader = gate ? gate.wrap(opened) : opened;
     try {
-      return await sendPlanOverGrpc(client, p, reader, {
-        target, transferId, maxAttempts: 1, signal: ac.signal,
-        onProgress: (x) => { if (stopAfterBytes !== undefined && x.dataBytes >= stopAfterBytes) ac.abort(); },
-      });
+      const sending = sendPlanOverGrpc(client, p, reader, { target, transferId, maxAttempts: 1, signal: ac.signal });
+      if (gate) {
+        sending.catch(() => undefined);
+        try {
+          await waitFor(async () => ((await client.getTransferState(transferId))?.durableOffsetBytes ?? 0) > 0, `a first checkpoint of ${transferId}`, 60_000);
+          ac.abort();
+        } finally {
+          gate.release();
+        }
+      }
+      return await sending;
     } finally {
       await reader.close();
     }
@@ -133,9 +150,9 @@ async function sendInProcess(target: string, transferId: string, ids: [number] |
   }
 }
 
-/** Sends until stopAfterBytes, then aborts; waits until the receiver has stopped the transfer. */
-async function interrupted(target: string, transferId: string, ids: [number] | [number, number], stopAfterBytes: number): Promise<void> {
-  await assert.rejects(sendInProcess(target, transferId, ids, stopAfterBytes), (e: ThinshipError) => e.code === 'ABORTED');
+/** Sends until stopAtBytes and a first receiver checkpoint, then aborts; waits until the receiver has stopped the transfer. */
+async function interrupted(target: string, transferId: string, ids: [number] | [number, number], stopAtBytes: number): Promise<void> {
+  await assert.rejects(sendInProcess(target, transferId, ids, stopAtBytes), (e: ThinshipError) => e.code === 'ABORTED');
   const stopped = await s.waitFor((l) => l.msg === 'transfer stopped' && l.transferId === transferId);
   assert.ok((stopped.durableOffsetBytes as number) > 0, 'something of it is durable');
 }
@@ -150,7 +167,7 @@ test('an interrupted full transfer whose target is deleted starts over from 0; a
 
   const inc = join(targets, 'interrupted-inc.img');
   await sendInProcess(inc, 'int-inc-base', [pool.baseDevId]);
-  await interrupted(inc, 'int-inc', [pool.baseDevId, pool.snapDevId], 256 * 1024);
+  await interrupted(inc, 'int-inc', [pool.baseDevId, pool.snapDevId], 1024 * 1024); // of its ~1.9 MiB
   // Replaced by a copy of itself: another file, whatever it holds.
   copyFileSync(inc, `${inc}.copy`);
   renameSync(`${inc}.copy`, inc);
