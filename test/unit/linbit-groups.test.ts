@@ -14,7 +14,7 @@ import { decodeStream } from '../../src/stream/linbit/decode.js';
 import { encodeStream } from '../../src/stream/linbit/encode.js';
 import { GROUP_MAX_DATA_BYTES, GROUP_MAX_RECORDS, GROUP_PREFETCH_BYTES } from '../../src/stream/linbit/format.js';
 import { StreamDigest, dataChecksum } from '../../src/stream/digest.js';
-import type { BeginInfo, StreamMessage } from '../../src/stream/messages.js';
+import type { LinbitBeginInfo, LinbitMessage } from '../../src/stream/linbit/format.js';
 
 const M11 = '24c4f02aae2e4fa9';
 const u64 = (v: bigint | number) => BigInt(v).toString(16).padStart(16, '0');
@@ -50,10 +50,10 @@ function pieces(buf: Buffer, size: number): Buffer[] {
 }
 
 /** Decodes whole, byte by byte and in 7-byte pieces: each must fail at `pos`; returns what came before (whole run). */
-async function expectBad(bytes: Buffer, want: { code?: string; pos: number; match: RegExp; pieceBytes?: number }): Promise<StreamMessage[]> {
-  let before: StreamMessage[] = [];
+async function expectBad(bytes: Buffer, want: { code?: string; pos: number; match: RegExp; pieceBytes?: number }): Promise<LinbitMessage[]> {
+  let before: LinbitMessage[] = [];
   for (const size of [bytes.length, 1, 7]) {
-    const seen: StreamMessage[] = [];
+    const seen: LinbitMessage[] = [];
     await assert.rejects((async () => { for await (const m of decodeStream(pieces(bytes, size), { pieceBytes: want.pieceBytes })) seen.push(m); })(), (e: unknown) => {
       assert.ok(e instanceof ThinshipError, String(e));
       assert.equal(e.code, want.code ?? 'BAD_STREAM', e.message);
@@ -176,7 +176,7 @@ test('optional records per GiB: 34 (begin-info, 32 groups, digest) for 1 MiB and
   for (const recordBytes of [1 << 20, 64 << 10]) {
     const buf = Buffer.alloc(recordBytes, 0x42);
     const sum = dataChecksum(buf); // supplied, as the sender's workers would: the encoder does not re-hash 1 GiB
-    async function* msgs(): AsyncGenerator<StreamMessage> {
+    async function* msgs(): AsyncGenerator<LinbitMessage> {
       yield { type: 'begin', info: { formatVersion: '1.1', volumeSizeBytes: GiB, checksum: 'sha256' } };
       for (let o = 0; o < GiB; o += recordBytes) yield { type: 'data', offsetBytes: o, data: buf, checksum: sum };
       yield { type: 'end', records: 0, dataRecords: GiB / recordBytes, unmapRecords: 0 };
@@ -192,8 +192,8 @@ test('optional records per GiB: 34 (begin-info, 32 groups, digest) for 1 MiB and
 });
 
 test('a small stream: groups hold at most 1024 records, and an encoded stream with groups round-trips', async () => {
-  const info: BeginInfo = { formatVersion: '1.1', checksum: 'sha256' };
-  const msgs: StreamMessage[] = [{ type: 'begin', info }];
+  const info: LinbitBeginInfo = { formatVersion: '1.1', checksum: 'sha256' };
+  const msgs: LinbitMessage[] = [{ type: 'begin', info }];
   for (let i = 0; i < 2500; i++) msgs.push({ type: 'data', offsetBytes: i * 65536, data: P8 });
   msgs.push({ type: 'unmap', offsetBytes: 2500 * 65536, lengthBytes: 65536 });
   msgs.push({ type: 'end', records: 0, dataRecords: 2500, unmapRecords: 1 });
@@ -233,7 +233,7 @@ test('encoder with checksums: holds at most a group plus the prefetch; source er
   let writtenBytes = 0;
   let maxAheadBytes = 0;
   let closed = false;
-  async function* source(records: number, failAt?: number): AsyncGenerator<StreamMessage> {
+  async function* source(records: number, failAt?: number): AsyncGenerator<LinbitMessage> {
     try {
       yield { type: 'begin', info: { formatVersion: '1.1', checksum: 'sha256' } };
       for (let i = 0; i < records; i++) {

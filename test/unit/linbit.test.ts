@@ -14,7 +14,7 @@ import { encodeStream } from '../../src/stream/linbit/encode.js';
 import { HEADER_BYTES, DATA_PIECE_BYTES } from '../../src/stream/linbit/format.js';
 import type { EncodeOptions } from '../../src/stream/linbit/encode.js';
 import { StreamDigest, canonicalRecord, dataChecksum } from '../../src/stream/digest.js';
-import type { BeginInfo, StreamMessage } from '../../src/stream/messages.js';
+import type { LinbitBeginInfo, LinbitMessage } from '../../src/stream/linbit/format.js';
 import { prng } from '../helpers/prng.js';
 
 const M11 = '24c4f02aae2e4fa9';
@@ -49,7 +49,7 @@ function pieces(buf: Buffer, size: number): Buffer[] {
   return out;
 }
 
-async function encodeAll(msgs: StreamMessage[], opts?: EncodeOptions): Promise<Buffer> {
+async function encodeAll(msgs: LinbitMessage[], opts?: EncodeOptions): Promise<Buffer> {
   return Buffer.concat(await collect(encodeStream(msgs, opts)));
 }
 
@@ -58,10 +58,10 @@ async function encodeAll(msgs: StreamMessage[], opts?: EncodeOptions): Promise<B
  * `code` at stream position `pos` (in details and in the message). Returns the
  * messages yielded before the error (from the whole-buffer run).
  */
-async function expectBad(bytes: Buffer, want: { code?: 'BAD_STREAM' | 'CHECKSUM_MISMATCH'; pos: number; match: RegExp; maxDataBytes?: number }): Promise<StreamMessage[]> {
-  let before: StreamMessage[] = [];
+async function expectBad(bytes: Buffer, want: { code?: 'BAD_STREAM' | 'CHECKSUM_MISMATCH'; pos: number; match: RegExp; maxDataBytes?: number }): Promise<LinbitMessage[]> {
+  let before: LinbitMessage[] = [];
   for (const size of [Math.max(bytes.length, 1), 1, 7]) {
-    const seen: StreamMessage[] = [];
+    const seen: LinbitMessage[] = [];
     const input = bytes.length === 0 ? [] : pieces(bytes, size);
     await assert.rejects(
       (async () => {
@@ -194,7 +194,7 @@ test('DATA records longer than pieceBytes arrive as consecutive pieces, under an
   // Cut inside the payload: the record's payload start, its volume offset and where the stream ended are named.
   const cut = bytes.subarray(0, 56 + 7000);
   for (const size of [cut.length, 7]) {
-    const seen: StreamMessage[] = [];
+    const seen: LinbitMessage[] = [];
     await assert.rejects((async () => { for await (const m of decodeStream(pieces(cut, size), { pieceBytes: 3000 })) seen.push(m); })(),
       /bad stream at byte 56 \(record 2, DATA payload, volume offset 65536\): truncated payload: the stream ends at byte 7056, after 7000 of 10000 bytes$/);
     assert.deepEqual(seen.map((m) => m.type === 'data' ? m.data.length : m.type), ['begin', 3000, 3000]);
@@ -285,7 +285,7 @@ test('declared sha256: every DATA needs its checksum record and END needs the di
   await expectBad(Buffer.concat([BEGIN, digestRec(d.state), END, stats(3, 0, 0)]), { pos: 28, match: /stream digest record needs a begin-info that declares sha256/ });
 });
 
-const infoWithSums: BeginInfo = { formatVersion: '1.1', volumeSizeBytes: 8 << 20, blockSizeBytes: 65536, sourceId: 'src', checksum: 'sha256' };
+const infoWithSums: LinbitBeginInfo = { formatVersion: '1.1', volumeSizeBytes: 8 << 20, blockSizeBytes: 65536, sourceId: 'src', checksum: 'sha256' };
 
 test('tampered DATA payload: CHECKSUM_MISMATCH naming the payload byte and volume offset; the data is not delivered', async () => {
   const payload = Buffer.alloc(70_000);
@@ -333,7 +333,7 @@ test('stream digest catches what per-DATA checksums cannot (an UNMAP changed) an
 // --- encoder rules ----------------------------------------------------------------------------
 
 test('encoder: 1.0 cannot carry extensions; message order is enforced; counts and digest checked', async () => {
-  const msgs = (info: BeginInfo): StreamMessage[] => [{ type: 'begin', info }, { type: 'end', records: 0, dataRecords: 0, unmapRecords: 0 }];
+  const msgs = (info: LinbitBeginInfo): LinbitMessage[] => [{ type: 'begin', info }, { type: 'end', records: 0, dataRecords: 0, unmapRecords: 0 }];
   assert.throws(() => encodeStream(msgs({ formatVersion: '1.0' }), { format: '1.0', extensions: true }), (e: unknown) => e instanceof ThinshipError && e.code === 'USAGE');
   await assert.rejects(encodeAll(msgs({ formatVersion: '1.0' }), { extensions: true }), (e: unknown) => e instanceof ThinshipError && e.code === 'USAGE');
   await assert.rejects(encodeAll(msgs({ formatVersion: '1.1' }), { format: '1.0' }), /begin says format 1.1 but the encoder was asked for 1.0/);
@@ -361,7 +361,7 @@ test('encoder: a checksum the sender supplies is written as given (and so caught
 });
 
 test('encoder batches small records into few buffers', async () => {
-  const msgs: StreamMessage[] = [{ type: 'begin', info: { formatVersion: '1.1' } }];
+  const msgs: LinbitMessage[] = [{ type: 'begin', info: { formatVersion: '1.1' } }];
   for (let i = 0; i < 10_000; i++) msgs.push({ type: 'unmap', offsetBytes: i * 65536, lengthBytes: 65536 });
   msgs.push({ type: 'end', records: 0, dataRecords: 0, unmapRecords: 10_000 });
   const parts = await collect(encodeStream(msgs, { extensions: false }));
@@ -414,14 +414,14 @@ test('stream digest: canonical layout, chain, and resuming from a stored state',
 // --- round trip property --------------------------------------------------------------------
 
 /** Joins the pieces of each DATA record back into one data message (with the checksum the last piece carries). */
-function joinPieces(msgs: StreamMessage[]): StreamMessage[] {
-  const out: StreamMessage[] = [];
+function joinPieces(msgs: LinbitMessage[]): LinbitMessage[] {
+  const out: LinbitMessage[] = [];
   let parts: Buffer[] = [];
   for (const m of msgs) {
     if (m.type !== 'data' || m.piece === undefined) { out.push(m); continue; }
     parts.push(m.data);
     if (!m.piece.last) continue;
-    const whole: StreamMessage = { type: 'data', offsetBytes: m.piece.recordOffsetBytes, data: Buffer.concat(parts) };
+    const whole: LinbitMessage = { type: 'data', offsetBytes: m.piece.recordOffsetBytes, data: Buffer.concat(parts) };
     assert.equal(whole.data.length, m.piece.recordLengthBytes);
     if (m.checksum !== undefined) whole.checksum = m.checksum;
     out.push(whole);
@@ -438,7 +438,7 @@ test('round trip: random messages -> encode -> random chunks (1 B .. 64 KiB) -> 
     const int = (n: number) => Math.floor(rnd() * n);
     const format = rnd() < 0.25 ? '1.0' : '1.1';
     const extensions = format === '1.1' && rnd() < 0.6;
-    const info: BeginInfo = { formatVersion: format };
+    const info: LinbitBeginInfo = { formatVersion: format };
     if (extensions) {
       info.volumeSizeBytes = 2 ** 52 + int(2 ** 40); // above every offset + length below
       info.blockSizeBytes = 65536;
@@ -446,7 +446,7 @@ test('round trip: random messages -> encode -> random chunks (1 B .. 64 KiB) -> 
       if (rnd() < 0.5) Object.assign(info, { incremental: true, baseId: `vg/base-${seed}` });
       info.checksum = rnd() < 0.8 ? 'sha256' : 'none';
     }
-    const msgs: StreamMessage[] = [{ type: 'begin', info }];
+    const msgs: LinbitMessage[] = [{ type: 'begin', info }];
     let nData = 0;
     let nUnmap = 0;
     const count = int(12);
@@ -482,7 +482,7 @@ test('round trip: random messages -> encode -> random chunks (1 B .. 64 KiB) -> 
     const digest = new StreamDigest();
     let dataBytes = 0;
     let unmapBytes = 0;
-    const want: StreamMessage[] = msgs.map((m): StreamMessage => {
+    const want: LinbitMessage[] = msgs.map((m): LinbitMessage => {
       switch (m.type) {
         case 'begin':
           return { type: 'begin', info: extensions ? { ...info, checksum: info.checksum ?? 'sha256' } : { formatVersion: format } };
@@ -501,7 +501,7 @@ test('round trip: random messages -> encode -> random chunks (1 B .. 64 KiB) -> 
           // begin-info; with checksums one group (these streams are far below a group's limits) and the digest.
           const optional = (extensions ? 1 : 0) + (sums ? (nData > 0 ? 1 : 0) + 1 : 0);
           const records = format === '1.1' ? 2 + nData + nUnmap + optional : nData + nUnmap;
-          const end: StreamMessage = { type: 'end', records, dataRecords: nData, unmapRecords: nUnmap, dataBytes, unmapBytes, skippedRecords: 0 };
+          const end: LinbitMessage = { type: 'end', records, dataRecords: nData, unmapRecords: nUnmap, dataBytes, unmapBytes, skippedRecords: 0 };
           if (sums) end.digest = digest.state;
           return end;
         }

@@ -20,7 +20,7 @@ const MiB = 1024 * 1024;
 
 function begin(over: Partial<TransferBegin> = {}): TransferBegin {
   return {
-    transferId: 't1', target: '/x', mode: 'full', volumeSizeBytes: 16 * MiB, blockSizeBytes: 65536, sourceId: 's', baseId: '',
+    transferId: 't1', target: '/x', incremental: false, volumeSizeBytes: 16 * MiB, blockSizeBytes: 65536, sourceId: 's', baseId: '',
     plannedDataBytes: 0, plannedUnmapBytes: 0, resumeOffsetBytes: 0, compression: 'zstd', checksum: 'sha256', ...over,
   };
 }
@@ -99,7 +99,7 @@ test('checkBegin refuses inconsistent begins', () => {
   checkBegin(begin(), { requireChecksum: true });
   throwsCode(() => checkBegin(begin({ transferId: '../x' }), { requireChecksum: true }), 'BAD_STREAM', /transfer id/);
   throwsCode(() => checkBegin(begin({ volumeSizeBytes: 0 }), { requireChecksum: true }), 'BAD_STREAM', /volume_size_bytes 0/);
-  throwsCode(() => checkBegin(begin({ mode: 'incremental' }), { requireChecksum: true }), 'BAD_STREAM', /needs base_id/);
+  throwsCode(() => checkBegin(begin({ incremental: true }), { requireChecksum: true }), 'BAD_STREAM', /needs base_id/);
   throwsCode(() => checkBegin(begin({ baseId: 'b' }), { requireChecksum: true }), 'BAD_STREAM', /must not name a base/);
   throwsCode(() => checkBegin(begin({ checksum: 'none' }), { requireChecksum: true }), 'BAD_STREAM', /requires checksums/);
   throwsCode(() => checkBegin(begin({ resumeOffsetBytes: 17 * MiB }), { requireChecksum: true }), 'BAD_STREAM', /resume_offset_bytes/);
