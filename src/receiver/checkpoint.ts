@@ -41,7 +41,7 @@ export const MAX_ID_FIELD_BYTES = 256;
 /** Longest target name (bytes of UTF-8): PATH_MAX. */
 export const MAX_TARGET_BYTES = 4096;
 /** Longest identity name kept in a checkpoint (certificate CN / SAN values are far shorter). */
-export const MAX_IDENTITY_BYTES = 1024;
+const MAX_IDENTITY_BYTES = 1024;
 
 export function checkTransferId(id: string): string {
   if (typeof id !== 'string' || !TRANSFER_ID.test(id)) {

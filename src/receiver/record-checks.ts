@@ -22,8 +22,8 @@ import { checkTransferId, MAX_ID_FIELD_BYTES, MAX_TARGET_BYTES, type LastDataRec
 /** Largest volume a Begin may announce unless configured otherwise (1 PiB). */
 export const DEFAULT_MAX_VOLUME_BYTES = 2 ** 50;
 /** dm-thin's data block size: a multiple of 64 KiB from 64 KiB to 1 GiB. 0: not said (the field is informative). */
-export const MIN_BLOCK_BYTES = 64 * 1024;
-export const MAX_BLOCK_BYTES = 1024 * 1024 * 1024;
+const MIN_BLOCK_BYTES = 64 * 1024;
+const MAX_BLOCK_BYTES = 1024 * 1024 * 1024;
 
 /** The begin fields a gRPC Begin always carries (proto3: every field is there, '' / 0 meaning "not given" only for baseId / blockSizeBytes). */
 type CarriedByGrpc = 'transferId' | 'volumeSizeBytes' | 'sourceId' | 'incremental' | 'checksum' | 'plannedDataBytes' | 'plannedUnmapBytes';
@@ -188,7 +188,7 @@ export function checkRecord(r: WireRecord, ctx: DecodeContext, checker: DataChec
 }
 
 /** In stream order: the payload's result, the end's digest; the message to apply and the mark after it. */
-export function finishWith(c: CheckedRecord, ctx: DecodeContext, done: DataChecked | undefined): DecodedRecord {
+function finishWith(c: CheckedRecord, ctx: DecodeContext, done: DataChecked | undefined): DecodedRecord {
   const sha = ctx.begin.checksum === 'sha256';
   let msg: StreamMessage;
   const { digest, ...counts } = c.after;

@@ -49,10 +49,10 @@ import type { Logger } from 'pino';
 export const DEFAULT_MAX_CHUNK_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_CHECKPOINT_INTERVAL_BYTES = 64 * 1024 * 1024;
 /** Also checkpoint after this many records (a stream of many tiny records). */
-export const CHECKPOINT_INTERVAL_RECORDS = 16384;
+const CHECKPOINT_INTERVAL_RECORDS = 16384;
 export const DEFAULT_TRANSFER_EXPIRY_MS = 24 * 3600 * 1000;
 /** Records validated and decompressed ahead of the one being written. */
-export const DECODE_AHEAD_RECORDS = 4;
+const DECODE_AHEAD_RECORDS = 4;
 /** A call that sends no message for this long ends (retryable) and is checkpointed. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 /** A call that sends less than this many bytes per second of waiting, over PROGRESS_WINDOW, ends likewise. */

@@ -17,9 +17,9 @@ import { LOADER_OPTIONS } from './proto.js';
 import { toServiceError } from './status.js';
 import { callerNames, listenCredentials } from './tls.js';
 
-export const SENDER_SERVICE = 'thinship.sender.v1.SenderService';
+const SENDER_SERVICE = 'thinship.sender.v1.SenderService';
 
-export function senderProtoPath(): string {
+function senderProtoPath(): string {
   for (const rel of ['../../../proto/thinship/sender/v1/sender.proto', '../../proto/thinship/sender/v1/sender.proto']) {
     const p = fileURLToPath(new URL(rel, import.meta.url));
     if (existsSync(p)) return p;

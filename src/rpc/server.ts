@@ -172,7 +172,7 @@ export function recordFromProto(m: ApplyStreamRequest__Output): WireRecord {
   }
 }
 
-export function stateToProto(s: TransferStateView): TransferState {
+function stateToProto(s: TransferStateView): TransferState {
   return {
     transferId: s.transferId,
     status: s.status === 'complete' ? 'TRANSFER_STATUS_COMPLETE' : 'TRANSFER_STATUS_IN_PROGRESS',

@@ -43,7 +43,7 @@ export async function listenCredentials(listen: string, o: { insecure?: boolean;
   return serverCredentials(o.tls);
 }
 
-export async function serverCredentials(f: TlsFiles): Promise<grpc.ServerCredentials> {
+async function serverCredentials(f: TlsFiles): Promise<grpc.ServerCredentials> {
   const [ca, cert, key] = await Promise.all([readPem(f.ca, 'CA bundle'), readPem(f.cert, 'server certificate'), readPem(f.key, 'server key')]);
   return grpc.ServerCredentials.createSsl(ca, [{ cert_chain: cert, private_key: key }], true);
 }
@@ -103,10 +103,6 @@ export function clientCredentialsOf(l: ClientTls, verifyHost?: string): grpc.Cha
   } catch (e) {
     throw new ThinshipError('USAGE', `cannot use the TLS files (CA ${l.files.ca}, certificate ${l.files.cert}, key ${l.files.key}): ${(e as Error).message}`, { cause: e });
   }
-}
-
-export async function clientCredentials(f: TlsFiles): Promise<grpc.ChannelCredentials> {
-  return clientCredentialsOf(await loadClientTls(f));
 }
 
 /** What our own certificate looks like from here: reasons a receiver may refuse it. */
@@ -220,10 +216,6 @@ export function parseHostPort(s: string, what: string): HostPort {
   const port = Number(m[2]);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ThinshipError('USAGE', `${what} "${s}": port ${m[2]} is out of range`);
   return { host: m[1]!, port };
-}
-
-export function formatHostPort(h: HostPort): string {
-  return isIP(h.host) === 6 ? `[${h.host}]:${h.port}` : `${h.host}:${h.port}`;
 }
 
 /** Loopback by name or address: 127.0.0.0/8, ::1, localhost. */

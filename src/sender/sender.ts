@@ -28,7 +28,7 @@ export interface SenderOptions {
   buffers?: ChunkBuffers;
 }
 
-export function beginInfoOf(p: SendPlan, o: SenderOptions): BeginInfo {
+function beginInfoOf(p: SendPlan, o: SenderOptions): BeginInfo {
   return {
     volumeSizeBytes: p.plan.totals.volumeSizeBytes,
     blockSizeBytes: p.plan.totals.blockSizeBytes,

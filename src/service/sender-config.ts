@@ -27,7 +27,7 @@ import { ThinshipError } from '../errors.js';
 import type { TlsFiles } from '../rpc/tls.js';
 
 export type SenderAction = 'plan' | 'start' | 'watch' | 'cancel';
-export const SENDER_ACTIONS: readonly SenderAction[] = ['plan', 'start', 'watch', 'cancel'];
+const SENDER_ACTIONS: readonly SenderAction[] = ['plan', 'start', 'watch', 'cancel'];
 
 export interface SourceRule { vg: string; pool?: string; lv: string }
 export interface DestinationRule { receiver: string; target: string }

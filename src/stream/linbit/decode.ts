@@ -178,7 +178,7 @@ const BEGIN_INFO_UINT_KEYS = ['volumeSizeBytes', 'blockSizeBytes', 'plannedDataB
 const BEGIN_INFO_STRING_KEYS = ['sourceId', 'baseId', 'transferId'] as const;
 
 /** Parses and validates a begin-info payload into a begin (unknown keys are ignored: added compatibly within v1). */
-export function parseBeginInfo(payload: Buffer, formatVersion: FormatVersion, where: Where): { info: LinbitBeginInfo; version: number } {
+function parseBeginInfo(payload: Buffer, formatVersion: FormatVersion, where: Where): { info: LinbitBeginInfo; version: number } {
   let obj: unknown;
   try {
     obj = JSON.parse(payload.toString('utf8'));

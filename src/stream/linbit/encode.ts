@@ -176,7 +176,7 @@ function checkUint(index: number, type: string, name: string, value: unknown): n
 }
 
 /** The begin-info payload: JSON of the begin's fields (the format version is not one: the magic says it), with "v": 2 for sha256 (groups), else 1. */
-export function encodeBeginInfo(info: BeginInfo, checksum: ChecksumAlgorithm): Buffer {
+function encodeBeginInfo(info: BeginInfo, checksum: ChecksumAlgorithm): Buffer {
   const obj: Record<string, unknown> = { v: checksum === 'sha256' ? BEGIN_INFO_VERSION_GROUPS : BEGIN_INFO_VERSION_RECORDS };
   for (const k of BEGIN_INFO_KEYS) {
     const v = k === 'checksum' ? checksum : info[k];

@@ -110,7 +110,7 @@ export const MAGIC_BYTES: Record<FormatVersion, Buffer> = {
   '1.1': u64Buffer(MAGIC_1_1),
 };
 
-export function u64Buffer(v: bigint): Buffer {
+function u64Buffer(v: bigint): Buffer {
   const b = Buffer.alloc(8);
   b.writeBigUInt64BE(v);
   return b;
