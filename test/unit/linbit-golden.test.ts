@@ -11,31 +11,14 @@ import { Readable } from 'node:stream';
 import { decodeStream } from '../../src/stream/linbit/decode.js';
 import { encodeStream } from '../../src/stream/linbit/encode.js';
 import type { LinbitMessage } from '../../src/stream/linbit/format.js';
+import { M10, M11, collect, encodeAll, pieces } from '../helpers/linbit-bytes.js';
 
-const M11 = '24c4f02aae2e4fa9';
-const M10 = 'ca7f00d5de7ec7ed';
 const ZERO64 = '0000000000000000';
 
 function hex(...parts: string[]): Buffer {
   return Buffer.from(parts.join('').replace(/\s+/g, ''), 'hex');
 }
 
-async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
-  const out: T[] = [];
-  for await (const x of it) out.push(x);
-  return out;
-}
-
-async function encodeAll(msgs: LinbitMessage[], opts?: Parameters<typeof encodeStream>[1]): Promise<Buffer> {
-  return Buffer.concat(await collect(encodeStream(msgs, opts)));
-}
-
-/** Splits buf into pieces of `size` bytes (the last may be shorter). */
-function pieces(buf: Buffer, size: number): Buffer[] {
-  const out: Buffer[] = [];
-  for (let i = 0; i < buf.length; i += size) out.push(buf.subarray(i, i + size));
-  return out;
-}
 
 const payload8 = hex('0102030405060708');
 const payload3 = hex('a1a2a3');

@@ -15,39 +15,20 @@ import { encodeStream } from '../../src/stream/linbit/encode.js';
 import { GROUP_MAX_DATA_BYTES, GROUP_MAX_RECORDS, GROUP_PREFETCH_BYTES } from '../../src/stream/linbit/format.js';
 import { StreamDigest, dataChecksum } from '../../src/stream/digest.js';
 import type { LinbitBeginInfo, LinbitMessage } from '../../src/stream/linbit/format.js';
+import { beginInfo, collect, digestRec, hdr, pieces, stats, u64 } from '../helpers/linbit-bytes.js';
 
-const M11 = '24c4f02aae2e4fa9';
-const u64 = (v: bigint | number) => BigInt(v).toString(16).padStart(16, '0');
-const hdr = (offset: bigint | number, length: bigint | number, cmd: number) => Buffer.from(M11 + u64(offset) + u64(length) + cmd.toString(16).padStart(8, '0'), 'hex');
-const stats = (c: number, d: number, u: number) => Buffer.from(u64(c) + u64(d) + u64(u), 'hex');
 const BEGIN = hdr(0, 0, 2);
 const END = hdr(0, 24, 3);
 const P8 = Buffer.from('0102030405060708', 'hex');
 const SUM8 = createHash('sha256').update(P8).digest();
 
-function beginInfo(json: string): Buffer {
-  return Buffer.concat([hdr(0, Buffer.byteLength(json), 0x8054_5301), Buffer.from(json)]);
-}
 /** A checksum group: header offset = first entry's offset unless given; entries (offset, length, sum). */
 function group(entries: Array<[number, number, Buffer]>, opts: { algo?: number; headerOffset?: number } = {}): Buffer {
   const body = Buffer.concat([Buffer.from([opts.algo ?? 1]), ...entries.map(([o, l, sum]) => Buffer.concat([Buffer.from(u64(o) + u64(l), 'hex'), sum]))]);
   return Buffer.concat([hdr(opts.headerOffset ?? entries[0]![0], body.length, 0x8054_5304), body]);
 }
-function digestRec(d: Buffer): Buffer {
-  return Buffer.concat([hdr(0, 33, 0x8054_5303), Buffer.from([1]), d]);
-}
 const data = (offset: number, payload: Buffer) => Buffer.concat([hdr(offset, payload.length, 0), payload]);
 
-async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
-  const out: T[] = [];
-  for await (const x of it) out.push(x);
-  return out;
-}
-function pieces(buf: Buffer, size: number): Buffer[] {
-  const out: Buffer[] = [];
-  for (let i = 0; i < buf.length; i += size) out.push(buf.subarray(i, i + size));
-  return out;
-}
 
 /** Decodes whole, byte by byte and in 7-byte pieces: each must fail at `pos`; returns what came before (whole run). */
 async function expectBad(bytes: Buffer, want: { code?: string; pos: number; match: RegExp; pieceBytes?: number }): Promise<LinbitMessage[]> {

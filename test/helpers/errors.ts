@@ -1,0 +1,11 @@
+import assert from 'node:assert/strict';
+import { ThinshipError } from '../../src/errors.js';
+
+/** `p` must reject with a ThinshipError of `code` whose message mentions each of `mentions`; returns it. */
+export async function expectThinship(p: Promise<unknown>, code: string, mentions: string[]): Promise<ThinshipError> {
+  const e = await p.then(() => undefined, (err: unknown) => err);
+  assert.ok(e instanceof ThinshipError, `expected a ThinshipError ${code}, got ${String(e)}`);
+  assert.equal(e.code, code, e.message);
+  for (const m of mentions) assert.ok(e.message.includes(m), `message ${JSON.stringify(e.message)} should mention ${m}`);
+  return e;
+}
