@@ -3,6 +3,9 @@
  * as docs/stream-format.md lays them out (independent of the encoder under
  * test), and the small async helpers those tests share.
  */
+import assert from 'node:assert/strict';
+import { ThinshipError } from '../../src/errors.js';
+import { decodeStream } from '../../src/stream/linbit/decode.js';
 import { encodeStream, type EncodeOptions } from '../../src/stream/linbit/encode.js';
 import type { LinbitMessage } from '../../src/stream/linbit/format.js';
 
@@ -57,4 +60,37 @@ export async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
 /** The whole encoded stream of `msgs`. */
 export async function encodeAll(msgs: LinbitMessage[], opts?: EncodeOptions): Promise<Buffer> {
   return Buffer.concat(await collect(encodeStream(msgs, opts)));
+}
+
+/**
+ * Decodes `bytes` whole, byte by byte and in 7-byte pieces; each must fail with
+ * `code` (default BAD_STREAM) at stream position `pos` (in details and in the
+ * message) and a message matching `match`. Returns the messages yielded before
+ * the error (from the whole-buffer run).
+ */
+export async function expectBad(
+  bytes: Buffer,
+  want: { code?: 'BAD_STREAM' | 'CHECKSUM_MISMATCH'; pos: number; match: RegExp; maxDataBytes?: number; pieceBytes?: number },
+): Promise<LinbitMessage[]> {
+  let before: LinbitMessage[] = [];
+  for (const size of [Math.max(bytes.length, 1), 1, 7]) {
+    const seen: LinbitMessage[] = [];
+    const input = bytes.length === 0 ? [] : pieces(bytes, size);
+    await assert.rejects(
+      (async () => {
+        for await (const m of decodeStream(input, { maxDataBytes: want.maxDataBytes, pieceBytes: want.pieceBytes })) seen.push(m);
+      })(),
+      (e: unknown) => {
+        assert.ok(e instanceof ThinshipError, `a ThinshipError, got ${String(e)}`);
+        assert.equal(e.code, want.code ?? 'BAD_STREAM', e.message);
+        assert.equal(e.details.streamPosition, want.pos, e.message);
+        assert.ok(e.message.includes(`at byte ${want.pos} `), e.message);
+        assert.match(e.message, want.match);
+        return true;
+      },
+      `chunk size ${size}`,
+    );
+    if (size === Math.max(bytes.length, 1)) before = seen;
+  }
+  return before;
 }

@@ -9,13 +9,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { ThinshipError } from '../../src/errors.js';
 import { decodeStream } from '../../src/stream/linbit/decode.js';
 import { encodeStream } from '../../src/stream/linbit/encode.js';
 import { GROUP_MAX_DATA_BYTES, GROUP_MAX_RECORDS, GROUP_PREFETCH_BYTES } from '../../src/stream/linbit/format.js';
 import { StreamDigest, dataChecksum } from '../../src/stream/digest.js';
 import type { LinbitBeginInfo, LinbitMessage } from '../../src/stream/linbit/format.js';
-import { beginInfo, collect, digestRec, hdr, pieces, stats, u64 } from '../helpers/linbit-bytes.js';
+import { beginInfo, collect, digestRec, expectBad, hdr, pieces, stats, u64 } from '../helpers/linbit-bytes.js';
 
 const BEGIN = hdr(0, 0, 2);
 const END = hdr(0, 24, 3);
@@ -29,23 +28,6 @@ function group(entries: Array<[number, number, Buffer]>, opts: { algo?: number; 
 }
 const data = (offset: number, payload: Buffer) => Buffer.concat([hdr(offset, payload.length, 0), payload]);
 
-
-/** Decodes whole, byte by byte and in 7-byte pieces: each must fail at `pos`; returns what came before (whole run). */
-async function expectBad(bytes: Buffer, want: { code?: string; pos: number; match: RegExp; pieceBytes?: number }): Promise<LinbitMessage[]> {
-  let before: LinbitMessage[] = [];
-  for (const size of [bytes.length, 1, 7]) {
-    const seen: LinbitMessage[] = [];
-    await assert.rejects((async () => { for await (const m of decodeStream(pieces(bytes, size), { pieceBytes: want.pieceBytes })) seen.push(m); })(), (e: unknown) => {
-      assert.ok(e instanceof ThinshipError, String(e));
-      assert.equal(e.code, want.code ?? 'BAD_STREAM', e.message);
-      assert.equal(e.details.streamPosition, want.pos, e.message);
-      assert.match(e.message, want.match);
-      return true;
-    }, `chunk size ${size}`);
-    if (size === bytes.length) before = seen;
-  }
-  return before;
-}
 
 const V2 = beginInfo('{"v":2,"checksum":"sha256"}'); // 28 + 27 = 55 bytes
 const V1 = beginInfo('{"v":1,"checksum":"sha256"}');

@@ -15,42 +15,13 @@ import { HEADER_BYTES, DATA_PIECE_BYTES } from '../../src/stream/linbit/format.j
 import { StreamDigest, canonicalRecord, dataChecksum } from '../../src/stream/digest.js';
 import type { LinbitBeginInfo, LinbitMessage } from '../../src/stream/linbit/format.js';
 import { prng } from '../helpers/prng.js';
-import { M10, M11, beginInfo, collect, digestRec, encodeAll, header, pieces, stats, u64 } from '../helpers/linbit-bytes.js';
+import { beginInfo, collect, digestRec, encodeAll, expectBad, header, M10, M11, pieces, stats, u64 } from '../helpers/linbit-bytes.js';
 
 
 const BEGIN = header(M11, 0, 0, 2);
 const END = header(M11, 0, 24, 3);
 const P8 = Buffer.from('0102030405060708', 'hex');
 
-
-/**
- * Decodes `bytes` whole, byte by byte and in 7-byte pieces; each must fail with
- * `code` at stream position `pos` (in details and in the message). Returns the
- * messages yielded before the error (from the whole-buffer run).
- */
-async function expectBad(bytes: Buffer, want: { code?: 'BAD_STREAM' | 'CHECKSUM_MISMATCH'; pos: number; match: RegExp; maxDataBytes?: number }): Promise<LinbitMessage[]> {
-  let before: LinbitMessage[] = [];
-  for (const size of [Math.max(bytes.length, 1), 1, 7]) {
-    const seen: LinbitMessage[] = [];
-    const input = bytes.length === 0 ? [] : pieces(bytes, size);
-    await assert.rejects(
-      (async () => {
-        for await (const m of decodeStream(input, { maxDataBytes: want.maxDataBytes })) seen.push(m);
-      })(),
-      (e: unknown) => {
-        assert.ok(e instanceof ThinshipError, `a ThinshipError, got ${String(e)}`);
-        assert.equal(e.code, want.code ?? 'BAD_STREAM', e.message);
-        assert.equal(e.details.streamPosition, want.pos, e.message);
-        assert.ok(e.message.includes(`at byte ${want.pos} `), e.message);
-        assert.match(e.message, want.match);
-        return true;
-      },
-      `chunk size ${size}`,
-    );
-    if (size === Math.max(bytes.length, 1)) before = seen;
-  }
-  return before;
-}
 
 // A valid 1.1 stream and its layout: BEGIN @0, DATA @28 (payload 56..63), UNMAP @64, END @92 (stats 120..143).
 const valid11 = Buffer.concat([BEGIN, header(M11, 0x10000, 8, 0), P8, header(M11, 0x20000, 0x10000, 1), END, stats(4, 1, 1)]);
