@@ -16,7 +16,7 @@ import { formatBytes } from './format.js';
 import { RateWindow } from '../stream/rate-window.js';
 
 export type ProgressMode = 'auto' | 'tty' | 'json' | 'none';
-export const PROGRESS_MODES: readonly ProgressMode[] = ['auto', 'tty', 'json', 'none'];
+const PROGRESS_MODES: readonly ProgressMode[] = ['auto', 'tty', 'json', 'none'];
 
 const TTY_INTERVAL_MS = 250;
 const JSON_INTERVAL_MS = 1000;

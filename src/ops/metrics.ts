@@ -10,13 +10,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ErrorCode } from '../errors.js';
 
-/**
- * How a transfer's call ended (thinship_receiver_transfers_total{outcome}): complete; checkpointed
- * (a retryable stop: broken link, idle, receiver stopping: the sender resumes); aborted (AbortTransfer
- * or a takeover); failed (refused or bad stream).
- */
-export type TransferOutcome = 'complete' | 'checkpointed' | 'failed' | 'aborted';
-export type RecordKind = 'data' | 'unmap';
 /** Classes of refused TLS handshakes (the log line has the detail). */
 export type TlsRefusalReason = 'unknown_ca' | 'expired' | 'no_certificate' | 'not_tls' | 'other';
 
@@ -26,7 +19,13 @@ export interface ReceiverMetrics {
   wireBytes: Counter;
   writtenBytes: Counter;
   discardedBytes: Counter;
+  /** kind: data (all-zero chunks included) or unmap. */
   records: Counter<'kind'>;
+  /**
+   * How a transfer's call ended (outcome): complete; checkpointed (a retryable stop: broken link,
+   * idle, receiver stopping: the sender resumes); aborted (AbortTransfer or a takeover); failed
+   * (refused or bad stream).
+   */
   transfers: Counter<'outcome' | 'code'>;
   activeTransfers: Gauge;
   resumes: Counter;
@@ -98,12 +97,6 @@ export function tlsRefusalReason(code: string | undefined): TlsRefusalReason {
 function reloadCounter(prefix: string, registers: Registry[]): Counter<'result'> {
   return new Counter({ name: `${prefix}config_reloads_total`, help: 'Config reloads on SIGHUP, by result (ok; error: the old config kept)', labelNames: ['result'] as const, registers });
 }
-
-/**
- * How a sender daemon's transfer ended (thinship_sender_transfers_total{outcome}):
- * done, failed (with its error code), cancelled (by a caller or the daemon stopping).
- */
-export type SenderTransferOutcome = 'done' | 'failed' | 'cancelled';
 
 export interface SenderMetrics {
   registry: Registry;

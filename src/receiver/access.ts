@@ -77,7 +77,7 @@ function below(child: string, dir: string): string {
 }
 
 /** The smallest per-identity limit: below one chunk per second a transfer's records would stall (and trip the progress check). */
-export const MIN_IDENTITY_BYTES_PER_SECOND = 65536;
+const MIN_IDENTITY_BYTES_PER_SECOND = 65536;
 
 /** Parses the "identities" object of the receiver config (see docs in the README). */
 export async function parseAccessRules(v: unknown, where: string): Promise<AccessPolicy> {

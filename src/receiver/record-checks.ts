@@ -1,7 +1,8 @@
 /**
  * What a gRPC transfer's begin and records must satisfy, checked before
  * anything touches a device. rpc/server.ts maps ApplyStream requests to the
- * TransferBegin / WireRecord values below; transfers.ts (the registry) runs
+ * TransferBegin (the transport-neutral BeginInfo and the call's own terms) and
+ * WireRecord values below; transfers.ts (the registry) runs
  * them through checkRecord and finishRecord in stream order and applies the
  * resulting StreamMessages.
  *
@@ -21,27 +22,34 @@ import { checkTransferId, MAX_ID_FIELD_BYTES, MAX_TARGET_BYTES, type LastDataRec
 /** Largest volume a Begin may announce unless configured otherwise (1 PiB). */
 export const DEFAULT_MAX_VOLUME_BYTES = 2 ** 50;
 /** dm-thin's data block size: a multiple of 64 KiB from 64 KiB to 1 GiB. 0: not said (the field is informative). */
-export const MIN_BLOCK_BYTES = 64 * 1024;
-export const MAX_BLOCK_BYTES = 1024 * 1024 * 1024;
+const MIN_BLOCK_BYTES = 64 * 1024;
+const MAX_BLOCK_BYTES = 1024 * 1024 * 1024;
 
-/** A gRPC transfer's begin, as the receiver checked it (proto Begin, camelCase; enums as words). */
-export interface TransferBegin {
-  transferId: string;
+/** The begin fields a gRPC Begin always carries (proto3: every field is there, '' / 0 meaning "not given" only for baseId / blockSizeBytes). */
+type CarriedByGrpc = 'transferId' | 'volumeSizeBytes' | 'sourceId' | 'incremental' | 'checksum' | 'plannedDataBytes' | 'plannedUnmapBytes';
+
+/**
+ * A gRPC transfer's begin as the receiver takes it: the stream's begin (the one
+ * transport-neutral BeginInfo, rpc/server.ts maps the proto Begin into it) and
+ * what this call asks of the receiver. checkBegin checks it; applyMessages gets
+ * it as the begin message's info as it is.
+ */
+export type TransferBegin = Omit<BeginInfo, CarriedByGrpc> & Required<Pick<BeginInfo, CarriedByGrpc>> & {
+  /** Where to apply it (a path or an LV the access policy allows). */
   target: string;
-  mode: TransferMode;
-  volumeSizeBytes: number;
-  blockSizeBytes: number;
-  sourceId: string;
-  baseId: string;
-  plannedDataBytes: number;
-  plannedUnmapBytes: number;
+  /** The durable offset the sender resumes from (GetTransferState); 0 for a new transfer. */
   resumeOffsetBytes: number;
+  /** How DATA payloads may travel: zstd frames allowed, or raw only. */
   compression: 'none' | 'zstd';
-  checksum: 'sha256' | 'none';
   /** Apply over a diverged target / onto a target without a record (target-state/rules.ts). */
   force?: boolean;
   /** Extend an existing file target smaller than the volume. */
   grow?: boolean;
+};
+
+/** The checkpoint's word for a begin's kind. */
+export function modeOf(b: Pick<BeginInfo, 'incremental'>): TransferMode {
+  return b.incremental === true ? 'incremental' : 'full';
 }
 
 export type WireRecord =
@@ -51,15 +59,6 @@ export type WireRecord =
   | { type: 'end'; records: number; dataRecords: number; unmapRecords: number; dataBytes: number; unmapBytes: number; digest: Buffer }
   /** Anything else the transport saw where a record should be (a second begin, an empty message). */
   | { type: 'invalid'; what: string };
-
-/** The transport-neutral begin of a transfer (what applyMessages and the LINBIT codec know). */
-export function beginInfoOf(b: TransferBegin): BeginInfo {
-  return {
-    volumeSizeBytes: b.volumeSizeBytes, blockSizeBytes: b.blockSizeBytes || undefined,
-    sourceId: b.sourceId, baseId: b.baseId || undefined, incremental: b.mode === 'incremental',
-    transferId: b.transferId, checksum: b.checksum, plannedDataBytes: b.plannedDataBytes, plannedUnmapBytes: b.plannedUnmapBytes,
-  };
-}
 
 /** Running totals after a record: what a checkpoint at that record records. */
 export interface Mark extends LedgerState {
@@ -189,7 +188,7 @@ export function checkRecord(r: WireRecord, ctx: DecodeContext, checker: DataChec
 }
 
 /** In stream order: the payload's result, the end's digest; the message to apply and the mark after it. */
-export function finishWith(c: CheckedRecord, ctx: DecodeContext, done: DataChecked | undefined): DecodedRecord {
+function finishWith(c: CheckedRecord, ctx: DecodeContext, done: DataChecked | undefined): DecodedRecord {
   const sha = ctx.begin.checksum === 'sha256';
   let msg: StreamMessage;
   const { digest, ...counts } = c.after;
@@ -198,8 +197,7 @@ export function finishWith(c: CheckedRecord, ctx: DecodeContext, done: DataCheck
     if (sha && !c.endDigestMatches) {
       throw new ThinshipError('CHECKSUM_MISMATCH', `end record: stream digest mismatch (sender ${e.digest.toString('hex') || 'none'}, receiver ${digest.toString('hex')})`, { details: { volumeOffset: c.offsetBytes } });
     }
-    // records: the proto End's count (begin and end included), kept for the wire's sake.
-    msg = { type: 'end', records: counts.dataRecords + counts.unmapRecords + 2, ...(counts), digest };
+    msg = { type: 'end', ...counts, digest };
   } else if (c.kind === 'unmap') {
     msg = { type: 'unmap', offsetBytes: c.offsetBytes, lengthBytes: c.lengthBytes };
   } else if (c.kind === 'zero') {
@@ -235,11 +233,12 @@ export function checkBegin(b: TransferBegin, o: { requireChecksum: boolean; maxV
   const maxVolume = o.maxVolumeBytes ?? DEFAULT_MAX_VOLUME_BYTES;
   const bytes = (s: string) => Buffer.byteLength(s, 'utf8');
   if (b.target === '' || bytes(b.target) > MAX_TARGET_BYTES) throw bad(`target must be 1 to ${MAX_TARGET_BYTES} bytes, got ${bytes(b.target)}`);
+  const baseId = b.baseId ?? '';
   if (bytes(b.sourceId) > MAX_ID_FIELD_BYTES) throw bad(`source_id is ${bytes(b.sourceId)} bytes, more than ${MAX_ID_FIELD_BYTES}`);
-  if (bytes(b.baseId) > MAX_ID_FIELD_BYTES) throw bad(`base_id is ${bytes(b.baseId)} bytes, more than ${MAX_ID_FIELD_BYTES}`);
+  if (bytes(baseId) > MAX_ID_FIELD_BYTES) throw bad(`base_id is ${bytes(baseId)} bytes, more than ${MAX_ID_FIELD_BYTES}`);
   if (!Number.isSafeInteger(b.volumeSizeBytes) || b.volumeSizeBytes <= 0) throw bad(`volume_size_bytes ${b.volumeSizeBytes} must be positive`);
   if (b.volumeSizeBytes > maxVolume) throw bad(`volume_size_bytes ${b.volumeSizeBytes} is more than this receiver's maxVolumeBytes ${maxVolume}`);
-  const bs = b.blockSizeBytes;
+  const bs = b.blockSizeBytes ?? 0;
   if (!Number.isSafeInteger(bs) || (bs !== 0 && (bs < MIN_BLOCK_BYTES || bs > MAX_BLOCK_BYTES || bs % MIN_BLOCK_BYTES !== 0))) {
     throw bad(`block_size_bytes ${bs} must be 0 (not given) or a dm-thin block size: a multiple of ${MIN_BLOCK_BYTES} from ${MIN_BLOCK_BYTES} to ${MAX_BLOCK_BYTES}`);
   }
@@ -249,7 +248,7 @@ export function checkBegin(b: TransferBegin, o: { requireChecksum: boolean; maxV
   if (b.plannedDataBytes + b.plannedUnmapBytes > b.volumeSizeBytes) throw bad(`planned_data_bytes + planned_unmap_bytes (${b.plannedDataBytes + b.plannedUnmapBytes}) is more than volume_size_bytes (${b.volumeSizeBytes})`);
   if (!Number.isSafeInteger(b.resumeOffsetBytes) || b.resumeOffsetBytes < 0 || b.resumeOffsetBytes > b.volumeSizeBytes) throw bad(`resume_offset_bytes ${b.resumeOffsetBytes} is outside the volume`);
   if (b.sourceId === '') throw bad('source_id is empty');
-  if (b.mode === 'incremental' && b.baseId === '') throw bad('an incremental transfer needs base_id');
-  if (b.mode === 'full' && b.baseId !== '') throw bad('a full transfer must not name a base');
+  if (b.incremental && baseId === '') throw bad('an incremental transfer needs base_id');
+  if (!b.incremental && baseId !== '') throw bad('a full transfer must not name a base');
   if (b.checksum === 'none' && o.requireChecksum) throw bad('this receiver requires checksums (CHECKSUM_ALGORITHM_SHA256)');
 }

@@ -1,8 +1,8 @@
 /**
  * The receiver's transfer registry: durable checkpoints, resume, one
  * transfer per target, limits per identity, abort and expiry. rpc/server.ts
- * turns gRPC messages into the TransferBegin / WireRecord values of
- * record-checks.ts and errors into gRPC statuses.
+ * turns gRPC messages into the TransferBegin (BeginInfo and the call's terms)
+ * and WireRecord values of record-checks.ts and errors into gRPC statuses.
  *
  * Applying reuses receiver.ts's applyMessages: records are checked
  * (record-checks.ts, over the integrity core), decompressed and checksummed
@@ -35,7 +35,7 @@ import type { StreamMessage } from '../stream/messages.js';
 import { CheckpointStore, checkTransferId, type TransferCheckpoint } from './checkpoint.js';
 import { abortable, readAhead } from './async-iter.js';
 import {
-  beginInfoOf, checkBegin, checkRecord, finishRecord, newDecodeContext, DEFAULT_MAX_VOLUME_BYTES,
+  checkBegin, checkRecord, finishRecord, modeOf, newDecodeContext, DEFAULT_MAX_VOLUME_BYTES,
   type CheckedRecord, type DataChecker, type Mark, type TransferBegin, type WireRecord,
 } from './record-checks.js';
 import { StateDirLock } from './state-lock.js';
@@ -51,7 +51,7 @@ import type { Logger } from 'pino';
 export const DEFAULT_MAX_CHUNK_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_CHECKPOINT_INTERVAL_BYTES = 64 * 1024 * 1024;
 /** Also checkpoint after this many records (a stream of many tiny records). */
-export const CHECKPOINT_INTERVAL_RECORDS = 16384;
+const CHECKPOINT_INTERVAL_RECORDS = 16384;
 
 /**
  * The burst of an identity's maxBytesPerSecond bucket: one sender chunk (1 MiB,
@@ -63,7 +63,7 @@ export const CHECKPOINT_INTERVAL_RECORDS = 16384;
 export const BANDWIDTH_BURST_BYTES = 1024 * 1024;
 export const DEFAULT_TRANSFER_EXPIRY_MS = 24 * 3600 * 1000;
 /** Records validated and decompressed ahead of the one being written. */
-export const DECODE_AHEAD_RECORDS = 4;
+const DECODE_AHEAD_RECORDS = 4;
 /** A call that sends no message for this long ends (retryable) and is checkpointed. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 /** A call that sends less than this many bytes per second of waiting, over PROGRESS_WINDOW, ends likewise. */
@@ -226,9 +226,9 @@ function wireBytes(r: WireRecord): number {
 /** The target is not what transfer `cp` wrote (removed, or re-created): it holds nothing of it. */
 function replacedError(cp: TransferCheckpoint, b: TransferBegin, now: string | undefined): ThinshipError {
   const how = now === undefined ? 'was removed' : 'was replaced';
-  const advice = b.mode === 'incremental' ? `it no longer holds ${cp.sourceId}, the base this incremental applies to: send a full stream` : 'ask GetTransferState and send again from offset 0';
+  const advice = b.incremental ? `it no longer holds ${cp.sourceId}, the base this incremental applies to: send a full stream` : 'ask GetTransferState and send again from offset 0';
   // A full transfer only has to start over (RESUME_MISMATCH: a sender asks again); an incremental cannot apply.
-  return new ThinshipError(b.mode === 'incremental' ? 'BASE_MISMATCH' : 'RESUME_MISMATCH', `target ${b.target} ${how} since transfer ${cp.transferId} wrote it (then ${cp.targetIdentity}, now ${now ?? 'missing'}): ${advice}`, { details: { transferId: cp.transferId, recorded: cp.targetIdentity, now } });
+  return new ThinshipError(b.incremental ? 'BASE_MISMATCH' : 'RESUME_MISMATCH', `target ${b.target} ${how} since transfer ${cp.transferId} wrote it (then ${cp.targetIdentity}, now ${now ?? 'missing'}): ${advice}`, { details: { transferId: cp.transferId, recorded: cp.targetIdentity, now } });
 }
 
 export class TransferRegistry {
@@ -513,7 +513,7 @@ export class TransferRegistry {
     // Transfer ids are per identity: another identity's transfer of the same id is another transfer.
     const key = keyOf(identity, id);
     // The records are checked against the target itself (identity recorded by run()).
-    const recorded = (c: TransferCheckpoint) => c.targetIdentity !== undefined && ((c.identity === identity && c.transferId === id) || (begin.mode === 'incremental' && c.targetKey === target.key && c.status === 'complete'));
+    const recorded = (c: TransferCheckpoint) => c.targetIdentity !== undefined && ((c.identity === identity && c.transferId === id) || (begin.incremental && c.targetKey === target.key && c.status === 'complete'));
     const now = [...this.checkpoints.values()].some(recorded) ? await currentTargetIdentity(target) : undefined;
 
     // Claim the transfer and its target. Everything between the awaits below is synchronous.
@@ -544,14 +544,14 @@ export class TransferRegistry {
     }
     if (cp?.targetIdentity !== undefined && cp.targetIdentity !== now) {
       // A full transfer starts over (its first checkpoint replaces this record); an incremental has lost its base.
-      if (begin.mode === 'incremental') throw replacedError(cp, begin, now);
+      if (begin.incremental) throw replacedError(cp, begin, now);
       this.opts.log.info({ transferId: id, target: begin.target, recorded: cp.targetIdentity, now: now ?? 'missing' }, 'target replaced since the transfer wrote it: starting over');
       cp = undefined;
     }
     // A transfer starting over replaces its own stored record: not a new one for the stored cap.
     this.checkCapacity(identity, !this.checkpoints.has(key));
     // File targets: the base is checked against the record on the target (target-state/), not this registry.
-    if (!cp && begin.mode === 'incremental' && target.kind !== 'path') this.checkBase(begin, target.key, identity, now);
+    if (!cp && begin.incremental && target.kind !== 'path') this.checkBase(begin, target.key, identity, now);
     if (cp?.status === 'complete') throw new ThinshipError('RESUME_MISMATCH', `transfer ${id} is already complete (durable at ${cp.durableOffsetBytes}); send with a new transfer id to send it again`);
     const durable = cp?.durableOffsetBytes ?? 0;
     if (begin.resumeOffsetBytes !== durable) {
@@ -603,9 +603,9 @@ export class TransferRegistry {
   private checkSameTransfer(cp: TransferCheckpoint, b: TransferBegin, t: AllowedTarget): void {
     const diffs: string[] = [];
     if (cp.targetKey !== t.key) diffs.push(`target ${cp.target} vs ${b.target}`);
-    if (cp.mode !== b.mode) diffs.push(`mode ${cp.mode} vs ${b.mode}`);
+    if (cp.mode !== modeOf(b)) diffs.push(`mode ${cp.mode} vs ${modeOf(b)}`);
     if (cp.sourceId !== b.sourceId) diffs.push(`source ${cp.sourceId} vs ${b.sourceId}`);
-    if (cp.baseId !== b.baseId) diffs.push(`base ${cp.baseId} vs ${b.baseId}`);
+    if (cp.baseId !== (b.baseId ?? '')) diffs.push(`base ${cp.baseId} vs ${b.baseId ?? ''}`);
     if (cp.volumeSizeBytes !== b.volumeSizeBytes) diffs.push(`volume size ${cp.volumeSizeBytes} vs ${b.volumeSizeBytes}`);
     if (cp.checksum !== b.checksum) diffs.push(`checksum ${cp.checksum} vs ${b.checksum}`);
     if (diffs.length > 0) throw new ThinshipError('RESUME_MISMATCH', `transfer id ${cp.transferId} was begun with different parameters (${diffs.join('; ')}); use another transfer id`);
@@ -652,7 +652,7 @@ export class TransferRegistry {
   private async openTargetOfTransfer(begin: TransferBegin, target: AllowedTarget, existing: TransferCheckpoint | undefined, s: Session, log: Logger): Promise<OpenedTarget & { stage?: FileStage }> {
     const opened = await this.openTarget(target, {
       volumeSizeBytes: begin.volumeSizeBytes,
-      mustExist: begin.mode === 'incremental' ? 'an incremental stream applies only to a target holding its base' : existing ? 'it was removed during the transfer' : undefined,
+      mustExist: begin.incremental ? 'an incremental stream applies only to a target holding its base' : existing ? 'it was removed during the transfer' : undefined,
     });
     const { handle, release, identity, created } = opened;
     let stage: FileStage | undefined;
@@ -682,12 +682,12 @@ export class TransferRegistry {
     const now = Date.now();
     let cp: TransferCheckpoint = existing ?? {
       format: 2, transferId: s.transferId, status: 'in_progress', identity: s.identity, target: begin.target, targetKey: target.key,
-      mode: begin.mode, sourceId: begin.sourceId, baseId: begin.baseId, volumeSizeBytes: begin.volumeSizeBytes, blockSizeBytes: begin.blockSizeBytes,
+      mode: modeOf(begin), sourceId: begin.sourceId, baseId: begin.baseId ?? '', volumeSizeBytes: begin.volumeSizeBytes, blockSizeBytes: begin.blockSizeBytes ?? 0,
       checksum: begin.checksum, durableOffsetBytes: 0, digestState: hex(Buffer.alloc(SHA256_BYTES)),
       dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0, createdUnixMs: now, updatedUnixMs: now,
     };
     const limitOf = () => this.bandwidthBucket(s.identity)?.bytesPerSecond;
-    log.info({ mode: begin.mode, volumeSizeBytes: begin.volumeSizeBytes, resumeOffsetBytes: begin.resumeOffsetBytes, plannedDataBytes: begin.plannedDataBytes, resuming: !!existing, maxBytesPerSecond: limitOf() }, existing ? 'transfer resuming' : 'transfer begin');
+    log.info({ mode: modeOf(begin), volumeSizeBytes: begin.volumeSizeBytes, resumeOffsetBytes: begin.resumeOffsetBytes, plannedDataBytes: begin.plannedDataBytes, resuming: !!existing, maxBytesPerSecond: limitOf() }, existing ? 'transfer resuming' : 'transfer begin');
     const { handle, release, identity, stage: opened } = await this.openTargetOfTransfer(begin, target, existing, s, log);
     let stage = opened;
     const writeTo = stage?.handle ?? handle;
@@ -757,7 +757,8 @@ export class TransferRegistry {
         pipe.reading('ended');
       }
       async function* messages(): AsyncGenerator<StreamMessage> {
-        yield { type: 'begin', info: beginInfoOf(begin) };
+        // The begin as the gRPC edge mapped it (BeginInfo; the call's terms ride along unread).
+        yield { type: 'begin', info: begin };
         // Up to DECODE_AHEAD_RECORDS records are checked and decoding (on the workers) while one is written.
         pipe.writing('next record');
         for await (const c of readAhead(checked(), DECODE_AHEAD_RECORDS)) {

@@ -47,8 +47,8 @@ import {
   type TlsFiles, type ClientTls, type HostPort,
 } from './tls.js';
 
-export const MAX_WRITES_IN_FLIGHT = 4;
-export const COMPRESS_AHEAD_PER_WORKER = 2;
+const MAX_WRITES_IN_FLIGHT = 4;
+const COMPRESS_AHEAD_PER_WORKER = 2;
 /** Largest message the client will send: 64 MiB chunk limit plus overhead. */
 const MAX_SEND_MESSAGE_BYTES = 65 * 1024 * 1024;
 
@@ -354,7 +354,7 @@ function retryable(e: ThinshipError): boolean {
 }
 
 /** The Begin request of a call: the sender's begin, and what only this call knows. */
-export function pbBeginOf(info: BeginInfo, call: { target: string; resumeOffsetBytes: number; compress: boolean; force?: boolean; grow?: boolean }): ApplyStreamRequest {
+function pbBeginOf(info: BeginInfo, call: { target: string; resumeOffsetBytes: number; compress: boolean; force?: boolean; grow?: boolean }): ApplyStreamRequest {
   return {
     kind: 'begin',
     begin: {
@@ -372,7 +372,7 @@ export function pbBeginOf(info: BeginInfo, call: { target: string; resumeOffsetB
 }
 
 /** The End request: the ledger's end; `records` counts begin and end too (the proto's field). */
-export function pbEndOf(end: EndMessage): ApplyStreamRequest {
+function pbEndOf(end: EndMessage): ApplyStreamRequest {
   return {
     kind: 'end',
     end: { records: end.dataRecords + end.unmapRecords + 2, dataRecords: end.dataRecords, unmapRecords: end.unmapRecords, dataBytes: end.dataBytes ?? 0, unmapBytes: end.unmapBytes ?? 0, digest: end.digest ?? Buffer.alloc(0) },

@@ -18,12 +18,9 @@ import type { Timestamp } from './generated/google/protobuf/Timestamp.js';
 
 export type { ApplyStreamRequest, ApplyStreamRequest__Output } from './generated/thinship/v1/ApplyStreamRequest.js';
 export type { ApplyStreamResponse, ApplyStreamResponse__Output } from './generated/thinship/v1/ApplyStreamResponse.js';
-export type { Begin, Begin__Output } from './generated/thinship/v1/Begin.js';
+export type { Begin__Output } from './generated/thinship/v1/Begin.js';
 export type { TransferState, TransferState__Output } from './generated/thinship/v1/TransferState.js';
-export type { GetTransferStateRequest__Output } from './generated/thinship/v1/GetTransferStateRequest.js';
-export type { GetTransferStateResponse, GetTransferStateResponse__Output } from './generated/thinship/v1/GetTransferStateResponse.js';
-export type { AbortTransferRequest__Output } from './generated/thinship/v1/AbortTransferRequest.js';
-export type { AbortTransferResponse, AbortTransferResponse__Output } from './generated/thinship/v1/AbortTransferResponse.js';
+export type { AbortTransferResponse__Output } from './generated/thinship/v1/AbortTransferResponse.js';
 export type { ReceiverServiceClient, ReceiverServiceHandlers } from './generated/thinship/v1/ReceiverService.js';
 
 export const PROTOCOL_VERSION = 1;
@@ -39,11 +36,6 @@ export function protoRoot(): string {
     if (existsSync(`${p}thinship/v1/receiver.proto`)) return p;
   }
   throw new ThinshipError('INTERNAL', 'proto/thinship/v1/receiver.proto is missing from the installation');
-}
-
-/** The receiver's .proto file. */
-export function receiverProtoPath(): string {
-  return `${protoRoot()}thinship/v1/receiver.proto`;
 }
 
 let cached: { def: protoLoader.PackageDefinition; service: ReceiverServiceDefinition; Client: ProtoGrpcType['thinship']['v1']['ReceiverService'] } | undefined;

@@ -34,7 +34,7 @@ export interface SenderTransferInfo {
   finishTime: { seconds: number; nanos: number } | null;
 }
 
-export const FINAL_STATES: ReadonlySet<string> = new Set(['STATE_DONE', 'STATE_FAILED', 'STATE_CANCELLED']);
+const FINAL_STATES: ReadonlySet<string> = new Set(['STATE_DONE', 'STATE_FAILED', 'STATE_CANCELLED']);
 
 export interface StartTransferRequest {
   requestId: string;

@@ -22,9 +22,9 @@ import { createSenderMetrics } from '../ops/metrics.js';
 import { startOpsListener, type OpsListener } from '../ops/ops-listener.js';
 import { configReloader } from '../ops/config-reload.js';
 
-export const SENDER_SERVICE = 'thinship.sender.v1.SenderService';
+const SENDER_SERVICE = 'thinship.sender.v1.SenderService';
 
-export function senderProtoPath(): string {
+function senderProtoPath(): string {
   for (const rel of ['../../../proto/thinship/sender/v1/sender.proto', '../../proto/thinship/sender/v1/sender.proto']) {
     const p = fileURLToPath(new URL(rel, import.meta.url));
     if (existsSync(p)) return p;

@@ -2,7 +2,8 @@
  * The gRPC receiver: thinship.v1.ReceiverService (ApplyStream, GetTransferState,
  * AbortTransfer) over mTLS, plus grpc.health.v1.Health and server
  * reflection. This file only adapts: protobuf messages become the
- * TransferBegin / WireRecord values of receiver/record-checks.ts, which
+ * TransferBegin (the transport-neutral BeginInfo and the call's terms) and
+ * WireRecord values of receiver/record-checks.ts, which
  * validates and applies them, and errors become gRPC statuses (status.ts).
  *
  * Memory: all running transfers together hold at most maxBufferedBytes
@@ -84,12 +85,13 @@ const RESTART_ONLY_KEYS = [
   'requireChecksum', 'decodeWorkers',
 ] as const satisfies readonly (keyof ReceiverConfig)[];
 
-const MODES = { TRANSFER_MODE_FULL: 'full', TRANSFER_MODE_INCREMENTAL: 'incremental' } as const;
+/** TransferMode → BeginInfo.incremental. */
+const INCREMENTAL = { TRANSFER_MODE_FULL: false, TRANSFER_MODE_INCREMENTAL: true } as const;
 const COMPRESSIONS = { COMPRESSION_NONE: 'none', COMPRESSION_ZSTD: 'zstd' } as const;
 const CHECKSUMS = { CHECKSUM_ALGORITHM_NONE: 'none', CHECKSUM_ALGORITHM_SHA256: 'sha256' } as const;
 const ENCODINGS = { ENCODING_RAW: 'raw', ENCODING_ZSTD: 'zstd', ENCODING_ZERO: 'zero' } as const;
 
-function pick<T extends Record<string, string>>(table: T, v: unknown, field: string): T[keyof T] {
+function pick<T extends Record<string, string | boolean>>(table: T, v: unknown, field: string): T[keyof T] {
   if (typeof v === 'string' && Object.hasOwn(table, v)) return table[v as keyof T];
   throw new ThinshipError('BAD_STREAM', `begin: ${field} ${String(v)} is not one of ${Object.keys(table).join(', ')}`);
 }
@@ -134,19 +136,25 @@ function buf(v: unknown): Buffer {
   return Buffer.isBuffer(v) ? v : Buffer.alloc(0);
 }
 
-/** Version first (FAILED_PRECONDITION naming both), then the rest of the Begin into a typed value. */
+/**
+ * Version first (FAILED_PRECONDITION naming both), then the rest of the Begin:
+ * the stream's begin (BeginInfo; proto3's '' / 0 for "not given" become absent
+ * fields) and the call's own terms. rpc/client.ts pbBeginOf is the inverse.
+ */
 export function beginFromProto(b: Begin__Output): TransferBegin {
   if (b.protocolVersion !== PROTOCOL_VERSION) {
     throw new ThinshipError('PROTOCOL_MISMATCH', `protocol version mismatch: the sender speaks thinship.v1 protocol version ${b.protocolVersion}, this receiver speaks version ${PROTOCOL_VERSION}`);
   }
+  const blockSizeBytes = uint(b.blockSizeBytes);
+  const baseId = String(b.baseId ?? '');
   return {
     transferId: String(b.transferId ?? ''),
     target: String(b.target ?? ''),
-    mode: pick(MODES, b.mode, 'mode'),
+    incremental: pick(INCREMENTAL, b.mode, 'mode'),
     volumeSizeBytes: uint(b.volumeSizeBytes),
-    blockSizeBytes: uint(b.blockSizeBytes),
+    ...(blockSizeBytes === 0 ? {} : { blockSizeBytes }),
     sourceId: String(b.sourceId ?? ''),
-    baseId: String(b.baseId ?? ''),
+    ...(baseId === '' ? {} : { baseId }),
     plannedDataBytes: uint(b.plannedDataBytes),
     plannedUnmapBytes: uint(b.plannedUnmapBytes),
     resumeOffsetBytes: uint(b.resumeOffsetBytes),
@@ -180,7 +188,7 @@ export function recordFromProto(m: ApplyStreamRequest__Output): WireRecord {
   }
 }
 
-export function stateToProto(s: TransferStateView): TransferState {
+function stateToProto(s: TransferStateView): TransferState {
   return {
     transferId: s.transferId,
     status: s.status === 'complete' ? 'TRANSFER_STATUS_COMPLETE' : 'TRANSFER_STATUS_IN_PROGRESS',

@@ -75,7 +75,7 @@ function rich(): { status: protobuf.Type; errorInfo: protobuf.Type } {
 const TO_OBJECT: protobuf.IConversionOptions = { longs: Number, enums: String, bytes: Buffer, defaults: true };
 
 /** A google.rpc.Status with one ErrorInfo, serialized for the STATUS_DETAILS_KEY trailer. */
-export function encodeRichStatus(code: grpc.status, message: string, info: ErrorInfo): Buffer {
+function encodeRichStatus(code: grpc.status, message: string, info: ErrorInfo): Buffer {
   const t = rich();
   const detail = t.errorInfo.encode(t.errorInfo.fromObject(info)).finish();
   const st: Status = { code, message, details: [{ type_url: ERROR_INFO_TYPE_URL, value: detail }] };

@@ -190,10 +190,6 @@ export function clientCredentialsOf(l: ClientTls, verifyHost?: string): grpc.Cha
   }
 }
 
-export async function clientCredentials(f: TlsFiles): Promise<grpc.ChannelCredentials> {
-  return clientCredentialsOf(await loadClientTls(f));
-}
-
 /** What our own certificate looks like from here: reasons a receiver may refuse it. */
 export function clientCertificateProblems(l: ClientTls, nowMs = Date.now()): string[] {
   const c = l.certificate;
@@ -291,7 +287,7 @@ export function certificateNames(cert: { subject?: Record<string, string | strin
 export interface AuthContextLike { transportSecurityType?: string; sslPeerCertificate?: unknown }
 
 /** The names of the caller of a gRPC handler ([] if the connection is not mutually authenticated). */
-export function callerNames(call: { getAuthContext(): AuthContextLike }): string[] {
+function callerNames(call: { getAuthContext(): AuthContextLike }): string[] {
   const ctx = call.getAuthContext();
   return ctx.transportSecurityType === 'ssl' ? certificateNames(ctx.sslPeerCertificate as never) : [];
 }
@@ -316,10 +312,6 @@ export function parseHostPort(s: string, what: string): HostPort {
   const port = Number(m[2]);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ThinshipError('USAGE', `${what} "${s}": port ${m[2]} is out of range`);
   return { host: m[1]!, port };
-}
-
-export function formatHostPort(h: HostPort): string {
-  return isIP(h.host) === 6 ? `[${h.host}]:${h.port}` : `${h.host}:${h.port}`;
 }
 
 /** Loopback by name or address: 127.0.0.0/8, ::1, localhost. */

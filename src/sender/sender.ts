@@ -6,7 +6,7 @@
  */
 import type { SendPlan } from '../thin/planner.js';
 import type { PlanOp } from '../thin/model.js';
-import type { StreamMessage, BeginInfo, FormatVersion } from '../stream/messages.js';
+import type { StreamMessage, BeginInfo } from '../stream/messages.js';
 import type { VolumeReader } from './volume-reader.js';
 import type { ChunkBuffers } from './chunk-buffers.js';
 
@@ -14,7 +14,6 @@ import type { ChunkBuffers } from './chunk-buffers.js';
 export const READ_AHEAD_OPS = 8;
 
 export interface SenderOptions {
-  formatVersion?: FormatVersion;
   transferId?: string;
   checksum?: 'sha256' | 'none';
   /** Start at this volume offset (resume): ops wholly below it are skipped, one straddling it is cut. */
@@ -29,9 +28,8 @@ export interface SenderOptions {
   buffers?: ChunkBuffers;
 }
 
-export function beginInfoOf(p: SendPlan, o: SenderOptions): BeginInfo {
+function beginInfoOf(p: SendPlan, o: SenderOptions): BeginInfo {
   return {
-    formatVersion: o.formatVersion ?? '1.1',
     volumeSizeBytes: p.plan.totals.volumeSizeBytes,
     blockSizeBytes: p.plan.totals.blockSizeBytes,
     sourceId: o.volumeIds?.sourceId ?? p.source.uuid,
@@ -101,6 +99,6 @@ export async function* sendMessages(p: SendPlan, reader: VolumeReader, o: Sender
   } finally {
     await ops.return(undefined);
   }
-  // `records` is recomputed by the encoder (LINBIT counting); the counts here are checked by it.
-  yield { type: 'end', records: 0, dataRecords, unmapRecords, dataBytes, unmapBytes };
+  // The LINBIT encoder checks these counts against what it wrote; over gRPC the ledger's end is sent.
+  yield { type: 'end', dataRecords, unmapRecords, dataBytes, unmapBytes };
 }

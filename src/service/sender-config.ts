@@ -28,10 +28,9 @@ import { ThinshipError } from '../errors.js';
 import type { TlsFiles } from '../rpc/tls.js';
 import { ConfigObject, HOST_PORT, checkKeys, configUint, parseIdentities, parseLvmRules, readConfigJson, type LvmNameRule } from '../rpc/config-file.js';
 
-export { globMatch } from '../rpc/config-file.js';
 
 export type SenderAction = 'plan' | 'start' | 'watch' | 'cancel';
-export const SENDER_ACTIONS: readonly SenderAction[] = ['plan', 'start', 'watch', 'cancel'];
+const SENDER_ACTIONS: readonly SenderAction[] = ['plan', 'start', 'watch', 'cancel'];
 
 export type SourceRule = LvmNameRule;
 export interface DestinationRule { receiver: string; target: string }

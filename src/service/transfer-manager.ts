@@ -450,7 +450,7 @@ function devIdOf(s: string, what: string): number {
 }
 
 /** The source spec, after checking the caller may send it (LVM names against its rules; offline files by real path inside its directories). */
-export async function authorizeSource(c: Caller, s: SourceRequest): Promise<SourceSpec> {
+async function authorizeSource(c: Caller, s: SourceRequest): Promise<SourceSpec> {
   if (s.offlinePool) {
     const o = s.offlinePool;
     const reals: string[] = [];
@@ -479,7 +479,7 @@ function checkPoolRule(c: Caller, p: SendPlan): void {
   if (!ok) throw new ThinshipError('PERMISSION_DENIED', `identity ${c.owner} may not send from pool ${snap.vg}/${snap.pool.lv}`);
 }
 
-export function authorizeDestination(c: Caller, d: DestinationRequest): void {
+function authorizeDestination(c: Caller, d: DestinationRequest): void {
   if (!c.rules.some((r) => r.destinations.some((x) => x.receiver === d.receiverAddress && globMatch(x.target, d.target)))) {
     throw new ThinshipError('PERMISSION_DENIED', `identity ${c.owner} may not send to ${d.receiverAddress.slice(0, 300)} ${d.target.slice(0, 300)}`);
   }

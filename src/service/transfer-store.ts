@@ -14,7 +14,7 @@ import { ThinshipError } from '../errors.js';
 import { StateDirLock } from '../receiver/state-lock.js';
 import type { StartRequest, TransferInfo } from './transfer-manager.js';
 
-export const STORE_FORMAT = 1;
+const STORE_FORMAT = 1;
 
 export interface StoredTransfer { owner: string; request: StartRequest; info: TransferInfo }
 

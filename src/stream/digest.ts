@@ -27,9 +27,9 @@ import { createHash } from 'node:crypto';
 import { ThinshipError } from '../errors.js';
 
 export const SHA256_BYTES = 32;
-export const CANONICAL_RECORD_BYTES = 1 + 8 + 8 + SHA256_BYTES;
-export const CANONICAL_KIND_DATA = 0;
-export const CANONICAL_KIND_UNMAP = 1;
+const CANONICAL_RECORD_BYTES = 1 + 8 + 8 + SHA256_BYTES;
+const CANONICAL_KIND_DATA = 0;
+const CANONICAL_KIND_UNMAP = 1;
 
 const ZERO_HASH = Buffer.alloc(SHA256_BYTES);
 const TWO_POW_32 = 0x1_0000_0000;

@@ -2,29 +2,32 @@
  * The transport-neutral messages a sender produces and a receiver consumes, as an
  * AsyncIterable<StreamMessage>. The LINBIT byte codec (linbit/) and the gRPC
  * adapter (rpc/) translate them; tests join sender and receiver directly.
+ * Nothing here belongs to one transport: what only the LINBIT byte format has
+ * (its format version, END_STREAM's n_chunks, skipped optional records) is in
+ * linbit/format.ts (LinbitMessage), what only a gRPC call has (target, resume
+ * offset, compression) in receiver/record-checks.ts (TransferBegin).
  *
  * Order: exactly one `begin`, then any mix of `data` and `unmap`, then exactly
  * one `end`. Offsets and lengths are bytes on the target volume.
- * See docs/stream-format.md for how each field travels in the LINBIT stream.
+ * See docs/stream-format.md for how each field travels in the LINBIT stream,
+ * proto/thinship/v1/receiver.proto for the gRPC Begin and End.
  */
 
-export type FormatVersion = '1.0' | '1.1';
 export type ChecksumAlgorithm = 'sha256' | 'none';
 
+/**
+ * The begin of a stream: the one begin type of both transports. Every field is
+ * optional because a plain LINBIT stream says none of them; a gRPC Begin always
+ * carries them all (rpc/server.ts maps it; '' and 0 there mean "not given").
+ */
 export interface BeginInfo {
-  /**
-   * LINBIT pipe mode only: the format of the byte stream. The LINBIT decoder
-   * sets it from the magic; the encoder writes this format (default 1.1) unless
-   * its options name one (they must agree). gRPC has no such field.
-   */
-  formatVersion?: FormatVersion;
   /** Size of the source volume. */
   volumeSizeBytes?: number;
-  /** Pool block (chunk) size of the source: the unit of every record. */
+  /** Pool block (chunk) size of the source: the unit of every record. Absent: not said. */
   blockSizeBytes?: number;
   /** Identity of the snapshot being sent (e.g. LV uuid + transaction). */
   sourceId?: string;
-  /** Identity of the base an incremental stream applies to. */
+  /** Identity of the base an incremental stream applies to (absent for a full stream). */
   baseId?: string;
   /** true: delta against baseId; false: full send. */
   incremental?: boolean;
@@ -80,13 +83,6 @@ export interface UnmapMessage {
 
 export interface EndMessage {
   type: 'end';
-  /**
-   * LINBIT pipe mode only (END_STREAM's n_chunks): every record of the byte
-   * stream, BEGIN, END and optional records included. The LINBIT decoder reports
-   * the verified count (for a 1.0 stream, which has no BEGIN/END, the number of
-   * records seen); the encoder ignores it and writes the count of what it wrote.
-   */
-  records?: number;
   /** DATA records (n_data). The encoder checks it against the data messages it saw. */
   dataRecords: number;
   /** UNMAP records (n_unmap). The encoder checks it against the unmap messages it saw. */
@@ -95,8 +91,6 @@ export interface EndMessage {
   dataBytes?: number;
   /** Sum of UNMAP lengths (decoder: counted). */
   unmapBytes?: number;
-  /** Optional records of unknown kind that were skipped (decoder; counted in `records`). */
-  skippedRecords?: number;
   /**
    * Final stream digest (digest.ts). Decoder: present when the stream carried one
    * and it matched. Encoder: if given, must equal the digest it computed.

@@ -20,3 +20,23 @@ export function startCli(args: string[], opts: { env?: NodeJS.ProcessEnv; stdin?
 export function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<CliResult> {
   return startCli(args, opts).result;
 }
+
+/** Quotes a word for bash. */
+export function q(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** Runs a bash pipeline (pipefail: any stage failing fails it); returns its exit status and stderr. */
+export function sh(script: string, env: NodeJS.ProcessEnv = process.env): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = spawn('bash', ['-o', 'pipefail', '-c', script], { stdio: ['ignore', 'ignore', 'pipe'], env });
+    let stderr = '';
+    c.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    c.on('close', (code) => resolve({ code, stderr }));
+  });
+}
+
+/** `send` / `plan` arguments naming an offline pool (a demo pool's files) and its volume size. */
+export function offlinePoolArgs(pool: { metadataPath: string; dataPath: string; volumeSizeBytes: number }): string[] {
+  return ['--pool-metadata', pool.metadataPath, '--pool-data', pool.dataPath, '--volume-size', String(pool.volumeSizeBytes)];
+}

@@ -28,7 +28,7 @@ import { applyMessages } from '../../src/receiver/receiver.js';
 import { openVolume, type VolumeHandle } from '../../src/device/volume.js';
 import { StreamDigest } from '../../src/stream/digest.js';
 import { checkpointFileName, type TransferCheckpoint } from '../../src/receiver/checkpoint.js';
-import type { StreamMessage } from '../../src/stream/messages.js';
+import type { LinbitMessage } from '../../src/stream/linbit/format.js';
 import { ThinshipError } from '../../src/errors.js';
 import { createDemoPool } from '../../src/thin/demo-pool.js';
 import { planSend } from '../../src/thin/planner.js';
@@ -63,7 +63,7 @@ const sha = (b: Buffer) => createHash('sha256').update(b).digest();
 
 function begin(transferId: string, target: string, volumeSizeBytes: number, over: Partial<TransferBegin> = {}): TransferBegin {
   return {
-    transferId, target, mode: 'full', volumeSizeBytes, blockSizeBytes: 64 * KiB, sourceId: 'guard-source', baseId: '',
+    transferId, target, incremental: false, volumeSizeBytes, blockSizeBytes: 64 * KiB, sourceId: 'guard-source', baseId: '',
     plannedDataBytes: 0, plannedUnmapBytes: 0, resumeOffsetBytes: 0, compression: 'none', checksum: 'sha256', ...over,
   };
 }
@@ -181,7 +181,7 @@ test('pipe mode: a record straddling the end of the target is refused and the fi
   const h = await openVolume(path, { mode: 'write' });
   try {
     // a plain LINBIT stream: no volume size in the begin, so only the target's size bounds the records
-    const msgs: StreamMessage[] = [
+    const msgs: LinbitMessage[] = [
       { type: 'begin', info: { formatVersion: '1.0' } },
       { type: 'data', offsetBytes: 8 * MiB - 64 * KiB, data: Buffer.alloc(320 * KiB, 0x22) },
       { type: 'end', records: 3, dataRecords: 1, unmapRecords: 0, dataBytes: 320 * KiB, unmapBytes: 0, digest: Buffer.alloc(0) },

@@ -58,7 +58,7 @@ for (const decodeWorkers of [0, 1]) {
         const target = join(dir, 'targets', `w${decodeWorkers}-t${t}.img`);
         const volumeSizeBytes = RECORDS * CHUNK_BYTES;
         const begin: TransferBegin = {
-          transferId: `budget-${decodeWorkers}-${t}`, target, mode: 'full', volumeSizeBytes, blockSizeBytes: 64 * KiB, sourceId: 'budget-source', baseId: '',
+          transferId: `budget-${decodeWorkers}-${t}`, target, incremental: false, volumeSizeBytes, blockSizeBytes: 64 * KiB, sourceId: 'budget-source', baseId: '',
           plannedDataBytes: volumeSizeBytes, plannedUnmapBytes: 0, resumeOffsetBytes: 0, compression: 'none', checksum: 'sha256',
         };
         async function* records(): AsyncGenerator<WireRecord> {

@@ -17,6 +17,7 @@ import { runTool } from '../../src/exec/run.js';
 import { ThinshipError } from '../../src/errors.js';
 import { openVolume, type VolumeHandle } from '../../src/device/volume.js';
 import { nativeDevice } from '../../src/device/native.js';
+import { expectThinship } from '../helpers/errors.js';
 
 const MiB = 1024 * 1024;
 
@@ -91,13 +92,6 @@ async function readDevice(v: VolumeHandle, offsetBytes: number, lengthBytes: num
 }
 
 const isZero = (b: Buffer): boolean => b.every((x) => x === 0);
-
-async function expectThinship(p: Promise<unknown>, code: string, mentions: string[]): Promise<void> {
-  const e = await p.then(() => undefined, (err: unknown) => err);
-  assert.ok(e instanceof ThinshipError, `expected ThinshipError ${code}, got ${String(e)}`);
-  assert.equal(e.code, code, e.message);
-  for (const m of mentions) assert.ok(e.message.includes(m), `message ${JSON.stringify(e.message)} should mention ${m}`);
-}
 
 describe('loop devices', { skip: skipReason }, () => {
   test('size from BLKGETSIZE64, limits from sysfs, I/O through the device', async () => {

@@ -239,7 +239,7 @@ test('a plan killed with SIGKILL leaves the reservation (the kernel frees its lo
 
 test("the receiver's LVM pool rule: an LV of another thin pool is refused (checked against lvs) before anything is activated or recorded", async () => {
   const begin: TransferBegin = {
-    transferId: 'pool-rule', target: 'vg0/thin1', mode: 'full', volumeSizeBytes: 268435456, blockSizeBytes: KiB64, sourceId: 's', baseId: '',
+    transferId: 'pool-rule', target: 'vg0/thin1', incremental: false, volumeSizeBytes: 268435456, blockSizeBytes: KiB64, sourceId: 's', baseId: '',
     plannedDataBytes: 0, plannedUnmapBytes: 0, resumeOffsetBytes: 0, compression: 'none', checksum: 'sha256',
   };
   const saved = { PATH: process.env.PATH, FAKE_STATE: process.env.FAKE_STATE, FAKE_LVS_JSON: process.env.FAKE_LVS_JSON };

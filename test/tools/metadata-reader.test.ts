@@ -14,8 +14,7 @@ import { mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runTool, spawnTool } from '../../src/exec/run.js';
-import { buildDeltaPlan, buildFullPlan, type Plan } from '../../src/thin/plan.js';
-import type { PlanOp } from '../../src/thin/model.js';
+import { buildDeltaPlan, buildFullPlan } from '../../src/thin/plan.js';
 import { MetadataReader } from '../../src/thin/metadata/reader.js';
 import { nativeDeltaPlan, nativeFullPlan, planNative } from '../../src/thin/metadata/native-plan.js';
 import { ThinshipError } from '../../src/errors.js';
@@ -23,14 +22,9 @@ import { repoRoot } from '../helpers/paths.js';
 import { fixtureOutput, generatePool } from '../helpers/metadata-gen.js';
 import { runCli } from '../helpers/cli.js';
 import { MetadataImage, blockTime, deviceDetails, u64Value } from '../helpers/thin-metadata-writer.js';
+import { allOps } from '../helpers/plan-ops.js';
 
 const MiB = 1024 * 1024;
-
-async function allOps(plan: Plan): Promise<PlanOp[]> {
-  const ops: PlanOp[] = [];
-  for await (const b of plan.batches()) ops.push(...b);
-  return ops;
-}
 
 /** `thinship plan --json` with one reader: the parsed output, or the refusal (exit code and message). */
 async function planJson(meta: string, names: string[], reader: string, extra: string[] = []): Promise<unknown> {

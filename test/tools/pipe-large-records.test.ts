@@ -16,14 +16,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { cliPath } from '../helpers/cli.js';
+import { hdr, stats } from '../helpers/linbit-bytes.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
-const M11 = '24c4f02aae2e4fa9';
-const u64 = (v: number) => BigInt(v).toString(16).padStart(16, '0');
-const hdr = (offset: number, length: number, cmd: number) => Buffer.from(M11 + u64(offset) + u64(length) + cmd.toString(16).padStart(8, '0'), 'hex');
 const BEGIN = hdr(0, 0, 2);
-const end = (nChunks: number, nData: number) => Buffer.concat([hdr(0, 24, 3), Buffer.from(u64(nChunks) + u64(nData) + u64(0), 'hex')]);
+const end = (nChunks: number, nData: number) => Buffer.concat([hdr(0, 24, 3), stats(nChunks, nData, 0)]);
 
 /**
  * Runs `thinship recv target` as a child of python3, which reports the child's

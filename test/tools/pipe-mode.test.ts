@@ -8,12 +8,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, writeFileSync, rmSync, statSync, truncateSync, existsSync } from 'node:fs';
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { createDemoPool, type DemoPool } from '../../src/thin/demo-pool.js';
-import { cliPath } from '../helpers/cli.js';
+import { cliPath, offlinePoolArgs, q, sh } from '../helpers/cli.js';
 import { expectedImage } from '../helpers/offline-image.js';
 
 let dir: string;
@@ -33,20 +33,9 @@ after(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const offline = () => ['--pool-metadata', pool.metadataPath, '--pool-data', pool.dataPath, '--volume-size', String(pool.volumeSizeBytes)];
+const offline = () => offlinePoolArgs(pool);
 const node = process.execPath;
 
-/** Runs a shell pipeline; returns exit status and stderr. */
-function sh(script: string): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve) => {
-    const c = spawn('bash', ['-o', 'pipefail', '-c', script], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    c.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
-    c.on('close', (code) => resolve({ code, stderr }));
-  });
-}
-
-const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 const send = (ids: number[], extra = '') => `${q(node)} ${q(cliPath)} send ${offline().map(q).join(' ')} ${extra} ${ids.join(' ')}`;
 const recv = (target: string) => `${q(node)} ${q(cliPath)} recv ${q(target)}`;
 

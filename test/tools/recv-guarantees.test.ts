@@ -8,11 +8,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, writeFileSync, rmSync, truncateSync, existsSync, readdirSync, openSync, writeSync, closeSync, statSync } from 'node:fs';
-import { spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { createDemoPool, type DemoPool } from '../../src/thin/demo-pool.js';
-import { cliPath, runCli, startCli } from '../helpers/cli.js';
+import { cliPath, offlinePoolArgs, q, runCli, sh, startCli } from '../helpers/cli.js';
 import { expectedImage } from '../helpers/offline-image.js';
 import { waitFor } from '../service/helpers.js';
 
@@ -25,17 +24,7 @@ let full2: Buffer;
 let inc12: Buffer;
 
 const node = process.execPath;
-const offline = () => ['--pool-metadata', pool.metadataPath, '--pool-data', pool.dataPath, '--volume-size', String(pool.volumeSizeBytes)];
-
-function sh(script: string, env: NodeJS.ProcessEnv = process.env): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve) => {
-    const c = spawn('bash', ['-o', 'pipefail', '-c', script], { stdio: ['ignore', 'ignore', 'pipe'], env });
-    let stderr = '';
-    c.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
-    c.on('close', (code) => resolve({ code, stderr }));
-  });
-}
-const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+const offline = () => offlinePoolArgs(pool);
 
 async function makeStream(ids: number[]): Promise<Buffer> {
   const f = join(dir, `stream-${ids.join('-')}.bin`);

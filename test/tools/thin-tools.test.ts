@@ -12,21 +12,16 @@ import { fileURLToPath } from 'node:url';
 import { runTool, spawnTool } from '../../src/exec/run.js';
 import { buildDeltaPlan, buildFullPlan, type Plan } from '../../src/thin/plan.js';
 import { parseThinDump } from '../../src/thin/xml/dump.js';
-import type { Mapping, PlanOp, PlanTotals } from '../../src/thin/model.js';
+import type { Mapping, PlanTotals } from '../../src/thin/model.js';
 import { ThinshipError } from '../../src/errors.js';
 import { repoRoot } from '../helpers/paths.js';
 import { fixtureOutput, generatePool } from '../helpers/metadata-gen.js';
+import { allOps } from '../helpers/plan-ops.js';
 
 const CHILD_ENV = 'THINSHIP_PLAN_CHILD';
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const BLOCK = 64 * KiB;
-
-async function allOps(plan: Plan): Promise<PlanOp[]> {
-  const ops: PlanOp[] = [];
-  for await (const b of plan.batches()) ops.push(...b);
-  return ops;
-}
 
 /** Runs thin_dump and plans device `devId` as the planner does: parse while the tool prints, then check its exit. */
 async function fullPlanOf(meta: string, devId: number, opts: { volumeSizeBytes?: number; mappingSpool?: boolean; spoolDir?: string } = {}) {

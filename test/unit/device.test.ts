@@ -9,25 +9,17 @@ import { mkdtemp, rm, writeFile, readFile, stat, mkdir, symlink, open as fsOpen 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { ThinshipError } from '../../src/errors.js';
 import { openVolume } from '../../src/device/volume.js';
 import { planZeroRange, type ZeroPiece } from '../../src/device/zero-plan.js';
 import { devMajorMinor, readBlockLimits, discardZeroesKnown, dmTargetTypes } from '../../src/device/block-info.js';
 import { nativeDevice } from '../../src/device/native.js';
+import { expectThinship } from '../helpers/errors.js';
 
 let dir: string;
 before(async () => { dir = await mkdtemp(join(tmpdir(), 'thinship-device-')); });
 after(async () => { await rm(dir, { recursive: true, force: true }); });
 
 const MiB = 1024 * 1024;
-
-async function expectThinship(p: Promise<unknown>, code: string, mentions: string[]): Promise<ThinshipError> {
-  const e = await p.then(() => undefined, (err: unknown) => err);
-  assert.ok(e instanceof ThinshipError, `expected a ThinshipError ${code}, got ${String(e)}`);
-  assert.equal(e.code, code, e.message);
-  for (const m of mentions) assert.ok(e.message.includes(m), `message ${JSON.stringify(e.message)} should mention ${m}`);
-  return e;
-}
 
 /** Writes `size` bytes of a recognisable pattern (never zero) to a new file. */
 async function patternFile(name: string, size: number): Promise<{ path: string; data: Buffer }> {

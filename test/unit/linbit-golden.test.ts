@@ -10,32 +10,15 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { decodeStream } from '../../src/stream/linbit/decode.js';
 import { encodeStream } from '../../src/stream/linbit/encode.js';
-import type { StreamMessage } from '../../src/stream/messages.js';
+import type { LinbitMessage } from '../../src/stream/linbit/format.js';
+import { M10, M11, collect, encodeAll, pieces } from '../helpers/linbit-bytes.js';
 
-const M11 = '24c4f02aae2e4fa9';
-const M10 = 'ca7f00d5de7ec7ed';
 const ZERO64 = '0000000000000000';
 
 function hex(...parts: string[]): Buffer {
   return Buffer.from(parts.join('').replace(/\s+/g, ''), 'hex');
 }
 
-async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
-  const out: T[] = [];
-  for await (const x of it) out.push(x);
-  return out;
-}
-
-async function encodeAll(msgs: StreamMessage[], opts?: Parameters<typeof encodeStream>[1]): Promise<Buffer> {
-  return Buffer.concat(await collect(encodeStream(msgs, opts)));
-}
-
-/** Splits buf into pieces of `size` bytes (the last may be shorter). */
-function pieces(buf: Buffer, size: number): Buffer[] {
-  const out: Buffer[] = [];
-  for (let i = 0; i < buf.length; i += size) out.push(buf.subarray(i, i + size));
-  return out;
-}
 
 const payload8 = hex('0102030405060708');
 const payload3 = hex('a1a2a3');
@@ -52,7 +35,7 @@ const plain11 = hex(
   '0000000000000005', '0000000000000002', '0000000000000001',    // n_chunks 5, n_data 2, n_unmap 1
 );
 
-const expected11: StreamMessage[] = [
+const expected11: LinbitMessage[] = [
   { type: 'begin', info: { formatVersion: '1.1' } },
   { type: 'data', offsetBytes: 0x10000, data: payload8 },
   { type: 'data', offsetBytes: 0x1_0000_0000, data: payload3 },
@@ -106,7 +89,7 @@ const plain10 = hex(
 );
 
 test('golden 1.0: decodes (begin and end synthesized) and re-encodes byte-exact', async () => {
-  const expected: StreamMessage[] = [
+  const expected: LinbitMessage[] = [
     { type: 'begin', info: { formatVersion: '1.0' } },
     { type: 'data', offsetBytes: 0, data: payload8 },
     { type: 'unmap', offsetBytes: 0x100000, lengthBytes: 0x10000 },
@@ -156,7 +139,7 @@ test('golden 1.1 with thinship extensions: begin-info v2, a DATA checksum group 
     hex(M11, ZERO64, '0000000000000018', '00000003'),                   // 7 END
     hex('0000000000000007', '0000000000000001', '0000000000000001'),
   ]);
-  const msgs: StreamMessage[] = [
+  const msgs: LinbitMessage[] = [
     { type: 'begin', info },
     { type: 'data', offsetBytes: 0x10000, data: payload8 },
     { type: 'unmap', offsetBytes: 0x20000, lengthBytes: 0x30000 },
@@ -170,7 +153,7 @@ test('golden 1.1 with thinship extensions: begin-info v2, a DATA checksum group 
   const encoded = await encodeAll(msgs);
   assert.equal(encoded.toString('hex'), golden.toString('hex'));
 
-  const expected: StreamMessage[] = [
+  const expected: LinbitMessage[] = [
     { type: 'begin', info: { ...info, checksum: 'sha256' } },
     { type: 'data', offsetBytes: 0x10000, data: payload8, checksum: sum8 },
     { type: 'unmap', offsetBytes: 0x20000, lengthBytes: 0x30000 },
@@ -198,7 +181,7 @@ test('golden 1.1 with thinship extensions: begin-info v2, a DATA checksum group 
 });
 
 test('golden empty 1.0 stream: zero bytes, as thin_send 1.0 writes for an empty volume; decodes to begin and end', async () => {
-  const expected: StreamMessage[] = [
+  const expected: LinbitMessage[] = [
     { type: 'begin', info: { formatVersion: '1.0' } },
     { type: 'end', records: 0, dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0, skippedRecords: 0 },
   ];

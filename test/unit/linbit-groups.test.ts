@@ -9,62 +9,25 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { ThinshipError } from '../../src/errors.js';
 import { decodeStream } from '../../src/stream/linbit/decode.js';
 import { encodeStream } from '../../src/stream/linbit/encode.js';
 import { GROUP_MAX_DATA_BYTES, GROUP_MAX_RECORDS, GROUP_PREFETCH_BYTES } from '../../src/stream/linbit/format.js';
 import { StreamDigest, dataChecksum } from '../../src/stream/digest.js';
-import type { BeginInfo, StreamMessage } from '../../src/stream/messages.js';
+import type { LinbitBeginInfo, LinbitMessage } from '../../src/stream/linbit/format.js';
+import { beginInfo, collect, digestRec, expectBad, hdr, pieces, stats, u64 } from '../helpers/linbit-bytes.js';
 
-const M11 = '24c4f02aae2e4fa9';
-const u64 = (v: bigint | number) => BigInt(v).toString(16).padStart(16, '0');
-const hdr = (offset: bigint | number, length: bigint | number, cmd: number) => Buffer.from(M11 + u64(offset) + u64(length) + cmd.toString(16).padStart(8, '0'), 'hex');
-const stats = (c: number, d: number, u: number) => Buffer.from(u64(c) + u64(d) + u64(u), 'hex');
 const BEGIN = hdr(0, 0, 2);
 const END = hdr(0, 24, 3);
 const P8 = Buffer.from('0102030405060708', 'hex');
 const SUM8 = createHash('sha256').update(P8).digest();
 
-function beginInfo(json: string): Buffer {
-  return Buffer.concat([hdr(0, Buffer.byteLength(json), 0x8054_5301), Buffer.from(json)]);
-}
 /** A checksum group: header offset = first entry's offset unless given; entries (offset, length, sum). */
 function group(entries: Array<[number, number, Buffer]>, opts: { algo?: number; headerOffset?: number } = {}): Buffer {
   const body = Buffer.concat([Buffer.from([opts.algo ?? 1]), ...entries.map(([o, l, sum]) => Buffer.concat([Buffer.from(u64(o) + u64(l), 'hex'), sum]))]);
   return Buffer.concat([hdr(opts.headerOffset ?? entries[0]![0], body.length, 0x8054_5304), body]);
 }
-function digestRec(d: Buffer): Buffer {
-  return Buffer.concat([hdr(0, 33, 0x8054_5303), Buffer.from([1]), d]);
-}
 const data = (offset: number, payload: Buffer) => Buffer.concat([hdr(offset, payload.length, 0), payload]);
 
-async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
-  const out: T[] = [];
-  for await (const x of it) out.push(x);
-  return out;
-}
-function pieces(buf: Buffer, size: number): Buffer[] {
-  const out: Buffer[] = [];
-  for (let i = 0; i < buf.length; i += size) out.push(buf.subarray(i, i + size));
-  return out;
-}
-
-/** Decodes whole, byte by byte and in 7-byte pieces: each must fail at `pos`; returns what came before (whole run). */
-async function expectBad(bytes: Buffer, want: { code?: string; pos: number; match: RegExp; pieceBytes?: number }): Promise<StreamMessage[]> {
-  let before: StreamMessage[] = [];
-  for (const size of [bytes.length, 1, 7]) {
-    const seen: StreamMessage[] = [];
-    await assert.rejects((async () => { for await (const m of decodeStream(pieces(bytes, size), { pieceBytes: want.pieceBytes })) seen.push(m); })(), (e: unknown) => {
-      assert.ok(e instanceof ThinshipError, String(e));
-      assert.equal(e.code, want.code ?? 'BAD_STREAM', e.message);
-      assert.equal(e.details.streamPosition, want.pos, e.message);
-      assert.match(e.message, want.match);
-      return true;
-    }, `chunk size ${size}`);
-    if (size === bytes.length) before = seen;
-  }
-  return before;
-}
 
 const V2 = beginInfo('{"v":2,"checksum":"sha256"}'); // 28 + 27 = 55 bytes
 const V1 = beginInfo('{"v":1,"checksum":"sha256"}');
@@ -176,7 +139,7 @@ test('optional records per GiB: 34 (begin-info, 32 groups, digest) for 1 MiB and
   for (const recordBytes of [1 << 20, 64 << 10]) {
     const buf = Buffer.alloc(recordBytes, 0x42);
     const sum = dataChecksum(buf); // supplied, as the sender's workers would: the encoder does not re-hash 1 GiB
-    async function* msgs(): AsyncGenerator<StreamMessage> {
+    async function* msgs(): AsyncGenerator<LinbitMessage> {
       yield { type: 'begin', info: { formatVersion: '1.1', volumeSizeBytes: GiB, checksum: 'sha256' } };
       for (let o = 0; o < GiB; o += recordBytes) yield { type: 'data', offsetBytes: o, data: buf, checksum: sum };
       yield { type: 'end', records: 0, dataRecords: GiB / recordBytes, unmapRecords: 0 };
@@ -192,8 +155,8 @@ test('optional records per GiB: 34 (begin-info, 32 groups, digest) for 1 MiB and
 });
 
 test('a small stream: groups hold at most 1024 records, and an encoded stream with groups round-trips', async () => {
-  const info: BeginInfo = { formatVersion: '1.1', checksum: 'sha256' };
-  const msgs: StreamMessage[] = [{ type: 'begin', info }];
+  const info: LinbitBeginInfo = { formatVersion: '1.1', checksum: 'sha256' };
+  const msgs: LinbitMessage[] = [{ type: 'begin', info }];
   for (let i = 0; i < 2500; i++) msgs.push({ type: 'data', offsetBytes: i * 65536, data: P8 });
   msgs.push({ type: 'unmap', offsetBytes: 2500 * 65536, lengthBytes: 65536 });
   msgs.push({ type: 'end', records: 0, dataRecords: 2500, unmapRecords: 1 });
@@ -233,7 +196,7 @@ test('encoder with checksums: holds at most a group plus the prefetch; source er
   let writtenBytes = 0;
   let maxAheadBytes = 0;
   let closed = false;
-  async function* source(records: number, failAt?: number): AsyncGenerator<StreamMessage> {
+  async function* source(records: number, failAt?: number): AsyncGenerator<LinbitMessage> {
     try {
       yield { type: 'begin', info: { formatVersion: '1.1', checksum: 'sha256' } };
       for (let i = 0; i < records; i++) {

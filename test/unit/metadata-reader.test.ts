@@ -15,23 +15,17 @@ import { KEY_END, firstBadKeyJs, parseNodeJs } from '../../src/thin/metadata/btr
 import { identicalRunJs } from '../../src/thin/metadata/delta.js';
 import { MetadataReader, mappedRunsJs } from '../../src/thin/metadata/reader.js';
 import { nativeDeltaPlan, nativeFullPlan, planNative, checkMetadataReaderChoice } from '../../src/thin/metadata/native-plan.js';
-import { planOps, type Plan, type PlanRange } from '../../src/thin/plan.js';
+import { planOps, type PlanRange } from '../../src/thin/plan.js';
 import type { PlanOp } from '../../src/thin/model.js';
 import { ThinshipError } from '../../src/errors.js';
 import { MetadataImage, blockTime, deviceDetails, reChecksum, u64Value } from '../helpers/thin-metadata-writer.js';
 import { prng } from '../helpers/prng.js';
+import { allOps } from '../helpers/plan-ops.js';
 
 const BLOCK_BYTES = 64 * 1024;
 const dir = mkdtempSync(join(tmpdir(), 'thinship-meta-unit-'));
 test.after(() => rmSync(dir, { recursive: true, force: true }));
 let fileNo = 0;
-
-async function allOps(plan: Plan): Promise<PlanOp[]> {
-  const ops: PlanOp[] = [];
-  for await (const b of plan.batches()) ops.push(...b);
-  await plan.close();
-  return ops;
-}
 
 interface Pool { path: string; img: MetadataImage; rootA: number; rootB: number; a: Map<number, Buffer>; b: Map<number, Buffer> }
 
@@ -86,7 +80,7 @@ function patchBlock(path: string, block: number, edit: (b: Buffer) => void): voi
 async function fullOf(path: string, devId: number, snap = false): Promise<PlanOp[]> {
   const r = await MetadataReader.open(path, { useMetadataSnap: snap });
   try {
-    return await allOps((await nativeFullPlan(r, devId, { devId })).plan);
+    return await allOps((await nativeFullPlan(r, devId, { devId })).plan, { close: true });
   } finally {
     await r.close();
   }
@@ -95,7 +89,7 @@ async function fullOf(path: string, devId: number, snap = false): Promise<PlanOp
 async function deltaOf(path: string, left: number, right: number): Promise<PlanOp[]> {
   const r = await MetadataReader.open(path);
   try {
-    return await allOps((await nativeDeltaPlan(r, left, right, {})).plan);
+    return await allOps((await nativeDeltaPlan(r, left, right, {})).plan, { close: true });
   } finally {
     await r.close();
   }

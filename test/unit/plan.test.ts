@@ -6,25 +6,20 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import {
   buildDeltaPlan, buildFullPlan, checkMaxOpBytes, Coalescer, DEFAULT_MAX_OP_BYTES, MAX_OP_BYTES_LIMIT, PLAN_BATCH_OPS, planOps, splitRun,
-  type Plan, type PlanRange, type RunKind,
+  type PlanRange, type RunKind,
 } from '../../src/thin/plan.js';
 import { MappingSpool, RecordSpool } from '../../src/thin/spool.js';
 import type { PlanOp } from '../../src/thin/model.js';
 import { ThinshipError } from '../../src/errors.js';
 import { repoRoot } from '../helpers/paths.js';
 import { fixtureOutput } from '../helpers/metadata-gen.js';
+import { allOps } from '../helpers/plan-ops.js';
 
 const sample = (name: string): string => fixtureOutput(join(repoRoot, 'test/fixtures/samples', name));
 const input = (text: string): Readable => Readable.from([Buffer.from(text)]);
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const BLOCK = 64 * KiB; // the samples' 128 sectors
-
-async function allOps(plan: Plan): Promise<PlanOp[]> {
-  const ops: PlanOp[] = [];
-  for await (const b of plan.batches()) ops.push(...b);
-  return ops;
-}
 
 const op = (kind: RunKind, offsetBytes: number, lengthBytes: number): PlanOp => ({ kind, offsetBytes, lengthBytes });
 const isCode = (code: string, ...words: RegExp[]) => (e: unknown) => {

@@ -37,8 +37,8 @@ async function apply(path: string, msgs: StreamMessage[]) {
   }
 }
 
-const begin: StreamMessage = { type: 'begin', info: { formatVersion: '1.1' } };
-const end = (dataRecords: number): StreamMessage => ({ type: 'end', records: 0, dataRecords, unmapRecords: 0 });
+const begin: StreamMessage = { type: 'begin', info: {} };
+const end = (dataRecords: number): StreamMessage => ({ type: 'end', dataRecords, unmapRecords: 0 });
 function piece(recordOffsetBytes: number, recordLengthBytes: number, at: number, bytes: number, fill: number): StreamMessage {
   return { type: 'data', offsetBytes: recordOffsetBytes + at, data: Buffer.alloc(bytes, fill), piece: { recordOffsetBytes, recordLengthBytes, last: at + bytes === recordLengthBytes } };
 }

@@ -14,13 +14,14 @@ import { ThinshipError } from '../../src/errors.js';
 import { toServiceError, fromServiceError, grpcCodeOf } from '../../src/rpc/status.js';
 import { beginFromProto, recordFromProto } from '../../src/rpc/server.js';
 import type { Begin__Output } from '../../src/rpc/proto.js';
+import { throwsThinship } from '../helpers/errors.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest();
 const MiB = 1024 * 1024;
 
 function begin(over: Partial<TransferBegin> = {}): TransferBegin {
   return {
-    transferId: 't1', target: '/x', mode: 'full', volumeSizeBytes: 16 * MiB, blockSizeBytes: 65536, sourceId: 's', baseId: '',
+    transferId: 't1', target: '/x', incremental: false, volumeSizeBytes: 16 * MiB, blockSizeBytes: 65536, sourceId: 's', baseId: '',
     plannedDataBytes: 0, plannedUnmapBytes: 0, resumeOffsetBytes: 0, compression: 'zstd', checksum: 'sha256', ...over,
   };
 }
@@ -32,15 +33,6 @@ function ctx(b = begin()): DecodeContext {
 const dz = new ChunkDecompressor();
 const data = (offsetBytes: number, payload: Buffer, over: Partial<Extract<WireRecord, { type: 'data' }>> = {}): WireRecord =>
   ({ type: 'data', offsetBytes, lengthBytes: payload.length, payload, encoding: 'raw', checksum: sha(payload), ...over });
-
-function throwsCode(fn: () => unknown, code: string, re: RegExp): void {
-  assert.throws(fn, (e: unknown) => {
-    assert.ok(e instanceof ThinshipError, String(e));
-    assert.equal(e.code, code, e.message);
-    assert.match(e.message, re);
-    return true;
-  });
-}
 
 test('a valid stream decodes to messages and the digest chain a sender computes', () => {
   const c = ctx();
@@ -66,50 +58,50 @@ test('a valid stream decodes to messages and the digest chain a sender computes'
   assert.equal(out[3]!.mark.dataBytes, 262144);
   const end = decodeRecord({ type: 'end', records: 6, dataRecords: 3, unmapRecords: 1, dataBytes: 262144, unmapBytes: 65536, digest: sender.state }, c, dz);
   assert.equal(end.msg.type, 'end');
-  throwsCode(() => decodeRecord(data(400000, a), c, dz), 'BAD_STREAM', /follows the end/);
+  throwsThinship(() => decodeRecord(data(400000, a), c, dz), 'BAD_STREAM', /follows the end/);
 });
 
 test('every malformed record is refused, naming its offset', () => {
   const a = Buffer.alloc(8192, 1);
-  throwsCode(() => decodeRecord(data(16 * MiB - 4096, a), ctx(), dz), 'BAD_STREAM', /offset 16773120: length 8192 goes beyond the end of the volume/);
-  throwsCode(() => decodeRecord(data(0, Buffer.alloc(0)), ctx(), dz), 'BAD_STREAM', /offset 0: length 0 must be a positive integer/);
-  throwsCode(() => decodeRecord({ type: 'unmap', offsetBytes: -1, lengthBytes: 5 }, ctx(), dz), 'BAD_STREAM', /offset -1: not a byte offset/);
-  throwsCode(() => decodeRecord({ type: 'unmap', offsetBytes: 2 ** 60, lengthBytes: 5 }, ctx(), dz), 'BAD_STREAM', /offset 1152921504606847000: not a byte offset/);
-  throwsCode(() => decodeRecord(data(0, Buffer.alloc(8 * MiB), { payload: Buffer.alloc(0), encoding: 'zero' }), ctx(), dz), 'BAD_STREAM', /offset 0: length 8388608 is more than/);
-  throwsCode(() => decodeRecord(data(4096, a, { checksum: sha(Buffer.from('x')) }), ctx(), dz), 'CHECKSUM_MISMATCH', /offset 4096: checksum mismatch/);
-  throwsCode(() => decodeRecord(data(4096, a, { checksum: Buffer.alloc(5) }), ctx(), dz), 'BAD_STREAM', /offset 4096: checksum must be 32 bytes/);
-  throwsCode(() => decodeRecord(data(0, a, { payload: Buffer.alloc(100) }), ctx(), dz), 'BAD_STREAM', /raw payload of 100 bytes, the record says 8192/);
-  throwsCode(() => decodeRecord(data(0, a, { payload: Buffer.from('garbage!'), encoding: 'zstd' }), ctx(), dz), 'BAD_STREAM', /offset 0.*bad zstd frame/);
-  throwsCode(() => decodeRecord(data(0, a, { payload: Buffer.alloc(3), encoding: 'zero' }), ctx(), dz), 'BAD_STREAM', /ZERO with a 3-byte payload/);
+  throwsThinship(() => decodeRecord(data(16 * MiB - 4096, a), ctx(), dz), 'BAD_STREAM', /offset 16773120: length 8192 goes beyond the end of the volume/);
+  throwsThinship(() => decodeRecord(data(0, Buffer.alloc(0)), ctx(), dz), 'BAD_STREAM', /offset 0: length 0 must be a positive integer/);
+  throwsThinship(() => decodeRecord({ type: 'unmap', offsetBytes: -1, lengthBytes: 5 }, ctx(), dz), 'BAD_STREAM', /offset -1: not a byte offset/);
+  throwsThinship(() => decodeRecord({ type: 'unmap', offsetBytes: 2 ** 60, lengthBytes: 5 }, ctx(), dz), 'BAD_STREAM', /offset 1152921504606847000: not a byte offset/);
+  throwsThinship(() => decodeRecord(data(0, Buffer.alloc(8 * MiB), { payload: Buffer.alloc(0), encoding: 'zero' }), ctx(), dz), 'BAD_STREAM', /offset 0: length 8388608 is more than/);
+  throwsThinship(() => decodeRecord(data(4096, a, { checksum: sha(Buffer.from('x')) }), ctx(), dz), 'CHECKSUM_MISMATCH', /offset 4096: checksum mismatch/);
+  throwsThinship(() => decodeRecord(data(4096, a, { checksum: Buffer.alloc(5) }), ctx(), dz), 'BAD_STREAM', /offset 4096: checksum must be 32 bytes/);
+  throwsThinship(() => decodeRecord(data(0, a, { payload: Buffer.alloc(100) }), ctx(), dz), 'BAD_STREAM', /raw payload of 100 bytes, the record says 8192/);
+  throwsThinship(() => decodeRecord(data(0, a, { payload: Buffer.from('garbage!'), encoding: 'zstd' }), ctx(), dz), 'BAD_STREAM', /offset 0.*bad zstd frame/);
+  throwsThinship(() => decodeRecord(data(0, a, { payload: Buffer.alloc(3), encoding: 'zero' }), ctx(), dz), 'BAD_STREAM', /ZERO with a 3-byte payload/);
   const half = new ChunkCompressor().compress(Buffer.alloc(4096, 1))!;
-  throwsCode(() => decodeRecord(data(0, a, { payload: half, encoding: 'zstd' }), ctx(), dz), 'BAD_STREAM', /frame says 4096 bytes of content, the record says 8192/);
+  throwsThinship(() => decodeRecord(data(0, a, { payload: half, encoding: 'zstd' }), ctx(), dz), 'BAD_STREAM', /frame says 4096 bytes of content, the record says 8192/);
   const full = new ChunkCompressor().compress(a)!;
-  throwsCode(() => decodeRecord(data(0, a, { payload: Buffer.concat([full, Buffer.from([1, 2, 3])]), encoding: 'zstd' }), ctx(), dz), 'BAD_STREAM', /3 bytes after the first frame/);
-  throwsCode(() => decodeRecord(data(0, a, { payload: full, encoding: 'zstd' }), ctx(begin({ compression: 'none' })), dz), 'BAD_STREAM', /announced no compression/);
+  throwsThinship(() => decodeRecord(data(0, a, { payload: Buffer.concat([full, Buffer.from([1, 2, 3])]), encoding: 'zstd' }), ctx(), dz), 'BAD_STREAM', /3 bytes after the first frame/);
+  throwsThinship(() => decodeRecord(data(0, a, { payload: full, encoding: 'zstd' }), ctx(begin({ compression: 'none' })), dz), 'BAD_STREAM', /announced no compression/);
   const c = ctx(begin({ resumeOffsetBytes: 65536 }));
-  throwsCode(() => decodeRecord(data(0, a), c, dz), 'BAD_STREAM', /offset 0: below the resume offset 65536/);
+  throwsThinship(() => decodeRecord(data(0, a), c, dz), 'BAD_STREAM', /offset 0: below the resume offset 65536/);
   decodeRecord(data(65536, a), c, dz);
-  throwsCode(() => decodeRecord(data(65536, a), c, dz), 'BAD_STREAM', /out of order.*ends at 73728/);
-  throwsCode(() => decodeRecord({ type: 'invalid', what: 'a second Begin in one call' }, c, dz), 'BAD_STREAM', /after volume offset 73728: a second Begin/);
-  throwsCode(() => decodeRecord({ type: 'end', records: 3, dataRecords: 1, unmapRecords: 0, dataBytes: 8192, unmapBytes: 0, digest: Buffer.alloc(32) }, c, dz), 'CHECKSUM_MISMATCH', /stream digest mismatch/);
-  throwsCode(() => decodeRecord({ type: 'end', records: 2, dataRecords: 2, unmapRecords: 0, dataBytes: 8192, unmapBytes: 0, digest: Buffer.alloc(32) }, ctx(), dz), 'BAD_STREAM', /sender counts 2 dataRecords.*receiver 0/);
+  throwsThinship(() => decodeRecord(data(65536, a), c, dz), 'BAD_STREAM', /out of order.*ends at 73728/);
+  throwsThinship(() => decodeRecord({ type: 'invalid', what: 'a second Begin in one call' }, c, dz), 'BAD_STREAM', /after volume offset 73728: a second Begin/);
+  throwsThinship(() => decodeRecord({ type: 'end', records: 3, dataRecords: 1, unmapRecords: 0, dataBytes: 8192, unmapBytes: 0, digest: Buffer.alloc(32) }, c, dz), 'CHECKSUM_MISMATCH', /stream digest mismatch/);
+  throwsThinship(() => decodeRecord({ type: 'end', records: 2, dataRecords: 2, unmapRecords: 0, dataBytes: 8192, unmapBytes: 0, digest: Buffer.alloc(32) }, ctx(), dz), 'BAD_STREAM', /sender counts 2 dataRecords.*receiver 0/);
 });
 
 test('checkBegin refuses inconsistent begins', () => {
   checkBegin(begin(), { requireChecksum: true });
-  throwsCode(() => checkBegin(begin({ transferId: '../x' }), { requireChecksum: true }), 'BAD_STREAM', /transfer id/);
-  throwsCode(() => checkBegin(begin({ volumeSizeBytes: 0 }), { requireChecksum: true }), 'BAD_STREAM', /volume_size_bytes 0/);
-  throwsCode(() => checkBegin(begin({ mode: 'incremental' }), { requireChecksum: true }), 'BAD_STREAM', /needs base_id/);
-  throwsCode(() => checkBegin(begin({ baseId: 'b' }), { requireChecksum: true }), 'BAD_STREAM', /must not name a base/);
-  throwsCode(() => checkBegin(begin({ checksum: 'none' }), { requireChecksum: true }), 'BAD_STREAM', /requires checksums/);
-  throwsCode(() => checkBegin(begin({ resumeOffsetBytes: 17 * MiB }), { requireChecksum: true }), 'BAD_STREAM', /resume_offset_bytes/);
+  throwsThinship(() => checkBegin(begin({ transferId: '../x' }), { requireChecksum: true }), 'BAD_STREAM', /transfer id/);
+  throwsThinship(() => checkBegin(begin({ volumeSizeBytes: 0 }), { requireChecksum: true }), 'BAD_STREAM', /volume_size_bytes 0/);
+  throwsThinship(() => checkBegin(begin({ incremental: true }), { requireChecksum: true }), 'BAD_STREAM', /needs base_id/);
+  throwsThinship(() => checkBegin(begin({ baseId: 'b' }), { requireChecksum: true }), 'BAD_STREAM', /must not name a base/);
+  throwsThinship(() => checkBegin(begin({ checksum: 'none' }), { requireChecksum: true }), 'BAD_STREAM', /requires checksums/);
+  throwsThinship(() => checkBegin(begin({ resumeOffsetBytes: 17 * MiB }), { requireChecksum: true }), 'BAD_STREAM', /resume_offset_bytes/);
   checkBegin(begin({ checksum: 'none' }), { requireChecksum: false });
 });
 
 test('the protocol version is checked before anything else in a Begin', () => {
   const pb = { protocolVersion: 7, mode: 'NONSENSE' } as unknown as Begin__Output;
-  throwsCode(() => beginFromProto(pb), 'PROTOCOL_MISMATCH', /sender speaks .* version 7, this receiver speaks version 1/);
-  throwsCode(() => beginFromProto({ ...pb, protocolVersion: 1 }), 'BAD_STREAM', /mode NONSENSE is not one of/);
+  throwsThinship(() => beginFromProto(pb), 'PROTOCOL_MISMATCH', /sender speaks .* version 7, this receiver speaks version 1/);
+  throwsThinship(() => beginFromProto({ ...pb, protocolVersion: 1 }), 'BAD_STREAM', /mode NONSENSE is not one of/);
   assert.deepEqual(recordFromProto({}), { type: 'invalid', what: 'a message with no record in it (none of begin, data, unmap, end set)' });
   assert.equal(recordFromProto({ kind: 'data', data: { offsetBytes: 5, lengthBytes: 1, payload: Buffer.alloc(1), encoding: 'ENCODING_UNSPECIFIED', checksum: Buffer.alloc(0) } }).type, 'invalid');
 });

@@ -17,8 +17,8 @@ import { basename, dirname, join } from 'node:path';
 import { nativeDevice } from '../../device/native.js';
 import { ThinshipError } from '../../errors.js';
 
-export const RECORD_XATTR = 'user.thinship.record';
-export const COMMIT_XATTR = 'user.thinship.commit';
+const RECORD_XATTR = 'user.thinship.record';
+const COMMIT_XATTR = 'user.thinship.commit';
 
 /** What a target holds: one complete received snapshot. */
 export interface TargetRecord {
@@ -55,11 +55,11 @@ export interface StoredRecord {
   store: 'xattr' | 'sidecar';
 }
 
-export function commitStatOf(st: BigIntStats): CommitStat {
+function commitStatOf(st: BigIntStats): CommitStat {
   return { sizeBytes: String(st.size), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs), ino: String(st.ino), dev: String(st.dev) };
 }
 
-export function sidecarPath(targetPath: string): string {
+function sidecarPath(targetPath: string): string {
   return join(dirname(targetPath), `.${basename(targetPath)}.thinship-record`);
 }
 

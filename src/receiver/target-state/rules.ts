@@ -23,7 +23,7 @@ import type { StoredRecord } from './record.js';
  * Setting the commit attribute (and the rename of a staged file) moves ctime
  * after the commit stat is taken: a ctime within this much of it is ours.
  */
-export const CTIME_SLACK_NS = 5_000_000_000n;
+const CTIME_SLACK_NS = 5_000_000_000n;
 
 export interface StreamIdentity {
   target: string;

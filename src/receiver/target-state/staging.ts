@@ -34,7 +34,7 @@ export function ownerTag(owner: string): string {
   return createHash('sha256').update(owner).digest('hex').slice(0, 16);
 }
 
-export function stagingPath(targetPath: string, owner: string): string {
+function stagingPath(targetPath: string, owner: string): string {
   return join(dirname(targetPath), `.${basename(targetPath)}.thinship-staging-${ownerTag(owner)}`);
 }
 
@@ -191,7 +191,7 @@ export async function openFileStage(o: OpenStageOptions): Promise<FileStage> {
 }
 
 /** Writes a journal's old bytes back (newest first), cuts the target to its original size, deletes the journal. */
-export async function rollbackJournal(path: string, target: VolumeHandle): Promise<{ ranges: number; committed: boolean }> {
+async function rollbackJournal(path: string, target: VolumeHandle): Promise<{ ranges: number; committed: boolean }> {
   const j = await readJournal(path);
   if (j.committed) {
     // The data was final: finish the commit instead.

@@ -12,20 +12,13 @@ import type { Logger } from 'pino';
 import { ThinshipError } from '../../errors.js';
 import type { VolumeHandle } from '../../device/volume.js';
 import type { AccessPolicy, AllowedTarget } from '../access.js';
+import type { TransferBegin } from '../record-checks.js';
 import { readFileRecord, type TargetRecord } from './record.js';
 import { checkTargetRules, divergenceOf } from './rules.js';
 import { findStagedTargets, openFileStage, ownerTag, recoverFileTarget, type FileStage, type RecoveryAction } from './staging.js';
 
-/** What the registry's Begin carries that matters here (transfers.ts TransferBegin). */
-export interface StageBegin {
-  target: string;
-  mode: 'full' | 'incremental';
-  volumeSizeBytes: number;
-  sourceId: string;
-  baseId: string;
-  force?: boolean;
-  grow?: boolean;
-}
+/** What of the registry's begin (record-checks.ts TransferBegin) matters here. */
+export type StageBegin = Pick<TransferBegin, 'target' | 'incremental' | 'volumeSizeBytes' | 'sourceId' | 'baseId' | 'force' | 'grow'>;
 
 export function transferOwner(identity: string, transferId: string): string {
   return `grpc:${identity}/${transferId}`;
@@ -50,18 +43,18 @@ export async function openTransferStage(t: Extract<AllowedTarget, { kind: 'path'
       // An empty file holds nothing to protect: it is a new target.
       throw new ThinshipError('TARGET_TOO_SMALL', `the stream is for a volume of ${b.volumeSizeBytes} bytes but target ${b.target} has only ${handle.sizeBytes} bytes; nothing was written (send --grow extends it)`);
     }
-    const rules = checkTargetRules({ target: b.target, incremental: b.mode === 'incremental', sourceId: b.sourceId, baseId: b.baseId }, rec, st, { force: b.force === true });
+    const rules = checkTargetRules({ target: b.target, incremental: b.incremental, sourceId: b.sourceId, baseId: b.baseId ?? '' }, rec, st, { force: b.force === true });
     for (const w of rules.warnings) log.warn({ target: b.target }, w);
   }
   return openFileStage({
-    targetPath: t.realPath, target: handle, mode: b.mode === 'full' ? 'full' : 'in-place', volumeSizeBytes: b.volumeSizeBytes, owner,
+    targetPath: t.realPath, target: handle, mode: b.incremental ? 'in-place' : 'full', volumeSizeBytes: b.volumeSizeBytes, owner,
     resume: resuming, grow: b.grow === true || created || handle.sizeBytes === 0, recordIsClean: rec !== undefined && divergenceOf(rec, st).length === 0,
   });
 }
 
 export async function commitTransferStage(stage: FileStage, b: StageBegin, transferId: string, digest: Buffer | undefined): Promise<void> {
   const record: TargetRecord = {
-    format: 1, sourceId: b.sourceId, baseId: b.mode === 'incremental' ? b.baseId : '', volumeSizeBytes: b.volumeSizeBytes,
+    format: 1, sourceId: b.sourceId, baseId: b.incremental ? b.baseId ?? '' : '', volumeSizeBytes: b.volumeSizeBytes,
     digest: digest && digest.length > 0 ? digest.toString('hex') : '', transferId, receivedUnixMs: Date.now(),
   };
   await stage.commit(record);

@@ -1,5 +1,6 @@
 /**
- * LINBIT stream decoder: Buffers (any chunking) -> StreamMessages, checking
+ * LINBIT stream decoder: Buffers (any chunking) -> messages (LinbitMessage:
+ * the transport-neutral StreamMessages plus the format's own fields), checking
  * the byte format (format.ts) as it reads; holds at most one record of <= 4 MiB
  * (longer ones are delivered in 4 MiB pieces). Checksums, the digest and the
  * End's counts are checked by the integrity core (stream/integrity.ts); this
@@ -9,12 +10,13 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { ThinshipError, type ErrorCode } from '../../errors.js';
-import type { BeginInfo, DataMessage, EndMessage, FormatVersion, StreamMessage } from '../messages.js';
+import type { DataMessage } from '../messages.js';
 import {
   BEGIN_INFO_MAX_BYTES, BEGIN_INFO_VERSION_GROUPS, BEGIN_INFO_VERSION_RECORDS, CHECKSUM_ALGO_SHA256, CHECKSUM_RECORD_BYTES,
   CMD_BEGIN_STREAM, CMD_DATA, CMD_END_STREAM, CMD_OPT_BEGIN_INFO, CMD_OPT_DATA_CHECKSUM, CMD_OPT_DATA_CHECKSUM_GROUP, CMD_OPT_STREAM_DIGEST,
   CMD_OPTIONAL_BIT, CMD_UNMAP, DATA_PIECE_BYTES, END_PAYLOAD_BYTES, GROUP_ENTRY_BYTES, GROUP_MAX_RECORDS, HEADER_BYTES,
   MAGIC_1_0, MAGIC_1_1, MAGIC_PREVIOUS, TWO_POW_32, cmdName, hex, toAsyncIterator,
+  type FormatVersion, type LinbitBeginInfo, type LinbitEndMessage, type LinbitMessage,
 } from './format.js';
 import { StreamLedger, checkDataChecksum } from '../integrity.js';
 
@@ -175,8 +177,8 @@ const MAX_SAFE_HI = Math.floor(Number.MAX_SAFE_INTEGER / TWO_POW_32);
 const BEGIN_INFO_UINT_KEYS = ['volumeSizeBytes', 'blockSizeBytes', 'plannedDataBytes', 'plannedUnmapBytes'] as const;
 const BEGIN_INFO_STRING_KEYS = ['sourceId', 'baseId', 'transferId'] as const;
 
-/** Parses and validates a begin-info payload into a BeginInfo (unknown keys are ignored: added compatibly within v1). */
-export function parseBeginInfo(payload: Buffer, formatVersion: FormatVersion, where: Where): { info: BeginInfo; version: number } {
+/** Parses and validates a begin-info payload into a begin (unknown keys are ignored: added compatibly within v1). */
+function parseBeginInfo(payload: Buffer, formatVersion: FormatVersion, where: Where): { info: LinbitBeginInfo; version: number } {
   let obj: unknown;
   try {
     obj = JSON.parse(payload.toString('utf8'));
@@ -188,7 +190,7 @@ export function parseBeginInfo(payload: Buffer, formatVersion: FormatVersion, wh
   if (o.v !== BEGIN_INFO_VERSION_RECORDS && o.v !== BEGIN_INFO_VERSION_GROUPS) {
     throw streamError(where, `begin-info version ${JSON.stringify(o.v)} is not supported (expected ${BEGIN_INFO_VERSION_RECORDS} or ${BEGIN_INFO_VERSION_GROUPS})`);
   }
-  const info: BeginInfo = { formatVersion };
+  const info: LinbitBeginInfo = { formatVersion };
   for (const k of BEGIN_INFO_UINT_KEYS) {
     const v = o[k];
     if (v === undefined) continue;
@@ -222,7 +224,7 @@ export function parseBeginInfo(payload: Buffer, formatVersion: FormatVersion, wh
 export function decodeStream(
   input: AsyncIterable<Uint8Array> | Iterable<Uint8Array> | Readable,
   opts: DecodeOptions = {},
-): AsyncIterable<StreamMessage> {
+): AsyncIterable<LinbitMessage> {
   const maxDataBytes = opts.maxDataBytes ?? Number.MAX_SAFE_INTEGER;
   if (!Number.isSafeInteger(maxDataBytes) || maxDataBytes < 0) {
     throw new ThinshipError('USAGE', `maxDataBytes must be a non-negative integer, got ${maxDataBytes}`);
@@ -365,7 +367,7 @@ class Decoder {
     throw streamError(at, `the DATA checksum group at byte ${g.pos} lists ${g.entries.length} DATA records, but only ${g.next} came before ${what}`);
   }
 
-  async *run(): AsyncGenerator<StreamMessage> {
+  async *run(): AsyncGenerator<LinbitMessage> {
     try {
       const first = await this.readHeader();
       if (first === undefined) {
@@ -475,7 +477,7 @@ class Decoder {
     }
   }
 
-  private async beginInfo(h: Header): Promise<BeginInfo> {
+  private async beginInfo(h: Header): Promise<LinbitBeginInfo> {
     const length = this.safeU64(h, 'length', 'begin-info');
     if (length > BEGIN_INFO_MAX_BYTES) {
       throw streamError(this.where(h), `begin-info length ${length} exceeds ${BEGIN_INFO_MAX_BYTES} bytes`);
@@ -674,7 +676,7 @@ class Decoder {
     this.digestVerified = expected;
   }
 
-  private async endRecord(h: Header): Promise<EndMessage> {
+  private async endRecord(h: Header): Promise<LinbitEndMessage> {
     if (h.offset !== 0 || h.length !== END_PAYLOAD_BYTES) {
       throw streamError(this.where(h), `END_STREAM must have offset 0 and length ${END_PAYLOAD_BYTES}, got offset ${h.raw.readBigUInt64BE(8)} length ${h.raw.readBigUInt64BE(16)}`);
     }
@@ -696,8 +698,8 @@ class Decoder {
     return this.endMessage(this.records);
   }
 
-  private endMessage(records: number): EndMessage {
-    const end: EndMessage = {
+  private endMessage(records: number): LinbitEndMessage {
+    const end: LinbitEndMessage = {
       type: 'end',
       records,
       ...this.ledger.counts,

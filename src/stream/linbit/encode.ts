@@ -1,17 +1,18 @@
 /**
- * LINBIT stream encoder: StreamMessages -> Buffers of the byte format
+ * LINBIT stream encoder: messages (StreamMessages, or LinbitMessages that name
+ * the format) -> Buffers of the byte format
  * (format.ts). Header buffers are batched; big DATA payloads are yielded as
  * they are, without copying. With checksums, DATA records are held until their
  * checksum group (<= 32 MiB) is written before them; the checksums, the digest
  * and the counts come from the integrity core (stream/integrity.ts).
  */
 import { ThinshipError, type ErrorCode } from '../../errors.js';
-import type { BeginInfo, ChecksumAlgorithm, DataMessage, FormatVersion, StreamMessage } from '../messages.js';
+import type { BeginInfo, ChecksumAlgorithm, DataMessage } from '../messages.js';
 import {
-  BEGIN_INFO_MAX_BYTES, BEGIN_INFO_VERSION_GROUPS, BEGIN_INFO_VERSION_RECORDS, CHECKSUM_ALGO_SHA256, CHECKSUM_RECORD_BYTES,
+  BEGIN_INFO_KEYS, BEGIN_INFO_MAX_BYTES, BEGIN_INFO_VERSION_GROUPS, BEGIN_INFO_VERSION_RECORDS, CHECKSUM_ALGO_SHA256, CHECKSUM_RECORD_BYTES,
   CMD_BEGIN_STREAM, CMD_DATA, CMD_END_STREAM, CMD_OPT_BEGIN_INFO, CMD_OPT_DATA_CHECKSUM_GROUP, CMD_OPT_STREAM_DIGEST, CMD_UNMAP,
   END_PAYLOAD_BYTES, GROUP_ENTRY_BYTES, GROUP_MAX_DATA_BYTES, GROUP_MAX_RECORDS, GROUP_PREFETCH_BYTES, HEADER_BYTES, MAGIC_BYTES,
-  TWO_POW_32, toAsyncIterator,
+  TWO_POW_32, toAsyncIterator, type FormatVersion, type LinbitMessage,
 } from './format.js';
 import { StreamLedger, withDataChecksum, dataChecksum, SHA256_BYTES } from '../integrity.js';
 
@@ -36,7 +37,7 @@ const INLINE_PAYLOAD_MAX_BYTES = 4096;
 const SMALL_FLUSH_BYTES = 32 * 1024;
 const SMALL_POOL_BYTES = 64 * 1024;
 
-function messageWeight(m: StreamMessage): number {
+function messageWeight(m: LinbitMessage): number {
   return MESSAGE_OVERHEAD_BYTES + (m.type === 'data' && m.data instanceof Uint8Array ? m.data.length : 0);
 }
 
@@ -174,12 +175,13 @@ function checkUint(index: number, type: string, name: string, value: unknown): n
   return value;
 }
 
-/** The begin-info payload: JSON of the BeginInfo fields (formatVersion excluded: the magic says it), with "v": 2 for sha256 (groups), else 1. */
-export function encodeBeginInfo(info: BeginInfo, checksum: ChecksumAlgorithm): Buffer {
-  const { formatVersion: _ignored, ...rest } = info;
+/** The begin-info payload: JSON of the begin's fields (the format version is not one: the magic says it), with "v": 2 for sha256 (groups), else 1. */
+function encodeBeginInfo(info: BeginInfo, checksum: ChecksumAlgorithm): Buffer {
   const obj: Record<string, unknown> = { v: checksum === 'sha256' ? BEGIN_INFO_VERSION_GROUPS : BEGIN_INFO_VERSION_RECORDS };
-  for (const [k, v] of Object.entries(rest)) if (v !== undefined) obj[k] = v;
-  obj.checksum = checksum;
+  for (const k of BEGIN_INFO_KEYS) {
+    const v = k === 'checksum' ? checksum : info[k];
+    if (v !== undefined) obj[k] = v;
+  }
   const out = Buffer.from(JSON.stringify(obj), 'utf8');
   if (out.length > BEGIN_INFO_MAX_BYTES) {
     throw new ThinshipError('BAD_STREAM', `begin-info is ${out.length} bytes, more than the ${BEGIN_INFO_MAX_BYTES} allowed`);
@@ -194,7 +196,7 @@ export function encodeBeginInfo(info: BeginInfo, checksum: ChecksumAlgorithm): B
  * BAD_STREAM for a message sequence that breaks the order begin (data|unmap)* end.
  */
 export function encodeStream(
-  messages: AsyncIterable<StreamMessage> | Iterable<StreamMessage>,
+  messages: AsyncIterable<LinbitMessage> | Iterable<LinbitMessage>,
   opts: EncodeOptions = {},
 ): AsyncIterable<Buffer> {
   if (opts.format === '1.0' && opts.extensions === true) {
@@ -203,7 +205,7 @@ export function encodeStream(
   return encodeGen(messages, opts);
 }
 
-async function* encodeGen(messages: AsyncIterable<StreamMessage> | Iterable<StreamMessage>, opts: EncodeOptions): AsyncGenerator<Buffer> {
+async function* encodeGen(messages: AsyncIterable<LinbitMessage> | Iterable<LinbitMessage>, opts: EncodeOptions): AsyncGenerator<Buffer> {
   const out = new SmallWriter();
   let index = 0;
   // Set by handle(); the casts keep TypeScript from narrowing them to their initial values here.
@@ -266,7 +268,7 @@ async function* encodeGen(messages: AsyncIterable<StreamMessage> | Iterable<Stre
   }
 
   /** Encodes one message; yields the Buffers that are ready. */
-  function* handle(m: StreamMessage): Generator<Buffer> {
+  function* handle(m: LinbitMessage): Generator<Buffer> {
     index++;
     if (state === 'done') throw encodeError(index, m.type, 'message after end');
     if (state === 'start' && m.type !== 'begin') throw encodeError(index, m.type, 'the first message must be begin');
@@ -387,7 +389,7 @@ async function* encodeGen(messages: AsyncIterable<StreamMessage> | Iterable<Stre
       // With checksums, a group's records are held until the group is complete; meanwhile the next group's
       // messages are pulled and hashed in the background (up to GROUP_PREFETCH_BYTES), so reading and
       // hashing overlap writing the previous group.
-      const rest: AsyncIterable<StreamMessage> = { [Symbol.asyncIterator]: () => it };
+      const rest: AsyncIterable<LinbitMessage> = { [Symbol.asyncIterator]: () => it };
       for await (const m of checksums ? readAhead(rest, withDataChecksum, messageWeight, GROUP_PREFETCH_BYTES) : rest) yield* handle(m);
     }
   } finally {

@@ -6,7 +6,44 @@
  * stream/integrity.ts.
  */
 import { SHA256_BYTES } from '../digest.js';
-import type { FormatVersion } from '../messages.js';
+import type { BeginInfo, DataMessage, EndMessage, UnmapMessage } from '../messages.js';
+
+export type FormatVersion = '1.0' | '1.1';
+
+/**
+ * What the LINBIT byte format says beyond the transport-neutral messages
+ * (stream/messages.ts): its format version, and END_STREAM's count of every
+ * record. The decoder yields these; the encoder takes them (a StreamMessage is
+ * one, its LINBIT fields absent). Nothing outside linbit/ reads them but the
+ * pipe-mode commands and tests.
+ */
+export interface LinbitBeginInfo extends BeginInfo {
+  /**
+   * The format of the byte stream. The decoder sets it from the magic; the
+   * encoder writes this format (default 1.1) unless its options name one (they
+   * must agree).
+   */
+  formatVersion?: FormatVersion;
+}
+
+export interface LinbitBeginMessage {
+  type: 'begin';
+  info: LinbitBeginInfo;
+}
+
+export interface LinbitEndMessage extends EndMessage {
+  /**
+   * END_STREAM's n_chunks: every record of the byte stream, BEGIN, END and
+   * optional records included. The decoder reports the verified count (for a 1.0
+   * stream, which has no BEGIN/END, the number of records seen); the encoder
+   * ignores it and writes the count of what it wrote.
+   */
+  records?: number;
+  /** Optional records of unknown kind that were skipped (decoder; counted in `records`). */
+  skippedRecords?: number;
+}
+
+export type LinbitMessage = LinbitBeginMessage | DataMessage | UnmapMessage | LinbitEndMessage;
 
 export const HEADER_BYTES = 28;
 /** END_STREAM payload: n_chunks, n_data, n_unmap (u64 BE each). */
@@ -42,6 +79,13 @@ export const CHECKSUM_RECORD_BYTES = 1 + SHA256_BYTES;
 export const BEGIN_INFO_VERSION_RECORDS = 1;
 export const BEGIN_INFO_VERSION_GROUPS = 2;
 export const BEGIN_INFO_MAX_BYTES = 64 * 1024;
+/**
+ * begin-info's JSON keys besides "v" (docs/stream-format.md §3), each the begin
+ * field of the same name, in the order the encoder writes them.
+ */
+export const BEGIN_INFO_KEYS = [
+  'volumeSizeBytes', 'blockSizeBytes', 'sourceId', 'baseId', 'incremental', 'transferId', 'checksum', 'plannedDataBytes', 'plannedUnmapBytes',
+] as const satisfies readonly (keyof BeginInfo)[];
 
 /** One entry of a checksum group: offset u64, length u64, sha256. */
 export const GROUP_ENTRY_BYTES = 8 + 8 + SHA256_BYTES;
@@ -66,7 +110,7 @@ export const MAGIC_BYTES: Record<FormatVersion, Buffer> = {
   '1.1': u64Buffer(MAGIC_1_1),
 };
 
-export function u64Buffer(v: bigint): Buffer {
+function u64Buffer(v: bigint): Buffer {
   const b = Buffer.alloc(8);
   b.writeBigUInt64BE(v);
   return b;

@@ -33,12 +33,12 @@ export const METADATA_BLOCK_BYTES = 4096;
  * the top level of the mapping tree) and the right spines the delta reads for
  * where the devices end; the walks themselves read into their own buffers.
  */
-export const DEFAULT_CACHE_BLOCKS = 2048;
+const DEFAULT_CACHE_BLOCKS = 2048;
 /** Longest read of consecutive blocks: 256 KiB. */
 export const MAX_RUN_BLOCKS = 64;
 
 /** Longest a walk reads and parses without letting the event loop turn (signals, timers, keepalives). */
-export const YIELD_EVERY_MS = 20;
+const YIELD_EVERY_MS = 20;
 
 /** Lets the event loop turn (a macrotask, not a microtask) once YIELD_EVERY_MS have passed since the last time. */
 export class LoopYielder {

@@ -24,10 +24,10 @@ import { blockChecksum } from './crc32c.js';
 import { metadataAddon, type MetadataAddon } from './addon.js';
 import { MAX_RUN_BLOCKS, METADATA_BLOCK_BYTES, type BlockReader } from './block-reader.js';
 
-export const BTREE_CSUM_XOR = 121107;
+const BTREE_CSUM_XOR = 121107;
 export const NODE_HEADER_BYTES = 32;
 export const INTERNAL_NODE = 1;
-export const LEAF_NODE = 2;
+const LEAF_NODE = 2;
 /** Deeper than any real tree (a 4 KiB node has >= 84 children): a deeper walk is a loop. */
 export const MAX_DEPTH = 32;
 /** Upper bound for keys in the root's range (keys are u64; larger ones fail as unsafe integers first). */
@@ -159,7 +159,7 @@ function keyError(node: BtreeNode, i: number, lo: number, hi: number, what: stri
 }
 
 /** Reads (through the cache) and checks a node. */
-export function readNode(r: BlockReader, block: number, leafValueSize: number, lo: number, hi: number, what: string): BtreeNode {
+function readNode(r: BlockReader, block: number, leafValueSize: number, lo: number, hi: number, what: string): BtreeNode {
   return parseNode(r.read(block, what), block, leafValueSize, lo, hi, what);
 }
 

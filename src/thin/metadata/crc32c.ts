@@ -51,7 +51,7 @@ export function nativeCrc32c(): CrcFn | undefined {
 let impl: CrcFn | undefined;
 
 /** The CRC register after `b[start, end)` from `seed`, with no final inversion (the kernel's crc32c()). */
-export function crc32cRaw(seed: number, b: Uint8Array, start = 0, end = b.length): number {
+function crc32cRaw(seed: number, b: Uint8Array, start = 0, end = b.length): number {
   return (impl ??= nativeCrc32c() ?? crc32cRawJs)(seed >>> 0, b, start, end);
 }
 

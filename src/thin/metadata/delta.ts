@@ -42,7 +42,7 @@ function dataBlockOf(n: BtreeNode, i: number): number {
  * addon's identicalEntries (a memcmp per entry) when it is built, else
  * identicalRunJs.
  */
-export function identicalRun(a: BtreeNode, ia: number, b: BtreeNode, ib: number, max: number): number {
+function identicalRun(a: BtreeNode, ia: number, b: BtreeNode, ib: number, max: number): number {
   if (max <= 0) return 0;
   return (identicalEntries ??= metadataAddon().identicalEntries ?? identicalRunJs)(a.buf, ia, b.buf, ib, max);
 }

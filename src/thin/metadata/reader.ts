@@ -13,11 +13,11 @@ import { metadataAddon } from './addon.js';
 import { parseSuperblock, SUPERBLOCK_LOCATION, unknownFormat, u64, type DiskSuperblock } from './superblock.js';
 
 /** struct disk_device_details: mapped_blocks u64, transaction_id u64, creation_time u32, snapshotted_time u32. */
-export const DEVICE_DETAILS_BYTES = 24;
+const DEVICE_DETAILS_BYTES = 24;
 /** Top level: dev id -> u64 root; bottom level: virtual block -> u64 block_time. */
 export const MAPPING_VALUE_BYTES = 8;
 /** Mappings handed to a sink per call. */
-export const MAPPING_BATCH = 4096;
+const MAPPING_BATCH = 4096;
 
 export interface OpenOptions extends BlockReaderOptions {
   /** Read the metadata snapshot (the superblock copy at held_root) instead of the live superblock: thin_dump -m. */

@@ -23,39 +23,41 @@ export interface ElementSpec {
   index: Map<string, number>;
 }
 
-export const req = (name: string, min?: number): AttrSpec => ({ name, kind: 'int', required: true, min });
-export const opt = (name: string): AttrSpec => ({ name, kind: 'int', required: false });
+const req = (name: string, min?: number): AttrSpec => ({ name, kind: 'int', required: true, min });
+const opt = (name: string): AttrSpec => ({ name, kind: 'int', required: false });
 
 export const EL_SUPERBLOCK = 0, EL_DEVICE = 1, EL_SINGLE = 2, EL_RANGE_MAPPING = 3, EL_DIFF = 4,
-  EL_SAME = 5, EL_DIFFERENT = 6, EL_LEFT_ONLY = 7, EL_RIGHT_ONLY = 8, EL_RANGE = 9, EL_DEF = 10, EL_REF = 11;
+  EL_DIFFERENT = 6, EL_RANGE = 9, EL_DEF = 10, EL_REF = 11;
+// Only this file names these (their elements are told apart by spec).
+const EL_SAME = 5, EL_LEFT_ONLY = 7, EL_RIGHT_ONLY = 8;
 
-export function spec(id: number, name: string, attrs: AttrSpec[]): ElementSpec {
+function spec(id: number, name: string, attrs: AttrSpec[]): ElementSpec {
   return { id, name, attrs, index: new Map(attrs.map((a, i) => [a.name, i])) };
 }
 
 // Field order here is the order of the values array handed to handlers.
-export const SUPERBLOCK = spec(EL_SUPERBLOCK, 'superblock', [
+const SUPERBLOCK = spec(EL_SUPERBLOCK, 'superblock', [
   { name: 'uuid', kind: 'string', required: true },
   req('time'), req('transaction'), req('data_block_size', 1), req('nr_data_blocks'),
   // thin_dump has version (and flags in newer tools); thin_delta has neither (1.x adds flags);
   // the Rust tools' model also has metadata_snap.
   opt('flags'), opt('version'), opt('metadata_snap'),
 ]);
-export const DEVICE = spec(EL_DEVICE, 'device', [req('dev_id'), req('mapped_blocks'), req('transaction'), req('creation_time'), req('snap_time')]);
-export const SINGLE = spec(EL_SINGLE, 'single_mapping', [req('origin_block'), req('data_block'), req('time')]);
-export const RANGE_MAPPING = spec(EL_RANGE_MAPPING, 'range_mapping', [req('origin_begin'), req('data_begin'), req('length', 1), req('time')]);
-export const DIFF = spec(EL_DIFF, 'diff', [req('left'), req('right')]);
+const DEVICE = spec(EL_DEVICE, 'device', [req('dev_id'), req('mapped_blocks'), req('transaction'), req('creation_time'), req('snap_time')]);
+const SINGLE = spec(EL_SINGLE, 'single_mapping', [req('origin_block'), req('data_block'), req('time')]);
+const RANGE_MAPPING = spec(EL_RANGE_MAPPING, 'range_mapping', [req('origin_begin'), req('data_begin'), req('length', 1), req('time')]);
+const DIFF = spec(EL_DIFF, 'diff', [req('left'), req('right')]);
 // The four delta kinds: self-closing with begin/length (plain), or an attribute-less container of <range> (verbose).
-export const KIND_ATTRS = (): AttrSpec[] => [req('begin'), req('length', 1)];
-export const SAME = spec(EL_SAME, 'same', KIND_ATTRS());
-export const DIFFERENT = spec(EL_DIFFERENT, 'different', KIND_ATTRS());
-export const LEFT_ONLY = spec(EL_LEFT_ONLY, 'left_only', KIND_ATTRS());
-export const RIGHT_ONLY = spec(EL_RIGHT_ONLY, 'right_only', KIND_ATTRS());
+const KIND_ATTRS = (): AttrSpec[] => [req('begin'), req('length', 1)];
+const SAME = spec(EL_SAME, 'same', KIND_ATTRS());
+const DIFFERENT = spec(EL_DIFFERENT, 'different', KIND_ATTRS());
+const LEFT_ONLY = spec(EL_LEFT_ONLY, 'left_only', KIND_ATTRS());
+const RIGHT_ONLY = spec(EL_RIGHT_ONLY, 'right_only', KIND_ATTRS());
 // Which data-block attributes a verbose range needs depends on its container (checked by the delta handler).
-export const RANGE = spec(EL_RANGE, 'range', [req('begin'), req('length', 1), opt('data_begin'), opt('left_data_begin'), opt('right_data_begin')]);
+const RANGE = spec(EL_RANGE, 'range', [req('begin'), req('length', 1), opt('data_begin'), opt('left_data_begin'), opt('right_data_begin')]);
 // Rust thin_dump 1.x writes shared subtrees as <def name> ... </def> and <ref name/>; recognised only to refuse clearly.
-export const DEF = spec(EL_DEF, 'def', [{ name: 'name', kind: 'string', required: true }]);
-export const REF = spec(EL_REF, 'ref', [{ name: 'name', kind: 'string', required: true }]);
+const DEF = spec(EL_DEF, 'def', [{ name: 'name', kind: 'string', required: true }]);
+const REF = spec(EL_REF, 'ref', [{ name: 'name', kind: 'string', required: true }]);
 
 export const SPECS = new Map<string, ElementSpec>(
   [SUPERBLOCK, DEVICE, SINGLE, RANGE_MAPPING, DIFF, SAME, DIFFERENT, LEFT_ONLY, RIGHT_ONLY, RANGE, DEF, REF].map((s) => [s.name, s]),

@@ -40,7 +40,7 @@ import { ThinshipError } from '../../errors.js';
 import { OPEN_SPECS, SPECS, type ElementSpec, type Form } from './elements.js';
 
 /** Items handed to a sink per call (the last batch of a device or a document may be smaller). */
-export const DEFAULT_BATCH_ITEMS = 4096;
+const DEFAULT_BATCH_ITEMS = 4096;
 /** A longer line is garbage: no tool prints one, and refusing it keeps memory bounded. */
 export const MAX_LINE_BYTES = 64 * 1024;
 /** Skeletons kept; the tools need about ten. Bounded so hostile input cannot grow memory. */
@@ -69,14 +69,14 @@ export interface Skeleton {
   absent: number[];
 }
 
-export function bytesEqual(b: Uint8Array, p: number, seg: Uint8Array): boolean {
+function bytesEqual(b: Uint8Array, p: number, seg: Uint8Array): boolean {
   const n = seg.length;
   for (let i = 0; i < n; i++) if (b[p + i] !== seg[i]) return false;
   return true;
 }
 
 /** Decodes line b[start,end) against sk into vals; false if the line does not have this exact shape. */
-export function matchSkeleton(sk: Skeleton, b: Uint8Array, start: number, end: number, vals: number[]): boolean {
+function matchSkeleton(sk: Skeleton, b: Uint8Array, start: number, end: number, vals: number[]): boolean {
   const segs = sk.segs;
   const slots = sk.slotField;
   let p = start;
@@ -106,7 +106,7 @@ export function matchSkeleton(sk: Skeleton, b: Uint8Array, start: number, end: n
 // ---------------------------------------------------------------------------
 // The slow path: one line through fast-xml-parser.
 
-export const fxp = new XMLParser({
+const fxp = new XMLParser({
   ignoreAttributes: false,
   attributeNamePrefix: '',
   parseAttributeValue: false,
@@ -124,8 +124,8 @@ export interface ParsedTag {
   attrs: Record<string, string>;
 }
 
-export const CLOSE_TAG = /^<\/([A-Za-z_][A-Za-z0-9_.:-]*)\s*>$/;
-export const DIGIT_VALUE = /=(["'])(\d+)\1/g;
+const CLOSE_TAG = /^<\/([A-Za-z_][A-Za-z0-9_.:-]*)\s*>$/;
+const DIGIT_VALUE = /=(["'])(\d+)\1/g;
 
 /** Where a document-level error happened; used in every message. */
 export class Where {
@@ -135,7 +135,7 @@ export class Where {
   }
 }
 
-export function parseTagText(text: string, line: number, where: Where): ParsedTag {
+function parseTagText(text: string, line: number, where: Where): ParsedTag {
   const t = text.trim();
   if (!t.startsWith('<')) where.fail(line, `unexpected text ${JSON.stringify(clip(t))} (text content is not allowed)`);
   if (t.startsWith('</')) {
@@ -168,12 +168,12 @@ export function parseTagText(text: string, line: number, where: Where): ParsedTa
   return { form, name, attrs };
 }
 
-export function clip(s: string): string {
+function clip(s: string): string {
   return s.length > 120 ? `${s.slice(0, 120)}...` : s;
 }
 
 /** Checks a parsed tag's attributes against the element's schema; fills vals (ints) and returns string attributes. */
-export function checkAttrs(sp: ElementSpec, attrs: Record<string, string>, line: number, where: Where, vals: number[]): Record<string, string> {
+function checkAttrs(sp: ElementSpec, attrs: Record<string, string>, line: number, where: Where, vals: number[]): Record<string, string> {
   const strings: Record<string, string> = {};
   vals.length = sp.attrs.length;
   vals.fill(NaN);
@@ -205,7 +205,7 @@ export function checkAttrs(sp: ElementSpec, attrs: Record<string, string>, line:
  * when its shape is not one we can decode by bytes (then such lines always take
  * the slow path, which is correct, only slower).
  */
-export function learnSkeleton(line: Uint8Array, text: string, tag: ParsedTag, sp: ElementSpec): Skeleton | undefined {
+function learnSkeleton(line: Uint8Array, text: string, tag: ParsedTag, sp: ElementSpec): Skeleton | undefined {
   if (tag.form === 'close') return { spec: sp, form: 'close', segs: [line.slice()], slotField: [], slotMin: [], absent: [] };
   // Only lines whose every attribute is an int written as plain digits (strings, such as uuid, stay on the slow path).
   const names = Object.keys(tag.attrs);
