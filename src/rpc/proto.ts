@@ -24,6 +24,7 @@ export type { GetTransferStateRequest__Output } from './generated/thinship/v1/Ge
 export type { GetTransferStateResponse, GetTransferStateResponse__Output } from './generated/thinship/v1/GetTransferStateResponse.js';
 export type { AbortTransferRequest__Output } from './generated/thinship/v1/AbortTransferRequest.js';
 export type { AbortTransferResponse, AbortTransferResponse__Output } from './generated/thinship/v1/AbortTransferResponse.js';
+export type { GetTargetResponse, GetTargetResponse__Output } from './generated/thinship/v1/GetTargetResponse.js';
 export type { ReceiverServiceClient, ReceiverServiceHandlers } from './generated/thinship/v1/ReceiverService.js';
 
 export const PROTOCOL_VERSION = 1;

@@ -30,6 +30,8 @@ export interface JournalHeader {
   originalSizeBytes: number;
   /** The target held its record, undiverged, when the journal began: a rollback records it again (its stat moved). */
   restoreRecord?: boolean;
+  /** A raw block device (journal in the state directory, device-stage.ts): the path it had and its identity. */
+  device?: { path: string; identity: string; key: string };
 }
 
 export interface JournalContents {
