@@ -187,7 +187,7 @@ for (const [what, ids] of [['incremental', [1, 2]], ['full', [2]]] as const) {
     const port = s.port;
     ok(await runCli(sendArgs(port, dev, [snap(1)])));
     const link = await slowLink(port);
-    const sender = startCli(sendArgs(link.port, dev, ids.map((i) => snap(i as 1 | 2)), ['--transfer-id', `kill-${what}`]));
+    const sender = startCli(sendArgs(link.port, dev, ids.map((i) => snap(i)), ['--transfer-id', `kill-${what}`]));
     try {
       await s.waitFor((l) => checkpointAt(2 * CHECKPOINT_BYTES)(l) && l.transferId === `kill-${what}`);
       sender.child.kill('SIGSTOP');

@@ -155,7 +155,7 @@ test('device record: a full stream then the incremental from it; the record is i
   assert.equal(s2.diverged, false, `re-attached: ${s2.divergence.join('; ')}`);
   const human = await runCli(['target', 'show', again, '--state-dir', state]);
   assert.match(human.stdout, /\(block device\)/);
-  assert.match(human.stdout, new RegExp(`holds: ${s2.record!.record.sourceId}, received as an increment from ${snap1}`));
+  assert.match(human.stdout, new RegExp(`holds: ${s2.record.record.sourceId}, received as an increment from ${snap1}`));
 });
 
 test('device wrong base: an incremental whose base the device does not hold is refused (exit 14) before any byte is written; no record: refused unless --force', { skip: skipReason }, async () => {
