@@ -48,7 +48,8 @@ function sh(script: string): Promise<{ code: number | null; stderr: string }> {
 
 const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 const send = (ids: number[], extra = '') => `${q(node)} ${q(cliPath)} send ${offline().map(q).join(' ')} ${extra} ${ids.join(' ')}`;
-const recv = (target: string) => `${q(node)} ${q(cliPath)} recv ${q(target)}`;
+// --state-dir: a block-device target's record and journal stay in the test's directory.
+const recv = (target: string) => `${q(node)} ${q(cliPath)} recv --state-dir ${q(join(dir, 'state'))} ${q(target)}`;
 
 function readTarget(path: string): Buffer {
   return readFileSync(path).subarray(0, pool.volumeSizeBytes);

@@ -209,7 +209,7 @@ test('device sizes: a device smaller than the volume is refused (exit 11); --gro
   writeDevice(dev, 0, Buffer.alloc(1024 * 1024, 7));
   let r = await recvBytes(dev, full1);
   assert.equal(r.code, 11, r.stderr);
-  assert.match(r.stderr, /is a block device of only 1048576 bytes/);
+  assert.match(r.stderr, /has only 1048576 bytes \(a block device\)/);
   r = await recvBytes(dev, full1, ['--grow']);
   assert.equal(r.code, 11, r.stderr);
   assert.match(r.stderr, /--grow cannot grow a block device/);

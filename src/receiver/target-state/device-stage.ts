@@ -30,15 +30,15 @@ import { readJournal } from './undo-journal.js';
 export const DEFAULT_STATE_DIR = '/var/lib/thinship';
 
 /** The state directory's subdirectory of device records and journals. */
-export function deviceStateDir(stateDir: string): string {
+function deviceStateDir(stateDir: string): string {
   return join(stateDir, 'targets');
 }
 
-export function deviceRecordPath(stateDir: string, key: string): string {
+function deviceRecordPath(stateDir: string, key: string): string {
   return join(deviceStateDir(stateDir), `device-${key}.json`);
 }
 
-export function deviceJournalPath(stateDir: string, key: string, owner: string): string {
+function deviceJournalPath(stateDir: string, key: string, owner: string): string {
   return join(deviceStateDir(stateDir), `device-${key}.undo-${ownerTag(owner)}`);
 }
 
@@ -56,7 +56,7 @@ export interface StoredDeviceRecord {
 }
 
 /** The record of the device with identity `id`; undefined when it has none. Garbage is BAD_METADATA naming the file. */
-export async function readDeviceRecord(stateDir: string, id: DeviceIdentity): Promise<StoredDeviceRecord | undefined> {
+async function readDeviceRecord(stateDir: string, id: DeviceIdentity): Promise<StoredDeviceRecord | undefined> {
   const file = deviceRecordPath(stateDir, id.key);
   let raw: string;
   try {
@@ -166,19 +166,19 @@ export interface OpenDeviceStageOptions {
  * written through. Every refusal comes before anything is written.
  */
 export async function openDeviceStage(o: OpenDeviceStageOptions): Promise<FileStage> {
-  await mkdir(deviceStateDir(o.stateDir), { recursive: true, mode: 0o700 });
   const id = await requireDeviceIdentity(o.rdev, o.targetName);
   for (const a of await recoverDeviceJournals(o.stateDir, { key: id.key, keepOwner: o.resume ? o.owner : undefined, open: { handle: o.target, rdev: o.rdev } })) o.recovered(a);
   const state = await inspectDevice(o.stateDir, o.rdev, o.target.sizeBytes, o.targetName);
   if (!o.resume) {
     const want = o.stream.volumeSizeBytes;
     if (want !== undefined && o.target.sizeBytes < want) {
-      throw new ThinshipError('TARGET_TOO_SMALL', `the stream is for a volume of ${want} bytes but target ${o.targetName} is a block device of only ${o.target.sizeBytes} bytes; nothing was written${o.grow ? ' (--grow cannot grow a block device: grow it first, e.g. losetup -c after extending its backing file, or lvextend)' : ''}`, { details: { target: o.targetName, sizeBytes: o.target.sizeBytes, wantedBytes: want } });
+      throw new ThinshipError('TARGET_TOO_SMALL', `the stream is for a volume of ${want} bytes but target ${o.targetName} has only ${o.target.sizeBytes} bytes (a block device); nothing was written${o.grow ? ' (--grow cannot grow a block device: grow it first, e.g. losetup -c after extending its backing file, or lvextend)' : ''}`, { details: { target: o.targetName, sizeBytes: o.target.sizeBytes, wantedBytes: want } });
     }
     if (state.record && state.divergence.unchecked) o.warn(`target ${o.targetName}: divergence not fully checked: ${state.divergence.unchecked}`);
     const rules = checkRecordRules(o.stream, state.record?.record, state.divergence.why, { force: o.force });
     for (const w of rules.warnings) o.warn(w);
   }
+  await mkdir(deviceStateDir(o.stateDir), { recursive: true, mode: 0o700 });
   const journal = await openJournal(deviceJournalPath(o.stateDir, id.key, o.owner), o.resume, {
     owner: o.owner, ino: '', dev: '', originalSizeBytes: o.target.sizeBytes, restoreRecord: state.record !== undefined && state.divergence.why.length === 0,
     device: { path: o.target.path, identity: id.description, key: id.key },

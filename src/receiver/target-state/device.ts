@@ -80,7 +80,7 @@ async function sysDir(rdev: bigint): Promise<string | undefined> {
   }
 }
 
-export async function bootId(): Promise<string> {
+async function bootId(): Promise<string> {
   return (await readText('/proc/sys/kernel/random/boot_id')) ?? 'unknown';
 }
 

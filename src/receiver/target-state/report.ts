@@ -37,7 +37,7 @@ export interface TargetReport {
 }
 
 /** The report of the regular file open as `fd` (path `path`). */
-export async function fileTargetReport(fd: number, path: string, name = path): Promise<TargetReport> {
+async function fileTargetReport(fd: number, path: string, name = path): Promise<TargetReport> {
   const st = fstatSync(fd, { bigint: true });
   const stored = (await readFileRecord(fd, path)) ?? null;
   const divergence = stored ? divergenceOf(stored, st) : [];
@@ -52,7 +52,7 @@ export async function fileTargetReport(fd: number, path: string, name = path): P
 }
 
 /** The report of the block device open as `fd`, whose record is in `stateDir`. */
-export async function deviceTargetReport(fd: number, stateDir: string, name: string): Promise<TargetReport> {
+async function deviceTargetReport(fd: number, stateDir: string, name: string): Promise<TargetReport> {
   const st = fstatSync(fd, { bigint: true });
   const s = await inspectDevice(stateDir, st.rdev, nativeDevice().blockSizeBytes(fd), name);
   return {

@@ -180,7 +180,7 @@ export interface RecordKeeper {
   syncDirs(): Promise<void>;
 }
 
-export function fileRecordKeeper(target: VolumeHandle, targetPath: string): RecordKeeper {
+function fileRecordKeeper(target: VolumeHandle, targetPath: string): RecordKeeper {
   return {
     write: async (record) => {
       const stored = await writeFileRecord(fdOf(target), targetPath, record);
