@@ -9,10 +9,10 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync, rmSync, readdirSync, statSync, existsSync, mkdirSync } from 'node:fs';
-import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync, rmSync, readdirSync, statSync, existsSync, mkdirSync, copyFileSync } from 'node:fs';
+import { spawn, execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { createDemoPool, type DemoPool } from '../../src/thin/demo-pool.js';
 import { cliPath, runCli, startCli } from '../helpers/cli.js';
 import { expectedImage } from '../helpers/offline-image.js';
@@ -291,4 +291,31 @@ test('device record garbage: a state-dir record that is not JSON, or of another 
   const r = await recvBytes(dev, inc12);
   assert.equal(r.code, 0, r.stderr);
   assertDevice(dev, img2, 'the record restored: the incremental applies');
+});
+
+test('device journal on a full state directory: the apply fails naming the journal (exit 12), the device is rolled back to its previous snapshot exactly', { skip: skipReason }, async () => {
+  const dev = await deviceWithSnap1('enospc');
+  // The same record, in a state directory on a 2 MiB tmpfs: far too small for the old bytes a full stream replaces.
+  const tiny = join(dir, 'tiny-state');
+  mkdirSync(join(tiny), { recursive: true });
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', tiny]);
+  try {
+    mkdirSync(join(tiny, 'targets'));
+    const rec = (await show(dev)).record!.file;
+    copyFileSync(rec, join(tiny, 'targets', basename(rec)));
+    const s = join(dir, 'enospc-in.bin');
+    writeFileSync(s, full2);
+    const r = await sh(`${q(node)} ${q(cliPath)} recv --state-dir ${q(tiny)} ${q(dev)} < ${q(s)}`);
+    assert.equal(r.code, 12, r.stderr);
+    assert.match(r.stderr, /ENOSPC|no space left/i);
+    assert.ok(r.stderr.includes(`undo journal ${join(tiny, 'targets')}`), `names the journal: ${r.stderr}`);
+    assert.match(r.stderr, /rolled back, the target holds what it held before/);
+    assertDevice(dev, img1, 'rolled back after the state directory filled up');
+    assert.deepEqual(readdirSync(join(tiny, 'targets')).filter((n) => n.includes('.undo-')), [], 'the journal is gone');
+    const after = await runCli(['target', 'show', dev, '--state-dir', tiny, '--json']);
+    assert.equal(after.code, 0, after.stderr);
+    assert.equal((JSON.parse(after.stdout) as Shown).diverged, false, 'the record was taken again after the rollback');
+  } finally {
+    execFileSync('umount', [tiny]);
+  }
 });

@@ -17,12 +17,12 @@ import { targetStateSettings } from './record.js';
 import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, fsync, ftruncate, openSync, constants as fsConstants } from 'node:fs';
 import { promisify } from 'node:util';
-import { readdir, rename, unlink, stat } from 'node:fs/promises';
+import { readdir, rename, unlink, stat, open as openFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ThinshipError } from '../../errors.js';
 import { openVolume, openVolumeFd, type VolumeHandle } from '../../device/volume.js';
 import { nativeDevice } from '../../device/native.js';
-import { UndoJournal, readJournal, type JournalHeader } from './undo-journal.js';
+import { UndoJournal, readJournal, readOldBytes, type JournalHeader } from './undo-journal.js';
 import { pruneSidecar, readFileRecord, removeFileRecord, syncDir, writeFileRecord, type StoredRecord, type TargetRecord } from './record.js';
 
 export type StageKind = 'new-file' | 'reflink' | 'journal';
@@ -290,9 +290,15 @@ export async function rollbackJournal(path: string, target: VolumeHandle, keeper
   }
   // Not through the journal's own wrapper: write with the plain methods of the prototype.
   const proto = Object.getPrototypeOf(target) as VolumeHandle;
-  for (let i = j.ranges.length - 1; i >= 0; i--) {
-    const r = j.ranges[i]!;
-    await proto.writeAt.call(target, r.old, r.offsetBytes);
+  const fh = await openFile(path, 'r');
+  try {
+    for (let i = j.ranges.length - 1; i >= 0; i--) {
+      const r = j.ranges[i]!;
+      if (r.zeros) await proto.makeZero.call(target, r.offsetBytes, r.lengthBytes);
+      else await proto.writeAt.call(target, await readOldBytes(fh, r), r.offsetBytes);
+    }
+  } finally {
+    await fh.close();
   }
   if (target.kind === 'file') {
     const st = await target.stat();
@@ -301,9 +307,11 @@ export async function rollbackJournal(path: string, target: VolumeHandle, keeper
     }
   }
   await target.flush();
-  if (j.header.restoreRecord) await keeper.rerecord();
+  // The target is its old self again: the journal goes first (it frees the room a full disk may lack for
+  // the record). A crash before the record is taken again leaves a stale commit stat: seen as diverged, never missed.
   await unlink(path);
   await syncDir(dirname(path));
+  if (j.header.restoreRecord) await keeper.rerecord();
   return { ranges: j.ranges.length, committed: false };
 }
 
