@@ -218,7 +218,7 @@ export async function readJournal(path: string): Promise<JournalContents & { val
         const n = Math.min(READ_PIECE_BYTES, length - p);
         const got = await readExactly(fh, piece.subarray(0, n), payloadPos + p);
         hash.update(piece.subarray(0, got));
-        small && piece.copy(small, p, 0, got);
+        if (small) piece.copy(small, p, 0, got);
       }
       if (!hash.digest().equals(eh.subarray(20, 52))) break;
       if (kind === KIND_OLD_BYTES) ranges.push({ offsetBytes, lengthBytes: length, zeros: false, payloadPos });
