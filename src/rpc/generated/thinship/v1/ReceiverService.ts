@@ -23,7 +23,9 @@ export interface ReceiverServiceClient extends grpc.Client {
   /**
    * Forgets a transfer that will not be finished: stops its stream if one is
    * running, deletes its checkpoint and releases its target for other
-   * transfers. The target keeps whatever was applied (it is NOT rolled back).
+   * transfers. A file or block-device target is rolled back to what it held
+   * before the transfer (its staging file or undo journal); an LVM target
+   * keeps whatever was applied.
    */
   AbortTransfer(argument: _thinship_v1_AbortTransferRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_AbortTransferResponse__Output>): grpc.ClientUnaryCall;
   AbortTransfer(argument: _thinship_v1_AbortTransferRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_thinship_v1_AbortTransferResponse__Output>): grpc.ClientUnaryCall;
@@ -32,7 +34,9 @@ export interface ReceiverServiceClient extends grpc.Client {
   /**
    * Forgets a transfer that will not be finished: stops its stream if one is
    * running, deletes its checkpoint and releases its target for other
-   * transfers. The target keeps whatever was applied (it is NOT rolled back).
+   * transfers. A file or block-device target is rolled back to what it held
+   * before the transfer (its staging file or undo journal); an LVM target
+   * keeps whatever was applied.
    */
   abortTransfer(argument: _thinship_v1_AbortTransferRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_AbortTransferResponse__Output>): grpc.ClientUnaryCall;
   abortTransfer(argument: _thinship_v1_AbortTransferRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_thinship_v1_AbortTransferResponse__Output>): grpc.ClientUnaryCall;
@@ -137,7 +141,9 @@ export interface ReceiverServiceHandlers extends grpc.UntypedServiceImplementati
   /**
    * Forgets a transfer that will not be finished: stops its stream if one is
    * running, deletes its checkpoint and releases its target for other
-   * transfers. The target keeps whatever was applied (it is NOT rolled back).
+   * transfers. A file or block-device target is rolled back to what it held
+   * before the transfer (its staging file or undo journal); an LVM target
+   * keeps whatever was applied.
    */
   AbortTransfer: grpc.handleUnaryCall<_thinship_v1_AbortTransferRequest__Output, _thinship_v1_AbortTransferResponse>;
   
