@@ -5,7 +5,8 @@
  * over the target at commit. Someone who can write inside the allowed
  * directory swaps a symlink in between: the target's directory for a symlink
  * to a directory outside, or the staging file itself for a symlink to a file
- * outside. Neither may make the receiver create, write or rename anything
+ * outside; or, where an incremental is journaled (no reflinks), the directory
+ * its undo journal is created in. None may make the receiver create, write or rename anything
  * outside the allowed directory. The TransferRegistry runs in-process on real
  * files; the swap happens inside its openStage step (after the target was
  * opened, before the staging file is touched).
@@ -24,6 +25,7 @@ import { StreamDigest } from '../../src/stream/digest.js';
 import { ThinshipError } from '../../src/errors.js';
 import { stagingPath } from '../../src/receiver/target-state/staging.js';
 import { transferOwner } from '../../src/receiver/target-state/transfer-hooks.js';
+import { targetStateSettings } from '../../src/receiver/target-state/record.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -147,6 +149,34 @@ test('the staging file of a resumable transfer swapped for a symlink to a file o
     assert.deepEqual(outsideEntries(), []);
     assert.ok(!existsSync(target) || readFileSync(target).length === 0, 'the target was not replaced by the symlink');
   } finally {
+    await reg.close();
+  }
+});
+
+test("an incremental's undo journal (no reflinks) with the target's directory swapped for a symlink: not created outside (PERMISSION_DENIED), the target untouched", async () => {
+  const reg = await registry('state-journal-swap');
+  targetStateSettings.forceJournal = true;
+  try {
+    const sub = join(allowed, 'jsub');
+    mkdirSync(sub);
+    const target = join(sub, 'j.img');
+    const recs = records();
+    await reg.apply(A, begin('j-full', target), iterate([...recs, endOf(recs)]));
+    const before = readFileSync(target);
+    reg.swap = () => {
+      renameSync(sub, join(allowed, 'jsub-moved'));
+      symlinkSync(outside, sub);
+    };
+    const inc = recs.slice(0, 2).map((r) => { const payload = Buffer.alloc(CHUNK, 0x42); return { ...r, payload, checksum: sha(payload) }; });
+    await assert.rejects(reg.apply(A, begin('j-inc', target, { mode: 'incremental', baseId: 'src-j-full', sourceId: 'src-j-inc' }), iterate([...inc, endOf(inc)])), (e: ThinshipError) => {
+      assert.equal(e.code, 'PERMISSION_DENIED', e.message);
+      assert.match(e.message, /symbolic link/);
+      return true;
+    });
+    assert.deepEqual(outsideEntries(), [], 'no journal outside the allowed directory');
+    assert.ok(readFileSync(join(allowed, 'jsub-moved', 'j.img')).equals(before), 'the target is untouched');
+  } finally {
+    targetStateSettings.forceJournal = false;
     await reg.close();
   }
 });

@@ -162,7 +162,7 @@ export async function openFileStage(o: OpenStageOptions): Promise<FileStage> {
   const target = o.target;
   if (target === undefined) throw new ThinshipError('NOT_FOUND', `target ${o.targetPath} does not exist: an incremental stream applies only to a target holding its base`);
   const st = fstatSync(fdOf(target), { bigint: true });
-  const journal = await openJournal(jp, o.resume, { owner: o.owner, ino: String(st.ino), dev: String(st.dev), originalSizeBytes: target.sizeBytes, restoreRecord: o.recordIsClean === true });
+  const journal = await openJournal(jp, o.resume, { owner: o.owner, ino: String(st.ino), dev: String(st.dev), originalSizeBytes: target.sizeBytes, restoreRecord: o.recordIsClean === true }, o.openDir);
   const want = o.volumeSizeBytes ?? 0;
   if (o.grow && target.sizeBytes < want) await target.extendTo(want);
   return journalStage(target, journal, fileRecordKeeper(target, o.targetPath));
@@ -201,13 +201,21 @@ function fileRecordKeeper(target: VolumeHandle, targetPath: string): RecordKeepe
 }
 
 /** A new journal (its directory entry made durable), or this owner's to continue (resume). */
-export async function openJournal(jp: string, resume: boolean, header: JournalHeader): Promise<UndoJournal> {
+export async function openJournal(jp: string, resume: boolean, header: JournalHeader, openDir?: () => Promise<number>): Promise<UndoJournal> {
   const exists = await stat(jp).then(() => true, () => false);
   if (resume && exists) return UndoJournal.reopen(jp);
-  await unlink(jp).catch(() => undefined);
-  const journal = await UndoJournal.create(jp, header);
-  await syncDir(dirname(jp));
-  return journal;
+  // openDir: the journal is made through a descriptor of its directory (opened race-free by the caller), not by path.
+  const dirFd = openDir ? await openDir() : undefined;
+  try {
+    const at = dirFd === undefined ? jp : `/proc/self/fd/${dirFd}/${basename(jp)}`;
+    await unlink(at).catch(() => undefined);
+    const journal = await UndoJournal.create(jp, header, { createAt: at });
+    if (dirFd === undefined) await syncDir(dirname(jp));
+    else await fsyncFd(dirFd);
+    return journal;
+  } finally {
+    if (dirFd !== undefined) closeSync(dirFd);
+  }
 }
 
 /**

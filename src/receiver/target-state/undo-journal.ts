@@ -77,8 +77,9 @@ export class UndoJournal {
   private constructor(readonly path: string, private fh: FileHandle, private endBytes: number, readonly header: JournalHeader) {}
 
   /** Creates a new journal (replacing none: O_EXCL) and makes its header durable. */
-  static async create(path: string, header: JournalHeader): Promise<UndoJournal> {
-    const fh = await open(path, 'wx', 0o600);
+  static async create(path: string, header: JournalHeader, o: { createAt?: string } = {}): Promise<UndoJournal> {
+    // createAt: the same file named through a directory descriptor (/proc/self/fd/N/NAME), race-free.
+    const fh = await open(o.createAt ?? path, 'wx', 0o600);
     const head = Buffer.from(MAGIC + JSON.stringify(header) + '\n');
     await fh.write(head, 0, head.length, 0);
     await fh.sync();
