@@ -9,6 +9,7 @@
  */
 import { closeSync, constants as fsConstants, existsSync, fstatSync, open as fsOpen, type BigIntStats } from 'node:fs';
 import { promisify } from 'node:util';
+import { dirname } from 'node:path';
 import { ThinshipError } from '../errors.js';
 import { runTool } from '../exec/run.js';
 import { classifyLvm } from '../exec/known-errors.js';
@@ -157,6 +158,24 @@ async function openAllowedDir(t: Extract<AllowedTarget, { kind: 'path' }>): Prom
 }
 
 /**
+ * The directory a file target is in, opened beneath its allowed directory
+ * with no symlink in any component (its staging file is created through it:
+ * target-state/staging.ts). The caller closes the fd.
+ */
+export async function openTargetDirectory(t: Extract<AllowedTarget, { kind: 'path' }>): Promise<number> {
+  const dirFd = await openAllowedDir(t);
+  const rel = dirname(t.rel);
+  if (rel === '.') return dirFd;
+  try {
+    return nativeDevice().openBeneath(dirFd, rel, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY, 0);
+  } catch (e) {
+    throw openError(t, e, `open of its directory beneath ${t.dir}`);
+  } finally {
+    closeSync(dirFd);
+  }
+}
+
+/**
  * Opens a file target beneath its allowed directory: no symlink in any
  * component, never outside the directory, a missing file created with
  * O_EXCL (never through whatever appears at its name). Returns the fd, and
@@ -295,4 +314,41 @@ export async function currentTargetIdentity(t: AllowedTarget, o: { openBeneath?:
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * Opens an authorised file or device target read-only the way
+ * openTransferTarget would (beneath its allowed directory with no symlink in
+ * any component; a device only while it is still the device the rules
+ * named), for GetTarget. Returns the fd (the caller closes it), or undefined
+ * when the target does not exist.
+ */
+export async function openTargetForReading(t: Exclude<AllowedTarget, { kind: 'lvm' }>): Promise<number | undefined> {
+  const flags = fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOCTTY;
+  let fd: number;
+  try {
+    if (t.kind === 'device') fd = await openFd(t.realPath, flags | fsConstants.O_NOFOLLOW);
+    else {
+      const dirFd = await openAllowedDir(t);
+      try {
+        fd = nativeDevice().openBeneath(dirFd, t.rel, flags, 0);
+      } finally {
+        closeSync(dirFd);
+      }
+    }
+  } catch (e) {
+    const errno = errnoOf(e);
+    if (errno === 'ENOENT' || errno === 'ENXIO' || errno === 'ENODEV' || (e as ThinshipError).code === 'NOT_FOUND') return undefined;
+    throw openError(t, e, 'open for reading');
+  }
+  const st = fstatOrClose(fd, t);
+  if (t.kind === 'device' && (!st.isBlockDevice() || st.rdev !== t.rdev)) {
+    closeSync(fd);
+    throw refused(t, `${t.realPath} is now ${kindOf(st)}, not the block device ${devName(t.rdev)} it was when the receiver read its configuration`);
+  }
+  if (t.kind === 'path' && !st.isFile()) {
+    closeSync(fd);
+    throw new ThinshipError('USAGE', `target ${t.name} is ${kindOf(st)}; a target must be a regular file, a listed block device or an LV`, { details: { target: t.name } });
+  }
+  return fd;
 }

@@ -22,8 +22,10 @@ import { ThinshipError, abortError, asThinshipError } from '../errors.js';
 import { TokenBucket } from '../stream/bandwidth.js';
 import type { VolumeHandle } from '../device/volume.js';
 import { applyMessages } from './receiver.js';
-import { currentTargetIdentity, openTransferTarget, targetIdentity, type OpenedTarget } from './target.js';
-import { commitTransferStage, discardTransferStage, openTransferStage, recoverAtStart, transferOwner } from './target-state/transfer-hooks.js';
+import { closeSync } from 'node:fs';
+import { targetReportOf, type TargetReport } from './target-state/report.js';
+import { currentTargetIdentity, openTargetForReading, openTransferTarget, targetIdentity, type OpenedTarget } from './target.js';
+import { commitTransferStage, discardTransferStage, openDeviceTransferStage, openTransferStage, recoverAtStart, transferOwner } from './target-state/transfer-hooks.js';
 import type { FileStage } from './target-state/staging.js';
 import { SHA256_BYTES } from '../stream/integrity.js';
 import { codeLabel, type ReceiverMetrics } from '../ops/metrics.js';
@@ -356,7 +358,7 @@ export class TransferRegistry {
     if (this.o.decodeWorkers > 0) this.decodePool = new DecodePool(this.o.decodeWorkers);
     // recv-guarantees hook: staging and journals that no resumable transfer owns are rolled back.
     const resumable = [...this.checkpoints.values()].filter((c) => c.status === 'in_progress').map((c) => transferOwner(c.identity, c.transferId));
-    await recoverAtStart(this.opts.policy, resumable, this.opts.log).catch((e) => this.opts.log.error({ err: asThinshipError(e).message }, 'start-up recovery of staged targets failed'));
+    await recoverAtStart(this.opts.policy, resumable, this.opts.stateDir, this.opts.log).catch((e) => this.opts.log.error({ err: asThinshipError(e).message }, 'start-up recovery of staged targets failed'));
     await this.sweep();
     const every = Math.max(1000, Math.min(60_000, Math.floor(this.o.expiryMs / 4)));
     this.sweepTimer = setInterval(() => { this.sweep().catch((e) => this.opts.log.error({ err: asThinshipError(e).message }, 'expiry sweep failed')); }, every);
@@ -373,7 +375,7 @@ export class TransferRegistry {
       this.checkpoints.delete(k);
       await this.store.remove(cp.identity, cp.transferId);
       // recv-guarantees hook: an expired transfer's staging or journal is rolled back.
-      if (cp.status === 'in_progress') await discardTransferStage(cp.target, transferOwner(cp.identity, cp.transferId), this.opts.log);
+      if (cp.status === 'in_progress') await discardTransferStage(cp.target, transferOwner(cp.identity, cp.transferId), this.opts.stateDir, this.opts.log);
       gone.push(cp.transferId);
       this.opts.log.info({ transferId: cp.transferId, target: cp.target, status: cp.status, durableOffsetBytes: cp.durableOffsetBytes }, 'transfer expired and forgotten');
     }
@@ -420,6 +422,25 @@ export class TransferRegistry {
     };
   }
 
+  /**
+   * GetTarget: what a target holds (target-state/report.ts), under the same
+   * access rules as applying to it (authorizeTarget: PERMISSION_DENIED opens
+   * nothing). An unfinished transfer of this registry on it counts as staged
+   * even where nothing is on disk yet.
+   */
+  async targetReport(who: ClientIdentity, name: string): Promise<TargetReport> {
+    const target = await authorizeTarget(this.opts.policy, who, name);
+    if (target.kind === 'lvm') throw new ThinshipError('USAGE', `target ${name}: this receiver keeps no record for LVM targets yet (files and block devices only)`);
+    const fd = await openTargetForReading(target);
+    if (fd === undefined) throw new ThinshipError('NOT_FOUND', `target ${name} does not exist`, { details: { target: name } });
+    try {
+      const r = await targetReportOf(fd, target.realPath, this.opts.stateDir, name);
+      return r;
+    } finally {
+      closeSync(fd);
+    }
+  }
+
   /** The caller's own transfers, newest first (another identity's are not listed). */
   list(who: ClientIdentity): TransferStateView[] {
     const owner = ownerName(this.opts.policy, who.names);
@@ -438,7 +459,7 @@ export class TransferRegistry {
     this.checkpoints.delete(k);
     await this.store.remove(cp.identity, transferId);
     // recv-guarantees hook: what the transfer staged is rolled back.
-    if (cp.status === 'in_progress') await discardTransferStage(cp.target, transferOwner(cp.identity, transferId), this.opts.log);
+    if (cp.status === 'in_progress') await discardTransferStage(cp.target, transferOwner(cp.identity, transferId), this.opts.stateDir, this.opts.log);
     this.opts.log.info({ transferId, identity: who.name, reason, stoppedActiveStream: !!s, durableOffsetBytes: cp.durableOffsetBytes }, 'transfer aborted');
     return { stopped: !!s, durableOffsetBytes: cp.durableOffsetBytes };
   }
@@ -550,8 +571,8 @@ export class TransferRegistry {
     }
     // A transfer starting over replaces its own stored record: not a new one for the stored cap.
     this.checkCapacity(identity, !this.checkpoints.has(key));
-    // File targets: the base is checked against the record on the target (target-state/), not this registry.
-    if (!cp && begin.incremental && target.kind !== 'path') this.checkBase(begin, target.key, identity, now);
+    // File and device targets: the base is checked against their record (target-state/), not this registry.
+    if (!cp && begin.incremental && target.kind === 'lvm') this.checkBase(begin, target.key, identity, now);
     if (cp?.status === 'complete') throw new ThinshipError('RESUME_MISMATCH', `transfer ${id} is already complete (durable at ${cp.durableOffsetBytes}); send with a new transfer id to send it again`);
     const durable = cp?.durableOffsetBytes ?? 0;
     if (begin.resumeOffsetBytes !== durable) {
@@ -663,6 +684,8 @@ export class TransferRegistry {
       }
       if (target.kind === 'path') {
         stage = await this.openStage(target, handle, created === true, begin, transferOwner(s.identity, s.transferId), !!existing, log);
+      } else if (target.kind === 'device') {
+        stage = await openDeviceTransferStage(target, handle, begin, transferOwner(s.identity, s.transferId), !!existing, this.opts.stateDir, log);
       } else if (handle.sizeBytes < begin.volumeSizeBytes) {
         // Refused before the transfer is recorded: a refused begin holds nothing.
         throw new ThinshipError('TARGET_TOO_SMALL', `the stream is for a volume of ${begin.volumeSizeBytes} bytes but target ${begin.target} has only ${handle.sizeBytes} bytes; nothing was written`);

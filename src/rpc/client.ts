@@ -37,8 +37,9 @@ import { DEFAULT_MAX_OP_BYTES } from '../thin/plan.js';
 import type { TokenBucket } from '../stream/bandwidth.js';
 import type { VolumeReader } from '../sender/volume-reader.js';
 import type { SendPlan } from '../thin/planner.js';
+import type { TargetReport } from '../receiver/target-state/report.js';
 import {
-  newReceiverClient, PROTOCOL_VERSION,
+  newReceiverClient, PROTOCOL_VERSION, unixMsOfTimestamp, type GetTargetResponse__Output,
   type ApplyStreamRequest, type ApplyStreamResponse__Output, type TransferState__Output, type AbortTransferResponse__Output, type ReceiverServiceClient,
 } from './proto.js';
 import { fromServiceError, fromReceiver, type TransportFailure } from './status.js';
@@ -192,6 +193,15 @@ export class ReceiverClient {
       this.raw.GetTransferState({ transferId }, new grpc.Metadata(), { deadline: Date.now() + UNARY_DEADLINE_MS }, (e, r) => {
         if (e?.code === grpc.status.NOT_FOUND) { this.reached = true; resolve(undefined); return; }
         this.settle(e, `GetTransferState on ${this.address}`, () => stateOf(r, 'GetTransferState'), resolve, reject);
+      });
+    });
+  }
+
+  /** GetTarget: what a target on the receiver holds, as a target report (receiver/target-state/report.ts; staged applies without their paths). */
+  getTarget(target: string): Promise<TargetReport> {
+    return new Promise((resolve, reject) => {
+      this.raw.GetTarget({ target }, new grpc.Metadata(), { deadline: Date.now() + UNARY_DEADLINE_MS }, (e, r) => {
+        this.settle(e, `GetTarget on ${this.address}`, () => reportOfProto(r!), resolve, reject);
       });
     });
   }
@@ -559,4 +569,25 @@ async function oneCall(
   } finally {
     o.signal?.removeEventListener('abort', onAbort);
   }
+}
+
+/** GetTargetResponse as the report `thinship target show` prints. */
+function reportOfProto(r: GetTargetResponse__Output): TargetReport {
+  const rec = r.record;
+  return {
+    target: r.target,
+    kind: r.kind === 'block-device' ? 'block-device' : 'file',
+    record: rec ? {
+      record: {
+        format: 1, sourceId: rec.sourceId, baseId: rec.baseId, ...(rec.snapshotName ? { snapshotName: rec.snapshotName } : {}), volumeSizeBytes: rec.volumeSizeBytes,
+        digest: Buffer.from(rec.digest).toString('hex'), transferId: rec.transferId, receivedUnixMs: unixMsOfTimestamp(rec.receiveTime),
+      },
+      store: r.recordStore === 'xattr' || r.recordStore === 'sidecar' ? r.recordStore : 'state-dir',
+    } : null,
+    ...(r.identity ? { identity: r.identity } : {}),
+    diverged: r.diverged,
+    divergence: r.divergence,
+    ...(r.divergenceUnchecked ? { divergenceUnchecked: r.divergenceUnchecked } : {}),
+    staged: r.staged.map((s) => ({ file: '', kind: s.kind === 'staging' ? 'staging' : 'undo-journal' })),
+  };
 }

@@ -21,6 +21,7 @@ export type { ApplyStreamResponse, ApplyStreamResponse__Output } from './generat
 export type { Begin__Output } from './generated/thinship/v1/Begin.js';
 export type { TransferState, TransferState__Output } from './generated/thinship/v1/TransferState.js';
 export type { AbortTransferResponse__Output } from './generated/thinship/v1/AbortTransferResponse.js';
+export type { GetTargetResponse, GetTargetResponse__Output } from './generated/thinship/v1/GetTargetResponse.js';
 export type { ReceiverServiceClient, ReceiverServiceHandlers } from './generated/thinship/v1/ReceiverService.js';
 
 export const PROTOCOL_VERSION = 1;

@@ -42,6 +42,7 @@ import {
   DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MIN_BYTES_PER_SECOND, DEFAULT_PROGRESS_WINDOW_MS, defaultMaxActivePerIdentity, DEFAULT_MAX_BUFFERED_BYTES, MESSAGE_OVERHEAD_BYTES,
 } from '../receiver/transfers.js';
 import { DEFAULT_MAX_VOLUME_BYTES } from '../receiver/record-checks.js';
+import { DEFAULT_STATE_DIR } from '../receiver/target-state/device-stage.js';
 import { DEFAULT_RECEIVE_WINDOW_BYTES, HTTP2_DEFAULT_WINDOW_BYTES, HTTP2_MAX_WINDOW_BYTES } from './http2-window.js';
 import { defaultWorkerCount } from '../stream/worker-pool.js';
 
@@ -106,7 +107,7 @@ export async function parseReceiverConfig(v: unknown, file: string): Promise<Rec
   return {
     file,
     tls: c.tls('tls'),
-    stateDir: c.v.stateDir === undefined ? '/var/lib/thinship' : c.path(c.v.stateDir, 'stateDir'),
+    stateDir: c.v.stateDir === undefined ? DEFAULT_STATE_DIR : c.path(c.v.stateDir, 'stateDir'),
     checkpointIntervalBytes: uint('checkpointIntervalBytes', DEFAULT_CHECKPOINT_INTERVAL_BYTES),
     transferExpiryMs: uint('transferExpirySeconds', DEFAULT_TRANSFER_EXPIRY_MS / 1000) * 1000,
     maxChunkBytes,

@@ -24,11 +24,12 @@ import type { ServerHttp2Session } from 'node:http2';
 import { ThinshipError } from '../errors.js';
 import { log as rootLog } from '../log.js';
 import { TransferRegistry, MESSAGE_OVERHEAD_BYTES, type TransferStateView } from '../receiver/transfers.js';
+import type { TargetReport } from '../receiver/target-state/report.js';
 import type { TransferBegin, WireRecord } from '../receiver/record-checks.js';
 import type { ClientIdentity } from '../receiver/access.js';
 import {
   receiverProto, protoRoot, LOADER_OPTIONS, PROTOCOL_VERSION, RECEIVER_SERVICE, timestampOfUnixMs,
-  type ApplyStreamRequest__Output, type ApplyStreamResponse, type Begin__Output, type TransferState, type ReceiverServiceHandlers,
+  type ApplyStreamRequest__Output, type ApplyStreamResponse, type Begin__Output, type TransferState, type ReceiverServiceHandlers, type GetTargetResponse,
 } from './proto.js';
 import { toServiceError } from './status.js';
 import { access } from 'node:fs/promises';
@@ -209,6 +210,25 @@ function stateToProto(s: TransferStateView): TransferState {
   };
 }
 
+/** A target report (target-state/report.ts) as GetTargetResponse: no paths of the receiver's files. */
+function targetToProto(r: TargetReport): GetTargetResponse {
+  const rec = r.record?.record;
+  return {
+    target: r.target,
+    kind: r.kind,
+    record: rec ? {
+      sourceId: rec.sourceId, baseId: rec.baseId, snapshotName: rec.snapshotName ?? '', volumeSizeBytes: rec.volumeSizeBytes,
+      digest: Buffer.from(rec.digest, 'hex'), transferId: rec.transferId, receiveTime: timestampOfUnixMs(rec.receivedUnixMs),
+    } : null,
+    recordStore: r.record?.store ?? '',
+    diverged: r.diverged,
+    divergence: r.divergence,
+    divergenceUnchecked: r.divergenceUnchecked ?? '',
+    staged: r.staged.map((s) => ({ kind: s.kind })),
+    identity: r.identity ?? '',
+  };
+}
+
 /** At most this many refused-handshake lines per window; the rest are counted in the next line. */
 const HANDSHAKE_LOG_LINES = 20;
 const HANDSHAKE_LOG_WINDOW_MS = 10_000;
@@ -363,6 +383,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     },
     GetTransferState: unary('GetTransferState', async (call) => ({ state: stateToProto(await registry.state(who(call), String(call.request.transferId ?? ''))) })),
     ListTransfers: unary('ListTransfers', async (call) => ({ transfers: registry.list(who(call)).map(stateToProto) })),
+    GetTarget: unary('GetTarget', async (call) => targetToProto(await registry.targetReport(who(call), String(call.request.target ?? '')))),
     AbortTransfer: unary('AbortTransfer', async (call) => {
       const tid = String(call.request.transferId ?? '');
       const r = await registry.abort(who(call), tid, String(call.request.reason ?? '').slice(0, 500));

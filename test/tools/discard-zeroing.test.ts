@@ -56,7 +56,8 @@ function readDev(dev: string, offsetBytes = 0, lengthBytes = pool.volumeSizeByte
 
 function sendRecv(target: string): Promise<CliResult> {
   const send = spawn(process.execPath, [cliPath, 'send', '-q', '--pool-metadata', pool.metadataPath, '--pool-data', pool.dataPath, '--volume-size', String(pool.volumeSizeBytes), String(pool.baseDevId)], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const recv = spawn(process.execPath, [cliPath, 'recv', target], { stdio: ['pipe', 'pipe', 'pipe'] });
+  // --state-dir: the device's record and journal stay in the test's directory.
+  const recv = spawn(process.execPath, [cliPath, 'recv', '--state-dir', join(dir, 'state'), target], { stdio: ['pipe', 'pipe', 'pipe'] });
   send.stdout.pipe(recv.stdin);
   recv.stdin.on('error', () => undefined);
   let stderr = '';

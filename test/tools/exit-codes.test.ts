@@ -42,7 +42,8 @@ const offline = () => ['--pool-metadata', pool.metadataPath, '--pool-data', pool
 /** `thinship send (pipe mode) | thinship recv TARGET`; resolves with recv's result (bounded). */
 function pipeToRecv(devIds: string[], target: string): Promise<CliResult> {
   const send = spawn(process.execPath, [cliPath, 'send', '-q', ...offline(), ...devIds], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const recv = spawn(process.execPath, [cliPath, 'recv', target], { stdio: ['pipe', 'pipe', 'pipe'] });
+  // --state-dir: a block-device target's record and journal stay in the test's directory.
+  const recv = spawn(process.execPath, [cliPath, 'recv', '--state-dir', join(dir, 'state'), target], { stdio: ['pipe', 'pipe', 'pipe'] });
   send.stdout.pipe(recv.stdin);
   recv.stdin.on('error', () => undefined); // recv may stop reading first
   send.stdout.on('error', () => undefined);

@@ -37,7 +37,8 @@ const offline = () => offlinePoolArgs(pool);
 const node = process.execPath;
 
 const send = (ids: number[], extra = '') => `${q(node)} ${q(cliPath)} send ${offline().map(q).join(' ')} ${extra} ${ids.join(' ')}`;
-const recv = (target: string) => `${q(node)} ${q(cliPath)} recv ${q(target)}`;
+// --state-dir: a block-device target's record and journal stay in the test's directory.
+const recv = (target: string) => `${q(node)} ${q(cliPath)} recv --state-dir ${q(join(dir, 'state'))} ${q(target)}`;
 
 function readTarget(path: string): Buffer {
   return readFileSync(path).subarray(0, pool.volumeSizeBytes);

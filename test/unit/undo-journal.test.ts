@@ -10,7 +10,8 @@ import { mkdtempSync, rmSync, writeFileSync, readFileSync, statSync, truncateSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openVolume } from '../../src/device/volume.js';
-import { UndoJournal, readJournal } from '../../src/receiver/target-state/undo-journal.js';
+import { open } from 'node:fs/promises';
+import { UndoJournal, readJournal, readOldBytes } from '../../src/receiver/target-state/undo-journal.js';
 import { openFileStage, recoverFileTarget, journalPath } from '../../src/receiver/target-state/staging.js';
 import { readFileRecord, type TargetRecord } from '../../src/receiver/target-state/record.js';
 
@@ -29,8 +30,27 @@ test('a torn last entry is ignored; the intact ones are read in order', async ()
   const whole = readFileSync(p);
   truncateSync(p, whole.length - 3);
   const c = await readJournal(p);
-  assert.deepEqual(c.ranges.map((r) => [r.offsetBytes, r.old.toString()]), [[0, 'first']]);
+  const fh = await open(p, 'r');
+  try {
+    assert.deepEqual(await Promise.all(c.ranges.map(async (r) => [r.offsetBytes, (await readOldBytes(fh, r)).toString()])), [[0, 'first']]);
+  } finally {
+    await fh.close();
+  }
   assert.equal(c.committed, undefined);
+});
+
+test('old bytes that were zeros are journaled as their length only, and rolled back as zeros', async () => {
+  const t = join(dir, 'zeros.img');
+  const old = Buffer.concat([Buffer.alloc(1024 * 1024), Buffer.alloc(4096, 5)]);
+  writeFileSync(t, old);
+  const h = await openVolume(t, { mode: 'write' });
+  const stage = await openFileStage({ targetPath: t, target: h, mode: 'in-place', volumeSizeBytes: old.length, owner: 'pipe', resume: false, grow: false, noReflink: true });
+  await stage.handle.writeAt(Buffer.alloc(1024 * 1024 + 4096, 7), 0);
+  assert.ok(statSync(journalPath(t, 'pipe')).size < 4096 + 1024, `a zero MiB costs a few bytes (journal ${statSync(journalPath(t, 'pipe')).size} bytes)`);
+  await stage.close();
+  await h.close();
+  assert.deepEqual((await recoverFileTarget(t)).map((a) => a.action), ['rolled-back']);
+  assert.ok(readFileSync(t).equals(old), 'zeros and old bytes back');
 });
 
 test('rollback writes the old bytes back (overlapping writes too) and cuts a grown target to its size', async () => {

@@ -8,13 +8,15 @@ import { decodeStream } from '../../stream/linbit/decode.js';
 import { applyMessages } from '../../receiver/receiver.js';
 import { parseTargetName, resolveTarget } from '../../receiver/target.js';
 import { ProgressLine, parseProgressMode } from '../progress.js';
-import type { StreamMessage } from '../../stream/messages.js';
+import type { BeginInfo, StreamMessage } from '../../stream/messages.js';
+import { DEFAULT_STATE_DIR, isBlockDevicePath, openDeviceStage, recoverDeviceJournals, requireDeviceIdentity } from '../../receiver/target-state/device-stage.js';
+import { resolve } from 'node:path';
 import { openFileStage, recoverFileTarget, type FileStage, type RecoveryAction } from '../../receiver/target-state/staging.js';
 import { readFileRecord, type TargetRecord } from '../../receiver/target-state/record.js';
 import { checkTargetRules, divergenceOf } from '../../receiver/target-state/rules.js';
 import { formatBytes, formatRate } from '../format.js';
 
-export interface RecvFlags { quiet?: boolean; progress?: string; force?: boolean; grow?: boolean }
+export interface RecvFlags { quiet?: boolean; progress?: string; force?: boolean; grow?: boolean; stateDir?: string }
 
 export async function recvPipeCommand(targetName: string, flags: RecvFlags): Promise<void> {
   applyTargetStateEnv();
@@ -36,7 +38,12 @@ export async function recvPipeCommand(targetName: string, flags: RecvFlags): Pro
       await recvIntoFile(resolved.path, targetName, input, flags);
       return;
     }
-    // Block devices and LVs: applied in place.
+    // Raw block devices: journaled, recorded in the state directory (target-state/device-stage.ts).
+    if (spec.kind === 'path' && (await isBlockDevicePath(resolved.path))) {
+      await recvIntoDevice(resolved.path, targetName, input, flags);
+      return;
+    }
+    // LVs: applied in place.
     const existed = spec.kind === 'lvm' || (await stat(resolved.path).then(() => true, () => false));
     const target = await openVolume(resolved.path, { mode: 'write', create: !existed });
     try {
@@ -77,15 +84,7 @@ async function isFileOrMissing(path: string): Promise<boolean> {
  */
 async function recvIntoFile(path: string, targetName: string, input: AsyncIterable<Buffer>, flags: RecvFlags): Promise<void> {
   for (const a of await recoverFileTarget(path)) process.stderr.write(`thinship recv: ${targetName}: ${describeRecovery(a)}\n`);
-  const it = decodeStream(input)[Symbol.asyncIterator]();
-  const first = await it.next();
-  const begin = !first.done && first.value.type === 'begin' ? first.value.info : undefined;
-  const rest: AsyncIterable<StreamMessage> = {
-    [Symbol.asyncIterator]: () => {
-      let gave = first.done === true;
-      return { next: async () => { if (!gave) { gave = true; return first; } return it.next(); }, return: async () => (await it.return?.()) ?? { done: true, value: undefined } };
-    },
-  };
+  const { begin, rest } = await peekBegin(input);
   const full = begin?.incremental === false && begin.volumeSizeBytes !== undefined;
   const existed = await stat(path).then(() => true, () => false);
   const target = existed ? await openVolume(path, { mode: 'write' }) : undefined;
@@ -138,12 +137,78 @@ async function recvIntoFile(path: string, targetName: string, input: AsyncIterab
   }
 }
 
+/** The stream's begin (undefined when it does not start with one), and every message (the begin included). */
+async function peekBegin(input: AsyncIterable<Buffer>): Promise<{ begin: BeginInfo | undefined; rest: AsyncIterable<StreamMessage> }> {
+  const it = decodeStream(input)[Symbol.asyncIterator]();
+  const first = await it.next();
+  const begin = !first.done && first.value.type === 'begin' ? first.value.info : undefined;
+  const rest: AsyncIterable<StreamMessage> = {
+    [Symbol.asyncIterator]: () => {
+      let gave = first.done === true;
+      return { next: async () => { if (!gave) { gave = true; return first; } return it.next(); }, return: async () => (await it.return?.()) ?? { done: true, value: undefined } };
+    },
+  };
+  return { begin, rest };
+}
+
+/**
+ * Pipe mode into a raw block device: opened exclusively (O_EXCL: refused while
+ * mounted or held), what an earlier apply left in the state directory rolled
+ * back, the begin checked against the device's record there, every byte
+ * written behind an undo journal, recorded at the validated end.
+ */
+async function recvIntoDevice(path: string, targetName: string, input: AsyncIterable<Buffer>, flags: RecvFlags): Promise<void> {
+  const stateDir = resolve(flags.stateDir ?? DEFAULT_STATE_DIR);
+  const target = await openVolume(path, { mode: 'write' });
+  let stage: FileStage | undefined;
+  try {
+    const st = await target.stat();
+    const say = (a: RecoveryAction) => process.stderr.write(`thinship recv: ${targetName}: ${describeRecovery(a)}\n`);
+    // Before anything is read: the device is put back to its last complete snapshot.
+    const id = await requireDeviceIdentity(st.rdev, targetName);
+    for (const a of await recoverDeviceJournals(stateDir, { key: id.key, open: { handle: target, rdev: st.rdev } })) say(a);
+    const { begin, rest } = await peekBegin(input);
+    if (begin) {
+      const full = begin.incremental === false && begin.volumeSizeBytes !== undefined;
+      stage = await openDeviceStage({
+        stateDir, targetName, target, rdev: st.rdev, owner: 'pipe', resume: false, force: flags.force === true, grow: flags.grow === true,
+        stream: { target: targetName, incremental: !full, sourceId: begin.sourceId, baseId: begin.baseId, volumeSizeBytes: begin.volumeSizeBytes },
+        warn: (w) => process.stderr.write(`thinship recv: warning: ${w}\n`), recovered: say,
+      });
+    }
+    const progress = new ProgressLine('recv', begin?.plannedDataBytes, parseProgressMode(flags.progress));
+    let summary;
+    try {
+      // No begin: applyMessages refuses the stream before anything is written.
+      summary = await applyMessages(rest, stage?.handle ?? target, { staged: true, onProgress: (s) => progress.update(s.bytesWritten) }).finally(() => progress.finish());
+    } catch (e) {
+      if (stage) await stage.rollback();
+      stage = undefined;
+      throw e;
+    }
+    const b = summary.begin;
+    const record: TargetRecord | undefined = b.sourceId ? {
+      format: 1, sourceId: b.sourceId, baseId: b.baseId ?? '', volumeSizeBytes: b.volumeSizeBytes ?? target.sizeBytes,
+      digest: summary.digest?.toString('hex') ?? '', transferId: b.transferId ?? 'pipe', receivedUnixMs: Date.now(),
+    } : undefined;
+    await stage!.commit(record);
+    stage = undefined;
+    if (!flags.quiet) {
+      process.stderr.write(`thinship recv: ${targetName}: ${summary.records} records (${summary.dataRecords} data, ${summary.unmapRecords} unmap), ${formatBytes(summary.bytesWritten)} written, ${formatBytes(summary.bytesDiscarded)} discarded, ${summary.seconds.toFixed(2)} s (${formatRate(summary.bytesWritten, summary.seconds)})${record ? `; ${targetName} now holds ${record.sourceId} (recorded in ${stateDir})` : ''}\n`);
+    }
+  } finally {
+    if (stage) await stage.rollback().catch(() => undefined);
+    await target.close().catch(() => undefined);
+  }
+}
+
 export function describeRecovery(a: RecoveryAction): string {
   switch (a.action) {
     case 'rolled-back': return `an earlier apply was interrupted: rolled back from its undo journal (${a.file}); the target holds its previous snapshot`;
     case 'commit-finished': return `an earlier apply was interrupted while committing: commit finished from ${a.file}; the target holds the new snapshot`;
     case 'staging-removed': return `an earlier apply was interrupted: its staging file ${a.file} was removed; the target holds its previous snapshot`;
     case 'journal-dropped': return `an undo journal ${a.file} of a file that is no longer the target was removed`;
+    case 'journal-kept': return `an undo journal ${a.file} of an interrupted apply could not be rolled back now (${a.why ?? 'unknown'}); it is kept`;
   }
 }
 

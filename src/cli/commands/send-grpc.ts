@@ -179,7 +179,7 @@ export async function transferCommand(action: string, transferId: string | undef
       process.stdout.write(flags.json ? JSON.stringify(stateJson(s), null, 2) + '\n' : transferTable([s]));
     } else {
       const r = await client.abortTransfer(transferId!, flags.reason ?? 'thinship transfer abort');
-      process.stdout.write(`aborted transfer ${r.transferId}${r.stoppedActiveStream ? ' (its running stream was stopped)' : ''}; the target keeps what was applied (durable up to offset ${r.durableOffsetBytes})\n`);
+      process.stdout.write(`aborted transfer ${r.transferId}${r.stoppedActiveStream ? ' (its running stream was stopped)' : ''}; a file or block-device target is rolled back to what it held before it, an LV keeps what was applied (durable up to offset ${r.durableOffsetBytes})\n`);
     }
   } finally {
     client.close();

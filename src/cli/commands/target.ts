@@ -1,67 +1,69 @@
-/** `thinship target show TARGET [--json]`: what a file target holds, as recorded on it (target-state/). */
+/**
+ * `thinship target show TARGET [--json]`: what a file or block-device target
+ * holds, as the receiver recorded it (target-state/): on this host (a file's
+ * own record; a device's in --state-dir), or with --to HOST:PORT asked of a
+ * `thinship serve` receiver by the GetTarget RPC (the identity's access rules apply).
+ */
 import { applyTargetStateEnv } from '../target-state-env.js';
-import { open, readdir } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { open } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { resolve } from 'node:path';
 import { ThinshipError } from '../../errors.js';
-import { readFileRecord } from '../../receiver/target-state/record.js';
-import { divergenceOf } from '../../receiver/target-state/rules.js';
+import { targetReportOf, type TargetReport } from '../../receiver/target-state/report.js';
+import { DEFAULT_STATE_DIR } from '../../receiver/target-state/device-stage.js';
+import type { TlsFlags } from './send-grpc.js';
 
-export interface TargetShowFlags { json?: boolean }
+export type { TargetReport };
 
-export interface TargetReport {
-  target: string;
-  /** What the target holds; null when it has no record (never received, or received a plain LINBIT stream). */
-  record: Awaited<ReturnType<typeof readFileRecord>> | null;
-  diverged: boolean;
-  divergence: string[];
-  /** Staging files and undo journals beside the target: an apply in progress, resumable, or interrupted (rolled back at the next apply or receiver start). */
-  staged: { file: string; kind: 'staging' | 'undo-journal' }[];
-}
+export interface TargetShowFlags extends TlsFlags { json?: boolean; stateDir?: string; to?: string }
 
-export async function targetReport(path: string): Promise<TargetReport> {
+export async function targetReport(path: string, stateDir = DEFAULT_STATE_DIR): Promise<TargetReport> {
   let fh;
   try {
-    fh = await open(path, 'r');
+    // O_NONBLOCK: a FIFO at the name must not hang the query.
+    fh = await open(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new ThinshipError('NOT_FOUND', `target ${path} does not exist`);
     throw e;
   }
   try {
-    const st = await fh.stat({ bigint: true });
-    if (!st.isFile()) throw new ThinshipError('USAGE', `target ${path} is not a regular file: thinship records what file targets hold (block devices and LVs: not yet)`);
-    const record = (await readFileRecord(fh.fd, path)) ?? null;
-    const divergence = record ? divergenceOf(record, st) : [];
-    const prefix = `.${basename(path)}.thinship-`;
-    const staged: TargetReport['staged'] = [];
-    for (const n of await readdir(dirname(path))) {
-      if (!n.startsWith(prefix)) continue;
-      const m = /^(staging|undo)-[0-9a-f]{16}$/.exec(n.slice(prefix.length));
-      if (m) staged.push({ file: join(dirname(path), n), kind: m[1] === 'staging' ? 'staging' : 'undo-journal' });
-    }
-    return { target: path, record, diverged: divergence.length > 0, divergence, staged };
+    return await targetReportOf(fh.fd, path, resolve(stateDir));
   } finally {
     await fh.close();
+  }
+}
+
+async function remoteReport(target: string, flags: TargetShowFlags): Promise<TargetReport> {
+  const { ReceiverClient } = await import('../../rpc/client.js');
+  const { tlsFilesOf } = await import('./send-grpc.js');
+  const client = await ReceiverClient.connect({ address: flags.to!, tls: tlsFilesOf(flags), insecure: flags.insecure, allowInsecureRemote: flags.allowInsecureRemote, serverName: flags.serverName });
+  try {
+    return await client.getTarget(target);
+  } finally {
+    client.close();
   }
 }
 
 export async function targetCommand(action: string, path: string, flags: TargetShowFlags): Promise<void> {
   applyTargetStateEnv();
   if (action !== 'show') throw new ThinshipError('USAGE', `target: unknown action "${action}" (show)`);
-  const r = await targetReport(path);
+  const r = flags.to !== undefined ? await remoteReport(path, flags) : await targetReport(path, flags.stateDir);
   if (flags.json) {
     process.stdout.write(JSON.stringify(r, null, 2) + '\n');
     return;
   }
-  const lines = [`target: ${r.target}`];
+  const lines = [`target: ${r.target}${r.kind === 'block-device' ? ' (block device)' : ''}`];
+  if (r.identity !== undefined) lines.push(`identity: ${r.identity}`);
   if (!r.record) lines.push('holds: unknown (no thinship record: never received, or last received a plain LINBIT stream)');
   else {
     const rec = r.record.record;
     lines.push(`holds: ${rec.sourceId}${rec.snapshotName ? ` (${rec.snapshotName})` : ''}${rec.baseId ? `, received as an increment from ${rec.baseId}` : ', received as a full stream'}`);
     lines.push(`received: ${new Date(rec.receivedUnixMs).toISOString()} (transfer ${rec.transferId})`);
     lines.push(`digest: ${rec.digest || '(the stream carried none)'}`);
-    lines.push(`recorded in: ${r.record.store === 'xattr' ? 'extended attributes user.thinship.*' : 'sidecar file beside the target'}`);
+    const where = { xattr: 'extended attributes user.thinship.*', sidecar: 'sidecar file beside the target', 'state-dir': `the receiver's state directory${r.record.file ? ` (${r.record.file})` : ''}` };
+    lines.push(`recorded in: ${where[r.record.store]}`);
   }
-  lines.push(r.diverged ? `diverged: yes (${r.divergence.join('; ')})` : 'diverged: no');
+  lines.push(r.diverged ? `diverged: yes (${r.divergence.join('; ')})` : `diverged: no${r.divergenceUnchecked ? ` as far as can be seen (${r.divergenceUnchecked})` : ''}`);
   lines.push(r.staged.length === 0 ? 'staged: nothing' : `staged: ${r.staged.map((s) => `${s.kind} ${s.file}`).join(', ')}`);
   process.stdout.write(lines.join('\n') + '\n');
 }

@@ -17,7 +17,7 @@
  */
 import type { BigIntStats } from 'node:fs';
 import { ThinshipError } from '../../errors.js';
-import type { StoredRecord } from './record.js';
+import type { StoredRecord, TargetRecord } from './record.js';
 
 /**
  * Setting the commit attribute (and the rename of a staged file) moves ctime
@@ -56,31 +56,38 @@ function nsIso(ns: bigint): string {
 
 /** Throws the refusal, or returns what to warn about. */
 export function checkTargetRules(s: StreamIdentity, rec: StoredRecord | undefined, st: BigIntStats | undefined, o: { force: boolean }): RuleOutcome {
+  return checkRecordRules(s, rec?.record, rec && st ? divergenceOf(rec, st) : [], o);
+}
+
+/**
+ * The rules for any kind of target: `record` is what it holds (undefined: no
+ * record), `divergence` how it changed since (its kind's own check: files
+ * divergenceOf above, block devices device.ts).
+ */
+export function checkRecordRules(s: StreamIdentity, record: TargetRecord | undefined, divergence: string[], o: { force: boolean }): RuleOutcome {
   const warnings: string[] = [];
-  const holds = rec ? `${rec.record.sourceId} (${rec.record.snapshotName ? `${rec.record.snapshotName}, ` : ''}received ${new Date(rec.record.receivedUnixMs).toISOString()})` : undefined;
-  if (rec && st) {
-    const why = divergenceOf(rec, st);
-    if (why.length > 0) {
-      if (!o.force) {
-        throw new ThinshipError('DIVERGED', `target ${s.target} was written since it received ${holds}: ${why.join('; ')}; nothing was written (--force applies over it, as zfs recv -F does)`, { details: { target: s.target, holds: rec.record.sourceId, divergence: why } });
-      }
-      warnings.push(`--force: target ${s.target} had diverged from ${holds} (${why.join('; ')}); the stream is applied over it`);
+  const holds = record ? `${record.sourceId} (${record.snapshotName ? `${record.snapshotName}, ` : ''}received ${new Date(record.receivedUnixMs).toISOString()})` : undefined;
+  if (record && divergence.length > 0) {
+    const why = divergence;
+    if (!o.force) {
+      throw new ThinshipError('DIVERGED', `target ${s.target} was written since it received ${holds}: ${why.join('; ')}; nothing was written (--force applies over it, as zfs recv -F does)`, { details: { target: s.target, holds: record.sourceId, divergence: why } });
     }
+    warnings.push(`--force: target ${s.target} had diverged from ${holds} (${why.join('; ')}); the stream is applied over it`);
   }
   if (!s.incremental) return { warnings };
   if (!s.baseId) {
     warnings.push(`the stream does not name its base or source (a plain LINBIT stream): applied as thin_recv does, nothing could be checked`);
     return { warnings };
   }
-  if (!rec) {
+  if (!record) {
     if (!o.force) {
       throw new ThinshipError('BASE_MISMATCH', `target ${s.target} has no thinship record, so nothing says it holds base ${s.baseId} of this incremental stream; nothing was written (send a full stream, or --force if you know it holds the base)`, { details: { target: s.target, base: s.baseId } });
     }
     warnings.push(`--force: target ${s.target} has no record; base ${s.baseId} is taken on trust`);
     return { warnings };
   }
-  if (rec.record.sourceId !== s.baseId) {
-    throw new ThinshipError('BASE_MISMATCH', `target ${s.target} holds ${holds}, but this incremental stream applies to base ${s.baseId}: send the increment from ${rec.record.sourceId}, or a full stream; nothing was written`, { details: { target: s.target, holds: rec.record.sourceId, base: s.baseId } });
+  if (record.sourceId !== s.baseId) {
+    throw new ThinshipError('BASE_MISMATCH', `target ${s.target} holds ${holds}, but this incremental stream applies to base ${s.baseId}: send the increment from ${record.sourceId}, or a full stream; nothing was written`, { details: { target: s.target, holds: record.sourceId, base: s.baseId } });
   }
   return { warnings };
 }

@@ -15,14 +15,14 @@
  */
 import { targetStateSettings } from './record.js';
 import { createHash } from 'node:crypto';
-import { fstatSync, fsync, ftruncate } from 'node:fs';
+import { closeSync, fstatSync, fsync, ftruncate, openSync, constants as fsConstants } from 'node:fs';
 import { promisify } from 'node:util';
-import { readdir, rename, unlink, stat } from 'node:fs/promises';
+import { readdir, rename, unlink, stat, open as openFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ThinshipError } from '../../errors.js';
-import { openVolume, type VolumeHandle } from '../../device/volume.js';
+import { openVolume, openVolumeFd, type VolumeHandle } from '../../device/volume.js';
 import { nativeDevice } from '../../device/native.js';
-import { UndoJournal, readJournal } from './undo-journal.js';
+import { UndoJournal, readJournal, readOldBytes, type JournalHeader } from './undo-journal.js';
 import { pruneSidecar, readFileRecord, removeFileRecord, syncDir, writeFileRecord, type StoredRecord, type TargetRecord } from './record.js';
 
 export type StageKind = 'new-file' | 'reflink' | 'journal';
@@ -34,7 +34,7 @@ export function ownerTag(owner: string): string {
   return createHash('sha256').update(owner).digest('hex').slice(0, 16);
 }
 
-function stagingPath(targetPath: string, owner: string): string {
+export function stagingPath(targetPath: string, owner: string): string {
   return join(dirname(targetPath), `.${basename(targetPath)}.thinship-staging-${ownerTag(owner)}`);
 }
 
@@ -57,6 +57,12 @@ export interface OpenStageOptions {
   grow: boolean;
   /** The target holds its record and has not diverged: a rollback of the journal re-records it. */
   recordIsClean?: boolean;
+  /**
+   * Opens the target's directory (the caller closes nothing: the stage owns the fd). The
+   * gRPC receiver opens it beneath the allowed directory with no symlink in any component;
+   * default: by path (pipe mode: the local user named it).
+   */
+  openDir?: () => Promise<number>;
   /** Tests and file systems that lie about reflinks: never try FICLONE (THINSHIP_STAGING=journal does the same). */
   noReflink?: boolean;
 }
@@ -87,27 +93,39 @@ export async function openFileStage(o: OpenStageOptions): Promise<FileStage> {
   const exists = async (p: string) => stat(p).then(() => true, () => false);
 
   if (o.mode === 'full' || (o.target !== undefined && !o.noReflink && !targetStateSettings.forceJournal)) {
-    // A staging file: new (full), or a reflink of the target (incremental).
+    // A staging file: new (full), or a reflink of the target (incremental). Created and renamed
+    // through a descriptor of the target's directory, so that nothing swapped in at a path
+    // component since the target was opened can send it elsewhere.
+    const dirFd = o.openDir ? await o.openDir() : openSync(dirname(o.targetPath), fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
+    const inDir = (name: string) => `/proc/self/fd/${dirFd}/${name}`;
+    const spName = basename(sp);
+    const closeDir = () => { try { closeSync(dirFd); } catch { /* closed already */ } };
     let handle: VolumeHandle | undefined;
     let kind: StageKind = o.mode === 'full' ? 'new-file' : 'reflink';
-    if (o.resume && (await exists(sp))) {
-      handle = await openVolume(sp, { mode: 'write' });
-    } else {
-      await unlink(sp).catch(() => undefined);
-      handle = await openVolume(sp, { mode: 'write', create: true });
-      if (kind === 'reflink') {
-        try {
-          nativeDevice().ficlone(fdOf(handle), fdOf(o.target!));
-        } catch (e) {
-          await handle.close().catch(() => undefined);
-          await unlink(sp).catch(() => undefined);
-          const errno = (e as { code?: string }).code;
-          if (errno !== 'EOPNOTSUPP' && errno !== 'ENOTSUP' && errno !== 'EXDEV' && errno !== 'EINVAL' && errno !== 'ENOTTY') throw e;
-          handle = undefined; // no reflinks here: fall through to the journal
+    try {
+      if (o.resume && (await exists(inDir(spName)))) {
+        handle = await openVolumeFd(openStagingFile(dirFd, spName, sp, false), sp, { mode: 'write' });
+      } else {
+        await unlink(inDir(spName)).catch(() => undefined);
+        handle = await openVolumeFd(openStagingFile(dirFd, spName, sp, true), sp, { mode: 'write' });
+        if (kind === 'reflink') {
+          try {
+            nativeDevice().ficlone(fdOf(handle), fdOf(o.target!));
+          } catch (e) {
+            await handle.close().catch(() => undefined);
+            await unlink(inDir(spName)).catch(() => undefined);
+            const errno = (e as { code?: string }).code;
+            if (errno !== 'EOPNOTSUPP' && errno !== 'ENOTSUP' && errno !== 'EXDEV' && errno !== 'EINVAL' && errno !== 'ENOTTY') throw e;
+            handle = undefined; // no reflinks here: fall through to the journal
+          }
         }
       }
+    } catch (e) {
+      closeDir();
+      throw e;
     }
-    if (handle !== undefined) {
+    if (handle === undefined) closeDir();
+    else {
       const h = handle;
       const want = o.volumeSizeBytes ?? o.target?.sizeBytes ?? 0;
       if (h.sizeBytes < want) await h.extendTo(want);
@@ -115,21 +133,26 @@ export async function openFileStage(o: OpenStageOptions): Promise<FileStage> {
         kind,
         handle: h,
         commit: async (record) => {
-          await h.flush();
-          const targetIno = o.target ? String((await o.target.stat()).ino) : undefined;
-          const stored = record ? await writeFileRecord(fdOf(h), o.targetPath, record, { keepInode: targetIno }) : undefined;
-          await fsyncFd(fdOf(h));
-          await h.close();
-          await rename(sp, o.targetPath);
-          await syncDir(dirname(o.targetPath));
-          if (stored?.store === 'sidecar') await pruneSidecar(o.targetPath, stored.commit.ino);
-          return stored;
+          try {
+            await h.flush();
+            const targetIno = o.target ? String((await o.target.stat()).ino) : undefined;
+            const stored = record ? await writeFileRecord(fdOf(h), o.targetPath, record, { keepInode: targetIno }) : undefined;
+            await fsyncFd(fdOf(h));
+            await h.close();
+            await rename(inDir(spName), inDir(basename(o.targetPath)));
+            await fsyncFd(dirFd);
+            if (stored?.store === 'sidecar') await pruneSidecar(o.targetPath, stored.commit.ino);
+            return stored;
+          } finally {
+            closeDir();
+          }
         },
         rollback: async () => {
           await h.close().catch(() => undefined);
-          await unlink(sp).catch(() => undefined);
+          await unlink(inDir(spName)).catch(() => undefined);
+          closeDir();
         },
-        close: async () => { await h.close().catch(() => undefined); },
+        close: async () => { await h.close().catch(() => undefined); closeDir(); },
       };
     }
     kind = 'journal';
@@ -139,13 +162,68 @@ export async function openFileStage(o: OpenStageOptions): Promise<FileStage> {
   const target = o.target;
   if (target === undefined) throw new ThinshipError('NOT_FOUND', `target ${o.targetPath} does not exist: an incremental stream applies only to a target holding its base`);
   const st = fstatSync(fdOf(target), { bigint: true });
-  let journal: UndoJournal;
-  if (o.resume && (await exists(jp))) journal = await UndoJournal.reopen(jp);
-  else {
-    await unlink(jp).catch(() => undefined);
-    journal = await UndoJournal.create(jp, { owner: o.owner, ino: String(st.ino), dev: String(st.dev), originalSizeBytes: target.sizeBytes, restoreRecord: o.recordIsClean === true });
-    await syncDir(dirname(o.targetPath));
+  const journal = await openJournal(jp, o.resume, { owner: o.owner, ino: String(st.ino), dev: String(st.dev), originalSizeBytes: target.sizeBytes, restoreRecord: o.recordIsClean === true }, o.openDir);
+  const want = o.volumeSizeBytes ?? 0;
+  if (o.grow && target.sizeBytes < want) await target.extendTo(want);
+  return journalStage(target, journal, fileRecordKeeper(target, o.targetPath));
+}
+
+/** What a journal stage records on commit and after a rollback: on the file (record.ts) or in the state directory (device-stage.ts). */
+export interface RecordKeeper {
+  /** Records what the target holds now (its data is durable). */
+  write(record: TargetRecord): Promise<StoredRecord | undefined>;
+  /** The target holds nothing known any more (a plain LINBIT stream was applied). */
+  remove(): Promise<void>;
+  /** Rolled back to exactly the recorded snapshot, but the writes moved its stat: record that again. */
+  rerecord(): Promise<void>;
+  /** Makes the keeper's and the journal's directory entries durable. */
+  syncDirs(): Promise<void>;
+}
+
+function fileRecordKeeper(target: VolumeHandle, targetPath: string): RecordKeeper {
+  return {
+    write: async (record) => {
+      const stored = await writeFileRecord(fdOf(target), targetPath, record);
+      await fsyncFd(fdOf(target));
+      return stored;
+    },
+    remove: async () => {
+      await removeFileRecord(fdOf(target), targetPath);
+      await fsyncFd(fdOf(target));
+    },
+    rerecord: async () => {
+      const rec = await readFileRecord(fdOf(target), targetPath).catch(() => undefined);
+      if (rec) await writeFileRecord(fdOf(target), targetPath, rec.record);
+      await fsyncFd(fdOf(target));
+    },
+    syncDirs: () => syncDir(dirname(targetPath)),
+  };
+}
+
+/** A new journal (its directory entry made durable), or this owner's to continue (resume). */
+export async function openJournal(jp: string, resume: boolean, header: JournalHeader, openDir?: () => Promise<number>): Promise<UndoJournal> {
+  const exists = await stat(jp).then(() => true, () => false);
+  if (resume && exists) return UndoJournal.reopen(jp);
+  // openDir: the journal is made through a descriptor of its directory (opened race-free by the caller), not by path.
+  const dirFd = openDir ? await openDir() : undefined;
+  try {
+    const at = dirFd === undefined ? jp : `/proc/self/fd/${dirFd}/${basename(jp)}`;
+    await unlink(at).catch(() => undefined);
+    const journal = await UndoJournal.create(jp, header, { createAt: at });
+    if (dirFd === undefined) await syncDir(dirname(jp));
+    else await fsyncFd(dirFd);
+    return journal;
+  } finally {
+    if (dirFd !== undefined) closeSync(dirFd);
   }
+}
+
+/**
+ * The stage of a target written in place: every write and zeroing first
+ * saves the bytes it replaces in `journal`; commit marks the journal
+ * committed, records, and deletes it; rollback writes the old bytes back.
+ */
+export function journalStage(target: VolumeHandle, journal: UndoJournal, keeper: RecordKeeper): FileStage {
   const originalSize = journal.header.originalSizeBytes;
   const saveOld = async (offsetBytes: number, lengthBytes: number) => {
     // Beyond the original size there is nothing to save: rollback truncates there.
@@ -162,8 +240,6 @@ export async function openFileStage(o: OpenStageOptions): Promise<FileStage> {
   const makeZero = target.makeZero.bind(target);
   target.writeAt = async (buf, off) => { await saveOld(off, buf.byteLength); return writeAt(buf, off); };
   target.makeZero = async (off, len) => { await saveOld(off, len); return makeZero(off, len); };
-  const want = o.volumeSizeBytes ?? 0;
-  if (o.grow && target.sizeBytes < want) await target.extendTo(want);
   return {
     kind: 'journal',
     handle: target,
@@ -172,57 +248,87 @@ export async function openFileStage(o: OpenStageOptions): Promise<FileStage> {
       let stored: StoredRecord | undefined;
       if (record) {
         await journal.markCommitted(record);
-        stored = await writeFileRecord(fdOf(target), o.targetPath, record);
+        stored = await keeper.write(record);
       } else {
         // A stream that names nothing (plain LINBIT): what the target holds is no longer known.
-        await removeFileRecord(fdOf(target), o.targetPath);
+        await keeper.remove();
       }
-      await fsyncFd(fdOf(target));
       await journal.closeAndDelete();
-      await syncDir(dirname(o.targetPath));
+      await keeper.syncDirs();
       return stored;
     },
     rollback: async () => {
       await journal.close();
-      await rollbackJournal(jp, target);
+      await rollbackJournal(journal.path, target, keeper);
     },
     close: async () => { await journal.close(); },
   };
 }
 
+/**
+ * Opens (create: creates, O_EXCL) the staging file `name` in the directory
+ * `dirFd`, with no symlink followed (openat2 RESOLVE_BENEATH |
+ * RESOLVE_NO_SYMLINKS); it must be a regular file with one link. A symlink
+ * or anything else put at its name is refused, never written through.
+ */
+function openStagingFile(dirFd: number, name: string, path: string, create: boolean): number {
+  let fd: number;
+  try {
+    fd = nativeDevice().openBeneath(dirFd, name, fsConstants.O_RDWR | fsConstants.O_NOCTTY | (create ? fsConstants.O_CREAT | fsConstants.O_EXCL : 0), 0o600);
+  } catch (e) {
+    const errno = (e as { code?: string }).code;
+    throw new ThinshipError('PERMISSION_DENIED', `staging file ${path}: ${errno === 'EEXIST' ? 'something appeared at its name between its removal and its creation' : errno === 'ELOOP' ? 'it is a symbolic link' : `it cannot be ${create ? 'created' : 'opened'}`} (${errno ?? (e as Error).message}); nothing was written`, { details: { path, errno }, cause: e });
+  }
+  const st = fstatSync(fd, { bigint: true });
+  if (!st.isFile() || st.nlink !== 1n) {
+    closeSync(fd);
+    throw new ThinshipError('PERMISSION_DENIED', `staging file ${path} is not a regular file with one link (${st.nlink} links); it is not written`, { details: { path } });
+  }
+  return fd;
+}
+
 /** Writes a journal's old bytes back (newest first), cuts the target to its original size, deletes the journal. */
-async function rollbackJournal(path: string, target: VolumeHandle): Promise<{ ranges: number; committed: boolean }> {
+export async function rollbackJournal(path: string, target: VolumeHandle, keeper: RecordKeeper = fileRecordKeeper(target, target.path)): Promise<{ ranges: number; committed: boolean }> {
   const j = await readJournal(path);
   if (j.committed) {
     // The data was final: finish the commit instead.
-    await writeFileRecord(fdOf(target), target.path, j.committed);
-    await fsyncFd(fdOf(target));
+    await keeper.write(j.committed);
     await unlink(path);
     return { ranges: 0, committed: true };
   }
   // Not through the journal's own wrapper: write with the plain methods of the prototype.
   const proto = Object.getPrototypeOf(target) as VolumeHandle;
-  for (let i = j.ranges.length - 1; i >= 0; i--) {
-    const r = j.ranges[i]!;
-    await proto.writeAt.call(target, r.old, r.offsetBytes);
+  const fh = await openFile(path, 'r');
+  try {
+    for (let i = j.ranges.length - 1; i >= 0; i--) {
+      const r = j.ranges[i]!;
+      if (r.zeros) await proto.makeZero.call(target, r.offsetBytes, r.lengthBytes);
+      else await proto.writeAt.call(target, await readOldBytes(fh, r), r.offsetBytes);
+    }
+  } finally {
+    await fh.close();
   }
-  const st = await target.stat();
-  if (Number(st.size) > j.header.originalSizeBytes) {
-    await ftruncateFd(fdOf(target), j.header.originalSizeBytes);
+  if (target.kind === 'file') {
+    const st = await target.stat();
+    if (Number(st.size) > j.header.originalSizeBytes) {
+      await ftruncateFd(fdOf(target), j.header.originalSizeBytes);
+    }
   }
   await target.flush();
-  if (j.header.restoreRecord) {
-    // Back to exactly the recorded snapshot, but the writes moved mtime/ctime: record the stat again.
-    const rec = await readFileRecord(fdOf(target), target.path).catch(() => undefined);
-    if (rec) await writeFileRecord(fdOf(target), target.path, rec.record);
-    await fsyncFd(fdOf(target));
-  }
+  // The target is its old self again: the journal goes first (it frees the room a full disk may lack for
+  // the record). A crash before the record is taken again leaves a stale commit stat: seen as diverged, never missed.
   await unlink(path);
   await syncDir(dirname(path));
+  if (j.header.restoreRecord) await keeper.rerecord();
   return { ranges: j.ranges.length, committed: false };
 }
 
-export interface RecoveryAction { file: string; action: 'rolled-back' | 'commit-finished' | 'staging-removed' | 'journal-dropped' }
+export interface RecoveryAction {
+  file: string;
+  action: 'rolled-back' | 'commit-finished' | 'staging-removed' | 'journal-dropped' | 'journal-kept';
+  /** journal-kept: why it could not be rolled back now (a device journal whose device is absent or busy). */
+  why?: string;
+}
 
 /**
  * What an earlier apply left beside a target (a crash, a kill, an abort

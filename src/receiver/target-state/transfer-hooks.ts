@@ -5,6 +5,7 @@
  *   openTransferStage    after the target is opened: roll back leftovers, check the
  *                        record (base, divergence, size), open the staging file or journal
  *   commitTransferStage  at the validated End: the staged data becomes the target, recorded
+ *   openDeviceTransferStage  the same for a raw block device (device-stage.ts: record and journal in the state dir)
  *   discardTransferStage AbortTransfer and expiry: roll the transfer's staging/journal back
  *   recoverAtStart       receiver start: roll back what no resumable transfer owns
  */
@@ -13,8 +14,10 @@ import { ThinshipError } from '../../errors.js';
 import type { VolumeHandle } from '../../device/volume.js';
 import type { AccessPolicy, AllowedTarget } from '../access.js';
 import type { TransferBegin } from '../record-checks.js';
+import { openTargetDirectory } from '../target.js';
 import { readFileRecord, type TargetRecord } from './record.js';
 import { checkTargetRules, divergenceOf } from './rules.js';
+import { recoverDeviceJournals, openDeviceStage } from './device-stage.js';
 import { findStagedTargets, openFileStage, ownerTag, recoverFileTarget, type FileStage, type RecoveryAction } from './staging.js';
 
 /** What of the registry's begin (record-checks.ts TransferBegin) matters here. */
@@ -25,7 +28,10 @@ export function transferOwner(identity: string, transferId: string): string {
 }
 
 function logRecovery(log: Logger, acts: RecoveryAction[]): void {
-  for (const a of acts) log.warn({ file: a.file, action: a.action }, a.action === 'commit-finished' ? 'interrupted commit finished: the target holds the new snapshot' : 'interrupted apply rolled back: the target holds its previous snapshot');
+  for (const a of acts) {
+    if (a.action === 'journal-kept') log.warn({ file: a.file, action: a.action, why: a.why }, 'undo journal of an interrupted apply kept: its device cannot be rolled back now (it is, when the device is next a target, or at a later start)');
+    else log.warn({ file: a.file, action: a.action }, a.action === 'commit-finished' ? 'interrupted commit finished: the target holds the new snapshot' : 'interrupted apply rolled back: the target holds its previous snapshot');
+  }
 }
 
 /**
@@ -49,6 +55,7 @@ export async function openTransferStage(t: Extract<AllowedTarget, { kind: 'path'
   return openFileStage({
     targetPath: t.realPath, target: handle, mode: b.incremental ? 'in-place' : 'full', volumeSizeBytes: b.volumeSizeBytes, owner,
     resume: resuming, grow: b.grow === true || created || handle.sizeBytes === 0, recordIsClean: rec !== undefined && divergenceOf(rec, st).length === 0,
+    openDir: () => openTargetDirectory(t),
   });
 }
 
@@ -60,15 +67,32 @@ export async function commitTransferStage(stage: FileStage, b: StageBegin, trans
   await stage.commit(record);
 }
 
+/**
+ * Before the first byte of a transfer onto a raw block device (device-stage.ts):
+ * the same rules, against the record in the state directory; always an undo journal.
+ */
+export async function openDeviceTransferStage(t: Extract<AllowedTarget, { kind: 'device' }>, handle: VolumeHandle, b: StageBegin, owner: string, resuming: boolean, stateDir: string, log: Logger): Promise<FileStage> {
+  const st = await handle.stat();
+  return openDeviceStage({
+    stateDir, targetName: b.target, target: handle, rdev: st.rdev, owner, resume: resuming, force: b.force === true, grow: b.grow === true,
+    stream: { target: b.target, incremental: b.incremental, sourceId: b.sourceId, baseId: b.baseId, volumeSizeBytes: b.volumeSizeBytes },
+    warn: (w) => log.warn({ target: b.target }, w),
+    recovered: (a) => logRecovery(log, [a]),
+  });
+}
+
 /** AbortTransfer / expiry: the transfer's staging or journal is rolled back; the target holds its previous snapshot. */
-export async function discardTransferStage(targetName: string, owner: string, log: Logger): Promise<void> {
+export async function discardTransferStage(targetName: string, owner: string, stateDir: string, log: Logger): Promise<void> {
+  // A device journal is found by its owner in the state directory, whatever the device's path is now.
+  logRecovery(log, await recoverDeviceJournals(stateDir, { onlyOwner: owner }));
   if (!targetName.startsWith('/')) return;
   logRecovery(log, await recoverFileTarget(targetName, undefined, { onlyOwner: owner }));
 }
 
 /** Receiver start: under every allowed directory, what no resumable transfer (keepOwners) owns is rolled back. */
-export async function recoverAtStart(policy: AccessPolicy, keepOwners: string[], log: Logger): Promise<void> {
+export async function recoverAtStart(policy: AccessPolicy, keepOwners: string[], stateDir: string, log: Logger): Promise<void> {
   const keepTags = new Set(keepOwners.map(ownerTag));
+  logRecovery(log, await recoverDeviceJournals(stateDir, { keepTags }));
   const dirs = new Set<string>();
   for (const rules of policy.identities.values()) for (const d of rules.directories) dirs.add(d.real);
   for (const d of dirs) {

@@ -6,6 +6,8 @@ import type { AbortTransferRequest as _thinship_v1_AbortTransferRequest, AbortTr
 import type { AbortTransferResponse as _thinship_v1_AbortTransferResponse, AbortTransferResponse__Output as _thinship_v1_AbortTransferResponse__Output } from '../../thinship/v1/AbortTransferResponse.js';
 import type { ApplyStreamRequest as _thinship_v1_ApplyStreamRequest, ApplyStreamRequest__Output as _thinship_v1_ApplyStreamRequest__Output } from '../../thinship/v1/ApplyStreamRequest.js';
 import type { ApplyStreamResponse as _thinship_v1_ApplyStreamResponse, ApplyStreamResponse__Output as _thinship_v1_ApplyStreamResponse__Output } from '../../thinship/v1/ApplyStreamResponse.js';
+import type { GetTargetRequest as _thinship_v1_GetTargetRequest, GetTargetRequest__Output as _thinship_v1_GetTargetRequest__Output } from '../../thinship/v1/GetTargetRequest.js';
+import type { GetTargetResponse as _thinship_v1_GetTargetResponse, GetTargetResponse__Output as _thinship_v1_GetTargetResponse__Output } from '../../thinship/v1/GetTargetResponse.js';
 import type { GetTransferStateRequest as _thinship_v1_GetTransferStateRequest, GetTransferStateRequest__Output as _thinship_v1_GetTransferStateRequest__Output } from '../../thinship/v1/GetTransferStateRequest.js';
 import type { GetTransferStateResponse as _thinship_v1_GetTransferStateResponse, GetTransferStateResponse__Output as _thinship_v1_GetTransferStateResponse__Output } from '../../thinship/v1/GetTransferStateResponse.js';
 import type { ListTransfersRequest as _thinship_v1_ListTransfersRequest, ListTransfersRequest__Output as _thinship_v1_ListTransfersRequest__Output } from '../../thinship/v1/ListTransfersRequest.js';
@@ -21,7 +23,9 @@ export interface ReceiverServiceClient extends grpc.Client {
   /**
    * Forgets a transfer that will not be finished: stops its stream if one is
    * running, deletes its checkpoint and releases its target for other
-   * transfers. The target keeps whatever was applied (it is NOT rolled back).
+   * transfers. A file or block-device target is rolled back to what it held
+   * before the transfer (its staging file or undo journal); an LVM target
+   * keeps whatever was applied.
    */
   AbortTransfer(argument: _thinship_v1_AbortTransferRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_AbortTransferResponse__Output>): grpc.ClientUnaryCall;
   AbortTransfer(argument: _thinship_v1_AbortTransferRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_thinship_v1_AbortTransferResponse__Output>): grpc.ClientUnaryCall;
@@ -30,7 +34,9 @@ export interface ReceiverServiceClient extends grpc.Client {
   /**
    * Forgets a transfer that will not be finished: stops its stream if one is
    * running, deletes its checkpoint and releases its target for other
-   * transfers. The target keeps whatever was applied (it is NOT rolled back).
+   * transfers. A file or block-device target is rolled back to what it held
+   * before the transfer (its staging file or undo journal); an LVM target
+   * keeps whatever was applied.
    */
   abortTransfer(argument: _thinship_v1_AbortTransferRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_AbortTransferResponse__Output>): grpc.ClientUnaryCall;
   abortTransfer(argument: _thinship_v1_AbortTransferRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_thinship_v1_AbortTransferResponse__Output>): grpc.ClientUnaryCall;
@@ -61,6 +67,31 @@ export interface ReceiverServiceClient extends grpc.Client {
   applyStream(metadata: grpc.Metadata, callback: grpc.requestCallback<_thinship_v1_ApplyStreamResponse__Output>): grpc.ClientWritableStream<_thinship_v1_ApplyStreamRequest>;
   applyStream(options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_ApplyStreamResponse__Output>): grpc.ClientWritableStream<_thinship_v1_ApplyStreamRequest>;
   applyStream(callback: grpc.requestCallback<_thinship_v1_ApplyStreamResponse__Output>): grpc.ClientWritableStream<_thinship_v1_ApplyStreamRequest>;
+  
+  /**
+   * What a target holds, as the receiver recorded it at its last commit
+   * (the record on a file target, or in the receiver's state directory for a
+   * block device), whether it has diverged since, and whether an apply is
+   * staged. The same access rules as ApplyStream: a target the caller's
+   * identity may not write is PERMISSION_DENIED (nothing is opened); a
+   * target that does not exist is NOT_FOUND.
+   */
+  GetTarget(argument: _thinship_v1_GetTargetRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_GetTargetResponse__Output>): grpc.ClientUnaryCall;
+  GetTarget(argument: _thinship_v1_GetTargetRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_thinship_v1_GetTargetResponse__Output>): grpc.ClientUnaryCall;
+  GetTarget(argument: _thinship_v1_GetTargetRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_GetTargetResponse__Output>): grpc.ClientUnaryCall;
+  GetTarget(argument: _thinship_v1_GetTargetRequest, callback: grpc.requestCallback<_thinship_v1_GetTargetResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * What a target holds, as the receiver recorded it at its last commit
+   * (the record on a file target, or in the receiver's state directory for a
+   * block device), whether it has diverged since, and whether an apply is
+   * staged. The same access rules as ApplyStream: a target the caller's
+   * identity may not write is PERMISSION_DENIED (nothing is opened); a
+   * target that does not exist is NOT_FOUND.
+   */
+  getTarget(argument: _thinship_v1_GetTargetRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_GetTargetResponse__Output>): grpc.ClientUnaryCall;
+  getTarget(argument: _thinship_v1_GetTargetRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_thinship_v1_GetTargetResponse__Output>): grpc.ClientUnaryCall;
+  getTarget(argument: _thinship_v1_GetTargetRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_GetTargetResponse__Output>): grpc.ClientUnaryCall;
+  getTarget(argument: _thinship_v1_GetTargetRequest, callback: grpc.requestCallback<_thinship_v1_GetTargetResponse__Output>): grpc.ClientUnaryCall;
   
   /**
    * The durable state of a transfer: where to resume and how to continue the
@@ -110,7 +141,9 @@ export interface ReceiverServiceHandlers extends grpc.UntypedServiceImplementati
   /**
    * Forgets a transfer that will not be finished: stops its stream if one is
    * running, deletes its checkpoint and releases its target for other
-   * transfers. The target keeps whatever was applied (it is NOT rolled back).
+   * transfers. A file or block-device target is rolled back to what it held
+   * before the transfer (its staging file or undo journal); an LVM target
+   * keeps whatever was applied.
    */
   AbortTransfer: grpc.handleUnaryCall<_thinship_v1_AbortTransferRequest__Output, _thinship_v1_AbortTransferResponse>;
   
@@ -123,6 +156,16 @@ export interface ReceiverServiceHandlers extends grpc.UntypedServiceImplementati
    * applied, the target flushed and the final checkpoint written.
    */
   ApplyStream: grpc.handleClientStreamingCall<_thinship_v1_ApplyStreamRequest__Output, _thinship_v1_ApplyStreamResponse>;
+  
+  /**
+   * What a target holds, as the receiver recorded it at its last commit
+   * (the record on a file target, or in the receiver's state directory for a
+   * block device), whether it has diverged since, and whether an apply is
+   * staged. The same access rules as ApplyStream: a target the caller's
+   * identity may not write is PERMISSION_DENIED (nothing is opened); a
+   * target that does not exist is NOT_FOUND.
+   */
+  GetTarget: grpc.handleUnaryCall<_thinship_v1_GetTargetRequest__Output, _thinship_v1_GetTargetResponse>;
   
   /**
    * The durable state of a transfer: where to resume and how to continue the
@@ -142,6 +185,7 @@ export interface ReceiverServiceHandlers extends grpc.UntypedServiceImplementati
 export interface ReceiverServiceDefinition extends grpc.ServiceDefinition {
   AbortTransfer: MethodDefinition<_thinship_v1_AbortTransferRequest, _thinship_v1_AbortTransferResponse, _thinship_v1_AbortTransferRequest__Output, _thinship_v1_AbortTransferResponse__Output>
   ApplyStream: MethodDefinition<_thinship_v1_ApplyStreamRequest, _thinship_v1_ApplyStreamResponse, _thinship_v1_ApplyStreamRequest__Output, _thinship_v1_ApplyStreamResponse__Output>
+  GetTarget: MethodDefinition<_thinship_v1_GetTargetRequest, _thinship_v1_GetTargetResponse, _thinship_v1_GetTargetRequest__Output, _thinship_v1_GetTargetResponse__Output>
   GetTransferState: MethodDefinition<_thinship_v1_GetTransferStateRequest, _thinship_v1_GetTransferStateResponse, _thinship_v1_GetTransferStateRequest__Output, _thinship_v1_GetTransferStateResponse__Output>
   ListTransfers: MethodDefinition<_thinship_v1_ListTransfersRequest, _thinship_v1_ListTransfersResponse, _thinship_v1_ListTransfersRequest__Output, _thinship_v1_ListTransfersResponse__Output>
 }

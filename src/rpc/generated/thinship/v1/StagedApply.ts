@@ -1,0 +1,26 @@
+// Original file: proto/thinship/v1/receiver.proto
+
+
+/**
+ * A staging file or undo journal of an apply onto the target: running,
+ * resumable, or interrupted (rolled back at the next apply or start).
+ */
+export interface StagedApply {
+  /**
+   * "staging" (a staging file renamed over the target at commit) or
+   * "undo-journal" (the old bytes of an apply written in place).
+   */
+  'kind'?: (string);
+}
+
+/**
+ * A staging file or undo journal of an apply onto the target: running,
+ * resumable, or interrupted (rolled back at the next apply or start).
+ */
+export interface StagedApply__Output {
+  /**
+   * "staging" (a staging file renamed over the target at commit) or
+   * "undo-journal" (the old bytes of an apply written in place).
+   */
+  'kind': (string);
+}
