@@ -91,14 +91,18 @@ program.command('recv')
   .option('--progress <mode>', 'auto (a line when stderr is a terminal), tty, json (a JSON line a second on stderr), none', 'auto')
   .option('--force', 'apply over a target written since its last received snapshot, or an incremental onto a target without a record (like zfs recv -F)')
   .option('--grow', 'extend a file target smaller than the stream\'s volume (else refused, exit 11)')
+  .option('--keep-snapshots <n>', 'LVM targets: received snapshots kept after each commit (default 2)')
+  .option('--pool <pool>', 'LVM targets: a full stream to a missing vg/lv creates it as a thin LV in vg/POOL')
+  .option('--state-dir <dir>', 'LVM targets: where commit journals live (default /var/lib/thinship)')
   .action(async (target: string, flags: Parameters<typeof recvPipeCommand>[1]) => { await recvPipeCommand(target, flags); });
 
 program.command('target')
-  .description('what a file target holds, as recorded on it by the receiver: snapshot, digest, time, divergence, staged applies')
+  .description('what a target holds, as recorded by the receiver: snapshot, digest, time, divergence, staged applies (LVM: also kept snapshots)')
   .argument('<action>', 'show')
-  .argument('<target>', 'the target file')
+  .argument('<target>', 'the target file, or an LVM thin LV (vg/lv)')
   .option('--json', 'as JSON on stdout')
-  .action(async (action: string, target: string, flags: { json?: boolean }) => { await (await import('./commands/target.js')).targetCommand(action, target, flags); });
+  .option('--state-dir <dir>', 'LVM targets: where recv keeps commit journals (default /var/lib/thinship)')
+  .action(async (action: string, target: string, flags: { json?: boolean; stateDir?: string }) => { await (await import('./commands/target.js')).targetCommand(action, target, flags); });
 
 program.command('serve')
   .description('the gRPC receiver: apply streams from senders over mTLS to the targets each client identity may write')

@@ -1,12 +1,14 @@
-/** `thinship target show TARGET [--json]`: what a file target holds, as recorded on it (target-state/). */
+/** `thinship target show TARGET [--json]`: what a file target holds, as recorded on it (target-state/); LVM targets: target-lvm.ts. */
 import { applyTargetStateEnv } from '../target-state-env.js';
 import { open, readdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ThinshipError } from '../../errors.js';
 import { readFileRecord } from '../../receiver/target-state/record.js';
 import { divergenceOf } from '../../receiver/target-state/rules.js';
+import { parseTargetName } from '../../receiver/target.js';
+import { lvmReportLines, lvmTargetReport } from './target-lvm.js';
 
-export interface TargetShowFlags { json?: boolean }
+export interface TargetShowFlags { json?: boolean; stateDir?: string }
 
 export interface TargetReport {
   target: string;
@@ -47,6 +49,12 @@ export async function targetReport(path: string): Promise<TargetReport> {
 export async function targetCommand(action: string, path: string, flags: TargetShowFlags): Promise<void> {
   applyTargetStateEnv();
   if (action !== 'show') throw new ThinshipError('USAGE', `target: unknown action "${action}" (show)`);
+  const spec = parseTargetName(path);
+  if (spec.kind === 'lvm') {
+    const l = await lvmTargetReport(spec.vg, spec.lv, flags.stateDir);
+    process.stdout.write(flags.json ? JSON.stringify(l, null, 2) + '\n' : lvmReportLines(l).join('\n') + '\n');
+    return;
+  }
   const r = await targetReport(path);
   if (flags.json) {
     process.stdout.write(JSON.stringify(r, null, 2) + '\n');

@@ -55,11 +55,12 @@ function nsIso(ns: bigint): string {
 }
 
 /** Throws the refusal, or returns what to warn about. */
-export function checkTargetRules(s: StreamIdentity, rec: StoredRecord | undefined, st: BigIntStats | undefined, o: { force: boolean }): RuleOutcome {
+/** `st` undefined: divergence is not checked here (LVM targets: lvm-target.ts lvmDivergence, before this). */
+export function checkTargetRules(s: StreamIdentity, rec: Pick<StoredRecord, 'record'> | undefined, st: BigIntStats | undefined, o: { force: boolean }): RuleOutcome {
   const warnings: string[] = [];
   const holds = rec ? `${rec.record.sourceId} (${rec.record.snapshotName ? `${rec.record.snapshotName}, ` : ''}received ${new Date(rec.record.receivedUnixMs).toISOString()})` : undefined;
-  if (rec && st) {
-    const why = divergenceOf(rec, st);
+  if (rec && 'commit' in rec && st) {
+    const why = divergenceOf(rec as StoredRecord, st);
     if (why.length > 0) {
       if (!o.force) {
         throw new ThinshipError('DIVERGED', `target ${s.target} was written since it received ${holds}: ${why.join('; ')}; nothing was written (--force applies over it, as zfs recv -F does)`, { details: { target: s.target, holds: rec.record.sourceId, divergence: why } });
