@@ -12,12 +12,12 @@ import { describeRun, guestDir, runGuest, vmSkipReason, type GuestRun } from './
 import { encodeTagValue } from '../../src/receiver/target-state/lvm-tags.js';
 
 const src = {
-  VG: 'vg0', POOL: 'pool', CHUNK: '64k', POOL_SIZE: '512M', LV: 'thin1', LV_SIZE: '64M', SNAP1: 'snap1', SNAP2: 'snap2',
-  // chunks of 64 KiB (the LV has 1024): writes, rewrites, discards
-  OPS1: 'w:0+48 w:300+16 w:1023+1 w:700+3',
-  OPS2: 'w:10+4 w:100+2 w:301+1 d:300+4 d:1023+1 s:500 p:40',
-  OPS3: 'w:200+8 d:0+2 s:600',
-  OPS4: 'w:900+4 d:700+3 w:5+1',
+  VG: 'vg0', POOL: 'pool', CHUNK: '64k', POOL_SIZE: '256M', LV: 'thin1', LV_SIZE: '32M', SNAP1: 'snap1', SNAP2: 'snap2',
+  // chunks of 64 KiB (the LV has 512): writes, rewrites, discards
+  OPS1: 'w:0+48 w:300+16 w:511+1 w:400+3',
+  OPS2: 'w:10+4 w:100+2 w:301+1 d:300+4 d:511+1 s:450 p:40',
+  OPS3: 'w:200+8 d:0+2 s:460',
+  OPS4: 'w:480+4 d:400+3 w:5+1',
 };
 
 interface LvsRow { lv_name: string; lv_attr: string; lv_tags: string; origin: string; pool_lv: string; lv_device_open: string }
@@ -49,7 +49,7 @@ describe('LVM thin LV targets: atomic apply, record in tags, received snapshots 
   before(async () => {
     const env: Record<string, string> = { BIG_CHUNK: '256k', KILL_AFTER_BYTES: String(2 * 1024 * 1024) };
     for (const [k, v] of Object.entries(src)) env[`SRC_${k}`] = v;
-    run = await runGuest(join(guestDir, 'recv-lvm.sh'), { disks: ['1G', '2G'], env, timeoutSec: 900 });
+    run = await runGuest(join(guestDir, 'recv-lvm.sh'), { disks: ['1G', '1G'], env, timeoutSec: 1200 });
     process.stderr.write(`[vm] recv-lvm: wall ${(run.wallMs / 1000).toFixed(1)} s, boot ${run.bootSec} s\n`);
   });
 

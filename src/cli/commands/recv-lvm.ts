@@ -14,7 +14,7 @@ import { lvDevicePath } from '../../thin/names.js';
 import type { StreamMessage } from '../../stream/messages.js';
 import type { TargetRecord } from '../../receiver/target-state/record.js';
 import { checkTargetRules } from '../../receiver/target-state/rules.js';
-import { DEFAULT_KEEP_SNAPSHOTS, listLvs, lvmDivergence, readLvmTarget, receivedSnapshotName, targetStateOf, type LvRow } from '../../receiver/target-state/lvm-target.js';
+import { DEFAULT_KEEP_SNAPSHOTS, lvmDivergence, receivedSnapshotName, targetStateOf, type LvRow } from '../../receiver/target-state/lvm-target.js';
 import { commitLvmStage, createStaging, describeLvmRecovery, extendStaging, recoverLvmTarget, removeStaging } from '../../receiver/target-state/lvm-commit.js';
 import { ProgressLine, parseProgressMode } from '../progress.js';
 import { formatBytes, formatRate } from '../format.js';
@@ -30,11 +30,23 @@ export function keepSnapshotsOf(v: string | undefined): number {
   return Number(v);
 }
 
-export async function recvIntoLvm(vg: string, lv: string, targetName: string, input: AsyncIterable<Buffer>, flags: RecvLvmFlags): Promise<void> {
+/**
+ * `readInput`: stdin's first bytes, undefined at EOF without any. It is read
+ * after the recovery, so that a wrong target is an error whatever the input,
+ * and an empty stream (thin_send 1.0 of identical snapshots) still finishes
+ * an interrupted commit.
+ */
+export async function recvIntoLvm(vg: string, lv: string, targetName: string, readInput: () => Promise<AsyncIterable<Buffer> | undefined>, flags: RecvLvmFlags): Promise<void> {
   const keep = keepSnapshotsOf(flags.keepSnapshots);
   const stateDir = flags.stateDir ?? DEFAULT_RECV_STATE_DIR;
   const say = (m: string) => process.stderr.write(`thinship recv: ${m}\n`);
-  for (const a of await recoverLvmTarget(stateDir, vg, lv)) say(describeLvmRecovery(targetName, a));
+  const recovered = await recoverLvmTarget(stateDir, vg, lv);
+  for (const a of recovered.actions) say(describeLvmRecovery(targetName, a));
+  const input = await readInput();
+  if (input === undefined) {
+    process.stderr.write('Empty input.\n');
+    return;
+  }
 
   const it = decodeStream(input)[Symbol.asyncIterator]();
   const first = await it.next();
@@ -49,7 +61,7 @@ export async function recvIntoLvm(vg: string, lv: string, targetName: string, in
   const full = begin.incremental === false && begin.volumeSizeBytes !== undefined;
 
   // Every refusal before the staging LV exists.
-  const s = await readLvmTarget(vg, lv);
+  const s = targetStateOf(vg, lv, recovered.rows);
   let from: Parameters<typeof createStaging>[0]['from'];
   if (!s.target) {
     if (!full) throw new ThinshipError('NOT_FOUND', `target ${targetName} does not exist: ${begin.baseId ? `an incremental stream applies only to a target holding its base ${begin.baseId}` : 'a stream that does not say the volume size (a plain LINBIT stream) cannot create it'}`);
@@ -97,11 +109,11 @@ export async function recvIntoLvm(vg: string, lv: string, targetName: string, in
     format: 1, sourceId: b.sourceId, baseId: b.incremental ? (b.baseId ?? '') : '', snapshotName: b.sourceName, volumeSizeBytes: b.volumeSizeBytes ?? staging.sizeBytes,
     digest: summary.digest?.toString('hex') ?? '', transferId: b.transferId ?? 'pipe', receivedUnixMs: Date.now(),
   } : undefined;
-  const rows = await listLvs(vg);
+  // Nothing but the staging LV (and its size) changed since the lvs above.
+  const rows = [...recovered.rows, staging];
   const snapshotName = record ? receivedSnapshotName(lv, record, rows) : '';
   // The stream was applied and validated: from the journal on, a crash finishes this commit.
-  const fresh = targetStateOf(vg, lv, rows).staging ?? staging;
-  await commitLvmStage({ stateDir, vg, lv, staging: fresh, targetUuid: s.target?.uuid ?? '', record, snapshotName, keepSnapshots: keep });
+  await commitLvmStage({ stateDir, vg, lv, staging, targetUuid: s.target?.uuid ?? '', record, snapshotName, keepSnapshots: keep, rows });
   if (!flags.quiet) {
     say(`${targetName}: ${summary.records} records (${summary.dataRecords} data, ${summary.unmapRecords} unmap), ${formatBytes(summary.bytesWritten)} written, ${formatBytes(summary.bytesDiscarded)} discarded, ${summary.seconds.toFixed(2)} s (${formatRate(summary.bytesWritten, summary.seconds)})${record ? `; ${targetName} now holds ${record.sourceId}, received snapshot ${vg}/${snapshotName}` : ''}`);
   }

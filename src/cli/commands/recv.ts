@@ -14,7 +14,6 @@ import { readFileRecord, type TargetRecord } from '../../receiver/target-state/r
 import { checkTargetRules, divergenceOf } from '../../receiver/target-state/rules.js';
 import { formatBytes, formatRate } from '../format.js';
 import { recvIntoLvm, type RecvLvmFlags } from './recv-lvm.js';
-import { listLvs } from '../../receiver/target-state/lvm-target.js';
 
 export interface RecvFlags extends RecvLvmFlags { quiet?: boolean; progress?: string; force?: boolean; grow?: boolean }
 
@@ -24,10 +23,7 @@ export async function recvPipeCommand(targetName: string, flags: RecvFlags): Pro
   const spec = parseTargetName(targetName);
   if (spec.kind === 'lvm') {
     // LVM thin LVs: staged in a thin snapshot, committed by renames, recorded in LV tags (recv-lvm.ts).
-    await listLvs(spec.vg); // a missing VG is an error whatever the input
-    const input = await firstChunkOrEof(process.stdin);
-    if (input === undefined) { process.stderr.write('Empty input.\n'); return; }
-    await recvIntoLvm(spec.vg, spec.lv, targetName, input, flags);
+    await recvIntoLvm(spec.vg, spec.lv, targetName, () => firstChunkOrEof(process.stdin), flags);
     return;
   }
   // A wrong target is an error whatever the input: resolve it first (read-only for a file; an inactive

@@ -4,18 +4,18 @@
  *   stage   incremental: LV.thinship-staging = a thin snapshot of LV (with --force over a
  *           diverged target: of its last received snapshot, i.e. the target rolled back);
  *           full stream: a new thin LV of the volume size in the target's pool.
- *           It carries the tag thinship.staging:LV. The stream is written into it.
+ *           It carries the tag thinship.staging:LV (for whoever looks) but is known by its
+ *           name. The stream is written into it.
  *   seal    at the validated End: the staging LV is flushed and closed, its tags become the
  *           new record (lvm-tags.ts) plus thinship.snap:<the received snapshot to take>.
  *   commit  a journal <stateDir>/lvm-commits/<vg>/<LV>.json (written, fsynced, renamed into
  *           place) records the renames; then
  *             1. lvrename LV → LV.thinship-old          (absent for a target created by this stream)
  *             2. lvrename LV.thinship-staging → LV      ← from here the target is the new snapshot
- *             3. lvchange --deltag thinship.staging:LV
- *             4. the received snapshot: lvcreate -s -pr LV → LV.SNAP, tagged with the record
- *             5. lvremove LV.thinship-old; received snapshots beyond keepSnapshots removed
- *             6. the journal is deleted
- *           Every step checks the LVs' names and uuids first, so running them again is harmless.
+ *             3. the received snapshot: lvcreate -s -pr LV → LV.SNAP, tagged with the record
+ *             4. lvremove LV.thinship-old and the received snapshots beyond keepSnapshots
+ *             5. the journal is deleted
+ *           One lvs before the steps says (by uuid) which are done, so running them again is harmless.
  *
  * Recovery (the next `recv` of the target, or a receiver start): a journal
  * means the staged data was complete, so the commit is finished (the target
@@ -75,17 +75,16 @@ async function readJournal(path: string): Promise<LvmCommitJournal | undefined> 
   }
 }
 
-/** Creates the staging LV; returns it (active, writable). */
+/**
+ * Creates the staging LV; returns it (active, writable). A snapshot carries
+ * its origin's tags: they stay until the seal replaces them with the new record.
+ */
 export async function createStaging(o: { vg: string; lv: string; from: { snapshotOf: string } | { pool: string; sizeBytes: number } }): Promise<LvRow> {
   const name = stagingLvName(o.lv);
   const tags = ['--addtag', tag('staging', o.lv)];
   if ('snapshotOf' in o.from) {
     // -kn -ay: active and without the activation-skip flag; -prw even when taken of a read-only received snapshot.
     await lvm('lvcreate', ['-q', '-s', '-kn', '-ay', '-prw', '-n', name, ...tags, `${o.vg}/${o.from.snapshotOf}`]);
-    const rows = await listLvs(o.vg);
-    // A snapshot carries its origin's tags: the staging LV must carry only its own.
-    const inherited = ourTags(rows.find((r) => r.lv === name)?.tags ?? []).filter((t) => t !== tag('staging', o.lv));
-    if (inherited.length > 0) await lvm('lvchange', ['-q', ...inherited.flatMap((t) => ['--deltag', t]), `${o.vg}/${name}`]);
   } else {
     await lvm('lvcreate', ['-q', '-V', `${o.from.sizeBytes}b`, '-T', `${o.vg}/${o.from.pool}`, '-n', name, ...tags]);
   }
@@ -104,12 +103,14 @@ export async function removeStaging(vg: string, lv: string): Promise<void> {
 
 /**
  * The staged data (flushed and closed by the caller) becomes the target: its
- * tags are set to the record, the journal written, the renames done.
+ * tags are set to the record (the staging tag goes: from here the LV is
+ * known as staging by its name alone), the journal written, the renames done.
+ * `rows`: the VG's LVs as they are now (one lvs less per commit).
  */
-export async function commitLvmStage(o: { stateDir: string; vg: string; lv: string; staging: LvRow; targetUuid: string; record: TargetRecord | undefined; snapshotName: string; keepSnapshots: number }): Promise<void> {
+export async function commitLvmStage(o: { stateDir: string; vg: string; lv: string; staging: LvRow; targetUuid: string; record: TargetRecord | undefined; snapshotName: string; keepSnapshots: number; rows: LvRow[] }): Promise<void> {
   const sname = `${o.vg}/${o.staging.lv}`;
   const add = o.record ? [...recordTags(o.record), tag('snap', o.snapshotName)] : [];
-  const del = ourTags(o.staging.tags).filter((t) => t !== tag('staging', o.lv) && !add.includes(t));
+  const del = ourTags(o.staging.tags).filter((t) => !add.includes(t));
   const args = [...del.flatMap((t) => ['--deltag', t]), ...add.filter((t) => !o.staging.tags.includes(t)).flatMap((t) => ['--addtag', t])];
   if (args.length > 0) await lvm('lvchange', ['-q', ...args, sname]);
   const j: LvmCommitJournal = {
@@ -118,57 +119,64 @@ export async function commitLvmStage(o: { stateDir: string; vg: string; lv: stri
   };
   const path = lvmJournalPath(o.stateDir, o.vg, o.lv);
   await writeJournal(path, j);
-  await finishCommit(path, j);
+  const staged = { ...o.staging, tags: [...o.staging.tags.filter((t) => !del.includes(t)), ...add] };
+  await finishCommit(path, j, o.rows.map((r) => (r.uuid === staged.uuid ? staged : r)));
 }
 
-/** The commit's steps from wherever a crash left them (see the header); each checks before it acts. */
-async function finishCommit(path: string, j: LvmCommitJournal): Promise<void> {
+/**
+ * The commit's steps from wherever a crash left them (see the header). One
+ * lvs (or the caller's `rows`) says where they are; each step then acts on
+ * what it knows it changed.
+ */
+async function finishCommit(path: string, j: LvmCommitJournal, rowsNow?: LvRow[]): Promise<void> {
   const { vg, lv } = j;
   const staging = stagingLvName(lv);
   const old = oldLvName(lv);
-  let rows = await listLvs(vg);
+  const rows = rowsNow ?? await listLvs(vg);
   const named = (n: string) => rows.find((r) => r.lv === n);
-  if (named(staging)?.uuid === j.stagingUuid) {
+  const stagedRow = rows.find((r) => r.uuid === j.stagingUuid);
+  if (!stagedRow || (stagedRow.lv !== staging && stagedRow.lv !== lv)) {
+    throw new ThinshipError('BAD_METADATA', `commit of ${vg}/${lv}: neither ${vg}/${staging} nor ${vg}/${lv} is the staged LV ${j.stagingUuid} the journal ${path} recorded (look at the LVs by hand, then remove the journal)`);
+  }
+  if (stagedRow.lv === staging) {
     const t = named(lv);
     if (t) {
       if (t.uuid !== j.targetUuid) throw new ThinshipError('BAD_METADATA', `commit of ${vg}/${lv}: ${vg}/${lv} is now LV ${t.uuid}, not the target ${j.targetUuid || '(none)'} the journal ${path} recorded; nothing was renamed (look at it by hand)`);
       if (named(old)) throw new ThinshipError('BAD_METADATA', `commit of ${vg}/${lv}: ${vg}/${old} already exists; nothing was renamed (look at it by hand, then remove it)`);
       await lvm('lvrename', ['-q', vg, lv, old]);
+      t.lv = old;
     }
     await lvm('lvrename', ['-q', vg, staging, lv]);
-    rows = await listLvs(vg);
+    stagedRow.lv = lv;
   }
-  const t = named(lv);
-  if (t?.uuid !== j.stagingUuid) throw new ThinshipError('BAD_METADATA', `commit of ${vg}/${lv}: neither ${vg}/${staging} nor ${vg}/${lv} is the staged LV ${j.stagingUuid} the journal ${path} recorded (look at the LVs by hand, then remove the journal)`);
-  if (t.tags.includes(tag('staging', lv))) await lvm('lvchange', ['-q', '--deltag', tag('staging', lv), `${vg}/${lv}`]);
+  // Written before the staging tag was dropped at the seal: an older journal's LV may still carry it.
+  if (stagedRow.tags.includes(tag('staging', lv))) await lvm('lvchange', ['-q', '--deltag', tag('staging', lv), `${vg}/${lv}`]);
+  const remove: string[] = [];
   const existing = j.snapshotName ? named(j.snapshotName) : undefined;
-  if (existing && j.record && !(existing.tags.includes(tag('src', j.record.sourceId)) && existing.tags.includes(tag('at', j.record.receivedUnixMs)))) {
-    // An older received snapshot of the same source name (the chooser never picks a name another LV holds):
-    // it shares no blocks with this target, so divergence would be measured against the wrong LV.
-    await lvm('lvremove', ['-q', '-f', `${vg}/${j.snapshotName}`]);
-    rows = await listLvs(vg);
-  }
-  if (j.snapshotName && j.record && !named(j.snapshotName)) {
-    // Read-only, and inactive with the activation-skip flag like any thin snapshot (lvchange -ay -K to read it).
-    await lvm('lvcreate', ['-q', '-s', '-pr', '-n', j.snapshotName, ...[...recordTags(j.record), tag('snapof', lv)].flatMap((x) => ['--addtag', x]), `${vg}/${lv}`]);
+  let created = false;
+  if (j.snapshotName && j.record) {
+    if (existing && !(existing.tags.includes(tag('src', j.record.sourceId)) && existing.tags.includes(tag('at', j.record.receivedUnixMs)))) {
+      // An older received snapshot of the same source name (the chooser never picks a name another LV holds):
+      // it shares no blocks with this target, so divergence would be measured against the wrong LV.
+      await lvm('lvremove', ['-q', '-f', `${vg}/${j.snapshotName}`]);
+      existing.lv = '';
+    }
+    if (!existing || existing.lv === '') {
+      // Read-only, and inactive with the activation-skip flag like any thin snapshot (lvchange -ay -K to read it).
+      await lvm('lvcreate', ['-q', '-s', '-pr', '-n', j.snapshotName, ...[...recordTags(j.record), tag('snapof', lv)].flatMap((x) => ['--addtag', x]), `${vg}/${lv}`]);
+      created = true;
+    }
   }
   const o = named(old);
-  if (o && o.uuid === j.targetUuid) await lvm('lvremove', ['-q', '-f', `${vg}/${old}`]);
-  await pruneSnapshots(vg, lv, j.keepSnapshots);
+  if (o && o.uuid === j.targetUuid) remove.push(old);
+  // Received snapshots beyond keepSnapshots (newest first; the one just made is the newest).
+  const s = targetStateOf(vg, lv, rows.filter((r) => r.lv !== ''));
+  const kept = s.snapshots.map((x) => x.row.lv).filter((n) => n !== j.snapshotName);
+  kept.unshift(...(j.snapshotName && (created || existing) ? [j.snapshotName] : []));
+  remove.push(...kept.slice(Math.max(1, j.keepSnapshots)));
+  if (remove.length > 0) await lvm('lvremove', ['-q', '-f', ...remove.map((n) => `${vg}/${n}`)]);
   await unlink(path).catch(() => undefined);
   await syncDir(dirname(path));
-}
-
-/** Keeps the newest `keep` received snapshots of vg/lv (and always the one the target names). */
-async function pruneSnapshots(vg: string, lv: string, keep: number): Promise<string[]> {
-  const s = targetStateOf(vg, lv, await listLvs(vg));
-  const removed: string[] = [];
-  for (const [i, snap] of s.snapshots.entries()) {
-    if (i < keep || snap.row.lv === s.lastSnapshotName) continue;
-    await lvm('lvremove', ['-q', '-f', `${vg}/${snap.row.lv}`]);
-    removed.push(snap.row.lv);
-  }
-  return removed;
 }
 
 /**
@@ -176,19 +184,19 @@ async function pruneSnapshots(vg: string, lv: string, keep: number): Promise<str
  * staging LV without one removed. The target then holds one complete
  * received snapshot.
  */
-export async function recoverLvmTarget(stateDir: string, vg: string, lv: string): Promise<LvmRecoveryAction[]> {
+export async function recoverLvmTarget(stateDir: string, vg: string, lv: string): Promise<{ actions: LvmRecoveryAction[]; rows: LvRow[] }> {
   const path = lvmJournalPath(stateDir, vg, lv);
   const j = await readJournal(path);
   if (j) {
     await finishCommit(path, j);
-    return ['commit-finished'];
+    return { actions: ['commit-finished'], rows: await listLvs(vg) };
   }
-  const s = targetStateOf(vg, lv, await listLvs(vg));
-  if (s.staging) {
+  const rows = await listLvs(vg);
+  if (rows.some((r) => r.lv === stagingLvName(lv))) {
     await removeStaging(vg, lv);
-    return ['staging-removed'];
+    return { actions: ['staging-removed'], rows: rows.filter((r) => r.lv !== stagingLvName(lv)) };
   }
-  return [];
+  return { actions: [], rows };
 }
 
 /** Targets with a commit journal under stateDir (receiver start). */

@@ -117,7 +117,7 @@ export function targetStateOf(vg: string, lv: string, rows: LvRow[]): LvmTargetS
   const old = byName(oldLvName(lv));
   return {
     vg, lv, target, record, lastSnapshotName, lastSnapshot: lastSnapshotName === undefined ? undefined : byName(lastSnapshotName), snapshots,
-    staging: staging && parseTags(staging.tags).get('staging') === lv ? staging : undefined,
+    staging,
     old,
   };
 }
