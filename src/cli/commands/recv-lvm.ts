@@ -24,7 +24,7 @@ export const DEFAULT_RECV_STATE_DIR = '/var/lib/thinship';
 
 export interface RecvLvmFlags { quiet?: boolean; progress?: string; force?: boolean; grow?: boolean; keepSnapshots?: string; pool?: string; stateDir?: string }
 
-export function keepSnapshotsOf(v: string | undefined): number {
+function keepSnapshotsOf(v: string | undefined): number {
   if (v === undefined) return DEFAULT_KEEP_SNAPSHOTS;
   if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 1000) throw new ThinshipError('USAGE', `--keep-snapshots must be an integer from 1 to 1000 (the last received snapshot is what divergence is measured against), got "${v}"`);
   return Number(v);

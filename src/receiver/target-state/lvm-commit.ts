@@ -23,7 +23,7 @@
  * never reached its End: it is removed (the target was never touched and
  * holds its previous snapshot). Abort and expiry remove the staging LV.
  */
-import { mkdir, open, readFile, readdir, rename, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { ThinshipError } from '../../errors.js';
 import { runTool } from '../../exec/run.js';
@@ -197,16 +197,6 @@ export async function recoverLvmTarget(stateDir: string, vg: string, lv: string)
     return { actions: ['staging-removed'], rows: rows.filter((r) => r.lv !== stagingLvName(lv)) };
   }
   return { actions: [], rows };
-}
-
-/** Targets with a commit journal under stateDir (receiver start). */
-export async function journaledLvmTargets(stateDir: string): Promise<{ vg: string; lv: string }[]> {
-  const root = join(stateDir, 'lvm-commits');
-  const out: { vg: string; lv: string }[] = [];
-  for (const vg of await readdir(root).catch(() => [] as string[])) {
-    for (const f of await readdir(join(root, vg)).catch(() => [] as string[])) if (f.endsWith('.json')) out.push({ vg, lv: f.slice(0, -'.json'.length) });
-  }
-  return out;
 }
 
 export function describeLvmRecovery(target: string, a: LvmRecoveryAction): string {

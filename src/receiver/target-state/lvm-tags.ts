@@ -22,7 +22,7 @@
 import { ThinshipError } from '../../errors.js';
 import type { TargetRecord } from './record.js';
 
-export const TAG_PREFIX = 'thinship.';
+const TAG_PREFIX = 'thinship.';
 /** lvm2's limit on one tag. */
 const MAX_TAG_CHARS = 1024;
 const PLAIN = /[A-Za-z0-9_+.\-/=!:#]/;
