@@ -81,6 +81,7 @@ describe('LVM thin LV targets: atomic apply, record in tags, received snapshots 
     const tags = tagsOf(lv('incr', 'r'));
     assert.ok(tags.includes(`thinship.src:${encodeTagValue(uuid('snap2'))}`) && tags.includes(`thinship.base:${encodeTagValue(uuid('snap1'))}`), tags.join(' '));
     assert.deepEqual(names('incr', 'r'), ['r', 'r.snap1', 'r.snap2']);
+    assert.ok(tags.includes('site=b'), 'the operator\'s own tag moved to the new target LV');
   });
 
   test('an incremental whose base the target does not hold is refused (exit 14), nothing written', () => {

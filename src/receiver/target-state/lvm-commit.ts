@@ -109,7 +109,9 @@ export async function removeStaging(vg: string, lv: string): Promise<void> {
  */
 export async function commitLvmStage(o: { stateDir: string; vg: string; lv: string; staging: LvRow; targetUuid: string; record: TargetRecord | undefined; snapshotName: string; keepSnapshots: number; rows: LvRow[] }): Promise<void> {
   const sname = `${o.vg}/${o.staging.lv}`;
-  const add = o.record ? [...recordTags(o.record), tag('snap', o.snapshotName)] : [];
+  // The target's own (non-thinship) tags move with it: a snapshot or a new LV does not carry them.
+  const userTags = (o.rows.find((r) => r.uuid === o.targetUuid)?.tags ?? []).filter((t) => !ourTags([t]).length);
+  const add = [...userTags, ...(o.record ? [...recordTags(o.record), tag('snap', o.snapshotName)] : [])];
   const del = ourTags(o.staging.tags).filter((t) => !add.includes(t));
   const args = [...del.flatMap((t) => ['--deltag', t]), ...add.filter((t) => !o.staging.tags.includes(t)).flatMap((t) => ['--addtag', t])];
   if (args.length > 0) await lvm('lvchange', ['-q', ...args, sname]);

@@ -87,6 +87,7 @@ step "full stream to a missing LV creates it in --pool"
 recv_case full-create -- "$S1" -- dst/r --pool tp
 compare full-create "$SRC_SNAP1" r
 lvs --reportformat json -o lv_name,lv_uuid "$SRC_VG" > "$RESULTS/src-lvs.json"
+lvchange -q --addtag site=b dst/r   # an operator's own tag: it must stay with the target across commits
 step "incremental snap1 -> snap2"
 recv_case incr -- "$S1" "$S2" -- dst/r
 compare incr "$SRC_SNAP2" r
