@@ -6,6 +6,7 @@
  * stream goes to a staging LV that becomes the target at its validated end,
  * followed by a received snapshot.
  */
+import { existsSync } from 'node:fs';
 import { ThinshipError } from '../../errors.js';
 import { openVolume, type VolumeHandle } from '../../device/volume.js';
 import { decodeStream } from '../../stream/linbit/decode.js';
@@ -36,11 +37,17 @@ function keepSnapshotsOf(v: string | undefined): number {
  * and an empty stream (thin_send 1.0 of identical snapshots) still finishes
  * an interrupted commit.
  */
+/** `recv dir/file.img` for a file not made yet reads as vg/lv: when `vg` exists here, say how to mean the file. */
+function withFileHint(e: unknown, vg: string, targetName: string): unknown {
+  if ((e as ThinshipError).code !== 'NOT_FOUND' || !existsSync(vg)) return e;
+  return new ThinshipError('NOT_FOUND', `${(e as Error).message}; target ${targetName} was read as an LVM name (vg/lv), but ${vg} exists here: to receive into a file, write ./${targetName}`, { cause: e });
+}
+
 export async function recvIntoLvm(vg: string, lv: string, targetName: string, readInput: () => Promise<AsyncIterable<Buffer> | undefined>, flags: RecvLvmFlags): Promise<void> {
   const keep = keepSnapshotsOf(flags.keepSnapshots);
   const stateDir = flags.stateDir ?? DEFAULT_RECV_STATE_DIR;
   const say = (m: string) => process.stderr.write(`thinship recv: ${m}\n`);
-  const recovered = await recoverLvmTarget(stateDir, vg, lv);
+  const recovered = await recoverLvmTarget(stateDir, vg, lv).catch((e: unknown) => { throw withFileHint(e, vg, targetName); });
   for (const a of recovered.actions) say(describeLvmRecovery(targetName, a));
   const input = await readInput();
   if (input === undefined) {
@@ -64,8 +71,8 @@ export async function recvIntoLvm(vg: string, lv: string, targetName: string, re
   const s = targetStateOf(vg, lv, recovered.rows);
   let from: Parameters<typeof createStaging>[0]['from'];
   if (!s.target) {
-    if (!full) throw new ThinshipError('NOT_FOUND', `target ${targetName} does not exist: ${begin.baseId ? `an incremental stream applies only to a target holding its base ${begin.baseId}` : 'a stream that does not say the volume size (a plain LINBIT stream) cannot create it'}`);
-    if (!flags.pool) throw new ThinshipError('NOT_FOUND', `target ${targetName} does not exist: --pool POOL creates it as a thin LV of ${begin.volumeSizeBytes} bytes in ${vg}/POOL`);
+    if (!full) throw withFileHint(new ThinshipError('NOT_FOUND', `target ${targetName} does not exist: ${begin.baseId ? `an incremental stream applies only to a target holding its base ${begin.baseId}` : 'a stream that does not say the volume size (a plain LINBIT stream) cannot create it'}`), vg, targetName);
+    if (!flags.pool) throw withFileHint(new ThinshipError('NOT_FOUND', `target ${targetName} does not exist: --pool POOL creates it as a thin LV of ${begin.volumeSizeBytes} bytes in ${vg}/POOL`), vg, targetName);
     from = { pool: flags.pool, sizeBytes: begin.volumeSizeBytes! };
   } else {
     const t = s.target;
