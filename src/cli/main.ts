@@ -100,15 +100,17 @@ program.command('recv')
   .option('--progress <mode>', 'auto (a line when stderr is a terminal), tty, json (a JSON line a second on stderr), none', 'auto')
   .option('--force', 'apply over a target written since its last received snapshot, or an incremental onto a target without a record (like zfs recv -F)')
   .option('--grow', 'extend a file target smaller than the stream\'s volume (else refused, exit 11; a block device cannot be grown)')
-  .option('--state-dir <dir>', 'block-device targets: where their records and undo journals are kept (default /var/lib/thinship, as serve\'s)')
+  .option('--keep-snapshots <n>', 'LVM targets: received snapshots kept after each commit (default 2)')
+  .option('--pool <pool>', 'LVM targets: a full stream to a missing vg/lv creates it as a thin LV in vg/POOL')
+  .option('--state-dir <dir>', 'block-device targets: their records and undo journals; LVM targets: commit journals (default /var/lib/thinship, as serve\'s)')
   .action(async (target: string, flags: Parameters<typeof recvPipeCommand>[1]) => { await recvPipeCommand(target, flags); });
 
 tlsOptions(program.command('target')
-  .description('what a file or block-device target holds, as the receiver recorded it: snapshot, digest, time, divergence, staged applies')
+  .description('what a target holds, as the receiver recorded it: snapshot, digest, time, divergence, staged applies (LVM: also kept snapshots)')
   .argument('<action>', 'show')
-  .argument('<target>', 'the target file or block device (with --to: as named to the receiver)')
+  .argument('<target>', 'the target file, block device or LVM thin LV (vg/lv) (with --to: as named to the receiver)')
   .option('--json', 'as JSON on stdout')
-  .option('--state-dir <dir>', 'block devices: the receiver\'s state directory holding their records (default /var/lib/thinship)')
+  .option('--state-dir <dir>', 'block devices: the receiver\'s state directory holding their records; LVM: where recv keeps commit journals (default /var/lib/thinship)')
   .option('--to <host:port>', 'ask a `thinship serve` receiver (GetTarget; the identity\'s access rules apply) instead of this host'))
   .action(async (action: string, target: string, flags: import('./commands/target.js').TargetShowFlags) => { await (await import('./commands/target.js')).targetCommand(action, target, flags); });
 

@@ -33,6 +33,8 @@ function beginInfoOf(p: SendPlan, o: SenderOptions): BeginInfo {
     volumeSizeBytes: p.plan.totals.volumeSizeBytes,
     blockSizeBytes: p.plan.totals.blockSizeBytes,
     sourceId: o.volumeIds?.sourceId ?? p.source.uuid,
+    // LVM sources only: the receiver names its received snapshot after it (offline pools have no name worth keeping).
+    sourceName: p.lvm ? `${p.lvm.snap.vg}/${p.lvm.snap.lv}` : undefined,
     baseId: o.volumeIds ? o.volumeIds.baseId || undefined : p.base?.uuid,
     incremental: p.mode === 'incremental',
     transferId: o.transferId,

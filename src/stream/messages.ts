@@ -27,6 +27,8 @@ export interface BeginInfo {
   blockSizeBytes?: number;
   /** Identity of the snapshot being sent (e.g. LV uuid + transaction). */
   sourceId?: string;
+  /** Name of the snapshot being sent, when the sender says it (e.g. "vg0/snap2"): receivers name their received snapshots after it. */
+  sourceName?: string;
   /** Identity of the base an incremental stream applies to (absent for a full stream). */
   baseId?: string;
   /** true: delta against baseId; false: full send. */

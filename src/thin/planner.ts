@@ -77,7 +77,7 @@ async function parseToolOutput<T>(tool: StreamingTool, parse: (out: Readable) =>
   return p.value;
 }
 
-async function planFromMetadata(args: { metadataPath: string; useMetadataSnap: boolean; snapDevId: number; baseDevId?: number; volumeSizeBytes?: number; volumeSizeFlag?: string; signal?: AbortSignal }, opts: PlanOptions) {
+export async function planFromMetadata(args: { metadataPath: string; useMetadataSnap: boolean; snapDevId: number; baseDevId?: number; volumeSizeBytes?: number; volumeSizeFlag?: string; signal?: AbortSignal }, opts: PlanOptions) {
   const native = await planNative(args, { choice: opts.metadataReader ?? 'auto', maxOpBytes: opts.maxOpBytes, spoolDir: opts.spoolDir, withMappings: opts.withMappings, signal: args.signal });
   if (native) return native;
   const m = args.useMetadataSnap ? ['-m'] : [];

@@ -15,13 +15,19 @@ import { openFileStage, recoverFileTarget, type FileStage, type RecoveryAction }
 import { readFileRecord, type TargetRecord } from '../../receiver/target-state/record.js';
 import { checkTargetRules, divergenceOf } from '../../receiver/target-state/rules.js';
 import { formatBytes, formatRate } from '../format.js';
+import { recvIntoLvm, type RecvLvmFlags } from './recv-lvm.js';
 
-export interface RecvFlags { quiet?: boolean; progress?: string; force?: boolean; grow?: boolean; stateDir?: string }
+export interface RecvFlags extends RecvLvmFlags { quiet?: boolean; progress?: string; force?: boolean; grow?: boolean; stateDir?: string }
 
 export async function recvPipeCommand(targetName: string, flags: RecvFlags): Promise<void> {
   applyTargetStateEnv();
   if (process.stdin.isTTY) throw new ThinshipError('USAGE', 'recv reads a stream from stdin, which is a terminal: pipe a stream in (thinship send ... | thinship recv TARGET)');
   const spec = parseTargetName(targetName);
+  if (spec.kind === 'lvm') {
+    // LVM thin LVs: staged in a thin snapshot, committed by renames, recorded in LV tags (recv-lvm.ts).
+    await recvIntoLvm(spec.vg, spec.lv, targetName, () => firstChunkOrEof(process.stdin), flags);
+    return;
+  }
   // A wrong target is an error whatever the input: resolve it first (read-only for a file; an inactive
   // LV is activated here and deactivated again by release()).
   const resolved = await resolveTarget(spec);
@@ -43,8 +49,8 @@ export async function recvPipeCommand(targetName: string, flags: RecvFlags): Pro
       await recvIntoDevice(resolved.path, targetName, input, flags);
       return;
     }
-    // LVs: applied in place.
-    const existed = spec.kind === 'lvm' || (await stat(resolved.path).then(() => true, () => false));
+    // Anything else (neither a regular file nor a block device): applied in place.
+    const existed = await stat(resolved.path).then(() => true, () => false);
     const target = await openVolume(resolved.path, { mode: 'write', create: !existed });
     try {
       let total: number | undefined;

@@ -3,6 +3,7 @@
  * holds, as the receiver recorded it (target-state/): on this host (a file's
  * own record; a device's in --state-dir), or with --to HOST:PORT asked of a
  * `thinship serve` receiver by the GetTarget RPC (the identity's access rules apply).
+ * LVM targets (vg/lv, on this host): target-lvm.ts.
  */
 import { applyTargetStateEnv } from '../target-state-env.js';
 import { open } from 'node:fs/promises';
@@ -14,6 +15,8 @@ import { DEFAULT_STATE_DIR } from '../../receiver/target-state/device-stage.js';
 import type { TlsFlags } from './send-grpc.js';
 
 export type { TargetReport };
+import { parseTargetName } from '../../receiver/target.js';
+import { lvmReportLines, lvmTargetReport } from './target-lvm.js';
 
 export interface TargetShowFlags extends TlsFlags { json?: boolean; stateDir?: string; to?: string }
 
@@ -47,6 +50,12 @@ async function remoteReport(target: string, flags: TargetShowFlags): Promise<Tar
 export async function targetCommand(action: string, path: string, flags: TargetShowFlags): Promise<void> {
   applyTargetStateEnv();
   if (action !== 'show') throw new ThinshipError('USAGE', `target: unknown action "${action}" (show)`);
+  const spec = parseTargetName(path);
+  if (spec.kind === 'lvm' && flags.to === undefined) {
+    const l = await lvmTargetReport(spec.vg, spec.lv, flags.stateDir);
+    process.stdout.write(flags.json ? JSON.stringify(l, null, 2) + '\n' : lvmReportLines(l).join('\n') + '\n');
+    return;
+  }
   const r = flags.to !== undefined ? await remoteReport(path, flags) : await targetReport(path, flags.stateDir);
   if (flags.json) {
     process.stdout.write(JSON.stringify(r, null, 2) + '\n');

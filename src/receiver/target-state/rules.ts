@@ -54,9 +54,9 @@ function nsIso(ns: bigint): string {
   return new Date(Number(ns / 1_000_000n)).toISOString();
 }
 
-/** Throws the refusal, or returns what to warn about. */
-export function checkTargetRules(s: StreamIdentity, rec: StoredRecord | undefined, st: BigIntStats | undefined, o: { force: boolean }): RuleOutcome {
-  return checkRecordRules(s, rec?.record, rec && st ? divergenceOf(rec, st) : [], o);
+/** Throws the refusal, or returns what to warn about. Files; `st` undefined, or a record without its commit stat (LVM: lvm-target.ts lvmDivergence checks before this): divergence is not checked here. */
+export function checkTargetRules(s: StreamIdentity, rec: Pick<StoredRecord, 'record'> | undefined, st: BigIntStats | undefined, o: { force: boolean }): RuleOutcome {
+  return checkRecordRules(s, rec?.record, rec && 'commit' in rec && st ? divergenceOf(rec as StoredRecord, st) : [], o);
 }
 
 /**

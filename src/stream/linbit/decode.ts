@@ -175,7 +175,7 @@ const MAGIC_PREV_LO = Number(MAGIC_PREVIOUS & 0xffff_ffffn);
 const MAX_SAFE_HI = Math.floor(Number.MAX_SAFE_INTEGER / TWO_POW_32);
 
 const BEGIN_INFO_UINT_KEYS = ['volumeSizeBytes', 'blockSizeBytes', 'plannedDataBytes', 'plannedUnmapBytes'] as const;
-const BEGIN_INFO_STRING_KEYS = ['sourceId', 'baseId', 'transferId'] as const;
+const BEGIN_INFO_STRING_KEYS = ['sourceId', 'sourceName', 'baseId', 'transferId'] as const;
 
 /** Parses and validates a begin-info payload into a begin (unknown keys are ignored: added compatibly within v1). */
 function parseBeginInfo(payload: Buffer, formatVersion: FormatVersion, where: Where): { info: LinbitBeginInfo; version: number } {

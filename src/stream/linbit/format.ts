@@ -84,7 +84,7 @@ export const BEGIN_INFO_MAX_BYTES = 64 * 1024;
  * field of the same name, in the order the encoder writes them.
  */
 export const BEGIN_INFO_KEYS = [
-  'volumeSizeBytes', 'blockSizeBytes', 'sourceId', 'baseId', 'incremental', 'transferId', 'checksum', 'plannedDataBytes', 'plannedUnmapBytes',
+  'volumeSizeBytes', 'blockSizeBytes', 'sourceId', 'sourceName', 'baseId', 'incremental', 'transferId', 'checksum', 'plannedDataBytes', 'plannedUnmapBytes',
 ] as const satisfies readonly (keyof BeginInfo)[];
 
 /** One entry of a checksum group: offset u64, length u64, sha256. */
