@@ -618,28 +618,6 @@ static uint32_t crc32c_sse42(uint32_t c, const uint8_t *p, size_t n) {
 }
 #endif
 
-/* ---- pipes ----------------------------------------------------------------- */
-
-/* setPipeSize(fd, bytes) → the pipe's size afterwards (the kernel rounds up to
- * a power of two pages), or -1 when fd is not a pipe (EBADF, EINVAL) or the
- * size is over /proc/sys/fs/pipe-max-size for this user or over the user's
- * pipe quota (EPERM, EBUSY): the pipe keeps its size, and the caller its
- * default. Never shrinks a pipe (F_GETPIPE_SZ first). */
-static napi_value set_pipe_size(napi_env env, napi_callback_info info) {
-  napi_value argv[2], out;
-  int fd;
-  int64_t bytes;
-  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd) || !get_bytes(env, argv[1], "bytes", &bytes)) return NULL;
-  if (bytes > INT32_MAX) { napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "setPipeSize: bytes must be below 2 GiB"); return NULL; }
-  int now = fcntl(fd, F_GETPIPE_SZ);
-  if (now >= 0 && now < bytes) {
-    int r = fcntl(fd, F_SETPIPE_SZ, (int)bytes);
-    if (r >= 0) now = r;
-  }
-  napi_create_int32(env, now < 0 ? -1 : now, &out);
-  return out;
-}
-
 static int crc32c_has_sse42 = 0;
 
 static napi_value crc32c_js(napi_env env, napi_callback_info info) {
@@ -719,7 +697,6 @@ static napi_value init(napi_env env, napi_value exports) {
     { "fremovexattr", NULL, fremovexattr_js, NULL, NULL, NULL, napi_enumerable, NULL },
     { "ficlone", NULL, ficlone_js, NULL, NULL, NULL, napi_enumerable, NULL },
     { "crc32c", NULL, crc32c_js, NULL, NULL, NULL, napi_enumerable, NULL },
-    { "setPipeSize", NULL, set_pipe_size, NULL, NULL, NULL, napi_enumerable, NULL },
     { "firstBadKey", NULL, first_bad_key, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   crc32c_table_init();

@@ -55,12 +55,6 @@ export interface NativeDevice {
   fremovexattr(fd: number, name: string): boolean;
   /** ioctl(FICLONE): makes destFd share all of srcFd's blocks (reflink); EOPNOTSUPP/EXDEV/EINVAL where unsupported. */
   ficlone(destFd: number, srcFd: number): void;
-  /**
-   * F_SETPIPE_SZ when the pipe is smaller than `bytes`: the pipe's size
-   * afterwards, or -1 when fd is not a pipe or the kernel refused (the pipe
-   * keeps its size). Never shrinks a pipe.
-   */
-  setPipeSize(fd: number, bytes: number): number;
 }
 
 /** The errno-carrying Error the addon throws or rejects with. */

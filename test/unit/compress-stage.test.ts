@@ -3,20 +3,16 @@
  * real worker pool: stream order kept, the begin out before any chunk is
  * worked on, what the workers found is right for each chunk (sha256, zero,
  * a frame that decompresses to the chunk), the zstd level and worker count
- * honoured; and the pipe widening of pipe mode (src/stream/pipe-size.ts) on
- * a real pipe.
+ * honoured.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { CompressPool } from '../../src/sender/compress-pool.js';
 import { compressStage, type PreparedMessage } from '../../src/sender/compress-stage.js';
 import { ChunkDecompressor, checkZstdLevel } from '../../src/stream/zstd.js';
 import { defaultWorkerCount, MAX_DEFAULT_WORKERS } from '../../src/stream/worker-pool.js';
 import { compressModeOf, workerCountOf } from '../../src/cli/commands/send-grpc.js';
-import { PIPE_BYTES } from '../../src/stream/pipe-size.js';
 import type { StreamMessage } from '../../src/stream/messages.js';
 import { availableParallelism } from 'node:os';
 
@@ -141,15 +137,4 @@ test('worker count: one per core by default (at most MAX_DEFAULT_WORKERS); --wor
   assert.equal(compressModeOf('none'), 'none');
   assert.equal(compressModeOf('zstd'), 'zstd');
   assert.throws(() => compressModeOf('lz4'), /--compress must be zstd or none, not "lz4"/);
-});
-
-test('widenPipe: a real pipe grows to 1 MiB (never shrinks); a file is left alone (-1)', () => {
-  const mod = fileURLToPath(new URL('../../src/stream/pipe-size.js', import.meta.url));
-  const script = `import(${JSON.stringify(mod)}).then((m) => { const a = m.widenPipe(0); const b = m.widenPipe(0, 4096); process.stdout.write(a + ' ' + b); })`;
-  const r = spawnSync('bash', ['-c', `true | ${JSON.stringify(process.execPath)} -e ${JSON.stringify(script).replace(/\$/g, '\\$')}`], { encoding: 'utf8' });
-  assert.equal(r.status, 0, r.stderr);
-  assert.equal(r.stdout, `${PIPE_BYTES} ${PIPE_BYTES}`);
-  const f = spawnSync('bash', ['-c', `${JSON.stringify(process.execPath)} -e ${JSON.stringify(script).replace(/\$/g, '\\$')} < /dev/null`], { encoding: 'utf8' });
-  assert.equal(f.status, 0, f.stderr);
-  assert.equal(f.stdout, '-1 -1');
 });

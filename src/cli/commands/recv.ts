@@ -5,7 +5,6 @@ import type { Readable } from 'node:stream';
 import { ThinshipError } from '../../errors.js';
 import { openVolume } from '../../device/volume.js';
 import { decodeStream } from '../../stream/linbit/decode.js';
-import { widenPipe } from '../../stream/pipe-size.js';
 import { applyMessages } from '../../receiver/receiver.js';
 import { parseTargetName, resolveTarget } from '../../receiver/target.js';
 import { ProgressLine, parseProgressMode } from '../progress.js';
@@ -25,7 +24,6 @@ export async function recvPipeCommand(targetName: string, flags: RecvFlags): Pro
   // LV is activated here and deactivated again by release()).
   const resolved = await resolveTarget(spec);
   try {
-    widenPipe(0); // stdin: the sender's records arrive whole (stream/pipe-size.ts)
     // Zero bytes is a format 1.0 stream without records (thin_send 1.0 for an empty volume or identical
     // snapshots). Like thin_recv: say so and succeed, without opening or creating the target.
     const input = await firstChunkOrEof(process.stdin);

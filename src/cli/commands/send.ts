@@ -7,7 +7,6 @@ import { openSourceReader } from '../../sender/volume-reader.js';
 import { sendMessages } from '../../sender/sender.js';
 import { encodeStream } from '../../stream/linbit/encode.js';
 import { TokenBucket, throttled } from '../../stream/bandwidth.js';
-import { widenPipe } from '../../stream/pipe-size.js';
 import type { FormatVersion } from '../../stream/messages.js';
 import { sourceSpecOf, parseByteCount, parseBandwidthFlag, type SourceFlags } from '../source-args.js';
 import { planForCommand } from '../plan-options.js';
@@ -36,7 +35,6 @@ export async function sendPipeCommand(names: string[], flags: SendFlags): Promis
       // data as sent when as many bytes have left on stdout (records' headers make that a
       // slight overstatement mid-stream, never past what was read).
       let wireBytes = 0;
-      widenPipe(1); // stdout: one write per record instead of 16 (stream/pipe-size.ts)
       const messages = sendMessages(p, reader, { formatVersion: format, checksum: extensions ? 'sha256' : 'none', onProgress: (x) => { sent = x; } });
       async function* counted(source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
         for await (const chunk of source) {
