@@ -16,7 +16,7 @@ export interface ChunkJob {
   byteOffset: number;
   length: number;
   compress: boolean;
-  /** zstd level (ZSTD_LEVELS). */
+  /** zstd level (1-19, stream/zstd.ts checkZstdLevel). */
   level: number;
 }
 
@@ -39,7 +39,7 @@ export interface CompressPoolOptions {
   workers?: number;
   /** false: checksum and zero detection only (frames never produced). */
   compress?: boolean;
-  /** zstd level (default 1; ZSTD_LEVELS). */
+  /** zstd level (default 1; 1-19, stream/zstd.ts checkZstdLevel). */
   zstdLevel?: number;
 }
 

@@ -23,7 +23,7 @@ const binding = createRequire(import.meta.url)('zstd-napi/binding') as typeof Bi
 export const DEFAULT_ZSTD_LEVEL = 1;
 
 /** The levels a sender may choose (`--zstd-level`): zstd's regular ones; 20–22 need a window larger than a chunk gains from. */
-export const ZSTD_LEVELS = { min: 1, max: 19 } as const;
+const ZSTD_LEVELS = { min: 1, max: 19 } as const;
 
 /** `level` if it is a whole number in ZSTD_LEVELS, else a USAGE error naming the flag. */
 export function checkZstdLevel(level: number, flag = '--zstd-level'): number {
