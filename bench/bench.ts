@@ -16,6 +16,9 @@
  *          every repetition; this process is the orchestrator: StartTransfer,
  *          then WatchTransfer to DONE over one kept mTLS channel. Its first
  *          full send warms it (receiver connection, compression workers).
+ * and the C reference rows (issue 14), the same bytes without thinship:
+ *   dd     `dd iflag=direct bs=1M | dd bs=1M conv=fsync` of the pool's data file (the mapped data's size): a plain copy
+ *   czstd  `dd iflag=direct | zstd -1 | socat` → `socat | zstd -d | dd conv=fsync`, loopback TCP
  * and, with `incr`, each full send is followed by the incremental (device 1 →
  * 2, ~1% of the blocks rewritten) on the same target and path. Repetitions
  * interleave the paths (the order rotates each repetition), so every ratio
@@ -46,8 +49,10 @@ const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const GiB = 2 ** 30;
 const MiB = 2 ** 20;
 
-const TRANSPORTS = ['socat', 'grpc', 'pipe', 'daemon'] as const;
+const TRANSPORTS = ['socat', 'grpc', 'pipe', 'daemon', 'dd', 'czstd'] as const;
 type Transport = (typeof TRANSPORTS)[number];
+/** The C reference rows: no thinship in them, only a full send of the same bytes (no incremental, no target check). */
+const C_REFERENCE: ReadonlySet<Transport> = new Set(['dd', 'czstd']);
 const ITEMS = [...TRANSPORTS, 'incr', 'plan', 'wan'] as const;
 type Item = (typeof ITEMS)[number];
 type Kind = 'full' | 'incr';
@@ -57,6 +62,8 @@ const LABEL: Record<Transport, string> = {
   grpc: 'gRPC mTLS zstd-1',
   pipe: 'pipe, no compression',
   daemon: 'warm sender daemon → serve',
+  dd: 'C: dd direct | dd fsync',
+  czstd: 'C: dd | zstd -1 | socat',
 };
 
 interface Options {
@@ -414,7 +421,68 @@ async function runDaemon(c: RunCtx): Promise<PathResult> {
   return { wallS, procs: [usage('thinship sender serve', 'sender', s0, s1, await procHwmKiB(w.sender.pid)), usage('thinship serve', 'receiver', r0, r1, await procHwmKiB(w.rx.pid))] };
 }
 
-const RUNNERS: Record<Transport, (c: RunCtx) => Promise<PathResult>> = { pipe: runPipe, socat: runSocat, grpc: runGrpc, daemon: runDaemon };
+
+/** The pool's data file, the first `dataBytes` of it (as many bytes as the full send carries), read with O_DIRECT as thin_send reads. */
+function ddSource(c: RunCtx, dataBytes: number): string[] {
+  return ['dd', `if=${c.pool.dataPath}`, 'bs=1M', `count=${dataBytes}`, 'iflag=direct,count_bytes', 'status=none'];
+}
+
+/** Writes stdin to the target and makes it durable, as thinship recv does. */
+function ddTarget(c: RunCtx): string[] {
+  return ['dd', `of=${c.target}`, 'bs=1M', 'iflag=fullblock', 'conv=fsync', 'status=none'];
+}
+
+const fullDataBytes = (c: RunCtx) => c.pool.mappedBlocksA * c.pool.params.blockBytes;
+
+async function runDdCopy(c: RunCtx): Promise<PathResult> {
+  const f = (n: string) => join(c.tmp, `${c.tag}-${n}.time`);
+  const script = `${timed(f('send'), ddSource(c, fullDataBytes(c)))} | ${timed(f('recv'), ddTarget(c))}`;
+  const t0 = performance.now();
+  const r = await startBash(script).done;
+  const wallS = (performance.now() - t0) / 1000;
+  checkBash('dd | dd', r);
+  return { wallS, procs: [await readTimed(f('send'), 'dd iflag=direct', 'sender'), await readTimed(f('recv'), 'dd conv=fsync', 'receiver')] };
+}
+
+async function runCZstd(c: RunCtx): Promise<PathResult> {
+  const f = (n: string) => join(c.tmp, `${c.tag}-${n}.time`);
+  const port = await freePort();
+  const rx = startBash([
+    timed(f('rx-socat'), ['socat', '-u', `TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr`, 'STDOUT']),
+    timed(f('rx-zstd'), ['zstd', '-d', '-q', '-c']),
+    timed(f('recv'), ddTarget(c)),
+  ].join(' | '));
+  let rxExited = false;
+  void rx.done.then(() => { rxExited = true; });
+  try {
+    await waitListening(port, 10_000, () => !rxExited);
+  } catch (e) {
+    rx.child.kill();
+    const r = await rx.done;
+    throw new Error(`${(e as Error).message}: ${r.stderr.trim()}`, { cause: e });
+  }
+  const t0 = performance.now();
+  const tx = startBash([
+    timed(f('send'), ddSource(c, fullDataBytes(c))),
+    timed(f('tx-zstd'), ['zstd', '-1', '-q', '-c']),
+    timed(f('tx-socat'), ['socat', '-u', 'STDIN', `TCP:127.0.0.1:${port}`]),
+  ].join(' | '));
+  const txr = await tx.done;
+  if (txr.code !== 0) rx.child.kill();
+  const rxr = await rx.done;
+  const wallS = (performance.now() - t0) / 1000;
+  checkBash('dd | zstd -1 | socat', txr);
+  checkBash('socat | zstd -d | dd', rxr);
+  return {
+    wallS,
+    procs: [
+      await readTimed(f('send'), 'dd iflag=direct', 'sender'), await readTimed(f('tx-zstd'), 'zstd -1', 'sender'), await readTimed(f('tx-socat'), 'socat (send)', 'sender'),
+      await readTimed(f('rx-socat'), 'socat (recv)', 'receiver'), await readTimed(f('rx-zstd'), 'zstd -d', 'receiver'), await readTimed(f('recv'), 'dd conv=fsync', 'receiver'),
+    ],
+  };
+}
+
+const RUNNERS: Record<Transport, (c: RunCtx) => Promise<PathResult>> = { pipe: runPipe, socat: runSocat, grpc: runGrpc, daemon: runDaemon, dd: runDdCopy, czstd: runCZstd };
 
 async function measure(transport: Transport, c: RunCtx, rep: number, verify: boolean): Promise<RunRecord> {
   const dataBytes = (c.kind === 'full' ? c.pool.mappedBlocksA : c.pool.changedBlocks) * c.pool.params.blockBytes;
@@ -436,7 +504,7 @@ async function measure(transport: Transport, c: RunCtx, rep: number, verify: boo
     rec.senderCpuS = cpu('sender');
     rec.receiverCpuS = cpu('receiver');
     rec.ok = true;
-    if (verify) {
+    if (verify && !C_REFERENCE.has(transport)) {
       const want = c.kind === 'full' ? c.pool.imageSha256A : c.pool.imageSha256B;
       rec.verified = (await sha256File(c.target)) === want;
       if (!rec.verified) { rec.ok = false; rec.error = `target ${c.target} does not match the ${c.kind === 'full' ? 'source' : 'new snapshot'} image`; }
@@ -464,8 +532,13 @@ interface PathSummary {
   dataMBps: Spread;
   /** Per repetition: this path's MB/s ÷ the classic pipeline's MB/s in the same repetition. */
   ratioToClassic: Spread;
+  /** Per repetition: MB/s ÷ the C copy's (`dd iflag=direct | dd conv=fsync`) and ÷ the C zstd pipeline's, same repetition. */
+  ratioToDd: Spread;
+  ratioToCZstd: Spread;
   senderCpuSPerGiB: Spread;
   receiverCpuSPerGiB: Spread;
+  /** Every process of the path, sender and receiver together. */
+  allCpuSPerGiB: Spread;
   /** Per process name: peak RSS over the repetitions, in MiB. */
   peakRssMiB: Record<string, Spread>;
   /** Source data left in the page cache after the send, % of the volume size (runs where the cache was clean before). */
@@ -485,16 +558,22 @@ function summarize(runs: RunRecord[]): PathSummary[] {
     const [size, kind, transport] = k.split('|') as [string, Kind, Transport];
     const all = runs.filter((r) => r.size === size && r.kind === kind && r.transport === transport);
     const ok = all.filter((r) => r.ok);
-    const classic = runs.filter((r) => r.ok && r.size === size && r.kind === kind && r.transport === 'socat');
-    const ratios = ok.map((r) => { const c = classic.find((x) => x.rep === r.rep); return c ? r.dataMBps / c.dataMBps : NaN; });
+    /** This path's MB/s ÷ the reference path's in the same repetition (NaN when it was not run or failed). */
+    const ratioTo = (ref: Transport) => ok.map((r) => {
+      const c = runs.find((x) => x.ok && x.size === size && x.kind === kind && x.transport === ref && x.rep === r.rep);
+      return c ? r.dataMBps / c.dataMBps : NaN;
+    });
     const names = [...new Set(ok.flatMap((r) => r.procs.map((p) => p.name)))];
     out.push({
       size, volumeBytes: all[0]!.volumeBytes, transport, kind, runs: ok.length, failures: all.length - ok.length,
       wallS: spread(ok.map((r) => r.wallS)),
       dataMBps: spread(ok.map((r) => r.dataMBps)),
-      ratioToClassic: spread(ratios),
+      ratioToClassic: spread(ratioTo('socat')),
+      ratioToDd: spread(ratioTo('dd')),
+      ratioToCZstd: spread(ratioTo('czstd')),
       senderCpuSPerGiB: spread(ok.map((r) => r.senderCpuS / (r.dataBytes / GiB))),
       receiverCpuSPerGiB: spread(ok.map((r) => r.receiverCpuS / (r.dataBytes / GiB))),
+      allCpuSPerGiB: spread(ok.map((r) => (r.senderCpuS + r.receiverCpuS) / (r.dataBytes / GiB))),
       peakRssMiB: Object.fromEntries(names.map((n) => [n, spread(ok.map((r) => (r.procs.find((p) => p.name === n)?.maxRssKiB ?? NaN) / 1024))])),
       cacheLeftPct: spread(ok.filter(cleanBefore).map((r) => (100 * r.cacheAfterBytes) / r.volumeBytes)),
       cacheRunsExcluded: ok.filter((r) => !cleanBefore(r)).length,
@@ -582,15 +661,26 @@ function targetChecks(sums: PathSummary[], incr: IncrementalCheck[], plan: PlanR
     const ok = w.runs > w.failures;
     t.push({ target: `${w.rttMs} ms RTT, 1 Gbit/s relay: gRPC ≥ 0.9× the zstd+socat pipeline`, value: ok ? `${fmtSpread(w.ratioToSocat, 2)}×` : 'no successful run', met: ok ? w.ratioToSocat.median >= 0.9 : false });
   }
+  // Issue 14: CPU per GiB of all processes, and speed against the C reference rows of the same run.
+  const measured = (x: Spread) => !Number.isNaN(x.median);
+  for (const s of sums.filter((x) => x.kind === 'full' && x.transport === 'pipe' && x.runs > 0)) {
+    t.push({ target: `${s.size}: pipe mode ≤ 1.5 CPU-s/GiB, send and recv together`, value: `${fmtSpread(s.allCpuSPerGiB, 2)} s/GiB`, met: s.allCpuSPerGiB.median <= 1.5 });
+    t.push({ target: `${s.size}: pipe mode ≥ 0.75× the C copy (dd iflag=direct | dd conv=fsync)`, value: measured(s.ratioToDd) ? `${fmtSpread(s.ratioToDd, 2)}×` : 'not measured (--only without dd)', met: measured(s.ratioToDd) ? s.ratioToDd.median >= 0.75 : undefined });
+  }
+  for (const s of sums.filter((x) => x.kind === 'full' && x.transport === 'grpc' && x.runs > 0)) {
+    t.push({ target: `${s.size}: gRPC ≤ 5.5 CPU-s/GiB, sender and receiver together`, value: `${fmtSpread(s.allCpuSPerGiB, 2)} s/GiB`, met: s.allCpuSPerGiB.median <= 5.5 });
+    t.push({ target: `${s.size}: gRPC ≥ 1.3× the C zstd pipeline (dd | zstd -1 | socat)`, value: measured(s.ratioToCZstd) ? `${fmtSpread(s.ratioToCZstd, 2)}×` : 'not measured (--only without czstd)', met: measured(s.ratioToCZstd) ? s.ratioToCZstd.median >= 1.3 : undefined });
+  }
   for (const s of sums.filter((x) => x.kind === 'full' && x.transport === 'grpc')) {
-    t.push({ target: `${s.size}: gRPC full send ≥ 1.0× the zstd+socat pipeline`, value: s.runs ? `${fmtSpread(s.ratioToClassic, 2)}×` : 'not measured', met: s.runs ? s.ratioToClassic.median >= 1.0 : undefined });
+    const ok = s.runs > 0 && measured(s.ratioToClassic);
+    t.push({ target: `${s.size}: gRPC full send ≥ 1.0× the zstd+socat pipeline`, value: ok ? `${fmtSpread(s.ratioToClassic, 2)}×` : s.runs ? 'not measured (--only without socat)' : 'not measured', met: ok ? s.ratioToClassic.median >= 1.0 : undefined });
   }
   const own = (n: string) => n.startsWith('thinship');
   let worst = { mib: 0, who: '' };
   for (const s of sums) for (const [n, r] of Object.entries(s.peakRssMiB)) if (own(n) && r.max > worst.mib) worst = { mib: r.max, who: `${n} (${s.size} ${s.kind} ${s.transport})` };
   for (const p of plan) if (p.peakRssMiB.max > worst.mib) worst = { mib: p.peakRssMiB.max, who: `planning ${p.tool} ${p.mappings} mappings` };
   if (worst.who) t.push({ target: `under ${RSS_LIMIT_MIB} MiB RSS per thinship process`, value: `largest ${worst.mib.toFixed(0)} MiB: ${worst.who}`, met: worst.mib < RSS_LIMIT_MIB });
-  for (const s of sums.filter((x) => x.kind === 'full' && x.runs > 0)) {
+  for (const s of sums.filter((x) => x.kind === 'full' && x.runs > 0 && !C_REFERENCE.has(x.transport))) {
     t.push({ target: `${s.size} ${s.transport}: < 10% of the source volume left in the page cache`, value: `${fmtSpread(s.cacheLeftPct, 1)}%`, met: s.cacheLeftPct.median < 10 });
   }
   for (const i of incr) t.push({ target: `${i.size} ${i.transport}: incremental ≤ 2× (changed bytes ÷ full throughput)`, value: `${fmtSpread(i.ratio, 2)}× (${fmtSpread(i.incrWallS, 2)} s vs ${i.expectedS.toFixed(2)} s)`, met: i.ratio.median <= 2 });
@@ -604,15 +694,23 @@ function targetChecks(sums: PathSummary[], incr: IncrementalCheck[], plan: PlanR
   return t;
 }
 
+/** A ratio column: 1 on the reference row itself, blank when the reference was not run. */
+function ratioCell(s: PathSummary, ref: Transport, r: Spread): string {
+  if (s.transport === ref) return '1';
+  return Number.isNaN(r.median) ? '' : fmtSpread(r, 2);
+}
+
 function report(sums: PathSummary[], incr: IncrementalCheck[], plan: PlanRow[], targets: TargetCheck[], reps: number, wanTable = ''): string {
   const out: string[] = [];
   const full = sums.filter((s) => s.kind === 'full');
   if (full.length) {
-    out.push(`Full send (median (min–max) of ${reps} repetitions; MB/s = 10^6 bytes of mapped volume data per second; ratio to the classic pipeline per repetition;`);
+    out.push(`Full send (median (min–max) of ${reps} repetitions; MB/s = 10^6 bytes of mapped volume data per second; ratios to the classic pipeline and to the C rows per repetition;`);
+    out.push('C rows: the same number of bytes from the pool\'s data file, `dd iflag=direct bs=1M | dd bs=1M conv=fsync` and `dd iflag=direct | zstd -1 | socat` → `socat | zstd -d | dd conv=fsync`; all CPU = every process of both sides;');
     out.push('cache left = source data still in the page cache after the send, % of the volume; "excl." = runs left out because another process had cached the source again before the run started)');
     out.push(textTable(
-      ['size', 'path', 'data MB/s', '× classic', 'send CPU s/GiB', 'recv CPU s/GiB', 'cache left %', 'load1'],
-      full.map((s) => [s.size, LABEL[s.transport] + (s.failures ? ` (${s.failures} failed)` : ''), fmtSpread(s.dataMBps), s.transport === 'socat' ? '1' : fmtSpread(s.ratioToClassic, 2), fmtSpread(s.senderCpuSPerGiB, 2), fmtSpread(s.receiverCpuSPerGiB, 2), fmtSpread(s.cacheLeftPct, 1) + (s.cacheRunsExcluded ? ` [${s.cacheRunsExcluded} excl.]` : ''), fmtSpread(s.load1, 1)]),
+      ['size', 'path', 'data MB/s', '× classic', '× C dd copy', '× C zstd', 'send CPU s/GiB', 'recv CPU s/GiB', 'all CPU s/GiB', 'cache left %', 'load1'],
+      full.map((s) => [s.size, LABEL[s.transport] + (s.failures ? ` (${s.failures} failed)` : ''), fmtSpread(s.dataMBps), ratioCell(s, 'socat', s.ratioToClassic), ratioCell(s, 'dd', s.ratioToDd), ratioCell(s, 'czstd', s.ratioToCZstd),
+        fmtSpread(s.senderCpuSPerGiB, 2), fmtSpread(s.receiverCpuSPerGiB, 2), fmtSpread(s.allCpuSPerGiB, 2), C_REFERENCE.has(s.transport) ? '' : fmtSpread(s.cacheLeftPct, 1) + (s.cacheRunsExcluded ? ` [${s.cacheRunsExcluded} excl.]` : ''), fmtSpread(s.load1, 1)]),
     ));
     out.push('');
     out.push('Peak RSS per process, MiB (max over repetitions)');
@@ -736,7 +834,7 @@ async function main(): Promise<void> {
           const verify = o.verify === 'all' || (o.verify === 'first' && rep === 1);
           const full = await measure(t, { ...base, kind: 'full', tag: `${sz}-${t}-full-${rep}` }, rep, verify);
           runs.push(full);
-          if (full.ok && o.only.has('incr')) runs.push(await measure(t, { ...base, kind: 'incr', tag: `${sz}-${t}-incr-${rep}` }, rep, verify));
+          if (full.ok && o.only.has('incr') && !C_REFERENCE.has(t)) runs.push(await measure(t, { ...base, kind: 'incr', tag: `${sz}-${t}-incr-${rep}` }, rep, verify));
           // Deleting the target also throws away its dirty pages: nothing left to write back during the next run.
           await rm(target, { force: true });
         }
@@ -753,7 +851,7 @@ async function main(): Promise<void> {
   const targets = targetChecks(sums, incr, plan?.rows ?? [], wan?.rows ?? []);
   if (!transports.includes('grpc') && transports.length) targets.unshift({ target: 'gRPC full send ≥ 1.0× the zstd+socat pipeline', value: 'not measured (--only without grpc)', met: undefined });
   let profiles: Awaited<ReturnType<typeof profileRuns>> = [];
-  if (o.cpuProf && pools.length) profiles = await profileRuns(o, pools, { app, runDir, certs, grpcDir, tmp }, transports);
+  if (o.cpuProf && pools.length) profiles = await profileRuns(o, pools, { app, runDir, certs, grpcDir, tmp }, transports.filter((t) => !C_REFERENCE.has(t)));
   await stopWarmDaemons();
   const loadEnd = loadavg();
 

@@ -70,7 +70,10 @@ offlineOptions(program.command('send')
   .option('--to <host:port>', 'send over gRPC to a `thinship serve` receiver instead of stdout')
   .option('--target <name>', 'with --to: the target on the receiver (vg/lv, or an absolute path its config allows)')
   .option('--transfer-id <id>', 'with --to: the transfer id (default: derived from target and snapshots, so a re-run resumes)')
-  .option('--no-compress', 'with --to: no zstd (RAW and ZERO chunks only)')
+  .option('--compress <mode>', 'with --to: zstd (default) or none (RAW and ZERO chunks only)')
+  .option('--no-compress', 'with --to: the same as --compress none')
+  .option('--zstd-level <n>', 'with --to: zstd level, 1 (default, fastest) to 19')
+  .option('--workers <n>', 'with --to: threads that checksum and compress (default: one per core, at most 8)')
   .option('--retries <n>', 'with --to: resume attempts after a broken connection (default 9)')
   .option('--json', 'with --to: print the summary as JSON on stdout')
   .option('--force', 'with --to: the receiver applies over a target written since its last received snapshot, or an incremental onto a target without a record (zfs recv -F)')
@@ -89,6 +92,7 @@ offlineOptions(program.command('send')
     }
     else if (flags.target !== undefined || flags.transferId !== undefined) throw new ThinshipError('USAGE', '--target and --transfer-id need --to HOST:PORT');
     else if (flags.force === true || flags.grow === true) throw new ThinshipError('USAGE', '--force and --grow need --to HOST:PORT (in pipe mode they are options of recv)');
+    else if (typeof flags.compress === 'string' || flags.zstdLevel !== undefined || flags.workers !== undefined) throw new ThinshipError('USAGE', '--compress, --zstd-level and --workers need --to HOST:PORT (in pipe mode, put zstd in the pipeline)');
     else await sendPipeCommand(names, flags);
   });
 tlsOptions(program.commands.find((c) => c.name() === 'send')!);

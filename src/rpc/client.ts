@@ -2,19 +2,21 @@
  * The gRPC sender: a SendPlan and a volume reader become one ApplyStream call
  * (or several, when it has to resume).
  *
- * Pipeline: sender.ts reads ahead → worker threads checksum, detect zeros and
- * compress (compress-pool.ts) → this file maps the messages to ApplyStream
- * requests in stream order, with backpressure; the stream digest and the
- * End's counts come from the integrity core (stream/integrity.ts StreamLedger).
+ * Pipeline (the sending core, then this adapter): sender.ts reads ahead →
+ * the compression stage (sender/compress-stage.ts: worker threads checksum,
+ * detect zeros and compress) → this file maps the prepared messages to
+ * ApplyStream requests in stream order, with backpressure; the stream digest
+ * and the End's counts come from the integrity core (stream/integrity.ts
+ * StreamLedger).
  *
  * Memory in flight is bounded by, at the largest chunk size C (1 MiB by default):
  *   READ_AHEAD_OPS (8) chunks read ahead by sender.ts            8 C
- * + COMPRESS_AHEAD (2 per worker, 4) chunks in the workers       4 C raw + ≤ 4 C frames
+ * + COMPRESS_AHEAD_PER_WORKER (2) chunks per worker (2 workers: 4)  4 C raw + ≤ 4 C frames
  * + MAX_WRITES_IN_FLIGHT (4) messages handed to gRPC and not yet
  *   accepted by HTTP/2 (we wait for their write callbacks, and for
  *   'drain' whenever write() returns false)                       4 C (+ one serialized copy each)
  * + the receiver's HTTP/2 window, in sockets                       8 MiB
- * ≈ 28 C + 8 MiB, about 36 MiB at 1 MiB chunks.
+ * ≈ 28 C + 8 MiB, about 36 MiB at 1 MiB chunks with 2 workers (+ 4 C per extra worker).
  *
  * Resume: on UNAVAILABLE or a broken stream the sender asks GetTransferState
  * and starts a new call at the durable offset with the digest state and
@@ -31,7 +33,8 @@ import { logPhase } from '../log.js';
 import { StreamLedger } from '../stream/integrity.js';
 import type { BeginInfo, EndMessage } from '../stream/messages.js';
 import { sendMessages, READ_AHEAD_OPS } from '../sender/sender.js';
-import { CompressPool, type ChunkResult } from '../sender/compress-pool.js';
+import { CompressPool } from '../sender/compress-pool.js';
+import { compressStage, COMPRESS_AHEAD_PER_WORKER, type PreparedData } from '../sender/compress-stage.js';
 import { ChunkBuffers } from '../sender/chunk-buffers.js';
 import { DEFAULT_MAX_OP_BYTES } from '../thin/plan.js';
 import type { TokenBucket } from '../stream/bandwidth.js';
@@ -49,7 +52,6 @@ import {
 } from './tls.js';
 
 const MAX_WRITES_IN_FLIGHT = 4;
-const COMPRESS_AHEAD_PER_WORKER = 2;
 /** Largest message the client will send: 64 MiB chunk limit plus overhead. */
 const MAX_SEND_MESSAGE_BYTES = 65 * 1024 * 1024;
 
@@ -273,8 +275,11 @@ export interface GrpcSendOptions {
   target: string;
   /** Default: derived from the target and the plan (defaultTransferId), so a re-run resumes. */
   transferId?: string;
-  /** zstd level 1 on worker threads (default true); false sends RAW and ZERO only. */
+  /** zstd on worker threads (default true); false sends RAW and ZERO only. */
   compress?: boolean;
+  /** zstd level of the pool made here (default 1); a given `pool` has its own. */
+  zstdLevel?: number;
+  /** Worker threads of the pool made here (default: one per core, compress-pool.ts). */
   workers?: number;
   /**
    * A compression pool started earlier by the caller (its workers boot while
@@ -401,7 +406,7 @@ export async function sendPlanOverGrpc(client: ReceiverClient, p: SendPlan, read
     transferId, alreadyComplete: false, attempts: 0, startOffsets: [], dataBytes: 0, payloadBytes: 0, unmapBytes: 0,
     chunks: { raw: 0, zstd: 0, zero: 0 }, plannedDataBytes: totals.dataBytes,
   };
-  const pool = o.pool ?? new CompressPool({ workers: o.workers, compress });
+  const pool = o.pool ?? new CompressPool({ workers: o.workers, compress, zstdLevel: o.zstdLevel });
   let mismatches = 0;
   /** Failed attempts since the last one that delivered data. */
   let failures = 0;
@@ -508,18 +513,15 @@ async function oneCall(
     check();
   };
 
-  type Item = { kind: 'data'; offsetBytes: number; lengthBytes: number; result: Promise<ChunkResult> } | { kind: 'unmap'; offsetBytes: number; lengthBytes: number };
-  const fifo: Item[] = [];
-  const ahead = COMPRESS_AHEAD_PER_WORKER * pool.size;
   // Enough for every chunk in flight (read ahead, in the workers, handed to gRPC) at the default op size.
-  const buffers = new ChunkBuffers((READ_AHEAD_OPS + ahead + MAX_WRITES_IN_FLIGHT + 2) * DEFAULT_MAX_OP_BYTES);
-  const emit = async (it: Item) => {
-    if (it.kind === 'unmap') {
+  const buffers = new ChunkBuffers((READ_AHEAD_OPS + COMPRESS_AHEAD_PER_WORKER * pool.size + MAX_WRITES_IN_FLIGHT + 2) * DEFAULT_MAX_OP_BYTES);
+  const emit = async (it: PreparedData | { type: 'unmap'; offsetBytes: number; lengthBytes: number }) => {
+    if (it.type === 'unmap') {
       ledger.addUnmap(it.offsetBytes, it.lengthBytes);
       r.unmapBytes += it.lengthBytes;
       await write({ kind: 'unmap', unmap: { offsetBytes: it.offsetBytes, lengthBytes: it.lengthBytes } });
     } else {
-      const c = await it.result;
+      const c = it.result;
       ledger.addData(it.offsetBytes, it.lengthBytes, c.checksum);
       const [encoding, payload] = c.zero ? ['ENCODING_ZERO' as const, Buffer.alloc(0)] : c.frame ? ['ENCODING_ZSTD' as const, c.frame] : ['ENCODING_RAW' as const, c.raw];
       if (o.bandwidth) await o.bandwidth.take(payload.length + 64, o.signal).catch(() => check());
@@ -536,24 +538,12 @@ async function oneCall(
   };
 
   try {
-    for await (const m of sendMessages(p, reader, { resumeFromBytes: resume, transferId, buffers, checksum: 'sha256', volumeIds: wireVolumeIds(p) })) {
-      if (m.type === 'begin') {
-        await write(pbBeginOf(m.info, { target: o.target, resumeOffsetBytes: resume, compress, force: o.force === true, grow: o.grow === true }));
-        continue;
-      }
-      if (m.type === 'data') {
-        const lengthBytes = m.data.length;
-        const result = pool.process(m.data); // m.data now belongs to the pool (its memory moved to a worker)
-        result.catch(() => undefined); // awaited in order by emit()
-        fifo.push({ kind: 'data', offsetBytes: m.offsetBytes, lengthBytes, result });
-      } else if (m.type === 'unmap') {
-        fifo.push({ kind: 'unmap', offsetBytes: m.offsetBytes, lengthBytes: m.lengthBytes });
-      } else {
-        continue; // the end: the ledger's, below (it counts what an earlier call delivered too)
-      }
-      while (fifo.length > ahead) await emit(fifo.shift()!);
+    const messages = sendMessages(p, reader, { resumeFromBytes: resume, transferId, buffers, checksum: 'sha256', volumeIds: wireVolumeIds(p) });
+    for await (const m of compressStage(messages, pool)) {
+      if (m.type === 'begin') await write(pbBeginOf(m.info, { target: o.target, resumeOffsetBytes: resume, compress, force: o.force === true, grow: o.grow === true }));
+      else if (m.type === 'end') continue; // the ledger's end, below (it counts what an earlier call delivered too)
+      else await emit(m);
     }
-    while (fifo.length > 0) await emit(fifo.shift()!);
     await write(pbEndOf(ledger.seal()));
     call.end();
     logPhase('send: end written');

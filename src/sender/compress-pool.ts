@@ -1,12 +1,14 @@
 /**
- * Checksum + zero detection + zstd level 1 for DATA chunks on worker threads
- * (stream/worker-pool.ts; 2 workers scaled 1.86x here). A chunk's memory
+ * Checksum + zero detection + zstd (level 1 unless told) for DATA chunks on
+ * worker threads (stream/worker-pool.ts; one per core by default, 2 workers
+ * scaled 1.86x on 2 cores). A chunk's memory
  * moves to the worker and back (transferred, not copied) when the Buffer owns
  * its whole ArrayBuffer, as the sender's read buffers do; otherwise it is
  * copied once. Results come back as promises; callers keep their own FIFO
  * to preserve stream order.
  */
 import { WorkerPool, defaultWorkerCount, ownArrayBuffer } from '../stream/worker-pool.js';
+import { DEFAULT_ZSTD_LEVEL, checkZstdLevel } from '../stream/zstd.js';
 
 /** Main -> worker. */
 export interface ChunkJob {
@@ -14,6 +16,8 @@ export interface ChunkJob {
   byteOffset: number;
   length: number;
   compress: boolean;
+  /** zstd level (1-19, stream/zstd.ts checkZstdLevel). */
+  level: number;
 }
 
 /** Worker -> main. */
@@ -31,17 +35,21 @@ export interface ChunkResult {
 }
 
 export interface CompressPoolOptions {
-  /** Worker threads (default: 2, or 1 on a single core). */
+  /** Worker threads (default: one per core, stream/worker-pool.ts defaultWorkerCount). */
   workers?: number;
   /** false: checksum and zero detection only (frames never produced). */
   compress?: boolean;
+  /** zstd level (default 1; 1-19, stream/zstd.ts checkZstdLevel). */
+  zstdLevel?: number;
 }
 
 export class CompressPool {
   private readonly pool: WorkerPool<ChunkJob, ChunkReply>;
   private readonly compress: boolean;
+  private readonly level: number;
 
   constructor(o: CompressPoolOptions = {}) {
+    this.level = checkZstdLevel(o.zstdLevel ?? DEFAULT_ZSTD_LEVEL);
     this.pool = new WorkerPool(new URL('./compress-worker.js', import.meta.url), o.workers ?? defaultWorkerCount(), 'compression');
     this.compress = o.compress ?? true;
   }
@@ -62,7 +70,7 @@ export class CompressPool {
    */
   async process(data: Buffer): Promise<ChunkResult> {
     const own = ownArrayBuffer(data);
-    const m = await this.pool.run({ ...own, compress: this.compress }, [own.buf]);
+    const m = await this.pool.run({ ...own, compress: this.compress, level: this.level }, [own.buf]);
     return {
       raw: Buffer.from(m.buf, m.byteOffset, m.length),
       checksum: Buffer.from(m.checksum),

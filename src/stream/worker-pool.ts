@@ -40,10 +40,19 @@ class PoolWorker<R> {
   }
 }
 
-/** Default: 2 workers (the machines this is tuned on have 2 cores), 1 on a single core. */
+/**
+ * More workers than this are not made by default: one stream's main thread
+ * feeds about this many cores of zstd -1 (~0.5 GB/s each) before it is the limit.
+ */
+export const MAX_DEFAULT_WORKERS = 8;
+
+/** Default: one worker per core (os.availableParallelism(), which honours CPU affinity), at most MAX_DEFAULT_WORKERS. */
 export function defaultWorkerCount(): number {
-  return Math.min(2, availableParallelism());
+  return Math.max(1, Math.min(MAX_DEFAULT_WORKERS, availableParallelism()));
 }
+
+/** The largest worker count accepted from a user (`--workers`, decodeWorkers). */
+export const MAX_WORKERS = 256;
 
 export class WorkerPool<J extends object, R> {
   private readonly workers: PoolWorker<R>[];

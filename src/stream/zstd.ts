@@ -20,7 +20,18 @@ import type * as Binding from 'zstd-napi/binding.js';
 const binding = createRequire(import.meta.url)('zstd-napi/binding') as typeof Binding;
 
 /** Level 1: ~430–530 MB/s a core on ~2:1 data here; level 3 is ~300 MB/s. */
-const ZSTD_LEVEL = 1;
+export const DEFAULT_ZSTD_LEVEL = 1;
+
+/** The levels a sender may choose (`--zstd-level`): zstd's regular ones; 20–22 need a window larger than a chunk gains from. */
+const ZSTD_LEVELS = { min: 1, max: 19 } as const;
+
+/** `level` if it is a whole number in ZSTD_LEVELS, else a USAGE error naming the flag. */
+export function checkZstdLevel(level: number, flag = '--zstd-level'): number {
+  if (!Number.isInteger(level) || level < ZSTD_LEVELS.min || level > ZSTD_LEVELS.max) {
+    throw new ThinshipError('USAGE', `${flag} must be a whole number from ${ZSTD_LEVELS.min} to ${ZSTD_LEVELS.max}, not ${String(level)}`);
+  }
+  return level;
+}
 
 /**
  * A chunk is sent compressed only if the frame saves at least 1/32 (~3%) of
@@ -49,17 +60,17 @@ export class ChunkCompressor {
   private readonly cctx = new binding.CCtx();
   private dst: Buffer = Buffer.alloc(0);
 
-  constructor(private readonly level = ZSTD_LEVEL) {}
+  constructor(private readonly level = DEFAULT_ZSTD_LEVEL) {}
 
   /**
    * Returns a fresh Buffer (owning its whole ArrayBuffer) holding one zstd frame of `src` if that is worth
    * sending (see worthCompressing), else undefined. The frame states its
    * content size (zstd's default for single-shot compression).
    */
-  compress(src: Uint8Array): Buffer | undefined {
+  compress(src: Uint8Array, level = this.level): Buffer | undefined {
     const bound = binding.compressBound(src.byteLength);
     if (this.dst.length < bound) this.dst = Buffer.allocUnsafe(bound);
-    const n = this.cctx.compress(this.dst, src, this.level);
+    const n = this.cctx.compress(this.dst, src, level);
     if (!worthCompressing(n, src.byteLength)) return undefined;
     // Copied out (the scratch buffer is reused for the next chunk) into memory of
     // its own, so it can be transferred between threads without taking Node's pool.

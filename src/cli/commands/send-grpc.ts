@@ -10,6 +10,8 @@ import { ThinshipError } from '../../errors.js';
 import { openSourceReader } from '../../sender/volume-reader.js';
 import { ReceiverClient, sendPlanOverGrpc, defaultTransferId, type GrpcSendResult } from '../../rpc/client.js';
 import { CompressPool } from '../../sender/compress-pool.js';
+import { MAX_WORKERS } from '../../stream/worker-pool.js';
+import { checkZstdLevel } from '../../stream/zstd.js';
 import type { TlsFiles } from '../../rpc/tls.js';
 import { unixMsOfTimestamp } from '../../rpc/proto.js';
 import { sourceSpecOf, parseByteCount, parseBandwidthFlag, type SourceFlags } from '../source-args.js';
@@ -29,7 +31,10 @@ export interface GrpcSendFlags extends SourceFlags, TlsFlags {
   to: string;
   target?: string;
   transferId?: string;
-  compress?: boolean;
+  /** --compress MODE (zstd|none), or false from --no-compress. */
+  compress?: string | boolean;
+  zstdLevel?: string;
+  workers?: string;
   force?: boolean;
   grow?: boolean;
   retries?: string;
@@ -50,6 +55,22 @@ export function tlsFilesOf(f: TlsFlags): TlsFiles | undefined {
   const key = f.key ?? (f.tlsDir ? join(f.tlsDir, 'client.key') : undefined);
   if (!ca || !cert || !key) throw new ThinshipError('USAGE', 'mTLS needs the CA, a client certificate and its key: --tls-dir DIR (from `thinship certs`), or --ca, --cert and --key; --insecure only for a test on loopback');
   return { ca, cert, key };
+}
+
+/** --compress zstd|none (default zstd); --no-compress is none. */
+export function compressModeOf(flag: string | boolean | undefined): 'zstd' | 'none' {
+  if (flag === undefined || flag === true) return 'zstd';
+  if (flag === false) return 'none';
+  if (flag === 'zstd' || flag === 'none') return flag;
+  throw new ThinshipError('USAGE', `--compress must be zstd or none, not "${flag}"`);
+}
+
+/** --workers N: a whole number from 1 to MAX_WORKERS; undefined: the default (one per core). */
+export function workerCountOf(flag: string | undefined): number | undefined {
+  if (flag === undefined) return undefined;
+  const n = Number(flag);
+  if (!/^\d+$/.test(flag.trim()) || n < 1 || n > MAX_WORKERS) throw new ThinshipError('USAGE', `--workers must be a whole number from 1 to ${MAX_WORKERS}, not "${flag}"`);
+  return n;
 }
 
 function summaryLine(r: GrpcSendResult, what: string, to: string, target: string): string {
@@ -74,14 +95,17 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
   const spec = sourceSpecOf(names, flags);
   const bwlimit = parseBandwidthFlag(flags.bwlimit);
   const maxOpBytes = flags.maxOpBytes === undefined ? DEFAULT_MAX_OP_BYTES : parseByteCount(flags.maxOpBytes, '--max-op-bytes');
+  const compress = compressModeOf(flags.compress) === 'zstd';
+  const zstdLevel = flags.zstdLevel === undefined ? undefined : checkZstdLevel(Number(flags.zstdLevel));
+  if (zstdLevel !== undefined && !compress) throw new ThinshipError('USAGE', '--zstd-level needs compression (not --compress none / --no-compress)');
+  const workers = workerCountOf(flags.workers);
   logPhase('send: arguments parsed');
   const client = await ReceiverClient.connect({ address: flags.to, tls, insecure: flags.insecure, allowInsecureRemote: flags.allowInsecureRemote, serverName: flags.serverName });
   // Start-up overlaps planning: the TLS handshake and the compression workers'
   // boot (~0.1-0.2 s each) would otherwise come after it. That is most of a small
   // incremental's time.
   client.startConnecting();
-  const compress = flags.compress !== false;
-  const pool = new CompressPool({ compress });
+  const pool = new CompressPool({ compress, zstdLevel, workers });
   try {
     const p = await planForCommand(spec, flags, { withMappings: spec.kind === 'offline' });
     logPhase('send: planned', { dataBytes: p.plan.totals.dataBytes });
