@@ -17,9 +17,12 @@ export default tseslint.config(
     },
     rules: {
       // node:test's test()/describe() return promises the runner itself awaits and reports.
-      '@typescript-eslint/no-floating-promises': ['error', {
-        allowForKnownSafeCalls: [{ from: 'package', package: 'node:test', name: ['test', 'describe', 'it', 'suite'] }],
-      }],
+      '@typescript-eslint/no-floating-promises': [
+        'error',
+        {
+          allowForKnownSafeCalls: [{ from: 'package', package: 'node:test', name: ['test', 'describe', 'it', 'suite'] }],
+        },
+      ],
       // `_`-prefixed names are deliberately unused (a callback's position, a destructured rest).
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrors: 'none' }],
       // `async` without `await` is deliberate here: it turns a synchronous throw into a rejection and implements async interfaces.
@@ -33,8 +36,13 @@ export default tseslint.config(
     files: ['src/**/*.ts'],
     ignores: ['src/cli/**'],
     rules: {
-      'no-restricted-properties': ['error',
-        ...['on', 'once', 'addListener', 'exit', 'exitCode'].map((property) => ({ object: 'process', property, message: 'signals and exit statuses are the CLI\'s (src/cli/signals.ts, exit-codes.ts): take an AbortSignal' })),
+      'no-restricted-properties': [
+        'error',
+        ...['on', 'once', 'addListener', 'exit', 'exitCode'].map((property) => ({
+          object: 'process',
+          property,
+          message: "signals and exit statuses are the CLI's (src/cli/signals.ts, exit-codes.ts): take an AbortSignal",
+        })),
         { object: 'process', property: 'stderr', message: 'libraries log (src/log.ts) or take a warn callback; the CLI prints' },
         { object: 'process', property: 'env', message: 'the CLI reads the environment and passes the values in' },
       ],

@@ -13,24 +13,47 @@ const run = (file, pattern) => `node ${pattern ? `--test-name-pattern='${pattern
 // The linbit tests without the few that spend seconds on large random streams (each mutant runs these; a
 // test runs when its name matches, and the runner's root matches any negative pattern, so they are listed):
 // the round trips and size counts stay in npm test.
-const linbitFast = "^(magic|BEGIN_STREAM|END_STREAM|unknown|DATA|truncation|offsets|format 1.0|begin-info|declared sha256|stream digest|encoder:|stopping|empty input|the reference|nothing may follow|tampered)";
-const groupsFast = "^(v2: |group|a corrupt|declared layouts|encoder with|records decoded|a small stream)";
+const linbitFast =
+  '^(magic|BEGIN_STREAM|END_STREAM|unknown|DATA|truncation|offsets|format 1.0|begin-info|declared sha256|stream digest|encoder:|stopping|empty input|the reference|nothing may follow|tampered)';
+const groupsFast = '^(v2: |group|a corrupt|declared layouts|encoder with|records decoded|a small stream)';
 /**
  * The modules and the tests run per mutant: the only place that names them. Line ranges
  * (file:first-last) select a module's functions in a bigger file; update them when code moves.
  */
 export const modules = {
-  access: { mutate: ['src/receiver/access.ts'], command: [run('unit/access'), run('unit/access-rules'), run('unit/rpc-receiver-state', 'target authorisation'), run('service/mutation-guards', 'boundary|another identity')] },
+  access: {
+    mutate: ['src/receiver/access.ts'],
+    command: [
+      run('unit/access'),
+      run('unit/access-rules'),
+      run('unit/rpc-receiver-state', 'target authorisation'),
+      run('service/mutation-guards', 'boundary|another identity'),
+    ],
+  },
   // The record rules: gRPC begin/record checks, the pipe-mode checks of applyMessages, the payload check, and the integrity core's bounds/order/counts.
-  records: { mutate: ['src/receiver/record-checks.ts', 'src/receiver/receiver.ts', 'src/receiver/decode-data.ts'], command: [run('unit/record-checks'), run('unit/rpc-decode'), run('unit/receiver-pieces'), run('service/mutation-guards', 'straddling|checkpoint|ZERO')] },
+  records: {
+    mutate: ['src/receiver/record-checks.ts', 'src/receiver/receiver.ts', 'src/receiver/decode-data.ts'],
+    command: [run('unit/record-checks'), run('unit/rpc-decode'), run('unit/receiver-pieces'), run('service/mutation-guards', 'straddling|checkpoint|ZERO')],
+  },
   // Unit tests only (the gRPC tier's receiver-state took 13 s per mutant): unit/checkpoint-fields checks the file field by field.
-  checkpoint: { mutate: ['src/receiver/checkpoint.ts'], command: [run('unit/checkpoint-fields'), run('unit/checkpoint-identity'), run('unit/rpc-receiver-state', 'checkpoints|state directory')] },
+  checkpoint: {
+    mutate: ['src/receiver/checkpoint.ts'],
+    command: [run('unit/checkpoint-fields'), run('unit/checkpoint-identity'), run('unit/rpc-receiver-state', 'checkpoints|state directory')],
+  },
   digest: { mutate: ['src/stream/digest.ts'], command: [run('unit/digest'), run('unit/linbit', 'digest|checksum'), run('unit/rpc-decode')] },
   // The integrity core (ledger, bounds, order, payload checksums) with its own unit test first.
   integrity: { mutate: ['src/stream/integrity.ts'], command: [run('unit/integrity'), run('unit/record-checks'), run('unit/digest')] },
   // The LINBIT codec (src/stream/linbit/): the decoder has ~890 mutants, ~10 s each on a shared machine.
-  'linbit-encoder': { mutate: ['src/stream/linbit/encode.ts'], command: [run('unit/linbit', linbitFast), run('unit/linbit-golden'), run('unit/linbit-groups', groupsFast)], timeoutMS: 8000 },
-  'linbit-decoder': { mutate: ['src/stream/linbit/decode.ts'], command: [run('unit/linbit', linbitFast), run('unit/linbit-golden'), run('unit/linbit-groups', groupsFast)], timeoutMS: 8000 },
+  'linbit-encoder': {
+    mutate: ['src/stream/linbit/encode.ts'],
+    command: [run('unit/linbit', linbitFast), run('unit/linbit-golden'), run('unit/linbit-groups', groupsFast)],
+    timeoutMS: 8000,
+  },
+  'linbit-decoder': {
+    mutate: ['src/stream/linbit/decode.ts'],
+    command: [run('unit/linbit', linbitFast), run('unit/linbit-golden'), run('unit/linbit-groups', groupsFast)],
+    timeoutMS: 8000,
+  },
   'pool-lock': { mutate: ['src/thin/pool-lock.ts'], command: [run('unit/pool-lock'), run('tools/pool-lock')] },
   'state-lock': { mutate: ['src/receiver/state-lock.ts'], command: [run('unit/state-lock')] },
 };

@@ -51,7 +51,10 @@ test('generated pool: thin_dump mappings, volume images and change counts match 
     // thin_dump agrees on the mapped block counts.
     const xml = execFileSync('thin_dump', [p.metadataPath], { encoding: 'utf8', maxBuffer: 1 << 28 });
     const mapped = [...xml.matchAll(/dev_id="(\d+)" mapped_blocks="(\d+)"/g)].map((m) => [Number(m[1]), Number(m[2])]);
-    assert.deepEqual(mapped, [[1, p.mappedBlocksA], [2, p.mappedBlocksB]]);
+    assert.deepEqual(mapped, [
+      [1, p.mappedBlocksA],
+      [2, p.mappedBlocksB],
+    ]);
     // About 2:1 under zstd -1.
     assert.ok(p.sampleZstd1Ratio > 1.7 && p.sampleZstd1Ratio < 2.5, `zstd -1 ratio ${p.sampleZstd1Ratio}`);
     assert.equal((await stat(p.dataPath)).size, p.dataFileBytes);
@@ -76,7 +79,11 @@ test('layout is deterministic and exact for a seed', () => {
   assert.deepEqual(a.dataB, b.dataB);
   // A's data blocks are allocated in origin order; B's new ones follow them.
   let last = -1;
-  for (const d of a.dataA) if (d >= 0) { assert.equal(d, last + 1); last = d; }
+  for (const d of a.dataA)
+    if (d >= 0) {
+      assert.equal(d, last + 1);
+      last = d;
+    }
   assert.equal(a.nDataA, last + 1);
   assert.equal(a.nData, a.nDataA + a.changed);
   const c = makeLayout({ ...params, seed: params.seed + 1 });
@@ -100,7 +107,11 @@ test('GNU time wrapper: exit status, CPU and peak RSS of a real process', async 
     const script = join(dir, 'run.sh');
     // Touches ~64 MiB, burns a little CPU, exits 3.
     await writeFile(script, `${timed(out, ['sh', '-c', 'head -c 67108864 /dev/zero | tail -c 1 >/dev/null; exit 3'])}\n`);
-    try { execFileSync('bash', [script]); } catch { /* exit 3 expected */ }
+    try {
+      execFileSync('bash', [script]);
+    } catch {
+      /* exit 3 expected */
+    }
     const u = await readTimed(out, 'x', 'sender');
     assert.equal(u.exitCode, 3);
     assert.ok(u.wallS >= 0 && u.userS >= 0 && u.sysS >= 0);

@@ -29,20 +29,29 @@ import { openSourceReader } from '../src/sender/volume-reader.js';
 
 const MiB = 1024 * 1024;
 const cli = fileURLToPath(new URL('../bin/thinship.js', import.meta.url));
-const { values } = parseArgs({ options: {
-  limits: { type: 'string', default: '8M,20M' }, reps: { type: 'string', default: '3' }, 'size-mib': { type: 'string', default: '256' },
-  'receiver-limits': { type: 'string', default: '8M' }, 'receiver-size-mib': { type: 'string', default: '128' },
-} });
+const { values } = parseArgs({
+  options: {
+    limits: { type: 'string', default: '8M,20M' },
+    reps: { type: 'string', default: '3' },
+    'size-mib': { type: 'string', default: '256' },
+    'receiver-limits': { type: 'string', default: '8M' },
+    'receiver-size-mib': { type: 'string', default: '128' },
+  },
+});
 
 /** One transfer to an in-process receiver whose identity is limited to rateBps; [ms, wire bytes received] samples. */
 async function receiverRunOnce(pool: FlatPool, rateBps: number, work: string, run: string): Promise<[number, number][]> {
   // A directory of its own per run: a second send of the same plan to the same target would be "already complete".
   const targets = join(work, `t-${run}`);
   mkdirSync(targets, { recursive: true });
-  const config = await parseReceiverConfig({
-    stateDir: join(work, `state-${run}`), metricsListen: '127.0.0.1:0',
-    identities: { anonymous: { directories: [targets], maxBytesPerSecond: rateBps } },
-  }, join(work, 'rx.json'));
+  const config = await parseReceiverConfig(
+    {
+      stateDir: join(work, `state-${run}`),
+      metricsListen: '127.0.0.1:0',
+      identities: { anonymous: { directories: [targets], maxBytesPerSecond: rateBps } },
+    },
+    join(work, 'rx.json'),
+  );
   const rx = await startReceiver({ listen: '127.0.0.1:0', config, insecure: true, log: pino({ level: 'silent' }) });
   const client = await ReceiverClient.connect({ address: `127.0.0.1:${rx.port}`, insecure: true });
   const samples: [number, number][] = [];
@@ -55,7 +64,10 @@ async function receiverRunOnce(pool: FlatPool, rateBps: number, work: string, ru
     }
   })();
   try {
-    const p = await planSend({ kind: 'offline', metadataPath: pool.metadataPath, dataPath: pool.dataPath, snapDevId: pool.devId, volumeSizeBytes: pool.volumeSizeBytes }, { withMappings: true });
+    const p = await planSend(
+      { kind: 'offline', metadataPath: pool.metadataPath, dataPath: pool.dataPath, snapDevId: pool.devId, volumeSizeBytes: pool.volumeSizeBytes },
+      { withMappings: true },
+    );
     try {
       const reader = await openSourceReader(p);
       try {
@@ -98,13 +110,19 @@ function runOnce(args: string[]): Promise<[number, number][]> {
     const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
     const arrivals: [number, number][] = [];
     let bytes = 0;
-    child.stdout.on('data', (d: Buffer) => { bytes += d.length; arrivals.push([performance.now(), bytes]); });
+    child.stdout.on('data', (d: Buffer) => {
+      bytes += d.length;
+      arrivals.push([performance.now(), bytes]);
+    });
     child.on('error', reject);
     child.on('close', (code) => (code === 0 ? resolve(arrivals) : reject(new Error(`send exited ${code}`))));
   });
 }
 
-const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]!; };
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+};
 
 const dir = mkdtempSync(join(tmpdir(), 'thinship-bwbench-'));
 try {
@@ -134,14 +152,18 @@ try {
       }
       peaks.push(peak / rateBps);
     }
-    console.log(`${limit.padEnd(10)} ${median(secs).toFixed(1).padStart(7)}   ${median(means).toFixed(3)} (${Math.min(...means).toFixed(3)}–${Math.max(...means).toFixed(3)})   ${median(peaks).toFixed(3)} (${Math.min(...peaks).toFixed(3)}–${Math.max(...peaks).toFixed(3)})`);
+    console.log(
+      `${limit.padEnd(10)} ${median(secs).toFixed(1).padStart(7)}   ${median(means).toFixed(3)} (${Math.min(...means).toFixed(3)}–${Math.max(...means).toFixed(3)})   ${median(peaks).toFixed(3)} (${Math.min(...peaks).toFixed(3)}–${Math.max(...peaks).toFixed(3)})`,
+    );
   }
   if (values['receiver-limits'] !== '') {
     const rxBytes = Number(values['receiver-size-mib']) * MiB;
     const rxDir = join(dir, 'rx');
     mkdirSync(rxDir);
     const rxPool = createFlatPool(rxDir, rxBytes);
-    console.log(`\nreceiver maxBytesPerSecond: volume ${values['receiver-size-mib']} MiB, incompressible, sent raw over gRPC on loopback, measured at the receiver`);
+    console.log(
+      `\nreceiver maxBytesPerSecond: volume ${values['receiver-size-mib']} MiB, incompressible, sent raw over gRPC on loopback, measured at the receiver`,
+    );
     console.log('limit      seconds   mean rate / limit   max 1 s window / limit');
     for (const limit of values['receiver-limits'].split(',').filter(Boolean)) {
       const rateBps = Number(limit.replace(/M$/, '')) * MiB;
@@ -149,7 +171,13 @@ try {
       for (let rep = 0; rep < Number(values.reps); rep++) runs.push(ratios(await receiverRunOnce(rxPool, rateBps, rxDir, `${limit}-${rep}`), rateBps));
       const means = runs.map((r) => r.mean);
       const peaks = runs.map((r) => r.peak);
-      console.log(`${(limit + ' rx').padEnd(10)} ${median(runs.map((r) => r.seconds)).toFixed(1).padStart(7)}   ${median(means).toFixed(3)} (${Math.min(...means).toFixed(3)}–${Math.max(...means).toFixed(3)})   ${median(peaks).toFixed(3)} (${Math.min(...peaks).toFixed(3)}–${Math.max(...peaks).toFixed(3)})`);
+      console.log(
+        `${(limit + ' rx').padEnd(10)} ${median(runs.map((r) => r.seconds))
+          .toFixed(1)
+          .padStart(
+            7,
+          )}   ${median(means).toFixed(3)} (${Math.min(...means).toFixed(3)}–${Math.max(...means).toFixed(3)})   ${median(peaks).toFixed(3)} (${Math.min(...peaks).toFixed(3)}–${Math.max(...peaks).toFixed(3)})`,
+      );
     }
   }
 } finally {

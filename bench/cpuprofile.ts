@@ -8,8 +8,18 @@ import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-interface ProfileNode { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }
-interface Profile { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[]; startTime: number; endTime: number }
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  children?: number[];
+}
+interface Profile {
+  nodes: ProfileNode[];
+  samples: number[];
+  timeDeltas: number[];
+  startTime: number;
+  endTime: number;
+}
 
 export interface ProfileSummary {
   file: string;
@@ -67,15 +77,27 @@ export async function summarizeProfile(file: string, top = 15): Promise<ProfileS
     file,
     totalMs: total / 1000,
     busyMs: busy / 1000,
-    byArea: [...areas].filter(([a]) => a !== 'idle').sort((a, b) => b[1] - a[1]).map(([area, us]) => ({ area, ms: us / 1000, pct: pct(us) })),
-    topFunctions: [...fns.values()].filter((f) => f.area !== 'idle').sort((a, b) => b.us - a.us).slice(0, top)
+    byArea: [...areas]
+      .filter(([a]) => a !== 'idle')
+      .sort((a, b) => b[1] - a[1])
+      .map(([area, us]) => ({ area, ms: us / 1000, pct: pct(us) })),
+    topFunctions: [...fns.values()]
+      .filter((f) => f.area !== 'idle')
+      .sort((a, b) => b.us - a.us)
+      .slice(0, top)
       .map((f) => ({ fn: f.fn, where: f.where, area: f.area, ms: f.us / 1000, pct: pct(f.us) })),
   };
 }
 
 export function formatProfile(s: ProfileSummary, label: string, areas = 8, fns = 12): string {
   const out = [`${label}: ${(s.busyMs / 1000).toFixed(2)} s busy of ${(s.totalMs / 1000).toFixed(2)} s sampled (${basename(s.file)})`];
-  out.push('  by area (% of busy): ' + s.byArea.slice(0, areas).map((a) => `${a.area} ${a.pct.toFixed(0)}%`).join(', '));
+  out.push(
+    '  by area (% of busy): ' +
+      s.byArea
+        .slice(0, areas)
+        .map((a) => `${a.area} ${a.pct.toFixed(0)}%`)
+        .join(', '),
+  );
   for (const f of s.topFunctions.slice(0, fns)) out.push(`  ${f.pct.toFixed(1).padStart(5)}%  ${f.fn}  ${f.where}`);
   return out.join('\n');
 }

@@ -21,14 +21,25 @@ async function held(streamWindowBytes: number, connectionWindowBytes: number): P
   const server = http2.createServer({ settings: { initialWindowSize: streamWindowBytes } });
   let paused: http2.ServerHttp2Stream | undefined;
   server.on('session', (s) => s.setLocalWindowSize(connectionWindowBytes));
-  server.on('stream', (st) => { paused = st; st.pause(); });
+  server.on('stream', (st) => {
+    paused = st;
+    st.pause();
+  });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const client = http2.connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
   const req = client.request({ ':method': 'POST', ':path': '/' });
   req.on('error', () => undefined);
   const chunk = Buffer.alloc(MIB, 7);
   let sent = 0;
-  const pump = () => { while (sent < 4 * streamWindowBytes + 8 * MIB) { sent += chunk.length; if (!req.write(chunk)) { req.once('drain', pump); return; } } };
+  const pump = () => {
+    while (sent < 4 * streamWindowBytes + 8 * MIB) {
+      sent += chunk.length;
+      if (!req.write(chunk)) {
+        req.once('drain', pump);
+        return;
+      }
+    }
+  };
   pump();
   // Until the buffered amount has stopped growing for 300 ms (bounded: 20 s).
   let last = -1;
@@ -45,7 +56,12 @@ async function held(streamWindowBytes: number, connectionWindowBytes: number): P
 }
 
 process.stdout.write('stream window  connection window  held by the paused stream\n');
-for (const [s, c] of [[32 * MIB, 32 * MIB], [32 * MIB, 1 * MIB], [4 * MIB, 32 * MIB], [4 * MIB, 1 * MIB]] as const) {
+for (const [s, c] of [
+  [32 * MIB, 32 * MIB],
+  [32 * MIB, 1 * MIB],
+  [4 * MIB, 32 * MIB],
+  [4 * MIB, 1 * MIB],
+] as const) {
   const b = await held(s, c);
   process.stdout.write(`${(s / MIB).toFixed(0).padStart(10)} MiB  ${(c / MIB).toFixed(0).padStart(13)} MiB  ${(b / MIB).toFixed(1).padStart(20)} MiB\n`);
 }

@@ -47,8 +47,23 @@ import { generatePool, type GeneratedPool } from '../test/helpers/metadata-gen.j
 type Kind = 'dump' | 'delta';
 type Transport = 'pipe' | 'file' | 'native';
 
-interface ChildArgs { kind: Kind; transport: Transport; meta: string; a: number; b: number; volumeSizeBytes: number; spoolDir: string; metadataSnap?: boolean }
-interface ChildOut { wallMs: number; cpuMs: number; hwmKiB: number; totals: PlanTotals; blocksRead?: number }
+interface ChildArgs {
+  kind: Kind;
+  transport: Transport;
+  meta: string;
+  a: number;
+  b: number;
+  volumeSizeBytes: number;
+  spoolDir: string;
+  metadataSnap?: boolean;
+}
+interface ChildOut {
+  wallMs: number;
+  cpuMs: number;
+  hwmKiB: number;
+  totals: PlanTotals;
+  blocksRead?: number;
+}
 
 // ---------------------------------------------------------------------------
 // Child: one planning run.
@@ -57,7 +72,14 @@ interface ChildOut { wallMs: number; cpuMs: number; hwmKiB: number; totals: Plan
 async function* followFile(path: string, done: Promise<unknown>): AsyncGenerator<Buffer> {
   const fh = await open(path, 'r');
   let finished = false;
-  done.then(() => { finished = true; }, () => { finished = true; });
+  done.then(
+    () => {
+      finished = true;
+    },
+    () => {
+      finished = true;
+    },
+  );
   try {
     const buf = Buffer.allocUnsafe(1024 * 1024);
     let pos = 0;
@@ -84,9 +106,10 @@ async function nativeChild(a: ChildArgs): Promise<void> {
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const m = await MetadataReader.open(a.meta, { useMetadataSnap: a.metadataSnap });
-  const r = a.kind === 'dump'
-    ? await nativeFullPlan(m, a.a, { devId: a.a, volumeSizeBytes: a.volumeSizeBytes, spoolDir: a.spoolDir })
-    : await nativeDeltaPlan(m, a.a, a.b, { volumeSizeBytes: a.volumeSizeBytes, spoolDir: a.spoolDir });
+  const r =
+    a.kind === 'dump'
+      ? await nativeFullPlan(m, a.a, { devId: a.a, volumeSizeBytes: a.volumeSizeBytes, spoolDir: a.spoolDir })
+      : await nativeDeltaPlan(m, a.a, a.b, { volumeSizeBytes: a.volumeSizeBytes, spoolDir: a.spoolDir });
   const blocksRead = m.blocks.blocksRead;
   await m.close();
   const wallMs = performance.now() - t0;
@@ -114,9 +137,10 @@ async function child(a: ChildArgs): Promise<void> {
     tool = spawnTool('sh', ['-c', 'out=$1; shift; exec "$@" > "$out"', 'sh', out, bin, ...argv]);
     input = Readable.from(followFile(out, tool.done));
   }
-  const build = a.kind === 'dump'
-    ? buildFullPlan(input, { devId: a.a, volumeSizeBytes: a.volumeSizeBytes, spoolDir: a.spoolDir })
-    : buildDeltaPlan(input, { volumeSizeBytes: a.volumeSizeBytes, spoolDir: a.spoolDir });
+  const build =
+    a.kind === 'dump'
+      ? buildFullPlan(input, { devId: a.a, volumeSizeBytes: a.volumeSizeBytes, spoolDir: a.spoolDir })
+      : buildDeltaPlan(input, { volumeSizeBytes: a.volumeSizeBytes, spoolDir: a.spoolDir });
   const [r] = await Promise.all([build, tool.done]);
   const wallMs = performance.now() - t0;
   const c = process.cpuUsage(cpu0);
@@ -161,12 +185,23 @@ async function toolAlone(argv: string[], dir: string): Promise<{ wallMs: number;
   if (timed) await runTool('/usr/bin/time', ['-f', '%U %S', '-o', timeFile, 'sh', '-c', 'exec "$@" > /dev/null', 'sh', ...argv]);
   else await runTool('sh', ['-c', 'exec "$@" > /dev/null', 'sh', ...argv]);
   const wallMs = performance.now() - t0;
-  const cpuMs = timed ? (await readFile(timeFile, 'utf8')).trim().split('\n').pop()!.split(' ').map(Number).reduce((x, y) => x + y, 0) * 1000 : NaN;
+  const cpuMs = timed
+    ? (await readFile(timeFile, 'utf8'))
+        .trim()
+        .split('\n')
+        .pop()!
+        .split(' ')
+        .map(Number)
+        .reduce((x, y) => x + y, 0) * 1000
+    : NaN;
   return { wallMs, cpuMs };
 }
 
 async function toolAloneMs(kind: Kind, p: GeneratedPool, dir: string): Promise<{ wallMs: number; cpuMs: number }> {
-  const argv = kind === 'dump' ? ['thin_dump', '--dev-id', String(p.a.devId), p.metadataPath] : ['thin_delta', '--snap1', String(p.a.devId), '--snap2', String(p.b.devId), p.metadataPath];
+  const argv =
+    kind === 'dump'
+      ? ['thin_dump', '--dev-id', String(p.a.devId), p.metadataPath]
+      : ['thin_delta', '--snap1', String(p.a.devId), '--snap2', String(p.b.devId), p.metadataPath];
   return toolAlone(argv, dir);
 }
 
@@ -181,10 +216,23 @@ async function planInChild(args: ChildArgs): Promise<ChildOut> {
 }
 
 function parseArgs(argv: string[]) {
-  const o = { sizes: [2_000_000, 10_000_000], reps: 3, json: undefined as string | undefined, dir: tmpdir(), fileVariant: true, seed: 20240601, kernelSizes: [1_000_000, 10_000_000], kernelChanges: 10_000 };
+  const o = {
+    sizes: [2_000_000, 10_000_000],
+    reps: 3,
+    json: undefined as string | undefined,
+    dir: tmpdir(),
+    fileVariant: true,
+    seed: 20240601,
+    kernelSizes: [1_000_000, 10_000_000],
+    kernelChanges: 10_000,
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    const v = () => { const x = argv[++i]; if (x === undefined) throw new Error(`${a} needs a value`); return x; };
+    const v = () => {
+      const x = argv[++i];
+      if (x === undefined) throw new Error(`${a} needs a value`);
+      return x;
+    };
     if (a === '--sizes') o.sizes = v() === '' ? [] : argv[i]!.split(',').map(Number);
     else if (a === '--reps') o.reps = Number(v());
     else if (a === '--json') o.json = v();
@@ -195,7 +243,8 @@ function parseArgs(argv: string[]) {
     else if (a === '--kernel-changes') o.kernelChanges = Number(v());
     else throw new Error(`unknown argument ${a}`);
   }
-  if (!(o.reps >= 1) || o.sizes.some((s) => !Number.isSafeInteger(s) || s < 1) || !(o.kernelChanges >= 1)) throw new Error('bad --reps, --sizes or --kernel-changes');
+  if (!(o.reps >= 1) || o.sizes.some((s) => !Number.isSafeInteger(s) || s < 1) || !(o.kernelChanges >= 1))
+    throw new Error('bad --reps, --sizes or --kernel-changes');
   return o;
 }
 
@@ -213,7 +262,10 @@ async function main(): Promise<void> {
       const generateS = (performance.now() - g0) / 1000;
       pools.push({ mappings, generateS, xmlBytes: p.xmlBytes, metadataFileBytes: p.metadataFileBytes, elementsA: p.a.elements, elementsB: p.b.elements });
       const deltaLines = await countLines(['thin_delta', '--snap1', String(p.a.devId), '--snap2', String(p.b.devId), p.metadataPath]);
-      const variants: Array<[Kind, Transport, number, PlanTotals]> = [['dump', 'pipe', p.a.elements, p.fullA], ['delta', 'pipe', deltaLines - 4, p.delta]];
+      const variants: Array<[Kind, Transport, number, PlanTotals]> = [
+        ['dump', 'pipe', p.a.elements, p.fullA],
+        ['delta', 'pipe', deltaLines - 4, p.delta],
+      ];
       if (o.fileVariant) variants.push(['dump', 'file', p.a.elements, p.fullA]);
       variants.push(['dump', 'native', p.a.elements, p.fullA], ['delta', 'native', deltaLines - 4, p.delta]);
       for (const [kind, transport, elements, expected] of variants) {
@@ -228,7 +280,9 @@ async function main(): Promise<void> {
           row.ratio.push(c.wallMs / toolMs);
           row.hwmMiB.push(c.hwmKiB / 1024);
           row.totalsOk &&= JSON.stringify(c.totals) === JSON.stringify(expected);
-          process.stderr.write(`  ${kind}/${transport} rep ${rep + 1}: tool ${(toolMs / 1000).toFixed(2)} s, plan ${(c.wallMs / 1000).toFixed(2)} s (cpu ${(c.cpuMs / 1000).toFixed(2)} s), ratio ${(c.wallMs / toolMs).toFixed(2)}, tool cpu ${(toolCpuMs / 1000).toFixed(2)} s, VmHWM ${(c.hwmKiB / 1024).toFixed(1)} MiB, load ${loadavg()[0]!.toFixed(2)}\n`);
+          process.stderr.write(
+            `  ${kind}/${transport} rep ${rep + 1}: tool ${(toolMs / 1000).toFixed(2)} s, plan ${(c.wallMs / 1000).toFixed(2)} s (cpu ${(c.cpuMs / 1000).toFixed(2)} s), ratio ${(c.wallMs / toolMs).toFixed(2)}, tool cpu ${(toolCpuMs / 1000).toFixed(2)} s, VmHWM ${(c.hwmKiB / 1024).toFixed(1)} MiB, load ${loadavg()[0]!.toFixed(2)}\n`,
+          );
         }
         rows.push(row);
       }
@@ -239,31 +293,78 @@ async function main(): Promise<void> {
   const kernel = await kernelShaped(o);
   const load1 = loadavg();
 
-  const head = ['mappings', 'tool', 'transport', 'elements', 'tool s', 'plan s', 'ratio', 'x faster', 'tool cpu s', 'plan cpu s', 'x faster (cpu)', 'M elem/s', 'peak RSS MiB', 'totals'];
+  const head = [
+    'mappings',
+    'tool',
+    'transport',
+    'elements',
+    'tool s',
+    'plan s',
+    'ratio',
+    'x faster',
+    'tool cpu s',
+    'plan cpu s',
+    'x faster (cpu)',
+    'M elem/s',
+    'peak RSS MiB',
+    'totals',
+  ];
   const lines = rows.map((r) => [
-    String(r.mappings), r.kind === 'dump' ? 'thin_dump' : 'thin_delta', r.transport, String(r.elements),
-    (median(r.toolMs) / 1000).toFixed(2), (median(r.planMs) / 1000).toFixed(2), median(r.ratio).toFixed(2), median(r.ratio.map((x) => 1 / x)).toFixed(1),
-    (median(r.toolCpuMs) / 1000).toFixed(2), (median(r.planCpuMs) / 1000).toFixed(2), r.transport === 'native' ? (median(r.toolCpuMs) / median(r.planCpuMs)).toFixed(1) : '-', (r.elements / median(r.planMs) / 1000).toFixed(2), Math.max(...r.hwmMiB).toFixed(1), r.totalsOk ? 'exact' : 'WRONG',
+    String(r.mappings),
+    r.kind === 'dump' ? 'thin_dump' : 'thin_delta',
+    r.transport,
+    String(r.elements),
+    (median(r.toolMs) / 1000).toFixed(2),
+    (median(r.planMs) / 1000).toFixed(2),
+    median(r.ratio).toFixed(2),
+    median(r.ratio.map((x) => 1 / x)).toFixed(1),
+    (median(r.toolCpuMs) / 1000).toFixed(2),
+    (median(r.planCpuMs) / 1000).toFixed(2),
+    r.transport === 'native' ? (median(r.toolCpuMs) / median(r.planCpuMs)).toFixed(1) : '-',
+    (r.elements / median(r.planMs) / 1000).toFixed(2),
+    Math.max(...r.hwmMiB).toFixed(1),
+    r.totalsOk ? 'exact' : 'WRONG',
   ]);
   const w = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
   const fmt = (l: string[]) => l.map((c, i) => c.padStart(w[i]!)).join('  ');
   process.stdout.write(`${fmt(head)}\n${lines.map(fmt).join('\n')}\n`);
-  process.stdout.write(`medians of ${o.reps} runs; ratio = plan wall / tool-alone wall of the same run, x faster = its inverse; x faster (cpu) = tool CPU / native plan CPU (native rows; a piped plan's CPU leaves out the tool's); peak RSS = max VmHWM of the planning child; load average ${load0[0]!.toFixed(2)} before, ${load1[0]!.toFixed(2)} after\n`);
+  process.stdout.write(
+    `medians of ${o.reps} runs; ratio = plan wall / tool-alone wall of the same run, x faster = its inverse; x faster (cpu) = tool CPU / native plan CPU (native rows; a piped plan's CPU leaves out the tool's); peak RSS = max VmHWM of the planning child; load average ${load0[0]!.toFixed(2)} before, ${load1[0]!.toFixed(2)} after\n`,
+  );
   for (const k of kernel) {
-    process.stdout.write(`kernel-shaped pool, ${k.mappings} mappings, ${k.changes} blocks changed in the snapshot (trees: ${k.treeBlocks} blocks): thin_delta -m ${(median(k.toolMs) / 1000).toFixed(2)} s (cpu ${(median(k.toolCpuMs) / 1000).toFixed(2)} s), native delta ${(median(k.planMs) / 1000).toFixed(3)} s (cpu ${(median(k.planCpuMs) / 1000).toFixed(3)} s), ${median(k.ratio).toFixed(1)}x faster (cpu ${(median(k.toolCpuMs) / median(k.planCpuMs)).toFixed(1)}x), reading ${k.blocksRead} blocks, peak RSS ${Math.max(...k.hwmMiB).toFixed(1)} MiB, totals ${k.totalsOk ? 'exact' : 'WRONG'}\n`);
+    process.stdout.write(
+      `kernel-shaped pool, ${k.mappings} mappings, ${k.changes} blocks changed in the snapshot (trees: ${k.treeBlocks} blocks): thin_delta -m ${(median(k.toolMs) / 1000).toFixed(2)} s (cpu ${(median(k.toolCpuMs) / 1000).toFixed(2)} s), native delta ${(median(k.planMs) / 1000).toFixed(3)} s (cpu ${(median(k.planCpuMs) / 1000).toFixed(3)} s), ${median(k.ratio).toFixed(1)}x faster (cpu ${(median(k.toolCpuMs) / median(k.planCpuMs)).toFixed(1)}x), reading ${k.blocksRead} blocks, peak RSS ${Math.max(...k.hwmMiB).toFixed(1)} MiB, totals ${k.totalsOk ? 'exact' : 'WRONG'}\n`,
+    );
   }
   if (kernel.length >= 2) {
     const [s0, s1] = [kernel[0]!, kernel[kernel.length - 1]!];
     const grow = (a: number[], b: number[]) => (median(b) / median(a)).toFixed(2);
-    process.stdout.write(`same ${s0.changes} changed blocks, ${s0.mappings} -> ${s1.mappings} mappings (${(s1.mappings / s0.mappings).toFixed(0)}x the volume): native delta ${(median(s0.planMs) / 1000).toFixed(3)} s -> ${(median(s1.planMs) / 1000).toFixed(3)} s (x${grow(s0.planMs, s1.planMs)}; cpu x${grow(s0.planCpuMs, s1.planCpuMs)}; blocks read ${s0.blocksRead} -> ${s1.blocksRead}); thin_delta -m ${(median(s0.toolMs) / 1000).toFixed(2)} s -> ${(median(s1.toolMs) / 1000).toFixed(2)} s (x${grow(s0.toolMs, s1.toolMs)})\n`);
+    process.stdout.write(
+      `same ${s0.changes} changed blocks, ${s0.mappings} -> ${s1.mappings} mappings (${(s1.mappings / s0.mappings).toFixed(0)}x the volume): native delta ${(median(s0.planMs) / 1000).toFixed(3)} s -> ${(median(s1.planMs) / 1000).toFixed(3)} s (x${grow(s0.planMs, s1.planMs)}; cpu x${grow(s0.planCpuMs, s1.planCpuMs)}; blocks read ${s0.blocksRead} -> ${s1.blocksRead}); thin_delta -m ${(median(s0.toolMs) / 1000).toFixed(2)} s -> ${(median(s1.toolMs) / 1000).toFixed(2)} s (x${grow(s0.toolMs, s1.toolMs)})\n`,
+    );
   }
   if (o.json) {
-    await writeFile(o.json, `${JSON.stringify({ date: new Date().toISOString(), node: process.version, reps: o.reps, loadavgBefore: load0, loadavgAfter: load1, pools, kernel, rows: rows.map((r) => ({ ...r, medianToolMs: median(r.toolMs), medianPlanMs: median(r.planMs), medianRatio: median(r.ratio), medianPlanCpuMs: median(r.planCpuMs), elementsPerSecond: r.elements / (median(r.planMs) / 1000), peakRssMiB: Math.max(...r.hwmMiB) })) }, null, 2)}\n`);
+    await writeFile(
+      o.json,
+      `${JSON.stringify({ date: new Date().toISOString(), node: process.version, reps: o.reps, loadavgBefore: load0, loadavgAfter: load1, pools, kernel, rows: rows.map((r) => ({ ...r, medianToolMs: median(r.toolMs), medianPlanMs: median(r.planMs), medianRatio: median(r.ratio), medianPlanCpuMs: median(r.planCpuMs), elementsPerSecond: r.elements / (median(r.planMs) / 1000), peakRssMiB: Math.max(...r.hwmMiB) })) }, null, 2)}\n`,
+    );
   }
   if (rows.some((r) => !r.totalsOk) || kernel.some((k) => !k.totalsOk)) process.exitCode = 1;
 }
 
-interface KernelRow { mappings: number; changes: number; treeBlocks: number; toolMs: number[]; toolCpuMs: number[]; planMs: number[]; planCpuMs: number[]; ratio: number[]; hwmMiB: number[]; blocksRead: number; totalsOk: boolean }
+interface KernelRow {
+  mappings: number;
+  changes: number;
+  treeBlocks: number;
+  toolMs: number[];
+  toolCpuMs: number[];
+  planMs: number[];
+  planCpuMs: number[];
+  ratio: number[];
+  hwmMiB: number[];
+  blocksRead: number;
+  totalsOk: boolean;
+}
 
 /**
  * Writes a kernel-shaped image of two devices: 1 (`n` mappings, every other
@@ -280,9 +381,28 @@ function writeKernelShaped(meta: string, n: number, changes: number): number {
   entries.length = 0;
   img.commit();
   let rootB = rootA;
-  for (let c = 0; c < changes; c++) rootB = img.set(rootB, 2 * Math.floor((c + 0.5) * n / changes), blockTime(4 * n + c, 1));
+  for (let c = 0; c < changes; c++) rootB = img.set(rootB, 2 * Math.floor(((c + 0.5) * n) / changes), blockTime(4 * n + c, 1));
   const det = (x: number) => deviceDetails({ mappedBlocks: x, transaction: 1, creationTime: 0, snapTime: 0 });
-  img.write(meta, { mappingRoot: img.build([[1, u64Value(rootA)], [2, u64Value(rootB)]], 8), detailsRoot: img.build([[1, det(n)], [2, det(n)]], 24), dataBlockSizeSectors: 128, nrDataBlocks: 5 * n, time: 1, transaction: 1 });
+  img.write(meta, {
+    mappingRoot: img.build(
+      [
+        [1, u64Value(rootA)],
+        [2, u64Value(rootB)],
+      ],
+      8,
+    ),
+    detailsRoot: img.build(
+      [
+        [1, det(n)],
+        [2, det(n)],
+      ],
+      24,
+    ),
+    dataBlockSizeSectors: 128,
+    nrDataBlocks: 5 * n,
+    time: 1,
+    transaction: 1,
+  });
   return new Set([...img.reachable(rootA), ...img.reachable(rootB)]).size;
 }
 
@@ -295,7 +415,19 @@ async function kernelShaped(o: ReturnType<typeof parseArgs>): Promise<KernelRow[
       process.stderr.write(`writing a kernel-shaped pool of ${n} mappings, ${o.kernelChanges} changed ...\n`);
       const meta = join(dir, 'meta.bin');
       const treeBlocks = writeKernelShaped(meta, n, o.kernelChanges);
-      const row: KernelRow = { mappings: n, changes: o.kernelChanges, treeBlocks, toolMs: [], toolCpuMs: [], planMs: [], planCpuMs: [], ratio: [], hwmMiB: [], blocksRead: 0, totalsOk: true };
+      const row: KernelRow = {
+        mappings: n,
+        changes: o.kernelChanges,
+        treeBlocks,
+        toolMs: [],
+        toolCpuMs: [],
+        planMs: [],
+        planCpuMs: [],
+        ratio: [],
+        hwmMiB: [],
+        blocksRead: 0,
+        totalsOk: true,
+      };
       const volumeSizeBytes = 2 * n * 64 * 1024;
       const t = spawnTool('thin_delta', ['-m', '--snap1', '1', '--snap2', '2', meta]);
       const [ref] = await Promise.all([buildDeltaPlan(t.stdout, { volumeSizeBytes }), t.done]);
@@ -311,7 +443,9 @@ async function kernelShaped(o: ReturnType<typeof parseArgs>): Promise<KernelRow[
         row.hwmMiB.push(c.hwmKiB / 1024);
         row.blocksRead = c.blocksRead ?? 0;
         row.totalsOk &&= JSON.stringify(c.totals) === JSON.stringify(ref.plan.totals);
-        process.stderr.write(`  kernel-shaped rep ${rep + 1}: thin_delta -m ${(row.toolMs[rep]! / 1000).toFixed(2)} s (cpu ${(row.toolCpuMs[rep]! / 1000).toFixed(2)} s), native ${(c.wallMs / 1000).toFixed(3)} s (cpu ${(c.cpuMs / 1000).toFixed(3)} s), load ${loadavg()[0]!.toFixed(2)}, ${row.blocksRead} blocks read of ${treeBlocks}\n`);
+        process.stderr.write(
+          `  kernel-shaped rep ${rep + 1}: thin_delta -m ${(row.toolMs[rep]! / 1000).toFixed(2)} s (cpu ${(row.toolCpuMs[rep]! / 1000).toFixed(2)} s), native ${(c.wallMs / 1000).toFixed(3)} s (cpu ${(c.cpuMs / 1000).toFixed(3)} s), load ${loadavg()[0]!.toFixed(2)}, ${row.blocksRead} blocks read of ${treeBlocks}\n`,
+        );
       }
       rows.push(row);
     } finally {

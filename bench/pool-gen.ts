@@ -82,26 +82,44 @@ export interface BenchPool {
 
 /** Directory name for a parameter set: same parameters, same pool. */
 export function poolKey(p: BenchPoolParams): string {
-  const h = createHash('sha256').update(JSON.stringify({ ...p, v: GENERATOR_VERSION })).digest('hex').slice(0, 10);
+  const h = createHash('sha256')
+    .update(JSON.stringify({ ...p, v: GENERATOR_VERSION }))
+    .digest('hex')
+    .slice(0, 10);
   return `pool-${formatSize(p.volumeBytes)}-${h}`;
 }
 
 function formatSize(b: number): string {
-  for (const [u, m] of [['T', 2 ** 40], ['G', 2 ** 30], ['M', 2 ** 20], ['K', 2 ** 10]] as const) if (b % m === 0) return `${b / m}${u}`;
+  for (const [u, m] of [
+    ['T', 2 ** 40],
+    ['G', 2 ** 30],
+    ['M', 2 ** 20],
+    ['K', 2 ** 10],
+  ] as const)
+    if (b % m === 0) return `${b / m}${u}`;
   return String(b);
 }
 
 /** xorshift32: small, fast, deterministic. */
 function prng(seed: number): () => number {
   let x = seed >>> 0 || 1;
-  return () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; };
+  return () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x;
+  };
 }
 
 /** murmur3's finalizer: a good 32-bit mix of a block number and the seed. */
 function mix32(a: number, b: number): number {
   let h = (Math.imul(a, 0x9e3779b1) ^ b) >>> 0;
-  h ^= h >>> 16; h = Math.imul(h, 0x85ebca6b) >>> 0;
-  h ^= h >>> 13; h = Math.imul(h, 0xc2b2ae35) >>> 0;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b) >>> 0;
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35) >>> 0;
   h ^= h >>> 16;
   return h >>> 0;
 }
@@ -201,9 +219,16 @@ export function makeLayout(p: BenchPoolParams): Layout {
       const start = mappedOrigins[r() % nDataA]!;
       const run = Math.min(1 + (r() % 16), want - done);
       let ok = true;
-      for (let b = start; b < start + run; b++) if (b >= volumeBlocks || dataA[b]! < 0 || touched[b]) { ok = false; break; }
+      for (let b = start; b < start + run; b++)
+        if (b >= volumeBlocks || dataA[b]! < 0 || touched[b]) {
+          ok = false;
+          break;
+        }
       if (!ok) continue;
-      for (let b = start; b < start + run; b++) { touched[b] = 1; apply(b); }
+      for (let b = start; b < start + run; b++) {
+        touched[b] = 1;
+        apply(b);
+      }
       done += run;
     }
     return done;
@@ -214,7 +239,9 @@ export function makeLayout(p: BenchPoolParams): Layout {
   // New data blocks in origin order (a pool allocates them as the writes come; order is irrelevant to the tools).
   changedOrigins.sort((x, y) => x - y);
   for (const b of changedOrigins) dataB[b] = nData++;
-  const discarded = mark(p.discardFraction, (b) => { dataB[b] = -1; });
+  const discarded = mark(p.discardFraction, (b) => {
+    dataB[b] = -1;
+  });
   return { volumeBlocks, dataA, dataB, nDataA, nData, changed, discarded };
 }
 
@@ -224,14 +251,19 @@ function deviceXml(devId: number, data: Int32Array, time: number): string {
   let mapped = 0;
   let b = 0;
   while (b < data.length) {
-    if (data[b]! < 0) { b++; continue; }
+    if (data[b]! < 0) {
+      b++;
+      continue;
+    }
     let e = b + 1;
     while (e < data.length && data[e]! === data[e - 1]! + 1) e++;
     const len = e - b;
     mapped += len;
-    parts.push(len === 1
-      ? `    <single_mapping origin_block="${b}" data_block="${data[b]}" time="${time}"/>\n`
-      : `    <range_mapping origin_begin="${b}" data_begin="${data[b]}" length="${len}" time="${time}"/>\n`);
+    parts.push(
+      len === 1
+        ? `    <single_mapping origin_block="${b}" data_block="${data[b]}" time="${time}"/>\n`
+        : `    <range_mapping origin_begin="${b}" data_begin="${data[b]}" length="${len}" time="${time}"/>\n`,
+    );
     b = e;
   }
   return `  <device dev_id="${devId}" mapped_blocks="${mapped}" transaction="${time}" creation_time="${time}" snap_time="${time}">\n${parts.join('')}  </device>\n`;
@@ -256,7 +288,9 @@ export async function ensureBenchPool(workDir: string, params: BenchPoolParams, 
     const st = await stat(m.dataPath);
     await stat(m.metadataPath);
     if (st.size === m.dataFileBytes && m.generatorVersion === GENERATOR_VERSION) return m;
-  } catch { /* not cached (or incomplete): generate */ }
+  } catch {
+    /* not cached (or incomplete): generate */
+  }
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true });
   const t0 = performance.now();
@@ -266,8 +300,11 @@ export async function ensureBenchPool(workDir: string, params: BenchPoolParams, 
 
   // Metadata.
   const sectors = p.blockBytes / 512;
-  const xml = `<superblock uuid="" time="2" transaction="2" version="2" data_block_size="${sectors}" nr_data_blocks="${lay.nData}">\n` +
-    deviceXml(1, lay.dataA, 0) + deviceXml(2, lay.dataB, 1) + '</superblock>\n';
+  const xml =
+    `<superblock uuid="" time="2" transaction="2" version="2" data_block_size="${sectors}" nr_data_blocks="${lay.nData}">\n` +
+    deviceXml(1, lay.dataA, 0) +
+    deviceXml(2, lay.dataB, 1) +
+    '</superblock>\n';
   const xmlPath = join(dir, 'pool.xml');
   await writeFile(xmlPath, xml);
   const metadataPath = join(dir, 'pool.tmeta');
@@ -284,7 +321,14 @@ export async function ensureBenchPool(workDir: string, params: BenchPoolParams, 
   const blocksPerWrite = WRITE_BYTES / p.blockBytes;
   const wbuf = Buffer.alloc(blocksPerWrite * p.blockBytes);
   let wblocks = 0;
-  const flushW = () => { if (wblocks > 0) { let off = 0; const n = wblocks * p.blockBytes; while (off < n) off += writeSync(fd, wbuf, off, n - off); wblocks = 0; } };
+  const flushW = () => {
+    if (wblocks > 0) {
+      let off = 0;
+      const n = wblocks * p.blockBytes;
+      while (off < n) off += writeSync(fd, wbuf, off, n - off);
+      wblocks = 0;
+    }
+  };
   const hashA = createHash('sha256');
   const hashB = createHash('sha256');
   const zeros = Buffer.alloc(p.blockBytes);
@@ -306,8 +350,14 @@ export async function ensureBenchPool(workDir: string, params: BenchPoolParams, 
         if (wblocks === blocksPerWrite) flushW();
       }
       if (dB < 0) hashB.update(zeros);
-      else if (dB !== dA) { fillDataBlock(other, dB, bank, p); hashB.update(other); }
-      if (performance.now() - lastReport > 5000) { progress(`  ${((100 * o) / lay.volumeBlocks).toFixed(0)}%`); lastReport = performance.now(); }
+      else if (dB !== dA) {
+        fillDataBlock(other, dB, bank, p);
+        hashB.update(other);
+      }
+      if (performance.now() - lastReport > 5000) {
+        progress(`  ${((100 * o) / lay.volumeBlocks).toFixed(0)}%`);
+        lastReport = performance.now();
+      }
     }
     flushW();
     // B's new blocks, after A's.
@@ -323,16 +373,28 @@ export async function ensureBenchPool(workDir: string, params: BenchPoolParams, 
     closeSync(fd);
   }
   const h = await openVolume(dataPath, { mode: 'read' });
-  try { await h.adviseDontNeed(0, 0); } finally { await h.close(); }
+  try {
+    await h.adviseDontNeed(0, 0);
+  } finally {
+    await h.close();
+  }
   const ratio = await zstd1Ratio(dataPath, Math.min(64 * 2 ** 20, lay.nDataA * p.blockBytes));
   const pool: BenchPool = {
-    dir, metadataPath, dataPath, params: p, devA: 1, devB: 2,
+    dir,
+    metadataPath,
+    dataPath,
+    params: p,
+    devA: 1,
+    devB: 2,
     volumeBlocks: lay.volumeBlocks,
     mappedBlocksA: lay.nDataA,
     mappedBlocksB: lay.dataB.reduce((n, d) => n + (d >= 0 ? 1 : 0), 0),
-    changedBlocks: lay.changed, discardedBlocks: lay.discarded,
-    dataBlocks: lay.nData, dataFileBytes: lay.nData * p.blockBytes,
-    imageSha256A: hashA.digest('hex'), imageSha256B: hashB.digest('hex'),
+    changedBlocks: lay.changed,
+    discardedBlocks: lay.discarded,
+    dataBlocks: lay.nData,
+    dataFileBytes: lay.nData * p.blockBytes,
+    imageSha256A: hashA.digest('hex'),
+    imageSha256B: hashB.digest('hex'),
     sampleZstd1Ratio: ratio,
     generateSeconds: (performance.now() - t0) / 1000,
     generatorVersion: GENERATOR_VERSION,

@@ -49,7 +49,12 @@ export async function readTimed(outFile: string, name: string, side: ProcUsage['
   return { name, side, wallS: Number(m[1]), userS: Number(m[2]), sysS: Number(m[3]), maxRssKiB: Number(m[4]), exitCode: Number(m[5]) };
 }
 
-export interface BashResult { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
+export interface BashResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
 
 const OUTPUT_CAP = 256 * 1024;
 
@@ -58,8 +63,12 @@ export function startBash(script: string, env?: NodeJS.ProcessEnv): { child: Chi
   const child = spawn('bash', ['-c', `set -o pipefail\n${script}`], { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env });
   let stdout = '';
   let stderr = '';
-  child.stdout.on('data', (b: Buffer) => { if (stdout.length < OUTPUT_CAP) stdout += b.toString(); });
-  child.stderr.on('data', (b: Buffer) => { if (stderr.length < OUTPUT_CAP) stderr += b.toString(); });
+  child.stdout.on('data', (b: Buffer) => {
+    if (stdout.length < OUTPUT_CAP) stdout += b.toString();
+  });
+  child.stderr.on('data', (b: Buffer) => {
+    if (stderr.length < OUTPUT_CAP) stderr += b.toString();
+  });
   const done = new Promise<BashResult>((resolve, reject) => {
     child.on('error', reject);
     child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
@@ -129,7 +138,13 @@ export async function waitListening(port: number, timeoutMs: number, alive: () =
     for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
       const text = await readFile(f, 'utf8').catch(() => '');
       // local_address is "ADDR:PORT", st 0A = LISTEN.
-      if (text.split('\n').some((l) => { const c = l.trim().split(/\s+/); return c[1]?.endsWith(`:${hex}`) && c[3] === '0A'; })) return;
+      if (
+        text.split('\n').some((l) => {
+          const c = l.trim().split(/\s+/);
+          return c[1]?.endsWith(`:${hex}`) && c[3] === '0A';
+        })
+      )
+        return;
     }
     if (!alive()) throw new Error(`the process that should listen on port ${port} exited`);
     if (performance.now() > deadline) throw new Error(`nothing listens on port ${port} after ${timeoutMs} ms`);

@@ -32,7 +32,10 @@ import { cliPath } from '../test/helpers/cli.js';
 import { spread, fmtSpread } from './stats.js';
 
 const args = process.argv.slice(2);
-const opt = (name: string, dflt: string) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1]! : dflt; };
+const opt = (name: string, dflt: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1]! : dflt;
+};
 const MIB = 1024 * 1024;
 const TRANSFERS = Number(opt('--transfers', '16'));
 const CHUNKS = Number(opt('--chunks', '40'));
@@ -52,7 +55,9 @@ function vmHwmMiB(pid: number): number {
 
 async function oneTransfer(client: ReceiverClient, id: string, target: string, payloads: { data: Buffer; sum: Buffer }[]): Promise<void> {
   const { call, response } = client.applyStream();
-  const outcome = response.catch((e: Error & { code?: number }) => { throw new Error(`transfer ${id}: the call failed (gRPC code ${e.code}): ${e.message}`); });
+  const outcome = response.catch((e: Error & { code?: number }) => {
+    throw new Error(`transfer ${id}: the call failed (gRPC code ${e.code}): ${e.message}`);
+  });
   outcome.catch(() => undefined);
   const volume = CHUNKS * CHUNK_BYTES;
   call.write(beginMsg(id, target, { volumeSizeBytes: volume, plannedDataBytes: volume, compression: 'COMPRESSION_NONE' }));
@@ -60,7 +65,10 @@ async function oneTransfer(client: ReceiverClient, id: string, target: string, p
   for (let i = 0; i < CHUNKS; i++) {
     const p = payloads[i % payloads.length]!;
     digest.addData(i * CHUNK_BYTES, CHUNK_BYTES, p.sum);
-    const ok = call.write({ kind: 'data', data: { offsetBytes: i * CHUNK_BYTES, lengthBytes: CHUNK_BYTES, payload: p.data, encoding: 'ENCODING_RAW', checksum: p.sum } });
+    const ok = call.write({
+      kind: 'data',
+      data: { offsetBytes: i * CHUNK_BYTES, lengthBytes: CHUNK_BYTES, payload: p.data, encoding: 'ENCODING_RAW', checksum: p.sum },
+    });
     // A failed call never drains: its error (through `response`) ends the wait, and the run.
     if (!ok) await Promise.race([new Promise<void>((r) => call.once('drain', () => r())), outcome]);
   }
@@ -82,9 +90,14 @@ async function run(dir: string, certs: TestCerts, n: number): Promise<{ peakMiB:
   });
   const s = await startServe(['--listen', '127.0.0.1:0', '--config', cfg], { NODE_OPTIONS: `--import ${sampler}`, THINSHIP_MEMORY_SAMPLES: samples }, CLI);
   if (NICE) setPriority(s.child.pid!, NICE);
-  const payloads = Array.from({ length: 4 }, () => { const data = randomBytes(CHUNK_BYTES); return { data, sum: sha(data) }; });
+  const payloads = Array.from({ length: 4 }, () => {
+    const data = randomBytes(CHUNK_BYTES);
+    return { data, sum: sha(data) };
+  });
   const address = `127.0.0.1:${s.port}`;
-  const clients = await Promise.all(Array.from({ length: TRANSFERS }, (_, i) => ReceiverClient.connect({ address, tls: i % 2 === 0 ? certs.clientA : certs.clientB, serverName: 'localhost' })));
+  const clients = await Promise.all(
+    Array.from({ length: TRANSFERS }, (_, i) => ReceiverClient.connect({ address, tls: i % 2 === 0 ? certs.clientA : certs.clientB, serverName: 'localhost' })),
+  );
   try {
     const t0 = performance.now();
     // A stalled run says so (with serve's last log lines) instead of hanging.
@@ -96,7 +109,9 @@ async function run(dir: string, certs: TestCerts, n: number): Promise<{ peakMiB:
         setTimeout(() => reject(new Error(`run ${n + 1} did not finish within ${STALL_S} s; serve's log ends:\n${s.stderr().slice(-20000)}`)), 3000);
       }, STALL_S * 1000);
     });
-    await Promise.race([Promise.all(clients.map((c, i) => oneTransfer(c, `mem-${n}-${i}`, join(targets, `t${i}.img`), payloads))), stalled]).finally(() => clearTimeout(stall));
+    await Promise.race([Promise.all(clients.map((c, i) => oneTransfer(c, `mem-${n}-${i}`, join(targets, `t${i}.img`), payloads))), stalled]).finally(() =>
+      clearTimeout(stall),
+    );
     const secs = (performance.now() - t0) / 1000;
     const peakMiB = vmHwmMiB(s.child.pid!);
     return { peakMiB, mibPerS: (TRANSFERS * CHUNKS * CHUNK_BYTES) / MIB / secs, sample: samples };
@@ -111,7 +126,9 @@ async function run(dir: string, certs: TestCerts, n: number): Promise<{ peakMiB:
 const dir = mkdtempSync(join(opt('--dir', tmpdir()), 'thinship-rxmem-'));
 try {
   const certs = await makeTestCerts(join(dir, 'certs'));
-  process.stdout.write(`serve ${CLI}: ${TRANSFERS} concurrent transfers x ${CHUNKS} chunks of ${CHUNK_BYTES / MIB} MiB, ${RUNS} runs, serve nice ${NICE}, extra config ${JSON.stringify(EXTRA_CONFIG)}\n`);
+  process.stdout.write(
+    `serve ${CLI}: ${TRANSFERS} concurrent transfers x ${CHUNKS} chunks of ${CHUNK_BYTES / MIB} MiB, ${RUNS} runs, serve nice ${NICE}, extra config ${JSON.stringify(EXTRA_CONFIG)}\n`,
+  );
   const peaks: number[] = [];
   const rates: number[] = [];
   for (let n = 0; n < RUNS; n++) {
@@ -121,7 +138,9 @@ try {
     const sample = existsSync(r.sample) ? readFileSync(r.sample, 'utf8').trim() : '(no sample)';
     process.stdout.write(`run ${n + 1}: serve VmHWM ${r.peakMiB.toFixed(0)} MiB, ${r.mibPerS.toFixed(0)} MiB/s; main thread ${sample}\n`);
   }
-  process.stdout.write(`peak RSS MiB min/median/max: ${Math.min(...peaks).toFixed(0)} / ${spread(peaks).median.toFixed(0)} / ${Math.max(...peaks).toFixed(0)}\n`);
+  process.stdout.write(
+    `peak RSS MiB min/median/max: ${Math.min(...peaks).toFixed(0)} / ${spread(peaks).median.toFixed(0)} / ${Math.max(...peaks).toFixed(0)}\n`,
+  );
   process.stdout.write(`MiB/s median (min-max): ${fmtSpread(spread(rates))}\n`);
 } finally {
   rmSync(dir, { recursive: true, force: true });

@@ -15,12 +15,17 @@ for (const name of names) {
   const r = spawnSync('npx', ['stryker', 'run'], { stdio: 'inherit', env: { ...process.env, STRYKER_MODULE: name } });
   const minutes = ((Date.now() - t0) / 60000).toFixed(1);
   const report = `reports/mutation/${name}.json`;
-  if (r.status !== 0 || !existsSync(report)) { rows.push(`${name}: stryker failed (exit ${r.status})`); continue; }
+  if (r.status !== 0 || !existsSync(report)) {
+    rows.push(`${name}: stryker failed (exit ${r.status})`);
+    continue;
+  }
   const files = JSON.parse(readFileSync(report, 'utf8')).files;
   const count = {};
   for (const f of Object.values(files)) for (const m of f.mutants) count[m.status] = (count[m.status] ?? 0) + 1;
   const detected = (count.Killed ?? 0) + (count.Timeout ?? 0);
   const valid = detected + (count.Survived ?? 0) + (count.NoCoverage ?? 0);
-  rows.push(`${name}: ${(100 * detected / valid).toFixed(1)} % detected (${count.Killed ?? 0} killed, ${count.Timeout ?? 0} timeout, ${count.Survived ?? 0} survived, ${count.NoCoverage ?? 0} no coverage) in ${minutes} min`);
+  rows.push(
+    `${name}: ${((100 * detected) / valid).toFixed(1)} % detected (${count.Killed ?? 0} killed, ${count.Timeout ?? 0} timeout, ${count.Survived ?? 0} survived, ${count.NoCoverage ?? 0} no coverage) in ${minutes} min`,
+  );
 }
 console.log(rows.join('\n'));

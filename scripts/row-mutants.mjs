@@ -53,9 +53,15 @@ for (const row of rows) {
     if (n !== 1) bad.push(`"${e.from.slice(0, 40)}" occurs ${n} times`);
     else mutated = mutated.replace(e.from, e.to);
   }
-  if (bad.length > 0) { results.push({ name: row.name, verdict: `NOT APPLIED (${row.file}: ${bad.join('; ')})` }); continue; }
+  if (bad.length > 0) {
+    results.push({ name: row.name, verdict: `NOT APPLIED (${row.file}: ${bad.join('; ')})` });
+    continue;
+  }
   writeFileSync(backup, JSON.stringify({ path, text: orig }));
-  restore = () => { writeFileSync(path, orig); unlinkSync(backup); };
+  restore = () => {
+    writeFileSync(path, orig);
+    unlinkSync(backup);
+  };
   try {
     writeFileSync(path, mutated);
     build();

@@ -5,34 +5,34 @@
  * `cli/exit-codes.ts` maps codes to exit statuses; `rpc/` maps them to gRPC codes.
  */
 export type ErrorCode =
-  | 'USAGE'               // bad command line
-  | 'NOT_FOUND'           // unknown LV, VG, device id, file
-  | 'NOT_THIN'            // LV exists but is not a thin volume
-  | 'INVALID_SOURCE'      // e.g. base and snapshot in different pools, base not older
-  | 'LIVE_SOURCE'         // a writable, active LV given as the source without --allow-live
-  | 'TOOL_FAILED'         // an external command failed in a way not classified below
-  | 'TOOL_MISSING'        // an external command is not installed
-  | 'TOOL_KILLED'         // an external command was killed by a signal
-  | 'METADATA_SNAP_BUSY'  // reserve_metadata_snap gave EBUSY (someone else holds one)
-  | 'NO_METADATA_SNAP'    // thin tool says "no current metadata snap"
-  | 'POOL_INACTIVE'       // the pool's _tmeta device does not exist
-  | 'BAD_METADATA'        // thin_dump / thin_delta output malformed or inconsistent
-  | 'BAD_STREAM'          // a byte stream or message violates the protocol
-  | 'CHECKSUM_MISMATCH'   // data does not match its checksum / digest
-  | 'TARGET_TOO_SMALL'    // stream describes a volume larger than the target
-  | 'TARGET_BUSY'         // target opened exclusively by someone else (mounted, in use)
-  | 'IO_ERROR'            // read/write/discard on a device or file failed
-  | 'ABORTED'             // cancelled here: a signal or an AbortSignal
-  | 'TRANSFER_ABORTED'    // stopped by the receiver: AbortTransfer by an operator, or taken over by a newer call
-  | 'LOCK_TIMEOUT'        // could not get the per-pool lock in time
-  | 'PERMISSION_DENIED'   // the client's identity may not write this target (gRPC receiver)
-  | 'UNAUTHENTICATED'     // TLS handshake or client certificate refused (wrong CA, expired, none)
-  | 'PROTOCOL_MISMATCH'   // sender and receiver speak different protocol versions
-  | 'TRANSFER_BUSY'       // the target is held by another transfer (running or resumable)
-  | 'BASE_MISMATCH'       // an incremental stream's base is not what the target holds
-  | 'DIVERGED'            // the target was written since its last received snapshot (--force applies over it)
-  | 'RESUME_MISMATCH'     // a resume does not match the receiver's durable state of the transfer
-  | 'UNAVAILABLE'         // the receiver cannot be reached, or the connection broke
+  | 'USAGE' // bad command line
+  | 'NOT_FOUND' // unknown LV, VG, device id, file
+  | 'NOT_THIN' // LV exists but is not a thin volume
+  | 'INVALID_SOURCE' // e.g. base and snapshot in different pools, base not older
+  | 'LIVE_SOURCE' // a writable, active LV given as the source without --allow-live
+  | 'TOOL_FAILED' // an external command failed in a way not classified below
+  | 'TOOL_MISSING' // an external command is not installed
+  | 'TOOL_KILLED' // an external command was killed by a signal
+  | 'METADATA_SNAP_BUSY' // reserve_metadata_snap gave EBUSY (someone else holds one)
+  | 'NO_METADATA_SNAP' // thin tool says "no current metadata snap"
+  | 'POOL_INACTIVE' // the pool's _tmeta device does not exist
+  | 'BAD_METADATA' // thin_dump / thin_delta output malformed or inconsistent
+  | 'BAD_STREAM' // a byte stream or message violates the protocol
+  | 'CHECKSUM_MISMATCH' // data does not match its checksum / digest
+  | 'TARGET_TOO_SMALL' // stream describes a volume larger than the target
+  | 'TARGET_BUSY' // target opened exclusively by someone else (mounted, in use)
+  | 'IO_ERROR' // read/write/discard on a device or file failed
+  | 'ABORTED' // cancelled here: a signal or an AbortSignal
+  | 'TRANSFER_ABORTED' // stopped by the receiver: AbortTransfer by an operator, or taken over by a newer call
+  | 'LOCK_TIMEOUT' // could not get the per-pool lock in time
+  | 'PERMISSION_DENIED' // the client's identity may not write this target (gRPC receiver)
+  | 'UNAUTHENTICATED' // TLS handshake or client certificate refused (wrong CA, expired, none)
+  | 'PROTOCOL_MISMATCH' // sender and receiver speak different protocol versions
+  | 'TRANSFER_BUSY' // the target is held by another transfer (running or resumable)
+  | 'BASE_MISMATCH' // an incremental stream's base is not what the target holds
+  | 'DIVERGED' // the target was written since its last received snapshot (--force applies over it)
+  | 'RESUME_MISMATCH' // a resume does not match the receiver's durable state of the transfer
+  | 'UNAVAILABLE' // the receiver cannot be reached, or the connection broke
   | 'INTERNAL';
 
 export class ThinshipError extends Error {
@@ -69,7 +69,8 @@ export function asThinshipError(e: unknown): ThinshipError {
   const err = e instanceof Error ? e : new Error(String(e));
   const errno = errnoOf(err);
   if (err.name === 'AbortError') return new ThinshipError('ABORTED', err.message, { cause: err });
-  if (errno !== undefined) return new ThinshipError('IO_ERROR', err.message, { details: { errno }, retryable: errno === 'EAGAIN' || errno === 'EINTR', cause: err });
+  if (errno !== undefined)
+    return new ThinshipError('IO_ERROR', err.message, { details: { errno }, retryable: errno === 'EAGAIN' || errno === 'EINTR', cause: err });
   return new ThinshipError('INTERNAL', err.message, { cause: err });
 }
 
@@ -89,7 +90,11 @@ export function abortError(signal: AbortSignal, context?: string, failure?: unkn
   const failed = failure instanceof Error ? { stoppedWith: failure.message } : {};
   if (r instanceof ThinshipError) {
     if (context === undefined && failure === undefined) return r;
-    return new ThinshipError(r.code, context === undefined ? r.message : `${r.message}; ${context}`, { retryable: r.retryable, details: { ...r.details, ...failed }, cause: r });
+    return new ThinshipError(r.code, context === undefined ? r.message : `${r.message}; ${context}`, {
+      retryable: r.retryable,
+      details: { ...r.details, ...failed },
+      cause: r,
+    });
   }
   return new ThinshipError('ABORTED', `cancelled${context === undefined ? '' : `; ${context}`}`, { details: failed, cause: r });
 }

@@ -23,10 +23,7 @@ export const LOG_FORMAT = { formatters: { level: (label: string) => ({ level: la
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
-export const log: Logger = pino(
-  { level: 'error', base: { pid: process.pid }, ...LOG_FORMAT },
-  pino.destination({ dest: 2, sync: true }),
-);
+export const log: Logger = pino({ level: 'error', base: { pid: process.pid }, ...LOG_FORMAT }, pino.destination({ dest: 2, sync: true }));
 
 /**
  * Sets the level of `log` from a THINSHIP_LOG value (undefined or empty:

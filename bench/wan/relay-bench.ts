@@ -28,15 +28,24 @@ async function push(relayPort: number, sink: net.Server, bytes: number): Promise
   const got = new Promise<number>((resolve, reject) => {
     sink.once('connection', (s) => {
       let n = 0;
-      s.on('data', (b: Buffer) => { n += b.length; });
-      s.on('end', () => { s.end(); if (n === bytes) resolve(n); else reject(new Error(`sink got ${n} of ${bytes} bytes`)); });
+      s.on('data', (b: Buffer) => {
+        n += b.length;
+      });
+      s.on('end', () => {
+        s.end();
+        if (n === bytes) resolve(n);
+        else reject(new Error(`sink got ${n} of ${bytes} bytes`));
+      });
       s.on('error', reject);
     });
   });
   const block = Buffer.alloc(256 * 1024, 0x5a);
   const t0 = performance.now();
   const c = net.connect({ port: relayPort, host: '127.0.0.1', noDelay: true });
-  await new Promise<void>((r, j) => { c.once('connect', r); c.once('error', j); });
+  await new Promise<void>((r, j) => {
+    c.once('connect', r);
+    c.once('error', j);
+  });
   let sent = 0;
   while (sent < bytes) {
     const n = Math.min(block.length, bytes - sent);
@@ -65,7 +74,11 @@ async function main(argv: string[]): Promise<void> {
   const sink = net.createServer({ noDelay: true });
   await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
   const sinkPort = (sink.address() as net.AddressInfo).port;
-  process.stdout.write(`relay ceiling: ${(bytes / 2 ** 30).toFixed(2)} GiB per run, ${reps} reps, load ${loadavg().map((x) => x.toFixed(2)).join(' ')}\n`);
+  process.stdout.write(
+    `relay ceiling: ${(bytes / 2 ** 30).toFixed(2)} GiB per run, ${reps} reps, load ${loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ')}\n`,
+  );
   for (const c of cases.split(',')) {
     const [d, r] = c.split(':') as [string, string];
     const delayMs = Number(d);
@@ -79,16 +92,24 @@ async function main(argv: string[]): Promise<void> {
       const c0 = await procCpuSeconds(relay.pid);
       const s = await push(relay.port, sink, bytes);
       const c1 = await procCpuSeconds(relay.pid);
-      const st = await relay.stop() as { up?: { lateMsMax: number; lateMsMean: number; heldBytesMax: number; bytes: number; chunks: number; pauses: number } };
+      const st = (await relay.stop()) as {
+        up?: { lateMsMax: number; lateMsMean: number; heldBytesMax: number; bytes: number; chunks: number; pauses: number };
+      };
       mbps.push(bytes / 1e6 / s);
       cpu.push((c1 - c0) / (bytes / 2 ** 30));
-      if (st.up) late = `late mean ${st.up.lateMsMean.toFixed(2)} ms max ${st.up.lateMsMax.toFixed(1)} ms, held max ${(st.up.heldBytesMax / 2 ** 20).toFixed(1)} MiB, ${(st.up.bytes / st.up.chunks / 1024).toFixed(0)} KiB a read, ${st.up.pauses} pauses`;
+      if (st.up)
+        late = `late mean ${st.up.lateMsMean.toFixed(2)} ms max ${st.up.lateMsMax.toFixed(1)} ms, held max ${(st.up.heldBytesMax / 2 ** 20).toFixed(1)} MiB, ${(st.up.bytes / st.up.chunks / 1024).toFixed(0)} KiB a read, ${st.up.pauses} pauses`;
     }
-    process.stdout.write(`  delay ${String(delayMs).padStart(3)} ms one-way, rate ${r.padEnd(9)}: ${fmtSpread(spread(mbps))} MB/s, relay CPU ${fmtSpread(spread(cpu), 2)} s/GiB; last run ${late}; load ${loadavg()[0]!.toFixed(2)}\n`);
+    process.stdout.write(
+      `  delay ${String(delayMs).padStart(3)} ms one-way, rate ${r.padEnd(9)}: ${fmtSpread(spread(mbps))} MB/s, relay CPU ${fmtSpread(spread(cpu), 2)} s/GiB; last run ${late}; load ${loadavg()[0]!.toFixed(2)}\n`,
+    );
   }
   sink.close();
 }
 
 if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
-  main(process.argv.slice(2)).catch((e: unknown) => { process.stderr.write(`${(e as Error).stack}\n`); process.exit(1); });
+  main(process.argv.slice(2)).catch((e: unknown) => {
+    process.stderr.write(`${(e as Error).stack}\n`);
+    process.exit(1);
+  });
 }

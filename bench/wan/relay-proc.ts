@@ -32,24 +32,44 @@ export interface RelayProcess {
  * Starts the relay CLI and waits for its port. `prefix` runs it under another
  * command, e.g. REALTIME (below).
  */
-export async function startRelayProcess(to: string, delayMs: number, rate: string, extra: string[] = [], script = RELAY_SCRIPT, prefix: string[] = []): Promise<RelayProcess> {
+export async function startRelayProcess(
+  to: string,
+  delayMs: number,
+  rate: string,
+  extra: string[] = [],
+  script = RELAY_SCRIPT,
+  prefix: string[] = [],
+): Promise<RelayProcess> {
   const argv = [...prefix, process.execPath, script];
-  const child = spawn(argv[0]!, [...argv.slice(1), '--listen', '127.0.0.1:0', '--to', to, '--delay-ms', String(delayMs), '--rate', rate, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(argv[0]!, [...argv.slice(1), '--listen', '127.0.0.1:0', '--to', to, '--delay-ms', String(delayMs), '--rate', rate, ...extra], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let err = '';
-  child.stderr.setEncoding('utf8').on('data', (d: string) => { err += d; });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    err += d;
+  });
   const exited = new Promise<void>((r) => child.on('exit', () => r()));
   const first = await new Promise<string>((resolve, reject) => {
     let out = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; const i = out.indexOf('\n'); if (i >= 0) resolve(out.slice(0, i)); });
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      const i = out.indexOf('\n');
+      if (i >= 0) resolve(out.slice(0, i));
+    });
     void exited.then(() => reject(new Error(`delay-relay exited: ${err.trim()}`)));
   });
   const port = (JSON.parse(first) as { port: number }).port;
   return {
-    port, pid: child.pid!,
+    port,
+    pid: child.pid!,
     stop: async () => {
       if (child.exitCode === null) child.kill('SIGTERM');
       await exited;
-      const line = err.trim().split('\n').reverse().find((l) => l.startsWith('{"stats"'));
+      const line = err
+        .trim()
+        .split('\n')
+        .reverse()
+        .find((l) => l.startsWith('{"stats"'));
       return line ? (JSON.parse(line) as { stats: Record<string, unknown> }).stats : {};
     },
   };

@@ -39,7 +39,16 @@ const MESSAGE_BYTES = 1024 * 1024;
 const SOCAT_BUFFER_BYTES = 256 * 1024;
 const ident = (b: Buffer) => b;
 const SERVICE = {
-  up: { path: '/thinship.bench.Wan/Up', requestStream: true, responseStream: false, requestSerialize: ident, requestDeserialize: ident, responseSerialize: ident, responseDeserialize: ident, originalName: 'up' },
+  up: {
+    path: '/thinship.bench.Wan/Up',
+    requestStream: true,
+    responseStream: false,
+    requestSerialize: ident,
+    requestDeserialize: ident,
+    responseSerialize: ident,
+    responseDeserialize: ident,
+    originalName: 'up',
+  },
 } as const;
 
 // ---- the receiving end, a child process: `transport-bench.js --sink WINDOW CERTDIR` --------------
@@ -49,15 +58,34 @@ async function sink(windowBytes: number, certs: string): Promise<void> {
   server.addService(SERVICE, {
     up: (call: grpc.ServerReadableStream<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
       let n = 0;
-      call.on('data', (b: Buffer) => { n += b.length; });
+      call.on('data', (b: Buffer) => {
+        n += b.length;
+      });
       call.on('end', () => cb(null, Buffer.from(String(n))));
     },
   });
-  const creds = grpc.ServerCredentials.createSsl(readFileSync(join(certs, 'ca.crt')), [{ cert_chain: readFileSync(join(certs, 'server.crt')), private_key: readFileSync(join(certs, 'server.key')) }], true);
-  server.bindAsync('127.0.0.1:0', creds, (e, port) => { if (e) throw e; process.send!({ port }); });
+  const creds = grpc.ServerCredentials.createSsl(
+    readFileSync(join(certs, 'ca.crt')),
+    [{ cert_chain: readFileSync(join(certs, 'server.crt')), private_key: readFileSync(join(certs, 'server.key')) }],
+    true,
+  );
+  server.bindAsync('127.0.0.1:0', creds, (e, port) => {
+    if (e) throw e;
+    process.send!({ port });
+  });
 }
 
-interface Options { bytes: number; rttsMs: number[]; rate: string; windows: number[]; reps: number; work: string; relaySched: 'fifo' | 'other'; stripes: number; stripeOver: 'streams' | 'connections' }
+interface Options {
+  bytes: number;
+  rttsMs: number[];
+  rate: string;
+  windows: number[];
+  reps: number;
+  work: string;
+  relaySched: 'fifo' | 'other';
+  stripes: number;
+  stripeOver: 'streams' | 'connections';
+}
 
 function parseSize(s: string): number {
   const m = /^(\d+)([KMG]?)$/i.exec(s.trim());
@@ -70,14 +98,31 @@ function sizeName(b: number): string {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { bytes: 512 * 2 ** 20, rttsMs: [0, 50, 100], rate: '1gbit', windows: [65535, 8 * 2 ** 20, 32 * 2 ** 20], reps: 3, work: '/var/tmp/thinship-wan', relaySched: 'fifo', stripes: 1, stripeOver: 'streams' };
+  const o: Options = {
+    bytes: 512 * 2 ** 20,
+    rttsMs: [0, 50, 100],
+    rate: '1gbit',
+    windows: [65535, 8 * 2 ** 20, 32 * 2 ** 20],
+    reps: 3,
+    work: '/var/tmp/thinship-wan',
+    relaySched: 'fifo',
+    stripes: 1,
+    stripeOver: 'streams',
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    const v = () => { const x = argv[++i]; if (x === undefined) throw new Error(`${a} needs a value`); return x; };
+    const v = () => {
+      const x = argv[++i];
+      if (x === undefined) throw new Error(`${a} needs a value`);
+      return x;
+    };
     if (a === '--bytes') o.bytes = parseSize(v());
     else if (a === '--rtts') o.rttsMs = v().split(',').map(Number);
     else if (a === '--rate') o.rate = v();
-    else if (a === '--windows') o.windows = v().split(',').map((w) => (w.toUpperCase() === '64K' ? 65535 : parseSize(w)));
+    else if (a === '--windows')
+      o.windows = v()
+        .split(',')
+        .map((w) => (w.toUpperCase() === '64K' ? 65535 : parseSize(w)));
     else if (a === '--reps') o.reps = Number(v());
     else if (a === '--work') o.work = resolve(v());
     else if (a === '--relay-sched') o.relaySched = v() === 'other' ? 'other' : 'fifo';
@@ -86,8 +131,7 @@ function parseArgs(argv: string[]): Options {
       const x = v();
       if (x !== 'streams' && x !== 'connections') throw new Error('--stripe-over: streams or connections');
       o.stripeOver = x;
-    }
-    else throw new Error(`unknown argument ${a}`);
+    } else throw new Error(`unknown argument ${a}`);
   }
   return o;
 }
@@ -101,7 +145,9 @@ async function runTcp(o: Options, rttMs: number): Promise<number> {
   const port = await freePort();
   const rx = startBash(`socat -u -b ${SOCAT_BUFFER_BYTES} TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr STDOUT | wc -c`);
   let rxDone = false;
-  void rx.done.then(() => { rxDone = true; });
+  void rx.done.then(() => {
+    rxDone = true;
+  });
   await waitListening(port, 10_000, () => !rxDone);
   const relay = await relayTo(o, port, rttMs);
   try {
@@ -109,7 +155,8 @@ async function runTcp(o: Options, rttMs: number): Promise<number> {
     const tx = await startBash(`head -c ${o.bytes} /dev/zero | socat -u -b ${SOCAT_BUFFER_BYTES} STDIN TCP:127.0.0.1:${relay.port}`).done;
     const r = await rx.done;
     const s = (performance.now() - t0) / 1000;
-    if (tx.code !== 0 || r.code !== 0 || Number(r.stdout.trim()) !== o.bytes) throw new Error(`tcp run failed: ${tx.stderr} ${r.stderr} got ${r.stdout.trim()} bytes`);
+    if (tx.code !== 0 || r.code !== 0 || Number(r.stdout.trim()) !== o.bytes)
+      throw new Error(`tcp run failed: ${tx.stderr} ${r.stderr} got ${r.stdout.trim()} bytes`);
     return o.bytes / 1e6 / s;
   } finally {
     await relay.stop();
@@ -125,15 +172,25 @@ type UpClient = grpc.Client & { up(cb: (e: grpc.ServiceError | null, r?: Buffer)
  */
 async function runGrpc(o: Options, rttMs: number, windowBytes: number, certs: string): Promise<number> {
   const child: ChildProcess = fork(fileURLToPath(import.meta.url), ['--sink', String(windowBytes), certs], { stdio: 'inherit' });
-  const [{ port }] = await once(child, 'message') as [{ port: number }];
+  const [{ port }] = (await once(child, 'message')) as [{ port: number }];
   const relay = await relayTo(o, port, rttMs);
   const Client = grpc.makeGenericClientConstructor(SERVICE, 'Wan');
-  const creds = grpc.credentials.createSsl(readFileSync(join(certs, 'ca.crt')), readFileSync(join(certs, 'client.key')), readFileSync(join(certs, 'client.crt')));
+  const creds = grpc.credentials.createSsl(
+    readFileSync(join(certs, 'ca.crt')),
+    readFileSync(join(certs, 'client.key')),
+    readFileSync(join(certs, 'client.crt')),
+  );
   const n = Math.max(1, o.stripes);
   // grpc-js shares a connection between channels with equal options: a distinct option value per stripe gives each its own.
-  const clients = Array.from({ length: o.stripeOver === 'connections' ? n : 1 }, (_, i) => new Client(`127.0.0.1:${relay.port}`, creds, {
-    'grpc.max_send_message_length': 2 * MESSAGE_BYTES, 'grpc.ssl_target_name_override': 'localhost', 'thinship.bench.stripe': i,
-  }) as unknown as UpClient);
+  const clients = Array.from(
+    { length: o.stripeOver === 'connections' ? n : 1 },
+    (_, i) =>
+      new Client(`127.0.0.1:${relay.port}`, creds, {
+        'grpc.max_send_message_length': 2 * MESSAGE_BYTES,
+        'grpc.ssl_target_name_override': 'localhost',
+        'thinship.bench.stripe': i,
+      }) as unknown as UpClient,
+  );
   try {
     const msg = Buffer.alloc(MESSAGE_BYTES, 0x5a); // identity serializer, never modified: safe to hand over repeatedly
     const perStripe = Math.ceil(o.bytes / MESSAGE_BYTES / n) * MESSAGE_BYTES;
@@ -141,7 +198,9 @@ async function runGrpc(o: Options, rttMs: number, windowBytes: number, certs: st
     const one = async (client: UpClient): Promise<number> => {
       let answer!: Promise<Buffer>;
       const call = await new Promise<grpc.ClientWritableStream<Buffer>>((resolveCall) => {
-        answer = new Promise<Buffer>((res, rej) => { resolveCall(client.up((e, r) => (e ? rej(e) : res(r!)))); });
+        answer = new Promise<Buffer>((res, rej) => {
+          resolveCall(client.up((e, r) => (e ? rej(e) : res(r!))));
+        });
       });
       for (let sent = 0; sent < perStripe; sent += MESSAGE_BYTES) {
         if (!call.write(msg)) await once(call, 'drain');
@@ -164,9 +223,19 @@ async function runGrpc(o: Options, rttMs: number, windowBytes: number, certs: st
 async function main(o: Options): Promise<void> {
   await mkdir(o.work, { recursive: true });
   const certs = join(o.work, 'certs');
-  if (!(await readFile(join(certs, 'client.crt'), 'utf8').then(() => true, () => false))) await runTool(process.execPath, [join(REPO_ROOT, 'dist/bin/thinship.js'), 'certs', '--out', certs]);
+  if (
+    !(await readFile(join(certs, 'client.crt'), 'utf8').then(
+      () => true,
+      () => false,
+    ))
+  )
+    await runTool(process.execPath, [join(REPO_ROOT, 'dist/bin/thinship.js'), 'certs', '--out', certs]);
   const paths = ['tcp', ...o.windows.map((w) => `grpc-${sizeName(w)}`)];
-  process.stderr.write(`transport-bench: ${sizeName(o.bytes)} per run, rate ${o.rate}, RTTs ${o.rttsMs.join(', ')} ms, ${o.reps} reps, load ${loadavg().map((x) => x.toFixed(2)).join(' ')}\n`);
+  process.stderr.write(
+    `transport-bench: ${sizeName(o.bytes)} per run, rate ${o.rate}, RTTs ${o.rttsMs.join(', ')} ms, ${o.reps} reps, load ${loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ')}\n`,
+  );
   const res = new Map<string, number[]>();
   const loads: number[] = [];
   for (let rep = 1; rep <= o.reps; rep++) {
@@ -194,7 +263,12 @@ async function main(o: Options): Promise<void> {
         xs.push(x);
         ratios.push(x / (res.get(`${rtt}|tcp|${rep}`)?.[0] ?? NaN));
       }
-      rows.push([`${rtt} ms`, p === 'tcp' ? 'TCP (socat -b 256K)' : `gRPC mTLS, window ${p.slice(5)}${o.stripes > 1 ? `, ${o.stripes} ${o.stripeOver}` : ''}`, fmtSpread(spread(xs), 1), p === 'tcp' ? '1' : fmtSpread(spread(ratios), 2)]);
+      rows.push([
+        `${rtt} ms`,
+        p === 'tcp' ? 'TCP (socat -b 256K)' : `gRPC mTLS, window ${p.slice(5)}${o.stripes > 1 ? `, ${o.stripes} ${o.stripeOver}` : ''}`,
+        fmtSpread(spread(xs), 1),
+        p === 'tcp' ? '1' : fmtSpread(spread(ratios), 2),
+      ]);
     }
   }
   process.stdout.write(`\n${textTable(['RTT', 'transport', 'MB/s', '÷ TCP'], rows)}\nload during the runs: ${fmtSpread(spread(loads), 1)}\n`);
@@ -204,5 +278,8 @@ const argv = process.argv.slice(2);
 if (argv[0] === '--sink') {
   await sink(Number(argv[1]), argv[2]!);
 } else if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  main(parseArgs(argv)).catch((e: unknown) => { process.stderr.write(`transport-bench: ${(e as Error).stack ?? String(e)}\n`); process.exit(1); });
+  main(parseArgs(argv)).catch((e: unknown) => {
+    process.stderr.write(`transport-bench: ${(e as Error).stack ?? String(e)}\n`);
+    process.exit(1);
+  });
 }

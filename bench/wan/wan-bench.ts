@@ -68,12 +68,25 @@ function parseSize(s: string): number {
 
 function parseArgs(argv: string[]): Options {
   const o: Options = {
-    sizeBytes: GiB, rttsMs: [0, 50, 100], rate: '1gbit', reps: 3, paths: [...PATHS], work: '/var/tmp/thinship-wan',
-    json: join(REPO_ROOT, 'bench/wan/results/latest.json'), verify: 'all', snapshot: true, runTimeoutS: 600, relaySched: 'fifo',
+    sizeBytes: GiB,
+    rttsMs: [0, 50, 100],
+    rate: '1gbit',
+    reps: 3,
+    paths: [...PATHS],
+    work: '/var/tmp/thinship-wan',
+    json: join(REPO_ROOT, 'bench/wan/results/latest.json'),
+    verify: 'all',
+    snapshot: true,
+    runTimeoutS: 600,
+    relaySched: 'fifo',
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    const v = () => { const x = argv[++i]; if (x === undefined) throw new Error(`${a} needs a value`); return x; };
+    const v = () => {
+      const x = argv[++i];
+      if (x === undefined) throw new Error(`${a} needs a value`);
+      return x;
+    };
     if (a === '--size') o.sizeBytes = parseSize(v());
     else if (a === '--rtts') o.rttsMs = v().split(',').map(Number);
     else if (a === '--rate') o.rate = v();
@@ -97,9 +110,10 @@ function parseArgs(argv: string[]): Options {
       const x = v();
       if (x !== 'fifo' && x !== 'other') throw new Error('--relay-sched: fifo or other');
       o.relaySched = x;
-    }
-    else if (a === '--help' || a === '-h') { process.stdout.write(`${fileHelp()}\n`); process.exit(0); }
-    else throw new Error(`unknown argument ${a} (see --help)`);
+    } else if (a === '--help' || a === '-h') {
+      process.stdout.write(`${fileHelp()}\n`);
+      process.exit(0);
+    } else throw new Error(`unknown argument ${a} (see --help)`);
   }
   if (!Number.isInteger(o.reps) || o.reps < 1) throw new Error('--reps must be a positive integer');
   if (o.rttsMs.some((r) => !(r >= 0))) throw new Error('--rtts: round-trip times in ms, >= 0');
@@ -107,15 +121,20 @@ function parseArgs(argv: string[]): Options {
 }
 
 function fileHelp(): string {
-  return 'usage: node dist/bench/wan/wan-bench.js [--size 1G] [--rtts 0,50,100] [--rate 1gbit] [--reps 3] [--paths grpc,socat]\n' +
-    '  [--work DIR] [--json FILE] [--receive-window BYTES] [--connection-window BYTES] [--queue BYTES] [--verify all|first|none] [--no-snapshot] [--run-timeout S] [--relay-sched fifo|other]';
+  return (
+    'usage: node dist/bench/wan/wan-bench.js [--size 1G] [--rtts 0,50,100] [--rate 1gbit] [--reps 3] [--paths grpc,socat]\n' +
+    '  [--work DIR] [--json FILE] [--receive-window BYTES] [--connection-window BYTES] [--queue BYTES] [--verify all|first|none] [--no-snapshot] [--run-timeout S] [--relay-sched fifo|other]'
+  );
 }
 
 function log(s: string): void {
   process.stderr.write(`${s}\n`);
 }
 
-interface App { main: string; relay: string }
+interface App {
+  main: string;
+  relay: string;
+}
 
 /** A private copy of the build, so that others rebuilding dist/ during the run change nothing here. */
 async function prepareApp(o: Options): Promise<App> {
@@ -175,11 +194,26 @@ function check(what: string, r: { code: number | null; signal: string | null; st
 /** Kills `kill` if `p` has not settled after the run timeout. */
 async function withTimeout<T>(c: Ctx, p: Promise<T>, kill: () => void, what: string): Promise<T> {
   let t: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => { t = setTimeout(() => { kill(); reject(new Error(`${what}: no end after ${c.o.runTimeoutS} s`)); }, c.o.runTimeoutS * 1000); });
-  try { return await Promise.race([p, timeout]); } finally { clearTimeout(t); }
+  const timeout = new Promise<never>((_, reject) => {
+    t = setTimeout(() => {
+      kill();
+      reject(new Error(`${what}: no end after ${c.o.runTimeoutS} s`));
+    }, c.o.runTimeoutS * 1000);
+  });
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(t);
+  }
 }
 
-interface PathResult { wallS: number; procs: ProcUsage[]; relay: RelayProcess; relayCpuS: number; relayWaitS: number }
+interface PathResult {
+  wallS: number;
+  procs: ProcUsage[];
+  relay: RelayProcess;
+  relayCpuS: number;
+  relayWaitS: number;
+}
 
 /** Seconds the process's main thread has spent runnable but waiting for a CPU (/proc/PID/schedstat, field 2). */
 async function runQueueWaitS(pid: number): Promise<number> {
@@ -192,20 +226,34 @@ async function runGrpc(c: Ctx, rttMs: number): Promise<PathResult> {
   const grpcDir = join(c.tmp, `${c.tag}-grpc`);
   await mkdir(grpcDir, { recursive: true });
   const config = join(grpcDir, 'receiver.json');
-  await writeFile(config, JSON.stringify({
-    tls: { ca: join(c.certs, 'ca.crt'), cert: join(c.certs, 'server.crt'), key: join(c.certs, 'server.key') },
-    stateDir: join(grpcDir, 'state'),
-    identities: { 'thinship-sender': { directories: [dirname(c.target)] } },
-    // Through the config file (the serve flags say the same): unset keeps thinship's defaults.
-    ...(c.o.receiveWindow ? { receiveWindowBytes: parseSize(c.o.receiveWindow) } : {}),
-    ...(c.o.connectionWindow ? { connectionWindowBytes: parseSize(c.o.connectionWindow) } : {}),
-  }, null, 2));
-  const server = spawn(process.execPath, [c.app.main, 'serve', '--listen', `127.0.0.1:${port}`, '--config', config], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, THINSHIP_LOG: 'warn' } });
+  await writeFile(
+    config,
+    JSON.stringify(
+      {
+        tls: { ca: join(c.certs, 'ca.crt'), cert: join(c.certs, 'server.crt'), key: join(c.certs, 'server.key') },
+        stateDir: join(grpcDir, 'state'),
+        identities: { 'thinship-sender': { directories: [dirname(c.target)] } },
+        // Through the config file (the serve flags say the same): unset keeps thinship's defaults.
+        ...(c.o.receiveWindow ? { receiveWindowBytes: parseSize(c.o.receiveWindow) } : {}),
+        ...(c.o.connectionWindow ? { connectionWindowBytes: parseSize(c.o.connectionWindow) } : {}),
+      },
+      null,
+      2,
+    ),
+  );
+  const server = spawn(process.execPath, [c.app.main, 'serve', '--listen', `127.0.0.1:${port}`, '--config', config], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, THINSHIP_LOG: 'warn' },
+  });
   let serverErr = '';
-  server.stderr.on('data', (b: Buffer) => { if (serverErr.length < 64 * 1024) serverErr += b.toString(); });
+  server.stderr.on('data', (b: Buffer) => {
+    if (serverErr.length < 64 * 1024) serverErr += b.toString();
+  });
   const exited = new Promise<number | null>((r) => server.on('exit', (code) => r(code)));
   let alive = true;
-  void exited.then(() => { alive = false; });
+  void exited.then(() => {
+    alive = false;
+  });
   let relay: RelayProcess | undefined;
   try {
     await waitListening(port, 20_000, () => alive);
@@ -215,8 +263,27 @@ async function runGrpc(c: Ctx, rttMs: number): Promise<PathResult> {
     const relayWait0 = await runQueueWaitS(relay.pid);
     const f = join(c.tmp, `${c.tag}-send.time`);
     const t0 = performance.now();
-    const tx = startBash(timed(f, [process.execPath, c.app.main, 'send', ...poolArgs(c), '--to', `127.0.0.1:${relay.port}`, '--server-name', 'localhost',
-      '--target', c.target, '--tls-dir', c.certs, '--transfer-id', `wan-${c.tag}`, '--retries', '0', '--json']));
+    const tx = startBash(
+      timed(f, [
+        process.execPath,
+        c.app.main,
+        'send',
+        ...poolArgs(c),
+        '--to',
+        `127.0.0.1:${relay.port}`,
+        '--server-name',
+        'localhost',
+        '--target',
+        c.target,
+        '--tls-dir',
+        c.certs,
+        '--transfer-id',
+        `wan-${c.tag}`,
+        '--retries',
+        '0',
+        '--json',
+      ]),
+    );
     const r = await withTimeout(c, tx.done, () => tx.child.kill('SIGKILL'), 'thinship send --to');
     const wallS = (performance.now() - t0) / 1000;
     const relayCpuS = (await procCpuSeconds(relay.pid)) - relayCpu0;
@@ -226,7 +293,13 @@ async function runGrpc(c: Ctx, rttMs: number): Promise<PathResult> {
     const serveHwmKiB = await procHwmKiB(server.pid!);
     check('thinship send --to', r);
     const send = await readTimed(f, 'thinship send --to', 'sender');
-    return { wallS, relay, relayCpuS, relayWaitS, procs: [send, { name: 'thinship serve', side: 'receiver', wallS, userS: serveCpuS, sysS: 0, maxRssKiB: serveHwmKiB, exitCode: 0 }] };
+    return {
+      wallS,
+      relay,
+      relayCpuS,
+      relayWaitS,
+      procs: [send, { name: 'thinship serve', side: 'receiver', wallS, userS: serveCpuS, sysS: 0, maxRssKiB: serveHwmKiB, exitCode: 0 }],
+    };
   } catch (e) {
     await relay?.stop();
     throw e;
@@ -244,13 +317,17 @@ async function runSocat(c: Ctx, rttMs: number): Promise<PathResult> {
   const f = (n: string) => join(c.tmp, `${c.tag}-${n}.time`);
   const port = await freePort();
   // As LINSTOR runs thin_send/thin_recv: default zstd and socat settings.
-  const rx = startBash([
-    timed(f('rx-socat'), ['socat', '-u', `TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr`, 'STDOUT']),
-    timed(f('rx-zstd'), ['zstd', '-d', '-q', '-c']),
-    timed(f('recv'), [process.execPath, c.app.main, 'recv', '-q', c.target]),
-  ].join(' | '));
+  const rx = startBash(
+    [
+      timed(f('rx-socat'), ['socat', '-u', `TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr`, 'STDOUT']),
+      timed(f('rx-zstd'), ['zstd', '-d', '-q', '-c']),
+      timed(f('recv'), [process.execPath, c.app.main, 'recv', '-q', c.target]),
+    ].join(' | '),
+  );
   let rxExited = false;
-  void rx.done.then(() => { rxExited = true; });
+  void rx.done.then(() => {
+    rxExited = true;
+  });
   let relay: RelayProcess | undefined;
   try {
     await waitListening(port, 10_000, () => !rxExited);
@@ -258,23 +335,40 @@ async function runSocat(c: Ctx, rttMs: number): Promise<PathResult> {
     const relayCpu0 = await procCpuSeconds(relay.pid);
     const relayWait0 = await runQueueWaitS(relay.pid);
     const t0 = performance.now();
-    const tx = startBash([
-      timed(f('send'), [process.execPath, c.app.main, 'send', '-q', ...poolArgs(c)]),
-      timed(f('tx-zstd'), ['zstd', '-1', '-q', '-c']),
-      timed(f('tx-socat'), ['socat', '-u', 'STDIN', `TCP:127.0.0.1:${relay.port}`]),
-    ].join(' | '));
+    const tx = startBash(
+      [
+        timed(f('send'), [process.execPath, c.app.main, 'send', '-q', ...poolArgs(c)]),
+        timed(f('tx-zstd'), ['zstd', '-1', '-q', '-c']),
+        timed(f('tx-socat'), ['socat', '-u', 'STDIN', `TCP:127.0.0.1:${relay.port}`]),
+      ].join(' | '),
+    );
     const both = Promise.all([tx.done, rx.done]);
-    const [txr, rxr] = await withTimeout(c, both, () => { tx.child.kill('SIGKILL'); rx.child.kill('SIGKILL'); }, 'socat pipeline');
+    const [txr, rxr] = await withTimeout(
+      c,
+      both,
+      () => {
+        tx.child.kill('SIGKILL');
+        rx.child.kill('SIGKILL');
+      },
+      'socat pipeline',
+    );
     const wallS = (performance.now() - t0) / 1000;
     const relayCpuS = (await procCpuSeconds(relay.pid)) - relayCpu0;
     const relayWaitS = (await runQueueWaitS(relay.pid)) - relayWait0;
     check('send | zstd -1 | socat', txr);
     check('socat | zstd -d | recv', rxr);
     return {
-      wallS, relay, relayCpuS, relayWaitS,
+      wallS,
+      relay,
+      relayCpuS,
+      relayWaitS,
       procs: [
-        await readTimed(f('send'), 'thinship send', 'sender'), await readTimed(f('tx-zstd'), 'zstd -1', 'sender'), await readTimed(f('tx-socat'), 'socat (send)', 'sender'),
-        await readTimed(f('rx-socat'), 'socat (recv)', 'receiver'), await readTimed(f('rx-zstd'), 'zstd -d', 'receiver'), await readTimed(f('recv'), 'thinship recv', 'receiver'),
+        await readTimed(f('send'), 'thinship send', 'sender'),
+        await readTimed(f('tx-zstd'), 'zstd -1', 'sender'),
+        await readTimed(f('tx-socat'), 'socat (send)', 'sender'),
+        await readTimed(f('rx-socat'), 'socat (recv)', 'receiver'),
+        await readTimed(f('rx-zstd'), 'zstd -d', 'receiver'),
+        await readTimed(f('recv'), 'thinship recv', 'receiver'),
       ],
     };
   } catch (e) {
@@ -289,10 +383,23 @@ async function measure(c: Ctx, path: PathName, rttMs: number, rep: number, verif
   await rm(c.target, { force: true });
   await dropCache(c.pool.dataPath);
   await dropCache(c.pool.metadataPath);
-  const rec: RunRecord = { rttMs, path, rep, ok: false, wallS: NaN, dataBytes, dataMBps: NaN, procs: [], relayCpuS: NaN, relayWaitS: NaN, load1Before: loadavg()[0]!, load1After: NaN };
+  const rec: RunRecord = {
+    rttMs,
+    path,
+    rep,
+    ok: false,
+    wallS: NaN,
+    dataBytes,
+    dataMBps: NaN,
+    procs: [],
+    relayCpuS: NaN,
+    relayWaitS: NaN,
+    load1Before: loadavg()[0]!,
+    load1After: NaN,
+  };
   try {
     const r = await (path === 'grpc' ? runGrpc(c, rttMs) : runSocat(c, rttMs));
-    const st = await r.relay.stop() as { up?: { bytes: number } };
+    const st = (await r.relay.stop()) as { up?: { bytes: number } };
     rec.relay = st;
     rec.wireBytes = st.up?.bytes;
     rec.wallS = r.wallS;
@@ -303,7 +410,10 @@ async function measure(c: Ctx, path: PathName, rttMs: number, rep: number, verif
     rec.ok = true;
     if (verify) {
       rec.verified = (await sha256File(c.target)) === c.pool.imageSha256A;
-      if (!rec.verified) { rec.ok = false; rec.error = `target ${c.target} differs from the source image`; }
+      if (!rec.verified) {
+        rec.ok = false;
+        rec.error = `target ${c.target} differs from the source image`;
+      }
     }
   } catch (e) {
     rec.error = (e as Error).message;
@@ -311,9 +421,13 @@ async function measure(c: Ctx, path: PathName, rttMs: number, rep: number, verif
   rec.load1After = loadavg()[0]!;
   const cpu = (side: string) => rec.procs.filter((p) => p.side === side).reduce((s, p) => s + p.userS + p.sysS, 0);
   const up = rec.relay?.up as { lateMsMean?: number; lateMsMax?: number; pauses?: number; heldBytesMax?: number } | undefined;
-  log(`  rtt ${String(rttMs).padStart(3)} ms ${path.padEnd(5)} rep ${rep}: ${rec.ok
-    ? `${rec.wallS.toFixed(2)} s, ${rec.dataMBps.toFixed(0)} MB/s data, ${((rec.wireBytes ?? NaN) / 1e6 / rec.wallS).toFixed(0)} MB/s through the relay, cpu send ${cpu('sender').toFixed(1)} s recv ${cpu('receiver').toFixed(1)} s relay ${rec.relayCpuS.toFixed(1)} s (waited for a CPU ${rec.relayWaitS.toFixed(2)} s), relay late ${up?.lateMsMean?.toFixed(2)}/${up?.lateMsMax?.toFixed(1)} ms held max ${((up?.heldBytesMax ?? NaN) / MiB).toFixed(1)} MiB, peak RSS MiB ${rec.procs.map((p) => `${p.name} ${(p.maxRssKiB / 1024).toFixed(0)}`).join(', ')}${rec.verified ? ', target verified' : ''}`
-    : `FAILED: ${rec.error}`}; load ${rec.load1Before.toFixed(2)}→${rec.load1After.toFixed(2)}`);
+  log(
+    `  rtt ${String(rttMs).padStart(3)} ms ${path.padEnd(5)} rep ${rep}: ${
+      rec.ok
+        ? `${rec.wallS.toFixed(2)} s, ${rec.dataMBps.toFixed(0)} MB/s data, ${((rec.wireBytes ?? NaN) / 1e6 / rec.wallS).toFixed(0)} MB/s through the relay, cpu send ${cpu('sender').toFixed(1)} s recv ${cpu('receiver').toFixed(1)} s relay ${rec.relayCpuS.toFixed(1)} s (waited for a CPU ${rec.relayWaitS.toFixed(2)} s), relay late ${up?.lateMsMean?.toFixed(2)}/${up?.lateMsMax?.toFixed(1)} ms held max ${((up?.heldBytesMax ?? NaN) / MiB).toFixed(1)} MiB, peak RSS MiB ${rec.procs.map((p) => `${p.name} ${(p.maxRssKiB / 1024).toFixed(0)}`).join(', ')}${rec.verified ? ', target verified' : ''}`
+        : `FAILED: ${rec.error}`
+    }; load ${rec.load1Before.toFixed(2)}→${rec.load1After.toFixed(2)}`,
+  );
   return rec;
 }
 
@@ -343,7 +457,10 @@ function summarize(runs: RunRecord[]): Summary[] {
       });
       const cpu = (r: RunRecord, side: string) => r.procs.filter((p) => p.side === side).reduce((s, p) => s + p.userS + p.sysS, 0);
       out.push({
-        rttMs: rtt, path, runs: all.length, failures: all.length - ok.length,
+        rttMs: rtt,
+        path,
+        runs: all.length,
+        failures: all.length - ok.length,
         dataMBps: spread(ok.map((r) => r.dataMBps)),
         wireMBps: spread(ok.map((r) => (r.wireBytes ?? NaN) / 1e6 / r.wallS)),
         ratioToSocat: spread(ratios),
@@ -360,8 +477,18 @@ function summarize(runs: RunRecord[]): Summary[] {
 function table(s: Summary[]): string {
   return textTable(
     ['RTT', 'path', 'data MB/s', 'relay MB/s', '÷ socat', 'send CPU s', 'recv CPU s', 'relay CPU s', 'load', 'ok'],
-    s.map((x) => [`${x.rttMs} ms`, LABEL[x.path], fmtSpread(x.dataMBps), fmtSpread(x.wireMBps), x.path === 'socat' ? '1' : fmtSpread(x.ratioToSocat, 2),
-      fmtSpread(x.senderCpuS, 1), fmtSpread(x.receiverCpuS, 1), fmtSpread(x.relayCpuS, 1), fmtSpread(x.load1, 1), `${x.runs - x.failures}/${x.runs}`]),
+    s.map((x) => [
+      `${x.rttMs} ms`,
+      LABEL[x.path],
+      fmtSpread(x.dataMBps),
+      fmtSpread(x.wireMBps),
+      x.path === 'socat' ? '1' : fmtSpread(x.ratioToSocat, 2),
+      fmtSpread(x.senderCpuS, 1),
+      fmtSpread(x.receiverCpuS, 1),
+      fmtSpread(x.relayCpuS, 1),
+      fmtSpread(x.load1, 1),
+      `${x.runs - x.failures}/${x.runs}`,
+    ]),
   );
 }
 
@@ -372,11 +499,21 @@ async function main(): Promise<void> {
   await mkdir(join(tmp, 'targets'), { recursive: true });
   const app = await prepareApp(o);
   const certs = join(o.work, 'certs');
-  if (!(await readFile(join(certs, 'client.crt'), 'utf8').then(() => true, () => false))) await runTool(process.execPath, [app.main, 'certs', '--out', certs]);
+  if (
+    !(await readFile(join(certs, 'client.crt'), 'utf8').then(
+      () => true,
+      () => false,
+    ))
+  )
+    await runTool(process.execPath, [app.main, 'certs', '--out', certs]);
   const pool = await ensureBenchPool(o.work, { ...DEFAULT_POOL_PARAMS, volumeBytes: o.sizeBytes }, log);
   const c = { o, app, pool, certs, tmp, target: join(tmp, 'targets', 'target.img'), tag: '' };
   const dataBytes = pool.mappedBlocksA * pool.params.blockBytes;
-  log(`wan-bench: ${(o.sizeBytes / GiB).toFixed(2)} GiB volume, ${(dataBytes / 1e6).toFixed(0)} MB of data (zstd -1 ratio ${pool.sampleZstd1Ratio.toFixed(2)}), rate ${o.rate}, RTTs ${o.rttsMs.join(', ')} ms, ${o.reps} reps; ${cpus().length} CPUs, load ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+  log(
+    `wan-bench: ${(o.sizeBytes / GiB).toFixed(2)} GiB volume, ${(dataBytes / 1e6).toFixed(0)} MB of data (zstd -1 ratio ${pool.sampleZstd1Ratio.toFixed(2)}), rate ${o.rate}, RTTs ${o.rttsMs.join(', ')} ms, ${o.reps} reps; ${cpus().length} CPUs, load ${loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ')}`,
+  );
   const runs: RunRecord[] = [];
   const t0 = Date.now();
   for (let rep = 1; rep <= o.reps; rep++) {
@@ -393,11 +530,14 @@ async function main(): Promise<void> {
   const text = table(s);
   process.stdout.write(`\n${text}\n\n`);
   const result = {
-    when: new Date(t0).toISOString(), minutes: (Date.now() - t0) / 60000,
+    when: new Date(t0).toISOString(),
+    minutes: (Date.now() - t0) / 60000,
     machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '', kernel: release(), node: process.version },
     options: { ...o, json: undefined },
     pool: { volumeBytes: pool.params.volumeBytes, dataBytes, zstd1Ratio: pool.sampleZstd1Ratio },
-    summary: s, table: text, runs,
+    summary: s,
+    table: text,
+    runs,
   };
   await mkdir(dirname(o.json), { recursive: true });
   await writeFile(o.json, JSON.stringify(result, null, 1));
@@ -407,5 +547,8 @@ async function main(): Promise<void> {
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  main().catch((e: unknown) => { process.stderr.write(`wan-bench: ${(e as Error).stack ?? String(e)}\n`); process.exit(1); });
+  main().catch((e: unknown) => {
+    process.stderr.write(`wan-bench: ${(e as Error).stack ?? String(e)}\n`);
+    process.exit(1);
+  });
 }

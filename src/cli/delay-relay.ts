@@ -30,7 +30,11 @@ async function main(argv: string[]): Promise<void> {
   let capacityBytes: number | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    const v = () => { const x = argv[++i]; if (x === undefined) throw new Error(`${a} needs a value`); return x; };
+    const v = () => {
+      const x = argv[++i];
+      if (x === undefined) throw new Error(`${a} needs a value`);
+      return x;
+    };
     if (a === '--listen') listen = v();
     else if (a === '--to') to = v();
     else if (a === '--delay-ms') delayMs = Number(v());
@@ -39,15 +43,35 @@ async function main(argv: string[]): Promise<void> {
     else if (a === '--queue') queueBytes = parseBytes(v(), a);
     else if (a === '--capacity') capacityBytes = parseBytes(v(), a);
     else if (a === '--help' || a === '-h') {
-      process.stdout.write('usage: delay-relay --to HOST:PORT [--listen HOST:PORT] [--delay-ms ONE_WAY | --rtt-ms RTT] [--rate 1gbit] [--queue BYTES] [--capacity BYTES]\n');
+      process.stdout.write(
+        'usage: delay-relay --to HOST:PORT [--listen HOST:PORT] [--delay-ms ONE_WAY | --rtt-ms RTT] [--rate 1gbit] [--queue BYTES] [--capacity BYTES]\n',
+      );
       return;
     } else throw new Error(`unknown argument ${a} (see --help)`);
   }
   if (!to) throw new Error('--to HOST:PORT is required');
   const l = splitHostPort(listen, '--listen');
   const t = splitHostPort(to, '--to');
-  const relay = await startDelayRelay({ listenHost: l.host, listenPort: l.port, toHost: t.host, toPort: t.port, delayMs, rateBitsPerSecond: rate, queueBytes, capacityBytes });
-  process.stdout.write(JSON.stringify({ listening: `${relay.host}:${relay.port}`, port: relay.port, to, delayMs, rateBitsPerSecond: Number.isFinite(rate) ? rate : null, capacityBytes: relay.capacityBytes }) + '\n');
+  const relay = await startDelayRelay({
+    listenHost: l.host,
+    listenPort: l.port,
+    toHost: t.host,
+    toPort: t.port,
+    delayMs,
+    rateBitsPerSecond: rate,
+    queueBytes,
+    capacityBytes,
+  });
+  process.stdout.write(
+    JSON.stringify({
+      listening: `${relay.host}:${relay.port}`,
+      port: relay.port,
+      to,
+      delayMs,
+      rateBitsPerSecond: Number.isFinite(rate) ? rate : null,
+      capacityBytes: relay.capacityBytes,
+    }) + '\n',
+  );
   const stop = () => {
     process.stderr.write(JSON.stringify({ stats: relay.stats() }) + '\n');
     void relay.close().then(() => process.exit(0));

@@ -19,7 +19,7 @@ const EXIT_BY_CODE: Record<ErrorCode, number> = {
   POOL_INACTIVE: 6,
   LOCK_TIMEOUT: 6,
   BAD_METADATA: 7,
-  BAD_STREAM: 10,          // thin_recv exits 10 on a bad stream too
+  BAD_STREAM: 10, // thin_recv exits 10 on a bad stream too
   CHECKSUM_MISMATCH: 10,
   TARGET_TOO_SMALL: 11,
   TARGET_BUSY: 11,
@@ -32,7 +32,7 @@ const EXIT_BY_CODE: Record<ErrorCode, number> = {
   DIVERGED: 14,
   TRANSFER_BUSY: 11,
   UNAVAILABLE: 15,
-  TRANSFER_ABORTED: 16,    // the receiver stopped it; not a signal of ours (130 would say SIGINT)
+  TRANSFER_ABORTED: 16, // the receiver stopped it; not a signal of ours (130 would say SIGINT)
   ABORTED: 130,
 };
 

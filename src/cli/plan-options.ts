@@ -9,7 +9,10 @@ import { checkMetadataReaderChoice } from '../thin/metadata/native-plan.js';
 import { parseByteCount } from './source-args.js';
 import { withStopSignals } from './signals.js';
 
-export interface PlanFlags { maxOpBytes?: string; metadataReader?: string }
+export interface PlanFlags {
+  maxOpBytes?: string;
+  metadataReader?: string;
+}
 
 /** A warning from a library, for the person at the terminal: one "thinship: ..." line on stderr. */
 function warnOnStderr(message: string): void {
@@ -39,7 +42,10 @@ function planOptionsOf(f: PlanFlags, more: PlanOptions = {}): PlanOptions {
 export async function planForCommand(spec: SourceSpec, f: PlanFlags, more: PlanOptions = {}): Promise<SendPlan> {
   return withStopSignals(async (signal) => {
     const p = await planSend(spec, planOptionsOf(f, { ...more, signal }));
-    if (signal.aborted) { await p.close(); throw abortError(signal); }
+    if (signal.aborted) {
+      await p.close();
+      throw abortError(signal);
+    }
     return p;
   });
 }

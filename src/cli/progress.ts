@@ -23,7 +23,8 @@ const JSON_INTERVAL_MS = 1000;
 
 export function parseProgressMode(s: string | undefined): ProgressMode {
   if (s === undefined) return 'auto';
-  if (!(PROGRESS_MODES as readonly string[]).includes(s)) throw new ThinshipError('USAGE', `--progress must be one of ${PROGRESS_MODES.join(', ')}, not "${s}"`);
+  if (!(PROGRESS_MODES as readonly string[]).includes(s))
+    throw new ThinshipError('USAGE', `--progress must be one of ${PROGRESS_MODES.join(', ')}, not "${s}"`);
   return s as ProgressMode;
 }
 
@@ -97,7 +98,10 @@ export class ProgressLine {
 
   /** Clears the tty line so a message can be printed; the next update redraws it. */
   clear(): void {
-    if (this.mode === 'tty' && this.drawn) { this.out.write('\r\x1b[K'); this.drawn = false; }
+    if (this.mode === 'tty' && this.drawn) {
+      this.out.write('\r\x1b[K');
+      this.drawn = false;
+    }
   }
 
   /** Ends the line (tty) or writes the final figures (json). */
@@ -110,7 +114,9 @@ export class ProgressLine {
     const f = this.figures();
     if (this.mode === 'json') {
       const round = (x: number | undefined, d = 1) => (x === undefined ? null : Math.round(x * 10 ** d) / 10 ** d);
-      this.out.write(`${JSON.stringify({ progress: this.label, doneBytes: f.doneBytes, totalBytes: f.totalBytes ?? null, bytesPerSecond: round(f.bytesPerSecond, 0), elapsedSeconds: round(f.elapsedSeconds), etaSeconds: round(f.etaSeconds), ...(final ? { final: true } : {}) })}\n`);
+      this.out.write(
+        `${JSON.stringify({ progress: this.label, doneBytes: f.doneBytes, totalBytes: f.totalBytes ?? null, bytesPerSecond: round(f.bytesPerSecond, 0), elapsedSeconds: round(f.elapsedSeconds), etaSeconds: round(f.etaSeconds), ...(final ? { final: true } : {}) })}\n`,
+      );
       return;
     }
     const of = f.totalBytes ? ` of ${formatBytes(f.totalBytes)} ${((100 * f.doneBytes) / f.totalBytes).toFixed(1)}%` : '';

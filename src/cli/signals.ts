@@ -47,7 +47,8 @@ export async function withStopSignals<T>(fn: (signal: AbortSignal) => Promise<T>
     ac.abort(new InterruptedError(sig as StopSignal));
   };
   for (const s of signals) {
-    if (opts.repeat === 'kill') process.once(s, onSignal); else process.on(s, onSignal);
+    if (opts.repeat === 'kill') process.once(s, onSignal);
+    else process.on(s, onSignal);
   }
   try {
     return await fn(ac.signal);
@@ -83,17 +84,29 @@ export async function runDaemon<D extends { close(): Promise<void> }>(
   hooks: DaemonHooks<D> = {},
 ): Promise<void> {
   let stopSignal: NodeJS.Signals | undefined;
-  let requestStop: (signal: NodeJS.Signals) => void = (signal) => { stopSignal ??= signal; };
+  let requestStop: (signal: NodeJS.Signals) => void = (signal) => {
+    stopSignal ??= signal;
+  };
   let daemon: D | undefined;
   let stopping = false;
   const onStop = (signal: NodeJS.Signals) => requestStop(signal);
   const onHup = () => {
-    if (!daemon || stopping) { log.warn({ signal: 'SIGHUP' }, `SIGHUP ignored: ${name} is ${stopping ? 'stopping' : 'starting (it reads the config as it starts)'}`); return; }
-    if (!hooks.reload) { log.warn({ signal: 'SIGHUP' }, `SIGHUP ignored: restart ${name} to apply config changes`); return; }
+    if (!daemon || stopping) {
+      log.warn({ signal: 'SIGHUP' }, `SIGHUP ignored: ${name} is ${stopping ? 'stopping' : 'starting (it reads the config as it starts)'}`);
+      return;
+    }
+    if (!hooks.reload) {
+      log.warn({ signal: 'SIGHUP' }, `SIGHUP ignored: restart ${name} to apply config changes`);
+      return;
+    }
     log.info({ signal: 'SIGHUP' }, 'reloading the config');
-    hooks.reload(daemon).catch((e: unknown) => log.error({ signal: 'SIGHUP', err: (e as Error).message }, `config reload failed: ${name} goes on with the config it had`));
+    hooks
+      .reload(daemon)
+      .catch((e: unknown) => log.error({ signal: 'SIGHUP', err: (e as Error).message }, `config reload failed: ${name} goes on with the config it had`));
   };
-  const onUsr2 = () => { if (daemon && hooks.debugDump) hooks.debugDump(daemon); };
+  const onUsr2 = () => {
+    if (daemon && hooks.debugDump) hooks.debugDump(daemon);
+  };
   process.once('SIGTERM', onStop);
   process.once('SIGINT', onStop);
   process.on('SIGHUP', onHup);
@@ -104,7 +117,10 @@ export async function runDaemon<D extends { close(): Promise<void> }>(
       requestStop = (signal) => {
         stopping = true;
         log.info({ signal }, 'stopping');
-        d.close().then(done, (e: unknown) => { log.error({ err: (e as Error).message }, 'error while stopping'); done(); });
+        d.close().then(done, (e: unknown) => {
+          log.error({ err: (e as Error).message }, 'error while stopping');
+          done();
+        });
       };
       if (stopSignal) requestStop(stopSignal);
     });

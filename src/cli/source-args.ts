@@ -6,10 +6,16 @@
 import { ThinshipError } from '../errors.js';
 import type { SourceSpec } from '../thin/planner.js';
 
-export interface SourceFlags { poolMetadata?: string; poolData?: string; volumeSize?: string; allowLive?: boolean }
+export interface SourceFlags {
+  poolMetadata?: string;
+  poolData?: string;
+  volumeSize?: string;
+  allowLive?: boolean;
+}
 
 function devId(s: string, what: string): number {
-  if (!/^\d+$/.test(s) || !Number.isSafeInteger(Number(s))) throw new ThinshipError('USAGE', `${what} "${s}" is not a thin device id (with --pool-metadata, volumes are named by their device id, e.g. 1)`);
+  if (!/^\d+$/.test(s) || !Number.isSafeInteger(Number(s)))
+    throw new ThinshipError('USAGE', `${what} "${s}" is not a thin device id (with --pool-metadata, volumes are named by their device id, e.g. 1)`);
   return Number(s);
 }
 
@@ -30,8 +36,11 @@ export function sourceSpecOf(names: string[], f: SourceFlags): SourceSpec {
   if (f.poolMetadata !== undefined || f.poolData !== undefined) {
     if (!f.poolMetadata || !f.poolData) throw new ThinshipError('USAGE', 'an offline pool needs both --pool-metadata FILE and --pool-data FILE');
     return {
-      kind: 'offline', metadataPath: f.poolMetadata, dataPath: f.poolData,
-      snapDevId: devId(snap, 'SNAP'), baseDevId: base === undefined ? undefined : devId(base, 'BASE'),
+      kind: 'offline',
+      metadataPath: f.poolMetadata,
+      dataPath: f.poolData,
+      snapDevId: devId(snap, 'SNAP'),
+      baseDevId: base === undefined ? undefined : devId(base, 'BASE'),
       volumeSizeBytes: f.volumeSize === undefined ? undefined : parseByteCount(f.volumeSize, '--volume-size'),
     };
   }

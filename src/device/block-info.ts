@@ -120,7 +120,10 @@ export async function dmTargetTypes(major: number, minor: number, signal?: Abort
   try {
     const r = await runTool('dmsetup', ['table', '-j', String(major), '-m', String(minor)], signal ? { signal } : {});
     // Each line: "<start> <length> <target type> <args...>"
-    const types = r.stdout.split('\n').filter((l) => l.trim() !== '').map((l) => l.trim().split(/\s+/)[2] ?? '');
+    const types = r.stdout
+      .split('\n')
+      .filter((l) => l.trim() !== '')
+      .map((l) => l.trim().split(/\s+/)[2] ?? '');
     return types.length > 0 && types.every((t) => t !== '') ? types : undefined;
   } catch {
     return undefined;

@@ -69,11 +69,7 @@ export function isNativeErrnoError(e: unknown): e is NativeErrnoError {
 }
 
 // dist/src/device/native.js -> repo root is three levels up (src/device/native.ts: two).
-const CANDIDATES = [
-  '../../../build/Release/thinship_device.node',
-  '../../build/Release/thinship_device.node',
-  '../../../build/Debug/thinship_device.node',
-];
+const CANDIDATES = ['../../../build/Release/thinship_device.node', '../../build/Release/thinship_device.node', '../../../build/Debug/thinship_device.node'];
 
 let cached: NativeDevice | undefined;
 
@@ -89,8 +85,15 @@ export function nativeDevice(): NativeDevice {
       cached = require(p) as NativeDevice;
       return cached;
     } catch (e) {
-      throw new ThinshipError('INTERNAL', `cannot load native addon ${p}: ${(e as Error).message} (rebuild it with \`npm run install\` or \`node-gyp rebuild\` in the repository root)`, { cause: e });
+      throw new ThinshipError(
+        'INTERNAL',
+        `cannot load native addon ${p}: ${(e as Error).message} (rebuild it with \`npm run install\` or \`node-gyp rebuild\` in the repository root)`,
+        { cause: e },
+      );
     }
   }
-  throw new ThinshipError('INTERNAL', `native addon thinship_device.node is not built (looked in ${tried.join(', ')}); run \`npm run install\` or \`node-gyp rebuild\` in the repository root`);
+  throw new ThinshipError(
+    'INTERNAL',
+    `native addon thinship_device.node is not built (looked in ${tried.join(', ')}); run \`npm run install\` or \`node-gyp rebuild\` in the repository root`,
+  );
 }

@@ -75,7 +75,13 @@ function deviceError(what: string, path: string, offsetBytes: number | undefined
 }
 
 function checkRange(what: string, path: string, offsetBytes: number, lengthBytes: number): void {
-  if (!Number.isSafeInteger(offsetBytes) || offsetBytes < 0 || !Number.isSafeInteger(lengthBytes) || lengthBytes < 0 || !Number.isSafeInteger(offsetBytes + lengthBytes)) {
+  if (
+    !Number.isSafeInteger(offsetBytes) ||
+    offsetBytes < 0 ||
+    !Number.isSafeInteger(lengthBytes) ||
+    lengthBytes < 0 ||
+    !Number.isSafeInteger(offsetBytes + lengthBytes)
+  ) {
     throw new ThinshipError('USAGE', `${what} ${path}: offset ${offsetBytes} and length ${lengthBytes} must be non-negative safe integers`, {
       details: { path, op: what, offsetBytes, lengthBytes },
     });
@@ -156,8 +162,16 @@ export class VolumeHandle {
 
   /** @internal use openVolume() */
   constructor(init: {
-    kind: VolumeKind; path: string; mode: VolumeMode; fh: VolumeFile; native: NativeDevice; sizeBytes: number;
-    logicalBlockBytes: number; discardGranularityBytes: number; discardAlignmentBytes: number; discardZeroes: boolean;
+    kind: VolumeKind;
+    path: string;
+    mode: VolumeMode;
+    fh: VolumeFile;
+    native: NativeDevice;
+    sizeBytes: number;
+    logicalBlockBytes: number;
+    discardGranularityBytes: number;
+    discardAlignmentBytes: number;
+    discardZeroes: boolean;
   }) {
     this.kind = init.kind;
     this.path = init.path;
@@ -189,7 +203,9 @@ export class VolumeHandle {
   async readAt(buf: Uint8Array, offsetBytes: number, lengthBytes: number = buf.byteLength): Promise<number> {
     checkRange('read', this.path, offsetBytes, lengthBytes);
     if (lengthBytes > buf.byteLength) {
-      throw new ThinshipError('USAGE', `read ${this.path}: length ${lengthBytes} exceeds the buffer's ${buf.byteLength} bytes`, { details: { path: this.path, offsetBytes, lengthBytes } });
+      throw new ThinshipError('USAGE', `read ${this.path}: length ${lengthBytes} exceeds the buffer's ${buf.byteLength} bytes`, {
+        details: { path: this.path, offsetBytes, lengthBytes },
+      });
     }
     return this.#track(async () => {
       let done = 0;
@@ -235,7 +251,8 @@ export class VolumeHandle {
     this.#checkWritable('discard', offsetBytes, lengthBytes);
     this.#checkBlockAligned('discard', offsetBytes, lengthBytes);
     await this.#native_('discard', offsetBytes, lengthBytes, (fd) =>
-      this.kind === 'block' ? this.#native.discard(fd, offsetBytes, lengthBytes) : this.#native.punchHole(fd, offsetBytes, lengthBytes));
+      this.kind === 'block' ? this.#native.discard(fd, offsetBytes, lengthBytes) : this.#native.punchHole(fd, offsetBytes, lengthBytes),
+    );
   }
 
   /**
@@ -337,13 +354,17 @@ export class VolumeHandle {
     this.#checkOpen('extendTo');
     if (this.kind === 'block') {
       if (sizeBytes > this.#sizeBytes) {
-        throw new ThinshipError('TARGET_TOO_SMALL', `${this.path} is a block device of ${this.#sizeBytes} bytes and cannot be extended to ${sizeBytes} bytes`, { details: { path: this.path, sizeBytes: this.#sizeBytes, wantedBytes: sizeBytes } });
+        throw new ThinshipError('TARGET_TOO_SMALL', `${this.path} is a block device of ${this.#sizeBytes} bytes and cannot be extended to ${sizeBytes} bytes`, {
+          details: { path: this.path, sizeBytes: this.#sizeBytes, wantedBytes: sizeBytes },
+        });
       }
       return;
     }
     if (this.mode !== 'write') throw new ThinshipError('USAGE', `extendTo ${this.path}: the volume was opened for reading`, { details: { path: this.path } });
     if (sizeBytes < this.#sizeBytes) {
-      throw new ThinshipError('USAGE', `extendTo ${this.path}: ${sizeBytes} bytes is smaller than the file's ${this.#sizeBytes} bytes; refusing to truncate`, { details: { path: this.path, sizeBytes: this.#sizeBytes, wantedBytes: sizeBytes } });
+      throw new ThinshipError('USAGE', `extendTo ${this.path}: ${sizeBytes} bytes is smaller than the file's ${this.#sizeBytes} bytes; refusing to truncate`, {
+        details: { path: this.path, sizeBytes: this.#sizeBytes, wantedBytes: sizeBytes },
+      });
     }
     if (sizeBytes === this.#sizeBytes) return;
     await this.#track(async () => {
@@ -393,21 +414,31 @@ export class VolumeHandle {
     checkRange(what, this.path, offsetBytes, lengthBytes);
     this.#checkOpen(what);
     if (this.mode !== 'write') {
-      throw new ThinshipError('USAGE', `${what} ${this.path} at offset ${offsetBytes} length ${lengthBytes}: the volume was opened for reading`, { details: { path: this.path, offsetBytes, lengthBytes } });
+      throw new ThinshipError('USAGE', `${what} ${this.path} at offset ${offsetBytes} length ${lengthBytes}: the volume was opened for reading`, {
+        details: { path: this.path, offsetBytes, lengthBytes },
+      });
     }
     if (this.kind === 'block' && offsetBytes + lengthBytes > this.#sizeBytes) {
-      throw new ThinshipError('IO_ERROR', `${what} ${this.path} at offset ${offsetBytes} length ${lengthBytes} goes beyond the end of the device (${this.#sizeBytes} bytes)`, {
-        details: { path: this.path, offsetBytes, lengthBytes, sizeBytes: this.#sizeBytes },
-      });
+      throw new ThinshipError(
+        'IO_ERROR',
+        `${what} ${this.path} at offset ${offsetBytes} length ${lengthBytes} goes beyond the end of the device (${this.#sizeBytes} bytes)`,
+        {
+          details: { path: this.path, offsetBytes, lengthBytes, sizeBytes: this.#sizeBytes },
+        },
+      );
     }
   }
 
   #checkBlockAligned(what: string, offsetBytes: number, lengthBytes: number): void {
     const lbs = this.logicalBlockBytes;
     if (this.kind === 'block' && (offsetBytes % lbs !== 0 || lengthBytes % lbs !== 0)) {
-      throw new ThinshipError('USAGE', `${what} ${this.path} at offset ${offsetBytes} length ${lengthBytes}: offset and length must be multiples of the logical block size ${lbs} (use makeZero for unaligned ranges)`, {
-        details: { path: this.path, offsetBytes, lengthBytes, logicalBlockBytes: lbs },
-      });
+      throw new ThinshipError(
+        'USAGE',
+        `${what} ${this.path} at offset ${offsetBytes} length ${lengthBytes}: offset and length must be multiples of the logical block size ${lbs} (use makeZero for unaligned ranges)`,
+        {
+          details: { path: this.path, offsetBytes, lengthBytes, logicalBlockBytes: lbs },
+        },
+      );
     }
   }
 
@@ -415,7 +446,9 @@ export class VolumeHandle {
     this.#checkOpen('operation on');
     const p = fn();
     this.#inflight.add(p);
-    const untrack = (): void => { this.#inflight.delete(p); };
+    const untrack = (): void => {
+      this.#inflight.delete(p);
+    };
     p.then(untrack, untrack);
     return p;
   }
@@ -538,7 +571,10 @@ export async function openVolume(path: string, opts: OpenVolumeOptions): Promise
     }
     if (errno === 'ENOENT') throw new ThinshipError('NOT_FOUND', `${path} does not exist`, { details: { path }, cause: e });
     if (errno === 'ENXIO' || errno === 'ENODEV') {
-      throw new ThinshipError('NOT_FOUND', `${path}: no such device behind this node (${errno}; e.g. a detached loop device or a removed LV)`, { details: { path, errno }, cause: e });
+      throw new ThinshipError('NOT_FOUND', `${path}: no such device behind this node (${errno}; e.g. a detached loop device or a removed LV)`, {
+        details: { path, errno },
+        cause: e,
+      });
     }
     throw deviceError(`open (${opts.mode})`, path, undefined, undefined, e);
   }
@@ -579,8 +615,16 @@ async function volumeFromFile(fh: VolumeFile, path: string, opts: OpenVolumeOpti
     if (st.isFile()) {
       const blksize = Number(st.blksize);
       return new VolumeHandle({
-        kind: 'file', path, mode: opts.mode, fh, native, sizeBytes: Number(st.size),
-        logicalBlockBytes: 1, discardGranularityBytes: blksize > 0 ? blksize : 4096, discardAlignmentBytes: 0, discardZeroes: true,
+        kind: 'file',
+        path,
+        mode: opts.mode,
+        fh,
+        native,
+        sizeBytes: Number(st.size),
+        logicalBlockBytes: 1,
+        discardGranularityBytes: blksize > 0 ? blksize : 4096,
+        discardAlignmentBytes: 0,
+        discardZeroes: true,
       });
     }
     let sizeBytes: number;
@@ -606,8 +650,16 @@ async function volumeFromFile(fh: VolumeFile, path: string, opts: OpenVolumeOpti
     if (opts.discardZeroes !== undefined) discardZeroes = opts.discardZeroes && granularity > 0;
     else if (limits && opts.mode === 'write') discardZeroes = await discardZeroesKnown(limits, major, minor);
     return new VolumeHandle({
-      kind: 'block', path, mode: opts.mode, fh, native, sizeBytes,
-      logicalBlockBytes, discardGranularityBytes: granularity, discardAlignmentBytes: limits?.discardAlignmentBytes ?? 0, discardZeroes,
+      kind: 'block',
+      path,
+      mode: opts.mode,
+      fh,
+      native,
+      sizeBytes,
+      logicalBlockBytes,
+      discardGranularityBytes: granularity,
+      discardAlignmentBytes: limits?.discardAlignmentBytes ?? 0,
+      discardZeroes,
     });
   } catch (e) {
     await fh.close().catch(() => undefined);

@@ -134,7 +134,15 @@ const RUN_MAX_BUFFER_BYTES = 256 * 1024 * 1024;
 /** Runs a tool to completion, buffering stdout. Throws ToolError on failure. */
 export async function runTool(tool: string, args: string[], opts: RunOptions = {}): Promise<ToolResult> {
   // reject: false: a failed run (not installed, exit status, signal, cancel) is a result, not a throw.
-  const raw = await execa(tool, args, { reject: false, stdin: 'ignore', cancelSignal: opts.signal, env: toolEnv(opts.env), extendEnv: true, stripFinalNewline: false, maxBuffer: RUN_MAX_BUFFER_BYTES });
+  const raw = await execa(tool, args, {
+    reject: false,
+    stdin: 'ignore',
+    cancelSignal: opts.signal,
+    env: toolEnv(opts.env),
+    extendEnv: true,
+    stripFinalNewline: false,
+    maxBuffer: RUN_MAX_BUFFER_BYTES,
+  });
   const r = toResult(tool, args, raw);
   logResult(r);
   const err = failureOf(r, opts);
@@ -181,7 +189,15 @@ function settle(sub: ResultPromise, tool: string, args: string[], opts: RunOptio
  * buffered here.
  */
 export function spawnTool(tool: string, args: string[], opts: RunOptions = {}): StreamingTool {
-  const sub: ResultPromise = execa(tool, args, { reject: false, stdin: 'ignore', buffer: { stdout: false, stderr: true }, cancelSignal: opts.signal, env: toolEnv(opts.env), extendEnv: true, stripFinalNewline: false });
+  const sub: ResultPromise = execa(tool, args, {
+    reject: false,
+    stdin: 'ignore',
+    buffer: { stdout: false, stderr: true },
+    cancelSignal: opts.signal,
+    env: toolEnv(opts.env),
+    extendEnv: true,
+    stripFinalNewline: false,
+  });
   const done = settle(sub, tool, args, opts);
   // execa drops stdout that nobody reads by the time the tool exits: a fast tool
   // could finish before the consumer attaches (e.g. while it creates a spool
@@ -189,7 +205,14 @@ export function spawnTool(tool: string, args: string[], opts: RunOptions = {}): 
   const stdout = new PassThrough({ highWaterMark: 1024 * 1024 });
   sub.stdout!.pipe(stdout);
   sub.stdout!.on('error', (e) => stdout.destroy(e));
-  return { stdout, done, kill: () => { sub.kill('SIGTERM'); }, pid: sub.pid };
+  return {
+    stdout,
+    done,
+    kill: () => {
+      sub.kill('SIGTERM');
+    },
+    pid: sub.pid,
+  };
 }
 
 const preadAsync = promisify(fsRead);
@@ -230,16 +253,42 @@ export function spawnToolToFile(tool: string, args: string[], opts: RunOptions &
   let exited = false;
   let sub: ResultPromise;
   try {
-    sub = execa(tool, args, { reject: false, stdin: "ignore", stdout: fd as unknown as "pipe", buffer: { stderr: true }, cancelSignal: opts.signal, env: toolEnv(opts.env), extendEnv: true, stripFinalNewline: false });
+    sub = execa(tool, args, {
+      reject: false,
+      stdin: 'ignore',
+      stdout: fd as unknown as 'pipe',
+      buffer: { stderr: true },
+      cancelSignal: opts.signal,
+      env: toolEnv(opts.env),
+      extendEnv: true,
+      stripFinalNewline: false,
+    });
   } catch (e) {
     closeSync(fd);
     throw e;
   }
-  const done = settle(sub, tool, args, opts, () => { exited = true; });
-  const stdout = Readable.from(followFd(fd, () => exited), { objectMode: false });
+  const done = settle(sub, tool, args, opts, () => {
+    exited = true;
+  });
+  const stdout = Readable.from(
+    followFd(fd, () => exited),
+    { objectMode: false },
+  );
   let closed = false;
-  const closeFd = () => { if (!closed) { closed = true; closeSync(fd); } };
+  const closeFd = () => {
+    if (!closed) {
+      closed = true;
+      closeSync(fd);
+    }
+  };
   stdout.on('close', closeFd);
   stdout.on('error', closeFd);
-  return { stdout, done, kill: () => { sub.kill('SIGTERM'); }, pid: sub.pid };
+  return {
+    stdout,
+    done,
+    kill: () => {
+      sub.kill('SIGTERM');
+    },
+    pid: sub.pid,
+  };
 }

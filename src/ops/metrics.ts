@@ -46,20 +46,60 @@ export function createReceiverMetrics(now: { decodeQueueDepth(): number } = { de
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'thinship_receiver_' });
   const registers = [registry];
-  new Gauge({ name: 'thinship_receiver_decode_queue_depth', help: 'Records handed to the decode workers (decompress, checksum) and not yet back', registers, collect() { this.set(now.decodeQueueDepth()); } });
+  new Gauge({
+    name: 'thinship_receiver_decode_queue_depth',
+    help: 'Records handed to the decode workers (decompress, checksum) and not yet back',
+    registers,
+    collect() {
+      this.set(now.decodeQueueDepth());
+    },
+  });
   return {
     registry,
     wireBytes: new Counter({ name: 'thinship_receiver_wire_bytes_total', help: 'DATA payload bytes received, as sent (compressed or raw)', registers }),
-    writtenBytes: new Counter({ name: 'thinship_receiver_written_bytes_total', help: 'Bytes written to targets (uncompressed DATA, zero ranges written as zeros included)', registers }),
+    writtenBytes: new Counter({
+      name: 'thinship_receiver_written_bytes_total',
+      help: 'Bytes written to targets (uncompressed DATA, zero ranges written as zeros included)',
+      registers,
+    }),
     discardedBytes: new Counter({ name: 'thinship_receiver_discarded_bytes_total', help: 'Bytes of targets unmapped or zeroed by UNMAP records', registers }),
-    records: new Counter({ name: 'thinship_receiver_records_total', help: 'Records applied, by kind (data includes all-zero chunks)', labelNames: ['kind'] as const, registers }),
-    transfers: new Counter({ name: 'thinship_receiver_transfers_total', help: 'ApplyStream calls that ended, by outcome and error code ("" when none)', labelNames: ['outcome', 'code'] as const, registers }),
+    records: new Counter({
+      name: 'thinship_receiver_records_total',
+      help: 'Records applied, by kind (data includes all-zero chunks)',
+      labelNames: ['kind'] as const,
+      registers,
+    }),
+    transfers: new Counter({
+      name: 'thinship_receiver_transfers_total',
+      help: 'ApplyStream calls that ended, by outcome and error code ("" when none)',
+      labelNames: ['outcome', 'code'] as const,
+      registers,
+    }),
     activeTransfers: new Gauge({ name: 'thinship_receiver_active_transfers', help: 'ApplyStream calls running now', registers }),
     resumes: new Counter({ name: 'thinship_receiver_resumes_total', help: 'Transfers continued from a checkpoint', registers }),
-    checkpointSeconds: new Histogram({ name: 'thinship_receiver_checkpoint_duration_seconds', help: 'Time to flush the target and write a checkpoint', buckets: [0.001, 0.005, 0.02, 0.1, 0.5, 2, 10], registers }),
-    commitSeconds: new Histogram({ name: 'thinship_receiver_commit_duration_seconds', help: 'Time from a validated End to the transfer recorded complete (flush included)', buckets: [0.001, 0.005, 0.02, 0.1, 0.5, 2, 10, 60], registers }),
-    tlsRefusals: new Counter({ name: 'thinship_receiver_tls_handshake_failures_total', help: 'TLS handshakes refused, by reason class', labelNames: ['reason'] as const, registers }),
-    throttledSeconds: new Counter({ name: 'thinship_receiver_bandwidth_limit_wait_seconds_total', help: "Time transfers waited before reading their next message, held to their identity's maxBytesPerSecond", registers }),
+    checkpointSeconds: new Histogram({
+      name: 'thinship_receiver_checkpoint_duration_seconds',
+      help: 'Time to flush the target and write a checkpoint',
+      buckets: [0.001, 0.005, 0.02, 0.1, 0.5, 2, 10],
+      registers,
+    }),
+    commitSeconds: new Histogram({
+      name: 'thinship_receiver_commit_duration_seconds',
+      help: 'Time from a validated End to the transfer recorded complete (flush included)',
+      buckets: [0.001, 0.005, 0.02, 0.1, 0.5, 2, 10, 60],
+      registers,
+    }),
+    tlsRefusals: new Counter({
+      name: 'thinship_receiver_tls_handshake_failures_total',
+      help: 'TLS handshakes refused, by reason class',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
+    throttledSeconds: new Counter({
+      name: 'thinship_receiver_bandwidth_limit_wait_seconds_total',
+      help: "Time transfers waited before reading their next message, held to their identity's maxBytesPerSecond",
+      registers,
+    }),
     configReloads: reloadCounter('thinship_receiver_', registers),
   };
 }
@@ -95,7 +135,12 @@ export function tlsRefusalReason(code: string | undefined): TlsRefusalReason {
 }
 
 function reloadCounter(prefix: string, registers: Registry[]): Counter<'result'> {
-  return new Counter({ name: `${prefix}config_reloads_total`, help: 'Config reloads on SIGHUP, by result (ok; error: the old config kept)', labelNames: ['result'] as const, registers });
+  return new Counter({
+    name: `${prefix}config_reloads_total`,
+    help: 'Config reloads on SIGHUP, by result (ok; error: the old config kept)',
+    labelNames: ['result'] as const,
+    registers,
+  });
 }
 
 export interface SenderMetrics {
@@ -117,13 +162,43 @@ export function createSenderMetrics(now: { active(): number; queued(): number; c
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'thinship_sender_' });
   const registers = [registry];
-  new Gauge({ name: 'thinship_sender_active_transfers', help: 'Transfers planning, sending, resuming or committing now', registers, collect() { this.set(now.active()); } });
-  new Gauge({ name: 'thinship_sender_queued_transfers', help: 'Transfers waiting for their pool or a slot (maxActiveTransfers)', registers, collect() { this.set(now.queued()); } });
-  new Gauge({ name: 'thinship_sender_compress_queue_depth', help: 'Chunks handed to the compression workers and not yet back', registers, collect() { this.set(now.compressQueueDepth()); } });
+  new Gauge({
+    name: 'thinship_sender_active_transfers',
+    help: 'Transfers planning, sending, resuming or committing now',
+    registers,
+    collect() {
+      this.set(now.active());
+    },
+  });
+  new Gauge({
+    name: 'thinship_sender_queued_transfers',
+    help: 'Transfers waiting for their pool or a slot (maxActiveTransfers)',
+    registers,
+    collect() {
+      this.set(now.queued());
+    },
+  });
+  new Gauge({
+    name: 'thinship_sender_compress_queue_depth',
+    help: 'Chunks handed to the compression workers and not yet back',
+    registers,
+    collect() {
+      this.set(now.compressQueueDepth());
+    },
+  });
   return {
     registry,
-    sentBytes: new Counter({ name: 'thinship_sender_sent_bytes_total', help: 'DATA payload bytes sent to receivers (compressed where compressed; re-sent bytes after a resume included)', registers }),
-    transfers: new Counter({ name: 'thinship_sender_transfers_total', help: 'Transfers that ended, by outcome and error code ("" when none)', labelNames: ['outcome', 'code'] as const, registers }),
+    sentBytes: new Counter({
+      name: 'thinship_sender_sent_bytes_total',
+      help: 'DATA payload bytes sent to receivers (compressed where compressed; re-sent bytes after a resume included)',
+      registers,
+    }),
+    transfers: new Counter({
+      name: 'thinship_sender_transfers_total',
+      help: 'Transfers that ended, by outcome and error code ("" when none)',
+      labelNames: ['outcome', 'code'] as const,
+      registers,
+    }),
     retries: new Counter({ name: 'thinship_sender_retries_total', help: 'Transfers resumed after a broken or refused call', registers }),
     configReloads: reloadCounter('thinship_sender_', registers),
   };

@@ -32,14 +32,18 @@ export async function startOpsListener(o: { host: string; port: number; registry
     };
     switch (path) {
       case '/metrics':
-        o.registry.metrics().then((text) => reply(200, o.registry.contentType, text), (e: unknown) => reply(500, 'text/plain', `metrics failed: ${(e as Error).message}\n`));
+        o.registry.metrics().then(
+          (text) => reply(200, o.registry.contentType, text),
+          (e: unknown) => reply(500, 'text/plain', `metrics failed: ${(e as Error).message}\n`),
+        );
         return;
       case '/healthz':
         reply(200, 'text/plain', 'ok\n');
         return;
       case '/readyz':
         o.ready().then(
-          (problems) => (problems.length === 0 ? reply(200, 'text/plain', 'ready\n') : reply(503, 'text/plain', `not ready:\n${problems.map((p) => `- ${p}\n`).join('')}`)),
+          (problems) =>
+            problems.length === 0 ? reply(200, 'text/plain', 'ready\n') : reply(503, 'text/plain', `not ready:\n${problems.map((p) => `- ${p}\n`).join('')}`),
           (e: unknown) => reply(503, 'text/plain', `not ready:\n- readiness check failed: ${(e as Error).message}\n`),
         );
         return;
@@ -52,12 +56,26 @@ export async function startOpsListener(o: { host: string; port: number; registry
   server.headersTimeout = 5_000;
   server.keepAliveTimeout = 5_000;
   await new Promise<void>((resolve, reject) => {
-    const fail = (e: NodeJS.ErrnoException) => reject(new ThinshipError('USAGE', `--metrics-listen ${o.host}:${o.port}: ${e.code === 'EADDRINUSE' ? 'the address is in use' : e.code === 'EADDRNOTAVAIL' ? 'no such local address' : e.message}`, { cause: e }));
+    const fail = (e: NodeJS.ErrnoException) =>
+      reject(
+        new ThinshipError(
+          'USAGE',
+          `--metrics-listen ${o.host}:${o.port}: ${e.code === 'EADDRINUSE' ? 'the address is in use' : e.code === 'EADDRNOTAVAIL' ? 'no such local address' : e.message}`,
+          { cause: e },
+        ),
+      );
     server.once('error', fail);
-    server.listen(o.port, o.host, () => { server.off('error', fail); resolve(); });
+    server.listen(o.port, o.host, () => {
+      server.off('error', fail);
+      resolve();
+    });
   });
   return {
     port: (server.address() as AddressInfo).port,
-    close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }

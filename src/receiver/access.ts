@@ -61,7 +61,13 @@ export type AllowedTarget =
 const MAX_TARGET_NAME = 4096;
 
 function checkAbsoluteNormal(p: string, what: string): void {
-  if (!p.startsWith('/') || p.includes('\0') || posix.normalize(p) !== p || p.split('/').some((s) => s === '.' || s === '..') || (p.length > 1 && p.endsWith('/'))) {
+  if (
+    !p.startsWith('/') ||
+    p.includes('\0') ||
+    posix.normalize(p) !== p ||
+    p.split('/').some((s) => s === '.' || s === '..') ||
+    (p.length > 1 && p.endsWith('/'))
+  ) {
     throw new ThinshipError('USAGE', `${what} "${p}" must be an absolute, normalised path (no "." or ".." segments, no "//", no trailing "/")`);
   }
 }
@@ -84,7 +90,8 @@ export async function parseAccessRules(v: unknown, where: string): Promise<Acces
   const identities = await parseIdentities(v, where, '"lvm", "directories" and/or "devices"', async (r, at) => {
     checkKeys(r, at, ['lvm', 'directories', 'devices', 'maxBytesPerSecond']);
     const rules: IdentityRules = { lvm: parseLvmRules(r.lvm, `${at}.lvm`), directories: [], devices: [] };
-    if (r.maxBytesPerSecond !== undefined) rules.maxBytesPerSecond = configUint(r.maxBytesPerSecond, `${at}.maxBytesPerSecond`, 0, MIN_IDENTITY_BYTES_PER_SECOND);
+    if (r.maxBytesPerSecond !== undefined)
+      rules.maxBytesPerSecond = configUint(r.maxBytesPerSecond, `${at}.maxBytesPerSecond`, 0, MIN_IDENTITY_BYTES_PER_SECOND);
     for (const key of ['directories', 'devices'] as const) {
       const list = r[key] ?? [];
       if (!Array.isArray(list)) throw new ThinshipError('USAGE', `${at}.${key} must be a list of absolute paths`);
@@ -115,7 +122,10 @@ export async function parseAccessRules(v: unknown, where: string): Promise<Acces
 
 /** The rules that apply to a client: those of every name it carries (union). */
 export function rulesFor(policy: AccessPolicy, who: ClientIdentity): IdentityRules[] {
-  return who.names.flatMap((n) => { const r = policy.identities.get(n); return r ? [r] : []; });
+  return who.names.flatMap((n) => {
+    const r = policy.identities.get(n);
+    return r ? [r] : [];
+  });
 }
 
 /** The identity name to record as owner: the first of the client's names that has rules, else its first name. */
@@ -124,7 +134,9 @@ export function ownerName(policy: { identities: ReadonlyMap<string, unknown> }, 
 }
 
 function denied(who: ClientIdentity, target: string, why: string): ThinshipError {
-  return new ThinshipError('PERMISSION_DENIED', `identity "${who.name}" may not write target "${target.slice(0, 300)}": ${why}`, { details: { identity: who.name, target: target.slice(0, 300) } });
+  return new ThinshipError('PERMISSION_DENIED', `identity "${who.name}" may not write target "${target.slice(0, 300)}": ${why}`, {
+    details: { identity: who.name, target: target.slice(0, 300) },
+  });
 }
 
 /**

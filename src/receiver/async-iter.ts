@@ -8,7 +8,9 @@ import { ThinshipError } from '../errors.js';
 
 function abortError(signal: AbortSignal): ThinshipError {
   const r: unknown = signal.reason;
-  return r instanceof ThinshipError ? r : new ThinshipError('ABORTED', `transfer stopped: ${r instanceof Error ? r.message : typeof r === 'string' ? r : 'aborted'}`);
+  return r instanceof ThinshipError
+    ? r
+    : new ThinshipError('ABORTED', `transfer stopped: ${r instanceof Error ? r.message : typeof r === 'string' ? r : 'aborted'}`);
 }
 
 /** What a sender must keep up (see TransferRegistryOptions). */
@@ -26,7 +28,13 @@ export interface ProgressRules {
  * minBytesPerSecond. Only time spent waiting on the sender counts: a slow
  * target (the receiver not asking for more) never ends a call.
  */
-export async function* abortable<T>(src: AsyncIterable<T>, signal: AbortSignal, rules?: ProgressRules, sizeOf: (v: T) => number = () => 0, beforeNext?: () => Promise<void>): AsyncGenerator<T> {
+export async function* abortable<T>(
+  src: AsyncIterable<T>,
+  signal: AbortSignal,
+  rules?: ProgressRules,
+  sizeOf: (v: T) => number = () => 0,
+  beforeNext?: () => Promise<void>,
+): AsyncGenerator<T> {
   const it = src[Symbol.asyncIterator]();
   let windowWaitMs = 0;
   let windowBytes = 0;
@@ -41,15 +49,28 @@ export async function* abortable<T>(src: AsyncIterable<T>, signal: AbortSignal, 
       let onAbort: (() => void) | undefined;
       const aborted = new Promise<never>((_, reject) => {
         onAbort = () => reject(abortError(signal));
-        if (signal.aborted) onAbort(); else signal.addEventListener('abort', onAbort, { once: true });
+        if (signal.aborted) onAbort();
+        else signal.addEventListener('abort', onAbort, { once: true });
       });
       aborted.catch(() => undefined);
       let idle: NodeJS.Timeout | undefined;
       const racers: Promise<IteratorResult<T>>[] = [it.next(), aborted];
       if (rules) {
-        racers.push(new Promise<never>((_, reject) => {
-          idle = setTimeout(() => reject(new ThinshipError('UNAVAILABLE', `no message from the sender for ${rules.idleTimeoutMs / 1000} s (idleTimeoutSeconds): the call is ended and the transfer checkpointed; resume it`, { retryable: true })), rules.idleTimeoutMs);
-        }));
+        racers.push(
+          new Promise<never>((_, reject) => {
+            idle = setTimeout(
+              () =>
+                reject(
+                  new ThinshipError(
+                    'UNAVAILABLE',
+                    `no message from the sender for ${rules.idleTimeoutMs / 1000} s (idleTimeoutSeconds): the call is ended and the transfer checkpointed; resume it`,
+                    { retryable: true },
+                  ),
+                ),
+              rules.idleTimeoutMs,
+            );
+          }),
+        );
       }
       const t0 = performance.now();
       let r: IteratorResult<T>;
@@ -66,7 +87,11 @@ export async function* abortable<T>(src: AsyncIterable<T>, signal: AbortSignal, 
         if (windowWaitMs >= rules.progressWindowMs) {
           const rate = windowBytes / (windowWaitMs / 1000);
           if (rate < rules.minBytesPerSecond) {
-            throw new ThinshipError('UNAVAILABLE', `the sender sent ${windowBytes} bytes in ${(windowWaitMs / 1000).toFixed(1)} s of waiting (${Math.round(rate)} B/s), below this receiver's minBytesPerSecond ${rules.minBytesPerSecond}: the call is ended and the transfer checkpointed; resume it`, { retryable: true });
+            throw new ThinshipError(
+              'UNAVAILABLE',
+              `the sender sent ${windowBytes} bytes in ${(windowWaitMs / 1000).toFixed(1)} s of waiting (${Math.round(rate)} B/s), below this receiver's minBytesPerSecond ${rules.minBytesPerSecond}: the call is ended and the transfer checkpointed; resume it`,
+              { retryable: true },
+            );
           }
           windowWaitMs = 0;
           windowBytes = 0;
@@ -82,7 +107,11 @@ export async function* abortable<T>(src: AsyncIterable<T>, signal: AbortSignal, 
 /** Keeps up to n next() calls of src outstanding, so its work overlaps the consumer's. */
 export async function* readAhead<T>(src: AsyncIterator<T>, n: number): AsyncGenerator<T> {
   const q: Promise<IteratorResult<T>>[] = [];
-  const pull = () => { const p = src.next(); p.catch(() => undefined); q.push(p); };
+  const pull = () => {
+    const p = src.next();
+    p.catch(() => undefined);
+    q.push(p);
+  };
   try {
     for (let i = 0; i < n; i++) pull();
     for (;;) {

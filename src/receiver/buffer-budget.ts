@@ -13,7 +13,11 @@
  */
 import { ThinshipError } from '../errors.js';
 
-interface Waiter { bytes: number; resolve: () => void; reject: (e: unknown) => void }
+interface Waiter {
+  bytes: number;
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
 
 export class BufferBudget {
   private availableBytes: number;
@@ -48,7 +52,10 @@ export class BufferBudget {
         reject(signal.reason instanceof Error ? signal.reason : new ThinshipError('ABORTED', 'stopped while waiting for buffer budget'));
         this.wake(); // the head may have left: the next one may fit
       };
-      w.resolve = () => { signal.removeEventListener('abort', onAbort); resolve(); };
+      w.resolve = () => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      };
       signal.addEventListener('abort', onAbort, { once: true });
       this.waiters.push(w);
     });

@@ -45,7 +45,10 @@ export const MAX_IDENTITY_BYTES = 1024;
 
 export function checkTransferId(id: string): string {
   if (typeof id !== 'string' || !TRANSFER_ID.test(id)) {
-    throw new ThinshipError('BAD_STREAM', `transfer id ${JSON.stringify(String(id).slice(0, 140))} is not 1 to 128 characters from [A-Za-z0-9._-] (not starting with '.')`);
+    throw new ThinshipError(
+      'BAD_STREAM',
+      `transfer id ${JSON.stringify(String(id).slice(0, 140))} is not 1 to 128 characters from [A-Za-z0-9._-] (not starting with '.')`,
+    );
   }
   return id;
 }
@@ -96,8 +99,30 @@ export interface TransferCheckpoint {
 }
 
 /** The fields in MAC order (the canonical serialization is JSON of these, in this order). */
-const FIELDS = ['format', 'transferId', 'status', 'identity', 'target', 'targetKey', 'targetIdentity', 'mode', 'sourceId', 'baseId', 'volumeSizeBytes', 'blockSizeBytes',
-  'checksum', 'durableOffsetBytes', 'digestState', 'dataRecords', 'unmapRecords', 'dataBytes', 'unmapBytes', 'createdUnixMs', 'updatedUnixMs', 'lastData'] as const;
+const FIELDS = [
+  'format',
+  'transferId',
+  'status',
+  'identity',
+  'target',
+  'targetKey',
+  'targetIdentity',
+  'mode',
+  'sourceId',
+  'baseId',
+  'volumeSizeBytes',
+  'blockSizeBytes',
+  'checksum',
+  'durableOffsetBytes',
+  'digestState',
+  'dataRecords',
+  'unmapRecords',
+  'dataBytes',
+  'unmapBytes',
+  'createdUnixMs',
+  'updatedUnixMs',
+  'lastData',
+] as const;
 
 function canonical(cp: TransferCheckpoint): string {
   const last = cp.lastData ? [cp.lastData.offsetBytes, cp.lastData.lengthBytes, cp.lastData.sha256] : null;
@@ -106,7 +131,10 @@ function canonical(cp: TransferCheckpoint): string {
 
 /** The checkpoint file's name for (identity, transfer id): a hash, so any identity string is safe and ids are per identity. */
 export function checkpointFileName(identity: string, transferId: string): string {
-  return `${createHash('sha256').update(JSON.stringify([identity, transferId])).digest('hex').slice(0, 40)}.json`;
+  return `${createHash('sha256')
+    .update(JSON.stringify([identity, transferId]))
+    .digest('hex')
+    .slice(0, 40)}.json`;
 }
 
 function isUint(v: unknown): v is number {
@@ -125,7 +153,18 @@ function parseFields(v: Record<string, unknown>, file: string, format: number): 
   const bad = (field: string) => new Unusable(`checkpoint ${file}: field "${field}" is missing or invalid`);
   if (v.format !== format) throw bad('format');
   for (const f of ['transferId', 'identity', 'target', 'targetKey', 'sourceId', 'baseId'] as const) if (typeof v[f] !== 'string') throw bad(f);
-  for (const f of ['volumeSizeBytes', 'blockSizeBytes', 'durableOffsetBytes', 'dataRecords', 'unmapRecords', 'dataBytes', 'unmapBytes', 'createdUnixMs', 'updatedUnixMs'] as const) if (!isUint(v[f])) throw bad(f);
+  for (const f of [
+    'volumeSizeBytes',
+    'blockSizeBytes',
+    'durableOffsetBytes',
+    'dataRecords',
+    'unmapRecords',
+    'dataBytes',
+    'unmapBytes',
+    'createdUnixMs',
+    'updatedUnixMs',
+  ] as const)
+    if (!isUint(v[f])) throw bad(f);
   if (v.status !== 'in_progress' && v.status !== 'complete') throw bad('status');
   if (v.mode !== 'full' && v.mode !== 'incremental') throw bad('mode');
   if (v.checksum !== 'sha256' && v.checksum !== 'none') throw bad('checksum');
@@ -142,8 +181,16 @@ function parseFields(v: Record<string, unknown>, file: string, format: number): 
   out.format = CHECKPOINT_FORMAT;
   if (v.lastData !== undefined && v.lastData !== null) {
     const l = v.lastData as Record<string, unknown>;
-    if (typeof l !== 'object' || !isUint(l.offsetBytes) || !isUint(l.lengthBytes) || l.lengthBytes === 0 || typeof l.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(l.sha256)
-      || l.offsetBytes + l.lengthBytes > (v.durableOffsetBytes as number)) throw bad('lastData');
+    if (
+      typeof l !== 'object' ||
+      !isUint(l.offsetBytes) ||
+      !isUint(l.lengthBytes) ||
+      l.lengthBytes === 0 ||
+      typeof l.sha256 !== 'string' ||
+      !/^[0-9a-f]{64}$/.test(l.sha256) ||
+      l.offsetBytes + l.lengthBytes > (v.durableOffsetBytes as number)
+    )
+      throw bad('lastData');
     out.lastData = { offsetBytes: l.offsetBytes, lengthBytes: l.lengthBytes, sha256: l.sha256 };
   }
   return out as unknown as TransferCheckpoint;
@@ -184,10 +231,17 @@ export class CheckpointStore {
       // 'wx': two starts racing here cannot both make a key (the state-dir lock normally prevents that anyway).
       await writeFile(this.keyFile, key, { mode: 0o600, flag: 'wx' });
       const fh = await open(this.keyFile, 'r');
-      try { await fh.sync(); } finally { await fh.close(); }
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
       this.keyIsNew = true;
     } else if (key.length !== KEY_BYTES) {
-      throw new ThinshipError('INTERNAL', `${this.keyFile} is ${key.length} bytes, not ${KEY_BYTES}: it keys every checkpoint's checksum; restore it, or move the state directory aside to start with no transfers`);
+      throw new ThinshipError(
+        'INTERNAL',
+        `${this.keyFile} is ${key.length} bytes, not ${KEY_BYTES}: it keys every checkpoint's checksum; restore it, or move the state directory aside to start with no transfers`,
+      );
     }
     this.key = key;
   }
@@ -219,8 +273,10 @@ export class CheckpointStore {
     const cp = parseFields(v, file, CHECKPOINT_FORMAT);
     const want = Buffer.from(this.mac(cp), 'hex');
     const got = typeof v.mac === 'string' && /^[0-9a-f]{64}$/.test(v.mac) ? Buffer.from(v.mac, 'hex') : Buffer.alloc(0);
-    if (got.length !== want.length || !timingSafeEqual(got, want)) throw new Unusable(`checkpoint ${file}: checksum (mac) mismatch: the file was changed or comes from another state directory`);
-    if (name !== checkpointFileName(cp.identity, cp.transferId)) throw new Unusable(`checkpoint ${file} is not named after its identity and transfer id (copied or renamed)`);
+    if (got.length !== want.length || !timingSafeEqual(got, want))
+      throw new Unusable(`checkpoint ${file}: checksum (mac) mismatch: the file was changed or comes from another state directory`);
+    if (name !== checkpointFileName(cp.identity, cp.transferId))
+      throw new Unusable(`checkpoint ${file} is not named after its identity and transfer id (copied or renamed)`);
     return { cp, legacy: false };
   }
 
@@ -251,7 +307,10 @@ export class CheckpointStore {
     for (const ent of await readdir(this.dir, { withFileTypes: true })) {
       const name = ent.name;
       const f = join(this.dir, name);
-      if (name.startsWith('.') && name.includes('.tmp-')) { await unlink(f).catch(() => undefined); continue; }
+      if (name.startsWith('.') && name.includes('.tmp-')) {
+        await unlink(f).catch(() => undefined);
+        continue;
+      }
       if (!name.endsWith('.json')) continue;
       try {
         if (!ent.isFile()) throw new Unusable(`checkpoint ${f} is not a regular file`);
@@ -284,7 +343,12 @@ export class CheckpointStore {
     const tmp = join(this.dir, `.${cp.transferId}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
     const fh = await open(tmp, 'w', 0o600).catch((e: NodeJS.ErrnoException) => {
       // Not recreated here: the checkpoints it held (every transfer's resume point) are gone, and the operator must know.
-      if (e.code === 'ENOENT') throw new ThinshipError('IO_ERROR', `the receiver's state directory ${this.dir} is missing (removed while the receiver runs?): checkpoint of transfer ${cp.transferId} not written; restart the receiver (thinship serve) to recreate it`, { cause: e });
+      if (e.code === 'ENOENT')
+        throw new ThinshipError(
+          'IO_ERROR',
+          `the receiver's state directory ${this.dir} is missing (removed while the receiver runs?): checkpoint of transfer ${cp.transferId} not written; restart the receiver (thinship serve) to recreate it`,
+          { cause: e },
+        );
       throw e;
     });
     const body: Record<string, unknown> = {};
@@ -319,6 +383,10 @@ export class CheckpointStore {
   /** fsync the directory so a rename or unlink survives a crash. */
   private async syncDir(): Promise<void> {
     const d = await open(this.dir, 'r');
-    try { await d.sync(); } finally { await d.close(); }
+    try {
+      await d.sync();
+    } finally {
+      await d.close();
+    }
   }
 }

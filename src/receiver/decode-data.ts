@@ -37,9 +37,11 @@ export function checkData(c: DataCheck, dz: ChunkDecompressor): DataChecked {
   if (!c.checksum) return { data };
   const { actual: sum, ok } = checkDataChecksum(data, c.checksum);
   if (!ok) {
-    throw new ThinshipError('CHECKSUM_MISMATCH',
+    throw new ThinshipError(
+      'CHECKSUM_MISMATCH',
       `data record at volume offset ${c.offsetBytes}: checksum mismatch over ${c.lengthBytes} bytes (sender ${Buffer.from(c.checksum).toString('hex').slice(0, 16)}…, data ${sum.toString('hex').slice(0, 16)}…); not written`,
-      { details: { volumeOffset: c.offsetBytes } });
+      { details: { volumeOffset: c.offsetBytes } },
+    );
   }
   return { data, sum };
 }

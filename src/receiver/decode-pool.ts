@@ -17,7 +17,13 @@ export interface DecodeJob {
   checksum?: ArrayBuffer;
 }
 
-export interface DecodeReply { id: number; buf: ArrayBuffer; byteOffset: number; length: number; sum?: ArrayBuffer }
+export interface DecodeReply {
+  id: number;
+  buf: ArrayBuffer;
+  byteOffset: number;
+  length: number;
+  sum?: ArrayBuffer;
+}
 
 export class DecodePool {
   private readonly pool: WorkerPool<DecodeJob, DecodeReply>;
@@ -44,7 +50,15 @@ export class DecodePool {
     const checksum = c.checksum ? new Uint8Array(c.checksum).buffer : undefined;
     let job: DecodeJob;
     if (c.detachable && p.buffer instanceof ArrayBuffer) {
-      job = { buf: p.buffer, byteOffset: p.byteOffset, length: p.byteLength, offsetBytes: c.offsetBytes, lengthBytes: c.lengthBytes, encoding: c.encoding, checksum };
+      job = {
+        buf: p.buffer,
+        byteOffset: p.byteOffset,
+        length: p.byteLength,
+        offsetBytes: c.offsetBytes,
+        lengthBytes: c.lengthBytes,
+        encoding: c.encoding,
+        checksum,
+      };
     } else {
       // allocUnsafeSlow: memory of its own (transferable), not zero-filled before the copy.
       const copy = Buffer.allocUnsafeSlow(p.byteLength);

@@ -15,11 +15,16 @@ const dz = new ChunkDecompressor();
 
 port.on('message', (job: DecodeJob & { id: number }) => {
   try {
-    const r = checkData({
-      offsetBytes: job.offsetBytes, lengthBytes: job.lengthBytes, encoding: job.encoding,
-      payload: new Uint8Array(job.buf, job.byteOffset, job.length),
-      checksum: job.checksum ? new Uint8Array(job.checksum) : undefined,
-    }, dz);
+    const r = checkData(
+      {
+        offsetBytes: job.offsetBytes,
+        lengthBytes: job.lengthBytes,
+        encoding: job.encoding,
+        payload: new Uint8Array(job.buf, job.byteOffset, job.length),
+        checksum: job.checksum ? new Uint8Array(job.checksum) : undefined,
+      },
+      dz,
+    );
     const sum = r.sum ? new Uint8Array(r.sum).buffer : undefined;
     // Raw data is the payload itself: send the job's buffer back as it came (a view into it,
     // no copy); decompressed data owns its buffer (allocUnsafeSlow).

@@ -38,9 +38,12 @@ export class PipelineState {
 
   snapshot(nowMs = Date.now()): PipelineSnapshot {
     return {
-      reader: this.reader, readerWaitingSeconds: Math.round((nowMs - this.readerSinceMs) / 100) / 10,
-      writer: this.writer, writerWaitingSeconds: Math.round((nowMs - this.writerSinceMs) / 100) / 10,
-      recordsReceived: this.recordsReceived, recordsApplied: this.recordsApplied,
+      reader: this.reader,
+      readerWaitingSeconds: Math.round((nowMs - this.readerSinceMs) / 100) / 10,
+      writer: this.writer,
+      writerWaitingSeconds: Math.round((nowMs - this.writerSinceMs) / 100) / 10,
+      recordsReceived: this.recordsReceived,
+      recordsApplied: this.recordsApplied,
     };
   }
 }

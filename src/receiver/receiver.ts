@@ -71,8 +71,17 @@ export async function applyMessages(messages: AsyncIterable<StreamMessage>, targ
       if (inRecord !== undefined) {
         // The rest of a DATA record whose whole range was checked at its first piece.
         const p = m.type === 'data' ? m.piece : undefined;
-        if (m.type !== 'data' || p === undefined || m.offsetBytes !== inRecord.next || m.offsetBytes + m.data.length > inRecord.end || p.last !== (m.offsetBytes + m.data.length === inRecord.end)) {
-          throw new ThinshipError('BAD_STREAM', `record ${s.records}: a piece of the DATA record ending at ${inRecord.end} was expected at volume offset ${inRecord.next}, got ${m.type}${m.type === 'data' ? ` at ${m.offsetBytes} (${m.data.length} bytes)` : ''}`);
+        if (
+          m.type !== 'data' ||
+          p === undefined ||
+          m.offsetBytes !== inRecord.next ||
+          m.offsetBytes + m.data.length > inRecord.end ||
+          p.last !== (m.offsetBytes + m.data.length === inRecord.end)
+        ) {
+          throw new ThinshipError(
+            'BAD_STREAM',
+            `record ${s.records}: a piece of the DATA record ending at ${inRecord.end} was expected at volume offset ${inRecord.next}, got ${m.type}${m.type === 'data' ? ` at ${m.offsetBytes} (${m.data.length} bytes)` : ''}`,
+          );
         }
         await target.writeAt(m.data, m.offsetBytes);
         s.bytesWritten += m.data.length;
@@ -87,7 +96,10 @@ export async function applyMessages(messages: AsyncIterable<StreamMessage>, targ
         begin = m.info;
         await o.onBegin?.(begin);
         if (begin.volumeSizeBytes !== undefined && begin.volumeSizeBytes > target.sizeBytes) {
-          throw new ThinshipError('TARGET_TOO_SMALL', `the stream is for a volume of ${begin.volumeSizeBytes} bytes but target ${target.path} has only ${target.sizeBytes} bytes; nothing was written`);
+          throw new ThinshipError(
+            'TARGET_TOO_SMALL',
+            `the stream is for a volume of ${begin.volumeSizeBytes} bytes but target ${target.path} has only ${target.sizeBytes} bytes; nothing was written`,
+          );
         }
         if (begin.incremental === false && begin.volumeSizeBytes !== undefined) order = new AscendingRecords(o.resumeFromBytes ?? 0);
         continue;
@@ -102,17 +114,31 @@ export async function applyMessages(messages: AsyncIterable<StreamMessage>, targ
       // A record in pieces is checked as a whole at its first piece: nothing of it is written if it does not fit.
       const piece = m.type === 'data' ? m.piece : undefined;
       const pieceBytes = m.type === 'data' ? m.data.length : 0;
-      if (piece !== undefined && (m.offsetBytes !== piece.recordOffsetBytes || pieceBytes > piece.recordLengthBytes || piece.last !== (pieceBytes === piece.recordLengthBytes))) {
-        throw new ThinshipError('BAD_STREAM', `record ${s.records}: the first piece of a DATA record [${piece.recordOffsetBytes}, +${piece.recordLengthBytes}) must start at its offset and be marked last only if it is the whole record; got ${pieceBytes} bytes at ${m.offsetBytes}${piece.last ? ', marked last' : ''}`);
+      if (
+        piece !== undefined &&
+        (m.offsetBytes !== piece.recordOffsetBytes || pieceBytes > piece.recordLengthBytes || piece.last !== (pieceBytes === piece.recordLengthBytes))
+      ) {
+        throw new ThinshipError(
+          'BAD_STREAM',
+          `record ${s.records}: the first piece of a DATA record [${piece.recordOffsetBytes}, +${piece.recordLengthBytes}) must start at its offset and be marked last only if it is the whole record; got ${pieceBytes} bytes at ${m.offsetBytes}${piece.last ? ', marked last' : ''}`,
+        );
       }
       const length = piece !== undefined ? piece.recordLengthBytes : m.type === 'data' ? m.data.length : m.lengthBytes;
       const pos = m as { streamPosition?: number };
       if (rangeFault(m.offsetBytes, length, target.sizeBytes) !== undefined) {
-        throw new ThinshipError('BAD_STREAM', `${m.type} record beyond the target (${where(m, s.records, pos)}, length ${length}): target ${target.path} is ${target.sizeBytes} bytes`, { details: { volumeOffset: m.offsetBytes, record: s.records, streamPosition: pos.streamPosition } });
+        throw new ThinshipError(
+          'BAD_STREAM',
+          `${m.type} record beyond the target (${where(m, s.records, pos)}, length ${length}): target ${target.path} is ${target.sizeBytes} bytes`,
+          { details: { volumeOffset: m.offsetBytes, record: s.records, streamPosition: pos.streamPosition } },
+        );
       }
       if (order !== undefined) {
         if (!order.accepts(m.offsetBytes)) {
-          throw new ThinshipError('BAD_STREAM', `${m.type} record out of order in a full stream (${where(m, s.records, pos)}): records must come in increasing offset order, and this one starts below ${order.endBytes}`, { details: { volumeOffset: m.offsetBytes, record: s.records, streamPosition: pos.streamPosition } });
+          throw new ThinshipError(
+            'BAD_STREAM',
+            `${m.type} record out of order in a full stream (${where(m, s.records, pos)}): records must come in increasing offset order, and this one starts below ${order.endBytes}`,
+            { details: { volumeOffset: m.offsetBytes, record: s.records, streamPosition: pos.streamPosition } },
+          );
         }
         await zeroGapTo(m.offsetBytes);
         order.advance(m.offsetBytes, length);
@@ -138,11 +164,12 @@ export async function applyMessages(messages: AsyncIterable<StreamMessage>, targ
     await target.flush().catch(() => undefined);
     const applied = s.dataRecords + s.unmapRecords;
     const appliedNote = `applied before the error: ${s.dataRecords} data records (${s.bytesWritten} bytes written) and ${s.unmapRecords} unmap records (${s.bytesDiscarded} bytes discarded)`;
-    const note = applied === 0
-      ? 'nothing was applied to the target'
-      : o.staged
-      ? `${appliedNote}, to a staging file or behind an undo journal: rolled back, the target holds what it held before`
-      : `${appliedNote}; target flushed. The target is partly updated: send again to complete it`;
+    const note =
+      applied === 0
+        ? 'nothing was applied to the target'
+        : o.staged
+          ? `${appliedNote}, to a staging file or behind an undo journal: rolled back, the target holds what it held before`
+          : `${appliedNote}; target flushed. The target is partly updated: send again to complete it`;
     throw new ThinshipError(err.code, `${err.message}; ${note}`, { retryable: err.retryable, details: { ...err.details, applied: s }, cause: err });
   }
 }

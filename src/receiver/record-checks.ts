@@ -34,18 +34,19 @@ type CarriedByGrpc = 'transferId' | 'volumeSizeBytes' | 'sourceId' | 'incrementa
  * what this call asks of the receiver. checkBegin checks it; applyMessages gets
  * it as the begin message's info as it is.
  */
-export type TransferBegin = Omit<BeginInfo, CarriedByGrpc> & Required<Pick<BeginInfo, CarriedByGrpc>> & {
-  /** Where to apply it (a path or an LV the access policy allows). */
-  target: string;
-  /** The durable offset the sender resumes from (GetTransferState); 0 for a new transfer. */
-  resumeOffsetBytes: number;
-  /** How DATA payloads may travel: zstd frames allowed, or raw only. */
-  compression: 'none' | 'zstd';
-  /** Apply over a diverged target / onto a target without a record (target-state/rules.ts). */
-  force?: boolean;
-  /** Extend an existing file target smaller than the volume. */
-  grow?: boolean;
-};
+export type TransferBegin = Omit<BeginInfo, CarriedByGrpc> &
+  Required<Pick<BeginInfo, CarriedByGrpc>> & {
+    /** Where to apply it (a path or an LV the access policy allows). */
+    target: string;
+    /** The durable offset the sender resumes from (GetTransferState); 0 for a new transfer. */
+    resumeOffsetBytes: number;
+    /** How DATA payloads may travel: zstd frames allowed, or raw only. */
+    compression: 'none' | 'zstd';
+    /** Apply over a diverged target / onto a target without a record (target-state/rules.ts). */
+    force?: boolean;
+    /** Extend an existing file target smaller than the volume. */
+    grow?: boolean;
+  };
 
 /** The checkpoint's word for a begin's kind. */
 export function modeOf(b: Pick<BeginInfo, 'incremental'>): TransferMode {
@@ -87,7 +88,8 @@ export interface DecodeContext {
 /** A context for a transfer starting at `resume` (its checkpoint), or at the start. */
 export function newDecodeContext(begin: TransferBegin, maxChunkBytes: number, resume?: Mark): DecodeContext {
   return {
-    begin, maxChunkBytes,
+    begin,
+    maxChunkBytes,
     order: new AscendingRecords(resume?.offsetBytes ?? begin.resumeOffsetBytes),
     ledger: new StreamLedger(begin.checksum === 'sha256', resume),
     ended: false,
@@ -137,47 +139,78 @@ export function checkRecord(r: WireRecord, ctx: DecodeContext, checker: DataChec
     const c = ctx.ledger.counts;
     // The proto's `records` counts begin and end as well.
     const records = c.dataRecords + c.unmapRecords + 2;
-    const bad: { field: string; claimed: number; counted: number } | undefined = r.records !== records
-      ? { field: 'records', claimed: r.records, counted: records }
-      : ctx.ledger.endCountMismatch(r);
-    if (bad !== undefined) throw new ThinshipError('BAD_STREAM', `end record: the sender counts ${bad.claimed} ${bad.field} for the whole transfer, the receiver ${bad.counted}`, { details: { volumeOffset: cursor } });
+    const bad: { field: string; claimed: number; counted: number } | undefined =
+      r.records !== records ? { field: 'records', claimed: r.records, counted: records } : ctx.ledger.endCountMismatch(r);
+    if (bad !== undefined)
+      throw new ThinshipError('BAD_STREAM', `end record: the sender counts ${bad.claimed} ${bad.field} for the whole transfer, the receiver ${bad.counted}`, {
+        details: { volumeOffset: cursor },
+      });
     if (b.checksum === 'none' && r.digest.length !== 0) throw new ThinshipError('BAD_STREAM', 'end record carries a digest but the transfer has no checksums');
     ctx.ended = true;
-    return { kind: 'end', offsetBytes: cursor, lengthBytes: 0, end: r, endDigestMatches: ctx.ledger.digestMatches(r.digest), cursorBytes: cursor, after: ctx.ledger.snapshot() };
+    return {
+      kind: 'end',
+      offsetBytes: cursor,
+      lengthBytes: 0,
+      end: r,
+      endDigestMatches: ctx.ledger.digestMatches(r.digest),
+      cursorBytes: cursor,
+      after: ctx.ledger.snapshot(),
+    };
   }
   const kind = r.type;
   const off = r.offsetBytes;
   const len = r.lengthBytes;
   switch (rangeFault(off, len, b.volumeSizeBytes)) {
-    case 'offset': throw recordError('BAD_STREAM', kind, off, 'not a byte offset (a non-negative integer below 2^53)');
-    case 'length': throw recordError('BAD_STREAM', kind, off, `length ${len} must be a positive integer`);
-    case 'beyond': throw recordError('BAD_STREAM', kind, off, `length ${len} goes beyond the end of the volume (${b.volumeSizeBytes} bytes)`);
-    default: break;
+    case 'offset':
+      throw recordError('BAD_STREAM', kind, off, 'not a byte offset (a non-negative integer below 2^53)');
+    case 'length':
+      throw recordError('BAD_STREAM', kind, off, `length ${len} must be a positive integer`);
+    case 'beyond':
+      throw recordError('BAD_STREAM', kind, off, `length ${len} goes beyond the end of the volume (${b.volumeSizeBytes} bytes)`);
+    default:
+      break;
   }
   if (!ctx.order.accepts(off)) {
-    throw recordError('BAD_STREAM', kind, off, off < b.resumeOffsetBytes
-      ? `below the resume offset ${b.resumeOffsetBytes}`
-      : `out of order: records must ascend without overlapping, and the previous one ends at ${cursor}`);
+    throw recordError(
+      'BAD_STREAM',
+      kind,
+      off,
+      off < b.resumeOffsetBytes
+        ? `below the resume offset ${b.resumeOffsetBytes}`
+        : `out of order: records must ascend without overlapping, and the previous one ends at ${cursor}`,
+    );
   }
   let rec: Omit<CheckedRecord, 'after' | 'cursorBytes'>;
   if (r.type === 'unmap') {
     ctx.ledger.addUnmap(off, len);
     rec = { kind: 'unmap', offsetBytes: off, lengthBytes: len };
   } else {
-    if (len > ctx.maxChunkBytes) throw recordError('BAD_STREAM', 'data', off, `length ${len} is more than this receiver's limit of ${ctx.maxChunkBytes} bytes per record`);
-    if (b.checksum === 'sha256' && r.checksum.length !== SHA256_BYTES) throw recordError('BAD_STREAM', 'data', off, `checksum must be ${SHA256_BYTES} bytes (sha256), got ${r.checksum.length}`);
+    if (len > ctx.maxChunkBytes)
+      throw recordError('BAD_STREAM', 'data', off, `length ${len} is more than this receiver's limit of ${ctx.maxChunkBytes} bytes per record`);
+    if (b.checksum === 'sha256' && r.checksum.length !== SHA256_BYTES)
+      throw recordError('BAD_STREAM', 'data', off, `checksum must be ${SHA256_BYTES} bytes (sha256), got ${r.checksum.length}`);
     if (b.checksum === 'none' && r.checksum.length !== 0) throw recordError('BAD_STREAM', 'data', off, 'carries a checksum but the transfer has none');
     if (r.encoding === 'zero') {
       if (r.payload.length !== 0) throw recordError('BAD_STREAM', 'data', off, `encoding ZERO with a ${r.payload.length}-byte payload (must be empty)`);
-      if (b.checksum === 'sha256' && !zeroChecksumMatches(len, r.checksum)) throw recordError('CHECKSUM_MISMATCH', 'data', off, `checksum mismatch over ${len} zero bytes; not written`);
+      if (b.checksum === 'sha256' && !zeroChecksumMatches(len, r.checksum))
+        throw recordError('CHECKSUM_MISMATCH', 'data', off, `checksum mismatch over ${len} zero bytes; not written`);
       ctx.ledger.addData(off, len, r.checksum);
       rec = { kind: 'zero', offsetBytes: off, lengthBytes: len };
     } else {
-      if (r.encoding === 'raw' && r.payload.length !== len) throw recordError('BAD_STREAM', 'data', off, `raw payload of ${r.payload.length} bytes, the record says ${len}`);
-      if (r.encoding === 'zstd' && b.compression !== 'zstd') throw recordError('BAD_STREAM', 'data', off, 'zstd payload in a transfer that announced no compression');
+      if (r.encoding === 'raw' && r.payload.length !== len)
+        throw recordError('BAD_STREAM', 'data', off, `raw payload of ${r.payload.length} bytes, the record says ${len}`);
+      if (r.encoding === 'zstd' && b.compression !== 'zstd')
+        throw recordError('BAD_STREAM', 'data', off, 'zstd payload in a transfer that announced no compression');
       // A copy: a decode worker may take over the message's memory, checksum included (detachable).
       const sum = Buffer.from(r.checksum);
-      const work = checker({ offsetBytes: off, lengthBytes: len, payload: r.payload, encoding: r.encoding, checksum: b.checksum === 'sha256' ? r.checksum : undefined, detachable: r.detachable });
+      const work = checker({
+        offsetBytes: off,
+        lengthBytes: len,
+        payload: r.payload,
+        encoding: r.encoding,
+        checksum: b.checksum === 'sha256' ? r.checksum : undefined,
+        detachable: r.detachable,
+      });
       if (work instanceof Promise) work.catch(() => undefined); // awaited in order by finishRecord
       ctx.ledger.addData(off, len, sum);
       rec = { kind: 'data', offsetBytes: off, lengthBytes: len, work };
@@ -195,7 +228,11 @@ function finishWith(c: CheckedRecord, ctx: DecodeContext, done: DataChecked | un
   if (c.kind === 'end') {
     const e = c.end!;
     if (sha && !c.endDigestMatches) {
-      throw new ThinshipError('CHECKSUM_MISMATCH', `end record: stream digest mismatch (sender ${e.digest.toString('hex') || 'none'}, receiver ${digest.toString('hex')})`, { details: { volumeOffset: c.offsetBytes } });
+      throw new ThinshipError(
+        'CHECKSUM_MISMATCH',
+        `end record: stream digest mismatch (sender ${e.digest.toString('hex') || 'none'}, receiver ${digest.toString('hex')})`,
+        { details: { volumeOffset: c.offsetBytes } },
+      );
     }
     msg = { type: 'end', ...counts, digest };
   } else if (c.kind === 'unmap') {
@@ -240,13 +277,20 @@ export function checkBegin(b: TransferBegin, o: { requireChecksum: boolean; maxV
   if (b.volumeSizeBytes > maxVolume) throw bad(`volume_size_bytes ${b.volumeSizeBytes} is more than this receiver's maxVolumeBytes ${maxVolume}`);
   const bs = b.blockSizeBytes ?? 0;
   if (!Number.isSafeInteger(bs) || (bs !== 0 && (bs < MIN_BLOCK_BYTES || bs > MAX_BLOCK_BYTES || bs % MIN_BLOCK_BYTES !== 0))) {
-    throw bad(`block_size_bytes ${bs} must be 0 (not given) or a dm-thin block size: a multiple of ${MIN_BLOCK_BYTES} from ${MIN_BLOCK_BYTES} to ${MAX_BLOCK_BYTES}`);
+    throw bad(
+      `block_size_bytes ${bs} must be 0 (not given) or a dm-thin block size: a multiple of ${MIN_BLOCK_BYTES} from ${MIN_BLOCK_BYTES} to ${MAX_BLOCK_BYTES}`,
+    );
   }
-  for (const [f, v] of [['planned_data_bytes', b.plannedDataBytes], ['planned_unmap_bytes', b.plannedUnmapBytes]] as const) {
+  for (const [f, v] of [
+    ['planned_data_bytes', b.plannedDataBytes],
+    ['planned_unmap_bytes', b.plannedUnmapBytes],
+  ] as const) {
     if (!Number.isSafeInteger(v) || v < 0 || v > b.volumeSizeBytes) throw bad(`${f} ${v} must be 0 to volume_size_bytes (${b.volumeSizeBytes})`);
   }
-  if (b.plannedDataBytes + b.plannedUnmapBytes > b.volumeSizeBytes) throw bad(`planned_data_bytes + planned_unmap_bytes (${b.plannedDataBytes + b.plannedUnmapBytes}) is more than volume_size_bytes (${b.volumeSizeBytes})`);
-  if (!Number.isSafeInteger(b.resumeOffsetBytes) || b.resumeOffsetBytes < 0 || b.resumeOffsetBytes > b.volumeSizeBytes) throw bad(`resume_offset_bytes ${b.resumeOffsetBytes} is outside the volume`);
+  if (b.plannedDataBytes + b.plannedUnmapBytes > b.volumeSizeBytes)
+    throw bad(`planned_data_bytes + planned_unmap_bytes (${b.plannedDataBytes + b.plannedUnmapBytes}) is more than volume_size_bytes (${b.volumeSizeBytes})`);
+  if (!Number.isSafeInteger(b.resumeOffsetBytes) || b.resumeOffsetBytes < 0 || b.resumeOffsetBytes > b.volumeSizeBytes)
+    throw bad(`resume_offset_bytes ${b.resumeOffsetBytes} is outside the volume`);
   if (b.sourceId === '') throw bad('source_id is empty');
   if (b.incremental && baseId === '') throw bad('an incremental transfer needs base_id');
   if (!b.incremental && baseId !== '') throw bad('a full transfer must not name a base');

@@ -15,7 +15,10 @@ import { nativeDevice } from '../device/native.js';
 export const STATE_LOCK_FILE = 'serve.lock';
 
 export class StateDirLock {
-  private constructor(private fh: FileHandle | undefined, readonly path: string) {}
+  private constructor(
+    private fh: FileHandle | undefined,
+    readonly path: string,
+  ) {}
 
   /** Takes the lock or throws TARGET_BUSY naming the holder's pid (as it wrote it). */
   static async acquire(stateDir: string): Promise<StateDirLock> {
@@ -25,7 +28,11 @@ export class StateDirLock {
       if (!nativeDevice().flock(fh.fd, 'exclusive')) {
         const text = (await fh.readFile({ encoding: 'utf8' })).slice(0, 64).trim();
         const pid = /^\d+$/.test(text) ? text : 'unknown';
-        throw new ThinshipError('TARGET_BUSY', `the state directory ${stateDir} is in use by another thinship serve (pid ${pid}, holding ${path}); one receiver per state directory`, { details: { holderPid: pid } });
+        throw new ThinshipError(
+          'TARGET_BUSY',
+          `the state directory ${stateDir} is in use by another thinship serve (pid ${pid}, holding ${path}); one receiver per state directory`,
+          { details: { holderPid: pid } },
+        );
       }
       await fh.truncate(0);
       await fh.write(`${process.pid}\n`, 0);

@@ -20,13 +20,14 @@ import { nativeDevice } from '../device/native.js';
 import { devMajorMinor, readDiskSeq } from '../device/block-info.js';
 import type { AllowedTarget } from './access.js';
 
-export type TargetSpec =
-  | { kind: 'lvm'; vg: string; lv: string; name: string }
-  | { kind: 'path'; path: string; name: string };
+export type TargetSpec = { kind: 'lvm'; vg: string; lv: string; name: string } | { kind: 'path'; path: string; name: string };
 
 export function parseTargetName(name: string): TargetSpec {
   if (name.startsWith('/') || name.startsWith('.') || existsSync(name)) return { kind: 'path', path: name, name };
-  if (looksLikeLvName(name)) { const n = parseLvName(name); return { kind: 'lvm', ...n, name }; }
+  if (looksLikeLvName(name)) {
+    const n = parseLvName(name);
+    return { kind: 'lvm', ...n, name };
+  }
   return { kind: 'path', path: name, name };
 }
 
@@ -40,16 +41,26 @@ export interface ResolvedTarget {
 export async function resolveTarget(t: TargetSpec, opts: { signal?: AbortSignal } = {}): Promise<ResolvedTarget> {
   if (t.kind === 'path') return { path: t.path, release: async () => undefined };
   const v = await resolveThinVolume(`${t.vg}/${t.lv}`, opts).catch((e: unknown) => {
-    if ((e as ThinshipError).code === 'NOT_THIN') throw new ThinshipError('NOT_THIN', `target ${t.name} is not a thin volume: thinship receives into thin LVs so that discards free pool space`);
+    if ((e as ThinshipError).code === 'NOT_THIN')
+      throw new ThinshipError('NOT_THIN', `target ${t.name} is not a thin volume: thinship receives into thin LVs so that discards free pool space`);
     // `recv dir/file.img` for a file not made yet reads as vg/lv; say how to mean the file.
     if ((e as ThinshipError).code === 'NOT_FOUND' && existsSync(t.vg)) {
-      throw new ThinshipError('NOT_FOUND', `${(e as Error).message}; target ${t.name} was read as an LVM name (vg/lv), but ${t.vg} exists here: to receive into a file, write ./${t.name}`, { cause: e });
+      throw new ThinshipError(
+        'NOT_FOUND',
+        `${(e as Error).message}; target ${t.name} was read as an LVM name (vg/lv), but ${t.vg} exists here: to receive into a file, write ./${t.name}`,
+        { cause: e },
+      );
     }
     throw e;
   });
   if (v.active) return { path: lvDevicePath(v.vg, v.lv), release: async () => undefined };
   await runTool('lvchange', ['-ay', '-K', `${v.vg}/${v.lv}`], { ...opts, classify: classifyLvm });
-  return { path: lvDevicePath(v.vg, v.lv), release: async () => { await runTool('lvchange', ['-an', `${v.vg}/${v.lv}`], { classify: classifyLvm }); } };
+  return {
+    path: lvDevicePath(v.vg, v.lv),
+    release: async () => {
+      await runTool('lvchange', ['-an', `${v.vg}/${v.lv}`], { classify: classifyLvm });
+    },
+  };
 }
 
 // ---- the gRPC receiver's targets ---------------------------------------------------
@@ -93,14 +104,28 @@ function openError(t: AllowedTarget, e: unknown, what: string): ThinshipError {
   const errno = errnoOf(e);
   const details = { target: t.name, errno };
   switch (errno) {
-    case 'ELOOP': return refused(t, `a component of its path is a symbolic link (${what})`, errno);
-    case 'ENOTDIR': return refused(t, `a component of its path is not a directory or is a symbolic link (${what})`, errno);
-    case 'EXDEV': return refused(t, `its path leaves the allowed directory (${what})`, errno);
-    case 'EACCES': case 'EPERM': return refused(t, `the file system refuses it (${errno}, ${what})`, errno);
-    case 'EBUSY': return new ThinshipError('TARGET_BUSY', `target ${t.name} is in use (mounted or held open exclusively)`, { details, cause: e });
-    case 'ENOENT': return new ThinshipError('NOT_FOUND', `target ${t.name} does not exist (${what})`, { details, cause: e });
-    case 'ENXIO': case 'ENODEV': return new ThinshipError('NOT_FOUND', `target ${t.name}: no such device behind this node (${errno}; e.g. a detached loop device)`, { details, cause: e });
-    default: return new ThinshipError('IO_ERROR', `target ${t.name}: ${what} failed: ${e instanceof Error ? e.message : String(e)}`, { details, retryable: errno === 'EAGAIN' || errno === 'EINTR', cause: e });
+    case 'ELOOP':
+      return refused(t, `a component of its path is a symbolic link (${what})`, errno);
+    case 'ENOTDIR':
+      return refused(t, `a component of its path is not a directory or is a symbolic link (${what})`, errno);
+    case 'EXDEV':
+      return refused(t, `its path leaves the allowed directory (${what})`, errno);
+    case 'EACCES':
+    case 'EPERM':
+      return refused(t, `the file system refuses it (${errno}, ${what})`, errno);
+    case 'EBUSY':
+      return new ThinshipError('TARGET_BUSY', `target ${t.name} is in use (mounted or held open exclusively)`, { details, cause: e });
+    case 'ENOENT':
+      return new ThinshipError('NOT_FOUND', `target ${t.name} does not exist (${what})`, { details, cause: e });
+    case 'ENXIO':
+    case 'ENODEV':
+      return new ThinshipError('NOT_FOUND', `target ${t.name}: no such device behind this node (${errno}; e.g. a detached loop device)`, { details, cause: e });
+    default:
+      return new ThinshipError('IO_ERROR', `target ${t.name}: ${what} failed: ${e instanceof Error ? e.message : String(e)}`, {
+        details,
+        retryable: errno === 'EAGAIN' || errno === 'EINTR',
+        cause: e,
+      });
   }
 }
 
@@ -152,7 +177,11 @@ async function openAllowedDir(t: Extract<AllowedTarget, { kind: 'path' }>): Prom
   try {
     return await openFd(t.dir, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY | fsConstants.O_NOFOLLOW);
   } catch (e) {
-    if (errnoOf(e) === 'ENOENT') throw new ThinshipError('NOT_FOUND', `target ${t.name}: the allowed directory ${t.dir} no longer exists`, { details: { target: t.name, dir: t.dir }, cause: e });
+    if (errnoOf(e) === 'ENOENT')
+      throw new ThinshipError('NOT_FOUND', `target ${t.name}: the allowed directory ${t.dir} no longer exists`, {
+        details: { target: t.name, dir: t.dir },
+        cause: e,
+      });
     throw openError(t, e, `open of the allowed directory ${t.dir}`);
   }
 }
@@ -192,7 +221,8 @@ function openBeneathDir(t: Extract<AllowedTarget, { kind: 'path' }>, dirFd: numb
       return { fd: beneath(dirFd, t.rel, flags, 0), created: false };
     } catch (e) {
       if (errnoOf(e) !== 'ENOENT') throw openError(t, e, `open beneath ${t.dir}`);
-      if (o.mustExist !== undefined) throw new ThinshipError('NOT_FOUND', `target ${t.name} does not exist: ${o.mustExist}`, { details: { target: t.name }, cause: e });
+      if (o.mustExist !== undefined)
+        throw new ThinshipError('NOT_FOUND', `target ${t.name} does not exist: ${o.mustExist}`, { details: { target: t.name }, cause: e });
     }
     try {
       return { fd: beneath(dirFd, t.rel, flags | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600), created: true };
@@ -235,7 +265,10 @@ export async function openTransferTarget(t: AllowedTarget, o: OpenTargetOptions)
     const st = fstatOrClose(fd, t);
     if (!st.isBlockDevice() || st.rdev !== t.rdev) {
       closeSync(fd);
-      throw refused(t, `${t.realPath} is now ${kindOf(st)}, not the block device ${devName(t.rdev)} it was when the receiver read its configuration (restart the receiver if it was re-created on purpose)`);
+      throw refused(
+        t,
+        `${t.realPath} is now ${kindOf(st)}, not the block device ${devName(t.rdev)} it was when the receiver read its configuration (restart the receiver if it was re-created on purpose)`,
+      );
     }
     const handle = await openVolumeFd(fd, t.realPath, { mode: 'write' });
     return { handle, identity: await targetIdentity(st, handle.sizeBytes), release: NO_RELEASE };
@@ -253,11 +286,14 @@ export async function openTransferTarget(t: AllowedTarget, o: OpenTargetOptions)
   if (!st.isFile()) {
     closeSync(fd);
     if (st.isBlockDevice()) throw refused(t, `it is ${kindOf(st)} inside an allowed directory; block devices must be listed one by one under "devices"`);
-    throw new ThinshipError('USAGE', `target ${t.name} is ${kindOf(st)}; a target must be a regular file, a listed block device or an LV`, { details: { target: t.name } });
+    throw new ThinshipError('USAGE', `target ${t.name} is ${kindOf(st)}; a target must be a regular file, a listed block device or an LV`, {
+      details: { target: t.name },
+    });
   }
   if (st.nlink !== 1n) {
     closeSync(fd);
-    if (st.nlink === 0n) throw new ThinshipError('NOT_FOUND', `target ${t.name} was removed while it was being opened`, { details: { target: t.name }, retryable: true });
+    if (st.nlink === 0n)
+      throw new ThinshipError('NOT_FOUND', `target ${t.name} was removed while it was being opened`, { details: { target: t.name }, retryable: true });
     // Another name for the same file may be anywhere on this file system, outside the allowed directory.
     throw refused(t, `it has ${st.nlink} hard links, and a file reachable under other names (possibly outside ${t.dir}) is not written`);
   }
@@ -348,7 +384,9 @@ export async function openTargetForReading(t: Exclude<AllowedTarget, { kind: 'lv
   }
   if (t.kind === 'path' && !st.isFile()) {
     closeSync(fd);
-    throw new ThinshipError('USAGE', `target ${t.name} is ${kindOf(st)}; a target must be a regular file, a listed block device or an LV`, { details: { target: t.name } });
+    throw new ThinshipError('USAGE', `target ${t.name} is ${kindOf(st)}; a target must be a regular file, a listed block device or an LV`, {
+      details: { target: t.name },
+    });
   }
   return fd;
 }

@@ -25,7 +25,14 @@ import { applyMessages } from './receiver.js';
 import { closeSync } from 'node:fs';
 import { targetReportOf, type TargetReport } from './target-state/report.js';
 import { currentTargetIdentity, openTargetForReading, openTransferTarget, targetIdentity, type OpenedTarget } from './target.js';
-import { commitTransferStage, discardTransferStage, openDeviceTransferStage, openTransferStage, recoverAtStart, transferOwner } from './target-state/transfer-hooks.js';
+import {
+  commitTransferStage,
+  discardTransferStage,
+  openDeviceTransferStage,
+  openTransferStage,
+  recoverAtStart,
+  transferOwner,
+} from './target-state/transfer-hooks.js';
 import type { FileStage } from './target-state/staging.js';
 import { SHA256_BYTES } from '../stream/integrity.js';
 import { codeLabel, type ReceiverMetrics } from '../ops/metrics.js';
@@ -37,8 +44,17 @@ import type { StreamMessage } from '../stream/messages.js';
 import { CheckpointStore, checkTransferId, type TransferCheckpoint } from './checkpoint.js';
 import { abortable, readAhead } from './async-iter.js';
 import {
-  checkBegin, checkRecord, finishRecord, modeOf, newDecodeContext, DEFAULT_MAX_VOLUME_BYTES,
-  type CheckedRecord, type DataChecker, type Mark, type TransferBegin, type WireRecord,
+  checkBegin,
+  checkRecord,
+  finishRecord,
+  modeOf,
+  newDecodeContext,
+  DEFAULT_MAX_VOLUME_BYTES,
+  type CheckedRecord,
+  type DataChecker,
+  type Mark,
+  type TransferBegin,
+  type WireRecord,
 } from './record-checks.js';
 import { StateDirLock } from './state-lock.js';
 import { BufferBudget } from './buffer-budget.js';
@@ -181,7 +197,10 @@ class SessionHoldings {
   private pending = 0;
   private closed = false;
 
-  constructor(private readonly budget: BufferBudget, private readonly signal: AbortSignal) {}
+  constructor(
+    private readonly budget: BufferBudget,
+    private readonly signal: AbortSignal,
+  ) {}
 
   async reserve(bytes: number): Promise<void> {
     const got = await this.budget.acquire(bytes, this.signal);
@@ -228,9 +247,15 @@ function wireBytes(r: WireRecord): number {
 /** The target is not what transfer `cp` wrote (removed, or re-created): it holds nothing of it. */
 function replacedError(cp: TransferCheckpoint, b: TransferBegin, now: string | undefined): ThinshipError {
   const how = now === undefined ? 'was removed' : 'was replaced';
-  const advice = b.incremental ? `it no longer holds ${cp.sourceId}, the base this incremental applies to: send a full stream` : 'ask GetTransferState and send again from offset 0';
+  const advice = b.incremental
+    ? `it no longer holds ${cp.sourceId}, the base this incremental applies to: send a full stream`
+    : 'ask GetTransferState and send again from offset 0';
   // A full transfer only has to start over (RESUME_MISMATCH: a sender asks again); an incremental cannot apply.
-  return new ThinshipError(b.incremental ? 'BASE_MISMATCH' : 'RESUME_MISMATCH', `target ${b.target} ${how} since transfer ${cp.transferId} wrote it (then ${cp.targetIdentity}, now ${now ?? 'missing'}): ${advice}`, { details: { transferId: cp.transferId, recorded: cp.targetIdentity, now } });
+  return new ThinshipError(
+    b.incremental ? 'BASE_MISMATCH' : 'RESUME_MISMATCH',
+    `target ${b.target} ${how} since transfer ${cp.transferId} wrote it (then ${cp.targetIdentity}, now ${now ?? 'missing'}): ${advice}`,
+    { details: { transferId: cp.transferId, recorded: cp.targetIdentity, now } },
+  );
 }
 
 export class TransferRegistry {
@@ -293,10 +318,18 @@ export class TransferRegistry {
   }
 
   /** Every running transfer's pipeline stage and budget share, and the record budget (serve logs it on SIGUSR2). */
-  debugState(): { recordBudget: ReturnType<BufferBudget['snapshot']>; transfers: ({ transferId: string; identity: string; heldBytes: number } & PipelineSnapshot)[] } {
+  debugState(): {
+    recordBudget: ReturnType<BufferBudget['snapshot']>;
+    transfers: ({ transferId: string; identity: string; heldBytes: number } & PipelineSnapshot)[];
+  } {
     return {
       recordBudget: this.recordBudget.snapshot(),
-      transfers: [...this.sessions.values()].map((s) => ({ transferId: s.transferId, identity: s.identity, heldBytes: s.heldBytes?.() ?? 0, ...s.pipeline.snapshot() })),
+      transfers: [...this.sessions.values()].map((s) => ({
+        transferId: s.transferId,
+        identity: s.identity,
+        heldBytes: s.heldBytes?.() ?? 0,
+        ...s.pipeline.snapshot(),
+      })),
     };
   }
 
@@ -348,8 +381,10 @@ export class TransferRegistry {
     try {
       await this.store.init();
       const listed = await this.store.list();
-      for (const q of listed.quarantined) this.opts.log.warn({ file: q.file, movedTo: q.movedTo, reason: q.reason }, 'unusable checkpoint moved to quarantine (its transfer starts over)');
-      if (listed.migrated.length > 0) this.opts.log.info({ transfers: listed.migrated.length }, 'format-1 checkpoints migrated (checksummed, per-identity file names)');
+      for (const q of listed.quarantined)
+        this.opts.log.warn({ file: q.file, movedTo: q.movedTo, reason: q.reason }, 'unusable checkpoint moved to quarantine (its transfer starts over)');
+      if (listed.migrated.length > 0)
+        this.opts.log.info({ transfers: listed.migrated.length }, 'format-1 checkpoints migrated (checksummed, per-identity file names)');
       for (const cp of listed.checkpoints) this.checkpoints.set(keyOf(cp.identity, cp.transferId), cp);
     } catch (e) {
       await this.lock.release().catch(() => undefined);
@@ -358,10 +393,14 @@ export class TransferRegistry {
     if (this.o.decodeWorkers > 0) this.decodePool = new DecodePool(this.o.decodeWorkers);
     // recv-guarantees hook: staging and journals that no resumable transfer owns are rolled back.
     const resumable = [...this.checkpoints.values()].filter((c) => c.status === 'in_progress').map((c) => transferOwner(c.identity, c.transferId));
-    await recoverAtStart(this.opts.policy, resumable, this.opts.stateDir, this.opts.log).catch((e) => this.opts.log.error({ err: asThinshipError(e).message }, 'start-up recovery of staged targets failed'));
+    await recoverAtStart(this.opts.policy, resumable, this.opts.stateDir, this.opts.log).catch((e) =>
+      this.opts.log.error({ err: asThinshipError(e).message }, 'start-up recovery of staged targets failed'),
+    );
     await this.sweep();
     const every = Math.max(1000, Math.min(60_000, Math.floor(this.o.expiryMs / 4)));
-    this.sweepTimer = setInterval(() => { this.sweep().catch((e) => this.opts.log.error({ err: asThinshipError(e).message }, 'expiry sweep failed')); }, every);
+    this.sweepTimer = setInterval(() => {
+      this.sweep().catch((e) => this.opts.log.error({ err: asThinshipError(e).message }, 'expiry sweep failed'));
+    }, every);
     this.sweepTimer.unref();
     this.opts.log.info({ stateDir: this.opts.stateDir, transfers: this.checkpoints.size }, 'transfer registry started');
   }
@@ -377,7 +416,10 @@ export class TransferRegistry {
       // recv-guarantees hook: an expired transfer's staging or journal is rolled back.
       if (cp.status === 'in_progress') await discardTransferStage(cp.target, transferOwner(cp.identity, cp.transferId), this.opts.stateDir, this.opts.log);
       gone.push(cp.transferId);
-      this.opts.log.info({ transferId: cp.transferId, target: cp.target, status: cp.status, durableOffsetBytes: cp.durableOffsetBytes }, 'transfer expired and forgotten');
+      this.opts.log.info(
+        { transferId: cp.transferId, target: cp.target, status: cp.status, durableOffsetBytes: cp.durableOffsetBytes },
+        'transfer expired and forgotten',
+      );
     }
     return gone;
   }
@@ -417,8 +459,14 @@ export class TransferRegistry {
     const target = await authorizeTarget(this.opts.policy, who, cp.target).catch(() => undefined);
     if (!target || (await currentTargetIdentity(target)) === cp.targetIdentity) return this.view(cp);
     return {
-      ...this.view(cp), status: 'in_progress', durableOffsetBytes: 0, digestState: hex(Buffer.alloc(SHA256_BYTES)),
-      dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0,
+      ...this.view(cp),
+      status: 'in_progress',
+      durableOffsetBytes: 0,
+      digestState: hex(Buffer.alloc(SHA256_BYTES)),
+      dataRecords: 0,
+      unmapRecords: 0,
+      dataBytes: 0,
+      unmapBytes: 0,
     };
   }
 
@@ -430,7 +478,8 @@ export class TransferRegistry {
    */
   async targetReport(who: ClientIdentity, name: string): Promise<TargetReport> {
     const target = await authorizeTarget(this.opts.policy, who, name);
-    if (target.kind === 'lvm') throw new ThinshipError('USAGE', `target ${name}: this receiver keeps no record for LVM targets yet (files and block devices only)`);
+    if (target.kind === 'lvm')
+      throw new ThinshipError('USAGE', `target ${name}: this receiver keeps no record for LVM targets yet (files and block devices only)`);
     const fd = await openTargetForReading(target);
     if (fd === undefined) throw new ThinshipError('NOT_FOUND', `target ${name} does not exist`, { details: { target: name } });
     try {
@@ -444,7 +493,10 @@ export class TransferRegistry {
   /** The caller's own transfers, newest first (another identity's are not listed). */
   list(who: ClientIdentity): TransferStateView[] {
     const owner = ownerName(this.opts.policy, who.names);
-    return [...this.checkpoints.values()].filter((cp) => cp.identity === owner).map((cp) => this.view(cp)).sort((a, b) => b.updatedUnixMs - a.updatedUnixMs);
+    return [...this.checkpoints.values()]
+      .filter((cp) => cp.identity === owner)
+      .map((cp) => this.view(cp))
+      .sort((a, b) => b.updatedUnixMs - a.updatedUnixMs);
   }
 
   async abort(who: ClientIdentity, transferId: string, reason: string): Promise<{ stopped: boolean; durableOffsetBytes: number }> {
@@ -491,9 +543,11 @@ export class TransferRegistry {
 
   /** Who holds a target: a running session or an unfinished, unexpired checkpoint of another transfer. */
   private holderOf(targetKey: string, exceptKey: string): { transferId: string; identity: string; checkpoint?: TransferCheckpoint } | undefined {
-    for (const s of this.sessions.values()) if (s.targetKey === targetKey && s.key !== exceptKey) return { transferId: s.transferId, identity: s.identity, checkpoint: this.checkpoints.get(s.key) };
+    for (const s of this.sessions.values())
+      if (s.targetKey === targetKey && s.key !== exceptKey) return { transferId: s.transferId, identity: s.identity, checkpoint: this.checkpoints.get(s.key) };
     for (const cp of this.checkpoints.values()) {
-      if (cp.status === 'in_progress' && cp.targetKey === targetKey && keyOf(cp.identity, cp.transferId) !== exceptKey) return { transferId: cp.transferId, identity: cp.identity, checkpoint: cp };
+      if (cp.status === 'in_progress' && cp.targetKey === targetKey && keyOf(cp.identity, cp.transferId) !== exceptKey)
+        return { transferId: cp.transferId, identity: cp.identity, checkpoint: cp };
     }
     return undefined;
   }
@@ -506,18 +560,30 @@ export class TransferRegistry {
    */
   private checkCapacity(identity: string, isNew: boolean): void {
     if (this.sessions.size >= this.o.maxActiveTransfers) {
-      throw new ThinshipError('TRANSFER_BUSY', `this receiver is already running ${this.sessions.size} transfers (its limit, maxActiveTransfers ${this.o.maxActiveTransfers})`, { retryable: true });
+      throw new ThinshipError(
+        'TRANSFER_BUSY',
+        `this receiver is already running ${this.sessions.size} transfers (its limit, maxActiveTransfers ${this.o.maxActiveTransfers})`,
+        { retryable: true },
+      );
     }
     let mine = 0;
     for (const s of this.sessions.values()) if (s.identity === identity) mine++;
     if (mine >= this.o.maxActiveTransfersPerIdentity) {
-      throw new ThinshipError('TRANSFER_BUSY', `identity "${identity}" is already running ${mine} transfers on this receiver (its limit, maxActiveTransfersPerIdentity ${this.o.maxActiveTransfersPerIdentity})`, { retryable: true });
+      throw new ThinshipError(
+        'TRANSFER_BUSY',
+        `identity "${identity}" is already running ${mine} transfers on this receiver (its limit, maxActiveTransfersPerIdentity ${this.o.maxActiveTransfersPerIdentity})`,
+        { retryable: true },
+      );
     }
     if (!isNew) return;
     let stored = 0;
     for (const cp of this.checkpoints.values()) if (cp.identity === identity && cp.status === 'in_progress') stored++;
     if (stored >= this.o.maxStoredTransfersPerIdentity) {
-      throw new ThinshipError('TRANSFER_BUSY', `identity "${identity}" has ${stored} unfinished transfers stored on this receiver (its limit, maxStoredTransfersPerIdentity ${this.o.maxStoredTransfersPerIdentity}): resume or abort one (AbortTransfer), or let them expire`, { retryable: false });
+      throw new ThinshipError(
+        'TRANSFER_BUSY',
+        `identity "${identity}" has ${stored} unfinished transfers stored on this receiver (its limit, maxStoredTransfersPerIdentity ${this.o.maxStoredTransfersPerIdentity}): resume or abort one (AbortTransfer), or let them expire`,
+        { retryable: false },
+      );
     }
   }
 
@@ -534,7 +600,9 @@ export class TransferRegistry {
     // Transfer ids are per identity: another identity's transfer of the same id is another transfer.
     const key = keyOf(identity, id);
     // The records are checked against the target itself (identity recorded by run()).
-    const recorded = (c: TransferCheckpoint) => c.targetIdentity !== undefined && ((c.identity === identity && c.transferId === id) || (begin.incremental && c.targetKey === target.key && c.status === 'complete'));
+    const recorded = (c: TransferCheckpoint) =>
+      c.targetIdentity !== undefined &&
+      ((c.identity === identity && c.transferId === id) || (begin.incremental && c.targetKey === target.key && c.status === 'complete'));
     const now = [...this.checkpoints.values()].some(recorded) ? await currentTargetIdentity(target) : undefined;
 
     // Claim the transfer and its target. Everything between the awaits below is synchronous.
@@ -561,31 +629,58 @@ export class TransferRegistry {
     if (holder) {
       const h = holder.checkpoint;
       const until = h ? `; it expires at ${new Date(h.updatedUnixMs + this.o.expiryMs).toISOString()} unless resumed` : '';
-      throw new ThinshipError('TRANSFER_BUSY', `target ${begin.target} is in use by transfer ${holder.transferId} (running, or resumable: abort it with AbortTransfer${until})`, { details: { holder: holder.transferId } });
+      throw new ThinshipError(
+        'TRANSFER_BUSY',
+        `target ${begin.target} is in use by transfer ${holder.transferId} (running, or resumable: abort it with AbortTransfer${until})`,
+        { details: { holder: holder.transferId } },
+      );
     }
     if (cp?.targetIdentity !== undefined && cp.targetIdentity !== now) {
       // A full transfer starts over (its first checkpoint replaces this record); an incremental has lost its base.
       if (begin.incremental) throw replacedError(cp, begin, now);
-      this.opts.log.info({ transferId: id, target: begin.target, recorded: cp.targetIdentity, now: now ?? 'missing' }, 'target replaced since the transfer wrote it: starting over');
+      this.opts.log.info(
+        { transferId: id, target: begin.target, recorded: cp.targetIdentity, now: now ?? 'missing' },
+        'target replaced since the transfer wrote it: starting over',
+      );
       cp = undefined;
     }
     // A transfer starting over replaces its own stored record: not a new one for the stored cap.
     this.checkCapacity(identity, !this.checkpoints.has(key));
     // File and device targets: the base is checked against their record (target-state/), not this registry.
     if (!cp && begin.incremental && target.kind === 'lvm') this.checkBase(begin, target.key, identity, now);
-    if (cp?.status === 'complete') throw new ThinshipError('RESUME_MISMATCH', `transfer ${id} is already complete (durable at ${cp.durableOffsetBytes}); send with a new transfer id to send it again`);
+    if (cp?.status === 'complete')
+      throw new ThinshipError(
+        'RESUME_MISMATCH',
+        `transfer ${id} is already complete (durable at ${cp.durableOffsetBytes}); send with a new transfer id to send it again`,
+      );
     const durable = cp?.durableOffsetBytes ?? 0;
     if (begin.resumeOffsetBytes !== durable) {
-      throw new ThinshipError('RESUME_MISMATCH', `transfer ${id}: resume offset ${begin.resumeOffsetBytes} does not match the receiver's durable offset ${durable}${cp ? '' : ' (the receiver has no record of this transfer)'}; ask GetTransferState and resume from there`, { details: { durableOffsetBytes: durable } });
+      throw new ThinshipError(
+        'RESUME_MISMATCH',
+        `transfer ${id}: resume offset ${begin.resumeOffsetBytes} does not match the receiver's durable offset ${durable}${cp ? '' : ' (the receiver has no record of this transfer)'}; ask GetTransferState and resume from there`,
+        { details: { durableOffsetBytes: durable } },
+      );
     }
 
     const controller = new AbortController();
     let finish!: () => void;
-    const session: Session = { key, transferId: id, targetKey: target.key, identity, controller, forgotten: false, pipeline: new PipelineState(), done: new Promise<void>((r) => { finish = r; }) };
+    const session: Session = {
+      key,
+      transferId: id,
+      targetKey: target.key,
+      identity,
+      controller,
+      forgotten: false,
+      pipeline: new PipelineState(),
+      done: new Promise<void>((r) => {
+        finish = r;
+      }),
+    };
     this.sessions.set(key, session);
     this.opts.onActiveChange?.(this.sessions.size);
     const onCallerGone = () => controller.abort(signal!.reason ?? new ThinshipError('UNAVAILABLE', 'the sender went away', { retryable: true }));
-    if (signal?.aborted) onCallerGone(); else signal?.addEventListener('abort', onCallerGone, { once: true });
+    if (signal?.aborted) onCallerGone();
+    else signal?.addEventListener('abort', onCallerGone, { once: true });
     try {
       return await this.run(session, who, begin, target, cp, records);
     } finally {
@@ -610,14 +705,25 @@ export class TransferRegistry {
     }
     if (last?.targetIdentity !== undefined && last.targetIdentity !== now) {
       // Another identity's transfer: say nothing about it.
-      if (last.identity !== identity) throw new ThinshipError('BASE_MISMATCH', `target ${b.target} was replaced since another identity's transfer wrote it: send a full stream`, { details: { base: b.baseId } });
+      if (last.identity !== identity)
+        throw new ThinshipError('BASE_MISMATCH', `target ${b.target} was replaced since another identity's transfer wrote it: send a full stream`, {
+          details: { base: b.baseId },
+        });
       throw replacedError(last, b, now);
     }
     if (last && last.sourceId !== b.baseId && last.identity !== identity) {
-      throw new ThinshipError('BASE_MISMATCH', `target ${b.target} was last written by another identity's transfer, not from base ${b.baseId}: send a full stream`, { details: { base: b.baseId } });
+      throw new ThinshipError(
+        'BASE_MISMATCH',
+        `target ${b.target} was last written by another identity's transfer, not from base ${b.baseId}: send a full stream`,
+        { details: { base: b.baseId } },
+      );
     }
     if (last && last.sourceId !== b.baseId) {
-      throw new ThinshipError('BASE_MISMATCH', `target ${b.target} holds ${last.sourceId} (transfer ${last.transferId}), but this incremental stream applies to base ${b.baseId}: send the increment from ${last.sourceId}, or a full stream`, { details: { holds: last.sourceId, base: b.baseId } });
+      throw new ThinshipError(
+        'BASE_MISMATCH',
+        `target ${b.target} holds ${last.sourceId} (transfer ${last.transferId}), but this incremental stream applies to base ${b.baseId}: send the increment from ${last.sourceId}, or a full stream`,
+        { details: { holds: last.sourceId, base: b.baseId } },
+      );
     }
   }
 
@@ -629,7 +735,11 @@ export class TransferRegistry {
     if (cp.baseId !== (b.baseId ?? '')) diffs.push(`base ${cp.baseId} vs ${b.baseId ?? ''}`);
     if (cp.volumeSizeBytes !== b.volumeSizeBytes) diffs.push(`volume size ${cp.volumeSizeBytes} vs ${b.volumeSizeBytes}`);
     if (cp.checksum !== b.checksum) diffs.push(`checksum ${cp.checksum} vs ${b.checksum}`);
-    if (diffs.length > 0) throw new ThinshipError('RESUME_MISMATCH', `transfer id ${cp.transferId} was begun with different parameters (${diffs.join('; ')}); use another transfer id`);
+    if (diffs.length > 0)
+      throw new ThinshipError(
+        'RESUME_MISMATCH',
+        `transfer id ${cp.transferId} was begun with different parameters (${diffs.join('; ')}); use another transfer id`,
+      );
   }
 
   /**
@@ -644,7 +754,11 @@ export class TransferRegistry {
     const n = await handle.readAt(buf, l.offsetBytes, l.lengthBytes);
     const sum = createHash('sha256').update(buf.subarray(0, n)).digest('hex');
     if (n !== l.lengthBytes || sum !== l.sha256) {
-      throw new ThinshipError('RESUME_MISMATCH', `transfer ${cp.transferId} cannot resume: the target's bytes at ${l.offsetBytes}..${l.offsetBytes + l.lengthBytes} (the last record applied before the checkpoint) are no longer what was written, so the target changed since; the transfer must start over: abort it (AbortTransfer) and send again`, { details: { volumeOffset: l.offsetBytes } });
+      throw new ThinshipError(
+        'RESUME_MISMATCH',
+        `transfer ${cp.transferId} cannot resume: the target's bytes at ${l.offsetBytes}..${l.offsetBytes + l.lengthBytes} (the last record applied before the checkpoint) are no longer what was written, so the target changed since; the transfer must start over: abort it (AbortTransfer) and send again`,
+        { details: { volumeOffset: l.offsetBytes } },
+      );
     }
   }
 
@@ -670,10 +784,20 @@ export class TransferRegistry {
    * undo journal (target-state/, the receiver guarantees); a resume re-reads the last applied
    * record. Returns the open target and, for files, the stage that receives the writes.
    */
-  private async openTargetOfTransfer(begin: TransferBegin, target: AllowedTarget, existing: TransferCheckpoint | undefined, s: Session, log: Logger): Promise<OpenedTarget & { stage?: FileStage }> {
+  private async openTargetOfTransfer(
+    begin: TransferBegin,
+    target: AllowedTarget,
+    existing: TransferCheckpoint | undefined,
+    s: Session,
+    log: Logger,
+  ): Promise<OpenedTarget & { stage?: FileStage }> {
     const opened = await this.openTarget(target, {
       volumeSizeBytes: begin.volumeSizeBytes,
-      mustExist: begin.incremental ? 'an incremental stream applies only to a target holding its base' : existing ? 'it was removed during the transfer' : undefined,
+      mustExist: begin.incremental
+        ? 'an incremental stream applies only to a target holding its base'
+        : existing
+          ? 'it was removed during the transfer'
+          : undefined,
     });
     const { handle, release, identity, created } = opened;
     let stage: FileStage | undefined;
@@ -688,7 +812,10 @@ export class TransferRegistry {
         stage = await openDeviceTransferStage(target, handle, begin, transferOwner(s.identity, s.transferId), !!existing, this.opts.stateDir, log);
       } else if (handle.sizeBytes < begin.volumeSizeBytes) {
         // Refused before the transfer is recorded: a refused begin holds nothing.
-        throw new ThinshipError('TARGET_TOO_SMALL', `the stream is for a volume of ${begin.volumeSizeBytes} bytes but target ${begin.target} has only ${handle.sizeBytes} bytes; nothing was written`);
+        throw new ThinshipError(
+          'TARGET_TOO_SMALL',
+          `the stream is for a volume of ${begin.volumeSizeBytes} bytes but target ${begin.target} has only ${handle.sizeBytes} bytes; nothing was written`,
+        );
       }
       if (existing?.lastData) await this.checkLastData(stage?.handle ?? handle, existing);
     } catch (e) {
@@ -700,17 +827,50 @@ export class TransferRegistry {
     return { ...opened, stage };
   }
 
-  private async run(s: Session, who: ClientIdentity, begin: TransferBegin, target: AllowedTarget, existing: TransferCheckpoint | undefined, records: AsyncIterable<WireRecord>): Promise<ApplyResult> {
+  private async run(
+    s: Session,
+    who: ClientIdentity,
+    begin: TransferBegin,
+    target: AllowedTarget,
+    existing: TransferCheckpoint | undefined,
+    records: AsyncIterable<WireRecord>,
+  ): Promise<ApplyResult> {
     const log = this.opts.log.child({ transferId: s.transferId, identity: who.name, target: begin.target });
     const now = Date.now();
     let cp: TransferCheckpoint = existing ?? {
-      format: 2, transferId: s.transferId, status: 'in_progress', identity: s.identity, target: begin.target, targetKey: target.key,
-      mode: modeOf(begin), sourceId: begin.sourceId, baseId: begin.baseId ?? '', volumeSizeBytes: begin.volumeSizeBytes, blockSizeBytes: begin.blockSizeBytes ?? 0,
-      checksum: begin.checksum, durableOffsetBytes: 0, digestState: hex(Buffer.alloc(SHA256_BYTES)),
-      dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0, createdUnixMs: now, updatedUnixMs: now,
+      format: 2,
+      transferId: s.transferId,
+      status: 'in_progress',
+      identity: s.identity,
+      target: begin.target,
+      targetKey: target.key,
+      mode: modeOf(begin),
+      sourceId: begin.sourceId,
+      baseId: begin.baseId ?? '',
+      volumeSizeBytes: begin.volumeSizeBytes,
+      blockSizeBytes: begin.blockSizeBytes ?? 0,
+      checksum: begin.checksum,
+      durableOffsetBytes: 0,
+      digestState: hex(Buffer.alloc(SHA256_BYTES)),
+      dataRecords: 0,
+      unmapRecords: 0,
+      dataBytes: 0,
+      unmapBytes: 0,
+      createdUnixMs: now,
+      updatedUnixMs: now,
     };
     const limitOf = () => this.bandwidthBucket(s.identity)?.bytesPerSecond;
-    log.info({ mode: modeOf(begin), volumeSizeBytes: begin.volumeSizeBytes, resumeOffsetBytes: begin.resumeOffsetBytes, plannedDataBytes: begin.plannedDataBytes, resuming: !!existing, maxBytesPerSecond: limitOf() }, existing ? 'transfer resuming' : 'transfer begin');
+    log.info(
+      {
+        mode: modeOf(begin),
+        volumeSizeBytes: begin.volumeSizeBytes,
+        resumeOffsetBytes: begin.resumeOffsetBytes,
+        plannedDataBytes: begin.plannedDataBytes,
+        resuming: !!existing,
+        maxBytesPerSecond: limitOf(),
+      },
+      existing ? 'transfer resuming' : 'transfer begin',
+    );
     const { handle, release, identity, stage: opened } = await this.openTargetOfTransfer(begin, target, existing, s, log);
     let stage = opened;
     const writeTo = stage?.handle ?? handle;
@@ -718,8 +878,13 @@ export class TransferRegistry {
     const t0 = performance.now();
     const held = new SessionHoldings(this.recordBudget, s.controller.signal);
     let applied: Mark = {
-      offsetBytes: cp.durableOffsetBytes, digest: Buffer.from(cp.digestState, 'hex'), lastData: cp.lastData,
-      dataRecords: cp.dataRecords, unmapRecords: cp.unmapRecords, dataBytes: cp.dataBytes, unmapBytes: cp.unmapBytes,
+      offsetBytes: cp.durableOffsetBytes,
+      digest: Buffer.from(cp.digestState, 'hex'),
+      lastData: cp.lastData,
+      dataRecords: cp.dataRecords,
+      unmapRecords: cp.unmapRecords,
+      dataBytes: cp.dataBytes,
+      unmapBytes: cp.unmapBytes,
     };
     const ctx = newDecodeContext(begin, this.o.maxChunkBytes, applied);
     let lastSaved = applied;
@@ -727,7 +892,17 @@ export class TransferRegistry {
     if (existing) metrics?.resumes.inc();
     const save = async (m: Mark, status: TransferCheckpoint['status']) => {
       const endTimer = metrics?.checkpointSeconds.startTimer();
-      cp = { ...cp, status, durableOffsetBytes: m.offsetBytes, digestState: hex(m.digest), dataRecords: m.dataRecords, unmapRecords: m.unmapRecords, dataBytes: m.dataBytes, unmapBytes: m.unmapBytes, updatedUnixMs: Date.now() };
+      cp = {
+        ...cp,
+        status,
+        durableOffsetBytes: m.offsetBytes,
+        digestState: hex(m.digest),
+        dataRecords: m.dataRecords,
+        unmapRecords: m.unmapRecords,
+        dataBytes: m.dataBytes,
+        unmapBytes: m.unmapBytes,
+        updatedUnixMs: Date.now(),
+      };
       if (m.lastData) cp.lastData = m.lastData;
       await this.store.save(cp);
       this.checkpoints.set(s.key, cp);
@@ -760,7 +935,9 @@ export class TransferRegistry {
           const waitMs = bucket.reserve(lastWireBytes);
           if (waitMs > 0) {
             pipe.reading('bandwidth limit');
-            await sleep(waitMs, undefined, { signal }).catch((e: unknown) => { throw signal.aborted ? abortError(signal) : e; });
+            await sleep(waitMs, undefined, { signal }).catch((e: unknown) => {
+              throw signal.aborted ? abortError(signal) : e;
+            });
             metrics?.throttledSeconds.inc(waitMs / 1000);
           }
         }
@@ -793,7 +970,10 @@ export class TransferRegistry {
           pipe.recordsApplied++;
           pipe.writing('next record');
           // Back here, applyMessages has applied d (it awaits each write before asking for more).
-          if (d.msg.type === 'end') { endSeen = performance.now(); continue; }
+          if (d.msg.type === 'end') {
+            endSeen = performance.now();
+            continue;
+          }
           metrics?.records.inc({ kind: d.msg.type === 'unmap' ? 'unmap' : 'data' });
           applied = d.mark;
           const sinceBytes = applied.dataBytes - lastSaved.dataBytes;
@@ -822,7 +1002,18 @@ export class TransferRegistry {
       await this.forgetOldestCompleted(cp.identity);
       const secs = (performance.now() - t0) / 1000;
       const sessionData = ctx.ledger.counts.dataBytes - (existing?.dataBytes ?? 0);
-      log.info({ seconds: Number(secs.toFixed(3)), dataBytes: sessionData, bytesWritten: summary.bytesWritten, bytesDiscarded: summary.bytesDiscarded, mibPerSecond: Number((sessionData / 1048576 / Math.max(secs, 1e-9)).toFixed(1)), maxBytesPerSecond: limitOf(), digest: hex(end.digest) }, 'transfer complete');
+      log.info(
+        {
+          seconds: Number(secs.toFixed(3)),
+          dataBytes: sessionData,
+          bytesWritten: summary.bytesWritten,
+          bytesDiscarded: summary.bytesDiscarded,
+          mibPerSecond: Number((sessionData / 1048576 / Math.max(secs, 1e-9)).toFixed(1)),
+          maxBytesPerSecond: limitOf(),
+          digest: hex(end.digest),
+        },
+        'transfer complete',
+      );
       if (metrics) {
         if (endSeen > 0) metrics.commitSeconds.observe((performance.now() - endSeen) / 1000);
         metrics.writtenBytes.inc(summary.bytesWritten);

@@ -56,8 +56,24 @@ export async function makeCa(dir: string, commonName = 'thinship CA', days = 365
   const cert = join(dir, 'ca.crt');
   const key = join(dir, 'ca.key');
   await newKey(key);
-  await runTool('openssl', ['req', '-x509', '-new', '-key', key, '-subj', `/CN=${commonName}`, '-days', String(days), '-sha256',
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign', '-out', cert]);
+  await runTool('openssl', [
+    'req',
+    '-x509',
+    '-new',
+    '-key',
+    key,
+    '-subj',
+    `/CN=${commonName}`,
+    '-days',
+    String(days),
+    '-sha256',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
+    '-out',
+    cert,
+  ]);
   return { cert, key };
 }
 
@@ -71,22 +87,54 @@ export async function issueCertificate(o: IssueOptions): Promise<void> {
     await writeFile(join(work, 'index.txt'), '');
     await writeFile(join(work, 'serial'), randomBytes(8).toString('hex') + '\n');
     const sans = o.altNames.map(sanOf).join(',');
-    await writeFile(cnf, [
-      '[ ca ]', 'default_ca = ca_default',
-      '[ ca_default ]', `database = ${join(work, 'index.txt')}`, `new_certs_dir = ${work}`, `serial = ${join(work, 'serial')}`,
-      'default_md = sha256', 'policy = policy_any', 'unique_subject = no', 'copy_extensions = none',
-      '[ policy_any ]', 'commonName = supplied',
-      '[ leaf ]', 'basicConstraints = critical,CA:FALSE', 'keyUsage = critical,digitalSignature,keyEncipherment',
-      `extendedKeyUsage = ${o.usage === 'server' ? 'serverAuth' : 'clientAuth'}`,
-      ...(sans ? [`subjectAltName = ${sans}`] : []), '',
-    ].join('\n'));
+    await writeFile(
+      cnf,
+      [
+        '[ ca ]',
+        'default_ca = ca_default',
+        '[ ca_default ]',
+        `database = ${join(work, 'index.txt')}`,
+        `new_certs_dir = ${work}`,
+        `serial = ${join(work, 'serial')}`,
+        'default_md = sha256',
+        'policy = policy_any',
+        'unique_subject = no',
+        'copy_extensions = none',
+        '[ policy_any ]',
+        'commonName = supplied',
+        '[ leaf ]',
+        'basicConstraints = critical,CA:FALSE',
+        'keyUsage = critical,digitalSignature,keyEncipherment',
+        `extendedKeyUsage = ${o.usage === 'server' ? 'serverAuth' : 'clientAuth'}`,
+        ...(sans ? [`subjectAltName = ${sans}`] : []),
+        '',
+      ].join('\n'),
+    );
     await newKey(o.key);
     const csr = join(work, 'leaf.csr');
     await runTool('openssl', ['req', '-new', '-key', o.key, '-subj', `/CN=${o.commonName}`, '-out', csr]);
-    const validity = o.notBefore || o.notAfter
-      ? [...(o.notBefore ? ['-startdate', o.notBefore] : []), ...(o.notAfter ? ['-enddate', o.notAfter] : ['-days', String(o.days ?? 825)])]
-      : ['-days', String(o.days ?? 825)];
-    await runTool('openssl', ['ca', '-batch', '-config', cnf, '-cert', o.caCert, '-keyfile', o.caKey, '-in', csr, '-out', o.cert, '-extensions', 'leaf', '-notext', ...validity]);
+    const validity =
+      o.notBefore || o.notAfter
+        ? [...(o.notBefore ? ['-startdate', o.notBefore] : []), ...(o.notAfter ? ['-enddate', o.notAfter] : ['-days', String(o.days ?? 825)])]
+        : ['-days', String(o.days ?? 825)];
+    await runTool('openssl', [
+      'ca',
+      '-batch',
+      '-config',
+      cnf,
+      '-cert',
+      o.caCert,
+      '-keyfile',
+      o.caKey,
+      '-in',
+      csr,
+      '-out',
+      o.cert,
+      '-extensions',
+      'leaf',
+      '-notext',
+      ...validity,
+    ]);
   } finally {
     await rm(work, { recursive: true, force: true });
   }
@@ -111,7 +159,11 @@ export interface CertSet {
   clients: { name: string; cert: string; key: string }[];
 }
 
-const exists = (p: string) => access(p).then(() => true, () => false);
+const exists = (p: string) =>
+  access(p).then(
+    () => true,
+    () => false,
+  );
 
 /** A client name as a file name: nothing that leaves the directory. */
 const fileBaseOf = (name: string) => name.replace(/[^A-Za-z0-9._-]/g, '_');
@@ -120,7 +172,8 @@ const fileBaseOf = (name: string) => name.replace(/[^A-Za-z0-9._-]/g, '_');
 async function refuseExisting(dir: string, files: string[], hint: string): Promise<void> {
   const there: string[] = [];
   for (const f of files) if (await exists(f)) there.push(f);
-  if (there.length > 0) throw new ThinshipError('USAGE', `${dir} already holds ${there.join(', ')}: not overwritten (${hint})`, { details: { existing: there } });
+  if (there.length > 0)
+    throw new ThinshipError('USAGE', `${dir} already holds ${there.join(', ')}: not overwritten (${hint})`, { details: { existing: there } });
 }
 
 /** Makes a CA, then server and client certificates, in `dir`. Existing files there are refused unless `force`. */
@@ -134,8 +187,11 @@ export async function makeCertificates(o: CertSetOptions): Promise<CertSet> {
     return { name, cert: join(o.dir, `${base}.crt`), key: join(o.dir, `${base}.key`) };
   });
   if (!o.force) {
-    await refuseExisting(o.dir, [caPath, caKeyPath, server.cert, server.key, ...clients.flatMap((c) => [c.cert, c.key])],
-      `--force replaces them all with a new CA; --add-client --client NAME adds a client certificate to this CA`);
+    await refuseExisting(
+      o.dir,
+      [caPath, caKeyPath, server.cert, server.key, ...clients.flatMap((c) => [c.cert, c.key])],
+      `--force replaces them all with a new CA; --add-client --client NAME adds a client certificate to this CA`,
+    );
   }
   await mkdir(o.dir, { recursive: true, mode: 0o700 });
   const ca = await makeCa(o.dir, o.caName);
@@ -153,21 +209,40 @@ const RESERVED_BASES = new Set(['ca', 'server']);
  * Adds client certificates to the CA already in `dir` (DIR/ca.crt + ca.key):
  * DIR/<name>.crt and DIR/<name>.key for each name. Existing ones are refused unless `force`.
  */
-export async function addClientCertificates(o: { dir: string; clientNames: string[]; days?: number; force?: boolean }): Promise<{ ca: string; clients: CertSet['clients'] }> {
+export async function addClientCertificates(o: {
+  dir: string;
+  clientNames: string[];
+  days?: number;
+  force?: boolean;
+}): Promise<{ ca: string; clients: CertSet['clients'] }> {
   if (o.clientNames.length === 0) throw new ThinshipError('USAGE', '--add-client needs --client NAME (the identity of the new client)');
   const ca = join(o.dir, 'ca.crt');
   const caKey = join(o.dir, 'ca.key');
   const missing = [];
   for (const f of [ca, caKey]) if (!(await exists(f))) missing.push(f);
-  if (missing.length > 0) throw new ThinshipError('NOT_FOUND', `--add-client needs the CA in ${o.dir}: ${missing.join(' and ')} not found (make one first: thinship certs --out ${o.dir})`);
+  if (missing.length > 0)
+    throw new ThinshipError(
+      'NOT_FOUND',
+      `--add-client needs the CA in ${o.dir}: ${missing.join(' and ')} not found (make one first: thinship certs --out ${o.dir})`,
+    );
   const clients = o.clientNames.map((name) => {
     checkName(name, 'client name');
     const base = fileBaseOf(name);
-    if (RESERVED_BASES.has(base)) throw new ThinshipError('USAGE', `client name "${name}" would write ${base}.crt, the ${base === 'ca' ? "CA's" : "server's"} own file: choose another name`);
+    if (RESERVED_BASES.has(base))
+      throw new ThinshipError(
+        'USAGE',
+        `client name "${name}" would write ${base}.crt, the ${base === 'ca' ? "CA's" : "server's"} own file: choose another name`,
+      );
     return { name, cert: join(o.dir, `${base}.crt`), key: join(o.dir, `${base}.key`) };
   });
-  if (new Set(clients.map((c) => c.cert)).size !== clients.length) throw new ThinshipError('USAGE', `client names ${o.clientNames.join(', ')} would share a file name`);
-  if (!o.force) await refuseExisting(o.dir, clients.flatMap((c) => [c.cert, c.key]), '--force replaces them');
+  if (new Set(clients.map((c) => c.cert)).size !== clients.length)
+    throw new ThinshipError('USAGE', `client names ${o.clientNames.join(', ')} would share a file name`);
+  if (!o.force)
+    await refuseExisting(
+      o.dir,
+      clients.flatMap((c) => [c.cert, c.key]),
+      '--force replaces them',
+    );
   for (const c of clients) {
     await issueCertificate({ caCert: ca, caKey, cert: c.cert, key: c.key, commonName: c.name, altNames: [c.name], usage: 'client', days: o.days });
   }

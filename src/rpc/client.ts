@@ -42,13 +42,27 @@ import type { VolumeReader } from '../sender/volume-reader.js';
 import type { SendPlan } from '../thin/planner.js';
 import type { TargetReport } from '../receiver/target-state/report.js';
 import {
-  newReceiverClient, PROTOCOL_VERSION, unixMsOfTimestamp, type GetTargetResponse__Output,
-  type ApplyStreamRequest, type ApplyStreamResponse__Output, type TransferState__Output, type AbortTransferResponse__Output, type ReceiverServiceClient,
+  newReceiverClient,
+  PROTOCOL_VERSION,
+  unixMsOfTimestamp,
+  type GetTargetResponse__Output,
+  type ApplyStreamRequest,
+  type ApplyStreamResponse__Output,
+  type TransferState__Output,
+  type AbortTransferResponse__Output,
+  type ReceiverServiceClient,
 } from './proto.js';
 import { fromServiceError, fromReceiver, type TransportFailure } from './status.js';
 import {
-  checkInsecureAllowed, clientCredentialsOf, loadClientTls, parseHostPort, probeConnection, clientCertificateProblems,
-  type TlsFiles, type ClientTls, type HostPort,
+  checkInsecureAllowed,
+  clientCredentialsOf,
+  loadClientTls,
+  parseHostPort,
+  probeConnection,
+  clientCertificateProblems,
+  type TlsFiles,
+  type ClientTls,
+  type HostPort,
 } from './tls.js';
 
 const MAX_WRITES_IN_FLIGHT = 4;
@@ -86,7 +100,14 @@ function stateOf(r: { state: TransferState__Output | null } | undefined, rpc: st
 const explained = new WeakSet<ThinshipError>();
 
 /** A channel's address, credentials and options (mTLS, or plaintext on loopback): what any thinship client connects with. */
-export interface ChannelSetup { hp: HostPort; creds: grpc.ChannelCredentials; options: grpc.ChannelOptions; tls: ClientTls | undefined; servername: string | undefined; verifyHost: string }
+export interface ChannelSetup {
+  hp: HostPort;
+  creds: grpc.ChannelCredentials;
+  options: grpc.ChannelOptions;
+  tls: ClientTls | undefined;
+  servername: string | undefined;
+  verifyHost: string;
+}
 
 /** `flag` names the address option in errors (--to, --via). */
 export async function channelOf(o: ConnectOptions, flag: string): Promise<ChannelSetup> {
@@ -167,25 +188,50 @@ export class ReceiverClient {
     const unavailable = (why: string, connect: boolean) =>
       new ThinshipError('UNAVAILABLE', why, { retryable: true, details: { ...err.details, connect }, cause: err });
     if (t.kind === 'connect') return unavailable(`cannot connect to the receiver at ${this.address}: ${t.reason}`, true);
-    if (t.kind === 'dropped') return unavailable(`the receiver at ${this.address} closed the connection before the TLS handshake completed (restarting?): ${t.reason}`, false);
-    const p = await probeConnection({ host: this.hp.host, port: this.hp.port, tls: this.tls, servername: this.servername, verifyHost: this.verifyHost, timeoutMs: PROBE_TIMEOUT_MS });
+    if (t.kind === 'dropped')
+      return unavailable(`the receiver at ${this.address} closed the connection before the TLS handshake completed (restarting?): ${t.reason}`, false);
+    const p = await probeConnection({
+      host: this.hp.host,
+      port: this.hp.port,
+      tls: this.tls,
+      servername: this.servername,
+      verifyHost: this.verifyHost,
+      timeoutMs: PROBE_TIMEOUT_MS,
+    });
     const who = this.tls ? `our client certificate "${this.identity}" (${this.tls.files.cert})` : 'us';
-    const refused = (why: string) => new ThinshipError('UNAUTHENTICATED', `the receiver at ${this.address} refused ${who}: ${why}`, { details: { ...err.details, probe: p }, cause: err });
+    const refused = (why: string) =>
+      new ThinshipError('UNAUTHENTICATED', `the receiver at ${this.address} refused ${who}: ${why}`, { details: { ...err.details, probe: p }, cause: err });
     switch (p.kind) {
-      case 'connect': return unavailable(`cannot connect to the receiver at ${this.address}: ${p.reason}`, true);
-      case 'server-certificate': return new ThinshipError('UNAUTHENTICATED', `the receiver's certificate at ${this.address} is not trusted: ${p.reason}`, { details: { ...err.details, probe: p }, cause: err });
-      case 'alert': return refused(`${p.description}${p.alert === undefined ? '' : ` (TLS alert ${p.alert})`}`);
+      case 'connect':
+        return unavailable(`cannot connect to the receiver at ${this.address}: ${p.reason}`, true);
+      case 'server-certificate':
+        return new ThinshipError('UNAUTHENTICATED', `the receiver's certificate at ${this.address} is not trusted: ${p.reason}`, {
+          details: { ...err.details, probe: p },
+          cause: err,
+        });
+      case 'alert':
+        return refused(`${p.description}${p.alert === undefined ? '' : ` (TLS alert ${p.alert})`}`);
       case 'closed-after-handshake': {
         const problems = this.tls ? clientCertificateProblems(this.tls) : [];
-        return refused(`it closed the connection right after the TLS handshake, without a TLS alert; ${problems.length > 0 ? problems.join('; ') : 'the certificate looks valid here: is its CA in the receiver\'s tls.ca?'}`);
+        return refused(
+          `it closed the connection right after the TLS handshake, without a TLS alert; ${problems.length > 0 ? problems.join('; ') : "the certificate looks valid here: is its CA in the receiver's tls.ca?"}`,
+        );
       }
-      default: return err; // it answers now: the failure was passing, retry
+      default:
+        return err; // it answers now: the failure was passing, retry
     }
   }
 
   private settle<T>(e: grpc.ServiceError | null, where: string, ok: () => T, resolve: (v: T) => void, reject: (e: unknown) => void): void {
     if (!e || fromReceiver(e)) this.reached = true;
-    if (!e) { try { resolve(ok()); } catch (x) { reject(x); } return; }
+    if (!e) {
+      try {
+        resolve(ok());
+      } catch (x) {
+        reject(x);
+      }
+      return;
+    }
     this.explain(fromServiceError(e, where)).then(reject, reject);
   }
 
@@ -193,7 +239,11 @@ export class ReceiverClient {
   getTransferState(transferId: string): Promise<TransferState__Output | undefined> {
     return new Promise((resolve, reject) => {
       this.raw.GetTransferState({ transferId }, new grpc.Metadata(), { deadline: Date.now() + UNARY_DEADLINE_MS }, (e, r) => {
-        if (e?.code === grpc.status.NOT_FOUND) { this.reached = true; resolve(undefined); return; }
+        if (e?.code === grpc.status.NOT_FOUND) {
+          this.reached = true;
+          resolve(undefined);
+          return;
+        }
         this.settle(e, `GetTransferState on ${this.address}`, () => stateOf(r, 'GetTransferState'), resolve, reject);
       });
     });
@@ -231,7 +281,8 @@ export class ReceiverClient {
     const response = new Promise<ApplyStreamResponse__Output>((resolve, reject) => {
       call = this.raw.ApplyStream(new grpc.Metadata(), {}, (e, r) => {
         if (!e || fromReceiver(e)) this.reached = true;
-        if (e) reject(e); else resolve(r!);
+        if (e) reject(e);
+        else resolve(r!);
       });
     });
     response.catch(() => undefined);
@@ -265,8 +316,7 @@ export interface SendProgress {
 }
 
 export type SendEvent =
-  | { type: 'start'; transferId: string; resumeOffsetBytes: number; attempt: number }
-  | { type: 'retry'; attempt: number; error: ThinshipError; delayMs: number };
+  { type: 'start'; transferId: string; resumeOffsetBytes: number; attempt: number } | { type: 'retry'; attempt: number; error: ThinshipError; delayMs: number };
 
 export interface GrpcSendOptions {
   /** Begin.force / Begin.grow: the receiver applies over a diverged target / extends a smaller file target. */
@@ -337,7 +387,11 @@ export function wireVolumeIds(p: SendPlan): { sourceId: string; baseId: string }
 }
 
 function realPath(path: string): string {
-  try { return realpathSync(path); } catch { return path; } // the planner already read it; a vanished file fails there
+  try {
+    return realpathSync(path);
+  } catch {
+    return path;
+  } // the planner already read it; a vanished file fails there
 }
 
 /**
@@ -350,16 +404,27 @@ export function defaultTransferId(p: SendPlan, target: string, identity: string)
   const t = p.plan.totals;
   const ids = wireVolumeIds(p);
   const dataPath = p.spec.kind === 'offline' ? realPath(p.spec.dataPath) : '';
-  const h = createHash('sha256').update(JSON.stringify([identity, target, ids.sourceId, ids.baseId, dataPath, p.mode, t.volumeSizeBytes, t.dataBytes, t.unmapBytes, t.dataOps, t.unmapOps]));
+  const h = createHash('sha256').update(
+    JSON.stringify([identity, target, ids.sourceId, ids.baseId, dataPath, p.mode, t.volumeSizeBytes, t.dataBytes, t.unmapBytes, t.dataOps, t.unmapOps]),
+  );
   return `ts-${h.digest('hex').slice(0, 32)}`;
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
-    if (signal?.aborted) { reject(new ThinshipError('ABORTED', 'send cancelled')); return; }
+    if (signal?.aborted) {
+      reject(new ThinshipError('ABORTED', 'send cancelled'));
+      return;
+    }
     // The listener goes with the wait: one per retry would pile up on a long-lived signal.
-    const onAbort = () => { clearTimeout(t); reject(new ThinshipError('ABORTED', 'send cancelled')); };
-    const t = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(new ThinshipError('ABORTED', 'send cancelled'));
+    };
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
@@ -369,19 +434,28 @@ function retryable(e: ThinshipError): boolean {
 }
 
 /** The Begin request of a call: the sender's begin, and what only this call knows. */
-function pbBeginOf(info: BeginInfo, call: { target: string; resumeOffsetBytes: number; compress: boolean; force?: boolean; grow?: boolean }): ApplyStreamRequest {
+function pbBeginOf(
+  info: BeginInfo,
+  call: { target: string; resumeOffsetBytes: number; compress: boolean; force?: boolean; grow?: boolean },
+): ApplyStreamRequest {
   return {
     kind: 'begin',
     begin: {
-      protocolVersion: PROTOCOL_VERSION, transferId: info.transferId ?? '', target: call.target,
+      protocolVersion: PROTOCOL_VERSION,
+      transferId: info.transferId ?? '',
+      target: call.target,
       mode: info.incremental ? 'TRANSFER_MODE_INCREMENTAL' : 'TRANSFER_MODE_FULL',
-      volumeSizeBytes: info.volumeSizeBytes ?? 0, blockSizeBytes: info.blockSizeBytes ?? 0,
-      sourceId: info.sourceId ?? '', baseId: info.baseId ?? '',
-      plannedDataBytes: info.plannedDataBytes ?? 0, plannedUnmapBytes: info.plannedUnmapBytes ?? 0,
+      volumeSizeBytes: info.volumeSizeBytes ?? 0,
+      blockSizeBytes: info.blockSizeBytes ?? 0,
+      sourceId: info.sourceId ?? '',
+      baseId: info.baseId ?? '',
+      plannedDataBytes: info.plannedDataBytes ?? 0,
+      plannedUnmapBytes: info.plannedUnmapBytes ?? 0,
       resumeOffsetBytes: call.resumeOffsetBytes,
       compression: call.compress ? 'COMPRESSION_ZSTD' : 'COMPRESSION_NONE',
       checksum: info.checksum === 'none' ? 'CHECKSUM_ALGORITHM_NONE' : 'CHECKSUM_ALGORITHM_SHA256',
-      force: call.force === true, grow: call.grow === true,
+      force: call.force === true,
+      grow: call.grow === true,
     },
   };
 }
@@ -390,7 +464,14 @@ function pbBeginOf(info: BeginInfo, call: { target: string; resumeOffsetBytes: n
 function pbEndOf(end: EndMessage): ApplyStreamRequest {
   return {
     kind: 'end',
-    end: { records: end.dataRecords + end.unmapRecords + 2, dataRecords: end.dataRecords, unmapRecords: end.unmapRecords, dataBytes: end.dataBytes ?? 0, unmapBytes: end.unmapBytes ?? 0, digest: end.digest ?? Buffer.alloc(0) },
+    end: {
+      records: end.dataRecords + end.unmapRecords + 2,
+      dataRecords: end.dataRecords,
+      unmapRecords: end.unmapRecords,
+      dataBytes: end.dataBytes ?? 0,
+      unmapBytes: end.unmapBytes ?? 0,
+      digest: end.digest ?? Buffer.alloc(0),
+    },
   };
 }
 
@@ -403,8 +484,15 @@ export async function sendPlanOverGrpc(client: ReceiverClient, p: SendPlan, read
   const compress = o.compress ?? true;
   const totals = p.plan.totals;
   const r: Omit<GrpcSendResult, 'digest' | 'state' | 'seconds'> = {
-    transferId, alreadyComplete: false, attempts: 0, startOffsets: [], dataBytes: 0, payloadBytes: 0, unmapBytes: 0,
-    chunks: { raw: 0, zstd: 0, zero: 0 }, plannedDataBytes: totals.dataBytes,
+    transferId,
+    alreadyComplete: false,
+    attempts: 0,
+    startOffsets: [],
+    dataBytes: 0,
+    payloadBytes: 0,
+    unmapBytes: 0,
+    chunks: { raw: 0, zstd: 0, zero: 0 },
+    plannedDataBytes: totals.dataBytes,
   };
   const pool = o.pool ?? new CompressPool({ workers: o.workers, compress, zstdLevel: o.zstdLevel });
   let mismatches = 0;
@@ -434,13 +522,20 @@ export async function sendPlanOverGrpc(client: ReceiverClient, p: SendPlan, read
       } catch (e) {
         const err = await client.explain(fromServiceError(e, `ApplyStream to ${client.address}`));
         if (o.signal?.aborted) throw err;
-        if (r.dataBytes > dataBefore) { resumable = true; failures = 0; delay = firstDelayMs; } // progress: a fresh start
+        if (r.dataBytes > dataBefore) {
+          resumable = true;
+          failures = 0;
+          delay = firstDelayMs;
+        } // progress: a fresh start
         if (!client.reached && err.details.connect === true) {
           // Nobody at the address yet: a short, bounded wait, then say so (nothing was started).
           connectDeadline ??= Date.now() + (o.connectWaitMs ?? 5000);
           const leftMs = connectDeadline - Date.now();
           if (leftMs <= 0) {
-            throw new ThinshipError('UNAVAILABLE', `${err.message} (tried for ${((o.connectWaitMs ?? 5000) / 1000).toFixed(0)} s; nothing was sent)`, { details: err.details, cause: err });
+            throw new ThinshipError('UNAVAILABLE', `${err.message} (tried for ${((o.connectWaitMs ?? 5000) / 1000).toFixed(0)} s; nothing was sent)`, {
+              details: err.details,
+              cause: err,
+            });
           }
           const waitMs = Math.min(connectDelayMs, leftMs);
           o.onEvent?.({ type: 'retry', attempt, error: err, delayMs: waitMs });
@@ -454,8 +549,14 @@ export async function sendPlanOverGrpc(client: ReceiverClient, p: SendPlan, read
         mismatches = err.code === 'RESUME_MISMATCH' ? mismatches + 1 : 0;
         if (!retryable(err) || mismatches > 2 || failures >= maxAttempts) {
           if (failures >= maxAttempts && retryable(err)) {
-            const next = resumable ? `run the same send again to resume transfer ${transferId}` : 'no data reached the receiver; run the same send again to retry';
-            throw new ThinshipError(err.code, `${err.message} (gave up after ${failures} attempts in a row; ${next})`, { retryable: true, details: err.details, cause: err });
+            const next = resumable
+              ? `run the same send again to resume transfer ${transferId}`
+              : 'no data reached the receiver; run the same send again to retry';
+            throw new ThinshipError(err.code, `${err.message} (gave up after ${failures} attempts in a row; ${next})`, {
+              retryable: true,
+              details: err.details,
+              cause: err,
+            });
           }
           throw err;
         }
@@ -471,12 +572,22 @@ export async function sendPlanOverGrpc(client: ReceiverClient, p: SendPlan, read
 
 /** One ApplyStream call from the receiver's durable state `st` (undefined: from the start). */
 async function oneCall(
-  client: ReceiverClient, p: SendPlan, reader: VolumeReader, pool: CompressPool, o: GrpcSendOptions,
-  r: Omit<GrpcSendResult, 'digest' | 'state' | 'seconds'>, transferId: string, compress: boolean, st: TransferState__Output | undefined,
+  client: ReceiverClient,
+  p: SendPlan,
+  reader: VolumeReader,
+  pool: CompressPool,
+  o: GrpcSendOptions,
+  r: Omit<GrpcSendResult, 'digest' | 'state' | 'seconds'>,
+  transferId: string,
+  compress: boolean,
+  st: TransferState__Output | undefined,
 ): Promise<ApplyStreamResponse__Output> {
   const resume = st?.durableOffsetBytes ?? 0;
   // Everything below the resume offset is in the receiver's state: the ledger continues from it.
-  const ledger = new StreamLedger(true, st && { digest: st.digestState, dataRecords: st.dataRecords, unmapRecords: st.unmapRecords, dataBytes: st.dataBytes, unmapBytes: st.unmapBytes });
+  const ledger = new StreamLedger(
+    true,
+    st && { digest: st.digestState, dataRecords: st.dataRecords, unmapRecords: st.unmapRecords, dataBytes: st.dataBytes, unmapBytes: st.unmapBytes },
+  );
   const resumedDataBytes = ledger.counts.dataBytes;
   const totals = p.plan.totals;
   const { call, response } = client.applyStream();
@@ -485,18 +596,32 @@ async function oneCall(
   // ends: racing every wait against one long-lived promise would keep them all alive (the
   // receiver's leak of issue 5 was this pattern).
   const failWaiters = new Set<() => void>();
-  response.catch((e: unknown) => { failure = e; for (const w of [...failWaiters]) w(); });
-  const waitUntil = (register: (done: () => void) => () => void) => new Promise<void>((resolve) => {
-    if (failure !== undefined) { resolve(); return; }
-    let unregister: () => void = () => undefined;
-    const done = () => { failWaiters.delete(done); unregister(); resolve(); };
-    failWaiters.add(done);
-    unregister = register(done);
+  response.catch((e: unknown) => {
+    failure = e;
+    for (const w of [...failWaiters]) w();
   });
+  const waitUntil = (register: (done: () => void) => () => void) =>
+    new Promise<void>((resolve) => {
+      if (failure !== undefined) {
+        resolve();
+        return;
+      }
+      let unregister: () => void = () => undefined;
+      const done = () => {
+        failWaiters.delete(done);
+        unregister();
+        resolve();
+      };
+      failWaiters.add(done);
+      unregister = register(done);
+    });
   let inflight = 0;
   let wake: (() => void) | undefined;
   // failure is the call's own error (a grpc ServiceError): it stays raw, the retry loop classifies it.
-  const check = () => { if (failure !== undefined) throw failure as Error; if (o.signal?.aborted) throw new ThinshipError('ABORTED', 'send cancelled'); };
+  const check = () => {
+    if (failure !== undefined) throw failure as Error;
+    if (o.signal?.aborted) throw new ThinshipError('ABORTED', 'send cancelled');
+  };
   // A cancel ends the call at once, wherever this function waits (its failure wakes every wait).
   const onAbort = () => call.cancel();
   o.signal?.addEventListener('abort', onAbort, { once: true });
@@ -505,10 +630,23 @@ async function oneCall(
   const write = async (req: ApplyStreamRequest, written?: () => void) => {
     check();
     inflight++;
-    const ok = call.write(req, () => { inflight--; written?.(); wake?.(); });
-    if (!ok) await waitUntil((done) => { call.once('drain', done); return () => call.off('drain', done); });
+    const ok = call.write(req, () => {
+      inflight--;
+      written?.();
+      wake?.();
+    });
+    if (!ok)
+      await waitUntil((done) => {
+        call.once('drain', done);
+        return () => call.off('drain', done);
+      });
     while (inflight >= MAX_WRITES_IN_FLIGHT && failure === undefined) {
-      await waitUntil((done) => { wake = done; return () => { if (wake === done) wake = undefined; }; });
+      await waitUntil((done) => {
+        wake = done;
+        return () => {
+          if (wake === done) wake = undefined;
+        };
+      });
     }
     check();
   };
@@ -523,25 +661,40 @@ async function oneCall(
     } else {
       const c = it.result;
       ledger.addData(it.offsetBytes, it.lengthBytes, c.checksum);
-      const [encoding, payload] = c.zero ? ['ENCODING_ZERO' as const, Buffer.alloc(0)] : c.frame ? ['ENCODING_ZSTD' as const, c.frame] : ['ENCODING_RAW' as const, c.raw];
+      const [encoding, payload] = c.zero
+        ? ['ENCODING_ZERO' as const, Buffer.alloc(0)]
+        : c.frame
+          ? ['ENCODING_ZSTD' as const, c.frame]
+          : ['ENCODING_RAW' as const, c.raw];
       if (o.bandwidth) await o.bandwidth.take(payload.length + 64, o.signal).catch(() => check());
       r.chunks[c.zero ? 'zero' : c.frame ? 'zstd' : 'raw']++;
       // The read buffer goes back for reuse once nothing reads it: now, unless it is the
       // payload itself, which a gRPC write serializes later (then: after its callback).
       const sendsRaw = payload === c.raw;
       if (!sendsRaw) buffers.give(c.raw);
-      await write({ kind: 'data', data: { offsetBytes: it.offsetBytes, lengthBytes: it.lengthBytes, payload, encoding, checksum: c.checksum } }, sendsRaw ? () => buffers.give(c.raw) : undefined);
+      await write(
+        { kind: 'data', data: { offsetBytes: it.offsetBytes, lengthBytes: it.lengthBytes, payload, encoding, checksum: c.checksum } },
+        sendsRaw ? () => buffers.give(c.raw) : undefined,
+      );
       r.dataBytes += it.lengthBytes;
       r.payloadBytes += payload.length;
     }
-    o.onProgress?.({ dataBytes: r.dataBytes, payloadBytes: r.payloadBytes, offsetBytes: it.offsetBytes + it.lengthBytes, plannedDataBytes: totals.dataBytes, resumedDataBytes });
+    o.onProgress?.({
+      dataBytes: r.dataBytes,
+      payloadBytes: r.payloadBytes,
+      offsetBytes: it.offsetBytes + it.lengthBytes,
+      plannedDataBytes: totals.dataBytes,
+      resumedDataBytes,
+    });
   };
 
   try {
     const messages = sendMessages(p, reader, { resumeFromBytes: resume, transferId, buffers, checksum: 'sha256', volumeIds: wireVolumeIds(p) });
     for await (const m of compressStage(messages, pool)) {
-      if (m.type === 'begin') await write(pbBeginOf(m.info, { target: o.target, resumeOffsetBytes: resume, compress, force: o.force === true, grow: o.grow === true }));
-      else if (m.type === 'end') continue; // the ledger's end, below (it counts what an earlier call delivered too)
+      if (m.type === 'begin')
+        await write(pbBeginOf(m.info, { target: o.target, resumeOffsetBytes: resume, compress, force: o.force === true, grow: o.grow === true }));
+      else if (m.type === 'end')
+        continue; // the ledger's end, below (it counts what an earlier call delivered too)
       else await emit(m);
     }
     await write(pbEndOf(ledger.seal()));
@@ -549,7 +702,10 @@ async function oneCall(
     logPhase('send: end written');
     const res = await response;
     if (!ledger.digestMatches(res.digest)) {
-      throw new ThinshipError('CHECKSUM_MISMATCH', `the receiver reports stream digest ${res.digest.toString('hex')}, the sender computed ${ledger.digest.toString('hex')}`);
+      throw new ThinshipError(
+        'CHECKSUM_MISMATCH',
+        `the receiver reports stream digest ${res.digest.toString('hex')}, the sender computed ${ledger.digest.toString('hex')}`,
+      );
     }
     return res;
   } catch (e) {
@@ -567,13 +723,21 @@ function reportOfProto(r: GetTargetResponse__Output): TargetReport {
   return {
     target: r.target,
     kind: r.kind === 'block-device' ? 'block-device' : 'file',
-    record: rec ? {
-      record: {
-        format: 1, sourceId: rec.sourceId, baseId: rec.baseId, ...(rec.snapshotName ? { snapshotName: rec.snapshotName } : {}), volumeSizeBytes: rec.volumeSizeBytes,
-        digest: Buffer.from(rec.digest).toString('hex'), transferId: rec.transferId, receivedUnixMs: unixMsOfTimestamp(rec.receiveTime),
-      },
-      store: r.recordStore === 'xattr' || r.recordStore === 'sidecar' ? r.recordStore : 'state-dir',
-    } : null,
+    record: rec
+      ? {
+          record: {
+            format: 1,
+            sourceId: rec.sourceId,
+            baseId: rec.baseId,
+            ...(rec.snapshotName ? { snapshotName: rec.snapshotName } : {}),
+            volumeSizeBytes: rec.volumeSizeBytes,
+            digest: Buffer.from(rec.digest).toString('hex'),
+            transferId: rec.transferId,
+            receivedUnixMs: unixMsOfTimestamp(rec.receiveTime),
+          },
+          store: r.recordStore === 'xattr' || r.recordStore === 'sidecar' ? r.recordStore : 'state-dir',
+        }
+      : null,
     ...(r.identity ? { identity: r.identity } : {}),
     diverged: r.diverged,
     divergence: r.divergence,

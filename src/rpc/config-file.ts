@@ -33,7 +33,11 @@ export class ConfigObject {
   readonly v: Record<string, unknown>;
   private readonly base: string;
 
-  constructor(v: unknown, readonly file: string, keys: readonly string[]) {
+  constructor(
+    v: unknown,
+    readonly file: string,
+    keys: readonly string[],
+  ) {
     if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new ThinshipError('USAGE', `${file}: the config must be a JSON object`);
     this.v = v as Record<string, unknown>;
     for (const k of Object.keys(this.v)) if (!keys.includes(k)) throw new ThinshipError('USAGE', `${file}: unknown key "${k}" (known: ${keys.join(', ')})`);
@@ -50,9 +54,11 @@ export class ConfigObject {
   tls(key: string): TlsFiles | undefined {
     const t = this.v[key];
     if (t === undefined) return undefined;
-    if (t === null || typeof t !== 'object' || Array.isArray(t)) throw new ThinshipError('USAGE', `${this.file}: "${key}" must be an object with ca, cert and key`);
+    if (t === null || typeof t !== 'object' || Array.isArray(t))
+      throw new ThinshipError('USAGE', `${this.file}: "${key}" must be an object with ca, cert and key`);
     const r = t as Record<string, unknown>;
-    for (const k of Object.keys(r)) if (!['ca', 'cert', 'key'].includes(k)) throw new ThinshipError('USAGE', `${this.file}: "${key}": unknown key "${k}" (expected ca, cert, key)`);
+    for (const k of Object.keys(r))
+      if (!['ca', 'cert', 'key'].includes(k)) throw new ThinshipError('USAGE', `${this.file}: "${key}": unknown key "${k}" (expected ca, cert, key)`);
     return { ca: this.path(r.ca, `${key}.ca`), cert: this.path(r.cert, `${key}.cert`), key: this.path(r.key, `${key}.key`) };
   }
 
@@ -87,8 +93,14 @@ export function configUint(x: unknown, at: string, dflt: number, min = 1, max = 
 }
 
 /** The "identities" object of a config: each identity's rules, parsed by `parse` (`at` names the identity in errors; `what` lists the keys a rule object has). */
-export async function parseIdentities<R>(v: unknown, file: string, what: string, parse: (raw: Record<string, unknown>, at: string) => Promise<R> | R): Promise<Map<string, R>> {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new ThinshipError('USAGE', `${file}: "identities" must be an object mapping an identity to its rules`);
+export async function parseIdentities<R>(
+  v: unknown,
+  file: string,
+  what: string,
+  parse: (raw: Record<string, unknown>, at: string) => Promise<R> | R,
+): Promise<Map<string, R>> {
+  if (v === null || typeof v !== 'object' || Array.isArray(v))
+    throw new ThinshipError('USAGE', `${file}: "identities" must be an object mapping an identity to its rules`);
   const out = new Map<string, R>();
   for (const [id, raw] of Object.entries(v as Record<string, unknown>)) {
     const at = `${file}: identities["${id}"]`;
@@ -123,16 +135,24 @@ export function parseLvmRules(list: unknown, at: string): LvmNameRule[] {
   if (!Array.isArray(list)) throw new ThinshipError('USAGE', `${at} must be a list of { vg, pool, lv } rules`);
   return list.map((l: unknown, i) => {
     const o = l as Record<string, unknown>;
-    if (o === null || typeof o !== 'object' || typeof o.vg !== 'string' || !validLvmName(o.vg)) throw new ThinshipError('USAGE', `${at}[${i}]: "vg" must be a VG name`);
-    if (o.pool !== undefined && (typeof o.pool !== 'string' || !validLvmName(o.pool))) throw new ThinshipError('USAGE', `${at}[${i}]: "pool" must be an LV name`);
+    if (o === null || typeof o !== 'object' || typeof o.vg !== 'string' || !validLvmName(o.vg))
+      throw new ThinshipError('USAGE', `${at}[${i}]: "vg" must be a VG name`);
+    if (o.pool !== undefined && (typeof o.pool !== 'string' || !validLvmName(o.pool)))
+      throw new ThinshipError('USAGE', `${at}[${i}]: "pool" must be an LV name`);
     const lv = o.lv ?? '*';
-    if (typeof lv !== 'string' || !/^[A-Za-z0-9+_.*?-]+$/.test(lv)) throw new ThinshipError('USAGE', `${at}[${i}]: "lv" must be an LV name pattern (letters, digits, + _ . -, and * ?)`);
+    if (typeof lv !== 'string' || !/^[A-Za-z0-9+_.*?-]+$/.test(lv))
+      throw new ThinshipError('USAGE', `${at}[${i}]: "lv" must be an LV name pattern (letters, digits, + _ . -, and * ?)`);
     return { vg: o.vg, pool: o.pool, lv };
   });
 }
 
 /** `*` any run of characters, `?` one (a glob over a whole name). */
 export function globMatch(pattern: string, s: string): boolean {
-  const re = new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
+  const re = new RegExp(
+    `^${pattern
+      .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+      .replace(/\*/g, '.*')
+      .replace(/\?/g, '.')}$`,
+  );
   return re.test(s);
 }

@@ -95,7 +95,11 @@ export class ConnectionWindowControl {
   onSessionCount?: (sessions: number) => void;
 
   /** `windowBytes`: each connection's window; `streamWindowBytes`: each stream's (the connection's unless given). */
-  constructor(public windowBytes: number, private readonly log?: Logger, streamWindowBytes = windowBytes) {
+  constructor(
+    public windowBytes: number,
+    private readonly log?: Logger,
+    streamWindowBytes = windowBytes,
+  ) {
     this.windowBytes = clampWindow(windowBytes);
     this.streamWindowBytes = clampWindow(streamWindowBytes);
   }
@@ -147,7 +151,13 @@ export class ConnectionWindowControl {
  * stream and connection). Call before bindAsync. Returns false if this grpc-js
  * offers no way in (the windows then stay at 64 KiB).
  */
-export function raiseReceiveWindow(server: grpc.Server, windows: number | ReceiveWindows, log?: Logger, onSession?: (s: http2.ServerHttp2Session) => void, control?: ConnectionWindowControl): boolean {
+export function raiseReceiveWindow(
+  server: grpc.Server,
+  windows: number | ReceiveWindows,
+  log?: Logger,
+  onSession?: (s: http2.ServerHttp2Session) => void,
+  control?: ConnectionWindowControl,
+): boolean {
   const w = typeof windows === 'number' ? { streamBytes: windows, connectionBytes: windows } : windows;
   const stream = clampWindow(w.streamBytes);
   const connection = clampWindow(w.connectionBytes);
@@ -165,7 +175,10 @@ export function raiseReceiveWindow(server: grpc.Server, windows: number | Receiv
       if (control) {
         control.sessions.add(session);
         control.onSessionCount?.(control.sessions.size);
-        session.once('close', () => { control.sessions.delete(session); control.onSessionCount?.(control.sessions.size); });
+        session.once('close', () => {
+          control.sessions.delete(session);
+          control.onSessionCount?.(control.sessions.size);
+        });
         // Each acknowledged SETTINGS (the first included) may find the window changed meanwhile.
         session.on('localSettings', () => control.syncStreamWindow(session));
       }

@@ -46,7 +46,10 @@ export interface StartTransferRequest {
 type RawClient = grpc.Client & Record<string, (...a: unknown[]) => unknown>;
 
 export class SenderClient {
-  private constructor(readonly address: string, private readonly raw: RawClient) {}
+  private constructor(
+    readonly address: string,
+    private readonly raw: RawClient,
+  ) {}
 
   static async connect(o: ConnectOptions): Promise<SenderClient> {
     const { creds, options } = await channelOf(o, '--via');
@@ -58,14 +61,24 @@ export class SenderClient {
   private errorOf(e: unknown, rpc: string): ThinshipError {
     const err = fromServiceError(e, `${rpc} on the sender daemon at ${this.address}`);
     const t = err.details.transport as TransportFailure | undefined;
-    if (t?.kind === 'connect') return new ThinshipError('UNAVAILABLE', `cannot connect to the sender daemon at ${this.address}: ${t.reason}`, { retryable: true, details: err.details, cause: err });
+    if (t?.kind === 'connect')
+      return new ThinshipError('UNAVAILABLE', `cannot connect to the sender daemon at ${this.address}: ${t.reason}`, {
+        retryable: true,
+        details: err.details,
+        cause: err,
+      });
     return err;
   }
 
   private unary<T>(rpc: string, req: Record<string, unknown>): Promise<T> {
     return new Promise((resolve, reject) => {
-      (this.raw[rpc] as (r: unknown, md: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r: T) => void) => void)
-        .call(this.raw, req, new grpc.Metadata(), { deadline: Date.now() + UNARY_DEADLINE_MS }, (e, r) => (e ? reject(this.errorOf(e, rpc)) : resolve(r)));
+      (this.raw[rpc] as (r: unknown, md: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r: T) => void) => void).call(
+        this.raw,
+        req,
+        new grpc.Metadata(),
+        { deadline: Date.now() + UNARY_DEADLINE_MS },
+        (e, r) => (e ? reject(this.errorOf(e, rpc)) : resolve(r)),
+      );
     });
   }
 
@@ -95,19 +108,39 @@ export class SenderClient {
       const call = (this.raw.WatchTransfer as (r: unknown) => grpc.ClientReadableStream<{ transfer: SenderTransferInfo }>).call(this.raw, { transferId });
       let last: SenderTransferInfo | undefined;
       let settled = false;
-      const settle = (f: () => void) => { if (!settled) { settled = true; signal?.removeEventListener('abort', onAbort); f(); } };
-      const onAbort = () => settle(() => { call.cancel(); reject(signal!.reason as Error); });
-      if (signal?.aborted) { onAbort(); return; }
+      const settle = (f: () => void) => {
+        if (!settled) {
+          settled = true;
+          signal?.removeEventListener('abort', onAbort);
+          f();
+        }
+      };
+      const onAbort = () =>
+        settle(() => {
+          call.cancel();
+          reject(signal!.reason as Error);
+        });
+      if (signal?.aborted) {
+        onAbort();
+        return;
+      }
       signal?.addEventListener('abort', onAbort, { once: true });
       call.on('data', (m: { transfer: SenderTransferInfo }) => {
         last = m.transfer;
         onState(m.transfer);
       });
       call.on('error', (e) => settle(() => reject(this.errorOf(e, 'WatchTransfer'))));
-      call.on('end', () => settle(() => {
-        if (last && FINAL_STATES.has(last.state)) resolve(last);
-        else reject(new ThinshipError('UNAVAILABLE', `the sender daemon at ${this.address} ended the watch of ${transferId} before its final state`, { retryable: true }));
-      }));
+      call.on('end', () =>
+        settle(() => {
+          if (last && FINAL_STATES.has(last.state)) resolve(last);
+          else
+            reject(
+              new ThinshipError('UNAVAILABLE', `the sender daemon at ${this.address} ended the watch of ${transferId} before its final state`, {
+                retryable: true,
+              }),
+            );
+        }),
+      );
     });
   }
 

@@ -38,8 +38,18 @@ import { ConfigObject, readConfigJson } from './config-file.js';
 import { parseAccessRules, type AccessPolicy } from '../receiver/access.js';
 import type { TlsFiles } from './tls.js';
 import {
-  DEFAULT_CHECKPOINT_INTERVAL_BYTES, DEFAULT_MAX_CHUNK_BYTES, DEFAULT_TRANSFER_EXPIRY_MS, DEFAULT_MAX_ACTIVE_TRANSFERS, DEFAULT_MAX_STORED_TRANSFERS_PER_IDENTITY, DEFAULT_MAX_COMPLETED_TRANSFERS_PER_IDENTITY,
-  DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MIN_BYTES_PER_SECOND, DEFAULT_PROGRESS_WINDOW_MS, defaultMaxActivePerIdentity, DEFAULT_MAX_BUFFERED_BYTES, MESSAGE_OVERHEAD_BYTES,
+  DEFAULT_CHECKPOINT_INTERVAL_BYTES,
+  DEFAULT_MAX_CHUNK_BYTES,
+  DEFAULT_TRANSFER_EXPIRY_MS,
+  DEFAULT_MAX_ACTIVE_TRANSFERS,
+  DEFAULT_MAX_STORED_TRANSFERS_PER_IDENTITY,
+  DEFAULT_MAX_COMPLETED_TRANSFERS_PER_IDENTITY,
+  DEFAULT_IDLE_TIMEOUT_MS,
+  DEFAULT_MIN_BYTES_PER_SECOND,
+  DEFAULT_PROGRESS_WINDOW_MS,
+  defaultMaxActivePerIdentity,
+  DEFAULT_MAX_BUFFERED_BYTES,
+  MESSAGE_OVERHEAD_BYTES,
 } from '../receiver/transfers.js';
 import { DEFAULT_MAX_VOLUME_BYTES } from '../receiver/record-checks.js';
 import { DEFAULT_STATE_DIR } from '../receiver/target-state/device-stage.js';
@@ -76,8 +86,28 @@ export interface ReceiverConfig {
   policy: AccessPolicy;
 }
 
-const KEYS = ['tls', 'stateDir', 'checkpointIntervalBytes', 'transferExpirySeconds', 'maxChunkBytes', 'receiveWindowBytes', 'connectionWindowBytes', 'maxActiveTransfers', 'maxActiveTransfersPerIdentity', 'maxStoredTransfersPerIdentity', 'maxCompletedTransfersPerIdentity',
-  'maxVolumeBytes', 'idleTimeoutSeconds', 'minBytesPerSecond', 'progressWindowSeconds', 'maxBufferedBytes', 'requireChecksum', 'decodeWorkers', 'metricsListen', 'identities'];
+const KEYS = [
+  'tls',
+  'stateDir',
+  'checkpointIntervalBytes',
+  'transferExpirySeconds',
+  'maxChunkBytes',
+  'receiveWindowBytes',
+  'connectionWindowBytes',
+  'maxActiveTransfers',
+  'maxActiveTransfersPerIdentity',
+  'maxStoredTransfersPerIdentity',
+  'maxCompletedTransfersPerIdentity',
+  'maxVolumeBytes',
+  'idleTimeoutSeconds',
+  'minBytesPerSecond',
+  'progressWindowSeconds',
+  'maxBufferedBytes',
+  'requireChecksum',
+  'decodeWorkers',
+  'metricsListen',
+  'identities',
+];
 
 export async function loadReceiverConfig(file: string): Promise<ReceiverConfig> {
   return parseReceiverConfig(await readConfigJson(file, 'receiver'), file);

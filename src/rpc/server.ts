@@ -28,8 +28,18 @@ import type { TargetReport } from '../receiver/target-state/report.js';
 import type { TransferBegin, WireRecord } from '../receiver/record-checks.js';
 import type { ClientIdentity } from '../receiver/access.js';
 import {
-  receiverProto, protoRoot, LOADER_OPTIONS, PROTOCOL_VERSION, RECEIVER_SERVICE, timestampOfUnixMs,
-  type ApplyStreamRequest__Output, type ApplyStreamResponse, type Begin__Output, type TransferState, type ReceiverServiceHandlers, type GetTargetResponse,
+  receiverProto,
+  protoRoot,
+  LOADER_OPTIONS,
+  PROTOCOL_VERSION,
+  RECEIVER_SERVICE,
+  timestampOfUnixMs,
+  type ApplyStreamRequest__Output,
+  type ApplyStreamResponse,
+  type Begin__Output,
+  type TransferState,
+  type ReceiverServiceHandlers,
+  type GetTargetResponse,
 } from './proto.js';
 import { toServiceError } from './status.js';
 import { access } from 'node:fs/promises';
@@ -78,12 +88,26 @@ export interface RunningReceiver {
   close(graceMs?: number): Promise<void>;
 }
 
-
 /** Receiver config keys a reload does not apply (the server, its listeners and the registry are built from them at start). */
 const RESTART_ONLY_KEYS = [
-  'stateDir', 'checkpointIntervalBytes', 'transferExpiryMs', 'maxChunkBytes', 'receiveWindowBytes', 'connectionWindowBytes', 'maxActiveTransfers', 'maxActiveTransfersPerIdentity',
-  'maxStoredTransfersPerIdentity', 'maxCompletedTransfersPerIdentity', 'maxVolumeBytes', 'idleTimeoutMs', 'minBytesPerSecond', 'progressWindowMs', 'metricsListen', 'maxBufferedBytes',
-  'requireChecksum', 'decodeWorkers',
+  'stateDir',
+  'checkpointIntervalBytes',
+  'transferExpiryMs',
+  'maxChunkBytes',
+  'receiveWindowBytes',
+  'connectionWindowBytes',
+  'maxActiveTransfers',
+  'maxActiveTransfersPerIdentity',
+  'maxStoredTransfersPerIdentity',
+  'maxCompletedTransfersPerIdentity',
+  'maxVolumeBytes',
+  'idleTimeoutMs',
+  'minBytesPerSecond',
+  'progressWindowMs',
+  'metricsListen',
+  'maxBufferedBytes',
+  'requireChecksum',
+  'decodeWorkers',
 ] as const satisfies readonly (keyof ReceiverConfig)[];
 
 /** TransferMode → BeginInfo.incremental. */
@@ -129,7 +153,13 @@ function callReadState(call: object): Record<string, unknown> {
   out.grpcReadPending = c.isReadPending;
   out.grpcHalfClosed = c.receivedHalfClose;
   const st = c.stream as { isPaused?: () => boolean; readableLength?: number; state?: object; destroyed?: boolean } | undefined;
-  if (st) Object.assign(out, { h2Paused: st.isPaused?.(), h2ReadableLength: st.readableLength, h2Destroyed: st.destroyed, h2State: st.destroyed ? undefined : st.state });
+  if (st)
+    Object.assign(out, {
+      h2Paused: st.isPaused?.(),
+      h2ReadableLength: st.readableLength,
+      h2Destroyed: st.destroyed,
+      h2State: st.destroyed ? undefined : st.state,
+    });
   return out;
 }
 
@@ -144,7 +174,10 @@ function buf(v: unknown): Buffer {
  */
 export function beginFromProto(b: Begin__Output): TransferBegin {
   if (b.protocolVersion !== PROTOCOL_VERSION) {
-    throw new ThinshipError('PROTOCOL_MISMATCH', `protocol version mismatch: the sender speaks thinship.v1 protocol version ${b.protocolVersion}, this receiver speaks version ${PROTOCOL_VERSION}`);
+    throw new ThinshipError(
+      'PROTOCOL_MISMATCH',
+      `protocol version mismatch: the sender speaks thinship.v1 protocol version ${b.protocolVersion}, this receiver speaks version ${PROTOCOL_VERSION}`,
+    );
   }
   const blockSizeBytes = uint(b.blockSizeBytes);
   const baseId = String(b.baseId ?? '');
@@ -172,15 +205,32 @@ export function recordFromProto(m: ApplyStreamRequest__Output): WireRecord {
     case 'data': {
       const d = m.data!;
       const encoding = typeof d.encoding === 'string' && Object.hasOwn(ENCODINGS, d.encoding) ? ENCODINGS[d.encoding as keyof typeof ENCODINGS] : undefined;
-      if (!encoding) return { type: 'invalid', what: `data record at volume offset ${uint(d.offsetBytes)}: encoding ${String(d.encoding)} is not RAW, ZSTD or ZERO` };
+      if (!encoding)
+        return { type: 'invalid', what: `data record at volume offset ${uint(d.offsetBytes)}: encoding ${String(d.encoding)} is not RAW, ZSTD or ZERO` };
       const payload = buf(d.payload);
-      return { type: 'data', offsetBytes: uint(d.offsetBytes), lengthBytes: uint(d.lengthBytes), payload, encoding, checksum: buf(d.checksum), detachable: detachable(payload) };
+      return {
+        type: 'data',
+        offsetBytes: uint(d.offsetBytes),
+        lengthBytes: uint(d.lengthBytes),
+        payload,
+        encoding,
+        checksum: buf(d.checksum),
+        detachable: detachable(payload),
+      };
     }
     case 'unmap':
       return { type: 'unmap', offsetBytes: uint(m.unmap!.offsetBytes), lengthBytes: uint(m.unmap!.lengthBytes) };
     case 'end': {
       const e = m.end!;
-      return { type: 'end', records: uint(e.records), dataRecords: uint(e.dataRecords), unmapRecords: uint(e.unmapRecords), dataBytes: uint(e.dataBytes), unmapBytes: uint(e.unmapBytes), digest: buf(e.digest) };
+      return {
+        type: 'end',
+        records: uint(e.records),
+        dataRecords: uint(e.dataRecords),
+        unmapRecords: uint(e.unmapRecords),
+        dataBytes: uint(e.dataBytes),
+        unmapBytes: uint(e.unmapBytes),
+        digest: buf(e.digest),
+      };
     }
     case 'begin':
       return { type: 'invalid', what: 'a second Begin in one call' };
@@ -216,10 +266,17 @@ function targetToProto(r: TargetReport): GetTargetResponse {
   return {
     target: r.target,
     kind: r.kind,
-    record: rec ? {
-      sourceId: rec.sourceId, baseId: rec.baseId, snapshotName: rec.snapshotName ?? '', volumeSizeBytes: rec.volumeSizeBytes,
-      digest: Buffer.from(rec.digest, 'hex'), transferId: rec.transferId, receiveTime: timestampOfUnixMs(rec.receivedUnixMs),
-    } : null,
+    record: rec
+      ? {
+          sourceId: rec.sourceId,
+          baseId: rec.baseId,
+          snapshotName: rec.snapshotName ?? '',
+          volumeSizeBytes: rec.volumeSizeBytes,
+          digest: Buffer.from(rec.digest, 'hex'),
+          transferId: rec.transferId,
+          receiveTime: timestampOfUnixMs(rec.receivedUnixMs),
+        }
+      : null,
     recordStore: r.record?.store ?? '',
     diverged: r.diverged,
     divergence: r.divergence,
@@ -248,17 +305,28 @@ function logRefusedHandshakes(server: grpc.Server, log: Logger, metrics?: Receiv
   // peer: note each connection's address when it arrives (the TLS socket wraps it as _parent).
   const peers = new WeakMap<object, string>();
   const ok = observeHttp2Servers(server, (h2) => {
-    h2.on('connection', (raw: Socket) => { peers.set(raw, `${raw.remoteAddress}:${raw.remotePort}`); });
+    h2.on('connection', (raw: Socket) => {
+      peers.set(raw, `${raw.remoteAddress}:${raw.remotePort}`);
+    });
     h2.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket & { _parent?: object; authorizationError?: string }) => {
       metrics?.tlsRefusals.inc({ reason: tlsRefusalReason(socket.authorizationError ?? err.code) });
       const now = Date.now();
-      if (now - windowStart > HANDSHAKE_LOG_WINDOW_MS) { windowStart = now; lines = 0; }
-      if (++lines > HANDSHAKE_LOG_LINES) { suppressed++; return; }
-      const peer = socket.remoteAddress !== undefined ? `${socket.remoteAddress}:${socket.remotePort}` : peers.get(socket._parent ?? socket) ?? 'unknown';
+      if (now - windowStart > HANDSHAKE_LOG_WINDOW_MS) {
+        windowStart = now;
+        lines = 0;
+      }
+      if (++lines > HANDSHAKE_LOG_LINES) {
+        suppressed++;
+        return;
+      }
+      const peer = socket.remoteAddress !== undefined ? `${socket.remoteAddress}:${socket.remotePort}` : (peers.get(socket._parent ?? socket) ?? 'unknown');
       // A refused client certificate surfaces as a bare "socket hang up" (Node destroys the socket
       // after the handshake); the certificate's fault is in authorizationError.
       const why = socket.authorizationError ? `client certificate refused: ${socket.authorizationError}` : err.message;
-      log.warn({ peer, reason: why, code: socket.authorizationError ?? err.code, ...(suppressed > 0 ? { suppressedBefore: suppressed } : {}) }, 'TLS handshake refused');
+      log.warn(
+        { peer, reason: why, code: socket.authorizationError ?? err.code, ...(suppressed > 0 ? { suppressedBefore: suppressed } : {}) },
+        'TLS handshake refused',
+      );
       suppressed = 0;
     });
   });
@@ -268,7 +336,12 @@ function logRefusedHandshakes(server: grpc.Server, log: Logger, metrics?: Receiv
 export async function startReceiver(o: ReceiverServerOptions): Promise<RunningReceiver> {
   const log = (o.log ?? rootLog).child({ component: 'receiver' });
   const cfg = o.config;
-  const { creds, tls } = await listenCredentials(o.listen, { insecure: o.insecure, allowInsecureRemote: o.allowInsecureRemote, tls: cfg.tls, configFile: cfg.file });
+  const { creds, tls } = await listenCredentials(o.listen, {
+    insecure: o.insecure,
+    allowInsecureRemote: o.allowInsecureRemote,
+    tls: cfg.tls,
+    configFile: cfg.file,
+  });
 
   const windowBytes = o.receiveWindowBytes ?? cfg.receiveWindowBytes;
   let windows: ConnectionWindowControl | undefined;
@@ -284,14 +357,28 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
   const metrics = createReceiverMetrics({ decodeQueueDepth: () => registry.decodeQueueDepth });
   const registry = new TransferRegistry({
     metrics,
-    stateDir: cfg.stateDir, policy: cfg.policy, log,
-    checkpointIntervalBytes: cfg.checkpointIntervalBytes, maxChunkBytes: cfg.maxChunkBytes, expiryMs: cfg.transferExpiryMs,
-    requireChecksum: cfg.requireChecksum, maxActiveTransfers: cfg.maxActiveTransfers, decodeWorkers: cfg.decodeWorkers,
-    maxActiveTransfersPerIdentity: cfg.maxActiveTransfersPerIdentity, maxStoredTransfersPerIdentity: cfg.maxStoredTransfersPerIdentity,
+    stateDir: cfg.stateDir,
+    policy: cfg.policy,
+    log,
+    checkpointIntervalBytes: cfg.checkpointIntervalBytes,
+    maxChunkBytes: cfg.maxChunkBytes,
+    expiryMs: cfg.transferExpiryMs,
+    requireChecksum: cfg.requireChecksum,
+    maxActiveTransfers: cfg.maxActiveTransfers,
+    decodeWorkers: cfg.decodeWorkers,
+    maxActiveTransfersPerIdentity: cfg.maxActiveTransfersPerIdentity,
+    maxStoredTransfersPerIdentity: cfg.maxStoredTransfersPerIdentity,
     maxCompletedTransfersPerIdentity: cfg.maxCompletedTransfersPerIdentity,
-    maxVolumeBytes: cfg.maxVolumeBytes, idleTimeoutMs: cfg.idleTimeoutMs, minBytesPerSecond: cfg.minBytesPerSecond, progressWindowMs: cfg.progressWindowMs,
+    maxVolumeBytes: cfg.maxVolumeBytes,
+    idleTimeoutMs: cfg.idleTimeoutMs,
+    minBytesPerSecond: cfg.minBytesPerSecond,
+    progressWindowMs: cfg.progressWindowMs,
     maxBufferedBytes: cfg.maxBufferedBytes,
-    onActiveChange: (n) => { activeTransfers = n; metrics.activeTransfers.set(n); rescaleWindows(); },
+    onActiveChange: (n) => {
+      activeTransfers = n;
+      metrics.activeTransfers.set(n);
+      rescaleWindows();
+    },
   });
   const maxMessageBytes = cfg.maxChunkBytes + MESSAGE_OVERHEAD_BYTES;
   // The connection window follows the stream window unless set: one transfer is one stream.
@@ -323,7 +410,8 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
   if (!o.insecure) logRefusedHandshakes(server, log, metrics);
 
   // registry.policy: the identities of the config loaded last (reload).
-  const who = (call: { getAuthContext(): AuthContextLike }): ClientIdentity => callerIdentity(call, { insecure: o.insecure, identities: registry.policy.identities });
+  const who = (call: { getAuthContext(): AuthContextLike }): ClientIdentity =>
+    callerIdentity(call, { insecure: o.insecure, identities: registry.policy.identities });
 
   /** Calls past their Begin, with their transfer id (debugState). */
   const openCalls = new Map<object, string>();
@@ -340,11 +428,21 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     const it = call[Symbol.asyncIterator]() as AsyncIterator<ApplyStreamRequest__Output>;
     // A call that never sends its Begin holds a stream (not a transfer slot): the idle timeout ends it too.
     let idle: NodeJS.Timeout | undefined;
-    const first = await Promise.race([it.next(), new Promise<never>((_, reject) => {
-      idle = setTimeout(() => reject(new ThinshipError('UNAVAILABLE', `no Begin from the sender within ${registry.idleTimeoutMs / 1000} s (idleTimeoutSeconds)`, { retryable: true })), registry.idleTimeoutMs);
-    })]).finally(() => clearTimeout(idle));
+    const first = await Promise.race([
+      it.next(),
+      new Promise<never>((_, reject) => {
+        idle = setTimeout(
+          () =>
+            reject(
+              new ThinshipError('UNAVAILABLE', `no Begin from the sender within ${registry.idleTimeoutMs / 1000} s (idleTimeoutSeconds)`, { retryable: true }),
+            ),
+          registry.idleTimeoutMs,
+        );
+      }),
+    ]).finally(() => clearTimeout(idle));
     if (first.done) throw new ThinshipError('BAD_STREAM', 'the call ended before its Begin');
-    if (first.value.kind !== 'begin' || !first.value.begin) throw new ThinshipError('BAD_STREAM', `the first message must be a Begin, got ${first.value.kind ?? 'an empty message'}`);
+    if (first.value.kind !== 'begin' || !first.value.begin)
+      throw new ThinshipError('BAD_STREAM', `the first message must be a Begin, got ${first.value.kind ?? 'an empty message'}`);
     const begin = beginFromProto(first.value.begin);
     openCalls.set(call, begin.transferId);
     log.debug({ peer: call.getPeer(), identity: id.name, transferId: begin.transferId }, 'ApplyStream');
@@ -357,31 +455,45 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     }
     const r = await registry.apply(id, begin, records(), gone.signal).finally(() => openCalls.delete(call));
     return {
-      transferId: r.transferId, dataRecordsApplied: r.dataRecordsApplied, unmapRecordsApplied: r.unmapRecordsApplied,
-      bytesWritten: r.bytesWritten, bytesDiscarded: r.bytesDiscarded, digest: r.digest, state: stateToProto(r.state),
+      transferId: r.transferId,
+      dataRecordsApplied: r.dataRecordsApplied,
+      unmapRecordsApplied: r.unmapRecordsApplied,
+      bytesWritten: r.bytesWritten,
+      bytesDiscarded: r.bytesDiscarded,
+      digest: r.digest,
+      state: stateToProto(r.state),
     };
   };
 
-  const unary = <Req, Res>(name: string, fn: (call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>) =>
+  const unary =
+    <Req, Res>(name: string, fn: (call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res>) =>
     (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => {
-      fn(call).then((r) => cb(null, r), (e: unknown) => {
-        const st = toServiceError(e);
-        log.warn({ rpc: name, peer: call.getPeer(), code: st.code, err: st.details }, 'call refused');
-        cb(st);
-      });
+      fn(call).then(
+        (r) => cb(null, r),
+        (e: unknown) => {
+          const st = toServiceError(e);
+          log.warn({ rpc: name, peer: call.getPeer(), code: st.code, err: st.details }, 'call refused');
+          cb(st);
+        },
+      );
     };
 
   const { service } = receiverProto();
   const handlers: ReceiverServiceHandlers = {
     ApplyStream: (call, cb) => {
-      applyStream(call).then((r) => cb(null, r), (e: unknown) => {
-        const st = toServiceError(e);
-        // A refusal or a broken stream is an operator's business (warn); a sender that cancelled is not.
-        log[st.code === grpc.status.CANCELLED ? 'info' : 'warn']({ rpc: 'ApplyStream', peer: call.getPeer(), code: st.code, err: st.details }, 'call failed');
-        cb(st);
-      });
+      applyStream(call).then(
+        (r) => cb(null, r),
+        (e: unknown) => {
+          const st = toServiceError(e);
+          // A refusal or a broken stream is an operator's business (warn); a sender that cancelled is not.
+          log[st.code === grpc.status.CANCELLED ? 'info' : 'warn']({ rpc: 'ApplyStream', peer: call.getPeer(), code: st.code, err: st.details }, 'call failed');
+          cb(st);
+        },
+      );
     },
-    GetTransferState: unary('GetTransferState', async (call) => ({ state: stateToProto(await registry.state(who(call), String(call.request.transferId ?? ''))) })),
+    GetTransferState: unary('GetTransferState', async (call) => ({
+      state: stateToProto(await registry.state(who(call), String(call.request.transferId ?? ''))),
+    })),
     ListTransfers: unary('ListTransfers', async (call) => ({ transfers: registry.list(who(call)).map(stateToProto) })),
     GetTarget: unary('GetTarget', async (call) => targetToProto(await registry.targetReport(who(call), String(call.request.target ?? '')))),
     AbortTransfer: unary('AbortTransfer', async (call) => {
@@ -393,15 +505,25 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
   server.addService(service, handlers);
   // Loaded here, not at the top: the bundled CLI keeps these two outside the bundle (they find
   // their .proto files through __dirname), and static imports would load them for every command.
-  const [{ HealthImplementation, protoPath: healthProtoPath }, { ReflectionService }] = await Promise.all([import('grpc-health-check'), import('@grpc/reflection')]);
+  const [{ HealthImplementation, protoPath: healthProtoPath }, { ReflectionService }] = await Promise.all([
+    import('grpc-health-check'),
+    import('@grpc/reflection'),
+  ]);
   const health = new HealthImplementation({ '': 'SERVING', [RECEIVER_SERVICE]: 'SERVING' });
   health.addToServer(server);
   // Reflection describes both services, so grpcurl can discover and call either.
-  new ReflectionService(protoLoader.loadSync(['thinship/v1/receiver.proto', healthProtoPath], { ...LOADER_OPTIONS, includeDirs: [protoRoot()] })).addToServer(server);
+  new ReflectionService(protoLoader.loadSync(['thinship/v1/receiver.proto', healthProtoPath], { ...LOADER_OPTIONS, includeDirs: [protoRoot()] })).addToServer(
+    server,
+  );
 
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(o.listen, creds, (e, p) => (e ? reject(new ThinshipError('USAGE', `cannot listen on ${o.listen}: ${e.message}`, { cause: e })) : resolve(p)));
-  }).catch(async (e) => { await registry.close(); throw e; });
+    server.bindAsync(o.listen, creds, (e, p) =>
+      e ? reject(new ThinshipError('USAGE', `cannot listen on ${o.listen}: ${e.message}`, { cause: e })) : resolve(p),
+    );
+  }).catch(async (e) => {
+    await registry.close();
+    throw e;
+  });
   let ops: OpsListener | undefined;
   let stopping = false;
   if (cfg.metricsListen) {
@@ -410,24 +532,54 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     const ready = async () => {
       const problems: string[] = [];
       if (stopping) problems.push('the receiver is stopping');
-      await access(cfg.stateDir, fsConstants.W_OK).catch((e: NodeJS.ErrnoException) => problems.push(`state directory ${cfg.stateDir} is not writable (${e.code})`));
+      await access(cfg.stateDir, fsConstants.W_OK).catch((e: NodeJS.ErrnoException) =>
+        problems.push(`state directory ${cfg.stateDir} is not writable (${e.code})`),
+      );
       return problems;
     };
-    ops = await startOpsListener({ host: mp.host, port: mp.port, registry: metrics.registry, ready }).catch(async (e) => { server.forceShutdown(); await registry.close(); throw e; });
+    ops = await startOpsListener({ host: mp.host, port: mp.port, registry: metrics.registry, ready }).catch(async (e) => {
+      server.forceShutdown();
+      await registry.close();
+      throw e;
+    });
     log.info({ metricsListen: cfg.metricsListen, port: ops.port }, 'metrics listening (/metrics, /healthz, /readyz)');
   }
-  log.info({ listen: o.listen, port, tls: !o.insecure, stateDir: cfg.stateDir, receiveWindowBytes: windowBytes, connectionWindowBytes: windowBytes === false ? false : connectionWindowBytes, maxChunkBytes: cfg.maxChunkBytes, checkpointIntervalBytes: cfg.checkpointIntervalBytes }, 'receiver listening');
+  log.info(
+    {
+      listen: o.listen,
+      port,
+      tls: !o.insecure,
+      stateDir: cfg.stateDir,
+      receiveWindowBytes: windowBytes,
+      connectionWindowBytes: windowBytes === false ? false : connectionWindowBytes,
+      maxChunkBytes: cfg.maxChunkBytes,
+      checkpointIntervalBytes: cfg.checkpointIntervalBytes,
+    },
+    'receiver listening',
+  );
 
   let closing: Promise<void> | undefined;
   const reload = configReloader<ReceiverConfig>({
-    daemon: 'serve', log, reloads: metrics.configReloads, started: cfg, restartOnlyKeys: RESTART_ONLY_KEYS,
+    daemon: 'serve',
+    log,
+    reloads: metrics.configReloads,
+    started: cfg,
+    restartOnlyKeys: RESTART_ONLY_KEYS,
     apply: async (next) => {
       // Everything is read and checked before anything is swapped: a bad new config changes nothing.
       if (tls && !next.tls) throw new ThinshipError('USAGE', `${next.file} has no "tls" section (ca, cert, key) any more`);
       const material = tls && next.tls ? await loadServerTls(next.tls) : undefined;
       registry.setPolicy(next.policy);
       if (tls && material) tls.update(material);
-      log.info({ file: next.file, identities: [...next.policy.identities.keys()], ...(material ? { certificate: { serialNumber: material.serialNumber, fingerprint256: material.fingerprint256, validTo: material.validTo } } : {}), activeTransfers }, 'config reloaded: new connections use its certificate and identities; running transfers go on');
+      log.info(
+        {
+          file: next.file,
+          identities: [...next.policy.identities.keys()],
+          ...(material ? { certificate: { serialNumber: material.serialNumber, fingerprint256: material.fingerprint256, validTo: material.validTo } } : {}),
+          activeTransfers,
+        },
+        'config reloaded: new connections use its certificate and identities; running transfers go on',
+      );
     },
   });
   return {
@@ -436,17 +588,24 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     registry,
     reload,
     debugState: () => ({ ...registry.debugState(), calls: [...openCalls].map(([call, transferId]) => ({ transferId, ...callReadState(call) })) }),
-    close: (graceMs = 5000) => closing ??= (async () => {
-      stopping = true;
-      health.setStatus('', 'NOT_SERVING');
-      health.setStatus(RECEIVER_SERVICE, 'NOT_SERVING');
-      await registry.close();
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(() => { server.forceShutdown(); resolve(); }, graceMs);
-        server.tryShutdown(() => { clearTimeout(t); resolve(); });
-      });
-      await ops?.close();
-      log.info('receiver stopped');
-    })(),
+    close: (graceMs = 5000) =>
+      (closing ??= (async () => {
+        stopping = true;
+        health.setStatus('', 'NOT_SERVING');
+        health.setStatus(RECEIVER_SERVICE, 'NOT_SERVING');
+        await registry.close();
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(() => {
+            server.forceShutdown();
+            resolve();
+          }, graceMs);
+          server.tryShutdown(() => {
+            clearTimeout(t);
+            resolve();
+          });
+        });
+        await ops?.close();
+        log.info('receiver stopped');
+      })()),
   };
 }

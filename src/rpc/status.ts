@@ -93,7 +93,7 @@ export function errorInfoOf(metadata: grpc.Metadata | undefined): ErrorInfo__Out
     const t = rich();
     const st = t.status.toObject(t.status.decode(bin), TO_OBJECT) as Status__Output;
     const any = st.details.find((d) => d.type_url === ERROR_INFO_TYPE_URL);
-    return any ? t.errorInfo.toObject(t.errorInfo.decode(any.value), TO_OBJECT) as ErrorInfo__Output : undefined;
+    return any ? (t.errorInfo.toObject(t.errorInfo.decode(any.value), TO_OBJECT) as ErrorInfo__Output) : undefined;
   } catch {
     return undefined;
   }
@@ -145,10 +145,10 @@ const CODE_BY_GRPC: Partial<Record<grpc.status, ErrorCode>> = {
  * that the peer closed without an error leaves only "Failed to connect".
  */
 export type TransportFailure =
-  | { kind: 'connect'; reason: string }        // nothing answers: refused, no route, name not found, timeout
-  | { kind: 'dropped'; reason: string }        // closed or reset before the TLS handshake completed
+  | { kind: 'connect'; reason: string } // nothing answers: refused, no route, name not found, timeout
+  | { kind: 'dropped'; reason: string } // closed or reset before the TLS handshake completed
   | { kind: 'server-certificate'; reason: string } // the receiver's certificate failed our verification
-  | { kind: 'closed'; reason: string }         // closed without an error after connecting (the client certificate may have been refused)
+  | { kind: 'closed'; reason: string } // closed without an error after connecting (the client certificate may have been refused)
   | { kind: 'other'; reason: string };
 
 /** Socket errors of a TCP connect that found nobody. */
@@ -167,18 +167,29 @@ export const CONNECT_ERRNOS: Record<string, string> = {
  * (OpenSSL's X509_verify_cert_error_string), plus its host name check.
  */
 const SERVER_CERT_MESSAGES = [
-  'self-signed certificate in certificate chain', 'self-signed certificate', 'unable to get local issuer certificate',
-  'unable to verify the first certificate', 'unable to get issuer certificate', 'certificate has expired', 'certificate is not yet valid',
-  'certificate signature failure', 'certificate not trusted', 'certificate revoked', 'unsupported certificate purpose', 'certificate rejected',
-  'Hostname/IP does not match certificate\'s altnames',
+  'self-signed certificate in certificate chain',
+  'self-signed certificate',
+  'unable to get local issuer certificate',
+  'unable to verify the first certificate',
+  'unable to get issuer certificate',
+  'certificate has expired',
+  'certificate is not yet valid',
+  'certificate signature failure',
+  'certificate not trusted',
+  'certificate revoked',
+  'unsupported certificate purpose',
+  'certificate rejected',
+  "Hostname/IP does not match certificate's altnames",
 ];
 
 export function transportFailure(details: string): TransportFailure {
   const last = /Last error: (.*?)(?:\. Resolution note:.*)?$/s.exec(details)?.[1]?.trim() ?? details.trim();
   const errno = /\b(E[A-Z_]+)\b/.exec(last)?.[1];
   if (/^Name resolution failed/.test(details)) return { kind: 'connect', reason: `name not found (${details})` };
-  if (errno && errno in CONNECT_ERRNOS && /\bconnect\b|getaddrinfo/.test(last)) return { kind: 'connect', reason: `${CONNECT_ERRNOS[errno]} (${last.replace(/^Error: /, '')})` };
-  if (/disconnected before secure TLS connection was established|ECONNRESET|Connection closed before starting HTTP\/2 handshake/.test(last)) return { kind: 'dropped', reason: last.replace(/^Error: /, '') };
+  if (errno && errno in CONNECT_ERRNOS && /\bconnect\b|getaddrinfo/.test(last))
+    return { kind: 'connect', reason: `${CONNECT_ERRNOS[errno]} (${last.replace(/^Error: /, '')})` };
+  if (/disconnected before secure TLS connection was established|ECONNRESET|Connection closed before starting HTTP\/2 handshake/.test(last))
+    return { kind: 'dropped', reason: last.replace(/^Error: /, '') };
   if (last.includes('ERR_TLS_CERT_ALTNAME_INVALID') || SERVER_CERT_MESSAGES.some((m) => last.replace(/^Error: /, '').startsWith(m))) {
     return { kind: 'server-certificate', reason: last.replace(/^Error(?: \[\w+\])?: /, '') };
   }
@@ -212,7 +223,7 @@ export function fromServiceError(e: unknown, where: string): ThinshipError {
   const md = info?.reason;
   const serverRetryable = info?.metadata.retryable === 'true';
   const details = se.details ?? se.message ?? '';
-  let code: ErrorCode = (md !== undefined && md in GRPC_BY_CODE ? md as ErrorCode : undefined) ?? CODE_BY_GRPC[se.code] ?? 'INTERNAL';
+  let code: ErrorCode = (md !== undefined && md in GRPC_BY_CODE ? (md as ErrorCode) : undefined) ?? CODE_BY_GRPC[se.code] ?? 'INTERNAL';
   const name = grpc.status[se.code] ?? String(se.code);
   const extra: Record<string, unknown> = { grpcCode: se.code, grpcStatus: name };
   const offset = Number(info?.metadata.volumeOffsetBytes ?? Number.NaN);

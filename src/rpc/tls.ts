@@ -34,13 +34,17 @@ async function readPem(path: string, what: string): Promise<Buffer> {
  * unless --allow-insecure-remote. `tls` is there to swap the certificate later
  * (reload on SIGHUP); undefined with --insecure.
  */
-export async function listenCredentials(listen: string, o: { insecure?: boolean; allowInsecureRemote?: boolean; tls?: TlsFiles; configFile: string }): Promise<{ creds: grpc.ServerCredentials; tls?: ReloadableServerTls }> {
+export async function listenCredentials(
+  listen: string,
+  o: { insecure?: boolean; allowInsecureRemote?: boolean; tls?: TlsFiles; configFile: string },
+): Promise<{ creds: grpc.ServerCredentials; tls?: ReloadableServerTls }> {
   const hp = parseHostPort(listen, '--listen');
   if (o.insecure) {
     checkInsecureAllowed(hp.host, o.allowInsecureRemote, '--allow-insecure-remote');
     return { creds: grpc.ServerCredentials.createInsecure() };
   }
-  if (!o.tls) throw new ThinshipError('USAGE', `${o.configFile} has no "tls" section (ca, cert, key): mTLS is the default; use --insecure only for a test on loopback`);
+  if (!o.tls)
+    throw new ThinshipError('USAGE', `${o.configFile} has no "tls" section (ca, cert, key): mTLS is the default; use --insecure only for a test on loopback`);
   const tls = new ReloadableServerTls(await loadServerTls(o.tls));
   return { creds: tls.credentials, tls };
 }
@@ -66,14 +70,19 @@ export interface ServerTlsMaterial {
 export async function loadServerTls(f: TlsFiles): Promise<ServerTlsMaterial> {
   const [ca, cert, key] = await Promise.all([readPem(f.ca, 'CA bundle'), readPem(f.cert, 'server certificate'), readPem(f.key, 'server key')]);
   let certificate: X509Certificate;
-  try { certificate = new X509Certificate(cert); } catch (e) {
+  try {
+    certificate = new X509Certificate(cert);
+  } catch (e) {
     throw new ThinshipError('USAGE', `the server certificate ${f.cert} is not a PEM certificate: ${(e as Error).message}`, { cause: e });
   }
   let privateKey: KeyObject;
-  try { privateKey = createPrivateKey(key); } catch (e) {
+  try {
+    privateKey = createPrivateKey(key);
+  } catch (e) {
     throw new ThinshipError('USAGE', `the server key ${f.key} is not a PEM private key (or it is encrypted): ${(e as Error).message}`, { cause: e });
   }
-  if (!certificate.checkPrivateKey(privateKey)) throw new ThinshipError('USAGE', `the server certificate ${f.cert} and the key ${f.key} are not a pair: the key does not belong to the certificate`);
+  if (!certificate.checkPrivateKey(privateKey))
+    throw new ThinshipError('USAGE', `the server certificate ${f.cert} and the key ${f.key} are not a pair: the key does not belong to the certificate`);
   if (pemBlocks(ca).length === 0) throw new ThinshipError('USAGE', `the CA bundle ${f.ca} holds no PEM certificate`);
   try {
     createSecureContext({ ca, cert, key });
@@ -116,7 +125,9 @@ export class ReloadableServerTls implements grpc.experimental.CertificateProvide
   // out on a microtask (before any connection can be accepted, which takes an I/O turn).
   addCaCertificateListener(l: grpc.experimental.CaCertificateUpdateListener): void {
     this.caListeners.add(l);
-    queueMicrotask(() => { if (this.caListeners.has(l)) l({ caCertificate: this.current.ca }); });
+    queueMicrotask(() => {
+      if (this.caListeners.has(l)) l({ caCertificate: this.current.ca });
+    });
   }
 
   removeCaCertificateListener(l: grpc.experimental.CaCertificateUpdateListener): void {
@@ -125,7 +136,9 @@ export class ReloadableServerTls implements grpc.experimental.CertificateProvide
 
   addIdentityCertificateListener(l: grpc.experimental.IdentityCertificateUpdateListener): void {
     this.identityListeners.add(l);
-    queueMicrotask(() => { if (this.identityListeners.has(l)) l({ certificate: this.current.cert, privateKey: this.current.key }); });
+    queueMicrotask(() => {
+      if (this.identityListeners.has(l)) l({ certificate: this.current.cert, privateKey: this.current.key });
+    });
   }
 
   removeIdentityCertificateListener(l: grpc.experimental.IdentityCertificateUpdateListener): void {
@@ -157,11 +170,15 @@ function pemBlocks(pem: Buffer): string[] {
 export async function loadClientTls(f: TlsFiles): Promise<ClientTls> {
   const [ca, cert, key] = await Promise.all([readPem(f.ca, 'CA bundle'), readPem(f.cert, 'client certificate'), readPem(f.key, 'client key')]);
   let certificate: X509Certificate;
-  try { certificate = new X509Certificate(cert); } catch (e) {
+  try {
+    certificate = new X509Certificate(cert);
+  } catch (e) {
     throw new ThinshipError('USAGE', `the client certificate ${f.cert} is not a PEM certificate: ${(e as Error).message}`, { cause: e });
   }
   let privateKey: KeyObject;
-  try { privateKey = createPrivateKey(key); } catch (e) {
+  try {
+    privateKey = createPrivateKey(key);
+  } catch (e) {
     throw new ThinshipError('USAGE', `the client key ${f.key} is not a PEM private key (or it is encrypted): ${(e as Error).message}`, { cause: e });
   }
   if (!certificate.checkPrivateKey(privateKey)) {
@@ -169,7 +186,9 @@ export async function loadClientTls(f: TlsFiles): Promise<ClientTls> {
   }
   const caCertificates: X509Certificate[] = [];
   for (const b of pemBlocks(ca)) {
-    try { caCertificates.push(new X509Certificate(b)); } catch (e) {
+    try {
+      caCertificates.push(new X509Certificate(b));
+    } catch (e) {
       throw new ThinshipError('USAGE', `the CA bundle ${f.ca} holds a certificate that does not parse: ${(e as Error).message}`, { cause: e });
     }
   }
@@ -184,9 +203,16 @@ export async function loadClientTls(f: TlsFiles): Promise<ClientTls> {
  */
 export function clientCredentialsOf(l: ClientTls, verifyHost?: string): grpc.ChannelCredentials {
   try {
-    return grpc.credentials.createSsl(l.ca, l.key, l.cert, verifyHost === undefined ? undefined : { checkServerIdentity: (_host, cert) => checkServerIdentity(verifyHost, cert) });
+    return grpc.credentials.createSsl(
+      l.ca,
+      l.key,
+      l.cert,
+      verifyHost === undefined ? undefined : { checkServerIdentity: (_host, cert) => checkServerIdentity(verifyHost, cert) },
+    );
   } catch (e) {
-    throw new ThinshipError('USAGE', `cannot use the TLS files (CA ${l.files.ca}, certificate ${l.files.cert}, key ${l.files.key}): ${(e as Error).message}`, { cause: e });
+    throw new ThinshipError('USAGE', `cannot use the TLS files (CA ${l.files.ca}, certificate ${l.files.cert}, key ${l.files.key}): ${(e as Error).message}`, {
+      cause: e,
+    });
   }
 }
 
@@ -210,13 +236,13 @@ export function clientCertificateProblems(l: ClientTls, nowMs = Date.now()): str
  * HTTP/2 SETTINGS at once.
  */
 export type ConnectionProbe =
-  | { kind: 'connect'; reason: string }                 // TCP found nobody
-  | { kind: 'dropped'; reason: string }                 // closed or reset before the TLS handshake completed
-  | { kind: 'server-certificate'; reason: string }      // we do not trust the receiver's certificate or name
+  | { kind: 'connect'; reason: string } // TCP found nobody
+  | { kind: 'dropped'; reason: string } // closed or reset before the TLS handshake completed
+  | { kind: 'server-certificate'; reason: string } // we do not trust the receiver's certificate or name
   | { kind: 'alert'; alert?: number; description: string; reason: string } // the receiver sent a TLS alert
-  | { kind: 'closed-after-handshake' }                  // closed, without a word, right after the handshake
-  | { kind: 'accepted' }                                // it sent data: it takes us
-  | { kind: 'no-answer' };                              // connected, nothing within the time limit
+  | { kind: 'closed-after-handshake' } // closed, without a word, right after the handshake
+  | { kind: 'accepted' } // it sent data: it takes us
+  | { kind: 'no-answer' }; // connected, nothing within the time limit
 
 export interface ProbeOptions {
   host: string;
@@ -234,27 +260,47 @@ export function probeConnection(o: ProbeOptions): Promise<ConnectionProbe> {
   return new Promise((resolve) => {
     let settled = false;
     let sock: Socket | undefined;
-    const done = (r: ConnectionProbe) => { if (settled) return; settled = true; clearTimeout(timer); sock?.destroy(); resolve(r); };
+    const done = (r: ConnectionProbe) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      sock?.destroy();
+      resolve(r);
+    };
     const timer = setTimeout(() => done({ kind: 'no-answer' }), o.timeoutMs);
     const tcp = netConnect({ host: o.host, port: o.port });
     sock = tcp;
     tcp.once('error', (e: NodeJS.ErrnoException) => done({ kind: 'connect', reason: `${CONNECT_ERRNOS[e.code ?? ''] ?? e.code ?? 'error'} (${e.message})` }));
     tcp.once('connect', () => {
-      if (!o.tls) { done({ kind: 'accepted' }); return; }
+      if (!o.tls) {
+        done({ kind: 'accepted' });
+        return;
+      }
       tcp.removeAllListeners('error');
       let secure = false;
       const s = tlsConnect({
-        socket: tcp, ca: o.tls.ca, cert: o.tls.cert, key: o.tls.key, servername: o.servername, ALPNProtocols: ['h2'],
+        socket: tcp,
+        ca: o.tls.ca,
+        cert: o.tls.cert,
+        key: o.tls.key,
+        servername: o.servername,
+        ALPNProtocols: ['h2'],
         checkServerIdentity: (_h: string, c: PeerCertificate) => checkServerIdentity(o.verifyHost, c),
       });
       sock = s;
-      s.once('secureConnect', () => { secure = true; });
+      s.once('secureConnect', () => {
+        secure = true;
+      });
       s.once('data', () => done({ kind: 'accepted' }));
       s.once('error', (e: NodeJS.ErrnoException & { reason?: string }) => {
         const code = e.code ?? '';
         if (/^ERR_SSL_.*ALERT/.test(code)) {
           const alert = /SSL alert number (\d+)/.exec(e.message)?.[1];
-          const description = (e.reason ?? code).replace(/^(sslv3|tlsv1\d*) alert /, '').replace(/^ERR_SSL_\w*?ALERT_/, '').toLowerCase().replace(/_/g, ' ');
+          const description = (e.reason ?? code)
+            .replace(/^(sslv3|tlsv1\d*) alert /, '')
+            .replace(/^ERR_SSL_\w*?ALERT_/, '')
+            .toLowerCase()
+            .replace(/_/g, ' ');
           done({ kind: 'alert', alert: alert === undefined ? undefined : Number(alert), description, reason: e.message });
         } else if (secure) {
           done({ kind: 'closed-after-handshake' });
@@ -284,7 +330,10 @@ export function certificateNames(cert: { subject?: Record<string, string | strin
 }
 
 /** What grpc-js's getAuthContext() returns (its AuthContext type is not exported). */
-export interface AuthContextLike { transportSecurityType?: string; sslPeerCertificate?: unknown }
+export interface AuthContextLike {
+  transportSecurityType?: string;
+  sslPeerCertificate?: unknown;
+}
 
 /** The names of the caller of a gRPC handler ([] if the connection is not mutually authenticated). */
 function callerNames(call: { getAuthContext(): AuthContextLike }): string[] {
@@ -297,13 +346,19 @@ function callerNames(call: { getAuthContext(): AuthContextLike }): string[] {
  * certificate ("anonymous" with --insecure), known by the first that has rules
  * in `identities` (else the first). UNAUTHENTICATED without a certificate.
  */
-export function callerIdentity(call: { getAuthContext(): AuthContextLike }, o: { insecure?: boolean; identities: ReadonlyMap<string, unknown> }): ClientIdentity {
+export function callerIdentity(
+  call: { getAuthContext(): AuthContextLike },
+  o: { insecure?: boolean; identities: ReadonlyMap<string, unknown> },
+): ClientIdentity {
   const names = o.insecure ? ['anonymous'] : callerNames(call);
   if (names.length === 0) throw new ThinshipError('UNAUTHENTICATED', 'no verified client certificate on this connection');
   return { name: ownerName(o, names), names };
 }
 
-export interface HostPort { host: string; port: number }
+export interface HostPort {
+  host: string;
+  port: number;
+}
 
 /** Parses HOST:PORT or [IPv6]:PORT. */
 export function parseHostPort(s: string, what: string): HostPort {
@@ -323,6 +378,9 @@ export function isLoopbackHost(host: string): boolean {
 /** --insecure is for tests on one machine: refuse it off loopback unless forced. */
 export function checkInsecureAllowed(host: string, force: boolean | undefined, flag: string): void {
   if (!isLoopbackHost(host) && !force) {
-    throw new ThinshipError('USAGE', `--insecure sends volumes in clear and without authentication; it is allowed only on loopback (127.0.0.1, ::1, localhost), not ${host}, unless you also give ${flag}`);
+    throw new ThinshipError(
+      'USAGE',
+      `--insecure sends volumes in clear and without authentication; it is allowed only on loopback (127.0.0.1, ::1, localhost), not ${host}, unless you also give ${flag}`,
+    );
   }
 }

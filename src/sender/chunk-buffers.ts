@@ -32,7 +32,10 @@ export class ChunkBuffers {
     if (!(ab instanceof ArrayBuffer) || buf.byteOffset !== 0 || buf.byteLength !== ab.byteLength || ab.byteLength === 0) return; // not one of ours
     if (this.freeBytes + ab.byteLength > this.maxFreeBytes) return;
     let list = this.free.get(ab.byteLength);
-    if (!list) { list = []; this.free.set(ab.byteLength, list); }
+    if (!list) {
+      list = [];
+      this.free.set(ab.byteLength, list);
+    }
     list.push(ab);
     this.freeBytes += ab.byteLength;
   }

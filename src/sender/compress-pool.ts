@@ -21,7 +21,15 @@ export interface ChunkJob {
 }
 
 /** Worker -> main. */
-export interface ChunkReply { id: number; buf: ArrayBuffer; byteOffset: number; length: number; checksum: ArrayBuffer; zero: boolean; frame?: ArrayBuffer }
+export interface ChunkReply {
+  id: number;
+  buf: ArrayBuffer;
+  byteOffset: number;
+  length: number;
+  checksum: ArrayBuffer;
+  zero: boolean;
+  frame?: ArrayBuffer;
+}
 
 export interface ChunkResult {
   /** The chunk's bytes (the same memory the caller handed in, returned by the worker). */

@@ -36,7 +36,11 @@ type Waiting = { type: 'data'; offsetBytes: number; lengthBytes: number; result:
  * gets it back as result.raw. Records in pieces are not supported (the
  * sending core never makes them).
  */
-export async function* compressStage(messages: AsyncIterable<StreamMessage>, pool: CompressPool, aheadItems = COMPRESS_AHEAD_PER_WORKER * pool.size): AsyncGenerator<PreparedMessage> {
+export async function* compressStage(
+  messages: AsyncIterable<StreamMessage>,
+  pool: CompressPool,
+  aheadItems = COMPRESS_AHEAD_PER_WORKER * pool.size,
+): AsyncGenerator<PreparedMessage> {
   const fifo: Waiting[] = [];
   const out = async (w: Waiting): Promise<PreparedMessage> =>
     w.type === 'data' ? { type: 'data', offsetBytes: w.offsetBytes, lengthBytes: w.lengthBytes, result: await w.result } : w;

@@ -74,7 +74,10 @@ export async function* sendMessages(p: SendPlan, reader: VolumeReader, o: Sender
   const fill = async () => {
     while (!exhausted && queue.length < READ_AHEAD_OPS) {
       const n = await ops.next();
-      if (n.done) { exhausted = true; break; }
+      if (n.done) {
+        exhausted = true;
+        break;
+      }
       const data = n.value.kind === 'data' ? read(n.value) : undefined;
       data?.catch(() => undefined); // awaited in order below
       queue.push({ op: n.value, data });

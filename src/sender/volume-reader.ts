@@ -21,7 +21,8 @@ async function readFully(h: VolumeHandle, buf: Buffer, offsetBytes: number, what
   let got = 0;
   while (got < buf.length) {
     const n = await h.readAt(buf.subarray(got), offsetBytes + got);
-    if (n === 0) throw new ThinshipError('IO_ERROR', `${what}: unexpected end of ${h.path} at byte ${offsetBytes + got} (wanted ${buf.length - got} more bytes)`);
+    if (n === 0)
+      throw new ThinshipError('IO_ERROR', `${what}: unexpected end of ${h.path} at byte ${offsetBytes + got} (wanted ${buf.length - got} more bytes)`);
     got += n;
   }
 }
@@ -73,19 +74,38 @@ class CacheDropper {
 
 class DeviceReader implements VolumeReader {
   private cache: CacheDropper;
-  constructor(private h: VolumeHandle, private restore: () => Promise<void>, private what: string) { this.cache = new CacheDropper(h); }
+  constructor(
+    private h: VolumeHandle,
+    private restore: () => Promise<void>,
+    private what: string,
+  ) {
+    this.cache = new CacheDropper(h);
+  }
   async read(buf: Buffer, offsetBytes: number) {
     await readFully(this.h, buf, offsetBytes, this.what);
     await this.cache.noteRead(offsetBytes, buf.length);
   }
   async close() {
-    try { await this.cache.dropAll(); await this.h.close(); } finally { await this.restore(); }
+    try {
+      await this.cache.dropAll();
+      await this.h.close();
+    } finally {
+      await this.restore();
+    }
   }
 }
 
 class OfflineReader implements VolumeReader {
   private cache: CacheDropper;
-  constructor(private data: VolumeHandle, private mappings: MappingSpool, private blockBytes: number, private ownsMappings: boolean, private what: string) { this.cache = new CacheDropper(data); }
+  constructor(
+    private data: VolumeHandle,
+    private mappings: MappingSpool,
+    private blockBytes: number,
+    private ownsMappings: boolean,
+    private what: string,
+  ) {
+    this.cache = new CacheDropper(data);
+  }
   /** Any byte range: ops are block-aligned except where maxOpBytes cuts a large block, or at a clipped volume end. */
   async read(buf: Buffer, offsetBytes: number): Promise<void> {
     let done = 0;
@@ -107,7 +127,12 @@ class OfflineReader implements VolumeReader {
     }
   }
   async close() {
-    try { await this.cache.dropAll(); await this.data.close(); } finally { if (this.ownsMappings) await this.mappings.close(); }
+    try {
+      await this.cache.dropAll();
+      await this.data.close();
+    } finally {
+      if (this.ownsMappings) await this.mappings.close();
+    }
   }
 }
 
@@ -133,6 +158,9 @@ export async function openSourceReader(p: SendPlan, opts: { signal?: AbortSignal
     mappings = await snapshotMappings({ metadataPath: spec.metadataPath, useMetadataSnap: false, snapDevId: spec.snapDevId, signal: opts.signal }, {});
     owns = true;
   }
-  const data = await openVolume(spec.dataPath, { mode: 'read' }).catch(async (e) => { if (owns) await mappings.close(); throw e; });
+  const data = await openVolume(spec.dataPath, { mode: 'read' }).catch(async (e) => {
+    if (owns) await mappings.close();
+    throw e;
+  });
   return new OfflineReader(data, mappings, blockBytes, owns, `offline pool ${spec.dataPath} device ${spec.snapDevId}`);
 }

@@ -28,12 +28,14 @@ import { ThinshipError } from '../errors.js';
 import type { TlsFiles } from '../rpc/tls.js';
 import { ConfigObject, HOST_PORT, checkKeys, configUint, parseIdentities, parseLvmRules, readConfigJson, type LvmNameRule } from '../rpc/config-file.js';
 
-
 export type SenderAction = 'plan' | 'start' | 'watch' | 'cancel';
 const SENDER_ACTIONS: readonly SenderAction[] = ['plan', 'start', 'watch', 'cancel'];
 
 export type SourceRule = LvmNameRule;
-export interface DestinationRule { receiver: string; target: string }
+export interface DestinationRule {
+  receiver: string;
+  target: string;
+}
 
 export interface SenderIdentityRules {
   actions: Set<SenderAction>;
@@ -68,19 +70,24 @@ async function parseSenderIdentity(r: Record<string, unknown>, at: string): Prom
   const actionList = r.actions ?? SENDER_ACTIONS;
   if (!Array.isArray(actionList)) throw new ThinshipError('USAGE', `${at}.actions must be a list of ${SENDER_ACTIONS.join(', ')}`);
   for (const a of actionList as unknown[]) {
-    if (!(SENDER_ACTIONS as readonly unknown[]).includes(a)) throw new ThinshipError('USAGE', `${at}.actions: "${String(a)}" is not one of ${SENDER_ACTIONS.join(', ')}`);
+    if (!(SENDER_ACTIONS as readonly unknown[]).includes(a))
+      throw new ThinshipError('USAGE', `${at}.actions: "${String(a)}" is not one of ${SENDER_ACTIONS.join(', ')}`);
     actions.add(a as SenderAction);
   }
   const src = (r.sources ?? {}) as Record<string, unknown>;
-  if (src === null || typeof src !== 'object' || Array.isArray(src)) throw new ThinshipError('USAGE', `${at}.sources must be an object with "lvm" and/or "offlineDirectories"`);
+  if (src === null || typeof src !== 'object' || Array.isArray(src))
+    throw new ThinshipError('USAGE', `${at}.sources must be an object with "lvm" and/or "offlineDirectories"`);
   checkKeys(src, `${at}.sources`, ['lvm', 'offlineDirectories']);
   const lvm = parseLvmRules(src.lvm, `${at}.sources.lvm`);
   const offlineDirectories: string[] = [];
   const dirs = src.offlineDirectories ?? [];
   if (!Array.isArray(dirs)) throw new ThinshipError('USAGE', `${at}.sources.offlineDirectories must be a list of absolute paths`);
   for (const d of dirs as unknown[]) {
-    if (typeof d !== 'string' || !isAbsolute(d)) throw new ThinshipError('USAGE', `${at}.sources.offlineDirectories: ${JSON.stringify(d)} is not an absolute path`);
-    const real = await realpath(d).catch((e: NodeJS.ErrnoException) => { throw new ThinshipError('USAGE', `${at}.sources.offlineDirectories: ${d} does not exist (${e.code})`); });
+    if (typeof d !== 'string' || !isAbsolute(d))
+      throw new ThinshipError('USAGE', `${at}.sources.offlineDirectories: ${JSON.stringify(d)} is not an absolute path`);
+    const real = await realpath(d).catch((e: NodeJS.ErrnoException) => {
+      throw new ThinshipError('USAGE', `${at}.sources.offlineDirectories: ${d} does not exist (${e.code})`);
+    });
     if (!(await stat(real)).isDirectory()) throw new ThinshipError('USAGE', `${at}.sources.offlineDirectories: ${d} is not a directory`);
     offlineDirectories.push(real);
   }
@@ -89,8 +96,10 @@ async function parseSenderIdentity(r: Record<string, unknown>, at: string): Prom
   if (!Array.isArray(dests)) throw new ThinshipError('USAGE', `${at}.destinations must be a list of { receiver, target }`);
   for (const [i, d] of (dests as unknown[]).entries()) {
     const x = d as Record<string, unknown>;
-    if (x === null || typeof x !== 'object' || typeof x.receiver !== 'string' || !HOST_PORT.test(x.receiver)) throw new ThinshipError('USAGE', `${at}.destinations[${i}]: "receiver" must be HOST:PORT`);
-    if (typeof x.target !== 'string' || x.target === '' || x.target.length > 4096) throw new ThinshipError('USAGE', `${at}.destinations[${i}]: "target" must be a target name pattern (vg/lv or an absolute path; * and ? allowed)`);
+    if (x === null || typeof x !== 'object' || typeof x.receiver !== 'string' || !HOST_PORT.test(x.receiver))
+      throw new ThinshipError('USAGE', `${at}.destinations[${i}]: "receiver" must be HOST:PORT`);
+    if (typeof x.target !== 'string' || x.target === '' || x.target.length > 4096)
+      throw new ThinshipError('USAGE', `${at}.destinations[${i}]: "target" must be a target name pattern (vg/lv or an absolute path; * and ? allowed)`);
     destinations.push({ receiver: x.receiver, target: x.target });
   }
   return { actions, lvm, offlineDirectories, destinations };

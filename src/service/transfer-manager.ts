@@ -35,9 +35,22 @@ export interface SourceRequest {
   base?: string;
   offlinePool?: { metadataPath: string; dataPath: string; volumeSizeBytes?: number };
 }
-export interface DestinationRequest { receiverAddress: string; serverName?: string; target: string }
-export interface TransferOptionsRequest { noCompress?: boolean; bandwidthLimitBytesPerSecond?: number; maxRetries?: number }
-export interface StartRequest { requestId: string; source: SourceRequest; destination: DestinationRequest; options: TransferOptionsRequest }
+export interface DestinationRequest {
+  receiverAddress: string;
+  serverName?: string;
+  target: string;
+}
+export interface TransferOptionsRequest {
+  noCompress?: boolean;
+  bandwidthLimitBytesPerSecond?: number;
+  maxRetries?: number;
+}
+export interface StartRequest {
+  requestId: string;
+  source: SourceRequest;
+  destination: DestinationRequest;
+  options: TransferOptionsRequest;
+}
 
 export interface TransferInfo {
   transferId: string;
@@ -57,10 +70,21 @@ export interface TransferInfo {
   finishedMs: number;
 }
 
-export interface PlanSummary { mode: 'full' | 'incremental'; dataBytes: number; unmapBytes: number; dataOps: number; unmapOps: number; volumeSizeBytes: number; blockSizeBytes: number }
+export interface PlanSummary {
+  mode: 'full' | 'incremental';
+  dataBytes: number;
+  unmapBytes: number;
+  dataOps: number;
+  unmapOps: number;
+  volumeSizeBytes: number;
+  blockSizeBytes: number;
+}
 
 /** Who calls: the names of its certificate and the rules that apply (union over the names). */
-export interface Caller { owner: string; rules: SenderIdentityRules[] }
+export interface Caller {
+  owner: string;
+  rules: SenderIdentityRules[];
+}
 
 export interface TransferManagerOptions {
   receiverTls?: TlsFiles;
@@ -129,8 +153,16 @@ export class TransferManager {
     let resumed = 0;
     for (const r of await store.loadAll()) {
       const t: Transfer = {
-        info: r.info, owner: r.owner, request: r.request, saving: Promise.resolve(), fingerprint: JSON.stringify([r.request.source, r.request.destination, r.request.options]),
-        ac: new AbortController(), watchers: new Set(), rate: new RateWindow(), lastNotifyMs: 0, done: Promise.resolve(),
+        info: r.info,
+        owner: r.owner,
+        request: r.request,
+        saving: Promise.resolve(),
+        fingerprint: JSON.stringify([r.request.source, r.request.destination, r.request.options]),
+        ac: new AbortController(),
+        watchers: new Set(),
+        rate: new RateWindow(),
+        lastNotifyMs: 0,
+        done: Promise.resolve(),
       };
       this.transfers.set(r.info.transferId, t);
       if (FINAL.has(r.info.state)) continue;
@@ -184,7 +216,8 @@ export class TransferManager {
 
   /** Checks an action against the caller's rules. */
   static allowed(c: Caller, action: SenderAction): void {
-    if (!c.rules.some((r) => r.actions.has(action))) throw new ThinshipError('PERMISSION_DENIED', `identity ${c.owner} may not ${action} transfers on this sender`);
+    if (!c.rules.some((r) => r.actions.has(action)))
+      throw new ThinshipError('PERMISSION_DENIED', `identity ${c.owner} may not ${action} transfers on this sender`);
   }
 
   async plan(c: Caller, source: SourceRequest, maxOpBytes = DEFAULT_MAX_OP_BYTES, signal?: AbortSignal): Promise<PlanSummary> {
@@ -194,7 +227,15 @@ export class TransferManager {
     try {
       checkPoolRule(c, p);
       const t = p.plan.totals;
-      return { mode: p.mode, dataBytes: t.dataBytes, unmapBytes: t.unmapBytes, dataOps: t.dataOps, unmapOps: t.unmapOps, volumeSizeBytes: t.volumeSizeBytes, blockSizeBytes: t.blockSizeBytes };
+      return {
+        mode: p.mode,
+        dataBytes: t.dataBytes,
+        unmapBytes: t.unmapBytes,
+        dataOps: t.dataOps,
+        unmapOps: t.unmapOps,
+        volumeSizeBytes: t.volumeSizeBytes,
+        blockSizeBytes: t.blockSizeBytes,
+      };
     } finally {
       await p.close();
     }
@@ -204,24 +245,53 @@ export class TransferManager {
     TransferManager.allowed(c, 'start');
     if (this.closed) throw new ThinshipError('UNAVAILABLE', 'the sender daemon is stopping', { retryable: true });
     if (!REQUEST_ID.test(req.requestId)) throw new ThinshipError('USAGE', `request_id "${req.requestId.slice(0, 140)}" must be 1-128 of [A-Za-z0-9._-]`);
-    const transferId = `tsd-${createHash('sha256').update(JSON.stringify([c.owner, req.requestId])).digest('hex').slice(0, 32)}`;
+    const transferId = `tsd-${createHash('sha256')
+      .update(JSON.stringify([c.owner, req.requestId]))
+      .digest('hex')
+      .slice(0, 32)}`;
     const fingerprint = JSON.stringify([req.source, req.destination, req.options]);
     const existing = this.transfers.get(transferId);
     if (existing) {
-      if (existing.fingerprint !== fingerprint) throw new ThinshipError('USAGE', `request_id ${req.requestId} was already used for a different request (transfer ${transferId})`);
+      if (existing.fingerprint !== fingerprint)
+        throw new ThinshipError('USAGE', `request_id ${req.requestId} was already used for a different request (transfer ${transferId})`);
       return { ...existing.info };
     }
     const spec = await authorizeSource(c, req.source);
     authorizeDestination(c, req.destination);
-    if (req.options.bandwidthLimitBytesPerSecond !== undefined && req.options.bandwidthLimitBytesPerSecond !== 0 && req.options.bandwidthLimitBytesPerSecond < 1024) {
+    if (
+      req.options.bandwidthLimitBytesPerSecond !== undefined &&
+      req.options.bandwidthLimitBytesPerSecond !== 0 &&
+      req.options.bandwidthLimitBytesPerSecond < 1024
+    ) {
       throw new ThinshipError('USAGE', `bandwidth_limit_bytes_per_second ${req.options.bandwidthLimitBytesPerSecond}: at least 1024, or 0 for none`);
     }
     const t: Transfer = {
       info: {
-        transferId, requestId: req.requestId, source: req.source, destination: req.destination, state: 'queued',
-        doneBytes: 0, totalBytes: 0, bytesPerSecond: 0, etaSeconds: 0, retries: 0, errorCode: '', errorMessage: '', digest: '', createdMs: Date.now(), finishedMs: 0,
+        transferId,
+        requestId: req.requestId,
+        source: req.source,
+        destination: req.destination,
+        state: 'queued',
+        doneBytes: 0,
+        totalBytes: 0,
+        bytesPerSecond: 0,
+        etaSeconds: 0,
+        retries: 0,
+        errorCode: '',
+        errorMessage: '',
+        digest: '',
+        createdMs: Date.now(),
+        finishedMs: 0,
       },
-      owner: c.owner, request: req, saving: Promise.resolve(), fingerprint, ac: new AbortController(), watchers: new Set(), rate: new RateWindow(), lastNotifyMs: 0, done: Promise.resolve(),
+      owner: c.owner,
+      request: req,
+      saving: Promise.resolve(),
+      fingerprint,
+      ac: new AbortController(),
+      watchers: new Set(),
+      rate: new RateWindow(),
+      lastNotifyMs: 0,
+      done: Promise.resolve(),
     };
     this.transfers.set(transferId, t);
     this.persist(t);
@@ -237,7 +307,10 @@ export class TransferManager {
 
   list(c: Caller): TransferInfo[] {
     TransferManager.allowed(c, 'watch');
-    return [...this.transfers.values()].filter((t) => t.owner === c.owner).map((t) => ({ ...t.info })).sort((a, b) => b.createdMs - a.createdMs);
+    return [...this.transfers.values()]
+      .filter((t) => t.owner === c.owner)
+      .map((t) => ({ ...t.info }))
+      .sort((a, b) => b.createdMs - a.createdMs);
   }
 
   /** Calls `listener` with the current state at once, then on every change; returns the unsubscribe. The last call is a final state. */
@@ -297,9 +370,11 @@ export class TransferManager {
     const store = this.o.store;
     if (!store) return;
     const snapshot = { owner: t.owner, request: t.request, info: { ...t.info } };
-    t.saving = t.saving.then(() => store.save(snapshot)).catch((e: unknown) => {
-      this.o.log.error({ transferId: t.info.transferId, err: (e as Error).message }, 'could not save the transfer record');
-    });
+    t.saving = t.saving
+      .then(() => store.save(snapshot))
+      .catch((e: unknown) => {
+        this.o.log.error({ transferId: t.info.transferId, err: (e as Error).message }, 'could not save the transfer record');
+      });
   }
 
   private progress(t: Transfer, doneBytes: number): void {
@@ -319,12 +394,16 @@ export class TransferManager {
     let plan: SendPlan | undefined;
     try {
       // The pool's turn first, then a global slot: a transfer waiting for its pool holds no slot.
-      const turn = new Promise<void>((resolve) => { releaseTurn = resolve; });
+      const turn = new Promise<void>((resolve) => {
+        releaseTurn = resolve;
+      });
       const before = this.poolTurns.get(key) ?? Promise.resolve();
       const mine = before.then(() => turn);
       this.poolTurns.set(key, mine);
       await abortable(before, signal);
-      await abortable(this.takeSlot(), signal).then(() => { slot = true; });
+      await abortable(this.takeSlot(), signal).then(() => {
+        slot = true;
+      });
       this.set(t, { state: 'planning' });
       plan = await planSend(spec, { maxOpBytes: DEFAULT_MAX_OP_BYTES, withMappings: spec.kind === 'offline', lockDir: this.o.lockDir, signal });
       checkPoolRule(c, plan);
@@ -337,8 +416,13 @@ export class TransferManager {
         const metrics = this.o.metrics;
         let sentInAttempt = 0;
         const r = await sendPlanOverGrpc(client, plan, reader, {
-          target: req.destination.target, transferId: t.info.transferId, compress, pool: this.pool(compress),
-          maxAttempts: (req.options.maxRetries || 9) + 1, retryDelayMs: this.o.retryDelayMs, signal,
+          target: req.destination.target,
+          transferId: t.info.transferId,
+          compress,
+          pool: this.pool(compress),
+          maxAttempts: (req.options.maxRetries || 9) + 1,
+          retryDelayMs: this.o.retryDelayMs,
+          signal,
           bandwidth: limit > 0 ? new TokenBucket(limit, DEFAULT_MAX_OP_BYTES + 4096) : undefined,
           onProgress: (x) => {
             // payloadBytes counts from 0 again in each attempt.
@@ -353,8 +437,26 @@ export class TransferManager {
             else if (e.type === 'start') this.set(t, { state: 'sending', ...(t.info.state === 'resuming' ? { errorMessage: '' } : {}) });
           },
         });
-        this.set(t, { state: 'done', doneBytes: t.info.totalBytes, bytesPerSecond: 0, etaSeconds: 0, digest: r.digest.toString('hex'), finishedMs: Date.now() });
-        this.o.log.info({ transferId: t.info.transferId, owner: t.owner, target: req.destination.target, bytes: r.dataBytes, seconds: r.seconds, digest: r.digest.toString('hex'), outcome: 'done' }, 'transfer done');
+        this.set(t, {
+          state: 'done',
+          doneBytes: t.info.totalBytes,
+          bytesPerSecond: 0,
+          etaSeconds: 0,
+          digest: r.digest.toString('hex'),
+          finishedMs: Date.now(),
+        });
+        this.o.log.info(
+          {
+            transferId: t.info.transferId,
+            owner: t.owner,
+            target: req.destination.target,
+            bytes: r.dataBytes,
+            seconds: r.seconds,
+            digest: r.digest.toString('hex'),
+            outcome: 'done',
+          },
+          'transfer done',
+        );
         this.o.metrics?.transfers.inc({ outcome: 'done', code: '' });
       } finally {
         await reader.close();
@@ -386,7 +488,8 @@ export class TransferManager {
     } catch (e) {
       // Never begun there (NOT_FOUND) is the common case of a cancel while queued or planning.
       const err = asThinshipError(e);
-      if (err.code !== 'NOT_FOUND') this.o.log.warn({ transferId: t.info.transferId, code: err.code, err: err.message }, 'could not abort the transfer on the receiver');
+      if (err.code !== 'NOT_FOUND')
+        this.o.log.warn({ transferId: t.info.transferId, code: err.code, err: err.message }, 'could not abort the transfer on the receiver');
     }
   }
 
@@ -403,7 +506,10 @@ export class TransferManager {
 
   private pool(compress: boolean): CompressPool {
     let p = this.pools.get(compress);
-    if (!p) { p = new CompressPool({ compress }); this.pools.set(compress, p); }
+    if (!p) {
+      p = new CompressPool({ compress });
+      this.pools.set(compress, p);
+    }
     return p;
   }
 
@@ -434,7 +540,16 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => reject(asThinshipError(signal.reason));
     signal.addEventListener('abort', onAbort, { once: true });
-    p.then((v) => { signal.removeEventListener('abort', onAbort); resolve(v); }, (e: unknown) => { signal.removeEventListener('abort', onAbort); reject(asThinshipError(e)); });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(asThinshipError(e));
+      },
+    );
   });
 }
 
@@ -454,19 +569,34 @@ async function authorizeSource(c: Caller, s: SourceRequest): Promise<SourceSpec>
   if (s.offlinePool) {
     const o = s.offlinePool;
     const reals: string[] = [];
-    for (const [p, what] of [[o.metadataPath, 'metadata_path'], [o.dataPath, 'data_path']] as const) {
+    for (const [p, what] of [
+      [o.metadataPath, 'metadata_path'],
+      [o.dataPath, 'data_path'],
+    ] as const) {
       if (!p.startsWith('/')) throw new ThinshipError('USAGE', `offline_pool.${what} must be an absolute path`);
-      reals.push(await realpath(p).catch((e: NodeJS.ErrnoException) => { throw new ThinshipError(e.code === 'ENOENT' ? 'NOT_FOUND' : 'PERMISSION_DENIED', `offline_pool.${what} ${p}: ${e.code}`); }));
+      reals.push(
+        await realpath(p).catch((e: NodeJS.ErrnoException) => {
+          throw new ThinshipError(e.code === 'ENOENT' ? 'NOT_FOUND' : 'PERMISSION_DENIED', `offline_pool.${what} ${p}: ${e.code}`);
+        }),
+      );
     }
     if (!reals.every((r) => c.rules.some((x) => x.offlineDirectories.some((d) => isInside(r, d))))) {
       throw new ThinshipError('PERMISSION_DENIED', `identity ${c.owner} may not send from the offline pool ${o.metadataPath}`);
     }
     // The real paths are what is opened: a symlink swapped after this check cannot redirect the read.
-    return { kind: 'offline', metadataPath: reals[0]!, dataPath: reals[1]!, snapDevId: devIdOf(s.snapshot, 'snapshot'), baseDevId: s.base ? devIdOf(s.base, 'base') : undefined, volumeSizeBytes: o.volumeSizeBytes || undefined };
+    return {
+      kind: 'offline',
+      metadataPath: reals[0]!,
+      dataPath: reals[1]!,
+      snapDevId: devIdOf(s.snapshot, 'snapshot'),
+      baseDevId: s.base ? devIdOf(s.base, 'base') : undefined,
+      volumeSizeBytes: o.volumeSizeBytes || undefined,
+    };
   }
   const names = [lvmName(s.snapshot, 'snapshot'), ...(s.base ? [lvmName(s.base, 'base')] : [])];
   for (const n of names) {
-    if (!c.rules.some((r) => r.lvm.some((l) => l.vg === n.vg && globMatch(l.lv, n.lv)))) throw new ThinshipError('PERMISSION_DENIED', `identity ${c.owner} may not send ${n.vg}/${n.lv}`);
+    if (!c.rules.some((r) => r.lvm.some((l) => l.vg === n.vg && globMatch(l.lv, n.lv))))
+      throw new ThinshipError('PERMISSION_DENIED', `identity ${c.owner} may not send ${n.vg}/${n.lv}`);
   }
   return { kind: 'lvm', snap: `${names[0]!.vg}/${names[0]!.lv}`, base: names[1] ? `${names[1].vg}/${names[1].lv}` : undefined };
 }

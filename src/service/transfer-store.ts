@@ -16,18 +16,31 @@ import type { StartRequest, TransferInfo } from './transfer-manager.js';
 
 const STORE_FORMAT = 1;
 
-export interface StoredTransfer { owner: string; request: StartRequest; info: TransferInfo }
+export interface StoredTransfer {
+  owner: string;
+  request: StartRequest;
+  info: TransferInfo;
+}
 
 const ID = /^tsd-[0-9a-f]{32}$/;
 
 export class TransferStore {
-  private constructor(private readonly dir: string, private readonly lock: StateDirLock, private readonly log: Logger) {}
+  private constructor(
+    private readonly dir: string,
+    private readonly lock: StateDirLock,
+    private readonly log: Logger,
+  ) {}
 
   /** Takes the state directory (one daemon per directory) and creates what is missing. */
   static async open(stateDir: string, log: Logger): Promise<TransferStore> {
     await mkdir(join(stateDir, 'transfers', 'quarantine'), { recursive: true, mode: 0o700 });
     const lock = await StateDirLock.acquire(stateDir).catch((e: unknown) => {
-      if (e instanceof ThinshipError && e.code === 'TARGET_BUSY') throw new ThinshipError('TARGET_BUSY', `the sender state directory ${stateDir} is in use by another thinship sender-serve (pid ${String(e.details.holderPid)}); one daemon per state directory`, { details: e.details });
+      if (e instanceof ThinshipError && e.code === 'TARGET_BUSY')
+        throw new ThinshipError(
+          'TARGET_BUSY',
+          `the sender state directory ${stateDir} is in use by another thinship sender-serve (pid ${String(e.details.holderPid)}); one daemon per state directory`,
+          { details: e.details },
+        );
       throw e;
     });
     return new TransferStore(join(stateDir, 'transfers'), lock, log);
@@ -42,8 +55,19 @@ export class TransferStore {
         const v = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
         const info = v.info as TransferInfo | undefined;
         const request = v.request as StartRequest | undefined;
-        if (v.format !== STORE_FORMAT || typeof v.owner !== 'string' || !info || !request || typeof info.transferId !== 'string' || !ID.test(info.transferId) || `${info.transferId}.json` !== name
-          || typeof request.requestId !== 'string' || typeof request.source?.snapshot !== 'string' || typeof request.destination?.target !== 'string' || typeof request.destination.receiverAddress !== 'string') {
+        if (
+          v.format !== STORE_FORMAT ||
+          typeof v.owner !== 'string' ||
+          !info ||
+          !request ||
+          typeof info.transferId !== 'string' ||
+          !ID.test(info.transferId) ||
+          `${info.transferId}.json` !== name ||
+          typeof request.requestId !== 'string' ||
+          typeof request.source?.snapshot !== 'string' ||
+          typeof request.destination?.target !== 'string' ||
+          typeof request.destination.receiverAddress !== 'string'
+        ) {
           throw new Error('not a sender transfer record of this format');
         }
         out.push({ owner: v.owner, request, info });
@@ -71,7 +95,9 @@ export class TransferStore {
   }
 
   async remove(transferId: string): Promise<void> {
-    await unlink(join(this.dir, `${transferId}.json`)).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'ENOENT') throw e; });
+    await unlink(join(this.dir, `${transferId}.json`)).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT') throw e;
+    });
   }
 
   async close(): Promise<void> {
@@ -80,6 +106,10 @@ export class TransferStore {
 
   private async syncDir(): Promise<void> {
     const d = await open(this.dir, 'r');
-    try { await d.sync(); } finally { await d.close(); }
+    try {
+      await d.sync();
+    } finally {
+      await d.close();
+    }
   }
 }

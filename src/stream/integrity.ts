@@ -50,12 +50,17 @@ export class StreamLedger {
    * resume: continue from a stored state (a resumed transfer); its digest is
    * used only when it is a whole chain value (32 bytes).
    */
-  constructor(readonly checksums: boolean, resume?: Partial<LedgerState>) {
+  constructor(
+    readonly checksums: boolean,
+    resume?: Partial<LedgerState>,
+  ) {
     const d = resume?.digest;
     this.chain = new StreamDigest(d !== undefined && d.length === SHA256_BYTES ? d : undefined);
     this.counts = {
-      dataRecords: resume?.dataRecords ?? 0, unmapRecords: resume?.unmapRecords ?? 0,
-      dataBytes: resume?.dataBytes ?? 0, unmapBytes: resume?.unmapBytes ?? 0,
+      dataRecords: resume?.dataRecords ?? 0,
+      unmapRecords: resume?.unmapRecords ?? 0,
+      dataBytes: resume?.dataBytes ?? 0,
+      unmapBytes: resume?.unmapBytes ?? 0,
     };
   }
 

@@ -7,7 +7,10 @@
 export class RateWindow {
   private samples: [number, number][] = [];
 
-  constructor(private readonly windowMs = 5000, private readonly minSpanMs = 500) {}
+  constructor(
+    private readonly windowMs = 5000,
+    private readonly minSpanMs = 500,
+  ) {}
 
   /** Records that `doneBytes` were done at `nowMs`. */
   add(nowMs: number, doneBytes: number): void {

@@ -13,9 +13,15 @@ import { Worker, type Transferable } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { ThinshipError, type ErrorCode } from '../errors.js';
 
-export interface WorkerErrorReply { id: number; error: { code: ErrorCode; message: string; details?: Record<string, unknown> } }
+export interface WorkerErrorReply {
+  id: number;
+  error: { code: ErrorCode; message: string; details?: Record<string, unknown> };
+}
 
-interface Pending<R> { resolve: (r: R) => void; reject: (e: Error) => void }
+interface Pending<R> {
+  resolve: (r: R) => void;
+  reject: (e: Error) => void;
+}
 
 class PoolWorker<R> {
   readonly worker: Worker;
@@ -23,7 +29,7 @@ class PoolWorker<R> {
   dead: Error | undefined;
   constructor(url: URL, what: string) {
     this.worker = new Worker(url);
-    this.worker.on('message', (m: R & { id: number } | WorkerErrorReply) => {
+    this.worker.on('message', (m: (R & { id: number }) | WorkerErrorReply) => {
       const p = this.pending.get(m.id);
       if (!p) return;
       this.pending.delete(m.id);
@@ -59,7 +65,11 @@ export class WorkerPool<J extends object, R> {
   private nextId = 1;
   private closed = false;
 
-  constructor(url: URL, workers: number, private readonly what: string) {
+  constructor(
+    url: URL,
+    workers: number,
+    private readonly what: string,
+  ) {
     this.workers = Array.from({ length: Math.max(1, workers) }, () => new PoolWorker<R>(url, what));
   }
 
@@ -98,7 +108,8 @@ export class WorkerPool<J extends object, R> {
 
 /** The memory of `b` as a transferable ArrayBuffer: its own if it owns all of it, else a copy. */
 export function ownArrayBuffer(b: Uint8Array): { buf: ArrayBuffer; byteOffset: number; length: number } {
-  if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer) return { buf: b.buffer, byteOffset: 0, length: b.byteLength };
+  if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer)
+    return { buf: b.buffer, byteOffset: 0, length: b.byteLength };
   const copy = Buffer.allocUnsafeSlow(b.byteLength); // its own memory, not zero-filled first
   copy.set(b);
   return { buf: copy.buffer, byteOffset: 0, length: b.byteLength };

@@ -108,7 +108,10 @@ export function lineCapacityBytes(o: Pick<DelayRelayOptions, 'delayMs' | 'rateBi
   return Math.ceil((rate / 8) * (o.delayMs / 1000)) + queue;
 }
 
-interface Entry { buf: Buffer | null; dueMs: number }
+interface Entry {
+  buf: Buffer | null;
+  dueMs: number;
+}
 
 /** One direction of one connection. */
 class Line {
@@ -124,8 +127,11 @@ class Line {
   private readonly resumeBelow: number;
 
   constructor(
-    private readonly src: net.Socket, private readonly dst: net.Socket,
-    private readonly delayMs: number, private readonly bytesPerMs: number, private readonly capacity: number,
+    private readonly src: net.Socket,
+    private readonly dst: net.Socket,
+    private readonly delayMs: number,
+    private readonly bytesPerMs: number,
+    private readonly capacity: number,
     private readonly st: LineStats,
   ) {
     this.resumeBelow = capacity - Math.min(capacity / 4, 256 * 1024);
@@ -203,7 +209,18 @@ class Line {
 
   /** The line's state, for a stuck-connection diagnosis (SIGUSR2 in the CLI). */
   debug(): Record<string, unknown> {
-    return { queued: this.q.length - this.head, held: this.held, pausedByUs: this.pausedByUs, srcPaused: this.src.isPaused(), timer: !!this.timer, immediate: !!this.immediate, ended: this.ended, dstWritable: this.dst.writableLength, dstPending: this.dst.pending, srcReadable: this.src.readableLength };
+    return {
+      queued: this.q.length - this.head,
+      held: this.held,
+      pausedByUs: this.pausedByUs,
+      srcPaused: this.src.isPaused(),
+      timer: !!this.timer,
+      immediate: !!this.immediate,
+      ended: this.ended,
+      dstWritable: this.dst.writableLength,
+      dstPending: this.dst.pending,
+      srcReadable: this.src.readableLength,
+    };
   }
 
   stop(): void {
@@ -242,17 +259,29 @@ export async function startDelayRelay(o: DelayRelayOptions): Promise<DelayRelay>
       // An error on one side (reset, refused, write after close) resets the other, as a link carries an RST.
       // A clean close is a FIN, which the line carries in its turn.
       // (destroy() would send a FIN: the peer must see the reset, so resetAndDestroy().)
-      s.on('error', () => { for (const x of pair) if (x === s) x.destroy(); else if (!x.destroyed) x.resetAndDestroy(); });
+      s.on('error', () => {
+        for (const x of pair)
+          if (x === s) x.destroy();
+          else if (!x.destroyed) x.resetAndDestroy();
+      });
       s.on('close', (hadError) => {
         open.delete(s);
         if (hadError) for (const x of pair) x.destroy();
-        if (++closed === 2) { up.stop(); down.stop(); lines.delete(up); lines.delete(down); }
+        if (++closed === 2) {
+          up.stop();
+          down.stop();
+          lines.delete(up);
+          lines.delete(down);
+        }
       });
     }
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(o.listenPort ?? 0, o.listenHost ?? '127.0.0.1', () => { server.off('error', reject); resolve(); });
+    server.listen(o.listenPort ?? 0, o.listenHost ?? '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
   });
   const addr = server.address() as net.AddressInfo;
   return {
@@ -261,10 +290,11 @@ export async function startDelayRelay(o: DelayRelayOptions): Promise<DelayRelay>
     capacityBytes: capacity,
     stats: () => structuredClone(stats),
     debug: () => [...lines].map((l) => l.debug()),
-    close: () => new Promise<void>((resolve) => {
-      for (const l of lines) l.stop();
-      for (const s of open) s.destroy();
-      server.close(() => resolve());
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const l of lines) l.stop();
+        for (const s of open) s.destroy();
+        server.close(() => resolve());
+      }),
   };
 }

@@ -18,9 +18,16 @@ const DEMO_SNAP_DEV_ID = 2;
 
 /** Origin block ranges [begin, end) of each snapshot, and which ones snap2 rewrote. */
 const DEMO_LAYOUT = {
-  base: [[0, 300], [500, 600], [900, 1000]] as [number, number][],
+  base: [
+    [0, 300],
+    [500, 600],
+    [900, 1000],
+  ] as [number, number][],
   /** snap2 = base, with these overwritten (new data blocks)... */
-  rewritten: [[10, 20], [950, 960]] as [number, number][],
+  rewritten: [
+    [10, 20],
+    [950, 960],
+  ] as [number, number][],
   /** ...these added... */
   added: [[700, 710]] as [number, number][],
   /** ...and these discarded. */
@@ -40,7 +47,14 @@ export interface DemoPool {
 /** xorshift32: small, fast, deterministic. */
 function prng(seed: number): () => number {
   let x = seed >>> 0 || 1;
-  return () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; };
+  return () => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x;
+  };
 }
 
 /** Mixed content, about 2:1 under zstd: random bytes, then text-like runs. */
@@ -54,13 +68,20 @@ export function fillDemoBlock(buf: Buffer, seed: number): void {
       for (let j = 0; j < runLen; j += 4) buf.writeUInt32LE(r(), i + j > buf.length - 4 ? buf.length - 4 : i + j);
     } else {
       let j = 0;
-      while (j < runLen) { const w = words[r() % words.length]!; buf.write(w, i + j, Math.min(w.length, runLen - j), 'latin1'); j += w.length; }
+      while (j < runLen) {
+        const w = words[r() % words.length]!;
+        buf.write(w, i + j, Math.min(w.length, runLen - j), 'latin1');
+        j += w.length;
+      }
     }
     i += runLen;
   }
 }
 
-interface Mapped { origin: number; data: number }
+interface Mapped {
+  origin: number;
+  data: number;
+}
 
 function expand(ranges: [number, number][]): number[] {
   return ranges.flatMap(([b, e]) => Array.from({ length: e - b }, (_, k) => b + k));
@@ -90,8 +111,11 @@ export async function createDemoPool(dir: string): Promise<DemoPool> {
     `  <device dev_id="${id}" mapped_blocks="${ms.length}" transaction="${tx}" creation_time="${tx}" snap_time="${tx}">\n` +
     ms.map((m) => `    <single_mapping origin_block="${m.origin}" data_block="${m.data}" time="${tx}"/>\n`).join('') +
     '  </device>\n';
-  const xml = `<superblock uuid="" time="2" transaction="2" version="2" data_block_size="${sectors}" nr_data_blocks="${nextData}">\n` +
-    dev(DEMO_BASE_DEV_ID, base, 0) + dev(DEMO_SNAP_DEV_ID, snap, 1) + '</superblock>\n';
+  const xml =
+    `<superblock uuid="" time="2" transaction="2" version="2" data_block_size="${sectors}" nr_data_blocks="${nextData}">\n` +
+    dev(DEMO_BASE_DEV_ID, base, 0) +
+    dev(DEMO_SNAP_DEV_ID, snap, 1) +
+    '</superblock>\n';
   const xmlPath = join(dir, 'demo-pool.xml');
   await writeFile(xmlPath, xml);
   const metadataPath = join(dir, 'demo-pool.tmeta');
@@ -109,5 +133,13 @@ export async function createDemoPool(dir: string): Promise<DemoPool> {
   }
   out.end();
   await once(out, 'finish');
-  return { dir, metadataPath, dataPath, blockBytes: DEMO_BLOCK_BYTES, volumeSizeBytes: DEMO_VOLUME_BLOCKS * DEMO_BLOCK_BYTES, baseDevId: DEMO_BASE_DEV_ID, snapDevId: DEMO_SNAP_DEV_ID };
+  return {
+    dir,
+    metadataPath,
+    dataPath,
+    blockBytes: DEMO_BLOCK_BYTES,
+    volumeSizeBytes: DEMO_VOLUME_BLOCKS * DEMO_BLOCK_BYTES,
+    baseDevId: DEMO_BASE_DEV_ID,
+    snapDevId: DEMO_SNAP_DEV_ID,
+  };
 }

@@ -9,7 +9,20 @@ import { runTool, type RunOptions } from '../exec/run.js';
 import { classifyLvm } from '../exec/known-errors.js';
 import { parseLvName, lvDevicePath, type LvName } from './names.js';
 
-const LVS_FIELDS = ['vg_name', 'lv_name', 'lv_uuid', 'lv_size', 'pool_lv', 'origin', 'lv_dm_path', 'thin_id', 'transaction_id', 'chunk_size', 'lv_active', 'lv_attr'] as const;
+const LVS_FIELDS = [
+  'vg_name',
+  'lv_name',
+  'lv_uuid',
+  'lv_size',
+  'pool_lv',
+  'origin',
+  'lv_dm_path',
+  'thin_id',
+  'transaction_id',
+  'chunk_size',
+  'lv_active',
+  'lv_attr',
+] as const;
 type LvsRow = Record<(typeof LVS_FIELDS)[number], string>;
 
 export interface ThinPool {
@@ -42,7 +55,8 @@ export interface ThinVolume {
 
 function intField(row: LvsRow, field: keyof LvsRow, what: string): number {
   const v = row[field];
-  if (!/^\d+$/.test(v ?? '')) throw new ThinshipError('TOOL_FAILED', `lvs gave a non-numeric ${field} "${v}" for ${what} (expected bytes from --units b --nosuffix)`);
+  if (!/^\d+$/.test(v ?? ''))
+    throw new ThinshipError('TOOL_FAILED', `lvs gave a non-numeric ${field} "${v}" for ${what} (expected bytes from --units b --nosuffix)`);
   const n = Number(v);
   if (!Number.isSafeInteger(n)) throw new ThinshipError('TOOL_FAILED', `lvs gave ${field} ${v} for ${what}: too large`);
   return n;
@@ -51,7 +65,11 @@ function intField(row: LvsRow, field: keyof LvsRow, what: string): number {
 /** Parses lvs JSON output (also used by tests on recorded outputs). */
 function parseLvsReport(stdout: string): LvsRow[] {
   let doc: unknown;
-  try { doc = JSON.parse(stdout); } catch (e) { throw new ThinshipError('TOOL_FAILED', `lvs printed something that is not JSON: ${(e as Error).message}`); }
+  try {
+    doc = JSON.parse(stdout);
+  } catch (e) {
+    throw new ThinshipError('TOOL_FAILED', `lvs printed something that is not JSON: ${(e as Error).message}`);
+  }
   const report = (doc as { report?: { lv?: unknown }[] }).report;
   if (!Array.isArray(report)) throw new ThinshipError('TOOL_FAILED', 'lvs JSON has no "report" array');
   const rows: LvsRow[] = [];
@@ -78,7 +96,8 @@ function toVolume(name: string, row: LvsRow, rows: LvsRow[]): ThinVolume {
   const poolRow = rows.find((r) => r.lv_name === row.pool_lv);
   if (!poolRow) throw new ThinshipError('TOOL_FAILED', `lvs lists ${what} in pool ${row.pool_lv}, but not the pool itself`);
   const chunk = intField(poolRow, 'chunk_size', `pool ${row.vg_name}/${row.pool_lv}`);
-  if (chunk <= 0 || chunk % 512 !== 0) throw new ThinshipError('TOOL_FAILED', `pool ${row.vg_name}/${row.pool_lv} has chunk size ${chunk}, not a positive multiple of 512`);
+  if (chunk <= 0 || chunk % 512 !== 0)
+    throw new ThinshipError('TOOL_FAILED', `pool ${row.vg_name}/${row.pool_lv} has chunk size ${chunk}, not a positive multiple of 512`);
   return {
     name,
     vg: row.vg_name,
@@ -122,7 +141,10 @@ function isLiveWritable(v: ThinVolume): boolean {
   return !(readOnly || (skipFlag && !open));
 }
 
-export interface SourcePair { snap: ThinVolume; base?: ThinVolume }
+export interface SourcePair {
+  snap: ThinVolume;
+  base?: ThinVolume;
+}
 
 /** Resolves SNAP (and BASE) and checks them as a send source. */
 export async function resolveSource(snapName: string, baseName: string | undefined, o: { allowLive?: boolean } & RunOptions = {}): Promise<SourcePair> {
@@ -130,16 +152,26 @@ export async function resolveSource(snapName: string, baseName: string | undefin
   const base = baseName === undefined ? undefined : await resolveThinVolume(baseName, o);
   for (const v of [snap, base]) {
     if (v && !o.allowLive && isLiveWritable(v)) {
-      throw new ThinshipError('LIVE_SOURCE', `${v.name} is a live writable volume (attr ${v.attr}): its content may change while it is read. Send a snapshot of it (lvcreate -s ${v.vg}/${v.lv}) or pass --allow-live`);
+      throw new ThinshipError(
+        'LIVE_SOURCE',
+        `${v.name} is a live writable volume (attr ${v.attr}): its content may change while it is read. Send a snapshot of it (lvcreate -s ${v.vg}/${v.lv}) or pass --allow-live`,
+      );
     }
   }
   if (base) {
     if (base.vg !== snap.vg || base.pool.lv !== snap.pool.lv) {
-      throw new ThinshipError('INVALID_SOURCE', `base ${base.name} (pool ${base.vg}/${base.pool.lv}) and snapshot ${snap.name} (pool ${snap.vg}/${snap.pool.lv}) are in different pools: an incremental needs both in one pool`);
+      throw new ThinshipError(
+        'INVALID_SOURCE',
+        `base ${base.name} (pool ${base.vg}/${base.pool.lv}) and snapshot ${snap.name} (pool ${snap.vg}/${snap.pool.lv}) are in different pools: an incremental needs both in one pool`,
+      );
     }
-    if (base.thinId === snap.thinId) throw new ThinshipError('INVALID_SOURCE', `base and snapshot are the same thin volume (${snap.name}, thin id ${snap.thinId})`);
+    if (base.thinId === snap.thinId)
+      throw new ThinshipError('INVALID_SOURCE', `base and snapshot are the same thin volume (${snap.name}, thin id ${snap.thinId})`);
     if (base.transactionId >= snap.transactionId) {
-      throw new ThinshipError('INVALID_SOURCE', `base ${base.name} (transaction ${base.transactionId}) is not older than snapshot ${snap.name} (transaction ${snap.transactionId}): give the older snapshot first`);
+      throw new ThinshipError(
+        'INVALID_SOURCE',
+        `base ${base.name} (transaction ${base.transactionId}) is not older than snapshot ${snap.name} (transaction ${snap.transactionId}): give the older snapshot first`,
+      );
     }
   }
   return { snap, base };
@@ -149,5 +181,7 @@ export async function resolveSource(snapName: string, baseName: string | undefin
 export async function activateForReading(v: ThinVolume, opts: RunOptions = {}): Promise<() => Promise<void>> {
   if (v.active) return async () => undefined;
   await runTool('lvchange', ['-ay', '-K', `${v.vg}/${v.lv}`], { ...opts, classify: classifyLvm });
-  return async () => { await runTool('lvchange', ['-an', `${v.vg}/${v.lv}`], { classify: classifyLvm }); };
+  return async () => {
+    await runTool('lvchange', ['-an', `${v.vg}/${v.lv}`], { classify: classifyLvm });
+  };
 }

@@ -60,7 +60,12 @@ export interface MetadataSnapOptions {
  * released before this returns or throws. Keep `fn` short: only the thin tool
  * and spooling its output should happen inside (data is read after release).
  */
-export async function withMetadataSnapshot<T>(vg: string, pool: string, fn: (scope: MetadataSnapScope) => Promise<T>, opts: MetadataSnapOptions = {}): Promise<T> {
+export async function withMetadataSnapshot<T>(
+  vg: string,
+  pool: string,
+  fn: (scope: MetadataSnapScope) => Promise<T>,
+  opts: MetadataSnapOptions = {},
+): Promise<T> {
   const log = opts.log ?? defaultLog;
   const warn: Warn = opts.warn ?? ((m) => log.warn(m));
   const signal = opts.signal;
@@ -71,7 +76,9 @@ export async function withMetadataSnapshot<T>(vg: string, pool: string, fn: (sco
       const status = await poolStatus(vg, pool, { signal });
       if (status.heldMetadataRoot !== undefined) {
         // We hold the pool lock, so no other thinship holds this reservation: a crashed run left it.
-        warn(`releasing a stale metadata snapshot reservation on ${vg}/${pool} (held root block ${status.heldMetadataRoot}) left by an earlier run that did not finish`);
+        warn(
+          `releasing a stale metadata snapshot reservation on ${vg}/${pool} (held root block ${status.heldMetadataRoot}) left by an earlier run that did not finish`,
+        );
         await message(vg, pool, 'release_metadata_snap');
       }
       await message(vg, pool, 'reserve_metadata_snap', { signal });
@@ -84,7 +91,9 @@ export async function withMetadataSnapshot<T>(vg: string, pool: string, fn: (sco
         // Never with the aborted signal: the release must run.
         await message(vg, pool, 'release_metadata_snap').catch((e: unknown) => {
           log.error({ err: e }, 'release_metadata_snap failed');
-          warn(`WARNING: could not release the metadata snapshot of ${vg}/${pool}: ${(e as Error).message}\n  release it by hand: dmsetup message ${poolTpoolDmName(vg, pool)} 0 release_metadata_snap`);
+          warn(
+            `WARNING: could not release the metadata snapshot of ${vg}/${pool}: ${(e as Error).message}\n  release it by hand: dmsetup message ${poolTpoolDmName(vg, pool)} 0 release_metadata_snap`,
+          );
         });
       }
     } finally {

@@ -6,7 +6,10 @@
  */
 import { ThinshipError } from '../errors.js';
 
-export interface LvName { vg: string; lv: string }
+export interface LvName {
+  vg: string;
+  lv: string;
+}
 
 // LVM's own rules for VG/LV names: letters, digits and + _ . -, not starting with '-'.
 const LVM_NAME = /^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$/;
@@ -21,7 +24,12 @@ export function parseLvName(name: string): LvName {
 }
 
 export function looksLikeLvName(name: string): boolean {
-  try { parseLvName(name); return true; } catch { return false; }
+  try {
+    parseLvName(name);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 const dmEscape = (s: string) => s.replace(/-/g, '--');

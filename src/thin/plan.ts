@@ -59,7 +59,11 @@ function checkVolumeSize(v: number | undefined): number | undefined {
  */
 function refuseCutVolume(flag: string | undefined, volumeSizeBytes: number | undefined, mappedEndBytes: number, blockSizeBytes: number, what: string): void {
   if (flag === undefined || volumeSizeBytes === undefined || mappedEndBytes - blockSizeBytes < volumeSizeBytes) return;
-  throw new ThinshipError('USAGE', `${flag} ${volumeSizeBytes} is smaller than the end of the last mapping of ${what} (${mappedEndBytes} bytes, block ${mappedEndBytes / blockSizeBytes - 1}): the send would cut the volume short; give at least ${mappedEndBytes}, or leave ${flag} out (the default is that end)`, { details: { volumeSizeBytes, mappedEndBytes } });
+  throw new ThinshipError(
+    'USAGE',
+    `${flag} ${volumeSizeBytes} is smaller than the end of the last mapping of ${what} (${mappedEndBytes} bytes, block ${mappedEndBytes / blockSizeBytes - 1}): the send would cut the volume short; give at least ${mappedEndBytes}, or leave ${flag} out (the default is that end)`,
+    { details: { volumeSizeBytes, mappedEndBytes } },
+  );
 }
 
 /**
@@ -146,7 +150,11 @@ class RunCounter {
     if (vol !== undefined && offsetBytes + lengthBytes > vol) {
       if (offsetBytes >= vol && this.sizeFlag !== undefined) return; // the caller refuses the size once the last mapping is known
       if (offsetBytes >= vol) {
-        throw new ThinshipError('BAD_METADATA', `${kind} range at block ${beginBlock} (byte offset ${offsetBytes}) is beyond the end of the volume (${vol} bytes)`, { details: { beginBlock, lengthBlocks, volumeSizeBytes: vol } });
+        throw new ThinshipError(
+          'BAD_METADATA',
+          `${kind} range at block ${beginBlock} (byte offset ${offsetBytes}) is beyond the end of the volume (${vol} bytes)`,
+          { details: { beginBlock, lengthBlocks, volumeSizeBytes: vol } },
+        );
       }
       // The volume ends inside its last pool block: the part past the end is not volume data.
       lengthBytes = vol - offsetBytes;
@@ -186,7 +194,10 @@ export interface PlanRange {
  * check against the volume size, split. volumeSizeBytes defaults to the end of
  * the last range.
  */
-export function planOps(ranges: Iterable<PlanRange>, opts: { blockSizeBytes: number; maxOpBytes?: number; volumeSizeBytes?: number }): { ops: PlanOp[]; totals: PlanTotals } {
+export function planOps(
+  ranges: Iterable<PlanRange>,
+  opts: { blockSizeBytes: number; maxOpBytes?: number; volumeSizeBytes?: number },
+): { ops: PlanOp[]; totals: PlanTotals } {
   const maxOpBytes = checkMaxOpBytes(opts.maxOpBytes);
   const ops: PlanOp[] = [];
   const counter = new RunCounter(opts.blockSizeBytes, maxOpBytes, checkVolumeSize(opts.volumeSizeBytes), (k, o, l) => splitRun(k, o, l, maxOpBytes, ops));
@@ -200,7 +211,11 @@ export function planOps(ranges: Iterable<PlanRange>, opts: { blockSizeBytes: num
 class SpooledPlan implements Plan {
   private closed = false;
 
-  constructor(readonly totals: PlanTotals, private readonly spool: RecordSpool, private readonly maxOpBytes: number) {}
+  constructor(
+    readonly totals: PlanTotals,
+    private readonly spool: RecordSpool,
+    private readonly maxOpBytes: number,
+  ) {}
 
   async *batches(): AsyncGenerator<PlanOp[]> {
     if (this.closed) throw new ThinshipError('INTERNAL', 'plan used after close()');
@@ -239,9 +254,11 @@ function holdInput(input: Readable): void {
   if (input.readableFlowing !== false) input.pause();
 }
 
-const spoolRun = (spool: RecordSpool) => (kind: RunKind, offsetBytes: number, lengthBytes: number): void => {
-  spool.append2(offsetBytes, kind === 'data' ? lengthBytes : -lengthBytes);
-};
+const spoolRun =
+  (spool: RecordSpool) =>
+  (kind: RunKind, offsetBytes: number, lengthBytes: number): void => {
+    spool.append2(offsetBytes, kind === 'data' ? lengthBytes : -lengthBytes);
+  };
 
 export interface FullPlanOptions {
   devId: number;
@@ -350,7 +367,11 @@ export async function buildFullPlanFrom(source: DumpSource, opts: FullPlanOption
     });
     if (device === undefined) {
       const others = res.devices.map((d) => d.devId);
-      throw new ThinshipError('NOT_FOUND', `thin device id ${opts.devId} is not in the pool metadata${others.length > 0 ? ` (devices found: ${others.join(', ')})` : ' (thin_dump printed no device)'}`, { details: { devId: opts.devId } });
+      throw new ThinshipError(
+        'NOT_FOUND',
+        `thin device id ${opts.devId} is not in the pool metadata${others.length > 0 ? ` (devices found: ${others.join(', ')})` : ' (thin_dump printed no device)'}`,
+        { details: { devId: opts.devId } },
+      );
     }
     coalescer!.finish();
     refuseCutVolume(opts.volumeSizeFlag, volumeSizeBytes, mappedEndBlocks * counter!.blockSizeBytes, counter!.blockSizeBytes, `device ${opts.devId}`);
@@ -425,7 +446,8 @@ export async function buildDeltaPlanFrom(source: DeltaSource, opts: DeltaPlanOpt
     const c = counter!;
     if (res.extentBlocks !== undefined) extentBlocks = Math.max(extentBlocks, res.extentBlocks);
     const extentBytes = extentBlocks * c.blockSizeBytes;
-    if (!Number.isSafeInteger(extentBytes)) throw new ThinshipError('BAD_METADATA', `thin_delta ranges end at block ${extentBlocks}, beyond the largest byte offset this program handles`);
+    if (!Number.isSafeInteger(extentBytes))
+      throw new ThinshipError('BAD_METADATA', `thin_delta ranges end at block ${extentBlocks}, beyond the largest byte offset this program handles`);
     const plan = new SpooledPlan(c.totals(volumeSizeBytes ?? extentBytes), spool, maxOpBytes);
     return { plan, superblock: res.superblock, leftDevId: res.leftDevId, rightDevId: res.rightDevId };
   } catch (e) {

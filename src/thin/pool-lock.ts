@@ -58,7 +58,11 @@ function tryLock(path: string): number | undefined {
       // then the lock we hold guards nothing, and the path names a new file (or none).
       const mine = fstatSync(fd);
       let now;
-      try { now = statSync(path); } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e; }
+      try {
+        now = statSync(path);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+      }
       if (now === undefined || now.ino !== mine.ino || now.dev !== mine.dev) continue;
       keep = true;
       return fd;
@@ -82,7 +86,11 @@ export async function lockPool(key: string, opts: { dir?: string; timeoutMs?: nu
       fd = tryLock(path);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      throw new ThinshipError(code === 'EACCES' || code === 'EPERM' ? 'PERMISSION_DENIED' : 'IO_ERROR', `cannot open the pool lock ${path}: ${(e as Error).message}`, { cause: e });
+      throw new ThinshipError(
+        code === 'EACCES' || code === 'EPERM' ? 'PERMISSION_DENIED' : 'IO_ERROR',
+        `cannot open the pool lock ${path}: ${(e as Error).message}`,
+        { cause: e },
+      );
     }
     if (fd !== undefined) {
       const held = fd;
@@ -93,7 +101,11 @@ export async function lockPool(key: string, opts: { dir?: string; timeoutMs?: nu
         if (released) return;
         released = true;
         // Unlink while still holding the lock, then unlock by closing (see the header).
-        try { unlinkSync(path); } catch { /* already gone: nothing to clean */ }
+        try {
+          unlinkSync(path);
+        } catch {
+          /* already gone: nothing to clean */
+        }
         closeSync(held);
       };
       return { path, release };
@@ -104,7 +116,11 @@ export async function lockPool(key: string, opts: { dir?: string; timeoutMs?: nu
       waitLogged = true;
     }
     if (Date.now() >= deadline) {
-      throw new ThinshipError('LOCK_TIMEOUT', `timed out waiting for the pool lock ${path} (held by ${owner === undefined ? 'another process' : `pid ${owner}`})`, { retryable: true });
+      throw new ThinshipError(
+        'LOCK_TIMEOUT',
+        `timed out waiting for the pool lock ${path} (held by ${owner === undefined ? 'another process' : `pid ${owner}`})`,
+        { retryable: true },
+      );
     }
     await sleep(Math.min(POLL_MS, Math.max(1, deadline - Date.now())), undefined, { signal: opts.signal }).catch(() => undefined);
   }

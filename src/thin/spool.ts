@@ -48,7 +48,11 @@ export class RecordSpool {
   private finished = false;
   private closing: Promise<void> | undefined;
 
-  private constructor(private readonly fd: number, fields: number, bufferBytes: number) {
+  private constructor(
+    private readonly fd: number,
+    fields: number,
+    bufferBytes: number,
+  ) {
     this.fields = fields;
     this.recordBytes = fields * 8;
     this.bufferRecords = Math.max(1, Math.floor(bufferBytes / this.recordBytes));
@@ -65,7 +69,13 @@ export class RecordSpool {
       unlinkSync(path);
       rmdirSync(dir);
     } catch (e) {
-      const quiet = (f: () => void) => { try { f(); } catch { /* cleaning up after the first error */ } };
+      const quiet = (f: () => void) => {
+        try {
+          f();
+        } catch {
+          /* cleaning up after the first error */
+        }
+      };
       if (fd !== undefined) quiet(() => closeSync(fd!));
       quiet(() => unlinkSync(path));
       quiet(() => rmdirSync(dir));
@@ -147,7 +157,8 @@ export class RecordSpool {
     let got = 0;
     while (got < bytes.length) {
       const { bytesRead } = await readAsync(this.fd, bytes, got, bytes.length - got, firstRecord * this.recordBytes + got);
-      if (bytesRead === 0) throw new ThinshipError('IO_ERROR', `spool file ended at byte ${firstRecord * this.recordBytes + got}, expected ${this.records * this.recordBytes}`);
+      if (bytesRead === 0)
+        throw new ThinshipError('IO_ERROR', `spool file ended at byte ${firstRecord * this.recordBytes + got}, expected ${this.records * this.recordBytes}`);
       got += bytesRead;
     }
     return want;
@@ -159,7 +170,7 @@ export class RecordSpool {
    */
   async *chunks(recordsPerChunk = Math.floor(DEFAULT_SPOOL_BUFFER_BYTES / this.recordBytes)): AsyncGenerator<Float64Array> {
     const buf = new Float64Array(recordsPerChunk * this.fields);
-    for (let r = 0; r < this.records; ) {
+    for (let r = 0; r < this.records;) {
       const n = await this.read(r, buf);
       yield buf.subarray(0, n * this.fields);
       r += n;
@@ -273,10 +284,15 @@ export class MappingSpool {
     }
     // Last page whose first origin <= originBlock.
     const idx = this.pageFirstOrigin;
-    let lo = 0, hi = idx.length - 1, pg = -1;
+    let lo = 0,
+      hi = idx.length - 1,
+      pg = -1;
     while (lo <= hi) {
       const mid = (lo + hi) >>> 1;
-      if (idx[mid]! <= originBlock) { pg = mid; lo = mid + 1; } else hi = mid - 1;
+      if (idx[mid]! <= originBlock) {
+        pg = mid;
+        lo = mid + 1;
+      } else hi = mid - 1;
     }
     if (pg < 0) return undefined;
     let page = this.page;
@@ -294,9 +310,14 @@ export class MappingSpool {
     let r = 0;
     while (lo <= hi) {
       const mid = (lo + hi) >>> 1;
-      if (page[mid * 3]! <= originBlock) { r = mid; lo = mid + 1; } else hi = mid - 1;
+      if (page[mid * 3]! <= originBlock) {
+        r = mid;
+        lo = mid + 1;
+      } else hi = mid - 1;
     }
-    const o = page[r * 3]!, d = page[r * 3 + 1]!, l = page[r * 3 + 2]!;
+    const o = page[r * 3]!,
+      d = page[r * 3 + 1]!,
+      l = page[r * 3 + 2]!;
     if (originBlock >= o + l) return undefined;
     this.hitOrigin = o;
     this.hitData = d;

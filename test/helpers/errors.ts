@@ -3,7 +3,10 @@ import { ThinshipError } from '../../src/errors.js';
 
 /** `p` must reject with a ThinshipError of `code` whose message mentions each of `mentions`; returns it. */
 export async function expectThinship(p: Promise<unknown>, code: string, mentions: string[]): Promise<ThinshipError> {
-  const e = await p.then(() => undefined, (err: unknown) => err);
+  const e = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
   assert.ok(e instanceof ThinshipError, `expected a ThinshipError ${code}, got ${String(e)}`);
   assert.equal(e.code, code, e.message);
   for (const m of mentions) assert.ok(e.message.includes(m), `message ${JSON.stringify(e.message)} should mention ${m}`);
@@ -16,7 +19,8 @@ export function throwsThinship(fn: () => unknown, code: string, re: RegExp, volu
     assert.ok(e instanceof ThinshipError, String(e));
     assert.equal(e.code, code, e.message);
     assert.match(e.message, re);
-    if (volumeOffset !== undefined) assert.equal((e.details as { volumeOffset?: number }).volumeOffset, volumeOffset, `details name offset ${volumeOffset}: ${JSON.stringify(e.details)}`);
+    if (volumeOffset !== undefined)
+      assert.equal((e.details as { volumeOffset?: number }).volumeOffset, volumeOffset, `details name offset ${volumeOffset}: ${JSON.stringify(e.details)}`);
     return true;
   });
 }

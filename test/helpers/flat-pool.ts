@@ -10,11 +10,17 @@ import { join } from 'node:path';
 
 const MiB = 1024 * 1024;
 
-export interface FlatPool { metadataPath: string; dataPath: string; volumeSizeBytes: number; devId: number }
+export interface FlatPool {
+  metadataPath: string;
+  dataPath: string;
+  volumeSizeBytes: number;
+  devId: number;
+}
 
 export function createFlatPool(dir: string, volumeSizeBytes: number, blockBytes = 64 * 1024): FlatPool {
   const blocks = volumeSizeBytes / blockBytes;
-  const xml = `<superblock uuid="" time="1" transaction="1" version="2" data_block_size="${blockBytes / 512}" nr_data_blocks="${blocks}">\n` +
+  const xml =
+    `<superblock uuid="" time="1" transaction="1" version="2" data_block_size="${blockBytes / 512}" nr_data_blocks="${blocks}">\n` +
     `  <device dev_id="1" mapped_blocks="${blocks}" transaction="0" creation_time="0" snap_time="0">\n` +
     `    <range_mapping origin_begin="0" data_begin="0" length="${blocks}" time="0"/>\n  </device>\n</superblock>\n`;
   writeFileSync(join(dir, 'flat.xml'), xml);
@@ -27,7 +33,10 @@ export function createFlatPool(dir: string, volumeSizeBytes: number, blockBytes 
   const fd = openSync(dataPath, 'w');
   try {
     const chunk = randomBytes(MiB);
-    for (let off = 0; off < volumeSizeBytes; off += MiB) { chunk.writeUInt32LE(off / MiB, 0); writeSync(fd, chunk, 0, MiB, off); }
+    for (let off = 0; off < volumeSizeBytes; off += MiB) {
+      chunk.writeUInt32LE(off / MiB, 0);
+      writeSync(fd, chunk, 0, MiB, off);
+    }
   } finally {
     closeSync(fd);
   }

@@ -179,7 +179,10 @@ class RunTally {
   ops = 0;
   private begin = -1;
   private len = 0;
-  constructor(private readonly blockBytes: number, private readonly maxOpBytes: number) {}
+  constructor(
+    private readonly blockBytes: number,
+    private readonly maxOpBytes: number,
+  ) {}
   block(o: number): void {
     if (this.len > 0 && o === this.begin + this.len) {
       this.len++;
@@ -200,8 +203,16 @@ class RunTally {
 
 function withDefaults(opts: PoolGenOptions): Required<PoolGenOptions> {
   return {
-    dataBlockSizeSectors: 128, devIdA: 1, devIdB: 2, maxOpBytes: 1024 * 1024,
-    rangeFraction: 0.1, gapFraction: 0.3, overwriteFraction: 0.05, removeFraction: 0.02, addFraction: 0.1, tailBlocks: 64,
+    dataBlockSizeSectors: 128,
+    devIdA: 1,
+    devIdB: 2,
+    maxOpBytes: 1024 * 1024,
+    rangeFraction: 0.1,
+    gapFraction: 0.3,
+    overwriteFraction: 0.05,
+    removeFraction: 0.02,
+    addFraction: 0.1,
+    tailBlocks: 64,
     ...opts,
   };
 }
@@ -218,11 +229,20 @@ export function expectations(opts: PoolGenOptions): PoolExpectations {
   const deltaUnmap = new RunTally(bs, o.maxOpBytes);
   const kinds = { same: 0, different: 0, leftOnly: 0, rightOnly: 0 };
   const end = walk(o, (origin, aData, aTime, bData, bTime) => {
-    if (aData >= 0) { a.push(origin, aData, aTime); fullA.block(origin); }
-    if (bData >= 0) { b.push(origin, bData, bTime); fullB.block(origin); }
+    if (aData >= 0) {
+      a.push(origin, aData, aTime);
+      fullA.block(origin);
+    }
+    if (bData >= 0) {
+      b.push(origin, bData, bTime);
+      fullB.block(origin);
+    }
     if (aData >= 0 && bData >= 0) {
       if (aData === bData) kinds.same++;
-      else { kinds.different++; deltaData.block(origin); }
+      else {
+        kinds.different++;
+        deltaData.block(origin);
+      }
     } else if (aData >= 0) {
       kinds.leftOnly++;
       deltaUnmap.block(origin);
@@ -236,7 +256,12 @@ export function expectations(opts: PoolGenOptions): PoolExpectations {
   if (a.elements !== o.mappings) throw new Error(`generator bug: device A has ${a.elements} elements, wanted ${o.mappings}`);
   const volumeSizeBytes = end.endBlocks * bs;
   const totals = (data: RunTally, unmap?: RunTally): PlanTotals => ({
-    dataBytes: data.bytes, unmapBytes: unmap?.bytes ?? 0, dataOps: data.ops, unmapOps: unmap?.ops ?? 0, volumeSizeBytes, blockSizeBytes: bs,
+    dataBytes: data.bytes,
+    unmapBytes: unmap?.bytes ?? 0,
+    dataOps: data.ops,
+    unmapOps: unmap?.ops ?? 0,
+    volumeSizeBytes,
+    blockSizeBytes: bs,
   });
   return {
     dataBlockSizeSectors: o.dataBlockSizeSectors,
@@ -275,18 +300,26 @@ export function writePoolXml(path: string, opts: PoolGenOptions): { expect: Pool
     if (lines.length >= 8192) flush();
   };
   const element = (org: number, d: number, n: number, t: number): void => {
-    write(n === 1
-      ? `    <single_mapping origin_block="${org}" data_block="${d}" time="${t}"/>\n`
-      : `    <range_mapping origin_begin="${org}" data_begin="${d}" length="${n}" time="${t}"/>\n`);
+    write(
+      n === 1
+        ? `    <single_mapping origin_block="${org}" data_block="${d}" time="${t}"/>\n`
+        : `    <range_mapping origin_begin="${org}" data_begin="${d}" length="${n}" time="${t}"/>\n`,
+    );
   };
   try {
-    write(`<superblock uuid="" time="2" transaction="3" flags="0" version="2" data_block_size="${o.dataBlockSizeSectors}" nr_data_blocks="${expect.nrDataBlocks}">\n`);
+    write(
+      `<superblock uuid="" time="2" transaction="3" flags="0" version="2" data_block_size="${o.dataBlockSizeSectors}" nr_data_blocks="${expect.nrDataBlocks}">\n`,
+    );
     for (const which of ['a', 'b'] as const) {
       const st = expect[which];
-      write(`  <device dev_id="${st.devId}" mapped_blocks="${st.mappedBlocks}" transaction="${which === 'a' ? 1 : 2}" creation_time="${which === 'a' ? 1 : 2}" snap_time="2">\n`);
+      write(
+        `  <device dev_id="${st.devId}" mapped_blocks="${st.mappedBlocks}" transaction="${which === 'a' ? 1 : 2}" creation_time="${which === 'a' ? 1 : 2}" snap_time="2">\n`,
+      );
       const m = new ElementMerger(element);
       walk(o, (origin, aData, aTime, bData, bTime) => {
-        if (which === 'a') { if (aData >= 0) m.push(origin, aData, aTime); } else if (bData >= 0) m.push(origin, bData, bTime);
+        if (which === 'a') {
+          if (aData >= 0) m.push(origin, aData, aTime);
+        } else if (bData >= 0) m.push(origin, bData, bTime);
       });
       m.flush();
       if (m.elements !== st.elements) throw new Error(`generator bug: device ${which} wrote ${m.elements} elements, counted ${st.elements}`);
@@ -307,7 +340,10 @@ export function fixtureOutput(path: string): string {
   if (!lines[0]?.startsWith('$ ') || !/^\(exit \d+\)$/.test(lines[lines.length - 1] ?? '')) {
     throw new Error(`${path} is not a recorded sample ($ command ... (exit N))`);
   }
-  return lines.slice(1, -1).map((l) => `${l}\n`).join('');
+  return lines
+    .slice(1, -1)
+    .map((l) => `${l}\n`)
+    .join('');
 }
 
 /** Metadata file size for thin_restore: thin_metadata_size's estimate, or ours when larger (two full trees). */
@@ -319,7 +355,17 @@ async function metadataBytes(expect: PoolExpectations): Promise<number> {
   const ours = 16 * MiB + entries * 64 + Math.ceil(expect.nrDataBlocks / 2);
   let theirs = 0;
   try {
-    const r = await runTool('thin_metadata_size', ['-b', `${expect.blockSizeBytes / 1024}k`, '-s', `${Math.ceil(expect.nrDataBlocks * expect.blockSizeBytes / 1024)}k`, '-m', '2', '-u', 'b', '-n']);
+    const r = await runTool('thin_metadata_size', [
+      '-b',
+      `${expect.blockSizeBytes / 1024}k`,
+      '-s',
+      `${Math.ceil((expect.nrDataBlocks * expect.blockSizeBytes) / 1024)}k`,
+      '-m',
+      '2',
+      '-u',
+      'b',
+      '-n',
+    ]);
     theirs = Number(r.stdout.trim().split(/\s+/)[0]);
   } catch {
     theirs = 0;

@@ -75,16 +75,35 @@ export class MetadataImage {
    * `perNode` entries (the thin tools want every non-root node at least a third
    * full, as the kernel keeps them; the default leaves a third free for set()).
    */
-  build(entries: [number, Buffer][], valueSize: number, perNode = Math.floor(maxEntries(valueSize) * 2 / 3), perInternal = Math.floor(maxEntries(8) * 2 / 3)): number {
+  build(
+    entries: [number, Buffer][],
+    valueSize: number,
+    perNode = Math.floor((maxEntries(valueSize) * 2) / 3),
+    perInternal = Math.floor((maxEntries(8) * 2) / 3),
+  ): number {
     const spread = <T>(items: T[], per: number): T[][] => {
       const nodes = Math.max(1, Math.ceil(items.length / per));
       const out: T[][] = [];
-      for (let i = 0; i < nodes; i++) out.push(items.slice(Math.floor(i * items.length / nodes), Math.floor((i + 1) * items.length / nodes)));
+      for (let i = 0; i < nodes; i++) out.push(items.slice(Math.floor((i * items.length) / nodes), Math.floor(((i + 1) * items.length) / nodes)));
       return out;
     };
-    let level = spread(entries, perNode).map((c) => this.alloc(true, valueSize, c.map((e) => e[0]), c.map((e) => e[1])));
+    let level = spread(entries, perNode).map((c) =>
+      this.alloc(
+        true,
+        valueSize,
+        c.map((e) => e[0]),
+        c.map((e) => e[1]),
+      ),
+    );
     while (level.length > 1) {
-      level = spread(level, perInternal).map((c) => this.alloc(false, valueSize, c.map((n) => n.keys[0]!), c.map((n) => n.block)));
+      level = spread(level, perInternal).map((c) =>
+        this.alloc(
+          false,
+          valueSize,
+          c.map((n) => n.keys[0]!),
+          c.map((n) => n.block),
+        ),
+      );
     }
     return level[0]!.block;
   }
@@ -117,7 +136,10 @@ export class MetadataImage {
     let i = 0;
     while (i < n.keys.length && n.keys[i]! < key) i++;
     if (n.keys[i] === key) {
-      if (value === undefined) { n.keys.splice(i, 1); n.values.splice(i, 1); } else n.values[i] = value;
+      if (value === undefined) {
+        n.keys.splice(i, 1);
+        n.values.splice(i, 1);
+      } else n.values[i] = value;
     } else if (value !== undefined) {
       if (n.keys.length >= maxEntries(n.valueSize)) throw new Error(`test writer: leaf ${n.block} is full (build with room)`);
       n.keys.splice(i, 0, key);
@@ -161,7 +183,10 @@ export class MetadataImage {
    * (space map roots zero, as the kernel leaves them) at 1, then the nodes.
    * Returns the file's size in blocks.
    */
-  write(path: string, sb: { mappingRoot: number; detailsRoot: number; dataBlockSizeSectors: number; nrDataBlocks: number; time: number; transaction: number; version?: number }): number {
+  write(
+    path: string,
+    sb: { mappingRoot: number; detailsRoot: number; dataBlockSizeSectors: number; nrDataBlocks: number; time: number; transaction: number; version?: number },
+  ): number {
     const nrBlocks = this.next + 16;
     const img = Buffer.alloc(nrBlocks * BLOCK);
     const superblock = (location: number, heldRoot: number, nrDataBlocks: number): Buffer => {

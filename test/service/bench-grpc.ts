@@ -24,10 +24,24 @@ import { raiseReceiveWindow } from '../../src/rpc/http2-window.js';
 import { cliPath } from '../helpers/cli.js';
 
 const args = process.argv.slice(2);
-const opt = (name: string, dflt: string) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1]! : dflt; };
+const opt = (name: string, dflt: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1]! : dflt;
+};
 const BLOCK = 64 * 1024;
 const ident = (b: Buffer) => b;
-const SVC = { up: { path: '/bench.B/Up', requestStream: true, responseStream: false, requestSerialize: ident, requestDeserialize: ident, responseSerialize: ident, responseDeserialize: ident, originalName: 'up' } } as const;
+const SVC = {
+  up: {
+    path: '/bench.B/Up',
+    requestStream: true,
+    responseStream: false,
+    requestSerialize: ident,
+    requestDeserialize: ident,
+    responseSerialize: ident,
+    responseDeserialize: ident,
+    originalName: 'up',
+  },
+} as const;
 
 // ---- raw receiver child: `bench-grpc.js --raw-server WINDOW TLSDIR|-` ---------------------------
 if (args[0] === '--raw-server') {
@@ -36,11 +50,26 @@ if (args[0] === '--raw-server') {
   const server = new grpc.Server({ 'grpc.max_receive_message_length': 8 << 20 });
   if (windowBytes > 65535) raiseReceiveWindow(server, windowBytes);
   server.addService(SVC, {
-    up: (call: grpc.ServerReadableStream<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => { let n = 0; call.on('data', (b: Buffer) => { n += b.length; }); call.on('end', () => cb(null, Buffer.from(String(n)))); },
+    up: (call: grpc.ServerReadableStream<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+      let n = 0;
+      call.on('data', (b: Buffer) => {
+        n += b.length;
+      });
+      call.on('end', () => cb(null, Buffer.from(String(n))));
+    },
   });
-  const creds = tlsDir === '-' ? grpc.ServerCredentials.createInsecure()
-    : grpc.ServerCredentials.createSsl(readFileSync(join(tlsDir, 'ca.crt')), [{ cert_chain: readFileSync(join(tlsDir, 'server.crt')), private_key: readFileSync(join(tlsDir, 'server.key')) }], true);
-  server.bindAsync('127.0.0.1:0', creds, (e, port) => { if (e) throw e; process.send!({ port }); });
+  const creds =
+    tlsDir === '-'
+      ? grpc.ServerCredentials.createInsecure()
+      : grpc.ServerCredentials.createSsl(
+          readFileSync(join(tlsDir, 'ca.crt')),
+          [{ cert_chain: readFileSync(join(tlsDir, 'server.crt')), private_key: readFileSync(join(tlsDir, 'server.key')) }],
+          true,
+        );
+  server.bindAsync('127.0.0.1:0', creds, (e, port) => {
+    if (e) throw e;
+    process.send!({ port });
+  });
 } else {
   await main();
 }
@@ -52,10 +81,15 @@ function median(xs: number[]): number {
 
 async function rawRun(windowBytes: number, tlsDir: string | undefined, totalMiB: number): Promise<number> {
   const child = fork(new URL(import.meta.url).pathname, ['--raw-server', String(windowBytes), tlsDir ?? '-'], { stdio: 'inherit' });
-  const [{ port }] = await once(child, 'message') as [{ port: number }];
-  const creds = tlsDir ? grpc.credentials.createSsl(readFileSync(join(tlsDir, 'ca.crt')), readFileSync(join(tlsDir, 'client.key')), readFileSync(join(tlsDir, 'client.crt'))) : grpc.credentials.createInsecure();
+  const [{ port }] = (await once(child, 'message')) as [{ port: number }];
+  const creds = tlsDir
+    ? grpc.credentials.createSsl(readFileSync(join(tlsDir, 'ca.crt')), readFileSync(join(tlsDir, 'client.key')), readFileSync(join(tlsDir, 'client.crt')))
+    : grpc.credentials.createInsecure();
   const Client = grpc.makeGenericClientConstructor(SVC, 'B');
-  const client = new Client(`127.0.0.1:${port}`, creds, { 'grpc.max_send_message_length': 8 << 20, ...(tlsDir ? { 'grpc.ssl_target_name_override': 'localhost' } : {}) }) as unknown as grpc.Client & { up: (cb: (e: Error | null) => void) => grpc.ClientWritableStream<Buffer> };
+  const client = new Client(`127.0.0.1:${port}`, creds, {
+    'grpc.max_send_message_length': 8 << 20,
+    ...(tlsDir ? { 'grpc.ssl_target_name_override': 'localhost' } : {}),
+  }) as unknown as grpc.Client & { up: (cb: (e: Error | null) => void) => grpc.ClientWritableStream<Buffer> };
   const chunk = 1024 * 1024;
   const t0 = performance.now();
   await new Promise<void>((resolve, reject) => {
@@ -63,7 +97,16 @@ async function rawRun(windowBytes: number, tlsDir: string | undefined, totalMiB:
     let i = 0;
     const n = totalMiB;
     // a fresh buffer per message (never reuse a buffer handed to write())
-    const pump = () => { while (i < n) { i++; if (!call.write(Buffer.allocUnsafe(chunk).fill(i & 255))) { call.once('drain', pump); return; } } call.end(); };
+    const pump = () => {
+      while (i < n) {
+        i++;
+        if (!call.write(Buffer.allocUnsafe(chunk).fill(i & 255))) {
+          call.once('drain', pump);
+          return;
+        }
+      }
+      call.end();
+    };
     pump();
   });
   const mibs = totalMiB / ((performance.now() - t0) / 1000);
@@ -80,16 +123,22 @@ async function buildPool(dir: string, sizeMiB: number): Promise<{ meta: string; 
   const volumeBytes = 2 * blocks * BLOCK;
   if (!existsSync(meta) || !existsSync(data)) {
     const xml = join(dir, `bench-${sizeMiB}.xml`);
-    writeFileSync(xml, `<superblock uuid="" time="1" transaction="1" version="2" data_block_size="${BLOCK / 512}" nr_data_blocks="${blocks}">\n` +
-      ` <device dev_id="1" mapped_blocks="${blocks}" transaction="0" creation_time="0" snap_time="0">\n` +
-      `  <range_mapping origin_begin="0" data_begin="0" length="${blocks}" time="0"/>\n </device>\n</superblock>\n`);
+    writeFileSync(
+      xml,
+      `<superblock uuid="" time="1" transaction="1" version="2" data_block_size="${BLOCK / 512}" nr_data_blocks="${blocks}">\n` +
+        ` <device dev_id="1" mapped_blocks="${blocks}" transaction="0" creation_time="0" snap_time="0">\n` +
+        `  <range_mapping origin_begin="0" data_begin="0" length="${blocks}" time="0"/>\n </device>\n</superblock>\n`,
+    );
     writeFileSync(meta, Buffer.alloc(0));
     closeSync(openSync(meta, 'w'));
     await runTool('truncate', ['-s', '64M', meta]);
     await runTool('thin_restore', ['-i', xml, '-o', meta]);
     const fd = openSync(data, 'w');
     const buf = Buffer.alloc(BLOCK);
-    for (let b = 0; b < blocks; b++) { fillDemoBlock(buf, b + 1); writeSync(fd, buf); }
+    for (let b = 0; b < blocks; b++) {
+      fillDemoBlock(buf, b + 1);
+      writeSync(fd, buf);
+    }
     closeSync(fd);
   }
   return { meta, data, volumeBytes };
@@ -107,24 +156,58 @@ function logLines(c: ChildProcess): Promise<number> {
   });
 }
 
-async function sendRun(dir: string, pool: { meta: string; data: string; volumeBytes: number }, windowBytes: number, tls: boolean, certDir: string): Promise<{ mibs: number; ratio: number }> {
+async function sendRun(
+  dir: string,
+  pool: { meta: string; data: string; volumeBytes: number },
+  windowBytes: number,
+  tls: boolean,
+  certDir: string,
+): Promise<{ mibs: number; ratio: number }> {
   const target = join(dir, 'bench-target.img');
   rmSync(target, { force: true });
   const cfg = join(dir, 'bench-receiver.json');
-  writeFileSync(cfg, JSON.stringify({
-    tls: { ca: join(certDir, 'ca.crt'), cert: join(certDir, 'server.crt'), key: join(certDir, 'server.key') },
-    stateDir: join(dir, 'bench-state'), receiveWindowBytes: windowBytes,
-    identities: { 'bench-sender': { directories: [dir] }, anonymous: { directories: [dir] } },
-  }));
+  writeFileSync(
+    cfg,
+    JSON.stringify({
+      tls: { ca: join(certDir, 'ca.crt'), cert: join(certDir, 'server.crt'), key: join(certDir, 'server.key') },
+      stateDir: join(dir, 'bench-state'),
+      receiveWindowBytes: windowBytes,
+      identities: { 'bench-sender': { directories: [dir] }, anonymous: { directories: [dir] } },
+    }),
+  );
   rmSync(join(dir, 'bench-state'), { recursive: true, force: true });
-  const serve = spawn(process.execPath, [cliPath, 'serve', '--listen', '127.0.0.1:0', '--config', cfg, ...(tls ? [] : ['--insecure'])], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, THINSHIP_LOG: 'info' } });
+  const serve = spawn(process.execPath, [cliPath, 'serve', '--listen', '127.0.0.1:0', '--config', cfg, ...(tls ? [] : ['--insecure'])], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, THINSHIP_LOG: 'info' },
+  });
   try {
     const port = await logLines(serve);
-    const send = spawn(process.execPath, [cliPath, 'send', '--pool-metadata', pool.meta, '--pool-data', pool.data, '--volume-size', String(pool.volumeBytes), '1',
-      '--to', `127.0.0.1:${port}`, '--target', target, '--json', ...(tls ? ['--tls-dir', certDir, '--server-name', 'localhost'] : ['--insecure'])], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const send = spawn(
+      process.execPath,
+      [
+        cliPath,
+        'send',
+        '--pool-metadata',
+        pool.meta,
+        '--pool-data',
+        pool.data,
+        '--volume-size',
+        String(pool.volumeBytes),
+        '1',
+        '--to',
+        `127.0.0.1:${port}`,
+        '--target',
+        target,
+        '--json',
+        ...(tls ? ['--tls-dir', certDir, '--server-name', 'localhost'] : ['--insecure']),
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     let out = '';
-    send.stdout.setEncoding('utf8').on('data', (d: string) => { out += d; });
-    const [code] = await once(send, 'exit') as [number];
+    send.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+    });
+    const [code] = (await once(send, 'exit')) as [number];
     if (code !== 0) throw new Error(`send exited ${code}`);
     const r = JSON.parse(out) as { dataBytes: number; payloadBytes: number; seconds: number };
     return { mibs: r.dataBytes / 1048576 / r.seconds, ratio: r.dataBytes / r.payloadBytes };
@@ -141,9 +224,15 @@ async function main(): Promise<void> {
   const runs = Number(opt('--runs', '2'));
   mkdirSync(dir, { recursive: true });
   const certDir = join(dir, 'certs');
-  if (!existsSync(join(certDir, 'client.crt'))) await makeCertificates({ dir: certDir, serverNames: ['localhost', '127.0.0.1'], clientNames: ['bench-sender'], days: 30 });
+  if (!existsSync(join(certDir, 'client.crt')))
+    await makeCertificates({ dir: certDir, serverNames: ['localhost', '127.0.0.1'], clientNames: ['bench-sender'], days: 30 });
   const W = 8 * 1024 * 1024;
-  const configs: [string, number, boolean][] = [['plaintext, 64 KiB window', 65535, false], ['plaintext, 8 MiB window', W, false], ['mTLS, 64 KiB window', 65535, true], ['mTLS, 8 MiB window', W, true]];
+  const configs: [string, number, boolean][] = [
+    ['plaintext, 64 KiB window', 65535, false],
+    ['plaintext, 8 MiB window', W, false],
+    ['mTLS, 64 KiB window', 65535, true],
+    ['mTLS, 8 MiB window', W, true],
+  ];
   if (!args.includes('--send-only')) {
     const raw = new Map<string, number[]>();
     for (let r = 0; r < runs; r++) {

@@ -22,7 +22,15 @@ import { planSend, type SendPlan, type SourceSpec } from '../../src/thin/planner
 import { openSourceReader, type VolumeReader } from '../../src/sender/volume-reader.js';
 import { parseReceiverConfig, type ReceiverConfig } from '../../src/rpc/server-config.js';
 import { startReceiver, type RunningReceiver } from '../../src/rpc/server.js';
-import { ReceiverClient, sendPlanOverGrpc, defaultTransferId, wireVolumeIds, type GrpcSendOptions, type GrpcSendResult, type SendEvent } from '../../src/rpc/client.js';
+import {
+  ReceiverClient,
+  sendPlanOverGrpc,
+  defaultTransferId,
+  wireVolumeIds,
+  type GrpcSendOptions,
+  type GrpcSendResult,
+  type SendEvent,
+} from '../../src/rpc/client.js';
 import type { ApplyStreamRequest } from '../../src/rpc/proto.js';
 import { startDelayRelay, type DelayRelay } from '../../src/testing/delay-relay.js';
 import { ThinshipError } from '../../src/errors.js';
@@ -40,7 +48,10 @@ let address: string;
 let clientA: ReceiverClient;
 
 async function receiverConfig(name: string, extra: Record<string, unknown> = {}): Promise<ReceiverConfig> {
-  return parseReceiverConfig({ tls: certs.server, stateDir: join(dir, `state-${name}`), identities: { 'sender-a': { directories: [targets] } }, ...extra }, join(dir, `${name}.json`));
+  return parseReceiverConfig(
+    { tls: certs.server, stateDir: join(dir, `state-${name}`), identities: { 'sender-a': { directories: [targets] } }, ...extra },
+    join(dir, `${name}.json`),
+  );
 }
 
 before(async () => {
@@ -57,19 +68,37 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const spec = (snap: number, base?: number, metadataPath = pool.metadataPath, dataPath = pool.dataPath): SourceSpec =>
-  ({ kind: 'offline', metadataPath, dataPath, snapDevId: snap, baseDevId: base, volumeSizeBytes: pool.volumeSizeBytes });
+const spec = (snap: number, base?: number, metadataPath = pool.metadataPath, dataPath = pool.dataPath): SourceSpec => ({
+  kind: 'offline',
+  metadataPath,
+  dataPath,
+  snapDevId: snap,
+  baseDevId: base,
+  volumeSizeBytes: pool.volumeSizeBytes,
+});
 
 async function withPlan<T>(s: SourceSpec, fn: (p: SendPlan) => Promise<T>): Promise<T> {
   const p = await planSend(s, { withMappings: true });
-  try { return await fn(p); } finally { await p.close(); }
+  try {
+    return await fn(p);
+  } finally {
+    await p.close();
+  }
 }
 
-async function send(client: ReceiverClient, target: string, o: Partial<GrpcSendOptions> & { wrapReader?: (r: VolumeReader) => VolumeReader } = {}): Promise<GrpcSendResult> {
+async function send(
+  client: ReceiverClient,
+  target: string,
+  o: Partial<GrpcSendOptions> & { wrapReader?: (r: VolumeReader) => VolumeReader } = {},
+): Promise<GrpcSendResult> {
   return withPlan(spec(pool.baseDevId), async (p) => {
     const opened = await openSourceReader(p);
     const reader = o.wrapReader ? o.wrapReader(opened) : opened;
-    try { return await sendPlanOverGrpc(client, p, reader, { target, maxAttempts: 4, retryDelayMs: 50, ...o }); } finally { await reader.close(); }
+    try {
+      return await sendPlanOverGrpc(client, p, reader, { target, maxAttempts: 4, retryDelayMs: 50, ...o });
+    } finally {
+      await reader.close();
+    }
   });
 }
 
@@ -78,8 +107,23 @@ const waitFor = (cond: () => Promise<boolean>, what: string, ms = 20_000) => pol
 
 /** `thinship send … --to` of the base device, mTLS files from the test CA (sender-a unless given). */
 function sendArgs(to: string, target: string, extra: string[] = [], tls: string[] = ['--tls-dir', join(dir, 'certs')]): string[] {
-  return ['send', '--pool-metadata', pool.metadataPath, '--pool-data', pool.dataPath, '--volume-size', String(pool.volumeSizeBytes),
-    '--to', to, '--target', target, ...tls, '--json', ...extra, String(pool.baseDevId)];
+  return [
+    'send',
+    '--pool-metadata',
+    pool.metadataPath,
+    '--pool-data',
+    pool.dataPath,
+    '--volume-size',
+    String(pool.volumeSizeBytes),
+    '--to',
+    to,
+    '--target',
+    target,
+    ...tls,
+    '--json',
+    ...extra,
+    String(pool.baseDevId),
+  ];
 }
 
 async function timedCli(args: string[]): Promise<CliResult & { seconds: number }> {
@@ -92,7 +136,10 @@ function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => { const p = (s.address() as AddressInfo).port; s.close(() => resolve(p)); });
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as AddressInfo).port;
+      s.close(() => resolve(p));
+    });
   });
 }
 
@@ -100,9 +147,19 @@ function freePort(): Promise<number> {
 
 test('an expired client certificate: exit 13 within seconds (not 90 s of retries), naming the certificate', async () => {
   const target = join(targets, 'expired.img');
-  const r = await timedCli(sendArgs(address, target, ['--server-name', 'localhost', '--retries', '9'], ['--ca', certs.expired.ca, '--cert', certs.expired.cert, '--key', certs.expired.key]));
+  const r = await timedCli(
+    sendArgs(
+      address,
+      target,
+      ['--server-name', 'localhost', '--retries', '9'],
+      ['--ca', certs.expired.ca, '--cert', certs.expired.cert, '--key', certs.expired.key],
+    ),
+  );
   assert.equal(r.code, 13, r.stderr);
-  assert.match(r.stderr, /the receiver at 127\.0\.0\.1:\d+ refused our client certificate "sender-a" \(.*expired\.crt\): .*it expired on Feb {2}1 00:00:00 2020 GMT/);
+  assert.match(
+    r.stderr,
+    /the receiver at 127\.0\.0\.1:\d+ refused our client certificate "sender-a" \(.*expired\.crt\): .*it expired on Feb {2}1 00:00:00 2020 GMT/,
+  );
   assert.doesNotMatch(r.stderr, /retrying/);
   assert.ok(r.seconds < 20, `took ${r.seconds.toFixed(1)} s`);
   assert.equal(existsSync(target), false);
@@ -110,11 +167,15 @@ test('an expired client certificate: exit 13 within seconds (not 90 s of retries
 
 test('a client certificate from an unknown CA: exit 13, naming it; the receiver certificate from an unknown CA or for another name: exit 13', async () => {
   const target = join(targets, 'foreign.img');
-  const r = await timedCli(sendArgs(address, target, ['--server-name', 'localhost'], ['--ca', certs.foreign.ca, '--cert', certs.foreign.cert, '--key', certs.foreign.key]));
+  const r = await timedCli(
+    sendArgs(address, target, ['--server-name', 'localhost'], ['--ca', certs.foreign.ca, '--cert', certs.foreign.cert, '--key', certs.foreign.key]),
+  );
   assert.equal(r.code, 13, r.stderr);
   assert.match(r.stderr, /refused our client certificate "sender-a" .*it is not signed by a CA in .*ca\.crt \(its issuer is CN=foreign CA\)/);
   assert.ok(r.seconds < 20, `took ${r.seconds.toFixed(1)} s`);
-  const untrusted = await timedCli(sendArgs(address, target, ['--server-name', 'localhost'], ['--ca', certs.foreignCa, '--cert', certs.clientA.cert, '--key', certs.clientA.key]));
+  const untrusted = await timedCli(
+    sendArgs(address, target, ['--server-name', 'localhost'], ['--ca', certs.foreignCa, '--cert', certs.clientA.cert, '--key', certs.clientA.key]),
+  );
   assert.equal(untrusted.code, 13, untrusted.stderr);
   assert.match(untrusted.stderr, /the receiver's certificate is not trusted: self-signed certificate in certificate chain/);
   const wrongName = await timedCli(sendArgs(address, target, ['--server-name', 'wrong.example']));
@@ -124,19 +185,45 @@ test('a client certificate from an unknown CA: exit 13, naming it; the receiver 
 });
 
 test('a receiver that answers with a TLS alert (OpenSSL s_server): the alert is named, exit class UNAUTHENTICATED', async (t) => {
-  const srv = spawn('openssl', ['s_server', '-accept', '127.0.0.1:0', '-cert', certs.server.cert, '-key', certs.server.key, '-CAfile', certs.server.ca,
-    '-Verify', '1', '-verify_return_error', '-alpn', 'h2'], { stdio: ['pipe', 'pipe', 'pipe'] });
-  t.after(() => { srv.kill('SIGKILL'); });
+  const srv = spawn(
+    'openssl',
+    [
+      's_server',
+      '-accept',
+      '127.0.0.1:0',
+      '-cert',
+      certs.server.cert,
+      '-key',
+      certs.server.key,
+      '-CAfile',
+      certs.server.ca,
+      '-Verify',
+      '1',
+      '-verify_return_error',
+      '-alpn',
+      'h2',
+    ],
+    { stdio: ['pipe', 'pipe', 'pipe'] },
+  );
+  t.after(() => {
+    srv.kill('SIGKILL');
+  });
   const port = await new Promise<number>((resolve, reject) => {
     let out = '';
     const timer = setTimeout(() => reject(new Error(`openssl s_server did not start: ${out}`)), 10_000);
     srv.stdout.setEncoding('utf8').on('data', (d: string) => {
       out += d;
       const m = /ACCEPT 127\.0\.0\.1:(\d+)/.exec(out);
-      if (m) { clearTimeout(timer); resolve(Number(m[1])); }
+      if (m) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
     });
   });
-  for (const [files, re] of [[certs.expired, /refused our client certificate "sender-a" .*: certificate expired \(TLS alert 45\)/], [certs.foreign, /: unknown ca \(TLS alert 48\)/]] as const) {
+  for (const [files, re] of [
+    [certs.expired, /refused our client certificate "sender-a" .*: certificate expired \(TLS alert 45\)/],
+    [certs.foreign, /: unknown ca \(TLS alert 48\)/],
+  ] as const) {
     const c = await ReceiverClient.connect({ address: `127.0.0.1:${port}`, tls: files, serverName: 'localhost' });
     try {
       const e = await rejects(c.getTransferState('x'), 'UNAUTHENTICATED', re);
@@ -150,7 +237,10 @@ test('a receiver that answers with a TLS alert (OpenSSL s_server): the alert is 
 test('a connection dropped before the TLS handshake completes (a receiver restarting) is retried, then the send completes', async () => {
   // Something that accepts and closes at once, then a real receiver on that port.
   const sockets = new Set<import('node:net').Socket>();
-  const dropper: Server = createServer((s) => { sockets.add(s); s.destroy(); });
+  const dropper: Server = createServer((s) => {
+    sockets.add(s);
+    s.destroy();
+  });
   await new Promise<void>((r) => dropper.listen(0, '127.0.0.1', r));
   const port = (dropper.address() as AddressInfo).port;
   const c = await ReceiverClient.connect({ address: `127.0.0.1:${port}`, tls: certs.clientA, serverName: 'localhost' });
@@ -160,12 +250,15 @@ test('a connection dropped before the TLS handshake completes (a receiver restar
   try {
     const target = join(targets, 'dropped.img');
     const r = await send(c, target, {
-      maxAttempts: 6, retryDelayMs: 100,
+      maxAttempts: 6,
+      retryDelayMs: 100,
       onEvent: (e: SendEvent) => {
         if (e.type !== 'retry') return;
         retries.push(e.error);
         // the retry is being waited for: bring up the real receiver now
-        swapping ??= new Promise<void>((res) => dropper.close(() => res())).then(async () => { rx2 = await startReceiver({ listen: `127.0.0.1:${port}`, config: await receiverConfig('dropped') }); });
+        swapping ??= new Promise<void>((res) => dropper.close(() => res())).then(async () => {
+          rx2 = await startReceiver({ listen: `127.0.0.1:${port}`, config: await receiverConfig('dropped') });
+        });
       },
     });
     await swapping;
@@ -198,7 +291,11 @@ test('a name that does not resolve: UNAVAILABLE naming it, after the connect wai
   const c = await ReceiverClient.connect({ address: 'nonexistent.invalid:7443', tls: certs.clientA });
   try {
     const t0 = Date.now();
-    await rejects(send(c, join(targets, 'nxdomain.img'), { connectWaitMs: 1000, maxAttempts: 10 }), 'UNAVAILABLE', /cannot connect to the receiver at nonexistent\.invalid:7443: name not found.*nothing was sent/);
+    await rejects(
+      send(c, join(targets, 'nxdomain.img'), { connectWaitMs: 1000, maxAttempts: 10 }),
+      'UNAVAILABLE',
+      /cannot connect to the receiver at nonexistent\.invalid:7443: name not found.*nothing was sent/,
+    );
     assert.ok(Date.now() - t0 < 8000, `${Date.now() - t0} ms`);
   } finally {
     c.close();
@@ -211,9 +308,19 @@ function beginMsg(transferId: string, target: string): ApplyStreamRequest {
   return {
     kind: 'begin',
     begin: {
-      protocolVersion: 1, transferId, target, mode: 'TRANSFER_MODE_FULL', volumeSizeBytes: 1024 * 1024, blockSizeBytes: 65536,
-      sourceId: 'test-source', baseId: '', plannedDataBytes: 0, plannedUnmapBytes: 0, resumeOffsetBytes: 0,
-      compression: 'COMPRESSION_ZSTD', checksum: 'CHECKSUM_ALGORITHM_SHA256',
+      protocolVersion: 1,
+      transferId,
+      target,
+      mode: 'TRANSFER_MODE_FULL',
+      volumeSizeBytes: 1024 * 1024,
+      blockSizeBytes: 65536,
+      sourceId: 'test-source',
+      baseId: '',
+      plannedDataBytes: 0,
+      plannedUnmapBytes: 0,
+      resumeOffsetBytes: 0,
+      compression: 'COMPRESSION_ZSTD',
+      checksum: 'CHECKSUM_ALGORITHM_SHA256',
     },
   };
 }
@@ -227,13 +334,19 @@ test('a receiver at its transfer limit (TRANSFER_BUSY, retryable) is retried wit
     await waitFor(async () => (await c.getTransferState('holder'))?.active === true, 'the holder to run');
     const retries: ThinshipError[] = [];
     const r = await send(c, join(targets, 'limit.img'), {
-      maxAttempts: 10, retryDelayMs: 100,
-      onEvent: (e) => { if (e.type === 'retry') { retries.push(e.error); if (retries.length === 2) holder.call.cancel(); } },
+      maxAttempts: 10,
+      retryDelayMs: 100,
+      onEvent: (e) => {
+        if (e.type === 'retry') {
+          retries.push(e.error);
+          if (retries.length === 2) holder.call.cancel();
+        }
+      },
     });
     assert.equal(r.state.status, 'TRANSFER_STATUS_COMPLETE');
     assert.ok(retries.length >= 2, `${retries.length} retries`);
     assert.equal(retries[0]!.code, 'TRANSFER_BUSY');
-    assert.equal(retries[0]!.retryable, true, 'the receiver\'s retryable flag reached the client');
+    assert.equal(retries[0]!.retryable, true, "the receiver's retryable flag reached the client");
     assert.match(retries[0]!.message, /already running 1 transfers/);
     assertSameImage(readImage(join(targets, 'limit.img'), pool.volumeSizeBytes), img1, 'after waiting for room');
   } finally {
@@ -287,7 +400,10 @@ test('AbortTransfer by an operator: the sender exits 16 naming the abort', async
   }
 });
 
-for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+for (const [sig, code] of [
+  ['SIGINT', 130],
+  ['SIGTERM', 143],
+] as const) {
   test(`${sig} of send --to: exit ${code}, says the transfer is resumable and how; the same command resumes it`, async () => {
     const relay = await slowLink();
     const target = join(targets, `${sig}.img`);
@@ -323,7 +439,11 @@ for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
 
 test('after an attempt that delivered data the retry count and delay start afresh: three cuts with --retries 1 still complete', async () => {
   const sessions: ServerHttp2Session[] = [];
-  const rx3 = await startReceiver({ listen: '127.0.0.1:0', config: await receiverConfig('cuts', { checkpointIntervalBytes: 2 * 1024 * 1024 }), onHttp2Session: (x) => sessions.push(x) });
+  const rx3 = await startReceiver({
+    listen: '127.0.0.1:0',
+    config: await receiverConfig('cuts', { checkpointIntervalBytes: 2 * 1024 * 1024 }),
+    onHttp2Session: (x) => sessions.push(x),
+  });
   const c = await ReceiverClient.connect({ address: `127.0.0.1:${rx3.port}`, tls: certs.clientA, serverName: 'localhost' });
   const watch = await ReceiverClient.connect({ address: `127.0.0.1:${rx3.port}`, tls: certs.clientA, serverName: 'localhost' });
   const state = () => watch.getTransferState('cuts-1').catch(() => undefined); // the watcher's connection is cut too
@@ -334,12 +454,26 @@ test('after an attempt that delivered data the retry count and delay start afres
   const reader = (r: VolumeReader): VolumeReader => gates.reduce((x, g) => g.wrap(x), r);
   try {
     // two attempts in a row at most: without the reset the second cut ends the send
-    const sending = send(c, target, { transferId: 'cuts-1', maxAttempts: 2, retryDelayMs: 300, wrapReader: reader, onEvent: (e) => { if (e.type === 'retry') delays.push(e.delayMs); } });
+    const sending = send(c, target, {
+      transferId: 'cuts-1',
+      maxAttempts: 2,
+      retryDelayMs: 300,
+      wrapReader: reader,
+      onEvent: (e) => {
+        if (e.type === 'retry') delays.push(e.delayMs);
+      },
+    });
     sending.catch(() => undefined);
     let durable = 0;
     for (const [i, gate] of gates.entries()) {
       // cut the connection once the receiver made this attempt's progress durable
-      await waitFor(async () => { const st = await state(); return st?.active === true && st.durableOffsetBytes > durable; }, `progress before cut ${i + 1}`);
+      await waitFor(
+        async () => {
+          const st = await state();
+          return st?.active === true && st.durableOffsetBytes > durable;
+        },
+        `progress before cut ${i + 1}`,
+      );
       for (const x of sessions.splice(0)) x.destroy();
       await waitFor(async () => (await state())?.active === false, `the receiver to see cut ${i + 1}`);
       durable = (await state())!.durableOffsetBytes;
@@ -376,7 +510,13 @@ test('send --to IP:PORT without --server-name: no DEP0123 warning, the certifica
   assertSameImage(readImage(target, pool.volumeSizeBytes), img1, 'sent by address');
   // the address is what is verified: a certificate without it is refused
   const other = await makeTestCertsFor(['localhost']);
-  const rx2 = await startReceiver({ listen: '127.0.0.1:0', config: await parseReceiverConfig({ tls: other.server, stateDir: join(dir, 'state-ip'), identities: { 'sender-a': { directories: [targets] } } }, join(dir, 'ip.json')) });
+  const rx2 = await startReceiver({
+    listen: '127.0.0.1:0',
+    config: await parseReceiverConfig(
+      { tls: other.server, stateDir: join(dir, 'state-ip'), identities: { 'sender-a': { directories: [targets] } } },
+      join(dir, 'ip.json'),
+    ),
+  });
   try {
     const c = await ReceiverClient.connect({ address: `127.0.0.1:${rx2.port}`, tls: other.clientA });
     try {

@@ -28,9 +28,10 @@ const PYTHON = '/usr/bin/python3';
 const pyProbe = spawnSync(PYTHON, ['-c', 'import grpc, grpc_tools.protoc'], { encoding: 'utf8' });
 const skipPython = pyProbe.status !== 0 ? `${PYTHON} cannot import grpc and grpc_tools (install python3-grpcio python3-grpc-tools)` : false;
 const goTools = ['go', 'protoc', 'protoc-gen-go', 'protoc-gen-go-grpc'].filter((t) => spawnSync('sh', ['-c', `command -v ${t}`]).status !== 0);
-const skipGo = goTools.length > 0 || !existsSync('/usr/share/gocode/src/google.golang.org/grpc')
-  ? `missing ${[...goTools, ...(existsSync('/usr/share/gocode/src/google.golang.org/grpc') ? [] : ['/usr/share/gocode/src/google.golang.org/grpc'])].join(', ')} (install golang-go protobuf-compiler protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev golang-google-protobuf-dev)`
-  : false;
+const skipGo =
+  goTools.length > 0 || !existsSync('/usr/share/gocode/src/google.golang.org/grpc')
+    ? `missing ${[...goTools, ...(existsSync('/usr/share/gocode/src/google.golang.org/grpc') ? [] : ['/usr/share/gocode/src/google.golang.org/grpc'])].join(', ')} (install golang-go protobuf-compiler protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev golang-google-protobuf-dev)`
+    : false;
 
 let dir: string;
 let certs: TestCerts;
@@ -50,17 +51,29 @@ before(async () => {
   writeFileSync(image1(), img1);
   writeFileSync(image2(), img2);
   // A checkpoint every MiB, so that a call broken mid-volume leaves a durable offset above 0.
-  const rxConfig = writeConfig(join(dir, 'rx.json'), { tls: certs.server, stateDir: join(dir, 'rx-state'), checkpointIntervalBytes: 1024 * 1024, identities: { 'sender-a': { directories: [targets()] } } });
+  const rxConfig = writeConfig(join(dir, 'rx.json'), {
+    tls: certs.server,
+    stateDir: join(dir, 'rx-state'),
+    checkpointIntervalBytes: 1024 * 1024,
+    identities: { 'sender-a': { directories: [targets()] } },
+  });
   serve = await startServe(['--listen', '127.0.0.1:0', '--config', rxConfig]);
   const senderConfig = writeConfig(join(dir, 'sender.json'), {
-    tls: certs.server, stateDir: join(dir, 'sender-state'), receiverTls: certs.clientA,
-    identities: { 'sender-a': { sources: { offlineDirectories: [pool.dir] }, destinations: [{ receiver: `127.0.0.1:${serve.port}`, target: `${targets()}/*` }] } },
+    tls: certs.server,
+    stateDir: join(dir, 'sender-state'),
+    receiverTls: certs.clientA,
+    identities: {
+      'sender-a': { sources: { offlineDirectories: [pool.dir] }, destinations: [{ receiver: `127.0.0.1:${serve.port}`, target: `${targets()}/*` }] },
+    },
   });
   // The daemon's first spelling (`sender-serve`; send-via.test.ts runs `sender serve`).
   sender = await startSenderServe(['--listen', '127.0.0.1:0', '--config', senderConfig], ['sender-serve']);
   if (!skipGo) {
     goBinary = join(dir, 'go', 'thinship-example-go');
-    const b = spawnSync(join(repoRoot, 'clients/go/build.sh'), [join(dir, 'go')], { encoding: 'utf8', env: { ...process.env, GOCACHE: process.env.GOCACHE ?? join(homedir(), '.cache', 'go-build') } });
+    const b = spawnSync(join(repoRoot, 'clients/go/build.sh'), [join(dir, 'go')], {
+      encoding: 'utf8',
+      env: { ...process.env, GOCACHE: process.env.GOCACHE ?? join(homedir(), '.cache', 'go-build') },
+    });
     assert.equal(b.status, 0, `clients/go/build.sh failed:\n${b.stdout}\n${b.stderr}`);
   }
 });
@@ -71,17 +84,29 @@ after(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-type Out = Record<string, unknown> & { error?: string; details?: string; error_info?: { reason: string; domain: string; metadata: Record<string, string>; status_code: number } | null };
+type Out = Record<string, unknown> & {
+  error?: string;
+  details?: string;
+  error_info?: { reason: string; domain: string; metadata: Record<string, string>; status_code: number } | null;
+};
 
-interface Client { name: string; skip: string | false; run(command: string, tls: TlsFiles, address: string, flags: string[]): Promise<{ code: number | null; out: Out; stderr: string }> }
+interface Client {
+  name: string;
+  skip: string | false;
+  run(command: string, tls: TlsFiles, address: string, flags: string[]): Promise<{ code: number | null; out: Out; stderr: string }>;
+}
 
 function runJson(cmd: string, args: string[]): Promise<{ code: number | null; out: Out; stderr: string }> {
   return new Promise((resolve, reject) => {
     const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    c.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-    c.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    c.stdout.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+    });
+    c.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+    });
     c.on('error', reject);
     c.on('close', (code) => {
       try {
@@ -93,16 +118,30 @@ function runJson(cmd: string, args: string[]): Promise<{ code: number | null; ou
   });
 }
 
-const connFlags = (tls: TlsFiles, address: string) => ['--address', address, '--server-name', 'localhost', '--ca', tls.ca, '--cert', tls.cert, '--key', tls.key];
+const connFlags = (tls: TlsFiles, address: string) => [
+  '--address',
+  address,
+  '--server-name',
+  'localhost',
+  '--ca',
+  tls.ca,
+  '--cert',
+  tls.cert,
+  '--key',
+  tls.key,
+];
 
 const clients: Client[] = [
   {
-    name: 'Python', skip: skipPython,
-    run: (command, tls, address, flags) => runJson(PYTHON, [join(repoRoot, 'clients/python/thinship_example.py'), ...connFlags(tls, address), command, ...flags]),
+    name: 'Python',
+    skip: skipPython,
+    run: (command, tls, address, flags) =>
+      runJson(PYTHON, [join(repoRoot, 'clients/python/thinship_example.py'), ...connFlags(tls, address), command, ...flags]),
   },
   {
     // Go's flag package takes -flag and --flag alike.
-    name: 'Go', skip: skipGo,
+    name: 'Go',
+    skip: skipGo,
     run: (command, tls, address, flags) => runJson(goBinary, [command, ...connFlags(tls, address), ...flags]),
   },
 ];
@@ -116,14 +155,36 @@ for (const client of clients) {
 
   test(`${name} client: a full, then an incremental onto it, byte-exact with the snapshots and the client's own digest`, { skip }, async () => {
     const target = join(targets(), `${lc}-inc.img`);
-    const full = await client.run('full', certs.clientA, rxAddress(), ['--image', image1(), '--target', target, '--transfer-id', `${lc}-full-1`, '--source-id', 'demo-snap-1']);
+    const full = await client.run('full', certs.clientA, rxAddress(), [
+      '--image',
+      image1(),
+      '--target',
+      target,
+      '--transfer-id',
+      `${lc}-full-1`,
+      '--source-id',
+      'demo-snap-1',
+    ]);
     ok(full);
     assert.equal(full.out.status, 'TRANSFER_STATUS_COMPLETE');
     assert.equal(full.out.digest, full.out.expected_digest, 'the receiver verified the digest the client computed');
     assert.equal(full.out.durable_offset_bytes, pool.volumeSizeBytes);
     assertSameImage(readImage(target, pool.volumeSizeBytes), img1, `${name} full`);
 
-    const inc = await client.run('incremental', certs.clientA, rxAddress(), ['--base', image1(), '--base-id', 'demo-snap-1', '--image', image2(), '--target', target, '--transfer-id', `${lc}-inc-2`, '--source-id', 'demo-snap-2']);
+    const inc = await client.run('incremental', certs.clientA, rxAddress(), [
+      '--base',
+      image1(),
+      '--base-id',
+      'demo-snap-1',
+      '--image',
+      image2(),
+      '--target',
+      target,
+      '--transfer-id',
+      `${lc}-inc-2`,
+      '--source-id',
+      'demo-snap-2',
+    ]);
     ok(inc);
     assert.equal(inc.out.status, 'TRANSFER_STATUS_COMPLETE');
     assert.equal(inc.out.digest, inc.out.expected_digest);
@@ -134,20 +195,38 @@ for (const client of clients) {
 
   test(`${name} client: a broken call resumed from GetTransferState's durable offset and digest state`, { skip }, async () => {
     const target = join(targets(), `${lc}-resume.img`);
-    const r = await client.run('resume', certs.clientA, rxAddress(), ['--image', image2(), '--target', target, '--transfer-id', `${lc}-resume-1`, '--source-id', 'demo-snap-2']);
+    const r = await client.run('resume', certs.clientA, rxAddress(), [
+      '--image',
+      image2(),
+      '--target',
+      target,
+      '--transfer-id',
+      `${lc}-resume-1`,
+      '--source-id',
+      'demo-snap-2',
+    ]);
     ok(r);
     assert.equal(r.out.resumed_status, 'TRANSFER_STATUS_IN_PROGRESS');
     const from = Number(r.out.resumed_from_offset_bytes);
     assert.ok(from > 0 && from <= pool.volumeSizeBytes / 2, `resumed from ${from}`);
     assert.notEqual(r.out.resumed_digest_state, '00'.repeat(32), 'the digest was continued from a non-initial state');
     assert.equal(r.out.status, 'TRANSFER_STATUS_COMPLETE');
-    assert.equal(r.out.digest, r.out.expected_digest, 'the digest chain continued from digest_state matches the receiver\'s');
+    assert.equal(r.out.digest, r.out.expected_digest, "the digest chain continued from digest_state matches the receiver's");
     assertSameImage(readImage(target, pool.volumeSizeBytes), img2, `${name} resumed full`);
   });
 
   test(`${name} client: a refused call's stable code is read from google.rpc.ErrorInfo`, { skip }, async () => {
     const target = join(targets(), `${lc}-denied.img`);
-    const r = await client.run('full', certs.clientB, rxAddress(), ['--image', image1(), '--target', target, '--transfer-id', `${lc}-denied-1`, '--source-id', 'demo-snap-1']);
+    const r = await client.run('full', certs.clientB, rxAddress(), [
+      '--image',
+      image1(),
+      '--target',
+      target,
+      '--transfer-id',
+      `${lc}-denied-1`,
+      '--source-id',
+      'demo-snap-1',
+    ]);
     assert.equal(r.code, 1, r.stderr);
     assert.equal(r.out.error, 'PERMISSION_DENIED');
     assert.deepEqual(r.out.error_info, { reason: 'PERMISSION_DENIED', domain: 'thinship', metadata: { retryable: 'false' }, status_code: 7 });
@@ -156,7 +235,20 @@ for (const client of clients) {
 
     // An incremental from a base the target does not hold: refused before anything is written
     const incTarget = join(targets(), `${lc}-inc.img`);
-    const wrongBase = await client.run('incremental', certs.clientA, rxAddress(), ['--base', image1(), '--base-id', 'not-what-the-target-holds', '--image', image2(), '--target', incTarget, '--transfer-id', `${lc}-wrong-base`, '--source-id', 'demo-snap-3']);
+    const wrongBase = await client.run('incremental', certs.clientA, rxAddress(), [
+      '--base',
+      image1(),
+      '--base-id',
+      'not-what-the-target-holds',
+      '--image',
+      image2(),
+      '--target',
+      incTarget,
+      '--transfer-id',
+      `${lc}-wrong-base`,
+      '--source-id',
+      'demo-snap-3',
+    ]);
     assert.equal(wrongBase.code, 1, `${JSON.stringify(wrongBase.out)}\n${wrongBase.stderr}`);
     assert.equal(wrongBase.out.error, 'FAILED_PRECONDITION');
     assert.equal(wrongBase.out.error_info?.domain, 'thinship');
@@ -167,8 +259,23 @@ for (const client of clients) {
   test(`${name} client: starts a send through the sender daemon and watches it to DONE`, { skip }, async () => {
     const target = join(targets(), `${lc}-via-sender.img`);
     const r = await client.run('sender-watch', certs.clientA, `127.0.0.1:${sender.port}`, [
-      '--request-id', `${lc}-watch-1`, '--metadata', pool.metadataPath, '--data', pool.dataPath, '--volume-size-bytes', String(pool.volumeSizeBytes),
-      '--snapshot', String(pool.snapDevId), '--receiver', rxAddress(), '--receiver-server-name', 'localhost', '--target', target]);
+      '--request-id',
+      `${lc}-watch-1`,
+      '--metadata',
+      pool.metadataPath,
+      '--data',
+      pool.dataPath,
+      '--volume-size-bytes',
+      String(pool.volumeSizeBytes),
+      '--snapshot',
+      String(pool.snapDevId),
+      '--receiver',
+      rxAddress(),
+      '--receiver-server-name',
+      'localhost',
+      '--target',
+      target,
+    ]);
     ok(r);
     const states = r.out.states as string[];
     assert.equal(r.out.state, 'STATE_DONE', JSON.stringify(r.out));

@@ -49,7 +49,15 @@ after(() => {
 /** The certificate a new TLS connection to 127.0.0.1:port is shown (as client sender-a). */
 function certificateSeen(port: number, client: TlsFiles): Promise<{ fingerprint256: string; serialNumber: string }> {
   return new Promise((resolve, reject) => {
-    const s = tlsConnect({ host: '127.0.0.1', port, servername: 'localhost', ca: readFileSync(client.ca), cert: readFileSync(client.cert), key: readFileSync(client.key), ALPNProtocols: ['h2'] });
+    const s = tlsConnect({
+      host: '127.0.0.1',
+      port,
+      servername: 'localhost',
+      ca: readFileSync(client.ca),
+      cert: readFileSync(client.cert),
+      key: readFileSync(client.key),
+      ALPNProtocols: ['h2'],
+    });
     s.once('secureConnect', () => {
       const c = s.getPeerCertificate();
       s.destroy();
@@ -65,7 +73,11 @@ async function listTransfers(port: number, tls: TlsFiles): Promise<unknown[]> {
   const c = new Client(`127.0.0.1:${port}`, clientCredentialsOf(await loadClientTls(tls)), { 'grpc.ssl_target_name_override': 'localhost' });
   try {
     return await new Promise((resolve, reject) => {
-      (c as unknown as Record<string, (r: unknown, cb: (e: grpc.ServiceError | null, r: { transfers?: unknown[] }) => void) => void>).ListTransfers!.call(c, {}, (e, r) => (e ? reject(e) : resolve(r.transfers ?? [])));
+      (c as unknown as Record<string, (r: unknown, cb: (e: grpc.ServiceError | null, r: { transfers?: unknown[] }) => void) => void>).ListTransfers!.call(
+        c,
+        {},
+        (e, r) => (e ? reject(e) : resolve(r.transfers ?? [])),
+      );
     });
   } finally {
     c.close();
@@ -74,7 +86,16 @@ async function listTransfers(port: number, tls: TlsFiles): Promise<unknown[]> {
 
 /** A renewed server certificate (new key, new serial) written over the old files, as a certificate manager would. */
 async function renewServerCertificate(): Promise<X509Certificate> {
-  await issueCertificate({ caCert: certs.server.ca, caKey: certs.caKey, cert: certs.server.cert, key: certs.server.key, commonName: 'localhost', altNames: ['localhost', '127.0.0.1'], usage: 'server', days: 3 });
+  await issueCertificate({
+    caCert: certs.server.ca,
+    caKey: certs.caKey,
+    cert: certs.server.cert,
+    key: certs.server.key,
+    commonName: 'localhost',
+    altNames: ['localhost', '127.0.0.1'],
+    usage: 'server',
+    days: 3,
+  });
   return new X509Certificate(readFileSync(certs.server.cert));
 }
 
@@ -82,16 +103,27 @@ async function renewServerCertificate(): Promise<X509Certificate> {
 class Gate extends TokenBucket {
   private taken = 0;
   private openGate!: () => void;
-  private readonly gate = new Promise<void>((resolve) => { this.openGate = resolve; });
+  private readonly gate = new Promise<void>((resolve) => {
+    this.openGate = resolve;
+  });
   private markHeld!: () => void;
   /** Resolves once the transfer is held at the gate. */
-  readonly held = new Promise<void>((resolve) => { this.markHeld = resolve; });
-  constructor(private readonly gateBytes: number) { super(1e12, 1e12); }
+  readonly held = new Promise<void>((resolve) => {
+    this.markHeld = resolve;
+  });
+  constructor(private readonly gateBytes: number) {
+    super(1e12, 1e12);
+  }
   override async take(bytes: number): Promise<void> {
     this.taken += bytes;
-    if (this.taken > this.gateBytes) { this.markHeld(); await this.gate; }
+    if (this.taken > this.gateBytes) {
+      this.markHeld();
+      await this.gate;
+    }
   }
-  open(): void { this.openGate(); }
+  open(): void {
+    this.openGate();
+  }
 }
 
 test('serve, SIGHUP: a renewed certificate and a removed identity apply to new connections; the running transfer completes byte-exact in its call', async () => {
@@ -101,7 +133,11 @@ test('serve, SIGHUP: a renewed certificate and a removed identity apply to new c
   running.push(s);
   const oldCert = new X509Certificate(readFileSync(certs.server.cert));
   const clients: ReceiverClient[] = [];
-  const client = async (tls: TlsFiles) => { const c = await ReceiverClient.connect({ address: `127.0.0.1:${s.port}`, tls, serverName: 'localhost' }); clients.push(c); return c; };
+  const client = async (tls: TlsFiles) => {
+    const c = await ReceiverClient.connect({ address: `127.0.0.1:${s.port}`, tls, serverName: 'localhost' });
+    clients.push(c);
+    return c;
+  };
   try {
     assert.equal((await certificateSeen(s.port, certs.clientA)).fingerprint256, oldCert.fingerprint256);
     const gate = new Gate(1024 * 1024);
@@ -123,12 +159,20 @@ test('serve, SIGHUP: a renewed certificate and a removed identity apply to new c
     const seen = await certificateSeen(s.port, certs.clientA);
     assert.equal(seen.fingerprint256, renewed.fingerprint256, 'a new connection sees the renewed certificate');
     assert.equal(seen.serialNumber.toUpperCase(), renewed.serialNumber.toUpperCase());
-    await rejects(sendDemo(pool, await client(certs.clientB), join(targets(), 'b.img'), pool.snapDevId), 'PERMISSION_DENIED', /identity "sender-b" may not write/);
+    await rejects(
+      sendDemo(pool, await client(certs.clientB), join(targets(), 'b.img'), pool.snapDevId),
+      'PERMISSION_DENIED',
+      /identity "sender-b" may not write/,
+    );
 
     gate.open();
     const r = await sending;
     assert.equal(r.attempts, 1, 'the running call was not broken by the reload');
-    assertSameImage(readImage(target, pool.volumeSizeBytes), expectedImage(pool.metadataPath, pool.dataPath, pool.snapDevId, pool.volumeSizeBytes), 'target after a reload mid-transfer');
+    assertSameImage(
+      readImage(target, pool.volumeSizeBytes),
+      expectedImage(pool.metadataPath, pool.dataPath, pool.snapDevId, pool.volumeSizeBytes),
+      'target after a reload mid-transfer',
+    );
 
     // A broken config: logged at error, the daemon goes on with the renewed certificate and sender-a.
     writeFileSync(cfgFile, '{ "tls": ');
@@ -158,21 +202,55 @@ test('sender-serve reload: a renewed certificate for new connections, a removed 
   const tlsDir = join(dir, 'sender-tls');
   mkdirSync(tlsDir);
   const own = { ca: certs.server.ca, cert: join(tlsDir, 'sender.crt'), key: join(tlsDir, 'sender.key') };
-  await issueCertificate({ caCert: certs.server.ca, caKey: certs.caKey, cert: own.cert, key: own.key, commonName: 'localhost', altNames: ['localhost', '127.0.0.1'], usage: 'server', days: 3 });
-  const file = join(dir, 'sender.json');
-  const cfg = (ids: string[]) => writeConfig(file, {
-    tls: own, receiverTls: certs.clientA, stateDir: join(dir, 'sender-state'),
-    identities: Object.fromEntries(ids.map((id) => [id, { actions: ['watch'], destinations: [{ receiver: '127.0.0.1:1', target: '/x/*' }] }])),
+  await issueCertificate({
+    caCert: certs.server.ca,
+    caKey: certs.caKey,
+    cert: own.cert,
+    key: own.key,
+    commonName: 'localhost',
+    altNames: ['localhost', '127.0.0.1'],
+    usage: 'server',
+    days: 3,
   });
+  const file = join(dir, 'sender.json');
+  const cfg = (ids: string[]) =>
+    writeConfig(file, {
+      tls: own,
+      receiverTls: certs.clientA,
+      stateDir: join(dir, 'sender-state'),
+      identities: Object.fromEntries(ids.map((id) => [id, { actions: ['watch'], destinations: [{ receiver: '127.0.0.1:1', target: '/x/*' }] }])),
+    });
   cfg(['sender-a', 'sender-b']);
   const lines: Record<string, unknown>[] = [];
-  const log = pino({ level: 'info' }, { write: (l: string) => { lines.push(JSON.parse(l) as Record<string, unknown>); } });
-  const sender = await startSenderServer({ listen: '127.0.0.1:0', config: await loadSenderConfig(file), log, insecureReceivers: true, lockDir: join(dir, 'locks') });
+  const log = pino(
+    { level: 'info' },
+    {
+      write: (l: string) => {
+        lines.push(JSON.parse(l) as Record<string, unknown>);
+      },
+    },
+  );
+  const sender = await startSenderServer({
+    listen: '127.0.0.1:0',
+    config: await loadSenderConfig(file),
+    log,
+    insecureReceivers: true,
+    lockDir: join(dir, 'locks'),
+  });
   try {
     assert.deepEqual(await listTransfers(sender.port, certs.clientB), [], 'sender-b may watch before the reload');
     const before = new X509Certificate(readFileSync(own.cert));
     assert.equal((await certificateSeen(sender.port, certs.clientA)).fingerprint256, before.fingerprint256);
-    await issueCertificate({ caCert: certs.server.ca, caKey: certs.caKey, cert: own.cert, key: own.key, commonName: 'localhost', altNames: ['localhost', '127.0.0.1'], usage: 'server', days: 3 });
+    await issueCertificate({
+      caCert: certs.server.ca,
+      caKey: certs.caKey,
+      cert: own.cert,
+      key: own.key,
+      commonName: 'localhost',
+      altNames: ['localhost', '127.0.0.1'],
+      usage: 'server',
+      days: 3,
+    });
     const renewed = new X509Certificate(readFileSync(own.cert));
     cfg(['sender-a']);
     await sender.reload(() => loadSenderConfig(file));
@@ -180,10 +258,17 @@ test('sender-serve reload: a renewed certificate for new connections, a removed 
     const info = lines.find((l) => typeof l.msg === 'string' && l.msg.startsWith('config reloaded'));
     assert.deepEqual(info?.identities, ['sender-a']);
     assert.deepEqual(await listTransfers(sender.port, certs.clientA), [], 'sender-a still may watch');
-    await assert.rejects(listTransfers(sender.port, certs.clientB), (e: grpc.ServiceError) => e.code === grpc.status.PERMISSION_DENIED && /sender-b may not watch/.test(e.details));
+    await assert.rejects(
+      listTransfers(sender.port, certs.clientB),
+      (e: grpc.ServiceError) => e.code === grpc.status.PERMISSION_DENIED && /sender-b may not watch/.test(e.details),
+    );
 
     writeFileSync(file, '{"tls": 5}');
-    await rejects(sender.reload(() => loadSenderConfig(file)), 'USAGE', /"tls" must be an object/);
+    await rejects(
+      sender.reload(() => loadSenderConfig(file)),
+      'USAGE',
+      /"tls" must be an object/,
+    );
     assert.equal((await certificateSeen(sender.port, certs.clientA)).fingerprint256, renewed.fingerprint256, 'the last good certificate is kept');
   } finally {
     await sender.close();

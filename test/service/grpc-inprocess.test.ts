@@ -9,7 +9,20 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { rmSync, mkdirSync, writeFileSync, readFileSync, existsSync, statSync, symlinkSync, utimesSync, truncateSync, openSync, readSync, closeSync } from 'node:fs';
+import {
+  rmSync,
+  mkdirSync,
+  writeFileSync,
+  readFileSync,
+  existsSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+  truncateSync,
+  openSync,
+  readSync,
+  closeSync,
+} from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
@@ -51,12 +64,15 @@ before(async () => {
   mkdirSync(allowed);
   mkdirSync(outside);
   mkdirSync(join(dir, 'b-only'));
-  const config = await parseReceiverConfig({
-    tls: certs.server,
-    stateDir: join(dir, 'state'),
-    checkpointIntervalBytes: CHECKPOINT_BYTES,
-    identities: { 'sender-a': { directories: [allowed] }, 'sender-b': { directories: [join(dir, 'b-only')] } },
-  }, join(dir, 'receiver.json'));
+  const config = await parseReceiverConfig(
+    {
+      tls: certs.server,
+      stateDir: join(dir, 'state'),
+      checkpointIntervalBytes: CHECKPOINT_BYTES,
+      identities: { 'sender-a': { directories: [allowed] }, 'sender-b': { directories: [join(dir, 'b-only')] } },
+    },
+    join(dir, 'receiver.json'),
+  );
   rx = await startReceiver({ listen: '127.0.0.1:0', config, onHttp2Session: (s) => sessions.push(s) });
   address = `127.0.0.1:${rx.port}`;
   clientA = await ReceiverClient.connect({ address, tls: certs.clientA, serverName: 'localhost' });
@@ -69,24 +85,46 @@ after(async () => {
 });
 
 function spec(snap: number, base?: number) {
-  return { kind: 'offline' as const, metadataPath: pool.metadataPath, dataPath: pool.dataPath, snapDevId: snap, baseDevId: base, volumeSizeBytes: pool.volumeSizeBytes };
+  return {
+    kind: 'offline' as const,
+    metadataPath: pool.metadataPath,
+    dataPath: pool.dataPath,
+    snapDevId: snap,
+    baseDevId: base,
+    volumeSizeBytes: pool.volumeSizeBytes,
+  };
 }
 
 async function withPlan<T>(snap: number, base: number | undefined, fn: (p: SendPlan) => Promise<T>, maxOpBytes?: number): Promise<T> {
   const p = await planSend(spec(snap, base), { withMappings: true, maxOpBytes });
-  try { return await fn(p); } finally { await p.close(); }
+  try {
+    return await fn(p);
+  } finally {
+    await p.close();
+  }
 }
 
-async function send(client: ReceiverClient, target: string, snap: number, base?: number, o: Partial<GrpcSendOptions> & { maxOpBytes?: number; wrapReader?: (r: VolumeReader) => VolumeReader } = {}): Promise<GrpcSendResult> {
-  return withPlan(snap, base, async (p) => {
-    const opened = await openSourceReader(p);
-    const reader = o.wrapReader ? o.wrapReader(opened) : opened;
-    try {
-      return await sendPlanOverGrpc(client, p, reader, { target, maxAttempts: 4, retryDelayMs: 50, ...o });
-    } finally {
-      await reader.close();
-    }
-  }, o.maxOpBytes);
+async function send(
+  client: ReceiverClient,
+  target: string,
+  snap: number,
+  base?: number,
+  o: Partial<GrpcSendOptions> & { maxOpBytes?: number; wrapReader?: (r: VolumeReader) => VolumeReader } = {},
+): Promise<GrpcSendResult> {
+  return withPlan(
+    snap,
+    base,
+    async (p) => {
+      const opened = await openSourceReader(p);
+      const reader = o.wrapReader ? o.wrapReader(opened) : opened;
+      try {
+        return await sendPlanOverGrpc(client, p, reader, { target, maxAttempts: 4, retryDelayMs: 50, ...o });
+      } finally {
+        await reader.close();
+      }
+    },
+    o.maxOpBytes,
+  );
 }
 
 test('full then incremental over mTLS: byte-exact on a sparse file, compressed, digests agree', async () => {
@@ -123,7 +161,11 @@ test('without compression every chunk goes RAW (the read buffer is the payload, 
   assert.equal(full.chunks.zstd, 0);
   assert.ok(full.chunks.raw > 40, `raw chunks: ${full.chunks.raw}`);
   // RAW carries every byte; only all-zero chunks travel without payload.
-  assert.equal(full.payloadBytes === full.dataBytes, full.chunks.zero === 0, `payload ${full.payloadBytes} of ${full.dataBytes} with ${full.chunks.zero} zero chunks`);
+  assert.equal(
+    full.payloadBytes === full.dataBytes,
+    full.chunks.zero === 0,
+    `payload ${full.payloadBytes} of ${full.dataBytes} with ${full.chunks.zero} zero chunks`,
+  );
   assert.ok(full.payloadBytes <= full.dataBytes);
   assertSameImage(readImage(target, pool.volumeSizeBytes), img1, 'after a RAW full send');
   const inc = await send(clientA, target, pool.snapDevId, pool.baseDevId, { compress: false, maxOpBytes: 64 * 1024 });
@@ -166,12 +208,18 @@ async function streamWindowUntil(session: ServerHttp2Session, ok: (bytes: number
   const deadline = Date.now() + 30_000;
   while (!ok(session.localSettings.initialWindowSize!)) {
     assert.ok(Date.now() < deadline, `${what}: the stream window is still ${session.localSettings.initialWindowSize}`);
-    await new Promise<void>((resolve) => { const t = setTimeout(resolve, 1000); session.once('localSettings', () => { clearTimeout(t); resolve(); }); });
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, 1000);
+      session.once('localSettings', () => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
   }
   return session.localSettings.initialWindowSize!;
 }
 
-test('an open connection\'s stream window shrinks to its share of maxBufferedBytes as more connect, and grows back', async () => {
+test("an open connection's stream window shrinks to its share of maxBufferedBytes as more connect, and grows back", async () => {
   const before = sessions.length;
   const first = await ReceiverClient.connect({ address, tls: certs.clientA, serverName: 'localhost' });
   const more: ReceiverClient[] = [];
@@ -200,17 +248,24 @@ test('an open connection\'s stream window shrinks to its share of maxBufferedByt
 test('health checking and server reflection answer', async () => {
   const creds = grpc.credentials.createSsl(readFileSync(certs.clientA.ca), readFileSync(certs.clientA.key), readFileSync(certs.clientA.cert));
   const opts = { 'grpc.ssl_target_name_override': 'localhost' };
-  const healthDef = protoLoader.loadSync(join(createRequire(import.meta.url).resolve('grpc-health-check/package.json'), '../proto/health/v1/health.proto'), { enums: String });
+  const healthDef = protoLoader.loadSync(join(createRequire(import.meta.url).resolve('grpc-health-check/package.json'), '../proto/health/v1/health.proto'), {
+    enums: String,
+  });
   const Health = (grpc.loadPackageDefinition(healthDef) as any).grpc.health.v1.Health as grpc.ServiceClientConstructor;
   const h = new Health(address, creds, opts) as any;
-  const status = await new Promise<{ status: string }>((res, rej) => h.Check({ service: 'thinship.v1.ReceiverService' }, (e: Error | null, r: { status: string }) => (e ? rej(e) : res(r))));
+  const status = await new Promise<{ status: string }>((res, rej) =>
+    h.Check({ service: 'thinship.v1.ReceiverService' }, (e: Error | null, r: { status: string }) => (e ? rej(e) : res(r))),
+  );
   assert.equal(status.status, 'SERVING');
   h.close();
   const reflDef = protoLoader.loadSync(join(createRequire(import.meta.url).resolve('@grpc/reflection'), '../../proto/grpc/reflection/v1/reflection.proto'));
   const Refl = (grpc.loadPackageDefinition(reflDef) as any).grpc.reflection.v1.ServerReflection as grpc.ServiceClientConstructor;
   const r = new Refl(address, creds, opts) as any;
   const call = r.ServerReflectionInfo();
-  const answer = new Promise<any>((res, rej) => { call.on('data', res); call.on('error', rej); });
+  const answer = new Promise<any>((res, rej) => {
+    call.on('data', res);
+    call.on('error', rej);
+  });
   call.write({ listServices: '' });
   const names = (await answer).listServicesResponse.service.map((s: { name: string }) => s.name);
   call.end();
@@ -252,7 +307,10 @@ test('a broken stream leaves a resumable transfer; the re-run resumes and the ta
   const ref = await send(clientA, join(allowed, 'resume-ref.img'), pool.baseDevId); // uninterrupted, for the digest
   await interruptedSend(target, pool.baseDevId, 12 * 1024 * 1024, 'resume-1');
   let st = await clientA.getTransferState('resume-1');
-  await waitFor(async () => { st = await clientA.getTransferState('resume-1'); return st?.active === false; }, 'the broken call to end');
+  await waitFor(async () => {
+    st = await clientA.getTransferState('resume-1');
+    return st?.active === false;
+  }, 'the broken call to end');
   assert.equal(st!.status, 'TRANSFER_STATUS_IN_PROGRESS');
   assert.ok(st!.durableOffsetBytes > 0, `durable offset ${st!.durableOffsetBytes}`);
   assert.equal(st!.digestState.length, 32);
@@ -301,7 +359,10 @@ test('a new call for a running transfer takes over from a half-open one, and the
 });
 
 test('abandoned transfers expire and free their target', async () => {
-  const config = await parseReceiverConfig({ tls: certs.server, stateDir: join(dir, 'state-expiry'), transferExpirySeconds: 60, identities: { 'sender-a': { directories: [allowed] } } }, join(dir, 'x.json'));
+  const config = await parseReceiverConfig(
+    { tls: certs.server, stateDir: join(dir, 'state-expiry'), transferExpirySeconds: 60, identities: { 'sender-a': { directories: [allowed] } } },
+    join(dir, 'x.json'),
+  );
   const rx2 = await startReceiver({ listen: '127.0.0.1:0', config });
   const c2 = await ReceiverClient.connect({ address: `127.0.0.1:${rx2.port}`, tls: certs.clientA, serverName: 'localhost' });
   try {
@@ -381,7 +442,10 @@ test('refused: a client certificate from another CA, no client certificate, an e
     const st = await new Promise<grpc.ServiceError | null>((res) => noCert.GetTransferState({ transferId: 'x' }, (e) => res(e)));
     assert.ok(st && st.code === grpc.status.UNAVAILABLE, `no client certificate: ${st?.code} ${st?.details}`);
   } finally {
-    foreign.close(); expired.close(); wrongServerCa.close(); noCert.close();
+    foreign.close();
+    expired.close();
+    wrongServerCa.close();
+    noCert.close();
   }
   assert.equal(existsSync(target), false, 'nothing created');
 });
@@ -467,20 +531,72 @@ async function malformed(name: string, records: (ApplyStreamRequest | Record<str
 
 test('malformed messages: INVALID_ARGUMENT or DATA_LOSS naming the offset, the bad record not written', async () => {
   const blk = Buffer.alloc(65536, 1);
-  await malformed('range', [dataMsg(MAL_SIZE - 4096, Buffer.alloc(8192, 2))], grpc.status.INVALID_ARGUMENT, new RegExp(`offset ${MAL_SIZE - 4096}: .*beyond the end`), [MAL_SIZE - 4096, MAL_SIZE]);
-  await malformed('oversized', [{ kind: 'data', data: { offsetBytes: 0, lengthBytes: 8 * 1024 * 1024, payload: Buffer.alloc(0), encoding: 'ENCODING_ZERO', checksum: sha(Buffer.alloc(8 * 1024 * 1024)) } }],
-    grpc.status.INVALID_ARGUMENT, /offset 0: length 8388608 is more than this receiver's limit/, [0, 8 * 1024 * 1024]);
-  await malformed('checksum', [dataMsg(0, blk), dataMsg(65536, blk, { checksum: sha(Buffer.from('other')) })], grpc.status.DATA_LOSS, /offset 65536: checksum mismatch/, [65536, 131072]);
-  await malformed('zstd-garbage', [dataMsg(131072, blk, { payload: Buffer.from('definitely not a zstd frame, just text'), encoding: 'ENCODING_ZSTD' })], grpc.status.INVALID_ARGUMENT, /offset 131072.*bad zstd frame/, [131072, 196608]);
+  await malformed(
+    'range',
+    [dataMsg(MAL_SIZE - 4096, Buffer.alloc(8192, 2))],
+    grpc.status.INVALID_ARGUMENT,
+    new RegExp(`offset ${MAL_SIZE - 4096}: .*beyond the end`),
+    [MAL_SIZE - 4096, MAL_SIZE],
+  );
+  await malformed(
+    'oversized',
+    [
+      {
+        kind: 'data',
+        data: {
+          offsetBytes: 0,
+          lengthBytes: 8 * 1024 * 1024,
+          payload: Buffer.alloc(0),
+          encoding: 'ENCODING_ZERO',
+          checksum: sha(Buffer.alloc(8 * 1024 * 1024)),
+        },
+      },
+    ],
+    grpc.status.INVALID_ARGUMENT,
+    /offset 0: length 8388608 is more than this receiver's limit/,
+    [0, 8 * 1024 * 1024],
+  );
+  await malformed(
+    'checksum',
+    [dataMsg(0, blk), dataMsg(65536, blk, { checksum: sha(Buffer.from('other')) })],
+    grpc.status.DATA_LOSS,
+    /offset 65536: checksum mismatch/,
+    [65536, 131072],
+  );
+  await malformed(
+    'zstd-garbage',
+    [dataMsg(131072, blk, { payload: Buffer.from('definitely not a zstd frame, just text'), encoding: 'ENCODING_ZSTD' })],
+    grpc.status.INVALID_ARGUMENT,
+    /offset 131072.*bad zstd frame/,
+    [131072, 196608],
+  );
   const frame = Buffer.alloc(zstd.compressBound(4096));
   const n = zstd.compress(frame, Buffer.alloc(4096, 3), 1);
-  await malformed('lying-zstd', [dataMsg(0, Buffer.alloc(8192, 3), { payload: frame.subarray(0, n), encoding: 'ENCODING_ZSTD' })], grpc.status.INVALID_ARGUMENT, /offset 0.*frame says 4096 bytes of content, the record says 8192/, [0, 8192]);
-  await malformed('lying-raw', [dataMsg(0, Buffer.alloc(8192, 3), { payload: Buffer.alloc(4096, 3) })], grpc.status.INVALID_ARGUMENT, /offset 0: raw payload of 4096 bytes, the record says 8192/, [0, 8192]);
+  await malformed(
+    'lying-zstd',
+    [dataMsg(0, Buffer.alloc(8192, 3), { payload: frame.subarray(0, n), encoding: 'ENCODING_ZSTD' })],
+    grpc.status.INVALID_ARGUMENT,
+    /offset 0.*frame says 4096 bytes of content, the record says 8192/,
+    [0, 8192],
+  );
+  await malformed(
+    'lying-raw',
+    [dataMsg(0, Buffer.alloc(8192, 3), { payload: Buffer.alloc(4096, 3) })],
+    grpc.status.INVALID_ARGUMENT,
+    /offset 0: raw payload of 4096 bytes, the record says 8192/,
+    [0, 8192],
+  );
   // a decompression bomb: 64 MiB of zeros in a tiny frame, sent as a 64 KiB record
   const bombSrc = Buffer.alloc(64 * 1024 * 1024);
   const bomb = Buffer.alloc(zstd.compressBound(bombSrc.length));
   const bn = zstd.compress(bomb, bombSrc, 1);
-  await malformed('bomb', [dataMsg(0, blk, { payload: bomb.subarray(0, bn), encoding: 'ENCODING_ZSTD' })], grpc.status.INVALID_ARGUMENT, /offset 0.*frame says 67108864 bytes/, [0, 65536]);
+  await malformed(
+    'bomb',
+    [dataMsg(0, blk, { payload: bomb.subarray(0, bn), encoding: 'ENCODING_ZSTD' })],
+    grpc.status.INVALID_ARGUMENT,
+    /offset 0.*frame says 67108864 bytes/,
+    [0, 65536],
+  );
   // a frame that does not state its size (streaming compression without a pledged size)
   // (input first with `continue`, then `end` with none: zstd cannot know the size up front)
   const cctx = new zstd.CCtx();
@@ -488,12 +604,31 @@ test('malformed messages: INVALID_ARGUMENT or DATA_LOSS naming the offset, the b
   const [, p1, consumed] = cctx.compressStream2(sf, blk, 0 /* continue */);
   assert.equal(consumed, blk.length);
   let produced = p1;
-  for (let left = 1; left > 0;) { const [l, p] = cctx.compressStream2(sf.subarray(produced), Buffer.alloc(0), 2 /* end */); produced += p; left = l; }
+  for (let left = 1; left > 0;) {
+    const [l, p] = cctx.compressStream2(sf.subarray(produced), Buffer.alloc(0), 2 /* end */);
+    produced += p;
+    left = l;
+  }
   assert.equal(zstd.getFrameContentSize(sf.subarray(0, produced)), null);
-  await malformed('no-size', [dataMsg(0, blk, { payload: sf.subarray(0, produced), encoding: 'ENCODING_ZSTD' })], grpc.status.INVALID_ARGUMENT, /offset 0.*does not state its content size/, [0, 65536]);
+  await malformed(
+    'no-size',
+    [dataMsg(0, blk, { payload: sf.subarray(0, produced), encoding: 'ENCODING_ZSTD' })],
+    grpc.status.INVALID_ARGUMENT,
+    /offset 0.*does not state its content size/,
+    [0, 65536],
+  );
   await malformed('order', [dataMsg(65536, blk), dataMsg(0, blk)], grpc.status.INVALID_ARGUMENT, /offset 0: out of order/, [0, 65536]);
-  await malformed('end-digest', [dataMsg(0, blk), { kind: 'end', end: { records: 3, dataRecords: 1, unmapRecords: 0, dataBytes: 65536, unmapBytes: 0, digest: Buffer.alloc(32, 9) } }], grpc.status.DATA_LOSS, /stream digest mismatch/, [65536, MAL_SIZE]);
-  await malformed('second-begin', [beginMsg('mal-second-begin', join(allowed, 'mal-second-begin.img'))], grpc.status.INVALID_ARGUMENT, /second Begin/, [0, MAL_SIZE]);
+  await malformed(
+    'end-digest',
+    [dataMsg(0, blk), { kind: 'end', end: { records: 3, dataRecords: 1, unmapRecords: 0, dataBytes: 65536, unmapBytes: 0, digest: Buffer.alloc(32, 9) } }],
+    grpc.status.DATA_LOSS,
+    /stream digest mismatch/,
+    [65536, MAL_SIZE],
+  );
+  await malformed('second-begin', [beginMsg('mal-second-begin', join(allowed, 'mal-second-begin.img'))], grpc.status.INVALID_ARGUMENT, /second Begin/, [
+    0,
+    MAL_SIZE,
+  ]);
 });
 
 test('a message larger than the receive limit is refused by gRPC before it is read', async () => {
@@ -505,7 +640,11 @@ test('a message larger than the receive limit is refused by gRPC before it is re
   c.call.end();
   const e = await grpcError(c.response);
   assert.equal(e.code, grpc.status.RESOURCE_EXHAUSTED, e.details);
-  assert.ok(readFileSync(target).subarray(0, 1024 * 1024).equals(Buffer.alloc(1024 * 1024, FILL)));
+  assert.ok(
+    readFileSync(target)
+      .subarray(0, 1024 * 1024)
+      .equals(Buffer.alloc(1024 * 1024, FILL)),
+  );
 });
 
 // ---- loop devices ----------------------------------------------------------------
@@ -522,12 +661,26 @@ test('onto a loop device (4096-byte sectors, pre-filled with garbage): full then
   const smallBacking = join(dir, 'loop-small.img');
   writeFileSync(smallBacking, Buffer.alloc(pool.volumeSizeBytes / 2, 0xee));
   const small = execFileSync('losetup', ['-f', '--show', smallBacking], { encoding: 'utf8' }).trim();
-  t.after(() => { execFileSync('losetup', ['-d', small]); });
-  const config = await parseReceiverConfig({ tls: certs.server, stateDir: join(dir, 'state-loop'), identities: { 'sender-a': { devices: [dev, small] } } }, join(dir, 'loop.json'));
+  t.after(() => {
+    execFileSync('losetup', ['-d', small]);
+  });
+  const config = await parseReceiverConfig(
+    { tls: certs.server, stateDir: join(dir, 'state-loop'), identities: { 'sender-a': { devices: [dev, small] } } },
+    join(dir, 'loop.json'),
+  );
   const rx2 = await startReceiver({ listen: '127.0.0.1:0', config });
   const c = await ReceiverClient.connect({ address: `127.0.0.1:${rx2.port}`, tls: certs.clientA, serverName: 'localhost' });
   try {
-    const readDev = () => { const b = Buffer.alloc(pool.volumeSizeBytes); const fd = openSync(dev, 'r'); try { readSync(fd, b, 0, b.length, 0); } finally { closeSync(fd); } return b; };
+    const readDev = () => {
+      const b = Buffer.alloc(pool.volumeSizeBytes);
+      const fd = openSync(dev, 'r');
+      try {
+        readSync(fd, b, 0, b.length, 0);
+      } finally {
+        closeSync(fd);
+      }
+      return b;
+    };
     await send(c, dev, pool.baseDevId);
     assertSameImage(readDev(), img1, 'loop full (unmapped ranges zeroed over the garbage)');
     await send(c, dev, pool.snapDevId, pool.baseDevId);
@@ -539,7 +692,11 @@ test('onto a loop device (4096-byte sectors, pre-filled with garbage): full then
     assert.equal(await c.getTransferState('too-small'), undefined);
     const head = Buffer.alloc(65536);
     const fd = openSync(small, 'r');
-    try { readSync(fd, head, 0, head.length, 0); } finally { closeSync(fd); }
+    try {
+      readSync(fd, head, 0, head.length, 0);
+    } finally {
+      closeSync(fd);
+    }
     assert.ok(head.equals(Buffer.alloc(65536, 0xee)), 'the small device is untouched');
   } finally {
     c.close();

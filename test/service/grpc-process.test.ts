@@ -63,19 +63,49 @@ async function serve(cfg: string, port = 0): Promise<ServeProcess> {
 }
 
 function sendArgs(port: number, target: string, ids: number[]): string[] {
-  return ['send', '--pool-metadata', pool.metadataPath, '--pool-data', pool.dataPath, '--volume-size', String(pool.volumeSizeBytes),
-    '--max-op-bytes', String(OP_BYTES), '--to', `127.0.0.1:${port}`, '--server-name', 'localhost', '--target', target,
-    '--tls-dir', join(dir, 'certs'), '--retries', '6', '--json', ...ids.map(String)];
+  return [
+    'send',
+    '--pool-metadata',
+    pool.metadataPath,
+    '--pool-data',
+    pool.dataPath,
+    '--volume-size',
+    String(pool.volumeSizeBytes),
+    '--max-op-bytes',
+    String(OP_BYTES),
+    '--to',
+    `127.0.0.1:${port}`,
+    '--server-name',
+    'localhost',
+    '--target',
+    target,
+    '--tls-dir',
+    join(dir, 'certs'),
+    '--retries',
+    '6',
+    '--json',
+    ...ids.map(String),
+  ];
 }
 
-interface SendJson { transferId: string; startOffsets: number[]; dataBytes: number; plannedDataBytes: number; digest: string; attempts: number; alreadyComplete: boolean; state: { status: string } }
+interface SendJson {
+  transferId: string;
+  startOffsets: number[];
+  dataBytes: number;
+  plannedDataBytes: number;
+  digest: string;
+  attempts: number;
+  alreadyComplete: boolean;
+  state: { status: string };
+}
 
 function parsed(r: CliResult): SendJson {
   assert.equal(r.code, 0, `send failed (${r.code}): ${r.stderr}`);
   return JSON.parse(r.stdout) as SendJson;
 }
 
-const checkpointAt = (minDataBytes: number) => (l: Record<string, unknown>) => l.msg === 'checkpoint' && (l.dataBytes as number) >= minDataBytes && l.status === 'in_progress';
+const checkpointAt = (minDataBytes: number) => (l: Record<string, unknown>) =>
+  l.msg === 'checkpoint' && (l.dataBytes as number) >= minDataBytes && l.status === 'in_progress';
 
 test('separate processes: full then incremental over mTLS, byte-exact; transfer status from the CLI', async () => {
   const s = await serve(config('plain'));
@@ -87,11 +117,32 @@ test('separate processes: full then incremental over mTLS, byte-exact; transfer 
     assertSameImage(readImage(target, pool.volumeSizeBytes), img1, 'full');
     const inc = parsed(await runCli(sendArgs(s.port, target, [pool.baseDevId, pool.snapDevId])));
     assertSameImage(readImage(target, pool.volumeSizeBytes), img2, 'incremental');
-    const st = await runCli(['transfer', 'status', inc.transferId, '--json', '--to', `127.0.0.1:${s.port}`, '--server-name', 'localhost', '--tls-dir', join(dir, 'certs')]);
+    const st = await runCli([
+      'transfer',
+      'status',
+      inc.transferId,
+      '--json',
+      '--to',
+      `127.0.0.1:${s.port}`,
+      '--server-name',
+      'localhost',
+      '--tls-dir',
+      join(dir, 'certs'),
+    ]);
     assert.equal(st.code, 0, st.stderr);
     assert.equal(JSON.parse(st.stdout).status, 'TRANSFER_STATUS_COMPLETE');
     // The same as a table, and in the list of this identity's transfers (newest first).
-    const table = await runCli(['transfer', 'status', inc.transferId, '--to', `127.0.0.1:${s.port}`, '--server-name', 'localhost', '--tls-dir', join(dir, 'certs')]);
+    const table = await runCli([
+      'transfer',
+      'status',
+      inc.transferId,
+      '--to',
+      `127.0.0.1:${s.port}`,
+      '--server-name',
+      'localhost',
+      '--tls-dir',
+      join(dir, 'certs'),
+    ]);
     assert.equal(table.code, 0, table.stderr);
     assert.match(table.stdout, /^TRANSFER +STATUS +RUNNING +DURABLE +DATA +TARGET +UPDATED\n/);
     assert.match(table.stdout, new RegExp(`^${inc.transferId} +complete +no +64\\.0 MiB `, 'm'));
@@ -100,7 +151,10 @@ test('separate processes: full then incremental over mTLS, byte-exact; transfer 
     const listed = JSON.parse(list.stdout) as { transferId: string; status: string }[];
     assert.equal(listed[0]?.transferId, inc.transferId, 'newest first');
     // The incremental supersedes the full one on the same target (the registry forgets it).
-    assert.ok(listed.every((t) => t.status === 'TRANSFER_STATUS_COMPLETE'), JSON.stringify(listed));
+    assert.ok(
+      listed.every((t) => t.status === 'TRANSFER_STATUS_COMPLETE'),
+      JSON.stringify(listed),
+    );
     // a human summary without --json
     const again = await runCli(sendArgs(s.port, target, [pool.baseDevId, pool.snapDevId]).filter((a) => a !== '--json'));
     assert.equal(again.code, 0, again.stderr);
@@ -113,7 +167,11 @@ test('separate processes: full then incremental over mTLS, byte-exact; transfer 
   }
 });
 
-for (const [label, killAfterBytes] of [['early', 1], ['midway', 12 * 1024 * 1024], ['late', 22 * 1024 * 1024]] as const) {
+for (const [label, killAfterBytes] of [
+  ['early', 1],
+  ['midway', 12 * 1024 * 1024],
+  ['late', 22 * 1024 * 1024],
+] as const) {
   test(`receiver SIGKILLed ${label} in a transfer, restarted: the sender resumes, byte-identical, re-sent bytes bounded`, async () => {
     const cfg = config(`rk-${label}`);
     let s = await serve(cfg);
@@ -133,7 +191,10 @@ for (const [label, killAfterBytes] of [['early', 1], ['midway', 12 * 1024 * 1024
       assert.equal(r.state.status, 'TRANSFER_STATUS_COMPLETE');
       assert.ok(r.startOffsets.length >= 2, `resumed: ${JSON.stringify(r.startOffsets)}`);
       const resumedAt = r.startOffsets[1]!;
-      assert.ok(resumedAt >= lastLogged && lastLogged >= (cp.durableOffsetBytes as number), `resumed at ${resumedAt}, last checkpoint logged before the kill ${lastLogged}`);
+      assert.ok(
+        resumedAt >= lastLogged && lastLogged >= (cp.durableOffsetBytes as number),
+        `resumed at ${resumedAt}, last checkpoint logged before the kill ${lastLogged}`,
+      );
       const resent = r.dataBytes - r.plannedDataBytes;
       assert.ok(resent >= 0 && resent <= CHECKPOINT_BYTES + IN_FLIGHT_BOUND_BYTES, `re-sent ${resent} bytes`);
       process.stdout.write(`# receiver killed ${label}: resumed at offset ${resumedAt}, re-sent ${resent} bytes (checkpoint interval ${CHECKPOINT_BYTES})\n`);
@@ -147,7 +208,10 @@ for (const [label, killAfterBytes] of [['early', 1], ['midway', 12 * 1024 * 1024
   });
 }
 
-for (const [label, killAfterBytes] of [['early', 1], ['late', 16 * 1024 * 1024]] as const) {
+for (const [label, killAfterBytes] of [
+  ['early', 1],
+  ['late', 16 * 1024 * 1024],
+] as const) {
   test(`sender SIGKILLed ${label} in a transfer, run again: resumes from the receiver's checkpoint, byte-identical`, async () => {
     const s = await serve(config(`sk-${label}`));
     try {

@@ -23,7 +23,10 @@ import { makeTestCerts, type TestCerts } from './helpers.js';
 
 const PYTHON = '/usr/bin/python3';
 const probe = spawnSync(PYTHON, ['-c', 'import grpc, grpc_tools.protoc'], { encoding: 'utf8' });
-const skip = probe.status !== 0 ? `${PYTHON} cannot import grpc and grpc_tools (install python3-grpcio python3-grpc-tools): ${probe.stderr?.trim().split('\n').at(-1) ?? probe.error?.message}` : false;
+const skip =
+  probe.status !== 0
+    ? `${PYTHON} cannot import grpc and grpc_tools (install python3-grpcio python3-grpc-tools): ${probe.stderr?.trim().split('\n').at(-1) ?? probe.error?.message}`
+    : false;
 
 let dir: string;
 let certs: TestCerts;
@@ -34,7 +37,10 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'thinship-py-'));
   mkdirSync(join(dir, 'targets'));
   certs = await makeTestCerts(join(dir, 'certs'));
-  const config = await parseReceiverConfig({ tls: certs.server, stateDir: join(dir, 'state'), identities: { 'sender-a': { directories: [join(dir, 'targets')] } } }, join(dir, 'r.json'));
+  const config = await parseReceiverConfig(
+    { tls: certs.server, stateDir: join(dir, 'state'), identities: { 'sender-a': { directories: [join(dir, 'targets')] } } },
+    join(dir, 'r.json'),
+  );
   rx = await startReceiver({ listen: '127.0.0.1:0', config });
 });
 
@@ -44,14 +50,45 @@ after(async () => {
 });
 
 /** args: PROTO_ROOT HOST:PORT SERVER_NAME CA CERT KEY TARGET TRANSFER_ID [--bad-checksum], as the module's flags. */
-function runPython([protoRoot, address, serverName, ca, cert, key, target, transferId, ...rest]: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function runPython([protoRoot, address, serverName, ca, cert, key, target, transferId, ...rest]: string[]): Promise<{
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}> {
   return new Promise((resolve) => {
-    const c = spawn(PYTHON, [join(repoRoot, 'clients/python/thinship_example.py'), '--proto-root', protoRoot!, '--address', address!, '--server-name', serverName!,
-      '--ca', ca!, '--cert', cert!, '--key', key!, 'small', '--target', target!, '--transfer-id', transferId!, ...rest], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const c = spawn(
+      PYTHON,
+      [
+        join(repoRoot, 'clients/python/thinship_example.py'),
+        '--proto-root',
+        protoRoot!,
+        '--address',
+        address!,
+        '--server-name',
+        serverName!,
+        '--ca',
+        ca!,
+        '--cert',
+        cert!,
+        '--key',
+        key!,
+        'small',
+        '--target',
+        target!,
+        '--transfer-id',
+        transferId!,
+        ...rest,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let stdout = '';
     let stderr = '';
-    c.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-    c.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    c.stdout.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+    });
+    c.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+    });
     c.on('close', (code) => resolve({ code, stdout, stderr }));
   });
 }
@@ -60,9 +97,25 @@ const pattern = (seed: number, n: number) => Buffer.from(Array.from({ length: n 
 
 test('a Python client (python3-grpcio, stubs from proto/) sends a small stream over mTLS', { skip }, async () => {
   const target = join(dir, 'targets', 'py.img');
-  const r = await runPython([join(repoRoot, 'proto'), `127.0.0.1:${rx.port}`, 'localhost', certs.clientA.ca, certs.clientA.cert, certs.clientA.key, target, 'py-1']);
+  const r = await runPython([
+    join(repoRoot, 'proto'),
+    `127.0.0.1:${rx.port}`,
+    'localhost',
+    certs.clientA.ca,
+    certs.clientA.cert,
+    certs.clientA.key,
+    target,
+    'py-1',
+  ]);
   assert.equal(r.code, 0, `python: ${r.stdout}\n${r.stderr}`);
-  const out = JSON.parse(r.stdout) as { digest: string; expected_digest: string; status: string; data_records_applied: number; durable_offset_bytes: number; update_time: string };
+  const out = JSON.parse(r.stdout) as {
+    digest: string;
+    expected_digest: string;
+    status: string;
+    data_records_applied: number;
+    durable_offset_bytes: number;
+    update_time: string;
+  };
   assert.equal(out.status, 'TRANSFER_STATUS_COMPLETE');
   assert.equal(out.digest, out.expected_digest, 'the receiver agrees with the digest Python computed from the proto comments');
   assert.equal(out.data_records_applied, 4);
@@ -77,11 +130,24 @@ test('a Python client (python3-grpcio, stubs from proto/) sends a small stream o
   assert.ok(readFileSync(target).equals(expected), 'target holds exactly what Python sent (zero chunk and unmap read as zeros)');
 });
 
-type PythonError = { error: string; details: string; error_info: { reason: string; domain: string; metadata: Record<string, string>; status_code: number } | null };
+type PythonError = {
+  error: string;
+  details: string;
+  error_info: { reason: string; domain: string; metadata: Record<string, string>; status_code: number } | null;
+};
 
 test('a Python client whose identity is not allowed gets PERMISSION_DENIED and the thinship code (ErrorInfo.reason)', { skip }, async () => {
   const target = join(dir, 'targets', 'py-denied.img');
-  const r = await runPython([join(repoRoot, 'proto'), `127.0.0.1:${rx.port}`, 'localhost', certs.clientB.ca, certs.clientB.cert, certs.clientB.key, target, 'py-2']);
+  const r = await runPython([
+    join(repoRoot, 'proto'),
+    `127.0.0.1:${rx.port}`,
+    'localhost',
+    certs.clientB.ca,
+    certs.clientB.cert,
+    certs.clientB.key,
+    target,
+    'py-2',
+  ]);
   assert.equal(r.code, 1, r.stderr);
   const out = JSON.parse(r.stdout) as PythonError;
   assert.equal(out.error, 'PERMISSION_DENIED');
@@ -90,12 +156,27 @@ test('a Python client whose identity is not allowed gets PERMISSION_DENIED and t
   assert.equal(existsSync(target), false);
 });
 
-test('a Python client reads a bad record\'s code and volume offset from the standard error model', { skip }, async () => {
+test("a Python client reads a bad record's code and volume offset from the standard error model", { skip }, async () => {
   const target = join(dir, 'targets', 'py-bad.img');
-  const r = await runPython([join(repoRoot, 'proto'), `127.0.0.1:${rx.port}`, 'localhost', certs.clientA.ca, certs.clientA.cert, certs.clientA.key, target, 'py-3', '--bad-checksum']);
+  const r = await runPython([
+    join(repoRoot, 'proto'),
+    `127.0.0.1:${rx.port}`,
+    'localhost',
+    certs.clientA.ca,
+    certs.clientA.cert,
+    certs.clientA.key,
+    target,
+    'py-3',
+    '--bad-checksum',
+  ]);
   assert.equal(r.code, 1, r.stderr);
   const out = JSON.parse(r.stdout) as PythonError;
   assert.equal(out.error, 'DATA_LOSS');
-  assert.deepEqual(out.error_info, { reason: 'CHECKSUM_MISMATCH', domain: 'thinship', metadata: { retryable: 'false', volumeOffsetBytes: String(64 * 1024) }, status_code: 15 });
+  assert.deepEqual(out.error_info, {
+    reason: 'CHECKSUM_MISMATCH',
+    domain: 'thinship',
+    metadata: { retryable: 'false', volumeOffsetBytes: String(64 * 1024) },
+    status_code: 15,
+  });
   assert.match(out.details, /volume offset 65536/);
 });

@@ -40,16 +40,38 @@ export async function makeTestCerts(dir: string): Promise<TestCerts> {
   await mkdir(fdir, { recursive: true });
   const fca = await makeCa(fdir, 'foreign CA', 3);
   const foreign = { ca: s.ca, cert: join(fdir, 'client.crt'), key: join(fdir, 'client.key') };
-  await issueCertificate({ caCert: fca.cert, caKey: fca.key, cert: foreign.cert, key: foreign.key, commonName: 'sender-a', altNames: ['sender-a'], usage: 'client', days: 3 });
+  await issueCertificate({
+    caCert: fca.cert,
+    caKey: fca.key,
+    cert: foreign.cert,
+    key: foreign.key,
+    commonName: 'sender-a',
+    altNames: ['sender-a'],
+    usage: 'client',
+    days: 3,
+  });
   const expired = { ca: s.ca, cert: join(dir, 'expired.crt'), key: join(dir, 'expired.key') };
-  await issueCertificate({ caCert: s.ca, caKey: s.caKey, cert: expired.cert, key: expired.key, commonName: 'sender-a', altNames: ['sender-a'], usage: 'client', notBefore: '20200101000000Z', notAfter: '20200201000000Z' });
+  await issueCertificate({
+    caCert: s.ca,
+    caKey: s.caKey,
+    cert: expired.cert,
+    key: expired.key,
+    commonName: 'sender-a',
+    altNames: ['sender-a'],
+    usage: 'client',
+    notBefore: '20200101000000Z',
+    notAfter: '20200201000000Z',
+  });
   const [a, b] = s.clients;
   return {
     dir,
     server: { ca: s.ca, cert: s.server.cert, key: s.server.key },
     clientA: { ca: s.ca, cert: a!.cert, key: a!.key },
     clientB: { ca: s.ca, cert: b!.cert, key: b!.key },
-    foreign, expired, foreignCa: fca.cert, caKey: s.caKey,
+    foreign,
+    expired,
+    foreignCa: fca.cert,
+    caKey: s.caKey,
   };
 }
 
@@ -93,20 +115,41 @@ async function startDaemon(what: string, argv: string[], listeningMsg: string, e
       const line = pending.slice(0, i);
       pending = pending.slice(i + 1);
       let l: Record<string, unknown>;
-      try { l = JSON.parse(line) as Record<string, unknown>; } catch { continue; }
+      try {
+        l = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        continue;
+      }
       lines.push(l);
-      for (const w of [...waiters]) if (w.pred(l)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(l); }
+      for (const w of [...waiters])
+        if (w.pred(l)) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve(l);
+        }
     }
   });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('exit', (code, signal) => resolve({ code, signal })),
+  );
   const waitFor = (pred: (l: Record<string, unknown>) => boolean, timeoutMs = 30_000) => {
     const seen = lines.find(pred);
     if (seen) return Promise.resolve(seen);
     return new Promise<Record<string, unknown>>((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`timed out waiting for a log line; stderr so far:\n${raw.slice(-4000)}`)), timeoutMs);
-      const w = { pred, resolve: (l: Record<string, unknown>) => { clearTimeout(t); resolve(l); } };
+      const w = {
+        pred,
+        resolve: (l: Record<string, unknown>) => {
+          clearTimeout(t);
+          resolve(l);
+        },
+      };
       waiters.push(w);
-      void exited.then((e) => { if (waiters.includes(w)) { clearTimeout(t); reject(new Error(`thinship ${what} exited (${e.code ?? e.signal}) before the awaited log line; stderr:\n${raw.slice(-4000)}`)); } });
+      void exited.then((e) => {
+        if (waiters.includes(w)) {
+          clearTimeout(t);
+          reject(new Error(`thinship ${what} exited (${e.code ?? e.signal}) before the awaited log line; stderr:\n${raw.slice(-4000)}`));
+        }
+      });
     });
   };
   const listening = await waitFor((l) => l.msg === listeningMsg, 60_000);
@@ -123,7 +166,8 @@ export function assertSameImage(actual: Buffer, expected: Buffer, what: string, 
   assert.equal(actual.length, expected.length, `${what}: size`);
   if (!actual.equals(expected)) {
     for (let off = 0; off < expected.length; off += blockBytes) {
-      if (!actual.subarray(off, off + blockBytes).equals(expected.subarray(off, off + blockBytes))) assert.fail(`${what}: first difference in block ${off / blockBytes} (offset ${off})`);
+      if (!actual.subarray(off, off + blockBytes).equals(expected.subarray(off, off + blockBytes)))
+        assert.fail(`${what}: first difference in block ${off / blockBytes} (offset ${off})`);
     }
   }
 }
@@ -154,7 +198,13 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, what: stri
   }
 }
 
-export interface DemoFixture { dir: string; pool: DemoPool; img1: Buffer; img2: Buffer; certs: TestCerts }
+export interface DemoFixture {
+  dir: string;
+  pool: DemoPool;
+  img1: Buffer;
+  img2: Buffer;
+  certs: TestCerts;
+}
 
 /** A new temporary directory with targets/, the offline demo pool, the images of its two snapshots (the oracle) and test certificates. */
 export async function demoFixture(prefix: string): Promise<DemoFixture> {

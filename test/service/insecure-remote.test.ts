@@ -31,7 +31,11 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 async function runBounded(args: string[], ms = 15_000): Promise<CliResult> {
   const { child, result } = startCli(args);
   const t = setTimeout(() => child.kill('SIGKILL'), ms);
-  try { return await result; } finally { clearTimeout(t); }
+  try {
+    return await result;
+  } finally {
+    clearTimeout(t);
+  }
 }
 
 const offline = () => ['--pool-metadata', pool.metadataPath, '--pool-data', pool.dataPath];

@@ -63,8 +63,19 @@ const sha = (b: Buffer) => createHash('sha256').update(b).digest();
 
 function begin(transferId: string, target: string, volumeSizeBytes: number, over: Partial<TransferBegin> = {}): TransferBegin {
   return {
-    transferId, target, incremental: false, volumeSizeBytes, blockSizeBytes: 64 * KiB, sourceId: 'guard-source', baseId: '',
-    plannedDataBytes: 0, plannedUnmapBytes: 0, resumeOffsetBytes: 0, compression: 'none', checksum: 'sha256', ...over,
+    transferId,
+    target,
+    incremental: false,
+    volumeSizeBytes,
+    blockSizeBytes: 64 * KiB,
+    sourceId: 'guard-source',
+    baseId: '',
+    plannedDataBytes: 0,
+    plannedUnmapBytes: 0,
+    resumeOffsetBytes: 0,
+    compression: 'none',
+    checksum: 'sha256',
+    ...over,
   };
 }
 
@@ -72,7 +83,7 @@ function begin(transferId: string, target: string, volumeSizeBytes: number, over
 function dataRecords(fromBytes: number, toBytes: number, chunkBytes: number): Extract<WireRecord, { type: 'data' }>[] {
   const out: Extract<WireRecord, { type: 'data' }>[] = [];
   for (let off = fromBytes; off < toBytes; off += chunkBytes) {
-    const payload = Buffer.alloc(chunkBytes, (off / chunkBytes) % 251 + 1);
+    const payload = Buffer.alloc(chunkBytes, ((off / chunkBytes) % 251) + 1);
     out.push({ type: 'data', offsetBytes: off, lengthBytes: chunkBytes, payload, encoding: 'raw', checksum: sha(payload) });
   }
   return out;
@@ -112,7 +123,11 @@ async function code(p: Promise<unknown> | (() => unknown)): Promise<string> {
 test('a directory rule matches at a "/" boundary: /x/allowed does not allow /x/allowed-evil/...', async () => {
   writeFileSync(join(dir, 'allowed-evil', 'exists.img'), 'x');
   for (const t of [join(dir, 'allowed-evil', 'new.img'), join(dir, 'allowed-evil', 'exists.img'), `${allowed}x.img`]) {
-    await assert.rejects(authorizeTarget(policy, A, t), (e: ThinshipError) => e.code === 'PERMISSION_DENIED' && /not under an allowed directory/.test(e.message), t);
+    await assert.rejects(
+      authorizeTarget(policy, A, t),
+      (e: ThinshipError) => e.code === 'PERMISSION_DENIED' && /not under an allowed directory/.test(e.message),
+      t,
+    );
   }
   // the rule itself still works, for a file that exists and one that does not
   assert.equal((await authorizeTarget(policy, A, join(allowed, 'ok.img'))).kind, 'path');
@@ -122,7 +137,7 @@ test('a directory rule matches at a "/" boundary: /x/allowed does not allow /x/a
 
 // ---- ownership ----------------------------------------------------------------
 
-test("another identity can neither see, abort nor resume a transfer (it learns nothing, changes nothing)", async () => {
+test('another identity can neither see, abort nor resume a transfer (it learns nothing, changes nothing)', async () => {
   const reg = await registry('state-own');
   try {
     const target = join(allowed, 'owned.img');
@@ -141,16 +156,30 @@ test("another identity can neither see, abort nor resume a transfer (it learns n
     const refused = ['NOT_FOUND', 'PERMISSION_DENIED'];
     // query: refused, and the answer does not carry the transfer's target or progress
     let msg = '';
-    try { await reg.state(B, 'own-1'); } catch (e) { msg = (e as Error).message; assert.ok(refused.includes((e as ThinshipError).code), (e as Error).message); }
-    assert.notEqual(msg, '', 'B querying A\'s transfer is refused');
+    try {
+      await reg.state(B, 'own-1');
+    } catch (e) {
+      msg = (e as Error).message;
+      assert.ok(refused.includes((e as ThinshipError).code), (e as Error).message);
+    }
+    assert.notEqual(msg, '', "B querying A's transfer is refused");
     assert.ok(!msg.includes(target) && !msg.includes(String(st.durableOffsetBytes)), `B learns nothing: ${msg}`);
     // list: A sees its transfer, B sees none of A's
-    assert.deepEqual(reg.list(A).map((t) => t.transferId), ['own-1']);
+    assert.deepEqual(
+      reg.list(A).map((t) => t.transferId),
+      ['own-1'],
+    );
     assert.deepEqual(reg.list(B), [], "B's list does not show A's transfer");
     // abort: refused, A's checkpoint stays
     assert.ok(refused.includes(await code(reg.abort(B, 'own-1', 'hostile'))));
     // resume with A's id at A's durable offset, and from scratch: refused, nothing written
-    const resumeCode = await code(reg.apply(B, begin('own-1', target, size, { resumeOffsetBytes: st.durableOffsetBytes }), iterate([...recs.slice(8).map((r) => ({ ...r, payload: Buffer.alloc(r.lengthBytes, 0x66), checksum: sha(Buffer.alloc(r.lengthBytes, 0x66)) }))])));
+    const resumeCode = await code(
+      reg.apply(
+        B,
+        begin('own-1', target, size, { resumeOffsetBytes: st.durableOffsetBytes }),
+        iterate([...recs.slice(8).map((r) => ({ ...r, payload: Buffer.alloc(r.lengthBytes, 0x66), checksum: sha(Buffer.alloc(r.lengthBytes, 0x66)) }))]),
+      ),
+    );
     assert.ok([...refused, 'RESUME_MISMATCH', 'TRANSFER_BUSY'].includes(resumeCode), resumeCode);
     assert.ok(['PERMISSION_DENIED', 'TRANSFER_BUSY'].includes(await code(reg.apply(B, begin('own-1', target, size), iterate(recs)))));
 
@@ -187,7 +216,10 @@ test('pipe mode: a record straddling the end of the target is refused and the fi
       { type: 'end', records: 3, dataRecords: 1, unmapRecords: 0, dataBytes: 320 * KiB, unmapBytes: 0, digest: Buffer.alloc(0) },
     ];
     await assert.rejects(applyMessages(iterate(msgs), h), (e: ThinshipError) => e.code === 'BAD_STREAM' && /beyond the target/.test(e.message));
-    await assert.rejects(applyMessages(iterate([msgs[0]!, { type: 'unmap', offsetBytes: 8 * MiB - 4096, lengthBytes: 8192 }, msgs[2]!]), h), (e: ThinshipError) => e.code === 'BAD_STREAM');
+    await assert.rejects(
+      applyMessages(iterate([msgs[0]!, { type: 'unmap', offsetBytes: 8 * MiB - 4096, lengthBytes: 8192 }, msgs[2]!]), h),
+      (e: ThinshipError) => e.code === 'BAD_STREAM',
+    );
   } finally {
     await h.close();
   }
@@ -206,9 +238,20 @@ function spyOnTargets(reg: TransferRegistry) {
     const writeAt = h.writeAt.bind(h);
     const makeZero = h.makeZero.bind(h);
     const flush = h.flush.bind(h);
-    h.writeAt = async (buf: Uint8Array, off: number) => { await writeAt(buf, off); seen.writtenEndBytes = Math.max(seen.writtenEndBytes, off + buf.length); };
-    h.makeZero = async (off: number, len: number) => { await makeZero(off, len); seen.writtenEndBytes = Math.max(seen.writtenEndBytes, off + len); };
-    h.flush = async () => { const covered = seen.writtenEndBytes; await flush(); seen.flushedEndBytes = covered; seen.flushes++; };
+    h.writeAt = async (buf: Uint8Array, off: number) => {
+      await writeAt(buf, off);
+      seen.writtenEndBytes = Math.max(seen.writtenEndBytes, off + buf.length);
+    };
+    h.makeZero = async (off: number, len: number) => {
+      await makeZero(off, len);
+      seen.writtenEndBytes = Math.max(seen.writtenEndBytes, off + len);
+    };
+    h.flush = async () => {
+      const covered = seen.writtenEndBytes;
+      await flush();
+      seen.flushedEndBytes = covered;
+      seen.flushes++;
+    };
   };
   r.openTarget = async (...a: unknown[]) => {
     const o = await open(...a);
@@ -225,7 +268,10 @@ function spyOnTargets(reg: TransferRegistry) {
   };
   const saves: { cp: TransferCheckpoint; flushedEndBytes: number; writtenEndBytes: number }[] = [];
   const save = reg.store.save.bind(reg.store);
-  reg.store.save = async (cp: TransferCheckpoint) => { saves.push({ cp, flushedEndBytes: seen.flushedEndBytes, writtenEndBytes: seen.writtenEndBytes }); await save(cp); };
+  reg.store.save = async (cp: TransferCheckpoint) => {
+    saves.push({ cp, flushedEndBytes: seen.flushedEndBytes, writtenEndBytes: seen.writtenEndBytes });
+    await save(cp);
+  };
   return { seen, saves };
 }
 
@@ -265,7 +311,8 @@ test('a broken stream checkpoints only what was flushed; the resume completes by
     await assert.rejects(reg.apply(A, begin('brk-1', target, size), iterate(recs.slice(0, 13), new ThinshipError('UNAVAILABLE', 'gone'))));
     const st = await reg.state(A, 'brk-1');
     assert.equal(st.durableOffsetBytes, 13 * 64 * KiB, 'the last applied record');
-    for (const s of saves) assert.ok(s.cp.durableOffsetBytes <= s.flushedEndBytes, `checkpoint at ${s.cp.durableOffsetBytes}, flushed up to ${s.flushedEndBytes}`);
+    for (const s of saves)
+      assert.ok(s.cp.durableOffsetBytes <= s.flushedEndBytes, `checkpoint at ${s.cp.durableOffsetBytes}, flushed up to ${s.flushedEndBytes}`);
     await reg.apply(A, begin('brk-1', target, size, { resumeOffsetBytes: st.durableOffsetBytes }), iterate([...recs.slice(13), endRecord(recs)]));
     assert.ok(readFileSync(target).equals(Buffer.concat(recs.map((r) => r.payload))), 'byte-exact after the resume');
   } finally {
@@ -313,20 +360,30 @@ test('ZERO chunks over gRPC: the digests agree and the target reads zeros where 
   const pool = await createDemoPool(join(dir, 'zpool'));
   // Base origin block b lives in data block b: zero origins 96..159 (four whole 1 MiB chunks).
   const fd = openSync(pool.dataPath, 'r+');
-  try { writeSync(fd, Buffer.alloc(64 * pool.blockBytes), 0, 64 * pool.blockBytes, 96 * pool.blockBytes); } finally { closeSync(fd); }
+  try {
+    writeSync(fd, Buffer.alloc(64 * pool.blockBytes), 0, 64 * pool.blockBytes, 96 * pool.blockBytes);
+  } finally {
+    closeSync(fd);
+  }
   const img = expectedImage(pool.metadataPath, pool.dataPath, pool.baseDevId, pool.volumeSizeBytes);
   assert.ok(img.subarray(96 * pool.blockBytes, 160 * pool.blockBytes).equals(Buffer.alloc(64 * pool.blockBytes)));
   const certs = await makeTestCerts(join(dir, 'zcerts'));
   const zdir = join(dir, 'zallowed');
   mkdirSync(zdir);
-  const config = await parseReceiverConfig({ tls: certs.server, stateDir: join(dir, 'zstate'), identities: { 'sender-a': { directories: [zdir] } } }, join(dir, 'z.json'));
+  const config = await parseReceiverConfig(
+    { tls: certs.server, stateDir: join(dir, 'zstate'), identities: { 'sender-a': { directories: [zdir] } } },
+    join(dir, 'z.json'),
+  );
   const rx = await startReceiver({ listen: '127.0.0.1:0', config });
   const client = await ReceiverClient.connect({ address: `127.0.0.1:${rx.port}`, tls: certs.clientA, serverName: 'localhost' });
   const target = join(zdir, 'zero.img');
   writeFileSync(target, Buffer.alloc(pool.volumeSizeBytes, 0xee));
   try {
     for (const compress of [true, false]) {
-      const p = await planSend({ kind: 'offline', metadataPath: pool.metadataPath, dataPath: pool.dataPath, snapDevId: pool.baseDevId, volumeSizeBytes: pool.volumeSizeBytes }, { withMappings: true });
+      const p = await planSend(
+        { kind: 'offline', metadataPath: pool.metadataPath, dataPath: pool.dataPath, snapDevId: pool.baseDevId, volumeSizeBytes: pool.volumeSizeBytes },
+        { withMappings: true },
+      );
       try {
         const reader = await openSourceReader(p);
         try {

@@ -33,10 +33,16 @@ before(async () => {
   mkdirSync(join(dir, 'targets'));
   certs = await makeTestCerts(join(dir, 'certs'));
   flat = createFlatPool(dir, 8 * MiB);
-  rx = await startTestReceiver(certs, {
-    stateDir: join(dir, 'state'), maxChunkBytes: CHUNK, metricsListen: '127.0.0.1:0',
-    identities: { 'sender-a': { directories: [join(dir, 'targets')], maxBytesPerSecond: LIMIT }, 'sender-b': { directories: [join(dir, 'targets')] } },
-  }, join(dir, 'rx.json'));
+  rx = await startTestReceiver(
+    certs,
+    {
+      stateDir: join(dir, 'state'),
+      maxChunkBytes: CHUNK,
+      metricsListen: '127.0.0.1:0',
+      identities: { 'sender-a': { directories: [join(dir, 'targets')], maxBytesPerSecond: LIMIT }, 'sender-b': { directories: [join(dir, 'targets')] } },
+    },
+    join(dir, 'rx.json'),
+  );
 });
 
 after(async () => {
@@ -45,7 +51,10 @@ after(async () => {
 });
 
 async function send(name: 'clientA' | 'clientB', target: string): Promise<{ seconds: number; payloadBytes: number }> {
-  const p = await planSend({ kind: 'offline', metadataPath: flat.metadataPath, dataPath: flat.dataPath, snapDevId: flat.devId, volumeSizeBytes: flat.volumeSizeBytes }, { withMappings: true, maxOpBytes: CHUNK });
+  const p = await planSend(
+    { kind: 'offline', metadataPath: flat.metadataPath, dataPath: flat.dataPath, snapDevId: flat.devId, volumeSizeBytes: flat.volumeSizeBytes },
+    { withMappings: true, maxOpBytes: CHUNK },
+  );
   try {
     const reader = await openSourceReader(p);
     try {
@@ -85,6 +94,9 @@ test('another identity of the same receiver, without maxBytesPerSecond, has no l
 
 test('maxBytesPerSecond below 64 KiB/s or not an integer is a config error naming the identity', async () => {
   for (const bad of [1000, 1.5, '1M']) {
-    await assert.rejects(parseReceiverConfig({ identities: { x: { maxBytesPerSecond: bad } } }, join(dir, 'bad.json')), /identities\["x"\]\.maxBytesPerSecond must be an integer >= 65536/);
+    await assert.rejects(
+      parseReceiverConfig({ identities: { x: { maxBytesPerSecond: bad } } }, join(dir, 'bad.json')),
+      /identities\["x"\]\.maxBytesPerSecond must be an integer >= 65536/,
+    );
   }
 });

@@ -39,7 +39,11 @@ before(async () => {
   mkdirSync(fz);
   writeFileSync(join(fz, 'sentinel.img'), SENTINEL);
   certs = await makeTestCerts(join(dir, 'certs'));
-  r = await startTestReceiver(certs, { stateDir: join(dir, 'state'), identities: { 'sender-a': { directories: [fz] } }, idleTimeoutSeconds: 5, maxChunkBytes: 65536 }, join(dir, 'rx.json'));
+  r = await startTestReceiver(
+    certs,
+    { stateDir: join(dir, 'state'), identities: { 'sender-a': { directories: [fz] } }, idleTimeoutSeconds: 5, maxChunkBytes: 65536 },
+    join(dir, 'rx.json'),
+  );
   a = await r.client(certs.clientA);
 });
 
@@ -60,71 +64,106 @@ const offsetArb = fc.oneof(
 );
 const lengthArb = fc.oneof(fc.constantFrom(0, 1, 4096, 65536, 65537, VOLUME, 2 ** 53), fc.integer({ min: 0, max: 70_000 }));
 
-const dataArb = fc.record({
-  offset: offsetArb,
-  length: lengthArb,
-  payloadBytes: fc.oneof(fc.constant(-1), fc.integer({ min: 0, max: 8192 })), // -1: as many as length (when small)
-  encoding: fc.constantFrom('ENCODING_RAW', 'ENCODING_ZSTD', 'ENCODING_ZERO', 'ENCODING_UNSPECIFIED'),
-  checksum: fc.constantFrom('right', 'wrong', 'empty', 'short'),
-}).map((d) => {
-  const n = d.payloadBytes === -1 ? Math.min(d.length, 70_000) : d.payloadBytes;
-  const payload = d.encoding === 'ENCODING_ZERO' && d.payloadBytes === -1 ? Buffer.alloc(0) : randomBytes(n);
-  const right = sha(d.encoding === 'ENCODING_ZERO' ? Buffer.alloc(Math.min(d.length, 70_000)) : payload);
-  const checksum = d.checksum === 'right' ? right : d.checksum === 'wrong' ? randomBytes(32) : d.checksum === 'short' ? right.subarray(0, 16) : Buffer.alloc(0);
-  return { kind: 'data', data: { offsetBytes: d.offset, lengthBytes: d.length, payload, encoding: d.encoding, checksum } };
-});
+const dataArb = fc
+  .record({
+    offset: offsetArb,
+    length: lengthArb,
+    payloadBytes: fc.oneof(fc.constant(-1), fc.integer({ min: 0, max: 8192 })), // -1: as many as length (when small)
+    encoding: fc.constantFrom('ENCODING_RAW', 'ENCODING_ZSTD', 'ENCODING_ZERO', 'ENCODING_UNSPECIFIED'),
+    checksum: fc.constantFrom('right', 'wrong', 'empty', 'short'),
+  })
+  .map((d) => {
+    const n = d.payloadBytes === -1 ? Math.min(d.length, 70_000) : d.payloadBytes;
+    const payload = d.encoding === 'ENCODING_ZERO' && d.payloadBytes === -1 ? Buffer.alloc(0) : randomBytes(n);
+    const right = sha(d.encoding === 'ENCODING_ZERO' ? Buffer.alloc(Math.min(d.length, 70_000)) : payload);
+    const checksum =
+      d.checksum === 'right' ? right : d.checksum === 'wrong' ? randomBytes(32) : d.checksum === 'short' ? right.subarray(0, 16) : Buffer.alloc(0);
+    return { kind: 'data', data: { offsetBytes: d.offset, lengthBytes: d.length, payload, encoding: d.encoding, checksum } };
+  });
 const unmapArb = fc.record({ offset: offsetArb, length: lengthArb }).map((u) => ({ kind: 'unmap', unmap: { offsetBytes: u.offset, lengthBytes: u.length } }));
-const endArb = fc.record({ records: fc.nat(10), dataRecords: fc.nat(8), unmapRecords: fc.nat(8), dataBytes: fc.nat(VOLUME), unmapBytes: fc.nat(VOLUME), digest: fc.constantFrom(0, 32, 31) })
+const endArb = fc
+  .record({
+    records: fc.nat(10),
+    dataRecords: fc.nat(8),
+    unmapRecords: fc.nat(8),
+    dataBytes: fc.nat(VOLUME),
+    unmapBytes: fc.nat(VOLUME),
+    digest: fc.constantFrom(0, 32, 31),
+  })
   .map((e) => ({ kind: 'end', end: { ...e, digest: randomBytes(e.digest) } }));
 const strayArb = fc.constantFrom<Record<string, unknown>>({ kind: 'begin', begin: { protocolVersion: 1 } }, {});
-const recordArb = fc.oneof({ weight: 5, arbitrary: dataArb }, { weight: 2, arbitrary: unmapArb }, { weight: 1, arbitrary: endArb }, { weight: 1, arbitrary: strayArb });
+const recordArb = fc.oneof(
+  { weight: 5, arbitrary: dataArb },
+  { weight: 2, arbitrary: unmapArb },
+  { weight: 1, arbitrary: endArb },
+  { weight: 1, arbitrary: strayArb },
+);
 
-const beginOverArb = fc.record({
-  mode: fc.constantFrom('TRANSFER_MODE_FULL', 'TRANSFER_MODE_INCREMENTAL', 'TRANSFER_MODE_UNSPECIFIED'),
-  baseId: fc.constantFrom('', 'base-1'),
-  compression: fc.constantFrom('COMPRESSION_NONE', 'COMPRESSION_ZSTD'),
-  checksum: fc.constantFrom('CHECKSUM_ALGORITHM_SHA256', 'CHECKSUM_ALGORITHM_SHA256', 'CHECKSUM_ALGORITHM_NONE'),
-  volumeSizeBytes: fc.constantFrom(VOLUME, VOLUME, 0, 4096, 2 ** 53),
-  blockSizeBytes: fc.constantFrom(65536, 0, 4096, 2 ** 53),
-  resumeOffsetBytes: fc.constantFrom(0, 0, 4096, VOLUME + 1),
-  protocolVersion: fc.constantFrom(1, 1, 1, 2),
-}, { requiredKeys: [] });
+const beginOverArb = fc.record(
+  {
+    mode: fc.constantFrom('TRANSFER_MODE_FULL', 'TRANSFER_MODE_INCREMENTAL', 'TRANSFER_MODE_UNSPECIFIED'),
+    baseId: fc.constantFrom('', 'base-1'),
+    compression: fc.constantFrom('COMPRESSION_NONE', 'COMPRESSION_ZSTD'),
+    checksum: fc.constantFrom('CHECKSUM_ALGORITHM_SHA256', 'CHECKSUM_ALGORITHM_SHA256', 'CHECKSUM_ALGORITHM_NONE'),
+    volumeSizeBytes: fc.constantFrom(VOLUME, VOLUME, 0, 4096, 2 ** 53),
+    blockSizeBytes: fc.constantFrom(65536, 0, 4096, 2 ** 53),
+    resumeOffsetBytes: fc.constantFrom(0, 0, 4096, VOLUME + 1),
+    protocolVersion: fc.constantFrom(1, 1, 1, 2),
+  },
+  { requiredKeys: [] },
+);
 
 /**
  * A valid stream (ascending 4 KiB-aligned data, zero and unmap records, the
  * right end and digest) with at most one record swapped for a random one:
  * reaches the record checks, the writes and the end's digest.
  */
-const validishArb = fc.record({
-  ops: fc.array(fc.record({ gapBlocks: fc.nat(3), lenBlocks: fc.integer({ min: 1, max: 4 }), kind: fc.constantFrom('data', 'data', 'zero', 'unmap') }), { maxLength: 8 }),
-  mutate: fc.option(fc.tuple(fc.nat(9), recordArb), { freq: 2 }),
-  withEnd: fc.boolean(),
-  flipDigest: fc.boolean(),
-}).map(({ ops, mutate, withEnd, flipDigest }) => {
-  const out: Record<string, unknown>[] = [];
-  const digest = new StreamDigest();
-  let cur = 0;
-  const counts = { dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0 };
-  for (const o of ops) {
-    const off = cur + o.gapBlocks * 4096;
-    const len = o.lenBlocks * 4096;
-    if (off + len > VOLUME) break;
-    cur = off + len;
-    if (o.kind === 'unmap') {
-      out.push({ kind: 'unmap', unmap: { offsetBytes: off, lengthBytes: len } });
-      digest.addUnmap(off, len);
-      counts.unmapRecords++; counts.unmapBytes += len;
-    } else {
-      const bytes = o.kind === 'zero' ? Buffer.alloc(len) : randomBytes(len);
-      out.push({ kind: 'data', data: { offsetBytes: off, lengthBytes: len, payload: o.kind === 'zero' ? Buffer.alloc(0) : bytes, encoding: o.kind === 'zero' ? 'ENCODING_ZERO' : 'ENCODING_RAW', checksum: sha(bytes) } });
-      digest.addData(off, len, sha(bytes));
-      counts.dataRecords++; counts.dataBytes += len;
+const validishArb = fc
+  .record({
+    ops: fc.array(fc.record({ gapBlocks: fc.nat(3), lenBlocks: fc.integer({ min: 1, max: 4 }), kind: fc.constantFrom('data', 'data', 'zero', 'unmap') }), {
+      maxLength: 8,
+    }),
+    mutate: fc.option(fc.tuple(fc.nat(9), recordArb), { freq: 2 }),
+    withEnd: fc.boolean(),
+    flipDigest: fc.boolean(),
+  })
+  .map(({ ops, mutate, withEnd, flipDigest }) => {
+    const out: Record<string, unknown>[] = [];
+    const digest = new StreamDigest();
+    let cur = 0;
+    const counts = { dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0 };
+    for (const o of ops) {
+      const off = cur + o.gapBlocks * 4096;
+      const len = o.lenBlocks * 4096;
+      if (off + len > VOLUME) break;
+      cur = off + len;
+      if (o.kind === 'unmap') {
+        out.push({ kind: 'unmap', unmap: { offsetBytes: off, lengthBytes: len } });
+        digest.addUnmap(off, len);
+        counts.unmapRecords++;
+        counts.unmapBytes += len;
+      } else {
+        const bytes = o.kind === 'zero' ? Buffer.alloc(len) : randomBytes(len);
+        out.push({
+          kind: 'data',
+          data: {
+            offsetBytes: off,
+            lengthBytes: len,
+            payload: o.kind === 'zero' ? Buffer.alloc(0) : bytes,
+            encoding: o.kind === 'zero' ? 'ENCODING_ZERO' : 'ENCODING_RAW',
+            checksum: sha(bytes),
+          },
+        });
+        digest.addData(off, len, sha(bytes));
+        counts.dataRecords++;
+        counts.dataBytes += len;
+      }
     }
-  }
-  if (withEnd) out.push({ kind: 'end', end: { records: counts.dataRecords + counts.unmapRecords + 2, ...counts, digest: flipDigest ? randomBytes(32) : digest.state } });
-  if (mutate && out.length > 0) out[mutate[0] % out.length] = mutate[1];
-  return out;
-});
+    if (withEnd)
+      out.push({ kind: 'end', end: { records: counts.dataRecords + counts.unmapRecords + 2, ...counts, digest: flipDigest ? randomBytes(32) : digest.state } });
+    if (mutate && out.length > 0) out[mutate[0] % out.length] = mutate[1];
+    return out;
+  });
 
 let run = 0;
 /** Outcomes by thinship code ("ok" for a completed transfer): shows what the fuzzer reached. */
@@ -180,7 +219,8 @@ test(`fuzzed ApplyStream sequences (${FUZZ_MS / 1000} s): every call ends with a
   process.stdout.write(`fuzz: ${run} sequences, outcomes ${JSON.stringify(Object.fromEntries(outcomes))}\n`);
   assert.ok(run >= 20, `only ${run} sequences ran`);
   // the generators reach past the Begin checks into the record checks
-  for (const k of ['ok', 'BAD_STREAM', 'CHECKSUM_MISMATCH']) assert.ok((outcomes.get(k) ?? 0) > 0, `no sequence ended ${k}: the generators do not reach that far`);
+  for (const k of ['ok', 'BAD_STREAM', 'CHECKSUM_MISMATCH'])
+    assert.ok((outcomes.get(k) ?? 0) > 0, `no sequence ended ${k}: the generators do not reach that far`);
   // the receiver still works: a valid small transfer completes
   const c = rawCall(a);
   const data = randomBytes(65536);

@@ -44,9 +44,18 @@ export async function startTestReceiver(certs: TestCerts, cfg: Record<string, un
   const address = `127.0.0.1:${rx.port}`;
   const clients: ReceiverClient[] = [];
   return {
-    rx, address, lines,
-    client: async (tls) => { const c = await ReceiverClient.connect({ address, tls, serverName: 'localhost' }); clients.push(c); return c; },
-    close: async () => { for (const c of clients) c.close(); await rx.close(); },
+    rx,
+    address,
+    lines,
+    client: async (tls) => {
+      const c = await ReceiverClient.connect({ address, tls, serverName: 'localhost' });
+      clients.push(c);
+      return c;
+    },
+    close: async () => {
+      for (const c of clients) c.close();
+      await rx.close();
+    },
   };
 }
 
@@ -60,9 +69,20 @@ export function beginMsg(transferId: string, target: string, over: Record<string
   return {
     kind: 'begin',
     begin: {
-      protocolVersion: 1, transferId, target, mode: 'TRANSFER_MODE_FULL', volumeSizeBytes: 1024 * 1024, blockSizeBytes: 65536,
-      sourceId: 'test-source', baseId: '', plannedDataBytes: 0, plannedUnmapBytes: 0, resumeOffsetBytes: 0,
-      compression: 'COMPRESSION_ZSTD', checksum: 'CHECKSUM_ALGORITHM_SHA256', ...over,
+      protocolVersion: 1,
+      transferId,
+      target,
+      mode: 'TRANSFER_MODE_FULL',
+      volumeSizeBytes: 1024 * 1024,
+      blockSizeBytes: 65536,
+      sourceId: 'test-source',
+      baseId: '',
+      plannedDataBytes: 0,
+      plannedUnmapBytes: 0,
+      resumeOffsetBytes: 0,
+      compression: 'COMPRESSION_ZSTD',
+      checksum: 'CHECKSUM_ALGORITHM_SHA256',
+      ...over,
     },
   };
 }
@@ -83,8 +103,17 @@ export async function grpcError(response: Promise<ApplyStreamResponse__Output>):
 }
 
 /** Sends the demo pool's device `snap` (full) to `target`; `wrapReader` may stand between the sender and its source (gatedAt). */
-export async function sendDemo(pool: DemoPool, client: ReceiverClient, target: string, snap: number, o: Partial<GrpcSendOptions> & { wrapReader?: (r: VolumeReader) => VolumeReader } = {}): Promise<GrpcSendResult> {
-  const p = await planSend({ kind: 'offline', metadataPath: pool.metadataPath, dataPath: pool.dataPath, snapDevId: snap, volumeSizeBytes: pool.volumeSizeBytes }, { withMappings: true, maxOpBytes: 256 * 1024 });
+export async function sendDemo(
+  pool: DemoPool,
+  client: ReceiverClient,
+  target: string,
+  snap: number,
+  o: Partial<GrpcSendOptions> & { wrapReader?: (r: VolumeReader) => VolumeReader } = {},
+): Promise<GrpcSendResult> {
+  const p = await planSend(
+    { kind: 'offline', metadataPath: pool.metadataPath, dataPath: pool.dataPath, snapDevId: snap, volumeSizeBytes: pool.volumeSizeBytes },
+    { withMappings: true, maxOpBytes: 256 * 1024 },
+  );
   try {
     const opened = await openSourceReader(p);
     const reader = o.wrapReader ? o.wrapReader(opened) : opened;
@@ -101,18 +130,38 @@ export async function sendDemo(pool: DemoPool, client: ReceiverClient, target: s
 /** A source wrapper that holds every read reaching past `atBytes` until `release()`: the transfer stalls there, so a test can look at the receiver's state mid-transfer. */
 export function gatedAt(atBytes: number): { wrap: (r: VolumeReader) => VolumeReader; release: () => void } {
   let release!: () => void;
-  const open = new Promise<void>((res) => { release = res; });
-  return { release, wrap: (r) => ({ read: async (buf, off) => { if (off + buf.length > atBytes) await open; return r.read(buf, off); }, close: () => r.close() }) };
+  const open = new Promise<void>((res) => {
+    release = res;
+  });
+  return {
+    release,
+    wrap: (r) => ({
+      read: async (buf, off) => {
+        if (off + buf.length > atBytes) await open;
+        return r.read(buf, off);
+      },
+      close: () => r.close(),
+    }),
+  };
 }
 
 /** Like gatedAt, but counting the bytes read (so it stalls an incremental too, whatever offsets it reads): holds every read that starts once at least `bytes` have been read. */
 export function gatedAfterReading(bytes: number): { wrap: (r: VolumeReader) => VolumeReader; release: () => void } {
   let release!: () => void;
-  const open = new Promise<void>((res) => { release = res; });
+  const open = new Promise<void>((res) => {
+    release = res;
+  });
   let readBytes = 0;
   return {
     release,
-    wrap: (r) => ({ read: async (buf, off) => { if (readBytes >= bytes) await open; readBytes += buf.length; return r.read(buf, off); }, close: () => r.close() }),
+    wrap: (r) => ({
+      read: async (buf, off) => {
+        if (readBytes >= bytes) await open;
+        readBytes += buf.length;
+        return r.read(buf, off);
+      },
+      close: () => r.close(),
+    }),
   };
 }
 
@@ -121,7 +170,14 @@ export function gatedAfterReading(bytes: number): { wrap: (r: VolumeReader) => V
  * (its checkpoint, not the sender's own counters: under load the receiver may lag far behind what
  * was handed to gRPC), then cancels like a dying sender, leaving a resumable transfer.
  */
-export async function interruptedSend(pool: DemoPool, client: ReceiverClient, target: string, snap: number, stopAfterBytes: number, transferId: string): Promise<void> {
+export async function interruptedSend(
+  pool: DemoPool,
+  client: ReceiverClient,
+  target: string,
+  snap: number,
+  stopAfterBytes: number,
+  transferId: string,
+): Promise<void> {
   const ac = new AbortController();
   const gate = gatedAfterReading(stopAfterBytes);
   const sending = sendDemo(pool, client, target, snap, { transferId, signal: ac.signal, wrapReader: gate.wrap });

@@ -56,7 +56,12 @@ function vmHwmBytes(pid: number): number {
 }
 
 /** One transfer: a Begin, then every chunk as fast as HTTP/2 flow control lets it go, then the End. */
-async function oneTransfer(client: ReceiverClient, id: string, target: string, payloads: { data: Buffer; sum: Buffer }[]): Promise<ApplyStreamResponse__Output> {
+async function oneTransfer(
+  client: ReceiverClient,
+  id: string,
+  target: string,
+  payloads: { data: Buffer; sum: Buffer }[],
+): Promise<ApplyStreamResponse__Output> {
   const c = rawCall(client);
   const volume = CHUNKS_PER_TRANSFER * CHUNK_BYTES;
   c.write(beginMsg(id, target, { volumeSizeBytes: volume, plannedDataBytes: volume, compression: 'COMPRESSION_NONE' }));
@@ -65,11 +70,17 @@ async function oneTransfer(client: ReceiverClient, id: string, target: string, p
   for (let i = 0; i < CHUNKS_PER_TRANSFER; i++) {
     const p = payloads[i % payloads.length]!;
     digest.addData(i * CHUNK_BYTES, CHUNK_BYTES, p.sum);
-    const ok = c.call.write({ kind: 'data', data: { offsetBytes: i * CHUNK_BYTES, lengthBytes: CHUNK_BYTES, payload: p.data, encoding: 'ENCODING_RAW', checksum: p.sum } } as never);
+    const ok = c.call.write({
+      kind: 'data',
+      data: { offsetBytes: i * CHUNK_BYTES, lengthBytes: CHUNK_BYTES, payload: p.data, encoding: 'ENCODING_RAW', checksum: p.sum },
+    } as never);
     // A failed call never drains: its error (through the response) ends the wait, and the test.
     if (!ok) await Promise.race([new Promise<void>((r) => c.call.once('drain', () => r())), c.response]);
   }
-  c.write({ kind: 'end', end: { records: CHUNKS_PER_TRANSFER + 2, dataRecords: CHUNKS_PER_TRANSFER, unmapRecords: 0, dataBytes: volume, unmapBytes: 0, digest: digest.state } });
+  c.write({
+    kind: 'end',
+    end: { records: CHUNKS_PER_TRANSFER + 2, dataRecords: CHUNKS_PER_TRANSFER, unmapRecords: 0, dataBytes: volume, unmapBytes: 0, digest: digest.state },
+  });
   c.call.end();
   return c.response;
 }
@@ -86,9 +97,14 @@ test(`${TRANSFERS} concurrent transfers of 4 MiB incompressible chunks: serve's 
   // full windows, the case the budget is for (an unniced serve on a busy machine often keeps up).
   setPriority(s.child.pid!, 10);
   const address = `127.0.0.1:${s.port}`;
-  const payloads = Array.from({ length: 4 }, () => { const data = randomBytes(CHUNK_BYTES); return { data, sum: sha(data) }; });
+  const payloads = Array.from({ length: 4 }, () => {
+    const data = randomBytes(CHUNK_BYTES);
+    return { data, sum: sha(data) };
+  });
   // one connection per transfer, as separate senders would have
-  const clients = await Promise.all(Array.from({ length: TRANSFERS }, (_, i) => ReceiverClient.connect({ address, tls: i % 2 === 0 ? certs.clientA : certs.clientB, serverName: 'localhost' })));
+  const clients = await Promise.all(
+    Array.from({ length: TRANSFERS }, (_, i) => ReceiverClient.connect({ address, tls: i % 2 === 0 ? certs.clientA : certs.clientB, serverName: 'localhost' })),
+  );
   try {
     const baseline = vmHwmBytes(s.child.pid!);
     const t0 = performance.now();
@@ -97,7 +113,9 @@ test(`${TRANSFERS} concurrent transfers of 4 MiB incompressible chunks: serve's 
     for (const r of results) assert.equal(r.state?.status, 'TRANSFER_STATUS_COMPLETE');
     const peak = vmHwmBytes(s.child.pid!);
     const totalMiB = (TRANSFERS * CHUNKS_PER_TRANSFER * CHUNK_BYTES) / MIB;
-    process.stdout.write(`serve VmHWM ${(peak / MIB).toFixed(0)} MiB (at start ${(baseline / MIB).toFixed(0)} MiB) after ${TRANSFERS} concurrent transfers, ${totalMiB} MiB in ${secs.toFixed(1)} s\n`);
+    process.stdout.write(
+      `serve VmHWM ${(peak / MIB).toFixed(0)} MiB (at start ${(baseline / MIB).toFixed(0)} MiB) after ${TRANSFERS} concurrent transfers, ${totalMiB} MiB in ${secs.toFixed(1)} s\n`,
+    );
     assert.equal(statSync(join(dir, 'targets', 'mem-0.img')).size, CHUNKS_PER_TRANSFER * CHUNK_BYTES);
     assert.ok(peak <= RSS_LIMIT_BYTES, `serve's peak RSS ${(peak / MIB).toFixed(0)} MiB is more than ${RSS_LIMIT_BYTES / MIB} MiB`);
   } finally {

@@ -24,7 +24,11 @@ before(async () => {
   mkdirSync(join(dir, 'targets'));
   certs = await makeTestCerts(join(dir, 'certs'));
   pool = await createDemoPool(join(dir, 'pool'));
-  rx = await startTestReceiver(certs, { stateDir: join(dir, 'state'), metricsListen: '127.0.0.1:0', identities: { 'sender-a': { directories: [join(dir, 'targets')] } } }, join(dir, 'rx.json'));
+  rx = await startTestReceiver(
+    certs,
+    { stateDir: join(dir, 'state'), metricsListen: '127.0.0.1:0', identities: { 'sender-a': { directories: [join(dir, 'targets')] } } },
+    join(dir, 'rx.json'),
+  );
 });
 
 after(async () => {
@@ -65,7 +69,13 @@ test('a refused TLS handshake is counted by reason class', async () => {
   const c = await rx.client(certs.foreign);
   await assert.rejects(c.getTransferState('x'));
   const m = (await get('/metrics')).body;
-  assert.ok((sample(m, 'thinship_receiver_tls_handshake_failures_total{reason="unknown_ca"}') ?? 0) >= 1, m.split('\n').filter((l) => l.includes('tls')).join('\n'));
+  assert.ok(
+    (sample(m, 'thinship_receiver_tls_handshake_failures_total{reason="unknown_ca"}') ?? 0) >= 1,
+    m
+      .split('\n')
+      .filter((l) => l.includes('tls'))
+      .join('\n'),
+  );
 });
 
 test('/healthz and /readyz need no client certificate; /readyz names an unwritable state directory', async () => {

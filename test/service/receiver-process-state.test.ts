@@ -42,7 +42,7 @@ async function serve(cfg: string): Promise<ServeProcess> {
   return s;
 }
 
-test('a second serve on the same state directory refuses to start (TARGET_BUSY exit 11, naming the holder\'s pid); it starts once the first stops', async () => {
+test("a second serve on the same state directory refuses to start (TARGET_BUSY exit 11, naming the holder's pid); it starts once the first stops", async () => {
   const first = await serve(config('one'));
   try {
     assert.equal(readFileSync(join(dir, 'state-shared', 'serve.lock'), 'utf8').trim(), String(first.child.pid));

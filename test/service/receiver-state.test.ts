@@ -18,7 +18,19 @@ import { expectedImage } from '../helpers/offline-image.js';
 import { checkpointFileName } from '../../src/receiver/checkpoint.js';
 import { errorInfoOf } from '../../src/rpc/status.js';
 import { makeTestCerts, assertSameImage, readImage, type TestCerts } from './helpers.js';
-import { startTestReceiver, rawCall, beginMsg, dataMsg, grpcError, rejects, waitFor, sendDemo, interruptedSend, sha, type TestReceiver } from './receiver-helpers.js';
+import {
+  startTestReceiver,
+  rawCall,
+  beginMsg,
+  dataMsg,
+  grpcError,
+  rejects,
+  waitFor,
+  sendDemo,
+  interruptedSend,
+  sha,
+  type TestReceiver,
+} from './receiver-helpers.js';
 
 let dir: string;
 let shared: string;
@@ -41,8 +53,10 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 /** Both identities may write the shared directory (so they can meet on one target). */
 function cfg(name: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
-    stateDir: join(dir, `state-${name}`), checkpointIntervalBytes: CHECKPOINT_BYTES,
-    identities: { 'sender-a': { directories: [shared] }, 'sender-b': { directories: [shared] } }, ...extra,
+    stateDir: join(dir, `state-${name}`),
+    checkpointIntervalBytes: CHECKPOINT_BYTES,
+    identities: { 'sender-a': { directories: [shared] }, 'sender-b': { directories: [shared] } },
+    ...extra,
   };
 }
 
@@ -82,7 +96,11 @@ test('every Begin field is checked before anything is stored: refused naming the
     assert.equal(existsSync(join(shared, `${id}.img`)), false, `${id}: target not created`);
   }
   // a block size that dm-thin allows and 0 (not given) are accepted
-  for (const [id, bs] of [['bs-0', 0], ['bs-192k', 3 * 65536], ['bs-1g', 1024 ** 3]] as const) {
+  for (const [id, bs] of [
+    ['bs-0', 0],
+    ['bs-192k', 3 * 65536],
+    ['bs-1g', 1024 ** 3],
+  ] as const) {
     const c = rawCall(a);
     c.write(beginMsg(id, join(shared, `${id}.img`), { blockSizeBytes: bs }));
     await waitFor(async () => (await a.getTransferState(id))?.active === true, `${id} to begin`);
@@ -120,7 +138,7 @@ test('unusable checkpoint files are quarantined with a warning naming them; the 
     const a2 = await r2.client(certs.clientA);
     assert.equal((await a2.getTransferState('good-1'))?.status, 'TRANSFER_STATUS_IN_PROGRESS', 'the good checkpoint still loads');
     for (const f of ['truncated.json', 'garbage.json', 'unrelated.json', 'array.json', 'dir.json']) {
-      const w = r2.lines.find((l) => l.level === 'warn' && typeof l.file === 'string' && (l.file).endsWith(`/${f}`));
+      const w = r2.lines.find((l) => l.level === 'warn' && typeof l.file === 'string' && l.file.endsWith(`/${f}`));
       assert.ok(w, `a warning names ${f}`);
       assert.match(String(w.msg), /quarantine/);
       assert.equal(existsSync(join(t, f)), false, `${f} moved aside`);
@@ -133,8 +151,20 @@ test('unusable checkpoint files are quarantined with a warning naming them; the 
 });
 
 test('an edited checkpoint (durable offset, status) is never used: quarantined, and the transfer starts over byte-exact', async () => {
-  for (const [edit, change] of [['offset', (v: Record<string, unknown>) => { v.durableOffsetBytes = (v.durableOffsetBytes as number) + 65536; }],
-    ['status', (v: Record<string, unknown>) => { v.status = 'complete'; }]] as const) {
+  for (const [edit, change] of [
+    [
+      'offset',
+      (v: Record<string, unknown>) => {
+        v.durableOffsetBytes = (v.durableOffsetBytes as number) + 65536;
+      },
+    ],
+    [
+      'status',
+      (v: Record<string, unknown>) => {
+        v.status = 'complete';
+      },
+    ],
+  ] as const) {
     const name = `edit-${edit}`;
     const target = join(shared, `${name}.img`);
     let r = await rx(name);
@@ -151,7 +181,10 @@ test('an edited checkpoint (durable offset, status) is never used: quarantined, 
     r = await rx(name);
     try {
       a = await r.client(certs.clientA);
-      assert.ok(r.lines.some((l) => l.level === 'warn' && l.file === f && /mac\) mismatch/.test(String(l.reason))), `warned about ${f}`);
+      assert.ok(
+        r.lines.some((l) => l.level === 'warn' && l.file === f && /mac\) mismatch/.test(String(l.reason))),
+        `warned about ${f}`,
+      );
       assert.equal(await a.getTransferState(name), undefined, 'the edited checkpoint is not used');
       const res = await sendDemo(pool, a, target, pool.baseDevId, { transferId: name });
       assert.equal(res.alreadyComplete, false);
@@ -165,9 +198,26 @@ test('an edited checkpoint (durable offset, status) is never used: quarantined, 
 
 test('a format-1 checkpoint is migrated on the first start with checksums, and quarantined once checkpoints are checksummed', async () => {
   const legacy = (id: string) => ({
-    format: 1, transferId: id, status: 'in_progress', identity: 'sender-a', target: join(shared, `${id}.img`), targetKey: join(shared, `${id}.img`),
-    mode: 'full', sourceId: 's', baseId: '', volumeSizeBytes: 1048576, blockSizeBytes: 65536, checksum: 'sha256', durableOffsetBytes: 0,
-    digestState: '0'.repeat(64), dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0, createdUnixMs: Date.now(), updatedUnixMs: Date.now(),
+    format: 1,
+    transferId: id,
+    status: 'in_progress',
+    identity: 'sender-a',
+    target: join(shared, `${id}.img`),
+    targetKey: join(shared, `${id}.img`),
+    mode: 'full',
+    sourceId: 's',
+    baseId: '',
+    volumeSizeBytes: 1048576,
+    blockSizeBytes: 65536,
+    checksum: 'sha256',
+    durableOffsetBytes: 0,
+    digestState: '0'.repeat(64),
+    dataRecords: 0,
+    unmapRecords: 0,
+    dataBytes: 0,
+    unmapBytes: 0,
+    createdUnixMs: Date.now(),
+    updatedUnixMs: Date.now(),
   });
   mkdirSync(transfersDir('legacy'), { recursive: true });
   writeFileSync(join(transfersDir('legacy'), 'old-1.json'), JSON.stringify(legacy('old-1')));
@@ -199,7 +249,11 @@ test('transfer ids are per identity: no takeover, no lock-out, no peeking across
     ca.write(dataMsg(0, Buffer.alloc(65536, 1)));
     await waitFor(async () => (await a.getTransferState('same-id'))?.active === true, 'a to begin');
     let aEnded = false;
-    void ca.response.catch(() => undefined).finally(() => { aEnded = true; });
+    void ca.response
+      .catch(() => undefined)
+      .finally(() => {
+        aEnded = true;
+      });
     for (let i = 0; i < 5; i++) {
       const cb = rawCall(b);
       cb.write(beginMsg('same-id', join(shared, 'ids-b.img')));
@@ -248,16 +302,30 @@ test('a resume is refused when the target changed under the transfer (the last a
     const target = join(shared, 'changed.img');
     await interruptedSend(pool, a, target, pool.baseDevId, 8 * 1024 * 1024, 'changed-1');
     await waitFor(async () => (await a.getTransferState('changed-1'))?.active === false, 'changed-1 to stop');
-    const cp = JSON.parse(readFileSync(join(transfersDir('changed'), checkpointFileName('sender-a', 'changed-1')), 'utf8')) as { lastData: { offsetBytes: number; lengthBytes: number } };
+    const cp = JSON.parse(readFileSync(join(transfersDir('changed'), checkpointFileName('sender-a', 'changed-1')), 'utf8')) as {
+      lastData: { offsetBytes: number; lengthBytes: number };
+    };
     assert.ok(cp.lastData && cp.lastData.lengthBytes > 0, `the checkpoint records the last DATA record: ${JSON.stringify(r.lines.slice(-8))}`);
     // someone else writes one byte inside that record: where the transfer wrote it, the staging file
     // beside the target (issue 13: a full stream reaches the target only at its commit)
-    const staged = readdirSync(shared).filter((n) => n.startsWith('.changed.img.thinship-staging-')).map((n) => join(shared, n));
+    const staged = readdirSync(shared)
+      .filter((n) => n.startsWith('.changed.img.thinship-staging-'))
+      .map((n) => join(shared, n));
     assert.equal(staged.length, 1, 'one staging file');
     const fd = openSync(staged[0]!, 'r+');
-    writeSync(fd, Buffer.from([0x5a ^ readFileSync(staged[0]!).subarray(cp.lastData.offsetBytes, cp.lastData.offsetBytes + 1)[0]!]), 0, 1, cp.lastData.offsetBytes);
+    writeSync(
+      fd,
+      Buffer.from([0x5a ^ readFileSync(staged[0]!).subarray(cp.lastData.offsetBytes, cp.lastData.offsetBytes + 1)[0]!]),
+      0,
+      1,
+      cp.lastData.offsetBytes,
+    );
     closeSync(fd);
-    await rejects(sendDemo(pool, a, target, pool.baseDevId, { transferId: 'changed-1', maxAttempts: 1 }), 'RESUME_MISMATCH', /target changed since; the transfer must start over/);
+    await rejects(
+      sendDemo(pool, a, target, pool.baseDevId, { transferId: 'changed-1', maxAttempts: 1 }),
+      'RESUME_MISMATCH',
+      /target changed since; the transfer must start over/,
+    );
     await a.abortTransfer('changed-1', 'target changed');
     const res = await sendDemo(pool, a, target, pool.baseDevId, { transferId: 'changed-2' });
     assert.equal(res.startOffsets[0], 0);
@@ -299,9 +367,18 @@ test('a trickling call (below minBytesPerSecond over progressWindowSeconds of wa
     c.write(beginMsg('slow-1', join(shared, 'slow.img')));
     let off = 0;
     let ended = false;
-    void c.response.catch(() => undefined).finally(() => { ended = true; });
+    void c.response
+      .catch(() => undefined)
+      .finally(() => {
+        ended = true;
+      });
     // the attacker's pace: 4 KiB every 50 ms (80 KiB/s)
-    const pace = setInterval(() => { if (!ended && off < 1024 * 1024) { c.write(dataMsg(off, Buffer.alloc(4096, 3))); off += 4096; } }, 50);
+    const pace = setInterval(() => {
+      if (!ended && off < 1024 * 1024) {
+        c.write(dataMsg(off, Buffer.alloc(4096, 3)));
+        off += 4096;
+      }
+    }, 50);
     try {
       const e = await grpcError(c.response);
       assert.equal(e.code, grpc.status.UNAVAILABLE);
@@ -317,14 +394,18 @@ test('a trickling call (below minBytesPerSecond over progressWindowSeconds of wa
   }
 });
 
-test('per-identity caps: running and stored transfers; refusals name the caller\'s own cap; state on disk stays small', async () => {
+test("per-identity caps: running and stored transfers; refusals name the caller's own cap; state on disk stays small", async () => {
   const r = await rx('caps', { maxActiveTransfers: 4, maxActiveTransfersPerIdentity: 2, maxStoredTransfersPerIdentity: 3 });
   try {
     const a = await r.client(certs.clientA);
     const b = await r.client(certs.clientB);
     // the largest fields allowed, to measure what a stored transfer costs on disk
     const big = { sourceId: 's'.repeat(256) };
-    const begin = (cl: typeof a, id: string) => { const c = rawCall(cl); c.write(beginMsg(id, join(shared, `${id}.img`), big)); return c; };
+    const begin = (cl: typeof a, id: string) => {
+      const c = rawCall(cl);
+      c.write(beginMsg(id, join(shared, `${id}.img`), big));
+      return c;
+    };
     const a1 = begin(a, 'cap-a1');
     const a2 = begin(a, 'cap-a2');
     await waitFor(() => r.rx.registry.activeCount === 2, 'a1 and a2 to begin');

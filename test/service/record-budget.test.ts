@@ -40,55 +40,77 @@ before(async () => {
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 function payloadOf(transfer: number, record: number): Buffer {
-  return Buffer.alloc(CHUNK_BYTES, (transfer * 31 + record) % 251 + 1);
+  return Buffer.alloc(CHUNK_BYTES, ((transfer * 31 + record) % 251) + 1);
 }
 
 for (const decodeWorkers of [0, 1]) {
-  test(`${TRANSFERS} transfers share a record budget of 1.5 messages (decode workers: ${decodeWorkers}): all complete, and they did wait for it`, { timeout: 120_000 }, async () => {
-    const reg = new TransferRegistry({
-      stateDir: join(dir, `state-${decodeWorkers}`), policy, log: silent, decodeWorkers, maxChunkBytes: CHUNK_BYTES,
-      // The record budget is half of it: room for one worst-case reservation, not two.
-      maxBufferedBytes: 3 * WORST_BYTES,
-    });
-    await reg.start();
-    let mostWaiting = 0;
-    let sawReaderWaitingForBudget = false;
-    try {
-      const runs = Array.from({ length: TRANSFERS }, (_, t) => {
-        const target = join(dir, 'targets', `w${decodeWorkers}-t${t}.img`);
-        const volumeSizeBytes = RECORDS * CHUNK_BYTES;
-        const begin: TransferBegin = {
-          transferId: `budget-${decodeWorkers}-${t}`, target, incremental: false, volumeSizeBytes, blockSizeBytes: 64 * KiB, sourceId: 'budget-source', baseId: '',
-          plannedDataBytes: volumeSizeBytes, plannedUnmapBytes: 0, resumeOffsetBytes: 0, compression: 'none', checksum: 'sha256',
-        };
-        async function* records(): AsyncGenerator<WireRecord> {
-          const digest = new StreamDigest();
-          for (let i = 0; i < RECORDS; i++) {
-            await tick();
-            const st = reg.debugState();
-            mostWaiting = Math.max(mostWaiting, st.recordBudget.waiting.length);
-            sawReaderWaitingForBudget ||= st.transfers.some((x) => x.reader === 'record budget');
-            const payload = payloadOf(t, i);
-            const checksum = sha(payload);
-            digest.addData(i * CHUNK_BYTES, CHUNK_BYTES, checksum);
-            yield { type: 'data', offsetBytes: i * CHUNK_BYTES, lengthBytes: CHUNK_BYTES, payload, encoding: 'raw', checksum };
-          }
-          yield { type: 'end', records: RECORDS + 2, dataRecords: RECORDS, unmapRecords: 0, dataBytes: volumeSizeBytes, unmapBytes: 0, digest: digest.state };
-        }
-        return reg.apply(who, begin, records()).then((r) => ({ r, target }));
+  test(
+    `${TRANSFERS} transfers share a record budget of 1.5 messages (decode workers: ${decodeWorkers}): all complete, and they did wait for it`,
+    { timeout: 120_000 },
+    async () => {
+      const reg = new TransferRegistry({
+        stateDir: join(dir, `state-${decodeWorkers}`),
+        policy,
+        log: silent,
+        decodeWorkers,
+        maxChunkBytes: CHUNK_BYTES,
+        // The record budget is half of it: room for one worst-case reservation, not two.
+        maxBufferedBytes: 3 * WORST_BYTES,
       });
-      const done = await Promise.all(runs);
-      for (const [t, { r, target }] of done.entries()) {
-        assert.equal(r.state.status, 'complete', `transfer ${t}`);
-        const img = readFileSync(target);
-        for (let i = 0; i < RECORDS; i++) assert.ok(img.subarray(i * CHUNK_BYTES, (i + 1) * CHUNK_BYTES).equals(payloadOf(t, i)), `transfer ${t} record ${i}`);
+      await reg.start();
+      let mostWaiting = 0;
+      let sawReaderWaitingForBudget = false;
+      try {
+        const runs = Array.from({ length: TRANSFERS }, (_, t) => {
+          const target = join(dir, 'targets', `w${decodeWorkers}-t${t}.img`);
+          const volumeSizeBytes = RECORDS * CHUNK_BYTES;
+          const begin: TransferBegin = {
+            transferId: `budget-${decodeWorkers}-${t}`,
+            target,
+            incremental: false,
+            volumeSizeBytes,
+            blockSizeBytes: 64 * KiB,
+            sourceId: 'budget-source',
+            baseId: '',
+            plannedDataBytes: volumeSizeBytes,
+            plannedUnmapBytes: 0,
+            resumeOffsetBytes: 0,
+            compression: 'none',
+            checksum: 'sha256',
+          };
+          async function* records(): AsyncGenerator<WireRecord> {
+            const digest = new StreamDigest();
+            for (let i = 0; i < RECORDS; i++) {
+              await tick();
+              const st = reg.debugState();
+              mostWaiting = Math.max(mostWaiting, st.recordBudget.waiting.length);
+              sawReaderWaitingForBudget ||= st.transfers.some((x) => x.reader === 'record budget');
+              const payload = payloadOf(t, i);
+              const checksum = sha(payload);
+              digest.addData(i * CHUNK_BYTES, CHUNK_BYTES, checksum);
+              yield { type: 'data', offsetBytes: i * CHUNK_BYTES, lengthBytes: CHUNK_BYTES, payload, encoding: 'raw', checksum };
+            }
+            yield { type: 'end', records: RECORDS + 2, dataRecords: RECORDS, unmapRecords: 0, dataBytes: volumeSizeBytes, unmapBytes: 0, digest: digest.state };
+          }
+          return reg.apply(who, begin, records()).then((r) => ({ r, target }));
+        });
+        const done = await Promise.all(runs);
+        for (const [t, { r, target }] of done.entries()) {
+          assert.equal(r.state.status, 'complete', `transfer ${t}`);
+          const img = readFileSync(target);
+          for (let i = 0; i < RECORDS; i++)
+            assert.ok(img.subarray(i * CHUNK_BYTES, (i + 1) * CHUNK_BYTES).equals(payloadOf(t, i)), `transfer ${t} record ${i}`);
+        }
+        assert.ok(mostWaiting >= 2, `transfers queued for the record budget (at most ${mostWaiting} waited at once): the test must contend`);
+        assert.ok(sawReaderWaitingForBudget, 'the debug state showed a reader waiting for the record budget');
+        const after = reg.debugState();
+        assert.deepEqual(
+          { held: after.recordBudget.heldBytes, waiting: after.recordBudget.waiting, running: after.transfers.length },
+          { held: 0, waiting: [], running: 0 },
+        );
+      } finally {
+        await reg.close();
       }
-      assert.ok(mostWaiting >= 2, `transfers queued for the record budget (at most ${mostWaiting} waited at once): the test must contend`);
-      assert.ok(sawReaderWaitingForBudget, 'the debug state showed a reader waiting for the record budget');
-      const after = reg.debugState();
-      assert.deepEqual({ held: after.recordBudget.heldBytes, waiting: after.recordBudget.waiting, running: after.transfers.length }, { held: 0, waiting: [], running: 0 });
-    } finally {
-      await reg.close();
-    }
-  });
+    },
+  );
 }

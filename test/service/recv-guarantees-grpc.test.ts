@@ -56,9 +56,30 @@ async function serve(cfg: string, port = 0): Promise<ServeProcess> {
 }
 
 function sendArgs(port: number, target: string, ids: number[], extra: string[] = []): string[] {
-  return ['send', '--pool-metadata', pool.metadataPath, '--pool-data', pool.dataPath, '--volume-size', String(pool.volumeSizeBytes),
-    '--max-op-bytes', String(OP_BYTES), '--to', `127.0.0.1:${port}`, '--server-name', 'localhost', '--target', target,
-    '--tls-dir', join(dir, 'certs'), '--retries', '6', '--json', ...extra, ...ids.map(String)];
+  return [
+    'send',
+    '--pool-metadata',
+    pool.metadataPath,
+    '--pool-data',
+    pool.dataPath,
+    '--volume-size',
+    String(pool.volumeSizeBytes),
+    '--max-op-bytes',
+    String(OP_BYTES),
+    '--to',
+    `127.0.0.1:${port}`,
+    '--server-name',
+    'localhost',
+    '--target',
+    target,
+    '--tls-dir',
+    join(dir, 'certs'),
+    '--retries',
+    '6',
+    '--json',
+    ...extra,
+    ...ids.map(String),
+  ];
 }
 
 function ok(r: CliResult): { transferId: string } {
@@ -93,7 +114,10 @@ async function slowLink(port: number): Promise<DelayRelay> {
   return startDelayRelay({ toHost: '127.0.0.1', toPort: port, delayMs: 1, rateBitsPerSecond: SLOW_LINK_BITS_PER_SECOND, queueBytes: 64 * 1024 });
 }
 
-for (const [what, ids, killPoints] of [['incremental (undo journal)', [1, 2], [1, 4 * CHECKPOINT_BYTES]], ['full (staging file)', [2], [1, 12 * 1024 * 1024]]] as const) {
+for (const [what, ids, killPoints] of [
+  ['incremental (undo journal)', [1, 2], [1, 4 * CHECKPOINT_BYTES]],
+  ['full (staging file)', [2], [1, 12 * 1024 * 1024]],
+] as const) {
   for (const killAt of killPoints) {
     test(`serve SIGKILLed mid-apply of a ${what} at ${killAt} bytes, restarted: the target is snapshot 1 exactly until the transfer resumes to snapshot 2, or is aborted back to 1`, async () => {
       const name = `sk-${ids.length}-${killAt}.img`;
@@ -145,7 +169,17 @@ test('AbortTransfer of a broken incremental rolls the target back to snapshot 1 
       await s.waitFor((l) => l.msg === 'transfer stopped' && l.transferId === begun.transferId);
       assert.ok(leftovers(name).length > 0, 'the broken transfer keeps its journal for a resume');
       if (how === 'abort') {
-        const r = await runCli(['transfer', 'abort', String(cp.transferId), '--to', `127.0.0.1:${s.port}`, '--server-name', 'localhost', '--tls-dir', join(dir, 'certs')]);
+        const r = await runCli([
+          'transfer',
+          'abort',
+          String(cp.transferId),
+          '--to',
+          `127.0.0.1:${s.port}`,
+          '--server-name',
+          'localhost',
+          '--tls-dir',
+          join(dir, 'certs'),
+        ]);
         assert.equal(r.code, 0, r.stderr);
       } else {
         await s.waitFor((l) => l.msg === 'transfer expired and forgotten' && l.target === t && l.status === 'in_progress', 60_000);

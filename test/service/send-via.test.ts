@@ -14,7 +14,18 @@ import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { runCli, startCli } from '../helpers/cli.js';
 import { ReceiverClient } from '../../src/rpc/client.js';
-import { demoFixture, writeConfig, startServe, startSenderServe, stopServe, assertSameImage, readImage, waitFor, type DemoFixture, type ServeProcess } from './helpers.js';
+import {
+  demoFixture,
+  writeConfig,
+  startServe,
+  startSenderServe,
+  stopServe,
+  assertSameImage,
+  readImage,
+  waitFor,
+  type DemoFixture,
+  type ServeProcess,
+} from './helpers.js';
 
 let fx: DemoFixture;
 let rx: ServeProcess;
@@ -26,13 +37,19 @@ const via = () => `127.0.0.1:${sender.port}`;
 
 before(async () => {
   fx = await demoFixture('thinship-sendvia-');
-  const rxConfig = writeConfig(join(fx.dir, 'rx.json'), { tls: fx.certs.server, stateDir: join(fx.dir, 'rx-state'), identities: { 'sender-a': { directories: [targets()] } } });
+  const rxConfig = writeConfig(join(fx.dir, 'rx.json'), {
+    tls: fx.certs.server,
+    stateDir: join(fx.dir, 'rx-state'),
+    identities: { 'sender-a': { directories: [targets()] } },
+  });
   rx = await startServe(['--listen', '127.0.0.1:0', '--config', rxConfig]);
   // The daemon speaks to the receiver as sender-a; callers: sender-a may do everything with the
   // demo pool into targets/, sender-b only watch.
   const rules = { sources: { offlineDirectories: [fx.pool.dir] }, destinations: [{ receiver: rxAddress(), target: `${targets()}/*` }] };
   const senderConfig = writeConfig(join(fx.dir, 'sender.json'), {
-    tls: fx.certs.server, stateDir: join(fx.dir, 'sender-state'), receiverTls: fx.certs.clientA,
+    tls: fx.certs.server,
+    stateDir: join(fx.dir, 'sender-state'),
+    receiverTls: fx.certs.clientA,
     identities: { 'sender-a': rules, 'sender-b': { ...rules, actions: ['watch'] } },
   });
   sender = await startSenderServe(['--listen', '127.0.0.1:0', '--config', senderConfig]);
@@ -53,8 +70,17 @@ const full = () => [...offline(), String(fx.pool.baseDevId)];
 const incremental = () => [...offline(), String(fx.pool.baseDevId), String(fx.pool.snapDevId)];
 const viaArgs = (target: string) => ['--via', via(), '--to', rxAddress(), '--target', join(targets(), target), ...tlsA()];
 
-interface ProgressLineJson { progress: string; doneBytes: number; totalBytes: number | null; final?: true }
-const progressLines = (stderr: string): ProgressLineJson[] => stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as ProgressLineJson);
+interface ProgressLineJson {
+  progress: string;
+  doneBytes: number;
+  totalBytes: number | null;
+  final?: true;
+}
+const progressLines = (stderr: string): ProgressLineJson[] =>
+  stderr
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as ProgressLineJson);
 
 /** The file names beside a target that hold a staged apply or an undo journal (left reserved). */
 const stagedBeside = (target: string) => readdirSync(targets()).filter((n) => n.startsWith(`.${target}.thinship-`));
@@ -62,7 +88,12 @@ const stagedBeside = (target: string) => readdirSync(targets()).filter((n) => n.
 test('send --via: a full then an incremental arrive byte-exact, with JSON progress lines and the summary of a direct send', async () => {
   const r1 = await runCli(['send', ...full(), ...viaArgs('replica.img'), '--progress', 'json']);
   assert.equal(r1.code, 0, r1.stderr);
-  assert.match(r1.stdout, new RegExp(`^thinship send: full ${fx.pool.baseDevId} via ${via()} to ${rxAddress()} .*replica\\.img: .* of data, .*; digest [0-9a-f]{64}; transfer tsd-[0-9a-f]{32}\\n$`));
+  assert.match(
+    r1.stdout,
+    new RegExp(
+      `^thinship send: full ${fx.pool.baseDevId} via ${via()} to ${rxAddress()} .*replica\\.img: .* of data, .*; digest [0-9a-f]{64}; transfer tsd-[0-9a-f]{32}\\n$`,
+    ),
+  );
   assertSameImage(readImage(join(targets(), 'replica.img'), fx.pool.volumeSizeBytes), fx.img1, 'full via the daemon');
   const lines = progressLines(r1.stderr);
   assert.ok(lines.length >= 1, `JSON progress lines on stderr:\n${r1.stderr}`);
@@ -81,13 +112,16 @@ test('send --via: a full then an incremental arrive byte-exact, with JSON progre
   assert.equal(s.base, String(fx.pool.baseDevId));
   assert.equal(s.via, via());
   assert.match(String(s.digest), /^[0-9a-f]{64}$/);
-  assert.ok(typeof s.dataBytes === 'number' && s.dataBytes > 0 && s.dataBytes < fx.pool.volumeSizeBytes, `an incremental sends part of the volume: ${String(s.dataBytes)}`);
+  assert.ok(
+    typeof s.dataBytes === 'number' && s.dataBytes > 0 && s.dataBytes < fx.pool.volumeSizeBytes,
+    `an incremental sends part of the volume: ${String(s.dataBytes)}`,
+  );
   assert.equal(progressLines(r2.stderr).length, 0, '--json without --progress json draws no progress');
   assertSameImage(readImage(join(targets(), 'replica.img'), fx.pool.volumeSizeBytes), fx.img2, 'incremental via the daemon');
   assert.deepEqual(stagedBeside('replica.img'), [], 'nothing staged after the sends');
 });
 
-test('a refused transfer exits with the code of the same send made directly: the wrong base (14), no target for an incremental (3), a target outside the caller\'s rules (13)', async () => {
+test("a refused transfer exits with the code of the same send made directly: the wrong base (14), no target for an incremental (3), a target outside the caller's rules (13)", async () => {
   // Both targets hold the newer snapshot; an incremental from the base onto them is refused.
   for (const name of ['wrong-base-direct.img', 'wrong-base-via.img']) {
     const r = await runCli(['send', ...offline(), String(fx.pool.snapDevId), '--to', rxAddress(), '--target', join(targets(), name), ...tlsA(), '-q']);
@@ -135,15 +169,24 @@ test('SIGINT on send --via cancels the transfer: exit 130, the daemon reports it
   // 64 KiB/s: the send runs for minutes unless cancelled.
   const run = startCli(['send', ...full(), ...viaArgs('interrupted.img'), '--bwlimit', '64K', '--request-id', 'sigint-1', '--progress', 'json']);
   let transferId = '';
-  await waitFor(async () => {
-    const mine = (await rxClient.listTransfers()).find((t) => t.target === target && t.active);
-    transferId = mine ? mine.transferId : '';
-    return mine !== undefined;
-  }, 'the receiver to hold the running transfer', 120_000);
+  await waitFor(
+    async () => {
+      const mine = (await rxClient.listTransfers()).find((t) => t.target === target && t.active);
+      transferId = mine ? mine.transferId : '';
+      return mine !== undefined;
+    },
+    'the receiver to hold the running transfer',
+    120_000,
+  );
   run.child.kill('SIGINT');
   const r = await run.result;
   assert.equal(r.code, 130, r.stderr);
-  assert.match(r.stderr, new RegExp(`interrupted by SIGINT: the sender daemon at ${via()} cancelled it \\(nothing stays reserved; the receiver-side transfer was aborted\\); transfer ${transferId}`));
+  assert.match(
+    r.stderr,
+    new RegExp(
+      `interrupted by SIGINT: the sender daemon at ${via()} cancelled it \\(nothing stays reserved; the receiver-side transfer was aborted\\); transfer ${transferId}`,
+    ),
+  );
   assert.equal(await rxClient.getTransferState(transferId), undefined, 'the receiver-side transfer is gone');
   assert.deepEqual(stagedBeside('interrupted.img'), [], 'no staging file or undo journal left beside the target');
   const st = await runCli(['transfer', 'status', transferId, '--via', via(), '--json', ...tlsA()]);
@@ -158,16 +201,20 @@ test('SIGINT on send --via cancels the transfer: exit 130, the daemon reports it
   assertSameImage(readImage(join(targets(), 'after-cancel.img'), fx.pool.volumeSizeBytes), fx.img1, 'a send after the cancel');
 });
 
-test('transfer list|status|cancel --via: the caller\'s transfers on the daemon; a cancel ends the watching send with exit 16', async () => {
+test("transfer list|status|cancel --via: the caller's transfers on the daemon; a cancel ends the watching send with exit 16", async () => {
   const target = join(targets(), 'listed.img');
   const run = startCli(['send', ...full(), ...viaArgs('listed.img'), '--bwlimit', '64K', '--request-id', 'listed-1']);
   let transferId = '';
-  await waitFor(async () => {
-    const l = await runCli(['transfer', 'list', '--via', via(), '--json', ...tlsA()]);
-    const mine = (JSON.parse(l.stdout) as Array<Record<string, unknown>>).find((t) => t.requestId === 'listed-1' && t.state === 'sending');
-    transferId = typeof mine?.transferId === 'string' ? mine.transferId : '';
-    return mine !== undefined;
-  }, 'the transfer to be listed as sending', 120_000);
+  await waitFor(
+    async () => {
+      const l = await runCli(['transfer', 'list', '--via', via(), '--json', ...tlsA()]);
+      const mine = (JSON.parse(l.stdout) as Array<Record<string, unknown>>).find((t) => t.requestId === 'listed-1' && t.state === 'sending');
+      transferId = typeof mine?.transferId === 'string' ? mine.transferId : '';
+      return mine !== undefined;
+    },
+    'the transfer to be listed as sending',
+    120_000,
+  );
   const table = await runCli(['transfer', 'list', '--via', via(), ...tlsA()]);
   assert.equal(table.code, 0, table.stderr);
   assert.match(table.stdout, /^TRANSFER +STATE +DONE +TOTAL +RATE +RETRIES +SOURCE +DESTINATION +CREATED\n/);

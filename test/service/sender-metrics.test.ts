@@ -32,17 +32,31 @@ before(async () => {
   mkdirSync(join(dir, 'pools'));
   certs = await makeTestCerts(join(dir, 'certs'));
   flat = createFlatPool(join(dir, 'pools'), 8 * MiB);
-  rx = await startTestReceiver(certs, { stateDir: join(dir, 'rx-state'), identities: { 'sender-a': { directories: [join(dir, 'targets')] } } }, join(dir, 'rx.json'));
-  config = await parseSenderConfig({
-    tls: certs.server, receiverTls: certs.clientA, stateDir: join(dir, 'sender-state'), maxActiveTransfers: 1, metricsListen: '127.0.0.1:0',
-    identities: {
-      'sender-a': {
-        sources: { offlineDirectories: [join(dir, 'pools')] },
-        // The second destination is one the receiver refuses (sender-a may not write there).
-        destinations: [{ receiver: rx.address, target: `${join(dir, 'targets')}/*` }, { receiver: rx.address, target: `${join(dir, 'elsewhere')}/*` }],
+  rx = await startTestReceiver(
+    certs,
+    { stateDir: join(dir, 'rx-state'), identities: { 'sender-a': { directories: [join(dir, 'targets')] } } },
+    join(dir, 'rx.json'),
+  );
+  config = await parseSenderConfig(
+    {
+      tls: certs.server,
+      receiverTls: certs.clientA,
+      stateDir: join(dir, 'sender-state'),
+      maxActiveTransfers: 1,
+      metricsListen: '127.0.0.1:0',
+      identities: {
+        'sender-a': {
+          sources: { offlineDirectories: [join(dir, 'pools')] },
+          // The second destination is one the receiver refuses (sender-a may not write there).
+          destinations: [
+            { receiver: rx.address, target: `${join(dir, 'targets')}/*` },
+            { receiver: rx.address, target: `${join(dir, 'elsewhere')}/*` },
+          ],
+        },
       },
     },
-  }, join(dir, 'sender.json'));
+    join(dir, 'sender.json'),
+  );
   sender = await startSenderServer({ listen: '127.0.0.1:0', config, log: pino({ level: 'silent' }), lockDir: join(dir, 'locks'), retryDelayMs: 100 });
 });
 

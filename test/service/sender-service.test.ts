@@ -42,21 +42,28 @@ before(async () => {
   mkdirSync(join(dir, 'elsewhere'));
   // The receiver lets identity sender-a (the daemon's own certificate) write under targets/.
   rx = await startRx('127.0.0.1:0');
-  config = await parseSenderConfig({
-    tls: certs.server,
-    stateDir: join(dir, 'sender-state'),
-    receiverTls: certs.clientA,
-    maxActiveTransfers: 2,
-    identities: {
-      // Callers: sender-a (the orchestrator) may do everything with the demo pool to this receiver;
-      // sender-b may only watch.
-      'sender-a': {
-        sources: { offlineDirectories: [pool.dir, join(dir, 'pools')] },
-        destinations: [{ receiver: rx.address, target: `${targets()}/*` }],
+  config = await parseSenderConfig(
+    {
+      tls: certs.server,
+      stateDir: join(dir, 'sender-state'),
+      receiverTls: certs.clientA,
+      maxActiveTransfers: 2,
+      identities: {
+        // Callers: sender-a (the orchestrator) may do everything with the demo pool to this receiver;
+        // sender-b may only watch.
+        'sender-a': {
+          sources: { offlineDirectories: [pool.dir, join(dir, 'pools')] },
+          destinations: [{ receiver: rx.address, target: `${targets()}/*` }],
+        },
+        'sender-b': {
+          actions: ['watch'],
+          sources: { offlineDirectories: [pool.dir, join(dir, 'pools')] },
+          destinations: [{ receiver: rx.address, target: `${targets()}/*` }],
+        },
       },
-      'sender-b': { actions: ['watch'], sources: { offlineDirectories: [pool.dir, join(dir, 'pools')] }, destinations: [{ receiver: rx.address, target: `${targets()}/*` }] },
     },
-  }, join(dir, 'sender.json'));
+    join(dir, 'sender.json'),
+  );
   sender = await startSender();
 });
 
@@ -106,7 +113,8 @@ function watchAll(c: Client, transferId: string): Promise<Info[]> {
 }
 
 const offlineSource = (snapshot: number, base?: number) => ({
-  snapshot: String(snapshot), base: base === undefined ? '' : String(base),
+  snapshot: String(snapshot),
+  base: base === undefined ? '' : String(base),
   offlinePool: { metadataPath: pool.metadataPath, dataPath: pool.dataPath, volumeSizeBytes: pool.volumeSizeBytes },
 });
 
@@ -114,10 +122,25 @@ test('Plan gives the same figures as the planner (thinship plan)', async () => {
   const c = await connect(certs.clientA);
   try {
     const r = await call<Record<string, unknown>>(c, 'Plan', { source: offlineSource(pool.snapDevId, pool.baseDevId) });
-    const p = await planSend({ kind: 'offline', metadataPath: pool.metadataPath, dataPath: pool.dataPath, snapDevId: pool.snapDevId, baseDevId: pool.baseDevId, volumeSizeBytes: pool.volumeSizeBytes });
+    const p = await planSend({
+      kind: 'offline',
+      metadataPath: pool.metadataPath,
+      dataPath: pool.dataPath,
+      snapDevId: pool.snapDevId,
+      baseDevId: pool.baseDevId,
+      volumeSizeBytes: pool.volumeSizeBytes,
+    });
     try {
       const t = p.plan.totals;
-      assert.deepEqual(r, { mode: 'incremental', dataBytes: t.dataBytes, unmapBytes: t.unmapBytes, dataOps: t.dataOps, unmapOps: t.unmapOps, volumeSizeBytes: t.volumeSizeBytes, blockSizeBytes: t.blockSizeBytes });
+      assert.deepEqual(r, {
+        mode: 'incremental',
+        dataBytes: t.dataBytes,
+        unmapBytes: t.unmapBytes,
+        dataOps: t.dataOps,
+        unmapOps: t.unmapOps,
+        volumeSizeBytes: t.volumeSizeBytes,
+        blockSizeBytes: t.blockSizeBytes,
+      });
     } finally {
       await p.close();
     }
@@ -130,7 +153,11 @@ test('StartTransfer then WatchTransfer: full then incremental reach DONE with th
   const c = await connect(certs.clientA);
   try {
     const target = join(targets(), 'replica.img');
-    const full = await call<{ transfer: Info }>(c, 'StartTransfer', { requestId: 'full-1', source: offlineSource(pool.baseDevId), destination: { receiverAddress: rx.address, serverName: 'localhost', target } });
+    const full = await call<{ transfer: Info }>(c, 'StartTransfer', {
+      requestId: 'full-1',
+      source: offlineSource(pool.baseDevId),
+      destination: { receiverAddress: rx.address, serverName: 'localhost', target },
+    });
     assert.match(full.transfer.transferId, /^tsd-[0-9a-f]{32}$/);
     const states = await watchAll(c, full.transfer.transferId);
     const last = states.at(-1)!;
@@ -139,7 +166,11 @@ test('StartTransfer then WatchTransfer: full then incremental reach DONE with th
     assert.ok(Number(last.totalBytes) > 0 && last.doneBytes === last.totalBytes);
     assert.ok(last.finishTime !== null && last.createTime !== null, 'times are set');
     assertSameImage(readFileSync(target), img1, 'after the full send');
-    const inc = await call<{ transfer: Info }>(c, 'StartTransfer', { requestId: 'inc-1', source: offlineSource(pool.snapDevId, pool.baseDevId), destination: { receiverAddress: rx.address, serverName: 'localhost', target } });
+    const inc = await call<{ transfer: Info }>(c, 'StartTransfer', {
+      requestId: 'inc-1',
+      source: offlineSource(pool.snapDevId, pool.baseDevId),
+      destination: { receiverAddress: rx.address, serverName: 'localhost', target },
+    });
     const incStates = await watchAll(c, inc.transfer.transferId);
     assert.equal(incStates.at(-1)!.state, 'STATE_DONE', JSON.stringify(incStates.at(-1)));
     assertSameImage(readFileSync(target), img2, 'after the incremental');
@@ -149,7 +180,10 @@ test('StartTransfer then WatchTransfer: full then incremental reach DONE with th
     assert.equal(late[0]!.state, 'STATE_DONE');
     // Listed newest first.
     const list = await call<{ transfers: Info[] }>(c, 'ListTransfers', {});
-    assert.deepEqual(list.transfers.map((t) => t.requestId), ['inc-1', 'full-1']);
+    assert.deepEqual(
+      list.transfers.map((t) => t.requestId),
+      ['inc-1', 'full-1'],
+    );
   } finally {
     c.close();
   }
@@ -158,18 +192,26 @@ test('StartTransfer then WatchTransfer: full then incremental reach DONE with th
 test('StartTransfer is idempotent on request_id; the same id for a different request is refused', async () => {
   const c = await connect(certs.clientA);
   try {
-    const req = { requestId: 'idem-1', source: offlineSource(pool.baseDevId), destination: { receiverAddress: rx.address, serverName: 'localhost', target: join(targets(), 'idem.img') } };
+    const req = {
+      requestId: 'idem-1',
+      source: offlineSource(pool.baseDevId),
+      destination: { receiverAddress: rx.address, serverName: 'localhost', target: join(targets(), 'idem.img') },
+    };
     const a = await call<{ transfer: Info }>(c, 'StartTransfer', req);
     const b = await call<{ transfer: Info }>(c, 'StartTransfer', req);
     assert.equal(a.transfer.transferId, b.transfer.transferId);
-    await refused(call(c, 'StartTransfer', { ...req, destination: { ...req.destination, target: join(targets(), 'other.img') } }), grpc.status.INVALID_ARGUMENT, /request_id idem-1 was already used for a different request/);
+    await refused(
+      call(c, 'StartTransfer', { ...req, destination: { ...req.destination, target: join(targets(), 'other.img') } }),
+      grpc.status.INVALID_ARGUMENT,
+      /request_id idem-1 was already used for a different request/,
+    );
     assert.equal((await watchAll(c, a.transfer.transferId)).at(-1)!.state, 'STATE_DONE');
   } finally {
     c.close();
   }
 });
 
-test('the caller\'s rules: sources outside its directories (also through a symlink), other destinations and actions it lacks are PERMISSION_DENIED; another identity\'s transfer is NOT_FOUND', async () => {
+test("the caller's rules: sources outside its directories (also through a symlink), other destinations and actions it lacks are PERMISSION_DENIED; another identity's transfer is NOT_FOUND", async () => {
   const a = await connect(certs.clientA);
   const b = await connect(certs.clientB);
   try {
@@ -177,17 +219,44 @@ test('the caller\'s rules: sources outside its directories (also through a symli
     // A symlink inside the allowed directory to a pool outside it: judged by its real path.
     copyFileSync(pool.metadataPath, join(dir, 'elsewhere', 'copy.tmeta'));
     symlinkSync(join(dir, 'elsewhere', 'copy.tmeta'), join(dir, 'pools', 'link.tmeta'));
-    const viaLink = { ...offlineSource(pool.baseDevId), offlinePool: { metadataPath: join(dir, 'pools', 'link.tmeta'), dataPath: pool.dataPath, volumeSizeBytes: pool.volumeSizeBytes } };
-    await refused(call(a, 'StartTransfer', { requestId: 'acl-1', source: viaLink, destination: dest }), grpc.status.PERMISSION_DENIED, /may not send from the offline pool .*link\.tmeta/);
-    await refused(call(a, 'StartTransfer', { requestId: 'acl-2', source: offlineSource(pool.baseDevId), destination: { ...dest, target: join(dir, 'elsewhere', 'x.img') } }), grpc.status.PERMISSION_DENIED, /may not send to/);
-    await refused(call(a, 'StartTransfer', { requestId: 'acl-3', source: offlineSource(pool.baseDevId), destination: { ...dest, receiverAddress: '127.0.0.1:1' } }), grpc.status.PERMISSION_DENIED, /may not send to 127\.0\.0\.1:1/);
-    await refused(call(a, 'StartTransfer', { requestId: 'acl-4', source: { snapshot: 'vg0/snap1' }, destination: dest }), grpc.status.PERMISSION_DENIED, /may not send vg0\/snap1/);
-    await refused(call(b, 'StartTransfer', { requestId: 'acl-5', source: offlineSource(pool.baseDevId), destination: dest }), grpc.status.PERMISSION_DENIED, /identity sender-b may not start transfers/);
+    const viaLink = {
+      ...offlineSource(pool.baseDevId),
+      offlinePool: { metadataPath: join(dir, 'pools', 'link.tmeta'), dataPath: pool.dataPath, volumeSizeBytes: pool.volumeSizeBytes },
+    };
+    await refused(
+      call(a, 'StartTransfer', { requestId: 'acl-1', source: viaLink, destination: dest }),
+      grpc.status.PERMISSION_DENIED,
+      /may not send from the offline pool .*link\.tmeta/,
+    );
+    await refused(
+      call(a, 'StartTransfer', {
+        requestId: 'acl-2',
+        source: offlineSource(pool.baseDevId),
+        destination: { ...dest, target: join(dir, 'elsewhere', 'x.img') },
+      }),
+      grpc.status.PERMISSION_DENIED,
+      /may not send to/,
+    );
+    await refused(
+      call(a, 'StartTransfer', { requestId: 'acl-3', source: offlineSource(pool.baseDevId), destination: { ...dest, receiverAddress: '127.0.0.1:1' } }),
+      grpc.status.PERMISSION_DENIED,
+      /may not send to 127\.0\.0\.1:1/,
+    );
+    await refused(
+      call(a, 'StartTransfer', { requestId: 'acl-4', source: { snapshot: 'vg0/snap1' }, destination: dest }),
+      grpc.status.PERMISSION_DENIED,
+      /may not send vg0\/snap1/,
+    );
+    await refused(
+      call(b, 'StartTransfer', { requestId: 'acl-5', source: offlineSource(pool.baseDevId), destination: dest }),
+      grpc.status.PERMISSION_DENIED,
+      /identity sender-b may not start transfers/,
+    );
     await refused(call(b, 'Plan', { source: offlineSource(pool.baseDevId) }), grpc.status.PERMISSION_DENIED, /may not plan/);
     const mine = await call<{ transfer: Info }>(a, 'StartTransfer', { requestId: 'acl-ok', source: offlineSource(pool.baseDevId), destination: dest });
     await refused(call(b, 'GetTransfer', { transferId: mine.transfer.transferId }), grpc.status.NOT_FOUND, /no transfer/);
     await refused(call(b, 'CancelTransfer', { transferId: mine.transfer.transferId }), grpc.status.PERMISSION_DENIED, /may not cancel/);
-    assert.deepEqual((await call<{ transfers: Info[] }>(b, 'ListTransfers', {})).transfers, [], 'sender-b sees none of sender-a\'s transfers');
+    assert.deepEqual((await call<{ transfers: Info[] }>(b, 'ListTransfers', {})).transfers, [], "sender-b sees none of sender-a's transfers");
     assert.equal((await watchAll(a, mine.transfer.transferId)).at(-1)!.state, 'STATE_DONE');
   } finally {
     a.close();
@@ -200,7 +269,12 @@ test('CancelTransfer stops a running send and aborts it on the receiver', async 
   try {
     const target = join(targets(), 'cancel.img');
     // 64 KiB/s: the send runs for minutes unless cancelled.
-    const t = await call<{ transfer: Info }>(c, 'StartTransfer', { requestId: 'cancel-1', source: offlineSource(pool.baseDevId), destination: { receiverAddress: rx.address, serverName: 'localhost', target }, options: { bandwidthLimitBytesPerSecond: 65536 } });
+    const t = await call<{ transfer: Info }>(c, 'StartTransfer', {
+      requestId: 'cancel-1',
+      source: offlineSource(pool.baseDevId),
+      destination: { receiverAddress: rx.address, serverName: 'localhost', target },
+      options: { bandwidthLimitBytesPerSecond: 65536 },
+    });
     const watching = watchAll(c, t.transfer.transferId);
     // Wait for the receiver to hold the transfer (a state, not a timer).
     const rc = await rx.client(certs.clientA);
@@ -210,7 +284,10 @@ test('CancelTransfer stops a running send and aborts it on the receiver', async 
     assert.match(String(r.transfer.errorMessage), /cancelled by sender-a: test/);
     const states = await watching;
     assert.equal(states.at(-1)!.state, 'STATE_CANCELLED');
-    assert.ok(states.some((s) => s.state === 'STATE_SENDING'), 'the watcher saw it sending');
+    assert.ok(
+      states.some((s) => s.state === 'STATE_SENDING'),
+      'the watcher saw it sending',
+    );
     assert.equal(await rc.getTransferState(t.transfer.transferId), undefined, 'the receiver-side transfer is gone (aborted)');
   } finally {
     c.close();
@@ -221,17 +298,34 @@ test('two transfers at once (two pools), and one survives its receiver restartin
   const c = await connect(certs.clientA);
   // Transfers of one pool take turns: the second runs from another pool, beside the first.
   const pool2 = await createDemoPool(join(dir, 'pools', 'demo2'));
-  const source2 = { snapshot: String(pool2.snapDevId), base: '', offlinePool: { metadataPath: pool2.metadataPath, dataPath: pool2.dataPath, volumeSizeBytes: pool2.volumeSizeBytes } };
+  const source2 = {
+    snapshot: String(pool2.snapDevId),
+    base: '',
+    offlinePool: { metadataPath: pool2.metadataPath, dataPath: pool2.dataPath, volumeSizeBytes: pool2.volumeSizeBytes },
+  };
   try {
     const dest = (name: string) => ({ receiverAddress: rx.address, serverName: 'localhost', target: join(targets(), name) });
-    const slow = await call<{ transfer: Info }>(c, 'StartTransfer', { requestId: 'pair-slow', source: offlineSource(pool.baseDevId), destination: dest('pair-slow.img'), options: { bandwidthLimitBytesPerSecond: 2 * 1024 * 1024 } });
+    const slow = await call<{ transfer: Info }>(c, 'StartTransfer', {
+      requestId: 'pair-slow',
+      source: offlineSource(pool.baseDevId),
+      destination: dest('pair-slow.img'),
+      options: { bandwidthLimitBytesPerSecond: 2 * 1024 * 1024 },
+    });
     const fast = await call<{ transfer: Info }>(c, 'StartTransfer', { requestId: 'pair-fast', source: source2, destination: dest('pair-fast.img') });
     const fastStates = await watchAll(c, fast.transfer.transferId);
     assert.equal(fastStates.at(-1)!.state, 'STATE_DONE');
-    assertSameImage(readFileSync(join(targets(), 'pair-fast.img')), expectedImage(pool2.metadataPath, pool2.dataPath, pool2.snapDevId, pool2.volumeSizeBytes), 'the fast one');
+    assertSameImage(
+      readFileSync(join(targets(), 'pair-fast.img')),
+      expectedImage(pool2.metadataPath, pool2.dataPath, pool2.snapDevId, pool2.volumeSizeBytes),
+      'the fast one',
+    );
     const slowNow = (await call<{ transfer: Info }>(c, 'GetTransfer', { transferId: slow.transfer.transferId })).transfer;
     assert.notEqual(slowNow.state, 'STATE_DONE', 'the fast one did not wait for the slow one (31 MiB at 2 MiB/s)');
-    await waitFor(async () => Number((await call<{ transfer: Info }>(c, 'GetTransfer', { transferId: slow.transfer.transferId })).transfer.doneBytes) >= 2 * 1024 * 1024, 'the slow send to be under way', 60_000);
+    await waitFor(
+      async () => Number((await call<{ transfer: Info }>(c, 'GetTransfer', { transferId: slow.transfer.transferId })).transfer.doneBytes) >= 2 * 1024 * 1024,
+      'the slow send to be under way',
+      60_000,
+    );
     // The receiver goes away (its transfers checkpoint) and comes back on the same address.
     const port = rx.rx.port;
     await rx.close();
@@ -249,9 +343,18 @@ test('two transfers at once (two pools), and one survives its receiver restartin
 test('a restarted daemon resumes the transfers that were running (same transfer id, the receiver continues), byte-exact', async () => {
   const target = join(targets(), 'restart.img');
   let c = await connect(certs.clientA);
-  const t = await call<{ transfer: Info }>(c, 'StartTransfer', { requestId: 'restart-1', source: offlineSource(pool.baseDevId), destination: { receiverAddress: rx.address, serverName: 'localhost', target }, options: { bandwidthLimitBytesPerSecond: 8 * 1024 * 1024 } });
+  const t = await call<{ transfer: Info }>(c, 'StartTransfer', {
+    requestId: 'restart-1',
+    source: offlineSource(pool.baseDevId),
+    destination: { receiverAddress: rx.address, serverName: 'localhost', target },
+    options: { bandwidthLimitBytesPerSecond: 8 * 1024 * 1024 },
+  });
   const id = t.transfer.transferId;
-  await waitFor(async () => Number((await call<{ transfer: Info }>(c, 'GetTransfer', { transferId: id })).transfer.doneBytes) >= 4 * 1024 * 1024, 'the send to be under way', 60_000);
+  await waitFor(
+    async () => Number((await call<{ transfer: Info }>(c, 'GetTransfer', { transferId: id })).transfer.doneBytes) >= 4 * 1024 * 1024,
+    'the send to be under way',
+    60_000,
+  );
   c.close();
   await sender.close();
   // A second daemon on the same state directory while the first runs is refused; here the first is gone.
@@ -273,17 +376,26 @@ test('a restarted daemon resumes the transfers that were running (same transfer 
 });
 
 test('a second daemon on the same state directory is refused; an unreadable transfer record is quarantined and the daemon starts', async () => {
-  await assert.rejects(startSender(), (e: unknown) => e instanceof ThinshipError && e.code === 'TARGET_BUSY' && /in use by another thinship sender-serve \(pid \d+\)/.test(e.message));
+  await assert.rejects(
+    startSender(),
+    (e: unknown) => e instanceof ThinshipError && e.code === 'TARGET_BUSY' && /in use by another thinship sender-serve \(pid \d+\)/.test(e.message),
+  );
   await sender.close();
   writeFileSync(join(dir, 'sender-state', 'transfers', 'tsd-00000000000000000000000000000000.json'), '{"format":1,"owner":');
   writeFileSync(join(dir, 'sender-state', 'transfers', 'junk.json'), 'garbage');
   sender = await startSender();
-  assert.deepEqual(readdirSync(join(dir, 'sender-state', 'transfers')).filter((f) => f.startsWith('junk') || f.startsWith('tsd-0000')), []);
+  assert.deepEqual(
+    readdirSync(join(dir, 'sender-state', 'transfers')).filter((f) => f.startsWith('junk') || f.startsWith('tsd-0000')),
+    [],
+  );
   assert.equal(readdirSync(join(dir, 'sender-state', 'transfers', 'quarantine')).length, 2);
   const c = await connect(certs.clientA);
   try {
     const list = await call<{ transfers: Info[] }>(c, 'ListTransfers', {});
-    assert.ok(list.transfers.some((t) => t.requestId === 'restart-1' && t.state === 'STATE_DONE'), 'finished transfers are remembered across restarts');
+    assert.ok(
+      list.transfers.some((t) => t.requestId === 'restart-1' && t.state === 'STATE_DONE'),
+      'finished transfers are remembered across restarts',
+    );
   } finally {
     c.close();
   }
@@ -294,12 +406,41 @@ test('hostile requests are refused with INVALID_ARGUMENT naming the field, and s
   try {
     const dest = { receiverAddress: rx.address, serverName: 'localhost', target: join(targets(), 'hostile.img') };
     const before = (await call<{ transfers: Info[] }>(c, 'ListTransfers', {})).transfers.length;
-    await refused(call(c, 'StartTransfer', { requestId: '../../etc', source: offlineSource(pool.baseDevId), destination: dest }), grpc.status.INVALID_ARGUMENT, /request_id .* must be 1-128 of/);
-    await refused(call(c, 'StartTransfer', { requestId: 'x'.repeat(129), source: offlineSource(pool.baseDevId), destination: dest }), grpc.status.INVALID_ARGUMENT, /request_id/);
-    await refused(call(c, 'StartTransfer', { requestId: 'huge-1', source: { ...offlineSource(pool.baseDevId), snapshot: '1'.repeat(10_000) }, destination: dest }), grpc.status.INVALID_ARGUMENT, /source\.snapshot is longer than 300 bytes/);
-    await refused(call(c, 'StartTransfer', { requestId: 'huge-2', source: offlineSource(pool.baseDevId), destination: { ...dest, target: `/${'a'.repeat(5000)}` } }), grpc.status.INVALID_ARGUMENT, /destination fields are too long/);
-    await refused(call(c, 'StartTransfer', { requestId: 'nodest', source: offlineSource(pool.baseDevId) }), grpc.status.INVALID_ARGUMENT, /destination\.receiver_address and destination\.target are required/);
-    await refused(call(c, 'StartTransfer', { requestId: 'slow-1', source: offlineSource(pool.baseDevId), destination: dest, options: { bandwidthLimitBytesPerSecond: 10 } }), grpc.status.INVALID_ARGUMENT, /bandwidth_limit_bytes_per_second 10: at least 1024/);
+    await refused(
+      call(c, 'StartTransfer', { requestId: '../../etc', source: offlineSource(pool.baseDevId), destination: dest }),
+      grpc.status.INVALID_ARGUMENT,
+      /request_id .* must be 1-128 of/,
+    );
+    await refused(
+      call(c, 'StartTransfer', { requestId: 'x'.repeat(129), source: offlineSource(pool.baseDevId), destination: dest }),
+      grpc.status.INVALID_ARGUMENT,
+      /request_id/,
+    );
+    await refused(
+      call(c, 'StartTransfer', { requestId: 'huge-1', source: { ...offlineSource(pool.baseDevId), snapshot: '1'.repeat(10_000) }, destination: dest }),
+      grpc.status.INVALID_ARGUMENT,
+      /source\.snapshot is longer than 300 bytes/,
+    );
+    await refused(
+      call(c, 'StartTransfer', { requestId: 'huge-2', source: offlineSource(pool.baseDevId), destination: { ...dest, target: `/${'a'.repeat(5000)}` } }),
+      grpc.status.INVALID_ARGUMENT,
+      /destination fields are too long/,
+    );
+    await refused(
+      call(c, 'StartTransfer', { requestId: 'nodest', source: offlineSource(pool.baseDevId) }),
+      grpc.status.INVALID_ARGUMENT,
+      /destination\.receiver_address and destination\.target are required/,
+    );
+    await refused(
+      call(c, 'StartTransfer', {
+        requestId: 'slow-1',
+        source: offlineSource(pool.baseDevId),
+        destination: dest,
+        options: { bandwidthLimitBytesPerSecond: 10 },
+      }),
+      grpc.status.INVALID_ARGUMENT,
+      /bandwidth_limit_bytes_per_second 10: at least 1024/,
+    );
     await refused(call(c, 'Plan', { source: offlineSource(pool.baseDevId), maxOpBytes: 2 ** 40 }), grpc.status.INVALID_ARGUMENT, /max_op_bytes/);
     await refused(call(c, 'GetTransfer', { transferId: 'x'.repeat(100_000) }), grpc.status.NOT_FOUND, /no transfer/);
     assert.equal((await call<{ transfers: Info[] }>(c, 'ListTransfers', {})).transfers.length, before, 'no transfer was started');

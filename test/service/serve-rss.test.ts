@@ -38,13 +38,36 @@ function peakRssBytes(pid: number): number {
 }
 
 test('serve receiving a 1 GiB full send keeps its peak RSS under 400 MiB', { timeout: 600_000 }, async (t) => {
-  const config = writeConfig(join(dir, 'rx.json'), { tls: certs.server, stateDir: join(dir, 'state'), identities: { 'sender-a': { directories: [join(dir, 'targets')] } } });
+  const config = writeConfig(join(dir, 'rx.json'), {
+    tls: certs.server,
+    stateDir: join(dir, 'state'),
+    identities: { 'sender-a': { directories: [join(dir, 'targets')] } },
+  });
   const s = await startServe(['--listen', '127.0.0.1:0', '--config', config]);
   try {
     const idle = peakRssBytes(s.child.pid!);
     const target = join(dir, 'targets', 'big.img');
-    const r = await runCli(['send', '--pool-metadata', pool.metadataPath, '--pool-data', pool.dataPath, '--to', `127.0.0.1:${s.port}`, '--target', target,
-      '--ca', certs.clientA.ca, '--cert', certs.clientA.cert, '--key', certs.clientA.key, '--server-name', 'localhost', '--json', String(pool.devId)]);
+    const r = await runCli([
+      'send',
+      '--pool-metadata',
+      pool.metadataPath,
+      '--pool-data',
+      pool.dataPath,
+      '--to',
+      `127.0.0.1:${s.port}`,
+      '--target',
+      target,
+      '--ca',
+      certs.clientA.ca,
+      '--cert',
+      certs.clientA.cert,
+      '--key',
+      certs.clientA.key,
+      '--server-name',
+      'localhost',
+      '--json',
+      String(pool.devId),
+    ]);
     assert.equal(r.code, 0, r.stderr);
     const sum = JSON.parse(r.stdout) as { dataBytes: number; state: { status: string } };
     assert.equal(sum.state.status, 'TRANSFER_STATUS_COMPLETE');

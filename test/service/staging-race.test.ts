@@ -13,7 +13,19 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, mkdirSync, writeFileSync, readFileSync, readdirSync, realpathSync, renameSync, symlinkSync, unlinkSync, existsSync } from 'node:fs';
+import {
+  mkdtempSync,
+  rmSync,
+  mkdirSync,
+  writeFileSync,
+  readFileSync,
+  readdirSync,
+  realpathSync,
+  renameSync,
+  symlinkSync,
+  unlinkSync,
+  existsSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
@@ -53,15 +65,26 @@ const sha = (b: Buffer) => createHash('sha256').update(b).digest();
 
 function begin(transferId: string, target: string, over: Partial<TransferBegin> = {}): TransferBegin {
   return {
-    transferId, target, incremental: false, volumeSizeBytes: SIZE, blockSizeBytes: CHUNK, sourceId: `src-${transferId}`, baseId: '',
-    plannedDataBytes: 0, plannedUnmapBytes: 0, resumeOffsetBytes: 0, compression: 'none', checksum: 'sha256', ...over,
+    transferId,
+    target,
+    incremental: false,
+    volumeSizeBytes: SIZE,
+    blockSizeBytes: CHUNK,
+    sourceId: `src-${transferId}`,
+    baseId: '',
+    plannedDataBytes: 0,
+    plannedUnmapBytes: 0,
+    resumeOffsetBytes: 0,
+    compression: 'none',
+    checksum: 'sha256',
+    ...over,
   };
 }
 
 function records(): Extract<WireRecord, { type: 'data' }>[] {
   const out: Extract<WireRecord, { type: 'data' }>[] = [];
   for (let off = 0; off < SIZE; off += CHUNK) {
-    const payload = Buffer.alloc(CHUNK, (off / CHUNK) % 251 + 1);
+    const payload = Buffer.alloc(CHUNK, ((off / CHUNK) % 251) + 1);
     out.push({ type: 'data', offsetBytes: off, lengthBytes: CHUNK, payload, encoding: 'raw', checksum: sha(payload) });
   }
   return out;
@@ -167,12 +190,18 @@ test("an incremental's undo journal (no reflinks) with the target's directory sw
       renameSync(sub, join(allowed, 'jsub-moved'));
       symlinkSync(outside, sub);
     };
-    const inc = recs.slice(0, 2).map((r) => { const payload = Buffer.alloc(CHUNK, 0x42); return { ...r, payload, checksum: sha(payload) }; });
-    await assert.rejects(reg.apply(A, begin('j-inc', target, { incremental: true, baseId: 'src-j-full', sourceId: 'src-j-inc' }), iterate([...inc, endOf(inc)])), (e: ThinshipError) => {
-      assert.equal(e.code, 'PERMISSION_DENIED', e.message);
-      assert.match(e.message, /symbolic link/);
-      return true;
+    const inc = recs.slice(0, 2).map((r) => {
+      const payload = Buffer.alloc(CHUNK, 0x42);
+      return { ...r, payload, checksum: sha(payload) };
     });
+    await assert.rejects(
+      reg.apply(A, begin('j-inc', target, { incremental: true, baseId: 'src-j-full', sourceId: 'src-j-inc' }), iterate([...inc, endOf(inc)])),
+      (e: ThinshipError) => {
+        assert.equal(e.code, 'PERMISSION_DENIED', e.message);
+        assert.match(e.message, /symbolic link/);
+        return true;
+      },
+    );
     assert.deepEqual(outsideEntries(), [], 'no journal outside the allowed directory');
     assert.ok(readFileSync(join(allowed, 'jsub-moved', 'j.img')).equals(before), 'the target is untouched');
   } finally {

@@ -10,7 +10,26 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, mkdirSync, writeFileSync, readFileSync, readdirSync, statSync, symlinkSync, linkSync, utimesSync, unlinkSync, realpathSync, renameSync, lstatSync, openSync, readSync, closeSync, existsSync } from 'node:fs';
+import {
+  mkdtempSync,
+  rmSync,
+  mkdirSync,
+  writeFileSync,
+  readFileSync,
+  readdirSync,
+  statSync,
+  symlinkSync,
+  linkSync,
+  utimesSync,
+  unlinkSync,
+  realpathSync,
+  renameSync,
+  lstatSync,
+  openSync,
+  readSync,
+  closeSync,
+  existsSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseAccessRules, authorizeTarget, type AccessPolicy, type ClientIdentity } from '../../src/receiver/access.js';
@@ -26,7 +45,10 @@ let policy: AccessPolicy;
 const who: ClientIdentity = { name: 'a', names: ['a'] };
 const OUTSIDE_TEXT = 'outside: must never be written\n';
 const OLD_MTIME = new Date(1_000_000_000_000);
-const resolvers: [string, BeneathOpener | undefined][] = [['openat2', undefined], ['O_NOFOLLOW walk', (...a) => nativeDevice().openBeneathWalk(...a)]];
+const resolvers: [string, BeneathOpener | undefined][] = [
+  ['openat2', undefined],
+  ['O_NOFOLLOW walk', (...a) => nativeDevice().openBeneathWalk(...a)],
+];
 
 before(async () => {
   base = realpathSync(mkdtempSync(join(tmpdir(), 'thinship-open-')));
@@ -40,7 +62,9 @@ before(async () => {
   policy = await parseAccessRules({ a: { directories: [allowed] } }, 'test');
 });
 
-after(() => { rmSync(base, { recursive: true, force: true }); });
+after(() => {
+  rmSync(base, { recursive: true, force: true });
+});
 
 function assertOutsideUntouched(what: string, extra: string[] = []): void {
   assert.deepEqual(readdirSync(outside).sort(), ['victim.img', ...extra].sort(), `${what}: nothing created outside`);
@@ -50,7 +74,10 @@ function assertOutsideUntouched(what: string, extra: string[] = []): void {
 
 async function refusedWith(p: Promise<unknown>, code: string, pattern?: RegExp): Promise<ThinshipError> {
   let err: ThinshipError | undefined;
-  await assert.rejects(p, (e: ThinshipError) => { err = e; return true; });
+  await assert.rejects(p, (e: ThinshipError) => {
+    err = e;
+    return true;
+  });
   assert.equal(err!.code, code, err!.message);
   if (pattern) assert.match(err!.message, pattern);
   return err!;
@@ -70,12 +97,20 @@ for (const [resolver, openBeneath] of resolvers) {
         try { pause(400); fs.renameSync(sub, parked); fs.symlinkSync(outside, sub); pause(100); fs.unlinkSync(sub); fs.renameSync(parked, sub); } catch {}
         if (++cycles === 100) process.stdout.write('swapping\\n');
       }`;
-    const swapper = spawn(process.execPath, ['-e', script, join(allowed, 'sub'), join(allowed, 'sub.parked'), outside], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const swapper = spawn(process.execPath, ['-e', script, join(allowed, 'sub'), join(allowed, 'sub.parked'), outside], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     try {
       await new Promise<void>((resolve, reject) => {
         const t = setTimeout(() => reject(new Error('the swapper did not start within 10 s')), 10_000);
-        swapper.stdout.once('data', () => { clearTimeout(t); resolve(); });
-        swapper.once('exit', (c) => { clearTimeout(t); reject(new Error(`the swapper exited (${c})`)); });
+        swapper.stdout.once('data', () => {
+          clearTimeout(t);
+          resolve();
+        });
+        swapper.once('exit', (c) => {
+          clearTimeout(t);
+          reject(new Error(`the swapper exited (${c})`));
+        });
       });
       const outcomes = { opened: 0, PERMISSION_DENIED: 0, NOT_FOUND: 0 };
       // Refused at the open after authorizeTarget passed: the check-then-open window was hit.
@@ -90,7 +125,11 @@ for (const [resolver, openBeneath] of resolvers) {
           const target = await authorizeTarget(policy, who, name);
           authorized = true;
           const o = await openTransferTarget(target, { volumeSizeBytes: 4096, openBeneath });
-          try { await o.handle.writeAt(Buffer.from('written by the receiver\n'), 0); } finally { await o.handle.close(); }
+          try {
+            await o.handle.writeAt(Buffer.from('written by the receiver\n'), 0);
+          } finally {
+            await o.handle.close();
+          }
           outcomes.opened++;
         } catch (e) {
           const code = (e as ThinshipError).code;
@@ -105,7 +144,10 @@ for (const [resolver, openBeneath] of resolvers) {
       assertOutsideUntouched(`${resolver} race ${JSON.stringify({ ...outcomes, raced })}`);
     } finally {
       swapper.kill('SIGKILL');
-      await new Promise((r) => { if (swapper.exitCode !== null || swapper.signalCode !== null) r(undefined); else swapper.once('exit', r); });
+      await new Promise((r) => {
+        if (swapper.exitCode !== null || swapper.signalCode !== null) r(undefined);
+        else swapper.once('exit', r);
+      });
       // Leave the tree as it was for the next test (the swapper may have stopped anywhere in its cycle).
       const sub = join(allowed, 'sub');
       if (lstatSync(sub, { throwIfNoEntry: false })?.isSymbolicLink()) unlinkSync(sub);
@@ -165,7 +207,11 @@ test('a regular file opens (a missing one is created empty: the stream goes to a
   const existing = await openTransferTarget(t, { volumeSizeBytes: 1 << 20, mustExist: 'test' });
   await existing.handle.close();
   const missing = await authorizeTarget(policy, who, join(allowed, 'nothere.img'));
-  await refusedWith(openTransferTarget(missing, { volumeSizeBytes: 1 << 20, mustExist: 'an incremental needs its base' }), 'NOT_FOUND', /an incremental needs its base/);
+  await refusedWith(
+    openTransferTarget(missing, { volumeSizeBytes: 1 << 20, mustExist: 'an incremental needs its base' }),
+    'NOT_FOUND',
+    /an incremental needs its base/,
+  );
   assert.ok(!existsSync(join(allowed, 'nothere.img')), 'mustExist: not created');
 });
 
@@ -179,7 +225,11 @@ function losetup(file: string): string {
 function readHead(dev: string, bytes: number): Buffer {
   const b = Buffer.alloc(bytes);
   const fd = openSync(dev, 'r');
-  try { readSync(fd, b, 0, bytes, 0); } finally { closeSync(fd); }
+  try {
+    readSync(fd, b, 0, bytes, 0);
+  } finally {
+    closeSync(fd);
+  }
   return b;
 }
 
@@ -188,11 +238,18 @@ test('a listed device path later replaced by another device node is refused; a b
   writeFileSync(join(base, 'loop-a.img'), Buffer.alloc(size, 0xaa));
   writeFileSync(join(base, 'loop-b.img'), Buffer.alloc(size, 0xbb));
   // Skip only when loop devices truly cannot exist here; any other losetup failure is a failure.
-  if (!existsSync('/dev/loop-control')) { t.skip('no loop devices here (/dev/loop-control is missing)'); return; }
+  if (!existsSync('/dev/loop-control')) {
+    t.skip('no loop devices here (/dev/loop-control is missing)');
+    return;
+  }
   const devA = losetup(join(base, 'loop-a.img'));
-  t.after(() => { execFileSync('losetup', ['-d', devA]); });
+  t.after(() => {
+    execFileSync('losetup', ['-d', devA]);
+  });
   const devB = losetup(join(base, 'loop-b.img'));
-  t.after(() => { execFileSync('losetup', ['-d', devB]); });
+  t.after(() => {
+    execFileSync('losetup', ['-d', devB]);
+  });
   assert.ok(devB, 'a second loop device');
   const nodeDir = join(base, 'nodes');
   mkdirSync(nodeDir);

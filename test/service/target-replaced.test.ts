@@ -38,12 +38,17 @@ const EXIT_PERMISSION_DENIED = 13;
 before(async () => {
   ({ dir, pool, img1, img2, certs } = await demoFixture('thinship-replaced-'));
   targets = join(dir, 'targets');
-  s = await startServe(['--listen', '127.0.0.1:0', '--config', writeConfig(join(dir, 'rx.json'), {
-    tls: { ca: certs.server.ca, cert: certs.server.cert, key: certs.server.key },
-    stateDir: join(dir, 'state'),
-    checkpointIntervalBytes: CHECKPOINT_BYTES,
-    identities: { 'sender-a': { directories: [targets] } },
-  })]);
+  s = await startServe([
+    '--listen',
+    '127.0.0.1:0',
+    '--config',
+    writeConfig(join(dir, 'rx.json'), {
+      tls: { ca: certs.server.ca, cert: certs.server.cert, key: certs.server.key },
+      stateDir: join(dir, 'state'),
+      checkpointIntervalBytes: CHECKPOINT_BYTES,
+      identities: { 'sender-a': { directories: [targets] } },
+    }),
+  ]);
 });
 
 after(async () => {
@@ -52,12 +57,37 @@ after(async () => {
 });
 
 function sendArgs(target: string, ids: number[]): string[] {
-  return ['send', '--pool-metadata', pool.metadataPath, '--pool-data', pool.dataPath, '--volume-size', String(pool.volumeSizeBytes),
-    '--max-op-bytes', String(256 * 1024), '--to', `127.0.0.1:${s.port}`, '--server-name', 'localhost', '--target', target,
-    '--tls-dir', join(dir, 'certs'), '--retries', '3', '--json', ...ids.map(String)];
+  return [
+    'send',
+    '--pool-metadata',
+    pool.metadataPath,
+    '--pool-data',
+    pool.dataPath,
+    '--volume-size',
+    String(pool.volumeSizeBytes),
+    '--max-op-bytes',
+    String(256 * 1024),
+    '--to',
+    `127.0.0.1:${s.port}`,
+    '--server-name',
+    'localhost',
+    '--target',
+    target,
+    '--tls-dir',
+    join(dir, 'certs'),
+    '--retries',
+    '3',
+    '--json',
+    ...ids.map(String),
+  ];
 }
 
-interface SendJson { transferId: string; startOffsets: number[]; alreadyComplete: boolean; state: { status: string } }
+interface SendJson {
+  transferId: string;
+  startOffsets: number[];
+  alreadyComplete: boolean;
+  state: { status: string };
+}
 
 function parsed(r: CliResult): SendJson {
   assert.equal(r.code, 0, `send failed (${r.code}): ${r.stderr}`);
@@ -97,7 +127,10 @@ test('a target deleted after a full send: the same send again re-creates it byte
 test('a target re-created since the full send (empty, or same size): the incremental is refused with exit 14, the target untouched', async () => {
   const target = join(targets, 'recreated.img');
   parsed(await runCli(sendArgs(target, [pool.baseDevId])));
-  for (const [what, content] of [['empty', Buffer.alloc(0)], ['same size, other content', Buffer.alloc(pool.volumeSizeBytes, 0xee)]] as const) {
+  for (const [what, content] of [
+    ['empty', Buffer.alloc(0)],
+    ['same size, other content', Buffer.alloc(pool.volumeSizeBytes, 0xee)],
+  ] as const) {
     unlinkSync(target);
     writeFileSync(target, content);
     utimesSync(target, OLD_MTIME, OLD_MTIME);
@@ -122,7 +155,10 @@ test('a target re-created since the full send (empty, or same size): the increme
  */
 async function sendInProcess(target: string, transferId: string, ids: [number] | [number, number], stopAtBytes?: number): Promise<GrpcSendResult> {
   const [snap, base] = ids.length === 2 ? [ids[1], ids[0]] : [ids[0], undefined];
-  const p = await planSend({ kind: 'offline', metadataPath: pool.metadataPath, dataPath: pool.dataPath, snapDevId: snap, baseDevId: base, volumeSizeBytes: pool.volumeSizeBytes }, { withMappings: true, maxOpBytes: 64 * 1024 });
+  const p = await planSend(
+    { kind: 'offline', metadataPath: pool.metadataPath, dataPath: pool.dataPath, snapDevId: snap, baseDevId: base, volumeSizeBytes: pool.volumeSizeBytes },
+    { withMappings: true, maxOpBytes: 64 * 1024 },
+  );
   const client = await ReceiverClient.connect({ address: `127.0.0.1:${s.port}`, tls: certs.clientA, serverName: 'localhost' });
   const ac = new AbortController();
   const gate = stopAtBytes === undefined ? undefined : gatedAfterReading(stopAtBytes);

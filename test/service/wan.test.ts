@@ -63,7 +63,10 @@ async function serve(cfg: string): Promise<ServeProcess> {
   return s;
 }
 
-interface PeerView { initialWindowSize: number | undefined; connectionWindow: number }
+interface PeerView {
+  initialWindowSize: number | undefined;
+  connectionWindow: number;
+}
 
 /**
  * Connects as an HTTP/2 peer (mTLS, ALPN h2) and reports the receiver's
@@ -73,12 +76,15 @@ interface PeerView { initialWindowSize: number | undefined; connectionWindow: nu
  */
 async function peerView(port: number): Promise<PeerView> {
   const session = http2.connect(`https://127.0.0.1:${port}`, {
-    ca: readFileSync(certs.clientA.ca), cert: readFileSync(certs.clientA.cert), key: readFileSync(certs.clientA.key), servername: 'localhost',
+    ca: readFileSync(certs.clientA.ca),
+    cert: readFileSync(certs.clientA.cert),
+    key: readFileSync(certs.clientA.key),
+    servername: 'localhost',
   });
   try {
     // Bounded: a receiver that never sends SETTINGS or never acknowledges the PING fails the test instead of hanging it.
     const bound = AbortSignal.timeout(20_000);
-    const [settings] = await once(session, 'remoteSettings', { signal: bound }) as [http2.Settings];
+    const [settings] = (await once(session, 'remoteSettings', { signal: bound })) as [http2.Settings];
     await new Promise<void>((resolve, reject) => {
       bound.addEventListener('abort', () => reject(new Error('the receiver did not acknowledge a PING within 20 s')), { once: true });
       session.ping((e) => (e ? reject(e) : resolve()));
@@ -98,8 +104,25 @@ test('through a 20 ms relay: a full send completes byte-exact, flow control runs
     relay = await startDelayRelay({ toHost: '127.0.0.1', toPort: s.port, delayMs: ONE_WAY_DELAY_MS, rateBitsPerSecond: 1e9 });
     const target = join(dir, 'targets', 'wan.img');
     const t0 = performance.now();
-    const r = await runCli(['send', '--pool-metadata', pool.metadataPath, '--pool-data', pool.dataPath, '--volume-size', String(pool.volumeSizeBytes),
-      '--to', `127.0.0.1:${relay.port}`, '--server-name', 'localhost', '--target', target, '--tls-dir', join(dir, 'certs'), '--json', String(pool.baseDevId)]);
+    const r = await runCli([
+      'send',
+      '--pool-metadata',
+      pool.metadataPath,
+      '--pool-data',
+      pool.dataPath,
+      '--volume-size',
+      String(pool.volumeSizeBytes),
+      '--to',
+      `127.0.0.1:${relay.port}`,
+      '--server-name',
+      'localhost',
+      '--target',
+      target,
+      '--tls-dir',
+      join(dir, 'certs'),
+      '--json',
+      String(pool.baseDevId),
+    ]);
     const seconds = (performance.now() - t0) / 1000;
     assert.equal(r.code, 0, `send failed (${r.code}): ${r.stderr}`);
     const sent = JSON.parse(r.stdout) as { state: { status: string }; payloadBytes: number; startOffsets: number[] };
@@ -110,9 +133,14 @@ test('through a 20 ms relay: a full send completes byte-exact, flow control runs
     assert.ok(st.up.bytes > sent.payloadBytes, `the payload (${sent.payloadBytes} bytes) went through the relay (${st.up.bytes} bytes)`);
     // A stream moves at most one window per round trip: the delay and the window were both real.
     const rttS = (2 * ONE_WAY_DELAY_MS) / 1000;
-    const floorS = Math.max(0, sent.payloadBytes - STREAM_WINDOW_BYTES) / STREAM_WINDOW_BYTES * rttS;
-    process.stdout.write(`# through the relay: ${sent.payloadBytes} payload bytes in ${seconds.toFixed(2)} s (window floor ${floorS.toFixed(2)} s), relay lateness mean ${st.up.lateMsMean.toFixed(2)} ms\n`);
-    assert.ok(seconds >= floorS, `${seconds.toFixed(2)} s for ${sent.payloadBytes} bytes, faster than a ${STREAM_WINDOW_BYTES}-byte window allows at ${rttS * 1000} ms (${floorS.toFixed(2)} s)`);
+    const floorS = (Math.max(0, sent.payloadBytes - STREAM_WINDOW_BYTES) / STREAM_WINDOW_BYTES) * rttS;
+    process.stdout.write(
+      `# through the relay: ${sent.payloadBytes} payload bytes in ${seconds.toFixed(2)} s (window floor ${floorS.toFixed(2)} s), relay lateness mean ${st.up.lateMsMean.toFixed(2)} ms\n`,
+    );
+    assert.ok(
+      seconds >= floorS,
+      `${seconds.toFixed(2)} s for ${sent.payloadBytes} bytes, faster than a ${STREAM_WINDOW_BYTES}-byte window allows at ${rttS * 1000} ms (${floorS.toFixed(2)} s)`,
+    );
     // And a peer across the same link sees the configured windows.
     const v = await peerView(relay.port);
     assert.equal(v.initialWindowSize, STREAM_WINDOW_BYTES);
@@ -140,11 +168,14 @@ test('SETTINGS and WINDOW_UPDATE carry the defaults; the connection window follo
 });
 
 test('a receiver left at HTTP/2 defaults shows 65535 for both windows (the check tells them apart)', async () => {
-  const cfg = await parseReceiverConfig({
-    tls: { ca: certs.server.ca, cert: certs.server.cert, key: certs.server.key },
-    stateDir: join(dir, 'state-h2default'),
-    identities: { 'sender-a': { directories: [join(dir, 'targets')] } },
-  }, join(dir, 'h2default.json'));
+  const cfg = await parseReceiverConfig(
+    {
+      tls: { ca: certs.server.ca, cert: certs.server.cert, key: certs.server.key },
+      stateDir: join(dir, 'state-h2default'),
+      identities: { 'sender-a': { directories: [join(dir, 'targets')] } },
+    },
+    join(dir, 'h2default.json'),
+  );
   const rx = await startReceiver({ listen: '127.0.0.1:0', config: cfg, receiveWindowBytes: false });
   try {
     assert.deepEqual(await peerView(rx.port), { initialWindowSize: 65535, connectionWindow: 65535 });
@@ -154,7 +185,11 @@ test('a receiver left at HTTP/2 defaults shows 65535 for both windows (the check
 });
 
 test('the config refuses windows HTTP/2 cannot express', async () => {
-  for (const [k, v] of [['receiveWindowBytes', 1000], ['connectionWindowBytes', 2 ** 31], ['connectionWindowBytes', 'big']] as const) {
+  for (const [k, v] of [
+    ['receiveWindowBytes', 1000],
+    ['connectionWindowBytes', 2 ** 31],
+    ['connectionWindowBytes', 'big'],
+  ] as const) {
     await assert.rejects(parseReceiverConfig({ stateDir: dir, [k]: v }, 'x.json'), (e: Error) => e.message.includes(`"${k}"`));
   }
 });

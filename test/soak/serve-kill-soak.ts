@@ -31,7 +31,9 @@ async function main(): Promise<void> {
     const certs = await makeTestCerts(join(dir, 'certs'));
     const cfg = writeConfig(join(dir, 'rx.json'), {
       tls: { ca: certs.server.ca, cert: certs.server.cert, key: certs.server.key },
-      stateDir: join(dir, 'state'), checkpointIntervalBytes: CHECKPOINT_BYTES, receiveWindowBytes: 1024 * 1024,
+      stateDir: join(dir, 'state'),
+      checkpointIntervalBytes: CHECKPOINT_BYTES,
+      receiveWindowBytes: 1024 * 1024,
       identities: { 'sender-a': { directories: [join(dir, 'targets')] } },
     });
     serve = await startServe(['--listen', '127.0.0.1:0', '--config', cfg]);
@@ -50,9 +52,21 @@ async function main(): Promise<void> {
         let killed = false;
         if (kills < KILLS) {
           // Kill after a new checkpoint of this transfer (progress every cycle), unless the send finishes first.
-          const next = s.waitFor((l) => l.msg === 'checkpoint' && l.transferId === id && l.status === 'in_progress'
-            && s.lines.filter((x) => x.msg === 'checkpoint' && x.transferId === id).indexOf(l) >= checkpointsBefore + 1, 120_000);
-          const winner = await Promise.race([next.then(() => 'checkpoint'), sending.then(() => 'done', () => 'failed')]);
+          const next = s.waitFor(
+            (l) =>
+              l.msg === 'checkpoint' &&
+              l.transferId === id &&
+              l.status === 'in_progress' &&
+              s.lines.filter((x) => x.msg === 'checkpoint' && x.transferId === id).indexOf(l) >= checkpointsBefore + 1,
+            120_000,
+          );
+          const winner = await Promise.race([
+            next.then(() => 'checkpoint'),
+            sending.then(
+              () => 'done',
+              () => 'failed',
+            ),
+          ]);
           if (winner === 'checkpoint') {
             s.child.kill('SIGKILL');
             await s.exited;

@@ -24,7 +24,17 @@ before(async () => {
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-const source = () => ['send', '--pool-metadata', pool.metadataPath, '--pool-data', pool.dataPath, '--volume-size', String(pool.volumeSizeBytes), '-q', String(pool.snapDevId)];
+const source = () => [
+  'send',
+  '--pool-metadata',
+  pool.metadataPath,
+  '--pool-data',
+  pool.dataPath,
+  '--volume-size',
+  String(pool.volumeSizeBytes),
+  '-q',
+  String(pool.snapDevId),
+];
 
 /** Runs a pipe-mode send; returns its stdout and (ms since the first byte, bytes so far) at each arrival. */
 function send(extra: string[]): Promise<{ code: number | null; stderr: string; out: Buffer; arrivals: [number, number][] }> {
@@ -42,7 +52,9 @@ function send(extra: string[]): Promise<{ code: number | null; stderr: string; o
       chunks.push(d);
       arrivals.push([now - t0, bytes]);
     });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+    });
     child.on('error', reject);
     child.on('close', (code) => resolve({ code, stderr, out: Buffer.concat(chunks), arrivals }));
   });
@@ -76,12 +88,18 @@ test('a --bwlimit that is not a rate is a usage error (exit 2) naming the flag',
 
 test('--progress json: send and recv each write JSON lines on stderr, ending with a final line at the total', async () => {
   const target = join(dir, 'progress-target.img');
-  const script = `set -o pipefail; "${process.execPath}" "${cliPath}" ${source().map((a) => `'${a}'`).join(' ')} --bwlimit 12M --progress json 2>"${dir}/send.err" | "${process.execPath}" "${cliPath}" recv -q --progress json "${target}" 2>"${dir}/recv.err"`;
+  const script = `set -o pipefail; "${process.execPath}" "${cliPath}" ${source()
+    .map((a) => `'${a}'`)
+    .join(' ')} --bwlimit 12M --progress json 2>"${dir}/send.err" | "${process.execPath}" "${cliPath}" recv -q --progress json "${target}" 2>"${dir}/recv.err"`;
   const r = spawnSync('bash', ['-c', script], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   for (const side of ['send', 'recv']) {
     const text = readFileSync(join(dir, `${side}.err`), 'utf8');
-    const lines = text.trim().split('\n').filter((l) => l.startsWith('{"progress"')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = text
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('{"progress"'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     assert.ok(lines.length >= 3, `${side}: a line a second over ~2.6 s, and a final one:\n${text}`);
     const last = lines.at(-1)!;
     assert.equal(last.final, true, side);
@@ -90,6 +108,9 @@ test('--progress json: send and recv each write JSON lines on stderr, ending wit
     assert.equal(last.doneBytes, last.totalBytes, side);
     assert.equal(last.etaSeconds, 0, side);
     const mid = lines[Math.floor(lines.length / 2)]!;
-    assert.ok(typeof mid.bytesPerSecond === 'number' && mid.bytesPerSecond > 0 && typeof mid.etaSeconds === 'number', `${side} mid-transfer: ${JSON.stringify(mid)}`);
+    assert.ok(
+      typeof mid.bytesPerSecond === 'number' && mid.bytesPerSecond > 0 && typeof mid.etaSeconds === 'number',
+      `${side} mid-transfer: ${JSON.stringify(mid)}`,
+    );
   }
 });

@@ -13,7 +13,10 @@ import { runTool } from '../../src/exec/run.js';
 
 /** openssl verify of a client certificate against a CA: true when it chains and is for client auth. */
 async function verifiesAsClient(ca: string, cert: string): Promise<boolean> {
-  return runTool('openssl', ['verify', '-CAfile', ca, '-purpose', 'sslclient', cert]).then(() => true, () => false);
+  return runTool('openssl', ['verify', '-CAfile', ca, '-purpose', 'sslclient', cert]).then(
+    () => true,
+    () => false,
+  );
 }
 
 async function subjectOf(cert: string): Promise<string> {

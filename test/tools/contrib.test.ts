@@ -17,7 +17,10 @@ import { parseSenderConfig } from '../../src/service/sender-config.js';
 const run = promisify(execFile);
 const INSTALLED_BINARY = '/usr/local/bin/thinship';
 
-for (const [unitName, command] of [['thinship-receiver.service', 'serve'], ['thinship-sender.service', 'sender-serve']] as const) {
+for (const [unitName, command] of [
+  ['thinship-receiver.service', 'serve'],
+  ['thinship-sender.service', 'sender-serve'],
+] as const) {
   test(`contrib/systemd/${unitName} passes systemd-analyze verify without warnings`, async () => {
     const unit = await readFile(join(repoRoot, 'contrib/systemd', unitName), 'utf8');
     assert.ok(unit.includes(`ExecStart=${INSTALLED_BINARY} ${command} `), 'the unit runs the npm-installed binary');
@@ -48,7 +51,7 @@ test('systemd-analyze verify reports an unknown key (the check above can fail)',
   }
 });
 
-test('contrib/receiver.example.json loads as a receiver config and names the unit\'s state directory', async () => {
+test("contrib/receiver.example.json loads as a receiver config and names the unit's state directory", async () => {
   const file = join(repoRoot, 'contrib/receiver.example.json');
   const example = JSON.parse(await readFile(file, 'utf8')) as { identities: Record<string, { directories?: string[] }> };
   // Directories must exist when the config loads: stand in a temporary one for the example's.

@@ -54,8 +54,12 @@ const skipReason = await loopUnavailable();
 if (skipReason) console.log(`# device-loop tests skipped: ${skipReason}`);
 
 let dir: string;
-before(async () => { dir = await mkdtemp(join(tmpdir(), 'thinship-loop-')); });
-after(async () => { await rm(dir, { recursive: true, force: true }); });
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'thinship-loop-'));
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
 
 /** A sparse backing file attached as a loop device for the duration of fn. */
 async function withLoop<T>(name: string, sizeBytes: number, opts: { sectorSizeBytes?: number }, fn: (dev: string, backing: string) => Promise<T>): Promise<T> {
@@ -164,7 +168,12 @@ describe('loop devices', { skip: skipReason }, () => {
           await v.writeAt(data, base);
           await v.flush();
           const blocksBefore = (await stat(backing)).blocks;
-          const cases: Array<[number, number]> = [[1000, 2 * MiB + 333], [3 * MiB + 7, 1], [3 * MiB + 511, 2], [4 * MiB - 513, 513]];
+          const cases: Array<[number, number]> = [
+            [1000, 2 * MiB + 333],
+            [3 * MiB + 7, 1],
+            [3 * MiB + 511, 2],
+            [4 * MiB - 513, 513],
+          ];
           for (const [off, len] of cases) await v.makeZero(base + off, len);
           const expected = Buffer.from(data);
           for (const [off, len] of cases) expected.fill(0, off, off + len);
@@ -201,11 +210,21 @@ describe('loop devices', { skip: skipReason }, () => {
   test('O_EXCL: a device held exclusively elsewhere is TARGET_BUSY', async () => {
     await withLoop('excl.img', 16 * MiB, {}, async (dev) => {
       // Another process holds the device with O_EXCL, as a mount or LVM would.
-      const holder = spawn(process.execPath, ['-e', "const fs=require('fs');fs.openSync(process.argv[1],fs.constants.O_RDONLY|fs.constants.O_EXCL);process.stdout.write('held\\n');setInterval(()=>{},1e6)", dev], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const holder = spawn(
+        process.execPath,
+        [
+          '-e',
+          "const fs=require('fs');fs.openSync(process.argv[1],fs.constants.O_RDONLY|fs.constants.O_EXCL);process.stdout.write('held\\n');setInterval(()=>{},1e6)",
+          dev,
+        ],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
       const exited = new Promise((resolve) => holder.once('exit', resolve));
       try {
         await new Promise<void>((resolve, reject) => {
-          holder.stdout.on('data', (d: Buffer) => { if (d.toString().includes('held')) resolve(); });
+          holder.stdout.on('data', (d: Buffer) => {
+            if (d.toString().includes('held')) resolve();
+          });
           holder.once('exit', (code) => reject(new Error(`holder exited early with ${String(code)}`)));
         });
         await expectThinship(openVolume(dev, { mode: 'write' }), 'TARGET_BUSY', [`${dev} is in use (mounted or held open exclusively)`]);
@@ -241,14 +260,23 @@ describe('loop devices', { skip: skipReason }, () => {
         const fh = await fsOpen(dev, 'r+');
         try {
           assert.equal(nativeDevice().logicalBlockBytes(fh.fd), 4096, 'BLKSSZGET agrees with sysfs');
-          await assert.rejects(nativeDevice().discard(fh.fd, 512, 4096), (e: NodeJS.ErrnoException) => e.code === 'EINVAL' && e.syscall === 'ioctl(BLKDISCARD)');
+          await assert.rejects(
+            nativeDevice().discard(fh.fd, 512, 4096),
+            (e: NodeJS.ErrnoException) => e.code === 'EINVAL' && e.syscall === 'ioctl(BLKDISCARD)',
+          );
         } finally {
           await fh.close();
         }
 
         const data = randomBytes(MiB);
         await v.writeAt(data, 4 * MiB);
-        const cases: Array<[number, number]> = [[512, 3 * 4096], [4096 * 5 + 1, 4096 * 40 + 100], [8191, 2], [4096 * 100, 4096 * 64], [MiB - 4097, 4097]];
+        const cases: Array<[number, number]> = [
+          [512, 3 * 4096],
+          [4096 * 5 + 1, 4096 * 40 + 100],
+          [8191, 2],
+          [4096 * 100, 4096 * 64],
+          [MiB - 4097, 4097],
+        ];
         for (const [off, len] of cases) await v.makeZero(4 * MiB + off, len);
         const expected = Buffer.from(data);
         for (const [off, len] of cases) expected.fill(0, off, off + len);

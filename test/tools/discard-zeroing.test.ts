@@ -50,22 +50,52 @@ function garbageLoop(where: string, name: string): { dev: string; backing: strin
 function readDev(dev: string, offsetBytes = 0, lengthBytes = pool.volumeSizeBytes): Buffer {
   const b = Buffer.alloc(lengthBytes);
   const fd = openSync(dev, 'r');
-  try { readSync(fd, b, 0, lengthBytes, offsetBytes); } finally { closeSync(fd); }
+  try {
+    readSync(fd, b, 0, lengthBytes, offsetBytes);
+  } finally {
+    closeSync(fd);
+  }
   return b;
 }
 
 function sendRecv(target: string): Promise<CliResult> {
-  const send = spawn(process.execPath, [cliPath, 'send', '-q', '--pool-metadata', pool.metadataPath, '--pool-data', pool.dataPath, '--volume-size', String(pool.volumeSizeBytes), String(pool.baseDevId)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const send = spawn(
+    process.execPath,
+    [
+      cliPath,
+      'send',
+      '-q',
+      '--pool-metadata',
+      pool.metadataPath,
+      '--pool-data',
+      pool.dataPath,
+      '--volume-size',
+      String(pool.volumeSizeBytes),
+      String(pool.baseDevId),
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   // --state-dir: the device's record and journal stay in the test's directory.
   const recv = spawn(process.execPath, [cliPath, 'recv', '--state-dir', join(dir, 'state'), target], { stdio: ['pipe', 'pipe', 'pipe'] });
   send.stdout.pipe(recv.stdin);
   recv.stdin.on('error', () => undefined);
   let stderr = '';
-  recv.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
-  send.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+  recv.stderr.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+  });
+  send.stderr.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+  });
   return new Promise<CliResult>((resolve, reject) => {
-    const t = setTimeout(() => { send.kill('SIGKILL'); recv.kill('SIGKILL'); reject(new Error(`send | recv did not finish in 120 s: ${stderr}`)); }, 120_000);
-    recv.on('close', (code, signal) => { clearTimeout(t); resolve({ code, signal, stdout: '', stderr }); });
+    const t = setTimeout(() => {
+      send.kill('SIGKILL');
+      recv.kill('SIGKILL');
+      reject(new Error(`send | recv did not finish in 120 s: ${stderr}`));
+    }, 120_000);
+    recv.on('close', (code, signal) => {
+      clearTimeout(t);
+      resolve({ code, signal, stdout: '', stderr });
+    });
   });
 }
 
@@ -74,7 +104,10 @@ test('a device without discard (loop over ramfs): not trusted; makeZero and a fu
   mkdirSync(ramfs);
   execFileSync('mount', ['-t', 'ramfs', 'ramfs', ramfs]);
   const { dev, detach } = garbageLoop(ramfs, 'nodiscard.img');
-  t.after(() => { detach(); execFileSync('umount', [ramfs]); });
+  t.after(() => {
+    detach();
+    execFileSync('umount', [ramfs]);
+  });
   assert.equal(readFileSync(`/sys/block/${basename(dev)}/queue/discard_max_bytes`, 'utf8').trim(), '0', 'the kernel gives it no discard');
   assert.throws(() => execFileSync('blkdiscard', ['-o', '0', '-l', '65536', dev], { stdio: 'pipe' }), 'the device really refuses discard');
   const v = await openVolume(dev, { mode: 'write' });
@@ -88,7 +121,10 @@ test('a device without discard (loop over ramfs): not trusted; makeZero and a fu
     await v.close();
   }
   assert.ok(readDev(dev, 1_000_000 + 123, 3 * 1024 * 1024 + 77).equals(Buffer.alloc(3 * 1024 * 1024 + 77)), 'zeros');
-  assert.ok(readDev(dev, 1_000_000 + 122, 1).equals(Buffer.from([GARBAGE])) && readDev(dev, 1_000_000 + 123 + 3 * 1024 * 1024 + 77, 1).equals(Buffer.from([GARBAGE])), 'edges untouched');
+  assert.ok(
+    readDev(dev, 1_000_000 + 122, 1).equals(Buffer.from([GARBAGE])) && readDev(dev, 1_000_000 + 123 + 3 * 1024 * 1024 + 77, 1).equals(Buffer.from([GARBAGE])),
+    'edges untouched',
+  );
   const r = await sendRecv(dev);
   assert.equal(r.code, 0, r.stderr);
   assertSameImage(readDev(dev), img, 'after a full recv onto a device without discard');

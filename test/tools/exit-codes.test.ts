@@ -28,7 +28,11 @@ before(async () => {
   mkdirSync(join(dir, 'targets'));
   pool = await createDemoPool(join(dir, 'pool'));
   certs = await makeTestCerts(join(dir, 'certs'));
-  const config = writeConfig(join(dir, 'rx.json'), { tls: certs.server, stateDir: join(dir, 'state'), identities: { 'sender-a': { directories: [join(dir, 'targets')] } } });
+  const config = writeConfig(join(dir, 'rx.json'), {
+    tls: certs.server,
+    stateDir: join(dir, 'state'),
+    identities: { 'sender-a': { directories: [join(dir, 'targets')] } },
+  });
   serve = await startServe(['--listen', '127.0.0.1:0', '--config', config]);
 });
 
@@ -48,10 +52,16 @@ function pipeToRecv(devIds: string[], target: string): Promise<CliResult> {
   recv.stdin.on('error', () => undefined); // recv may stop reading first
   send.stdout.on('error', () => undefined);
   let stderr = '';
-  recv.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+  recv.stderr.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+  });
   send.stderr.resume();
   return new Promise<CliResult>((resolve, reject) => {
-    const t = setTimeout(() => { send.kill('SIGKILL'); recv.kill('SIGKILL'); reject(new Error(`send | recv ${target} did not finish in ${CLI_TIMEOUT_MS} ms; recv stderr: ${stderr}`)); }, CLI_TIMEOUT_MS);
+    const t = setTimeout(() => {
+      send.kill('SIGKILL');
+      recv.kill('SIGKILL');
+      reject(new Error(`send | recv ${target} did not finish in ${CLI_TIMEOUT_MS} ms; recv stderr: ${stderr}`));
+    }, CLI_TIMEOUT_MS);
     recv.on('close', (code, signal) => {
       clearTimeout(t);
       // recv is done: a sender still writing gets EPIPE; do not leave it behind
@@ -61,8 +71,33 @@ function pipeToRecv(devIds: string[], target: string): Promise<CliResult> {
   });
 }
 
-function sendTo(address: string, target: string, devIds: string[], tls: { ca: string; cert: string; key: string } = certs.clientA, extra: string[] = []): Promise<CliResult> {
-  return runCli(['send', ...offline(), '--to', address, '--target', target, '--ca', tls.ca, '--cert', tls.cert, '--key', tls.key, '--server-name', 'localhost', '--retries', '0', ...extra, ...devIds]);
+function sendTo(
+  address: string,
+  target: string,
+  devIds: string[],
+  tls: { ca: string; cert: string; key: string } = certs.clientA,
+  extra: string[] = [],
+): Promise<CliResult> {
+  return runCli([
+    'send',
+    ...offline(),
+    '--to',
+    address,
+    '--target',
+    target,
+    '--ca',
+    tls.ca,
+    '--cert',
+    tls.cert,
+    '--key',
+    tls.key,
+    '--server-name',
+    'localhost',
+    '--retries',
+    '0',
+    ...extra,
+    ...devIds,
+  ]);
 }
 
 test('11: a target device smaller than the volume (nothing written)', async (t) => {

@@ -43,7 +43,10 @@ beforeEach(() => {
 
 const reserved = () => existsSync(join(state, 'reserved'));
 const calls = () => readFileSync(join(state, 'calls.log'), 'utf8').trim().split('\n');
-const dmMessages = () => calls().filter((c) => c.startsWith('dmsetup message')).map((c) => c.split(' ').pop());
+const dmMessages = () =>
+  calls()
+    .filter((c) => c.startsWith('dmsetup message'))
+    .map((c) => c.split(' ').pop());
 
 async function waitFor(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
   const end = Date.now() + ms;
@@ -61,11 +64,22 @@ test('full plan of vg0/snap1 from thin_dump -m: totals and ops in bytes, split a
   assert.equal(j.source.thinId, 2);
   assert.equal(j.source.uuid, '0DWn96-EwK7-WUwX-1b1d-DQ7i-M4yk-qwfbJ9');
   assert.deepEqual(j.totals, { dataBytes: 80 * KiB64, unmapBytes: 0, dataOps: 5, unmapOps: 0, volumeSizeBytes: 268435456, blockSizeBytes: KiB64 });
-  assert.deepEqual(j.ops.map((o: { offsetBytes: number; lengthBytes: number }) => [o.offsetBytes, o.lengthBytes]),
-    [[0, MiB], [MiB, MiB], [2 * MiB, MiB], [3 * MiB, MiB], [2048 * KiB64, 16 * KiB64]]);
+  assert.deepEqual(
+    j.ops.map((o: { offsetBytes: number; lengthBytes: number }) => [o.offsetBytes, o.lengthBytes]),
+    [
+      [0, MiB],
+      [MiB, MiB],
+      [2 * MiB, MiB],
+      [3 * MiB, MiB],
+      [2048 * KiB64, 16 * KiB64],
+    ],
+  );
   assert.ok(!reserved(), 'metadata snapshot released');
   assert.deepEqual(dmMessages(), ['reserve_metadata_snap', 'release_metadata_snap']);
-  assert.ok(calls().some((c) => c === 'thin_dump -m --dev-id 2 /dev/mapper/vg0-pool_tmeta'), calls().join('\n'));
+  assert.ok(
+    calls().some((c) => c === 'thin_dump -m --dev-id 2 /dev/mapper/vg0-pool_tmeta'),
+    calls().join('\n'),
+  );
 });
 
 test('incremental plan snap1 -> snap2 from thin_delta -m: different/right_only are data, left_only is unmap', async () => {
@@ -113,7 +127,10 @@ test('recv DIR/FILE for a file not made yet reads as vg/lv; when DIR exists the 
   mkdirSync(join(state, 'tg'));
   const r = await runCli(['recv', 'tg/t.img'], { env, cwd: state });
   assert.equal(r.code, 3);
-  assert.match(r.stderr, /no such volume group: tg; target tg\/t\.img was read as an LVM name \(vg\/lv\), but tg exists here: to receive into a file, write \.\/tg\/t\.img/);
+  assert.match(
+    r.stderr,
+    /no such volume group: tg; target tg\/t\.img was read as an LVM name \(vg\/lv\), but tg exists here: to receive into a file, write \.\/tg\/t\.img/,
+  );
   assert.ok(!existsSync(join(state, 'tg', 't.img')));
 });
 
@@ -161,7 +178,10 @@ test('a device id unknown to the metadata (empty superblock, exit 0) is an error
 
 test('malformed thin_dump output: error names the line, reservation released', async () => {
   const bad = join(state, 'bad.xml');
-  writeFileSync(bad, readFileSync(join(samples, 'thin_dump-snap1.xml'), 'utf8').replace('<range_mapping origin_begin="2048"', '<range_mapping origin_begn="2048"'));
+  writeFileSync(
+    bad,
+    readFileSync(join(samples, 'thin_dump-snap1.xml'), 'utf8').replace('<range_mapping origin_begin="2048"', '<range_mapping origin_begn="2048"'),
+  );
   const r = await runCli(['plan', 'vg0/snap1'], { env: { ...env, FAKE_THIN_DUMP_XML: bad } });
   assert.equal(r.code, 7, r.stderr);
   assert.match(r.stderr, /line 4/);
@@ -212,7 +232,9 @@ test('two plans on one pool take turns (per-pool lock): no EBUSY, reserve/releas
   await waitFor(() => existsSync(join(state, 'thin_tool.pid')) && reserved(), 'the first plan to hold the reservation');
   const b = startCli(['plan', 'vg0/snap1'], { env: { ...env, FAKE_THIN_GATE: gate, THINSHIP_LOG: 'info' } });
   let bErr = '';
-  b.child.stderr!.on('data', (d: Buffer | string) => { bErr += String(d); });
+  b.child.stderr!.on('data', (d: Buffer | string) => {
+    bErr += String(d);
+  });
   await waitFor(() => /waiting for our turn/.test(bErr), 'the second plan to wait for the pool lock');
   assert.deepEqual(dmMessages(), ['reserve_metadata_snap'], 'the second plan did not touch the pool while the first held it');
   writeFileSync(gate, '');
@@ -228,7 +250,11 @@ test('a plan killed with SIGKILL leaves the reservation (the kernel frees its lo
   await waitFor(() => existsSync(join(state, 'thin_tool.pid')) && reserved(), 'thin_dump to start');
   child.kill('SIGKILL');
   await result;
-  try { process.kill(Number(readFileSync(join(state, 'thin_tool.pid'), 'utf8')), 'SIGKILL'); } catch { /* already gone */ }
+  try {
+    process.kill(Number(readFileSync(join(state, 'thin_tool.pid'), 'utf8')), 'SIGKILL');
+  } catch {
+    /* already gone */
+  }
   assert.ok(reserved(), 'a crashed run leaves the reservation behind');
   const r = await runCli(['plan', 'vg0/snap1'], { env });
   assert.equal(r.code, 0, r.stderr);
@@ -239,8 +265,18 @@ test('a plan killed with SIGKILL leaves the reservation (the kernel frees its lo
 
 test("the receiver's LVM pool rule: an LV of another thin pool is refused (checked against lvs) before anything is activated or recorded", async () => {
   const begin: TransferBegin = {
-    transferId: 'pool-rule', target: 'vg0/thin1', incremental: false, volumeSizeBytes: 268435456, blockSizeBytes: KiB64, sourceId: 's', baseId: '',
-    plannedDataBytes: 0, plannedUnmapBytes: 0, resumeOffsetBytes: 0, compression: 'none', checksum: 'sha256',
+    transferId: 'pool-rule',
+    target: 'vg0/thin1',
+    incremental: false,
+    volumeSizeBytes: 268435456,
+    blockSizeBytes: KiB64,
+    sourceId: 's',
+    baseId: '',
+    plannedDataBytes: 0,
+    plannedUnmapBytes: 0,
+    resumeOffsetBytes: 0,
+    compression: 'none',
+    checksum: 'sha256',
   };
   const saved = { PATH: process.env.PATH, FAKE_STATE: process.env.FAKE_STATE, FAKE_LVS_JSON: process.env.FAKE_LVS_JSON };
   Object.assign(process.env, { PATH: env.PATH, FAKE_STATE: state, FAKE_LVS_JSON: lvsJson });
@@ -249,8 +285,13 @@ test("the receiver's LVM pool rule: an LV of another thin pool is refused (check
     const reg = new TransferRegistry({ stateDir: join(state, `rx-${pool}`), policy, log: pino({ level: 'silent' }), decodeWorkers: 0 });
     await reg.start();
     try {
-      async function* none() { /* refused before the first record is read */ }
-      return await reg.apply({ name: 'who', names: ['who'] }, begin, none()).then(() => undefined, (e: ThinshipError) => e);
+      async function* none() {
+        /* refused before the first record is read */
+      }
+      return await reg.apply({ name: 'who', names: ['who'] }, begin, none()).then(
+        () => undefined,
+        (e: ThinshipError) => e,
+      );
     } finally {
       await reg.close();
     }
@@ -261,12 +302,19 @@ test("the receiver's LVM pool rule: an LV of another thin pool is refused (check
     assert.ok(denied instanceof ThinshipError);
     assert.equal(denied.code, 'PERMISSION_DENIED', denied.message);
     assert.match(denied.message, /thin pool vg0\/pool, not in the allowed pool vg0\/otherpool/);
-    assert.deepEqual(calls().map((c) => c.split(' ')[0]), ['lvs'], 'only lvs ran: nothing activated');
+    assert.deepEqual(
+      calls().map((c) => c.split(' ')[0]),
+      ['lvs'],
+      'only lvs ran: nothing activated',
+    );
     assert.ok(!existsSync(join(state, 'rx-otherpool', 'transfers', 'pool-rule.json')), 'nothing recorded');
     // the rule naming the right pool gets past the check (and then fails only because the fake has no device)
     const other = await attempt('pool');
     assert.ok(other === undefined || other.code !== 'PERMISSION_DENIED', other?.message);
   } finally {
-    for (const [k, v] of Object.entries(saved)) { if (v === undefined) delete process.env[k]; else process.env[k] = v; }
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
   }
 });

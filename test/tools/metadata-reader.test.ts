@@ -58,7 +58,7 @@ async function assertSamePlans(meta: string, ids: number[], extra: string[] = []
   let ops = 0;
   const cases = [...ids.map((i) => [String(i)]), ...ids.flatMap((a) => ids.filter((b) => b !== a).map((b) => [String(a), String(b)]))];
   for (const names of cases) {
-    const ref = await planJson(meta, names, 'thin-tools', extra) as { ops?: unknown[]; refused?: number };
+    const ref = (await planJson(meta, names, 'thin-tools', extra)) as { ops?: unknown[]; refused?: number };
     const nat = await planJson(meta, names, 'native', extra);
     assert.deepEqual(nat, ref, `plan ${names.join(' ')} ${extra.join(' ')}`);
     if (ref.refused !== undefined) {
@@ -133,12 +133,23 @@ function kernelShapedPool(path: string, n: number, changes: (set: (key: number, 
   const rootA = img.build(entries, 8);
   img.commit(); // the snapshot: from here on every node is shared
   let rootB = rootA;
-  changes((k, v) => { rootB = img.set(rootB, k, v); });
-  const top = img.build([[1, u64Value(rootA)], [2, u64Value(rootB)]], 8);
-  const details = img.build([
-    [1, deviceDetails({ mappedBlocks: n, transaction: 1, creationTime: 0, snapTime: 0 })],
-    [2, deviceDetails({ mappedBlocks: img.entries(rootB).length, transaction: 2, creationTime: 1, snapTime: 1 })],
-  ], 24);
+  changes((k, v) => {
+    rootB = img.set(rootB, k, v);
+  });
+  const top = img.build(
+    [
+      [1, u64Value(rootA)],
+      [2, u64Value(rootB)],
+    ],
+    8,
+  );
+  const details = img.build(
+    [
+      [1, deviceDetails({ mappedBlocks: n, transaction: 1, creationTime: 0, snapTime: 0 })],
+      [2, deviceDetails({ mappedBlocks: img.entries(rootB).length, transaction: 2, creationTime: 1, snapTime: 1 })],
+    ],
+    24,
+  );
   img.write(path, { mappingRoot: top, detailsRoot: details, dataBlockSizeSectors: 128, nrDataBlocks: 8 * n, time: 2, transaction: 2 });
   return { img, rootA, rootB, treeBlocks: new Set([...img.reachable(rootA), ...img.reachable(rootB)]).size };
 }
@@ -154,72 +165,82 @@ async function toolPlans(meta: string, args: { full?: number; left?: number; rig
   return r.plan;
 }
 
-test('kernel-shaped metadata read through the held root: plans equal thin_dump -m / thin_delta -m; a small change reads a handful of blocks', { timeout: 120_000 }, async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'thinship-native-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  const meta = join(dir, 'meta.bin');
-  const N = 200_000;
-  const pool = kernelShapedPool(meta, N, (set) => {
-    set(1001, blockTime(900_001, 2));       // a new block in a hole
-    set(1002, blockTime(900_002, 2));       // overwrites: different data
-    set(2 * 150_000, undefined);            // a discard
-    set(2 * N + 10, blockTime(900_003, 2)); // past the origin's last block
-  });
-  assert.ok(pool.treeBlocks > 1000, `the trees hold ${pool.treeBlocks} blocks`);
+test(
+  'kernel-shaped metadata read through the held root: plans equal thin_dump -m / thin_delta -m; a small change reads a handful of blocks',
+  { timeout: 120_000 },
+  async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'thinship-native-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const meta = join(dir, 'meta.bin');
+    const N = 200_000;
+    const pool = kernelShapedPool(meta, N, (set) => {
+      set(1001, blockTime(900_001, 2)); // a new block in a hole
+      set(1002, blockTime(900_002, 2)); // overwrites: different data
+      set(2 * 150_000, undefined); // a discard
+      set(2 * N + 10, blockTime(900_003, 2)); // past the origin's last block
+    });
+    assert.ok(pool.treeBlocks > 1000, `the trees hold ${pool.treeBlocks} blocks`);
 
-  // Reference: thin_delta -m and thin_dump -m (the tools read the metadata snapshot too).
-  for (const [left, right] of [[1, 2], [2, 1]] as const) {
-    const ref = await toolPlans(meta, { left, right });
-    const refOps = await allOps(ref);
-    await ref.close();
-    assert.ok(refOps.length >= 3, 'the change shows in the reference plan');
-    const r = await MetadataReader.open(meta, { useMetadataSnap: true, dropCache: true });
+    // Reference: thin_delta -m and thin_dump -m (the tools read the metadata snapshot too).
+    for (const [left, right] of [
+      [1, 2],
+      [2, 1],
+    ] as const) {
+      const ref = await toolPlans(meta, { left, right });
+      const refOps = await allOps(ref);
+      await ref.close();
+      assert.ok(refOps.length >= 3, 'the change shows in the reference plan');
+      const r = await MetadataReader.open(meta, { useMetadataSnap: true, dropCache: true });
+      try {
+        const d = await nativeDeltaPlan(r, left, right, {});
+        assert.deepEqual(await allOps(d.plan), refOps, `delta ${left}->${right}`);
+        assert.deepEqual(d.plan.totals, ref.totals);
+        assert.equal(d.superblock.nrDataBlocks, 0, 'a metadata snapshot has no space map roots');
+        await d.plan.close();
+        // The skip: superblocks, two device lookups in two trees, two right spines and the changed paths only.
+        t.diagnostic(`delta ${left}->${right}: ${r.blocks.blocksRead} metadata blocks read; the two trees hold ${pool.treeBlocks}`);
+        assert.ok(r.blocks.blocksRead < 40, `delta ${left}->${right} read ${r.blocks.blocksRead} blocks of ${pool.treeBlocks}`);
+      } finally {
+        await r.close();
+      }
+    }
+
+    // Full sends of both devices (every leaf read) equal thin_dump -m.
+    for (const dev of [1, 2]) {
+      const ref = await toolPlans(meta, { full: dev });
+      const refOps = await allOps(ref);
+      await ref.close();
+      const n = await planNative({ metadataPath: meta, useMetadataSnap: true, snapDevId: dev }, { choice: 'native' });
+      assert.ok(n);
+      assert.deepEqual(await allOps(n.plan), refOps, `full ${dev}`);
+      await n.plan.close();
+    }
+
+    // An identical snapshot (same root): no mapping block is read at all.
+    const same = join(dir, 'same.bin');
+    const p2 = kernelShapedPool(same, 20_000, () => undefined);
+    assert.equal(p2.rootA, p2.rootB);
+    const r = await MetadataReader.open(same, { useMetadataSnap: true });
     try {
-      const d = await nativeDeltaPlan(r, left, right, {});
-      assert.deepEqual(await allOps(d.plan), refOps, `delta ${left}->${right}`);
-      assert.deepEqual(d.plan.totals, ref.totals);
-      assert.equal(d.superblock.nrDataBlocks, 0, 'a metadata snapshot has no space map roots');
+      const d = await nativeDeltaPlan(r, 1, 2, {});
+      assert.deepEqual(await allOps(d.plan), []);
+      assert.equal(d.plan.totals.volumeSizeBytes, (2 * 19_999 + 1) * 64 * 1024, 'the extent still runs to the last mapped block, as thin_delta says');
       await d.plan.close();
-      // The skip: superblocks, two device lookups in two trees, two right spines and the changed paths only.
-      t.diagnostic(`delta ${left}->${right}: ${r.blocks.blocksRead} metadata blocks read; the two trees hold ${pool.treeBlocks}`);
-      assert.ok(r.blocks.blocksRead < 40, `delta ${left}->${right} read ${r.blocks.blocksRead} blocks of ${pool.treeBlocks}`);
+      assert.ok(r.blocks.blocksRead < 12, `read ${r.blocks.blocksRead} blocks`);
     } finally {
       await r.close();
     }
-  }
-
-  // Full sends of both devices (every leaf read) equal thin_dump -m.
-  for (const dev of [1, 2]) {
-    const ref = await toolPlans(meta, { full: dev });
-    const refOps = await allOps(ref);
-    await ref.close();
-    const n = await planNative({ metadataPath: meta, useMetadataSnap: true, snapDevId: dev }, { choice: 'native' });
-    assert.ok(n);
-    assert.deepEqual(await allOps(n.plan), refOps, `full ${dev}`);
-    await n.plan.close();
-  }
-
-  // An identical snapshot (same root): no mapping block is read at all.
-  const same = join(dir, 'same.bin');
-  const p2 = kernelShapedPool(same, 20_000, () => undefined);
-  assert.equal(p2.rootA, p2.rootB);
-  const r = await MetadataReader.open(same, { useMetadataSnap: true });
-  try {
-    const d = await nativeDeltaPlan(r, 1, 2, {});
-    assert.deepEqual(await allOps(d.plan), []);
-    assert.equal(d.plan.totals.volumeSizeBytes, (2 * 19_999 + 1) * 64 * 1024, 'the extent still runs to the last mapped block, as thin_delta says');
-    await d.plan.close();
-    assert.ok(r.blocks.blocksRead < 12, `read ${r.blocks.blocksRead} blocks`);
-  } finally {
-    await r.close();
-  }
-});
+  },
+);
 
 test('no metadata snapshot held: the native reader says NO_METADATA_SNAP', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'thinship-native-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
   const pool = await generatePool(dir, { seed: 5, mappings: 100 });
-  await assert.rejects(MetadataReader.open(pool.metadataPath, { useMetadataSnap: true }), (e: unknown) => e instanceof ThinshipError && e.code === 'NO_METADATA_SNAP');
+  await assert.rejects(
+    MetadataReader.open(pool.metadataPath, { useMetadataSnap: true }),
+    (e: unknown) => e instanceof ThinshipError && e.code === 'NO_METADATA_SNAP',
+  );
 });
 
 test('the same data block at another time is unchanged for both readers (thin_delta compares data blocks, not times)', async (t) => {
@@ -227,10 +248,42 @@ test('the same data block at another time is unchanged for both readers (thin_de
   t.after(() => rm(dir, { recursive: true, force: true }));
   const meta = join(dir, 'meta.bin');
   const img = new MetadataImage();
-  const a = img.build([[0, blockTime(5, 0)], [1, blockTime(6, 0)], [2, blockTime(9, 0)]], 8);
-  const b = img.build([[0, blockTime(5, 3)], [1, blockTime(7, 0)]], 8);
+  const a = img.build(
+    [
+      [0, blockTime(5, 0)],
+      [1, blockTime(6, 0)],
+      [2, blockTime(9, 0)],
+    ],
+    8,
+  );
+  const b = img.build(
+    [
+      [0, blockTime(5, 3)],
+      [1, blockTime(7, 0)],
+    ],
+    8,
+  );
   const details = (n: number) => deviceDetails({ mappedBlocks: n, transaction: 1, creationTime: 0, snapTime: 0 });
-  img.write(meta, { mappingRoot: img.build([[1, u64Value(a)], [2, u64Value(b)]], 8), detailsRoot: img.build([[1, details(3)], [2, details(2)]], 24), dataBlockSizeSectors: 128, nrDataBlocks: 100, time: 3, transaction: 2 });
+  img.write(meta, {
+    mappingRoot: img.build(
+      [
+        [1, u64Value(a)],
+        [2, u64Value(b)],
+      ],
+      8,
+    ),
+    detailsRoot: img.build(
+      [
+        [1, details(3)],
+        [2, details(2)],
+      ],
+      24,
+    ),
+    dataBlockSizeSectors: 128,
+    nrDataBlocks: 100,
+    time: 3,
+    transaction: 2,
+  });
   const ref = await toolPlans(meta, { left: 1, right: 2 });
   const refOps = await allOps(ref);
   await ref.close();
@@ -239,5 +292,8 @@ test('the same data block at another time is unchanged for both readers (thin_de
   const ops = await allOps(n.plan);
   await n.plan.close();
   assert.deepEqual(ops, refOps);
-  assert.deepEqual(ops, [{ kind: 'data', offsetBytes: 64 * 1024, lengthBytes: 64 * 1024 }, { kind: 'unmap', offsetBytes: 128 * 1024, lengthBytes: 64 * 1024 }]);
+  assert.deepEqual(ops, [
+    { kind: 'data', offsetBytes: 64 * 1024, lengthBytes: 64 * 1024 },
+    { kind: 'unmap', offsetBytes: 128 * 1024, lengthBytes: 64 * 1024 },
+  ]);
 });

@@ -33,7 +33,10 @@ test('plan and send of an offline incremental given newer first: exit 4 naming b
   for (const cmd of ['plan', 'send']) {
     const r = await runCli([cmd, newer, older, ...offline]);
     assert.equal(r.code, 4, `${cmd}: ${r.stderr}`);
-    assert.match(r.stderr, new RegExp(`base device ${newer} \\(creation_time 1, transaction 1\\) is not older than snapshot device ${older} \\(creation_time 0, transaction 0\\)`));
+    assert.match(
+      r.stderr,
+      new RegExp(`base device ${newer} \\(creation_time 1, transaction 1\\) is not older than snapshot device ${older} \\(creation_time 0, transaction 0\\)`),
+    );
     assert.match(r.stderr, /give the older snapshot first/);
     assert.equal(r.stdout, '', `${cmd}: nothing sent`);
   }
@@ -70,23 +73,47 @@ test('--volume-size below the end of the last mapping: refused (exit 2) naming t
 });
 
 test('checkOfflineOrder: creation_time first, then transaction', () => {
-  const dev = (devId: number, creationTime: number, transaction: number): ThinDevice => ({ devId, mappedBlocks: 0, transaction, creationTime, snapTime: creationTime });
+  const dev = (devId: number, creationTime: number, transaction: number): ThinDevice => ({
+    devId,
+    mappedBlocks: 0,
+    transaction,
+    creationTime,
+    snapTime: creationTime,
+  });
   const devs = [dev(1, 0, 0), dev(2, 1, 1), dev(3, 1, 2), dev(4, 2, 1)];
   checkOfflineOrder(devs, 1, 2, 'm');
   checkOfflineOrder(devs, 2, 3, 'm'); // same creation_time: the earlier transaction is older
   checkOfflineOrder(devs, 3, 4, 'm'); // a later creation_time wins over a smaller transaction
-  for (const [b, s] of [[2, 1], [3, 2], [4, 3], [2, 2]] as const) {
-    assert.throws(() => checkOfflineOrder(devs, b, s, 'm'), (e: unknown) => e instanceof ThinshipError && e.code === 'INVALID_SOURCE', `${b} ${s}`);
+  for (const [b, s] of [
+    [2, 1],
+    [3, 2],
+    [4, 3],
+    [2, 2],
+  ] as const) {
+    assert.throws(
+      () => checkOfflineOrder(devs, b, s, 'm'),
+      (e: unknown) => e instanceof ThinshipError && e.code === 'INVALID_SOURCE',
+      `${b} ${s}`,
+    );
   }
-  assert.throws(() => checkOfflineOrder(devs, 5, 1, 'm'), (e: unknown) => e instanceof ThinshipError && e.code === 'NOT_FOUND' && /BASE: thin device id 5/.test(e.message));
+  assert.throws(
+    () => checkOfflineOrder(devs, 5, 1, 'm'),
+    (e: unknown) => e instanceof ThinshipError && e.code === 'NOT_FOUND' && /BASE: thin device id 5/.test(e.message),
+  );
 });
 
 test('thin_dump --skip-mappings output that holds a mapping is bad metadata', async () => {
-  const xml = '<superblock uuid="" time="0" transaction="1" data_block_size="128" nr_data_blocks="4">\n' +
+  const xml =
+    '<superblock uuid="" time="0" transaction="1" data_block_size="128" nr_data_blocks="4">\n' +
     '  <device dev_id="1" mapped_blocks="1" transaction="0" creation_time="0" snap_time="0">\n' +
     '    <single_mapping origin_block="0" data_block="0" time="0"/>\n  </device>\n</superblock>\n';
-  await assert.rejects(parseThinDump(Readable.from([xml]), { onMappings: () => undefined }, { skipMappings: true }),
-    (e: unknown) => e instanceof ThinshipError && e.code === 'BAD_METADATA' && /no mappings/.test(e.message));
+  await assert.rejects(
+    parseThinDump(Readable.from([xml]), { onMappings: () => undefined }, { skipMappings: true }),
+    (e: unknown) => e instanceof ThinshipError && e.code === 'BAD_METADATA' && /no mappings/.test(e.message),
+  );
   const r = await parseThinDump(Readable.from([xml.replace(/ +<single_mapping[^\n]*\n/, '')]), { onMappings: () => undefined }, { skipMappings: true });
-  assert.deepEqual(r.devices.map((d) => [d.devId, d.mappedBlocks]), [[1, 1]]);
+  assert.deepEqual(
+    r.devices.map((d) => [d.devId, d.mappedBlocks]),
+    [[1, 1]],
+  );
 });

@@ -45,7 +45,11 @@ function residentBytes(path: string): number {
 function readWhole(path: string): void {
   const fd = openSync(path, 'r');
   const buf = Buffer.alloc(4 * MiB);
-  try { while (readSync(fd, buf, 0, buf.length, null) > 0); } finally { closeSync(fd); }
+  try {
+    while (readSync(fd, buf, 0, buf.length, null) > 0);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 test('a pipe-mode send of a cached 256 MiB source leaves at most 5 % of it in the page cache', async (t) => {
@@ -56,14 +60,27 @@ test('a pipe-mode send of a cached 256 MiB source leaves at most 5 % of it in th
   const devNull = openSync('/dev/null', 'w');
   let stderr = '';
   const code = await new Promise<number | null>((resolve, reject) => {
-    const child = spawn(process.execPath, [cliPath, 'send', '-q', '--pool-metadata', metadataPath, '--pool-data', dataPath, '1'], { stdio: ['ignore', devNull, 'pipe'] });
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
-    const t = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`send did not finish in 120 s: ${stderr}`)); }, 120_000);
-    child.on('close', (c) => { clearTimeout(t); resolve(c); });
+    const child = spawn(process.execPath, [cliPath, 'send', '-q', '--pool-metadata', metadataPath, '--pool-data', dataPath, '1'], {
+      stdio: ['ignore', devNull, 'pipe'],
+    });
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+    });
+    const t = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`send did not finish in 120 s: ${stderr}`));
+    }, 120_000);
+    child.on('close', (c) => {
+      clearTimeout(t);
+      resolve(c);
+    });
   });
   closeSync(devNull);
   assert.equal(code, 0, stderr);
   const left = residentBytes(dataPath);
   t.diagnostic(`resident before the send ${cached} bytes, after ${left} bytes`);
-  assert.ok(left <= VOLUME_BYTES * MAX_RESIDENT_FRACTION, `after the send ${left} bytes (${(100 * left / VOLUME_BYTES).toFixed(1)} %) of the source are still in the page cache (before: ${cached})`);
+  assert.ok(
+    left <= VOLUME_BYTES * MAX_RESIDENT_FRACTION,
+    `after the send ${left} bytes (${((100 * left) / VOLUME_BYTES).toFixed(1)} %) of the source are still in the page cache (before: ${cached})`,
+  );
 });

@@ -27,12 +27,15 @@ const end = (nChunks: number, nData: number) => Buffer.concat([hdr(0, 24, 3), st
  * Runs `thinship recv target` as a child of python3, which reports the child's
  * exact peak RSS (getrusage RUSAGE_CHILDREN, KiB) on the last stderr line.
  */
-const RUSAGE_WRAPPER = 'import resource, subprocess, sys\nrc = subprocess.call(sys.argv[1:])\nsys.stderr.write("\\nmaxrss_kib=%d\\n" % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\nsys.exit(rc)';
+const RUSAGE_WRAPPER =
+  'import resource, subprocess, sys\nrc = subprocess.call(sys.argv[1:])\nsys.stderr.write("\\nmaxrss_kib=%d\\n" % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\nsys.exit(rc)';
 
 async function recvFrom(target: string, feed: (stdin: Writable) => Promise<void>): Promise<{ code: number | null; stderr: string; maxRssMiB: number }> {
   const child = spawn('python3', ['-c', RUSAGE_WRAPPER, process.execPath, cliPath, 'recv', target], { stdio: ['pipe', 'ignore', 'pipe'] });
   let stderr = '';
-  child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+  });
   const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
   // A receiver that refuses the stream closes the pipe early: the writer then stops (EPIPE is expected, not a failure).
   child.stdin.on('error', () => undefined);
@@ -53,7 +56,12 @@ async function put(w: Writable, b: Buffer): Promise<boolean> {
   if (w.destroyed || w.writableEnded) return false;
   if (w.write(b)) return true;
   await new Promise<void>((resolve) => {
-    const done = () => { w.off('drain', done); w.off('close', done); w.off('error', done); resolve(); };
+    const done = () => {
+      w.off('drain', done);
+      w.off('close', done);
+      w.off('error', done);
+      resolve();
+    };
     w.on('drain', done);
     w.on('close', done);
     w.on('error', done);
@@ -70,7 +78,12 @@ async function put(w: Writable, b: Buffer): Promise<boolean> {
 const BASE_BLOCK = (() => {
   const b = Buffer.allocUnsafe(MiB);
   let x = 0x9e3779b9;
-  for (let i = 0; i < MiB; i += 4) { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; b.writeUInt32LE(x >>> 0, i); }
+  for (let i = 0; i < MiB; i += 4) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    b.writeUInt32LE(x >>> 0, i);
+  }
   return b;
 })();
 function patternBlock(i: number, bytes: number): Buffer {
@@ -112,7 +125,10 @@ async function hashRange(path: string, offset: number, length: number): Promise<
   }
 }
 
-for (const [recordBytes, label] of [[128 * MiB, '128 MiB'], [GiB, '1 GiB']] as const) {
+for (const [recordBytes, label] of [
+  [128 * MiB, '128 MiB'],
+  [GiB, '1 GiB'],
+] as const) {
   test(`one ${label} DATA record (thin_send style) through a pipe into a sparse file: byte-exact, recv peak RSS < 150 MiB`, { timeout: 300_000 }, async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'thinship-bigrec-'));
     t.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -132,18 +148,25 @@ for (const [recordBytes, label] of [[128 * MiB, '128 MiB'], [GiB, '1 GiB']] as c
   });
 }
 
-test('a 128 MiB DATA record cut short inside its payload: exit 10 naming the stream byte and volume offset, what was written said', { timeout: 120_000 }, async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'thinship-bigrec-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const target = join(dir, 'target.img');
-  writeFileSync(target, '');
-  truncateSync(target, 256 * MiB);
-  const r = await recvFrom(target, (w) => feedRecord(w, 2 * MiB, 128 * MiB, 100 * MiB + 12345, createHash('sha256')));
-  assert.equal(r.code, 10, r.stderr);
-  assert.match(r.stderr, /bad stream at byte 56 \(record 2, DATA payload, volume offset 2097152\): truncated payload: the stream ends at byte 104870001, after 104869945 of 134217728 bytes/);
-  // Pieces of 4 MiB were written as they came: 25 of them before the short one.
-  assert.match(r.stderr, /applied before the error: 1 data records \(104857600 bytes written\)/);
-});
+test(
+  'a 128 MiB DATA record cut short inside its payload: exit 10 naming the stream byte and volume offset, what was written said',
+  { timeout: 120_000 },
+  async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'thinship-bigrec-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const target = join(dir, 'target.img');
+    writeFileSync(target, '');
+    truncateSync(target, 256 * MiB);
+    const r = await recvFrom(target, (w) => feedRecord(w, 2 * MiB, 128 * MiB, 100 * MiB + 12345, createHash('sha256')));
+    assert.equal(r.code, 10, r.stderr);
+    assert.match(
+      r.stderr,
+      /bad stream at byte 56 \(record 2, DATA payload, volume offset 2097152\): truncated payload: the stream ends at byte 104870001, after 104869945 of 134217728 bytes/,
+    );
+    // Pieces of 4 MiB were written as they came: 25 of them before the short one.
+    assert.match(r.stderr, /applied before the error: 1 data records \(104857600 bytes written\)/);
+  },
+);
 
 test('a 128 MiB DATA record past the end of a 64 MiB target (no size in the stream): refused before any of it is written', { timeout: 120_000 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'thinship-bigrec-'));
@@ -153,7 +176,10 @@ test('a 128 MiB DATA record past the end of a 64 MiB target (no size in the stre
   const before = await hashRange(target, 0, 64 * MiB);
   const r = await recvFrom(target, (w) => feedRecord(w, 0, 128 * MiB, 128 * MiB, createHash('sha256')));
   assert.equal(r.code, 10, r.stderr);
-  assert.match(r.stderr, /data record beyond the target \(record 2, volume offset 0, length 134217728\): target .* is 67108864 bytes; nothing was applied to the target/);
+  assert.match(
+    r.stderr,
+    /data record beyond the target \(record 2, volume offset 0, length 134217728\): target .* is 67108864 bytes; nothing was applied to the target/,
+  );
   assert.equal(await hashRange(target, 0, 64 * MiB), before, 'target untouched');
   assert.equal(statSync(target).size, 64 * MiB);
 });

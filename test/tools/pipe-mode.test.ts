@@ -29,7 +29,13 @@ before(async () => {
   img2 = expectedImage(pool.metadataPath, pool.dataPath, pool.snapDevId, pool.volumeSizeBytes);
 });
 after(() => {
-  for (const l of loops) { try { execFileSync('losetup', ['-d', l]); } catch { /* gone */ } }
+  for (const l of loops) {
+    try {
+      execFileSync('losetup', ['-d', l]);
+    } catch {
+      /* gone */
+    }
+  }
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -49,13 +55,19 @@ function assertSameImage(actual: Buffer, expected: Buffer, what: string) {
   if (!actual.equals(expected)) {
     const blk = pool.blockBytes;
     for (let off = 0; off < expected.length; off += blk) {
-      if (!actual.subarray(off, off + blk).equals(expected.subarray(off, off + blk))) assert.fail(`${what}: first difference in block ${off / blk} (offset ${off})`);
+      if (!actual.subarray(off, off + blk).equals(expected.subarray(off, off + blk)))
+        assert.fail(`${what}: first difference in block ${off / blk} (offset ${off})`);
     }
   }
 }
 
 async function freePort(): Promise<number> {
-  return new Promise((resolve) => { const s = createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => resolve(p)); }); });
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
 }
 
 test('send | recv onto a new sparse file: full, then incremental, byte-exact; discarded ranges read as zeros', async () => {
@@ -75,7 +87,10 @@ test('send | recv onto a new sparse file: full, then incremental, byte-exact; di
 
 test('through zstd -1 | socat over loopback, as LINSTOR pipes thin_send', async () => {
   const target = join(dir, 'socat.img');
-  for (const [ids, expected] of [[[pool.baseDevId], img1], [[pool.baseDevId, pool.snapDevId], img2]] as const) {
+  for (const [ids, expected] of [
+    [[pool.baseDevId], img1],
+    [[pool.baseDevId, pool.snapDevId], img2],
+  ] as const) {
     const port = await freePort();
     const receiver = sh(`socat -u TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr STDOUT | zstd -d | ${recv(target)}`);
     await new Promise((r) => setTimeout(r, 300));
@@ -132,9 +147,13 @@ test('empty input (a format 1.0 stream without records) is accepted as thin_recv
   // device given twice is refused as a source (exit 4) before anything is written.
   const sameXml = join(dir, 'same.xml');
   const sameMeta = join(dir, 'same.tmeta');
-  const dev = (id: number, tx: number) => `  <device dev_id="${id}" mapped_blocks="2" transaction="${tx}" creation_time="${tx}" snap_time="${tx}">\n` +
+  const dev = (id: number, tx: number) =>
+    `  <device dev_id="${id}" mapped_blocks="2" transaction="${tx}" creation_time="${tx}" snap_time="${tx}">\n` +
     '    <range_mapping origin_begin="0" data_begin="0" length="2" time="0"/>\n  </device>\n';
-  writeFileSync(sameXml, `<superblock uuid="" time="1" transaction="1" version="2" data_block_size="${pool.blockBytes / 512}" nr_data_blocks="16">\n${dev(1, 0)}${dev(2, 1)}</superblock>\n`);
+  writeFileSync(
+    sameXml,
+    `<superblock uuid="" time="1" transaction="1" version="2" data_block_size="${pool.blockBytes / 512}" nr_data_blocks="16">\n${dev(1, 0)}${dev(2, 1)}</superblock>\n`,
+  );
   writeFileSync(sameMeta, Buffer.alloc(0));
   truncateSync(sameMeta, 8 * 1024 * 1024);
   execFileSync('thin_restore', ['-i', sameXml, '-o', sameMeta]);

@@ -39,7 +39,10 @@ async function child(): Promise<void> {
     const after = readFileSync(join(shared, 'inside'), 'utf8');
     writeFileSync(join(shared, 'inside'), '');
     const exit = nowUs();
-    appendFileSync(join(shared, 'log'), `${process.pid} ${enter} ${exit} ${before === '' && after === String(process.pid) ? 'ok' : `overlap(before=${before},after=${after})`}\n`);
+    appendFileSync(
+      join(shared, 'log'),
+      `${process.pid} ${enter} ${exit} ${before === '' && after === String(process.pid) ? 'ok' : `overlap(before=${before},after=${after})`}\n`,
+    );
     await lock.release();
   }
 }
@@ -54,12 +57,21 @@ function startChild(args: string[]): { child: ChildProcess; exited: Promise<numb
 async function waitForLine(c: ChildProcess, line: string, ms = 20_000): Promise<void> {
   let out = '';
   const seen = new Promise<void>((resolve, reject) => {
-    c.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; if (out.includes(line)) resolve(); });
+    c.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      if (out.includes(line)) resolve();
+    });
     c.on('exit', () => reject(new Error(`child exited before printing "${line}" (printed: ${JSON.stringify(out)})`)));
   });
   let timer: NodeJS.Timeout | undefined;
-  const limit = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out waiting for "${line}"`)), ms); });
-  try { await Promise.race([seen, limit]); } finally { clearTimeout(timer); }
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out waiting for "${line}"`)), ms);
+  });
+  try {
+    await Promise.race([seen, limit]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 function tempDir(): string {
@@ -81,9 +93,16 @@ if (process.env[CHILD_ENV]) {
       const kids = Array.from({ length: N }, () => startChild(['contend', join(dir, 'locks'), 'vg0-pool', String(ITER), shared]));
       const codes = await Promise.all(kids.map((k) => k.exited));
       assert.deepEqual(codes, Array(N).fill(0));
-      const rows = readFileSync(join(shared, 'log'), 'utf8').trim().split('\n').map((l) => l.split(' '));
+      const rows = readFileSync(join(shared, 'log'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => l.split(' '));
       assert.equal(rows.length, N * ITER, 'every turn recorded');
-      assert.deepEqual(rows.filter((r) => r[3] !== 'ok'), [], 'nobody found another process inside');
+      assert.deepEqual(
+        rows.filter((r) => r[3] !== 'ok'),
+        [],
+        'nobody found another process inside',
+      );
       const spans = rows.map((r) => [Number(r[1]), Number(r[2])] as const).sort((a, b) => a[0] - b[0]);
       for (let i = 1; i < spans.length; i++) {
         assert.ok(spans[i]![0] >= spans[i - 1]![1], `turn ${i} entered at ${spans[i]![0]} us, before turn ${i - 1} left at ${spans[i - 1]![1]} us`);
@@ -94,7 +113,7 @@ if (process.env[CHILD_ENV]) {
     }
   });
 
-  test('a SIGKILLed owner\'s lock is free at once; while it lives, the timeout ends a wait and names its pid', async () => {
+  test("a SIGKILLed owner's lock is free at once; while it lives, the timeout ends a wait and names its pid", async () => {
     const dir = tempDir();
     const holder = startChild(['hold', dir, 'vg0-pool']);
     try {

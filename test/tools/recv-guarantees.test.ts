@@ -34,7 +34,12 @@ async function makeStream(ids: number[]): Promise<Buffer> {
 }
 
 /** `thinship recv TARGET [flags] < bytes`. */
-async function recvBytes(target: string, bytes: Buffer, flags: string[] = [], env: NodeJS.ProcessEnv = process.env): Promise<{ code: number | null; stderr: string }> {
+async function recvBytes(
+  target: string,
+  bytes: Buffer,
+  flags: string[] = [],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ code: number | null; stderr: string }> {
   const s = join(dir, `in-${process.hrtime.bigint()}.bin`);
   writeFileSync(s, bytes);
   const r = await sh(`${q(node)} ${q(cliPath)} recv ${flags.map(q).join(' ')} ${q(target)} < ${q(s)}`, env);
@@ -47,7 +52,8 @@ function assertImage(path: string, expected: Buffer, what: string) {
   assert.equal(actual.length, expected.length, `${what}: size`);
   if (!actual.equals(expected)) {
     for (let off = 0; off < expected.length; off += pool.blockBytes) {
-      if (!actual.subarray(off, off + pool.blockBytes).equals(expected.subarray(off, off + pool.blockBytes))) assert.fail(`${what}: first difference in block ${off / pool.blockBytes} (offset ${off})`);
+      if (!actual.subarray(off, off + pool.blockBytes).equals(expected.subarray(off, off + pool.blockBytes)))
+        assert.fail(`${what}: first difference in block ${off / pool.blockBytes} (offset ${off})`);
     }
   }
 }
@@ -56,7 +62,10 @@ function leftovers(target: string): string[] {
   return readdirSync(dirname(target)).filter((n) => n.startsWith(`.${basename(target)}.thinship-`) && !n.endsWith('-record'));
 }
 
-async function show(target: string, env: NodeJS.ProcessEnv = process.env): Promise<{ record: { record: { sourceId: string; baseId: string; digest: string }; store: string } | null; diverged: boolean; staged: unknown[] }> {
+async function show(
+  target: string,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ record: { record: { sourceId: string; baseId: string; digest: string }; store: string } | null; diverged: boolean; staged: unknown[] }> {
   const r = await runCli(['target', 'show', target, '--json'], { env });
   assert.equal(r.code, 0, r.stderr);
   return JSON.parse(r.stdout);
@@ -81,7 +90,9 @@ before(async () => {
   full2 = await makeStream([pool.snapDevId]);
   inc12 = await makeStream([pool.baseDevId, pool.snapDevId]);
 });
-after(() => { rmSync(dir, { recursive: true, force: true }); });
+after(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
 
 for (const store of ['xattr', 'sidecar'] as const) {
   const env = store === 'sidecar' ? { ...process.env, THINSHIP_TARGET_RECORD: 'sidecar' } : process.env;
@@ -178,7 +189,10 @@ test('sizes: an existing target smaller than the volume is refused (exit 11) unl
 
 test('truncated streams at many points: the target is exactly its previous snapshot, nothing left beside it', async () => {
   const t = await targetWithSnap1('truncated.img');
-  for (const [what, stream, previous] of [['incremental', inc12, img1], ['full', full2, img1]] as const) {
+  for (const [what, stream, previous] of [
+    ['incremental', inc12, img1],
+    ['full', full2, img1],
+  ] as const) {
     for (const frac of [0.02, 0.2, 0.5, 0.8, 0.97]) {
       const cut = Math.floor(stream.length * frac);
       const r = await recvBytes(t, stream.subarray(0, cut));
@@ -198,7 +212,11 @@ test('truncated streams at many points: the target is exactly its previous snaps
 function stagedBytes(t: string): number {
   let n = 0;
   for (const f of leftovers(t)) {
-    try { n += statSync(join(dirname(t), f)).blocks * 512; } catch { /* removed meanwhile */ }
+    try {
+      n += statSync(join(dirname(t), f)).blocks * 512;
+    } catch {
+      /* removed meanwhile */
+    }
   }
   return n;
 }
@@ -223,7 +241,10 @@ async function killMidApply(t: string, stream: Buffer, atBytes: number): Promise
 }
 
 test('SIGKILL of recv mid-apply at many points, then the next recv: the target is exactly the previous snapshot, or the new one after a complete stream', async () => {
-  for (const [what, stream] of [['incremental (undo journal)', inc12], ['full (staging file)', full2]] as const) {
+  for (const [what, stream] of [
+    ['incremental (undo journal)', inc12],
+    ['full (staging file)', full2],
+  ] as const) {
     const t = await targetWithSnap1(`killed-${what.split(' ')[0]}.img`);
     // The records' data is most of the stream, and what the stage holds grows to about as much.
     for (const frac of [0.05, 0.25, 0.5, 0.75, 0.9]) {

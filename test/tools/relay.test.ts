@@ -24,9 +24,20 @@ const within = (ms = WAIT_MS) => ({ signal: AbortSignal.timeout(ms) });
 
 async function serverOn(onConn: (s: net.Socket) => void): Promise<{ port: number; close(): Promise<void> }> {
   const conns = new Set<net.Socket>();
-  const srv = net.createServer({ allowHalfOpen: true }, (s) => { conns.add(s); s.on('close', () => conns.delete(s)); onConn(s); });
+  const srv = net.createServer({ allowHalfOpen: true }, (s) => {
+    conns.add(s);
+    s.on('close', () => conns.delete(s));
+    onConn(s);
+  });
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  return { port: (srv.address() as net.AddressInfo).port, close: () => new Promise((r) => { for (const c of conns) c.destroy(); srv.close(() => r()); }) };
+  return {
+    port: (srv.address() as net.AddressInfo).port,
+    close: () =>
+      new Promise((r) => {
+        for (const c of conns) c.destroy();
+        srv.close(() => r());
+      }),
+  };
 }
 
 /** Echo, and end when the peer ends. */
@@ -46,12 +57,22 @@ function readAll(s: net.Socket): Promise<Buffer> {
   s.on('data', (b: Buffer) => parts.push(b));
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error('timed out reading to the end of the stream')), WAIT_MS);
-    s.once('end', () => { clearTimeout(t); resolve(Buffer.concat(parts)); });
-    s.once('error', (e) => { clearTimeout(t); reject(e); });
+    s.once('end', () => {
+      clearTimeout(t);
+      resolve(Buffer.concat(parts));
+    });
+    s.once('error', (e) => {
+      clearTimeout(t);
+      reject(e);
+    });
   });
 }
 
-async function withRelay<T>(opts: Omit<Parameters<typeof startDelayRelay>[0], 'toHost' | 'toPort'>, target: (s: net.Socket) => void, fn: (r: DelayRelay) => Promise<T>): Promise<T> {
+async function withRelay<T>(
+  opts: Omit<Parameters<typeof startDelayRelay>[0], 'toHost' | 'toPort'>,
+  target: (s: net.Socket) => void,
+  fn: (r: DelayRelay) => Promise<T>,
+): Promise<T> {
   const srv = await serverOn(target);
   const relay = await startDelayRelay({ ...opts, toHost: '127.0.0.1', toPort: srv.port });
   try {
@@ -83,7 +104,7 @@ test('a round trip through the relay takes twice the one-way delay, and a half-c
     for (let i = 0; i < 5; i++) {
       const t0 = performance.now();
       c.write(`ping ${i}\n`);
-      const [b] = await once(c, 'data', within()) as [Buffer];
+      const [b] = (await once(c, 'data', within())) as [Buffer];
       rtts.push(performance.now() - t0);
       assert.equal(b.toString(), `ping ${i}\n`);
     }
@@ -128,62 +149,78 @@ test('every byte arrives, in order, in both directions (random write sizes, a de
 test('the relay holds the link rate', async () => {
   const rateBits = 80e6; // 10 MB/s
   const bytes = 6_000_000;
-  await withRelay({ delayMs: 0, rateBitsPerSecond: rateBits }, (s) => { s.resume(); s.on('end', () => s.end()); }, async (relay) => {
-    const c = await connect(relay.port);
-    const chunk = Buffer.alloc(64 * 1024, 1);
-    const t0 = performance.now();
-    let sent = 0;
-    while (sent < bytes) {
-      const n = Math.min(chunk.length, bytes - sent);
-      if (!c.write(chunk.subarray(0, n))) await once(c, 'drain', within());
-      sent += n;
-    }
-    c.end();
-    await once(c, 'end', within()); // the target ended after reading everything
-    const s = (performance.now() - t0) / 1000;
-    const rate = (bytes * 8) / s;
-    // The first chunk leaves at once; every later byte waits for the line: never faster than the rate.
-    assert.ok(rate <= rateBits * 1.02, `${(rate / 1e6).toFixed(1)} Mbit/s through an 80 Mbit/s line`);
-    assert.ok(rate >= rateBits * 0.5, `${(rate / 1e6).toFixed(1)} Mbit/s: far below the 80 Mbit/s line`);
-    assert.equal(relay.stats().up.bytes, bytes);
-    c.destroy();
-  });
+  await withRelay(
+    { delayMs: 0, rateBitsPerSecond: rateBits },
+    (s) => {
+      s.resume();
+      s.on('end', () => s.end());
+    },
+    async (relay) => {
+      const c = await connect(relay.port);
+      const chunk = Buffer.alloc(64 * 1024, 1);
+      const t0 = performance.now();
+      let sent = 0;
+      while (sent < bytes) {
+        const n = Math.min(chunk.length, bytes - sent);
+        if (!c.write(chunk.subarray(0, n))) await once(c, 'drain', within());
+        sent += n;
+      }
+      c.end();
+      await once(c, 'end', within()); // the target ended after reading everything
+      const s = (performance.now() - t0) / 1000;
+      const rate = (bytes * 8) / s;
+      // The first chunk leaves at once; every later byte waits for the line: never faster than the rate.
+      assert.ok(rate <= rateBits * 1.02, `${(rate / 1e6).toFixed(1)} Mbit/s through an 80 Mbit/s line`);
+      assert.ok(rate >= rateBits * 0.5, `${(rate / 1e6).toFixed(1)} Mbit/s: far below the 80 Mbit/s line`);
+      assert.equal(relay.stats().up.bytes, bytes);
+      c.destroy();
+    },
+  );
 });
 
 test('a full line stops reading its source (backpressure), then delivers everything once the reader reads', async () => {
   const capacityBytes = 512 * 1024;
   let gotTarget!: (s: net.Socket) => void;
-  const targetReady = new Promise<net.Socket>((r) => { gotTarget = r; });
-  // The target accepts and does not read.
-  await withRelay({ delayMs: 5, rateBitsPerSecond: 10e9, capacityBytes }, (s) => { s.pause(); gotTarget(s); }, async (relay) => {
-    const c = await connect(relay.port);
-    const chunk = randomBytes(64 * 1024);
-    let accepted = 0;
-    // Write until the client's own buffer backs up and stays backed up.
-    for (;;) {
-      const ok = c.write(chunk);
-      accepted += chunk.length;
-      if (!ok) {
-        const drained = await Promise.race([once(c, 'drain').then(() => true), new Promise((r) => setTimeout(() => r(false), 1500))]);
-        if (!drained) break;
-      }
-      assert.ok(accepted < 512 * 1024 * 1024, 'the relay never pushed back');
-    }
-    const st = relay.stats().up;
-    assert.ok(st.pauses >= 1, 'the relay paused its source');
-    // The relay holds at most its capacity plus what it had read when it paused (one socket read).
-    assert.ok(st.heldBytesMax <= capacityBytes + 128 * 1024, `held ${st.heldBytesMax} bytes with a capacity of ${capacityBytes}`);
-    // Now read: every byte written arrives (nothing dropped), in order.
-    const t = await targetReady;
-    const all = readAll(t);
-    t.resume();
-    c.end();
-    const got = await all;
-    const written = Math.floor(c.bytesWritten / chunk.length);
-    assert.equal(got.length, c.bytesWritten);
-    for (let i = 0; i < written; i++) assert.ok(got.subarray(i * chunk.length, (i + 1) * chunk.length).equals(chunk), `chunk ${i} differs`);
-    c.destroy();
+  const targetReady = new Promise<net.Socket>((r) => {
+    gotTarget = r;
   });
+  // The target accepts and does not read.
+  await withRelay(
+    { delayMs: 5, rateBitsPerSecond: 10e9, capacityBytes },
+    (s) => {
+      s.pause();
+      gotTarget(s);
+    },
+    async (relay) => {
+      const c = await connect(relay.port);
+      const chunk = randomBytes(64 * 1024);
+      let accepted = 0;
+      // Write until the client's own buffer backs up and stays backed up.
+      for (;;) {
+        const ok = c.write(chunk);
+        accepted += chunk.length;
+        if (!ok) {
+          const drained = await Promise.race([once(c, 'drain').then(() => true), new Promise((r) => setTimeout(() => r(false), 1500))]);
+          if (!drained) break;
+        }
+        assert.ok(accepted < 512 * 1024 * 1024, 'the relay never pushed back');
+      }
+      const st = relay.stats().up;
+      assert.ok(st.pauses >= 1, 'the relay paused its source');
+      // The relay holds at most its capacity plus what it had read when it paused (one socket read).
+      assert.ok(st.heldBytesMax <= capacityBytes + 128 * 1024, `held ${st.heldBytesMax} bytes with a capacity of ${capacityBytes}`);
+      // Now read: every byte written arrives (nothing dropped), in order.
+      const t = await targetReady;
+      const all = readAll(t);
+      t.resume();
+      c.end();
+      const got = await all;
+      const written = Math.floor(c.bytesWritten / chunk.length);
+      assert.equal(got.length, c.bytesWritten);
+      for (let i = 0; i < written; i++) assert.ok(got.subarray(i * chunk.length, (i + 1) * chunk.length).equals(chunk), `chunk ${i} differs`);
+      c.destroy();
+    },
+  );
 });
 
 test('a refused target resets the client connection', async () => {
@@ -197,7 +234,10 @@ test('a refused target resets the client connection', async () => {
     c.on('error', (e: NodeJS.ErrnoException) => errors.push(e.code ?? e.message));
     const hadError = await new Promise<boolean>((resolve, reject) => {
       const t = setTimeout(() => reject(new Error('the client connection was never closed')), WAIT_MS);
-      c.on('close', (h: boolean) => { clearTimeout(t); resolve(h); });
+      c.on('close', (h: boolean) => {
+        clearTimeout(t);
+        resolve(h);
+      });
     });
     assert.equal(hadError, true, 'reset, not a clean close (FIN)');
     assert.deepEqual(errors, ['ECONNRESET']);
@@ -208,9 +248,13 @@ test('a refused target resets the client connection', async () => {
 
 test('the command line prints its port and relays with the delay', async () => {
   const srv = await serverOn(echo);
-  const child = spawn(process.execPath, [join(repoRoot, 'dist/src/cli/delay-relay.js'), '--listen', '127.0.0.1:0', '--to', `127.0.0.1:${srv.port}`, '--rtt-ms', '60', '--rate', '100mbit'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(
+    process.execPath,
+    [join(repoRoot, 'dist/src/cli/delay-relay.js'), '--listen', '127.0.0.1:0', '--to', `127.0.0.1:${srv.port}`, '--rtt-ms', '60', '--rate', '100mbit'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   try {
-    const [line] = await once(child.stdout, 'data', within()) as [Buffer];
+    const [line] = (await once(child.stdout, 'data', within())) as [Buffer];
     const info = JSON.parse(line.toString()) as { port: number; delayMs: number; rateBitsPerSecond: number; capacityBytes: number };
     assert.equal(info.delayMs, 30);
     assert.equal(info.rateBitsPerSecond, 1e8);
@@ -218,12 +262,14 @@ test('the command line prints its port and relays with the delay', async () => {
     const c = await connect(info.port);
     const t0 = performance.now();
     c.write('hello');
-    const [b] = await once(c, 'data', within()) as [Buffer];
+    const [b] = (await once(c, 'data', within())) as [Buffer];
     assert.equal(b.toString(), 'hello');
     assert.ok(performance.now() - t0 >= 59, 'a 60 ms round trip');
     c.destroy();
     let err = '';
-    child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
     child.kill('SIGTERM');
     await once(child, 'exit', within());
     const stats = JSON.parse(err.trim().split('\n').pop()!) as { stats: { connections: number; up: { bytes: number } } };

@@ -35,18 +35,38 @@ function shellStatus(code: number | null, signal: NodeJS.Signals | null): number
 
 function descendants(pid: number): number[] {
   let out = '';
-  try { out = execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }); } catch { return []; } // pgrep exits 1 when there are none
+  try {
+    out = execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' });
+  } catch {
+    return [];
+  } // pgrep exits 1 when there are none
   const kids = out.split('\n').filter(Boolean).map(Number);
   return kids.flatMap((k) => [k, ...descendants(k)]);
 }
 
-const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
 
 function exited(child: ChildProcess, what: string): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
   return new Promise((resolve, reject) => {
-    if (child.exitCode !== null || child.signalCode !== null) { resolve({ code: child.exitCode, signal: child.signalCode }); return; }
-    const t = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`${what} did not exit within ${WAIT_MS} ms of the signal`)); }, WAIT_MS);
-    child.once('exit', (code, signal) => { clearTimeout(t); resolve({ code, signal }); });
+    if (child.exitCode !== null || child.signalCode !== null) {
+      resolve({ code: child.exitCode, signal: child.signalCode });
+      return;
+    }
+    const t = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${what} did not exit within ${WAIT_MS} ms of the signal`));
+    }, WAIT_MS);
+    child.once('exit', (code, signal) => {
+      clearTimeout(t);
+      resolve({ code, signal });
+    });
   });
 }
 
@@ -55,20 +75,38 @@ function outputMatching(stream: NodeJS.ReadableStream, re: RegExp, what: string)
   return new Promise((resolve, reject) => {
     let seen = '';
     const t = setTimeout(() => reject(new Error(`timed out waiting for ${what}; output so far: ${seen.slice(-2000)}`)), WAIT_MS);
-    const on = (d: Buffer) => { seen += d.toString('latin1'); if (re.test(seen)) { clearTimeout(t); stream.off('data', on); resolve(seen); } };
+    const on = (d: Buffer) => {
+      seen += d.toString('latin1');
+      if (re.test(seen)) {
+        clearTimeout(t);
+        stream.off('data', on);
+        resolve(seen);
+      }
+    };
     stream.on('data', on);
   });
 }
 
-for (const [sig, status] of [['SIGTERM', 143], ['SIGINT', 130]] as const) {
+for (const [sig, status] of [
+  ['SIGTERM', 143],
+  ['SIGINT', 130],
+] as const) {
   test(`${sig} to a pipe-mode send of an offline pool, stopped mid-stream: exit ${status}, no child left`, async () => {
-    const child = spawn(process.execPath, [cliPath, 'send', '-q', '--pool-metadata', pool.metadataPath, '--pool-data', pool.dataPath, String(pool.baseDevId)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [cliPath, 'send', '-q', '--pool-metadata', pool.metadataPath, '--pool-data', pool.dataPath, String(pool.baseDevId)], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+    });
     // the stream has begun: its first bytes are on stdout; then stop reading, so the send blocks mid-stream
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`no stream bytes on stdout within ${WAIT_MS} ms: ${stderr}`)), WAIT_MS);
-      child.stdout.once('data', () => { clearTimeout(t); child.stdout.pause(); resolve(); });
+      child.stdout.once('data', () => {
+        clearTimeout(t);
+        child.stdout.pause();
+        resolve();
+      });
     });
     const kids = descendants(child.pid!);
     assert.equal(child.exitCode, null, 'still sending (the volume is far larger than a pipe buffer)');
@@ -82,7 +120,9 @@ for (const [sig, status] of [['SIGTERM', 143], ['SIGINT', 130]] as const) {
 test('SIGTERM to `thinship demo` once its receiver listens: exit 143, no child left', async (t) => {
   const child = spawn(process.execPath, [cliPath, 'demo'], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
-  child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+  });
   const out = await outputMatching(child.stdout, /receiver: listening on/, 'the demo receiver to listen');
   const demoDir = /building an offline thin pool in (\S+)/.exec(out)![1]!;
   const kids = descendants(child.pid!);
@@ -101,16 +141,30 @@ test('SIGINT to `thinship transfer abort` waiting on a receiver that never answe
   // a TCP server that accepts and then says nothing (a hung receiver)
   const conns = new Set<Socket>();
   let connected!: () => void;
-  const gotConnection = new Promise<void>((r) => { connected = r; });
-  const srv = createServer((s) => { conns.add(s); connected(); });
+  const gotConnection = new Promise<void>((r) => {
+    connected = r;
+  });
+  const srv = createServer((s) => {
+    conns.add(s);
+    connected();
+  });
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
   const port = (srv.address() as { port: number }).port;
   try {
-    const child = spawn(process.execPath, [cliPath, 'transfer', 'abort', 'some-transfer', '--insecure', '--to', `127.0.0.1:${port}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [cliPath, 'transfer', 'abort', 'some-transfer', '--insecure', '--to', `127.0.0.1:${port}`], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+    });
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([gotConnection, new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`transfer abort never connected: ${stderr}`)), WAIT_MS); })]);
+    await Promise.race([
+      gotConnection,
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`transfer abort never connected: ${stderr}`)), WAIT_MS);
+      }),
+    ]);
     clearTimeout(timer);
     assert.equal(child.exitCode, null, `still waiting for the receiver: ${stderr}`);
     const t0 = Date.now();

@@ -44,17 +44,35 @@ async function walkPlan(plan: Plan): Promise<{ dataBytes: number; unmapBytes: nu
     for (const o of b) {
       if (o.offsetBytes < end) throw new Error(`op at ${o.offsetBytes} before the end of the previous one (${end})`);
       end = o.offsetBytes + o.lengthBytes;
-      if (o.kind === 'data') { s.dataBytes += o.lengthBytes; s.dataOps++; } else { s.unmapBytes += o.lengthBytes; s.unmapOps++; }
+      if (o.kind === 'data') {
+        s.dataBytes += o.lengthBytes;
+        s.dataOps++;
+      } else {
+        s.unmapBytes += o.lengthBytes;
+        s.unmapOps++;
+      }
     }
   }
   return s;
 }
 
-interface ChildArgs { metadataPath: string; devId: number; left: number; right: number; volumeSizeBytes: number; spoolDir: string }
+interface ChildArgs {
+  metadataPath: string;
+  devId: number;
+  left: number;
+  right: number;
+  volumeSizeBytes: number;
+  spoolDir: string;
+}
 interface ChildResult {
-  full: PlanTotals; fullWalk: Awaited<ReturnType<typeof walkPlan>>; fullMs: number;
-  delta: PlanTotals; deltaWalk: Awaited<ReturnType<typeof walkPlan>>; deltaMs: number;
-  mappingRecords: number; hwmKiB: number;
+  full: PlanTotals;
+  fullWalk: Awaited<ReturnType<typeof walkPlan>>;
+  fullMs: number;
+  delta: PlanTotals;
+  deltaWalk: Awaited<ReturnType<typeof walkPlan>>;
+  deltaMs: number;
+  mappingRecords: number;
+  hwmKiB: number;
 }
 
 /** The child: plans the full send (with the offline mapping spool) and the delta, then reports its peak RSS. */
@@ -100,25 +118,44 @@ function registerTests(): void {
 
     // The restored metadata prints exactly what the real pool printed.
     assert.equal((await runTool('thin_dump', [meta])).stdout, xml);
-    assert.equal((await runTool('thin_delta', ['--snap1', '2', '--snap2', '3', meta])).stdout, sample('thin_delta.xml').replace('nr_data_blocks="0"', POOL_BLOCKS));
-    assert.equal((await runTool('thin_delta', ['--verbose', '--snap1', '2', '--snap2', '3', meta])).stdout, sample('thin_delta-verbose.xml').replace('nr_data_blocks="0"', POOL_BLOCKS));
+    assert.equal(
+      (await runTool('thin_delta', ['--snap1', '2', '--snap2', '3', meta])).stdout,
+      sample('thin_delta.xml').replace('nr_data_blocks="0"', POOL_BLOCKS),
+    );
+    assert.equal(
+      (await runTool('thin_delta', ['--verbose', '--snap1', '2', '--snap2', '3', meta])).stdout,
+      sample('thin_delta-verbose.xml').replace('nr_data_blocks="0"', POOL_BLOCKS),
+    );
 
     for (const verbose of [false, true]) {
       const d = await deltaPlanOf(meta, 2, 3, { verbose, volumeSizeBytes: 256 * MiB });
-      assert.deepEqual(await allOps(d.plan), [
-        { kind: 'data', offsetBytes: 10 * BLOCK, lengthBytes: 4 * BLOCK },
-        { kind: 'data', offsetBytes: 100 * BLOCK, lengthBytes: 2 * BLOCK },
-        { kind: 'unmap', offsetBytes: 2048 * BLOCK, lengthBytes: 4 * BLOCK },
-      ], `verbose=${verbose}`);
-      assert.deepEqual(d.plan.totals, { dataBytes: 6 * BLOCK, unmapBytes: 4 * BLOCK, dataOps: 2, unmapOps: 1, volumeSizeBytes: 256 * MiB, blockSizeBytes: BLOCK });
+      assert.deepEqual(
+        await allOps(d.plan),
+        [
+          { kind: 'data', offsetBytes: 10 * BLOCK, lengthBytes: 4 * BLOCK },
+          { kind: 'data', offsetBytes: 100 * BLOCK, lengthBytes: 2 * BLOCK },
+          { kind: 'unmap', offsetBytes: 2048 * BLOCK, lengthBytes: 4 * BLOCK },
+        ],
+        `verbose=${verbose}`,
+      );
+      assert.deepEqual(d.plan.totals, {
+        dataBytes: 6 * BLOCK,
+        unmapBytes: 4 * BLOCK,
+        dataOps: 2,
+        unmapOps: 1,
+        volumeSizeBytes: 256 * MiB,
+        blockSizeBytes: BLOCK,
+      });
       assert.deepEqual([d.leftDevId, d.rightDevId], [2, 3]);
       await d.plan.close();
     }
 
     const f = await fullPlanOf(meta, 2, { volumeSizeBytes: 256 * MiB, mappingSpool: true });
     assert.deepEqual(await allOps(f.plan), [
-      { kind: 'data', offsetBytes: 0, lengthBytes: MiB }, { kind: 'data', offsetBytes: MiB, lengthBytes: MiB },
-      { kind: 'data', offsetBytes: 2 * MiB, lengthBytes: MiB }, { kind: 'data', offsetBytes: 3 * MiB, lengthBytes: MiB },
+      { kind: 'data', offsetBytes: 0, lengthBytes: MiB },
+      { kind: 'data', offsetBytes: MiB, lengthBytes: MiB },
+      { kind: 'data', offsetBytes: 2 * MiB, lengthBytes: MiB },
+      { kind: 'data', offsetBytes: 3 * MiB, lengthBytes: MiB },
       { kind: 'data', offsetBytes: 2048 * BLOCK, lengthBytes: MiB },
     ]);
     assert.deepEqual(await f.mappings!.lookup(2050), { dataBlock: 66, runBlocks: 14 });
@@ -129,7 +166,7 @@ function registerTests(): void {
     await assert.rejects(fullPlanOf(meta, 99), (e: unknown) => e instanceof ThinshipError && e.code === 'NOT_FOUND' && /99/.test(e.message));
   });
 
-  test('a generated pool (60 k mappings): plans and element counts match the generator\'s bookkeeping', async (t) => {
+  test("a generated pool (60 k mappings): plans and element counts match the generator's bookkeeping", async (t) => {
     const dir = await mkdtemp(join(tmpdir(), 'thinship-tools-'));
     t.after(() => rm(dir, { recursive: true, force: true }));
     const pool = await generatePool(dir, { seed: 3, mappings: 60_000 });
@@ -139,12 +176,15 @@ function registerTests(): void {
     const counts = new Map<number, number>();
     const sample: Mapping[] = [];
     const tool = spawnTool('thin_dump', [meta]);
-    await Promise.all([parseThinDump(tool.stdout, {
-      onMappings(devId, b) {
-        counts.set(devId, (counts.get(devId) ?? 0) + b.length);
-        if (devId === pool.a.devId) for (const m of b) if (sample.length < 20_000) sample.push(m);
-      },
-    }), tool.done]);
+    await Promise.all([
+      parseThinDump(tool.stdout, {
+        onMappings(devId, b) {
+          counts.set(devId, (counts.get(devId) ?? 0) + b.length);
+          if (devId === pool.a.devId) for (const m of b) if (sample.length < 20_000) sample.push(m);
+        },
+      }),
+      tool.done,
+    ]);
     assert.equal(counts.get(pool.a.devId), pool.a.elements);
     assert.equal(counts.get(pool.b.devId), pool.b.elements);
 
@@ -172,7 +212,12 @@ function registerTests(): void {
     for (const verbose of [false, true]) {
       const d = await deltaPlanOf(meta, pool.a.devId, pool.b.devId, { verbose, volumeSizeBytes: pool.volumeSizeBytes });
       assert.deepEqual(d.plan.totals, pool.delta, `verbose=${verbose}`);
-      assert.deepEqual(await walkPlan(d.plan), { dataBytes: pool.delta.dataBytes, unmapBytes: pool.delta.unmapBytes, dataOps: pool.delta.dataOps, unmapOps: pool.delta.unmapOps });
+      assert.deepEqual(await walkPlan(d.plan), {
+        dataBytes: pool.delta.dataBytes,
+        unmapBytes: pool.delta.unmapBytes,
+        dataOps: pool.delta.dataOps,
+        unmapOps: pool.delta.unmapOps,
+      });
       await d.plan.close();
     }
     const dn = await deltaPlanOf(meta, pool.a.devId, pool.b.devId);
@@ -186,15 +231,29 @@ function registerTests(): void {
     const t0 = performance.now();
     const pool = await generatePool(dir, { seed: 11, mappings: 2_000_000 });
     const genS = (performance.now() - t0) / 1000;
-    const args: ChildArgs = { metadataPath: pool.metadataPath, devId: pool.a.devId, left: pool.a.devId, right: pool.b.devId, volumeSizeBytes: pool.volumeSizeBytes, spoolDir: dir };
+    const args: ChildArgs = {
+      metadataPath: pool.metadataPath,
+      devId: pool.a.devId,
+      left: pool.a.devId,
+      right: pool.b.devId,
+      volumeSizeBytes: pool.volumeSizeBytes,
+      spoolDir: dir,
+    };
     const r = await runTool(process.execPath, [fileURLToPath(import.meta.url)], { env: { [CHILD_ENV]: JSON.stringify(args) } });
     const res = JSON.parse(r.stdout) as ChildResult;
-    t.diagnostic(`generate+restore ${genS.toFixed(1)} s; full plan ${(res.fullMs / 1000).toFixed(1)} s (${pool.a.elements} elements), delta plan ${(res.deltaMs / 1000).toFixed(1)} s; child VmHWM ${(res.hwmKiB / 1024).toFixed(1)} MiB; ${res.mappingRecords} mapping records`);
+    t.diagnostic(
+      `generate+restore ${genS.toFixed(1)} s; full plan ${(res.fullMs / 1000).toFixed(1)} s (${pool.a.elements} elements), delta plan ${(res.deltaMs / 1000).toFixed(1)} s; child VmHWM ${(res.hwmKiB / 1024).toFixed(1)} MiB; ${res.mappingRecords} mapping records`,
+    );
     assert.ok(pool.a.elements >= 2_000_000);
     assert.deepEqual(res.full, pool.fullA);
     assert.deepEqual(res.fullWalk, { dataBytes: pool.fullA.dataBytes, unmapBytes: 0, dataOps: pool.fullA.dataOps, unmapOps: 0 });
     assert.deepEqual(res.delta, pool.delta);
-    assert.deepEqual(res.deltaWalk, { dataBytes: pool.delta.dataBytes, unmapBytes: pool.delta.unmapBytes, dataOps: pool.delta.dataOps, unmapOps: pool.delta.unmapOps });
+    assert.deepEqual(res.deltaWalk, {
+      dataBytes: pool.delta.dataBytes,
+      unmapBytes: pool.delta.unmapBytes,
+      dataOps: pool.delta.dataOps,
+      unmapOps: pool.delta.unmapOps,
+    });
     assert.ok(res.hwmKiB < 150 * 1024, `peak RSS ${res.hwmKiB} KiB`);
   });
 }

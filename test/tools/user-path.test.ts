@@ -10,10 +10,13 @@ import { runCli } from '../helpers/cli.js';
 
 const USER_PATH = '/usr/local/bin:/usr/bin:/bin';
 const onUserPath = USER_PATH.split(':').some((d) => existsSync(`${d}/thin_restore`));
-const skip = onUserPath ? 'thin_restore is on an ordinary user\'s PATH here: nothing to prove' : false;
+const skip = onUserPath ? "thin_restore is on an ordinary user's PATH here: nothing to prove" : false;
 
-test('thinship demo with a user\'s PATH finds thin_restore in /usr/sbin and completes', { skip }, async () => {
-  assert.ok(['/usr/sbin', '/sbin', '/usr/local/sbin'].some((d) => existsSync(`${d}/thin_restore`)), 'thin-provisioning-tools is installed (in an sbin directory)');
+test("thinship demo with a user's PATH finds thin_restore in /usr/sbin and completes", { skip }, async () => {
+  assert.ok(
+    ['/usr/sbin', '/sbin', '/usr/local/sbin'].some((d) => existsSync(`${d}/thin_restore`)),
+    'thin-provisioning-tools is installed (in an sbin directory)',
+  );
   const r = await runCli(['demo'], { env: { ...process.env, PATH: USER_PATH } });
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /verified: target == device 2/);

@@ -59,16 +59,35 @@ test('config: every malformed "identities" entry is a usage error naming the fil
     await usage({ a: { [key]: [5] } }, new RegExp(`\\.${key}: 5 is not a path`));
     for (const p of ['rel', '/a/../b', '/a/./b', '/a//b', '/a/', `/a\0b`]) await usage({ a: { [key]: [p] } }, /must be an absolute, normalised path/);
     // a path of the other kind: a file is not a directory, a directory not a block device
-    await usage({ a: { [key]: [key === 'directories' ? join(dir, 'outside', 'f.img') : join(dir, 'outside')] } }, key === 'directories' ? /\.directories: .*f\.img is not a directory$/ : /\.devices: .*outside is not a block device \(files go under "directories"\)$/);
+    await usage(
+      { a: { [key]: [key === 'directories' ? join(dir, 'outside', 'f.img') : join(dir, 'outside')] } },
+      key === 'directories' ? /\.directories: .*f\.img is not a directory$/ : /\.devices: .*outside is not a block device \(files go under "directories"\)$/,
+    );
     await usage({ a: { [key]: [join(dir, 'missing')] } }, new RegExp(`\\.${key}: ${join(dir, 'missing').replace(/[/]/g, '\\/')} does not exist \\(ENOENT\\)`));
-    await assert.rejects(parseAccessRules({ a: { [key]: [join(dir, 'missing')] } }, 'cfg'), (e: ThinshipError) => (e.cause as NodeJS.ErrnoException).code === 'ENOENT', 'the cause is kept');
+    await assert.rejects(
+      parseAccessRules({ a: { [key]: [join(dir, 'missing')] } }, 'cfg'),
+      (e: ThinshipError) => (e.cause as NodeJS.ErrnoException).code === 'ENOENT',
+      'the cause is kept',
+    );
   }
   const v = 'v'.repeat(127);
-  const p = await parseAccessRules({ a: { lvm: [{ vg: v, pool: 'p-0.x+_', lv: 'A-z0.9+_*?' }, { vg: 'vg0' }], directories: [join(dir, 'via-link')], devices: [join(dir, 'dev-link')] }, b: {} }, 'cfg.json');
+  const p = await parseAccessRules(
+    {
+      a: { lvm: [{ vg: v, pool: 'p-0.x+_', lv: 'A-z0.9+_*?' }, { vg: 'vg0' }], directories: [join(dir, 'via-link')], devices: [join(dir, 'dev-link')] },
+      b: {},
+    },
+    'cfg.json',
+  );
   const r = p.identities.get('a')!;
-  assert.deepEqual(r.lvm, [{ vg: v, pool: 'p-0.x+_', lv: 'A-z0.9+_*?' }, { vg: 'vg0', pool: undefined, lv: '*' }]);
+  assert.deepEqual(r.lvm, [
+    { vg: v, pool: 'p-0.x+_', lv: 'A-z0.9+_*?' },
+    { vg: 'vg0', pool: undefined, lv: '*' },
+  ]);
   assert.deepEqual(r.directories, [{ path: join(dir, 'via-link'), real }], 'the real path is resolved once');
-  assert.deepEqual(r.devices.map(({ path, real: rp }) => ({ path, real: rp })), [{ path: join(dir, 'dev-link'), real: join(dir, 'dev-like.img') }]);
+  assert.deepEqual(
+    r.devices.map(({ path, real: rp }) => ({ path, real: rp })),
+    [{ path: join(dir, 'dev-link'), real: join(dir, 'dev-like.img') }],
+  );
   assert.deepEqual(p.identities.get('b'), { lvm: [], directories: [], devices: [] });
 });
 
@@ -98,27 +117,60 @@ test('target names: empty, too long or with NUL are not target names; a client w
   const p = await parseAccessRules({ a: { directories: [real] } }, 'cfg');
   const who = { name: 'a', names: ['a'] };
   for (const t of ['', `${real}/${'x'.repeat(4097 - real.length - 1)}`, `${real}/a\0b`]) {
-    await assert.rejects(authorizeTarget(p, who, t), (e: ThinshipError) => e.code === 'BAD_STREAM' && /1 to 4096 characters without NUL/.test(e.message), JSON.stringify(t.slice(0, 20)));
+    await assert.rejects(
+      authorizeTarget(p, who, t),
+      (e: ThinshipError) => e.code === 'BAD_STREAM' && /1 to 4096 characters without NUL/.test(e.message),
+      JSON.stringify(t.slice(0, 20)),
+    );
   }
   const longest = `${real}/${'x'.repeat(4096 - real.length - 1)}`; // 4096: a name (the file system then says it is too long)
   await assert.rejects(authorizeTarget(p, who, longest), (e: ThinshipError) => e.code === 'PERMISSION_DENIED');
   await denied(p, join(real, 'x.img'), /no rules for this identity in the receiver configuration/, { name: 'z', names: ['z'] });
   const long = `${join(dir, 'outside')}/${'y'.repeat(400)}`;
   await denied(p, long, /cannot be resolved \(ENAMETOOLONG\)/);
-  await assert.rejects(authorizeTarget(p, who, long), (e: ThinshipError) => e.message.includes(`target "${long.slice(0, 300)}"`) && !e.message.includes(long.slice(0, 301)));
+  await assert.rejects(
+    authorizeTarget(p, who, long),
+    (e: ThinshipError) => e.message.includes(`target "${long.slice(0, 300)}"`) && !e.message.includes(long.slice(0, 301)),
+  );
   // a target that is not a string at all (the wire decoder gives strings; a bug upstream must not reach the file system)
   await assert.rejects(authorizeTarget(p, who, 5 as unknown as string), (e: ThinshipError) => e.code === 'BAD_STREAM');
 });
 
 test('LVM targets: VG and LV pattern (glob * and ?, everything else literal), valid names only', async () => {
-  const p = await parseAccessRules({ a: { lvm: [{ vg: 'vg0', lv: 'db?.x*' }, { vg: 'vg1', pool: 'tp', lv: '*' }] } }, 'cfg');
+  const p = await parseAccessRules(
+    {
+      a: {
+        lvm: [
+          { vg: 'vg0', lv: 'db?.x*' },
+          { vg: 'vg1', pool: 'tp', lv: '*' },
+        ],
+      },
+    },
+    'cfg',
+  );
   const who = { name: 'a', names: ['a'] };
-  assert.deepEqual(await authorizeTarget(p, who, 'vg0/db1.x'), { kind: 'lvm', name: 'vg0/db1.x', vg: 'vg0', lv: 'db1.x', pool: undefined, key: 'lvm:vg0/db1.x' });
+  assert.deepEqual(await authorizeTarget(p, who, 'vg0/db1.x'), {
+    kind: 'lvm',
+    name: 'vg0/db1.x',
+    vg: 'vg0',
+    lv: 'db1.x',
+    pool: undefined,
+    key: 'lvm:vg0/db1.x',
+  });
   assert.equal((await authorizeTarget(p, who, 'vg0/dbZ.x-backup')).kind, 'lvm');
-  assert.deepEqual(await authorizeTarget(p, who, 'vg1/anything'), { kind: 'lvm', name: 'vg1/anything', vg: 'vg1', lv: 'anything', pool: 'tp', key: 'lvm:vg1/anything' });
+  assert.deepEqual(await authorizeTarget(p, who, 'vg1/anything'), {
+    kind: 'lvm',
+    name: 'vg1/anything',
+    vg: 'vg1',
+    lv: 'anything',
+    pool: 'tp',
+    key: 'lvm:vg1/anything',
+  });
   for (const t of ['vg0/db1yx', 'vg0/db12.x', 'vg0/db.x', 'vg0/xdb1.x', 'vg2/db1.x', 'vg0x/db1.x']) await denied(p, t, /no lvm rule allows VG/);
   for (const t of ['vg0/..', 'vg0/.', '../vg0', 'vg0/-x', 'vg0/a/b', 'vg0', 'vg0/', '/vg0', 'vg 0/x', `vg0/${'l'.repeat(128)}`]) {
-    await (t.startsWith('/') ? denied(p, t, /not under an allowed directory|absolute and normalised/) : denied(p, t, /not an LVM name vg\/lv nor an absolute path/));
+    await (t.startsWith('/')
+      ? denied(p, t, /not under an allowed directory|absolute and normalised/)
+      : denied(p, t, /not an LVM name vg\/lv nor an absolute path/));
   }
 });
 
@@ -127,15 +179,33 @@ test('path targets: exact devices by real path, files under a directory by name 
   const who = { name: 'a', names: ['a'] };
   // the device, by its listed name and by its real path
   for (const t of [join(dir, 'dev-link'), join(dir, 'dev-like.img')]) {
-    assert.deepEqual(await authorizeTarget(p, who, t), { kind: 'device', name: t, realPath: join(dir, 'dev-like.img'), key: join(dir, 'dev-like.img'), rdev: statSync(join(dir, 'dev-like.img'), { bigint: true }).rdev });
+    assert.deepEqual(await authorizeTarget(p, who, t), {
+      kind: 'device',
+      name: t,
+      realPath: join(dir, 'dev-like.img'),
+      key: join(dir, 'dev-like.img'),
+      rdev: statSync(join(dir, 'dev-like.img'), { bigint: true }).rdev,
+    });
   }
   // a new file: under the rule's path (a symlink) or under its real path; parent resolved
   // (dir and rel, what the open resolves beneath, are asserted in access.test.ts)
-  assert.deepEqual(pathShape(await authorizeTarget(p, who, join(dir, 'via-link', 'n.img'))), { kind: 'path', name: join(dir, 'via-link', 'n.img'), realPath: join(real, 'n.img'), exists: false, key: join(real, 'n.img') });
+  assert.deepEqual(pathShape(await authorizeTarget(p, who, join(dir, 'via-link', 'n.img'))), {
+    kind: 'path',
+    name: join(dir, 'via-link', 'n.img'),
+    realPath: join(real, 'n.img'),
+    exists: false,
+    key: join(real, 'n.img'),
+  });
   assert.equal((await authorizeTarget(p, who, join(real, 'sub', 'n.img'))).key, join(real, 'sub', 'n.img'));
   // an existing file
   writeFileSync(join(real, 'e.img'), 'x');
-  assert.deepEqual(pathShape(await authorizeTarget(p, who, join(dir, 'via-link', 'e.img'))), { kind: 'path', name: join(dir, 'via-link', 'e.img'), realPath: join(real, 'e.img'), exists: true, key: join(real, 'e.img') });
+  assert.deepEqual(pathShape(await authorizeTarget(p, who, join(dir, 'via-link', 'e.img'))), {
+    kind: 'path',
+    name: join(dir, 'via-link', 'e.img'),
+    realPath: join(real, 'e.img'),
+    exists: true,
+    key: join(real, 'e.img'),
+  });
   // refusals, each with its reason
   await denied(p, `${real}/./x.img`, /absolute and normalised/);
   await denied(p, `${real}/x.img/`, /absolute and normalised/);
@@ -164,7 +234,7 @@ test('a rule for "/" allows every absolute path but "/" itself', async () => {
   // What the open resolves beneath the rule's directory: "/" and the path without its leading "/",
   // for an existing file and for a new one.
   for (const t of [join(dir, 'outside', 'f.img'), join(dir, 'new.img')]) {
-    const a = await authorizeTarget(p, who, t) as { dir: string; rel: string };
+    const a = (await authorizeTarget(p, who, t)) as { dir: string; rel: string };
     assert.deepEqual({ dir: a.dir, rel: a.rel }, { dir: '/', rel: t.slice(1) });
   }
 });

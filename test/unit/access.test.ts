@@ -12,8 +12,12 @@ import { parseAccessRules, authorizeTarget, isInside } from '../../src/receiver/
 import type { ThinshipError } from '../../src/errors.js';
 
 let dir: string;
-before(() => { dir = realpathSync(mkdtempSync(join(tmpdir(), 'thinship-access-'))); });
-after(() => { rmSync(dir, { recursive: true, force: true }); });
+before(() => {
+  dir = realpathSync(mkdtempSync(join(tmpdir(), 'thinship-access-')));
+});
+after(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
 
 test('a sibling directory whose name starts with the allowed one is outside it', async () => {
   const allowed = join(dir, 'allowed');
@@ -42,7 +46,11 @@ test('a file target carries its allowed directory and the path beneath it that t
   const policy = await parseAccessRules({ a: { directories: [allowed] } }, 'test');
   const who = { name: 'a', names: ['a'] };
   const existing = await authorizeTarget(policy, who, join(allowed, 'a', 'b', 'old.img'));
-  assert.deepEqual(existing.kind === 'path' && { dir: existing.dir, rel: existing.rel, exists: existing.exists }, { dir: allowed, rel: 'a/b/old.img', exists: true });
+  assert.deepEqual(existing.kind === 'path' && { dir: existing.dir, rel: existing.rel, exists: existing.exists }, {
+    dir: allowed,
+    rel: 'a/b/old.img',
+    exists: true,
+  });
   const fresh = await authorizeTarget(policy, who, join(allowed, 'a', 'new.img'));
   assert.deepEqual(fresh.kind === 'path' && { dir: fresh.dir, rel: fresh.rel, exists: fresh.exists }, { dir: allowed, rel: 'a/new.img', exists: false });
 });

@@ -25,7 +25,11 @@ function simulate(bucket: TokenBucket, clock: { t: number }, chunks: number[]): 
 test('a steady sender gets the rate: 10 MiB/s for 100 chunks of 1 MiB takes 9.9 s after the first burst', () => {
   const clock = { t: 1000 };
   const b = new TokenBucket(10 * MiB, MiB, () => clock.t);
-  const trace = simulate(b, clock, Array.from({ length: 100 }, () => MiB));
+  const trace = simulate(
+    b,
+    clock,
+    Array.from({ length: 100 }, () => MiB),
+  );
   const [endMs, bytes] = trace.at(-1)!;
   assert.equal(bytes, 100 * MiB);
   assert.ok(Math.abs(endMs - 1000 - 9900) < 1e-6, `ended at ${endMs - 1000} ms`);
@@ -61,7 +65,10 @@ test('concurrent takers share the rate (reservations are synchronous)', () => {
   const clock = { t: 0 };
   const b = new TokenBucket(4 * MiB, MiB, () => clock.t);
   const waits = [b.reserve(MiB), b.reserve(MiB), b.reserve(MiB)];
-  assert.deepEqual(waits.map((w) => Math.round(w)), [0, 250, 500]);
+  assert.deepEqual(
+    waits.map((w) => Math.round(w)),
+    [0, 250, 500],
+  );
 });
 
 test('a rate of zero, negative or not a number is refused', () => {

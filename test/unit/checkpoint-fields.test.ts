@@ -11,7 +11,16 @@ import { mkdtempSync, rmSync, writeFileSync, readFileSync, readdirSync, readlink
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash, createHmac } from 'node:crypto';
-import { CheckpointStore, checkpointFileName, checkTransferId, CHECKPOINT_FORMAT, MAX_ID_FIELD_BYTES, MAX_TARGET_BYTES, MAX_IDENTITY_BYTES, type TransferCheckpoint } from '../../src/receiver/checkpoint.js';
+import {
+  CheckpointStore,
+  checkpointFileName,
+  checkTransferId,
+  CHECKPOINT_FORMAT,
+  MAX_ID_FIELD_BYTES,
+  MAX_TARGET_BYTES,
+  MAX_IDENTITY_BYTES,
+  type TransferCheckpoint,
+} from '../../src/receiver/checkpoint.js';
 import { ThinshipError } from '../../src/errors.js';
 
 let dir: string;
@@ -21,12 +30,32 @@ before(async () => {
   store = new CheckpointStore(join(dir, 'state'));
   await store.init();
 });
-after(() => { rmSync(dir, { recursive: true, force: true }); });
+after(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
 
 const cp = (id: string, over: Partial<TransferCheckpoint> = {}): TransferCheckpoint => ({
-  format: 2, transferId: id, status: 'in_progress', identity: 'a', target: '/srv/t.img', targetKey: '/srv/t.img', mode: 'full', sourceId: 's', baseId: '',
-  volumeSizeBytes: 1000, blockSizeBytes: 10, checksum: 'sha256', durableOffsetBytes: 500, digestState: 'ab'.repeat(32),
-  dataRecords: 3, unmapRecords: 4, dataBytes: 30, unmapBytes: 40, createdUnixMs: 5, updatedUnixMs: 6, ...over,
+  format: 2,
+  transferId: id,
+  status: 'in_progress',
+  identity: 'a',
+  target: '/srv/t.img',
+  targetKey: '/srv/t.img',
+  mode: 'full',
+  sourceId: 's',
+  baseId: '',
+  volumeSizeBytes: 1000,
+  blockSizeBytes: 10,
+  checksum: 'sha256',
+  durableOffsetBytes: 500,
+  digestState: 'ab'.repeat(32),
+  dataRecords: 3,
+  unmapRecords: 4,
+  dataBytes: 30,
+  unmapBytes: 40,
+  createdUnixMs: 5,
+  updatedUnixMs: 6,
+  ...over,
 });
 
 const fileOf = (s: CheckpointStore, identity: string, id: string) => join(s.dir, checkpointFileName(identity, id));
@@ -46,24 +75,67 @@ async function refusedField(id: string, body: Record<string, unknown>, field: st
 test('every field is checked: wrong types, negative, fractional and unsafe numbers, unknown enum values, malformed hex', async () => {
   let n = 0;
   const id = () => `f${n++}`;
-  const bad = (over: Record<string, unknown>) => { const i = id(); return [i, { ...cp(i), ...over }] as const; };
+  const bad = (over: Record<string, unknown>) => {
+    const i = id();
+    return [i, { ...cp(i), ...over }] as const;
+  };
   for (const f of ['transferId', 'identity', 'target', 'targetKey', 'sourceId', 'baseId']) {
-    for (const v of [42, null, undefined, ['x']]) { const [i, b] = bad({ [f]: v }); await refusedField(i, b, f); }
+    for (const v of [42, null, undefined, ['x']]) {
+      const [i, b] = bad({ [f]: v });
+      await refusedField(i, b, f);
+    }
   }
-  for (const f of ['volumeSizeBytes', 'blockSizeBytes', 'durableOffsetBytes', 'dataRecords', 'unmapRecords', 'dataBytes', 'unmapBytes', 'createdUnixMs', 'updatedUnixMs']) {
-    for (const v of [-1, 1.5, '7', 2 ** 53, null, undefined]) { const [i, b] = bad({ [f]: v }); await refusedField(i, b, f); }
+  for (const f of [
+    'volumeSizeBytes',
+    'blockSizeBytes',
+    'durableOffsetBytes',
+    'dataRecords',
+    'unmapRecords',
+    'dataBytes',
+    'unmapBytes',
+    'createdUnixMs',
+    'updatedUnixMs',
+  ]) {
+    for (const v of [-1, 1.5, '7', 2 ** 53, null, undefined]) {
+      const [i, b] = bad({ [f]: v });
+      await refusedField(i, b, f);
+    }
   }
-  for (const v of ['done', '', undefined]) { const [i, b] = bad({ status: v }); await refusedField(i, b, 'status'); }
-  for (const v of ['diff', '', undefined]) { const [i, b] = bad({ mode: v }); await refusedField(i, b, 'mode'); }
-  for (const v of ['md5', '', undefined]) { const [i, b] = bad({ checksum: v }); await refusedField(i, b, 'checksum'); }
-  for (const v of ['AB'.repeat(32), 'a'.repeat(63), 'a'.repeat(65), `x${'a'.repeat(64)}`, `${'a'.repeat(64)}\n`, 42, undefined, ['a'.repeat(64)]]) { const [i, b] = bad({ digestState: v }); await refusedField(i, b, 'digestState'); }
-  for (const v of ['.hidden', 'a/b', 'x'.repeat(129), '']) { const [i, b] = bad({ transferId: v }); await refusedField(i, b, 'transferId'); }
-  for (const v of [3, 1.5, '2', undefined]) { const [i, b] = bad({ format: v }); await refusedField(i, b, 'format'); }
+  for (const v of ['done', '', undefined]) {
+    const [i, b] = bad({ status: v });
+    await refusedField(i, b, 'status');
+  }
+  for (const v of ['diff', '', undefined]) {
+    const [i, b] = bad({ mode: v });
+    await refusedField(i, b, 'mode');
+  }
+  for (const v of ['md5', '', undefined]) {
+    const [i, b] = bad({ checksum: v });
+    await refusedField(i, b, 'checksum');
+  }
+  for (const v of ['AB'.repeat(32), 'a'.repeat(63), 'a'.repeat(65), `x${'a'.repeat(64)}`, `${'a'.repeat(64)}\n`, 42, undefined, ['a'.repeat(64)]]) {
+    const [i, b] = bad({ digestState: v });
+    await refusedField(i, b, 'digestState');
+  }
+  for (const v of ['.hidden', 'a/b', 'x'.repeat(129), '']) {
+    const [i, b] = bad({ transferId: v });
+    await refusedField(i, b, 'transferId');
+  }
+  for (const v of [3, 1.5, '2', undefined]) {
+    const [i, b] = bad({ format: v });
+    await refusedField(i, b, 'format');
+  }
 });
 
 test('field sizes are counted in UTF-8 bytes and refused one byte past the limit; the durable offset at most the volume size', async () => {
   const e2 = '\u00e9'; // 2 bytes of UTF-8, 1 UTF-16 unit
-  const cases: [field: keyof TransferCheckpoint, limit: number][] = [['sourceId', MAX_ID_FIELD_BYTES], ['baseId', MAX_ID_FIELD_BYTES], ['target', MAX_TARGET_BYTES], ['targetKey', MAX_TARGET_BYTES + 16], ['identity', MAX_IDENTITY_BYTES]];
+  const cases: [field: keyof TransferCheckpoint, limit: number][] = [
+    ['sourceId', MAX_ID_FIELD_BYTES],
+    ['baseId', MAX_ID_FIELD_BYTES],
+    ['target', MAX_TARGET_BYTES],
+    ['targetKey', MAX_TARGET_BYTES + 16],
+    ['identity', MAX_IDENTITY_BYTES],
+  ];
   let n = 0;
   for (const [field, limit] of cases) {
     // At the limit: saved and loaded back unchanged.
@@ -94,9 +166,23 @@ test('lastData: null or absent is none; each of its fields is checked, and it mu
   writeFileSync(f, JSON.stringify({ ...saved, lastData: null }));
   assert.deepEqual(await store.load('a', 'l-none'), none, 'null: no last record (same MAC as absent)');
   let n = 0;
-  for (const l of [5, 'x', { offsetBytes: -1, lengthBytes: 10, sha256: h }, { offsetBytes: 0.5, lengthBytes: 10, sha256: h }, { offsetBytes: 0, lengthBytes: 0, sha256: h },
-    { offsetBytes: 0, lengthBytes: -10, sha256: h }, { offsetBytes: 0, lengthBytes: 10, sha256: 'CD'.repeat(32) }, { offsetBytes: 0, lengthBytes: 10, sha256: 'cd'.repeat(31) },
-    { offsetBytes: 0, lengthBytes: 10, sha256: 7 }, { offsetBytes: 0, lengthBytes: 10, sha256: [h] }, { offsetBytes: 0, lengthBytes: 10, sha256: `x${h}` }, { offsetBytes: 0, lengthBytes: 10, sha256: `${h}x` }, { offsetBytes: 491, lengthBytes: 10, sha256: h }, { lengthBytes: 10, sha256: h }, { offsetBytes: 0, sha256: h }]) {
+  for (const l of [
+    5,
+    'x',
+    { offsetBytes: -1, lengthBytes: 10, sha256: h },
+    { offsetBytes: 0.5, lengthBytes: 10, sha256: h },
+    { offsetBytes: 0, lengthBytes: 0, sha256: h },
+    { offsetBytes: 0, lengthBytes: -10, sha256: h },
+    { offsetBytes: 0, lengthBytes: 10, sha256: 'CD'.repeat(32) },
+    { offsetBytes: 0, lengthBytes: 10, sha256: 'cd'.repeat(31) },
+    { offsetBytes: 0, lengthBytes: 10, sha256: 7 },
+    { offsetBytes: 0, lengthBytes: 10, sha256: [h] },
+    { offsetBytes: 0, lengthBytes: 10, sha256: `x${h}` },
+    { offsetBytes: 0, lengthBytes: 10, sha256: `${h}x` },
+    { offsetBytes: 491, lengthBytes: 10, sha256: h },
+    { lengthBytes: 10, sha256: h },
+    { offsetBytes: 0, sha256: h },
+  ]) {
     const id = `l${n++}`;
     await refusedField(id, { ...cp(id), lastData: l }, 'lastData');
   }
@@ -107,9 +193,33 @@ test('the MAC is HMAC-SHA256 with checkpoint.key over the fields in their canoni
   assert.equal(key.length, 32);
   assert.equal(statSync(join(dir, 'state', 'checkpoint.key')).mode & 0o777, 0o600);
   assert.equal(statSync(store.dir).mode & 0o777, 0o700);
-  const order = ['format', 'transferId', 'status', 'identity', 'target', 'targetKey', 'targetIdentity', 'mode', 'sourceId', 'baseId', 'volumeSizeBytes', 'blockSizeBytes',
-    'checksum', 'durableOffsetBytes', 'digestState', 'dataRecords', 'unmapRecords', 'dataBytes', 'unmapBytes', 'createdUnixMs', 'updatedUnixMs'] as const;
-  for (const c of [cp('m-1'), cp('m-2', { targetIdentity: 'file dev=1 ino=2', status: 'complete', lastData: { offsetBytes: 100, lengthBytes: 20, sha256: 'ef'.repeat(32) } })]) {
+  const order = [
+    'format',
+    'transferId',
+    'status',
+    'identity',
+    'target',
+    'targetKey',
+    'targetIdentity',
+    'mode',
+    'sourceId',
+    'baseId',
+    'volumeSizeBytes',
+    'blockSizeBytes',
+    'checksum',
+    'durableOffsetBytes',
+    'digestState',
+    'dataRecords',
+    'unmapRecords',
+    'dataBytes',
+    'unmapBytes',
+    'createdUnixMs',
+    'updatedUnixMs',
+  ] as const;
+  for (const c of [
+    cp('m-1'),
+    cp('m-2', { targetIdentity: 'file dev=1 ino=2', status: 'complete', lastData: { offsetBytes: 100, lengthBytes: 20, sha256: 'ef'.repeat(32) } }),
+  ]) {
     await store.save({ ...c, format: 7 as 2 });
     const f = fileOf(store, 'a', c.transferId);
     const text = readFileSync(f, 'utf8');
@@ -132,21 +242,35 @@ test('a MAC that is missing, not lowercase hex, from another key, or over other 
   const good = JSON.parse(readFileSync(f, 'utf8')) as Record<string, unknown>;
   const mac = good.mac as string;
   const variants: [string, Record<string, unknown>][] = [
-    ['no mac', { ...good, mac: undefined }], ['upper-case mac', { ...good, mac: mac.toUpperCase() }], ['short mac', { ...good, mac: mac.slice(0, 62) }],
-    ['mac as a number', { ...good, mac: 5 }], ['mac with a suffix', { ...good, mac: `${mac}00` }], ['mac with a non-hex suffix', { ...good, mac: `${mac}x` }], ['mac with a non-hex prefix', { ...good, mac: `x${mac}` }],
+    ['no mac', { ...good, mac: undefined }],
+    ['upper-case mac', { ...good, mac: mac.toUpperCase() }],
+    ['short mac', { ...good, mac: mac.slice(0, 62) }],
+    ['mac as a number', { ...good, mac: 5 }],
+    ['mac with a suffix', { ...good, mac: `${mac}00` }],
+    ['mac with a non-hex suffix', { ...good, mac: `${mac}x` }],
+    ['mac with a non-hex prefix', { ...good, mac: `x${mac}` }],
     ['another mac', { ...good, mac: `${mac.slice(0, 63)}${mac.endsWith('0') ? '1' : '0'}` }],
-    ['durable offset changed', { ...good, durableOffsetBytes: 400 }], ['lastData changed', { ...good, lastData: { offsetBytes: 0, lengthBytes: 10, sha256: 'ee'.repeat(32) } }],
+    ['durable offset changed', { ...good, durableOffsetBytes: 400 }],
+    ['lastData changed', { ...good, lastData: { offsetBytes: 0, lengthBytes: 10, sha256: 'ee'.repeat(32) } }],
     ['identity changed', { ...good, identity: 'b' }],
   ];
   for (const [what, body] of variants) {
     writeFileSync(f, JSON.stringify(body));
-    await assert.rejects(store.load('a', 'mac-1'), (e: ThinshipError) => e.code === 'INTERNAL' && e.message === `checkpoint ${f}: checksum (mac) mismatch: the file was changed or comes from another state directory`, what);
+    await assert.rejects(
+      store.load('a', 'mac-1'),
+      (e: ThinshipError) =>
+        e.code === 'INTERNAL' && e.message === `checkpoint ${f}: checksum (mac) mismatch: the file was changed or comes from another state directory`,
+      what,
+    );
   }
   // The same file under another identity's name: its MAC is right, its name is not.
   writeFileSync(f, JSON.stringify(good));
   const other = fileOf(store, 'b', 'mac-1');
   writeFileSync(other, JSON.stringify(good));
-  await assert.rejects(store.load('b', 'mac-1'), (e: ThinshipError) => e.code === 'INTERNAL' && e.message === `checkpoint ${other} is not named after its identity and transfer id (copied or renamed)`);
+  await assert.rejects(
+    store.load('b', 'mac-1'),
+    (e: ThinshipError) => e.code === 'INTERNAL' && e.message === `checkpoint ${other} is not named after its identity and transfer id (copied or renamed)`,
+  );
   rmSync(other);
   // Another state directory (another key) does not accept it.
   const elsewhere = new CheckpointStore(join(dir, 'elsewhere'));
@@ -161,7 +285,13 @@ test('a MAC that is missing, not lowercase hex, from another key, or over other 
 
 test('files that are not checkpoints: bad JSON and non-objects refused; load of a directory fails with its I/O error', async () => {
   let n = 0;
-  for (const [text, why] of [['{"half":', 'is not valid JSON: '], ['null', 'is not a JSON object'], ['[1,2]', 'is not a JSON object'], ['"text"', 'is not a JSON object'], ['7', 'is not a JSON object']] as const) {
+  for (const [text, why] of [
+    ['{"half":', 'is not valid JSON: '],
+    ['null', 'is not a JSON object'],
+    ['[1,2]', 'is not a JSON object'],
+    ['"text"', 'is not a JSON object'],
+    ['7', 'is not a JSON object'],
+  ] as const) {
     const id = `j${n++}`;
     const f = fileOf(store, 'a', id);
     writeFileSync(f, text);
@@ -219,16 +349,27 @@ test('list(): temporaries removed, other files left alone, a directory quarantin
   writeFileSync(join(s.dir, 'late.json'), JSON.stringify(v1('late')));
   const second = await again.list();
   assert.deepEqual(second.migrated, []);
-  assert.deepEqual(second.quarantined.map((q) => q.reason), [`checkpoint ${join(s.dir, 'late.json')} is format 1 (no checksum), but this state directory already has checksummed checkpoints`]);
-  assert.deepEqual(second.checkpoints.map((c) => c.transferId), ['old-1']);
+  assert.deepEqual(
+    second.quarantined.map((q) => q.reason),
+    [`checkpoint ${join(s.dir, 'late.json')} is format 1 (no checksum), but this state directory already has checksummed checkpoints`],
+  );
+  assert.deepEqual(
+    second.checkpoints.map((c) => c.transferId),
+    ['old-1'],
+  );
 });
 
 test('the key file: a wrong length is refused naming it; an unreadable one (a directory) is an error, not a new key', async () => {
   const short = join(dir, 'short-key');
   mkdirSync(short);
   writeFileSync(join(short, 'checkpoint.key'), Buffer.alloc(31));
-  await assert.rejects(new CheckpointStore(short).init(), (e: ThinshipError) => e.code === 'INTERNAL'
-    && e.message === `${join(short, 'checkpoint.key')} is 31 bytes, not 32: it keys every checkpoint's checksum; restore it, or move the state directory aside to start with no transfers`);
+  await assert.rejects(
+    new CheckpointStore(short).init(),
+    (e: ThinshipError) =>
+      e.code === 'INTERNAL' &&
+      e.message ===
+        `${join(short, 'checkpoint.key')} is 31 bytes, not 32: it keys every checkpoint's checksum; restore it, or move the state directory aside to start with no transfers`,
+  );
   const dirKey = join(dir, 'dir-key');
   mkdirSync(join(dirKey, 'checkpoint.key'), { recursive: true });
   await assert.rejects(new CheckpointStore(dirKey).init(), (e: NodeJS.ErrnoException) => e.code === 'EISDIR');
@@ -240,19 +381,40 @@ test('the key file: a wrong length is refused naming it; an unreadable one (a di
 test('transfer ids: a string of 1 to 128 of [A-Za-z0-9._-] not starting with "."; file names hash identity and id', () => {
   for (const ok of ['a', 'A-9_z.y', '_x', '-', 'x'.repeat(128)]) assert.equal(checkTransferId(ok), ok);
   for (const bad of ['', '.a', '..', 'a/b', 'a b', 'x'.repeat(129), 'é']) {
-    assert.throws(() => checkTransferId(bad), (e: ThinshipError) => e.code === 'BAD_STREAM' && e.message === `transfer id ${JSON.stringify(bad.slice(0, 140))} is not 1 to 128 characters from [A-Za-z0-9._-] (not starting with '.')`);
+    assert.throws(
+      () => checkTransferId(bad),
+      (e: ThinshipError) =>
+        e.code === 'BAD_STREAM' &&
+        e.message === `transfer id ${JSON.stringify(bad.slice(0, 140))} is not 1 to 128 characters from [A-Za-z0-9._-] (not starting with '.')`,
+    );
   }
-  assert.throws(() => checkTransferId(42 as unknown as string), (e: ThinshipError) => e.code === 'BAD_STREAM' && e.message.startsWith('transfer id "42" is not'), 'a number is not an id even when its digits would be');
-  assert.throws(() => checkTransferId('y'.repeat(300)), (e: ThinshipError) => e.message.startsWith(`transfer id "${'y'.repeat(140)}" is not`), 'the message quotes 140 characters');
+  assert.throws(
+    () => checkTransferId(42 as unknown as string),
+    (e: ThinshipError) => e.code === 'BAD_STREAM' && e.message.startsWith('transfer id "42" is not'),
+    'a number is not an id even when its digits would be',
+  );
+  assert.throws(
+    () => checkTransferId('y'.repeat(300)),
+    (e: ThinshipError) => e.message.startsWith(`transfer id "${'y'.repeat(140)}" is not`),
+    'the message quotes 140 characters',
+  );
   const name = checkpointFileName('idn', 't-1');
-  assert.equal(name, `${createHash('sha256').update(JSON.stringify(['idn', 't-1'])).digest('hex').slice(0, 40)}.json`);
+  assert.equal(
+    name,
+    `${createHash('sha256')
+      .update(JSON.stringify(['idn', 't-1']))
+      .digest('hex')
+      .slice(0, 40)}.json`,
+  );
   assert.notEqual(checkpointFileName('idn', 't-1'), checkpointFileName('id', 'nt-1'));
 });
 
 test('both modes and both checksum settings round-trip', async () => {
   const s = new CheckpointStore(join(dir, 'round-trip'));
   await s.init();
-  for (const [i, over] of ([{ mode: 'incremental', baseId: 'b' }, { checksum: 'none' }, { mode: 'incremental', checksum: 'none', status: 'complete' }] as Partial<TransferCheckpoint>[]).entries()) {
+  for (const [i, over] of (
+    [{ mode: 'incremental', baseId: 'b' }, { checksum: 'none' }, { mode: 'incremental', checksum: 'none', status: 'complete' }] as Partial<TransferCheckpoint>[]
+  ).entries()) {
     const c = cp(`rt${i}`, over);
     await s.save(c);
     assert.deepEqual(await s.load('a', c.transferId), c);
@@ -269,7 +431,14 @@ test('the missing state directory error keeps the open error as its cause', asyn
 
 test('init, save, load, list and remove leave no file of the state directory open', async () => {
   const stateDir = join(dir, 'fds');
-  const openUnder = () => readdirSync('/proc/self/fd').filter((fd) => { try { return readlinkSync(`/proc/self/fd/${fd}`).startsWith(stateDir); } catch { return false; } });
+  const openUnder = () =>
+    readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`).startsWith(stateDir);
+      } catch {
+        return false;
+      }
+    });
   const s = new CheckpointStore(stateDir);
   await s.init();
   assert.deepEqual(openUnder(), [], 'after init (the new key was synced and closed)');

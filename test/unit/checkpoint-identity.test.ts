@@ -18,13 +18,31 @@ before(async () => {
   store = new CheckpointStore(dir);
   await store.init();
 });
-after(() => { rmSync(dir, { recursive: true, force: true }); });
+after(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
 
 const base: TransferCheckpoint = {
-  format: 2, transferId: 't1', status: 'complete', identity: 'a', target: '/srv/x.img', targetKey: '/srv/x.img',
-  mode: 'full', sourceId: 's', baseId: '', volumeSizeBytes: 4096, blockSizeBytes: 4096, checksum: 'sha256',
-  durableOffsetBytes: 4096, digestState: '0'.repeat(64), dataRecords: 1, unmapRecords: 0, dataBytes: 4096, unmapBytes: 0,
-  createdUnixMs: 1, updatedUnixMs: 2,
+  format: 2,
+  transferId: 't1',
+  status: 'complete',
+  identity: 'a',
+  target: '/srv/x.img',
+  targetKey: '/srv/x.img',
+  mode: 'full',
+  sourceId: 's',
+  baseId: '',
+  volumeSizeBytes: 4096,
+  blockSizeBytes: 4096,
+  checksum: 'sha256',
+  durableOffsetBytes: 4096,
+  digestState: '0'.repeat(64),
+  dataRecords: 1,
+  unmapRecords: 0,
+  dataBytes: 4096,
+  unmapBytes: 0,
+  createdUnixMs: 1,
+  updatedUnixMs: 2,
 };
 
 test('a checkpoint without a target identity (older versions) and with one both round-trip', async () => {

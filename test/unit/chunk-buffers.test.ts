@@ -12,7 +12,7 @@ test('a buffer given back is handed out again for the same length, and owns its 
   assert.equal(x.buffer.byteLength, MiB);
   assert.equal(ownArrayBuffer(x).buf, x.buffer, 'transferable as is, not copied');
   const small = b.take(512);
-  assert.equal(small.buffer.byteLength, 512, 'even a small buffer is not a slice of Node\'s shared pool');
+  assert.equal(small.buffer.byteLength, 512, "even a small buffer is not a slice of Node's shared pool");
   b.give(x);
   assert.equal(b.keptBytes, MiB);
   const y = b.take(MiB);

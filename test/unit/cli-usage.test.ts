@@ -19,7 +19,11 @@ for (const [args, first, hint] of [
   // a command of a group: the hint names both words
   [['sender', 'serve'], "thinship: error: required option '--listen <host:port>' not specified", "(run 'thinship sender serve --help' for usage)"],
   [['transfer', 'list'], 'thinship: transfer needs either --to RECEIVER:PORT or --via SENDER:PORT', "(run 'thinship transfer --help' for usage)"],
-  [['send', 'vg0/snap1', '--request-id', 'r1'], 'thinship: --request-id and --receiver-server-name need --via HOST:PORT', "(run 'thinship send --help' for usage)"],
+  [
+    ['send', 'vg0/snap1', '--request-id', 'r1'],
+    'thinship: --request-id and --receiver-server-name need --via HOST:PORT',
+    "(run 'thinship send --help' for usage)",
+  ],
 ] as const) {
   test(`usage error: thinship ${args.join(' ')} -> one line and a hint, exit 2`, async () => {
     const r = await runCli([...args]);

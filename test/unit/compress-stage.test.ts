@@ -28,8 +28,15 @@ function textChunk(seed: number): Buffer {
 
 function noise(seed: number): Buffer {
   const out = Buffer.alloc(CHUNK);
-  let x = seed * 2654435761 >>> 0 || 1;
-  for (let i = 0; i < CHUNK; i++) { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; out[i] = x & 0xff; }
+  let x = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i < CHUNK; i++) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    out[i] = x & 0xff;
+  }
   return out;
 }
 
@@ -58,9 +65,15 @@ test('compressStage keeps stream order, passes the begin at once, and returns ea
       out.push(m);
     }
     const expected = ['begin'];
-    for (let i = 0; i < chunks.length; i++) { expected.push(`data ${i * 2 * CHUNK}`); if (i % 3 === 1) expected.push(`unmap ${i * 2 * CHUNK + CHUNK}`); }
+    for (let i = 0; i < chunks.length; i++) {
+      expected.push(`data ${i * 2 * CHUNK}`);
+      if (i % 3 === 1) expected.push(`unmap ${i * 2 * CHUNK + CHUNK}`);
+    }
     expected.push('end');
-    assert.deepEqual(out.map((m) => m.type === 'data' || m.type === 'unmap' ? `${m.type} ${m.offsetBytes}` : m.type), expected);
+    assert.deepEqual(
+      out.map((m) => (m.type === 'data' || m.type === 'unmap' ? `${m.type} ${m.offsetBytes}` : m.type)),
+      expected,
+    );
     const dec = new ChunkDecompressor();
     let frames = 0;
     for (const m of out) {
@@ -96,7 +109,9 @@ test('compressStage: a consumer that stops early stops the source, and the pool 
       }
     }
     let n = 0;
-    for await (const m of compressStage(many(), pool)) { if (m.type === 'data' && ++n === 3) break; }
+    for await (const m of compressStage(many(), pool)) {
+      if (m.type === 'data' && ++n === 3) break;
+    }
     assert.equal(finished, true, 'the source generator was closed');
     const r = await pool.process(textChunk(5));
     assert.ok(r.checksum.equals(sha(textChunk(5))));
@@ -120,7 +135,11 @@ test('the zstd level reaches the workers: level 19 makes smaller frames than lev
     }
   }
   assert.ok(sizes[1]! < sizes[0]!, `level 19 frame ${sizes[1]} bytes < level 1 frame ${sizes[0]} bytes`);
-  for (const bad of [0, 20, 1.5, NaN]) assert.throws(() => checkZstdLevel(bad), (e: Error & { code?: string }) => e.code === 'USAGE' && /--zstd-level must be a whole number from 1 to 19/.test(e.message));
+  for (const bad of [0, 20, 1.5, NaN])
+    assert.throws(
+      () => checkZstdLevel(bad),
+      (e: Error & { code?: string }) => e.code === 'USAGE' && /--zstd-level must be a whole number from 1 to 19/.test(e.message),
+    );
   assert.throws(() => new CompressPool({ zstdLevel: 0 }), /--zstd-level/);
 });
 

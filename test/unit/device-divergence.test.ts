@@ -24,16 +24,22 @@ test('a size change is divergence whatever the attachment', () => {
 });
 
 test('another boot or disk sequence: the counters are not compared, and the check says it could not tell', () => {
-  for (const now of [{ ...commit, bootId: 'boot-2', writeSectors: '5' }, { ...commit, diskSeq: '9', writeSectors: '5' }]) {
+  for (const now of [
+    { ...commit, bootId: 'boot-2', writeSectors: '5' },
+    { ...commit, diskSeq: '9', writeSectors: '5' },
+  ]) {
     const d = deviceDivergenceOf(commit, now);
     assert.deepEqual(d.why, []);
     assert.match(d.unchecked ?? '', /re-attached or the host rebooted/);
   }
 });
 
-test('a loop device: its backing file\'s mtime and size are compared across re-attach, and then nothing is unchecked', () => {
+test("a loop device: its backing file's mtime and size are compared across re-attach, and then nothing is unchecked", () => {
   const loop: DeviceCommitStat = { ...commit, backing: { sizeBytes: '1048576', mtimeNs: '1700000000000000000' } };
   assert.deepEqual(deviceDivergenceOf(loop, { ...loop, diskSeq: '9' }), { why: [] });
-  assert.match(deviceDivergenceOf(loop, { ...loop, diskSeq: '9', backing: { sizeBytes: '1048576', mtimeNs: '1700000000500000000' } }).why.join(), /backing file was modified/);
+  assert.match(
+    deviceDivergenceOf(loop, { ...loop, diskSeq: '9', backing: { sizeBytes: '1048576', mtimeNs: '1700000000500000000' } }).why.join(),
+    /backing file was modified/,
+  );
   assert.match(deviceDivergenceOf(loop, { ...loop, backing: { sizeBytes: '4096', mtimeNs: '1700000000000000000' } }).why.join(), /backing file is 4096 bytes/);
 });

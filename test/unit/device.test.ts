@@ -16,8 +16,12 @@ import { nativeDevice } from '../../src/device/native.js';
 import { expectThinship } from '../helpers/errors.js';
 
 let dir: string;
-before(async () => { dir = await mkdtemp(join(tmpdir(), 'thinship-device-')); });
-after(async () => { await rm(dir, { recursive: true, force: true }); });
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'thinship-device-'));
+});
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
 
 const MiB = 1024 * 1024;
 
@@ -34,7 +38,11 @@ describe('planZeroRange', () => {
   const sum = (ps: ZeroPiece[]): number => ps.reduce((a, p) => a + p.lengthBytes, 0);
   const contiguous = (ps: ZeroPiece[], off: number, len: number): void => {
     let at = off;
-    for (const p of ps) { assert.equal(p.offsetBytes, at); assert.ok(p.lengthBytes > 0); at += p.lengthBytes; }
+    for (const p of ps) {
+      assert.equal(p.offsetBytes, at);
+      assert.ok(p.lengthBytes > 0);
+      at += p.lengthBytes;
+    }
     assert.equal(at, off + len);
   };
 
@@ -90,9 +98,9 @@ describe('planZeroRange', () => {
             contiguous(ps, off, len);
             assert.equal(sum(ps), len);
             for (const p of ps) {
-              if (p.kind !== 'write') assert.equal(p.offsetBytes % lbs + p.lengthBytes % lbs, 0, `${p.kind} must be block aligned`);
+              if (p.kind !== 'write') assert.equal((p.offsetBytes % lbs) + (p.lengthBytes % lbs), 0, `${p.kind} must be block aligned`);
               else assert.ok(p.lengthBytes < lbs || ps.length === 1, 'writes only for sub-block edges');
-              if (p.kind === 'discard') assert.equal(p.offsetBytes % gran + p.lengthBytes % gran, 0, 'discard must be granularity aligned');
+              if (p.kind === 'discard') assert.equal((p.offsetBytes % gran) + (p.lengthBytes % gran), 0, 'discard must be granularity aligned');
             }
           }
         }
@@ -105,7 +113,14 @@ describe('devMajorMinor', () => {
   // glibc's makedev, written out independently of the decoder under test.
   const makedev = (ma: bigint, mi: bigint): bigint => ((ma & 0xfffn) << 8n) | ((ma & ~0xfffn) << 32n) | (mi & 0xffn) | ((mi & ~0xffn) << 12n);
   test('decodes small and large numbers', () => {
-    for (const [ma, mi] of [[7, 0], [253, 9], [259, 65536], [8, 17], [4095, 1_048_575], [5000, 300]] as const) {
+    for (const [ma, mi] of [
+      [7, 0],
+      [253, 9],
+      [259, 65536],
+      [8, 17],
+      [4095, 1_048_575],
+      [5000, 300],
+    ] as const) {
       assert.deepEqual(devMajorMinor(makedev(BigInt(ma), BigInt(mi))), { major: ma, minor: mi });
     }
   });
@@ -145,7 +160,12 @@ describe('readBlockLimits on a fake sysfs tree', () => {
 
   test('whole disk', async () => {
     assert.deepEqual(await readBlockLimits(8, 16, sys), {
-      logicalBlockBytes: 4096, discardGranularityBytes: 1048576, discardMaxBytes: 2147450880, discardAlignmentBytes: 0, discardZeroesData: false, isLoop: false,
+      logicalBlockBytes: 4096,
+      discardGranularityBytes: 1048576,
+      discardMaxBytes: 2147450880,
+      discardAlignmentBytes: 0,
+      discardZeroesData: false,
+      isLoop: false,
     });
   });
 
@@ -168,20 +188,32 @@ describe('readBlockLimits on a fake sysfs tree', () => {
     // Replays `dmsetup table -j MAJ -m MIN` as on the VM (samples/dmsetup-table.txt, without the name column).
     const bin = join(dir, 'fake-bin');
     await mkdir(bin, { recursive: true });
-    await writeFile(join(bin, 'dmsetup'), [
-      '#!/bin/sh',
-      'case "$*" in',
-      '  "table -j 253 -m 9") echo "0 524288 thin 253:2 1" ;;',
-      '  "table -j 253 -m 3") echo "0 2097152 linear 253:2 0" ;;',
-      '  "table -j 253 -m 4") printf "0 1024 thin 253:2 1\\n1024 1024 linear 254:0 0\\n" ;;',
-      '  *) echo "Device does not exist." >&2; exit 1 ;;',
-      'esac',
-      '',
-    ].join('\n'), { mode: 0o755 });
+    await writeFile(
+      join(bin, 'dmsetup'),
+      [
+        '#!/bin/sh',
+        'case "$*" in',
+        '  "table -j 253 -m 9") echo "0 524288 thin 253:2 1" ;;',
+        '  "table -j 253 -m 3") echo "0 2097152 linear 253:2 0" ;;',
+        '  "table -j 253 -m 4") printf "0 1024 thin 253:2 1\\n1024 1024 linear 254:0 0\\n" ;;',
+        '  *) echo "Device does not exist." >&2; exit 1 ;;',
+        'esac',
+        '',
+      ].join('\n'),
+      { mode: 0o755 },
+    );
     const savedPath = process.env.PATH;
     process.env.PATH = `${bin}:${savedPath ?? ''}`;
     try {
-      const withDiscard = { logicalBlockBytes: 512, discardGranularityBytes: 65536, discardMaxBytes: 1 << 30, discardAlignmentBytes: 0, discardZeroesData: false, isLoop: false, dm: { name: 'x', uuid: 'LVM-x' } };
+      const withDiscard = {
+        logicalBlockBytes: 512,
+        discardGranularityBytes: 65536,
+        discardMaxBytes: 1 << 30,
+        discardAlignmentBytes: 0,
+        discardZeroesData: false,
+        isLoop: false,
+        dm: { name: 'x', uuid: 'LVM-x' },
+      };
       assert.deepEqual(await dmTargetTypes(253, 9), ['thin']);
       assert.deepEqual(await dmTargetTypes(253, 4), ['thin', 'linear']);
       assert.equal(await dmTargetTypes(253, 99), undefined, 'dmsetup failure: nothing assumed');
@@ -271,7 +303,13 @@ describe('volumes on regular files', () => {
     const { path, data } = await patternFile('mz.img', 4 * MiB);
     const v = await openVolume(path, { mode: 'write' });
     try {
-      const cases: Array<[number, number]> = [[1, 1], [4095, 2], [12_345, 1_000_000], [2 * MiB - 7, 70_001], [4 * MiB - 3, 3]];
+      const cases: Array<[number, number]> = [
+        [1, 1],
+        [4095, 2],
+        [12_345, 1_000_000],
+        [2 * MiB - 7, 70_001],
+        [4 * MiB - 3, 3],
+      ];
       for (const [off, len] of cases) await v.makeZero(off, len);
       const expected = Buffer.from(data);
       for (const [off, len] of cases) expected.fill(0, off, off + len);
@@ -434,10 +472,16 @@ describe('errors', () => {
     const { path } = await patternFile('native.img', 8192);
     const fh = await fsOpen(path, 'r');
     try {
-      assert.throws(() => n.blockSizeBytes(fh.fd), (e: NodeJS.ErrnoException) => e.code === 'ENOTTY' && e.syscall === 'ioctl(BLKGETSIZE64)' && e.errno === -25);
+      assert.throws(
+        () => n.blockSizeBytes(fh.fd),
+        (e: NodeJS.ErrnoException) => e.code === 'ENOTTY' && e.syscall === 'ioctl(BLKGETSIZE64)' && e.errno === -25,
+      );
       await assert.rejects(n.discard(fh.fd, 0, 4096), (e: NodeJS.ErrnoException) => e.code === 'ENOTTY' && e.syscall === 'ioctl(BLKDISCARD)');
       // Read-only descriptor: fallocate says EBADF.
-      await assert.rejects(n.punchHole(fh.fd, 0, 4096), (e: NodeJS.ErrnoException) => e.code === 'EBADF' && e.syscall === 'fallocate(PUNCH_HOLE)' && /EBADF: Bad file descriptor/.test(e.message));
+      await assert.rejects(
+        n.punchHole(fh.fd, 0, 4096),
+        (e: NodeJS.ErrnoException) => e.code === 'EBADF' && e.syscall === 'fallocate(PUNCH_HOLE)' && /EBADF: Bad file descriptor/.test(e.message),
+      );
     } finally {
       await fh.close();
     }

@@ -10,7 +10,11 @@ import { createHash } from 'node:crypto';
 import { StreamDigest, canonicalRecord, dataChecksum } from '../../src/stream/digest.js';
 import { ThinshipError } from '../../src/errors.js';
 
-const sha = (...parts: Buffer[]) => { const h = createHash('sha256'); for (const p of parts) h.update(p); return h.digest(); };
+const sha = (...parts: Buffer[]) => {
+  const h = createHash('sha256');
+  for (const p of parts) h.update(p);
+  return h.digest();
+};
 function canonical(kind: 0 | 1, offset: bigint, length: bigint, sum: Buffer): Buffer {
   const b = Buffer.alloc(49);
   b[0] = kind;
@@ -58,14 +62,33 @@ test('a resumed chain continues from a stored state and counts only its own reco
   resumed.addUnmap(4, 4);
   assert.deepEqual(resumed.state, full.state);
   assert.equal(resumed.recordsAdded, 1);
-  assert.throws(() => new StreamDigest(Buffer.alloc(31)), (e: ThinshipError) => e.code === 'INTERNAL' && e.message === 'stream digest state must be 32 bytes, got 31');
+  assert.throws(
+    () => new StreamDigest(Buffer.alloc(31)),
+    (e: ThinshipError) => e.code === 'INTERNAL' && e.message === 'stream digest state must be 32 bytes, got 31',
+  );
 });
 
 test('inputs the chain cannot encode are refused, naming the field', () => {
-  for (const [o, l, field, v] of [[-1, 1, 'offsetBytes', -1], [1.5, 1, 'offsetBytes', 1.5], [2 ** 53, 1, 'offsetBytes', 2 ** 53], [0, -2, 'lengthBytes', -2], [0, NaN, 'lengthBytes', NaN]] as const) {
-    assert.throws(() => canonicalRecord('unmap', o, l), (e: ThinshipError) => e.code === 'INTERNAL' && e.message === `stream digest: ${field} must be a non-negative safe integer, got ${v}`, `${o} ${l}`);
+  for (const [o, l, field, v] of [
+    [-1, 1, 'offsetBytes', -1],
+    [1.5, 1, 'offsetBytes', 1.5],
+    [2 ** 53, 1, 'offsetBytes', 2 ** 53],
+    [0, -2, 'lengthBytes', -2],
+    [0, NaN, 'lengthBytes', NaN],
+  ] as const) {
+    assert.throws(
+      () => canonicalRecord('unmap', o, l),
+      (e: ThinshipError) => e.code === 'INTERNAL' && e.message === `stream digest: ${field} must be a non-negative safe integer, got ${v}`,
+      `${o} ${l}`,
+    );
   }
-  assert.throws(() => canonicalRecord('data', 0, 1), (e: ThinshipError) => e.code === 'INTERNAL' && e.message === 'stream digest: a DATA record needs a 32-byte checksum, got none');
-  assert.throws(() => canonicalRecord('data', 0, 1, Buffer.alloc(31)), (e: ThinshipError) => e.message === 'stream digest: a DATA record needs a 32-byte checksum, got 31');
+  assert.throws(
+    () => canonicalRecord('data', 0, 1),
+    (e: ThinshipError) => e.code === 'INTERNAL' && e.message === 'stream digest: a DATA record needs a 32-byte checksum, got none',
+  );
+  assert.throws(
+    () => canonicalRecord('data', 0, 1, Buffer.alloc(31)),
+    (e: ThinshipError) => e.message === 'stream digest: a DATA record needs a 32-byte checksum, got 31',
+  );
   assert.throws(() => new StreamDigest().addData(0, 1, Buffer.alloc(33)), /got 33/);
 });

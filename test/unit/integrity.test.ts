@@ -11,8 +11,16 @@ import { createHash } from 'node:crypto';
 import { StreamLedger, withDataChecksum, checkDataChecksum, zeroChecksumMatches, rangeFault, AscendingRecords } from '../../src/stream/integrity.js';
 import type { StreamMessage } from '../../src/stream/messages.js';
 
-const sha = (...parts: Uint8Array[]) => { const h = createHash('sha256'); for (const p of parts) h.update(p); return h.digest(); };
-const u64 = (n: number) => { const b = Buffer.alloc(8); b.writeBigUInt64BE(BigInt(n)); return b; };
+const sha = (...parts: Uint8Array[]) => {
+  const h = createHash('sha256');
+  for (const p of parts) h.update(p);
+  return h.digest();
+};
+const u64 = (n: number) => {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64BE(BigInt(n));
+  return b;
+};
 /** The chain written out from docs/architecture.md: d_i = sha256(d_{i-1} || kind || offset || length || sha256 or zeros). */
 const link = (d: Buffer, kind: 0 | 1, off: number, len: number, sum?: Buffer) => sha(d, Buffer.from([kind]), u64(off), u64(len), sum ?? Buffer.alloc(32));
 const ZERO = Buffer.alloc(32);
@@ -21,7 +29,8 @@ test('the ledger counts DATA and UNMAP records and bytes and chains the digest i
   const l = new StreamLedger(true);
   assert.deepEqual(l.digest, ZERO, 'd_0 is 32 zero bytes');
   assert.deepEqual(l.counts, { dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0 });
-  const a = sha(Buffer.from('a')), b = sha(Buffer.from('b'));
+  const a = sha(Buffer.from('a')),
+    b = sha(Buffer.from('b'));
   l.addData(0, 4096, a);
   l.addUnmap(4096, 8192);
   l.addData(12288, 512, b);
@@ -60,7 +69,13 @@ test('a resumed ledger continues from the stored counts and chain value; a diges
   l.addUnmap(100, 50);
   assert.deepEqual(l.digest, link(stored, 1, 100, 50));
   assert.deepEqual(l.counts, { dataRecords: 3, unmapRecords: 5, dataBytes: 5, unmapBytes: 56 });
-  assert.deepEqual(new StreamLedger(true, { digest: stored.subarray(0, 31), dataRecords: 1 }).snapshot(), { digest: ZERO, dataRecords: 1, unmapRecords: 0, dataBytes: 0, unmapBytes: 0 });
+  assert.deepEqual(new StreamLedger(true, { digest: stored.subarray(0, 31), dataRecords: 1 }).snapshot(), {
+    digest: ZERO,
+    dataRecords: 1,
+    unmapRecords: 0,
+    dataBytes: 0,
+    unmapBytes: 0,
+  });
   assert.deepEqual(new StreamLedger(true, {}).snapshot(), { digest: ZERO, dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0 });
 });
 

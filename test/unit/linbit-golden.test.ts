@@ -19,20 +19,36 @@ function hex(...parts: string[]): Buffer {
   return Buffer.from(parts.join('').replace(/\s+/g, ''), 'hex');
 }
 
-
 const payload8 = hex('0102030405060708');
 const payload3 = hex('a1a2a3');
 
 // Format 1.1 as thin_send writes it: BEGIN, DATA, DATA, UNMAP, END.
 const plain11 = hex(
-  M11, ZERO64, ZERO64, '00000002',                               // record 1 BEGIN_STREAM @0
-  M11, '0000000000010000', '0000000000000008', '00000000',       // record 2 DATA @64 KiB, 8 bytes  (byte 28)
+  M11,
+  ZERO64,
+  ZERO64,
+  '00000002', // record 1 BEGIN_STREAM @0
+  M11,
+  '0000000000010000',
+  '0000000000000008',
+  '00000000', // record 2 DATA @64 KiB, 8 bytes  (byte 28)
   '0102030405060708',
-  M11, '0000000100000000', '0000000000000003', '00000000',       // record 3 DATA @4 GiB, 3 bytes  (byte 64)
+  M11,
+  '0000000100000000',
+  '0000000000000003',
+  '00000000', // record 3 DATA @4 GiB, 3 bytes  (byte 64)
   'a1a2a3',
-  M11, '0000000000020000', '0000000000030000', '00000001',       // record 4 UNMAP [128 KiB, +192 KiB) (byte 95)
-  M11, ZERO64, '0000000000000018', '00000003',                   // record 5 END_STREAM (byte 123)
-  '0000000000000005', '0000000000000002', '0000000000000001',    // n_chunks 5, n_data 2, n_unmap 1
+  M11,
+  '0000000000020000',
+  '0000000000030000',
+  '00000001', // record 4 UNMAP [128 KiB, +192 KiB) (byte 95)
+  M11,
+  ZERO64,
+  '0000000000000018',
+  '00000003', // record 5 END_STREAM (byte 123)
+  '0000000000000005',
+  '0000000000000002',
+  '0000000000000001', // n_chunks 5, n_data 2, n_unmap 1
 );
 
 const expected11: LinbitMessage[] = [
@@ -59,32 +75,62 @@ test('golden 1.1: re-encodes byte-exact without extensions', async () => {
 
 test('golden 1.1 with an unknown optional record: skipped, counted in n_chunks and skippedRecords', async () => {
   const withOptional = hex(
-    M11, ZERO64, ZERO64, '00000002',                             // BEGIN
-    M11, '0000000000010000', '0000000000000008', '00000000',     // DATA
+    M11,
+    ZERO64,
+    ZERO64,
+    '00000002', // BEGIN
+    M11,
+    '0000000000010000',
+    '0000000000000008',
+    '00000000', // DATA
     '0102030405060708',
-    M11, '0000000000000000', '0000000000000005', '80000007',     // optional 0x80000007, 5 bytes (someone else's)
+    M11,
+    '0000000000000000',
+    '0000000000000005',
+    '80000007', // optional 0x80000007, 5 bytes (someone else's)
     'deadbeef00',
-    M11, '0000000000020000', '0000000000030000', '00000001',     // UNMAP
-    M11, ZERO64, '0000000000000018', '00000003',                 // END
-    '0000000000000005', '0000000000000001', '0000000000000001',  // n_chunks 5 (the optional record counts)
+    M11,
+    '0000000000020000',
+    '0000000000030000',
+    '00000001', // UNMAP
+    M11,
+    ZERO64,
+    '0000000000000018',
+    '00000003', // END
+    '0000000000000005',
+    '0000000000000001',
+    '0000000000000001', // n_chunks 5 (the optional record counts)
   );
   for (const size of [withOptional.length, 1, 3]) {
     const got = await collect(decodeStream(pieces(withOptional, size)));
-    assert.deepEqual(got, [
-      { type: 'begin', info: { formatVersion: '1.1' } },
-      { type: 'data', offsetBytes: 0x10000, data: payload8 },
-      { type: 'unmap', offsetBytes: 0x20000, lengthBytes: 0x30000 },
-      { type: 'end', records: 5, dataRecords: 1, unmapRecords: 1, dataBytes: 8, unmapBytes: 0x30000, skippedRecords: 1 },
-    ], `chunk size ${size}`);
+    assert.deepEqual(
+      got,
+      [
+        { type: 'begin', info: { formatVersion: '1.1' } },
+        { type: 'data', offsetBytes: 0x10000, data: payload8 },
+        { type: 'unmap', offsetBytes: 0x20000, lengthBytes: 0x30000 },
+        { type: 'end', records: 5, dataRecords: 1, unmapRecords: 1, dataBytes: 8, unmapBytes: 0x30000, skippedRecords: 1 },
+      ],
+      `chunk size ${size}`,
+    );
   }
 });
 
 // Format 1.0: the same header with the 1.0 magic, only DATA and UNMAP, no BEGIN/END.
 const plain10 = hex(
-  M10, '0000000000000000', '0000000000000008', '00000000',       // DATA @0, 8 bytes
+  M10,
+  '0000000000000000',
+  '0000000000000008',
+  '00000000', // DATA @0, 8 bytes
   '0102030405060708',
-  M10, '0000000000100000', '0000000000010000', '00000001',       // UNMAP [1 MiB, +64 KiB)
-  M10, '0000000000200000', '0000000000000003', '00000000',       // DATA @2 MiB, 3 bytes
+  M10,
+  '0000000000100000',
+  '0000000000010000',
+  '00000001', // UNMAP [1 MiB, +64 KiB)
+  M10,
+  '0000000000200000',
+  '0000000000000003',
+  '00000000', // DATA @2 MiB, 3 bytes
   'a1a2a3',
 );
 
@@ -126,17 +172,20 @@ test('golden 1.1 with thinship extensions: begin-info v2, a DATA checksum group 
     { kind: 1, offset: 0x20000n, length: 0x30000n, sum: Buffer.alloc(32) },
   ]);
   const golden = Buffer.concat([
-    hex(M11, ZERO64, ZERO64, '00000002'),                              // 1 BEGIN
-    hex(M11, ZERO64, jsonLen, '80545301'), Buffer.from(json),           // 2 begin-info (JSON, "v":2)
-    hex(M11, '0000000000010000', '0000000000000031', '80545304'),       // 3 DATA checksum group: offset of its first DATA, 1 + 48 bytes
-    hex('01'),                                                          //   algorithm 1 = sha256
-    hex('0000000000010000', '0000000000000008'), sum8,                  //   entry 1: the DATA's offset, length, sha256
-    hex(M11, '0000000000010000', '0000000000000008', '00000000'),       // 4 DATA
+    hex(M11, ZERO64, ZERO64, '00000002'), // 1 BEGIN
+    hex(M11, ZERO64, jsonLen, '80545301'),
+    Buffer.from(json), // 2 begin-info (JSON, "v":2)
+    hex(M11, '0000000000010000', '0000000000000031', '80545304'), // 3 DATA checksum group: offset of its first DATA, 1 + 48 bytes
+    hex('01'), //   algorithm 1 = sha256
+    hex('0000000000010000', '0000000000000008'),
+    sum8, //   entry 1: the DATA's offset, length, sha256
+    hex(M11, '0000000000010000', '0000000000000008', '00000000'), // 4 DATA
     payload8,
-    hex(M11, '0000000000020000', '0000000000030000', '00000001'),       // 5 UNMAP
-    hex(M11, ZERO64, '0000000000000021', '80545303'),                   // 6 stream digest, 33 bytes
-    hex('01'), d,
-    hex(M11, ZERO64, '0000000000000018', '00000003'),                   // 7 END
+    hex(M11, '0000000000020000', '0000000000030000', '00000001'), // 5 UNMAP
+    hex(M11, ZERO64, '0000000000000021', '80545303'), // 6 stream digest, 33 bytes
+    hex('01'),
+    d,
+    hex(M11, ZERO64, '0000000000000018', '00000003'), // 7 END
     hex('0000000000000007', '0000000000000001', '0000000000000001'),
   ]);
   const msgs: LinbitMessage[] = [
@@ -164,16 +213,19 @@ test('golden 1.1 with thinship extensions: begin-info v2, a DATA checksum group 
   // What the previous version wrote for the same messages (begin-info "v":1, a DATA checksum record after
   // each DATA) still decodes, to the same messages and the same stream digest.
   const v1 = Buffer.concat([
-    hex(M11, ZERO64, ZERO64, '00000002'),                              // 1 BEGIN
-    hex(M11, ZERO64, jsonLen, '80545301'), Buffer.from(json.replace('"v":2', '"v":1')), // 2 begin-info ("v":1)
-    hex(M11, '0000000000010000', '0000000000000008', '00000000'),       // 3 DATA
+    hex(M11, ZERO64, ZERO64, '00000002'), // 1 BEGIN
+    hex(M11, ZERO64, jsonLen, '80545301'),
+    Buffer.from(json.replace('"v":2', '"v":1')), // 2 begin-info ("v":1)
+    hex(M11, '0000000000010000', '0000000000000008', '00000000'), // 3 DATA
     payload8,
-    hex(M11, '0000000000010000', '0000000000000021', '80545302'),       // 4 DATA checksum: offset of the DATA, 33 bytes
-    hex('01'), sum8,
-    hex(M11, '0000000000020000', '0000000000030000', '00000001'),       // 5 UNMAP
-    hex(M11, ZERO64, '0000000000000021', '80545303'),                   // 6 stream digest
-    hex('01'), d,
-    hex(M11, ZERO64, '0000000000000018', '00000003'),                   // 7 END
+    hex(M11, '0000000000010000', '0000000000000021', '80545302'), // 4 DATA checksum: offset of the DATA, 33 bytes
+    hex('01'),
+    sum8,
+    hex(M11, '0000000000020000', '0000000000030000', '00000001'), // 5 UNMAP
+    hex(M11, ZERO64, '0000000000000021', '80545303'), // 6 stream digest
+    hex('01'),
+    d,
+    hex(M11, ZERO64, '0000000000000018', '00000003'), // 7 END
     hex('0000000000000007', '0000000000000001', '0000000000000001'),
   ]);
   assert.equal(v1.length, 363 + 28 + 24);
@@ -191,12 +243,20 @@ test('golden empty 1.0 stream: zero bytes, as thin_send 1.0 writes for an empty 
 
 test('encoder passes big DATA payloads through without copying', async () => {
   const big = Buffer.alloc(1 << 20, 7);
-  const parts = await collect(encodeStream([
-    { type: 'begin', info: { formatVersion: '1.1' } },
-    { type: 'data', offsetBytes: 0, data: big },
-    { type: 'end', records: 0, dataRecords: 1, unmapRecords: 0 },
-  ], { extensions: false }));
-  assert.ok(parts.some((p) => p === big), 'the payload Buffer itself is yielded');
+  const parts = await collect(
+    encodeStream(
+      [
+        { type: 'begin', info: { formatVersion: '1.1' } },
+        { type: 'data', offsetBytes: 0, data: big },
+        { type: 'end', records: 0, dataRecords: 1, unmapRecords: 0 },
+      ],
+      { extensions: false },
+    ),
+  );
+  assert.ok(
+    parts.some((p) => p === big),
+    'the payload Buffer itself is yielded',
+  );
   const decoded = await collect(decodeStream(parts));
   const data = decoded[1];
   assert.ok(data?.type === 'data');

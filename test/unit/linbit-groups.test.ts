@@ -28,7 +28,6 @@ function group(entries: Array<[number, number, Buffer]>, opts: { algo?: number; 
 }
 const data = (offset: number, payload: Buffer) => Buffer.concat([hdr(offset, payload.length, 0), payload]);
 
-
 const V2 = beginInfo('{"v":2,"checksum":"sha256"}'); // 28 + 27 = 55 bytes
 const V1 = beginInfo('{"v":1,"checksum":"sha256"}');
 
@@ -37,71 +36,186 @@ test('v2: a group covers the DATA records after it (UNMAPs may come between); di
   d.addData(0x10000, 8, SUM8);
   d.addUnmap(0x20000, 0x10000);
   d.addData(0x30000, 8, SUM8);
-  const bytes = Buffer.concat([BEGIN, V2, group([[0x10000, 8, SUM8], [0x30000, 8, SUM8]]), data(0x10000, P8), hdr(0x20000, 0x10000, 1), data(0x30000, P8), digestRec(d.state), END, stats(8, 2, 1)]);
+  const bytes = Buffer.concat([
+    BEGIN,
+    V2,
+    group([
+      [0x10000, 8, SUM8],
+      [0x30000, 8, SUM8],
+    ]),
+    data(0x10000, P8),
+    hdr(0x20000, 0x10000, 1),
+    data(0x30000, P8),
+    digestRec(d.state),
+    END,
+    stats(8, 2, 1),
+  ]);
   for (const size of [bytes.length, 1, 5]) {
-    assert.deepEqual(await collect(decodeStream(pieces(bytes, size))), [
-      { type: 'begin', info: { formatVersion: '1.1', checksum: 'sha256' } },
-      { type: 'data', offsetBytes: 0x10000, data: P8, checksum: SUM8 },
-      { type: 'unmap', offsetBytes: 0x20000, lengthBytes: 0x10000 },
-      { type: 'data', offsetBytes: 0x30000, data: P8, checksum: SUM8 },
-      { type: 'end', records: 8, dataRecords: 2, unmapRecords: 1, dataBytes: 16, unmapBytes: 0x10000, skippedRecords: 0, digest: d.state },
-    ], `chunk size ${size}`);
+    assert.deepEqual(
+      await collect(decodeStream(pieces(bytes, size))),
+      [
+        { type: 'begin', info: { formatVersion: '1.1', checksum: 'sha256' } },
+        { type: 'data', offsetBytes: 0x10000, data: P8, checksum: SUM8 },
+        { type: 'unmap', offsetBytes: 0x20000, lengthBytes: 0x10000 },
+        { type: 'data', offsetBytes: 0x30000, data: P8, checksum: SUM8 },
+        { type: 'end', records: 8, dataRecords: 2, unmapRecords: 1, dataBytes: 16, unmapBytes: 0x10000, skippedRecords: 0, digest: d.state },
+      ],
+      `chunk size ${size}`,
+    );
   }
   // The previous version's form (v1: a checksum record after each DATA) of the same records: same digest.
   const sumRec = (o: number) => Buffer.concat([hdr(o, 33, 0x8054_5302), Buffer.from([1]), SUM8]);
-  const old = Buffer.concat([BEGIN, V1, data(0x10000, P8), sumRec(0x10000), hdr(0x20000, 0x10000, 1), data(0x30000, P8), sumRec(0x30000), digestRec(d.state), END, stats(9, 2, 1)]);
+  const old = Buffer.concat([
+    BEGIN,
+    V1,
+    data(0x10000, P8),
+    sumRec(0x10000),
+    hdr(0x20000, 0x10000, 1),
+    data(0x30000, P8),
+    sumRec(0x30000),
+    digestRec(d.state),
+    END,
+    stats(9, 2, 1),
+  ]);
   const oldMsgs = await collect(decodeStream(pieces(old, 3)));
-  assert.deepEqual(oldMsgs.at(-1), { type: 'end', records: 9, dataRecords: 2, unmapRecords: 1, dataBytes: 16, unmapBytes: 0x10000, skippedRecords: 0, digest: d.state });
+  assert.deepEqual(oldMsgs.at(-1), {
+    type: 'end',
+    records: 9,
+    dataRecords: 2,
+    unmapRecords: 1,
+    dataBytes: 16,
+    unmapBytes: 0x10000,
+    skippedRecords: 0,
+    digest: d.state,
+  });
 });
 
 test('group rules: entries must match the DATA records in order; no new group while one is open; none left open', async () => {
-  const g = group([[0x10000, 8, SUM8], [0x30000, 8, SUM8]]); // 28 + 97 bytes, at 83
+  const g = group([
+    [0x10000, 8, SUM8],
+    [0x30000, 8, SUM8],
+  ]); // 28 + 97 bytes, at 83
   const after = 83 + g.length; // first DATA header
-  await expectBad(Buffer.concat([BEGIN, V2, g, data(0x20000, P8)]),
-    { pos: after, match: /record 4, header, volume offset 131072\): DATA record of 8 bytes, but the DATA checksum group at byte 83 lists offset 65536, length 8 as its entry 1 of 2/ });
-  await expectBad(Buffer.concat([BEGIN, V2, g, hdr(0x10000, 9, 0), P8, Buffer.from([9])]), { pos: after, match: /DATA record of 9 bytes, but the DATA checksum group at byte 83 lists offset 65536, length 8/ });
-  await expectBad(Buffer.concat([BEGIN, V2, g, data(0x10000, P8), group([[0x30000, 8, SUM8]])]),
-    { pos: after + 36, match: /record 5, header\): a new DATA checksum group while 1 DATA records of the group at byte 83 are still due/ });
-  await expectBad(Buffer.concat([BEGIN, V2, g, data(0x10000, P8), END, stats(5, 1, 0)]),
-    { pos: after + 36, match: /the DATA checksum group at byte 83 lists 2 DATA records, but only 1 came before END_STREAM/ });
-  await expectBad(Buffer.concat([BEGIN, V2, g, data(0x10000, P8), digestRec(Buffer.alloc(32))]), { pos: after + 36, match: /only 1 came before the stream digest record/ });
+  await expectBad(Buffer.concat([BEGIN, V2, g, data(0x20000, P8)]), {
+    pos: after,
+    match:
+      /record 4, header, volume offset 131072\): DATA record of 8 bytes, but the DATA checksum group at byte 83 lists offset 65536, length 8 as its entry 1 of 2/,
+  });
+  await expectBad(Buffer.concat([BEGIN, V2, g, hdr(0x10000, 9, 0), P8, Buffer.from([9])]), {
+    pos: after,
+    match: /DATA record of 9 bytes, but the DATA checksum group at byte 83 lists offset 65536, length 8/,
+  });
+  await expectBad(Buffer.concat([BEGIN, V2, g, data(0x10000, P8), group([[0x30000, 8, SUM8]])]), {
+    pos: after + 36,
+    match: /record 5, header\): a new DATA checksum group while 1 DATA records of the group at byte 83 are still due/,
+  });
+  await expectBad(Buffer.concat([BEGIN, V2, g, data(0x10000, P8), END, stats(5, 1, 0)]), {
+    pos: after + 36,
+    match: /the DATA checksum group at byte 83 lists 2 DATA records, but only 1 came before END_STREAM/,
+  });
+  await expectBad(Buffer.concat([BEGIN, V2, g, data(0x10000, P8), digestRec(Buffer.alloc(32))]), {
+    pos: after + 36,
+    match: /only 1 came before the stream digest record/,
+  });
   // EOF with a group open: the end of input is named (1.1 would also lack END; the group is reported first).
-  await expectBad(Buffer.concat([BEGIN, V2, g, data(0x10000, P8)]), { pos: after + 36, match: /end of input\): the DATA checksum group at byte 83 lists 2 DATA records, but only 1 came before the end of the stream/ });
+  await expectBad(Buffer.concat([BEGIN, V2, g, data(0x10000, P8)]), {
+    pos: after + 36,
+    match: /end of input\): the DATA checksum group at byte 83 lists 2 DATA records, but only 1 came before the end of the stream/,
+  });
 });
 
 test('group record: length 1 + 48 n (1 ≤ n ≤ 1024), algorithm 1, header offset = first entry, entries below 2^53', async () => {
-  await expectBad(Buffer.concat([BEGIN, V2, hdr(0, 1 + 47, 0x8054_5304), Buffer.alloc(48)]), { pos: 83, match: /DATA checksum group length must be 1 \+ 48 × n with 1 ≤ n ≤ 1024, got 48/ });
+  await expectBad(Buffer.concat([BEGIN, V2, hdr(0, 1 + 47, 0x8054_5304), Buffer.alloc(48)]), {
+    pos: 83,
+    match: /DATA checksum group length must be 1 \+ 48 × n with 1 ≤ n ≤ 1024, got 48/,
+  });
   await expectBad(Buffer.concat([BEGIN, V2, hdr(0, 1, 0x8054_5304), Buffer.alloc(1)]), { pos: 83, match: /got 1$/ });
   await expectBad(Buffer.concat([BEGIN, V2, hdr(0, 1 + 48 * 1025, 0x8054_5304)]), { pos: 83, match: /got 49201$/ });
-  await expectBad(Buffer.concat([BEGIN, V2, group([[0x10000, 8, SUM8]], { algo: 2 })]), { pos: 111, match: /DATA checksum group algorithm\): unknown checksum algorithm 2/ });
-  await expectBad(Buffer.concat([BEGIN, V2, group([[0x10000, 8, SUM8]], { headerOffset: 0 })]), { pos: 83, match: /header offset\): DATA checksum group header names volume offset 0, but its first entry is at 65536/ });
-  const huge = Buffer.concat([BEGIN, V2, hdr(0, 1 + 96, 0x8054_5304), Buffer.from([1]), Buffer.from(u64(0) + u64(8), 'hex'), SUM8, Buffer.from(u64(2n ** 53n) + u64(8), 'hex'), SUM8]);
+  await expectBad(Buffer.concat([BEGIN, V2, group([[0x10000, 8, SUM8]], { algo: 2 })]), {
+    pos: 111,
+    match: /DATA checksum group algorithm\): unknown checksum algorithm 2/,
+  });
+  await expectBad(Buffer.concat([BEGIN, V2, group([[0x10000, 8, SUM8]], { headerOffset: 0 })]), {
+    pos: 83,
+    match: /header offset\): DATA checksum group header names volume offset 0, but its first entry is at 65536/,
+  });
+  const huge = Buffer.concat([
+    BEGIN,
+    V2,
+    hdr(0, 1 + 96, 0x8054_5304),
+    Buffer.from([1]),
+    Buffer.from(u64(0) + u64(8), 'hex'),
+    SUM8,
+    Buffer.from(u64(2n ** 53n) + u64(8), 'hex'),
+    SUM8,
+  ]);
   await expectBad(huge, { pos: 111 + 1 + 48, match: /DATA checksum group entry 2\): offset 9007199254740992 \+ length 8 exceeds 2\^53/ });
   // Truncated inside the group payload.
-  await expectBad(Buffer.concat([BEGIN, V2, group([[0x10000, 8, SUM8]])]).subarray(0, 111 + 20), { pos: 111, match: /DATA checksum group payload\): truncated payload: the stream ends at byte 131, after 20 of 49 bytes/ });
+  await expectBad(Buffer.concat([BEGIN, V2, group([[0x10000, 8, SUM8]])]).subarray(0, 111 + 20), {
+    pos: 111,
+    match: /DATA checksum group payload\): truncated payload: the stream ends at byte 131, after 20 of 49 bytes/,
+  });
 });
 
 test('declared layouts are enforced: v2 needs a group for every DATA and refuses per-DATA records; v1 refuses groups', async () => {
-  await expectBad(Buffer.concat([BEGIN, V2, data(0x10000, P8)]), { pos: 83, match: /begin-info declares sha256 checksum groups but no DATA checksum group covers this DATA record/ });
+  await expectBad(Buffer.concat([BEGIN, V2, data(0x10000, P8)]), {
+    pos: 83,
+    match: /begin-info declares sha256 checksum groups but no DATA checksum group covers this DATA record/,
+  });
   const sumRec = Buffer.concat([hdr(0x10000, 33, 0x8054_5302), Buffer.from([1]), SUM8]);
-  await expectBad(Buffer.concat([BEGIN, V2, group([[0x10000, 8, SUM8]]), data(0x10000, P8), sumRec]), { pos: 83 + 77 + 36, match: /DATA checksum record in a stream whose begin-info \(v2\) declares DATA checksum groups/ });
-  await expectBad(Buffer.concat([BEGIN, V1, group([[0x10000, 8, SUM8]])]), { pos: 83, match: /DATA checksum group in a stream whose begin-info \(v1\) promises one DATA checksum record after each DATA/ });
+  await expectBad(Buffer.concat([BEGIN, V2, group([[0x10000, 8, SUM8]]), data(0x10000, P8), sumRec]), {
+    pos: 83 + 77 + 36,
+    match: /DATA checksum record in a stream whose begin-info \(v2\) declares DATA checksum groups/,
+  });
+  await expectBad(Buffer.concat([BEGIN, V1, group([[0x10000, 8, SUM8]])]), {
+    pos: 83,
+    match: /DATA checksum group in a stream whose begin-info \(v1\) promises one DATA checksum record after each DATA/,
+  });
   // Without a declaration, a group is still checked when present.
   const bad = Buffer.concat([BEGIN, group([[0x10000, 8, Buffer.alloc(32)]]), data(0x10000, P8), END, stats(4, 1, 0)]);
-  await expectBad(bad, { code: 'CHECKSUM_MISMATCH', pos: 28 + 77 + 28, match: /record 3, DATA payload, volume offset 65536\): sha256 of the 8-byte payload is [0-9a-f]{64}, but the DATA checksum group at byte 28 says 0{64}$/ });
+  await expectBad(bad, {
+    code: 'CHECKSUM_MISMATCH',
+    pos: 28 + 77 + 28,
+    match: /record 3, DATA payload, volume offset 65536\): sha256 of the 8-byte payload is [0-9a-f]{64}, but the DATA checksum group at byte 28 says 0{64}$/,
+  });
 });
 
 test('a corrupt record is refused before it is delivered (whole records), or before its last piece (records in pieces)', async () => {
   const payload = Buffer.alloc(10_000, 0x5a);
   const sum = dataChecksum(payload);
-  const good = Buffer.concat([BEGIN, V2, group([[0, 8, SUM8], [0x100000, payload.length, sum]]), data(0, P8), data(0x100000, payload)]);
+  const good = Buffer.concat([
+    BEGIN,
+    V2,
+    group([
+      [0, 8, SUM8],
+      [0x100000, payload.length, sum],
+    ]),
+    data(0, P8),
+    data(0x100000, payload),
+  ]);
   const at = good.length - payload.length; // payload start of record 5
   const bad = Buffer.from(good);
   bad[at + 9_999] = bad[at + 9_999]! ^ 1;
-  const before = await expectBad(bad, { code: 'CHECKSUM_MISMATCH', pos: at, match: /record 5, DATA payload, volume offset 1048576\): sha256 of the 10000-byte payload is [0-9a-f]{64}, but the DATA checksum group at byte 83 says [0-9a-f]{64}$/ });
-  assert.deepEqual(before.map((m) => m.type), ['begin', 'data']);
-  const inPieces = await expectBad(bad, { code: 'CHECKSUM_MISMATCH', pos: at, pieceBytes: 4096, match: /the record was longer than 4096 bytes, so its earlier pieces were delivered before the check$/ });
-  assert.deepEqual(inPieces.map((m) => m.type === 'data' ? m.data.length : m.type), ['begin', 8, 4096, 4096]);
+  const before = await expectBad(bad, {
+    code: 'CHECKSUM_MISMATCH',
+    pos: at,
+    match:
+      /record 5, DATA payload, volume offset 1048576\): sha256 of the 10000-byte payload is [0-9a-f]{64}, but the DATA checksum group at byte 83 says [0-9a-f]{64}$/,
+  });
+  assert.deepEqual(
+    before.map((m) => m.type),
+    ['begin', 'data'],
+  );
+  const inPieces = await expectBad(bad, {
+    code: 'CHECKSUM_MISMATCH',
+    pos: at,
+    pieceBytes: 4096,
+    match: /the record was longer than 4096 bytes, so its earlier pieces were delivered before the check$/,
+  });
+  assert.deepEqual(
+    inPieces.map((m) => (m.type === 'data' ? m.data.length : m.type)),
+    ['begin', 8, 4096, 4096],
+  );
   // The same in the v1 form: the checksum record after a record in pieces is checked against the running hash.
   const v1 = Buffer.concat([BEGIN, V1, data(0x100000, payload), hdr(0x100000, 33, 0x8054_5302), Buffer.from([1]), sum]);
   const v1bad = Buffer.from(v1);
@@ -127,9 +241,13 @@ function walk(bytes: Buffer, payloads = true): { data: number; optional: Map<num
       for (let e = 0; e < (length - 1) / 48; e++) covered += Number(bytes.readBigUInt64BE(at + 1 + e * 48 + 8));
       groups.push({ records: (length - 1) / 48, bytes: covered });
     }
-    if (cmd === 0) { nData++; if (payloads) at += length; }
-    else if (cmd >= 0x8000_0000) { optional.set(cmd, (optional.get(cmd) ?? 0) + 1); at += length; }
-    else if (cmd === 3) at += 24;
+    if (cmd === 0) {
+      nData++;
+      if (payloads) at += length;
+    } else if (cmd >= 0x8000_0000) {
+      optional.set(cmd, (optional.get(cmd) ?? 0) + 1);
+      at += length;
+    } else if (cmd === 3) at += 24;
   }
   return { data: nData, optional, groups };
 }
@@ -149,7 +267,15 @@ test('optional records per GiB: 34 (begin-info, 32 groups, digest) for 1 MiB and
     for await (const p of encodeStream(msgs())) if (p !== buf) parts.push(p);
     const w = walk(Buffer.concat(parts), false);
     assert.equal(w.data, GiB / recordBytes);
-    assert.deepEqual([...w.optional.entries()].sort(), [[0x8054_5301, 1], [0x8054_5303, 1], [0x8054_5304, 32]], `records of ${recordBytes} bytes`);
+    assert.deepEqual(
+      [...w.optional.entries()].sort(),
+      [
+        [0x8054_5301, 1],
+        [0x8054_5303, 1],
+        [0x8054_5304, 32],
+      ],
+      `records of ${recordBytes} bytes`,
+    );
     for (const g of w.groups) assert.ok(g.bytes <= GROUP_MAX_DATA_BYTES && g.records <= GROUP_MAX_RECORDS, JSON.stringify(g));
   }
 });
@@ -162,10 +288,22 @@ test('a small stream: groups hold at most 1024 records, and an encoded stream wi
   msgs.push({ type: 'end', records: 0, dataRecords: 2500, unmapRecords: 1 });
   const bytes = Buffer.concat(await collect(encodeStream(msgs)));
   const w = walk(bytes);
-  assert.deepEqual(w.groups.map((g) => g.records), [GROUP_MAX_RECORDS, GROUP_MAX_RECORDS, 2500 - 2 * GROUP_MAX_RECORDS]);
+  assert.deepEqual(
+    w.groups.map((g) => g.records),
+    [GROUP_MAX_RECORDS, GROUP_MAX_RECORDS, 2500 - 2 * GROUP_MAX_RECORDS],
+  );
   const back = await collect(decodeStream(pieces(bytes, 1000)));
   assert.equal(back.length, msgs.length);
-  assert.deepEqual(back.at(-1), { type: 'end', records: 2 + 2500 + 1 + 3 + 2, dataRecords: 2500, unmapRecords: 1, dataBytes: 20_000, unmapBytes: 65536, skippedRecords: 0, digest: (back.at(-1) as { digest: Buffer }).digest });
+  assert.deepEqual(back.at(-1), {
+    type: 'end',
+    records: 2 + 2500 + 1 + 3 + 2,
+    dataRecords: 2500,
+    unmapRecords: 1,
+    dataBytes: 20_000,
+    unmapBytes: 65536,
+    skippedRecords: 0,
+    digest: (back.at(-1) as { digest: Buffer }).digest,
+  });
   // The digest is the documented chain over the same records, whatever the checksum layout.
   const d = new StreamDigest();
   for (let i = 0; i < 2500; i++) d.addData(i * 65536, 8, SUM8);
@@ -181,11 +319,17 @@ test('records decoded in pieces re-encode byte-exact without checksums, and are 
   assert.equal(decoded.filter((m) => m.type === 'data').length, 3);
   const again = Buffer.concat(await collect(encodeStream(decoded, { extensions: false })));
   assert.ok(again.equals(plain));
-  await assert.rejects(collect(encodeStream([{ type: 'begin', info: { formatVersion: '1.1' } }, ...decoded.slice(1)])), /a DATA record in pieces cannot be covered by a checksum group/);
+  await assert.rejects(
+    collect(encodeStream([{ type: 'begin', info: { formatVersion: '1.1' } }, ...decoded.slice(1)])),
+    /a DATA record in pieces cannot be covered by a checksum group/,
+  );
   // Pieces out of sequence are refused.
   const [b, p1, p2, p3, ...rest] = decoded;
   await assert.rejects(collect(encodeStream([b!, p1!, p3!, p2!, ...rest], { extensions: false })), /does not continue the record/);
-  await assert.rejects(collect(encodeStream([b!, p1!, rest[0]!], { extensions: false })), /the DATA record being written in pieces still needs 5000 bytes at 69536/);
+  await assert.rejects(
+    collect(encodeStream([b!, p1!, rest[0]!], { extensions: false })),
+    /the DATA record being written in pieces still needs 5000 bytes at 69536/,
+  );
 });
 
 test('encoder with checksums: holds at most a group plus the prefetch; source errors arrive in order; stopping early closes the source', async () => {
@@ -218,7 +362,12 @@ test('encoder with checksums: holds at most a group plus the prefetch; source er
 
   closed = false;
   const seen: number[] = [];
-  await assert.rejects((async () => { for await (const part of encodeStream(source(100, 70))) if (part === buf) seen.push(1); })(), /source failed at record 70/);
+  await assert.rejects(
+    (async () => {
+      for await (const part of encodeStream(source(100, 70))) if (part === buf) seen.push(1);
+    })(),
+    /source failed at record 70/,
+  );
   assert.equal(seen.length, 64, 'the two complete groups before the error were written');
   assert.ok(closed);
 

@@ -12,7 +12,7 @@ import type { TargetRecord } from '../../src/receiver/target-state/record.js';
 
 const LVM_TAG = /^[A-Za-z0-9_+.\-/=!:&#]+$/;
 
-test('tag values round-trip through LVM\'s tag charset', () => {
+test("tag values round-trip through LVM's tag charset", () => {
   for (const v of ['SpJpFp-1reI-6OuR-Hdy5-9xr6-qwZj-0mF7lb', 'vg0/snap2', 'a b&c', 'ünï©ødé ☃', '/pool/meta.bin#3', '', '&26']) {
     const e = encodeTagValue(v);
     assert.match(`x${e}`, LVM_TAG, `encoded ${JSON.stringify(v)} as ${e}`);
@@ -22,7 +22,16 @@ test('tag values round-trip through LVM\'s tag charset', () => {
 });
 
 test('a record round-trips through its tags; absent fields stay absent', () => {
-  const r: TargetRecord = { format: 1, sourceId: 'uuid-2', baseId: 'uuid 1', snapshotName: 'vg0/snap2', volumeSizeBytes: 33554432, digest: 'ab'.repeat(32), transferId: 'pipe', receivedUnixMs: 1796182290945 };
+  const r: TargetRecord = {
+    format: 1,
+    sourceId: 'uuid-2',
+    baseId: 'uuid 1',
+    snapshotName: 'vg0/snap2',
+    volumeSizeBytes: 33554432,
+    digest: 'ab'.repeat(32),
+    transferId: 'pipe',
+    receivedUnixMs: 1796182290945,
+  };
   const tags = recordTags(r);
   for (const t of tags) assert.match(t, LVM_TAG);
   assert.deepEqual(recordFromTags([...tags, 'other-tag', tag('snap', 'r.snap2')], 'LV dst/r'), r);
@@ -35,26 +44,50 @@ test('a record round-trips through its tags; absent fields stay absent', () => {
 });
 
 test('hostile tags are refused naming the LV and the tag', () => {
-  assert.throws(() => recordFromTags(['thinship.src:x', 'thinship.v:1', 'thinship.size:12ab', 'thinship.at:1'], 'LV dst/r'), (e: Error & { code?: string }) => e.code === 'BAD_METADATA' && /LV dst\/r: tag thinship\.size is "12ab"/.test(e.message));
+  assert.throws(
+    () => recordFromTags(['thinship.src:x', 'thinship.v:1', 'thinship.size:12ab', 'thinship.at:1'], 'LV dst/r'),
+    (e: Error & { code?: string }) => e.code === 'BAD_METADATA' && /LV dst\/r: tag thinship\.size is "12ab"/.test(e.message),
+  );
   assert.throws(() => recordFromTags(['thinship.src:x', 'thinship.v:2', 'thinship.size:1', 'thinship.at:1'], 'LV dst/r'), /thinship\.v is "2", not 1/);
   assert.throws(() => recordFromTags(['thinship.src:x&4', 'thinship.v:1'], 'LV dst/r'), /LV tag "thinship\.src:x&4" is not a thinship tag value/);
   assert.throws(() => recordFromTags(['thinship.src:x', 'thinship.v:1', 'thinship.size:1'], 'LV dst/r'), /tag thinship\.at is missing/);
   assert.throws(() => tag('name', 'x'.repeat(1100)), /more than LVM's 1024/);
 });
 
-const row = (lv: string, tags: string[] = [], extra: Partial<LvRow> = {}): LvRow => ({ vg: 'dst', lv, uuid: `u-${lv}`, sizeBytes: 1 << 25, pool: 'tp', origin: '', thinId: 1, attr: 'Vwi-a-tz--', tags, open: false, ...extra });
+const row = (lv: string, tags: string[] = [], extra: Partial<LvRow> = {}): LvRow => ({
+  vg: 'dst',
+  lv,
+  uuid: `u-${lv}`,
+  sizeBytes: 1 << 25,
+  pool: 'tp',
+  origin: '',
+  thinId: 1,
+  attr: 'Vwi-a-tz--',
+  tags,
+  open: false,
+  ...extra,
+});
 
 test('received snapshot names: after the source snapshot, sanitised, hashed when nameless or taken by another LV', () => {
   assert.equal(receivedSnapshotName('r', { sourceId: 'x', snapshotName: 'vg0/snap2' }, []), 'r.snap2');
   assert.equal(receivedSnapshotName('r', { sourceId: 'x', snapshotName: 'vg0/daily 2026:12' }, []), 'r.daily_2026_12');
   assert.match(receivedSnapshotName('r', { sourceId: 'x' }, []), /^r\.src-[0-9a-f]{12}$/);
-  assert.equal(receivedSnapshotName('r', { sourceId: 'x', snapshotName: 'vg0/snap2' }, [row('r.snap2', ['thinship.snapof:r'])]), 'r.snap2', 'our own earlier snapshot: same name (replaced at commit)');
-  assert.match(receivedSnapshotName('r', { sourceId: 'x', snapshotName: 'vg0/snap2' }, [row('r.snap2')]), /^r\.snap2\.[0-9a-f]{8}$/, 'a user LV keeps its name');
+  assert.equal(
+    receivedSnapshotName('r', { sourceId: 'x', snapshotName: 'vg0/snap2' }, [row('r.snap2', ['thinship.snapof:r'])]),
+    'r.snap2',
+    'our own earlier snapshot: same name (replaced at commit)',
+  );
+  assert.match(
+    receivedSnapshotName('r', { sourceId: 'x', snapshotName: 'vg0/snap2' }, [row('r.snap2')]),
+    /^r\.snap2\.[0-9a-f]{8}$/,
+    'a user LV keeps its name',
+  );
   assert.throws(() => stagingLvName('l'.repeat(120)), /longer than LVM's 127/);
 });
 
 test('targetStateOf: record, last snapshot, kept snapshots newest first, staging by name', () => {
-  const rec = (src: string, at: number) => recordTags({ format: 1, sourceId: src, baseId: '', volumeSizeBytes: 1 << 25, digest: '', transferId: 'pipe', receivedUnixMs: at });
+  const rec = (src: string, at: number) =>
+    recordTags({ format: 1, sourceId: src, baseId: '', volumeSizeBytes: 1 << 25, digest: '', transferId: 'pipe', receivedUnixMs: at });
   const s = targetStateOf('dst', 'r', [
     row('r', [...rec('s3', 30), tag('snap', 'r.snap3')]),
     row('r.snap2', [...rec('s2', 20), tag('snapof', 'r')]),
@@ -64,7 +97,10 @@ test('targetStateOf: record, last snapshot, kept snapshots newest first, staging
   ]);
   assert.equal(s.record?.sourceId, 's3');
   assert.equal(s.lastSnapshot?.lv, 'r.snap3');
-  assert.deepEqual(s.snapshots.map((x) => x.row.lv), ['r.snap3', 'r.snap2']);
+  assert.deepEqual(
+    s.snapshots.map((x) => x.row.lv),
+    ['r.snap3', 'r.snap2'],
+  );
   assert.equal(s.staging?.lv, 'r.thinship-staging');
   assert.equal(targetStateOf('dst', 'missing', []).target, undefined);
 });

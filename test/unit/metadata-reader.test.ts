@@ -27,7 +27,14 @@ const dir = mkdtempSync(join(tmpdir(), 'thinship-meta-unit-'));
 test.after(() => rmSync(dir, { recursive: true, force: true }));
 let fileNo = 0;
 
-interface Pool { path: string; img: MetadataImage; rootA: number; rootB: number; a: Map<number, Buffer>; b: Map<number, Buffer> }
+interface Pool {
+  path: string;
+  img: MetadataImage;
+  rootA: number;
+  rootB: number;
+  a: Map<number, Buffer>;
+  b: Map<number, Buffer>;
+}
 
 /** Device 1 with n mappings (every third block), device 2 its snapshot with a few changes (kernel-like sharing). */
 function pool(n: number, version = 2): Pool {
@@ -37,16 +44,28 @@ function pool(n: number, version = 2): Pool {
   const rootA = img.build(entries, 8);
   img.commit();
   let rootB = rootA;
-  const set = (k: number, v: Buffer | undefined) => { rootB = img.set(rootB, k, v); };
-  set(1, blockTime(5 * n, 4)); set(2, blockTime(5 * n + 1, 4)); // right_only, adjacent to a same block at 0 and 3
+  const set = (k: number, v: Buffer | undefined) => {
+    rootB = img.set(rootB, k, v);
+  };
+  set(1, blockTime(5 * n, 4));
+  set(2, blockTime(5 * n + 1, 4)); // right_only, adjacent to a same block at 0 and 3
   set(30, blockTime(5 * n + 2, 4)); // different
   set(33, undefined); // left_only
   set(3 * (n - 1) + 7, blockTime(5 * n + 3, 4)); // past A's end
-  const top = img.build([[1, u64Value(rootA)], [2, u64Value(rootB)]], 8);
-  const details = img.build([
-    [1, deviceDetails({ mappedBlocks: n, transaction: 1, creationTime: 0, snapTime: 0 })],
-    [2, deviceDetails({ mappedBlocks: img.entries(rootB).length, transaction: 2, creationTime: 1, snapTime: 1 })],
-  ], 24);
+  const top = img.build(
+    [
+      [1, u64Value(rootA)],
+      [2, u64Value(rootB)],
+    ],
+    8,
+  );
+  const details = img.build(
+    [
+      [1, deviceDetails({ mappedBlocks: n, transaction: 1, creationTime: 0, snapTime: 0 })],
+      [2, deviceDetails({ mappedBlocks: img.entries(rootB).length, transaction: 2, creationTime: 1, snapTime: 1 })],
+    ],
+    24,
+  );
   const path = join(dir, `meta-${fileNo++}.bin`);
   img.write(path, { mappingRoot: top, detailsRoot: details, dataBlockSizeSectors: 128, nrDataBlocks: 10 * n, time: 2, transaction: 2, version });
   return { path, img, rootA, rootB, a: new Map(img.entries(rootA)), b: new Map(img.entries(rootB)) };
@@ -58,7 +77,8 @@ function expectedDelta(a: Map<number, Buffer>, b: Map<number, Buffer>): PlanOp[]
   const data = (v: Buffer) => v.readBigUInt64LE() >> 24n;
   const ranges: PlanRange[] = [];
   for (const k of keys) {
-    const l = a.get(k), r = b.get(k);
+    const l = a.get(k),
+      r = b.get(k);
     if (l && r && data(l) === data(r)) continue;
     ranges.push({ kind: r ? 'data' : 'unmap', beginBlock: k, lengthBlocks: 1 });
   }
@@ -95,13 +115,15 @@ async function deltaOf(path: string, left: number, right: number): Promise<PlanO
   }
 }
 
-const badAt = (block: number, what: RegExp) => (e: unknown): boolean => {
-  assert.ok(e instanceof ThinshipError, String(e));
-  assert.equal(e.code, 'BAD_METADATA', e.message);
-  assert.match(e.message, new RegExp(`block ${block}\\b`), e.message);
-  assert.match(e.message, what);
-  return true;
-};
+const badAt =
+  (block: number, what: RegExp) =>
+  (e: unknown): boolean => {
+    assert.ok(e instanceof ThinshipError, String(e));
+    assert.equal(e.code, 'BAD_METADATA', e.message);
+    assert.match(e.message, new RegExp(`block ${block}\\b`), e.message);
+    assert.match(e.message, what);
+    return true;
+  };
 
 test('crc32c: the standard check value', () => {
   assert.equal(crc32c(Buffer.from('123456789')), 0xe3069283);
@@ -148,7 +170,10 @@ test('plans from kernel-shaped metadata equal the oracle (both directions, both 
   const p = pool(40_000); // three levels
   assert.deepEqual(await deltaOf(p.path, 1, 2), expectedDelta(p.a, p.b));
   assert.deepEqual(await deltaOf(p.path, 2, 1), expectedDelta(p.b, p.a));
-  const fullB = planOps([...p.b.keys()].map((k) => ({ kind: 'data' as const, beginBlock: k, lengthBlocks: 1 })), { blockSizeBytes: BLOCK_BYTES }).ops;
+  const fullB = planOps(
+    [...p.b.keys()].map((k) => ({ kind: 'data' as const, beginBlock: k, lengthBlocks: 1 })),
+    { blockSizeBytes: BLOCK_BYTES },
+  ).ops;
   assert.deepEqual(await fullOf(p.path, 2), fullB);
   assert.deepEqual(await fullOf(p.path, 2, true), fullB);
   const r = await MetadataReader.open(p.path);
@@ -166,12 +191,16 @@ test('a flipped byte in a btree node is BAD_METADATA naming the block (full walk
   const p = pool(2_000);
   // A leaf only device 2 has (on the shadowed path), and one both share.
   const own = [...p.img.reachable(p.rootB)].find((b) => !p.img.reachable(p.rootA).has(b) && p.img.nodes.get(b)!.leaf)!;
-  patchBlock(p.path, own, (b) => { b.writeUInt8(b.readUInt8(100) ^ 0x40, 100); });
+  patchBlock(p.path, own, (b) => {
+    b.writeUInt8(b.readUInt8(100) ^ 0x40, 100);
+  });
   await assert.rejects(fullOf(p.path, 2), badAt(own, /checksum mismatch/));
   await assert.rejects(deltaOf(p.path, 1, 2), badAt(own, /checksum mismatch/));
   const shared = [...p.img.reachable(p.rootA)].find((b) => p.img.reachable(p.rootB).has(b) && p.img.nodes.get(b)!.leaf)!;
   const q = pool(2_000);
-  patchBlock(q.path, shared, (b) => { b.writeUInt8(b.readUInt8(4000) ^ 1, 4000); });
+  patchBlock(q.path, shared, (b) => {
+    b.writeUInt8(b.readUInt8(4000) ^ 1, 4000);
+  });
   await assert.rejects(fullOf(q.path, 1), badAt(shared, /checksum mismatch/));
 });
 
@@ -180,61 +209,104 @@ test('a loop (a child pointing at its ancestor) is BAD_METADATA naming the block
   const root = p.img.nodes.get(p.rootA)!;
   const mid = root.values[1] as number; // an internal node under the root
   assert.equal(p.img.nodes.get(mid)!.leaf, false);
-  patchBlock(p.path, mid, (b) => { b.writeBigUInt64LE(BigInt(p.rootA), 32 + 8 * 252); reChecksum(b, 'node'); });
+  patchBlock(p.path, mid, (b) => {
+    b.writeBigUInt64LE(BigInt(p.rootA), 32 + 8 * 252);
+    reChecksum(b, 'node');
+  });
   await assert.rejects(fullOf(p.path, 1), badAt(p.rootA, /loop/));
   await assert.rejects(deltaOf(p.path, 2, 1), badAt(p.rootA, /loop/));
 });
 
-test('keys out of order, keys outside the parent\'s range, a block beyond the device, a node claiming another number: BAD_METADATA naming the block', async () => {
+test("keys out of order, keys outside the parent's range, a block beyond the device, a node claiming another number: BAD_METADATA naming the block", async () => {
   const p = pool(2_000);
   const leaf = p.img.nodes.get(p.rootA)!.values[2] as number;
-  patchBlock(p.path, leaf, (b) => { const k0 = b.readBigUInt64LE(32); b.writeBigUInt64LE(b.readBigUInt64LE(40), 32); b.writeBigUInt64LE(k0, 40); reChecksum(b, 'node'); });
+  patchBlock(p.path, leaf, (b) => {
+    const k0 = b.readBigUInt64LE(32);
+    b.writeBigUInt64LE(b.readBigUInt64LE(40), 32);
+    b.writeBigUInt64LE(k0, 40);
+    reChecksum(b, 'node');
+  });
   await assert.rejects(fullOf(p.path, 1), badAt(leaf, /keys out of order/));
 
   const q = pool(2_000);
   const leaf3 = q.img.nodes.get(q.rootA)!.values[3] as number;
-  patchBlock(q.path, leaf3, (b) => { b.writeBigUInt64LE(0n, 32); reChecksum(b, 'node'); }); // smaller than the parent's key for it
+  patchBlock(q.path, leaf3, (b) => {
+    b.writeBigUInt64LE(0n, 32);
+    reChecksum(b, 'node');
+  }); // smaller than the parent's key for it
   await assert.rejects(fullOf(q.path, 1), badAt(leaf3, /outside the range/));
 
   const r = pool(2_000);
-  patchBlock(r.path, r.rootA, (b) => { b.writeBigUInt64LE(1_000_000n, 32 + 8 * 252 + 8); reChecksum(b, 'node'); });
+  patchBlock(r.path, r.rootA, (b) => {
+    b.writeBigUInt64LE(1_000_000n, 32 + 8 * 252 + 8);
+    reChecksum(b, 'node');
+  });
   await assert.rejects(fullOf(r.path, 1), badAt(1_000_000, /outside the metadata device/));
 
   const s = pool(2_000);
   const leaf4 = s.img.nodes.get(s.rootA)!.values[4] as number;
-  patchBlock(s.path, leaf4, (b) => { b.writeBigUInt64LE(BigInt(leaf4 + 1), 8); reChecksum(b, 'node'); });
+  patchBlock(s.path, leaf4, (b) => {
+    b.writeBigUInt64LE(BigInt(leaf4 + 1), 8);
+    reChecksum(b, 'node');
+  });
   await assert.rejects(fullOf(s.path, 1), badAt(leaf4, /says it is block/));
 });
 
 test('superblock: bad magic, bad checksum, wrong block number are BAD_METADATA; an unknown version falls back (auto) or is refused (native)', async () => {
   const p = pool(100);
-  patchBlock(p.path, 0, (b) => { b.writeUInt8(b.readUInt8(200) ^ 1, 200); });
+  patchBlock(p.path, 0, (b) => {
+    b.writeUInt8(b.readUInt8(200) ^ 1, 200);
+  });
   await assert.rejects(MetadataReader.open(p.path), badAt(0, /checksum mismatch/));
-  patchBlock(p.path, 0, (b) => { b.writeUInt8(b.readUInt8(200) ^ 1, 200); b.writeBigUInt64LE(1234n, 32); reChecksum(b, 'superblock'); });
+  patchBlock(p.path, 0, (b) => {
+    b.writeUInt8(b.readUInt8(200) ^ 1, 200);
+    b.writeBigUInt64LE(1234n, 32);
+    reChecksum(b, 'superblock');
+  });
   await assert.rejects(MetadataReader.open(p.path), badAt(0, /bad magic 1234/));
   const q = pool(100);
-  patchBlock(q.path, 1, (b) => { b.writeBigUInt64LE(0n, 8); reChecksum(b, 'superblock'); });
+  patchBlock(q.path, 1, (b) => {
+    b.writeBigUInt64LE(0n, 8);
+    reChecksum(b, 'superblock');
+  });
   await assert.rejects(MetadataReader.open(q.path, { useMetadataSnap: true }), badAt(1, /says it is block 0/));
 
   const v = pool(100, 3);
   assert.equal(await planNative({ metadataPath: v.path, useMetadataSnap: false, snapDevId: 1 }, { choice: 'auto' }), undefined);
-  await assert.rejects(planNative({ metadataPath: v.path, useMetadataSnap: false, snapDevId: 1 }, { choice: 'native' }),
-    (e: unknown) => e instanceof ThinshipError && e.code === 'BAD_METADATA' && /version 3/.test(e.message) && /--metadata-reader thin-tools/.test(e.message));
+  await assert.rejects(
+    planNative({ metadataPath: v.path, useMetadataSnap: false, snapDevId: 1 }, { choice: 'native' }),
+    (e: unknown) => e instanceof ThinshipError && e.code === 'BAD_METADATA' && /version 3/.test(e.message) && /--metadata-reader thin-tools/.test(e.message),
+  );
   const f = pool(100);
-  patchBlock(f.path, 0, (b) => { b.writeUInt32LE(1, 360); reChecksum(b, 'superblock'); });
+  patchBlock(f.path, 0, (b) => {
+    b.writeUInt32LE(1, 360);
+    reChecksum(b, 'superblock');
+  });
   assert.equal(await planNative({ metadataPath: f.path, useMetadataSnap: false, snapDevId: 1 }, { choice: 'auto' }), undefined);
   assert.equal(checkMetadataReaderChoice(undefined, undefined), 'auto');
   assert.equal(checkMetadataReaderChoice(undefined, 'thin-tools'), 'thin-tools');
   assert.equal(checkMetadataReaderChoice('native', 'thin-tools'), 'native', 'the flag wins over the environment');
-  assert.throws(() => checkMetadataReaderChoice('xml', undefined), (e: unknown) => e instanceof ThinshipError && e.code === 'USAGE' && /--metadata-reader/.test(e.message));
-  assert.throws(() => checkMetadataReaderChoice(undefined, 'xml'), (e: unknown) => e instanceof ThinshipError && e.code === 'USAGE' && /THINSHIP_METADATA_READER/.test(e.message));
+  assert.throws(
+    () => checkMetadataReaderChoice('xml', undefined),
+    (e: unknown) => e instanceof ThinshipError && e.code === 'USAGE' && /--metadata-reader/.test(e.message),
+  );
+  assert.throws(
+    () => checkMetadataReaderChoice(undefined, 'xml'),
+    (e: unknown) => e instanceof ThinshipError && e.code === 'USAGE' && /THINSHIP_METADATA_READER/.test(e.message),
+  );
 });
 
 test('a device in only one of the two trees is BAD_METADATA; in neither, NOT_FOUND listing the devices', async () => {
   const img = new MetadataImage();
   const leaf = img.build([[0, blockTime(1, 0)]], 8);
   const top = img.build([[1, u64Value(leaf)]], 8);
-  const details = img.build([[1, deviceDetails({ mappedBlocks: 1, transaction: 1, creationTime: 0, snapTime: 0 })], [5, deviceDetails({ mappedBlocks: 0, transaction: 1, creationTime: 0, snapTime: 0 })]], 24);
+  const details = img.build(
+    [
+      [1, deviceDetails({ mappedBlocks: 1, transaction: 1, creationTime: 0, snapTime: 0 })],
+      [5, deviceDetails({ mappedBlocks: 0, transaction: 1, creationTime: 0, snapTime: 0 })],
+    ],
+    24,
+  );
   const path = join(dir, 'one-tree.bin');
   img.write(path, { mappingRoot: top, detailsRoot: details, dataBlockSizeSectors: 128, nrDataBlocks: 10, time: 1, transaction: 1 });
   await assert.rejects(fullOf(path, 5), (e: unknown) => e instanceof ThinshipError && e.code === 'BAD_METADATA' && /device 5/.test(e.message));
@@ -251,7 +323,8 @@ test('property: deltas of random trees (deep, narrow, shared or not, changed any
     while (keys.size < n) keys.add(1 + int(4 * n + 10));
     const entries = [...keys].sort((x, y) => x - y).map((k): [number, Buffer] => [k, blockTime(int(50), int(3))]);
     // Narrow nodes make deep trees; the reader does not care how full a node is.
-    const perLeaf = 1 + int(12), perInternal = 2 + int(4);
+    const perLeaf = 1 + int(12),
+      perInternal = 2 + int(4);
     const rootA = img.build(entries, 8, perLeaf, perInternal);
     img.commit();
     let rootB: number;
@@ -268,16 +341,39 @@ test('property: deltas of random trees (deep, narrow, shared or not, changed any
       if (rnd() < 0.3) img.commit(); // a later snapshot of the snapshot: its nodes are shared again
       if (rnd() < 0.3) for (const k of [...keys].slice(0, 3)) rootB = img.set(rootB, k, undefined);
     }
-    const top = img.build([[1, u64Value(rootA)], [2, u64Value(rootB)]], 8);
+    const top = img.build(
+      [
+        [1, u64Value(rootA)],
+        [2, u64Value(rootB)],
+      ],
+      8,
+    );
     const det = (x: number) => deviceDetails({ mappedBlocks: x, transaction: 1, creationTime: 0, snapTime: 0 });
     const path = join(dir, `prop-${seed}.bin`);
-    img.write(path, { mappingRoot: top, detailsRoot: img.build([[1, det(n)], [2, det(0)]], 24), dataBlockSizeSectors: 128, nrDataBlocks: 100, time: 5, transaction: 1 });
-    const a = new Map(img.entries(rootA)), b = new Map(img.entries(rootB));
+    img.write(path, {
+      mappingRoot: top,
+      detailsRoot: img.build(
+        [
+          [1, det(n)],
+          [2, det(0)],
+        ],
+        24,
+      ),
+      dataBlockSizeSectors: 128,
+      nrDataBlocks: 100,
+      time: 5,
+      transaction: 1,
+    });
+    const a = new Map(img.entries(rootA)),
+      b = new Map(img.entries(rootB));
     if (a.size + b.size === 0) continue;
     assert.deepEqual(await deltaOf(path, 1, 2), expectedDelta(a, b), `seed ${seed} 1->2`);
     assert.deepEqual(await deltaOf(path, 2, 1), expectedDelta(b, a), `seed ${seed} 2->1`);
     if (b.size > 0) {
-      const full = planOps([...b.keys()].map((k) => ({ kind: 'data' as const, beginBlock: k, lengthBlocks: 1 })), { blockSizeBytes: BLOCK_BYTES }).ops;
+      const full = planOps(
+        [...b.keys()].map((k) => ({ kind: 'data' as const, beginBlock: k, lengthBlocks: 1 })),
+        { blockSizeBytes: BLOCK_BYTES },
+      ).ops;
       assert.deepEqual(await fullOf(path, 2), full, `seed ${seed} full`);
     }
     rmSync(path);
@@ -309,9 +405,16 @@ test('btree node check: the addon accepts exactly the nodes the JavaScript check
       nodes.push({ block, buf });
     }
     const jsAccepts = (buf: Buffer, block: number, lo: number, hi: number): boolean => {
-      try { parseNodeJs(buf, block, 8, lo, hi, 'test'); return true; } catch (e) { assert.equal((e as ThinshipError).code, 'BAD_METADATA'); return false; }
+      try {
+        parseNodeJs(buf, block, 8, lo, hi, 'test');
+        return true;
+      } catch (e) {
+        assert.equal((e as ThinshipError).code, 'BAD_METADATA');
+        return false;
+      }
     };
-    let accepted = 0, refused = 0;
+    let accepted = 0,
+      refused = 0;
     for (let n = 0; n < 3000; n++) {
       const { block, buf: orig } = nodes[Math.floor(rnd() * nodes.length)]!;
       const buf = Buffer.from(orig);
@@ -327,7 +430,8 @@ test('btree node check: the addon accepts exactly the nodes the JavaScript check
       const hi = r > 0.85 && r < 0.95 ? Math.floor(rnd() * 9000) : KEY_END;
       const want = jsAccepts(buf, b, lo, hi);
       assert.equal(checkNode(buf, b, 8, lo, hi), want, `case ${n}: block ${b}, [${lo}, ${hi})`);
-      if (want) accepted++; else refused++;
+      if (want) accepted++;
+      else refused++;
     }
     assert.ok(accepted > 300 && refused > 300, `both outcomes exercised: ${accepted} accepted, ${refused} refused`);
   } finally {
@@ -341,10 +445,13 @@ test('readNode (pread and checkNode in one addon call) says what reading the blo
   const p = pool(3000);
   const blocks = [...p.img.reachable(p.rootB)];
   const corrupt = blocks[3]!;
-  patchBlock(p.path, corrupt, (b) => { b[200]! ^= 1; });
+  patchBlock(p.path, corrupt, (b) => {
+    b[200]! ^= 1;
+  });
   const fd = openSync(p.path, 'r');
   try {
-    const buf = Buffer.alloc(4096), want = Buffer.alloc(4096);
+    const buf = Buffer.alloc(4096),
+      want = Buffer.alloc(4096);
     let ok = 0;
     for (const block of blocks) {
       readSync(fd, want, 0, 4096, block * 4096);
@@ -367,18 +474,40 @@ test('identical entries and mapped runs: the addon equals the JavaScript twins o
   const img = new MetadataImage();
   const rnd = prng(18);
   const entries: [number, Buffer][] = [];
-  for (let k = 0, i = 0; i < 5000; i++) { k += rnd() < 0.7 ? 1 : 2 + Math.floor(rnd() * 5); entries.push([k, blockTime(i, 0)]); }
+  for (let k = 0, i = 0; i < 5000; i++) {
+    k += rnd() < 0.7 ? 1 : 2 + Math.floor(rnd() * 5);
+    entries.push([k, blockTime(i, 0)]);
+  }
   const rootA = img.build(entries, 8);
   img.commit();
   let rootB = rootA;
   for (let c = 0; c < 40; c++) rootB = img.set(rootB, entries[Math.floor(rnd() * entries.length)]![0] + (rnd() < 0.5 ? 0 : 1), blockTime(9000 + c, 1));
   const path = join(dir, `meta-${fileNo++}.bin`);
-  img.write(path, { mappingRoot: img.build([[1, u64Value(rootA)], [2, u64Value(rootB)]], 8), detailsRoot: img.build([[1, deviceDetails({ mappedBlocks: 1, transaction: 1, creationTime: 0, snapTime: 0 })]], 24), dataBlockSizeSectors: 128, nrDataBlocks: 20000, time: 1, transaction: 1 });
+  img.write(path, {
+    mappingRoot: img.build(
+      [
+        [1, u64Value(rootA)],
+        [2, u64Value(rootB)],
+      ],
+      8,
+    ),
+    detailsRoot: img.build([[1, deviceDetails({ mappedBlocks: 1, transaction: 1, creationTime: 0, snapTime: 0 })]], 24),
+    dataBlockSizeSectors: 128,
+    nrDataBlocks: 20000,
+    time: 1,
+    transaction: 1,
+  });
   const fd = openSync(path, 'r');
   try {
-    const read = (block: number) => { const b = Buffer.alloc(4096); readSync(fd, b, 0, 4096, block * 4096); return b; };
-    const a = [...img.reachable(rootA)].map(read), b = [...img.reachable(rootB)].map(read);
-    const pairs = new Float64Array(1024), pairsJs = new Float64Array(1024);
+    const read = (block: number) => {
+      const b = Buffer.alloc(4096);
+      readSync(fd, b, 0, 4096, block * 4096);
+      return b;
+    };
+    const a = [...img.reachable(rootA)].map(read),
+      b = [...img.reachable(rootB)].map(read);
+    const pairs = new Float64Array(1024),
+      pairsJs = new Float64Array(1024);
     for (const node of [...a, ...b]) {
       if (node.readUInt32LE(4) !== 2) continue;
       const n = mappedRuns(node, pairs);
@@ -386,9 +515,12 @@ test('identical entries and mapped runs: the addon equals the JavaScript twins o
       assert.deepEqual(pairs.subarray(0, 2 * n), pairsJs.subarray(0, 2 * n));
     }
     for (let n = 0; n < 3000; n++) {
-      const x = a[Math.floor(rnd() * a.length)]!, y = rnd() < 0.5 ? b[Math.floor(rnd() * b.length)]! : x;
-      const nx = x.readUInt32LE(16), ny = y.readUInt32LE(16);
-      const ix = Math.floor(rnd() * (nx + 1)), iy = rnd() < 0.7 ? Math.min(ix, ny) : Math.floor(rnd() * (ny + 1));
+      const x = a[Math.floor(rnd() * a.length)]!,
+        y = rnd() < 0.5 ? b[Math.floor(rnd() * b.length)]! : x;
+      const nx = x.readUInt32LE(16),
+        ny = y.readUInt32LE(16);
+      const ix = Math.floor(rnd() * (nx + 1)),
+        iy = rnd() < 0.7 ? Math.min(ix, ny) : Math.floor(rnd() * (ny + 1));
       const max = Math.floor(rnd() * (Math.min(nx - ix, ny - iy) + 1));
       assert.equal(identicalEntries(x, ix, y, iy, max), identicalRunJs(x, ix, y, iy, max), `case ${n}`);
     }
@@ -403,11 +535,24 @@ test('full plan from runs of mapped blocks (the plan keeps no mappings) equals t
   const rnd = prng(19);
   const entries: [number, Buffer][] = [];
   // ~12 000 runs (more than one batch), many of them crossing a leaf boundary.
-  for (let k = 0, i = 0; i < 40_000; i++) { k += rnd() < 0.7 ? 1 : 2 + Math.floor(rnd() * 3); entries.push([k, blockTime(i * 7, 0)]); }
+  for (let k = 0, i = 0; i < 40_000; i++) {
+    k += rnd() < 0.7 ? 1 : 2 + Math.floor(rnd() * 3);
+    entries.push([k, blockTime(i * 7, 0)]);
+  }
   const root = img.build(entries, 8);
   const path = join(dir, `meta-${fileNo++}.bin`);
-  img.write(path, { mappingRoot: img.build([[1, u64Value(root)]], 8), detailsRoot: img.build([[1, deviceDetails({ mappedBlocks: entries.length, transaction: 1, creationTime: 0, snapTime: 0 })]], 24), dataBlockSizeSectors: 128, nrDataBlocks: 300_000, time: 1, transaction: 1 });
-  const want = planOps(entries.map(([k]) => ({ kind: 'data' as const, beginBlock: k, lengthBlocks: 1 })), { blockSizeBytes: BLOCK_BYTES }).ops;
+  img.write(path, {
+    mappingRoot: img.build([[1, u64Value(root)]], 8),
+    detailsRoot: img.build([[1, deviceDetails({ mappedBlocks: entries.length, transaction: 1, creationTime: 0, snapTime: 0 })]], 24),
+    dataBlockSizeSectors: 128,
+    nrDataBlocks: 300_000,
+    time: 1,
+    transaction: 1,
+  });
+  const want = planOps(
+    entries.map(([k]) => ({ kind: 'data' as const, beginBlock: k, lengthBlocks: 1 })),
+    { blockSizeBytes: BLOCK_BYTES },
+  ).ops;
   const r = await MetadataReader.open(path);
   try {
     const runs = await nativeFullPlan(r, 1, { devId: 1 });

@@ -14,9 +14,18 @@ import { ThinshipError } from '../../src/errors.js';
 import { runCli } from '../helpers/cli.js';
 
 const EXPECTED: [string, string][] = [
-  ['thin_dump', 'thin-provisioning-tools'], ['thin_delta', 'thin-provisioning-tools'], ['thin_restore', 'thin-provisioning-tools'],
-  ['openssl', 'openssl'], ['lvs', 'lvm2'], ['lvchange', 'lvm2'], ['dmsetup', 'dmsetup'], ['losetup', 'mount'],
-  ['zstd', 'zstd'], ['socat', 'socat'], ['qemu-system-x86_64', 'qemu-system-x86'], ['fincore', 'util-linux'],
+  ['thin_dump', 'thin-provisioning-tools'],
+  ['thin_delta', 'thin-provisioning-tools'],
+  ['thin_restore', 'thin-provisioning-tools'],
+  ['openssl', 'openssl'],
+  ['lvs', 'lvm2'],
+  ['lvchange', 'lvm2'],
+  ['dmsetup', 'dmsetup'],
+  ['losetup', 'mount'],
+  ['zstd', 'zstd'],
+  ['socat', 'socat'],
+  ['qemu-system-x86_64', 'qemu-system-x86'],
+  ['fincore', 'util-linux'],
 ];
 
 const missing = (tool: string, pkg: string) => (e: unknown) => {
@@ -39,7 +48,10 @@ test('every tool thinship or its tests run names its Debian package when missing
       t.stdout.destroy();
     }
     // A tool thinship does not know keeps the plain message.
-    await assert.rejects(runTool('thinship-no-such-tool', [], { env }), (e: unknown) => e instanceof ThinshipError && e.message === 'thinship-no-such-tool is not installed (not found on PATH)');
+    await assert.rejects(
+      runTool('thinship-no-such-tool', [], { env }),
+      (e: unknown) => e instanceof ThinshipError && e.message === 'thinship-no-such-tool is not installed (not found on PATH)',
+    );
   } finally {
     rmSync(empty, { recursive: true, force: true });
   }

@@ -67,7 +67,14 @@ test('/healthz answers; /readyz follows the readiness check and names what is mi
 
 test('a readiness check that throws is "not ready", not a crash', async () => {
   const m = createReceiverMetrics();
-  const ops = await startOpsListener({ host: '127.0.0.1', port: 0, registry: m.registry, ready: async () => { throw new Error('stat failed'); } });
+  const ops = await startOpsListener({
+    host: '127.0.0.1',
+    port: 0,
+    registry: m.registry,
+    ready: async () => {
+      throw new Error('stat failed');
+    },
+  });
   try {
     const r = await get(ops.port, '/readyz');
     assert.equal(r.status, 503);

@@ -5,8 +5,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import {
-  buildDeltaPlan, buildFullPlan, checkMaxOpBytes, Coalescer, DEFAULT_MAX_OP_BYTES, MAX_OP_BYTES_LIMIT, PLAN_BATCH_OPS, planOps, splitRun,
-  type PlanRange, type RunKind,
+  buildDeltaPlan,
+  buildFullPlan,
+  checkMaxOpBytes,
+  Coalescer,
+  DEFAULT_MAX_OP_BYTES,
+  MAX_OP_BYTES_LIMIT,
+  PLAN_BATCH_OPS,
+  planOps,
+  splitRun,
+  type PlanRange,
+  type RunKind,
 } from '../../src/thin/plan.js';
 import { MappingSpool, RecordSpool } from '../../src/thin/spool.js';
 import type { PlanOp } from '../../src/thin/model.js';
@@ -22,30 +31,90 @@ const MiB = 1024 * KiB;
 const BLOCK = 64 * KiB; // the samples' 128 sectors
 
 const op = (kind: RunKind, offsetBytes: number, lengthBytes: number): PlanOp => ({ kind, offsetBytes, lengthBytes });
-const isCode = (code: string, ...words: RegExp[]) => (e: unknown) => {
-  assert.ok(e instanceof ThinshipError, String(e));
-  assert.equal(e.code, code, e.message);
-  for (const w of words) assert.match(e.message, w);
-  return true;
-};
+const isCode =
+  (code: string, ...words: RegExp[]) =>
+  (e: unknown) => {
+    assert.ok(e instanceof ThinshipError, String(e));
+    assert.equal(e.code, code, e.message);
+    for (const w of words) assert.match(e.message, w);
+    return true;
+  };
 
 // ---------------------------------------------------------------------------
 // Pure pieces
 
 test('Coalescer merges adjacent ranges of the same kind only', () => {
   const cases: Array<[string, Array<[RunKind | 'skip', number, number]>, Array<[RunKind, number, number]>]> = [
-    ['adjacent data merge', [['data', 0, 1], ['data', 1, 2], ['data', 3, 1]], [['data', 0, 4]]],
-    ['a gap separates', [['data', 0, 1], ['data', 2, 1]], [['data', 0, 1], ['data', 2, 1]]],
-    ['kinds do not merge', [['data', 0, 2], ['unmap', 2, 2], ['data', 4, 1]], [['data', 0, 2], ['unmap', 2, 2], ['data', 4, 1]]],
-    ['a skipped (same) range separates', [['data', 0, 2], ['skip', 2, 3], ['data', 5, 1]], [['data', 0, 2], ['data', 5, 1]]],
-    ['unmaps merge', [['unmap', 10, 1], ['unmap', 11, 1]], [['unmap', 10, 2]]],
-    ['zero-length is ignored', [['data', 0, 1], ['data', 1, 0], ['data', 1, 1]], [['data', 0, 2]]],
+    [
+      'adjacent data merge',
+      [
+        ['data', 0, 1],
+        ['data', 1, 2],
+        ['data', 3, 1],
+      ],
+      [['data', 0, 4]],
+    ],
+    [
+      'a gap separates',
+      [
+        ['data', 0, 1],
+        ['data', 2, 1],
+      ],
+      [
+        ['data', 0, 1],
+        ['data', 2, 1],
+      ],
+    ],
+    [
+      'kinds do not merge',
+      [
+        ['data', 0, 2],
+        ['unmap', 2, 2],
+        ['data', 4, 1],
+      ],
+      [
+        ['data', 0, 2],
+        ['unmap', 2, 2],
+        ['data', 4, 1],
+      ],
+    ],
+    [
+      'a skipped (same) range separates',
+      [
+        ['data', 0, 2],
+        ['skip', 2, 3],
+        ['data', 5, 1],
+      ],
+      [
+        ['data', 0, 2],
+        ['data', 5, 1],
+      ],
+    ],
+    [
+      'unmaps merge',
+      [
+        ['unmap', 10, 1],
+        ['unmap', 11, 1],
+      ],
+      [['unmap', 10, 2]],
+    ],
+    [
+      'zero-length is ignored',
+      [
+        ['data', 0, 1],
+        ['data', 1, 0],
+        ['data', 1, 1],
+      ],
+      [['data', 0, 2]],
+    ],
     ['nothing', [], []],
   ];
   for (const [what, input, want] of cases) {
     const got: Array<[RunKind, number, number]> = [];
     const c = new Coalescer((k, b, l) => got.push([k, b, l]));
-    for (const [k, b, l] of input) if (k === 'skip') c.skip(b, l); else c.push(k, b, l);
+    for (const [k, b, l] of input)
+      if (k === 'skip') c.skip(b, l);
+      else c.push(k, b, l);
     c.finish();
     assert.deepEqual(got, want, what);
   }
@@ -94,8 +163,13 @@ test('planOps: unit conversion, coalescing, splitting and totals', () => {
   assert.deepEqual(r.ops, [op('data', 10 * BLOCK, MiB), op('data', 10 * BLOCK + MiB, 8 * BLOCK), op('unmap', 40 * BLOCK, BLOCK)]);
   assert.deepEqual(r.totals, { dataBytes: 24 * BLOCK, unmapBytes: BLOCK, dataOps: 2, unmapOps: 1, volumeSizeBytes: 41 * BLOCK, blockSizeBytes: BLOCK });
   // A 1 GiB block size and sector-sized blocks convert the same way.
-  assert.deepEqual(planOps([{ kind: 'data', beginBlock: 3, lengthBlocks: 1 }], { blockSizeBytes: 1024 * MiB, maxOpBytes: MAX_OP_BYTES_LIMIT }).ops, [op('data', 3 * 1024 * MiB, 1024 * MiB)]);
-  assert.deepEqual(planOps([{ kind: 'data', beginBlock: 3, lengthBlocks: 2 }], { blockSizeBytes: 512, maxOpBytes: 512 }).ops, [op('data', 1536, 512), op('data', 2048, 512)]);
+  assert.deepEqual(planOps([{ kind: 'data', beginBlock: 3, lengthBlocks: 1 }], { blockSizeBytes: 1024 * MiB, maxOpBytes: MAX_OP_BYTES_LIMIT }).ops, [
+    op('data', 3 * 1024 * MiB, 1024 * MiB),
+  ]);
+  assert.deepEqual(planOps([{ kind: 'data', beginBlock: 3, lengthBlocks: 2 }], { blockSizeBytes: 512, maxOpBytes: 512 }).ops, [
+    op('data', 1536, 512),
+    op('data', 2048, 512),
+  ]);
 });
 
 test('planOps: a volume size is enforced (beyond is BAD_METADATA, a last partial block is clipped)', () => {
@@ -105,8 +179,10 @@ test('planOps: a volume size is enforced (beyond is BAD_METADATA, a last partial
   const clipped = planOps([{ kind: 'data', beginBlock: 2, lengthBlocks: 2 }], { blockSizeBytes: BLOCK, volumeSizeBytes: 3 * BLOCK + 4096 });
   assert.deepEqual(clipped.ops, [op('data', 2 * BLOCK, BLOCK + 4096)]);
   assert.equal(clipped.totals.dataBytes, BLOCK + 4096);
-  assert.throws(() => planOps([{ kind: 'unmap', beginBlock: 4, lengthBlocks: 1 }], { blockSizeBytes: BLOCK, volumeSizeBytes: 4 * BLOCK }),
-    isCode('BAD_METADATA', /unmap range at block 4/, /beyond the end of the volume \(262144 bytes\)/));
+  assert.throws(
+    () => planOps([{ kind: 'unmap', beginBlock: 4, lengthBlocks: 1 }], { blockSizeBytes: BLOCK, volumeSizeBytes: 4 * BLOCK }),
+    isCode('BAD_METADATA', /unmap range at block 4/, /beyond the end of the volume \(262144 bytes\)/),
+  );
   assert.throws(() => planOps([], { blockSizeBytes: BLOCK, volumeSizeBytes: -1 }), isCode('USAGE', /volumeSizeBytes/));
 });
 
@@ -117,9 +193,20 @@ test('delta plan of the recorded scenario: data 10..13 and 100..101, unmap 2048.
   for (const name of ['thin_delta.xml', 'thin_delta-verbose.xml']) {
     const r = await buildDeltaPlan(input(sample(name)));
     try {
-      assert.deepEqual(await allOps(r.plan), [op('data', 10 * BLOCK, 4 * BLOCK), op('data', 100 * BLOCK, 2 * BLOCK), op('unmap', 2048 * BLOCK, 4 * BLOCK)], name);
+      assert.deepEqual(
+        await allOps(r.plan),
+        [op('data', 10 * BLOCK, 4 * BLOCK), op('data', 100 * BLOCK, 2 * BLOCK), op('unmap', 2048 * BLOCK, 4 * BLOCK)],
+        name,
+      );
       // No volume size given: the end of the last range of any kind (same 2052..2063).
-      assert.deepEqual(r.plan.totals, { dataBytes: 6 * BLOCK, unmapBytes: 4 * BLOCK, dataOps: 2, unmapOps: 1, volumeSizeBytes: 2064 * BLOCK, blockSizeBytes: BLOCK });
+      assert.deepEqual(r.plan.totals, {
+        dataBytes: 6 * BLOCK,
+        unmapBytes: 4 * BLOCK,
+        dataOps: 2,
+        unmapOps: 1,
+        volumeSizeBytes: 2064 * BLOCK,
+        blockSizeBytes: BLOCK,
+      });
       assert.deepEqual([r.leftDevId, r.rightDevId], [2, 3]);
       assert.equal(r.superblock.dataBlockSizeSectors, 128);
     } finally {
@@ -131,9 +218,11 @@ test('delta plan of the recorded scenario: data 10..13 and 100..101, unmap 2048.
 test('delta plan with a small maxOpBytes and the lvs volume size', async () => {
   const r = await buildDeltaPlan(input(sample('thin_delta.xml')), { maxOpBytes: 128 * KiB, volumeSizeBytes: 256 * MiB });
   assert.deepEqual(await allOps(r.plan), [
-    op('data', 10 * BLOCK, 2 * BLOCK), op('data', 12 * BLOCK, 2 * BLOCK),
+    op('data', 10 * BLOCK, 2 * BLOCK),
+    op('data', 12 * BLOCK, 2 * BLOCK),
     op('data', 100 * BLOCK, 2 * BLOCK),
-    op('unmap', 2048 * BLOCK, 2 * BLOCK), op('unmap', 2050 * BLOCK, 2 * BLOCK),
+    op('unmap', 2048 * BLOCK, 2 * BLOCK),
+    op('unmap', 2050 * BLOCK, 2 * BLOCK),
   ]);
   assert.deepEqual(r.plan.totals, { dataBytes: 6 * BLOCK, unmapBytes: 4 * BLOCK, dataOps: 3, unmapOps: 2, volumeSizeBytes: 256 * MiB, blockSizeBytes: BLOCK });
   await r.plan.close();
@@ -141,9 +230,18 @@ test('delta plan with a small maxOpBytes and the lvs volume size', async () => {
 });
 
 test('adjacent different and right_only ranges merge into one data op; same-only delta is empty', async () => {
-  const doc = ['<superblock uuid="" time="1" transaction="1" data_block_size="128" nr_data_blocks="0">', '<diff left="1" right="2">',
-    '<different begin="0" length="2"/>', '<right_only begin="2" length="1"/>', '<different begin="3" length="1"/>', '<left_only begin="4" length="1"/>', '<left_only begin="5" length="2"/>',
-    '</diff>', '</superblock>', ''].join('\n');
+  const doc = [
+    '<superblock uuid="" time="1" transaction="1" data_block_size="128" nr_data_blocks="0">',
+    '<diff left="1" right="2">',
+    '<different begin="0" length="2"/>',
+    '<right_only begin="2" length="1"/>',
+    '<different begin="3" length="1"/>',
+    '<left_only begin="4" length="1"/>',
+    '<left_only begin="5" length="2"/>',
+    '</diff>',
+    '</superblock>',
+    '',
+  ].join('\n');
   const r = await buildDeltaPlan(input(doc));
   assert.deepEqual(await allOps(r.plan), [op('data', 0, 4 * BLOCK), op('unmap', 4 * BLOCK, 3 * BLOCK)]);
   await r.plan.close();
@@ -158,7 +256,10 @@ test('full plan of snap2 from the whole-pool dump: mapped ranges coalesced and s
   try {
     // 0..9, 10..13, 14..63 are adjacent: one 4 MiB run -> 4 ops.
     assert.deepEqual(await allOps(r.plan), [
-      op('data', 0, MiB), op('data', MiB, MiB), op('data', 2 * MiB, MiB), op('data', 3 * MiB, MiB),
+      op('data', 0, MiB),
+      op('data', MiB, MiB),
+      op('data', 2 * MiB, MiB),
+      op('data', 3 * MiB, MiB),
       op('data', 100 * BLOCK, 2 * BLOCK),
       op('data', 2052 * BLOCK, 12 * BLOCK),
     ]);
@@ -172,7 +273,12 @@ test('full plan of snap2 from the whole-pool dump: mapped ranges coalesced and s
     await r.plan.close();
     await r.plan.close(); // idempotent
   }
-  await assert.rejects(async () => { for await (const b of r.plan.batches()) void b; }, isCode('INTERNAL', /after close/));
+  await assert.rejects(
+    async () => {
+      for await (const b of r.plan.batches()) void b;
+    },
+    isCode('INTERNAL', /after close/),
+  );
 });
 
 test('full plan of a device missing from the dump is NOT_FOUND naming the id', async () => {
@@ -187,8 +293,22 @@ test('mapping spool of snap2: lookups give the data block and the run length', a
   const ms = r.mappings!;
   try {
     const cases: Array<[number, [number, number] | undefined]> = [
-      [0, [0, 10]], [5, [5, 5]], [9, [9, 1]], [10, [80, 4]], [13, [83, 1]], [14, [14, 50]], [63, [63, 1]], [64, undefined],
-      [99, undefined], [100, [84, 2]], [101, [85, 1]], [2051, undefined], [2052, [68, 12]], [2063, [79, 1]], [2064, undefined], [1e12, undefined],
+      [0, [0, 10]],
+      [5, [5, 5]],
+      [9, [9, 1]],
+      [10, [80, 4]],
+      [13, [83, 1]],
+      [14, [14, 50]],
+      [63, [63, 1]],
+      [64, undefined],
+      [99, undefined],
+      [100, [84, 2]],
+      [101, [85, 1]],
+      [2051, undefined],
+      [2052, [68, 12]],
+      [2063, [79, 1]],
+      [2064, undefined],
+      [1e12, undefined],
     ];
     for (const [origin, want] of cases) {
       const got = await ms.lookup(origin);
@@ -238,10 +358,14 @@ test('mapping spool: merges continuous mappings, refuses disorder, finds blocks 
   const ms = await MappingSpool.create({ bufferBytes: 1000 });
   // Mapping i: origin 3i, data 7i (length 1 or 2), every 10th continues its predecessor in both origin and data.
   const truth = new Map<number, number>();
-  let o = 0, d = 1;
+  let o = 0,
+    d = 1;
   for (let i = 0; i < 5000; i++) {
     const len = i % 3 === 0 ? 2 : 1;
-    if (i % 10 !== 0) { o += 1; d += 5; }
+    if (i % 10 !== 0) {
+      o += 1;
+      d += 5;
+    }
     ms.add(o, d, len);
     for (let k = 0; k < len; k++) truth.set(o + k, d + k);
     if (ms.needsDrain) await ms.drain();
@@ -257,7 +381,10 @@ test('mapping spool: merges continuous mappings, refuses disorder, finds blocks 
     const q = s % maxOrigin;
     const got = await ms.lookup(q);
     const want = truth.get(q);
-    if (want === undefined) { assert.equal(got, undefined, `origin ${q}`); continue; }
+    if (want === undefined) {
+      assert.equal(got, undefined, `origin ${q}`);
+      continue;
+    }
     let run = 1;
     while (truth.get(q + run) === want + run) run++;
     assert.deepEqual(got, { dataBlock: want, runBlocks: run }, `origin ${q}`);
@@ -298,10 +425,15 @@ test('property: full plans of random mapping sets cover exactly the mapped block
     const want = new Set<number>();
     const lines = [`<superblock uuid="" time="1" transaction="1" version="2" data_block_size="${sectors}" nr_data_blocks="0">`];
     const maps: string[] = [];
-    let o = Math.floor(r() * 4), mapped = 0;
+    let o = Math.floor(r() * 4),
+      mapped = 0;
     for (let i = 0, n = Math.floor(r() * 400); i < n; i++) {
       const len = r() < 0.6 ? 1 : 1 + Math.floor(r() * 30);
-      maps.push(len === 1 ? `<single_mapping origin_block="${o}" data_block="${Math.floor(r() * 1e6)}" time="0"/>` : `<range_mapping origin_begin="${o}" data_begin="${Math.floor(r() * 1e6)}" length="${len}" time="1"/>`);
+      maps.push(
+        len === 1
+          ? `<single_mapping origin_block="${o}" data_block="${Math.floor(r() * 1e6)}" time="0"/>`
+          : `<range_mapping origin_begin="${o}" data_begin="${Math.floor(r() * 1e6)}" length="${len}" time="1"/>`,
+      );
       markSectors(want, o * bs, len * bs);
       mapped += len;
       o += len + (r() < 0.4 ? 0 : Math.floor(r() * 6));
@@ -312,7 +444,10 @@ test('property: full plans of random mapping sets cover exactly the mapped block
     await res.plan.close();
     checkOps(ops, maxOpBytes);
     const got = new Set<number>();
-    for (const x of ops) { assert.equal(x.kind, 'data'); markSectors(got, x.offsetBytes, x.lengthBytes); }
+    for (const x of ops) {
+      assert.equal(x.kind, 'data');
+      markSectors(got, x.offsetBytes, x.lengthBytes);
+    }
     assert.deepEqual(got, want, `seed ${seed}`);
     assert.equal(res.plan.totals.dataBytes, want.size * 512);
     assert.equal(res.plan.totals.dataOps, ops.length);
@@ -330,12 +465,12 @@ test('property: delta plans of random block maps send exactly the changed blocks
     const verbose = r() < 0.5;
     const body: string[] = [];
     // Emit runs of equal kind, randomly cut into several adjacent elements (as the tool may).
-    for (let i = 0; i < nBlocks; ) {
+    for (let i = 0; i < nBlocks;) {
       const k = kinds[i]!;
       let j = i;
       while (j < nBlocks && kinds[j] === k) j++;
       if (k >= 0) {
-        for (let b = i; b < j; ) {
+        for (let b = i; b < j;) {
           const len = Math.min(j - b, 1 + Math.floor(r() * 5));
           const name = kindNames[k]!;
           if (verbose) {
@@ -349,13 +484,23 @@ test('property: delta plans of random block maps send exactly the changed blocks
       }
       i = j;
     }
-    const doc = ['<superblock uuid="" time="1" transaction="1" data_block_size="8" nr_data_blocks="0">', '<diff left="1" right="2">', ...body, '</diff>', '</superblock>', ''].join('\n');
+    const doc = [
+      '<superblock uuid="" time="1" transaction="1" data_block_size="8" nr_data_blocks="0">',
+      '<diff left="1" right="2">',
+      ...body,
+      '</diff>',
+      '</superblock>',
+      '',
+    ].join('\n');
     const maxOpBytes = 512 * (1 + Math.floor(r() * 40));
     const res = await buildDeltaPlan(input(doc), { maxOpBytes, volumeSizeBytes: nBlocks * 4096 });
     const ops = await allOps(res.plan);
     await res.plan.close();
     checkOps(ops, maxOpBytes);
-    const wantData = new Set<number>(), wantUnmap = new Set<number>(), gotData = new Set<number>(), gotUnmap = new Set<number>();
+    const wantData = new Set<number>(),
+      wantUnmap = new Set<number>(),
+      gotData = new Set<number>(),
+      gotUnmap = new Set<number>();
     kinds.forEach((k, i) => {
       if (k === 1 || k === 3) markSectors(wantData, i * 4096, 4096);
       if (k === 2) markSectors(wantUnmap, i * 4096, 4096);
@@ -365,7 +510,8 @@ test('property: delta plans of random block maps send exactly the changed blocks
     assert.deepEqual(gotUnmap, wantUnmap, `seed ${seed} unmap`);
     // Coalesced: no two consecutive ops of one kind touch unless the first is a full maxOpBytes piece.
     for (let i = 1; i < ops.length; i++) {
-      const a = ops[i - 1]!, b = ops[i]!;
+      const a = ops[i - 1]!,
+        b = ops[i]!;
       if (a.kind === b.kind && a.offsetBytes + a.lengthBytes === b.offsetBytes) assert.equal(a.lengthBytes, maxOpBytes, 'adjacent ranges were not coalesced');
     }
   }
@@ -373,14 +519,23 @@ test('property: delta plans of random block maps send exactly the changed blocks
 
 test('plans of more than one batch come in order, in batches of PLAN_BATCH_OPS', async () => {
   // One 64 KiB block split at 512 bytes: 128 ops per block; 100 blocks -> 12800 ops.
-  const doc = ['<superblock uuid="" time="1" transaction="1" data_block_size="128" nr_data_blocks="0">', '<device dev_id="1" mapped_blocks="100" transaction="0" creation_time="0" snap_time="0">',
-    '<range_mapping origin_begin="0" data_begin="0" length="100" time="0"/>', '</device>', '</superblock>', ''].join('\n');
+  const doc = [
+    '<superblock uuid="" time="1" transaction="1" data_block_size="128" nr_data_blocks="0">',
+    '<device dev_id="1" mapped_blocks="100" transaction="0" creation_time="0" snap_time="0">',
+    '<range_mapping origin_begin="0" data_begin="0" length="100" time="0"/>',
+    '</device>',
+    '</superblock>',
+    '',
+  ].join('\n');
   const r = await buildFullPlan(input(doc), { devId: 1, maxOpBytes: 512 });
   const sizes: number[] = [];
   let next = 0;
   for await (const b of r.plan.batches()) {
     sizes.push(b.length);
-    for (const o of b) { assert.equal(o.offsetBytes, next); next += o.lengthBytes; }
+    for (const o of b) {
+      assert.equal(o.offsetBytes, next);
+      next += o.lengthBytes;
+    }
   }
   assert.deepEqual(sizes, [PLAN_BATCH_OPS, PLAN_BATCH_OPS, PLAN_BATCH_OPS, 12800 - 3 * PLAN_BATCH_OPS]);
   assert.equal(r.plan.totals.dataOps, 12800);

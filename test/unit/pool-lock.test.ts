@@ -18,11 +18,19 @@ import { lockPool, poolLockPath } from '../../src/thin/pool-lock.js';
 import { ThinshipError } from '../../src/errors.js';
 
 let dir: string;
-before(() => { dir = mkdtempSync(join(tmpdir(), 'thinship-poollock-')); });
-after(() => { rmSync(dir, { recursive: true, force: true }); });
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'thinship-poollock-'));
+});
+after(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
 
 async function refusal(p: Promise<unknown>): Promise<ThinshipError> {
-  try { await p; } catch (e) { return e as ThinshipError; }
+  try {
+    await p;
+  } catch (e) {
+    return e as ThinshipError;
+  }
   assert.fail('expected lockPool to be refused');
 }
 
@@ -39,7 +47,16 @@ test('the holder writes its pid; a timeout names that pid, or "another process" 
   const held = await lockPool('vg0-pool', { dir: d, timeoutMs: 0 });
   assert.equal(held.path, poolLockPath('vg0-pool', d));
   assert.equal(readFileSync(held.path, 'utf8'), `${process.pid}\n`);
-  for (const [text, said] of [[`${process.pid}\n`, `pid ${process.pid}`], [' 77 \n', 'pid 77'], ['1\n', 'pid 1'], ['0\n', 'another process'], ['-5\n', 'another process'], ['1.5\n', 'another process'], ['abc\n', 'another process'], ['', 'another process']] as const) {
+  for (const [text, said] of [
+    [`${process.pid}\n`, `pid ${process.pid}`],
+    [' 77 \n', 'pid 77'],
+    ['1\n', 'pid 1'],
+    ['0\n', 'another process'],
+    ['-5\n', 'another process'],
+    ['1.5\n', 'another process'],
+    ['abc\n', 'another process'],
+    ['', 'another process'],
+  ] as const) {
     writeFileSync(held.path, text);
     const e = await refusal(lockPool('vg0-pool', { dir: d, timeoutMs: 0 }));
     assert.ok(e instanceof ThinshipError, String(e));
@@ -114,7 +131,10 @@ function hookOpen(after: (path: string) => void): () => void {
     return fd;
   };
   syncBuiltinESMExports();
-  return () => { mutableFs.openSync = real; syncBuiltinESMExports(); };
+  return () => {
+    mutableFs.openSync = real;
+    syncBuiltinESMExports();
+  };
 }
 
 /** This process's open files whose path is `path` (" (deleted)" when unlinked since). */
@@ -122,7 +142,11 @@ function openFilesOf(path: string): string[] {
   const out: string[] = [];
   for (const fd of readdirSync('/proc/self/fd')) {
     let target: string;
-    try { target = readlinkSync(`/proc/self/fd/${fd}`); } catch { continue; }
+    try {
+      target = readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      continue;
+    }
     if (target === path || target === `${path} (deleted)`) out.push(target);
   }
   return out;
@@ -142,9 +166,18 @@ test('a waiter that locks the file its owner unlinked meanwhile starts over on a
   const a = await lockPool('vg0-pool', { dir: d, timeoutMs: 0 });
   let fired = false;
   // The owner releases (unlink, then close) between the waiter's open and its flock.
-  const restore = hookOpen((p) => { if (p === a.path && !fired) { fired = true; void a.release(); } });
+  const restore = hookOpen((p) => {
+    if (p === a.path && !fired) {
+      fired = true;
+      void a.release();
+    }
+  });
   let b;
-  try { b = await lockPool('vg0-pool', { dir: d, timeoutMs: 0 }); } finally { restore(); }
+  try {
+    b = await lockPool('vg0-pool', { dir: d, timeoutMs: 0 });
+  } finally {
+    restore();
+  }
   assert.ok(fired, 'the owner released between open and flock');
   assert.equal(readFileSync(b.path, 'utf8'), `${process.pid}\n`, 'the file at the path is the one the waiter holds');
   assert.deepEqual(openFilesOf(b.path), [b.path], 'one fd, on the new file: the unlinked one was closed');
@@ -164,10 +197,16 @@ test('a waiter that locks the unlinked file while a third one took the new file 
     fired = true;
     void a.release();
     // lockPool takes a free lock synchronously; its promise only delivers it.
-    void lockPool('vg0-pool', { dir: d, timeoutMs: 0 }).then((l) => { c = l; });
+    void lockPool('vg0-pool', { dir: d, timeoutMs: 0 }).then((l) => {
+      c = l;
+    });
   });
   let e;
-  try { e = await refusal(lockPool('vg0-pool', { dir: d, timeoutMs: 0 })); } finally { restore(); }
+  try {
+    e = await refusal(lockPool('vg0-pool', { dir: d, timeoutMs: 0 }));
+  } finally {
+    restore();
+  }
   assert.ok(fired);
   assert.equal(e.code, 'LOCK_TIMEOUT', 'the waiter does not keep the lock of the unlinked file while the third one holds the path');
   assert.ok(c !== undefined, 'the third one holds the lock');
@@ -186,7 +225,11 @@ test('a lock directory this user may not write is PERMISSION_DENIED naming the p
     const asRoot = process.geteuid?.() === 0;
     if (asRoot) process.seteuid!(65534);
     let p;
-    try { p = lockPool('vg0-pool', { dir: d, timeoutMs: 0 }); } finally { if (asRoot) process.seteuid!(0); }
+    try {
+      p = lockPool('vg0-pool', { dir: d, timeoutMs: 0 });
+    } finally {
+      if (asRoot) process.seteuid!(0);
+    }
     const e = await refusal(p);
     assert.equal(e.code, 'PERMISSION_DENIED');
     assert.ok(e.message.startsWith(`cannot open the pool lock ${poolLockPath('vg0-pool', d)}: `), e.message);
@@ -207,7 +250,10 @@ test('an immutable lock file (chattr +i: EPERM even for root) is PERMISSION_DENI
   } catch (e) {
     // Only a file system without the flag (tmpfs before Linux 6.0, overlayfs) is a reason to skip.
     const why = String((e as { stderr?: Buffer }).stderr ?? e);
-    if (/not supported|Inappropriate ioctl/i.test(why)) { t.skip(`chattr +i is not supported here: ${why.trim()}`); return; }
+    if (/not supported|Inappropriate ioctl/i.test(why)) {
+      t.skip(`chattr +i is not supported here: ${why.trim()}`);
+      return;
+    }
     throw e;
   }
   try {
@@ -224,19 +270,36 @@ test('without timeoutMs a waiter waits 10 minutes, retrying every 50 ms, and log
   const d = join(dir, 'default-timeout');
   const a = await lockPool('vg0-pool', { dir: d, timeoutMs: 0 });
   const logged: Record<string, unknown>[] = [];
-  const logger = pino({ level: 'info' }, { write: (line: string) => { logged.push(JSON.parse(line) as Record<string, unknown>); } });
+  const logger = pino(
+    { level: 'info' },
+    {
+      write: (line: string) => {
+        logged.push(JSON.parse(line) as Record<string, unknown>);
+      },
+    },
+  );
   const tries: number[] = [];
-  const restore = hookOpen((p) => { if (p === a.path) tries.push(performance.now()); });
+  const restore = hookOpen((p) => {
+    if (p === a.path) tries.push(performance.now());
+  });
   // The module's clock is Date.now: frozen here and moved by hand to the deadline.
   const realNow = Date.now;
   const t0 = realNow();
   let clock = t0;
   Date.now = () => clock;
   let settled = false;
-  const outcome = lockPool('vg0-pool', { dir: d, log: logger }).then((l) => l, (e: unknown) => e).finally(() => { settled = true; });
+  const outcome = lockPool('vg0-pool', { dir: d, log: logger })
+    .then(
+      (l) => l,
+      (e: unknown) => e,
+    )
+    .finally(() => {
+      settled = true;
+    });
   try {
     await until(() => tries.length >= 4, '4 tries');
-    for (let i = 1; i < tries.length; i++) assert.ok(tries[i]! - tries[i - 1]! >= 45, `tries ${i - 1} and ${i} ${(tries[i]! - tries[i - 1]!).toFixed(1)} ms apart, not ~50`);
+    for (let i = 1; i < tries.length; i++)
+      assert.ok(tries[i]! - tries[i - 1]! >= 45, `tries ${i - 1} and ${i} ${(tries[i]! - tries[i - 1]!).toFixed(1)} ms apart, not ~50`);
     clock = t0 + 10 * 60_000 - 1;
     let n = tries.length;
     await until(() => tries.length >= n + 2 || settled, 'two more tries');

@@ -23,7 +23,14 @@ function aborted(signal: AbortSignal): Promise<void> {
   if (signal.aborted) return Promise.resolve();
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`not aborted within ${WAIT_MS} ms`)), WAIT_MS);
-    signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
+    signal.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(t);
+        resolve();
+      },
+      { once: true },
+    );
   });
 }
 
@@ -34,7 +41,10 @@ test('withStopSignals: SIGHUP aborts the work with an InterruptedError (exit 129
     process.kill(process.pid, 'SIGHUP');
     await aborted(signal);
     throw new Error('the tool this work ran was cancelled'); // what a cancelled tool throws in its own words
-  }).then(() => assert.fail('should have thrown'), (e: unknown) => e);
+  }).then(
+    () => assert.fail('should have thrown'),
+    (e: unknown) => e,
+  );
   assert.ok(err instanceof InterruptedError, String(err));
   assert.equal(err.code, 'ABORTED');
   assert.equal(err.message, 'interrupted by SIGHUP');
@@ -44,11 +54,17 @@ test('withStopSignals: SIGHUP aborts the work with an InterruptedError (exit 129
 });
 
 test('withStopSignals: an error made from the signal by a library (abortError with context) is kept, with its exit status', async () => {
-  const err = await withStopSignals(async (signal) => {
-    process.kill(process.pid, 'SIGTERM');
-    await aborted(signal);
-    throw abortError(signal, 'the metadata snapshot was released');
-  }, { signals: ['SIGTERM'] }).then(() => assert.fail('should have thrown'), (e: unknown) => e);
+  const err = await withStopSignals(
+    async (signal) => {
+      process.kill(process.pid, 'SIGTERM');
+      await aborted(signal);
+      throw abortError(signal, 'the metadata snapshot was released');
+    },
+    { signals: ['SIGTERM'] },
+  ).then(
+    () => assert.fail('should have thrown'),
+    (e: unknown) => e,
+  );
   assert.ok(err instanceof ThinshipError);
   assert.equal(err.message, 'interrupted by SIGTERM; the metadata snapshot was released');
   assert.equal(exitCodeOf(err), 143);
@@ -57,7 +73,12 @@ test('withStopSignals: an error made from the signal by a library (abortError wi
 test('withStopSignals: work that finishes untouched returns its value; errors without a signal pass through unchanged', async () => {
   assert.equal(await withStopSignals(async () => 42), 42);
   const boom = new ThinshipError('BAD_STREAM', 'boom');
-  await assert.rejects(withStopSignals(async () => { throw boom; }), (e: unknown) => e === boom);
+  await assert.rejects(
+    withStopSignals(async () => {
+      throw boom;
+    }),
+    (e: unknown) => e === boom,
+  );
 });
 
 test('abortError and isAbortOf: a plain AbortController is ABORTED (exit 130); the reason and errors made from it are recognised', () => {
@@ -88,7 +109,10 @@ test('opening pool metadata that does not exist is NOT_FOUND naming the path (th
   const dir = mkdtempSync(join(tmpdir(), 'thinship-edge-'));
   try {
     const path = join(dir, 'no-such-metadata');
-    await assert.rejects(BlockReader.open(path), (e: unknown) => e instanceof ThinshipError && e.code === 'NOT_FOUND' && e.message.includes(path) && e.details.errno === 'ENOENT');
+    await assert.rejects(
+      BlockReader.open(path),
+      (e: unknown) => e instanceof ThinshipError && e.code === 'NOT_FOUND' && e.message.includes(path) && e.details.errno === 'ENOENT',
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -99,6 +123,12 @@ test("exec: execa's result fields decide: a cancelled tool is ABORTED, a tool ki
   const run = runTool('sh', ['-c', 'echo started; exec sleep 30'], { signal: ac.signal });
   ac.abort();
   await assert.rejects(run, (e: unknown) => e instanceof ThinshipError && e.code === 'ABORTED' && /sh was cancelled/.test(e.message));
-  await assert.rejects(runTool('sh', ['-c', 'kill -KILL $$']), (e: unknown) => e instanceof ThinshipError && e.code === 'TOOL_KILLED' && /killed by SIGKILL/.test(e.message) && e.retryable);
-  await assert.rejects(runTool('sh', ['-c', 'echo oops >&2; exit 3']), (e: unknown) => e instanceof ThinshipError && e.code === 'TOOL_FAILED' && /exited with status 3: oops/.test(e.message));
+  await assert.rejects(
+    runTool('sh', ['-c', 'kill -KILL $$']),
+    (e: unknown) => e instanceof ThinshipError && e.code === 'TOOL_KILLED' && /killed by SIGKILL/.test(e.message) && e.retryable,
+  );
+  await assert.rejects(
+    runTool('sh', ['-c', 'echo oops >&2; exit 3']),
+    (e: unknown) => e instanceof ThinshipError && e.code === 'TOOL_FAILED' && /exited with status 3: oops/.test(e.message),
+  );
 });

@@ -31,7 +31,12 @@ async function withTarget(fn: (path: string) => Promise<void>): Promise<void> {
 async function apply(path: string, msgs: StreamMessage[]) {
   const target = await openVolume(path, { mode: 'write' });
   try {
-    return await applyMessages((async function* () { yield* msgs; })(), target);
+    return await applyMessages(
+      (async function* () {
+        yield* msgs;
+      })(),
+      target,
+    );
   } finally {
     await target.close();
   }
@@ -40,7 +45,12 @@ async function apply(path: string, msgs: StreamMessage[]) {
 const begin: StreamMessage = { type: 'begin', info: {} };
 const end = (dataRecords: number): StreamMessage => ({ type: 'end', dataRecords, unmapRecords: 0 });
 function piece(recordOffsetBytes: number, recordLengthBytes: number, at: number, bytes: number, fill: number): StreamMessage {
-  return { type: 'data', offsetBytes: recordOffsetBytes + at, data: Buffer.alloc(bytes, fill), piece: { recordOffsetBytes, recordLengthBytes, last: at + bytes === recordLengthBytes } };
+  return {
+    type: 'data',
+    offsetBytes: recordOffsetBytes + at,
+    data: Buffer.alloc(bytes, fill),
+    piece: { recordOffsetBytes, recordLengthBytes, last: at + bytes === recordLengthBytes },
+  };
 }
 
 test('a record in three pieces is written in place and counted as one record', async () => {
@@ -66,13 +76,22 @@ test('a record in pieces that goes past the target is refused at its first piece
 
 test('pieces out of sequence, a first piece that is not at the record start, and a stream ending inside a record are refused', async () => {
   await withTarget(async (path) => {
-    await assert.rejects(apply(path, [begin, piece(0, 8192, 0, 4096, 1), piece(0, 8192, 4000, 4096, 2), end(1)]),
-      /record 2: a piece of the DATA record ending at 8192 was expected at volume offset 4096, got data at 4000 \(4096 bytes\); applied before the error: 1 data records \(4096 bytes written\)/);
-    await assert.rejects(apply(path, [begin, piece(0, 8192, 0, 4096, 1), { type: 'unmap', offsetBytes: 0, lengthBytes: 4096 }, end(1)]),
-      /a piece of the DATA record ending at 8192 was expected at volume offset 4096, got unmap/);
-    await assert.rejects(apply(path, [begin, piece(0, 8192, 4096, 4096, 1), end(1)]),
-      /record 2: the first piece of a DATA record \[0, \+8192\) must start at its offset .* got 4096 bytes at 4096, marked last; nothing was applied/);
+    await assert.rejects(
+      apply(path, [begin, piece(0, 8192, 0, 4096, 1), piece(0, 8192, 4000, 4096, 2), end(1)]),
+      /record 2: a piece of the DATA record ending at 8192 was expected at volume offset 4096, got data at 4000 \(4096 bytes\); applied before the error: 1 data records \(4096 bytes written\)/,
+    );
+    await assert.rejects(
+      apply(path, [begin, piece(0, 8192, 0, 4096, 1), { type: 'unmap', offsetBytes: 0, lengthBytes: 4096 }, end(1)]),
+      /a piece of the DATA record ending at 8192 was expected at volume offset 4096, got unmap/,
+    );
+    await assert.rejects(
+      apply(path, [begin, piece(0, 8192, 4096, 4096, 1), end(1)]),
+      /record 2: the first piece of a DATA record \[0, \+8192\) must start at its offset .* got 4096 bytes at 4096, marked last; nothing was applied/,
+    );
     await assert.rejects(apply(path, [begin, piece(0, 8192, 0, 4096, 1)]), /the stream ended without its end record/);
-    await assert.rejects(apply(path, [begin, piece(0, 8192, 0, 4096, 1), end(1)]), /a piece of the DATA record ending at 8192 was expected at volume offset 4096, got end/);
+    await assert.rejects(
+      apply(path, [begin, piece(0, 8192, 0, 4096, 1), end(1)]),
+      /a piece of the DATA record ending at 8192 was expected at volume offset 4096, got end/,
+    );
   });
 });

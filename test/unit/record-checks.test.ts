@@ -19,14 +19,39 @@ const ZERO_DIGEST = Buffer.alloc(32);
 
 function ctx(over: Partial<TransferBegin> = {}, maxChunkBytes = 64 * KiB): DecodeContext {
   const b: TransferBegin = {
-    transferId: 't', target: '/x', incremental: false, volumeSizeBytes: 1024 * KiB, blockSizeBytes: 65536, sourceId: 's', baseId: '',
-    plannedDataBytes: 0, plannedUnmapBytes: 0, resumeOffsetBytes: 0, compression: 'none', checksum: 'sha256', ...over,
+    transferId: 't',
+    target: '/x',
+    incremental: false,
+    volumeSizeBytes: 1024 * KiB,
+    blockSizeBytes: 65536,
+    sourceId: 's',
+    baseId: '',
+    plannedDataBytes: 0,
+    plannedUnmapBytes: 0,
+    resumeOffsetBytes: 0,
+    compression: 'none',
+    checksum: 'sha256',
+    ...over,
   };
   return newDecodeContext(b, maxChunkBytes);
 }
 const dz = new ChunkDecompressor();
-const raw = (offsetBytes: number, payload: Buffer, checksum: Buffer = sha(payload)): WireRecord => ({ type: 'data', offsetBytes, lengthBytes: payload.length, payload, encoding: 'raw', checksum });
-const zero = (offsetBytes: number, lengthBytes: number, checksum: Buffer, payload = Buffer.alloc(0)): WireRecord => ({ type: 'data', offsetBytes, lengthBytes, payload, encoding: 'zero', checksum });
+const raw = (offsetBytes: number, payload: Buffer, checksum: Buffer = sha(payload)): WireRecord => ({
+  type: 'data',
+  offsetBytes,
+  lengthBytes: payload.length,
+  payload,
+  encoding: 'raw',
+  checksum,
+});
+const zero = (offsetBytes: number, lengthBytes: number, checksum: Buffer, payload = Buffer.alloc(0)): WireRecord => ({
+  type: 'data',
+  offsetBytes,
+  lengthBytes,
+  payload,
+  encoding: 'zero',
+  checksum,
+});
 
 test('a transfer without checksums: records carry none, no digest is kept, and the end carries none', () => {
   const c = ctx({ checksum: 'none' });
@@ -37,13 +62,29 @@ test('a transfer without checksums: records carry none, no digest is kept, and t
   assert.equal(d2.msg.type, 'unmap');
   const d3 = decodeRecord({ type: 'unmap', offsetBytes: 16 * KiB, lengthBytes: 4 * KiB }, c, dz);
   for (const d of [d1, d2, d3]) assert.deepEqual(d.mark.digest, ZERO_DIGEST, 'no digest chain without checksums');
-  throwsThinship(() => decodeRecord(raw(32 * KiB, a, sha(a)), c, dz), 'BAD_STREAM', /data record at volume offset 32768: carries a checksum but the transfer has none/, 32 * KiB);
-  const withDigest = { type: 'end', records: 5, dataRecords: 2, unmapRecords: 1, dataBytes: 8 * KiB, unmapBytes: 4 * KiB, digest: Buffer.alloc(32, 1) } as const;
+  throwsThinship(
+    () => decodeRecord(raw(32 * KiB, a, sha(a)), c, dz),
+    'BAD_STREAM',
+    /data record at volume offset 32768: carries a checksum but the transfer has none/,
+    32 * KiB,
+  );
+  const withDigest = {
+    type: 'end',
+    records: 5,
+    dataRecords: 2,
+    unmapRecords: 1,
+    dataBytes: 8 * KiB,
+    unmapBytes: 4 * KiB,
+    digest: Buffer.alloc(32, 1),
+  } as const;
   const c2 = ctx({ checksum: 'none' });
   decodeRecord(raw(0, a, Buffer.alloc(0)), c2, dz);
   decodeRecord(zero(4 * KiB, 4 * KiB, Buffer.alloc(0)), c2, dz);
   decodeRecord({ type: 'unmap', offsetBytes: 16 * KiB, lengthBytes: 4 * KiB }, c2, dz);
-  assert.throws(() => decodeRecord(withDigest, c2, dz), (e: ThinshipError) => e.code === 'BAD_STREAM' && /^end record carries a digest but the transfer has no checksums$/.test(e.message));
+  assert.throws(
+    () => decodeRecord(withDigest, c2, dz),
+    (e: ThinshipError) => e.code === 'BAD_STREAM' && /^end record carries a digest but the transfer has no checksums$/.test(e.message),
+  );
   const end = decodeRecord({ ...withDigest, digest: Buffer.alloc(0) }, c, dz);
   assert.deepEqual(end.msg, { type: 'end', dataRecords: 2, unmapRecords: 1, dataBytes: 8 * KiB, unmapBytes: 4 * KiB, digest: ZERO_DIGEST });
 });
@@ -67,30 +108,78 @@ test('each record leaves the mark a checkpoint at it records: cursor, counts, di
   assert.deepEqual(m3, { offsetBytes: 56 * KiB, digest: want.state, lastData, dataRecords: 2, unmapRecords: 1, dataBytes: 24 * KiB, unmapBytes: 12 * KiB });
   const end = decodeRecord({ type: 'end', records: 5, dataRecords: 2, unmapRecords: 1, dataBytes: 24 * KiB, unmapBytes: 12 * KiB, digest: want.state }, c, dz);
   assert.deepEqual(end.msg, { type: 'end', dataRecords: 2, unmapRecords: 1, dataBytes: 24 * KiB, unmapBytes: 12 * KiB, digest: want.state });
-  assert.deepEqual(end.mark, { offsetBytes: 56 * KiB, digest: want.state, lastData, dataRecords: 2, unmapRecords: 1, dataBytes: 24 * KiB, unmapBytes: 12 * KiB });
+  assert.deepEqual(end.mark, {
+    offsetBytes: 56 * KiB,
+    digest: want.state,
+    lastData,
+    dataRecords: 2,
+    unmapRecords: 1,
+    dataBytes: 24 * KiB,
+    unmapBytes: 12 * KiB,
+  });
 });
 
 test('limits are exact: a record of exactly the chunk limit passes, one byte more does not', () => {
   const c = ctx({}, 64 * KiB);
   assert.equal(decodeRecord(raw(0, Buffer.alloc(64 * KiB, 3)), c, dz).msg.type, 'data');
-  throwsThinship(() => decodeRecord(raw(64 * KiB, Buffer.alloc(64 * KiB + 1, 3)), c, dz), 'BAD_STREAM', /data record at volume offset 65536: length 65537 is more than this receiver's limit of 65536 bytes per record/, 64 * KiB);
+  throwsThinship(
+    () => decodeRecord(raw(64 * KiB, Buffer.alloc(64 * KiB + 1, 3)), c, dz),
+    'BAD_STREAM',
+    /data record at volume offset 65536: length 65537 is more than this receiver's limit of 65536 bytes per record/,
+    64 * KiB,
+  );
 });
 
 test('every refusal says what is wrong and carries the offset in its details', () => {
   const c = ctx();
   const a = Buffer.alloc(4 * KiB, 4);
   throwsThinship(() => decodeRecord({ type: 'invalid', what: 'a second Begin' }, c, dz), 'BAD_STREAM', /^after volume offset 0: a second Begin$/, 0);
-  throwsThinship(() => decodeRecord(raw(0, a, sha(a).subarray(0, 31)), c, dz), 'BAD_STREAM', /^data record at volume offset 0: checksum must be 32 bytes \(sha256\), got 31$/, 0);
-  throwsThinship(() => decodeRecord(zero(0, 4 * KiB, sha(Buffer.alloc(4 * KiB)), Buffer.alloc(1)), c, dz), 'BAD_STREAM', /^data record at volume offset 0: encoding ZERO with a 1-byte payload \(must be empty\)$/, 0);
-  throwsThinship(() => decodeRecord(zero(0, 4 * KiB, sha(a)), c, dz), 'CHECKSUM_MISMATCH', /data record at volume offset 0: checksum mismatch over 4096 zero bytes; not written/, 0);
-  throwsThinship(() => decodeRecord({ type: 'data', offsetBytes: 8 * KiB, lengthBytes: 4 * KiB, payload: Buffer.from('x'), encoding: 'zstd', checksum: sha(a) }, c, dz), 'BAD_STREAM', /data record at volume offset 8192: zstd payload in a transfer that announced no compression/, 8 * KiB);
-  throwsThinship(() => decodeRecord({ type: 'data', offsetBytes: 16 * KiB, lengthBytes: 8 * KiB, payload: a, encoding: 'raw', checksum: sha(a) }, c, dz), 'BAD_STREAM', /^data record at volume offset 16384: raw payload of 4096 bytes, the record says 8192$/, 16 * KiB);
+  throwsThinship(
+    () => decodeRecord(raw(0, a, sha(a).subarray(0, 31)), c, dz),
+    'BAD_STREAM',
+    /^data record at volume offset 0: checksum must be 32 bytes \(sha256\), got 31$/,
+    0,
+  );
+  throwsThinship(
+    () => decodeRecord(zero(0, 4 * KiB, sha(Buffer.alloc(4 * KiB)), Buffer.alloc(1)), c, dz),
+    'BAD_STREAM',
+    /^data record at volume offset 0: encoding ZERO with a 1-byte payload \(must be empty\)$/,
+    0,
+  );
+  throwsThinship(
+    () => decodeRecord(zero(0, 4 * KiB, sha(a)), c, dz),
+    'CHECKSUM_MISMATCH',
+    /data record at volume offset 0: checksum mismatch over 4096 zero bytes; not written/,
+    0,
+  );
+  throwsThinship(
+    () => decodeRecord({ type: 'data', offsetBytes: 8 * KiB, lengthBytes: 4 * KiB, payload: Buffer.from('x'), encoding: 'zstd', checksum: sha(a) }, c, dz),
+    'BAD_STREAM',
+    /data record at volume offset 8192: zstd payload in a transfer that announced no compression/,
+    8 * KiB,
+  );
+  throwsThinship(
+    () => decodeRecord({ type: 'data', offsetBytes: 16 * KiB, lengthBytes: 8 * KiB, payload: a, encoding: 'raw', checksum: sha(a) }, c, dz),
+    'BAD_STREAM',
+    /^data record at volume offset 16384: raw payload of 4096 bytes, the record says 8192$/,
+    16 * KiB,
+  );
   const g = ctx();
   decodeRecord(raw(4 * KiB, a), g, dz);
-  throwsThinship(() => decodeRecord({ type: 'end', records: 9, dataRecords: 1, unmapRecords: 0, dataBytes: 4 * KiB, unmapBytes: 0, digest: ZERO_DIGEST }, g, dz), 'BAD_STREAM', /^end record: the sender counts 9 records for the whole transfer, the receiver 3$/, 8 * KiB);
+  throwsThinship(
+    () => decodeRecord({ type: 'end', records: 9, dataRecords: 1, unmapRecords: 0, dataBytes: 4 * KiB, unmapBytes: 0, digest: ZERO_DIGEST }, g, dz),
+    'BAD_STREAM',
+    /^end record: the sender counts 9 records for the whole transfer, the receiver 3$/,
+    8 * KiB,
+  );
   const e = ctx();
   decodeRecord({ type: 'end', records: 2, dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0, digest: ZERO_DIGEST }, e, dz);
   throwsThinship(() => decodeRecord(raw(0, a), e, dz), 'BAD_STREAM', /^a data record follows the end of the stream$/, 0);
   const f = ctx();
-  throwsThinship(() => decodeRecord({ type: 'end', records: 2, dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0, digest: Buffer.alloc(0) }, f, dz), 'CHECKSUM_MISMATCH', /stream digest mismatch \(sender none, receiver 0{64}\)/, 0);
+  throwsThinship(
+    () => decodeRecord({ type: 'end', records: 2, dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0, digest: Buffer.alloc(0) }, f, dz),
+    'CHECKSUM_MISMATCH',
+    /stream digest mismatch \(sender none, receiver 0{64}\)/,
+    0,
+  );
 });

@@ -21,8 +21,19 @@ const MiB = 1024 * 1024;
 
 function begin(over: Partial<TransferBegin> = {}): TransferBegin {
   return {
-    transferId: 't1', target: '/x', incremental: false, volumeSizeBytes: 16 * MiB, blockSizeBytes: 65536, sourceId: 's', baseId: '',
-    plannedDataBytes: 0, plannedUnmapBytes: 0, resumeOffsetBytes: 0, compression: 'zstd', checksum: 'sha256', ...over,
+    transferId: 't1',
+    target: '/x',
+    incremental: false,
+    volumeSizeBytes: 16 * MiB,
+    blockSizeBytes: 65536,
+    sourceId: 's',
+    baseId: '',
+    plannedDataBytes: 0,
+    plannedUnmapBytes: 0,
+    resumeOffsetBytes: 0,
+    compression: 'zstd',
+    checksum: 'sha256',
+    ...over,
   };
 }
 
@@ -31,8 +42,15 @@ function ctx(b = begin()): DecodeContext {
 }
 
 const dz = new ChunkDecompressor();
-const data = (offsetBytes: number, payload: Buffer, over: Partial<Extract<WireRecord, { type: 'data' }>> = {}): WireRecord =>
-  ({ type: 'data', offsetBytes, lengthBytes: payload.length, payload, encoding: 'raw', checksum: sha(payload), ...over });
+const data = (offsetBytes: number, payload: Buffer, over: Partial<Extract<WireRecord, { type: 'data' }>> = {}): WireRecord => ({
+  type: 'data',
+  offsetBytes,
+  lengthBytes: payload.length,
+  payload,
+  encoding: 'raw',
+  checksum: sha(payload),
+  ...over,
+});
 
 test('a valid stream decodes to messages and the digest chain a sender computes', () => {
   const c = ctx();
@@ -66,25 +84,53 @@ test('every malformed record is refused, naming its offset', () => {
   throwsThinship(() => decodeRecord(data(16 * MiB - 4096, a), ctx(), dz), 'BAD_STREAM', /offset 16773120: length 8192 goes beyond the end of the volume/);
   throwsThinship(() => decodeRecord(data(0, Buffer.alloc(0)), ctx(), dz), 'BAD_STREAM', /offset 0: length 0 must be a positive integer/);
   throwsThinship(() => decodeRecord({ type: 'unmap', offsetBytes: -1, lengthBytes: 5 }, ctx(), dz), 'BAD_STREAM', /offset -1: not a byte offset/);
-  throwsThinship(() => decodeRecord({ type: 'unmap', offsetBytes: 2 ** 60, lengthBytes: 5 }, ctx(), dz), 'BAD_STREAM', /offset 1152921504606847000: not a byte offset/);
-  throwsThinship(() => decodeRecord(data(0, Buffer.alloc(8 * MiB), { payload: Buffer.alloc(0), encoding: 'zero' }), ctx(), dz), 'BAD_STREAM', /offset 0: length 8388608 is more than/);
+  throwsThinship(
+    () => decodeRecord({ type: 'unmap', offsetBytes: 2 ** 60, lengthBytes: 5 }, ctx(), dz),
+    'BAD_STREAM',
+    /offset 1152921504606847000: not a byte offset/,
+  );
+  throwsThinship(
+    () => decodeRecord(data(0, Buffer.alloc(8 * MiB), { payload: Buffer.alloc(0), encoding: 'zero' }), ctx(), dz),
+    'BAD_STREAM',
+    /offset 0: length 8388608 is more than/,
+  );
   throwsThinship(() => decodeRecord(data(4096, a, { checksum: sha(Buffer.from('x')) }), ctx(), dz), 'CHECKSUM_MISMATCH', /offset 4096: checksum mismatch/);
   throwsThinship(() => decodeRecord(data(4096, a, { checksum: Buffer.alloc(5) }), ctx(), dz), 'BAD_STREAM', /offset 4096: checksum must be 32 bytes/);
   throwsThinship(() => decodeRecord(data(0, a, { payload: Buffer.alloc(100) }), ctx(), dz), 'BAD_STREAM', /raw payload of 100 bytes, the record says 8192/);
   throwsThinship(() => decodeRecord(data(0, a, { payload: Buffer.from('garbage!'), encoding: 'zstd' }), ctx(), dz), 'BAD_STREAM', /offset 0.*bad zstd frame/);
   throwsThinship(() => decodeRecord(data(0, a, { payload: Buffer.alloc(3), encoding: 'zero' }), ctx(), dz), 'BAD_STREAM', /ZERO with a 3-byte payload/);
   const half = new ChunkCompressor().compress(Buffer.alloc(4096, 1))!;
-  throwsThinship(() => decodeRecord(data(0, a, { payload: half, encoding: 'zstd' }), ctx(), dz), 'BAD_STREAM', /frame says 4096 bytes of content, the record says 8192/);
+  throwsThinship(
+    () => decodeRecord(data(0, a, { payload: half, encoding: 'zstd' }), ctx(), dz),
+    'BAD_STREAM',
+    /frame says 4096 bytes of content, the record says 8192/,
+  );
   const full = new ChunkCompressor().compress(a)!;
-  throwsThinship(() => decodeRecord(data(0, a, { payload: Buffer.concat([full, Buffer.from([1, 2, 3])]), encoding: 'zstd' }), ctx(), dz), 'BAD_STREAM', /3 bytes after the first frame/);
-  throwsThinship(() => decodeRecord(data(0, a, { payload: full, encoding: 'zstd' }), ctx(begin({ compression: 'none' })), dz), 'BAD_STREAM', /announced no compression/);
+  throwsThinship(
+    () => decodeRecord(data(0, a, { payload: Buffer.concat([full, Buffer.from([1, 2, 3])]), encoding: 'zstd' }), ctx(), dz),
+    'BAD_STREAM',
+    /3 bytes after the first frame/,
+  );
+  throwsThinship(
+    () => decodeRecord(data(0, a, { payload: full, encoding: 'zstd' }), ctx(begin({ compression: 'none' })), dz),
+    'BAD_STREAM',
+    /announced no compression/,
+  );
   const c = ctx(begin({ resumeOffsetBytes: 65536 }));
   throwsThinship(() => decodeRecord(data(0, a), c, dz), 'BAD_STREAM', /offset 0: below the resume offset 65536/);
   decodeRecord(data(65536, a), c, dz);
   throwsThinship(() => decodeRecord(data(65536, a), c, dz), 'BAD_STREAM', /out of order.*ends at 73728/);
   throwsThinship(() => decodeRecord({ type: 'invalid', what: 'a second Begin in one call' }, c, dz), 'BAD_STREAM', /after volume offset 73728: a second Begin/);
-  throwsThinship(() => decodeRecord({ type: 'end', records: 3, dataRecords: 1, unmapRecords: 0, dataBytes: 8192, unmapBytes: 0, digest: Buffer.alloc(32) }, c, dz), 'CHECKSUM_MISMATCH', /stream digest mismatch/);
-  throwsThinship(() => decodeRecord({ type: 'end', records: 2, dataRecords: 2, unmapRecords: 0, dataBytes: 8192, unmapBytes: 0, digest: Buffer.alloc(32) }, ctx(), dz), 'BAD_STREAM', /sender counts 2 dataRecords.*receiver 0/);
+  throwsThinship(
+    () => decodeRecord({ type: 'end', records: 3, dataRecords: 1, unmapRecords: 0, dataBytes: 8192, unmapBytes: 0, digest: Buffer.alloc(32) }, c, dz),
+    'CHECKSUM_MISMATCH',
+    /stream digest mismatch/,
+  );
+  throwsThinship(
+    () => decodeRecord({ type: 'end', records: 2, dataRecords: 2, unmapRecords: 0, dataBytes: 8192, unmapBytes: 0, digest: Buffer.alloc(32) }, ctx(), dz),
+    'BAD_STREAM',
+    /sender counts 2 dataRecords.*receiver 0/,
+  );
 });
 
 test('checkBegin refuses inconsistent begins', () => {
@@ -103,7 +149,13 @@ test('the protocol version is checked before anything else in a Begin', () => {
   throwsThinship(() => beginFromProto(pb), 'PROTOCOL_MISMATCH', /sender speaks .* version 7, this receiver speaks version 1/);
   throwsThinship(() => beginFromProto({ ...pb, protocolVersion: 1 }), 'BAD_STREAM', /mode NONSENSE is not one of/);
   assert.deepEqual(recordFromProto({}), { type: 'invalid', what: 'a message with no record in it (none of begin, data, unmap, end set)' });
-  assert.equal(recordFromProto({ kind: 'data', data: { offsetBytes: 5, lengthBytes: 1, payload: Buffer.alloc(1), encoding: 'ENCODING_UNSPECIFIED', checksum: Buffer.alloc(0) } }).type, 'invalid');
+  assert.equal(
+    recordFromProto({
+      kind: 'data',
+      data: { offsetBytes: 5, lengthBytes: 1, payload: Buffer.alloc(1), encoding: 'ENCODING_UNSPECIFIED', checksum: Buffer.alloc(0) },
+    }).type,
+    'invalid',
+  );
 });
 
 test('zstd helpers: round trip, raw when it does not shrink, zero detection', () => {
@@ -137,7 +189,14 @@ test('errors map to gRPC statuses and back, keeping the thinship code', () => {
   assert.equal(st.details, 'resume offset 5 does not match');
   const back = fromServiceError({ code: st.code, details: st.details, metadata: st.metadata }, 'ApplyStream');
   assert.equal(back.code, 'RESUME_MISMATCH');
-  const tls = fromServiceError({ code: grpc.status.UNAVAILABLE, details: 'No connection established. Last error: Error: self-signed certificate in certificate chain', metadata: new grpc.Metadata() }, 'x');
+  const tls = fromServiceError(
+    {
+      code: grpc.status.UNAVAILABLE,
+      details: 'No connection established. Last error: Error: self-signed certificate in certificate chain',
+      metadata: new grpc.Metadata(),
+    },
+    'x',
+  );
   assert.equal(tls.code, 'UNAUTHENTICATED');
   assert.equal(tls.retryable, false);
   const down = fromServiceError({ code: grpc.status.UNAVAILABLE, details: 'Connection dropped', metadata: new grpc.Metadata() }, 'x');

@@ -16,7 +16,10 @@ import { repoRoot } from '../helpers/paths.js';
 const GENERATED_DIR = 'src/rpc/generated';
 
 function filesUnder(dir: string): string[] {
-  return readdirSync(dir, { recursive: true, withFileTypes: true }).filter((d) => d.isFile()).map((d) => relative(dir, join(d.parentPath, d.name))).sort();
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((d) => d.isFile())
+    .map((d) => relative(dir, join(d.parentPath, d.name)))
+    .sort();
 }
 
 test('the committed generated types are what proto-loader-gen-types makes of proto/ now', () => {
@@ -35,7 +38,11 @@ test('the committed generated types are what proto-loader-gen-types makes of pro
     assert.ok(want.includes('thinship/v1/ReceiverService.ts'), want.join(', '));
     assert.deepEqual(filesUnder(committed), want, 'the same files (run npm run gen:proto)');
     for (const f of want) {
-      assert.equal(readFileSync(join(committed, f), 'utf8'), readFileSync(join(out, f), 'utf8'), `${GENERATED_DIR}/${f} differs from a fresh generation (run npm run gen:proto)`);
+      assert.equal(
+        readFileSync(join(committed, f), 'utf8'),
+        readFileSync(join(out, f), 'utf8'),
+        `${GENERATED_DIR}/${f} differs from a fresh generation (run npm run gen:proto)`,
+      );
     }
   } finally {
     rmSync(out, { recursive: true, force: true });

@@ -17,13 +17,33 @@ import { ChunkDecompressor } from '../../src/stream/zstd.js';
 import { ThinshipError } from '../../src/errors.js';
 
 let dir: string;
-before(() => { dir = realpathSync(mkdtempSync(join(tmpdir(), 'thinship-rs-'))); });
+before(() => {
+  dir = realpathSync(mkdtempSync(join(tmpdir(), 'thinship-rs-')));
+});
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 const cp = (id: string, over: Partial<TransferCheckpoint> = {}): TransferCheckpoint => ({
-  format: 2, transferId: id, status: 'in_progress', identity: 'a', target: '/t', targetKey: '/t', mode: 'full', sourceId: 's', baseId: '',
-  volumeSizeBytes: 100, blockSizeBytes: 10, checksum: 'sha256', durableOffsetBytes: 0, digestState: '0'.repeat(64),
-  dataRecords: 0, unmapRecords: 0, dataBytes: 0, unmapBytes: 0, createdUnixMs: 1, updatedUnixMs: 2, ...over,
+  format: 2,
+  transferId: id,
+  status: 'in_progress',
+  identity: 'a',
+  target: '/t',
+  targetKey: '/t',
+  mode: 'full',
+  sourceId: 's',
+  baseId: '',
+  volumeSizeBytes: 100,
+  blockSizeBytes: 10,
+  checksum: 'sha256',
+  durableOffsetBytes: 0,
+  digestState: '0'.repeat(64),
+  dataRecords: 0,
+  unmapRecords: 0,
+  dataBytes: 0,
+  unmapBytes: 0,
+  createdUnixMs: 1,
+  updatedUnixMs: 2,
+  ...over,
 });
 
 test('checkpoints are saved atomically, listed, validated (unusable files quarantined) and removed', async () => {
@@ -36,15 +56,23 @@ test('checkpoints are saved atomically, listed, validated (unusable files quaran
   const name = checkpointFileName('a', 'x-1');
   // a crashed write leaves a temporary; listing cleans it up and ignores it
   writeFileSync(join(store.dir, '.x-2.tmp-1-abcd'), '{"half":');
-  assert.deepEqual((await store.list()).checkpoints.map((c) => c.transferId), ['x-1']);
+  assert.deepEqual(
+    (await store.list()).checkpoints.map((c) => c.transferId),
+    ['x-1'],
+  );
   assert.deepEqual(readdirSync(store.dir), [name]);
   writeFileSync(join(store.dir, 'bad.json'), JSON.stringify({ ...cp('bad'), durableOffsetBytes: -5 }));
   const listed = await store.list();
-  assert.deepEqual(listed.checkpoints.map((c) => c.transferId), ['x-1']);
+  assert.deepEqual(
+    listed.checkpoints.map((c) => c.transferId),
+    ['x-1'],
+  );
   assert.match(listed.quarantined[0]!.reason, /bad.json: field "durableOffsetBytes"/);
   assert.deepEqual(readdirSync(store.dir).sort(), [name, 'quarantine'].sort());
   // optional fields survive a round trip and are covered by the MAC
-  await store.save(cp('x-3', { targetIdentity: 'inode:2049:1234', lastData: { offsetBytes: 0, lengthBytes: 10, sha256: 'a'.repeat(64) }, durableOffsetBytes: 10 }));
+  await store.save(
+    cp('x-3', { targetIdentity: 'inode:2049:1234', lastData: { offsetBytes: 0, lengthBytes: 10, sha256: 'a'.repeat(64) }, durableOffsetBytes: 10 }),
+  );
   const x3 = await store.load('a', 'x-3');
   assert.equal(x3!.targetIdentity, 'inode:2049:1234');
   assert.deepEqual(x3!.lastData, { offsetBytes: 0, lengthBytes: 10, sha256: 'a'.repeat(64) });
@@ -65,13 +93,21 @@ test('a state directory removed under a running receiver: saving says so (IO_ERR
   const store = new CheckpointStore(join(dir, 'gone'));
   await store.init();
   rmSync(join(dir, 'gone'), { recursive: true });
-  await assert.rejects(store.save(cp('y-1')), (e: ThinshipError) => e.code === 'IO_ERROR' && /state directory .*gone\/transfers is missing.*restart the receiver/.test(e.message));
-  assert.deepEqual(readdirSync(dir).filter((n) => n === 'gone'), []);
+  await assert.rejects(
+    store.save(cp('y-1')),
+    (e: ThinshipError) => e.code === 'IO_ERROR' && /state directory .*gone\/transfers is missing.*restart the receiver/.test(e.message),
+  );
+  assert.deepEqual(
+    readdirSync(dir).filter((n) => n === 'gone'),
+    [],
+  );
 });
 
 test('identity names come from the certificate CN and every SAN', () => {
-  assert.deepEqual(certificateNames({ subject: { CN: 'sender-a' }, subjectaltname: 'DNS:sender-a, URI:spiffe://site/b, IP Address:10.0.0.1, email:ops@example.com' }),
-    ['sender-a', 'spiffe://site/b', '10.0.0.1', 'ops@example.com']);
+  assert.deepEqual(
+    certificateNames({ subject: { CN: 'sender-a' }, subjectaltname: 'DNS:sender-a, URI:spiffe://site/b, IP Address:10.0.0.1, email:ops@example.com' }),
+    ['sender-a', 'spiffe://site/b', '10.0.0.1', 'ops@example.com'],
+  );
   assert.deepEqual(certificateNames(undefined), []);
   assert.deepEqual(parseHostPort('[::1]:7443', 'x'), { host: '::1', port: 7443 });
   assert.deepEqual(parseHostPort('backup.example:7443', 'x'), { host: 'backup.example', port: 7443 });
@@ -90,21 +126,60 @@ test('target authorisation: allowed names resolve, escapes are PERMISSION_DENIED
   symlinkSync(outside, join(allowed, 'out-link'));
   symlinkSync(join(allowed, 'exists.img'), join(allowed, 'inner-link.img'));
   symlinkSync(join(outside, 'secret.img'), join(allowed, 'secret-link.img'));
-  const policy: AccessPolicy = await parseAccessRules({
-    a: { directories: [allowed], lvm: [{ vg: 'vg0', lv: 'backup-*' }, { vg: 'vg1', pool: 'pool0', lv: 'vm?' }] },
-  }, 'test');
+  const policy: AccessPolicy = await parseAccessRules(
+    {
+      a: {
+        directories: [allowed],
+        lvm: [
+          { vg: 'vg0', lv: 'backup-*' },
+          { vg: 'vg1', pool: 'pool0', lv: 'vm?' },
+        ],
+      },
+    },
+    'test',
+  );
   const a = { name: 'a', names: ['a'] };
   const ok = async (t: string) => authorizeTarget(policy, a, t);
-  const denied = async (t: string, who = a) => assert.rejects(authorizeTarget(policy, who, t), (e: ThinshipError) => { assert.equal(e.code, 'PERMISSION_DENIED', `${t}: ${e.message}`); return true; });
-  assert.deepEqual(await ok(join(allowed, 'new.img')), { kind: 'path', name: join(allowed, 'new.img'), realPath: join(allowed, 'new.img'), exists: false, key: join(allowed, 'new.img'), dir: allowed, rel: 'new.img' });
+  const denied = async (t: string, who = a) =>
+    assert.rejects(authorizeTarget(policy, who, t), (e: ThinshipError) => {
+      assert.equal(e.code, 'PERMISSION_DENIED', `${t}: ${e.message}`);
+      return true;
+    });
+  assert.deepEqual(await ok(join(allowed, 'new.img')), {
+    kind: 'path',
+    name: join(allowed, 'new.img'),
+    realPath: join(allowed, 'new.img'),
+    exists: false,
+    key: join(allowed, 'new.img'),
+    dir: allowed,
+    rel: 'new.img',
+  });
   assert.equal((await ok(join(allowed, 'sub', 'new.img'))).kind, 'path');
-  assert.equal((await ok(join(allowed, 'inner-link.img')) as { realPath: string }).realPath, join(allowed, 'exists.img'), 'a symlink inside resolves to its real path');
+  assert.equal(
+    ((await ok(join(allowed, 'inner-link.img'))) as { realPath: string }).realPath,
+    join(allowed, 'exists.img'),
+    'a symlink inside resolves to its real path',
+  );
   assert.deepEqual(await ok('vg0/backup-db'), { kind: 'lvm', name: 'vg0/backup-db', vg: 'vg0', lv: 'backup-db', pool: undefined, key: 'lvm:vg0/backup-db' });
-  assert.equal((await ok('vg1/vm7') as { pool?: string }).pool, 'pool0');
+  assert.equal(((await ok('vg1/vm7')) as { pool?: string }).pool, 'pool0');
   for (const t of [
-    join(allowed, 'out-link', 'x.img'), join(allowed, 'secret-link.img'), `${allowed}/../outside/secret.img`, `${allowed}/./x.img`, `${allowed}//x.img`,
-    `${allowed}/`, allowed, join(outside, 'secret.img'), join(allowed, 'nodir', 'x.img'), 'vg0/other', 'vg1/vm10', 'vg2/backup-x', 'vg0/../x', 'relative.img', '/dev/sda',
-  ]) await denied(t);
+    join(allowed, 'out-link', 'x.img'),
+    join(allowed, 'secret-link.img'),
+    `${allowed}/../outside/secret.img`,
+    `${allowed}/./x.img`,
+    `${allowed}//x.img`,
+    `${allowed}/`,
+    allowed,
+    join(outside, 'secret.img'),
+    join(allowed, 'nodir', 'x.img'),
+    'vg0/other',
+    'vg1/vm10',
+    'vg2/backup-x',
+    'vg0/../x',
+    'relative.img',
+    '/dev/sda',
+  ])
+    await denied(t);
   await denied(join(allowed, 'new.img'), { name: 'b', names: ['b'] });
   await assert.rejects(authorizeTarget(policy, a, ''), /target name/);
   await assert.rejects(parseAccessRules({ a: { directories: ['rel/dir'] } }, 'cfg'), /absolute, normalised/);

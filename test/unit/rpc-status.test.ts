@@ -20,7 +20,13 @@ test('transport failures are classified on what grpc-js reports, one kind each',
     ['Name resolution failed for target dns:nonexistent.invalid:37097', 'connect', /^name not found/],
     [last('Error: Client network socket disconnected before secure TLS connection was established'), 'dropped', /disconnected before secure TLS/],
     [last('Error: self-signed certificate in certificate chain'), 'server-certificate', /^self-signed certificate in certificate chain$/],
-    [last('Error [ERR_TLS_CERT_ALTNAME_INVALID]: Hostname/IP does not match certificate\'s altnames: Host: wrong.example. is not in the cert\'s altnames: DNS:localhost'), 'server-certificate', /^Hostname\/IP does not match .*wrong\.example/],
+    [
+      last(
+        "Error [ERR_TLS_CERT_ALTNAME_INVALID]: Hostname/IP does not match certificate's altnames: Host: wrong.example. is not in the cert's altnames: DNS:localhost",
+      ),
+      'server-certificate',
+      /^Hostname\/IP does not match .*wrong\.example/,
+    ],
     [last('Failed to connect (2026-12-01T21:32:39.328Z)'), 'closed', /^Failed to connect/],
     ['Connection dropped', 'other', /Connection dropped/],
   ];
@@ -34,7 +40,10 @@ test('transport failures are classified on what grpc-js reports, one kind each',
 });
 
 test('an untrusted receiver is UNAUTHENTICATED and not retried; a refused connection stays retryable UNAVAILABLE', () => {
-  const untrusted = fromServiceError({ code: grpc.status.UNAVAILABLE, details: last('Error: unable to get local issuer certificate') }, 'GetTransferState on h:1');
+  const untrusted = fromServiceError(
+    { code: grpc.status.UNAVAILABLE, details: last('Error: unable to get local issuer certificate') },
+    'GetTransferState on h:1',
+  );
   assert.equal(untrusted.code, 'UNAUTHENTICATED');
   assert.equal(untrusted.retryable, false);
   assert.equal(exitCodeOf(untrusted), 13);
@@ -44,7 +53,7 @@ test('an untrusted receiver is UNAUTHENTICATED and not retried; a refused connec
   assert.equal((refused.details.transport as { kind: string }).kind, 'connect');
 });
 
-test('the receiver\'s retryable flag travels in the trailer; a receiver-side ABORTED is TRANSFER_ABORTED (exit 16)', () => {
+test("the receiver's retryable flag travels in the trailer; a receiver-side ABORTED is TRANSFER_ABORTED (exit 16)", () => {
   const busy = toServiceError(new ThinshipError('TRANSFER_BUSY', 'this receiver is already running 16 transfers (its limit)', { retryable: true }));
   assert.equal(errorInfoOf(busy.metadata)?.metadata.retryable, 'true');
   const back = fromServiceError({ code: busy.code, details: busy.details, metadata: busy.metadata }, 'ApplyStream');
@@ -64,7 +73,9 @@ test('the receiver\'s retryable flag travels in the trailer; a receiver-side ABO
 });
 
 test('errors travel in the standard rich model: google.rpc.Status with an ErrorInfo in grpc-status-details-bin', () => {
-  const st = toServiceError(new ThinshipError('CHECKSUM_MISMATCH', 'data record at volume offset 65536: checksum mismatch\nsecond line', { details: { volumeOffset: 65536 } }));
+  const st = toServiceError(
+    new ThinshipError('CHECKSUM_MISMATCH', 'data record at volume offset 65536: checksum mismatch\nsecond line', { details: { volumeOffset: 65536 } }),
+  );
   assert.equal(st.code, grpc.status.DATA_LOSS);
   const bin = st.metadata!.get(STATUS_DETAILS_KEY)[0];
   assert.ok(Buffer.isBuffer(bin), 'a binary trailer');
@@ -77,10 +88,19 @@ test('errors travel in the standard rich model: google.rpc.Status with an ErrorI
   const info = protoFields(any.get(2)?.[0] as Buffer);
   assert.equal((info.get(1)?.[0] as Buffer).toString(), 'CHECKSUM_MISMATCH');
   assert.equal((info.get(2)?.[0] as Buffer).toString(), ERROR_DOMAIN);
-  const entries = new Map((info.get(3) as Buffer[]).map((e) => { const kv = protoFields(e); return [String(kv.get(1)?.[0]), String(kv.get(2)?.[0])]; }));
+  const entries = new Map(
+    (info.get(3) as Buffer[]).map((e) => {
+      const kv = protoFields(e);
+      return [String(kv.get(1)?.[0]), String(kv.get(2)?.[0])];
+    }),
+  );
   assert.deepEqual(Object.fromEntries(entries), { retryable: 'false', volumeOffsetBytes: '65536' });
   // and our client reads it back: the code, the offset
-  assert.deepEqual(errorInfoOf(st.metadata), { reason: 'CHECKSUM_MISMATCH', domain: ERROR_DOMAIN, metadata: { retryable: 'false', volumeOffsetBytes: '65536' } });
+  assert.deepEqual(errorInfoOf(st.metadata), {
+    reason: 'CHECKSUM_MISMATCH',
+    domain: ERROR_DOMAIN,
+    metadata: { retryable: 'false', volumeOffsetBytes: '65536' },
+  });
   const back = fromServiceError({ code: st.code, details: st.details, metadata: st.metadata }, 'ApplyStream');
   assert.equal(back.code, 'CHECKSUM_MISMATCH');
   assert.equal(back.details.volumeOffset, 65536);
@@ -96,11 +116,29 @@ test('errors travel in the standard rich model: google.rpc.Status with an ErrorI
 function protoFields(b: Buffer): Map<number, (number | Buffer)[]> {
   const out = new Map<number, (number | Buffer)[]>();
   let i = 0;
-  const varint = () => { let v = 0; let shift = 0; for (;;) { const x = b[i++]!; v += (x & 0x7f) * 2 ** shift; shift += 7; if (x < 0x80) return v; } };
+  const varint = () => {
+    let v = 0;
+    let shift = 0;
+    for (;;) {
+      const x = b[i++]!;
+      v += (x & 0x7f) * 2 ** shift;
+      shift += 7;
+      if (x < 0x80) return v;
+    }
+  };
   while (i < b.length) {
     const key = varint();
     const wire = key & 7;
-    const value = wire === 0 ? varint() : wire === 2 ? (() => { const n = varint(); i += n; return b.subarray(i - n, i); })() : assert.fail(`wire type ${wire}`);
+    const value =
+      wire === 0
+        ? varint()
+        : wire === 2
+          ? (() => {
+              const n = varint();
+              i += n;
+              return b.subarray(i - n, i);
+            })()
+          : assert.fail(`wire type ${wire}`);
     out.set(key >>> 3, [...(out.get(key >>> 3) ?? []), value]);
   }
   return out;

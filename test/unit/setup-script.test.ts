@@ -18,11 +18,23 @@ const setup = join(repoRoot, 'scripts/setup');
 /** Commands each fake package provides (Debian names, as scripts/setup asks for them). */
 const PROVIDES: Record<string, string[]> = {
   'thin-provisioning-tools': ['thin_restore', 'thin_dump', 'thin_delta'],
-  openssl: ['openssl'], make: ['make'], 'g++': ['g++'], python3: ['python3'],
-  'qemu-system-x86': ['qemu-system-x86_64'], 'xz-utils': ['xz'], zstd: ['zstd'], socat: ['socat'],
-  mount: ['losetup'], 'util-linux': ['fincore', 'flock'],
-  'python3-grpcio': ['python3'], 'python3-grpc-tools': ['python3'], systemd: ['systemd-analyze'],
-  'golang-go': ['go'], 'protobuf-compiler': ['protoc'], 'protoc-gen-go': ['protoc-gen-go'], 'protoc-gen-go-grpc': ['protoc-gen-go-grpc'],
+  openssl: ['openssl'],
+  make: ['make'],
+  'g++': ['g++'],
+  python3: ['python3'],
+  'qemu-system-x86': ['qemu-system-x86_64'],
+  'xz-utils': ['xz'],
+  zstd: ['zstd'],
+  socat: ['socat'],
+  mount: ['losetup'],
+  'util-linux': ['fincore', 'flock'],
+  'python3-grpcio': ['python3'],
+  'python3-grpc-tools': ['python3'],
+  systemd: ['systemd-analyze'],
+  'golang-go': ['go'],
+  'protobuf-compiler': ['protoc'],
+  'protoc-gen-go': ['protoc-gen-go'],
+  'protoc-gen-go-grpc': ['protoc-gen-go-grpc'],
 };
 
 /** Go source packages: the path each puts under the gocode directory (scripts/setup checks for it). */
@@ -34,8 +46,25 @@ const GOCODE: Record<string, string> = {
 };
 
 const RUNTIME = ['thin-provisioning-tools', 'openssl', 'make', 'g++', 'python3'];
-const TESTS = ['qemu-system-x86', 'xz-utils', 'zstd', 'socat', 'mount', 'util-linux', 'systemd', 'golang-go', 'protobuf-compiler', 'protoc-gen-go', 'protoc-gen-go-grpc',
-  'python3-grpcio', 'python3-grpc-tools', 'golang-google-grpc-dev', 'golang-google-protobuf-dev', 'golang-github-golang-protobuf-1-5-dev', 'golang-google-genproto-dev'];
+const TESTS = [
+  'qemu-system-x86',
+  'xz-utils',
+  'zstd',
+  'socat',
+  'mount',
+  'util-linux',
+  'systemd',
+  'golang-go',
+  'protobuf-compiler',
+  'protoc-gen-go',
+  'protoc-gen-go-grpc',
+  'python3-grpcio',
+  'python3-grpc-tools',
+  'golang-google-grpc-dev',
+  'golang-google-protobuf-dev',
+  'golang-github-golang-protobuf-1-5-dev',
+  'golang-google-genproto-dev',
+];
 
 function which(cmd: string): string {
   const r = spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' });
@@ -43,7 +72,13 @@ function which(cmd: string): string {
   return r.stdout.trim();
 }
 
-interface Machine { dir: string; bin: string; log: string; run(args: string[], env?: NodeJS.ProcessEnv): { code: number | null; out: string; err: string }; calls(): string[] }
+interface Machine {
+  dir: string;
+  bin: string;
+  log: string;
+  run(args: string[], env?: NodeJS.ProcessEnv): { code: number | null; out: string; err: string };
+  calls(): string[];
+}
 
 /** A fresh machine: node and npm, nothing else thinship needs. `uid` is what the fake id prints. */
 function freshMachine(opts: { uid?: number; sudo?: boolean; node?: boolean } = {}): Machine {
@@ -58,10 +93,16 @@ function freshMachine(opts: { uid?: number; sudo?: boolean; node?: boolean } = {
     writeFileSync(join(bin, 'npm'), '#!/bin/sh\necho 10.0.0\n');
   }
   writeFileSync(join(bin, 'id'), `#!/bin/sh\necho ${opts.uid ?? 0}\n`);
-  const provides = Object.entries(PROVIDES).map(([p, cs]) => `    ${p}) cmds="${cs.join(' ')}" ;;`).join('\n');
-  const gocode = Object.entries(GOCODE).map(([p, path]) => `    ${p}) mkdir -p "${dir}/gocode/${path}" ;;`).join('\n');
+  const provides = Object.entries(PROVIDES)
+    .map(([p, cs]) => `    ${p}) cmds="${cs.join(' ')}" ;;`)
+    .join('\n');
+  const gocode = Object.entries(GOCODE)
+    .map(([p, path]) => `    ${p}) mkdir -p "${dir}/gocode/${path}" ;;`)
+    .join('\n');
   // The fake python3 imports grpc and grpc_tools only once both packages are "installed".
-  writeFileSync(join(bin, 'apt-get'), `#!/bin/bash
+  writeFileSync(
+    join(bin, 'apt-get'),
+    `#!/bin/bash
 echo "apt-get $*" >> "${log}"
 [ "$1" = update ] && exit 0
 for p in "$@"; do
@@ -83,16 +124,26 @@ ${gocode}
     ${which('chmod')} +x "${bin}/$c"
   done
 done
-`);
+`,
+  );
   if (opts.sudo) writeFileSync(join(bin, 'sudo'), `#!/bin/sh\necho "sudo $*" >> "${log}"\nexec "$@"\n`);
   for (const f of ['apt-get', 'id', 'npm', 'sudo']) if (existsSync(join(bin, f))) chmodSync(join(bin, f), 0o755);
   return {
-    dir, bin, log,
+    dir,
+    bin,
+    log,
     run(args, env = {}) {
-      const r = spawnSync(join(bin, 'bash'), [setup, ...args], { encoding: 'utf8', env: { PATH: bin, THINSHIP_SETUP_PYTHON: join(bin, 'python3'), THINSHIP_SETUP_SBIN: '', THINSHIP_SETUP_GOCODE: join(dir, 'gocode'), ...env }, timeout: 60_000 });
+      const r = spawnSync(join(bin, 'bash'), [setup, ...args], {
+        encoding: 'utf8',
+        env: { PATH: bin, THINSHIP_SETUP_PYTHON: join(bin, 'python3'), THINSHIP_SETUP_SBIN: '', THINSHIP_SETUP_GOCODE: join(dir, 'gocode'), ...env },
+        timeout: 60_000,
+      });
       return { code: r.status, out: r.stdout, err: r.stderr };
     },
-    calls: () => readFileSync(log, 'utf8').split('\n').filter((l) => l !== ''),
+    calls: () =>
+      readFileSync(log, 'utf8')
+        .split('\n')
+        .filter((l) => l !== ''),
   };
 }
 
@@ -130,12 +181,15 @@ test('setup on a fresh machine installs the runtime packages, names why, and a s
   }
 });
 
-test('setup finds tools in the sbin directories (not on a user\'s PATH) and does not reinstall them', () => {
+test("setup finds tools in the sbin directories (not on a user's PATH) and does not reinstall them", () => {
   const m = freshMachine();
   try {
     const sbin = join(m.dir, 'sbin');
     spawnSync('mkdir', ['-p', sbin]);
-    for (const c of ['thin_restore', 'openssl']) { writeFileSync(join(sbin, c), '#!/bin/sh\n'); chmodSync(join(sbin, c), 0o755); }
+    for (const c of ['thin_restore', 'openssl']) {
+      writeFileSync(join(sbin, c), '#!/bin/sh\n');
+      chmodSync(join(sbin, c), 0o755);
+    }
     const r = m.run(['--dry-run'], { THINSHIP_SETUP_SBIN: sbin });
     assert.equal(r.code, 0, r.err);
     assert.ok(r.out.includes('setup: would install: make g++ python3\n'), r.out);
@@ -149,7 +203,12 @@ test('setup as a user goes through sudo; without sudo it says root is needed', (
   try {
     const r = withSudo.run([]);
     assert.equal(r.code, 0, r.err);
-    assert.deepEqual(withSudo.calls(), ['sudo apt-get update -qq', 'apt-get update -qq', `sudo env DEBIAN_FRONTEND=noninteractive ${installLine(RUNTIME)}`, installLine(RUNTIME)]);
+    assert.deepEqual(withSudo.calls(), [
+      'sudo apt-get update -qq',
+      'apt-get update -qq',
+      `sudo env DEBIAN_FRONTEND=noninteractive ${installLine(RUNTIME)}`,
+      installLine(RUNTIME),
+    ]);
   } finally {
     rmSync(withSudo.dir, { recursive: true, force: true });
   }

@@ -13,8 +13,12 @@ import { StateDirLock, STATE_LOCK_FILE } from '../../src/receiver/state-lock.js'
 import { ThinshipError } from '../../src/errors.js';
 
 let dir: string;
-before(() => { dir = mkdtempSync(join(tmpdir(), 'thinship-statelock-')); });
-after(() => { rmSync(dir, { recursive: true, force: true }); });
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'thinship-statelock-'));
+});
+after(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
 
 function fresh(name: string): string {
   const d = join(dir, name);
@@ -23,7 +27,11 @@ function fresh(name: string): string {
 }
 
 async function refusal(p: Promise<unknown>): Promise<ThinshipError> {
-  try { await p; } catch (e) { return e as ThinshipError; }
+  try {
+    await p;
+  } catch (e) {
+    return e as ThinshipError;
+  }
   assert.fail('expected the acquire to be refused');
 }
 
@@ -38,7 +46,10 @@ test('one holder: the file says its pid (mode 0600), a second acquire is refused
   const e = await refusal(StateDirLock.acquire(d));
   assert.ok(e instanceof ThinshipError);
   assert.equal(e.code, 'TARGET_BUSY');
-  assert.equal(e.message, `the state directory ${d} is in use by another thinship serve (pid ${process.pid}, holding ${first.path}); one receiver per state directory`);
+  assert.equal(
+    e.message,
+    `the state directory ${d} is in use by another thinship serve (pid ${process.pid}, holding ${first.path}); one receiver per state directory`,
+  );
   assert.deepEqual(e.details, { holderPid: String(process.pid) });
   // The refused acquire changed nothing in the holder's file.
   assert.equal(readFileSync(first.path, 'utf8'), `${process.pid}\n`);
@@ -59,7 +70,14 @@ test('a lock file left by an earlier daemon (longer text, no lock held) is taken
 });
 
 test('the holder pid in the refusal is what the file says when it is a number, "unknown" otherwise (at most 64 characters read)', async () => {
-  for (const [text, said] of [['4242\n', '4242'], ['  4243  \n', '4243'], ['not a pid\n', 'unknown'], ['', 'unknown'], ['12 34\n', 'unknown'], [`${'8'.repeat(64)}x`, '8'.repeat(64)]] as const) {
+  for (const [text, said] of [
+    ['4242\n', '4242'],
+    ['  4243  \n', '4243'],
+    ['not a pid\n', 'unknown'],
+    ['', 'unknown'],
+    ['12 34\n', 'unknown'],
+    [`${'8'.repeat(64)}x`, '8'.repeat(64)],
+  ] as const) {
     const d = fresh(`pid-${Buffer.from(text).toString('hex').slice(0, 40)}`);
     const held = await StateDirLock.acquire(d);
     writeFileSync(held.path, text); // what another daemon would have written

@@ -16,10 +16,22 @@ import { openFileStage, recoverFileTarget, journalPath } from '../../src/receive
 import { readFileRecord, type TargetRecord } from '../../src/receiver/target-state/record.js';
 
 let dir: string;
-before(() => { dir = mkdtempSync(join(tmpdir(), 'thinship-undo-')); });
-after(() => { rmSync(dir, { recursive: true, force: true }); });
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'thinship-undo-'));
+});
+after(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
 
-const record: TargetRecord = { format: 1, sourceId: 'snap-2', baseId: 'snap-1', volumeSizeBytes: 8192, digest: 'ab'.repeat(32), transferId: 'pipe', receivedUnixMs: 1 };
+const record: TargetRecord = {
+  format: 1,
+  sourceId: 'snap-2',
+  baseId: 'snap-1',
+  volumeSizeBytes: 8192,
+  digest: 'ab'.repeat(32),
+  transferId: 'pipe',
+  receivedUnixMs: 1,
+};
 
 test('a torn last entry is ignored; the intact ones are read in order', async () => {
   const p = join(dir, 'torn.undo');
@@ -44,12 +56,24 @@ test('old bytes that were zeros are journaled as their length only, and rolled b
   const old = Buffer.concat([Buffer.alloc(1024 * 1024), Buffer.alloc(4096, 5)]);
   writeFileSync(t, old);
   const h = await openVolume(t, { mode: 'write' });
-  const stage = await openFileStage({ targetPath: t, target: h, mode: 'in-place', volumeSizeBytes: old.length, owner: 'pipe', resume: false, grow: false, noReflink: true });
+  const stage = await openFileStage({
+    targetPath: t,
+    target: h,
+    mode: 'in-place',
+    volumeSizeBytes: old.length,
+    owner: 'pipe',
+    resume: false,
+    grow: false,
+    noReflink: true,
+  });
   await stage.handle.writeAt(Buffer.alloc(1024 * 1024 + 4096, 7), 0);
   assert.ok(statSync(journalPath(t, 'pipe')).size < 4096 + 1024, `a zero MiB costs a few bytes (journal ${statSync(journalPath(t, 'pipe')).size} bytes)`);
   await stage.close();
   await h.close();
-  assert.deepEqual((await recoverFileTarget(t)).map((a) => a.action), ['rolled-back']);
+  assert.deepEqual(
+    (await recoverFileTarget(t)).map((a) => a.action),
+    ['rolled-back'],
+  );
   assert.ok(readFileSync(t).equals(old), 'zeros and old bytes back');
 });
 
@@ -58,7 +82,16 @@ test('rollback writes the old bytes back (overlapping writes too) and cuts a gro
   const old = Buffer.alloc(8192, 1);
   writeFileSync(t, old);
   const h = await openVolume(t, { mode: 'write' });
-  const stage = await openFileStage({ targetPath: t, target: h, mode: 'in-place', volumeSizeBytes: 12288, owner: 'pipe', resume: false, grow: true, noReflink: true });
+  const stage = await openFileStage({
+    targetPath: t,
+    target: h,
+    mode: 'in-place',
+    volumeSizeBytes: 12288,
+    owner: 'pipe',
+    resume: false,
+    grow: true,
+    noReflink: true,
+  });
   assert.equal(stage.kind, 'journal');
   await stage.handle.writeAt(Buffer.alloc(4096, 2), 0);
   await stage.handle.writeAt(Buffer.alloc(4096, 3), 2048);
@@ -68,7 +101,10 @@ test('rollback writes the old bytes back (overlapping writes too) and cuts a gro
   await stage.close();
   await h.close();
   const acts = await recoverFileTarget(t);
-  assert.deepEqual(acts.map((a) => a.action), ['rolled-back']);
+  assert.deepEqual(
+    acts.map((a) => a.action),
+    ['rolled-back'],
+  );
   assert.ok(readFileSync(t).equals(old), 'the old bytes, at the old size');
   assert.ok(!existsSync(journalPath(t, 'pipe')));
 });
@@ -77,7 +113,16 @@ test('a journal with its commit marker finishes the commit: the new bytes stay a
   const t = join(dir, 'committing.img');
   writeFileSync(t, Buffer.alloc(8192, 1));
   const h = await openVolume(t, { mode: 'write' });
-  const stage = await openFileStage({ targetPath: t, target: h, mode: 'in-place', volumeSizeBytes: 8192, owner: 'pipe', resume: false, grow: false, noReflink: true });
+  const stage = await openFileStage({
+    targetPath: t,
+    target: h,
+    mode: 'in-place',
+    volumeSizeBytes: 8192,
+    owner: 'pipe',
+    resume: false,
+    grow: false,
+    noReflink: true,
+  });
   await stage.handle.writeAt(Buffer.alloc(4096, 9), 0);
   await stage.close();
   // What commit() does first, then a crash before the record is written and the journal deleted.
@@ -86,7 +131,10 @@ test('a journal with its commit marker finishes the commit: the new bytes stay a
   await j.close();
   await h.close();
   const acts = await recoverFileTarget(t);
-  assert.deepEqual(acts.map((a) => a.action), ['commit-finished']);
+  assert.deepEqual(
+    acts.map((a) => a.action),
+    ['commit-finished'],
+  );
   assert.ok(readFileSync(t).subarray(0, 4096).equals(Buffer.alloc(4096, 9)));
   const h2 = await openVolume(t, { mode: 'read' });
   try {

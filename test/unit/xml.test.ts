@@ -17,9 +17,9 @@ function chunked(text: string, seed: number, maxPiece = 13): Readable {
   const bytes = Buffer.from(text);
   const pieces: Buffer[] = [];
   let s = seed >>> 0;
-  for (let i = 0; i < bytes.length; ) {
+  for (let i = 0; i < bytes.length;) {
     s = (Math.imul(s, 1103515245) + 12345) >>> 0;
-    const n = 1 + (s >>> 8) % maxPiece;
+    const n = 1 + ((s >>> 8) % maxPiece);
     pieces.push(bytes.subarray(i, i + n));
     i += n;
   }
@@ -31,18 +31,30 @@ const whole = (text: string): Readable => Readable.from([Buffer.from(text)]);
 async function dump(input: Readable, batchItems?: number) {
   const maps = new Map<number, Mapping[]>();
   const batches: Array<{ devId: number; n: number }> = [];
-  const res = await parseThinDump(input, {
-    onMappings(devId, batch) {
-      batches.push({ devId, n: batch.length });
-      maps.set(devId, [...(maps.get(devId) ?? []), ...batch]);
+  const res = await parseThinDump(
+    input,
+    {
+      onMappings(devId, batch) {
+        batches.push({ devId, n: batch.length });
+        maps.set(devId, [...(maps.get(devId) ?? []), ...batch]);
+      },
     },
-  }, { batchItems });
+    { batchItems },
+  );
   return { ...res, maps, batches };
 }
 
 async function delta(input: Readable, batchItems?: number) {
   const ranges: DeltaRange[] = [];
-  const res = await parseThinDelta(input, { onRanges(b) { ranges.push(...b); } }, { batchItems });
+  const res = await parseThinDelta(
+    input,
+    {
+      onRanges(b) {
+        ranges.push(...b);
+      },
+    },
+    { batchItems },
+  );
   return { ...res, ranges };
 }
 
@@ -73,10 +85,16 @@ test('thin_dump of the whole recorded pool: superblock, devices and mappings exa
 
 test('thin_dump --dev-id samples hold one device each', async () => {
   const a = await dump(whole(sample('thin_dump-snap1.xml')));
-  assert.deepEqual(a.devices.map((d) => d.devId), [2]);
+  assert.deepEqual(
+    a.devices.map((d) => d.devId),
+    [2],
+  );
   assert.deepEqual(a.maps.get(2), SNAP1_MAPPINGS);
   const b = await dump(whole(sample('thin_dump-snap2.xml')));
-  assert.deepEqual(b.devices.map((d) => d.devId), [3]);
+  assert.deepEqual(
+    b.devices.map((d) => d.devId),
+    [3],
+  );
   assert.deepEqual(b.maps.get(3), SNAP2_MAPPINGS);
 });
 
@@ -134,7 +152,11 @@ test('attributes are taken by name: other orders, quotes, spacing and optional 1
   assert.deepEqual(r.devices, [{ devId: 9, mappedBlocks: 4, transaction: 3, creationTime: 4, snapTime: 5 }]);
   assert.deepEqual(r.maps.get(9), [m(3, 5, 1, 0), m(4, 7, 1, 2), m(10, 20, 2, 1)]);
   // thin_delta of 1.x with a needs_check pool has flags on its superblock too.
-  const d = await delta(whole(`<superblock uuid="" time="1" transaction="1" flags="1" data_block_size="128" nr_data_blocks="0">\n<diff right="5" left="4">\n<left_only length="3" begin="7"/>\n</diff>\n</superblock>\n`));
+  const d = await delta(
+    whole(
+      `<superblock uuid="" time="1" transaction="1" flags="1" data_block_size="128" nr_data_blocks="0">\n<diff right="5" left="4">\n<left_only length="3" begin="7"/>\n</diff>\n</superblock>\n`,
+    ),
+  );
   assert.deepEqual(d.ranges, [{ kind: 'left_only', beginBlock: 7, lengthBlocks: 3 }]);
   assert.equal(d.superblock.flags, 1);
   assert.deepEqual([d.leftDevId, d.rightDevId], [4, 5]);
@@ -143,21 +165,27 @@ test('attributes are taken by name: other orders, quotes, spacing and optional 1
 test('batches: at most batchItems, never mixing devices, in order', async () => {
   const r = await dump(whole(sample('thin_dump-all.xml')), 2);
   assert.deepEqual(r.batches, [
-    { devId: 1, n: 2 }, { devId: 1, n: 2 }, { devId: 1, n: 1 },
+    { devId: 1, n: 2 },
+    { devId: 1, n: 2 },
+    { devId: 1, n: 1 },
     { devId: 2, n: 2 },
-    { devId: 3, n: 2 }, { devId: 3, n: 2 }, { devId: 3, n: 1 },
+    { devId: 3, n: 2 },
+    { devId: 3, n: 2 },
+    { devId: 3, n: 1 },
   ]);
   assert.deepEqual(r.maps.get(3), SNAP2_MAPPINGS);
   const d = await delta(whole(sample('thin_delta.xml')), 4);
   assert.deepEqual(d.ranges, SAMPLE_DELTA);
 });
 
-test('onDevice comes before the device\'s mappings', async () => {
+test("onDevice comes before the device's mappings", async () => {
   const events: string[] = [];
   await parseThinDump(whole(sample('thin_dump-all.xml')), {
     onSuperblock: (sb) => events.push(`sb ${sb.transaction}`),
     onDevice: (d) => events.push(`dev ${d.devId}`),
-    onMappings: (id, b) => { events.push(`maps ${id} ${b.length}`); },
+    onMappings: (id, b) => {
+      events.push(`maps ${id} ${b.length}`);
+    },
   });
   assert.deepEqual(events, ['sb 3', 'dev 1', 'maps 1 5', 'dev 2', 'maps 2 2', 'dev 3', 'maps 3 5']);
 });
@@ -205,8 +233,14 @@ test('many lines of one shape take the fast path and give the same numbers as th
   lines.push('    <single_mapping origin_block="7" data_block="007" time="0"/>');
   const text = `<superblock uuid="" time="1" transaction="1" data_block_size="128" nr_data_blocks="0">\n  <device dev_id="1" mapped_blocks="${lines.length}" transaction="0" creation_time="0" snap_time="0">\n${lines.join('\n')}\n  </device>\n</superblock>\n`;
   const r = await dump(whole(text));
-  assert.deepEqual(r.maps.get(1)!.map((x) => x.dataBlock), [...values, 7]);
-  assert.deepEqual(r.maps.get(1)!.map((x) => x.time), [0, 1, 0, 1, 0, 1, 0, 0]);
+  assert.deepEqual(
+    r.maps.get(1)!.map((x) => x.dataBlock),
+    [...values, 7],
+  );
+  assert.deepEqual(
+    r.maps.get(1)!.map((x) => x.time),
+    [0, 1, 0, 1, 0, 1, 0, 0],
+  );
 });
 
 // ---------------------------------------------------------------------------
@@ -232,33 +266,83 @@ async function rejects(p: Promise<unknown>, line: number, ...words: RegExp[]): P
 const DUMP_ERRORS: Array<[string, string, number, ...RegExp[]]> = [
   // [what, document, line, words the message must contain]
   ['unknown element', dumpDoc(['    <foo a="1"/>']), 6, /unknown element <foo>/],
-  ['unknown attribute', dumpDoc(['    <single_mapping origin_block="3" data_block="4" time="0" extra="1"/>'], 4), 6, /single_mapping/, /unknown attribute 'extra'/],
+  [
+    'unknown attribute',
+    dumpDoc(['    <single_mapping origin_block="3" data_block="4" time="0" extra="1"/>'], 4),
+    6,
+    /single_mapping/,
+    /unknown attribute 'extra'/,
+  ],
   ['missing attribute', dumpDoc(['    <single_mapping origin_block="3" data_block="4"/>'], 4), 6, /single_mapping/, /missing required attribute 'time'/],
-  ['non-digit integer on a learnt shape', dumpDoc(['    <single_mapping origin_block="3" data_block="4x" time="0"/>'], 4), 6, /'data_block'="4x"/, /not a non-negative integer/],
+  [
+    'non-digit integer on a learnt shape',
+    dumpDoc(['    <single_mapping origin_block="3" data_block="4x" time="0"/>'], 4),
+    6,
+    /'data_block'="4x"/,
+    /not a non-negative integer/,
+  ],
   ['negative integer', dumpDoc(['    <single_mapping origin_block="-3" data_block="4" time="0"/>'], 4), 6, /'origin_block'="-3"/],
   ['fraction', dumpDoc(['    <single_mapping origin_block="3" data_block="4.5" time="0"/>'], 4), 6, /'data_block'="4.5"/],
   ['empty integer', dumpDoc(['    <single_mapping origin_block="3" data_block="" time="0"/>'], 4), 6, /'data_block'=""/],
   ['unsafe integer', dumpDoc(['    <single_mapping origin_block="3" data_block="9007199254740993" time="0"/>'], 4), 6, /'data_block'/, /safe integer/],
   ['repeated attribute', dumpDoc(['    <single_mapping origin_block="3" data_block="4" time="0" time="1"/>'], 4), 6, /single_mapping/, /repeated/],
   ['unquoted attribute', dumpDoc(['    <single_mapping origin_block=3 data_block="4" time="0"/>'], 4), 6, /single_mapping/],
-  ['zero length range', dumpDoc(['    <range_mapping origin_begin="3" data_begin="4" length="0" time="0"/>'], 3), 6, /range_mapping/, /'length'="0" must be at least 1/],
-  ['zero length range on a learnt shape', dumpDoc(['    <range_mapping origin_begin="3" data_begin="40" length="2" time="0"/>', '    <range_mapping origin_begin="5" data_begin="4" length="0" time="0"/>'], 5), 7, /range_mapping/, /'length'="0" must be at least 1/],
+  [
+    'zero length range',
+    dumpDoc(['    <range_mapping origin_begin="3" data_begin="4" length="0" time="0"/>'], 3),
+    6,
+    /range_mapping/,
+    /'length'="0" must be at least 1/,
+  ],
+  [
+    'zero length range on a learnt shape',
+    dumpDoc(
+      ['    <range_mapping origin_begin="3" data_begin="40" length="2" time="0"/>', '    <range_mapping origin_begin="5" data_begin="4" length="0" time="0"/>'],
+      5,
+    ),
+    7,
+    /range_mapping/,
+    /'length'="0" must be at least 1/,
+  ],
   ['mapping outside a device', [SB, SM(0), '</superblock>', ''].join('\n'), 2, /<single_mapping> outside a <device>/],
   ['device inside a device', dumpDoc([DEV(0, 2)]), 6, /<device> inside <device> \(opened at line 2\)/],
   ['text content', dumpDoc(['    hello']), 6, /unexpected text "hello"/],
   ['two tags on a line', dumpDoc([`${SM(3)}<x/>`], 4), 6, /more than one tag/],
   ['comment', dumpDoc(['    <!-- hi -->']), 6, /comment/],
-  ['non-self-closing mapping', dumpDoc(['    <single_mapping origin_block="3" data_block="4" time="0">'], 4), 6, /<single_mapping> must be a self-closing element/],
+  [
+    'non-self-closing mapping',
+    dumpDoc(['    <single_mapping origin_block="3" data_block="4" time="0">'], 4),
+    6,
+    /<single_mapping> must be a self-closing element/,
+  ],
   ['mapping out of order', dumpDoc([SM(1, 50)], 4), 6, /single_mapping/, /origin block 1 is out of order/],
-  ['overlapping range', dumpDoc(['    <range_mapping origin_begin="2" data_begin="40" length="2" time="0"/>'], 5), 6, /range_mapping/, /out of order or overlaps/],
+  [
+    'overlapping range',
+    dumpDoc(['    <range_mapping origin_begin="2" data_begin="40" length="2" time="0"/>'], 5),
+    6,
+    /range_mapping/,
+    /out of order or overlaps/,
+  ],
   ['mapped_blocks disagrees', dumpDoc([], 4), 6, /device 1 \(line 2\) says mapped_blocks="4" but its mappings cover 3 blocks/],
   ['device twice', [SB, DEV(0), '  </device>', DEV(0), '  </device>', '</superblock>', ''].join('\n'), 4, /device 1 appears twice/],
   ['shared subtree of 1.x', [SB, '  <def name="5">', '  </def>', '</superblock>', ''].join('\n'), 2, /<def>/, /--dev-id/],
   ['element of thin_delta', [SB, '  <diff left="1" right="2">', '</superblock>', ''].join('\n'), 2, /unexpected element <diff>/],
   ['mismatched close', [SB, DEV(0), '</superblock>', ''].join('\n'), 3, /<\/superblock> while <device> \(opened at line 2\) is open/],
   ['close without open', [SB, '  </device>', '</superblock>', ''].join('\n'), 2, /<\/device> without an open <device>/],
-  ['zero block size', ['<superblock uuid="" time="2" transaction="3" data_block_size="0" nr_data_blocks="0">', '</superblock>', ''].join('\n'), 1, /superblock/, /'data_block_size'="0" must be at least 1/],
-  ['superblock missing attribute', ['<superblock uuid="" time="2" data_block_size="128" nr_data_blocks="0">', '</superblock>', ''].join('\n'), 1, /superblock/, /'transaction'/],
+  [
+    'zero block size',
+    ['<superblock uuid="" time="2" transaction="3" data_block_size="0" nr_data_blocks="0">', '</superblock>', ''].join('\n'),
+    1,
+    /superblock/,
+    /'data_block_size'="0" must be at least 1/,
+  ],
+  [
+    'superblock missing attribute',
+    ['<superblock uuid="" time="2" data_block_size="128" nr_data_blocks="0">', '</superblock>', ''].join('\n'),
+    1,
+    /superblock/,
+    /'transaction'/,
+  ],
   ['trailing garbage', `${dumpDoc([])}<superblock uuid="" time="2" transaction="3" data_block_size="128" nr_data_blocks="0">\n`, 8, /after <\/superblock>/],
   ['trailing text', `${dumpDoc([])}junk\n`, 8, /unexpected text "junk"/],
   ['truncated inside a device', [SB, DEV(3), SM(0), SM(1), ''].join('\n'), 5, /ended inside <device> \(opened at line 2\)/, /truncated/],
@@ -287,22 +371,74 @@ const deltaDoc = (body: string[]) => [DSB, '  <diff left="2" right="3">', ...bod
 const DELTA_ERRORS: Array<[string, string, number, ...RegExp[]]> = [
   ['out of order', deltaDoc(['    <same begin="10" length="4"/>', '    <different begin="3" length="1"/>']), 4, /different/, /block 3 is out of order/],
   ['overlap across kinds', deltaDoc(['    <same begin="10" length="4"/>', '    <left_only begin="13" length="1"/>']), 4, /left_only/, /overlaps/],
-  ['overlap in verbose ranges', deltaDoc(['    <same>', '      <range begin="0" data_begin="0" length="10"/>', '    </same>', '    <different>', '      <range begin="9" left_data_begin="1" right_data_begin="2" length="1"/>', '    </different>']), 7, /range/, /block 9 is out of order/],
+  [
+    'overlap in verbose ranges',
+    deltaDoc([
+      '    <same>',
+      '      <range begin="0" data_begin="0" length="10"/>',
+      '    </same>',
+      '    <different>',
+      '      <range begin="9" left_data_begin="1" right_data_begin="2" length="1"/>',
+      '    </different>',
+    ]),
+    7,
+    /range/,
+    /block 9 is out of order/,
+  ],
   ['unknown kind', deltaDoc(['    <changed begin="1" length="1"/>']), 3, /unknown element <changed>/],
   ['missing length', deltaDoc(['    <same begin="1"/>']), 3, /same/, /'length'/],
-  ['zero length on a learnt shape', deltaDoc(['    <same begin="0" length="1"/>', '    <same begin="1" length="0"/>']), 4, /same/, /'length'="0" must be at least 1/],
-  ['unknown attribute on diff', [DSB, '  <diff left="2" right="3" mode="x">', '  </diff>', '</superblock>', ''].join('\n'), 2, /diff/, /unknown attribute 'mode'/],
+  [
+    'zero length on a learnt shape',
+    deltaDoc(['    <same begin="0" length="1"/>', '    <same begin="1" length="0"/>']),
+    4,
+    /same/,
+    /'length'="0" must be at least 1/,
+  ],
+  [
+    'unknown attribute on diff',
+    [DSB, '  <diff left="2" right="3" mode="x">', '  </diff>', '</superblock>', ''].join('\n'),
+    2,
+    /diff/,
+    /unknown attribute 'mode'/,
+  ],
   ['container with attributes', deltaDoc(['    <same begin="0" length="1">', '    </same>']), 3, /same/, /unknown attribute 'begin'/],
   ['range outside a container', deltaDoc(['    <range begin="0" data_begin="0" length="1"/>']), 3, /<range> outside/],
-  ['different range without right_data_begin', deltaDoc(['    <different>', '      <range begin="0" left_data_begin="0" length="1"/>', '    </different>']), 4, /range/, /right_data_begin/],
-  ['same range with a left/right data block', deltaDoc(['    <same>', '      <range begin="0" data_begin="0" left_data_begin="0" length="1"/>', '    </same>']), 4, /range/, /left_data_begin/],
-  ['plain kind inside a container', deltaDoc(['    <same>', '      <same begin="0" length="1"/>', '    </same>']), 4, /<same> inside <same> \(opened at line 3\)/],
+  [
+    'different range without right_data_begin',
+    deltaDoc(['    <different>', '      <range begin="0" left_data_begin="0" length="1"/>', '    </different>']),
+    4,
+    /range/,
+    /right_data_begin/,
+  ],
+  [
+    'same range with a left/right data block',
+    deltaDoc(['    <same>', '      <range begin="0" data_begin="0" left_data_begin="0" length="1"/>', '    </same>']),
+    4,
+    /range/,
+    /left_data_begin/,
+  ],
+  [
+    'plain kind inside a container',
+    deltaDoc(['    <same>', '      <same begin="0" length="1"/>', '    </same>']),
+    4,
+    /<same> inside <same> \(opened at line 3\)/,
+  ],
   ['mismatched container close', deltaDoc(['    <same>', '    </different>']), 4, /<\/different> without an open <different>/],
   ['range outside diff', [DSB, '    <same begin="0" length="1"/>', '</superblock>', ''].join('\n'), 2, /<same> outside <diff>/],
   ['no diff', [DSB, '</superblock>', ''].join('\n'), 2, /no diff/],
-  ['second diff', [DSB, '  <diff left="2" right="3">', '  </diff>', '  <diff left="2" right="3">', '  </diff>', '</superblock>', ''].join('\n'), 4, /a second <diff>/],
+  [
+    'second diff',
+    [DSB, '  <diff left="2" right="3">', '  </diff>', '  <diff left="2" right="3">', '  </diff>', '</superblock>', ''].join('\n'),
+    4,
+    /a second <diff>/,
+  ],
   ['mapping element of thin_dump', deltaDoc([SM(0)]), 3, /unexpected element <single_mapping>/],
-  ['truncated inside a container', [DSB, '  <diff left="2" right="3">', '    <same>', '      <range begin="0" data_begin="0" length="10"/>', ''].join('\n'), 5, /ended inside <same> \(opened at line 3\)/],
+  [
+    'truncated inside a container',
+    [DSB, '  <diff left="2" right="3">', '    <same>', '      <range begin="0" data_begin="0" length="10"/>', ''].join('\n'),
+    5,
+    /ended inside <same> \(opened at line 3\)/,
+  ],
   ['truncated inside diff', [DSB, '  <diff left="2" right="3">', '    <same begin="0" length="1"/>'].join('\n'), 4, /ended inside <diff>/],
   ['trailing garbage', `${deltaDoc([])}</superblock>\n`, 5, /after <\/superblock>/],
 ];
@@ -341,18 +477,28 @@ test('property: random dumps round-trip through the parser whatever the chunking
     }
     const lines = [SB];
     for (const d of devs) {
-      lines.push(DEV(d.maps.reduce((s, x) => s + x.lengthBlocks, 0), d.id));
+      lines.push(
+        DEV(
+          d.maps.reduce((s, x) => s + x.lengthBlocks, 0),
+          d.id,
+        ),
+      );
       for (const x of d.maps) {
-        lines.push(x.lengthBlocks === 1
-          ? `    <single_mapping origin_block="${x.originBlock}" data_block="${x.dataBlock}" time="${x.time}"/>`
-          : `    <range_mapping origin_begin="${x.originBlock}" data_begin="${x.dataBlock}" length="${x.lengthBlocks}" time="${x.time}"/>`);
+        lines.push(
+          x.lengthBlocks === 1
+            ? `    <single_mapping origin_block="${x.originBlock}" data_block="${x.dataBlock}" time="${x.time}"/>`
+            : `    <range_mapping origin_begin="${x.originBlock}" data_begin="${x.dataBlock}" length="${x.lengthBlocks}" time="${x.time}"/>`,
+        );
       }
       lines.push('  </device>');
     }
     lines.push('</superblock>', '');
     const text = lines.join('\n');
     const got = await dump(chunked(text, seed, 1 + Math.floor(r() * 200)), 1 + Math.floor(r() * 50));
-    assert.deepEqual(got.devices.map((d) => d.devId), devs.map((d) => d.id));
+    assert.deepEqual(
+      got.devices.map((d) => d.devId),
+      devs.map((d) => d.id),
+    );
     for (const d of devs) assert.deepEqual(got.maps.get(d.id) ?? [], d.maps, `seed ${seed} device ${d.id}`);
   }
 });

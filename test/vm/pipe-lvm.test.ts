@@ -14,7 +14,14 @@ import { join } from 'node:path';
 import { describeRun, guestDir, readLvsRows, runGuest, vmResultsRoot, vmSkipReason, type GuestRun } from './vm-harness.js';
 
 const src = {
-  VG: 'vg0', POOL: 'pool', CHUNK: '64k', POOL_SIZE: '1G', LV: 'thin1', LV_SIZE: '128M', SNAP1: 'snap1', SNAP2: 'snap2',
+  VG: 'vg0',
+  POOL: 'pool',
+  CHUNK: '64k',
+  POOL_SIZE: '1G',
+  LV: 'thin1',
+  LV_SIZE: '128M',
+  SNAP1: 'snap1',
+  SNAP2: 'snap2',
   // chunks of 64 KiB: data spread out, rewritten, and discarded (whole chunks and a partial one)
   OPS1: 'w:0+64 w:1024+16 w:1500+1 w:2047+1 w:1000+3',
   OPS2: 'w:10+4 w:100+2 w:1501+1 d:1024+4 d:2047+1 d:20+1 s:500 p:40 d:1000+3',
@@ -72,10 +79,20 @@ describe('pipe mode between real thin LVs (VM boot: pipe-lvm.sh)', { skip: vmSki
   });
 
   test('gRPC with mTLS between real thin LVs: full then incremental, byte-exact', () => {
-    for (const [n, snap] of [['grpc-full', 'snap1'], ['grpc-incr', 'snap2']] as const) {
+    for (const [n, snap] of [
+      ['grpc-full', 'snap1'],
+      ['grpc-incr', 'snap2'],
+    ] as const) {
       assert.equal(r(`${n}/rc`), '0', `${n}: ${r(`${n}/stderr`)}\n--- serve.log ---\n${r('serve.log').slice(-3000)}`);
       assert.equal(r(`${n}/cmp`), 'same', `${n}: target == ${snap}`);
-      const out = JSON.parse(r(`${n}/stdout`)) as { mode: string; dataBytes: number; plannedDataBytes: number; digest: string; alreadyComplete: boolean; state: { status: string } };
+      const out = JSON.parse(r(`${n}/stdout`)) as {
+        mode: string;
+        dataBytes: number;
+        plannedDataBytes: number;
+        digest: string;
+        alreadyComplete: boolean;
+        state: { status: string };
+      };
       assert.equal(out.mode, n === 'grpc-full' ? 'full' : 'incremental', `${n}: mode in the JSON summary`);
       assert.equal(out.state.status, 'TRANSFER_STATUS_COMPLETE', `${n}: status`);
       assert.equal(out.alreadyComplete, false, `${n}: really sent`);

@@ -18,42 +18,73 @@ const DEFAULT_MAX_OP_BYTES = MiB;
 // ---------------------------------------------------------------- layouts
 
 interface PoolLayout {
-  vg: string; pool: string; lv: string; snap1: string; snap2: string;
-  chunkBytes: number; poolSize: string; lvSizeBytes: number;
+  vg: string;
+  pool: string;
+  lv: string;
+  snap1: string;
+  snap2: string;
+  chunkBytes: number;
+  poolSize: string;
+  lvSizeBytes: number;
   /** Before snap1 / between snap1 and snap2; tokens as in guest/lib.sh apply_ops. */
-  ops1: string[]; ops2: string[];
+  ops1: string[];
+  ops2: string[];
 }
 
 /** 64 KiB chunks, plain names. Chunk 40 gets a half-chunk discard (stays mapped); 700 is written then discarded. */
 const poolA: PoolLayout = {
-  vg: 'vg0', pool: 'pool', lv: 'thin1', snap1: 'snap1', snap2: 'snap2',
-  chunkBytes: 64 * 1024, poolSize: '1G', lvSizeBytes: 256 * MiB,
+  vg: 'vg0',
+  pool: 'pool',
+  lv: 'thin1',
+  snap1: 'snap1',
+  snap2: 'snap2',
+  chunkBytes: 64 * 1024,
+  poolSize: '1G',
+  lvSizeBytes: 256 * MiB,
   ops1: ['w:0+64', 'w:2048+16', 'w:3000+1', 'w:4095+1'],
   ops2: ['w:10+4', 'w:100+2', 'w:63+2', 'w:3001+1', 'd:2048+4', 'd:4095+1', 'd:20+1', 's:500', 's:30', 'p:40', 'w:700+1', 'd:700+1'],
 };
 
 /** 256 KiB chunks, hyphens in VG, pool and LV names (dm names double them). */
 const poolB: PoolLayout = {
-  vg: 'test-vg', pool: 'pool-1', lv: 'thin-a', snap1: 'snap-a1', snap2: 'snap-a2',
-  chunkBytes: 256 * 1024, poolSize: '512M', lvSizeBytes: 128 * MiB,
+  vg: 'test-vg',
+  pool: 'pool-1',
+  lv: 'thin-a',
+  snap1: 'snap-a1',
+  snap2: 'snap-a2',
+  chunkBytes: 256 * 1024,
+  poolSize: '512M',
+  lvSizeBytes: 128 * MiB,
   ops1: ['w:0+8', 'w:100+3', 'w:511+1'],
   ops2: ['w:2+1', 'w:8+2', 'd:101+1', 's:200', 'p:4', 'd:511+1', 'w:300+5'],
 };
 
 /** Small pool for the signal cases. */
 const poolS: PoolLayout = {
-  vg: 'vg0', pool: 'pool', lv: 'thin1', snap1: 'snap1', snap2: 'snap2',
-  chunkBytes: 64 * 1024, poolSize: '1G', lvSizeBytes: 256 * MiB,
+  vg: 'vg0',
+  pool: 'pool',
+  lv: 'thin1',
+  snap1: 'snap1',
+  snap2: 'snap2',
+  chunkBytes: 64 * 1024,
+  poolSize: '1G',
+  lvSizeBytes: 256 * MiB,
   ops1: ['w:0+16', 'w:200+4'],
   ops2: ['w:4+2', 'd:200+1', 'w:300+1'],
 };
 
 function layoutEnv(prefix: string, l: PoolLayout): Record<string, string> {
   return {
-    [`${prefix}_VG`]: l.vg, [`${prefix}_POOL`]: l.pool, [`${prefix}_CHUNK`]: `${l.chunkBytes / 1024}k`,
-    [`${prefix}_POOL_SIZE`]: l.poolSize, [`${prefix}_LV`]: l.lv, [`${prefix}_LV_SIZE`]: `${l.lvSizeBytes / MiB}M`,
-    [`${prefix}_SNAP1`]: l.snap1, [`${prefix}_SNAP2`]: l.snap2,
-    [`${prefix}_OPS1`]: l.ops1.join(' '), [`${prefix}_OPS2`]: l.ops2.join(' '),
+    [`${prefix}_VG`]: l.vg,
+    [`${prefix}_POOL`]: l.pool,
+    [`${prefix}_CHUNK`]: `${l.chunkBytes / 1024}k`,
+    [`${prefix}_POOL_SIZE`]: l.poolSize,
+    [`${prefix}_LV`]: l.lv,
+    [`${prefix}_LV_SIZE`]: `${l.lvSizeBytes / MiB}M`,
+    [`${prefix}_SNAP1`]: l.snap1,
+    [`${prefix}_SNAP2`]: l.snap2,
+    [`${prefix}_OPS1`]: l.ops1.join(' '),
+    [`${prefix}_OPS2`]: l.ops2.join(' '),
   };
 }
 
@@ -69,7 +100,8 @@ function applyOps(map: ChunkMap, ops: string[], nextVersion: { v: number }): voi
     if (m[1]) {
       const start = Number(m[2]);
       for (let c = start; c < start + Number(m[3]); c++) {
-        if (m[1] === 'w') map.set(c, nextVersion.v++); else map.delete(c);
+        if (m[1] === 'w') map.set(c, nextVersion.v++);
+        else map.delete(c);
       }
     } else if (m[4] === 's') {
       map.set(Number(m[5]), nextVersion.v++); // a 4 KiB write maps (or copies) the whole chunk
@@ -87,7 +119,11 @@ function snapshots(l: PoolLayout): { snap1: ChunkMap; snap2: ChunkMap } {
   return { snap1, snap2: new Map(live) };
 }
 
-interface Op { kind: 'data' | 'unmap'; offsetBytes: number; lengthBytes: number }
+interface Op {
+  kind: 'data' | 'unmap';
+  offsetBytes: number;
+  lengthBytes: number;
+}
 
 /** Sorted chunks -> byte ranges with adjacent chunks merged, each split into pieces of at most maxOpBytes. */
 function rangesOf(kind: Op['kind'], chunks: number[], chunkBytes: number, maxOpBytes: number): Op[] {
@@ -176,7 +212,10 @@ function planOf(c: CommandCapture): PlanJson {
   }
 }
 
-function assertPlan(p: PlanJson, expected: { mode: PlanJson['mode']; ops: Op[]; l: PoolLayout; sourceLv: string; sourceThinId: number; baseLv?: string; baseThinId?: number }): void {
+function assertPlan(
+  p: PlanJson,
+  expected: { mode: PlanJson['mode']; ops: Op[]; l: PoolLayout; sourceLv: string; sourceThinId: number; baseLv?: string; baseThinId?: number },
+): void {
   assert.equal(p.mode, expected.mode);
   assert.equal(p.source.vg, expected.l.vg);
   assert.equal(p.source.lv, expected.sourceLv);
@@ -192,10 +231,17 @@ function assertPlan(p: PlanJson, expected: { mode: PlanJson['mode']; ops: Op[]; 
   const sum = (kind: Op['kind']) => expected.ops.filter((o) => o.kind === kind).reduce((s, o) => s + o.lengthBytes, 0);
   const count = (kind: Op['kind']) => expected.ops.filter((o) => o.kind === kind).length;
   assert.deepEqual(p.totals, {
-    dataBytes: sum('data'), unmapBytes: sum('unmap'), dataOps: count('data'), unmapOps: count('unmap'),
-    volumeSizeBytes: expected.l.lvSizeBytes, blockSizeBytes: expected.l.chunkBytes,
+    dataBytes: sum('data'),
+    unmapBytes: sum('unmap'),
+    dataOps: count('data'),
+    unmapOps: count('unmap'),
+    volumeSizeBytes: expected.l.lvSizeBytes,
+    blockSizeBytes: expected.l.chunkBytes,
   });
-  assert.deepEqual(p.ops.map((o) => ({ kind: o.kind, offsetBytes: o.offsetBytes, lengthBytes: o.lengthBytes })), expected.ops);
+  assert.deepEqual(
+    p.ops.map((o) => ({ kind: o.kind, offsetBytes: o.offsetBytes, lengthBytes: o.lengthBytes })),
+    expected.ops,
+  );
 }
 
 function lvRow(rows: Record<string, string>[], vg: string, lv: string): Record<string, string> {
@@ -221,26 +267,49 @@ describe('plan on real LVM thin pools (VM boot 1: plan-basic.sh)', { skip: vmSki
   const A = snapshots(poolA);
   const B = snapshots(poolB);
 
-  before(async () => {
-    run = await runGuest(join(guestDir, 'plan-basic.sh'), { disks: ['4G', '2G'], env: { ...layoutEnv('A', poolA), ...layoutEnv('B', poolB) }, timeoutSec: 600 });
-    process.stderr.write(`[vm] plan-basic: wall ${(run.wallMs / 1000).toFixed(1)} s, boot ${run.bootSec} s, script end at ${run.scriptEndSec} s guest uptime\n`);
-    assert.equal(run.exitCode, 0, `the guest scenario failed before or between the plans\n${describeRun(run)}`);
-    lvs = readLvsRows(run.resultsDir, 'lvs-before.json');
-  }, { timeout: BOOT_TIMEOUT_MS });
+  before(
+    async () => {
+      run = await runGuest(join(guestDir, 'plan-basic.sh'), {
+        disks: ['4G', '2G'],
+        env: { ...layoutEnv('A', poolA), ...layoutEnv('B', poolB) },
+        timeoutSec: 600,
+      });
+      process.stderr.write(
+        `[vm] plan-basic: wall ${(run.wallMs / 1000).toFixed(1)} s, boot ${run.bootSec} s, script end at ${run.scriptEndSec} s guest uptime\n`,
+      );
+      assert.equal(run.exitCode, 0, `the guest scenario failed before or between the plans\n${describeRun(run)}`);
+      lvs = readLvsRows(run.resultsDir, 'lvs-before.json');
+    },
+    { timeout: BOOT_TIMEOUT_MS },
+  );
 
   test('the model agrees with the kernel: raw thin_dump / thin_delta of the same snapshots', () => {
-    for (const [l, m] of [[poolA, A], [poolB, B]] as const) {
+    for (const [l, m] of [
+      [poolA, A],
+      [poolB, B],
+    ] as const) {
       const dumped = (snap: string) => mappedChunksOf(readResult(run.resultsDir, `raw-${l.vg}-dump-${snap}.xml`));
       assert.deepEqual(dumped(l.snap1), sortedKeys(m.snap1), `${l.vg}/${l.snap1} mappings`);
       assert.deepEqual(dumped(l.snap2), sortedKeys(m.snap2), `${l.vg}/${l.snap2} mappings`);
       const delta = deltaChunksOf(readResult(run.resultsDir, `raw-${l.vg}-delta.xml`));
-      assert.deepEqual(delta.changed, [...m.snap2.keys()].filter((c) => m.snap1.get(c) !== m.snap2.get(c)).sort((a, b) => a - b), `${l.vg} different + right_only`);
-      assert.deepEqual(delta.gone, [...m.snap1.keys()].filter((c) => !m.snap2.has(c)).sort((a, b) => a - b), `${l.vg} left_only`);
+      assert.deepEqual(
+        delta.changed,
+        [...m.snap2.keys()].filter((c) => m.snap1.get(c) !== m.snap2.get(c)).sort((a, b) => a - b),
+        `${l.vg} different + right_only`,
+      );
+      assert.deepEqual(
+        delta.gone,
+        [...m.snap1.keys()].filter((c) => !m.snap2.has(c)).sort((a, b) => a - b),
+        `${l.vg} left_only`,
+      );
     }
     // and the layouts exercise what they should: splits, unmaps, data
     const delta = expectedDelta(A.snap1, A.snap2, poolA);
     assert.ok(delta.some((o) => o.kind === 'unmap') && delta.some((o) => o.kind === 'data'));
-    assert.ok(expectedFull(A.snap1, poolA).some((o) => o.lengthBytes === MiB), 'a range longer than 1 MiB gets split');
+    assert.ok(
+      expectedFull(A.snap1, poolA).some((o) => o.lengthBytes === MiB),
+      'a range longer than 1 MiB gets split',
+    );
   });
 
   test('full plan of vg0/snap1: every mapped chunk, coalesced, split at 1 MiB (default, native and thin-tools readers)', () => {
@@ -255,8 +324,13 @@ describe('plan on real LVM thin pools (VM boot 1: plan-basic.sh)', { skip: vmSki
     for (const name of ['a-incr', 'a-incr-native', 'a-incr-tools']) {
       const c = cap(name);
       assertPlan(planOf(c), {
-        mode: 'incremental', ops: expectedDelta(A.snap1, A.snap2, poolA), l: poolA,
-        sourceLv: 'snap2', sourceThinId: thinIdOf(lvs, 'vg0', 'snap2'), baseLv: 'snap1', baseThinId: thinIdOf(lvs, 'vg0', 'snap1'),
+        mode: 'incremental',
+        ops: expectedDelta(A.snap1, A.snap2, poolA),
+        l: poolA,
+        sourceLv: 'snap2',
+        sourceThinId: thinIdOf(lvs, 'vg0', 'snap2'),
+        baseLv: 'snap1',
+        baseThinId: thinIdOf(lvs, 'vg0', 'snap1'),
       });
       released(c);
     }
@@ -297,12 +371,21 @@ describe('plan on real LVM thin pools (VM boot 1: plan-basic.sh)', { skip: vmSki
     const cross = cap('cross-pool');
     assert.equal(cross.rc, 4, `base in another pool exits INVALID_SOURCE\n${cross.stderr}`);
     assert.match(cross.stderr, /pool/);
-    for (const c of [missing, reversed, cross]) { assert.equal(c.stdout, ''); released(c); }
+    for (const c of [missing, reversed, cross]) {
+      assert.equal(c.stdout, '');
+      released(c);
+    }
   });
 
   test('hyphenated names and 256 KiB chunks: full plan of test-vg/snap-a1', () => {
     const c = cap('b-full-snap1');
-    assertPlan(planOf(c), { mode: 'full', ops: expectedFull(B.snap1, poolB), l: poolB, sourceLv: 'snap-a1', sourceThinId: thinIdOf(lvs, 'test-vg', 'snap-a1') });
+    assertPlan(planOf(c), {
+      mode: 'full',
+      ops: expectedFull(B.snap1, poolB),
+      l: poolB,
+      sourceLv: 'snap-a1',
+      sourceThinId: thinIdOf(lvs, 'test-vg', 'snap-a1'),
+    });
     released(c);
   });
 
@@ -310,8 +393,13 @@ describe('plan on real LVM thin pools (VM boot 1: plan-basic.sh)', { skip: vmSki
     for (const name of ['b-incr', 'b-incr-tools']) {
       const c = cap(name);
       assertPlan(planOf(c), {
-        mode: 'incremental', ops: expectedDelta(B.snap1, B.snap2, poolB), l: poolB,
-        sourceLv: 'snap-a2', sourceThinId: thinIdOf(lvs, 'test-vg', 'snap-a2'), baseLv: 'snap-a1', baseThinId: thinIdOf(lvs, 'test-vg', 'snap-a1'),
+        mode: 'incremental',
+        ops: expectedDelta(B.snap1, B.snap2, poolB),
+        l: poolB,
+        sourceLv: 'snap-a2',
+        sourceThinId: thinIdOf(lvs, 'test-vg', 'snap-a2'),
+        baseLv: 'snap-a1',
+        baseThinId: thinIdOf(lvs, 'test-vg', 'snap-a1'),
       });
       released(c);
     }
@@ -319,7 +407,12 @@ describe('plan on real LVM thin pools (VM boot 1: plan-basic.sh)', { skip: vmSki
 
   test('snapshots stay inactive with the activation-skip flag: plan does not activate them', () => {
     const after = readLvsRows(run.resultsDir, 'lvs-after.json');
-    for (const [vg, lv] of [['vg0', 'snap1'], ['vg0', 'snap2'], ['test-vg', 'snap-a1'], ['test-vg', 'snap-a2']] as const) {
+    for (const [vg, lv] of [
+      ['vg0', 'snap1'],
+      ['vg0', 'snap2'],
+      ['test-vg', 'snap-a1'],
+      ['test-vg', 'snap-a2'],
+    ] as const) {
       for (const rows of [lvs, after]) {
         const attr = lvRow(rows, vg, lv).lv_attr!;
         assert.equal(attr[9], 'k', `${vg}/${lv} has the activation-skip flag (attr ${attr})`);
@@ -354,12 +447,17 @@ describe('plan releases the metadata snapshot on signals and crashes (VM boot 2:
   };
   const toolsAfter = (name: string) => readResult(run.resultsDir, `${name}/tools-after`).trim();
 
-  before(async () => {
-    run = await runGuest(join(guestDir, 'plan-signals.sh'), { disks: ['4G'], env: { ...layoutEnv('A', poolS), SLOW_SEC: '4' }, timeoutSec: 600 });
-    process.stderr.write(`[vm] plan-signals: wall ${(run.wallMs / 1000).toFixed(1)} s, boot ${run.bootSec} s, script end at ${run.scriptEndSec} s guest uptime\n`);
-    assert.equal(run.exitCode, 0, `the guest scenario failed\n${describeRun(run)}`);
-    lvs = readLvsRows(run.resultsDir, 'lvs.json');
-  }, { timeout: BOOT_TIMEOUT_MS });
+  before(
+    async () => {
+      run = await runGuest(join(guestDir, 'plan-signals.sh'), { disks: ['4G'], env: { ...layoutEnv('A', poolS), SLOW_SEC: '4' }, timeoutSec: 600 });
+      process.stderr.write(
+        `[vm] plan-signals: wall ${(run.wallMs / 1000).toFixed(1)} s, boot ${run.bootSec} s, script end at ${run.scriptEndSec} s guest uptime\n`,
+      );
+      assert.equal(run.exitCode, 0, `the guest scenario failed\n${describeRun(run)}`);
+      lvs = readLvsRows(run.resultsDir, 'lvs.json');
+    },
+    { timeout: BOOT_TIMEOUT_MS },
+  );
 
   test('SIGTERM while thin_dump runs: exit 143, nothing printed, reservation released, thin_dump stopped', () => {
     const c = cap('sigterm');
@@ -404,8 +502,13 @@ describe('plan releases the metadata snapshot on signals and crashes (VM boot 2:
     const next = cap('after-recover');
     assert.doesNotMatch(next.stderr, /stale/i, 'nothing stale is left for the run after');
     assertPlan(planOf(next), {
-      mode: 'incremental', ops: expectedDelta(S.snap1, S.snap2, poolS), l: poolS,
-      sourceLv: 'snap2', sourceThinId: thinIdOf(lvs, 'vg0', 'snap2'), baseLv: 'snap1', baseThinId: thinIdOf(lvs, 'vg0', 'snap1'),
+      mode: 'incremental',
+      ops: expectedDelta(S.snap1, S.snap2, poolS),
+      l: poolS,
+      sourceLv: 'snap2',
+      sourceThinId: thinIdOf(lvs, 'vg0', 'snap2'),
+      baseLv: 'snap1',
+      baseThinId: thinIdOf(lvs, 'vg0', 'snap1'),
     });
     released(next);
     assert.equal(readResult(run.resultsDir, 'locks-after.txt').trim(), '', 'no pool lock left behind');

@@ -12,7 +12,14 @@ import { describeRun, guestDir, runGuest, vmSkipReason, type GuestRun } from './
 import { encodeTagValue } from '../../src/receiver/target-state/lvm-tags.js';
 
 const src = {
-  VG: 'vg0', POOL: 'pool', CHUNK: '64k', POOL_SIZE: '256M', LV: 'thin1', LV_SIZE: '32M', SNAP1: 'snap1', SNAP2: 'snap2',
+  VG: 'vg0',
+  POOL: 'pool',
+  CHUNK: '64k',
+  POOL_SIZE: '256M',
+  LV: 'thin1',
+  LV_SIZE: '32M',
+  SNAP1: 'snap1',
+  SNAP2: 'snap2',
   // chunks of 64 KiB (the LV has 512): writes, rewrites, discards
   OPS1: 'w:0+48 w:300+16 w:511+1 w:400+3',
   OPS2: 'w:10+4 w:100+2 w:301+1 d:300+4 d:511+1 s:450 p:40',
@@ -20,7 +27,14 @@ const src = {
   OPS4: 'w:480+4 d:400+3 w:5+1',
 };
 
-interface LvsRow { lv_name: string; lv_attr: string; lv_tags: string; origin: string; pool_lv: string; lv_device_open: string }
+interface LvsRow {
+  lv_name: string;
+  lv_attr: string;
+  lv_tags: string;
+  origin: string;
+  pool_lv: string;
+  lv_device_open: string;
+}
 
 describe('LVM thin LV targets: atomic apply, record in tags, received snapshots (VM boot: recv-lvm.sh)', { skip: vmSkipReason('recv-lvm') }, () => {
   let run: GuestRun;
@@ -40,10 +54,21 @@ describe('LVM thin LV targets: atomic apply, record in tags, received snapshots 
   };
   const ok = (name: string) => assert.equal(r(`${name}/rc`), '0', `${name}: recv exit\n${r(`${name}/stderr`)}\n${r(`${name}/send-stderr`)}`);
   const same = (name: string) => assert.equal(r(`${name}/cmp`), 'same', `${name}: the target must equal its snapshot byte for byte`);
-  const names = (name: string, prefix: string) => lvs(name).map((x) => x.lv_name).filter((n) => n === prefix || n.startsWith(`${prefix}.`)).sort();
+  const names = (name: string, prefix: string) =>
+    lvs(name)
+      .map((x) => x.lv_name)
+      .filter((n) => n === prefix || n.startsWith(`${prefix}.`))
+      .sort();
   const show = (name: string) => {
     assert.equal(r(`${name}/show-rc`), '0', r(`${name}/show-stderr`));
-    return JSON.parse(r(`${name}/show.json`)) as { record: { sourceId: string; baseId: string; snapshotName: string } | null; diverged: boolean; divergence: string[]; lastSnapshot: string | null; snapshots: { lv: string }[]; staged: { stagingLv: string | null; commitJournal: string | null } };
+    return JSON.parse(r(`${name}/show.json`)) as {
+      record: { sourceId: string; baseId: string; snapshotName: string } | null;
+      diverged: boolean;
+      divergence: string[];
+      lastSnapshot: string | null;
+      snapshots: { lv: string }[];
+      staged: { stagingLv: string | null; commitJournal: string | null };
+    };
   };
 
   before(async () => {
@@ -66,7 +91,10 @@ describe('LVM thin LV targets: atomic apply, record in tags, received snapshots 
     assert.ok(tags.includes(`thinship.src:${encodeTagValue(uuid('snap1'))}`), `tags: ${tags.join(' ')}`);
     assert.ok(tags.includes('thinship.name:vg0/snap1') && tags.includes('thinship.v:1') && tags.includes('thinship.snap:r.snap1'), tags.join(' '));
     assert.ok(!tags.some((x) => x.startsWith('thinship.base:')), 'a full stream records no base');
-    assert.ok(tags.some((x) => /^thinship\.digest:[0-9a-f]{64}$/.test(x)), 'the stream digest');
+    assert.ok(
+      tags.some((x) => /^thinship\.digest:[0-9a-f]{64}$/.test(x)),
+      'the stream digest',
+    );
     const s = lv('full-create', 'r.snap1');
     assert.equal(s?.origin, 'r');
     assert.equal(s?.lv_attr[1], 'r', `received snapshot read-only (attr ${s?.lv_attr})`);
@@ -79,9 +107,12 @@ describe('LVM thin LV targets: atomic apply, record in tags, received snapshots 
     ok('incr');
     same('incr');
     const tags = tagsOf(lv('incr', 'r'));
-    assert.ok(tags.includes(`thinship.src:${encodeTagValue(uuid('snap2'))}`) && tags.includes(`thinship.base:${encodeTagValue(uuid('snap1'))}`), tags.join(' '));
+    assert.ok(
+      tags.includes(`thinship.src:${encodeTagValue(uuid('snap2'))}`) && tags.includes(`thinship.base:${encodeTagValue(uuid('snap1'))}`),
+      tags.join(' '),
+    );
     assert.deepEqual(names('incr', 'r'), ['r', 'r.snap1', 'r.snap2']);
-    assert.ok(tags.includes('site=b'), 'the operator\'s own tag moved to the new target LV');
+    assert.ok(tags.includes('site=b'), "the operator's own tag moved to the new target LV");
   });
 
   test('an incremental whose base the target does not hold is refused (exit 14), nothing written', () => {
@@ -100,7 +131,10 @@ describe('LVM thin LV targets: atomic apply, record in tags, received snapshots 
     assert.equal(sh.record?.sourceId, uuid('snap3'));
     assert.equal(sh.record?.snapshotName, 'vg0/snap3');
     assert.equal(sh.lastSnapshot, 'dst/r.snap3');
-    assert.deepEqual(sh.snapshots.map((x) => x.lv), ['dst/r.snap3', 'dst/r.snap2']);
+    assert.deepEqual(
+      sh.snapshots.map((x) => x.lv),
+      ['dst/r.snap3', 'dst/r.snap2'],
+    );
     assert.equal(sh.diverged, false);
   });
 
@@ -137,7 +171,7 @@ describe('LVM thin LV targets: atomic apply, record in tags, received snapshots 
     assert.deepEqual(names('kill-apply-restart', 'r'), ['r', 'r.snap1', 'r.snap4']);
   });
 
-  test('SIGKILL between the commit\'s renames: the next recv finishes the commit from its journal (the target holds the new snapshot)', () => {
+  test("SIGKILL between the commit's renames: the next recv finishes the commit from its journal (the target holds the new snapshot)", () => {
     assert.equal(r('kill-commit/rc'), '137', r('kill-commit/stderr'));
     assert.deepEqual(names('kill-commit', 'r'), ['r.snap1', 'r.snap4', 'r.thinship-old', 'r.thinship-staging'], 'killed after the first rename');
     assert.equal(r('kill-commit/journals'), 'r.json');

@@ -19,13 +19,33 @@ let dir: string;
 let guest: string;
 
 function children(pid: number): number[] {
-  try { return execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).split('\n').filter(Boolean).map(Number); } catch { return []; }
+  try {
+    return execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
+      .split('\n')
+      .filter(Boolean)
+      .map(Number);
+  } catch {
+    return [];
+  }
 }
 function descendants(pid: number): number[] {
   return children(pid).flatMap((k) => [k, ...descendants(k)]);
 }
-const commOf = (pid: number) => { try { return readFileSync(`/proc/${pid}/comm`, 'utf8').trim(); } catch { return ''; } };
-const alive = (pid: number) => { try { process.kill(pid, 0); return commOf(pid) !== ''; } catch { return false; } };
+const commOf = (pid: number) => {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '';
+  }
+};
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return commOf(pid) !== '';
+  } catch {
+    return false;
+  }
+};
 
 /** Polls (bounded) until a qemu process runs below `pid`; returns its pid. */
 async function qemuBelow(pid: number, runner: ChildProcess, log: () => string): Promise<number> {
@@ -41,9 +61,15 @@ async function qemuBelow(pid: number, runner: ChildProcess, log: () => string): 
 
 function exited(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
   return new Promise((resolve, reject) => {
-    if (child.exitCode !== null || child.signalCode !== null) { resolve({ code: child.exitCode, signal: child.signalCode }); return; }
+    if (child.exitCode !== null || child.signalCode !== null) {
+      resolve({ code: child.exitCode, signal: child.signalCode });
+      return;
+    }
     const t = setTimeout(() => reject(new Error('the runner did not exit within 30 s of the signal')), 30_000);
-    child.once('exit', (code, signal) => { clearTimeout(t); resolve({ code, signal }); });
+    child.once('exit', (code, signal) => {
+      clearTimeout(t);
+      resolve({ code, signal });
+    });
   });
 }
 
@@ -60,13 +86,23 @@ describe('VM runner and signals', { skip }, () => {
     guest = join(dir, 'sleep.sh');
     writeFileSync(guest, '#!/bin/sh\nsleep 600\n');
   });
-  after(() => { if (dir) rmSync(dir, { recursive: true, force: true }); });
+  after(() => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
 
-  for (const [sig, status] of [['SIGTERM', 143], ['SIGINT', 130]] as const) {
+  for (const [sig, status] of [
+    ['SIGTERM', 143],
+    ['SIGINT', 130],
+  ] as const) {
     test(`run-guest.sh stopped by ${sig} kills its qemu and exits ${status}`, async () => {
-      const runner = spawn('bash', [runGuestScript, guest], { env: { ...process.env, RV_DISKS: '', RV_MEM: '256', RV_TIMEOUT: '900' }, stdio: ['ignore', 'pipe', 'pipe'] });
+      const runner = spawn('bash', [runGuestScript, guest], {
+        env: { ...process.env, RV_DISKS: '', RV_MEM: '256', RV_TIMEOUT: '900' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       let stderr = '';
-      runner.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+      runner.stderr.setEncoding('utf8').on('data', (d: string) => {
+        stderr += d;
+      });
       runner.stdout.resume();
       try {
         const qemu = await qemuBelow(runner.pid!, runner, () => stderr);
@@ -75,7 +111,13 @@ describe('VM runner and signals', { skip }, () => {
         assert.equal(e.code, status, `exit ${e.code} signal ${e.signal}: ${stderr}`);
         assert.ok(await gone(qemu), `qemu ${qemu} is gone after the runner stopped`);
       } finally {
-        for (const p of descendants(runner.pid!)) { try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } }
+        for (const p of descendants(runner.pid!)) {
+          try {
+            process.kill(p, 'SIGKILL');
+          } catch {
+            /* gone */
+          }
+        }
         runner.kill('SIGKILL');
       }
     });
@@ -86,7 +128,9 @@ describe('VM runner and signals', { skip }, () => {
     const code = `const h = await import(${JSON.stringify(harness)}); await h.runGuest(${JSON.stringify(guest)}, { disks: [], memMiB: 256, timeoutSec: 900, name: 'runner-signals' });`;
     const proc = spawn(process.execPath, ['--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
-    proc.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    proc.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+    });
     proc.stdout.resume();
     try {
       const qemu = await qemuBelow(proc.pid!, proc, () => stderr);
@@ -95,7 +139,13 @@ describe('VM runner and signals', { skip }, () => {
       assert.equal(e.signal, 'SIGTERM', `ended by the signal (exit ${e.code}): ${stderr}`);
       assert.ok(await gone(qemu), `qemu ${qemu} is gone after the test process stopped`);
     } finally {
-      for (const p of descendants(proc.pid!)) { try { process.kill(p, 'SIGKILL'); } catch { /* gone */ } }
+      for (const p of descendants(proc.pid!)) {
+        try {
+          process.kill(p, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
       proc.kill('SIGKILL');
     }
   });

@@ -27,7 +27,9 @@ export const cliInGuest = join(shareRoot, 'dist/bin/thinship.js');
  */
 export function vmSkipReason(scenario?: string): string | undefined {
   if (process.env.THINSHIP_SKIP_VM === '1') return 'THINSHIP_SKIP_VM=1';
-  const only = process.env.THINSHIP_VM_ONLY?.split(',').map((s) => s.trim()).filter(Boolean);
+  const only = process.env.THINSHIP_VM_ONLY?.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (scenario !== undefined && only?.length && !only.includes(scenario)) return `THINSHIP_VM_ONLY=${only.join(',')}`;
   return undefined;
 }
@@ -71,7 +73,9 @@ function killOnExit(): void {
   exitHookInstalled = true;
   // run-guest.sh runs in its own process group with qemu: do not leave VMs behind,
   // neither on a normal exit nor when this process is stopped by a signal.
-  process.on('exit', () => { for (const c of live) killGroup(c, 'SIGKILL'); });
+  process.on('exit', () => {
+    for (const c of live) killGroup(c, 'SIGKILL');
+  });
   for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
     process.once(sig, () => {
       void stopAll().finally(() => process.kill(process.pid, sig)); // no listener left: the default action ends this process
@@ -85,8 +89,18 @@ async function stopAll(): Promise<void> {
   for (const c of running) killGroup(c, 'SIGTERM');
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([
-    Promise.all(running.map((c) => new Promise((r) => { if (c.exitCode !== null || c.signalCode !== null) r(undefined); else c.once('close', r); }))),
-    new Promise((r) => { timer = setTimeout(r, 5000); }),
+    Promise.all(
+      running.map(
+        (c) =>
+          new Promise((r) => {
+            if (c.exitCode !== null || c.signalCode !== null) r(undefined);
+            else c.once('close', r);
+          }),
+      ),
+    ),
+    new Promise((r) => {
+      timer = setTimeout(r, 5000);
+    }),
   ]);
   clearTimeout(timer);
   for (const c of running) killGroup(c, 'SIGKILL');
@@ -94,10 +108,20 @@ async function stopAll(): Promise<void> {
 
 function killGroup(c: ChildProcess, sig: NodeJS.Signals): void {
   if (c.pid === undefined || c.exitCode !== null || c.signalCode !== null) return;
-  try { process.kill(-c.pid, sig); } catch { /* already gone */ }
+  try {
+    process.kill(-c.pid, sig);
+  } catch {
+    /* already gone */
+  }
 }
 
-interface Spawned { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; timedOut: boolean }
+interface Spawned {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+}
 
 function runScript(args: string[], env: NodeJS.ProcessEnv, hardTimeoutMs: number): Promise<Spawned> {
   killOnExit();
@@ -106,12 +130,23 @@ function runScript(args: string[], env: NodeJS.ProcessEnv, hardTimeoutMs: number
   let stdout = '';
   let stderr = '';
   let timedOut = false;
-  child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-  child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d;
+  });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+  });
   // run-guest.sh has its own timeout (RV_TIMEOUT); this one is for a hung host side.
-  const timer = setTimeout(() => { timedOut = true; killGroup(child, 'SIGKILL'); }, hardTimeoutMs);
+  const timer = setTimeout(() => {
+    timedOut = true;
+    killGroup(child, 'SIGKILL');
+  }, hardTimeoutMs);
   return new Promise((resolvePromise, reject) => {
-    child.on('error', (e) => { clearTimeout(timer); live.delete(child); reject(e); });
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      live.delete(child);
+      reject(e);
+    });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       live.delete(child);
@@ -137,10 +172,11 @@ export function prepareVm(): Promise<void> {
     if (r.code !== 0) {
       throw new Error(
         `VM tier: preparing the VM failed (run-guest.sh exit ${r.code ?? r.signal}${r.timedOut ? ', timed out' : ''}).\n` +
-        'It needs qemu-system-x86_64 (Debian: apt-get install --no-install-recommends qemu-system-x86), ' +
-        'apt access to download the guest packages on first use, and a writable RV_HOME ' +
-        `(default ~/.cache/thinship-vm). Set THINSHIP_SKIP_VM=1 to skip this tier on purpose.\n` +
-        `--- run-guest.sh stderr ---\n${r.stderr.slice(-4000)}`);
+          'It needs qemu-system-x86_64 (Debian: apt-get install --no-install-recommends qemu-system-x86), ' +
+          'apt access to download the guest packages on first use, and a writable RV_HOME ' +
+          `(default ~/.cache/thinship-vm). Set THINSHIP_SKIP_VM=1 to skip this tier on purpose.\n` +
+          `--- run-guest.sh stderr ---\n${r.stderr.slice(-4000)}`,
+      );
     }
     const took = (Date.now() - t0) / 1000;
     if (took > 2) process.stderr.write(`[vm] cache prepared in ${took.toFixed(1)} s\n`);
@@ -161,7 +197,11 @@ function pruneOldRuns(name: string): void {
   for (const d of readdirSync(vmResultsRoot)) {
     if (!d.startsWith(`${name}-`)) continue;
     const p = join(vmResultsRoot, d);
-    try { if (statSync(p).mtimeMs < hourAgo) rmSync(p, { recursive: true, force: true }); } catch { /* raced with another run */ }
+    try {
+      if (statSync(p).mtimeMs < hourAgo) rmSync(p, { recursive: true, force: true });
+    } catch {
+      /* raced with another run */
+    }
   }
 }
 
@@ -203,7 +243,12 @@ export async function runGuest(scriptPath: string, opts: GuestRunOptions = {}): 
     RV_CONSOLE: join(resultsDir, 'console.log'),
     RV_VERBOSE: '1',
   };
-  writeRerunScript(resultsDir, env, [...Object.keys(guestEnv), 'RV_SHARE', 'RV_ENV', 'RV_DISKS', 'RV_TIMEOUT', 'RV_MEM', 'RV_CONSOLE'], [script, ...(opts.args ?? [])]);
+  writeRerunScript(
+    resultsDir,
+    env,
+    [...Object.keys(guestEnv), 'RV_SHARE', 'RV_ENV', 'RV_DISKS', 'RV_TIMEOUT', 'RV_MEM', 'RV_CONSOLE'],
+    [script, ...(opts.args ?? [])],
+  );
   const t0 = Date.now();
   const r = await runScript([runGuestScript, script, ...(opts.args ?? [])], env, (timeoutSec + 60) * 1000);
   const wallMs = Date.now() - t0;

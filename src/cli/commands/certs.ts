@@ -8,7 +8,14 @@ import { resolve } from 'node:path';
 import { ThinshipError } from '../../errors.js';
 import { addClientCertificates, makeCertificates } from '../../rpc/certs.js';
 
-export interface CertsFlags { out: string; serverName?: string[]; client?: string[]; days?: string; force?: boolean; addClient?: boolean }
+export interface CertsFlags {
+  out: string;
+  serverName?: string[];
+  client?: string[];
+  days?: string;
+  force?: boolean;
+  addClient?: boolean;
+}
 
 const identityConfig = () => ({ lvm: [{ vg: 'vg0', lv: '*' }], directories: ['/srv/images'] });
 
@@ -25,7 +32,8 @@ export async function certsCommand(flags: CertsFlags): Promise<void> {
     out('add to the receiver config\'s "identities" (then restart thinship serve):');
     out(JSON.stringify(Object.fromEntries(s.clients.map((c) => [c.name, identityConfig()])), null, 2));
     out('');
-    for (const c of s.clients) out(`sender "${c.name}": thinship send [BASE] SNAP --to HOST:7443 --target vg0/NAME --ca ${s.ca} --cert ${c.cert} --key ${c.key}`);
+    for (const c of s.clients)
+      out(`sender "${c.name}": thinship send [BASE] SNAP --to HOST:7443 --target vg0/NAME --ca ${s.ca} --cert ${c.cert} --key ${c.key}`);
     return;
   }
   const s = await makeCertificates({ dir, serverNames: flags.serverName, clientNames: flags.client, days, force: flags.force });
@@ -34,11 +42,17 @@ export async function certsCommand(flags: CertsFlags): Promise<void> {
   for (const c of s.clients) out(`client:  ${c.cert}, ${c.key} (identity "${c.name}")`);
   out('');
   out('receiver config (thinship serve --listen 0.0.0.0:7443 --config receiver.json):');
-  out(JSON.stringify({
-    tls: { ca: s.ca, cert: s.server.cert, key: s.server.key },
-    stateDir: '/var/lib/thinship',
-    identities: Object.fromEntries(s.clients.map((c) => [c.name, identityConfig()])),
-  }, null, 2));
+  out(
+    JSON.stringify(
+      {
+        tls: { ca: s.ca, cert: s.server.cert, key: s.server.key },
+        stateDir: '/var/lib/thinship',
+        identities: Object.fromEntries(s.clients.map((c) => [c.name, identityConfig()])),
+      },
+      null,
+      2,
+    ),
+  );
   out('');
   out(`sender: thinship send [BASE] SNAP --to HOST:7443 --target vg0/NAME --tls-dir ${dir}`);
 }

@@ -5,7 +5,9 @@ import { sourceSpecOf, type SourceFlags } from '../source-args.js';
 import { planForCommand, type PlanFlags as PlanningFlags } from '../plan-options.js';
 import { formatBytes } from '../format.js';
 
-export interface PlanFlags extends SourceFlags, PlanningFlags { json?: boolean }
+export interface PlanFlags extends SourceFlags, PlanningFlags {
+  json?: boolean;
+}
 
 async function write(s: string): Promise<void> {
   if (!process.stdout.write(s)) await once(process.stdout, 'drain');
@@ -50,7 +52,8 @@ export async function planCommand(names: string[], flags: PlanFlags): Promise<vo
   const spec = sourceSpecOf(names, flags);
   const p = await planForCommand(spec, flags);
   try {
-    if (flags.json) await printJson(p); else printHuman(p);
+    if (flags.json) await printJson(p);
+    else printHuman(p);
   } finally {
     await p.close();
   }

@@ -23,11 +23,23 @@ import { formatBytes, formatRate } from '../format.js';
 /** Where pipe-mode `recv` keeps its LVM commit journals unless --state-dir says otherwise (the receiver config's default too). */
 export const DEFAULT_RECV_STATE_DIR = '/var/lib/thinship';
 
-export interface RecvLvmFlags { quiet?: boolean; progress?: string; force?: boolean; grow?: boolean; keepSnapshots?: string; pool?: string; stateDir?: string }
+export interface RecvLvmFlags {
+  quiet?: boolean;
+  progress?: string;
+  force?: boolean;
+  grow?: boolean;
+  keepSnapshots?: string;
+  pool?: string;
+  stateDir?: string;
+}
 
 function keepSnapshotsOf(v: string | undefined): number {
   if (v === undefined) return DEFAULT_KEEP_SNAPSHOTS;
-  if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 1000) throw new ThinshipError('USAGE', `--keep-snapshots must be an integer from 1 to 1000 (the last received snapshot is what divergence is measured against), got "${v}"`);
+  if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 1000)
+    throw new ThinshipError(
+      'USAGE',
+      `--keep-snapshots must be an integer from 1 to 1000 (the last received snapshot is what divergence is measured against), got "${v}"`,
+    );
   return Number(v);
 }
 
@@ -40,14 +52,26 @@ function keepSnapshotsOf(v: string | undefined): number {
 /** `recv dir/file.img` for a file not made yet reads as vg/lv: when `vg` exists here, say how to mean the file. */
 function withFileHint(e: unknown, vg: string, targetName: string): unknown {
   if ((e as ThinshipError).code !== 'NOT_FOUND' || !existsSync(vg)) return e;
-  return new ThinshipError('NOT_FOUND', `${(e as Error).message}; target ${targetName} was read as an LVM name (vg/lv), but ${vg} exists here: to receive into a file, write ./${targetName}`, { cause: e });
+  return new ThinshipError(
+    'NOT_FOUND',
+    `${(e as Error).message}; target ${targetName} was read as an LVM name (vg/lv), but ${vg} exists here: to receive into a file, write ./${targetName}`,
+    { cause: e },
+  );
 }
 
-export async function recvIntoLvm(vg: string, lv: string, targetName: string, readInput: () => Promise<AsyncIterable<Buffer> | undefined>, flags: RecvLvmFlags): Promise<void> {
+export async function recvIntoLvm(
+  vg: string,
+  lv: string,
+  targetName: string,
+  readInput: () => Promise<AsyncIterable<Buffer> | undefined>,
+  flags: RecvLvmFlags,
+): Promise<void> {
   const keep = keepSnapshotsOf(flags.keepSnapshots);
   const stateDir = flags.stateDir ?? DEFAULT_RECV_STATE_DIR;
   const say = (m: string) => process.stderr.write(`thinship recv: ${m}\n`);
-  const recovered = await recoverLvmTarget(stateDir, vg, lv).catch((e: unknown) => { throw withFileHint(e, vg, targetName); });
+  const recovered = await recoverLvmTarget(stateDir, vg, lv).catch((e: unknown) => {
+    throw withFileHint(e, vg, targetName);
+  });
   for (const a of recovered.actions) say(describeLvmRecovery(targetName, a));
   const input = await readInput();
   if (input === undefined) {
@@ -62,7 +86,16 @@ export async function recvIntoLvm(vg: string, lv: string, targetName: string, re
   const rest: AsyncIterable<StreamMessage> = {
     [Symbol.asyncIterator]: () => {
       let gave = false;
-      return { next: async () => { if (!gave) { gave = true; return first; } return it.next(); }, return: async () => (await it.return?.()) ?? { done: true, value: undefined } };
+      return {
+        next: async () => {
+          if (!gave) {
+            gave = true;
+            return first;
+          }
+          return it.next();
+        },
+        return: async () => (await it.return?.()) ?? { done: true, value: undefined },
+      };
     },
   };
   const full = begin.incremental === false && begin.volumeSizeBytes !== undefined;
@@ -71,26 +104,66 @@ export async function recvIntoLvm(vg: string, lv: string, targetName: string, re
   const s = targetStateOf(vg, lv, recovered.rows);
   let from: Parameters<typeof createStaging>[0]['from'];
   if (!s.target) {
-    if (!full) throw withFileHint(new ThinshipError('NOT_FOUND', `target ${targetName} does not exist: ${begin.baseId ? `an incremental stream applies only to a target holding its base ${begin.baseId}` : 'a stream that does not say the volume size (a plain LINBIT stream) cannot create it'}`), vg, targetName);
-    if (!flags.pool) throw withFileHint(new ThinshipError('NOT_FOUND', `target ${targetName} does not exist: --pool POOL creates it as a thin LV of ${begin.volumeSizeBytes} bytes in ${vg}/POOL`), vg, targetName);
+    if (!full)
+      throw withFileHint(
+        new ThinshipError(
+          'NOT_FOUND',
+          `target ${targetName} does not exist: ${begin.baseId ? `an incremental stream applies only to a target holding its base ${begin.baseId}` : 'a stream that does not say the volume size (a plain LINBIT stream) cannot create it'}`,
+        ),
+        vg,
+        targetName,
+      );
+    if (!flags.pool)
+      throw withFileHint(
+        new ThinshipError(
+          'NOT_FOUND',
+          `target ${targetName} does not exist: --pool POOL creates it as a thin LV of ${begin.volumeSizeBytes} bytes in ${vg}/POOL`,
+        ),
+        vg,
+        targetName,
+      );
     from = { pool: flags.pool, sizeBytes: begin.volumeSizeBytes! };
   } else {
     const t = s.target;
-    if (t.thinId < 0 || !t.pool) throw new ThinshipError('NOT_THIN', `target ${targetName} is not a thin volume (attr ${t.attr}): thinship receives into thin LVs so that a staging snapshot and discards cost nothing`);
-    if (t.open) throw new ThinshipError('TARGET_BUSY', `target ${targetName} is open (mounted or held by a process: lvs -o lv_device_open): nothing was written; unmount or close it first`, { details: { target: targetName } });
+    if (t.thinId < 0 || !t.pool)
+      throw new ThinshipError(
+        'NOT_THIN',
+        `target ${targetName} is not a thin volume (attr ${t.attr}): thinship receives into thin LVs so that a staging snapshot and discards cost nothing`,
+      );
+    if (t.open)
+      throw new ThinshipError(
+        'TARGET_BUSY',
+        `target ${targetName} is open (mounted or held by a process: lvs -o lv_device_open): nothing was written; unmount or close it first`,
+        { details: { target: targetName } },
+      );
     const why = await lvmDivergence(s);
     let rollbackTo: LvRow | undefined;
     if (why.length > 0) {
       const holds = `${s.record!.sourceId}${s.record!.snapshotName ? ` (${s.record!.snapshotName})` : ''}`;
-      if (!flags.force) throw new ThinshipError('DIVERGED', `target ${targetName} was written since it received ${holds}: ${why.join('; ')}; nothing was written (--force rolls it back to its last received snapshot, as zfs recv -F does)`, { details: { target: targetName, holds: s.record!.sourceId, divergence: why } });
+      if (!flags.force)
+        throw new ThinshipError(
+          'DIVERGED',
+          `target ${targetName} was written since it received ${holds}: ${why.join('; ')}; nothing was written (--force rolls it back to its last received snapshot, as zfs recv -F does)`,
+          { details: { target: targetName, holds: s.record!.sourceId, divergence: why } },
+        );
       rollbackTo = full ? undefined : s.lastSnapshot;
-      say(`warning: --force: target ${targetName} had diverged from ${holds} (${why.join('; ')}); ${full ? 'the full stream replaces it' : rollbackTo ? `rolled back to ${vg}/${rollbackTo.lv} before the increment` : 'its last received snapshot is gone: the increment is applied over it'}`);
+      say(
+        `warning: --force: target ${targetName} had diverged from ${holds} (${why.join('; ')}); ${full ? 'the full stream replaces it' : rollbackTo ? `rolled back to ${vg}/${rollbackTo.lv} before the increment` : 'its last received snapshot is gone: the increment is applied over it'}`,
+      );
     }
-    const rules = checkTargetRules({ target: targetName, incremental: !full, sourceId: begin.sourceId, baseId: begin.baseId }, s.record ? { record: s.record } : undefined, undefined, { force: flags.force === true });
+    const rules = checkTargetRules(
+      { target: targetName, incremental: !full, sourceId: begin.sourceId, baseId: begin.baseId },
+      s.record ? { record: s.record } : undefined,
+      undefined,
+      { force: flags.force === true },
+    );
     for (const w of rules.warnings) say(`warning: ${w}`);
     const baseSize = rollbackTo?.sizeBytes ?? t.sizeBytes;
     if (!full && begin.volumeSizeBytes !== undefined && baseSize < begin.volumeSizeBytes && !flags.grow) {
-      throw new ThinshipError('TARGET_TOO_SMALL', `the stream is for a volume of ${begin.volumeSizeBytes} bytes but target ${targetName} has only ${baseSize} bytes; nothing was written (--grow extends it)`);
+      throw new ThinshipError(
+        'TARGET_TOO_SMALL',
+        `the stream is for a volume of ${begin.volumeSizeBytes} bytes but target ${targetName} has only ${baseSize} bytes; nothing was written (--grow extends it)`,
+      );
     }
     from = full ? { pool: t.pool, sizeBytes: begin.volumeSizeBytes! } : { snapshotOf: rollbackTo?.lv ?? lv };
   }
@@ -99,7 +172,8 @@ export async function recvIntoLvm(vg: string, lv: string, targetName: string, re
   let handle: VolumeHandle | undefined;
   let summary;
   try {
-    if ('snapshotOf' in from && begin.volumeSizeBytes !== undefined && staging.sizeBytes < begin.volumeSizeBytes) await extendStaging(vg, lv, begin.volumeSizeBytes);
+    if ('snapshotOf' in from && begin.volumeSizeBytes !== undefined && staging.sizeBytes < begin.volumeSizeBytes)
+      await extendStaging(vg, lv, begin.volumeSizeBytes);
     handle = await openVolume(lvDevicePath(vg, staging.lv), { mode: 'write' });
     const progress = new ProgressLine('recv', begin.plannedDataBytes, parseProgressMode(flags.progress));
     summary = await applyMessages(rest, handle, { staged: true, onProgress: (p) => progress.update(p.bytesWritten) }).finally(() => progress.finish());
@@ -108,20 +182,32 @@ export async function recvIntoLvm(vg: string, lv: string, targetName: string, re
     handle = undefined;
   } catch (e) {
     await handle?.close().catch(() => undefined);
-    await removeStaging(vg, lv).catch((re: unknown) => say(`could not remove the staging LV ${vg}/${staging.lv}: ${(re as Error).message} (the next recv of ${targetName} removes it)`));
+    await removeStaging(vg, lv).catch((re: unknown) =>
+      say(`could not remove the staging LV ${vg}/${staging.lv}: ${(re as Error).message} (the next recv of ${targetName} removes it)`),
+    );
     throw e;
   }
   const b = summary.begin;
-  const record: TargetRecord | undefined = b.sourceId ? {
-    format: 1, sourceId: b.sourceId, baseId: b.incremental ? (b.baseId ?? '') : '', snapshotName: b.sourceName, volumeSizeBytes: b.volumeSizeBytes ?? staging.sizeBytes,
-    digest: summary.digest?.toString('hex') ?? '', transferId: b.transferId ?? 'pipe', receivedUnixMs: Date.now(),
-  } : undefined;
+  const record: TargetRecord | undefined = b.sourceId
+    ? {
+        format: 1,
+        sourceId: b.sourceId,
+        baseId: b.incremental ? (b.baseId ?? '') : '',
+        snapshotName: b.sourceName,
+        volumeSizeBytes: b.volumeSizeBytes ?? staging.sizeBytes,
+        digest: summary.digest?.toString('hex') ?? '',
+        transferId: b.transferId ?? 'pipe',
+        receivedUnixMs: Date.now(),
+      }
+    : undefined;
   // Nothing but the staging LV (and its size) changed since the lvs above.
   const rows = [...recovered.rows, staging];
   const snapshotName = record ? receivedSnapshotName(lv, record, rows) : '';
   // The stream was applied and validated: from the journal on, a crash finishes this commit.
   await commitLvmStage({ stateDir, vg, lv, staging, targetUuid: s.target?.uuid ?? '', record, snapshotName, keepSnapshots: keep, rows });
   if (!flags.quiet) {
-    say(`${targetName}: ${summary.records} records (${summary.dataRecords} data, ${summary.unmapRecords} unmap), ${formatBytes(summary.bytesWritten)} written, ${formatBytes(summary.bytesDiscarded)} discarded, ${summary.seconds.toFixed(2)} s (${formatRate(summary.bytesWritten, summary.seconds)})${record ? `; ${targetName} now holds ${record.sourceId}, received snapshot ${vg}/${snapshotName}` : ''}`);
+    say(
+      `${targetName}: ${summary.records} records (${summary.dataRecords} data, ${summary.unmapRecords} unmap), ${formatBytes(summary.bytesWritten)} written, ${formatBytes(summary.bytesDiscarded)} discarded, ${summary.seconds.toFixed(2)} s (${formatRate(summary.bytesWritten, summary.seconds)})${record ? `; ${targetName} now holds ${record.sourceId}, received snapshot ${vg}/${snapshotName}` : ''}`,
+    );
   }
 }

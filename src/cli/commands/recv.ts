@@ -9,7 +9,13 @@ import { applyMessages } from '../../receiver/receiver.js';
 import { parseTargetName, resolveTarget } from '../../receiver/target.js';
 import { ProgressLine, parseProgressMode } from '../progress.js';
 import type { BeginInfo, StreamMessage } from '../../stream/messages.js';
-import { DEFAULT_STATE_DIR, isBlockDevicePath, openDeviceStage, recoverDeviceJournals, requireDeviceIdentity } from '../../receiver/target-state/device-stage.js';
+import {
+  DEFAULT_STATE_DIR,
+  isBlockDevicePath,
+  openDeviceStage,
+  recoverDeviceJournals,
+  requireDeviceIdentity,
+} from '../../receiver/target-state/device-stage.js';
 import { resolve } from 'node:path';
 import { openFileStage, recoverFileTarget, type FileStage, type RecoveryAction } from '../../receiver/target-state/staging.js';
 import { readFileRecord, type TargetRecord } from '../../receiver/target-state/record.js';
@@ -17,11 +23,18 @@ import { checkTargetRules, divergenceOf } from '../../receiver/target-state/rule
 import { formatBytes, formatRate } from '../format.js';
 import { recvIntoLvm, type RecvLvmFlags } from './recv-lvm.js';
 
-export interface RecvFlags extends RecvLvmFlags { quiet?: boolean; progress?: string; force?: boolean; grow?: boolean; stateDir?: string }
+export interface RecvFlags extends RecvLvmFlags {
+  quiet?: boolean;
+  progress?: string;
+  force?: boolean;
+  grow?: boolean;
+  stateDir?: string;
+}
 
 export async function recvPipeCommand(targetName: string, flags: RecvFlags): Promise<void> {
   applyTargetStateEnv();
-  if (process.stdin.isTTY) throw new ThinshipError('USAGE', 'recv reads a stream from stdin, which is a terminal: pipe a stream in (thinship send ... | thinship recv TARGET)');
+  if (process.stdin.isTTY)
+    throw new ThinshipError('USAGE', 'recv reads a stream from stdin, which is a terminal: pipe a stream in (thinship send ... | thinship recv TARGET)');
   const spec = parseTargetName(targetName);
   if (spec.kind === 'lvm') {
     // LVM thin LVs: staged in a thin snapshot, committed by renames, recorded in LV tags (recv-lvm.ts).
@@ -50,7 +63,10 @@ export async function recvPipeCommand(targetName: string, flags: RecvFlags): Pro
       return;
     }
     // Anything else (neither a regular file nor a block device): applied in place.
-    const existed = await stat(resolved.path).then(() => true, () => false);
+    const existed = await stat(resolved.path).then(
+      () => true,
+      () => false,
+    );
     const target = await openVolume(resolved.path, { mode: 'write', create: !existed });
     try {
       let total: number | undefined;
@@ -60,7 +76,11 @@ export async function recvPipeCommand(targetName: string, flags: RecvFlags): Pro
           total = info.plannedDataBytes;
           progress.setTotal(total);
           if (!existed) {
-            if (info.volumeSizeBytes === undefined) throw new ThinshipError('USAGE', `${resolved.path} does not exist and the stream does not say the volume size (a plain LINBIT stream): create the target first (truncate -s SIZE ${resolved.path})`);
+            if (info.volumeSizeBytes === undefined)
+              throw new ThinshipError(
+                'USAGE',
+                `${resolved.path} does not exist and the stream does not say the volume size (a plain LINBIT stream): create the target first (truncate -s SIZE ${resolved.path})`,
+              );
             await target.extendTo(info.volumeSizeBytes);
           }
         },
@@ -68,7 +88,9 @@ export async function recvPipeCommand(targetName: string, flags: RecvFlags): Pro
       }).finally(() => progress.finish());
       void total;
       if (!flags.quiet) {
-        process.stderr.write(`thinship recv: ${targetName}: ${summary.records} records (${summary.dataRecords} data, ${summary.unmapRecords} unmap), ${formatBytes(summary.bytesWritten)} written, ${formatBytes(summary.bytesDiscarded)} discarded, ${summary.seconds.toFixed(2)} s (${formatRate(summary.bytesWritten, summary.seconds)})\n`);
+        process.stderr.write(
+          `thinship recv: ${targetName}: ${summary.records} records (${summary.dataRecords} data, ${summary.unmapRecords} unmap), ${formatBytes(summary.bytesWritten)} written, ${formatBytes(summary.bytesDiscarded)} discarded, ${summary.seconds.toFixed(2)} s (${formatRate(summary.bytesWritten, summary.seconds)})\n`,
+        );
       }
     } finally {
       await target.close();
@@ -79,7 +101,10 @@ export async function recvPipeCommand(targetName: string, flags: RecvFlags): Pro
 }
 
 async function isFileOrMissing(path: string): Promise<boolean> {
-  return stat(path).then((st) => st.isFile(), (e: NodeJS.ErrnoException) => e.code === 'ENOENT');
+  return stat(path).then(
+    (st) => st.isFile(),
+    (e: NodeJS.ErrnoException) => e.code === 'ENOENT',
+  );
 }
 
 /**
@@ -92,7 +117,10 @@ async function recvIntoFile(path: string, targetName: string, input: AsyncIterab
   for (const a of await recoverFileTarget(path)) process.stderr.write(`thinship recv: ${targetName}: ${describeRecovery(a)}\n`);
   const { begin, rest } = await peekBegin(input);
   const full = begin?.incremental === false && begin.volumeSizeBytes !== undefined;
-  const existed = await stat(path).then(() => true, () => false);
+  const existed = await stat(path).then(
+    () => true,
+    () => false,
+  );
   const target = existed ? await openVolume(path, { mode: 'write' }) : undefined;
   let stage: FileStage | undefined;
   try {
@@ -102,17 +130,35 @@ async function recvIntoFile(path: string, targetName: string, input: AsyncIterab
       // Every refusal before the first byte is written.
       if (target && begin.volumeSizeBytes !== undefined && target.sizeBytes > 0 && target.sizeBytes < begin.volumeSizeBytes && !flags.grow) {
         // (An empty file holds nothing to protect: it is a new target.)
-        throw new ThinshipError('TARGET_TOO_SMALL', `the stream is for a volume of ${begin.volumeSizeBytes} bytes but target ${path} has only ${target.sizeBytes} bytes; nothing was written (--grow extends it)`);
+        throw new ThinshipError(
+          'TARGET_TOO_SMALL',
+          `the stream is for a volume of ${begin.volumeSizeBytes} bytes but target ${path} has only ${target.sizeBytes} bytes; nothing was written (--grow extends it)`,
+        );
       }
       if (!target && !full) {
-        if (begin.volumeSizeBytes === undefined) throw new ThinshipError('USAGE', `${path} does not exist and the stream does not say the volume size (a plain LINBIT stream): create the target first (truncate -s SIZE ${path})`);
-        throw new ThinshipError('NOT_FOUND', `target ${path} does not exist: an incremental stream applies only to a target holding its base ${begin.baseId ?? ''}`);
+        if (begin.volumeSizeBytes === undefined)
+          throw new ThinshipError(
+            'USAGE',
+            `${path} does not exist and the stream does not say the volume size (a plain LINBIT stream): create the target first (truncate -s SIZE ${path})`,
+          );
+        throw new ThinshipError(
+          'NOT_FOUND',
+          `target ${path} does not exist: an incremental stream applies only to a target holding its base ${begin.baseId ?? ''}`,
+        );
       }
-      const rules = checkTargetRules({ target: path, incremental: !full, sourceId: begin.sourceId, baseId: begin.baseId }, rec, st, { force: flags.force === true });
+      const rules = checkTargetRules({ target: path, incremental: !full, sourceId: begin.sourceId, baseId: begin.baseId }, rec, st, {
+        force: flags.force === true,
+      });
       for (const w of rules.warnings) process.stderr.write(`thinship recv: warning: ${w}\n`);
       stage = await openFileStage({
-        targetPath: path, target, mode: full ? 'full' : 'in-place', volumeSizeBytes: begin.volumeSizeBytes, owner: 'pipe', resume: false,
-        grow: flags.grow === true || target?.sizeBytes === 0, recordIsClean: rec !== undefined && st !== undefined && divergenceOf(rec, st).length === 0,
+        targetPath: path,
+        target,
+        mode: full ? 'full' : 'in-place',
+        volumeSizeBytes: begin.volumeSizeBytes,
+        owner: 'pipe',
+        resume: false,
+        grow: flags.grow === true || target?.sizeBytes === 0,
+        recordIsClean: rec !== undefined && st !== undefined && divergenceOf(rec, st).length === 0,
       });
     }
     const progress = new ProgressLine('recv', begin?.plannedDataBytes, parseProgressMode(flags.progress));
@@ -120,7 +166,8 @@ async function recvIntoFile(path: string, targetName: string, input: AsyncIterab
     try {
       // No begin: applyMessages refuses the stream before a stage exists (target untouched).
       const into = stage?.handle ?? target;
-      if (into === undefined) throw new ThinshipError('BAD_STREAM', `the stream does not begin with a begin record, so target ${path} (which does not exist) was not created`);
+      if (into === undefined)
+        throw new ThinshipError('BAD_STREAM', `the stream does not begin with a begin record, so target ${path} (which does not exist) was not created`);
       summary = await applyMessages(rest, into, { staged: true, onProgress: (s) => progress.update(s.bytesWritten) }).finally(() => progress.finish());
     } catch (e) {
       if (stage) await stage.rollback();
@@ -128,14 +175,23 @@ async function recvIntoFile(path: string, targetName: string, input: AsyncIterab
       throw e;
     }
     const b = summary.begin;
-    const record: TargetRecord | undefined = b.sourceId ? {
-      format: 1, sourceId: b.sourceId, baseId: b.baseId ?? '', volumeSizeBytes: b.volumeSizeBytes ?? stage!.handle.sizeBytes,
-      digest: summary.digest?.toString('hex') ?? '', transferId: b.transferId ?? 'pipe', receivedUnixMs: Date.now(),
-    } : undefined;
+    const record: TargetRecord | undefined = b.sourceId
+      ? {
+          format: 1,
+          sourceId: b.sourceId,
+          baseId: b.baseId ?? '',
+          volumeSizeBytes: b.volumeSizeBytes ?? stage!.handle.sizeBytes,
+          digest: summary.digest?.toString('hex') ?? '',
+          transferId: b.transferId ?? 'pipe',
+          receivedUnixMs: Date.now(),
+        }
+      : undefined;
     await stage!.commit(record);
     stage = undefined;
     if (!flags.quiet) {
-      process.stderr.write(`thinship recv: ${targetName}: ${summary.records} records (${summary.dataRecords} data, ${summary.unmapRecords} unmap), ${formatBytes(summary.bytesWritten)} written, ${formatBytes(summary.bytesDiscarded)} discarded, ${summary.seconds.toFixed(2)} s (${formatRate(summary.bytesWritten, summary.seconds)})${record ? `; ${targetName} now holds ${record.sourceId}` : ''}\n`);
+      process.stderr.write(
+        `thinship recv: ${targetName}: ${summary.records} records (${summary.dataRecords} data, ${summary.unmapRecords} unmap), ${formatBytes(summary.bytesWritten)} written, ${formatBytes(summary.bytesDiscarded)} discarded, ${summary.seconds.toFixed(2)} s (${formatRate(summary.bytesWritten, summary.seconds)})${record ? `; ${targetName} now holds ${record.sourceId}` : ''}\n`,
+      );
     }
   } finally {
     if (stage) await stage.rollback().catch(() => undefined);
@@ -151,7 +207,16 @@ async function peekBegin(input: AsyncIterable<Buffer>): Promise<{ begin: BeginIn
   const rest: AsyncIterable<StreamMessage> = {
     [Symbol.asyncIterator]: () => {
       let gave = first.done === true;
-      return { next: async () => { if (!gave) { gave = true; return first; } return it.next(); }, return: async () => (await it.return?.()) ?? { done: true, value: undefined } };
+      return {
+        next: async () => {
+          if (!gave) {
+            gave = true;
+            return first;
+          }
+          return it.next();
+        },
+        return: async () => (await it.return?.()) ?? { done: true, value: undefined },
+      };
     },
   };
   return { begin, rest };
@@ -177,30 +242,49 @@ async function recvIntoDevice(path: string, targetName: string, input: AsyncIter
     if (begin) {
       const full = begin.incremental === false && begin.volumeSizeBytes !== undefined;
       stage = await openDeviceStage({
-        stateDir, targetName, target, rdev: st.rdev, owner: 'pipe', resume: false, force: flags.force === true, grow: flags.grow === true,
+        stateDir,
+        targetName,
+        target,
+        rdev: st.rdev,
+        owner: 'pipe',
+        resume: false,
+        force: flags.force === true,
+        grow: flags.grow === true,
         stream: { target: targetName, incremental: !full, sourceId: begin.sourceId, baseId: begin.baseId, volumeSizeBytes: begin.volumeSizeBytes },
-        warn: (w) => process.stderr.write(`thinship recv: warning: ${w}\n`), recovered: say,
+        warn: (w) => process.stderr.write(`thinship recv: warning: ${w}\n`),
+        recovered: say,
       });
     }
     const progress = new ProgressLine('recv', begin?.plannedDataBytes, parseProgressMode(flags.progress));
     let summary;
     try {
       // No begin: applyMessages refuses the stream before anything is written.
-      summary = await applyMessages(rest, stage?.handle ?? target, { staged: true, onProgress: (s) => progress.update(s.bytesWritten) }).finally(() => progress.finish());
+      summary = await applyMessages(rest, stage?.handle ?? target, { staged: true, onProgress: (s) => progress.update(s.bytesWritten) }).finally(() =>
+        progress.finish(),
+      );
     } catch (e) {
       if (stage) await stage.rollback();
       stage = undefined;
       throw e;
     }
     const b = summary.begin;
-    const record: TargetRecord | undefined = b.sourceId ? {
-      format: 1, sourceId: b.sourceId, baseId: b.baseId ?? '', volumeSizeBytes: b.volumeSizeBytes ?? target.sizeBytes,
-      digest: summary.digest?.toString('hex') ?? '', transferId: b.transferId ?? 'pipe', receivedUnixMs: Date.now(),
-    } : undefined;
+    const record: TargetRecord | undefined = b.sourceId
+      ? {
+          format: 1,
+          sourceId: b.sourceId,
+          baseId: b.baseId ?? '',
+          volumeSizeBytes: b.volumeSizeBytes ?? target.sizeBytes,
+          digest: summary.digest?.toString('hex') ?? '',
+          transferId: b.transferId ?? 'pipe',
+          receivedUnixMs: Date.now(),
+        }
+      : undefined;
     await stage!.commit(record);
     stage = undefined;
     if (!flags.quiet) {
-      process.stderr.write(`thinship recv: ${targetName}: ${summary.records} records (${summary.dataRecords} data, ${summary.unmapRecords} unmap), ${formatBytes(summary.bytesWritten)} written, ${formatBytes(summary.bytesDiscarded)} discarded, ${summary.seconds.toFixed(2)} s (${formatRate(summary.bytesWritten, summary.seconds)})${record ? `; ${targetName} now holds ${record.sourceId} (recorded in ${stateDir})` : ''}\n`);
+      process.stderr.write(
+        `thinship recv: ${targetName}: ${summary.records} records (${summary.dataRecords} data, ${summary.unmapRecords} unmap), ${formatBytes(summary.bytesWritten)} written, ${formatBytes(summary.bytesDiscarded)} discarded, ${summary.seconds.toFixed(2)} s (${formatRate(summary.bytesWritten, summary.seconds)})${record ? `; ${targetName} now holds ${record.sourceId} (recorded in ${stateDir})` : ''}\n`,
+      );
     }
   } finally {
     if (stage) await stage.rollback().catch(() => undefined);
@@ -210,11 +294,16 @@ async function recvIntoDevice(path: string, targetName: string, input: AsyncIter
 
 export function describeRecovery(a: RecoveryAction): string {
   switch (a.action) {
-    case 'rolled-back': return `an earlier apply was interrupted: rolled back from its undo journal (${a.file}); the target holds its previous snapshot`;
-    case 'commit-finished': return `an earlier apply was interrupted while committing: commit finished from ${a.file}; the target holds the new snapshot`;
-    case 'staging-removed': return `an earlier apply was interrupted: its staging file ${a.file} was removed; the target holds its previous snapshot`;
-    case 'journal-dropped': return `an undo journal ${a.file} of a file that is no longer the target was removed`;
-    case 'journal-kept': return `an undo journal ${a.file} of an interrupted apply could not be rolled back now (${a.why ?? 'unknown'}); it is kept`;
+    case 'rolled-back':
+      return `an earlier apply was interrupted: rolled back from its undo journal (${a.file}); the target holds its previous snapshot`;
+    case 'commit-finished':
+      return `an earlier apply was interrupted while committing: commit finished from ${a.file}; the target holds the new snapshot`;
+    case 'staging-removed':
+      return `an earlier apply was interrupted: its staging file ${a.file} was removed; the target holds its previous snapshot`;
+    case 'journal-dropped':
+      return `an undo journal ${a.file} of a file that is no longer the target was removed`;
+    case 'journal-kept':
+      return `an undo journal ${a.file} of an interrupted apply could not be rolled back now (${a.why ?? 'unknown'}); it is kept`;
   }
 }
 

@@ -23,7 +23,15 @@ import { ProgressLine, parseProgressMode } from '../progress.js';
 import { formatBytes, formatRate } from '../format.js';
 import { logPhase } from '../../log.js';
 
-export interface TlsFlags { ca?: string; cert?: string; key?: string; tlsDir?: string; serverName?: string; insecure?: boolean; allowInsecureRemote?: boolean }
+export interface TlsFlags {
+  ca?: string;
+  cert?: string;
+  key?: string;
+  tlsDir?: string;
+  serverName?: string;
+  insecure?: boolean;
+  allowInsecureRemote?: boolean;
+}
 
 export interface GrpcSendFlags extends SourceFlags, TlsFlags {
   progress?: string;
@@ -53,7 +61,11 @@ export function tlsFilesOf(f: TlsFlags): TlsFiles | undefined {
   const ca = f.ca ?? (f.tlsDir ? join(f.tlsDir, 'ca.crt') : undefined);
   const cert = f.cert ?? (f.tlsDir ? join(f.tlsDir, 'client.crt') : undefined);
   const key = f.key ?? (f.tlsDir ? join(f.tlsDir, 'client.key') : undefined);
-  if (!ca || !cert || !key) throw new ThinshipError('USAGE', 'mTLS needs the CA, a client certificate and its key: --tls-dir DIR (from `thinship certs`), or --ca, --cert and --key; --insecure only for a test on loopback');
+  if (!ca || !cert || !key)
+    throw new ThinshipError(
+      'USAGE',
+      'mTLS needs the CA, a client certificate and its key: --tls-dir DIR (from `thinship certs`), or --ca, --cert and --key; --insecure only for a test on loopback',
+    );
   return { ca, cert, key };
 }
 
@@ -69,7 +81,8 @@ export function compressModeOf(flag: string | boolean | undefined): 'zstd' | 'no
 export function workerCountOf(flag: string | undefined): number | undefined {
   if (flag === undefined) return undefined;
   const n = Number(flag);
-  if (!/^\d+$/.test(flag.trim()) || n < 1 || n > MAX_WORKERS) throw new ThinshipError('USAGE', `--workers must be a whole number from 1 to ${MAX_WORKERS}, not "${flag}"`);
+  if (!/^\d+$/.test(flag.trim()) || n < 1 || n > MAX_WORKERS)
+    throw new ThinshipError('USAGE', `--workers must be a whole number from 1 to ${MAX_WORKERS}, not "${flag}"`);
   return n;
 }
 
@@ -78,17 +91,23 @@ function summaryLine(r: GrpcSendResult, what: string, to: string, target: string
     return `thinship send: transfer ${r.transferId} of ${what} to ${to} ${target} is already complete (digest ${r.digest.toString('hex')}); nothing sent. Give --transfer-id NEW to send it again.`;
   }
   const ratio = r.payloadBytes > 0 ? (r.dataBytes / r.payloadBytes).toFixed(2) : '-';
-  const resumed = r.startOffsets.length > 1 || (r.startOffsets[0] ?? 0) > 0
-    ? `; resumed at ${r.startOffsets.filter((x, i) => i > 0 || x > 0).map((x) => `offset ${x}`).join(', ')} (${r.attempts} attempts)`
-    : '';
-  return `thinship send: ${what} to ${to} ${target}: ${formatBytes(r.dataBytes)} of data (${r.chunks.zstd} zstd, ${r.chunks.raw} raw, ${r.chunks.zero} zero chunks), ` +
+  const resumed =
+    r.startOffsets.length > 1 || (r.startOffsets[0] ?? 0) > 0
+      ? `; resumed at ${r.startOffsets
+          .filter((x, i) => i > 0 || x > 0)
+          .map((x) => `offset ${x}`)
+          .join(', ')} (${r.attempts} attempts)`
+      : '';
+  return (
+    `thinship send: ${what} to ${to} ${target}: ${formatBytes(r.dataBytes)} of data (${r.chunks.zstd} zstd, ${r.chunks.raw} raw, ${r.chunks.zero} zero chunks), ` +
     `${formatBytes(r.payloadBytes)} on the wire (compression ratio ${ratio}), ${formatBytes(r.unmapBytes)} unmapped, ` +
-    `${r.seconds.toFixed(2)} s (${formatRate(r.dataBytes, r.seconds)}); digest ${r.digest.toString('hex')}; transfer ${r.transferId}${resumed}`;
+    `${r.seconds.toFixed(2)} s (${formatRate(r.dataBytes, r.seconds)}); digest ${r.digest.toString('hex')}; transfer ${r.transferId}${resumed}`
+  );
 }
 
 export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Promise<void> {
   const target = flags.target;
-  if (!target) throw new ThinshipError('USAGE', '--to needs --target NAME: the target as the receiver\'s configuration allows it (vg/lv, or an absolute path)');
+  if (!target) throw new ThinshipError('USAGE', "--to needs --target NAME: the target as the receiver's configuration allows it (vg/lv, or an absolute path)");
   const tls = tlsFilesOf(flags);
   const retries = flags.retries === undefined ? 9 : Number(flags.retries);
   if (!Number.isInteger(retries) || retries < 0) throw new ThinshipError('USAGE', `--retries "${flags.retries}" must be a whole number`);
@@ -100,7 +119,13 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
   if (zstdLevel !== undefined && !compress) throw new ThinshipError('USAGE', '--zstd-level needs compression (not --compress none / --no-compress)');
   const workers = workerCountOf(flags.workers);
   logPhase('send: arguments parsed');
-  const client = await ReceiverClient.connect({ address: flags.to, tls, insecure: flags.insecure, allowInsecureRemote: flags.allowInsecureRemote, serverName: flags.serverName });
+  const client = await ReceiverClient.connect({
+    address: flags.to,
+    tls,
+    insecure: flags.insecure,
+    allowInsecureRemote: flags.allowInsecureRemote,
+    serverName: flags.serverName,
+  });
   // Start-up overlaps planning: the TLS handshake and the compression workers'
   // boot (~0.1-0.2 s each) would otherwise come after it. That is most of a small
   // incremental's time.
@@ -120,17 +145,34 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
       // resume; a second one of the same kind kills at once.
       let r: GrpcSendResult;
       try {
-        r = await withStopSignals((signal) => sendPlanOverGrpc(client, p, reader, {
-          target, transferId, compress, pool, force: flags.force === true, grow: flags.grow === true, maxAttempts: retries + 1, signal,
-          // One burst is one record's payload: the limit shapes the wire without splitting records.
-          bandwidth: bwlimit === undefined ? undefined : new TokenBucket(bwlimit, maxOpBytes + 4096),
-          onProgress: (x) => progress.update(x.resumedDataBytes + x.dataBytes),
-          onEvent: (e) => {
-            if (flags.quiet || flags.json) return;
-            if (e.type === 'retry') { progress.clear(); process.stderr.write(`thinship send: ${e.error.message}; retrying in ${(e.delayMs / 1000).toFixed(1)} s\n`); }
-            if (e.type === 'start' && e.resumeOffsetBytes > 0) { progress.clear(); process.stderr.write(`thinship send: resuming transfer ${e.transferId} at volume offset ${e.resumeOffsetBytes}\n`); }
-          },
-        }), { signals: ['SIGINT', 'SIGTERM'], repeat: 'kill' });
+        r = await withStopSignals(
+          (signal) =>
+            sendPlanOverGrpc(client, p, reader, {
+              target,
+              transferId,
+              compress,
+              pool,
+              force: flags.force === true,
+              grow: flags.grow === true,
+              maxAttempts: retries + 1,
+              signal,
+              // One burst is one record's payload: the limit shapes the wire without splitting records.
+              bandwidth: bwlimit === undefined ? undefined : new TokenBucket(bwlimit, maxOpBytes + 4096),
+              onProgress: (x) => progress.update(x.resumedDataBytes + x.dataBytes),
+              onEvent: (e) => {
+                if (flags.quiet || flags.json) return;
+                if (e.type === 'retry') {
+                  progress.clear();
+                  process.stderr.write(`thinship send: ${e.error.message}; retrying in ${(e.delayMs / 1000).toFixed(1)} s\n`);
+                }
+                if (e.type === 'start' && e.resumeOffsetBytes > 0) {
+                  progress.clear();
+                  process.stderr.write(`thinship send: resuming transfer ${e.transferId} at volume offset ${e.resumeOffsetBytes}\n`);
+                }
+              },
+            }),
+          { signals: ['SIGINT', 'SIGTERM'], repeat: 'kill' },
+        );
       } catch (e) {
         if (e instanceof InterruptedError) {
           const next = client.reached
@@ -145,12 +187,27 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
       }
       logPhase('send: done');
       if (flags.json) {
-        process.stdout.write(JSON.stringify({
-          transferId: r.transferId, alreadyComplete: r.alreadyComplete, mode: p.mode, source: p.source.name, base: p.base?.name ?? null, to: flags.to, target: flags.target,
-          attempts: r.attempts, startOffsets: r.startOffsets, dataBytes: r.dataBytes, payloadBytes: r.payloadBytes, unmapBytes: r.unmapBytes, chunks: r.chunks,
-          plannedDataBytes: r.plannedDataBytes, seconds: r.seconds, digest: r.digest.toString('hex'),
-          state: { status: r.state.status, durableOffsetBytes: r.state.durableOffsetBytes, dataBytes: r.state.dataBytes, unmapBytes: r.state.unmapBytes },
-        }) + '\n');
+        process.stdout.write(
+          JSON.stringify({
+            transferId: r.transferId,
+            alreadyComplete: r.alreadyComplete,
+            mode: p.mode,
+            source: p.source.name,
+            base: p.base?.name ?? null,
+            to: flags.to,
+            target: flags.target,
+            attempts: r.attempts,
+            startOffsets: r.startOffsets,
+            dataBytes: r.dataBytes,
+            payloadBytes: r.payloadBytes,
+            unmapBytes: r.unmapBytes,
+            chunks: r.chunks,
+            plannedDataBytes: r.plannedDataBytes,
+            seconds: r.seconds,
+            digest: r.digest.toString('hex'),
+            state: { status: r.state.status, durableOffsetBytes: r.state.durableOffsetBytes, dataBytes: r.state.dataBytes, unmapBytes: r.state.unmapBytes },
+          }) + '\n',
+        );
       } else if (!flags.quiet) {
         process.stdout.write(summaryLine(r, what, flags.to, target) + '\n');
       }
@@ -163,7 +220,11 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
   }
 }
 
-export interface TransferFlags extends TlsFlags { to: string; reason?: string; json?: boolean }
+export interface TransferFlags extends TlsFlags {
+  to: string;
+  reason?: string;
+  json?: boolean;
+}
 
 type WireState = Awaited<ReturnType<ReceiverClient['listTransfers']>>[number];
 
@@ -180,7 +241,12 @@ export function transferTable(states: WireState[]): string {
   const rows = [['TRANSFER', 'STATUS', 'RUNNING', 'DURABLE', 'DATA', 'TARGET', 'UPDATED']];
   for (const s of states) {
     rows.push([
-      s.transferId, STATUS_WORDS[s.status] ?? s.status, s.active ? 'yes' : 'no', formatBytes(s.durableOffsetBytes), formatBytes(s.dataBytes), s.target,
+      s.transferId,
+      STATUS_WORDS[s.status] ?? s.status,
+      s.active ? 'yes' : 'no',
+      formatBytes(s.durableOffsetBytes),
+      formatBytes(s.dataBytes),
+      s.target,
       new Date(unixMsOfTimestamp(s.updateTime)).toISOString().replace(/\.\d+Z$/, 'Z'),
     ]);
   }
@@ -190,20 +256,36 @@ export function transferTable(states: WireState[]): string {
 
 /** `thinship transfer status|abort ID` and `thinship transfer list --to HOST:PORT`: GetTransferState / AbortTransfer / ListTransfers. */
 export async function transferCommand(action: string, transferId: string | undefined, flags: TransferFlags): Promise<void> {
-  if (action !== 'status' && action !== 'abort' && action !== 'list') throw new ThinshipError('USAGE', `transfer: action must be "list", "status" or "abort", not "${action}"`);
-  if (action === 'list' ? transferId !== undefined : transferId === undefined) throw new ThinshipError('USAGE', action === 'list' ? 'transfer list takes no transfer id' : `transfer ${action} needs a transfer id`);
-  const client = await ReceiverClient.connect({ address: flags.to, tls: tlsFilesOf(flags), insecure: flags.insecure, allowInsecureRemote: flags.allowInsecureRemote, serverName: flags.serverName });
+  if (action !== 'status' && action !== 'abort' && action !== 'list')
+    throw new ThinshipError('USAGE', `transfer: action must be "list", "status" or "abort", not "${action}"`);
+  if (action === 'list' ? transferId !== undefined : transferId === undefined)
+    throw new ThinshipError('USAGE', action === 'list' ? 'transfer list takes no transfer id' : `transfer ${action} needs a transfer id`);
+  const client = await ReceiverClient.connect({
+    address: flags.to,
+    tls: tlsFilesOf(flags),
+    insecure: flags.insecure,
+    allowInsecureRemote: flags.allowInsecureRemote,
+    serverName: flags.serverName,
+  });
   try {
     if (action === 'list') {
       const all = await client.listTransfers();
-      process.stdout.write(flags.json ? JSON.stringify(all.map(stateJson), null, 2) + '\n' : all.length === 0 ? `no transfers of this identity on ${flags.to}\n` : transferTable(all));
+      process.stdout.write(
+        flags.json
+          ? JSON.stringify(all.map(stateJson), null, 2) + '\n'
+          : all.length === 0
+            ? `no transfers of this identity on ${flags.to}\n`
+            : transferTable(all),
+      );
     } else if (action === 'status') {
       const s = await client.getTransferState(transferId!);
       if (!s) throw new ThinshipError('NOT_FOUND', `${flags.to} has no transfer ${transferId}`);
       process.stdout.write(flags.json ? JSON.stringify(stateJson(s), null, 2) + '\n' : transferTable([s]));
     } else {
       const r = await client.abortTransfer(transferId!, flags.reason ?? 'thinship transfer abort');
-      process.stdout.write(`aborted transfer ${r.transferId}${r.stoppedActiveStream ? ' (its running stream was stopped)' : ''}; a file or block-device target is rolled back to what it held before it, an LV keeps what was applied (durable up to offset ${r.durableOffsetBytes})\n`);
+      process.stdout.write(
+        `aborted transfer ${r.transferId}${r.stoppedActiveStream ? ' (its running stream was stopped)' : ''}; a file or block-device target is rolled back to what it held before it, an LV keeps what was applied (durable up to offset ${r.durableOffsetBytes})\n`,
+      );
     }
   } finally {
     client.close();

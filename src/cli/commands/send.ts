@@ -13,10 +13,22 @@ import { planForCommand } from '../plan-options.js';
 import { ProgressLine, parseProgressMode } from '../progress.js';
 import { formatBytes, formatRate } from '../format.js';
 
-export interface SendFlags extends SourceFlags { format?: string; extensions?: boolean; maxOpBytes?: string; quiet?: boolean; metadataReader?: string; bwlimit?: string; progress?: string }
+export interface SendFlags extends SourceFlags {
+  format?: string;
+  extensions?: boolean;
+  maxOpBytes?: string;
+  quiet?: boolean;
+  metadataReader?: string;
+  bwlimit?: string;
+  progress?: string;
+}
 
 export async function sendPipeCommand(names: string[], flags: SendFlags): Promise<void> {
-  if (process.stdout.isTTY) throw new ThinshipError('USAGE', 'refusing to write a binary stream to a terminal: pipe it (thinship send vg/snap | ssh host thinship recv vg/lv) or redirect it to a file');
+  if (process.stdout.isTTY)
+    throw new ThinshipError(
+      'USAGE',
+      'refusing to write a binary stream to a terminal: pipe it (thinship send vg/snap | ssh host thinship recv vg/lv) or redirect it to a file',
+    );
   const format = (flags.format ?? '1.1') as FormatVersion;
   if (format !== '1.0' && format !== '1.1') throw new ThinshipError('USAGE', `--format must be 1.0 or 1.1, not "${flags.format}"`);
   const extensions = format === '1.1' && flags.extensions !== false;
@@ -35,7 +47,12 @@ export async function sendPipeCommand(names: string[], flags: SendFlags): Promis
       // data as sent when as many bytes have left on stdout (records' headers make that a
       // slight overstatement mid-stream, never past what was read).
       let wireBytes = 0;
-      const messages = sendMessages(p, reader, { checksum: extensions ? 'sha256' : 'none', onProgress: (x) => { sent = x; } });
+      const messages = sendMessages(p, reader, {
+        checksum: extensions ? 'sha256' : 'none',
+        onProgress: (x) => {
+          sent = x;
+        },
+      });
       async function* counted(source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
         for await (const chunk of source) {
           yield chunk;
@@ -45,10 +62,13 @@ export async function sendPipeCommand(names: string[], flags: SendFlags): Promis
       }
       // One burst is one largest record: the limit shapes the wire without splitting records.
       const bucket = bwlimit === undefined ? undefined : new TokenBucket(bwlimit, maxOpBytes + 4096);
-      await pipeline(Readable.from(counted(throttled(encodeStream(messages, { format, extensions }), bucket)), { objectMode: false }), process.stdout).catch((e: NodeJS.ErrnoException) => {
-        if (e.code === 'EPIPE' || e.code === 'ERR_STREAM_PREMATURE_CLOSE') throw new ThinshipError('IO_ERROR', 'stdout was closed before the stream was complete (did the receiving side exit?)', { cause: e });
-        throw e;
-      });
+      await pipeline(Readable.from(counted(throttled(encodeStream(messages, { format, extensions }), bucket)), { objectMode: false }), process.stdout).catch(
+        (e: NodeJS.ErrnoException) => {
+          if (e.code === 'EPIPE' || e.code === 'ERR_STREAM_PREMATURE_CLOSE')
+            throw new ThinshipError('IO_ERROR', 'stdout was closed before the stream was complete (did the receiving side exit?)', { cause: e });
+          throw e;
+        },
+      );
     } finally {
       progress.finish();
       await reader.close();
@@ -56,10 +76,11 @@ export async function sendPipeCommand(names: string[], flags: SendFlags): Promis
     const secs = (performance.now() - t0) / 1000;
     if (!flags.quiet) {
       const t = p.plan.totals;
-      process.stderr.write(`thinship send: ${p.mode} ${p.source.name}${p.base ? ` from ${p.base.name}` : ''}: ${t.dataOps + t.unmapOps + (format === '1.1' ? 2 : 0)} records, ${formatBytes(sent.dataBytes)} of data, ${formatBytes(sent.unmapBytes)} unmapped, ${secs.toFixed(2)} s (${formatRate(sent.dataBytes, secs)})\n`);
+      process.stderr.write(
+        `thinship send: ${p.mode} ${p.source.name}${p.base ? ` from ${p.base.name}` : ''}: ${t.dataOps + t.unmapOps + (format === '1.1' ? 2 : 0)} records, ${formatBytes(sent.dataBytes)} of data, ${formatBytes(sent.unmapBytes)} unmapped, ${secs.toFixed(2)} s (${formatRate(sent.dataBytes, secs)})\n`,
+      );
     }
   } finally {
     await p.close();
   }
 }
-

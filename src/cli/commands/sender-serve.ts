@@ -12,7 +12,14 @@ import { loadSenderConfig } from '../../service/sender-config.js';
 import { startSenderServer } from '../../rpc/sender-server.js';
 import { runDaemon } from '../signals.js';
 
-export interface SenderServeFlags { listen: string; config: string; metricsListen?: string; insecure?: boolean; allowInsecureRemote?: boolean; insecureReceivers?: boolean }
+export interface SenderServeFlags {
+  listen: string;
+  config: string;
+  metricsListen?: string;
+  insecure?: boolean;
+  allowInsecureRemote?: boolean;
+  insecureReceivers?: boolean;
+}
 
 export async function senderServeCommand(flags: SenderServeFlags): Promise<void> {
   if (process.env.THINSHIP_LOG === undefined) log.level = 'info';
@@ -23,7 +30,20 @@ export async function senderServeCommand(flags: SenderServeFlags): Promise<void>
     return config;
   };
   const config = await load();
-  await runDaemon('sender-serve', log, () => startSenderServer({ listen: flags.listen, config, insecure: flags.insecure, allowInsecureRemote: flags.allowInsecureRemote, insecureReceivers: flags.insecureReceivers, log }), {
-    reload: (s) => s.reload(load),
-  });
+  await runDaemon(
+    'sender-serve',
+    log,
+    () =>
+      startSenderServer({
+        listen: flags.listen,
+        config,
+        insecure: flags.insecure,
+        allowInsecureRemote: flags.allowInsecureRemote,
+        insecureReceivers: flags.insecureReceivers,
+        log,
+      }),
+    {
+      reload: (s) => s.reload(load),
+    },
+  );
 }

@@ -20,12 +20,22 @@ import { ThinshipError } from '../../errors.js';
 import { parseByteCount } from '../source-args.js';
 import { runDaemon } from '../signals.js';
 
-export interface ServeFlags { listen: string; config: string; metricsListen?: string; insecure?: boolean; allowInsecureRemote?: boolean; stateDir?: string; receiveWindow?: string; connectionWindow?: string }
+export interface ServeFlags {
+  listen: string;
+  config: string;
+  metricsListen?: string;
+  insecure?: boolean;
+  allowInsecureRemote?: boolean;
+  stateDir?: string;
+  receiveWindow?: string;
+  connectionWindow?: string;
+}
 
 /** An HTTP/2 window from a flag: 65535 up to 2^31 - 1 bytes. */
 export function parseWindowFlag(s: string, flag: string): number {
   const n = parseByteCount(s, flag);
-  if (n < HTTP2_DEFAULT_WINDOW_BYTES || n > HTTP2_MAX_WINDOW_BYTES) throw new ThinshipError('USAGE', `${flag} ${s}: an HTTP/2 window is ${HTTP2_DEFAULT_WINDOW_BYTES} to ${HTTP2_MAX_WINDOW_BYTES} bytes`);
+  if (n < HTTP2_DEFAULT_WINDOW_BYTES || n > HTTP2_MAX_WINDOW_BYTES)
+    throw new ThinshipError('USAGE', `${flag} ${s}: an HTTP/2 window is ${HTTP2_DEFAULT_WINDOW_BYTES} to ${HTTP2_MAX_WINDOW_BYTES} bytes`);
   return n;
 }
 
@@ -42,9 +52,14 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
     return config;
   };
   const config = await load();
-  await runDaemon('serve', log, () => startReceiver({ listen: flags.listen, config, insecure: flags.insecure, allowInsecureRemote: flags.allowInsecureRemote, log }), {
-    // A stuck transfer's diagnosis: what each running transfer waits for (docs/operations.md).
-    debugDump: (rx) => log.warn(rx.debugState(), 'debug state (SIGUSR2)'),
-    reload: (rx) => rx.reload(load),
-  });
+  await runDaemon(
+    'serve',
+    log,
+    () => startReceiver({ listen: flags.listen, config, insecure: flags.insecure, allowInsecureRemote: flags.allowInsecureRemote, log }),
+    {
+      // A stuck transfer's diagnosis: what each running transfer waits for (docs/operations.md).
+      debugDump: (rx) => log.warn(rx.debugState(), 'debug state (SIGUSR2)'),
+      reload: (rx) => rx.reload(load),
+    },
+  );
 }

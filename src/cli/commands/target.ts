@@ -18,7 +18,11 @@ export type { TargetReport };
 import { parseTargetName } from '../../receiver/target.js';
 import { lvmReportLines, lvmTargetReport } from './target-lvm.js';
 
-export interface TargetShowFlags extends TlsFlags { json?: boolean; stateDir?: string; to?: string }
+export interface TargetShowFlags extends TlsFlags {
+  json?: boolean;
+  stateDir?: string;
+  to?: string;
+}
 
 export async function targetReport(path: string, stateDir = DEFAULT_STATE_DIR): Promise<TargetReport> {
   let fh;
@@ -39,7 +43,13 @@ export async function targetReport(path: string, stateDir = DEFAULT_STATE_DIR): 
 async function remoteReport(target: string, flags: TargetShowFlags): Promise<TargetReport> {
   const { ReceiverClient } = await import('../../rpc/client.js');
   const { tlsFilesOf } = await import('./send-grpc.js');
-  const client = await ReceiverClient.connect({ address: flags.to!, tls: tlsFilesOf(flags), insecure: flags.insecure, allowInsecureRemote: flags.allowInsecureRemote, serverName: flags.serverName });
+  const client = await ReceiverClient.connect({
+    address: flags.to!,
+    tls: tlsFilesOf(flags),
+    insecure: flags.insecure,
+    allowInsecureRemote: flags.allowInsecureRemote,
+    serverName: flags.serverName,
+  });
   try {
     return await client.getTarget(target);
   } finally {
@@ -66,13 +76,23 @@ export async function targetCommand(action: string, path: string, flags: TargetS
   if (!r.record) lines.push('holds: unknown (no thinship record: never received, or last received a plain LINBIT stream)');
   else {
     const rec = r.record.record;
-    lines.push(`holds: ${rec.sourceId}${rec.snapshotName ? ` (${rec.snapshotName})` : ''}${rec.baseId ? `, received as an increment from ${rec.baseId}` : ', received as a full stream'}`);
+    lines.push(
+      `holds: ${rec.sourceId}${rec.snapshotName ? ` (${rec.snapshotName})` : ''}${rec.baseId ? `, received as an increment from ${rec.baseId}` : ', received as a full stream'}`,
+    );
     lines.push(`received: ${new Date(rec.receivedUnixMs).toISOString()} (transfer ${rec.transferId})`);
     lines.push(`digest: ${rec.digest || '(the stream carried none)'}`);
-    const where = { xattr: 'extended attributes user.thinship.*', sidecar: 'sidecar file beside the target', 'state-dir': `the receiver's state directory${r.record.file ? ` (${r.record.file})` : ''}` };
+    const where = {
+      xattr: 'extended attributes user.thinship.*',
+      sidecar: 'sidecar file beside the target',
+      'state-dir': `the receiver's state directory${r.record.file ? ` (${r.record.file})` : ''}`,
+    };
     lines.push(`recorded in: ${where[r.record.store]}`);
   }
-  lines.push(r.diverged ? `diverged: yes (${r.divergence.join('; ')})` : `diverged: no${r.divergenceUnchecked ? ` as far as can be seen (${r.divergenceUnchecked})` : ''}`);
+  lines.push(
+    r.diverged
+      ? `diverged: yes (${r.divergence.join('; ')})`
+      : `diverged: no${r.divergenceUnchecked ? ` as far as can be seen (${r.divergenceUnchecked})` : ''}`,
+  );
   lines.push(r.staged.length === 0 ? 'staged: nothing' : `staged: ${r.staged.map((s) => `${s.kind} ${s.file}`).join(', ')}`);
   process.stdout.write(lines.join('\n') + '\n');
 }

@@ -65,7 +65,12 @@ async function readDeviceRecord(stateDir: string, id: DeviceIdentity): Promise<S
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new ThinshipError('IO_ERROR', `the device target record ${file} cannot be read: ${(e as Error).message}`, { cause: e });
   }
-  const bad = (why: string) => new ThinshipError('BAD_METADATA', `the device target record ${file} ${why}; nothing was written (move the file away to start over: the device then has no record, and an incremental needs --force)`, { details: { file } });
+  const bad = (why: string) =>
+    new ThinshipError(
+      'BAD_METADATA',
+      `the device target record ${file} ${why}; nothing was written (move the file away to start over: the device then has no record, and an incremental needs --force)`,
+      { details: { file } },
+    );
   let r: StoredDeviceRecord;
   try {
     r = JSON.parse(raw) as StoredDeviceRecord;
@@ -73,8 +78,10 @@ async function readDeviceRecord(stateDir: string, id: DeviceIdentity): Promise<S
     throw bad(`is not JSON (${(e as Error).message})`);
   }
   if (r === null || typeof r !== 'object' || r.format !== 1) throw bad('is not a thinship format-1 device record');
-  if (typeof r.record?.sourceId !== 'string' || typeof r.record.digest !== 'string' || typeof r.record.receivedUnixMs !== 'number') throw bad('has no valid "record" (sourceId, digest, receivedUnixMs)');
-  if (typeof r.commit?.sizeBytes !== 'string' || typeof r.commit.writeSectors !== 'string' || typeof r.commit.bootId !== 'string') throw bad('has no valid "commit" (sizeBytes, writeSectors, bootId)');
+  if (typeof r.record?.sourceId !== 'string' || typeof r.record.digest !== 'string' || typeof r.record.receivedUnixMs !== 'number')
+    throw bad('has no valid "record" (sourceId, digest, receivedUnixMs)');
+  if (typeof r.commit?.sizeBytes !== 'string' || typeof r.commit.writeSectors !== 'string' || typeof r.commit.bootId !== 'string')
+    throw bad('has no valid "commit" (sizeBytes, writeSectors, bootId)');
   if (r.identity !== id.description) throw bad(`names the identity "${String(r.identity)}", not this device's "${id.description}"`);
   return r;
 }
@@ -85,7 +92,11 @@ async function writeDeviceRecord(stateDir: string, rec: StoredDeviceRecord, key:
   const tmp = `${file}.tmp-${process.pid}`;
   await writeFile(tmp, JSON.stringify(rec), { mode: 0o600 });
   const fh = await openFile(tmp, 'r+');
-  try { await fh.sync(); } finally { await fh.close(); }
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
   await rename(tmp, file);
   await syncDir(deviceStateDir(stateDir));
 }
@@ -100,7 +111,9 @@ function deviceKeeper(stateDir: string, id: DeviceIdentity, target: VolumeHandle
   };
   return {
     write,
-    remove: async () => { await unlink(deviceRecordPath(stateDir, id.key)).catch(() => undefined); },
+    remove: async () => {
+      await unlink(deviceRecordPath(stateDir, id.key)).catch(() => undefined);
+    },
     rerecord: async () => {
       const r = await readDeviceRecord(stateDir, id).catch(() => undefined);
       if (r) await write(r.record);
@@ -113,7 +126,11 @@ function deviceKeeper(stateDir: string, id: DeviceIdentity, target: VolumeHandle
 export async function requireDeviceIdentity(rdev: bigint, targetName: string): Promise<DeviceIdentity> {
   const id = await deviceIdentityOf(rdev);
   if (id === undefined) {
-    throw new ThinshipError('USAGE', `target ${targetName}: no identity could be read for this block device (no loop backing file, dm uuid, WWID or serial in sysfs, and no disk sequence number: a kernel before 5.15), so the receiver can neither record what it holds nor journal an apply onto it; nothing was written`, { details: { target: targetName } });
+    throw new ThinshipError(
+      'USAGE',
+      `target ${targetName}: no identity could be read for this block device (no loop backing file, dm uuid, WWID or serial in sysfs, and no disk sequence number: a kernel before 5.15), so the receiver can neither record what it holds nor journal an apply onto it; nothing was written`,
+      { details: { target: targetName } },
+    );
   }
   return id;
 }
@@ -134,7 +151,11 @@ export async function inspectDevice(stateDir: string, rdev: bigint, sizeBytes: n
   const record = await readDeviceRecord(stateDir, identity);
   const divergence = record ? deviceDivergenceOf(record.commit, await deviceCommitStat(rdev, sizeBytes)) : { why: [] };
   let names: string[] = [];
-  try { names = await readdir(deviceStateDir(stateDir)); } catch { /* no state yet */ }
+  try {
+    names = await readdir(deviceStateDir(stateDir));
+  } catch {
+    /* no state yet */
+  }
   const staged = names.filter((n) => JOURNAL_NAME.exec(n)?.[1] === identity.key).map((n) => join(deviceStateDir(stateDir), n));
   return { identity, file: deviceRecordPath(stateDir, identity.key), record, divergence, staged };
 }
@@ -167,12 +188,17 @@ export interface OpenDeviceStageOptions {
  */
 export async function openDeviceStage(o: OpenDeviceStageOptions): Promise<FileStage> {
   const id = await requireDeviceIdentity(o.rdev, o.targetName);
-  for (const a of await recoverDeviceJournals(o.stateDir, { key: id.key, keepOwner: o.resume ? o.owner : undefined, open: { handle: o.target, rdev: o.rdev } })) o.recovered(a);
+  for (const a of await recoverDeviceJournals(o.stateDir, { key: id.key, keepOwner: o.resume ? o.owner : undefined, open: { handle: o.target, rdev: o.rdev } }))
+    o.recovered(a);
   const state = await inspectDevice(o.stateDir, o.rdev, o.target.sizeBytes, o.targetName);
   if (!o.resume) {
     const want = o.stream.volumeSizeBytes;
     if (want !== undefined && o.target.sizeBytes < want) {
-      throw new ThinshipError('TARGET_TOO_SMALL', `the stream is for a volume of ${want} bytes but target ${o.targetName} has only ${o.target.sizeBytes} bytes (a block device); nothing was written${o.grow ? ' (--grow cannot grow a block device: grow it first, e.g. losetup -c after extending its backing file, or lvextend)' : ''}`, { details: { target: o.targetName, sizeBytes: o.target.sizeBytes, wantedBytes: want } });
+      throw new ThinshipError(
+        'TARGET_TOO_SMALL',
+        `the stream is for a volume of ${want} bytes but target ${o.targetName} has only ${o.target.sizeBytes} bytes (a block device); nothing was written${o.grow ? ' (--grow cannot grow a block device: grow it first, e.g. losetup -c after extending its backing file, or lvextend)' : ''}`,
+        { details: { target: o.targetName, sizeBytes: o.target.sizeBytes, wantedBytes: want } },
+      );
     }
     if (state.record && state.divergence.unchecked) o.warn(`target ${o.targetName}: divergence not fully checked: ${state.divergence.unchecked}`);
     const rules = checkRecordRules(o.stream, state.record?.record, state.divergence.why, { force: o.force });
@@ -180,7 +206,11 @@ export async function openDeviceStage(o: OpenDeviceStageOptions): Promise<FileSt
   }
   await mkdir(deviceStateDir(o.stateDir), { recursive: true, mode: 0o700 });
   const journal = await openJournal(deviceJournalPath(o.stateDir, id.key, o.owner), o.resume, {
-    owner: o.owner, ino: '', dev: '', originalSizeBytes: o.target.sizeBytes, restoreRecord: state.record !== undefined && state.divergence.why.length === 0,
+    owner: o.owner,
+    ino: '',
+    dev: '',
+    originalSizeBytes: o.target.sizeBytes,
+    restoreRecord: state.record !== undefined && state.divergence.why.length === 0,
     device: { path: o.target.path, identity: id.description, key: id.key },
   });
   return journalStage(o.target, journal, deviceKeeper(o.stateDir, id, o.target, o.rdev));
@@ -252,7 +282,11 @@ export async function recoverDeviceJournals(stateDir: string, f: DeviceRecoveryF
 export async function isBlockDevicePath(path: string): Promise<boolean> {
   try {
     const fh = await openFile(path, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
-    try { return (await fh.stat()).isBlockDevice(); } finally { await fh.close(); }
+    try {
+      return (await fh.stat()).isBlockDevice();
+    } finally {
+      await fh.close();
+    }
   } catch {
     return false;
   }

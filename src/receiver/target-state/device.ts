@@ -173,7 +173,8 @@ export function deviceDivergenceOf(c: DeviceCommitStat, now: DeviceCommitStat): 
   if (now.sizeBytes !== c.sizeBytes) why.push(`size ${now.sizeBytes} bytes, recorded ${c.sizeBytes}`);
   if (c.backing && now.backing) {
     if (now.backing.sizeBytes !== c.backing.sizeBytes) why.push(`its backing file is ${now.backing.sizeBytes} bytes, recorded ${c.backing.sizeBytes}`);
-    if (now.backing.mtimeNs !== c.backing.mtimeNs) why.push(`its backing file was modified at ${nsIso(now.backing.mtimeNs)}, after the commit at ${nsIso(c.backing.mtimeNs)}`);
+    if (now.backing.mtimeNs !== c.backing.mtimeNs)
+      why.push(`its backing file was modified at ${nsIso(now.backing.mtimeNs)}, after the commit at ${nsIso(c.backing.mtimeNs)}`);
   }
   const sameAttachment = now.bootId === c.bootId && now.diskSeq === c.diskSeq && c.diskSeq !== '';
   if (sameAttachment) {
@@ -184,5 +185,8 @@ export function deviceDivergenceOf(c: DeviceCommitStat, now: DeviceCommitStat): 
     return { why };
   }
   if (c.backing && now.backing) return { why };
-  return { why, unchecked: 'the device was re-attached or the host rebooted since the commit, so writes made before that cannot be seen (a raw device keeps no write time)' };
+  return {
+    why,
+    unchecked: 'the device was re-attached or the host rebooted since the commit, so writes made before that cannot be seen (a raw device keeps no write time)',
+  };
 }

@@ -58,17 +58,28 @@ async function writeJournal(path: string, j: LvmCommitJournal): Promise<void> {
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
   const tmp = `${path}.tmp-${process.pid}`;
   const fh = await open(tmp, 'w', 0o600);
-  try { await fh.writeFile(JSON.stringify(j)); await fh.sync(); } finally { await fh.close(); }
+  try {
+    await fh.writeFile(JSON.stringify(j));
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
   await rename(tmp, path);
   await syncDir(dirname(path));
 }
 
 async function readJournal(path: string): Promise<LvmCommitJournal | undefined> {
   let raw: string;
-  try { raw = await readFile(path, 'utf8'); } catch (e) { if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined; throw e; }
+  try {
+    raw = await readFile(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
   try {
     const j = JSON.parse(raw) as LvmCommitJournal;
-    if (j.format !== 1 || typeof j.vg !== 'string' || typeof j.lv !== 'string' || typeof j.stagingUuid !== 'string') throw new Error('not a format-1 LVM commit journal');
+    if (j.format !== 1 || typeof j.vg !== 'string' || typeof j.lv !== 'string' || typeof j.stagingUuid !== 'string')
+      throw new Error('not a format-1 LVM commit journal');
     return j;
   } catch (e) {
     throw new ThinshipError('BAD_METADATA', `the LVM commit journal ${path} is unreadable (${(e as Error).message}); look at the LVs of the target by hand`);
@@ -107,7 +118,17 @@ export async function removeStaging(vg: string, lv: string): Promise<void> {
  * known as staging by its name alone), the journal written, the renames done.
  * `rows`: the VG's LVs as they are now (one lvs less per commit).
  */
-export async function commitLvmStage(o: { stateDir: string; vg: string; lv: string; staging: LvRow; targetUuid: string; record: TargetRecord | undefined; snapshotName: string; keepSnapshots: number; rows: LvRow[] }): Promise<void> {
+export async function commitLvmStage(o: {
+  stateDir: string;
+  vg: string;
+  lv: string;
+  staging: LvRow;
+  targetUuid: string;
+  record: TargetRecord | undefined;
+  snapshotName: string;
+  keepSnapshots: number;
+  rows: LvRow[];
+}): Promise<void> {
   const sname = `${o.vg}/${o.staging.lv}`;
   // The target's own (non-thinship) tags move with it: a snapshot or a new LV does not carry them.
   const userTags = (o.rows.find((r) => r.uuid === o.targetUuid)?.tags ?? []).filter((t) => !ourTags([t]).length);
@@ -116,13 +137,24 @@ export async function commitLvmStage(o: { stateDir: string; vg: string; lv: stri
   const args = [...del.flatMap((t) => ['--deltag', t]), ...add.filter((t) => !o.staging.tags.includes(t)).flatMap((t) => ['--addtag', t])];
   if (args.length > 0) await lvm('lvchange', ['-q', ...args, sname]);
   const j: LvmCommitJournal = {
-    format: 1, vg: o.vg, lv: o.lv, stagingUuid: o.staging.uuid, targetUuid: o.targetUuid, snapshotName: o.record ? o.snapshotName : '',
-    record: o.record ?? null, keepSnapshots: o.keepSnapshots, startedUnixMs: Date.now(),
+    format: 1,
+    vg: o.vg,
+    lv: o.lv,
+    stagingUuid: o.staging.uuid,
+    targetUuid: o.targetUuid,
+    snapshotName: o.record ? o.snapshotName : '',
+    record: o.record ?? null,
+    keepSnapshots: o.keepSnapshots,
+    startedUnixMs: Date.now(),
   };
   const path = lvmJournalPath(o.stateDir, o.vg, o.lv);
   await writeJournal(path, j);
   const staged = { ...o.staging, tags: [...o.staging.tags.filter((t) => !del.includes(t)), ...add] };
-  await finishCommit(path, j, o.rows.map((r) => (r.uuid === staged.uuid ? staged : r)));
+  await finishCommit(
+    path,
+    j,
+    o.rows.map((r) => (r.uuid === staged.uuid ? staged : r)),
+  );
 }
 
 /**
@@ -134,17 +166,25 @@ async function finishCommit(path: string, j: LvmCommitJournal, rowsNow?: LvRow[]
   const { vg, lv } = j;
   const staging = stagingLvName(lv);
   const old = oldLvName(lv);
-  const rows = rowsNow ?? await listLvs(vg);
+  const rows = rowsNow ?? (await listLvs(vg));
   const named = (n: string) => rows.find((r) => r.lv === n);
   const stagedRow = rows.find((r) => r.uuid === j.stagingUuid);
   if (!stagedRow || (stagedRow.lv !== staging && stagedRow.lv !== lv)) {
-    throw new ThinshipError('BAD_METADATA', `commit of ${vg}/${lv}: neither ${vg}/${staging} nor ${vg}/${lv} is the staged LV ${j.stagingUuid} the journal ${path} recorded (look at the LVs by hand, then remove the journal)`);
+    throw new ThinshipError(
+      'BAD_METADATA',
+      `commit of ${vg}/${lv}: neither ${vg}/${staging} nor ${vg}/${lv} is the staged LV ${j.stagingUuid} the journal ${path} recorded (look at the LVs by hand, then remove the journal)`,
+    );
   }
   if (stagedRow.lv === staging) {
     const t = named(lv);
     if (t) {
-      if (t.uuid !== j.targetUuid) throw new ThinshipError('BAD_METADATA', `commit of ${vg}/${lv}: ${vg}/${lv} is now LV ${t.uuid}, not the target ${j.targetUuid || '(none)'} the journal ${path} recorded; nothing was renamed (look at it by hand)`);
-      if (named(old)) throw new ThinshipError('BAD_METADATA', `commit of ${vg}/${lv}: ${vg}/${old} already exists; nothing was renamed (look at it by hand, then remove it)`);
+      if (t.uuid !== j.targetUuid)
+        throw new ThinshipError(
+          'BAD_METADATA',
+          `commit of ${vg}/${lv}: ${vg}/${lv} is now LV ${t.uuid}, not the target ${j.targetUuid || '(none)'} the journal ${path} recorded; nothing was renamed (look at it by hand)`,
+        );
+      if (named(old))
+        throw new ThinshipError('BAD_METADATA', `commit of ${vg}/${lv}: ${vg}/${old} already exists; nothing was renamed (look at it by hand, then remove it)`);
       await lvm('lvrename', ['-q', vg, lv, old]);
       t.lv = old;
     }
@@ -165,14 +205,26 @@ async function finishCommit(path: string, j: LvmCommitJournal, rowsNow?: LvRow[]
     }
     if (!existing || existing.lv === '') {
       // Read-only, and inactive with the activation-skip flag like any thin snapshot (lvchange -ay -K to read it).
-      await lvm('lvcreate', ['-q', '-s', '-pr', '-n', j.snapshotName, ...[...recordTags(j.record), tag('snapof', lv)].flatMap((x) => ['--addtag', x]), `${vg}/${lv}`]);
+      await lvm('lvcreate', [
+        '-q',
+        '-s',
+        '-pr',
+        '-n',
+        j.snapshotName,
+        ...[...recordTags(j.record), tag('snapof', lv)].flatMap((x) => ['--addtag', x]),
+        `${vg}/${lv}`,
+      ]);
       created = true;
     }
   }
   const o = named(old);
   if (o && o.uuid === j.targetUuid) remove.push(old);
   // Received snapshots beyond keepSnapshots (newest first; the one just made is the newest).
-  const s = targetStateOf(vg, lv, rows.filter((r) => r.lv !== ''));
+  const s = targetStateOf(
+    vg,
+    lv,
+    rows.filter((r) => r.lv !== ''),
+  );
   const kept = s.snapshots.map((x) => x.row.lv).filter((n) => n !== j.snapshotName);
   kept.unshift(...(j.snapshotName && (created || existing) ? [j.snapshotName] : []));
   remove.push(...kept.slice(Math.max(1, j.keepSnapshots)));

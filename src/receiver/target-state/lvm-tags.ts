@@ -37,10 +37,14 @@ export function encodeTagValue(v: string): string {
 }
 
 export function decodeTagValue(v: string, tag: string): string {
-  if (!/^(?:[A-Za-z0-9_+.\-/=!:#]|&[0-9A-F]{2})*$/.test(v)) throw new ThinshipError('BAD_METADATA', `LV tag "${tag}" is not a thinship tag value (only LVM tag characters and &HH escapes)`);
+  if (!/^(?:[A-Za-z0-9_+.\-/=!:#]|&[0-9A-F]{2})*$/.test(v))
+    throw new ThinshipError('BAD_METADATA', `LV tag "${tag}" is not a thinship tag value (only LVM tag characters and &HH escapes)`);
   const bytes: number[] = [];
   for (let i = 0; i < v.length; i++) {
-    if (v[i] === '&') { bytes.push(parseInt(v.slice(i + 1, i + 3), 16)); i += 2; } else bytes.push(v.charCodeAt(i));
+    if (v[i] === '&') {
+      bytes.push(parseInt(v.slice(i + 1, i + 3), 16));
+      i += 2;
+    } else bytes.push(v.charCodeAt(i));
   }
   return Buffer.from(bytes).toString('utf8');
 }
@@ -74,7 +78,8 @@ export function recordTags(r: TargetRecord): string[] {
 
 function uint(m: Map<string, string>, key: string, where: string): number {
   const v = m.get(key);
-  if (v === undefined || !/^\d+$/.test(v) || !Number.isSafeInteger(Number(v))) throw new ThinshipError('BAD_METADATA', `${where}: tag ${TAG_PREFIX}${key} is ${v === undefined ? 'missing' : `"${v}", not a non-negative integer`}`);
+  if (v === undefined || !/^\d+$/.test(v) || !Number.isSafeInteger(Number(v)))
+    throw new ThinshipError('BAD_METADATA', `${where}: tag ${TAG_PREFIX}${key} is ${v === undefined ? 'missing' : `"${v}", not a non-negative integer`}`);
   return Number(v);
 }
 
@@ -82,7 +87,8 @@ function uint(m: Map<string, string>, key: string, where: string): number {
 export function recordFromTags(tags: readonly string[], where: string): TargetRecord | undefined {
   const m = parseTags(tags);
   if (!m.has('src')) return undefined;
-  if (m.get('v') !== '1') throw new ThinshipError('BAD_METADATA', `${where}: tag ${TAG_PREFIX}v is ${JSON.stringify(m.get('v'))}, not 1: a record of another thinship version`);
+  if (m.get('v') !== '1')
+    throw new ThinshipError('BAD_METADATA', `${where}: tag ${TAG_PREFIX}v is ${JSON.stringify(m.get('v'))}, not 1: a record of another thinship version`);
   return {
     format: 1,
     sourceId: m.get('src')!,

@@ -63,7 +63,10 @@ export function oldLvName(lv: string): string {
  */
 export function receivedSnapshotName(lv: string, r: Pick<TargetRecord, 'sourceId' | 'snapshotName'>, rows: LvRow[]): string {
   const hash = createHash('sha256').update(r.sourceId).digest('hex');
-  const snap = r.snapshotName?.split('/').pop()?.replace(/[^A-Za-z0-9+_.-]/g, '_');
+  const snap = r.snapshotName
+    ?.split('/')
+    .pop()
+    ?.replace(/[^A-Za-z0-9+_.-]/g, '_');
   const name = checkedName(`${lv}.${snap ? snap : `src-${hash.slice(0, 12)}`}`);
   const holder = rows.find((x) => x.lv === name);
   if (!holder || parseTags(holder.tags).get('snapof') === lv) return name;
@@ -71,7 +74,11 @@ export function receivedSnapshotName(lv: string, r: Pick<TargetRecord, 'sourceId
 }
 
 function checkedName(n: string): string {
-  if (n.length > MAX_LV_NAME_CHARS) throw new ThinshipError('USAGE', `the LV name ${n} that thinship needs beside the target is longer than LVM's ${MAX_LV_NAME_CHARS} characters: use a shorter target or snapshot name`);
+  if (n.length > MAX_LV_NAME_CHARS)
+    throw new ThinshipError(
+      'USAGE',
+      `the LV name ${n} that thinship needs beside the target is longer than LVM's ${MAX_LV_NAME_CHARS} characters: use a shorter target or snapshot name`,
+    );
   return n;
 }
 
@@ -79,15 +86,31 @@ function checkedName(n: string): string {
 export async function listLvs(vg: string): Promise<LvRow[]> {
   const r = await runTool('lvs', ['--reportformat', 'json', '--units', 'b', '--nosuffix', '-o', LVS_FIELDS, vg], { classify: classifyLvm });
   let doc: { report?: { lv?: Record<string, string>[] }[] };
-  try { doc = JSON.parse(r.stdout) as typeof doc; } catch (e) { throw new ThinshipError('TOOL_FAILED', `lvs printed something that is not JSON: ${(e as Error).message}`); }
-  return (doc.report ?? []).flatMap((x) => x.lv ?? []).map((x) => ({
-    vg: x.vg_name ?? vg, lv: x.lv_name ?? '', uuid: x.lv_uuid ?? '', sizeBytes: Number(x.lv_size), pool: x.pool_lv ?? '', origin: x.origin ?? '',
-    thinId: /^\d+$/.test(x.thin_id ?? '') ? Number(x.thin_id) : -1, attr: x.lv_attr ?? '',
-    tags: (x.lv_tags ?? '').split(',').filter(Boolean), open: x.lv_device_open === 'open',
-  }));
+  try {
+    doc = JSON.parse(r.stdout) as typeof doc;
+  } catch (e) {
+    throw new ThinshipError('TOOL_FAILED', `lvs printed something that is not JSON: ${(e as Error).message}`);
+  }
+  return (doc.report ?? [])
+    .flatMap((x) => x.lv ?? [])
+    .map((x) => ({
+      vg: x.vg_name ?? vg,
+      lv: x.lv_name ?? '',
+      uuid: x.lv_uuid ?? '',
+      sizeBytes: Number(x.lv_size),
+      pool: x.pool_lv ?? '',
+      origin: x.origin ?? '',
+      thinId: /^\d+$/.test(x.thin_id ?? '') ? Number(x.thin_id) : -1,
+      attr: x.lv_attr ?? '',
+      tags: (x.lv_tags ?? '').split(',').filter(Boolean),
+      open: x.lv_device_open === 'open',
+    }));
 }
 
-export interface ReceivedSnapshot { row: LvRow; record: TargetRecord | undefined }
+export interface ReceivedSnapshot {
+  row: LvRow;
+  record: TargetRecord | undefined;
+}
 
 export interface LvmTargetState {
   vg: string;
@@ -116,7 +139,13 @@ export function targetStateOf(vg: string, lv: string, rows: LvRow[]): LvmTargetS
   const staging = byName(stagingLvName(lv));
   const old = byName(oldLvName(lv));
   return {
-    vg, lv, target, record, lastSnapshotName, lastSnapshot: lastSnapshotName === undefined ? undefined : byName(lastSnapshotName), snapshots,
+    vg,
+    lv,
+    target,
+    record,
+    lastSnapshotName,
+    lastSnapshot: lastSnapshotName === undefined ? undefined : byName(lastSnapshotName),
+    snapshots,
     staging,
     old,
   };
@@ -135,15 +164,33 @@ export async function lvmDivergence(s: LvmTargetState): Promise<string[]> {
   if (!s.lastSnapshotName) return [`its record names no received snapshot (tag thinship.snap) to compare it with`];
   const snap = s.lastSnapshot;
   if (!snap) return [`its last received snapshot ${s.vg}/${s.lastSnapshotName} is gone, so nothing shows it is unchanged`];
-  if (snap.pool !== s.target.pool || snap.thinId < 0 || s.target.thinId < 0) return [`its last received snapshot ${s.vg}/${snap.lv} is not a thin LV in its pool`];
+  if (snap.pool !== s.target.pool || snap.thinId < 0 || s.target.thinId < 0)
+    return [`its last received snapshot ${s.vg}/${snap.lv} is not a thin LV in its pool`];
   const why: string[] = [];
   if (snap.sizeBytes !== s.target.sizeBytes) why.push(`size ${s.target.sizeBytes} bytes, ${snap.lv} has ${snap.sizeBytes}`);
   const totals = await withMetadataSnapshot(s.vg, s.target.pool, async (scope) => {
-    const r = await planFromMetadata({ metadataPath: scope.tmetaPath, useMetadataSnap: true, baseDevId: snap.thinId, snapDevId: s.target!.thinId, volumeSizeBytes: s.target!.sizeBytes, signal: scope.signal }, {});
-    try { return r.plan.totals; } finally { await r.plan.close(); await r.mappings?.close(); }
+    const r = await planFromMetadata(
+      {
+        metadataPath: scope.tmetaPath,
+        useMetadataSnap: true,
+        baseDevId: snap.thinId,
+        snapDevId: s.target!.thinId,
+        volumeSizeBytes: s.target!.sizeBytes,
+        signal: scope.signal,
+      },
+      {},
+    );
+    try {
+      return r.plan.totals;
+    } finally {
+      await r.plan.close();
+      await r.mappings?.close();
+    }
   });
   if (totals.dataOps + totals.unmapOps > 0) {
-    why.push(`${totals.dataBytes} bytes written and ${totals.unmapBytes} bytes discarded since ${s.vg}/${snap.lv} (pool metadata: thin ids ${snap.thinId} → ${s.target.thinId})`);
+    why.push(
+      `${totals.dataBytes} bytes written and ${totals.unmapBytes} bytes discarded since ${s.vg}/${snap.lv} (pool metadata: thin ids ${snap.thinId} → ${s.target.thinId})`,
+    );
   }
   return why;
 }

@@ -87,11 +87,15 @@ function parseRecord(raw: string, where: string): TargetRecord {
   } catch (e) {
     throw new ThinshipError('BAD_METADATA', `the target record in ${where} is not JSON: ${(e as Error).message}`);
   }
-  if (r?.format !== 1 || typeof r.sourceId !== 'string' || typeof r.digest !== 'string') throw new ThinshipError('BAD_METADATA', `the target record in ${where} is not a thinship format-1 record`);
+  if (r?.format !== 1 || typeof r.sourceId !== 'string' || typeof r.digest !== 'string')
+    throw new ThinshipError('BAD_METADATA', `the target record in ${where} is not a thinship format-1 record`);
   return r;
 }
 
-interface SidecarFile { format: 1; entries: Record<string, { record: TargetRecord; commit: CommitStat }> }
+interface SidecarFile {
+  format: 1;
+  entries: Record<string, { record: TargetRecord; commit: CommitStat }>;
+}
 
 async function readSidecar(path: string): Promise<SidecarFile | undefined> {
   let raw: string;
@@ -115,7 +119,11 @@ async function writeSidecar(path: string, s: SidecarFile): Promise<void> {
   const tmp = `${path}.tmp-${process.pid}`;
   await writeFile(tmp, JSON.stringify(s), { mode: 0o600 });
   const fh = await openFile(tmp, 'r+');
-  try { await fh.sync(); } finally { await fh.close(); }
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
   await rename(tmp, path);
   await syncDir(dirname(path));
 }
@@ -124,7 +132,13 @@ export async function syncDir(dir: string): Promise<void> {
   const fd = openSync(dir, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
   try {
     const fh = await openFile(`/proc/self/fd/${fd}`, 'r').catch(() => undefined);
-    if (fh) { try { await fh.sync(); } finally { await fh.close(); } }
+    if (fh) {
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+    }
   } finally {
     closeSync(fd);
   }
@@ -141,9 +155,17 @@ export async function readFileRecord(fd: number, targetPath: string): Promise<St
       const rec = n.fgetxattr(fd, RECORD_XATTR);
       const com = n.fgetxattr(fd, COMMIT_XATTR);
       if (rec !== null && com !== null) {
-        return { record: parseRecord(rec.toString('utf8'), `${targetPath} (${RECORD_XATTR})`), commit: JSON.parse(com.toString('utf8')) as CommitStat, store: 'xattr' };
+        return {
+          record: parseRecord(rec.toString('utf8'), `${targetPath} (${RECORD_XATTR})`),
+          commit: JSON.parse(com.toString('utf8')) as CommitStat,
+          store: 'xattr',
+        };
       }
-      if (rec !== null || com !== null) throw new ThinshipError('BAD_METADATA', `${targetPath} has only one of ${RECORD_XATTR} and ${COMMIT_XATTR}: the record is incomplete (use --force to replace it)`);
+      if (rec !== null || com !== null)
+        throw new ThinshipError(
+          'BAD_METADATA',
+          `${targetPath} has only one of ${RECORD_XATTR} and ${COMMIT_XATTR}: the record is incomplete (use --force to replace it)`,
+        );
       // No xattr record: a sidecar may still describe it (written where xattrs failed before).
     } catch (e) {
       if (!noXattrs(e)) throw e;

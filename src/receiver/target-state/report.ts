@@ -56,10 +56,12 @@ async function deviceTargetReport(fd: number, stateDir: string, name: string): P
   const st = fstatSync(fd, { bigint: true });
   const s = await inspectDevice(stateDir, st.rdev, nativeDevice().blockSizeBytes(fd), name);
   return {
-    target: name, kind: 'block-device',
+    target: name,
+    kind: 'block-device',
     record: s.record ? { record: s.record.record, commit: s.record.commit, store: 'state-dir', file: s.file } : null,
     identity: s.identity.description,
-    diverged: s.divergence.why.length > 0, divergence: s.divergence.why,
+    diverged: s.divergence.why.length > 0,
+    divergence: s.divergence.why,
     ...(s.record && s.divergence.unchecked ? { divergenceUnchecked: s.divergence.unchecked } : {}),
     staged: s.staged.map((file) => ({ file, kind: 'undo-journal' as const })),
   };
@@ -70,5 +72,8 @@ export async function targetReportOf(fd: number, path: string, stateDir: string,
   const st = fstatSync(fd, { bigint: true });
   if (st.isFile()) return fileTargetReport(fd, path, name);
   if (st.isBlockDevice()) return deviceTargetReport(fd, stateDir, name);
-  throw new ThinshipError('USAGE', `target ${name} is neither a regular file nor a block device: thinship records what file and block-device targets hold (LVs: see the README)`);
+  throw new ThinshipError(
+    'USAGE',
+    `target ${name} is neither a regular file nor a block device: thinship records what file and block-device targets hold (LVs: see the README)`,
+  );
 }

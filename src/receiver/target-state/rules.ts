@@ -46,7 +46,8 @@ export function divergenceOf(rec: StoredRecord, st: BigIntStats): string[] {
   if (String(st.ino) !== c.ino || String(st.dev) !== c.dev) why.push(`it is another file (inode ${st.ino}, recorded ${c.ino})`);
   if (String(st.size) !== c.sizeBytes) why.push(`size ${st.size} bytes, recorded ${c.sizeBytes}`);
   if (String(st.mtimeNs) !== c.mtimeNs) why.push(`modified at ${nsIso(st.mtimeNs)}, after the commit at ${nsIso(BigInt(c.mtimeNs))}`);
-  else if (st.ctimeNs - BigInt(c.ctimeNs) > CTIME_SLACK_NS || st.ctimeNs < BigInt(c.ctimeNs)) why.push(`changed (ctime ${nsIso(st.ctimeNs)}) after the commit at ${nsIso(BigInt(c.ctimeNs))}`);
+  else if (st.ctimeNs - BigInt(c.ctimeNs) > CTIME_SLACK_NS || st.ctimeNs < BigInt(c.ctimeNs))
+    why.push(`changed (ctime ${nsIso(st.ctimeNs)}) after the commit at ${nsIso(BigInt(c.ctimeNs))}`);
   return why;
 }
 
@@ -55,7 +56,12 @@ function nsIso(ns: bigint): string {
 }
 
 /** Throws the refusal, or returns what to warn about. Files; `st` undefined, or a record without its commit stat (LVM: lvm-target.ts lvmDivergence checks before this): divergence is not checked here. */
-export function checkTargetRules(s: StreamIdentity, rec: Pick<StoredRecord, 'record'> | undefined, st: BigIntStats | undefined, o: { force: boolean }): RuleOutcome {
+export function checkTargetRules(
+  s: StreamIdentity,
+  rec: Pick<StoredRecord, 'record'> | undefined,
+  st: BigIntStats | undefined,
+  o: { force: boolean },
+): RuleOutcome {
   return checkRecordRules(s, rec?.record, rec && 'commit' in rec && st ? divergenceOf(rec as StoredRecord, st) : [], o);
 }
 
@@ -66,11 +72,17 @@ export function checkTargetRules(s: StreamIdentity, rec: Pick<StoredRecord, 'rec
  */
 export function checkRecordRules(s: StreamIdentity, record: TargetRecord | undefined, divergence: string[], o: { force: boolean }): RuleOutcome {
   const warnings: string[] = [];
-  const holds = record ? `${record.sourceId} (${record.snapshotName ? `${record.snapshotName}, ` : ''}received ${new Date(record.receivedUnixMs).toISOString()})` : undefined;
+  const holds = record
+    ? `${record.sourceId} (${record.snapshotName ? `${record.snapshotName}, ` : ''}received ${new Date(record.receivedUnixMs).toISOString()})`
+    : undefined;
   if (record && divergence.length > 0) {
     const why = divergence;
     if (!o.force) {
-      throw new ThinshipError('DIVERGED', `target ${s.target} was written since it received ${holds}: ${why.join('; ')}; nothing was written (--force applies over it, as zfs recv -F does)`, { details: { target: s.target, holds: record.sourceId, divergence: why } });
+      throw new ThinshipError(
+        'DIVERGED',
+        `target ${s.target} was written since it received ${holds}: ${why.join('; ')}; nothing was written (--force applies over it, as zfs recv -F does)`,
+        { details: { target: s.target, holds: record.sourceId, divergence: why } },
+      );
     }
     warnings.push(`--force: target ${s.target} had diverged from ${holds} (${why.join('; ')}); the stream is applied over it`);
   }
@@ -81,13 +93,21 @@ export function checkRecordRules(s: StreamIdentity, record: TargetRecord | undef
   }
   if (!record) {
     if (!o.force) {
-      throw new ThinshipError('BASE_MISMATCH', `target ${s.target} has no thinship record, so nothing says it holds base ${s.baseId} of this incremental stream; nothing was written (send a full stream, or --force if you know it holds the base)`, { details: { target: s.target, base: s.baseId } });
+      throw new ThinshipError(
+        'BASE_MISMATCH',
+        `target ${s.target} has no thinship record, so nothing says it holds base ${s.baseId} of this incremental stream; nothing was written (send a full stream, or --force if you know it holds the base)`,
+        { details: { target: s.target, base: s.baseId } },
+      );
     }
     warnings.push(`--force: target ${s.target} has no record; base ${s.baseId} is taken on trust`);
     return { warnings };
   }
   if (record.sourceId !== s.baseId) {
-    throw new ThinshipError('BASE_MISMATCH', `target ${s.target} holds ${holds}, but this incremental stream applies to base ${s.baseId}: send the increment from ${record.sourceId}, or a full stream; nothing was written`, { details: { target: s.target, holds: record.sourceId, base: s.baseId } });
+    throw new ThinshipError(
+      'BASE_MISMATCH',
+      `target ${s.target} holds ${holds}, but this incremental stream applies to base ${s.baseId}: send the increment from ${record.sourceId}, or a full stream; nothing was written`,
+      { details: { target: s.target, holds: record.sourceId, base: s.baseId } },
+    );
   }
   return { warnings };
 }

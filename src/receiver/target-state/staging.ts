@@ -90,7 +90,11 @@ const ftruncateFd = promisify(ftruncate);
 export async function openFileStage(o: OpenStageOptions): Promise<FileStage> {
   const sp = stagingPath(o.targetPath, o.owner);
   const jp = journalPath(o.targetPath, o.owner);
-  const exists = async (p: string) => stat(p).then(() => true, () => false);
+  const exists = async (p: string) =>
+    stat(p).then(
+      () => true,
+      () => false,
+    );
 
   if (o.mode === 'full' || (o.target !== undefined && !o.noReflink && !targetStateSettings.forceJournal)) {
     // A staging file: new (full), or a reflink of the target (incremental). Created and renamed
@@ -99,7 +103,13 @@ export async function openFileStage(o: OpenStageOptions): Promise<FileStage> {
     const dirFd = o.openDir ? await o.openDir() : openSync(dirname(o.targetPath), fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
     const inDir = (name: string) => `/proc/self/fd/${dirFd}/${name}`;
     const spName = basename(sp);
-    const closeDir = () => { try { closeSync(dirFd); } catch { /* closed already */ } };
+    const closeDir = () => {
+      try {
+        closeSync(dirFd);
+      } catch {
+        /* closed already */
+      }
+    };
     let handle: VolumeHandle | undefined;
     let kind: StageKind = o.mode === 'full' ? 'new-file' : 'reflink';
     try {
@@ -152,7 +162,10 @@ export async function openFileStage(o: OpenStageOptions): Promise<FileStage> {
           await unlink(inDir(spName)).catch(() => undefined);
           closeDir();
         },
-        close: async () => { await h.close().catch(() => undefined); closeDir(); },
+        close: async () => {
+          await h.close().catch(() => undefined);
+          closeDir();
+        },
       };
     }
     kind = 'journal';
@@ -160,9 +173,15 @@ export async function openFileStage(o: OpenStageOptions): Promise<FileStage> {
 
   // In place behind an undo journal.
   const target = o.target;
-  if (target === undefined) throw new ThinshipError('NOT_FOUND', `target ${o.targetPath} does not exist: an incremental stream applies only to a target holding its base`);
+  if (target === undefined)
+    throw new ThinshipError('NOT_FOUND', `target ${o.targetPath} does not exist: an incremental stream applies only to a target holding its base`);
   const st = fstatSync(fdOf(target), { bigint: true });
-  const journal = await openJournal(jp, o.resume, { owner: o.owner, ino: String(st.ino), dev: String(st.dev), originalSizeBytes: target.sizeBytes, restoreRecord: o.recordIsClean === true }, o.openDir);
+  const journal = await openJournal(
+    jp,
+    o.resume,
+    { owner: o.owner, ino: String(st.ino), dev: String(st.dev), originalSizeBytes: target.sizeBytes, restoreRecord: o.recordIsClean === true },
+    o.openDir,
+  );
   const want = o.volumeSizeBytes ?? 0;
   if (o.grow && target.sizeBytes < want) await target.extendTo(want);
   return journalStage(target, journal, fileRecordKeeper(target, o.targetPath));
@@ -202,7 +221,10 @@ function fileRecordKeeper(target: VolumeHandle, targetPath: string): RecordKeepe
 
 /** A new journal (its directory entry made durable), or this owner's to continue (resume). */
 export async function openJournal(jp: string, resume: boolean, header: JournalHeader, openDir?: () => Promise<number>): Promise<UndoJournal> {
-  const exists = await stat(jp).then(() => true, () => false);
+  const exists = await stat(jp).then(
+    () => true,
+    () => false,
+  );
   if (resume && exists) return UndoJournal.reopen(jp);
   // openDir: the journal is made through a descriptor of its directory (opened race-free by the caller), not by path.
   const dirFd = openDir ? await openDir() : undefined;
@@ -238,8 +260,14 @@ export function journalStage(target: VolumeHandle, journal: UndoJournal, keeper:
   // The journal sits between the stream and the target: every write and zeroing saves what it replaces first.
   const writeAt = target.writeAt.bind(target);
   const makeZero = target.makeZero.bind(target);
-  target.writeAt = async (buf, off) => { await saveOld(off, buf.byteLength); return writeAt(buf, off); };
-  target.makeZero = async (off, len) => { await saveOld(off, len); return makeZero(off, len); };
+  target.writeAt = async (buf, off) => {
+    await saveOld(off, buf.byteLength);
+    return writeAt(buf, off);
+  };
+  target.makeZero = async (off, len) => {
+    await saveOld(off, len);
+    return makeZero(off, len);
+  };
   return {
     kind: 'journal',
     handle: target,
@@ -261,7 +289,9 @@ export function journalStage(target: VolumeHandle, journal: UndoJournal, keeper:
       await journal.close();
       await rollbackJournal(journal.path, target, keeper);
     },
-    close: async () => { await journal.close(); },
+    close: async () => {
+      await journal.close();
+    },
   };
 }
 
@@ -277,18 +307,28 @@ function openStagingFile(dirFd: number, name: string, path: string, create: bool
     fd = nativeDevice().openBeneath(dirFd, name, fsConstants.O_RDWR | fsConstants.O_NOCTTY | (create ? fsConstants.O_CREAT | fsConstants.O_EXCL : 0), 0o600);
   } catch (e) {
     const errno = (e as { code?: string }).code;
-    throw new ThinshipError('PERMISSION_DENIED', `staging file ${path}: ${errno === 'EEXIST' ? 'something appeared at its name between its removal and its creation' : errno === 'ELOOP' ? 'it is a symbolic link' : `it cannot be ${create ? 'created' : 'opened'}`} (${errno ?? (e as Error).message}); nothing was written`, { details: { path, errno }, cause: e });
+    throw new ThinshipError(
+      'PERMISSION_DENIED',
+      `staging file ${path}: ${errno === 'EEXIST' ? 'something appeared at its name between its removal and its creation' : errno === 'ELOOP' ? 'it is a symbolic link' : `it cannot be ${create ? 'created' : 'opened'}`} (${errno ?? (e as Error).message}); nothing was written`,
+      { details: { path, errno }, cause: e },
+    );
   }
   const st = fstatSync(fd, { bigint: true });
   if (!st.isFile() || st.nlink !== 1n) {
     closeSync(fd);
-    throw new ThinshipError('PERMISSION_DENIED', `staging file ${path} is not a regular file with one link (${st.nlink} links); it is not written`, { details: { path } });
+    throw new ThinshipError('PERMISSION_DENIED', `staging file ${path} is not a regular file with one link (${st.nlink} links); it is not written`, {
+      details: { path },
+    });
   }
   return fd;
 }
 
 /** Writes a journal's old bytes back (newest first), cuts the target to its original size, deletes the journal. */
-export async function rollbackJournal(path: string, target: VolumeHandle, keeper: RecordKeeper = fileRecordKeeper(target, target.path)): Promise<{ ranges: number; committed: boolean }> {
+export async function rollbackJournal(
+  path: string,
+  target: VolumeHandle,
+  keeper: RecordKeeper = fileRecordKeeper(target, target.path),
+): Promise<{ ranges: number; committed: boolean }> {
   const j = await readJournal(path);
   if (j.committed) {
     // The data was final: finish the commit instead.
@@ -338,7 +378,11 @@ export interface RecoveryAction {
  * onlyOwner: only that owner's (an aborted or expired transfer); keepTags:
  * not those owners' (resumable transfers, by ownerTag).
  */
-export async function recoverFileTarget(targetPath: string, keepOwner?: string, o: { onlyOwner?: string; keepTags?: ReadonlySet<string> } = {}): Promise<RecoveryAction[]> {
+export async function recoverFileTarget(
+  targetPath: string,
+  keepOwner?: string,
+  o: { onlyOwner?: string; keepTags?: ReadonlySet<string> } = {},
+): Promise<RecoveryAction[]> {
   const dir = dirname(targetPath);
   const prefix = `.${basename(targetPath)}.thinship-`;
   let names: string[];

@@ -29,8 +29,18 @@ export function transferOwner(identity: string, transferId: string): string {
 
 function logRecovery(log: Logger, acts: RecoveryAction[]): void {
   for (const a of acts) {
-    if (a.action === 'journal-kept') log.warn({ file: a.file, action: a.action, why: a.why }, 'undo journal of an interrupted apply kept: its device cannot be rolled back now (it is, when the device is next a target, or at a later start)');
-    else log.warn({ file: a.file, action: a.action }, a.action === 'commit-finished' ? 'interrupted commit finished: the target holds the new snapshot' : 'interrupted apply rolled back: the target holds its previous snapshot');
+    if (a.action === 'journal-kept')
+      log.warn(
+        { file: a.file, action: a.action, why: a.why },
+        'undo journal of an interrupted apply kept: its device cannot be rolled back now (it is, when the device is next a target, or at a later start)',
+      );
+    else
+      log.warn(
+        { file: a.file, action: a.action },
+        a.action === 'commit-finished'
+          ? 'interrupted commit finished: the target holds the new snapshot'
+          : 'interrupted apply rolled back: the target holds its previous snapshot',
+      );
   }
 }
 
@@ -40,29 +50,53 @@ function logRecovery(log: Logger, acts: RecoveryAction[]): void {
  * (BASE_MISMATCH, DIVERGED, TARGET_TOO_SMALL) with nothing written; a resumed
  * one continues into its own staging or journal.
  */
-export async function openTransferStage(t: Extract<AllowedTarget, { kind: 'path' }>, handle: VolumeHandle, created: boolean, b: StageBegin, owner: string, resuming: boolean, log: Logger): Promise<FileStage> {
+export async function openTransferStage(
+  t: Extract<AllowedTarget, { kind: 'path' }>,
+  handle: VolumeHandle,
+  created: boolean,
+  b: StageBegin,
+  owner: string,
+  resuming: boolean,
+  log: Logger,
+): Promise<FileStage> {
   logRecovery(log, await recoverFileTarget(t.realPath, resuming ? owner : undefined));
   const st = await handle.stat();
   const rec = created ? undefined : await readFileRecord(handle.fd, t.realPath);
   if (!resuming) {
     if (!created && handle.sizeBytes > 0 && handle.sizeBytes < b.volumeSizeBytes && !b.grow) {
       // An empty file holds nothing to protect: it is a new target.
-      throw new ThinshipError('TARGET_TOO_SMALL', `the stream is for a volume of ${b.volumeSizeBytes} bytes but target ${b.target} has only ${handle.sizeBytes} bytes; nothing was written (send --grow extends it)`);
+      throw new ThinshipError(
+        'TARGET_TOO_SMALL',
+        `the stream is for a volume of ${b.volumeSizeBytes} bytes but target ${b.target} has only ${handle.sizeBytes} bytes; nothing was written (send --grow extends it)`,
+      );
     }
-    const rules = checkTargetRules({ target: b.target, incremental: b.incremental, sourceId: b.sourceId, baseId: b.baseId ?? '' }, rec, st, { force: b.force === true });
+    const rules = checkTargetRules({ target: b.target, incremental: b.incremental, sourceId: b.sourceId, baseId: b.baseId ?? '' }, rec, st, {
+      force: b.force === true,
+    });
     for (const w of rules.warnings) log.warn({ target: b.target }, w);
   }
   return openFileStage({
-    targetPath: t.realPath, target: handle, mode: b.incremental ? 'in-place' : 'full', volumeSizeBytes: b.volumeSizeBytes, owner,
-    resume: resuming, grow: b.grow === true || created || handle.sizeBytes === 0, recordIsClean: rec !== undefined && divergenceOf(rec, st).length === 0,
+    targetPath: t.realPath,
+    target: handle,
+    mode: b.incremental ? 'in-place' : 'full',
+    volumeSizeBytes: b.volumeSizeBytes,
+    owner,
+    resume: resuming,
+    grow: b.grow === true || created || handle.sizeBytes === 0,
+    recordIsClean: rec !== undefined && divergenceOf(rec, st).length === 0,
     openDir: () => openTargetDirectory(t),
   });
 }
 
 export async function commitTransferStage(stage: FileStage, b: StageBegin, transferId: string, digest: Buffer | undefined): Promise<void> {
   const record: TargetRecord = {
-    format: 1, sourceId: b.sourceId, baseId: b.incremental ? b.baseId ?? '' : '', volumeSizeBytes: b.volumeSizeBytes,
-    digest: digest && digest.length > 0 ? digest.toString('hex') : '', transferId, receivedUnixMs: Date.now(),
+    format: 1,
+    sourceId: b.sourceId,
+    baseId: b.incremental ? (b.baseId ?? '') : '',
+    volumeSizeBytes: b.volumeSizeBytes,
+    digest: digest && digest.length > 0 ? digest.toString('hex') : '',
+    transferId,
+    receivedUnixMs: Date.now(),
   };
   await stage.commit(record);
 }
@@ -71,10 +105,25 @@ export async function commitTransferStage(stage: FileStage, b: StageBegin, trans
  * Before the first byte of a transfer onto a raw block device (device-stage.ts):
  * the same rules, against the record in the state directory; always an undo journal.
  */
-export async function openDeviceTransferStage(t: Extract<AllowedTarget, { kind: 'device' }>, handle: VolumeHandle, b: StageBegin, owner: string, resuming: boolean, stateDir: string, log: Logger): Promise<FileStage> {
+export async function openDeviceTransferStage(
+  t: Extract<AllowedTarget, { kind: 'device' }>,
+  handle: VolumeHandle,
+  b: StageBegin,
+  owner: string,
+  resuming: boolean,
+  stateDir: string,
+  log: Logger,
+): Promise<FileStage> {
   const st = await handle.stat();
   return openDeviceStage({
-    stateDir, targetName: b.target, target: handle, rdev: st.rdev, owner, resume: resuming, force: b.force === true, grow: b.grow === true,
+    stateDir,
+    targetName: b.target,
+    target: handle,
+    rdev: st.rdev,
+    owner,
+    resume: resuming,
+    force: b.force === true,
+    grow: b.grow === true,
     stream: { target: b.target, incremental: b.incremental, sourceId: b.sourceId, baseId: b.baseId, volumeSizeBytes: b.volumeSizeBytes },
     warn: (w) => log.warn({ target: b.target }, w),
     recovered: (a) => logRecovery(log, [a]),

@@ -74,7 +74,12 @@ function entry(kind: number, offsetBytes: number, payload: Buffer): Buffer {
 }
 
 export class UndoJournal {
-  private constructor(readonly path: string, private fh: FileHandle, private endBytes: number, readonly header: JournalHeader) {}
+  private constructor(
+    readonly path: string,
+    private fh: FileHandle,
+    private endBytes: number,
+    readonly header: JournalHeader,
+  ) {}
 
   /** Creates a new journal (replacing none: O_EXCL) and makes its header durable. */
   static async create(path: string, header: JournalHeader, o: { createAt?: string } = {}): Promise<UndoJournal> {
@@ -140,7 +145,11 @@ export class UndoJournal {
     } catch (e) {
       // A full disk here is the common case: say which file (the target is untouched by this range).
       const errno = (e as { code?: string }).code;
-      throw new ThinshipError('IO_ERROR', `undo journal ${this.path}: saving old bytes before overwriting them failed at journal byte ${this.endBytes + done}: ${(e as Error).message}${errno === 'ENOSPC' ? ' (its file system is full: make room, or put the state directory elsewhere)' : ''}`, { details: { path: this.path, errno }, cause: e });
+      throw new ThinshipError(
+        'IO_ERROR',
+        `undo journal ${this.path}: saving old bytes before overwriting them failed at journal byte ${this.endBytes + done}: ${(e as Error).message}${errno === 'ENOSPC' ? ' (its file system is full: make room, or put the state directory elsewhere)' : ''}`,
+        { details: { path: this.path, errno }, cause: e },
+      );
     }
     this.endBytes += b.length;
   }
@@ -179,7 +188,8 @@ export async function readOldBytes(fh: FileHandle, r: JournalRange): Promise<Buf
   const buf = Buffer.alloc(r.lengthBytes);
   if (r.zeros) return buf;
   const n = await readExactly(fh, buf, r.payloadPos);
-  if (n !== r.lengthBytes) throw new ThinshipError('BAD_METADATA', `undo journal: the old bytes of [${r.offsetBytes}, +${r.lengthBytes}) at byte ${r.payloadPos} are cut short`);
+  if (n !== r.lengthBytes)
+    throw new ThinshipError('BAD_METADATA', `undo journal: the old bytes of [${r.offsetBytes}, +${r.lengthBytes}) at byte ${r.payloadPos} are cut short`);
   return buf;
 }
 
@@ -190,7 +200,8 @@ export async function readJournal(path: string): Promise<JournalContents & { val
     const size = (await fh.stat()).size;
     const head = Buffer.alloc(Math.min(size, 64 * 1024));
     await readExactly(fh, head, 0);
-    if (head.subarray(0, MAGIC.length).toString('latin1') !== MAGIC) throw new ThinshipError('BAD_METADATA', `undo journal ${path}: not a thinship undo journal (bad magic)`);
+    if (head.subarray(0, MAGIC.length).toString('latin1') !== MAGIC)
+      throw new ThinshipError('BAD_METADATA', `undo journal ${path}: not a thinship undo journal (bad magic)`);
     const nl = head.indexOf(0x0a, MAGIC.length);
     if (nl < 0) throw new ThinshipError('BAD_METADATA', `undo journal ${path}: its header is cut short`);
     let header: JournalHeader;
@@ -224,7 +235,10 @@ export async function readJournal(path: string): Promise<JournalContents & { val
       if (!hash.digest().equals(eh.subarray(20, 52))) break;
       if (kind === KIND_OLD_BYTES) ranges.push({ offsetBytes, lengthBytes: length, zeros: false, payloadPos });
       else if (kind === KIND_ZEROS) ranges.push({ offsetBytes, lengthBytes: Number(small!.readBigUInt64LE(0)), zeros: true, payloadPos });
-      else if (kind === KIND_COMMIT) committed = JSON.parse(small ? small.toString('utf8') : (await readOldBytes(fh, { offsetBytes: 0, lengthBytes: length, zeros: false, payloadPos })).toString('utf8')) as TargetRecord;
+      else if (kind === KIND_COMMIT)
+        committed = JSON.parse(
+          small ? small.toString('utf8') : (await readOldBytes(fh, { offsetBytes: 0, lengthBytes: length, zeros: false, payloadPos })).toString('utf8'),
+        ) as TargetRecord;
       else throw new ThinshipError('BAD_METADATA', `undo journal ${path}: unknown entry kind ${kind} at byte ${pos}`);
       pos = end;
     }

@@ -12,11 +12,36 @@ import type { Readable } from 'node:stream';
 import { ThinshipError, type ErrorCode } from '../../errors.js';
 import type { DataMessage } from '../messages.js';
 import {
-  BEGIN_INFO_MAX_BYTES, BEGIN_INFO_VERSION_GROUPS, BEGIN_INFO_VERSION_RECORDS, CHECKSUM_ALGO_SHA256, CHECKSUM_RECORD_BYTES,
-  CMD_BEGIN_STREAM, CMD_DATA, CMD_END_STREAM, CMD_OPT_BEGIN_INFO, CMD_OPT_DATA_CHECKSUM, CMD_OPT_DATA_CHECKSUM_GROUP, CMD_OPT_STREAM_DIGEST,
-  CMD_OPTIONAL_BIT, CMD_UNMAP, DATA_PIECE_BYTES, END_PAYLOAD_BYTES, GROUP_ENTRY_BYTES, GROUP_MAX_RECORDS, HEADER_BYTES,
-  MAGIC_1_0, MAGIC_1_1, MAGIC_PREVIOUS, TWO_POW_32, cmdName, hex, toAsyncIterator,
-  type FormatVersion, type LinbitBeginInfo, type LinbitEndMessage, type LinbitMessage,
+  BEGIN_INFO_MAX_BYTES,
+  BEGIN_INFO_VERSION_GROUPS,
+  BEGIN_INFO_VERSION_RECORDS,
+  CHECKSUM_ALGO_SHA256,
+  CHECKSUM_RECORD_BYTES,
+  CMD_BEGIN_STREAM,
+  CMD_DATA,
+  CMD_END_STREAM,
+  CMD_OPT_BEGIN_INFO,
+  CMD_OPT_DATA_CHECKSUM,
+  CMD_OPT_DATA_CHECKSUM_GROUP,
+  CMD_OPT_STREAM_DIGEST,
+  CMD_OPTIONAL_BIT,
+  CMD_UNMAP,
+  DATA_PIECE_BYTES,
+  END_PAYLOAD_BYTES,
+  GROUP_ENTRY_BYTES,
+  GROUP_MAX_RECORDS,
+  HEADER_BYTES,
+  MAGIC_1_0,
+  MAGIC_1_1,
+  MAGIC_PREVIOUS,
+  TWO_POW_32,
+  cmdName,
+  hex,
+  toAsyncIterator,
+  type FormatVersion,
+  type LinbitBeginInfo,
+  type LinbitEndMessage,
+  type LinbitMessage,
 } from './format.js';
 import { StreamLedger, checkDataChecksum } from '../integrity.js';
 
@@ -188,13 +213,17 @@ function parseBeginInfo(payload: Buffer, formatVersion: FormatVersion, where: Wh
   if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw streamError(where, 'begin-info is not a JSON object');
   const o = obj as Record<string, unknown>;
   if (o.v !== BEGIN_INFO_VERSION_RECORDS && o.v !== BEGIN_INFO_VERSION_GROUPS) {
-    throw streamError(where, `begin-info version ${JSON.stringify(o.v)} is not supported (expected ${BEGIN_INFO_VERSION_RECORDS} or ${BEGIN_INFO_VERSION_GROUPS})`);
+    throw streamError(
+      where,
+      `begin-info version ${JSON.stringify(o.v)} is not supported (expected ${BEGIN_INFO_VERSION_RECORDS} or ${BEGIN_INFO_VERSION_GROUPS})`,
+    );
   }
   const info: LinbitBeginInfo = { formatVersion };
   for (const k of BEGIN_INFO_UINT_KEYS) {
     const v = o[k];
     if (v === undefined) continue;
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw streamError(where, `begin-info ${k} must be a non-negative integer, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)
+      throw streamError(where, `begin-info ${k} must be a non-negative integer, got ${JSON.stringify(v)}`);
     info[k] = v;
   }
   for (const k of BEGIN_INFO_STRING_KEYS) {
@@ -208,7 +237,8 @@ function parseBeginInfo(payload: Buffer, formatVersion: FormatVersion, where: Wh
     info.incremental = o.incremental;
   }
   if (o.checksum !== undefined) {
-    if (o.checksum !== 'sha256' && o.checksum !== 'none') throw streamError(where, `begin-info checksum ${JSON.stringify(o.checksum)} is not supported (sha256 or none)`);
+    if (o.checksum !== 'sha256' && o.checksum !== 'none')
+      throw streamError(where, `begin-info checksum ${JSON.stringify(o.checksum)} is not supported (sha256 or none)`);
     info.checksum = o.checksum;
   }
   return { info, version: o.v };
@@ -221,10 +251,7 @@ function parseBeginInfo(payload: Buffer, formatVersion: FormatVersion, where: Wh
  * were checked; for 1.0, synthesized at EOF). Optional records of thinship are
  * checked; unknown optional records are skipped and counted.
  */
-export function decodeStream(
-  input: AsyncIterable<Uint8Array> | Iterable<Uint8Array> | Readable,
-  opts: DecodeOptions = {},
-): AsyncIterable<LinbitMessage> {
+export function decodeStream(input: AsyncIterable<Uint8Array> | Iterable<Uint8Array> | Readable, opts: DecodeOptions = {}): AsyncIterable<LinbitMessage> {
   const maxDataBytes = opts.maxDataBytes ?? Number.MAX_SAFE_INTEGER;
   if (!Number.isSafeInteger(maxDataBytes) || maxDataBytes < 0) {
     throw new ThinshipError('USAGE', `maxDataBytes must be a non-negative integer, got ${maxDataBytes}`);
@@ -236,7 +263,6 @@ export function decodeStream(
   return new Decoder(toAsyncIterator(input), maxDataBytes, pieceBytes).run();
 }
 
-
 interface PendingData {
   msg: DataMessage;
   header: Header;
@@ -245,7 +271,11 @@ interface PendingData {
   hash?: Hash;
 }
 
-interface GroupEntry { offset: number; length: number; sum: Buffer }
+interface GroupEntry {
+  offset: number;
+  length: number;
+  sum: Buffer;
+}
 
 interface OpenGroup {
   pos: number;
@@ -279,7 +309,11 @@ class Decoder {
   private pending: PendingData | undefined;
   private group: OpenGroup | undefined;
 
-  constructor(it: AsyncIterator<unknown>, private readonly maxDataBytes: number, private readonly pieceBytes: number) {
+  constructor(
+    it: AsyncIterator<unknown>,
+    private readonly maxDataBytes: number,
+    private readonly pieceBytes: number,
+  ) {
     this.r = new ChunkReader(it);
   }
 
@@ -312,7 +346,10 @@ class Decoder {
       if (hi === MAGIC_1_1_HI && lo === MAGIC_1_1_LO) this.format = '1.1';
       else if (hi === MAGIC_1_0_HI && lo === MAGIC_1_0_LO) this.format = '1.0';
       else if (hi === MAGIC_PREV_HI && lo === MAGIC_PREV_LO) {
-        throw streamError(where, `magic ${hex(MAGIC_PREVIOUS)} is the previous thin_send format (before 1.0), which is not supported; send with thin-send-recv 1.0 or newer`);
+        throw streamError(
+          where,
+          `magic ${hex(MAGIC_PREVIOUS)} is the previous thin_send format (before 1.0), which is not supported; send with thin-send-recv 1.0 or newer`,
+        );
       } else {
         throw streamError(where, `unknown magic ${hex(raw.readBigUInt64BE(0))} (expected ${hex(MAGIC_1_1)} for format 1.1 or ${hex(MAGIC_1_0)} for 1.0)`);
       }
@@ -341,8 +378,10 @@ class Decoder {
     const pos = this.r.position;
     const b = await this.r.read(length);
     if (b.length < length) {
-      throw streamError({ pos, record: h.record, field: `${cmdName(h.cmd)} payload`, volumeOffset },
-        `truncated payload: the stream ends at byte ${pos + b.length}, after ${b.length} of ${length} bytes`);
+      throw streamError(
+        { pos, record: h.record, field: `${cmdName(h.cmd)} payload`, volumeOffset },
+        `truncated payload: the stream ends at byte ${pos + b.length}, after ${b.length} of ${length} bytes`,
+      );
     }
     return b;
   }
@@ -354,8 +393,10 @@ class Decoder {
     this.pending = undefined;
     if (this.checksumLayout === 'records') {
       const after = next === undefined ? 'the end of the stream' : `${cmdName(next.cmd)} at byte ${next.pos}`;
-      throw streamError(this.where(p.header, 'DATA', p.msg.piece?.recordOffsetBytes ?? p.msg.offsetBytes),
-        `begin-info declares sha256 checksums but this DATA record is followed by ${after}, not by its checksum record`);
+      throw streamError(
+        this.where(p.header, 'DATA', p.msg.piece?.recordOffsetBytes ?? p.msg.offsetBytes),
+        `begin-info declares sha256 checksums but this DATA record is followed by ${after}, not by its checksum record`,
+      );
     }
     return p.msg;
   }
@@ -459,8 +500,10 @@ class Decoder {
             const skippedFrom = this.r.position;
             const got = await this.r.skip(length);
             if (got < length) {
-              throw streamError({ pos: skippedFrom, record: h.record, field: `${cmdName(h.cmd)} payload` },
-                `truncated payload: the stream ends at byte ${skippedFrom + got}, after ${got} of ${length} bytes`);
+              throw streamError(
+                { pos: skippedFrom, record: h.record, field: `${cmdName(h.cmd)} payload` },
+                `truncated payload: the stream ends at byte ${skippedFrom + got}, after ${got} of ${length} bytes`,
+              );
             }
             this.skipped++;
           }
@@ -473,7 +516,10 @@ class Decoder {
 
   private checkBeginHeader(h: Header): void {
     if (h.offset !== 0 || h.length !== 0) {
-      throw streamError(this.where(h), `BEGIN_STREAM must have offset 0 and length 0, got offset ${h.raw.readBigUInt64BE(8)} length ${h.raw.readBigUInt64BE(16)}`);
+      throw streamError(
+        this.where(h),
+        `BEGIN_STREAM must have offset 0 and length 0, got offset ${h.raw.readBigUInt64BE(8)} length ${h.raw.readBigUInt64BE(16)}`,
+      );
     }
   }
 
@@ -504,19 +550,34 @@ class Decoder {
     }
     const e = g.entries[g.next]!;
     if (e.offset !== offset || e.length !== length) {
-      throw streamError(this.where(h, 'header', offset),
-        `DATA record of ${length} bytes, but the DATA checksum group at byte ${g.pos} lists offset ${e.offset}, length ${e.length} as its entry ${g.next + 1} of ${g.entries.length}`);
+      throw streamError(
+        this.where(h, 'header', offset),
+        `DATA record of ${length} bytes, but the DATA checksum group at byte ${g.pos} lists offset ${e.offset}, length ${e.length} as its entry ${g.next + 1} of ${g.entries.length}`,
+      );
     }
     g.next++;
     if (g.next === g.entries.length) this.group = undefined;
     return { ...e, groupPos: g.pos };
   }
 
-  private mismatch(h: Header, payloadPos: number, offset: number, length: number, actual: Buffer, expected: Buffer, checksumPos: number, what: string, pieces: boolean): ThinshipError {
+  private mismatch(
+    h: Header,
+    payloadPos: number,
+    offset: number,
+    length: number,
+    actual: Buffer,
+    expected: Buffer,
+    checksumPos: number,
+    what: string,
+    pieces: boolean,
+  ): ThinshipError {
     const note = pieces ? `; the record was longer than ${this.pieceBytes} bytes, so its earlier pieces were delivered before the check` : '';
-    return streamError({ pos: payloadPos, record: h.record, field: 'DATA payload', volumeOffset: offset },
+    return streamError(
+      { pos: payloadPos, record: h.record, field: 'DATA payload', volumeOffset: offset },
       `sha256 of the ${length}-byte payload is ${actual.toString('hex')}, but the ${what} at byte ${checksumPos} says ${expected.toString('hex')}${note}`,
-      'CHECKSUM_MISMATCH', { checksumRecordPosition: checksumPos });
+      'CHECKSUM_MISMATCH',
+      { checksumRecordPosition: checksumPos },
+    );
   }
 
   /**
@@ -528,15 +589,19 @@ class Decoder {
     const offset = this.safeU64(h, 'offset', 'DATA');
     const length = this.safeU64(h, 'length', 'DATA');
     if (length > this.maxDataBytes) {
-      throw streamError({ pos: h.pos + 16, record: h.record, field: 'header length', volumeOffset: offset },
-        `DATA length ${length} exceeds the limit of ${this.maxDataBytes} bytes`);
+      throw streamError(
+        { pos: h.pos + 16, record: h.record, field: 'header length', volumeOffset: offset },
+        `DATA length ${length} exceeds the limit of ${this.maxDataBytes} bytes`,
+      );
     }
     if (!Number.isSafeInteger(offset + length)) {
       throw streamError(this.where(h, 'header', offset), `DATA end ${offset} + ${length} exceeds 2^53`);
     }
     if (this.volumeSizeBytes !== undefined && offset + length > this.volumeSizeBytes) {
-      throw streamError({ pos: h.pos + 16, record: h.record, field: 'header length', volumeOffset: offset },
-        `DATA [${offset}, +${length}) goes past the end of the volume (begin-info volumeSizeBytes ${this.volumeSizeBytes})`);
+      throw streamError(
+        { pos: h.pos + 16, record: h.record, field: 'header length', volumeOffset: offset },
+        `DATA [${offset}, +${length}) goes past the end of the volume (begin-info volumeSizeBytes ${this.volumeSizeBytes})`,
+      );
     }
     const entry = this.groupEntry(h, offset, length);
     if (!this.ledger.checksums) this.ledger.addData(offset, length);
@@ -561,11 +626,18 @@ class Decoder {
       const n = Math.min(this.pieceBytes, length - done);
       const b = await this.r.read(n);
       if (b.length < n) {
-        throw streamError({ pos: payloadPos, record: h.record, field: 'DATA payload', volumeOffset: offset },
-          `truncated payload: the stream ends at byte ${payloadPos + done + b.length}, after ${done + b.length} of ${length} bytes`);
+        throw streamError(
+          { pos: payloadPos, record: h.record, field: 'DATA payload', volumeOffset: offset },
+          `truncated payload: the stream ends at byte ${payloadPos + done + b.length}, after ${done + b.length} of ${length} bytes`,
+        );
       }
       hash?.update(b);
-      const msg: DataMessage = { type: 'data', offsetBytes: offset + done, data: b, piece: { recordOffsetBytes: offset, recordLengthBytes: length, last: done + n === length } };
+      const msg: DataMessage = {
+        type: 'data',
+        offsetBytes: offset + done,
+        data: b,
+        piece: { recordOffsetBytes: offset, recordLengthBytes: length, last: done + n === length },
+      };
       done += n;
       if (done < length) {
         yield msg;
@@ -611,7 +683,10 @@ class Decoder {
       entries.push({ offset, length: len, sum: Buffer.from(body.subarray(at + 16, at + GROUP_ENTRY_BYTES)) });
     }
     if (h.offset !== entries[0]!.offset) {
-      throw streamError(this.where(h, 'header offset'), `DATA checksum group header names volume offset ${h.raw.readBigUInt64BE(8)}, but its first entry is at ${entries[0]!.offset}`);
+      throw streamError(
+        this.where(h, 'header offset'),
+        `DATA checksum group header names volume offset ${h.raw.readBigUInt64BE(8)}, but its first entry is at ${entries[0]!.offset}`,
+      );
     }
     this.group = { pos: h.pos, record: h.record, entries, next: 0 };
   }
@@ -629,7 +704,10 @@ class Decoder {
       throw streamError(this.where(h), `DATA checksum record length must be ${CHECKSUM_RECORD_BYTES}, got ${h.raw.readBigUInt64BE(16)}`);
     }
     if (h.offset !== recordOffset) {
-      throw streamError(this.where(h, 'header offset'), `DATA checksum record names volume offset ${h.raw.readBigUInt64BE(8)}, but the DATA record before it is at ${recordOffset}`);
+      throw streamError(
+        this.where(h, 'header offset'),
+        `DATA checksum record names volume offset ${h.raw.readBigUInt64BE(8)}, but the DATA record before it is at ${recordOffset}`,
+      );
     }
     const payloadPos = this.r.position;
     const body = await this.payload(h, CHECKSUM_RECORD_BYTES, recordOffset);
@@ -639,7 +717,10 @@ class Decoder {
     const expected = Buffer.from(body.subarray(1));
     if (p.msg.piece !== undefined && p.hash === undefined) {
       // Only a stream without a sha256 declaration gets here: its big records were not hashed as they streamed.
-      throw streamError(this.where(h), `a DATA checksum record after a ${recordLength}-byte DATA record (delivered in pieces) in a stream whose begin-info does not declare sha256 checksums: it cannot be checked`);
+      throw streamError(
+        this.where(h),
+        `a DATA checksum record after a ${recordLength}-byte DATA record (delivered in pieces) in a stream whose begin-info does not declare sha256 checksums: it cannot be checked`,
+      );
     }
     const { actual, ok } = checkDataChecksum(p.hash ?? p.msg.data, expected);
     if (!ok) {
@@ -660,7 +741,10 @@ class Decoder {
       throw streamError(this.where(h), 'a stream digest record needs a begin-info that declares sha256 checksums');
     }
     if (h.offset !== 0 || h.length !== CHECKSUM_RECORD_BYTES) {
-      throw streamError(this.where(h), `stream digest record must have offset 0 and length ${CHECKSUM_RECORD_BYTES}, got offset ${h.raw.readBigUInt64BE(8)} length ${h.raw.readBigUInt64BE(16)}`);
+      throw streamError(
+        this.where(h),
+        `stream digest record must have offset 0 and length ${CHECKSUM_RECORD_BYTES}, got offset ${h.raw.readBigUInt64BE(8)} length ${h.raw.readBigUInt64BE(16)}`,
+      );
     }
     const payloadPos = this.r.position;
     const body = await this.payload(h, CHECKSUM_RECORD_BYTES);
@@ -669,24 +753,32 @@ class Decoder {
     }
     const expected = Buffer.from(body.subarray(1));
     if (!this.ledger.digestMatches(expected)) {
-      throw streamError({ pos: payloadPos + 1, record: h.record, field: 'stream digest' },
+      throw streamError(
+        { pos: payloadPos + 1, record: h.record, field: 'stream digest' },
         `the stream digest over ${this.ledger.counts.dataRecords} DATA and ${this.ledger.counts.unmapRecords} UNMAP records is ${this.ledger.digest.toString('hex')}, but the record says ${expected.toString('hex')}`,
-        'CHECKSUM_MISMATCH');
+        'CHECKSUM_MISMATCH',
+      );
     }
     this.digestVerified = expected;
   }
 
   private async endRecord(h: Header): Promise<LinbitEndMessage> {
     if (h.offset !== 0 || h.length !== END_PAYLOAD_BYTES) {
-      throw streamError(this.where(h), `END_STREAM must have offset 0 and length ${END_PAYLOAD_BYTES}, got offset ${h.raw.readBigUInt64BE(8)} length ${h.raw.readBigUInt64BE(16)}`);
+      throw streamError(
+        this.where(h),
+        `END_STREAM must have offset 0 and length ${END_PAYLOAD_BYTES}, got offset ${h.raw.readBigUInt64BE(8)} length ${h.raw.readBigUInt64BE(16)}`,
+      );
     }
     if (this.checksumLayout !== undefined && this.digestVerified === undefined) {
       throw streamError(this.where(h), 'begin-info declares sha256 checksums but END_STREAM is not preceded by the stream digest record');
     }
     const payloadPos = this.r.position;
     const stats = await this.payload(h, END_PAYLOAD_BYTES);
-    const countError = (name: string, at: number, seen: number) => streamError({ pos: payloadPos + at, record: h.record, field: `END_STREAM ${name}` },
-      `END_STREAM says ${name} = ${stats.readBigUInt64BE(at)} but the stream had ${seen}`);
+    const countError = (name: string, at: number, seen: number) =>
+      streamError(
+        { pos: payloadPos + at, record: h.record, field: `END_STREAM ${name}` },
+        `END_STREAM says ${name} = ${stats.readBigUInt64BE(at)} but the stream had ${seen}`,
+      );
     // n_chunks counts the byte stream's own records (framing); n_data and n_unmap are the stream's End counts.
     if (stats.readBigUInt64BE(0) !== BigInt(this.records)) throw countError('n_chunks', 0, this.records);
     const bad = this.ledger.endCountMismatch({ dataRecords: Number(stats.readBigUInt64BE(8)), unmapRecords: Number(stats.readBigUInt64BE(16)) });
@@ -709,4 +801,3 @@ class Decoder {
     return end;
   }
 }
-

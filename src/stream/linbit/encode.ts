@@ -9,10 +9,30 @@
 import { ThinshipError, type ErrorCode } from '../../errors.js';
 import type { BeginInfo, ChecksumAlgorithm, DataMessage } from '../messages.js';
 import {
-  BEGIN_INFO_KEYS, BEGIN_INFO_MAX_BYTES, BEGIN_INFO_VERSION_GROUPS, BEGIN_INFO_VERSION_RECORDS, CHECKSUM_ALGO_SHA256, CHECKSUM_RECORD_BYTES,
-  CMD_BEGIN_STREAM, CMD_DATA, CMD_END_STREAM, CMD_OPT_BEGIN_INFO, CMD_OPT_DATA_CHECKSUM_GROUP, CMD_OPT_STREAM_DIGEST, CMD_UNMAP,
-  END_PAYLOAD_BYTES, GROUP_ENTRY_BYTES, GROUP_MAX_DATA_BYTES, GROUP_MAX_RECORDS, GROUP_PREFETCH_BYTES, HEADER_BYTES, MAGIC_BYTES,
-  TWO_POW_32, toAsyncIterator, type FormatVersion, type LinbitMessage,
+  BEGIN_INFO_KEYS,
+  BEGIN_INFO_MAX_BYTES,
+  BEGIN_INFO_VERSION_GROUPS,
+  BEGIN_INFO_VERSION_RECORDS,
+  CHECKSUM_ALGO_SHA256,
+  CHECKSUM_RECORD_BYTES,
+  CMD_BEGIN_STREAM,
+  CMD_DATA,
+  CMD_END_STREAM,
+  CMD_OPT_BEGIN_INFO,
+  CMD_OPT_DATA_CHECKSUM_GROUP,
+  CMD_OPT_STREAM_DIGEST,
+  CMD_UNMAP,
+  END_PAYLOAD_BYTES,
+  GROUP_ENTRY_BYTES,
+  GROUP_MAX_DATA_BYTES,
+  GROUP_MAX_RECORDS,
+  GROUP_PREFETCH_BYTES,
+  HEADER_BYTES,
+  MAGIC_BYTES,
+  TWO_POW_32,
+  toAsyncIterator,
+  type FormatVersion,
+  type LinbitMessage,
 } from './format.js';
 import { StreamLedger, withDataChecksum, dataChecksum, SHA256_BYTES } from '../integrity.js';
 
@@ -61,7 +81,9 @@ async function* readAhead<T>(source: AsyncIterable<T>, map: (item: T) => T, weig
     try {
       while (!stopped) {
         if (weight >= maxWeight && queue.length > 0) {
-          await new Promise<void>((resolve) => { wakePump = resolve; });
+          await new Promise<void>((resolve) => {
+            wakePump = resolve;
+          });
           continue;
         }
         const r = await it.next();
@@ -89,7 +111,9 @@ async function* readAhead<T>(source: AsyncIterable<T>, map: (item: T) => T, weig
       }
       if (failed !== undefined) throw failed.error;
       if (finished) return;
-      await new Promise<void>((resolve) => { wakeConsumer = resolve; });
+      await new Promise<void>((resolve) => {
+        wakeConsumer = resolve;
+      });
       wakeConsumer = undefined;
     }
   } finally {
@@ -100,7 +124,12 @@ async function* readAhead<T>(source: AsyncIterable<T>, map: (item: T) => T, weig
   }
 }
 
-interface HeldData { kind: 'data'; offset: number; data: Buffer; sum: Buffer }
+interface HeldData {
+  kind: 'data';
+  offset: number;
+  data: Buffer;
+  sum: Buffer;
+}
 type HeldRecord = HeldData | { kind: 'unmap'; offset: number; length: number };
 
 /** Accumulates headers and small records in one pooled buffer, so a stream of tiny records is not one write per 28 bytes. */
@@ -195,10 +224,7 @@ function encodeBeginInfo(info: BeginInfo, checksum: ChecksumAlgorithm): Buffer {
  * Throws (synchronously) USAGE for format 1.0 with extensions; while iterating,
  * BAD_STREAM for a message sequence that breaks the order begin (data|unmap)* end.
  */
-export function encodeStream(
-  messages: AsyncIterable<LinbitMessage> | Iterable<LinbitMessage>,
-  opts: EncodeOptions = {},
-): AsyncIterable<Buffer> {
+export function encodeStream(messages: AsyncIterable<LinbitMessage> | Iterable<LinbitMessage>, opts: EncodeOptions = {}): AsyncIterable<Buffer> {
   if (opts.format === '1.0' && opts.extensions === true) {
     throw new ThinshipError('USAGE', 'format 1.0 has only DATA and UNMAP records: it cannot carry extensions (begin-info, checksums, digest)');
   }
@@ -272,7 +298,8 @@ async function* encodeGen(messages: AsyncIterable<LinbitMessage> | Iterable<Linb
     index++;
     if (state === 'done') throw encodeError(index, m.type, 'message after end');
     if (state === 'start' && m.type !== 'begin') throw encodeError(index, m.type, 'the first message must be begin');
-    if (piece !== undefined && m.type !== 'data') throw encodeError(index, m.type, `the DATA record being written in pieces still needs ${piece.remaining} bytes at ${piece.next}`);
+    if (piece !== undefined && m.type !== 'data')
+      throw encodeError(index, m.type, `the DATA record being written in pieces still needs ${piece.remaining} bytes at ${piece.next}`);
 
     switch (m.type) {
       case 'begin': {
@@ -348,12 +375,21 @@ async function* encodeGen(messages: AsyncIterable<LinbitMessage> | Iterable<Linb
       case 'end': {
         const sent = ledger.counts;
         if (ledger.endCountMismatch({ dataRecords: m.dataRecords, unmapRecords: m.unmapRecords }) !== undefined) {
-          throw encodeError(index, m.type, `end counts data ${m.dataRecords} / unmap ${m.unmapRecords}, but ${sent.dataRecords} / ${sent.unmapRecords} were sent`);
+          throw encodeError(
+            index,
+            m.type,
+            `end counts data ${m.dataRecords} / unmap ${m.unmapRecords}, but ${sent.dataRecords} / ${sent.unmapRecords} were sent`,
+          );
         }
         yield* flushGroup();
         if (ledger.checksums) {
           if (m.digest !== undefined && !ledger.digestMatches(m.digest)) {
-            throw encodeError(index, m.type, `end.digest ${m.digest.toString('hex')} differs from the computed stream digest ${ledger.digest.toString('hex')}`, 'CHECKSUM_MISMATCH');
+            throw encodeError(
+              index,
+              m.type,
+              `end.digest ${m.digest.toString('hex')} differs from the computed stream digest ${ledger.digest.toString('hex')}`,
+              'CHECKSUM_MISMATCH',
+            );
           }
           out.header(magic, 0, CHECKSUM_RECORD_BYTES, CMD_OPT_STREAM_DIGEST);
           out.u8(CHECKSUM_ALGO_SHA256);
@@ -405,18 +441,24 @@ async function* encodeGen(messages: AsyncIterable<LinbitMessage> | Iterable<Linb
     if (piece === undefined) {
       const recOffset = checkUint(i, m.type, 'piece.recordOffsetBytes', p.recordOffsetBytes);
       const recLength = checkUint(i, m.type, 'piece.recordLengthBytes', p.recordLengthBytes);
-      if (m.offsetBytes !== recOffset || !Number.isSafeInteger(recOffset + recLength)) throw encodeError(i, m.type, `the first piece must start at the record's offset ${recOffset}, got ${m.offsetBytes}`);
+      if (m.offsetBytes !== recOffset || !Number.isSafeInteger(recOffset + recLength))
+        throw encodeError(i, m.type, `the first piece must start at the record's offset ${recOffset}, got ${m.offsetBytes}`);
       out.header(magic, recOffset, recLength, CMD_DATA);
       records++;
       ledger.addData(recOffset, recLength);
       piece = { next: recOffset, remaining: recLength };
     }
     if (m.offsetBytes !== piece.next || m.data.length > piece.remaining) {
-      throw encodeError(i, m.type, `piece at ${m.offsetBytes} of ${m.data.length} bytes does not continue the record (next ${piece.next}, ${piece.remaining} bytes left)`);
+      throw encodeError(
+        i,
+        m.type,
+        `piece at ${m.offsetBytes} of ${m.data.length} bytes does not continue the record (next ${piece.next}, ${piece.remaining} bytes left)`,
+      );
     }
     piece.next += m.data.length;
     piece.remaining -= m.data.length;
-    if (p.last !== (piece.remaining === 0)) throw encodeError(i, m.type, `piece marked ${p.last ? 'last' : 'not last'} with ${piece.remaining} bytes of the record left`);
+    if (p.last !== (piece.remaining === 0))
+      throw encodeError(i, m.type, `piece marked ${p.last ? 'last' : 'not last'} with ${piece.remaining} bytes of the record left`);
     const pending = out.take();
     if (pending !== undefined) yield pending;
     if (m.data.length > 0) yield m.data;

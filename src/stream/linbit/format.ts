@@ -84,7 +84,16 @@ export const BEGIN_INFO_MAX_BYTES = 64 * 1024;
  * field of the same name, in the order the encoder writes them.
  */
 export const BEGIN_INFO_KEYS = [
-  'volumeSizeBytes', 'blockSizeBytes', 'sourceId', 'sourceName', 'baseId', 'incremental', 'transferId', 'checksum', 'plannedDataBytes', 'plannedUnmapBytes',
+  'volumeSizeBytes',
+  'blockSizeBytes',
+  'sourceId',
+  'sourceName',
+  'baseId',
+  'incremental',
+  'transferId',
+  'checksum',
+  'plannedDataBytes',
+  'plannedUnmapBytes',
 ] as const satisfies readonly (keyof BeginInfo)[];
 
 /** One entry of a checksum group: offset u64, length u64, sha256. */
@@ -122,15 +131,24 @@ export function hex(v: bigint | number): string {
 
 export function cmdName(cmd: number): string {
   switch (cmd) {
-    case CMD_DATA: return 'DATA';
-    case CMD_UNMAP: return 'UNMAP';
-    case CMD_BEGIN_STREAM: return 'BEGIN_STREAM';
-    case CMD_END_STREAM: return 'END_STREAM';
-    case CMD_OPT_BEGIN_INFO: return 'begin-info';
-    case CMD_OPT_DATA_CHECKSUM: return 'DATA checksum';
-    case CMD_OPT_STREAM_DIGEST: return 'stream digest';
-    case CMD_OPT_DATA_CHECKSUM_GROUP: return 'DATA checksum group';
-    default: return (cmd & CMD_OPTIONAL_BIT) !== 0 ? `optional ${hex(cmd)}` : `command ${cmd}`;
+    case CMD_DATA:
+      return 'DATA';
+    case CMD_UNMAP:
+      return 'UNMAP';
+    case CMD_BEGIN_STREAM:
+      return 'BEGIN_STREAM';
+    case CMD_END_STREAM:
+      return 'END_STREAM';
+    case CMD_OPT_BEGIN_INFO:
+      return 'begin-info';
+    case CMD_OPT_DATA_CHECKSUM:
+      return 'DATA checksum';
+    case CMD_OPT_STREAM_DIGEST:
+      return 'stream digest';
+    case CMD_OPT_DATA_CHECKSUM_GROUP:
+      return 'DATA checksum group';
+    default:
+      return (cmd & CMD_OPTIONAL_BIT) !== 0 ? `optional ${hex(cmd)}` : `command ${cmd}`;
   }
 }
 

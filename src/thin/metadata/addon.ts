@@ -28,7 +28,17 @@ export interface MetadataAddon {
    * to out after its first `runs` pairs; stops at a leaf that fails a check or does not fit.
    * Returns leaves done * 2^20 + pairs in out.
    */
-  mappedRunsOfLeaves?: (run: Uint8Array, from: number, count: number, firstBlock: number, parent: Uint8Array, index: number, hi: number, out: Float64Array, runs: number) => number;
+  mappedRunsOfLeaves?: (
+    run: Uint8Array,
+    from: number,
+    count: number,
+    firstBlock: number,
+    parent: Uint8Array,
+    index: number,
+    hi: number,
+    out: Float64Array,
+    runs: number,
+  ) => number;
 }
 
 let addon: MetadataAddon | undefined;

@@ -47,7 +47,12 @@ export class LoopYielder {
   /** A promise to await when it is time to yield, else undefined (so the hot path awaits nothing). */
   due(): Promise<void> | undefined {
     if (Date.now() - this.last < YIELD_EVERY_MS) return undefined;
-    return new Promise<void>((resolve) => setImmediate(() => { this.last = Date.now(); resolve(); }));
+    return new Promise<void>((resolve) =>
+      setImmediate(() => {
+        this.last = Date.now();
+        resolve();
+      }),
+    );
   }
 }
 
@@ -84,7 +89,11 @@ export class BlockReader {
     } catch (e) {
       // Opening the pool metadata the user named: a missing path is NOT_FOUND, anything else an I/O failure.
       const errno = errnoOf(e);
-      throw new ThinshipError(errno === 'ENOENT' || errno === 'ENOTDIR' ? 'NOT_FOUND' : 'IO_ERROR', `cannot open pool metadata ${path}: ${(e as Error).message}`, { details: { path, errno }, cause: e });
+      throw new ThinshipError(
+        errno === 'ENOENT' || errno === 'ENOTDIR' ? 'NOT_FOUND' : 'IO_ERROR',
+        `cannot open pool metadata ${path}: ${(e as Error).message}`,
+        { details: { path, errno }, cause: e },
+      );
     }
     try {
       const st = await fh.stat();
@@ -115,7 +124,11 @@ export class BlockReader {
   /** BAD_METADATA naming `what` unless `blockNr` is a block of the device. */
   check(blockNr: number, what: string): void {
     if (!this.inside(blockNr)) {
-      throw new ThinshipError('BAD_METADATA', `${what}: block ${blockNr} is outside the metadata device ${this.path} (${this.nrBlocks} blocks of ${METADATA_BLOCK_BYTES} bytes)`, { details: { block: blockNr } });
+      throw new ThinshipError(
+        'BAD_METADATA',
+        `${what}: block ${blockNr} is outside the metadata device ${this.path} (${this.nrBlocks} blocks of ${METADATA_BLOCK_BYTES} bytes)`,
+        { details: { block: blockNr } },
+      );
     }
   }
 
@@ -131,7 +144,10 @@ export class BlockReader {
   readInto(blockNr: number, into: Buffer, what: string): Buffer {
     this.check(blockNr, what);
     const hit = this.cache.get(blockNr);
-    if (hit !== undefined) { hit.copy(into); return into; }
+    if (hit !== undefined) {
+      hit.copy(into);
+      return into;
+    }
     return this.readRun(blockNr, 1, into);
   }
 
@@ -164,11 +180,18 @@ export class BlockReader {
         got += bytesRead;
       }
     } catch (e) {
-      throw new ThinshipError('IO_ERROR', `reading metadata block ${first + Math.floor(got / METADATA_BLOCK_BYTES)} of ${this.path}: ${(e as Error).message}`, { cause: e, details: { block: first } });
+      throw new ThinshipError('IO_ERROR', `reading metadata block ${first + Math.floor(got / METADATA_BLOCK_BYTES)} of ${this.path}: ${(e as Error).message}`, {
+        cause: e,
+        details: { block: first },
+      });
     }
     if (got < want) {
       const block = first + Math.floor(got / METADATA_BLOCK_BYTES);
-      throw new ThinshipError('BAD_METADATA', `metadata block ${block} of ${this.path} is cut short (the file ends at byte ${first * METADATA_BLOCK_BYTES + got})`, { details: { block } });
+      throw new ThinshipError(
+        'BAD_METADATA',
+        `metadata block ${block} of ${this.path} is cut short (the file ends at byte ${first * METADATA_BLOCK_BYTES + got})`,
+        { details: { block } },
+      );
     }
     this.blocksRead += count;
     return into.length === want ? into : into.subarray(0, want);
@@ -179,4 +202,3 @@ export class BlockReader {
     await this.fh.close();
   }
 }
-

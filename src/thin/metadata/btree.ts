@@ -152,7 +152,8 @@ let firstBadKey: ((buf: Uint8Array, nrEntries: number, lo: number, hi: number) =
 /** The error for key i, which firstBadKey found. */
 function keyError(node: BtreeNode, i: number, lo: number, hi: number, what: string): ThinshipError {
   const w = (NODE_HEADER_BYTES >>> 2) + 2 * i;
-  if (node.words[w + 1]! > 0x1fffff) return bad(node.block, `${what}: key ${i} (${node.buf.readBigUInt64LE(w * 4)}) is beyond the largest integer this program handles`);
+  if (node.words[w + 1]! > 0x1fffff)
+    return bad(node.block, `${what}: key ${i} (${node.buf.readBigUInt64LE(w * 4)}) is beyond the largest integer this program handles`);
   const k = node.key(i);
   if (i > 0 && k <= node.key(i - 1)) return bad(node.block, `${what}: keys out of order (key ${i} is ${k}, after ${node.key(i - 1)})`);
   return bad(node.block, `${what}: key ${k} is outside the range [${lo}, ${hi === KEY_END ? 'end' : hi}) its parent gives it`);
@@ -199,7 +200,14 @@ export interface LeafBatch {
 /** Leaf k of a batch, checked (BAD_METADATA naming the block when it is not a good leaf). */
 export function leafOfBatch(b: LeafBatch, k: number, leafValueSize: number, what: string): BtreeNode {
   const [lo, hi] = childRange(b.parent, b.index + k, b.hi);
-  const n = parseNode(b.run.subarray((b.from + k) * METADATA_BLOCK_BYTES, (b.from + k + 1) * METADATA_BLOCK_BYTES), b.firstBlock + k, leafValueSize, lo, hi, what);
+  const n = parseNode(
+    b.run.subarray((b.from + k) * METADATA_BLOCK_BYTES, (b.from + k + 1) * METADATA_BLOCK_BYTES),
+    b.firstBlock + k,
+    leafValueSize,
+    lo,
+    hi,
+    what,
+  );
   if (!n.leaf) throw bad(n.block, `${what}: btree node flags changed while it was read`);
   return n;
 }
@@ -217,7 +225,10 @@ export function leafOfBatch(b: LeafBatch, k: number, leafValueSize: number, what
  */
 export function* leafBatches(r: BlockReader, root: number, leafValueSize: number, what: string): Generator<BtreeNode | LeafBatch> {
   const rootNode = readNode(r, root, leafValueSize, 0, KEY_END, what);
-  if (rootNode.leaf) { yield rootNode; return; }
+  if (rootNode.leaf) {
+    yield rootNode;
+    return;
+  }
   const runs: Buffer[] = [];
   const runOf = (depth: number): Buffer => (runs[depth] ??= Buffer.allocUnsafeSlow(MAX_RUN_BLOCKS * METADATA_BLOCK_BYTES));
   const stack: WalkFrame[] = [{ n: rootNode, i: 0, hi: KEY_END, run: runOf(0), runFrom: 0, runCount: 0 }];
@@ -259,7 +270,10 @@ export function* leafBatches(r: BlockReader, root: number, leafValueSize: number
     f.i++;
     const [lo, hi] = childRange(f.n, i, f.hi);
     const c = parseNode(f.run.subarray(k * METADATA_BLOCK_BYTES, (k + 1) * METADATA_BLOCK_BYTES), child, leafValueSize, lo, hi, what);
-    if (c.leaf) { yield c; continue; } // unreachable: its flags said internal, and parseNode checked them
+    if (c.leaf) {
+      yield c;
+      continue;
+    } // unreachable: its flags said internal, and parseNode checked them
     stack.push({ n: c, i: 0, hi, run: runOf(stack.length), runFrom: 0, runCount: 0 });
     onPath.add(child);
   }
@@ -268,7 +282,10 @@ export function* leafBatches(r: BlockReader, root: number, leafValueSize: number
 /** The leaves of the tree at `root`, in key order, each checked (leafBatches; a leaf is valid until the next is asked for). */
 export function* leaves(r: BlockReader, root: number, leafValueSize: number, what: string): Generator<BtreeNode> {
   for (const x of leafBatches(r, root, leafValueSize, what)) {
-    if (x instanceof BtreeNode) { yield x; continue; }
+    if (x instanceof BtreeNode) {
+      yield x;
+      continue;
+    }
     for (let k = 0; k < x.count; k++) yield leafOfBatch(x, k, leafValueSize, what);
   }
 }
@@ -276,7 +293,8 @@ export function* leaves(r: BlockReader, root: number, leafValueSize: number, wha
 /** The value offset of `key` in its leaf, or undefined when the tree does not hold it. */
 export function lookup(r: BlockReader, root: number, leafValueSize: number, key: number, what: string): { node: BtreeNode; index: number } | undefined {
   let block = root;
-  let lo = 0, hi = KEY_END;
+  let lo = 0,
+    hi = KEY_END;
   const onPath = new Set<number>();
   for (let depth = 0; ; depth++) {
     if (onPath.has(block)) throw bad(block, `${what}: loop: a lookup came back to block ${block}`);
@@ -284,10 +302,15 @@ export function lookup(r: BlockReader, root: number, leafValueSize: number, key:
     onPath.add(block);
     const n = readNode(r, block, leafValueSize, lo, hi, what);
     // Last entry whose key <= key.
-    let a = 0, b = n.nrEntries - 1, at = -1;
+    let a = 0,
+      b = n.nrEntries - 1,
+      at = -1;
     while (a <= b) {
       const m = (a + b) >>> 1;
-      if (n.key(m) <= key) { at = m; a = m + 1; } else b = m - 1;
+      if (n.key(m) <= key) {
+        at = m;
+        a = m + 1;
+      } else b = m - 1;
     }
     if (n.leaf) return at >= 0 && n.key(at) === key ? { node: n, index: at } : undefined;
     if (at < 0) return undefined;

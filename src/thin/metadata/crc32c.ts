@@ -33,8 +33,7 @@ export function crc32cRawJs(seed: number, b: Uint8Array, start = 0, end = b.leng
   let i = start;
   for (; i + 8 <= end; i += 8) {
     c ^= b[i]! | (b[i + 1]! << 8) | (b[i + 2]! << 16) | (b[i + 3]! << 24);
-    c = t7[c & 0xff]! ^ t6[(c >>> 8) & 0xff]! ^ t5[(c >>> 16) & 0xff]! ^ t4[c >>> 24]!
-      ^ t3[b[i + 4]!]! ^ t2[b[i + 5]!]! ^ t1[b[i + 6]!]! ^ t0[b[i + 7]!]!;
+    c = t7[c & 0xff]! ^ t6[(c >>> 8) & 0xff]! ^ t5[(c >>> 16) & 0xff]! ^ t4[c >>> 24]! ^ t3[b[i + 4]!]! ^ t2[b[i + 5]!]! ^ t1[b[i + 6]!]! ^ t0[b[i + 7]!]!;
   }
   for (; i < end; i++) c = t0[(c ^ b[i]!) & 0xff]! ^ (c >>> 8);
   return c >>> 0;
@@ -57,7 +56,7 @@ function crc32cRaw(seed: number, b: Uint8Array, start = 0, end = b.length): numb
 
 /** Standard CRC-32C (init ~0, final inversion): for the test vector "123456789" -> 0xe3069283. */
 export function crc32c(b: Uint8Array): number {
-  return (~crc32cRaw(0xffffffff, b)) >>> 0;
+  return ~crc32cRaw(0xffffffff, b) >>> 0;
 }
 
 /** persistent-data's block checksum: everything after the 4-byte csum field, xor the block type's salt. */

@@ -23,11 +23,13 @@ import { MAPPING_VALUE_BYTES } from './reader.js';
 
 const DELTA_BATCH = 4096;
 
-interface Frame { n: BtreeNode; i: number; hi: number }
+interface Frame {
+  n: BtreeNode;
+  i: number;
+  hi: number;
+}
 
-type Head =
-  | { sub: true; block: number; lo: number; hi: number }
-  | { sub: false; key: number; dataBlock: number };
+type Head = { sub: true; block: number; lo: number; hi: number } | { sub: false; key: number; dataBlock: number };
 
 /** The data block of leaf value i: the upper 40 bits of `data_block << 24 | time`. */
 function dataBlockOf(n: BtreeNode, i: number): number {
@@ -57,22 +59,32 @@ let identicalEntries: ((a: Buffer, ia: number, b: Buffer, ib: number, max: numbe
  * beyond 2^53 - 1 ends the stretch (the walk reports it).
  */
 export function identicalRunJs(a: Buffer, ia: number, b: Buffer, ib: number, max: number): number {
-  const maxA = a.readUInt32LE(20), maxB = b.readUInt32LE(20), vs = a.readUInt32LE(24);
+  const maxA = a.readUInt32LE(20),
+    maxB = b.readUInt32LE(20),
+    vs = a.readUInt32LE(24);
   if (max <= 0 || vs !== b.readUInt32LE(24)) return 0;
-  const ka = NODE_HEADER_BYTES + 8 * ia, kb = NODE_HEADER_BYTES + 8 * ib;
-  const va = NODE_HEADER_BYTES + 8 * maxA + vs * ia, vb = NODE_HEADER_BYTES + 8 * maxB + vs * ib;
-  const equal = (k: number): boolean =>
-    a.compare(b, kb, kb + 8 * k, ka, ka + 8 * k) === 0 &&
-    a.compare(b, vb, vb + vs * k, va, va + vs * k) === 0;
+  const ka = NODE_HEADER_BYTES + 8 * ia,
+    kb = NODE_HEADER_BYTES + 8 * ib;
+  const va = NODE_HEADER_BYTES + 8 * maxA + vs * ia,
+    vb = NODE_HEADER_BYTES + 8 * maxB + vs * ib;
+  const equal = (k: number): boolean => a.compare(b, kb, kb + 8 * k, ka, ka + 8 * k) === 0 && a.compare(b, vb, vb + vs * k, va, va + vs * k) === 0;
   let n: number;
   if (!equal(1)) n = 0;
   else {
-    let lo = 1, hi = 2; // equal(lo); hi unknown
-    while (hi <= max && equal(hi)) { lo = hi; hi *= 2; }
-    if (hi > max) { if (equal(max)) lo = hi = max; else hi = max; }
+    let lo = 1,
+      hi = 2; // equal(lo); hi unknown
+    while (hi <= max && equal(hi)) {
+      lo = hi;
+      hi *= 2;
+    }
+    if (hi > max) {
+      if (equal(max)) lo = hi = max;
+      else hi = max;
+    }
     while (hi - lo > 1) {
       const m = (lo + hi) >>> 1;
-      if (equal(m)) lo = m; else hi = m;
+      if (equal(m)) lo = m;
+      else hi = m;
     }
     n = lo;
   }
@@ -96,7 +108,11 @@ class Cursor {
   /** depthBufs[d] as 32-bit words, made once. */
   private readonly depthWords: Uint32Array[] = [];
 
-  constructor(private readonly r: BlockReader, root: number, private readonly what: string) {
+  constructor(
+    private readonly r: BlockReader,
+    root: number,
+    private readonly what: string,
+  ) {
     this.root = root;
   }
 
@@ -106,7 +122,10 @@ class Cursor {
     for (;;) {
       const f = this.stack[this.stack.length - 1];
       if (f === undefined) return undefined;
-      if (f.i >= f.n.nrEntries) { this.stack.pop(); continue; }
+      if (f.i >= f.n.nrEntries) {
+        this.stack.pop();
+        continue;
+      }
       if (f.n.leaf) return { sub: false, key: f.n.key(f.i), dataBlock: dataBlockOf(f.n, f.i) };
       const [lo, hi] = childRange(f.n, f.i, f.hi);
       return { sub: true, block: f.n.u64Value(f.i, this.what), lo, hi };
@@ -137,7 +156,10 @@ class Cursor {
 
   /** Moves past the head (a subtree is skipped whole). */
   advance(): void {
-    if (this.root !== undefined) { this.root = undefined; return; }
+    if (this.root !== undefined) {
+      this.root = undefined;
+      return;
+    }
     this.stack[this.stack.length - 1]!.i++;
   }
 
@@ -145,10 +167,18 @@ class Cursor {
   expand(h: Head & { sub: true }): void {
     this.advance();
     for (const f of this.stack) {
-      if (f.n.block === h.block) throw new ThinshipError('BAD_METADATA', `metadata block ${h.block}: ${this.what}: loop: block ${this.stack[this.stack.length - 1]!.n.block} points back to its ancestor ${h.block}`, { details: { block: h.block } });
+      if (f.n.block === h.block)
+        throw new ThinshipError(
+          'BAD_METADATA',
+          `metadata block ${h.block}: ${this.what}: loop: block ${this.stack[this.stack.length - 1]!.n.block} points back to its ancestor ${h.block}`,
+          { details: { block: h.block } },
+        );
     }
     const depth = this.stack.length;
-    if (depth >= MAX_DEPTH) throw new ThinshipError('BAD_METADATA', `metadata block ${h.block}: ${this.what}: tree deeper than ${MAX_DEPTH} levels (a loop?)`, { details: { block: h.block } });
+    if (depth >= MAX_DEPTH)
+      throw new ThinshipError('BAD_METADATA', `metadata block ${h.block}: ${this.what}: tree deeper than ${MAX_DEPTH} levels (a loop?)`, {
+        details: { block: h.block },
+      });
     let buf = this.depthBufs[depth];
     if (buf === undefined) {
       buf = this.depthBufs[depth] = Buffer.allocUnsafeSlow(METADATA_BLOCK_BYTES);
@@ -178,7 +208,9 @@ export interface DeltaStats {
  * their trees (lastKey).
  */
 export async function walkDelta(
-  r: BlockReader, left: { root: number; devId: number }, right: { root: number; devId: number },
+  r: BlockReader,
+  left: { root: number; devId: number },
+  right: { root: number; devId: number },
   onRanges: (batch: DeltaRange[]) => void | Promise<void>,
 ): Promise<DeltaStats> {
   const A = new Cursor(r, left.root, `mapping tree of device ${left.devId}`);
@@ -186,33 +218,53 @@ export async function walkDelta(
   const stats: DeltaStats = { sharedSubtreesSkipped: 0 };
   let batch: DeltaRange[] = [];
   let kind: DeltaKind | undefined;
-  let begin = 0, len = 0;
+  let begin = 0,
+    len = 0;
   /** Adds one block; the batch is handed on by the loop once it is full. */
   const block = (k: DeltaKind, key: number): void => {
-    if (k === kind && key === begin + len) { len++; return; }
+    if (k === kind && key === begin + len) {
+      len++;
+      return;
+    }
     if (kind !== undefined) batch.push({ kind, beginBlock: begin, lengthBlocks: len });
-    kind = k; begin = key; len = 1;
+    kind = k;
+    begin = key;
+    len = 1;
   };
   const yielder = new LoopYielder();
   for (let step = 1; ; step++) {
-    if (batch.length >= DELTA_BATCH) { const b = batch; batch = []; await onRanges(b); }
+    if (batch.length >= DELTA_BATCH) {
+      const b = batch;
+      batch = [];
+      await onRanges(b);
+    }
     if (step % 1024 === 0) await yielder.due();
     // Both heads in leaves: merge the two leaves' entries directly (the common case when
     // trees differ; no head objects).
     const fa = A.leafTop();
     const fb = B.leafTop();
     if (fa !== undefined && fb !== undefined) {
-      const na = fa.n, nb = fb.n;
+      const na = fa.n,
+        nb = fb.n;
       while (fa.i < na.nrEntries && fb.i < nb.nrEntries && batch.length < DELTA_BATCH) {
-        const ka = na.key(fa.i), kb = nb.key(fb.i);
-        if (ka < kb) { block('left_only', ka); fa.i++; }
-        else if (kb < ka) { block('right_only', kb); fb.i++; }
-        else if (dataBlockOf(na, fa.i) !== dataBlockOf(nb, fb.i)) { block('different', ka); fa.i++; fb.i++; }
-        else {
+        const ka = na.key(fa.i),
+          kb = nb.key(fb.i);
+        if (ka < kb) {
+          block('left_only', ka);
+          fa.i++;
+        } else if (kb < ka) {
+          block('right_only', kb);
+          fb.i++;
+        } else if (dataBlockOf(na, fa.i) !== dataBlockOf(nb, fb.i)) {
+          block('different', ka);
+          fa.i++;
+          fb.i++;
+        } else {
           // Same block; a leaf a write shadowed is its origin's copy but for the entries the write
           // changed, so skip the identical stretch from here at memcmp speed.
           const k = 1 + identicalRun(na, fa.i + 1, nb, fb.i + 1, Math.min(na.nrEntries - fa.i, nb.nrEntries - fb.i) - 1);
-          fa.i += k; fb.i += k;
+          fa.i += k;
+          fb.i += k;
         }
       }
       continue;
@@ -225,7 +277,8 @@ export async function walkDelta(
     if (ia !== undefined && ib !== undefined) {
       const k = identicalRun(ia.n, ia.i, ib.n, ib.i, Math.min(ia.n.nrEntries - ia.i, ib.n.nrEntries - ib.i));
       if (k > 0) {
-        ia.i += k; ib.i += k;
+        ia.i += k;
+        ib.i += k;
         stats.sharedSubtreesSkipped += k;
         continue;
       }
@@ -234,18 +287,28 @@ export async function walkDelta(
     const b = B.head();
     if (a === undefined && b === undefined) break;
     if (a?.sub && b?.sub && a.block === b.block) {
-      A.advance(); B.advance();
+      A.advance();
+      B.advance();
       stats.sharedSubtreesSkipped++;
       continue;
     }
     const la = a === undefined ? KEY_END : a.sub ? a.lo : a.key;
     const lb = b === undefined ? KEY_END : b.sub ? b.lo : b.key;
-    if (a && !a.sub && la < lb) { block('left_only', a.key); A.advance(); continue; }
-    if (b && !b.sub && lb < la) { block('right_only', b.key); B.advance(); continue; }
+    if (a && !a.sub && la < lb) {
+      block('left_only', a.key);
+      A.advance();
+      continue;
+    }
+    if (b && !b.sub && lb < la) {
+      block('right_only', b.key);
+      B.advance();
+      continue;
+    }
     if (a && b && !a.sub && !b.sub) {
       // Equal keys.
       if (a.dataBlock !== b.dataBlock) block('different', a.key);
-      A.advance(); B.advance();
+      A.advance();
+      B.advance();
       continue;
     }
     // A subtree starts at or before the other head: read it. Both subtrees from the same

@@ -20,7 +20,10 @@ export function checkMetadataReaderChoice(flag: string | undefined, env: string 
   const s = flag ?? (env === '' ? undefined : env);
   if (s === undefined) return 'auto';
   if (!(METADATA_READER_CHOICES as readonly string[]).includes(s)) {
-    throw new ThinshipError('USAGE', `${flag !== undefined ? '--metadata-reader' : 'THINSHIP_METADATA_READER'} must be one of ${METADATA_READER_CHOICES.join(', ')}, got "${s}"`);
+    throw new ThinshipError(
+      'USAGE',
+      `${flag !== undefined ? '--metadata-reader' : 'THINSHIP_METADATA_READER'} must be one of ${METADATA_READER_CHOICES.join(', ')}, got "${s}"`,
+    );
   }
   return s as MetadataReaderChoice;
 }
@@ -28,21 +31,32 @@ export function checkMetadataReaderChoice(flag: string | undefined, env: string 
 /** A full plan of `devId` (and its mappings when asked) read natively. */
 export async function nativeFullPlan(r: MetadataReader, devId: number, opts: FullPlanOptions & { signal?: AbortSignal }) {
   const sb = r.superblock();
-  return buildFullPlanFrom(async (sink) => {
-    sink.onSuperblock?.(sb);
-    let found;
-    try {
-      found = await r.deviceRoot(devId);
-    } catch (e) {
-      // The same NOT_FOUND the thin_dump path gives (it lists the devices there are).
-      if (e instanceof ThinshipError && e.code === 'NOT_FOUND') return { superblock: sb, devices: await r.devices() };
-      throw e;
-    }
-    sink.onDevice?.(found.device);
-    if (sink.needsDataBlocks) await r.walkMappings(found.root, devId, (batch) => { opts.signal?.throwIfAborted(); return sink.onMappings(devId, batch); });
-    else await r.walkMappedRuns(found.root, devId, (pairs, count) => { opts.signal?.throwIfAborted(); return sink.onMappedRuns(devId, pairs, count); });
-    return { superblock: sb, devices: [found.device] };
-  }, { ...opts, devId });
+  return buildFullPlanFrom(
+    async (sink) => {
+      sink.onSuperblock?.(sb);
+      let found;
+      try {
+        found = await r.deviceRoot(devId);
+      } catch (e) {
+        // The same NOT_FOUND the thin_dump path gives (it lists the devices there are).
+        if (e instanceof ThinshipError && e.code === 'NOT_FOUND') return { superblock: sb, devices: await r.devices() };
+        throw e;
+      }
+      sink.onDevice?.(found.device);
+      if (sink.needsDataBlocks)
+        await r.walkMappings(found.root, devId, (batch) => {
+          opts.signal?.throwIfAborted();
+          return sink.onMappings(devId, batch);
+        });
+      else
+        await r.walkMappedRuns(found.root, devId, (pairs, count) => {
+          opts.signal?.throwIfAborted();
+          return sink.onMappedRuns(devId, pairs, count);
+        });
+      return { superblock: sb, devices: [found.device] };
+    },
+    { ...opts, devId },
+  );
 }
 
 /** An incremental plan base..snap by the parallel walk. */
@@ -53,7 +67,10 @@ export async function nativeDeltaPlan(r: MetadataReader, baseDevId: number, snap
   const before = r.blocks.blocksRead;
   const res = await buildDeltaPlanFrom(async (sink) => {
     sink.onSuperblock?.(sb);
-    const stats = await walkDelta(r.blocks, { root: left.root, devId: baseDevId }, { root: right.root, devId: snapDevId }, (b) => { opts.signal?.throwIfAborted(); return sink.onRanges(b); });
+    const stats = await walkDelta(r.blocks, { root: left.root, devId: baseDevId }, { root: right.root, devId: snapDevId }, (b) => {
+      opts.signal?.throwIfAborted();
+      return sink.onRanges(b);
+    });
     // thin_delta's ranges run to the last block mapped in either device; shared subtrees were skipped, so ask the trees.
     const rightLast = lastKey(r.blocks, right.root, MAPPING_VALUE_BYTES, `mapping tree of device ${snapDevId}`);
     const leftLast = left.root === right.root ? rightLast : lastKey(r.blocks, left.root, MAPPING_VALUE_BYTES, `mapping tree of device ${baseDevId}`);
@@ -84,17 +101,28 @@ export interface NativePlanResult {
  * format it does not know (the caller then runs the thin tools). With
  * `native`, an unknown format is BAD_METADATA.
  */
-export async function planNative(args: NativePlanArgs, opts: { choice: MetadataReaderChoice; maxOpBytes?: number; spoolDir?: string; withMappings?: boolean; signal?: AbortSignal }): Promise<NativePlanResult | undefined> {
+export async function planNative(
+  args: NativePlanArgs,
+  opts: { choice: MetadataReaderChoice; maxOpBytes?: number; spoolDir?: string; withMappings?: boolean; signal?: AbortSignal },
+): Promise<NativePlanResult | undefined> {
   const r = await openIfKnown(args.metadataPath, args.useMetadataSnap, opts.choice);
   if (r === undefined) return undefined;
   try {
-    const common = { volumeSizeBytes: args.volumeSizeBytes, volumeSizeFlag: args.volumeSizeFlag, maxOpBytes: opts.maxOpBytes, spoolDir: opts.spoolDir, signal: opts.signal };
+    const common = {
+      volumeSizeBytes: args.volumeSizeBytes,
+      volumeSizeFlag: args.volumeSizeFlag,
+      maxOpBytes: opts.maxOpBytes,
+      spoolDir: opts.spoolDir,
+      signal: opts.signal,
+    };
     if (args.baseDevId === undefined) {
       const f = await nativeFullPlan(r, args.snapDevId, { devId: args.snapDevId, ...common, mappingSpool: opts.withMappings });
       return { plan: f.plan, superblock: f.superblock, mappings: f.mappings };
     }
     // An offline incremental's reader also needs the snapshot's own mappings.
-    const m = opts.withMappings ? await nativeFullPlan(r, args.snapDevId, { devId: args.snapDevId, spoolDir: opts.spoolDir, mappingSpool: true, signal: opts.signal }) : undefined;
+    const m = opts.withMappings
+      ? await nativeFullPlan(r, args.snapDevId, { devId: args.snapDevId, spoolDir: opts.spoolDir, mappingSpool: true, signal: opts.signal })
+      : undefined;
     await m?.plan.close();
     try {
       const d = await nativeDeltaPlan(r, args.baseDevId, args.snapDevId, common);
@@ -134,12 +162,19 @@ async function openIfKnown(metadataPath: string, useMetadataSnap: boolean, choic
   try {
     const why = r.unknownFormat();
     if (why !== undefined) {
-      if (choice === 'native') throw new ThinshipError('BAD_METADATA', `the native metadata reader does not know this metadata (${why}) in ${metadataPath}: use --metadata-reader thin-tools`);
+      if (choice === 'native')
+        throw new ThinshipError(
+          'BAD_METADATA',
+          `the native metadata reader does not know this metadata (${why}) in ${metadataPath}: use --metadata-reader thin-tools`,
+        );
       log.info({ metadataReader: 'thin-tools', reason: why }, 'metadata reader: thin tools (the native reader does not know this format)');
       await r.close();
       return undefined;
     }
-    log.info({ metadataReader: 'native', reason: choice === 'native' ? 'asked for' : `known format (version ${r.sb.version}, flags ${r.sb.flags})` }, 'metadata reader: native');
+    log.info(
+      { metadataReader: 'native', reason: choice === 'native' ? 'asked for' : `known format (version ${r.sb.version}, flags ${r.sb.flags})` },
+      'metadata reader: native',
+    );
     return r;
   } catch (e) {
     await r.close();

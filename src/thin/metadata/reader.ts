@@ -32,19 +32,37 @@ export interface OpenOptions extends BlockReaderOptions {
  */
 export function mappedRunsJs(leaf: Buffer, out: Float64Array): number {
   const nr = leaf.readUInt32LE(16);
-  let runs = 0, begin = 0, len = 0;
+  let runs = 0,
+    begin = 0,
+    len = 0;
   for (let i = 0; i < nr; i++) {
     const k = leaf.readUInt32LE(NODE_HEADER_BYTES + 8 * i + 4) * 0x1_0000_0000 + leaf.readUInt32LE(NODE_HEADER_BYTES + 8 * i);
-    if (len > 0 && k === begin + len) { len++; continue; }
-    if (len > 0) { out[2 * runs] = begin; out[2 * runs + 1] = len; runs++; }
-    begin = k; len = 1;
+    if (len > 0 && k === begin + len) {
+      len++;
+      continue;
+    }
+    if (len > 0) {
+      out[2 * runs] = begin;
+      out[2 * runs + 1] = len;
+      runs++;
+    }
+    begin = k;
+    len = 1;
   }
-  if (len > 0) { out[2 * runs] = begin; out[2 * runs + 1] = len; runs++; }
+  if (len > 0) {
+    out[2 * runs] = begin;
+    out[2 * runs + 1] = len;
+    runs++;
+  }
   return runs;
 }
 
 export class MetadataReader {
-  private constructor(readonly blocks: BlockReader, readonly sb: DiskSuperblock, readonly live: DiskSuperblock) {}
+  private constructor(
+    readonly blocks: BlockReader,
+    readonly sb: DiskSuperblock,
+    readonly live: DiskSuperblock,
+  ) {}
 
   /**
    * Opens the metadata at `path` and reads its superblock (and with
@@ -77,8 +95,12 @@ export class MetadataReader {
     const s = this.sb;
     return {
       uuid: s.uuid.every((x) => x === 0) ? '' : s.uuid.toString('hex'),
-      time: s.time, transaction: s.transactionId, dataBlockSizeSectors: s.dataBlockSizeSectors,
-      nrDataBlocks: s.nrDataBlocks, version: s.version, flags: s.flags,
+      time: s.time,
+      transaction: s.transactionId,
+      dataBlockSizeSectors: s.dataBlockSizeSectors,
+      nrDataBlocks: s.nrDataBlocks,
+      version: s.version,
+      flags: s.flags,
     };
   }
 
@@ -118,10 +140,18 @@ export class MetadataReader {
     const hit = lookup(this.blocks, this.sb.dataMappingRoot, MAPPING_VALUE_BYTES, devId, 'mapping tree (top level)');
     if (device === undefined && hit === undefined) {
       const ids = (await this.devices()).map((d) => d.devId);
-      throw new ThinshipError('NOT_FOUND', `thin device id ${devId} is not in the pool metadata${ids.length > 0 ? ` (devices found: ${ids.join(', ')})` : ' (the pool has no device)'}`, { details: { devId } });
+      throw new ThinshipError(
+        'NOT_FOUND',
+        `thin device id ${devId} is not in the pool metadata${ids.length > 0 ? ` (devices found: ${ids.join(', ')})` : ' (the pool has no device)'}`,
+        { details: { devId } },
+      );
     }
     if (device === undefined || hit === undefined) {
-      throw new ThinshipError('BAD_METADATA', `thin device ${devId} is in the ${device ? 'device details' : 'mapping'} tree but not in the ${device ? 'mapping' : 'device details'} tree of ${this.blocks.path}`, { details: { devId } });
+      throw new ThinshipError(
+        'BAD_METADATA',
+        `thin device ${devId} is in the ${device ? 'device details' : 'mapping'} tree but not in the ${device ? 'mapping' : 'device details'} tree of ${this.blocks.path}`,
+        { details: { devId } },
+      );
     }
     return { device, root: hit.node.u64Value(hit.index, `mapping tree (top level) entry of device ${devId}`) };
   }
@@ -139,11 +169,19 @@ export class MetadataReader {
     const batch: Mapping[] = [];
     let used = 0;
     /** The run being built: origin, data block, length, time; no run while len is 0. */
-    let origin = 0, data = 0, len = 0, time = 0;
+    let origin = 0,
+      data = 0,
+      len = 0,
+      time = 0;
     const flush = (): void => {
       const m = batch[used];
       if (m === undefined) batch.push({ originBlock: origin, dataBlock: data, lengthBlocks: len, time });
-      else { m.originBlock = origin; m.dataBlock = data; m.lengthBlocks = len; m.time = time; }
+      else {
+        m.originBlock = origin;
+        m.dataBlock = data;
+        m.lengthBlocks = len;
+        m.time = time;
+      }
       used++;
     };
     const yielder = new LoopYielder();
@@ -158,9 +196,15 @@ export class MetadataReader {
         const lo = words[vw]!;
         const d = words[vw + 1]! * 256 + (lo >>> 24);
         const t = lo & 0xffffff;
-        if (len > 0 && o === origin + len && d === data + len && t === time) { len++; continue; }
+        if (len > 0 && o === origin + len && d === data + len && t === time) {
+          len++;
+          continue;
+        }
         if (len > 0) flush();
-        origin = o; data = d; len = 1; time = t;
+        origin = o;
+        data = d;
+        len = 1;
+        time = t;
       }
       if (used >= MAPPING_BATCH) {
         await onMappings(used === batch.length ? batch : batch.slice(0, used));
@@ -188,9 +232,11 @@ export class MetadataReader {
     let count = 0;
     /** Hands on the full batch but its last run, which may continue in the next leaf. */
     const flush = async (): Promise<void> => {
-      const last0 = pairs[2 * count - 2]!, last1 = pairs[2 * count - 1]!;
+      const last0 = pairs[2 * count - 2]!,
+        last1 = pairs[2 * count - 1]!;
       await onRuns(pairs, count - 1);
-      pairs[0] = last0; pairs[1] = last1;
+      pairs[0] = last0;
+      pairs[1] = last1;
       count = 1;
     };
     /** Appends one checked leaf's runs (the addon's mappedRuns or mappedRunsJs), joining its first to the last. */
@@ -219,14 +265,20 @@ export class MetadataReader {
             k += done;
             if (k >= x.count) break;
             // A leaf the pairs have no room for, or one that fails a check (leafOfBatch names the fault).
-            if (count + 512 > MAPPING_BATCH + 512) { await flush(); continue; }
+            if (count + 512 > MAPPING_BATCH + 512) {
+              await flush();
+              continue;
+            }
           }
           addLeaf(leafOfBatch(x, k, MAPPING_VALUE_BYTES, what));
           k++;
           if (count >= MAPPING_BATCH) await flush();
         }
       }
-      if (count >= MAPPING_BATCH) { await flush(); await yielder.due(); }
+      if (count >= MAPPING_BATCH) {
+        await flush();
+        await yielder.due();
+      }
     }
     if (count > 0) await onRuns(pairs, count);
   }

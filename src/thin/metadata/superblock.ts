@@ -73,10 +73,14 @@ export function u64(b: Buffer, off: number, what: string): number {
 export function parseSuperblock(b: Buffer, location: number, path: string): DiskSuperblock {
   const where = `superblock at metadata block ${location} of ${path}`;
   const magic = u64(b, 32, `${where}: magic`);
-  if (magic !== SUPERBLOCK_MAGIC) throw new ThinshipError('BAD_METADATA', `${where}: bad magic ${magic} (a thin-pool superblock has ${SUPERBLOCK_MAGIC}): not thin-pool metadata`, { details: { block: location } });
+  if (magic !== SUPERBLOCK_MAGIC)
+    throw new ThinshipError('BAD_METADATA', `${where}: bad magic ${magic} (a thin-pool superblock has ${SUPERBLOCK_MAGIC}): not thin-pool metadata`, {
+      details: { block: location },
+    });
   const want = blockChecksum(b, SUPERBLOCK_CSUM_XOR);
   const have = b.readUInt32LE(0);
-  if (want !== have) throw new ThinshipError('BAD_METADATA', `${where}: checksum mismatch (stored ${have}, computed ${want})`, { details: { block: location } });
+  if (want !== have)
+    throw new ThinshipError('BAD_METADATA', `${where}: checksum mismatch (stored ${have}, computed ${want})`, { details: { block: location } });
   const blocknr = u64(b, 8, `${where}: blocknr`);
   if (blocknr !== location) throw new ThinshipError('BAD_METADATA', `${where}: says it is block ${blocknr}`, { details: { block: location } });
   return {
@@ -110,7 +114,8 @@ export function unknownFormat(sb: DiskSuperblock): string | undefined {
   if ((sb.flags & ~KNOWN_FLAGS) !== 0) return `superblock flags 0x${sb.flags.toString(16)}`;
   if (sb.compatRoFlags !== 0) return `read-only-compatible feature flags 0x${sb.compatRoFlags.toString(16)}`;
   if (sb.incompatFlags !== 0) return `incompatible feature flags 0x${sb.incompatFlags.toString(16)}`;
-  if (sb.metadataBlockSizeSectors !== METADATA_BLOCK_SECTORS) return `metadata block size of ${sb.metadataBlockSizeSectors} sectors (this reader knows ${METADATA_BLOCK_SECTORS})`;
+  if (sb.metadataBlockSizeSectors !== METADATA_BLOCK_SECTORS)
+    return `metadata block size of ${sb.metadataBlockSizeSectors} sectors (this reader knows ${METADATA_BLOCK_SECTORS})`;
   if (sb.dataBlockSizeSectors === 0) return 'data block size 0';
   return undefined;
 }

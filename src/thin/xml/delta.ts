@@ -6,8 +6,20 @@
 import type { Readable } from 'node:stream';
 import type { DeltaKind, DeltaRange, Superblock } from '../model.js';
 import {
-  EL_DIFF, EL_DIFFERENT, EL_RANGE, EL_SUPERBLOCK, KIND_OF, diffOf, superblockOf,
-  RANGE_BEGIN, RANGE_DATA_BEGIN, RANGE_LEFT_DATA_BEGIN, RANGE_LENGTH, RANGE_RIGHT_DATA_BEGIN, type ElementSpec, type Form,
+  EL_DIFF,
+  EL_DIFFERENT,
+  EL_RANGE,
+  EL_SUPERBLOCK,
+  KIND_OF,
+  diffOf,
+  superblockOf,
+  RANGE_BEGIN,
+  RANGE_DATA_BEGIN,
+  RANGE_LEFT_DATA_BEGIN,
+  RANGE_LENGTH,
+  RANGE_RIGHT_DATA_BEGIN,
+  type ElementSpec,
+  type Form,
 } from './elements.js';
 import { LineParser, type ParseOptions } from './line-shape.js';
 
@@ -27,7 +39,12 @@ export interface DeltaResult {
 // ---------------------------------------------------------------------------
 // thin_delta
 
-const X_BEFORE = 0, X_SUPERBLOCK = 1, X_DIFF = 2, X_KIND = 3, X_AFTER_DIFF = 4, X_AFTER = 5;
+const X_BEFORE = 0,
+  X_SUPERBLOCK = 1,
+  X_DIFF = 2,
+  X_KIND = 3,
+  X_AFTER_DIFF = 4,
+  X_AFTER = 5;
 
 class DeltaParser extends LineParser {
   private state = X_BEFORE;
@@ -41,7 +58,10 @@ class DeltaParser extends LineParser {
   private nextBlock = 0;
   private batch: DeltaRange[] = [];
 
-  constructor(private readonly sink: DeltaSink, opts: ParseOptions) {
+  constructor(
+    private readonly sink: DeltaSink,
+    opts: ParseOptions,
+  ) {
     super('thin_delta', opts);
   }
 
@@ -65,11 +85,16 @@ class DeltaParser extends LineParser {
       const c = this.container!;
       // vals: begin, length, data_begin, left_data_begin, right_data_begin
       if (c.id === EL_DIFFERENT) {
-        if (Number.isNaN(vals[RANGE_LEFT_DATA_BEGIN]) || Number.isNaN(vals[RANGE_RIGHT_DATA_BEGIN])) this.fail(`<range> in <different> needs '${Number.isNaN(vals[RANGE_LEFT_DATA_BEGIN]) ? 'left_data_begin' : 'right_data_begin'}'`, sp.name);
+        if (Number.isNaN(vals[RANGE_LEFT_DATA_BEGIN]) || Number.isNaN(vals[RANGE_RIGHT_DATA_BEGIN]))
+          this.fail(`<range> in <different> needs '${Number.isNaN(vals[RANGE_LEFT_DATA_BEGIN]) ? 'left_data_begin' : 'right_data_begin'}'`, sp.name);
         if (!Number.isNaN(vals[RANGE_DATA_BEGIN])) this.fail(`<range> in <different> has unexpected attribute 'data_begin'`, sp.name);
       } else {
         if (Number.isNaN(vals[RANGE_DATA_BEGIN])) this.fail(`<range> in <${c.name}> needs 'data_begin'`, sp.name);
-        if (!Number.isNaN(vals[RANGE_LEFT_DATA_BEGIN]) || !Number.isNaN(vals[RANGE_RIGHT_DATA_BEGIN])) this.fail(`<range> in <${c.name}> has unexpected attribute '${Number.isNaN(vals[RANGE_LEFT_DATA_BEGIN]) ? 'right_data_begin' : 'left_data_begin'}'`, sp.name);
+        if (!Number.isNaN(vals[RANGE_LEFT_DATA_BEGIN]) || !Number.isNaN(vals[RANGE_RIGHT_DATA_BEGIN]))
+          this.fail(
+            `<range> in <${c.name}> has unexpected attribute '${Number.isNaN(vals[RANGE_LEFT_DATA_BEGIN]) ? 'right_data_begin' : 'left_data_begin'}'`,
+            sp.name,
+          );
       }
       this.push(KIND_OF[c.id]!, sp, vals[RANGE_BEGIN]!, vals[RANGE_LENGTH]!);
       return;
@@ -137,10 +162,12 @@ class DeltaParser extends LineParser {
 
   protected atEnd(): void {
     if (this.state === X_BEFORE) this.fail('no <superblock> in thin_delta output (empty or truncated input)');
-    if (this.state === X_KIND) this.fail(`input ended inside <${this.container!.name}> (opened at line ${this.containerLine}): truncated thin_delta output`, this.container!.name);
+    if (this.state === X_KIND)
+      this.fail(`input ended inside <${this.container!.name}> (opened at line ${this.containerLine}): truncated thin_delta output`, this.container!.name);
     if (this.state === X_DIFF) this.fail(`input ended inside <diff> (opened at line ${this.diffLine}): truncated thin_delta output`, 'diff');
     if (this.state === X_SUPERBLOCK) this.fail('input ended before <diff>: truncated thin_delta output', 'superblock');
-    if (this.state === X_AFTER_DIFF) this.fail(`input ended before </superblock> (opened at line ${this.superblockLine}): truncated thin_delta output`, 'superblock');
+    if (this.state === X_AFTER_DIFF)
+      this.fail(`input ended before </superblock> (opened at line ${this.superblockLine}): truncated thin_delta output`, 'superblock');
   }
 }
 
@@ -155,4 +182,3 @@ export async function parseThinDelta(input: Readable, sink: DeltaSink, opts: Par
   await p.run(input);
   return { superblock: p.superblock!, leftDevId: p.leftDevId, rightDevId: p.rightDevId };
 }
-

@@ -5,7 +5,19 @@
  */
 import type { Readable } from 'node:stream';
 import type { Mapping, Superblock, ThinDevice } from '../model.js';
-import { EL_DEF, EL_DEVICE, EL_RANGE_MAPPING, EL_REF, EL_SINGLE, EL_SUPERBLOCK, deviceOf, mappingOf, superblockOf, type ElementSpec, type Form } from './elements.js';
+import {
+  EL_DEF,
+  EL_DEVICE,
+  EL_RANGE_MAPPING,
+  EL_REF,
+  EL_SINGLE,
+  EL_SUPERBLOCK,
+  deviceOf,
+  mappingOf,
+  superblockOf,
+  type ElementSpec,
+  type Form,
+} from './elements.js';
 import { LineParser, type ParseOptions } from './line-shape.js';
 
 export interface DumpSink {
@@ -26,7 +38,10 @@ export interface DumpResult {
 // ---------------------------------------------------------------------------
 // thin_dump
 
-const D_BEFORE = 0, D_SUPERBLOCK = 1, D_DEVICE = 2, D_AFTER = 3;
+const D_BEFORE = 0,
+  D_SUPERBLOCK = 1,
+  D_DEVICE = 2,
+  D_AFTER = 3;
 
 class DumpParser extends LineParser {
   private state = D_BEFORE;
@@ -43,7 +58,10 @@ class DumpParser extends LineParser {
 
   private readonly skipMappings: boolean;
 
-  constructor(private readonly sink: DumpSink, opts: ParseOptions) {
+  constructor(
+    private readonly sink: DumpSink,
+    opts: ParseOptions,
+  ) {
     super('thin_dump', opts);
     this.skipMappings = opts.skipMappings === true;
   }
@@ -58,7 +76,10 @@ class DumpParser extends LineParser {
       const m = mappingOf(id, vals);
       const { originBlock, lengthBlocks } = m;
       if (originBlock < this.nextOrigin) {
-        this.fail(`<${sp.name}> at origin block ${originBlock} is out of order or overlaps the previous mapping (which ended at block ${this.nextOrigin})`, sp.name);
+        this.fail(
+          `<${sp.name}> at origin block ${originBlock} is out of order or overlaps the previous mapping (which ended at block ${this.nextOrigin})`,
+          sp.name,
+        );
       }
       const end = originBlock + lengthBlocks;
       if (!Number.isSafeInteger(end)) this.fail(`<${sp.name}> ends beyond the largest safe block number`, sp.name);
@@ -107,7 +128,10 @@ class DumpParser extends LineParser {
       return;
     }
     if (id === EL_DEF || id === EL_REF) {
-      this.fail(`<${sp.name}> (a shared subtree, written by thin-provisioning-tools 1.x for whole-pool dumps) is not supported: dump one device with --dev-id`, sp.name);
+      this.fail(
+        `<${sp.name}> (a shared subtree, written by thin-provisioning-tools 1.x for whole-pool dumps) is not supported: dump one device with --dev-id`,
+        sp.name,
+      );
     }
     this.fail(`unexpected element <${form === 'close' ? '/' : ''}${sp.name}> in thin_dump output`, sp.name);
   }
@@ -115,7 +139,10 @@ class DumpParser extends LineParser {
   private endDevice(): void {
     const d = this.device!;
     if (this.deviceBlocks !== d.mappedBlocks && !this.skipMappings) {
-      this.fail(`device ${d.devId} (line ${this.deviceLine}) says mapped_blocks="${d.mappedBlocks}" but its mappings cover ${this.deviceBlocks} blocks`, 'device');
+      this.fail(
+        `device ${d.devId} (line ${this.deviceLine}) says mapped_blocks="${d.mappedBlocks}" but its mappings cover ${this.deviceBlocks} blocks`,
+        'device',
+      );
     }
     this.device = undefined;
     this.flushWanted = true; // a batch never mixes devices
@@ -132,7 +159,8 @@ class DumpParser extends LineParser {
   protected atEnd(): void {
     if (this.state === D_BEFORE) this.fail('no <superblock> in thin_dump output (empty or truncated input)');
     if (this.state === D_DEVICE) this.fail(`input ended inside <device> (opened at line ${this.deviceLine}): truncated thin_dump output`, 'device');
-    if (this.state === D_SUPERBLOCK) this.fail(`input ended before </superblock> (opened at line ${this.superblockLine}): truncated thin_dump output`, 'superblock');
+    if (this.state === D_SUPERBLOCK)
+      this.fail(`input ended before </superblock> (opened at line ${this.superblockLine}): truncated thin_dump output`, 'superblock');
   }
 }
 
@@ -147,4 +175,3 @@ export async function parseThinDump(input: Readable, sink: DumpSink, opts: Parse
   await p.run(input);
   return { superblock: p.superblock!, devices: p.devices };
 }
-

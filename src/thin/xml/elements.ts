@@ -26,10 +26,19 @@ export interface ElementSpec {
 const req = (name: string, min?: number): AttrSpec => ({ name, kind: 'int', required: true, min });
 const opt = (name: string): AttrSpec => ({ name, kind: 'int', required: false });
 
-export const EL_SUPERBLOCK = 0, EL_DEVICE = 1, EL_SINGLE = 2, EL_RANGE_MAPPING = 3, EL_DIFF = 4,
-  EL_DIFFERENT = 6, EL_RANGE = 9, EL_DEF = 10, EL_REF = 11;
+export const EL_SUPERBLOCK = 0,
+  EL_DEVICE = 1,
+  EL_SINGLE = 2,
+  EL_RANGE_MAPPING = 3,
+  EL_DIFF = 4,
+  EL_DIFFERENT = 6,
+  EL_RANGE = 9,
+  EL_DEF = 10,
+  EL_REF = 11;
 // Only this file names these (their elements are told apart by spec).
-const EL_SAME = 5, EL_LEFT_ONLY = 7, EL_RIGHT_ONLY = 8;
+const EL_SAME = 5,
+  EL_LEFT_ONLY = 7,
+  EL_RIGHT_ONLY = 8;
 
 function spec(id: number, name: string, attrs: AttrSpec[]): ElementSpec {
   return { id, name, attrs, index: new Map(attrs.map((a, i) => [a.name, i])) };
@@ -38,10 +47,15 @@ function spec(id: number, name: string, attrs: AttrSpec[]): ElementSpec {
 // Field order here is the order of the values array handed to handlers.
 const SUPERBLOCK = spec(EL_SUPERBLOCK, 'superblock', [
   { name: 'uuid', kind: 'string', required: true },
-  req('time'), req('transaction'), req('data_block_size', 1), req('nr_data_blocks'),
+  req('time'),
+  req('transaction'),
+  req('data_block_size', 1),
+  req('nr_data_blocks'),
   // thin_dump has version (and flags in newer tools); thin_delta has neither (1.x adds flags);
   // the Rust tools' model also has metadata_snap.
-  opt('flags'), opt('version'), opt('metadata_snap'),
+  opt('flags'),
+  opt('version'),
+  opt('metadata_snap'),
 ]);
 const DEVICE = spec(EL_DEVICE, 'device', [req('dev_id'), req('mapped_blocks'), req('transaction'), req('creation_time'), req('snap_time')]);
 const SINGLE = spec(EL_SINGLE, 'single_mapping', [req('origin_block'), req('data_block'), req('time')]);
@@ -63,11 +77,14 @@ export const SPECS = new Map<string, ElementSpec>(
   [SUPERBLOCK, DEVICE, SINGLE, RANGE_MAPPING, DIFF, SAME, DIFFERENT, LEFT_ONLY, RIGHT_ONLY, RANGE, DEF, REF].map((s) => [s.name, s]),
 );
 /** Start tags whose attributes differ from the self-closing form: the verbose delta containers have none. */
-export const OPEN_SPECS = new Map<string, ElementSpec>(
-  [SAME, DIFFERENT, LEFT_ONLY, RIGHT_ONLY].map((s) => [s.name, spec(s.id, s.name, [])]),
-);
+export const OPEN_SPECS = new Map<string, ElementSpec>([SAME, DIFFERENT, LEFT_ONLY, RIGHT_ONLY].map((s) => [s.name, spec(s.id, s.name, [])]));
 
-export const KIND_OF: Record<number, DeltaKind> = { [EL_SAME]: 'same', [EL_DIFFERENT]: 'different', [EL_LEFT_ONLY]: 'left_only', [EL_RIGHT_ONLY]: 'right_only' };
+export const KIND_OF: Record<number, DeltaKind> = {
+  [EL_SAME]: 'same',
+  [EL_DIFFERENT]: 'different',
+  [EL_LEFT_ONLY]: 'left_only',
+  [EL_RIGHT_ONLY]: 'right_only',
+};
 
 // ---------------------------------------------------------------------------
 // Decoding: `vals` holds an element's int attributes in schema order (NaN when absent).
@@ -108,4 +125,8 @@ export function diffOf(vals: number[]): { leftDevId: number; rightDevId: number 
  * [data_begin] [left_data_begin] [right_data_begin]/>: the value indexes (these
  * lines are the bulk of a delta; read in place, not copied into an object).
  */
-export const RANGE_BEGIN = 0, RANGE_LENGTH = 1, RANGE_DATA_BEGIN = 2, RANGE_LEFT_DATA_BEGIN = 3, RANGE_RIGHT_DATA_BEGIN = 4;
+export const RANGE_BEGIN = 0,
+  RANGE_LENGTH = 1,
+  RANGE_DATA_BEGIN = 2,
+  RANGE_LEFT_DATA_BEGIN = 3,
+  RANGE_RIGHT_DATA_BEGIN = 4;

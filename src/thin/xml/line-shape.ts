@@ -370,6 +370,4 @@ export abstract class LineParser {
     }
     this.tag(sp, tag.form, vals, strings);
   }
-
 }
-
