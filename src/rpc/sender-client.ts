@@ -40,7 +40,7 @@ export interface StartTransferRequest {
   requestId: string;
   source: { snapshot: string; base?: string; offlinePool?: { metadataPath: string; dataPath: string; volumeSizeBytes?: number } };
   destination: { receiverAddress: string; serverName?: string; target: string };
-  options?: { noCompress?: boolean; bandwidthLimitBytesPerSecond?: number; maxRetries?: number };
+  options?: { noCompress?: boolean; bandwidthLimitBytesPerSecond?: number; maxRetries?: number; force?: boolean; grow?: boolean };
 }
 
 type RawClient = grpc.Client & Record<string, (...a: unknown[]) => unknown>;

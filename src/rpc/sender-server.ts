@@ -225,7 +225,7 @@ export async function startSenderServer(o: SenderServerOptions): Promise<Running
         requestId: string;
         source: PbSource;
         destination?: { receiverAddress?: string; serverName?: string; target?: string } | null;
-        options?: { noCompress?: boolean; bandwidthLimitBytesPerSecond?: number; maxRetries?: number } | null;
+        options?: { noCompress?: boolean; bandwidthLimitBytesPerSecond?: number; maxRetries?: number; force?: boolean; grow?: boolean } | null;
       },
       Record<string, unknown>
     >('StartTransfer', async (c, req) => {
@@ -242,6 +242,8 @@ export async function startSenderServer(o: SenderServerOptions): Promise<Running
           noCompress: opt.noCompress === true,
           bandwidthLimitBytesPerSecond: Number(opt.bandwidthLimitBytesPerSecond ?? 0),
           maxRetries: Math.min(Number(opt.maxRetries ?? 0), 1000),
+          force: opt.force === true,
+          grow: opt.grow === true,
         },
       });
       return { transfer: infoToProto(info) };

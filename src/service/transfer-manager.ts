@@ -44,6 +44,9 @@ export interface TransferOptionsRequest {
   noCompress?: boolean;
   bandwidthLimitBytesPerSecond?: number;
   maxRetries?: number;
+  /** Begin.force / Begin.grow towards the receiver (send --to's --force / --grow). */
+  force?: boolean;
+  grow?: boolean;
 }
 export interface StartRequest {
   requestId: string;
@@ -419,6 +422,8 @@ export class TransferManager {
           target: req.destination.target,
           transferId: t.info.transferId,
           compress,
+          force: req.options.force === true,
+          grow: req.options.grow === true,
           pool: this.pool(compress),
           maxAttempts: (req.options.maxRetries || 9) + 1,
           retryDelayMs: this.o.retryDelayMs,

@@ -10,7 +10,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, rmSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, rmSync, utimesSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { runCli, startCli } from '../helpers/cli.js';
 import { ReceiverClient } from '../../src/rpc/client.js';
@@ -151,8 +151,31 @@ test("a refused transfer exits with the code of the same send made directly: the
   assert.match(watcher.stderr, /identity sender-b may not start/);
 });
 
+test('send --via --force reaches the receiver (TransferOptions.force): a target written since its last snapshot is refused (14), then applied over with --force, byte-exact', async () => {
+  const name = 'diverged-via.img';
+  const target = join(targets(), name);
+  const r1 = await runCli(['send', ...full(), ...viaArgs(name), '-q']);
+  assert.equal(r1.code, 0, r1.stderr);
+  // someone writes to the replica: one byte inside a block the incremental rewrites (the demo pool's
+  // snapshot 2 rewrites blocks 10-19 of 64 KiB), and a later mtime than its commit
+  const fd = openSync(target, 'r+');
+  writeSync(fd, Buffer.from([0x5a]), 0, 1, 10 * 64 * 1024 + 4096);
+  closeSync(fd);
+  const later = new Date(Date.now() + 60_000);
+  utimesSync(target, later, later);
+  const refused = await runCli(['send', ...incremental(), ...viaArgs(name)]);
+  assert.equal(refused.code, 14, refused.stderr);
+  assert.match(refused.stderr, /was written since it received/);
+  const forced = await runCli(['send', ...incremental(), ...viaArgs(name), '--force', '-q']);
+  assert.equal(forced.code, 0, forced.stderr);
+  assertSameImage(readImage(target, fx.pool.volumeSizeBytes), fx.img2, 'the incremental applied over the divergence');
+});
+
 test('send --via: options the service does not take, and --via without --to, are usage errors (exit 2)', async () => {
-  for (const extra of [['--force'], ['--grow'], ['--max-op-bytes', '64K'], ['--transfer-id', 'x']]) {
+  for (const extra of [
+    ['--max-op-bytes', '64K'],
+    ['--transfer-id', 'x'],
+  ]) {
     const r = await runCli(['send', ...full(), ...viaArgs('usage.img'), ...extra]);
     assert.equal(r.code, 2, `${extra.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, /is not an option of the sender service/);

@@ -84,14 +84,11 @@ export async function sendViaCommand(names: string[], flags: ViaSendFlags): Prom
   if (!flags.to || !flags.target)
     throw new ThinshipError('USAGE', '--via needs --to RECEIVER:PORT and --target NAME: where the sender daemon sends (as its config allows)');
   for (const [set, flag] of [
-    [flags.force, '--force'],
-    [flags.grow, '--grow'],
     [flags.maxOpBytes, '--max-op-bytes'],
     [flags.metadataReader, '--metadata-reader'],
     [flags.transferId, '--transfer-id (the daemon names transfers; --request-id ID makes a start repeatable)'],
   ] as const) {
-    if (set !== undefined && set !== false)
-      throw new ThinshipError('USAGE', `${flag} is not an option of the sender service (--via); use a direct send --to for it`);
+    if (set !== undefined) throw new ThinshipError('USAGE', `${flag} is not an option of the sender service (--via); use a direct send --to for it`);
   }
   const source = sourceOf(names, flags);
   const bwlimit = parseBandwidthFlag(flags.bwlimit);
@@ -133,7 +130,13 @@ export async function sendViaCommand(names: string[], flags: ViaSendFlags): Prom
             requestId,
             source,
             destination: { receiverAddress: flags.to!, serverName: flags.receiverServerName ?? '', target: flags.target! },
-            options: { noCompress: flags.compress === false, bandwidthLimitBytesPerSecond: bwlimit ?? 0, maxRetries: retries },
+            options: {
+              noCompress: flags.compress === false,
+              bandwidthLimitBytesPerSecond: bwlimit ?? 0,
+              maxRetries: retries,
+              force: flags.force === true,
+              grow: flags.grow === true,
+            },
           });
           transferId = started.transferId;
           return watchToEnd(client, started.transferId, onState, signal);

@@ -18,6 +18,18 @@ export interface TransferOptions {
    * Resume attempts in a row without progress after a broken link; 0: 9.
    */
   'maxRetries'?: (number);
+  /**
+   * Begin.force on the receiver (like `zfs recv -F`): apply over a target
+   * written since its last received snapshot, or an incremental onto a target
+   * with no record; the receiver says what it overwrote. The caller's ACL must
+   * allow the destination as for any start.
+   */
+  'force'?: (boolean);
+  /**
+   * Begin.grow on the receiver: extend an existing file target smaller than
+   * the volume (else refused, FAILED_PRECONDITION / TOO_SMALL).
+   */
+  'grow'?: (boolean);
 }
 
 /**
@@ -36,4 +48,16 @@ export interface TransferOptions__Output {
    * Resume attempts in a row without progress after a broken link; 0: 9.
    */
   'maxRetries': (number);
+  /**
+   * Begin.force on the receiver (like `zfs recv -F`): apply over a target
+   * written since its last received snapshot, or an incremental onto a target
+   * with no record; the receiver says what it overwrote. The caller's ACL must
+   * allow the destination as for any start.
+   */
+  'force': (boolean);
+  /**
+   * Begin.grow on the receiver: extend an existing file target smaller than
+   * the volume (else refused, FAILED_PRECONDITION / TOO_SMALL).
+   */
+  'grow': (boolean);
 }
