@@ -15,6 +15,8 @@ import { ThinshipError } from '../errors.js';
 import type { ProtoGrpcType } from './generated/receiver.js';
 import type { ReceiverServiceClient, ReceiverServiceDefinition } from './generated/thinship/v1/ReceiverService.js';
 import type { Timestamp } from './generated/google/protobuf/Timestamp.js';
+import type { ProtoGrpcType as SenderProtoGrpcType } from './generated/sender.js';
+import type { SenderServiceClient } from './generated/thinship/sender/v1/SenderService.js';
 
 export type { ApplyStreamRequest, ApplyStreamRequest__Output } from './generated/thinship/v1/ApplyStreamRequest.js';
 export type { ApplyStreamResponse, ApplyStreamResponse__Output } from './generated/thinship/v1/ApplyStreamResponse.js';
@@ -23,6 +25,9 @@ export type { TransferState, TransferState__Output } from './generated/thinship/
 export type { AbortTransferResponse__Output } from './generated/thinship/v1/AbortTransferResponse.js';
 export type { GetTargetResponse, GetTargetResponse__Output } from './generated/thinship/v1/GetTargetResponse.js';
 export type { ReceiverServiceClient, ReceiverServiceHandlers } from './generated/thinship/v1/ReceiverService.js';
+export type { SenderServiceClient } from './generated/thinship/sender/v1/SenderService.js';
+export type { TransferInfo__Output as SenderTransferInfo } from './generated/thinship/sender/v1/TransferInfo.js';
+export type { StartTransferRequest } from './generated/thinship/sender/v1/StartTransferRequest.js';
 
 export const PROTOCOL_VERSION = 1;
 /** The full name of the service (health checks and reflection use it too). */
@@ -56,6 +61,25 @@ export function receiverProto() {
 /** A typed client of the receiver service. */
 export function newReceiverClient(address: string, creds: grpc.ChannelCredentials, options?: grpc.ChannelOptions): ReceiverServiceClient {
   const { Client } = receiverProto();
+  return new Client(address, creds, options);
+}
+
+let senderCached: { def: protoLoader.PackageDefinition; Client: SenderProtoGrpcType['thinship']['sender']['v1']['SenderService'] } | undefined;
+
+/** proto/thinship/sender/v1/sender.proto (the sender daemon's API), loaded like the receiver's. */
+export function senderProto() {
+  if (!senderCached) {
+    const def = protoLoader.loadSync('thinship/sender/v1/sender.proto', { ...LOADER_OPTIONS, includeDirs: [protoRoot()] });
+    // The same one unchecked step as receiverProto's.
+    const pkg = grpc.loadPackageDefinition(def) as unknown as SenderProtoGrpcType;
+    senderCached = { def, Client: pkg.thinship.sender.v1.SenderService };
+  }
+  return senderCached;
+}
+
+/** A typed client of the sender service. */
+export function newSenderClient(address: string, creds: grpc.ChannelCredentials, options?: grpc.ChannelOptions): SenderServiceClient {
+  const { Client } = senderProto();
   return new Client(address, creds, options);
 }
 

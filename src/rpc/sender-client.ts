@@ -9,52 +9,30 @@
 import * as grpc from '@grpc/grpc-js';
 import { ThinshipError } from '../errors.js';
 import { channelOf, type ConnectOptions } from './client.js';
-import { senderProto } from './sender-server.js';
+import { newSenderClient, type SenderServiceClient, type SenderTransferInfo, type StartTransferRequest } from './proto.js';
+
+export type { SenderTransferInfo, StartTransferRequest };
 import { fromServiceError, type TransportFailure } from './status.js';
 
 const UNARY_DEADLINE_MS = 30_000;
 
-/** TransferInfo as proto-loader delivers it (camelCase, uint64 as Number, the state as its enum name). */
-export interface SenderTransferInfo {
-  transferId: string;
-  requestId: string;
-  source: { snapshot: string; base: string; offlinePool: { metadataPath: string; dataPath: string; volumeSizeBytes: number } | null } | null;
-  destination: { receiverAddress: string; serverName: string; target: string } | null;
-  /** STATE_QUEUED … STATE_CANCELLED */
-  state: string;
-  doneBytes: number;
-  totalBytes: number;
-  bytesPerSecond: number;
-  etaSeconds: number;
-  retries: number;
-  errorCode: string;
-  errorMessage: string;
-  digest: string;
-  createTime: { seconds: number; nanos: number } | null;
-  finishTime: { seconds: number; nanos: number } | null;
+/** A response's `transfer` (a message field, so null when the daemon left it out: a broken daemon). */
+function transferOf(r: { transfer: SenderTransferInfo | null }, rpc: string): SenderTransferInfo {
+  if (!r.transfer) throw new ThinshipError('INTERNAL', `${rpc}: the sender daemon's response has no transfer`);
+  return r.transfer;
 }
 
 const FINAL_STATES: ReadonlySet<string> = new Set(['STATE_DONE', 'STATE_FAILED', 'STATE_CANCELLED']);
 
-export interface StartTransferRequest {
-  requestId: string;
-  source: { snapshot: string; base?: string; offlinePool?: { metadataPath: string; dataPath: string; volumeSizeBytes?: number } };
-  destination: { receiverAddress: string; serverName?: string; target: string };
-  options?: { noCompress?: boolean; bandwidthLimitBytesPerSecond?: number; maxRetries?: number; force?: boolean; grow?: boolean };
-}
-
-type RawClient = grpc.Client & Record<string, (...a: unknown[]) => unknown>;
-
 export class SenderClient {
   private constructor(
     readonly address: string,
-    private readonly raw: RawClient,
+    private readonly raw: SenderServiceClient,
   ) {}
 
   static async connect(o: ConnectOptions): Promise<SenderClient> {
     const { creds, options } = await channelOf(o, '--via');
-    const { Client } = senderProto();
-    return new SenderClient(o.address, new Client(o.address, creds, options) as unknown as RawClient);
+    return new SenderClient(o.address, newSenderClient(o.address, creds, options));
   }
 
   /** The daemon's error as a ThinshipError; a daemon nobody answers for says so (not "receiver"). */
@@ -70,32 +48,27 @@ export class SenderClient {
     return err;
   }
 
-  private unary<T>(rpc: string, req: Record<string, unknown>): Promise<T> {
+  /** One unary call with the deadline; `rpc` names it in errors. */
+  private unary<T>(rpc: string, invoke: (md: grpc.Metadata, o: grpc.CallOptions, cb: grpc.requestCallback<T>) => void): Promise<T> {
     return new Promise((resolve, reject) => {
-      (this.raw[rpc] as (r: unknown, md: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r: T) => void) => void).call(
-        this.raw,
-        req,
-        new grpc.Metadata(),
-        { deadline: Date.now() + UNARY_DEADLINE_MS },
-        (e, r) => (e ? reject(this.errorOf(e, rpc)) : resolve(r)),
-      );
+      invoke(new grpc.Metadata(), { deadline: Date.now() + UNARY_DEADLINE_MS }, (e, r) => (e || !r ? reject(this.errorOf(e, rpc)) : resolve(r)));
     });
   }
 
   async start(req: StartTransferRequest): Promise<SenderTransferInfo> {
-    return (await this.unary<{ transfer: SenderTransferInfo }>('StartTransfer', req as unknown as Record<string, unknown>)).transfer;
+    return transferOf(await this.unary('StartTransfer', (md, o, cb) => this.raw.StartTransfer(req, md, o, cb)), 'StartTransfer');
   }
 
   async get(transferId: string): Promise<SenderTransferInfo> {
-    return (await this.unary<{ transfer: SenderTransferInfo }>('GetTransfer', { transferId })).transfer;
+    return transferOf(await this.unary('GetTransfer', (md, o, cb) => this.raw.GetTransfer({ transferId }, md, o, cb)), 'GetTransfer');
   }
 
   async list(): Promise<SenderTransferInfo[]> {
-    return (await this.unary<{ transfers: SenderTransferInfo[] }>('ListTransfers', {})).transfers;
+    return (await this.unary<{ transfers: SenderTransferInfo[] }>('ListTransfers', (md, o, cb) => this.raw.ListTransfers({}, md, o, cb))).transfers;
   }
 
   async cancel(transferId: string, reason: string): Promise<SenderTransferInfo> {
-    return (await this.unary<{ transfer: SenderTransferInfo }>('CancelTransfer', { transferId, reason })).transfer;
+    return transferOf(await this.unary('CancelTransfer', (md, o, cb) => this.raw.CancelTransfer({ transferId, reason }, md, o, cb)), 'CancelTransfer');
   }
 
   /**
@@ -105,7 +78,7 @@ export class SenderClient {
    */
   watch(transferId: string, onState: (info: SenderTransferInfo) => void, signal?: AbortSignal): Promise<SenderTransferInfo> {
     return new Promise((resolve, reject) => {
-      const call = (this.raw.WatchTransfer as (r: unknown) => grpc.ClientReadableStream<{ transfer: SenderTransferInfo }>).call(this.raw, { transferId });
+      const call = this.raw.WatchTransfer({ transferId });
       let last: SenderTransferInfo | undefined;
       let settled = false;
       const settle = (f: () => void) => {
@@ -125,7 +98,8 @@ export class SenderClient {
         return;
       }
       signal?.addEventListener('abort', onAbort, { once: true });
-      call.on('data', (m: { transfer: SenderTransferInfo }) => {
+      call.on('data', (m: { transfer: SenderTransferInfo | null }) => {
+        if (!m.transfer) return;
         last = m.transfer;
         onState(m.transfer);
       });

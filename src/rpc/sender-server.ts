@@ -3,17 +3,14 @@
  * SenderService calls onto service/transfer-manager.ts. mTLS like the
  * receiver; the caller's identity picks its rules in the sender config.
  */
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import type { Logger } from 'pino';
 import { ThinshipError } from '../errors.js';
 import { log as rootLog } from '../log.js';
 import { TransferManager, type Caller, type SourceRequest, type TransferInfo, type TransferStateName } from '../service/transfer-manager.js';
 import type { SenderConfig } from '../service/sender-config.js';
 import { TransferStore } from '../service/transfer-store.js';
-import { LOADER_OPTIONS } from './proto.js';
+import { senderProto } from './proto.js';
 import { toServiceError } from './status.js';
 import { callerIdentity, listenCredentials, loadClientTls, loadServerTls, parseHostPort, type TlsFiles } from './tls.js';
 import { access } from 'node:fs/promises';
@@ -23,20 +20,6 @@ import { startOpsListener, type OpsListener } from '../ops/ops-listener.js';
 import { configReloader } from '../ops/config-reload.js';
 
 const SENDER_SERVICE = 'thinship.sender.v1.SenderService';
-
-function senderProtoPath(): string {
-  for (const rel of ['../../../proto/thinship/sender/v1/sender.proto', '../../proto/thinship/sender/v1/sender.proto']) {
-    const p = fileURLToPath(new URL(rel, import.meta.url));
-    if (existsSync(p)) return p;
-  }
-  throw new ThinshipError('INTERNAL', 'proto/thinship/sender/v1/sender.proto is missing from the installation');
-}
-
-export function senderProto(): { def: protoLoader.PackageDefinition; Client: grpc.ServiceClientConstructor } {
-  const def = protoLoader.loadSync(senderProtoPath(), LOADER_OPTIONS);
-  const pkg = grpc.loadPackageDefinition(def) as unknown as { thinship: { sender: { v1: { SenderService: grpc.ServiceClientConstructor } } } };
-  return { def, Client: pkg.thinship.sender.v1.SenderService };
-}
 
 /** Wire shapes (proto-loader: camelCase, uint64 as Number, enums as names). */
 interface PbSource {

@@ -50,7 +50,7 @@ export interface ViaSendFlags extends SourceFlags, TlsFlags {
 const REWATCH_DELAYS_MS = [500, 1000, 2000, 4000, 8000, 15_000, 15_000, 15_000];
 
 /** StartTransfer's source: LVM names as given; an offline pool by absolute paths (the daemon resolves nothing against our directory). */
-function sourceOf(names: string[], flags: SourceFlags): StartTransferRequest['source'] {
+function sourceOf(names: string[], flags: SourceFlags): NonNullable<StartTransferRequest['source']> {
   const spec = sourceSpecOf(names, flags);
   if (spec.kind === 'lvm') {
     if (spec.allowLive) throw new ThinshipError('USAGE', '--allow-live is not an option of the sender service: send a snapshot');
