@@ -317,15 +317,19 @@ async function runPipe(c: RunCtx): Promise<PathResult> {
   return { wallS, procs: [await readTimed(f('send'), 'thinship send', 'sender'), await readTimed(f('recv'), 'thinship recv', 'receiver')] };
 }
 
-async function runSocat(c: RunCtx): Promise<PathResult> {
+/**
+ * The zstd + socat pipeline around a sender and a receiver command, as LINSTOR runs
+ * thin_send/thin_recv (default zstd and socat settings): `SEND | zstd -1 | socat` →
+ * `socat | zstd -d | RECV` over loopback TCP, every process timed.
+ */
+async function runZstdSocat(c: RunCtx, send: { argv: string[]; name: string }, recv: { argv: string[]; name: string }): Promise<PathResult> {
   const f = (n: string) => join(c.tmp, `${c.tag}-${n}.time`);
   const port = await freePort();
-  // As LINSTOR runs thin_send/thin_recv: default zstd and socat settings.
   const rx = startBash(
     [
       timed(f('rx-socat'), ['socat', '-u', `TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr`, 'STDOUT']),
       timed(f('rx-zstd'), ['zstd', '-d', '-q', '-c']),
-      timed(f('recv'), nodeArgv(c, 'receiver', 'recv', '-q', c.target)),
+      timed(f('recv'), recv.argv),
     ].join(' | '),
   );
   let rxExited = false;
@@ -342,7 +346,7 @@ async function runSocat(c: RunCtx): Promise<PathResult> {
   const t0 = performance.now();
   const tx = startBash(
     [
-      timed(f('send'), nodeArgv(c, 'sender', 'send', '-q', ...poolArgs(c))),
+      timed(f('send'), send.argv),
       timed(f('tx-zstd'), ['zstd', '-1', '-q', '-c']),
       timed(f('tx-socat'), ['socat', '-u', 'STDIN', `TCP:127.0.0.1:${port}`]),
     ].join(' | '),
@@ -351,19 +355,27 @@ async function runSocat(c: RunCtx): Promise<PathResult> {
   if (txr.code !== 0) rx.child.kill();
   const rxr = await rx.done;
   const wallS = (performance.now() - t0) / 1000;
-  checkBash('send | zstd -1 | socat', txr);
-  checkBash('socat | zstd -d | recv', rxr);
+  checkBash(`${send.name} | zstd -1 | socat`, txr);
+  checkBash(`socat | zstd -d | ${recv.name}`, rxr);
   return {
     wallS,
     procs: [
-      await readTimed(f('send'), 'thinship send', 'sender'),
+      await readTimed(f('send'), send.name, 'sender'),
       await readTimed(f('tx-zstd'), 'zstd -1', 'sender'),
       await readTimed(f('tx-socat'), 'socat (send)', 'sender'),
       await readTimed(f('rx-socat'), 'socat (recv)', 'receiver'),
       await readTimed(f('rx-zstd'), 'zstd -d', 'receiver'),
-      await readTimed(f('recv'), 'thinship recv', 'receiver'),
+      await readTimed(f('recv'), recv.name, 'receiver'),
     ],
   };
+}
+
+function runSocat(c: RunCtx): Promise<PathResult> {
+  return runZstdSocat(
+    c,
+    { argv: nodeArgv(c, 'sender', 'send', '-q', ...poolArgs(c)), name: 'thinship send' },
+    { argv: nodeArgv(c, 'receiver', 'recv', '-q', c.target), name: 'thinship recv' },
+  );
 }
 
 async function runGrpc(c: RunCtx): Promise<PathResult> {
@@ -598,52 +610,8 @@ async function runDdCopy(c: RunCtx): Promise<PathResult> {
   return { wallS, procs: [await readTimed(f('send'), 'dd iflag=direct', 'sender'), await readTimed(f('recv'), 'dd conv=fsync', 'receiver')] };
 }
 
-async function runCZstd(c: RunCtx): Promise<PathResult> {
-  const f = (n: string) => join(c.tmp, `${c.tag}-${n}.time`);
-  const port = await freePort();
-  const rx = startBash(
-    [
-      timed(f('rx-socat'), ['socat', '-u', `TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr`, 'STDOUT']),
-      timed(f('rx-zstd'), ['zstd', '-d', '-q', '-c']),
-      timed(f('recv'), ddTarget(c)),
-    ].join(' | '),
-  );
-  let rxExited = false;
-  void rx.done.then(() => {
-    rxExited = true;
-  });
-  try {
-    await waitListening(port, 10_000, () => !rxExited);
-  } catch (e) {
-    rx.child.kill();
-    const r = await rx.done;
-    throw new Error(`${(e as Error).message}: ${r.stderr.trim()}`, { cause: e });
-  }
-  const t0 = performance.now();
-  const tx = startBash(
-    [
-      timed(f('send'), ddSource(c, fullDataBytes(c))),
-      timed(f('tx-zstd'), ['zstd', '-1', '-q', '-c']),
-      timed(f('tx-socat'), ['socat', '-u', 'STDIN', `TCP:127.0.0.1:${port}`]),
-    ].join(' | '),
-  );
-  const txr = await tx.done;
-  if (txr.code !== 0) rx.child.kill();
-  const rxr = await rx.done;
-  const wallS = (performance.now() - t0) / 1000;
-  checkBash('dd | zstd -1 | socat', txr);
-  checkBash('socat | zstd -d | dd', rxr);
-  return {
-    wallS,
-    procs: [
-      await readTimed(f('send'), 'dd iflag=direct', 'sender'),
-      await readTimed(f('tx-zstd'), 'zstd -1', 'sender'),
-      await readTimed(f('tx-socat'), 'socat (send)', 'sender'),
-      await readTimed(f('rx-socat'), 'socat (recv)', 'receiver'),
-      await readTimed(f('rx-zstd'), 'zstd -d', 'receiver'),
-      await readTimed(f('recv'), 'dd conv=fsync', 'receiver'),
-    ],
-  };
+function runCZstd(c: RunCtx): Promise<PathResult> {
+  return runZstdSocat(c, { argv: ddSource(c, fullDataBytes(c)), name: 'dd iflag=direct' }, { argv: ddTarget(c), name: 'dd conv=fsync' });
 }
 
 const RUNNERS: Record<Transport, (c: RunCtx) => Promise<PathResult>> = {
