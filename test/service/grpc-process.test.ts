@@ -13,7 +13,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DemoPool } from '../../src/thin/demo-pool.js';
 import { runCli, startCli, type CliResult } from '../helpers/cli.js';
-import { demoFixture, writeConfig, startServe, stopServe, assertSameImage, readImage, type TestCerts, type ServeProcess } from './helpers.js';
+import { demoFixture, grpcSendArgs, writeConfig, startServe, stopServe, assertSameImage, readImage, type TestCerts, type ServeProcess } from './helpers.js';
 
 let dir: string;
 let pool: DemoPool;
@@ -63,29 +63,7 @@ async function serve(cfg: string, port = 0): Promise<ServeProcess> {
 }
 
 function sendArgs(port: number, target: string, ids: number[]): string[] {
-  return [
-    'send',
-    '--pool-metadata',
-    pool.metadataPath,
-    '--pool-data',
-    pool.dataPath,
-    '--volume-size',
-    String(pool.volumeSizeBytes),
-    '--max-op-bytes',
-    String(OP_BYTES),
-    '--to',
-    `127.0.0.1:${port}`,
-    '--server-name',
-    'localhost',
-    '--target',
-    target,
-    '--tls-dir',
-    join(dir, 'certs'),
-    '--retries',
-    '6',
-    '--json',
-    ...ids.map(String),
-  ];
+  return grpcSendArgs(pool, { port, target, ids, certsDir: join(dir, 'certs'), opBytes: OP_BYTES });
 }
 
 interface SendJson {

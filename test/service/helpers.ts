@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { makeCa, makeCertificates, issueCertificate } from '../../src/rpc/certs.js';
 import type { TlsFiles } from '../../src/rpc/tls.js';
-import { cliPath } from '../helpers/cli.js';
+import { cliPath, offlinePoolArgs } from '../helpers/cli.js';
 import { expectedImage } from '../helpers/offline-image.js';
 import { createDemoPool, type DemoPool } from '../../src/thin/demo-pool.js';
 import type { ThinshipError } from '../../src/errors.js';
@@ -214,4 +214,34 @@ export async function demoFixture(prefix: string): Promise<DemoFixture> {
   const img1 = expectedImage(pool.metadataPath, pool.dataPath, pool.baseDevId, pool.volumeSizeBytes);
   const img2 = expectedImage(pool.metadataPath, pool.dataPath, pool.snapDevId, pool.volumeSizeBytes);
   return { dir, pool, img1, img2, certs: await makeTestCerts(join(dir, 'certs')) };
+}
+
+/**
+ * `thinship send … --to 127.0.0.1:PORT --target TARGET` of the demo pool's devices `ids` (one: full;
+ * base and snapshot: incremental), as the gRPC process tests run it: ops of `opBytes`, mTLS from
+ * `certsDir` (the --tls-dir layout), 6 retries, the JSON summary on stdout; `extra` before the ids.
+ */
+export function grpcSendArgs(
+  pool: DemoPool,
+  o: { port: number; target: string; ids: (number | string)[]; certsDir: string; opBytes: number; extra?: string[] },
+): string[] {
+  return [
+    'send',
+    ...offlinePoolArgs(pool),
+    '--max-op-bytes',
+    String(o.opBytes),
+    '--to',
+    `127.0.0.1:${o.port}`,
+    '--server-name',
+    'localhost',
+    '--target',
+    o.target,
+    '--tls-dir',
+    o.certsDir,
+    '--retries',
+    '6',
+    '--json',
+    ...(o.extra ?? []),
+    ...o.ids.map(String),
+  ];
 }

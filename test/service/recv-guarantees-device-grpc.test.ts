@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import type { DemoPool } from '../../src/thin/demo-pool.js';
 import { runCli, startCli, type CliResult } from '../helpers/cli.js';
 import { startDelayRelay, type DelayRelay } from '../../src/testing/delay-relay.js';
-import { demoFixture, writeConfig, startServe, stopServe, assertSameImage, type TestCerts, type ServeProcess } from './helpers.js';
+import { demoFixture, grpcSendArgs, writeConfig, startServe, stopServe, assertSameImage, type TestCerts, type ServeProcess } from './helpers.js';
 import { detachLoop, loopUnavailable, newLoop, readDevice, writeDevice } from '../helpers/loop.js';
 
 const skipReason = await loopUnavailable();
@@ -72,29 +72,7 @@ const tls = (who: 'a' | 'b') =>
   who === 'a' ? ['--tls-dir', join(dir, 'certs')] : ['--ca', certs.clientB.ca, '--cert', certs.clientB.cert, '--key', certs.clientB.key];
 
 function sendArgs(port: number, target: string, ids: string[], extra: string[] = []): string[] {
-  return [
-    'send',
-    '--pool-metadata',
-    pool.metadataPath,
-    '--pool-data',
-    pool.dataPath,
-    '--volume-size',
-    String(pool.volumeSizeBytes),
-    '--max-op-bytes',
-    String(OP_BYTES),
-    '--to',
-    `127.0.0.1:${port}`,
-    '--server-name',
-    'localhost',
-    '--target',
-    target,
-    ...tls('a'),
-    '--retries',
-    '6',
-    '--json',
-    ...extra,
-    ...ids,
-  ];
+  return grpcSendArgs(pool, { port, target, ids, certsDir: join(dir, 'certs'), opBytes: OP_BYTES, extra });
 }
 
 function ok(r: CliResult): { transferId: string } {

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import type { DemoPool } from '../../src/thin/demo-pool.js';
 import { runCli, startCli, type CliResult } from '../helpers/cli.js';
 import { startDelayRelay, type DelayRelay } from '../../src/testing/delay-relay.js';
-import { demoFixture, writeConfig, startServe, stopServe, assertSameImage, type TestCerts, type ServeProcess } from './helpers.js';
+import { demoFixture, grpcSendArgs, writeConfig, startServe, stopServe, assertSameImage, type TestCerts, type ServeProcess } from './helpers.js';
 
 let dir: string;
 let pool: DemoPool;
@@ -56,30 +56,7 @@ async function serve(cfg: string, port = 0): Promise<ServeProcess> {
 }
 
 function sendArgs(port: number, target: string, ids: number[], extra: string[] = []): string[] {
-  return [
-    'send',
-    '--pool-metadata',
-    pool.metadataPath,
-    '--pool-data',
-    pool.dataPath,
-    '--volume-size',
-    String(pool.volumeSizeBytes),
-    '--max-op-bytes',
-    String(OP_BYTES),
-    '--to',
-    `127.0.0.1:${port}`,
-    '--server-name',
-    'localhost',
-    '--target',
-    target,
-    '--tls-dir',
-    join(dir, 'certs'),
-    '--retries',
-    '6',
-    '--json',
-    ...extra,
-    ...ids.map(String),
-  ];
+  return grpcSendArgs(pool, { port, target, ids, certsDir: join(dir, 'certs'), opBytes: OP_BYTES, extra });
 }
 
 function ok(r: CliResult): { transferId: string } {
