@@ -9,6 +9,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync, readFileSync, readdirSync, readlinkSync, mkdirSync, statSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { createHash, createHmac } from 'node:crypto';
 import {
@@ -449,4 +450,31 @@ test('init, save, load, list and remove leave no file of the state directory ope
   await s.list();
   await s.remove('a', 'fd-1');
   assert.deepEqual(openUnder(), [], 'after load, list (with a quarantine) and remove');
+});
+
+test('list(): an I/O error while migrating a format-1 checkpoint is reported, not taken for a bad file: nothing is quarantined, the file stays and migrates once the fault is gone', async () => {
+  const s = new CheckpointStore(join(dir, 'migrate-eio'));
+  mkdirSync(s.dir, { recursive: true });
+  writeFileSync(join(s.dir, 'old-io.json'), JSON.stringify({ ...cp('old-io'), format: 1 }));
+  await s.init();
+  // The store imports rename from node:fs/promises; syncBuiltinESMExports re-points that binding.
+  // Renames into the state directory fail (a disk error); renames into quarantine/ would work.
+  const fsp = createRequire(import.meta.url)('node:fs/promises') as Record<string, unknown>;
+  const real = fsp.rename as (a: string, b: string) => Promise<void>;
+  fsp.rename = async (a: string, b: string) => {
+    if (!String(b).startsWith(s.quarantineDir)) throw Object.assign(new Error(`EIO: i/o error, rename '${a}' -> '${b}'`), { code: 'EIO' });
+    return real(a, b);
+  };
+  syncBuiltinESMExports();
+  try {
+    await assert.rejects(s.list(), (e: NodeJS.ErrnoException) => e.code === 'EIO');
+  } finally {
+    fsp.rename = real;
+    syncBuiltinESMExports();
+  }
+  assert.ok(existsSync(join(s.dir, 'old-io.json')), 'the format-1 file is where it was');
+  assert.ok(!existsSync(s.quarantineDir) || readdirSync(s.quarantineDir).length === 0, 'nothing quarantined');
+  const listed = await s.list();
+  assert.deepEqual(listed.migrated, ['old-io']);
+  assert.deepEqual(listed.quarantined, []);
 });
