@@ -13,7 +13,7 @@ import { decodeStream } from '../../stream/linbit/decode.js';
 import { applyMessages } from '../../receiver/receiver.js';
 import { lvDevicePath } from '../../thin/names.js';
 import type { StreamMessage } from '../../stream/messages.js';
-import type { TargetRecord } from '../../receiver/target-state/record.js';
+import { receivedRecord } from '../../receiver/target-state/record.js';
 import { checkTargetRules } from '../../receiver/target-state/rules.js';
 import { DEFAULT_KEEP_SNAPSHOTS, lvmDivergence, receivedSnapshotName, targetStateOf, type LvRow } from '../../receiver/target-state/lvm-target.js';
 import { commitLvmStage, createStaging, describeLvmRecovery, extendStaging, recoverLvmTarget, removeStaging } from '../../receiver/target-state/lvm-commit.js';
@@ -188,18 +188,7 @@ export async function recvIntoLvm(
     throw e;
   }
   const b = summary.begin;
-  const record: TargetRecord | undefined = b.sourceId
-    ? {
-        format: 1,
-        sourceId: b.sourceId,
-        baseId: b.incremental ? (b.baseId ?? '') : '',
-        snapshotName: b.sourceName,
-        volumeSizeBytes: b.volumeSizeBytes ?? staging.sizeBytes,
-        digest: summary.digest?.toString('hex') ?? '',
-        transferId: b.transferId ?? 'pipe',
-        receivedUnixMs: Date.now(),
-      }
-    : undefined;
+  const record = receivedRecord(b, { digest: summary.digest, volumeSizeBytes: staging.sizeBytes });
   // Nothing but the staging LV (and its size) changed since the lvs above.
   const rows = [...recovered.rows, staging];
   const snapshotName = record ? receivedSnapshotName(lv, record, rows) : '';

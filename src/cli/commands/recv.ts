@@ -18,7 +18,7 @@ import {
 } from '../../receiver/target-state/device-stage.js';
 import { resolve } from 'node:path';
 import { openFileStage, recoverFileTarget, type FileStage, type RecoveryAction } from '../../receiver/target-state/staging.js';
-import { readFileRecord, type TargetRecord } from '../../receiver/target-state/record.js';
+import { readFileRecord, receivedRecord } from '../../receiver/target-state/record.js';
 import { checkTargetRules, divergenceOf } from '../../receiver/target-state/rules.js';
 import { formatBytes, formatRate } from '../format.js';
 import { recvIntoLvm, type RecvLvmFlags } from './recv-lvm.js';
@@ -175,17 +175,7 @@ async function recvIntoFile(path: string, targetName: string, input: AsyncIterab
       throw e;
     }
     const b = summary.begin;
-    const record: TargetRecord | undefined = b.sourceId
-      ? {
-          format: 1,
-          sourceId: b.sourceId,
-          baseId: b.baseId ?? '',
-          volumeSizeBytes: b.volumeSizeBytes ?? stage!.handle.sizeBytes,
-          digest: summary.digest?.toString('hex') ?? '',
-          transferId: b.transferId ?? 'pipe',
-          receivedUnixMs: Date.now(),
-        }
-      : undefined;
+    const record = receivedRecord(b, { digest: summary.digest, volumeSizeBytes: stage!.handle.sizeBytes });
     await stage!.commit(record);
     stage = undefined;
     if (!flags.quiet) {
@@ -268,17 +258,7 @@ async function recvIntoDevice(path: string, targetName: string, input: AsyncIter
       throw e;
     }
     const b = summary.begin;
-    const record: TargetRecord | undefined = b.sourceId
-      ? {
-          format: 1,
-          sourceId: b.sourceId,
-          baseId: b.baseId ?? '',
-          volumeSizeBytes: b.volumeSizeBytes ?? target.sizeBytes,
-          digest: summary.digest?.toString('hex') ?? '',
-          transferId: b.transferId ?? 'pipe',
-          receivedUnixMs: Date.now(),
-        }
-      : undefined;
+    const record = receivedRecord(b, { digest: summary.digest, volumeSizeBytes: target.sizeBytes });
     await stage!.commit(record);
     stage = undefined;
     if (!flags.quiet) {

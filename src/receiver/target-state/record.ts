@@ -16,6 +16,7 @@ import { readFile, rename, writeFile, open as openFile, unlink } from 'node:fs/p
 import { basename, dirname, join } from 'node:path';
 import { nativeDevice } from '../../device/native.js';
 import { ThinshipError } from '../../errors.js';
+import type { BeginInfo } from '../../stream/messages.js';
 
 const RECORD_XATTR = 'user.thinship.record';
 const COMMIT_XATTR = 'user.thinship.commit';
@@ -37,6 +38,26 @@ export interface TargetRecord {
   /** 'pipe' or the gRPC transfer id. */
   transferId: string;
   receivedUnixMs: number;
+}
+
+/**
+ * The record of what a target holds once a stream was applied and validated: from its begin,
+ * its end's digest and the transfer that wrote it (the one place a record is made, for every
+ * target kind and both transports). Undefined when the stream names no source (a plain LINBIT
+ * stream): nothing could be recorded.
+ */
+export function receivedRecord(b: BeginInfo, o: { digest: Buffer | undefined; transferId?: string; volumeSizeBytes: number }): TargetRecord | undefined {
+  if (!b.sourceId) return undefined;
+  return {
+    format: 1,
+    sourceId: b.sourceId,
+    baseId: b.incremental ? (b.baseId ?? '') : '',
+    ...(b.sourceName !== undefined ? { snapshotName: b.sourceName } : {}),
+    volumeSizeBytes: b.volumeSizeBytes ?? o.volumeSizeBytes,
+    digest: o.digest && o.digest.length > 0 ? o.digest.toString('hex') : '',
+    transferId: o.transferId ?? b.transferId ?? 'pipe',
+    receivedUnixMs: Date.now(),
+  };
 }
 
 /** The target's stat at commit: anything written since moves one of these (see divergence.ts for the limits). */

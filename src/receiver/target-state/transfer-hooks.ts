@@ -15,7 +15,7 @@ import type { VolumeHandle } from '../../device/volume.js';
 import type { AccessPolicy, AllowedTarget } from '../access.js';
 import type { TransferBegin } from '../record-checks.js';
 import { openTargetDirectory } from '../target.js';
-import { readFileRecord, type TargetRecord } from './record.js';
+import { readFileRecord, receivedRecord } from './record.js';
 import { checkTargetRules, divergenceOf } from './rules.js';
 import { recoverDeviceJournals, openDeviceStage } from './device-stage.js';
 import { findStagedTargets, openFileStage, ownerTag, recoverFileTarget, type FileStage, type RecoveryAction } from './staging.js';
@@ -89,15 +89,7 @@ export async function openTransferStage(
 }
 
 export async function commitTransferStage(stage: FileStage, b: StageBegin, transferId: string, digest: Buffer | undefined): Promise<void> {
-  const record: TargetRecord = {
-    format: 1,
-    sourceId: b.sourceId,
-    baseId: b.incremental ? (b.baseId ?? '') : '',
-    volumeSizeBytes: b.volumeSizeBytes,
-    digest: digest && digest.length > 0 ? digest.toString('hex') : '',
-    transferId,
-    receivedUnixMs: Date.now(),
-  };
+  const record = receivedRecord(b, { digest, transferId, volumeSizeBytes: b.volumeSizeBytes });
   await stage.commit(record);
 }
 
