@@ -31,12 +31,11 @@ import {
   type GrpcSendResult,
   type SendEvent,
 } from '../../src/rpc/client.js';
-import type { ApplyStreamRequest } from '../../src/rpc/proto.js';
 import { startDelayRelay, type DelayRelay } from '../../src/testing/delay-relay.js';
 import { ThinshipError } from '../../src/errors.js';
 import { runCli, startCli, type CliResult } from '../helpers/cli.js';
 import { demoFixture, assertSameImage, readImage, rejects, waitFor as pollFor, type TestCerts } from './helpers.js';
-import { gatedAt } from './receiver-helpers.js';
+import { beginMsg, gatedAt } from './receiver-helpers.js';
 
 let dir: string;
 let targets: string;
@@ -303,27 +302,6 @@ test('a name that does not resolve: UNAVAILABLE naming it, after the connect wai
 });
 
 // ---- the receiver says no, or stops us ------------------------------------------------------
-
-function beginMsg(transferId: string, target: string): ApplyStreamRequest {
-  return {
-    kind: 'begin',
-    begin: {
-      protocolVersion: 1,
-      transferId,
-      target,
-      mode: 'TRANSFER_MODE_FULL',
-      volumeSizeBytes: 1024 * 1024,
-      blockSizeBytes: 65536,
-      sourceId: 'test-source',
-      baseId: '',
-      plannedDataBytes: 0,
-      plannedUnmapBytes: 0,
-      resumeOffsetBytes: 0,
-      compression: 'COMPRESSION_ZSTD',
-      checksum: 'CHECKSUM_ALGORITHM_SHA256',
-    },
-  };
-}
 
 test('a receiver at its transfer limit (TRANSFER_BUSY, retryable) is retried with back-off until it has room', async () => {
   const rx2 = await startReceiver({ listen: '127.0.0.1:0', config: await receiverConfig('limit', { maxActiveTransfers: 1 }) });
