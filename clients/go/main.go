@@ -11,6 +11,10 @@
 //	resume       a full whose first call breaks once the receiver has a
 //	             durable checkpoint; then GetTransferState and a second call
 //	             with only the rest, the digest continued from digest_state
+//	target       GetTarget: what a target holds (the snapshot recorded at
+//	             its last commit, digest, time), whether it diverged since,
+//	             and staged applies; a missing target (NOT_FOUND) exits 3,
+//	             one the identity may not write (PERMISSION_DENIED) exits 13
 //
 // Sender daemon calls:
 //
@@ -19,7 +23,8 @@
 // It computes checksums and the stream digest itself (End.digest in
 // receiver.proto). Prints one JSON object; a failed call prints its gRPC
 // code, message and the google.rpc.ErrorInfo (reason: thinship's stable
-// code) from the rich error model, and exits 1.
+// code) from the rich error model, and exits 1 (target: 3 or 13 for its two
+// refusals, as `thinship target show`).
 package main
 
 import (
@@ -38,8 +43,8 @@ import (
 	"os"
 	"time"
 
-	thinshipv1 "github.com/thinship/thinship/gen/go/thinship/v1"
 	senderv1 "github.com/thinship/thinship/gen/go/thinship/sender/v1"
+	thinshipv1 "github.com/thinship/thinship/gen/go/thinship/v1"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -432,6 +437,72 @@ func receiverCommand(cmd string, args []string) (map[string]interface{}, error) 
 	return result(ctx, rx, resp, digest)
 }
 
+// getTarget: GetTarget, every field of the answer under its .proto name,
+// digest in hex, receive_time in RFC 3339. "record" is null when the target
+// has no record (never received anything, or last received a plain LINBIT
+// stream, which names no snapshot).
+func getTarget(args []string) (map[string]interface{}, error) {
+	fs := flag.NewFlagSet("target", flag.ExitOnError)
+	var conn connFlags
+	conn.register(fs)
+	target := fs.String("target", "", "the target, as in Begin.target (an absolute path, or vg/lv)")
+	fs.Parse(args)
+	cc, err := conn.dial()
+	if err != nil {
+		return nil, err
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := thinshipv1.NewReceiverServiceClient(cc).GetTarget(ctx, &thinshipv1.GetTargetRequest{Target: *target})
+	if err != nil {
+		return nil, err
+	}
+	var record interface{} // a message field: nil means "no record", not an empty one
+	if r := resp.Record; r != nil {
+		record = map[string]interface{}{
+			"source_id": r.SourceId, "base_id": r.BaseId, "snapshot_name": r.SnapshotName, "volume_size_bytes": r.VolumeSizeBytes,
+			"digest": hex.EncodeToString(r.Digest), "transfer_id": r.TransferId,
+			"receive_time": rfc3339(r.ReceiveTime.AsTime()),
+		}
+	}
+	staged := []map[string]string{}
+	for _, s := range resp.Staged {
+		staged = append(staged, map[string]string{"kind": s.Kind})
+	}
+	divergence := resp.Divergence
+	if divergence == nil {
+		divergence = []string{} // [] rather than null, as the other clients print it
+	}
+	return map[string]interface{}{
+		"target": resp.Target, "kind": resp.Kind, "record": record, "record_store": resp.RecordStore,
+		"diverged": resp.Diverged, "divergence": divergence, "divergence_unchecked": resp.DivergenceUnchecked,
+		"staged": staged, "identity": resp.Identity,
+	}, nil
+}
+
+// rfc3339: a time as proto3's JSON mapping writes a Timestamp (UTC, "Z", 0,
+// 3, 6 or 9 fractional digits), as Python's Timestamp.ToJsonString does.
+func rfc3339(t time.Time) string {
+	t = t.UTC()
+	switch n := t.Nanosecond(); {
+	case n == 0:
+		return t.Format("2006-01-02T15:04:05Z")
+	case n%1e6 == 0:
+		return t.Format("2006-01-02T15:04:05.000Z")
+	case n%1e3 == 0:
+		return t.Format("2006-01-02T15:04:05.000000Z")
+	default:
+		return t.Format("2006-01-02T15:04:05.000000000Z")
+	}
+}
+
+// targetRefusals: GetTarget's two refusals a script acts on, by gRPC code
+// (the ErrorInfo reason is the same word), and the exit status `thinship
+// target show` gives them. PERMISSION_DENIED says nothing of the target, not
+// even whether it exists: the receiver checks the identity's rules first.
+var targetRefusals = map[codes.Code]int{codes.NotFound: 3, codes.PermissionDenied: 13}
+
 func senderWatch(args []string) (map[string]interface{}, error) {
 	fs := flag.NewFlagSet("sender-watch", flag.ExitOnError)
 	var conn connFlags
@@ -490,14 +561,17 @@ func senderWatch(args []string) (map[string]interface{}, error) {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: thinship-example-go full|incremental|resume|sender-watch -flags (-h for each)")
+		fmt.Fprintln(os.Stderr, "usage: thinship-example-go full|incremental|resume|target|sender-watch -flags (-h for each)")
 		os.Exit(2)
 	}
 	var out map[string]interface{}
 	var err error
-	switch cmd := os.Args[1]; cmd {
+	cmd := os.Args[1]
+	switch cmd {
 	case "full", "incremental", "resume":
 		out, err = receiverCommand(cmd, os.Args[2:])
+	case "target":
+		out, err = getTarget(os.Args[2:])
 	case "sender-watch":
 		out, err = senderWatch(os.Args[2:])
 	default:
@@ -507,6 +581,9 @@ func main() {
 	code := 0
 	if err != nil {
 		out, code = errorJSON(err), 1
+		if c, ok := targetRefusals[status.Code(err)]; ok && cmd == "target" {
+			code = c
+		}
 	}
 	if err := json.NewEncoder(os.Stdout).Encode(out); err != nil {
 		os.Exit(3)

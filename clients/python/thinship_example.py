@@ -17,13 +17,17 @@ sent as an Unmap in a full, as a ZERO Data in an incremental):
   resume       a full whose first call breaks once the receiver has a durable
                checkpoint; then GetTransferState and a second call that sends
                only the rest, continuing the digest from its digest_state
+  target       GetTarget: what a target holds (the snapshot recorded at its
+               last commit, digest, time), whether it diverged since, and
+               staged applies; a missing target (NOT_FOUND) exits 3, one the
+               identity may not write (PERMISSION_DENIED) exits 13
 Sender daemon calls:
   sender-watch StartTransfer from an offline pool, then WatchTransfer to the end
 
 Prints one JSON object. An error prints its gRPC code, message and the
 google.rpc.ErrorInfo from the grpc-status-details-bin trailer (what
 grpc_status.rpc_status.from_call does, without python3-grpcio-status), and
-exits 1.
+exits 1 (`target`: 3 or 13 for its two refusals, as `thinship target show`).
 """
 import argparse
 import atexit
@@ -318,6 +322,30 @@ def cmd_resume(pb, args):
     })
 
 
+def cmd_target(pb, args):
+    """GetTarget, every field of the answer under its .proto name: digest in hex, receive_time in RFC 3339
+    (proto3's JSON mapping). record is None when the target has no record (never received anything, or last
+    received a plain LINBIT stream, which names no snapshot)."""
+    stub = pb.rx_grpc.ReceiverServiceStub(channel(args))
+    resp = stub.GetTarget(pb.rx.GetTargetRequest(target=args.target), timeout=30)
+    record = None
+    if resp.HasField("record"):  # a message field: unset means "no record", not an empty one
+        r = resp.record
+        record = {"source_id": r.source_id, "base_id": r.base_id, "snapshot_name": r.snapshot_name,
+                  "volume_size_bytes": r.volume_size_bytes, "digest": r.digest.hex(), "transfer_id": r.transfer_id,
+                  "receive_time": r.receive_time.ToJsonString()}
+    return {"target": resp.target, "kind": resp.kind, "record": record, "record_store": resp.record_store,
+            "diverged": resp.diverged, "divergence": list(resp.divergence),
+            "divergence_unchecked": resp.divergence_unchecked, "staged": [{"kind": s.kind} for s in resp.staged],
+            "identity": resp.identity}
+
+
+# GetTarget's two refusals a script acts on, by gRPC code (the ErrorInfo reason is the same word), and the exit
+# status `thinship target show` gives them. PERMISSION_DENIED says nothing of the target, not even whether it
+# exists: the receiver checks the identity's rules before it looks.
+TARGET_REFUSALS = {"NOT_FOUND": 3, "PERMISSION_DENIED": 13}
+
+
 def cmd_sender_watch(pb, args):
     """StartTransfer from an offline pool (dev ids as snapshot and base), then every WatchTransfer state."""
     tx = pb.tx
@@ -362,6 +390,8 @@ def parse_args(argv):
         if name == "incremental":
             s.add_argument("--base", required=True, help="the image the target already holds")
             s.add_argument("--base-id", required=True, help="its identity (the source_id it was sent with)")
+    s = sub.add_parser("target", help="GetTarget: what a target holds")
+    s.add_argument("--target", required=True, help="the target, as in Begin.target (an absolute path, or vg/lv)")
     s = sub.add_parser("sender-watch")
     s.add_argument("--request-id", required=True)
     s.add_argument("--metadata", required=True, help="offline pool metadata file")
@@ -376,7 +406,7 @@ def parse_args(argv):
 
 
 COMMANDS = {"small": cmd_small, "full": cmd_full, "incremental": cmd_incremental, "resume": cmd_resume,
-            "sender-watch": cmd_sender_watch}
+            "target": cmd_target, "sender-watch": cmd_sender_watch}
 
 
 def main(argv):
@@ -387,6 +417,8 @@ def main(argv):
         out = COMMANDS[args.command](pb, args)
     except grpc.RpcError as e:
         print(json.dumps({"error": e.code().name, "details": e.details(), "error_info": error_info(e, pb)}))
+        if args.command == "target":
+            return TARGET_REFUSALS.get(e.code().name, 1)
         return 1
     print(json.dumps(out))
     return 0

@@ -5,8 +5,10 @@
  * pool's snapshots, as image files, as a full, an incremental onto the full's
  * target, and a full whose first call breaks after a durable checkpoint and is
  * resumed with the digest continued from GetTransferState; reads a refusal's
- * stable code from google.rpc.ErrorInfo; and starts and watches a transfer
- * through the sender daemon. Every target is compared byte for byte with the
+ * stable code from google.rpc.ErrorInfo; asks GetTarget what a target holds
+ * after real `thinship send --to` runs (compared field for field with
+ * `thinship target show --to --json` and with what the sends reported); and
+ * starts and watches a transfer through the sender daemon. Every target is compared byte for byte with the
  * snapshot (expectedImage, from thin_dump), and every digest the client
  * computed must equal the receiver's.
  * The Go client is built once for this file (clients/go/build.sh; Go's build
@@ -15,13 +17,26 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { rmSync, writeFileSync, existsSync } from 'node:fs';
+import { rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { DemoPool } from '../../src/thin/demo-pool.js';
 import { repoRoot } from '../helpers/paths.js';
-import { demoFixture, writeConfig, startServe, startSenderServe, stopServe, assertSameImage, readImage, type ServeProcess, type TestCerts } from './helpers.js';
+import { runCli, startCli, type CliResult } from '../helpers/cli.js';
+import {
+  demoFixture,
+  grpcSendArgs,
+  writeConfig,
+  startServe,
+  startSenderServe,
+  stopServe,
+  assertSameImage,
+  readImage,
+  waitFor,
+  type ServeProcess,
+  type TestCerts,
+} from './helpers.js';
 import type { TlsFiles } from '../../src/rpc/tls.js';
 
 const PYTHON = '/usr/bin/python3';
@@ -148,6 +163,72 @@ const clients: Client[] = [
 
 const rxAddress = () => `127.0.0.1:${serve.port}`;
 
+/** `thinship target show --to … --json` (the Node client of GetTarget) as identity `who`. */
+function cliShow(target: string, tls: TlsFiles): Promise<CliResult> {
+  return runCli(['target', 'show', target, '--to', rxAddress(), '--server-name', 'localhost', '--ca', tls.ca, '--cert', tls.cert, '--key', tls.key, '--json']);
+}
+
+/** What `target show --json` prints (src/cli/commands/target.ts, a TargetReport). */
+interface CliTargetReport {
+  target: string;
+  kind: string;
+  record: {
+    record: { sourceId: string; baseId: string; snapshotName?: string; volumeSizeBytes: number; digest: string; transferId: string; receivedUnixMs: number };
+    store: string;
+  } | null;
+  identity?: string;
+  diverged: boolean;
+  divergence: string[];
+  divergenceUnchecked?: string;
+  staged: { file: string; kind: string }[];
+}
+
+/**
+ * The CLI's report as the example clients print GetTargetResponse (every
+ * field under its .proto name; receive_time as milliseconds to compare, since
+ * the clients print RFC 3339).
+ */
+function asClientPrints(r: CliTargetReport): Record<string, unknown> {
+  const rec = r.record?.record;
+  return {
+    target: r.target,
+    kind: r.kind,
+    record: rec
+      ? {
+          source_id: rec.sourceId,
+          base_id: rec.baseId,
+          snapshot_name: rec.snapshotName ?? '',
+          volume_size_bytes: rec.volumeSizeBytes,
+          digest: rec.digest,
+          transfer_id: rec.transferId,
+          receive_time_ms: rec.receivedUnixMs,
+        }
+      : null,
+    record_store: r.record?.store ?? '',
+    diverged: r.diverged,
+    divergence: r.divergence,
+    divergence_unchecked: r.divergenceUnchecked ?? '',
+    staged: r.staged.map((x) => ({ kind: x.kind })),
+    identity: r.identity ?? '',
+  };
+}
+
+/** A client's `target` output with receive_time (RFC 3339, proto3's JSON mapping: 0, 3, 6 or 9 fractional digits) as milliseconds. */
+function clientPrinted(out: Out): Record<string, unknown> {
+  const rec = out.record as Record<string, unknown> | null;
+  if (!rec) return out;
+  const { receive_time: time, ...rest } = rec;
+  assert.match(String(time), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3}|\.\d{6}|\.\d{9})?Z$/, `receive_time ${String(time)}`);
+  return { ...out, record: { ...rest, receive_time_ms: Date.parse(String(time)) } };
+}
+
+/** `thinship send --to` of the demo pool's devices `ids` to `target` as sender-a: exit 0, its JSON summary. */
+async function send(target: string, ids: number[]): Promise<{ transferId: string; digest: string }> {
+  const r = await runCli(grpcSendArgs(pool, { port: serve.port, target, ids, certsDir: certs.dir, opBytes: 256 * 1024 }));
+  assert.equal(r.code, 0, `send ${ids.join(' ')} to ${target}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as { transferId: string; digest: string };
+}
+
 for (const client of clients) {
   const { name, skip } = client;
   const lc = name.toLowerCase();
@@ -255,6 +336,104 @@ for (const client of clients) {
     assert.equal(wrongBase.out.error_info?.reason, 'BASE_MISMATCH', JSON.stringify(wrongBase.out));
     assertSameImage(readImage(incTarget, pool.volumeSizeBytes), img2, `${name}: the refused incremental changed nothing`);
   });
+
+  test(
+    `${name} client: GetTarget after real sends equals \`thinship target show --to --json\` field for field, also staged and diverged; a missing target exits 3 (NOT_FOUND), a forbidden one 13 (PERMISSION_DENIED)`,
+    { skip },
+    async () => {
+      const target = join(targets(), `${lc}-shown.img`);
+      /** The client's and the CLI's answer for `target`: the same, field for field; the client's is returned. */
+      const asked = async (what: string): Promise<Record<string, unknown>> => {
+        const c = await client.run('target', certs.clientA, rxAddress(), ['--target', target]);
+        ok(c);
+        const cli = await cliShow(target, certs.clientA);
+        assert.equal(cli.code, 0, cli.stderr);
+        const printed = clientPrinted(c.out);
+        assert.deepEqual(printed, asClientPrints(JSON.parse(cli.stdout) as CliTargetReport), `${name} ${what}: the client prints what target show does`);
+        return printed;
+      };
+
+      const t0 = Date.now();
+      const full = await send(target, [pool.baseDevId]);
+      const afterFull = (await asked('after the full')) as { record: Record<string, unknown> };
+      const snap1 = String(afterFull.record.source_id);
+      assert.match(snap1, /./, 'the full recorded its source snapshot');
+      assert.deepEqual({ ...afterFull.record, source_id: '', receive_time_ms: 0 }, {
+        source_id: '',
+        base_id: '',
+        snapshot_name: '', // ApplyStream's Begin has no snapshot name
+        volume_size_bytes: pool.volumeSizeBytes,
+        digest: full.digest,
+        transfer_id: full.transferId,
+        receive_time_ms: 0,
+      });
+
+      const inc = await send(target, [pool.baseDevId, pool.snapDevId]);
+      const t1 = Date.now();
+      assertSameImage(readImage(target, pool.volumeSizeBytes), img2, `${name}: the target after the incremental`);
+      const clean = (await asked('after the incremental')) as { record: Record<string, unknown> } & Record<string, unknown>;
+      assert.equal(clean.target, target);
+      assert.equal(clean.kind, 'file');
+      assert.match(String(clean.record_store), /^(xattr|sidecar)$/);
+      assert.equal(clean.record.base_id, snap1, 'the incremental applied onto the full');
+      assert.notEqual(clean.record.source_id, snap1);
+      assert.equal(clean.record.transfer_id, inc.transferId);
+      assert.equal(clean.record.digest, inc.digest);
+      const at = Number(clean.record.receive_time_ms);
+      assert.ok(at >= t0 - 1000 && at <= t1 + 1000, `receive_time ${new Date(at).toISOString()} within the sends`);
+      assert.equal(clean.diverged, false);
+      assert.deepEqual(clean.divergence, []);
+      assert.deepEqual(clean.staged, []);
+      assert.equal(clean.identity, '');
+
+      // A full of snapshot 1 that breaks: its staging file stays beside the target (resumable). Slow enough
+      // (--bwlimit) to be killed, once the staging file exists, long before its End.
+      const broken = startCli([
+        ...grpcSendArgs(pool, { port: serve.port, target, ids: [pool.baseDevId], certsDir: certs.dir, opBytes: 64 * 1024 }),
+        '--bwlimit',
+        '128K',
+        '--transfer-id',
+        `${lc}-broken-full`,
+      ]);
+      const staging = `.${lc}-shown.img.thinship-staging-`;
+      try {
+        await waitFor(() => readdirSync(targets()).some((n) => n.startsWith(staging)), 'the broken full staged beside the target');
+      } finally {
+        broken.child.kill('SIGKILL');
+      }
+      assert.equal((await broken.result).signal, 'SIGKILL', 'the send was killed before its End');
+      // And a local write: the target diverged from its record.
+      writeFileSync(target, Buffer.alloc(16, 0xa5), { flag: 'r+' });
+      const dirty = await asked('staged and diverged');
+      assert.deepEqual(dirty.staged, [{ kind: 'staging' }]);
+      assert.equal(dirty.diverged, true);
+      assert.ok((dirty.divergence as string[]).length > 0);
+      assert.deepEqual(dirty.record, clean.record, 'the record is still the incremental\'s');
+
+      // NOT_FOUND: allowed, but nothing there.
+      const missingTarget = join(targets(), `${lc}-never-sent.img`);
+      const missing = await client.run('target', certs.clientA, rxAddress(), ['--target', missingTarget]);
+      assert.equal(missing.code, 3, `${JSON.stringify(missing.out)}\n${missing.stderr}`);
+      assert.equal(missing.out.error, 'NOT_FOUND');
+      assert.deepEqual(missing.out.error_info, { reason: 'NOT_FOUND', domain: 'thinship', metadata: { retryable: 'false' }, status_code: 5 });
+      assert.equal((await cliShow(missingTarget, certs.clientA)).code, 3, 'target show says the same');
+
+      // PERMISSION_DENIED: another identity asking for this target, and a path outside the identity's directories.
+      // Nothing of the record is told.
+      for (const [who, tls, forbidden] of [
+        ['sender-b', certs.clientB, target],
+        ['sender-a', certs.clientA, pool.metadataPath],
+      ] as const) {
+        const denied = await client.run('target', tls, rxAddress(), ['--target', forbidden]);
+        assert.equal(denied.code, 13, `${who} ${forbidden}: ${JSON.stringify(denied.out)}\n${denied.stderr}`);
+        assert.equal(denied.out.error, 'PERMISSION_DENIED');
+        assert.deepEqual(denied.out.error_info, { reason: 'PERMISSION_DENIED', domain: 'thinship', metadata: { retryable: 'false' }, status_code: 7 });
+        assert.match(String(denied.out.details), new RegExp(who));
+        assert.doesNotMatch(JSON.stringify(denied.out), new RegExp(String(clean.record.source_id)));
+        assert.equal((await cliShow(forbidden, tls)).code, 13, 'target show says the same');
+      }
+    },
+  );
 
   test(`${name} client: starts a send through the sender daemon and watches it to DONE`, { skip }, async () => {
     const target = join(targets(), `${lc}-via-sender.img`);
