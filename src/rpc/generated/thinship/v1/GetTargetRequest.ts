@@ -6,7 +6,10 @@
  */
 export interface GetTargetRequest {
   /**
-   * The target, named as in Begin.target (an absolute path, or vg/lv).
+   * The target, named as in Begin.target and resolved by the same rules:
+   * an absolute path of a file or block device (symbolic links are followed
+   * and must stay inside an allowed directory). "vg/lv" names an LVM
+   * target, which this receiver cannot answer for yet (see GetTarget).
    */
   'target'?: (string);
 }
@@ -16,7 +19,10 @@ export interface GetTargetRequest {
  */
 export interface GetTargetRequest__Output {
   /**
-   * The target, named as in Begin.target (an absolute path, or vg/lv).
+   * The target, named as in Begin.target and resolved by the same rules:
+   * an absolute path of a file or block device (symbolic links are followed
+   * and must stay inside an allowed directory). "vg/lv" names an LVM
+   * target, which this receiver cannot answer for yet (see GetTarget).
    */
   'target': (string);
 }

@@ -72,9 +72,26 @@ export interface ReceiverServiceClient extends grpc.Client {
    * What a target holds, as the receiver recorded it at its last commit
    * (the record on a file target, or in the receiver's state directory for a
    * block device), whether it has diverged since, and whether an apply is
-   * staged. The same access rules as ApplyStream: a target the caller's
-   * identity may not write is PERMISSION_DENIED (nothing is opened); a
-   * target that does not exist is NOT_FOUND.
+   * staged. Reads only: it changes nothing, and answers while a transfer
+   * is applying to the target (the record is then still the last commit's).
+   * The same access rules as ApplyStream, checked before the target is
+   * looked at; refusals (gRPC code, ErrorInfo reason):
+   * PERMISSION_DENIED, PERMISSION_DENIED: the caller's identity may not
+   * write the target (another identity's, outside its directories and
+   * devices, a name in a directory that does not exist, or not an
+   * absolute normalised path nor "vg/lv"). Nothing is opened, and the
+   * answer says nothing of the target, not even whether it exists.
+   * NOT_FOUND, NOT_FOUND: the identity may write it, but nothing exists
+   * at that name (nothing was received into it yet).
+   * INVALID_ARGUMENT, BAD_STREAM: an empty name, or one too long or with
+   * a NUL.
+   * INVALID_ARGUMENT, USAGE: neither a regular file nor a block device (a
+   * directory, a FIFO), or an LVM target "vg/lv": this receiver keeps no
+   * record for LVM targets over gRPC yet (`thinship target show vg/lv`
+   * on the receiving host reads their LV tags).
+   * UNAUTHENTICATED: no verified client certificate.
+   * Received snapshots: a file or block-device target keeps none besides
+   * what it holds now (the record's), so the answer lists none.
    */
   GetTarget(argument: _thinship_v1_GetTargetRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_GetTargetResponse__Output>): grpc.ClientUnaryCall;
   GetTarget(argument: _thinship_v1_GetTargetRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_thinship_v1_GetTargetResponse__Output>): grpc.ClientUnaryCall;
@@ -84,9 +101,26 @@ export interface ReceiverServiceClient extends grpc.Client {
    * What a target holds, as the receiver recorded it at its last commit
    * (the record on a file target, or in the receiver's state directory for a
    * block device), whether it has diverged since, and whether an apply is
-   * staged. The same access rules as ApplyStream: a target the caller's
-   * identity may not write is PERMISSION_DENIED (nothing is opened); a
-   * target that does not exist is NOT_FOUND.
+   * staged. Reads only: it changes nothing, and answers while a transfer
+   * is applying to the target (the record is then still the last commit's).
+   * The same access rules as ApplyStream, checked before the target is
+   * looked at; refusals (gRPC code, ErrorInfo reason):
+   * PERMISSION_DENIED, PERMISSION_DENIED: the caller's identity may not
+   * write the target (another identity's, outside its directories and
+   * devices, a name in a directory that does not exist, or not an
+   * absolute normalised path nor "vg/lv"). Nothing is opened, and the
+   * answer says nothing of the target, not even whether it exists.
+   * NOT_FOUND, NOT_FOUND: the identity may write it, but nothing exists
+   * at that name (nothing was received into it yet).
+   * INVALID_ARGUMENT, BAD_STREAM: an empty name, or one too long or with
+   * a NUL.
+   * INVALID_ARGUMENT, USAGE: neither a regular file nor a block device (a
+   * directory, a FIFO), or an LVM target "vg/lv": this receiver keeps no
+   * record for LVM targets over gRPC yet (`thinship target show vg/lv`
+   * on the receiving host reads their LV tags).
+   * UNAUTHENTICATED: no verified client certificate.
+   * Received snapshots: a file or block-device target keeps none besides
+   * what it holds now (the record's), so the answer lists none.
    */
   getTarget(argument: _thinship_v1_GetTargetRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_GetTargetResponse__Output>): grpc.ClientUnaryCall;
   getTarget(argument: _thinship_v1_GetTargetRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_thinship_v1_GetTargetResponse__Output>): grpc.ClientUnaryCall;
@@ -161,9 +195,26 @@ export interface ReceiverServiceHandlers extends grpc.UntypedServiceImplementati
    * What a target holds, as the receiver recorded it at its last commit
    * (the record on a file target, or in the receiver's state directory for a
    * block device), whether it has diverged since, and whether an apply is
-   * staged. The same access rules as ApplyStream: a target the caller's
-   * identity may not write is PERMISSION_DENIED (nothing is opened); a
-   * target that does not exist is NOT_FOUND.
+   * staged. Reads only: it changes nothing, and answers while a transfer
+   * is applying to the target (the record is then still the last commit's).
+   * The same access rules as ApplyStream, checked before the target is
+   * looked at; refusals (gRPC code, ErrorInfo reason):
+   * PERMISSION_DENIED, PERMISSION_DENIED: the caller's identity may not
+   * write the target (another identity's, outside its directories and
+   * devices, a name in a directory that does not exist, or not an
+   * absolute normalised path nor "vg/lv"). Nothing is opened, and the
+   * answer says nothing of the target, not even whether it exists.
+   * NOT_FOUND, NOT_FOUND: the identity may write it, but nothing exists
+   * at that name (nothing was received into it yet).
+   * INVALID_ARGUMENT, BAD_STREAM: an empty name, or one too long or with
+   * a NUL.
+   * INVALID_ARGUMENT, USAGE: neither a regular file nor a block device (a
+   * directory, a FIFO), or an LVM target "vg/lv": this receiver keeps no
+   * record for LVM targets over gRPC yet (`thinship target show vg/lv`
+   * on the receiving host reads their LV tags).
+   * UNAUTHENTICATED: no verified client certificate.
+   * Received snapshots: a file or block-device target keeps none besides
+   * what it holds now (the record's), so the answer lists none.
    */
   GetTarget: grpc.handleUnaryCall<_thinship_v1_GetTargetRequest__Output, _thinship_v1_GetTargetResponse>;
   
