@@ -358,15 +358,18 @@ for (const client of clients) {
       const afterFull = (await asked('after the full')) as { record: Record<string, unknown> };
       const snap1 = String(afterFull.record.source_id);
       assert.match(snap1, /./, 'the full recorded its source snapshot');
-      assert.deepEqual({ ...afterFull.record, source_id: '', receive_time_ms: 0 }, {
-        source_id: '',
-        base_id: '',
-        snapshot_name: '', // ApplyStream's Begin has no snapshot name
-        volume_size_bytes: pool.volumeSizeBytes,
-        digest: full.digest,
-        transfer_id: full.transferId,
-        receive_time_ms: 0,
-      });
+      assert.deepEqual(
+        { ...afterFull.record, source_id: '', receive_time_ms: 0 },
+        {
+          source_id: '',
+          base_id: '',
+          snapshot_name: '', // ApplyStream's Begin has no snapshot name
+          volume_size_bytes: pool.volumeSizeBytes,
+          digest: full.digest,
+          transfer_id: full.transferId,
+          receive_time_ms: 0,
+        },
+      );
 
       const inc = await send(target, [pool.baseDevId, pool.snapDevId]);
       const t1 = Date.now();
@@ -388,16 +391,19 @@ for (const client of clients) {
 
       // A full of snapshot 1 that breaks: its staging file stays beside the target (resumable). Slow enough
       // (--bwlimit) to be killed, once the staging file exists, long before its End.
-      const broken = startCli([
-        ...grpcSendArgs(pool, { port: serve.port, target, ids: [pool.baseDevId], certsDir: certs.dir, opBytes: 64 * 1024 }),
-        '--bwlimit',
-        '128K',
-        '--transfer-id',
-        `${lc}-broken-full`,
-      ]);
+      const broken = startCli(
+        grpcSendArgs(pool, {
+          port: serve.port,
+          target,
+          ids: [pool.baseDevId],
+          certsDir: certs.dir,
+          opBytes: 64 * 1024,
+          extra: ['--bwlimit', '128K', '--transfer-id', `${lc}-broken-full`],
+        }),
+      );
       const staging = `.${lc}-shown.img.thinship-staging-`;
       try {
-        await waitFor(() => readdirSync(targets()).some((n) => n.startsWith(staging)), 'the broken full staged beside the target');
+        await waitFor(() => readdirSync(targets()).some((n) => n.startsWith(staging)), 'the broken full staged beside the target', 60_000);
       } finally {
         broken.child.kill('SIGKILL');
       }
@@ -408,7 +414,7 @@ for (const client of clients) {
       assert.deepEqual(dirty.staged, [{ kind: 'staging' }]);
       assert.equal(dirty.diverged, true);
       assert.ok((dirty.divergence as string[]).length > 0);
-      assert.deepEqual(dirty.record, clean.record, 'the record is still the incremental\'s');
+      assert.deepEqual(dirty.record, clean.record, "the record is still the incremental's");
 
       // NOT_FOUND: allowed, but nothing there.
       const missingTarget = join(targets(), `${lc}-never-sent.img`);
