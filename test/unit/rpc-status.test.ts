@@ -2,13 +2,17 @@
  * The client's reading of gRPC errors: grpc-js's status details for each way a
  * connection fails (the strings below are what grpc-js 1.14 reported in a
  * probe against a real receiver), the receiver's retryable flag carried in
- * the trailer, and a receiver-side ABORTED kept apart from a signal.
+ * the trailer, and a receiver-side ABORTED kept apart from a signal. Also
+ * that receiver.proto's list of reasons names the gRPC code each travels with.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
-import { toServiceError, fromServiceError, transportFailure, errorInfoOf, STATUS_DETAILS_KEY, ERROR_DOMAIN } from '../../src/rpc/status.js';
-import { ThinshipError } from '../../src/errors.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { toServiceError, fromServiceError, transportFailure, errorInfoOf, grpcCodeOf, STATUS_DETAILS_KEY, ERROR_DOMAIN } from '../../src/rpc/status.js';
+import { protoRoot } from '../../src/rpc/proto.js';
+import { ThinshipError, type ErrorCode } from '../../src/errors.js';
 import { exitCodeOf } from '../../src/cli/exit-codes.js';
 
 const last = (e: string) => `No connection established. Last error: ${e}. Resolution note: `;
@@ -143,3 +147,20 @@ function protoFields(b: Buffer): Map<number, (number | Buffer)[]> {
   }
   return out;
 }
+
+test("receiver.proto's list of reasons says the gRPC code each one travels with (what clients in other languages read)", () => {
+  const proto = readFileSync(join(protoRoot(), 'thinship/v1/receiver.proto'), 'utf8');
+  const header = proto.slice(proto.indexOf('// The reasons a receiver sends'), proto.indexOf('syntax = "proto3"'));
+  const listed = [...header.matchAll(/^\/\/ {3}([A-Z_]+) \(([A-Z_]+)\)/gm)].map((m) => ({ reason: m[1]!, grpc: m[2]! }));
+  // The rules of issue 13 (base, divergence, size) must be there: a client acts on them.
+  for (const r of ['BASE_MISMATCH', 'DIVERGED', 'TARGET_TOO_SMALL', 'NOT_FOUND', 'PERMISSION_DENIED'])
+    assert.ok(
+      listed.some((l) => l.reason === r),
+      `${r} is listed`,
+    );
+  for (const { reason, grpc: name } of listed) {
+    const code = grpc.status[name as keyof typeof grpc.status];
+    assert.equal(typeof code, 'number', `${reason}: ${name} is a gRPC code`);
+    assert.equal(grpcCodeOf(reason as ErrorCode), code, `${reason} travels as ${name}`);
+  }
+});
