@@ -22,6 +22,7 @@
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -986,6 +987,368 @@ static napi_value mapped_runs_of_leaves(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/* ---- the delta walk ---------------------------------------------------------
+ * The whole parallel walk of two devices' mapping trees (src/thin/metadata/
+ * delta.ts has its JavaScript twin: the reference the tests check this
+ * against, and the fallback without the addon): both trees descended
+ * together, a subtree both point at skipped unread, leaves merged entry by
+ * entry, and the blocks that differ merged into plan runs (data: mapped in
+ * the snapshot and not the same as in the base; unmap: mapped only in the
+ * base) in increasing order. No JavaScript object per block or per node:
+ * deltaWalkNext fills a Float64Array with (first block, length, kind)
+ * triples. Every node read is checked as parseNode checks it; a fault throws
+ * an Error whose code is BAD_METADATA (or IO_ERROR) and whose `block` names
+ * the metadata block, with the message parseNode would give. */
+
+#define DW_MAX_DEPTH 32 /* MAX_DEPTH in btree.ts: deeper is a loop */
+#define DW_KEY_END (MAX_SAFE_INTEGER + 1)
+/* Blocks one deltaWalkNext call reads at most before it returns, so the event loop turns. */
+#define DW_BLOCKS_PER_CALL 2048
+
+typedef struct {
+  uint8_t *buf; /* the node, 4 KiB (the cursor's buffer for this depth) */
+  uint64_t block, hi;
+  uint32_t nr, max, i;
+  int leaf;
+} dw_frame;
+
+typedef struct {
+  dw_frame f[DW_MAX_DEPTH];
+  uint8_t *bufs; /* DW_MAX_DEPTH blocks: depth d's node in bufs + d * 4096 */
+  int depth;
+  int root_pending;
+  uint64_t root;
+  char what[64]; /* "mapping tree of device N" */
+} dw_cursor;
+
+typedef struct {
+  int fd;
+  uint64_t nr_blocks;
+  char path[512];
+  dw_cursor c[2]; /* 0: base (left), 1: snapshot (right) */
+  int kind;       /* the run being built: -1 none, 0 data, 1 unmap */
+  uint64_t begin, len;
+  int walked;     /* both trees done; the last run may still be pending */
+  int done;
+  int failed;     /* a fault was thrown: the walk cannot go on */
+  double blocks_read, shared_skipped;
+  /* this call's output */
+  double *out;
+  size_t out_n, out_cap;
+  /* the fault, when one is found */
+  char err_code[16];
+  char err_msg[1024];
+  uint64_t err_block;
+} dw_state;
+
+typedef struct {
+  int kind; /* 0 none (the tree is done), 1 subtree not yet read, 2 leaf entry */
+  uint64_t block, lo, hi, key, data;
+} dw_head;
+
+static uint64_t dw_key(const dw_frame *f, uint32_t i) { return le64(f->buf + 32 + 8 * (size_t)i); }
+static uint64_t dw_value(const dw_frame *f, uint32_t i) { return le64(f->buf + 32 + 8 * (size_t)f->max + 8 * (size_t)i); }
+
+static int dw_fault(dw_state *s, const char *code, uint64_t block, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int dw_fault(dw_state *s, const char *code, uint64_t block, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(s->err_msg, sizeof s->err_msg, fmt, ap);
+  va_end(ap);
+  snprintf(s->err_code, sizeof s->err_code, "%s", code);
+  s->err_block = block;
+  s->failed = 1;
+  return 0;
+}
+
+/* parseNodeJs's checks in its order, with its words: 1 when the node is good, else the fault is recorded. */
+static int dw_check_node(dw_state *s, const char *what, const uint8_t *p, uint64_t block, uint64_t lo, uint64_t hi) {
+  if (node_ok(p, 4096, block, 8, lo, hi)) return 1;
+  uint32_t stored = le32(p), computed = crc32c_raw(0xffffffffu, p + 4, 4092) ^ 121107u;
+  if (stored != computed)
+    return dw_fault(s, "BAD_METADATA", block, "metadata block %llu: %s: btree node checksum mismatch (stored %u, computed %u)", (unsigned long long)block, what, stored, computed);
+  if (le64(p + 8) != block)
+    return dw_fault(s, "BAD_METADATA", block, "metadata block %llu: %s: btree node says it is block %llu", (unsigned long long)block, what, (unsigned long long)le64(p + 8));
+  uint32_t flags = le32(p + 4), nr = le32(p + 16), max = le32(p + 20), vs = le32(p + 24);
+  if (flags != 1 && flags != 2)
+    return dw_fault(s, "BAD_METADATA", block, "metadata block %llu: %s: btree node flags %u are neither internal (1) nor leaf (2)", (unsigned long long)block, what, flags);
+  int leaf = flags == 2;
+  if (vs != 8)
+    return dw_fault(s, "BAD_METADATA", block, "metadata block %llu: %s: %s has value size %u, expected 8", (unsigned long long)block, what, leaf ? "leaf" : "internal node", vs);
+  if (max == 0 || max % 3 != 0)
+    return dw_fault(s, "BAD_METADATA", block, "metadata block %llu: %s: max_entries %u is not a positive multiple of 3", (unsigned long long)block, what, max);
+  if (32 + (uint64_t)(8 + vs) * max > 4096)
+    return dw_fault(s, "BAD_METADATA", block, "metadata block %llu: %s: max_entries %u of %u-byte values do not fit a block", (unsigned long long)block, what, max, vs);
+  if (nr > max)
+    return dw_fault(s, "BAD_METADATA", block, "metadata block %llu: %s: nr_entries %u > max_entries %u", (unsigned long long)block, what, nr, max);
+  if (!leaf && nr == 0)
+    return dw_fault(s, "BAD_METADATA", block, "metadata block %llu: %s: internal node without entries", (unsigned long long)block, what);
+  int64_t i = scan_keys(p + 32, nr, lo, hi);
+  if (i < 0) return dw_fault(s, "BAD_METADATA", block, "metadata block %llu: %s: the addon and its checks disagree", (unsigned long long)block, what);
+  uint64_t k = le64(p + 32 + 8 * (size_t)i);
+  if (k > MAX_SAFE_INTEGER)
+    return dw_fault(s, "BAD_METADATA", block, "metadata block %llu: %s: key %lld (%llu) is beyond the largest integer this program handles", (unsigned long long)block, what, (long long)i, (unsigned long long)k);
+  if (i > 0 && k <= le64(p + 32 + 8 * (size_t)(i - 1)))
+    return dw_fault(s, "BAD_METADATA", block, "metadata block %llu: %s: keys out of order (key %lld is %llu, after %llu)", (unsigned long long)block, what, (long long)i, (unsigned long long)k, (unsigned long long)le64(p + 32 + 8 * (size_t)(i - 1)));
+  char hib[24];
+  if (hi >= DW_KEY_END) snprintf(hib, sizeof hib, "end");
+  else snprintf(hib, sizeof hib, "%llu", (unsigned long long)hi);
+  return dw_fault(s, "BAD_METADATA", block, "metadata block %llu: %s: key %llu is outside the range [%llu, %s) its parent gives it", (unsigned long long)block, what, (unsigned long long)k, (unsigned long long)lo, hib);
+}
+
+/* The top frame with entries left (exhausted frames are popped), or NULL. */
+static dw_frame *dw_top(dw_cursor *c) {
+  if (c->root_pending) return NULL;
+  while (c->depth > 0) {
+    dw_frame *f = &c->f[c->depth - 1];
+    if (f->i < f->nr) return f;
+    c->depth--;
+  }
+  return NULL;
+}
+
+static void dw_head_of(dw_cursor *c, dw_head *h) {
+  if (c->root_pending) {
+    h->kind = 1; h->block = c->root; h->lo = 0; h->hi = DW_KEY_END;
+    return;
+  }
+  dw_frame *f = dw_top(c);
+  if (f == NULL) { h->kind = 0; return; }
+  if (f->leaf) {
+    h->kind = 2; h->key = dw_key(f, f->i); h->data = dw_value(f, f->i) >> 24;
+    return;
+  }
+  h->kind = 1;
+  h->block = dw_value(f, f->i);
+  h->lo = dw_key(f, f->i);
+  h->hi = f->i + 1 < f->nr ? dw_key(f, f->i + 1) : f->hi;
+}
+
+/* Moves past the head (dw_head_of was called since the last change). */
+static void dw_advance(dw_cursor *c) {
+  if (c->root_pending) c->root_pending = 0;
+  else c->f[c->depth - 1].i++;
+}
+
+/* Replaces the head subtree h by its contents: reads and checks its node. 0 on a fault. */
+static int dw_expand(dw_state *s, dw_cursor *c, const dw_head *h) {
+  dw_advance(c);
+  for (int d = 0; d < c->depth; d++)
+    if (c->f[d].block == h->block)
+      return dw_fault(s, "BAD_METADATA", h->block, "metadata block %llu: %s: loop: block %llu points back to its ancestor %llu", (unsigned long long)h->block, c->what,
+                      (unsigned long long)c->f[c->depth - 1].block, (unsigned long long)h->block);
+  if (c->depth >= DW_MAX_DEPTH)
+    return dw_fault(s, "BAD_METADATA", h->block, "metadata block %llu: %s: tree deeper than %d levels (a loop?)", (unsigned long long)h->block, c->what, DW_MAX_DEPTH);
+  if (h->block >= s->nr_blocks)
+    return dw_fault(s, "BAD_METADATA", h->block, "%s: block %llu is outside the metadata device %s (%llu blocks of 4096 bytes)", c->what, (unsigned long long)h->block, s->path,
+                    (unsigned long long)s->nr_blocks);
+  uint8_t *buf = c->bufs + (size_t)c->depth * 4096;
+  size_t got = 0;
+  while (got < 4096) {
+    ssize_t n = pread(s->fd, buf + got, 4096 - got, (off_t)(h->block * 4096 + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0)
+      return dw_fault(s, "IO_ERROR", h->block, "reading metadata block %llu of %s: %s", (unsigned long long)h->block, s->path, strerror(errno));
+    if (n == 0)
+      return dw_fault(s, "BAD_METADATA", h->block, "metadata block %llu of %s is cut short (the file ends at byte %llu)", (unsigned long long)h->block, s->path,
+                      (unsigned long long)(h->block * 4096 + got));
+    got += (size_t)n;
+  }
+  s->blocks_read++;
+  if (!dw_check_node(s, c->what, buf, h->block, h->lo, h->hi)) return 0;
+  dw_frame *f = &c->f[c->depth++];
+  f->buf = buf;
+  f->block = h->block;
+  f->hi = h->hi;
+  f->nr = le32(buf + 16);
+  f->max = le32(buf + 20);
+  f->leaf = le32(buf + 4) == 2;
+  f->i = 0;
+  return 1;
+}
+
+/* Adds one block of plan kind k (0 data, 1 unmap); the caller has made room for one finished run. */
+static void dw_block(dw_state *s, int k, uint64_t key) {
+  if (k == s->kind && key == s->begin + s->len) { s->len++; return; }
+  if (s->kind >= 0) {
+    double *o = s->out + 3 * s->out_n++;
+    o[0] = (double)s->begin; o[1] = (double)s->len; o[2] = s->kind;
+  }
+  s->kind = k; s->begin = key; s->len = 1;
+}
+
+/* How many entries (at most max) from a's entry ia and b's entry ib have the same key and value. */
+static uint32_t dw_identical(const dw_frame *a, uint32_t ia, const dw_frame *b, uint32_t ib, uint32_t max) {
+  const uint8_t *ka = a->buf + 32 + 8 * (size_t)ia, *kb = b->buf + 32 + 8 * (size_t)ib;
+  const uint8_t *va = a->buf + 32 + 8 * (size_t)a->max + 8 * (size_t)ia, *vb = b->buf + 32 + 8 * (size_t)b->max + 8 * (size_t)ib;
+  uint32_t n = 0;
+  while (n < max && memcmp(ka, kb, 8) == 0 && memcmp(va, vb, 8) == 0) { n++; ka += 8; kb += 8; va += 8; vb += 8; }
+  return n;
+}
+
+/* Walks until the output is full, DW_BLOCKS_PER_CALL blocks were read, the trees end, or a fault (0). */
+static int dw_run(dw_state *s) {
+  dw_cursor *A = &s->c[0], *B = &s->c[1];
+  double read0 = s->blocks_read;
+  while (!s->walked) {
+    if (s->out_n >= s->out_cap || s->blocks_read - read0 >= DW_BLOCKS_PER_CALL) return 1;
+    dw_frame *fa = dw_top(A), *fb = dw_top(B);
+    if (fa != NULL && fb != NULL && fa->leaf && fb->leaf) {
+      /* Both heads in leaves: merge their entries. */
+      while (fa->i < fa->nr && fb->i < fb->nr && s->out_n < s->out_cap) {
+        uint64_t ka = dw_key(fa, fa->i), kb = dw_key(fb, fb->i);
+        if (ka < kb) { dw_block(s, 1, ka); fa->i++; }
+        else if (kb < ka) { dw_block(s, 0, kb); fb->i++; }
+        else if ((dw_value(fa, fa->i) >> 24) != (dw_value(fb, fb->i) >> 24)) { dw_block(s, 0, ka); fa->i++; fb->i++; }
+        else {
+          /* The same block mapped the same: a shadowed leaf is its origin's copy but for what the write changed. */
+          uint32_t k = 1 + dw_identical(fa, fa->i + 1, fb, fb->i + 1, (fa->nr - fa->i < fb->nr - fb->i ? fa->nr - fa->i : fb->nr - fb->i) - 1);
+          fa->i += k; fb->i += k;
+        }
+      }
+      continue;
+    }
+    if (fa != NULL && fb != NULL && !fa->leaf && !fb->leaf) {
+      /* Both heads in internal nodes: skip the children both share in one step. */
+      uint32_t k = dw_identical(fa, fa->i, fb, fb->i, fa->nr - fa->i < fb->nr - fb->i ? fa->nr - fa->i : fb->nr - fb->i);
+      if (k > 0) {
+        fa->i += k; fb->i += k;
+        s->shared_skipped += k;
+        continue;
+      }
+    }
+    dw_head a, b;
+    dw_head_of(A, &a);
+    dw_head_of(B, &b);
+    if (a.kind == 0 && b.kind == 0) { s->walked = 1; break; }
+    if (a.kind == 1 && b.kind == 1 && a.block == b.block) {
+      dw_advance(A); dw_advance(B);
+      s->shared_skipped++;
+      continue;
+    }
+    uint64_t la = a.kind == 0 ? DW_KEY_END : a.kind == 1 ? a.lo : a.key;
+    uint64_t lb = b.kind == 0 ? DW_KEY_END : b.kind == 1 ? b.lo : b.key;
+    if (a.kind == 2 && la < lb) { dw_block(s, 1, a.key); dw_advance(A); continue; }
+    if (b.kind == 2 && lb < la) { dw_block(s, 0, b.key); dw_advance(B); continue; }
+    if (a.kind == 2 && b.kind == 2) {
+      if (a.data != b.data) dw_block(s, 0, a.key);
+      dw_advance(A); dw_advance(B);
+      continue;
+    }
+    /* A subtree starts at or before the other head: read it. Both from the same key: the wider first, both if alike. */
+    if (a.kind == 1 && b.kind == 1 && la == lb) {
+      if (a.hi >= b.hi && !dw_expand(s, A, &a)) return 0;
+      if (b.hi >= a.hi && !dw_expand(s, B, &b)) return 0;
+    } else if (a.kind == 1 && la <= lb) {
+      if (!dw_expand(s, A, &a)) return 0;
+    } else if (!dw_expand(s, B, &b)) return 0;
+  }
+  if (s->kind >= 0) {
+    if (s->out_n >= s->out_cap) return 1;
+    double *o = s->out + 3 * s->out_n++;
+    o[0] = (double)s->begin; o[1] = (double)s->len; o[2] = s->kind;
+    s->kind = -1;
+  }
+  s->done = 1;
+  return 1;
+}
+
+static void dw_finalize(napi_env env, void *data, void *hint) {
+  (void)env; (void)hint;
+  dw_state *s = data;
+  free(s->c[0].bufs);
+  free(s->c[1].bufs);
+  free(s);
+}
+
+/* deltaWalkStart(fd, nrBlocks, path, leftRoot, leftDevId, rightRoot, rightDevId): a walk
+ * of the base's (left) and the snapshot's (right) mapping trees, for deltaWalkNext.
+ * The fd stays the caller's; it must stay open while the walk is used. */
+static napi_value delta_walk_start(napi_env env, napi_callback_info info) {
+  napi_value argv[7], out;
+  if (!get_args(env, info, 7, argv)) return NULL;
+  int fd;
+  double nr_d, lroot_d, rroot_d, ldev_d, rdev_d;
+  char path[512];
+  size_t plen = 0;
+  if (!get_fd(env, argv[0], &fd)) return NULL;
+  if (napi_get_value_double(env, argv[1], &nr_d) != napi_ok || napi_get_value_string_utf8(env, argv[2], path, sizeof path, &plen) != napi_ok ||
+      napi_get_value_double(env, argv[3], &lroot_d) != napi_ok || napi_get_value_double(env, argv[4], &ldev_d) != napi_ok ||
+      napi_get_value_double(env, argv[5], &rroot_d) != napi_ok || napi_get_value_double(env, argv[6], &rdev_d) != napi_ok ||
+      !(nr_d >= 0) || nr_d > 9007199254740991.0 / 4096 || !(lroot_d >= 0) || lroot_d > 9007199254740991.0 || !(rroot_d >= 0) ||
+      rroot_d > 9007199254740991.0) {
+    napi_throw_type_error(env, NULL, "deltaWalkStart: bad fd, nrBlocks, path, roots or device ids");
+    return NULL;
+  }
+  dw_state *s = calloc(1, sizeof *s);
+  if (s != NULL) {
+    s->c[0].bufs = aligned_alloc(4096, (size_t)DW_MAX_DEPTH * 4096);
+    s->c[1].bufs = aligned_alloc(4096, (size_t)DW_MAX_DEPTH * 4096);
+  }
+  if (s == NULL || s->c[0].bufs == NULL || s->c[1].bufs == NULL) {
+    if (s != NULL) { free(s->c[0].bufs); free(s->c[1].bufs); free(s); }
+    throw_errno(env, ENOMEM, "deltaWalkStart");
+    return NULL;
+  }
+  s->fd = fd;
+  s->nr_blocks = (uint64_t)nr_d;
+  snprintf(s->path, sizeof s->path, "%s", path);
+  s->kind = -1;
+  s->c[0].root = (uint64_t)lroot_d;
+  s->c[1].root = (uint64_t)rroot_d;
+  s->c[0].root_pending = s->c[1].root_pending = 1;
+  snprintf(s->c[0].what, sizeof s->c[0].what, "mapping tree of device %.0f", ldev_d);
+  snprintf(s->c[1].what, sizeof s->c[1].what, "mapping tree of device %.0f", rdev_d);
+  if (napi_create_external(env, s, dw_finalize, NULL, &out) != napi_ok) {
+    dw_finalize(env, s, NULL);
+    napi_throw_error(env, NULL, "deltaWalkStart: could not create the walk");
+    return NULL;
+  }
+  return out;
+}
+
+/* deltaWalkNext(walk, out, stats): the next plan runs into out (a Float64Array;
+ * triples first block, length, kind 0 data / 1 unmap), stats[0] = blocks read,
+ * stats[1] = shared subtrees skipped, so far. Returns runs * 2 + 1 when the walk
+ * is done, runs * 2 when there is more (it returns after DW_BLOCKS_PER_CALL
+ * blocks, so the caller's event loop turns). A fault throws an Error with code
+ * BAD_METADATA or IO_ERROR and `block`; the walk is then over. */
+static napi_value delta_walk_next(napi_env env, napi_callback_info info) {
+  napi_value argv[3], out;
+  if (!get_args(env, info, 3, argv)) return NULL;
+  void *ext, *odata, *sdata;
+  size_t olen, slen, ooff, soff;
+  napi_typedarray_type otype, stype;
+  napi_value obuf, sbuf;
+  if (napi_get_value_external(env, argv[0], &ext) != napi_ok ||
+      napi_get_typedarray_info(env, argv[1], &otype, &olen, &odata, &obuf, &ooff) != napi_ok || otype != napi_float64_array ||
+      napi_get_typedarray_info(env, argv[2], &stype, &slen, &sdata, &sbuf, &soff) != napi_ok || stype != napi_float64_array || slen < 2 || olen < 3) {
+    napi_throw_type_error(env, NULL, "deltaWalkNext: expected a walk, a Float64Array of at least 3 and one of at least 2");
+    return NULL;
+  }
+  dw_state *s = ext;
+  if (s->failed) { napi_throw_error(env, NULL, "deltaWalkNext: the walk stopped at a fault"); return NULL; }
+  s->out = odata;
+  s->out_cap = olen / 3;
+  s->out_n = 0;
+  if (!s->done) dw_run(s);
+  double *st = sdata;
+  st[0] = s->blocks_read;
+  st[1] = s->shared_skipped;
+  if (s->failed) {
+    napi_value code, msg, err, block;
+    napi_create_string_utf8(env, s->err_code, NAPI_AUTO_LENGTH, &code);
+    napi_create_string_utf8(env, s->err_msg, NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, code, msg, &err);
+    napi_create_double(env, (double)s->err_block, &block);
+    napi_set_named_property(env, err, "block", block);
+    napi_throw(env, err);
+    return NULL;
+  }
+  napi_create_double(env, (double)s->out_n * 2 + (s->done ? 1 : 0), &out);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "blockSizeBytes", NULL, block_size_bytes, NULL, NULL, NULL, napi_enumerable, NULL },
@@ -1009,6 +1372,8 @@ static napi_value init(napi_env env, napi_value exports) {
     { "identicalEntries", NULL, identical_entries, NULL, NULL, NULL, napi_enumerable, NULL },
     { "mappedRuns", NULL, mapped_runs, NULL, NULL, NULL, napi_enumerable, NULL },
     { "mappedRunsOfLeaves", NULL, mapped_runs_of_leaves, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "deltaWalkStart", NULL, delta_walk_start, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "deltaWalkNext", NULL, delta_walk_next, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   crc32c_table_init();
 #if defined(__x86_64__)

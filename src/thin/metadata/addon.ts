@@ -39,6 +39,17 @@ export interface MetadataAddon {
     out: Float64Array,
     runs: number,
   ) => number;
+  /**
+   * The delta's whole parallel walk in C (delta.ts's walkDelta is its JavaScript twin): a walk of the
+   * base's (left) and the snapshot's (right) mapping trees on fd, for deltaWalkNext.
+   */
+  deltaWalkStart?: (fd: number, nrBlocks: number, path: string, leftRoot: number, leftDevId: number, rightRoot: number, rightDevId: number) => object;
+  /**
+   * The walk's next plan runs into out (triples: first block, length, kind 0 data / 1 unmap, merged and in
+   * increasing order); stats[0] = blocks read, stats[1] = shared subtrees skipped, so far. Returns runs * 2,
+   * + 1 when the walk is done. A fault throws an Error with code BAD_METADATA or IO_ERROR, message and block.
+   */
+  deltaWalkNext?: (walk: object, out: Float64Array, stats: Float64Array) => number;
 }
 
 let addon: MetadataAddon | undefined;
@@ -55,6 +66,8 @@ export function metadataAddon(): MetadataAddon {
       identicalEntries: typeof n.identicalEntries === 'function' ? n.identicalEntries : undefined,
       mappedRuns: typeof n.mappedRuns === 'function' ? n.mappedRuns : undefined,
       mappedRunsOfLeaves: typeof n.mappedRunsOfLeaves === 'function' ? n.mappedRunsOfLeaves : undefined,
+      deltaWalkStart: typeof n.deltaWalkStart === 'function' ? n.deltaWalkStart : undefined,
+      deltaWalkNext: typeof n.deltaWalkNext === 'function' ? n.deltaWalkNext : undefined,
     };
   } catch {
     addon = {};

@@ -70,7 +70,8 @@ export class BlockReader {
   blocksRead = 0;
   private readonly cache = new Map<number, Buffer>();
 
-  private readonly fd: number;
+  /** The open metadata file (the addon's delta walk reads through it). */
+  readonly fd: number;
 
   private constructor(
     readonly path: string,

@@ -192,6 +192,50 @@ class Cursor {
   }
 }
 
+/** Plan runs per deltaWalkNext call at most (triples of a Float64Array: 48 KiB). */
+const NATIVE_RUN_BATCH = 2048;
+
+/**
+ * The delta in the addon (deltaWalkStart/deltaWalkNext): walkDelta's walk
+ * done in C, handing on plan runs (PLAN_RUN_DATA, PLAN_RUN_UNMAP) merged,
+ * in increasing order, as triples in a Float64Array reused once onPlanRuns'
+ * promise settles; no object per range or per node. Its faults are the
+ * ThinshipErrors walkDelta gives (BAD_METADATA or IO_ERROR, naming the
+ * block). Undefined when the addon lacks it (run walkDelta instead).
+ */
+export async function walkDeltaNative(
+  r: BlockReader,
+  left: { root: number; devId: number },
+  right: { root: number; devId: number },
+  onPlanRuns: (runs: Float64Array, count: number) => void | Promise<void>,
+  signal?: AbortSignal,
+): Promise<DeltaStats | undefined> {
+  const { deltaWalkStart, deltaWalkNext } = metadataAddon();
+  if (deltaWalkStart === undefined || deltaWalkNext === undefined) return undefined;
+  const walk = deltaWalkStart(r.fd, r.nrBlocks, r.path, left.root, left.devId, right.root, right.devId);
+  const runs = new Float64Array(3 * NATIVE_RUN_BATCH);
+  const stats = new Float64Array(2);
+  const yielder = new LoopYielder();
+  try {
+    for (;;) {
+      signal?.throwIfAborted();
+      const res = deltaWalkNext(walk, runs, stats);
+      const count = Math.floor(res / 2);
+      if (count > 0) await onPlanRuns(runs, count);
+      if (res % 2 === 1) break;
+      await yielder.due();
+    }
+  } catch (e) {
+    const c = e as Error & { code?: unknown; block?: unknown };
+    if ((c.code === 'BAD_METADATA' || c.code === 'IO_ERROR') && typeof c.block === 'number')
+      throw new ThinshipError(c.code, c.message, { details: { block: c.block } });
+    throw e;
+  } finally {
+    r.blocksRead += stats[0]!;
+  }
+  return { sharedSubtreesSkipped: stats[1]! };
+}
+
 export interface DeltaStats {
   /** Subtrees both devices share, skipped unread. */
   sharedSubtreesSkipped: number;
