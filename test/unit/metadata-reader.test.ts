@@ -12,10 +12,10 @@ import { join } from 'node:path';
 import { crc32c, crc32cRawJs, nativeCrc32c } from '../../src/thin/metadata/crc32c.js';
 import { metadataAddon } from '../../src/thin/metadata/addon.js';
 import { KEY_END, firstBadKeyJs, parseNodeJs } from '../../src/thin/metadata/btree.js';
-import { identicalRunJs } from '../../src/thin/metadata/delta.js';
+import { identicalRunJs, walkDelta, walkDeltaNative } from '../../src/thin/metadata/delta.js';
 import { MetadataReader, mappedRunsJs } from '../../src/thin/metadata/reader.js';
 import { nativeDeltaPlan, nativeFullPlan, planNative, checkMetadataReaderChoice } from '../../src/thin/metadata/native-plan.js';
-import { planOps, type PlanRange } from '../../src/thin/plan.js';
+import { PLAN_RUN_UNMAP, planOps, type PlanRange } from '../../src/thin/plan.js';
 import type { PlanOp } from '../../src/thin/model.js';
 import { ThinshipError } from '../../src/errors.js';
 import { MetadataImage, blockTime, deviceDetails, reChecksum, u64Value } from '../helpers/thin-metadata-writer.js';
@@ -110,6 +110,59 @@ async function deltaOf(path: string, left: number, right: number): Promise<PlanO
   const r = await MetadataReader.open(path);
   try {
     return await allOps((await nativeDeltaPlan(r, left, right, {})).plan, { close: true });
+  } finally {
+    await r.close();
+  }
+}
+
+/** A walk's output as merged plan runs: [first block, length, 'data' | 'unmap'][]. */
+type Runs = Array<[number, number, 'data' | 'unmap']>;
+
+function mergeRun(out: Runs, begin: number, len: number, kind: 'data' | 'unmap'): void {
+  const last = out[out.length - 1];
+  if (last !== undefined && last[2] === kind && last[0] + last[1] === begin) last[1] += len;
+  else out.push([begin, len, kind]);
+}
+
+/** The delta of devices left..right by the addon's walk (deltaWalkStart/Next) and by walkDelta, its JavaScript twin. */
+async function deltaRunsBothWays(path: string, left: number, right: number): Promise<{ addon: Runs; js: Runs }> {
+  const r = await MetadataReader.open(path);
+  try {
+    const l = { root: (await r.deviceRoot(left)).root, devId: left },
+      s = { root: (await r.deviceRoot(right)).root, devId: right };
+    const addon: Runs = [];
+    const stats = await walkDeltaNative(r.blocks, l, s, (runs, count) => {
+      for (let j = 0; j < 3 * count; j += 3) mergeRun(addon, runs[j]!, runs[j + 1]!, runs[j + 2] === PLAN_RUN_UNMAP ? 'unmap' : 'data');
+    });
+    assert.ok(stats, 'the addon exports deltaWalkStart and deltaWalkNext (npm ci builds it)');
+    const js: Runs = [];
+    await walkDelta(r.blocks, l, s, (batch) => {
+      for (const x of batch) if (x.kind !== 'same') mergeRun(js, x.beginBlock, x.lengthBlocks, x.kind === 'left_only' ? 'unmap' : 'data');
+    });
+    return { addon, js };
+  } finally {
+    await r.close();
+  }
+}
+
+/** The error each walk gives on `path` (left..right): the addon's must be the JavaScript twin's, word for word. */
+async function deltaErrorsBothWays(path: string, left: number, right: number): Promise<{ addon: unknown; js: unknown }> {
+  const r = await MetadataReader.open(path);
+  try {
+    const l = { root: (await r.deviceRoot(left)).root, devId: left },
+      s = { root: (await r.deviceRoot(right)).root, devId: right };
+    const errorOf = async (f: () => Promise<unknown>): Promise<unknown> => {
+      try {
+        await f();
+      } catch (e) {
+        return e;
+      }
+      assert.fail('the walk did not fail');
+    };
+    return {
+      addon: await errorOf(() => walkDeltaNative(r.blocks, l, s, () => undefined)),
+      js: await errorOf(() => walkDelta(r.blocks, l, s, () => undefined)),
+    };
   } finally {
     await r.close();
   }
@@ -252,6 +305,54 @@ test("keys out of order, keys outside the parent's range, a block beyond the dev
   await assert.rejects(fullOf(s.path, 1), badAt(leaf4, /says it is block/));
 });
 
+test("the addon's delta walk on hostile metadata: a bad checksum, a loop, keys out of order, a block outside the device are BAD_METADATA naming the block, as the JavaScript walk words them", async () => {
+  assert.ok(metadataAddon().deltaWalkStart, 'the addon exports deltaWalkStart');
+  /** Device 2's own nodes (on the paths its writes shadowed): the ones a delta reads. */
+  const ownNodes = (p: Pool, leaf: boolean): number[] =>
+    [...p.img.reachable(p.rootB)].filter((b) => !p.img.reachable(p.rootA).has(b) && p.img.nodes.get(b)!.leaf === leaf && b !== p.rootB);
+  const expectBoth = async (path: string, block: number, what: RegExp): Promise<void> => {
+    await assert.rejects(deltaOf(path, 1, 2), badAt(block, what));
+    const { addon, js } = await deltaErrorsBothWays(path, 1, 2);
+    assert.ok(addon instanceof ThinshipError && js instanceof ThinshipError, `${String(addon)} / ${String(js)}`);
+    assert.equal(addon.message, js.message);
+    assert.deepEqual([addon.code, addon.details], [js.code, js.details]);
+    assert.deepEqual(addon.details, { block });
+  };
+
+  const p = pool(40_000); // three levels: the root, internal nodes, leaves
+  const leaf = ownNodes(p, true)[0]!;
+  patchBlock(p.path, leaf, (b) => {
+    b.writeUInt8(b.readUInt8(2000) ^ 0x10, 2000);
+  });
+  await expectBoth(p.path, leaf, /checksum mismatch/);
+
+  const q = pool(40_000);
+  const mid = ownNodes(q, false)[0]!; // an internal node under device 2's root, on a shadowed path
+  patchBlock(q.path, mid, (b) => {
+    b.writeBigUInt64LE(BigInt(q.rootB), 32 + 8 * b.readUInt32LE(20)); // child 0 -> the root
+    reChecksum(b, 'node');
+  });
+  await expectBoth(q.path, q.rootB, /loop: block \d+ points back to its ancestor/);
+
+  const r = pool(40_000);
+  const leafR = ownNodes(r, true)[0]!;
+  patchBlock(r.path, leafR, (b) => {
+    const k0 = b.readBigUInt64LE(32);
+    b.writeBigUInt64LE(b.readBigUInt64LE(40), 32);
+    b.writeBigUInt64LE(k0, 40);
+    reChecksum(b, 'node');
+  });
+  await expectBoth(r.path, leafR, /keys out of order \(key 1 is/);
+
+  const s = pool(40_000);
+  const midS = ownNodes(s, false)[0]!;
+  patchBlock(s.path, midS, (b) => {
+    b.writeBigUInt64LE(1_000_000n, 32 + 8 * b.readUInt32LE(20) + 8); // child 1 -> past the end of the metadata
+    reChecksum(b, 'node');
+  });
+  await expectBoth(s.path, 1_000_000, /outside the metadata device/);
+});
+
 test('superblock: bad magic, bad checksum, wrong block number are BAD_METADATA; an unknown version falls back (auto) or is refused (native)', async () => {
   const p = pool(100);
   patchBlock(p.path, 0, (b) => {
@@ -369,6 +470,9 @@ test('property: deltas of random trees (deep, narrow, shared or not, changed any
     if (a.size + b.size === 0) continue;
     assert.deepEqual(await deltaOf(path, 1, 2), expectedDelta(a, b), `seed ${seed} 1->2`);
     assert.deepEqual(await deltaOf(path, 2, 1), expectedDelta(b, a), `seed ${seed} 2->1`);
+    // The addon's walk (what deltaOf ran) and its JavaScript twin give the same runs.
+    const both = await deltaRunsBothWays(path, 1, 2);
+    assert.deepEqual(both.addon, both.js, `seed ${seed}: addon and JavaScript walks`);
     if (b.size > 0) {
       const full = planOps(
         [...b.keys()].map((k) => ({ kind: 'data' as const, beginBlock: k, lengthBlocks: 1 })),
