@@ -801,192 +801,6 @@ static napi_value check_node(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/* readNode(fd, block, buffer, leafValueSize, lo, hi): pread of metadata
- * block `block` (4 KiB) into buffer, then node_ok: true when both succeed.
- * One call per block for the delta's walk instead of fs.readSync and
- * checkNode. On false the caller repeats the read and the checks in
- * JavaScript (block-reader.ts, parseNode), which name the fault: an I/O
- * error, a file that ends early, or the check that fails. */
-static napi_value read_node(napi_env env, napi_callback_info info) {
-  napi_value argv[6], out;
-  if (!get_args(env, info, 6, argv)) return NULL;
-  int fd;
-  double block_d;
-  void *data;
-  size_t len;
-  uint32_t leaf_vs;
-  uint64_t lo, hi;
-  if (!get_fd(env, argv[0], &fd)) return NULL;
-  if (napi_get_value_double(env, argv[1], &block_d) != napi_ok || !(block_d >= 0) || block_d > 9007199254740991.0 / 4096 ||
-      napi_get_buffer_info(env, argv[2], &data, &len) != napi_ok || len < 4096 ||
-      napi_get_value_uint32(env, argv[3], &leaf_vs) != napi_ok || !get_key_range(env, argv[4], argv[5], &lo, &hi)) {
-    napi_throw_type_error(env, NULL, "readNode: bad block, buffer (4 KiB at least), leafValueSize, lo or hi");
-    return NULL;
-  }
-  size_t got = 0;
-  int ok = 1;
-  while (got < 4096) {
-    ssize_t n = pread(fd, (uint8_t *)data + got, 4096 - got, (off_t)((uint64_t)block_d * 4096 + got));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) { ok = 0; break; }
-    got += (size_t)n;
-  }
-  ok = ok && node_ok((const uint8_t *)data, 4096, (uint64_t)block_d, leaf_vs, lo, hi);
-  napi_get_boolean(env, ok, &out);
-  return out;
-}
-
-/* A checked node's header: entries, max entries, value size; 0 when the buffer cannot hold what the header says. */
-static int node_shape(const uint8_t *p, size_t len, uint32_t *nr, uint32_t *max, uint32_t *vs) {
-  if (len < 32) return 0;
-  *nr = le32(p + 16);
-  *max = le32(p + 20);
-  *vs = le32(p + 24);
-  return *nr <= *max && 32 + (uint64_t)(8 + *vs) * *max <= len;
-}
-
-/* identicalEntries(a, ia, b, ib, max): how many entries (at most max) from a's
- * entry ia and b's entry ib have the same key and value bytes: in the delta's
- * parallel walk, the stretch of a shadowed node that is still its origin's
- * (the same blocks mapped the same, or the same children shared). In an
- * internal node a child number beyond 2^53 - 1 ends the stretch (the
- * JavaScript walk reports it). */
-static napi_value identical_entries(napi_env env, napi_callback_info info) {
-  napi_value argv[5], out;
-  if (!get_args(env, info, 5, argv)) return NULL;
-  void *da, *db;
-  size_t la, lb;
-  uint32_t ia, ib, want;
-  if (napi_get_buffer_info(env, argv[0], &da, &la) != napi_ok || napi_get_buffer_info(env, argv[2], &db, &lb) != napi_ok) {
-    napi_throw_type_error(env, NULL, "identicalEntries: expected two Buffers");
-    return NULL;
-  }
-  if (napi_get_value_uint32(env, argv[1], &ia) != napi_ok || napi_get_value_uint32(env, argv[3], &ib) != napi_ok ||
-      napi_get_value_uint32(env, argv[4], &want) != napi_ok) {
-    napi_throw_type_error(env, NULL, "identicalEntries: bad ia, ib or max");
-    return NULL;
-  }
-  const uint8_t *a = (const uint8_t *)da, *b = (const uint8_t *)db;
-  uint32_t nra, maxa, vsa, nrb, maxb, vsb;
-  if (!node_shape(a, la, &nra, &maxa, &vsa) || !node_shape(b, lb, &nrb, &maxb, &vsb) ||
-      (uint64_t)ia + want > nra || (uint64_t)ib + want > nrb) {
-    napi_throw_range_error(env, NULL, "identicalEntries: entries beyond the node");
-    return NULL;
-  }
-  uint32_t n = 0;
-  if (vsa == vsb) {
-    int internal = le32(a + 4) == 1;
-    const uint8_t *ka = a + 32 + 8 * (size_t)ia, *kb = b + 32 + 8 * (size_t)ib;
-    const uint8_t *va = a + 32 + 8 * (size_t)maxa + (size_t)vsa * ia, *vb = b + 32 + 8 * (size_t)maxb + (size_t)vsb * ib;
-    while (n < want && memcmp(ka, kb, 8) == 0 && memcmp(va, vb, vsa) == 0 && !(internal && le64(va) > MAX_SAFE_INTEGER)) {
-      n++;
-      ka += 8; kb += 8; va += vsa; vb += vsb;
-    }
-  }
-  napi_create_uint32(env, n, &out);
-  return out;
-}
-
-/* mappedRuns(leaf, out): the leaf's keys (mapped blocks) as runs of
- * consecutive blocks, out[2j] = first block, out[2j + 1] = length (a
- * Float64Array of at least 2 * nr_entries); returns the number of runs. A
- * full plan needs only which blocks are mapped, not where: this is its walk's
- * per-entry loop (reader.ts mappedRuns). The node must have passed checkNode. */
-static napi_value mapped_runs(napi_env env, napi_callback_info info) {
-  napi_value argv[2], out;
-  if (!get_args(env, info, 2, argv)) return NULL;
-  void *data, *odata;
-  size_t len, olen, ooff;
-  napi_typedarray_type type;
-  napi_value obuf;
-  if (napi_get_buffer_info(env, argv[0], &data, &len) != napi_ok ||
-      napi_get_typedarray_info(env, argv[1], &type, &olen, &odata, &obuf, &ooff) != napi_ok || type != napi_float64_array) {
-    napi_throw_type_error(env, NULL, "mappedRuns: expected a Buffer and a Float64Array");
-    return NULL;
-  }
-  const uint8_t *p = (const uint8_t *)data;
-  uint32_t nr, max, vs;
-  if (!node_shape(p, len, &nr, &max, &vs) || olen < 2 * (size_t)nr) {
-    napi_throw_range_error(env, NULL, "mappedRuns: entries beyond the node or the output");
-    return NULL;
-  }
-  double *o = (double *)odata;
-  uint32_t runs = 0;
-  uint64_t begin = 0, n = 0;
-  for (uint32_t i = 0; i < nr; i++) {
-    uint64_t k = le64(p + 32 + 8 * (size_t)i);
-    if (n > 0 && k == begin + n) { n++; continue; }
-    if (n > 0) { o[2 * runs] = (double)begin; o[2 * runs + 1] = (double)n; runs++; }
-    begin = k;
-    n = 1;
-  }
-  if (n > 0) { o[2 * runs] = (double)begin; o[2 * runs + 1] = (double)n; runs++; }
-  napi_create_uint32(env, runs, &out);
-  return out;
-}
-
-/* Appends leaf p's keys as runs to o (pairs [0, *runs)), joining the first to the last when they touch. */
-static void append_runs(const uint8_t *p, uint32_t nr, double *o, uint32_t *runs) {
-  uint32_t r = *runs;
-  for (uint32_t i = 0; i < nr; i++) {
-    double k = (double)le64(p + 32 + 8 * (size_t)i);
-    if (r > 0 && o[2 * r - 2] + o[2 * r - 1] == k) { o[2 * r - 1] += 1; continue; }
-    o[2 * r] = k;
-    o[2 * r + 1] = 1;
-    r++;
-  }
-  *runs = r;
-}
-
-/* mappedRunsOfLeaves(run, from, count, firstBlock, parent, index, hi, out, runs):
- * leaves run[from .. from + count) (4 KiB each, blocks firstBlock + k, the
- * children index + k of the checked internal node `parent`, whose range ends
- * at hi) checked as parseNode checks a leaf (node_ok, and a leaf) and their
- * keys appended to out as runs after its first `runs` pairs, joined across
- * leaves (mappedRuns, a batch at a time: a full plan's walk without a
- * JavaScript step per leaf). Stops at the first leaf that fails a check or
- * would not fit out. Returns leaves done * 2^20 + runs in out (runs < 2^20). */
-static napi_value mapped_runs_of_leaves(napi_env env, napi_callback_info info) {
-  napi_value argv[9], out;
-  if (!get_args(env, info, 9, argv)) return NULL;
-  void *rdata, *pdata, *odata;
-  size_t rlen, plen, olen, ooff;
-  uint32_t from, count, index, runs;
-  double first_d;
-  uint64_t hi, unused_lo;
-  napi_typedarray_type type;
-  napi_value obuf;
-  if (napi_get_buffer_info(env, argv[0], &rdata, &rlen) != napi_ok || napi_get_buffer_info(env, argv[4], &pdata, &plen) != napi_ok ||
-      napi_get_typedarray_info(env, argv[7], &type, &olen, &odata, &obuf, &ooff) != napi_ok || type != napi_float64_array ||
-      napi_get_value_uint32(env, argv[1], &from) != napi_ok || napi_get_value_uint32(env, argv[2], &count) != napi_ok ||
-      napi_get_value_double(env, argv[3], &first_d) != napi_ok || !(first_d >= 0) || first_d > 9007199254740991.0 ||
-      napi_get_value_uint32(env, argv[5], &index) != napi_ok || !get_key_range(env, argv[3], argv[6], &unused_lo, &hi) ||
-      napi_get_value_uint32(env, argv[8], &runs) != napi_ok) {
-    napi_throw_type_error(env, NULL, "mappedRunsOfLeaves: bad arguments");
-    return NULL;
-  }
-  const uint8_t *parent = (const uint8_t *)pdata;
-  uint32_t pnr, pmax, pvs;
-  if (!node_shape(parent, plen, &pnr, &pmax, &pvs) || (uint64_t)index + count > pnr || ((uint64_t)from + count) * 4096 > rlen ||
-      2 * (size_t)runs > olen || olen >= (size_t)1 << 21) {
-    napi_throw_range_error(env, NULL, "mappedRunsOfLeaves: leaves beyond the run, the parent or the output");
-    return NULL;
-  }
-  double *o = (double *)odata;
-  uint32_t done = 0;
-  for (; done < count; done++) {
-    const uint8_t *p = (const uint8_t *)rdata + (size_t)(from + done) * 4096;
-    uint32_t i = index + done;
-    uint64_t lo = le64(parent + 32 + 8 * (size_t)i);
-    uint64_t end = i + 1 < pnr ? le64(parent + 32 + 8 * (size_t)(i + 1)) : hi;
-    uint32_t nr = le32(p + 16);
-    if (le32(p + 4) != 2 || !node_ok(p, 4096, (uint64_t)first_d + done, 8, lo, end) || 2 * ((size_t)runs + nr) > olen) break;
-    append_runs(p, nr, o, &runs);
-  }
-  napi_create_double(env, (double)done * 1048576.0 + runs, &out);
-  return out;
-}
-
 /* ---- the delta walk ---------------------------------------------------------
  * The whole parallel walk of two devices' mapping trees (src/thin/metadata/
  * delta.ts has its JavaScript twin: the reference the tests check this
@@ -1004,6 +818,14 @@ static napi_value mapped_runs_of_leaves(napi_env env, napi_callback_info info) {
 #define DW_KEY_END (MAX_SAFE_INTEGER + 1)
 /* Blocks one deltaWalkNext call reads at most before it returns, so the event loop turns. */
 #define DW_BLOCKS_PER_CALL 2048
+
+/* A fault a walk found: thrown as an Error with this code, message and `block`. */
+typedef struct {
+  int failed;
+  char code[16];
+  char msg[1024];
+  uint64_t block;
+} mw_fault;
 
 typedef struct {
   uint8_t *buf; /* the node, 4 KiB (the cursor's buffer for this depth) */
@@ -1030,15 +852,11 @@ typedef struct {
   uint64_t begin, len;
   int walked;     /* both trees done; the last run may still be pending */
   int done;
-  int failed;     /* a fault was thrown: the walk cannot go on */
+  mw_fault fault; /* once failed, the walk cannot go on */
   double blocks_read, shared_skipped;
   /* this call's output */
   double *out;
   size_t out_n, out_cap;
-  /* the fault, when one is found */
-  char err_code[16];
-  char err_msg[1024];
-  uint64_t err_block;
 } dw_state;
 
 typedef struct {
@@ -1049,20 +867,51 @@ typedef struct {
 static uint64_t dw_key(const dw_frame *f, uint32_t i) { return le64(f->buf + 32 + 8 * (size_t)i); }
 static uint64_t dw_value(const dw_frame *f, uint32_t i) { return le64(f->buf + 32 + 8 * (size_t)f->max + 8 * (size_t)i); }
 
-static int dw_fault(dw_state *s, const char *code, uint64_t block, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static int dw_fault(dw_state *s, const char *code, uint64_t block, const char *fmt, ...) {
+static int dw_fault(mw_fault *s, const char *code, uint64_t block, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Records the fault; returns 0 (so a check can `return dw_fault(...)`). */
+static int dw_fault(mw_fault *s, const char *code, uint64_t block, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(s->err_msg, sizeof s->err_msg, fmt, ap);
+  vsnprintf(s->msg, sizeof s->msg, fmt, ap);
   va_end(ap);
-  snprintf(s->err_code, sizeof s->err_code, "%s", code);
-  s->err_block = block;
+  snprintf(s->code, sizeof s->code, "%s", code);
+  s->block = block;
   s->failed = 1;
   return 0;
 }
 
+/* Throws the fault as an Error: code, message, block. */
+static void throw_fault(napi_env env, const mw_fault *f) {
+  napi_value code, msg, err, block;
+  napi_create_string_utf8(env, f->code, NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, f->msg, NAPI_AUTO_LENGTH, &msg);
+  napi_create_error(env, code, msg, &err);
+  napi_create_double(env, (double)f->block, &block);
+  napi_set_named_property(env, err, "block", block);
+  napi_throw(env, err);
+}
+
+/* Reads count blocks from `first` into buf (what BlockReader.check and readRun check and say). 0 on a fault. */
+static int mw_read(mw_fault *f, int fd, uint64_t nr_blocks, const char *path, const char *what, uint64_t first, uint32_t count, uint8_t *buf) {
+  if (first >= nr_blocks)
+    return dw_fault(f, "BAD_METADATA", first, "%s: block %llu is outside the metadata device %s (%llu blocks of 4096 bytes)", what, (unsigned long long)first, path,
+                    (unsigned long long)nr_blocks);
+  size_t got = 0, want = (size_t)count * 4096;
+  while (got < want) {
+    ssize_t n = pread(fd, buf + got, want - got, (off_t)(first * 4096 + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0)
+      return dw_fault(f, "IO_ERROR", first + got / 4096, "reading metadata block %llu of %s: %s", (unsigned long long)(first + got / 4096), path, strerror(errno));
+    if (n == 0)
+      return dw_fault(f, "BAD_METADATA", first + got / 4096, "metadata block %llu of %s is cut short (the file ends at byte %llu)", (unsigned long long)(first + got / 4096),
+                      path, (unsigned long long)(first * 4096 + got));
+    got += (size_t)n;
+  }
+  return 1;
+}
+
 /* parseNodeJs's checks in its order, with its words: 1 when the node is good, else the fault is recorded. */
-static int dw_check_node(dw_state *s, const char *what, const uint8_t *p, uint64_t block, uint64_t lo, uint64_t hi) {
+static int dw_check_node(mw_fault *s, const char *what, const uint8_t *p, uint64_t block, uint64_t lo, uint64_t hi) {
   if (node_ok(p, 4096, block, 8, lo, hi)) return 1;
   uint32_t stored = le32(p), computed = crc32c_raw(0xffffffffu, p + 4, 4092) ^ 121107u;
   if (stored != computed)
@@ -1135,27 +984,14 @@ static int dw_expand(dw_state *s, dw_cursor *c, const dw_head *h) {
   dw_advance(c);
   for (int d = 0; d < c->depth; d++)
     if (c->f[d].block == h->block)
-      return dw_fault(s, "BAD_METADATA", h->block, "metadata block %llu: %s: loop: block %llu points back to its ancestor %llu", (unsigned long long)h->block, c->what,
+      return dw_fault(&s->fault, "BAD_METADATA", h->block, "metadata block %llu: %s: loop: block %llu points back to its ancestor %llu", (unsigned long long)h->block, c->what,
                       (unsigned long long)c->f[c->depth - 1].block, (unsigned long long)h->block);
   if (c->depth >= DW_MAX_DEPTH)
-    return dw_fault(s, "BAD_METADATA", h->block, "metadata block %llu: %s: tree deeper than %d levels (a loop?)", (unsigned long long)h->block, c->what, DW_MAX_DEPTH);
-  if (h->block >= s->nr_blocks)
-    return dw_fault(s, "BAD_METADATA", h->block, "%s: block %llu is outside the metadata device %s (%llu blocks of 4096 bytes)", c->what, (unsigned long long)h->block, s->path,
-                    (unsigned long long)s->nr_blocks);
+    return dw_fault(&s->fault, "BAD_METADATA", h->block, "metadata block %llu: %s: tree deeper than %d levels (a loop?)", (unsigned long long)h->block, c->what, DW_MAX_DEPTH);
   uint8_t *buf = c->bufs + (size_t)c->depth * 4096;
-  size_t got = 0;
-  while (got < 4096) {
-    ssize_t n = pread(s->fd, buf + got, 4096 - got, (off_t)(h->block * 4096 + got));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0)
-      return dw_fault(s, "IO_ERROR", h->block, "reading metadata block %llu of %s: %s", (unsigned long long)h->block, s->path, strerror(errno));
-    if (n == 0)
-      return dw_fault(s, "BAD_METADATA", h->block, "metadata block %llu of %s is cut short (the file ends at byte %llu)", (unsigned long long)h->block, s->path,
-                      (unsigned long long)(h->block * 4096 + got));
-    got += (size_t)n;
-  }
+  if (!mw_read(&s->fault, s->fd, s->nr_blocks, s->path, c->what, h->block, 1, buf)) return 0;
   s->blocks_read++;
-  if (!dw_check_node(s, c->what, buf, h->block, h->lo, h->hi)) return 0;
+  if (!dw_check_node(&s->fault, c->what, buf, h->block, h->lo, h->hi)) return 0;
   dw_frame *f = &c->f[c->depth++];
   f->buf = buf;
   f->block = h->block;
@@ -1327,7 +1163,7 @@ static napi_value delta_walk_next(napi_env env, napi_callback_info info) {
     return NULL;
   }
   dw_state *s = ext;
-  if (s->failed) { napi_throw_error(env, NULL, "deltaWalkNext: the walk stopped at a fault"); return NULL; }
+  if (s->fault.failed) { napi_throw_error(env, NULL, "deltaWalkNext: the walk stopped at a fault"); return NULL; }
   s->out = odata;
   s->out_cap = olen / 3;
   s->out_n = 0;
@@ -1335,14 +1171,216 @@ static napi_value delta_walk_next(napi_env env, napi_callback_info info) {
   double *st = sdata;
   st[0] = s->blocks_read;
   st[1] = s->shared_skipped;
-  if (s->failed) {
-    napi_value code, msg, err, block;
-    napi_create_string_utf8(env, s->err_code, NAPI_AUTO_LENGTH, &code);
-    napi_create_string_utf8(env, s->err_msg, NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, code, msg, &err);
-    napi_create_double(env, (double)s->err_block, &block);
-    napi_set_named_property(env, err, "block", block);
-    napi_throw(env, err);
+  if (s->fault.failed) {
+    throw_fault(env, &s->fault);
+    return NULL;
+  }
+  napi_create_double(env, (double)s->out_n * 2 + (s->done ? 1 : 0), &out);
+  return out;
+}
+
+/* ---- the full walk ----------------------------------------------------------
+ * One device's mapped blocks as runs of consecutive blocks, in order: what a
+ * full plan needs when it keeps no mappings (reader.ts walkMappedRuns, whose
+ * JavaScript walk is the twin and the fallback without the addon). Depth
+ * first in constant memory; a node's children whose block numbers follow
+ * each other are read in one pread of up to MW_RUN_BLOCKS into that level's
+ * buffer (a child node lives there until its frame is done). Every node is
+ * checked as parseNode checks it, loops and trees deeper than DW_MAX_DEPTH
+ * refused: faults as the delta walk's (BAD_METADATA or IO_ERROR, naming the
+ * block, the JavaScript walk's words). */
+
+#define MW_RUN_BLOCKS 64 /* MAX_RUN_BLOCKS in block-reader.ts: 256 KiB a read */
+
+typedef struct {
+  const uint8_t *node;
+  uint64_t block, hi;
+  uint32_t nr, max, i;
+  uint32_t run_from, run_count; /* children [run_from, run_from + run_count) are in this level's run buffer */
+} mw_frame;
+
+typedef struct {
+  int fd;
+  uint64_t nr_blocks;
+  char path[512];
+  char what[64];
+  uint64_t root;
+  uint8_t *root_buf;
+  uint8_t *runs[DW_MAX_DEPTH]; /* depth d's children, allocated when first needed */
+  mw_frame f[DW_MAX_DEPTH];
+  int depth;
+  int started, root_leaf, done;
+  uint64_t begin, len; /* the run being built; none while len is 0 */
+  double blocks_read;
+  double *out; /* pairs: first block, length */
+  size_t out_n, out_cap;
+  mw_fault fault;
+} mw_state;
+
+static void mw_emit(mw_state *s) {
+  s->out[2 * s->out_n] = (double)s->begin;
+  s->out[2 * s->out_n + 1] = (double)s->len;
+  s->out_n++;
+}
+
+/* Adds a checked leaf's keys; the caller made room for one finished run per entry. */
+static void mw_leaf(mw_state *s, const uint8_t *p) {
+  uint32_t nr = le32(p + 16);
+  for (uint32_t i = 0; i < nr; i++) {
+    uint64_t k = le64(p + 32 + 8 * (size_t)i);
+    if (s->len > 0 && k == s->begin + s->len) { s->len++; continue; }
+    if (s->len > 0) mw_emit(s);
+    s->begin = k;
+    s->len = 1;
+  }
+}
+
+/* Walks until the output has no room for another leaf, the tree ends, or a fault (0). */
+static int mw_run(mw_state *s) {
+  if (!s->started) {
+    s->started = 1;
+    if (!mw_read(&s->fault, s->fd, s->nr_blocks, s->path, s->what, s->root, 1, s->root_buf)) return 0;
+    s->blocks_read++;
+    if (!dw_check_node(&s->fault, s->what, s->root_buf, s->root, 0, DW_KEY_END)) return 0;
+    if (le32(s->root_buf + 4) == 2) s->root_leaf = 1;
+    else {
+      mw_frame *f = &s->f[s->depth++];
+      f->node = s->root_buf;
+      f->block = s->root;
+      f->hi = DW_KEY_END;
+      f->nr = le32(s->root_buf + 16);
+      f->max = le32(s->root_buf + 20);
+      f->i = f->run_from = f->run_count = 0;
+    }
+  }
+  if (s->root_leaf) {
+    if (s->out_n + le32(s->root_buf + 16) > s->out_cap) return 1;
+    mw_leaf(s, s->root_buf);
+    s->root_leaf = 0;
+  }
+  while (s->depth > 0) {
+    mw_frame *f = &s->f[s->depth - 1];
+    if (f->i >= f->nr) { s->depth--; continue; }
+    uint32_t i = f->i;
+    const uint8_t *values = f->node + 32 + 8 * (size_t)f->max;
+    uint64_t child = le64(values + 8 * (size_t)i);
+    for (int d = 0; d < s->depth; d++)
+      if (s->f[d].block == child)
+        return dw_fault(&s->fault, "BAD_METADATA", child, "metadata block %llu: %s: loop: block %llu points back to its ancestor %llu", (unsigned long long)child, s->what,
+                        (unsigned long long)f->block, (unsigned long long)child);
+    if (s->depth >= DW_MAX_DEPTH)
+      return dw_fault(&s->fault, "BAD_METADATA", child, "metadata block %llu: %s: tree deeper than %d levels (a loop?)", (unsigned long long)child, s->what, DW_MAX_DEPTH);
+    uint8_t **run = &s->runs[s->depth - 1];
+    if (i >= f->run_from + f->run_count) {
+      /* Children i.. whose block numbers follow each other, in one read. */
+      uint32_t count = 1;
+      while (i + count < f->nr && count < MW_RUN_BLOCKS && le64(values + 8 * (size_t)(i + count)) == child + count && child + count < s->nr_blocks) count++;
+      if (*run == NULL && (*run = aligned_alloc(4096, (size_t)MW_RUN_BLOCKS * 4096)) == NULL)
+        return dw_fault(&s->fault, "IO_ERROR", child, "reading metadata block %llu of %s: out of memory", (unsigned long long)child, s->path);
+      if (!mw_read(&s->fault, s->fd, s->nr_blocks, s->path, s->what, child, count, *run)) return 0;
+      s->blocks_read += count;
+      f->run_from = i;
+      f->run_count = count;
+    }
+    const uint8_t *p = *run + (size_t)(i - f->run_from) * 4096;
+    uint64_t lo = le64(f->node + 32 + 8 * (size_t)i);
+    uint64_t hi = i + 1 < f->nr ? le64(f->node + 32 + 8 * (size_t)(i + 1)) : f->hi;
+    if (!dw_check_node(&s->fault, s->what, p, child, lo, hi)) return 0;
+    if (le32(p + 4) == 2) {
+      if (s->out_n + le32(p + 16) > s->out_cap) return 1; /* checked again on the next call */
+      mw_leaf(s, p);
+      f->i++;
+      continue;
+    }
+    f->i++;
+    mw_frame *c = &s->f[s->depth++];
+    c->node = p;
+    c->block = child;
+    c->hi = hi;
+    c->nr = le32(p + 16);
+    c->max = le32(p + 20);
+    c->i = c->run_from = c->run_count = 0;
+  }
+  if (s->len > 0) {
+    if (s->out_n >= s->out_cap) return 1;
+    mw_emit(s);
+    s->len = 0;
+  }
+  s->done = 1;
+  return 1;
+}
+
+static void mw_finalize(napi_env env, void *data, void *hint) {
+  (void)env; (void)hint;
+  mw_state *s = data;
+  for (int d = 0; d < DW_MAX_DEPTH; d++) free(s->runs[d]);
+  free(s->root_buf);
+  free(s);
+}
+
+/* mappedRunsWalkStart(fd, nrBlocks, path, root, devId): a walk of the mapping
+ * tree at root (device devId's), for mappedRunsWalkNext. The fd stays the
+ * caller's; it must stay open while the walk is used. */
+static napi_value mapped_runs_walk_start(napi_env env, napi_callback_info info) {
+  napi_value argv[5], out;
+  if (!get_args(env, info, 5, argv)) return NULL;
+  int fd;
+  double nr_d, root_d, dev_d;
+  char path[512];
+  size_t plen = 0;
+  if (!get_fd(env, argv[0], &fd)) return NULL;
+  if (napi_get_value_double(env, argv[1], &nr_d) != napi_ok || napi_get_value_string_utf8(env, argv[2], path, sizeof path, &plen) != napi_ok ||
+      napi_get_value_double(env, argv[3], &root_d) != napi_ok || napi_get_value_double(env, argv[4], &dev_d) != napi_ok || !(nr_d >= 0) ||
+      nr_d > 9007199254740991.0 / 4096 || !(root_d >= 0) || root_d > 9007199254740991.0) {
+    napi_throw_type_error(env, NULL, "mappedRunsWalkStart: bad fd, nrBlocks, path, root or device id");
+    return NULL;
+  }
+  mw_state *s = calloc(1, sizeof *s);
+  if (s != NULL) s->root_buf = aligned_alloc(4096, 4096);
+  if (s == NULL || s->root_buf == NULL) {
+    free(s);
+    throw_errno(env, ENOMEM, "mappedRunsWalkStart");
+    return NULL;
+  }
+  s->fd = fd;
+  s->nr_blocks = (uint64_t)nr_d;
+  snprintf(s->path, sizeof s->path, "%s", path);
+  snprintf(s->what, sizeof s->what, "mapping tree of device %.0f", dev_d);
+  s->root = (uint64_t)root_d;
+  if (napi_create_external(env, s, mw_finalize, NULL, &out) != napi_ok) {
+    mw_finalize(env, s, NULL);
+    napi_throw_error(env, NULL, "mappedRunsWalkStart: could not create the walk");
+    return NULL;
+  }
+  return out;
+}
+
+/* mappedRunsWalkNext(walk, out, stats): the next runs into out (a Float64Array
+ * of at least 1024: pairs first block, length; a run that may go on in the
+ * next leaf is held back), stats[0] = blocks read so far. Returns runs * 2,
+ * + 1 when the walk is done. A fault throws as deltaWalkNext's do. */
+static napi_value mapped_runs_walk_next(napi_env env, napi_callback_info info) {
+  napi_value argv[3], out;
+  if (!get_args(env, info, 3, argv)) return NULL;
+  void *ext, *odata, *sdata;
+  size_t olen, slen, ooff, soff;
+  napi_typedarray_type otype, stype;
+  napi_value obuf, sbuf;
+  if (napi_get_value_external(env, argv[0], &ext) != napi_ok ||
+      napi_get_typedarray_info(env, argv[1], &otype, &olen, &odata, &obuf, &ooff) != napi_ok || otype != napi_float64_array ||
+      napi_get_typedarray_info(env, argv[2], &stype, &slen, &sdata, &sbuf, &soff) != napi_ok || stype != napi_float64_array || slen < 1 || olen < 1024) {
+    napi_throw_type_error(env, NULL, "mappedRunsWalkNext: expected a walk, a Float64Array of at least 1024 and one of at least 1");
+    return NULL;
+  }
+  mw_state *s = ext;
+  if (s->fault.failed) { napi_throw_error(env, NULL, "mappedRunsWalkNext: the walk stopped at a fault"); return NULL; }
+  s->out = odata;
+  s->out_cap = olen / 2;
+  s->out_n = 0;
+  if (!s->done) mw_run(s);
+  ((double *)sdata)[0] = s->blocks_read;
+  if (s->fault.failed) {
+    throw_fault(env, &s->fault);
     return NULL;
   }
   napi_create_double(env, (double)s->out_n * 2 + (s->done ? 1 : 0), &out);
@@ -1368,12 +1406,10 @@ static napi_value init(napi_env env, napi_value exports) {
     { "crc32c", NULL, crc32c_js, NULL, NULL, NULL, napi_enumerable, NULL },
     { "firstBadKey", NULL, first_bad_key, NULL, NULL, NULL, napi_enumerable, NULL },
     { "checkNode", NULL, check_node, NULL, NULL, NULL, napi_enumerable, NULL },
-    { "readNode", NULL, read_node, NULL, NULL, NULL, napi_enumerable, NULL },
-    { "identicalEntries", NULL, identical_entries, NULL, NULL, NULL, napi_enumerable, NULL },
-    { "mappedRuns", NULL, mapped_runs, NULL, NULL, NULL, napi_enumerable, NULL },
-    { "mappedRunsOfLeaves", NULL, mapped_runs_of_leaves, NULL, NULL, NULL, napi_enumerable, NULL },
     { "deltaWalkStart", NULL, delta_walk_start, NULL, NULL, NULL, napi_enumerable, NULL },
     { "deltaWalkNext", NULL, delta_walk_next, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "mappedRunsWalkStart", NULL, mapped_runs_walk_start, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "mappedRunsWalkNext", NULL, mapped_runs_walk_next, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   crc32c_table_init();
 #if defined(__x86_64__)

@@ -319,8 +319,7 @@ export type DumpSource = (sink: FullPlanSink) => Promise<DumpResult>;
  */
 export type DeltaSource = (sink: DeltaPlanSink) => Promise<DeltaResult & { extentBlocks?: number; snapEndBlocks?: number }>;
 
-/** Plan run kinds in onPlanRuns' triples. */
-export const PLAN_RUN_DATA = 0;
+/** The kind of an unmap run in onPlanRuns' triples (a data run's is 0). */
 export const PLAN_RUN_UNMAP = 1;
 
 /**
@@ -331,7 +330,7 @@ export const PLAN_RUN_UNMAP = 1;
 export interface DeltaPlanSink extends DeltaSink {
   /**
    * Runs in increasing, non-overlapping order: runs[3j] first block, runs[3j + 1] length, runs[3j + 2]
-   * PLAN_RUN_DATA (mapped in the snapshot, not as in the base) or PLAN_RUN_UNMAP (mapped only in the base), j < count.
+   * 0 for data (mapped in the snapshot, not as in the base) or PLAN_RUN_UNMAP (mapped only in the base), j < count.
    */
   onPlanRuns(runs: Float64Array, count: number): void | Promise<void>;
 }

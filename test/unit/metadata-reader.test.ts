@@ -12,8 +12,8 @@ import { join } from 'node:path';
 import { crc32c, crc32cRawJs, nativeCrc32c } from '../../src/thin/metadata/crc32c.js';
 import { metadataAddon } from '../../src/thin/metadata/addon.js';
 import { KEY_END, firstBadKeyJs, parseNodeJs } from '../../src/thin/metadata/btree.js';
-import { identicalRunJs, walkDelta, walkDeltaNative } from '../../src/thin/metadata/delta.js';
-import { MetadataReader, mappedRunsJs } from '../../src/thin/metadata/reader.js';
+import { walkDelta, walkDeltaNative } from '../../src/thin/metadata/delta.js';
+import { MetadataReader } from '../../src/thin/metadata/reader.js';
 import { nativeDeltaPlan, nativeFullPlan, planNative, checkMetadataReaderChoice } from '../../src/thin/metadata/native-plan.js';
 import { PLAN_RUN_UNMAP, planOps, type PlanRange } from '../../src/thin/plan.js';
 import type { PlanOp } from '../../src/thin/model.js';
@@ -163,6 +163,37 @@ async function deltaErrorsBothWays(path: string, left: number, right: number): P
       addon: await errorOf(() => walkDeltaNative(r.blocks, l, s, () => undefined)),
       js: await errorOf(() => walkDelta(r.blocks, l, s, () => undefined)),
     };
+  } finally {
+    await r.close();
+  }
+}
+
+/** Device devId's mapped runs by the addon's walk (mappedRunsWalkStart/Next, what walkMappedRuns runs) and by walkMappedRunsJs, its twin; or the error each gives. */
+async function fullRunsBothWays(path: string, devId: number): Promise<{ addon: number[] | Error; js: number[] | Error; blocksRead: [number, number] }> {
+  const r = await MetadataReader.open(path);
+  try {
+    const { root } = await r.deviceRoot(devId);
+    const collect = async (walk: (on: (pairs: Float64Array, count: number) => void) => Promise<void>): Promise<number[] | Error> => {
+      const out: number[] = [];
+      try {
+        await walk((pairs, count) => {
+          for (let j = 0; j < 2 * count; j += 2) {
+            // Batches may end inside a run the next one continues: join them, as the plan's Coalescer does.
+            if (out.length > 0 && out[out.length - 2]! + out[out.length - 1]! === pairs[j]!) out[out.length - 1]! += pairs[j + 1]!;
+            else out.push(pairs[j]!, pairs[j + 1]!);
+          }
+        });
+      } catch (e) {
+        return e as Error;
+      }
+      return out;
+    };
+    assert.ok(metadataAddon().mappedRunsWalkStart, 'the addon exports mappedRunsWalkStart');
+    const read0 = r.blocks.blocksRead;
+    const addon = await collect((on) => r.walkMappedRuns(root, devId, on));
+    const read1 = r.blocks.blocksRead;
+    const js = await collect((on) => r.walkMappedRunsJs(root, devId, on));
+    return { addon, js, blocksRead: [read1 - read0, r.blocks.blocksRead - read1] };
   } finally {
     await r.close();
   }
@@ -351,6 +382,20 @@ test("the addon's delta walk on hostile metadata: a bad checksum, a loop, keys o
     reChecksum(b, 'node');
   });
   await expectBoth(s.path, 1_000_000, /outside the metadata device/);
+
+  // The addon's full walk (device 2's whole tree) meets the same faults, worded as its JavaScript twin words them.
+  for (const [path, block, what] of [
+    [p.path, leaf, /checksum mismatch/],
+    [q.path, q.rootB, /loop/],
+    [r.path, leafR, /keys out of order/],
+    [s.path, 1_000_000, /outside the metadata device/],
+  ] as const) {
+    await assert.rejects(fullOf(path, 2), badAt(block, what));
+    const { addon, js } = await fullRunsBothWays(path, 2);
+    assert.ok(addon instanceof ThinshipError && js instanceof ThinshipError, `${String(addon)} / ${String(js)}`);
+    assert.equal(addon.message, js.message);
+    assert.deepEqual(addon.details, { block });
+  }
 });
 
 test('superblock: bad magic, bad checksum, wrong block number are BAD_METADATA; an unknown version falls back (auto) or is refused (native)', async () => {
@@ -479,6 +524,8 @@ test('property: deltas of random trees (deep, narrow, shared or not, changed any
         { blockSizeBytes: BLOCK_BYTES },
       ).ops;
       assert.deepEqual(await fullOf(path, 2), full, `seed ${seed} full`);
+      const fb = await fullRunsBothWays(path, 2);
+      assert.deepEqual(fb.addon, fb.js, `seed ${seed}: addon and JavaScript full walks`);
     }
     rmSync(path);
   }
@@ -543,97 +590,6 @@ test('btree node check: the addon accepts exactly the nodes the JavaScript check
   }
 });
 
-test('readNode (pread and checkNode in one addon call) says what reading the block and checkNode say, and false past the end of the file', () => {
-  const { readNode, checkNode } = metadataAddon();
-  assert.ok(readNode && checkNode, 'the addon exports readNode');
-  const p = pool(3000);
-  const blocks = [...p.img.reachable(p.rootB)];
-  const corrupt = blocks[3]!;
-  patchBlock(p.path, corrupt, (b) => {
-    b[200]! ^= 1;
-  });
-  const fd = openSync(p.path, 'r');
-  try {
-    const buf = Buffer.alloc(4096),
-      want = Buffer.alloc(4096);
-    let ok = 0;
-    for (const block of blocks) {
-      readSync(fd, want, 0, 4096, block * 4096);
-      const expected: boolean = checkNode(want, block, 8, 0, KEY_END);
-      assert.equal(readNode(fd, block, buf, 8, 0, KEY_END), expected, `block ${block}`);
-      assert.deepEqual(buf, want, `block ${block} read whole`);
-      assert.equal(readNode(fd, block, buf, 8, 0, 1), expected && want.readUInt32LE(16) === 0, `block ${block} with keys outside [0, 1)`);
-      if (expected) ok++;
-    }
-    assert.equal(ok, blocks.length - 1, 'every block but the corrupted one passes');
-    assert.equal(readNode(fd, 1_000_000, buf, 8, 0, KEY_END), false, 'a block past the end of the file');
-  } finally {
-    closeSync(fd);
-  }
-});
-
-test('identical entries and mapped runs: the addon equals the JavaScript twins on shadowed nodes', () => {
-  const { identicalEntries, mappedRuns } = metadataAddon();
-  assert.ok(identicalEntries && mappedRuns, 'the addon exports identicalEntries and mappedRuns');
-  const img = new MetadataImage();
-  const rnd = prng(18);
-  const entries: [number, Buffer][] = [];
-  for (let k = 0, i = 0; i < 5000; i++) {
-    k += rnd() < 0.7 ? 1 : 2 + Math.floor(rnd() * 5);
-    entries.push([k, blockTime(i, 0)]);
-  }
-  const rootA = img.build(entries, 8);
-  img.commit();
-  let rootB = rootA;
-  for (let c = 0; c < 40; c++) rootB = img.set(rootB, entries[Math.floor(rnd() * entries.length)]![0] + (rnd() < 0.5 ? 0 : 1), blockTime(9000 + c, 1));
-  const path = join(dir, `meta-${fileNo++}.bin`);
-  img.write(path, {
-    mappingRoot: img.build(
-      [
-        [1, u64Value(rootA)],
-        [2, u64Value(rootB)],
-      ],
-      8,
-    ),
-    detailsRoot: img.build([[1, deviceDetails({ mappedBlocks: 1, transaction: 1, creationTime: 0, snapTime: 0 })]], 24),
-    dataBlockSizeSectors: 128,
-    nrDataBlocks: 20000,
-    time: 1,
-    transaction: 1,
-  });
-  const fd = openSync(path, 'r');
-  try {
-    const read = (block: number) => {
-      const b = Buffer.alloc(4096);
-      readSync(fd, b, 0, 4096, block * 4096);
-      return b;
-    };
-    const a = [...img.reachable(rootA)].map(read),
-      b = [...img.reachable(rootB)].map(read);
-    const pairs = new Float64Array(1024),
-      pairsJs = new Float64Array(1024);
-    for (const node of [...a, ...b]) {
-      if (node.readUInt32LE(4) !== 2) continue;
-      const n = mappedRuns(node, pairs);
-      assert.equal(n, mappedRunsJs(node, pairsJs));
-      assert.deepEqual(pairs.subarray(0, 2 * n), pairsJs.subarray(0, 2 * n));
-    }
-    for (let n = 0; n < 3000; n++) {
-      const x = a[Math.floor(rnd() * a.length)]!,
-        y = rnd() < 0.5 ? b[Math.floor(rnd() * b.length)]! : x;
-      const nx = x.readUInt32LE(16),
-        ny = y.readUInt32LE(16);
-      const ix = Math.floor(rnd() * (nx + 1)),
-        iy = rnd() < 0.7 ? Math.min(ix, ny) : Math.floor(rnd() * (ny + 1));
-      const max = Math.floor(rnd() * (Math.min(nx - ix, ny - iy) + 1));
-      assert.equal(identicalEntries(x, ix, y, iy, max), identicalRunJs(x, ix, y, iy, max), `case ${n}`);
-    }
-    assert.throws(() => identicalEntries(a[0]!, 0, a[0]!, 0, a[0]!.readUInt32LE(16) + 1), RangeError);
-  } finally {
-    closeSync(fd);
-  }
-});
-
 test('full plan from runs of mapped blocks (the plan keeps no mappings) equals the one from each mapping, across leaves and batches', async () => {
   const img = new MetadataImage();
   const rnd = prng(19);
@@ -657,6 +613,10 @@ test('full plan from runs of mapped blocks (the plan keeps no mappings) equals t
     entries.map(([k]) => ({ kind: 'data' as const, beginBlock: k, lengthBlocks: 1 })),
     { blockSizeBytes: BLOCK_BYTES },
   ).ops;
+  const both = await fullRunsBothWays(path, 1);
+  assert.ok(Array.isArray(both.addon) && both.addon.length > 2 * 4096, 'more than one batch of runs');
+  assert.deepEqual(both.addon, both.js, "the addon's full walk and its JavaScript twin");
+  assert.equal(both.blocksRead[0], both.blocksRead[1], 'both read every block of the tree once');
   const r = await MetadataReader.open(path);
   try {
     const runs = await nativeFullPlan(r, 1, { devId: 1 });

@@ -48,11 +48,7 @@ export async function nativeFullPlan(r: MetadataReader, devId: number, opts: Ful
           opts.signal?.throwIfAborted();
           return sink.onMappings(devId, batch);
         });
-      else
-        await r.walkMappedRuns(found.root, devId, (pairs, count) => {
-          opts.signal?.throwIfAborted();
-          return sink.onMappedRuns(devId, pairs, count);
-        });
+      else await r.walkMappedRuns(found.root, devId, (pairs, count) => sink.onMappedRuns(devId, pairs, count), opts.signal);
       return { superblock: sb, devices: [found.device] };
     },
     { ...opts, devId },
