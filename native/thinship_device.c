@@ -22,6 +22,7 @@
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -800,189 +801,589 @@ static napi_value check_node(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/* readNode(fd, block, buffer, leafValueSize, lo, hi): pread of metadata
- * block `block` (4 KiB) into buffer, then node_ok: true when both succeed.
- * One call per block for the delta's walk instead of fs.readSync and
- * checkNode. On false the caller repeats the read and the checks in
- * JavaScript (block-reader.ts, parseNode), which name the fault: an I/O
- * error, a file that ends early, or the check that fails. */
-static napi_value read_node(napi_env env, napi_callback_info info) {
-  napi_value argv[6], out;
-  if (!get_args(env, info, 6, argv)) return NULL;
+/* ---- the delta walk ---------------------------------------------------------
+ * The whole parallel walk of two devices' mapping trees (src/thin/metadata/
+ * delta.ts has its JavaScript twin: the reference the tests check this
+ * against, and the fallback without the addon): both trees descended
+ * together, a subtree both point at skipped unread, leaves merged entry by
+ * entry, and the blocks that differ merged into plan runs (data: mapped in
+ * the snapshot and not the same as in the base; unmap: mapped only in the
+ * base) in increasing order. No JavaScript object per block or per node:
+ * deltaWalkNext fills a Float64Array with (first block, length, kind)
+ * triples. Every node read is checked as parseNode checks it; a fault throws
+ * an Error whose code is BAD_METADATA (or IO_ERROR) and whose `block` names
+ * the metadata block, with the message parseNode would give. */
+
+#define DW_MAX_DEPTH 32 /* MAX_DEPTH in btree.ts: deeper is a loop */
+#define DW_KEY_END (MAX_SAFE_INTEGER + 1)
+/* Blocks one deltaWalkNext call reads at most before it returns, so the event loop turns. */
+#define DW_BLOCKS_PER_CALL 2048
+
+/* A fault a walk found: thrown as an Error with this code, message and `block`. */
+typedef struct {
+  int failed;
+  char code[16];
+  char msg[1024];
+  uint64_t block;
+} mw_fault;
+
+typedef struct {
+  uint8_t *buf; /* the node, 4 KiB (the cursor's buffer for this depth) */
+  uint64_t block, hi;
+  uint32_t nr, max, i;
+  int leaf;
+} dw_frame;
+
+typedef struct {
+  dw_frame f[DW_MAX_DEPTH];
+  uint8_t *bufs; /* DW_MAX_DEPTH blocks: depth d's node in bufs + d * 4096 */
+  int depth;
+  int root_pending;
+  uint64_t root;
+  char what[64]; /* "mapping tree of device N" */
+} dw_cursor;
+
+typedef struct {
   int fd;
-  double block_d;
-  void *data;
-  size_t len;
-  uint32_t leaf_vs;
-  uint64_t lo, hi;
-  if (!get_fd(env, argv[0], &fd)) return NULL;
-  if (napi_get_value_double(env, argv[1], &block_d) != napi_ok || !(block_d >= 0) || block_d > 9007199254740991.0 / 4096 ||
-      napi_get_buffer_info(env, argv[2], &data, &len) != napi_ok || len < 4096 ||
-      napi_get_value_uint32(env, argv[3], &leaf_vs) != napi_ok || !get_key_range(env, argv[4], argv[5], &lo, &hi)) {
-    napi_throw_type_error(env, NULL, "readNode: bad block, buffer (4 KiB at least), leafValueSize, lo or hi");
-    return NULL;
-  }
-  size_t got = 0;
-  int ok = 1;
-  while (got < 4096) {
-    ssize_t n = pread(fd, (uint8_t *)data + got, 4096 - got, (off_t)((uint64_t)block_d * 4096 + got));
+  uint64_t nr_blocks;
+  char path[512];
+  dw_cursor c[2]; /* 0: base (left), 1: snapshot (right) */
+  int kind;       /* the run being built: -1 none, 0 data, 1 unmap */
+  uint64_t begin, len;
+  int walked;     /* both trees done; the last run may still be pending */
+  int done;
+  mw_fault fault; /* once failed, the walk cannot go on */
+  double blocks_read, shared_skipped;
+  /* this call's output */
+  double *out;
+  size_t out_n, out_cap;
+} dw_state;
+
+typedef struct {
+  int kind; /* 0 none (the tree is done), 1 subtree not yet read, 2 leaf entry */
+  uint64_t block, lo, hi, key, data;
+} dw_head;
+
+static uint64_t dw_key(const dw_frame *f, uint32_t i) { return le64(f->buf + 32 + 8 * (size_t)i); }
+static uint64_t dw_value(const dw_frame *f, uint32_t i) { return le64(f->buf + 32 + 8 * (size_t)f->max + 8 * (size_t)i); }
+
+static int dw_fault(mw_fault *s, const char *code, uint64_t block, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Records the fault; returns 0 (so a check can `return dw_fault(...)`). */
+static int dw_fault(mw_fault *s, const char *code, uint64_t block, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(s->msg, sizeof s->msg, fmt, ap);
+  va_end(ap);
+  snprintf(s->code, sizeof s->code, "%s", code);
+  s->block = block;
+  s->failed = 1;
+  return 0;
+}
+
+/* Throws the fault as an Error: code, message, block. */
+static void throw_fault(napi_env env, const mw_fault *f) {
+  napi_value code, msg, err, block;
+  napi_create_string_utf8(env, f->code, NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, f->msg, NAPI_AUTO_LENGTH, &msg);
+  napi_create_error(env, code, msg, &err);
+  napi_create_double(env, (double)f->block, &block);
+  napi_set_named_property(env, err, "block", block);
+  napi_throw(env, err);
+}
+
+/* Reads count blocks from `first` into buf (what BlockReader.check and readRun check and say). 0 on a fault. */
+static int mw_read(mw_fault *f, int fd, uint64_t nr_blocks, const char *path, const char *what, uint64_t first, uint32_t count, uint8_t *buf) {
+  if (first >= nr_blocks)
+    return dw_fault(f, "BAD_METADATA", first, "%s: block %llu is outside the metadata device %s (%llu blocks of 4096 bytes)", what, (unsigned long long)first, path,
+                    (unsigned long long)nr_blocks);
+  size_t got = 0, want = (size_t)count * 4096;
+  while (got < want) {
+    ssize_t n = pread(fd, buf + got, want - got, (off_t)(first * 4096 + got));
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) { ok = 0; break; }
+    if (n < 0)
+      return dw_fault(f, "IO_ERROR", first + got / 4096, "reading metadata block %llu of %s: %s", (unsigned long long)(first + got / 4096), path, strerror(errno));
+    if (n == 0)
+      return dw_fault(f, "BAD_METADATA", first + got / 4096, "metadata block %llu of %s is cut short (the file ends at byte %llu)", (unsigned long long)(first + got / 4096),
+                      path, (unsigned long long)(first * 4096 + got));
     got += (size_t)n;
   }
-  ok = ok && node_ok((const uint8_t *)data, 4096, (uint64_t)block_d, leaf_vs, lo, hi);
-  napi_get_boolean(env, ok, &out);
-  return out;
+  return 1;
 }
 
-/* A checked node's header: entries, max entries, value size; 0 when the buffer cannot hold what the header says. */
-static int node_shape(const uint8_t *p, size_t len, uint32_t *nr, uint32_t *max, uint32_t *vs) {
-  if (len < 32) return 0;
-  *nr = le32(p + 16);
-  *max = le32(p + 20);
-  *vs = le32(p + 24);
-  return *nr <= *max && 32 + (uint64_t)(8 + *vs) * *max <= len;
+/* parseNodeJs's checks in its order, with its words: 1 when the node is good, else the fault is recorded. */
+static int dw_check_node(mw_fault *s, const char *what, const uint8_t *p, uint64_t block, uint64_t lo, uint64_t hi) {
+  if (node_ok(p, 4096, block, 8, lo, hi)) return 1;
+  uint32_t stored = le32(p), computed = crc32c_raw(0xffffffffu, p + 4, 4092) ^ 121107u;
+  if (stored != computed)
+    return dw_fault(s, "BAD_METADATA", block, "metadata block %llu: %s: btree node checksum mismatch (stored %u, computed %u)", (unsigned long long)block, what, stored, computed);
+  if (le64(p + 8) != block)
+    return dw_fault(s, "BAD_METADATA", block, "metadata block %llu: %s: btree node says it is block %llu", (unsigned long long)block, what, (unsigned long long)le64(p + 8));
+  uint32_t flags = le32(p + 4), nr = le32(p + 16), max = le32(p + 20), vs = le32(p + 24);
+  if (flags != 1 && flags != 2)
+    return dw_fault(s, "BAD_METADATA", block, "metadata block %llu: %s: btree node flags %u are neither internal (1) nor leaf (2)", (unsigned long long)block, what, flags);
+  int leaf = flags == 2;
+  if (vs != 8)
+    return dw_fault(s, "BAD_METADATA", block, "metadata block %llu: %s: %s has value size %u, expected 8", (unsigned long long)block, what, leaf ? "leaf" : "internal node", vs);
+  if (max == 0 || max % 3 != 0)
+    return dw_fault(s, "BAD_METADATA", block, "metadata block %llu: %s: max_entries %u is not a positive multiple of 3", (unsigned long long)block, what, max);
+  if (32 + (uint64_t)(8 + vs) * max > 4096)
+    return dw_fault(s, "BAD_METADATA", block, "metadata block %llu: %s: max_entries %u of %u-byte values do not fit a block", (unsigned long long)block, what, max, vs);
+  if (nr > max)
+    return dw_fault(s, "BAD_METADATA", block, "metadata block %llu: %s: nr_entries %u > max_entries %u", (unsigned long long)block, what, nr, max);
+  if (!leaf && nr == 0)
+    return dw_fault(s, "BAD_METADATA", block, "metadata block %llu: %s: internal node without entries", (unsigned long long)block, what);
+  int64_t i = scan_keys(p + 32, nr, lo, hi);
+  if (i < 0) return dw_fault(s, "BAD_METADATA", block, "metadata block %llu: %s: the addon and its checks disagree", (unsigned long long)block, what);
+  uint64_t k = le64(p + 32 + 8 * (size_t)i);
+  if (k > MAX_SAFE_INTEGER)
+    return dw_fault(s, "BAD_METADATA", block, "metadata block %llu: %s: key %lld (%llu) is beyond the largest integer this program handles", (unsigned long long)block, what, (long long)i, (unsigned long long)k);
+  if (i > 0 && k <= le64(p + 32 + 8 * (size_t)(i - 1)))
+    return dw_fault(s, "BAD_METADATA", block, "metadata block %llu: %s: keys out of order (key %lld is %llu, after %llu)", (unsigned long long)block, what, (long long)i, (unsigned long long)k, (unsigned long long)le64(p + 32 + 8 * (size_t)(i - 1)));
+  char hib[24];
+  if (hi >= DW_KEY_END) snprintf(hib, sizeof hib, "end");
+  else snprintf(hib, sizeof hib, "%llu", (unsigned long long)hi);
+  return dw_fault(s, "BAD_METADATA", block, "metadata block %llu: %s: key %llu is outside the range [%llu, %s) its parent gives it", (unsigned long long)block, what, (unsigned long long)k, (unsigned long long)lo, hib);
 }
 
-/* identicalEntries(a, ia, b, ib, max): how many entries (at most max) from a's
- * entry ia and b's entry ib have the same key and value bytes: in the delta's
- * parallel walk, the stretch of a shadowed node that is still its origin's
- * (the same blocks mapped the same, or the same children shared). In an
- * internal node a child number beyond 2^53 - 1 ends the stretch (the
- * JavaScript walk reports it). */
-static napi_value identical_entries(napi_env env, napi_callback_info info) {
-  napi_value argv[5], out;
-  if (!get_args(env, info, 5, argv)) return NULL;
-  void *da, *db;
-  size_t la, lb;
-  uint32_t ia, ib, want;
-  if (napi_get_buffer_info(env, argv[0], &da, &la) != napi_ok || napi_get_buffer_info(env, argv[2], &db, &lb) != napi_ok) {
-    napi_throw_type_error(env, NULL, "identicalEntries: expected two Buffers");
-    return NULL;
+/* The top frame with entries left (exhausted frames are popped), or NULL. */
+static dw_frame *dw_top(dw_cursor *c) {
+  if (c->root_pending) return NULL;
+  while (c->depth > 0) {
+    dw_frame *f = &c->f[c->depth - 1];
+    if (f->i < f->nr) return f;
+    c->depth--;
   }
-  if (napi_get_value_uint32(env, argv[1], &ia) != napi_ok || napi_get_value_uint32(env, argv[3], &ib) != napi_ok ||
-      napi_get_value_uint32(env, argv[4], &want) != napi_ok) {
-    napi_throw_type_error(env, NULL, "identicalEntries: bad ia, ib or max");
-    return NULL;
+  return NULL;
+}
+
+static void dw_head_of(dw_cursor *c, dw_head *h) {
+  if (c->root_pending) {
+    h->kind = 1; h->block = c->root; h->lo = 0; h->hi = DW_KEY_END;
+    return;
   }
-  const uint8_t *a = (const uint8_t *)da, *b = (const uint8_t *)db;
-  uint32_t nra, maxa, vsa, nrb, maxb, vsb;
-  if (!node_shape(a, la, &nra, &maxa, &vsa) || !node_shape(b, lb, &nrb, &maxb, &vsb) ||
-      (uint64_t)ia + want > nra || (uint64_t)ib + want > nrb) {
-    napi_throw_range_error(env, NULL, "identicalEntries: entries beyond the node");
-    return NULL;
+  dw_frame *f = dw_top(c);
+  if (f == NULL) { h->kind = 0; return; }
+  if (f->leaf) {
+    h->kind = 2; h->key = dw_key(f, f->i); h->data = dw_value(f, f->i) >> 24;
+    return;
   }
+  h->kind = 1;
+  h->block = dw_value(f, f->i);
+  h->lo = dw_key(f, f->i);
+  h->hi = f->i + 1 < f->nr ? dw_key(f, f->i + 1) : f->hi;
+}
+
+/* Moves past the head (dw_head_of was called since the last change). */
+static void dw_advance(dw_cursor *c) {
+  if (c->root_pending) c->root_pending = 0;
+  else c->f[c->depth - 1].i++;
+}
+
+/* Replaces the head subtree h by its contents: reads and checks its node. 0 on a fault. */
+static int dw_expand(dw_state *s, dw_cursor *c, const dw_head *h) {
+  dw_advance(c);
+  for (int d = 0; d < c->depth; d++)
+    if (c->f[d].block == h->block)
+      return dw_fault(&s->fault, "BAD_METADATA", h->block, "metadata block %llu: %s: loop: block %llu points back to its ancestor %llu", (unsigned long long)h->block, c->what,
+                      (unsigned long long)c->f[c->depth - 1].block, (unsigned long long)h->block);
+  if (c->depth >= DW_MAX_DEPTH)
+    return dw_fault(&s->fault, "BAD_METADATA", h->block, "metadata block %llu: %s: tree deeper than %d levels (a loop?)", (unsigned long long)h->block, c->what, DW_MAX_DEPTH);
+  uint8_t *buf = c->bufs + (size_t)c->depth * 4096;
+  if (!mw_read(&s->fault, s->fd, s->nr_blocks, s->path, c->what, h->block, 1, buf)) return 0;
+  s->blocks_read++;
+  if (!dw_check_node(&s->fault, c->what, buf, h->block, h->lo, h->hi)) return 0;
+  dw_frame *f = &c->f[c->depth++];
+  f->buf = buf;
+  f->block = h->block;
+  f->hi = h->hi;
+  f->nr = le32(buf + 16);
+  f->max = le32(buf + 20);
+  f->leaf = le32(buf + 4) == 2;
+  f->i = 0;
+  return 1;
+}
+
+/* Adds one block of plan kind k (0 data, 1 unmap); the caller has made room for one finished run. */
+static void dw_block(dw_state *s, int k, uint64_t key) {
+  if (k == s->kind && key == s->begin + s->len) { s->len++; return; }
+  if (s->kind >= 0) {
+    double *o = s->out + 3 * s->out_n++;
+    o[0] = (double)s->begin; o[1] = (double)s->len; o[2] = s->kind;
+  }
+  s->kind = k; s->begin = key; s->len = 1;
+}
+
+/* How many entries (at most max) from a's entry ia and b's entry ib have the same key and value. */
+static uint32_t dw_identical(const dw_frame *a, uint32_t ia, const dw_frame *b, uint32_t ib, uint32_t max) {
+  const uint8_t *ka = a->buf + 32 + 8 * (size_t)ia, *kb = b->buf + 32 + 8 * (size_t)ib;
+  const uint8_t *va = a->buf + 32 + 8 * (size_t)a->max + 8 * (size_t)ia, *vb = b->buf + 32 + 8 * (size_t)b->max + 8 * (size_t)ib;
   uint32_t n = 0;
-  if (vsa == vsb) {
-    int internal = le32(a + 4) == 1;
-    const uint8_t *ka = a + 32 + 8 * (size_t)ia, *kb = b + 32 + 8 * (size_t)ib;
-    const uint8_t *va = a + 32 + 8 * (size_t)maxa + (size_t)vsa * ia, *vb = b + 32 + 8 * (size_t)maxb + (size_t)vsb * ib;
-    while (n < want && memcmp(ka, kb, 8) == 0 && memcmp(va, vb, vsa) == 0 && !(internal && le64(va) > MAX_SAFE_INTEGER)) {
-      n++;
-      ka += 8; kb += 8; va += vsa; vb += vsb;
+  while (n < max && memcmp(ka, kb, 8) == 0 && memcmp(va, vb, 8) == 0) { n++; ka += 8; kb += 8; va += 8; vb += 8; }
+  return n;
+}
+
+/* Walks until the output is full, DW_BLOCKS_PER_CALL blocks were read, the trees end, or a fault (0). */
+static int dw_run(dw_state *s) {
+  dw_cursor *A = &s->c[0], *B = &s->c[1];
+  double read0 = s->blocks_read;
+  while (!s->walked) {
+    if (s->out_n >= s->out_cap || s->blocks_read - read0 >= DW_BLOCKS_PER_CALL) return 1;
+    dw_frame *fa = dw_top(A), *fb = dw_top(B);
+    if (fa != NULL && fb != NULL && fa->leaf && fb->leaf) {
+      /* Both heads in leaves: merge their entries. */
+      while (fa->i < fa->nr && fb->i < fb->nr && s->out_n < s->out_cap) {
+        uint64_t ka = dw_key(fa, fa->i), kb = dw_key(fb, fb->i);
+        if (ka < kb) { dw_block(s, 1, ka); fa->i++; }
+        else if (kb < ka) { dw_block(s, 0, kb); fb->i++; }
+        else if ((dw_value(fa, fa->i) >> 24) != (dw_value(fb, fb->i) >> 24)) { dw_block(s, 0, ka); fa->i++; fb->i++; }
+        else {
+          /* The same block mapped the same: a shadowed leaf is its origin's copy but for what the write changed. */
+          uint32_t k = 1 + dw_identical(fa, fa->i + 1, fb, fb->i + 1, (fa->nr - fa->i < fb->nr - fb->i ? fa->nr - fa->i : fb->nr - fb->i) - 1);
+          fa->i += k; fb->i += k;
+        }
+      }
+      continue;
     }
+    if (fa != NULL && fb != NULL && !fa->leaf && !fb->leaf) {
+      /* Both heads in internal nodes: skip the children both share in one step. */
+      uint32_t k = dw_identical(fa, fa->i, fb, fb->i, fa->nr - fa->i < fb->nr - fb->i ? fa->nr - fa->i : fb->nr - fb->i);
+      if (k > 0) {
+        fa->i += k; fb->i += k;
+        s->shared_skipped += k;
+        continue;
+      }
+    }
+    dw_head a, b;
+    dw_head_of(A, &a);
+    dw_head_of(B, &b);
+    if (a.kind == 0 && b.kind == 0) { s->walked = 1; break; }
+    if (a.kind == 1 && b.kind == 1 && a.block == b.block) {
+      dw_advance(A); dw_advance(B);
+      s->shared_skipped++;
+      continue;
+    }
+    uint64_t la = a.kind == 0 ? DW_KEY_END : a.kind == 1 ? a.lo : a.key;
+    uint64_t lb = b.kind == 0 ? DW_KEY_END : b.kind == 1 ? b.lo : b.key;
+    if (a.kind == 2 && la < lb) { dw_block(s, 1, a.key); dw_advance(A); continue; }
+    if (b.kind == 2 && lb < la) { dw_block(s, 0, b.key); dw_advance(B); continue; }
+    if (a.kind == 2 && b.kind == 2) {
+      if (a.data != b.data) dw_block(s, 0, a.key);
+      dw_advance(A); dw_advance(B);
+      continue;
+    }
+    /* A subtree starts at or before the other head: read it. Both from the same key: the wider first, both if alike. */
+    if (a.kind == 1 && b.kind == 1 && la == lb) {
+      if (a.hi >= b.hi && !dw_expand(s, A, &a)) return 0;
+      if (b.hi >= a.hi && !dw_expand(s, B, &b)) return 0;
+    } else if (a.kind == 1 && la <= lb) {
+      if (!dw_expand(s, A, &a)) return 0;
+    } else if (!dw_expand(s, B, &b)) return 0;
   }
-  napi_create_uint32(env, n, &out);
+  if (s->kind >= 0) {
+    if (s->out_n >= s->out_cap) return 1;
+    double *o = s->out + 3 * s->out_n++;
+    o[0] = (double)s->begin; o[1] = (double)s->len; o[2] = s->kind;
+    s->kind = -1;
+  }
+  s->done = 1;
+  return 1;
+}
+
+static void dw_finalize(napi_env env, void *data, void *hint) {
+  (void)env; (void)hint;
+  dw_state *s = data;
+  free(s->c[0].bufs);
+  free(s->c[1].bufs);
+  free(s);
+}
+
+/* deltaWalkStart(fd, nrBlocks, path, leftRoot, leftDevId, rightRoot, rightDevId): a walk
+ * of the base's (left) and the snapshot's (right) mapping trees, for deltaWalkNext.
+ * The fd stays the caller's; it must stay open while the walk is used. */
+static napi_value delta_walk_start(napi_env env, napi_callback_info info) {
+  napi_value argv[7], out;
+  if (!get_args(env, info, 7, argv)) return NULL;
+  int fd;
+  double nr_d, lroot_d, rroot_d, ldev_d, rdev_d;
+  char path[512];
+  size_t plen = 0;
+  if (!get_fd(env, argv[0], &fd)) return NULL;
+  if (napi_get_value_double(env, argv[1], &nr_d) != napi_ok || napi_get_value_string_utf8(env, argv[2], path, sizeof path, &plen) != napi_ok ||
+      napi_get_value_double(env, argv[3], &lroot_d) != napi_ok || napi_get_value_double(env, argv[4], &ldev_d) != napi_ok ||
+      napi_get_value_double(env, argv[5], &rroot_d) != napi_ok || napi_get_value_double(env, argv[6], &rdev_d) != napi_ok ||
+      !(nr_d >= 0) || nr_d > 9007199254740991.0 / 4096 || !(lroot_d >= 0) || lroot_d > 9007199254740991.0 || !(rroot_d >= 0) ||
+      rroot_d > 9007199254740991.0) {
+    napi_throw_type_error(env, NULL, "deltaWalkStart: bad fd, nrBlocks, path, roots or device ids");
+    return NULL;
+  }
+  dw_state *s = calloc(1, sizeof *s);
+  if (s != NULL) {
+    s->c[0].bufs = aligned_alloc(4096, (size_t)DW_MAX_DEPTH * 4096);
+    s->c[1].bufs = aligned_alloc(4096, (size_t)DW_MAX_DEPTH * 4096);
+  }
+  if (s == NULL || s->c[0].bufs == NULL || s->c[1].bufs == NULL) {
+    if (s != NULL) { free(s->c[0].bufs); free(s->c[1].bufs); free(s); }
+    throw_errno(env, ENOMEM, "deltaWalkStart");
+    return NULL;
+  }
+  s->fd = fd;
+  s->nr_blocks = (uint64_t)nr_d;
+  snprintf(s->path, sizeof s->path, "%s", path);
+  s->kind = -1;
+  s->c[0].root = (uint64_t)lroot_d;
+  s->c[1].root = (uint64_t)rroot_d;
+  s->c[0].root_pending = s->c[1].root_pending = 1;
+  snprintf(s->c[0].what, sizeof s->c[0].what, "mapping tree of device %.0f", ldev_d);
+  snprintf(s->c[1].what, sizeof s->c[1].what, "mapping tree of device %.0f", rdev_d);
+  if (napi_create_external(env, s, dw_finalize, NULL, &out) != napi_ok) {
+    dw_finalize(env, s, NULL);
+    napi_throw_error(env, NULL, "deltaWalkStart: could not create the walk");
+    return NULL;
+  }
   return out;
 }
 
-/* mappedRuns(leaf, out): the leaf's keys (mapped blocks) as runs of
- * consecutive blocks, out[2j] = first block, out[2j + 1] = length (a
- * Float64Array of at least 2 * nr_entries); returns the number of runs. A
- * full plan needs only which blocks are mapped, not where: this is its walk's
- * per-entry loop (reader.ts mappedRuns). The node must have passed checkNode. */
-static napi_value mapped_runs(napi_env env, napi_callback_info info) {
-  napi_value argv[2], out;
-  if (!get_args(env, info, 2, argv)) return NULL;
-  void *data, *odata;
-  size_t len, olen, ooff;
-  napi_typedarray_type type;
-  napi_value obuf;
-  if (napi_get_buffer_info(env, argv[0], &data, &len) != napi_ok ||
-      napi_get_typedarray_info(env, argv[1], &type, &olen, &odata, &obuf, &ooff) != napi_ok || type != napi_float64_array) {
-    napi_throw_type_error(env, NULL, "mappedRuns: expected a Buffer and a Float64Array");
+/* deltaWalkNext(walk, out, stats): the next plan runs into out (a Float64Array;
+ * triples first block, length, kind 0 data / 1 unmap), stats[0] = blocks read,
+ * stats[1] = shared subtrees skipped, so far. Returns runs * 2 + 1 when the walk
+ * is done, runs * 2 when there is more (it returns after DW_BLOCKS_PER_CALL
+ * blocks, so the caller's event loop turns). A fault throws an Error with code
+ * BAD_METADATA or IO_ERROR and `block`; the walk is then over. */
+static napi_value delta_walk_next(napi_env env, napi_callback_info info) {
+  napi_value argv[3], out;
+  if (!get_args(env, info, 3, argv)) return NULL;
+  void *ext, *odata, *sdata;
+  size_t olen, slen, ooff, soff;
+  napi_typedarray_type otype, stype;
+  napi_value obuf, sbuf;
+  if (napi_get_value_external(env, argv[0], &ext) != napi_ok ||
+      napi_get_typedarray_info(env, argv[1], &otype, &olen, &odata, &obuf, &ooff) != napi_ok || otype != napi_float64_array ||
+      napi_get_typedarray_info(env, argv[2], &stype, &slen, &sdata, &sbuf, &soff) != napi_ok || stype != napi_float64_array || slen < 2 || olen < 3) {
+    napi_throw_type_error(env, NULL, "deltaWalkNext: expected a walk, a Float64Array of at least 3 and one of at least 2");
     return NULL;
   }
-  const uint8_t *p = (const uint8_t *)data;
-  uint32_t nr, max, vs;
-  if (!node_shape(p, len, &nr, &max, &vs) || olen < 2 * (size_t)nr) {
-    napi_throw_range_error(env, NULL, "mappedRuns: entries beyond the node or the output");
+  dw_state *s = ext;
+  if (s->fault.failed) { napi_throw_error(env, NULL, "deltaWalkNext: the walk stopped at a fault"); return NULL; }
+  s->out = odata;
+  s->out_cap = olen / 3;
+  s->out_n = 0;
+  if (!s->done) dw_run(s);
+  double *st = sdata;
+  st[0] = s->blocks_read;
+  st[1] = s->shared_skipped;
+  if (s->fault.failed) {
+    throw_fault(env, &s->fault);
     return NULL;
   }
-  double *o = (double *)odata;
-  uint32_t runs = 0;
-  uint64_t begin = 0, n = 0;
+  napi_create_double(env, (double)s->out_n * 2 + (s->done ? 1 : 0), &out);
+  return out;
+}
+
+/* ---- the full walk ----------------------------------------------------------
+ * One device's mapped blocks as runs of consecutive blocks, in order: what a
+ * full plan needs when it keeps no mappings (reader.ts walkMappedRuns, whose
+ * JavaScript walk is the twin and the fallback without the addon). Depth
+ * first in constant memory; a node's children whose block numbers follow
+ * each other are read in one pread of up to MW_RUN_BLOCKS into that level's
+ * buffer (a child node lives there until its frame is done). Every node is
+ * checked as parseNode checks it, loops and trees deeper than DW_MAX_DEPTH
+ * refused: faults as the delta walk's (BAD_METADATA or IO_ERROR, naming the
+ * block, the JavaScript walk's words). */
+
+#define MW_RUN_BLOCKS 64 /* MAX_RUN_BLOCKS in block-reader.ts: 256 KiB a read */
+
+typedef struct {
+  const uint8_t *node;
+  uint64_t block, hi;
+  uint32_t nr, max, i;
+  uint32_t run_from, run_count; /* children [run_from, run_from + run_count) are in this level's run buffer */
+} mw_frame;
+
+typedef struct {
+  int fd;
+  uint64_t nr_blocks;
+  char path[512];
+  char what[64];
+  uint64_t root;
+  uint8_t *root_buf;
+  uint8_t *runs[DW_MAX_DEPTH]; /* depth d's children, allocated when first needed */
+  mw_frame f[DW_MAX_DEPTH];
+  int depth;
+  int started, root_leaf, done;
+  uint64_t begin, len; /* the run being built; none while len is 0 */
+  double blocks_read;
+  double *out; /* pairs: first block, length */
+  size_t out_n, out_cap;
+  mw_fault fault;
+} mw_state;
+
+static void mw_emit(mw_state *s) {
+  s->out[2 * s->out_n] = (double)s->begin;
+  s->out[2 * s->out_n + 1] = (double)s->len;
+  s->out_n++;
+}
+
+/* Adds a checked leaf's keys; the caller made room for one finished run per entry. */
+static void mw_leaf(mw_state *s, const uint8_t *p) {
+  uint32_t nr = le32(p + 16);
   for (uint32_t i = 0; i < nr; i++) {
     uint64_t k = le64(p + 32 + 8 * (size_t)i);
-    if (n > 0 && k == begin + n) { n++; continue; }
-    if (n > 0) { o[2 * runs] = (double)begin; o[2 * runs + 1] = (double)n; runs++; }
-    begin = k;
-    n = 1;
+    if (s->len > 0 && k == s->begin + s->len) { s->len++; continue; }
+    if (s->len > 0) mw_emit(s);
+    s->begin = k;
+    s->len = 1;
   }
-  if (n > 0) { o[2 * runs] = (double)begin; o[2 * runs + 1] = (double)n; runs++; }
-  napi_create_uint32(env, runs, &out);
+}
+
+/* Walks until the output has no room for another leaf, the tree ends, or a fault (0). */
+static int mw_run(mw_state *s) {
+  if (!s->started) {
+    s->started = 1;
+    if (!mw_read(&s->fault, s->fd, s->nr_blocks, s->path, s->what, s->root, 1, s->root_buf)) return 0;
+    s->blocks_read++;
+    if (!dw_check_node(&s->fault, s->what, s->root_buf, s->root, 0, DW_KEY_END)) return 0;
+    if (le32(s->root_buf + 4) == 2) s->root_leaf = 1;
+    else {
+      mw_frame *f = &s->f[s->depth++];
+      f->node = s->root_buf;
+      f->block = s->root;
+      f->hi = DW_KEY_END;
+      f->nr = le32(s->root_buf + 16);
+      f->max = le32(s->root_buf + 20);
+      f->i = f->run_from = f->run_count = 0;
+    }
+  }
+  if (s->root_leaf) {
+    if (s->out_n + le32(s->root_buf + 16) > s->out_cap) return 1;
+    mw_leaf(s, s->root_buf);
+    s->root_leaf = 0;
+  }
+  while (s->depth > 0) {
+    mw_frame *f = &s->f[s->depth - 1];
+    if (f->i >= f->nr) { s->depth--; continue; }
+    uint32_t i = f->i;
+    const uint8_t *values = f->node + 32 + 8 * (size_t)f->max;
+    uint64_t child = le64(values + 8 * (size_t)i);
+    for (int d = 0; d < s->depth; d++)
+      if (s->f[d].block == child)
+        return dw_fault(&s->fault, "BAD_METADATA", child, "metadata block %llu: %s: loop: block %llu points back to its ancestor %llu", (unsigned long long)child, s->what,
+                        (unsigned long long)f->block, (unsigned long long)child);
+    if (s->depth >= DW_MAX_DEPTH)
+      return dw_fault(&s->fault, "BAD_METADATA", child, "metadata block %llu: %s: tree deeper than %d levels (a loop?)", (unsigned long long)child, s->what, DW_MAX_DEPTH);
+    uint8_t **run = &s->runs[s->depth - 1];
+    if (i >= f->run_from + f->run_count) {
+      /* Children i.. whose block numbers follow each other, in one read. */
+      uint32_t count = 1;
+      while (i + count < f->nr && count < MW_RUN_BLOCKS && le64(values + 8 * (size_t)(i + count)) == child + count && child + count < s->nr_blocks) count++;
+      if (*run == NULL && (*run = aligned_alloc(4096, (size_t)MW_RUN_BLOCKS * 4096)) == NULL)
+        return dw_fault(&s->fault, "IO_ERROR", child, "reading metadata block %llu of %s: out of memory", (unsigned long long)child, s->path);
+      if (!mw_read(&s->fault, s->fd, s->nr_blocks, s->path, s->what, child, count, *run)) return 0;
+      s->blocks_read += count;
+      f->run_from = i;
+      f->run_count = count;
+    }
+    const uint8_t *p = *run + (size_t)(i - f->run_from) * 4096;
+    uint64_t lo = le64(f->node + 32 + 8 * (size_t)i);
+    uint64_t hi = i + 1 < f->nr ? le64(f->node + 32 + 8 * (size_t)(i + 1)) : f->hi;
+    if (!dw_check_node(&s->fault, s->what, p, child, lo, hi)) return 0;
+    if (le32(p + 4) == 2) {
+      if (s->out_n + le32(p + 16) > s->out_cap) return 1; /* checked again on the next call */
+      mw_leaf(s, p);
+      f->i++;
+      continue;
+    }
+    f->i++;
+    mw_frame *c = &s->f[s->depth++];
+    c->node = p;
+    c->block = child;
+    c->hi = hi;
+    c->nr = le32(p + 16);
+    c->max = le32(p + 20);
+    c->i = c->run_from = c->run_count = 0;
+  }
+  if (s->len > 0) {
+    if (s->out_n >= s->out_cap) return 1;
+    mw_emit(s);
+    s->len = 0;
+  }
+  s->done = 1;
+  return 1;
+}
+
+static void mw_finalize(napi_env env, void *data, void *hint) {
+  (void)env; (void)hint;
+  mw_state *s = data;
+  for (int d = 0; d < DW_MAX_DEPTH; d++) free(s->runs[d]);
+  free(s->root_buf);
+  free(s);
+}
+
+/* mappedRunsWalkStart(fd, nrBlocks, path, root, devId): a walk of the mapping
+ * tree at root (device devId's), for mappedRunsWalkNext. The fd stays the
+ * caller's; it must stay open while the walk is used. */
+static napi_value mapped_runs_walk_start(napi_env env, napi_callback_info info) {
+  napi_value argv[5], out;
+  if (!get_args(env, info, 5, argv)) return NULL;
+  int fd;
+  double nr_d, root_d, dev_d;
+  char path[512];
+  size_t plen = 0;
+  if (!get_fd(env, argv[0], &fd)) return NULL;
+  if (napi_get_value_double(env, argv[1], &nr_d) != napi_ok || napi_get_value_string_utf8(env, argv[2], path, sizeof path, &plen) != napi_ok ||
+      napi_get_value_double(env, argv[3], &root_d) != napi_ok || napi_get_value_double(env, argv[4], &dev_d) != napi_ok || !(nr_d >= 0) ||
+      nr_d > 9007199254740991.0 / 4096 || !(root_d >= 0) || root_d > 9007199254740991.0) {
+    napi_throw_type_error(env, NULL, "mappedRunsWalkStart: bad fd, nrBlocks, path, root or device id");
+    return NULL;
+  }
+  mw_state *s = calloc(1, sizeof *s);
+  if (s != NULL) s->root_buf = aligned_alloc(4096, 4096);
+  if (s == NULL || s->root_buf == NULL) {
+    free(s);
+    throw_errno(env, ENOMEM, "mappedRunsWalkStart");
+    return NULL;
+  }
+  s->fd = fd;
+  s->nr_blocks = (uint64_t)nr_d;
+  snprintf(s->path, sizeof s->path, "%s", path);
+  snprintf(s->what, sizeof s->what, "mapping tree of device %.0f", dev_d);
+  s->root = (uint64_t)root_d;
+  if (napi_create_external(env, s, mw_finalize, NULL, &out) != napi_ok) {
+    mw_finalize(env, s, NULL);
+    napi_throw_error(env, NULL, "mappedRunsWalkStart: could not create the walk");
+    return NULL;
+  }
   return out;
 }
 
-/* Appends leaf p's keys as runs to o (pairs [0, *runs)), joining the first to the last when they touch. */
-static void append_runs(const uint8_t *p, uint32_t nr, double *o, uint32_t *runs) {
-  uint32_t r = *runs;
-  for (uint32_t i = 0; i < nr; i++) {
-    double k = (double)le64(p + 32 + 8 * (size_t)i);
-    if (r > 0 && o[2 * r - 2] + o[2 * r - 1] == k) { o[2 * r - 1] += 1; continue; }
-    o[2 * r] = k;
-    o[2 * r + 1] = 1;
-    r++;
-  }
-  *runs = r;
-}
-
-/* mappedRunsOfLeaves(run, from, count, firstBlock, parent, index, hi, out, runs):
- * leaves run[from .. from + count) (4 KiB each, blocks firstBlock + k, the
- * children index + k of the checked internal node `parent`, whose range ends
- * at hi) checked as parseNode checks a leaf (node_ok, and a leaf) and their
- * keys appended to out as runs after its first `runs` pairs, joined across
- * leaves (mappedRuns, a batch at a time: a full plan's walk without a
- * JavaScript step per leaf). Stops at the first leaf that fails a check or
- * would not fit out. Returns leaves done * 2^20 + runs in out (runs < 2^20). */
-static napi_value mapped_runs_of_leaves(napi_env env, napi_callback_info info) {
-  napi_value argv[9], out;
-  if (!get_args(env, info, 9, argv)) return NULL;
-  void *rdata, *pdata, *odata;
-  size_t rlen, plen, olen, ooff;
-  uint32_t from, count, index, runs;
-  double first_d;
-  uint64_t hi, unused_lo;
-  napi_typedarray_type type;
-  napi_value obuf;
-  if (napi_get_buffer_info(env, argv[0], &rdata, &rlen) != napi_ok || napi_get_buffer_info(env, argv[4], &pdata, &plen) != napi_ok ||
-      napi_get_typedarray_info(env, argv[7], &type, &olen, &odata, &obuf, &ooff) != napi_ok || type != napi_float64_array ||
-      napi_get_value_uint32(env, argv[1], &from) != napi_ok || napi_get_value_uint32(env, argv[2], &count) != napi_ok ||
-      napi_get_value_double(env, argv[3], &first_d) != napi_ok || !(first_d >= 0) || first_d > 9007199254740991.0 ||
-      napi_get_value_uint32(env, argv[5], &index) != napi_ok || !get_key_range(env, argv[3], argv[6], &unused_lo, &hi) ||
-      napi_get_value_uint32(env, argv[8], &runs) != napi_ok) {
-    napi_throw_type_error(env, NULL, "mappedRunsOfLeaves: bad arguments");
+/* mappedRunsWalkNext(walk, out, stats): the next runs into out (a Float64Array
+ * of at least 1024: pairs first block, length; a run that may go on in the
+ * next leaf is held back), stats[0] = blocks read so far. Returns runs * 2,
+ * + 1 when the walk is done. A fault throws as deltaWalkNext's do. */
+static napi_value mapped_runs_walk_next(napi_env env, napi_callback_info info) {
+  napi_value argv[3], out;
+  if (!get_args(env, info, 3, argv)) return NULL;
+  void *ext, *odata, *sdata;
+  size_t olen, slen, ooff, soff;
+  napi_typedarray_type otype, stype;
+  napi_value obuf, sbuf;
+  if (napi_get_value_external(env, argv[0], &ext) != napi_ok ||
+      napi_get_typedarray_info(env, argv[1], &otype, &olen, &odata, &obuf, &ooff) != napi_ok || otype != napi_float64_array ||
+      napi_get_typedarray_info(env, argv[2], &stype, &slen, &sdata, &sbuf, &soff) != napi_ok || stype != napi_float64_array || slen < 1 || olen < 1024) {
+    napi_throw_type_error(env, NULL, "mappedRunsWalkNext: expected a walk, a Float64Array of at least 1024 and one of at least 1");
     return NULL;
   }
-  const uint8_t *parent = (const uint8_t *)pdata;
-  uint32_t pnr, pmax, pvs;
-  if (!node_shape(parent, plen, &pnr, &pmax, &pvs) || (uint64_t)index + count > pnr || ((uint64_t)from + count) * 4096 > rlen ||
-      2 * (size_t)runs > olen || olen >= (size_t)1 << 21) {
-    napi_throw_range_error(env, NULL, "mappedRunsOfLeaves: leaves beyond the run, the parent or the output");
+  mw_state *s = ext;
+  if (s->fault.failed) { napi_throw_error(env, NULL, "mappedRunsWalkNext: the walk stopped at a fault"); return NULL; }
+  s->out = odata;
+  s->out_cap = olen / 2;
+  s->out_n = 0;
+  if (!s->done) mw_run(s);
+  ((double *)sdata)[0] = s->blocks_read;
+  if (s->fault.failed) {
+    throw_fault(env, &s->fault);
     return NULL;
   }
-  double *o = (double *)odata;
-  uint32_t done = 0;
-  for (; done < count; done++) {
-    const uint8_t *p = (const uint8_t *)rdata + (size_t)(from + done) * 4096;
-    uint32_t i = index + done;
-    uint64_t lo = le64(parent + 32 + 8 * (size_t)i);
-    uint64_t end = i + 1 < pnr ? le64(parent + 32 + 8 * (size_t)(i + 1)) : hi;
-    uint32_t nr = le32(p + 16);
-    if (le32(p + 4) != 2 || !node_ok(p, 4096, (uint64_t)first_d + done, 8, lo, end) || 2 * ((size_t)runs + nr) > olen) break;
-    append_runs(p, nr, o, &runs);
-  }
-  napi_create_double(env, (double)done * 1048576.0 + runs, &out);
+  napi_create_double(env, (double)s->out_n * 2 + (s->done ? 1 : 0), &out);
   return out;
 }
 
@@ -1005,10 +1406,10 @@ static napi_value init(napi_env env, napi_value exports) {
     { "crc32c", NULL, crc32c_js, NULL, NULL, NULL, napi_enumerable, NULL },
     { "firstBadKey", NULL, first_bad_key, NULL, NULL, NULL, napi_enumerable, NULL },
     { "checkNode", NULL, check_node, NULL, NULL, NULL, napi_enumerable, NULL },
-    { "readNode", NULL, read_node, NULL, NULL, NULL, napi_enumerable, NULL },
-    { "identicalEntries", NULL, identical_entries, NULL, NULL, NULL, napi_enumerable, NULL },
-    { "mappedRuns", NULL, mapped_runs, NULL, NULL, NULL, napi_enumerable, NULL },
-    { "mappedRunsOfLeaves", NULL, mapped_runs_of_leaves, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "deltaWalkStart", NULL, delta_walk_start, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "deltaWalkNext", NULL, delta_walk_next, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "mappedRunsWalkStart", NULL, mapped_runs_walk_start, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "mappedRunsWalkNext", NULL, mapped_runs_walk_next, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   crc32c_table_init();
 #if defined(__x86_64__)

@@ -317,7 +317,23 @@ export type DumpSource = (sink: FullPlanSink) => Promise<DumpResult>;
  * snapshot's (right device's) last mapping ends. A source that skips shared
  * subtrees (the native walk) sees neither in its ranges and says them here.
  */
-export type DeltaSource = (sink: DeltaSink) => Promise<DeltaResult & { extentBlocks?: number; snapEndBlocks?: number }>;
+export type DeltaSource = (sink: DeltaPlanSink) => Promise<DeltaResult & { extentBlocks?: number; snapEndBlocks?: number }>;
+
+/** The kind of an unmap run in onPlanRuns' triples (a data run's is 0). */
+export const PLAN_RUN_UNMAP = 1;
+
+/**
+ * What buildDeltaPlanFrom hands its source: a DeltaSink, and for a source
+ * that diffs and merges itself (the addon's delta walk), onPlanRuns: plan runs
+ * as numbers in a typed array, no object per range.
+ */
+export interface DeltaPlanSink extends DeltaSink {
+  /**
+   * Runs in increasing, non-overlapping order: runs[3j] first block, runs[3j + 1] length, runs[3j + 2]
+   * 0 for data (mapped in the snapshot, not as in the base) or PLAN_RUN_UNMAP (mapped only in the base), j < count.
+   */
+  onPlanRuns(runs: Float64Array, count: number): void | Promise<void>;
+}
 
 /** buildFullPlan from any source of the dump's typed model. */
 export async function buildFullPlanFrom(source: DumpSource, opts: FullPlanOptions): Promise<FullPlanResult> {
@@ -436,6 +452,17 @@ export async function buildDeltaPlanFrom(source: DeltaSource, opts: DeltaPlanOpt
         }
         const last = batch[batch.length - 1];
         if (last !== undefined) extentBlocks = last.beginBlock + last.lengthBlocks;
+        if (spool.needsDrain) return spool.drain();
+      },
+      onPlanRuns(runs: Float64Array, count: number) {
+        if (count === 0) return;
+        const c = coalescer!;
+        for (let j = 0; j < 3 * count; j += 3) {
+          const unmap = runs[j + 2] === PLAN_RUN_UNMAP;
+          c.push(unmap ? 'unmap' : 'data', runs[j]!, runs[j + 1]!);
+          if (!unmap) snapEndBlocks = runs[j]! + runs[j + 1]!;
+        }
+        extentBlocks = runs[3 * count - 3]! + runs[3 * count - 2]!;
         if (spool.needsDrain) return spool.drain();
       },
     });

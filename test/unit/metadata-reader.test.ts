@@ -12,10 +12,10 @@ import { join } from 'node:path';
 import { crc32c, crc32cRawJs, nativeCrc32c } from '../../src/thin/metadata/crc32c.js';
 import { metadataAddon } from '../../src/thin/metadata/addon.js';
 import { KEY_END, firstBadKeyJs, parseNodeJs } from '../../src/thin/metadata/btree.js';
-import { identicalRunJs } from '../../src/thin/metadata/delta.js';
-import { MetadataReader, mappedRunsJs } from '../../src/thin/metadata/reader.js';
+import { walkDelta, walkDeltaNative } from '../../src/thin/metadata/delta.js';
+import { MetadataReader } from '../../src/thin/metadata/reader.js';
 import { nativeDeltaPlan, nativeFullPlan, planNative, checkMetadataReaderChoice } from '../../src/thin/metadata/native-plan.js';
-import { planOps, type PlanRange } from '../../src/thin/plan.js';
+import { PLAN_RUN_UNMAP, planOps, type PlanRange } from '../../src/thin/plan.js';
 import type { PlanOp } from '../../src/thin/model.js';
 import { ThinshipError } from '../../src/errors.js';
 import { MetadataImage, blockTime, deviceDetails, reChecksum, u64Value } from '../helpers/thin-metadata-writer.js';
@@ -110,6 +110,90 @@ async function deltaOf(path: string, left: number, right: number): Promise<PlanO
   const r = await MetadataReader.open(path);
   try {
     return await allOps((await nativeDeltaPlan(r, left, right, {})).plan, { close: true });
+  } finally {
+    await r.close();
+  }
+}
+
+/** A walk's output as merged plan runs: [first block, length, 'data' | 'unmap'][]. */
+type Runs = Array<[number, number, 'data' | 'unmap']>;
+
+function mergeRun(out: Runs, begin: number, len: number, kind: 'data' | 'unmap'): void {
+  const last = out[out.length - 1];
+  if (last !== undefined && last[2] === kind && last[0] + last[1] === begin) last[1] += len;
+  else out.push([begin, len, kind]);
+}
+
+/** The delta of devices left..right by the addon's walk (deltaWalkStart/Next) and by walkDelta, its JavaScript twin. */
+async function deltaRunsBothWays(path: string, left: number, right: number): Promise<{ addon: Runs; js: Runs }> {
+  const r = await MetadataReader.open(path);
+  try {
+    const l = { root: (await r.deviceRoot(left)).root, devId: left },
+      s = { root: (await r.deviceRoot(right)).root, devId: right };
+    const addon: Runs = [];
+    const stats = await walkDeltaNative(r.blocks, l, s, (runs, count) => {
+      for (let j = 0; j < 3 * count; j += 3) mergeRun(addon, runs[j]!, runs[j + 1]!, runs[j + 2] === PLAN_RUN_UNMAP ? 'unmap' : 'data');
+    });
+    assert.ok(stats, 'the addon exports deltaWalkStart and deltaWalkNext (npm ci builds it)');
+    const js: Runs = [];
+    await walkDelta(r.blocks, l, s, (batch) => {
+      for (const x of batch) if (x.kind !== 'same') mergeRun(js, x.beginBlock, x.lengthBlocks, x.kind === 'left_only' ? 'unmap' : 'data');
+    });
+    return { addon, js };
+  } finally {
+    await r.close();
+  }
+}
+
+/** The error each walk gives on `path` (left..right): the addon's must be the JavaScript twin's, word for word. */
+async function deltaErrorsBothWays(path: string, left: number, right: number): Promise<{ addon: unknown; js: unknown }> {
+  const r = await MetadataReader.open(path);
+  try {
+    const l = { root: (await r.deviceRoot(left)).root, devId: left },
+      s = { root: (await r.deviceRoot(right)).root, devId: right };
+    const errorOf = async (f: () => Promise<unknown>): Promise<unknown> => {
+      try {
+        await f();
+      } catch (e) {
+        return e;
+      }
+      assert.fail('the walk did not fail');
+    };
+    return {
+      addon: await errorOf(() => walkDeltaNative(r.blocks, l, s, () => undefined)),
+      js: await errorOf(() => walkDelta(r.blocks, l, s, () => undefined)),
+    };
+  } finally {
+    await r.close();
+  }
+}
+
+/** Device devId's mapped runs by the addon's walk (mappedRunsWalkStart/Next, what walkMappedRuns runs) and by walkMappedRunsJs, its twin; or the error each gives. */
+async function fullRunsBothWays(path: string, devId: number): Promise<{ addon: number[] | Error; js: number[] | Error; blocksRead: [number, number] }> {
+  const r = await MetadataReader.open(path);
+  try {
+    const { root } = await r.deviceRoot(devId);
+    const collect = async (walk: (on: (pairs: Float64Array, count: number) => void) => Promise<void>): Promise<number[] | Error> => {
+      const out: number[] = [];
+      try {
+        await walk((pairs, count) => {
+          for (let j = 0; j < 2 * count; j += 2) {
+            // Batches may end inside a run the next one continues: join them, as the plan's Coalescer does.
+            if (out.length > 0 && out[out.length - 2]! + out[out.length - 1]! === pairs[j]!) out[out.length - 1]! += pairs[j + 1]!;
+            else out.push(pairs[j]!, pairs[j + 1]!);
+          }
+        });
+      } catch (e) {
+        return e as Error;
+      }
+      return out;
+    };
+    assert.ok(metadataAddon().mappedRunsWalkStart, 'the addon exports mappedRunsWalkStart');
+    const read0 = r.blocks.blocksRead;
+    const addon = await collect((on) => r.walkMappedRuns(root, devId, on));
+    const read1 = r.blocks.blocksRead;
+    const js = await collect((on) => r.walkMappedRunsJs(root, devId, on));
+    return { addon, js, blocksRead: [read1 - read0, r.blocks.blocksRead - read1] };
   } finally {
     await r.close();
   }
@@ -252,6 +336,68 @@ test("keys out of order, keys outside the parent's range, a block beyond the dev
   await assert.rejects(fullOf(s.path, 1), badAt(leaf4, /says it is block/));
 });
 
+test("the addon's delta walk on hostile metadata: a bad checksum, a loop, keys out of order, a block outside the device are BAD_METADATA naming the block, as the JavaScript walk words them", async () => {
+  assert.ok(metadataAddon().deltaWalkStart, 'the addon exports deltaWalkStart');
+  /** Device 2's own nodes (on the paths its writes shadowed): the ones a delta reads. */
+  const ownNodes = (p: Pool, leaf: boolean): number[] =>
+    [...p.img.reachable(p.rootB)].filter((b) => !p.img.reachable(p.rootA).has(b) && p.img.nodes.get(b)!.leaf === leaf && b !== p.rootB);
+  const expectBoth = async (path: string, block: number, what: RegExp): Promise<void> => {
+    await assert.rejects(deltaOf(path, 1, 2), badAt(block, what));
+    const { addon, js } = await deltaErrorsBothWays(path, 1, 2);
+    assert.ok(addon instanceof ThinshipError && js instanceof ThinshipError, `${String(addon)} / ${String(js)}`);
+    assert.equal(addon.message, js.message);
+    assert.deepEqual([addon.code, addon.details], [js.code, js.details]);
+    assert.deepEqual(addon.details, { block });
+  };
+
+  const p = pool(40_000); // three levels: the root, internal nodes, leaves
+  const leaf = ownNodes(p, true)[0]!;
+  patchBlock(p.path, leaf, (b) => {
+    b.writeUInt8(b.readUInt8(2000) ^ 0x10, 2000);
+  });
+  await expectBoth(p.path, leaf, /checksum mismatch/);
+
+  const q = pool(40_000);
+  const mid = ownNodes(q, false)[0]!; // an internal node under device 2's root, on a shadowed path
+  patchBlock(q.path, mid, (b) => {
+    b.writeBigUInt64LE(BigInt(q.rootB), 32 + 8 * b.readUInt32LE(20)); // child 0 -> the root
+    reChecksum(b, 'node');
+  });
+  await expectBoth(q.path, q.rootB, /loop: block \d+ points back to its ancestor/);
+
+  const r = pool(40_000);
+  const leafR = ownNodes(r, true)[0]!;
+  patchBlock(r.path, leafR, (b) => {
+    const k0 = b.readBigUInt64LE(32);
+    b.writeBigUInt64LE(b.readBigUInt64LE(40), 32);
+    b.writeBigUInt64LE(k0, 40);
+    reChecksum(b, 'node');
+  });
+  await expectBoth(r.path, leafR, /keys out of order \(key 1 is/);
+
+  const s = pool(40_000);
+  const midS = ownNodes(s, false)[0]!;
+  patchBlock(s.path, midS, (b) => {
+    b.writeBigUInt64LE(1_000_000n, 32 + 8 * b.readUInt32LE(20) + 8); // child 1 -> past the end of the metadata
+    reChecksum(b, 'node');
+  });
+  await expectBoth(s.path, 1_000_000, /outside the metadata device/);
+
+  // The addon's full walk (device 2's whole tree) meets the same faults, worded as its JavaScript twin words them.
+  for (const [path, block, what] of [
+    [p.path, leaf, /checksum mismatch/],
+    [q.path, q.rootB, /loop/],
+    [r.path, leafR, /keys out of order/],
+    [s.path, 1_000_000, /outside the metadata device/],
+  ] as const) {
+    await assert.rejects(fullOf(path, 2), badAt(block, what));
+    const { addon, js } = await fullRunsBothWays(path, 2);
+    assert.ok(addon instanceof ThinshipError && js instanceof ThinshipError, `${String(addon)} / ${String(js)}`);
+    assert.equal(addon.message, js.message);
+    assert.deepEqual(addon.details, { block });
+  }
+});
+
 test('superblock: bad magic, bad checksum, wrong block number are BAD_METADATA; an unknown version falls back (auto) or is refused (native)', async () => {
   const p = pool(100);
   patchBlock(p.path, 0, (b) => {
@@ -369,12 +515,17 @@ test('property: deltas of random trees (deep, narrow, shared or not, changed any
     if (a.size + b.size === 0) continue;
     assert.deepEqual(await deltaOf(path, 1, 2), expectedDelta(a, b), `seed ${seed} 1->2`);
     assert.deepEqual(await deltaOf(path, 2, 1), expectedDelta(b, a), `seed ${seed} 2->1`);
+    // The addon's walk (what deltaOf ran) and its JavaScript twin give the same runs.
+    const both = await deltaRunsBothWays(path, 1, 2);
+    assert.deepEqual(both.addon, both.js, `seed ${seed}: addon and JavaScript walks`);
     if (b.size > 0) {
       const full = planOps(
         [...b.keys()].map((k) => ({ kind: 'data' as const, beginBlock: k, lengthBlocks: 1 })),
         { blockSizeBytes: BLOCK_BYTES },
       ).ops;
       assert.deepEqual(await fullOf(path, 2), full, `seed ${seed} full`);
+      const fb = await fullRunsBothWays(path, 2);
+      assert.deepEqual(fb.addon, fb.js, `seed ${seed}: addon and JavaScript full walks`);
     }
     rmSync(path);
   }
@@ -439,97 +590,6 @@ test('btree node check: the addon accepts exactly the nodes the JavaScript check
   }
 });
 
-test('readNode (pread and checkNode in one addon call) says what reading the block and checkNode say, and false past the end of the file', () => {
-  const { readNode, checkNode } = metadataAddon();
-  assert.ok(readNode && checkNode, 'the addon exports readNode');
-  const p = pool(3000);
-  const blocks = [...p.img.reachable(p.rootB)];
-  const corrupt = blocks[3]!;
-  patchBlock(p.path, corrupt, (b) => {
-    b[200]! ^= 1;
-  });
-  const fd = openSync(p.path, 'r');
-  try {
-    const buf = Buffer.alloc(4096),
-      want = Buffer.alloc(4096);
-    let ok = 0;
-    for (const block of blocks) {
-      readSync(fd, want, 0, 4096, block * 4096);
-      const expected: boolean = checkNode(want, block, 8, 0, KEY_END);
-      assert.equal(readNode(fd, block, buf, 8, 0, KEY_END), expected, `block ${block}`);
-      assert.deepEqual(buf, want, `block ${block} read whole`);
-      assert.equal(readNode(fd, block, buf, 8, 0, 1), expected && want.readUInt32LE(16) === 0, `block ${block} with keys outside [0, 1)`);
-      if (expected) ok++;
-    }
-    assert.equal(ok, blocks.length - 1, 'every block but the corrupted one passes');
-    assert.equal(readNode(fd, 1_000_000, buf, 8, 0, KEY_END), false, 'a block past the end of the file');
-  } finally {
-    closeSync(fd);
-  }
-});
-
-test('identical entries and mapped runs: the addon equals the JavaScript twins on shadowed nodes', () => {
-  const { identicalEntries, mappedRuns } = metadataAddon();
-  assert.ok(identicalEntries && mappedRuns, 'the addon exports identicalEntries and mappedRuns');
-  const img = new MetadataImage();
-  const rnd = prng(18);
-  const entries: [number, Buffer][] = [];
-  for (let k = 0, i = 0; i < 5000; i++) {
-    k += rnd() < 0.7 ? 1 : 2 + Math.floor(rnd() * 5);
-    entries.push([k, blockTime(i, 0)]);
-  }
-  const rootA = img.build(entries, 8);
-  img.commit();
-  let rootB = rootA;
-  for (let c = 0; c < 40; c++) rootB = img.set(rootB, entries[Math.floor(rnd() * entries.length)]![0] + (rnd() < 0.5 ? 0 : 1), blockTime(9000 + c, 1));
-  const path = join(dir, `meta-${fileNo++}.bin`);
-  img.write(path, {
-    mappingRoot: img.build(
-      [
-        [1, u64Value(rootA)],
-        [2, u64Value(rootB)],
-      ],
-      8,
-    ),
-    detailsRoot: img.build([[1, deviceDetails({ mappedBlocks: 1, transaction: 1, creationTime: 0, snapTime: 0 })]], 24),
-    dataBlockSizeSectors: 128,
-    nrDataBlocks: 20000,
-    time: 1,
-    transaction: 1,
-  });
-  const fd = openSync(path, 'r');
-  try {
-    const read = (block: number) => {
-      const b = Buffer.alloc(4096);
-      readSync(fd, b, 0, 4096, block * 4096);
-      return b;
-    };
-    const a = [...img.reachable(rootA)].map(read),
-      b = [...img.reachable(rootB)].map(read);
-    const pairs = new Float64Array(1024),
-      pairsJs = new Float64Array(1024);
-    for (const node of [...a, ...b]) {
-      if (node.readUInt32LE(4) !== 2) continue;
-      const n = mappedRuns(node, pairs);
-      assert.equal(n, mappedRunsJs(node, pairsJs));
-      assert.deepEqual(pairs.subarray(0, 2 * n), pairsJs.subarray(0, 2 * n));
-    }
-    for (let n = 0; n < 3000; n++) {
-      const x = a[Math.floor(rnd() * a.length)]!,
-        y = rnd() < 0.5 ? b[Math.floor(rnd() * b.length)]! : x;
-      const nx = x.readUInt32LE(16),
-        ny = y.readUInt32LE(16);
-      const ix = Math.floor(rnd() * (nx + 1)),
-        iy = rnd() < 0.7 ? Math.min(ix, ny) : Math.floor(rnd() * (ny + 1));
-      const max = Math.floor(rnd() * (Math.min(nx - ix, ny - iy) + 1));
-      assert.equal(identicalEntries(x, ix, y, iy, max), identicalRunJs(x, ix, y, iy, max), `case ${n}`);
-    }
-    assert.throws(() => identicalEntries(a[0]!, 0, a[0]!, 0, a[0]!.readUInt32LE(16) + 1), RangeError);
-  } finally {
-    closeSync(fd);
-  }
-});
-
 test('full plan from runs of mapped blocks (the plan keeps no mappings) equals the one from each mapping, across leaves and batches', async () => {
   const img = new MetadataImage();
   const rnd = prng(19);
@@ -553,6 +613,10 @@ test('full plan from runs of mapped blocks (the plan keeps no mappings) equals t
     entries.map(([k]) => ({ kind: 'data' as const, beginBlock: k, lengthBlocks: 1 })),
     { blockSizeBytes: BLOCK_BYTES },
   ).ops;
+  const both = await fullRunsBothWays(path, 1);
+  assert.ok(Array.isArray(both.addon) && both.addon.length > 2 * 4096, 'more than one batch of runs');
+  assert.deepEqual(both.addon, both.js, "the addon's full walk and its JavaScript twin");
+  assert.equal(both.blocksRead[0], both.blocksRead[1], 'both read every block of the tree once');
   const r = await MetadataReader.open(path);
   try {
     const runs = await nativeFullPlan(r, 1, { devId: 1 });

@@ -8,6 +8,8 @@
  * they agree) and the fallback when the addon is not built.
  */
 import { nativeDevice } from '../../device/native.js';
+import { ThinshipError } from '../../errors.js';
+import { LoopYielder } from './block-reader.js';
 
 export interface MetadataAddon {
   /** CRC-32C register after b[start, end) from seed, no final inversion (SSE4.2 where the CPU has it). */
@@ -16,32 +18,57 @@ export interface MetadataAddon {
   firstBadKey?: (node: Uint8Array, nrEntries: number, lo: number, hi: number) => number;
   /** True when the block passes every check of parseNode (checksum, own block number, header, keys in [lo, hi)). */
   checkNode?: (node: Uint8Array, block: number, leafValueSize: number, lo: number, hi: number) => boolean;
-  /** pread of 4 KiB block `block` of fd into node, then checkNode: true when both succeed. */
-  readNode?: (fd: number, block: number, node: Uint8Array, leafValueSize: number, lo: number, hi: number) => boolean;
-  /** How many entries (at most max) from a's entry ia and b's entry ib have the same key and value bytes. */
-  identicalEntries?: (a: Uint8Array, ia: number, b: Uint8Array, ib: number, max: number) => number;
-  /** A checked leaf's keys as runs of consecutive blocks (out: first, length, ...); returns the number of runs. */
-  mappedRuns?: (leaf: Uint8Array, out: Float64Array) => number;
   /**
-   * mappedRuns over leaves run[from .. from + count) (blocks firstBlock + k, children index + k of
-   * the checked node parent, whose range ends at hi), each checked as parseNode checks a leaf, appended
-   * to out after its first `runs` pairs; stops at a leaf that fails a check or does not fit.
-   * Returns leaves done * 2^20 + pairs in out.
+   * The delta's whole parallel walk in C (delta.ts's walkDelta is its JavaScript twin): a walk of the
+   * base's (left) and the snapshot's (right) mapping trees on fd, for deltaWalkNext.
    */
-  mappedRunsOfLeaves?: (
-    run: Uint8Array,
-    from: number,
-    count: number,
-    firstBlock: number,
-    parent: Uint8Array,
-    index: number,
-    hi: number,
-    out: Float64Array,
-    runs: number,
-  ) => number;
+  deltaWalkStart?: (fd: number, nrBlocks: number, path: string, leftRoot: number, leftDevId: number, rightRoot: number, rightDevId: number) => object;
+  /**
+   * The walk's next plan runs into out (triples: first block, length, kind 0 data / 1 unmap, merged and in
+   * increasing order); stats[0] = blocks read, stats[1] = shared subtrees skipped, so far. Returns runs * 2,
+   * + 1 when the walk is done. A fault throws an Error with code BAD_METADATA or IO_ERROR, message and block.
+   */
+  deltaWalkNext?: (walk: object, out: Float64Array, stats: Float64Array) => number;
+  /** A full plan's walk in C (reader.ts walkMappedRuns' JavaScript walk is its twin): the mapping tree at root, for mappedRunsWalkNext. */
+  mappedRunsWalkStart?: (fd: number, nrBlocks: number, path: string, root: number, devId: number) => object;
+  /**
+   * The walk's next runs of mapped blocks into out (pairs: first block, length; at least 1024 numbers), stats[0] =
+   * blocks read so far. Returns runs * 2, + 1 when the walk is done. Faults throw as deltaWalkNext's.
+   */
+  mappedRunsWalkNext?: (walk: object, out: Float64Array, stats: Float64Array) => number;
 }
 
 let addon: MetadataAddon | undefined;
+
+/**
+ * Runs a walk of the addon (deltaWalkNext, mappedRunsWalkNext) to its end: `next` fills `out` and returns
+ * items * 2 (+ 1 when done); each batch is handed to `onBatch` (awaited; `out` is reused after), and the
+ * event loop turns between calls. The addon's faults (an Error with code BAD_METADATA or IO_ERROR and the
+ * metadata block) become the ThinshipErrors the JavaScript walks throw.
+ */
+export async function runAddonWalk(
+  next: (out: Float64Array) => number,
+  out: Float64Array,
+  onBatch: (out: Float64Array, count: number) => void | Promise<void>,
+  signal?: AbortSignal,
+): Promise<void> {
+  const yielder = new LoopYielder();
+  try {
+    for (;;) {
+      signal?.throwIfAborted();
+      const res = next(out);
+      const count = Math.floor(res / 2);
+      if (count > 0) await onBatch(out, count);
+      if (res % 2 === 1) return;
+      await yielder.due();
+    }
+  } catch (e) {
+    const c = e as Error & { code?: unknown; block?: unknown };
+    if ((c.code === 'BAD_METADATA' || c.code === 'IO_ERROR') && typeof c.block === 'number')
+      throw new ThinshipError(c.code, c.message, { details: { block: c.block } });
+    throw e;
+  }
+}
 
 export function metadataAddon(): MetadataAddon {
   if (addon !== undefined) return addon;
@@ -51,10 +78,10 @@ export function metadataAddon(): MetadataAddon {
       crc32c: typeof n.crc32c === 'function' ? n.crc32c : undefined,
       firstBadKey: typeof n.firstBadKey === 'function' ? n.firstBadKey : undefined,
       checkNode: typeof n.checkNode === 'function' ? n.checkNode : undefined,
-      readNode: typeof n.readNode === 'function' ? n.readNode : undefined,
-      identicalEntries: typeof n.identicalEntries === 'function' ? n.identicalEntries : undefined,
-      mappedRuns: typeof n.mappedRuns === 'function' ? n.mappedRuns : undefined,
-      mappedRunsOfLeaves: typeof n.mappedRunsOfLeaves === 'function' ? n.mappedRunsOfLeaves : undefined,
+      deltaWalkStart: typeof n.deltaWalkStart === 'function' ? n.deltaWalkStart : undefined,
+      deltaWalkNext: typeof n.deltaWalkNext === 'function' ? n.deltaWalkNext : undefined,
+      mappedRunsWalkStart: typeof n.mappedRunsWalkStart === 'function' ? n.mappedRunsWalkStart : undefined,
+      mappedRunsWalkNext: typeof n.mappedRunsWalkNext === 'function' ? n.mappedRunsWalkNext : undefined,
     };
   } catch {
     addon = {};

@@ -25,7 +25,6 @@ import { readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { ThinshipError, errnoOf } from '../../errors.js';
 import { nativeDevice } from '../../device/native.js';
-import { metadataAddon, type MetadataAddon } from './addon.js';
 
 export const METADATA_BLOCK_BYTES = 4096;
 /**
@@ -62,15 +61,13 @@ export interface BlockReaderOptions {
   cacheBlocks?: number;
 }
 
-/** The addon's readNode, null without the addon (chosen at the first node read). */
-let readNode: MetadataAddon['readNode'] | null | undefined;
-
 export class BlockReader {
   /** Blocks read from the device (cache misses and uncached runs). */
   blocksRead = 0;
   private readonly cache = new Map<number, Buffer>();
 
-  private readonly fd: number;
+  /** The open metadata file (the addon's delta walk reads through it). */
+  readonly fd: number;
 
   private constructor(
     readonly path: string,
@@ -149,20 +146,6 @@ export class BlockReader {
       return into;
     }
     return this.readRun(blockNr, 1, into);
-  }
-
-  /**
-   * Reads block `blockNr` into `into` (one block long) and checks it as
-   * parseNode checks a node whose keys lie in [lo, hi), in one call to the
-   * addon (readNode: pread and checkNode). False when the addon is not built,
-   * or the read or a check failed: the caller then reads with readInto and
-   * checks with parseNode, which name the fault.
-   */
-  readCheckedNode(blockNr: number, into: Buffer, leafValueSize: number, lo: number, hi: number): boolean {
-    if ((readNode ??= metadataAddon().readNode ?? null) === null || !this.inside(blockNr)) return false;
-    if (!readNode(this.fd, blockNr, into, leafValueSize, lo, hi)) return false;
-    this.blocksRead++;
-    return true;
   }
 
   /**

@@ -96,8 +96,8 @@ export function parseNode(buf: Buffer, block: number, leafValueSize: number, lo:
   return parseNodeJs(buf, block, leafValueSize, lo, hi, what);
 }
 
-/** The node in buf, which the addon has checked (checkNode, readNode); `words` is buf as 32-bit words. */
-export function checkedNode(buf: Buffer, block: number, words: Uint32Array): BtreeNode {
+/** The node in buf, which the addon's checkNode has checked; `words` is buf as 32-bit words. */
+function checkedNode(buf: Buffer, block: number, words: Uint32Array): BtreeNode {
   return new BtreeNode(block, buf, words[1] === LEAF_NODE, words[4]!, words[5]!, words[6]!, words);
 }
 

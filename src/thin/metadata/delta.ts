@@ -13,12 +13,18 @@
  * same (not handed on); different data blocks = different; only in the base =
  * left_only; only in the snapshot = right_only (what thin_delta reports; time
  * is not compared).
+ *
+ * The planner runs this walk in the native addon (walkDeltaNative: the same
+ * walk in C, native/thinship_device.c, handing on merged plan runs in a typed
+ * array); walkDelta is its JavaScript twin, the reference the unit tests
+ * check it against (runs, and the words of every fault) and the fallback
+ * where the addon is not built.
  */
 import { ThinshipError } from '../../errors.js';
 import type { DeltaKind, DeltaRange } from '../model.js';
 import { LoopYielder, METADATA_BLOCK_BYTES, type BlockReader } from './block-reader.js';
-import { type BtreeNode, INTERNAL_NODE, KEY_END, MAX_DEPTH, NODE_HEADER_BYTES, checkedNode, childRange, parseNode, wordsOf } from './btree.js';
-import { metadataAddon } from './addon.js';
+import { type BtreeNode, INTERNAL_NODE, KEY_END, MAX_DEPTH, NODE_HEADER_BYTES, childRange, parseNode, wordsOf } from './btree.js';
+import { metadataAddon, runAddonWalk } from './addon.js';
 import { MAPPING_VALUE_BYTES } from './reader.js';
 
 const DELTA_BATCH = 4096;
@@ -40,25 +46,19 @@ function dataBlockOf(n: BtreeNode, i: number): number {
 /**
  * How many entries (at most `max`) from a's entry ia and b's entry ib have
  * identical key and value bytes: in leaves, the same block mapped to the same
- * data block; in internal nodes, the same child (a shared subtree). The
- * addon's identicalEntries (a memcmp per entry) when it is built, else
- * identicalRunJs.
+ * data block; in internal nodes, the same child (a shared subtree).
  */
 function identicalRun(a: BtreeNode, ia: number, b: BtreeNode, ib: number, max: number): number {
-  if (max <= 0) return 0;
-  return (identicalEntries ??= metadataAddon().identicalEntries ?? identicalRunJs)(a.buf, ia, b.buf, ib, max);
+  return max <= 0 ? 0 : identicalBytes(a.buf, ia, b.buf, ib, max);
 }
 
-let identicalEntries: ((a: Buffer, ia: number, b: Buffer, ib: number, max: number) => number) | undefined;
-
 /**
- * identicalRun in JavaScript (the reference the unit test checks the addon
- * against): galloping then bisecting with Buffer.compare (memcmp), a few
+ * identicalRun: galloping then bisecting with Buffer.compare (memcmp), a few
  * native calls for the long identical stretches of a node a write shadowed
  * instead of a JavaScript step per entry. An internal node's child number
  * beyond 2^53 - 1 ends the stretch (the walk reports it).
  */
-export function identicalRunJs(a: Buffer, ia: number, b: Buffer, ib: number, max: number): number {
+function identicalBytes(a: Buffer, ia: number, b: Buffer, ib: number, max: number): number {
   const maxA = a.readUInt32LE(20),
     maxB = b.readUInt32LE(20),
     vs = a.readUInt32LE(24);
@@ -184,12 +184,39 @@ class Cursor {
       buf = this.depthBufs[depth] = Buffer.allocUnsafeSlow(METADATA_BLOCK_BYTES);
       this.depthWords[depth] = wordsOf(buf);
     }
-    // Read and checked in one addon call; else (no addon, or a fault) read and checked here, naming the fault.
-    const n = this.r.readCheckedNode(h.block, buf, MAPPING_VALUE_BYTES, h.lo, h.hi)
-      ? checkedNode(buf, h.block, this.depthWords[depth]!)
-      : parseNode(this.r.readInto(h.block, buf, this.what), h.block, MAPPING_VALUE_BYTES, h.lo, h.hi, this.what, this.depthWords[depth]);
+    const n = parseNode(this.r.readInto(h.block, buf, this.what), h.block, MAPPING_VALUE_BYTES, h.lo, h.hi, this.what, this.depthWords[depth]);
     this.stack.push({ n, i: 0, hi: h.hi });
   }
+}
+
+/** Plan runs per deltaWalkNext call at most (triples of a Float64Array: 48 KiB). */
+const NATIVE_RUN_BATCH = 2048;
+
+/**
+ * The delta in the addon (deltaWalkStart/deltaWalkNext): walkDelta's walk
+ * done in C, handing on plan runs (data, or unmap: PLAN_RUN_UNMAP in plan.ts) merged,
+ * in increasing order, as triples in a Float64Array reused once onPlanRuns'
+ * promise settles; no object per range or per node. Its faults are the
+ * ThinshipErrors walkDelta gives (BAD_METADATA or IO_ERROR, naming the
+ * block). Undefined when the addon lacks it (run walkDelta instead).
+ */
+export async function walkDeltaNative(
+  r: BlockReader,
+  left: { root: number; devId: number },
+  right: { root: number; devId: number },
+  onPlanRuns: (runs: Float64Array, count: number) => void | Promise<void>,
+  signal?: AbortSignal,
+): Promise<DeltaStats | undefined> {
+  const { deltaWalkStart, deltaWalkNext } = metadataAddon();
+  if (deltaWalkStart === undefined || deltaWalkNext === undefined) return undefined;
+  const walk = deltaWalkStart(r.fd, r.nrBlocks, r.path, left.root, left.devId, right.root, right.devId);
+  const stats = new Float64Array(2);
+  try {
+    await runAddonWalk((out) => deltaWalkNext(walk, out, stats), new Float64Array(3 * NATIVE_RUN_BATCH), onPlanRuns, signal);
+  } finally {
+    r.blocksRead += stats[0]!;
+  }
+  return { sharedSubtreesSkipped: stats[1]! };
 }
 
 export interface DeltaStats {

@@ -9,7 +9,7 @@ import { buildDeltaPlanFrom, buildFullPlanFrom, type DeltaPlanOptions, type Full
 import type { MappingSpool } from '../spool.js';
 import type { Superblock, ThinDevice } from '../model.js';
 import { lastKey } from './btree.js';
-import { walkDelta } from './delta.js';
+import { walkDelta, walkDeltaNative } from './delta.js';
 import { MAPPING_VALUE_BYTES, MetadataReader } from './reader.js';
 
 export type MetadataReaderChoice = 'auto' | 'native' | 'thin-tools';
@@ -48,11 +48,7 @@ export async function nativeFullPlan(r: MetadataReader, devId: number, opts: Ful
           opts.signal?.throwIfAborted();
           return sink.onMappings(devId, batch);
         });
-      else
-        await r.walkMappedRuns(found.root, devId, (pairs, count) => {
-          opts.signal?.throwIfAborted();
-          return sink.onMappedRuns(devId, pairs, count);
-        });
+      else await r.walkMappedRuns(found.root, devId, (pairs, count) => sink.onMappedRuns(devId, pairs, count), opts.signal);
       return { superblock: sb, devices: [found.device] };
     },
     { ...opts, devId },
@@ -67,10 +63,15 @@ export async function nativeDeltaPlan(r: MetadataReader, baseDevId: number, snap
   const before = r.blocks.blocksRead;
   const res = await buildDeltaPlanFrom(async (sink) => {
     sink.onSuperblock?.(sb);
-    const stats = await walkDelta(r.blocks, { root: left.root, devId: baseDevId }, { root: right.root, devId: snapDevId }, (b) => {
-      opts.signal?.throwIfAborted();
-      return sink.onRanges(b);
-    });
+    const l = { root: left.root, devId: baseDevId },
+      s = { root: right.root, devId: snapDevId };
+    // The walk in the addon; walkDelta, its JavaScript twin, where the addon is not built.
+    const stats =
+      (await walkDeltaNative(r.blocks, l, s, (runs, count) => sink.onPlanRuns(runs, count), opts.signal)) ??
+      (await walkDelta(r.blocks, l, s, (b) => {
+        opts.signal?.throwIfAborted();
+        return sink.onRanges(b);
+      }));
     // thin_delta's ranges run to the last block mapped in either device; shared subtrees were skipped, so ask the trees.
     const rightLast = lastKey(r.blocks, right.root, MAPPING_VALUE_BYTES, `mapping tree of device ${snapDevId}`);
     const leftLast = left.root === right.root ? rightLast : lastKey(r.blocks, left.root, MAPPING_VALUE_BYTES, `mapping tree of device ${baseDevId}`);

@@ -9,7 +9,7 @@ import { ThinshipError } from '../../errors.js';
 import type { Mapping, Superblock, ThinDevice } from '../model.js';
 import { BlockReader, LoopYielder, type BlockReaderOptions } from './block-reader.js';
 import { BtreeNode, NODE_HEADER_BYTES, leafBatches, leafOfBatch, leaves, lookup } from './btree.js';
-import { metadataAddon } from './addon.js';
+import { metadataAddon, runAddonWalk } from './addon.js';
 import { parseSuperblock, SUPERBLOCK_LOCATION, unknownFormat, u64, type DiskSuperblock } from './superblock.js';
 
 /** struct disk_device_details: mapped_blocks u64, transaction_id u64, creation_time u32, snapshotted_time u32. */
@@ -26,11 +26,9 @@ export interface OpenOptions extends BlockReaderOptions {
 
 /**
  * A checked leaf's keys as runs of consecutive blocks into `out` (first,
- * length, ...; room for 2 * nr_entries): the JavaScript twin of the addon's
- * mappedRuns (the reference a unit test checks it against). Returns the
- * number of runs.
+ * length, ...; room for 2 * nr_entries). Returns the number of runs.
  */
-export function mappedRunsJs(leaf: Buffer, out: Float64Array): number {
+function mappedRunsJs(leaf: Buffer, out: Float64Array): number {
   const nr = leaf.readUInt32LE(16);
   let runs = 0,
     begin = 0,
@@ -221,14 +219,31 @@ export class MetadataReader {
    * without where they map to (what a full plan needs when it keeps no
    * mappings): batches of up to MAPPING_BATCH runs as pairs (first block,
    * length) in a Float64Array reused once the callback's promise settles.
-   * Runs that continue across a leaf boundary are joined. Per leaf one call
-   * to the addon's mappedRuns (or mappedRunsJs), not a step per entry.
+   * Runs that continue across a leaf boundary are joined. The walk runs in
+   * the addon (mappedRunsWalkStart/Next: reads, checks and runs in C, no
+   * JavaScript step per block or leaf); walkMappedRunsJs is its twin.
    */
-  async walkMappedRuns(root: number, devId: number, onRuns: (pairs: Float64Array, count: number) => void | Promise<void>): Promise<void> {
+  async walkMappedRuns(root: number, devId: number, onRuns: (pairs: Float64Array, count: number) => void | Promise<void>, signal?: AbortSignal): Promise<void> {
+    const { mappedRunsWalkStart, mappedRunsWalkNext } = metadataAddon();
+    if (mappedRunsWalkStart !== undefined && mappedRunsWalkNext !== undefined) {
+      // The whole walk in the addon; the JavaScript walk below is its twin, where the addon is not built.
+      const walk = mappedRunsWalkStart(this.blocks.fd, this.blocks.nrBlocks, this.blocks.path, root, devId);
+      const stats = new Float64Array(1);
+      try {
+        await runAddonWalk((out) => mappedRunsWalkNext(walk, out, stats), new Float64Array(2 * MAPPING_BATCH), onRuns, signal);
+      } finally {
+        this.blocks.blocksRead += stats[0]!;
+      }
+      return;
+    }
+    await this.walkMappedRunsJs(root, devId, onRuns);
+  }
+
+  /** walkMappedRuns in JavaScript: the addon's walk's twin (a unit test checks they agree) and the fallback without it. */
+  async walkMappedRunsJs(root: number, devId: number, onRuns: (pairs: Float64Array, count: number) => void | Promise<void>): Promise<void> {
     const what = `mapping tree of device ${devId}`;
     // Room for a full batch plus one leaf's runs (at most its entries, < 512).
     const pairs = new Float64Array(2 * (MAPPING_BATCH + 512));
-    const addon = metadataAddon();
     let count = 0;
     /** Hands on the full batch but its last run, which may continue in the next leaf. */
     const flush = async (): Promise<void> => {
@@ -239,11 +254,11 @@ export class MetadataReader {
       pairs[1] = last1;
       count = 1;
     };
-    /** Appends one checked leaf's runs (the addon's mappedRuns or mappedRunsJs), joining its first to the last. */
+    /** Appends one checked leaf's runs (mappedRunsJs), joining its first to the last. */
     const addLeaf = (n: BtreeNode): void => {
       if (n.nrEntries === 0) return;
       const at = 2 * count;
-      const got = (addon.mappedRuns ?? mappedRunsJs)(n.buf, count === 0 ? pairs : pairs.subarray(at));
+      const got = mappedRunsJs(n.buf, count === 0 ? pairs : pairs.subarray(at));
       if (count > 0 && pairs[at - 2]! + pairs[at - 1]! === pairs[at]!) {
         pairs[at - 1]! += pairs[at + 1]!;
         pairs.copyWithin(at, at + 2, at + 2 * got);
@@ -255,26 +270,11 @@ export class MetadataReader {
     const yielder = new LoopYielder();
     for (const x of leafBatches(this.blocks, root, MAPPING_VALUE_BYTES, what)) {
       if (x instanceof BtreeNode) addLeaf(x);
-      else {
-        for (let k = 0; k < x.count;) {
-          if (addon.mappedRunsOfLeaves !== undefined) {
-            // The addon checks and reads the batch's leaves until one fails a check or the pairs are full.
-            const res = addon.mappedRunsOfLeaves(x.run, x.from + k, x.count - k, x.firstBlock + k, x.parent.buf, x.index + k, x.hi, pairs, count);
-            const done = Math.floor(res / 1048576);
-            count = res - done * 1048576;
-            k += done;
-            if (k >= x.count) break;
-            // A leaf the pairs have no room for, or one that fails a check (leafOfBatch names the fault).
-            if (count + 512 > MAPPING_BATCH + 512) {
-              await flush();
-              continue;
-            }
-          }
+      else
+        for (let k = 0; k < x.count; k++) {
           addLeaf(leafOfBatch(x, k, MAPPING_VALUE_BYTES, what));
-          k++;
           if (count >= MAPPING_BATCH) await flush();
         }
-      }
       if (count >= MAPPING_BATCH) {
         await flush();
         await yielder.due();
