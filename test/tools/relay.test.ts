@@ -97,7 +97,9 @@ test('rates and capacities parse as tc writes them', () => {
 });
 
 test('a round trip through the relay takes twice the one-way delay, and a half-close follows the data', async () => {
-  const delayMs = 40;
+  // Long enough that scheduling on a loaded machine (tens of ms) stays well inside the upper bounds below,
+  // while a relay that delays twice (or not at all) is still far outside them.
+  const delayMs = 150;
   await withRelay({ delayMs, rateBitsPerSecond: 1e9 }, echo, async (relay) => {
     const c = await connect(relay.port);
     const rtts: number[] = [];
@@ -111,13 +113,13 @@ test('a round trip through the relay takes twice the one-way delay, and a half-c
     // Never early; late only by timer granularity and scheduling (loose: shared machine).
     for (const r of rtts) assert.ok(r >= 2 * delayMs - 1, `round trip ${r.toFixed(1)} ms < ${2 * delayMs} ms`);
     const sorted = [...rtts].sort((a, b) => a - b);
-    assert.ok(sorted[2]! < 2 * delayMs + 40, `median round trip ${sorted[2]!.toFixed(1)} ms, expected about ${2 * delayMs} ms`);
+    assert.ok(sorted[2]! < 3 * delayMs, `median round trip ${sorted[2]!.toFixed(1)} ms, expected about ${2 * delayMs} ms`);
     // FIN goes out, the echo server ends in turn: the end arrives a round trip later.
     const t0 = performance.now();
     c.end();
     await once(c, 'end', within());
     assert.ok(performance.now() - t0 >= 2 * delayMs - 1, 'the half-close is delayed like data');
-    assert.ok(relay.stats().up.lateMsMean < 20, `mean lateness ${relay.stats().up.lateMsMean} ms`);
+    assert.ok(relay.stats().up.lateMsMean < delayMs / 2, `mean lateness ${relay.stats().up.lateMsMean} ms`);
     c.destroy();
   });
 });
@@ -171,7 +173,8 @@ test('the relay holds the link rate', async () => {
       const rate = (bytes * 8) / s;
       // The first chunk leaves at once; every later byte waits for the line: never faster than the rate.
       assert.ok(rate <= rateBits * 1.02, `${(rate / 1e6).toFixed(1)} Mbit/s through an 80 Mbit/s line`);
-      assert.ok(rate >= rateBits * 0.5, `${(rate / 1e6).toFixed(1)} Mbit/s: far below the 80 Mbit/s line`);
+      // Loose (a loaded machine): still catches a rate taken as bytes instead of bits (8x slow).
+      assert.ok(rate >= rateBits * 0.25, `${(rate / 1e6).toFixed(1)} Mbit/s: far below the 80 Mbit/s line`);
       assert.equal(relay.stats().up.bytes, bytes);
       c.destroy();
     },
