@@ -158,7 +158,8 @@ export async function targetIdentity(st: BigIntStats, sizeBytes: number): Promis
   return `file dev=${st.dev} ino=${st.ino} born=${st.birthtimeNs} size=${sizeBytes}`;
 }
 
-function lvmIdentity(uuid: string): string {
+/** An LV target's identity (see targetIdentity): its LV uuid. */
+export function lvmIdentity(uuid: string): string {
   return `lvm uuid=${uuid}`;
 }
 

@@ -283,6 +283,8 @@ function targetToProto(r: TargetReport): GetTargetResponse {
     divergenceUnchecked: r.divergenceUnchecked ?? '',
     staged: r.staged.map((s) => ({ kind: s.kind })),
     identity: r.identity ?? '',
+    lastSnapshot: r.lastSnapshot ?? '',
+    keptSnapshots: r.keptSnapshots ?? [],
   };
 }
 
@@ -374,6 +376,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     minBytesPerSecond: cfg.minBytesPerSecond,
     progressWindowMs: cfg.progressWindowMs,
     maxBufferedBytes: cfg.maxBufferedBytes,
+    keepSnapshots: cfg.keepSnapshots,
     onActiveChange: (n) => {
       activeTransfers = n;
       metrics.activeTransfers.set(n);

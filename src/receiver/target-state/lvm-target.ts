@@ -28,6 +28,8 @@ import type { TargetRecord } from './record.js';
 
 /** How many received snapshots a target keeps by default (recv --keep-snapshots). */
 export const DEFAULT_KEEP_SNAPSHOTS = 2;
+/** The most received snapshots a target may keep (recv --keep-snapshots, the receiver config's keepSnapshots). */
+export const MAX_KEEP_SNAPSHOTS = 1000;
 /** LVM's longest LV name. */
 const MAX_LV_NAME_CHARS = 127;
 

@@ -12,7 +12,7 @@ export interface GetTargetResponse {
    */
   'target'?: (string);
   /**
-   * "file" or "block-device".
+   * "file", "block-device" or "lvm" (a thin LV).
    */
   'kind'?: (string);
   /**
@@ -21,8 +21,8 @@ export interface GetTargetResponse {
    */
   'record'?: (_thinship_v1_TargetRecord | null);
   /**
-   * Where the record is kept: "xattr", "sidecar" or "state-dir"; empty
-   * without a record.
+   * Where the record is kept: "xattr", "sidecar", "state-dir" or "lv-tags";
+   * empty without a record.
    */
   'recordStore'?: (string);
   /**
@@ -48,6 +48,15 @@ export interface GetTargetResponse {
    * WWID, ...); empty for files.
    */
   'identity'?: (string);
+  /**
+   * LVM: the target's last received snapshot (vg/lv), what divergence is
+   * measured against; empty when none.
+   */
+  'lastSnapshot'?: (string);
+  /**
+   * LVM: the received snapshots kept (vg/lv), newest first.
+   */
+  'keptSnapshots'?: (string)[];
 }
 
 /**
@@ -59,7 +68,7 @@ export interface GetTargetResponse__Output {
    */
   'target': (string);
   /**
-   * "file" or "block-device".
+   * "file", "block-device" or "lvm" (a thin LV).
    */
   'kind': (string);
   /**
@@ -68,8 +77,8 @@ export interface GetTargetResponse__Output {
    */
   'record': (_thinship_v1_TargetRecord__Output | null);
   /**
-   * Where the record is kept: "xattr", "sidecar" or "state-dir"; empty
-   * without a record.
+   * Where the record is kept: "xattr", "sidecar", "state-dir" or "lv-tags";
+   * empty without a record.
    */
   'recordStore': (string);
   /**
@@ -95,4 +104,13 @@ export interface GetTargetResponse__Output {
    * WWID, ...); empty for files.
    */
   'identity': (string);
+  /**
+   * LVM: the target's last received snapshot (vg/lv), what divergence is
+   * measured against; empty when none.
+   */
+  'lastSnapshot': (string);
+  /**
+   * LVM: the received snapshots kept (vg/lv), newest first.
+   */
+  'keptSnapshots': (string)[];
 }

@@ -7,8 +7,11 @@
  */
 export interface StagedApply {
   /**
-   * "staging" (a staging file renamed over the target at commit) or
-   * "undo-journal" (the old bytes of an apply written in place).
+   * "staging" (a staging file renamed over the target at commit),
+   * "undo-journal" (the old bytes of an apply written in place),
+   * "staging-lv" (LVM: the staging thin LV that becomes the target at
+   * commit) or "commit-journal" (LVM: a commit interrupted between its
+   * renames, finished at the next apply or start).
    */
   'kind'?: (string);
 }
@@ -19,8 +22,11 @@ export interface StagedApply {
  */
 export interface StagedApply__Output {
   /**
-   * "staging" (a staging file renamed over the target at commit) or
-   * "undo-journal" (the old bytes of an apply written in place).
+   * "staging" (a staging file renamed over the target at commit),
+   * "undo-journal" (the old bytes of an apply written in place),
+   * "staging-lv" (LVM: the staging thin LV that becomes the target at
+   * commit) or "commit-journal" (LVM: a commit interrupted between its
+   * renames, finished at the next apply or start).
    */
   'kind': (string);
 }
