@@ -448,6 +448,7 @@ function pbBeginOf(
       volumeSizeBytes: info.volumeSizeBytes ?? 0,
       blockSizeBytes: info.blockSizeBytes ?? 0,
       sourceId: info.sourceId ?? '',
+      sourceName: info.sourceName ?? '',
       baseId: info.baseId ?? '',
       plannedDataBytes: info.plannedDataBytes ?? 0,
       plannedUnmapBytes: info.plannedUnmapBytes ?? 0,

@@ -181,6 +181,7 @@ export function beginFromProto(b: Begin__Output): TransferBegin {
   }
   const blockSizeBytes = uint(b.blockSizeBytes);
   const baseId = String(b.baseId ?? '');
+  const sourceName = String(b.sourceName ?? '');
   return {
     transferId: String(b.transferId ?? ''),
     target: String(b.target ?? ''),
@@ -188,6 +189,7 @@ export function beginFromProto(b: Begin__Output): TransferBegin {
     volumeSizeBytes: uint(b.volumeSizeBytes),
     ...(blockSizeBytes === 0 ? {} : { blockSizeBytes }),
     sourceId: String(b.sourceId ?? ''),
+    ...(sourceName === '' ? {} : { sourceName }),
     ...(baseId === '' ? {} : { baseId }),
     plannedDataBytes: uint(b.plannedDataBytes),
     plannedUnmapBytes: uint(b.plannedUnmapBytes),
