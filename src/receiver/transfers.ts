@@ -419,7 +419,8 @@ export class TransferRegistry {
       this.checkpoints.delete(k);
       await this.store.remove(cp.identity, cp.transferId);
       // recv-guarantees hook: an expired transfer's staging or journal is rolled back.
-      if (cp.status === 'in_progress') await discardTransferStage(cp.target, cp.targetKey, transferOwner(cp.identity, cp.transferId), this.opts.stateDir, this.opts.log);
+      if (cp.status === 'in_progress')
+        await discardTransferStage(cp.target, cp.targetKey, transferOwner(cp.identity, cp.transferId), this.opts.stateDir, this.opts.log);
       gone.push(cp.transferId);
       this.opts.log.info(
         { transferId: cp.transferId, target: cp.target, status: cp.status, durableOffsetBytes: cp.durableOffsetBytes },
@@ -515,7 +516,8 @@ export class TransferRegistry {
     this.checkpoints.delete(k);
     await this.store.remove(cp.identity, transferId);
     // recv-guarantees hook: what the transfer staged is rolled back.
-    if (cp.status === 'in_progress') await discardTransferStage(cp.target, cp.targetKey, transferOwner(cp.identity, transferId), this.opts.stateDir, this.opts.log);
+    if (cp.status === 'in_progress')
+      await discardTransferStage(cp.target, cp.targetKey, transferOwner(cp.identity, transferId), this.opts.stateDir, this.opts.log);
     this.opts.log.info({ transferId, identity: who.name, reason, stoppedActiveStream: !!s, durableOffsetBytes: cp.durableOffsetBytes }, 'transfer aborted');
     return { stopped: !!s, durableOffsetBytes: cp.durableOffsetBytes };
   }

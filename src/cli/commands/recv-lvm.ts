@@ -124,13 +124,13 @@ export async function recvIntoLvm(
   let summary;
   try {
     const progress = new ProgressLine('recv', begin.plannedDataBytes, parseProgressMode(flags.progress));
-    summary = await applyMessages(rest, stage.handle, { staged: true, onProgress: (p) => progress.update(p.bytesWritten) }).finally(() =>
-      progress.finish(),
-    );
+    summary = await applyMessages(rest, stage.handle, { staged: true, onProgress: (p) => progress.update(p.bytesWritten) }).finally(() => progress.finish());
   } catch (e) {
-    await stage.discard().catch((re: unknown) =>
-      say(`could not remove the staging LV ${vg}/${stage.staging.lv}: ${(re as Error).message} (the next recv of ${targetName} removes it)`),
-    );
+    await stage
+      .discard()
+      .catch((re: unknown) =>
+        say(`could not remove the staging LV ${vg}/${stage.staging.lv}: ${(re as Error).message} (the next recv of ${targetName} removes it)`),
+      );
     throw e;
   }
   const record = receivedRecord(summary.begin, { digest: summary.digest, volumeSizeBytes: stage.staging.sizeBytes });

@@ -151,9 +151,7 @@ function stageOf(o: StageOptions, staging: LvRow, handle: VolumeHandle): LvmStag
 }
 
 /** Creates the staging LV from `from` (grown to the stream's size if smaller) and opens it for writing. */
-export async function openLvmStage(
-  o: StageOptions & { from: StagingSource; volumeSizeBytes: number | undefined; owner?: string },
-): Promise<LvmStage> {
+export async function openLvmStage(o: StageOptions & { from: StagingSource; volumeSizeBytes: number | undefined; owner?: string }): Promise<LvmStage> {
   let staging = await createStaging({ vg: o.vg, lv: o.lv, from: o.from, owner: o.owner });
   try {
     if ('snapshotOf' in o.from && o.volumeSizeBytes !== undefined && staging.sizeBytes < o.volumeSizeBytes) {

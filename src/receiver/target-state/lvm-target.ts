@@ -25,7 +25,7 @@ import { classifyLvm } from '../../exec/known-errors.js';
 import { withMetadataSnapshot } from '../../thin/metadata-snap.js';
 import { planFromMetadata } from '../../thin/planner.js';
 import { parseTags, recordFromTags } from './lvm-tags.js';
-import type { TargetRecord } from './record.js';
+import { targetStateSettings, type TargetRecord } from './record.js';
 
 /** How many received snapshots a target keeps by default (recv --keep-snapshots). */
 export const DEFAULT_KEEP_SNAPSHOTS = 2;
@@ -183,7 +183,7 @@ export async function lvmDivergence(s: LvmTargetState): Promise<string[]> {
         volumeSizeBytes: s.target!.sizeBytes,
         signal: scope.signal,
       },
-      {},
+      { metadataReader: targetStateSettings.metadataReader },
     );
     try {
       return r.plan.totals;

@@ -153,7 +153,8 @@ export async function openLvmTransferStage(
   if (s.target && t.pool !== undefined && s.target.pool !== t.pool)
     throw new ThinshipError('PERMISSION_DENIED', `target ${b.target} is in thin pool ${t.vg}/${s.target.pool}, not in the allowed pool ${t.vg}/${t.pool}`);
   const common = { stateDir: o.stateDir, vg: t.vg, lv: t.lv, keepSnapshots: o.keepSnapshots };
-  if (o.resuming) return { stage: await resumeLvmStage({ ...common, staging: s.staging, owner: o.owner, transferId: o.transferId }), targetUuid: s.target?.uuid };
+  if (o.resuming)
+    return { stage: await resumeLvmStage({ ...common, staging: s.staging, owner: o.owner, transferId: o.transferId }), targetUuid: s.target?.uuid };
   const from = await checkLvmBegin(
     s,
     {
@@ -175,13 +176,7 @@ export async function openLvmTransferStage(
 }
 
 /** AbortTransfer / expiry: the transfer's staging or journal is rolled back; the target holds its previous snapshot. */
-export async function discardTransferStage(
-  targetName: string,
-  targetKey: string,
-  owner: string,
-  stateDir: string,
-  log: Logger,
-): Promise<void> {
+export async function discardTransferStage(targetName: string, targetKey: string, owner: string, stateDir: string, log: Logger): Promise<void> {
   // A device journal is found by its owner in the state directory, whatever the device's path is now.
   logRecovery(log, await recoverDeviceJournals(stateDir, { onlyOwner: owner }));
   const lvm = lvmOfKey(targetKey);

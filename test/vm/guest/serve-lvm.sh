@@ -36,6 +36,8 @@ vgcreate -q dst /dev/vdb
 lvcreate -q --type thin-pool -L 256M --chunksize "$SRC_CHUNK" -n tp dst 2>&1 | grep -v 'can address at most' || true
 TSRC=$(tpool_dm "$SRC_VG" "$SRC_POOL")
 
+# the guest's init brings up no network: the loopback interface serve listens on
+ip link set lo up 2>/dev/null || busybox ip link set lo up
 mkdir -p "$STATE"
 cat > /tmp/serve.json <<EOF
 {
