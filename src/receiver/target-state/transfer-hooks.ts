@@ -150,8 +150,9 @@ export async function openLvmTransferStage(
   const recovered = await recoverLvmTarget(o.stateDir, t.vg, t.lv, { keepOwner: o.resuming ? o.owner : undefined });
   for (const a of recovered.actions) o.log.warn({ target: b.target, action: a }, describeLvmRecovery(b.target, a));
   const s = targetStateOf(t.vg, t.lv, recovered.rows);
-  if (s.target && t.pool !== undefined && s.target.pool !== t.pool)
+  if (s.target && t.pool !== undefined && s.target.pool !== t.pool) {
     throw new ThinshipError('PERMISSION_DENIED', `target ${b.target} is in thin pool ${t.vg}/${s.target.pool}, not in the allowed pool ${t.vg}/${t.pool}`);
+  }
   const common = { stateDir: o.stateDir, vg: t.vg, lv: t.lv, keepSnapshots: o.keepSnapshots };
   if (o.resuming)
     return { stage: await resumeLvmStage({ ...common, staging: s.staging, owner: o.owner, transferId: o.transferId }), targetUuid: s.target?.uuid };
