@@ -286,27 +286,41 @@ export interface LvmRecovered {
  * resumable) are removed. Pipe-mode staging LVs (no owner) are left to the
  * next apply of their target: a pipe `recv` may be running.
  */
-export async function recoverLvmAtStart(stateDir: string, vgs: Iterable<string>, keepOwners: ReadonlySet<string>): Promise<LvmRecovered[]> {
+export async function recoverLvmAtStart(
+  stateDir: string,
+  vgs: Iterable<string>,
+  keepOwners: ReadonlySet<string>,
+  failed: (what: string, e: unknown) => void,
+): Promise<LvmRecovered[]> {
   const done: LvmRecovered[] = [];
   const root = join(stateDir, 'lvm-commits');
+  // One journal or VG that cannot be recovered (a VG gone, no LVM tools) does not stop the others.
   for (const vg of await readdir(root).catch(() => [] as string[])) {
     for (const f of await readdir(join(root, vg)).catch(() => [] as string[])) {
       if (!f.endsWith('.json')) continue;
       const path = join(root, vg, f);
-      const j = await readJournal(path);
-      if (!j) continue;
-      await finishCommit(path, j);
-      done.push({ target: `${j.vg}/${j.lv}`, action: 'commit-finished' });
+      try {
+        const j = await readJournal(path);
+        if (!j) continue;
+        await finishCommit(path, j);
+        done.push({ target: `${j.vg}/${j.lv}`, action: 'commit-finished' });
+      } catch (e) {
+        failed(path, e);
+      }
     }
   }
   for (const vg of new Set(vgs)) {
-    for (const r of await listLvs(vg)) {
-      const t = parseTags(r.tags);
-      const of = t.get('staging');
-      const owner = t.get('owner');
-      if (of === undefined || owner === undefined || r.lv !== stagingLvName(of) || keepOwners.has(owner)) continue;
-      await removeStaging(vg, of);
-      done.push({ target: `${vg}/${of}`, action: 'staging-removed' });
+    try {
+      for (const r of await listLvs(vg)) {
+        const t = parseTags(r.tags);
+        const of = t.get('staging');
+        const owner = t.get('owner');
+        if (of === undefined || owner === undefined || r.lv !== stagingLvName(of) || keepOwners.has(owner)) continue;
+        await removeStaging(vg, of);
+        done.push({ target: `${vg}/${of}`, action: 'staging-removed' });
+      }
+    } catch (e) {
+      failed(`VG ${vg}`, e);
     }
   }
   return done;

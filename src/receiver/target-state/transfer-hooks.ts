@@ -200,7 +200,9 @@ export async function recoverAtStart(policy: AccessPolicy, keepOwners: string[],
   logRecovery(log, await recoverDeviceJournals(stateDir, { keepTags }));
   const vgs = new Set<string>();
   for (const rules of policy.identities.values()) for (const l of rules.lvm) vgs.add(l.vg);
-  for (const a of await recoverLvmAtStart(stateDir, vgs, new Set(keepOwners)))
+  const lvmFailed = (what: string, e: unknown) =>
+    log.error({ what, err: (e as Error).message }, 'start-up recovery of LVM targets failed here; the next apply of its targets tries again');
+  for (const a of await recoverLvmAtStart(stateDir, vgs, new Set(keepOwners), lvmFailed))
     log.warn({ target: a.target, action: a.action }, describeLvmRecovery(a.target, a.action));
   const dirs = new Set<string>();
   for (const rules of policy.identities.values()) for (const d of rules.directories) dirs.add(d.real);
