@@ -248,15 +248,17 @@ export async function recoverLvmTarget(
   stateDir: string,
   vg: string,
   lv: string,
-  o: { keepOwner?: string } = {},
+  o: { keepOwner?: string; check?: (rows: LvRow[]) => void } = {},
 ): Promise<{ actions: LvmRecoveryAction[]; rows: LvRow[] }> {
   const path = lvmJournalPath(stateDir, vg, lv);
+  const rows = await listLvs(vg);
+  // The caller's refusals that need only the LVs (serve's pool rule) come before anything is changed.
+  o.check?.(rows);
   const j = await readJournal(path);
   if (j) {
-    await finishCommit(path, j);
+    await finishCommit(path, j, rows);
     return { actions: ['commit-finished'], rows: await listLvs(vg) };
   }
-  const rows = await listLvs(vg);
   const staging = rows.find((r) => r.lv === stagingLvName(lv));
   // A resumable gRPC transfer continues into its own staging LV (thinship.owner tag, lvm-stage.ts).
   if (staging && o.keepOwner !== undefined && parseTags(staging.tags).get('owner') === o.keepOwner) return { actions: [], rows };

@@ -21,7 +21,7 @@ import { checkTargetRules, divergenceOf } from './rules.js';
 import { recoverDeviceJournals, openDeviceStage } from './device-stage.js';
 import { findStagedTargets, openFileStage, ownerTag, recoverFileTarget, type FileStage, type RecoveryAction } from './staging.js';
 import { describeLvmRecovery, recoverLvmAtStart, recoverLvmTarget, removeOwnedStaging } from './lvm-commit.js';
-import { targetStateOf } from './lvm-target.js';
+import { targetStateOf, type LvRow } from './lvm-target.js';
 import { checkLvmBegin, openLvmStage, resumeLvmStage, type LvmStage } from './lvm-stage.js';
 import { lvmOfKey } from '../access.js';
 
@@ -147,12 +147,16 @@ export async function openLvmTransferStage(
   b: StageBegin,
   o: { owner: string; transferId: string; resuming: boolean; stateDir: string; keepSnapshots: number; log: Logger },
 ): Promise<{ stage: LvmStage; targetUuid: string | undefined }> {
-  const recovered = await recoverLvmTarget(o.stateDir, t.vg, t.lv, { keepOwner: o.resuming ? o.owner : undefined });
+  // The lvm rule's pool, checked against lvs before anything (even a recovery) touches the VG.
+  const checkPool = (rows: LvRow[]) => {
+    const now = rows.find((r) => r.lv === t.lv);
+    if (now && t.pool !== undefined && now.pool !== t.pool) {
+      throw new ThinshipError('PERMISSION_DENIED', `target ${b.target} is in thin pool ${t.vg}/${now.pool}, not in the allowed pool ${t.vg}/${t.pool}`);
+    }
+  };
+  const recovered = await recoverLvmTarget(o.stateDir, t.vg, t.lv, { keepOwner: o.resuming ? o.owner : undefined, check: checkPool });
   for (const a of recovered.actions) o.log.warn({ target: b.target, action: a }, describeLvmRecovery(b.target, a));
   const s = targetStateOf(t.vg, t.lv, recovered.rows);
-  if (s.target && t.pool !== undefined && s.target.pool !== t.pool) {
-    throw new ThinshipError('PERMISSION_DENIED', `target ${b.target} is in thin pool ${t.vg}/${s.target.pool}, not in the allowed pool ${t.vg}/${t.pool}`);
-  }
   const common = { stateDir: o.stateDir, vg: t.vg, lv: t.lv, keepSnapshots: o.keepSnapshots };
   if (o.resuming)
     return { stage: await resumeLvmStage({ ...common, staging: s.staging, owner: o.owner, transferId: o.transferId }), targetUuid: s.target?.uuid };
