@@ -28,7 +28,7 @@ const src = {
   OPS2: 'w:10+4 w:100+2 w:301+1 d:300+4 d:511+1 s:450 p:40',
   OPS3: 'w:200+8 d:0+2 s:460',
   OPS4: 'w:480+4 d:400+3 w:5+1',
-  // 6 MiB of new data: at the sender's --bwlimit 512K, several checkpoints (every 1 MiB) before it ends
+  // 6 MiB of new data: at the sender's --bwlimit 128K, several checkpoints (every 1 MiB) before it ends
   OPS5: 'w:100+96 d:480+2',
 };
 
@@ -93,7 +93,7 @@ describe('LVM thin LV targets over gRPC: thinship serve applies as pipe mode doe
     const env: Record<string, string> = { CERTS: certs };
     for (const [k, v] of Object.entries(src)) env[`SRC_${k}`] = v;
     try {
-      run = await runGuest(join(guestDir, 'serve-lvm.sh'), { disks: ['1G', '1G'], env, timeoutSec: 1500 });
+      run = await runGuest(join(guestDir, 'serve-lvm.sh'), { disks: ['1G', '1G'], env, timeoutSec: 2700 });
     } finally {
       rmSync(certs, { recursive: true, force: true });
     }
