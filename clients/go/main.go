@@ -474,10 +474,15 @@ func getTarget(args []string) (map[string]interface{}, error) {
 	if divergence == nil {
 		divergence = []string{} // [] rather than null, as the other clients print it
 	}
+	kept := resp.KeptSnapshots
+	if kept == nil {
+		kept = []string{}
+	}
 	return map[string]interface{}{
 		"target": resp.Target, "kind": resp.Kind, "record": record, "record_store": resp.RecordStore,
 		"diverged": resp.Diverged, "divergence": divergence, "divergence_unchecked": resp.DivergenceUnchecked,
 		"staged": staged, "identity": resp.Identity,
+		"last_snapshot": resp.LastSnapshot, "kept_snapshots": kept,
 	}, nil
 }
 

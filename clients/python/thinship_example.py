@@ -337,7 +337,8 @@ def cmd_target(pb, args):
     return {"target": resp.target, "kind": resp.kind, "record": record, "record_store": resp.record_store,
             "diverged": resp.diverged, "divergence": list(resp.divergence),
             "divergence_unchecked": resp.divergence_unchecked, "staged": [{"kind": s.kind} for s in resp.staged],
-            "identity": resp.identity}
+            "identity": resp.identity, "last_snapshot": resp.last_snapshot,
+            "kept_snapshots": list(resp.kept_snapshots)}
 
 
 # GetTarget's two refusals a script acts on, by gRPC code (the ErrorInfo reason is the same word), and the exit

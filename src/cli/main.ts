@@ -132,7 +132,7 @@ tlsOptions(program.commands.find((c) => c.name() === 'send')!);
 program
   .command('recv')
   .description('apply a stream from stdin (LINBIT thin_send format 1.0 or 1.1) to TARGET')
-  .argument('<target>', 'an LVM thin LV (vg/lv), or a file or block-device path (a missing file is created sparse at the volume size)')
+  .argument('<target>', 'an LVM thin LV (vg/lv, or its /dev/vg/lv path), or a file or block-device path (a missing file is created sparse at the volume size)')
   .option('-q, --quiet', 'no summary on stderr')
   .option('--progress <mode>', 'auto (a line when stderr is a terminal), tty, json (a JSON line a second on stderr), none', 'auto')
   .option('--force', 'apply over a target written since its last received snapshot, or an incremental onto a target without a record (like zfs recv -F)')

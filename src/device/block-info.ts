@@ -11,6 +11,7 @@
 import { readFile, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { runTool } from '../exec/run.js';
+import { lvOfDmName, type LvName } from '../thin/names.js';
 
 export interface BlockLimits {
   logicalBlockBytes: number;
@@ -155,4 +156,28 @@ export async function discardZeroesKnown(limits: BlockLimits, major: number, min
     return types !== undefined && types.every((t) => t === 'thin');
   }
   return false;
+}
+
+/** An LV's dm uuid: `LVM-` and the VG and LV uuids (32 characters each, no dashes); an LVM layer (-tpool, -real, ...) has a suffix. */
+const LV_DM_UUID = /^LVM-[A-Za-z0-9]{64}$/;
+
+/**
+ * The thin LV behind a block device path (`/dev/VG/LV`, `/dev/mapper/VG-LV`,
+ * `/dev/dm-N`): its VG and LV names, from sysfs (dm/uuid says it is an LV
+ * itself, not one of its layers; dm/name gives the names) and `dmsetup table`
+ * (every line a `thin` target). Undefined for anything else: a file, a
+ * missing path, a disk, a linear LV.
+ */
+export async function thinLvOfDevice(devicePath: string, sysfsRoot = '/sys'): Promise<LvName | undefined> {
+  const st = await stat(devicePath, { bigint: true }).catch(() => undefined);
+  if (!st?.isBlockDevice()) return undefined;
+  const { major, minor } = devMajorMinor(st.rdev);
+  const dm = path.join(sysfsRoot, 'dev', 'block', `${major}:${minor}`, 'dm');
+  const uuid = await readText(path.join(dm, 'uuid'));
+  const name = await readText(path.join(dm, 'name'));
+  if (uuid === undefined || name === undefined || !LV_DM_UUID.test(uuid)) return undefined;
+  const lv = lvOfDmName(name);
+  if (!lv) return undefined;
+  const types = await dmTargetTypes(major, minor);
+  return types?.every((t) => t === 'thin') ? lv : undefined;
 }

@@ -24,6 +24,7 @@
 import { realpath, lstat, stat } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { ThinshipError } from '../errors.js';
+import { thinLvOfDevice } from '../device/block-info.js';
 import { checkKeys, configUint, globMatch, parseIdentities, parseLvmRules, validLvmName, type LvmNameRule } from '../rpc/config-file.js';
 
 /** vg, pool (only LVs in this thin pool, checked against lvs before opening) and an LV name pattern. */
@@ -59,6 +60,17 @@ export type AllowedTarget =
   | { kind: 'device'; name: string; realPath: string; key: string; rdev: bigint };
 
 const MAX_TARGET_NAME = 4096;
+
+/** An LVM target's registry key (AllowedTarget.key, kept in checkpoints): the same for every name of the LV. */
+function lvmKey(vg: string, lv: string): string {
+  return `lvm:${vg}/${lv}`;
+}
+
+/** The LV an LVM target's key names; undefined for a file or device key. */
+export function lvmOfKey(key: string): { vg: string; lv: string } | undefined {
+  const m = /^lvm:([^/]+)\/([^/]+)$/.exec(key);
+  return m ? { vg: m[1]!, lv: m[2]! } : undefined;
+}
 
 function checkAbsoluteNormal(p: string, what: string): void {
   if (
@@ -156,7 +168,7 @@ export async function authorizeTarget(policy: AccessPolicy, who: ClientIdentity,
     const [vg, lv] = [m[1]!, m[2]!];
     const rule = rules.flatMap((r) => r.lvm).find((l) => l.vg === vg && globMatch(l.lv, lv));
     if (!rule) throw denied(who, target, `no lvm rule allows VG ${vg} with LV name ${lv}`);
-    return { kind: 'lvm', name: target, vg, lv, pool: rule.pool, key: `lvm:${vg}/${lv}` };
+    return { kind: 'lvm', name: target, vg, lv, pool: rule.pool, key: lvmKey(vg, lv) };
   }
 
   try {
@@ -175,6 +187,14 @@ export async function authorizeTarget(policy: AccessPolicy, who: ClientIdentity,
     if (code !== 'ENOENT') throw denied(who, target, `it cannot be resolved (${code})`);
   }
   if (real !== undefined) {
+    // A thin LV named by its device path takes the LVM route (staging LV, record in its tags) like vg/lv, when an
+    // lvm rule allows the LV or the device is listed: it is one target whatever it is called (same key).
+    const thin = await thinLvOfDevice(real);
+    if (thin) {
+      const rule = rules.flatMap((r) => r.lvm).find((l) => l.vg === thin.vg && globMatch(l.lv, thin.lv));
+      if (rule || devices.some((d) => d.real === real))
+        return { kind: 'lvm', name: target, vg: thin.vg, lv: thin.lv, pool: rule?.pool, key: lvmKey(thin.vg, thin.lv) };
+    }
     const dev = devices.find((d) => d.real === real);
     if (dev) return { kind: 'device', name: target, realPath: real, key: real, rdev: dev.rdev };
     const dir = dirs.find((d) => isInside(target, d.path) || isInside(target, d.real));

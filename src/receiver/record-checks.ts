@@ -273,6 +273,7 @@ export function checkBegin(b: TransferBegin, o: { requireChecksum: boolean; maxV
   const baseId = b.baseId ?? '';
   if (bytes(b.sourceId) > MAX_ID_FIELD_BYTES) throw bad(`source_id is ${bytes(b.sourceId)} bytes, more than ${MAX_ID_FIELD_BYTES}`);
   if (bytes(baseId) > MAX_ID_FIELD_BYTES) throw bad(`base_id is ${bytes(baseId)} bytes, more than ${MAX_ID_FIELD_BYTES}`);
+  if (bytes(b.sourceName ?? '') > MAX_ID_FIELD_BYTES) throw bad(`source_name is ${bytes(b.sourceName ?? '')} bytes, more than ${MAX_ID_FIELD_BYTES}`);
   if (!Number.isSafeInteger(b.volumeSizeBytes) || b.volumeSizeBytes <= 0) throw bad(`volume_size_bytes ${b.volumeSizeBytes} must be positive`);
   if (b.volumeSizeBytes > maxVolume) throw bad(`volume_size_bytes ${b.volumeSizeBytes} is more than this receiver's maxVolumeBytes ${maxVolume}`);
   const bs = b.blockSizeBytes ?? 0;

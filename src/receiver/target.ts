@@ -3,7 +3,8 @@
  * path. Paths are recognised by a leading `/` or `.`, or by existing as a file;
  * anything else of the form `vg/lv` is an LVM name.
  *
- * The gRPC receiver's targets (authorised by access.ts) are opened by
+ * The gRPC receiver's file and device targets (authorised by access.ts; LVs are
+ * staged instead: target-state/lvm-stage.ts) are opened by
  * openTransferTarget below, race-free; pipe-mode `recv` opens the path its
  * local user named with openVolume.
  */
@@ -15,7 +16,7 @@ import { runTool } from '../exec/run.js';
 import { classifyLvm } from '../exec/known-errors.js';
 import { looksLikeLvName, parseLvName, lvDevicePath } from '../thin/names.js';
 import { resolveThinVolume } from '../thin/lvm.js';
-import { openVolume, openVolumeFd, type VolumeHandle } from '../device/volume.js';
+import { openVolumeFd, type VolumeHandle } from '../device/volume.js';
 import { nativeDevice } from '../device/native.js';
 import { devMajorMinor, readDiskSeq } from '../device/block-info.js';
 import type { AllowedTarget } from './access.js';
@@ -158,7 +159,8 @@ export async function targetIdentity(st: BigIntStats, sizeBytes: number): Promis
   return `file dev=${st.dev} ino=${st.ino} born=${st.birthtimeNs} size=${sizeBytes}`;
 }
 
-function lvmIdentity(uuid: string): string {
+/** An LV target's identity (see targetIdentity): its LV uuid. */
+export function lvmIdentity(uuid: string): string {
   return `lvm uuid=${uuid}`;
 }
 
@@ -239,21 +241,8 @@ function openBeneathDir(t: Extract<AllowedTarget, { kind: 'path' }>, dirFd: numb
  * device node at a listed path — can make it write anything else.
  */
 export async function openTransferTarget(t: AllowedTarget, o: OpenTargetOptions): Promise<OpenedTarget> {
-  if (t.kind === 'lvm') {
-    const v = await resolveThinVolume(`${t.vg}/${t.lv}`);
-    if (t.pool !== undefined && v.pool.lv !== t.pool) {
-      throw new ThinshipError('PERMISSION_DENIED', `target ${t.name} is in thin pool ${v.pool.vg}/${v.pool.lv}, not in the allowed pool ${t.vg}/${t.pool}`);
-    }
-    const r = await resolveTarget({ kind: 'lvm', vg: t.vg, lv: t.lv, name: t.name });
-    try {
-      const handle = await openVolume(r.path, { mode: 'write' });
-      return { handle, identity: lvmIdentity(v.uuid), release: () => r.release() };
-    } catch (e) {
-      await r.release().catch(() => undefined);
-      throw e;
-    }
-  }
-
+  // An LV is never written in place: the stream goes to a staging LV (target-state/transfer-hooks.ts openLvmTransferStage).
+  if (t.kind === 'lvm') throw new ThinshipError('USAGE', `target ${t.name} is an LV: it is applied through a staging LV, not opened here`);
   if (t.kind === 'device') {
     let fd: number;
     try {

@@ -23,18 +23,20 @@ import { TokenBucket } from '../stream/bandwidth.js';
 import type { VolumeHandle } from '../device/volume.js';
 import { applyMessages } from './receiver.js';
 import { closeSync } from 'node:fs';
-import { targetReportOf, type TargetReport } from './target-state/report.js';
-import { currentTargetIdentity, openTargetForReading, openTransferTarget, targetIdentity, type OpenedTarget } from './target.js';
+import { lvmTargetReportOf, targetReportOf, type TargetReport } from './target-state/report.js';
+import { currentTargetIdentity, lvmIdentity, openTargetForReading, openTransferTarget, targetIdentity, type OpenedTarget } from './target.js';
 import {
   commitTransferStage,
   discardTransferStage,
   openDeviceTransferStage,
   openTransferStage,
+  openLvmTransferStage,
   recoverAtStart,
   transferOwner,
+  type TransferStage,
 } from './target-state/transfer-hooks.js';
-import type { FileStage } from './target-state/staging.js';
 import { SHA256_BYTES } from '../stream/integrity.js';
+import { DEFAULT_KEEP_SNAPSHOTS } from './target-state/lvm-target.js';
 import { codeLabel, type ReceiverMetrics } from '../ops/metrics.js';
 import { checkData } from './decode-data.js';
 import { DecodePool } from './decode-pool.js';
@@ -158,6 +160,8 @@ export interface TransferRegistryOptions {
   metrics?: ReceiverMetrics;
   /** Worker threads that decompress and checksum DATA (default 2; 0: on the main thread). */
   decodeWorkers?: number;
+  /** LVM targets: received snapshots kept per target (default DEFAULT_KEEP_SNAPSHOTS). */
+  keepSnapshots?: number;
 }
 
 interface Session {
@@ -289,6 +293,7 @@ export class TransferRegistry {
       progressWindowMs: opts.progressWindowMs ?? DEFAULT_PROGRESS_WINDOW_MS,
       decodeWorkers: opts.decodeWorkers ?? defaultWorkerCount(),
       maxBufferedBytes: opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES,
+      keepSnapshots: opts.keepSnapshots ?? DEFAULT_KEEP_SNAPSHOTS,
     };
     this.recordBudget = new BufferBudget(Math.floor(this.o.maxBufferedBytes / 2));
   }
@@ -414,7 +419,8 @@ export class TransferRegistry {
       this.checkpoints.delete(k);
       await this.store.remove(cp.identity, cp.transferId);
       // recv-guarantees hook: an expired transfer's staging or journal is rolled back.
-      if (cp.status === 'in_progress') await discardTransferStage(cp.target, transferOwner(cp.identity, cp.transferId), this.opts.stateDir, this.opts.log);
+      if (cp.status === 'in_progress')
+        await discardTransferStage(cp.target, cp.targetKey, transferOwner(cp.identity, cp.transferId), this.opts.stateDir, this.opts.log);
       gone.push(cp.transferId);
       this.opts.log.info(
         { transferId: cp.transferId, target: cp.target, status: cp.status, durableOffsetBytes: cp.durableOffsetBytes },
@@ -478,8 +484,7 @@ export class TransferRegistry {
    */
   async targetReport(who: ClientIdentity, name: string): Promise<TargetReport> {
     const target = await authorizeTarget(this.opts.policy, who, name);
-    if (target.kind === 'lvm')
-      throw new ThinshipError('USAGE', `target ${name}: this receiver keeps no record for LVM targets yet (files and block devices only)`);
+    if (target.kind === 'lvm') return lvmTargetReportOf(target.vg, target.lv, this.opts.stateDir, name);
     const fd = await openTargetForReading(target);
     if (fd === undefined) throw new ThinshipError('NOT_FOUND', `target ${name} does not exist`, { details: { target: name } });
     try {
@@ -511,7 +516,8 @@ export class TransferRegistry {
     this.checkpoints.delete(k);
     await this.store.remove(cp.identity, transferId);
     // recv-guarantees hook: what the transfer staged is rolled back.
-    if (cp.status === 'in_progress') await discardTransferStage(cp.target, transferOwner(cp.identity, transferId), this.opts.stateDir, this.opts.log);
+    if (cp.status === 'in_progress')
+      await discardTransferStage(cp.target, cp.targetKey, transferOwner(cp.identity, transferId), this.opts.stateDir, this.opts.log);
     this.opts.log.info({ transferId, identity: who.name, reason, stoppedActiveStream: !!s, durableOffsetBytes: cp.durableOffsetBytes }, 'transfer aborted');
     return { stopped: !!s, durableOffsetBytes: cp.durableOffsetBytes };
   }
@@ -600,9 +606,7 @@ export class TransferRegistry {
     // Transfer ids are per identity: another identity's transfer of the same id is another transfer.
     const key = keyOf(identity, id);
     // The records are checked against the target itself (identity recorded by run()).
-    const recorded = (c: TransferCheckpoint) =>
-      c.targetIdentity !== undefined &&
-      ((c.identity === identity && c.transferId === id) || (begin.incremental && c.targetKey === target.key && c.status === 'complete'));
+    const recorded = (c: TransferCheckpoint) => c.targetIdentity !== undefined && c.identity === identity && c.transferId === id;
     const now = [...this.checkpoints.values()].some(recorded) ? await currentTargetIdentity(target) : undefined;
 
     // Claim the transfer and its target. Everything between the awaits below is synchronous.
@@ -646,8 +650,7 @@ export class TransferRegistry {
     }
     // A transfer starting over replaces its own stored record: not a new one for the stored cap.
     this.checkCapacity(identity, !this.checkpoints.has(key));
-    // File and device targets: the base is checked against their record (target-state/), not this registry.
-    if (!cp && begin.incremental && target.kind === 'lvm') this.checkBase(begin, target.key, identity, now);
+    // The base is checked against the target's own record (target-state/: file xattrs, the state dir, LV tags), not this registry.
     if (cp?.status === 'complete')
       throw new ThinshipError(
         'RESUME_MISMATCH',
@@ -690,40 +693,6 @@ export class TransferRegistry {
       this.sessions.delete(key);
       this.opts.onActiveChange?.(this.sessions.size);
       finish();
-    }
-  }
-
-  /**
-   * ZFS's rule: an incremental applies only onto its base. The receiver knows
-   * what a target holds from the last transfer it completed there; a target it
-   * has no record of (seeded by pipe mode, or by hand) is taken on trust.
-   */
-  private checkBase(b: TransferBegin, targetKey: string, identity: string, now: string | undefined): void {
-    let last: TransferCheckpoint | undefined;
-    for (const cp of this.checkpoints.values()) {
-      if (cp.targetKey === targetKey && cp.status === 'complete' && (!last || cp.updatedUnixMs > last.updatedUnixMs)) last = cp;
-    }
-    if (last?.targetIdentity !== undefined && last.targetIdentity !== now) {
-      // Another identity's transfer: say nothing about it.
-      if (last.identity !== identity)
-        throw new ThinshipError('BASE_MISMATCH', `target ${b.target} was replaced since another identity's transfer wrote it: send a full stream`, {
-          details: { base: b.baseId },
-        });
-      throw replacedError(last, b, now);
-    }
-    if (last && last.sourceId !== b.baseId && last.identity !== identity) {
-      throw new ThinshipError(
-        'BASE_MISMATCH',
-        `target ${b.target} was last written by another identity's transfer, not from base ${b.baseId}: send a full stream`,
-        { details: { base: b.baseId } },
-      );
-    }
-    if (last && last.sourceId !== b.baseId) {
-      throw new ThinshipError(
-        'BASE_MISMATCH',
-        `target ${b.target} holds ${last.sourceId} (transfer ${last.transferId}), but this incremental stream applies to base ${b.baseId}: send the increment from ${last.sourceId}, or a full stream`,
-        { details: { holds: last.sourceId, base: b.baseId } },
-      );
     }
   }
 
@@ -790,7 +759,8 @@ export class TransferRegistry {
     existing: TransferCheckpoint | undefined,
     s: Session,
     log: Logger,
-  ): Promise<OpenedTarget & { stage?: FileStage }> {
+  ): Promise<OpenedTarget & { stage?: TransferStage }> {
+    if (target.kind === 'lvm') return this.openLvmTargetOfTransfer(begin, target, existing, s, log);
     const opened = await this.openTarget(target, {
       volumeSizeBytes: begin.volumeSizeBytes,
       mustExist: begin.incremental
@@ -800,7 +770,7 @@ export class TransferRegistry {
           : undefined,
     });
     const { handle, release, identity, created } = opened;
-    let stage: FileStage | undefined;
+    let stage: TransferStage | undefined;
     try {
       if (existing?.targetIdentity !== undefined && identity !== existing.targetIdentity) {
         // Replaced between apply()'s look and the open: what is open now holds nothing of this transfer.
@@ -810,12 +780,6 @@ export class TransferRegistry {
         stage = await this.openStage(target, handle, created === true, begin, transferOwner(s.identity, s.transferId), !!existing, log);
       } else if (target.kind === 'device') {
         stage = await openDeviceTransferStage(target, handle, begin, transferOwner(s.identity, s.transferId), !!existing, this.opts.stateDir, log);
-      } else if (handle.sizeBytes < begin.volumeSizeBytes) {
-        // Refused before the transfer is recorded: a refused begin holds nothing.
-        throw new ThinshipError(
-          'TARGET_TOO_SMALL',
-          `the stream is for a volume of ${begin.volumeSizeBytes} bytes but target ${begin.target} has only ${handle.sizeBytes} bytes; nothing was written`,
-        );
       }
       if (existing?.lastData) await this.checkLastData(stage?.handle ?? handle, existing);
     } catch (e) {
@@ -825,6 +789,38 @@ export class TransferRegistry {
       throw e;
     }
     return { ...opened, stage };
+  }
+
+  /**
+   * An LVM thin LV target (target-state/lvm-stage.ts, the rules of pipe mode):
+   * the stream goes to a staging LV, never to the target itself, so the target
+   * is not opened here; its identity is its LV uuid (none yet when a full
+   * stream creates it). A resume continues into the transfer's own staging LV.
+   */
+  private async openLvmTargetOfTransfer(
+    begin: TransferBegin,
+    target: Extract<AllowedTarget, { kind: 'lvm' }>,
+    existing: TransferCheckpoint | undefined,
+    s: Session,
+    log: Logger,
+  ): Promise<OpenedTarget & { stage: TransferStage }> {
+    const { stage, targetUuid } = await openLvmTransferStage(target, begin, {
+      owner: transferOwner(s.identity, s.transferId),
+      transferId: s.transferId,
+      resuming: !!existing,
+      stateDir: this.opts.stateDir,
+      keepSnapshots: this.o.keepSnapshots,
+      log,
+    });
+    const identity = targetUuid === undefined ? undefined : lvmIdentity(targetUuid);
+    try {
+      if (existing?.targetIdentity !== undefined && identity !== existing.targetIdentity) throw replacedError(existing, begin, identity);
+      if (existing?.lastData) await this.checkLastData(stage.handle, existing);
+    } catch (e) {
+      await stage.close().catch(() => undefined);
+      throw e;
+    }
+    return { handle: stage.handle, identity: identity ?? '', release: async () => undefined, stage };
   }
 
   private async run(
@@ -874,7 +870,11 @@ export class TransferRegistry {
     const { handle, release, identity, stage: opened } = await this.openTargetOfTransfer(begin, target, existing, s, log);
     let stage = opened;
     const writeTo = stage?.handle ?? handle;
-    cp = { ...cp, targetIdentity: stage ? await targetIdentity(await handle.stat(), handle.sizeBytes) : identity };
+    // A file or device written through a stage is recorded as itself (its stage's handle is another file); an LV by its uuid.
+    cp = {
+      ...cp,
+      targetIdentity: target.kind === 'lvm' ? identity || undefined : stage ? await targetIdentity(await handle.stat(), handle.sizeBytes) : identity,
+    };
     const t0 = performance.now();
     const held = new SessionHoldings(this.recordBudget, s.controller.signal);
     let applied: Mark = {

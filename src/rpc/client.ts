@@ -448,6 +448,7 @@ function pbBeginOf(
       volumeSizeBytes: info.volumeSizeBytes ?? 0,
       blockSizeBytes: info.blockSizeBytes ?? 0,
       sourceId: info.sourceId ?? '',
+      sourceName: info.sourceName ?? '',
       baseId: info.baseId ?? '',
       plannedDataBytes: info.plannedDataBytes ?? 0,
       plannedUnmapBytes: info.plannedUnmapBytes ?? 0,
@@ -717,12 +718,14 @@ async function oneCall(
   }
 }
 
+const STAGED_KINDS = ['staging', 'undo-journal', 'staging-lv', 'commit-journal'] as const;
+
 /** GetTargetResponse as the report `thinship target show` prints. */
 function reportOfProto(r: GetTargetResponse__Output): TargetReport {
   const rec = r.record;
   return {
     target: r.target,
-    kind: r.kind === 'block-device' ? 'block-device' : 'file',
+    kind: r.kind === 'block-device' || r.kind === 'lvm' ? r.kind : 'file',
     record: rec
       ? {
           record: {
@@ -735,13 +738,14 @@ function reportOfProto(r: GetTargetResponse__Output): TargetReport {
             transferId: rec.transferId,
             receivedUnixMs: unixMsOfTimestamp(rec.receiveTime),
           },
-          store: r.recordStore === 'xattr' || r.recordStore === 'sidecar' ? r.recordStore : 'state-dir',
+          store: r.recordStore === 'xattr' || r.recordStore === 'sidecar' || r.recordStore === 'lv-tags' ? r.recordStore : 'state-dir',
         }
       : null,
     ...(r.identity ? { identity: r.identity } : {}),
     diverged: r.diverged,
     divergence: r.divergence,
     ...(r.divergenceUnchecked ? { divergenceUnchecked: r.divergenceUnchecked } : {}),
-    staged: r.staged.map((s) => ({ file: '', kind: s.kind === 'staging' ? 'staging' : 'undo-journal' })),
+    staged: r.staged.map((s) => ({ file: '', kind: STAGED_KINDS.find((k) => k === s.kind) ?? 'undo-journal' })),
+    ...(r.kind === 'lvm' ? { keptSnapshots: r.keptSnapshots, ...(r.lastSnapshot ? { lastSnapshot: r.lastSnapshot } : {}) } : {}),
   };
 }

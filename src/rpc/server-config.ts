@@ -20,6 +20,7 @@
  *     "minBytesPerSecond": 16384,
  *     "progressWindowSeconds": 60,
  *     "maxBufferedBytes": 268435456,
+ *     "keepSnapshots": 2,
  *     "identities": {
  *       "backup-sender": {
  *         "lvm": [{ "vg": "vg0", "pool": "pool0", "lv": "backup-*" }],
@@ -55,6 +56,13 @@ import { DEFAULT_MAX_VOLUME_BYTES } from '../receiver/record-checks.js';
 import { DEFAULT_STATE_DIR } from '../receiver/target-state/device-stage.js';
 import { DEFAULT_RECEIVE_WINDOW_BYTES, HTTP2_DEFAULT_WINDOW_BYTES, HTTP2_MAX_WINDOW_BYTES } from './http2-window.js';
 import { defaultWorkerCount } from '../stream/worker-pool.js';
+import { DEFAULT_KEEP_SNAPSHOTS, MAX_KEEP_SNAPSHOTS } from '../receiver/target-state/lvm-target.js';
+
+/** At least 1 (the last received snapshot is what divergence is measured against), at most MAX_KEEP_SNAPSHOTS. */
+function keepSnapshotsOf(n: number, file: string): number {
+  if (n > MAX_KEEP_SNAPSHOTS) throw new ThinshipError('USAGE', `${file}: "keepSnapshots" must be at most ${MAX_KEEP_SNAPSHOTS}`);
+  return n;
+}
 
 export interface ReceiverConfig {
   file: string;
@@ -83,6 +91,8 @@ export interface ReceiverConfig {
   requireChecksum: boolean;
   /** Threads that decompress and checksum DATA (0: the main thread). */
   decodeWorkers: number;
+  /** LVM targets: received snapshots kept per target (recv --keep-snapshots in pipe mode). */
+  keepSnapshots: number;
   policy: AccessPolicy;
 }
 
@@ -106,6 +116,7 @@ const KEYS = [
   'requireChecksum',
   'decodeWorkers',
   'metricsListen',
+  'keepSnapshots',
   'identities',
 ];
 
@@ -155,6 +166,7 @@ export async function parseReceiverConfig(v: unknown, file: string): Promise<Rec
     metricsListen: c.hostPort('metricsListen'),
     requireChecksum: c.bool('requireChecksum', true),
     decodeWorkers: uint('decodeWorkers', defaultWorkerCount(), 0),
+    keepSnapshots: keepSnapshotsOf(uint('keepSnapshots', DEFAULT_KEEP_SNAPSHOTS), file),
     policy: await parseAccessRules(c.v.identities ?? {}, file),
   };
 }

@@ -181,6 +181,7 @@ export function beginFromProto(b: Begin__Output): TransferBegin {
   }
   const blockSizeBytes = uint(b.blockSizeBytes);
   const baseId = String(b.baseId ?? '');
+  const sourceName = String(b.sourceName ?? '');
   return {
     transferId: String(b.transferId ?? ''),
     target: String(b.target ?? ''),
@@ -188,6 +189,7 @@ export function beginFromProto(b: Begin__Output): TransferBegin {
     volumeSizeBytes: uint(b.volumeSizeBytes),
     ...(blockSizeBytes === 0 ? {} : { blockSizeBytes }),
     sourceId: String(b.sourceId ?? ''),
+    ...(sourceName === '' ? {} : { sourceName }),
     ...(baseId === '' ? {} : { baseId }),
     plannedDataBytes: uint(b.plannedDataBytes),
     plannedUnmapBytes: uint(b.plannedUnmapBytes),
@@ -283,6 +285,8 @@ function targetToProto(r: TargetReport): GetTargetResponse {
     divergenceUnchecked: r.divergenceUnchecked ?? '',
     staged: r.staged.map((s) => ({ kind: s.kind })),
     identity: r.identity ?? '',
+    lastSnapshot: r.lastSnapshot ?? '',
+    keptSnapshots: r.keptSnapshots ?? [],
   };
 }
 
@@ -374,6 +378,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     minBytesPerSecond: cfg.minBytesPerSecond,
     progressWindowMs: cfg.progressWindowMs,
     maxBufferedBytes: cfg.maxBufferedBytes,
+    keepSnapshots: cfg.keepSnapshots,
     onActiveChange: (n) => {
       activeTransfers = n;
       metrics.activeTransfers.set(n);

@@ -49,6 +49,19 @@ export function poolTmetaPath(vg: string, pool: string): string {
   return `/dev/mapper/${dmName(vg, pool)}_tmeta`;
 }
 
+/**
+ * The LV a device-mapper name stands for (`test--vg-pool--1` → test-vg/pool-1);
+ * undefined when it is not `<vg>-<lv>` with hyphens doubled (a `-tpool`, `_tmeta`
+ * or other LVM layer has a suffix that the caller rules out by its dm uuid).
+ */
+export function lvOfDmName(name: string): LvName | undefined {
+  const m = /^((?:[^-]|--)+)-((?:[^-]|--)+)$/.exec(name);
+  if (!m) return undefined;
+  const vg = m[1]!.replace(/--/g, '-');
+  const lv = m[2]!.replace(/--/g, '-');
+  return LVM_NAME.test(vg) && LVM_NAME.test(lv) ? { vg, lv } : undefined;
+}
+
 export function lvDevicePath(vg: string, lv: string): string {
   return `/dev/mapper/${dmName(vg, lv)}`;
 }

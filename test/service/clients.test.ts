@@ -181,6 +181,8 @@ interface CliTargetReport {
   divergence: string[];
   divergenceUnchecked?: string;
   staged: { file: string; kind: string }[];
+  lastSnapshot?: string;
+  keptSnapshots?: string[];
 }
 
 /**
@@ -210,6 +212,8 @@ function asClientPrints(r: CliTargetReport): Record<string, unknown> {
     divergence_unchecked: r.divergenceUnchecked ?? '',
     staged: r.staged.map((x) => ({ kind: x.kind })),
     identity: r.identity ?? '',
+    last_snapshot: r.lastSnapshot ?? '',
+    kept_snapshots: r.keptSnapshots ?? [],
   };
 }
 

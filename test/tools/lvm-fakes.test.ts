@@ -302,9 +302,10 @@ test("the receiver's LVM pool rule: an LV of another thin pool is refused (check
     assert.ok(denied instanceof ThinshipError);
     assert.equal(denied.code, 'PERMISSION_DENIED', denied.message);
     assert.match(denied.message, /thin pool vg0\/pool, not in the allowed pool vg0\/otherpool/);
+    // One lvs at the receiver's start (recovery of staging LVs in the rule's VG), one for the target.
     assert.deepEqual(
       calls().map((c) => c.split(' ')[0]),
-      ['lvs'],
+      ['lvs', 'lvs'],
       'only lvs ran: nothing activated',
     );
     assert.ok(!existsSync(join(state, 'rx-otherpool', 'transfers', 'pool-rule.json')), 'nothing recorded');

@@ -74,7 +74,7 @@ describe('LVM thin LV targets: atomic apply, record in tags, received snapshots 
   before(async () => {
     const env: Record<string, string> = { BIG_CHUNK: '256k', KILL_AFTER_BYTES: String(2 * 1024 * 1024) };
     for (const [k, v] of Object.entries(src)) env[`SRC_${k}`] = v;
-    run = await runGuest(join(guestDir, 'recv-lvm.sh'), { disks: ['1G', '1G'], env, timeoutSec: 1200 });
+    run = await runGuest(join(guestDir, 'recv-lvm.sh'), { disks: ['1G', '1G'], env, timeoutSec: 2400 });
     process.stderr.write(`[vm] recv-lvm: wall ${(run.wallMs / 1000).toFixed(1)} s, boot ${run.bootSec} s\n`);
   });
 

@@ -8,15 +8,13 @@
  */
 import { existsSync } from 'node:fs';
 import { ThinshipError } from '../../errors.js';
-import { openVolume, type VolumeHandle } from '../../device/volume.js';
 import { decodeStream } from '../../stream/linbit/decode.js';
 import { applyMessages } from '../../receiver/receiver.js';
-import { lvDevicePath } from '../../thin/names.js';
 import type { StreamMessage } from '../../stream/messages.js';
 import { receivedRecord } from '../../receiver/target-state/record.js';
-import { checkTargetRules } from '../../receiver/target-state/rules.js';
-import { DEFAULT_KEEP_SNAPSHOTS, lvmDivergence, receivedSnapshotName, targetStateOf, type LvRow } from '../../receiver/target-state/lvm-target.js';
-import { commitLvmStage, createStaging, describeLvmRecovery, extendStaging, recoverLvmTarget, removeStaging } from '../../receiver/target-state/lvm-commit.js';
+import { DEFAULT_KEEP_SNAPSHOTS, MAX_KEEP_SNAPSHOTS, targetStateOf } from '../../receiver/target-state/lvm-target.js';
+import { describeLvmRecovery, recoverLvmTarget } from '../../receiver/target-state/lvm-commit.js';
+import { checkLvmBegin, openLvmStage } from '../../receiver/target-state/lvm-stage.js';
 import { ProgressLine, parseProgressMode } from '../progress.js';
 import { formatBytes, formatRate } from '../format.js';
 
@@ -35,10 +33,10 @@ export interface RecvLvmFlags {
 
 function keepSnapshotsOf(v: string | undefined): number {
   if (v === undefined) return DEFAULT_KEEP_SNAPSHOTS;
-  if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 1000)
+  if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > MAX_KEEP_SNAPSHOTS)
     throw new ThinshipError(
       'USAGE',
-      `--keep-snapshots must be an integer from 1 to 1000 (the last received snapshot is what divergence is measured against), got "${v}"`,
+      `--keep-snapshots must be an integer from 1 to ${MAX_KEEP_SNAPSHOTS} (the last received snapshot is what divergence is measured against), got "${v}"`,
     );
   return Number(v);
 }
@@ -100,100 +98,44 @@ export async function recvIntoLvm(
   };
   const full = begin.incremental === false && begin.volumeSizeBytes !== undefined;
 
-  // Every refusal before the staging LV exists.
+  // Every refusal before the staging LV exists (target-state/lvm-stage.ts, the same rules as serve's).
   const s = targetStateOf(vg, lv, recovered.rows);
-  let from: Parameters<typeof createStaging>[0]['from'];
-  if (!s.target) {
-    if (!full)
-      throw withFileHint(
-        new ThinshipError(
-          'NOT_FOUND',
-          `target ${targetName} does not exist: ${begin.baseId ? `an incremental stream applies only to a target holding its base ${begin.baseId}` : 'a stream that does not say the volume size (a plain LINBIT stream) cannot create it'}`,
-        ),
-        vg,
-        targetName,
-      );
-    if (!flags.pool)
-      throw withFileHint(
-        new ThinshipError(
-          'NOT_FOUND',
-          `target ${targetName} does not exist: --pool POOL creates it as a thin LV of ${begin.volumeSizeBytes} bytes in ${vg}/POOL`,
-        ),
-        vg,
-        targetName,
-      );
-    from = { pool: flags.pool, sizeBytes: begin.volumeSizeBytes! };
-  } else {
-    const t = s.target;
-    if (t.thinId < 0 || !t.pool)
-      throw new ThinshipError(
-        'NOT_THIN',
-        `target ${targetName} is not a thin volume (attr ${t.attr}): thinship receives into thin LVs so that a staging snapshot and discards cost nothing`,
-      );
-    if (t.open)
-      throw new ThinshipError(
-        'TARGET_BUSY',
-        `target ${targetName} is open (mounted or held by a process: lvs -o lv_device_open): nothing was written; unmount or close it first`,
-        { details: { target: targetName } },
-      );
-    const why = await lvmDivergence(s);
-    let rollbackTo: LvRow | undefined;
-    if (why.length > 0) {
-      const holds = `${s.record!.sourceId}${s.record!.snapshotName ? ` (${s.record!.snapshotName})` : ''}`;
-      if (!flags.force)
-        throw new ThinshipError(
-          'DIVERGED',
-          `target ${targetName} was written since it received ${holds}: ${why.join('; ')}; nothing was written (--force rolls it back to its last received snapshot, as zfs recv -F does)`,
-          { details: { target: targetName, holds: s.record!.sourceId, divergence: why } },
-        );
-      rollbackTo = full ? undefined : s.lastSnapshot;
-      say(
-        `warning: --force: target ${targetName} had diverged from ${holds} (${why.join('; ')}); ${full ? 'the full stream replaces it' : rollbackTo ? `rolled back to ${vg}/${rollbackTo.lv} before the increment` : 'its last received snapshot is gone: the increment is applied over it'}`,
-      );
-    }
-    const rules = checkTargetRules(
-      { target: targetName, incremental: !full, sourceId: begin.sourceId, baseId: begin.baseId },
-      s.record ? { record: s.record } : undefined,
-      undefined,
-      { force: flags.force === true },
-    );
-    for (const w of rules.warnings) say(`warning: ${w}`);
-    const baseSize = rollbackTo?.sizeBytes ?? t.sizeBytes;
-    if (!full && begin.volumeSizeBytes !== undefined && baseSize < begin.volumeSizeBytes && !flags.grow) {
-      throw new ThinshipError(
-        'TARGET_TOO_SMALL',
-        `the stream is for a volume of ${begin.volumeSizeBytes} bytes but target ${targetName} has only ${baseSize} bytes; nothing was written (--grow extends it)`,
-      );
-    }
-    from = full ? { pool: t.pool, sizeBytes: begin.volumeSizeBytes! } : { snapshotOf: rollbackTo?.lv ?? lv };
-  }
+  const from = await checkLvmBegin(
+    s,
+    {
+      target: targetName,
+      full,
+      volumeSizeBytes: begin.volumeSizeBytes,
+      sourceId: begin.sourceId,
+      baseId: begin.baseId,
+      force: flags.force === true,
+      grow: flags.grow === true,
+    },
+    {
+      pool: flags.pool,
+      noPool: `--pool POOL creates it as a thin LV of ${begin.volumeSizeBytes} bytes in ${vg}/POOL`,
+      warn: (w) => say(`warning: ${w}`),
+    },
+  ).catch((e: unknown) => {
+    throw withFileHint(e, vg, targetName);
+  });
 
-  const staging = await createStaging({ vg, lv, from });
-  let handle: VolumeHandle | undefined;
+  const stage = await openLvmStage({ stateDir, vg, lv, keepSnapshots: keep, from, volumeSizeBytes: begin.volumeSizeBytes });
   let summary;
   try {
-    if ('snapshotOf' in from && begin.volumeSizeBytes !== undefined && staging.sizeBytes < begin.volumeSizeBytes)
-      await extendStaging(vg, lv, begin.volumeSizeBytes);
-    handle = await openVolume(lvDevicePath(vg, staging.lv), { mode: 'write' });
     const progress = new ProgressLine('recv', begin.plannedDataBytes, parseProgressMode(flags.progress));
-    summary = await applyMessages(rest, handle, { staged: true, onProgress: (p) => progress.update(p.bytesWritten) }).finally(() => progress.finish());
-    await handle.flush();
-    await handle.close();
-    handle = undefined;
+    summary = await applyMessages(rest, stage.handle, { staged: true, onProgress: (p) => progress.update(p.bytesWritten) }).finally(() => progress.finish());
   } catch (e) {
-    await handle?.close().catch(() => undefined);
-    await removeStaging(vg, lv).catch((re: unknown) =>
-      say(`could not remove the staging LV ${vg}/${staging.lv}: ${(re as Error).message} (the next recv of ${targetName} removes it)`),
-    );
+    await stage
+      .discard()
+      .catch((re: unknown) =>
+        say(`could not remove the staging LV ${vg}/${stage.staging.lv}: ${(re as Error).message} (the next recv of ${targetName} removes it)`),
+      );
     throw e;
   }
-  const b = summary.begin;
-  const record = receivedRecord(b, { digest: summary.digest, volumeSizeBytes: staging.sizeBytes });
+  const record = receivedRecord(summary.begin, { digest: summary.digest, volumeSizeBytes: stage.staging.sizeBytes });
   // Nothing but the staging LV (and its size) changed since the lvs above.
-  const rows = [...recovered.rows, staging];
-  const snapshotName = record ? receivedSnapshotName(lv, record, rows) : '';
-  // The stream was applied and validated: from the journal on, a crash finishes this commit.
-  await commitLvmStage({ stateDir, vg, lv, staging, targetUuid: s.target?.uuid ?? '', record, snapshotName, keepSnapshots: keep, rows });
+  const { snapshotName } = await stage.commit(record, [...recovered.rows, stage.staging]);
   if (!flags.quiet) {
     say(
       `${targetName}: ${summary.records} records (${summary.dataRecords} data, ${summary.unmapRecords} unmap), ${formatBytes(summary.bytesWritten)} written, ${formatBytes(summary.bytesDiscarded)} discarded, ${summary.seconds.toFixed(2)} s (${formatRate(summary.bytesWritten, summary.seconds)})${record ? `; ${targetName} now holds ${record.sourceId}, received snapshot ${vg}/${snapshotName}` : ''}`,

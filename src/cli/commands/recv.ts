@@ -22,6 +22,7 @@ import { readFileRecord, receivedRecord } from '../../receiver/target-state/reco
 import { checkTargetRules, divergenceOf } from '../../receiver/target-state/rules.js';
 import { formatBytes, formatRate } from '../format.js';
 import { recvIntoLvm, type RecvLvmFlags } from './recv-lvm.js';
+import { thinLvOfDevice } from '../../device/block-info.js';
 
 export interface RecvFlags extends RecvLvmFlags {
   quiet?: boolean;
@@ -36,9 +37,11 @@ export async function recvPipeCommand(targetName: string, flags: RecvFlags): Pro
   if (process.stdin.isTTY)
     throw new ThinshipError('USAGE', 'recv reads a stream from stdin, which is a terminal: pipe a stream in (thinship send ... | thinship recv TARGET)');
   const spec = parseTargetName(targetName);
-  if (spec.kind === 'lvm') {
+  // A thin LV named by its device path (/dev/VG/LV, /dev/mapper/VG-LV) is the LV, not a raw device: the same route as vg/lv.
+  const lv = spec.kind === 'lvm' ? spec : await thinLvOfDevice(spec.path);
+  if (lv) {
     // LVM thin LVs: staged in a thin snapshot, committed by renames, recorded in LV tags (recv-lvm.ts).
-    await recvIntoLvm(spec.vg, spec.lv, targetName, () => firstChunkOrEof(process.stdin), flags);
+    await recvIntoLvm(lv.vg, lv.lv, targetName, () => firstChunkOrEof(process.stdin), flags);
     return;
   }
   // A wrong target is an error whatever the input: resolve it first (read-only for a file; an inactive

@@ -284,7 +284,7 @@ export async function transferCommand(action: string, transferId: string | undef
     } else {
       const r = await client.abortTransfer(transferId!, flags.reason ?? 'thinship transfer abort');
       process.stdout.write(
-        `aborted transfer ${r.transferId}${r.stoppedActiveStream ? ' (its running stream was stopped)' : ''}; a file or block-device target is rolled back to what it held before it, an LV keeps what was applied (durable up to offset ${r.durableOffsetBytes})\n`,
+        `aborted transfer ${r.transferId}${r.stoppedActiveStream ? ' (its running stream was stopped)' : ''}; the target is rolled back to what it held before it: its staging file, undo journal or staging LV is gone (it was durable up to offset ${r.durableOffsetBytes})\n`,
       );
     }
   } finally {

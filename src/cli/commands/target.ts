@@ -10,13 +10,15 @@ import { open } from 'node:fs/promises';
 import { constants as fsConstants } from 'node:fs';
 import { resolve } from 'node:path';
 import { ThinshipError } from '../../errors.js';
-import { targetReportOf, type TargetReport } from '../../receiver/target-state/report.js';
+import { lvmTargetReport, targetReportOf, type TargetReport } from '../../receiver/target-state/report.js';
 import { DEFAULT_STATE_DIR } from '../../receiver/target-state/device-stage.js';
 import type { TlsFlags } from './send-grpc.js';
 
 export type { TargetReport };
 import { parseTargetName } from '../../receiver/target.js';
-import { lvmReportLines, lvmTargetReport } from './target-lvm.js';
+import { thinLvOfDevice } from '../../device/block-info.js';
+import { lvmReportLines } from './target-lvm.js';
+import { DEFAULT_RECV_STATE_DIR } from './recv-lvm.js';
 
 export interface TargetShowFlags extends TlsFlags {
   json?: boolean;
@@ -61,8 +63,10 @@ export async function targetCommand(action: string, path: string, flags: TargetS
   applyTargetStateEnv();
   if (action !== 'show') throw new ThinshipError('USAGE', `target: unknown action "${action}" (show)`);
   const spec = parseTargetName(path);
-  if (spec.kind === 'lvm' && flags.to === undefined) {
-    const l = await lvmTargetReport(spec.vg, spec.lv, flags.stateDir);
+  // A thin LV's device path (/dev/VG/LV) is the LV, as recv takes it.
+  const lv = flags.to !== undefined ? undefined : spec.kind === 'lvm' ? spec : await thinLvOfDevice(spec.path);
+  if (lv) {
+    const l = await lvmTargetReport(lv.vg, lv.lv, flags.stateDir ?? DEFAULT_RECV_STATE_DIR);
     process.stdout.write(flags.json ? JSON.stringify(l, null, 2) + '\n' : lvmReportLines(l).join('\n') + '\n');
     return;
   }
@@ -71,7 +75,7 @@ export async function targetCommand(action: string, path: string, flags: TargetS
     process.stdout.write(JSON.stringify(r, null, 2) + '\n');
     return;
   }
-  const lines = [`target: ${r.target}${r.kind === 'block-device' ? ' (block device)' : ''}`];
+  const lines = [`target: ${r.target}${r.kind === 'block-device' ? ' (block device)' : r.kind === 'lvm' ? ' (LVM thin LV)' : ''}`];
   if (r.identity !== undefined) lines.push(`identity: ${r.identity}`);
   if (!r.record) lines.push('holds: unknown (no thinship record: never received, or last received a plain LINBIT stream)');
   else {
@@ -85,6 +89,7 @@ export async function targetCommand(action: string, path: string, flags: TargetS
       xattr: 'extended attributes user.thinship.*',
       sidecar: 'sidecar file beside the target',
       'state-dir': `the receiver's state directory${r.record.file ? ` (${r.record.file})` : ''}`,
+      'lv-tags': 'LV tags thinship.*',
     };
     lines.push(`recorded in: ${where[r.record.store]}`);
   }
@@ -93,6 +98,10 @@ export async function targetCommand(action: string, path: string, flags: TargetS
       ? `diverged: yes (${r.divergence.join('; ')})`
       : `diverged: no${r.divergenceUnchecked ? ` as far as can be seen (${r.divergenceUnchecked})` : ''}`,
   );
-  lines.push(r.staged.length === 0 ? 'staged: nothing' : `staged: ${r.staged.map((s) => `${s.kind} ${s.file}`).join(', ')}`);
+  if (r.kind === 'lvm') {
+    lines.push(`last received snapshot: ${r.lastSnapshot ?? 'none'}`);
+    lines.push(`kept snapshots: ${r.keptSnapshots?.length ? r.keptSnapshots.join(', ') : 'none'}`);
+  }
+  lines.push(r.staged.length === 0 ? 'staged: nothing' : `staged: ${r.staged.map((s) => `${s.kind}${s.file ? ` ${s.file}` : ''}`).join(', ')}`);
   process.stdout.write(lines.join('\n') + '\n');
 }

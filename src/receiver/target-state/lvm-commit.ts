@@ -21,14 +21,17 @@
  * means the staged data was complete, so the commit is finished (the target
  * holds the new snapshot); a staging LV without a journal is an apply that
  * never reached its End: it is removed (the target was never touched and
- * holds its previous snapshot). Abort and expiry remove the staging LV.
+ * holds its previous snapshot), unless it is a resumable gRPC transfer's own
+ * (tag thinship.owner, lvm-stage.ts), which that transfer continues into.
+ * AbortTransfer and expiry remove the transfer's staging LV; `thinship serve`
+ * finishes every journal at its start (recoverLvmAtStart).
  */
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { ThinshipError } from '../../errors.js';
 import { runTool } from '../../exec/run.js';
 import { classifyLvm } from '../../exec/known-errors.js';
-import { ourTags, recordTags, tag } from './lvm-tags.js';
+import { ourTags, parseTags, recordTags, tag } from './lvm-tags.js';
 import { listLvs, oldLvName, stagingLvName, targetStateOf, type LvRow } from './lvm-target.js';
 import { syncDir, type TargetRecord } from './record.js';
 
@@ -86,13 +89,16 @@ async function readJournal(path: string): Promise<LvmCommitJournal | undefined> 
   }
 }
 
+/** What a staging LV is made from: a thin snapshot of an LV of the target (incremental), or a new thin LV (full stream). */
+export type StagingSource = { snapshotOf: string } | { pool: string; sizeBytes: number };
+
 /**
  * Creates the staging LV; returns it (active, writable). A snapshot carries
  * its origin's tags: they stay until the seal replaces them with the new record.
  */
-export async function createStaging(o: { vg: string; lv: string; from: { snapshotOf: string } | { pool: string; sizeBytes: number } }): Promise<LvRow> {
+export async function createStaging(o: { vg: string; lv: string; from: StagingSource; owner?: string }): Promise<LvRow> {
   const name = stagingLvName(o.lv);
-  const tags = ['--addtag', tag('staging', o.lv)];
+  const tags = ['--addtag', tag('staging', o.lv), ...(o.owner ? ['--addtag', tag('owner', o.owner)] : [])];
   if ('snapshotOf' in o.from) {
     // -kn -ay: active and without the activation-skip flag; -prw even when taken of a read-only received snapshot.
     await lvm('lvcreate', ['-q', '-s', '-kn', '-ay', '-prw', '-n', name, ...tags, `${o.vg}/${o.from.snapshotOf}`]);
@@ -238,15 +244,25 @@ async function finishCommit(path: string, j: LvmCommitJournal, rowsNow?: LvRow[]
  * staging LV without one removed. The target then holds one complete
  * received snapshot.
  */
-export async function recoverLvmTarget(stateDir: string, vg: string, lv: string): Promise<{ actions: LvmRecoveryAction[]; rows: LvRow[] }> {
+export async function recoverLvmTarget(
+  stateDir: string,
+  vg: string,
+  lv: string,
+  o: { keepOwner?: string; check?: (rows: LvRow[]) => void } = {},
+): Promise<{ actions: LvmRecoveryAction[]; rows: LvRow[] }> {
   const path = lvmJournalPath(stateDir, vg, lv);
+  const rows = await listLvs(vg);
+  // The caller's refusals that need only the LVs (serve's pool rule) come before anything is changed.
+  o.check?.(rows);
   const j = await readJournal(path);
   if (j) {
-    await finishCommit(path, j);
+    await finishCommit(path, j, rows);
     return { actions: ['commit-finished'], rows: await listLvs(vg) };
   }
-  const rows = await listLvs(vg);
-  if (rows.some((r) => r.lv === stagingLvName(lv))) {
+  const staging = rows.find((r) => r.lv === stagingLvName(lv));
+  // A resumable gRPC transfer continues into its own staging LV (thinship.owner tag, lvm-stage.ts).
+  if (staging && o.keepOwner !== undefined && parseTags(staging.tags).get('owner') === o.keepOwner) return { actions: [], rows };
+  if (staging) {
     await removeStaging(vg, lv);
     return { actions: ['staging-removed'], rows: rows.filter((r) => r.lv !== stagingLvName(lv)) };
   }
@@ -257,4 +273,65 @@ export function describeLvmRecovery(target: string, a: LvmRecoveryAction): strin
   return a === 'commit-finished'
     ? `${target}: an earlier commit was interrupted between its renames: finished from its journal; the target holds the new snapshot`
     : `${target}: an earlier apply was interrupted before its end: its staging LV was removed; the target holds its previous snapshot`;
+}
+
+/** One thing recovery did to an LVM target (for the log). */
+export interface LvmRecovered {
+  target: string;
+  action: LvmRecoveryAction;
+}
+
+/**
+ * Receiver start: every commit journal in the state directory is finished
+ * (its staged data was complete), and in each of `vgs` the staging LVs of
+ * gRPC transfers (tag thinship.owner) that are not in `keepOwners` (still
+ * resumable) are removed. Pipe-mode staging LVs (no owner) are left to the
+ * next apply of their target: a pipe `recv` may be running.
+ */
+export async function recoverLvmAtStart(
+  stateDir: string,
+  vgs: Iterable<string>,
+  keepOwners: ReadonlySet<string>,
+  failed: (what: string, e: unknown) => void,
+): Promise<LvmRecovered[]> {
+  const done: LvmRecovered[] = [];
+  const root = join(stateDir, 'lvm-commits');
+  // One journal or VG that cannot be recovered (a VG gone, no LVM tools) does not stop the others.
+  for (const vg of await readdir(root).catch(() => [] as string[])) {
+    for (const f of await readdir(join(root, vg)).catch(() => [] as string[])) {
+      if (!f.endsWith('.json')) continue;
+      const path = join(root, vg, f);
+      try {
+        const j = await readJournal(path);
+        if (!j) continue;
+        await finishCommit(path, j);
+        done.push({ target: `${j.vg}/${j.lv}`, action: 'commit-finished' });
+      } catch (e) {
+        failed(path, e);
+      }
+    }
+  }
+  for (const vg of new Set(vgs)) {
+    try {
+      for (const r of await listLvs(vg)) {
+        const t = parseTags(r.tags);
+        const of = t.get('staging');
+        const owner = t.get('owner');
+        if (of === undefined || owner === undefined || r.lv !== stagingLvName(of) || keepOwners.has(owner)) continue;
+        await removeStaging(vg, of);
+        done.push({ target: `${vg}/${of}`, action: 'staging-removed' });
+      }
+    } catch (e) {
+      failed(`VG ${vg}`, e);
+    }
+  }
+  return done;
+}
+
+/** AbortTransfer and expiry: the staging LV of vg/lv is removed if transfer `owner` made it. */
+export async function removeOwnedStaging(vg: string, lv: string, owner: string): Promise<boolean> {
+  const staging = (await listLvs(vg)).find((r) => r.lv === stagingLvName(lv));
+  if (!staging || parseTags(staging.tags).get('owner') !== owner) return false;
+  await removeStaging(vg, lv);
+  return true;
 }

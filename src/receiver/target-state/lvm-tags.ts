@@ -14,6 +14,7 @@
  *   thinship.snap:LV          on the target: its last received snapshot (divergence is measured against it)
  *   thinship.snapof:LV        on a received snapshot: the target it was taken of
  *   thinship.staging:LV       on a staging LV: the target it will become at commit
+ *   thinship.owner:OWNER      on a staging LV of a gRPC transfer: grpc:IDENTITY/TRANSFER_ID (kept while it is resumable)
  *
  * LVM accepts only A-Z a-z 0-9 _ + . - / = ! : & # in a tag (lvm(8)), up to
  * 1024 characters: every other byte of a VALUE (UTF-8) is written `&HH`

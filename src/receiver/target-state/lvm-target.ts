@@ -9,7 +9,8 @@
  *   LV.SNAP               a received snapshot, read-only: SNAP is the LV name of the source
  *                         snapshot the stream named (begin-info sourceName `vg0/snap2` → `LV.snap2`),
  *                         characters outside LVM's set replaced by `_`; a stream that names none
- *                         gives `LV.src-` + 12 hex digits of the sha256 of its source id
+ *                         gives `LV.src-` + 12 hex digits of the sha256 of its source id, and so does
+ *                         a name that would make the LV name too long for LVM (127 characters)
  *
  * Divergence is read from the pool's own metadata, never from the data: the
  * target is compared with its last received snapshot (tag thinship.snap) by
@@ -24,10 +25,12 @@ import { classifyLvm } from '../../exec/known-errors.js';
 import { withMetadataSnapshot } from '../../thin/metadata-snap.js';
 import { planFromMetadata } from '../../thin/planner.js';
 import { parseTags, recordFromTags } from './lvm-tags.js';
-import type { TargetRecord } from './record.js';
+import { targetStateSettings, type TargetRecord } from './record.js';
 
 /** How many received snapshots a target keeps by default (recv --keep-snapshots). */
 export const DEFAULT_KEEP_SNAPSHOTS = 2;
+/** The most received snapshots a target may keep (recv --keep-snapshots, the receiver config's keepSnapshots). */
+export const MAX_KEEP_SNAPSHOTS = 1000;
 /** LVM's longest LV name. */
 const MAX_LV_NAME_CHARS = 127;
 
@@ -67,7 +70,9 @@ export function receivedSnapshotName(lv: string, r: Pick<TargetRecord, 'sourceId
     ?.split('/')
     .pop()
     ?.replace(/[^A-Za-z0-9+_.-]/g, '_');
-  const name = checkedName(`${lv}.${snap ? snap : `src-${hash.slice(0, 12)}`}`);
+  // A source name too long for LVM beside this target is named like one that names nothing.
+  const named = snap && `${lv}.${snap}`.length + 9 <= MAX_LV_NAME_CHARS ? snap : undefined;
+  const name = checkedName(`${lv}.${named ?? `src-${hash.slice(0, 12)}`}`);
   const holder = rows.find((x) => x.lv === name);
   if (!holder || parseTags(holder.tags).get('snapof') === lv) return name;
   return checkedName(`${name}.${hash.slice(0, 8)}`);
@@ -178,7 +183,7 @@ export async function lvmDivergence(s: LvmTargetState): Promise<string[]> {
         volumeSizeBytes: s.target!.sizeBytes,
         signal: scope.signal,
       },
-      {},
+      { metadataReader: targetStateSettings.metadataReader },
     );
     try {
       return r.plan.totals;

@@ -11,6 +11,7 @@
  * counts only for the inode the target has now, so a sidecar written before
  * a rename-commit describes the new file only once it is the target.
  */
+import type { MetadataReaderChoice } from '../../thin/metadata/native-plan.js';
 import { closeSync, fstatSync, openSync, constants as fsConstants, type BigIntStats } from 'node:fs';
 import { readFile, rename, writeFile, open as openFile, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -90,7 +91,12 @@ function sidecarPath(targetPath: string): string {
  * files even where xattrs work, THINSHIP_STAGING=journal never tries a reflink
  * (tests use both to exercise the fallbacks).
  */
-export const targetStateSettings = { forceSidecar: false, forceJournal: false };
+export const targetStateSettings: { forceSidecar: boolean; forceJournal: boolean; metadataReader: MetadataReaderChoice } = {
+  forceSidecar: false,
+  forceJournal: false,
+  /** How an LVM target's divergence check reads its pool's metadata (lvm-target.ts). */
+  metadataReader: 'auto',
+};
 
 function forcedSidecar(): boolean {
   return targetStateSettings.forceSidecar;

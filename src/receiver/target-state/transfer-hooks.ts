@@ -6,8 +6,9 @@
  *                        record (base, divergence, size), open the staging file or journal
  *   commitTransferStage  at the validated End: the staged data becomes the target, recorded
  *   openDeviceTransferStage  the same for a raw block device (device-stage.ts: record and journal in the state dir)
+ *   openLvmTransferStage     the same for an LVM thin LV (lvm-stage.ts: record in LV tags, a staging LV)
  *   discardTransferStage AbortTransfer and expiry: roll the transfer's staging/journal back
- *   recoverAtStart       receiver start: roll back what no resumable transfer owns
+ *   recoverAtStart       receiver start: roll back what no resumable transfer owns, finish LVM commits
  */
 import type { Logger } from 'pino';
 import { ThinshipError } from '../../errors.js';
@@ -19,9 +20,20 @@ import { readFileRecord, receivedRecord } from './record.js';
 import { checkTargetRules, divergenceOf } from './rules.js';
 import { recoverDeviceJournals, openDeviceStage } from './device-stage.js';
 import { findStagedTargets, openFileStage, ownerTag, recoverFileTarget, type FileStage, type RecoveryAction } from './staging.js';
+import { describeLvmRecovery, recoverLvmAtStart, recoverLvmTarget, removeOwnedStaging } from './lvm-commit.js';
+import { targetStateOf, type LvRow } from './lvm-target.js';
+import { checkLvmBegin, openLvmStage, resumeLvmStage, type LvmStage } from './lvm-stage.js';
+import { lvmOfKey } from '../access.js';
 
 /** What of the registry's begin (record-checks.ts TransferBegin) matters here. */
 export type StageBegin = Pick<TransferBegin, 'target' | 'incremental' | 'volumeSizeBytes' | 'sourceId' | 'baseId' | 'force' | 'grow'>;
+
+/** What the registry writes a transfer through: a file's staging file or undo journal, a device's journal, an LV's staging LV. */
+export interface TransferStage {
+  handle: VolumeHandle;
+  commit(record: ReturnType<typeof receivedRecord>): Promise<unknown>;
+  close(): Promise<void>;
+}
 
 export function transferOwner(identity: string, transferId: string): string {
   return `grpc:${identity}/${transferId}`;
@@ -88,7 +100,7 @@ export async function openTransferStage(
   });
 }
 
-export async function commitTransferStage(stage: FileStage, b: StageBegin, transferId: string, digest: Buffer | undefined): Promise<void> {
+export async function commitTransferStage(stage: TransferStage, b: StageBegin, transferId: string, digest: Buffer | undefined): Promise<void> {
   const record = receivedRecord(b, { digest, transferId, volumeSizeBytes: b.volumeSizeBytes });
   await stage.commit(record);
 }
@@ -122,18 +134,80 @@ export async function openDeviceTransferStage(
   });
 }
 
+/**
+ * Before the first byte of a transfer onto an LVM thin LV (lvm-stage.ts): what
+ * an earlier apply left is finished or removed (a resumed transfer keeps its
+ * own staging LV and continues into it); a new transfer is checked against
+ * the record in the LV's tags (base, divergence in the pool metadata, open,
+ * size) exactly as pipe mode is, then a staging LV is made. `identity`: the
+ * target LV's (undefined: a full stream creates it).
+ */
+export async function openLvmTransferStage(
+  t: Extract<AllowedTarget, { kind: 'lvm' }>,
+  b: StageBegin,
+  o: { owner: string; transferId: string; resuming: boolean; stateDir: string; keepSnapshots: number; log: Logger },
+): Promise<{ stage: LvmStage; targetUuid: string | undefined }> {
+  // The lvm rule's pool, checked against lvs before anything (even a recovery) touches the VG.
+  const checkPool = (rows: LvRow[]) => {
+    const now = rows.find((r) => r.lv === t.lv);
+    if (now && t.pool !== undefined && now.pool !== t.pool) {
+      throw new ThinshipError('PERMISSION_DENIED', `target ${b.target} is in thin pool ${t.vg}/${now.pool}, not in the allowed pool ${t.vg}/${t.pool}`);
+    }
+  };
+  const recovered = await recoverLvmTarget(o.stateDir, t.vg, t.lv, { keepOwner: o.resuming ? o.owner : undefined, check: checkPool });
+  for (const a of recovered.actions) o.log.warn({ target: b.target, action: a }, describeLvmRecovery(b.target, a));
+  const s = targetStateOf(t.vg, t.lv, recovered.rows);
+  const common = { stateDir: o.stateDir, vg: t.vg, lv: t.lv, keepSnapshots: o.keepSnapshots };
+  if (o.resuming)
+    return { stage: await resumeLvmStage({ ...common, staging: s.staging, owner: o.owner, transferId: o.transferId }), targetUuid: s.target?.uuid };
+  const from = await checkLvmBegin(
+    s,
+    {
+      target: b.target,
+      full: !b.incremental,
+      volumeSizeBytes: b.volumeSizeBytes,
+      sourceId: b.sourceId,
+      baseId: b.baseId,
+      force: b.force === true,
+      grow: b.grow === true,
+    },
+    {
+      pool: t.pool,
+      noPool: `the receiver's lvm rule for it names no "pool" to create it in (a full stream creates a thin LV of ${b.volumeSizeBytes} bytes there)`,
+      warn: (w) => o.log.warn({ target: b.target }, w),
+    },
+  );
+  return { stage: await openLvmStage({ ...common, from, volumeSizeBytes: b.volumeSizeBytes, owner: o.owner }), targetUuid: s.target?.uuid };
+}
+
 /** AbortTransfer / expiry: the transfer's staging or journal is rolled back; the target holds its previous snapshot. */
-export async function discardTransferStage(targetName: string, owner: string, stateDir: string, log: Logger): Promise<void> {
+export async function discardTransferStage(targetName: string, targetKey: string, owner: string, stateDir: string, log: Logger): Promise<void> {
   // A device journal is found by its owner in the state directory, whatever the device's path is now.
   logRecovery(log, await recoverDeviceJournals(stateDir, { onlyOwner: owner }));
+  const lvm = lvmOfKey(targetKey);
+  if (lvm) {
+    if (await removeOwnedStaging(lvm.vg, lvm.lv, owner))
+      log.warn({ target: targetName, action: 'staging-removed' }, describeLvmRecovery(targetName, 'staging-removed'));
+    return;
+  }
   if (!targetName.startsWith('/')) return;
   logRecovery(log, await recoverFileTarget(targetName, undefined, { onlyOwner: owner }));
 }
 
-/** Receiver start: under every allowed directory, what no resumable transfer (keepOwners) owns is rolled back. */
+/**
+ * Receiver start: under every allowed directory and in every VG of the lvm
+ * rules, what no resumable transfer (keepOwners) owns is rolled back; LVM
+ * commits interrupted between their renames are finished from their journals.
+ */
 export async function recoverAtStart(policy: AccessPolicy, keepOwners: string[], stateDir: string, log: Logger): Promise<void> {
   const keepTags = new Set(keepOwners.map(ownerTag));
   logRecovery(log, await recoverDeviceJournals(stateDir, { keepTags }));
+  const vgs = new Set<string>();
+  for (const rules of policy.identities.values()) for (const l of rules.lvm) vgs.add(l.vg);
+  const lvmFailed = (what: string, e: unknown) =>
+    log.error({ what, err: (e as Error).message }, 'start-up recovery of LVM targets failed here; the next apply of its targets tries again');
+  for (const a of await recoverLvmAtStart(stateDir, vgs, new Set(keepOwners), lvmFailed))
+    log.warn({ target: a.target, action: a.action }, describeLvmRecovery(a.target, a.action));
   const dirs = new Set<string>();
   for (const rules of policy.identities.values()) for (const d of rules.directories) dirs.add(d.real);
   for (const d of dirs) {

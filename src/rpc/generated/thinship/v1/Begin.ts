@@ -97,6 +97,12 @@ export interface Begin {
    * volume_size_bytes (else FAILED_PRECONDITION, reason "TARGET_TOO_SMALL").
    */
   'grow'?: (boolean);
+  /**
+   * The source snapshot's name when the sender says it (an LVM source:
+   * "vg0/snap2"); empty: not said. Informative: the receiver records it and
+   * names an LVM target's received snapshot after it (LV.snap2).
+   */
+  'sourceName'?: (string);
 }
 
 /**
@@ -191,4 +197,10 @@ export interface Begin__Output {
    * volume_size_bytes (else FAILED_PRECONDITION, reason "TARGET_TOO_SMALL").
    */
   'grow': (boolean);
+  /**
+   * The source snapshot's name when the sender says it (an LVM source:
+   * "vg0/snap2"); empty: not said. Informative: the receiver records it and
+   * names an LVM target's received snapshot after it (LV.snap2).
+   */
+  'sourceName': (string);
 }

@@ -14,8 +14,8 @@ export interface GetTargetResponse {
    */
   'target'?: (string);
   /**
-   * "file" (a regular file) or "block-device". A client treats another
-   * value as a kind it does not know.
+   * "file" (a regular file), "block-device" or "lvm" (a thin LV). A client
+   * treats another value as a kind it does not know.
    */
   'kind'?: (string);
   /**
@@ -29,8 +29,9 @@ export interface GetTargetResponse {
   /**
    * Where the record is kept: "xattr" (the file's extended attributes
    * user.thinship.*), "sidecar" (a file beside the target, where the file
-   * system has no xattrs) or "state-dir" (the receiver's state directory,
-   * block devices); empty without a record.
+   * system has no xattrs), "state-dir" (the receiver's state directory,
+   * block devices) or "lv-tags" (the LV's tags thinship.KEY:VALUE, LVM);
+   * empty without a record.
    */
   'recordStore'?: (string);
   /**
@@ -64,6 +65,15 @@ export interface GetTargetResponse {
    * than the device node; empty for files.
    */
   'identity'?: (string);
+  /**
+   * LVM: the target's last received snapshot (vg/lv), what divergence is
+   * measured against; empty when none.
+   */
+  'lastSnapshot'?: (string);
+  /**
+   * LVM: the received snapshots kept (vg/lv), newest first.
+   */
+  'keptSnapshots'?: (string)[];
 }
 
 /**
@@ -77,8 +87,8 @@ export interface GetTargetResponse__Output {
    */
   'target': (string);
   /**
-   * "file" (a regular file) or "block-device". A client treats another
-   * value as a kind it does not know.
+   * "file" (a regular file), "block-device" or "lvm" (a thin LV). A client
+   * treats another value as a kind it does not know.
    */
   'kind': (string);
   /**
@@ -92,8 +102,9 @@ export interface GetTargetResponse__Output {
   /**
    * Where the record is kept: "xattr" (the file's extended attributes
    * user.thinship.*), "sidecar" (a file beside the target, where the file
-   * system has no xattrs) or "state-dir" (the receiver's state directory,
-   * block devices); empty without a record.
+   * system has no xattrs), "state-dir" (the receiver's state directory,
+   * block devices) or "lv-tags" (the LV's tags thinship.KEY:VALUE, LVM);
+   * empty without a record.
    */
   'recordStore': (string);
   /**
@@ -127,4 +138,13 @@ export interface GetTargetResponse__Output {
    * than the device node; empty for files.
    */
   'identity': (string);
+  /**
+   * LVM: the target's last received snapshot (vg/lv), what divergence is
+   * measured against; empty when none.
+   */
+  'lastSnapshot': (string);
+  /**
+   * LVM: the received snapshots kept (vg/lv), newest first.
+   */
+  'keptSnapshots': (string)[];
 }

@@ -24,8 +24,8 @@ export interface ReceiverServiceClient extends grpc.Client {
    * Forgets a transfer that will not be finished: stops its stream if one is
    * running, deletes its checkpoint and releases its target for other
    * transfers. A file or block-device target is rolled back to what it held
-   * before the transfer (its staging file or undo journal); an LVM target
-   * keeps whatever was applied.
+   * before the transfer (its staging file or undo journal); an LVM target's
+   * staging LV is removed, so the LV keeps what it held.
    */
   AbortTransfer(argument: _thinship_v1_AbortTransferRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_AbortTransferResponse__Output>): grpc.ClientUnaryCall;
   AbortTransfer(argument: _thinship_v1_AbortTransferRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_thinship_v1_AbortTransferResponse__Output>): grpc.ClientUnaryCall;
@@ -35,8 +35,8 @@ export interface ReceiverServiceClient extends grpc.Client {
    * Forgets a transfer that will not be finished: stops its stream if one is
    * running, deletes its checkpoint and releases its target for other
    * transfers. A file or block-device target is rolled back to what it held
-   * before the transfer (its staging file or undo journal); an LVM target
-   * keeps whatever was applied.
+   * before the transfer (its staging file or undo journal); an LVM target's
+   * staging LV is removed, so the LV keeps what it held.
    */
   abortTransfer(argument: _thinship_v1_AbortTransferRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_AbortTransferResponse__Output>): grpc.ClientUnaryCall;
   abortTransfer(argument: _thinship_v1_AbortTransferRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_thinship_v1_AbortTransferResponse__Output>): grpc.ClientUnaryCall;
@@ -70,9 +70,9 @@ export interface ReceiverServiceClient extends grpc.Client {
   
   /**
    * What a target holds, as the receiver recorded it at its last commit
-   * (the record on a file target, or in the receiver's state directory for a
-   * block device), whether it has diverged since, and whether an apply is
-   * staged. Reads only: it changes nothing, and answers while a transfer
+   * (the record on a file target, in the receiver's state directory for a
+   * block device, in the LV's tags for an LVM thin LV), whether it has
+   * diverged since, and whether an apply is staged. Reads only: it changes nothing, and answers while a transfer
    * is applying to the target (the record is then still the last commit's).
    * The same access rules as ApplyStream, checked before the target is
    * looked at; refusals (gRPC code, ErrorInfo reason):
@@ -85,13 +85,12 @@ export interface ReceiverServiceClient extends grpc.Client {
    * at that name (nothing was received into it yet).
    * INVALID_ARGUMENT, BAD_STREAM: an empty name, or one too long or with
    * a NUL.
-   * INVALID_ARGUMENT, USAGE: neither a regular file nor a block device (a
-   * directory, a FIFO), or an LVM target "vg/lv": this receiver keeps no
-   * record for LVM targets over gRPC yet (`thinship target show vg/lv`
-   * on the receiving host reads their LV tags).
+   * INVALID_ARGUMENT, USAGE: a path that is neither a regular file nor a
+   * block device (a directory, a FIFO).
    * UNAUTHENTICATED: no verified client certificate.
-   * Received snapshots: a file or block-device target keeps none besides
-   * what it holds now (the record's), so the answer lists none.
+   * Received snapshots: an LVM target keeps them as thin snapshots
+   * (last_snapshot, kept_snapshots); a file or block-device target keeps
+   * none besides what it holds now (the record's), so those stay empty.
    */
   GetTarget(argument: _thinship_v1_GetTargetRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_GetTargetResponse__Output>): grpc.ClientUnaryCall;
   GetTarget(argument: _thinship_v1_GetTargetRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_thinship_v1_GetTargetResponse__Output>): grpc.ClientUnaryCall;
@@ -99,9 +98,9 @@ export interface ReceiverServiceClient extends grpc.Client {
   GetTarget(argument: _thinship_v1_GetTargetRequest, callback: grpc.requestCallback<_thinship_v1_GetTargetResponse__Output>): grpc.ClientUnaryCall;
   /**
    * What a target holds, as the receiver recorded it at its last commit
-   * (the record on a file target, or in the receiver's state directory for a
-   * block device), whether it has diverged since, and whether an apply is
-   * staged. Reads only: it changes nothing, and answers while a transfer
+   * (the record on a file target, in the receiver's state directory for a
+   * block device, in the LV's tags for an LVM thin LV), whether it has
+   * diverged since, and whether an apply is staged. Reads only: it changes nothing, and answers while a transfer
    * is applying to the target (the record is then still the last commit's).
    * The same access rules as ApplyStream, checked before the target is
    * looked at; refusals (gRPC code, ErrorInfo reason):
@@ -114,13 +113,12 @@ export interface ReceiverServiceClient extends grpc.Client {
    * at that name (nothing was received into it yet).
    * INVALID_ARGUMENT, BAD_STREAM: an empty name, or one too long or with
    * a NUL.
-   * INVALID_ARGUMENT, USAGE: neither a regular file nor a block device (a
-   * directory, a FIFO), or an LVM target "vg/lv": this receiver keeps no
-   * record for LVM targets over gRPC yet (`thinship target show vg/lv`
-   * on the receiving host reads their LV tags).
+   * INVALID_ARGUMENT, USAGE: a path that is neither a regular file nor a
+   * block device (a directory, a FIFO).
    * UNAUTHENTICATED: no verified client certificate.
-   * Received snapshots: a file or block-device target keeps none besides
-   * what it holds now (the record's), so the answer lists none.
+   * Received snapshots: an LVM target keeps them as thin snapshots
+   * (last_snapshot, kept_snapshots); a file or block-device target keeps
+   * none besides what it holds now (the record's), so those stay empty.
    */
   getTarget(argument: _thinship_v1_GetTargetRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_thinship_v1_GetTargetResponse__Output>): grpc.ClientUnaryCall;
   getTarget(argument: _thinship_v1_GetTargetRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_thinship_v1_GetTargetResponse__Output>): grpc.ClientUnaryCall;
@@ -176,8 +174,8 @@ export interface ReceiverServiceHandlers extends grpc.UntypedServiceImplementati
    * Forgets a transfer that will not be finished: stops its stream if one is
    * running, deletes its checkpoint and releases its target for other
    * transfers. A file or block-device target is rolled back to what it held
-   * before the transfer (its staging file or undo journal); an LVM target
-   * keeps whatever was applied.
+   * before the transfer (its staging file or undo journal); an LVM target's
+   * staging LV is removed, so the LV keeps what it held.
    */
   AbortTransfer: grpc.handleUnaryCall<_thinship_v1_AbortTransferRequest__Output, _thinship_v1_AbortTransferResponse>;
   
@@ -193,9 +191,9 @@ export interface ReceiverServiceHandlers extends grpc.UntypedServiceImplementati
   
   /**
    * What a target holds, as the receiver recorded it at its last commit
-   * (the record on a file target, or in the receiver's state directory for a
-   * block device), whether it has diverged since, and whether an apply is
-   * staged. Reads only: it changes nothing, and answers while a transfer
+   * (the record on a file target, in the receiver's state directory for a
+   * block device, in the LV's tags for an LVM thin LV), whether it has
+   * diverged since, and whether an apply is staged. Reads only: it changes nothing, and answers while a transfer
    * is applying to the target (the record is then still the last commit's).
    * The same access rules as ApplyStream, checked before the target is
    * looked at; refusals (gRPC code, ErrorInfo reason):
@@ -208,13 +206,12 @@ export interface ReceiverServiceHandlers extends grpc.UntypedServiceImplementati
    * at that name (nothing was received into it yet).
    * INVALID_ARGUMENT, BAD_STREAM: an empty name, or one too long or with
    * a NUL.
-   * INVALID_ARGUMENT, USAGE: neither a regular file nor a block device (a
-   * directory, a FIFO), or an LVM target "vg/lv": this receiver keeps no
-   * record for LVM targets over gRPC yet (`thinship target show vg/lv`
-   * on the receiving host reads their LV tags).
+   * INVALID_ARGUMENT, USAGE: a path that is neither a regular file nor a
+   * block device (a directory, a FIFO).
    * UNAUTHENTICATED: no verified client certificate.
-   * Received snapshots: a file or block-device target keeps none besides
-   * what it holds now (the record's), so the answer lists none.
+   * Received snapshots: an LVM target keeps them as thin snapshots
+   * (last_snapshot, kept_snapshots); a file or block-device target keeps
+   * none besides what it holds now (the record's), so those stay empty.
    */
   GetTarget: grpc.handleUnaryCall<_thinship_v1_GetTargetRequest__Output, _thinship_v1_GetTargetResponse>;
   

@@ -12,9 +12,12 @@
 export interface StagedApply {
   /**
    * "staging" (a file beside the target, written by the apply and renamed
-   * over the target at commit) or "undo-journal" (the target is written in
-   * place; the journal holds the old bytes to roll back). A client treats
-   * another value as a kind it does not know.
+   * over the target at commit), "undo-journal" (the target is written in
+   * place; the journal holds the old bytes to roll back), "staging-lv"
+   * (LVM: the staging thin LV that becomes the target at commit) or
+   * "commit-journal" (LVM: a commit interrupted between its renames,
+   * finished at the next apply or receiver start). A client treats another
+   * value as a kind it does not know.
    */
   'kind'?: (string);
 }
@@ -30,9 +33,12 @@ export interface StagedApply {
 export interface StagedApply__Output {
   /**
    * "staging" (a file beside the target, written by the apply and renamed
-   * over the target at commit) or "undo-journal" (the target is written in
-   * place; the journal holds the old bytes to roll back). A client treats
-   * another value as a kind it does not know.
+   * over the target at commit), "undo-journal" (the target is written in
+   * place; the journal holds the old bytes to roll back), "staging-lv"
+   * (LVM: the staging thin LV that becomes the target at commit) or
+   * "commit-journal" (LVM: a commit interrupted between its renames,
+   * finished at the next apply or receiver start). A client treats another
+   * value as a kind it does not know.
    */
   'kind': (string);
 }
