@@ -565,6 +565,9 @@ export async function sendPlanOverGrpc(client: ReceiverClient, p: SendPlan, read
             // A receiver older than BLAKE3: this transfer (nothing of it was applied) goes as sha256.
             newChecksum = 'sha256';
             o.onEvent?.({ type: 'checksum-fallback', refused: r.checksum, using: newChecksum, error: err });
+            // The refused call is no attempt of the transfer: nothing was applied.
+            r.startOffsets.pop();
+            attempt--;
             continue;
           }
           throw new ThinshipError(
