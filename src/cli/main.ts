@@ -113,7 +113,8 @@ offlineOptions(
     if (flags.via !== undefined) {
       if (flags.format !== '1.1' || flags.extensions === false)
         throw new ThinshipError('USAGE', '--format and --no-extensions are for pipe mode, not for --via');
-      if (flags.checksum !== undefined) throw new ThinshipError('USAGE', '--checksum is for pipe mode and --to; with --via the sender daemon uses its default (blake3)');
+      if (flags.checksum !== undefined)
+        throw new ThinshipError('USAGE', '--checksum is for pipe mode and --to; with --via the sender daemon uses its default (blake3)');
       await sendViaCommand(names, flags);
     } else if (flags.requestId !== undefined || flags.receiverServerName !== undefined)
       throw new ThinshipError('USAGE', '--request-id and --receiver-server-name need --via HOST:PORT');

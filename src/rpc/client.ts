@@ -570,11 +570,10 @@ export async function sendPlanOverGrpc(client: ReceiverClient, p: SendPlan, read
             attempt--;
             continue;
           }
-          throw new ThinshipError(
-            err.code,
-            `${err.message} (the receiver is older than checksum ${r.checksum}: upgrade it, or send with --checksum sha256)`,
-            { details: err.details, cause: err },
-          );
+          throw new ThinshipError(err.code, `${err.message} (the receiver is older than checksum ${r.checksum}: upgrade it, or send with --checksum sha256)`, {
+            details: err.details,
+            cause: err,
+          });
         }
         if (!client.reached && err.details.connect === true) {
           // Nobody at the address yet: a short, bounded wait, then say so (nothing was started).

@@ -437,7 +437,10 @@ export class TransferManager {
           },
           onEvent: (e) => {
             if (e.type === 'checksum-fallback')
-              this.o.log.warn({ transferId: t.info.transferId, refused: e.refused, using: e.using }, 'the receiver does not know the checksum (an older version): sending with sha256');
+              this.o.log.warn(
+                { transferId: t.info.transferId, refused: e.refused, using: e.using },
+                'the receiver does not know the checksum (an older version): sending with sha256',
+              );
             if (e.type === 'retry') metrics?.retries.inc();
             if (e.type === 'retry') this.set(t, { state: 'resuming', retries: t.info.retries + 1, errorMessage: e.error.message });
             // A resumed call clears the retry's error; the note of a daemon restart stays.

@@ -41,7 +41,7 @@ export function recordChecksumOf(info: BeginInfo): RecordChecksum | undefined {
 }
 
 /** The algorithms a stream may declare, for messages that list them. */
-export const CHECKSUM_ALGORITHMS: readonly ChecksumAlgorithm[] = ['blake3', 'sha256', 'none'];
+const CHECKSUM_ALGORITHMS: readonly ChecksumAlgorithm[] = ['blake3', 'sha256', 'none'];
 
 /** True for a checksum algorithm this version knows (anything else: the caller refuses it, naming the field). */
 export function isChecksumAlgorithm(v: unknown): v is ChecksumAlgorithm {

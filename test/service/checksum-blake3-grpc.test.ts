@@ -104,10 +104,18 @@ test('hostile: a corrupted payload under BLAKE3 is DATA_LOSS naming the record a
     const e = await grpcError(c.response);
     assert.equal(e.code, grpc.status.DATA_LOSS, e.message);
     assert.equal(code(e), 'CHECKSUM_MISMATCH');
-    assert.match(e.details, /data record at volume offset 131072: checksum mismatch over 65536 bytes \(blake3: sender [0-9a-f]{16}…, data [0-9a-f]{16}…\); not written/);
+    assert.match(
+      e.details,
+      /data record at volume offset 131072: checksum mismatch over 65536 bytes \(blake3: sender [0-9a-f]{16}…, data [0-9a-f]{16}…\); not written/,
+    );
     assert.equal(errorInfoOf(e.metadata)?.metadata.volumeOffsetBytes, '131072');
     // A full stream reaches the target only at its commit (issue 13): the target holds nothing of it.
-    if (existsSync(target)) assert.equal(readImage(target, 1024 * 1024).some((x) => x !== 0), false, 'the target is still all zeros');
+    if (existsSync(target))
+      assert.equal(
+        readImage(target, 1024 * 1024).some((x) => x !== 0),
+        false,
+        'the target is still all zeros',
+      );
   } finally {
     await r.close();
   }

@@ -93,7 +93,16 @@ test('LINBIT: a BLAKE3 stream says so in its begin-info and its groups (algorith
   const out = await collect(decodeStream([bytes]));
   assert.deepEqual(out[0], { type: 'begin', info: { formatVersion: '1.1', volumeSizeBytes: 1024 * KiB, checksum: 'blake3' } });
   assert.deepEqual(out[1], { type: 'data', offsetBytes: 0, data: a, checksum: b3(a) });
-  assert.deepEqual(out.at(-1), { type: 'end', records: 8, dataRecords: 2, unmapRecords: 1, dataBytes: 128 * KiB, unmapBytes: 64 * KiB, digest: d.state, skippedRecords: 0 });
+  assert.deepEqual(out.at(-1), {
+    type: 'end',
+    records: 8,
+    dataRecords: 2,
+    unmapRecords: 1,
+    dataBytes: 128 * KiB,
+    unmapBytes: 64 * KiB,
+    digest: d.state,
+    skippedRecords: 0,
+  });
 });
 
 test('LINBIT hostile: a corrupted payload under BLAKE3 is refused naming the payload byte, the record and the volume offset, before it is delivered', async () => {
@@ -196,7 +205,14 @@ function ctx(checksum: TransferBegin['checksum']) {
     64 * KiB,
   );
 }
-const raw = (offsetBytes: number, payload: Buffer, checksum: Buffer): WireRecord => ({ type: 'data', offsetBytes, lengthBytes: payload.length, payload, encoding: 'raw', checksum });
+const raw = (offsetBytes: number, payload: Buffer, checksum: Buffer): WireRecord => ({
+  type: 'data',
+  offsetBytes,
+  lengthBytes: payload.length,
+  payload,
+  encoding: 'raw',
+  checksum,
+});
 const zero = (offsetBytes: number, lengthBytes: number, checksum: Buffer): WireRecord => ({
   type: 'data',
   offsetBytes,
@@ -277,7 +293,11 @@ test('gRPC Begin: CHECKSUM_ALGORITHM_BLAKE3 maps to blake3; an enum value this v
     'BAD_STREAM',
     /^begin: checksum 9 is not one of CHECKSUM_ALGORITHM_NONE, CHECKSUM_ALGORITHM_SHA256, CHECKSUM_ALGORITHM_BLAKE3$/,
   );
-  throwsThinship(() => beginFromProto(pbBegin('CHECKSUM_ALGORITHM_UNSPECIFIED')), 'BAD_STREAM', /^begin: checksum CHECKSUM_ALGORITHM_UNSPECIFIED is not one of/);
+  throwsThinship(
+    () => beginFromProto(pbBegin('CHECKSUM_ALGORITHM_UNSPECIFIED')),
+    'BAD_STREAM',
+    /^begin: checksum CHECKSUM_ALGORITHM_UNSPECIFIED is not one of/,
+  );
 });
 
 test("the sender recognises an older receiver's refusal of BLAKE3 (its exact words) and nothing else", () => {

@@ -265,7 +265,10 @@ test('DATA checksum record: placement, length, offset, algorithm', async () => {
     pos: 64,
     match: /names volume offset 131072, but the DATA record before it is at 65536/,
   });
-  await expectBad(Buffer.concat([BEGIN, header(M11, 0x10000, 8, 0), P8, checksumRec(0x10000, SUM8, 7)]), { pos: 92, match: /unknown checksum algorithm 7 \(1 = sha256, 2 = blake3\)/ });
+  await expectBad(Buffer.concat([BEGIN, header(M11, 0x10000, 8, 0), P8, checksumRec(0x10000, SUM8, 7)]), {
+    pos: 92,
+    match: /unknown checksum algorithm 7 \(1 = sha256, 2 = blake3\)/,
+  });
   // Without begin-info a checksum record is optional, and verified when present.
   const ok = await collect(decodeStream([Buffer.concat([BEGIN, header(M11, 0x10000, 8, 0), P8, checksumRec(0x10000, SUM8), END, stats(4, 1, 0)])]));
   assert.deepEqual(ok[1], { type: 'data', offsetBytes: 0x10000, data: P8, checksum: SUM8 });

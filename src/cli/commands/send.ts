@@ -35,7 +35,8 @@ export async function sendPipeCommand(names: string[], flags: SendFlags): Promis
   if (format !== '1.0' && format !== '1.1') throw new ThinshipError('USAGE', `--format must be 1.0 or 1.1, not "${flags.format}"`);
   const extensions = format === '1.1' && flags.extensions !== false;
   const checksum = parseChecksumFlag(flags.checksum);
-  if (checksum !== undefined && !extensions) throw new ThinshipError('USAGE', '--checksum needs the extensions (format 1.1, not --no-extensions): a plain LINBIT stream carries no checksums');
+  if (checksum !== undefined && !extensions)
+    throw new ThinshipError('USAGE', '--checksum needs the extensions (format 1.1, not --no-extensions): a plain LINBIT stream carries no checksums');
   const spec = sourceSpecOf(names, flags);
   const bwlimit = parseBandwidthFlag(flags.bwlimit);
   const progressMode = parseProgressMode(flags.progress);

@@ -550,7 +550,10 @@ class Decoder {
     const g = this.group;
     if (g === undefined) {
       if (this.checksumLayout === 'groups') {
-        throw streamError(this.where(h, 'header', offset), `begin-info declares ${this.algorithm} checksum groups but no DATA checksum group covers this DATA record`);
+        throw streamError(
+          this.where(h, 'header', offset),
+          `begin-info declares ${this.algorithm} checksum groups but no DATA checksum group covers this DATA record`,
+        );
       }
       return undefined;
     }
@@ -770,7 +773,10 @@ class Decoder {
     const payloadPos = this.r.position;
     const body = await this.payload(h, DIGEST_RECORD_BYTES);
     if (body[0] !== CHECKSUM_ALGO_SHA256) {
-      throw streamError({ pos: payloadPos, record: h.record, field: 'stream digest algorithm' }, `unknown stream digest algorithm ${body[0]} (1 = sha256, the chain of every stream)`);
+      throw streamError(
+        { pos: payloadPos, record: h.record, field: 'stream digest algorithm' },
+        `unknown stream digest algorithm ${body[0]} (1 = sha256, the chain of every stream)`,
+      );
     }
     const expected = Buffer.from(body.subarray(1));
     if (!this.ledger.digestMatches(expected)) {

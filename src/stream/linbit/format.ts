@@ -73,7 +73,7 @@ export const CMD_OPT_DATA_CHECKSUM_GROUP = 0x8054_5304;
  * chain, algorithm 1). Both are 32 bytes.
  */
 export const CHECKSUM_ALGO_SHA256 = 1;
-export const CHECKSUM_ALGO_BLAKE3 = 2;
+const CHECKSUM_ALGO_BLAKE3 = 2;
 /** The algorithm byte of a per-DATA checksum algorithm. */
 export const CHECKSUM_ALGO_BYTE: Readonly<Record<RecordChecksum, number>> = { sha256: CHECKSUM_ALGO_SHA256, blake3: CHECKSUM_ALGO_BLAKE3 };
 /** Payload of a DATA checksum record (algorithm u8 + 32-byte checksum) and of the stream digest record (1 + 32-byte sha256 chain value). */
