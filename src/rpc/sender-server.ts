@@ -208,7 +208,14 @@ export async function startSenderServer(o: SenderServerOptions): Promise<Running
         requestId: string;
         source: PbSource;
         destination?: { receiverAddress?: string; serverName?: string; target?: string } | null;
-        options?: { noCompress?: boolean; bandwidthLimitBytesPerSecond?: number; maxRetries?: number; force?: boolean; grow?: boolean; checksum?: string } | null;
+        options?: {
+          noCompress?: boolean;
+          bandwidthLimitBytesPerSecond?: number;
+          maxRetries?: number;
+          force?: boolean;
+          grow?: boolean;
+          checksum?: string;
+        } | null;
       },
       Record<string, unknown>
     >('StartTransfer', async (c, req) => {
