@@ -12,7 +12,7 @@
  * What stays outside the bundle, loaded from node_modules as usual:
  * - grpc-health-check and @grpc/reflection find their .proto files through
  *   __dirname (they are loaded by `serve` only);
- * - zstd-napi and our own addon are native (.node) files, found at run time
+ * - zstd-napi, @napi-rs/blake-hash (BLAKE3, stream/digest.ts) and our own addon are native (.node) files, found at run time
  *   (src/stream/zstd.ts, src/device/native.ts; both look relative to the
  *   bundle's directory too).
  * dist/src/cli/main.js (plain tsc output) keeps working; tests import
@@ -44,7 +44,7 @@ await build({
   format: 'esm',
   sourcemap: true,
   logLevel: 'warning',
-  external: ['grpc-health-check', '@grpc/reflection', 'zstd-napi', '*.node'],
+  external: ['grpc-health-check', '@grpc/reflection', 'zstd-napi', '@napi-rs/blake-hash', '*.node'],
   // CommonJS libraries inside an ES module bundle still call require().
   banner: { js: "import { createRequire as __thinshipCreateRequire } from 'node:module'; const require = __thinshipCreateRequire(import.meta.url);" },
 });

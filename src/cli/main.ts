@@ -79,6 +79,7 @@ offlineOptions(
     .argument('<names...>', '[BASE] SNAP: LVM names (vg/lv, /dev/vg/lv), or device ids with --pool-metadata')
     .option('--format <version>', 'LINBIT stream format: 1.1 (default) or 1.0', '1.1')
     .option('--no-extensions', "plain LINBIT stream: no begin-info, checksum or digest records (thinship's receiver then checks less)")
+    .option('--checksum <algorithm>', 'per-record checksum: blake3 (default; --to and --via fall back to sha256 for a receiver older than blake3) or sha256')
     .option('--max-op-bytes <bytes>', 'largest DATA record (default 1M)')
     .option(
       '--metadata-reader <reader>',

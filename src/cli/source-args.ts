@@ -5,6 +5,7 @@
  */
 import { ThinshipError } from '../errors.js';
 import type { SourceSpec } from '../thin/planner.js';
+import type { RecordChecksum } from '../stream/integrity.js';
 
 export interface SourceFlags {
   poolMetadata?: string;
@@ -46,6 +47,13 @@ export function sourceSpecOf(names: string[], f: SourceFlags): SourceSpec {
   }
   if (f.volumeSize !== undefined) throw new ThinshipError('USAGE', '--volume-size is only for offline pools (LVM gives the size)');
   return { kind: 'lvm', snap, base, allowLive: f.allowLive };
+}
+
+/** `--checksum ALGO`: the per-DATA checksum of a send (blake3 or sha256), undefined when not given (the sender's default). */
+export function parseChecksumFlag(s: string | undefined): RecordChecksum | undefined {
+  if (s === undefined) return undefined;
+  if (s === 'blake3' || s === 'sha256') return s;
+  throw new ThinshipError('USAGE', `--checksum must be blake3 or sha256, not "${s}" (a stream without checksums: --no-extensions, pipe mode only)`);
 }
 
 /** `--bwlimit RATE`: bytes per second (K/M/G suffixes), above zero. */

@@ -27,6 +27,8 @@ import { mkdir, open, readdir, readFile, rename, unlink, writeFile } from 'node:
 import { join } from 'node:path';
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { ThinshipError } from '../errors.js';
+import { isChecksumAlgorithm } from '../stream/integrity.js';
+import type { ChecksumAlgorithm } from '../stream/messages.js';
 
 export const CHECKPOINT_FORMAT = 2;
 const LEGACY_FORMAT = 1;
@@ -59,8 +61,12 @@ export type TransferMode = 'full' | 'incremental';
 export interface LastDataRecord {
   offsetBytes: number;
   lengthBytes: number;
-  /** sha256 of the record's bytes (hex). */
-  sha256: string;
+  /**
+   * The checksum of the record's bytes (hex), by the transfer's algorithm
+   * (`checksum`). Checkpoints written before BLAKE3 name it `sha256` (their
+   * transfers are sha256); parseFields reads both.
+   */
+  checksum: string;
 }
 
 export interface TransferCheckpoint {
@@ -83,7 +89,7 @@ export interface TransferCheckpoint {
   baseId: string;
   volumeSizeBytes: number;
   blockSizeBytes: number;
-  checksum: 'sha256' | 'none';
+  checksum: ChecksumAlgorithm;
   /** Every record below this offset is applied and flushed. */
   durableOffsetBytes: number;
   /** Stream digest chain value after the last durable record (hex, 64 chars). */
@@ -125,7 +131,7 @@ const FIELDS = [
 ] as const;
 
 function canonical(cp: TransferCheckpoint): string {
-  const last = cp.lastData ? [cp.lastData.offsetBytes, cp.lastData.lengthBytes, cp.lastData.sha256] : null;
+  const last = cp.lastData ? [cp.lastData.offsetBytes, cp.lastData.lengthBytes, cp.lastData.checksum] : null;
   return JSON.stringify(FIELDS.map((f) => (f === 'lastData' ? last : cp[f])));
 }
 
@@ -167,7 +173,7 @@ function parseFields(v: Record<string, unknown>, file: string, format: number): 
     if (!isUint(v[f])) throw bad(f);
   if (v.status !== 'in_progress' && v.status !== 'complete') throw bad('status');
   if (v.mode !== 'full' && v.mode !== 'incremental') throw bad('mode');
-  if (v.checksum !== 'sha256' && v.checksum !== 'none') throw bad('checksum');
+  if (!isChecksumAlgorithm(v.checksum)) throw bad('checksum');
   if (typeof v.digestState !== 'string' || !/^[0-9a-f]{64}$/.test(v.digestState)) throw bad('digestState');
   if (!TRANSFER_ID.test(v.transferId as string)) throw bad('transferId');
   if (utf8Bytes(v.sourceId as string) > MAX_ID_FIELD_BYTES) throw bad('sourceId');
@@ -181,17 +187,18 @@ function parseFields(v: Record<string, unknown>, file: string, format: number): 
   out.format = CHECKPOINT_FORMAT;
   if (v.lastData !== undefined && v.lastData !== null) {
     const l = v.lastData as Record<string, unknown>;
+    const sum = typeof l === 'object' ? (l.checksum ?? l.sha256) : undefined;
     if (
       typeof l !== 'object' ||
       !isUint(l.offsetBytes) ||
       !isUint(l.lengthBytes) ||
       l.lengthBytes === 0 ||
-      typeof l.sha256 !== 'string' ||
-      !/^[0-9a-f]{64}$/.test(l.sha256) ||
+      typeof sum !== 'string' ||
+      !/^[0-9a-f]{64}$/.test(sum) ||
       l.offsetBytes + l.lengthBytes > (v.durableOffsetBytes as number)
     )
       throw bad('lastData');
-    out.lastData = { offsetBytes: l.offsetBytes, lengthBytes: l.lengthBytes, sha256: l.sha256 };
+    out.lastData = { offsetBytes: l.offsetBytes, lengthBytes: l.lengthBytes, checksum: sum };
   }
   return out as unknown as TransferCheckpoint;
 }

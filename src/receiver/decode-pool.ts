@@ -6,6 +6,7 @@
  */
 import { WorkerPool, defaultWorkerCount } from '../stream/worker-pool.js';
 import type { DataCheck, DataChecked } from './decode-data.js';
+import type { RecordChecksum } from '../stream/integrity.js';
 
 export interface DecodeJob {
   buf: ArrayBuffer;
@@ -14,7 +15,7 @@ export interface DecodeJob {
   offsetBytes: number;
   lengthBytes: number;
   encoding: 'raw' | 'zstd';
-  checksum?: ArrayBuffer;
+  checksum?: { algorithm: RecordChecksum; expected: ArrayBuffer };
 }
 
 export interface DecodeReply {
@@ -47,7 +48,7 @@ export class DecodePool {
   async check(c: DataCheck): Promise<DataChecked> {
     const p = c.payload;
     // Copied first: the checksum may be a view into the buffer handed over below.
-    const checksum = c.checksum ? new Uint8Array(c.checksum).buffer : undefined;
+    const checksum = c.checksum ? { algorithm: c.checksum.algorithm, expected: new Uint8Array(c.checksum.expected).buffer } : undefined;
     let job: DecodeJob;
     if (c.detachable && p.buffer instanceof ArrayBuffer) {
       job = {

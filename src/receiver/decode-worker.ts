@@ -21,7 +21,7 @@ port.on('message', (job: DecodeJob & { id: number }) => {
         lengthBytes: job.lengthBytes,
         encoding: job.encoding,
         payload: new Uint8Array(job.buf, job.byteOffset, job.length),
-        checksum: job.checksum ? new Uint8Array(job.checksum) : undefined,
+        checksum: job.checksum ? { algorithm: job.checksum.algorithm, expected: new Uint8Array(job.checksum.expected) } : undefined,
       },
       dz,
     );

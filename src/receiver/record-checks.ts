@@ -13,7 +13,7 @@
  * each wire field to them and names the field that failed.
  */
 import { ThinshipError } from '../errors.js';
-import { AscendingRecords, StreamLedger, rangeFault, zeroChecksumMatches, SHA256_BYTES, type LedgerState } from '../stream/integrity.js';
+import { AscendingRecords, StreamLedger, rangeFault, zeroChecksumMatches, CHECKSUM_BYTES, type LedgerState } from '../stream/integrity.js';
 import { checkData, type DataCheck, type DataChecked } from './decode-data.js';
 import type { ChunkDecompressor } from '../stream/zstd.js';
 import type { BeginInfo, StreamMessage } from '../stream/messages.js';
@@ -91,7 +91,7 @@ export function newDecodeContext(begin: TransferBegin, maxChunkBytes: number, re
     begin,
     maxChunkBytes,
     order: new AscendingRecords(resume?.offsetBytes ?? begin.resumeOffsetBytes),
-    ledger: new StreamLedger(begin.checksum === 'sha256', resume),
+    ledger: new StreamLedger(begin.checksum !== 'none', resume),
     ended: false,
     lastData: resume?.lastData,
   };
@@ -187,13 +187,13 @@ export function checkRecord(r: WireRecord, ctx: DecodeContext, checker: DataChec
   } else {
     if (len > ctx.maxChunkBytes)
       throw recordError('BAD_STREAM', 'data', off, `length ${len} is more than this receiver's limit of ${ctx.maxChunkBytes} bytes per record`);
-    if (b.checksum === 'sha256' && r.checksum.length !== SHA256_BYTES)
-      throw recordError('BAD_STREAM', 'data', off, `checksum must be ${SHA256_BYTES} bytes (sha256), got ${r.checksum.length}`);
+    if (b.checksum !== 'none' && r.checksum.length !== CHECKSUM_BYTES)
+      throw recordError('BAD_STREAM', 'data', off, `checksum must be ${CHECKSUM_BYTES} bytes (${b.checksum}), got ${r.checksum.length}`);
     if (b.checksum === 'none' && r.checksum.length !== 0) throw recordError('BAD_STREAM', 'data', off, 'carries a checksum but the transfer has none');
     if (r.encoding === 'zero') {
       if (r.payload.length !== 0) throw recordError('BAD_STREAM', 'data', off, `encoding ZERO with a ${r.payload.length}-byte payload (must be empty)`);
-      if (b.checksum === 'sha256' && !zeroChecksumMatches(len, r.checksum))
-        throw recordError('CHECKSUM_MISMATCH', 'data', off, `checksum mismatch over ${len} zero bytes; not written`);
+      if (b.checksum !== 'none' && !zeroChecksumMatches(len, r.checksum, b.checksum))
+        throw recordError('CHECKSUM_MISMATCH', 'data', off, `checksum mismatch over ${len} zero bytes; not written (${b.checksum})`);
       ctx.ledger.addData(off, len, r.checksum);
       rec = { kind: 'zero', offsetBytes: off, lengthBytes: len };
     } else {
@@ -208,7 +208,7 @@ export function checkRecord(r: WireRecord, ctx: DecodeContext, checker: DataChec
         lengthBytes: len,
         payload: r.payload,
         encoding: r.encoding,
-        checksum: b.checksum === 'sha256' ? r.checksum : undefined,
+        checksum: b.checksum === 'none' ? undefined : { algorithm: b.checksum, expected: r.checksum },
         detachable: r.detachable,
       });
       if (work instanceof Promise) work.catch(() => undefined); // awaited in order by finishRecord
@@ -222,12 +222,12 @@ export function checkRecord(r: WireRecord, ctx: DecodeContext, checker: DataChec
 
 /** In stream order: the payload's result, the end's digest; the message to apply and the mark after it. */
 function finishWith(c: CheckedRecord, ctx: DecodeContext, done: DataChecked | undefined): DecodedRecord {
-  const sha = ctx.begin.checksum === 'sha256';
+  const checksums = ctx.begin.checksum !== 'none';
   let msg: StreamMessage;
   const { digest, ...counts } = c.after;
   if (c.kind === 'end') {
     const e = c.end!;
-    if (sha && !c.endDigestMatches) {
+    if (checksums && !c.endDigestMatches) {
       throw new ThinshipError(
         'CHECKSUM_MISMATCH',
         `end record: stream digest mismatch (sender ${e.digest.toString('hex') || 'none'}, receiver ${digest.toString('hex')})`,
@@ -242,7 +242,7 @@ function finishWith(c: CheckedRecord, ctx: DecodeContext, done: DataChecked | un
     msg = { type: 'unmap', offsetBytes: c.offsetBytes, lengthBytes: c.lengthBytes };
   } else {
     // checkData compared the payload with the sender's checksum (the one the ledger chained), or threw.
-    if (sha) ctx.lastData = { offsetBytes: c.offsetBytes, lengthBytes: c.lengthBytes, sha256: done!.sum!.toString('hex') };
+    if (checksums) ctx.lastData = { offsetBytes: c.offsetBytes, lengthBytes: c.lengthBytes, checksum: done!.sum!.toString('hex') };
     msg = { type: 'data', offsetBytes: c.offsetBytes, data: done!.data };
   }
   return { msg, mark: { offsetBytes: c.cursorBytes, lastData: ctx.lastData, ...c.after } };
@@ -295,5 +295,5 @@ export function checkBegin(b: TransferBegin, o: { requireChecksum: boolean; maxV
   if (b.sourceId === '') throw bad('source_id is empty');
   if (b.incremental && baseId === '') throw bad('an incremental transfer needs base_id');
   if (!b.incremental && baseId !== '') throw bad('a full transfer must not name a base');
-  if (b.checksum === 'none' && o.requireChecksum) throw bad('this receiver requires checksums (CHECKSUM_ALGORITHM_SHA256)');
+  if (b.checksum === 'none' && o.requireChecksum) throw bad('this receiver requires checksums (CHECKSUM_ALGORITHM_BLAKE3 or CHECKSUM_ALGORITHM_SHA256)');
 }

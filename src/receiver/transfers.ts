@@ -35,7 +35,7 @@ import {
   transferOwner,
   type TransferStage,
 } from './target-state/transfer-hooks.js';
-import { SHA256_BYTES } from '../stream/integrity.js';
+import { dataChecksum, SHA256_BYTES } from '../stream/integrity.js';
 import { DEFAULT_KEEP_SNAPSHOTS } from './target-state/lvm-target.js';
 import { codeLabel, type ReceiverMetrics } from '../ops/metrics.js';
 import { checkData } from './decode-data.js';
@@ -61,7 +61,6 @@ import {
 import { StateDirLock } from './state-lock.js';
 import { BufferBudget } from './buffer-budget.js';
 import { PipelineState, type PipelineSnapshot } from './pipeline-state.js';
-import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { mkdir } from 'node:fs/promises';
 import { authorizeTarget, ownerName, type AccessPolicy, type AllowedTarget, type ClientIdentity } from './access.js';
@@ -721,8 +720,9 @@ export class TransferRegistry {
     const l = cp.lastData!;
     const buf = Buffer.alloc(l.lengthBytes);
     const n = await handle.readAt(buf, l.offsetBytes, l.lengthBytes);
-    const sum = createHash('sha256').update(buf.subarray(0, n)).digest('hex');
-    if (n !== l.lengthBytes || sum !== l.sha256) {
+    // lastData exists only for a transfer with checksums, made by its algorithm.
+    const sum = cp.checksum === 'none' ? '' : dataChecksum(buf.subarray(0, n), cp.checksum).toString('hex');
+    if (n !== l.lengthBytes || sum !== l.checksum) {
       throw new ThinshipError(
         'RESUME_MISMATCH',
         `transfer ${cp.transferId} cannot resume: the target's bytes at ${l.offsetBytes}..${l.offsetBytes + l.lengthBytes} (the last record applied before the checkpoint) are no longer what was written, so the target changed since; the transfer must start over: abort it (AbortTransfer) and send again`,
@@ -991,7 +991,7 @@ export class TransferRegistry {
       const summary = await applyMessages(messages(), writeTo, { resumeFromBytes: begin.resumeOffsetBytes });
       if (stage) {
         // recv-guarantees hook: the validated End commits the staged snapshot onto the target.
-        await commitTransferStage(stage, begin, s.transferId, begin.checksum === 'sha256' ? ctx.ledger.digest : undefined);
+        await commitTransferStage(stage, begin, s.transferId, begin.checksum !== 'none' ? ctx.ledger.digest : undefined);
         stage = undefined;
         cp = { ...cp, targetIdentity: await currentTargetIdentity(target) };
       }
@@ -1026,7 +1026,7 @@ export class TransferRegistry {
         unmapRecordsApplied: ctx.ledger.counts.unmapRecords - (existing?.unmapRecords ?? 0),
         bytesWritten: summary.bytesWritten,
         bytesDiscarded: summary.bytesDiscarded + summary.gapBytesZeroed,
-        digest: begin.checksum === 'sha256' ? end.digest : Buffer.alloc(0),
+        digest: begin.checksum !== 'none' ? end.digest : Buffer.alloc(0),
         state: this.view(cp),
       };
     } catch (e) {

@@ -30,7 +30,7 @@ import { isIP } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { ThinshipError, asThinshipError } from '../errors.js';
 import { logPhase } from '../log.js';
-import { StreamLedger } from '../stream/integrity.js';
+import { StreamLedger, DEFAULT_CHECKSUM, type RecordChecksum } from '../stream/integrity.js';
 import type { BeginInfo, EndMessage } from '../stream/messages.js';
 import { sendMessages, READ_AHEAD_OPS } from '../sender/sender.js';
 import { CompressPool } from '../sender/compress-pool.js';
@@ -44,6 +44,7 @@ import type { TargetReport } from '../receiver/target-state/report.js';
 import {
   newReceiverClient,
   PROTOCOL_VERSION,
+  CHECKSUM_PROTO_NAMES,
   unixMsOfTimestamp,
   type GetTargetResponse__Output,
   type ApplyStreamRequest,
@@ -316,7 +317,10 @@ export interface SendProgress {
 }
 
 export type SendEvent =
-  { type: 'start'; transferId: string; resumeOffsetBytes: number; attempt: number } | { type: 'retry'; attempt: number; error: ThinshipError; delayMs: number };
+  | { type: 'start'; transferId: string; resumeOffsetBytes: number; attempt: number }
+  | { type: 'retry'; attempt: number; error: ThinshipError; delayMs: number }
+  /** The receiver refused the default checksum (it is older than it): the transfer starts again with `using`. */
+  | { type: 'checksum-fallback'; refused: RecordChecksum; using: RecordChecksum; error: ThinshipError };
 
 export interface GrpcSendOptions {
   /** Begin.force / Begin.grow: the receiver applies over a diverged target / extends a smaller file target. */
@@ -327,6 +331,13 @@ export interface GrpcSendOptions {
   transferId?: string;
   /** zstd on worker threads (default true); false sends RAW and ZERO only. */
   compress?: boolean;
+  /**
+   * The per-DATA checksum of a new transfer. A resumed one keeps the
+   * algorithm it began with (TransferState.checksum). Default:
+   * DEFAULT_CHECKSUM (BLAKE3), and sha256 for a receiver that refuses it (one
+   * older than BLAKE3); given explicitly, such a refusal fails the send.
+   */
+  checksum?: RecordChecksum;
   /** zstd level of the pool made here (default 1); a given `pool` has its own. */
   zstdLevel?: number;
   /** Worker threads of the pool made here (default: one per core, compress-pool.ts). */
@@ -359,6 +370,8 @@ export interface GrpcSendOptions {
 
 export interface GrpcSendResult {
   transferId: string;
+  /** The per-DATA checksum of the transfer (of the last call). */
+  checksum: RecordChecksum;
   /** The receiver already had this transfer complete: nothing was sent. */
   alreadyComplete: boolean;
   attempts: number;
@@ -433,6 +446,22 @@ function retryable(e: ThinshipError): boolean {
   return e.retryable || e.code === 'RESUME_MISMATCH';
 }
 
+/**
+ * True when the receiver refused the Begin's checksum algorithm as one it
+ * does not know: what receivers older than BLAKE3 answer a BLAKE3 Begin
+ * ("begin: checksum 3 is not one of CHECKSUM_ALGORITHM_NONE,
+ * CHECKSUM_ALGORITHM_SHA256", BAD_STREAM; protobufjs hands them the number of
+ * an enum value they do not know). Nothing was applied then.
+ */
+export function refusedChecksumAlgorithm(e: ThinshipError): boolean {
+  return e.code === 'BAD_STREAM' && /begin: checksum \S+ is not one of /.test(e.message);
+}
+
+/** The algorithm a resumed transfer began with: TransferState.checksum, or sha256 from receivers that do not say (they know no other). */
+function checksumOfState(st: TransferState__Output): RecordChecksum {
+  return st.checksum === CHECKSUM_PROTO_NAMES.blake3 ? 'blake3' : 'sha256';
+}
+
 /** The Begin request of a call: the sender's begin, and what only this call knows. */
 function pbBeginOf(
   info: BeginInfo,
@@ -454,7 +483,7 @@ function pbBeginOf(
       plannedUnmapBytes: info.plannedUnmapBytes ?? 0,
       resumeOffsetBytes: call.resumeOffsetBytes,
       compression: call.compress ? 'COMPRESSION_ZSTD' : 'COMPRESSION_NONE',
-      checksum: info.checksum === 'none' ? 'CHECKSUM_ALGORITHM_NONE' : 'CHECKSUM_ALGORITHM_SHA256',
+      checksum: CHECKSUM_PROTO_NAMES[info.checksum ?? 'none'],
       force: call.force === true,
       grow: call.grow === true,
     },
@@ -484,8 +513,11 @@ export async function sendPlanOverGrpc(client: ReceiverClient, p: SendPlan, read
   let delay = firstDelayMs;
   const compress = o.compress ?? true;
   const totals = p.plan.totals;
+  /** The algorithm of a new transfer; sha256 from the first refusal of an older receiver on (when not chosen explicitly). */
+  let newChecksum: RecordChecksum = o.checksum ?? DEFAULT_CHECKSUM;
   const r: Omit<GrpcSendResult, 'digest' | 'state' | 'seconds'> = {
     transferId,
+    checksum: newChecksum,
     alreadyComplete: false,
     attempts: 0,
     startOffsets: [],
@@ -516,9 +548,10 @@ export async function sendPlanOverGrpc(client: ReceiverClient, p: SendPlan, read
         }
         if (st) resumable = true;
         const resume = st?.durableOffsetBytes ?? 0;
+        r.checksum = st ? checksumOfState(st) : newChecksum;
         r.startOffsets.push(resume);
         o.onEvent?.({ type: 'start', transferId, resumeOffsetBytes: resume, attempt });
-        const res = await oneCall(client, p, reader, pool, o, r, transferId, compress, st);
+        const res = await oneCall(client, p, reader, pool, o, r, transferId, compress, r.checksum, st);
         return { ...r, digest: res.digest, state: stateOf(res, 'ApplyStream'), response: res, seconds: (performance.now() - t0) / 1000 };
       } catch (e) {
         const err = await client.explain(fromServiceError(e, `ApplyStream to ${client.address}`));
@@ -528,6 +561,21 @@ export async function sendPlanOverGrpc(client: ReceiverClient, p: SendPlan, read
           failures = 0;
           delay = firstDelayMs;
         } // progress: a fresh start
+        if (refusedChecksumAlgorithm(err) && r.checksum !== 'sha256') {
+          if (o.checksum === undefined) {
+            // A receiver older than BLAKE3: this transfer (nothing of it was applied) goes as sha256.
+            newChecksum = 'sha256';
+            o.onEvent?.({ type: 'checksum-fallback', refused: r.checksum, using: newChecksum, error: err });
+            // The refused call is no attempt of the transfer: nothing was applied.
+            r.startOffsets.pop();
+            attempt--;
+            continue;
+          }
+          throw new ThinshipError(err.code, `${err.message} (the receiver is older than checksum ${r.checksum}: upgrade it, or send with --checksum sha256)`, {
+            details: err.details,
+            cause: err,
+          });
+        }
         if (!client.reached && err.details.connect === true) {
           // Nobody at the address yet: a short, bounded wait, then say so (nothing was started).
           connectDeadline ??= Date.now() + (o.connectWaitMs ?? 5000);
@@ -581,6 +629,7 @@ async function oneCall(
   r: Omit<GrpcSendResult, 'digest' | 'state' | 'seconds'>,
   transferId: string,
   compress: boolean,
+  checksum: RecordChecksum,
   st: TransferState__Output | undefined,
 ): Promise<ApplyStreamResponse__Output> {
   const resume = st?.durableOffsetBytes ?? 0;
@@ -690,7 +739,7 @@ async function oneCall(
   };
 
   try {
-    const messages = sendMessages(p, reader, { resumeFromBytes: resume, transferId, buffers, checksum: 'sha256', volumeIds: wireVolumeIds(p) });
+    const messages = sendMessages(p, reader, { resumeFromBytes: resume, transferId, buffers, checksum, volumeIds: wireVolumeIds(p) });
     for await (const m of compressStage(messages, pool)) {
       if (m.type === 'begin')
         await write(pbBeginOf(m.info, { target: o.target, resumeOffsetBytes: resume, compress, force: o.force === true, grow: o.grow === true }));

@@ -17,6 +17,8 @@ import type { ReceiverServiceClient, ReceiverServiceDefinition } from './generat
 import type { Timestamp } from './generated/google/protobuf/Timestamp.js';
 import type { ProtoGrpcType as SenderProtoGrpcType } from './generated/sender.js';
 import type { SenderServiceClient } from './generated/thinship/sender/v1/SenderService.js';
+import type { ChecksumAlgorithm as ChecksumAlgorithmProto } from './generated/thinship/v1/ChecksumAlgorithm.js';
+import type { ChecksumAlgorithm } from '../stream/messages.js';
 
 export type { ApplyStreamRequest, ApplyStreamRequest__Output } from './generated/thinship/v1/ApplyStreamRequest.js';
 export type { ApplyStreamResponse, ApplyStreamResponse__Output } from './generated/thinship/v1/ApplyStreamResponse.js';
@@ -30,6 +32,13 @@ export type { TransferInfo__Output as SenderTransferInfo } from './generated/thi
 export type { StartTransferRequest } from './generated/thinship/sender/v1/StartTransferRequest.js';
 
 export const PROTOCOL_VERSION = 1;
+
+/** A ChecksumAlgorithm's proto enum name (Begin.checksum, TransferState.checksum); server.ts maps back. */
+export const CHECKSUM_PROTO_NAMES = {
+  none: 'CHECKSUM_ALGORITHM_NONE',
+  sha256: 'CHECKSUM_ALGORITHM_SHA256',
+  blake3: 'CHECKSUM_ALGORITHM_BLAKE3',
+} as const satisfies Record<ChecksumAlgorithm, ChecksumAlgorithmProto>;
 /** The full name of the service (health checks and reflection use it too). */
 export const RECEIVER_SERVICE = 'thinship.v1.ReceiverService';
 

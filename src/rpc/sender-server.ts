@@ -208,7 +208,14 @@ export async function startSenderServer(o: SenderServerOptions): Promise<Running
         requestId: string;
         source: PbSource;
         destination?: { receiverAddress?: string; serverName?: string; target?: string } | null;
-        options?: { noCompress?: boolean; bandwidthLimitBytesPerSecond?: number; maxRetries?: number; force?: boolean; grow?: boolean } | null;
+        options?: {
+          noCompress?: boolean;
+          bandwidthLimitBytesPerSecond?: number;
+          maxRetries?: number;
+          force?: boolean;
+          grow?: boolean;
+          checksum?: string;
+        } | null;
       },
       Record<string, unknown>
     >('StartTransfer', async (c, req) => {
@@ -227,6 +234,8 @@ export async function startSenderServer(o: SenderServerOptions): Promise<Running
           maxRetries: Math.min(Number(opt.maxRetries ?? 0), 1000),
           force: opt.force === true,
           grow: opt.grow === true,
+          // Only when given: the options are part of a request's fingerprint (a repeated request id).
+          ...(opt.checksum ? { checksum: opt.checksum } : {}),
         },
       });
       return { transfer: infoToProto(info) };

@@ -32,6 +32,7 @@ import {
   protoRoot,
   LOADER_OPTIONS,
   PROTOCOL_VERSION,
+  CHECKSUM_PROTO_NAMES,
   RECEIVER_SERVICE,
   timestampOfUnixMs,
   type ApplyStreamRequest__Output,
@@ -113,7 +114,7 @@ const RESTART_ONLY_KEYS = [
 /** TransferMode → BeginInfo.incremental. */
 const INCREMENTAL = { TRANSFER_MODE_FULL: false, TRANSFER_MODE_INCREMENTAL: true } as const;
 const COMPRESSIONS = { COMPRESSION_NONE: 'none', COMPRESSION_ZSTD: 'zstd' } as const;
-const CHECKSUMS = { CHECKSUM_ALGORITHM_NONE: 'none', CHECKSUM_ALGORITHM_SHA256: 'sha256' } as const;
+const CHECKSUMS = { CHECKSUM_ALGORITHM_NONE: 'none', CHECKSUM_ALGORITHM_SHA256: 'sha256', CHECKSUM_ALGORITHM_BLAKE3: 'blake3' } as const;
 const ENCODINGS = { ENCODING_RAW: 'raw', ENCODING_ZSTD: 'zstd', ENCODING_ZERO: 'zero' } as const;
 
 function pick<T extends Record<string, string | boolean>>(table: T, v: unknown, field: string): T[keyof T] {
@@ -250,6 +251,7 @@ function stateToProto(s: TransferStateView): TransferState {
     sourceId: s.sourceId,
     baseId: s.baseId,
     volumeSizeBytes: s.volumeSizeBytes,
+    checksum: CHECKSUM_PROTO_NAMES[s.checksum],
     durableOffsetBytes: s.durableOffsetBytes,
     digestState: Buffer.from(s.digestState, 'hex'),
     dataRecords: s.dataRecords,

@@ -9,6 +9,7 @@
  */
 import { WorkerPool, defaultWorkerCount, ownArrayBuffer } from '../stream/worker-pool.js';
 import { DEFAULT_ZSTD_LEVEL, checkZstdLevel } from '../stream/zstd.js';
+import type { RecordChecksum } from '../stream/integrity.js';
 
 /** Main -> worker. */
 export interface ChunkJob {
@@ -18,6 +19,8 @@ export interface ChunkJob {
   compress: boolean;
   /** zstd level (1-19, stream/zstd.ts checkZstdLevel). */
   level: number;
+  /** The per-DATA checksum to compute (per job: one daemon's pool serves transfers of either). */
+  checksum: RecordChecksum;
 }
 
 /** Worker -> main. */
@@ -34,7 +37,7 @@ export interface ChunkReply {
 export interface ChunkResult {
   /** The chunk's bytes (the same memory the caller handed in, returned by the worker). */
   raw: Buffer;
-  /** sha256 of raw. */
+  /** The checksum of raw (the job's algorithm). */
   checksum: Buffer;
   /** raw is all zeros: send it without payload. */
   zero: boolean;
@@ -76,9 +79,9 @@ export class CompressPool {
    * ArrayBuffer that memory is transferred to the worker (data becomes empty
    * here) and comes back as result.raw; use only result.raw afterwards.
    */
-  async process(data: Buffer): Promise<ChunkResult> {
+  async process(data: Buffer, checksum: RecordChecksum): Promise<ChunkResult> {
     const own = ownArrayBuffer(data);
-    const m = await this.pool.run({ ...own, compress: this.compress, level: this.level }, [own.buf]);
+    const m = await this.pool.run({ ...own, compress: this.compress, level: this.level, checksum }, [own.buf]);
     return {
       raw: Buffer.from(m.buf, m.byteOffset, m.length),
       checksum: Buffer.from(m.checksum),

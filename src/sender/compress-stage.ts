@@ -1,6 +1,6 @@
 /**
  * The sending core's compression stage, transport-neutral (docs/architecture.md):
- * DATA messages from sendMessages() go through the worker pool (sha256,
+ * DATA messages from sendMessages() go through the worker pool (the begin's checksum,
  * zero detection, zstd at the pool's level; compress-pool.ts) and come out,
  * in stream order, with what the workers found; begin, unmap and end pass
  * through in their place. A transport maps what comes out to its own
@@ -14,6 +14,7 @@
  */
 import type { BeginMessage, EndMessage, StreamMessage, UnmapMessage } from '../stream/messages.js';
 import type { ChunkResult, CompressPool } from './compress-pool.js';
+import { recordChecksumOf, type RecordChecksum } from '../stream/integrity.js';
 
 /** Chunks per worker in flight: one being worked on, one waiting, so a worker never waits for the main thread. */
 export const COMPRESS_AHEAD_PER_WORKER = 2;
@@ -42,14 +43,18 @@ export async function* compressStage(
   aheadItems = COMPRESS_AHEAD_PER_WORKER * pool.size,
 ): AsyncGenerator<PreparedMessage> {
   const fifo: Waiting[] = [];
+  /** The begin's per-DATA checksum, computed by the workers (a stream whose begin does not say: sha256). */
+  let algorithm: RecordChecksum | undefined = recordChecksumOf({});
   const out = async (w: Waiting): Promise<PreparedMessage> =>
     w.type === 'data' ? { type: 'data', offsetBytes: w.offsetBytes, lengthBytes: w.lengthBytes, result: await w.result } : w;
   try {
     for await (const m of messages) {
+      if (m.type === 'begin') algorithm = recordChecksumOf(m.info);
       if (m.type === 'data') {
         if (m.piece !== undefined) throw new Error('compressStage: a DATA record in pieces cannot be compressed as one chunk');
+        if (algorithm === undefined) throw new Error('compressStage: DATA in a stream whose begin has no checksums (the workers compute one)');
         const lengthBytes = m.data.length;
-        const result = pool.process(m.data); // m.data now belongs to the pool
+        const result = pool.process(m.data, algorithm); // m.data now belongs to the pool
         result.catch(() => undefined); // awaited in order below
         fifo.push({ type: 'data', offsetBytes: m.offsetBytes, lengthBytes, result });
       } else if (fifo.length === 0) {

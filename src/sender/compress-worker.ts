@@ -1,6 +1,6 @@
 /**
  * Worker thread of the compression pool (compress-pool.ts): for each chunk,
- * sha256 of the bytes, an all-zero check, and a zstd frame (the job's level) when that
+ * the checksum of the bytes (the job's algorithm), an all-zero check, and a zstd frame (the job's level) when that
  * is worth sending. Runs off the main thread because zstd-napi has no
  * asynchronous API; the chunk's memory is transferred here and back, not copied.
  */
@@ -17,7 +17,7 @@ const compressor = new ChunkCompressor();
 port.on('message', (job: ChunkJob & { id: number }) => {
   try {
     const data = new Uint8Array(job.buf, job.byteOffset, job.length);
-    const checksum = new Uint8Array(dataChecksum(data)); // its own ArrayBuffer, transferred back
+    const checksum = new Uint8Array(dataChecksum(data, job.checksum)); // its own ArrayBuffer, transferred back
     const zero = isAllZero(data);
     const frame = !zero && job.compress ? compressor.compress(data, job.level) : undefined;
     const frameBuf = frame?.buffer as ArrayBuffer | undefined; // the frame owns its whole ArrayBuffer

@@ -6,7 +6,8 @@
  */
 import type { SendPlan } from '../thin/planner.js';
 import type { PlanOp } from '../thin/model.js';
-import type { StreamMessage, BeginInfo } from '../stream/messages.js';
+import type { StreamMessage, BeginInfo, ChecksumAlgorithm } from '../stream/messages.js';
+import { DEFAULT_CHECKSUM } from '../stream/integrity.js';
 import type { VolumeReader } from './volume-reader.js';
 import type { ChunkBuffers } from './chunk-buffers.js';
 
@@ -15,7 +16,7 @@ export const READ_AHEAD_OPS = 8;
 
 export interface SenderOptions {
   transferId?: string;
-  checksum?: 'sha256' | 'none';
+  checksum?: ChecksumAlgorithm;
   /** Start at this volume offset (resume): ops wholly below it are skipped, one straddling it is cut. */
   resumeFromBytes?: number;
   onProgress?: (p: { dataBytes: number; unmapBytes: number }) => void;
@@ -38,7 +39,7 @@ function beginInfoOf(p: SendPlan, o: SenderOptions): BeginInfo {
     baseId: o.volumeIds ? o.volumeIds.baseId || undefined : p.base?.uuid,
     incremental: p.mode === 'incremental',
     transferId: o.transferId,
-    checksum: o.checksum ?? 'sha256',
+    checksum: o.checksum ?? DEFAULT_CHECKSUM,
     plannedDataBytes: p.plan.totals.dataBytes,
     plannedUnmapBytes: p.plan.totals.unmapBytes,
   };

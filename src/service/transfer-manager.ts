@@ -26,6 +26,7 @@ import type { SenderAction, SenderIdentityRules } from './sender-config.js';
 import { globMatch } from '../rpc/config-file.js';
 import type { SenderMetrics } from '../ops/metrics.js';
 import type { TransferStore } from './transfer-store.js';
+import type { RecordChecksum } from '../stream/integrity.js';
 
 export type TransferStateName = 'queued' | 'planning' | 'sending' | 'resuming' | 'committing' | 'done' | 'failed' | 'cancelled';
 const FINAL: ReadonlySet<TransferStateName> = new Set(['done', 'failed', 'cancelled']);
@@ -47,6 +48,8 @@ export interface TransferOptionsRequest {
   /** Begin.force / Begin.grow towards the receiver (send --to's --force / --grow). */
   force?: boolean;
   grow?: boolean;
+  /** The per-record checksum of a new transfer ("blake3" or "sha256"); absent: the default (BLAKE3, sha256 for an older receiver). */
+  checksum?: string;
 }
 export interface StartRequest {
   requestId: string;
@@ -268,6 +271,8 @@ export class TransferManager {
     ) {
       throw new ThinshipError('USAGE', `bandwidth_limit_bytes_per_second ${req.options.bandwidthLimitBytesPerSecond}: at least 1024, or 0 for none`);
     }
+    if (req.options.checksum !== undefined && req.options.checksum !== 'blake3' && req.options.checksum !== 'sha256')
+      throw new ThinshipError('USAGE', `options.checksum "${req.options.checksum.slice(0, 40)}" must be blake3, sha256, or empty for the default`);
     const t: Transfer = {
       info: {
         transferId,
@@ -424,6 +429,7 @@ export class TransferManager {
           compress,
           force: req.options.force === true,
           grow: req.options.grow === true,
+          checksum: req.options.checksum as RecordChecksum | undefined, // checked by start()
           pool: this.pool(compress),
           maxAttempts: (req.options.maxRetries || 9) + 1,
           retryDelayMs: this.o.retryDelayMs,
@@ -436,6 +442,11 @@ export class TransferManager {
             this.progress(t, x.resumedDataBytes + x.dataBytes);
           },
           onEvent: (e) => {
+            if (e.type === 'checksum-fallback')
+              this.o.log.warn(
+                { transferId: t.info.transferId, refused: e.refused, using: e.using },
+                'the receiver does not know the checksum (an older version): sending with sha256',
+              );
             if (e.type === 'retry') metrics?.retries.inc();
             if (e.type === 'retry') this.set(t, { state: 'resuming', retries: t.info.retries + 1, errorMessage: e.error.message });
             // A resumed call clears the retry's error; the note of a daemon restart stays.

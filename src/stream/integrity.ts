@@ -1,7 +1,8 @@
 /**
  * The integrity core: the stream's rules, written once for both transports.
  *
- * Sending side: every DATA gets its sha256 (withDataChecksum), and a
+ * Sending side: every DATA gets its checksum, sha256 or BLAKE3 as the begin
+ * says (withDataChecksum; DEFAULT_CHECKSUM when the sender was not told), and a
  * StreamLedger chains the stream digest and counts the records in stream
  * order; the end carries what the ledger says (ledger.seal()).
  * Receiving side: the same ledger, fed in the same order, is what the End's
@@ -16,11 +17,36 @@
  * which rule, and what "matches" means, lives here. docs/architecture.md. digest.ts holds the chain's primitive (one
  * canonical record hashed onto the previous value); only this file drives it.
  */
-import type { Hash } from 'node:crypto';
-import { dataChecksum, StreamDigest, SHA256_BYTES } from './digest.js';
-import type { EndMessage, StreamMessage } from './messages.js';
+import { dataChecksum, runningChecksum, StreamDigest, CHECKSUM_BYTES, SHA256_BYTES, type RecordChecksum, type RunningChecksum } from './digest.js';
+import type { BeginInfo, ChecksumAlgorithm, EndMessage, StreamMessage } from './messages.js';
 
-export { dataChecksum, SHA256_BYTES };
+export { dataChecksum, runningChecksum, CHECKSUM_BYTES, SHA256_BYTES, type RecordChecksum, type RunningChecksum };
+
+/**
+ * The per-DATA checksum a sender uses unless told otherwise (`--checksum`):
+ * BLAKE3, ~4x less CPU than sha256 for the same 32 bytes (docs/benchmarks.md).
+ * Receivers older than BLAKE3 refuse it at the begin; docs/stream-format.md
+ * ("Checksum algorithms") says what each transport does then.
+ */
+export const DEFAULT_CHECKSUM: RecordChecksum = 'blake3';
+
+/**
+ * The per-DATA checksum a begin declares, undefined for 'none'. A begin that
+ * does not say means sha256: the algorithm of every stream before others
+ * could be named (and of the format's golden streams).
+ */
+export function recordChecksumOf(info: BeginInfo): RecordChecksum | undefined {
+  const c = info.checksum ?? 'sha256';
+  return c === 'none' ? undefined : c;
+}
+
+/** The algorithms a stream may declare, for messages that list them. */
+const CHECKSUM_ALGORITHMS: readonly ChecksumAlgorithm[] = ['blake3', 'sha256', 'none'];
+
+/** True for a checksum algorithm this version knows (anything else: the caller refuses it, naming the field). */
+export function isChecksumAlgorithm(v: unknown): v is ChecksumAlgorithm {
+  return typeof v === 'string' && (CHECKSUM_ALGORITHMS as readonly string[]).includes(v);
+}
 
 /** What the End of a stream counts (DATA and UNMAP records and their bytes). */
 export interface StreamCounts {
@@ -45,7 +71,7 @@ export class StreamLedger {
   readonly counts: StreamCounts;
 
   /**
-   * checksums: chain the digest (a stream with sha256 checksums); without,
+   * checksums: chain the digest (a stream with per-DATA checksums); without,
    * the chain stays at its starting value.
    * resume: continue from a stored state (a resumed transfer); its digest is
    * used only when it is a whole chain value (32 bytes).
@@ -64,7 +90,7 @@ export class StreamLedger {
     };
   }
 
-  /** One DATA record of lengthBytes at offsetBytes; its sha256 is required when the stream has checksums. */
+  /** One DATA record of lengthBytes at offsetBytes; its checksum is required when the stream has checksums. */
   addData(offsetBytes: number, lengthBytes: number, checksum?: Uint8Array): void {
     this.counts.dataRecords++;
     this.counts.dataBytes += lengthBytes;
@@ -112,36 +138,38 @@ export class StreamLedger {
   }
 }
 
-/** A DATA message with its sha256 (computed unless the sender supplied one; a piece of a record gets none). */
-export function withDataChecksum(m: StreamMessage): StreamMessage {
+/** A DATA message with its checksum (computed unless the sender supplied one; a piece of a record gets none). */
+export function withDataChecksum(m: StreamMessage, algorithm: RecordChecksum): StreamMessage {
   if (m.type !== 'data' || m.checksum !== undefined || m.piece !== undefined || !(m.data instanceof Uint8Array)) return m;
-  return { ...m, checksum: dataChecksum(m.data) };
+  return { ...m, checksum: dataChecksum(m.data, algorithm) };
 }
 
 /**
- * The sha256 of a payload (its bytes, or a running hash over its pieces),
- * and whether it is the sender's `expected` one.
+ * The checksum (`algorithm`) of a payload (its bytes, or a running checksum
+ * over its pieces, made for the same algorithm), and whether it is the
+ * sender's `expected` one.
  */
-export function checkDataChecksum(payload: Uint8Array | Hash, expected: Uint8Array): { actual: Buffer; ok: boolean } {
-  const actual = payload instanceof Uint8Array ? dataChecksum(payload) : payload.digest();
+export function checkDataChecksum(payload: Uint8Array | RunningChecksum, expected: Uint8Array, algorithm: RecordChecksum): { actual: Buffer; ok: boolean } {
+  const actual = payload instanceof Uint8Array ? dataChecksum(payload, algorithm) : payload.digest();
   return { actual, ok: actual.equals(expected) };
 }
 
-const ZERO_CHECKSUMS = new Map<number, Buffer>();
-/** sha256 of `lengthBytes` zero bytes (a ZERO-encoded DATA record); cached per length: senders use one chunk size. */
-function zeroChecksum(lengthBytes: number): Buffer {
-  let c = ZERO_CHECKSUMS.get(lengthBytes);
+const ZERO_CHECKSUMS = new Map<string, Buffer>();
+/** The checksum of `lengthBytes` zero bytes (a ZERO-encoded DATA record); cached per algorithm and length: senders use one chunk size. */
+function zeroChecksum(lengthBytes: number, algorithm: RecordChecksum): Buffer {
+  const key = `${algorithm}:${lengthBytes}`;
+  let c = ZERO_CHECKSUMS.get(key);
   if (!c) {
-    c = dataChecksum(Buffer.alloc(lengthBytes));
+    c = dataChecksum(Buffer.alloc(lengthBytes), algorithm);
     if (ZERO_CHECKSUMS.size > 32) ZERO_CHECKSUMS.clear();
-    ZERO_CHECKSUMS.set(lengthBytes, c);
+    ZERO_CHECKSUMS.set(key, c);
   }
   return c;
 }
 
-/** True when `claimed` is the sha256 of lengthBytes zero bytes (a ZERO-encoded DATA record's checksum). */
-export function zeroChecksumMatches(lengthBytes: number, claimed: Uint8Array): boolean {
-  return zeroChecksum(lengthBytes).equals(claimed);
+/** True when `claimed` is the checksum (`algorithm`) of lengthBytes zero bytes (a ZERO-encoded DATA record's checksum). */
+export function zeroChecksumMatches(lengthBytes: number, claimed: Uint8Array, algorithm: RecordChecksum): boolean {
+  return zeroChecksum(lengthBytes, algorithm).equals(claimed);
 }
 
 /**

@@ -13,7 +13,8 @@
  * proto/thinship/v1/receiver.proto for the gRPC Begin and End.
  */
 
-export type ChecksumAlgorithm = 'sha256' | 'none';
+/** The per-DATA checksum of a stream ('none': no checksums and no stream digest). */
+export type ChecksumAlgorithm = 'sha256' | 'blake3' | 'none';
 
 /**
  * The begin of a stream: the one begin type of both transports. Every field is
@@ -35,7 +36,7 @@ export interface BeginInfo {
   incremental?: boolean;
   /** Identifies one transfer across resumes. */
   transferId?: string;
-  /** 'sha256': every DATA carries a checksum and the end carries a stream digest. */
+  /** 'sha256' or 'blake3': every DATA carries that checksum and the end carries a stream digest (a sha256 chain either way). */
   checksum?: ChecksumAlgorithm;
   /** What the plan says will follow (for progress and space checks). */
   plannedDataBytes?: number;
@@ -57,7 +58,7 @@ export interface DataMessage {
    */
   data: Buffer;
   /**
-   * sha256 of the whole DATA record's payload (32 bytes); from the decoder only
+   * The checksum (the begin's algorithm) of the whole DATA record's payload (32 bytes); from the decoder only
    * when the stream carried one and it matched (on a piece: only on the last).
    */
   checksum?: Buffer;

@@ -190,6 +190,31 @@ test('StartTransfer then WatchTransfer: full then incremental reach DONE with th
   }
 });
 
+test('the per-record checksum: BLAKE3 unless options.checksum says sha256; the receiver records what each transfer used', async () => {
+  const c = await connect(certs.clientA);
+  const r = await rx.client(certs.clientA);
+  try {
+    for (const [requestId, checksum, want] of [
+      ['sum-default', undefined, 'CHECKSUM_ALGORITHM_BLAKE3'],
+      ['sum-sha256', 'sha256', 'CHECKSUM_ALGORITHM_SHA256'],
+    ] as const) {
+      const target = join(targets(), `${requestId}.img`);
+      const started = await call<{ transfer: Info }>(c, 'StartTransfer', {
+        requestId,
+        source: offlineSource(pool.baseDevId),
+        destination: { receiverAddress: rx.address, serverName: 'localhost', target },
+        ...(checksum ? { options: { checksum } } : {}),
+      });
+      const last = (await watchAll(c, started.transfer.transferId)).at(-1)!;
+      assert.equal(last.state, 'STATE_DONE', JSON.stringify(last));
+      assert.equal((await r.getTransferState(started.transfer.transferId))?.checksum, want, requestId);
+      assertSameImage(readFileSync(target), img1, requestId);
+    }
+  } finally {
+    c.close();
+  }
+});
+
 test('StartTransfer is idempotent on request_id; the same id for a different request is refused', async () => {
   const c = await connect(certs.clientA);
   try {
@@ -441,6 +466,11 @@ test('hostile requests are refused with INVALID_ARGUMENT naming the field, and s
       }),
       grpc.status.INVALID_ARGUMENT,
       /bandwidth_limit_bytes_per_second 10: at least 1024/,
+    );
+    await refused(
+      call(c, 'StartTransfer', { requestId: 'md5-1', source: offlineSource(pool.baseDevId), destination: dest, options: { checksum: 'md5' } }),
+      grpc.status.INVALID_ARGUMENT,
+      /options\.checksum "md5" must be blake3, sha256, or empty for the default/,
     );
     await refused(call(c, 'Plan', { source: offlineSource(pool.baseDevId), maxOpBytes: 2 ** 40 }), grpc.status.INVALID_ARGUMENT, /max_op_bytes/);
     await refused(call(c, 'GetTransfer', { transferId: 'x'.repeat(100_000) }), grpc.status.NOT_FOUND, /no transfer/);

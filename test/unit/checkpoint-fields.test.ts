@@ -156,7 +156,7 @@ test('field sizes are counted in UTF-8 bytes and refused one byte past the limit
 
 test('lastData: null or absent is none; each of its fields is checked, and it must end at or below the durable offset', async () => {
   const h = 'cd'.repeat(32);
-  const atEnd = cp('l-ok', { lastData: { offsetBytes: 490, lengthBytes: 10, sha256: h } });
+  const atEnd = cp('l-ok', { lastData: { offsetBytes: 490, lengthBytes: 10, checksum: h } });
   await store.save(atEnd);
   assert.deepEqual(await store.load('a', 'l-ok'), atEnd);
   const none = cp('l-none');
@@ -219,7 +219,7 @@ test('the MAC is HMAC-SHA256 with checkpoint.key over the fields in their canoni
   ] as const;
   for (const c of [
     cp('m-1'),
-    cp('m-2', { targetIdentity: 'file dev=1 ino=2', status: 'complete', lastData: { offsetBytes: 100, lengthBytes: 20, sha256: 'ef'.repeat(32) } }),
+    cp('m-2', { targetIdentity: 'file dev=1 ino=2', status: 'complete', lastData: { offsetBytes: 100, lengthBytes: 20, checksum: 'ef'.repeat(32) } }),
   ]) {
     await store.save({ ...c, format: 7 as 2 });
     const f = fileOf(store, 'a', c.transferId);
@@ -227,7 +227,7 @@ test('the MAC is HMAC-SHA256 with checkpoint.key over the fields in their canoni
     assert.ok(text.endsWith('}\n'), 'one JSON object and a newline');
     assert.equal(statSync(f).mode & 0o777, 0o600);
     const body = JSON.parse(text) as Record<string, unknown>;
-    const last = c.lastData ? [c.lastData.offsetBytes, c.lastData.lengthBytes, c.lastData.sha256] : null;
+    const last = c.lastData ? [c.lastData.offsetBytes, c.lastData.lengthBytes, c.lastData.checksum] : null;
     const canonical = JSON.stringify([...order.map((k) => (k === 'format' ? CHECKPOINT_FORMAT : c[k])), last]);
     assert.equal(body.mac, createHmac('sha256', key).update(canonical).digest('hex'), 'independent HMAC');
     const { mac: _mac, ...fields } = body;
@@ -237,7 +237,7 @@ test('the MAC is HMAC-SHA256 with checkpoint.key over the fields in their canoni
 });
 
 test('a MAC that is missing, not lowercase hex, from another key, or over other values is a mismatch; a file under another name is refused', async () => {
-  const c = cp('mac-1', { lastData: { offsetBytes: 0, lengthBytes: 10, sha256: 'ef'.repeat(32) } });
+  const c = cp('mac-1', { lastData: { offsetBytes: 0, lengthBytes: 10, checksum: 'ef'.repeat(32) } });
   await store.save(c);
   const f = fileOf(store, 'a', 'mac-1');
   const good = JSON.parse(readFileSync(f, 'utf8')) as Record<string, unknown>;

@@ -15,6 +15,16 @@ for (const [args, first, hint] of [
   [['certs'], "thinship: error: required option '--out <dir>' not specified", "(run 'thinship certs --help' for usage)"],
   // a USAGE error of thinship's own (thrown by the command), not commander's
   [['send', 'vg0/snap1', '--target', 'vg1/x'], 'thinship: --target and --transfer-id need --to HOST:PORT', "(run 'thinship send --help' for usage)"],
+  [
+    ['send', 'vg0/snap1', '--checksum', 'md5'],
+    'thinship: --checksum must be blake3 or sha256, not "md5" (a stream without checksums: --no-extensions, pipe mode only)',
+    "(run 'thinship send --help' for usage)",
+  ],
+  [
+    ['send', 'vg0/snap1', '--no-extensions', '--checksum', 'sha256'],
+    'thinship: --checksum needs the extensions (format 1.1, not --no-extensions): a plain LINBIT stream carries no checksums',
+    "(run 'thinship send --help' for usage)",
+  ],
   [['plan', '1', '2', '3'], 'thinship: give one snapshot for a full send, or two (base first) for an incremental', "(run 'thinship plan --help' for usage)"],
   // a command of a group: the hint names both words
   [['sender', 'serve'], "thinship: error: required option '--listen <host:port>' not specified", "(run 'thinship sender serve --help' for usage)"],

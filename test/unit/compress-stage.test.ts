@@ -113,7 +113,7 @@ test('compressStage: a consumer that stops early stops the source, and the pool 
       if (m.type === 'data' && ++n === 3) break;
     }
     assert.equal(finished, true, 'the source generator was closed');
-    const r = await pool.process(textChunk(5));
+    const r = await pool.process(textChunk(5), 'sha256');
     assert.ok(r.checksum.equals(sha(textChunk(5))));
   } finally {
     await pool.close();
@@ -126,7 +126,7 @@ test('the zstd level reaches the workers: level 19 makes smaller frames than lev
   for (const zstdLevel of [1, 19]) {
     const pool = new CompressPool({ workers: 1, zstdLevel });
     try {
-      const r = await pool.process(Buffer.from(data));
+      const r = await pool.process(Buffer.from(data), 'sha256');
       assert.ok(r.frame);
       assert.ok(new ChunkDecompressor().decompress(r.frame, { offsetBytes: 0, lengthBytes: data.length }).equals(data));
       sizes.push(r.frame.length);

@@ -35,9 +35,9 @@ test('the chain equals an independent computation, including offsets above 2^32 
   for (const [k, o, l, s] of records) d = sha(d, canonical(k, o, l, s));
   const sd = new StreamDigest();
   assert.deepEqual(sd.state, Buffer.alloc(32), 'd_0');
-  sd.addData(0, 8, dataChecksum(payload));
+  sd.addData(0, 8, dataChecksum(payload, 'sha256'));
   sd.addUnmap(5 * 2 ** 32 + 7, 65536);
-  sd.addData(Number.MAX_SAFE_INTEGER, 1, dataChecksum(payload));
+  sd.addData(Number.MAX_SAFE_INTEGER, 1, dataChecksum(payload, 'sha256'));
   assert.deepEqual(sd.state, d);
   assert.equal(sd.recordsAdded, 3);
   assert.equal(sd.matches(d), true);
@@ -54,7 +54,7 @@ test('the chain equals an independent computation, including offsets above 2^32 
 
 test('a resumed chain continues from a stored state and counts only its own records', () => {
   const full = new StreamDigest();
-  full.addData(0, 4, dataChecksum(Buffer.from('abcd')));
+  full.addData(0, 4, dataChecksum(Buffer.from('abcd'), 'sha256'));
   const mid = full.state;
   full.addUnmap(4, 4);
   const resumed = new StreamDigest(mid);

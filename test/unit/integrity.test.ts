@@ -98,31 +98,31 @@ test('endCountMismatch: the first claimed count that differs, with both values; 
 test('withDataChecksum: a whole DATA record gets the sha256 of its bytes; a given checksum, a piece, UNMAP and END pass unchanged', () => {
   const data = Buffer.from('payload');
   const m = { type: 'data', offsetBytes: 0, data } as StreamMessage;
-  assert.deepEqual(withDataChecksum(m), { ...m, checksum: sha(data) });
+  assert.deepEqual(withDataChecksum(m, 'sha256'), { ...m, checksum: sha(data) });
   assert.equal((m as { checksum?: Buffer }).checksum, undefined, 'a new message, the input unchanged');
   const given = { type: 'data', offsetBytes: 0, data, checksum: Buffer.alloc(32, 7) } as StreamMessage;
-  assert.equal(withDataChecksum(given), given);
+  assert.equal(withDataChecksum(given, 'sha256'), given);
   const piece = { type: 'data', offsetBytes: 0, data, piece: { index: 0, last: false } } as unknown as StreamMessage;
-  assert.equal(withDataChecksum(piece), piece);
+  assert.equal(withDataChecksum(piece, 'sha256'), piece);
   const noBytes = { type: 'data', offsetBytes: 0, data: undefined } as unknown as StreamMessage;
-  assert.equal(withDataChecksum(noBytes), noBytes);
+  assert.equal(withDataChecksum(noBytes, 'sha256'), noBytes);
   const unmap = { type: 'unmap', offsetBytes: 0, lengthBytes: 10 } as StreamMessage;
-  assert.equal(withDataChecksum(unmap), unmap);
+  assert.equal(withDataChecksum(unmap, 'sha256'), unmap);
 });
 
 test('checkDataChecksum over bytes or a running hash; zeroChecksumMatches for many lengths', () => {
   const data = Buffer.from('some bytes');
-  assert.deepEqual(checkDataChecksum(data, sha(data)), { actual: sha(data), ok: true });
-  assert.deepEqual(checkDataChecksum(data, sha(Buffer.from('other'))), { actual: sha(data), ok: false });
+  assert.deepEqual(checkDataChecksum(data, sha(data), 'sha256'), { actual: sha(data), ok: true });
+  assert.deepEqual(checkDataChecksum(data, sha(Buffer.from('other')), 'sha256'), { actual: sha(data), ok: false });
   const h = createHash('sha256').update('some ').update('bytes');
-  assert.deepEqual(checkDataChecksum(h, sha(data)), { actual: sha(data), ok: true });
+  assert.deepEqual(checkDataChecksum(h, sha(data), 'sha256'), { actual: sha(data), ok: true });
   // More lengths than the cache keeps: each still right.
   for (let i = 1; i <= 40; i++) {
     const len = i * 512;
-    assert.equal(zeroChecksumMatches(len, sha(Buffer.alloc(len))), true, `${len}`);
-    assert.equal(zeroChecksumMatches(len, sha(Buffer.alloc(len + 1))), false, `${len} + 1`);
+    assert.equal(zeroChecksumMatches(len, sha(Buffer.alloc(len)), 'sha256'), true, `${len}`);
+    assert.equal(zeroChecksumMatches(len, sha(Buffer.alloc(len + 1)), 'sha256'), false, `${len} + 1`);
   }
-  assert.equal(zeroChecksumMatches(512, sha(Buffer.alloc(512))), true, 'again after the cache was cleared');
+  assert.equal(zeroChecksumMatches(512, sha(Buffer.alloc(512)), 'sha256'), true, 'again after the cache was cleared');
 });
 
 test('rangeFault: offset, length and end each at and one past their limits', () => {

@@ -133,7 +133,11 @@ test('group record: length 1 + 48 n (1 ≤ n ≤ 1024), algorithm 1, header offs
   await expectBad(Buffer.concat([BEGIN, V2, hdr(0, 1 + 48 * 1025, 0x8054_5304)]), { pos: 83, match: /got 49201$/ });
   await expectBad(Buffer.concat([BEGIN, V2, group([[0x10000, 8, SUM8]], { algo: 2 })]), {
     pos: 111,
-    match: /DATA checksum group algorithm\): unknown checksum algorithm 2/,
+    match: /DATA checksum group algorithm\): checksum algorithm 2 \(blake3\), but begin-info declares sha256 \(1\)/,
+  });
+  await expectBad(Buffer.concat([BEGIN, V2, group([[0x10000, 8, SUM8]], { algo: 7 })]), {
+    pos: 111,
+    match: /DATA checksum group algorithm\): unknown checksum algorithm 7 \(1 = sha256, 2 = blake3\)/,
   });
   await expectBad(Buffer.concat([BEGIN, V2, group([[0x10000, 8, SUM8]], { headerOffset: 0 })]), {
     pos: 83,
@@ -182,7 +186,7 @@ test('declared layouts are enforced: v2 needs a group for every DATA and refuses
 
 test('a corrupt record is refused before it is delivered (whole records), or before its last piece (records in pieces)', async () => {
   const payload = Buffer.alloc(10_000, 0x5a);
-  const sum = dataChecksum(payload);
+  const sum = dataChecksum(payload, 'sha256');
   const good = Buffer.concat([
     BEGIN,
     V2,
@@ -256,7 +260,7 @@ test('optional records per GiB: 34 (begin-info, 32 groups, digest) for 1 MiB and
   const GiB = 2 ** 30;
   for (const recordBytes of [1 << 20, 64 << 10]) {
     const buf = Buffer.alloc(recordBytes, 0x42);
-    const sum = dataChecksum(buf); // supplied, as the sender's workers would: the encoder does not re-hash 1 GiB
+    const sum = dataChecksum(buf, 'sha256'); // supplied, as the sender's workers would: the encoder does not re-hash 1 GiB
     async function* msgs(): AsyncGenerator<LinbitMessage> {
       yield { type: 'begin', info: { formatVersion: '1.1', volumeSizeBytes: GiB, checksum: 'sha256' } };
       for (let o = 0; o < GiB; o += recordBytes) yield { type: 'data', offsetBytes: o, data: buf, checksum: sum };
@@ -335,7 +339,7 @@ test('records decoded in pieces re-encode byte-exact without checksums, and are 
 test('encoder with checksums: holds at most a group plus the prefetch; source errors arrive in order; stopping early closes the source', async () => {
   const MiB = 1 << 20;
   const buf = Buffer.alloc(MiB, 1);
-  const sum = dataChecksum(buf);
+  const sum = dataChecksum(buf, 'sha256');
   let pulledBytes = 0;
   let writtenBytes = 0;
   let maxAheadBytes = 0;

@@ -265,7 +265,10 @@ test('DATA checksum record: placement, length, offset, algorithm', async () => {
     pos: 64,
     match: /names volume offset 131072, but the DATA record before it is at 65536/,
   });
-  await expectBad(Buffer.concat([BEGIN, header(M11, 0x10000, 8, 0), P8, checksumRec(0x10000, SUM8, 2)]), { pos: 92, match: /unknown checksum algorithm 2/ });
+  await expectBad(Buffer.concat([BEGIN, header(M11, 0x10000, 8, 0), P8, checksumRec(0x10000, SUM8, 7)]), {
+    pos: 92,
+    match: /unknown checksum algorithm 7 \(1 = sha256, 2 = blake3\)/,
+  });
   // Without begin-info a checksum record is optional, and verified when present.
   const ok = await collect(decodeStream([Buffer.concat([BEGIN, header(M11, 0x10000, 8, 0), P8, checksumRec(0x10000, SUM8), END, stats(4, 1, 0)])]));
   assert.deepEqual(ok[1], { type: 'data', offsetBytes: 0x10000, data: P8, checksum: SUM8 });
@@ -301,12 +304,12 @@ test('declared sha256: every DATA needs its checksum record and END needs the di
   });
   await expectBad(Buffer.concat([body, header(M11, 0, 33, 0x8054_5303), Buffer.from([2]), d.state, END, stats(6, 1, 0)]), {
     pos: 208,
-    match: /^bad stream at byte 208 \(record 5, stream digest algorithm\): unknown checksum algorithm 2 \(1 = sha256\)$/,
+    match: /^bad stream at byte 208 \(record 5, stream digest algorithm\): unknown stream digest algorithm 2 \(1 = sha256, the chain of every stream\)$/,
   });
   // A digest record without a declaration cannot be checked: refused.
   await expectBad(Buffer.concat([BEGIN, digestRec(d.state), END, stats(3, 0, 0)]), {
     pos: 28,
-    match: /stream digest record needs a begin-info that declares sha256/,
+    match: /stream digest record needs a begin-info that declares checksums \(sha256 or blake3\)/,
   });
 });
 
@@ -471,7 +474,7 @@ test('stopping early closes the input stream', async () => {
 // --- digest -----------------------------------------------------------------------------------
 
 test('stream digest: canonical layout, chain, and resuming from a stored state', () => {
-  const sum = dataChecksum(P8);
+  const sum = dataChecksum(P8, 'sha256');
   const canon = canonicalRecord('data', 0x1_0000_0002, 8, sum);
   assert.equal(canon.toString('hex'), '00' + '0000000100000002' + '0000000000000008' + sum.toString('hex'));
   assert.equal(canonicalRecord('unmap', 1, 2).toString('hex'), '01' + u64(1) + u64(2) + '00'.repeat(32));
@@ -583,7 +586,7 @@ test('round trip: random messages -> encode -> random chunks (1 B .. 64 KiB) -> 
         case 'data': {
           dataBytes += m.data.length;
           if (!sums) return m;
-          const checksum = dataChecksum(m.data);
+          const checksum = dataChecksum(m.data, 'sha256');
           digest.addData(m.offsetBytes, m.data.length, checksum);
           return { ...m, checksum };
         }

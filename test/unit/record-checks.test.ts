@@ -96,7 +96,7 @@ test('each record leaves the mark a checkpoint at it records: cursor, counts, di
   const m1 = decodeRecord(raw(4 * KiB, a), c, dz).mark;
   want.addData(4 * KiB, 8 * KiB, sha(a));
   // lastData: the last RAW/ZSTD record, re-read on the target before a resume (ZERO and UNMAP leave it)
-  const lastData = { offsetBytes: 4 * KiB, lengthBytes: 8 * KiB, sha256: sha(a).toString('hex') };
+  const lastData = { offsetBytes: 4 * KiB, lengthBytes: 8 * KiB, checksum: sha(a).toString('hex') };
   assert.deepEqual(m1, { offsetBytes: 12 * KiB, digest: want.state, lastData, dataRecords: 1, unmapRecords: 0, dataBytes: 8 * KiB, unmapBytes: 0 });
   const u = decodeRecord({ type: 'unmap', offsetBytes: 20 * KiB, lengthBytes: 12 * KiB }, c, dz);
   assert.deepEqual(u.msg, { type: 'unmap', offsetBytes: 20 * KiB, lengthBytes: 12 * KiB });

@@ -71,11 +71,11 @@ test('checkpoints are saved atomically, listed, validated (unusable files quaran
   assert.deepEqual(readdirSync(store.dir).sort(), [name, 'quarantine'].sort());
   // optional fields survive a round trip and are covered by the MAC
   await store.save(
-    cp('x-3', { targetIdentity: 'inode:2049:1234', lastData: { offsetBytes: 0, lengthBytes: 10, sha256: 'a'.repeat(64) }, durableOffsetBytes: 10 }),
+    cp('x-3', { targetIdentity: 'inode:2049:1234', lastData: { offsetBytes: 0, lengthBytes: 10, checksum: 'a'.repeat(64) }, durableOffsetBytes: 10 }),
   );
   const x3 = await store.load('a', 'x-3');
   assert.equal(x3!.targetIdentity, 'inode:2049:1234');
-  assert.deepEqual(x3!.lastData, { offsetBytes: 0, lengthBytes: 10, sha256: 'a'.repeat(64) });
+  assert.deepEqual(x3!.lastData, { offsetBytes: 0, lengthBytes: 10, checksum: 'a'.repeat(64) });
   const f3 = join(store.dir, checkpointFileName('a', 'x-3'));
   writeFileSync(f3, readFileSync(f3, 'utf8').replace('inode:2049:1234', 'inode:2049:9999'));
   await assert.rejects(store.load('a', 'x-3'), /mac\) mismatch/);
@@ -194,7 +194,7 @@ test('the compression pool: order kept by the caller, memory comes back, zeros a
     const rand = randomBytes(1024 * 1024);
     const inputs = [Buffer.from(text), Buffer.alloc(1024 * 1024), Buffer.from(rand), Buffer.from(text.subarray(0, 3000))];
     const copies = inputs.map((b) => Buffer.from(b));
-    const results = await Promise.all(inputs.map((b) => pool.process(b)));
+    const results = await Promise.all(inputs.map((b) => pool.process(b, 'sha256')));
     assert.equal(inputs[0]!.length, 0, 'a whole-ArrayBuffer chunk was transferred, not copied');
     const dz = new ChunkDecompressor();
     for (const [i, r] of results.entries()) {
@@ -212,7 +212,7 @@ test('the compression pool: order kept by the caller, memory comes back, zeros a
   }
   const plain = new CompressPool({ workers: 1, compress: false });
   try {
-    const r = await plain.process(Buffer.alloc(65536, 1));
+    const r = await plain.process(Buffer.alloc(65536, 1), 'sha256');
     assert.equal(r.frame, undefined);
     assert.equal(r.zero, false);
   } finally {

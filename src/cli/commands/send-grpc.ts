@@ -14,7 +14,7 @@ import { MAX_WORKERS } from '../../stream/worker-pool.js';
 import { checkZstdLevel } from '../../stream/zstd.js';
 import type { TlsFiles } from '../../rpc/tls.js';
 import { unixMsOfTimestamp } from '../../rpc/proto.js';
-import { sourceSpecOf, parseByteCount, parseBandwidthFlag, type SourceFlags } from '../source-args.js';
+import { sourceSpecOf, parseByteCount, parseBandwidthFlag, parseChecksumFlag, type SourceFlags } from '../source-args.js';
 import { planForCommand } from '../plan-options.js';
 import { withStopSignals, InterruptedError } from '../signals.js';
 import { TokenBucket } from '../../stream/bandwidth.js';
@@ -42,6 +42,7 @@ export interface GrpcSendFlags extends SourceFlags, TlsFlags {
   /** --compress MODE (zstd|none), or false from --no-compress. */
   compress?: string | boolean;
   zstdLevel?: string;
+  checksum?: string;
   workers?: string;
   force?: boolean;
   grow?: boolean;
@@ -118,6 +119,7 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
   const zstdLevel = flags.zstdLevel === undefined ? undefined : checkZstdLevel(Number(flags.zstdLevel));
   if (zstdLevel !== undefined && !compress) throw new ThinshipError('USAGE', '--zstd-level needs compression (not --compress none / --no-compress)');
   const workers = workerCountOf(flags.workers);
+  const checksum = parseChecksumFlag(flags.checksum);
   logPhase('send: arguments parsed');
   const client = await ReceiverClient.connect({
     address: flags.to,
@@ -151,6 +153,7 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
               target,
               transferId,
               compress,
+              checksum,
               pool,
               force: flags.force === true,
               grow: flags.grow === true,
@@ -164,6 +167,10 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
                 if (e.type === 'retry') {
                   progress.clear();
                   process.stderr.write(`thinship send: ${e.error.message}; retrying in ${(e.delayMs / 1000).toFixed(1)} s\n`);
+                }
+                if (e.type === 'checksum-fallback') {
+                  progress.clear();
+                  process.stderr.write(`thinship send: the receiver does not know checksum ${e.refused} (an older version); sending with ${e.using}\n`);
                 }
                 if (e.type === 'start' && e.resumeOffsetBytes > 0) {
                   progress.clear();

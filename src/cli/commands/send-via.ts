@@ -19,7 +19,7 @@ import { resolve } from 'node:path';
 import { ThinshipError, asThinshipError, type ErrorCode } from '../../errors.js';
 import { SenderClient, type SenderTransferInfo, type StartTransferRequest } from '../../rpc/sender-client.js';
 import { unixMsOfTimestamp } from '../../rpc/proto.js';
-import { sourceSpecOf, parseBandwidthFlag, type SourceFlags } from '../source-args.js';
+import { sourceSpecOf, parseBandwidthFlag, parseChecksumFlag, type SourceFlags } from '../source-args.js';
 import { withStopSignals, InterruptedError } from '../signals.js';
 import { ProgressLine, parseProgressMode } from '../progress.js';
 import { formatBytes, formatRate } from '../format.js';
@@ -38,6 +38,7 @@ export interface ViaSendFlags extends SourceFlags, TlsFlags {
   json?: boolean;
   quiet?: boolean;
   receiverServerName?: string;
+  checksum?: string;
   // Options of a direct send the sender service does not take (refused).
   force?: boolean;
   grow?: boolean;
@@ -136,6 +137,7 @@ export async function sendViaCommand(names: string[], flags: ViaSendFlags): Prom
               maxRetries: retries,
               force: flags.force === true,
               grow: flags.grow === true,
+              checksum: parseChecksumFlag(flags.checksum) ?? '',
             },
           });
           transferId = started.transferId;

@@ -8,7 +8,8 @@ import { sendMessages } from '../../sender/sender.js';
 import { encodeStream } from '../../stream/linbit/encode.js';
 import { TokenBucket, throttled } from '../../stream/bandwidth.js';
 import type { FormatVersion } from '../../stream/linbit/format.js';
-import { sourceSpecOf, parseByteCount, parseBandwidthFlag, type SourceFlags } from '../source-args.js';
+import { sourceSpecOf, parseByteCount, parseBandwidthFlag, parseChecksumFlag, type SourceFlags } from '../source-args.js';
+import { DEFAULT_CHECKSUM } from '../../stream/integrity.js';
 import { planForCommand } from '../plan-options.js';
 import { ProgressLine, parseProgressMode } from '../progress.js';
 import { formatBytes, formatRate } from '../format.js';
@@ -16,6 +17,7 @@ import { formatBytes, formatRate } from '../format.js';
 export interface SendFlags extends SourceFlags {
   format?: string;
   extensions?: boolean;
+  checksum?: string;
   maxOpBytes?: string;
   quiet?: boolean;
   metadataReader?: string;
@@ -32,6 +34,9 @@ export async function sendPipeCommand(names: string[], flags: SendFlags): Promis
   const format = (flags.format ?? '1.1') as FormatVersion;
   if (format !== '1.0' && format !== '1.1') throw new ThinshipError('USAGE', `--format must be 1.0 or 1.1, not "${flags.format}"`);
   const extensions = format === '1.1' && flags.extensions !== false;
+  const checksum = parseChecksumFlag(flags.checksum);
+  if (checksum !== undefined && !extensions)
+    throw new ThinshipError('USAGE', '--checksum needs the extensions (format 1.1, not --no-extensions): a plain LINBIT stream carries no checksums');
   const spec = sourceSpecOf(names, flags);
   const bwlimit = parseBandwidthFlag(flags.bwlimit);
   const progressMode = parseProgressMode(flags.progress);
@@ -48,7 +53,8 @@ export async function sendPipeCommand(names: string[], flags: SendFlags): Promis
       // slight overstatement mid-stream, never past what was read).
       let wireBytes = 0;
       const messages = sendMessages(p, reader, {
-        checksum: extensions ? 'sha256' : 'none',
+        // No fallback here: a pipe is one-way. A `thinship recv` older than BLAKE3 refuses its begin-info (docs/stream-format.md).
+        checksum: extensions ? (checksum ?? DEFAULT_CHECKSUM) : 'none',
         onProgress: (x) => {
           sent = x;
         },

@@ -7,7 +7,6 @@
  * file says where (details.streamPosition, record, field). Errors are
  * ThinshipError BAD_STREAM or CHECKSUM_MISMATCH.
  */
-import { createHash, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { ThinshipError, type ErrorCode } from '../../errors.js';
 import type { DataMessage } from '../messages.js';
@@ -15,8 +14,10 @@ import {
   BEGIN_INFO_MAX_BYTES,
   BEGIN_INFO_VERSION_GROUPS,
   BEGIN_INFO_VERSION_RECORDS,
+  CHECKSUM_ALGO_BYTE,
   CHECKSUM_ALGO_SHA256,
   CHECKSUM_RECORD_BYTES,
+  DIGEST_RECORD_BYTES,
   CMD_BEGIN_STREAM,
   CMD_DATA,
   CMD_END_STREAM,
@@ -43,7 +44,7 @@ import {
   type LinbitEndMessage,
   type LinbitMessage,
 } from './format.js';
-import { StreamLedger, checkDataChecksum } from '../integrity.js';
+import { StreamLedger, checkDataChecksum, runningChecksum, type RecordChecksum, type RunningChecksum } from '../integrity.js';
 
 export interface DecodeOptions {
   /**
@@ -237,8 +238,8 @@ function parseBeginInfo(payload: Buffer, formatVersion: FormatVersion, where: Wh
     info.incremental = o.incremental;
   }
   if (o.checksum !== undefined) {
-    if (o.checksum !== 'sha256' && o.checksum !== 'none')
-      throw streamError(where, `begin-info checksum ${JSON.stringify(o.checksum)} is not supported (sha256 or none)`);
+    if (o.checksum !== 'sha256' && o.checksum !== 'blake3' && o.checksum !== 'none')
+      throw streamError(where, `begin-info checksum ${JSON.stringify(o.checksum)} is not supported (sha256, blake3 or none)`);
     info.checksum = o.checksum;
   }
   return { info, version: o.v };
@@ -267,8 +268,8 @@ interface PendingData {
   msg: DataMessage;
   header: Header;
   payloadPos: number;
-  /** For a record delivered in pieces (msg is its last piece): the running sha256 of the whole payload, if it was kept. */
-  hash?: Hash;
+  /** For a record delivered in pieces (msg is its last piece): the running checksum of the whole payload, if it was kept. */
+  hash?: RunningChecksum;
 }
 
 interface GroupEntry {
@@ -280,6 +281,8 @@ interface GroupEntry {
 interface OpenGroup {
   pos: number;
   record: number;
+  /** The group's algorithm byte, as an algorithm (the begin-info's, when it declares one). */
+  algorithm: RecordChecksum;
   entries: GroupEntry[];
   /** Index of the entry the next DATA record must match. */
   next: number;
@@ -292,18 +295,20 @@ class Decoder {
   private magicLo = 0;
   private records = 0;
   /**
-   * Counts and the stream digest (integrity core). With sha256 declared, a DATA
+   * Counts and the stream digest (integrity core). With checksums declared, a DATA
    * record enters it once its checksum is verified (what the digest chains);
    * without, at its header.
    */
   private ledger = new StreamLedger(false);
   private skipped = 0;
   /**
-   * begin-info declared sha256: 'records' (v1) = every DATA needs its checksum
+   * begin-info declared checksums: 'records' (v1) = every DATA needs its checksum
    * record after it; 'groups' (v2) = every DATA is covered by a checksum group
    * before it. Either way END needs the digest record.
    */
   private checksumLayout: 'records' | 'groups' | undefined;
+  /** The per-DATA checksum begin-info declared (sha256 or blake3), else undefined. */
+  private algorithm: RecordChecksum | undefined;
   private volumeSizeBytes: number | undefined;
   private digestVerified: Buffer | undefined;
   private pending: PendingData | undefined;
@@ -395,7 +400,7 @@ class Decoder {
       const after = next === undefined ? 'the end of the stream' : `${cmdName(next.cmd)} at byte ${next.pos}`;
       throw streamError(
         this.where(p.header, 'DATA', p.msg.piece?.recordOffsetBytes ?? p.msg.offsetBytes),
-        `begin-info declares sha256 checksums but this DATA record is followed by ${after}, not by its checksum record`,
+        `begin-info declares ${this.algorithm} checksums but this DATA record is followed by ${after}, not by its checksum record`,
       );
     }
     return p.msg;
@@ -531,8 +536,9 @@ class Decoder {
     const payloadPos = this.r.position;
     const body = await this.payload(h, length);
     const { info, version } = parseBeginInfo(body, '1.1', { pos: payloadPos, record: h.record, field: 'begin-info payload' });
-    if (info.checksum === 'sha256') {
+    if (info.checksum === 'sha256' || info.checksum === 'blake3') {
       this.checksumLayout = version === BEGIN_INFO_VERSION_GROUPS ? 'groups' : 'records';
+      this.algorithm = info.checksum;
       this.ledger = new StreamLedger(true);
     }
     this.volumeSizeBytes = info.volumeSizeBytes;
@@ -540,11 +546,14 @@ class Decoder {
   }
 
   /** The checksum group entry for this DATA record (checked against it), or undefined when no group is open. */
-  private groupEntry(h: Header, offset: number, length: number): (GroupEntry & { groupPos: number }) | undefined {
+  private groupEntry(h: Header, offset: number, length: number): (GroupEntry & { groupPos: number; algorithm: RecordChecksum }) | undefined {
     const g = this.group;
     if (g === undefined) {
       if (this.checksumLayout === 'groups') {
-        throw streamError(this.where(h, 'header', offset), 'begin-info declares sha256 checksum groups but no DATA checksum group covers this DATA record');
+        throw streamError(
+          this.where(h, 'header', offset),
+          `begin-info declares ${this.algorithm} checksum groups but no DATA checksum group covers this DATA record`,
+        );
       }
       return undefined;
     }
@@ -557,7 +566,7 @@ class Decoder {
     }
     g.next++;
     if (g.next === g.entries.length) this.group = undefined;
-    return { ...e, groupPos: g.pos };
+    return { ...e, groupPos: g.pos, algorithm: g.algorithm };
   }
 
   private mismatch(
@@ -570,11 +579,12 @@ class Decoder {
     checksumPos: number,
     what: string,
     pieces: boolean,
+    algorithm: RecordChecksum,
   ): ThinshipError {
     const note = pieces ? `; the record was longer than ${this.pieceBytes} bytes, so its earlier pieces were delivered before the check` : '';
     return streamError(
       { pos: payloadPos, record: h.record, field: 'DATA payload', volumeOffset: offset },
-      `sha256 of the ${length}-byte payload is ${actual.toString('hex')}, but the ${what} at byte ${checksumPos} says ${expected.toString('hex')}${note}`,
+      `${algorithm} of the ${length}-byte payload is ${actual.toString('hex')}, but the ${what} at byte ${checksumPos} says ${expected.toString('hex')}${note}`,
       'CHECKSUM_MISMATCH',
       { checksumRecordPosition: checksumPos },
     );
@@ -613,15 +623,16 @@ class Decoder {
         this.pending = { msg, header: h, payloadPos };
         return;
       }
-      const { actual, ok } = checkDataChecksum(data, entry.sum);
-      if (!ok) throw this.mismatch(h, payloadPos, offset, length, actual, entry.sum, entry.groupPos, 'DATA checksum group', false);
+      const { actual, ok } = checkDataChecksum(data, entry.sum, entry.algorithm);
+      if (!ok) throw this.mismatch(h, payloadPos, offset, length, actual, entry.sum, entry.groupPos, 'DATA checksum group', false, entry.algorithm);
       this.verified(offset, length, entry.sum);
       msg.checksum = entry.sum;
       yield msg;
       return;
     }
     // Hash the pieces only when a checksum will come (a group entry, or v1's record after the DATA).
-    const hash = entry !== undefined || this.checksumLayout === 'records' ? createHash('sha256') : undefined;
+    const hashAlgorithm = entry?.algorithm ?? (this.checksumLayout === 'records' ? this.algorithm : undefined);
+    const hash = hashAlgorithm === undefined ? undefined : runningChecksum(hashAlgorithm);
     for (let done = 0; done < length;) {
       const n = Math.min(this.pieceBytes, length - done);
       const b = await this.r.read(n);
@@ -644,8 +655,8 @@ class Decoder {
       } else if (entry === undefined) {
         this.pending = { msg, header: h, payloadPos, hash };
       } else {
-        const { actual, ok } = checkDataChecksum(hash!, entry.sum);
-        if (!ok) throw this.mismatch(h, payloadPos, offset, length, actual, entry.sum, entry.groupPos, 'DATA checksum group', true);
+        const { actual, ok } = checkDataChecksum(hash!, entry.sum, entry.algorithm);
+        if (!ok) throw this.mismatch(h, payloadPos, offset, length, actual, entry.sum, entry.groupPos, 'DATA checksum group', true, entry.algorithm);
         this.verified(offset, length, entry.sum);
         msg.checksum = entry.sum;
         yield msg;
@@ -668,9 +679,7 @@ class Decoder {
     }
     const payloadPos = this.r.position;
     const body = await this.payload(h, length);
-    if (body[0] !== CHECKSUM_ALGO_SHA256) {
-      throw streamError({ pos: payloadPos, record: h.record, field: 'DATA checksum group algorithm' }, `unknown checksum algorithm ${body[0]} (1 = sha256)`);
-    }
+    const algorithm = this.algorithmOf(body[0]!, { pos: payloadPos, record: h.record, field: 'DATA checksum group algorithm' });
     const entries: GroupEntry[] = [];
     for (let i = 0; i < n; i++) {
       const at = 1 + i * GROUP_ENTRY_BYTES;
@@ -688,7 +697,7 @@ class Decoder {
         `DATA checksum group header names volume offset ${h.raw.readBigUInt64BE(8)}, but its first entry is at ${entries[0]!.offset}`,
       );
     }
-    this.group = { pos: h.pos, record: h.record, entries, next: 0 };
+    this.group = { pos: h.pos, record: h.record, algorithm, entries, next: 0 };
   }
 
   private async dataChecksumRecord(h: Header): Promise<DataMessage> {
@@ -711,45 +720,63 @@ class Decoder {
     }
     const payloadPos = this.r.position;
     const body = await this.payload(h, CHECKSUM_RECORD_BYTES, recordOffset);
-    if (body[0] !== CHECKSUM_ALGO_SHA256) {
-      throw streamError({ pos: payloadPos, record: h.record, field: 'DATA checksum algorithm' }, `unknown checksum algorithm ${body[0]} (1 = sha256)`);
-    }
+    const algorithm = this.algorithmOf(body[0]!, { pos: payloadPos, record: h.record, field: 'DATA checksum algorithm' });
     const expected = Buffer.from(body.subarray(1));
     if (p.msg.piece !== undefined && p.hash === undefined) {
-      // Only a stream without a sha256 declaration gets here: its big records were not hashed as they streamed.
+      // Only a stream without a checksum declaration gets here: its big records were not hashed as they streamed.
       throw streamError(
         this.where(h),
-        `a DATA checksum record after a ${recordLength}-byte DATA record (delivered in pieces) in a stream whose begin-info does not declare sha256 checksums: it cannot be checked`,
+        `a DATA checksum record after a ${recordLength}-byte DATA record (delivered in pieces) in a stream whose begin-info does not declare checksums: it cannot be checked`,
       );
     }
-    const { actual, ok } = checkDataChecksum(p.hash ?? p.msg.data, expected);
+    const { actual, ok } = checkDataChecksum(p.hash ?? p.msg.data, expected, algorithm);
     if (!ok) {
-      throw this.mismatch(p.header, p.payloadPos, recordOffset, recordLength, actual, expected, h.pos, 'checksum record', p.msg.piece !== undefined);
+      throw this.mismatch(p.header, p.payloadPos, recordOffset, recordLength, actual, expected, h.pos, 'checksum record', p.msg.piece !== undefined, algorithm);
     }
     this.verified(recordOffset, recordLength, expected);
     p.msg.checksum = expected;
     return p.msg;
   }
 
-  /** A DATA record whose checksum matched: it enters the counts and the digest chain (when sha256 is declared). */
+  /**
+   * The per-DATA algorithm of a checksum or group record's algorithm byte: a
+   * byte this version does not know, or one other than begin-info declared,
+   * is refused at `where`.
+   */
+  private algorithmOf(byte: number, where: { pos: number; record: number; field: string }): RecordChecksum {
+    const known = (Object.keys(CHECKSUM_ALGO_BYTE) as RecordChecksum[]).find((a) => CHECKSUM_ALGO_BYTE[a] === byte);
+    const names = Object.entries(CHECKSUM_ALGO_BYTE)
+      .map(([a, b]) => `${b} = ${a}`)
+      .join(', ');
+    if (known === undefined) throw streamError(where, `unknown checksum algorithm ${byte} (${names})`);
+    if (this.algorithm !== undefined && known !== this.algorithm) {
+      throw streamError(where, `checksum algorithm ${byte} (${known}), but begin-info declares ${this.algorithm} (${CHECKSUM_ALGO_BYTE[this.algorithm]})`);
+    }
+    return known;
+  }
+
+  /** A DATA record whose checksum matched: it enters the counts and the digest chain (when checksums are declared). */
   private verified(offsetBytes: number, lengthBytes: number, sum: Buffer): void {
     if (this.ledger.checksums) this.ledger.addData(offsetBytes, lengthBytes, sum);
   }
 
   private async streamDigestRecord(h: Header): Promise<void> {
     if (!this.ledger.checksums) {
-      throw streamError(this.where(h), 'a stream digest record needs a begin-info that declares sha256 checksums');
+      throw streamError(this.where(h), 'a stream digest record needs a begin-info that declares checksums (sha256 or blake3)');
     }
-    if (h.offset !== 0 || h.length !== CHECKSUM_RECORD_BYTES) {
+    if (h.offset !== 0 || h.length !== DIGEST_RECORD_BYTES) {
       throw streamError(
         this.where(h),
-        `stream digest record must have offset 0 and length ${CHECKSUM_RECORD_BYTES}, got offset ${h.raw.readBigUInt64BE(8)} length ${h.raw.readBigUInt64BE(16)}`,
+        `stream digest record must have offset 0 and length ${DIGEST_RECORD_BYTES}, got offset ${h.raw.readBigUInt64BE(8)} length ${h.raw.readBigUInt64BE(16)}`,
       );
     }
     const payloadPos = this.r.position;
-    const body = await this.payload(h, CHECKSUM_RECORD_BYTES);
+    const body = await this.payload(h, DIGEST_RECORD_BYTES);
     if (body[0] !== CHECKSUM_ALGO_SHA256) {
-      throw streamError({ pos: payloadPos, record: h.record, field: 'stream digest algorithm' }, `unknown checksum algorithm ${body[0]} (1 = sha256)`);
+      throw streamError(
+        { pos: payloadPos, record: h.record, field: 'stream digest algorithm' },
+        `unknown stream digest algorithm ${body[0]} (1 = sha256, the chain of every stream)`,
+      );
     }
     const expected = Buffer.from(body.subarray(1));
     if (!this.ledger.digestMatches(expected)) {
@@ -770,7 +797,7 @@ class Decoder {
       );
     }
     if (this.checksumLayout !== undefined && this.digestVerified === undefined) {
-      throw streamError(this.where(h), 'begin-info declares sha256 checksums but END_STREAM is not preceded by the stream digest record');
+      throw streamError(this.where(h), `begin-info declares ${this.algorithm} checksums but END_STREAM is not preceded by the stream digest record`);
     }
     const payloadPos = this.r.position;
     const stats = await this.payload(h, END_PAYLOAD_BYTES);

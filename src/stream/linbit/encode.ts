@@ -13,8 +13,9 @@ import {
   BEGIN_INFO_MAX_BYTES,
   BEGIN_INFO_VERSION_GROUPS,
   BEGIN_INFO_VERSION_RECORDS,
+  CHECKSUM_ALGO_BYTE,
   CHECKSUM_ALGO_SHA256,
-  CHECKSUM_RECORD_BYTES,
+  DIGEST_RECORD_BYTES,
   CMD_BEGIN_STREAM,
   CMD_DATA,
   CMD_END_STREAM,
@@ -34,7 +35,7 @@ import {
   type FormatVersion,
   type LinbitMessage,
 } from './format.js';
-import { StreamLedger, withDataChecksum, dataChecksum, SHA256_BYTES } from '../integrity.js';
+import { StreamLedger, withDataChecksum, dataChecksum, isChecksumAlgorithm, recordChecksumOf, CHECKSUM_BYTES, type RecordChecksum } from '../integrity.js';
 
 const MESSAGE_OVERHEAD_BYTES = 64;
 /** UNMAPs the encoder holds between the DATA records of an open group before it closes the group early. */
@@ -204,9 +205,9 @@ function checkUint(index: number, type: string, name: string, value: unknown): n
   return value;
 }
 
-/** The begin-info payload: JSON of the begin's fields (the format version is not one: the magic says it), with "v": 2 for sha256 (groups), else 1. */
+/** The begin-info payload: JSON of the begin's fields (the format version is not one: the magic says it), with "v": 2 with checksums (groups), else 1. */
 function encodeBeginInfo(info: BeginInfo, checksum: ChecksumAlgorithm): Buffer {
-  const obj: Record<string, unknown> = { v: checksum === 'sha256' ? BEGIN_INFO_VERSION_GROUPS : BEGIN_INFO_VERSION_RECORDS };
+  const obj: Record<string, unknown> = { v: checksum !== 'none' ? BEGIN_INFO_VERSION_GROUPS : BEGIN_INFO_VERSION_RECORDS };
   for (const k of BEGIN_INFO_KEYS) {
     const v = k === 'checksum' ? checksum : info[k];
     if (v !== undefined) obj[k] = v;
@@ -238,7 +239,8 @@ async function* encodeGen(messages: AsyncIterable<LinbitMessage> | Iterable<Linb
   let state = 'start' as 'start' | 'body' | 'done';
   let format: FormatVersion = '1.1';
   let magic = MAGIC_BYTES['1.1'];
-  let checksums = false as boolean;
+  /** The per-DATA checksum (extensions on and a begin with checksums), else undefined. */
+  let checksums: RecordChecksum | undefined;
   /** Counts and the stream digest, in message order (= stream order: held records keep their order). */
   let ledger = new StreamLedger(false);
   /** LINBIT's n_chunks: every record written, BEGIN, END and optional records included. */
@@ -272,7 +274,7 @@ async function* encodeGen(messages: AsyncIterable<LinbitMessage> | Iterable<Linb
     if (held.length === 0) return;
     const first = held.find((h) => h.kind === 'data') as HeldData;
     out.header(magic, first.offset, 1 + heldData * GROUP_ENTRY_BYTES, CMD_OPT_DATA_CHECKSUM_GROUP);
-    out.u8(CHECKSUM_ALGO_SHA256);
+    out.u8(CHECKSUM_ALGO_BYTE[checksums!]);
     for (const h of held) {
       if (h.kind !== 'data') continue;
       out.u64(h.offset);
@@ -321,13 +323,13 @@ async function* encodeGen(messages: AsyncIterable<LinbitMessage> | Iterable<Linb
         }
         if (extensions) {
           const algo: ChecksumAlgorithm = m.info.checksum ?? 'sha256';
-          if (algo !== 'sha256' && algo !== 'none') throw encodeError(index, m.type, `unknown checksum ${String(algo)}`);
+          if (!isChecksumAlgorithm(algo)) throw encodeError(index, m.type, `unknown checksum ${String(algo)}`);
           const payload = encodeBeginInfo(m.info, algo);
           out.header(magic, 0, payload.length, CMD_OPT_BEGIN_INFO);
           out.bytes(payload);
           records++;
-          checksums = algo === 'sha256';
-          ledger = new StreamLedger(checksums);
+          checksums = recordChecksumOf(m.info);
+          ledger = new StreamLedger(checksums !== undefined);
         }
         state = 'body';
         break;
@@ -347,8 +349,8 @@ async function* encodeGen(messages: AsyncIterable<LinbitMessage> | Iterable<Linb
           break;
         }
         let sum = m.checksum;
-        if (sum !== undefined && sum.length !== SHA256_BYTES) throw encodeError(index, m.type, `checksum must be ${SHA256_BYTES} bytes, got ${sum.length}`);
-        sum ??= dataChecksum(m.data); // normally done by readAhead's withDataChecksum already
+        if (sum !== undefined && sum.length !== CHECKSUM_BYTES) throw encodeError(index, m.type, `checksum must be ${CHECKSUM_BYTES} bytes, got ${sum.length}`);
+        sum ??= dataChecksum(m.data, checksums); // normally done by readAhead's withDataChecksum already
         ledger.addData(offset, length, sum);
         // A group covers at most GROUP_MAX_DATA_BYTES (unless one record alone is bigger) and GROUP_MAX_RECORDS DATA records.
         if (heldData > 0 && heldDataBytes + length > GROUP_MAX_DATA_BYTES) yield* flushGroup();
@@ -391,8 +393,8 @@ async function* encodeGen(messages: AsyncIterable<LinbitMessage> | Iterable<Linb
               'CHECKSUM_MISMATCH',
             );
           }
-          out.header(magic, 0, CHECKSUM_RECORD_BYTES, CMD_OPT_STREAM_DIGEST);
-          out.u8(CHECKSUM_ALGO_SHA256);
+          out.header(magic, 0, DIGEST_RECORD_BYTES, CMD_OPT_STREAM_DIGEST);
+          out.u8(CHECKSUM_ALGO_SHA256); // the chain is sha256 whatever the per-DATA checksum
           out.bytes(ledger.digest);
           records++;
         }
@@ -426,7 +428,8 @@ async function* encodeGen(messages: AsyncIterable<LinbitMessage> | Iterable<Linb
       // messages are pulled and hashed in the background (up to GROUP_PREFETCH_BYTES), so reading and
       // hashing overlap writing the previous group.
       const rest: AsyncIterable<LinbitMessage> = { [Symbol.asyncIterator]: () => it };
-      for await (const m of checksums ? readAhead(rest, withDataChecksum, messageWeight, GROUP_PREFETCH_BYTES) : rest) yield* handle(m);
+      const algo = checksums;
+      for await (const m of algo ? readAhead(rest, (x) => withDataChecksum(x, algo), messageWeight, GROUP_PREFETCH_BYTES) : rest) yield* handle(m);
     }
   } finally {
     await it.return?.();

@@ -5,7 +5,7 @@
  * it; the stream's rules (checksums, digest, counts) live in
  * stream/integrity.ts.
  */
-import { SHA256_BYTES } from '../digest.js';
+import { CHECKSUM_BYTES, SHA256_BYTES, type RecordChecksum } from '../digest.js';
 import type { BeginInfo, DataMessage, EndMessage, UnmapMessage } from '../messages.js';
 
 export type FormatVersion = '1.0' | '1.1';
@@ -67,14 +67,23 @@ export const CMD_OPT_DATA_CHECKSUM = 0x8054_5302;
 export const CMD_OPT_STREAM_DIGEST = 0x8054_5303;
 export const CMD_OPT_DATA_CHECKSUM_GROUP = 0x8054_5304;
 
-/** Payload of the checksum and digest records: algorithm u8 + 32-byte sha256. */
+/**
+ * The algorithm byte of the checksum, group and digest records: 1 = sha256,
+ * 2 = BLAKE3 (per-DATA checksums only: the stream digest is always the sha256
+ * chain, algorithm 1). Both are 32 bytes.
+ */
 export const CHECKSUM_ALGO_SHA256 = 1;
-export const CHECKSUM_RECORD_BYTES = 1 + SHA256_BYTES;
+const CHECKSUM_ALGO_BLAKE3 = 2;
+/** The algorithm byte of a per-DATA checksum algorithm. */
+export const CHECKSUM_ALGO_BYTE: Readonly<Record<RecordChecksum, number>> = { sha256: CHECKSUM_ALGO_SHA256, blake3: CHECKSUM_ALGO_BLAKE3 };
+/** Payload of a DATA checksum record (algorithm u8 + 32-byte checksum) and of the stream digest record (1 + 32-byte sha256 chain value). */
+export const CHECKSUM_RECORD_BYTES = 1 + CHECKSUM_BYTES;
+export const DIGEST_RECORD_BYTES = 1 + SHA256_BYTES;
 /**
  * begin-info "v": 1 = with checksum sha256, one DATA checksum record after each
  * DATA (what thinship wrote before checksum groups; still decoded); 2 = with
- * checksum sha256, DATA checksum groups before the DATA records they cover.
- * The encoder writes 2 when it writes groups, else 1.
+ * checksum sha256 or blake3, DATA checksum groups before the DATA records they
+ * cover. The encoder writes 2 when it writes groups, else 1.
  */
 export const BEGIN_INFO_VERSION_RECORDS = 1;
 export const BEGIN_INFO_VERSION_GROUPS = 2;
@@ -96,8 +105,8 @@ export const BEGIN_INFO_KEYS = [
   'plannedUnmapBytes',
 ] as const satisfies readonly (keyof BeginInfo)[];
 
-/** One entry of a checksum group: offset u64, length u64, sha256. */
-export const GROUP_ENTRY_BYTES = 8 + 8 + SHA256_BYTES;
+/** One entry of a checksum group: offset u64, length u64, the 32-byte checksum. */
+export const GROUP_ENTRY_BYTES = 8 + 8 + CHECKSUM_BYTES;
 /** A group lists at most this many DATA records (payload ≤ 1 + 48 KiB)... */
 export const GROUP_MAX_RECORDS = 1024;
 /** ...covering at most this many payload bytes, unless one record alone is bigger: what the encoder holds back. */

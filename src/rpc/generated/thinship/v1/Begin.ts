@@ -79,9 +79,9 @@ export interface Begin {
    */
   'compression'?: (_thinship_v1_Compression);
   /**
-   * MUST be SHA256 or NONE; a receiver MAY refuse NONE
+   * MUST be BLAKE3, SHA256 or NONE; a receiver MAY refuse NONE
    * (FAILED_PRECONDITION). A resumed transfer MUST use the algorithm it
-   * began with.
+   * began with (TransferState.checksum).
    */
   'checksum'?: (_thinship_v1_ChecksumAlgorithm);
   /**
@@ -179,9 +179,9 @@ export interface Begin__Output {
    */
   'compression': (_thinship_v1_Compression__Output);
   /**
-   * MUST be SHA256 or NONE; a receiver MAY refuse NONE
+   * MUST be BLAKE3, SHA256 or NONE; a receiver MAY refuse NONE
    * (FAILED_PRECONDITION). A resumed transfer MUST use the algorithm it
-   * began with.
+   * began with (TransferState.checksum).
    */
   'checksum': (_thinship_v1_ChecksumAlgorithm__Output);
   /**

@@ -18,6 +18,14 @@ export const ChecksumAlgorithm = {
    * at End.digest).
    */
   CHECKSUM_ALGORITHM_SHA256: 'CHECKSUM_ALGORITHM_SHA256',
+  /**
+   * Every Data carries BLAKE3 (the default 32-byte output, unkeyed) of its
+   * uncompressed bytes, and End carries the same stream digest as with
+   * SHA256: the sha256 chain, fed the BLAKE3 checksums. Receivers that
+   * predate this value refuse it in the Begin (INVALID_ARGUMENT naming the
+   * checksum field); a sender then sends SHA256 (see docs/stream-format.md).
+   */
+  CHECKSUM_ALGORITHM_BLAKE3: 'CHECKSUM_ALGORITHM_BLAKE3',
 } as const;
 
 /**
@@ -41,6 +49,15 @@ export type ChecksumAlgorithm =
    */
   | 'CHECKSUM_ALGORITHM_SHA256'
   | 2
+  /**
+   * Every Data carries BLAKE3 (the default 32-byte output, unkeyed) of its
+   * uncompressed bytes, and End carries the same stream digest as with
+   * SHA256: the sha256 chain, fed the BLAKE3 checksums. Receivers that
+   * predate this value refuse it in the Begin (INVALID_ARGUMENT naming the
+   * checksum field); a sender then sends SHA256 (see docs/stream-format.md).
+   */
+  | 'CHECKSUM_ALGORITHM_BLAKE3'
+  | 3
 
 /**
  * How Data is checksummed and the stream digested.

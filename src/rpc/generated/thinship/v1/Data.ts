@@ -32,8 +32,9 @@ export interface Data {
   'encoding'?: (_thinship_v1_Encoding);
   /**
    * With CHECKSUM_ALGORITHM_SHA256: MUST be the 32-byte sha256 of the
-   * uncompressed bytes. A mismatch is DATA_LOSS naming the offset, and the
-   * record is not written. With NONE: MUST be empty.
+   * uncompressed bytes; with CHECKSUM_ALGORITHM_BLAKE3, their 32-byte BLAKE3.
+   * A mismatch is DATA_LOSS naming the offset, and the record is not
+   * written. With NONE: MUST be empty.
    */
   'checksum'?: (Buffer | Uint8Array | string);
 }
@@ -67,8 +68,9 @@ export interface Data__Output {
   'encoding': (_thinship_v1_Encoding__Output);
   /**
    * With CHECKSUM_ALGORITHM_SHA256: MUST be the 32-byte sha256 of the
-   * uncompressed bytes. A mismatch is DATA_LOSS naming the offset, and the
-   * record is not written. With NONE: MUST be empty.
+   * uncompressed bytes; with CHECKSUM_ALGORITHM_BLAKE3, their 32-byte BLAKE3.
+   * A mismatch is DATA_LOSS naming the offset, and the record is not
+   * written. With NONE: MUST be empty.
    */
   'checksum': (Buffer);
 }

@@ -22,7 +22,8 @@ export const Encoding = {
   /**
    * The range is all zero bytes; payload MUST be empty. The receiver writes
    * zeros (or discards, where that reads back as zeros). The checksum is
-   * still sha256 of length_bytes zero bytes.
+   * still the checksum (Begin.checksum's algorithm) of length_bytes zero
+   * bytes.
    */
   ENCODING_ZERO: 'ENCODING_ZERO',
 } as const;
@@ -52,7 +53,8 @@ export type Encoding =
   /**
    * The range is all zero bytes; payload MUST be empty. The receiver writes
    * zeros (or discards, where that reads back as zeros). The checksum is
-   * still sha256 of length_bytes zero bytes.
+   * still the checksum (Begin.checksum's algorithm) of length_bytes zero
+   * bytes.
    */
   | 'ENCODING_ZERO'
   | 3

@@ -30,7 +30,7 @@ export interface End {
    */
   'unmapBytes'?: (number | string | Long);
   /**
-   * With SHA256: the stream digest, a hash chain over every Data and Unmap
+   * With SHA256 or BLAKE3: the stream digest, a hash chain over every Data and Unmap
    * record of the transfer in order:
    * d_0 = 32 zero bytes
    * d_i = sha256(d_{i-1} || kind u8 (0 Data, 1 Unmap) || offset u64 BE ||
@@ -69,7 +69,7 @@ export interface End__Output {
    */
   'unmapBytes': (number);
   /**
-   * With SHA256: the stream digest, a hash chain over every Data and Unmap
+   * With SHA256 or BLAKE3: the stream digest, a hash chain over every Data and Unmap
    * record of the transfer in order:
    * d_0 = 32 zero bytes
    * d_i = sha256(d_{i-1} || kind u8 (0 Data, 1 Unmap) || offset u64 BE ||

@@ -3,6 +3,7 @@
 import type { TransferStatus as _thinship_v1_TransferStatus, TransferStatus__Output as _thinship_v1_TransferStatus__Output } from '../../thinship/v1/TransferStatus.js';
 import type { TransferMode as _thinship_v1_TransferMode, TransferMode__Output as _thinship_v1_TransferMode__Output } from '../../thinship/v1/TransferMode.js';
 import type { Timestamp as _google_protobuf_Timestamp, Timestamp__Output as _google_protobuf_Timestamp__Output } from '../../google/protobuf/Timestamp.js';
+import type { ChecksumAlgorithm as _thinship_v1_ChecksumAlgorithm, ChecksumAlgorithm__Output as _thinship_v1_ChecksumAlgorithm__Output } from '../../thinship/v1/ChecksumAlgorithm.js';
 import type { Long } from '@grpc/proto-loader';
 
 /**
@@ -82,6 +83,12 @@ export interface TransferState {
    * target released). A complete transfer is remembered until then too.
    */
   'expireTime'?: (_google_protobuf_Timestamp | null);
+  /**
+   * Begin.checksum of the transfer: a resuming sender MUST use it. UNSPECIFIED
+   * from receivers that predate this field (their transfers are SHA256 or
+   * NONE, and they refuse BLAKE3).
+   */
+  'checksum'?: (_thinship_v1_ChecksumAlgorithm);
 }
 
 /**
@@ -161,4 +168,10 @@ export interface TransferState__Output {
    * target released). A complete transfer is remembered until then too.
    */
   'expireTime': (_google_protobuf_Timestamp__Output | null);
+  /**
+   * Begin.checksum of the transfer: a resuming sender MUST use it. UNSPECIFIED
+   * from receivers that predate this field (their transfers are SHA256 or
+   * NONE, and they refuse BLAKE3).
+   */
+  'checksum': (_thinship_v1_ChecksumAlgorithm__Output);
 }

@@ -30,6 +30,13 @@ export interface TransferOptions {
    * the volume (else refused, FAILED_PRECONDITION / TOO_SMALL).
    */
   'grow'?: (boolean);
+  /**
+   * The per-record checksum of a new transfer: "blake3" or "sha256"; empty:
+   * the daemon's default, BLAKE3, falling back to sha256 for a receiver older
+   * than BLAKE3 (a value given is not fallen back from). Anything else is
+   * INVALID_ARGUMENT. A resumed transfer keeps the algorithm it began with.
+   */
+  'checksum'?: (string);
 }
 
 /**
@@ -60,4 +67,11 @@ export interface TransferOptions__Output {
    * the volume (else refused, FAILED_PRECONDITION / TOO_SMALL).
    */
   'grow': (boolean);
+  /**
+   * The per-record checksum of a new transfer: "blake3" or "sha256"; empty:
+   * the daemon's default, BLAKE3, falling back to sha256 for a receiver older
+   * than BLAKE3 (a value given is not fallen back from). Anything else is
+   * INVALID_ARGUMENT. A resumed transfer keeps the algorithm it began with.
+   */
+  'checksum': (string);
 }
