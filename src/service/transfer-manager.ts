@@ -400,6 +400,9 @@ export class TransferManager {
     let releaseTurn: () => void = () => undefined;
     let slot = false;
     let plan: SendPlan | undefined;
+    // The final state is set last, once the source is closed and the slot released: whoever sees a transfer
+    // done (a caller polling status, a metrics scrape) sees its slot free and the gauges already down.
+    let finish: () => void = () => undefined;
     try {
       // The pool's turn first, then a global slot: a transfer waiting for its pool holds no slot.
       const turn = new Promise<void>((resolve) => {
@@ -453,47 +456,54 @@ export class TransferManager {
             else if (e.type === 'start') this.set(t, { state: 'sending', ...(t.info.state === 'resuming' ? { errorMessage: '' } : {}) });
           },
         });
-        this.set(t, {
-          state: 'done',
-          doneBytes: t.info.totalBytes,
-          bytesPerSecond: 0,
-          etaSeconds: 0,
-          digest: r.digest.toString('hex'),
-          finishedMs: Date.now(),
-        });
-        this.o.log.info(
-          {
-            transferId: t.info.transferId,
-            owner: t.owner,
-            target: req.destination.target,
-            bytes: r.dataBytes,
-            seconds: r.seconds,
+        finish = () => {
+          this.set(t, {
+            state: 'done',
+            doneBytes: t.info.totalBytes,
+            bytesPerSecond: 0,
+            etaSeconds: 0,
             digest: r.digest.toString('hex'),
-            outcome: 'done',
-          },
-          'transfer done',
-        );
-        this.o.metrics?.transfers.inc({ outcome: 'done', code: '' });
+            finishedMs: Date.now(),
+          });
+          this.o.log.info(
+            {
+              transferId: t.info.transferId,
+              owner: t.owner,
+              target: req.destination.target,
+              bytes: r.dataBytes,
+              seconds: r.seconds,
+              digest: r.digest.toString('hex'),
+              outcome: 'done',
+            },
+            'transfer done',
+          );
+          this.o.metrics?.transfers.inc({ outcome: 'done', code: '' });
+        };
       } finally {
         await reader.close();
       }
     } catch (e) {
       const err = asThinshipError(signal.aborted ? signal.reason : e);
       if (signal.aborted) {
-        this.set(t, { state: 'cancelled', errorMessage: err.message, bytesPerSecond: 0, etaSeconds: 0, finishedMs: Date.now() });
-        this.o.log.info({ transferId: t.info.transferId, owner: t.owner, outcome: 'cancelled', reason: err.message }, 'transfer cancelled');
-        this.o.metrics?.transfers.inc({ outcome: 'cancelled', code: '' });
         // A cancel by a caller also ends the receiver-side transfer; the daemon stopping leaves it resumable.
         if (!this.closed) await this.abortOnReceiver(t, req.destination, err.message);
+        finish = () => {
+          this.set(t, { state: 'cancelled', errorMessage: err.message, bytesPerSecond: 0, etaSeconds: 0, finishedMs: Date.now() });
+          this.o.log.info({ transferId: t.info.transferId, owner: t.owner, outcome: 'cancelled', reason: err.message }, 'transfer cancelled');
+          this.o.metrics?.transfers.inc({ outcome: 'cancelled', code: '' });
+        };
       } else {
-        this.set(t, { state: 'failed', errorCode: err.code, errorMessage: err.message, bytesPerSecond: 0, etaSeconds: 0, finishedMs: Date.now() });
-        this.o.log.warn({ transferId: t.info.transferId, owner: t.owner, outcome: 'failed', code: err.code, err: err.message }, 'transfer failed');
-        this.o.metrics?.transfers.inc({ outcome: 'failed', code: err.code });
+        finish = () => {
+          this.set(t, { state: 'failed', errorCode: err.code, errorMessage: err.message, bytesPerSecond: 0, etaSeconds: 0, finishedMs: Date.now() });
+          this.o.log.warn({ transferId: t.info.transferId, owner: t.owner, outcome: 'failed', code: err.code, err: err.message }, 'transfer failed');
+          this.o.metrics?.transfers.inc({ outcome: 'failed', code: err.code });
+        };
       }
     } finally {
       await plan?.close().catch(() => undefined);
       if (slot) this.releaseSlot();
       releaseTurn();
+      finish();
     }
   }
 
