@@ -57,7 +57,7 @@ export const modules = {
   },
   'linbit-decoder': {
     mutate: ['src/stream/linbit/decode.ts'],
-    command: [run('unit/linbit', linbitFast), run('unit/linbit-golden'), run('unit/linbit-groups', groupsFast)],
+    command: [run('unit/linbit', linbitFast), run('unit/linbit-golden'), run('unit/linbit-groups', groupsFast), run('unit/linbit-decode-where')],
     timeoutMS: 8000,
   },
   'pool-lock': { mutate: ['src/thin/pool-lock.ts'], command: [run('unit/pool-lock'), run('tools/pool-lock')] },
