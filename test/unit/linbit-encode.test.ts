@@ -150,6 +150,13 @@ test('output Buffers: payloads under 4 KiB are copied into batches, from 4 KiB o
   assert.equal(total, 28 * 10_002 + 24);
   for (const b of out.slice(0, -1)) assert.ok(b.length >= 32 * KiB && b.length < 32 * KiB + 28, `batch of ${b.length} bytes`);
   assert.ok(out.length <= Math.ceil(total / (32 * KiB)));
+
+  // With checksums: a group's small records are batched the same way (not held in one Buffer with the group).
+  const grouped: LinbitMessage[] = [begin({ formatVersion: '1.1', checksum: 'sha256' })];
+  for (let i = 0; i < 1024; i++) grouped.push({ type: 'data', offsetBytes: i * 8192, data: Buffer.alloc(4095, i) });
+  grouped.push(end(1024, 0));
+  const groupRecordBytes = 28 + 1 + 48 * 1024;
+  for (const b of await collect(encodeStream(grouped))) assert.ok(b.length < 32 * KiB + groupRecordBytes + 28 + 4095, `batch of ${b.length} bytes`);
 });
 
 /** The records of an encoded 1.1 stream: command, offset, length, and a group's entries (offset, length). */
@@ -325,4 +332,16 @@ test('a source whose iterator has no return() is encoded with and without checks
     }
     assert.ok(closed, `the source was closed (${JSON.stringify(opts)})`);
   }
+  // refused at the first message: the source is closed too
+  let closedAfterRefusal = false;
+  async function* wrongFirst(): AsyncGenerator<LinbitMessage> {
+    try {
+      yield unmap(0, 4096);
+      yield end(0, 1);
+    } finally {
+      closedAfterRefusal = true;
+    }
+  }
+  await assert.rejects(collect(encodeStream(wrongFirst())), /message 1 \(unmap\): the first message must be begin/);
+  assert.ok(closedAfterRefusal, 'the source was closed after the refusal');
 });
