@@ -252,3 +252,14 @@ test('the stream digest and END_STREAM: algorithm, digest, counts and trailing b
     /^trailing bytes after END_STREAM$/,
   );
 });
+
+test('offsets and lengths up to 2^53 - 1 pass (only the record kinds that use a field check it)', async () => {
+  const MAX = Number.MAX_SAFE_INTEGER;
+  const bytes = Buffer.concat([BEGIN, hdr(MAX - 8191, 4096, 1), hdr(MAX, 0, 1), hdr(2n ** 60n, 8, 0x8000_1234), P8, END, stats(5, 0, 2)]);
+  const got = await collect(decodeStream([bytes]));
+  assert.deepEqual(got.slice(1), [
+    { type: 'unmap', offsetBytes: MAX - 8191, lengthBytes: 4096 },
+    { type: 'unmap', offsetBytes: MAX, lengthBytes: 0 },
+    { type: 'end', records: 5, dataRecords: 0, unmapRecords: 2, dataBytes: 0, unmapBytes: 4096, skippedRecords: 1 },
+  ]);
+});
