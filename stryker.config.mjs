@@ -33,7 +33,13 @@ export const modules = {
   // The record rules: gRPC begin/record checks, the pipe-mode checks of applyMessages, the payload check, and the integrity core's bounds/order/counts.
   records: {
     mutate: ['src/receiver/record-checks.ts', 'src/receiver/receiver.ts', 'src/receiver/decode-data.ts'],
-    command: [run('unit/record-checks'), run('unit/rpc-decode'), run('unit/receiver-pieces'), run('service/mutation-guards', 'straddling|checkpoint|ZERO')],
+    command: [
+      run('unit/record-checks'),
+      run('unit/rpc-decode'),
+      run('unit/receiver-pieces'),
+      run('unit/receiver-apply'),
+      run('service/mutation-guards', 'straddling|checkpoint'),
+    ],
   },
   // Unit tests only (the gRPC tier's receiver-state took 13 s per mutant): unit/checkpoint-fields checks the file field by field.
   checkpoint: {
@@ -46,12 +52,12 @@ export const modules = {
   // The LINBIT codec (src/stream/linbit/): the decoder has ~890 mutants, ~10 s each on a shared machine.
   'linbit-encoder': {
     mutate: ['src/stream/linbit/encode.ts'],
-    command: [run('unit/linbit', linbitFast), run('unit/linbit-golden'), run('unit/linbit-groups', groupsFast)],
+    command: [run('unit/linbit', linbitFast), run('unit/linbit-golden'), run('unit/linbit-groups', groupsFast), run('unit/linbit-encode')],
     timeoutMS: 8000,
   },
   'linbit-decoder': {
     mutate: ['src/stream/linbit/decode.ts'],
-    command: [run('unit/linbit', linbitFast), run('unit/linbit-golden'), run('unit/linbit-groups', groupsFast)],
+    command: [run('unit/linbit', linbitFast), run('unit/linbit-golden'), run('unit/linbit-groups', groupsFast), run('unit/linbit-decode-where')],
     timeoutMS: 8000,
   },
   'pool-lock': { mutate: ['src/thin/pool-lock.ts'], command: [run('unit/pool-lock'), run('tools/pool-lock')] },

@@ -7,7 +7,20 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { decodeRecord, newDecodeContext, type DecodeContext, type TransferBegin, type WireRecord } from '../../src/receiver/record-checks.js';
+import {
+  checkBegin,
+  checkRecord,
+  decodeRecord,
+  DEFAULT_MAX_VOLUME_BYTES,
+  finishRecord,
+  modeOf,
+  newDecodeContext,
+  type DecodeContext,
+  type TransferBegin,
+  type WireRecord,
+} from '../../src/receiver/record-checks.js';
+import { checkData } from '../../src/receiver/decode-data.js';
+import { MAX_ID_FIELD_BYTES, MAX_TARGET_BYTES } from '../../src/receiver/checkpoint.js';
 import { ChunkDecompressor } from '../../src/stream/zstd.js';
 import { StreamDigest } from '../../src/stream/digest.js';
 import { ThinshipError } from '../../src/errors.js';
@@ -103,7 +116,10 @@ test('each record leaves the mark a checkpoint at it records: cursor, counts, di
   const m2 = u.mark;
   want.addUnmap(20 * KiB, 12 * KiB);
   assert.deepEqual(m2, { offsetBytes: 32 * KiB, digest: want.state, lastData, dataRecords: 1, unmapRecords: 1, dataBytes: 8 * KiB, unmapBytes: 12 * KiB });
-  const m3 = decodeRecord(zero(40 * KiB, 16 * KiB, sha(Buffer.alloc(16 * KiB))), c, dz).mark;
+  const z = decodeRecord(zero(40 * KiB, 16 * KiB, sha(Buffer.alloc(16 * KiB))), c, dz);
+  // a ZERO record is applied as a range made to read as zeros (discard / hole), not written
+  assert.deepEqual(z.msg, { type: 'unmap', offsetBytes: 40 * KiB, lengthBytes: 16 * KiB });
+  const m3 = z.mark;
   want.addData(40 * KiB, 16 * KiB, sha(Buffer.alloc(16 * KiB)));
   assert.deepEqual(m3, { offsetBytes: 56 * KiB, digest: want.state, lastData, dataRecords: 2, unmapRecords: 1, dataBytes: 24 * KiB, unmapBytes: 12 * KiB });
   const end = decodeRecord({ type: 'end', records: 5, dataRecords: 2, unmapRecords: 1, dataBytes: 24 * KiB, unmapBytes: 12 * KiB, digest: want.state }, c, dz);
@@ -182,4 +198,106 @@ test('every refusal says what is wrong and carries the offset in its details', (
     /stream digest mismatch \(sender none, receiver 0{64}\)/,
     0,
   );
+});
+
+test('checkBegin: each field at its limit passes, one past it is refused naming the field (lengths in UTF-8 bytes)', () => {
+  const GiB = 1024 * 1024 * KiB;
+  const b0: TransferBegin = {
+    transferId: 't1',
+    target: '/x',
+    incremental: false,
+    volumeSizeBytes: GiB,
+    sourceId: 's',
+    plannedDataBytes: 0,
+    plannedUnmapBytes: 0,
+    resumeOffsetBytes: 0,
+    compression: 'none',
+    checksum: 'sha256',
+  };
+  const ok = (over: Partial<TransferBegin>, o: { maxVolumeBytes?: number } = {}) => checkBegin({ ...b0, ...over }, { requireChecksum: true, ...o });
+  const no = (over: Partial<TransferBegin>, why: string, o: { maxVolumeBytes?: number } = {}) =>
+    assert.throws(
+      () => ok(over, o),
+      (e: unknown) => {
+        assert.ok(e instanceof ThinshipError && e.code === 'BAD_STREAM', String(e));
+        assert.equal(e.message, `begin of transfer t1: ${why}`);
+        return true;
+      },
+    );
+  // no base_id and no block size given: a full transfer of a pool that did not say its block size
+  ok({});
+  const e2 = (n: number) => 'é'.repeat(n); // 2 bytes each
+  ok({ target: '/' + e2((MAX_TARGET_BYTES - 2) / 2) + 'x' });
+  no({ target: '/' + e2((MAX_TARGET_BYTES - 2) / 2) + 'xy' }, `target must be 1 to ${MAX_TARGET_BYTES} bytes, got ${MAX_TARGET_BYTES + 1}`);
+  no({ target: '' }, `target must be 1 to ${MAX_TARGET_BYTES} bytes, got 0`);
+  ok({ sourceId: e2(MAX_ID_FIELD_BYTES / 2) });
+  no({ sourceId: e2(MAX_ID_FIELD_BYTES / 2) + 'x' }, `source_id is ${MAX_ID_FIELD_BYTES + 1} bytes, more than ${MAX_ID_FIELD_BYTES}`);
+  ok({ incremental: true, baseId: e2(MAX_ID_FIELD_BYTES / 2) });
+  no({ incremental: true, baseId: e2(MAX_ID_FIELD_BYTES / 2) + 'x' }, `base_id is ${MAX_ID_FIELD_BYTES + 1} bytes, more than ${MAX_ID_FIELD_BYTES}`);
+  no({ sourceId: '' }, 'source_id is empty');
+  no({ incremental: true, baseId: '' }, 'an incremental transfer needs base_id');
+  no({ baseId: 'b' }, 'a full transfer must not name a base');
+  // the volume size: default limit 1 PiB, or the receiver's
+  ok({ volumeSizeBytes: DEFAULT_MAX_VOLUME_BYTES });
+  no(
+    { volumeSizeBytes: DEFAULT_MAX_VOLUME_BYTES + 1 },
+    `volume_size_bytes ${DEFAULT_MAX_VOLUME_BYTES + 1} is more than this receiver's maxVolumeBytes ${DEFAULT_MAX_VOLUME_BYTES}`,
+  );
+  ok({ volumeSizeBytes: 8 * GiB }, { maxVolumeBytes: 8 * GiB });
+  no({ volumeSizeBytes: 8 * GiB + 1 }, `volume_size_bytes ${8 * GiB + 1} is more than this receiver's maxVolumeBytes ${8 * GiB}`, { maxVolumeBytes: 8 * GiB });
+  no({ volumeSizeBytes: 1.5 }, 'volume_size_bytes 1.5 must be positive');
+  // the block size: 0 (not given) or dm-thin's, a multiple of 64 KiB from 64 KiB to 1 GiB
+  for (const bs of [0, 64 * KiB, 3 * 64 * KiB, GiB]) ok({ blockSizeBytes: bs });
+  for (const bs of [32 * KiB, 96 * KiB, GiB + 64 * KiB, 64 * KiB + 0.5, -64 * KiB]) {
+    no({ blockSizeBytes: bs }, `block_size_bytes ${bs} must be 0 (not given) or a dm-thin block size: a multiple of ${64 * KiB} from ${64 * KiB} to ${GiB}`);
+  }
+  // planned bytes: each 0 to the volume size, and together no more than it
+  for (const f of ['plannedDataBytes', 'plannedUnmapBytes'] as const) {
+    const name = f === 'plannedDataBytes' ? 'planned_data_bytes' : 'planned_unmap_bytes';
+    ok({ [f]: GiB });
+    for (const v of [-1, 0.5, GiB + 1]) no({ [f]: v }, `${name} ${v} must be 0 to volume_size_bytes (${GiB})`);
+  }
+  ok({ plannedDataBytes: GiB / 2, plannedUnmapBytes: GiB / 2 });
+  no({ plannedDataBytes: GiB, plannedUnmapBytes: 1 }, `planned_data_bytes + planned_unmap_bytes (${GiB + 1}) is more than volume_size_bytes (${GiB})`);
+  // the resume offset: anywhere in the volume, its end included
+  ok({ resumeOffsetBytes: GiB });
+  for (const v of [-1, 0.5, GiB + 1]) no({ resumeOffsetBytes: v }, `resume_offset_bytes ${v} is outside the volume`);
+});
+
+test('modeOf: only incremental === true is an incremental transfer', () => {
+  assert.equal(modeOf({ incremental: true }), 'incremental');
+  assert.equal(modeOf({ incremental: false }), 'full');
+  assert.equal(modeOf({}), 'full');
+});
+
+test('checkData: a payload that does not match its checksum is refused naming the offset, both sums and the length; a matching one is returned with its sum', () => {
+  const payload = Buffer.alloc(8, 1);
+  const wrong = Buffer.alloc(32, 9);
+  throwsThinship(
+    () => checkData({ offsetBytes: 4 * KiB, lengthBytes: 8, payload, encoding: 'raw', checksum: wrong }, dz),
+    'CHECKSUM_MISMATCH',
+    new RegExp(
+      `^data record at volume offset 4096: checksum mismatch over 8 bytes \\(sender 0909090909090909…, data ${sha(payload).toString('hex').slice(0, 16)}…\\); not written$`,
+    ),
+    4 * KiB,
+  );
+  assert.deepEqual(checkData({ offsetBytes: 0, lengthBytes: 8, payload, encoding: 'raw', checksum: sha(payload) }, dz), { data: payload, sum: sha(payload) });
+  assert.deepEqual(checkData({ offsetBytes: 0, lengthBytes: 8, payload, encoding: 'raw' }, dz), { data: payload });
+});
+
+test('a payload check that fails while earlier records are still being written is not an unhandled rejection; finishRecord reports it in order', async () => {
+  const c = ctx();
+  const a = Buffer.alloc(4 * KiB, 5);
+  const unhandled: unknown[] = [];
+  const onUnhandled = (e: unknown) => unhandled.push(e);
+  process.on('unhandledRejection', onUnhandled);
+  try {
+    const failing = checkRecord(raw(0, a), c, () => Promise.reject(new ThinshipError('CHECKSUM_MISMATCH', 'from a decode worker')));
+    // the receiver awaits earlier records first: a few turns of the event loop pass
+    for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(unhandled, []);
+    await assert.rejects(finishRecord(failing, c), /from a decode worker/);
+  } finally {
+    process.off('unhandledRejection', onUnhandled);
+  }
 });
