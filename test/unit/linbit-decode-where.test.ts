@@ -17,7 +17,7 @@ import { beginInfo, collect, digestRec, hdr, header, M10, stats, u64 } from '../
 const BEGIN = hdr(0, 0, 2);
 const END = hdr(0, 24, 3);
 const P8 = Buffer.from('0102030405060708', 'hex');
-const SUM8 = dataChecksum(P8);
+const SUM8 = dataChecksum(P8, 'sha256');
 const V1 = beginInfo('{"v":1,"checksum":"sha256"}'); // 28 + 27 bytes
 const V2 = beginInfo('{"v":2,"checksum":"sha256"}');
 const CMD_SUM = 0x8054_5302;
@@ -143,9 +143,15 @@ test('checksum records (v1): a missing one names the DATA record; a wrong one na
     /^sha256 of the 8-byte payload is [0-9a-f]{64}, but the checksum record at byte 119 says (09){32}$/,
   );
   await refusedAt(
+    Buffer.concat([BEGIN, V1, data(0x10000, P8), sumRec(0x10000, 3, SUM8)]),
+    { pos: 147, record: 4, field: 'DATA checksum algorithm' },
+    /^unknown checksum algorithm 3 \(1 = sha256, 2 = blake3\)$/,
+  );
+  // A known algorithm, but not the one the begin-info declared.
+  await refusedAt(
     Buffer.concat([BEGIN, V1, data(0x10000, P8), sumRec(0x10000, 2, SUM8)]),
     { pos: 147, record: 4, field: 'DATA checksum algorithm' },
-    /^unknown checksum algorithm 2 \(1 = sha256\)$/,
+    /^checksum algorithm 2 \(blake3\), but begin-info declares sha256 \(1\)$/,
   );
   await refusedAt(
     Buffer.concat([BEGIN, V1, data(0x10000, P8), sumRec(0x10008, 1, SUM8)]),
@@ -165,14 +171,14 @@ test('checksum records (v1): a missing one names the DATA record; a wrong one na
   // No begin-info (so no sha256 declared): a 16-byte record in 4-byte pieces, then a checksum record for it.
   const big = Buffer.alloc(16, 7);
   await refusedAt(
-    Buffer.concat([BEGIN, data(0x10000, big), sumRec(0x10000, 1, dataChecksum(big))]),
+    Buffer.concat([BEGIN, data(0x10000, big), sumRec(0x10000, 1, dataChecksum(big, 'sha256'))]),
     { pos: 72, record: 3, field: 'header' },
-    /^a DATA checksum record after a 16-byte DATA record \(delivered in pieces\) in a stream whose begin-info does not declare sha256 checksums: it cannot be checked$/,
+    /^a DATA checksum record after a 16-byte DATA record \(delivered in pieces\) in a stream whose begin-info does not declare checksums: it cannot be checked$/,
     { pieceBytes: 4 },
   );
   // The same record whole: checked against its bytes, and delivered with its checksum.
-  const whole = await collect(decodeStream([Buffer.concat([BEGIN, data(0x10000, big), sumRec(0x10000, 1, dataChecksum(big)), END, stats(4, 1, 0)])]));
-  assert.deepEqual(whole[1], { type: 'data', offsetBytes: 0x10000, data: big, checksum: dataChecksum(big) });
+  const whole = await collect(decodeStream([Buffer.concat([BEGIN, data(0x10000, big), sumRec(0x10000, 1, dataChecksum(big, 'sha256')), END, stats(4, 1, 0)])]));
+  assert.deepEqual(whole[1], { type: 'data', offsetBytes: 0x10000, data: big, checksum: dataChecksum(big, 'sha256') });
 });
 
 test('checksum groups (v2): a wrong payload names the group; algorithm, entries, header offset and a missing group each at their field', async () => {
@@ -186,7 +192,7 @@ test('checksum groups (v2): a wrong payload names the group; algorithm, entries,
   await refusedAt(
     Buffer.concat([BEGIN, V2, group([[0x10000, 8, SUM8]], { algo: 3 })]),
     { pos: G + 28, record: 3, field: 'DATA checksum group algorithm' },
-    /^unknown checksum algorithm 3 \(1 = sha256\)$/,
+    /^unknown checksum algorithm 3 \(1 = sha256, 2 = blake3\)$/,
   );
   await refusedAt(
     Buffer.concat([
@@ -223,7 +229,7 @@ test('the stream digest and END_STREAM: algorithm, digest, counts and trailing b
   await refusedAt(
     Buffer.concat([body, hdr(0, 33, 0x8054_5303), Buffer.from([2]), Buffer.alloc(32)]),
     { pos: D + 28, record: 5, field: 'stream digest algorithm' },
-    /^unknown checksum algorithm 2 \(1 = sha256\)$/,
+    /^unknown stream digest algorithm 2 \(1 = sha256, the chain of every stream\)$/,
   );
   await refusedAt(
     Buffer.concat([body, digestRec(Buffer.alloc(32, 4))]),

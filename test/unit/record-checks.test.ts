@@ -274,14 +274,17 @@ test('checkData: a payload that does not match its checksum is refused naming th
   const payload = Buffer.alloc(8, 1);
   const wrong = Buffer.alloc(32, 9);
   throwsThinship(
-    () => checkData({ offsetBytes: 4 * KiB, lengthBytes: 8, payload, encoding: 'raw', checksum: wrong }, dz),
+    () => checkData({ offsetBytes: 4 * KiB, lengthBytes: 8, payload, encoding: 'raw', checksum: { algorithm: 'sha256', expected: wrong } }, dz),
     'CHECKSUM_MISMATCH',
     new RegExp(
-      `^data record at volume offset 4096: checksum mismatch over 8 bytes \\(sender 0909090909090909…, data ${sha(payload).toString('hex').slice(0, 16)}…\\); not written$`,
+      `^data record at volume offset 4096: checksum mismatch over 8 bytes \\(sha256: sender 0909090909090909…, data ${sha(payload).toString('hex').slice(0, 16)}…\\); not written$`,
     ),
     4 * KiB,
   );
-  assert.deepEqual(checkData({ offsetBytes: 0, lengthBytes: 8, payload, encoding: 'raw', checksum: sha(payload) }, dz), { data: payload, sum: sha(payload) });
+  assert.deepEqual(checkData({ offsetBytes: 0, lengthBytes: 8, payload, encoding: 'raw', checksum: { algorithm: 'sha256', expected: sha(payload) } }, dz), {
+    data: payload,
+    sum: sha(payload),
+  });
   assert.deepEqual(checkData({ offsetBytes: 0, lengthBytes: 8, payload, encoding: 'raw' }, dz), { data: payload });
 });
 
