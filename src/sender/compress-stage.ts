@@ -11,9 +11,13 @@
  * the UNMAPs queued behind them), so the workers keep busy while the
  * consumer writes; a message that has nothing ahead of it passes at once
  * (the begin goes out before the first chunk is read).
+ *
+ * With a CompressDecision, each chunk is compressed or not as it decides
+ * (`--compress auto`), and the workers' time on compressed chunks feeds it.
  */
 import type { BeginMessage, EndMessage, StreamMessage, UnmapMessage } from '../stream/messages.js';
 import type { ChunkResult, CompressPool } from './compress-pool.js';
+import type { CompressDecision } from './compress-decision.js';
 
 /** Chunks per worker in flight: one being worked on, one waiting, so a worker never waits for the main thread. */
 export const COMPRESS_AHEAD_PER_WORKER = 2;
@@ -39,6 +43,7 @@ type Waiting = { type: 'data'; offsetBytes: number; lengthBytes: number; result:
 export async function* compressStage(
   messages: AsyncIterable<StreamMessage>,
   pool: CompressPool,
+  decision?: CompressDecision,
   aheadItems = COMPRESS_AHEAD_PER_WORKER * pool.size,
 ): AsyncGenerator<PreparedMessage> {
   const fifo: Waiting[] = [];
@@ -49,8 +54,11 @@ export async function* compressStage(
       if (m.type === 'data') {
         if (m.piece !== undefined) throw new Error('compressStage: a DATA record in pieces cannot be compressed as one chunk');
         const lengthBytes = m.data.length;
-        const result = pool.process(m.data); // m.data now belongs to the pool
-        result.catch(() => undefined); // awaited in order below
+        const result = pool.process(m.data, decision?.next()); // m.data now belongs to the pool
+        result.then(
+          (c) => c.compressed && decision?.noteCompressed(lengthBytes, c.workerSeconds),
+          () => undefined, // awaited in order below
+        );
         fifo.push({ type: 'data', offsetBytes: m.offsetBytes, lengthBytes, result });
       } else if (fifo.length === 0) {
         yield m;
