@@ -102,8 +102,14 @@ export const GROUP_ENTRY_BYTES = 8 + 8 + SHA256_BYTES;
 export const GROUP_MAX_RECORDS = 1024;
 /** ...covering at most this many payload bytes, unless one record alone is bigger: what the encoder holds back. */
 export const GROUP_MAX_DATA_BYTES = 32 * 1024 * 1024;
+/**
+ * What the encoder puts in one group (it holds the group's records until it is
+ * complete): less than the maximum, so a pipe sender holds less (its peak RSS
+ * was 211 MiB with 32 MiB groups and 32 MiB pulled ahead; docs/benchmarks.md).
+ */
+export const GROUP_ENCODER_DATA_BYTES = 8 * 1024 * 1024;
 /** Messages the encoder pulls ahead while it writes a group (payload bytes, plus MESSAGE_OVERHEAD_BYTES each). */
-export const GROUP_PREFETCH_BYTES = 32 * 1024 * 1024;
+export const GROUP_PREFETCH_BYTES = GROUP_ENCODER_DATA_BYTES;
 
 /**
  * DATA records longer than this are decoded as consecutive pieces of this size
