@@ -46,6 +46,9 @@ export class ChunkBuffers {
   }
 }
 
+import { nativeDevice } from '../device/native.js';
+import { DIRECT_ALIGN_BYTES } from './volume-reader.js';
+
 /** What the sending core reads into (sender.ts): a fresh or recycled buffer of exactly the asked length. */
 export interface ReadBuffers {
   take(lengthBytes: number): Buffer;
@@ -58,11 +61,15 @@ export interface ReadBuffers {
  * so a slab is known by its ArrayBuffer: give() ignores anything else (the
  * encoder's header buffers, a buffer given twice). Fresh 1 MiB buffers per
  * read were a send's largest source of garbage: its peak RSS held ~60 MiB of
- * dead read buffers waiting for the GC (docs/benchmarks.md).
+ * dead read buffers waiting for the GC (docs/benchmarks.md). Each view starts
+ * at a DIRECT_ALIGN_BYTES-aligned address, so the reader can use O_DIRECT
+ * (volume-reader.ts DirectReads).
  */
 export class ReadSlabs implements ReadBuffers {
   private readonly free: ArrayBuffer[] = [];
   private readonly lent = new WeakSet<ArrayBuffer>();
+  /** Where each slab's aligned view starts. */
+  private readonly alignAt = new WeakMap<ArrayBuffer, number>();
 
   /** @param maxFreeSlabs slabs kept for reuse; more given back are left to the GC. */
   constructor(
@@ -72,9 +79,14 @@ export class ReadSlabs implements ReadBuffers {
 
   take(lengthBytes: number): Buffer {
     if (lengthBytes > this.slabBytes) return Buffer.allocUnsafeSlow(lengthBytes); // larger than any planned op: not recycled
-    const ab = this.free.pop() ?? new ArrayBuffer(this.slabBytes);
+    let ab = this.free.pop();
+    if (!ab) {
+      ab = new ArrayBuffer(this.slabBytes + DIRECT_ALIGN_BYTES);
+      this.alignAt.set(ab, (DIRECT_ALIGN_BYTES - nativeDevice().addressMod(ab, DIRECT_ALIGN_BYTES)) % DIRECT_ALIGN_BYTES);
+    }
+    const at = this.alignAt.get(ab)!;
     this.lent.add(ab);
-    return Buffer.from(ab, 0, lengthBytes);
+    return Buffer.from(ab, at, lengthBytes);
   }
 
   /** Gives back a buffer from take() once nothing will read it again; anything else is ignored. */
