@@ -82,32 +82,3 @@ test('on tmpfs (O_DIRECT refused at open before Linux 6.6, allowed since): no Di
     await d.close();
   }
 });
-
-test('setPipeSize widens a pipe (F_SETPIPE_SZ) and refuses what is not a pipe', async () => {
-  const { execFileSync } = await import('node:child_process');
-  // A child whose stdout is a real pipe (Node's own stdio pipes are socket pairs): it widens it and prints the new capacity.
-  const script = `const n = require(${JSON.stringify(nativeAddonPath())}); process.stdout.write(String(n.setPipeSize(1, 1 << 20)));`;
-  const out = execFileSync('sh', ['-c', `"$0" -e "$1" | cat`, process.execPath, script], { encoding: 'utf8' });
-  assert.equal(Number(out), 1 << 20);
-  const dir = mkdtempSync(join(tmpdir(), 'thinship-pipe-'));
-  try {
-    const f = join(dir, 'file');
-    writeFileSync(f, 'x');
-    const fd = (await import('node:fs')).openSync(f, 'r');
-    try {
-      assert.throws(
-        () => nativeDevice().setPipeSize(fd, 1 << 20),
-        (e: Error & { code?: string }) => e.code === 'EBADF' || e.code === 'EINVAL',
-      );
-    } finally {
-      (await import('node:fs')).closeSync(fd);
-    }
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
-
-/** The addon's file, for a child process (native.ts loads it the same way). */
-function nativeAddonPath(): string {
-  return join(new URL('../../..', import.meta.url).pathname, 'build/Release/thinship_device.node');
-}
