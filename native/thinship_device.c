@@ -508,27 +508,6 @@ static int get_name(napi_env env, napi_value v, char *buf, size_t size, const ch
   return 1;
 }
 
-/* setPipeSize(fd, bytes) → the pipe's new capacity (fcntl F_SETPIPE_SZ; the kernel rounds up to
- * a power-of-two number of pages). EPERM above /proc/sys/fs/pipe-max-size for an unprivileged
- * process, EBADF/EINVAL when fd is not a pipe: thrown, callers keep the pipe as it is. */
-static napi_value set_pipe_size(napi_env env, napi_callback_info info) {
-  napi_value argv[2], out;
-  int fd;
-  int64_t bytes;
-  if (!get_args(env, info, 2, argv) || !get_fd(env, argv[0], &fd) || !get_bytes(env, argv[1], "bytes", &bytes)) return NULL;
-  if (bytes <= 0 || bytes > INT32_MAX) {
-    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "setPipeSize: bytes must be from 1 to 2^31-1");
-    return NULL;
-  }
-  int r = fcntl(fd, F_SETPIPE_SZ, (int)bytes);
-  if (r < 0) {
-    throw_errno(env, errno, "fcntl(F_SETPIPE_SZ)");
-    return NULL;
-  }
-  napi_create_int32(env, r, &out);
-  return out;
-}
-
 /* addressMod(arrayBuffer, n) → the address of its first byte modulo n (n a power of two, ≤ 1 MiB).
  * O_DIRECT reads need a buffer aligned to the logical block size; V8 places
  * ArrayBuffers anywhere, so the sender's read slabs (sender/chunk-buffers.ts)
@@ -1045,7 +1024,6 @@ static napi_value init(napi_env env, napi_value exports) {
     { "fsetxattr", NULL, fsetxattr_js, NULL, NULL, NULL, napi_enumerable, NULL },
     { "fremovexattr", NULL, fremovexattr_js, NULL, NULL, NULL, napi_enumerable, NULL },
     { "ficlone", NULL, ficlone_js, NULL, NULL, NULL, napi_enumerable, NULL },
-    { "setPipeSize", NULL, set_pipe_size, NULL, NULL, NULL, napi_enumerable, NULL },
     { "addressMod", NULL, address_mod, NULL, NULL, NULL, napi_enumerable, NULL },
     { "crc32c", NULL, crc32c_js, NULL, NULL, NULL, napi_enumerable, NULL },
     { "firstBadKey", NULL, first_bad_key, NULL, NULL, NULL, napi_enumerable, NULL },

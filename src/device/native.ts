@@ -53,8 +53,6 @@ export interface NativeDevice {
   fsetxattr(fd: number, name: string, value: Buffer): void;
   /** fremovexattr: true when removed, false when it was not set. */
   fremovexattr(fd: number, name: string): boolean;
-  /** fcntl(F_SETPIPE_SZ): the pipe's new capacity in bytes; throws (EPERM above pipe-max-size, EBADF/EINVAL for a non-pipe). */
-  setPipeSize(fd: number, bytes: number): number;
   /** The address of the ArrayBuffer's first byte modulo `n` (a power of two): where an aligned view (O_DIRECT) starts. */
   addressMod(buf: ArrayBuffer, n: number): number;
   /** ioctl(FICLONE): makes destFd share all of srcFd's blocks (reflink); EOPNOTSUPP/EXDEV/EINVAL where unsupported. */

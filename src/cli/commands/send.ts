@@ -1,7 +1,5 @@
 /** `thinship send [BASE] SNAP`: pipe mode, a LINBIT 1.1 stream on stdout. */
-import { fstatSync } from 'node:fs';
 import { Readable, Writable } from 'node:stream';
-import { nativeDevice } from '../../device/native.js';
 import { pipeline } from 'node:stream/promises';
 import { ThinshipError } from '../../errors.js';
 import { DEFAULT_MAX_OP_BYTES } from '../../thin/plan.js';
@@ -27,27 +25,12 @@ export interface SendFlags extends SourceFlags {
 }
 
 /**
- * Widens the pipe on `fd` (F_SETPIPE_SZ) to the largest record, so a record
- * crosses in one or two writes instead of 16 of the default 64 KiB. Not a
- * pipe, or above the host's pipe-max-size for an unprivileged user (1 MiB by
- * default, the default op size): left as it is.
- */
-function widenPipe(fd: number, bytes: number): void {
-  try {
-    if (fstatSync(fd).isFIFO()) nativeDevice().setPipeSize(fd, bytes);
-  } catch {
-    // the default pipe still works, with more, smaller writes
-  }
-}
-
-/**
  * stdout, one write at a time: each buffer (a read slab, passed through by
  * the encoder, or the encoder's headers) goes back to `slabs` once stdout has
  * written it, and the next write starts then (stdout's own queue stays empty).
  */
-function stdoutGivingBack(slabs: ReadSlabs, maxOpBytes: number): Writable {
+function stdoutGivingBack(slabs: ReadSlabs): Writable {
   const out = process.stdout;
-  widenPipe(1, maxOpBytes);
   const ignore = () => undefined; // a failed write's error arrives in its callback, below
   out.on('error', ignore);
   return new Writable({
@@ -114,7 +97,7 @@ export async function sendPipeCommand(names: string[], flags: SendFlags): Promis
       const bucket = bwlimit === undefined ? undefined : new TokenBucket(bwlimit, maxOpBytes + 4096);
       await pipeline(
         Readable.from(counted(throttled(encodeStream(messages, { format, extensions }), bucket)), { objectMode: false }),
-        stdoutGivingBack(slabs, maxOpBytes),
+        stdoutGivingBack(slabs),
       ).catch((e: NodeJS.ErrnoException) => {
         if (e.code === 'EPIPE' || e.code === 'ERR_STREAM_PREMATURE_CLOSE')
           throw new ThinshipError('IO_ERROR', 'stdout was closed before the stream was complete (did the receiving side exit?)', { cause: e });
