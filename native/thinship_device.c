@@ -509,6 +509,28 @@ static int get_name(napi_env env, napi_value v, char *buf, size_t size, const ch
   return 1;
 }
 
+/* addressMod(arrayBuffer, n) → the address of its first byte modulo n (n a power of two, ≤ 1 MiB).
+ * O_DIRECT reads need a buffer aligned to the logical block size; V8 places
+ * ArrayBuffers anywhere, so the sender's read slabs (sender/chunk-buffers.ts)
+ * over-allocate and start their views at the aligned offset this gives. */
+static napi_value address_mod(napi_env env, napi_callback_info info) {
+  napi_value argv[2], out;
+  void *data = NULL;
+  size_t len = 0;
+  uint32_t n = 0;
+  if (!get_args(env, info, 2, argv)) return NULL;
+  if (napi_get_arraybuffer_info(env, argv[0], &data, &len) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "addressMod needs an ArrayBuffer");
+    return NULL;
+  }
+  if (napi_get_value_uint32(env, argv[1], &n) != napi_ok || n == 0 || n > (1u << 20) || (n & (n - 1)) != 0) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "addressMod: n must be a power of two up to 1 MiB");
+    return NULL;
+  }
+  napi_create_uint32(env, (uint32_t)((uintptr_t)data & (n - 1)), &out);
+  return out;
+}
+
 /* fgetxattr(fd, name) → Buffer, or null when the attribute is not set (ENODATA).
  * ENOTSUP (a file system without user xattrs) is thrown: callers fall back to a sidecar. */
 static napi_value fgetxattr_js(napi_env env, napi_callback_info info) {
@@ -1403,6 +1425,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "fsetxattr", NULL, fsetxattr_js, NULL, NULL, NULL, napi_enumerable, NULL },
     { "fremovexattr", NULL, fremovexattr_js, NULL, NULL, NULL, napi_enumerable, NULL },
     { "ficlone", NULL, ficlone_js, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "addressMod", NULL, address_mod, NULL, NULL, NULL, napi_enumerable, NULL },
     { "crc32c", NULL, crc32c_js, NULL, NULL, NULL, napi_enumerable, NULL },
     { "firstBadKey", NULL, first_bad_key, NULL, NULL, NULL, napi_enumerable, NULL },
     { "checkNode", NULL, check_node, NULL, NULL, NULL, napi_enumerable, NULL },

@@ -91,7 +91,10 @@ offlineOptions(
     .option('--to <host:port>', 'send over gRPC to a `thinship serve` receiver instead of stdout')
     .option('--target <name>', 'with --to: the target on the receiver (vg/lv, or an absolute path its config allows)')
     .option('--transfer-id <id>', 'with --to: the transfer id (default: derived from target and snapshots, so a re-run resumes)')
-    .option('--compress <mode>', 'with --to: zstd (default) or none (RAW and ZERO chunks only)')
+    .option(
+      '--compress <mode>',
+      'with --to: zstd (default: every chunk), auto (zstd while the link is slower than the compressor, raw when not) or none (RAW and ZERO chunks only)',
+    )
     .option('--no-compress', 'with --to: the same as --compress none')
     .option('--zstd-level <n>', 'with --to: zstd level, 1 (default, fastest) to 19')
     .option('--workers <n>', 'with --to: threads that checksum and compress (default: one per core, at most 8)')

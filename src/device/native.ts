@@ -53,6 +53,8 @@ export interface NativeDevice {
   fsetxattr(fd: number, name: string, value: Buffer): void;
   /** fremovexattr: true when removed, false when it was not set. */
   fremovexattr(fd: number, name: string): boolean;
+  /** The address of the ArrayBuffer's first byte modulo `n` (a power of two): where an aligned view (O_DIRECT) starts. */
+  addressMod(buf: ArrayBuffer, n: number): number;
   /** ioctl(FICLONE): makes destFd share all of srcFd's blocks (reflink); EOPNOTSUPP/EXDEV/EINVAL where unsupported. */
   ficlone(destFd: number, srcFd: number): void;
 }

@@ -35,6 +35,7 @@ import type { BeginInfo, EndMessage } from '../stream/messages.js';
 import { sendMessages, READ_AHEAD_OPS } from '../sender/sender.js';
 import { CompressPool } from '../sender/compress-pool.js';
 import { compressStage, COMPRESS_AHEAD_PER_WORKER, type PreparedData } from '../sender/compress-stage.js';
+import { CompressDecision, LinkMeter, type CompressMode } from '../sender/compress-decision.js';
 import { ChunkBuffers } from '../sender/chunk-buffers.js';
 import { DEFAULT_MAX_OP_BYTES } from '../thin/plan.js';
 import type { TokenBucket } from '../stream/bandwidth.js';
@@ -329,8 +330,12 @@ export interface GrpcSendOptions {
   target: string;
   /** Default: derived from the target and the plan (defaultTransferId), so a re-run resumes. */
   transferId?: string;
-  /** zstd on worker threads (default true); false sends RAW and ZERO only. */
-  compress?: boolean;
+  /**
+   * zstd on worker threads: 'zstd' every chunk (default; also `true`), 'none'
+   * RAW and ZERO only (also `false`), 'auto' per chunk while it pays
+   * (sender/compress-decision.ts; what `send --to` and the sender daemon use).
+   */
+  compress?: CompressMode | boolean;
   /**
    * The per-DATA checksum of a new transfer. A resumed one keeps the
    * algorithm it began with (TransferState.checksum). Default:
@@ -344,7 +349,7 @@ export interface GrpcSendOptions {
   workers?: number;
   /**
    * A compression pool started earlier by the caller (its workers boot while
-   * the plan is made); it must match `compress`. The caller closes it.
+   * the plan is made); its level is used, `compress` decides per chunk. The caller closes it.
    * Default: a pool of `workers` made and closed here.
    */
   pool?: CompressPool;
@@ -511,7 +516,8 @@ export async function sendPlanOverGrpc(client: ReceiverClient, p: SendPlan, read
   const maxAttempts = Math.max(1, o.maxAttempts ?? 10);
   const firstDelayMs = o.retryDelayMs ?? 1000;
   let delay = firstDelayMs;
-  const compress = o.compress ?? true;
+  const mode: CompressMode = o.compress === undefined || o.compress === true ? 'zstd' : o.compress === false ? 'none' : o.compress;
+  const compress = mode !== 'none';
   const totals = p.plan.totals;
   /** The algorithm of a new transfer; sha256 from the first refusal of an older receiver on (when not chosen explicitly). */
   let newChecksum: RecordChecksum = o.checksum ?? DEFAULT_CHECKSUM;
@@ -528,6 +534,8 @@ export async function sendPlanOverGrpc(client: ReceiverClient, p: SendPlan, read
     plannedDataBytes: totals.dataBytes,
   };
   const pool = o.pool ?? new CompressPool({ workers: o.workers, compress, zstdLevel: o.zstdLevel });
+  // Kept across attempts: what was measured of the link and the workers stays true after a reconnect.
+  const decision = new CompressDecision(mode, pool.size);
   let mismatches = 0;
   /** Failed attempts since the last one that delivered data. */
   let failures = 0;
@@ -551,7 +559,7 @@ export async function sendPlanOverGrpc(client: ReceiverClient, p: SendPlan, read
         r.checksum = st ? checksumOfState(st) : newChecksum;
         r.startOffsets.push(resume);
         o.onEvent?.({ type: 'start', transferId, resumeOffsetBytes: resume, attempt });
-        const res = await oneCall(client, p, reader, pool, o, r, transferId, compress, r.checksum, st);
+        const res = await oneCall(client, p, reader, pool, o, r, transferId, decision, r.checksum, st);
         return { ...r, digest: res.digest, state: stateOf(res, 'ApplyStream'), response: res, seconds: (performance.now() - t0) / 1000 };
       } catch (e) {
         const err = await client.explain(fromServiceError(e, `ApplyStream to ${client.address}`));
@@ -628,7 +636,7 @@ async function oneCall(
   o: GrpcSendOptions,
   r: Omit<GrpcSendResult, 'digest' | 'state' | 'seconds'>,
   transferId: string,
-  compress: boolean,
+  decision: CompressDecision,
   checksum: RecordChecksum,
   st: TransferState__Output | undefined,
 ): Promise<ApplyStreamResponse__Output> {
@@ -676,12 +684,16 @@ async function oneCall(
   const onAbort = () => call.cancel();
   o.signal?.addEventListener('abort', onAbort, { once: true });
 
+  // The link's capacity for --compress auto: wire bytes per second of having writes pending.
+  const link = new LinkMeter((bytes, seconds) => decision.noteLink(bytes, seconds));
   /** `written` runs when grpc-js is done with the message (it has serialized it). */
   const write = async (req: ApplyStreamRequest, written?: () => void) => {
     check();
     inflight++;
+    link.start();
     const ok = call.write(req, () => {
       inflight--;
+      link.done(req.data?.payload?.length ?? 0);
       written?.();
       wake?.();
     });
@@ -740,9 +752,17 @@ async function oneCall(
 
   try {
     const messages = sendMessages(p, reader, { resumeFromBytes: resume, transferId, buffers, checksum, volumeIds: wireVolumeIds(p) });
-    for await (const m of compressStage(messages, pool)) {
+    for await (const m of compressStage(messages, pool, decision)) {
       if (m.type === 'begin')
-        await write(pbBeginOf(m.info, { target: o.target, resumeOffsetBytes: resume, compress, force: o.force === true, grow: o.grow === true }));
+        await write(
+          pbBeginOf(m.info, {
+            target: o.target,
+            resumeOffsetBytes: resume,
+            compress: decision.mode !== 'none',
+            force: o.force === true,
+            grow: o.grow === true,
+          }),
+        );
       else if (m.type === 'end')
         continue; // the ledger's end, below (it counts what an earlier call delivered too)
       else await emit(m);

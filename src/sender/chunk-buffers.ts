@@ -45,3 +45,60 @@ export class ChunkBuffers {
     return this.freeBytes;
   }
 }
+
+import { nativeDevice } from '../device/native.js';
+import { DIRECT_ALIGN_BYTES } from './volume-reader.js';
+
+/** What the sending core reads into (sender.ts): a fresh or recycled buffer of exactly the asked length. */
+export interface ReadBuffers {
+  take(lengthBytes: number): Buffer;
+}
+
+/**
+ * Recycled read buffers for pipe mode (cli/commands/send.ts). Every read is
+ * a view of the first `lengthBytes` of a slab of `slabBytes` (the largest op),
+ * so ops of any length share one free list. Nothing here leaves the thread,
+ * so a slab is known by its ArrayBuffer: give() ignores anything else (the
+ * encoder's header buffers, a buffer given twice). Fresh 1 MiB buffers per
+ * read were a send's largest source of garbage: its peak RSS held ~60 MiB of
+ * dead read buffers waiting for the GC (docs/benchmarks.md). Each view starts
+ * at a DIRECT_ALIGN_BYTES-aligned address, so the reader can use O_DIRECT
+ * (volume-reader.ts DirectReads).
+ */
+export class ReadSlabs implements ReadBuffers {
+  private readonly free: ArrayBuffer[] = [];
+  private readonly lent = new WeakSet<ArrayBuffer>();
+  /** Where each slab's aligned view starts. */
+  private readonly alignAt = new WeakMap<ArrayBuffer, number>();
+
+  /** @param maxFreeSlabs slabs kept for reuse; more given back are left to the GC. */
+  constructor(
+    private readonly slabBytes: number,
+    private readonly maxFreeSlabs: number,
+  ) {}
+
+  take(lengthBytes: number): Buffer {
+    if (lengthBytes > this.slabBytes) return Buffer.allocUnsafeSlow(lengthBytes); // larger than any planned op: not recycled
+    let ab = this.free.pop();
+    if (!ab) {
+      ab = new ArrayBuffer(this.slabBytes + DIRECT_ALIGN_BYTES);
+      this.alignAt.set(ab, (DIRECT_ALIGN_BYTES - nativeDevice().addressMod(ab, DIRECT_ALIGN_BYTES)) % DIRECT_ALIGN_BYTES);
+    }
+    const at = this.alignAt.get(ab)!;
+    this.lent.add(ab);
+    return Buffer.from(ab, at, lengthBytes);
+  }
+
+  /** Gives back a buffer from take() once nothing will read it again; anything else is ignored. */
+  give(buf: Uint8Array): void {
+    const ab = buf.buffer;
+    if (!(ab instanceof ArrayBuffer) || !this.lent.has(ab)) return;
+    this.lent.delete(ab);
+    if (this.free.length < this.maxFreeSlabs) this.free.push(ab);
+  }
+
+  /** Slabs kept for reuse (tests). */
+  get keptSlabs(): number {
+    return this.free.length;
+  }
+}

@@ -32,6 +32,8 @@ export interface ChunkReply {
   checksum: ArrayBuffer;
   zero: boolean;
   frame?: ArrayBuffer;
+  /** The worker's time on this chunk (checksum, zero check, zstd), seconds. */
+  seconds: number;
 }
 
 export interface ChunkResult {
@@ -43,12 +45,16 @@ export interface ChunkResult {
   zero: boolean;
   /** One zstd frame of raw, present only when compressing shrank it enough. */
   frame?: Buffer;
+  /** The chunk was compressed (a frame may still be absent: zeros, or it did not shrink enough). */
+  compressed: boolean;
+  /** The worker's time on this chunk, seconds (compress-decision.ts measures the compressor with it). */
+  workerSeconds: number;
 }
 
 export interface CompressPoolOptions {
   /** Worker threads (default: one per core, stream/worker-pool.ts defaultWorkerCount). */
   workers?: number;
-  /** false: checksum and zero detection only (frames never produced). */
+  /** false: checksum and zero detection only (frames never produced); process() may say otherwise per chunk. */
   compress?: boolean;
   /** zstd level (default 1; 1-19, stream/zstd.ts checkZstdLevel). */
   zstdLevel?: number;
@@ -78,15 +84,18 @@ export class CompressPool {
    * Processes one chunk. Takes ownership of `data`: if it owns its whole
    * ArrayBuffer that memory is transferred to the worker (data becomes empty
    * here) and comes back as result.raw; use only result.raw afterwards.
+   * `compress` decides for this chunk (compress-decision.ts); default: the pool's.
    */
-  async process(data: Buffer, checksum: RecordChecksum): Promise<ChunkResult> {
+  async process(data: Buffer, checksum: RecordChecksum, compress = this.compress): Promise<ChunkResult> {
     const own = ownArrayBuffer(data);
-    const m = await this.pool.run({ ...own, compress: this.compress, level: this.level, checksum }, [own.buf]);
+    const m = await this.pool.run({ ...own, compress, level: this.level, checksum }, [own.buf]);
     return {
       raw: Buffer.from(m.buf, m.byteOffset, m.length),
       checksum: Buffer.from(m.checksum),
       zero: m.zero,
       frame: m.frame ? Buffer.from(m.frame) : undefined,
+      compressed: compress && !m.zero,
+      workerSeconds: m.seconds,
     };
   }
 

@@ -11,10 +11,14 @@
  * the UNMAPs queued behind them), so the workers keep busy while the
  * consumer writes; a message that has nothing ahead of it passes at once
  * (the begin goes out before the first chunk is read).
+ *
+ * With a CompressDecision, each chunk is compressed or not as it decides
+ * (`--compress auto`), and the workers' time on compressed chunks feeds it.
  */
 import type { BeginMessage, EndMessage, StreamMessage, UnmapMessage } from '../stream/messages.js';
 import type { ChunkResult, CompressPool } from './compress-pool.js';
 import { recordChecksumOf, type RecordChecksum } from '../stream/integrity.js';
+import type { CompressDecision } from './compress-decision.js';
 
 /** Chunks per worker in flight: one being worked on, one waiting, so a worker never waits for the main thread. */
 export const COMPRESS_AHEAD_PER_WORKER = 2;
@@ -40,6 +44,7 @@ type Waiting = { type: 'data'; offsetBytes: number; lengthBytes: number; result:
 export async function* compressStage(
   messages: AsyncIterable<StreamMessage>,
   pool: CompressPool,
+  decision?: CompressDecision,
   aheadItems = COMPRESS_AHEAD_PER_WORKER * pool.size,
 ): AsyncGenerator<PreparedMessage> {
   const fifo: Waiting[] = [];
@@ -54,8 +59,11 @@ export async function* compressStage(
         if (m.piece !== undefined) throw new Error('compressStage: a DATA record in pieces cannot be compressed as one chunk');
         if (algorithm === undefined) throw new Error('compressStage: DATA in a stream whose begin has no checksums (the workers compute one)');
         const lengthBytes = m.data.length;
-        const result = pool.process(m.data, algorithm); // m.data now belongs to the pool
-        result.catch(() => undefined); // awaited in order below
+        const result = pool.process(m.data, algorithm, decision?.next()); // m.data now belongs to the pool
+        result.then(
+          (c) => c.compressed && decision?.noteCompressed(lengthBytes, c.workerSeconds),
+          () => undefined, // awaited in order below
+        );
         fifo.push({ type: 'data', offsetBytes: m.offsetBytes, lengthBytes, result });
       } else if (fifo.length === 0) {
         yield m;

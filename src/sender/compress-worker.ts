@@ -16,12 +16,22 @@ const compressor = new ChunkCompressor();
 
 port.on('message', (job: ChunkJob & { id: number }) => {
   try {
+    const t0 = performance.now();
     const data = new Uint8Array(job.buf, job.byteOffset, job.length);
     const checksum = new Uint8Array(dataChecksum(data, job.checksum)); // its own ArrayBuffer, transferred back
     const zero = isAllZero(data);
     const frame = !zero && job.compress ? compressor.compress(data, job.level) : undefined;
     const frameBuf = frame?.buffer as ArrayBuffer | undefined; // the frame owns its whole ArrayBuffer
-    const reply: ChunkReply = { id: job.id, buf: job.buf, byteOffset: job.byteOffset, length: job.length, checksum: checksum.buffer, zero, frame: frameBuf };
+    const reply: ChunkReply = {
+      id: job.id,
+      buf: job.buf,
+      byteOffset: job.byteOffset,
+      length: job.length,
+      checksum: checksum.buffer,
+      zero,
+      frame: frameBuf,
+      seconds: (performance.now() - t0) / 1000,
+    };
     port.postMessage(reply, [job.buf, checksum.buffer, ...(frameBuf ? [frameBuf] : [])]);
   } catch (e) {
     port.postMessage(errorReply(job.id, e));

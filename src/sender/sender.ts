@@ -9,7 +9,7 @@ import type { PlanOp } from '../thin/model.js';
 import type { StreamMessage, BeginInfo, ChecksumAlgorithm } from '../stream/messages.js';
 import { DEFAULT_CHECKSUM } from '../stream/integrity.js';
 import type { VolumeReader } from './volume-reader.js';
-import type { ChunkBuffers } from './chunk-buffers.js';
+import type { ReadBuffers } from './chunk-buffers.js';
 
 /** Reads in flight ahead of the consumer; with 1 MiB ops this bounds read-ahead memory to ~8 MiB. */
 export const READ_AHEAD_OPS = 8;
@@ -26,7 +26,7 @@ export interface SenderOptions {
    */
   volumeIds?: { sourceId: string; baseId?: string };
   /** Read into recycled buffers; the consumer gives each DATA buffer back when done with it. Default: a fresh buffer per op. */
-  buffers?: ChunkBuffers;
+  buffers?: ReadBuffers;
 }
 
 function beginInfoOf(p: SendPlan, o: SenderOptions): BeginInfo {

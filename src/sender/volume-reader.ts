@@ -5,7 +5,10 @@
  * - Offline pool: each origin block is looked up in the snapshot's mappings
  *   and read from the pool's data file at its data block.
  */
+import { constants as fsConstants } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import { ThinshipError } from '../errors.js';
+import { nativeDevice } from '../device/native.js';
 import { openVolume, type VolumeHandle } from '../device/volume.js';
 import { activateForReading } from '../thin/lvm.js';
 import type { MappingSpool } from '../thin/spool.js';
@@ -24,6 +27,69 @@ async function readFully(h: VolumeHandle, buf: Buffer, offsetBytes: number, what
     if (n === 0)
       throw new ThinshipError('IO_ERROR', `${what}: unexpected end of ${h.path} at byte ${offsetBytes + got} (wanted ${buf.length - got} more bytes)`);
     got += n;
+  }
+}
+
+/** O_DIRECT needs offset, length and buffer address aligned to the logical block size; 4096 covers every common device. */
+export const DIRECT_ALIGN_BYTES = 4096;
+
+/**
+ * O_DIRECT reads of the source, as LINBIT's thin_send reads: the device's
+ * bytes go straight into the caller's buffer, without passing through (and
+ * then being dropped from) the page cache. Only reads whose offset, length
+ * and buffer address are all aligned go this way (pipe mode's read slabs are;
+ * sender/chunk-buffers.ts ReadSlabs); the rest, and every read where the file
+ * system refuses O_DIRECT (tmpfs: EINVAL at open), go through the page cache
+ * as before.
+ */
+export class DirectReads {
+  private constructor(
+    private fh: FileHandle,
+    private what: string,
+  ) {}
+
+  /** undefined when `path` cannot be opened with O_DIRECT (then every read is buffered). */
+  static async open(path: string, what: string): Promise<DirectReads | undefined> {
+    const fh = await open(path, fsConstants.O_RDONLY | fsConstants.O_DIRECT).catch(() => undefined);
+    return fh && new DirectReads(fh, what);
+  }
+
+  private off = false;
+
+  private aligned(buf: Buffer, offsetBytes: number): boolean {
+    const a = DIRECT_ALIGN_BYTES;
+    return offsetBytes % a === 0 && buf.length % a === 0 && (nativeDevice().addressMod(buf.buffer as ArrayBuffer, a) + buf.byteOffset) % a === 0;
+  }
+
+  /**
+   * Reads `buf` at `offsetBytes` with O_DIRECT as far as it can: the bytes read
+   * (0 when not aligned or refused); the caller reads the rest through the page cache.
+   */
+  async read(buf: Buffer, offsetBytes: number): Promise<number> {
+    if (this.off || buf.length === 0 || !this.aligned(buf, offsetBytes)) return 0;
+    let got = 0;
+    while (got < buf.length) {
+      let n: number;
+      try {
+        n = (await this.fh.read(buf, got, buf.length - got, offsetBytes + got)).bytesRead;
+      } catch (e) {
+        if (got === 0 && (e as NodeJS.ErrnoException).code === 'EINVAL') {
+          this.off = true; // e.g. a logical block larger than DIRECT_ALIGN_BYTES: buffered from now on
+          return 0;
+        }
+        throw new ThinshipError('IO_ERROR', `${this.what}: O_DIRECT read of ${buf.length} bytes at ${offsetBytes} failed: ${(e as Error).message}`, {
+          cause: e,
+        });
+      }
+      got += n;
+      // The end of the source, or a short read that left the rest unaligned: the caller finishes (and names an early end).
+      if (n === 0 || got % DIRECT_ALIGN_BYTES !== 0) break;
+    }
+    return got;
+  }
+
+  close(): Promise<void> {
+    return this.fh.close();
   }
 }
 
@@ -72,22 +138,31 @@ class CacheDropper {
   }
 }
 
+/** Reads `buf` at `at`: with O_DIRECT where it can, the rest through the page cache (dropped behind). */
+async function readSource(h: VolumeHandle, direct: DirectReads | undefined, cache: CacheDropper, buf: Buffer, at: number, what: string): Promise<void> {
+  const d = direct ? await direct.read(buf, at) : 0;
+  if (d === buf.length) return;
+  await readFully(h, buf.subarray(d), at + d, what);
+  await cache.noteRead(at + d, buf.length - d);
+}
+
 class DeviceReader implements VolumeReader {
   private cache: CacheDropper;
   constructor(
     private h: VolumeHandle,
+    private direct: DirectReads | undefined,
     private restore: () => Promise<void>,
     private what: string,
   ) {
     this.cache = new CacheDropper(h);
   }
   async read(buf: Buffer, offsetBytes: number) {
-    await readFully(this.h, buf, offsetBytes, this.what);
-    await this.cache.noteRead(offsetBytes, buf.length);
+    await readSource(this.h, this.direct, this.cache, buf, offsetBytes, this.what);
   }
   async close() {
     try {
       await this.cache.dropAll();
+      await this.direct?.close();
       await this.h.close();
     } finally {
       await this.restore();
@@ -99,6 +174,7 @@ class OfflineReader implements VolumeReader {
   private cache: CacheDropper;
   constructor(
     private data: VolumeHandle,
+    private direct: DirectReads | undefined,
     private mappings: MappingSpool,
     private blockBytes: number,
     private ownsMappings: boolean,
@@ -120,8 +196,7 @@ class OfflineReader implements VolumeReader {
       if (!hit) buf.fill(0, done, done + n);
       else {
         const at = hit.dataBlock * this.blockBytes + inner;
-        await readFully(this.data, buf.subarray(done, done + n), at, this.what);
-        await this.cache.noteRead(at, n);
+        await readSource(this.data, this.direct, this.cache, buf.subarray(done, done + n), at, this.what);
       }
       done += n;
     }
@@ -129,6 +204,7 @@ class OfflineReader implements VolumeReader {
   async close() {
     try {
       await this.cache.dropAll();
+      await this.direct?.close();
       await this.data.close();
     } finally {
       if (this.ownsMappings) await this.mappings.close();
@@ -143,7 +219,8 @@ export async function openSourceReader(p: SendPlan, opts: { signal?: AbortSignal
     const restore = await activateForReading(snap, opts);
     try {
       const h = await openVolume(snap.devicePath, { mode: 'read' });
-      return new DeviceReader(h, restore, `${snap.vg}/${snap.lv}`);
+      const what = `${snap.vg}/${snap.lv}`;
+      return new DeviceReader(h, await DirectReads.open(snap.devicePath, what), restore, what);
     } catch (e) {
       await restore().catch(() => undefined);
       throw e;
@@ -162,5 +239,6 @@ export async function openSourceReader(p: SendPlan, opts: { signal?: AbortSignal
     if (owns) await mappings.close();
     throw e;
   });
-  return new OfflineReader(data, mappings, blockBytes, owns, `offline pool ${spec.dataPath} device ${spec.snapDevId}`);
+  const what = `offline pool ${spec.dataPath} device ${spec.snapDevId}`;
+  return new OfflineReader(data, await DirectReads.open(spec.dataPath, what), mappings, blockBytes, owns, what);
 }

@@ -423,13 +423,14 @@ export class TransferManager {
         this.set(t, { state: 'sending', totalBytes: plan.plan.totals.dataBytes });
         const client = await this.client(req.destination);
         const compress = req.options.noCompress !== true;
+        // The daemon's default is what `send --to` does: zstd while it pays (sender/compress-decision.ts).
         const limit = req.options.bandwidthLimitBytesPerSecond ?? 0;
         const metrics = this.o.metrics;
         let sentInAttempt = 0;
         const r = await sendPlanOverGrpc(client, plan, reader, {
           target: req.destination.target,
           transferId: t.info.transferId,
-          compress,
+          compress: compress ? 'zstd' : 'none', // not auto: see compressModeOf (cli/commands/send-grpc.ts)
           force: req.options.force === true,
           grow: req.options.grow === true,
           checksum: req.options.checksum as RecordChecksum | undefined, // checked by start()

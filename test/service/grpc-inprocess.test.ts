@@ -173,6 +173,21 @@ test('without compression every chunk goes RAW (the read buffer is the payload, 
   assertSameImage(readImage(target, pool.volumeSizeBytes), img2, 'after a RAW incremental');
 });
 
+test('--compress auto (zstd while it pays, raw when the link is faster): full and incremental byte-exact, every chunk one of zstd, raw or zero', async () => {
+  // Small ops: enough chunks for the decision to measure both rates (sender/compress-decision.ts) and act on them.
+  const target = join(allowed, 'auto.img');
+  const full = await send(clientA, target, pool.baseDevId, undefined, { compress: 'auto', maxOpBytes: 64 * 1024 });
+  assert.equal(full.state.status, 'TRANSFER_STATUS_COMPLETE');
+  assert.equal(full.dataBytes, full.plannedDataBytes);
+  const records = full.chunks.zstd + full.chunks.raw + full.chunks.zero;
+  assert.ok(records > 40 && full.chunks.zstd > 0, `chunks: ${JSON.stringify(full.chunks)}`);
+  assert.ok(full.payloadBytes <= full.dataBytes);
+  assertSameImage(readImage(target, pool.volumeSizeBytes), img1, 'after an auto full send');
+  const inc = await send(clientA, target, pool.snapDevId, pool.baseDevId, { compress: 'auto', maxOpBytes: 64 * 1024 });
+  assert.equal(inc.state.status, 'TRANSFER_STATUS_COMPLETE');
+  assertSameImage(readImage(target, pool.volumeSizeBytes), img2, 'after an auto incremental');
+});
+
 test('an incremental applies only onto its base (ZFS rule): a target holding another snapshot is refused, untouched', async () => {
   const target = join(allowed, 'base-check.img');
   await send(clientA, target, pool.snapDevId); // the target now holds device 2, not device 1

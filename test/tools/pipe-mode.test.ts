@@ -15,6 +15,7 @@ import { createServer } from 'node:net';
 import { createDemoPool, type DemoPool } from '../../src/thin/demo-pool.js';
 import { cliPath, offlinePoolArgs, q, sh } from '../helpers/cli.js';
 import { expectedImage } from '../helpers/offline-image.js';
+import { GROUP_ENCODER_DATA_BYTES } from '../../src/stream/linbit/format.js';
 
 let dir: string;
 let pool: DemoPool;
@@ -179,7 +180,7 @@ test('optional records in a real stream: begin-info, one checksum group per 32 M
     }
     const dataRecords = counts.get(0)!;
     const optional = [...counts].filter(([cmd]) => cmd >= 0x8000_0000).reduce((n, [, c]) => n + c, 0);
-    const groups = Math.max(Math.ceil(dataBytes / (32 * 1024 * 1024)), Math.ceil(dataRecords / 1024));
+    const groups = Math.max(Math.ceil(dataBytes / GROUP_ENCODER_DATA_BYTES), Math.ceil(dataRecords / 1024));
     assert.ok(dataRecords > 30, `${flags}: ${dataRecords} DATA records`);
     assert.equal(counts.get(0x8054_5304), groups, `${flags}: checksum groups`);
     assert.equal(counts.get(0x8054_5302), undefined, `${flags}: no per-DATA checksum records`);

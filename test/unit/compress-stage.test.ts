@@ -152,8 +152,10 @@ test('worker count: one per core by default (at most MAX_DEFAULT_WORKERS); --wor
   assert.equal(workerCountOf('4'), 4);
   for (const bad of ['0', '-1', '1.5', 'two', '', '257']) assert.throws(() => workerCountOf(bad), /--workers must be a whole number from 1 to 256/);
   assert.equal(compressModeOf(undefined), 'zstd');
+  assert.equal(compressModeOf(true), 'zstd');
+  assert.equal(compressModeOf('auto'), 'auto');
   assert.equal(compressModeOf(false), 'none');
   assert.equal(compressModeOf('none'), 'none');
   assert.equal(compressModeOf('zstd'), 'zstd');
-  assert.throws(() => compressModeOf('lz4'), /--compress must be zstd or none, not "lz4"/);
+  assert.throws(() => compressModeOf('lz4'), /--compress must be auto, zstd or none, not "lz4"/);
 });

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { decodeStream } from '../../src/stream/linbit/decode.js';
 import { encodeStream } from '../../src/stream/linbit/encode.js';
-import { GROUP_MAX_DATA_BYTES, GROUP_MAX_RECORDS, GROUP_PREFETCH_BYTES } from '../../src/stream/linbit/format.js';
+import { GROUP_ENCODER_DATA_BYTES, GROUP_MAX_DATA_BYTES, GROUP_MAX_RECORDS, GROUP_PREFETCH_BYTES } from '../../src/stream/linbit/format.js';
 import { StreamDigest, dataChecksum } from '../../src/stream/digest.js';
 import type { LinbitBeginInfo, LinbitMessage } from '../../src/stream/linbit/format.js';
 import { beginInfo, collect, digestRec, expectBad, hdr, pieces, stats, u64 } from '../helpers/linbit-bytes.js';
@@ -256,7 +256,7 @@ function walk(bytes: Buffer, payloads = true): { data: number; optional: Map<num
   return { data: nData, optional, groups };
 }
 
-test('optional records per GiB: 34 (begin-info, 32 groups, digest) for 1 MiB and for 64 KiB records, instead of one per DATA', async () => {
+test('optional records per GiB: begin-info, one group per GROUP_ENCODER_DATA_BYTES (8 MiB), digest, for 1 MiB and for 64 KiB records, instead of one per DATA', async () => {
   const GiB = 2 ** 30;
   for (const recordBytes of [1 << 20, 64 << 10]) {
     const buf = Buffer.alloc(recordBytes, 0x42);
@@ -276,11 +276,12 @@ test('optional records per GiB: 34 (begin-info, 32 groups, digest) for 1 MiB and
       [
         [0x8054_5301, 1],
         [0x8054_5303, 1],
-        [0x8054_5304, 32],
+        [0x8054_5304, GiB / GROUP_ENCODER_DATA_BYTES],
       ],
       `records of ${recordBytes} bytes`,
     );
-    for (const g of w.groups) assert.ok(g.bytes <= GROUP_MAX_DATA_BYTES && g.records <= GROUP_MAX_RECORDS, JSON.stringify(g));
+    for (const g of w.groups)
+      assert.ok(g.bytes <= GROUP_ENCODER_DATA_BYTES && GROUP_ENCODER_DATA_BYTES <= GROUP_MAX_DATA_BYTES && g.records <= GROUP_MAX_RECORDS, JSON.stringify(g));
   }
 });
 
@@ -361,8 +362,8 @@ test('encoder with checksums: holds at most a group plus the prefetch; source er
   for await (const part of encodeStream(source(200))) if (part === buf) writtenBytes += MiB;
   assert.equal(writtenBytes, 200 * MiB);
   // What was read but not yet written: the group being filled or written, and the messages pulled ahead meanwhile.
-  assert.ok(maxAheadBytes <= GROUP_MAX_DATA_BYTES + GROUP_PREFETCH_BYTES + 2 * MiB, `${maxAheadBytes / MiB} MiB ahead`);
-  assert.ok(maxAheadBytes > GROUP_MAX_DATA_BYTES, 'the next group is pulled while one is written');
+  assert.ok(maxAheadBytes <= GROUP_ENCODER_DATA_BYTES + GROUP_PREFETCH_BYTES + 2 * MiB, `${maxAheadBytes / MiB} MiB ahead`);
+  assert.ok(maxAheadBytes > GROUP_ENCODER_DATA_BYTES, 'the next group is pulled while one is written');
 
   closed = false;
   const seen: number[] = [];

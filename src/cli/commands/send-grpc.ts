@@ -10,6 +10,7 @@ import { ThinshipError } from '../../errors.js';
 import { openSourceReader } from '../../sender/volume-reader.js';
 import { ReceiverClient, sendPlanOverGrpc, defaultTransferId, type GrpcSendResult } from '../../rpc/client.js';
 import { CompressPool } from '../../sender/compress-pool.js';
+import type { CompressMode } from '../../sender/compress-decision.js';
 import { MAX_WORKERS } from '../../stream/worker-pool.js';
 import { checkZstdLevel } from '../../stream/zstd.js';
 import type { TlsFiles } from '../../rpc/tls.js';
@@ -70,12 +71,17 @@ export function tlsFilesOf(f: TlsFlags): TlsFiles | undefined {
   return { ca, cert, key };
 }
 
-/** --compress zstd|none (default zstd); --no-compress is none. */
-export function compressModeOf(flag: string | boolean | undefined): 'zstd' | 'none' {
+/**
+ * --compress zstd|auto|none (default zstd; auto: zstd while it pays, sender/compress-decision.ts); --no-compress is none.
+ * Not auto by default: its link meter times grpc-js write callbacks, which fire when a message is buffered into the
+ * HTTP/2 window rather than when it leaves, so it overrates the link; measured, auto cost 26 % of loopback throughput
+ * at level 1 (docs/benchmarks.md, issue 14 second pass).
+ */
+export function compressModeOf(flag: string | boolean | undefined): CompressMode {
   if (flag === undefined || flag === true) return 'zstd';
   if (flag === false) return 'none';
-  if (flag === 'zstd' || flag === 'none') return flag;
-  throw new ThinshipError('USAGE', `--compress must be zstd or none, not "${flag}"`);
+  if (flag === 'auto' || flag === 'zstd' || flag === 'none') return flag;
+  throw new ThinshipError('USAGE', `--compress must be auto, zstd or none, not "${flag}"`);
 }
 
 /** --workers N: a whole number from 1 to MAX_WORKERS; undefined: the default (one per core). */
@@ -115,7 +121,8 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
   const spec = sourceSpecOf(names, flags);
   const bwlimit = parseBandwidthFlag(flags.bwlimit);
   const maxOpBytes = flags.maxOpBytes === undefined ? DEFAULT_MAX_OP_BYTES : parseByteCount(flags.maxOpBytes, '--max-op-bytes');
-  const compress = compressModeOf(flags.compress) === 'zstd';
+  const compressMode = compressModeOf(flags.compress);
+  const compress = compressMode !== 'none';
   const zstdLevel = flags.zstdLevel === undefined ? undefined : checkZstdLevel(Number(flags.zstdLevel));
   if (zstdLevel !== undefined && !compress) throw new ThinshipError('USAGE', '--zstd-level needs compression (not --compress none / --no-compress)');
   const workers = workerCountOf(flags.workers);
@@ -152,7 +159,7 @@ export async function sendGrpcCommand(names: string[], flags: GrpcSendFlags): Pr
             sendPlanOverGrpc(client, p, reader, {
               target,
               transferId,
-              compress,
+              compress: compressMode,
               checksum,
               pool,
               force: flags.force === true,

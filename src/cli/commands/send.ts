@@ -1,13 +1,14 @@
 /** `thinship send [BASE] SNAP`: pipe mode, a LINBIT 1.1 stream on stdout. */
-import { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ThinshipError } from '../../errors.js';
 import { DEFAULT_MAX_OP_BYTES } from '../../thin/plan.js';
 import { openSourceReader } from '../../sender/volume-reader.js';
-import { sendMessages } from '../../sender/sender.js';
+import { sendMessages, READ_AHEAD_OPS } from '../../sender/sender.js';
+import { ReadSlabs } from '../../sender/chunk-buffers.js';
 import { encodeStream } from '../../stream/linbit/encode.js';
 import { TokenBucket, throttled } from '../../stream/bandwidth.js';
-import type { FormatVersion } from '../../stream/linbit/format.js';
+import { GROUP_ENCODER_DATA_BYTES, GROUP_PREFETCH_BYTES, type FormatVersion } from '../../stream/linbit/format.js';
 import { sourceSpecOf, parseByteCount, parseBandwidthFlag, parseChecksumFlag, type SourceFlags } from '../source-args.js';
 import { DEFAULT_CHECKSUM } from '../../stream/integrity.js';
 import { planForCommand } from '../plan-options.js';
@@ -23,6 +24,34 @@ export interface SendFlags extends SourceFlags {
   metadataReader?: string;
   bwlimit?: string;
   progress?: string;
+}
+
+/**
+ * stdout, one write at a time: each buffer (a read slab, passed through by
+ * the encoder, or the encoder's headers) goes back to `slabs` once stdout has
+ * written it, and the next write starts then (stdout's own queue stays empty).
+ */
+function stdoutGivingBack(slabs: ReadSlabs): Writable {
+  const out = process.stdout;
+  const ignore = () => undefined; // a failed write's error arrives in its callback, below
+  out.on('error', ignore);
+  return new Writable({
+    highWaterMark: 0,
+    write(chunk: Buffer, _enc, done) {
+      out.write(chunk, (e) => {
+        if (!e) slabs.give(chunk);
+        done(e);
+      });
+    },
+    destroy(e, done) {
+      out.off('error', ignore);
+      done(e);
+    },
+    final(done) {
+      out.off('error', ignore);
+      done();
+    },
+  });
 }
 
 export async function sendPipeCommand(names: string[], flags: SendFlags): Promise<void> {
@@ -52,7 +81,11 @@ export async function sendPipeCommand(names: string[], flags: SendFlags): Promis
       // data as sent when as many bytes have left on stdout (records' headers make that a
       // slight overstatement mid-stream, never past what was read).
       let wireBytes = 0;
+      // Read buffers are recycled once stdout has written them: enough slabs for every op in
+      // flight (read ahead, the group held and the one pulled ahead, the write), the rest to the GC.
+      const slabs = new ReadSlabs(maxOpBytes, READ_AHEAD_OPS + Math.ceil((GROUP_ENCODER_DATA_BYTES + GROUP_PREFETCH_BYTES) / maxOpBytes) + 2);
       const messages = sendMessages(p, reader, {
+        buffers: slabs,
         // No fallback here: a pipe is one-way. A `thinship recv` older than BLAKE3 refuses its begin-info (docs/stream-format.md).
         checksum: extensions ? (checksum ?? DEFAULT_CHECKSUM) : 'none',
         onProgress: (x) => {
@@ -68,13 +101,14 @@ export async function sendPipeCommand(names: string[], flags: SendFlags): Promis
       }
       // One burst is one largest record: the limit shapes the wire without splitting records.
       const bucket = bwlimit === undefined ? undefined : new TokenBucket(bwlimit, maxOpBytes + 4096);
-      await pipeline(Readable.from(counted(throttled(encodeStream(messages, { format, extensions }), bucket)), { objectMode: false }), process.stdout).catch(
-        (e: NodeJS.ErrnoException) => {
-          if (e.code === 'EPIPE' || e.code === 'ERR_STREAM_PREMATURE_CLOSE')
-            throw new ThinshipError('IO_ERROR', 'stdout was closed before the stream was complete (did the receiving side exit?)', { cause: e });
-          throw e;
-        },
-      );
+      await pipeline(
+        Readable.from(counted(throttled(encodeStream(messages, { format, extensions }), bucket)), { objectMode: false }),
+        stdoutGivingBack(slabs),
+      ).catch((e: NodeJS.ErrnoException) => {
+        if (e.code === 'EPIPE' || e.code === 'ERR_STREAM_PREMATURE_CLOSE')
+          throw new ThinshipError('IO_ERROR', 'stdout was closed before the stream was complete (did the receiving side exit?)', { cause: e });
+        throw e;
+      });
     } finally {
       progress.finish();
       await reader.close();

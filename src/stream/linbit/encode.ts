@@ -25,7 +25,7 @@ import {
   CMD_UNMAP,
   END_PAYLOAD_BYTES,
   GROUP_ENTRY_BYTES,
-  GROUP_MAX_DATA_BYTES,
+  GROUP_ENCODER_DATA_BYTES,
   GROUP_MAX_RECORDS,
   GROUP_PREFETCH_BYTES,
   HEADER_BYTES,
@@ -352,12 +352,12 @@ async function* encodeGen(messages: AsyncIterable<LinbitMessage> | Iterable<Linb
         if (sum !== undefined && sum.length !== CHECKSUM_BYTES) throw encodeError(index, m.type, `checksum must be ${CHECKSUM_BYTES} bytes, got ${sum.length}`);
         sum ??= dataChecksum(m.data, checksums); // normally done by readAhead's withDataChecksum already
         ledger.addData(offset, length, sum);
-        // A group covers at most GROUP_MAX_DATA_BYTES (unless one record alone is bigger) and GROUP_MAX_RECORDS DATA records.
-        if (heldData > 0 && heldDataBytes + length > GROUP_MAX_DATA_BYTES) yield* flushGroup();
+        // A group covers at most GROUP_ENCODER_DATA_BYTES (unless one record alone is bigger) and GROUP_MAX_RECORDS DATA records.
+        if (heldData > 0 && heldDataBytes + length > GROUP_ENCODER_DATA_BYTES) yield* flushGroup();
         held.push({ kind: 'data', offset, data: m.data, sum });
         heldData++;
         heldDataBytes += length;
-        if (heldData >= GROUP_MAX_RECORDS || heldDataBytes >= GROUP_MAX_DATA_BYTES) yield* flushGroup();
+        if (heldData >= GROUP_MAX_RECORDS || heldDataBytes >= GROUP_ENCODER_DATA_BYTES) yield* flushGroup();
         break;
       }
       case 'unmap': {

@@ -109,10 +109,16 @@ export const BEGIN_INFO_KEYS = [
 export const GROUP_ENTRY_BYTES = 8 + 8 + CHECKSUM_BYTES;
 /** A group lists at most this many DATA records (payload ≤ 1 + 48 KiB)... */
 export const GROUP_MAX_RECORDS = 1024;
-/** ...covering at most this many payload bytes, unless one record alone is bigger: what the encoder holds back. */
+/** ...covering at most this many payload bytes, unless one record alone is bigger (the most an encoder may hold back; ours holds GROUP_ENCODER_DATA_BYTES). */
 export const GROUP_MAX_DATA_BYTES = 32 * 1024 * 1024;
+/**
+ * What the encoder puts in one group (it holds the group's records until it is
+ * complete): less than the maximum, so a pipe sender holds less (its peak RSS
+ * was 211 MiB with 32 MiB groups and 32 MiB pulled ahead; docs/benchmarks.md).
+ */
+export const GROUP_ENCODER_DATA_BYTES = 8 * 1024 * 1024;
 /** Messages the encoder pulls ahead while it writes a group (payload bytes, plus MESSAGE_OVERHEAD_BYTES each). */
-export const GROUP_PREFETCH_BYTES = 32 * 1024 * 1024;
+export const GROUP_PREFETCH_BYTES = 8 * 1024 * 1024; // one group: the next is read and hashed while one is written
 
 /**
  * DATA records longer than this are decoded as consecutive pieces of this size
