@@ -3,7 +3,7 @@
  * untested: every refusal names the message, the field and the limit; the
  * format and begin-info an encoder writes by default and for checksum "none",
  * compared byte for byte with streams built by hand; where checksum groups
- * are cut (32 MiB of payload, 4096 held UNMAPs); how much it reads ahead;
+ * are cut (GROUP_ENCODER_DATA_BYTES of payload, 4096 held UNMAPs); how much it reads ahead;
  * records in pieces; sources without return(); and how output is cut into
  * Buffers (small payloads copied into ≈32 KiB batches, big ones passed through).
  */
@@ -12,7 +12,13 @@ import assert from 'node:assert/strict';
 import { ThinshipError } from '../../src/errors.js';
 import { decodeStream } from '../../src/stream/linbit/decode.js';
 import { encodeStream, type EncodeOptions } from '../../src/stream/linbit/encode.js';
-import { BEGIN_INFO_MAX_BYTES, GROUP_MAX_DATA_BYTES, GROUP_PREFETCH_BYTES, type LinbitBeginInfo, type LinbitMessage } from '../../src/stream/linbit/format.js';
+import {
+  BEGIN_INFO_MAX_BYTES,
+  GROUP_ENCODER_DATA_BYTES,
+  GROUP_PREFETCH_BYTES,
+  type LinbitBeginInfo,
+  type LinbitMessage,
+} from '../../src/stream/linbit/format.js';
 import { beginInfo, collect, encodeAll, header, hdr, M10, stats } from '../helpers/linbit-bytes.js';
 
 const KiB = 1024;
@@ -190,7 +196,7 @@ async function groupsOf(msgs: LinbitMessage[]): Promise<Array<Array<[number, num
     .map((r) => r.entries!);
 }
 
-test('checksum groups are cut at 32 MiB of payload and at 4096 held UNMAPs; UNMAPs between DATA records stay inside a group', async () => {
+test('checksum groups are cut at GROUP_ENCODER_DATA_BYTES (8 MiB) of payload and at 4096 held UNMAPs; UNMAPs between DATA records stay inside a group', async () => {
   const data = (offsetBytes: number, bytes: number): LinbitMessage => ({ type: 'data', offsetBytes, data: Buffer.alloc(bytes, 0x5a) });
   const unmaps = (from: number, n: number) => Array.from({ length: n }, (_, i) => unmap(from + i * 4096, 4096));
   // data, unmap, data: one group of two, written before the first DATA
@@ -216,10 +222,11 @@ test('checksum groups are cut at 32 MiB of payload and at 4096 held UNMAPs; UNMA
     ],
   ]);
   assert.deepEqual(await groupsOf([data(0, 8), ...unmaps(4096, HOLD), data((HOLD + 1) * 4096, 8), end(2, HOLD)]), [[[0, 8]], [[(HOLD + 1) * 4096, 8]]]);
-  // 20 + 20 MiB does not fit 32 MiB: two groups
-  assert.deepEqual(await groupsOf([data(0, 20 * MiB), data(20 * MiB, 20 * MiB), end(2, 0)]), [[[0, 20 * MiB]], [[20 * MiB, 20 * MiB]]]);
-  // a group is closed as soon as it reaches 32 MiB: even a 0-byte DATA after it opens the next one
-  const half = GROUP_MAX_DATA_BYTES / 2;
+  // 5/8 + 5/8 of a group's bytes do not fit one: two groups
+  const most = (GROUP_ENCODER_DATA_BYTES * 5) / 8;
+  assert.deepEqual(await groupsOf([data(0, most), data(most, most), end(2, 0)]), [[[0, most]], [[most, most]]]);
+  // a group is closed as soon as it reaches GROUP_ENCODER_DATA_BYTES: even a 0-byte DATA after it opens the next one
+  const half = GROUP_ENCODER_DATA_BYTES / 2;
   assert.deepEqual(await groupsOf([data(0, half), data(half, half), data(2 * half, 0), data(2 * half + 4096, 8), end(4, 0)]), [
     [
       [0, half],
@@ -232,7 +239,7 @@ test('checksum groups are cut at 32 MiB of payload and at 4096 held UNMAPs; UNMA
   ]);
 });
 
-test('with checksums the encoder reads up to 32 MiB of messages ahead of what its consumer has taken, and no further', async () => {
+test('with checksums the encoder reads up to a group plus GROUP_PREFETCH_BYTES of messages ahead of what its consumer has taken, and no further', async () => {
   const buf = Buffer.alloc(MiB, 3);
   let pulled = 0;
   let written = 0;
@@ -252,8 +259,8 @@ test('with checksums the encoder reads up to 32 MiB of messages ahead of what it
     await new Promise((resolve) => setImmediate(resolve));
   }
   assert.equal(written, 96);
-  // 32 records held for their group (nothing written yet), then 32 MiB more pulled ahead while the group is written
-  const groupRecords = GROUP_MAX_DATA_BYTES / MiB;
+  // A group's records held (nothing written yet), then GROUP_PREFETCH_BYTES more pulled ahead while the group is written
+  const groupRecords = GROUP_ENCODER_DATA_BYTES / MiB;
   const aheadRecords = GROUP_PREFETCH_BYTES / MiB;
   assert.ok(maxAhead >= groupRecords + aheadRecords - 1, `${maxAhead} records ahead`);
   assert.ok(maxAhead <= groupRecords + aheadRecords + 1, `${maxAhead} records ahead`);
