@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { repoRoot } from '../helpers/paths.js';
+import { runCli } from '../helpers/cli.js';
 import { parseAccessRules } from '../../src/receiver/access.js';
 import { TransferRegistry } from '../../src/receiver/transfers.js';
 import type { TransferBegin } from '../../src/receiver/record-checks.js';
@@ -232,6 +233,21 @@ test('receiver start removes the staging LVs of gRPC transfers it cannot resume,
       ['lvremove -q -f vg0/x.thinship-staging'],
     );
   });
+});
+
+test('a pipe-mode recv refuses a target staged by a gRPC transfer (it may still resume) and removes nothing; --force discards that staging', async () => {
+  writeLvs([...holdsA(), { lv: 'thin1.thinship-staging', thinId: '5', tags: [tag('staging', 'thin1'), tag('owner', 'grpc:who/t7')] }]);
+  const args = ['recv', 'vg0/thin1', '--state-dir', join(state, 'rx')];
+  const r = await runCli(args, { cwd: state });
+  assert.equal(r.code, 11, r.stderr);
+  assert.match(
+    r.stderr,
+    /target vg0\/thin1 has the staging LV vg0\/thin1\.thinship-staging of a gRPC transfer \(grpc:who\/t7\) that its sender may still resume; nothing was changed/,
+  );
+  assert.deepEqual(tools(), ['lvs'], 'only lvs ran: nothing was removed');
+  const forced = await runCli([...args, '--force'], { cwd: state });
+  assert.ok(calls().includes('lvremove -q -f vg0/thin1.thinship-staging'), `--force removes it: ${calls().join('; ')} ${forced.stderr}`);
+  assert.match(forced.stderr, /its staging LV was removed/);
 });
 
 test('AbortTransfer and expiry remove the staging LV only when that transfer made it', async () => {

@@ -67,7 +67,8 @@ export async function recvIntoLvm(
   const keep = keepSnapshotsOf(flags.keepSnapshots);
   const stateDir = flags.stateDir ?? DEFAULT_RECV_STATE_DIR;
   const say = (m: string) => process.stderr.write(`thinship recv: ${m}\n`);
-  const recovered = await recoverLvmTarget(stateDir, vg, lv).catch((e: unknown) => {
+  // A gRPC transfer's staging LV may still be resumed: only --force discards it (serve knows; a pipe recv does not).
+  const recovered = await recoverLvmTarget(stateDir, vg, lv, { refuseOwned: flags.force !== true }).catch((e: unknown) => {
     throw withFileHint(e, vg, targetName);
   });
   for (const a of recovered.actions) say(describeLvmRecovery(targetName, a));

@@ -242,13 +242,15 @@ async function finishCommit(path: string, j: LvmCommitJournal, rowsNow?: LvRow[]
 /**
  * What an earlier apply left beside vg/lv: a commit journal is finished, a
  * staging LV without one removed. The target then holds one complete
- * received snapshot.
+ * received snapshot. `refuseOwned` (pipe-mode recv, which cannot know whether
+ * a gRPC transfer is still resumable): a staging LV of a gRPC transfer is
+ * refused (TRANSFER_BUSY) rather than removed.
  */
 export async function recoverLvmTarget(
   stateDir: string,
   vg: string,
   lv: string,
-  o: { keepOwner?: string; check?: (rows: LvRow[]) => void } = {},
+  o: { keepOwner?: string; refuseOwned?: boolean; check?: (rows: LvRow[]) => void } = {},
 ): Promise<{ actions: LvmRecoveryAction[]; rows: LvRow[] }> {
   const path = lvmJournalPath(stateDir, vg, lv);
   const rows = await listLvs(vg);
@@ -262,6 +264,14 @@ export async function recoverLvmTarget(
   const staging = rows.find((r) => r.lv === stagingLvName(lv));
   // A resumable gRPC transfer continues into its own staging LV (thinship.owner tag, lvm-stage.ts).
   if (staging && o.keepOwner !== undefined && parseTags(staging.tags).get('owner') === o.keepOwner) return { actions: [], rows };
+  const owner = staging && parseTags(staging.tags).get('owner');
+  if (owner !== undefined && o.refuseOwned) {
+    throw new ThinshipError(
+      'TRANSFER_BUSY',
+      `target ${vg}/${lv} has the staging LV ${vg}/${stagingLvName(lv)} of a gRPC transfer (${owner}) that its sender may still resume; nothing was changed: abort that transfer (thinship transfer abort ID --to RECEIVER), or recv --force to discard what it staged`,
+      { details: { target: `${vg}/${lv}`, owner } },
+    );
+  }
   if (staging) {
     await removeStaging(vg, lv);
     return { actions: ['staging-removed'], rows: rows.filter((r) => r.lv !== stagingLvName(lv)) };
