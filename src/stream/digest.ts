@@ -32,8 +32,27 @@ import { ThinshipError } from '../errors.js';
 import type { ChecksumAlgorithm } from './messages.js';
 import type * as BlakeHash from '@napi-rs/blake-hash';
 
-// A native (napi-rs) package: loaded with require so the CLI bundle keeps it external (scripts/bundle.mjs).
-const blakeHash = createRequire(import.meta.url)('@napi-rs/blake-hash') as typeof BlakeHash;
+let blakeHashLib: typeof BlakeHash | undefined;
+/**
+ * The BLAKE3 package, loaded on first use: a native (napi-rs) package, required
+ * so the CLI bundle keeps it external (scripts/bundle.mjs), and only when a
+ * stream uses BLAKE3, so that a host where its binary does not load (another
+ * libc, a missing shared library) still sends and receives sha256 streams.
+ */
+function blakeHash(): typeof BlakeHash {
+  if (!blakeHashLib) {
+    try {
+      blakeHashLib = createRequire(import.meta.url)('@napi-rs/blake-hash') as typeof BlakeHash;
+    } catch (e) {
+      const why = (e as Error & { cause?: Error }).cause?.message ?? (e as Error).message;
+      throw new ThinshipError(
+        'TOOL_MISSING',
+        `BLAKE3 checksums need the native package @napi-rs/blake-hash, which does not load on this host (${why.split('\n')[0]}): reinstall it (npm ci), or send with --checksum sha256`,
+      );
+    }
+  }
+  return blakeHashLib;
+}
 
 export const SHA256_BYTES = 32;
 /** Bytes of a per-DATA checksum: both algorithms give 32. */
@@ -50,7 +69,7 @@ export type RecordChecksum = Exclude<ChecksumAlgorithm, 'none'>;
 
 /** The per-DATA checksum (`algorithm`) of a payload (the bytes written to the volume). */
 export function dataChecksum(data: Uint8Array, algorithm: RecordChecksum): Buffer {
-  return algorithm === 'blake3' ? blakeHash.blake3(data) : createHash('sha256').update(data).digest();
+  return algorithm === 'blake3' ? blakeHash().blake3(data) : createHash('sha256').update(data).digest();
 }
 
 /** A checksum fed a record's payload a piece at a time (a record decoded in pieces). */
@@ -61,7 +80,7 @@ export interface RunningChecksum {
 
 export function runningChecksum(algorithm: RecordChecksum): RunningChecksum {
   if (algorithm === 'sha256') return createHash('sha256');
-  const h = new blakeHash.Blake3Hasher();
+  const h = new (blakeHash().Blake3Hasher)();
   const running: RunningChecksum = {
     update: (data) => {
       h.update(data);

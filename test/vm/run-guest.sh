@@ -20,6 +20,8 @@
 #   RV_CWD      working directory for the guest script (default: RV_SHARE or /)
 #   RV_ENV      names of host environment variables to pass to the guest script
 #   RV_NODE     auto|0|1   copy the host's `node` binary into the guest (auto: if found)
+#   RV_NODE_ADDONS  native addons (*.node) the guest's node loads from the share: their
+#               shared libraries are copied with node's (e.g. librt, which node lacks)
 #   RV_MEM      guest RAM in MiB  (default 2048)    RV_SMP  vCPUs (default 1: faster under TCG)
 #   RV_ACCEL    tcg|kvm  (default tcg; kvm does not work on PVM-based hosts)
 #   RV_TIMEOUT  seconds before the VM is killed (default 1200)
@@ -44,6 +46,7 @@ RV_SHARE=${RV_SHARE:-}
 RV_CWD=${RV_CWD:-${RV_SHARE:-/}}
 RV_ENV=${RV_ENV:-}
 RV_NODE=${RV_NODE:-auto}
+RV_NODE_ADDONS=${RV_NODE_ADDONS:-}
 RV_MEM=${RV_MEM:-2048}
 RV_SMP=${RV_SMP:-1}
 RV_ACCEL=${RV_ACCEL:-tcg}
@@ -190,12 +193,14 @@ if [ "$RV_NODE" != 0 ]; then
   NODE_BIN=$(command -v node || true)
   if [ -n "$NODE_BIN" ]; then
     NODE_BIN=$(readlink -f "$NODE_BIN")
-    NKEY=$( (stat -c '%s %Y' "$NODE_BIN"; echo "$NODE_BIN") | sha256sum | cut -c1-16)
+    # shellcheck disable=SC2086 # RV_NODE_ADDONS is a list of paths
+    NKEY=$( (stat -c '%s %Y' "$NODE_BIN"; echo "$NODE_BIN"; for a in $RV_NODE_ADDONS; do stat -c '%s %Y %n' "$a"; done) | sha256sum | cut -c1-16)
     NODE_CPIO=$CACHE/node-$NKEY.cpio      # uncompressed: faster to unpack under TCG
     if [ ! -s "$NODE_CPIO" ]; then
       log "packing $NODE_BIN into $NODE_CPIO"
       NB=$(mktemp -d "$CACHE/node.XXXXXX"); mkdir -p "$NB/usr/bin" "$NB/lib/x86_64-linux-gnu" "$NB/lib64"
-      cp "$NODE_BIN" "$NB/usr/bin/node"; STAGE=/nonexistent copy_with_libs "$NB" "$NODE_BIN"
+      # shellcheck disable=SC2086 # RV_NODE_ADDONS is a list of paths
+      cp "$NODE_BIN" "$NB/usr/bin/node"; STAGE=/nonexistent copy_with_libs "$NB" "$NODE_BIN" $RV_NODE_ADDONS
       (cd "$NB" && find . | "$BB" cpio -o -H newc 2>/dev/null > "$NODE_CPIO.tmp")
       mv "$NODE_CPIO.tmp" "$NODE_CPIO"; rm -rf "$NB"
     fi

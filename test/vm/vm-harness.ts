@@ -20,6 +20,27 @@ export const vmResultsRoot = join(shareRoot, '.vm-results');
 export const cliInGuest = join(shareRoot, 'dist/bin/thinship.js');
 
 /**
+ * The native addons the guest's node loads (ours in build/, the npm ones in
+ * node_modules): run-guest.sh copies their shared libraries into the guest with
+ * node's (RV_NODE_ADDONS), since some need one node does not (BLAKE3's needs librt).
+ */
+function nativeAddons(): string {
+  const found: string[] = [];
+  const walk = (dir: string, depth: number): void => {
+    if (depth > 4 || !existsSync(dir)) return;
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = join(dir, e.name);
+      if (e.isDirectory() && e.name !== '.bin' && e.name !== 'obj.target') walk(p, depth + 1);
+      else if (e.isFile() && e.name.endsWith('.node')) found.push(p);
+    }
+  };
+  walk(join(shareRoot, 'build/Release'), 0);
+  walk(join(shareRoot, 'node_modules'), 0);
+  for (const p of found) if (/\s/.test(p)) throw new Error(`VM tier: a native addon path with white space cannot be passed to run-guest.sh: ${p}`);
+  return found.sort().join(' ');
+}
+
+/**
  * A reason to skip a VM scenario, or undefined. Only explicit settings skip (a
  * missing qemu is a failure): THINSHIP_SKIP_VM=1 skips the tier, and
  * THINSHIP_VM_ONLY=name[,name] runs only the named scenarios (e.g. plan-signals);
@@ -168,7 +189,7 @@ export function prepareVm(): Promise<void> {
   prepared ??= (async () => {
     if (!existsSync(cliInGuest)) throw new Error(`VM tier: ${cliInGuest} does not exist; build first (npx tsc -p .)`);
     const t0 = Date.now();
-    const r = await runScript([runGuestScript], { ...process.env, RV_PREPARE_ONLY: '1', RV_VERBOSE: '1' }, 20 * 60_000);
+    const r = await runScript([runGuestScript], { ...process.env, RV_NODE_ADDONS: nativeAddons(), RV_PREPARE_ONLY: '1', RV_VERBOSE: '1' }, 20 * 60_000);
     if (r.code !== 0) {
       throw new Error(
         `VM tier: preparing the VM failed (run-guest.sh exit ${r.code ?? r.signal}${r.timedOut ? ', timed out' : ''}).\n` +
@@ -236,6 +257,7 @@ export async function runGuest(scriptPath: string, opts: GuestRunOptions = {}): 
     ...process.env,
     ...guestEnv,
     RV_SHARE: shareRoot,
+    RV_NODE_ADDONS: nativeAddons(),
     RV_ENV: Object.keys(guestEnv).join(' '),
     RV_DISKS: (opts.disks ?? ['4G']).join(' '),
     RV_TIMEOUT: String(timeoutSec),
@@ -246,7 +268,7 @@ export async function runGuest(scriptPath: string, opts: GuestRunOptions = {}): 
   writeRerunScript(
     resultsDir,
     env,
-    [...Object.keys(guestEnv), 'RV_SHARE', 'RV_ENV', 'RV_DISKS', 'RV_TIMEOUT', 'RV_MEM', 'RV_CONSOLE'],
+    [...Object.keys(guestEnv), 'RV_SHARE', 'RV_NODE_ADDONS', 'RV_ENV', 'RV_DISKS', 'RV_TIMEOUT', 'RV_MEM', 'RV_CONSOLE'],
     [script, ...(opts.args ?? [])],
   );
   const t0 = Date.now();
