@@ -8,10 +8,11 @@
  */
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { cliInGuest, describeRun, guestDir, runGuest, vmResultsRoot, vmSkipReason, type GuestRun } from './vm-harness.js';
+import { lvmResultReaders } from './lvm-results.js';
 import { encodeTagValue } from '../../src/receiver/target-state/lvm-tags.js';
 
 const src = {
@@ -32,14 +33,6 @@ const src = {
   OPS5: 'w:100+96 d:480+2',
 };
 
-interface LvsRow {
-  lv_name: string;
-  lv_attr: string;
-  lv_tags: string;
-  origin: string;
-  pool_lv: string;
-}
-
 interface Shown {
   target: string;
   kind: string;
@@ -53,27 +46,8 @@ interface Shown {
 
 describe('LVM thin LV targets over gRPC: thinship serve applies as pipe mode does (VM boot: serve-lvm.sh)', { skip: vmSkipReason('serve-lvm') }, () => {
   let run: GuestRun;
-  const r = (f: string) => {
-    const p = join(run.resultsDir, f);
-    assert.ok(existsSync(p), `the guest did not write ${f}\n${describeRun(run)}`);
-    return readFileSync(p, 'utf8').trim();
-  };
-  const lvs = (name: string): LvsRow[] => (JSON.parse(r(`${name}/lvs.json`)) as { report: { lv: LvsRow[] }[] }).report.flatMap((x) => x.lv);
-  const lv = (name: string, lvName: string) => lvs(name).find((x) => x.lv_name === lvName);
-  const tagsOf = (row: LvsRow | undefined) => (row?.lv_tags ?? '').split(',').filter(Boolean);
-  const uuid = (snap: string) => {
-    const rows = (JSON.parse(r('src-lvs.json')) as { report: { lv: { lv_name: string; lv_uuid: string }[] }[] }).report.flatMap((x) => x.lv);
-    const u = rows.find((x) => x.lv_name === snap)?.lv_uuid;
-    assert.ok(u, `no uuid for ${snap}`);
-    return u;
-  };
+  const { r, lv, tagsOf, uuid, same, names } = lvmResultReaders(() => run);
   const ok = (name: string) => assert.equal(r(`${name}/rc`), '0', `${name}: send exit\n${r(`${name}/stderr`)}`);
-  const same = (name: string) => assert.equal(r(`${name}/cmp`), 'same', `${name}: the target must equal its snapshot byte for byte`);
-  const names = (name: string, prefix: string) =>
-    lvs(name)
-      .map((x) => x.lv_name)
-      .filter((n) => n === prefix || n.startsWith(`${prefix}.`))
-      .sort();
   const show = (name: string): Shown => {
     assert.equal(r(`${name}/show-rc`), '0', r(`${name}/show-stderr`));
     return JSON.parse(r(`${name}/show.json`)) as Shown;
