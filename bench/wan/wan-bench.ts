@@ -138,10 +138,10 @@ interface App {
 
 /** A private copy of the build, so that others rebuilding dist/ during the run change nothing here. */
 async function prepareApp(o: Options): Promise<App> {
-  if (!o.snapshot) return { main: join(REPO_ROOT, 'dist/bin/thinship.js'), relay: join(REPO_ROOT, 'dist/src/testing/delay-relay.js') };
+  if (!o.snapshot) return { main: join(REPO_ROOT, 'dist/bin/thinship.js'), relay: join(REPO_ROOT, 'dist/src/cli/delay-relay.js') };
   const root = join(o.work, 'app');
   await copyBuild(REPO_ROOT, root);
-  return { main: join(root, 'dist/bin/thinship.js'), relay: join(root, 'dist/src/testing/delay-relay.js') };
+  return { main: join(root, 'dist/bin/thinship.js'), relay: join(root, 'dist/src/cli/delay-relay.js') };
 }
 
 interface Ctx {
