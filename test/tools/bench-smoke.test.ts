@@ -1,0 +1,93 @@
+/**
+ * The benchmark scripts still run (their numbers are not judged here: speed
+ * is never asserted in a test). The between-sites benchmark had started the
+ * relay's library module instead of its command line for several sessions, so
+ * every repetition failed and nothing noticed; each script now runs once per
+ * CI at the smallest size, and every repetition must succeed with a verified
+ * target.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { repoRoot } from '../helpers/paths.js';
+
+function run(script: string, args: string[]): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [join(repoRoot, script), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.on('close', (code) => resolve({ code, out }));
+  });
+}
+
+test('wan-bench: gRPC and the socat pipeline through the delay relay, one repetition at 0 and 20 ms, every target verified', { timeout: 600_000 }, async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'bench-smoke-wan-'));
+  try {
+    const json = join(dir, 'wan.json');
+    const r = await run('dist/bench/wan/wan-bench.js', [
+      '--size',
+      '64M',
+      '--rtts',
+      '0,20',
+      '--reps',
+      '1',
+      '--verify',
+      'all',
+      '--no-snapshot',
+      '--work',
+      dir,
+      '--json',
+      json,
+    ]);
+    assert.equal(r.code, 0, r.out);
+    const res = JSON.parse(await readFile(json, 'utf8')) as { runs: Array<{ path: string; rttMs: number; ok: boolean; verified?: boolean; error?: string }> };
+    assert.equal(res.runs.length, 4, r.out);
+    for (const x of res.runs) {
+      assert.ok(x.ok, `${x.path} at ${x.rttMs} ms: ${x.error ?? 'failed'}`);
+      assert.equal(x.verified, true, `${x.path} at ${x.rttMs} ms: the target differs from the source image`);
+    }
+    assert.deepEqual(new Set(res.runs.map((x) => x.path)), new Set(['grpc', 'socat']));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test(
+  'bench: every transfer path and the C reference rows, full and incremental, one repetition at 64 MiB, every target verified',
+  { timeout: 600_000 },
+  async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'bench-smoke-'));
+    try {
+      const json = join(dir, 'bench.json');
+      const r = await run('dist/bench/bench.js', [
+        '--sizes',
+        '64M',
+        '--reps',
+        '1',
+        '--only',
+        'socat,grpc,daemon,pipe,dd,czstd,incr',
+        '--verify',
+        'all',
+        '--no-snapshot',
+        '--work',
+        dir,
+        '--json',
+        json,
+      ]);
+      assert.equal(r.code, 0, r.out);
+      const res = JSON.parse(await readFile(json, 'utf8')) as {
+        runs: Array<{ kind: string; transport: string; ok: boolean; verified?: boolean; error?: string }>;
+      };
+      const seen = new Set(res.runs.map((x) => `${x.kind} ${x.transport}`));
+      for (const want of ['full socat', 'full grpc', 'full daemon', 'full pipe', 'incr grpc', 'incr pipe'])
+        assert.ok(seen.has(want), `${want} not run: ${[...seen].join(', ')}`);
+      for (const x of res.runs) assert.ok(x.ok, `${x.kind} ${x.transport}: ${x.error ?? 'failed'}`);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+);
