@@ -19,6 +19,7 @@ import type { ProtoGrpcType as SenderProtoGrpcType } from './generated/sender.js
 import type { SenderServiceClient } from './generated/thinship/sender/v1/SenderService.js';
 import type { ChecksumAlgorithm as ChecksumAlgorithmProto } from './generated/thinship/v1/ChecksumAlgorithm.js';
 import type { ChecksumAlgorithm } from '../stream/messages.js';
+import { applyStreamSerializer } from './data-encoder.js';
 
 export type { ApplyStreamRequest, ApplyStreamRequest__Output } from './generated/thinship/v1/ApplyStreamRequest.js';
 export type { ApplyStreamResponse, ApplyStreamResponse__Output } from './generated/thinship/v1/ApplyStreamResponse.js';
@@ -67,10 +68,20 @@ export function receiverProto() {
   return cached;
 }
 
-/** A typed client of the receiver service. */
+let senderSideClient: ProtoGrpcType['thinship']['v1']['ReceiverService'] | undefined;
+
+/**
+ * A typed client of the receiver service. Its ApplyStream writes DATA
+ * requests with rpc/data-encoder.ts (the generated encoder for the rest);
+ * the service definition the server uses is not changed.
+ */
 export function newReceiverClient(address: string, creds: grpc.ChannelCredentials, options?: grpc.ChannelOptions): ReceiverServiceClient {
-  const { Client } = receiverProto();
-  return new Client(address, creds, options);
+  if (!senderSideClient) {
+    const { service } = receiverProto();
+    const methods = { ...service, ApplyStream: { ...service.ApplyStream, requestSerialize: applyStreamSerializer(service.ApplyStream.requestSerialize) } };
+    senderSideClient = grpc.makeClientConstructor(methods, 'ReceiverService') as unknown as ProtoGrpcType['thinship']['v1']['ReceiverService'];
+  }
+  return new senderSideClient(address, creds, options);
 }
 
 let senderCached: { def: protoLoader.PackageDefinition; Client: SenderProtoGrpcType['thinship']['sender']['v1']['SenderService'] } | undefined;

@@ -3,8 +3,9 @@
  * worker threads (stream/worker-pool.ts; one per core by default, 2 workers
  * scaled 1.86x on 2 cores). A chunk's memory
  * moves to the worker and back (transferred, not copied) when the Buffer owns
- * its whole ArrayBuffer, as the sender's read buffers do; otherwise it is
- * copied once. Results come back as promises; callers keep their own FIFO
+ * its whole ArrayBuffer or the ArrayBuffer is marked as the view's
+ * (sender/chunk-buffers.ts: the gRPC sender's aligned read buffers); otherwise
+ * it is copied once. Results come back as promises; callers keep their own FIFO
  * to preserve stream order.
  */
 import { WorkerPool, defaultWorkerCount, ownArrayBuffer } from '../stream/worker-pool.js';
@@ -82,8 +83,10 @@ export class CompressPool {
 
   /**
    * Processes one chunk. Takes ownership of `data`: if it owns its whole
-   * ArrayBuffer that memory is transferred to the worker (data becomes empty
-   * here) and comes back as result.raw; use only result.raw afterwards.
+   * ArrayBuffer (or that is marked as its: stream/worker-pool.ts
+   * markWholeTransferable) that memory is transferred to the worker (data
+   * becomes empty here) and comes back as result.raw, the same view of the same
+   * memory; use only result.raw afterwards.
    * `compress` decides for this chunk (compress-decision.ts); default: the pool's.
    */
   async process(data: Buffer, checksum: RecordChecksum, compress = this.compress): Promise<ChunkResult> {
