@@ -55,6 +55,7 @@ import {
   type ReceiverServiceClient,
 } from './proto.js';
 import { fromServiceError, fromReceiver, type TransportFailure } from './status.js';
+import { releaseSerialized } from './data-encoder.js';
 import {
   checkInsecureAllowed,
   clientCredentialsOf,
@@ -692,6 +693,7 @@ async function oneCall(
     inflight++;
     link.start();
     const ok = call.write(req, () => {
+      releaseSerialized(req); // grpc-js framed its own copy of the message (channelOf disables retries)
       inflight--;
       link.done(req.data?.payload?.length ?? 0);
       written?.();

@@ -17,9 +17,12 @@
  *
  * grpc-js copies the returned buffer once more, into its 5-byte-prefixed
  * frame (node_modules/@grpc/grpc-js/build/src/compression-filter.js,
- * IdentityHandler.writeMessage); that copy cannot be avoided from outside.
+ * IdentityHandler.writeMessage); that copy cannot be avoided from outside,
+ * but it lets the serialized message's memory be reused (below).
  */
 import type { ApplyStreamRequest } from './proto.js';
+import { compressBound } from '../stream/zstd.js';
+import { DEFAULT_MAX_OP_BYTES } from '../thin/plan.js';
 
 /** enum Encoding of receiver.proto. */
 const ENCODING_NUMBERS: Readonly<Record<string, number>> = { ENCODING_UNSPECIFIED: 0, ENCODING_RAW: 1, ENCODING_ZSTD: 2, ENCODING_ZERO: 3 };
@@ -61,7 +64,7 @@ const isBytes = (v: unknown): v is Uint8Array => v instanceof Uint8Array;
  * generated encoder. Fields at their proto3 default are left out, as a
  * decoder fills them in.
  */
-export function encodeDataRequest(req: ApplyStreamRequest): Buffer | undefined {
+export function encodeDataRequest(req: ApplyStreamRequest, alloc: (bytes: number) => Buffer = (bytes) => Buffer.allocUnsafe(bytes)): Buffer | undefined {
   const d = req.data;
   if (req.kind !== 'data' || !d || req.begin != null || req.unmap != null || req.end != null) return undefined;
   const offset = d.offsetBytes ?? 0;
@@ -78,7 +81,7 @@ export function encodeDataRequest(req: ApplyStreamRequest): Buffer | undefined {
   if (encoding !== 0) inner += 1 + varintBytes(encoding);
   if (checksum.length !== 0) inner += 1 + varintBytes(checksum.length) + checksum.length;
 
-  const out = Buffer.allocUnsafe(1 + varintBytes(inner) + inner);
+  const out = alloc(1 + varintBytes(inner) + inner);
   out[0] = TAG_REQUEST_DATA;
   let p = putVarint(out, 1, inner);
   if (offset !== 0) {
@@ -111,7 +114,55 @@ export function encodeDataRequest(req: ApplyStreamRequest): Buffer | undefined {
 
 const EMPTY = new Uint8Array(0);
 
-/** ApplyStream's request serializer for the client: DATA by encodeDataRequest, the rest by `generated`. */
-export function applyStreamSerializer(generated: (req: ApplyStreamRequest) => Buffer): (req: ApplyStreamRequest) => Buffer {
-  return (req) => encodeDataRequest(req) ?? generated(req);
+/**
+ * Serialized DATA messages are written into recycled memory when the
+ * channel lets them be: grpc-js copies each serialized message into its own
+ * frame before it calls the write's callback (with retries disabled, as
+ * rpc/client.ts channelOf sets: a retrying call would call back first and
+ * keep the message for a replay), so the caller gives the memory back from
+ * that callback (releaseSerialized). One size: room for a frame of the
+ * default op size plus the fields; larger messages get memory of their own.
+ */
+const MESSAGE_BYTES = compressBound(DEFAULT_MAX_OP_BYTES) + 64;
+/** Messages in flight: rpc/client.ts keeps 4 writes outstanding; a few more for other calls of a daemon. */
+const MAX_FREE_MESSAGES = 8;
+const freeMessages: ArrayBuffer[] = [];
+const lentFor = new WeakMap<object, ArrayBuffer>();
+
+function recycledEncode(req: ApplyStreamRequest): Buffer | undefined {
+  let lent: ArrayBuffer | undefined;
+  const out = encodeDataRequest(req, (bytes) => {
+    if (bytes > MESSAGE_BYTES) return Buffer.allocUnsafe(bytes);
+    lent = freeMessages.pop() ?? new ArrayBuffer(MESSAGE_BYTES);
+    return Buffer.from(lent, 0, bytes);
+  });
+  if (lent) lentFor.set(req, lent);
+  return out;
+}
+
+/**
+ * Gives back the memory `req` was serialized into, once grpc-js called the
+ * write's callback (see above); anything else is ignored, and so is a
+ * request given twice.
+ */
+export function releaseSerialized(req: ApplyStreamRequest): void {
+  const ab = lentFor.get(req);
+  if (!ab) return;
+  lentFor.delete(req);
+  if (freeMessages.length < MAX_FREE_MESSAGES) freeMessages.push(ab);
+}
+
+/** Serialized messages' memory kept for reuse (tests). */
+export function keptMessageBuffers(): number {
+  return freeMessages.length;
+}
+
+/**
+ * ApplyStream's request serializer for the client: DATA by encodeDataRequest,
+ * the rest by `generated`. `recycle`: DATA into recycled memory (only for a
+ * channel with retries disabled; the caller must releaseSerialized each
+ * request from its write callback, or the memory is left to the GC).
+ */
+export function applyStreamSerializer(generated: (req: ApplyStreamRequest) => Buffer, recycle = false): (req: ApplyStreamRequest) => Buffer {
+  return recycle ? (req) => recycledEncode(req) ?? generated(req) : (req) => encodeDataRequest(req) ?? generated(req);
 }

@@ -68,20 +68,26 @@ export function receiverProto() {
   return cached;
 }
 
-let senderSideClient: ProtoGrpcType['thinship']['v1']['ReceiverService'] | undefined;
+const senderSideClients = new Map<boolean, ProtoGrpcType['thinship']['v1']['ReceiverService']>();
 
 /**
  * A typed client of the receiver service. Its ApplyStream writes DATA
- * requests with rpc/data-encoder.ts (the generated encoder for the rest);
- * the service definition the server uses is not changed.
+ * requests with rpc/data-encoder.ts (the generated encoder for the rest),
+ * into recycled memory when the channel has retries disabled (the caller
+ * then gives each request's memory back from its write callback:
+ * releaseSerialized); the service definition the server uses is not changed.
  */
 export function newReceiverClient(address: string, creds: grpc.ChannelCredentials, options?: grpc.ChannelOptions): ReceiverServiceClient {
-  if (!senderSideClient) {
+  const recycle = options?.['grpc.enable_retries'] === 0;
+  let Client = senderSideClients.get(recycle);
+  if (!Client) {
     const { service } = receiverProto();
-    const methods = { ...service, ApplyStream: { ...service.ApplyStream, requestSerialize: applyStreamSerializer(service.ApplyStream.requestSerialize) } };
-    senderSideClient = grpc.makeClientConstructor(methods, 'ReceiverService') as unknown as ProtoGrpcType['thinship']['v1']['ReceiverService'];
+    const requestSerialize = applyStreamSerializer(service.ApplyStream.requestSerialize, recycle);
+    const methods = { ...service, ApplyStream: { ...service.ApplyStream, requestSerialize } };
+    Client = grpc.makeClientConstructor(methods, 'ReceiverService') as unknown as ProtoGrpcType['thinship']['v1']['ReceiverService'];
+    senderSideClients.set(recycle, Client);
   }
-  return new senderSideClient(address, creds, options);
+  return new Client(address, creds, options);
 }
 
 let senderCached: { def: protoLoader.PackageDefinition; Client: SenderProtoGrpcType['thinship']['sender']['v1']['SenderService'] } | undefined;

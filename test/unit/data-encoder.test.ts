@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { encodeDataRequest, applyStreamSerializer } from '../../src/rpc/data-encoder.js';
+import { encodeDataRequest, applyStreamSerializer, releaseSerialized, keptMessageBuffers } from '../../src/rpc/data-encoder.js';
 import { receiverProto, newReceiverClient, type ApplyStreamRequest } from '../../src/rpc/proto.js';
 import * as grpc from '@grpc/grpc-js';
 
@@ -80,4 +80,29 @@ test('the client made by newReceiverClient serializes DATA by hand and leaves th
   } finally {
     client.close();
   }
+});
+
+test('with recycling, a DATA message is written into memory given back after its write, and only once per request', () => {
+  const serialize = applyStreamSerializer(generated, true);
+  const req = (n: number): ApplyStreamRequest => ({
+    kind: 'data',
+    data: { offsetBytes: n * 4096, lengthBytes: 4096, payload: Buffer.alloc(100 + n, n), encoding: 'ENCODING_ZSTD', checksum: Buffer.alloc(32, 9) },
+  });
+  const before = keptMessageBuffers();
+  const a = req(1);
+  const bytesA = serialize(a);
+  assert.deepEqual(decode(bytesA), decode(generated(a)));
+  const memory = bytesA.buffer;
+  releaseSerialized(a);
+  releaseSerialized(a); // twice: kept once
+  const unmap: ApplyStreamRequest = { kind: 'unmap', unmap: { offsetBytes: 0, lengthBytes: 4096 } };
+  serialize(unmap);
+  releaseSerialized(unmap); // not serialized into recycled memory: ignored
+  assert.equal(keptMessageBuffers(), before + 1);
+  const b = req(2);
+  const bytesB = serialize(b);
+  assert.equal(bytesB.buffer, memory, 'the same memory again');
+  assert.deepEqual(decode(bytesB), decode(generated(b)));
+  assert.equal(keptMessageBuffers(), before);
+  releaseSerialized(b);
 });
