@@ -55,6 +55,7 @@ import {
   type ReceiverServiceClient,
 } from './proto.js';
 import { fromServiceError, fromReceiver, type TransportFailure } from './status.js';
+import { releaseSerialized } from './data-encoder.js';
 import {
   checkInsecureAllowed,
   clientCredentialsOf,
@@ -692,6 +693,7 @@ async function oneCall(
     inflight++;
     link.start();
     const ok = call.write(req, () => {
+      releaseSerialized(req); // grpc-js framed its own copy of the message (channelOf disables retries)
       inflight--;
       link.done(req.data?.payload?.length ?? 0);
       written?.();
@@ -732,11 +734,13 @@ async function oneCall(
       r.chunks[c.zero ? 'zero' : c.frame ? 'zstd' : 'raw']++;
       // The read buffer goes back for reuse once nothing reads it: now, unless it is the
       // payload itself, which a gRPC write serializes later (then: after its callback).
+      // A zstd frame goes back to the pool the same way (after its message's write callback).
       const sendsRaw = payload === c.raw;
       if (!sendsRaw) buffers.give(c.raw);
+      const frame = c.frame;
       await write(
         { kind: 'data', data: { offsetBytes: it.offsetBytes, lengthBytes: it.lengthBytes, payload, encoding, checksum: c.checksum } },
-        sendsRaw ? () => buffers.give(c.raw) : undefined,
+        sendsRaw ? () => buffers.give(c.raw) : frame ? () => pool.giveFrame(frame) : undefined,
       );
       r.dataBytes += it.lengthBytes;
       r.payloadBytes += payload.length;

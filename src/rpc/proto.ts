@@ -19,6 +19,7 @@ import type { ProtoGrpcType as SenderProtoGrpcType } from './generated/sender.js
 import type { SenderServiceClient } from './generated/thinship/sender/v1/SenderService.js';
 import type { ChecksumAlgorithm as ChecksumAlgorithmProto } from './generated/thinship/v1/ChecksumAlgorithm.js';
 import type { ChecksumAlgorithm } from '../stream/messages.js';
+import { applyStreamSerializer } from './data-encoder.js';
 
 export type { ApplyStreamRequest, ApplyStreamRequest__Output } from './generated/thinship/v1/ApplyStreamRequest.js';
 export type { ApplyStreamResponse, ApplyStreamResponse__Output } from './generated/thinship/v1/ApplyStreamResponse.js';
@@ -67,9 +68,25 @@ export function receiverProto() {
   return cached;
 }
 
-/** A typed client of the receiver service. */
+const senderSideClients = new Map<boolean, ProtoGrpcType['thinship']['v1']['ReceiverService']>();
+
+/**
+ * A typed client of the receiver service. Its ApplyStream writes DATA
+ * requests with rpc/data-encoder.ts (the generated encoder for the rest),
+ * into recycled memory when the channel has retries disabled (the caller
+ * then gives each request's memory back from its write callback:
+ * releaseSerialized); the service definition the server uses is not changed.
+ */
 export function newReceiverClient(address: string, creds: grpc.ChannelCredentials, options?: grpc.ChannelOptions): ReceiverServiceClient {
-  const { Client } = receiverProto();
+  const recycle = options?.['grpc.enable_retries'] === 0;
+  let Client = senderSideClients.get(recycle);
+  if (!Client) {
+    const { service } = receiverProto();
+    const requestSerialize = applyStreamSerializer(service.ApplyStream.requestSerialize, recycle);
+    const methods = { ...service, ApplyStream: { ...service.ApplyStream, requestSerialize } };
+    Client = grpc.makeClientConstructor(methods, 'ReceiverService') as unknown as ProtoGrpcType['thinship']['v1']['ReceiverService'];
+    senderSideClients.set(recycle, Client);
+  }
   return new Client(address, creds, options);
 }
 

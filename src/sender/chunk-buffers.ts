@@ -1,16 +1,26 @@
+import { nativeDevice } from '../device/native.js';
+import { DIRECT_ALIGN_BYTES } from './volume-reader.js';
+import { markWholeTransferable } from '../stream/worker-pool.js';
+
 /**
  * Recycled read buffers for the gRPC sender. A fresh 1 MiB Buffer per read
  * cost the sender's main thread a quarter of its time in garbage collection
- * (external memory churn; profile in docs/benchmarks.md). Buffers are kept
- * by exact length, because a chunk moves to a compression worker and back
- * as its whole ArrayBuffer (stream/worker-pool.ts ownArrayBuffer): a shorter
- * view of a larger buffer would be copied instead.
+ * (external memory churn; profile in docs/benchmarks.md). Each buffer is a
+ * view starting at a DIRECT_ALIGN_BYTES-aligned address inside an
+ * ArrayBuffer of its length + DIRECT_ALIGN_BYTES, so the reader can use
+ * O_DIRECT (volume-reader.ts DirectReads) and no page cache is filled or
+ * dropped. A chunk moves to a compression worker and back as that whole
+ * ArrayBuffer with its offset and length (take() marks it with
+ * stream/worker-pool.ts markWholeTransferable, so nothing is copied); a
+ * transferred ArrayBuffer comes back as a new object over the same memory,
+ * so give() knows its buffers by shape (length + DIRECT_ALIGN_BYTES, aligned
+ * start), not by identity. Free lists are kept by exact length.
  *
  * Ownership: take() hands out a buffer nobody else holds; give() must only be
  * called once nothing will read it again (for gRPC: after the write callback
  * of the message that carried it, by which time grpc-js has serialized it).
  */
-export class ChunkBuffers {
+export class ChunkBuffers implements ReadBuffers {
   private readonly free = new Map<number, ArrayBuffer[]>();
   private freeBytes = 0;
 
@@ -18,23 +28,23 @@ export class ChunkBuffers {
   constructor(private readonly maxFreeBytes: number) {}
 
   take(lengthBytes: number): Buffer {
-    const ab = this.free.get(lengthBytes)?.pop();
-    if (ab) {
-      this.freeBytes -= lengthBytes;
-      return Buffer.from(ab, 0, lengthBytes);
-    }
-    return Buffer.allocUnsafeSlow(lengthBytes); // its own ArrayBuffer, never Node's shared pool
+    let ab = this.free.get(lengthBytes)?.pop();
+    if (ab) this.freeBytes -= ab.byteLength;
+    else ab = new ArrayBuffer(lengthBytes + DIRECT_ALIGN_BYTES);
+    markWholeTransferable(ab);
+    return Buffer.from(ab, alignedStart(ab), lengthBytes);
   }
 
-  /** Gives back a buffer from take() (or the same memory returned by a worker). */
-  give(buf: Buffer): void {
+  /** Gives back a buffer from take() (or the same memory returned by a worker); anything else is ignored. */
+  give(buf: Uint8Array): void {
     const ab = buf.buffer;
-    if (!(ab instanceof ArrayBuffer) || buf.byteOffset !== 0 || buf.byteLength !== ab.byteLength || ab.byteLength === 0) return; // not one of ours
+    if (!(ab instanceof ArrayBuffer) || buf.byteLength === 0 || ab.byteLength !== buf.byteLength + DIRECT_ALIGN_BYTES || buf.byteOffset !== alignedStart(ab))
+      return; // not one of ours
     if (this.freeBytes + ab.byteLength > this.maxFreeBytes) return;
-    let list = this.free.get(ab.byteLength);
+    let list = this.free.get(buf.byteLength);
     if (!list) {
       list = [];
-      this.free.set(ab.byteLength, list);
+      this.free.set(buf.byteLength, list);
     }
     list.push(ab);
     this.freeBytes += ab.byteLength;
@@ -46,8 +56,10 @@ export class ChunkBuffers {
   }
 }
 
-import { nativeDevice } from '../device/native.js';
-import { DIRECT_ALIGN_BYTES } from './volume-reader.js';
+/** Where the first DIRECT_ALIGN_BYTES-aligned byte of `ab` is (the addon knows its address). */
+function alignedStart(ab: ArrayBuffer): number {
+  return (DIRECT_ALIGN_BYTES - nativeDevice().addressMod(ab, DIRECT_ALIGN_BYTES)) % DIRECT_ALIGN_BYTES;
+}
 
 /** What the sending core reads into (sender.ts): a fresh or recycled buffer of exactly the asked length. */
 export interface ReadBuffers {

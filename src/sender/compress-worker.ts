@@ -20,8 +20,22 @@ port.on('message', (job: ChunkJob & { id: number }) => {
     const data = new Uint8Array(job.buf, job.byteOffset, job.length);
     const checksum = new Uint8Array(dataChecksum(data, job.checksum)); // its own ArrayBuffer, transferred back
     const zero = isAllZero(data);
-    const frame = !zero && job.compress ? compressor.compress(data, job.level) : undefined;
-    const frameBuf = frame?.buffer as ArrayBuffer | undefined; // the frame owns its whole ArrayBuffer
+    let frameBuf: ArrayBuffer | undefined;
+    let frameLength: number | undefined;
+    let spare = job.out;
+    if (!zero && job.compress) {
+      // Straight into the main thread's recycled frame buffer when it came with one, else a fresh frame.
+      const n = spare ? compressor.compressInto(data, new Uint8Array(spare), job.level) : undefined;
+      if (n === undefined) {
+        const frame = compressor.compress(data, job.level);
+        frameBuf = frame?.buffer as ArrayBuffer | undefined; // the frame owns its whole ArrayBuffer
+        frameLength = frame?.length;
+      } else if (n > 0) {
+        frameBuf = spare;
+        frameLength = n;
+        spare = undefined;
+      }
+    }
     const reply: ChunkReply = {
       id: job.id,
       buf: job.buf,
@@ -30,9 +44,11 @@ port.on('message', (job: ChunkJob & { id: number }) => {
       checksum: checksum.buffer,
       zero,
       frame: frameBuf,
+      frameLength,
+      spare,
       seconds: (performance.now() - t0) / 1000,
     };
-    port.postMessage(reply, [job.buf, checksum.buffer, ...(frameBuf ? [frameBuf] : [])]);
+    port.postMessage(reply, [job.buf, checksum.buffer, ...(frameBuf ? [frameBuf] : []), ...(spare ? [spare] : [])]);
   } catch (e) {
     port.postMessage(errorReply(job.id, e));
   }

@@ -37,8 +37,8 @@ export const DIRECT_ALIGN_BYTES = 4096;
  * O_DIRECT reads of the source, as LINBIT's thin_send reads: the device's
  * bytes go straight into the caller's buffer, without passing through (and
  * then being dropped from) the page cache. Only reads whose offset, length
- * and buffer address are all aligned go this way (pipe mode's read slabs are;
- * sender/chunk-buffers.ts ReadSlabs); the rest, and every read where the file
+ * and buffer address are all aligned go this way (the read buffers of both
+ * modes are: sender/chunk-buffers.ts ReadSlabs and ChunkBuffers); the rest, and every read where the file
  * system refuses O_DIRECT (tmpfs: EINVAL at open), go through the page cache
  * as before.
  */

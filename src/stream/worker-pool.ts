@@ -106,8 +106,24 @@ export class WorkerPool<J extends object, R> {
   }
 }
 
-/** The memory of `b` as a transferable ArrayBuffer: its own if it owns all of it, else a copy. */
+/**
+ * ArrayBuffers whose every byte belongs to whoever holds a view of them
+ * (sender/chunk-buffers.ts: an aligned view inside a slightly larger buffer),
+ * so ownArrayBuffer may transfer all of it with the view's offset and length.
+ */
+const wholeTransferable = new WeakSet<ArrayBuffer>();
+
+/** Says that `ab` may move to a worker as a whole with any view of it (once: the mark ends at the next ownArrayBuffer). */
+export function markWholeTransferable(ab: ArrayBuffer): void {
+  wholeTransferable.add(ab);
+}
+
+/**
+ * The memory of `b` as a transferable ArrayBuffer: its own if it owns all of
+ * it or the whole buffer was marked (markWholeTransferable), else a copy.
+ */
 export function ownArrayBuffer(b: Uint8Array): { buf: ArrayBuffer; byteOffset: number; length: number } {
+  if (b.buffer instanceof ArrayBuffer && wholeTransferable.delete(b.buffer)) return { buf: b.buffer, byteOffset: b.byteOffset, length: b.byteLength };
   if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer)
     return { buf: b.buffer, byteOffset: 0, length: b.byteLength };
   const copy = Buffer.allocUnsafeSlow(b.byteLength); // its own memory, not zero-filled first

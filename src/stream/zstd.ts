@@ -33,6 +33,11 @@ export function checkZstdLevel(level: number, flag = '--zstd-level'): number {
   return level;
 }
 
+/** The most bytes a zstd frame of `srcBytes` can take (ZSTD_compressBound). */
+export function compressBound(srcBytes: number): number {
+  return binding.compressBound(srcBytes);
+}
+
 /**
  * A chunk is sent compressed only if the frame saves at least 1/32 (~3%) of
  * its size; otherwise raw, which spares the receiver a decompression for
@@ -77,6 +82,18 @@ export class ChunkCompressor {
     const out = Buffer.allocUnsafeSlow(n);
     this.dst.copy(out, 0, 0, n);
     return out;
+  }
+
+  /**
+   * Compresses `src` straight into `out` (no scratch copy) when `out` holds
+   * compressBound(src) bytes: the frame's length if it is worth sending,
+   * else 0 (`out` then holds nothing useful). undefined: `out` is too small
+   * (use compress()).
+   */
+  compressInto(src: Uint8Array, out: Uint8Array, level = this.level): number | undefined {
+    if (out.byteLength < binding.compressBound(src.byteLength)) return undefined;
+    const n = this.cctx.compress(out, src, level);
+    return worthCompressing(n, src.byteLength) ? n : 0;
   }
 }
 

@@ -159,3 +159,41 @@ test('worker count: one per core by default (at most MAX_DEFAULT_WORKERS); --wor
   assert.equal(compressModeOf('zstd'), 'zstd');
   assert.throws(() => compressModeOf('lz4'), /--compress must be auto, zstd or none, not "lz4"/);
 });
+
+test('zstd frames are written into recycled buffers: a frame given back is written into again, one that did not pay comes back unused', async () => {
+  const pool = new CompressPool({ workers: 1 });
+  try {
+    const d = new ChunkDecompressor();
+    const a = await pool.process(textChunk(1), 'sha256');
+    assert.ok(a.frame, 'text compresses');
+    assert.equal(pool.keptFrames, 0);
+    assert.deepEqual(d.decompress(a.frame, { offsetBytes: 0, lengthBytes: CHUNK }), textChunk(1));
+    const frameBytes = a.frame.buffer.byteLength;
+    assert.ok(frameBytes > CHUNK, 'room for any frame of a chunk up to the default op size');
+    pool.giveFrame(a.frame);
+    pool.giveFrame(a.frame); // twice: kept once
+    pool.giveFrame(Buffer.allocUnsafeSlow(100)); // not a frame buffer: not kept
+    assert.equal(pool.keptFrames, 1);
+    const b = await pool.process(textChunk(2), 'sha256');
+    assert.ok(b.frame);
+    assert.equal(pool.keptFrames, 0, 'the kept buffer went to the worker and came back holding the frame');
+    assert.equal(a.frame.length, 0, 'the first frame moved to the worker');
+    assert.equal(b.frame.buffer.byteLength, frameBytes);
+    assert.deepEqual(d.decompress(b.frame, { offsetBytes: 0, lengthBytes: CHUNK }), textChunk(2));
+    pool.giveFrame(b.frame);
+    const c = await pool.process(noise(3), 'sha256');
+    assert.equal(c.frame, undefined, 'noise does not compress');
+    assert.equal(pool.keptFrames, 1, 'the unused frame buffer came back');
+    const z = await pool.process(Buffer.alloc(CHUNK), 'sha256');
+    assert.ok(z.zero && !z.frame);
+    assert.equal(pool.keptFrames, 1);
+    // A chunk larger than a frame buffer is for: a fresh frame of its own, still right.
+    const big = Buffer.concat([textChunk(4), textChunk(5), textChunk(6), textChunk(7), textChunk(8)]);
+    const e = await pool.process(Buffer.from(big), 'sha256');
+    assert.ok(e.frame);
+    assert.deepEqual(d.decompress(e.frame, { offsetBytes: 0, lengthBytes: big.length }), big);
+    assert.equal(pool.keptFrames, 1);
+  } finally {
+    await pool.close();
+  }
+});
