@@ -176,8 +176,11 @@ export class ReceiverClient {
    * rpc/status.ts): grpc-js's words when they say it, else one TCP + TLS
    * handshake of our own. A refused client certificate or an untrusted
    * receiver is UNAUTHENTICATED (not retried); nobody at the address has
-   * details.connect = true; a connection dropped during the handshake (a
-   * receiver restarting) stays a retryable UNAVAILABLE.
+   * details.connect = true; a connection dropped during the handshake is
+   * probed too (a receiver refusing our certificate can reset the call's
+   * connection before its TLS alert is read: the probe, which sends nothing
+   * after its handshake, reads the alert), and stays a retryable UNAVAILABLE
+   * when the probe is dropped as well (a receiver restarting).
    */
   async explain(err: ThinshipError): Promise<ThinshipError> {
     const t = err.details.transport as TransportFailure | undefined;
@@ -191,8 +194,6 @@ export class ReceiverClient {
     const unavailable = (why: string, connect: boolean) =>
       new ThinshipError('UNAVAILABLE', why, { retryable: true, details: { ...err.details, connect }, cause: err });
     if (t.kind === 'connect') return unavailable(`cannot connect to the receiver at ${this.address}: ${t.reason}`, true);
-    if (t.kind === 'dropped')
-      return unavailable(`the receiver at ${this.address} closed the connection before the TLS handshake completed (restarting?): ${t.reason}`, false);
     const p = await probeConnection({
       host: this.hp.host,
       port: this.hp.port,
@@ -220,6 +221,8 @@ export class ReceiverClient {
           `it closed the connection right after the TLS handshake, without a TLS alert; ${problems.length > 0 ? problems.join('; ') : "the certificate looks valid here: is its CA in the receiver's tls.ca?"}`,
         );
       }
+      case 'dropped':
+        return unavailable(`the receiver at ${this.address} closed the connection before the TLS handshake completed (restarting?): ${p.reason}`, false);
       default:
         return err; // it answers now: the failure was passing, retry
     }
