@@ -35,7 +35,6 @@ import {
   CHECKSUM_PROTO_NAMES,
   RECEIVER_SERVICE,
   timestampOfUnixMs,
-  type ApplyStreamRequest__Output,
   type ApplyStreamResponse,
   type Begin__Output,
   type TransferState,
