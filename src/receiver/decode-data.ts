@@ -23,6 +23,8 @@ export interface DataCheck {
    * afterwards: a decode worker may take it over (transfer, no copy).
    */
   detachable?: boolean;
+  /** A recycled buffer to decompress into (decode-pool.ts), instead of a new one. */
+  into?: ArrayBuffer;
 }
 
 export interface DataChecked {
@@ -34,7 +36,7 @@ export interface DataChecked {
 
 export function checkData(c: DataCheck, dz: ChunkDecompressor): DataChecked {
   const payload = Buffer.from(c.payload.buffer, c.payload.byteOffset, c.payload.byteLength);
-  const data = c.encoding === 'zstd' ? dz.decompress(payload, { offsetBytes: c.offsetBytes, lengthBytes: c.lengthBytes }) : payload;
+  const data = c.encoding === 'zstd' ? dz.decompress(payload, { offsetBytes: c.offsetBytes, lengthBytes: c.lengthBytes }, c.into) : payload;
   if (!c.checksum) return { data };
   const { algorithm, expected } = c.checksum;
   const { actual: sum, ok } = checkDataChecksum(data, expected, algorithm);

@@ -10,6 +10,8 @@ import type { RecordChecksum } from '../stream/integrity.js';
 
 export interface DecodeJob {
   buf: ArrayBuffer;
+  /** zstd: a recycled buffer of at least lengthBytes to decompress into (transferred too). */
+  into?: ArrayBuffer;
   byteOffset: number;
   length: number;
   offsetBytes: number;
@@ -26,8 +28,24 @@ export interface DecodeReply {
   sum?: ArrayBuffer;
 }
 
+/** Records smaller than this decompress into new buffers (no recycling). */
+const RECYCLE_MIN_BYTES = 64 * 1024;
+/** Spare buffers kept for reuse, all transfers together (the buffer budget does not count them). */
+const SPARE_MAX_BUFFERS = 8;
+const SPARE_MAX_BYTES = 16 * 1024 * 1024;
+
 export class DecodePool {
   private readonly pool: WorkerPool<DecodeJob, DecodeReply>;
+  /**
+   * Buffers the workers sent back whose records have been written (recycle):
+   * zstd records decompress into them instead of a new buffer each. A 1 MiB
+   * output per record was the receiver main thread's largest source of
+   * external memory, which V8 answers with full garbage collections.
+   */
+  private readonly spare: ArrayBuffer[] = [];
+  private spareBytes = 0;
+  /** Buffers that came back from a worker and are not yet recycled: the only ones recycle takes. */
+  private readonly fromWorkers = new WeakSet<ArrayBuffer>();
 
   constructor(workers = defaultWorkerCount()) {
     this.pool = new WorkerPool(new URL('./decode-worker.js', import.meta.url), workers, 'decode');
@@ -66,8 +84,33 @@ export class DecodePool {
       copy.set(p);
       job = { buf: copy.buffer, byteOffset: 0, length: p.byteLength, offsetBytes: c.offsetBytes, lengthBytes: c.lengthBytes, encoding: c.encoding, checksum };
     }
-    const r = await this.pool.run(job, [job.buf]);
+    if (c.encoding === 'zstd' && c.lengthBytes >= RECYCLE_MIN_BYTES) job.into = this.takeSpare(c.lengthBytes);
+    const r = await this.pool.run(job, job.into ? [job.buf, job.into] : [job.buf]);
+    this.fromWorkers.add(r.buf);
     return { data: Buffer.from(r.buf, r.byteOffset, r.length), sum: r.sum ? Buffer.from(r.sum) : undefined };
+  }
+
+  /**
+   * Gives back the memory of `data` (what check returned) once nothing reads
+   * it any more (it has been written): a later zstd record decompresses into
+   * it. Only buffers a worker sent back are taken, each once.
+   */
+  recycle(data: Uint8Array): void {
+    const buf = data.buffer;
+    if (!(buf instanceof ArrayBuffer) || !this.fromWorkers.has(buf)) return;
+    this.fromWorkers.delete(buf);
+    if (buf.byteLength < RECYCLE_MIN_BYTES || this.spare.length >= SPARE_MAX_BUFFERS || this.spareBytes + buf.byteLength > SPARE_MAX_BYTES) return;
+    this.spare.push(buf);
+    this.spareBytes += buf.byteLength;
+  }
+
+  /** A spare buffer of at least `bytes` and at most twice that (a larger one would hold memory for nothing), if any. */
+  private takeSpare(bytes: number): ArrayBuffer | undefined {
+    const i = this.spare.findIndex((b) => b.byteLength >= bytes && b.byteLength <= 2 * bytes);
+    if (i < 0) return undefined;
+    const [b] = this.spare.splice(i, 1);
+    this.spareBytes -= b!.byteLength;
+    return b;
   }
 
   close(): Promise<void> {

@@ -966,6 +966,8 @@ export class TransferRegistry {
           const d = await finishRecord(c, ctx);
           pipe.writing('write');
           yield d.msg;
+          // Written (applyMessages awaits each write before asking for more): its buffer may be reused.
+          if (d.msg.type === 'data') pool?.recycle(d.msg.data);
           held.applied();
           pipe.recordsApplied++;
           pipe.writing('next record');

@@ -12,7 +12,8 @@
  * it lets gRPC read the message; grpc-js queues none ahead), half is split
  * among running transfers as each connection's HTTP/2 stream window (what a
  * paused transfer holds: http2-window.ts) and connection window, each less
- * one message, shrinking as more transfers run. Measured: 16 transfers of
+ * one message, shrinking as more transfers run. The decode pool keeps up to
+ * 16 MiB more of spare output buffers (decode-pool.ts). Measured: 16 transfers of
  * 4 MiB chunks, serve's peak RSS under 512 MiB, issue 11's target
  * (test/service/receiver-limits.test.ts; bench/receiver-memory.ts; figures
  * in README.md).
@@ -35,7 +36,6 @@ import {
   CHECKSUM_PROTO_NAMES,
   RECEIVER_SERVICE,
   timestampOfUnixMs,
-  type ApplyStreamRequest__Output,
   type ApplyStreamResponse,
   type Begin__Output,
   type TransferState,
@@ -43,6 +43,7 @@ import {
   type GetTargetResponse,
 } from './proto.js';
 import { toServiceError } from './status.js';
+import { applyRequestDeserializer, isMalformed, type DecodedApplyRequest } from './apply-request-decode.js';
 import { access } from 'node:fs/promises';
 import { constants as fsConstants } from 'node:fs';
 import { createReceiverMetrics, tlsRefusalReason, type ReceiverMetrics } from '../ops/metrics.js';
@@ -203,7 +204,8 @@ export function beginFromProto(b: Begin__Output): TransferBegin {
 }
 
 /** One ApplyStreamRequest after the Begin as a WireRecord (structure only; receiver/record-checks.ts checks the values). */
-export function recordFromProto(m: ApplyStreamRequest__Output): WireRecord {
+export function recordFromProto(m: DecodedApplyRequest): WireRecord {
+  if (isMalformed(m)) return { type: 'invalid', what: m.malformed };
   switch (m.kind) {
     case 'data': {
       const d = m.data!;
@@ -422,7 +424,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
 
   /** Calls past their Begin, with their transfer id (debugState). */
   const openCalls = new Map<object, string>();
-  const applyStream = async (call: grpc.ServerReadableStream<ApplyStreamRequest__Output, ApplyStreamResponse>): Promise<ApplyStreamResponse> => {
+  const applyStream = async (call: grpc.ServerReadableStream<DecodedApplyRequest, ApplyStreamResponse>): Promise<ApplyStreamResponse> => {
     const id = who(call);
     const gone = new AbortController();
     call.on('cancelled', () => gone.abort(new ThinshipError('UNAVAILABLE', 'the sender cancelled the call or its connection broke', { retryable: true })));
@@ -432,7 +434,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
     // gRPC reads one only when asked (at most one queued, accounted in the window share).
     const rs = (call as unknown as { _readableState?: { highWaterMark?: number } })._readableState;
     if (rs && typeof rs.highWaterMark === 'number') rs.highWaterMark = 0;
-    const it = call[Symbol.asyncIterator]() as AsyncIterator<ApplyStreamRequest__Output>;
+    const it = call[Symbol.asyncIterator]() as AsyncIterator<DecodedApplyRequest>;
     // A call that never sends its Begin holds a stream (not a transfer slot): the idle timeout ends it too.
     let idle: NodeJS.Timeout | undefined;
     const first = await Promise.race([
@@ -448,6 +450,7 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
       }),
     ]).finally(() => clearTimeout(idle));
     if (first.done) throw new ThinshipError('BAD_STREAM', 'the call ended before its Begin');
+    if (isMalformed(first.value)) throw new ThinshipError('BAD_STREAM', `the first message must be a Begin: ${first.value.malformed}`);
     if (first.value.kind !== 'begin' || !first.value.begin)
       throw new ThinshipError('BAD_STREAM', `the first message must be a Begin, got ${first.value.kind ?? 'an empty message'}`);
     const begin = beginFromProto(first.value.begin);
@@ -488,7 +491,8 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
   const { service } = receiverProto();
   const handlers: ReceiverServiceHandlers = {
     ApplyStream: (call, cb) => {
-      applyStream(call).then(
+      // The service below decodes with applyRequestDeserializer: a message may be a MalformedRequest.
+      applyStream(call as unknown as grpc.ServerReadableStream<DecodedApplyRequest, ApplyStreamResponse>).then(
         (r) => cb(null, r),
         (e: unknown) => {
           const st = toServiceError(e);
@@ -509,7 +513,13 @@ export async function startReceiver(o: ReceiverServerOptions): Promise<RunningRe
       return { transferId: tid, stoppedActiveStream: r.stopped, durableOffsetBytes: r.durableOffsetBytes };
     }),
   };
-  server.addService(service, handlers);
+  // ApplyStream's requests through the hand-written decoder (Data payloads stay views into
+  // grpc-js's message buffer); the shared definition (the client's) is left as it is.
+  const serverService = {
+    ...service,
+    ApplyStream: { ...service.ApplyStream, requestDeserialize: applyRequestDeserializer(service.ApplyStream.requestDeserialize) },
+  } as unknown as typeof service;
+  server.addService(serverService, handlers);
   // Loaded here, not at the top: the bundled CLI keeps these two outside the bundle (they find
   // their .proto files through __dirname), and static imports would load them for every command.
   const [{ HealthImplementation, protoPath: healthProtoPath }, { ReflectionService }] = await Promise.all([

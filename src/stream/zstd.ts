@@ -107,11 +107,13 @@ export class ChunkDecompressor {
   private readonly dctx = new binding.DCtx();
 
   /**
-   * Decompresses `frame` into a new buffer of exactly `lengthBytes`. Throws
-   * BAD_STREAM naming the volume offset if the frame is not one valid zstd
-   * frame whose content size is stated and equals lengthBytes.
+   * Decompresses `frame` into a new buffer of exactly `lengthBytes`, or into
+   * the first lengthBytes of `into` when given (a recycled buffer: the
+   * receiver's decode pool). Throws BAD_STREAM naming the volume offset if
+   * the frame is not one valid zstd frame whose content size is stated and
+   * equals lengthBytes.
    */
-  decompress(frame: Uint8Array, c: FrameCheck): Buffer {
+  decompress(frame: Uint8Array, c: FrameCheck, into?: ArrayBuffer): Buffer {
     const where = `data record at volume offset ${c.offsetBytes} (length ${c.lengthBytes})`;
     const bad = (why: string, cause?: unknown) =>
       new ThinshipError('BAD_STREAM', `${where}: bad zstd frame: ${why}`, { details: { volumeOffset: c.offsetBytes, lengthBytes: c.lengthBytes }, cause });
@@ -129,7 +131,8 @@ export class ChunkDecompressor {
     if (contentBytes === null) throw bad('the frame does not state its content size');
     if (contentBytes !== c.lengthBytes) throw bad(`the frame says ${contentBytes} bytes of content, the record says ${c.lengthBytes}`);
     if (frameBytes !== frame.byteLength) throw bad(`the payload holds ${frame.byteLength - frameBytes} bytes after the first frame`);
-    const out = Buffer.allocUnsafeSlow(c.lengthBytes); // its own memory: transferable from a worker
+    // Its own memory (transferable from a worker); `into` only when it holds the whole length.
+    const out = into && into.byteLength >= c.lengthBytes ? Buffer.from(into, 0, c.lengthBytes) : Buffer.allocUnsafeSlow(c.lengthBytes);
     let n: number;
     try {
       n = this.dctx.decompress(out, frame);
