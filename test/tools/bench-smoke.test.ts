@@ -14,80 +14,66 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from '../helpers/paths.js';
 
-function run(script: string, args: string[]): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [join(repoRoot, script), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Runs a benchmark script with `args` plus its own work directory, --no-snapshot and --json,
+ * checks it exited 0, and returns the runs of its results file.
+ */
+async function runBench<R>(script: string, args: string[]): Promise<{ runs: R[]; out: string }> {
+  const dir = await mkdtemp(join(tmpdir(), 'bench-smoke-'));
+  try {
+    const json = join(dir, 'results.json');
+    const child = spawn(process.execPath, [join(repoRoot, script), ...args, '--no-snapshot', '--work', dir, '--json', json], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
     child.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
-    child.on('close', (code) => resolve({ code, out }));
-  });
-}
-
-test('wan-bench: gRPC and the socat pipeline through the delay relay, one repetition at 0 and 20 ms, every target verified', { timeout: 600_000 }, async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'bench-smoke-wan-'));
-  try {
-    const json = join(dir, 'wan.json');
-    const r = await run('dist/bench/wan/wan-bench.js', [
-      '--size',
-      '64M',
-      '--rtts',
-      '0,20',
-      '--reps',
-      '1',
-      '--verify',
-      'all',
-      '--no-snapshot',
-      '--work',
-      dir,
-      '--json',
-      json,
-    ]);
-    assert.equal(r.code, 0, r.out);
-    const res = JSON.parse(await readFile(json, 'utf8')) as { runs: Array<{ path: string; rttMs: number; ok: boolean; verified?: boolean; error?: string }> };
-    assert.equal(res.runs.length, 4, r.out);
-    for (const x of res.runs) {
-      assert.ok(x.ok, `${x.path} at ${x.rttMs} ms: ${x.error ?? 'failed'}`);
-      assert.equal(x.verified, true, `${x.path} at ${x.rttMs} ms: the target differs from the source image`);
-    }
-    assert.deepEqual(new Set(res.runs.map((x) => x.path)), new Set(['grpc', 'socat']));
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    assert.equal(code, 0, out);
+    return { runs: (JSON.parse(await readFile(json, 'utf8')) as { runs: R[] }).runs, out };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+test('wan-bench: gRPC and the socat pipeline through the delay relay, one repetition at 0 and 20 ms, every target verified', { timeout: 600_000 }, async () => {
+  const { runs, out } = await runBench<{ path: string; rttMs: number; ok: boolean; verified?: boolean; error?: string }>('dist/bench/wan/wan-bench.js', [
+    '--size',
+    '64M',
+    '--rtts',
+    '0,20',
+    '--reps',
+    '1',
+    '--verify',
+    'all',
+    '--run-timeout',
+    '90',
+  ]);
+  assert.equal(runs.length, 4, out);
+  for (const x of runs) {
+    assert.ok(x.ok, `${x.path} at ${x.rttMs} ms: ${x.error ?? 'failed'}`);
+    assert.equal(x.verified, true, `${x.path} at ${x.rttMs} ms: the target differs from the source image`);
+  }
+  assert.deepEqual(new Set(runs.map((x) => x.path)), new Set(['grpc', 'socat']));
 });
 
 test(
   'bench: every transfer path and the C reference rows, full and incremental, one repetition at 64 MiB, every target verified',
   { timeout: 600_000 },
   async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'bench-smoke-'));
-    try {
-      const json = join(dir, 'bench.json');
-      const r = await run('dist/bench/bench.js', [
-        '--sizes',
-        '64M',
-        '--reps',
-        '1',
-        '--only',
-        'socat,grpc,daemon,pipe,dd,czstd,incr',
-        '--verify',
-        'all',
-        '--no-snapshot',
-        '--work',
-        dir,
-        '--json',
-        json,
-      ]);
-      assert.equal(r.code, 0, r.out);
-      const res = JSON.parse(await readFile(json, 'utf8')) as {
-        runs: Array<{ kind: string; transport: string; ok: boolean; verified?: boolean; error?: string }>;
-      };
-      const seen = new Set(res.runs.map((x) => `${x.kind} ${x.transport}`));
-      for (const want of ['full socat', 'full grpc', 'full daemon', 'full pipe', 'incr grpc', 'incr pipe'])
-        assert.ok(seen.has(want), `${want} not run: ${[...seen].join(', ')}`);
-      for (const x of res.runs) assert.ok(x.ok, `${x.kind} ${x.transport}: ${x.error ?? 'failed'}`);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    const { runs } = await runBench<{ kind: string; transport: string; ok: boolean; error?: string }>('dist/bench/bench.js', [
+      '--sizes',
+      '64M',
+      '--reps',
+      '1',
+      '--only',
+      'socat,grpc,daemon,pipe,dd,czstd,incr',
+      '--verify',
+      'all',
+    ]);
+    const seen = new Set(runs.map((x) => `${x.kind} ${x.transport}`));
+    for (const want of ['full socat', 'full grpc', 'full daemon', 'full pipe', 'incr grpc', 'incr pipe'])
+      assert.ok(seen.has(want), `${want} not run: ${[...seen].join(', ')}`);
+    for (const x of runs) assert.ok(x.ok, `${x.kind} ${x.transport}: ${x.error ?? 'failed'}`);
   },
 );
