@@ -94,7 +94,7 @@ export class ReadSlabs implements ReadBuffers {
     let ab = this.free.pop();
     if (!ab) {
       ab = new ArrayBuffer(this.slabBytes + DIRECT_ALIGN_BYTES);
-      this.alignAt.set(ab, (DIRECT_ALIGN_BYTES - nativeDevice().addressMod(ab, DIRECT_ALIGN_BYTES)) % DIRECT_ALIGN_BYTES);
+      this.alignAt.set(ab, alignedStart(ab));
     }
     const at = this.alignAt.get(ab)!;
     this.lent.add(ab);
