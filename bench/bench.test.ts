@@ -18,6 +18,7 @@ import { DEFAULT_POOL_PARAMS, ensureBenchPool, makeLayout, poolKey } from './poo
 import { median, spread, fmtSpread } from './stats.js';
 import { readTimed, timed, sq } from './proc.js';
 import { areaOf } from './cpuprofile.js';
+import { classifySmaps } from './rss-breakdown.js';
 
 const MiB = 2 ** 20;
 
@@ -128,4 +129,30 @@ test('profile areas: thinship layers, libraries, node internals', () => {
   assert.equal(areaOf('node:internal/crypto/hash', 'update'), 'node:crypto');
   assert.equal(areaOf('', '(garbage collector)'), 'GC');
   assert.equal(areaOf('', '(idle)'), 'idle');
+});
+
+test('rss-breakdown: smaps mappings are grouped by what holds them, each Rss counted once', () => {
+  const m = (range: string, name: string, rssKiB: number) =>
+    `${range} r-xp 00000000 fe:00 260689                             ${name}\nSize:               1024 kB\nRss:             ${rssKiB} kB\nPss:             ${rssKiB} kB\n`;
+  const smaps = [
+    m('00400000-00b6f000', '/usr/bin/node', 5000),
+    m('00b72000-025fe000', '/usr/bin/node', 16000),
+    m('7f0000000000-7f0000100000', '/usr/lib/x86_64-linux-gnu/libc.so.6', 1400),
+    m('02a00000-04000000', '[heap]', 20000),
+    m('7f1000000000-7f1000040000', '', 256), // exactly 256 KiB: a V8 page
+    m('7f1000040000-7f1000080000', '', 200), // another, partly resident
+    m('7f2000000000-7f2000101000', '', 1028), // 1 MiB + 4 KiB: a buffer, not a V8 page
+    m('7ffd00000000-7ffd00021000', '[stack]', 40),
+  ].join('');
+  const b = classifySmaps(smaps, '/usr/bin/node');
+  const KiB = 1024;
+  assert.deepEqual(b, {
+    'node binary': 21000 * KiB,
+    'other files': 1400 * KiB,
+    'malloc [heap]': 20000 * KiB,
+    'V8 pages': 456 * KiB,
+    'other anon': 1068 * KiB,
+  });
+  // A node binary under another name is "other files", not the runtime's.
+  assert.equal(classifySmaps(smaps, '/opt/node/bin/node')['node binary'], 0);
 });

@@ -872,6 +872,12 @@ interface TargetCheck {
 }
 
 const RSS_LIMIT_MIB = 256;
+/** Issue 14's memory targets, by process name: the senders (pipe and gRPC) and the gRPC receiver daemon. */
+const ISSUE14_RSS_LIMITS_MIB: ReadonlyArray<[string, number]> = [
+  ['thinship send', 128],
+  ['thinship send --to', 128],
+  ['thinship serve', 256],
+];
 
 function targetChecks(sums: PathSummary[], incr: IncrementalCheck[], plan: PlanRow[], wan: WanRow[] = []): TargetCheck[] {
   const t: TargetCheck[] = [];
@@ -917,6 +923,13 @@ function targetChecks(sums: PathSummary[], incr: IncrementalCheck[], plan: PlanR
       value: ok ? `${fmtSpread(s.ratioToClassic, 2)}×` : s.runs ? 'not measured (--only without socat)' : 'not measured',
       met: ok ? s.ratioToClassic.median >= 1.0 : undefined,
     });
+  }
+  // Issue 14: peak RSS of the sending processes ≤ 128 MiB, of the gRPC receiver ≤ 256 MiB (max over repetitions).
+  for (const s of sums.filter((x) => x.kind === 'full' && x.runs > 0)) {
+    for (const [name, limitMiB] of ISSUE14_RSS_LIMITS_MIB) {
+      const r = s.peakRssMiB[name];
+      if (r) t.push({ target: `${s.size} ${s.transport}: ${name} peak RSS ≤ ${limitMiB} MiB`, value: `${r.max.toFixed(0)} MiB (max)`, met: r.max <= limitMiB });
+    }
   }
   const own = (n: string) => n.startsWith('thinship');
   let worst = { mib: 0, who: '' };

@@ -16,7 +16,7 @@ import { repoRoot } from '../helpers/paths.js';
 
 /**
  * Runs a benchmark script with `args` plus its own work directory, --no-snapshot and --json,
- * checks it exited 0, and returns the runs of its results file.
+ * checks it exited 0, and returns the runs of its results file (its `runs` array).
  */
 async function runBench<R>(script: string, args: string[]): Promise<{ runs: R[]; out: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'bench-smoke-'));
@@ -77,3 +77,21 @@ test(
     for (const x of runs) assert.ok(x.ok, `${x.kind} ${x.transport}: ${x.error ?? 'failed'}`);
   },
 );
+
+test('rss-breakdown: one gRPC send at 64 MiB, its peak RSS split into groups that add up to the sampled peak', { timeout: 300_000 }, async () => {
+  type Rep = { peakRssBytes: number; sampledPeakBytes: number; breakdown: Record<string, number>; cpuS: number };
+  const { runs, out } = await runBench<Rep>('dist/bench/rss-breakdown.js', ['--size', '64M', '--reps', '1', '--interval-ms', '20']);
+  assert.equal(runs.length, 1, out);
+  const r = runs[0]!;
+  const sum = Object.values(r.breakdown).reduce((a, b) => a + b, 0);
+  // GNU time's peak (the kernel's hiwater mark) and a sampled VmRSS are counted a little differently: within 1 MiB.
+  assert.ok(
+    r.sampledPeakBytes > 0 && r.sampledPeakBytes <= r.peakRssBytes + 2 ** 20,
+    `sampled ${r.sampledPeakBytes} against the peak ${r.peakRssBytes}: ${out}`,
+  );
+  // smaps and status are read one after the other, so the two can differ by what changed in between.
+  assert.ok(Math.abs(sum - r.sampledPeakBytes) < 0.15 * r.sampledPeakBytes, `groups add up to ${sum}, the sample was ${r.sampledPeakBytes}: ${out}`);
+  assert.ok(r.breakdown['node binary']! > 8 * 2 ** 20, `node's own file pages: ${r.breakdown['node binary']}: ${out}`);
+  assert.ok(r.breakdown['V8 pages']! > 0, out);
+  assert.ok(r.cpuS > 0, out);
+});
