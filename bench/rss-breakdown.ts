@@ -26,6 +26,7 @@
 import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, realpath, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { parseArgs as parseCommandLine } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { runTool } from '../src/exec/run.js';
 import { DEFAULT_POOL_PARAMS, ensureBenchPool } from './pool-gen.js';
@@ -50,27 +51,30 @@ interface Options {
   json?: string;
 }
 
+// node:util's parser (strict: an unknown option or a missing value is an error naming it).
 function parseArgs(argv: string[]): Options {
-  const o: Options = { sizeBytes: 2 ** 30, reps: 3, work: '/var/tmp/thinship-bench', app: REPO_ROOT, intervalMs: 50 };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const v = () => {
-      const x = argv[++i];
-      if (x === undefined) throw new Error(`${a} needs a value`);
-      return x;
-    };
-    if (a === '--size') {
-      const m = /^(\d+)([MG])$/i.exec(v());
-      if (!m) throw new Error('--size: e.g. 512M or 1G');
-      o.sizeBytes = Number(m[1]) * (m[2]!.toUpperCase() === 'G' ? 2 ** 30 : MiB);
-    } else if (a === '--reps') o.reps = Number(v());
-    else if (a === '--work') o.work = resolve(v());
-    else if (a === '--app') o.app = resolve(v());
-    else if (a === '--interval-ms') o.intervalMs = Number(v());
-    else if (a === '--json') o.json = resolve(v());
-    else if (a === '--no-snapshot') continue;
-    else throw new Error(`unknown option ${a} (see the comment at the top of bench/rss-breakdown.ts)`);
-  }
+  const { values: v } = parseCommandLine({
+    args: argv,
+    options: {
+      size: { type: 'string', default: '1G' },
+      reps: { type: 'string', default: '3' },
+      work: { type: 'string', default: '/var/tmp/thinship-bench' },
+      app: { type: 'string', default: REPO_ROOT },
+      'interval-ms': { type: 'string', default: '50' },
+      json: { type: 'string' },
+      'no-snapshot': { type: 'boolean' },
+    },
+  });
+  const m = /^(\d+)([MG])$/i.exec(v.size);
+  if (!m) throw new Error('--size: e.g. 512M or 1G');
+  const o: Options = {
+    sizeBytes: Number(m[1]) * (m[2]!.toUpperCase() === 'G' ? 2 ** 30 : MiB),
+    reps: Number(v.reps),
+    work: resolve(v.work),
+    app: resolve(v.app),
+    intervalMs: Number(v['interval-ms']),
+    json: v.json === undefined ? undefined : resolve(v.json),
+  };
   if (!Number.isInteger(o.reps) || o.reps < 1) throw new Error('--reps must be a positive integer');
   if (!(o.intervalMs >= 10)) throw new Error('--interval-ms must be at least 10');
   if (o.sizeBytes < 64 * MiB || o.sizeBytes % (64 * 1024) !== 0) throw new Error('--size: a multiple of 64 KiB, at least 64M');
