@@ -37,6 +37,8 @@ const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const MiB = 2 ** 20;
 /** V8's regular page size (MemoryChunk), the size of every non-large heap page of every isolate. */
 const V8_PAGE_BYTES = 256 * 1024;
+/** Of each child's stderr, what an error message quotes at most. */
+const STDERR_KEPT_CHARS = 64 * 1024;
 
 const GROUPS = ['node binary', 'other files', 'malloc [heap]', 'V8 pages', 'other anon'] as const;
 type Group = (typeof GROUPS)[number];
@@ -136,7 +138,9 @@ async function oneSend(o: Options, pool: Awaited<ReturnType<typeof ensureBenchPo
   );
   const serve = spawn(process.execPath, [main, 'serve', '--listen', `127.0.0.1:${port}`, '--config', config], { stdio: ['ignore', 'ignore', 'pipe'] });
   let serveErr = '';
-  serve.stderr.on('data', (b: Buffer) => (serveErr += b.toString()).length);
+  serve.stderr.on('data', (b: Buffer) => {
+    if (serveErr.length < STDERR_KEPT_CHARS) serveErr += b.toString();
+  });
   let serveAlive = true;
   const serveExited = new Promise<void>((r) => serve.on('exit', () => r()));
   void serveExited.then(() => (serveAlive = false));
@@ -152,7 +156,9 @@ async function oneSend(o: Options, pool: Awaited<ReturnType<typeof ensureBenchPo
     const t0 = performance.now();
     const time = spawn('/usr/bin/time', ['-o', timeFile, '-f', '%e %U %S %M %x', process.execPath, main, ...sendArgs], { stdio: ['ignore', 'ignore', 'pipe'] });
     let sendErr = '';
-    time.stderr.on('data', (b: Buffer) => (sendErr += b.toString()).length);
+    time.stderr.on('data', (b: Buffer) => {
+      if (sendErr.length < STDERR_KEPT_CHARS) sendErr += b.toString();
+    });
     let running = true;
     const exited = new Promise<void>((r) => time.on('exit', () => r()));
     void exited.then(() => (running = false));
