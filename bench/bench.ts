@@ -52,6 +52,8 @@ import {
   startBash,
   timed,
   waitListening,
+  startBenchDaemon,
+  type BenchDaemon,
   type ProcUsage,
 } from './proc.js';
 import { fmtSpread, spread, textTable, type Spread } from './stats.js';
@@ -445,42 +447,6 @@ async function runGrpc(c: RunCtx): Promise<PathResult> {
   } finally {
     await server.stop();
   }
-}
-
-/** A daemon child process of the bench, stopped with SIGTERM (SIGKILL after 15 s). */
-interface BenchDaemon {
-  pid: number;
-  alive: () => boolean;
-  stderr: () => string;
-  stop(): Promise<void>;
-}
-
-async function startBenchDaemon(argv: string[], port: number, what: string): Promise<BenchDaemon> {
-  const [cmd, ...args] = argv;
-  const child = spawn(cmd!, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, THINSHIP_LOG: 'warn' } });
-  let err = '';
-  child.stderr.on('data', (b: Buffer) => {
-    if (err.length < 64 * 1024) err += b.toString();
-  });
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  let alive = true;
-  void exited.then(() => {
-    alive = false;
-  });
-  const stop = async () => {
-    if (!alive) return;
-    child.kill('SIGTERM');
-    const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    await exited;
-    clearTimeout(t);
-  };
-  try {
-    await waitListening(port, 30_000, () => alive);
-  } catch (e) {
-    await stop();
-    throw new Error(`${what} did not listen: ${(e as Error).message}: ${err.trim()}`, { cause: e });
-  }
-  return { pid: child.pid!, alive: () => alive, stderr: () => err, stop };
 }
 
 /** The warm pair of the daemon path: a receiver and a sender daemon, and the orchestrator's channel to the latter. */

@@ -35,9 +35,14 @@ export interface ProcUsage {
 
 const TIME_FORMAT = '%e %U %S %M %x';
 
-/** `argv` prefixed with GNU time writing its figures to `outFile`. */
+/** `argv` prefixed with GNU time writing its figures to `outFile` (for spawn; readTimed parses the file). */
+export function timedArgv(outFile: string, argv: string[]): string[] {
+  return ['/usr/bin/time', '-o', outFile, '-f', TIME_FORMAT, ...argv];
+}
+
+/** timedArgv as one bash command line. */
 export function timed(outFile: string, argv: string[]): string {
-  return ['/usr/bin/time', '-o', outFile, '-f', TIME_FORMAT, ...argv].map(sq).join(' ');
+  return timedArgv(outFile, argv).map(sq).join(' ');
 }
 
 /** Parses what timed() wrote (the last line; GNU time may add a "Command exited with non-zero status" line first). */
@@ -172,4 +177,40 @@ export async function sha256File(path: string): Promise<string> {
   const h = createHash('sha256');
   for await (const b of createReadStream(path, { highWaterMark: 8 * 1024 * 1024 })) h.update(b as Buffer);
   return h.digest('hex');
+}
+
+/** A daemon child process of the bench, stopped with SIGTERM (SIGKILL after 15 s). */
+export interface BenchDaemon {
+  pid: number;
+  alive: () => boolean;
+  stderr: () => string;
+  stop(): Promise<void>;
+}
+
+export async function startBenchDaemon(argv: string[], port: number, what: string): Promise<BenchDaemon> {
+  const [cmd, ...args] = argv;
+  const child = spawn(cmd!, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, THINSHIP_LOG: 'warn' } });
+  let err = '';
+  child.stderr.on('data', (b: Buffer) => {
+    if (err.length < 64 * 1024) err += b.toString();
+  });
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  let alive = true;
+  void exited.then(() => {
+    alive = false;
+  });
+  const stop = async () => {
+    if (!alive) return;
+    child.kill('SIGTERM');
+    const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    await exited;
+    clearTimeout(t);
+  };
+  try {
+    await waitListening(port, 30_000, () => alive);
+  } catch (e) {
+    await stop();
+    throw new Error(`${what} did not listen: ${(e as Error).message}: ${err.trim()}`, { cause: e });
+  }
+  return { pid: child.pid!, alive: () => alive, stderr: () => err, stop };
 }

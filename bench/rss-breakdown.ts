@@ -30,7 +30,7 @@ import { parseArgs as parseCommandLine } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { runTool } from '../src/exec/run.js';
 import { DEFAULT_POOL_PARAMS, ensureBenchPool } from './pool-gen.js';
-import { freePort, readTimed, waitListening } from './proc.js';
+import { freePort, readTimed, startBenchDaemon, timedArgv } from './proc.js';
 import { spread, fmtSpread, textTable } from './stats.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -136,25 +136,16 @@ async function oneSend(o: Options, pool: Awaited<ReturnType<typeof ensureBenchPo
       identities: { 'thinship-sender': { directories: [targets] } },
     }),
   );
-  const serve = spawn(process.execPath, [main, 'serve', '--listen', `127.0.0.1:${port}`, '--config', config], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let serveErr = '';
-  serve.stderr.on('data', (b: Buffer) => {
-    if (serveErr.length < STDERR_KEPT_CHARS) serveErr += b.toString();
-  });
-  let serveAlive = true;
-  const serveExited = new Promise<void>((r) => serve.on('exit', () => r()));
-  void serveExited.then(() => (serveAlive = false));
+  const serve = await startBenchDaemon([process.execPath, main, 'serve', '--listen', `127.0.0.1:${port}`, '--config', config], port, 'thinship serve');
   try {
-    await waitListening(port, 30_000, () => serveAlive).catch((e: Error) => {
-      throw new Error(`thinship serve did not listen: ${e.message}: ${serveErr.trim()}`);
-    });
     const timeFile = join(dir, `send-${rep}.time`);
     const sendArgs = [
       ...['send', '--pool-metadata', pool.metadataPath, '--pool-data', pool.dataPath, '--volume-size', String(pool.params.volumeBytes), String(pool.devA)],
       ...['--to', `127.0.0.1:${port}`, '--target', target, '--tls-dir', certs, '--server-name', 'localhost', '--transfer-id', `rss-${rep}-${Date.now()}`, '-q'],
     ];
     const t0 = performance.now();
-    const time = spawn('/usr/bin/time', ['-o', timeFile, '-f', '%e %U %S %M %x', process.execPath, main, ...sendArgs], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const [timeCmd, ...timeArgs] = timedArgv(timeFile, [process.execPath, main, ...sendArgs]);
+    const time = spawn(timeCmd!, timeArgs, { stdio: ['ignore', 'ignore', 'pipe'] });
     let sendErr = '';
     time.stderr.on('data', (b: Buffer) => {
       if (sendErr.length < STDERR_KEPT_CHARS) sendErr += b.toString();
@@ -186,8 +177,7 @@ async function oneSend(o: Options, pool: Awaited<ReturnType<typeof ensureBenchPo
     if (!breakdown) throw new Error('the sender ended before a sample of its memory was taken');
     return { peakRssBytes: usage.maxRssKiB * 1024, sampledPeakBytes: best, breakdown, wallS, cpuS: usage.userS + usage.sysS };
   } finally {
-    serve.kill('SIGTERM');
-    await serveExited;
+    await serve.stop();
     await rm(target, { force: true });
     await rm(state, { recursive: true, force: true });
   }
